@@ -1,0 +1,136 @@
+/*
+ * lt_backend.h -- the op interface. One table of function pointers that the
+ * model calls for every op; the CPU backend (core/lt_cpu_*.c) fills it as the
+ * readable fp32 reference, the CUDA backend (cuda/) fills the same table.
+ *
+ * Memory: every pointer handed to an op is backend memory (host memory for
+ * the CPU backend, device memory for CUDA), allocated with be->alloc.
+ * Element types of the buffers an op touches:
+ *   act   : be->act_dtype   activations and activation gradients
+ *           (F32 on the CPU, BF16 on CUDA)
+ *   param : be->param_dtype model weights as the forward reads them
+ *   f32   : always float    parameter gradients, rstd, lse, per-token loss
+ *   i32   : int32_t         token ids, targets, positions, doc starts
+ *
+ * Shapes use N = B*T rows (B sequences of T tokens, row n = b*T + t).
+ * Packed documents: doc_start[n] is the index t0 (0 <= t0 <= t) inside
+ * sequence b of the first token of the document that token n belongs to.
+ * Attention is causal inside a document only: query (b, t) sees keys
+ * (b, j) with doc_start[b*T+t] <= j <= t. A padding token is a one-token
+ * document (doc_start = t) that is never a target.
+ *
+ * Ops return void; a backend records the first failure, and be->sync
+ * returns it (as CUDA reports kernel errors asynchronously). Shapes are
+ * validated by the caller (the model's planner) before any op runs.
+ *
+ * Gradient conventions: parameter gradients (f32) are always ACCUMULATED
+ * (+=), so micro-batches add up. Activation gradients are written (=) unless
+ * an `acc` argument says to add.
+ */
+#ifndef LT_BACKEND_H
+#define LT_BACKEND_H
+
+#include "lt_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lt_backend lt_backend;
+
+struct lt_backend {
+    const char *name; /* "cpu", "cuda" */
+    lt_dtype act_dtype;
+    lt_dtype param_dtype;
+    void *ctx;
+
+    /* ---- memory ---- */
+    lt_status (*alloc)(lt_backend *be, size_t bytes, void **out, lt_err *err);
+    void (*free)(lt_backend *be, void *p);
+    /* host f32 -> backend buffer of dtype `dt` (converting), n elements */
+    lt_status (*upload_f32)(lt_backend *be, void *dst, lt_dtype dt, const float *src, size_t n, lt_err *err);
+    /* backend buffer of dtype `dt` -> host f32, n elements */
+    lt_status (*download_f32)(lt_backend *be, float *dst, const void *src, lt_dtype dt, size_t n, lt_err *err);
+    /* raw byte copies (ids, masks) */
+    lt_status (*upload)(lt_backend *be, void *dst, const void *src, size_t bytes, lt_err *err);
+    lt_status (*download)(lt_backend *be, void *dst, const void *src, size_t bytes, lt_err *err);
+    void (*zero)(lt_backend *be, void *dst, size_t bytes);
+    /* wait for queued work; returns the first recorded op failure */
+    lt_status (*sync)(lt_backend *be, lt_err *err);
+    void (*destroy)(lt_backend *be);
+
+    /* ---- ops ---- */
+
+    /* out[n, :] = table[ids[n], :]          out (N, C) act, table (V, C) param */
+    void (*embedding_fwd)(lt_backend *be, void *out, const void *table, const int32_t *ids, int N, int C);
+    /* dtable[ids[n], :] += dout[n, :]       dtable (V, C) f32, deterministic order */
+    void (*embedding_bwd)(lt_backend *be, float *dtable, const void *dout, const int32_t *ids, int N, int C);
+
+    /* out = x @ w^T (+ bias)   out (M, Nout) act, x (M, K) act, w (Nout, K) param, bias (Nout) param or NULL */
+    void (*matmul_fwd)(lt_backend *be, void *out, const void *x, const void *w, const void *bias, int M, int K,
+                       int Nout);
+    /* dx (=, or += if acc_dx) dout @ w        (M, K) act, may be NULL
+     * dw += dout^T @ x                        (Nout, K) f32, may be NULL
+     * dbias += sum over rows of dout          (Nout) f32, may be NULL */
+    void (*matmul_bwd)(lt_backend *be, void *dx, int acc_dx, float *dw, float *dbias, const void *dout,
+                       const void *x, const void *w, int M, int K, int Nout);
+
+    /* rstd[r] = 1/sqrt(mean(x[r,:]^2) + eps); out[r,c] = x[r,c] * rstd[r] * w[c]
+     * out, x (R, C) act; w (C) param; rstd (R) f32. Used for the layer norms
+     * (R = N, C = hidden) and for qwen3's per-head q/k norm (R = N*H, C = D). */
+    void (*rmsnorm_fwd)(lt_backend *be, void *out, float *rstd, const void *x, const void *w, int R, int C,
+                        float eps);
+    /* dx (=, or += if acc_dx) (R, C) act; dw += (C) f32 */
+    void (*rmsnorm_bwd)(lt_backend *be, void *dx, int acc_dx, float *dw, const void *dout, const void *x,
+                        const void *w, const float *rstd, int R, int C);
+
+    /* Rotary embedding in place, Hugging Face "rotate_half" layout: for
+     * i < D/2 the pair (x[i], x[i + D/2]) is rotated by angle pos[n]*inv_freq[i].
+     * x (N, H, D) act; pos (N) i32; inv_freq (D/2) f32 (llama3 scaling already
+     * folded in). rope_bwd applies the inverse rotation to the gradient. */
+    void (*rope_fwd)(lt_backend *be, void *x, const int32_t *pos, const float *inv_freq, int N, int H, int D);
+    void (*rope_bwd)(lt_backend *be, void *dx, const int32_t *pos, const float *inv_freq, int N, int H, int D);
+
+    /* Causal, document-separated, grouped-query attention.
+     * q (N, Hq, D), k, v (N, Hkv, D), out (N, Hq, D) act; Hq % Hkv == 0, query
+     * head h reads kv head h / (Hq/Hkv). lse (B, Hq, T) f32 = log-sum-exp of the
+     * scaled scores of each query row, saved for the backward. */
+    void (*attention_fwd)(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                          const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale);
+    /* dq (N, Hq, D), dk, dv (N, Hkv, D) act, written (=). */
+    void (*attention_bwd)(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                          const void *k, const void *v, const void *out, const float *lse,
+                          const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale);
+
+    /* out = silu(gate) * up, n elements (act) */
+    void (*swiglu_fwd)(lt_backend *be, void *out, const void *gate, const void *up, size_t n);
+    void (*swiglu_bwd)(lt_backend *be, void *dgate, void *dup, const void *dout, const void *gate, const void *up,
+                       size_t n);
+
+    /* out = a + b, n elements (act); out may alias a or b */
+    void (*add)(lt_backend *be, void *out, const void *a, const void *b, size_t n);
+
+    /* Cross-entropy over the vocabulary, fused with its gradient.
+     * logits (N, V) act; targets (N) i32, < 0 means "not a target".
+     * loss[n] = -log softmax(logits[n])[targets[n]] (0 for non-targets), f32.
+     * If dlogits != NULL: dlogits[n] = grad_scale * (softmax(logits[n]) - onehot)
+     * for targets, 0 for non-targets (act, may alias logits). */
+    void (*cross_entropy)(lt_backend *be, float *loss, void *dlogits, const void *logits, const int32_t *targets,
+                          int N, int V, float grad_scale);
+};
+
+/* The CPU backend (fp32 reference; OpenMP across rows/heads, BLAS matmuls).
+ * threads <= 0: use the OpenMP default. */
+lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err);
+
+/* The CUDA backend; LT_ERR_UNSUPPORTED when built without CUDA or when no
+ * device is present (message says which). */
+lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err *err);
+
+/* "cpu" | "cuda" | "auto" (cuda when a device is present, else cpu) */
+lt_status lt_backend_create(const char *name, int threads, lt_backend **out, lt_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

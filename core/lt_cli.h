@@ -1,0 +1,23 @@
+/*
+ * lt_cli.h -- the subcommands of the `luxtrain` binary (tools/luxtrain.c) and
+ * small helpers for their option parsing. Each returns a process exit code:
+ * 0 success, 1 failure (message printed), 2 bad usage.
+ */
+#ifndef LT_CLI_H
+#define LT_CLI_H
+
+#include "lt_base.h"
+
+int lt_cmd_inspect(int argc, char **argv);  /* core/lt_cmd_model.c (shards: data/) */
+int lt_cmd_score(int argc, char **argv);    /* core/lt_cmd_model.c */
+int lt_cmd_tokenize(int argc, char **argv); /* data/lt_cmd_tokenize.c */
+
+/* `luxtrain inspect` on a path ending in .h5 forwards here (data/). */
+int lt_cmd_inspect_shard(int argc, char **argv);
+
+/* Option parsing helpers: parse a whole string as a number, else print
+ * "<cmd>: <opt> expects <what>, got '<s>'" and return 0. */
+int lt_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
+int lt_parse_double(const char *cmd, const char *opt, const char *s, double *out);
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * lt_config.h -- a Hugging Face config.json, parsed (cJSON) and checked into
+ * the architecture description the runtime supports.
+ *
+ * Supported: model_type / architectures
+ *   llama   (LlamaForCausalLM: Llama 2, 3, 3.1, 3.2; rope_scaling null or
+ *            {"rope_type"/"type": "llama3"}; tie_word_embeddings)
+ *   mistral (MistralForCausalLM; sliding_window must be null or >= the
+ *            longest sequence used -- refused otherwise at plan time)
+ *   qwen2   (Qwen2ForCausalLM: bias on q/k/v projections)
+ *   qwen3   (Qwen3ForCausalLM: RMSNorm on q and k per head)
+ * Anything else (other architectures, hidden_act other than silu, rope
+ * scaling types other than llama3, attention_bias on llama, ...) is refused
+ * with a message naming the field and value.
+ */
+#ifndef LT_CONFIG_H
+#define LT_CONFIG_H
+
+#include "lt_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { LT_ARCH_LLAMA = 0, LT_ARCH_MISTRAL, LT_ARCH_QWEN2, LT_ARCH_QWEN3 } lt_arch;
+
+typedef struct lt_config {
+    lt_arch arch;
+    char model_type[32];   /* as in config.json */
+    char architecture[64]; /* architectures[0] */
+    int vocab_size;
+    int hidden_size;
+    int intermediate_size;
+    int num_layers;
+    int num_heads;
+    int num_kv_heads;
+    int head_dim; /* config "head_dim" or hidden_size / num_heads */
+    float rms_norm_eps;
+    double rope_theta;
+    int max_position_embeddings;
+    int tie_word_embeddings;
+    int qkv_bias; /* qwen2; llama/mistral "attention_bias": true */
+    int o_bias;   /* llama "attention_bias" also puts a bias on o_proj */
+    int mlp_bias; /* llama "mlp_bias" */
+    int qk_norm;  /* qwen3 */
+    int sliding_window; /* 0 = none */
+    /* llama3 rope scaling; rope_scaling_type 0 = none, 1 = llama3 */
+    int rope_scaling_type;
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;
+    int bos_token_id, eos_token_id; /* -1 if absent (first of a list) */
+    lt_dtype torch_dtype;           /* F32/BF16/F16; F32 if absent */
+} lt_config;
+
+/* Parse and validate DIR/config.json (or a path to a .json file). */
+lt_status lt_config_load(const char *path, lt_config *cfg, lt_err *err);
+/* Parse from a JSON string; `origin` names it in error messages. */
+lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, lt_err *err);
+/* inv_freq[i] for i < head_dim/2, with llama3 scaling applied (as transformers'
+ * _compute_llama3_parameters does). */
+void lt_config_rope_inv_freq(const lt_config *cfg, float *inv_freq);
+const char *lt_arch_name(lt_arch a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

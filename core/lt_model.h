@@ -1,0 +1,85 @@
+/*
+ * lt_model.h -- the transformer runtime: a decoder-only model (llama,
+ * mistral, qwen2, qwen3) loaded from a Hugging Face folder onto a backend,
+ * with forward, loss and backward written once against the op table.
+ *
+ * Parameter names are the Hugging Face names ("model.layers.0.self_attn.q_proj.weight").
+ * Activation memory is planned once per (B, T) in lt_model_plan; the step
+ * itself allocates nothing.
+ */
+#ifndef LT_MODEL_H
+#define LT_MODEL_H
+
+#include "lt_backend.h"
+#include "lt_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A packed batch on the host. N = B*T. */
+typedef struct lt_batch {
+    int B, T;
+    const int32_t *tokens;    /* (N) input ids, each < vocab_size */
+    const int32_t *targets;   /* (N) id to predict at this position, or -1 */
+    const int32_t *pos;       /* (N) position inside the token's document */
+    const int32_t *doc_start; /* (N) see lt_backend.h */
+} lt_batch;
+
+/* Build pos/doc_start/targets for one sequence of T tokens from document
+ * lengths (sum <= T; the rest is padding, each pad its own document), and a
+ * per-token loss mask (1 = token is a target, predicted from the tokens
+ * before it in its document; mask of a document's first token is ignored).
+ * targets[t] = tokens[t+1] if t+1 is in the same document and mask[t+1]. */
+lt_status lt_batch_fill_sequence(int T, const int32_t *tokens, const uint8_t *mask, const int *doc_lens,
+                                 int n_docs, int32_t *targets, int32_t *pos, int32_t *doc_start, lt_err *err);
+
+typedef struct lt_param {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    size_t numel;
+    void *data;  /* backend memory, be->param_dtype */
+    float *grad; /* backend memory, f32, NULL if frozen / not allocated */
+    int trainable;
+} lt_param;
+
+typedef struct lt_model lt_model;
+
+lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err *err);
+void lt_model_free(lt_model *m);
+const lt_config *lt_model_config(const lt_model *m);
+lt_backend *lt_model_backend(const lt_model *m);
+size_t lt_model_num_params(const lt_model *m);
+lt_param *lt_model_param(lt_model *m, size_t i);
+lt_param *lt_model_find_param(lt_model *m, const char *name);
+size_t lt_model_num_elements(const lt_model *m); /* total parameter count */
+
+/* Allocate gradient buffers for all parameters (zeroed). */
+lt_status lt_model_alloc_grads(lt_model *m, lt_err *err);
+void lt_model_zero_grads(lt_model *m);
+
+/* Plan activation memory for batches of B x T (frees a previous plan). */
+lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err);
+
+typedef struct lt_step_result {
+    double loss_sum;   /* sum over target tokens of -log p */
+    int64_t n_targets; /* number of target tokens in this batch */
+} lt_step_result;
+
+/* Forward (and backward when `backward`): validates the batch (token ids <
+ * vocab, shapes match the plan, doc_start/pos consistent), computes the
+ * per-token cross-entropy and, with backward, accumulates into the grads the
+ * gradient of (loss_sum / loss_norm). loss_norm = number of target tokens of
+ * the whole global batch (all micro-batches, all ranks). */
+lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward, double loss_norm, lt_step_result *res,
+                        lt_err *err);
+
+/* After a step: copy logits (N, V) and per-token losses (N) to the host. */
+lt_status lt_model_get_logits(lt_model *m, float *host, lt_err *err);
+lt_status lt_model_get_token_losses(lt_model *m, float *host, lt_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,77 @@
+/*
+ * lt_safetensors.h -- reading and writing safetensors files, and opening a
+ * Hugging Face model folder (model.safetensors, or shards listed in
+ * model.safetensors.index.json).
+ *
+ * Validation on open follows the reference implementation: 8-byte little-endian
+ * header length <= 100 MB and within the file, header is JSON starting with
+ * '{', every entry has a known dtype, a shape and data_offsets [begin, end]
+ * with end - begin == prod(shape) * dtype size (overflow-checked), the ranges
+ * tile the data section exactly (no holes, no overlaps, sorted by begin they
+ * cover [0, data_len)), no duplicate names, and the file length equals
+ * 8 + header length + data length. "__metadata__" is a string->string map.
+ * Files are memory-mapped read-only.
+ */
+#ifndef LT_SAFETENSORS_H
+#define LT_SAFETENSORS_H
+
+#include "lt_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LT_ST_MAX_DIMS 8
+
+typedef struct lt_st_tensor {
+    char *name;
+    lt_dtype dtype;
+    int ndim;
+    int64_t shape[LT_ST_MAX_DIMS];
+    size_t numel;
+    const void *data; /* into the mapping */
+    size_t nbytes;
+    const char *file; /* path of the file holding it */
+} lt_st_tensor;
+
+typedef struct lt_st_file lt_st_file;
+
+lt_status lt_st_open(const char *path, lt_st_file **out, lt_err *err);
+void lt_st_close(lt_st_file *f);
+size_t lt_st_count(const lt_st_file *f);
+const lt_st_tensor *lt_st_get(const lt_st_file *f, size_t i);
+const lt_st_tensor *lt_st_find(const lt_st_file *f, const char *name);
+/* value of a __metadata__ key, or NULL */
+const char *lt_st_metadata(const lt_st_file *f, const char *key);
+
+/* A model folder: one file or an index of shards. */
+typedef struct lt_st_model lt_st_model;
+lt_status lt_st_open_model(const char *dir, lt_st_model **out, lt_err *err);
+void lt_st_close_model(lt_st_model *m);
+size_t lt_st_model_count(const lt_st_model *m);
+const lt_st_tensor *lt_st_model_get(const lt_st_model *m, size_t i);
+const lt_st_tensor *lt_st_model_find(const lt_st_model *m, const char *name);
+
+/* Copy a tensor into host f32 (converting BF16/F16), n must equal numel. */
+lt_status lt_st_to_f32(const lt_st_tensor *t, float *dst, size_t n, lt_err *err);
+/* Find `name`, check its shape equals shape[0..ndim), convert into dst.
+ * Errors name the file and tensor: missing, wrong shape, unsupported dtype. */
+lt_status lt_st_model_load_f32(const lt_st_model *m, const char *name, int ndim, const int64_t *shape,
+                               float *dst, lt_err *err);
+
+/* Writing: tensors given as host data of the stated dtype. Written to a
+ * temporary file and renamed into place. Metadata pairs may be NULL. */
+typedef struct lt_st_write_tensor {
+    const char *name;
+    lt_dtype dtype;
+    int ndim;
+    int64_t shape[LT_ST_MAX_DIMS];
+    const void *data;
+} lt_st_write_tensor;
+lt_status lt_st_write(const char *path, const lt_st_write_tensor *tensors, size_t n, const char *const *meta_keys,
+                      const char *const *meta_values, size_t n_meta, lt_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,118 @@
+/* lt_test.c -- see lt_test.h */
+#define _POSIX_C_SOURCE 200809L
+#include "lt_test.h"
+
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+int lt_test_failures = 0;
+int lt_test_checks = 0;
+
+int lt_test_finish(const char *name) {
+    if (lt_test_failures) {
+        fprintf(stderr, "%s: %d of %d checks FAILED\n", name, lt_test_failures, lt_test_checks);
+        return 1;
+    }
+    if (lt_test_checks == 0) {
+        fprintf(stderr, "%s: no checks ran\n", name);
+        return 1;
+    }
+    printf("%s: all %d checks passed\n", name, lt_test_checks);
+    return 0;
+}
+
+lt_cmp lt_compare(const float *a, const float *b, size_t n) {
+    lt_cmp c = {0};
+    double num = 0, den = 0, bmax = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) {
+            c.n_nonfinite++;
+            continue;
+        }
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+        if (fabs(b[i]) > bmax) bmax = fabs(b[i]);
+        if (fabs(d) > c.max_abs) c.max_abs = fabs(d);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) continue;
+        double r = fabs((double)a[i] - b[i]) / (fabs(b[i]) + 1e-6 * bmax + 1e-30);
+        if (r > c.max_rel) c.max_rel = r;
+    }
+    c.norm_err = den > 0 ? sqrt(num / den) : sqrt(num);
+    return c;
+}
+
+int lt_check_close(const char *what, const float *got, const float *want, size_t n, double tol) {
+    lt_cmp c = lt_compare(got, want, n);
+    int ok = c.n_nonfinite == 0 && c.norm_err <= tol;
+    lt_test_checks++;
+    if (!ok) {
+        lt_test_failures++;
+        fprintf(stderr, "FAIL %s: normalized error %.3g (tol %.3g), max abs %.3g, %zu non-finite of %zu\n", what,
+                c.norm_err, tol, c.max_abs, c.n_nonfinite, n);
+    } else if (getenv("LT_TEST_VERBOSE")) {
+        printf("  ok %-48s norm err %.3g  max abs %.3g\n", what, c.norm_err, c.max_abs);
+    }
+    return ok;
+}
+
+void lt_fill_normal(float *x, size_t n, float scale, uint64_t seed) {
+    lt_rng r;
+    lt_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = scale * lt_rng_normal(&r);
+}
+
+void lt_poison(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+}
+
+static void mkdirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = 0;
+            mkdir(buf, 0755);
+            *p = '/';
+        }
+    }
+    mkdir(buf, 0755);
+}
+
+const char *lt_test_tmpdir(const char *name) {
+    static char buf[4096];
+    const char *env = getenv("LT_TMP");
+    if (env && *env)
+        snprintf(buf, sizeof buf, "%s", env);
+    else
+        snprintf(buf, sizeof buf, "%s/%s", LT_TEST_TMP, name);
+    mkdirs(buf);
+    return buf;
+}
+
+const char *lt_src_path(const char *rel) {
+    static char buf[4][4096];
+    static int k = 0;
+    k = (k + 1) & 3;
+    const char *env = getenv("LT_SOURCE_DIR");
+    snprintf(buf[k], sizeof buf[k], "%s/%s", env && *env ? env : LT_SOURCE_DIR, rel);
+    return buf[k];
+}
+
+const char *lt_shared_path(const char *rel) {
+    static char buf[4][4096];
+    static int k = 0;
+    k = (k + 1) & 3;
+    const char *env = getenv("LT_SHARED_DIR");
+    snprintf(buf[k], sizeof buf[k], "%s/%s", env && *env ? env : LT_SHARED_DIR, rel);
+    return buf[k];
+}
+
+int lt_test_system(const char *cmd) {
+    int st = system(cmd);
+    if (st == -1) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

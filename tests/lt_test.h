@@ -1,0 +1,66 @@
+/*
+ * lt_test.h -- helpers shared by the C tests: checks that count failures,
+ * normalized error comparison, poisoning, scratch folders and skip.
+ * A test's main returns lt_test_finish(): 0 if every check passed, 1 if not.
+ * Return LT_TEST_SKIP (77) where a prerequisite is absent (ctest: skipped).
+ */
+#ifndef LT_TEST_H
+#define LT_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "lt_base.h"
+
+#define LT_TEST_SKIP 77
+
+extern int lt_test_failures;
+extern int lt_test_checks;
+
+#define LT_CHECK(cond, ...)                                                     \
+    do {                                                                        \
+        lt_test_checks++;                                                       \
+        if (!(cond)) {                                                          \
+            lt_test_failures++;                                                 \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);     \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fprintf(stderr, "\n");                                              \
+        }                                                                       \
+    } while (0)
+
+/* Check an lt_status is LT_OK, printing the error message otherwise. */
+#define LT_CHECK_OK(expr, errp)                                                         \
+    do {                                                                                \
+        lt_status _st = (expr);                                                         \
+        LT_CHECK(_st == LT_OK, "%s: %s", lt_status_name(_st), (errp)->msg);             \
+    } while (0)
+
+int lt_test_finish(const char *name);
+
+/* Max over i of |a-b| / (|b| + atol_floor) is not what we use; instead the
+ * normalized error  ||a - b||_2 / max(||b||_2, tiny)  and the max abs error.
+ * Returns 1 if the normalized error <= tol and nothing is NaN/Inf. */
+typedef struct lt_cmp {
+    double norm_err;  /* ||a-b|| / ||b|| */
+    double max_abs;   /* max |a-b| */
+    double max_rel;   /* max |a-b| / (|b| + 1e-6 * max|b|) */
+    size_t n_nonfinite;
+} lt_cmp;
+lt_cmp lt_compare(const float *a, const float *b, size_t n);
+int lt_check_close(const char *what, const float *got, const float *want, size_t n, double tol);
+
+/* Fill with N(0, scale^2) from a seeded RNG. */
+void lt_fill_normal(float *x, size_t n, float scale, uint64_t seed);
+/* Poison: fill with NaN so an unwritten output never passes. */
+void lt_poison(float *x, size_t n);
+
+/* Scratch folder for this test ($LT_TMP or LT_TEST_TMP/<name>), created. */
+const char *lt_test_tmpdir(const char *name);
+/* Path of a file under the source tree / shared folder (static buffer). */
+const char *lt_src_path(const char *rel);
+const char *lt_shared_path(const char *rel);
+/* Run a shell command, return its exit status (-1 if it could not run). */
+int lt_test_system(const char *cmd);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * luxtrain.c -- the `luxtrain` command: dispatches a subcommand to the module
+ * that implements it. Each module exports `int lt_cmd_<name>(int argc, char **argv)`
+ * (argv[0] is the subcommand name) returning a process exit code.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "lt_cli.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"inspect", lt_cmd_inspect, "describe a model folder (or a token shard .h5)"},
+    {"score", lt_cmd_score, "log-probabilities of a token sequence under a model"},
+    {"tokenize", lt_cmd_tokenize, "JSONL instruction sets / corpora -> HDF5 token shards"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: luxtrain <command> [options]   (luxtrain <command> --help)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "luxtrain: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
