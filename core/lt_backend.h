@@ -37,6 +37,7 @@ extern "C" {
 #endif
 
 typedef struct lt_backend lt_backend;
+struct lt_adamw_tensor; /* below */
 
 struct lt_backend {
     const char *name; /* "cpu", "cuda" */
@@ -117,7 +118,47 @@ struct lt_backend {
      * for targets, 0 for non-targets (act, may alias logits). */
     void (*cross_entropy)(lt_backend *be, float *loss, void *dlogits, const void *logits, const int32_t *targets,
                           int N, int V, float grad_scale);
+
+    /* ---- LoRA linear: out = x @ w^T (+ bias) + scale * (x_lora @ A^T) @ B^T ----
+     * x (M, K) act; x_lora (M, K) act = x, or x after adapter dropout;
+     * w (Nout, K) param (frozen); A (r, K) f32; B (Nout, r) f32 (trainable);
+     * xa (M, r) f32 receives x_lora @ A^T (saved for the backward). */
+    void (*lora_fwd)(lt_backend *be, void *out, float *xa, const void *x, const void *x_lora, const void *w,
+                     const void *bias, const float *A, const float *B, int M, int K, int Nout, int r, float scale);
+    /* dx (=, or += if acc_dx) = dout @ w + scale * ((dout @ B) @ A) [the second
+     * term is the gradient w.r.t. x_lora; with dropout the caller passes
+     * dx_lora separately: if dx_lora != NULL it receives that term (=) and dx
+     * gets only dout @ w]. dA += scale * (dout @ B)^T @ x_lora;
+     * dB += scale * dout^T @ xa. No gradient for w. */
+    void (*lora_bwd)(lt_backend *be, void *dx, int acc_dx, void *dx_lora, float *dA, float *dB, const void *dout,
+                     const void *x_lora, const void *w, const float *A, const float *B, const float *xa, int M,
+                     int K, int Nout, int r, float scale);
+
+    /* ---- optimizer ---- */
+    /* sum of x[i]^2 over n f32 values, accumulated in double in a fixed order
+     * (deterministic); the result is returned to the host. */
+    double (*sumsq)(lt_backend *be, const float *x, size_t n);
+    /* One AdamW step over `count` tensors in one pass (see lt_adamw_tensor).
+     * g = grad * grad_scale (the clipping factor); m = b1 m + (1-b1) g;
+     * v = b2 v + (1-b2) g^2; mhat = m / (1-b1^step); vhat = v / (1-b2^step);
+     * p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p)   (torch.optim.AdamW). */
+    void (*adamw)(lt_backend *be, const struct lt_adamw_tensor *ts, int count, float lr, float beta1,
+                  float beta2, float eps, int step, float grad_scale);
 };
+
+/* One tensor of an AdamW step (descriptor in host memory, buffers in backend
+ * memory). master: f32 master weights when param is not f32 (CUDA full
+ * fine-tuning), else NULL and `param` itself is f32 and updated. After the
+ * update the backend writes param from master (rounding to param dtype). */
+typedef struct lt_adamw_tensor {
+    void *param;
+    lt_dtype param_dtype;
+    float *master;
+    const float *grad;
+    float *m, *v;
+    size_t n;
+    float weight_decay;
+} lt_adamw_tensor;
 
 /* The CPU backend (fp32 reference; OpenMP across rows/heads, BLAS matmuls).
  * threads <= 0: use the OpenMP default. */
