@@ -56,6 +56,7 @@ static const struct {
 } dtype_info[LT_DTYPE_COUNT] = {
     [LT_F32] = {"F32", 4}, [LT_BF16] = {"BF16", 2}, [LT_F16] = {"F16", 2},
     [LT_I32] = {"I32", 4}, [LT_I64] = {"I64", 8},   [LT_U8] = {"U8", 1},
+    [LT_F64] = {"F64", 8}, [LT_BOOL] = {"BOOL", 1},
 };
 
 size_t lt_dtype_size(lt_dtype t) { return (unsigned)t < LT_DTYPE_COUNT ? dtype_info[t].size : 0; }

@@ -63,6 +63,8 @@ typedef enum {
     LT_I32,
     LT_I64,
     LT_U8,
+    LT_F64,  /* safetensors metadata-ish tensors; not used by the runtime */
+    LT_BOOL, /* 1 byte per element */
     LT_DTYPE_COUNT
 } lt_dtype;
 

@@ -9,9 +9,11 @@
  *            longest sequence used -- refused otherwise at plan time)
  *   qwen2   (Qwen2ForCausalLM: bias on q/k/v projections)
  *   qwen3   (Qwen3ForCausalLM: RMSNorm on q and k per head)
- * Anything else (other architectures, hidden_act other than silu, rope
- * scaling types other than llama3, attention_bias on llama, ...) is refused
- * with a message naming the field and value.
+ * llama attention_bias / mlp_bias and qwen3 attention_bias set the bias
+ * flags below (the model builds what transformers builds). Anything else
+ * (other architectures, hidden_act other than silu, rope scaling types other
+ * than llama3, partial_rotary_factor != 1, ...) is refused with a message
+ * naming the field and value. Defaults for absent keys: see lt_config.c.
  */
 #ifndef LT_CONFIG_H
 #define LT_CONFIG_H

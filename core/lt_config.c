@@ -1,0 +1,414 @@
+/* lt_config.c -- config.json (Hugging Face) -> lt_config, checked. See lt_config.h.
+ *
+ * Defaults follow the transformers 4.51.3 config classes (LlamaConfig,
+ * MistralConfig, Qwen2Config, Qwen3Config) for keys a config.json leaves out;
+ * the size keys (vocab_size, hidden_size, intermediate_size,
+ * num_hidden_layers, num_attention_heads) are required instead of defaulted,
+ * since a model folder without them is broken. Where the classes differ:
+ *   num_key_value_heads absent: llama -> num_attention_heads, mistral -> 8,
+ *     qwen2/qwen3 -> 32 (the classes' argument defaults); null -> num_attention_heads
+ *   head_dim absent or null: hidden_size / num_attention_heads, except qwen3
+ *     absent -> 128 (Qwen3Config's default)
+ *   max_position_embeddings: llama 2048, mistral 131072, qwen 32768
+ *   sliding_window: mistral absent -> 4096, null -> none; qwen2/qwen3 only when
+ *     use_sliding_window is true and some layer index >= max_window_layers
+ *     (default 28) exists (the models apply it to those layers only; we
+ *     record the window and the runtime refuses longer sequences)
+ * Biases as the transformers modules build them: llama attention_bias -> q/k/v/o,
+ * mlp_bias -> gate/up/down; qwen2 -> q/k/v always; qwen3 attention_bias ->
+ * q/k/v/o; mistral none (MistralAttention ignores attention_bias).
+ */
+#include "lt_config.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+const char *lt_arch_name(lt_arch a) {
+    switch (a) {
+    case LT_ARCH_LLAMA: return "llama";
+    case LT_ARCH_MISTRAL: return "mistral";
+    case LT_ARCH_QWEN2: return "qwen2";
+    case LT_ARCH_QWEN3: return "qwen3";
+    }
+    return "?";
+}
+
+static const char *arch_class(lt_arch a) {
+    switch (a) {
+    case LT_ARCH_LLAMA: return "LlamaForCausalLM";
+    case LT_ARCH_MISTRAL: return "MistralForCausalLM";
+    case LT_ARCH_QWEN2: return "Qwen2ForCausalLM";
+    case LT_ARCH_QWEN3: return "Qwen3ForCausalLM";
+    }
+    return "?";
+}
+
+static const char *json_kind(const cJSON *v) {
+    if (!v) return "absent";
+    if (cJSON_IsNumber(v)) return "a number";
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsArray(v)) return "an array";
+    if (cJSON_IsObject(v)) return "an object";
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsNull(v)) return "null";
+    return "invalid";
+}
+
+/* An integer field. Absent (or null when null_is_absent) -> def, or an error
+ * when required. Sets *present. */
+static lt_status get_int(const cJSON *o, const char *key, int required, int def, int *out, int *present,
+                         const char *origin, lt_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (present) *present = 0;
+    if (!v || cJSON_IsNull(v)) {
+        if (required) return lt_fail(err, LT_ERR_INVALID, "%s: %s is required but %s", origin, key, json_kind(v));
+        *out = def;
+        return LT_OK;
+    }
+    if (!cJSON_IsNumber(v))
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s must be an integer, found %s", origin, key, json_kind(v));
+    if (floor(v->valuedouble) != v->valuedouble || fabs(v->valuedouble) > 2147483647.0)
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s = %g, expected an integer", origin, key, v->valuedouble);
+    *out = (int)v->valuedouble;
+    if (present) *present = 1;
+    return LT_OK;
+}
+
+static lt_status get_double(const cJSON *o, const char *key, int required, double def, double *out,
+                            const char *origin, lt_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required) return lt_fail(err, LT_ERR_INVALID, "%s: %s is required but %s", origin, key, json_kind(v));
+        *out = def;
+        return LT_OK;
+    }
+    if (!cJSON_IsNumber(v))
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s must be a number, found %s", origin, key, json_kind(v));
+    *out = v->valuedouble;
+    return LT_OK;
+}
+
+static lt_status get_bool(const cJSON *o, const char *key, int def, int *out, const char *origin, lt_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return LT_OK;
+    }
+    if (!cJSON_IsBool(v))
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s must be true or false, found %s", origin, key, json_kind(v));
+    *out = cJSON_IsTrue(v) ? 1 : 0;
+    return LT_OK;
+}
+
+/* bos/eos: an integer, null, or a list of integers (the first is taken). */
+static lt_status get_token_id(const cJSON *o, const char *key, int *out, const char *origin, lt_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    *out = -1;
+    if (!v || cJSON_IsNull(v)) return LT_OK;
+    if (cJSON_IsArray(v)) {
+        if (cJSON_GetArraySize(v) == 0) return LT_OK;
+        v = cJSON_GetArrayItem(v, 0);
+    }
+    if (!cJSON_IsNumber(v))
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s must be a non-negative integer or a list of them, found %s",
+                       origin, key, json_kind(v));
+    if (floor(v->valuedouble) != v->valuedouble || v->valuedouble < 0 || v->valuedouble > 2147483647.0)
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s = %g, expected a non-negative integer token id", origin, key,
+                       v->valuedouble);
+    *out = (int)v->valuedouble;
+    return LT_OK;
+}
+
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        if ((st = (x)) != LT_OK) goto done;                                                                            \
+    } while (0)
+#define REFUSE(code, ...)                                                                                              \
+    do {                                                                                                               \
+        st = lt_fail(err, code, __VA_ARGS__);                                                                          \
+        goto done;                                                                                                     \
+    } while (0)
+
+static lt_status parse_rope_scaling(const cJSON *root, lt_config *c, const char *origin, lt_err *err) {
+    lt_status st = LT_OK;
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    c->rope_scaling_type = 0;
+    c->rope_factor = c->rope_low_freq_factor = c->rope_high_freq_factor = 1.0;
+    c->rope_original_max_pos = 0;
+    if (!rs || cJSON_IsNull(rs)) return LT_OK;
+    if (!cJSON_IsObject(rs))
+        return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling must be null or an object, found %s", origin,
+                       json_kind(rs));
+    /* transformers: a legacy "type" key overrides "rope_type" */
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    const char *key = "type";
+    if (!ty) {
+        ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+        key = "rope_type";
+    }
+    if (!cJSON_IsString(ty))
+        return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling needs a string \"rope_type\" (or \"type\"), found %s",
+                       origin, json_kind(ty));
+    if (strcmp(ty->valuestring, "default") == 0) return LT_OK; /* the same as no scaling */
+    if (strcmp(ty->valuestring, "llama3") != 0)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: rope_scaling.%s = \"%s\" is not supported (only null or \"llama3\")", origin, key,
+                       ty->valuestring);
+    c->rope_scaling_type = 1;
+    static const char *const keys[3] = {"factor", "low_freq_factor", "high_freq_factor"};
+    double *dst[3] = {&c->rope_factor, &c->rope_low_freq_factor, &c->rope_high_freq_factor};
+    for (int i = 0; i < 3; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(rs, keys[i]);
+        if (!cJSON_IsNumber(v))
+            return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling.%s must be a number for llama3 scaling, found %s",
+                           origin, keys[i], json_kind(v));
+        *dst[i] = v->valuedouble;
+    }
+    const cJSON *om = cJSON_GetObjectItemCaseSensitive(rs, "original_max_position_embeddings");
+    if (!cJSON_IsNumber(om) || floor(om->valuedouble) != om->valuedouble || fabs(om->valuedouble) > 2147483647.0)
+        REFUSE(LT_ERR_INVALID,
+               "%s: rope_scaling.original_max_position_embeddings must be an integer for llama3 scaling, found %s",
+               origin, json_kind(om));
+    c->rope_original_max_pos = (int)om->valuedouble;
+    if (!(c->rope_factor >= 1.0))
+        REFUSE(LT_ERR_INVALID, "%s: rope_scaling.factor = %g, expected >= 1", origin, c->rope_factor);
+    if (!(c->rope_low_freq_factor > 0.0))
+        REFUSE(LT_ERR_INVALID, "%s: rope_scaling.low_freq_factor = %g, expected > 0", origin,
+               c->rope_low_freq_factor);
+    if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
+        REFUSE(LT_ERR_INVALID, "%s: rope_scaling.high_freq_factor = %g must exceed low_freq_factor = %g", origin,
+               c->rope_high_freq_factor, c->rope_low_freq_factor);
+    if (c->rope_original_max_pos <= 0)
+        REFUSE(LT_ERR_INVALID, "%s: rope_scaling.original_max_position_embeddings = %d, expected > 0", origin,
+               c->rope_original_max_pos);
+done:
+    return st;
+}
+
+lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, lt_err *err) {
+    lt_config c;
+    memset(&c, 0, sizeof c);
+    if (!origin) origin = "config.json";
+    cJSON *root = cJSON_Parse(json);
+    if (!root) return lt_fail(err, LT_ERR_FORMAT, "%s: not valid JSON", origin);
+    lt_status st = LT_OK;
+    if (!cJSON_IsObject(root)) REFUSE(LT_ERR_FORMAT, "%s: expected a JSON object", origin);
+
+    /* ---- architecture ---- */
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (!cJSON_IsString(mt)) REFUSE(LT_ERR_INVALID, "%s: model_type must be a string, found %s", origin, json_kind(mt));
+    if (strcmp(mt->valuestring, "llama") == 0)
+        c.arch = LT_ARCH_LLAMA;
+    else if (strcmp(mt->valuestring, "mistral") == 0)
+        c.arch = LT_ARCH_MISTRAL;
+    else if (strcmp(mt->valuestring, "qwen2") == 0)
+        c.arch = LT_ARCH_QWEN2;
+    else if (strcmp(mt->valuestring, "qwen3") == 0)
+        c.arch = LT_ARCH_QWEN3;
+    else
+        REFUSE(LT_ERR_UNSUPPORTED, "%s: model_type = \"%s\" is not supported (supported: llama, mistral, qwen2, qwen3)",
+               origin, mt->valuestring);
+    snprintf(c.model_type, sizeof c.model_type, "%s", mt->valuestring);
+    const char *want_class = arch_class(c.arch);
+    const cJSON *ar = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    if (ar && !cJSON_IsNull(ar)) {
+        const cJSON *a0 = cJSON_IsArray(ar) ? cJSON_GetArrayItem(ar, 0) : NULL;
+        if (!cJSON_IsString(a0))
+            REFUSE(LT_ERR_INVALID, "%s: architectures must be a list of class names, found %s", origin,
+                   cJSON_IsArray(ar) ? "an empty or non-string list" : json_kind(ar));
+        if (strcmp(a0->valuestring, want_class) != 0)
+            REFUSE(LT_ERR_UNSUPPORTED, "%s: architectures[0] = \"%s\" but model_type \"%s\" expects \"%s\"", origin,
+                   a0->valuestring, c.model_type, want_class);
+    }
+    snprintf(c.architecture, sizeof c.architecture, "%s", want_class);
+
+    /* ---- sizes ---- */
+    TRY(get_int(root, "vocab_size", 1, 0, &c.vocab_size, NULL, origin, err));
+    TRY(get_int(root, "hidden_size", 1, 0, &c.hidden_size, NULL, origin, err));
+    TRY(get_int(root, "intermediate_size", 1, 0, &c.intermediate_size, NULL, origin, err));
+    TRY(get_int(root, "num_hidden_layers", 1, 0, &c.num_layers, NULL, origin, err));
+    TRY(get_int(root, "num_attention_heads", 1, 0, &c.num_heads, NULL, origin, err));
+    {
+        const struct {
+            const char *k;
+            int v;
+        } pos[] = {{"vocab_size", c.vocab_size},
+                   {"hidden_size", c.hidden_size},
+                   {"intermediate_size", c.intermediate_size},
+                   {"num_hidden_layers", c.num_layers},
+                   {"num_attention_heads", c.num_heads}};
+        for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++)
+            if (pos[i].v <= 0) REFUSE(LT_ERR_INVALID, "%s: %s = %d, expected > 0", origin, pos[i].k, pos[i].v);
+    }
+    {
+        const cJSON *kv = cJSON_GetObjectItemCaseSensitive(root, "num_key_value_heads");
+        int def = c.arch == LT_ARCH_LLAMA ? c.num_heads : c.arch == LT_ARCH_MISTRAL ? 8 : 32;
+        if (cJSON_IsNull(kv)) def = c.num_heads;
+        TRY(get_int(root, "num_key_value_heads", 0, def, &c.num_kv_heads, NULL, origin, err));
+        if (c.num_kv_heads <= 0)
+            REFUSE(LT_ERR_INVALID, "%s: num_key_value_heads = %d, expected > 0", origin, c.num_kv_heads);
+        if (c.num_heads % c.num_kv_heads != 0)
+            REFUSE(LT_ERR_INVALID, "%s: num_key_value_heads = %d does not divide num_attention_heads = %d", origin,
+                   c.num_kv_heads, c.num_heads);
+    }
+    {
+        const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
+        int present = 0;
+        TRY(get_int(root, "head_dim", 0, 0, &c.head_dim, &present, origin, err));
+        if (!hd && c.arch == LT_ARCH_QWEN3) {
+            c.head_dim = 128; /* Qwen3Config default */
+        } else if (!present || (c.arch == LT_ARCH_MISTRAL && c.head_dim == 0)) {
+            if (c.hidden_size % c.num_heads != 0)
+                REFUSE(LT_ERR_INVALID,
+                       "%s: hidden_size = %d is not divisible by num_attention_heads = %d (and head_dim is not given)",
+                       origin, c.hidden_size, c.num_heads);
+            c.head_dim = c.hidden_size / c.num_heads;
+        }
+        if (c.head_dim <= 0) REFUSE(LT_ERR_INVALID, "%s: head_dim = %d, expected > 0", origin, c.head_dim);
+        if (c.head_dim % 2 != 0)
+            REFUSE(LT_ERR_INVALID, "%s: head_dim = %d must be even (rotary embedding pairs)", origin, c.head_dim);
+    }
+    {
+        int def = c.arch == LT_ARCH_LLAMA ? 2048 : c.arch == LT_ARCH_MISTRAL ? 4096 * 32 : 32768;
+        TRY(get_int(root, "max_position_embeddings", 0, def, &c.max_position_embeddings, NULL, origin, err));
+        if (c.max_position_embeddings <= 0)
+            REFUSE(LT_ERR_INVALID, "%s: max_position_embeddings = %d, expected > 0", origin,
+                   c.max_position_embeddings);
+    }
+
+    /* ---- activation, norms, rope ---- */
+    {
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+        if (act && !cJSON_IsNull(act)) {
+            if (!cJSON_IsString(act))
+                REFUSE(LT_ERR_INVALID, "%s: hidden_act must be a string, found %s", origin, json_kind(act));
+            if (strcmp(act->valuestring, "silu") != 0)
+                REFUSE(LT_ERR_UNSUPPORTED, "%s: hidden_act = \"%s\" is not supported (only \"silu\")", origin,
+                       act->valuestring);
+        }
+    }
+    double eps;
+    TRY(get_double(root, "rms_norm_eps", 0, 1e-6, &eps, origin, err));
+    if (!(eps > 0.0) || !isfinite(eps)) REFUSE(LT_ERR_INVALID, "%s: rms_norm_eps = %g, expected > 0", origin, eps);
+    c.rms_norm_eps = (float)eps;
+    TRY(get_double(root, "rope_theta", 0, 10000.0, &c.rope_theta, origin, err));
+    if (!(c.rope_theta > 0.0) || !isfinite(c.rope_theta))
+        REFUSE(LT_ERR_INVALID, "%s: rope_theta = %g, expected > 0", origin, c.rope_theta);
+    {
+        double prf;
+        TRY(get_double(root, "partial_rotary_factor", 0, 1.0, &prf, origin, err));
+        if (prf != 1.0)
+            REFUSE(LT_ERR_UNSUPPORTED, "%s: partial_rotary_factor = %g is not supported (only 1.0)", origin, prf);
+    }
+    TRY(parse_rope_scaling(root, &c, origin, err));
+
+    /* ---- biases, norms, windows ---- */
+    TRY(get_bool(root, "tie_word_embeddings", 0, &c.tie_word_embeddings, origin, err));
+    {
+        int attn_bias, mlp_bias;
+        TRY(get_bool(root, "attention_bias", 0, &attn_bias, origin, err));
+        TRY(get_bool(root, "mlp_bias", 0, &mlp_bias, origin, err));
+        switch (c.arch) {
+        case LT_ARCH_LLAMA:
+            c.qkv_bias = c.o_bias = attn_bias;
+            c.mlp_bias = mlp_bias;
+            break;
+        case LT_ARCH_MISTRAL: break; /* transformers builds Mistral without biases */
+        case LT_ARCH_QWEN2: c.qkv_bias = 1; break;
+        case LT_ARCH_QWEN3:
+            c.qkv_bias = c.o_bias = attn_bias;
+            c.qk_norm = 1;
+            break;
+        }
+    }
+    if (c.arch == LT_ARCH_MISTRAL) {
+        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+        TRY(get_int(root, "sliding_window", 0, sw ? 0 : 4096, &c.sliding_window, NULL, origin, err));
+        if (sw && !cJSON_IsNull(sw) && c.sliding_window <= 0)
+            REFUSE(LT_ERR_INVALID, "%s: sliding_window = %d, expected null or > 0", origin, c.sliding_window);
+    } else if (c.arch == LT_ARCH_QWEN2 || c.arch == LT_ARCH_QWEN3) {
+        int use, win, mwl, win_present;
+        TRY(get_bool(root, "use_sliding_window", 0, &use, origin, err));
+        TRY(get_int(root, "sliding_window", 0, 4096, &win, &win_present, origin, err));
+        TRY(get_int(root, "max_window_layers", 0, 28, &mwl, NULL, origin, err));
+        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+        if (use && !cJSON_IsNull(sw) && mwl < c.num_layers) {
+            if (win <= 0)
+                REFUSE(LT_ERR_INVALID, "%s: sliding_window = %d with use_sliding_window true, expected > 0", origin,
+                       win);
+            c.sliding_window = win;
+        }
+    }
+
+    /* ---- tokens, dtype ---- */
+    TRY(get_token_id(root, "bos_token_id", &c.bos_token_id, origin, err));
+    TRY(get_token_id(root, "eos_token_id", &c.eos_token_id, origin, err));
+    {
+        const cJSON *td = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype");
+        c.torch_dtype = LT_F32;
+        if (td && !cJSON_IsNull(td)) {
+            if (!cJSON_IsString(td))
+                REFUSE(LT_ERR_INVALID, "%s: torch_dtype must be a string, found %s", origin, json_kind(td));
+            if (strcmp(td->valuestring, "float32") == 0)
+                c.torch_dtype = LT_F32;
+            else if (strcmp(td->valuestring, "bfloat16") == 0)
+                c.torch_dtype = LT_BF16;
+            else if (strcmp(td->valuestring, "float16") == 0)
+                c.torch_dtype = LT_F16;
+            else
+                REFUSE(LT_ERR_UNSUPPORTED,
+                       "%s: torch_dtype = \"%s\" is not supported (expected float32, bfloat16 or float16)", origin,
+                       td->valuestring);
+        }
+    }
+    *cfg = c;
+done:
+    cJSON_Delete(root);
+    return st;
+}
+
+lt_status lt_config_load(const char *path, lt_config *cfg, lt_err *err) {
+    char file[4096];
+    if (lt_is_dir(path)) {
+        if (!lt_path_join(file, sizeof file, path, "config.json"))
+            return lt_fail(err, LT_ERR_INVALID, "%s: path too long", path);
+    } else {
+        snprintf(file, sizeof file, "%s", path);
+    }
+    char *text = NULL;
+    lt_status st = lt_read_file(file, &text, NULL, err);
+    if (st != LT_OK) return st;
+    st = lt_config_parse(text, file, cfg, err);
+    free(text);
+    return st;
+}
+
+/* inv_freq[i] = theta^(-2i/D), then llama3 scaling (transformers'
+ * _compute_llama3_parameters): wavelengths above original_max/low_freq_factor
+ * are divided by factor, below original_max/high_freq_factor kept, and in
+ * between blended by smooth = (original_max / wavelen - low) / (high - low):
+ *   (1 - smooth) * inv / factor + smooth * inv.
+ * Computed in double and rounded to float once; transformers computes in
+ * float32, so the two differ by a few float32 ulps (see tests/test_config.c). */
+void lt_config_rope_inv_freq(const lt_config *cfg, float *inv_freq) {
+    const int D = cfg->head_dim;
+    const double pi = 3.14159265358979323846;
+    for (int i = 0; i < D / 2; i++) {
+        double inv = 1.0 / pow(cfg->rope_theta, (double)(2 * i) / (double)D);
+        if (cfg->rope_scaling_type == 1) {
+            double omp = (double)cfg->rope_original_max_pos, f = cfg->rope_factor;
+            double lo = cfg->rope_low_freq_factor, hi = cfg->rope_high_freq_factor;
+            double low_wavelen = omp / lo, high_wavelen = omp / hi;
+            double wavelen = 2.0 * pi / inv;
+            if (wavelen > low_wavelen) {
+                inv = inv / f;
+            } else if (!(wavelen < high_wavelen)) {
+                double smooth = (omp / wavelen - lo) / (hi - lo);
+                inv = (1.0 - smooth) * inv / f + smooth * inv;
+            }
+        }
+        inv_freq[i] = (float)inv;
+    }
+}

@@ -1,0 +1,387 @@
+/* test_config.c -- config.json parsing: a valid config per architecture
+ * (real model geometries), every refusal with its message, lt_config_load
+ * from a folder / file, and llama3 rope inv_freq against transformers 4.51.3
+ * (tests/fixtures/config/llama3_rope.json, tools/gen_config_fixture.py).
+ *
+ * Tolerance for inv_freq: max relative error <= 1e-6 per element. We compute
+ * in double and round once; transformers computes in float32, which differs
+ * by a few float32 ulps (measured ~3e-7 relative). */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lt_config.h"
+#include "lt_test.h"
+
+static const char *LLAMA31_8B =
+    "{\"architectures\": [\"LlamaForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
+    " \"bos_token_id\": 128000, \"eos_token_id\": [128001, 128008, 128009], \"head_dim\": 128,"
+    " \"hidden_act\": \"silu\", \"hidden_size\": 4096, \"initializer_range\": 0.02,"
+    " \"intermediate_size\": 14336, \"max_position_embeddings\": 131072, \"mlp_bias\": false,"
+    " \"model_type\": \"llama\", \"num_attention_heads\": 32, \"num_hidden_layers\": 32,"
+    " \"num_key_value_heads\": 8, \"pretraining_tp\": 1, \"rms_norm_eps\": 1e-05,"
+    " \"rope_scaling\": {\"factor\": 8.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0,"
+    " \"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}, \"rope_theta\": 500000.0,"
+    " \"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\", \"transformers_version\": \"4.43.0.dev0\","
+    " \"use_cache\": true, \"vocab_size\": 128256}";
+
+static const char *LLAMA2_7B =
+    "{\"architectures\": [\"LlamaForCausalLM\"], \"bos_token_id\": 1, \"eos_token_id\": 2,"
+    " \"hidden_act\": \"silu\", \"hidden_size\": 4096, \"initializer_range\": 0.02, \"intermediate_size\": 11008,"
+    " \"max_position_embeddings\": 4096, \"model_type\": \"llama\", \"num_attention_heads\": 32,"
+    " \"num_hidden_layers\": 32, \"pretraining_tp\": 1, \"rms_norm_eps\": 1e-05, \"rope_scaling\": null,"
+    " \"tie_word_embeddings\": false, \"torch_dtype\": \"float16\", \"use_cache\": true, \"vocab_size\": 32000}";
+
+static const char *MISTRAL_7B_V01 =
+    "{\"architectures\": [\"MistralForCausalLM\"], \"bos_token_id\": 1, \"eos_token_id\": 2,"
+    " \"hidden_act\": \"silu\", \"hidden_size\": 4096, \"initializer_range\": 0.02, \"intermediate_size\": 14336,"
+    " \"max_position_embeddings\": 32768, \"model_type\": \"mistral\", \"num_attention_heads\": 32,"
+    " \"num_hidden_layers\": 32, \"num_key_value_heads\": 8, \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0,"
+    " \"sliding_window\": 4096, \"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\","
+    " \"use_cache\": true, \"vocab_size\": 32000}";
+
+static const char *QWEN25_05B =
+    "{\"architectures\": [\"Qwen2ForCausalLM\"], \"attention_dropout\": 0.0, \"bos_token_id\": 151643,"
+    " \"eos_token_id\": 151643, \"hidden_act\": \"silu\", \"hidden_size\": 896, \"initializer_range\": 0.02,"
+    " \"intermediate_size\": 4864, \"max_position_embeddings\": 32768, \"max_window_layers\": 24,"
+    " \"model_type\": \"qwen2\", \"num_attention_heads\": 14, \"num_hidden_layers\": 24,"
+    " \"num_key_value_heads\": 2, \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0,"
+    " \"sliding_window\": 32768, \"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\","
+    " \"use_cache\": true, \"use_sliding_window\": false, \"vocab_size\": 151936}";
+
+static const char *QWEN3_06B =
+    "{\"architectures\": [\"Qwen3ForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
+    " \"bos_token_id\": 151643, \"eos_token_id\": 151645, \"head_dim\": 128, \"hidden_act\": \"silu\","
+    " \"hidden_size\": 1024, \"initializer_range\": 0.02, \"intermediate_size\": 3072,"
+    " \"max_position_embeddings\": 40960, \"max_window_layers\": 28, \"model_type\": \"qwen3\","
+    " \"num_attention_heads\": 16, \"num_hidden_layers\": 28, \"num_key_value_heads\": 8,"
+    " \"rms_norm_eps\": 1e-06, \"rope_scaling\": null, \"rope_theta\": 1000000, \"sliding_window\": null,"
+    " \"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\", \"use_cache\": true,"
+    " \"use_sliding_window\": false, \"vocab_size\": 151936}";
+
+/* base with key set to the JSON `value` (NULL: key removed); static buffer */
+static const char *with(const char *base, const char *key, const char *value) {
+    static char *out = NULL;
+    cJSON *root = cJSON_Parse(base);
+    if (!root) {
+        fprintf(stderr, "test bug: base config does not parse\n");
+        exit(1);
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(root, key);
+    if (value) {
+        cJSON *v = cJSON_Parse(value);
+        if (!v) {
+            fprintf(stderr, "test bug: value %s does not parse\n", value);
+            exit(1);
+        }
+        cJSON_AddItemToObject(root, key, v);
+    }
+    free(out);
+    out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return out;
+}
+
+static int parse_ok(const char *what, const char *json, lt_config *c) {
+    lt_err err = {{0}};
+    memset(c, 0x5a, sizeof *c); /* poison */
+    lt_status st = lt_config_parse(json, "config.json", c, &err);
+    LT_CHECK(st == LT_OK, "%s: %s: %s", what, lt_status_name(st), err.msg);
+    return st == LT_OK;
+}
+
+static void expect_fail(const char *what, const char *json, lt_status want, const char *a, const char *b) {
+    lt_err err = {{0}};
+    lt_config c;
+    lt_status st = lt_config_parse(json, "config.json", &c, &err);
+    LT_CHECK(st == want, "%s: status %s, expected %s (msg: %s)", what, lt_status_name(st), lt_status_name(want),
+             err.msg);
+    LT_CHECK(strncmp(err.msg, "config.json: ", 13) == 0, "%s: message does not start with the origin: %s", what,
+             err.msg);
+    LT_CHECK((!a || strstr(err.msg, a)) && (!b || strstr(err.msg, b)), "%s: message lacks '%s' / '%s': %s", what,
+             a ? a : "", b ? b : "", err.msg);
+    if (getenv("LT_TEST_VERBOSE")) printf("  %-40s -> %s\n", what, err.msg);
+}
+
+static void test_valid(void) {
+    lt_config c;
+    if (parse_ok("llama 3.1 8B", LLAMA31_8B, &c)) {
+        LT_CHECK(c.arch == LT_ARCH_LLAMA && strcmp(c.model_type, "llama") == 0 &&
+                     strcmp(c.architecture, "LlamaForCausalLM") == 0,
+                 "llama3.1 arch");
+        LT_CHECK(c.vocab_size == 128256 && c.hidden_size == 4096 && c.intermediate_size == 14336 &&
+                     c.num_layers == 32 && c.num_heads == 32 && c.num_kv_heads == 8 && c.head_dim == 128,
+                 "llama3.1 sizes");
+        LT_CHECK(c.rms_norm_eps == 1e-5f && c.rope_theta == 500000.0 && c.max_position_embeddings == 131072,
+                 "llama3.1 eps/theta/maxpos");
+        LT_CHECK(c.rope_scaling_type == 1 && c.rope_factor == 8.0 && c.rope_low_freq_factor == 1.0 &&
+                     c.rope_high_freq_factor == 4.0 && c.rope_original_max_pos == 8192,
+                 "llama3.1 rope scaling");
+        LT_CHECK(!c.tie_word_embeddings && !c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.qk_norm &&
+                     c.sliding_window == 0,
+                 "llama3.1 flags");
+        LT_CHECK(c.bos_token_id == 128000 && c.eos_token_id == 128001, "llama3.1 bos/eos (first of list): %d %d",
+                 c.bos_token_id, c.eos_token_id);
+        LT_CHECK(c.torch_dtype == LT_BF16, "llama3.1 dtype");
+    }
+    if (parse_ok("llama 2 7B", LLAMA2_7B, &c)) {
+        LT_CHECK(c.num_kv_heads == 32 && c.head_dim == 128, "llama2 kv default = heads, head_dim = hidden/heads");
+        LT_CHECK(c.rope_scaling_type == 0 && c.rope_theta == 10000.0, "llama2 rope defaults");
+        LT_CHECK(c.bos_token_id == 1 && c.eos_token_id == 2 && c.torch_dtype == LT_F16, "llama2 tokens/dtype");
+    }
+    if (parse_ok("llama biases", with(with(LLAMA2_7B, "attention_bias", "true"), "mlp_bias", "true"), &c))
+        LT_CHECK(c.qkv_bias && c.o_bias && c.mlp_bias, "llama attention_bias/mlp_bias flags");
+    /* transformers' defaults for absent keys */
+    if (parse_ok("llama defaults",
+                 with(with(with(with(with(with(LLAMA2_7B, "tie_word_embeddings", NULL), "rms_norm_eps", NULL),
+                                     "max_position_embeddings", NULL),
+                                "torch_dtype", NULL),
+                           "bos_token_id", NULL),
+                      "architectures", NULL),
+                 &c)) {
+        LT_CHECK(c.tie_word_embeddings == 0, "tie_word_embeddings defaults to false (LlamaConfig)");
+        LT_CHECK(c.rms_norm_eps == 1e-6f && c.max_position_embeddings == 2048, "llama eps/maxpos defaults");
+        LT_CHECK(c.torch_dtype == LT_F32 && c.bos_token_id == -1, "absent dtype/bos");
+        LT_CHECK(strcmp(c.architecture, "LlamaForCausalLM") == 0, "architecture from model_type");
+    }
+    if (parse_ok("llama head_dim null", with(LLAMA31_8B, "head_dim", "null"), &c))
+        LT_CHECK(c.head_dim == 128, "head_dim null -> hidden/heads");
+    if (parse_ok("llama head_dim 64 given", with(LLAMA31_8B, "head_dim", "64"), &c))
+        LT_CHECK(c.head_dim == 64, "head_dim from config");
+    if (parse_ok("rope_scaling default", with(LLAMA2_7B, "rope_scaling", "{\"rope_type\":\"default\"}"), &c))
+        LT_CHECK(c.rope_scaling_type == 0, "rope_type default = none");
+    if (parse_ok("eos empty list", with(LLAMA2_7B, "eos_token_id", "[]"), &c)) LT_CHECK(c.eos_token_id == -1, "eos []");
+    if (parse_ok("eos null", with(LLAMA2_7B, "eos_token_id", "null"), &c)) LT_CHECK(c.eos_token_id == -1, "eos null");
+    if (parse_ok("kv null", with(LLAMA31_8B, "num_key_value_heads", "null"), &c))
+        LT_CHECK(c.num_kv_heads == 32, "kv null -> heads");
+
+    if (parse_ok("mistral 7B v0.1", MISTRAL_7B_V01, &c)) {
+        LT_CHECK(c.arch == LT_ARCH_MISTRAL && c.num_kv_heads == 8 && c.head_dim == 128, "mistral sizes");
+        LT_CHECK(c.sliding_window == 4096 && !c.qkv_bias && !c.o_bias && !c.qk_norm, "mistral window/flags");
+    }
+    if (parse_ok("mistral sliding_window null", with(MISTRAL_7B_V01, "sliding_window", "null"), &c))
+        LT_CHECK(c.sliding_window == 0, "mistral null window = none");
+    if (parse_ok("mistral sliding_window absent", with(MISTRAL_7B_V01, "sliding_window", NULL), &c))
+        LT_CHECK(c.sliding_window == 4096, "mistral absent window = MistralConfig default 4096");
+    if (parse_ok("mistral attention_bias ignored", with(MISTRAL_7B_V01, "attention_bias", "true"), &c))
+        LT_CHECK(!c.qkv_bias && !c.o_bias, "mistral has no biases in transformers");
+    if (parse_ok("mistral kv absent", with(MISTRAL_7B_V01, "num_key_value_heads", NULL), &c))
+        LT_CHECK(c.num_kv_heads == 8, "mistral kv absent = MistralConfig default 8");
+    if (parse_ok("mistral head_dim null", with(MISTRAL_7B_V01, "head_dim", "null"), &c))
+        LT_CHECK(c.head_dim == 128, "mistral head_dim null");
+
+    if (parse_ok("qwen2.5 0.5B", QWEN25_05B, &c)) {
+        LT_CHECK(c.arch == LT_ARCH_QWEN2 && c.num_heads == 14 && c.num_kv_heads == 2 && c.head_dim == 64,
+                 "qwen2 sizes");
+        LT_CHECK(c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.qk_norm, "qwen2 q/k/v bias only");
+        LT_CHECK(c.tie_word_embeddings && c.sliding_window == 0 && c.rope_theta == 1e6, "qwen2 tie/window/theta");
+        LT_CHECK(c.eos_token_id == 151643, "qwen2 eos");
+    }
+    if (parse_ok("qwen2 sliding on", with(with(QWEN25_05B, "use_sliding_window", "true"), "max_window_layers", "20"),
+                 &c))
+        LT_CHECK(c.sliding_window == 32768, "qwen2 use_sliding_window true records the window: %d", c.sliding_window);
+    if (parse_ok("qwen2 sliding on, no layer uses it", with(QWEN25_05B, "use_sliding_window", "true"), &c))
+        LT_CHECK(c.sliding_window == 0, "max_window_layers >= num_layers: no window");
+
+    if (parse_ok("qwen3 0.6B", QWEN3_06B, &c)) {
+        LT_CHECK(c.arch == LT_ARCH_QWEN3 && c.hidden_size == 1024 && c.num_heads == 16 && c.head_dim == 128,
+                 "qwen3 head_dim from config (not hidden/heads)");
+        LT_CHECK(c.qk_norm && !c.qkv_bias && !c.o_bias && c.tie_word_embeddings && c.sliding_window == 0,
+                 "qwen3 flags");
+        LT_CHECK(c.rope_theta == 1e6 && c.rms_norm_eps == 1e-6f && c.eos_token_id == 151645, "qwen3 values");
+    }
+    if (parse_ok("qwen3 attention_bias", with(QWEN3_06B, "attention_bias", "true"), &c))
+        LT_CHECK(c.qkv_bias && c.o_bias && c.qk_norm, "qwen3 attention_bias -> q/k/v/o bias");
+    if (parse_ok("qwen3 head_dim absent", with(QWEN3_06B, "head_dim", NULL), &c))
+        LT_CHECK(c.head_dim == 128, "qwen3 head_dim absent = Qwen3Config default 128: %d", c.head_dim);
+}
+
+static void test_refusals(void) {
+    expect_fail("not JSON", "{\"model_type\": ", LT_ERR_FORMAT, "JSON", NULL);
+    expect_fail("not an object", "[1,2]", LT_ERR_FORMAT, "object", NULL);
+    expect_fail("model_type missing", with(LLAMA2_7B, "model_type", NULL), LT_ERR_INVALID, "model_type", NULL);
+    expect_fail("model_type gemma3", with(LLAMA2_7B, "model_type", "\"gemma3\""), LT_ERR_UNSUPPORTED, "model_type",
+                "gemma3");
+    expect_fail("architectures mismatch", with(LLAMA2_7B, "architectures", "[\"MistralForCausalLM\"]"),
+                LT_ERR_UNSUPPORTED, "MistralForCausalLM", "LlamaForCausalLM");
+    expect_fail("architectures: classification head",
+                with(QWEN25_05B, "architectures", "[\"Qwen2ForSequenceClassification\"]"), LT_ERR_UNSUPPORTED,
+                "architectures[0]", "Qwen2ForSequenceClassification");
+    expect_fail("architectures empty", with(LLAMA2_7B, "architectures", "[]"), LT_ERR_INVALID, "architectures",
+                NULL);
+    expect_fail("hidden_size missing", with(LLAMA2_7B, "hidden_size", NULL), LT_ERR_INVALID, "hidden_size",
+                "required");
+    expect_fail("vocab_size 0", with(LLAMA2_7B, "vocab_size", "0"), LT_ERR_INVALID, "vocab_size = 0", "> 0");
+    expect_fail("intermediate_size negative", with(LLAMA2_7B, "intermediate_size", "-7"), LT_ERR_INVALID,
+                "intermediate_size = -7", NULL);
+    expect_fail("num_hidden_layers 2.5", with(LLAMA2_7B, "num_hidden_layers", "2.5"), LT_ERR_INVALID,
+                "num_hidden_layers", "integer");
+    expect_fail("hidden_size string", with(LLAMA2_7B, "hidden_size", "\"4096\""), LT_ERR_INVALID, "hidden_size",
+                "a string");
+    expect_fail("num_attention_heads 0", with(LLAMA2_7B, "num_attention_heads", "0"), LT_ERR_INVALID,
+                "num_attention_heads = 0", NULL);
+    {
+        lt_err err = {{0}};
+        lt_config c;
+        lt_status st = lt_config_parse(with(with(LLAMA2_7B, "num_attention_heads", "8"), "num_key_value_heads", "3"),
+                                       "config.json", &c, &err);
+        LT_CHECK(st == LT_ERR_INVALID &&
+                     strcmp(err.msg, "config.json: num_key_value_heads = 3 does not divide num_attention_heads = 8") ==
+                         0,
+                 "kv 3 / heads 8: exact message: %s", err.msg);
+    }
+    expect_fail("num_key_value_heads 0", with(LLAMA2_7B, "num_key_value_heads", "0"), LT_ERR_INVALID,
+                "num_key_value_heads = 0", NULL);
+    expect_fail("hidden % heads", with(with(LLAMA2_7B, "hidden_size", "100"), "num_attention_heads", "8"),
+                LT_ERR_INVALID, "hidden_size = 100", "num_attention_heads = 8");
+    expect_fail("head_dim odd", with(LLAMA31_8B, "head_dim", "63"), LT_ERR_INVALID, "head_dim = 63", "even");
+    expect_fail("head_dim odd (derived)", with(with(LLAMA2_7B, "hidden_size", "96"), "num_attention_heads", "32"),
+                LT_ERR_INVALID, "head_dim = 3", "even");
+    expect_fail("head_dim 0", with(LLAMA31_8B, "head_dim", "0"), LT_ERR_INVALID, "head_dim = 0", NULL);
+    expect_fail("hidden_act gelu", with(LLAMA2_7B, "hidden_act", "\"gelu\""), LT_ERR_UNSUPPORTED, "hidden_act",
+                "gelu");
+    expect_fail("rms_norm_eps 0", with(LLAMA2_7B, "rms_norm_eps", "0"), LT_ERR_INVALID, "rms_norm_eps", "> 0");
+    expect_fail("rms_norm_eps negative", with(LLAMA2_7B, "rms_norm_eps", "-1e-5"), LT_ERR_INVALID, "rms_norm_eps",
+                NULL);
+    expect_fail("rope_theta 0", with(LLAMA2_7B, "rope_theta", "0"), LT_ERR_INVALID, "rope_theta", "> 0");
+    expect_fail("max_position_embeddings 0", with(LLAMA2_7B, "max_position_embeddings", "0"), LT_ERR_INVALID,
+                "max_position_embeddings", NULL);
+    static const char *bad_types[] = {"linear", "dynamic", "yarn", "longrope", "su"};
+    for (int i = 0; i < 5; i++) {
+        char v[128], what[64];
+        snprintf(v, sizeof v, "{\"rope_type\":\"%s\",\"factor\":2.0}", bad_types[i]);
+        snprintf(what, sizeof what, "rope_scaling %s", bad_types[i]);
+        expect_fail(what, with(LLAMA2_7B, "rope_scaling", v), LT_ERR_UNSUPPORTED, "rope_scaling.rope_type",
+                    bad_types[i]);
+    }
+    expect_fail("rope_scaling legacy type linear", with(LLAMA2_7B, "rope_scaling", "{\"type\":\"linear\",\"factor\":2}"),
+                LT_ERR_UNSUPPORTED, "rope_scaling.type", "linear");
+    expect_fail("rope_scaling without type", with(LLAMA2_7B, "rope_scaling", "{\"factor\":2}"), LT_ERR_INVALID,
+                "rope_type", NULL);
+    expect_fail("rope_scaling not an object", with(LLAMA2_7B, "rope_scaling", "3"), LT_ERR_INVALID, "rope_scaling",
+                NULL);
+    expect_fail("llama3 without factor",
+                with(LLAMA2_7B, "rope_scaling",
+                     "{\"rope_type\":\"llama3\",\"low_freq_factor\":1,\"high_freq_factor\":4,"
+                     "\"original_max_position_embeddings\":8192}"),
+                LT_ERR_INVALID, "rope_scaling.factor", NULL);
+    expect_fail("llama3 without original_max",
+                with(LLAMA2_7B, "rope_scaling",
+                     "{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":1,\"high_freq_factor\":4}"),
+                LT_ERR_INVALID, "rope_scaling.original_max_position_embeddings", NULL);
+    expect_fail("llama3 high <= low",
+                with(LLAMA2_7B, "rope_scaling",
+                     "{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":4,\"high_freq_factor\":4,"
+                     "\"original_max_position_embeddings\":8192}"),
+                LT_ERR_INVALID, "high_freq_factor", "low_freq_factor");
+    expect_fail("llama3 factor < 1",
+                with(LLAMA2_7B, "rope_scaling",
+                     "{\"rope_type\":\"llama3\",\"factor\":0.5,\"low_freq_factor\":1,\"high_freq_factor\":4,"
+                     "\"original_max_position_embeddings\":8192}"),
+                LT_ERR_INVALID, "rope_scaling.factor", NULL);
+    expect_fail("partial_rotary_factor", with(LLAMA2_7B, "partial_rotary_factor", "0.5"), LT_ERR_UNSUPPORTED,
+                "partial_rotary_factor", NULL);
+    expect_fail("torch_dtype float64", with(LLAMA2_7B, "torch_dtype", "\"float64\""), LT_ERR_UNSUPPORTED,
+                "torch_dtype", "float64");
+    expect_fail("tie_word_embeddings string", with(LLAMA2_7B, "tie_word_embeddings", "\"yes\""), LT_ERR_INVALID,
+                "tie_word_embeddings", NULL);
+    expect_fail("attention_bias number", with(LLAMA2_7B, "attention_bias", "1"), LT_ERR_INVALID, "attention_bias",
+                NULL);
+    expect_fail("eos string", with(LLAMA2_7B, "eos_token_id", "\"</s>\""), LT_ERR_INVALID, "eos_token_id", NULL);
+    expect_fail("bos negative", with(LLAMA2_7B, "bos_token_id", "-3"), LT_ERR_INVALID, "bos_token_id = -3", NULL);
+    expect_fail("mistral sliding_window 0", with(MISTRAL_7B_V01, "sliding_window", "0"), LT_ERR_INVALID,
+                "sliding_window = 0", NULL);
+    expect_fail("qwen2 sliding on with window 0",
+                with(with(with(QWEN25_05B, "use_sliding_window", "true"), "max_window_layers", "0"), "sliding_window",
+                     "0"),
+                LT_ERR_INVALID, "sliding_window", NULL);
+}
+
+static void test_load(void) {
+    const char *dir = lt_test_tmpdir("test_config");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    lt_err err = {{0}};
+    LT_CHECK_OK(lt_write_file_atomic(path, QWEN3_06B, strlen(QWEN3_06B), &err), &err);
+    lt_config c;
+    memset(&c, 0, sizeof c);
+    LT_CHECK_OK(lt_config_load(dir, &c, &err), &err);
+    LT_CHECK(c.arch == LT_ARCH_QWEN3 && c.head_dim == 128, "load from folder");
+    memset(&c, 0, sizeof c);
+    LT_CHECK_OK(lt_config_load(path, &c, &err), &err);
+    LT_CHECK(c.arch == LT_ARCH_QWEN3 && c.num_layers == 28, "load from file");
+    const char *bad = with(QWEN3_06B, "hidden_act", "\"gelu_pytorch_tanh\"");
+    LT_CHECK_OK(lt_write_file_atomic(path, bad, strlen(bad), &err), &err);
+    lt_status st = lt_config_load(dir, &c, &err);
+    LT_CHECK(st == LT_ERR_UNSUPPORTED && strstr(err.msg, path) && strstr(err.msg, "gelu_pytorch_tanh"),
+             "load error names the file: %s", err.msg);
+    char missing[4096];
+    snprintf(missing, sizeof missing, "%s/nope", dir);
+    st = lt_config_load(missing, &c, &err);
+    LT_CHECK(st == LT_ERR_IO && strstr(err.msg, "nope"), "missing config: %s", err.msg);
+    LT_CHECK(strcmp(lt_arch_name(LT_ARCH_QWEN2), "qwen2") == 0 && strcmp(lt_arch_name(LT_ARCH_MISTRAL), "mistral") == 0,
+             "arch names");
+}
+
+/* inv_freq vs transformers */
+static void test_rope(void) {
+    char *text = NULL;
+    lt_err err = {{0}};
+    LT_CHECK_OK(lt_read_file(lt_src_path("tests/fixtures/config/llama3_rope.json"), &text, NULL, &err), &err);
+    if (!text) return;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    LT_CHECK(root != NULL, "fixture parses");
+    if (!root) return;
+    const cJSON *cases = cJSON_GetObjectItem(root, "cases"), *e;
+    int n_cases = 0, n_scaled = 0;
+    cJSON_ArrayForEach(e, cases) {
+        n_cases++;
+        char *cfg_json = cJSON_PrintUnformatted(cJSON_GetObjectItem(e, "config"));
+        lt_config c;
+        int ok = parse_ok(e->string, cfg_json, &c);
+        free(cfg_json);
+        if (!ok) continue;
+        int hd = (int)cJSON_GetObjectItem(e, "head_dim")->valuedouble;
+        const cJSON *ref = cJSON_GetObjectItem(e, "inv_freq");
+        int n = cJSON_GetArraySize(ref);
+        LT_CHECK(c.head_dim == hd && n == hd / 2, "%s: head_dim %d vs %d, %d freqs", e->string, c.head_dim, hd, n);
+        if (c.head_dim != hd || n != hd / 2) continue;
+        float *got = malloc((size_t)n * sizeof *got), *want = malloc((size_t)n * sizeof *want);
+        for (int i = 0; i < n; i++) want[i] = (float)cJSON_GetArrayItem(ref, i)->valuedouble;
+        lt_poison(got, (size_t)n);
+        lt_config_rope_inv_freq(&c, got);
+        double worst = 0;
+        for (int i = 0; i < n; i++) {
+            double r = fabs((double)got[i] - want[i]) / fabs((double)want[i]);
+            if (!(r <= worst)) worst = r; /* NaN propagates */
+        }
+        LT_CHECK(worst <= 1e-6, "%s: inv_freq max relative error %.3g > 1e-6", e->string, worst);
+        if (getenv("LT_TEST_VERBOSE")) printf("  %-20s inv_freq max rel err %.3g\n", e->string, worst);
+        /* the test can fail: without scaling the llama3 cases are far off */
+        if (c.rope_scaling_type == 1) {
+            n_scaled++;
+            lt_config c0 = c;
+            c0.rope_scaling_type = 0;
+            lt_config_rope_inv_freq(&c0, got);
+            double off = 0;
+            for (int i = 0; i < n; i++) off = fmax(off, fabs((double)got[i] - want[i]) / fabs((double)want[i]));
+            LT_CHECK(off > 0.5, "%s: unscaled inv_freq should differ from the scaled reference (%.3g)", e->string,
+                     off);
+        }
+        free(got);
+        free(want);
+    }
+    LT_CHECK(n_cases == 4 && n_scaled == 3, "fixture has %d cases, %d scaled", n_cases, n_scaled);
+    cJSON_Delete(root);
+}
+
+int main(void) {
+    test_valid();
+    test_refusals();
+    test_load();
+    test_rope();
+    return lt_test_finish("test_config");
+}
