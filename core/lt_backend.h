@@ -88,7 +88,9 @@ struct lt_backend {
     /* Rotary embedding in place, Hugging Face "rotate_half" layout: for
      * i < D/2 the pair (x[i], x[i + D/2]) is rotated by angle pos[n]*inv_freq[i].
      * x (N, H, D) act; pos (N) i32; inv_freq (D/2) f32 (llama3 scaling already
-     * folded in). rope_bwd applies the inverse rotation to the gradient. */
+     * folded in). The angle is the fp32 product (float)pos[n] * inv_freq[i], as
+     * transformers computes it (this matters at large positions).
+     * rope_bwd applies the inverse rotation to the gradient. */
     void (*rope_fwd)(lt_backend *be, void *x, const int32_t *pos, const float *inv_freq, int N, int H, int D);
     void (*rope_bwd)(lt_backend *be, void *dx, const int32_t *pos, const float *inv_freq, int N, int H, int D);
 
@@ -141,7 +143,9 @@ struct lt_backend {
     /* One AdamW step over `count` tensors in one pass (see lt_adamw_tensor).
      * g = grad * grad_scale (the clipping factor); m = b1 m + (1-b1) g;
      * v = b2 v + (1-b2) g^2; mhat = m / (1-b1^step); vhat = v / (1-b2^step);
-     * p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p)   (torch.optim.AdamW). */
+     * p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p)   (torch.optim.AdamW).
+     * step counts from 1. torch's order: p *= 1 - lr*wd first, then
+     * p += (-lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps) with bc = 1 - b^step. */
     void (*adamw)(lt_backend *be, const struct lt_adamw_tensor *ts, int count, float lr, float beta1,
                   float beta2, float eps, int step, float grad_scale);
 };

@@ -1,0 +1,69 @@
+/*
+ * lt_cpu_norm.c -- RMSNorm forward and backward (CPU, fp32).
+ *   rstd[r] = 1 / sqrt(mean_c x[r,c]^2 + eps)
+ *   out[r,c] = (x[r,c] * rstd[r]) * w[c]          (the order of Hugging Face's LlamaRMSNorm)
+ */
+#include <math.h>
+
+#include "lt_cpu.h"
+
+void lt_cpu_rmsnorm_fwd(lt_backend *be, void *out_, float *rstd, const void *x_, const void *w_, int R, int C,
+                        float eps) {
+    float *out = (float *)out_;         // (R, C)
+    const float *x = (const float *)x_; // (R, C)
+    const float *w = (const float *)w_; // (C)
+    int nt = lt_cpu_threads(be);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int r = 0; r < R; r++) {
+        const float *xr = x + (size_t)r * C;
+        float *o = out + (size_t)r * C;
+        double ss = 0.0;
+        for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+        float s = 1.0f / sqrtf((float)(ss / C) + eps);
+        rstd[r] = s;
+        for (int c = 0; c < C; c++) o[c] = (xr[c] * s) * w[c];
+    }
+}
+
+/* With xhat = x * rstd and g = dout:
+ *   dx[r,c] = rstd * (w[c] g[c] - xhat[c] * mean_j(w[j] g[j] xhat[j]))
+ *   dw[c]  += sum_r g[r,c] xhat[r,c] */
+void lt_cpu_rmsnorm_bwd(lt_backend *be, void *dx_, int acc_dx, float *dw, const void *dout_, const void *x_,
+                        const void *w_, const float *rstd, int R, int C) {
+    float *dx = (float *)dx_;                 // (R, C) or NULL
+    const float *dout = (const float *)dout_; // (R, C)
+    const float *x = (const float *)x_;       // (R, C)
+    const float *w = (const float *)w_;       // (C)
+    int nt = lt_cpu_threads(be);
+    if (dx) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int r = 0; r < R; r++) {
+            const float *g = dout + (size_t)r * C, *xr = x + (size_t)r * C;
+            float *d = dx + (size_t)r * C;
+            float s = rstd[r];
+            double dot = 0.0; // sum_j w[j] g[j] xhat[j]
+            for (int c = 0; c < C; c++) dot += (double)w[c] * g[c] * (xr[c] * s);
+            float mean = (float)(dot / C);
+            for (int c = 0; c < C; c++) {
+                float v = s * (w[c] * g[c] - (xr[c] * s) * mean);
+                d[c] = acc_dx ? d[c] + v : v;
+            }
+        }
+    }
+    if (dw) { // threads split the columns; rows are summed in order
+        const int CB = 64;
+        int nblocks = (C + CB - 1) / CB;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int blk = 0; blk < nblocks; blk++) {
+            int c0 = blk * CB, c1 = c0 + CB < C ? c0 + CB : C;
+            float acc[64];
+            for (int c = c0; c < c1; c++) acc[c - c0] = 0.0f;
+            for (int r = 0; r < R; r++) {
+                const float *g = dout + (size_t)r * C, *xr = x + (size_t)r * C;
+                float s = rstd[r];
+                for (int c = c0; c < c1; c++) acc[c - c0] += g[c] * (xr[c] * s);
+            }
+            for (int c = c0; c < c1; c++) dw[c] += acc[c - c0];
+        }
+    }
+}
