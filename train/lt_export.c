@@ -1,0 +1,501 @@
+/* lt_export.c -- Hugging Face and PEFT export, PEFT import (see lt_export.h). */
+#define _POSIX_C_SOURCE 200809L
+#include "lt_export.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lt_fs.h"
+#include "lt_lora.h"
+
+static const char *const HF_COPY[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                      "generation_config.json"};
+
+static lt_status check_finite(const char *name, const float *x, size_t n, lt_err *err) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return lt_fail(err, LT_ERR_NONFINITE, "export: tensor '%s' holds %s at element %zu of %zu", name,
+                           isnan(x[i]) ? "NaN" : "Inf", i, n);
+    return LT_OK;
+}
+
+static size_t numel_of(int ndim, const int64_t *shape) {
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= (size_t)shape[d];
+    return n;
+}
+
+/* "<out_dir>.tmp-<pid>", fresh */
+static lt_status make_tmp(const char *out_dir, char *tmp, size_t cap, lt_err *err) {
+    char parent[4096];
+    size_t n = strlen(out_dir);
+    while (n > 1 && out_dir[n - 1] == '/') n--;
+    if (snprintf(tmp, cap, "%.*s.tmp-%ld", (int)n, out_dir, (long)getpid()) >= (int)cap)
+        return lt_fail(err, LT_ERR_INVALID, "%s: path too long", out_dir);
+    lt_fs_dirname(tmp, parent, sizeof parent);
+    lt_status st = lt_fs_mkdir_p(parent, err);
+    if (st != LT_OK) return st;
+    lt_fs_rm_rf(tmp);
+    return lt_fs_mkdir_p(tmp, err);
+}
+
+/* ---- Hugging Face ---- */
+
+static const char *const META_K[] = {"format"}, *const META_V[] = {"pt"};
+
+/* Convert tensors [i0, i1) and write them as one safetensors file. */
+static lt_status write_shard(const char *path, const lt_export_tensor *ts, size_t i0, size_t i1, lt_err *err) {
+    lt_st_write_tensor *w = calloc(i1 - i0 + 1, sizeof *w);
+    void **bufs = calloc(i1 - i0 + 1, sizeof *bufs);
+    lt_status st = LT_OK;
+    if (!w || !bufs) st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
+    for (size_t i = i0; i < i1 && st == LT_OK; i++) {
+        const lt_export_tensor *t = &ts[i];
+        size_t n = numel_of(t->ndim, t->shape), k = i - i0;
+        w[k].name = t->name;
+        w[k].dtype = t->dtype;
+        w[k].ndim = t->ndim;
+        memcpy(w[k].shape, t->shape, sizeof w[k].shape);
+        if (t->dtype == LT_F32) {
+            w[k].data = t->data;
+            continue;
+        }
+        uint16_t *h = malloc(n ? n * 2 : 1);
+        if (!h) {
+            st = lt_fail(err, LT_ERR_NOMEM, "%s: cannot convert tensor '%s'", path, t->name);
+            break;
+        }
+        for (size_t j = 0; j < n; j++)
+            h[j] = t->dtype == LT_BF16 ? lt_f32_to_bf16(t->data[j]) : lt_f32_to_f16(t->data[j]);
+        bufs[k] = h;
+        w[k].data = h;
+    }
+    if (st == LT_OK) st = lt_st_write(path, w, i1 - i0, META_K, META_V, 1, err);
+    for (size_t k = 0; bufs && k < i1 - i0; k++) free(bufs[k]);
+    free(bufs);
+    free(w);
+    return st;
+}
+
+lt_status lt_export_hf(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts, size_t n,
+                       size_t max_shard_bytes, lt_err *err) {
+    char tmp[4096], src[4096], dst[4096];
+    lt_status st;
+    if (!max_shard_bytes) max_shard_bytes = (size_t)5000000000ull;
+    if (!lt_path_join(src, sizeof src, src_model_dir, "config.json") || !lt_file_exists(src))
+        return lt_fail(err, LT_ERR_IO, "export: %s: the source model folder has no config.json", src_model_dir);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lt_export_tensor *t = &ts[i];
+        if (t->dtype != LT_F32 && t->dtype != LT_BF16 && t->dtype != LT_F16)
+            return lt_fail(err, LT_ERR_INVALID, "export: tensor '%s': dtype %s (expected F32, BF16 or F16)", t->name,
+                           lt_dtype_name(t->dtype));
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(ts[j].name, t->name))
+                return lt_fail(err, LT_ERR_INVALID, "export: tensor '%s' given twice", t->name);
+        if ((st = check_finite(t->name, t->data, numel_of(t->ndim, t->shape), err)) != LT_OK) return st;
+        total += numel_of(t->ndim, t->shape) * lt_dtype_size(t->dtype);
+    }
+    if ((st = make_tmp(out_dir, tmp, sizeof tmp, err)) != LT_OK) return st;
+
+    /* shards: consecutive tensors up to max_shard_bytes each (a bigger tensor alone) */
+    size_t nshards = 0, *starts = calloc(n + 2, sizeof *starts);
+    if (!starts) {
+        st = lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+        goto fail;
+    }
+    for (size_t i = 0, cur = 0; i < n; i++) {
+        size_t b = numel_of(ts[i].ndim, ts[i].shape) * lt_dtype_size(ts[i].dtype);
+        if (i == 0 || cur + b > max_shard_bytes) {
+            starts[nshards++] = i;
+            cur = 0;
+        }
+        cur += b;
+    }
+    if (n == 0) starts[nshards++] = 0;
+    starts[nshards] = n;
+    if (nshards == 1) {
+        lt_path_join(dst, sizeof dst, tmp, "model.safetensors");
+        st = write_shard(dst, ts, 0, n, err);
+    } else {
+        cJSON *idx = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(idx, "metadata"),
+              *wm = cJSON_AddObjectToObject(idx, "weight_map");
+        cJSON_AddNumberToObject(meta, "total_size", (double)total);
+        for (size_t s = 0; s < nshards && st == LT_OK; s++) {
+            char fname[96];
+            snprintf(fname, sizeof fname, "model-%05zu-of-%05zu.safetensors", s + 1, nshards);
+            lt_path_join(dst, sizeof dst, tmp, fname);
+            st = write_shard(dst, ts, starts[s], starts[s + 1], err);
+            for (size_t i = starts[s]; i < starts[s + 1]; i++) cJSON_AddStringToObject(wm, ts[i].name, fname);
+        }
+        char *text = cJSON_Print(idx);
+        cJSON_Delete(idx);
+        if (st == LT_OK) {
+            lt_path_join(dst, sizeof dst, tmp, "model.safetensors.index.json");
+            st = text ? lt_write_file_atomic(dst, text, strlen(text), err)
+                      : lt_fail(err, LT_ERR_NOMEM, "export: cannot format the index");
+        }
+        free(text);
+    }
+    free(starts);
+    if (st != LT_OK) goto fail;
+    lt_path_join(dst, sizeof dst, tmp, "config.json");
+    if ((st = lt_fs_copy_file(src, dst, err)) != LT_OK) goto fail;
+    for (size_t k = 0; k < sizeof HF_COPY / sizeof HF_COPY[0]; k++) {
+        lt_path_join(src, sizeof src, src_model_dir, HF_COPY[k]);
+        if (!lt_file_exists(src)) continue;
+        lt_path_join(dst, sizeof dst, tmp, HF_COPY[k]);
+        if ((st = lt_fs_copy_file(src, dst, err)) != LT_OK) goto fail;
+    }
+    if ((st = lt_fs_replace_dir(tmp, out_dir, err)) != LT_OK) goto fail;
+    return LT_OK;
+fail:
+    lt_fs_rm_rf(tmp);
+    return lt_wrap(err, st, "export to %s", out_dir);
+}
+
+/* ---- PEFT adapter: writing ---- */
+
+static cJSON *exact_number(double x) {
+    char buf[64];
+    if (x == floor(x) && fabs(x) < 1e15) {
+        snprintf(buf, sizeof buf, "%.0f", x); /* Python writes an int alpha as an int */
+        return cJSON_CreateRaw(buf);
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+    return cJSON_CreateRaw(buf);
+}
+
+/* adapter_config.json exactly as PEFT 0.15.2 writes it for a LoRA on a causal LM
+ * (json.dumps(sort_keys=True, indent=2)): keys in sorted order. */
+static char *peft_config_json(const lt_peft_config *c) {
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddItemToObject(r, "alpha_pattern", cJSON_CreateObject());
+    cJSON_AddNullToObject(r, "auto_mapping");
+    if (c->base_model[0]) cJSON_AddStringToObject(r, "base_model_name_or_path", c->base_model);
+    else cJSON_AddNullToObject(r, "base_model_name_or_path");
+    cJSON_AddStringToObject(r, "bias", "none");
+    cJSON_AddNullToObject(r, "corda_config");
+    cJSON_AddNullToObject(r, "eva_config");
+    cJSON_AddNullToObject(r, "exclude_modules");
+    cJSON_AddFalseToObject(r, "fan_in_fan_out");
+    cJSON_AddTrueToObject(r, "inference_mode");
+    cJSON_AddTrueToObject(r, "init_lora_weights");
+    cJSON_AddNullToObject(r, "layer_replication");
+    cJSON_AddNullToObject(r, "layers_pattern");
+    cJSON_AddNullToObject(r, "layers_to_transform");
+    cJSON_AddItemToObject(r, "loftq_config", cJSON_CreateObject());
+    cJSON_AddItemToObject(r, "lora_alpha", exact_number(c->alpha));
+    cJSON_AddFalseToObject(r, "lora_bias");
+    cJSON_AddItemToObject(r, "lora_dropout", exact_number(c->dropout));
+    cJSON_AddNullToObject(r, "megatron_config");
+    cJSON_AddStringToObject(r, "megatron_core", "megatron.core");
+    cJSON_AddNullToObject(r, "modules_to_save");
+    cJSON_AddStringToObject(r, "peft_type", "LORA");
+    cJSON_AddNumberToObject(r, "r", c->r);
+    cJSON_AddItemToObject(r, "rank_pattern", cJSON_CreateObject());
+    cJSON_AddNullToObject(r, "revision");
+    cJSON *tm = cJSON_AddArrayToObject(r, "target_modules");
+    for (int t = 0; t < LT_LORA_NTARGETS; t++)
+        if (c->targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(lt_lora_target_hf(t)));
+    cJSON_AddStringToObject(r, "task_type", "CAUSAL_LM");
+    cJSON_AddNullToObject(r, "trainable_token_indices");
+    cJSON_AddFalseToObject(r, "use_dora");
+    cJSON_AddBoolToObject(r, "use_rslora", c->rslora ? 1 : 0);
+    char *s = cJSON_Print(r);
+    cJSON_Delete(r);
+    return s;
+}
+
+static int cmp_peft(const void *a, const void *b) {
+    const lt_peft_tensor *x = a, *y = b;
+    if (x->layer != y->layer) return x->layer < y->layer ? -1 : 1;
+    return x->target < y->target ? -1 : x->target > y->target;
+}
+
+lt_status lt_peft_export(const char *out_dir, const lt_peft_config *c, const lt_peft_tensor *ts, size_t n,
+                         lt_err *err) {
+    char tmp[4096], path[4096];
+    lt_status st;
+    if (c->r < 1 || !(c->alpha > 0) || !(c->dropout >= 0 && c->dropout < 1) || !c->targets)
+        return lt_fail(err, LT_ERR_INVALID, "PEFT export: bad LoRA configuration (r %d, alpha %g, dropout %g)", c->r,
+                       c->alpha, c->dropout);
+    for (size_t i = 0; i < n; i++) {
+        const lt_peft_tensor *t = &ts[i];
+        char name[256];
+        if (t->target < 0 || t->target >= LT_LORA_NTARGETS || !(c->targets & (1u << t->target)) || t->layer < 0)
+            return lt_fail(err, LT_ERR_INVALID, "PEFT export: tensor %zu: layer %d module %d is not a configured target",
+                           i, t->layer, t->target);
+        for (size_t j = 0; j < i; j++)
+            if (ts[j].layer == t->layer && ts[j].target == t->target)
+                return lt_fail(err, LT_ERR_INVALID, "PEFT export: layer %d %s given twice", t->layer,
+                               lt_lora_target_hf(t->target));
+        lt_lora_peft_name(name, sizeof name, t->layer, t->target, 0);
+        if ((st = check_finite(name, t->A, (size_t)c->r * (size_t)t->in, err)) != LT_OK) return st;
+        lt_lora_peft_name(name, sizeof name, t->layer, t->target, 1);
+        if ((st = check_finite(name, t->B, (size_t)t->out * (size_t)c->r, err)) != LT_OK) return st;
+    }
+    /* tensors sorted by name as safetensors' writer does not care, but keep (layer, module) order */
+    lt_peft_tensor *sorted = malloc((n ? n : 1) * sizeof *sorted);
+    lt_st_write_tensor *w = calloc(2 * n + 1, sizeof *w);
+    char (*names)[160] = calloc(2 * n + 1, sizeof *names);
+    if (!sorted || !w || !names) {
+        free(sorted);
+        free(w);
+        free(names);
+        return lt_fail(err, LT_ERR_NOMEM, "PEFT export: out of memory");
+    }
+    memcpy(sorted, ts, n * sizeof *ts);
+    qsort(sorted, n, sizeof *sorted, cmp_peft);
+    for (size_t i = 0; i < n; i++) {
+        for (int b = 0; b < 2; b++) {
+            lt_st_write_tensor *x = &w[2 * i + (size_t)b];
+            lt_lora_peft_name(names[2 * i + (size_t)b], sizeof names[0], sorted[i].layer, sorted[i].target, b);
+            x->name = names[2 * i + (size_t)b];
+            x->dtype = LT_F32;
+            x->ndim = 2;
+            x->shape[0] = b ? sorted[i].out : c->r;
+            x->shape[1] = b ? c->r : sorted[i].in;
+            x->data = b ? sorted[i].B : sorted[i].A;
+        }
+    }
+    char *cfg = peft_config_json(c);
+    st = cfg ? make_tmp(out_dir, tmp, sizeof tmp, err) : lt_fail(err, LT_ERR_NOMEM, "PEFT export: out of memory");
+    if (st == LT_OK) {
+        lt_path_join(path, sizeof path, tmp, "adapter_model.safetensors");
+        st = lt_st_write(path, w, 2 * n, META_K, META_V, 1, err);
+        if (st == LT_OK) {
+            lt_path_join(path, sizeof path, tmp, "adapter_config.json");
+            st = lt_write_file_atomic(path, cfg, strlen(cfg), err);
+        }
+        if (st == LT_OK) st = lt_fs_replace_dir(tmp, out_dir, err);
+        if (st != LT_OK) lt_fs_rm_rf(tmp);
+    }
+    free(cfg);
+    free(sorted);
+    free(w);
+    free(names);
+    return st == LT_OK ? st : lt_wrap(err, st, "PEFT export to %s", out_dir);
+}
+
+/* ---- PEFT adapter: reading ---- */
+
+void lt_peft_free(lt_peft_adapter *a) {
+    if (!a) return;
+    for (size_t i = 0; i < a->n; i++) {
+        free((void *)a->t[i].A);
+        free((void *)a->t[i].B);
+    }
+    free(a->t);
+    free(a);
+}
+
+const lt_peft_tensor *lt_peft_find(const lt_peft_adapter *a, int layer, int target) {
+    for (size_t i = 0; i < a->n; i++)
+        if (a->t[i].layer == layer && a->t[i].target == target) return &a->t[i];
+    return NULL;
+}
+
+/* null, absent, false, {} and [] all count as "not used" */
+static int unused(const cJSON *x) {
+    return !x || cJSON_IsNull(x) || cJSON_IsFalse(x) || ((cJSON_IsObject(x) || cJSON_IsArray(x)) && !x->child);
+}
+
+static lt_status parse_peft_config(const char *path, lt_peft_config *c, lt_err *err) {
+    char *text = NULL;
+    lt_status st = lt_read_file(path, &text, NULL, err);
+    if (st != LT_OK) return st;
+    cJSON *r = cJSON_Parse(text);
+    free(text);
+    if (!r || !cJSON_IsObject(r)) {
+        cJSON_Delete(r);
+        return lt_fail(err, LT_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+#define GET(k) cJSON_GetObjectItemCaseSensitive(r, k)
+#define BAD(...)                                         \
+    do {                                                 \
+        st = lt_fail(err, LT_ERR_FORMAT, __VA_ARGS__);   \
+        goto out;                                        \
+    } while (0)
+#define UNSUP(...)                                           \
+    do {                                                     \
+        st = lt_fail(err, LT_ERR_UNSUPPORTED, __VA_ARGS__);  \
+        goto out;                                            \
+    } while (0)
+    memset(c, 0, sizeof *c);
+    const cJSON *x = GET("peft_type");
+    if (!cJSON_IsString(x) || strcmp(x->valuestring, "LORA"))
+        UNSUP("%s: peft_type %s is not supported (expected \"LORA\")", path,
+              cJSON_IsString(x) ? x->valuestring : "(missing)");
+    x = GET("r");
+    if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble) || x->valuedouble < 1 || x->valuedouble > 65536)
+        BAD("%s: \"r\" must be a positive integer", path);
+    c->r = (int)x->valuedouble;
+    x = GET("lora_alpha");
+    if (!cJSON_IsNumber(x) || !(x->valuedouble > 0)) BAD("%s: \"lora_alpha\" must be a number > 0", path);
+    c->alpha = x->valuedouble;
+    x = GET("lora_dropout");
+    if (x && !cJSON_IsNull(x) && (!cJSON_IsNumber(x) || !(x->valuedouble >= 0 && x->valuedouble < 1)))
+        BAD("%s: \"lora_dropout\" must be a number in [0, 1)", path);
+    c->dropout = cJSON_IsNumber(x) ? x->valuedouble : 0.0;
+    x = GET("use_rslora");
+    if (x && !cJSON_IsBool(x)) BAD("%s: \"use_rslora\" must be true or false", path);
+    c->rslora = cJSON_IsTrue(x);
+    x = GET("bias");
+    if (x && (!cJSON_IsString(x) || strcmp(x->valuestring, "none")))
+        UNSUP("%s: bias %s is not supported (only \"none\")", path, cJSON_IsString(x) ? x->valuestring : "?");
+    static const char *const unsupported[] = {"use_dora", "lora_bias", "fan_in_fan_out", "rank_pattern",
+                                              "alpha_pattern", "layers_to_transform", "modules_to_save",
+                                              "layer_replication", "trainable_token_indices", "exclude_modules"};
+    for (size_t k = 0; k < sizeof unsupported / sizeof unsupported[0]; k++)
+        if (!unused(GET(unsupported[k])))
+            UNSUP("%s: \"%s\" is set; luxtrain supports plain LoRA adapters only", path, unsupported[k]);
+    x = GET("target_modules");
+    if (cJSON_IsString(x)) { /* PEFT treats a string as a regex: accept only a plain module name */
+        if ((st = lt_lora_parse_targets(x->valuestring, &c->targets, err)) != LT_OK || strchr(x->valuestring, ','))
+            UNSUP("%s: target_modules \"%s\" is a regular expression; give a list of module names", path,
+                  x->valuestring);
+    } else if (cJSON_IsArray(x) && x->child) {
+        const cJSON *m;
+        cJSON_ArrayForEach(m, x) {
+            unsigned one = 0;
+            if (!cJSON_IsString(m) || lt_lora_parse_targets(m->valuestring, &one, err) != LT_OK)
+                UNSUP("%s: target module %s is not supported (expected q_proj, k_proj, v_proj, o_proj, gate_proj, "
+                      "up_proj, down_proj)",
+                      path, cJSON_IsString(m) ? m->valuestring : "(not a string)");
+            c->targets |= one;
+        }
+    } else {
+        BAD("%s: \"target_modules\" must be a non-empty list", path);
+    }
+    x = GET("base_model_name_or_path");
+    if (cJSON_IsString(x)) snprintf(c->base_model, sizeof c->base_model, "%s", x->valuestring);
+    st = LT_OK;
+out:
+    cJSON_Delete(r);
+    return st;
+#undef GET
+#undef BAD
+#undef UNSUP
+}
+
+lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err) {
+    char path[4096];
+    *out = NULL;
+    lt_peft_adapter *a = calloc(1, sizeof *a);
+    if (!a) return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", dir);
+    lt_path_join(path, sizeof path, dir, "adapter_config.json");
+    lt_status st = parse_peft_config(path, &a->cfg, err);
+    if (st != LT_OK) {
+        free(a);
+        return st;
+    }
+    lt_path_join(path, sizeof path, dir, "adapter_model.safetensors");
+    lt_st_file *f = NULL;
+    if ((st = lt_st_open(path, &f, err)) != LT_OK) {
+        free(a);
+        return st;
+    }
+    size_t nt = lt_st_count(f);
+    a->t = calloc(nt + 1, sizeof *a->t);
+    if (!a->t) {
+        st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    const int r = a->cfg.r;
+    for (size_t i = 0; i < nt; i++) {
+        const lt_st_tensor *t = lt_st_get(f, i);
+        int layer, target, is_B;
+        if ((st = lt_lora_parse_peft_name(t->name, &layer, &target, &is_B, err)) != LT_OK) {
+            lt_wrap(err, st, "%s", path);
+            goto fail;
+        }
+        if (!(a->cfg.targets & (1u << target))) {
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s' adapts %s, which is not in target_modules", path, t->name,
+                         lt_lora_target_hf(target));
+            goto fail;
+        }
+        if (t->ndim != 2 || (is_B ? t->shape[1] != r : t->shape[0] != r)) {
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s' has shape [%lld, %lld] but r = %d needs %s", path,
+                         t->name, (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 0), r,
+                         is_B ? "[out, r]" : "[r, in]");
+            goto fail;
+        }
+        lt_peft_tensor *p = (lt_peft_tensor *)lt_peft_find(a, layer, target);
+        if (!p) {
+            p = &a->t[a->n++];
+            p->layer = layer;
+            p->target = target;
+        }
+        if (is_B ? p->B != NULL : p->A != NULL) {
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s' appears twice", path, t->name);
+            goto fail;
+        }
+        float *buf = malloc(t->numel * sizeof(float) + 1);
+        if (!buf) {
+            st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
+            goto fail;
+        }
+        if ((st = lt_st_to_f32(t, buf, t->numel, err)) != LT_OK) {
+            free(buf);
+            goto fail;
+        }
+        if (is_B) {
+            p->B = buf;
+            p->out = (int)t->shape[0];
+        } else {
+            p->A = buf;
+            p->in = (int)t->shape[1];
+        }
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        if (!a->t[i].A || !a->t[i].B) {
+            char name[256];
+            lt_lora_peft_name(name, sizeof name, a->t[i].layer, a->t[i].target, a->t[i].A != NULL);
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s' is missing (LoRA needs both A and B)", path, name);
+            goto fail;
+        }
+    }
+    if (a->n == 0) {
+        st = lt_fail(err, LT_ERR_FORMAT, "%s: no LoRA tensors", path);
+        goto fail;
+    }
+    qsort(a->t, a->n, sizeof *a->t, cmp_peft);
+    lt_st_close(f);
+    *out = a;
+    return LT_OK;
+fail:
+    lt_st_close(f);
+    lt_peft_free(a);
+    return st;
+}
+
+lt_status lt_peft_check(const lt_peft_adapter *a, const lt_config *m, lt_err *err) {
+    for (size_t i = 0; i < a->n; i++)
+        if (a->t[i].layer >= m->num_layers)
+            return lt_fail(err, LT_ERR_FORMAT, "adapter: layer %d %s, but the model has %d layers", a->t[i].layer,
+                           lt_lora_target_hf(a->t[i].target), m->num_layers);
+    for (int L = 0; L < m->num_layers; L++) {
+        for (int t = 0; t < LT_LORA_NTARGETS; t++) {
+            if (!(a->cfg.targets & (1u << t))) continue;
+            const lt_peft_tensor *p = lt_peft_find(a, L, t);
+            if (!p)
+                return lt_fail(err, LT_ERR_FORMAT, "adapter: layer %d %s has no LoRA weights (target_modules lists it)",
+                               L, lt_lora_target_hf(t));
+            int in, out;
+            lt_lora_target_dims(m, t, &in, &out);
+            if (p->in != in || p->out != out)
+                return lt_fail(err, LT_ERR_FORMAT,
+                               "adapter: layer %d %s is %d -> %d features but the model's layer is %d -> %d", L,
+                               lt_lora_target_hf(t), p->in, p->out, in, out);
+        }
+    }
+    return LT_OK;
+}

@@ -1,0 +1,98 @@
+/*
+ * lt_export.h -- exporting a trained model: a Hugging Face model folder (full
+ * fine-tuning) or a PEFT LoRA adapter folder, and reading a PEFT adapter back
+ * (to continue training or to evaluate with --adapter).
+ *
+ * Hugging Face folder (lt_export_hf):
+ *   config.json                 copied byte for byte from the source model
+ *   model.safetensors           every tensor under its original name and in
+ *                               the dtype asked for (normally the source's:
+ *                               F32 as is, BF16 rounded to nearest even, F16),
+ *                               metadata {"format": "pt"}; above
+ *                               max_shard_bytes (default 5 GB, as
+ *                               save_pretrained) model-0000i-of-0000n.safetensors
+ *                               + model.safetensors.index.json instead
+ *   tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+ *   generation_config.json      copied from the source where present
+ * PEFT adapter folder (lt_peft_export), as PEFT 0.15.2's save_pretrained:
+ *   adapter_config.json         every key PEFT writes (sorted, indent 2):
+ *                               peft_type LORA, task_type CAUSAL_LM, r,
+ *                               lora_alpha, lora_dropout, target_modules,
+ *                               use_rslora, base_model_name_or_path, bias
+ *                               "none", ... (the rest at PEFT's defaults)
+ *   adapter_model.safetensors   F32 base_model.model.model.layers.N.<block>.
+ *                               <module>.lora_A.weight (r, in) / lora_B.weight
+ *                               (out, r), metadata {"format": "pt"}
+ * Both are written into "<out_dir>.tmp-<pid>" and renamed into place (an
+ * existing out_dir is replaced only once the new folder is complete).
+ * Non-finite values are refused (LT_ERR_NONFINITE naming the tensor).
+ */
+#ifndef LT_EXPORT_H
+#define LT_EXPORT_H
+
+#include "lt_base.h"
+#include "lt_config.h"
+#include "lt_safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Hugging Face model folder ---- */
+
+typedef struct lt_export_tensor {
+    const char *name; /* the Hugging Face name */
+    int ndim;
+    int64_t shape[LT_ST_MAX_DIMS];
+    const float *data; /* host f32 */
+    lt_dtype dtype;    /* written as: LT_F32, LT_BF16 or LT_F16 */
+} lt_export_tensor;
+
+/* max_shard_bytes 0 = 5 GB. src_model_dir must hold config.json. */
+lt_status lt_export_hf(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts, size_t n,
+                       size_t max_shard_bytes, lt_err *err);
+
+/* ---- PEFT LoRA adapter ---- */
+
+typedef struct lt_peft_config {
+    int r;
+    double alpha;
+    double dropout;
+    unsigned targets; /* mask of 1u << lt_lora_target */
+    int rslora;
+    char base_model[1024]; /* base_model_name_or_path ("" = null) */
+} lt_peft_config;
+
+typedef struct lt_peft_tensor {
+    int layer;
+    int target;     /* lt_lora_target */
+    int in, out;    /* A is (r, in), B is (out, r) */
+    const float *A; /* export: borrowed; loaded adapter: owned */
+    const float *B;
+} lt_peft_tensor;
+
+lt_status lt_peft_export(const char *out_dir, const lt_peft_config *cfg, const lt_peft_tensor *ts, size_t n,
+                         lt_err *err);
+
+typedef struct lt_peft_adapter {
+    lt_peft_config cfg;
+    lt_peft_tensor *t; /* sorted by (layer, target) */
+    size_t n;
+} lt_peft_adapter;
+
+/* Read DIR/adapter_config.json and DIR/adapter_model.safetensors. Refuses
+ * what we cannot reproduce exactly (DoRA, lora_bias, bias != "none",
+ * rank/alpha patterns, fan_in_fan_out, layers_to_transform,
+ * modules_to_save, target_modules given as a regex, unknown modules), and
+ * checks every pair of A/B is present with shapes (r, in) / (out, r). */
+lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err);
+void lt_peft_free(lt_peft_adapter *a);
+const lt_peft_tensor *lt_peft_find(const lt_peft_adapter *a, int layer, int target);
+/* Check the adapter fits a model: every layer < num_layers, every target in
+ * cfg.targets present in every layer, in/out equal lt_lora_target_dims. */
+lt_status lt_peft_check(const lt_peft_adapter *a, const lt_config *model, lt_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

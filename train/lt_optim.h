@@ -1,0 +1,130 @@
+/*
+ * lt_optim.h -- the learning-rate schedule and the AdamW optimizer over the
+ * trainable tensors (global gradient-norm clipping included), written against
+ * the backend's sumsq and adamw ops.
+ *
+ * Learning-rate schedule. `step` counts optimizer steps already taken (0 for
+ * the first update), exactly like torch.optim.lr_scheduler.LambdaLR with
+ * scheduler.step() called after each optimizer.step(), and like transformers'
+ * get_{constant,linear,cosine_with_min_lr}_schedule_with_warmup:
+ *
+ *   W = warmup_steps, N = total_steps, r = min_lr_ratio
+ *   step < W:     factor = step / W                  (first update: lr 0)
+ *   otherwise:    p = clamp((step - W) / max(1, N - W), 0, 1)
+ *     constant:   factor = 1
+ *     linear:     factor = r + (1 - r) * (1 - p)
+ *     cosine:     factor = r + (1 - r) * 0.5 * (1 + cos(pi * p))
+ *   lr(step) = lr * factor                            (computed in double)
+ *
+ * With r = 0 these are transformers' linear / cosine schedules; cosine with r
+ * is get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate = r).
+ *
+ * One optimizer step (lt_optim_step):
+ *   norm  = sqrt(sum over tensors of be->sumsq(grad))      (double)
+ *   scale = clip > 0 ? min(1, clip / (norm + 1e-6)) : 1    (torch clip_grad_norm_)
+ *   be->adamw(all tensors, lr(step), b1, b2, eps, step + 1, scale) with each
+ *   tensor's weight decay = weight_decay if its decay flag is set, else 0.
+ * A non-finite norm updates nothing and returns LT_ERR_NONFINITE naming the
+ * first tensor whose gradient is not finite (the trainer then stops, or with
+ * --skip-nonfinite zeroes the gradients and carries on).
+ */
+#ifndef LT_OPTIM_H
+#define LT_OPTIM_H
+
+#include "lt_backend.h"
+#include "lt_safetensors.h"
+#include "lt_tlist.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { LT_SCHED_CONSTANT = 0, LT_SCHED_LINEAR, LT_SCHED_COSINE } lt_sched_kind;
+
+typedef struct lt_schedule {
+    lt_sched_kind kind;
+    double lr;            /* peak learning rate */
+    int64_t warmup_steps; /* >= 0 */
+    int64_t total_steps;  /* optimizer steps of the whole run, >= 1 */
+    double min_lr_ratio;  /* in [0, 1]; unused by constant */
+} lt_schedule;
+
+double lt_lr_factor(const lt_schedule *s, int64_t step);
+double lt_lr_at(const lt_schedule *s, int64_t step); /* s->lr * lt_lr_factor */
+/* "constant" | "linear" | "cosine" */
+lt_status lt_sched_kind_parse(const char *name, lt_sched_kind *out, lt_err *err);
+const char *lt_sched_kind_name(lt_sched_kind k);
+
+/* The default weight-decay rule: decay a tensor iff it is a matrix (ndim >= 2)
+ * and not the token embedding (name ends in "embed_tokens.weight"), unless
+ * decay_embeddings. Norm weights and biases (ndim 1) never decay. lm_head
+ * and LoRA A/B are matrices and decay. */
+int lt_optim_decay_default(const char *name, int ndim, int decay_embeddings);
+
+typedef struct lt_optim_cfg {
+    lt_schedule sched;
+    double beta1, beta2, eps;
+    double weight_decay; /* applied to tensors added with decay = 1 */
+    double clip;         /* max global grad norm; 0 = no clipping */
+} lt_optim_cfg;
+
+typedef struct lt_optim lt_optim;
+
+lt_status lt_optim_create(lt_backend *be, const lt_optim_cfg *cfg, lt_optim **out, lt_err *err);
+void lt_optim_free(lt_optim *o);
+
+/* Add a trainable tensor: param (backend memory, param_dtype) and grad
+ * (backend memory, f32), both of numel = prod(shape). The optimizer
+ * allocates m and v (zeroed) and, when param_dtype is not F32, f32 master
+ * weights initialized from param. Names must be unique (they name the state
+ * in checkpoints). ndim 1 or 2. */
+lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *shape, void *param,
+                       lt_dtype param_dtype, float *grad, int decay, lt_err *err);
+size_t lt_optim_count(const lt_optim *o);
+const char *lt_optim_name(const lt_optim *o, size_t i);
+int lt_optim_decays(const lt_optim *o, size_t i);
+const lt_optim_cfg *lt_optim_config(const lt_optim *o);
+/* Change the schedule (e.g. total_steps known only after the data is opened). */
+void lt_optim_set_schedule(lt_optim *o, const lt_schedule *s);
+
+typedef struct lt_optim_stats {
+    int64_t step;      /* optimizer steps completed after this one */
+    double lr;         /* learning rate used */
+    double grad_norm;  /* global norm before clipping */
+    double clip_scale; /* factor the gradients were multiplied by */
+} lt_optim_stats;
+
+/* Global gradient norm (sqrt of the sum of be->sumsq, in double). On a
+ * non-finite value returns LT_ERR_NONFINITE naming the tensor; *norm is set. */
+lt_status lt_optim_grad_norm(lt_optim *o, double *norm, lt_err *err);
+/* One update (see the top of this file). stats may be NULL. Does not zero
+ * the gradients. Returns be->sync's status. */
+lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err);
+
+int64_t lt_optim_steps_done(const lt_optim *o);
+void lt_optim_set_steps_done(lt_optim *o, int64_t step); /* on resume */
+
+/* The current f32 weights of tensor i (master weights when present), to the
+ * host: n = its numel. */
+lt_status lt_optim_get_param(lt_optim *o, size_t i, float *host, lt_err *err);
+/* Set tensor i from host f32 (master and param, param rounded to its dtype). */
+lt_status lt_optim_set_param(lt_optim *o, size_t i, const float *host, lt_err *err);
+
+/* The trainable tensors' current f32 values (master weights when present)
+ * as host tensors under their names, appended to `out` (checkpoint weights). */
+lt_status lt_optim_params_to_tlist(lt_optim *o, lt_tlist *out, lt_err *err);
+/* Set every trainable tensor from a safetensors file written from the list
+ * above (names and shapes must match; errors name the tensor). */
+lt_status lt_optim_params_load(lt_optim *o, const lt_st_file *f, lt_err *err);
+
+/* Optimizer state to host tensors "<name>.exp_avg" and "<name>.exp_avg_sq"
+ * (F32, the parameter's shape), appended to `out`. */
+lt_status lt_optim_state_to_tlist(lt_optim *o, lt_tlist *out, lt_err *err);
+/* Load the state written above from a safetensors file: every tensor's two
+ * entries must be present with the parameter's shape (errors name them). */
+lt_status lt_optim_state_load(lt_optim *o, const lt_st_file *f, lt_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
