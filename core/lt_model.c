@@ -1,0 +1,702 @@
+/*
+ * lt_model.c -- the decoder-only transformer (llama, mistral, qwen2, qwen3):
+ * loading a Hugging Face folder onto a backend, activation planning, and the
+ * forward / loss / backward written once against the op table (lt_backend.h).
+ *
+ * Notation: N = B*T rows, C = hidden_size, Hq / Hkv query / kv heads, D =
+ * head_dim, I = intermediate_size, V = vocab_size, L = num_layers.
+ *
+ * One layer (x = residual stream, (N, C)):
+ *   h  = rmsnorm(x) * ln1                       input_layernorm
+ *   q  = h @ Wq^T (+bq)   (N, Hq, D)            k, v likewise (N, Hkv, D)
+ *   q  = rmsnorm_D(q) * qn ; k likewise         qwen3 only (per head)
+ *   q, k = rope(q, pos), rope(k, pos)
+ *   a  = attention(q, k, v)  (N, Hq, D)         causal inside each document
+ *   x' = x + a @ Wo^T
+ *   h2 = rmsnorm(x') * ln2                      post_attention_layernorm
+ *   x'' = x' + (silu(h2 Wg^T) * (h2 Wu^T)) Wd^T
+ * then logits = rmsnorm(x_L) * lnf @ Whead^T (Whead = embedding when tied)
+ * and the cross-entropy against the targets.
+ *
+ * The host never reads or writes activation memory except through the
+ * backend's upload/download, so the same code runs on every backend; buffer
+ * sizes come from be->act_dtype.
+ */
+#include "lt_model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "lt_model_spec.h"
+#include "lt_safetensors.h"
+
+/* ---------------------------------------------------------------------- */
+/* parameter specs                                                         */
+
+static void spec_set(lt_param_spec *s, const char *name, int ndim, int64_t d0, int64_t d1) {
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->ndim = ndim;
+    s->shape[0] = d0;
+    s->shape[1] = ndim > 1 ? d1 : 0;
+}
+
+lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t *n, lt_err *err) {
+    *out = NULL;
+    *n = 0;
+    int64_t C = cfg->hidden_size, V = cfg->vocab_size, I = cfg->intermediate_size, D = cfg->head_dim;
+    int64_t HqD = (int64_t)cfg->num_heads * D, HkvD = (int64_t)cfg->num_kv_heads * D;
+    if (C <= 0 || V <= 0 || I <= 0 || D <= 0 || cfg->num_layers <= 0 || cfg->num_heads <= 0 ||
+        cfg->num_kv_heads <= 0 || cfg->num_heads % cfg->num_kv_heads != 0 || D % 2 != 0)
+        return lt_fail(err, LT_ERR_INVALID,
+                       "config: inconsistent sizes (hidden_size %d, vocab_size %d, intermediate_size %d, "
+                       "num_hidden_layers %d, num_attention_heads %d, num_key_value_heads %d, head_dim %d)",
+                       cfg->hidden_size, cfg->vocab_size, cfg->intermediate_size, cfg->num_layers, cfg->num_heads,
+                       cfg->num_kv_heads, cfg->head_dim);
+    size_t per_layer = 16, cap = 3 + (size_t)cfg->num_layers * per_layer;
+    lt_param_spec *s = calloc(cap, sizeof *s);
+    if (!s) return lt_fail(err, LT_ERR_NOMEM, "out of memory for %zu parameter specs", cap);
+    size_t k = 0;
+    char nm[96];
+    spec_set(&s[k++], "model.embed_tokens.weight", 2, V, C);
+    for (int l = 0; l < cfg->num_layers; l++) {
+#define LAYER(suffix, nd, d0, d1)                                           \
+    do {                                                                    \
+        snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);           \
+        spec_set(&s[k++], nm, nd, d0, d1);                                  \
+    } while (0)
+        LAYER("input_layernorm.weight", 1, C, 0);
+        LAYER("self_attn.q_proj.weight", 2, HqD, C);
+        if (cfg->qkv_bias) LAYER("self_attn.q_proj.bias", 1, HqD, 0);
+        LAYER("self_attn.k_proj.weight", 2, HkvD, C);
+        if (cfg->qkv_bias) LAYER("self_attn.k_proj.bias", 1, HkvD, 0);
+        LAYER("self_attn.v_proj.weight", 2, HkvD, C);
+        if (cfg->qkv_bias) LAYER("self_attn.v_proj.bias", 1, HkvD, 0);
+        LAYER("self_attn.o_proj.weight", 2, C, HqD);
+        if (cfg->o_bias) LAYER("self_attn.o_proj.bias", 1, C, 0);
+        if (cfg->qk_norm) {
+            LAYER("self_attn.q_norm.weight", 1, D, 0);
+            LAYER("self_attn.k_norm.weight", 1, D, 0);
+        }
+        LAYER("post_attention_layernorm.weight", 1, C, 0);
+        LAYER("mlp.gate_proj.weight", 2, I, C);
+        if (cfg->mlp_bias) LAYER("mlp.gate_proj.bias", 1, I, 0);
+        LAYER("mlp.up_proj.weight", 2, I, C);
+        if (cfg->mlp_bias) LAYER("mlp.up_proj.bias", 1, I, 0);
+        LAYER("mlp.down_proj.weight", 2, C, I);
+        if (cfg->mlp_bias) LAYER("mlp.down_proj.bias", 1, C, 0);
+#undef LAYER
+    }
+    spec_set(&s[k++], "model.norm.weight", 1, C, 0);
+    if (!cfg->tie_word_embeddings) spec_set(&s[k++], "lm_head.weight", 2, V, C);
+    *out = s;
+    *n = k;
+    return LT_OK;
+}
+
+static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, cap - o, "[");
+    for (int i = 0; i < ndim && o < cap; i++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (o < cap) snprintf(buf + o, cap - o, "]");
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+lt_status lt_model_check_tensors(const lt_st_model *stm, const lt_param_spec *specs, size_t n, int tied,
+                                 lt_err *err) {
+    for (size_t i = 0; i < n; i++) {
+        const lt_param_spec *sp = &specs[i];
+        const lt_st_tensor *t = lt_st_model_find(stm, sp->name);
+        if (!t) {
+            char want[128];
+            shape_str(want, sizeof want, sp->ndim, sp->shape);
+            return lt_fail(err, LT_ERR_FORMAT, "checkpoint: tensor '%s' is missing (config.json implies shape %s)",
+                           sp->name, want);
+        }
+        int same = t->ndim == sp->ndim;
+        for (int d = 0; same && d < sp->ndim; d++) same = t->shape[d] == sp->shape[d];
+        if (!same) {
+            char got[128], want[128];
+            shape_str(got, sizeof got, t->ndim, t->shape);
+            shape_str(want, sizeof want, sp->ndim, sp->shape);
+            return lt_fail(err, LT_ERR_FORMAT,
+                           "%s: tensor '%s': shape %s but config.json implies %s", t->file ? t->file : "checkpoint",
+                           sp->name, got, want);
+        }
+        if (t->dtype != LT_F32 && t->dtype != LT_BF16 && t->dtype != LT_F16)
+            return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s (expected F32, BF16 or F16)",
+                           t->file ? t->file : "checkpoint", sp->name, lt_dtype_name(t->dtype));
+    }
+    /* tensors the runtime would not use */
+    char list[512];
+    size_t o = 0, extra = 0;
+    list[0] = 0;
+    for (size_t i = 0; i < lt_st_model_count(stm); i++) {
+        const lt_st_tensor *t = lt_st_model_get(stm, i);
+        int known = 0;
+        for (size_t j = 0; j < n && !known; j++) known = !strcmp(specs[j].name, t->name);
+        if (known || ends_with(t->name, ".rotary_emb.inv_freq") || (tied && !strcmp(t->name, "lm_head.weight")))
+            continue;
+        if (extra < 4 && o < sizeof list)
+            o += (size_t)snprintf(list + o, sizeof list - o, "%s'%s'", extra ? ", " : "", t->name);
+        extra++;
+    }
+    if (extra)
+        return lt_fail(err, LT_ERR_FORMAT,
+                       "checkpoint: %zu tensor(s) this architecture does not use: %s%s (a different architecture "
+                       "or a config.json that does not match the weights?)",
+                       extra, list, extra > 4 ? ", ..." : "");
+    return LT_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the model                                                               */
+
+typedef struct layer {
+    lt_param *ln1, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *qn, *kn, *ln2, *wg, *bg, *wu, *bu, *wd, *bd;
+} layer;
+
+/* Activations saved by the forward, per layer (backend memory). */
+typedef struct layer_acts {
+    void *x;      /* (N, C) residual stream entering the layer */
+    void *h1;     /* (N, C) input_layernorm output */
+    float *rstd1; /* (N) */
+    void *qpre, *kpre; /* (N, Hq*D), (N, Hkv*D) projections before qk-norm (qwen3) */
+    float *qrstd, *krstd; /* (N*Hq), (N*Hkv) */
+    void *q, *k, *v; /* after norm and rope */
+    void *att;       /* (N, Hq*D) */
+    float *lse;      /* (B, Hq, T) */
+    void *xmid;      /* (N, C) x + attention */
+    void *h2;        /* (N, C) */
+    float *rstd2;    /* (N) */
+    void *gate, *up, *swi; /* (N, I) */
+} layer_acts;
+
+struct lt_model {
+    lt_config cfg;
+    lt_backend *be;
+    lt_param *params;
+    size_t n_params;
+    lt_param *embed, *lnf, *head; /* head = embed when tied */
+    layer *layers;
+    float *inv_freq; /* (D/2) f32, backend */
+    int grads_allocated;
+
+    /* plan */
+    int B, T;
+    void *arena;
+    layer_acts *acts;
+    void *x_final;   /* (N, C) residual after the last layer */
+    void *hf;        /* (N, C) final norm output */
+    float *rstdf;    /* (N) */
+    void *logits;    /* (N, V); holds dlogits after a backward step */
+    float *losses;   /* (N) */
+    void *tmp;       /* (N, C) projection output before the residual add */
+    void *dx, *dh;   /* (N, C) residual gradient, norm-output gradient */
+    void *dq, *dk, *dv, *datt; /* (N, Hq*D), (N, Hkv*D), (N, Hkv*D), (N, Hq*D) */
+    void *dq2, *dk2;           /* qk-norm input gradients */
+    void *dgate, *dup, *dswi;  /* (N, I) */
+    float *sink;               /* f32 scratch for gradients of frozen norm weights */
+    int32_t *d_tokens, *d_targets, *d_pos, *d_doc;
+    float *host_losses; /* (N) host */
+    int logits_state;   /* 0 none, 1 logits valid, 2 overwritten by dlogits */
+};
+
+const lt_config *lt_model_config(const lt_model *m) { return &m->cfg; }
+lt_backend *lt_model_backend(const lt_model *m) { return m->be; }
+size_t lt_model_num_params(const lt_model *m) { return m->n_params; }
+lt_param *lt_model_param(lt_model *m, size_t i) { return i < m->n_params ? &m->params[i] : NULL; }
+
+lt_param *lt_model_find_param(lt_model *m, const char *name) {
+    for (size_t i = 0; i < m->n_params; i++)
+        if (!strcmp(m->params[i].name, name)) return &m->params[i];
+    return NULL;
+}
+
+size_t lt_model_num_elements(const lt_model *m) {
+    size_t s = 0;
+    for (size_t i = 0; i < m->n_params; i++) s += m->params[i].numel;
+    return s;
+}
+
+static void free_plan(lt_model *m) {
+    if (m->arena) m->be->free(m->be, m->arena);
+    m->arena = NULL;
+    free(m->acts);
+    m->acts = NULL;
+    free(m->host_losses);
+    m->host_losses = NULL;
+    m->B = m->T = 0;
+    m->logits_state = 0;
+}
+
+void lt_model_free(lt_model *m) {
+    if (!m) return;
+    free_plan(m);
+    for (size_t i = 0; i < m->n_params; i++) {
+        if (m->params[i].data) m->be->free(m->be, m->params[i].data);
+        if (m->params[i].grad) m->be->free(m->be, m->params[i].grad);
+    }
+    if (m->inv_freq) m->be->free(m->be, m->inv_freq);
+    free(m->params);
+    free(m->layers);
+    free(m);
+}
+
+static lt_param *P(lt_model *m, const char *fmt, int l) {
+    char nm[96];
+    snprintf(nm, sizeof nm, fmt, l);
+    return lt_model_find_param(m, nm);
+}
+
+static void bind_layers(lt_model *m) {
+    m->embed = lt_model_find_param(m, "model.embed_tokens.weight");
+    m->lnf = lt_model_find_param(m, "model.norm.weight");
+    m->head = m->cfg.tie_word_embeddings ? m->embed : lt_model_find_param(m, "lm_head.weight");
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        layer *y = &m->layers[l];
+        y->ln1 = P(m, "model.layers.%d.input_layernorm.weight", l);
+        y->wq = P(m, "model.layers.%d.self_attn.q_proj.weight", l);
+        y->bq = P(m, "model.layers.%d.self_attn.q_proj.bias", l);
+        y->wk = P(m, "model.layers.%d.self_attn.k_proj.weight", l);
+        y->bk = P(m, "model.layers.%d.self_attn.k_proj.bias", l);
+        y->wv = P(m, "model.layers.%d.self_attn.v_proj.weight", l);
+        y->bv = P(m, "model.layers.%d.self_attn.v_proj.bias", l);
+        y->wo = P(m, "model.layers.%d.self_attn.o_proj.weight", l);
+        y->bo = P(m, "model.layers.%d.self_attn.o_proj.bias", l);
+        y->qn = P(m, "model.layers.%d.self_attn.q_norm.weight", l);
+        y->kn = P(m, "model.layers.%d.self_attn.k_norm.weight", l);
+        y->ln2 = P(m, "model.layers.%d.post_attention_layernorm.weight", l);
+        y->wg = P(m, "model.layers.%d.mlp.gate_proj.weight", l);
+        y->bg = P(m, "model.layers.%d.mlp.gate_proj.bias", l);
+        y->wu = P(m, "model.layers.%d.mlp.up_proj.weight", l);
+        y->bu = P(m, "model.layers.%d.mlp.up_proj.bias", l);
+        y->wd = P(m, "model.layers.%d.mlp.down_proj.weight", l);
+        y->bd = P(m, "model.layers.%d.mlp.down_proj.bias", l);
+    }
+}
+
+lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err *err) {
+    *out = NULL;
+    lt_model *m = calloc(1, sizeof *m);
+    if (!m) return lt_fail(err, LT_ERR_NOMEM, "out of memory");
+    m->be = be;
+    lt_status st = lt_config_load(dir, &m->cfg, err);
+    if (st) {
+        free(m);
+        return st;
+    }
+    lt_param_spec *specs = NULL;
+    size_t n = 0;
+    lt_st_model *stm = NULL;
+    float *host = NULL;
+    if ((st = lt_model_param_specs(&m->cfg, &specs, &n, err))) goto fail;
+    if ((st = lt_st_open_model(dir, &stm, err))) goto fail;
+    if ((st = lt_model_check_tensors(stm, specs, n, m->cfg.tie_word_embeddings, err))) goto fail;
+    m->params = calloc(n, sizeof *m->params);
+    m->layers = calloc((size_t)m->cfg.num_layers, sizeof *m->layers);
+    if (!m->params || !m->layers) {
+        st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    size_t max_numel = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t numel = (size_t)specs[i].shape[0] * (size_t)(specs[i].ndim > 1 ? specs[i].shape[1] : 1);
+        if (numel > max_numel) max_numel = numel;
+    }
+    host = malloc(max_numel * sizeof *host);
+    if (!host) {
+        st = lt_fail(err, LT_ERR_NOMEM, "out of memory for a %zu-element staging buffer", max_numel);
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        lt_param *p = &m->params[m->n_params];
+        snprintf(p->name, sizeof p->name, "%s", specs[i].name);
+        p->ndim = specs[i].ndim;
+        p->shape[0] = specs[i].shape[0];
+        p->shape[1] = specs[i].shape[1];
+        p->numel = (size_t)p->shape[0] * (size_t)(p->ndim > 1 ? p->shape[1] : 1);
+        p->trainable = 1;
+        m->n_params++;
+        if ((st = lt_st_model_load_f32(stm, p->name, p->ndim, p->shape, host, err))) goto fail;
+        if ((st = be->alloc(be, p->numel * lt_dtype_size(be->param_dtype), &p->data, err)) ||
+            (st = be->upload_f32(be, p->data, be->param_dtype, host, p->numel, err))) {
+            lt_wrap(err, st, "uploading '%s'", p->name);
+            goto fail;
+        }
+    }
+    bind_layers(m);
+    /* rotary frequencies, llama3 scaling folded in */
+    int half = m->cfg.head_dim / 2;
+    lt_config_rope_inv_freq(&m->cfg, host);
+    if ((st = be->alloc(be, (size_t)half * sizeof(float), (void **)&m->inv_freq, err)) ||
+        (st = be->upload(be, m->inv_freq, host, (size_t)half * sizeof(float), err)))
+        goto fail;
+    if ((st = be->sync(be, err))) goto fail;
+    free(host);
+    free(specs);
+    lt_st_close_model(stm);
+    *out = m;
+    return LT_OK;
+fail:
+    free(host);
+    free(specs);
+    if (stm) lt_st_close_model(stm);
+    lt_model_free(m);
+    return lt_wrap(err, st, "loading model '%s'", dir);
+}
+
+lt_status lt_model_alloc_grads(lt_model *m, lt_err *err) {
+    for (size_t i = 0; i < m->n_params; i++) {
+        lt_param *p = &m->params[i];
+        if (!p->trainable || p->grad) continue;
+        lt_status st = m->be->alloc(m->be, p->numel * sizeof(float), (void **)&p->grad, err);
+        if (st) return lt_wrap(err, st, "gradient of '%s' (%zu floats)", p->name, p->numel);
+        m->be->zero(m->be, p->grad, p->numel * sizeof(float));
+    }
+    m->grads_allocated = 1;
+    return LT_OK;
+}
+
+void lt_model_zero_grads(lt_model *m) {
+    for (size_t i = 0; i < m->n_params; i++)
+        if (m->params[i].grad) m->be->zero(m->be, m->params[i].grad, m->params[i].numel * sizeof(float));
+}
+
+/* ---------------------------------------------------------------------- */
+/* planning                                                                */
+
+typedef struct planner {
+    size_t off;
+    int overflow;
+    /* (slot, offset) pairs, resolved once the arena exists */
+    void ***dyn;
+    size_t *dyn_off;
+    size_t n_dyn, cap_dyn;
+} planner;
+
+/* Reserve `count` elements of `esize` bytes for *slot (256-byte aligned). */
+static void reserve(planner *pl, void **slot, size_t count, size_t esize) {
+    size_t bytes, end;
+    if (!lt_mul_ok(count, esize, &bytes) || !lt_add_ok(pl->off, bytes, &end) || end > SIZE_MAX - 256) {
+        pl->overflow = 1;
+        return;
+    }
+    if (pl->n_dyn == pl->cap_dyn) {
+        size_t cap = pl->cap_dyn ? 2 * pl->cap_dyn : 64;
+        void ***d = realloc(pl->dyn, cap * sizeof *d);
+        size_t *o = realloc(pl->dyn_off, cap * sizeof *o);
+        if (d) pl->dyn = d;
+        if (o) pl->dyn_off = o;
+        if (!d || !o) {
+            pl->overflow = 1;
+            return;
+        }
+        pl->cap_dyn = cap;
+    }
+    pl->dyn[pl->n_dyn] = slot;
+    pl->dyn_off[pl->n_dyn++] = pl->off;
+    pl->off = (end + 255) & ~(size_t)255;
+}
+
+lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
+    free_plan(m);
+    const lt_config *c = &m->cfg;
+    if (B <= 0 || T <= 0) return lt_fail(err, LT_ERR_INVALID, "plan: batch %d x %d must be positive", B, T);
+    if (T > c->max_position_embeddings)
+        return lt_fail(err, LT_ERR_RANGE, "plan: sequence length %d exceeds max_position_embeddings %d of the model",
+                       T, c->max_position_embeddings);
+    if (c->sliding_window > 0 && T > c->sliding_window)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "plan: sequence length %d exceeds the model's sliding_window %d (sliding-window attention "
+                       "is not implemented; use sequences of at most %d tokens)",
+                       T, c->sliding_window, c->sliding_window);
+    size_t N;
+    if (!lt_mul_ok((size_t)B, (size_t)T, &N) || N > INT32_MAX)
+        return lt_fail(err, LT_ERR_NOMEM, "plan: batch %d x %d is too large", B, T);
+    if ((size_t)c->vocab_size * N > (size_t)INT64_MAX / 8)
+        return lt_fail(err, LT_ERR_NOMEM, "plan: batch %d x %d is too large", B, T);
+
+    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
+    size_t Hq = (size_t)c->num_heads, Hkv = (size_t)c->num_kv_heads, D = (size_t)c->head_dim;
+    size_t A = lt_dtype_size(m->be->act_dtype), F = sizeof(float), I4 = sizeof(int32_t);
+    int L = c->num_layers;
+    m->acts = calloc((size_t)L, sizeof *m->acts);
+    m->host_losses = malloc(N * sizeof(float));
+    if (!m->acts || !m->host_losses) {
+        free_plan(m);
+        return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory");
+    }
+    planner pl = {0};
+    for (int l = 0; l < L; l++) {
+        layer_acts *a = &m->acts[l];
+        reserve(&pl, &a->x, N * C, A);
+        reserve(&pl, &a->h1, N * C, A);
+        reserve(&pl, (void **)&a->rstd1, N, F);
+        if (c->qk_norm) {
+            reserve(&pl, &a->qpre, N * Hq * D, A);
+            reserve(&pl, &a->kpre, N * Hkv * D, A);
+            reserve(&pl, (void **)&a->qrstd, N * Hq, F);
+            reserve(&pl, (void **)&a->krstd, N * Hkv, F);
+        }
+        reserve(&pl, &a->q, N * Hq * D, A);
+        reserve(&pl, &a->k, N * Hkv * D, A);
+        reserve(&pl, &a->v, N * Hkv * D, A);
+        reserve(&pl, &a->att, N * Hq * D, A);
+        reserve(&pl, (void **)&a->lse, N * Hq, F);
+        reserve(&pl, &a->xmid, N * C, A);
+        reserve(&pl, &a->h2, N * C, A);
+        reserve(&pl, (void **)&a->rstd2, N, F);
+        reserve(&pl, &a->gate, N * I, A);
+        reserve(&pl, &a->up, N * I, A);
+        reserve(&pl, &a->swi, N * I, A);
+    }
+    reserve(&pl, &m->x_final, N * C, A);
+    reserve(&pl, &m->hf, N * C, A);
+    reserve(&pl, (void **)&m->rstdf, N, F);
+    reserve(&pl, &m->logits, N * V, A);
+    reserve(&pl, (void **)&m->losses, N, F);
+    reserve(&pl, &m->tmp, N * C, A);
+    reserve(&pl, &m->dx, N * C, A);
+    reserve(&pl, &m->dh, N * C, A);
+    reserve(&pl, &m->dq, N * Hq * D, A);
+    reserve(&pl, &m->dk, N * Hkv * D, A);
+    reserve(&pl, &m->dv, N * Hkv * D, A);
+    reserve(&pl, &m->datt, N * Hq * D, A);
+    if (c->qk_norm) {
+        reserve(&pl, &m->dq2, N * Hq * D, A);
+        reserve(&pl, &m->dk2, N * Hkv * D, A);
+    }
+    reserve(&pl, &m->dgate, N * I, A);
+    reserve(&pl, &m->dup, N * I, A);
+    reserve(&pl, &m->dswi, N * I, A);
+    reserve(&pl, (void **)&m->sink, C > D ? C : D, F);
+    reserve(&pl, (void **)&m->d_tokens, N, I4);
+    reserve(&pl, (void **)&m->d_targets, N, I4);
+    reserve(&pl, (void **)&m->d_pos, N, I4);
+    reserve(&pl, (void **)&m->d_doc, N, I4);
+    lt_status st = LT_OK;
+    if (pl.overflow) {
+        st = lt_fail(err, LT_ERR_NOMEM, "plan: activation memory for %d x %d overflows", B, T);
+    } else if ((st = m->be->alloc(m->be, pl.off, &m->arena, err))) {
+        lt_wrap(err, st, "plan: activations for batch %d x %d (%.1f MiB)", B, T, pl.off / 1048576.0);
+    } else {
+        for (size_t i = 0; i < pl.n_dyn; i++) *pl.dyn[i] = (char *)m->arena + pl.dyn_off[i];
+        m->B = B;
+        m->T = T;
+    }
+    free(pl.dyn);
+    free(pl.dyn_off);
+    if (st) free_plan(m);
+    return st;
+}
+
+/* ---------------------------------------------------------------------- */
+/* batches                                                                 */
+
+lt_status lt_batch_fill_sequence(int T, const int32_t *tokens, const uint8_t *mask, const int *doc_lens,
+                                 int n_docs, int32_t *targets, int32_t *pos, int32_t *doc_start, lt_err *err) {
+    if (T <= 0 || n_docs < 0) return lt_fail(err, LT_ERR_INVALID, "batch: T %d / %d documents", T, n_docs);
+    int s = 0;
+    for (int d = 0; d < n_docs; d++) {
+        int len = doc_lens[d];
+        if (len <= 0) return lt_fail(err, LT_ERR_INVALID, "batch: document %d has length %d (must be >= 1)", d, len);
+        if (len > T - s)
+            return lt_fail(err, LT_ERR_RANGE, "batch: documents of lengths summing past %d do not fit in T = %d",
+                           s + len, T);
+        for (int j = 0; j < len; j++) {
+            int t = s + j;
+            pos[t] = j;
+            doc_start[t] = s;
+            targets[t] = (j + 1 < len && (!mask || mask[t + 1])) ? tokens[t + 1] : -1;
+        }
+        s += len;
+    }
+    for (int t = s; t < T; t++) { /* padding: one-token documents, never targets */
+        pos[t] = 0;
+        doc_start[t] = t;
+        targets[t] = -1;
+    }
+    return LT_OK;
+}
+
+static lt_status validate_batch(const lt_model *m, const lt_batch *b, int64_t *n_targets, lt_err *err) {
+    if (!m->arena) return lt_fail(err, LT_ERR_INVALID, "step: no plan (call lt_model_plan first)");
+    if (b->B != m->B || b->T != m->T)
+        return lt_fail(err, LT_ERR_INVALID, "step: batch is %d x %d but the plan is for %d x %d", b->B, b->T, m->B,
+                       m->T);
+    int V = m->cfg.vocab_size, T = b->T;
+    int64_t nt = 0;
+    for (int s = 0; s < b->B; s++) {
+        for (int t = 0; t < T; t++) {
+            size_t n = (size_t)s * T + t;
+            int32_t tok = b->tokens[n], tg = b->targets[n], d0 = b->doc_start[n], p = b->pos[n];
+            if (tok < 0 || tok >= V)
+                return lt_fail(err, LT_ERR_RANGE, "batch: token id %d at sequence %d position %d is outside [0, %d)",
+                               tok, s, t, V);
+            if (tg < -1 || tg >= V)
+                return lt_fail(err, LT_ERR_RANGE, "batch: target %d at sequence %d position %d is outside [-1, %d)",
+                               tg, s, t, V);
+            int new_doc = d0 == t;
+            if (d0 < 0 || d0 > t || (!new_doc && (t == 0 || b->doc_start[n - 1] != d0)))
+                return lt_fail(err, LT_ERR_INVALID,
+                               "batch: doc_start %d at sequence %d position %d (must be %d for a new document or "
+                               "equal the previous token's %d)",
+                               d0, s, t, t, t > 0 ? b->doc_start[n - 1] : 0);
+            if (p != t - d0)
+                return lt_fail(err, LT_ERR_INVALID,
+                               "batch: pos %d at sequence %d position %d, but its document starts at %d (expected "
+                               "pos %d)",
+                               p, s, t, d0, t - d0);
+            nt += tg >= 0;
+        }
+    }
+    *n_targets = nt;
+    return LT_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* forward and backward                                                    */
+
+static const void *pd(const lt_param *p) { return p ? p->data : NULL; }
+static float *pg(const lt_param *p) { return p ? p->grad : NULL; }
+
+static void forward(lt_model *m, int want_dlogits, float grad_scale) {
+    lt_backend *be = m->be;
+    const lt_config *c = &m->cfg;
+    int B = m->B, T = m->T, N = B * T, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim, L = c->num_layers;
+    float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
+
+    be->embedding_fwd(be, m->acts[0].x, m->embed->data, m->d_tokens, N, C); // (N, C)
+    for (int l = 0; l < L; l++) {
+        layer *y = &m->layers[l];
+        layer_acts *a = &m->acts[l];
+        void *x_out = l + 1 < L ? m->acts[l + 1].x : m->x_final;
+        // attention block
+        be->rmsnorm_fwd(be, a->h1, a->rstd1, a->x, y->ln1->data, N, C, eps);
+        void *q = c->qk_norm ? a->qpre : a->q, *k = c->qk_norm ? a->kpre : a->k;
+        be->matmul_fwd(be, q, a->h1, y->wq->data, pd(y->bq), N, C, Hq * D);   // (N, Hq*D)
+        be->matmul_fwd(be, k, a->h1, y->wk->data, pd(y->bk), N, C, Hkv * D);  // (N, Hkv*D)
+        be->matmul_fwd(be, a->v, a->h1, y->wv->data, pd(y->bv), N, C, Hkv * D);
+        if (c->qk_norm) { // per-head norm over D
+            be->rmsnorm_fwd(be, a->q, a->qrstd, a->qpre, y->qn->data, N * Hq, D, eps);
+            be->rmsnorm_fwd(be, a->k, a->krstd, a->kpre, y->kn->data, N * Hkv, D, eps);
+        }
+        be->rope_fwd(be, a->q, m->d_pos, m->inv_freq, N, Hq, D);
+        be->rope_fwd(be, a->k, m->d_pos, m->inv_freq, N, Hkv, D);
+        be->attention_fwd(be, a->att, a->lse, a->q, a->k, a->v, m->d_doc, B, T, Hq, Hkv, D, scale);
+        be->matmul_fwd(be, m->tmp, a->att, y->wo->data, pd(y->bo), N, Hq * D, C); // (N, C)
+        be->add(be, a->xmid, a->x, m->tmp, (size_t)N * C);
+        // MLP block
+        be->rmsnorm_fwd(be, a->h2, a->rstd2, a->xmid, y->ln2->data, N, C, eps);
+        be->matmul_fwd(be, a->gate, a->h2, y->wg->data, pd(y->bg), N, C, I); // (N, I)
+        be->matmul_fwd(be, a->up, a->h2, y->wu->data, pd(y->bu), N, C, I);
+        be->swiglu_fwd(be, a->swi, a->gate, a->up, (size_t)N * I);
+        be->matmul_fwd(be, m->tmp, a->swi, y->wd->data, pd(y->bd), N, I, C); // (N, C)
+        be->add(be, x_out, a->xmid, m->tmp, (size_t)N * C);
+    }
+    be->rmsnorm_fwd(be, m->hf, m->rstdf, m->x_final, m->lnf->data, N, C, eps);
+    be->matmul_fwd(be, m->logits, m->hf, m->head->data, NULL, N, C, V); // (N, V)
+    be->cross_entropy(be, m->losses, want_dlogits ? m->logits : NULL, m->logits, m->d_targets, N, V, grad_scale);
+}
+
+/* dw of a norm weight: its gradient, or the sink when it is frozen */
+static float *ng(lt_model *m, const lt_param *p) { return p->grad ? p->grad : m->sink; }
+
+static void backward(lt_model *m) {
+    lt_backend *be = m->be;
+    const lt_config *c = &m->cfg;
+    int B = m->B, T = m->T, N = B * T, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim, L = c->num_layers;
+    float scale = 1.0f / sqrtf((float)D);
+    void *dlogits = m->logits; // (N, V), written by cross_entropy
+
+    // head (tied: the embedding table receives this dw as well as the lookup's)
+    be->matmul_bwd(be, m->dh, 0, m->head->grad, NULL, dlogits, m->hf, m->head->data, N, C, V);
+    be->rmsnorm_bwd(be, m->dx, 0, ng(m, m->lnf), m->dh, m->x_final, m->lnf->data, m->rstdf, N, C);
+    for (int l = L - 1; l >= 0; l--) {
+        layer *y = &m->layers[l];
+        layer_acts *a = &m->acts[l];
+        // MLP block; dx = dL/d(x_out)
+        be->matmul_bwd(be, m->dswi, 0, pg(y->wd), pg(y->bd), m->dx, a->swi, y->wd->data, N, I, C);
+        be->swiglu_bwd(be, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
+        be->matmul_bwd(be, m->dh, 0, pg(y->wg), pg(y->bg), m->dgate, a->h2, y->wg->data, N, C, I);
+        be->matmul_bwd(be, m->dh, 1, pg(y->wu), pg(y->bu), m->dup, a->h2, y->wu->data, N, C, I);
+        be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln2), m->dh, a->xmid, y->ln2->data, a->rstd2, N, C);
+        // attention block; dx = dL/d(xmid)
+        be->matmul_bwd(be, m->datt, 0, pg(y->wo), pg(y->bo), m->dx, a->att, y->wo->data, N, Hq * D, C);
+        be->attention_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->d_doc, B, T, Hq,
+                          Hkv, D, scale);
+        be->rope_bwd(be, m->dq, m->d_pos, m->inv_freq, N, Hq, D);
+        be->rope_bwd(be, m->dk, m->d_pos, m->inv_freq, N, Hkv, D);
+        void *dq = m->dq, *dk = m->dk;
+        if (c->qk_norm) {
+            be->rmsnorm_bwd(be, m->dq2, 0, ng(m, y->qn), m->dq, a->qpre, y->qn->data, a->qrstd, N * Hq, D);
+            be->rmsnorm_bwd(be, m->dk2, 0, ng(m, y->kn), m->dk, a->kpre, y->kn->data, a->krstd, N * Hkv, D);
+            dq = m->dq2;
+            dk = m->dk2;
+        }
+        be->matmul_bwd(be, m->dh, 0, pg(y->wq), pg(y->bq), dq, a->h1, y->wq->data, N, C, Hq * D);
+        be->matmul_bwd(be, m->dh, 1, pg(y->wk), pg(y->bk), dk, a->h1, y->wk->data, N, C, Hkv * D);
+        be->matmul_bwd(be, m->dh, 1, pg(y->wv), pg(y->bv), m->dv, a->h1, y->wv->data, N, C, Hkv * D);
+        be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln1), m->dh, a->x, y->ln1->data, a->rstd1, N, C);
+    }
+    if (m->embed->grad) be->embedding_bwd(be, m->embed->grad, m->dx, m->d_tokens, N, C);
+}
+
+lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward_pass, double loss_norm, lt_step_result *res,
+                        lt_err *err) {
+    int64_t nt = 0;
+    lt_status st = validate_batch(m, b, &nt, err);
+    if (st) return st;
+    if (backward_pass) {
+        if (!m->grads_allocated)
+            return lt_fail(err, LT_ERR_INVALID, "step: backward without gradients (call lt_model_alloc_grads)");
+        if (!(loss_norm > 0) || !isfinite(loss_norm))
+            return lt_fail(err, LT_ERR_INVALID, "step: loss_norm %g must be a positive number of target tokens",
+                           loss_norm);
+    }
+    lt_backend *be = m->be;
+    size_t N = (size_t)b->B * b->T, bytes = N * sizeof(int32_t);
+    if ((st = be->upload(be, m->d_tokens, b->tokens, bytes, err)) ||
+        (st = be->upload(be, m->d_targets, b->targets, bytes, err)) ||
+        (st = be->upload(be, m->d_pos, b->pos, bytes, err)) || (st = be->upload(be, m->d_doc, b->doc_start, bytes, err)))
+        return lt_wrap(err, st, "step: uploading the batch");
+    forward(m, backward_pass, backward_pass ? (float)(1.0 / loss_norm) : 0.0f);
+    if (backward_pass) backward(m);
+    m->logits_state = backward_pass ? 2 : 1;
+    if ((st = be->download_f32(be, m->host_losses, m->losses, LT_F32, N, err))) return lt_wrap(err, st, "step");
+    if ((st = be->sync(be, err))) return lt_wrap(err, st, "step");
+    double sum = 0;
+    for (size_t n = 0; n < N; n++) sum += m->host_losses[n];
+    if (!isfinite(sum)) return lt_fail(err, LT_ERR_NONFINITE, "step: the loss is not finite (%g)", sum);
+    if (res) {
+        res->loss_sum = sum;
+        res->n_targets = nt;
+    }
+    return LT_OK;
+}
+
+lt_status lt_model_get_logits(lt_model *m, float *host, lt_err *err) {
+    if (m->logits_state != 1)
+        return lt_fail(err, LT_ERR_INVALID,
+                       m->logits_state == 2 ? "logits: the last step ran the backward, which overwrote the logits "
+                                              "with their gradient (run a forward-only step to read logits)"
+                                            : "logits: no step has run since the last plan");
+    size_t n = (size_t)m->B * m->T * m->cfg.vocab_size;
+    lt_status st = m->be->download_f32(m->be, host, m->logits, m->be->act_dtype, n, err);
+    if (!st) st = m->be->sync(m->be, err);
+    return st;
+}
+
+lt_status lt_model_get_token_losses(lt_model *m, float *host, lt_err *err) {
+    if (!m->logits_state) return lt_fail(err, LT_ERR_INVALID, "losses: no step has run since the last plan");
+    memcpy(host, m->host_losses, (size_t)m->B * m->T * sizeof(float));
+    return LT_OK;
+}

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""gen_fixtures.py -- tiny random Hugging Face models and the outputs
+transformers computes for them: the reference for tests/test_model_fixtures.c,
+tests/test_packing.c and tests/test_cli_model.sh.
+
+For every model in MODELS this writes tests/fixtures/models/<name>/:
+  config.json, model.safetensors (or shards + model.safetensors.index.json)
+      exactly as save_pretrained writes them (F32, BF16 or F16 weights);
+  expected.safetensors  (F32 / I32 tensors)
+      tokens, mask, targets, pos, doc_start    (B, T)  the packed batch
+      doc_lens (B, MAXDOC), n_docs (B)                 its document layout
+      logits (B*T, V)       every position (a padding token is its own
+                            one-token document, so it has logits too)
+      losses (B*T)          -log p(target) at each position, 0 where no target
+      grad.<hf name>        d(loss)/d(param) for every parameter, where
+                            loss = sum(losses) / n_targets of the whole batch
+      score_ids (S), score_logprobs (S-1), score_logits (S, V)
+                            for `luxtrain score`
+  expected.json  the scalar loss, n_targets and the batch layout.
+
+The reference never packs: each document is run alone through the model
+(positions from 0), cross-entropy of logits[:-1] against ids[1:] where the
+next token is a target, summed over the batch and divided by the batch's
+target count, then backward. Low-precision checkpoints are loaded back and
+converted to float32 for the reference, so the comparison stays fp32-exact.
+
+Run with tools/gen_fixtures.sh (makes a venv from tools/requirements-gen.txt).
+"""
+import json
+import math
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+import transformers
+from safetensors.numpy import save_file
+from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "tests", "fixtures", "models")
+
+B, T = 2, 20
+# document lengths per sequence; sequence 1 ends with T - 14 = 6 padding tokens
+DOCS = [[7, 1, 12], [9, 5]]
+MAXDOC = 3
+
+MODELS = [
+    # name, config class, config kwargs, save dtype, max_shard_size
+    ("llama", LlamaConfig, dict(
+        vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
+        bos_token_id=1, eos_token_id=2,
+        # small original context so all three llama3 regimes occur for head_dim 16
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    ), torch.float32, None),
+    ("llama_tied", LlamaConfig, dict(
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+    ), torch.bfloat16, None),
+    ("mistral", MistralConfig, dict(
+        vocab_size=144, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128,
+        rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=64, tie_word_embeddings=False,
+        bos_token_id=1, eos_token_id=2,
+    ), torch.float32, None),
+    ("qwen2", Qwen2Config, dict(
+        vocab_size=136, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False,
+        use_sliding_window=False, sliding_window=4096, max_window_layers=2,
+        bos_token_id=1, eos_token_id=2,
+    ), torch.float16, None),
+    ("qwen3", Qwen3Config, dict(
+        vocab_size=152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+        use_sliding_window=False, sliding_window=None, max_window_layers=2,
+        bos_token_id=1, eos_token_id=2,
+    ), torch.float32, "30KB"),
+]
+
+
+def randomize(model, seed):
+    """Replace transformers' init (tiny weights, zero biases, unit norms) with
+    values that make every parameter matter: O(1) activations and logits."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith(".bias"):
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+            elif "embed_tokens" in name:
+                # a tied table is also the head: keep its logits O(1)
+                std = 2.0 / math.sqrt(p.shape[1]) if model.config.tie_word_embeddings else 1.0
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+            else:  # (out, in) projections and lm_head
+                p.copy_(torch.randn(p.shape, generator=g) * (1.5 / math.sqrt(p.shape[1])))
+
+
+def make_batch(vocab, seed):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(3, vocab, size=(B, T)).astype(np.int32)
+    mask = (rng.random((B, T)) < 0.75).astype(np.int32)
+    doc_lens = np.zeros((B, MAXDOC), np.int32)
+    n_docs = np.zeros(B, np.int32)
+    targets = np.full((B, T), -1, np.int32)
+    pos = np.zeros((B, T), np.int32)
+    doc_start = np.zeros((B, T), np.int32)
+    docs = []  # (b, start, len) including padding as one-token documents
+    for b in range(B):
+        n_docs[b] = len(DOCS[b])
+        doc_lens[b, :len(DOCS[b])] = DOCS[b]
+        s = 0
+        for L in DOCS[b]:
+            docs.append((b, s, L, False))
+            s += L
+        for t in range(s, T):
+            mask[b, t] = 0
+            docs.append((b, t, 1, True))
+    for (b, s, L, _) in docs:
+        for j in range(L):
+            pos[b, s + j] = j
+            doc_start[b, s + j] = s
+            if j + 1 < L and mask[b, s + j + 1]:
+                targets[b, s + j] = tokens[b, s + j + 1]
+    return tokens, mask, targets, pos, doc_start, doc_lens, n_docs, docs
+
+
+def build(name, cls, kw, save_dtype, shard, seed):
+    torch.manual_seed(seed)
+    cfg = cls(**kw, attn_implementation="eager", torch_dtype="float32")
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", torch_dtype=torch.float32)
+    randomize(model, seed + 1)
+    d = os.path.join(OUT, name)
+    if os.path.isdir(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    model = model.to(save_dtype)
+    model.config.torch_dtype = save_dtype
+    kwargs = {"safe_serialization": True}
+    if shard:
+        kwargs["max_shard_size"] = shard
+    model.save_pretrained(d, **kwargs)
+    for extra in ("generation_config.json",):
+        p = os.path.join(d, extra)
+        if os.path.exists(p):
+            os.remove(p)
+    # the reference runs on the weights as saved, in float32
+    ref = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", torch_dtype=torch.float32)
+    ref.train()  # dropout is 0 in these configs; train() only enables grads semantics
+    ref.config.use_cache = False
+    return d, ref
+
+
+def reference(model, vocab, seed):
+    tokens, mask, targets, pos, doc_start, doc_lens, n_docs, docs = make_batch(vocab, seed)
+    V = vocab
+    logits = np.zeros((B, T, V), np.float32)
+    losses = np.zeros((B, T), np.float32)
+    n_targets = 0
+    for (b, s, L, pad) in docs:
+        for j in range(1, L):
+            if mask[b, s + j]:
+                n_targets += 1
+    model.zero_grad(set_to_none=True)
+    total = 0.0
+    for (b, s, L, pad) in docs:
+        ids = torch.tensor(tokens[b, s:s + L], dtype=torch.long)[None]
+        labels = ids.clone()
+        for j in range(L):
+            if j == 0 or not mask[b, s + j]:
+                labels[0, j] = -100
+        out = model(input_ids=ids, use_cache=False)
+        lg = out.logits[0].float()  # (L, V)
+        logits[b, s:s + L] = lg.detach().numpy()
+        # HF causal-LM convention: position j predicts labels[j + 1]
+        tok_loss = torch.nn.functional.cross_entropy(lg[:-1], labels[0, 1:], ignore_index=-100, reduction="none")
+        if L > 1:
+            losses[b, s:s + L - 1] = tok_loss.detach().numpy()
+        doc_sum = tok_loss.sum()
+        (doc_sum / n_targets).backward()
+        total += doc_sum.item()
+    grads = {}
+    for pname, p in model.named_parameters():
+        grads["grad." + pname] = p.grad.detach().float().numpy().copy()
+    batch = dict(tokens=tokens, mask=mask, targets=targets, pos=pos, doc_start=doc_start, doc_lens=doc_lens,
+                 n_docs=n_docs)
+    return batch, logits.reshape(B * T, V), losses.reshape(B * T), total / n_targets, n_targets, grads
+
+
+def score_reference(model, vocab, seed):
+    rng = np.random.default_rng(seed + 7)
+    ids = rng.integers(0, vocab, size=9).astype(np.int32)
+    with torch.no_grad():
+        lg = model(input_ids=torch.tensor(ids, dtype=torch.long)[None], use_cache=False).logits[0].float()
+        lp = torch.log_softmax(lg, dim=-1)
+        out = lp[torch.arange(len(ids) - 1), torch.tensor(ids[1:], dtype=torch.long)]
+    return ids, out.numpy().astype(np.float32), lg.numpy().astype(np.float32)
+
+
+def main():
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+    os.makedirs(OUT, exist_ok=True)
+    for k, (name, cls, kw, dt, shard) in enumerate(MODELS):
+        seed = 1234 + 17 * k
+        d, model = build(name, cls, kw, dt, shard, seed)
+        V = kw["vocab_size"]
+        batch, logits, losses, loss, n_targets, grads = reference(model, V, seed)
+        sids, slp, slg = score_reference(model, V, seed)
+        tensors = {k2: np.ascontiguousarray(v) for k2, v in batch.items()}
+        tensors.update(logits=logits, losses=losses, score_ids=sids, score_logprobs=slp, score_logits=slg)
+        tensors.update(grads)
+        save_file({k2: np.ascontiguousarray(v) for k2, v in tensors.items()}, os.path.join(d, "expected.safetensors"),
+                  metadata={"generator": "tools/gen_fixtures.py", "torch": torch.__version__,
+                            "transformers": transformers.__version__})
+        info = {
+            "model": name, "architecture": model.config.architectures[0], "saved_dtype": str(dt).split(".")[-1],
+            "B": B, "T": T, "docs": DOCS, "n_targets": int(n_targets), "loss": float(loss),
+            "num_parameters": int(sum(p.numel() for p in model.parameters())),
+            "score_ids": [int(x) for x in sids], "score_logprob_sum": float(slp.astype(np.float64).sum()),
+        }
+        with open(os.path.join(d, "expected.json"), "w") as f:
+            json.dump(info, f, indent=1)
+            f.write("\n")
+        print(f"{name}: loss {loss:.6f} over {n_targets} targets, {info['num_parameters']} params, "
+              f"{len(grads)} grads -> {d}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
