@@ -24,13 +24,20 @@ lt_status lt_fail(lt_err *err, lt_status st, const char *fmt, ...) {
 
 lt_status lt_wrap(lt_err *err, lt_status st, const char *fmt, ...) {
     if (err) {
-        char prefix[LT_ERR_MSG_MAX], old[LT_ERR_MSG_MAX];
+        char buf[2 * LT_ERR_MSG_MAX + 2];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(prefix, sizeof prefix, fmt, ap);
+        int n = vsnprintf(buf, LT_ERR_MSG_MAX, fmt, ap);
         va_end(ap);
-        memcpy(old, err->msg, sizeof old);
-        snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+        if (n < 0) n = 0;
+        if (n > LT_ERR_MSG_MAX - 1) n = LT_ERR_MSG_MAX - 1;
+        buf[n++] = ':';
+        buf[n++] = ' ';
+        size_t old_len = strnlen(err->msg, LT_ERR_MSG_MAX - 1);
+        memcpy(buf + n, err->msg, old_len);
+        buf[(size_t)n + old_len] = 0;
+        memcpy(err->msg, buf, LT_ERR_MSG_MAX - 1);
+        err->msg[LT_ERR_MSG_MAX - 1] = 0;
     }
     return st;
 }

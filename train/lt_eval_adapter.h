@@ -1,0 +1,29 @@
+/*
+ * lt_eval_adapter.h -- evaluate a model with a PEFT LoRA adapter by merging
+ * it into the loaded weights: W += scale * B @ A for every adapted linear
+ * layer (scale = lora_alpha / r, or / sqrt(r) with use_rslora), which is
+ * what PEFT's merge_and_unload computes. Exact in fp32 (the CPU backend);
+ * with BF16 weights (CUDA) the merged weight is rounded to BF16 once.
+ *
+ * Refused (LT_ERR_UNSUPPORTED, naming the field): peft_type other than LORA,
+ * use_dora, bias other than "none", modules_to_save, rank_pattern /
+ * alpha_pattern, fan_in_fan_out, and tensors that are not lora_A / lora_B of
+ * q/k/v/o/gate/up/down projections.
+ */
+#ifndef LT_EVAL_ADAPTER_H
+#define LT_EVAL_ADAPTER_H
+
+#include "lt_base.h"
+#include "lt_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* dir: a folder with adapter_config.json and adapter_model.safetensors. */
+lt_status lt_eval_merge_adapter(lt_model *m, const char *dir, lt_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
