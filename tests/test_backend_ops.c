@@ -1,0 +1,666 @@
+/*
+ * test_backend_ops.c -- every op of the CUDA backend against the CPU backend
+ * (the fp32 reference, itself tested against PyTorch / finite differences in
+ * test_cpu_ops.c), in the style of ggml's test-backend-ops:
+ *   - fresh random inputs (never zeros) for every shape: odd lengths,
+ *     one-token documents, many documents per sequence, GQA ratios 1/4/8,
+ *     head dims 64/128/256 and small ones;
+ *   - inputs rounded to bf16 on the host first and given to both backends,
+ *     so only compute error is measured (CUDA keeps activations and weights
+ *     in bf16, the CPU in f32);
+ *   - written outputs poisoned with NaN before the run, accumulated ones
+ *     (parameter gradients, acc_dx) start from random values;
+ *   - a guard region of sentinel bytes before and after every buffer, on
+ *     both backends, checked untouched after each op;
+ *   - NaN never passes; normalized error ||cuda - cpu|| / ||cpu|| against a
+ *     tolerance stated per op (TOL_* below);
+ *   - ops designed to be deterministic (embedding_bwd, rmsnorm dw,
+ *     attention_bwd, sumsq, matmul dbias) give identical bits on a rerun.
+ * Skips (77) when the build has no CUDA backend or no device is present.
+ * LT_TEST_VERBOSE=1 prints every comparison. LT_BACKEND_OPS_SELFTEST=1 runs the
+ * harness with a second CPU backend in place of CUDA (no GPU needed).
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lt_backend.h"
+#include "lt_test.h"
+
+/* Tolerances (normalized error). A bf16 output carries its own rounding,
+ * about 1.1e-3 rms relative; f32 outputs differ only in summation order. */
+#define TOL_EXACT 0.0  /* pure copies (embedding_fwd) */
+#define TOL_BF16 5e-3  /* one bf16 rounding of an fp32 result */
+#define TOL_BF16X 1e-2 /* bf16 output after two roundings (lora) or a long chain (attention bwd) */
+#define TOL_F32 1e-5   /* f32 results of bf16-exact inputs, fp32 accumulation (rstd, lse, loss, xa) */
+#define TOL_F32ACC 1e-4 /* f32 parameter gradients summed over many rows (dw, dA, dB) */
+#define TOL_OPT 1e-6   /* AdamW: same formula, same rounding order as the CPU */
+#define TOL_SUMSQ 1e-12 /* double accumulation */
+
+enum { CPU = 0, GPU = 1 };
+static lt_backend *BE[2];
+static const char *SIDE[2] = {"cpu", "cuda"};
+static lt_err err;
+static uint64_t seed = 12345;
+
+/* ------------------------------------------------------------------------ */
+/* paired buffers: the same logical tensor on both backends, with guards    */
+
+typedef enum { K_ACT, K_PARAM, K_F32, K_I32, K_BF16 } kind;
+
+#define GUARD 256 /* bytes before and after (keeps the 256-byte alignment) */
+#define SENTINEL 0xA5
+
+typedef struct buf {
+    kind k;
+    size_t n;
+    void *base[2], *p[2];
+    size_t bytes[2];
+} buf;
+
+static lt_dtype dtype_of(int s, kind k) {
+    switch (k) {
+    case K_ACT: return BE[s]->act_dtype;
+    case K_PARAM: return BE[s]->param_dtype;
+    case K_F32: return LT_F32;
+    case K_I32: return LT_I32;
+    default: return LT_BF16;
+    }
+}
+
+static buf bnew(kind k, size_t n) {
+    buf b;
+    memset(&b, 0, sizeof b);
+    b.k = k;
+    b.n = n;
+    unsigned char *g = malloc(GUARD);
+    memset(g, SENTINEL, GUARD);
+    for (int s = 0; s < 2; s++) {
+        b.bytes[s] = n * lt_dtype_size(dtype_of(s, k));
+        LT_CHECK_OK(BE[s]->alloc(BE[s], b.bytes[s] + 2 * GUARD, &b.base[s], &err), &err);
+        b.p[s] = (char *)b.base[s] + GUARD;
+        LT_CHECK_OK(BE[s]->upload(BE[s], b.base[s], g, GUARD, &err), &err);
+        LT_CHECK_OK(BE[s]->upload(BE[s], (char *)b.p[s] + b.bytes[s], g, GUARD, &err), &err);
+    }
+    free(g);
+    return b;
+}
+
+static void bfree(buf *b) {
+    for (int s = 0; s < 2; s++)
+        if (b->base[s]) BE[s]->free(BE[s], b->base[s]);
+    memset(b, 0, sizeof *b);
+}
+
+/* host values -> both backends (the caller rounds act/param values to bf16) */
+static void bset(buf *b, const float *x) {
+    for (int s = 0; s < 2; s++)
+        LT_CHECK_OK(BE[s]->upload_f32(BE[s], b->p[s], dtype_of(s, b->k), x, b->n, &err), &err);
+}
+static void bset_i32(buf *b, const int32_t *x) {
+    for (int s = 0; s < 2; s++) LT_CHECK_OK(BE[s]->upload(BE[s], b->p[s], x, b->n * 4, &err), &err);
+}
+static void bpoison(buf *b) {
+    float *x = malloc(b->n * sizeof(float) + 1);
+    lt_poison(x, b->n);
+    bset(b, x);
+    free(x);
+}
+static float *bget(buf *b, int s) {
+    float *x = malloc(b->n * sizeof(float) + 1);
+    LT_CHECK_OK(BE[s]->download_f32(BE[s], x, b->p[s], dtype_of(s, b->k), b->n, &err), &err);
+    return x;
+}
+
+/* the sentinel bytes around the buffer are untouched, on both backends */
+static void bguard(buf *b, const char *what) {
+    unsigned char *g = malloc(2 * GUARD);
+    for (int s = 0; s < 2; s++) {
+        LT_CHECK_OK(BE[s]->download(BE[s], g, b->base[s], GUARD, &err), &err);
+        LT_CHECK_OK(BE[s]->download(BE[s], g + GUARD, (char *)b->p[s] + b->bytes[s], GUARD, &err), &err);
+        int bad = 0;
+        for (int i = 0; i < 2 * GUARD; i++) bad += g[i] != SENTINEL;
+        LT_CHECK(bad == 0, "%s: %s wrote %d guard bytes around its buffer", what, SIDE[s], bad);
+    }
+    free(g);
+}
+
+/* compare the two sides, check the guards */
+static void bcmp(buf *b, double tol, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void bcmp(buf *b, double tol, const char *fmt, ...) {
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    float *want = bget(b, CPU), *got = bget(b, GPU);
+    lt_check_close(what, got, want, b->n, tol);
+    free(want);
+    free(got);
+    bguard(b, what);
+}
+
+/* the CUDA side's current content, to compare bitwise with a rerun */
+static float *snap(buf *b) { return bget(b, GPU); }
+static void same_bits(buf *b, const float *before, const char *what) {
+    float *now = bget(b, GPU);
+    LT_CHECK(memcmp(now, before, b->n * sizeof(float)) == 0, "%s: CUDA rerun gave different bits (not deterministic)",
+             what);
+    free(now);
+}
+
+static void sync_both(const char *what) {
+    for (int s = 0; s < 2; s++) {
+        lt_status st = BE[s]->sync(BE[s], &err);
+        LT_CHECK(st == LT_OK, "%s on %s: %s: %s", what, SIDE[s], lt_status_name(st), err.msg);
+    }
+}
+
+/* random values rounded to bf16 (exact in both backends' formats) */
+static float *rnd(size_t n, float scale) {
+    float *x = malloc(n * sizeof(float) + 1);
+    lt_fill_normal(x, n, scale, seed++);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = lt_bf16_to_f32(lt_f32_to_bf16(x[i]));
+        if (x[i] == 0.0f) x[i] = scale * 0.5f; // never zeros
+    }
+    return x;
+}
+
+static buf brnd(kind k, size_t n, float scale) {
+    buf b = bnew(k, n);
+    float *x = rnd(n, scale);
+    bset(&b, x);
+    free(x);
+    return b;
+}
+
+static uint32_t urand(uint32_t n) {
+    static lt_rng r;
+    static int init = 0;
+    if (!init) {
+        lt_rng_seed(&r, 777);
+        init = 1;
+    }
+    return (uint32_t)(lt_rng_u64(&r) % n);
+}
+
+#define BOTH(call_cpu_gpu)                                                                                        \
+    do {                                                                                                          \
+        for (int s_ = 0; s_ < 2; s_++) {                                                                          \
+            lt_backend *be = BE[s_];                                                                              \
+            int S = s_;                                                                                           \
+            (void)S;                                                                                              \
+            call_cpu_gpu;                                                                                         \
+        }                                                                                                         \
+    } while (0)
+#define P(b) ((b).p[S])
+
+/* ------------------------------------------------------------------------ */
+
+static void test_embedding(int V, int C, int N, int id_range) {
+    buf table = brnd(K_PARAM, (size_t)V * C, 1.0f);
+    buf ids = bnew(K_I32, N);
+    int32_t *h = malloc(N * sizeof *h);
+    for (int n = 0; n < N; n++) h[n] = (int32_t)urand((uint32_t)id_range); // repeats when id_range < N
+    h[N - 1] = V - 1;
+    bset_i32(&ids, h);
+    buf out = bnew(K_ACT, (size_t)N * C);
+    bpoison(&out);
+    BOTH(be->embedding_fwd(be, P(out), P(table), (const int32_t *)P(ids), N, C));
+    sync_both("embedding_fwd");
+    bcmp(&out, TOL_EXACT, "embedding_fwd V=%d C=%d N=%d", V, C, N);
+
+    buf dout = brnd(K_ACT, (size_t)N * C, 1.0f);
+    float *init = rnd((size_t)V * C, 0.1f);
+    buf dtable = bnew(K_F32, (size_t)V * C);
+    bset(&dtable, init);
+    BOTH(be->embedding_bwd(be, (float *)P(dtable), P(dout), (const int32_t *)P(ids), N, C));
+    sync_both("embedding_bwd");
+    bcmp(&dtable, TOL_F32, "embedding_bwd V=%d C=%d N=%d", V, C, N);
+    float *first = snap(&dtable);
+    bset(&dtable, init);
+    BE[GPU]->embedding_bwd(BE[GPU], (float *)dtable.p[GPU], dout.p[GPU], (const int32_t *)ids.p[GPU], N, C);
+    sync_both("embedding_bwd rerun");
+    same_bits(&dtable, first, "embedding_bwd");
+    free(first);
+    free(init);
+    free(h);
+    bfree(&table), bfree(&ids), bfree(&out), bfree(&dout), bfree(&dtable);
+}
+
+static void test_matmul(int M, int K, int Nout, int with_bias) {
+    buf x = brnd(K_ACT, (size_t)M * K, 1.0f);
+    buf w = brnd(K_PARAM, (size_t)Nout * K, 0.05f);
+    buf bias = brnd(K_PARAM, Nout, 0.5f);
+    buf out = bnew(K_ACT, (size_t)M * Nout);
+    bpoison(&out);
+    BOTH(be->matmul_fwd(be, P(out), P(x), P(w), with_bias ? P(bias) : NULL, M, K, Nout));
+    sync_both("matmul_fwd");
+    bcmp(&out, TOL_BF16, "matmul_fwd M=%d K=%d N=%d bias=%d", M, K, Nout, with_bias);
+
+    buf dout = brnd(K_ACT, (size_t)M * Nout, 1.0f);
+    buf dx = bnew(K_ACT, (size_t)M * K);
+    buf dw = brnd(K_F32, (size_t)Nout * K, 0.5f);
+    buf db = brnd(K_F32, Nout, 0.5f);
+    for (int acc = 0; acc <= 1; acc++) {
+        if (acc) {
+            float *r = rnd((size_t)M * K, 1.0f);
+            bset(&dx, r);
+            free(r);
+        } else {
+            bpoison(&dx);
+        }
+        BOTH(be->matmul_bwd(be, P(dx), acc, (float *)P(dw), with_bias ? (float *)P(db) : NULL, P(dout), P(x), P(w),
+                            M, K, Nout));
+        sync_both("matmul_bwd");
+        bcmp(&dx, TOL_BF16, "matmul_bwd dx acc=%d M=%d K=%d N=%d", acc, M, K, Nout);
+        bcmp(&dw, TOL_F32ACC, "matmul_bwd dw M=%d K=%d N=%d", M, K, Nout);
+        if (with_bias) bcmp(&db, TOL_F32ACC, "matmul_bwd dbias M=%d N=%d", M, Nout);
+    }
+    if (with_bias) { // dbias is deterministic
+        float *init = rnd(Nout, 0.5f), *first;
+        bset(&db, init);
+        BE[GPU]->matmul_bwd(BE[GPU], NULL, 0, NULL, (float *)db.p[GPU], dout.p[GPU], x.p[GPU], w.p[GPU], M, K, Nout);
+        sync_both("matmul_bwd dbias");
+        first = snap(&db);
+        bset(&db, init);
+        BE[GPU]->matmul_bwd(BE[GPU], NULL, 0, NULL, (float *)db.p[GPU], dout.p[GPU], x.p[GPU], w.p[GPU], M, K, Nout);
+        sync_both("matmul_bwd dbias rerun");
+        same_bits(&db, first, "matmul_bwd dbias");
+        free(first);
+        free(init);
+    }
+    bfree(&x), bfree(&w), bfree(&bias), bfree(&out), bfree(&dout), bfree(&dx), bfree(&dw), bfree(&db);
+}
+
+static void test_rmsnorm(int R, int C) {
+    float eps = 1e-6f;
+    float *hx = rnd((size_t)R * C, 1.0f);
+    buf x = bnew(K_ACT, (size_t)R * C);
+    bset(&x, hx);
+    buf w = brnd(K_PARAM, C, 1.0f);
+    buf out = bnew(K_ACT, (size_t)R * C);
+    buf rstd = bnew(K_F32, R);
+    bpoison(&out), bpoison(&rstd);
+    BOTH(be->rmsnorm_fwd(be, P(out), (float *)P(rstd), P(x), P(w), R, C, eps));
+    sync_both("rmsnorm_fwd");
+    bcmp(&out, TOL_BF16, "rmsnorm_fwd out R=%d C=%d", R, C);
+    bcmp(&rstd, TOL_F32, "rmsnorm_fwd rstd R=%d C=%d", R, C);
+
+    /* the backward reads the same rstd on both sides (computed here in double) */
+    float *hr = malloc(R * sizeof *hr);
+    for (int r = 0; r < R; r++) {
+        double ss = 0;
+        for (int c = 0; c < C; c++) ss += (double)hx[(size_t)r * C + c] * hx[(size_t)r * C + c];
+        hr[r] = (float)(1.0 / sqrt(ss / C + eps));
+    }
+    bset(&rstd, hr);
+    buf dout = brnd(K_ACT, (size_t)R * C, 1.0f);
+    buf dx = bnew(K_ACT, (size_t)R * C);
+    float *dwinit = rnd(C, 0.5f);
+    buf dw = bnew(K_F32, C);
+    bset(&dw, dwinit);
+    for (int acc = 0; acc <= 1; acc++) {
+        if (acc) {
+            float *r = rnd((size_t)R * C, 1.0f);
+            bset(&dx, r);
+            free(r);
+        } else {
+            bpoison(&dx);
+        }
+        BOTH(be->rmsnorm_bwd(be, P(dx), acc, (float *)P(dw), P(dout), P(x), P(w), (const float *)P(rstd), R, C));
+        sync_both("rmsnorm_bwd");
+        bcmp(&dx, TOL_BF16, "rmsnorm_bwd dx acc=%d R=%d C=%d", acc, R, C);
+        bcmp(&dw, TOL_F32ACC, "rmsnorm_bwd dw R=%d C=%d", R, C);
+    }
+    /* dw deterministic */
+    bset(&dw, dwinit);
+    BE[GPU]->rmsnorm_bwd(BE[GPU], NULL, 0, (float *)dw.p[GPU], dout.p[GPU], x.p[GPU], w.p[GPU],
+                         (const float *)rstd.p[GPU], R, C);
+    sync_both("rmsnorm_bwd dw");
+    float *first = snap(&dw);
+    bset(&dw, dwinit);
+    BE[GPU]->rmsnorm_bwd(BE[GPU], NULL, 0, (float *)dw.p[GPU], dout.p[GPU], x.p[GPU], w.p[GPU],
+                         (const float *)rstd.p[GPU], R, C);
+    sync_both("rmsnorm_bwd dw rerun");
+    same_bits(&dw, first, "rmsnorm_bwd dw");
+    free(first), free(dwinit), free(hr), free(hx);
+    bfree(&x), bfree(&w), bfree(&out), bfree(&rstd), bfree(&dout), bfree(&dx), bfree(&dw);
+}
+
+static void test_rope(int N, int H, int D) {
+    buf x = brnd(K_ACT, (size_t)N * H * D, 1.0f);
+    buf pos = bnew(K_I32, N);
+    int32_t *hp = malloc(N * sizeof *hp);
+    for (int n = 0; n < N; n++) hp[n] = n % 3 == 2 ? (int32_t)urand(131072) : n; // large positions too
+    bset_i32(&pos, hp);
+    float *hf = malloc((D / 2) * sizeof *hf);
+    for (int i = 0; i < D / 2; i++) hf[i] = (float)(1.0 / pow(500000.0, 2.0 * i / D));
+    buf inv = bnew(K_F32, D / 2);
+    bset(&inv, hf);
+    BOTH(be->rope_fwd(be, P(x), (const int32_t *)P(pos), (const float *)P(inv), N, H, D));
+    sync_both("rope_fwd");
+    bcmp(&x, TOL_BF16, "rope_fwd N=%d H=%d D=%d", N, H, D);
+    float *g = rnd((size_t)N * H * D, 1.0f);
+    bset(&x, g);
+    BOTH(be->rope_bwd(be, P(x), (const int32_t *)P(pos), (const float *)P(inv), N, H, D));
+    sync_both("rope_bwd");
+    bcmp(&x, TOL_BF16, "rope_bwd N=%d H=%d D=%d", N, H, D);
+    free(g), free(hf), free(hp);
+    bfree(&x), bfree(&pos), bfree(&inv);
+}
+
+/* doc layout: 0 = one document per sequence, 1 = many random documents
+ * (lengths 1..maxlen, one-token documents included), 2 = padding tail */
+static void make_docs(int32_t *ds, int B, int T, int layout, int maxlen) {
+    for (int b = 0; b < B; b++) {
+        int t0 = 0, len = 0;
+        for (int t = 0; t < T; t++) {
+            if (layout == 1 && len == 0) {
+                t0 = t;
+                len = 1 + (int)urand((uint32_t)maxlen);
+                if (urand(4) == 0) len = 1; // one-token documents
+            }
+            if (layout == 2 && t >= T - T / 4) t0 = t; // padding: one-token documents
+            ds[b * T + t] = t0;
+            if (len) len--;
+        }
+    }
+}
+
+static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
+    size_t N = (size_t)B * T;
+    float scale = 1.0f / sqrtf((float)D);
+    buf q = brnd(K_ACT, N * Hq * D, 1.0f), k = brnd(K_ACT, N * Hkv * D, 1.0f), v = brnd(K_ACT, N * Hkv * D, 1.0f);
+    buf ds = bnew(K_I32, N);
+    int32_t *hd = malloc(N * sizeof *hd);
+    make_docs(hd, B, T, layout, 9);
+    bset_i32(&ds, hd);
+    buf out = bnew(K_ACT, N * Hq * D), lse = bnew(K_F32, (size_t)B * Hq * T);
+    bpoison(&out), bpoison(&lse);
+    BOTH(be->attention_fwd(be, P(out), (float *)P(lse), P(q), P(k), P(v), (const int32_t *)P(ds), B, T, Hq, Hkv, D,
+                           scale));
+    sync_both("attention_fwd");
+    bcmp(&out, TOL_BF16, "attention_fwd out B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", B, T, Hq, Hkv, D, layout);
+    bcmp(&lse, TOL_F32, "attention_fwd lse B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", B, T, Hq, Hkv, D, layout);
+
+    /* backward on identical inputs: the CPU's out (rounded to bf16) and lse */
+    float *ho = bget(&out, CPU), *hl = bget(&lse, CPU);
+    for (size_t i = 0; i < out.n; i++) ho[i] = lt_bf16_to_f32(lt_f32_to_bf16(ho[i]));
+    bset(&out, ho), bset(&lse, hl);
+    buf dout = brnd(K_ACT, N * Hq * D, 1.0f);
+    buf dq = bnew(K_ACT, N * Hq * D), dk = bnew(K_ACT, N * Hkv * D), dv = bnew(K_ACT, N * Hkv * D);
+    bpoison(&dq), bpoison(&dk), bpoison(&dv);
+    BOTH(be->attention_bwd(be, P(dq), P(dk), P(dv), P(dout), P(q), P(k), P(v), P(out), (const float *)P(lse),
+                           (const int32_t *)P(ds), B, T, Hq, Hkv, D, scale));
+    sync_both("attention_bwd");
+    bcmp(&dq, TOL_BF16X, "attention_bwd dq B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", B, T, Hq, Hkv, D, layout);
+    bcmp(&dk, TOL_BF16X, "attention_bwd dk B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", B, T, Hq, Hkv, D, layout);
+    bcmp(&dv, TOL_BF16X, "attention_bwd dv B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", B, T, Hq, Hkv, D, layout);
+    float *f1 = snap(&dq), *f2 = snap(&dk), *f3 = snap(&dv);
+    bpoison(&dq), bpoison(&dk), bpoison(&dv);
+    BE[GPU]->attention_bwd(BE[GPU], dq.p[GPU], dk.p[GPU], dv.p[GPU], dout.p[GPU], q.p[GPU], k.p[GPU], v.p[GPU],
+                           out.p[GPU], (const float *)lse.p[GPU], (const int32_t *)ds.p[GPU], B, T, Hq, Hkv, D, scale);
+    sync_both("attention_bwd rerun");
+    same_bits(&dq, f1, "attention_bwd dq"), same_bits(&dk, f2, "attention_bwd dk"),
+        same_bits(&dv, f3, "attention_bwd dv");
+    free(f1), free(f2), free(f3), free(ho), free(hl), free(hd);
+    bfree(&q), bfree(&k), bfree(&v), bfree(&ds), bfree(&out), bfree(&lse), bfree(&dout), bfree(&dq), bfree(&dk),
+        bfree(&dv);
+}
+
+static void test_elementwise(size_t n) {
+    buf g = brnd(K_ACT, n, 2.0f), u = brnd(K_ACT, n, 1.0f), out = bnew(K_ACT, n);
+    bpoison(&out);
+    BOTH(be->swiglu_fwd(be, P(out), P(g), P(u), n));
+    sync_both("swiglu_fwd");
+    bcmp(&out, TOL_BF16, "swiglu_fwd n=%zu", n);
+    buf dout = brnd(K_ACT, n, 1.0f), dg = bnew(K_ACT, n), du = bnew(K_ACT, n);
+    bpoison(&dg), bpoison(&du);
+    BOTH(be->swiglu_bwd(be, P(dg), P(du), P(dout), P(g), P(u), n));
+    sync_both("swiglu_bwd");
+    bcmp(&dg, TOL_BF16, "swiglu_bwd dgate n=%zu", n);
+    bcmp(&du, TOL_BF16, "swiglu_bwd dup n=%zu", n);
+    bpoison(&out);
+    BOTH(be->add(be, P(out), P(g), P(u), n));
+    sync_both("add");
+    bcmp(&out, TOL_BF16, "add n=%zu", n);
+    BOTH(be->add(be, P(g), P(g), P(u), n)); // in place: out aliases a
+    sync_both("add in place");
+    bcmp(&g, TOL_BF16, "add in place n=%zu", n);
+    bfree(&g), bfree(&u), bfree(&out), bfree(&dout), bfree(&dg), bfree(&du);
+}
+
+static void test_cross_entropy(int N, int V) {
+    float gs = 1.0f / (float)N;
+    float *hl = rnd((size_t)N * V, 2.0f);
+    buf logits = bnew(K_ACT, (size_t)N * V);
+    bset(&logits, hl);
+    buf tg = bnew(K_I32, N);
+    int32_t *ht = malloc(N * sizeof *ht);
+    for (int n = 0; n < N; n++) ht[n] = urand(5) == 0 ? -1 : (int32_t)urand((uint32_t)V);
+    ht[0] = V - 1;
+    bset_i32(&tg, ht);
+    buf loss = bnew(K_F32, N), dl = bnew(K_ACT, (size_t)N * V);
+    bpoison(&loss), bpoison(&dl);
+    BOTH(be->cross_entropy(be, (float *)P(loss), P(dl), P(logits), (const int32_t *)P(tg), N, V, gs));
+    sync_both("cross_entropy");
+    bcmp(&loss, TOL_F32, "cross_entropy loss N=%d V=%d", N, V);
+    bcmp(&dl, TOL_BF16, "cross_entropy dlogits N=%d V=%d", N, V);
+    bpoison(&loss);
+    BOTH(be->cross_entropy(be, (float *)P(loss), NULL, P(logits), (const int32_t *)P(tg), N, V, gs));
+    sync_both("cross_entropy (loss only)");
+    bcmp(&loss, TOL_F32, "cross_entropy loss only N=%d V=%d", N, V);
+    bpoison(&loss);
+    BOTH(be->cross_entropy(be, (float *)P(loss), P(logits), P(logits), (const int32_t *)P(tg), N, V, gs));
+    sync_both("cross_entropy (in place)");
+    bcmp(&loss, TOL_F32, "cross_entropy loss in place N=%d V=%d", N, V);
+    bcmp(&logits, TOL_BF16, "cross_entropy dlogits in place N=%d V=%d", N, V);
+    free(hl), free(ht);
+    bfree(&logits), bfree(&tg), bfree(&loss), bfree(&dl);
+}
+
+static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout) {
+    float scale = 2.0f;
+    buf x = brnd(K_ACT, (size_t)M * K, 1.0f);
+    buf xl = brnd(K_ACT, (size_t)M * K, 1.0f); // stands for x after adapter dropout
+    buf w = brnd(K_PARAM, (size_t)Nout * K, 0.05f), bias = brnd(K_PARAM, Nout, 0.5f);
+    buf A = brnd(K_F32, (size_t)r * K, 0.05f), Bm = brnd(K_F32, (size_t)Nout * r, 0.05f);
+    buf out = bnew(K_ACT, (size_t)M * Nout), xa = bnew(K_F32, (size_t)M * r);
+    bpoison(&out), bpoison(&xa);
+#define XL (dropout ? P(xl) : P(x))
+    BOTH(be->lora_fwd(be, P(out), (float *)P(xa), P(x), XL, P(w), with_bias ? P(bias) : NULL, (const float *)P(A),
+                      (const float *)P(Bm), M, K, Nout, r, scale));
+    sync_both("lora_fwd");
+    bcmp(&out, TOL_BF16X, "lora_fwd out M=%d K=%d N=%d r=%d bias=%d dropout=%d", M, K, Nout, r, with_bias, dropout);
+    bcmp(&xa, TOL_F32, "lora_fwd xa M=%d K=%d r=%d", M, K, r);
+
+    float *hxa = bget(&xa, CPU); // the backward reads the same xa on both sides
+    bset(&xa, hxa);
+    free(hxa);
+    buf dout = brnd(K_ACT, (size_t)M * Nout, 1.0f);
+    buf dx = bnew(K_ACT, (size_t)M * K), dxl = bnew(K_ACT, (size_t)M * K);
+    buf dA = brnd(K_F32, (size_t)r * K, 0.5f), dB = brnd(K_F32, (size_t)Nout * r, 0.5f);
+    for (int acc = 0; acc <= 1; acc++) {
+        if (acc) {
+            float *h = rnd((size_t)M * K, 1.0f);
+            bset(&dx, h);
+            free(h);
+        } else {
+            bpoison(&dx);
+        }
+        bpoison(&dxl);
+        BOTH(be->lora_bwd(be, P(dx), acc, dropout ? P(dxl) : NULL, (float *)P(dA), (float *)P(dB), P(dout), XL, P(w),
+                          (const float *)P(A), (const float *)P(Bm), (const float *)P(xa), M, K, Nout, r, scale));
+        sync_both("lora_bwd");
+        bcmp(&dx, dropout ? TOL_BF16 : TOL_BF16X, "lora_bwd dx acc=%d M=%d K=%d N=%d r=%d dropout=%d", acc, M, K,
+             Nout, r, dropout);
+        if (dropout) bcmp(&dxl, TOL_BF16, "lora_bwd dx_lora M=%d K=%d r=%d", M, K, r);
+        bcmp(&dA, TOL_F32ACC, "lora_bwd dA M=%d K=%d r=%d", M, K, r);
+        bcmp(&dB, TOL_F32ACC, "lora_bwd dB M=%d N=%d r=%d", M, Nout, r);
+    }
+#undef XL
+    bfree(&x), bfree(&xl), bfree(&w), bfree(&bias), bfree(&A), bfree(&Bm), bfree(&out), bfree(&xa), bfree(&dout),
+        bfree(&dx), bfree(&dxl), bfree(&dA), bfree(&dB);
+}
+
+static void test_sumsq(size_t n) {
+    float *h = rnd(n, 1.5f);
+    buf x = bnew(K_F32, n);
+    bset(&x, h);
+    double want = 0;
+    for (size_t i = 0; i < n; i++) want += (double)h[i] * h[i];
+    double c = BE[CPU]->sumsq(BE[CPU], (const float *)x.p[CPU], n);
+    double g1 = BE[GPU]->sumsq(BE[GPU], (const float *)x.p[GPU], n);
+    double g2 = BE[GPU]->sumsq(BE[GPU], (const float *)x.p[GPU], n);
+    sync_both("sumsq");
+    lt_test_checks++;
+    double e = fabs(g1 - want) / want;
+    if (!(e <= TOL_SUMSQ) || fabs(c - want) / want > TOL_SUMSQ) {
+        lt_test_failures++;
+        fprintf(stderr, "FAIL sumsq n=%zu: cuda %.17g cpu %.17g host %.17g (rel err %.3g)\n", n, g1, c, want, e);
+    } else if (getenv("LT_TEST_VERBOSE")) {
+        printf("  ok sumsq n=%zu rel err %.3g\n", n, e);
+    }
+    LT_CHECK(memcmp(&g1, &g2, sizeof g1) == 0, "sumsq n=%zu: rerun differs (%.17g vs %.17g)", n, g1, g2);
+    free(h);
+    bfree(&x);
+}
+
+static void test_adamw(void) {
+    enum { NT = 3 };
+    size_t n[NT] = {1000, 4097, 3};
+    float wd[NT] = {0.1f, 0.0f, 0.01f};
+    int bf[NT] = {0, 1, 0}; /* tensor 1: bf16 weights with f32 master weights */
+    buf param[NT], master[NT], grad[NT], m[NT], v[NT];
+    for (int t = 0; t < NT; t++) {
+        float *h = rnd(n[t], 0.5f);
+        param[t] = bnew(bf[t] ? K_BF16 : K_F32, n[t]);
+        if (bf[t]) {
+            bpoison(&param[t]);
+            master[t] = bnew(K_F32, n[t]);
+            float *hm = rnd(n[t], 0.5f);
+            bset(&master[t], hm);
+            free(hm);
+        } else {
+            bset(&param[t], h);
+            memset(&master[t], 0, sizeof master[t]);
+        }
+        grad[t] = brnd(K_F32, n[t], 0.01f);
+        m[t] = brnd(K_F32, n[t], 0.001f);
+        float *hv = rnd(n[t], 0.001f);
+        for (size_t i = 0; i < n[t]; i++) hv[i] = hv[i] * hv[i]; // v >= 0
+        v[t] = bnew(K_F32, n[t]);
+        bset(&v[t], hv);
+        free(hv), free(h);
+    }
+    for (int step = 1; step <= 3; step++) {
+        for (int s = 0; s < 2; s++) {
+            lt_adamw_tensor ts[NT];
+            for (int t = 0; t < NT; t++) {
+                ts[t].param = param[t].p[s];
+                ts[t].param_dtype = bf[t] ? LT_BF16 : LT_F32;
+                ts[t].master = bf[t] ? (float *)master[t].p[s] : NULL;
+                ts[t].grad = (const float *)grad[t].p[s];
+                ts[t].m = (float *)m[t].p[s];
+                ts[t].v = (float *)v[t].p[s];
+                ts[t].n = n[t];
+                ts[t].weight_decay = wd[t];
+            }
+            BE[s]->adamw(BE[s], ts, NT, 1e-3f, 0.9f, 0.999f, 1e-8f, step, step == 2 ? 0.5f : 1.0f);
+        }
+        sync_both("adamw");
+        for (int t = 0; t < NT; t++) {
+            bcmp(&param[t], TOL_OPT, "adamw step %d tensor %d param (%s)", step, t, bf[t] ? "bf16" : "f32");
+            if (bf[t]) bcmp(&master[t], TOL_OPT, "adamw step %d tensor %d master", step, t);
+            bcmp(&m[t], TOL_OPT, "adamw step %d tensor %d m", step, t);
+            bcmp(&v[t], TOL_OPT, "adamw step %d tensor %d v", step, t);
+        }
+    }
+    for (int t = 0; t < NT; t++) {
+        bfree(&param[t]), bfree(&grad[t]), bfree(&m[t]), bfree(&v[t]);
+        if (bf[t]) bfree(&master[t]);
+    }
+}
+
+int main(void) {
+    lt_status st;
+    if (getenv("LT_BACKEND_OPS_SELFTEST")) {
+        /* harness check without a GPU: a second CPU backend stands in for
+         * CUDA (f32 both sides, so it exercises buffers, guards, shapes and
+         * the comparisons, not bf16) */
+        SIDE[GPU] = "cpu#2";
+        st = lt_cpu_backend_create(1, &BE[GPU], &err);
+    } else {
+#ifndef LT_HAVE_CUDA
+        printf("test_backend_ops: skipped: built without the CUDA backend\n");
+        return LT_TEST_SKIP;
+#else
+        st = lt_cuda_backend_create(0, &BE[GPU], &err);
+        if (st == LT_ERR_UNSUPPORTED) {
+            printf("test_backend_ops: skipped: %s\n", err.msg);
+            return LT_TEST_SKIP;
+        }
+#endif
+    }
+    LT_CHECK_OK(st, &err);
+    if (st != LT_OK) return lt_test_finish("test_backend_ops");
+    st = lt_cpu_backend_create(2, &BE[CPU], &err);
+    LT_CHECK_OK(st, &err);
+    if (st != LT_OK) return lt_test_finish("test_backend_ops");
+
+    test_embedding(50, 64, 37, 50);
+    test_embedding(1000, 257, 300, 40); /* many repeats */
+    test_embedding(7, 6, 1, 7);
+
+    test_matmul(1, 64, 32, 1);
+    test_matmul(37, 96, 51, 0);
+    test_matmul(37, 96, 51, 1);
+    test_matmul(257, 512, 384, 1);
+
+    test_rmsnorm(1, 64);
+    test_rmsnorm(37, 257);
+    test_rmsnorm(300, 1024);
+    test_rmsnorm(1000, 128); /* per-head q/k norm: R = N*H, C = D */
+
+    test_rope(5, 2, 64);
+    test_rope(37, 3, 128);
+    test_rope(20, 4, 256);
+    test_rope(9, 2, 6);
+
+    /* B, T, Hq, Hkv, D, documents */
+    test_attention(1, 1, 2, 1, 64, 0);    /* one token */
+    test_attention(2, 37, 4, 1, 64, 0);   /* GQA 4, odd T */
+    test_attention(1, 70, 8, 1, 128, 1);  /* GQA 8, many documents (one-token ones too) */
+    test_attention(2, 45, 2, 2, 256, 1);  /* GQA 1, D = 256 */
+    test_attention(1, 130, 8, 2, 128, 2); /* GQA 4, padding tail, T > 4 tiles */
+    test_attention(2, 33, 4, 2, 6, 1);    /* small head dim */
+    test_attention(1, 50, 4, 4, 16, 0);
+
+    test_elementwise(1);
+    test_elementwise(1001);
+    test_elementwise(65537);
+
+    test_cross_entropy(1, 10);
+    test_cross_entropy(37, 1000);
+    test_cross_entropy(8, 50001);
+
+    /* M, K, Nout, r, bias, dropout */
+    test_lora(1, 64, 32, 4, 0, 0);
+    test_lora(37, 96, 51, 8, 1, 0);
+    test_lora(130, 256, 200, 16, 0, 1);
+    test_lora(65, 128, 70, 64, 1, 1);
+
+    test_sumsq(1);
+    test_sumsq(1000);
+    test_sumsq((1u << 20) + 3);
+
+    test_adamw();
+
+    BE[CPU]->destroy(BE[CPU]);
+    BE[GPU]->destroy(BE[GPU]);
+    return lt_test_finish("test_backend_ops");
+}
