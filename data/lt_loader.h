@@ -1,0 +1,90 @@
+/*
+ * lt_loader.h -- the shard loader: token shards (lt_shard.h) -> packed
+ * training batches (lt_batch, lt_model.h conventions).
+ *
+ * Every shard is read whole into memory (5 bytes per token) and validated
+ * when the loader opens (format, dataset lengths, monotone offsets, every
+ * token id < the model's vocabulary), so no bad id can reach a kernel.
+ *
+ * An epoch visits every document once, in an order shuffled from
+ * (seed, epoch) -- the same on every machine -- or in file order without
+ * shuffling. Documents are packed whole, greedily and in that order, into
+ * sequences of T tokens; a document longer than T is cut to its first T
+ * tokens (and counted). The rest of a sequence is padding (one-token
+ * documents of id 0 with target -1). A global batch is world_size * B
+ * sequences: rank r gets sequences [r*B, (r+1)*B), so ranks never overlap
+ * and together cover every packed sequence. The last batch of an epoch may
+ * hold fewer sequences (the missing rows are all padding); it never takes
+ * documents from the next epoch.
+ *
+ * targets[t] = tokens[t+1] where t+1 is in the same document and
+ * loss_mask[t+1] = 1, else -1.
+ */
+#ifndef LT_LOADER_H
+#define LT_LOADER_H
+
+#include "lt_base.h"
+#include "lt_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lt_loader_opts {
+    int B, T;              /* this rank's micro-batch: B sequences of T tokens */
+    int rank, world_size;  /* data-parallel split (0, 1 for one process) */
+    uint64_t seed;         /* shuffling seed */
+    int shuffle;           /* 1: shuffle documents every epoch; 0: file order */
+    int64_t model_vocab;   /* token ids must be < this (0: shard vocab_size only) */
+} lt_loader_opts;
+
+/* The exact position, to save with a checkpoint and restore (plain data). */
+typedef struct lt_loader_state {
+    uint64_t magic;     /* LT_LOADER_STATE_MAGIC */
+    uint64_t seed;
+    int64_t epoch;      /* 0-based */
+    int64_t doc_pos;    /* next document in the epoch's order */
+    int64_t batches;    /* batches produced so far, all epochs */
+    int64_t n_docs;     /* checks on restore: same data ... */
+    int32_t T, global_B; /* ... and same packing */
+} lt_loader_state;
+#define LT_LOADER_STATE_MAGIC 0x31646c746c78756cull /* "luxtldl1" */
+
+typedef struct lt_loader_batch {
+    lt_batch batch;          /* B x T arrays owned by the loader (valid until the next call) */
+    int n_seqs;              /* sequences of this rank holding documents (rest: padding) */
+    int global_seqs;         /* sequences in the whole global batch */
+    int64_t n_targets;       /* target tokens on this rank */
+    int64_t global_targets;  /* target tokens of the global batch (the loss normaliser) */
+    int64_t n_tokens;        /* document tokens on this rank */
+    int64_t epoch;           /* epoch this batch belongs to */
+    int last_in_epoch;       /* 1 if this batch ends the epoch */
+} lt_loader_batch;
+
+typedef struct lt_loader lt_loader;
+
+/* paths: shard files, or folders (all files named <prefix>*.h5 in them,
+ * sorted; prefix NULL = "train-"). */
+lt_status lt_loader_open(const char *const *paths, int n_paths, const char *prefix, const lt_loader_opts *o,
+                         lt_loader **out, lt_err *err);
+void lt_loader_free(lt_loader *L);
+
+/* The next batch (an epoch boundary moves to the next epoch's order). */
+lt_status lt_loader_next(lt_loader *L, lt_loader_batch *out, lt_err *err);
+
+void lt_loader_get_state(const lt_loader *L, lt_loader_state *s);
+lt_status lt_loader_set_state(lt_loader *L, const lt_loader_state *s, lt_err *err);
+
+int64_t lt_loader_num_docs(const lt_loader *L);
+int64_t lt_loader_num_tokens(const lt_loader *L);
+int64_t lt_loader_num_truncated(const lt_loader *L);    /* documents longer than T (cut every epoch) */
+/* global batches in epoch 0 (a shuffled epoch packs differently and can
+ * differ by a batch or so) */
+int64_t lt_loader_batches_per_epoch(const lt_loader *L);
+int lt_loader_num_shards(const lt_loader *L);
+const char *lt_loader_shard_path(const lt_loader *L, int i);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

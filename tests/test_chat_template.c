@@ -1,0 +1,233 @@
+/*
+ * test_chat_template.c -- the built-in chat template renderers against
+ * transformers' apply_chat_template (tests/fixtures/templates/ files, from
+ * tools/gen_template_fixtures.py), template detection on the real
+ * tokenizer_config.json files, and loss masks with real tokenizers: the
+ * tokens marked as targets, decoded run by run, are exactly each assistant
+ * turn's content and end-of-turn marker, and nothing else is marked.
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lt_chat.h"
+#include "lt_test.h"
+#include "lt_tokenizer.h"
+
+static const char *TEMPLATES[] = {"llama3", "llama3.1", "chatml", "qwen2.5", "qwen3", "gemma3", "mistral"};
+#define N_TEMPLATES (sizeof TEMPLATES / sizeof TEMPLATES[0])
+
+static cJSON *load_json(const char *path) {
+    char *data = NULL;
+    size_t len = 0;
+    lt_err err;
+    if (lt_read_file(path, &data, &len, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return NULL;
+    }
+    cJSON *j = cJSON_ParseWithLength(data, len);
+    free(data);
+    return j;
+}
+
+static int to_msgs(cJSON *arr, lt_chat_msg *m, int cap) {
+    int n = 0;
+    cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        if (n == cap) return -1;
+        const char *role = cJSON_GetObjectItem(it, "role")->valuestring;
+        const char *content = cJSON_GetObjectItem(it, "content")->valuestring;
+        m[n].role = !strcmp(role, "system") ? LT_ROLE_SYSTEM : !strcmp(role, "user") ? LT_ROLE_USER : LT_ROLE_ASSISTANT;
+        m[n].content = content;
+        m[n].len = strlen(content);
+        n++;
+    }
+    return n;
+}
+
+/* Which real tokenizer checks each template's masks (rendering does not
+ * depend on the vocabulary; the markers must be special tokens of it). */
+static const char *mask_tokenizer(const char *tpl) {
+    if (!strncmp(tpl, "llama3", 6)) return "tokenizers/llama3_1/tokenizer.json";
+    if (!strcmp(tpl, "gemma3")) return "tokenizers/gemma3/tokenizer.json";
+    if (!strcmp(tpl, "mistral")) return "tokenizers/llama2/tokenizer.json"; /* <s>, </s>, SentencePiece BPE */
+    return "tokenizers/qwen3/tokenizer.json";
+}
+
+/* Leading whitespace of a turn can be inside a token that starts before the
+ * span (e.g. qwen's "\n\n\n" right after "assistant"): such a token is not a
+ * target (marking goes by a token's start offset), so compare without it. */
+static void strip_spaces(const char **s, size_t *n) {
+    while (*n && ((*s)[0] == ' ' || (*s)[0] == '\n' || (*s)[0] == '\t')) (*s)++, (*n)--;
+}
+
+/* marked runs decoded == the rendered spans (modulo a leading space that
+ * SentencePiece decoders drop at the start of a decode; see strip_spaces) */
+static void check_masks(const char *tpl_name, const lt_chat_template *tpl, const lt_tokenizer *tok, const char *case_name,
+                        const lt_chat_msg *m, int n) {
+    lt_err err = {{0}};
+    lt_chat_text txt = {0};
+    if (lt_chat_render(tpl, m, (size_t)n, &txt, &err)) return;
+    lt_tok_ids ids = {0};
+    uint8_t *mask = NULL;
+    size_t mcap = 0;
+    LT_CHECK_OK(lt_chat_tokenize(tok, tpl, m, (size_t)n, &ids, &mask, &mcap, &err), &err);
+    /* the whole text tokenized plainly gives the same ids (tokenized once) */
+    lt_tok_ids ref = {0};
+    LT_CHECK_OK(lt_tok_encode(tok, txt.text, txt.len, 0, &ref, &err), &err);
+    LT_CHECK(ref.n == ids.n && !memcmp(ref.ids, ids.ids, ids.n * sizeof(int32_t)), "%s/%s: ids differ from a plain encode",
+             tpl_name, case_name);
+    /* no BOS twice */
+    if (ids.n > 1) LT_CHECK(ids.ids[0] != ids.ids[1] || !lt_tok_is_special(tok, ids.ids[0]), "%s/%s: doubled special at start", tpl_name, case_name);
+    size_t run = 0, i = 0;
+    while (i < ids.n) {
+        if (!mask[i]) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < ids.n && mask[j]) j++;
+        char *dec = NULL;
+        size_t dlen = 0;
+        LT_CHECK_OK(lt_tok_decode(tok, ids.ids + i, j - i, 0, &dec, &dlen, &err), &err);
+        LT_CHECK(run < txt.n_spans, "%s/%s: more marked runs than assistant turns", tpl_name, case_name);
+        if (run < txt.n_spans && dec) {
+            const char *want = txt.text + txt.spans[run].start;
+            size_t wlen = txt.spans[run].end - txt.spans[run].start;
+            const char *got = dec;
+            size_t glen = dlen;
+            strip_spaces(&want, &wlen);
+            strip_spaces(&got, &glen);
+            LT_CHECK(wlen == glen && !memcmp(want, got, wlen), "%s/%s: marked run %zu decodes to '%.*s', expected '%.*s'",
+                     tpl_name, case_name, run, (int)glen, got, (int)wlen, want);
+        }
+        free(dec);
+        run++;
+        i = j;
+    }
+    LT_CHECK(run == txt.n_spans, "%s/%s: %zu marked runs for %zu assistant turns", tpl_name, case_name, run, txt.n_spans);
+    /* every assistant turn ends with the end-of-turn token, marked */
+    lt_tok_ids_free(&ids);
+    lt_tok_ids_free(&ref);
+    free(mask);
+    lt_chat_text_free(&txt);
+}
+
+int main(void) {
+    lt_err err = {{0}};
+    int have_tok = getenv("LT_NO_TOKENIZER") == NULL;
+    for (size_t k = 0; k < N_TEMPLATES; k++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "tests/fixtures/templates/%s.json", TEMPLATES[k]);
+        cJSON *doc = load_json(lt_src_path(rel));
+        LT_CHECK(doc != NULL, "cannot load %s", rel);
+        if (!doc) continue;
+        lt_chat_template tpl;
+        LT_CHECK_OK(lt_chat_template_by_name(TEMPLATES[k], &tpl, &err), &err);
+        const char *bos = cJSON_GetObjectItem(doc, "bos_token")->valuestring;
+        const char *eos = cJSON_GetObjectItem(doc, "eos_token")->valuestring;
+        lt_chat_template_set_tokens(&tpl, bos, eos);
+        lt_tokenizer *tok = NULL;
+        if (have_tok) {
+            const char *tp = lt_shared_path(mask_tokenizer(TEMPLATES[k]));
+            if (!lt_file_exists(tp)) {
+                fprintf(stderr, "note: no tokenizer %s: masks not checked\n", tp);
+            } else {
+                LT_CHECK_OK(lt_tok_load(tp, &tok, &err), &err);
+            }
+        }
+        int n_cases = 0;
+        cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(doc, "cases")) {
+            const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
+            lt_chat_msg m[16];
+            int n = to_msgs(cJSON_GetObjectItem(c, "messages"), m, 16);
+            lt_chat_text out = {0};
+            lt_status st = lt_chat_render(&tpl, m, (size_t)n, &out, &err);
+            cJSON *want = cJSON_GetObjectItem(c, "text");
+            if (want) {
+                LT_CHECK(st == LT_OK, "%s/%s: render failed: %s", TEMPLATES[k], name, err.msg);
+                if (st == LT_OK) {
+                    LT_CHECK(out.len == strlen(want->valuestring) && !strcmp(out.text, want->valuestring),
+                             "%s/%s: rendered\n[%s]\nexpected\n[%s]", TEMPLATES[k], name, out.text, want->valuestring);
+                    /* spans: one per assistant turn, in order, inside the text */
+                    int n_asst = 0;
+                    for (int i = 0; i < n; i++) n_asst += m[i].role == LT_ROLE_ASSISTANT;
+                    LT_CHECK((int)out.n_spans == n_asst, "%s/%s: %zu spans for %d assistant turns", TEMPLATES[k], name,
+                             out.n_spans, n_asst);
+                    for (size_t s = 0; s < out.n_spans; s++) {
+                        LT_CHECK(out.spans[s].start < out.spans[s].end && out.spans[s].end <= out.len &&
+                                     (s == 0 || out.spans[s - 1].end <= out.spans[s].start),
+                                 "%s/%s: span %zu bad", TEMPLATES[k], name, s);
+                        /* a span ends with the end-of-turn marker */
+                        const char *eot = tpl.kind == LT_CHAT_MISTRAL ? tpl.eos
+                                          : !strncmp(tpl.name, "llama3", 6) ? "<|eot_id|>"
+                                          : tpl.kind == LT_CHAT_GEMMA3     ? "<end_of_turn>"
+                                                                           : "<|im_end|>";
+                        size_t el = strlen(eot);
+                        LT_CHECK(out.spans[s].end - out.spans[s].start >= el &&
+                                     !memcmp(out.text + out.spans[s].end - el, eot, el),
+                                 "%s/%s: span %zu does not end with %s", TEMPLATES[k], name, s, eot);
+                    }
+                }
+                if (tok && st == LT_OK) check_masks(TEMPLATES[k], &tpl, tok, name, m, n);
+            } else {
+                LT_CHECK(st != LT_OK, "%s/%s: the template raises (%s) but luxtrain rendered it", TEMPLATES[k], name,
+                         cJSON_GetObjectItem(c, "error")->valuestring);
+            }
+            lt_chat_text_free(&out);
+            n_cases++;
+        }
+        LT_CHECK(n_cases >= 10, "%s: only %d cases", TEMPLATES[k], n_cases);
+        lt_tok_free(tok);
+        cJSON_Delete(doc);
+    }
+
+    /* no assistant turn / empty conversation: refused */
+    {
+        lt_chat_template tpl;
+        lt_chat_template_by_name("qwen3", &tpl, &err);
+        lt_chat_msg m[1] = {{LT_ROLE_USER, "x", 1}};
+        lt_chat_text out = {0};
+        LT_CHECK(lt_chat_render(&tpl, m, 1, &out, &err) == LT_ERR_INVALID, "no assistant turn accepted");
+        LT_CHECK(lt_chat_render(&tpl, m, 0, &out, &err) == LT_ERR_INVALID, "empty conversation accepted");
+        lt_chat_text_free(&out);
+        LT_CHECK(lt_chat_template_by_name("vicuna", &tpl, &err) == LT_ERR_INVALID, "unknown name accepted");
+    }
+
+    /* detection from the real tokenizer_config.json files */
+    const char *det[][2] = {{"tokenizers/llama3_1/tokenizer_config.json", "llama3"},
+                            {"tokenizers/qwen3/tokenizer_config.json", "qwen3"},
+                            {"tokenizers/gemma3/tokenizer_config.json", "gemma3"}};
+    for (int i = 0; i < 3; i++) {
+        cJSON *cfg = load_json(lt_shared_path(det[i][0]));
+        if (!cfg) {
+            fprintf(stderr, "note: %s absent, detection not checked\n", det[i][0]);
+            continue;
+        }
+        lt_chat_template tpl;
+        cJSON *ct = cJSON_GetObjectItem(cfg, "chat_template");
+        LT_CHECK_OK(lt_chat_template_detect(ct->valuestring, &tpl, &err), &err);
+        LT_CHECK(!strcmp(tpl.name, det[i][1]), "%s detected as %s, expected %s", det[i][0], tpl.name, det[i][1]);
+        cJSON_Delete(cfg);
+    }
+    {
+        lt_chat_template tpl;
+        LT_CHECK(lt_chat_template_detect("{{ messages[0]['content'] }}", &tpl, &err) == LT_ERR_UNSUPPORTED,
+                 "unknown template accepted");
+        LT_CHECK(strstr(err.msg, "--template") != NULL, "message does not point to --template: %s", err.msg);
+    }
+
+    /* Python str.strip() semantics on UTF-8 */
+    {
+        const char *s = "\xc2\xa0\t x\xe3\x80\x80y \xe2\x80\x83\n";
+        size_t a, b;
+        lt_chat_py_strip(s, strlen(s), &a, &b);
+        LT_CHECK(b - a == 5 && !memcmp(s + a, "x\xe3\x80\x80y", 5), "strip gave [%.*s]", (int)(b - a), s + a);
+        const char *z = "\xe2\x80\x8bx\xe2\x80\x8b"; /* zero-width space is not whitespace for Python */
+        lt_chat_py_strip(z, strlen(z), &a, &b);
+        LT_CHECK(a == 0 && b == strlen(z), "zero-width space stripped");
+    }
+    return lt_test_finish("test_chat_template");
+}
