@@ -14,6 +14,9 @@
 #   3. runs ctest (every test, the GPU ones included), and test_backend_ops
 #      once more verbosely (its per-op errors go into the results);
 #   4. runs every bench/bench_* program that was built (none is required);
+#      bench_kernels writes its JSON into the results under "kernels"
+#      (LT_BENCH_KERNELS=full for all three model sizes, default quick;
+#      LT_BENCH_ONLY=<name> runs only that benchmark);
 #   5. writes bench/results/<date>-<gpu>.json, copies it and the logs to
 #      $OUT when that is set (the device tool brings $OUT back), and prints
 #      a short table. Exit status: 0 only if the build and all tests passed.
@@ -157,17 +160,22 @@ fi
 
 # ---------------------------------------------------------------------------
 : >"$logs/bench.log"
+rm -f "$logs/bench_kernels.json"
 if ((build_rc == 0 && bench)); then
   say "4. benchmarks"
   shopt -s nullglob
   found=0
   for b in "$build"/bench/bench_*; do
     [[ -x "$b" && -f "$b" ]] || continue
-    found=1
     name="$(basename "$b")"
+    [[ -n "${LT_BENCH_ONLY:-}" && "$name" != "$LT_BENCH_ONLY" ]] && continue
+    found=1
     runs=("")
+    tmo=300
     # per-benchmark argument sets; a benchmark not listed runs with its defaults
     case "$name" in
+      bench_kernels) kq="--quick"; [[ "${LT_BENCH_KERNELS:-quick}" == full ]] && kq="" tmo=540
+                     runs=("--device cuda $kq --json $logs/bench_kernels.json") ;;
       bench_model_step) runs=("" "$repo/tests/fixtures/models/llama 2 20 50 cuda" \
                               "$repo/tests/fixtures/models/llama 16 256 20 cuda") ;;
     esac
@@ -175,7 +183,7 @@ if ((build_rc == 0 && bench)); then
       echo "--- $name $args" | tee -a "$logs/bench.log"
       s0=$(date +%s.%N)
       # shellcheck disable=SC2086
-      LT_SOURCE_DIR="$repo" timeout 300 "$b" $args >>"$logs/bench.log" 2>&1
+      LT_SOURCE_DIR="$repo" timeout "$tmo" "$b" $args >>"$logs/bench.log" 2>&1
       rc=$?
       printf -- '--- rc %d, %.1f s\n' "$rc" "$(echo "$(date +%s.%N) - $s0" | bc 2>/dev/null || echo 0)" \
         | tee -a "$logs/bench.log"
@@ -224,6 +232,10 @@ res = {
     "ctest": {"rc": ${ctest_rc}, "tests": tests},
     "backend_ops": ops, "benchmarks": benches,
 }
+try:  # bench_kernels --json (schema: bench/README.md)
+    with open(os.path.join(logs, "bench_kernels.json")) as f: res["kernels"] = json.load(f)
+except (OSError, ValueError):
+    pass
 with open(out + ".tmp", "w") as f: json.dump(res, f, indent=1)
 os.replace(out + ".tmp", out)
 print("%-34s %s" % ("test", "status"))
@@ -241,7 +253,7 @@ print("results:", out)
 EOF
 if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then
   cp "$json" "$OUT/" 2>/dev/null
-  for f in configure.log build.log ctest.log backend_ops.log bench.log; do
+  for f in configure.log build.log ctest.log backend_ops.log bench.log bench_kernels.json; do
     [[ -f "$logs/$f" ]] && tail -c 4000000 "$logs/$f" >"$OUT/$f"
   done
   echo "copied the results and logs to \$OUT"
