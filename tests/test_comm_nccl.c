@@ -1,0 +1,288 @@
+/* test_comm_nccl.c -- the NCCL communicator (train/lt_comm_nccl.c) on device
+ * buffers. Skips (77) when built without NCCL or without a CUDA device.
+ * Run plainly it is world 1 (one GPU, no MPI): every collective on random
+ * data, the ordered sums bitwise against a host fold, the plain sums exactly
+ * (world 1: the sum is the input), host-pointer staging, uneven / explicit
+ * counts, pieces (LT_COMM_CHUNK_ELEMS=1000 so the ordered path is chunked).
+ * Under `mpirun -np G` on G GPUs the same checks run with world G (plain
+ * float sums then compared with a stated tolerance, NCCL's order being its
+ * own).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lt_comm.h"
+#include "lt_test.h"
+
+#ifndef LT_HAVE_NCCL
+int main(void) {
+    printf("test_comm_nccl: built without NCCL (%s); skipping\n", lt_comm_kinds_built());
+    return LT_TEST_SKIP;
+}
+#else
+#include <cuda_runtime_api.h>
+
+static int g_world = 1;
+
+static uint64_t seed_of(uint64_t k, int q) { return 0x9e3779b97f4a7c15ull * (k + 1) ^ (0xabcdefull * (uint64_t)(q + 7)); }
+
+static void gen(lt_dtype dt, void *buf, size_t n, uint64_t seed) {
+    lt_rng r;
+    lt_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) {
+        double v = pow(10.0, 6.0 * lt_rng_uniform(&r) - 3.0) * lt_rng_normal(&r);
+        switch (dt) {
+        case LT_F32: ((float *)buf)[i] = (float)v; break;
+        case LT_F64: ((double *)buf)[i] = v; break;
+        case LT_BF16: ((uint16_t *)buf)[i] = lt_f32_to_bf16((float)v); break;
+        case LT_I64: ((int64_t *)buf)[i] = (int64_t)(lt_rng_u64(&r) >> 4); break;
+        case LT_I32: ((int32_t *)buf)[i] = (int32_t)(lt_rng_u64(&r) >> 40); break;
+        default: break;
+        }
+    }
+}
+
+static void add_ref(lt_dtype dt, void *d, const void *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        switch (dt) {
+        case LT_F32: ((float *)d)[i] += ((const float *)s)[i]; break;
+        case LT_F64: ((double *)d)[i] += ((const double *)s)[i]; break;
+        case LT_BF16:
+            ((uint16_t *)d)[i] =
+                lt_f32_to_bf16(lt_bf16_to_f32(((uint16_t *)d)[i]) + lt_bf16_to_f32(((const uint16_t *)s)[i]));
+            break;
+        case LT_I64: ((uint64_t *)d)[i] += ((const uint64_t *)s)[i]; break;
+        case LT_I32: ((uint32_t *)d)[i] += ((const uint32_t *)s)[i]; break;
+        default: break;
+        }
+    }
+}
+
+/* fold over ranks of case k's vectors, slice [lo, lo + m), starting from acc (or x_0) */
+static void fold_ref(lt_dtype dt, void *want, const void *acc, uint64_t k, size_t n, size_t lo, size_t m) {
+    size_t es = lt_dtype_size(dt);
+    unsigned char *xq = malloc(n * es + 1);
+    if (acc) memcpy(want, acc, m * es);
+    for (int q = 0; q < g_world; q++) {
+        gen(dt, xq, n, seed_of(k, q));
+        if (!acc && q == 0) memcpy(want, xq + lo * es, m * es);
+        else add_ref(dt, want, xq + lo * es, m);
+    }
+    free(xq);
+}
+
+/* exact for world 1, integers and the ordered ops; else a stated tolerance */
+static void check_eq(const char *what, lt_dtype dt, const void *got, const void *want, size_t n, int exact) {
+    size_t bytes = n * lt_dtype_size(dt);
+    if (exact || g_world == 1 || dt == LT_I64 || dt == LT_I32) {
+        LT_CHECK(bytes == 0 || !memcmp(got, want, bytes), "%s %s n=%zu: not bitwise equal", what,
+                 lt_dtype_name(dt), n);
+        return;
+    }
+    float *a = malloc(n * sizeof(float) + 4), *b = malloc(n * sizeof(float) + 4);
+    for (size_t i = 0; i < n; i++) {
+        if (dt == LT_F32) a[i] = ((const float *)got)[i], b[i] = ((const float *)want)[i];
+        if (dt == LT_F64) a[i] = (float)((const double *)got)[i], b[i] = (float)((const double *)want)[i];
+        if (dt == LT_BF16) a[i] = lt_bf16_to_f32(((const uint16_t *)got)[i]), b[i] = lt_bf16_to_f32(((const uint16_t *)want)[i]);
+    }
+    char name[128];
+    snprintf(name, sizeof name, "%s %s n=%zu", what, lt_dtype_name(dt), n);
+    lt_check_close(name, a, b, n, dt == LT_BF16 ? 2e-2 : 1e-6); /* NCCL's own summation order */
+    free(a);
+    free(b);
+}
+
+static void *dev(size_t bytes) {
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes + 16) != cudaSuccess) {
+        fprintf(stderr, "cudaMalloc(%zu) failed\n", bytes);
+        exit(1);
+    }
+    cudaMemset(p, 0xff, bytes + 16); /* poison */
+    return p;
+}
+static void up(void *d, const void *h, size_t bytes) { cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice); }
+static void down(void *h, const void *d, size_t bytes) { cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost); }
+
+static uint64_t g_case = 0;
+
+static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
+    const int me = c->rank, W = c->world;
+    const size_t es = lt_dtype_size(dt), nb = n * es;
+    unsigned char *h = malloc(nb + 16), *want = malloc(nb + 16), *acc = malloc(nb + 16);
+    unsigned char *d = dev(nb), *dacc = dev(nb), *ds = dev(nb);
+    lt_err err = {{0}};
+    size_t off, len;
+    lt_comm_shard(n, me, W, &off, &len);
+    int ordered_dev = dt == LT_F32 || dt == LT_F64;
+
+    /* all_reduce_sum on the device */
+    uint64_t k = ++g_case;
+    gen(dt, h, n, seed_of(k, me));
+    up(d, h, nb);
+    LT_CHECK_OK(c->all_reduce_sum(c, d, n, dt, &err), &err);
+    memset(h, 0xff, nb);
+    down(h, d, nb);
+    fold_ref(dt, want, NULL, k, n, 0, n);
+    check_eq("all_reduce_sum (device)", dt, h, want, n, 0);
+
+    /* all_reduce_sum on a host pointer (staged) */
+    k = ++g_case;
+    gen(dt, h, n, seed_of(k, me));
+    LT_CHECK_OK(c->all_reduce_sum(c, h, n, dt, &err), &err);
+    fold_ref(dt, want, NULL, k, n, 0, n);
+    check_eq("all_reduce_sum (host)", dt, h, want, n, 0);
+
+    /* all_reduce_sum_ordered: device (F32/F64) and host (every type) */
+    k = ++g_case;
+    gen(dt, acc, n, seed_of(k, 1000));
+    gen(dt, h, n, seed_of(k, me));
+    fold_ref(dt, want, acc, k, n, 0, n);
+    up(d, h, nb);
+    up(dacc, acc, nb);
+    lt_status st = c->all_reduce_sum_ordered(c, dacc, d, n, dt, &err);
+    if (ordered_dev || n == 0) {
+        LT_CHECK_OK(st, &err);
+        memset(h, 0xff, nb);
+        down(h, dacc, nb);
+        check_eq("all_reduce_sum_ordered (device)", dt, h, want, n, 1);
+    } else {
+        LT_CHECK(st == LT_ERR_UNSUPPORTED, "ordered %s on the device: %s", lt_dtype_name(dt), lt_status_name(st));
+    }
+    gen(dt, h, n, seed_of(k, me));
+    LT_CHECK_OK(c->all_reduce_sum_ordered(c, acc, h, n, dt, &err), &err);
+    check_eq("all_reduce_sum_ordered (host)", dt, acc, want, n, 1);
+
+    /* reduce_scatter_sum, canonical split: device out of place, in place; host */
+    k = ++g_case;
+    gen(dt, h, n, seed_of(k, me));
+    up(d, h, nb);
+    fold_ref(dt, want, NULL, k, n, off, len);
+    LT_CHECK_OK(c->reduce_scatter_sum(c, ds, d, n, NULL, dt, &err), &err);
+    memset(acc, 0xff, nb);
+    down(acc, ds, len * es);
+    check_eq("reduce_scatter_sum (device)", dt, acc, want, len, 0);
+    LT_CHECK_OK(c->reduce_scatter_sum(c, d + off * es, d, n, NULL, dt, &err), &err);
+    down(acc, d + off * es, len * es);
+    check_eq("reduce_scatter_sum (device, in place)", dt, acc, want, len, 0);
+    memset(acc, 0xff, nb);
+    LT_CHECK_OK(c->reduce_scatter_sum(c, acc, h, n, NULL, dt, &err), &err);
+    check_eq("reduce_scatter_sum (host)", dt, acc, want, len, 0);
+
+    /* uneven explicit counts: rank 0 owns nothing when n > 1 */
+    size_t *counts = calloc((size_t)W, sizeof(size_t));
+    for (int q = 0; q < W; q++) counts[q] = n / (size_t)W;
+    counts[W - 1] += n % (size_t)W;
+    if (W > 1 && n > 1) {
+        counts[W - 1] += counts[0];
+        counts[0] = 0;
+    }
+    size_t coff = 0;
+    for (int q = 0; q < me; q++) coff += counts[q];
+    if (ordered_dev) {
+        k = ++g_case;
+        gen(dt, h, n, seed_of(k, me));
+        up(d, h, nb);
+        gen(dt, acc, n, seed_of(k, 1000));
+        fold_ref(dt, want, acc + coff * es, k, n, coff, counts[me]);
+        up(ds, acc + coff * es, counts[me] * es);
+        LT_CHECK_OK(c->reduce_scatter_sum_ordered(c, ds, d, n, counts, dt, &err), &err);
+        memset(acc, 0xff, nb);
+        down(acc, ds, counts[me] * es);
+        check_eq("reduce_scatter_sum_ordered (device, counts)", dt, acc, want, counts[me], 1);
+    }
+
+    /* all_gather: canonical and explicit counts, device and host */
+    for (int pass = 0; pass < 2; pass++) {
+        k = ++g_case;
+        size_t o = pass ? coff : off, l = pass ? counts[me] : len;
+        gen(dt, want, n, seed_of(k, 3000));
+        memset(h, 0xff, nb);
+        memcpy(h + o * es, want + o * es, l * es);
+        up(d, h, nb);
+        LT_CHECK_OK(c->all_gather(c, d, n, pass ? counts : NULL, dt, &err), &err);
+        memset(acc, 0xff, nb);
+        down(acc, d, nb);
+        check_eq(pass ? "all_gather (device, counts)" : "all_gather (device)", dt, acc, want, n, 1);
+        LT_CHECK_OK(c->all_gather(c, h, n, pass ? counts : NULL, dt, &err), &err);
+        check_eq(pass ? "all_gather (host, counts)" : "all_gather (host)", dt, h, want, n, 1);
+    }
+
+    /* broadcast from every root */
+    for (int root = 0; root < W; root++) {
+        k = ++g_case;
+        gen(dt, want, n, seed_of(k, 4000 + root));
+        if (me == root) up(d, want, nb);
+        else cudaMemset(d, 0xff, nb);
+        LT_CHECK_OK(c->broadcast(c, d, nb, root, &err), &err);
+        memset(h, 0xff, nb);
+        down(h, d, nb);
+        check_eq("broadcast", dt, h, want, n, 1);
+    }
+    free(counts);
+    free(h);
+    free(want);
+    free(acc);
+    cudaFree(d);
+    cudaFree(dacc);
+    cudaFree(ds);
+}
+
+int main(void) {
+    setenv("LT_COMM_CHUNK_ELEMS", "1000", 0); /* the ordered path in pieces */
+    lt_comm_opts o = lt_comm_opts_default();
+    o.on_device = 1;
+    lt_comm *c = NULL;
+    lt_err err = {{0}};
+    lt_status st = lt_comm_create("auto", &o, &c, &err);
+    if (st == LT_ERR_UNSUPPORTED) {
+        printf("test_comm_nccl: %s; skipping\n", err.msg);
+        return LT_TEST_SKIP;
+    }
+    if (st) {
+        fprintf(stderr, "test_comm_nccl: lt_comm_create: %s\n", err.msg);
+        return 1;
+    }
+    g_world = c->world;
+    LT_CHECK(!strcmp(c->name, "nccl"), "auto with on_device picked '%s'", c->name);
+    LT_CHECK(c->device >= 0, "device %d", c->device);
+
+    const lt_dtype dts[] = {LT_F32, LT_BF16, LT_F64, LT_I64, LT_I32};
+    size_t ns[] = {0, 1, 2, 7, 1000, 4099, 100003};
+    for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++)
+        for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) test_dtype_n(c, dts[d], ns[i]);
+
+    /* scalars the trainer reduces: target counts (i64) and loss sums (f64) on the host */
+    int64_t ntok = 1000 + c->rank;
+    LT_CHECK_OK(c->all_reduce_sum(c, &ntok, 1, LT_I64, &err), &err);
+    int64_t want_tok = 0;
+    for (int q = 0; q < c->world; q++) want_tok += 1000 + q;
+    LT_CHECK(ntok == want_tok, "i64 token count %lld, expected %lld", (long long)ntok, (long long)want_tok);
+
+    /* the stream setter, barrier, argument errors */
+    cudaStream_t s;
+    cudaStreamCreate(&s);
+    LT_CHECK_OK(c->set_stream(c, s, &err), &err);
+    LT_CHECK_OK(c->barrier(c, &err), &err);
+    float *d = NULL;
+    cudaMalloc((void **)&d, 64);
+    st = c->all_reduce_sum(c, d, 4, LT_U8, &err);
+    LT_CHECK(st == LT_ERR_UNSUPPORTED, "u8 accepted: %s", lt_status_name(st));
+    size_t bad[64] = {3};
+    st = c->all_gather(c, d, 4, bad, LT_F32, &err);
+    LT_CHECK(st == LT_ERR_INVALID, "counts summing to 3 for n = 4 accepted: %s", lt_status_name(st));
+    st = c->broadcast(c, d, 16, c->world, &err);
+    LT_CHECK(st == LT_ERR_INVALID, "root = world accepted: %s", lt_status_name(st));
+    LT_CHECK_OK(c->set_stream(c, NULL, &err), &err);
+    cudaFree(d);
+    cudaStreamDestroy(s);
+
+    char name[64];
+    snprintf(name, sizeof name, "test_comm_nccl[rank %d/%d, device %d]", c->rank, c->world, c->device);
+    int rc = lt_test_finish(name);
+    c->destroy(c);
+    return rc;
+}
+#endif

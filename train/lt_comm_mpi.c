@@ -1,0 +1,444 @@
+/* lt_comm_mpi.c -- the MPI communicator on host buffers (lt_comm.h).
+ *
+ * Floating-point reductions never use MPI_Allreduce / MPI_Reduce_scatter:
+ * their summation order belongs to the MPI library (and may even differ
+ * between ranks), while lt_comm.h promises the rank-order fold. So:
+ *
+ *   reduce-scatter  rank r receives slot r of every rank's vector
+ *                   (point-to-point, chunked) and folds them in rank order:
+ *                   shard = ((x_0[slot] + x_1[slot]) + x_2[slot]) + ...
+ *   all-gather      every rank sends its slot to every other rank.
+ *   all-reduce      reduce-scatter over the canonical split, then all-gather
+ *                   (the same traffic as a ring all-reduce: ~2n per rank).
+ *
+ * Every wait polls with MPI_Testsome until c->timeout_s, and names a rank
+ * whose message has not arrived when it gives up.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "lt_comm_internal.h"
+
+#ifdef LT_HAVE_MPI
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LT_COMM_TAG 0x17c
+#define LT_COMM_MAX_MSG ((size_t)1 << 30) /* bytes per MPI message (counts are int) */
+
+typedef struct {
+    MPI_Comm comm;
+    int we_init; /* lt_comm_create called MPI_Init: destroy finalizes */
+    size_t chunk; /* elements per reduce-scatter piece */
+    unsigned char *tmp;
+    size_t tmp_bytes;
+    MPI_Request *reqs;
+    int *peer; /* peer of reqs[i]; >= 0 for a receive, -1 - peer for a send */
+    int *idx;
+    int cap;
+    size_t *off, *len; /* world entries */
+} mpi_ctx;
+
+static mpi_ctx *X(lt_comm *c) { return (mpi_ctx *)c->ctx; }
+
+int lt_comm_mpi_initialized(void) {
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    return init && !fin;
+}
+
+static lt_status mpi_fail(lt_err *err, int rc, const char *what) {
+    char s[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, s, &len);
+    s[len < MPI_MAX_ERROR_STRING ? len : MPI_MAX_ERROR_STRING - 1] = 0;
+    return lt_fail(err, LT_ERR_BACKEND, "%s: MPI error: %s", what, s);
+}
+
+/* ---- requests and the timed wait ---- */
+
+static lt_status reqs_reserve(lt_comm *c, int n, lt_err *err) {
+    mpi_ctx *x = X(c);
+    if (n <= x->cap) return LT_OK;
+    MPI_Request *r = realloc(x->reqs, (size_t)n * sizeof *r);
+    if (r) x->reqs = r;
+    int *p = realloc(x->peer, (size_t)n * sizeof *p);
+    if (p) x->peer = p;
+    int *i = realloc(x->idx, (size_t)n * sizeof *i);
+    if (i) x->idx = i;
+    if (!r || !p || !i) return lt_fail(err, LT_ERR_NOMEM, "lt_comm: out of memory for %d MPI requests", n);
+    x->cap = n;
+    return LT_OK;
+}
+
+/* Wait for x->reqs[0 .. n) with the deadline; on a timeout abort naming a
+ * peer whose receive is still pending (else one whose send is). */
+static lt_status wait_reqs(lt_comm *c, const char *what, int n, lt_err *err) {
+    mpi_ctx *x = X(c);
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    for (;;) {
+        int outcount = 0;
+        int rc = MPI_Testsome(n, x->reqs, &outcount, x->idx, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+        if (outcount == MPI_UNDEFINED) return LT_OK; /* every request done */
+        if (outcount > 0) continue;
+        if (lt_now_s() - t0 > c->timeout_s) {
+            int suspect = -1;
+            for (int i = 0; i < n && suspect < 0; i++)
+                if (x->reqs[i] != MPI_REQUEST_NULL && x->peer[i] >= 0) suspect = x->peer[i];
+            for (int i = 0; i < n && suspect < 0; i++)
+                if (x->reqs[i] != MPI_REQUEST_NULL) suspect = -1 - x->peer[i];
+            lt_comm_timeout_abort(c, what, suspect);
+        }
+        lt_comm_backoff(&iter);
+    }
+}
+
+/* Wait for one collective request (the peer at fault is not known). */
+static lt_status wait_one(lt_comm *c, const char *what, MPI_Request req, lt_err *err) {
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    for (;;) {
+        int done = 0;
+        int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+        if (done) return LT_OK;
+        if (lt_now_s() - t0 > c->timeout_s) lt_comm_timeout_abort(c, what, -1);
+        lt_comm_backoff(&iter);
+    }
+}
+
+static lt_status tmp_reserve(lt_comm *c, size_t bytes, lt_err *err) {
+    mpi_ctx *x = X(c);
+    if (bytes <= x->tmp_bytes) return LT_OK;
+    unsigned char *t = realloc(x->tmp, bytes);
+    if (!t) return lt_fail(err, LT_ERR_NOMEM, "lt_comm: out of memory for a %zu-byte scratch buffer", bytes);
+    x->tmp = t;
+    x->tmp_bytes = bytes;
+    return LT_OK;
+}
+
+static int overlaps(const void *a, size_t an, const void *b, size_t bn) {
+    const char *pa = a, *pb = b;
+    return an && bn && pa < pb + bn && pb < pa + an;
+}
+
+static lt_status check_args(lt_comm *c, const char *what, size_t n, const size_t *counts, lt_dtype dt,
+                            lt_err *err) {
+    if (!lt_comm_dtype_ok(dt))
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: element type %s is not supported", what, lt_dtype_name(dt));
+    size_t bytes;
+    if (!lt_mul_ok(n, lt_dtype_size(dt), &bytes)) return lt_fail(err, LT_ERR_RANGE, "%s: n = %zu overflows", what, n);
+    return lt_comm_layout(c, what, n, counts, X(c)->off, X(c)->len, err);
+}
+
+/* ---- reduce-scatter by rank-order fold ----
+ * dst (len[me] elements) := fold over q of x_q[off[me] ..] (accumulate: dst is
+ * the fold's starting value; else the fold starts from x_0). Pieces of at
+ * most x->chunk elements of every slot go out per round. */
+static lt_status rs_fold(lt_comm *c, const char *what, void *dst, const void *xv, lt_dtype dt, int accumulate,
+                         lt_err *err) {
+    mpi_ctx *x = X(c);
+    const int W = c->world, me = c->rank;
+    const size_t es = lt_dtype_size(dt), C = x->chunk;
+    const unsigned char *src = xv;
+    unsigned char *d = dst;
+    size_t maxlen = 0;
+    for (int q = 0; q < W; q++)
+        if (x->len[q] > maxlen) maxlen = x->len[q];
+    size_t mine = x->len[me] < C ? x->len[me] : C;
+    lt_status st = tmp_reserve(c, (size_t)W * mine * es, err);
+    if (!st) st = reqs_reserve(c, 2 * W, err);
+    if (st) return st;
+
+    for (size_t a = 0; a < maxlen; a += C) {
+        size_t m = x->len[me] > a ? x->len[me] - a : 0;
+        if (m > C) m = C;
+        int nr = 0;
+        for (int q = 0; q < W; q++) {
+            if (q == me) continue;
+            size_t qm = x->len[q] > a ? x->len[q] - a : 0;
+            if (qm > C) qm = C;
+            if (qm) {
+                int rc = MPI_Isend(src + (x->off[q] + a) * es, (int)(qm * es), MPI_BYTE, q, LT_COMM_TAG, x->comm,
+                                   &x->reqs[nr]);
+                if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+                x->peer[nr++] = -1 - q;
+            }
+            if (m) {
+                int rc = MPI_Irecv(x->tmp + (size_t)q * m * es, (int)(m * es), MPI_BYTE, q, LT_COMM_TAG, x->comm,
+                                   &x->reqs[nr]);
+                if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+                x->peer[nr++] = q;
+            }
+        }
+        /* own slot copied before dst (which may be that very slot) is written */
+        if (m) memcpy(x->tmp + (size_t)me * m * es, src + (x->off[me] + a) * es, m * es);
+        if ((st = wait_reqs(c, what, nr, err))) return st;
+        if (!m) continue;
+        unsigned char *da = d + a * es;
+        int q0 = 0;
+        if (!accumulate) {
+            memcpy(da, x->tmp, m * es);
+            q0 = 1;
+        }
+        for (int q = q0; q < W; q++) lt_comm_add(dt, da, x->tmp + (size_t)q * m * es, m);
+    }
+    return LT_OK;
+}
+
+/* In place: slot q of buf arrives from rank q; this rank's slot goes to all. */
+static lt_status ag_p2p(lt_comm *c, const char *what, void *bufv, size_t es, lt_err *err) {
+    mpi_ctx *x = X(c);
+    const int W = c->world, me = c->rank;
+    unsigned char *buf = bufv;
+    size_t maxlen = 0;
+    for (int q = 0; q < W; q++)
+        if (x->len[q] * es > maxlen) maxlen = x->len[q] * es;
+    lt_status st = reqs_reserve(c, 2 * W, err);
+    if (st) return st;
+    for (size_t a = 0; a < maxlen; a += LT_COMM_MAX_MSG) { /* a, m in bytes */
+        size_t mb = x->len[me] * es > a ? x->len[me] * es - a : 0;
+        if (mb > LT_COMM_MAX_MSG) mb = LT_COMM_MAX_MSG;
+        int nr = 0;
+        for (int q = 0; q < W; q++) {
+            if (q == me) continue;
+            size_t qb = x->len[q] * es > a ? x->len[q] * es - a : 0;
+            if (qb > LT_COMM_MAX_MSG) qb = LT_COMM_MAX_MSG;
+            if (qb) {
+                int rc = MPI_Irecv(buf + x->off[q] * es + a, (int)qb, MPI_BYTE, q, LT_COMM_TAG, x->comm,
+                                   &x->reqs[nr]);
+                if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+                x->peer[nr++] = q;
+            }
+            if (mb) {
+                int rc = MPI_Isend(buf + x->off[me] * es + a, (int)mb, MPI_BYTE, q, LT_COMM_TAG, x->comm,
+                                   &x->reqs[nr]);
+                if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+                x->peer[nr++] = -1 - q;
+            }
+        }
+        if ((st = wait_reqs(c, what, nr, err))) return st;
+    }
+    return LT_OK;
+}
+
+/* ---- the table ---- */
+
+static lt_status mpi_all_reduce(lt_comm *c, void *buf, size_t n, lt_dtype dt, lt_err *err) {
+    const char *what = "all_reduce_sum";
+    lt_status st = check_args(c, what, n, NULL, dt, err);
+    if (st || n == 0) return st;
+    size_t es = lt_dtype_size(dt);
+    if ((st = rs_fold(c, what, (unsigned char *)buf + X(c)->off[c->rank] * es, buf, dt, 0, err))) return st;
+    return ag_p2p(c, what, buf, es, err);
+}
+
+static lt_status mpi_all_reduce_ordered(lt_comm *c, void *acc, const void *xv, size_t n, lt_dtype dt,
+                                        lt_err *err) {
+    const char *what = "all_reduce_sum_ordered";
+    lt_status st = check_args(c, what, n, NULL, dt, err);
+    if (st || n == 0) return st;
+    size_t es = lt_dtype_size(dt);
+    if (overlaps(acc, n * es, xv, n * es)) return lt_fail(err, LT_ERR_INVALID, "%s: acc and x overlap", what);
+    if ((st = rs_fold(c, what, (unsigned char *)acc + X(c)->off[c->rank] * es, xv, dt, 1, err))) return st;
+    return ag_p2p(c, what, acc, es, err);
+}
+
+static lt_status mpi_reduce_scatter(lt_comm *c, void *shard, const void *xv, size_t n, const size_t *counts,
+                                    lt_dtype dt, lt_err *err) {
+    const char *what = "reduce_scatter_sum";
+    lt_status st = check_args(c, what, n, counts, dt, err);
+    if (st || n == 0) return st;
+    size_t es = lt_dtype_size(dt), off = X(c)->off[c->rank], len = X(c)->len[c->rank];
+    if ((const unsigned char *)shard != (const unsigned char *)xv + off * es && overlaps(shard, len * es, xv, n * es))
+        return lt_fail(err, LT_ERR_INVALID, "%s: shard overlaps x (other than at this rank's own slot)", what);
+    return rs_fold(c, what, shard, xv, dt, 0, err);
+}
+
+static lt_status mpi_reduce_scatter_ordered(lt_comm *c, void *acc, const void *xv, size_t n, const size_t *counts,
+                                            lt_dtype dt, lt_err *err) {
+    const char *what = "reduce_scatter_sum_ordered";
+    lt_status st = check_args(c, what, n, counts, dt, err);
+    if (st || n == 0) return st;
+    size_t es = lt_dtype_size(dt), len = X(c)->len[c->rank];
+    if (overlaps(acc, len * es, xv, n * es)) return lt_fail(err, LT_ERR_INVALID, "%s: acc_shard overlaps x", what);
+    return rs_fold(c, what, acc, xv, dt, 1, err);
+}
+
+static lt_status mpi_all_gather(lt_comm *c, void *buf, size_t n, const size_t *counts, lt_dtype dt, lt_err *err) {
+    const char *what = "all_gather";
+    lt_status st = check_args(c, what, n, counts, dt, err);
+    if (st || n == 0) return st;
+    return ag_p2p(c, what, buf, lt_dtype_size(dt), err);
+}
+
+static lt_status mpi_broadcast(lt_comm *c, void *buf, size_t bytes, int root, lt_err *err) {
+    const char *what = "broadcast";
+    if (root < 0 || root >= c->world)
+        return lt_fail(err, LT_ERR_INVALID, "%s: root %d out of range (world size %d)", what, root, c->world);
+    for (size_t a = 0; a < bytes; a += LT_COMM_MAX_MSG) {
+        size_t m = bytes - a < LT_COMM_MAX_MSG ? bytes - a : LT_COMM_MAX_MSG;
+        MPI_Request req;
+        int rc = MPI_Ibcast((unsigned char *)buf + a, (int)m, MPI_BYTE, root, X(c)->comm, &req);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+        lt_status st = wait_one(c, what, req, err);
+        if (st) return st;
+    }
+    return LT_OK;
+}
+
+static lt_status mpi_barrier(lt_comm *c, lt_err *err) {
+    MPI_Request req;
+    int rc = MPI_Ibarrier(X(c)->comm, &req);
+    if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "barrier");
+    return wait_one(c, "barrier", req, err);
+}
+
+static lt_status mpi_set_stream(lt_comm *c, void *stream, lt_err *err) { return LT_OK; }
+
+void lt_comm_mpi_world_abort(int code) {
+    if (lt_comm_mpi_initialized()) MPI_Abort(MPI_COMM_WORLD, code);
+    exit(code);
+}
+
+static void mpi_abort(lt_comm *c, const char *msg) {
+    lt_comm_print_abort(c, msg);
+    lt_comm_mpi_world_abort(1);
+}
+
+void lt_comm_mpi_finalize(void) {
+    if (lt_comm_mpi_initialized()) MPI_Finalize();
+}
+
+static void mpi_destroy(lt_comm *c) {
+    if (!c) return;
+    mpi_ctx *x = X(c);
+    if (x) {
+        if (x->comm != MPI_COMM_NULL && lt_comm_mpi_initialized()) MPI_Comm_free(&x->comm);
+        if (x->we_init) lt_comm_mpi_finalize();
+        free(x->tmp);
+        free(x->reqs);
+        free(x->peer);
+        free(x->idx);
+        free(x->off);
+        free(x->len);
+        free(x);
+    }
+    free(c);
+}
+
+/* ---- bootstrap (also used by the NCCL communicator) ---- */
+
+lt_status lt_comm_mpi_boot(const lt_comm_env *env, int *rank, int *world, int *local_rank, int *local_world,
+                           int *we_init, lt_err *err) {
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    *we_init = 0;
+    if (fin) return lt_fail(err, LT_ERR_INVALID, "lt_comm_create: MPI was already finalized");
+    if (!init) {
+        int provided = 0;
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+            return lt_fail(err, LT_ERR_BACKEND, "lt_comm_create: MPI_Init_thread failed");
+        *we_init = 1;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, rank);
+    MPI_Comm_size(MPI_COMM_WORLD, world);
+    if (strcmp(env->source, "none") && (env->world != *world || env->rank != *rank)) {
+        lt_status st = lt_fail(err, LT_ERR_INVALID,
+                               "MPI sees rank %d of %d but the launcher environment (%s) says rank %d of %d; under "
+                               "Slurm launch with `srun --mpi=pmix` (or use mpirun)",
+                               *rank, *world, env->source, env->rank, env->world);
+        if (*we_init) MPI_Finalize();
+        *we_init = 0;
+        return st;
+    }
+    MPI_Comm node;
+    *local_rank = env->local_rank;
+    *local_world = env->local_world;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, *rank, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+        MPI_Comm_rank(node, local_rank);
+        MPI_Comm_size(node, local_world);
+        MPI_Comm_free(&node);
+    }
+    return LT_OK;
+}
+
+lt_status lt_comm_mpi_boot_bcast(void *buf, size_t bytes, double timeout_s, int rank, lt_err *err) {
+    MPI_Request req;
+    if (MPI_Ibcast(buf, (int)bytes, MPI_BYTE, 0, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+        return lt_fail(err, LT_ERR_BACKEND, "lt_comm_create: MPI_Ibcast of the NCCL id failed");
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    for (;;) {
+        int done = 0;
+        MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (done) return LT_OK;
+        if (lt_now_s() - t0 > timeout_s) {
+            fprintf(stderr,
+                    "luxtrain: rank %d: broadcast of the NCCL unique id timed out after %g s (a peer may have died "
+                    "or hung)\n",
+                    rank, timeout_s);
+            lt_comm_mpi_world_abort(1);
+        }
+        lt_comm_backoff(&iter);
+    }
+}
+
+lt_status lt_comm_mpi_create(const lt_comm_opts *opts, const lt_comm_env *env, lt_comm **out, lt_err *err) {
+    *out = NULL;
+    lt_comm *c = calloc(1, sizeof *c);
+    mpi_ctx *x = calloc(1, sizeof *x);
+    if (!c || !x) {
+        free(c);
+        free(x);
+        return lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
+    }
+    x->comm = MPI_COMM_NULL;
+    c->ctx = x;
+    c->destroy = mpi_destroy;
+    lt_status st = lt_comm_mpi_boot(env, &c->rank, &c->world, &c->local_rank, &c->local_world, &x->we_init, err);
+    if (st) {
+        mpi_destroy(c);
+        return lt_wrap(err, st, "communicator 'mpi'");
+    }
+    /* A private communicator: our point-to-point traffic never meets anyone
+     * else's; errors come back as codes instead of aborting inside MPI. */
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &x->comm) != MPI_SUCCESS) {
+        mpi_destroy(c);
+        return lt_fail(err, LT_ERR_BACKEND, "communicator 'mpi': MPI_Comm_dup failed");
+    }
+    MPI_Comm_set_errhandler(x->comm, MPI_ERRORS_RETURN);
+    x->off = calloc((size_t)c->world, sizeof *x->off);
+    x->len = calloc((size_t)c->world, sizeof *x->len);
+    if (!x->off || !x->len) {
+        mpi_destroy(c);
+        return lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
+    }
+    /* pieces of ~16M elements in all (x world) keep the scratch near 64 MB */
+    size_t dflt = ((size_t)1 << 24) / (size_t)c->world;
+    if (dflt < 4096) dflt = 4096;
+    x->chunk = lt_comm_chunk_elems(dflt);
+    if (x->chunk > LT_COMM_MAX_MSG / 8) x->chunk = LT_COMM_MAX_MSG / 8;
+    c->name = "mpi";
+    c->device = -1;
+    c->timeout_s = lt_comm_timeout(opts);
+    c->all_reduce_sum = mpi_all_reduce;
+    c->all_reduce_sum_ordered = mpi_all_reduce_ordered;
+    c->reduce_scatter_sum = mpi_reduce_scatter;
+    c->reduce_scatter_sum_ordered = mpi_reduce_scatter_ordered;
+    c->all_gather = mpi_all_gather;
+    c->broadcast = mpi_broadcast;
+    c->barrier = mpi_barrier;
+    c->set_stream = mpi_set_stream;
+    c->abort = mpi_abort;
+    *out = c;
+    return LT_OK;
+}
+
+#else
+typedef int lt_comm_mpi_unused; /* built without MPI: see the stubs in lt_comm.c */
+#endif

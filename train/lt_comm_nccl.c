@@ -1,0 +1,608 @@
+/* lt_comm_nccl.c -- the NCCL communicator (lt_comm.h): one process per GPU,
+ * buffers in device memory (host pointers are staged through the device).
+ *
+ *   plain ops    ncclAllReduce; ncclReduceScatter / ncclAllGather when the
+ *                split is even, else grouped ncclReduce / ncclBroadcast per
+ *                rank (uneven ZeRO-1 shards); ncclBroadcast.
+ *   ordered ops  rank r receives slot r of every rank's vector (grouped
+ *                ncclSend / ncclRecv, in pieces) and folds the pieces in rank
+ *                order with cublas{S,D}axpy(alpha = 1), which is exactly
+ *                y = y + x per element; the all-reduce then all-gathers the
+ *                folded slots. Same result bits as "mpi" and "single".
+ *
+ * The communicator is created non-blocking (ncclConfig_t.blocking = 0), so
+ * no NCCL call can block forever: every wait polls ncclCommGetAsyncError and
+ * cudaStreamQuery until c->timeout_s, then aborts the communicator and the job.
+ * The NCCL unique id comes from rank 0 over MPI, NCCL_COMM_ID, or a file
+ * (lt_comm.h). Built only with -DLUXTRAIN_CUDA=ON where NCCL is found.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "lt_comm_internal.h"
+
+#ifdef LT_HAVE_NCCL
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { S_X = 0, S_P, S_O, S_COUNT }; /* device scratch: staged input, pieces, staged output */
+
+typedef struct {
+    ncclComm_t nccl;
+    cudaStream_t own, stream;
+    int user_stream;
+    cublasHandle_t blas;
+    void *scratch[S_COUNT];
+    size_t scratch_bytes[S_COUNT];
+    unsigned char *host; /* host copy of the pieces (ordered ops on host buffers) */
+    size_t host_bytes;
+    size_t chunk;
+    size_t *off, *len;
+    int we_init_mpi;
+    int owns_id_file;
+    char id_file[4096];
+} nccl_ctx;
+
+static nccl_ctx *X(lt_comm *c) { return (nccl_ctx *)c->ctx; }
+
+static int nccl_dtype(lt_dtype dt, ncclDataType_t *out) {
+    switch (dt) {
+    case LT_F32: *out = ncclFloat32; return 1;
+    case LT_BF16: *out = ncclBfloat16; return 1;
+    case LT_F64: *out = ncclFloat64; return 1;
+    case LT_I64: *out = ncclInt64; return 1;
+    case LT_I32: *out = ncclInt32; return 1;
+    default: return 0;
+    }
+}
+
+static lt_status cuda_fail(lt_err *err, cudaError_t e, const char *what) {
+    return lt_fail(err, LT_ERR_BACKEND, "%s: CUDA error: %s", what, cudaGetErrorString(e));
+}
+
+static lt_status nccl_fail(lt_comm *c, lt_err *err, ncclResult_t r, const char *what) {
+    const char *last = (c && X(c) && X(c)->nccl) ? ncclGetLastError(X(c)->nccl) : NULL;
+    return lt_fail(err, LT_ERR_BACKEND, "%s: NCCL error: %s%s%s", what, ncclGetErrorString(r),
+                   last && *last ? ": " : "", last ? last : "");
+}
+
+/* 1 for device (or managed) memory, 0 for host memory */
+static int on_device(const void *p) {
+    struct cudaPointerAttributes a;
+    if (!p || cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        cudaGetLastError(); /* clear */
+        return 0;
+    }
+    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
+static lt_status scratch(lt_comm *c, int slot, size_t bytes, void **out, lt_err *err) {
+    nccl_ctx *x = X(c);
+    if (bytes > x->scratch_bytes[slot]) {
+        cudaError_t e = cudaStreamSynchronize(x->stream);
+        if (e != cudaSuccess) return cuda_fail(err, e, "lt_comm scratch");
+        cudaFree(x->scratch[slot]);
+        x->scratch[slot] = NULL;
+        x->scratch_bytes[slot] = 0;
+        if ((e = cudaMalloc(&x->scratch[slot], bytes)) != cudaSuccess)
+            return lt_fail(err, LT_ERR_NOMEM, "lt_comm: cannot allocate %zu bytes of device scratch: %s", bytes,
+                           cudaGetErrorString(e));
+        x->scratch_bytes[slot] = bytes;
+    }
+    *out = x->scratch[slot];
+    return LT_OK;
+}
+
+/* ---- the timed wait ---- */
+
+/* After enqueuing: r is what the NCCL call (or ncclGroupEnd) returned. */
+static lt_status wait_done(lt_comm *c, const char *what, ncclResult_t r, lt_err *err) {
+    nccl_ctx *x = X(c);
+    if (r != ncclSuccess && r != ncclInProgress) return nccl_fail(c, err, r, what);
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    for (;;) {
+        ncclResult_t a = ncclSuccess;
+        ncclResult_t q = ncclCommGetAsyncError(x->nccl, &a);
+        if (q != ncclSuccess) return nccl_fail(c, err, q, what);
+        if (a != ncclSuccess && a != ncclInProgress) return nccl_fail(c, err, a, what);
+        if (a == ncclSuccess) {
+            cudaError_t e = cudaStreamQuery(x->stream);
+            if (e == cudaSuccess) return LT_OK;
+            if (e != cudaErrorNotReady) return cuda_fail(err, e, what);
+        }
+        if (lt_now_s() - t0 > c->timeout_s) lt_comm_timeout_abort(c, what, -1);
+        lt_comm_backoff(&iter);
+    }
+}
+
+/* Before an op: without the backend's stream, let every queued kernel finish
+ * (the backend may use another stream). */
+static lt_status prologue(lt_comm *c, const char *what, lt_err *err) {
+    if (X(c)->user_stream) return LT_OK;
+    cudaError_t e = cudaDeviceSynchronize();
+    return e == cudaSuccess ? LT_OK : cuda_fail(err, e, what);
+}
+
+static lt_status copy(lt_comm *c, void *dst, const void *src, size_t bytes, const char *what, lt_err *err) {
+    if (!bytes) return LT_OK;
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, X(c)->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(X(c)->stream);
+    return e == cudaSuccess ? LT_OK : cuda_fail(err, e, what);
+}
+
+static lt_status check_args(lt_comm *c, const char *what, size_t n, const size_t *counts, lt_dtype dt,
+                            ncclDataType_t *ndt, lt_err *err) {
+    if (!nccl_dtype(dt, ndt))
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: element type %s is not supported by NCCL", what,
+                       lt_dtype_name(dt));
+    size_t bytes;
+    if (!lt_mul_ok(n, lt_dtype_size(dt), &bytes)) return lt_fail(err, LT_ERR_RANGE, "%s: n = %zu overflows", what, n);
+    lt_status st = lt_comm_layout(c, what, n, counts, X(c)->off, X(c)->len, err);
+    if (st) return st;
+    return prologue(c, what, err);
+}
+
+static int even_split(lt_comm *c) {
+    for (int q = 1; q < c->world; q++)
+        if (X(c)->len[q] != X(c)->len[0]) return 0;
+    return 1;
+}
+
+/* ---- device primitives (every pointer is device memory) ---- */
+
+/* shard (len[me]) := sum over ranks of x[off[me] ..]; shard may be x + off[me] */
+static lt_status dev_reduce_scatter(lt_comm *c, const char *what, void *shard, const void *xv, ncclDataType_t ndt,
+                                    size_t es, lt_err *err) {
+    nccl_ctx *x = X(c);
+    const unsigned char *src = xv;
+    if (even_split(c)) {
+        if (!x->len[0]) return LT_OK;
+        return wait_done(c, what, ncclReduceScatter(xv, shard, x->len[0], ndt, ncclSum, x->nccl, x->stream), err);
+    }
+    ncclResult_t r = ncclGroupStart();
+    for (int q = 0; q < c->world && r == ncclSuccess; q++) {
+        if (!x->len[q]) continue; /* every rank skips the same ones */
+        void *recv = q == c->rank ? shard : (void *)(src + x->off[q] * es); /* recvbuff: root only */
+        r = ncclReduce(src + x->off[q] * es, recv, x->len[q], ndt, ncclSum, q, x->nccl, x->stream);
+    }
+    ncclResult_t r2 = ncclGroupEnd();
+    return wait_done(c, what, r != ncclSuccess ? r : r2, err);
+}
+
+/* in place: slot q of buf from rank q */
+static lt_status dev_all_gather(lt_comm *c, const char *what, void *bufv, ncclDataType_t ndt, size_t es,
+                                lt_err *err) {
+    nccl_ctx *x = X(c);
+    unsigned char *buf = bufv;
+    if (even_split(c)) {
+        if (!x->len[0]) return LT_OK;
+        return wait_done(c, what,
+                         ncclAllGather(buf + x->off[c->rank] * es, buf, x->len[0], ndt, x->nccl, x->stream), err);
+    }
+    ncclResult_t r = ncclGroupStart();
+    for (int q = 0; q < c->world && r == ncclSuccess; q++) {
+        if (!x->len[q]) continue;
+        r = ncclBroadcast(buf + x->off[q] * es, buf + x->off[q] * es, x->len[q], ndt, q, x->nccl, x->stream);
+    }
+    ncclResult_t r2 = ncclGroupEnd();
+    return wait_done(c, what, r != ncclSuccess ? r : r2, err);
+}
+
+/* Ordered sums fold on the device with cublas axpy: F32 and F64 only. The
+ * check must come out the same on every rank (else some ranks would wait for
+ * the others forever), so it looks only at dt and where x lives. */
+static lt_status ordered_dtype_ok(const char *what, lt_dtype dt, int x_on_device, int acc_on_device, lt_err *err) {
+    if ((x_on_device || acc_on_device) && dt != LT_F32 && dt != LT_F64)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: ordered sums on device buffers take F32 or F64, not %s (host buffers take any type)",
+                       what, lt_dtype_name(dt));
+    return LT_OK;
+}
+
+/* The ordered reduce-scatter: dst (len[me], device or host) := fold over q of
+ * x_q[slot me] (accumulate: starting from dst). x is device memory. */
+static lt_status ordered_rs(lt_comm *c, const char *what, void *dst, int dst_host, const void *xv, lt_dtype dt,
+                            ncclDataType_t ndt, int accumulate, lt_err *err) {
+    nccl_ctx *x = X(c);
+    const int W = c->world, me = c->rank;
+    const size_t es = lt_dtype_size(dt), C = x->chunk;
+    const unsigned char *src = xv;
+    unsigned char *d = dst;
+    size_t maxlen = 0;
+    for (int q = 0; q < W; q++)
+        if (x->len[q] > maxlen) maxlen = x->len[q];
+    size_t mine = x->len[me] < C ? x->len[me] : C;
+    unsigned char *pieces;
+    lt_status st = scratch(c, S_P, (size_t)W * mine * es + 1, (void **)&pieces, err);
+    if (st) return st;
+    if (dst_host && x->host_bytes < (size_t)W * mine * es) {
+        unsigned char *h = realloc(x->host, (size_t)W * mine * es);
+        if (!h) return lt_fail(err, LT_ERR_NOMEM, "%s: out of host memory", what);
+        x->host = h;
+        x->host_bytes = (size_t)W * mine * es;
+    }
+    for (size_t a = 0; a < maxlen; a += C) {
+        size_t m = x->len[me] > a ? x->len[me] - a : 0;
+        if (m > C) m = C;
+        ncclResult_t r = ncclGroupStart();
+        for (int q = 0; q < W && r == ncclSuccess; q++) {
+            if (q == me) continue;
+            size_t qm = x->len[q] > a ? x->len[q] - a : 0;
+            if (qm > C) qm = C;
+            if (qm) r = ncclSend(src + (x->off[q] + a) * es, qm, ndt, q, x->nccl, x->stream);
+            if (m && r == ncclSuccess) r = ncclRecv(pieces + (size_t)q * m * es, m, ndt, q, x->nccl, x->stream);
+        }
+        ncclResult_t r2 = ncclGroupEnd();
+        if ((st = wait_done(c, what, r != ncclSuccess ? r : r2, err))) return st;
+        if (!m) continue;
+        if ((st = copy(c, pieces + (size_t)me * m * es, src + (x->off[me] + a) * es, m * es, what, err))) return st;
+        unsigned char *da = d + a * es;
+        if (dst_host) { /* fold on the host */
+            if ((st = copy(c, x->host, pieces, (size_t)W * m * es, what, err))) return st;
+            int q0 = 0;
+            if (!accumulate) {
+                memcpy(da, x->host, m * es);
+                q0 = 1;
+            }
+            for (int q = q0; q < W; q++) lt_comm_add(dt, da, x->host + (size_t)q * m * es, m);
+            continue;
+        }
+        int q0 = 0;
+        if (!accumulate) {
+            if ((st = copy(c, da, pieces, m * es, what, err))) return st;
+            q0 = 1;
+        }
+        for (int q = q0; q < W; q++) { /* y = 1 * x + y: exactly y + x */
+            cublasStatus_t bs;
+            if (dt == LT_F32) {
+                const float one = 1.0f;
+                bs = cublasSaxpy(x->blas, (int)m, &one, (const float *)(pieces + (size_t)q * m * es), 1,
+                                 (float *)da, 1);
+            } else {
+                const double one = 1.0;
+                bs = cublasDaxpy(x->blas, (int)m, &one, (const double *)(pieces + (size_t)q * m * es), 1,
+                                 (double *)da, 1);
+            }
+            if (bs != CUBLAS_STATUS_SUCCESS)
+                return lt_fail(err, LT_ERR_BACKEND, "%s: cublas axpy failed (status %d)", what, (int)bs);
+        }
+        cudaError_t e = cudaStreamSynchronize(x->stream);
+        if (e != cudaSuccess) return cuda_fail(err, e, what);
+    }
+    return LT_OK;
+}
+
+/* ---- the table ---- */
+
+static lt_status nc_all_reduce(lt_comm *c, void *buf, size_t n, lt_dtype dt, lt_err *err) {
+    const char *what = "all_reduce_sum";
+    ncclDataType_t ndt;
+    lt_status st = check_args(c, what, n, NULL, dt, &ndt, err);
+    if (st || n == 0) return st;
+    size_t bytes = n * lt_dtype_size(dt);
+    void *d = buf;
+    if (!on_device(buf)) {
+        if ((st = scratch(c, S_X, bytes, &d, err)) || (st = copy(c, d, buf, bytes, what, err))) return st;
+    }
+    st = wait_done(c, what, ncclAllReduce(d, d, n, ndt, ncclSum, X(c)->nccl, X(c)->stream), err);
+    if (!st && d != buf) st = copy(c, buf, d, bytes, what, err);
+    return st;
+}
+
+static lt_status nc_all_reduce_ordered(lt_comm *c, void *acc, const void *xv, size_t n, lt_dtype dt, lt_err *err) {
+    const char *what = "all_reduce_sum_ordered";
+    ncclDataType_t ndt;
+    lt_status st = check_args(c, what, n, NULL, dt, &ndt, err);
+    if (st || n == 0) return st;
+    if (acc == xv) return lt_fail(err, LT_ERR_INVALID, "%s: acc and x are the same buffer", what);
+    size_t es = lt_dtype_size(dt), bytes = n * es;
+    const void *dx = xv;
+    void *dacc = acc;
+    if ((st = ordered_dtype_ok(what, dt, on_device(xv), on_device(acc), err))) return st;
+    if (!on_device(xv)) {
+        void *s;
+        if ((st = scratch(c, S_X, bytes, &s, err)) || (st = copy(c, s, xv, bytes, what, err))) return st;
+        dx = s;
+    }
+    int acc_host = !on_device(acc);
+    if (acc_host) { /* fold on the host into acc, then gather on the device */
+        if ((st = scratch(c, S_O, bytes, &dacc, err))) return st;
+    }
+    unsigned char *slot = (unsigned char *)acc + X(c)->off[c->rank] * es;
+    if ((st = ordered_rs(c, what, slot, acc_host, dx, dt, ndt, 1, err))) return st;
+    if (acc_host && (st = copy(c, (unsigned char *)dacc + X(c)->off[c->rank] * es, slot, X(c)->len[c->rank] * es,
+                               what, err)))
+        return st;
+    if ((st = dev_all_gather(c, what, dacc, ndt, es, err))) return st;
+    if (acc_host) st = copy(c, acc, dacc, bytes, what, err);
+    return st;
+}
+
+static lt_status nc_reduce_scatter(lt_comm *c, void *shard, const void *xv, size_t n, const size_t *counts,
+                                   lt_dtype dt, lt_err *err) {
+    const char *what = "reduce_scatter_sum";
+    ncclDataType_t ndt;
+    lt_status st = check_args(c, what, n, counts, dt, &ndt, err);
+    if (st || n == 0) return st;
+    size_t es = lt_dtype_size(dt), bytes = n * es, lb = X(c)->len[c->rank] * es;
+    if (on_device(xv) && (lb == 0 || on_device(shard))) return dev_reduce_scatter(c, what, shard, xv, ndt, es, err);
+    /* host buffers: stage both */
+    void *dx, *ds;
+    if ((st = scratch(c, S_X, bytes, &dx, err)) || (st = scratch(c, S_O, lb + 1, &ds, err))) return st;
+    if ((st = copy(c, dx, xv, bytes, what, err))) return st;
+    if ((st = dev_reduce_scatter(c, what, ds, dx, ndt, es, err))) return st;
+    return copy(c, shard, ds, lb, what, err);
+}
+
+static lt_status nc_reduce_scatter_ordered(lt_comm *c, void *acc, const void *xv, size_t n, const size_t *counts,
+                                           lt_dtype dt, lt_err *err) {
+    const char *what = "reduce_scatter_sum_ordered";
+    ncclDataType_t ndt;
+    lt_status st = check_args(c, what, n, counts, dt, &ndt, err);
+    if (st || n == 0) return st;
+    size_t bytes = n * lt_dtype_size(dt);
+    const void *dx = xv;
+    int acc_host = X(c)->len[c->rank] == 0 ? 1 : !on_device(acc);
+    if ((st = ordered_dtype_ok(what, dt, on_device(xv), !acc_host, err))) return st;
+    if (!on_device(xv)) {
+        void *s;
+        if ((st = scratch(c, S_X, bytes, &s, err)) || (st = copy(c, s, xv, bytes, what, err))) return st;
+        dx = s;
+    }
+    return ordered_rs(c, what, acc, acc_host, dx, dt, ndt, 1, err);
+}
+
+static lt_status nc_all_gather(lt_comm *c, void *buf, size_t n, const size_t *counts, lt_dtype dt, lt_err *err) {
+    const char *what = "all_gather";
+    ncclDataType_t ndt;
+    lt_status st = check_args(c, what, n, counts, dt, &ndt, err);
+    if (st || n == 0) return st;
+    size_t es = lt_dtype_size(dt), bytes = n * es;
+    if (on_device(buf)) return dev_all_gather(c, what, buf, ndt, es, err);
+    void *d;
+    if ((st = scratch(c, S_X, bytes, &d, err)) || (st = copy(c, d, buf, bytes, what, err))) return st;
+    if ((st = dev_all_gather(c, what, d, ndt, es, err))) return st;
+    return copy(c, buf, d, bytes, what, err);
+}
+
+static lt_status nc_broadcast(lt_comm *c, void *buf, size_t bytes, int root, lt_err *err) {
+    const char *what = "broadcast";
+    if (root < 0 || root >= c->world)
+        return lt_fail(err, LT_ERR_INVALID, "%s: root %d out of range (world size %d)", what, root, c->world);
+    lt_status st = prologue(c, what, err);
+    if (st || bytes == 0) return st;
+    void *d = buf;
+    if (!on_device(buf)) {
+        if ((st = scratch(c, S_X, bytes, &d, err)) || (st = copy(c, d, buf, bytes, what, err))) return st;
+    }
+    st = wait_done(c, what, ncclBroadcast(d, d, bytes, ncclUint8, root, X(c)->nccl, X(c)->stream), err);
+    if (!st && d != buf) st = copy(c, buf, d, bytes, what, err);
+    return st;
+}
+
+static lt_status nc_barrier(lt_comm *c, lt_err *err) {
+    int32_t one = 1;
+    return nc_all_reduce(c, &one, 1, LT_I32, err);
+}
+
+static lt_status nc_set_stream(lt_comm *c, void *stream, lt_err *err) {
+    nccl_ctx *x = X(c);
+    cudaError_t e = cudaStreamSynchronize(x->stream);
+    if (e != cudaSuccess) return cuda_fail(err, e, "set_stream");
+    x->user_stream = stream != NULL;
+    x->stream = stream ? (cudaStream_t)stream : x->own;
+    if (cublasSetStream(x->blas, x->stream) != CUBLAS_STATUS_SUCCESS)
+        return lt_fail(err, LT_ERR_BACKEND, "set_stream: cublasSetStream failed");
+    return LT_OK;
+}
+
+static void nc_abort(lt_comm *c, const char *msg) {
+    lt_comm_print_abort(c, msg);
+    if (X(c) && X(c)->nccl) ncclCommAbort(X(c)->nccl);
+#ifdef LT_HAVE_MPI
+    lt_comm_mpi_world_abort(1);
+#endif
+    exit(1);
+}
+
+static void nc_destroy(lt_comm *c) {
+    if (!c) return;
+    nccl_ctx *x = X(c);
+    if (x) {
+        if (x->nccl) { /* finalize (flushes pending work) with the deadline, then free */
+            if (x->stream) cudaStreamSynchronize(x->stream);
+            ncclResult_t r = ncclCommFinalize(x->nccl), a = r;
+            double t0 = lt_now_s();
+            unsigned iter = 0;
+            while (r == ncclSuccess || r == ncclInProgress) {
+                if (ncclCommGetAsyncError(x->nccl, &a) != ncclSuccess || a != ncclInProgress) break;
+                if (lt_now_s() - t0 > c->timeout_s) break;
+                lt_comm_backoff(&iter);
+            }
+            if (a == ncclSuccess) ncclCommDestroy(x->nccl);
+            else ncclCommAbort(x->nccl);
+        }
+        for (int s = 0; s < S_COUNT; s++) cudaFree(x->scratch[s]);
+        if (x->blas) cublasDestroy(x->blas);
+        if (x->own) cudaStreamDestroy(x->own);
+        if (x->owns_id_file) remove(x->id_file);
+#ifdef LT_HAVE_MPI
+        if (x->we_init_mpi) lt_comm_mpi_finalize();
+#endif
+        free(x->host);
+        free(x->off);
+        free(x->len);
+        free(x);
+    }
+    free(c);
+}
+
+/* ---- the unique id without MPI: NCCL_COMM_ID or a shared file ---- */
+
+static lt_status id_by_file(lt_comm *c, ncclUniqueId *id, lt_err *err) {
+    nccl_ctx *x = X(c);
+    const char *p = getenv("LT_COMM_ID_FILE");
+    if (p && *p) {
+        snprintf(x->id_file, sizeof x->id_file, "%s", p);
+    } else {
+        const char *dir = getenv("SLURM_SUBMIT_DIR"), *job = getenv("SLURM_JOB_ID"), *step = getenv("SLURM_STEP_ID");
+        if (!dir || !job)
+            return lt_fail(err, LT_ERR_INVALID,
+                           "nccl: %d ranks but no way to share the NCCL unique id: launch with mpirun (or srun "
+                           "--mpi=pmix), or set NCCL_COMM_ID=host:port of rank 0, or LT_COMM_ID_FILE=<path on a "
+                           "shared filesystem, unique per run>",
+                           c->world);
+        snprintf(x->id_file, sizeof x->id_file, "%s/.luxtrain-nccl-%s.%s.id", dir, job, step ? step : "0");
+    }
+    if (c->rank == 0) {
+        ncclResult_t r = ncclGetUniqueId(id);
+        if (r != ncclSuccess) return nccl_fail(NULL, err, r, "ncclGetUniqueId");
+        lt_status st = lt_write_file_atomic(x->id_file, id, sizeof *id, err);
+        if (st) return lt_wrap(err, st, "nccl: writing the unique id");
+        x->owns_id_file = 1;
+        return LT_OK;
+    }
+    double t0 = lt_now_s();
+    for (;;) {
+        if (lt_file_exists(x->id_file)) {
+            char *data = NULL;
+            size_t len = 0;
+            if (lt_read_file(x->id_file, &data, &len, NULL) == LT_OK && len == sizeof *id) {
+                memcpy(id, data, sizeof *id);
+                free(data);
+                return LT_OK;
+            }
+            free(data);
+        }
+        if (lt_now_s() - t0 > c->timeout_s)
+            return lt_fail(err, LT_ERR_IO, "nccl: rank %d waited %g s for rank 0 to write the NCCL id to %s", c->rank,
+                           c->timeout_s, x->id_file);
+        struct timespec ts = {0, 50000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+lt_status lt_comm_nccl_create(const lt_comm_opts *opts, const lt_comm_env *env, lt_comm **out, lt_err *err) {
+    *out = NULL;
+    lt_comm *c = calloc(1, sizeof *c);
+    nccl_ctx *x = calloc(1, sizeof *x);
+    if (!c || !x) {
+        free(c);
+        free(x);
+        return lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
+    }
+    c->ctx = x;
+    c->name = "nccl";
+    c->destroy = nc_destroy;
+    c->abort = nc_abort;
+    c->timeout_s = lt_comm_timeout(opts);
+    c->rank = env->rank;
+    c->world = env->world;
+    c->local_rank = env->local_rank;
+    c->local_world = env->local_world;
+    lt_status st = LT_OK;
+    int use_mpi = 0;
+#ifdef LT_HAVE_MPI
+    use_mpi = env->world > 1 && (lt_comm_mpi_initialized() || env->mpi_launcher);
+    if (use_mpi &&
+        (st = lt_comm_mpi_boot(env, &c->rank, &c->world, &c->local_rank, &c->local_world, &x->we_init_mpi, err))) {
+        nc_destroy(c);
+        return lt_wrap(err, st, "communicator 'nccl'");
+    }
+#endif
+    int ndev = 0;
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess || ndev == 0) {
+        cudaGetLastError();
+        nc_destroy(c);
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "communicator 'nccl': no CUDA device (%s)",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "device count 0");
+    }
+    c->device = opts && opts->device >= 0 ? opts->device : c->local_rank % ndev;
+    if ((e = cudaSetDevice(c->device)) != cudaSuccess) {
+        nc_destroy(c);
+        return cuda_fail(err, e, "communicator 'nccl': cudaSetDevice");
+    }
+    x->off = calloc((size_t)c->world, sizeof *x->off);
+    x->len = calloc((size_t)c->world, sizeof *x->len);
+    if (!x->off || !x->len) {
+        nc_destroy(c);
+        return lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
+    }
+    size_t dflt = ((size_t)1 << 26) / (size_t)c->world;
+    x->chunk = lt_comm_chunk_elems(dflt < 65536 ? 65536 : dflt);
+    if (x->chunk > (size_t)1 << 30) x->chunk = (size_t)1 << 30; /* cublas counts are int */
+
+    /* the unique id */
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    ncclResult_t r = ncclSuccess;
+    if (c->world == 1 || (c->rank == 0 && use_mpi) || getenv("NCCL_COMM_ID")) r = ncclGetUniqueId(&id);
+    else if (!use_mpi) st = id_by_file(c, &id, err);
+    if (r != ncclSuccess) st = nccl_fail(NULL, err, r, "ncclGetUniqueId");
+#ifdef LT_HAVE_MPI
+    if (!st && use_mpi) st = lt_comm_mpi_boot_bcast(&id, sizeof id, c->timeout_s, c->rank, err);
+#endif
+    if (st) {
+        nc_destroy(c);
+        return lt_wrap(err, st, "communicator 'nccl'");
+    }
+
+    /* non-blocking communicator: no call can hang past our deadline */
+    ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+    cfg.blocking = 0;
+    r = ncclCommInitRankConfig(&x->nccl, c->world, id, c->rank, &cfg);
+    if (r != ncclSuccess && r != ncclInProgress) {
+        x->nccl = NULL;
+        st = nccl_fail(NULL, err, r, "ncclCommInitRankConfig");
+        nc_destroy(c);
+        return lt_wrap(err, st, "communicator 'nccl' (rank %d of %d, device %d)", c->rank, c->world, c->device);
+    }
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    for (;;) {
+        ncclResult_t a = ncclInProgress;
+        ncclCommGetAsyncError(x->nccl, &a);
+        if (a == ncclSuccess) break;
+        if (a != ncclInProgress) {
+            st = nccl_fail(c, err, a, "ncclCommInitRankConfig");
+            nc_destroy(c);
+            return st;
+        }
+        if (lt_now_s() - t0 > c->timeout_s) lt_comm_timeout_abort(c, "init (ncclCommInitRankConfig)", -1);
+        lt_comm_backoff(&iter);
+    }
+
+    if ((e = cudaStreamCreateWithFlags(&x->own, cudaStreamNonBlocking)) != cudaSuccess) {
+        nc_destroy(c);
+        return cuda_fail(err, e, "communicator 'nccl': cudaStreamCreate");
+    }
+    x->stream = x->own;
+    if (cublasCreate(&x->blas) != CUBLAS_STATUS_SUCCESS) {
+        x->blas = NULL;
+        nc_destroy(c);
+        return lt_fail(err, LT_ERR_BACKEND, "communicator 'nccl': cublasCreate failed");
+    }
+    c->all_reduce_sum = nc_all_reduce;
+    c->all_reduce_sum_ordered = nc_all_reduce_ordered;
+    c->reduce_scatter_sum = nc_reduce_scatter;
+    c->reduce_scatter_sum_ordered = nc_reduce_scatter_ordered;
+    c->all_gather = nc_all_gather;
+    c->broadcast = nc_broadcast;
+    c->barrier = nc_barrier;
+    c->set_stream = nc_set_stream;
+    if ((st = nc_set_stream(c, opts ? opts->stream : NULL, err))) {
+        nc_destroy(c);
+        return st;
+    }
+    *out = c;
+    return LT_OK;
+}
+
+#else
+typedef int lt_comm_nccl_unused; /* built without NCCL: see the stub in lt_comm.c */
+#endif
