@@ -27,14 +27,21 @@
  *                    query i, dv_j += p_ij dout_i, dk_j += scale ds_ij q_i.
  *                    Documents are contiguous runs of tokens, so doc_start is
  *                    non-decreasing along t -- that is what ends the scan.
- * TODO v2: tensor cores (mma.sync m16n8k16 bf16, then wgmma on sm_90a),
- *   query tiles of 64-128 rows, K/V shared across the query heads of a GQA
- *   group, cp.async double buffering; needs a GPU session to tune.
+ * v2 (lt_cuda_attention_v2.cu): tensor cores (mma.sync), head dims 64, 128,
+ *   256; dispatched first, v1 runs for other head dims or LT_ATTN_VERSION=1.
  */
 #include <limits.h>
 #include <math.h>
 
 #include "lt_cuda.h"
+
+/* v2 (lt_cuda_attention_v2.cu, tensor cores): run first; 0 = not handled
+ * (other head dim, LT_ATTN_VERSION=1, too little shared memory) -> v1 */
+int lt_cuda_attention_v2_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale);
+int lt_cuda_attention_v2_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                             const void *k, const void *v, const void *out, const float *lse,
+                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale);
 
 #define ATT_WARPS 8
 #define ATT_THREADS (ATT_WARPS * 32)
@@ -348,6 +355,7 @@ static void cu_attention_fwd(lt_backend *be, void *out, float *lse, const void *
                              const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
     if (B <= 0 || T <= 0 || Hq <= 0) return;
     if (!check_shape(be, "attention_fwd", B, T, Hq, Hkv, D)) return;
+    if (lt_cuda_attention_v2_fwd(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, D, scale)) return;
     cudaStream_t st = lt_cuda(be)->stream;
     dim3 grid(lt_cdiv(T, ATT_WARPS), Hq, B);
     size_t smem = (size_t)(2 * KT * (D + 2) + ATT_WARPS * D) * sizeof(lt_bf16);
@@ -364,6 +372,8 @@ static void cu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const
                              const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
     if (B <= 0 || T <= 0 || Hq <= 0) return;
     if (!check_shape(be, "attention_bwd", B, T, Hq, Hkv, D)) return;
+    if (lt_cuda_attention_v2_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv, D, scale))
+        return;
     cudaStream_t st = lt_cuda(be)->stream;
     size_t rows = (size_t)B * T * Hq;
     float *delta = (float *)lt_cuda_scratch(be, rows * sizeof(float));

@@ -16,10 +16,13 @@
  *     tolerance stated per op (TOL_* below);
  *   - ops designed to be deterministic (embedding_bwd, rmsnorm dw,
  *     attention_bwd, sumsq, matmul dbias) give identical bits on a rerun.
+ * Attention runs twice per shape: LT_ATTN_VERSION=1 (v1, CUDA cores) and =2
+ * (v2, tensor cores, head dims 64/128/256; other head dims fall back to v1).
  * Skips (77) when the build has no CUDA backend or no device is present.
  * LT_TEST_VERBOSE=1 prints every comparison. LT_BACKEND_OPS_SELFTEST=1 runs the
  * harness with a second CPU backend in place of CUDA (no GPU needed).
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -354,12 +357,13 @@ static void test_rope(int N, int H, int D) {
 }
 
 /* doc layout: 0 = one document per sequence, 1 = many random documents
- * (lengths 1..maxlen, one-token documents included), 2 = padding tail */
+ * (lengths 1..maxlen, one-token documents included), 2 = padding tail,
+ * 3 = like 1 with documents up to 300 tokens (spanning attention tiles) */
 static void make_docs(int32_t *ds, int B, int T, int layout, int maxlen) {
     for (int b = 0; b < B; b++) {
         int t0 = 0, len = 0;
         for (int t = 0; t < T; t++) {
-            if (layout == 1 && len == 0) {
+            if ((layout == 1 || layout == 3) && len == 0) {
                 t0 = t;
                 len = 1 + (int)urand((uint32_t)maxlen);
                 if (urand(4) == 0) len = 1; // one-token documents
@@ -371,21 +375,23 @@ static void make_docs(int32_t *ds, int B, int T, int layout, int maxlen) {
     }
 }
 
+static const char *attn_ver = ""; /* LT_ATTN_VERSION of the current run */
+
 static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
     size_t N = (size_t)B * T;
     float scale = 1.0f / sqrtf((float)D);
     buf q = brnd(K_ACT, N * Hq * D, 1.0f), k = brnd(K_ACT, N * Hkv * D, 1.0f), v = brnd(K_ACT, N * Hkv * D, 1.0f);
     buf ds = bnew(K_I32, N);
     int32_t *hd = malloc(N * sizeof *hd);
-    make_docs(hd, B, T, layout, 9);
+    make_docs(hd, B, T, layout, layout == 3 ? 300 : 9);
     bset_i32(&ds, hd);
     buf out = bnew(K_ACT, N * Hq * D), lse = bnew(K_F32, (size_t)B * Hq * T);
     bpoison(&out), bpoison(&lse);
     BOTH(be->attention_fwd(be, P(out), (float *)P(lse), P(q), P(k), P(v), (const int32_t *)P(ds), B, T, Hq, Hkv, D,
                            scale));
     sync_both("attention_fwd");
-    bcmp(&out, TOL_BF16, "attention_fwd out B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", B, T, Hq, Hkv, D, layout);
-    bcmp(&lse, TOL_F32, "attention_fwd lse B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", B, T, Hq, Hkv, D, layout);
+    bcmp(&out, TOL_BF16, "attention_fwd out v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", attn_ver, B, T, Hq, Hkv, D, layout);
+    bcmp(&lse, TOL_F32, "attention_fwd lse v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", attn_ver, B, T, Hq, Hkv, D, layout);
 
     /* backward on identical inputs: the CPU's out (rounded to bf16) and lse */
     float *ho = bget(&out, CPU), *hl = bget(&lse, CPU);
@@ -397,9 +403,9 @@ static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
     BOTH(be->attention_bwd(be, P(dq), P(dk), P(dv), P(dout), P(q), P(k), P(v), P(out), (const float *)P(lse),
                            (const int32_t *)P(ds), B, T, Hq, Hkv, D, scale));
     sync_both("attention_bwd");
-    bcmp(&dq, TOL_BF16X, "attention_bwd dq B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", B, T, Hq, Hkv, D, layout);
-    bcmp(&dk, TOL_BF16X, "attention_bwd dk B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", B, T, Hq, Hkv, D, layout);
-    bcmp(&dv, TOL_BF16X, "attention_bwd dv B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", B, T, Hq, Hkv, D, layout);
+    bcmp(&dq, TOL_BF16X, "attention_bwd dq v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", attn_ver, B, T, Hq, Hkv, D, layout);
+    bcmp(&dk, TOL_BF16X, "attention_bwd dk v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", attn_ver, B, T, Hq, Hkv, D, layout);
+    bcmp(&dv, TOL_BF16X, "attention_bwd dv v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", attn_ver, B, T, Hq, Hkv, D, layout);
     float *f1 = snap(&dq), *f2 = snap(&dk), *f3 = snap(&dv);
     bpoison(&dq), bpoison(&dk), bpoison(&dv);
     BE[GPU]->attention_bwd(BE[GPU], dq.p[GPU], dk.p[GPU], dv.p[GPU], dout.p[GPU], q.p[GPU], k.p[GPU], v.p[GPU],
@@ -410,6 +416,18 @@ static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
     free(f1), free(f2), free(f3), free(ho), free(hl), free(hd);
     bfree(&q), bfree(&k), bfree(&v), bfree(&ds), bfree(&out), bfree(&lse), bfree(&dout), bfree(&dq), bfree(&dk),
         bfree(&dv);
+}
+
+/* every attention shape with v1 and v2 (the CPU side ignores the variable) */
+static void test_attention_versions(int B, int T, int Hq, int Hkv, int D, int layout) {
+    static const char *vers[2] = {"1", "2"};
+    for (int i = 0; i < 2; i++) {
+        setenv("LT_ATTN_VERSION", vers[i], 1);
+        attn_ver = vers[i];
+        test_attention(B, T, Hq, Hkv, D, layout);
+    }
+    unsetenv("LT_ATTN_VERSION");
+    attn_ver = "";
 }
 
 static void test_elementwise(size_t n) {
@@ -632,13 +650,27 @@ int main(void) {
     test_rope(9, 2, 6);
 
     /* B, T, Hq, Hkv, D, documents */
-    test_attention(1, 1, 2, 1, 64, 0);    /* one token */
-    test_attention(2, 37, 4, 1, 64, 0);   /* GQA 4, odd T */
-    test_attention(1, 70, 8, 1, 128, 1);  /* GQA 8, many documents (one-token ones too) */
-    test_attention(2, 45, 2, 2, 256, 1);  /* GQA 1, D = 256 */
-    test_attention(1, 130, 8, 2, 128, 2); /* GQA 4, padding tail, T > 4 tiles */
-    test_attention(2, 33, 4, 2, 6, 1);    /* small head dim */
-    test_attention(1, 50, 4, 4, 16, 0);
+    test_attention_versions(1, 1, 2, 1, 64, 0);    /* one token */
+    test_attention_versions(2, 37, 4, 1, 64, 0);   /* GQA 4, odd T */
+    test_attention_versions(1, 70, 8, 1, 128, 1);  /* GQA 8, many documents (one-token ones too) */
+    test_attention_versions(2, 45, 2, 2, 256, 1);  /* GQA 1, D = 256 */
+    test_attention_versions(1, 130, 8, 2, 128, 2); /* GQA 4, padding tail, T > 4 tiles */
+    test_attention_versions(2, 33, 4, 2, 6, 1);    /* small head dim (v2 falls back to v1) */
+    test_attention_versions(1, 50, 4, 4, 16, 0);
+    /* v2 tile edges: T = 1, 17, 64 (one tile), 200, 1000; D = 64/128/256 */
+    test_attention_versions(1, 1, 8, 1, 128, 0);
+    test_attention_versions(1, 1, 4, 4, 256, 0);
+    test_attention_versions(2, 17, 4, 1, 128, 1);
+    test_attention_versions(1, 17, 2, 2, 256, 2);
+    test_attention_versions(2, 64, 8, 2, 64, 1);
+    test_attention_versions(1, 64, 4, 1, 256, 0);
+    test_attention_versions(2, 200, 8, 1, 64, 1);
+    test_attention_versions(1, 200, 4, 4, 128, 2);
+    test_attention_versions(1, 200, 2, 1, 256, 3);
+    test_attention_versions(1, 1000, 8, 2, 128, 3); /* long documents spanning tiles */
+    test_attention_versions(1, 1000, 4, 1, 64, 1);
+    test_attention_versions(1, 1000, 2, 2, 256, 0);
+    test_attention_versions(2, 1000, 8, 8, 128, 0);
 
     test_elementwise(1);
     test_elementwise(1001);
