@@ -28,6 +28,7 @@ Baselines per op:
       forward (retain_graph), i.e. the backward kernels alone.
   rmsnorm_fwd / rmsnorm_bwd: F.rms_norm (eager; --compile or
       LT_TORCH_COMPILE=1 also times torch.compile of it).
+  add_rmsnorm_fwd: h = x + r, then F.rms_norm(h) (eager; compiled as above).
   swiglu_fwd: F.silu(gate) * up.   embedding_fwd: F.embedding.
   cross_entropy: F.cross_entropy(logits, targets, reduction="sum") and its
       gradient w.r.t. the logits (forward + backward, like the fused op).
@@ -209,6 +210,24 @@ def op_rmsnorm(torch, F, c, dev, dt, timer, bwd, compile_):
     return run_variants(timer, fns)
 
 
+def op_add_rmsnorm(torch, F, c, dev, dt, timer, compile_):
+    """the residual add followed by the norm, as a model runs them: h = x + r; rms_norm(h)"""
+    R, C = int(c["R"]), int(c["C"])
+    g = torch.Generator(device=dev).manual_seed(7)
+    x = torch.randn(R, C, device=dev, dtype=dt, generator=g)
+    r = torch.randn(R, C, device=dev, dtype=dt, generator=g)
+    w = torch.randn(C, device=dev, dtype=dt, generator=g)
+    name, rn = rms_norm_fn(torch, F)
+
+    def add_norm(x, r, w):
+        h = x + r
+        return h, rn(h, w, 1e-5)
+    impls = [("x + r; " + name, add_norm)]
+    if compile_:
+        impls.append(("compiled x + r; " + name, torch.compile(add_norm, dynamic=False)))
+    return run_variants(timer, [(nm, contextlib.nullcontext, lambda f=f: lambda: f(x, r, w)) for nm, f in impls])
+
+
 def op_swiglu(torch, F, c, dev, dt, timer):
     N, Fd = int(c["N"]), int(c["F"])
     g = torch.Generator(device=dev).manual_seed(3)
@@ -300,6 +319,8 @@ def main():
                     r = op_attention(torch, F, c, dev, dt, timer, op == "attention_bwd")
                 elif op in ("rmsnorm_fwd", "rmsnorm_bwd"):
                     r = op_rmsnorm(torch, F, c, dev, dt, timer, op == "rmsnorm_bwd", compile_)
+                elif op == "add_rmsnorm_fwd":
+                    r = op_add_rmsnorm(torch, F, c, dev, dt, timer, compile_)
                 elif op == "swiglu_fwd":
                     r = op_swiglu(torch, F, c, dev, dt, timer)
                 elif op == "embedding_fwd":

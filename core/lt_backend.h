@@ -148,6 +148,24 @@ struct lt_backend {
      * p += (-lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps) with bc = 1 - b^step. */
     void (*adamw)(lt_backend *be, const struct lt_adamw_tensor *ts, int count, float lr, float beta1,
                   float beta2, float eps, int step, float grad_scale);
+
+    /* ---- fused ops (added at the end so the slots above keep their place) ---- */
+
+    /* Residual add fused with the RMSNorm that follows it:
+     *   h = x + r                       (R, C) act: the new residual stream;
+     *                                   h may alias x or r (in place)
+     *   out = rmsnorm(h) * w, rstd      exactly rmsnorm_fwd(out, rstd, h, w):
+     *                                   computed from h AS STORED (on CUDA h is
+     *                                   rounded to bf16 once and the norm reads
+     *                                   the rounded values; on the CPU h is f32
+     *                                   and the result equals add + rmsnorm_fwd
+     *                                   bitwise). out must not alias x, r or h.
+     * x, r, h, out (R, C) act; w (C) param; rstd (R) f32.
+     * Backward: no op of its own. With g_h = dL/dh from the later uses of the
+     * residual stream, rmsnorm_bwd(dx = g_h, acc_dx = 1, dw, dout, h, w, rstd)
+     * adds the norm's gradient onto g_h, which is then dL/dx = dL/dr. */
+    void (*add_rmsnorm_fwd)(lt_backend *be, void *h, void *out, float *rstd, const void *x, const void *r,
+                            const void *w, int R, int C, float eps);
 };
 
 /* One tensor of an AdamW step (descriptor in host memory, buffers in backend

@@ -22,6 +22,7 @@
  *   attention bwd   2.5 x the forward
  *   rmsnorm fwd     bytes a (2 R C) + a C + 4 R
  *   rmsnorm bwd     bytes a (3 R C) + a C + 4 R + 8 C
+ *   add_rmsnorm fwd bytes a (4 R C) + a C + 4 R    (read x, r; write h, out; baseline: add + rmsnorm_fwd)
  *   rope fwd/bwd    bytes 2 a N H D + 4 N + 2 D        (in place: read + write)
  *   swiglu fwd      bytes 3 a n;  bwd 5 a n
  *   embedding fwd   bytes 2 a N C + 4 N;  bwd a N C + 8 U C + 4 N (U distinct ids)
@@ -535,6 +536,53 @@ static void case_rmsnorm(bench *b, const mshape *m, int N) {
     pool_free(b, &pl);
 }
 
+/* residual add + rmsnorm (add_rmsnorm_fwd), against the unfused pair */
+
+typedef struct {
+    lt_backend *be;
+    void *h, *out, *x, *r, *w;
+    float *rstd;
+    int R, C;
+} arms_arg;
+
+static void fn_arms(void *p) {
+    arms_arg *a = p;
+    a->be->add_rmsnorm_fwd(a->be, a->h, a->out, a->rstd, a->x, a->r, a->w, a->R, a->C, 1e-5f);
+}
+static void fn_arms_unfused(void *p) {
+    arms_arg *a = p;
+    a->be->add(a->be, a->h, a->x, a->r, (size_t)a->R * a->C);
+    a->be->rmsnorm_fwd(a->be, a->out, a->rstd, a->h, a->w, a->R, a->C, 1e-5f);
+}
+
+static void case_add_rmsnorm(bench *b, const mshape *m, int N) {
+    result *rf, *unused;
+    const char *k[] = {"R", "C"};
+    long v[] = {N, m->hidden};
+    if (!b->be->add_rmsnorm_fwd) return;
+    if (!two_results(b, "add_rmsnorm_fwd", NULL, m->name, k, v, 2, &rf, &unused)) return;
+    pool pl = {0};
+    lt_err e = {{0}};
+    size_t n = (size_t)N * m->hidden;
+    int a = b->act_size;
+    arms_arg x = {.be = b->be};
+    x.R = N, x.C = m->hidden;
+    /* h is its own buffer (not x): every call then reads the same x */
+    if (!(x.x = pool_rand(b, &pl, n, b->be->act_dtype, 34, 1.f, &e)) ||
+        !(x.r = pool_rand(b, &pl, n, b->be->act_dtype, 35, 1.f, &e)) ||
+        !(x.w = pool_rand(b, &pl, (size_t)m->hidden, b->be->param_dtype, 36, 1.f, &e)) ||
+        !(x.h = pool_alloc(b, &pl, n * a, &e)) || !(x.out = pool_alloc(b, &pl, n * a, &e)) ||
+        !(x.rstd = pool_zero(b, &pl, (size_t)N * 4, &e))) {
+        setup_failed(b, rf, &e);
+        pool_free(b, &pl);
+        return;
+    }
+    rf->bytes = 4 * (double)n * a + (double)m->hidden * b->param_size + 4.0 * N;
+    rf->bound = BOUND_MEM, rf->goal = GOAL_BW90, rf->want_torch = 1;
+    if (run_main(b, rf, fn_arms, &x)) run_base(b, rf, "add + rmsnorm_fwd (unfused)", fn_arms_unfused, &x);
+    pool_free(b, &pl);
+}
+
 /* ------------------------------------------------------------------------ */
 /* rope                                                                     */
 
@@ -973,6 +1021,7 @@ static void case_adamw(bench *b, const mshape *m, int lora_r) {
 static void run_model(bench *b, const mshape *m, int N, int T, const int (*att)[2], int natt, int lora, int mm) {
     for (int i = 0; i < natt && !b->dead; i++) case_attention(b, m, att[i][0], att[i][1]);
     if (!b->dead) case_rmsnorm(b, m, N);
+    if (!b->dead) case_add_rmsnorm(b, m, N);
     if (!b->dead) case_rope(b, m, N, T);
     if (!b->dead) case_swiglu(b, m, N);
     if (!b->dead) case_embedding(b, m, N);
@@ -1191,13 +1240,13 @@ static int goal_met(const bench *b, const result *r, double *value) {
 }
 
 static void print_table(const bench *b, FILE *f) {
-    fprintf(f, "\n%-14s %-22s %-40s %10s %12s %6s  %-30s %10s %6s  %s\n", "op", "model", "shape", "median ms", "rate",
+    fprintf(f, "\n%-15s %-22s %-40s %10s %12s %6s  %-30s %10s %6s  %s\n", "op", "model", "shape", "median ms", "rate",
             "%peak", "baseline", "base ms", "x", "goal");
     for (int i = 0; i < b->nres; i++) {
         const result *r = &b->res[i];
         char rt[32] = "", pk[16] = "", gl[64] = "";
         if (r->error[0]) {
-            fprintf(f, "%-14s %-22s %-40s  ERROR: %s\n", r->op, r->model, r->shape, r->error);
+            fprintf(f, "%-15s %-22s %-40s  ERROR: %s\n", r->op, r->model, r->shape, r->error);
             continue;
         }
         snprintf(rt, sizeof rt, r->bound == BOUND_FLOP ? "%.2f TF/s" : "%.1f GB/s", rate(r));
@@ -1207,7 +1256,7 @@ static void print_table(const bench *b, FILE *f) {
         if (r->goal != GOAL_NONE)
             snprintf(gl, sizeof gl, "%s %s", met < 0 ? "n/a " : met ? "MET " : "MISS", goal_text(r->goal));
         const base_t *b0 = r->nbase ? &r->base[0] : NULL;
-        fprintf(f, "%-14s %-22s %-40s %10.4f %12s %6s  %-30s", r->op, r->model, r->shape, r->ms, rt, pk,
+        fprintf(f, "%-15s %-22s %-40s %10.4f %12s %6s  %-30s", r->op, r->model, r->shape, r->ms, rt, pk,
                 b0 ? b0->name : "-");
         if (b0)
             fprintf(f, " %10.4f %6.2f", b0->ms, b0->ms / r->ms);
@@ -1215,7 +1264,7 @@ static void print_table(const bench *b, FILE *f) {
             fprintf(f, " %10s %6s", "", "");
         fprintf(f, "  %s\n", gl);
         for (int k = 1; k < r->nbase; k++)
-            fprintf(f, "%-14s %-22s %-40s %10s %12s %6s  %-30s %10.4f %6.2f\n", "", "", "", "", "", "", r->base[k].name,
+            fprintf(f, "%-15s %-22s %-40s %10s %12s %6s  %-30s %10.4f %6.2f\n", "", "", "", "", "", "", r->base[k].name,
                     r->base[k].ms, r->base[k].ms / r->ms);
     }
     fprintf(f, "(x = baseline time / our time: > 1 means luxtrain is faster; %%peak against the measured ceilings)\n");
@@ -1226,7 +1275,7 @@ static void print_goals(const bench *b, FILE *f) {
         int goal;
         const char *text;
     } gs[] = {{GOAL_SDPA, "attention fwd/bwd >= best PyTorch SDPA"},
-              {GOAL_BW90, "RMSNorm and AdamW >= 90% of copy bandwidth"},
+              {GOAL_BW90, "RMSNorm (+fused add) and AdamW >= 90% of copy bandwidth"},
               {GOAL_LORA, "LoRA (r=16) fwd+bwd within 10% of frozen GEMMs"}};
     fprintf(f, "peak: copy %.1f GB/s, gemm %.2f TFLOP/s (%s)\n", b->peak_gbps, b->peak_tflops, b->peak_gemm);
     for (size_t g = 0; g < sizeof gs / sizeof gs[0]; g++) {
@@ -1272,6 +1321,7 @@ static const char *formula(const char *op) {
         {"attention_bwd", "flop = 2.5 x forward; bytes = a (4 Nq + 4 Nkv) + 4 B Hq T"},
         {"rmsnorm_fwd", "bytes = a (2 R C) + a C + 4 R"},
         {"rmsnorm_bwd", "bytes = a (3 R C) + a C + 4 R + 8 C"},
+        {"add_rmsnorm_fwd", "bytes = a (4 R C) + a C + 4 R (read x, r; write h, out)"},
         {"rope_fwd", "bytes = 2 a N H D + 4 N + 2 D"},
         {"rope_bwd", "bytes = 2 a N H D + 4 N + 2 D"},
         {"swiglu_fwd", "bytes = 3 a N F"},

@@ -46,6 +46,8 @@ void lt_cpu_rmsnorm_fwd(lt_backend *be, void *out, float *rstd, const void *x, c
                         float eps);
 void lt_cpu_rmsnorm_bwd(lt_backend *be, void *dx, int acc_dx, float *dw, const void *dout, const void *x,
                         const void *w, const float *rstd, int R, int C);
+void lt_cpu_add_rmsnorm_fwd(lt_backend *be, void *h, void *out, float *rstd, const void *x, const void *r,
+                            const void *w, int R, int C, float eps);
 
 /* ---- lt_cpu_rope.c ---- */
 void lt_cpu_rope_fwd(lt_backend *be, void *x, const int32_t *pos, const float *inv_freq, int N, int H, int D);

@@ -186,6 +186,7 @@ lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err) {
     be->lora_bwd = lt_cpu_lora_bwd;
     be->sumsq = lt_cpu_sumsq;
     be->adamw = lt_cpu_adamw;
+    be->add_rmsnorm_fwd = lt_cpu_add_rmsnorm_fwd;
 
     *out = be;
     return LT_OK;

@@ -2,6 +2,8 @@
  * lt_cpu_norm.c -- RMSNorm forward and backward (CPU, fp32).
  *   rstd[r] = 1 / sqrt(mean_c x[r,c]^2 + eps)
  *   out[r,c] = (x[r,c] * rstd[r]) * w[c]          (the order of Hugging Face's LlamaRMSNorm)
+ * and the residual add fused with it (add_rmsnorm_fwd: h = x + r, then the
+ * same on h).
  */
 #include <math.h>
 
@@ -22,6 +24,34 @@ void lt_cpu_rmsnorm_fwd(lt_backend *be, void *out_, float *rstd, const void *x_,
         float s = 1.0f / sqrtf((float)(ss / C) + eps);
         rstd[r] = s;
         for (int c = 0; c < C; c++) o[c] = (xr[c] * s) * w[c];
+    }
+}
+
+/* Residual add + RMSNorm in one pass over each row:
+ *   h[r,c] = x[r,c] + r[r,c]   (f32, stored first: h may alias x or r)
+ *   then exactly lt_cpu_rmsnorm_fwd's row computation on the stored h, so the
+ *   result equals add + rmsnorm_fwd bitwise. */
+void lt_cpu_add_rmsnorm_fwd(lt_backend *be, void *h_, void *out_, float *rstd, const void *x_, const void *r_,
+                            const void *w_, int R, int C, float eps) {
+    float *h = (float *)h_;             // (R, C)
+    float *out = (float *)out_;         // (R, C)
+    const float *x = (const float *)x_; // (R, C)
+    const float *res = (const float *)r_; // (R, C)
+    const float *w = (const float *)w_; // (C)
+    int nt = lt_cpu_threads(be);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int r = 0; r < R; r++) {
+        const float *xr = x + (size_t)r * C, *rr = res + (size_t)r * C;
+        float *hr = h + (size_t)r * C, *o = out + (size_t)r * C;
+        double ss = 0.0;
+        for (int c = 0; c < C; c++) {
+            float v = xr[c] + rr[c];
+            hr[c] = v;
+            ss += (double)v * v;
+        }
+        float s = 1.0f / sqrtf((float)(ss / C) + eps);
+        rstd[r] = s;
+        for (int c = 0; c < C; c++) o[c] = (hr[c] * s) * w[c];
     }
 }
 

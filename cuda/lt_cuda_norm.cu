@@ -7,7 +7,8 @@
  *     writes per-chunk-of-rows partial sums (each thread one column, rows in
  *     order), lt_cuda_colsum_acc adds the chunks in order: deterministic.
  * TODO v2: 16-byte loads, the row kept in registers for C <= 8192, a
- *     block per row for large C.
+ *     block per row for large C (add_rmsnorm_fwd below already does the
+ *     first two).
  */
 #include "lt_cuda.h"
 
@@ -120,7 +121,143 @@ static void cu_rmsnorm_bwd(lt_backend *be, void *dx, int acc_dx, float *dw, cons
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* residual add + RMSNorm (add_rmsnorm_fwd)                                 */
+/*
+ * h = bf16(x + r) (bf16 rounding, once), then out = rmsnorm(h) * w computed
+ * from the ROUNDED h, so out and rstd are what rmsnorm_fwd(h) gives (same
+ * formula: rs = 1/sqrtf(ss/C + eps), out = bf16((h * rs) * w)); only the
+ * order of the fp32 sum of squares differs from rmsnorm_fwd_v1.
+ *
+ * Bytes: read x, r (2 a R C) + w, write h, out (2 a R C) + rstd -- versus
+ * add (3 a R C) + rmsnorm_fwd (2 a R C) unfused: 4 instead of 5 passes, and
+ * h is never read back from DRAM.
+ *
+ * Vector path (C % 8 == 0, C <= 8 * 32 * 32 = 8192, all pointers 16-byte
+ * aligned): one warp per row, 16-byte loads/stores (8 bf16), the rounded row
+ * kept in registers (VPL 16-byte vectors per lane, a template parameter
+ * picked from C) between the statistic and the output. The loads of x and r
+ * are all issued before any store of h (h may alias x or r: a lane reads
+ * and writes only its own vectors, and reads them before it writes).
+ * Fallback (other C or alignment): warp per row, scalar, h re-read from
+ * memory by the lane that wrote it.
+ */
+#define ARN_WARPS 4 /* rows (warps) per block */
+
+union lt_vec8 { /* 8 bf16 in one 16-byte load */
+    uint4 u;
+    __nv_bfloat162 h2[4];
+};
+
+template <int VPL>
+__global__ void __launch_bounds__(32 * ARN_WARPS)
+    add_rmsnorm_fwd_vec(lt_bf16 *h, lt_bf16 *__restrict__ out, float *__restrict__ rstd, const lt_bf16 *x,
+                        const lt_bf16 *r, const lt_bf16 *__restrict__ w, int R, int C, float eps) {
+    int row = blockIdx.x * ARN_WARPS + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= R) return; // whole warps leave together
+    int nv = C / 8;       // 16-byte vectors per row
+    const uint4 *xv = (const uint4 *)(x + (size_t)row * C), *rv = (const uint4 *)(r + (size_t)row * C);
+    uint4 *hv = (uint4 *)(h + (size_t)row * C);
+    lt_vec8 v[VPL];
+    // all loads first (independent, in flight together); then add, round, store
+#pragma unroll
+    for (int i = 0; i < VPL; i++) {
+        int k = lane + 32 * i;
+        if (k < nv) v[i].u = xv[k];
+    }
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < VPL; i++) {
+        int k = lane + 32 * i;
+        if (k < nv) {
+            lt_vec8 b;
+            b.u = rv[k];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float2 a2 = __bfloat1622float2(v[i].h2[j]), b2 = __bfloat1622float2(b.h2[j]);
+                v[i].h2[j] = __floats2bfloat162_rn(a2.x + b2.x, a2.y + b2.y); // bf16 rounding of h (the only one)
+                float2 q = __bfloat1622float2(v[i].h2[j]);                    // the norm reads the rounded h
+                ss += q.x * q.x;
+                ss += q.y * q.y;
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < VPL; i++) {
+        int k = lane + 32 * i;
+        if (k < nv) hv[k] = v[i].u;
+    }
+    ss = lt_warp_sum(ss);
+    float rs = 1.f / sqrtf(ss / (float)C + eps); // fp32, IEEE sqrt and division (as rmsnorm_fwd)
+    if (lane == 0) rstd[row] = rs;
+    const uint4 *wv = (const uint4 *)w;
+    uint4 *ov = (uint4 *)(out + (size_t)row * C);
+#pragma unroll
+    for (int i = 0; i < VPL; i++) {
+        int k = lane + 32 * i;
+        if (k < nv) {
+            lt_vec8 wk, o;
+            wk.u = __ldg(wv + k);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float2 q = __bfloat1622float2(v[i].h2[j]), w2 = __bfloat1622float2(wk.h2[j]);
+                o.h2[j] = __floats2bfloat162_rn(q.x * rs * w2.x, q.y * rs * w2.y); // bf16 rounding of out
+            }
+            ov[k] = o.u;
+        }
+    }
+}
+
+__global__ void add_rmsnorm_fwd_scalar(lt_bf16 *h, lt_bf16 *out, float *rstd, const lt_bf16 *x, const lt_bf16 *r,
+                                       const lt_bf16 *w, int R, int C, float eps) {
+    int row = blockIdx.x * ARN_WARPS + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= R) return;
+    size_t o = (size_t)row * C;
+    float ss = 0.f;
+    for (int c = lane; c < C; c += 32) {
+        lt_bf16 hb = __float2bfloat16_rn(__bfloat162float(x[o + c]) + __bfloat162float(r[o + c])); // bf16 rounding
+        h[o + c] = hb;
+        float q = __bfloat162float(hb);
+        ss += q * q;
+    }
+    ss = lt_warp_sum(ss);
+    float rs = 1.f / sqrtf(ss / (float)C + eps);
+    if (lane == 0) rstd[row] = rs;
+    for (int c = lane; c < C; c += 32) // h[o + c] was written by this lane
+        out[o + c] = __float2bfloat16_rn(__bfloat162float(h[o + c]) * rs * __bfloat162float(w[c])); // bf16 rounding
+}
+
+static int aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+static void cu_add_rmsnorm_fwd(lt_backend *be, void *h, void *out, float *rstd, const void *x, const void *r,
+                               const void *w, int R, int C, float eps) {
+    if (R <= 0 || C <= 0) return;
+    cudaStream_t st = lt_cuda(be)->stream;
+    unsigned grid = lt_cdiv(R, ARN_WARPS);
+    int vpl = (C / 8 + 31) / 32; // 16-byte vectors per lane
+    int vec = C % 8 == 0 && vpl <= 32 && aligned16(h) && aligned16(out) && aligned16(x) && aligned16(r) &&
+              aligned16(w);
+    lt_bf16 *H = (lt_bf16 *)h, *O = (lt_bf16 *)out;
+    const lt_bf16 *X = (const lt_bf16 *)x, *Rr = (const lt_bf16 *)r, *W = (const lt_bf16 *)w;
+#define ARN_LAUNCH(V) add_rmsnorm_fwd_vec<V><<<grid, 32 * ARN_WARPS, 0, st>>>(H, O, rstd, X, Rr, W, R, C, eps)
+    if (!vec) add_rmsnorm_fwd_scalar<<<grid, 32 * ARN_WARPS, 0, st>>>(H, O, rstd, X, Rr, W, R, C, eps);
+    else if (vpl <= 1) ARN_LAUNCH(1);   /* C <= 256 */
+    else if (vpl <= 2) ARN_LAUNCH(2);   /* C <= 512 */
+    else if (vpl <= 4) ARN_LAUNCH(4);   /* C <= 1024 (qwen 0.5b: 896) */
+    else if (vpl <= 8) ARN_LAUNCH(8);   /* C <= 2048 (llama 1b) */
+    else if (vpl <= 12) ARN_LAUNCH(12); /* C <= 3072 (llama 3b) */
+    else if (vpl <= 16) ARN_LAUNCH(16); /* C <= 4096 (8b; qwen 7b: 3584) */
+    else if (vpl <= 20) ARN_LAUNCH(20); /* C <= 5120 (qwen 14b) */
+    else if (vpl <= 24) ARN_LAUNCH(24); /* C <= 6144 */
+    else ARN_LAUNCH(32);                /* C <= 8192 (70b) */
+#undef ARN_LAUNCH
+    LT_CUDA_LAUNCHED(be, "add_rmsnorm_fwd");
+}
+
 void lt_cuda_norm_init(lt_backend *be) {
     be->rmsnorm_fwd = cu_rmsnorm_fwd;
     be->rmsnorm_bwd = cu_rmsnorm_bwd;
+    be->add_rmsnorm_fwd = cu_add_rmsnorm_fwd;
 }

@@ -18,6 +18,9 @@
  *     attention_bwd, sumsq, matmul dbias) give identical bits on a rerun.
  * Attention runs twice per shape: LT_ATTN_VERSION=1 (v1, CUDA cores) and =2
  * (v2, tensor cores, head dims 64/128/256; other head dims fall back to v1).
+ * LoRA likewise with LT_LORA_VERSION=1 (two bf16 roundings of out / dx) and
+ * =2 (one rounding: tighter tolerance), v2 also with small row chunks
+ * (LT_LORA_CHUNK_ROWS). add_rmsnorm_fwd in place (h = x, h = r) too.
  * Skips (77) when the build has no CUDA backend or no device is present.
  * LT_TEST_VERBOSE=1 prints every comparison. LT_BACKEND_OPS_SELFTEST=1 runs the
  * harness with a second CPU backend in place of CUDA (no GPU needed).
@@ -36,7 +39,7 @@
  * about 1.1e-3 rms relative; f32 outputs differ only in summation order. */
 #define TOL_EXACT 0.0  /* pure copies (embedding_fwd) */
 #define TOL_BF16 5e-3  /* one bf16 rounding of an fp32 result */
-#define TOL_BF16X 1e-2 /* bf16 output after two roundings (lora) or a long chain (attention bwd) */
+#define TOL_BF16X 1e-2 /* bf16 output after two roundings (lora v1) or a long chain (attention bwd) */
 #define TOL_F32 1e-5   /* f32 results of bf16-exact inputs, fp32 accumulation (rstd, lse, loss, xa) */
 #define TOL_F32ACC 1e-4 /* f32 parameter gradients summed over many rows (dw, dA, dB) */
 #define TOL_OPT 1e-6   /* AdamW: same formula, same rounding order as the CPU */
@@ -334,6 +337,55 @@ static void test_rmsnorm(int R, int C) {
     bfree(&x), bfree(&w), bfree(&out), bfree(&rstd), bfree(&dout), bfree(&dx), bfree(&dw);
 }
 
+/* add_rmsnorm_fwd: h = x + r (CUDA: bf16, rounded once), out/rstd = rmsnorm of
+ * h as stored. Checked (1) against the CPU's fused op (h and out: one bf16
+ * rounding each, out's error includes h's: TOL_BF16), (2) out and rstd
+ * against the CPU's rmsnorm_fwd of the CUDA side's own h (TOL_BF16 / TOL_F32:
+ * the norm must read the rounded h), (3) in place (h = x, h = r): the same
+ * bits as out of place. C picks the kernel: C % 8 == 0 and C <= 8192 the
+ * vector one (VPL = 1..32 vectors per lane, partial ones too), else scalar. */
+static void test_add_rmsnorm(int R, int C) {
+    float eps = 1e-5f;
+    size_t n = (size_t)R * C;
+    float *hx = rnd(n, 1.0f), *hrr = rnd(n, 1.0f);
+    buf x = bnew(K_ACT, n), r = bnew(K_ACT, n), w = brnd(K_PARAM, C, 1.0f);
+    bset(&x, hx), bset(&r, hrr);
+    buf h = bnew(K_ACT, n), out = bnew(K_ACT, n), rstd = bnew(K_F32, R);
+    bpoison(&h), bpoison(&out), bpoison(&rstd);
+    BOTH(be->add_rmsnorm_fwd(be, P(h), P(out), (float *)P(rstd), P(x), P(r), P(w), R, C, eps));
+    sync_both("add_rmsnorm_fwd");
+    bcmp(&h, TOL_BF16, "add_rmsnorm_fwd h R=%d C=%d", R, C);
+    bcmp(&out, TOL_BF16, "add_rmsnorm_fwd out R=%d C=%d", R, C);
+    float *gh = snap(&h), *gout = snap(&out), *grstd = snap(&rstd);
+
+    /* (2) the CPU's rmsnorm_fwd of the CUDA side's h */
+    buf h2 = bnew(K_ACT, n);
+    bset(&h2, gh);
+    BE[CPU]->rmsnorm_fwd(BE[CPU], out.p[CPU], (float *)rstd.p[CPU], h2.p[CPU], w.p[CPU], R, C, eps);
+    sync_both("rmsnorm_fwd of the cuda h");
+    bcmp(&out, TOL_BF16, "add_rmsnorm_fwd out vs rmsnorm_fwd(h as stored) R=%d C=%d", R, C);
+    bcmp(&rstd, TOL_F32, "add_rmsnorm_fwd rstd vs rmsnorm_fwd(h as stored) R=%d C=%d", R, C);
+
+    /* (3) in place: h aliases x, then r */
+    for (int alias = 0; alias < 2; alias++) {
+        buf hi = bnew(K_ACT, n);
+        bset(&hi, alias ? hrr : hx);
+        bpoison(&out), bpoison(&rstd);
+        BOTH(be->add_rmsnorm_fwd(be, P(hi), P(out), (float *)P(rstd), alias ? P(x) : P(hi), alias ? P(hi) : P(r),
+                                 P(w), R, C, eps));
+        sync_both("add_rmsnorm_fwd in place");
+        const char *nm = alias ? "r" : "x";
+        bcmp(&hi, TOL_BF16, "add_rmsnorm_fwd in place (h = %s) h R=%d C=%d", nm, R, C);
+        bcmp(&out, TOL_BF16, "add_rmsnorm_fwd in place (h = %s) out R=%d C=%d", nm, R, C);
+        same_bits(&hi, gh, alias ? "add_rmsnorm_fwd h = r: h" : "add_rmsnorm_fwd h = x: h");
+        same_bits(&out, gout, alias ? "add_rmsnorm_fwd h = r: out" : "add_rmsnorm_fwd h = x: out");
+        same_bits(&rstd, grstd, alias ? "add_rmsnorm_fwd h = r: rstd" : "add_rmsnorm_fwd h = x: rstd");
+        bfree(&hi);
+    }
+    free(hx), free(hrr), free(gh), free(gout), free(grstd);
+    bfree(&x), bfree(&r), bfree(&w), bfree(&h), bfree(&out), bfree(&rstd), bfree(&h2);
+}
+
 static void test_rope(int N, int H, int D) {
     buf x = brnd(K_ACT, (size_t)N * H * D, 1.0f);
     buf pos = bnew(K_I32, N);
@@ -481,8 +533,13 @@ static void test_cross_entropy(int N, int V) {
     bfree(&logits), bfree(&tg), bfree(&loss), bfree(&dl);
 }
 
+static const char *lora_ver = ""; /* LT_LORA_VERSION of the current run */
+
+/* v1 rounds out (and dx without dropout) twice: TOL_BF16X; v2 once: TOL_BF16 */
 static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout) {
     float scale = 2.0f;
+    int v1 = !strcmp(lora_ver, "1");
+    double tol_out = v1 ? TOL_BF16X : TOL_BF16;
     buf x = brnd(K_ACT, (size_t)M * K, 1.0f);
     buf xl = brnd(K_ACT, (size_t)M * K, 1.0f); // stands for x after adapter dropout
     buf w = brnd(K_PARAM, (size_t)Nout * K, 0.05f), bias = brnd(K_PARAM, Nout, 0.5f);
@@ -493,8 +550,9 @@ static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout)
     BOTH(be->lora_fwd(be, P(out), (float *)P(xa), P(x), XL, P(w), with_bias ? P(bias) : NULL, (const float *)P(A),
                       (const float *)P(Bm), M, K, Nout, r, scale));
     sync_both("lora_fwd");
-    bcmp(&out, TOL_BF16X, "lora_fwd out M=%d K=%d N=%d r=%d bias=%d dropout=%d", M, K, Nout, r, with_bias, dropout);
-    bcmp(&xa, TOL_F32, "lora_fwd xa M=%d K=%d r=%d", M, K, r);
+    bcmp(&out, tol_out, "lora_fwd out v%s M=%d K=%d N=%d r=%d bias=%d dropout=%d", lora_ver, M, K, Nout, r,
+         with_bias, dropout);
+    bcmp(&xa, TOL_F32, "lora_fwd xa v%s M=%d K=%d r=%d", lora_ver, M, K, r);
 
     float *hxa = bget(&xa, CPU); // the backward reads the same xa on both sides
     bset(&xa, hxa);
@@ -514,15 +572,62 @@ static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout)
         BOTH(be->lora_bwd(be, P(dx), acc, dropout ? P(dxl) : NULL, (float *)P(dA), (float *)P(dB), P(dout), XL, P(w),
                           (const float *)P(A), (const float *)P(Bm), (const float *)P(xa), M, K, Nout, r, scale));
         sync_both("lora_bwd");
-        bcmp(&dx, dropout ? TOL_BF16 : TOL_BF16X, "lora_bwd dx acc=%d M=%d K=%d N=%d r=%d dropout=%d", acc, M, K,
-             Nout, r, dropout);
-        if (dropout) bcmp(&dxl, TOL_BF16, "lora_bwd dx_lora M=%d K=%d r=%d", M, K, r);
-        bcmp(&dA, TOL_F32ACC, "lora_bwd dA M=%d K=%d r=%d", M, K, r);
-        bcmp(&dB, TOL_F32ACC, "lora_bwd dB M=%d N=%d r=%d", M, Nout, r);
+        bcmp(&dx, dropout ? TOL_BF16 : tol_out, "lora_bwd dx v%s acc=%d M=%d K=%d N=%d r=%d dropout=%d", lora_ver,
+             acc, M, K, Nout, r, dropout);
+        if (dropout) bcmp(&dxl, TOL_BF16, "lora_bwd dx_lora v%s M=%d K=%d r=%d", lora_ver, M, K, r);
+        bcmp(&dA, TOL_F32ACC, "lora_bwd dA v%s M=%d K=%d r=%d", lora_ver, M, K, r);
+        bcmp(&dB, TOL_F32ACC, "lora_bwd dB v%s M=%d N=%d r=%d", lora_ver, M, Nout, r);
+    }
+    /* the CUDA side reruns: same bits (fixed-order reductions) */
+    {
+        lt_backend *g = BE[GPU];
+        float *f_out = snap(&out);
+        bpoison(&out);
+        g->lora_fwd(g, out.p[GPU], (float *)xa.p[GPU], x.p[GPU], dropout ? xl.p[GPU] : x.p[GPU], w.p[GPU],
+                    with_bias ? bias.p[GPU] : NULL, (const float *)A.p[GPU], (const float *)Bm.p[GPU], M, K, Nout, r,
+                    scale);
+        sync_both("lora_fwd rerun");
+        same_bits(&out, f_out, "lora_fwd out rerun");
+        float *a0 = rnd((size_t)r * K, 0.5f), *b0 = rnd((size_t)Nout * r, 0.5f);
+        float *f[4] = {NULL, NULL, NULL, NULL};
+        for (int rep = 0; rep < 2; rep++) {
+            bset(&dA, a0), bset(&dB, b0), bpoison(&dx), bpoison(&dxl);
+            g->lora_bwd(g, dx.p[GPU], 0, dropout ? dxl.p[GPU] : NULL, (float *)dA.p[GPU], (float *)dB.p[GPU],
+                        dout.p[GPU], dropout ? xl.p[GPU] : x.p[GPU], w.p[GPU], (const float *)A.p[GPU],
+                        (const float *)Bm.p[GPU], (const float *)xa.p[GPU], M, K, Nout, r, scale);
+            sync_both("lora_bwd rerun");
+            if (rep == 0) {
+                f[0] = snap(&dx), f[1] = snap(&dA), f[2] = snap(&dB);
+                if (dropout) f[3] = snap(&dxl);
+            } else {
+                same_bits(&dx, f[0], "lora_bwd dx rerun");
+                same_bits(&dA, f[1], "lora_bwd dA rerun");
+                same_bits(&dB, f[2], "lora_bwd dB rerun");
+                if (dropout) same_bits(&dxl, f[3], "lora_bwd dx_lora rerun");
+            }
+        }
+        free(f_out), free(a0), free(b0), free(f[0]), free(f[1]), free(f[2]), free(f[3]);
     }
 #undef XL
     bfree(&x), bfree(&xl), bfree(&w), bfree(&bias), bfree(&A), bfree(&Bm), bfree(&out), bfree(&xa), bfree(&dout),
         bfree(&dx), bfree(&dxl), bfree(&dA), bfree(&dB);
+}
+
+/* every LoRA shape with v1 and v2 (the CPU side ignores the variables);
+ * chunk_rows > 0 forces v2's row chunks of the f32 scratch that small */
+static void test_lora_versions(int M, int K, int Nout, int r, int with_bias, int dropout, int chunk_rows) {
+    static const char *vers[2] = {"1", "2"};
+    char cr[32];
+    snprintf(cr, sizeof cr, "%d", chunk_rows);
+    if (chunk_rows > 0) setenv("LT_LORA_CHUNK_ROWS", cr, 1);
+    for (int i = 0; i < 2; i++) {
+        setenv("LT_LORA_VERSION", vers[i], 1);
+        lora_ver = vers[i];
+        test_lora(M, K, Nout, r, with_bias, dropout);
+    }
+    unsetenv("LT_LORA_VERSION");
+    unsetenv("LT_LORA_CHUNK_ROWS");
+    lora_ver = "";
 }
 
 static void test_sumsq(size_t n) {
@@ -680,11 +785,27 @@ int main(void) {
     test_cross_entropy(37, 1000);
     test_cross_entropy(8, 50001);
 
-    /* M, K, Nout, r, bias, dropout */
-    test_lora(1, 64, 32, 4, 0, 0);
-    test_lora(37, 96, 51, 8, 1, 0);
-    test_lora(130, 256, 200, 16, 0, 1);
-    test_lora(65, 128, 70, 64, 1, 1);
+    /* M, K, Nout, r, bias, dropout, v2 chunk rows (0: default) */
+    test_lora_versions(1, 64, 32, 4, 0, 0, 0);
+    test_lora_versions(37, 96, 51, 8, 1, 0, 0);
+    test_lora_versions(130, 256, 200, 16, 0, 1, 0);
+    test_lora_versions(65, 128, 70, 64, 1, 1, 0);
+    test_lora_versions(130, 200, 96, 33, 1, 0, 32); /* 5 chunks (last one ragged), r past one 32-wide slice */
+    test_lora_versions(100, 64, 300, 1, 0, 1, 7);   /* r = 1, chunks of 7 rows */
+    test_lora_versions(512, 1024, 768, 16, 0, 0, 0);
+
+    /* R, C: vector kernel for C % 8 == 0 up to 8192 (1..32 vectors per lane), scalar otherwise */
+    test_add_rmsnorm(1, 64);
+    test_add_rmsnorm(37, 257);   /* scalar */
+    test_add_rmsnorm(1000, 128); /* 1 vector per lane, half the lanes idle */
+    test_add_rmsnorm(5, 136);    /* 17 vectors: a partial warp */
+    test_add_rmsnorm(300, 1024);
+    test_add_rmsnorm(64, 2048);
+    test_add_rmsnorm(9, 3584);   /* 14 per lane in the 16-vector kernel */
+    test_add_rmsnorm(33, 4096);
+    test_add_rmsnorm(17, 5120);
+    test_add_rmsnorm(3, 8192);
+    test_add_rmsnorm(4, 8200);   /* past the vector kernel: scalar */
 
     test_sumsq(1);
     test_sumsq(1000);

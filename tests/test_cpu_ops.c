@@ -6,6 +6,8 @@
  *       gradient is the backward applied to dout = R,
  *   (3) PyTorch's torch.optim.AdamW (fixture tests/fixtures/cpu_ops/adamw_torch.bin
  *       written by tools/gen_cpu_ops_fixtures.py),
+ * add_rmsnorm_fwd also equals add + rmsnorm_fwd bitwise (in place too), and
+ * its documented backward (rmsnorm_bwd with acc_dx) matches finite differences;
  * plus: packed documents equal separate runs (bitwise), outputs poisoned with
  * NaN before every op, parameter gradients and acc_dx accumulate onto random
  * nonzero values, aliasing (dlogits = logits, add in place), and bitwise
@@ -352,6 +354,89 @@ static void test_rmsnorm(int R, int C) {
     snprintf(w, sizeof w, "rmsnorm_bwd acc_dx R%d C%d", R, C);
     check(w, fdiff(dxa, dx0, (size_t)R * C), dx, (size_t)R * C, TOL_ACC);
     sync_ok("rmsnorm");
+    arena_free();
+}
+
+/* ===================== residual add + RMSNorm ===================== */
+typedef struct {
+    float *h, *out, *rstd, *x, *r, *w, *R1, *R2;
+    int Rr, C;
+    float eps;
+} arms_ctx;
+/* L = sum(out * R1) + sum(h * R2): h also feeds the rest of the network */
+static double arms_obj(void *p) {
+    arms_ctx *c = p;
+    be->add_rmsnorm_fwd(be, c->h, c->out, c->rstd, c->x, c->r, c->w, c->Rr, c->C, c->eps);
+    size_t n = (size_t)c->Rr * c->C;
+    return objective(c->out, c->R1, n) + objective(c->h, c->R2, n);
+}
+
+static void test_add_rmsnorm(int R, int C) {
+    char w[112];
+    size_t n = (size_t)R * C;
+    arms_ctx c = {.Rr = R, .C = C, .eps = 1e-5f};
+    c.x = frand(n, 1.5f);
+    c.r = frand(n, 1.0f);
+    c.w = frand(C, 1.0f);
+    c.h = fpoison(n), c.out = fpoison(n), c.rstd = fpoison(R);
+    c.R1 = frand(n, 1.0f), c.R2 = frand(n, 1.0f);
+
+    be->add_rmsnorm_fwd(be, c.h, c.out, c.rstd, c.x, c.r, c.w, R, C, c.eps);
+    // (1) against a double reference: h = x + r, then the norm of h
+    double *ref = dbuf(n), *rs = dbuf(R), *href = dbuf(n);
+    for (int i = 0; i < R; i++) {
+        double ss = 0.0;
+        for (int j = 0; j < C; j++) {
+            size_t k = (size_t)i * C + j;
+            href[k] = (double)c.x[k] + (double)c.r[k];
+            ss += href[k] * href[k];
+        }
+        rs[i] = 1.0 / sqrt(ss / C + (double)c.eps);
+        for (int j = 0; j < C; j++) ref[(size_t)i * C + j] = href[(size_t)i * C + j] * rs[i] * c.w[j];
+    }
+    snprintf(w, sizeof w, "add_rmsnorm_fwd h R%d C%d", R, C);
+    check(w, c.h, from_double(href, n), n, TOL_FWD);
+    snprintf(w, sizeof w, "add_rmsnorm_fwd out R%d C%d", R, C);
+    check(w, c.out, from_double(ref, n), n, TOL_FWD);
+    snprintf(w, sizeof w, "add_rmsnorm_fwd rstd R%d C%d", R, C);
+    check(w, c.rstd, from_double(rs, R), R, TOL_FWD);
+    free(ref), free(rs), free(href);
+
+    // (2) bitwise equal to the unfused pair add + rmsnorm_fwd
+    float *h2 = fpoison(n), *o2 = fpoison(n), *rs2 = fpoison(R);
+    be->add(be, h2, c.x, c.r, n);
+    be->rmsnorm_fwd(be, o2, rs2, h2, c.w, R, C, c.eps);
+    snprintf(w, sizeof w, "add_rmsnorm_fwd h == add R%d C%d", R, C);
+    check_bitwise(w, c.h, h2, n);
+    snprintf(w, sizeof w, "add_rmsnorm_fwd out == rmsnorm_fwd(add) R%d C%d", R, C);
+    check_bitwise(w, c.out, o2, n);
+    snprintf(w, sizeof w, "add_rmsnorm_fwd rstd == rmsnorm_fwd(add) R%d C%d", R, C);
+    check_bitwise(w, c.rstd, rs2, R);
+
+    // (3) in place: h aliases x, then h aliases r
+    for (int alias = 0; alias < 2; alias++) {
+        float *hx = fdup(alias ? c.r : c.x, n), *o3 = fpoison(n), *rs3 = fpoison(R);
+        be->add_rmsnorm_fwd(be, hx, o3, rs3, alias ? c.x : hx, alias ? hx : c.r, c.w, R, C, c.eps);
+        snprintf(w, sizeof w, "add_rmsnorm_fwd in place (h = %s) h R%d C%d", alias ? "r" : "x", R, C);
+        check_bitwise(w, hx, h2, n);
+        snprintf(w, sizeof w, "add_rmsnorm_fwd in place (h = %s) out R%d C%d", alias ? "r" : "x", R, C);
+        check_bitwise(w, o3, o2, n);
+        snprintf(w, sizeof w, "add_rmsnorm_fwd in place (h = %s) rstd R%d C%d", alias ? "r" : "x", R, C);
+        check_bitwise(w, rs3, rs2, R);
+    }
+
+    // (4) the backward the header documents: g = dL/dh from the later uses
+    // (here R2), rmsnorm_bwd(g, acc_dx = 1, ...) makes it dL/dx = dL/dr
+    be->add_rmsnorm_fwd(be, c.h, c.out, c.rstd, c.x, c.r, c.w, R, C, c.eps);
+    float *g = fdup(c.R2, n), *dw0 = frand(C, 1.0f), *dw = fdup(dw0, C);
+    be->rmsnorm_bwd(be, g, 1, dw, c.R1, c.h, c.w, c.rstd, R, C);
+    snprintf(w, sizeof w, "add_rmsnorm bwd dx (rmsnorm_bwd acc_dx) R%d C%d", R, C);
+    check_fd(w, arms_obj, &c, c.x, n, g);
+    snprintf(w, sizeof w, "add_rmsnorm bwd dr (= dx) R%d C%d", R, C);
+    check_fd(w, arms_obj, &c, c.r, n, g);
+    snprintf(w, sizeof w, "add_rmsnorm bwd dw (+=) R%d C%d", R, C);
+    check_fd(w, arms_obj, &c, c.w, C, fdiff(dw, dw0, C));
+    sync_ok("add_rmsnorm");
     arena_free();
 }
 
@@ -953,6 +1038,11 @@ int main(void) {
     test_rmsnorm(7, 33);
     test_rmsnorm(3, 2);
     test_rmsnorm(2, 130);
+
+    test_add_rmsnorm(5, 16);
+    test_add_rmsnorm(7, 33);
+    test_add_rmsnorm(1, 1);
+    test_add_rmsnorm(3, 130);
 
     test_rope(7, 3, 8, 8192);
     test_rope(5, 2, 2, 100);
