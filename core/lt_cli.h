@@ -11,6 +11,12 @@
 int lt_cmd_inspect(int argc, char **argv);  /* core/lt_cmd_model.c (shards: data/) */
 int lt_cmd_score(int argc, char **argv);    /* core/lt_cmd_model.c */
 int lt_cmd_tokenize(int argc, char **argv); /* data/lt_cmd_tokenize.c */
+int lt_cmd_eval(int argc, char **argv);     /* train/lt_cmd_eval.c */
+int lt_cmd_plot(int argc, char **argv);     /* train/lt_cmd_eval.c */
+int lt_cmd_train(int argc, char **argv);    /* train/lt_cmd_train.c */
+int lt_cmd_generate(int argc, char **argv); /* train/lt_cmd_generate.c */
+int lt_cmd_merge(int argc, char **argv);    /* train/lt_cmd_merge.c */
+int lt_cmd_bench(int argc, char **argv);    /* core/lt_bench_kernels.c: bench kernels */
 
 /* `luxtrain inspect` on a path ending in .h5 forwards here (data/). */
 int lt_cmd_inspect_shard(int argc, char **argv);

@@ -157,8 +157,30 @@ lt_status lt_model_check_tensors(const lt_st_model *stm, const lt_param_spec *sp
 /* ---------------------------------------------------------------------- */
 /* the model                                                               */
 
+/* LoRA targets, in lt_lora_target order (train/lt_lora.h) */
+enum { TQ = 0, TK, TV, TO, TG, TU, TD, NT };
+static const char *const PROJ_NAME[NT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                          "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                          "mlp.down_proj"};
+
+/* in / out features of projection t */
+static size_t proj_in(const lt_config *c, int t) {
+    return t == TO ? (size_t)c->num_heads * c->head_dim : t == TD ? (size_t)c->intermediate_size : (size_t)c->hidden_size;
+}
+static size_t proj_out(const lt_config *c, int t) {
+    switch (t) {
+    case TQ: return (size_t)c->num_heads * c->head_dim;
+    case TK:
+    case TV: return (size_t)c->num_kv_heads * c->head_dim;
+    case TO:
+    case TD: return (size_t)c->hidden_size;
+    default: return (size_t)c->intermediate_size;
+    }
+}
+
 typedef struct layer {
     lt_param *ln1, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *qn, *kn, *ln2, *wg, *bg, *wu, *bu, *wd, *bd;
+    lt_param *la[NT], *lb[NT]; /* LoRA A (r, in), B (out, r); NULL where not adapted */
 } layer;
 
 /* Activations saved by the forward, per layer (backend memory). */
@@ -175,7 +197,23 @@ typedef struct layer_acts {
     void *h2;        /* (N, C) */
     float *rstd2;    /* (N) */
     void *gate, *up, *swi; /* (N, I) */
+    float *xa[NT];         /* LoRA: (N, r) x_lora @ A^T */
+    void *xdrop[NT];       /* LoRA dropout: (N, in) the adapter's input after dropout */
 } layer_acts;
+
+/* the KV cache and decode scratch (one sequence) */
+typedef struct kv_cache {
+    int max_len, len, chunk;
+    void *arena;
+    void **k, **v;                  /* per layer (max_len, Hkv*D) */
+    void *q, *att;                  /* (max_len, Hq*D) */
+    float *lse;                     /* (Hq, max_len) */
+    void *x, *h, *qpre, *kpre, *tmp, *xmid, *gate, *up, *swi; /* chunk rows */
+    float *rstd, *qrstd, *krstd, *xa;
+    void *logits;                   /* (chunk, V) */
+    int32_t *d_tokens, *d_pos, *d_doc;
+    int32_t *h_doc, *h_pos;         /* host (max_len) */
+} kv_cache;
 
 struct lt_model {
     lt_config cfg;
@@ -205,6 +243,18 @@ struct lt_model {
     int32_t *d_tokens, *d_targets, *d_pos, *d_doc;
     float *host_losses; /* (N) host */
     int logits_state;   /* 0 none, 1 logits valid, 2 overwritten by dlogits */
+
+    /* LoRA */
+    int lora;
+    lt_lora_spec lspec;
+    lt_rng *rng;      /* dropout masks (borrowed) */
+    lt_rng *snap;     /* (L * NT) rng state before each projection's mask */
+    int drop_active;  /* the last forward applied dropout */
+    void *dxl;        /* (N, max in) act: the adapter-input gradient under dropout */
+    lt_status drop_st; /* first failure of the dropout's host round trip (reported by the step) */
+    lt_err drop_err;
+    float *host_drop; /* (N, max in) host staging for dropout */
+    kv_cache *kv;
 };
 
 const lt_config *lt_model_config(const lt_model *m) { return &m->cfg; }
@@ -224,6 +274,17 @@ size_t lt_model_num_elements(const lt_model *m) {
     return s;
 }
 
+static void free_kv(lt_model *m) {
+    if (!m->kv) return;
+    if (m->kv->arena) m->be->free(m->be, m->kv->arena);
+    free(m->kv->k);
+    free(m->kv->v);
+    free(m->kv->h_doc);
+    free(m->kv->h_pos);
+    free(m->kv);
+    m->kv = NULL;
+}
+
 static void free_plan(lt_model *m) {
     if (m->arena) m->be->free(m->be, m->arena);
     m->arena = NULL;
@@ -231,6 +292,10 @@ static void free_plan(lt_model *m) {
     m->acts = NULL;
     free(m->host_losses);
     m->host_losses = NULL;
+    free(m->host_drop);
+    m->host_drop = NULL;
+    free(m->snap);
+    m->snap = NULL;
     m->B = m->T = 0;
     m->logits_state = 0;
 }
@@ -238,6 +303,7 @@ static void free_plan(lt_model *m) {
 void lt_model_free(lt_model *m) {
     if (!m) return;
     free_plan(m);
+    free_kv(m);
     for (size_t i = 0; i < m->n_params; i++) {
         if (m->params[i].data) m->be->free(m->be, m->params[i].data);
         if (m->params[i].grad) m->be->free(m->be, m->params[i].grad);
@@ -278,6 +344,13 @@ static void bind_layers(lt_model *m) {
         y->bu = P(m, "model.layers.%d.mlp.up_proj.bias", l);
         y->wd = P(m, "model.layers.%d.mlp.down_proj.weight", l);
         y->bd = P(m, "model.layers.%d.mlp.down_proj.bias", l);
+        for (int t = 0; t < NT; t++) {
+            char nm[160];
+            snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_A.weight", l, PROJ_NAME[t]);
+            y->la[t] = lt_model_find_param(m, nm);
+            snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_B.weight", l, PROJ_NAME[t]);
+            y->lb[t] = lt_model_find_param(m, nm);
+        }
     }
 }
 
@@ -322,6 +395,7 @@ lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err 
         p->shape[1] = specs[i].shape[1];
         p->numel = (size_t)p->shape[0] * (size_t)(p->ndim > 1 ? p->shape[1] : 1);
         p->trainable = 1;
+        p->dtype = be->param_dtype;
         m->n_params++;
         if ((st = lt_st_model_load_f32(stm, p->name, p->ndim, p->shape, host, err))) goto fail;
         if ((st = be->alloc(be, p->numel * lt_dtype_size(be->param_dtype), &p->data, err)) ||
@@ -455,6 +529,24 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
         reserve(&pl, &a->gate, N * I, A);
         reserve(&pl, &a->up, N * I, A);
         reserve(&pl, &a->swi, N * I, A);
+        for (int t = 0; m->lora && t < NT; t++) {
+            if (!m->layers[l].la[t]) continue;
+            reserve(&pl, (void **)&a->xa[t], N * (size_t)m->lspec.r, F);
+            if (m->lspec.dropout > 0) reserve(&pl, &a->xdrop[t], N * proj_in(c, t), A);
+        }
+    }
+    size_t max_in = I > Hq * D ? I : Hq * D;
+    if (C > max_in) max_in = C;
+    if (m->lora && m->lspec.dropout > 0) {
+        reserve(&pl, &m->dxl, N * max_in, A);
+        m->host_drop = malloc(N * max_in * sizeof(float));
+        m->snap = calloc((size_t)L * NT, sizeof *m->snap);
+        if (!m->host_drop || !m->snap) {
+            free(pl.dyn);
+            free(pl.dyn_off);
+            free_plan(m);
+            return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory for LoRA dropout");
+        }
     }
     reserve(&pl, &m->x_final, N * C, A);
     reserve(&pl, &m->hf, N * C, A);
@@ -566,6 +658,87 @@ static lt_status validate_batch(const lt_model *m, const lt_batch *b, int64_t *n
 static const void *pd(const lt_param *p) { return p ? p->data : NULL; }
 static float *pg(const lt_param *p) { return p ? p->grad : NULL; }
 
+/* ---------------------------------------------------------------------- */
+/* projections (plain or with a LoRA adapter)                              */
+
+static lt_param *proj_w(const layer *y, int t) {
+    lt_param *w[NT] = {y->wq, y->wk, y->wv, y->wo, y->wg, y->wu, y->wd};
+    return w[t];
+}
+static lt_param *proj_b(const layer *y, int t) {
+    lt_param *b[NT] = {y->bq, y->bk, y->bv, y->bo, y->bg, y->bu, y->bd};
+    return b[t];
+}
+
+/* x (M, K) -> out (M, Nout) through projection t of layer l; xa (M, r) for
+ * LoRA; xdrop != NULL: apply dropout from m->rng into xdrop first */
+static void proj_fwd(lt_model *m, int l, int t, void *out, const void *x, float *xa, void *xdrop, int M, int K,
+                     int Nout) {
+    lt_backend *be = m->be;
+    const layer *y = &m->layers[l];
+    lt_param *w = proj_w(y, t), *b = proj_b(y, t), *A = y->la[t], *Bm = y->lb[t];
+    if (!A) {
+        be->matmul_fwd(be, out, x, w->data, pd(b), M, K, Nout);
+        return;
+    }
+    const void *xl = x;
+    if (xdrop) { // drop(x): keep with probability 1-p, scaled by 1/(1-p); mask drawn on the host
+        float p = m->lspec.dropout, keep = 1.0f / (1.0f - p);
+        size_t n = (size_t)M * K;
+        m->snap[l * NT + t] = *m->rng;
+        lt_err e;
+        lt_status st = be->download_f32(be, m->host_drop, x, be->act_dtype, n, &e);
+        if (!st) st = be->sync(be, &e);
+        if (!st) {
+            for (size_t i = 0; i < n; i++) m->host_drop[i] = lt_rng_uniform(m->rng) >= p ? m->host_drop[i] * keep : 0.0f;
+            st = be->upload_f32(be, xdrop, be->act_dtype, m->host_drop, n, &e);
+        }
+        if (st && !m->drop_st) {
+            m->drop_st = st;
+            m->drop_err = e;
+        }
+        xl = xdrop;
+    }
+    be->lora_fwd(be, out, xa, x, xl, w->data, pd(b), A->data, Bm->data, M, K, Nout, m->lspec.r, m->lspec.scale);
+}
+
+/* the backward of proj_fwd: dx (= or += acc) (M, K) from dout (M, Nout) */
+static void proj_bwd(lt_model *m, int l, int t, void *dx, int acc, const void *dout, const void *x, int M, int K,
+                     int Nout) {
+    lt_backend *be = m->be;
+    const layer *y = &m->layers[l];
+    const layer_acts *a = &m->acts[l];
+    lt_param *w = proj_w(y, t), *b = proj_b(y, t), *A = y->la[t], *Bm = y->lb[t];
+    if (!A) {
+        be->matmul_bwd(be, dx, acc, pg(w), pg(b), dout, x, w->data, M, K, Nout);
+        return;
+    }
+    if (!m->drop_active) {
+        be->lora_bwd(be, dx, acc, NULL, A->grad, Bm->grad, dout, x, w->data, A->data, Bm->data, a->xa[t], M, K, Nout,
+                     m->lspec.r, m->lspec.scale);
+        if (b && b->grad) be->matmul_bwd(be, NULL, 0, NULL, b->grad, dout, x, w->data, M, K, Nout);
+        return;
+    }
+    // dropout: dx gets dout @ W; dx_lora (w.r.t. drop(x)) goes back through the same mask
+    be->lora_bwd(be, dx, acc, m->dxl, A->grad, Bm->grad, dout, a->xdrop[t], w->data, A->data, Bm->data, a->xa[t], M,
+                 K, Nout, m->lspec.r, m->lspec.scale);
+    float p = m->lspec.dropout, keep = 1.0f / (1.0f - p);
+    size_t n = (size_t)M * K;
+    lt_rng r = m->snap[l * NT + t];
+    lt_err e;
+    lt_status st = be->download_f32(be, m->host_drop, m->dxl, be->act_dtype, n, &e);
+    if (!st) st = be->sync(be, &e);
+    if (!st) {
+        for (size_t i = 0; i < n; i++) m->host_drop[i] = lt_rng_uniform(&r) >= p ? m->host_drop[i] * keep : 0.0f;
+        st = be->upload_f32(be, m->dxl, be->act_dtype, m->host_drop, n, &e);
+    }
+    if (st && !m->drop_st) {
+        m->drop_st = st;
+        m->drop_err = e;
+    }
+    be->add(be, dx, dx, m->dxl, n);
+}
+
 static void forward(lt_model *m, int want_dlogits, float grad_scale) {
     lt_backend *be = m->be;
     const lt_config *c = &m->cfg;
@@ -573,6 +746,8 @@ static void forward(lt_model *m, int want_dlogits, float grad_scale) {
     int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim, L = c->num_layers;
     float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
 
+    m->drop_active = want_dlogits && m->lora && m->lspec.dropout > 0 && m->rng;
+#define DROP(t) (m->drop_active && y->la[t] ? a->xdrop[t] : NULL)
     be->embedding_fwd(be, m->acts[0].x, m->embed->data, m->d_tokens, N, C); // (N, C)
     for (int l = 0; l < L; l++) {
         layer *y = &m->layers[l];
@@ -581,9 +756,9 @@ static void forward(lt_model *m, int want_dlogits, float grad_scale) {
         // attention block
         be->rmsnorm_fwd(be, a->h1, a->rstd1, a->x, y->ln1->data, N, C, eps);
         void *q = c->qk_norm ? a->qpre : a->q, *k = c->qk_norm ? a->kpre : a->k;
-        be->matmul_fwd(be, q, a->h1, y->wq->data, pd(y->bq), N, C, Hq * D);   // (N, Hq*D)
-        be->matmul_fwd(be, k, a->h1, y->wk->data, pd(y->bk), N, C, Hkv * D);  // (N, Hkv*D)
-        be->matmul_fwd(be, a->v, a->h1, y->wv->data, pd(y->bv), N, C, Hkv * D);
+        proj_fwd(m, l, TQ, q, a->h1, a->xa[TQ], DROP(TQ), N, C, Hq * D);    // (N, Hq*D)
+        proj_fwd(m, l, TK, k, a->h1, a->xa[TK], DROP(TK), N, C, Hkv * D);   // (N, Hkv*D)
+        proj_fwd(m, l, TV, a->v, a->h1, a->xa[TV], DROP(TV), N, C, Hkv * D);
         if (c->qk_norm) { // per-head norm over D
             be->rmsnorm_fwd(be, a->q, a->qrstd, a->qpre, y->qn->data, N * Hq, D, eps);
             be->rmsnorm_fwd(be, a->k, a->krstd, a->kpre, y->kn->data, N * Hkv, D, eps);
@@ -591,19 +766,20 @@ static void forward(lt_model *m, int want_dlogits, float grad_scale) {
         be->rope_fwd(be, a->q, m->d_pos, m->inv_freq, N, Hq, D);
         be->rope_fwd(be, a->k, m->d_pos, m->inv_freq, N, Hkv, D);
         be->attention_fwd(be, a->att, a->lse, a->q, a->k, a->v, m->d_doc, B, T, Hq, Hkv, D, scale);
-        be->matmul_fwd(be, m->tmp, a->att, y->wo->data, pd(y->bo), N, Hq * D, C); // (N, C)
+        proj_fwd(m, l, TO, m->tmp, a->att, a->xa[TO], DROP(TO), N, Hq * D, C); // (N, C)
         be->add(be, a->xmid, a->x, m->tmp, (size_t)N * C);
         // MLP block
         be->rmsnorm_fwd(be, a->h2, a->rstd2, a->xmid, y->ln2->data, N, C, eps);
-        be->matmul_fwd(be, a->gate, a->h2, y->wg->data, pd(y->bg), N, C, I); // (N, I)
-        be->matmul_fwd(be, a->up, a->h2, y->wu->data, pd(y->bu), N, C, I);
+        proj_fwd(m, l, TG, a->gate, a->h2, a->xa[TG], DROP(TG), N, C, I); // (N, I)
+        proj_fwd(m, l, TU, a->up, a->h2, a->xa[TU], DROP(TU), N, C, I);
         be->swiglu_fwd(be, a->swi, a->gate, a->up, (size_t)N * I);
-        be->matmul_fwd(be, m->tmp, a->swi, y->wd->data, pd(y->bd), N, I, C); // (N, C)
+        proj_fwd(m, l, TD, m->tmp, a->swi, a->xa[TD], DROP(TD), N, I, C); // (N, C)
         be->add(be, x_out, a->xmid, m->tmp, (size_t)N * C);
     }
     be->rmsnorm_fwd(be, m->hf, m->rstdf, m->x_final, m->lnf->data, N, C, eps);
     be->matmul_fwd(be, m->logits, m->hf, m->head->data, NULL, N, C, V); // (N, V)
     be->cross_entropy(be, m->losses, want_dlogits ? m->logits : NULL, m->logits, m->d_targets, N, V, grad_scale);
+#undef DROP
 }
 
 /* dw of a norm weight: its gradient, or the sink when it is frozen */
@@ -624,13 +800,13 @@ static void backward(lt_model *m) {
         layer *y = &m->layers[l];
         layer_acts *a = &m->acts[l];
         // MLP block; dx = dL/d(x_out)
-        be->matmul_bwd(be, m->dswi, 0, pg(y->wd), pg(y->bd), m->dx, a->swi, y->wd->data, N, I, C);
+        proj_bwd(m, l, TD, m->dswi, 0, m->dx, a->swi, N, I, C);
         be->swiglu_bwd(be, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
-        be->matmul_bwd(be, m->dh, 0, pg(y->wg), pg(y->bg), m->dgate, a->h2, y->wg->data, N, C, I);
-        be->matmul_bwd(be, m->dh, 1, pg(y->wu), pg(y->bu), m->dup, a->h2, y->wu->data, N, C, I);
+        proj_bwd(m, l, TG, m->dh, 0, m->dgate, a->h2, N, C, I);
+        proj_bwd(m, l, TU, m->dh, 1, m->dup, a->h2, N, C, I);
         be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln2), m->dh, a->xmid, y->ln2->data, a->rstd2, N, C);
         // attention block; dx = dL/d(xmid)
-        be->matmul_bwd(be, m->datt, 0, pg(y->wo), pg(y->bo), m->dx, a->att, y->wo->data, N, Hq * D, C);
+        proj_bwd(m, l, TO, m->datt, 0, m->dx, a->att, N, Hq * D, C);
         be->attention_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->d_doc, B, T, Hq,
                           Hkv, D, scale);
         be->rope_bwd(be, m->dq, m->d_pos, m->inv_freq, N, Hq, D);
@@ -642,9 +818,9 @@ static void backward(lt_model *m) {
             dq = m->dq2;
             dk = m->dk2;
         }
-        be->matmul_bwd(be, m->dh, 0, pg(y->wq), pg(y->bq), dq, a->h1, y->wq->data, N, C, Hq * D);
-        be->matmul_bwd(be, m->dh, 1, pg(y->wk), pg(y->bk), dk, a->h1, y->wk->data, N, C, Hkv * D);
-        be->matmul_bwd(be, m->dh, 1, pg(y->wv), pg(y->bv), m->dv, a->h1, y->wv->data, N, C, Hkv * D);
+        proj_bwd(m, l, TQ, m->dh, 0, dq, a->h1, N, C, Hq * D);
+        proj_bwd(m, l, TK, m->dh, 1, dk, a->h1, N, C, Hkv * D);
+        proj_bwd(m, l, TV, m->dh, 1, m->dv, a->h1, N, C, Hkv * D);
         be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln1), m->dh, a->x, y->ln1->data, a->rstd1, N, C);
     }
     if (m->embed->grad) be->embedding_bwd(be, m->embed->grad, m->dx, m->d_tokens, N, C);
@@ -668,8 +844,13 @@ lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward_pass, doubl
         (st = be->upload(be, m->d_targets, b->targets, bytes, err)) ||
         (st = be->upload(be, m->d_pos, b->pos, bytes, err)) || (st = be->upload(be, m->d_doc, b->doc_start, bytes, err)))
         return lt_wrap(err, st, "step: uploading the batch");
+    m->drop_st = LT_OK;
     forward(m, backward_pass, backward_pass ? (float)(1.0 / loss_norm) : 0.0f);
     if (backward_pass) backward(m);
+    if (m->drop_st) {
+        if (err) *err = m->drop_err;
+        return lt_wrap(err, m->drop_st, "step: LoRA dropout");
+    }
     m->logits_state = backward_pass ? 2 : 1;
     if ((st = be->download_f32(be, m->host_losses, m->losses, LT_F32, N, err))) return lt_wrap(err, st, "step");
     if ((st = be->sync(be, err))) return lt_wrap(err, st, "step");
@@ -698,5 +879,213 @@ lt_status lt_model_get_logits(lt_model *m, float *host, lt_err *err) {
 lt_status lt_model_get_token_losses(lt_model *m, float *host, lt_err *err) {
     if (!m->logits_state) return lt_fail(err, LT_ERR_INVALID, "losses: no step has run since the last plan");
     memcpy(host, m->host_losses, (size_t)m->B * m->T * sizeof(float));
+    return LT_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* LoRA                                                                    */
+
+lt_status lt_model_add_lora(lt_model *m, const lt_lora_spec *spec, lt_err *err) {
+    const lt_config *c = &m->cfg;
+    if (m->lora) return lt_fail(err, LT_ERR_INVALID, "LoRA: the model already has adapters");
+    if (spec->r <= 0 || !(spec->dropout >= 0 && spec->dropout < 1) || !isfinite(spec->scale) || !spec->targets ||
+        (spec->targets >> NT))
+        return lt_fail(err, LT_ERR_INVALID, "LoRA: bad spec (r %d, dropout %g, scale %g, targets 0x%x)", spec->r,
+                       spec->dropout, spec->scale, spec->targets);
+    free_plan(m);
+    free_kv(m); /* its scratch is sized for the projections without adapters */
+    for (size_t i = 0; i < m->n_params; i++) { /* freeze the base */
+        lt_param *p = &m->params[i];
+        p->trainable = 0;
+        if (p->grad) m->be->free(m->be, p->grad);
+        p->grad = NULL;
+    }
+    m->grads_allocated = 0;
+    int nt = 0;
+    for (int t = 0; t < NT; t++) nt += (spec->targets >> t) & 1;
+    size_t add = (size_t)c->num_layers * nt * 2;
+    lt_param *np = realloc(m->params, (m->n_params + add) * sizeof *np);
+    if (!np) return lt_fail(err, LT_ERR_NOMEM, "LoRA: out of memory");
+    m->params = np;
+    memset(np + m->n_params, 0, add * sizeof *np);
+    lt_status st = LT_OK;
+    for (int l = 0; l < c->num_layers && !st; l++) {
+        for (int t = 0; t < NT && !st; t++) {
+            if (!((spec->targets >> t) & 1)) continue;
+            for (int isB = 0; isB < 2 && !st; isB++) {
+                lt_param *p = &m->params[m->n_params];
+                snprintf(p->name, sizeof p->name, "base_model.model.model.layers.%d.%s.lora_%c.weight", l,
+                         PROJ_NAME[t], isB ? 'B' : 'A');
+                p->ndim = 2;
+                p->shape[0] = isB ? (int64_t)proj_out(c, t) : spec->r;
+                p->shape[1] = isB ? spec->r : (int64_t)proj_in(c, t);
+                p->numel = (size_t)p->shape[0] * (size_t)p->shape[1];
+                p->trainable = 1;
+                p->dtype = LT_F32;
+                st = m->be->alloc(m->be, p->numel * sizeof(float), &p->data, err);
+                if (st) break;
+                m->be->zero(m->be, p->data, p->numel * sizeof(float));
+                m->n_params++;
+            }
+        }
+    }
+    bind_layers(m); /* the params array moved */
+    if (st) return lt_wrap(err, st, "LoRA parameters");
+    m->lora = 1;
+    m->lspec = *spec;
+    return m->be->sync(m->be, err);
+}
+
+void lt_model_set_rng(lt_model *m, lt_rng *rng) { m->rng = rng; }
+
+/* ---------------------------------------------------------------------- */
+/* inference with a KV cache                                               */
+
+lt_status lt_model_kv_init(lt_model *m, int max_len, lt_err *err) {
+    const lt_config *c = &m->cfg;
+    free_kv(m);
+    if (max_len <= 0 || max_len > c->max_position_embeddings)
+        return lt_fail(err, LT_ERR_RANGE, "kv cache: length %d must be in 1..max_position_embeddings (%d)", max_len,
+                       c->max_position_embeddings);
+    if (c->sliding_window > 0 && max_len > c->sliding_window)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "kv cache: length %d exceeds the model's sliding_window %d (sliding-window attention is not "
+                       "implemented)",
+                       max_len, c->sliding_window);
+    kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv) return lt_fail(err, LT_ERR_NOMEM, "kv cache: out of memory");
+    m->kv = kv;
+    int L = c->num_layers;
+    size_t S = (size_t)max_len, R = (size_t)(max_len < 64 ? max_len : 64);
+    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
+    size_t HqD = (size_t)c->num_heads * c->head_dim, HkvD = (size_t)c->num_kv_heads * c->head_dim;
+    size_t A = lt_dtype_size(m->be->act_dtype), F = sizeof(float), I4 = sizeof(int32_t);
+    kv->max_len = max_len;
+    kv->chunk = (int)R;
+    kv->k = calloc((size_t)L, sizeof *kv->k);
+    kv->v = calloc((size_t)L, sizeof *kv->v);
+    kv->h_doc = malloc(S * sizeof *kv->h_doc);
+    kv->h_pos = malloc(S * sizeof *kv->h_pos);
+    if (!kv->k || !kv->v || !kv->h_doc || !kv->h_pos) {
+        free_kv(m);
+        return lt_fail(err, LT_ERR_NOMEM, "kv cache: out of memory");
+    }
+    planner pl = {0};
+    for (int l = 0; l < L; l++) {
+        reserve(&pl, &kv->k[l], S * HkvD, A);
+        reserve(&pl, &kv->v[l], S * HkvD, A);
+    }
+    reserve(&pl, &kv->q, S * HqD, A);
+    reserve(&pl, &kv->att, S * HqD, A);
+    reserve(&pl, (void **)&kv->lse, S * (size_t)c->num_heads, F);
+    reserve(&pl, &kv->x, R * C, A);
+    reserve(&pl, &kv->h, R * C, A);
+    reserve(&pl, &kv->qpre, R * HqD, A);
+    reserve(&pl, &kv->kpre, R * HkvD, A);
+    reserve(&pl, &kv->tmp, R * C, A);
+    reserve(&pl, &kv->xmid, R * C, A);
+    reserve(&pl, &kv->gate, R * I, A);
+    reserve(&pl, &kv->up, R * I, A);
+    reserve(&pl, &kv->swi, R * I, A);
+    reserve(&pl, (void **)&kv->rstd, R, F);
+    reserve(&pl, (void **)&kv->qrstd, R * (size_t)c->num_heads, F);
+    reserve(&pl, (void **)&kv->krstd, R * (size_t)c->num_kv_heads, F);
+    reserve(&pl, (void **)&kv->xa, R * (size_t)(m->lora ? m->lspec.r : 1), F);
+    reserve(&pl, &kv->logits, R * V, A);
+    reserve(&pl, (void **)&kv->d_tokens, R, I4);
+    reserve(&pl, (void **)&kv->d_pos, R, I4);
+    reserve(&pl, (void **)&kv->d_doc, S, I4);
+    lt_status st = LT_OK;
+    if (pl.overflow) st = lt_fail(err, LT_ERR_NOMEM, "kv cache: size overflows");
+    else if ((st = m->be->alloc(m->be, pl.off, &kv->arena, err)))
+        lt_wrap(err, st, "kv cache for %d positions (%.1f MiB)", max_len, pl.off / 1048576.0);
+    else {
+        for (size_t i = 0; i < pl.n_dyn; i++) *pl.dyn[i] = (char *)kv->arena + pl.dyn_off[i];
+        m->be->zero(m->be, kv->arena, pl.off); /* no stale NaN in rows the attention op reads */
+    }
+    free(pl.dyn);
+    free(pl.dyn_off);
+    if (st) free_kv(m);
+    return st;
+}
+
+void lt_model_kv_reset(lt_model *m) {
+    if (m->kv) m->kv->len = 0;
+}
+
+int lt_model_kv_len(const lt_model *m) { return m->kv ? m->kv->len : 0; }
+
+/* n <= chunk new tokens at positions p0 .. p0+n-1 */
+static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *logits, int all_logits, lt_err *err) {
+    lt_backend *be = m->be;
+    kv_cache *kv = m->kv;
+    const lt_config *c = &m->cfg;
+    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, Hq = c->num_heads, Hkv = c->num_kv_heads;
+    int D = c->head_dim, L = c->num_layers, p0 = kv->len, T = p0 + n;
+    float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
+    size_t A = lt_dtype_size(be->act_dtype);
+    size_t qoff = (size_t)p0 * Hq * D * A, koff = (size_t)p0 * Hkv * D * A;
+    for (int t = 0; t < n; t++) kv->h_pos[t] = p0 + t;
+    for (int t = 0; t < T; t++) kv->h_doc[t] = t < p0 ? t : 0; // cached rows: themselves only
+    lt_status st;
+    if ((st = be->upload(be, kv->d_tokens, tokens, (size_t)n * 4, err)) ||
+        (st = be->upload(be, kv->d_pos, kv->h_pos, (size_t)n * 4, err)) ||
+        (st = be->upload(be, kv->d_doc, kv->h_doc, (size_t)T * 4, err)))
+        return lt_wrap(err, st, "decode");
+    be->embedding_fwd(be, kv->x, m->embed->data, kv->d_tokens, n, C); // (n, C)
+    for (int l = 0; l < L; l++) {
+        layer *y = &m->layers[l];
+        void *qnew = (char *)kv->q + qoff, *knew = (char *)kv->k[l] + koff, *vnew = (char *)kv->v[l] + koff;
+        be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->x, y->ln1->data, n, C, eps);
+        proj_fwd(m, l, TQ, c->qk_norm ? kv->qpre : qnew, kv->h, kv->xa, NULL, n, C, Hq * D);   // (n, Hq*D)
+        proj_fwd(m, l, TK, c->qk_norm ? kv->kpre : knew, kv->h, kv->xa, NULL, n, C, Hkv * D); // into the cache
+        proj_fwd(m, l, TV, vnew, kv->h, kv->xa, NULL, n, C, Hkv * D);
+        if (c->qk_norm) {
+            be->rmsnorm_fwd(be, qnew, kv->qrstd, kv->qpre, y->qn->data, n * Hq, D, eps);
+            be->rmsnorm_fwd(be, knew, kv->krstd, kv->kpre, y->kn->data, n * Hkv, D, eps);
+        }
+        be->rope_fwd(be, qnew, kv->d_pos, m->inv_freq, n, Hq, D);
+        be->rope_fwd(be, knew, kv->d_pos, m->inv_freq, n, Hkv, D);
+        // (1, T) sequence over the cache; rows >= p0 are the new queries
+        be->attention_fwd(be, kv->att, kv->lse, kv->q, kv->k[l], kv->v[l], kv->d_doc, 1, T, Hq, Hkv, D, scale);
+        proj_fwd(m, l, TO, kv->tmp, (char *)kv->att + qoff, kv->xa, NULL, n, Hq * D, C); // (n, C)
+        be->add(be, kv->xmid, kv->x, kv->tmp, (size_t)n * C);
+        be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->xmid, y->ln2->data, n, C, eps);
+        proj_fwd(m, l, TG, kv->gate, kv->h, kv->xa, NULL, n, C, I); // (n, I)
+        proj_fwd(m, l, TU, kv->up, kv->h, kv->xa, NULL, n, C, I);
+        be->swiglu_fwd(be, kv->swi, kv->gate, kv->up, (size_t)n * I);
+        proj_fwd(m, l, TD, kv->tmp, kv->swi, kv->xa, NULL, n, I, C); // (n, C)
+        be->add(be, kv->x, kv->xmid, kv->tmp, (size_t)n * C);
+    }
+    be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->x, m->lnf->data, n, C, eps);
+    int rows = all_logits ? n : 1;
+    const void *hin = all_logits ? kv->h : (char *)kv->h + (size_t)(n - 1) * C * A;
+    if (logits) {
+        be->matmul_fwd(be, kv->logits, hin, m->head->data, NULL, rows, C, V); // (rows, V)
+        if ((st = be->download_f32(be, logits, kv->logits, be->act_dtype, (size_t)rows * V, err)))
+            return lt_wrap(err, st, "decode");
+    }
+    if ((st = be->sync(be, err))) return lt_wrap(err, st, "decode");
+    kv->len = T;
+    return LT_OK;
+}
+
+lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int n, float *logits, int all_logits, lt_err *err) {
+    kv_cache *kv = m->kv;
+    if (!kv) return lt_fail(err, LT_ERR_INVALID, "decode: no KV cache (call lt_model_kv_init)");
+    if (n <= 0) return lt_fail(err, LT_ERR_INVALID, "decode: %d tokens", n);
+    if (kv->len + n > kv->max_len)
+        return lt_fail(err, LT_ERR_RANGE, "decode: %d cached + %d new tokens exceed the cache's %d positions", kv->len,
+                       n, kv->max_len);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
+            return lt_fail(err, LT_ERR_RANGE, "decode: token id %d is outside [0, %d)", tokens[i], m->cfg.vocab_size);
+    size_t V = (size_t)m->cfg.vocab_size;
+    for (int i = 0; i < n; i += kv->chunk) {
+        int k = n - i < kv->chunk ? n - i : kv->chunk, last = i + k == n;
+        float *out = !logits ? NULL : all_logits ? logits + (size_t)i * V : last ? logits : NULL;
+        lt_status st = decode_chunk(m, tokens + i, k, out, all_logits, err);
+        if (st) return st;
+    }
     return LT_OK;
 }

@@ -42,6 +42,7 @@ typedef struct lt_param {
     void *data;  /* backend memory, be->param_dtype */
     float *grad; /* backend memory, f32, NULL if frozen / not allocated */
     int trainable;
+    lt_dtype dtype; /* element type of data: be->param_dtype, F32 for LoRA A/B */
 } lt_param;
 
 typedef struct lt_model lt_model;
@@ -78,6 +79,45 @@ lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward, double los
 /* After a step: copy logits (N, V) and per-token losses (N) to the host. */
 lt_status lt_model_get_logits(lt_model *m, float *host, lt_err *err);
 lt_status lt_model_get_token_losses(lt_model *m, float *host, lt_err *err);
+
+/* ---- LoRA ----
+ * An adapter on projection W (out, in) of every layer: y = x W^T (+ b) +
+ * scale * (drop(x) A^T) B^T, A (r, in) and B (out, r) f32 parameters named as
+ * PEFT names them: "base_model.model.model.layers.<l>.<block>.<proj>.lora_<A|B>.weight"
+ * (block self_attn for q,k,v,o_proj, mlp for gate,up,down_proj).
+ * targets: bit t = 1 adapts projection t in the order q, k, v, o, gate, up,
+ * down (lt_lora_target in train/lt_lora.h). */
+typedef struct lt_lora_spec {
+    int r;
+    float scale;      /* alpha / r, or alpha / sqrt(r) (rsLoRA) */
+    float dropout;    /* in [0, 1): on the adapter's input, in backward (training) steps only */
+    unsigned targets; /* bit mask, see above */
+} lt_lora_spec;
+
+/* Freeze every base parameter (trainable = 0, gradients freed) and add the
+ * A/B parameters (trainable, zero-filled: the caller sets A). Frees a plan
+ * and a KV cache (plan / lt_model_kv_init again). Once per model. */
+lt_status lt_model_add_lora(lt_model *m, const lt_lora_spec *spec, lt_err *err);
+/* The RNG the LoRA dropout masks are drawn from (borrowed; NULL = no
+ * dropout). Each adapted projection of a backward step draws rows*in
+ * uniforms in layer order (q, k, v, o, gate, up, down), keep = u >= p, kept
+ * values scaled by 1/(1-p) as torch.nn.Dropout. */
+void lt_model_set_rng(lt_model *m, lt_rng *rng);
+
+/* ---- inference with a KV cache ----
+ * lt_model_kv_init allocates keys/values for max_len positions (one
+ * sequence) and empties the cache; lt_model_decode appends n tokens at the
+ * positions that follow the cached ones (a prompt, then one token at a
+ * time) and writes the logits of all n tokens (all_logits: (n, V)) or of the
+ * last one ((1, V)) to host memory. Written against the op table: the
+ * attention op runs over the whole cached sequence (B = 1, T = cached + n)
+ * with doc_start = t for the already cached query rows (they attend only to
+ * themselves and are ignored) and 0 for the new ones. Independent of the
+ * training plan. */
+lt_status lt_model_kv_init(lt_model *m, int max_len, lt_err *err);
+void lt_model_kv_reset(lt_model *m);
+int lt_model_kv_len(const lt_model *m);
+lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int n, float *logits, int all_logits, lt_err *err);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,12 @@ static const command commands[] = {
     {"inspect", lt_cmd_inspect, "describe a model folder (or a token shard .h5)"},
     {"score", lt_cmd_score, "log-probabilities of a token sequence under a model"},
     {"tokenize", lt_cmd_tokenize, "JSONL instruction sets / corpora -> HDF5 token shards"},
+    {"eval", lt_cmd_eval, "multiple-choice evaluation, loss on shards, paired comparison"},
+    {"plot", lt_cmd_plot, "SVG of training / eval loss and learning rate against tokens"},
+    {"train", lt_cmd_train, "full fine-tuning or LoRA on token shards (checkpoints, --resume, export)"},
+    {"generate", lt_cmd_generate, "chat with a model (KV cache; greedy or temperature / top-p)"},
+    {"merge", lt_cmd_merge, "fold a PEFT LoRA adapter into its base model (Hugging Face folder)"},
+    {"bench", lt_cmd_bench, "kernel microbenchmarks against measured peaks and cuBLAS / PyTorch"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,136 @@
+/*
+ * lt_cmd_merge.c -- `luxtrain merge --model DIR --adapter DIR --out DIR`:
+ * fold a PEFT LoRA adapter into its base model and write a Hugging Face
+ * folder (lt_export_hf): for every adapted projection
+ *   W' = W + scale * B @ A        (f32; W read in f32 from the source dtype)
+ * stored in the source tensor's dtype (BF16/F16 rounded to nearest even),
+ * every other tensor unchanged; config.json and the tokenizer files copied.
+ * This is PEFT's merge_and_unload computed in f32. Works on the host without
+ * a backend; holds the whole model in f32 memory.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lt_cli.h"
+#include "lt_export.h"
+#include "lt_lora.h"
+#include "lt_model_spec.h"
+#include "lt_safetensors.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: luxtrain merge --model DIR --adapter DIR --out DIR\n"
+               "  writes DIR/ (--out): the model with the LoRA adapter folded into its weights,\n"
+               "  in the source dtype, as a Hugging Face folder\n");
+}
+
+/* "model.layers.<l>.<block>.<proj>.weight" -> (layer, target), or 0 */
+static int adapted(const char *name, int *layer, int *target) {
+    int l, n = 0;
+    if (sscanf(name, "model.layers.%d.%n", &l, &n) != 1 || n == 0) return 0;
+    for (int t = 0; t < LT_LORA_NTARGETS; t++) {
+        char want[96];
+        snprintf(want, sizeof want, "%s.%s.weight", lt_lora_target_block(t), lt_lora_target_hf(t));
+        if (!strcmp(name + n, want)) {
+            *layer = l;
+            *target = t;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static lt_status lt_merge_adapter_folder(const char *model, const char *adapter, const char *out, lt_err *err) {
+    lt_config cfg;
+    lt_st_model *stm = NULL;
+    lt_peft_adapter *a = NULL;
+    lt_param_spec *specs = NULL;
+    lt_export_tensor *ts = NULL;
+    size_t n = 0;
+    lt_status st;
+    if ((st = lt_config_load(model, &cfg, err)) || (st = lt_st_open_model(model, &stm, err))) goto done;
+    if ((st = lt_peft_load(adapter, &a, err))) {
+        lt_wrap(err, st, "adapter '%s'", adapter);
+        goto done;
+    }
+    if ((st = lt_peft_check(a, &cfg, err)) || (st = lt_model_param_specs(&cfg, &specs, &n, err)) ||
+        (st = lt_model_check_tensors(stm, specs, n, cfg.tie_word_embeddings, err)))
+        goto done;
+    ts = calloc(n, sizeof *ts);
+    if (!ts) {
+        st = lt_fail(err, LT_ERR_NOMEM, "merge: out of memory");
+        goto done;
+    }
+    float scale = (float)lt_lora_scale(a->cfg.alpha, a->cfg.r, a->cfg.rslora);
+    for (size_t i = 0; i < n; i++) {
+        const lt_param_spec *sp = &specs[i];
+        const lt_st_tensor *t = lt_st_model_find(stm, sp->name);
+        size_t numel = (size_t)sp->shape[0] * (size_t)(sp->ndim > 1 ? sp->shape[1] : 1);
+        float *w = malloc(numel * sizeof *w);
+        if (!w) {
+            st = lt_fail(err, LT_ERR_NOMEM, "merge: out of memory for '%s'", sp->name);
+            goto done;
+        }
+        ts[i].name = sp->name;
+        ts[i].ndim = sp->ndim;
+        ts[i].shape[0] = sp->shape[0];
+        ts[i].shape[1] = sp->shape[1];
+        ts[i].dtype = t->dtype;
+        ts[i].data = w;
+        if ((st = lt_st_to_f32(t, w, numel, err))) goto done;
+        int layer, target;
+        const lt_peft_tensor *pt;
+        if (adapted(sp->name, &layer, &target) && (pt = lt_peft_find(a, layer, target))) {
+            // W (out, in) += scale * B (out, r) @ A (r, in)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, pt->out, pt->in, a->cfg.r, scale, pt->B, a->cfg.r,
+                        pt->A, pt->in, 1.0f, w, pt->in);
+        }
+    }
+    st = lt_export_hf(out, model, ts, n, 0, err);
+done:
+    if (ts)
+        for (size_t i = 0; i < n; i++) free((void *)ts[i].data);
+    free(ts);
+    free(specs);
+    lt_peft_free(a);
+    if (stm) lt_st_close_model(stm);
+    return st;
+}
+
+int lt_cmd_merge(int argc, char **argv) {
+    const char *model = NULL, *adapter = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        const char **dst = !strcmp(a, "--model") ? &model : !strcmp(a, "--adapter") ? &adapter
+                                                        : !strcmp(a, "--out")       ? &out
+                                                                                    : NULL;
+        if (!dst) {
+            fprintf(stderr, "merge: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "merge: %s expects a folder\n", a);
+            return 2;
+        }
+        *dst = argv[++i];
+    }
+    if (!model || !adapter || !out) {
+        fprintf(stderr, "merge: --model, --adapter and --out are required\n");
+        usage(stderr);
+        return 2;
+    }
+    lt_err err = {{0}};
+    if (lt_merge_adapter_folder(model, adapter, out, &err)) {
+        fprintf(stderr, "merge: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "merge: wrote %s\n", out);
+    return 0;
+}

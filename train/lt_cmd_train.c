@@ -1,0 +1,597 @@
+/*
+ * lt_cmd_train.c -- `luxtrain train`: full fine-tuning or LoRA on token
+ * shards, with evaluation, checkpoints, --resume and the final export.
+ *
+ *   RUN_DIR/config.json     the resolved options (lt_train_opts_write)
+ *   RUN_DIR/metrics.jsonl   one object per optimizer step: step, epoch, loss,
+ *                           grad_norm (before clipping), lr, tokens,
+ *                           target_tokens, tokens_per_s, elapsed_s; a skipped
+ *                           step (--skip-nonfinite) writes step (steps done),
+ *                           "skipped": true, epoch, tokens, target_tokens,
+ *                           elapsed_s and no loss; one per
+ *                           evaluation: step, eval_loss, eval_target_tokens
+ *   RUN_DIR/checkpoints/    lt_ckpt.h; each complete step-N/ also gets hf/ (full:
+ *                           a Hugging Face folder) or adapter/ (LoRA: a PEFT
+ *                           folder) with the same weights, written after it
+ *   RUN_DIR/final/          Hugging Face folder (full) or PEFT adapter (LoRA)
+ *
+ * Steps: one optimizer step takes up to --grad-accum micro-batches from the
+ * loader; it never spans an epoch boundary (the epoch's last step may use
+ * fewer). Total steps for the schedule = min(--max-steps, epochs *
+ * ceil(batches_per_epoch / grad_accum)) (whichever limits are on).
+ *
+ * --resume: the newest complete checkpoint's weights, optimizer state, step,
+ * loader position and RNG are restored, metrics.jsonl is cut back to that
+ * step, and training continues; the losses that follow are bitwise those of
+ * an uninterrupted run (same build, same thread count).
+ *
+ * Data parallel: started by an MPI launcher (mpirun -np N, srun) the run uses
+ * lt_comm ("mpi" for the CPU backend, "nccl" for CUDA, one GPU per process
+ * on device local_rank): the loader gives rank r its part of every global
+ * batch (--micro-batch sequences per rank), counts, loss and gradients are
+ * summed over the ranks (lt_trainer.h), and rank 0 alone writes config.json,
+ * metrics, checkpoints and the export and runs the evaluation. Every rank
+ * reads the checkpoint on --resume (RUN_DIR must be on a shared filesystem).
+ *
+ * Test hook: LT_TRAIN_TEST_KILL_AFTER=N sends SIGKILL to the process after
+ * optimizer step N is done (and its checkpoint, if one is due, written).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lt_ckpt.h"
+#include "lt_cli.h"
+#include "lt_comm.h"
+#include "lt_export.h"
+#include "lt_fs.h"
+#include "lt_loader.h"
+#include "lt_lora.h"
+#include "lt_model.h"
+#include "lt_safetensors.h"
+#include "lt_train_opts.h"
+#include "lt_trainer.h"
+
+typedef struct run {
+    const lt_train_opts *o;
+    int lora;
+    lt_peft_config peft;
+    lt_backend *be;
+    lt_model *m;
+    lt_trainer *tr;
+    lt_optim *opt;
+    lt_loader *L, *E; /* training / evaluation loaders */
+    lt_loader_state E0;
+    lt_rng rng;
+    int64_t total_steps, tokens_seen, epochs_done;
+    double elapsed0, t0; /* elapsed before this process; this process's start */
+    int64_t tokens_here, steps_here;
+    double last_loss, last_lr;
+    FILE *metrics;
+    int tty;
+    lt_comm *comm; /* NULL: one process */
+    int rank, world;
+    /* the step's micro-batches, copied from the loader */
+    int32_t *buf;
+    lt_batch *micro;
+} run;
+
+static lt_status export_to(run *r, const char *out, lt_err *err);
+
+static double elapsed(const run *r) { return r->elapsed0 + (lt_now_s() - r->t0); }
+
+/* ------------------------------------------------------------ metrics */
+
+/* Keep only the lines of metrics.jsonl whose "step" <= keep_step. */
+static lt_status cut_metrics(const char *path, int64_t keep_step, lt_err *err) {
+    if (!lt_file_exists(path)) return LT_OK;
+    char *data = NULL;
+    size_t len = 0;
+    lt_status st = lt_read_file(path, &data, &len, err);
+    if (st) return st;
+    char *out = malloc(len + 1);
+    if (!out) {
+        free(data);
+        return lt_fail(err, LT_ERR_NOMEM, "out of memory");
+    }
+    size_t o = 0;
+    char *line = data;
+    while (line < data + len) {
+        char *nl = memchr(line, '\n', (size_t)(data + len - line));
+        size_t ll = nl ? (size_t)(nl - line) : (size_t)(data + len - line);
+        cJSON *j = cJSON_ParseWithLength(line, ll);
+        cJSON *s = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
+        if (s && cJSON_IsNumber(s) && s->valuedouble <= (double)keep_step) {
+            memcpy(out + o, line, ll);
+            o += ll;
+            out[o++] = '\n';
+        }
+        cJSON_Delete(j);
+        line += ll + 1;
+    }
+    st = lt_write_file_atomic(path, out, o, err);
+    free(out);
+    free(data);
+    return st;
+}
+
+/* shortest decimal that reads back to the same double ("null" for NaN/Inf) */
+static void fmt_num(char *buf, size_t cap, double x) {
+    if (!isfinite(x)) {
+        snprintf(buf, cap, "null");
+        return;
+    }
+    for (int p = 6; p <= 17; p++) {
+        snprintf(buf, cap, "%.*g", p, x);
+        if (strtod(buf, NULL) == x) return;
+    }
+}
+
+static void write_step_metrics(run *r, const lt_train_stats *s, int64_t epoch) {
+    if (!r->metrics) return;
+    char loss[40], gn[40], lr[40], tps[40], el[40];
+    fmt_num(loss, sizeof loss, s->loss);
+    fmt_num(gn, sizeof gn, s->grad_norm);
+    fmt_num(lr, sizeof lr, s->lr);
+    double e = lt_now_s() - r->t0;
+    fmt_num(tps, sizeof tps, e > 0 ? (double)r->tokens_here / e : 0.0);
+    fmt_num(el, sizeof el, elapsed(r));
+    if (s->skipped) /* no update: no loss / grad_norm keys (plots skip the line) */
+        fprintf(r->metrics,
+                "{\"step\": %lld, \"skipped\": true, \"epoch\": %lld, \"tokens\": %lld, \"target_tokens\": %lld, "
+                "\"elapsed_s\": %s}\n",
+                (long long)s->step, (long long)epoch, (long long)r->tokens_seen, (long long)s->target_tokens, el);
+    else
+        fprintf(r->metrics,
+                "{\"step\": %lld, \"epoch\": %lld, \"loss\": %s, \"grad_norm\": %s, \"lr\": %s, \"tokens\": %lld, "
+                "\"target_tokens\": %lld, \"tokens_per_s\": %s, \"elapsed_s\": %s}\n",
+                (long long)s->step, (long long)epoch, loss, gn, lr, (long long)r->tokens_seen,
+                (long long)s->target_tokens, tps, el);
+    fflush(r->metrics);
+}
+
+static void progress(run *r, const lt_train_stats *s, int force_line) {
+    if (r->rank) return;
+    double e = lt_now_s() - r->t0;
+    double tps = e > 0 ? (double)r->tokens_here / e : 0;
+    double left = r->steps_here > 0 ? (double)(r->total_steps - s->step) * e / (double)r->steps_here : 0;
+    int h = (int)(left / 3600), mi = (int)(fmod(left, 3600) / 60), se = (int)fmod(left, 60);
+    if (r->tty) {
+        fprintf(stderr, "\rstep %lld/%lld  loss %.4f  lr %.3g  gnorm %.3g  %.0f tok/s  left %d:%02d:%02d   ",
+                (long long)s->step, (long long)r->total_steps, s->loss, s->lr, s->grad_norm, tps, h, mi, se);
+        if (force_line) fputc('\n', stderr);
+    } else if (force_line) {
+        fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  grad_norm %.3g  %.0f tok/s  left %d:%02d:%02d\n",
+                (long long)s->step, (long long)r->total_steps, s->loss, s->lr, s->grad_norm, tps, h, mi, se);
+    }
+    fflush(stderr);
+}
+
+/* ------------------------------------------------------------ evaluation */
+
+static lt_status evaluate(run *r, int64_t step, lt_err *err) {
+    if (r->rank) return LT_OK; /* rank 0 evaluates (the others wait in the next step's reduction) */
+    lt_status st = lt_loader_set_state(r->E, &r->E0, err);
+    if (st) return lt_wrap(err, st, "eval");
+    double sum = 0;
+    int64_t nt = 0, nb = lt_loader_batches_per_epoch(r->E);
+    for (int64_t i = 0; i < nb; i++) {
+        lt_loader_batch lb;
+        lt_step_result res;
+        if ((st = lt_loader_next(r->E, &lb, err))) return lt_wrap(err, st, "eval");
+        if ((st = lt_model_step(r->m, &lb.batch, 0, 1.0, &res, err))) return lt_wrap(err, st, "eval at step %lld", (long long)step);
+        sum += res.loss_sum;
+        nt += res.n_targets;
+        if (lb.last_in_epoch) break;
+    }
+    double loss = nt ? sum / (double)nt : NAN;
+    if (r->tty) fputc('\n', stderr);
+    fprintf(stderr, "eval at step %lld: loss %.4f over %lld target tokens\n", (long long)step, loss, (long long)nt);
+    if (r->metrics) {
+        char l[40];
+        fmt_num(l, sizeof l, loss);
+        fprintf(r->metrics, "{\"step\": %lld, \"eval_loss\": %s, \"eval_target_tokens\": %lld}\n", (long long)step, l,
+                (long long)nt);
+        fflush(r->metrics);
+    }
+    return LT_OK;
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
+    if (r->rank) return LT_OK; /* rank 0 writes */
+    lt_tlist w = {0}, os = {0};
+    lt_loader_state ls;
+    lt_loader_get_state(r->L, &ls);
+    char extra[256];
+    snprintf(extra, sizeof extra, "{\"elapsed_s\": %.17g, \"epochs_done\": %lld}", elapsed(r),
+             (long long)r->epochs_done);
+    lt_ckpt_state cs = {0};
+    cs.step = step;
+    cs.epoch = ls.epoch;
+    cs.total_steps = r->total_steps;
+    cs.tokens_seen = r->tokens_seen;
+    cs.lr = r->last_lr;
+    cs.loss = r->last_loss;
+    snprintf(cs.mode, sizeof cs.mode, "%s", r->lora ? "lora" : "full");
+    lt_train_opts_hash(r->o, cs.options_hash);
+    cs.rng = r->rng;
+    cs.loader = &ls;
+    cs.loader_len = sizeof ls;
+    cs.extra_json = extra;
+    char dir[4096];
+    lt_status st = lt_optim_params_to_tlist(r->opt, &w, err);
+    if (!st) st = lt_optim_state_to_tlist(r->opt, &os, err);
+    if (!st) st = lt_ckpt_write(r->o->out, &cs, &w, &os, (int)r->o->keep_checkpoints, dir, sizeof dir, err);
+    lt_tlist_free(&w);
+    lt_tlist_free(&os);
+    if (st) return st;
+    /* the same weights as a usable folder: step-N/hf (full) or step-N/adapter (LoRA), written
+     * (temporary name + rename) once the checkpoint itself is complete */
+    char sub[4200];
+    snprintf(sub, sizeof sub, "%s/%s", dir, r->lora ? "adapter" : "hf");
+    if ((st = export_to(r, sub, err))) return lt_wrap(err, st, "checkpoint %s", dir);
+    if (r->tty) fputc('\n', stderr);
+    fprintf(stderr, "checkpoint: %s\n", dir);
+    return LT_OK;
+}
+
+static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
+    lt_ckpt *c = NULL;
+    lt_status st = lt_ckpt_open(dir, &c, err);
+    if (st) return st;
+    char hash[17];
+    lt_train_opts_hash(r->o, hash);
+    if (strcmp(hash, c->state.options_hash)) {
+        st = lt_fail(err, LT_ERR_INVALID,
+                     "%s: was written with different training options (options hash %s, now %s): model, data, LoRA, "
+                     "batch shape, optimizer, schedule and seed must stay the same to resume",
+                     dir, c->state.options_hash, hash);
+        goto done;
+    }
+    if (strcmp(c->state.mode, r->lora ? "lora" : "full")) {
+        st = lt_fail(err, LT_ERR_INVALID, "%s: is a '%s' checkpoint, this run is '%s'", dir, c->state.mode,
+                     r->lora ? "lora" : "full");
+        goto done;
+    }
+    if (c->state.loader_len != sizeof(lt_loader_state)) {
+        st = lt_fail(err, LT_ERR_FORMAT, "%s: loader.bin has %zu bytes, expected %zu", dir, c->state.loader_len,
+                     sizeof(lt_loader_state));
+        goto done;
+    }
+    if (!c->optim) {
+        st = lt_fail(err, LT_ERR_FORMAT, "%s: has no optimizer state", dir);
+        goto done;
+    }
+    lt_loader_state ls;
+    memcpy(&ls, c->state.loader, sizeof ls);
+    if ((st = lt_optim_params_load(r->opt, c->weights, err)) || (st = lt_optim_state_load(r->opt, c->optim, err)) ||
+        (st = lt_loader_set_state(r->L, &ls, err)))
+        goto done;
+    lt_optim_set_steps_done(r->opt, c->state.step);
+    r->rng = c->state.rng;
+    r->tokens_seen = c->state.tokens_seen;
+    r->last_loss = c->state.loss;
+    r->last_lr = c->state.lr;
+    r->epochs_done = ls.doc_pos >= ls.n_docs ? ls.epoch + 1 : ls.epoch;
+    if (c->state.extra_json) {
+        cJSON *x = cJSON_Parse(c->state.extra_json);
+        cJSON *e = x ? cJSON_GetObjectItemCaseSensitive(x, "elapsed_s") : NULL;
+        cJSON *ed = x ? cJSON_GetObjectItemCaseSensitive(x, "epochs_done") : NULL;
+        if (cJSON_IsNumber(e)) r->elapsed0 = e->valuedouble;
+        if (cJSON_IsNumber(ed)) r->epochs_done = (int64_t)ed->valuedouble;
+        cJSON_Delete(x);
+    }
+    if (!r->rank) fprintf(stderr, "train: resuming from %s (step %lld)\n", dir, (long long)c->state.step);
+done:
+    lt_ckpt_close(c);
+    return st;
+}
+
+/* ------------------------------------------------------------ export */
+
+/* the trained model into `out`: Hugging Face folder (full) or PEFT adapter (LoRA) */
+static lt_status export_to(run *r, const char *out, lt_err *err) {
+    if (r->rank) return LT_OK;
+    if (r->lora) return lt_trainer_export_adapter(r->m, &r->peft, out, err);
+    /* full: every parameter, in the source checkpoint's dtype */
+    lt_st_model *src = NULL;
+    lt_status st = lt_st_open_model(r->o->model, &src, err);
+    if (st) return st;
+    size_t n = lt_optim_count(r->opt);
+    lt_export_tensor *ts = calloc(n, sizeof *ts);
+    if (!ts) {
+        lt_st_close_model(src);
+        return lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+    }
+    for (size_t i = 0; i < n && !st; i++) {
+        lt_param *p = lt_model_find_param(r->m, lt_optim_name(r->opt, i));
+        const lt_st_tensor *t = lt_st_model_find(src, lt_optim_name(r->opt, i));
+        float *h = p ? malloc(p->numel * sizeof *h) : NULL;
+        if (!h || !t) {
+            free(h);
+            st = lt_fail(err, LT_ERR_INVALID, "export: tensor '%s' not found", lt_optim_name(r->opt, i));
+            break;
+        }
+        ts[i].name = p->name;
+        ts[i].ndim = p->ndim;
+        ts[i].shape[0] = p->shape[0];
+        ts[i].shape[1] = p->shape[1];
+        ts[i].dtype = t->dtype;
+        ts[i].data = h;
+        st = lt_optim_get_param(r->opt, i, h, err);
+    }
+    if (!st) st = lt_export_hf(out, r->o->model, ts, n, 0, err);
+    for (size_t i = 0; i < n; i++) free((void *)ts[i].data);
+    free(ts);
+    lt_st_close_model(src);
+    return st;
+}
+
+static lt_status export_final(run *r, lt_err *err) {
+    char out[4096];
+    if (!lt_path_join(out, sizeof out, r->o->out, "final")) return lt_fail(err, LT_ERR_INVALID, "path too long");
+    return export_to(r, out, err);
+}
+
+/* ------------------------------------------------------------ the run */
+
+static lt_status setup(run *r, lt_err *err) {
+    const lt_train_opts *o = r->o;
+    lt_status st;
+    if (r->world > 1 && strcmp(o->device, "cpu")) { /* one GPU per process */
+        lt_comm_env env;
+        lt_comm_env_read(&env);
+        st = lt_cuda_backend_create(env.local_rank, &r->be, err);
+        if (st && !strcmp(o->device, "cuda")) return st;
+    }
+    if (!r->be && (st = lt_backend_create(o->device, (int)o->threads, &r->be, err))) return st;
+    if (r->world > 1) {
+        lt_comm_opts co = lt_comm_opts_default();
+        co.on_device = strcmp(r->be->name, "cpu") != 0;
+        if ((st = lt_comm_create("auto", &co, &r->comm, err))) return st;
+        r->rank = r->comm->rank;
+    }
+    if ((st = lt_model_load(o->model, r->be, &r->m, err))) return st;
+    const lt_config *cfg = lt_model_config(r->m);
+    lt_rng_seed(&r->rng, (uint64_t)o->seed);
+    if (r->lora) {
+        if (o->adapter) {
+            if ((st = lt_trainer_load_adapter(r->m, o->adapter, &r->peft, err))) return st;
+            if ((o->lora_rank > 0 && o->lora_rank != r->peft.r))
+                return lt_fail(err, LT_ERR_INVALID, "--lora-rank %ld differs from the adapter's r = %d", o->lora_rank,
+                               r->peft.r);
+            r->peft.dropout = o->lora_dropout;
+        } else {
+            r->peft.r = (int)o->lora_rank;
+            r->peft.alpha = o->lora_alpha;
+            r->peft.dropout = o->lora_dropout;
+            r->peft.targets = o->lora_targets;
+            r->peft.rslora = o->rslora;
+            if ((st = lt_trainer_add_lora(r->m, &r->peft, &r->rng, err))) return st;
+        }
+        snprintf(r->peft.base_model, sizeof r->peft.base_model, "%s", o->model);
+        lt_model_set_rng(r->m, &r->rng);
+    }
+    lt_loader_opts lo = {(int)o->micro_batch, (int)o->seq_len, r->rank, r->world, (uint64_t)o->seed, 1,
+                         cfg->vocab_size};
+    if ((st = lt_loader_open((const char *const *)o->data, o->n_data, NULL, &lo, &r->L, err))) return st;
+    if (o->n_eval_data) {
+        lt_loader_opts eo = lo;
+        eo.shuffle = 0;
+        eo.rank = 0; /* rank 0 evaluates the whole set */
+        eo.world_size = 1;
+        if ((st = lt_loader_open((const char *const *)o->eval_data, o->n_eval_data, NULL, &eo, &r->E, err)))
+            return lt_wrap(err, st, "--eval-data");
+        lt_loader_get_state(r->E, &r->E0);
+    }
+    if ((st = lt_model_plan(r->m, (int)o->micro_batch, (int)o->seq_len, err))) return st;
+
+    int64_t bpe = lt_loader_batches_per_epoch(r->L), k = o->grad_accum;
+    int64_t per_epoch = (bpe + k - 1) / k, total = 0;
+    if (o->epochs > 0) total = per_epoch * o->epochs;
+    if (o->max_steps > 0 && (total == 0 || o->max_steps < total)) total = o->max_steps;
+    if (total <= 0) return lt_fail(err, LT_ERR_INVALID, "the training data hold no batches");
+    r->total_steps = total;
+    lt_optim_cfg oc = {0};
+    oc.sched.kind = o->schedule;
+    oc.sched.lr = o->lr;
+    oc.sched.warmup_steps = o->warmup_steps;
+    oc.sched.total_steps = total;
+    oc.sched.min_lr_ratio = o->min_lr_ratio;
+    oc.beta1 = o->beta1;
+    oc.beta2 = o->beta2;
+    oc.eps = o->eps;
+    oc.weight_decay = o->weight_decay;
+    oc.clip = o->clip;
+    if ((st = lt_trainer_create(r->m, &oc, o->decay_embeddings, o->skip_nonfinite, &r->tr, err))) return st;
+    r->opt = lt_trainer_optim(r->tr);
+    lt_trainer_set_comm(r->tr, r->comm);
+    size_t N = (size_t)o->micro_batch * o->seq_len;
+    r->buf = malloc((size_t)k * 4 * N * sizeof(int32_t));
+    r->micro = calloc((size_t)k, sizeof *r->micro);
+    if (!r->buf || !r->micro) return lt_fail(err, LT_ERR_NOMEM, "out of memory for %lld micro-batches", (long long)k);
+    size_t params = 0;
+    for (size_t i = 0; i < lt_model_num_params(r->m); i++)
+        if (lt_model_param(r->m, i)->trainable) params += lt_model_param(r->m, i)->numel;
+    if (!r->rank)
+        fprintf(stderr,
+                "train: %s %s, %zu trainable parameters; %lld documents, %lld tokens, %lld batches of %d x %ld x "
+                "%ld per epoch (%lld truncated); %lld optimizer steps%s%s\n",
+                lt_arch_name(cfg->arch), r->lora ? "LoRA" : "full fine-tuning", params,
+                (long long)lt_loader_num_docs(r->L), (long long)lt_loader_num_tokens(r->L), (long long)bpe, r->world,
+                o->micro_batch, o->seq_len, (long long)lt_loader_num_truncated(r->L), (long long)total,
+                r->comm ? "; communicator " : "", r->comm ? r->comm->name : "");
+    return LT_OK;
+}
+
+/* Copy the next micro-batches of one step (stopping at the epoch's end). */
+static lt_status next_step_batches(run *r, int *n_micro, int64_t *epoch, lt_err *err) {
+    size_t N = (size_t)r->o->micro_batch * r->o->seq_len;
+    int n = 0;
+    while (n < r->o->grad_accum) {
+        lt_loader_batch lb;
+        lt_status st = lt_loader_next(r->L, &lb, err);
+        if (st) return st;
+        int32_t *b = r->buf + (size_t)n * 4 * N;
+        memcpy(b, lb.batch.tokens, N * 4);
+        memcpy(b + N, lb.batch.targets, N * 4);
+        memcpy(b + 2 * N, lb.batch.pos, N * 4);
+        memcpy(b + 3 * N, lb.batch.doc_start, N * 4);
+        lt_batch *mb = &r->micro[n++];
+        mb->B = lb.batch.B;
+        mb->T = lb.batch.T;
+        mb->tokens = b;
+        mb->targets = b + N;
+        mb->pos = b + 2 * N;
+        mb->doc_start = b + 3 * N;
+        *epoch = lb.epoch;
+        if (lb.last_in_epoch) {
+            r->epochs_done = lb.epoch + 1;
+            break;
+        }
+    }
+    *n_micro = n;
+    return LT_OK;
+}
+
+static int kill_after(void) {
+    const char *s = getenv("LT_TRAIN_TEST_KILL_AFTER");
+    return s ? atoi(s) : -1;
+}
+
+static lt_status train_loop(run *r, lt_err *err) {
+    const lt_train_opts *o = r->o;
+    lt_status st;
+    int64_t step = lt_optim_steps_done(r->opt), last_saved = step, last_eval = -1;
+    int killat = kill_after(), skipped_in_row = 0;
+    while (step < r->total_steps && !(o->epochs > 0 && r->epochs_done >= o->epochs)) {
+        int n_micro = 0;
+        int64_t epoch = 0;
+        if ((st = next_step_batches(r, &n_micro, &epoch, err))) return st;
+        lt_train_stats s;
+        if ((st = lt_trainer_step(r->tr, r->micro, n_micro, &s, err))) {
+            if (r->tty) fputc('\n', stderr);
+            return st;
+        }
+        r->tokens_seen += s.tokens;
+        r->tokens_here += s.tokens;
+        if (s.skipped) {
+            write_step_metrics(r, &s, epoch);
+            if (++skipped_in_row >= 20)
+                return lt_fail(err, LT_ERR_NONFINITE,
+                               "%d steps in a row skipped after step %lld (non-finite or no targets): stopping",
+                               skipped_in_row, (long long)step);
+            continue;
+        }
+        skipped_in_row = 0;
+        step = s.step;
+        r->steps_here++;
+        r->last_loss = s.loss;
+        r->last_lr = s.lr;
+        write_step_metrics(r, &s, epoch);
+        int last = step >= r->total_steps || (o->epochs > 0 && r->epochs_done >= o->epochs);
+        progress(r, &s, o->log_every > 0 && (step % o->log_every == 0 || last));
+        if (r->E && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
+            if ((st = evaluate(r, step, err))) return st;
+            last_eval = step;
+        }
+        if ((o->save_every > 0 && step % o->save_every == 0) || last) {
+            if ((st = save_checkpoint(r, step, err))) return st;
+            last_saved = step;
+        }
+        if (killat >= 0 && step == killat) raise(SIGKILL);
+    }
+    (void)last_saved;
+    (void)last_eval;
+    if (r->tty) fputc('\n', stderr);
+    return LT_OK;
+}
+
+int lt_cmd_train(int argc, char **argv) {
+    lt_train_opts o;
+    lt_err err = {{0}};
+    if (lt_train_opts_parse(argc, argv, &o, &err) != LT_OK) {
+        fprintf(stderr, "train: %s\n(luxtrain train --help lists the options)\n", err.msg);
+        lt_train_opts_free(&o);
+        return 2;
+    }
+    if (o.help) {
+        lt_train_opts_help(stdout);
+        lt_train_opts_free(&o);
+        return 0;
+    }
+    run r;
+    memset(&r, 0, sizeof r);
+    r.o = &o;
+    r.lora = lt_train_opts_lora(&o);
+    r.tty = isatty(2);
+    r.last_loss = NAN;
+    lt_comm_env env;
+    lt_comm_env_read(&env);
+    r.world = env.world > 1 ? env.world : 1;
+    r.rank = env.world > 1 ? env.rank : 0;
+    if (r.rank) r.tty = 0;
+    int rc = 1;
+    char path[4096], ck[4096] = "";
+    int64_t ck_step = -1;
+    lt_status st;
+    if ((st = lt_fs_mkdir_p(o.out, &err))) goto fail;
+    if (o.resume) {
+        if ((st = lt_ckpt_find_latest(o.out, ck, sizeof ck, &ck_step, &err))) goto fail;
+        if (ck_step < 0 && !r.rank) fprintf(stderr, "train: --resume: no complete checkpoint in %s, starting from step 0\n", o.out);
+    } else {
+        lt_path_join(path, sizeof path, o.out, "checkpoints");
+        int64_t s = -1;
+        char d[4096];
+        if (lt_is_dir(path) && lt_ckpt_find_latest(o.out, d, sizeof d, &s, &err) == LT_OK && s >= 0) {
+            lt_fail(&err, LT_ERR_INVALID,
+                    "%s already holds checkpoints (newest: step %lld); use --resume to continue it, or another --out",
+                    o.out, (long long)s);
+            goto fail;
+        }
+    }
+    lt_path_join(path, sizeof path, o.out, "config.json");
+    if (!r.rank && (st = lt_train_opts_write(&o, path, &err))) goto fail;
+    if ((st = setup(&r, &err))) goto fail;
+    if (ck_step >= 0 && (st = restore_checkpoint(&r, ck, &err))) goto fail;
+    lt_path_join(path, sizeof path, o.out, "metrics.jsonl");
+    if (!r.rank) {
+        if (ck_step >= 0 && (st = cut_metrics(path, ck_step, &err))) goto fail;
+        r.metrics = fopen(path, ck_step >= 0 ? "a" : "w"); /* a fresh start drops every old line */
+        if (!r.metrics) {
+            lt_fail(&err, LT_ERR_IO, "%s: cannot open for writing", path);
+            goto fail;
+        }
+    }
+    r.t0 = lt_now_s();
+    if ((st = train_loop(&r, &err))) goto fail;
+    if ((st = export_final(&r, &err))) goto fail;
+    lt_path_join(path, sizeof path, o.out, "final");
+    if (!r.rank)
+        fprintf(stderr, "train: done after %lld steps (%.1f s); final %s: %s\n",
+                (long long)lt_optim_steps_done(r.opt), elapsed(&r), r.lora ? "adapter" : "model", path);
+    rc = 0;
+    goto done;
+fail:
+    if (r.comm) r.comm->abort(r.comm, err.msg); /* stops every rank */
+    fprintf(stderr, "train: %s\n", err.msg);
+done:
+    if (r.comm) r.comm->destroy(r.comm);
+    if (r.metrics) fclose(r.metrics);
+    free(r.buf);
+    free(r.micro);
+    lt_trainer_free(r.tr);
+    lt_loader_free(r.L);
+    lt_loader_free(r.E);
+    lt_model_free(r.m);
+    if (r.be) r.be->destroy(r.be);
+    lt_train_opts_free(&o);
+    return rc;
+}
