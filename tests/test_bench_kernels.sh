@@ -33,7 +33,7 @@ need(pk["copy_gbps"] > 0 and pk["gemm_tflops"] > 0 and math.isfinite(pk["copy_gb
 ops = {r["op"] for r in d["results"]}
 want = {"attention_fwd", "attention_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "rope_fwd", "rope_bwd", "swiglu_fwd",
         "swiglu_bwd", "embedding_fwd", "embedding_bwd", "matmul_fwd", "matmul_bwd", "lora_fwd+bwd",
-        "cross_entropy", "adamw"}
+        "cross_entropy", "adamw", "add_rmsnorm_fwd"}
 need(ops == want, "ops %s" % sorted(ops ^ want))
 for r in d["results"]:
     i, s = r["id"], r["shape"]
