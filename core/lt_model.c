@@ -224,11 +224,18 @@ struct lt_model {
     layer *layers;
     float *inv_freq; /* (D/2) f32, backend */
     int grads_allocated;
+    float *grad_flat;  /* one buffer for every trainable gradient, in parameter order */
+    size_t grad_numel; /* its length */
+    lt_grad_hook hook; /* called when a group's gradients are final (NULL: none) */
+    void *hook_ctx;
+    int recompute;     /* keep only each layer's input; recompute the rest in the backward */
+    int replay;        /* proj_fwd redraws dropout masks from the saved snapshots */
 
     /* plan */
     int B, T;
     void *arena;
     layer_acts *acts;
+    layer_acts scratch; /* --recompute: the one layer's activations (x unused) */
     void *x_final;   /* (N, C) residual after the last layer */
     void *hf;        /* (N, C) final norm output */
     float *rstdf;    /* (N) */
@@ -290,6 +297,7 @@ static void free_plan(lt_model *m) {
     m->arena = NULL;
     free(m->acts);
     m->acts = NULL;
+    memset(&m->scratch, 0, sizeof m->scratch);
     free(m->host_losses);
     m->host_losses = NULL;
     free(m->host_drop);
@@ -304,10 +312,9 @@ void lt_model_free(lt_model *m) {
     if (!m) return;
     free_plan(m);
     free_kv(m);
-    for (size_t i = 0; i < m->n_params; i++) {
+    for (size_t i = 0; i < m->n_params; i++)
         if (m->params[i].data) m->be->free(m->be, m->params[i].data);
-        if (m->params[i].grad) m->be->free(m->be, m->params[i].grad);
-    }
+    if (m->grad_flat) m->be->free(m->be, m->grad_flat);
     if (m->inv_freq) m->be->free(m->be, m->inv_freq);
     free(m->params);
     free(m->layers);
@@ -425,21 +432,68 @@ fail:
     return lt_wrap(err, st, "loading model '%s'", dir);
 }
 
+/* One buffer holds every trainable gradient (parameter order): the trainer
+ * reduces contiguous ranges of it and shards it for ZeRO-1. */
 lt_status lt_model_alloc_grads(lt_model *m, lt_err *err) {
+    if (m->grad_flat) return LT_OK;
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_params; i++)
+        if (m->params[i].trainable) n += m->params[i].numel;
+    if (n) {
+        lt_status st = m->be->alloc(m->be, n * sizeof(float), (void **)&m->grad_flat, err);
+        if (st) return lt_wrap(err, st, "gradients (%zu floats)", n);
+        m->be->zero(m->be, m->grad_flat, n * sizeof(float));
+    }
+    size_t off = 0;
     for (size_t i = 0; i < m->n_params; i++) {
         lt_param *p = &m->params[i];
-        if (!p->trainable || p->grad) continue;
-        lt_status st = m->be->alloc(m->be, p->numel * sizeof(float), (void **)&p->grad, err);
-        if (st) return lt_wrap(err, st, "gradient of '%s' (%zu floats)", p->name, p->numel);
-        m->be->zero(m->be, p->grad, p->numel * sizeof(float));
+        p->grad = p->trainable ? m->grad_flat + off : NULL;
+        if (p->trainable) off += p->numel;
     }
+    m->grad_numel = n;
     m->grads_allocated = 1;
     return LT_OK;
 }
 
+float *lt_model_grads_flat(lt_model *m, size_t *n) {
+    if (n) *n = m->grad_numel;
+    return m->grad_flat;
+}
+
 void lt_model_zero_grads(lt_model *m) {
-    for (size_t i = 0; i < m->n_params; i++)
-        if (m->params[i].grad) m->be->zero(m->be, m->params[i].grad, m->params[i].numel * sizeof(float));
+    if (m->grad_flat) m->be->zero(m->be, m->grad_flat, m->grad_numel * sizeof(float));
+}
+
+void lt_model_set_grad_hook(lt_model *m, lt_grad_hook fn, void *ctx) {
+    m->hook = fn;
+    m->hook_ctx = ctx;
+}
+
+int lt_model_grad_group(const lt_model *m, size_t i) {
+    if (i >= m->n_params) return LT_GRAD_GROUP_EMBED;
+    const lt_param *p = &m->params[i];
+    if (p == m->embed) return LT_GRAD_GROUP_EMBED;
+    if (p == m->lnf || p == m->head) return LT_GRAD_GROUP_HEAD;
+    int l = -1;
+    const char *s = strstr(p->name, "layers.");
+    if (s) l = atoi(s + 7);
+    return l >= 0 && l < m->cfg.num_layers ? l : LT_GRAD_GROUP_HEAD;
+}
+
+int lt_model_num_grad_groups(const lt_model *m) { return m->cfg.num_layers + 2; }
+
+int lt_model_grad_group_at(const lt_model *m, int k) {
+    int L = m->cfg.num_layers;
+    return k <= 0 ? LT_GRAD_GROUP_HEAD : k > L ? LT_GRAD_GROUP_EMBED : L - k;
+}
+
+static void grads_final(lt_model *m, int group) {
+    if (m->hook) m->hook(m->hook_ctx, group);
+}
+
+void lt_model_set_recompute(lt_model *m, int on) {
+    if (m->recompute != !!on) free_plan(m); /* the activation layout changes: plan again */
+    m->recompute = !!on;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -507,9 +561,11 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
         return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory");
     }
     planner pl = {0};
-    for (int l = 0; l < L; l++) {
-        layer_acts *a = &m->acts[l];
-        reserve(&pl, &a->x, N * C, A);
+    /* --recompute: every layer keeps its input x; the other activations live
+     * in one layer's worth of scratch (m->scratch), shared by all layers */
+    for (int l = 0; l < L; l++) reserve(&pl, &m->acts[l].x, N * C, A);
+    for (int l = 0; l < (m->recompute ? 1 : L); l++) {
+        layer_acts *a = m->recompute ? &m->scratch : &m->acts[l];
         reserve(&pl, &a->h1, N * C, A);
         reserve(&pl, (void **)&a->rstd1, N, F);
         if (c->qk_norm) {
@@ -579,6 +635,11 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
         lt_wrap(err, st, "plan: activations for batch %d x %d (%.1f MiB)", B, T, pl.off / 1048576.0);
     } else {
         for (size_t i = 0; i < pl.n_dyn; i++) *pl.dyn[i] = (char *)m->arena + pl.dyn_off[i];
+        for (int l = 0; m->recompute && l < L; l++) { /* every layer points at the scratch */
+            void *x = m->acts[l].x;
+            m->acts[l] = m->scratch;
+            m->acts[l].x = x;
+        }
         m->B = B;
         m->T = T;
     }
@@ -685,12 +746,18 @@ static void proj_fwd(lt_model *m, int l, int t, void *out, const void *x, float 
     if (xdrop) { // drop(x): keep with probability 1-p, scaled by 1/(1-p); mask drawn on the host
         float p = m->lspec.dropout, keep = 1.0f / (1.0f - p);
         size_t n = (size_t)M * K;
-        m->snap[l * NT + t] = *m->rng;
+        lt_rng replay, *rng = m->rng;
+        if (m->replay) { // recomputing: draw the forward's mask again
+            replay = m->snap[l * NT + t];
+            rng = &replay;
+        } else {
+            m->snap[l * NT + t] = *m->rng;
+        }
         lt_err e;
         lt_status st = be->download_f32(be, m->host_drop, x, be->act_dtype, n, &e);
         if (!st) st = be->sync(be, &e);
         if (!st) {
-            for (size_t i = 0; i < n; i++) m->host_drop[i] = lt_rng_uniform(m->rng) >= p ? m->host_drop[i] * keep : 0.0f;
+            for (size_t i = 0; i < n; i++) m->host_drop[i] = lt_rng_uniform(rng) >= p ? m->host_drop[i] * keep : 0.0f;
             st = be->upload_f32(be, xdrop, be->act_dtype, m->host_drop, n, &e);
         }
         if (st && !m->drop_st) {
@@ -739,47 +806,63 @@ static void proj_bwd(lt_model *m, int l, int t, void *dx, int acc, const void *d
     be->add(be, dx, dx, m->dxl, n);
 }
 
+#define DROP(t) (m->drop_active && y->la[t] ? a->xdrop[t] : NULL)
+
+/* One layer's forward from its input acts[l].x. norm_in: compute h1 =
+ * rmsnorm(x) here (else the previous layer's fused add + norm did); add_out:
+ * finish with the residual add fused with the next norm (the next layer's
+ * input_layernorm, or the final norm after the last layer). */
+static void layer_fwd(lt_model *m, int l, int norm_in, int add_out) {
+    lt_backend *be = m->be;
+    const lt_config *c = &m->cfg;
+    int B = m->B, T = m->T, N = B * T, C = c->hidden_size, I = c->intermediate_size, L = c->num_layers;
+    int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim;
+    float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
+    layer *y = &m->layers[l];
+    layer_acts *a = &m->acts[l];
+    // attention block
+    if (norm_in) be->rmsnorm_fwd(be, a->h1, a->rstd1, a->x, y->ln1->data, N, C, eps);
+    void *q = c->qk_norm ? a->qpre : a->q, *k = c->qk_norm ? a->kpre : a->k;
+    proj_fwd(m, l, TQ, q, a->h1, a->xa[TQ], DROP(TQ), N, C, Hq * D);  // (N, Hq*D)
+    proj_fwd(m, l, TK, k, a->h1, a->xa[TK], DROP(TK), N, C, Hkv * D); // (N, Hkv*D)
+    proj_fwd(m, l, TV, a->v, a->h1, a->xa[TV], DROP(TV), N, C, Hkv * D);
+    if (c->qk_norm) { // per-head norm over D
+        be->rmsnorm_fwd(be, a->q, a->qrstd, a->qpre, y->qn->data, N * Hq, D, eps);
+        be->rmsnorm_fwd(be, a->k, a->krstd, a->kpre, y->kn->data, N * Hkv, D, eps);
+    }
+    be->rope_fwd(be, a->q, m->d_pos, m->inv_freq, N, Hq, D);
+    be->rope_fwd(be, a->k, m->d_pos, m->inv_freq, N, Hkv, D);
+    be->attention_fwd(be, a->att, a->lse, a->q, a->k, a->v, m->d_doc, B, T, Hq, Hkv, D, scale);
+    proj_fwd(m, l, TO, m->tmp, a->att, a->xa[TO], DROP(TO), N, Hq * D, C); // (N, C)
+    // xmid = x + attn; h2 = rmsnorm(xmid) * ln2
+    be->add_rmsnorm_fwd(be, a->xmid, a->h2, a->rstd2, a->x, m->tmp, y->ln2->data, N, C, eps);
+    // MLP block
+    proj_fwd(m, l, TG, a->gate, a->h2, a->xa[TG], DROP(TG), N, C, I); // (N, I)
+    proj_fwd(m, l, TU, a->up, a->h2, a->xa[TU], DROP(TU), N, C, I);
+    be->swiglu_fwd(be, a->swi, a->gate, a->up, (size_t)N * I);
+    proj_fwd(m, l, TD, m->tmp, a->swi, a->xa[TD], DROP(TD), N, I, C); // (N, C)
+    if (!add_out) return;
+    // x_out = xmid + mlp, fused with the norm that reads it
+    if (l + 1 < L) {
+        layer_acts *nx = &m->acts[l + 1];
+        be->add_rmsnorm_fwd(be, nx->x, nx->h1, nx->rstd1, a->xmid, m->tmp, m->layers[l + 1].ln1->data, N, C, eps);
+    } else {
+        be->add_rmsnorm_fwd(be, m->x_final, m->hf, m->rstdf, a->xmid, m->tmp, m->lnf->data, N, C, eps);
+    }
+}
+#undef DROP
+
 static void forward(lt_model *m, int want_dlogits, float grad_scale) {
     lt_backend *be = m->be;
     const lt_config *c = &m->cfg;
-    int B = m->B, T = m->T, N = B * T, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
-    int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim, L = c->num_layers;
-    float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
+    int N = m->B * m->T, C = c->hidden_size, V = c->vocab_size, L = c->num_layers;
 
     m->drop_active = want_dlogits && m->lora && m->lspec.dropout > 0 && m->rng;
-#define DROP(t) (m->drop_active && y->la[t] ? a->xdrop[t] : NULL)
+    m->replay = 0;
     be->embedding_fwd(be, m->acts[0].x, m->embed->data, m->d_tokens, N, C); // (N, C)
-    for (int l = 0; l < L; l++) {
-        layer *y = &m->layers[l];
-        layer_acts *a = &m->acts[l];
-        void *x_out = l + 1 < L ? m->acts[l + 1].x : m->x_final;
-        // attention block
-        be->rmsnorm_fwd(be, a->h1, a->rstd1, a->x, y->ln1->data, N, C, eps);
-        void *q = c->qk_norm ? a->qpre : a->q, *k = c->qk_norm ? a->kpre : a->k;
-        proj_fwd(m, l, TQ, q, a->h1, a->xa[TQ], DROP(TQ), N, C, Hq * D);    // (N, Hq*D)
-        proj_fwd(m, l, TK, k, a->h1, a->xa[TK], DROP(TK), N, C, Hkv * D);   // (N, Hkv*D)
-        proj_fwd(m, l, TV, a->v, a->h1, a->xa[TV], DROP(TV), N, C, Hkv * D);
-        if (c->qk_norm) { // per-head norm over D
-            be->rmsnorm_fwd(be, a->q, a->qrstd, a->qpre, y->qn->data, N * Hq, D, eps);
-            be->rmsnorm_fwd(be, a->k, a->krstd, a->kpre, y->kn->data, N * Hkv, D, eps);
-        }
-        be->rope_fwd(be, a->q, m->d_pos, m->inv_freq, N, Hq, D);
-        be->rope_fwd(be, a->k, m->d_pos, m->inv_freq, N, Hkv, D);
-        be->attention_fwd(be, a->att, a->lse, a->q, a->k, a->v, m->d_doc, B, T, Hq, Hkv, D, scale);
-        proj_fwd(m, l, TO, m->tmp, a->att, a->xa[TO], DROP(TO), N, Hq * D, C); // (N, C)
-        be->add(be, a->xmid, a->x, m->tmp, (size_t)N * C);
-        // MLP block
-        be->rmsnorm_fwd(be, a->h2, a->rstd2, a->xmid, y->ln2->data, N, C, eps);
-        proj_fwd(m, l, TG, a->gate, a->h2, a->xa[TG], DROP(TG), N, C, I); // (N, I)
-        proj_fwd(m, l, TU, a->up, a->h2, a->xa[TU], DROP(TU), N, C, I);
-        be->swiglu_fwd(be, a->swi, a->gate, a->up, (size_t)N * I);
-        proj_fwd(m, l, TD, m->tmp, a->swi, a->xa[TD], DROP(TD), N, I, C); // (N, C)
-        be->add(be, x_out, a->xmid, m->tmp, (size_t)N * C);
-    }
-    be->rmsnorm_fwd(be, m->hf, m->rstdf, m->x_final, m->lnf->data, N, C, eps);
+    for (int l = 0; l < L; l++) layer_fwd(m, l, l == 0, 1);
     be->matmul_fwd(be, m->logits, m->hf, m->head->data, NULL, N, C, V); // (N, V)
     be->cross_entropy(be, m->losses, want_dlogits ? m->logits : NULL, m->logits, m->d_targets, N, V, grad_scale);
-#undef DROP
 }
 
 /* dw of a norm weight: its gradient, or the sink when it is frozen */
@@ -796,9 +879,15 @@ static void backward(lt_model *m) {
     // head (tied: the embedding table receives this dw as well as the lookup's)
     be->matmul_bwd(be, m->dh, 0, m->head->grad, NULL, dlogits, m->hf, m->head->data, N, C, V);
     be->rmsnorm_bwd(be, m->dx, 0, ng(m, m->lnf), m->dh, m->x_final, m->lnf->data, m->rstdf, N, C);
+    grads_final(m, LT_GRAD_GROUP_HEAD);
     for (int l = L - 1; l >= 0; l--) {
         layer *y = &m->layers[l];
         layer_acts *a = &m->acts[l];
+        if (m->recompute && l < L - 1) { // the scratch still holds the last layer's activations
+            m->replay = 1;               // the same dropout masks as the forward
+            layer_fwd(m, l, 1, 0);
+            m->replay = 0;
+        }
         // MLP block; dx = dL/d(x_out)
         proj_bwd(m, l, TD, m->dswi, 0, m->dx, a->swi, N, I, C);
         be->swiglu_bwd(be, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
@@ -822,8 +911,10 @@ static void backward(lt_model *m) {
         proj_bwd(m, l, TK, m->dh, 1, dk, a->h1, N, C, Hkv * D);
         proj_bwd(m, l, TV, m->dh, 1, m->dv, a->h1, N, C, Hkv * D);
         be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln1), m->dh, a->x, y->ln1->data, a->rstd1, N, C);
+        grads_final(m, l);
     }
     if (m->embed->grad) be->embedding_bwd(be, m->embed->grad, m->dx, m->d_tokens, N, C);
+    grads_final(m, LT_GRAD_GROUP_EMBED);
 }
 
 lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward_pass, double loss_norm, lt_step_result *res,
@@ -897,9 +988,11 @@ lt_status lt_model_add_lora(lt_model *m, const lt_lora_spec *spec, lt_err *err) 
     for (size_t i = 0; i < m->n_params; i++) { /* freeze the base */
         lt_param *p = &m->params[i];
         p->trainable = 0;
-        if (p->grad) m->be->free(m->be, p->grad);
         p->grad = NULL;
     }
+    if (m->grad_flat) m->be->free(m->be, m->grad_flat);
+    m->grad_flat = NULL;
+    m->grad_numel = 0;
     m->grads_allocated = 0;
     int nt = 0;
     for (int t = 0; t < NT; t++) nt += (spec->targets >> t) & 1;
@@ -1033,10 +1126,11 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
         (st = be->upload(be, kv->d_doc, kv->h_doc, (size_t)T * 4, err)))
         return lt_wrap(err, st, "decode");
     be->embedding_fwd(be, kv->x, m->embed->data, kv->d_tokens, n, C); // (n, C)
+    be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->x, m->layers[0].ln1->data, n, C, eps);
     for (int l = 0; l < L; l++) {
         layer *y = &m->layers[l];
         void *qnew = (char *)kv->q + qoff, *knew = (char *)kv->k[l] + koff, *vnew = (char *)kv->v[l] + koff;
-        be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->x, y->ln1->data, n, C, eps);
+        // kv->h = rmsnorm(x) * ln1: above for layer 0, else fused with the previous layer's residual add
         proj_fwd(m, l, TQ, c->qk_norm ? kv->qpre : qnew, kv->h, kv->xa, NULL, n, C, Hq * D);   // (n, Hq*D)
         proj_fwd(m, l, TK, c->qk_norm ? kv->kpre : knew, kv->h, kv->xa, NULL, n, C, Hkv * D); // into the cache
         proj_fwd(m, l, TV, vnew, kv->h, kv->xa, NULL, n, C, Hkv * D);
@@ -1049,15 +1143,15 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
         // (1, T) sequence over the cache; rows >= p0 are the new queries
         be->attention_fwd(be, kv->att, kv->lse, kv->q, kv->k[l], kv->v[l], kv->d_doc, 1, T, Hq, Hkv, D, scale);
         proj_fwd(m, l, TO, kv->tmp, (char *)kv->att + qoff, kv->xa, NULL, n, Hq * D, C); // (n, C)
-        be->add(be, kv->xmid, kv->x, kv->tmp, (size_t)n * C);
-        be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->xmid, y->ln2->data, n, C, eps);
+        be->add_rmsnorm_fwd(be, kv->xmid, kv->h, kv->rstd, kv->x, kv->tmp, y->ln2->data, n, C, eps);
         proj_fwd(m, l, TG, kv->gate, kv->h, kv->xa, NULL, n, C, I); // (n, I)
         proj_fwd(m, l, TU, kv->up, kv->h, kv->xa, NULL, n, C, I);
         be->swiglu_fwd(be, kv->swi, kv->gate, kv->up, (size_t)n * I);
         proj_fwd(m, l, TD, kv->tmp, kv->swi, kv->xa, NULL, n, I, C); // (n, C)
-        be->add(be, kv->x, kv->xmid, kv->tmp, (size_t)n * C);
+        // x = xmid + mlp, fused with the next norm (the next layer's ln1, or the final norm)
+        const void *wn = l + 1 < L ? m->layers[l + 1].ln1->data : m->lnf->data;
+        be->add_rmsnorm_fwd(be, kv->x, kv->h, kv->rstd, kv->xmid, kv->tmp, wn, n, C, eps);
     }
-    be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->x, m->lnf->data, n, C, eps);
     int rows = all_logits ? n : 1;
     const void *hin = all_logits ? kv->h : (char *)kv->h + (size_t)(n - 1) * C * A;
     if (logits) {

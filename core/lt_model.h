@@ -56,9 +56,39 @@ lt_param *lt_model_param(lt_model *m, size_t i);
 lt_param *lt_model_find_param(lt_model *m, const char *name);
 size_t lt_model_num_elements(const lt_model *m); /* total parameter count */
 
-/* Allocate gradient buffers for all parameters (zeroed). */
+/* Allocate the gradients of the trainable parameters (zeroed): ONE buffer
+ * (lt_model_grads_flat) holding them in parameter order, p->grad pointing
+ * into it. A no-op when already allocated. */
 lt_status lt_model_alloc_grads(lt_model *m, lt_err *err);
 void lt_model_zero_grads(lt_model *m);
+/* The gradient buffer (backend memory, f32) and its length in floats. */
+float *lt_model_grads_flat(lt_model *m, size_t *n);
+
+/* ---- per-layer gradient hook (data-parallel reductions overlapping the backward) ----
+ * During a backward step the model calls hook(ctx, group) as soon as the
+ * gradients of a group of parameters are final for this micro-batch, in
+ * this order: LT_GRAD_GROUP_HEAD (final norm and an untied lm_head), layer
+ * L-1, ..., layer 0 (every parameter of that layer, base and LoRA), then
+ * LT_GRAD_GROUP_EMBED (the token embedding; with tied embeddings also the
+ * head). lt_model_grad_group tells which group parameter i belongs to;
+ * lt_model_grad_group_at(m, k), k = 0 .. lt_model_num_grad_groups(m)-1,
+ * lists the groups in the order they are called. The hook runs on the host
+ * between ops (on CUDA the ops before it are queued, not finished). */
+#define LT_GRAD_GROUP_EMBED (-1)
+#define LT_GRAD_GROUP_HEAD (-2)
+typedef void (*lt_grad_hook)(void *ctx, int group);
+void lt_model_set_grad_hook(lt_model *m, lt_grad_hook fn, void *ctx);
+int lt_model_grad_group(const lt_model *m, size_t param_index);
+int lt_model_num_grad_groups(const lt_model *m);
+int lt_model_grad_group_at(const lt_model *m, int k);
+
+/* Activation recomputation: on = keep only each layer's input during the
+ * forward and recompute the layer's other activations during the backward,
+ * one layer at a time (one layer's activations of scratch instead of L).
+ * Gradients are bitwise the same as without (the same ops on the same
+ * inputs; LoRA dropout masks are replayed). Frees the plan when it changes
+ * (call lt_model_plan again). */
+void lt_model_set_recompute(lt_model *m, int on);
 
 /* Plan activation memory for batches of B x T (frees a previous plan). */
 lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err);

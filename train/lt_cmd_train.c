@@ -53,6 +53,7 @@
 #include "lt_loader.h"
 #include "lt_lora.h"
 #include "lt_model.h"
+#include "lt_model_spec.h"
 #include "lt_safetensors.h"
 #include "lt_train_opts.h"
 #include "lt_trainer.h"
@@ -204,14 +205,28 @@ static lt_status evaluate(run *r, int64_t step, lt_err *err) {
 
 /* ------------------------------------------------------------ checkpoints */
 
+/* the options hash with --grad-accum counted over all ranks (micro-batches per
+ * step): the same global batch at another world size resumes */
+static void run_hash(const run *r, char out[17]) {
+    lt_train_opts h = *r->o;
+    h.grad_accum = r->o->grad_accum * r->world;
+    lt_train_opts_hash(&h, out);
+}
+
 static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
-    if (r->rank) return LT_OK; /* rank 0 writes */
+    if (r->rank) { /* rank 0 writes; under ZeRO-1 the others take part in the gathers */
+        lt_status st = lt_optim_params_to_tlist(r->opt, NULL, err);
+        if (!st) st = lt_optim_state_to_tlist(r->opt, NULL, err);
+        if (!st) st = export_to(r, NULL, err);
+        return st;
+    }
     lt_tlist w = {0}, os = {0};
     lt_loader_state ls;
     lt_loader_get_state(r->L, &ls);
     char extra[256];
-    snprintf(extra, sizeof extra, "{\"elapsed_s\": %.17g, \"epochs_done\": %lld}", elapsed(r),
-             (long long)r->epochs_done);
+    snprintf(extra, sizeof extra,
+             "{\"elapsed_s\": %.17g, \"epochs_done\": %lld, \"world\": %d, \"micro_batches_per_step\": %ld}",
+             elapsed(r), (long long)r->epochs_done, r->world, r->o->grad_accum * r->world);
     lt_ckpt_state cs = {0};
     cs.step = step;
     cs.epoch = ls.epoch;
@@ -220,7 +235,7 @@ static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     cs.lr = r->last_lr;
     cs.loss = r->last_loss;
     snprintf(cs.mode, sizeof cs.mode, "%s", r->lora ? "lora" : "full");
-    lt_train_opts_hash(r->o, cs.options_hash);
+    run_hash(r, cs.options_hash);
     cs.rng = r->rng;
     cs.loader = &ls;
     cs.loader_len = sizeof ls;
@@ -247,11 +262,12 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
     lt_status st = lt_ckpt_open(dir, &c, err);
     if (st) return st;
     char hash[17];
-    lt_train_opts_hash(r->o, hash);
+    run_hash(r, hash);
     if (strcmp(hash, c->state.options_hash)) {
         st = lt_fail(err, LT_ERR_INVALID,
                      "%s: was written with different training options (options hash %s, now %s): model, data, LoRA, "
-                     "batch shape, optimizer, schedule and seed must stay the same to resume",
+                     "batch shape, optimizer, schedule and seed must stay the same to resume (another number of "
+                     "ranks needs --grad-accum such that micro-batch x grad-accum x ranks stays the same)",
                      dir, c->state.options_hash, hash);
         goto done;
     }
@@ -271,6 +287,11 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
     }
     lt_loader_state ls;
     memcpy(&ls, c->state.loader, sizeof ls);
+    /* written at another world size: the position (epoch, next document) is
+     * the same packed-sequence stream; only the batch grouping differs */
+    int64_t saved_world = 1;
+    if (ls.global_B % r->o->micro_batch == 0) saved_world = ls.global_B / r->o->micro_batch;
+    ls.global_B = (int32_t)(r->o->micro_batch * r->world);
     if ((st = lt_optim_params_load(r->opt, c->weights, err)) || (st = lt_optim_state_load(r->opt, c->optim, err)) ||
         (st = lt_loader_set_state(r->L, &ls, err)))
         goto done;
@@ -288,7 +309,9 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
         if (cJSON_IsNumber(ed)) r->epochs_done = (int64_t)ed->valuedouble;
         cJSON_Delete(x);
     }
-    if (!r->rank) fprintf(stderr, "train: resuming from %s (step %lld)\n", dir, (long long)c->state.step);
+    if (!r->rank)
+        fprintf(stderr, "train: resuming from %s (step %lld%s)\n", dir, (long long)c->state.step,
+                saved_world != r->world ? ", written by another number of ranks: optimizer state re-sharded" : "");
 done:
     lt_ckpt_close(c);
     return st;
@@ -298,7 +321,8 @@ done:
 
 /* the trained model into `out`: Hugging Face folder (full) or PEFT adapter (LoRA) */
 static lt_status export_to(run *r, const char *out, lt_err *err) {
-    if (r->rank) return LT_OK;
+    if (r->rank) /* rank 0 writes; under ZeRO-1 the others take part in gathering the weights */
+        return r->lora ? LT_OK : lt_optim_params_to_tlist(r->opt, NULL, err);
     if (r->lora) return lt_trainer_export_adapter(r->m, &r->peft, out, err);
     /* full: every parameter, in the source checkpoint's dtype */
     lt_st_model *src = NULL;
@@ -352,13 +376,16 @@ static lt_status setup(run *r, lt_err *err) {
         if (st && !strcmp(o->device, "cuda")) return st;
     }
     if (!r->be && (st = lt_backend_create(o->device, (int)o->threads, &r->be, err))) return st;
-    if (r->world > 1) {
+    /* a communicator for more than one rank, and for one CPU rank too ("single":
+     * the same calls as N ranks, so the results equal them bitwise) */
+    if (r->world > 1 || !strcmp(r->be->name, "cpu")) {
         lt_comm_opts co = lt_comm_opts_default();
         co.on_device = strcmp(r->be->name, "cpu") != 0;
-        if ((st = lt_comm_create("auto", &co, &r->comm, err))) return st;
+        if ((st = lt_comm_create(r->world > 1 ? "auto" : "single", &co, &r->comm, err))) return st;
         r->rank = r->comm->rank;
     }
     if ((st = lt_model_load(o->model, r->be, &r->m, err))) return st;
+    lt_model_set_recompute(r->m, o->recompute);
     const lt_config *cfg = lt_model_config(r->m);
     lt_rng_seed(&r->rng, (uint64_t)o->seed);
     if (r->lora) {
@@ -412,7 +439,12 @@ static lt_status setup(run *r, lt_err *err) {
     oc.clip = o->clip;
     if ((st = lt_trainer_create(r->m, &oc, o->decay_embeddings, o->skip_nonfinite, &r->tr, err))) return st;
     r->opt = lt_trainer_optim(r->tr);
-    lt_trainer_set_comm(r->tr, r->comm);
+    if (r->comm) {
+        if ((st = lt_trainer_distribute(r->tr, r->comm, (int)o->zero,
+                                        strcmp(o->grad_reduce_dtype, "bf16") ? LT_F32 : LT_BF16, err)))
+            return st;
+        if (r->lora) lt_trainer_set_dropout_rng(r->tr, &r->rng);
+    }
     size_t N = (size_t)o->micro_batch * o->seq_len;
     r->buf = malloc((size_t)k * 4 * N * sizeof(int32_t));
     r->micro = calloc((size_t)k, sizeof *r->micro);
@@ -423,11 +455,13 @@ static lt_status setup(run *r, lt_err *err) {
     if (!r->rank)
         fprintf(stderr,
                 "train: %s %s, %zu trainable parameters; %lld documents, %lld tokens, %lld batches of %d x %ld x "
-                "%ld per epoch (%lld truncated); %lld optimizer steps%s%s\n",
+                "%ld per epoch (%lld truncated); %lld optimizer steps of %ld x %ld micro-batches%s%s%s%s%s\n",
                 lt_arch_name(cfg->arch), r->lora ? "LoRA" : "full fine-tuning", params,
                 (long long)lt_loader_num_docs(r->L), (long long)lt_loader_num_tokens(r->L), (long long)bpe, r->world,
-                o->micro_batch, o->seq_len, (long long)lt_loader_num_truncated(r->L), (long long)total,
-                r->comm ? "; communicator " : "", r->comm ? r->comm->name : "");
+                o->micro_batch, o->seq_len, (long long)lt_loader_num_truncated(r->L), (long long)total, o->grad_accum,
+                (long)r->world, r->comm ? "; communicator " : "", r->comm ? r->comm->name : "",
+                o->zero ? ", ZeRO-1" : "", strcmp(o->grad_reduce_dtype, "bf16") ? "" : ", bf16 gradient reduction",
+                o->recompute ? "; recompute" : "");
     return LT_OK;
 }
 
@@ -466,6 +500,20 @@ static int kill_after(void) {
     return s ? atoi(s) : -1;
 }
 
+/* Fault injection for the data-parallel tests: LT_FAULT_RANK=R LT_FAULT_STEP=S
+ * makes rank R stop before optimizer step S: exit(3) (LT_FAULT_MODE=exit, the
+ * default) or hang forever (LT_FAULT_MODE=hang: its peers time out). */
+static void maybe_fault(const run *r, int64_t next_step) {
+    const char *fr = getenv("LT_FAULT_RANK"), *fs = getenv("LT_FAULT_STEP"), *fm = getenv("LT_FAULT_MODE");
+    if (!fr || !fs || atoi(fr) != r->rank || atoll(fs) != next_step) return;
+    int hang = fm && !strcmp(fm, "hang");
+    fprintf(stderr, "luxtrain: rank %d of %d: fault injection: %s before step %lld\n", r->rank, r->world,
+            hang ? "hanging" : "exiting", (long long)next_step);
+    fflush(stderr);
+    if (!hang) _exit(3);
+    for (;;) sleep(1000);
+}
+
 static lt_status train_loop(run *r, lt_err *err) {
     const lt_train_opts *o = r->o;
     lt_status st;
@@ -474,6 +522,7 @@ static lt_status train_loop(run *r, lt_err *err) {
     while (step < r->total_steps && !(o->epochs > 0 && r->epochs_done >= o->epochs)) {
         int n_micro = 0;
         int64_t epoch = 0;
+        maybe_fault(r, step + 1);
         if ((st = next_step_batches(r, &n_micro, &epoch, err))) return st;
         lt_train_stats s;
         if ((st = lt_trainer_step(r->tr, r->micro, n_micro, &s, err))) {
@@ -514,6 +563,87 @@ static lt_status train_loop(run *r, lt_err *err) {
     return LT_OK;
 }
 
+/* ------------------------------------------------------------ --dry-run */
+
+/* Activation bytes of one micro-batch of B x T (what lt_model_plan reserves,
+ * without the 256-byte alignment): per layer, or with recompute one layer's
+ * inputs per layer plus one layer's scratch; plus the logits and gradients. */
+static double act_bytes(const lt_config *c, double B, double T, double A, int recompute, int r, int ntargets,
+                        int dropout) {
+    double N = B * T, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, L = c->num_layers;
+    double HqD = (double)c->num_heads * c->head_dim, HkvD = (double)c->num_kv_heads * c->head_dim, F = 4;
+    double layer = N * C * A * 3 + N * F * 2          /* h1, xmid, h2, rstd1, rstd2 */
+                   + N * (2 * HqD + 2 * HkvD) * A     /* q, att, k, v */
+                   + N * c->num_heads * F             /* lse */
+                   + N * I * A * 3                    /* gate, up, swi */
+                   + (c->qk_norm ? N * (HqD + HkvD) * A + N * (c->num_heads + c->num_kv_heads) * F : 0)
+                   + (r ? N * r * F * ntargets + (dropout ? N * C * A * ntargets : 0) : 0); /* LoRA */
+    double inputs = L * N * C * A;
+    double global = N * C * A * 5 + N * V * A + N * F                   /* x_final, hf, tmp, dx, dh; logits */
+                    + N * (2 * HqD + 2 * HkvD) * A + N * I * A * 3    /* dq, datt, dk, dv; dgate, dup, dswi */
+                    + (c->qk_norm ? N * (HqD + HkvD) * A : 0) + (r && dropout ? N * I * A : 0);
+    return inputs + (recompute ? layer : L * layer) + global;
+}
+
+static int dry_run(const lt_train_opts *o, int world) {
+    lt_config c;
+    lt_err err;
+    if (lt_config_load(o->model, &c, &err)) {
+        fprintf(stderr, "train: %s\n", err.msg);
+        return 1;
+    }
+    lt_param_spec *sp = NULL;
+    size_t ns = 0;
+    if (lt_model_param_specs(&c, &sp, &ns, &err)) {
+        fprintf(stderr, "train: %s\n", err.msg);
+        return 1;
+    }
+    double P = 0;
+    for (size_t i = 0; i < ns; i++) P += (double)sp[i].shape[0] * (sp[i].ndim > 1 ? (double)sp[i].shape[1] : 1);
+    free(sp);
+    int lora = lt_train_opts_lora(o), nt = 0;
+    double Pt = P;
+    if (lora) {
+        Pt = 0;
+        for (int t = 0; t < LT_LORA_NTARGETS; t++) {
+            if (!(o->lora_targets & (1u << t))) continue;
+            int in, out;
+            lt_lora_target_dims(&c, t, &in, &out);
+            Pt += (double)c.num_layers * o->lora_rank * (in + out);
+            nt++;
+        }
+    }
+    int gpu = strcmp(o->device, "cpu") != 0, bf16red = !strcmp(o->grad_reduce_dtype, "bf16");
+    double wb = gpu ? 2 : 4, A = gpu ? 2 : 4, GB = 1e9;
+    printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s), %s: weights and activations "
+           "in %s\n",
+           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU",
+           gpu ? "bf16" : "f32");
+    printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
+           o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
+    double acts = act_bytes(&c, (double)o->micro_batch, (double)o->seq_len, A, o->recompute, lora ? (int)o->lora_rank : 0,
+                            nt, lora && o->lora_dropout > 0);
+    printf("\n%6s %10s %10s %10s %12s %12s %10s %8s  (GB = 1e9 bytes, per rank)\n", "ranks", "weights", "grads",
+           "grad acc", "Adam m+v", "f32 master", "acts", "total");
+    int ws[] = {1, 2, 4, 8, 16, 32};
+    for (int k = 0; k < 6; k++) {
+        int W = ws[k];
+        double sh = o->zero ? (double)W : 1.0;
+        double weights = P * wb + (lora ? Pt * 4 : 0);
+        double grads = Pt * 4;                              /* the model's f32 gradient */
+        double acc = bf16red && !o->zero ? 0 : Pt * 4 / sh; /* the step accumulator (or shard) */
+        double adam = Pt * 8 / sh;
+        double master = gpu && !lora ? Pt * 4 / sh : 0;
+        double total = weights + grads + acc + adam + master + acts;
+        printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,
+               adam / GB, master / GB, acts / GB, total / GB, W == world ? "   <- this launch" : "");
+    }
+    printf("\nactivations: one micro-batch (logits %.2f GB of them); add the backend's workspace (CUDA context,\n"
+           "cuBLAS: ~1-2 GB). See docs/distributed.md for the arithmetic.\n",
+           (double)o->micro_batch * o->seq_len * c.vocab_size * A / GB);
+    return 0;
+}
+
 int lt_cmd_train(int argc, char **argv) {
     lt_train_opts o;
     lt_err err = {{0}};
@@ -526,6 +656,13 @@ int lt_cmd_train(int argc, char **argv) {
         lt_train_opts_help(stdout);
         lt_train_opts_free(&o);
         return 0;
+    }
+    if (o.dry_run) {
+        lt_comm_env env;
+        lt_comm_env_read(&env);
+        int rc = env.rank > 0 ? 0 : dry_run(&o, env.world > 1 ? env.world : 1);
+        lt_train_opts_free(&o);
+        return rc;
     }
     run r;
     memset(&r, 0, sizeof r);
@@ -580,7 +717,7 @@ int lt_cmd_train(int argc, char **argv) {
     rc = 0;
     goto done;
 fail:
-    if (r.comm) r.comm->abort(r.comm, err.msg); /* stops every rank */
+    if (r.comm && r.comm->world > 1) r.comm->abort(r.comm, err.msg); /* stops every rank */
     fprintf(stderr, "train: %s\n", err.msg);
 done:
     if (r.comm) r.comm->destroy(r.comm);

@@ -64,9 +64,12 @@ typedef struct opt_tensor {
     size_t n;
     void *param;
     lt_dtype param_dtype;
-    float *grad;
-    float *m, *v, *master; /* backend memory owned by the optimizer */
+    float *grad;           /* the gradient of [off, off + len) (len elements) */
+    float *m, *v, *master; /* backend memory owned by the optimizer, len elements each */
     int decay;
+    size_t flat;     /* offset in the flattened trainable vector */
+    size_t off, len; /* this rank's part of the tensor (ZeRO-1; else 0, n) */
+    size_t *counts;  /* ZeRO-1: (world) every rank's part of this tensor, for all_gather */
 } opt_tensor;
 
 struct lt_optim {
@@ -76,6 +79,14 @@ struct lt_optim {
     size_t n, cap;
     lt_adamw_tensor *desc; /* rebuilt per step */
     int64_t steps_done;
+    /* lt_optim_distribute */
+    lt_comm *comm;          /* NULL: per-tensor gradients, nothing distributed */
+    int zero;               /* 1: ZeRO-1 sharded state */
+    size_t numel;           /* flattened length */
+    size_t granule, units;  /* norm chunks / shard units */
+    size_t unit0, nunits;   /* this rank's units (ZeRO-1), else 0, units */
+    size_t *unit_counts;    /* (world) units per rank */
+    double *partials;       /* (units) sum of squares per unit */
 };
 
 lt_status lt_optim_create(lt_backend *be, const lt_optim_cfg *cfg, lt_optim **out, lt_err *err) {
@@ -108,9 +119,12 @@ void lt_optim_free(lt_optim *o) {
         if (t->v) o->be->free(o->be, t->v);
         if (t->master) o->be->free(o->be, t->master);
         free(t->name);
+        free(t->counts);
     }
     free(o->t);
     free(o->desc);
+    free(o->unit_counts);
+    free(o->partials);
     free(o);
 }
 
@@ -146,6 +160,8 @@ lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *s
     t.param_dtype = param_dtype;
     t.grad = grad;
     t.decay = decay ? 1 : 0;
+    t.off = 0;
+    t.len = n;
     lt_status st = be->alloc(be, bytes, (void **)&t.m, err);
     if (st == LT_OK) st = be->alloc(be, bytes, (void **)&t.v, err);
     if (st == LT_OK) {
@@ -180,20 +196,168 @@ void lt_optim_set_schedule(lt_optim *o, const lt_schedule *s) { o->cfg.sched = *
 int64_t lt_optim_steps_done(const lt_optim *o) { return o->steps_done; }
 void lt_optim_set_steps_done(lt_optim *o, int64_t step) { o->steps_done = step; }
 
+/* ---- distribution (data parallel, ZeRO-1) ---- */
+
+size_t lt_optim_granule(size_t numel) {
+    size_t g = 256;
+    while (numel / g > 4096) g *= 2;
+    return g;
+}
+
+size_t lt_optim_numel(const lt_optim *o) {
+    size_t n = 0;
+    for (size_t i = 0; i < o->n; i++) n += o->t[i].n;
+    return n;
+}
+
+void lt_optim_flat_shard(const lt_optim *o, int rank, int world, size_t *start, size_t *len) {
+    size_t n = lt_optim_numel(o), g = lt_optim_granule(n), units = (n + g - 1) / g, u0, ul;
+    lt_comm_shard(units, rank, world, &u0, &ul);
+    size_t s0 = u0 * g, s1 = (u0 + ul) * g;
+    if (s0 > n) s0 = n;
+    if (s1 > n) s1 = n;
+    *start = s0;
+    *len = s1 - s0;
+}
+
+size_t lt_optim_flat_offset(const lt_optim *o, size_t i) { return i < o->n ? o->t[i].flat : 0; }
+
+/* a zeroed f32 buffer of len elements (backend memory) */
+static lt_status alloc_state(lt_backend *be, float **p, size_t len, lt_err *err) {
+    *p = NULL;
+    size_t bytes = (len ? len : 1) * sizeof(float);
+    lt_status st = be->alloc(be, bytes, (void **)p, err);
+    if (!st) be->zero(be, *p, bytes);
+    return st;
+}
+
+lt_status lt_optim_distribute(lt_optim *o, lt_comm *c, int zero, float *grad, lt_err *err) {
+    lt_backend *be = o->be;
+    if (!c) return lt_fail(err, LT_ERR_INVALID, "optimizer: distribute without a communicator");
+    if (o->comm) return lt_fail(err, LT_ERR_INVALID, "optimizer: already distributed");
+    o->comm = c;
+    o->zero = zero ? 1 : 0;
+    o->numel = lt_optim_numel(o);
+    o->granule = lt_optim_granule(o->numel);
+    o->units = (o->numel + o->granule - 1) / o->granule;
+    o->unit_counts = calloc((size_t)c->world, sizeof *o->unit_counts);
+    o->partials = calloc(o->units ? o->units : 1, sizeof *o->partials);
+    if (!o->unit_counts || !o->partials) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+    for (int r = 0; r < c->world; r++) {
+        size_t u0, ul;
+        lt_comm_shard(o->units, r, c->world, &u0, &ul);
+        o->unit_counts[r] = o->zero ? ul : (r == 0 ? o->units : 0);
+        if (r == c->rank) {
+            o->unit0 = o->zero ? u0 : 0;
+            o->nunits = o->zero ? ul : o->units;
+        }
+    }
+    size_t flat = 0, s0 = 0, sl = o->numel;
+    if (o->zero) lt_optim_flat_shard(o, c->rank, c->world, &s0, &sl);
+    for (size_t i = 0; i < o->n; i++) {
+        opt_tensor *t = &o->t[i];
+        t->flat = flat;
+        flat += t->n;
+        if (!o->zero) {
+            t->grad = grad + t->flat;
+            continue;
+        }
+        /* this rank's part of the tensor: [s0, s0+sl) intersected with [flat, flat+n) */
+        size_t a = t->flat > s0 ? t->flat : s0, b = t->flat + t->n < s0 + sl ? t->flat + t->n : s0 + sl;
+        t->off = b > a ? a - t->flat : 0;
+        t->len = b > a ? b - a : 0;
+        t->grad = grad + (b > a ? a - s0 : 0);
+        t->counts = calloc((size_t)c->world, sizeof *t->counts);
+        if (!t->counts) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+        for (int r = 0; r < c->world; r++) {
+            size_t r0, rl;
+            lt_optim_flat_shard(o, r, c->world, &r0, &rl);
+            size_t x = t->flat > r0 ? t->flat : r0, y = t->flat + t->n < r0 + rl ? t->flat + t->n : r0 + rl;
+            t->counts[r] = y > x ? y - x : 0;
+        }
+        /* state for the part only: m = v = 0, master = the part of the weights */
+        be->free(be, t->m);
+        be->free(be, t->v);
+        t->m = t->v = NULL;
+        lt_status st = alloc_state(be, &t->m, t->len, err);
+        if (!st) st = alloc_state(be, &t->v, t->len, err);
+        if (!st && t->master) {
+            float *host = malloc((t->n ? t->n : 1) * sizeof *host);
+            if (!host) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+            st = be->download_f32(be, host, t->master, LT_F32, t->n, err);
+            be->free(be, t->master);
+            t->master = NULL;
+            if (!st) st = alloc_state(be, &t->master, t->len, err);
+            if (!st && t->len) st = be->upload_f32(be, t->master, LT_F32, host + t->off, t->len, err);
+            free(host);
+        }
+        if (st) return lt_wrap(err, st, "optimizer: shard of '%s'", t->name);
+    }
+    return be->sync(be, err);
+}
+
+lt_comm *lt_optim_comm(const lt_optim *o) { return o->comm; }
+int lt_optim_zero(const lt_optim *o) { return o->zero; }
+
+/* the tensor holding flat element e */
+static const char *tensor_at(const lt_optim *o, size_t e) {
+    for (size_t i = 0; i < o->n; i++)
+        if (e < o->t[i].flat + o->t[i].n) return o->t[i].name;
+    return o->n ? o->t[o->n - 1].name : "?";
+}
+
 lt_status lt_optim_grad_norm(lt_optim *o, double *norm, lt_err *err) {
     double total = 0.0;
     const char *bad = NULL;
-    for (size_t i = 0; i < o->n; i++) {
-        double s = o->be->sumsq(o->be, o->t[i].grad, o->t[i].n);
-        if (!isfinite(s) && !bad) bad = o->t[i].name;
-        total += s;
+    if (o->comm) {
+        /* sum of squares per unit of the flattened gradient (this rank's units
+         * under ZeRO-1, gathered), folded in unit order: the same bits for
+         * every world size and sharding */
+        const float *g0 = o->zero ? NULL : (o->n ? o->t[0].grad : NULL);
+        size_t s0 = 0, sl = 0;
+        if (o->zero) {
+            lt_optim_flat_shard(o, o->comm->rank, o->comm->world, &s0, &sl);
+            for (size_t i = 0; i < o->n && !g0; i++)
+                if (o->t[i].len) g0 = o->t[i].grad - (o->t[i].flat + o->t[i].off - s0);
+        }
+        for (size_t u = o->unit0; u < o->unit0 + o->nunits; u++) {
+            size_t e0 = u * o->granule, e1 = e0 + o->granule < o->numel ? e0 + o->granule : o->numel;
+            o->partials[u] = o->be->sumsq(o->be, g0 + (e0 - s0), e1 - e0);
+        }
+        lt_status st = o->be->sync(o->be, err);
+        if (st != LT_OK) return lt_wrap(err, st, "optimizer: gradient norm");
+        if (o->zero && o->comm->world > 1 &&
+            (st = o->comm->all_gather(o->comm, o->partials, o->units, o->unit_counts, LT_F64, err)))
+            return lt_wrap(err, st, "optimizer: gradient norm (gathering the partial sums)");
+        for (size_t u = 0; u < o->units; u++) {
+            if (!isfinite(o->partials[u]) && !bad) bad = tensor_at(o, u * o->granule);
+            total += o->partials[u];
+        }
+        *norm = sqrt(total);
+    } else {
+        for (size_t i = 0; i < o->n; i++) {
+            double s = o->be->sumsq(o->be, o->t[i].grad, o->t[i].n);
+            if (!isfinite(s) && !bad) bad = o->t[i].name;
+            total += s;
+        }
+        *norm = sqrt(total);
+        lt_status st = o->be->sync(o->be, err);
+        if (st != LT_OK) return lt_wrap(err, st, "optimizer: gradient norm");
     }
-    *norm = sqrt(total);
-    lt_status st = o->be->sync(o->be, err);
-    if (st != LT_OK) return lt_wrap(err, st, "optimizer: gradient norm");
     if (bad)
         return lt_fail(err, LT_ERR_NONFINITE, "optimizer: the gradient of '%s' is not finite (global norm %g)", bad,
                        *norm);
+    return LT_OK;
+}
+
+/* ZeRO-1: every rank's updated part of every tensor to every rank */
+static lt_status gather_params(lt_optim *o, lt_err *err) {
+    lt_comm *c = o->comm;
+    for (size_t i = 0; i < o->n; i++) {
+        opt_tensor *t = &o->t[i];
+        lt_status st = c->all_gather(c, t->param, t->n, t->counts, t->param_dtype, err);
+        if (st) return lt_wrap(err, st, "optimizer: gathering '%s'", t->name);
+    }
     return LT_OK;
 }
 
@@ -213,22 +377,26 @@ lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
         if (scale > 1.0) scale = 1.0;
     }
     const double lr = lt_lr_at(&o->cfg.sched, o->steps_done);
+    int nd = 0;
     for (size_t i = 0; i < o->n; i++) {
         const opt_tensor *t = &o->t[i];
-        o->desc[i] = (lt_adamw_tensor){.param = t->param,
-                                       .param_dtype = t->param_dtype,
-                                       .master = t->master,
-                                       .grad = t->grad,
-                                       .m = t->m,
-                                       .v = t->v,
-                                       .n = t->n,
-                                       .weight_decay = t->decay ? (float)o->cfg.weight_decay : 0.0f};
+        if (!t->len) continue; /* ZeRO-1: no part of this tensor here */
+        o->desc[nd++] = (lt_adamw_tensor){.param = (char *)t->param + t->off * lt_dtype_size(t->param_dtype),
+                                          .param_dtype = t->param_dtype,
+                                          .master = t->master,
+                                          .grad = t->grad,
+                                          .m = t->m,
+                                          .v = t->v,
+                                          .n = t->len,
+                                          .weight_decay = t->decay ? (float)o->cfg.weight_decay : 0.0f};
     }
     if (o->steps_done + 1 > INT32_MAX) return lt_fail(err, LT_ERR_RANGE, "optimizer: step count overflows");
-    o->be->adamw(o->be, o->desc, (int)o->n, (float)lr, (float)o->cfg.beta1, (float)o->cfg.beta2, (float)o->cfg.eps,
-                 (int)(o->steps_done + 1), (float)scale);
+    if (nd)
+        o->be->adamw(o->be, o->desc, nd, (float)lr, (float)o->cfg.beta1, (float)o->cfg.beta2, (float)o->cfg.eps,
+                     (int)(o->steps_done + 1), (float)scale);
     st = o->be->sync(o->be, err);
     if (st != LT_OK) return lt_wrap(err, st, "optimizer: AdamW step %lld", (long long)(o->steps_done + 1));
+    if (o->zero && o->comm->world > 1 && (st = gather_params(o, err)) != LT_OK) return st;
     o->steps_done++;
     if (stats) {
         stats->step = o->steps_done;
@@ -238,31 +406,59 @@ lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
     return LT_OK;
 }
 
+/* which: 0 = f32 weights (master when present), 1 = exp_avg, 2 = exp_avg_sq.
+ * The whole tensor to host (n floats); under ZeRO-1 with more than one rank
+ * the parts are gathered (collective). */
+static lt_status get_full(lt_optim *o, size_t i, int which, float *host, lt_err *err) {
+    opt_tensor *t = &o->t[i];
+    lt_backend *be = o->be;
+    if (which == 0 && !t->master) return be->download_f32(be, host, t->param, t->param_dtype, t->n, err);
+    float *src = which == 0 ? t->master : which == 1 ? t->m : t->v;
+    lt_status st = t->len ? be->download_f32(be, host + t->off, src, LT_F32, t->len, err) : LT_OK;
+    if (!st) st = be->sync(be, err);
+    if (!st && o->zero && o->comm->world > 1) st = o->comm->all_gather(o->comm, host, t->n, t->counts, LT_F32, err);
+    return st;
+}
+
 lt_status lt_optim_get_param(lt_optim *o, size_t i, float *host, lt_err *err) {
     if (i >= o->n) return lt_fail(err, LT_ERR_RANGE, "optimizer: tensor index %zu of %zu", i, o->n);
-    opt_tensor *t = &o->t[i];
-    if (t->master) return o->be->download_f32(o->be, host, t->master, LT_F32, t->n, err);
-    return o->be->download_f32(o->be, host, t->param, t->param_dtype, t->n, err);
+    return get_full(o, i, 0, host, err);
 }
 
 lt_status lt_optim_set_param(lt_optim *o, size_t i, const float *host, lt_err *err) {
     if (i >= o->n) return lt_fail(err, LT_ERR_RANGE, "optimizer: tensor index %zu of %zu", i, o->n);
     opt_tensor *t = &o->t[i];
     lt_status st = LT_OK;
-    if (t->master) st = o->be->upload_f32(o->be, t->master, LT_F32, host, t->n, err);
+    if (t->master && t->len) st = o->be->upload_f32(o->be, t->master, LT_F32, host + t->off, t->len, err);
     if (st == LT_OK) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host, t->n, err);
     return st;
 }
 
+/* a host buffer for the largest tensor: the gathers of a rank that does not keep them */
+static float *scratch_for(const lt_optim *o) {
+    size_t mx = 1;
+    for (size_t i = 0; i < o->n; i++)
+        if (o->t[i].n > mx) mx = o->t[i].n;
+    return malloc(mx * sizeof(float));
+}
+
 lt_status lt_optim_params_to_tlist(lt_optim *o, lt_tlist *out, lt_err *err) {
-    for (size_t i = 0; i < o->n; i++) {
+    float *scratch = out ? NULL : scratch_for(o);
+    if (!out && !scratch) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+    lt_status st = LT_OK;
+    for (size_t i = 0; i < o->n && !st; i++) {
         opt_tensor *t = &o->t[i];
-        float *dst = lt_tlist_new(out, t->name, LT_F32, t->ndim, t->shape, err);
-        if (!dst) return LT_ERR_INVALID;
-        lt_status st = lt_optim_get_param(o, i, dst, err);
-        if (st != LT_OK) return lt_wrap(err, st, "tensor '%s'", t->name);
+        if (!out && !(t->master && o->zero)) continue; /* nothing collective for this one */
+        float *dst = out ? lt_tlist_new(out, t->name, LT_F32, t->ndim, t->shape, err) : scratch;
+        if (!dst) {
+            st = LT_ERR_INVALID;
+            break;
+        }
+        st = lt_optim_get_param(o, i, dst, err);
+        if (st != LT_OK) lt_wrap(err, st, "tensor '%s'", t->name);
     }
-    return LT_OK;
+    free(scratch);
+    return st;
 }
 
 /* f32 host copy of checkpoint tensor `name`, checked against tensor t's shape */
@@ -301,17 +497,25 @@ lt_status lt_optim_params_load(lt_optim *o, const lt_st_file *f, lt_err *err) {
 
 lt_status lt_optim_state_to_tlist(lt_optim *o, lt_tlist *out, lt_err *err) {
     char name[512];
-    for (size_t i = 0; i < o->n; i++) {
+    float *scratch = out ? NULL : scratch_for(o);
+    if (!out && !scratch) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+    lt_status st = LT_OK;
+    for (size_t i = 0; i < o->n && !st; i++) {
         opt_tensor *t = &o->t[i];
-        for (int k = 0; k < 2; k++) {
+        if (!out && !o->zero) break; /* nothing collective */
+        for (int k = 0; k < 2 && !st; k++) {
             snprintf(name, sizeof name, "%s.%s", t->name, k ? "exp_avg_sq" : "exp_avg");
-            float *dst = lt_tlist_new(out, name, LT_F32, t->ndim, t->shape, err);
-            if (!dst) return LT_ERR_INVALID;
-            lt_status st = o->be->download_f32(o->be, dst, k ? t->v : t->m, LT_F32, t->n, err);
-            if (st != LT_OK) return lt_wrap(err, st, "optimizer state '%s'", name);
+            float *dst = out ? lt_tlist_new(out, name, LT_F32, t->ndim, t->shape, err) : scratch;
+            if (!dst) {
+                st = LT_ERR_INVALID;
+                break;
+            }
+            st = get_full(o, i, k + 1, dst, err);
+            if (st != LT_OK) lt_wrap(err, st, "optimizer state '%s'", name);
         }
     }
-    return LT_OK;
+    free(scratch);
+    return st;
 }
 
 lt_status lt_optim_state_load(lt_optim *o, const lt_st_file *f, lt_err *err) {
@@ -322,7 +526,8 @@ lt_status lt_optim_state_load(lt_optim *o, const lt_st_file *f, lt_err *err) {
             snprintf(name, sizeof name, "%s.%s", t->name, k ? "exp_avg_sq" : "exp_avg");
             float *host;
             lt_status st = load_f32(f, name, t, &host, err);
-            if (st == LT_OK) st = o->be->upload_f32(o->be, k ? t->v : t->m, LT_F32, host, t->n, err);
+            /* this rank's part of the whole tensor (ZeRO-1 re-shards any layout) */
+            if (st == LT_OK && t->len) st = o->be->upload_f32(o->be, k ? t->v : t->m, LT_F32, host + t->off, t->len, err);
             free(host);
             if (st != LT_OK) return lt_wrap(err, st, "optimizer state");
         }

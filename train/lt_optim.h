@@ -32,6 +32,7 @@
 #define LT_OPTIM_H
 
 #include "lt_backend.h"
+#include "lt_comm.h"
 #include "lt_safetensors.h"
 #include "lt_tlist.h"
 
@@ -94,6 +95,36 @@ typedef struct lt_optim_stats {
     double clip_scale; /* factor the gradients were multiplied by */
 } lt_optim_stats;
 
+/* ---- data parallel (lt_optim_distribute) ----
+ * The tensors, in the order they were added, form one flattened vector of
+ * lt_optim_numel elements. It is cut into units of lt_optim_granule(numel)
+ * elements (256 or a power of two above, so that there are at most ~4096
+ * units; it depends on numel only). With a communicator:
+ *   - the gradient norm is the sum over units, in unit order, of be->sumsq
+ *     of the unit: the same bits for every world size and sharding;
+ *   - zero = 0: `grad` is the whole flattened gradient (numel floats), every
+ *     rank updates every tensor;
+ *   - zero = 1 (ZeRO-1): rank r owns the units lt_comm_shard(units, r, world)
+ *     gives it, i.e. the flat range lt_optim_flat_shard(r, world) (uneven
+ *     allowed, possibly empty); `grad` holds the gradient of that range only;
+ *     m, v (and master weights) are kept for that range only; a step updates
+ *     the owned parts of the tensors (weight decay per the tensor each
+ *     element belongs to) and all-gathers the updated parameters. Reading
+ *     whole tensors (lt_optim_get_param, *_to_tlist) gathers the parts and is
+ *     then collective: every rank must call it. Loading (set_param,
+ *     params_load, state_load) takes whole tensors and keeps this rank's part,
+ *     so a checkpoint written at one world size loads at any other.
+ * Call after the last lt_optim_add and before the first step. */
+lt_status lt_optim_distribute(lt_optim *o, lt_comm *c, int zero, float *grad, lt_err *err);
+size_t lt_optim_numel(const lt_optim *o);
+size_t lt_optim_granule(size_t numel);
+/* Rank `rank`'s flat range under ZeRO-1 (a whole number of units). */
+void lt_optim_flat_shard(const lt_optim *o, int rank, int world, size_t *start, size_t *len);
+/* Offset of tensor i in the flattened vector. */
+size_t lt_optim_flat_offset(const lt_optim *o, size_t i);
+lt_comm *lt_optim_comm(const lt_optim *o); /* NULL until distributed */
+int lt_optim_zero(const lt_optim *o);
+
 /* Global gradient norm (sqrt of the sum of be->sumsq, in double). On a
  * non-finite value returns LT_ERR_NONFINITE naming the tensor; *norm is set. */
 lt_status lt_optim_grad_norm(lt_optim *o, double *norm, lt_err *err);
@@ -111,7 +142,9 @@ lt_status lt_optim_get_param(lt_optim *o, size_t i, float *host, lt_err *err);
 lt_status lt_optim_set_param(lt_optim *o, size_t i, const float *host, lt_err *err);
 
 /* The trainable tensors' current f32 values (master weights when present)
- * as host tensors under their names, appended to `out` (checkpoint weights). */
+ * as host tensors under their names, appended to `out` (checkpoint weights).
+ * Collective under ZeRO-1: out = NULL takes part in the gathers and keeps
+ * nothing (the ranks that do not write; the same for state_to_tlist). */
 lt_status lt_optim_params_to_tlist(lt_optim *o, lt_tlist *out, lt_err *err);
 /* Set every trainable tensor from a safetensors file written from the list
  * above (names and shapes must match; errors name the tensor). */

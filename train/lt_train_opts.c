@@ -53,7 +53,7 @@ static const optdef OPTS[] = {
     {"seq-len", K_LONG, F(seq_len), 0, "1024", "T", 2, 1048576, 0, 0, 1, "tokens per sequence"},
     {"micro-batch", K_LONG, F(micro_batch), 0, "4", "B", 1, 65536, 0, 0, 1, "sequences per forward/backward"},
     {"grad-accum", K_LONG, F(grad_accum), 0, "1", "K", 1, 65536, 0, 0, 1,
-     "micro-batches per optimizer step (global batch = B * K sequences)"},
+     "micro-batches per optimizer step on each rank (global batch = B * K * ranks sequences)"},
     {"epochs", K_LONG, F(epochs), 0, "1", "N", 0, 1000000, 0, 0, 0,
      "passes over the data; 0 = no limit (needs --max-steps)"},
     {"max-steps", K_LONG, F(max_steps), 0, "0", "N", 0, BIG, 0, 0, 0,
@@ -90,6 +90,15 @@ static const optdef OPTS[] = {
     {"threads", K_LONG, F(threads), 0, "0", "N", 0, 4096, 0, 0, 0, "CPU threads; 0 = OpenMP default"},
     {"skip-nonfinite", K_FLAG, F(skip_nonfinite), 0, "false", NULL, 0, 0, 0, 0, 0,
      "skip an optimizer step whose gradient is NaN/Inf instead of stopping"},
+    {"Memory and data parallelism (docs/distributed.md)", K_SECTION, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, NULL},
+    {"recompute", K_FLAG, F(recompute), 0, "false", NULL, 0, 0, 0, 0, 0,
+     "activation recomputation: keep only each layer's input, recompute the layer in the backward"},
+    {"zero", K_LONG, F(zero), 0, "0", "S", 0, 1, 0, 0, 0,
+     "1 = ZeRO-1: shard the AdamW state and fp32 master weights across the ranks"},
+    {"grad-reduce-dtype", K_STR, F(grad_reduce_dtype), 0, "f32", "D", 0, 0, 0, 0, 0,
+     "f32 (exact: N ranks = 1 rank bitwise) or bf16 (once per step, half the traffic; for GPUs)"},
+    {"dry-run", K_FLAG, F(dry_run), 0, "false", NULL, 0, 0, 0, 0, 0,
+     "print the per-rank memory estimate for this configuration and exit"},
 };
 #define NOPTS (sizeof OPTS / sizeof OPTS[0])
 
@@ -403,6 +412,7 @@ lt_status lt_train_opts_parse(int argc, char **argv, lt_train_opts *o, lt_err *e
 
 lt_status lt_train_opts_validate(const lt_train_opts *o, lt_err *err) {
     if (!o->model || !*o->model) return lt_fail(err, LT_ERR_INVALID, "--model DIR is required");
+    if (o->dry_run) return LT_OK; /* the memory estimate needs the model's config only */
     if (o->n_data < 1) return lt_fail(err, LT_ERR_INVALID, "--data SHARD... is required");
     if (!o->out || !*o->out) return lt_fail(err, LT_ERR_INVALID, "--out RUN_DIR is required");
     if (o->epochs == 0 && o->max_steps == 0)
@@ -422,6 +432,9 @@ lt_status lt_train_opts_validate(const lt_train_opts *o, lt_err *err) {
                                d->name);
         }
     }
+    if (!o->grad_reduce_dtype || (strcmp(o->grad_reduce_dtype, "f32") && strcmp(o->grad_reduce_dtype, "bf16")))
+        return lt_fail(err, LT_ERR_INVALID, "--grad-reduce-dtype expects f32 or bf16, got '%s'",
+                       o->grad_reduce_dtype ? o->grad_reduce_dtype : "(null)");
     if (o->seq_len * o->micro_batch > (long)INT32_MAX)
         return lt_fail(err, LT_ERR_INVALID, "--seq-len %ld x --micro-batch %ld is too large", o->seq_len,
                        o->micro_batch);

@@ -7,7 +7,7 @@
  * as JSON (written to RUN_DIR/config.json; it is itself a valid --config).
  *
  * Command line: `--name value`, `--name=value`; flags (--resume, --rslora,
- * --decay-embeddings, --skip-nonfinite) take no value on the command line
+ * --decay-embeddings, --skip-nonfinite, --recompute, --dry-run) take no value on the command line
  * and true/false in JSON. --data and --eval-data take one or more paths
  * (every following argument up to the next one starting with "--").
  * JSON keys are the option names without the leading dashes, with '-' or
@@ -59,6 +59,11 @@ typedef struct lt_train_opts {
     char *device; /* "cpu" | "cuda" | "auto" */
     long threads;
     int skip_nonfinite;
+    /* memory and data parallelism */
+    int recompute;
+    long zero;               /* 0 or 1 (ZeRO-1) */
+    char *grad_reduce_dtype; /* "f32" | "bf16" */
+    int dry_run;
     int help; /* --help / -h seen: print lt_train_opts_help, nothing validated */
     uint64_t given; /* internal: which options were set by the config or a flag */
 } lt_train_opts;

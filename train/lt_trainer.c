@@ -12,10 +12,25 @@ struct lt_trainer {
     lt_model *m;
     lt_optim *opt;
     int skip_nonfinite;
-    lt_comm *comm; /* NULL or world 1: no reductions */
+    lt_comm *comm; /* NULL: no communicator (legacy accumulation, see lt_trainer.h) */
+    int zero;      /* ZeRO-1 */
+    int bf16;      /* reduce in bf16 once per step */
+    float *x;      /* the model's flat gradient (n floats) */
+    size_t n;
+    float *acc;         /* step accumulator: n floats, or this rank's shard (ZeRO-1); may be x */
+    int own_acc;        /* acc was allocated here */
+    size_t s0, sl;      /* this rank's flat range (ZeRO-1), else 0, n */
+    size_t *counts;     /* (world) scratch */
+    size_t (*ranges)[2]; /* flat ranges per group slot (group + 2), merged when adjacent */
+    int *nranges, *range0; /* per slot: count and first index into ranges */
+    int nslots;
+    int reduce_now;     /* bf16 mode: the hook reduces (last micro-batch of the step) */
+    lt_status hook_st;  /* first failure inside the hook */
+    lt_err hook_err;
+    lt_rng *drop_rng;   /* base RNG for per-micro-batch LoRA dropout streams (NULL: the model's own) */
+    float *hbuf;        /* bf16 mode: host staging (n floats) */
+    uint16_t *hb16;     /* (n) */
 };
-
-void lt_trainer_set_comm(lt_trainer *t, lt_comm *c) { t->comm = c && c->world > 1 ? c : NULL; }
 
 int lt_trainer_is_lora_param(const char *name) {
     size_t n = strlen(name);
@@ -50,17 +65,152 @@ lt_status lt_trainer_create(lt_model *m, const lt_optim_cfg *cfg, int decay_embe
         lt_trainer_free(t);
         return st;
     }
+    t->x = lt_model_grads_flat(m, &t->n);
     *out = t;
     return LT_OK;
 }
 
 void lt_trainer_free(lt_trainer *t) {
     if (!t) return;
+    lt_model_set_grad_hook(t->m, NULL, NULL);
+    if (t->own_acc && t->acc) lt_model_backend(t->m)->free(lt_model_backend(t->m), t->acc);
     lt_optim_free(t->opt);
+    free(t->counts);
+    free(t->ranges);
+    free(t->nranges);
+    free(t->range0);
+    free(t->hbuf);
+    free(t->hb16);
     free(t);
 }
 
 lt_optim *lt_trainer_optim(lt_trainer *t) { return t->opt; }
+
+void lt_trainer_set_dropout_rng(lt_trainer *t, lt_rng *base) { t->drop_rng = base; }
+
+/* ---- gradient reductions, launched per group by the model's hook ---- */
+
+/* counts[r] = elements of flat [a, b) in rank r's ZeRO-1 range */
+static void range_counts(lt_trainer *t, size_t a, size_t b) {
+    for (int r = 0; r < t->comm->world; r++) {
+        size_t r0, rl;
+        lt_optim_flat_shard(t->opt, r, t->comm->world, &r0, &rl);
+        size_t x = a > r0 ? a : r0, y = b < r0 + rl ? b : r0 + rl;
+        t->counts[r] = y > x ? y - x : 0;
+    }
+}
+
+/* this rank's part of [a, b) in the accumulator (ZeRO-1) */
+static float *acc_part(lt_trainer *t, size_t a) { return t->acc + (a > t->s0 ? a - t->s0 : 0); }
+
+static lt_status reduce_ordered(lt_trainer *t, size_t a, size_t b, lt_err *err) {
+    lt_comm *c = t->comm;
+    if (!t->zero) return c->all_reduce_sum_ordered(c, t->acc + a, t->x + a, b - a, LT_F32, err);
+    range_counts(t, a, b);
+    return c->reduce_scatter_sum_ordered(c, acc_part(t, a), t->x + a, b - a, t->counts, LT_F32, err);
+}
+
+/* bf16: x[a, b) rounded to bf16, summed over the ranks in bf16, back to f32
+ * (into x, or this rank's part of the accumulator under ZeRO-1) */
+static lt_status reduce_bf16(lt_trainer *t, size_t a, size_t b, lt_err *err) {
+    lt_backend *be = lt_model_backend(t->m);
+    lt_comm *c = t->comm;
+    size_t n = b - a;
+    lt_status st = be->download_f32(be, t->hbuf, t->x + a, LT_F32, n, err);
+    if (!st) st = be->sync(be, err);
+    if (st) return st;
+    for (size_t i = 0; i < n; i++) t->hb16[i] = lt_f32_to_bf16(t->hbuf[i]);
+    if (!t->zero) {
+        if ((st = c->all_reduce_sum(c, t->hb16, n, LT_BF16, err))) return st;
+        for (size_t i = 0; i < n; i++) t->hbuf[i] = lt_bf16_to_f32(t->hb16[i]);
+        return be->upload_f32(be, t->x + a, LT_F32, t->hbuf, n, err);
+    }
+    range_counts(t, a, b);
+    size_t off = 0;
+    for (int r = 0; r < c->rank; r++) off += t->counts[r];
+    size_t mine = t->counts[c->rank];
+    if ((st = c->reduce_scatter_sum(c, t->hb16 + off, t->hb16, n, t->counts, LT_BF16, err))) return st;
+    for (size_t i = 0; i < mine; i++) t->hbuf[i] = lt_bf16_to_f32(t->hb16[off + i]);
+    return mine ? be->upload_f32(be, acc_part(t, a), LT_F32, t->hbuf, mine, err) : LT_OK;
+}
+
+static void reduce_group(lt_trainer *t, int group) {
+    int slot = group + 2;
+    if (t->hook_st || slot < 0 || slot >= t->nslots) return;
+    if (t->bf16 && !t->reduce_now) return; /* bf16: once per step, in the last micro-batch's backward */
+    for (int k = 0; k < t->nranges[slot] && !t->hook_st; k++) {
+        size_t a = t->ranges[t->range0[slot] + k][0], b = t->ranges[t->range0[slot] + k][1];
+        lt_status st = t->bf16 ? reduce_bf16(t, a, b, &t->hook_err) : reduce_ordered(t, a, b, &t->hook_err);
+        if (st) t->hook_st = lt_wrap(&t->hook_err, st, "gradient reduction (parameter group %d)", group);
+    }
+}
+
+static void hook(void *ctx, int group) { reduce_group((lt_trainer *)ctx, group); }
+
+lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype reduce_dtype, lt_err *err) {
+    if (t->comm) return lt_fail(err, LT_ERR_INVALID, "trainer: already distributed");
+    if (!c) return LT_OK;
+    if (reduce_dtype != LT_F32 && reduce_dtype != LT_BF16)
+        return lt_fail(err, LT_ERR_INVALID, "trainer: gradient reduction dtype %s (f32 or bf16)",
+                       lt_dtype_name(reduce_dtype));
+    lt_backend *be = lt_model_backend(t->m);
+    t->comm = c;
+    t->zero = zero ? 1 : 0;
+    t->bf16 = reduce_dtype == LT_BF16;
+    t->counts = calloc((size_t)c->world, sizeof *t->counts);
+    if (!t->counts) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+    /* the accumulator: the whole vector, or this rank's shard */
+    t->s0 = 0;
+    t->sl = t->n;
+    if (t->zero) lt_optim_flat_shard(t->opt, c->rank, c->world, &t->s0, &t->sl);
+    lt_status st;
+    if (t->zero || !t->bf16) { /* bf16 without ZeRO: reduced in place in x */
+        size_t bytes = (t->sl ? t->sl : 1) * sizeof(float);
+        if ((st = be->alloc(be, bytes, (void **)&t->acc, err)))
+            return lt_wrap(err, st, "trainer: gradient accumulator (%zu floats)", t->sl);
+        be->zero(be, t->acc, bytes);
+        t->own_acc = 1;
+    } else {
+        t->acc = t->x;
+    }
+    if (t->bf16) {
+        t->hbuf = malloc((t->n ? t->n : 1) * sizeof *t->hbuf);
+        t->hb16 = malloc((t->n ? t->n : 1) * sizeof *t->hb16);
+        if (!t->hbuf || !t->hb16) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory for bf16 staging");
+    }
+    if ((st = lt_optim_distribute(t->opt, c, t->zero, t->acc, err))) return st;
+    /* flat ranges of every group, in parameter order */
+    lt_model *m = t->m;
+    int L = lt_model_config(m)->num_layers;
+    t->nslots = L + 2;
+    size_t np = lt_model_num_params(m);
+    t->ranges = calloc(np + 1, sizeof *t->ranges);
+    t->nranges = calloc((size_t)t->nslots, sizeof *t->nranges);
+    t->range0 = calloc((size_t)t->nslots, sizeof *t->range0);
+    if (!t->ranges || !t->nranges || !t->range0) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+    int nr = 0;
+    for (int slot = 0; slot < t->nslots; slot++) {
+        t->range0[slot] = nr;
+        size_t off = 0;
+        for (size_t i = 0; i < np; i++) {
+            lt_param *p = lt_model_param(m, i);
+            if (!p->trainable) continue;
+            if (lt_model_grad_group(m, i) + 2 == slot) {
+                if (t->nranges[slot] && t->ranges[nr - 1][1] == off) {
+                    t->ranges[nr - 1][1] = off + p->numel;
+                } else {
+                    t->ranges[nr][0] = off;
+                    t->ranges[nr][1] = off + p->numel;
+                    nr++;
+                    t->nranges[slot]++;
+                }
+            }
+            off += p->numel;
+        }
+    }
+    lt_model_set_grad_hook(m, hook, t);
+    return LT_OK;
+}
 
 static int64_t count_targets(const lt_batch *b) {
     int64_t n = 0;
@@ -83,6 +233,109 @@ static int64_t count_tokens(const lt_batch *b) {
     return n;
 }
 
+/* the optimizer update after the gradients are in place; st = LT_OK or the
+ * NONFINITE status of the loss */
+static lt_status finish_step(lt_trainer *t, lt_status st, int64_t step, lt_train_stats *s, lt_err *err) {
+    if (!st) {
+        lt_optim_stats os;
+        st = lt_optim_step(t->opt, &os, err);
+        if (!st) {
+            s->step = os.step;
+            s->lr = os.lr;
+            s->grad_norm = os.grad_norm;
+        } else if (st == LT_ERR_NONFINITE) {
+            lt_wrap(err, st, "step %lld: non-finite gradient norm (loss %g)", (long long)step, s->loss);
+            s->grad_norm = NAN;
+        } else {
+            return lt_wrap(err, st, "step %lld", (long long)step);
+        }
+    }
+    if (st == LT_ERR_NONFINITE) {
+        lt_model_zero_grads(t->m);
+        if (!t->skip_nonfinite) return st;
+        if (!t->comm || t->comm->rank == 0)
+            fprintf(stderr, "train: skipping step %lld: %s\n", (long long)step, err ? err->msg : "non-finite");
+        s->skipped = 1;
+        s->step = lt_optim_steps_done(t->opt);
+    }
+    return LT_OK;
+}
+
+/* without a communicator: every micro-batch accumulates into the gradients */
+static lt_status step_plain(lt_trainer *t, const lt_batch *micro, int n_micro, int64_t n_tgt, int64_t step,
+                            lt_train_stats *s, lt_err *err) {
+    lt_model_zero_grads(t->m);
+    double loss_sum = 0;
+    lt_status st = LT_OK;
+    for (int j = 0; j < n_micro; j++) {
+        lt_step_result r;
+        lt_status sj = lt_model_step(t->m, &micro[j], 1, (double)n_tgt, &r, err);
+        if (!sj) loss_sum += r.loss_sum;
+        else if (sj == LT_ERR_NONFINITE) {
+            loss_sum = NAN;
+            if (!st) st = lt_wrap(err, sj, "step %lld, micro-batch %d", (long long)step, j + 1);
+        } else {
+            return lt_wrap(err, sj, "step %lld, micro-batch %d", (long long)step, j + 1);
+        }
+    }
+    s->loss = loss_sum / (double)n_tgt;
+    return finish_step(t, st, step, s, err);
+}
+
+/* with a communicator: round j = this rank's micro-batch j (global index
+ * j * world + rank); see lt_trainer.h */
+static lt_status step_comm(lt_trainer *t, const lt_batch *micro, int n_micro, int64_t n_tgt, int64_t step,
+                           lt_train_stats *s, lt_err *err) {
+    lt_comm *c = t->comm;
+    lt_backend *be = lt_model_backend(t->m);
+    if (t->own_acc) be->zero(be, t->acc, (t->sl ? t->sl : 1) * sizeof(float));
+    if (t->bf16) lt_model_zero_grads(t->m);
+    uint64_t dseed = t->drop_rng ? lt_rng_u64(t->drop_rng) : 0;
+    double loss_acc = 0; /* the fold of the micro-batches' loss sums in global order */
+    lt_status st = LT_OK;
+    for (int j = 0; j < n_micro; j++) {
+        int64_t g = (int64_t)j * c->world + c->rank;
+        lt_rng drng;
+        if (t->drop_rng) { /* micro-batch g's dropout stream: independent of the world size */
+            lt_rng_seed(&drng, dseed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(g + 1)));
+            lt_model_set_rng(t->m, &drng);
+        }
+        if (!t->bf16) lt_model_zero_grads(t->m); /* every micro-batch's gradient into a zeroed buffer */
+        t->reduce_now = j == n_micro - 1;
+        t->hook_st = LT_OK;
+        double lsum = 0;
+        lt_status sj = LT_OK;
+        if (count_tokens(&micro[j]) == 0) {
+            /* all padding (an epoch's uneven tail): gradient 0, no compute;
+             * the same reductions as the hooks would launch */
+            for (int k = 0; k < lt_model_num_grad_groups(t->m); k++) reduce_group(t, lt_model_grad_group_at(t->m, k));
+        } else {
+            lt_step_result r;
+            sj = lt_model_step(t->m, &micro[j], 1, (double)n_tgt, &r, err);
+            if (!sj) lsum = r.loss_sum;
+        }
+        if (t->drop_rng) lt_model_set_rng(t->m, t->drop_rng);
+        if (sj == LT_ERR_NONFINITE) { /* go on: the other ranks must see it too */
+            lsum = NAN;
+            if (!st) st = lt_wrap(err, sj, "step %lld, micro-batch %lld", (long long)step, (long long)g + 1);
+        } else if (sj) {
+            return lt_wrap(err, sj, "step %lld, micro-batch %lld", (long long)step, (long long)g + 1);
+        }
+        if (t->hook_st) {
+            if (err) *err = t->hook_err;
+            return lt_wrap(err, t->hook_st, "step %lld", (long long)step);
+        }
+        lt_status sc = c->all_reduce_sum_ordered(c, &loss_acc, &lsum, 1, LT_F64, err);
+        if (sc) return lt_wrap(err, sc, "step %lld: loss reduction", (long long)step);
+    }
+    if (!isfinite(loss_acc) && !st)
+        st = lt_fail(err, LT_ERR_NONFINITE, "step %lld: the loss is not finite on another rank", (long long)step);
+    s->loss = loss_acc / (double)n_tgt;
+    lt_status r = finish_step(t, st, step, s, err);
+    if (st == LT_ERR_NONFINITE && t->own_acc) be->zero(be, t->acc, (t->sl ? t->sl : 1) * sizeof(float));
+    return r;
+}
+
 lt_status lt_trainer_step(lt_trainer *t, const lt_batch *micro, int n_micro, lt_train_stats *stats, lt_err *err) {
     lt_train_stats s = {0};
     s.grad_norm = NAN;
@@ -94,7 +347,7 @@ lt_status lt_trainer_step(lt_trainer *t, const lt_batch *micro, int n_micro, lt_
         cnt[1] += count_tokens(&micro[j]);
     }
     lt_status st = LT_OK;
-    if (t->comm && (st = t->comm->all_reduce_sum(t->comm, cnt, 2, LT_I64, err)))
+    if (t->comm && t->comm->world > 1 && (st = t->comm->all_reduce_sum(t->comm, cnt, 2, LT_I64, err)))
         return lt_wrap(err, st, "step %lld: target count", (long long)step);
     int64_t n_tgt = cnt[0];
     s.tokens = cnt[1];
@@ -108,51 +361,9 @@ lt_status lt_trainer_step(lt_trainer *t, const lt_batch *micro, int n_micro, lt_
         if (stats) *stats = s;
         return LT_OK;
     }
-    lt_model_zero_grads(t->m);
-    double loss_sum = 0;
-    for (int j = 0; j < n_micro; j++) {
-        lt_step_result r;
-        lt_status sj = lt_model_step(t->m, &micro[j], 1, (double)n_tgt, &r, err);
-        if (!sj) loss_sum += r.loss_sum;
-        else if (sj == LT_ERR_NONFINITE) { /* go on: the other ranks must see it too */
-            loss_sum = NAN;
-            if (!st) st = lt_wrap(err, sj, "step %lld, micro-batch %d", (long long)step, j + 1);
-        } else {
-            return lt_wrap(err, sj, "step %lld, micro-batch %d", (long long)step, j + 1);
-        }
-    }
-    if (t->comm) { /* sum the loss and the gradients over the ranks */
-        lt_status sc = t->comm->all_reduce_sum(t->comm, &loss_sum, 1, LT_F64, err);
-        for (size_t i = 0; !sc && i < lt_model_num_params(t->m); i++) {
-            lt_param *p = lt_model_param(t->m, i);
-            if (p->trainable && p->grad) sc = t->comm->all_reduce_sum(t->comm, p->grad, p->numel, LT_F32, err);
-        }
-        if (sc) return lt_wrap(err, sc, "step %lld: gradient all-reduce", (long long)step);
-        if (!isfinite(loss_sum) && !st)
-            st = lt_fail(err, LT_ERR_NONFINITE, "step %lld: the loss is not finite on another rank", (long long)step);
-    }
-    s.loss = loss_sum / (double)n_tgt;
-    if (!st) {
-        lt_optim_stats os;
-        st = lt_optim_step(t->opt, &os, err);
-        if (!st) {
-            s.step = os.step;
-            s.lr = os.lr;
-            s.grad_norm = os.grad_norm;
-        } else if (st == LT_ERR_NONFINITE) {
-            lt_wrap(err, st, "step %lld: non-finite gradient norm (loss %g)", (long long)step, s.loss);
-            s.grad_norm = NAN;
-        } else {
-            return lt_wrap(err, st, "step %lld", (long long)step);
-        }
-    }
-    if (st == LT_ERR_NONFINITE) {
-        lt_model_zero_grads(t->m);
-        if (!t->skip_nonfinite) return st;
-        fprintf(stderr, "train: skipping step %lld: %s\n", (long long)step, err ? err->msg : "non-finite");
-        s.skipped = 1;
-        s.step = lt_optim_steps_done(t->opt);
-    }
+    st = t->comm ? step_comm(t, micro, n_micro, n_tgt, step, &s, err)
+                 : step_plain(t, micro, n_micro, n_tgt, step, &s, err);
+    if (st) return st;
     if (stats) *stats = s;
     return LT_OK;
 }

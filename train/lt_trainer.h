@@ -16,12 +16,37 @@
  * So k micro-batches of B sequences give the update of one batch of k*B
  * sequences (up to float summation order).
  *
- * Data parallelism (lt_trainer_set_comm, world > 1): every rank runs its own
- * micro-batches (the loader's rank split of each global batch); the target
- * and token counts are summed over the ranks before any forward, and after the
- * micro-batches the loss sums and every trainable gradient are all-reduced
- * (lt_comm all_reduce_sum, bitwise identical on every rank), so every rank
- * takes the same AdamW step. Without a communicator (or world 1) nothing is
+ * Data parallelism (lt_trainer_distribute): every rank runs its own
+ * micro-batches; the target and token counts are summed over the ranks
+ * (exact, i64) before any forward, so every micro-batch on every rank uses
+ * grad_scale = 1 / (global target count). Round j of a step is this rank's
+ * j-th micro-batch, global micro-batch index g = j * world + rank (the loader
+ * gives rank r sequences [r*B, (r+1)*B) of each global batch, so g numbers
+ * the sequences of the step in order). Gradient reduction dtype:
+ *   f32 (exact, the default): each micro-batch's gradient is computed into
+ *     the zeroed model gradient x; as the backward makes a group's gradients
+ *     final (lt_model_set_grad_hook: the head, layer L-1 .. 0, the
+ *     embedding) the trainer reduces that group's range at once:
+ *     acc := fold(acc, x_0, ..., x_{W-1}) (lt_comm all_reduce_sum_ordered,
+ *     or reduce_scatter_sum_ordered into this rank's shard under ZeRO-1).
+ *     acc then adds the micro-batches' gradients in the order of g, exactly
+ *     as one rank would; the loss sums are folded the same way (f64). So the
+ *     losses, gradient norms (lt_optim.h: per-unit sums, world-independent)
+ *     and weights of W ranks x K rounds equal one rank x W*K micro-batches
+ *     bitwise, with or without ZeRO-1 (same backend, same thread count).
+ *   bf16: the micro-batches accumulate into x locally; during the last one's
+ *     backward each group is rounded to bf16 and summed over the ranks in
+ *     bf16 (all_reduce_sum, or reduce_scatter_sum under ZeRO-1) -- half the
+ *     traffic, once per step, not equal to one rank in the last bits.
+ * The reductions block inside the hook (lt_comm calls return when the result
+ * is ready), between one layer's backward and the next; a GPU overlap needs
+ * a non-blocking lt_comm call here (see docs/distributed.md). A micro-batch that is all padding (an
+ * epoch's uneven tail on the higher ranks) is not computed: its gradient is
+ * 0 and the trainer launches the same reductions itself. LoRA dropout with
+ * lt_trainer_set_dropout_rng: micro-batch g draws its masks from a stream
+ * seeded by (one draw of the base RNG per step, g), independent of the world
+ * size. Without a communicator (library use, CUDA on one GPU) the
+ * micro-batches accumulate straight into the gradients and nothing is
  * reduced. A non-finite loss on one rank still takes part in every
  * collective, so all ranks see it and stop (or skip) together.
  *
@@ -51,8 +76,15 @@ lt_status lt_trainer_create(lt_model *m, const lt_optim_cfg *cfg, int decay_embe
                             lt_trainer **out, lt_err *err);
 void lt_trainer_free(lt_trainer *t);
 lt_optim *lt_trainer_optim(lt_trainer *t);
-/* Reduce over this communicator's ranks (borrowed; NULL = none). */
-void lt_trainer_set_comm(lt_trainer *t, lt_comm *c);
+/* Train data-parallel over this communicator (borrowed; NULL = none; world
+ * 1 is fine and makes the calls a W-rank run makes): zero = 1 shards the
+ * optimizer state (ZeRO-1, lt_optim_distribute); reduce_dtype LT_F32 (exact)
+ * or LT_BF16 (see above). Installs the model's gradient hook. Once, before
+ * the first step. */
+lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype reduce_dtype, lt_err *err);
+/* Base RNG of the per-micro-batch LoRA dropout streams (borrowed; advanced
+ * by one draw per step; only used with a communicator). */
+void lt_trainer_set_dropout_rng(lt_trainer *t, lt_rng *base);
 
 typedef struct lt_train_stats {
     int64_t step;          /* optimizer steps done after this one */
