@@ -19,9 +19,11 @@
  * q/k/v/o; mistral none (MistralAttention ignores attention_bias).
  */
 #include "lt_config.h"
+#include "lt_json.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -45,16 +47,6 @@ static const char *arch_class(lt_arch a) {
     return "?";
 }
 
-static const char *json_kind(const cJSON *v) {
-    if (!v) return "absent";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    return "invalid";
-}
 
 /* An integer field. Absent (or null when null_is_absent) -> def, or an error
  * when required. Sets *present. */
@@ -63,12 +55,12 @@ static lt_status get_int(const cJSON *o, const char *key, int required, int def,
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (present) *present = 0;
     if (!v || cJSON_IsNull(v)) {
-        if (required) return lt_fail(err, LT_ERR_INVALID, "%s: %s is required but %s", origin, key, json_kind(v));
+        if (required) return lt_fail(err, LT_ERR_INVALID, "%s: %s is required but %s", origin, key, lt_json_kind(v));
         *out = def;
         return LT_OK;
     }
     if (!cJSON_IsNumber(v))
-        return lt_fail(err, LT_ERR_INVALID, "%s: %s must be an integer, found %s", origin, key, json_kind(v));
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s must be an integer, found %s", origin, key, lt_json_kind(v));
     if (floor(v->valuedouble) != v->valuedouble || fabs(v->valuedouble) > 2147483647.0)
         return lt_fail(err, LT_ERR_INVALID, "%s: %s = %g, expected an integer", origin, key, v->valuedouble);
     *out = (int)v->valuedouble;
@@ -80,12 +72,12 @@ static lt_status get_double(const cJSON *o, const char *key, int required, doubl
                             const char *origin, lt_err *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) {
-        if (required) return lt_fail(err, LT_ERR_INVALID, "%s: %s is required but %s", origin, key, json_kind(v));
+        if (required) return lt_fail(err, LT_ERR_INVALID, "%s: %s is required but %s", origin, key, lt_json_kind(v));
         *out = def;
         return LT_OK;
     }
     if (!cJSON_IsNumber(v))
-        return lt_fail(err, LT_ERR_INVALID, "%s: %s must be a number, found %s", origin, key, json_kind(v));
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s must be a number, found %s", origin, key, lt_json_kind(v));
     *out = v->valuedouble;
     return LT_OK;
 }
@@ -97,7 +89,7 @@ static lt_status get_bool(const cJSON *o, const char *key, int def, int *out, co
         return LT_OK;
     }
     if (!cJSON_IsBool(v))
-        return lt_fail(err, LT_ERR_INVALID, "%s: %s must be true or false, found %s", origin, key, json_kind(v));
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s must be true or false, found %s", origin, key, lt_json_kind(v));
     *out = cJSON_IsTrue(v) ? 1 : 0;
     return LT_OK;
 }
@@ -113,7 +105,7 @@ static lt_status get_token_id(const cJSON *o, const char *key, int *out, const c
     }
     if (!cJSON_IsNumber(v))
         return lt_fail(err, LT_ERR_INVALID, "%s: %s must be a non-negative integer or a list of them, found %s",
-                       origin, key, json_kind(v));
+                       origin, key, lt_json_kind(v));
     if (floor(v->valuedouble) != v->valuedouble || v->valuedouble < 0 || v->valuedouble > 2147483647.0)
         return lt_fail(err, LT_ERR_INVALID, "%s: %s = %g, expected a non-negative integer token id", origin, key,
                        v->valuedouble);
@@ -140,7 +132,7 @@ static lt_status parse_rope_scaling(const cJSON *root, lt_config *c, const char 
     if (!rs || cJSON_IsNull(rs)) return LT_OK;
     if (!cJSON_IsObject(rs))
         return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling must be null or an object, found %s", origin,
-                       json_kind(rs));
+                       lt_json_kind(rs));
     /* transformers: a legacy "type" key overrides "rope_type" */
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
     const char *key = "type";
@@ -150,7 +142,7 @@ static lt_status parse_rope_scaling(const cJSON *root, lt_config *c, const char 
     }
     if (!cJSON_IsString(ty))
         return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling needs a string \"rope_type\" (or \"type\"), found %s",
-                       origin, json_kind(ty));
+                       origin, lt_json_kind(ty));
     if (strcmp(ty->valuestring, "default") == 0) return LT_OK; /* the same as no scaling */
     if (strcmp(ty->valuestring, "llama3") != 0)
         return lt_fail(err, LT_ERR_UNSUPPORTED,
@@ -163,14 +155,14 @@ static lt_status parse_rope_scaling(const cJSON *root, lt_config *c, const char 
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(rs, keys[i]);
         if (!cJSON_IsNumber(v))
             return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling.%s must be a number for llama3 scaling, found %s",
-                           origin, keys[i], json_kind(v));
+                           origin, keys[i], lt_json_kind(v));
         *dst[i] = v->valuedouble;
     }
     const cJSON *om = cJSON_GetObjectItemCaseSensitive(rs, "original_max_position_embeddings");
     if (!cJSON_IsNumber(om) || floor(om->valuedouble) != om->valuedouble || fabs(om->valuedouble) > 2147483647.0)
         REFUSE(LT_ERR_INVALID,
                "%s: rope_scaling.original_max_position_embeddings must be an integer for llama3 scaling, found %s",
-               origin, json_kind(om));
+               origin, lt_json_kind(om));
     c->rope_original_max_pos = (int)om->valuedouble;
     if (!(c->rope_factor >= 1.0))
         REFUSE(LT_ERR_INVALID, "%s: rope_scaling.factor = %g, expected >= 1", origin, c->rope_factor);
@@ -191,14 +183,15 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     lt_config c;
     memset(&c, 0, sizeof c);
     if (!origin) origin = "config.json";
-    cJSON *root = cJSON_Parse(json);
-    if (!root) return lt_fail(err, LT_ERR_FORMAT, "%s: not valid JSON", origin);
+    char why[160];
+    cJSON *root = lt_json_parse_exact(json, strlen(json), why, sizeof why);
+    if (!root) return lt_fail(err, LT_ERR_FORMAT, "%s: %s", origin, why);
     lt_status st = LT_OK;
     if (!cJSON_IsObject(root)) REFUSE(LT_ERR_FORMAT, "%s: expected a JSON object", origin);
 
     /* ---- architecture ---- */
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    if (!cJSON_IsString(mt)) REFUSE(LT_ERR_INVALID, "%s: model_type must be a string, found %s", origin, json_kind(mt));
+    if (!cJSON_IsString(mt)) REFUSE(LT_ERR_INVALID, "%s: model_type must be a string, found %s", origin, lt_json_kind(mt));
     if (strcmp(mt->valuestring, "llama") == 0)
         c.arch = LT_ARCH_LLAMA;
     else if (strcmp(mt->valuestring, "mistral") == 0)
@@ -217,7 +210,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         const cJSON *a0 = cJSON_IsArray(ar) ? cJSON_GetArrayItem(ar, 0) : NULL;
         if (!cJSON_IsString(a0))
             REFUSE(LT_ERR_INVALID, "%s: architectures must be a list of class names, found %s", origin,
-                   cJSON_IsArray(ar) ? "an empty or non-string list" : json_kind(ar));
+                   cJSON_IsArray(ar) ? "an empty or non-string list" : lt_json_kind(ar));
         if (strcmp(a0->valuestring, want_class) != 0)
             REFUSE(LT_ERR_UNSUPPORTED, "%s: architectures[0] = \"%s\" but model_type \"%s\" expects \"%s\"", origin,
                    a0->valuestring, c.model_type, want_class);
@@ -269,6 +262,10 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         if (c.head_dim <= 0) REFUSE(LT_ERR_INVALID, "%s: head_dim = %d, expected > 0", origin, c.head_dim);
         if (c.head_dim % 2 != 0)
             REFUSE(LT_ERR_INVALID, "%s: head_dim = %d must be even (rotary embedding pairs)", origin, c.head_dim);
+        /* projection widths are ints downstream (LoRA, kernels) */
+        if ((int64_t)c.num_heads * c.head_dim > INT32_MAX)
+            REFUSE(LT_ERR_INVALID, "%s: num_attention_heads * head_dim = %d * %d is too large", origin, c.num_heads,
+                   c.head_dim);
     }
     {
         int def = c.arch == LT_ARCH_LLAMA ? 2048 : c.arch == LT_ARCH_MISTRAL ? 4096 * 32 : 32768;
@@ -283,7 +280,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
         if (act && !cJSON_IsNull(act)) {
             if (!cJSON_IsString(act))
-                REFUSE(LT_ERR_INVALID, "%s: hidden_act must be a string, found %s", origin, json_kind(act));
+                REFUSE(LT_ERR_INVALID, "%s: hidden_act must be a string, found %s", origin, lt_json_kind(act));
             if (strcmp(act->valuestring, "silu") != 0)
                 REFUSE(LT_ERR_UNSUPPORTED, "%s: hidden_act = \"%s\" is not supported (only \"silu\")", origin,
                        act->valuestring);
@@ -350,7 +347,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         c.torch_dtype = LT_F32;
         if (td && !cJSON_IsNull(td)) {
             if (!cJSON_IsString(td))
-                REFUSE(LT_ERR_INVALID, "%s: torch_dtype must be a string, found %s", origin, json_kind(td));
+                REFUSE(LT_ERR_INVALID, "%s: torch_dtype must be a string, found %s", origin, lt_json_kind(td));
             if (strcmp(td->valuestring, "float32") == 0)
                 c.torch_dtype = LT_F32;
             else if (strcmp(td->valuestring, "bfloat16") == 0)

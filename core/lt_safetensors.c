@@ -9,6 +9,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "lt_safetensors.h"
 
+#include "lt_json.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -86,16 +88,6 @@ static int json_uint(const cJSON *v, uint64_t *out) {
     return 1;
 }
 
-static const char *json_kind(const cJSON *v) {
-    if (!v) return "nothing";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    return "an invalid value";
-}
 
 /* ---- opening one file ---- */
 
@@ -111,7 +103,7 @@ static int cmp_range(const void *a, const void *b) {
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-static const lt_st_tensor *g_sort_t; /* qsort has no context pointer in C11 */
+static _Thread_local const lt_st_tensor *g_sort_t; /* qsort has no context pointer in C11 */
 static int cmp_name_idx(const void *a, const void *b) {
     return strcmp(g_sort_t[*(const size_t *)a].name, g_sort_t[*(const size_t *)b].name);
 }
@@ -138,13 +130,13 @@ static lt_status parse_entry(const char *path, const cJSON *e, lt_st_tensor *t, 
     const char *name = e->string;
     if (!cJSON_IsObject(e))
         return lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s': expected an object with dtype/shape/data_offsets, found %s",
-                       path, name, json_kind(e));
+                       path, name, lt_json_kind(e));
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *js = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *jo = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
     if (!cJSON_IsString(jd))
         return lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s': \"dtype\" must be a string, found %s", path, name,
-                       json_kind(jd));
+                       lt_json_kind(jd));
     if (!dtype_from_name(jd->valuestring, &t->dtype)) {
         if (dtype_known_elsewhere(jd->valuestring))
             return lt_fail(err, LT_ERR_UNSUPPORTED,
@@ -157,7 +149,7 @@ static lt_status parse_entry(const char *path, const cJSON *e, lt_st_tensor *t, 
     }
     if (!cJSON_IsArray(js))
         return lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s': \"shape\" must be an array, found %s", path, name,
-                       json_kind(js));
+                       lt_json_kind(js));
     int nd = cJSON_GetArraySize(js);
     if (nd > LT_ST_MAX_DIMS)
         return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: tensor '%s': %d dimensions, at most %d supported", path, name,
@@ -174,7 +166,7 @@ static lt_status parse_entry(const char *path, const cJSON *e, lt_st_tensor *t, 
                                "%s: tensor '%s': shape[%d] = %g, expected a non-negative integer", path, name, i,
                                d->valuedouble);
             return lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s': shape[%d] is %s, expected a non-negative integer",
-                           path, name, i, json_kind(d));
+                           path, name, i, lt_json_kind(d));
         }
         t->shape[i++] = (int64_t)v;
         if (v > SIZE_MAX || !lt_mul_ok(numel, (size_t)v, &numel))
@@ -185,7 +177,7 @@ static lt_status parse_entry(const char *path, const cJSON *e, lt_st_tensor *t, 
         return lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s': byte size overflows", path, name);
     if (!cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2)
         return lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s': \"data_offsets\" must be an array [begin, end], found %s",
-                       path, name, cJSON_IsArray(jo) ? "an array of another length" : json_kind(jo));
+                       path, name, cJSON_IsArray(jo) ? "an array of another length" : lt_json_kind(jo));
     if (!json_uint(cJSON_GetArrayItem(jo, 0), begin) || !json_uint(cJSON_GetArrayItem(jo, 1), end))
         return lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s': data_offsets must be non-negative integers", path, name);
     if (*end < *begin)
@@ -206,7 +198,7 @@ static lt_status parse_metadata(lt_st_file *f, const cJSON *m, lt_err *err) {
     if (cJSON_IsNull(m)) return LT_OK;
     if (!cJSON_IsObject(m))
         return lt_fail(err, LT_ERR_FORMAT, "%s: \"__metadata__\" must be an object of strings, found %s", f->path,
-                       json_kind(m));
+                       lt_json_kind(m));
     size_t n = (size_t)cJSON_GetArraySize(m);
     f->meta_k = calloc(n ? n : 1, sizeof *f->meta_k);
     f->meta_v = calloc(n ? n : 1, sizeof *f->meta_v);
@@ -215,7 +207,7 @@ static lt_status parse_metadata(lt_st_file *f, const cJSON *m, lt_err *err) {
     cJSON_ArrayForEach(e, m) {
         if (!cJSON_IsString(e))
             return lt_fail(err, LT_ERR_FORMAT, "%s: __metadata__ key '%s': value must be a string, found %s", f->path,
-                           e->string, json_kind(e));
+                           e->string, lt_json_kind(e));
         for (size_t j = 0; j < f->n_meta; j++)
             if (strcmp(f->meta_k[j], e->string) == 0)
                 return lt_fail(err, LT_ERR_FORMAT, "%s: __metadata__ key '%s' appears twice", f->path, e->string);
@@ -483,16 +475,13 @@ static int shard_name_ok(const char *s) {
 }
 
 static lt_status open_index(lt_st_model *m, const char *index_path, lt_err *err) {
-    char *text = NULL;
-    lt_status st = lt_read_file(index_path, &text, NULL, err);
+    cJSON *root = NULL;
+    lt_status st = lt_json_load_file(index_path, &root, err);
     if (st != LT_OK) return st;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    if (!root) return lt_fail(err, LT_ERR_FORMAT, "%s: not valid JSON", index_path);
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     const cJSON *e;
     if (!cJSON_IsObject(wm)) {
-        st = lt_fail(err, LT_ERR_FORMAT, "%s: \"weight_map\" must be an object, found %s", index_path, json_kind(wm));
+        st = lt_fail(err, LT_ERR_FORMAT, "%s: \"weight_map\" must be an object, found %s", index_path, lt_json_kind(wm));
         goto done;
     }
     size_t n_entries = (size_t)cJSON_GetArraySize(wm);
@@ -505,7 +494,7 @@ static lt_status open_index(lt_st_model *m, const char *index_path, lt_err *err)
     cJSON_ArrayForEach(e, wm) {
         if (!cJSON_IsString(e)) {
             st = lt_fail(err, LT_ERR_FORMAT, "%s: weight_map entry '%s' must be a file name, found %s", index_path,
-                         e->string, json_kind(e));
+                         e->string, lt_json_kind(e));
             goto done;
         }
         if (!shard_name_ok(e->valuestring)) {

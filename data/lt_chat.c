@@ -222,17 +222,19 @@ lt_status lt_chat_template_detect(const char *j, lt_chat_template *out, lt_err *
 
 static lt_status bad(lt_err *err, const char *what) { return lt_fail(err, LT_ERR_INVALID, "%s", what); }
 
+static void llama3_turn(out_t *o, const lt_chat_msg *m) {
+    puts_(o, "<|start_header_id|>");
+    puts_(o, role_name(m->role));
+    puts_(o, "<|end_header_id|>\n\n");
+    if (m->role == LT_ROLE_ASSISTANT) span_begin(o);
+    put_trim(o, m);
+    puts_(o, "<|eot_id|>");
+    if (m->role == LT_ROLE_ASSISTANT) span_end(o);
+}
+
 static lt_status render_llama3(const lt_chat_template *t, const lt_chat_msg *m, size_t n, out_t *o, lt_err *err) {
-    for (size_t i = 0; i < n; i++) {
-        if (i == 0) puts_(o, t->bos);
-        puts_(o, "<|start_header_id|>");
-        puts_(o, role_name(m[i].role));
-        puts_(o, "<|end_header_id|>\n\n");
-        if (m[i].role == LT_ROLE_ASSISTANT) span_begin(o);
-        put_trim(o, &m[i]);
-        puts_(o, "<|eot_id|>");
-        if (m[i].role == LT_ROLE_ASSISTANT) span_end(o);
-    }
+    puts_(o, t->bos);
+    for (size_t i = 0; i < n; i++) llama3_turn(o, &m[i]);
     (void)err;
     return LT_OK;
 }
@@ -248,15 +250,7 @@ static lt_status render_llama31(const lt_chat_template *t, const lt_chat_msg *m,
         i = 1;
     }
     puts_(o, "<|eot_id|>");
-    for (; i < n; i++) {
-        puts_(o, "<|start_header_id|>");
-        puts_(o, role_name(m[i].role));
-        puts_(o, "<|end_header_id|>\n\n");
-        if (m[i].role == LT_ROLE_ASSISTANT) span_begin(o);
-        put_trim(o, &m[i]);
-        puts_(o, "<|eot_id|>");
-        if (m[i].role == LT_ROLE_ASSISTANT) span_end(o);
-    }
+    for (; i < n; i++) llama3_turn(o, &m[i]);
     (void)err;
     return LT_OK;
 }

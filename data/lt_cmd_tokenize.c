@@ -23,6 +23,7 @@
 
 #include "lt_chat.h"
 #include "lt_cli.h"
+#include "lt_json.h"
 #include "lt_shard.h"
 #include "lt_tokenizer.h"
 
@@ -63,12 +64,12 @@ static lt_status load_bundle(const char *path, tok_bundle *b, lt_err *err) {
     lt_status st = lt_tok_load(tj, &b->tok, err);
     if (st) return st;
     if (!lt_file_exists(cfg)) return LT_OK;
-    char *data = NULL;
-    size_t len = 0;
-    if ((st = lt_read_file(cfg, &data, &len, err))) return st;
-    cJSON *j = cJSON_ParseWithLength(data, len);
-    free(data);
-    if (!j) return lt_fail(err, LT_ERR_FORMAT, "%s: not valid JSON", cfg);
+    cJSON *j = NULL;
+    if ((st = lt_json_load_file(cfg, &j, err))) {
+        lt_tok_free(b->tok);
+        b->tok = NULL;
+        return st;
+    }
     b->have_config = 1;
     const char *s;
     if ((s = json_token_string(cJSON_GetObjectItem(j, "bos_token")))) snprintf(b->bos, sizeof b->bos, "%s", s);
@@ -159,13 +160,11 @@ static rec_format detect_format(cJSON *j) {
 
 static void process(work *w, rec *r) {
     lt_err err = {{0}};
-    const char *end = NULL;
+    char why[160];
     r->hash = fnv1a(r->json, r->len);
-    cJSON *j = cJSON_ParseWithLengthOpts(r->json, r->len, &end, 0);
+    cJSON *j = lt_json_parse_exact(r->json, r->len, why, sizeof why);
     if (!j) {
-        char where[64];
-        snprintf(where, sizeof where, "%ld", end ? (long)(end - r->json) + 1 : 0L);
-        fail_rec(r, "malformed JSON (near byte %s)%s", where, "");
+        fail_rec(r, "%s%s", why, "");
         return;
     }
     if (!cJSON_IsObject(j)) {
@@ -193,6 +192,10 @@ static void process(work *w, rec *r) {
             goto done;
         }
         r->mask = malloc(ids.n + 1);
+        if (!r->mask) {
+            fail_rec(r, "out of memory for %s%s tokens", "the", "");
+            goto done;
+        }
         for (size_t i = 0; i < ids.n; i++) r->mask[i] = i > 0;
     } else {
         if (!w->tpl) {
@@ -251,12 +254,22 @@ static void process(work *w, rec *r) {
             }
             size_t cnt = (size_t)cJSON_GetArraySize(arr);
             if (cnt > cap) {
-                m = malloc(cnt * sizeof *m);
+                if (!(m = malloc(cnt * sizeof *m))) {
+                    m = msgs;
+                    fail_rec(r, "out of memory for %s turns%s", "the", "");
+                    goto done;
+                }
                 cap = cnt;
             }
             cJSON *it;
             int k = 0;
             cJSON_ArrayForEach(it, arr) {
+                char idx[32];
+                snprintf(idx, sizeof idx, "%d", k);
+                if (!cJSON_IsObject(it)) {
+                    fail_rec(r, "turn %s is %s, not an object", idx, lt_json_kind(it));
+                    goto done;
+                }
                 cJSON *ro = cJSON_GetObjectItem(it, "role"), *co = cJSON_GetObjectItem(it, "content");
                 const char *rk = "role", *ck = "content";
                 if (!ro && !co) {
@@ -265,8 +278,6 @@ static void process(work *w, rec *r) {
                     rk = "from";
                     ck = "value";
                 }
-                char idx[32];
-                snprintf(idx, sizeof idx, "%d", k);
                 if (!cJSON_IsString(ro)) {
                     fail_rec(r, "turn %s: missing field '%s'", idx, rk);
                     goto done;
@@ -646,6 +657,12 @@ int lt_cmd_tokenize(int argc, char **argv) {
                 r->file = fi;
                 r->line = lineno;
                 r->json = malloc((size_t)got + 1);
+                if (!r->json) {
+                    fprintf(stderr, "tokenize: %s:%ld: out of memory for a %zd-byte record\n", name, lineno, got);
+                    nb--;
+                    failed = 1;
+                    break;
+                }
                 memcpy(r->json, line, (size_t)got);
                 r->json[got] = 0;
                 r->len = (size_t)got;

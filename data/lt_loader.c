@@ -45,7 +45,11 @@ static lt_status collect_paths(const char *const *paths, int n, const char *pref
                 if (!p) { st = lt_fail(err, LT_ERR_NOMEM, "out of memory"); break; }
                 list = p;
             }
-            list[cnt++] = strdup(paths[i]);
+            if (!(list[cnt] = strdup(paths[i]))) {
+                st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
+                break;
+            }
+            cnt++;
             continue;
         }
         DIR *d = opendir(paths[i]);
@@ -63,12 +67,19 @@ static lt_status collect_paths(const char *const *paths, int n, const char *pref
                 list = p;
             }
             char buf[4096];
-            if (!lt_path_join(buf, sizeof buf, paths[i], e->d_name)) continue;
-            list[cnt++] = strdup(buf);
+            if (!lt_path_join(buf, sizeof buf, paths[i], e->d_name)) {
+                st = lt_fail(err, LT_ERR_INVALID, "%s/%s: path too long", paths[i], e->d_name);
+                break;
+            }
+            if (!(list[cnt] = strdup(buf))) {
+                st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
+                break;
+            }
+            cnt++;
         }
         closedir(d);
         if (cnt == first && !st) st = lt_fail(err, LT_ERR_IO, "%s: no %s*.h5 shards in this folder", paths[i], prefix);
-        qsort(list + first, (size_t)(cnt - first), sizeof *list, cmp_str);
+        if (cnt - first > 1) qsort(list + first, (size_t)(cnt - first), sizeof *list, cmp_str);
     }
     if (!st && cnt == 0) st = lt_fail(err, LT_ERR_INVALID, "loader: no shards given");
     if (st) {

@@ -2,6 +2,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "lt_shard.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,10 +250,12 @@ lt_status lt_shard_writer_open(const char *path, const lt_shard_meta *meta, lt_s
 
 lt_status lt_shard_writer_add(lt_shard_writer *w, const int32_t *tokens, const uint8_t *mask, size_t n, lt_err *err) {
     if (n == 0) return lt_fail(err, LT_ERR_INVALID, "%s: empty document", w->path);
-    for (size_t i = 0; i < n; i++) {
+    /* check the whole document first: a refused one leaves the shard as it was */
+    for (size_t i = 0; i < n; i++)
         if (tokens[i] < 0 || (w->meta.vocab_size > 0 && tokens[i] >= w->meta.vocab_size))
-            return lt_fail(err, LT_ERR_RANGE, "%s: token id %d out of range [0, %lld)", w->path, (int)tokens[i],
-                           (long long)w->meta.vocab_size);
+            return lt_fail(err, LT_ERR_RANGE, "%s: document %lld: token id %d at position %zu out of range [0, %lld)",
+                           w->path, (long long)w->n_docs, (int)tokens[i], i, (long long)w->meta.vocab_size);
+    for (size_t i = 0; i < n; i++) {
         if (w->buf_n == w->buf_cap) {
             lt_status st = flush(w, err);
             if (st) return st;
@@ -273,6 +277,16 @@ lt_status lt_shard_writer_add(lt_shard_writer *w, const int32_t *tokens, const u
 int64_t lt_shard_writer_num_tokens(const lt_shard_writer *w) { return w->n_tokens; }
 int64_t lt_shard_writer_num_docs(const lt_shard_writer *w) { return w->n_docs; }
 const char *lt_shard_writer_tmp_path(const lt_shard_writer *w) { return w->tmp; }
+
+static int fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+    int r = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return r;
+}
 
 lt_status lt_shard_writer_finish(lt_shard_writer *w, lt_err *err) {
     lt_status st = flush(w, err);
@@ -308,6 +322,12 @@ lt_status lt_shard_writer_finish(lt_shard_writer *w, lt_err *err) {
     w->file = -1;
     if (!ok) {
         st = lt_fail(err, LT_ERR_IO, "%s: writing attributes / closing failed", w->tmp);
+        lt_shard_writer_abort(w);
+        return st;
+    }
+    /* HDF5 does not fsync: make the data durable before the rename publishes it */
+    if (fsync_path(w->tmp) != 0) {
+        st = lt_fail(err, LT_ERR_IO, "%s: fsync failed: %s", w->tmp, strerror(errno));
         lt_shard_writer_abort(w);
         return st;
     }
@@ -446,11 +466,20 @@ lt_status lt_shard_read(const char *path, int64_t model_vocab, lt_shard *s, lt_e
                      path, (long long)n_off, (long long)s->num_docs + 1);
         goto done;
     }
-    s->tokens = malloc((size_t)n_tok * 4 + 4);
+    /* the whole shard is read into memory: sizes from the file, checked */
+    size_t tok_bytes = 0, off_bytes = 0;
+    if (!lt_mul_ok((size_t)n_tok + 1, 4, &tok_bytes) || !lt_mul_ok((size_t)n_off, 8, &off_bytes) ||
+        (uint64_t)n_tok >= (uint64_t)SIZE_MAX / 8) {
+        st = lt_fail(err, LT_ERR_NOMEM, "%s: num_tokens = %lld, num_docs = %lld: too large to read into memory", path,
+                     (long long)n_tok, (long long)s->num_docs);
+        goto done;
+    }
+    s->tokens = malloc(tok_bytes);
     s->loss_mask = malloc((size_t)n_tok + 1);
-    s->doc_offsets = malloc((size_t)n_off * 8);
+    s->doc_offsets = malloc(off_bytes);
     if (!s->tokens || !s->loss_mask || !s->doc_offsets) {
-        st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory for %lld tokens", path, (long long)n_tok);
+        st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory for %lld tokens (%.3g GB)", path, (long long)n_tok,
+                     (double)(tok_bytes + (size_t)n_tok + off_bytes) / 1e9);
         goto done;
     }
     if ((n_tok && (H5Dread(dt, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->tokens) < 0 ||
@@ -481,6 +510,7 @@ lt_status lt_shard_read(const char *path, int64_t model_vocab, lt_shard *s, lt_e
     {
         uint64_t lim = (uint64_t)s->meta.vocab_size;
         if (model_vocab > 0 && (uint64_t)model_vocab < lim) lim = (uint64_t)model_vocab;
+        if (lim > (uint64_t)INT32_MAX + 1) lim = (uint64_t)INT32_MAX + 1; /* ids are int32 downstream */
         uint32_t maxid = 0;
         uint8_t maxm = 0;
         for (int64_t i = 0; i < n_tok; i++) {

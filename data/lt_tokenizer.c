@@ -61,6 +61,9 @@ typedef struct {
 } trie;
 
 #define MAX_STEPS 16
+/* ids are below this (16.7M; real vocabularies have up to ~262k): an absurd id
+ * in tokenizer.json must not size the id tables */
+#define LT_TOK_MAX_IDS (1 << 24)
 #define MAX_SPECIAL 16
 
 struct lt_tokenizer {
@@ -1173,9 +1176,14 @@ static lt_status template_ids(loader *L, const lt_jval *specials, const lt_jval 
         return lt_fail(L->err, LT_ERR_FORMAT, "%s: TemplateProcessing: special token '%s' has no ids", L->path,
                        idv->u.str);
     for (uint32_t i = 0; i < arr->len; i++) {
-        if (*n >= MAX_SPECIAL || arr->u.items[i].type != LT_JNUM)
-            return lt_fail(L->err, LT_ERR_UNSUPPORTED, "%s: TemplateProcessing: bad or too many ids", L->path);
-        ids[(*n)++] = (int32_t)arr->u.items[i].u.num;
+        const lt_jval *x = &arr->u.items[i];
+        if (*n >= MAX_SPECIAL)
+            return lt_fail(L->err, LT_ERR_UNSUPPORTED, "%s: TemplateProcessing: more than %d special ids", L->path,
+                           MAX_SPECIAL);
+        if (x->type != LT_JNUM || !(x->u.num >= 0 && x->u.num < LT_TOK_MAX_IDS) || x->u.num != (double)(int32_t)x->u.num)
+            return lt_fail(L->err, LT_ERR_FORMAT, "%s: TemplateProcessing: special token '%s': ids[%u] is not a token id "
+                           "(an integer in [0, %d))", L->path, idv->u.str, i, LT_TOK_MAX_IDS);
+        ids[(*n)++] = (int32_t)x->u.num;
     }
     return LT_OK;
 }
@@ -1259,8 +1267,10 @@ static lt_status load_model(loader *L, const lt_jval *m, char **pool_out) {
     int64_t maxid = -1;
     for (uint32_t i = 0; i < vocab->len; i++) {
         const lt_jval *e = &vocab->u.items[i];
-        if (e->type != LT_JNUM || e->u.num < 0 || e->u.num > 2147483000.0 || e->u.num != (double)(int64_t)e->u.num)
-            return lt_fail(L->err, LT_ERR_FORMAT, "%s: model vocab: token '%s' has a bad id", L->path, e->key);
+        if (e->type != LT_JNUM || !(e->u.num >= 0 && e->u.num < LT_TOK_MAX_IDS) ||
+            e->u.num != (double)(int64_t)e->u.num)
+            return lt_fail(L->err, LT_ERR_FORMAT, "%s: model vocab: token '%s' has a bad id (expected an integer in "
+                           "[0, %d))", L->path, e->key, LT_TOK_MAX_IDS);
         total += e->key_len + 1;
         if ((int64_t)e->u.num > maxid) maxid = (int64_t)e->u.num;
     }
@@ -1641,11 +1651,14 @@ lt_status lt_tok_load(const char *path, lt_tokenizer **out, lt_err *err) {
     /* decode skips an id whose token is a special added token */
     for (size_t i = 0; i < t->n_added; i++)
         if (t->added[i].special) t->id_special[t->added[i].id] = 1;
-    for (int i = 0; i < t->n_prefix; i++)
-        if (t->prefix[i] < 0 || t->prefix[i] >= t->n_ids) {
-            st = lt_fail(err, LT_ERR_RANGE, "%s: post_processor id %d out of range", full, t->prefix[i]);
+    for (int i = 0; i < t->n_prefix + t->n_suffix; i++) {
+        int32_t id = i < t->n_prefix ? t->prefix[i] : t->suffix[i - t->n_prefix];
+        if (id < 0 || id >= t->n_ids || !t->id_tok[id].s) {
+            st = lt_fail(err, LT_ERR_RANGE, "%s: post_processor: special id %d is not in the vocabulary (%d ids)", full,
+                         id, t->n_ids);
             goto fail;
         }
+    }
     lt_json_free(doc);
     if (sha_threaded) pthread_join(sha_th, NULL);
     free(text);

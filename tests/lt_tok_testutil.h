@@ -15,7 +15,15 @@ typedef struct {
     char **text;
     size_t *len;
     size_t n, bytes;
+    char *buf; /* the file (text[] points into it) */
 } corpus;
+
+static void corpus_free(corpus *c) {
+    free(c->text);
+    free(c->len);
+    free(c->buf);
+    memset(c, 0, sizeof *c);
+}
 
 static int read_corpus(const char *path, corpus *c) {
     char *d;
@@ -26,6 +34,7 @@ static int read_corpus(const char *path, corpus *c) {
         return 0;
     }
     size_t cap = 1024;
+    c->buf = d;
     c->text = malloc(cap * sizeof *c->text);
     c->len = malloc(cap * sizeof *c->len);
     c->n = c->bytes = 0;

@@ -207,6 +207,23 @@ check "[ $? = 1 ] && grep -q \"bad2.jsonl:1: turn 1: unknown role 'robot'\" '$TM
 check "[ $? = 1 ] && grep -q 'no documents' '$TMP/bad3.log'" "only bad records, nothing written: should fail: $(cat $TMP/bad3.log)"
 grep -q "bad2.jsonl:2: turn 1: empty assistant turn" "$TMP/bad3.log" && ok || bad "empty assistant turn: $(cat $TMP/bad3.log)"
 grep -q "bad2.jsonl:3: turn 0: missing field 'content'" "$TMP/bad3.log" && ok || bad "missing field: $(cat $TMP/bad3.log)"
+# records that a lenient parser would take silently: two records on one line (the second was dropped),
+# text after the record, a \u0000 in a string (was cut there), a turn that is not an object
+{
+    echo '{"text": "Moien"} {"text": "zweet"}'
+    echo '{"text": "Moien"} xyz'
+    echo '{"text": "a\u0000b"}'
+    echo '{"text": "a\\u0000b ok: an escaped backslash"}'
+} > "$TMP/strict.jsonl"
+"$BIN" tokenize --tokenizer "$QWEN" --input "$TMP/strict.jsonl" --out "$TMP/strict" --skip-bad --quiet > "$TMP/strict.log" 2>&1
+check "[ $? = 0 ] && grep -q 'skipped       3 bad records' '$TMP/strict.log' && grep -q 'documents     1 train' '$TMP/strict.log'" \
+    "strict records: $(cat $TMP/strict.log)"
+grep -q "strict.jsonl:1: text after the JSON value (at byte 19)" "$TMP/strict.log" && ok || bad "two records on a line: $(cat $TMP/strict.log)"
+grep -q "strict.jsonl:2: text after the JSON value" "$TMP/strict.log" && ok || bad "trailing text: $(cat $TMP/strict.log)"
+grep -q 'strict.jsonl:3: a string holds the character \\u0000' "$TMP/strict.log" && ok || bad "NUL escape: $(cat $TMP/strict.log)"
+echo '{"messages": ["hi", {"role": "assistant", "content": "b"}]}' > "$TMP/turn.jsonl"
+"$BIN" tokenize --tokenizer "$QWEN" --input "$TMP/turn.jsonl" --out "$TMP/turn" --quiet > "$TMP/turn.log" 2>&1
+check "[ $? = 1 ] && grep -q 'turn.jsonl:1: turn 0 is a string, not an object' '$TMP/turn.log'" "turn not an object: $(cat $TMP/turn.log)"
 # --skip-bad on the mixed file: instruction file, records 4-6 lack 'instruction' -> skipped and counted
 "$BIN" tokenize --tokenizer "$QWEN" --input "$B" --out "$TMP/skip" --skip-bad --quiet > "$TMP/skip.log" 2>&1
 check "[ $? = 0 ] && grep -q 'skipped       4 bad records' '$TMP/skip.log' && grep -q 'documents     3 train' '$TMP/skip.log'" \

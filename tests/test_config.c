@@ -201,6 +201,10 @@ static void test_valid(void) {
 static void test_refusals(void) {
     expect_fail("not JSON", "{\"model_type\": ", LT_ERR_FORMAT, "JSON", NULL);
     expect_fail("not an object", "[1,2]", LT_ERR_FORMAT, "object", NULL);
+    expect_fail("text after the object", "{\"model_type\": \"llama\"} {}", LT_ERR_FORMAT, "text after", NULL);
+    /* huge sizes: the projection width num_heads * head_dim must fit an int (LoRA dims, kernels) */
+    expect_fail("head_dim 2^30", with(LLAMA31_8B, "head_dim", "1073741824"), LT_ERR_INVALID,
+                "num_attention_heads * head_dim", "32 * 1073741824");
     expect_fail("model_type missing", with(LLAMA2_7B, "model_type", NULL), LT_ERR_INVALID, "model_type", NULL);
     expect_fail("model_type gemma3", with(LLAMA2_7B, "model_type", "\"gemma3\""), LT_ERR_UNSUPPORTED, "model_type",
                 "gemma3");

@@ -223,6 +223,12 @@ static void unit_checks(void) {
     const char *nj = "{\"id\": \"a\", \"context\": \"a\", \"choices\": [\"x\", \"y\"], \"answer\": 0}\n{oops\n";
     LT_CHECK(lt_eval_task_parse(nj, strlen(nj), "n.jsonl", &t, &err) == LT_ERR_FORMAT && strstr(err.msg, "n.jsonl:2"),
              "bad json: %s", err.msg);
+    /* two questions on one line: the second was dropped without a word */
+    const char *two = "{\"id\": \"a\", \"context\": \"a\", \"choices\": [\"x\", \"y\"], \"answer\": 0} "
+                      "{\"id\": \"b\", \"context\": \"b\", \"choices\": [\"x\", \"y\"], \"answer\": 1}\n";
+    LT_CHECK(lt_eval_task_parse(two, strlen(two), "two.jsonl", &t, &err) == LT_ERR_FORMAT &&
+                 strstr(err.msg, "two.jsonl:1: text after the JSON value"),
+             "two questions on a line: %s", err.msg);
     const char *good = "{\"id\": 7, \"question\": \"Q?\", \"choices\": [\"x\", \"y\"], \"answer\": 1, \"category\": \"c\"}\n";
     if (lt_eval_task_parse(good, strlen(good), "g.jsonl", &t, &err) == LT_OK) {
         LT_CHECK(!strcmp(t.q[0].id, "7") && !strcmp(t.q[0].context, "Q?") && t.q[0].answer == 1 &&
@@ -298,6 +304,31 @@ static void cli_checks(cJSON *exp_root, cJSON *space, const char *tmp) {
         }
         LT_CHECK(nq == cJSON_GetArraySize(ada), "adapter: %d questions", nq);
         cJSON_Delete(j);
+    }
+    /* an adapter with lora_bias (a bias on B that a plain merge would drop)
+     * is refused, as `luxtrain train --adapter` refuses it */
+    {
+        char lb[4096];
+        snprintf(lb, sizeof lb, "%s/adapter_lora_bias", tmp);
+        snprintf(cmd, sizeof cmd,
+                 "rm -rf '%s' && cp -r '%s' '%s' && sed -i 's/\"lora_bias\": false/\"lora_bias\": true/' "
+                 "'%s/adapter_config.json' && grep -q '\"lora_bias\": true' '%s/adapter_config.json'",
+                 lb, lt_src_path("tests/fixtures/eval/adapter"), lb, lb, lb);
+        LT_CHECK(lt_test_system(cmd) == 0, "cannot make %s", lb);
+        snprintf(cmd, sizeof cmd,
+                 "'%s' eval --model '%s' --tasks '%s' --tokenizer '%s' --adapter '%s' --device cpu --threads 2 "
+                 "> '%s/stdout_lora_bias.txt' 2>&1",
+                 LT_BIN, lt_src_path("tests/fixtures/eval/model"), lt_src_path("tests/fixtures/eval/tasks.jsonl"),
+                 lt_shared_path("tokenizers/llama2"), lb, tmp);
+        rc = lt_test_system(cmd);
+        char msg[4096];
+        snprintf(msg, sizeof msg, "%s/stdout_lora_bias.txt", tmp);
+        char *txt = NULL;
+        size_t tl = 0;
+        lt_err e2 = {{0}};
+        LT_CHECK(rc == 1 && lt_read_file(msg, &txt, &tl, &e2) == LT_OK && strstr(txt, "lora_bias"),
+                 "eval --adapter with lora_bias: exit %d, %s", rc, txt ? txt : "(no output)");
+        free(txt);
     }
     /* errors: a malformed task line, a missing file, no mode */
     snprintf(badf, sizeof badf, "%s/bad.jsonl", tmp);

@@ -96,6 +96,35 @@ EOF
 "$BIN" plot "$TMP/run_b" > /dev/null 2>&1
 check "[ -s '$TMP/run_b/loss.svg' ]" "default output run_b/loss.svg"
 
+# null losses (what the trainer writes for a non-finite loss, or an evaluation without targets) are left
+# out, not an error; the step still maps later evaluations to tokens
+mkdir -p "$TMP/nulls" "$TMP/nan" "$TMP/ulps"
+printf '%s\n' '{"step": 1, "loss": 2.0, "lr": 1e-4, "tokens": 100}' \
+    '{"step": 2, "loss": null, "grad_norm": null, "lr": 1e-4, "tokens": 200}' \
+    '{"step": 2, "eval_loss": null, "eval_target_tokens": 0}' \
+    '{"step": 3, "loss": 1.5, "lr": 1e-4, "tokens": 300}' '{"step": 3, "eval_loss": 1.7}' > "$TMP/nulls/metrics.jsonl"
+out=$("$BIN" plot "$TMP/nulls" --out "$TMP/nulls.svg" 2>&1); rc=$?
+check "[ $rc -eq 0 ]" "null losses: exit $rc: $out"
+"$PY" - "$TMP/nulls.svg" <<'EOF' || fail=1
+import sys
+import xml.etree.ElementTree as ET
+NS = "{http://www.w3.org/2000/svg}"
+lines = {pl.get("class"): pl.get("points").split() for pl in ET.parse(sys.argv[1]).getroot().iter(NS + "polyline")}
+assert len(lines["train-loss"]) == 2 and len(lines["eval-loss"]) == 1 and len(lines["lr"]) == 3, lines
+assert lines["eval-loss"][0].split(",")[0] == lines["train-loss"][1].split(",")[0], lines  # eval at step 3's tokens
+print("nulls ok")
+EOF
+# NaN is not JSON: a clear message naming the line
+printf '%s\n' '{"step": 1, "loss": 2.0, "tokens": 100}' '{"step": 2, "loss": NaN, "tokens": 200}' > "$TMP/nan/metrics.jsonl"
+out=$("$BIN" plot "$TMP/nan" --out "$TMP/x.svg" 2>&1); rc=$?
+check "[ $rc -eq 1 ] && grep -q 'nan/metrics.jsonl:2: malformed JSON' <<< \"\$out\" && grep -q 'null, not NaN' <<< \"\$out\"" \
+    "NaN literal: $out"
+# losses a few ulps apart: the tick loop used to spin forever
+printf '%s\n' '{"step": 1, "loss": 1e20, "tokens": 100}' '{"step": 2, "loss": 1.0000000000000002e20, "tokens": 200}' \
+    > "$TMP/ulps/metrics.jsonl"
+out=$(timeout 20 "$BIN" plot "$TMP/ulps" --out "$TMP/ulps.svg" 2>&1); rc=$?
+check "[ $rc -eq 0 ] && [ -s '$TMP/ulps.svg' ]" "losses a few ulps apart: exit $rc: $out"
+
 # bad input
 out=$("$BIN" plot "$TMP/nope" --out "$TMP/x.svg" 2>&1); rc=$?
 check "[ $rc -eq 1 ]" "missing run: exit $rc"

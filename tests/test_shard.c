@@ -77,9 +77,12 @@ int main(void) {
     snprintf(tmp_name, sizeof tmp_name, "%s", lt_shard_writer_tmp_path(w));
     for (int d = 0; d < c.n_docs; d++)
         LT_CHECK_OK(lt_shard_writer_add(w, c.tok + c.off[d], c.mask + c.off[d], c.off[d + 1] - c.off[d], &err), &err);
-    int32_t badtok = vocab;
-    uint8_t m1 = 1;
-    LT_CHECK(lt_shard_writer_add(w, &badtok, &m1, 1, &err) == LT_ERR_RANGE, "token id = vocab accepted by the writer");
+    /* a refused document (bad id last) leaves the shard as it was: the round
+     * trip below sees exactly the corpus */
+    int32_t badtok[3] = {5, 6, vocab};
+    uint8_t m1[3] = {0, 1, 1};
+    LT_CHECK(lt_shard_writer_add(w, badtok, m1, 3, &err) == LT_ERR_RANGE && strstr(err.msg, "position 2"),
+             "token id = vocab accepted by the writer: %s", err.msg);
     LT_CHECK_OK(lt_shard_writer_finish(w, &err), &err);
     LT_CHECK(lt_file_exists(path) && !lt_file_exists(tmp_name), "rename did not happen");
 
@@ -201,7 +204,16 @@ int main(void) {
             "write('token_too_big.h5', tok=t2)\n"
             "m2 = mask.copy(); m2[7] = 2\n"
             "write('mask_value.h5', mask=m2)\n"
-            "open(os.path.join(d, 'not_hdf5.h5'), 'w').write('hello')\n");
+            "open(os.path.join(d, 'not_hdf5.h5'), 'w').write('hello')\n"
+            "t3 = tok.copy(); t3[3] = 2**31 + 5\n"
+            "write('token_int32.h5', tok=t3, vocab_size=2**40)\n"
+            "n = 2**62  # a sparse chunked dataset: a tiny file claiming 2^62 tokens\n"
+            "with h5py.File(os.path.join(d, 'huge_tokens.h5'), 'w') as f:\n"
+            "    for k, v in dict(format='luxtrain-tokens', format_version=1, vocab_size=32000, tokenizer_sha256='ab'*32,\n"
+            "                     template='llama3', num_docs=1, num_tokens=n, sources=['x.jsonl']).items(): f.attrs[k] = v\n"
+            "    f.create_dataset('tokens', shape=(n,), dtype='<u4', chunks=(1024,))\n"
+            "    f.create_dataset('loss_mask', shape=(n,), dtype='u1', chunks=(1024,))\n"
+            "    f.create_dataset('doc_offsets', data=np.array([0, n], np.uint64))\n");
     fclose(f);
     snprintf(cmd, sizeof cmd, "'%s' '%s' '%s'", python(), script, dir);
     rc = lt_test_system(cmd);
@@ -245,7 +257,8 @@ int main(void) {
                                 {"offsets_count.h5", "num_docs"},
                                 {"token_too_big.h5", "token id 32000"},
                                 {"mask_value.h5", "loss_mask[7]"},
-                                {"not_hdf5.h5", "HDF5"}};
+                                {"not_hdf5.h5", "HDF5"},
+                                {"huge_tokens.h5", "too large"}};
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
             snprintf(p, sizeof p, "%s/%s", dir, bad[i][0]);
             err.msg[0] = 0;
@@ -255,6 +268,10 @@ int main(void) {
                      bad[i][0], err.msg, bad[i][1]);
             if (getenv("LT_TEST_VERBOSE")) printf("  %s -> %s\n", bad[i][0], err.msg);
         }
+        /* ids are int32 downstream: refused even without a model vocabulary */
+        snprintf(p, sizeof p, "%s/token_int32.h5", dir);
+        LT_CHECK(lt_shard_read(p, 0, &s, &err) == LT_ERR_RANGE && strstr(err.msg, "token id 2147483653 at position 3"),
+                 "token id >= 2^31 accepted: %s", err.msg);
     }
     free(c.tok);
     free(c.mask);

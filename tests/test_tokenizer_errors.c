@@ -207,6 +207,27 @@ int main(void) {
            make(0, 0, 0, 0, 0, "{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"vocab\":{\"a\":0},\"merges\":[]}"),
            LT_ERR_FORMAT, "<unk>", NULL);
 
+    /* absurd sizes: an id must not size the id tables (was a 32 GB calloc) */
+    expect("vocab id 2e9",
+           make(0, 0, 0, 0, 0, "{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":2000000000},\"merges\":[]}"),
+           LT_ERR_FORMAT, "'b'", "bad id");
+    /* post-processor ids: integers inside the vocabulary, suffix ids too (a
+     * suffix id out of range used to reach the shards) */
+    static const char *TP =
+        "{\"type\":\"TemplateProcessing\",\"single\":[%s{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}%s],"
+        "\"pair\":[],\"special_tokens\":{\"X\":{\"id\":\"X\",\"ids\":[%s],\"tokens\":[\"X\"]}}}";
+    char post[1024], pre_x[128], suf_x[128];
+    snprintf(pre_x, sizeof pre_x, "%s,", "{\"SpecialToken\":{\"id\":\"X\",\"type_id\":0}}");
+    snprintf(suf_x, sizeof suf_x, ",%.*s", (int)strlen(pre_x) - 1, pre_x);
+    snprintf(post, sizeof post, TP, "", suf_x, "999999");
+    expect("suffix id out of range", make(0, 0, 0, post, 0, 0), LT_ERR_RANGE, "999999", "post_processor");
+    snprintf(post, sizeof post, TP, pre_x, "", "1.5e300");
+    expect("prefix id not an integer", make(0, 0, 0, post, 0, 0), LT_ERR_FORMAT, "ids[0]", "'X'");
+    snprintf(post, sizeof post, TP, "", suf_x, "-1");
+    expect("suffix id negative", make(0, 0, 0, post, 0, 0), LT_ERR_FORMAT, "ids[0]", NULL);
+    snprintf(post, sizeof post, TP, "", suf_x, "5");
+    expect("suffix id 5 (<s>) is fine", make(0, 0, 0, post, 0, 0), LT_OK, NULL, NULL);
+
     /* no such file */
     {
         lt_tokenizer *t = NULL;

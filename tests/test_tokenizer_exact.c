@@ -53,5 +53,6 @@ int main(void) {
         if (tok_compare(NAMES[ti], path, &c, corpus_path, tmp, py)) ran++;
     }
     LT_CHECK(ran == 4, "only %d of 4 tokenizers ran", ran);
+    corpus_free(&c);
     return lt_test_finish("test_tokenizer_exact");
 }

@@ -50,5 +50,6 @@ int main(void) {
     }
     fclose(f);
     LT_CHECK(n >= 10 && ran == n, "%d of %d variants loaded", ran, n);
+    corpus_free(&c);
     return lt_test_finish("test_tokenizer_features");
 }

@@ -20,6 +20,7 @@
 #include "lt_cli.h"
 #include "lt_eval.h"
 #include "lt_eval_adapter.h"
+#include "lt_json.h"
 #include "lt_loader.h"
 #include "lt_model.h"
 #include "lt_plot.h"
@@ -96,16 +97,9 @@ static void tokenizer_config_path(const char *tok, char *out, size_t cap) {
 }
 
 static char *read_chat_template(const char *config_path, char *bos, char *eos, size_t cap, lt_err *err) {
-    char *data = NULL;
-    size_t len = 0;
+    cJSON *root = NULL;
     bos[0] = eos[0] = 0;
-    if (lt_read_file(config_path, &data, &len, err) != LT_OK) return NULL;
-    cJSON *root = cJSON_ParseWithLength(data, len);
-    free(data);
-    if (!root) {
-        lt_fail(err, LT_ERR_FORMAT, "%s: not valid JSON", config_path);
-        return NULL;
-    }
+    if (lt_json_load_file(config_path, &root, err) != LT_OK) return NULL;
     const char *keys[2] = {"bos_token", "eos_token"};
     char *outs[2] = {bos, eos};
     for (int k = 0; k < 2; k++) {

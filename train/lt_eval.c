@@ -4,6 +4,7 @@
 #include "lt_eval.h"
 
 #include "lt_chat.h"
+#include "lt_json.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -125,10 +126,11 @@ lt_status lt_eval_task_parse(const char *text, size_t len, const char *origin, l
         while (b > a && (text[b - 1] == ' ' || text[b - 1] == '\t' || text[b - 1] == '\r')) b--;
         i = j + 1;
         if (a == b) continue;
-        cJSON *o = cJSON_ParseWithLength(text + a, b - a);
+        char why[160];
+        cJSON *o = lt_json_parse_exact(text + a, b - a, why, sizeof why);
         if (!o) {
             lt_eval_task_free(task);
-            return lt_fail(err, LT_ERR_FORMAT, "%s:%ld: not valid JSON", origin, line);
+            return lt_fail(err, LT_ERR_FORMAT, "%s:%ld: %s", origin, line, why);
         }
         if (task->n == cap) {
             size_t nc = cap ? 2 * cap : 64;
@@ -309,13 +311,9 @@ lt_status lt_eval_encoder_init(lt_eval_encoder *enc, const lt_tokenizer *tok, co
     int32_t pre[8];
     if (lt_tok_prefix_ids(tok, pre, 8) > 0) bos = pre[0];
     if (config_path && lt_file_exists(config_path)) {
-        char *data = NULL;
-        size_t len = 0;
-        lt_status st = lt_read_file(config_path, &data, &len, err);
+        cJSON *root = NULL;
+        lt_status st = lt_json_load_file(config_path, &root, err);
         if (st != LT_OK) return st;
-        cJSON *root = cJSON_ParseWithLength(data, len);
-        free(data);
-        if (!root) return lt_fail(err, LT_ERR_FORMAT, "%s: not valid JSON", config_path);
         char name[64];
         if (bos < 0 && config_token(root, "bos_token", name, sizeof name)) bos = lt_tok_token_to_id(tok, name);
         if (config_token(root, "eos_token", name, sizeof name)) eos = lt_tok_token_to_id(tok, name);
@@ -491,7 +489,7 @@ typedef struct {
     int seq, off, len, start;
 } placement;
 
-static size_t *g_sort_len_base; /* qsort context (single-threaded use) */
+static _Thread_local size_t *g_sort_len_base; /* qsort context (qsort has none in C11) */
 static int cmp_len_desc(const void *a, const void *b) {
     size_t ia = *(const size_t *)a, ib = *(const size_t *)b;
     size_t la = g_sort_len_base[ia], lb = g_sort_len_base[ib];

@@ -5,10 +5,13 @@
  * what PEFT's merge_and_unload computes. Exact in fp32 (the CPU backend);
  * with BF16 weights (CUDA) the merged weight is rounded to BF16 once.
  *
- * Refused (LT_ERR_UNSUPPORTED, naming the field): peft_type other than LORA,
- * use_dora, bias other than "none", modules_to_save, rank_pattern /
- * alpha_pattern, fan_in_fan_out, and tensors that are not lora_A / lora_B of
- * q/k/v/o/gate/up/down projections.
+ * The adapter is read and checked by lt_peft_load / lt_peft_check
+ * (lt_export.h), as `luxtrain train --adapter` does: refused (naming the
+ * field) are peft_type other than LORA, use_dora, lora_bias, bias other than
+ * "none", modules_to_save, rank_pattern / alpha_pattern, fan_in_fan_out,
+ * layers_to_transform, target_modules as a regex, tensors that are not
+ * lora_A / lora_B of q/k/v/o/gate/up/down projections, and adapters whose
+ * layers or shapes do not fit the model.
  */
 #ifndef LT_EVAL_ADAPTER_H
 #define LT_EVAL_ADAPTER_H

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "lt_eval.h"
+#include "lt_json.h"
 
 double lt_eval_mcnemar_exact(long b, long c) {
     if (b < 0 || c < 0) return NAN;
@@ -85,13 +86,9 @@ static lt_status resolve_path(const char *in, char *out, size_t cap, lt_err *err
 
 static lt_status load_run(const char *path, cmp_run *run, lt_err *err) {
     memset(run, 0, sizeof *run);
-    char *data = NULL;
-    size_t len = 0;
-    lt_status st = lt_read_file(path, &data, &len, err);
+    cJSON *root = NULL;
+    lt_status st = lt_json_load_file(path, &root, err);
     if (st != LT_OK) return st;
-    cJSON *root = cJSON_ParseWithLength(data, len);
-    free(data);
-    if (!root) return lt_fail(err, LT_ERR_FORMAT, "%s: not valid JSON", path);
     cJSON *qs = cJSON_GetObjectItemCaseSensitive(root, "questions");
     int n = cJSON_IsArray(qs) ? cJSON_GetArraySize(qs) : -1;
     if (n <= 0) {

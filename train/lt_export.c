@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lt_fs.h"
+#include "lt_json.h"
 #include "lt_lora.h"
 
 static const char *const HF_COPY[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -309,12 +310,10 @@ static int unused(const cJSON *x) {
 }
 
 static lt_status parse_peft_config(const char *path, lt_peft_config *c, lt_err *err) {
-    char *text = NULL;
-    lt_status st = lt_read_file(path, &text, NULL, err);
+    cJSON *r = NULL;
+    lt_status st = lt_json_load_file(path, &r, err);
     if (st != LT_OK) return st;
-    cJSON *r = cJSON_Parse(text);
-    free(text);
-    if (!r || !cJSON_IsObject(r)) {
+    if (!cJSON_IsObject(r)) {
         cJSON_Delete(r);
         return lt_fail(err, LT_ERR_FORMAT, "%s: not a JSON object", path);
     }
@@ -391,13 +390,19 @@ lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err) {
     *out = NULL;
     lt_peft_adapter *a = calloc(1, sizeof *a);
     if (!a) return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", dir);
-    lt_path_join(path, sizeof path, dir, "adapter_config.json");
+    if (!lt_path_join(path, sizeof path, dir, "adapter_config.json")) {
+        free(a);
+        return lt_fail(err, LT_ERR_INVALID, "%s: path too long", dir);
+    }
     lt_status st = parse_peft_config(path, &a->cfg, err);
     if (st != LT_OK) {
         free(a);
         return st;
     }
-    lt_path_join(path, sizeof path, dir, "adapter_model.safetensors");
+    if (!lt_path_join(path, sizeof path, dir, "adapter_model.safetensors")) {
+        free(a);
+        return lt_fail(err, LT_ERR_INVALID, "%s: path too long", dir);
+    }
     lt_st_file *f = NULL;
     if ((st = lt_st_open(path, &f, err)) != LT_OK) {
         free(a);

@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "lt_plot.h"
 
+#include "lt_json.h"
+
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <math.h>
@@ -59,6 +61,17 @@ static int num(cJSON *o, const char *key, double *out) {
     return 1;
 }
 
+/* a loss key: 1 and the value (NaN for null), 0 absent, -1 another type */
+static int loss_value(cJSON *o, const char *key, double *out) {
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v) return 0;
+    if (cJSON_IsNull(v)) {
+        *out = NAN;
+        return 1;
+    }
+    return num(o, key, out) ? 1 : -1;
+}
+
 /* tokens at a step: the training line of that step, else linear
  * interpolation between the neighbouring ones (step 0 = 0 tokens), else the
  * last training line's count. steps sorted by step (x). */
@@ -77,6 +90,10 @@ static double tokens_at(const series *steps, double step) {
 static int cmp_pt_x(const void *a, const void *b) {
     double x = ((const pt *)a)->x, y = ((const pt *)b)->x;
     return x < y ? -1 : x > y;
+}
+
+static void sort_series(series *s) {
+    if (s->n > 1) qsort(s->p, s->n, sizeof *s->p, cmp_pt_x);
 }
 
 static lt_status load_run(const char *dir, run_data *r, lt_err *err) {
@@ -105,22 +122,27 @@ static lt_status load_run(const char *dir, run_data *r, lt_err *err) {
         while (a < b && (data[a] == ' ' || data[a] == '\t' || data[a] == '\r')) a++;
         while (b > a && (data[b - 1] == ' ' || data[b - 1] == '\t' || data[b - 1] == '\r')) b--;
         if (a == b) continue;
-        cJSON *o = cJSON_ParseWithLength(data + a, b - a);
+        char why[160];
+        cJSON *o = lt_json_parse_exact(data + a, b - a, why, sizeof why);
         if (!cJSON_IsObject(o)) {
+            if (o) snprintf(why, sizeof why, "%s", "a JSON value that is not an object");
             cJSON_Delete(o);
-            st = lt_fail(err, LT_ERR_FORMAT, "%s:%ld: not a JSON object", path, line);
+            st = lt_fail(err, LT_ERR_FORMAT, "%s:%ld: %s (expected one JSON object per line; a loss that is not a "
+                         "number is written null, not NaN)", path, line, why);
             break;
         }
         double step, tokens, loss, lr, ev;
-        int ok = 1;
-        if (num(o, "eval_loss", &ev)) {
+        int ok = 1, has_ev, has_loss = 0;
+        /* a loss may be null: the trainer writes a non-finite loss (or an
+         * evaluation without targets) so; such a point is left out */
+        if ((has_ev = loss_value(o, "eval_loss", &ev)) > 0) {
             if (!num(o, "step", &step))
                 st = lt_fail(err, LT_ERR_FORMAT, "%s:%ld: evaluation line without a number \"step\"", path, line);
             else if (num(o, "tokens", &tokens)) {
                 if (isfinite(ev)) ok = push(&r->eval, tokens, ev);
             } else if (isfinite(ev))
                 ok = push(&r->eval_step, step, ev);
-        } else if (num(o, "loss", &loss)) {
+        } else if (has_ev == 0 && (has_loss = loss_value(o, "loss", &loss)) > 0) {
             if (!num(o, "step", &step) || !num(o, "tokens", &tokens))
                 st = lt_fail(err, LT_ERR_FORMAT, "%s:%ld: training line without numbers \"step\" and \"tokens\"", path,
                              line);
@@ -129,8 +151,8 @@ static lt_status load_run(const char *dir, run_data *r, lt_err *err) {
                 if (ok && isfinite(loss)) ok = push(&r->train, tokens, loss);
                 if (ok && num(o, "lr", &lr) && isfinite(lr)) ok = push(&r->lr, tokens, lr);
             }
-        } else if (cJSON_GetObjectItemCaseSensitive(o, "loss") || cJSON_GetObjectItemCaseSensitive(o, "eval_loss")) {
-            st = lt_fail(err, LT_ERR_FORMAT, "%s:%ld: \"loss\"/\"eval_loss\" must be a number", path, line);
+        } else if (has_ev < 0 || has_loss < 0) {
+            st = lt_fail(err, LT_ERR_FORMAT, "%s:%ld: \"loss\"/\"eval_loss\" must be a number or null", path, line);
         }
         cJSON_Delete(o);
         if (!ok) st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
@@ -144,15 +166,15 @@ static lt_status load_run(const char *dir, run_data *r, lt_err *err) {
         run_free(r);
         return lt_fail(err, LT_ERR_FORMAT, "%s: no training or evaluation lines with a finite loss", path);
     }
-    qsort(r->steps.p, r->steps.n, sizeof(pt), cmp_pt_x);
+    sort_series(&r->steps);
     for (size_t k = 0; k < r->eval_step.n; k++)
         if (!push(&r->eval, tokens_at(&r->steps, r->eval_step.p[k].x), r->eval_step.p[k].y)) {
             run_free(r);
             return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
         }
-    qsort(r->train.p, r->train.n, sizeof(pt), cmp_pt_x);
-    qsort(r->lr.p, r->lr.n, sizeof(pt), cmp_pt_x);
-    qsort(r->eval.p, r->eval.n, sizeof(pt), cmp_pt_x);
+    sort_series(&r->train);
+    sort_series(&r->lr);
+    sort_series(&r->eval);
     return LT_OK;
 }
 
@@ -218,6 +240,14 @@ static double nice_step(double lo, double hi, int n) {
     return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
 }
 
+/* ticks lo, lo + step, ... up to hi; 1 where the step is lost in rounding
+ * (values that differ by a few ulps), at most 100 */
+static int n_ticks(double lo, double hi, double step) {
+    if (!(step > 0) || !(hi >= lo) || lo + step == lo || hi - step == hi) return 1;
+    double n = floor((hi - lo) / step + 1e-9) + 1;
+    return n < 1 ? 1 : n > 100 ? 100 : (int)n;
+}
+
 static void fmt_tokens(char *buf, size_t cap, double v) {
     double a = fabs(v);
     if (a >= 1e9)
@@ -275,7 +305,10 @@ static lt_status render(run_data *runs, int n, sbuf *b, lt_err *err) {
         have_lr |= runs[r].lr.n > 0;
         have_eval |= runs[r].eval.n > 0;
     }
-    if (!isfinite(f.y0)) return lt_fail(err, LT_ERR_FORMAT, "plot: no finite loss values");
+    if (!isfinite(f.y0)) return lt_fail(err, LT_ERR_FORMAT, "no finite loss values to plot");
+    if (!isfinite(f.y1 - f.y0) || !isfinite(f.x1) || !isfinite(f.r1) || f.x1 < 0)
+        return lt_fail(err, LT_ERR_RANGE, "loss %g .. %g, tokens up to %g, learning rate up to %g: out of the "
+                       "range a plot can show", f.y0, f.y1, f.x1, f.r1);
     /* nice ranges */
     double xs = nice_step(0, f.x1 > 0 ? f.x1 : 1, 6);
     f.x1 = ceil((f.x1 > 0 ? f.x1 : 1) / xs) * xs;
@@ -296,7 +329,8 @@ static lt_status render(run_data *runs, int n, sbuf *b, lt_err *err) {
     out(b, "<text x=\"%d\" y=\"28\" text-anchor=\"middle\" font-size=\"16\">loss against tokens seen</text>\n", W / 2);
     /* grid + x axis */
     out(b, "<g id=\"x-axis\" stroke=\"#000\">\n");
-    for (double x = 0; x <= f.x1 + xs * 1e-9; x += xs) {
+    for (int i = 0, nt = n_ticks(0, f.x1, xs); i < nt; i++) {
+        double x = i * xs;
         char lab[32];
         fmt_tokens(lab, sizeof lab, x);
         out(b, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\" stroke=\"#e5e5e5\"/>\n", px(&f, x), MT, px(&f, x),
@@ -310,7 +344,8 @@ static lt_status render(run_data *runs, int n, sbuf *b, lt_err *err) {
         H - 18);
     /* left axis: loss */
     out(b, "<g id=\"loss-axis\" stroke=\"#000\">\n");
-    for (double y = f.y0; y <= f.y1 + ys * 1e-9; y += ys) {
+    for (int i = 0, nt = n_ticks(f.y0, f.y1, ys); i < nt; i++) {
+        double y = f.y0 + i * ys;
         out(b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#e5e5e5\"/>\n", ML, py(&f, y), W - MR,
             py(&f, y));
         out(b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\"/>\n", ML - 5, py(&f, y), ML, py(&f, y));
@@ -323,7 +358,8 @@ static lt_status render(run_data *runs, int n, sbuf *b, lt_err *err) {
     /* right axis: learning rate */
     if (have_lr) {
         out(b, "<g id=\"lr-axis\" stroke=\"#555\">\n");
-        for (double r = 0; r <= f.r1 + rs * 1e-9; r += rs) {
+        for (int i = 0, nt = n_ticks(0, f.r1, rs); i < nt; i++) {
+            double r = i * rs;
             out(b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\"/>\n", W - MR, pr(&f, r), W - MR + 5, pr(&f, r));
             out(b, "<text x=\"%d\" y=\"%.2f\" stroke=\"none\" fill=\"#555\">%.3g</text>\n", W - MR + 8, pr(&f, r) + 4,
                 r);
@@ -416,10 +452,9 @@ static int on_path(const char *name) {
 static int convert_png(const char *svg) {
     char png[4096];
     size_t l = strlen(svg);
-    if (l >= 4 && !strcmp(svg + l - 4, ".svg"))
-        snprintf(png, sizeof png, "%.*s.png", (int)(l - 4), svg);
-    else
-        snprintf(png, sizeof png, "%s.png", svg);
+    int w = l >= 4 && !strcmp(svg + l - 4, ".svg") ? snprintf(png, sizeof png, "%.*s.png", (int)(l - 4), svg)
+                                                   : snprintf(png, sizeof png, "%s.png", svg);
+    if (w < 0 || (size_t)w >= sizeof png) return 0; /* no room for the .png name */
     char *rsvg[] = {"rsvg-convert", "-o", png, (char *)svg, NULL};
     char *magick[] = {"magick", (char *)svg, png, NULL};
     char *conv[] = {"convert", (char *)svg, png, NULL};

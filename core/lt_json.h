@@ -1,0 +1,40 @@
+/*
+ * lt_json.h -- small helpers over cJSON for the modules that read JSON files
+ * and JSONL records: a whole file parsed with a message naming it, one JSONL
+ * record parsed strictly, and type names for error messages.
+ *
+ * Strict record parsing: cJSON_Parse / cJSON_ParseWithLength stop after the
+ * first value and ignore what follows, so `{"a": 1} {"a": 2}` on one line
+ * would lose the second record without a word; and a string holding \u0000
+ * is cut there (cJSON strings are NUL-terminated). lt_json_parse_exact
+ * refuses both.
+ */
+#ifndef LT_JSON_H
+#define LT_JSON_H
+
+#include <cjson/cJSON.h>
+
+#include "lt_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* "a number", "a string", "an array", "an object", "a boolean", "null";
+ * "absent" for NULL. */
+const char *lt_json_kind(const cJSON *v);
+
+/* Parse exactly one JSON value from s[0..n): only whitespace may follow it,
+ * and no string may hold \u0000. Returns NULL on failure and writes the
+ * reason into why (cap bytes; why may be NULL), e.g. "malformed JSON (near
+ * byte 12)" or "text after the JSON value (at byte 18)". */
+cJSON *lt_json_parse_exact(const char *s, size_t n, char *why, size_t cap);
+
+/* Read a whole file and parse it with lt_json_parse_exact; the message names
+ * the file. *out is the caller's to cJSON_Delete. */
+lt_status lt_json_load_file(const char *path, cJSON **out, lt_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
