@@ -163,7 +163,27 @@ lt_status lt_write_file_atomic(const char *path, const void *data, size_t len, l
         unlink(tmp);
         return lt_fail(err, LT_ERR_IO, "%s: rename from %s failed: %s", path, tmp, strerror(e));
     }
+    lt_fsync_parent(path);
     return LT_OK;
+}
+
+void lt_fsync_parent(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        snprintf(dir, sizeof dir, ".");
+    } else {
+        size_t n = (size_t)(slash - path);
+        if (n == 0) n = 1; /* "/file" -> "/" */
+        if (n >= sizeof dir) return;
+        memcpy(dir, path, n);
+        dir[n] = 0;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        (void)fsync(fd); /* best effort: makes the rename itself durable */
+        close(fd);
+    }
 }
 
 int lt_path_join(char *out, size_t cap, const char *dir, const char *name) {

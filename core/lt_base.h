@@ -105,6 +105,8 @@ static inline int lt_add_ok(size_t a, size_t b, size_t *out) {
 lt_status lt_read_file(const char *path, char **data, size_t *len, lt_err *err);
 /* Write `len` bytes to path atomically: path.tmp.<pid>, fsync, rename. */
 lt_status lt_write_file_atomic(const char *path, const void *data, size_t len, lt_err *err);
+/* fsync the folder holding `path` (best effort), so a rename into it is durable. */
+void lt_fsync_parent(const char *path);
 /* Join dir and name into out (size cap); returns 0 if it did not fit. */
 int lt_path_join(char *out, size_t cap, const char *dir, const char *name);
 int lt_file_exists(const char *path);

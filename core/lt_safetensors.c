@@ -816,5 +816,6 @@ lt_status lt_st_write(const char *path, const lt_st_write_tensor *tensors, size_
     if (st == LT_OK && rename(tmp, path) != 0)
         st = lt_fail(err, LT_ERR_IO, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
     if (st != LT_OK) unlink(tmp);
+    else lt_fsync_parent(path);
     return st;
 }

@@ -336,6 +336,7 @@ lt_status lt_shard_writer_finish(lt_shard_writer *w, lt_err *err) {
         lt_shard_writer_abort(w);
         return st;
     }
+    lt_fsync_parent(w->path);
     writer_free(w);
     return LT_OK;
 }
