@@ -1619,18 +1619,4 @@ done:
     return rc;
 }
 
-int lt_cmd_bench(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        FILE *f = argc < 2 ? stderr : stdout;
-        fprintf(f, "usage: luxtrain bench kernels [options]   microbenchmarks of every op (--help for options)\n"
-                   "       luxtrain bench step                full training step tokens/s and MFU (not implemented yet)\n");
-        return argc < 2 ? 2 : 0;
-    }
-    if (!strcmp(argv[1], "kernels")) return lt_bench_kernels_main(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "step")) {
-        fprintf(stderr, "luxtrain bench step: not implemented yet (use bench/bench_model_step for now)\n");
-        return 1;
-    }
-    fprintf(stderr, "luxtrain bench: unknown benchmark '%s' (expected kernels or step)\n", argv[1]);
-    return 2;
-}
+/* `luxtrain bench` itself (lt_cmd_bench) lives in train/lt_bench_step.c: `bench step` needs the trainer. */

@@ -16,7 +16,8 @@
  *   h2 = rmsnorm(x') * ln2                      post_attention_layernorm
  *   x'' = x' + (silu(h2 Wg^T) * (h2 Wu^T)) Wd^T
  * then logits = rmsnorm(x_L) * lnf @ Whead^T (Whead = embedding when tied)
- * and the cross-entropy against the targets.
+ * and the cross-entropy against the targets, in chunks of rows (the head's
+ * backward fused into the same loop, so the (N, V) logits never exist).
  *
  * The host never reads or writes activation memory except through the
  * backend's upload/download, so the same code runs on every backend; buffer
@@ -239,7 +240,9 @@ struct lt_model {
     void *x_final;   /* (N, C) residual after the last layer */
     void *hf;        /* (N, C) final norm output */
     float *rstdf;    /* (N) */
-    void *logits;    /* (N, V); holds dlogits after a backward step */
+    void *logits;    /* (chunk_rows, V): one chunk of logits; holds its dlogits in a backward step */
+    int chunk_rows;  /* rows of the logits chunk in this plan (<= N) */
+    int chunk_set;   /* lt_model_set_logits_chunk: 0 = default (env / byte budget) */
     float *losses;   /* (N) */
     void *tmp;       /* (N, C) projection output before the residual add */
     void *dx, *dh;   /* (N, C) residual gradient, norm-output gradient */
@@ -305,6 +308,7 @@ static void free_plan(lt_model *m) {
     free(m->snap);
     m->snap = NULL;
     m->B = m->T = 0;
+    m->chunk_rows = 0;
     m->logits_state = 0;
 }
 
@@ -430,6 +434,92 @@ fail:
     if (stm) lt_st_close_model(stm);
     lt_model_free(m);
     return lt_wrap(err, st, "loading model '%s'", dir);
+}
+
+/* ---------------------------------------------------------------------- */
+/* random weights (benchmarks)                                             */
+
+/* N(0, 1) from a counter: splitmix64 of (seed, tensor, index) -> two
+ * uniforms -> Box-Muller. Any element can be drawn independently (the fill
+ * runs in parallel and gives the same values for any thread count). */
+static uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static float counter_normal(uint64_t key, uint64_t i) {
+    uint64_t h = mix64(key ^ mix64(i));
+    double u1 = ((double)(h >> 11) + 1.0) * (1.0 / 9007199254740992.0); /* (0, 1] */
+    double u2 = (double)(mix64(h) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+lt_status lt_model_create(const lt_config *cfg, lt_backend *be, uint64_t seed, lt_model **out, lt_err *err) {
+    *out = NULL;
+    lt_model *m = calloc(1, sizeof *m);
+    if (!m) return lt_fail(err, LT_ERR_NOMEM, "out of memory");
+    m->be = be;
+    m->cfg = *cfg;
+    lt_param_spec *specs = NULL;
+    size_t n = 0;
+    float *host = NULL;
+    const size_t CH = (size_t)1 << 24; /* staging chunk: 16 Mi floats */
+    lt_status st;
+    if ((st = lt_model_param_specs(&m->cfg, &specs, &n, err))) goto fail;
+    m->params = calloc(n, sizeof *m->params);
+    m->layers = calloc((size_t)m->cfg.num_layers, sizeof *m->layers);
+    host = malloc(CH * sizeof *host);
+    if (!m->params || !m->layers || !host) {
+        st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    size_t es = lt_dtype_size(be->param_dtype);
+    for (size_t i = 0; i < n; i++) {
+        lt_param *p = &m->params[m->n_params];
+        snprintf(p->name, sizeof p->name, "%s", specs[i].name);
+        p->ndim = specs[i].ndim;
+        p->shape[0] = specs[i].shape[0];
+        p->shape[1] = specs[i].shape[1];
+        p->numel = (size_t)p->shape[0] * (size_t)(p->ndim > 1 ? p->shape[1] : 1);
+        p->trainable = 1;
+        p->dtype = be->param_dtype;
+        m->n_params++;
+        if ((st = be->alloc(be, p->numel * es, &p->data, err))) {
+            lt_wrap(err, st, "random model: '%s' (%zu elements)", p->name, p->numel);
+            goto fail;
+        }
+        // norm weights (1-D "...norm.weight") = 1; matrices and biases ~ N(0, 0.02^2)
+        int norm = p->ndim == 1 && ends_with(p->name, "norm.weight");
+        uint64_t key = mix64(seed ^ mix64(0x1000 + i));
+        for (size_t off = 0; off < p->numel && !st; off += CH) {
+            size_t k = p->numel - off < CH ? p->numel - off : CH;
+#pragma omp parallel for schedule(static)
+            for (long long j = 0; j < (long long)k; j++)
+                host[j] = norm ? 1.0f : 0.02f * counter_normal(key, off + (size_t)j);
+            st = be->upload_f32(be, (char *)p->data + off * es, be->param_dtype, host, k, err);
+        }
+        if (st) {
+            lt_wrap(err, st, "random model: uploading '%s'", p->name);
+            goto fail;
+        }
+    }
+    bind_layers(m);
+    int half = m->cfg.head_dim / 2;
+    lt_config_rope_inv_freq(&m->cfg, host);
+    if ((st = be->alloc(be, (size_t)half * sizeof(float), (void **)&m->inv_freq, err)) ||
+        (st = be->upload(be, m->inv_freq, host, (size_t)half * sizeof(float), err)) || (st = be->sync(be, err)))
+        goto fail;
+    free(host);
+    free(specs);
+    *out = m;
+    return LT_OK;
+fail:
+    free(host);
+    free(specs);
+    lt_model_free(m);
+    return lt_wrap(err, st, "creating a random %s model", lt_arch_name(cfg->arch));
 }
 
 /* One buffer holds every trainable gradient (parameter order): the trainer
@@ -607,7 +697,8 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
     reserve(&pl, &m->x_final, N * C, A);
     reserve(&pl, &m->hf, N * C, A);
     reserve(&pl, (void **)&m->rstdf, N, F);
-    reserve(&pl, &m->logits, N * V, A);
+    int R = lt_model_logits_chunk_for(c->vocab_size, A, N, m->chunk_set);
+    reserve(&pl, &m->logits, (size_t)R * V, A);
     reserve(&pl, (void **)&m->losses, N, F);
     reserve(&pl, &m->tmp, N * C, A);
     reserve(&pl, &m->dx, N * C, A);
@@ -642,6 +733,7 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
         }
         m->B = B;
         m->T = T;
+        m->chunk_rows = R;
     }
     free(pl.dyn);
     free(pl.dyn_off);
@@ -861,8 +953,22 @@ static void forward(lt_model *m, int want_dlogits, float grad_scale) {
     m->replay = 0;
     be->embedding_fwd(be, m->acts[0].x, m->embed->data, m->d_tokens, N, C); // (N, C)
     for (int l = 0; l < L; l++) layer_fwd(m, l, l == 0, 1);
-    be->matmul_fwd(be, m->logits, m->hf, m->head->data, NULL, N, C, V); // (N, V)
-    be->cross_entropy(be, m->losses, want_dlogits ? m->logits : NULL, m->logits, m->d_targets, N, V, grad_scale);
+    // lm_head and loss, R rows at a time: the full (N, V) logits never exist.
+    // With the gradient, each chunk's dlogits (in place of its logits) goes
+    // straight back through the head: dh rows = dlogits @ Whead, and
+    // Whead.grad += dlogits^T @ hf rows (accumulated chunk after chunk).
+    int R = m->chunk_rows;
+    size_t A = lt_dtype_size(be->act_dtype);
+    for (int r0 = 0; r0 < N; r0 += R) {
+        int n = N - r0 < R ? N - r0 : R;
+        const void *hf = (const char *)m->hf + (size_t)r0 * C * A; // (n, C)
+        be->matmul_fwd(be, m->logits, hf, m->head->data, NULL, n, C, V); // (n, V)
+        be->cross_entropy(be, m->losses + r0, want_dlogits ? m->logits : NULL, m->logits, m->d_targets + r0, n, V,
+                          grad_scale);
+        if (want_dlogits) // head (tied: the embedding table receives this dw as well as the lookup's)
+            be->matmul_bwd(be, (char *)m->dh + (size_t)r0 * C * A, 0, m->head->grad, NULL, m->logits, hf,
+                           m->head->data, n, C, V);
+    }
 }
 
 /* dw of a norm weight: its gradient, or the sink when it is frozen */
@@ -871,13 +977,11 @@ static float *ng(lt_model *m, const lt_param *p) { return p->grad ? p->grad : m-
 static void backward(lt_model *m) {
     lt_backend *be = m->be;
     const lt_config *c = &m->cfg;
-    int B = m->B, T = m->T, N = B * T, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    int B = m->B, T = m->T, N = B * T, C = c->hidden_size, I = c->intermediate_size;
     int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim, L = c->num_layers;
     float scale = 1.0f / sqrtf((float)D);
-    void *dlogits = m->logits; // (N, V), written by cross_entropy
 
-    // head (tied: the embedding table receives this dw as well as the lookup's)
-    be->matmul_bwd(be, m->dh, 0, m->head->grad, NULL, dlogits, m->hf, m->head->data, N, C, V);
+    // the head's backward ran chunk by chunk in the forward: dh = dL/dhf (N, C)
     be->rmsnorm_bwd(be, m->dx, 0, ng(m, m->lnf), m->dh, m->x_final, m->lnf->data, m->rstdf, N, C);
     grads_final(m, LT_GRAD_GROUP_HEAD);
     for (int l = L - 1; l >= 0; l--) {
@@ -961,11 +1065,44 @@ lt_status lt_model_get_logits(lt_model *m, float *host, lt_err *err) {
                        m->logits_state == 2 ? "logits: the last step ran the backward, which overwrote the logits "
                                               "with their gradient (run a forward-only step to read logits)"
                                             : "logits: no step has run since the last plan");
-    size_t n = (size_t)m->B * m->T * m->cfg.vocab_size;
-    lt_status st = m->be->download_f32(m->be, host, m->logits, m->be->act_dtype, n, err);
-    if (!st) st = m->be->sync(m->be, err);
+    lt_backend *be = m->be;
+    int N = m->B * m->T, C = m->cfg.hidden_size, V = m->cfg.vocab_size, R = m->chunk_rows;
+    size_t A = lt_dtype_size(be->act_dtype);
+    lt_status st = LT_OK;
+    if (R >= N) { // one chunk: the buffer still holds the forward's logits
+        st = be->download_f32(be, host, m->logits, be->act_dtype, (size_t)N * V, err);
+    } else { // the same head products again, chunk by chunk (hf is intact after a forward-only step)
+        for (int r0 = 0; r0 < N && !st; r0 += R) {
+            int n = N - r0 < R ? N - r0 : R;
+            be->matmul_fwd(be, m->logits, (const char *)m->hf + (size_t)r0 * C * A, m->head->data, NULL, n, C, V);
+            st = be->download_f32(be, host + (size_t)r0 * V, m->logits, be->act_dtype, (size_t)n * V, err);
+        }
+    }
+    if (!st) st = be->sync(be, err);
     return st;
 }
+
+int lt_model_logits_chunk_for(int vocab_size, size_t act_size, size_t N, int rows) {
+    if (rows <= 0) {
+        const char *e = getenv("LT_LOGITS_CHUNK_ROWS");
+        long v = e && *e ? strtol(e, NULL, 10) : 0;
+        if (v > 0 && v <= INT32_MAX) rows = (int)v;
+    }
+    if (rows <= 0) {
+        size_t row_bytes = (size_t)(vocab_size > 0 ? vocab_size : 1) * (act_size ? act_size : 1);
+        size_t r = LT_LOGITS_CHUNK_BYTES / row_bytes;
+        rows = r < 1 ? 1 : r > INT32_MAX ? INT32_MAX : (int)r;
+    }
+    return (size_t)rows < N ? rows : (int)(N ? N : 1);
+}
+
+void lt_model_set_logits_chunk(lt_model *m, int rows) {
+    if (rows < 0) rows = 0;
+    if (m->chunk_set != rows) free_plan(m); /* the logits buffer changes size: plan again */
+    m->chunk_set = rows;
+}
+
+int lt_model_logits_chunk(const lt_model *m) { return m->chunk_rows; }
 
 lt_status lt_model_get_token_losses(lt_model *m, float *host, lt_err *err) {
     if (!m->logits_state) return lt_fail(err, LT_ERR_INVALID, "losses: no step has run since the last plan");

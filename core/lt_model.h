@@ -48,6 +48,11 @@ typedef struct lt_param {
 typedef struct lt_model lt_model;
 
 lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err *err);
+/* A model with random weights and no files (benchmarks): the parameters of
+ * `cfg` built directly on the backend (be->param_dtype), norm weights 1,
+ * every other tensor (matrices, biases) N(0, 0.02^2) drawn from a counter
+ * hash of (seed, tensor, index) -- the same values for any thread count. */
+lt_status lt_model_create(const lt_config *cfg, lt_backend *be, uint64_t seed, lt_model **out, lt_err *err);
 void lt_model_free(lt_model *m);
 const lt_config *lt_model_config(const lt_model *m);
 lt_backend *lt_model_backend(const lt_model *m);
@@ -93,6 +98,30 @@ void lt_model_set_recompute(lt_model *m, int on);
 /* Plan activation memory for batches of B x T (frees a previous plan). */
 lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err);
 
+/* ---- logits in chunks of rows ----
+ * The lm_head and the cross-entropy run over chunks of R rows of the final
+ * norm output: per chunk, logits (R, V) = hf @ Whead^T, the loss and (in a
+ * backward step) the fused dlogits in place, then at once its backward:
+ * dhf rows = dlogits @ Whead, Whead.grad += dlogits^T @ hf rows. Only one
+ * (R, V) buffer exists, never the whole batch's (N, V) logits (128k-262k
+ * vocabularies). R = the rows set here, else $LT_LOGITS_CHUNK_ROWS, else
+ * the most rows whose logits fit in LT_LOGITS_CHUNK_BYTES (256 MiB) of
+ * act_dtype (>= 1), capped at N.
+ * Results: each row's logits, loss and dhf come from the same per-row math
+ * as one chunk; only the head's weight gradient (and, tied, the embedding's)
+ * is summed over the rows chunk by chunk, a different float summation order
+ * (a few ulp; see tests/test_model_chunked.c). lt_model_get_logits after a
+ * forward-only step recomputes the head products chunk by chunk into the
+ * caller's (N, V) buffer. */
+#define LT_LOGITS_CHUNK_BYTES ((size_t)256 << 20)
+/* rows = 0: the default above. Frees the plan when it changes (plan again). */
+void lt_model_set_logits_chunk(lt_model *m, int rows);
+/* R of the current plan (0 without a plan). */
+int lt_model_logits_chunk(const lt_model *m);
+/* R for a vocabulary, act element size and N rows (rows: an explicit setting
+ * or 0) -- what lt_model_plan reserves; used by `train --dry-run` too. */
+int lt_model_logits_chunk_for(int vocab_size, size_t act_size, size_t N, int rows);
+
 typedef struct lt_step_result {
     double loss_sum;   /* sum over target tokens of -log p */
     int64_t n_targets; /* number of target tokens in this batch */
@@ -106,7 +135,9 @@ typedef struct lt_step_result {
 lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward, double loss_norm, lt_step_result *res,
                         lt_err *err);
 
-/* After a step: copy logits (N, V) and per-token losses (N) to the host. */
+/* After a step: copy logits (N, V) and per-token losses (N) to the host.
+ * Logits: after a forward-only step only (recomputed from the saved final
+ * norm output when the plan's chunk is smaller than N). */
 lt_status lt_model_get_logits(lt_model *m, float *host, lt_err *err);
 lt_status lt_model_get_token_losses(lt_model *m, float *host, lt_err *err);
 

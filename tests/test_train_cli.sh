@@ -36,6 +36,9 @@ for f in config.json metrics.jsonl final/adapter_config.json final/adapter_model
          checkpoints/step-000003/COMPLETE checkpoints/step-000006/COMPLETE; do
   [ -f "run/$f" ] || fail "run/$f missing"
 done
+# the loss plot written at the end of the run (train + eval curves)
+grep -q 'class="train-loss"' run/loss.svg 2>/dev/null || fail "run/loss.svg missing or without a training curve"
+grep -q 'class="eval-loss"' run/loss.svg || fail "run/loss.svg has no eval curve"
 "$py" - run/metrics.jsonl <<'EOF' || fail "metrics.jsonl"
 import json, math, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]

@@ -16,7 +16,10 @@
 #   4. runs every bench/bench_* program that was built (none is required);
 #      bench_kernels writes its JSON into the results under "kernels"
 #      (LT_BENCH_KERNELS=full for all three model sizes, default quick;
-#      LT_BENCH_ONLY=<name> runs only that benchmark);
+#      LT_BENCH_ONLY=<name> runs only that benchmark); then `luxtrain bench
+#      step` on the Llama-3.2-1B shape (full and LoRA r 16) and the 8B shape
+#      (LoRA r 16, --recompute), its JSON under "step" (LT_BENCH_STEP=0
+#      skips it; LT_BENCH_ONLY=bench_step runs only it);
 #   5. writes bench/results/<date>-<gpu>.json, copies it and the logs to
 #      $OUT when that is set (the device tool brings $OUT back), and prints
 #      a short table. Exit status: 0 only if the build and all tests passed.
@@ -144,6 +147,7 @@ echo "build: rc ${build_rc}, ${build_s} s"
 ctest_rc=1
 if ((build_rc == 0)); then
   say "3. tests"
+  rm -f "$build"/test-tmp/test_model_cuda/report.txt "$build"/test-tmp/test_train_cuda/report.txt
   if [[ -n "$targets" ]]; then
     echo "(only --targets were built: running only their tests)"
     tre="$(tr ' ' '|' <<<"$targets")"
@@ -156,11 +160,18 @@ if ((build_rc == 0)); then
     LT_TEST_VERBOSE=1 LT_SOURCE_DIR="$repo" "$build/tests/test_backend_ops" >"$logs/backend_ops.log" 2>&1
     echo "test_backend_ops (verbose): rc $? -- $(tail -1 "$logs/backend_ops.log")"
   fi
+  # whole-model and training comparisons: the error tables ctest ran them with
+  for t in test_model_cuda test_train_cuda; do
+    if [[ -f "$build/test-tmp/$t/report.txt" ]]; then
+      cp "$build/test-tmp/$t/report.txt" "$logs/$t.txt"
+      echo "--- $t (report)"; grep -v '^ *sample \|^lora: \|^full: ' "$logs/$t.txt" | cut -c1-200
+    fi
+  done
 fi
 
 # ---------------------------------------------------------------------------
 : >"$logs/bench.log"
-rm -f "$logs/bench_kernels.json"
+rm -f "$logs/bench_kernels.json" "$logs"/bench_step_*.json
 if ((build_rc == 0 && bench)); then
   say "4. benchmarks"
   shopt -s nullglob
@@ -190,6 +201,22 @@ if ((build_rc == 0 && bench)); then
     done
   done
   ((found)) || echo "(no bench/bench_* programs built)" | tee -a "$logs/bench.log"
+  # whole training steps: tokens/s, MFU, peak memory (bench/README.md), each run bounded
+  lt_bin="$build/tools/luxtrain"
+  if [[ -x "$lt_bin" && "${LT_BENCH_STEP:-1}" != 0 && ( -z "${LT_BENCH_ONLY:-}" || "${LT_BENCH_ONLY:-}" == bench_step ) ]]; then
+    steps=("1b-full|--shape 1b" "1b-lora16|--shape 1b --lora-rank 16" "8b-lora16-recompute|--shape 8b --lora-rank 16 --recompute")
+    for s in "${steps[@]}"; do
+      tag="${s%%|*}" args="${s#*|}"
+      echo "--- luxtrain bench step --device cuda $args --steps 5" | tee -a "$logs/bench.log"
+      s0=$(date +%s.%N)
+      # shellcheck disable=SC2086
+      LT_SOURCE_DIR="$repo" timeout 300 "$lt_bin" bench step --device cuda $args --steps 5 \
+        --json "$logs/bench_step_$tag.json" >>"$logs/bench.log" 2>&1
+      rc=$?
+      printf -- '--- rc %d, %.1f s\n' "$rc" "$(echo "$(date +%s.%N) - $s0" | bc 2>/dev/null || echo 0)" \
+        | tee -a "$logs/bench.log"
+    done
+  fi
 fi
 
 # ---------------------------------------------------------------------------
@@ -236,6 +263,12 @@ try:  # bench_kernels --json (schema: bench/README.md)
     with open(os.path.join(logs, "bench_kernels.json")) as f: res["kernels"] = json.load(f)
 except (OSError, ValueError):
     pass
+import glob  # luxtrain bench step --json (schema luxtrain-bench-step/1: bench/README.md)
+for p in sorted(glob.glob(os.path.join(logs, "bench_step_*.json"))):
+    try:
+        with open(p) as f: res.setdefault("step", []).append(json.load(f))
+    except (OSError, ValueError):
+        pass
 with open(out + ".tmp", "w") as f: json.dump(res, f, indent=1)
 os.replace(out + ".tmp", out)
 print("%-34s %s" % ("test", "status"))
@@ -249,13 +282,20 @@ if ops:
 for b in benches:
     print("bench %-60s rc %d %6.1f s" % (b["run"][:60], b["rc"], b["seconds"]))
     for l in b["output"][-4:]: print("    " + l)
+for r in res.get("step", []):
+    c, x, m = r.get("config", {}), r.get("result", {}), r.get("memory", {})
+    print("step %-14s %-5s B %-3s T %-5s%s %9.0f tokens/s  MFU %5.1f%%  peak %.1f GB" % (c.get("shape"), c.get("mode"),
+          c.get("micro_batch"), c.get("seq_len"), " recompute" if c.get("recompute") else "",
+          x.get("tokens_per_s", 0), x.get("mfu_pct", 0), m.get("peak_bytes", 0) / 1e9))
 print("results:", out)
 EOF
 if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then
   cp "$json" "$OUT/" 2>/dev/null
-  for f in configure.log build.log ctest.log backend_ops.log bench.log bench_kernels.json; do
+  for f in configure.log build.log ctest.log backend_ops.log test_model_cuda.txt test_train_cuda.txt bench.log \
+           bench_kernels.json; do
     [[ -f "$logs/$f" ]] && tail -c 4000000 "$logs/$f" >"$OUT/$f"
   done
+  for f in "$logs"/bench_step_*.json; do [[ -f "$f" ]] && cp "$f" "$OUT/"; done
   echo "copied the results and logs to \$OUT"
 fi
 if ((build_rc != 0)); then echo "gpu-check: BUILD FAILED"; exit 1; fi

@@ -14,6 +14,8 @@
  *                           a Hugging Face folder) or adapter/ (LoRA: a PEFT
  *                           folder) with the same weights, written after it
  *   RUN_DIR/final/          Hugging Face folder (full) or PEFT adapter (LoRA)
+ *   RUN_DIR/loss.svg        loss / eval loss / lr against tokens (lt_plot.h; rank 0 at the
+ *                           end, with loss.png when a converter exists; a failure warns)
  *
  * Steps: one optimizer step takes up to --grad-accum micro-batches from the
  * loader; it never spans an epoch boundary (the epoch's last step may use
@@ -54,6 +56,7 @@
 #include "lt_lora.h"
 #include "lt_model.h"
 #include "lt_model_spec.h"
+#include "lt_plot.h"
 #include "lt_safetensors.h"
 #include "lt_train_opts.h"
 #include "lt_trainer.h"
@@ -579,7 +582,8 @@ static double act_bytes(const lt_config *c, double B, double T, double A, int re
                    + (c->qk_norm ? N * (HqD + HkvD) * A + N * (c->num_heads + c->num_kv_heads) * F : 0)
                    + (r ? N * r * F * ntargets + (dropout ? N * C * A * ntargets : 0) : 0); /* LoRA */
     double inputs = L * N * C * A;
-    double global = N * C * A * 5 + N * V * A + N * F                   /* x_final, hf, tmp, dx, dh; logits */
+    double R = lt_model_logits_chunk_for(c->vocab_size, (size_t)A, (size_t)N, 0); /* logits rows (lt_model.h) */
+    double global = N * C * A * 5 + R * V * A + N * F                   /* x_final, hf, tmp, dx, dh; logits */
                     + N * (2 * HqD + 2 * HkvD) * A + N * I * A * 3    /* dq, datt, dk, dv; dgate, dup, dswi */
                     + (c->qk_norm ? N * (HqD + HkvD) * A : 0) + (r && dropout ? N * I * A : 0);
     return inputs + (recompute ? layer : L * layer) + global;
@@ -638,9 +642,10 @@ static int dry_run(const lt_train_opts *o, int world) {
         printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,
                adam / GB, master / GB, acts / GB, total / GB, W == world ? "   <- this launch" : "");
     }
-    printf("\nactivations: one micro-batch (logits %.2f GB of them); add the backend's workspace (CUDA context,\n"
-           "cuBLAS: ~1-2 GB). See docs/distributed.md for the arithmetic.\n",
-           (double)o->micro_batch * o->seq_len * c.vocab_size * A / GB);
+    int R = lt_model_logits_chunk_for(c.vocab_size, (size_t)A, (size_t)o->micro_batch * o->seq_len, 0);
+    printf("\nactivations: one micro-batch (logits %.2f GB of them: chunks of %d rows); add the backend's workspace\n"
+           "(CUDA context, cuBLAS: ~1-2 GB). See docs/distributed.md for the arithmetic.\n",
+           (double)R * c.vocab_size * A / GB, R);
     return 0;
 }
 
@@ -710,6 +715,14 @@ int lt_cmd_train(int argc, char **argv) {
     r.t0 = lt_now_s();
     if ((st = train_loop(&r, &err))) goto fail;
     if ((st = export_final(&r, &err))) goto fail;
+    if (!r.rank) { /* RUN_DIR/loss.svg (and .png with a converter); a plot that fails is only a warning */
+        if (r.metrics) fflush(r.metrics);
+        const char *runs[1] = {o.out};
+        int png = 0;
+        lt_err perr = {{0}};
+        if (lt_plot_runs(runs, 1, NULL, &png, &perr))
+            fprintf(stderr, "train: warning: no loss plot: %s\n", perr.msg);
+    }
     lt_path_join(path, sizeof path, o.out, "final");
     if (!r.rank)
         fprintf(stderr, "train: done after %lld steps (%.1f s); final %s: %s\n",
