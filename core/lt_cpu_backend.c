@@ -14,14 +14,30 @@
 #include "lt_cpu.h"
 
 typedef struct lt_cpu_ctx {
-    int threads;        /* > 0: OpenMP threads the ops use; 0: OpenMP default */
+    int threads;        /* OpenMP threads the ops use (>= 1) */
     lt_status first;    /* first recorded op failure (LT_OK if none) */
+    float *scratch;     /* lt_cpu_scratch's buffer, scratch_n floats */
+    size_t scratch_n;
     char msg[LT_ERR_MSG_MAX];
 } lt_cpu_ctx;
 
-int lt_cpu_threads(const lt_backend *be) {
-    const lt_cpu_ctx *c = (const lt_cpu_ctx *)be->ctx;
-    return c->threads > 0 ? c->threads : omp_get_max_threads();
+int lt_cpu_threads(const lt_backend *be) { return ((const lt_cpu_ctx *)be->ctx)->threads; }
+
+int lt_cpu_threads_for(const lt_backend *be, size_t work) {
+    return work < LT_CPU_PAR_MIN ? 1 : lt_cpu_threads(be);
+}
+
+float *lt_cpu_scratch(lt_backend *be, size_t n) {
+    lt_cpu_ctx *c = (lt_cpu_ctx *)be->ctx;
+    if (n > c->scratch_n) {
+        free(c->scratch);
+        c->scratch = NULL;
+        c->scratch_n = 0;
+        size_t bytes;
+        if (!lt_mul_ok(n, sizeof(float), &bytes) || !(c->scratch = malloc(bytes))) return NULL;
+        c->scratch_n = n;
+    }
+    return c->scratch;
 }
 
 void lt_cpu_fail(lt_backend *be, lt_status st, const char *fmt, ...) {
@@ -135,6 +151,7 @@ static lt_status cpu_sync(lt_backend *be, lt_err *err) {
 
 static void cpu_destroy(lt_backend *be) {
     if (!be) return;
+    if (be->ctx) free(((lt_cpu_ctx *)be->ctx)->scratch);
     free(be->ctx);
     free(be);
 }
@@ -148,10 +165,17 @@ lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err) {
         free(c);
         return lt_fail(err, LT_ERR_NOMEM, "cpu backend: out of memory");
     }
-    c->threads = threads > 0 ? threads : 0;
+    int omp_default = omp_get_max_threads();
+    c->threads = threads > 0 ? threads : omp_default;
+    if (c->threads < 1) c->threads = 1;
     c->first = LT_OK;
-    /* OpenBLAS keeps one process-wide thread count; follow an explicit request */
-    if (threads > 0) openblas_set_num_threads(threads);
+    /* OpenBLAS runs on the calling thread only (process-wide setting): the
+     * ops split their products over the OpenMP threads themselves (see
+     * lt_cpu.h). With OpenBLAS's own pool as well, its threads and OpenMP's
+     * took turns spinning on the same cores. OpenBLAS's OpenMP build also
+     * sets the OpenMP default here; it is put back. */
+    openblas_set_num_threads(1);
+    omp_set_num_threads(omp_default);
 
     be->name = "cpu";
     be->act_dtype = LT_F32;

@@ -9,7 +9,7 @@
 void lt_cpu_embedding_fwd(lt_backend *be, void *out_, const void *table_, const int32_t *ids, int N, int C) {
     float *out = (float *)out_;           // (N, C)
     const float *table = (const float *)table_; // (V, C)
-    int nt = lt_cpu_threads(be);
+    int nt = lt_cpu_threads_for(be, (size_t)N * C);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int n = 0; n < N; n++) {
         float *o = out + (size_t)n * C;
@@ -36,13 +36,14 @@ void lt_cpu_embedding_bwd(lt_backend *be, float *dtable, const void *dout_, cons
     }
     const int CB = 64; // columns per block
     int nblocks = (C + CB - 1) / CB;
-    int nt = lt_cpu_threads(be);
+    int nt = lt_cpu_threads_for(be, (size_t)N * C);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int blk = 0; blk < nblocks; blk++) {
         int c0 = blk * CB, c1 = c0 + CB < C ? c0 + CB : C;
         for (int n = 0; n < N; n++) {
             float *drow = dtable + (size_t)ids[n] * C;   // (C)
             const float *g = dout + (size_t)n * C;       // (C)
+#pragma omp simd
             for (int c = c0; c < c1; c++) drow[c] += g[c];
         }
     }

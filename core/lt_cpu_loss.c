@@ -1,12 +1,13 @@
 /*
  * lt_cpu_loss.c -- cross-entropy over the vocabulary fused with its gradient
  * (CPU, fp32; the softmax normalizer is summed in double). Per row n with
- * target y = targets[n] >= 0:
- *   lse     = log sum_i exp(logits[n,i])
- *   loss[n] = lse - logits[n,y]
- *   dlogits[n,i] = grad_scale * (exp(logits[n,i] - lse) - [i == y])
+ * target y = targets[n] >= 0 and m = max_i logits[n,i]:
+ *   e[i]    = exp(logits[n,i] - m),  Z = sum_i e[i]
+ *   loss[n] = m + log Z - logits[n,y]
+ *   dlogits[n,i] = grad_scale * (e[i] / Z - [i == y])
  * Rows with y < 0 get loss 0 and a zero gradient row. dlogits may alias
- * logits: each row reads what it needs before it writes.
+ * logits: each row reads what it needs before it writes (e[i] is stored in
+ * dlogits[n,i] over logits[n,i], then scaled by grad_scale / Z).
  */
 #include <math.h>
 
@@ -17,7 +18,7 @@ void lt_cpu_cross_entropy(lt_backend *be, float *loss, void *dlogits_, const voi
     float *dlogits = (float *)dlogits_;           // (N, V) or NULL
     const float *logits = (const float *)logits_; // (N, V)
     // loss (N), targets (N)
-    int nt = lt_cpu_threads(be);
+    int nt = lt_cpu_threads_for(be, (size_t)N * V);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int n = 0; n < N; n++) {
         const float *l = logits + (size_t)n * V;
@@ -33,16 +34,29 @@ void lt_cpu_cross_entropy(lt_backend *be, float *loss, void *dlogits_, const voi
             continue;
         }
         float mx = -INFINITY;
-        for (int i = 0; i < V; i++)
-            if (l[i] > mx) mx = l[i];
-        double sum = 0.0;
-        for (int i = 0; i < V; i++) sum += expf(l[i] - mx);
-        float lse = mx + (float)log(sum);
-        loss[n] = lse - l[y];
-        if (d)
+#pragma omp simd reduction(max : mx)
+        for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+        float ly = l[y];
+        // Z in double; the simd reduction sums in vector lanes (a fixed order
+        // for a given build, whatever the thread count)
+        double Z = 0.0;
+        if (d) {
+#pragma omp simd reduction(+ : Z)
             for (int i = 0; i < V; i++) {
-                float p = expf(l[i] - lse);
-                d[i] = grad_scale * (i == y ? p - 1.0f : p);
+                float e = lt_cpu_expf(l[i] - mx);
+                d[i] = e; // over l[i] when aliased: l[i] is not read again
+                Z += e;
             }
+        } else {
+#pragma omp simd reduction(+ : Z)
+            for (int i = 0; i < V; i++) Z += lt_cpu_expf(l[i] - mx);
+        }
+        loss[n] = (mx + (float)log(Z)) - ly;
+        if (d) {
+            float g = (float)(grad_scale / Z); // dlogits = e * grad_scale / Z
+#pragma omp simd
+            for (int i = 0; i < V; i++) d[i] *= g;
+            d[y] -= grad_scale;
+        }
     }
 }

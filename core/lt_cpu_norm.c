@@ -9,22 +9,28 @@
 
 #include "lt_cpu.h"
 
+/* one row: rstd = 1/sqrt(mean(x^2) + eps), out = (x * rstd) * w. The sum of
+ * squares is in double, in the vector lanes of the simd reduction (a fixed
+ * order for a given build). Shared by rmsnorm_fwd and add_rmsnorm_fwd, so
+ * the two agree bitwise. */
+static inline float norm_row(float *o, const float *xr, const float *w, int C, float eps) {
+    double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+    for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+    float s = 1.0f / sqrtf((float)(ss / C) + eps);
+#pragma omp simd
+    for (int c = 0; c < C; c++) o[c] = (xr[c] * s) * w[c];
+    return s;
+}
+
 void lt_cpu_rmsnorm_fwd(lt_backend *be, void *out_, float *rstd, const void *x_, const void *w_, int R, int C,
                         float eps) {
     float *out = (float *)out_;         // (R, C)
     const float *x = (const float *)x_; // (R, C)
     const float *w = (const float *)w_; // (C)
-    int nt = lt_cpu_threads(be);
+    int nt = lt_cpu_threads_for(be, (size_t)R * C);
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int r = 0; r < R; r++) {
-        const float *xr = x + (size_t)r * C;
-        float *o = out + (size_t)r * C;
-        double ss = 0.0;
-        for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
-        float s = 1.0f / sqrtf((float)(ss / C) + eps);
-        rstd[r] = s;
-        for (int c = 0; c < C; c++) o[c] = (xr[c] * s) * w[c];
-    }
+    for (int r = 0; r < R; r++) rstd[r] = norm_row(out + (size_t)r * C, x + (size_t)r * C, w, C, eps);
 }
 
 /* Residual add + RMSNorm in one pass over each row:
@@ -33,25 +39,19 @@ void lt_cpu_rmsnorm_fwd(lt_backend *be, void *out_, float *rstd, const void *x_,
  *   result equals add + rmsnorm_fwd bitwise. */
 void lt_cpu_add_rmsnorm_fwd(lt_backend *be, void *h_, void *out_, float *rstd, const void *x_, const void *r_,
                             const void *w_, int R, int C, float eps) {
-    float *h = (float *)h_;             // (R, C)
-    float *out = (float *)out_;         // (R, C)
-    const float *x = (const float *)x_; // (R, C)
+    float *h = (float *)h_;               // (R, C)
+    float *out = (float *)out_;           // (R, C)
+    const float *x = (const float *)x_;   // (R, C)
     const float *res = (const float *)r_; // (R, C)
-    const float *w = (const float *)w_; // (C)
-    int nt = lt_cpu_threads(be);
+    const float *w = (const float *)w_;   // (C)
+    int nt = lt_cpu_threads_for(be, (size_t)R * C);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int r = 0; r < R; r++) {
         const float *xr = x + (size_t)r * C, *rr = res + (size_t)r * C;
-        float *hr = h + (size_t)r * C, *o = out + (size_t)r * C;
-        double ss = 0.0;
-        for (int c = 0; c < C; c++) {
-            float v = xr[c] + rr[c];
-            hr[c] = v;
-            ss += (double)v * v;
-        }
-        float s = 1.0f / sqrtf((float)(ss / C) + eps);
-        rstd[r] = s;
-        for (int c = 0; c < C; c++) o[c] = (hr[c] * s) * w[c];
+        float *hr = h + (size_t)r * C;
+#pragma omp simd
+        for (int c = 0; c < C; c++) hr[c] = xr[c] + rr[c];
+        rstd[r] = norm_row(out + (size_t)r * C, hr, w, C, eps);
     }
 }
 
@@ -64,16 +64,18 @@ void lt_cpu_rmsnorm_bwd(lt_backend *be, void *dx_, int acc_dx, float *dw, const 
     const float *dout = (const float *)dout_; // (R, C)
     const float *x = (const float *)x_;       // (R, C)
     const float *w = (const float *)w_;       // (C)
-    int nt = lt_cpu_threads(be);
+    int nt = lt_cpu_threads_for(be, (size_t)R * C);
     if (dx) {
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int r = 0; r < R; r++) {
             const float *g = dout + (size_t)r * C, *xr = x + (size_t)r * C;
             float *d = dx + (size_t)r * C;
             float s = rstd[r];
-            double dot = 0.0; // sum_j w[j] g[j] xhat[j]
+            double dot = 0.0; // sum_j w[j] g[j] xhat[j] (simd lanes: a fixed order for a given build)
+#pragma omp simd reduction(+ : dot)
             for (int c = 0; c < C; c++) dot += (double)w[c] * g[c] * (xr[c] * s);
             float mean = (float)(dot / C);
+#pragma omp simd
             for (int c = 0; c < C; c++) {
                 float v = s * (w[c] * g[c] - (xr[c] * s) * mean);
                 d[c] = acc_dx ? d[c] + v : v;
@@ -91,6 +93,7 @@ void lt_cpu_rmsnorm_bwd(lt_backend *be, void *dx_, int acc_dx, float *dw, const 
             for (int r = 0; r < R; r++) {
                 const float *g = dout + (size_t)r * C, *xr = x + (size_t)r * C;
                 float s = rstd[r];
+#pragma omp simd
                 for (int c = c0; c < c1; c++) acc[c - c0] += g[c] * (xr[c] * s);
             }
             for (int c = c0; c < c1; c++) dw[c] += acc[c - c0];

@@ -29,7 +29,7 @@ double lt_cpu_sumsq(lt_backend *be, const float *x, size_t n) {
     for (size_t c0 = 0; c0 < nchunks; c0 += 256) {
         size_t c1 = c0 + 256 < nchunks ? c0 + 256 : nchunks;
         double part[256];
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt < (int)(c1 - c0) ? nt : (int)(c1 - c0)) schedule(static)
         for (size_t c = c0; c < c1; c++) {
             size_t i0 = c * CHUNK, i1 = i0 + CHUNK < n ? i0 + CHUNK : n;
             double s = 0.0;
@@ -75,7 +75,7 @@ void lt_cpu_adamw(lt_backend *be, const struct lt_adamw_tensor *ts, int count, f
         float *m = T->m, *v = T->v;
         const float decay = (float)(1.0 - (double)lr * (double)T->weight_decay);
         const size_t n = T->n;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(n < LT_CPU_PAR_MIN ? 1 : nt) schedule(static)
         for (size_t i = 0; i < n; i++) {
             float g = grad[i] * grad_scale;
             float pi = p[i] * decay;

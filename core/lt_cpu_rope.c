@@ -13,7 +13,7 @@
 static void rope(lt_backend *be, float *x, const int32_t *pos, const float *inv_freq, int N, int H, int D,
                  float sign) {
     int half = D / 2;
-    int nt = lt_cpu_threads(be);
+    int nt = lt_cpu_threads_for(be, (size_t)N * H * D);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int n = 0; n < N; n++) {
         float p = (float)pos[n];

@@ -6,6 +6,8 @@
  *       gradient is the backward applied to dout = R,
  *   (3) PyTorch's torch.optim.AdamW (fixture tests/fixtures/cpu_ops/adamw_torch.bin
  *       written by tools/gen_cpu_ops_fixtures.py),
+ * the CPU backend's exp (lt_cpu_expf, core/lt_cpu.h) against double exp,
+ * matmuls large enough to be split into panels against double references,
  * add_rmsnorm_fwd also equals add + rmsnorm_fwd bitwise (in place too), and
  * its documented backward (rmsnorm_bwd with acc_dx) matches finite differences;
  * plus: packed documents equal separate runs (bitwise), outputs poisoned with
@@ -26,6 +28,7 @@
 #include <string.h>
 
 #include "lt_backend.h"
+#include "lt_cpu.h" /* lt_cpu_expf */
 #include "lt_test.h"
 
 #define TOL_FWD 2e-6
@@ -229,6 +232,38 @@ static void test_matmul(int M, int K, int N, int with_bias) {
     snprintf(w, sizeof w, "matmul_bwd dw with dx=NULL M%d K%d N%d", M, K, N);
     check(w, dw2, dw, (size_t)N * K, TOL_ACC);
     sync_ok("matmul");
+    arena_free();
+}
+
+/* Shapes large enough that the backend splits C into panels (of rows when
+ * M >= N, else of columns): forward and both gradients against double
+ * references (no finite differences at this size). */
+static void test_matmul_panels(int M, int K, int N) {
+    char w[96];
+    float *x = frand((size_t)M * K, 1.0f), *wt = frand((size_t)N * K, 0.5f), *g = frand((size_t)M * N, 1.0f);
+    float *out = fpoison((size_t)M * N), *dx = fpoison((size_t)M * K);
+    float *dw0 = frand((size_t)N * K, 1.0f), *dw = fdup(dw0, (size_t)N * K);
+    be->matmul_fwd(be, out, x, wt, NULL, M, K, N);
+    be->matmul_bwd(be, dx, 0, dw, NULL, g, x, wt, M, K, N);
+    double *ro = dbuf((size_t)M * N), *rdx = dbuf((size_t)M * K), *rdw = dbuf((size_t)N * K);
+    for (int m = 0; m < M; m++)
+        for (int o = 0; o < N; o++) {
+            double s = 0.0, gm = g[(size_t)m * N + o];
+            for (int k = 0; k < K; k++) {
+                s += (double)x[(size_t)m * K + k] * wt[(size_t)o * K + k];
+                rdx[(size_t)m * K + k] += gm * wt[(size_t)o * K + k];
+                rdw[(size_t)o * K + k] += gm * x[(size_t)m * K + k];
+            }
+            ro[(size_t)m * N + o] = s;
+        }
+    snprintf(w, sizeof w, "matmul_fwd (panels) M%d K%d N%d", M, K, N);
+    check(w, out, from_double(ro, (size_t)M * N), (size_t)M * N, TOL_FWD);
+    snprintf(w, sizeof w, "matmul_bwd dx (panels) M%d K%d N%d", M, K, N);
+    check(w, dx, from_double(rdx, (size_t)M * K), (size_t)M * K, TOL_FWD);
+    snprintf(w, sizeof w, "matmul_bwd dw (+=, panels) M%d K%d N%d", M, K, N);
+    check(w, fdiff(dw, dw0, (size_t)N * K), from_double(rdw, (size_t)N * K), (size_t)N * K, TOL_FWD);
+    free(ro), free(rdx), free(rdw);
+    sync_ok("matmul panels");
     arena_free();
 }
 
@@ -760,6 +795,36 @@ static void test_cross_entropy(int N, int V, float shift) {
     arena_free();
 }
 
+/* =========================== exp =========================== */
+/* lt_cpu_expf (the exp of the softmaxes and SiLU) against double exp: within
+ * 1.5 ulp of the exact value wherever the result is a normal float, within
+ * one subnormal step below that, and exact at the special values. */
+static void test_expf(void) {
+    double worst = 0.0, worst_x = 0.0;
+    int sub_ok = 1;
+    for (int i = 0; i <= 4000000; i++) {
+        float x = -110.0f + 200.0f * (float)i / 4000000.0f; // -110 .. 90
+        double want = exp((double)x);
+        float got = lt_cpu_expf(x);
+        if (want >= 0x1p-126 && want <= 0x1.fffffep127) {
+            float wf = (float)want;
+            double ulp = ldexp(1.0, ilogb(wf) - 23);
+            double e = fabs((double)got - want) / ulp;
+            if (!(e <= worst)) worst = e, worst_x = x;
+        } else if (want < 0x1p-126) {
+            sub_ok &= fabs((double)got - want) <= 0x1p-149;
+        } else {
+            sub_ok &= isinf(got) && got > 0;
+        }
+    }
+    LT_CHECK(worst <= 1.5, "lt_cpu_expf: %.3g ulp at x = %.9g (want <= 1.5)", worst, worst_x);
+    LT_CHECK(sub_ok, "lt_cpu_expf: subnormal / overflow range");
+    LT_CHECK(lt_cpu_expf(0.0f) == 1.0f && lt_cpu_expf(-0.0f) == 1.0f, "lt_cpu_expf(0) = 1");
+    LT_CHECK(lt_cpu_expf(-INFINITY) == 0.0f && isinf(lt_cpu_expf(INFINITY)), "lt_cpu_expf(-inf) = 0, (inf) = inf");
+    LT_CHECK(isnan(lt_cpu_expf(NAN)), "lt_cpu_expf(NaN) = NaN");
+    if (getenv("LT_TEST_VERBOSE")) printf("  ok %-48s max %.3g ulp\n", "lt_cpu_expf vs exp", worst);
+}
+
 /* =========================== sum of squares =========================== */
 static void test_sumsq(size_t n) {
     float *x = frand(n, 0.01f);
@@ -978,6 +1043,65 @@ static void test_thread_determinism(void) {
     be = keep;
 }
 
+/* 1 vs 2 threads at sizes where the work is split into many pieces: attention
+ * with several query blocks per document, matmuls cut into panels (by rows
+ * and by columns), cross-entropy and SwiGLU over many rows. */
+static void test_thread_determinism_large(void) {
+    lt_backend *bs[2], *keep = be;
+    lt_err e;
+    if (lt_cpu_backend_create(1, &bs[0], &e) != LT_OK || lt_cpu_backend_create(2, &bs[1], &e) != LT_OK) {
+        LT_CHECK(0, "create: %s", e.msg);
+        return;
+    }
+    attn_shape s = {.B = 2, .T = 200, .Hq = 4, .Hkv = 2, .D = 16, .scale = 0.25f, .ndocs = {3, 1}};
+    s.lens[0][0] = 70, s.lens[0][1] = 1, s.lens[0][2] = 129, s.lens[1][0] = 200;
+    size_t nq = (size_t)s.B * s.T * s.Hq * s.D, nk = (size_t)s.B * s.T * s.Hkv * s.D, nl = (size_t)s.B * s.Hq * s.T;
+    int M = 1030, K = 128, N = 96, M2 = 64, N2 = 1000, V = 300;
+    size_t n_sw = 70001;
+    enum { NR = 12 };
+    float *res[2][NR];
+    for (int which = 0; which < 2; which++) {
+        be = bs[which]; // (all CPU backends share malloc; buffers outlive the loop)
+        seed = 777;
+        float *q = frand(nq, 1.0f), *k = frand(nk, 1.0f), *v = frand(nk, 1.0f), *g = frand(nq, 1.0f);
+        int32_t *ds = ibuf((size_t)s.B * s.T);
+        doc_starts(&s, ds);
+        float *out = fbuf(nq), *lse = fbuf(nl), *dq = fbuf(nq), *dk = fbuf(nk), *dv = fbuf(nk);
+        be->attention_fwd(be, out, lse, q, k, v, ds, s.B, s.T, s.Hq, s.Hkv, s.D, s.scale);
+        be->attention_bwd(be, dq, dk, dv, g, q, k, v, out, lse, ds, s.B, s.T, s.Hq, s.Hkv, s.D, s.scale);
+        float *x = frand((size_t)M * K, 1.0f), *wt = frand((size_t)N * K, 1.0f), *gy = frand((size_t)M * N, 1.0f);
+        float *y = fbuf((size_t)M * N), *dx = fbuf((size_t)M * K), *dw = frand((size_t)N * K, 1.0f);
+        be->matmul_fwd(be, y, x, wt, NULL, M, K, N);
+        be->matmul_bwd(be, dx, 0, dw, NULL, gy, x, wt, M, K, N);
+        float *x2 = frand((size_t)M2 * K, 1.0f), *w2 = frand((size_t)N2 * K, 1.0f), *y2 = fbuf((size_t)M2 * N2);
+        be->matmul_fwd(be, y2, x2, w2, NULL, M2, K, N2);
+        float *logits = frand((size_t)M * V, 3.0f), *loss = fbuf(M);
+        int32_t *tg = ibuf(M);
+        for (int i = 0; i < M; i++) tg[i] = (i * 37) % V;
+        be->cross_entropy(be, loss, logits, logits, tg, M, V, 0.5f);
+        float *gate = frand(n_sw, 3.0f), *up = frand(n_sw, 1.0f), *sw = fbuf(n_sw);
+        be->swiglu_fwd(be, sw, gate, up, n_sw);
+        float *r[NR] = {out, lse, dq, dk, dv, y, dx, dw, y2, loss, logits, sw};
+        for (int i = 0; i < NR; i++) res[which][i] = r[i];
+        sync_ok("determinism (large)");
+    }
+    const char *names[NR] = {"attention out", "attention lse", "attention dq", "attention dk",
+                             "attention dv",  "matmul out",    "matmul dx",    "matmul dw",
+                             "matmul out (column panels)", "cross_entropy loss", "cross_entropy dlogits",
+                             "swiglu out"};
+    size_t lens[NR] = {nq, nl, nq, nk, nk, (size_t)M * N, (size_t)M * K, (size_t)N * K, (size_t)M2 * N2, (size_t)M,
+                       (size_t)M * V, n_sw};
+    char w[96];
+    for (int i = 0; i < NR; i++) {
+        snprintf(w, sizeof w, "1 vs 2 threads (large): %s", names[i]);
+        check_bitwise(w, res[1][i], res[0][i], lens[i]);
+    }
+    be = keep;
+    arena_free();
+    bs[0]->destroy(bs[0]);
+    bs[1]->destroy(bs[1]);
+}
+
 /* errors are recorded and reported by sync, not crashed on */
 static void test_errors(void) {
     lt_backend *bx;
@@ -1029,6 +1153,8 @@ int main(void) {
     test_matmul(1, 1, 1, 1);
     test_matmul(33, 17, 9, 0);
     test_matmul(4, 70, 67, 1); // bias over more than one column block
+    test_matmul_panels(1030, 128, 96); // C cut into panels of rows
+    test_matmul_panels(40, 96, 1100);  // ... of columns
 
     test_lora(6, 11, 7, 3, 1);
     test_lora(9, 8, 5, 1, 0);
@@ -1073,6 +1199,19 @@ int main(void) {
         s4.lens[0][0] = s4.lens[0][1] = s4.lens[0][2] = s4.lens[0][3] = 1;
         test_attention(&s4, "B1 T4 all one-token docs Hq3 Hkv1 D2");
     }
+    {
+        // query blocks of 64 rows: T not a multiple of 64; a document ending on a
+        // block edge, followed by two one-token documents; a document spanning
+        // three blocks; a last block of 21 rows
+        attn_shape s = {.B = 2, .T = 150, .Hq = 2, .Hkv = 1, .D = 3, .scale = 0.6f, .ndocs = {5, 2}};
+        int l0[] = {64, 1, 1, 63, 21}, l1[] = {129, 21};
+        memcpy(s.lens[0], l0, sizeof l0);
+        memcpy(s.lens[1], l1, sizeof l1);
+        test_attention(&s, "B2 T150 docs[64,1,1,63,21|129,21] Hq2 Hkv1 D3");
+    }
+    test_attention_packing(130, 70, 4, 2, 8); // blocks at other offsets when packed
+    test_attention_packing(1, 129, 2, 1, 5);
+    test_attention_packing(450, 77, 2, 1, 4); // long rows of keys (P @ V over 450 keys)
     test_attention_packing(5, 4, 4, 2, 6);
     test_attention_packing(1, 7, 2, 2, 3);
     test_attention_packing(6, 1, 4, 1, 8);
@@ -1085,6 +1224,9 @@ int main(void) {
     test_cross_entropy(4, 7, 60.0f);
     test_cross_entropy(3, 1, 0.0f);
 
+    test_expf();
+    test_cross_entropy(40, 300, -5.0f);
+
     test_sumsq(1);
     test_sumsq(1000);
     test_sumsq((size_t)3 * 65536 + 17);
@@ -1092,6 +1234,7 @@ int main(void) {
     test_adamw();
     test_adamw_torch();
     test_thread_determinism();
+    test_thread_determinism_large();
     test_errors();
 
     be->destroy(be);
