@@ -5,7 +5,7 @@
 # (CPU when there is no GPU), evaluate, export the PEFT adapter, and show the
 # answer and the exam score again. Everything lands in runs/quickstart/.
 #
-#   bash tools/quickstart.sh            # full job (a few minutes on 2 CPU cores)
+#   bash tools/quickstart.sh            # full job (about a minute on 2 CPU cores, after the build)
 #   LT_QUICK_STEPS=20 bash tools/quickstart.sh   # fewer optimizer steps
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -44,8 +44,8 @@ step "before fine-tuning: the Luxembourgish sample exam"
 
 step "LoRA fine-tuning ($steps steps, device auto)"
 "$lt" train --model "$model" --data "$run/shards/train-00000.h5" --eval-data "$run/shards/val-00000.h5" \
-  --out "$run/lora" --lora-rank 16 --lora-alpha 32 --seq-len 256 --micro-batch 8 --grad-accum 1 \
-  --epochs 0 --max-steps "$steps" --lr 3e-3 --warmup-steps 5 --schedule cosine --eval-every 20 \
+  --out "$run/lora" --lora-rank 16 --lora-alpha 32 --seq-len 256 --micro-batch 4 --grad-accum 1 \
+  --epochs 0 --max-steps "$steps" --lr 2e-3 --warmup-steps 5 --schedule cosine --eval-every 20 \
   --save-every 0 --log-every 5 --device auto
 
 step "after fine-tuning: loss on the held-out shard (adapter from $run/lora/final)"
