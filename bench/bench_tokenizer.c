@@ -16,48 +16,11 @@
 #include <unistd.h>
 
 #include "lt_tokenizer.h"
+#include "../tests/lt_tok_corpus.h"
 
 #ifndef LT_SOURCE_DIR_BENCH
 #define LT_SOURCE_DIR_BENCH "."
 #endif
-
-typedef struct {
-    char **text;
-    size_t *len;
-    size_t n, bytes;
-} corpus;
-
-static int read_corpus(const char *path, corpus *c) {
-    char *d;
-    size_t n;
-    lt_err err;
-    if (lt_read_file(path, &d, &n, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 0;
-    }
-    size_t cap = 1024;
-    c->text = malloc(cap * sizeof *c->text);
-    c->len = malloc(cap * sizeof *c->len);
-    c->n = c->bytes = 0;
-    size_t i = 0;
-    while (i < n) {
-        char *nl = memchr(d + i, '\n', n - i);
-        if (!nl) break;
-        size_t l = strtoull(d + i, NULL, 10);
-        i = (size_t)(nl - d) + 1;
-        if (i + l > n) break;
-        if (c->n == cap) {
-            cap *= 2;
-            c->text = realloc(c->text, cap * sizeof *c->text);
-            c->len = realloc(c->len, cap * sizeof *c->len);
-        }
-        c->text[c->n] = d + i;
-        c->len[c->n++] = l;
-        c->bytes += l;
-        i += l + 1;
-    }
-    return c->n > 0;
-}
 
 typedef struct {
     const lt_tokenizer *t;
@@ -228,6 +191,7 @@ int main(int argc, char **argv) {
         fflush(stdout);
         lt_tok_free(t);
     }
+    corpus_free(&c);
     if (corpus_path == gen_path) remove(gen_path);
     return 0;
 }

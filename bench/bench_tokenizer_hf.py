@@ -13,16 +13,8 @@ import time
 os.environ.setdefault('RAYON_NUM_THREADS', '1')
 from tokenizers import Tokenizer  # noqa: E402
 
-
-def read_corpus(path):
-    d = open(path, 'rb').read()
-    out, i = [], 0
-    while i < len(d):
-        j = d.index(b'\n', i)
-        n = int(d[i:j])
-        out.append(d[j + 1:j + 1 + n])
-        i = j + 1 + n + 1
-    return out
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tools'))
+from gen_tokenizer_corpus import read_corpus  # noqa: E402
 
 
 def main():

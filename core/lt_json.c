@@ -15,6 +15,15 @@ const char *lt_json_kind(const cJSON *v) {
     return "an invalid value";
 }
 
+cJSON *lt_json_exact_number(double x) {
+    char buf[64];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+    return cJSON_CreateRaw(buf);
+}
+
 static void set_why(char *why, size_t cap, const char *fmt, size_t at) {
     if (why && cap) snprintf(why, cap, fmt, at);
 }

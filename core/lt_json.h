@@ -1,7 +1,8 @@
 /*
  * lt_json.h -- small helpers over cJSON for the modules that read JSON files
  * and JSONL records: a whole file parsed with a message naming it, one JSONL
- * record parsed strictly, and type names for error messages.
+ * record parsed strictly, type names for error messages, and a number written
+ * so that it reads back exactly.
  *
  * Strict record parsing: cJSON_Parse / cJSON_ParseWithLength stop after the
  * first value and ignore what follows, so `{"a": 1} {"a": 2}` on one line
@@ -33,6 +34,11 @@ cJSON *lt_json_parse_exact(const char *s, size_t n, char *why, size_t cap);
 /* Read a whole file and parse it with lt_json_parse_exact; the message names
  * the file. *out is the caller's to cJSON_Delete. */
 lt_status lt_json_load_file(const char *path, cJSON **out, lt_err *err);
+
+/* A JSON number that reads back as exactly x: the shortest of %.15g..%.17g
+ * (cJSON's own printing may drop the last digits). A raw item; NULL if out
+ * of memory. */
+cJSON *lt_json_exact_number(double x);
 
 #ifdef __cplusplus
 }

@@ -95,14 +95,6 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
     return LT_OK;
 }
 
-static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
-    size_t o = 0;
-    o += (size_t)snprintf(buf + o, cap - o, "[");
-    for (int i = 0; i < ndim && o < cap; i++)
-        o += (size_t)snprintf(buf + o, cap - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (o < cap) snprintf(buf + o, cap - o, "]");
-}
-
 static int ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
@@ -115,7 +107,7 @@ lt_status lt_model_check_tensors(const lt_st_model *stm, const lt_param_spec *sp
         const lt_st_tensor *t = lt_st_model_find(stm, sp->name);
         if (!t) {
             char want[128];
-            shape_str(want, sizeof want, sp->ndim, sp->shape);
+            lt_st_shape_str(want, sizeof want, sp->ndim, sp->shape);
             return lt_fail(err, LT_ERR_FORMAT, "checkpoint: tensor '%s' is missing (config.json implies shape %s)",
                            sp->name, want);
         }
@@ -123,8 +115,8 @@ lt_status lt_model_check_tensors(const lt_st_model *stm, const lt_param_spec *sp
         for (int d = 0; same && d < sp->ndim; d++) same = t->shape[d] == sp->shape[d];
         if (!same) {
             char got[128], want[128];
-            shape_str(got, sizeof got, t->ndim, t->shape);
-            shape_str(want, sizeof want, sp->ndim, sp->shape);
+            lt_st_shape_str(got, sizeof got, t->ndim, t->shape);
+            lt_st_shape_str(want, sizeof want, sp->ndim, sp->shape);
             return lt_fail(err, LT_ERR_FORMAT,
                            "%s: tensor '%s': shape %s but config.json implies %s", t->file ? t->file : "checkpoint",
                            sp->name, got, want);

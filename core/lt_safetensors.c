@@ -71,7 +71,7 @@ static int dtype_known_elsewhere(const char *s) {
     return 0;
 }
 
-static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
+void lt_st_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t k = 0;
     k += (size_t)snprintf(buf + k, cap - k, "[");
     for (int i = 0; i < ndim && k < cap; i++)
@@ -185,7 +185,7 @@ static lt_status parse_entry(const char *path, const cJSON *e, lt_st_tensor *t, 
                        (unsigned long long)*begin, (unsigned long long)*end);
     if (*end - *begin != (uint64_t)t->nbytes) {
         char sh[256];
-        shape_str(sh, sizeof sh, t->ndim, t->shape);
+        lt_st_shape_str(sh, sizeof sh, t->ndim, t->shape);
         return lt_fail(err, LT_ERR_FORMAT,
                        "%s: tensor '%s': data_offsets [%llu, %llu] span %llu bytes but shape %s x %s needs %zu", path,
                        name, (unsigned long long)*begin, (unsigned long long)*end,
@@ -642,8 +642,8 @@ lt_status lt_st_model_load_f32(const lt_st_model *m, const char *name, int ndim,
     for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
     if (!same) {
         char got[256], want[256];
-        shape_str(got, sizeof got, t->ndim, t->shape);
-        shape_str(want, sizeof want, ndim, shape);
+        lt_st_shape_str(got, sizeof got, t->ndim, t->shape);
+        lt_st_shape_str(want, sizeof want, ndim, shape);
         return lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s': shape %s but expected %s", t->file, name, got, want);
     }
     return lt_st_to_f32(t, dst, t->numel, err);

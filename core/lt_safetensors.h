@@ -59,6 +59,9 @@ lt_status lt_st_to_f32(const lt_st_tensor *t, float *dst, size_t n, lt_err *err)
 lt_status lt_st_model_load_f32(const lt_st_model *m, const char *name, int ndim, const int64_t *shape,
                                float *dst, lt_err *err);
 
+/* shape[0..ndim) as "[2, 3]" for error messages, cut to fit cap bytes. */
+void lt_st_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape);
+
 /* Writing: tensors given as host data of the stated dtype. Written to a
  * temporary file and renamed into place. Metadata pairs may be NULL. */
 typedef struct lt_st_write_tensor {

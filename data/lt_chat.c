@@ -1,5 +1,6 @@
 /* lt_chat.c -- chat template renderers and loss masks (see lt_chat.h). */
 #include "lt_chat.h"
+#include "lt_unicode.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,19 +29,13 @@ static int utf8_at(const unsigned char *s, size_t len, int32_t *cp) {
     return n;
 }
 
-/* str.isspace() for one code point */
-static int py_isspace(int32_t c) {
-    return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
-}
-
 void lt_chat_py_strip(const char *str, size_t len, size_t *start, size_t *end) {
     const unsigned char *s = (const unsigned char *)str;
     size_t a = 0, b = len;
     while (a < b) {
         int32_t cp;
         int n = utf8_at(s + a, b - a, &cp);
-        if (!py_isspace(cp)) break;
+        if (!lt_uni_py_isspace((uint32_t)cp)) break;
         a += (size_t)n;
     }
     while (b > a) {
@@ -52,7 +47,7 @@ void lt_chat_py_strip(const char *str, size_t len, size_t *start, size_t *end) {
         if (k + (size_t)n != b) { /* not a whole code point ending at b */
             break;
         }
-        if (!py_isspace(cp)) break;
+        if (!lt_uni_py_isspace((uint32_t)cp)) break;
         b = k;
     }
     *start = a;

@@ -34,6 +34,13 @@ unsigned lt_uni_flags(uint32_t cp);
 int lt_uni_ccc(uint32_t cp);
 const char *lt_uni_version_str(void);
 
+/* Python's str.isspace() for one code point (what str.strip() removes) */
+static inline int lt_uni_py_isspace(uint32_t c) {
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+           c == 0x3000;
+}
+
 /* Decode the valid UTF-8 character at s[*i] (the caller knows s is valid);
  * advances *i. */
 static inline uint32_t lt_utf8_next(const char *s, size_t *i) {

@@ -1,5 +1,6 @@
 /* lt_tok_testutil.h -- shared by the tokenizer tests: the length-prefixed
- * corpus reader and the encode / decode / compare-with-reference driver
+ * corpus reader (lt_tok_corpus.h), the Python-with-tokenizers check and the
+ * encode / decode / compare-with-reference driver
  * (tests/tokenizer_reference.py). Static functions; include once per test. */
 #ifndef LT_TOK_TESTUTIL_H
 #define LT_TOK_TESTUTIL_H
@@ -9,53 +10,21 @@
 #include <string.h>
 
 #include "lt_test.h"
+#include "lt_tok_corpus.h"
 #include "lt_tokenizer.h"
 
-typedef struct {
-    char **text;
-    size_t *len;
-    size_t n, bytes;
-    char *buf; /* the file (text[] points into it) */
-} corpus;
-
-static void corpus_free(corpus *c) {
-    free(c->text);
-    free(c->len);
-    free(c->buf);
-    memset(c, 0, sizeof *c);
-}
-
-static int read_corpus(const char *path, corpus *c) {
-    char *d;
-    size_t n;
-    lt_err err;
-    if (lt_read_file(path, &d, &n, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 0;
+/* $LT_PYTHON (else the LT_PYTHON compile definition) if it can import
+ * tokenizers; otherwise says so and returns NULL (the test skips). */
+static const char *tok_test_python(void) {
+    const char *py = getenv("LT_PYTHON");
+    if (!py || !*py) py = LT_PYTHON;
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s -c 'import tokenizers' 2>/dev/null", py);
+    if (lt_test_system(cmd) != 0) {
+        fprintf(stderr, "skip: %s with tokenizers is not available\n", py);
+        return NULL;
     }
-    size_t cap = 1024;
-    c->buf = d;
-    c->text = malloc(cap * sizeof *c->text);
-    c->len = malloc(cap * sizeof *c->len);
-    c->n = c->bytes = 0;
-    size_t i = 0;
-    while (i < n) {
-        char *nl = memchr(d + i, '\n', n - i);
-        if (!nl) break;
-        size_t l = strtoull(d + i, NULL, 10);
-        i = (size_t)(nl - d) + 1;
-        if (i + l > n) break;
-        if (c->n == cap) {
-            cap *= 2;
-            c->text = realloc(c->text, cap * sizeof *c->text);
-            c->len = realloc(c->len, cap * sizeof *c->len);
-        }
-        c->text[c->n] = d + i; /* the buffer stays alive */
-        c->len[c->n++] = l;
-        c->bytes += l;
-        i += l + 1;
-    }
-    return c->n > 0;
+    return py;
 }
 
 static void write_ids(FILE *f, const lt_tok_ids *v) {

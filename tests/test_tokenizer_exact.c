@@ -18,14 +18,9 @@ static const char *NAMES[] = {"llama3_1", "qwen3", "gemma3", "llama2"};
 #include "lt_tok_testutil.h"
 
 int main(void) {
-    const char *py = getenv("LT_PYTHON");
-    if (!py || !*py) py = LT_PYTHON;
+    const char *py = tok_test_python();
+    if (!py) return LT_TEST_SKIP;
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s -c 'import tokenizers' 2>/dev/null", py);
-    if (lt_test_system(cmd) != 0) {
-        fprintf(stderr, "skip: %s with tokenizers is not available\n", py);
-        return LT_TEST_SKIP;
-    }
     const char *tmp = lt_test_tmpdir("test_tokenizer_exact");
     char corpus_path[4096];
     snprintf(corpus_path, sizeof corpus_path, "%s/corpus.bin", tmp);

@@ -19,6 +19,9 @@ import sys
 os.environ.setdefault('RUST_BACKTRACE', '0')  # (a reference panic prints one line, not a backtrace)
 from tokenizers import Tokenizer  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tools'))
+from gen_tokenizer_corpus import read_corpus  # noqa: E402
+
 _spans = []
 
 
@@ -28,17 +31,6 @@ def _rec(e):
 
 
 codecs.register_error('lt_record', _rec)
-
-
-def read_corpus(path):
-    d = open(path, 'rb').read()
-    out, i = [], 0
-    while i < len(d):
-        j = d.index(b'\n', i)
-        n = int(d[i:j])
-        out.append(d[j + 1:j + 1 + n])
-        i = j + 1 + n + 1
-    return out
 
 
 def decode_with_map(b):

@@ -130,6 +130,18 @@ def record(r, paras):
     return s.encode()
 
 
+def read_corpus(path):
+    """the records of a corpus file written by main(), as bytes"""
+    d = open(path, 'rb').read()
+    out, i = [], 0
+    while i < len(d):
+        j = d.index(b'\n', i)
+        n = int(d[i:j])
+        out.append(d[j + 1:j + 1 + n])
+        i = j + 1 + n + 1
+    return out
+
+
 def main():
     args = sys.argv[1:]
     if len(args) < 2:

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "lt_ckpt.h"
 #include "lt_fs.h"
+#include "lt_json.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -41,17 +42,6 @@ static int64_t parse_step_name(const char *name) {
 
 /* ---- state.json ---- */
 
-/* A JSON number that reads back as exactly x (shortest of %.15g..%.17g);
- * cJSON's own printing may drop the last digits. */
-static cJSON *exact_number(double x) {
-    char buf[64];
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x) break;
-    }
-    return cJSON_CreateRaw(buf);
-}
-
 static char *state_json(const lt_ckpt_state *st, lt_err *err) {
     cJSON *r = cJSON_CreateObject();
     char hex[4][17];
@@ -60,9 +50,9 @@ static char *state_json(const lt_ckpt_state *st, lt_err *err) {
     cJSON_AddNumberToObject(r, "epoch", (double)st->epoch);
     cJSON_AddNumberToObject(r, "total_steps", (double)st->total_steps);
     cJSON_AddNumberToObject(r, "tokens_seen", (double)st->tokens_seen);
-    if (isfinite(st->lr)) cJSON_AddItemToObject(r, "lr", exact_number(st->lr));
+    if (isfinite(st->lr)) cJSON_AddItemToObject(r, "lr", lt_json_exact_number(st->lr));
     else cJSON_AddNullToObject(r, "lr");
-    if (isfinite(st->loss)) cJSON_AddItemToObject(r, "loss", exact_number(st->loss));
+    if (isfinite(st->loss)) cJSON_AddItemToObject(r, "loss", lt_json_exact_number(st->loss));
     else cJSON_AddNullToObject(r, "loss");
     cJSON_AddStringToObject(r, "mode", st->mode);
     cJSON_AddStringToObject(r, "options_hash", st->options_hash);

@@ -5,6 +5,7 @@
 
 #include "lt_chat.h"
 #include "lt_json.h"
+#include "lt_unicode.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -260,19 +261,12 @@ static size_t utf8_last(const char *s, size_t end, uint32_t *cp) {
     return n;
 }
 
-/* Python's str.isspace() */
-static int py_isspace(uint32_t c) {
-    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
-           c == 0x3000;
-}
-
 size_t lt_eval_trailing_ws(const char *s, size_t len) {
     size_t end = len;
     while (end > 0) {
         uint32_t cp;
         size_t n = utf8_last(s, end, &cp);
-        if (!py_isspace(cp)) break;
+        if (!lt_uni_py_isspace(cp)) break;
         end -= n;
     }
     return len - end;

@@ -162,16 +162,12 @@ fail:
 /* ---- PEFT adapter: writing ---- */
 
 static cJSON *exact_number(double x) {
-    char buf[64];
     if (x == floor(x) && fabs(x) < 1e15) {
+        char buf[64];
         snprintf(buf, sizeof buf, "%.0f", x); /* Python writes an int alpha as an int */
         return cJSON_CreateRaw(buf);
     }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x) break;
-    }
-    return cJSON_CreateRaw(buf);
+    return lt_json_exact_number(x);
 }
 
 /* adapter_config.json exactly as PEFT 0.15.2 writes it for a LoRA on a causal LM

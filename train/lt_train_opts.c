@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "lt_lora.h"
+#include "lt_json.h"
 
 typedef enum { K_SECTION, K_STR, K_LIST, K_LONG, K_DBL, K_FLAG, K_SCHED, K_TARGETS, K_DEVICE } kind;
 
@@ -476,17 +477,6 @@ void lt_train_opts_markdown(FILE *f) {
 
 /* ---- resolved configuration ---- */
 
-/* A JSON number that reads back as exactly x (shortest of %.15g..%.17g);
- * cJSON's own printing may drop the last digits. */
-static cJSON *exact_number(double x) {
-    char buf[64];
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x) break;
-    }
-    return cJSON_CreateRaw(buf);
-}
-
 static void add_json(cJSON *root, const lt_train_opts *o, const optdef *d) {
     char key[64], buf[128];
     snprintf(key, sizeof key, "%s", d->name);
@@ -508,7 +498,7 @@ static void add_json(cJSON *root, const lt_train_opts *o, const optdef *d) {
         break;
     }
     case K_LONG: cJSON_AddNumberToObject(root, key, (double)*CFIELD(o, d, long)); break;
-    case K_DBL: cJSON_AddItemToObject(root, key, exact_number(*CFIELD(o, d, double))); break;
+    case K_DBL: cJSON_AddItemToObject(root, key, lt_json_exact_number(*CFIELD(o, d, double))); break;
     case K_FLAG: cJSON_AddBoolToObject(root, key, *CFIELD(o, d, int)); break;
     case K_SCHED: cJSON_AddStringToObject(root, key, lt_sched_kind_name(*CFIELD(o, d, lt_sched_kind))); break;
     case K_TARGETS:
