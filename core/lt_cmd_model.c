@@ -209,7 +209,7 @@ static int parse_ids(const char *s, int32_t **out, int *n) {
         char *e = NULL;
         errno = 0;
         long v = strtol(item, &e, 10);
-        if (*e || errno || v < 0 || v > INT32_MAX) {
+        if (item[0] < '0' || item[0] > '9' || *e || errno || v < 0 || v > INT32_MAX) { /* no sign, no blanks */
             fprintf(stderr, "score: --ids: '%s' is not a token id (a non-negative integer)\n", item);
             free(ids);
             return 0;

@@ -164,6 +164,19 @@ expect_fail "score one id" "at least 2" -- "$bin" score --model "$fx/llama" --id
 expect_fail "score without --ids" "--ids" -- "$bin" score --model "$fx/llama"
 expect_fail "score unknown option" "--bogus" -- "$bin" score --model "$fx/llama" --ids 1,2 --bogus
 expect_fail "score bad device" "cpu, cuda or auto" -- "$bin" score --model "$fx/llama" --ids 1,2 --device tpu
+expect_fail "score signed id" "'\+5'" -- "$bin" score --model "$fx/llama" --ids +5,3
+expect_fail "score id with a blank" "' 5'" -- "$bin" score --model "$fx/llama" --ids " 5,3"
+# more ids than max_position_embeddings (256): refused before any allocation
+many=$(seq -s, 0 299 | sed 's/[0-9][0-9]*/7/g')
+expect_fail "score too many ids" "300 exceeds max_position_embeddings 256" -- "$bin" score --model "$fx/llama" --ids "$many"
+expect_fail "score logits into a missing folder" "no-such-dir" -- "$bin" score --model "$fx/llama" --ids 1,2 \
+  --logits "$tmp/no-such-dir/l.npy"
+ok; if [ -e "$tmp/no-such-dir" ]; then fail "score --logits created $tmp/no-such-dir"; fi
+# merge of an adapter trained for another model (hidden 32 vs 64): refused naming the adapter, nothing written
+rm -rf "$tmp/merged_wrong"
+expect_fail "merge adapter of another model" "peft/adapter.*does not fit.*q_proj is 32 -> 32.*64 -> 64" -- \
+  "$bin" merge --model "$fx/llama" --adapter "$src/tests/fixtures/peft/adapter" --out "$tmp/merged_wrong"
+ok; if [ -e "$tmp/merged_wrong" ]; then fail "merge wrote $tmp/merged_wrong after refusing the adapter"; fi
 
 # ---- config that does not match the weights -------------------------------------
 bad="$tmp/llama_bad"

@@ -264,7 +264,8 @@ void lt_ckpt_close(lt_ckpt *c) {
 
 static int json_i64(const cJSON *r, const char *k, int64_t *out) {
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(r, k);
-    if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble)) return 0;
+    /* an integer that fits int64 (a larger double would make the cast undefined) */
+    if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble) || !(fabs(x->valuedouble) < 0x1p63)) return 0;
     *out = (int64_t)x->valuedouble;
     return 1;
 }

@@ -55,7 +55,11 @@ static lt_status lt_merge_adapter_folder(const char *model, const char *adapter,
         lt_wrap(err, st, "adapter '%s'", adapter);
         goto done;
     }
-    if ((st = lt_peft_check(a, &cfg, err)) || (st = lt_model_param_specs(&cfg, &specs, &n, err)) ||
+    if ((st = lt_peft_check(a, &cfg, err))) {
+        lt_wrap(err, st, "adapter '%s' does not fit model '%s'", adapter, model);
+        goto done;
+    }
+    if ((st = lt_model_param_specs(&cfg, &specs, &n, err)) ||
         (st = lt_model_check_tensors(stm, specs, n, cfg.tie_word_embeddings, err)))
         goto done;
     ts = calloc(n, sizeof *ts);
