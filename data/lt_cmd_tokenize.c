@@ -600,7 +600,9 @@ int lt_cmd_tokenize(int argc, char **argv) {
     rec *recs = calloc(BLOCK, sizeof *recs);
     pthread_t *tids = calloc((size_t)threads, sizeof *tids);
     int64_t n_records = 0, n_skipped = 0, n_truncated = 0, bytes = 0;
+    /* test hooks: crash (SIGKILL) or stop and wait for a signal after N documents */
     long fail_after = getenv("LT_TOKENIZE_FAIL_AFTER_DOCS") ? atol(getenv("LT_TOKENIZE_FAIL_AFTER_DOCS")) : -1;
+    long pause_after = getenv("LT_TOKENIZE_PAUSE_AFTER_DOCS") ? atol(getenv("LT_TOKENIZE_PAUSE_AFTER_DOCS")) : -1;
     int tty = !quiet && isatty(2);
     double t0 = lt_now_s(), last_draw = 0;
     int failed = 0;
@@ -717,6 +719,12 @@ int lt_cmd_tokenize(int argc, char **argv) {
                             fprintf(stderr, "tokenize: LT_TOKENIZE_FAIL_AFTER_DOCS=%ld: simulating a crash\n", fail_after);
                             fflush(stderr);
                             raise(SIGKILL);
+                        }
+                        if (pause_after >= 0 && train.docs + val.docs >= pause_after) {
+                            fprintf(stderr, "tokenize: LT_TOKENIZE_PAUSE_AFTER_DOCS=%ld: waiting for a signal\n",
+                                    pause_after);
+                            fflush(stderr);
+                            for (;;) pause();
                         }
                     }
                 }

@@ -249,11 +249,12 @@ check "[ \"$n\" -ge 1 ] 2>/dev/null" "complete shards after a crash: $n"
 check "[ \$(ls -A '$TMP/kill' | grep -c '^\.train-.*\.tmp\.') = 1 ]" "the shard in progress is not (only) a hidden temporary: $(ls -A $TMP/kill)"
 check "[ ! -e '$TMP/kill/train-$(printf %05d $n).h5' ]" "the shard in progress has its final name"
 # SIGTERM mid-run: temporary removed, whatever is named like a shard is complete
-"$BIN" tokenize --tokenizer "$QWEN" --input "$BIG" "$BIG" "$BIG" --out "$TMP/term" --shard-tokens 20000 --threads 2 --quiet \
-    > "$TMP/term.log" 2>&1 &
+# (the run stops after 1500 documents, in the middle of a shard, and waits for the signal)
+LT_TOKENIZE_PAUSE_AFTER_DOCS=1500 "$BIN" tokenize --tokenizer "$QWEN" --input "$BIG" --out "$TMP/term" \
+    --shard-tokens 20000 --threads 2 --quiet > "$TMP/term.log" 2>&1 &
 pid=$!
-for i in $(seq 1 400); do   # wait until a shard is being written
-    ls -A "$TMP/term" 2>/dev/null | grep -q '\.tmp\.' && break
+for i in $(seq 1 1200); do   # wait (up to 60 s) until the run has paused with a shard being written
+    grep -q 'waiting for a signal' "$TMP/term.log" 2>/dev/null && break
     sleep 0.05
 done
 ls -A "$TMP/term" 2>/dev/null | grep -q '\.tmp\.' && ok || bad "no shard in progress seen before SIGTERM"
