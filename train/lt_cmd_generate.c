@@ -183,7 +183,12 @@ static int run_generate(const gen_opts *o) {
     stop[2] = cfg->eos_token_id;
     int V = cfg->vocab_size;
     long max_len = (long)ids.n + o->max_new;
-    if (max_len > cfg->max_position_embeddings) max_len = cfg->max_position_embeddings;
+    if (max_len > cfg->max_position_embeddings) {
+        max_len = cfg->max_position_embeddings;
+        if ((long)ids.n < max_len)
+            fprintf(stderr, "generate: at most %ld new tokens fit: the prompt has %zu tokens and the model takes %d\n",
+                    max_len - (long)ids.n, ids.n, cfg->max_position_embeddings);
+    }
     if ((long)ids.n >= max_len) {
         lt_fail(&err, LT_ERR_RANGE, "the prompt has %zu tokens; the model takes at most %d", ids.n,
                 cfg->max_position_embeddings);
