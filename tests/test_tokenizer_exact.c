@@ -20,6 +20,13 @@ static const char *NAMES[] = {"llama3_1", "qwen3", "gemma3", "llama2"};
 int main(void) {
     const char *py = tok_test_python();
     if (!py) return LT_TEST_SKIP;
+    /* The real tokenizers live in ../shared (CI has it; a user's clone and the
+     * GPU machine do not): skip only when the whole folder is absent; a folder
+     * that lacks one of the four tokenizers fails below. */
+    if (!lt_is_dir(lt_shared_path("tokenizers"))) {
+        fprintf(stderr, "SKIP: no %s\n", lt_shared_path("tokenizers"));
+        return LT_TEST_SKIP;
+    }
     char cmd[8192];
     const char *tmp = lt_test_tmpdir("test_tokenizer_exact");
     char corpus_path[4096];
