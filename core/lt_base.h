@@ -110,6 +110,9 @@ void lt_fsync_parent(const char *path);
 /* Join dir and name into out (size cap); returns 0 if it did not fit. */
 int lt_path_join(char *out, size_t cap, const char *dir, const char *name);
 int lt_file_exists(const char *path);
+/* malloc'd copy of s (NULL if out of memory); 1 if s ends with suffix */
+char *lt_strdup(const char *s);
+int lt_str_ends_with(const char *s, const char *suffix);
 int lt_is_dir(const char *path);
 double lt_now_s(void); /* monotonic seconds */
 

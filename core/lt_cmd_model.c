@@ -29,11 +29,6 @@ static void inspect_usage(FILE *f) {
                "stored dtypes, tied embeddings, rope scaling. Checks every tensor against config.json.\n");
 }
 
-static int has_suffix(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
 static const char *human(double n, char *buf, size_t cap) {
     if (n >= 1e9)
         snprintf(buf, cap, "%.2f B", n / 1e9);
@@ -54,7 +49,7 @@ int lt_cmd_inspect(int argc, char **argv) {
             inspect_usage(stdout);
             return 0;
         }
-        if (has_suffix(argv[i], ".h5")) return lt_cmd_inspect_shard(argc, argv);
+        if (lt_str_ends_with(argv[i], ".h5")) return lt_cmd_inspect_shard(argc, argv);
         if (!strcmp(argv[i], "--json"))
             json = 1;
         else if (argv[i][0] == '-' && argv[i][1]) {

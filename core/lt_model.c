@@ -95,11 +95,6 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
     return LT_OK;
 }
 
-static int ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
 lt_status lt_model_check_tensors(const lt_st_model *stm, const lt_param_spec *specs, size_t n, int tied,
                                  lt_err *err) {
     for (size_t i = 0; i < n; i++) {
@@ -133,7 +128,7 @@ lt_status lt_model_check_tensors(const lt_st_model *stm, const lt_param_spec *sp
         const lt_st_tensor *t = lt_st_model_get(stm, i);
         int known = 0;
         for (size_t j = 0; j < n && !known; j++) known = !strcmp(specs[j].name, t->name);
-        if (known || ends_with(t->name, ".rotary_emb.inv_freq") || (tied && !strcmp(t->name, "lm_head.weight")))
+        if (known || lt_str_ends_with(t->name, ".rotary_emb.inv_freq") || (tied && !strcmp(t->name, "lm_head.weight")))
             continue;
         if (extra < 4 && o < sizeof list)
             o += (size_t)snprintf(list + o, sizeof list - o, "%s'%s'", extra ? ", " : "", t->name);
@@ -357,6 +352,19 @@ static void bind_layers(lt_model *m) {
     }
 }
 
+/* The next parameter of m, described by spec (data not yet allocated). */
+static lt_param *add_param(lt_model *m, const lt_param_spec *spec, lt_dtype dtype) {
+    lt_param *p = &m->params[m->n_params++];
+    snprintf(p->name, sizeof p->name, "%s", spec->name);
+    p->ndim = spec->ndim;
+    p->shape[0] = spec->shape[0];
+    p->shape[1] = spec->shape[1];
+    p->numel = (size_t)p->shape[0] * (size_t)(p->ndim > 1 ? p->shape[1] : 1);
+    p->trainable = 1;
+    p->dtype = dtype;
+    return p;
+}
+
 lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err *err) {
     *out = NULL;
     lt_model *m = calloc(1, sizeof *m);
@@ -391,15 +399,7 @@ lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err 
         goto fail;
     }
     for (size_t i = 0; i < n; i++) {
-        lt_param *p = &m->params[m->n_params];
-        snprintf(p->name, sizeof p->name, "%s", specs[i].name);
-        p->ndim = specs[i].ndim;
-        p->shape[0] = specs[i].shape[0];
-        p->shape[1] = specs[i].shape[1];
-        p->numel = (size_t)p->shape[0] * (size_t)(p->ndim > 1 ? p->shape[1] : 1);
-        p->trainable = 1;
-        p->dtype = be->param_dtype;
-        m->n_params++;
+        lt_param *p = add_param(m, &specs[i], be->param_dtype);
         if ((st = lt_st_model_load_f32(stm, p->name, p->ndim, p->shape, host, err))) goto fail;
         if ((st = be->alloc(be, p->numel * lt_dtype_size(be->param_dtype), &p->data, err)) ||
             (st = be->upload_f32(be, p->data, be->param_dtype, host, p->numel, err))) {
@@ -469,21 +469,13 @@ lt_status lt_model_create(const lt_config *cfg, lt_backend *be, uint64_t seed, l
     }
     size_t es = lt_dtype_size(be->param_dtype);
     for (size_t i = 0; i < n; i++) {
-        lt_param *p = &m->params[m->n_params];
-        snprintf(p->name, sizeof p->name, "%s", specs[i].name);
-        p->ndim = specs[i].ndim;
-        p->shape[0] = specs[i].shape[0];
-        p->shape[1] = specs[i].shape[1];
-        p->numel = (size_t)p->shape[0] * (size_t)(p->ndim > 1 ? p->shape[1] : 1);
-        p->trainable = 1;
-        p->dtype = be->param_dtype;
-        m->n_params++;
+        lt_param *p = add_param(m, &specs[i], be->param_dtype);
         if ((st = be->alloc(be, p->numel * es, &p->data, err))) {
             lt_wrap(err, st, "random model: '%s' (%zu elements)", p->name, p->numel);
             goto fail;
         }
         // norm weights (1-D "...norm.weight") = 1; matrices and biases ~ N(0, 0.02^2)
-        int norm = p->ndim == 1 && ends_with(p->name, "norm.weight");
+        int norm = p->ndim == 1 && lt_str_ends_with(p->name, "norm.weight");
         uint64_t key = mix64(seed ^ mix64(0x1000 + i));
         for (size_t off = 0; off < p->numel && !st; off += CH) {
             size_t k = p->numel - off < CH ? p->numel - off : CH;

@@ -43,13 +43,6 @@ struct lt_st_model {
     const lt_st_tensor **by_name; /* (n) sorted by name */
 };
 
-static char *xstrdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p) memcpy(p, s, n);
-    return p;
-}
-
 /* ---- dtypes ---- */
 
 static int dtype_from_name(const char *s, lt_dtype *out) {
@@ -211,8 +204,8 @@ static lt_status parse_metadata(lt_st_file *f, const cJSON *m, lt_err *err) {
         for (size_t j = 0; j < f->n_meta; j++)
             if (strcmp(f->meta_k[j], e->string) == 0)
                 return lt_fail(err, LT_ERR_FORMAT, "%s: __metadata__ key '%s' appears twice", f->path, e->string);
-        f->meta_k[f->n_meta] = xstrdup(e->string);
-        f->meta_v[f->n_meta] = xstrdup(e->valuestring);
+        f->meta_k[f->n_meta] = lt_strdup(e->string);
+        f->meta_v[f->n_meta] = lt_strdup(e->valuestring);
         f->n_meta++;
         if (!f->meta_k[f->n_meta - 1] || !f->meta_v[f->n_meta - 1])
             return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", f->path);
@@ -285,7 +278,7 @@ static lt_status parse_header(lt_st_file *f, size_t file_len, lt_err *err) {
         lt_st_tensor *t = &f->t[n];
         uint64_t tb = 0, te = 0;
         if ((st = parse_entry(f->path, e, t, &tb, &te, err)) != LT_OK) break;
-        t->name = xstrdup(e->string);
+        t->name = lt_strdup(e->string);
         if (!t->name) {
             st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", f->path);
             break;
@@ -368,7 +361,7 @@ done:
 lt_status lt_st_open(const char *path, lt_st_file **out, lt_err *err) {
     *out = NULL;
     lt_st_file *f = calloc(1, sizeof *f);
-    if (!f || !(f->path = xstrdup(path))) {
+    if (!f || !(f->path = lt_strdup(path))) {
         free(f);
         return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
     }
@@ -546,7 +539,7 @@ done:
 lt_status lt_st_open_model(const char *dir, lt_st_model **out, lt_err *err) {
     *out = NULL;
     lt_st_model *m = calloc(1, sizeof *m);
-    if (!m || !(m->dir = xstrdup(dir))) {
+    if (!m || !(m->dir = lt_strdup(dir))) {
         free(m);
         return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", dir);
     }

@@ -150,7 +150,7 @@ static lt_status cu_upload_f32(lt_backend *be, void *dst, lt_dtype dt, const flo
             f32_to_kernel<lt_bf16><<<lt_grid_1d(m, 256), 256, 0, c->stream>>>((lt_bf16 *)dst + off, stage, m);
         else
             f32_to_kernel<__half><<<lt_grid_1d(m, 256), 256, 0, c->stream>>>((__half *)dst + off, stage, m);
-        LT_CUDA_LAUNCHED(be, "upload_f32: convert");
+        if (LT_CUDA_LAUNCHED(be, "upload_f32: convert")) break;
         /* the next chunk's copy overwrites the staging area: stream order
          * guarantees the conversion ran first */
     }

@@ -2,6 +2,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "lt_test.h"
 
+#include "lt_model.h"
+
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -115,4 +117,35 @@ int lt_test_system(const char *cmd) {
     int st = system(cmd);
     if (st == -1) return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void lt_test_random_batch(lt_rng *r, int B, int T, int V, int min_len, int max_len, int pad, int32_t *tok,
+                          int32_t *tgt, int32_t *pos, int32_t *doc) {
+    int *lens = malloc((size_t)T * sizeof *lens);
+    uint8_t *mask = malloc((size_t)T);
+    if (!lens || !mask) {
+        LT_CHECK(0, "out of memory for a %d-token batch", T);
+        free(lens);
+        free(mask);
+        return;
+    }
+    for (int b = 0; b < B; b++) {
+        int nd = 0, s = 0;
+        while (s < T - pad) {
+            int len = min_len + (int)(lt_rng_u64(r) % (uint64_t)(max_len - min_len + 1));
+            if (len > T - s) len = T - s;
+            lens[nd++] = len;
+            s += len;
+        }
+        for (int t = 0; t < T; t++) {
+            tok[b * T + t] = (int32_t)(lt_rng_u64(r) % (uint64_t)V);
+            mask[t] = (uint8_t)(lt_rng_u64(r) % 4 != 0);
+        }
+        lt_err err;
+        lt_status st = lt_batch_fill_sequence(T, tok + b * T, mask, lens, nd, tgt + b * T, pos + b * T,
+                                              doc + b * T, &err);
+        LT_CHECK(st == LT_OK, "random batch refused: %s", err.msg);
+    }
+    free(lens);
+    free(mask);
 }

@@ -55,6 +55,14 @@ void lt_fill_normal(float *x, size_t n, float scale, uint64_t seed);
 /* Poison: fill with NaN so an unwritten output never passes. */
 void lt_poison(float *x, size_t n);
 
+/* A random packed batch of B sequences x T tokens with vocabulary V: each
+ * sequence holds documents of min_len..max_len tokens back to back until at
+ * most `pad` tokens are left (those become padding), random ids, and a
+ * random loss mask (3 in 4 tokens are targets); targets/pos/doc_start from
+ * lt_batch_fill_sequence. Counts a failed check if the layout is refused. */
+void lt_test_random_batch(lt_rng *r, int B, int T, int V, int min_len, int max_len, int pad, int32_t *tok,
+                          int32_t *tgt, int32_t *pos, int32_t *doc);
+
 /* Scratch folder for this test ($LT_TMP or LT_TEST_TMP/<name>), created. */
 const char *lt_test_tmpdir(const char *name);
 /* Path of a file under the source tree / shared folder (static buffer). */

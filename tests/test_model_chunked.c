@@ -36,22 +36,7 @@
 enum { B = 2, T = 7, N = B * T };
 
 static void make_batch(lt_rng *r, int V, int32_t *tok, int32_t *tgt, int32_t *pos, int32_t *doc) {
-    for (int b = 0; b < B; b++) {
-        int lens[T], nd = 0, s = 0;
-        uint8_t mask[T];
-        while (s < T) {
-            int len = 1 + (int)(lt_rng_u64(r) % 5);
-            if (len > T - s) len = T - s;
-            lens[nd++] = len;
-            s += len;
-        }
-        for (int t = 0; t < T; t++) {
-            tok[b * T + t] = (int32_t)(lt_rng_u64(r) % (uint64_t)V);
-            mask[t] = (uint8_t)(lt_rng_u64(r) % 4 != 0);
-        }
-        lt_err err;
-        lt_batch_fill_sequence(T, tok + b * T, mask, lens, nd, tgt + b * T, pos + b * T, doc + b * T, &err);
-    }
+    lt_test_random_batch(r, B, T, V, 1, 5, 0, tok, tgt, pos, doc);
 }
 
 typedef struct result {

@@ -43,24 +43,8 @@ static void on_group(void *ctx, int group) {
     }
 }
 
-/* a random packed batch: documents of random lengths, random targets mask */
 static void make_batch(lt_rng *r, int V, int32_t *tok, int32_t *tgt, int32_t *pos, int32_t *doc) {
-    for (int b = 0; b < B; b++) {
-        int lens[T], nd = 0, s = 0;
-        uint8_t mask[T];
-        while (s < T - 2) {
-            int len = 2 + (int)(lt_rng_u64(r) % 9);
-            if (len > T - s) len = T - s;
-            lens[nd++] = len;
-            s += len;
-        }
-        for (int t = 0; t < T; t++) {
-            tok[b * T + t] = (int32_t)(lt_rng_u64(r) % (uint64_t)V);
-            mask[t] = (uint8_t)(lt_rng_u64(r) % 4 != 0);
-        }
-        lt_err err;
-        lt_batch_fill_sequence(T, tok + b * T, mask, lens, nd, tgt + b * T, pos + b * T, doc + b * T, &err);
-    }
+    lt_test_random_batch(r, B, T, V, 2, 10, 2, tok, tgt, pos, doc);
 }
 
 /* gradients (flat copy) and loss of one step; recompute on/off */

@@ -15,13 +15,6 @@
 
 const char *const lt_eval_metric_names[LT_EVAL_NMETRIC] = {"acc", "acc_norm", "acc_bytes"};
 
-static char *dupstr(const char *s) {
-    size_t n = strlen(s);
-    char *p = malloc(n + 1);
-    if (p) memcpy(p, s, n + 1);
-    return p;
-}
-
 /* ------------------------------------------------------------------ tasks */
 
 static void question_free(lt_eval_question *q) {
@@ -48,16 +41,16 @@ static lt_status parse_question(cJSON *o, const char *origin, long line, lt_eval
     char buf[64];
     cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
     if (cJSON_IsString(id))
-        q->id = dupstr(id->valuestring);
+        q->id = lt_strdup(id->valuestring);
     else if (cJSON_IsNumber(id)) {
         if (id->valuedouble == floor(id->valuedouble) && fabs(id->valuedouble) < 1e15)
             snprintf(buf, sizeof buf, "%.0f", id->valuedouble);
         else
             snprintf(buf, sizeof buf, "%.17g", id->valuedouble);
-        q->id = dupstr(buf);
+        q->id = lt_strdup(buf);
     } else if (!id) {
         snprintf(buf, sizeof buf, "line %ld", line);
-        q->id = dupstr(buf);
+        q->id = lt_strdup(buf);
     } else
         return lt_fail(err, LT_ERR_FORMAT, "%s:%ld: \"id\" must be a string or a number", origin, line);
     cJSON *ctx = cJSON_GetObjectItemCaseSensitive(o, "context");
@@ -66,14 +59,14 @@ static lt_status parse_question(cJSON *o, const char *origin, long line, lt_eval
         question_free(q);
         return lt_fail(err, LT_ERR_FORMAT, "%s:%ld: expected a string \"context\" (or \"question\")", origin, line);
     }
-    q->context = dupstr(ctx->valuestring);
+    q->context = lt_strdup(ctx->valuestring);
     cJSON *cat = cJSON_GetObjectItemCaseSensitive(o, "category");
     if (cat && !cJSON_IsNull(cat)) {
         if (!cJSON_IsString(cat)) {
             question_free(q);
             return lt_fail(err, LT_ERR_FORMAT, "%s:%ld: \"category\" must be a string", origin, line);
         }
-        q->category = dupstr(cat->valuestring);
+        q->category = lt_strdup(cat->valuestring);
     }
     cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "choices");
     int nc = cJSON_IsArray(ch) ? cJSON_GetArraySize(ch) : 0;
@@ -94,7 +87,7 @@ static lt_status parse_question(cJSON *o, const char *origin, long line, lt_eval
             question_free(q);
             return lt_fail(err, LT_ERR_FORMAT, "%s:%ld: choices[%d] must be a non-empty string", origin, line, i);
         }
-        q->choices[i] = dupstr(c->valuestring);
+        q->choices[i] = lt_strdup(c->valuestring);
         q->n_choices = i + 1;
     }
     cJSON *ans = cJSON_GetObjectItemCaseSensitive(o, "answer");
@@ -694,7 +687,7 @@ lt_status lt_eval_results_compute(const lt_eval_task *task, const lt_eval_reques
             size_t c = 0;
             while (c < res->n_cats && strcmp(res->cat_names[c], Q->category)) c++;
             if (c == res->n_cats) {
-                if (!(res->cat_names[c] = dupstr(Q->category))) {
+                if (!(res->cat_names[c] = lt_strdup(Q->category))) {
                     lt_eval_results_free(res);
                     return lt_fail(err, LT_ERR_NOMEM, "eval results: out of memory");
                 }

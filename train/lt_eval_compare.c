@@ -47,13 +47,6 @@ static void run_free(cmp_run *r) {
     r->n = 0;
 }
 
-static char *dupstr(const char *s) {
-    size_t n = strlen(s);
-    char *p = malloc(n + 1);
-    if (p) memcpy(p, s, n + 1);
-    return p;
-}
-
 /* A results file, or the eval results inside a run folder. */
 static lt_status resolve_path(const char *in, char *out, size_t cap, lt_err *err) {
     if (!lt_is_dir(in)) {
@@ -121,8 +114,8 @@ static lt_status load_run(const char *path, cmp_run *run, lt_err *err) {
             break;
         }
         cmp_q *q = &run->q[run->n];
-        q->id = dupstr(ids);
-        q->category = cJSON_IsString(cat) ? dupstr(cat->valuestring) : NULL;
+        q->id = lt_strdup(ids);
+        q->category = cJSON_IsString(cat) ? lt_strdup(cat->valuestring) : NULL;
         run->n++;
         if (!q->id || (cJSON_IsString(cat) && !q->category)) {
             st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);

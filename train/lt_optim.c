@@ -44,14 +44,9 @@ const char *lt_sched_kind_name(lt_sched_kind k) { return (unsigned)k < 3 ? sched
 
 /* ---- decay mask ---- */
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && !strcmp(s + n - m, suffix);
-}
-
 int lt_optim_decay_default(const char *name, int ndim, int decay_embeddings) {
     if (ndim < 2) return 0; /* biases, norm weights */
-    if (!decay_embeddings && ends_with(name, "embed_tokens.weight")) return 0;
+    if (!decay_embeddings && lt_str_ends_with(name, "embed_tokens.weight")) return 0;
     return 1;
 }
 
