@@ -1,303 +1,432 @@
 #!/usr/bin/env bash
-# gpu-check.sh -- the one command for a session that has a GPU machine.
+# gpu-check.sh -- the one command for a session that has a GPU machine, and
+# its rehearsal on any Linux machine without one.
 #
-# Runs THERE, from the repository root, with .debs/ carried (fill it HERE
-# first with tools/fetch-debs.sh). The GPU machine has nvcc, cmake and
-# PyTorch's python3 but no network, no apt and none of Debian's HDF5 /
-# cJSON / OpenBLAS / Open MPI. This script:
-#   1. unpacks .debs/*.deb with dpkg -x into a prefix under /tmp (never /),
-#      drops the libraries the machine already has, and points pkg-config
-#      (PKG_CONFIG_SYSROOT_DIR / PKG_CONFIG_LIBDIR) and LD_LIBRARY_PATH at it
-#      -- skipped when pkg-config already finds hdf5, libcjson and openblas;
-#   2. configures with CUDA for the GPU present (sm_90a on Hopper, else
-#      native), -DLUXTRAIN_MPI=OFF when there is no MPI, builds everything;
-#   3. runs ctest (every test, the GPU ones included), and test_backend_ops
-#      once more verbosely (its per-op errors go into the results);
-#   4. runs every bench/bench_* program that was built (none is required);
-#      bench_kernels writes its JSON into the results under "kernels"
-#      (LT_BENCH_KERNELS=full for all three model sizes, default quick;
-#      LT_BENCH_ONLY=<name> runs only that benchmark); then `luxtrain bench
-#      step` on the Llama-3.2-1B shape (full and LoRA r 16) and the 8B shape
-#      (LoRA r 16, --recompute), its JSON under "step" (LT_BENCH_STEP=0
-#      skips it; LT_BENCH_ONLY=bench_step runs only it);
-#   5. writes bench/results/<date>-<gpu>.json, copies it and the logs to
-#      $OUT when that is set (the device tool brings $OUT back), and prints
-#      a short table. Exit status: 0 only if the build and all tests passed.
+# On the GPU machine (nvcc, cmake, PyTorch's python3; no network, no apt,
+# none of Debian's HDF5 / cJSON / OpenBLAS / Open MPI, maybe no pkg-config),
+# from the repository root with .debs/ carried (tools/fetch-debs.sh fills it):
 #
-# Device-tool call (one call, about 10 minutes):
 #   run(command="bash tools/gpu-check.sh", carry=[".debs"], timeout_s=600)
 #
-# Options (for trying it on a machine without a GPU, see docs/cuda.md):
-#   --force-debs       use .debs even if pkg-config finds the libraries
-#   --no-prune         keep every unpacked library (even those the system has)
-#   --configure-only   stop after cmake configure
-#   --targets "a b"    build only these targets (default: all)
-#   --no-bench         skip the benchmarks
-# Environment: LT_DEPS_PREFIX (default /tmp/lt-deps), LT_BUILD_DIR (default
-# build-gpu), LT_SHARED_DIR (real tokenizer files, default ./shared or
-# ../shared), LT_CUDA_ARCH (override the architecture list).
+# Phases, each bounded by ONE deadline (LT_DEADLINE seconds from the start,
+# default 540, so that the device tool's 600 s limit is never reached):
+#   preflight   GPU, driver, nvcc, cuBLAS / cuDNN / NCCL, cmake, Python packages
+#   deps        unpack .debs/*.deb into a prefix under /tmp (never /)
+#   configure   CUDA for the GPU present (sm_90a on Hopper), MPI only if
+#               mpicc exists, the prefix first in CMAKE_PREFIX_PATH, and the
+#               prefix's library folders as DT_RPATH in every binary (so every
+#               later command -- ctest, benchmarks, a user's shell -- finds the
+#               carried libraries and their own dependencies without
+#               LD_LIBRARY_PATH)
+#   build       everything
+#   linkcheck   every built program resolves all its libraries from the
+#               prefix, the CUDA toolkit or the C / C++ / OpenMP runtime
+#   gpu-tests   the ctest tests labelled "gpu" first, verbose, short timeouts
+#   bench       GPU benchmarks only: kernels (with PyTorch / cuBLAS baselines),
+#               whole model steps, `luxtrain bench step` on 1B / 8B shapes
+#   tests       the rest of ctest, with what time is left
+# After EVERY phase two files are refreshed in $OUT (the device tool brings
+# $OUT back even when the command is killed):
+#   <date>-<gpu>.json      the results (schema luxtrain-gpu-check/2, below)
+#   gpu-check-logs.tar.gz  every log, each cut to its last 2 MB
+# The JSON is also written to bench/results/ (the rehearsal's to the build folder). Exit status: 0 only if the
+# build and every test that ran passed and no test was left unrun.
+#
+# --rehearse (run as root, no GPU needed; CI runs it): the same script inside
+# a mount namespace that simulates the GPU machine: the files of the carried
+# libraries' own packages (HDF5, cJSON, OpenBLAS, libaec / libsz, gfortran,
+# ...), pkg-config, bc and Open MPI are hidden, ../shared is absent, python3
+# is the test virtual environment (tools/requirements-test.txt pins the GPU
+# image's tokenizers), and $OUT is a fresh folder. It then checks that $OUT
+# holds exactly the two files above, within the device tool's limits.
+#
+# Options: --rehearse, --no-bench, --force-debs (use .debs even where the
+# system has the libraries). Environment: LT_DEADLINE (540), LT_DEPS_PREFIX
+# (/tmp/lt-deps), LT_BUILD_DIR (build-gpu), LT_SHARED_DIR (real tokenizer
+# files; ./shared or ../shared), LT_CUDA_ARCH (override), LT_TEST_TIMEOUT
+# (per test, 150 s), LT_TESTS (ctest -R regex for the "tests" phase),
+# LT_BENCH_KERNELS=full (all model sizes), LT_BENCH_STEP=0 (skip bench step).
 set -uo pipefail
+set -a # every variable is exported: each phase runs under timeout(1) in a child bash
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
-force_debs=0 prune=1 configure_only=0 targets="" bench=1
+t_start=$(date +%s)
+rehearse=0 bench=1 force_debs=0 in_sim=0
 while (($#)); do
   case "$1" in
-    --force-debs) force_debs=1 ;;
-    --no-prune) prune=0 ;;
-    --configure-only) configure_only=1 ;;
-    --targets) targets="$2"; shift ;;
+    --rehearse) rehearse=1 ;;
     --no-bench) bench=0 ;;
-    *) echo "gpu-check: unknown option $1" >&2; exit 2 ;;
+    --force-debs) force_debs=1 ;;
+    --in-simulation) in_sim=1 ;; # internal: the rehearsal's second half
+    *) echo "gpu-check: unknown option $1 (see the header of tools/gpu-check.sh)" >&2; exit 2 ;;
   esac
   shift
 done
 
-prefix="${LT_DEPS_PREFIX:-/tmp/lt-deps}"
-build="${LT_BUILD_DIR:-$repo/build-gpu}"
-logs="$build/gpu-check-logs"
-mkdir -p "$logs"
 multiarch="$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)"
-jobs="$(nproc 2>/dev/null || echo 4)"
-say() { printf '\n=== gpu-check: %s\n' "$*"; }
 
 # ---------------------------------------------------------------------------
-say "1. dependencies"
-have_sys=0
-pkg-config --exists hdf5 libcjson openblas 2>/dev/null && have_sys=1
-if ((have_sys && !force_debs)); then
-  echo "pkg-config finds hdf5, libcjson and openblas on this machine: using them"
-else
+# The rehearsal: set up the simulation, re-run this script inside it, check $OUT.
+if ((rehearse && !in_sim)); then
+  if [[ "$(id -u)" != 0 ]] || ! command -v unshare >/dev/null; then
+    echo "gpu-check --rehearse: needs root and unshare (util-linux)" >&2; exit 2
+  fi
   shopt -s nullglob
   debs=("$repo"/.debs/*.deb)
-  if ((${#debs[@]} == 0)); then
-    echo "gpu-check: no .debs/*.deb here and the libraries are missing." >&2
-    echo "  Run tools/fetch-debs.sh on the development machine and carry .debs." >&2
-    exit 1
+  if ((${#debs[@]} == 0)) || [[ ! -f "$repo/.debs/PACKAGES" ]]; then
+    echo "gpu-check --rehearse: no .debs/ here: run tools/fetch-debs.sh first" >&2; exit 2
   fi
-  rm -rf "$prefix"
-  mkdir -p "$prefix"
-  for d in "${debs[@]}"; do dpkg -x "$d" "$prefix" || { echo "gpu-check: dpkg -x $d failed" >&2; exit 1; }; done
-  ml="$prefix/usr/lib/$multiarch"
-  # what Debian's alternatives system would have linked (no postinst ran)
-  [[ -e "$ml/pkgconfig/hdf5.pc" ]] || ln -sf hdf5-serial.pc "$ml/pkgconfig/hdf5.pc"
-  [[ -e "$ml/pkgconfig/openblas.pc" ]] || ln -sf ../openblas-pthread/pkgconfig/openblas.pc "$ml/pkgconfig/openblas.pc"
-  [[ -e "$ml/libopenblas.so.0" ]] || ln -sf openblas-pthread/libopenblas.so.0 "$ml/libopenblas.so.0"
-  if ((prune)); then
-    # prefer the machine's own copy of any library it already has
-    sys="$(ldconfig -p 2>/dev/null | awk '/x86-64/ {print $1}' | sort -u)"
-    pruned=()
-    for d in "$ml" "$prefix/lib/$multiarch"; do
-      [[ -d "$d" ]] || continue
-      for f in "$d"/lib*.so.*; do
-        so="$(basename "$f")"
-        case "$so" in libhdf5*|libcjson*|libopenblas*|libsz*|libaec*) continue ;; esac
-        if grep -qxF "$so" <<<"$sys"; then rm -f "$f"; pruned+=("$so"); fi
-      done
-    done
-    echo "using the machine's own: ${pruned[*]:-(none)}"
+  py="${LT_REHEARSE_PYTHON:-$repo/.venv/bin/python}"
+  if ! "$py" -c 'import tokenizers' 2>/dev/null; then
+    echo "gpu-check --rehearse: $py lacks tokenizers: run tools/setup-deps.sh first" >&2; exit 2
   fi
-  export PKG_CONFIG_SYSROOT_DIR="$prefix"
-  export PKG_CONFIG_LIBDIR="$ml/pkgconfig:$prefix/usr/share/pkgconfig"
-  unset PKG_CONFIG_PATH
-  export LD_LIBRARY_PATH="$ml:$prefix/lib/$multiarch:$ml/openblas-pthread:$ml/hdf5/serial${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  for m in hdf5 libcjson openblas; do
-    printf '  %-9s %s\n' "$m" "$(pkg-config --cflags --libs "$m" 2>&1)"
+  sim="$(mktemp -d /tmp/lt-rehearse.XXXXXX)"
+  rm -rf "${LT_BUILD_DIR:-$repo/build-rehearse}" # a fresh build, as on the GPU
+  mkdir -p "$sim/out" "$sim/empty" "$sim/bin"
+  # What the GPU image lacks: every file of the carried packages that are not
+  # part of a base system, as installed here (dpkg -L), hidden behind an empty
+  # file or folder; the tools below hidden the same way.
+  hide="$sim/hidden.txt"
+  : >"$hide"
+  while read -r pkg; do
+    case "$pkg" in
+      *hdf5*|*cjson*|*openblas*|*blas*|*lapack*|libsz*|libaec*|*gfortran*|libquadmath*) ;;
+      *) continue ;;
+    esac
+    dpkg -L "$pkg" 2>/dev/null | while read -r f; do
+      [[ -f "$f" && ! -L "$f" ]] && readlink -f "$f"
+    done >>"$hide"
+  done <"$repo/.debs/PACKAGES"
+  # /usr/bin without the tools the GPU image lacks: a folder of links to the
+  # real /usr/bin, mounted over /usr/bin. Inside the namespace the real /usr
+  # is bound at $sim/usr, so a program reached through a link still finds
+  # its own files relative to itself (cmake ../share, gcc ../lib/gcc).
+  mkdir -p "$sim/usrbin" "$sim/usr"
+  for f in /usr/bin/*; do
+    case "${f##*/}" in
+      pkg-config|pkgconf|*-pkg-config|bc|mpicc|mpicxx|mpirun|mpiexec|orterun|opal_wrapper) continue ;;
+    esac
+    ln -s "$sim/usr/bin/${f##*/}" "$sim/usrbin/${f##*/}"
   done
+  # python3 is the test venv (the GPU image's python3 has tokenizers, h5py, numpy)
+  printf '#!/bin/sh\nexec "%s" "$@"\n' "$py" >"$sim/bin/python3"
+  chmod +x "$sim/bin/python3"
+  ln -s python3 "$sim/bin/python"
+  echo "gpu-check --rehearse: hiding $(sort -u "$hide" | wc -l) files; \$OUT=$sim/out"
+  # shellcheck disable=SC2016
+  unshare --mount --propagation private bash -c '
+    set -u
+    sim="$1"
+    mount --bind /usr "$sim/usr" || { echo "could not bind /usr"; exit 1; }
+    sort -u "$sim/hidden.txt" | while read -r f; do
+      for g in "$f" "$sim$f"; do mount --bind /dev/null "$g" 2>/dev/null || echo "could not hide $g"; done
+    done
+    for d in /usr/include/hdf5 /usr/lib/'"$multiarch"'/hdf5 /usr/include/'"$multiarch"'/openblas-pthread \
+             /usr/lib/'"$multiarch"'/openblas-pthread /usr/include/cjson /usr/lib/'"$multiarch"'/openmpi; do
+      [[ -d "$d" ]] && mount --bind "$sim/empty" "$d" && mount --bind "$sim/empty" "$sim$d"
+    done
+    mount --bind "$sim/usrbin" /usr/bin || { echo "could not hide tools"; exit 1; }
+    shift
+    exec "$@"' _ "$sim" \
+    env PATH="$sim/bin:$PATH" OUT="$sim/out" LT_SHARED_DIR="$sim/no-shared" \
+        LT_CUDA_ARCH="${LT_CUDA_ARCH:-90a}" LT_DEPS_PREFIX="${LT_DEPS_PREFIX:-/tmp/lt-deps-rehearse}" \
+        LT_BUILD_DIR="${LT_BUILD_DIR:-$repo/build-rehearse}" \
+        bash "$repo/tools/gpu-check.sh" --in-simulation --rehearse \
+        $( ((bench)) || echo --no-bench)
+  rc=$?
+  echo
+  echo "=== gpu-check --rehearse: checking \$OUT ($sim/out)"
+  bad=0
+  mapfile -t files < <(cd "$sim/out" && find . -mindepth 1 | sed 's|^\./||' | sort)
+  printf '  %s\n' "${files[@]}"
+  if ((${#files[@]} != 2)); then echo "  FAIL: expected exactly 2 files in \$OUT, found ${#files[@]}"; bad=1; fi
+  for f in "${files[@]}"; do
+    [[ "$f" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "  FAIL: $f: name not allowed by the device tool"; bad=1; }
+    [[ -f "$sim/out/$f" ]] || { echo "  FAIL: $f is not a plain file"; bad=1; continue; }
+    sz=$(stat -c %s "$sim/out/$f")
+    ((sz <= 16 * 1024 * 1024)) || { echo "  FAIL: $f is $sz bytes (> 16 MiB)"; bad=1; }
+  done
+  json="$(ls "$sim"/out/*.json 2>/dev/null | head -1)"
+  if [[ -z "$json" ]] || ! "$py" "$repo/tools/gpu_check_report.py" --verify "$json"; then
+    echo "  FAIL: no valid results JSON in \$OUT"; bad=1
+  fi
+  tar tzf "$sim/out/gpu-check-logs.tar.gz" >/dev/null 2>&1 || { echo "  FAIL: gpu-check-logs.tar.gz unreadable"; bad=1; }
+  if ((bad == 0)); then echo "gpu-check --rehearse: \$OUT OK"; fi
+  if ((rc != 0 || bad != 0)); then echo "gpu-check --rehearse: FAILED (script rc $rc)"; exit 1; fi
+  echo "gpu-check --rehearse: OK"
+  rm -rf "$sim"
+  exit 0
 fi
 
 # ---------------------------------------------------------------------------
-say "2. configure and build"
+# The check itself (on the GPU machine, or inside the simulation).
+# The rehearsal runs on a machine with far fewer cores (2 in CI against 16):
+# its deadline and every phase's cap are scaled by LT_REHEARSE_SCALE (4).
+scale=1
+((rehearse)) && scale=${LT_REHEARSE_SCALE:-4}
+deadline=$((t_start + ${LT_DEADLINE:-540} * scale))
+reserve=20 # seconds kept back at the end for the results and the archive
+prefix="${LT_DEPS_PREFIX:-/tmp/lt-deps}"
+build="${LT_BUILD_DIR:-$repo/build-gpu}"
+logs="$build/gpu-check-logs"
+rm -rf "$logs"
+mkdir -p "$logs"
+: >"$logs/phases.tsv"
+jobs="$(nproc 2>/dev/null || echo 4)"
+py="$(command -v python3 || echo python3)"
 gpu_name="none" cc="" driver=""
 if command -v nvidia-smi >/dev/null 2>&1; then
   gpu_name="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
   cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)"
   driver="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)"
 fi
+[[ -n "$gpu_name" ]] || gpu_name="none"
+date_s="$(date -u +%Y-%m-%d)"
+gpu_slug="$(tr -c 'A-Za-z0-9\n' '-' <<<"$gpu_name" | tr -s '-' | sed 's/^-//; s/-$//' | tr 'A-Z' 'a-z')"
+((rehearse)) && gpu_slug="rehearsal"
+results="$repo/bench/results/${date_s}-${gpu_slug:-nogpu}.json"
+((rehearse)) && results="$build/${date_s}-${gpu_slug}.json" # not a GPU result: stays in the build folder
+mkdir -p "$(dirname "$results")"
+ok_all=1
+now() { date +%s; }
+left() { echo $((deadline - reserve - $(now))); }
+say() { printf '\n=== gpu-check [%3ds, %3ds left]: %s\n' "$(($(now) - t_start))" "$(left)" "$*"; }
+
+# results JSON + log archive, into bench/results and $OUT (atomically: a
+# kill between two phases leaves the previous complete pair)
+publish() {
+  "$py" "$repo/tools/gpu_check_report.py" --logs "$logs" --out "$results" \
+    --meta "date=$date_s" "gpu=$gpu_name" "compute_capability=$cc" "driver=$driver" \
+    "rehearsal=$rehearse" "commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    "deadline_s=$((${LT_DEADLINE:-540} * scale))" "elapsed_s=$(($(now) - t_start))" >"$logs/report.txt" 2>&1 ||
+    echo "gpu-check: results JSON not written (see report.txt in the archive)"
+  if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then
+    local tmp
+    tmp="$(mktemp -d /tmp/lt-gpucheck-pack.XXXXXX)"
+    mkdir -p "$tmp/gpu-check-logs"
+    for f in "$logs"/*; do [[ -f "$f" ]] && tail -c 2000000 "$f" >"$tmp/gpu-check-logs/$(basename "$f")"; done
+    tar czf "$tmp/a.tar.gz" -C "$tmp" gpu-check-logs && mv -f "$tmp/a.tar.gz" "$OUT/gpu-check-logs.tar.gz"
+    [[ -f "$results" ]] && cp -f "$results" "$OUT/.results.tmp" && mv -f "$OUT/.results.tmp" "$OUT/$(basename "$results")"
+    rm -rf "$tmp"
+  fi
+}
+
+# phase NAME CAP_SECONDS CMD...: run CMD with at most CAP seconds (and never
+# past the deadline), output to logs/NAME.log and the terminal, status to
+# phases.tsv, then publish.
+phase() {
+  local name="$1" cap="$2"; shift 2
+  local t rc s0
+  cap=$((cap * scale))
+  t=$(left)
+  ((cap < t)) && t=$cap
+  if ((t < 5)); then
+    say "$name: not run (deadline)"
+    printf '%s\t%s\t%s\n' "$name" "deadline" 0 >>"$logs/phases.tsv"
+    ok_all=0
+    publish
+    return 124
+  fi
+  say "$name (at most ${t}s)"
+  s0=$(now)
+  timeout -k 5 "$t" bash -c '"$@"' _ "$@" 2>&1 | tee "$logs/$name.log"
+  rc=${PIPESTATUS[0]}
+  local st="ok"
+  ((rc == 124 || rc == 137)) && st="timeout"
+  ((rc != 0 && rc != 124 && rc != 137)) && st="failed"
+  printf '%s\t%s\t%s\t%s\n' "$name" "$st" "$(($(now) - s0))" "$rc" >>"$logs/phases.tsv"
+  echo "--- $name: $st (rc $rc, $(($(now) - s0)) s)"
+  publish
+  return "$rc"
+}
+
+# --- preflight -------------------------------------------------------------
+preflight() {
+  echo "host: $(uname -srm), $(nproc) cores, $(free -g 2>/dev/null | awk '/Mem:/ {print $2 " GiB"}')"
+  echo "rehearsal: $rehearse"; echo "PATH: $PATH"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+  else
+    echo "nvidia-smi: not found (no GPU)"
+  fi
+  echo "nvcc: $(nvcc --version 2>/dev/null | tail -2 | tr '\n' ' ')"
+  echo "cmake: $(cmake --version 2>/dev/null | head -1); ninja: $(ninja --version 2>/dev/null || echo none)"
+  echo "gcc: $(gcc -dumpfullversion 2>/dev/null); pkg-config: $(command -v pkg-config || echo none); mpicc: $(command -v mpicc || echo none)"
+  local cuda_inc
+  cuda_inc="$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")" 2>/dev/null)/include"
+  local sp
+  sp="$("$py" -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null)"
+  hdr() { # hdr NAME FILE MACRO...: version macros from the first header found
+    local n="$1" f="$2"; shift 2
+    local d
+    for d in "$cuda_inc" "$cuda_inc/../targets/x86_64-linux/include" /usr/include /usr/local/include \
+             $(for s in $sp; do echo "$s"/nvidia/*/include; done); do
+      if [[ -f "$d/$f" ]]; then
+        local v="" m
+        for m in "$@"; do v+="$(awk -v m="$m" '$1 == "#define" && $2 == m {print $3; exit}' "$d/$f")."; done
+        echo "$n: ${v%.} ($d/$f)"; return
+      fi
+    done
+    echo "$n: header $f not found"
+  }
+  hdr cuBLAS cublas_api.h CUBLAS_VER_MAJOR CUBLAS_VER_MINOR CUBLAS_VER_PATCH
+  hdr cuDNN cudnn_version.h CUDNN_MAJOR CUDNN_MINOR CUDNN_PATCHLEVEL
+  hdr NCCL nccl.h NCCL_MAJOR NCCL_MINOR NCCL_PATCH
+  echo "python: $py"
+  "$py" - <<'EOF'
+import sys, importlib
+print("  python", sys.version.split()[0])
+for m in ("torch", "transformers", "tokenizers", "peft", "safetensors", "h5py", "numpy"):
+    try:
+        mod = importlib.import_module(m)
+        extra = ""
+        if m == "torch":
+            extra = " (cuda %s, device %s)" % (mod.version.cuda, mod.cuda.get_device_name(0) if mod.cuda.is_available() else "none")
+        print("  %-13s %s%s" % (m, getattr(mod, "__version__", "?"), extra))
+    except Exception as e:
+        print("  %-13s missing (%s)" % (m, type(e).__name__))
+EOF
+  echo "carried: $(ls "$repo"/.debs/*.deb 2>/dev/null | wc -l) .deb files, $(du -sh "$repo/.debs" 2>/dev/null | cut -f1)"
+  df -h /tmp "$repo" 2>/dev/null | tail -n +2
+}
+export -f preflight
+phase preflight 30 preflight
+
+# --- dependencies ------------------------------------------------------------
+use_debs=1
+if ((!rehearse && !force_debs)) && [[ -f /usr/include/hdf5/serial/hdf5.h && -f /usr/include/cjson/cJSON.h ]] &&
+   ls /usr/lib/"$multiarch"/libopenblas.so* >/dev/null 2>&1; then
+  use_debs=0
+fi
+ml="$prefix/usr/lib/$multiarch"
+rpath_dirs="$ml:$ml/hdf5/serial:$ml/openblas-pthread:$prefix/lib/$multiarch"
+deps() {
+  if ((!use_debs)); then echo "the system has HDF5, cJSON and OpenBLAS: using them"; return 0; fi
+  shopt -s nullglob
+  local debs=("$repo"/.debs/*.deb)
+  if ((${#debs[@]} == 0)); then
+    echo "gpu-check: no .debs/*.deb here and the libraries are missing." >&2
+    echo "  Run tools/fetch-debs.sh on the development machine and carry .debs." >&2
+    return 1
+  fi
+  rm -rf "$prefix"
+  mkdir -p "$prefix"
+  local d
+  for d in "${debs[@]}"; do dpkg-deb -x "$d" "$prefix" || { echo "gpu-check: dpkg-deb -x $d failed" >&2; return 1; }; done
+  # what Debian's alternatives would have linked (no maintainer script ran)
+  [[ -e "$ml/libopenblas.so.0" ]] || ln -sf openblas-pthread/libopenblas.so.0 "$ml/libopenblas.so.0"
+  [[ -e "$ml/libopenblas.so" ]] || ln -sf openblas-pthread/libopenblas.so "$ml/libopenblas.so"
+  echo "unpacked ${#debs[@]} packages into $prefix ($(du -sh "$prefix" | cut -f1))"
+}
+export -f deps
+phase deps 60 deps || ok_all=0
+
+# --- configure and build ------------------------------------------------------
 if [[ -n "${LT_CUDA_ARCH:-}" ]]; then arch="$LT_CUDA_ARCH"
-elif [[ "$cc" == 9.0 ]]; then arch="90a"  # Hopper: wgmma / setmaxnreg need sm_90a
+elif [[ "$cc" == 9.0 ]]; then arch="90a" # Hopper: wgmma / setmaxnreg need sm_90a
 elif [[ -n "$cc" ]]; then arch="native"
 else arch="80;90"; fi
 mpi=ON
 command -v mpicc >/dev/null 2>&1 || mpi=OFF
-py="$repo/.venv/bin/python"
-if ! "$py" -c 'import sys' >/dev/null 2>&1; then py="$(command -v python3 || echo python3)"; fi
 shared="${LT_SHARED_DIR:-}"
 [[ -z "$shared" && -d "$repo/shared/tokenizers" ]] && shared="$repo/shared"
 [[ -z "$shared" ]] && shared="$repo/../shared"
-gen=()
-command -v ninja >/dev/null 2>&1 && [[ ! -f "$build/CMakeCache.txt" ]] && gen=(-G Ninja)
-echo "GPU: ${gpu_name} (compute ${cc:-?}, driver ${driver:-?}); CUDA arch ${arch}; MPI ${mpi}; python ${py}"
-cmake -S "$repo" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DLUXTRAIN_CUDA=ON \
-  "-DCMAKE_CUDA_ARCHITECTURES=$arch" "-DLUXTRAIN_MPI=$mpi" "-DLUXTRAIN_PYTHON=$py" \
-  "-DLUXTRAIN_SHARED_DIR=$shared" 2>&1 | tee "$logs/configure.log"
-configure_rc=${PIPESTATUS[0]}
-if ((configure_rc != 0)); then echo "gpu-check: configure FAILED" >&2; exit 1; fi
-if ((configure_only)); then echo "gpu-check: configured (--configure-only)"; exit 0; fi
-
-t0=$(date +%s)
-tflags=()
-for t in $targets; do tflags+=(--target "$t"); done
-cmake --build "$build" -j "$jobs" "${tflags[@]}" 2>&1 | tee "$logs/build.log" | grep -E 'error|warning: |Linking|Built target' | tail -40
-build_rc=${PIPESTATUS[0]}
-build_s=$(($(date +%s) - t0))
-echo "build: rc ${build_rc}, ${build_s} s"
-
-# ---------------------------------------------------------------------------
-ctest_rc=1
-if ((build_rc == 0)); then
-  say "3. tests"
-  rm -f "$build"/test-tmp/test_model_cuda/report.txt "$build"/test-tmp/test_train_cuda/report.txt
-  if [[ -n "$targets" ]]; then
-    echo "(only --targets were built: running only their tests)"
-    tre="$(tr ' ' '|' <<<"$targets")"
-    ctest --test-dir "$build" --output-on-failure -j 4 -R "^($tre)\$" 2>&1 | tee "$logs/ctest.log"
-  else
-    ctest --test-dir "$build" --output-on-failure -j 4 2>&1 | tee "$logs/ctest.log"
+configure() {
+  local gen=() extra=()
+  command -v ninja >/dev/null 2>&1 && [[ ! -f "$build/CMakeCache.txt" ]] && gen=(-G Ninja)
+  if ((use_debs)); then
+    # DT_RPATH (not RUNPATH): it is searched for the libraries' own
+    # dependencies too (libhdf5 -> libsz -> libaec), in every later command
+    extra=("-DCMAKE_PREFIX_PATH=$prefix/usr"
+           "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags -Wl,-rpath,$rpath_dirs")
   fi
-  ctest_rc=${PIPESTATUS[0]}
-  if [[ -x "$build/tests/test_backend_ops" ]]; then
-    LT_TEST_VERBOSE=1 LT_SOURCE_DIR="$repo" "$build/tests/test_backend_ops" >"$logs/backend_ops.log" 2>&1
-    echo "test_backend_ops (verbose): rc $? -- $(tail -1 "$logs/backend_ops.log")"
-  fi
-  # whole-model and training comparisons: the error tables ctest ran them with
-  for t in test_model_cuda test_train_cuda; do
-    if [[ -f "$build/test-tmp/$t/report.txt" ]]; then
-      cp "$build/test-tmp/$t/report.txt" "$logs/$t.txt"
-      echo "--- $t (report)"; grep -v '^ *sample \|^lora: \|^full: ' "$logs/$t.txt" | cut -c1-200
-    fi
-  done
-fi
-
-# ---------------------------------------------------------------------------
-: >"$logs/bench.log"
-rm -f "$logs/bench_kernels.json" "$logs"/bench_step_*.json
-if ((build_rc == 0 && bench)); then
-  say "4. benchmarks"
-  shopt -s nullglob
-  found=0
-  for b in "$build"/bench/bench_*; do
-    [[ -x "$b" && -f "$b" ]] || continue
-    name="$(basename "$b")"
-    [[ -n "${LT_BENCH_ONLY:-}" && "$name" != "$LT_BENCH_ONLY" ]] && continue
-    found=1
-    runs=("")
-    tmo=300
-    # per-benchmark argument sets; a benchmark not listed runs with its defaults
-    case "$name" in
-      bench_kernels) kq="--quick"; [[ "${LT_BENCH_KERNELS:-quick}" == full ]] && kq="" tmo=540
-                     runs=("--device cuda $kq --json $logs/bench_kernels.json") ;;
-      bench_model_step) runs=("" "$repo/tests/fixtures/models/llama 2 20 50 cuda" \
-                              "$repo/tests/fixtures/models/llama 16 256 20 cuda") ;;
-    esac
-    for args in "${runs[@]}"; do
-      echo "--- $name $args" | tee -a "$logs/bench.log"
-      s0=$(date +%s.%N)
-      # shellcheck disable=SC2086
-      LT_SOURCE_DIR="$repo" timeout "$tmo" "$b" $args >>"$logs/bench.log" 2>&1
-      rc=$?
-      printf -- '--- rc %d, %.1f s\n' "$rc" "$(echo "$(date +%s.%N) - $s0" | bc 2>/dev/null || echo 0)" \
-        | tee -a "$logs/bench.log"
-    done
-  done
-  ((found)) || echo "(no bench/bench_* programs built)" | tee -a "$logs/bench.log"
-  # whole training steps: tokens/s, MFU, peak memory (bench/README.md), each run bounded
-  lt_bin="$build/tools/luxtrain"
-  if [[ -x "$lt_bin" && "${LT_BENCH_STEP:-1}" != 0 && ( -z "${LT_BENCH_ONLY:-}" || "${LT_BENCH_ONLY:-}" == bench_step ) ]]; then
-    steps=("1b-full|--shape 1b" "1b-lora16|--shape 1b --lora-rank 16" "8b-lora16-recompute|--shape 8b --lora-rank 16 --recompute")
-    for s in "${steps[@]}"; do
-      tag="${s%%|*}" args="${s#*|}"
-      echo "--- luxtrain bench step --device cuda $args --steps 5" | tee -a "$logs/bench.log"
-      s0=$(date +%s.%N)
-      # shellcheck disable=SC2086
-      LT_SOURCE_DIR="$repo" timeout 300 "$lt_bin" bench step --device cuda $args --steps 5 \
-        --json "$logs/bench_step_$tag.json" >>"$logs/bench.log" 2>&1
-      rc=$?
-      printf -- '--- rc %d, %.1f s\n' "$rc" "$(echo "$(date +%s.%N) - $s0" | bc 2>/dev/null || echo 0)" \
-        | tee -a "$logs/bench.log"
-    done
-  fi
-fi
-
-# ---------------------------------------------------------------------------
-say "5. results"
-mkdir -p "$repo/bench/results"
-date_s="$(date -u +%Y-%m-%d)"
-gpu_slug="$(tr -c 'A-Za-z0-9\n' '-' <<<"${gpu_name}" | tr -s '-' | sed 's/^-//; s/-$//' | tr 'A-Z' 'a-z')"
-json="$repo/bench/results/${date_s}-${gpu_slug:-nogpu}.json"
-commit="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-nvcc_v="$(nvcc --version 2>/dev/null | tail -1)"
-python3 - "$json" "$logs" <<EOF
-import json, re, sys, os
-out, logs = sys.argv[1], sys.argv[2]
-def read(n):
-    try: return open(os.path.join(logs, n), errors="replace").read()
-    except OSError: return ""
-ct = read("ctest.log")
-tests = []
-for m in re.finditer(r"Test\s+#\d+:\s+(\S+)\s+\.+\s*(\*\*\*)?\s*([A-Za-z][A-Za-z ]*?)\s+([\d.]+) sec", ct):
-    tests.append({"name": m.group(1), "status": m.group(3).strip(), "seconds": float(m.group(4))})
-ops = []
-for line in read("backend_ops.log").splitlines():
-    m = re.match(r"\s*ok (.*?)\s+norm err (\S+)\s+max abs (\S+)", line)
-    if m: ops.append({"check": m.group(1), "ok": True, "norm_err": float(m.group(2)), "max_abs": float(m.group(3))})
-    m = re.match(r"FAIL (.*?): normalized error (\S+) \(tol (\S+)\)", line)
-    if m: ops.append({"check": m.group(1), "ok": False, "norm_err": float(m.group(2)), "tol": float(m.group(3))})
-    elif line.startswith("FAIL"): ops.append({"check": line, "ok": False})
-benches, cur = [], None
-for line in read("bench.log").splitlines():
-    if line.startswith("--- rc "):
-        if cur: cur["rc"] = int(line.split()[2].rstrip(",")); cur["seconds"] = float(line.split()[3]); benches.append(cur); cur = None
-    elif line.startswith("--- "):
-        cur = {"run": line[4:], "output": []}
-    elif cur is not None:
-        cur["output"].append(line)
-res = {
-    "date": "${date_s}", "gpu": "${gpu_name}", "compute_capability": "${cc}", "driver": "${driver}",
-    "nvcc": "${nvcc_v}", "cuda_arch": "${arch}", "commit": "${commit}",
-    "build": {"rc": ${build_rc}, "seconds": ${build_s}},
-    "ctest": {"rc": ${ctest_rc}, "tests": tests},
-    "backend_ops": ops, "benchmarks": benches,
+  echo "CUDA arch $arch; MPI $mpi; python $py; shared $shared"
+  cmake -S "$repo" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DLUXTRAIN_CUDA=ON \
+    "-DCMAKE_CUDA_ARCHITECTURES=$arch" "-DLUXTRAIN_MPI=$mpi" "-DLUXTRAIN_PYTHON=$py" \
+    "-DLUXTRAIN_SHARED_DIR=$shared" "-DLUXTRAIN_TEST_TIMEOUT=${LT_TEST_TIMEOUT:-150}" "${extra[@]}"
 }
-try:  # bench_kernels --json (schema: bench/README.md)
-    with open(os.path.join(logs, "bench_kernels.json")) as f: res["kernels"] = json.load(f)
-except (OSError, ValueError):
-    pass
-import glob  # luxtrain bench step --json (schema luxtrain-bench-step/1: bench/README.md)
-for p in sorted(glob.glob(os.path.join(logs, "bench_step_*.json"))):
-    try:
-        with open(p) as f: res.setdefault("step", []).append(json.load(f))
-    except (OSError, ValueError):
-        pass
-with open(out + ".tmp", "w") as f: json.dump(res, f, indent=1)
-os.replace(out + ".tmp", out)
-print("%-34s %s" % ("test", "status"))
-for t in tests: print("%-34s %-10s %7.2f s" % (t["name"], t["status"], t["seconds"]))
-bad = [o for o in ops if not o["ok"]]
-if ops:
-    worst = max((o for o in ops if o["ok"]), key=lambda o: o["norm_err"], default=None)
-    print("backend_ops: %d comparisons, %d failed%s" % (len(ops), len(bad),
-          ", largest passing error %.3g (%s)" % (worst["norm_err"], worst["check"]) if worst else ""))
-    for o in bad[:15]: print("  FAIL", o["check"], o.get("norm_err", ""))
-for b in benches:
-    print("bench %-60s rc %d %6.1f s" % (b["run"][:60], b["rc"], b["seconds"]))
-    for l in b["output"][-4:]: print("    " + l)
-for r in res.get("step", []):
-    c, x, m = r.get("config", {}), r.get("result", {}), r.get("memory", {})
-    print("step %-14s %-5s B %-3s T %-5s%s %9.0f tokens/s  MFU %5.1f%%  peak %.1f GB" % (c.get("shape"), c.get("mode"),
-          c.get("micro_batch"), c.get("seq_len"), " recompute" if c.get("recompute") else "",
-          x.get("tokens_per_s", 0), x.get("mfu_pct", 0), m.get("peak_bytes", 0) / 1e9))
-print("results:", out)
-EOF
-if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then
-  cp "$json" "$OUT/" 2>/dev/null
-  for f in configure.log build.log ctest.log backend_ops.log test_model_cuda.txt test_train_cuda.txt bench.log \
-           bench_kernels.json; do
-    [[ -f "$logs/$f" ]] && tail -c 4000000 "$logs/$f" >"$OUT/$f"
+export -f configure
+build_ok=0
+if phase configure 90 configure && phase build 400 cmake --build "$build" -j "$jobs"; then build_ok=1; else ok_all=0; fi
+
+# every program resolves every library from the prefix, the CUDA toolkit or
+# the compiler's runtime, with no LD_LIBRARY_PATH
+linkcheck() {
+  local bad=0 f line lib path
+  local -a progs=("$build/tools/luxtrain" "$build"/tests/test_* "$build"/bench/bench_*)
+  for f in "${progs[@]}"; do
+    [[ -x "$f" && -f "$f" ]] || continue
+    while read -r line; do
+      lib="${line%% *}" path=""
+      [[ "$line" == *"=>"* ]] && path="$(awk '{print $3}' <<<"$line")"
+      if [[ "$line" == *"not found"* ]]; then echo "FAIL $(basename "$f"): $lib not found"; bad=1; continue; fi
+      [[ -z "$path" ]] && continue # the loader and linux-vdso
+      case "$lib" in
+        libc.so.*|libm.so.*|libdl.so.*|librt.so.*|libpthread.so.*|libresolv.so.*|libnss_*|libutil.so.*) continue ;;
+        libgcc_s.so.*|libstdc++.so.*|libgomp.so.*) continue ;;
+        libcuda.so.*|libcudart.so.*|libcublas*|libnccl*|libcudnn*|libnvJitLink*|libmpi*|libopen-*|libhwloc*|libevent*|libpmix*) continue ;;
+      esac
+      if ((use_debs)) && [[ "$path" != "$prefix"/* ]]; then
+        echo "FAIL $(basename "$f"): $lib resolves to $path, outside the carried prefix"; bad=1
+      fi
+    done < <(env -u LD_LIBRARY_PATH ldd "$f" 2>&1)
   done
-  for f in "$logs"/bench_step_*.json; do [[ -f "$f" ]] && cp "$f" "$OUT/"; done
-  echo "copied the results and logs to \$OUT"
+  ((bad)) && return 1
+  echo "every program resolves its libraries without LD_LIBRARY_PATH (${#progs[@]} checked)"
+}
+export -f linkcheck
+if ((build_ok)); then phase linkcheck 30 linkcheck || ok_all=0; fi
+
+# --- tests: the GPU ones first ---------------------------------------------------
+if ((build_ok)); then
+  export LT_TEST_VERBOSE=1 # test_backend_ops prints every comparison (into the results)
+  phase gpu-tests 240 ctest --test-dir "$build" -L gpu -V -j 2 || ok_all=0
+  unset LT_TEST_VERBOSE
+  for t in test_model_cuda test_train_cuda; do
+    [[ -f "$build/test-tmp/$t/report.txt" ]] && cp "$build/test-tmp/$t/report.txt" "$logs/$t.report.txt"
+  done
 fi
-if ((build_rc != 0)); then echo "gpu-check: BUILD FAILED"; exit 1; fi
-if ((ctest_rc != 0)); then echo "gpu-check: TESTS FAILED"; exit 1; fi
+
+# --- GPU benchmarks ---------------------------------------------------------------
+gpu_bench() {
+  local lt_bin="$build/tools/luxtrain" kq="--quick" rc=0 s
+  [[ "${LT_BENCH_KERNELS:-quick}" == full ]] && kq=""
+  if [[ -x "$build/bench/bench_kernels" ]]; then
+    echo "--- bench_kernels --device cuda $kq"
+    # shellcheck disable=SC2086
+    LT_SOURCE_DIR="$repo" timeout 150 "$build/bench/bench_kernels" --device cuda $kq --json "$logs/bench_kernels.json" || rc=1
+  fi
+  if [[ -x "$build/bench/bench_model_step" ]]; then
+    for s in "2 20 50" "16 256 20"; do
+      echo "--- bench_model_step llama $s cuda"
+      # shellcheck disable=SC2086
+      timeout 60 "$build/bench/bench_model_step" "$repo/tests/fixtures/models/llama" $s cuda || rc=1
+    done
+  fi
+  if [[ -x "$lt_bin" && "${LT_BENCH_STEP:-1}" != 0 ]]; then
+    for s in "1b-full|--shape 1b" "1b-lora16|--shape 1b --lora-rank 16" \
+             "8b-lora16-recompute|--shape 8b --lora-rank 16 --recompute"; do
+      echo "--- luxtrain bench step --device cuda ${s#*|} --steps 5"
+      # shellcheck disable=SC2086
+      LT_SOURCE_DIR="$repo" timeout 90 "$lt_bin" bench step --device cuda ${s#*|} --steps 5 \
+        --json "$logs/bench_step_${s%%|*}.json" || rc=1
+    done
+  fi
+  return $rc
+}
+export -f gpu_bench
+if ((build_ok && bench)); then phase bench 300 gpu_bench; fi # a failed benchmark is reported, not fatal
+
+# --- the rest of the tests ---------------------------------------------------------
+if ((build_ok)); then
+  rx=()
+  [[ -n "${LT_TESTS:-}" ]] && rx=(-R "$LT_TESTS")
+  phase tests 300 ctest --test-dir "$build" -LE gpu --output-on-failure -j "$jobs" "${rx[@]}" || ok_all=0
+fi
+
+say "done"
+cat "$logs/report.txt" 2>/dev/null
+echo "results: $results"
+((ok_all)) || { echo "gpu-check: FAILED (see phases above)"; exit 1; }
 echo "gpu-check: OK"

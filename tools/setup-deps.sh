@@ -5,7 +5,7 @@
 # (or sudo) for apt. Called by README's quickstart and by .ci/run.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-pkgs=(build-essential cmake pkg-config libhdf5-dev libcjson-dev libopenblas-dev
+pkgs=(build-essential cmake libhdf5-dev libcjson-dev libopenblas-dev
       openmpi-bin libopenmpi-dev python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -14,8 +14,12 @@ done
 if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   echo "setup-deps: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # another apt (unattended upgrades on a fresh machine) may hold the lock:
+  # wait for it, up to 10 minutes, instead of failing at once
+  lock=(-o DPkg::Lock::Timeout=600)
+  $SUDO apt-get "${lock[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${lock[@]}" install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
 fi
 # Test-time Python: pinned, small wheels only (no torch; the fixture generator
 # has its own, heavier environment, see tools/gen_fixtures.py).
