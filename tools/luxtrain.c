@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lt_cli.h"
+#include "lt_version.h" /* LT_COMMIT, written at build time */
 
 typedef struct {
     const char *name;
@@ -27,7 +28,7 @@ static const command commands[] = {
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: luxtrain <command> [options]   (luxtrain <command> --help)\n\ncommands:\n");
+    fprintf(f, "usage: luxtrain <command> [options]   (luxtrain <command> --help; luxtrain --version)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
 }
@@ -36,6 +37,10 @@ int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("luxtrain %s (commit %s)\nbuild: %s\n", LT_VERSION, LT_COMMIT, LT_BUILD_OPTIONS);
+        return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
