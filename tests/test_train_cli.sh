@@ -65,6 +65,11 @@ ev=$("$bin" eval --model "$model" --adapter run/final --data shards/val-00000.h5
 "$py" -c "import json,sys; d=json.loads(sys.argv[1]); assert d['target_tokens']>0 and d['loss']>0" "$ev" \
   || fail "eval --adapter: '$ev'"
 
+# --adapter given the run folder instead of its final/: the error says where the adapter is
+msg=$("$bin" eval --model "$model" --adapter run --data shards/val-00000.h5 --seq-len 128 --device cpu 2>&1) \
+  && fail "eval --adapter run (the run folder) succeeded"
+grep -q "run is a training run folder.*--adapter run/final" <<<"$msg" || fail "eval --adapter run: '$msg'"
+
 g1=$("$bin" generate --model "$model" --adapter run/final --prompt "Moien, wéi geet et?" --max-new-tokens 12 --device cpu 2>gen.txt) \
   || fail "generate: $(cat gen.txt)"
 g2=$("$bin" generate --model "$model" --adapter run/final --prompt "Moien, wéi geet et?" --max-new-tokens 12 --device cpu 2>/dev/null)

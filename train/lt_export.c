@@ -390,6 +390,16 @@ lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err) {
         free(a);
         return lt_fail(err, LT_ERR_INVALID, "%s: path too long", dir);
     }
+    if (access(path, F_OK) != 0) { /* a run folder given instead of its export? */
+        char fin[4096];
+        free(a);
+        if (lt_path_join(fin, sizeof fin, dir, "final/adapter_config.json") && access(fin, F_OK) == 0)
+            return lt_fail(err, LT_ERR_INVALID,
+                           "%s is a training run folder, not an adapter: its adapter is %s/final "
+                           "(use --adapter %s/final)", dir, dir, dir);
+        return lt_fail(err, LT_ERR_IO, "%s: no adapter_config.json (a PEFT LoRA adapter folder was expected)",
+                       dir);
+    }
     lt_status st = parse_peft_config(path, &a->cfg, err);
     if (st != LT_OK) {
         free(a);
