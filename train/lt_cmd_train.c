@@ -35,6 +35,14 @@
  * metrics, checkpoints and the export and runs the evaluation. Every rank
  * reads the checkpoint on --resume (RUN_DIR must be on a shared filesystem).
  *
+ * Signals: SIGINT, SIGTERM and SIGUSR1 during the training loop finish the
+ * optimizer step in progress, write a checkpoint of it, print the step and
+ * the command line that continues the run (--resume), and exit with status
+ * 75 (EX_TEMPFAIL, docs/training.md); a second signal ends the process at
+ * once (the signal's default action). Every rank sums a stop flag before
+ * each step (one 8-byte all-reduce), so all ranks stop after the same step
+ * whichever of them got the signal.
+ *
  * Test hook: LT_TRAIN_TEST_KILL_AFTER=N sends SIGKILL to the process after
  * optimizer step N is done (and its checkpoint, if one is due, written).
  */
@@ -80,6 +88,8 @@ typedef struct run {
     int tty;
     lt_comm *comm; /* NULL: one process */
     int rank, world;
+    int stopped;  /* the signal that stopped the loop (-1: another rank's), 0: none */
+    int64_t stop_step, stop_saved; /* the step it stopped after; whether a checkpoint of it exists */
     /* the step's micro-batches, copied from the loader */
     int32_t *buf;
     lt_batch *micro;
@@ -498,6 +508,78 @@ static lt_status next_step_batches(run *r, int *n_micro, int64_t *epoch, lt_err 
     return LT_OK;
 }
 
+/* ------------------------------------------------------------ signals */
+
+#define LT_TRAIN_EXIT_STOPPED 75 /* EX_TEMPFAIL: stopped by a signal, resumable */
+
+static volatile sig_atomic_t g_stop_signal;
+static const int g_stop_signals[] = {SIGINT, SIGTERM, SIGUSR1};
+
+static void on_stop_signal(int sig) {
+    if (g_stop_signal) { /* the second one: stop now, as if no handler were installed */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    g_stop_signal = sig;
+    static const char m[] = "\ntrain: signal received: stopping after this optimizer step with a checkpoint "
+                            "(send it again to stop at once)\n";
+    ssize_t w = write(2, m, sizeof m - 1);
+    (void)w;
+}
+
+/* on = 1: the loop's handlers; on = 0: the default actions back */
+static void stop_signals(int on) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on ? on_stop_signal : SIG_DFL;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof g_stop_signals / sizeof g_stop_signals[0]; i++)
+        sigaction(g_stop_signals[i], &sa, NULL);
+}
+
+static const char *signal_name(int sig) {
+    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGUSR1 ? "SIGUSR1" : "a signal on another rank";
+}
+
+/* Has any rank been asked to stop? (every rank calls this once per step) */
+static lt_status stop_requested(run *r, int *stop, lt_err *err) {
+    int64_t v = g_stop_signal ? 1 : 0;
+    if (r->comm) {
+        lt_status st = r->comm->all_reduce_sum(r->comm, &v, 1, LT_I64, err);
+        if (st) return lt_wrap(err, st, "agreeing on a stop");
+    }
+    *stop = v > 0;
+    return LT_OK;
+}
+
+/* argv as one shell line (single quotes where needed), with --resume added */
+static void print_resume_line(FILE *f, int argc, char **argv) {
+    int has_resume = 0;
+    fputs("luxtrain", f);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--resume")) has_resume = 1;
+        int plain = *a != 0;
+        for (const char *c = a; *c; c++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=./,:@%", *c)) plain = 0;
+        fputc(' ', f);
+        if (plain) {
+            fputs(a, f);
+            continue;
+        }
+        fputc('\'', f);
+        for (const char *c = a; *c; c++) {
+            if (*c == '\'') fputs("'\\''", f);
+            else fputc(*c, f);
+        }
+        fputc('\'', f);
+    }
+    if (!has_resume) fputs(" --resume", f);
+    fputc('\n', f);
+}
+
 static int kill_after(void) {
     const char *s = getenv("LT_TRAIN_TEST_KILL_AFTER");
     return s ? atoi(s) : -1;
@@ -523,6 +605,18 @@ static lt_status train_loop(run *r, lt_err *err) {
     int64_t step = lt_optim_steps_done(r->opt), last_saved = step, last_eval = -1;
     int killat = kill_after(), skipped_in_row = 0;
     while (step < r->total_steps && !(o->epochs > 0 && r->epochs_done >= o->epochs)) {
+        int stop = 0;
+        if ((st = stop_requested(r, &stop, err))) return st;
+        if (stop) {
+            r->stopped = g_stop_signal ? g_stop_signal : -1;
+            r->stop_step = step;
+            if (step > last_saved) {
+                if ((st = save_checkpoint(r, step, err))) return lt_wrap(err, st, "checkpoint on stopping");
+                last_saved = step;
+            }
+            r->stop_saved = last_saved == step && step > 0;
+            return LT_OK;
+        }
         int n_micro = 0;
         int64_t epoch = 0;
         maybe_fault(r, step + 1);
@@ -713,7 +807,28 @@ int lt_cmd_train(int argc, char **argv) {
         }
     }
     r.t0 = lt_now_s();
-    if ((st = train_loop(&r, &err))) goto fail;
+    stop_signals(1);
+    st = train_loop(&r, &err);
+    stop_signals(0);
+    if (st) goto fail;
+    if (r.stopped) {
+        if (!r.rank) {
+            if (r.tty) fputc('\n', stderr);
+            if (r.stop_saved) {
+                char d[4096];
+                int64_t s = -1;
+                if (lt_ckpt_find_latest(o.out, d, sizeof d, &s, &err)) snprintf(d, sizeof d, "?");
+                fprintf(stderr, "train: stopped by %s after step %lld of %lld; checkpoint: %s\n",
+                        signal_name(r.stopped), (long long)r.stop_step, (long long)r.total_steps, d);
+            } else
+                fprintf(stderr, "train: stopped by %s before the first step of this run: nothing new to save\n",
+                        signal_name(r.stopped));
+            fprintf(stderr, "train: to continue (under the same launcher, if any): ");
+            print_resume_line(stderr, argc, argv);
+        }
+        rc = LT_TRAIN_EXIT_STOPPED;
+        goto done;
+    }
     if ((st = export_final(&r, &err))) goto fail;
     if (!r.rank) { /* RUN_DIR/loss.svg (and .png with a converter); a plot that fails is only a warning */
         if (r.metrics) fflush(r.metrics);
