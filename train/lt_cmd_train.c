@@ -81,6 +81,7 @@ typedef struct run {
     lt_loader_state E0;
     lt_rng rng;
     int64_t total_steps, tokens_seen, epochs_done;
+    lt_schedule sched; /* this run's learning-rate schedule */
     double elapsed0, t0; /* elapsed before this process; this process's start */
     int64_t tokens_here, steps_here;
     double last_loss, last_lr;
@@ -325,6 +326,20 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
     if (!r->rank)
         fprintf(stderr, "train: resuming from %s (step %lld%s)\n", dir, (long long)c->state.step,
                 saved_world != r->world ? ", written by another number of ranks: optimizer state re-sharded" : "");
+    if (!r->rank && c->state.total_steps > 0 && c->state.total_steps != r->total_steps) {
+        /* --max-steps / --epochs changed: the schedule is stretched or cut from here on */
+        lt_schedule was = r->sched;
+        was.total_steps = c->state.total_steps;
+        int64_t s0 = c->state.step;
+        double a = lt_lr_at(&was, s0), b = lt_lr_at(&r->sched, s0);
+        fprintf(stderr,
+                "train: --resume: the schedule now ends at step %lld instead of %lld (%s): the learning rate of "
+                "the next step (%lld) is %.6g instead of %.6g%s\n",
+                (long long)r->total_steps, (long long)c->state.total_steps, lt_sched_kind_name(r->sched.kind),
+                (long long)s0 + 1, b, a,
+                a == b ? " (unchanged)"
+                       : (b > a ? "; it decays more slowly from here" : "; it decays faster from here"));
+    }
 done:
     lt_ckpt_close(c);
     return st;
@@ -445,6 +460,7 @@ static lt_status setup(run *r, lt_err *err) {
     oc.sched.warmup_steps = o->warmup_steps;
     oc.sched.total_steps = total;
     oc.sched.min_lr_ratio = o->min_lr_ratio;
+    r->sched = oc.sched;
     oc.beta1 = o->beta1;
     oc.beta2 = o->beta2;
     oc.eps = o->eps;
@@ -778,10 +794,17 @@ int lt_cmd_train(int argc, char **argv) {
     char path[4096], ck[4096] = "";
     int64_t ck_step = -1;
     lt_status st;
+    if (o.resume && !lt_is_dir(o.out)) {
+        st = lt_fail(&err, LT_ERR_IO, "--resume: %s does not exist (no run to continue; for a new run drop --resume)",
+                     o.out);
+        goto fail;
+    }
     if ((st = lt_fs_mkdir_p(o.out, &err))) goto fail;
     if (o.resume) {
         if ((st = lt_ckpt_find_latest(o.out, ck, sizeof ck, &ck_step, &err))) goto fail;
-        if (ck_step < 0 && !r.rank) fprintf(stderr, "train: --resume: no complete checkpoint in %s, starting from step 0\n", o.out);
+        if (ck_step < 0 && !r.rank)
+            fprintf(stderr, "train: warning: --resume: no complete checkpoint in %s: starting over from step 0\n",
+                    o.out);
     } else {
         lt_path_join(path, sizeof path, o.out, "checkpoints");
         int64_t s = -1;
