@@ -5,7 +5,9 @@
 #   3. a resumed run with another --max-steps: the message gives the schedule's
 #      old and new end and the next step's learning rate under both, which
 #      must equal the linear schedule's formula (lt_optim.h) and the lr the
-#      run then logs for that step.
+#      run then logs for that step;
+#   4. final.tmp-<pid>/ and final.old-<pid>/ left by a killed export: removed by
+#      the next run when that process is gone, kept while it runs.
 # Skips (77) when the sample model is absent.
 set -u
 src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
@@ -53,6 +55,22 @@ esac
 logged=$(grep '"step": 6,' sched/metrics.jsonl | sed 's/.*"lr": \([^,]*\),.*/\1/')
 awk -v a="$logged" -v b="$1" 'BEGIN { exit !(a > 0 && (a - b) / b < 1e-5 && (b - a) / b < 1e-5) }' ||
   fail "step 6 logged lr $logged, the message said $1"
+
+# ---- 4. leftovers of a killed final export ----
+sh -c 'exit 0' &
+dead=$!
+wait $dead
+kill -0 $dead 2>/dev/null && dead=999999999
+sleep 30 &
+alive=$!
+mkdir -p stale/final.tmp-$dead/sub stale/final.old-$dead stale/final.tmp-$alive
+touch stale/final.tmp-$dead/sub/model.safetensors
+"$bin" train "${common[@]}" --max-steps 2 --out stale >stale.txt 2>&1 || fail "stale: $(tail -2 stale.txt)"
+kill $alive 2>/dev/null
+if [ ! -e stale/final.tmp-$dead ] && [ ! -e stale/final.old-$dead ] && [ -d stale/final.tmp-$alive ] &&
+   [ -f stale/final/model.safetensors ] && grep -q "removed 2 unfinished export" stale.txt; then
+  echo "ok   final.tmp-<dead pid>/ and final.old-<dead pid>/ removed, final.tmp-<live pid>/ kept"
+else fail "stale export folders: $(ls stale) / $(grep removed stale.txt)"; fi
 
 if [ $fails -ne 0 ]; then echo "test_train_resume: $fails failure(s)" >&2; exit 1; fi
 echo "test_train_resume: all checks passed"

@@ -217,10 +217,7 @@ lt_status lt_ckpt_prune(const char *run_dir, int keep_last, lt_err *err) {
     while ((e = readdir(d))) {
         if (!strncmp(e->d_name, ".tmp-", 5) || strstr(e->d_name, ".old-")) {
             /* leftovers of a process that is gone: ".tmp-step-N-<pid>" */
-            const char *dash = strrchr(e->d_name, '-');
-            long pid = dash ? strtol(dash + 1, NULL, 10) : 0;
-            if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH &&
-                lt_path_join(path, sizeof path, ckdir, e->d_name))
+            if (lt_fs_pid_name_stale(e->d_name) && lt_path_join(path, sizeof path, ckdir, e->d_name))
                 lt_fs_rm_rf(path);
             continue;
         }

@@ -800,6 +800,10 @@ int lt_cmd_train(int argc, char **argv) {
         goto fail;
     }
     if ((st = lt_fs_mkdir_p(o.out, &err))) goto fail;
+    if (!r.rank) { /* a final export killed midway left final.tmp-<pid>/ (or final.old-<pid>/) */
+        int gone = lt_fs_remove_stale(o.out, "final");
+        if (gone) fprintf(stderr, "train: removed %d unfinished export folder(s) final.tmp-*/ of processes that are gone\n", gone);
+    }
     if (o.resume) {
         if ((st = lt_ckpt_find_latest(o.out, ck, sizeof ck, &ck_step, &err))) goto fail;
         if (ck_step < 0 && !r.rank)
