@@ -394,6 +394,16 @@ static lt_status export_final(run *r, lt_err *err) {
 
 /* ------------------------------------------------------------ the run */
 
+/* the shards' tokenizer against the model folder's tokenizer.json */
+static lt_status check_tokenizer(const run *r, const lt_loader *L, const char *what, lt_err *err) {
+    int checked = 0;
+    lt_status st = lt_loader_check_tokenizer(L, r->o->model, &checked, err);
+    if (!st) return LT_OK;
+    if (st != LT_ERR_INVALID || !r->o->allow_tokenizer_mismatch) return lt_wrap(err, st, "%s", what);
+    if (!r->rank) fprintf(stderr, "train: warning (--allow-tokenizer-mismatch): %s: %s\n", what, err->msg);
+    return LT_OK;
+}
+
 static lt_status setup(run *r, lt_err *err) {
     const lt_train_opts *o = r->o;
     lt_status st;
@@ -437,6 +447,7 @@ static lt_status setup(run *r, lt_err *err) {
     lt_loader_opts lo = {(int)o->micro_batch, (int)o->seq_len, r->rank, r->world, (uint64_t)o->seed, 1,
                          cfg->vocab_size};
     if ((st = lt_loader_open((const char *const *)o->data, o->n_data, NULL, &lo, &r->L, err))) return st;
+    if ((st = check_tokenizer(r, r->L, "--data", err))) return st;
     if (o->n_eval_data) {
         lt_loader_opts eo = lo;
         eo.shuffle = 0;
@@ -444,6 +455,7 @@ static lt_status setup(run *r, lt_err *err) {
         eo.world_size = 1;
         if ((st = lt_loader_open((const char *const *)o->eval_data, o->n_eval_data, NULL, &eo, &r->E, err)))
             return lt_wrap(err, st, "--eval-data");
+        if ((st = check_tokenizer(r, r->E, "--eval-data", err))) return st;
         lt_loader_get_state(r->E, &r->E0);
     }
     if ((st = lt_model_plan(r->m, (int)o->micro_batch, (int)o->seq_len, err))) return st;

@@ -89,6 +89,8 @@ static const optdef OPTS[] = {
      "continue from the newest complete checkpoint in RUN_DIR"},
     {"device", K_DEVICE, F(device), 0, "auto", "D", 0, 0, 0, 0, 0, "cpu, cuda or auto (cuda if a GPU is present)"},
     {"threads", K_LONG, F(threads), 0, "0", "N", 0, 4096, 0, 0, 0, "CPU threads; 0 = OpenMP default"},
+    {"allow-tokenizer-mismatch", K_FLAG, F(allow_tokenizer_mismatch), 0, "false", NULL, 0, 0, 0, 0, 0,
+     "train on shards made by another tokenizer than the model's (tokenizer_sha256 differs; a warning)"},
     {"skip-nonfinite", K_FLAG, F(skip_nonfinite), 0, "false", NULL, 0, 0, 0, 0, 0,
      "skip an optimizer step whose gradient is NaN/Inf instead of stopping"},
     {"Memory and data parallelism (docs/distributed.md)", K_SECTION, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, NULL},
