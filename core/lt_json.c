@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 const char *lt_json_kind(const cJSON *v) {
     if (!v) return "absent";
@@ -48,7 +49,50 @@ static size_t nul_escape_at(const char *s, size_t n) {
     return n;
 }
 
+size_t lt_utf8_invalid_at(const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = u[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned lo = 0x80, hi = 0xBF; /* the allowed range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0) lo = 0xA0; /* overlong */
+            if (c == 0xED) hi = 0x9F; /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0) lo = 0x90; /* overlong */
+            if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
+        } else
+            return i;
+        if (n - i < len || u[i + 1] < lo || u[i + 1] > hi) return i;
+        for (size_t k = 2; k < len; k++)
+            if ((u[i + k] & 0xC0) != 0x80) return i;
+        i += len;
+    }
+    return n;
+}
+
 cJSON *lt_json_parse_exact(const char *s, size_t n, char *why, size_t cap) {
+    size_t bad = lt_utf8_invalid_at(s, n);
+    if (bad < n) {
+        if (why && cap)
+            snprintf(why, cap, "not UTF-8 at byte offset %zu (byte 0x%02X): the input must be UTF-8 (convert it, "
+                     "e.g. with iconv -f latin1 -t utf-8)", bad, (unsigned char)s[bad]);
+        return NULL;
+    }
+    const char *nul = memchr(s, 0, n);
+    if (nul) {
+        set_why(why, cap, "a raw NUL byte (0x00) at byte offset %zu, which JSON does not allow", (size_t)(nul - s));
+        return NULL;
+    }
     const char *end = NULL;
     cJSON *v = cJSON_ParseWithLengthOpts(s, n, &end, 0);
     if (!v) {

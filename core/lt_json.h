@@ -8,7 +8,9 @@
  * first value and ignore what follows, so `{"a": 1} {"a": 2}` on one line
  * would lose the second record without a word; and a string holding \u0000
  * is cut there (cJSON strings are NUL-terminated). lt_json_parse_exact
- * refuses both.
+ * refuses both, and text that is not UTF-8 (RFC 8259 section 8.1: a Latin-1
+ * byte would otherwise reach the tokenizer as U+FFFD) or holds a raw NUL byte
+ * (cJSON would end the string there).
  */
 #ifndef LT_JSON_H
 #define LT_JSON_H
@@ -25,8 +27,13 @@ extern "C" {
  * "absent" for NULL. */
 const char *lt_json_kind(const cJSON *v);
 
-/* Parse exactly one JSON value from s[0..n): only whitespace may follow it,
- * and no string may hold \u0000. Returns NULL on failure and writes the
+/* Offset of the first byte of s[0..n) that is not part of valid UTF-8
+ * (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF), or n
+ * when all of it is valid. */
+size_t lt_utf8_invalid_at(const char *s, size_t n);
+
+/* Parse exactly one JSON value from s[0..n): valid UTF-8 without NUL bytes,
+ * only whitespace may follow the value, and no string may hold \u0000. Returns NULL on failure and writes the
  * reason into why (cap bytes; why may be NULL), e.g. "malformed JSON (near
  * byte 12)" or "text after the JSON value (at byte 18)". */
 cJSON *lt_json_parse_exact(const char *s, size_t n, char *why, size_t cap);
