@@ -1,6 +1,7 @@
 /* lt_json.c -- see lt_json.h */
 #include "lt_json.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,14 @@ cJSON *lt_json_exact_number(double x) {
         if (strtod(buf, NULL) == x) break;
     }
     return cJSON_CreateRaw(buf);
+}
+
+int lt_json_int64(const cJSON *v, int64_t *out) {
+    if (!cJSON_IsNumber(v)) return 0;
+    double x = v->valuedouble;
+    if (!(x > -0x1p53 && x < 0x1p53) || x != floor(x)) return 0; /* NaN and inf fail the first test */
+    *out = (int64_t)x;
+    return 1;
 }
 
 static void set_why(char *why, size_t cap, const char *fmt, size_t at) {

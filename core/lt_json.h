@@ -38,6 +38,12 @@ size_t lt_utf8_invalid_at(const char *s, size_t n);
  * byte 12)" or "text after the JSON value (at byte 18)". */
 cJSON *lt_json_parse_exact(const char *s, size_t n, char *why, size_t cap);
 
+/* An integer from JSON: v is a number with an integral value of magnitude
+ * below 2^53 (so the double cJSON holds is the integer written; 1e300, inf,
+ * 8.5, 2^53 + 1 and 2^63 are refused and nothing is cast out of range). 1 and *out set,
+ * or 0. */
+int lt_json_int64(const cJSON *v, int64_t *out);
+
 /* Read a whole file and parse it with lt_json_parse_exact; the message names
  * the file. *out is the caller's to cJSON_Delete. */
 lt_status lt_json_load_file(const char *path, cJSON **out, lt_err *err);

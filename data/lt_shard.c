@@ -462,9 +462,9 @@ lt_status lt_shard_read(const char *path, int64_t model_vocab, lt_shard *s, lt_e
                      (long long)n_mask, (long long)n_tok);
         goto done;
     }
-    if (n_off != s->num_docs + 1) {
-        st = lt_fail(err, LT_ERR_FORMAT, "%s: dataset doc_offsets has %lld entries (expected num_docs + 1 = %lld)",
-                     path, (long long)n_off, (long long)s->num_docs + 1);
+    if (n_off < 1 || n_off - 1 != s->num_docs) { /* (num_docs + 1 would overflow at INT64_MAX) */
+        st = lt_fail(err, LT_ERR_FORMAT, "%s: dataset doc_offsets has %lld entries (expected num_docs + 1, num_docs = %lld)",
+                     path, (long long)n_off, (long long)s->num_docs);
         goto done;
     }
     /* the whole shard is read into memory: sizes from the file, checked */

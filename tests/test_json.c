@@ -60,7 +60,28 @@ static void test_parse_exact(void) {
     expect_refused(two, sizeof two - 1, "text after the JSON value", "two values");
 }
 
+static void test_int64(void) {
+    const char *good[] = {"0", "7", "-12", "9007199254740991", "1e3"};
+    const int64_t want[] = {0, 7, -12, 9007199254740991LL, 1000};
+    for (int i = 0; i < 5; i++) {
+        cJSON *v = cJSON_Parse(good[i]);
+        int64_t x = -99;
+        LT_CHECK(lt_json_int64(v, &x) && x == want[i], "%s: %lld", good[i], (long long)x);
+        cJSON_Delete(v);
+    }
+    const char *bad[] = {"1e300", "-1e300", "1e999", "2.5", "9007199254740992", "9223372036854775807",
+                         "9223372036854775808", "\"5\"", "true", "null"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cJSON *v = cJSON_Parse(bad[i]);
+        int64_t x = -99;
+        LT_CHECK(!lt_json_int64(v, &x) && x == -99, "%s accepted as %lld", bad[i], (long long)x);
+        cJSON_Delete(v);
+    }
+    LT_CHECK(!lt_json_int64(NULL, NULL), "NULL accepted");
+}
+
 int main(void) {
+    test_int64();
     test_utf8();
     test_parse_exact();
     return lt_test_finish("test_json");

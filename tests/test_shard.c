@@ -200,6 +200,7 @@ int main(void) {
             "o3 = off.copy(); o3[0] = 1\n"
             "write('offsets_not_zero.h5', off=o3)\n"
             "write('offsets_count.h5', num_docs=len(off))\n"
+            "write('num_docs_max.h5', num_docs=np.int64(2**63 - 1))  # num_docs + 1 would overflow\n"
             "t2 = tok.copy(); t2[100] = 32000\n"
             "write('token_too_big.h5', tok=t2)\n"
             "m2 = mask.copy(); m2[7] = 2\n"
@@ -255,6 +256,7 @@ int main(void) {
                                 {"offsets_not_monotone.h5", "monotone"},
                                 {"offsets_not_zero.h5", "doc_offsets[0]"},
                                 {"offsets_count.h5", "num_docs"},
+                                {"num_docs_max.h5", "num_docs = 9223372036854775807"},
                                 {"token_too_big.h5", "token id 32000"},
                                 {"mask_value.h5", "loss_mask[7]"},
                                 {"not_hdf5.h5", "HDF5"},

@@ -7,7 +7,9 @@
 #      must equal the linear schedule's formula (lt_optim.h) and the lr the
 #      run then logs for that step;
 #   4. final.tmp-<pid>/ and final.old-<pid>/ left by a killed export: removed by
-#      the next run when that process is gone, kept while it runs.
+#      the next run when that process is gone, kept while it runs;
+#   5. a checkpoint whose extra.epochs_done is 1e300 (COMPLETE updated to
+#      match): --resume refuses it by name instead of casting it.
 # Skips (77) when the sample model is absent.
 set -u
 src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
@@ -71,6 +73,18 @@ if [ ! -e stale/final.tmp-$dead ] && [ ! -e stale/final.old-$dead ] && [ -d stal
    [ -f stale/final/model.safetensors ] && grep -q "removed 2 unfinished export" stale.txt; then
   echo "ok   final.tmp-<dead pid>/ and final.old-<dead pid>/ removed, final.tmp-<live pid>/ kept"
 else fail "stale export folders: $(ls stale) / $(grep removed stale.txt)"; fi
+
+# ---- 5. a crafted epochs_done ----
+ck=sched/checkpoints/step-000020
+if [ -f $ck/state.json ]; then
+  sed -i -E 's/("epochs_done":[[:space:]]*)[0-9]+/\11e300/' $ck/state.json
+  sed -i -E "s/(\"state.json\":[[:space:]]*)[0-9]+/\1$(stat -c %s $ck/state.json)/" $ck/COMPLETE
+  grep -q '"epochs_done":[[:space:]]*1e300' $ck/state.json || fail "epochs_done: the edit did not happen"
+  "$bin" train "${common[@]}" --max-steps 20 --save-every 5 --out sched --resume >crafted.txt 2>&1
+  rc=$?
+  [ $rc -eq 1 ] && grep -q "step-000020: state.json: extra.epochs_done is not an integer" crafted.txt &&
+    echo "ok   extra.epochs_done = 1e300: refused" || fail "epochs_done 1e300: exit $rc: $(tail -2 crafted.txt)"
+else fail "no $ck"; fi
 
 if [ $fails -ne 0 ]; then echo "test_train_resume: $fails failure(s)" >&2; exit 1; fi
 echo "test_train_resume: all checks passed"

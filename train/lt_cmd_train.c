@@ -60,6 +60,7 @@
 #include "lt_comm.h"
 #include "lt_export.h"
 #include "lt_fs.h"
+#include "lt_json.h"
 #include "lt_loader.h"
 #include "lt_lora.h"
 #include "lt_model.h"
@@ -319,8 +320,15 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
         cJSON *x = cJSON_Parse(c->state.extra_json);
         cJSON *e = x ? cJSON_GetObjectItemCaseSensitive(x, "elapsed_s") : NULL;
         cJSON *ed = x ? cJSON_GetObjectItemCaseSensitive(x, "epochs_done") : NULL;
-        if (cJSON_IsNumber(e)) r->elapsed0 = e->valuedouble;
-        if (cJSON_IsNumber(ed)) r->epochs_done = (int64_t)ed->valuedouble;
+        int64_t edv = 0;
+        if (cJSON_IsNumber(e) && isfinite(e->valuedouble) && e->valuedouble >= 0) r->elapsed0 = e->valuedouble;
+        if (ed && (!lt_json_int64(ed, &edv) || edv < 0 || edv > ls.epoch + 1)) {
+            cJSON_Delete(x);
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: state.json: extra.epochs_done is not an integer in [0, %lld]", dir,
+                         (long long)ls.epoch + 1);
+            goto done;
+        }
+        if (ed) r->epochs_done = edv;
         cJSON_Delete(x);
     }
     if (!r->rank)
