@@ -45,7 +45,9 @@ docs = []
 for split in ("train", "val"):
     for p in sorted(glob.glob(os.path.join(out, split + "-*.h5"))):
         f = h5py.File(p, "r")
-        a = f.attrs
+        # fixed-length string attributes read back as bytes
+        a = {k: (v.decode() if isinstance(v, bytes) else [x.decode() for x in v] if k == "sources" else v)
+             for k, v in f.attrs.items()}
         assert a["format"] == "luxtrain-tokens" and a["format_version"] == 1
         assert a["template"] == template, a["template"]
         assert a["vocab_size"] == tok.get_vocab_size(with_added_tokens=True), (a["vocab_size"],)
