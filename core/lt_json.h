@@ -32,6 +32,19 @@ const char *lt_json_kind(const cJSON *v);
  * when all of it is valid. */
 size_t lt_utf8_invalid_at(const char *s, size_t n);
 
+/* Strict RFC 8259 syntax check of s[0..n), as serde_json (the parser of the
+ * reference `safetensors` crate) applies it, where cJSON is lenient: valid
+ * UTF-8; whitespace only space, tab, LF, CR (cJSON skips any byte <= 0x20);
+ * no raw control character (< 0x20) inside a string; escapes only \" \\ \/
+ * \b \f \n \r \t \uXXXX; numbers -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+ * (no leading zeros, no "1.", no "+1"); nesting at most 128 deep; one value,
+ * then only whitespace. With integers = 1 a number whose value is an integer
+ * must also be written as one (8.0, 8e0, 1.5e1 and -0 are refused: serde_json
+ * reads them as floats, which an integer field rejects); other numbers pass
+ * (their consumers check range and type). Returns 1, or 0 with the reason
+ * and byte offset in why. */
+int lt_json_check_strict(const char *s, size_t n, int integers, char *why, size_t cap);
+
 /* Parse exactly one JSON value from s[0..n): valid UTF-8 without NUL bytes,
  * only whitespace may follow the value, and no string may hold \u0000. Returns NULL on failure and writes the
  * reason into why (cap bytes; why may be NULL), e.g. "malformed JSON (near
