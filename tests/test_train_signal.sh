@@ -25,16 +25,18 @@ common=(--model "$model" --data shards/train-00000.h5 --seq-len 64 --micro-batch
 "$bin" train "${common[@]}" --out ref >ref.txt 2>&1 || fail "uninterrupted run: $(tail -2 ref.txt)"
 
 steps_in() { local n; n=$(grep -c '"loss"' "$1/metrics.jsonl" 2>/dev/null); echo "${n:-0}"; }
-# start OUT: a run in the background; waits until it has done 3 steps (pid in $pid)
+# start OUT [STEPS [ARGS...]]: a run in the background; waits until it has done STEPS (3) steps (pid in $pid)
 start() {
-  "$bin" train "${common[@]}" --out "$1" >"$1.txt" 2>&1 &
+  local out=$1 want=${2:-3}
+  shift 2 2>/dev/null || shift $#
+  "$bin" train "${common[@]}" "$@" --out "$out" >"$out.txt" 2>&1 &
   pid=$!
-  for _ in $(seq 1 600); do
-    [ "$(steps_in "$1")" -ge 3 ] && return 0
+  for _ in $(seq 1 2400); do
+    [ "$(steps_in "$out")" -ge "$want" ] && return 0
     kill -0 $pid 2>/dev/null || break
     sleep 0.05
   done
-  fail "$1: the run did not get to step 3: $(tail -2 "$1.txt")"
+  fail "$out: the run did not get to step $want: $(tail -2 "$out.txt")"
   return 1
 }
 
@@ -79,8 +81,12 @@ for sig in INT USR1; do
 done
 
 # ---- 3. a second signal stops at once ----
-if start twice; then
-  kill -TERM $pid; kill -TERM $pid
+# steps of 50 micro-batches (about a second): the second signal lands inside the step that the
+# first one lets finish (sent once the first has been received: two pending SIGTERMs would merge)
+if start twice 1 --grad-accum 50; then
+  kill -TERM $pid
+  for _ in $(seq 1 400); do grep -q "signal received" twice.txt && break; sleep 0.01; done
+  kill -TERM $pid
   wait $pid
   rc=$?
   if [ $rc -eq 143 ] && ! grep -q "stopped by" twice.txt; then echo "ok   second SIGTERM: killed at once (exit 143)"
