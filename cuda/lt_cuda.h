@@ -1,6 +1,7 @@
 /*
  * lt_cuda.h -- internal header of the CUDA backend (cuda/*.cu only; C code
- * sees only lt_cuda_backend_create in core/lt_backend.h).
+ * sees lt_cuda_backend_create in backends/lt_backends.h and reaches the
+ * backend through core's registry, lt_backend_create("cuda", ...)).
  *
  * The backend context: one device, one stream that every op is queued on (so
  * ops run in call order and a scratch buffer can be reused from op to op),
@@ -23,6 +24,7 @@
 #include <cuda_runtime.h>
 
 #include "lt_backend.h"
+#include "lt_backends.h"
 
 typedef __nv_bfloat16 lt_bf16; /* the activation / weight element on the device */
 
@@ -36,6 +38,11 @@ typedef struct lt_cuda_ctx {
     size_t cublas_ws_bytes;
     void *scratch; /* lt_cuda_scratch: reused by every op (ops are stream-ordered) */
     size_t scratch_bytes;
+    /* kernel choices: from the environment once at creation (LT_ATTN_VERSION,
+     * LT_LORA_VERSION, LT_LORA_CHUNK_ROWS), then lt_backend_set_option */
+    int attn_version;    /* 1 | 2 */
+    int lora_version;    /* 1 | 2 */
+    long lora_chunk_rows; /* 0: automatic */
     lt_status status; /* first failure, LT_OK if none */
     char msg[LT_ERR_MSG_MAX];
 } lt_cuda_ctx;

@@ -470,15 +470,21 @@ static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
         bfree(&dv);
 }
 
-/* every attention shape with v1 and v2 (the CPU side ignores the variable) */
+/* set a CUDA backend option (the CPU backend has none) */
+static void gpu_option(const char *key, const char *value) {
+    lt_err err;
+    LT_CHECK_OK(lt_backend_set_option(BE[GPU], key, value, &err), &err);
+}
+
+/* every attention shape with v1 and v2 (the CPU side has no versions) */
 static void test_attention_versions(int B, int T, int Hq, int Hkv, int D, int layout) {
     static const char *vers[2] = {"1", "2"};
     for (int i = 0; i < 2; i++) {
-        setenv("LT_ATTN_VERSION", vers[i], 1);
+        gpu_option("attn_version", vers[i]);
         attn_ver = vers[i];
         test_attention(B, T, Hq, Hkv, D, layout);
     }
-    unsetenv("LT_ATTN_VERSION");
+    gpu_option("attn_version", "2");
     attn_ver = "";
 }
 
@@ -504,6 +510,11 @@ static void test_elementwise(size_t n) {
     bfree(&g), bfree(&u), bfree(&out), bfree(&dout), bfree(&dg), bfree(&du);
 }
 
+/* 1: logits with -inf (masked vocabulary): the first 600 of every row (so
+ * every thread of a 512-thread row starts on -inf) and every 7th, never the
+ * target */
+static int ce_neg_inf = 0;
+
 static void test_cross_entropy(int N, int V) {
     float gs = 1.0f / (float)N;
     float *hl = rnd((size_t)N * V, 2.0f);
@@ -514,6 +525,10 @@ static void test_cross_entropy(int N, int V) {
     for (int n = 0; n < N; n++) ht[n] = urand(5) == 0 ? -1 : (int32_t)urand((uint32_t)V);
     ht[0] = V - 1;
     bset_i32(&tg, ht);
+    for (int n = 0; ce_neg_inf && n < N; n++)
+        for (int v = 0; v < V - 1; v++)
+            if ((v < 600 || v % 7 == 0) && v != ht[n]) hl[(size_t)n * V + v] = -INFINITY;
+    bset(&logits, hl);
     buf loss = bnew(K_F32, N), dl = bnew(K_ACT, (size_t)N * V);
     bpoison(&loss), bpoison(&dl);
     BOTH(be->cross_entropy(be, (float *)P(loss), P(dl), P(logits), (const int32_t *)P(tg), N, V, gs));
@@ -618,15 +633,15 @@ static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout)
 static void test_lora_versions(int M, int K, int Nout, int r, int with_bias, int dropout, int chunk_rows) {
     static const char *vers[2] = {"1", "2"};
     char cr[32];
-    snprintf(cr, sizeof cr, "%d", chunk_rows);
-    if (chunk_rows > 0) setenv("LT_LORA_CHUNK_ROWS", cr, 1);
+    snprintf(cr, sizeof cr, "%d", chunk_rows > 0 ? chunk_rows : 0);
+    gpu_option("lora_chunk_rows", cr);
     for (int i = 0; i < 2; i++) {
-        setenv("LT_LORA_VERSION", vers[i], 1);
+        gpu_option("lora_version", vers[i]);
         lora_ver = vers[i];
         test_lora(M, K, Nout, r, with_bias, dropout);
     }
-    unsetenv("LT_LORA_VERSION");
-    unsetenv("LT_LORA_CHUNK_ROWS");
+    gpu_option("lora_version", "2");
+    gpu_option("lora_chunk_rows", "0");
     lora_ver = "";
 }
 
@@ -722,7 +737,7 @@ int main(void) {
         printf("test_backend_ops: skipped: built without the CUDA backend\n");
         return LT_TEST_SKIP;
 #else
-        st = lt_cuda_backend_create(0, &BE[GPU], &err);
+        st = lt_backend_create_device("cuda", 0, 0, &BE[GPU], &err);
         if (st == LT_ERR_UNSUPPORTED) {
             printf("test_backend_ops: skipped: %s\n", err.msg);
             return LT_TEST_SKIP;
@@ -784,6 +799,10 @@ int main(void) {
     test_cross_entropy(1, 10);
     test_cross_entropy(37, 1000);
     test_cross_entropy(8, 50001);
+    ce_neg_inf = 1;
+    test_cross_entropy(5, 1000);
+    test_cross_entropy(3, 50001);
+    ce_neg_inf = 0;
 
     /* M, K, Nout, r, bias, dropout, v2 chunk rows (0: default) */
     test_lora_versions(1, 64, 32, 4, 0, 0, 0);
