@@ -68,6 +68,8 @@ int lt_cuda_check_blas(lt_backend *be, cublasStatus_t s, const char *what, const
  * everything it needs and carves it up. Growing synchronizes the stream. */
 void *lt_cuda_scratch(lt_backend *be, size_t bytes);
 
+/* b rounded up to a multiple of 256 bytes (carving one scratch request into pieces) */
+static inline size_t lt_align256(size_t b) { return (b + 255) / 256 * 256; }
 static inline unsigned lt_cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 /* Grid size for a grid-stride loop over n elements with `threads` per block. */
 static inline unsigned lt_grid_1d(size_t n, int threads) {

@@ -447,8 +447,6 @@ static int lora_chunk_rows(lt_backend *be, int M, int cols) {
     return rows < M ? (int)rows : M;
 }
 
-/* carve `n` pieces out of one scratch request (256-byte aligned) */
-static size_t al256(size_t b) { return (b + 255) / 256 * 256; }
 
 static int lora_version(lt_backend *be) { return lt_cuda(be)->lora_version == 1 ? 1 : 2; }
 
@@ -461,8 +459,8 @@ static void cu_lora_fwd_v2(lt_backend *be, void *out, float *xa, const void *x, 
         return;
     }
     int mc = lora_chunk_rows(be, M, Nout);
-    size_t bA3 = al256((size_t)LORA_NS * r * K * sizeof(lt_bf16)), bS1 = al256((size_t)M * LORA_NS * r * 4);
-    size_t bF = al256((size_t)mc * Nout * 4);
+    size_t bA3 = lt_align256((size_t)LORA_NS * r * K * sizeof(lt_bf16)), bS1 = lt_align256((size_t)M * LORA_NS * r * 4);
+    size_t bF = lt_align256((size_t)mc * Nout * 4);
     char *sc = (char *)lt_cuda_scratch(be, bA3 + bS1 + bF);
     if (!sc) return;
     lt_bf16 *A3 = (lt_bf16 *)sc;        // (r, 3K) = (3r, K): row 3j + p is piece p of A's row j
@@ -497,9 +495,9 @@ static void cu_lora_bwd_v2(lt_backend *be, void *dx, int acc_dx, void *dx_lora, 
     const int R3 = LORA_NS * r;
     int fused_dx = dx && !dx_lora; // dx gets the adapter term: through the fp32 chunk
     int mc = lora_chunk_rows(be, M, K);
-    size_t bB3 = al256((size_t)Nout * R3 * 2), bS2 = al256((size_t)M * R3 * 4), bt = al256((size_t)M * r * 4);
-    size_t bT3 = al256((size_t)M * R3 * 2), bS3 = al256((size_t)R3 * K * 4), bX3 = bT3, bS4 = al256((size_t)Nout * R3 * 4);
-    size_t bF = fused_dx ? al256((size_t)mc * K * 4) : 0;
+    size_t bB3 = lt_align256((size_t)Nout * R3 * 2), bS2 = lt_align256((size_t)M * R3 * 4), bt = lt_align256((size_t)M * r * 4);
+    size_t bT3 = lt_align256((size_t)M * R3 * 2), bS3 = lt_align256((size_t)R3 * K * 4), bX3 = bT3, bS4 = lt_align256((size_t)Nout * R3 * 4);
+    size_t bF = fused_dx ? lt_align256((size_t)mc * K * 4) : 0;
     char *sc = (char *)lt_cuda_scratch(be, bB3 + bS2 + bt + bT3 + bS3 + bX3 + bS4 + bF);
     if (!sc) return;
     lt_bf16 *B3 = (lt_bf16 *)sc;           // (Nout, 3r): pieces of B, [p0 | p1 | p2] per row
