@@ -16,11 +16,12 @@
  *     tolerance stated per op (TOL_* below);
  *   - ops designed to be deterministic (embedding_bwd, rmsnorm dw,
  *     attention_bwd, sumsq, matmul dbias) give identical bits on a rerun.
- * Attention runs twice per shape: LT_ATTN_VERSION=1 (v1, CUDA cores) and =2
+ * Attention runs twice per shape (lt_backend_set_option on the CUDA backend):
+ * attn_version 1 (v1, CUDA cores) and 2
  * (v2, tensor cores, head dims 64/128/256; other head dims fall back to v1).
- * LoRA likewise with LT_LORA_VERSION=1 (two bf16 roundings of out / dx) and
- * =2 (one rounding: tighter tolerance), v2 also with small row chunks
- * (LT_LORA_CHUNK_ROWS). add_rmsnorm_fwd in place (h = x, h = r) too.
+ * LoRA likewise with lora_version 1 (two bf16 roundings of out / dx) and
+ * 2 (one rounding: tighter tolerance), v2 also with small row chunks
+ * (lora_chunk_rows). add_rmsnorm_fwd in place (h = x, h = r) too.
  * Skips (77) when the build has no CUDA backend or no device is present.
  * LT_TEST_VERBOSE=1 prints every comparison. LT_BACKEND_OPS_SELFTEST=1 runs the
  * harness with a second CPU backend in place of CUDA (no GPU needed).
@@ -427,7 +428,7 @@ static void make_docs(int32_t *ds, int B, int T, int layout, int maxlen) {
     }
 }
 
-static const char *attn_ver = ""; /* LT_ATTN_VERSION of the current run */
+static const char *attn_ver = ""; /* attn_version of the current run */
 
 static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
     size_t N = (size_t)B * T;
@@ -548,7 +549,7 @@ static void test_cross_entropy(int N, int V) {
     bfree(&logits), bfree(&tg), bfree(&loss), bfree(&dl);
 }
 
-static const char *lora_ver = ""; /* LT_LORA_VERSION of the current run */
+static const char *lora_ver = ""; /* lora_version of the current run */
 
 /* v1 rounds out (and dx without dropout) twice: TOL_BF16X; v2 once: TOL_BF16 */
 static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout) {
