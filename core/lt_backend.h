@@ -22,7 +22,7 @@
  *   - attention_bwd (training) requires it never to decrease along t
  *     (doc_start[b*T+t] >= doc_start[b*T+t-1]): the backward kernels walk
  *     the queries that see a key in order and stop at the first that does
- *     not. The CPU backend refuses a decreasing one (be->sync reports it);
+ *     not. The backends refuse a decreasing one (be->sync reports it);
  *     batches are checked where they enter the model (lt_model's
  *     validate_batch: every doc_start is t or the previous token's).
  *   - attention_fwd accepts any 0 <= doc_start <= t: each query row is

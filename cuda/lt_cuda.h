@@ -43,6 +43,8 @@ typedef struct lt_cuda_ctx {
     int attn_version;    /* 1 | 2 */
     int lora_version;    /* 1 | 2 */
     long lora_chunk_rows; /* 0: automatic */
+    int *doc_bad;  /* device int: first row where attention_bwd's doc_start decreased, INT_MAX if none */
+    int doc_bad_T; /* T of the attention_bwd call that set it (for the message) */
     lt_status status; /* first failure, LT_OK if none */
     char msg[LT_ERR_MSG_MAX];
 } lt_cuda_ctx;

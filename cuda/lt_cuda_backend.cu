@@ -193,10 +193,30 @@ static void cu_zero(lt_backend *be, void *dst, size_t bytes) {
     LT_CUDA_CHECK(be, cudaMemsetAsync(dst, 0, bytes, lt_cuda(be)->stream), "zero");
 }
 
+/* attention_bwd's doc_start order check (lt_cuda_attention.cu): reported
+ * here, then reset */
+static void check_doc_order(lt_backend *be) {
+    lt_cuda_ctx *c = lt_cuda(be);
+    int bad = INT_MAX;
+    if (LT_CUDA_CHECK(be, cudaMemcpyAsync(&bad, c->doc_bad, sizeof bad, cudaMemcpyDeviceToHost, c->stream),
+                      "sync: doc_start check") ||
+        LT_CUDA_CHECK(be, cudaStreamSynchronize(c->stream), "sync: doc_start check"))
+        return;
+    if (bad == INT_MAX) return;
+    int T = c->doc_bad_T > 0 ? c->doc_bad_T : 1;
+    lt_cuda_record(be, LT_ERR_INVALID,
+                   "cuda: attention_bwd: doc_start decreases at sequence %d position %d; the backward needs it "
+                   "non-decreasing inside a sequence (a decode pattern is for attention_fwd only)",
+                   bad / T, bad % T);
+    bad = INT_MAX;
+    LT_CUDA_CHECK(be, cudaMemcpy(c->doc_bad, &bad, sizeof bad, cudaMemcpyHostToDevice), "sync: doc_start reset");
+}
+
 static lt_status cu_sync(lt_backend *be, lt_err *err) {
     lt_cuda_ctx *c = lt_cuda(be);
     LT_CUDA_CHECK(be, cudaStreamSynchronize(c->stream), "sync: stream synchronize");
     LT_CUDA_CHECK(be, cudaGetLastError(), "sync: a queued kernel");
+    if (c->status == LT_OK) check_doc_order(be);
     return take_status(be, err);
 }
 
@@ -210,6 +230,7 @@ static void cu_destroy(lt_backend *be) {
         if (c->cublas) cublasDestroy(c->cublas);
         if (c->cublas_ws) cudaFree(c->cublas_ws);
         if (c->scratch) cudaFree(c->scratch);
+        if (c->doc_bad) cudaFree(c->doc_bad);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
     }
@@ -342,6 +363,14 @@ extern "C" lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err
         }
     }
     if ((st = read_env_options(be, err)) != LT_OK) goto fail_out;
+    {
+        int none = INT_MAX;
+        if ((e = cudaMalloc(&c->doc_bad, sizeof(int))) != cudaSuccess ||
+            (e = cudaMemcpy(c->doc_bad, &none, sizeof none, cudaMemcpyHostToDevice)) != cudaSuccess) {
+            st = lt_fail(err, LT_ERR_BACKEND, "cuda: doc_start check flag: %s", cudaGetErrorString(e));
+            goto fail_out;
+        }
+    }
 
     be->alloc = cu_alloc;
     be->free = cu_free;
