@@ -400,7 +400,7 @@ fail_out:
 }
 
 /* ------------------------------------------------------------------------ */
-/* registration into core's registry (backends/lt_backends.c calls this)    */
+/* registration into core's registry (cuda/lt_backends.c calls this)    */
 
 static lt_status cu_reg_create(int device, int threads, lt_backend **out, lt_err *err) {
     (void)threads;
