@@ -493,10 +493,17 @@ int lt_cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(a, "--overwrite")) overwrite = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else {
-            fprintf(stderr, "tokenize: unknown option or missing value: '%s'\n", a);
-            usage(stderr);
+            static const char *const valid[] = {
+                "--tokenizer", "--out", "--template", "--input", "--format", "--shard-tokens", "--max-doc-tokens",
+                "--threads", "--val-fraction", "--skip-bad", "--overwrite", "--quiet", "--help", NULL};
+            for (int k = 0; valid[k]; k++)
+                if (!strcmp(a, valid[k])) {
+                    fprintf(stderr, "tokenize: %s expects a value\n", a);
+                    free(inputs);
+                    return 2;
+                }
             free(inputs);
-            return 2;
+            return lt_cli_unknown_option("tokenize", a, valid);
         }
     }
     if (!tok_path || !out_dir || n_inputs == 0) {
