@@ -684,6 +684,8 @@ int lt_cmd_train(int argc, char **argv) {
     char path[4096], ck[4096] = "";
     int64_t ck_step = -1;
     lt_status st;
+    /* a run that fails before its first step leaves no folder or config.json it made */
+    int out_made = !lt_is_dir(o.out), cfg_made = 0, started = 0;
     if ((st = lt_fs_mkdir_p(o.out, &err))) goto fail;
     if (o.resume) {
         if ((st = lt_ckpt_find_latest(o.out, ck, sizeof ck, &ck_step, &err))) goto fail;
@@ -700,6 +702,7 @@ int lt_cmd_train(int argc, char **argv) {
         }
     }
     lt_path_join(path, sizeof path, o.out, "config.json");
+    cfg_made = lt_fs_file_size(path) < 0;
     if (!r.rank && (st = lt_train_opts_write(&o, path, &err))) goto fail;
     if ((st = setup(&r, &err))) goto fail;
     if (ck_step >= 0 && (st = restore_checkpoint(&r, ck, &err))) goto fail;
@@ -713,6 +716,7 @@ int lt_cmd_train(int argc, char **argv) {
         }
     }
     r.t0 = lt_now_s();
+    started = 1;
     if ((st = train_loop(&r, &err))) goto fail;
     if ((st = export_final(&r, &err))) goto fail;
     if (!r.rank) { /* RUN_DIR/loss.svg (and .png with a converter); a plot that fails is only a warning */
@@ -732,6 +736,13 @@ int lt_cmd_train(int argc, char **argv) {
 fail:
     if (r.comm && r.comm->world > 1) r.comm->abort(r.comm, err.msg); /* stops every rank */
     fprintf(stderr, "train: %s\n", err.msg);
+    if (!started && !r.rank) {
+        if (out_made) {
+            lt_fs_rm_rf(o.out);
+        } else if (cfg_made && lt_path_join(path, sizeof path, o.out, "config.json")) {
+            unlink(path);
+        }
+    }
 done:
     if (r.comm) r.comm->destroy(r.comm);
     if (r.metrics) fclose(r.metrics);
