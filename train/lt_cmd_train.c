@@ -617,11 +617,21 @@ static int dry_run(const lt_train_opts *o, int world) {
             nt++;
         }
     }
-    int gpu = strcmp(o->device, "cpu") != 0, bf16red = !strcmp(o->grad_reduce_dtype, "bf16");
-    double wb = gpu ? 2 : 4, A = gpu ? 2 : 4, GB = 1e9;
-    printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s), %s: weights and activations "
-           "in %s\n",
-           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU",
+    /* the device the run would take: --device auto resolves here as it would there */
+    const char *dev = o->device, *why = "";
+    if (!strcmp(dev, "auto")) {
+        lt_backend *be = NULL;
+        lt_err e2;
+        dev = lt_backend_create("auto", 1, &be, &e2) == LT_OK && be && !strcmp(be->name, "cuda") ? "cuda" : "cpu";
+        if (be) be->destroy(be);
+        why = !strcmp(dev, "cuda") ? " (--device auto: a GPU is present)"
+                                   : " (--device auto: no NVIDIA GPU found, or CUDA not built in)";
+    }
+    int gpu = strcmp(dev, "cpu") != 0, bf16red = !strcmp(o->grad_reduce_dtype, "bf16");
+    double wb = gpu ? 2 : 4, A = gpu ? 2 : 4, GB = 1e9, here = -1;
+    printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s)\n"
+           "device %s%s: weights and activations in %s\n",
+           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU", why,
            gpu ? "bf16" : "f32");
     printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
            o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
@@ -639,13 +649,22 @@ static int dry_run(const lt_train_opts *o, int world) {
         double adam = Pt * 8 / sh;
         double master = gpu && !lora ? Pt * 4 / sh : 0;
         double total = weights + grads + acc + adam + master + acts;
+        if (W == world) here = total;
         printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,
                adam / GB, master / GB, acts / GB, total / GB, W == world ? "   <- this launch" : "");
     }
     int R = lt_model_logits_chunk_for(c.vocab_size, (size_t)A, (size_t)o->micro_batch * o->seq_len, 0);
-    printf("\nactivations: one micro-batch (logits %.2f GB of them: chunks of %d rows); add the backend's workspace\n"
-           "(CUDA context, cuBLAS: ~1-2 GB). See docs/distributed.md for the arithmetic.\n",
-           (double)R * c.vocab_size * A / GB, R);
+    printf("\nactivations: one micro-batch (logits %.2f GB of them: chunks of %d rows)%s\n"
+           "See docs/distributed.md for the arithmetic.\n",
+           (double)R * c.vocab_size * A / GB, R,
+           gpu ? "; add the backend's workspace (CUDA context, cuBLAS: ~1-2 GB)." : ".");
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (here >= 0)
+        printf("\nthis launch: about %.2f GB per rank of %s memory, in %s\n", here / GB, gpu ? "GPU" : "CPU",
+               gpu ? "bf16 (plus the workspace above)" : "f32");
+    if (here >= 0 && !gpu && pages > 0 && psz > 0)
+        printf("this machine has %.2f GB of memory%s\n", (double)pages * psz / GB,
+               here * world > (double)pages * psz ? ": NOT enough for this launch" : "");
     return 0;
 }
 
