@@ -4,7 +4,8 @@
 # build options; no command and an unknown command are usage errors (2);
 # every command's --help names its real command line and exits 0; an unknown
 # option is a usage error that names it and the nearest valid option, with
-# the --help hint printed once.
+# the --help hint printed once; --device cuda without a GPU (or in a build
+# without CUDA) says so in words, in every command that takes --device.
 set -uo pipefail
 bin="${LT_BIN:?}"
 src="${LT_SOURCE_DIR:?}"
@@ -66,4 +67,33 @@ unknown "inspect --jsn" --json inspect m --jsn
 unknown "score --logit" --logits score --logit x
 unknown "bench step --step" --steps bench step --step 3
 unknown "bench kernels --quik" --quick bench kernels --quik
+
+# --device cuda where there is no GPU, or no CUDA in this build
+sample="$src/data/sample"
+tmp="${LT_TMP:-/tmp/test_cli_basics}"
+rm -rf "$tmp"; mkdir -p "$tmp"
+if "$bin" score --model "$sample/model" --ids 1,2 --device cuda >/dev/null 2>&1; then
+    echo "skip --device cuda messages: a GPU is present and CUDA is built in"
+else
+    if grep -q "^build: CUDA on" <<<"$("$bin" --version)"; then
+        want="no NVIDIA GPU was found"
+    else
+        want="built without the CUDA backend|has no CUDA backend|CUDA was not built"
+    fi
+    "$bin" tokenize --tokenizer "$sample/model" --input "$sample/luxit_sample.jsonl" --out "$tmp/shards" \
+        --quiet >/dev/null || echo "FAIL tokenize of the sample"
+    devcmd() { # NAME ARGS...
+        local name="$1" err rc; shift
+        err="$("$bin" "$@" --device cuda 2>&1 >/dev/null)"; rc=$?
+        echo "    $err"
+        check "$name --device cuda: exit 1, says '$want'" '[[ $rc == 1 ]] && grep -qE "$want" <<<"$err"'
+    }
+    devcmd score score --model "$sample/model" --ids 1,2
+    devcmd generate generate --model "$sample/model" --prompt Moien --max-new-tokens 2
+    devcmd "eval --tasks" eval --model "$sample/model" --tasks "$sample/exam_lb.jsonl"
+    devcmd "eval --data" eval --model "$sample/model" --data "$tmp/shards/train-00000.h5"
+    devcmd train train --model "$sample/model" --data "$tmp/shards/train-00000.h5" --out "$tmp/run" --max-steps 1
+    devcmd "bench step" bench step --shape sample --steps 1
+    devcmd "bench kernels" bench kernels --quick --no-torch
+fi
 exit $fail
