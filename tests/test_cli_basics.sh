@@ -24,6 +24,9 @@ check "--version lists the build options" 'grep -qE "^build: CUDA (on|off).*MPI 
 check "no command: exit 2" '[[ $rc == 2 ]]'
 err="$("$bin" frobnicate 2>&1)"; rc=$?
 check "unknown command: exit 2 and named" '[[ $rc == 2 && "$err" == *"unknown command '"'"'frobnicate'"'"'"* ]]'
+check "unknown command: no far-fetched suggestion" '[[ "$err" != *"did you mean"* ]]'
+err="$("$bin" trian 2>&1)"; rc=$?
+check "a misspelt command: exit 2, the nearest command suggested" '[[ $rc == 2 && "$err" == *"did you mean '"'"'train'"'"'?"* ]]'
 
 # --help of every command (the list comes from `luxtrain --help`)
 cmds="$("$bin" --help | sed -n 's/^  \([a-z]\+\) .*/\1/p')"
