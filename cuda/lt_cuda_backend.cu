@@ -296,10 +296,11 @@ extern "C" lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         cudaGetLastError();
-        return lt_fail(err, LT_ERR_UNSUPPORTED, "cuda: no usable CUDA device (cudaGetDeviceCount: %s)",
-                    cudaGetErrorString(e));
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "cuda: no NVIDIA GPU was found (cudaGetDeviceCount: %s); use --device cpu", cudaGetErrorString(e));
     }
-    if (count == 0) return lt_fail(err, LT_ERR_UNSUPPORTED, "cuda: no CUDA device present");
+    if (count == 0)
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "cuda: no NVIDIA GPU was found (CUDA sees no device); use --device cpu");
     if (device < 0 || device >= count)
         return lt_fail(err, LT_ERR_INVALID, "cuda: device %d requested but only %d present", device, count);
     cudaDeviceProp prop;
