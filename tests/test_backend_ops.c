@@ -16,11 +16,12 @@
  *     tolerance stated per op (TOL_* below);
  *   - ops designed to be deterministic (embedding_bwd, rmsnorm dw,
  *     attention_bwd, sumsq, matmul dbias) give identical bits on a rerun.
- * Attention runs twice per shape: LT_ATTN_VERSION=1 (v1, CUDA cores) and =2
+ * Attention runs twice per shape (lt_backend_set_option on the CUDA backend):
+ * attn_version 1 (v1, CUDA cores) and 2
  * (v2, tensor cores, head dims 64/128/256; other head dims fall back to v1).
- * LoRA likewise with LT_LORA_VERSION=1 (two bf16 roundings of out / dx) and
- * =2 (one rounding: tighter tolerance), v2 also with small row chunks
- * (LT_LORA_CHUNK_ROWS). add_rmsnorm_fwd in place (h = x, h = r) too.
+ * LoRA likewise with lora_version 1 (two bf16 roundings of out / dx) and
+ * 2 (one rounding: tighter tolerance), v2 also with small row chunks
+ * (lora_chunk_rows). add_rmsnorm_fwd in place (h = x, h = r) too.
  * Skips (77) when the build has no CUDA backend or no device is present.
  * LT_TEST_VERBOSE=1 prints every comparison. LT_BACKEND_OPS_SELFTEST=1 runs the
  * harness with a second CPU backend in place of CUDA (no GPU needed).
@@ -427,7 +428,7 @@ static void make_docs(int32_t *ds, int B, int T, int layout, int maxlen) {
     }
 }
 
-static const char *attn_ver = ""; /* LT_ATTN_VERSION of the current run */
+static const char *attn_ver = ""; /* attn_version of the current run */
 
 static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
     size_t N = (size_t)B * T;
@@ -470,15 +471,21 @@ static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
         bfree(&dv);
 }
 
-/* every attention shape with v1 and v2 (the CPU side ignores the variable) */
+/* set a CUDA backend option (the CPU backend has none) */
+static void gpu_option(const char *key, const char *value) {
+    lt_err err;
+    LT_CHECK_OK(lt_backend_set_option(BE[GPU], key, value, &err), &err);
+}
+
+/* every attention shape with v1 and v2 (the CPU side has no versions) */
 static void test_attention_versions(int B, int T, int Hq, int Hkv, int D, int layout) {
     static const char *vers[2] = {"1", "2"};
     for (int i = 0; i < 2; i++) {
-        setenv("LT_ATTN_VERSION", vers[i], 1);
+        gpu_option("attn_version", vers[i]);
         attn_ver = vers[i];
         test_attention(B, T, Hq, Hkv, D, layout);
     }
-    unsetenv("LT_ATTN_VERSION");
+    gpu_option("attn_version", "2");
     attn_ver = "";
 }
 
@@ -504,6 +511,11 @@ static void test_elementwise(size_t n) {
     bfree(&g), bfree(&u), bfree(&out), bfree(&dout), bfree(&dg), bfree(&du);
 }
 
+/* 1: logits with -inf (masked vocabulary): the first 600 of every row (so
+ * every thread of a 512-thread row starts on -inf) and every 7th, never the
+ * target */
+static int ce_neg_inf = 0;
+
 static void test_cross_entropy(int N, int V) {
     float gs = 1.0f / (float)N;
     float *hl = rnd((size_t)N * V, 2.0f);
@@ -514,6 +526,10 @@ static void test_cross_entropy(int N, int V) {
     for (int n = 0; n < N; n++) ht[n] = urand(5) == 0 ? -1 : (int32_t)urand((uint32_t)V);
     ht[0] = V - 1;
     bset_i32(&tg, ht);
+    for (int n = 0; ce_neg_inf && n < N; n++)
+        for (int v = 0; v < V - 1; v++)
+            if ((v < 600 || v % 7 == 0) && v != ht[n]) hl[(size_t)n * V + v] = -INFINITY;
+    bset(&logits, hl);
     buf loss = bnew(K_F32, N), dl = bnew(K_ACT, (size_t)N * V);
     bpoison(&loss), bpoison(&dl);
     BOTH(be->cross_entropy(be, (float *)P(loss), P(dl), P(logits), (const int32_t *)P(tg), N, V, gs));
@@ -533,7 +549,7 @@ static void test_cross_entropy(int N, int V) {
     bfree(&logits), bfree(&tg), bfree(&loss), bfree(&dl);
 }
 
-static const char *lora_ver = ""; /* LT_LORA_VERSION of the current run */
+static const char *lora_ver = ""; /* lora_version of the current run */
 
 /* v1 rounds out (and dx without dropout) twice: TOL_BF16X; v2 once: TOL_BF16 */
 static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout) {
@@ -618,15 +634,15 @@ static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout)
 static void test_lora_versions(int M, int K, int Nout, int r, int with_bias, int dropout, int chunk_rows) {
     static const char *vers[2] = {"1", "2"};
     char cr[32];
-    snprintf(cr, sizeof cr, "%d", chunk_rows);
-    if (chunk_rows > 0) setenv("LT_LORA_CHUNK_ROWS", cr, 1);
+    snprintf(cr, sizeof cr, "%d", chunk_rows > 0 ? chunk_rows : 0);
+    gpu_option("lora_chunk_rows", cr);
     for (int i = 0; i < 2; i++) {
-        setenv("LT_LORA_VERSION", vers[i], 1);
+        gpu_option("lora_version", vers[i]);
         lora_ver = vers[i];
         test_lora(M, K, Nout, r, with_bias, dropout);
     }
-    unsetenv("LT_LORA_VERSION");
-    unsetenv("LT_LORA_CHUNK_ROWS");
+    gpu_option("lora_version", "2");
+    gpu_option("lora_chunk_rows", "0");
     lora_ver = "";
 }
 
@@ -722,7 +738,7 @@ int main(void) {
         printf("test_backend_ops: skipped: built without the CUDA backend\n");
         return LT_TEST_SKIP;
 #else
-        st = lt_cuda_backend_create(0, &BE[GPU], &err);
+        st = lt_backend_create_device("cuda", 0, 0, &BE[GPU], &err);
         if (st == LT_ERR_UNSUPPORTED) {
             printf("test_backend_ops: skipped: %s\n", err.msg);
             return LT_TEST_SKIP;
@@ -784,6 +800,10 @@ int main(void) {
     test_cross_entropy(1, 10);
     test_cross_entropy(37, 1000);
     test_cross_entropy(8, 50001);
+    ce_neg_inf = 1;
+    test_cross_entropy(5, 1000);
+    test_cross_entropy(3, 50001);
+    ce_neg_inf = 0;
 
     /* M, K, Nout, r, bias, dropout, v2 chunk rows (0: default) */
     test_lora_versions(1, 64, 32, 4, 0, 0, 0);

@@ -63,7 +63,11 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "luxtrain: unknown command '%s'\n", argv[1]);
+    lt_nearest near = {0};
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) lt_nearest_offer(&near, argv[1], commands[i].name);
+    const char *best = lt_nearest_best(&near, argv[1]);
+    fprintf(stderr, "luxtrain: unknown command '%s'%s%s%s\n", argv[1], best ? "; did you mean '" : "", best ? best : "",
+            best ? "'?" : "");
     usage(stderr);
     return 2;
 }

@@ -414,8 +414,15 @@ int lt_cmd_eval(int argc, char **argv) {
                 fprintf(stderr, "eval: --data expects one or more shard files or folders\n");
                 goto out;
             }
+        } else if (a[0] == '-') {
+            static const char *const valid[] = {
+                "--model", "--tasks", "--tokenizer", "--adapter", "--fewshot", "--fewshot-prefix", "--delimiter",
+                "--device", "--output", "--template", "--prefix", "--chat", "--seq-len", "--batch", "--threads",
+                "--alpha", "--metric", "--compare", "--data", "--help", NULL};
+            lt_cli_unknown_option("eval", a, valid);
+            goto out;
         } else {
-            fprintf(stderr, "eval: unknown option or argument '%s'\n", a);
+            fprintf(stderr, "eval: unexpected argument '%s'\n", a);
             eval_usage(stderr);
             goto out;
         }
@@ -471,8 +478,8 @@ int lt_cmd_plot(int argc, char **argv) {
             }
             out = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "plot: unknown option '%s'\n", argv[i]);
-            plot_usage(stderr);
+            static const char *const valid[] = {"--out", "--help", NULL};
+            lt_cli_unknown_option("plot", argv[i], valid);
             goto done;
         } else
             dirs[n++] = argv[i];

@@ -418,7 +418,7 @@ static lt_status setup(run *r, lt_err *err) {
     if (r->world > 1 && strcmp(o->device, "cpu")) { /* one GPU per process */
         lt_comm_env env;
         lt_comm_env_read(&env);
-        st = lt_cuda_backend_create(env.local_rank, &r->be, err);
+        st = lt_backend_create_device("cuda", env.local_rank, (int)o->threads, &r->be, err);
         if (st && !strcmp(o->device, "cuda")) return st;
     }
     if (!r->be && (st = lt_backend_create(o->device, (int)o->threads, &r->be, err))) return st;
@@ -747,11 +747,21 @@ static int dry_run(const lt_train_opts *o, int world) {
             nt++;
         }
     }
-    int gpu = strcmp(o->device, "cpu") != 0, bf16red = !strcmp(o->grad_reduce_dtype, "bf16");
-    double wb = gpu ? 2 : 4, A = gpu ? 2 : 4, GB = 1e9;
-    printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s), %s: weights and activations "
-           "in %s\n",
-           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU",
+    /* the device the run would take: --device auto resolves here as it would there */
+    const char *dev = o->device, *why = "";
+    if (!strcmp(dev, "auto")) {
+        lt_backend *be = NULL;
+        lt_err e2;
+        dev = lt_backend_create("auto", 1, &be, &e2) == LT_OK && be && !strcmp(be->name, "cuda") ? "cuda" : "cpu";
+        if (be) be->destroy(be);
+        why = !strcmp(dev, "cuda") ? " (--device auto: a GPU is present)"
+                                   : " (--device auto: no NVIDIA GPU found, or CUDA not built in)";
+    }
+    int gpu = strcmp(dev, "cpu") != 0, bf16red = !strcmp(o->grad_reduce_dtype, "bf16");
+    double wb = gpu ? 2 : 4, A = gpu ? 2 : 4, GB = 1e9, here = -1;
+    printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s)\n"
+           "device %s%s: weights and activations in %s\n",
+           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU", why,
            gpu ? "bf16" : "f32");
     printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
            o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
@@ -769,13 +779,22 @@ static int dry_run(const lt_train_opts *o, int world) {
         double adam = Pt * 8 / sh;
         double master = gpu && !lora ? Pt * 4 / sh : 0;
         double total = weights + grads + acc + adam + master + acts;
+        if (W == world) here = total;
         printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,
                adam / GB, master / GB, acts / GB, total / GB, W == world ? "   <- this launch" : "");
     }
     int R = lt_model_logits_chunk_for(c.vocab_size, (size_t)A, (size_t)o->micro_batch * o->seq_len, 0);
-    printf("\nactivations: one micro-batch (logits %.2f GB of them: chunks of %d rows); add the backend's workspace\n"
-           "(CUDA context, cuBLAS: ~1-2 GB). See docs/distributed.md for the arithmetic.\n",
-           (double)R * c.vocab_size * A / GB, R);
+    printf("\nactivations: one micro-batch (logits %.2f GB of them: chunks of %d rows)%s\n"
+           "See docs/distributed.md for the arithmetic.\n",
+           (double)R * c.vocab_size * A / GB, R,
+           gpu ? "; add the backend's workspace (CUDA context, cuBLAS: ~1-2 GB)." : ".");
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (here >= 0)
+        printf("\nthis launch: about %.2f GB per rank of %s memory, in %s\n", here / GB, gpu ? "GPU" : "CPU",
+               gpu ? "bf16 (plus the workspace above)" : "f32");
+    if (here >= 0 && !gpu && pages > 0 && psz > 0)
+        printf("this machine has %.2f GB of memory%s\n", (double)pages * psz / GB,
+               here * world > (double)pages * psz ? ": NOT enough for this launch" : "");
     return 0;
 }
 
@@ -814,6 +833,8 @@ int lt_cmd_train(int argc, char **argv) {
     char path[4096], ck[4096] = "";
     int64_t ck_step = -1;
     lt_status st;
+    /* a run that fails before its first step leaves no folder or config.json it made */
+    int out_made = !lt_is_dir(o.out), cfg_made = 0, started = 0;
     if (o.resume && !lt_is_dir(o.out)) {
         st = lt_fail(&err, LT_ERR_IO, "--resume: %s does not exist (no run to continue; for a new run drop --resume)",
                      o.out);
@@ -841,6 +862,7 @@ int lt_cmd_train(int argc, char **argv) {
         }
     }
     lt_path_join(path, sizeof path, o.out, "config.json");
+    cfg_made = lt_fs_file_size(path) < 0;
     if (!r.rank && (st = lt_train_opts_write(&o, path, &err))) goto fail;
     if ((st = setup(&r, &err))) goto fail;
     if (ck_step >= 0 && (st = restore_checkpoint(&r, ck, &err))) goto fail;
@@ -854,6 +876,7 @@ int lt_cmd_train(int argc, char **argv) {
         }
     }
     r.t0 = lt_now_s();
+    started = 1;
     stop_signals(1);
     st = train_loop(&r, &err);
     stop_signals(0);
@@ -894,6 +917,13 @@ int lt_cmd_train(int argc, char **argv) {
 fail:
     if (r.comm && r.comm->world > 1) r.comm->abort(r.comm, err.msg); /* stops every rank */
     fprintf(stderr, "train: %s\n", err.msg);
+    if (!started && !r.rank) {
+        if (out_made) {
+            lt_fs_rm_rf(o.out);
+        } else if (cfg_made && lt_path_join(path, sizeof path, o.out, "config.json")) {
+            unlink(path);
+        }
+    }
 done:
     if (r.comm) r.comm->destroy(r.comm);
     if (r.metrics) fclose(r.metrics);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lt_cli.h"
 #include "lt_lora.h"
 #include "lt_json.h"
 
@@ -104,6 +105,23 @@ static const optdef OPTS[] = {
      "print the per-rank memory estimate for this configuration and exit"},
 };
 #define NOPTS (sizeof OPTS / sizeof OPTS[0])
+
+/* the option name closest to an unknown one, when it looks like a typo of it */
+static const char *nearest_opt(const char *given) {
+    /* what Hugging Face's Trainer and PEFT call some of them */
+    static const char *const alias[][2] = {
+        {"learning-rate", "lr"},         {"output-dir", "out"},
+        {"model-name-or-path", "model"}, {"max-seq-length", "seq-len"},
+        {"num-train-epochs", "epochs"},  {"per-device-train-batch-size", "micro-batch"},
+        {"lora-r", "lora-rank"},         {"gradient-accumulation-steps", "grad-accum"},
+        {"max-grad-norm", "clip"},       {"gradient-checkpointing", "recompute"},
+        {"lr-scheduler-type", "schedule"}};
+    lt_nearest n = {0};
+    for (size_t i = 0; i < NOPTS; i++)
+        if (OPTS[i].k != K_SECTION) lt_nearest_offer(&n, given, OPTS[i].name);
+    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++) lt_nearest_offer_alias(&n, given, alias[i][0], alias[i][1]);
+    return lt_nearest_best(&n, given);
+}
 
 #define FIELD(o, d, T) ((T *)((char *)(o) + (d)->off))
 #define CFIELD(o, d, T) ((const T *)((const char *)(o) + (d)->off))
@@ -325,8 +343,9 @@ lt_status lt_train_opts_apply_json(lt_train_opts *o, const char *json, const cha
     cJSON_ArrayForEach(it, root) {
         const optdef *d = find_opt(it->string, strlen(it->string));
         if (!d) {
-            st = lt_fail(err, LT_ERR_INVALID, "%s: unknown option \"%s\" (see luxtrain train --help)", origin,
-                         it->string);
+            const char *near = nearest_opt(it->string);
+            st = lt_fail(err, LT_ERR_INVALID, "%s: unknown option \"%s\"%s%s%s", origin, it->string,
+                         near ? "; did you mean \"" : "", near ? near : "", near ? "\"?" : "");
             break;
         }
         if (d->k == K_STR && !strcmp(d->name, "config")) {
@@ -372,12 +391,15 @@ lt_status lt_train_opts_parse(int argc, char **argv, lt_train_opts *o, lt_err *e
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0 || !a[2])
-            return lt_fail(err, LT_ERR_INVALID, "unexpected argument '%s' (options start with --; see luxtrain train --help)", a);
+            return lt_fail(err, LT_ERR_INVALID, "unexpected argument '%s' (options start with --)", a);
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         const optdef *d = find_opt(name, nlen);
-        if (!d || strchr(name, '_'))
-            return lt_fail(err, LT_ERR_INVALID, "unknown option '--%.*s' (see luxtrain train --help)", (int)nlen, name);
+        if (!d || strchr(name, '_')) {
+            const char *near = nearest_opt(a);
+            return lt_fail(err, LT_ERR_INVALID, "unknown option '--%.*s'%s%s%s", (int)nlen, name,
+                           near ? "; did you mean '--" : "", near ? near : "", near ? "'?" : "");
+        }
         char src[96];
         snprintf(src, sizeof src, "--%s", d->name);
         if (!strcmp(d->name, "config")) {
