@@ -1,6 +1,7 @@
 /* lt_tokenizer.c -- loading tokenizer.json, the encode pipeline (added tokens,
  * normalizers, pre-tokenizers, BPE, post-processor) and decoding; the
- * semantics follow Hugging Face tokenizers 0.21.1 step by step. */
+ * semantics follow Hugging Face tokenizers 0.23 (the version pinned in
+ * tools/requirements-test.txt) step by step. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdio.h>
