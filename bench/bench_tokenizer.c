@@ -1,6 +1,7 @@
 /* bench_tokenizer.c -- lt_tokenizer throughput (MB/s, tokens/s) on the
  * tokenizer corpus, one thread and N threads, and Hugging Face tokenizers
- * single-threaded on the same texts when $LT_PYTHON has it.
+ * single-threaded on the same texts when $LT_PYTHON has it (default:
+ * python3 from PATH; the pinned versions are in tools/requirements-test.txt).
  *
  *   bench_tokenizer [--corpus FILE] [--threads N] [--repeats R] [--no-hf]
  *                   [--tokenizers DIR] [name ...]
@@ -127,11 +128,12 @@ int main(int argc, char **argv) {
     char shared_default[8192];
     snprintf(shared_default, sizeof shared_default, "%s/../shared/tokenizers", src);
     if (!tokdir) tokdir = getenv("LT_TOKENIZERS_DIR") ? getenv("LT_TOKENIZERS_DIR") : shared_default;
+    /* the Python with tokenizers: $LT_PYTHON (the test harness sets it; see
+     * tools/requirements-test.txt), else python3 from PATH */
     const char *py = getenv("LT_PYTHON");
-    char pybuf[8192];
     if (!py || !*py) {
-        snprintf(pybuf, sizeof pybuf, "%s/.venv/bin/python", src);
-        py = pybuf;
+        py = "python3";
+        fprintf(stderr, "LT_PYTHON is not set: using python3 from PATH for the corpus and Hugging Face tokenizers\n");
     }
     char cmd[32768];
     char gen_path[256];
@@ -148,7 +150,10 @@ int main(int argc, char **argv) {
     corpus c;
     if (!read_corpus(corpus_path, &c)) return 1;
     snprintf(cmd, sizeof cmd, "%s -c 'import tokenizers' 2>/dev/null", py);
-    if (hf && system(cmd) != 0) hf = 0;
+    if (hf && system(cmd) != 0) {
+        fprintf(stderr, "%s cannot import tokenizers: the Hugging Face columns are left out\n", py);
+        hf = 0;
+    }
     printf("corpus %s: %zu records, %.2f MB; %d threads; best of %d\n", corpus_path, c.n, c.bytes / 1e6, threads, reps);
     printf("MB/s by wall clock and (cpu) by process CPU time; HF: tokenizers, 1 thread (RAYON_NUM_THREADS=1)\n");
     printf("%-9s %7s | %7s %7s %10s | %7s %10s | %7s %7s %10s | %6s %6s\n", "tokenizer", "load s", "1T MB/s",

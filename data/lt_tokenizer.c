@@ -1,6 +1,7 @@
 /* lt_tokenizer.c -- loading tokenizer.json, the encode pipeline (added tokens,
  * normalizers, pre-tokenizers, BPE, post-processor) and decoding; the
- * semantics follow Hugging Face tokenizers 0.21.1 step by step. */
+ * semantics follow Hugging Face tokenizers 0.23 (the version pinned in
+ * tools/requirements-test.txt) step by step. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdio.h>
@@ -46,6 +47,11 @@ typedef struct {
 
 typedef struct {
     lstr content;
+    /* what tokenizers >= 0.23 matches (in the normalized text) and shows
+     * (id_to_token, decode) for a `normalized` token: its content run through
+     * the normalizer; else the content itself */
+    lstr shown;
+    char *shown_own; /* shown's storage when it differs from content */
     int32_t id;
     uint8_t single_word, lstrip, rstrip, normalized, special;
 } added_tok;
@@ -72,8 +78,9 @@ struct lt_tokenizer {
     lt_strmap vocab; /* original token strings -> id */
     char *pool;      /* vocab strings */
     int32_t n_ids;   /* max id + 1 */
-    lstr *id_tok;    /* id -> token string (added tokens override) */
+    lstr *id_tok;    /* id -> token string (added tokens override, normalized form) */
     uint8_t *id_special;
+    uint8_t *id_skip; /* decode(skip_special) drops the id: its string is a special token's content */
     added_tok *added;
     size_t n_added;
     char *added_pool;
@@ -689,7 +696,7 @@ lt_status lt_tok_decode(const lt_tokenizer *t, const int32_t *ids, size_t n, int
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || id >= t->n_ids || !t->id_tok[id].s) continue;
-        if (skip_special && t->id_special[id]) continue;
+        if (skip_special && t->id_skip[id]) continue;
         if (!dstr_set(&tok[m++], t->id_tok[id].s, t->id_tok[id].n)) goto nomem;
     }
     for (int k = 0; k < t->n_dec && st == LT_OK; k++) {
@@ -1475,26 +1482,25 @@ static lt_status build_added(loader *L) {
         for (size_t i = 0; i < t->n_added; i++) {
             added_tok *a = &t->added[i];
             if (a->special != (pass == 0)) continue;
+            a->shown = a->content;
             if (!a->normalized) {
                 if (!trie_insert(&t->raw_trie, a->content.s, a->content.n, (int32_t)i))
                     return lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
                 continue;
             }
-            /* the pattern is the normalized content */
+            /* the pattern is the normalized content (tokenizers >= 0.23 also shows it) */
             const char *s = a->content.s;
             size_t n = a->content.n;
             char *buf = NULL;
-            int64_t *off = NULL;
             for (int k = 0; k < t->n_norm; k++) {
                 const norm_step *ns = &t->norm[k];
                 size_t cap = 3 * n + ns->a.n + (ns->b.n + 1) * n + 16;
                 char *o = malloc(cap);
-                int64_t *oo = malloc(cap * sizeof *oo);
-                if (!o || !oo) {
+                int64_t *oo = ns->type == NORM_NFC ? malloc(cap * sizeof *oo) : NULL;
+                if (!o || (ns->type == NORM_NFC && !oo)) {
                     free(o);
                     free(oo);
                     free(buf);
-                    free(off);
                     return lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
                 }
                 size_t m = 0;
@@ -1520,19 +1526,47 @@ static lt_status build_added(loader *L) {
                 s = o;
                 n = m;
             }
-            /* keep the pattern alive in a leaked-free way: copy into the pool of normalized patterns */
-            char *keep = malloc(n + 1);
-            if (!keep) {
-                free(buf);
-                return lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
+            a->shown = a->content;
+            if (buf && (n != a->content.n || memcmp(buf, a->content.s, n))) {
+                buf[n] = 0;
+                a->shown_own = buf;
+                a->shown.s = buf;
+                a->shown.n = n;
+                buf = NULL;
             }
-            memcpy(keep, s, n);
             free(buf);
-            int okk = trie_insert(&t->norm_trie, keep, n, (int32_t)i);
-            free(keep); /* the trie copies bytes into its nodes */
+            int okk = trie_insert(&t->norm_trie, a->shown.s, a->shown.n, (int32_t)i);
             if (!okk) return lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
         }
     }
+    return LT_OK;
+}
+
+/* decode(skip_special_tokens) drops an id when the string it decodes from (the
+ * normalized form for a `normalized` added token) is the content of a special
+ * token -- tokenizers 0.23 tests the string, not the id: a special token with
+ * `normalized: true` that its normalizer changes is kept. */
+static lt_status build_skip(loader *L) {
+    lt_tokenizer *t = L->t;
+    lt_strmap special;
+    if (!lt_strmap_init(&special, t->n_added + 1)) return lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
+    for (size_t i = 0; i < t->n_added; i++)
+        if (t->added[i].special && !lt_strmap_put(&special, t->added[i].content.s, t->added[i].content.n, 1)) {
+            lt_strmap_free(&special);
+            return lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
+        }
+    /* an id whose string is a special content: an added token, or a model token of that content */
+    for (size_t i = 0; i < t->n_added; i++) {
+        const lstr *s = &t->id_tok[t->added[i].id];
+        if (lt_strmap_get(&special, s->s, s->n) >= 0) t->id_skip[t->added[i].id] = 1;
+        if (t->added[i].special) {
+            int32_t v = lt_strmap_get(&t->vocab, t->added[i].content.s, t->added[i].content.n);
+            if (v >= 0 && v < t->n_ids && t->id_tok[v].n == t->added[i].content.n &&
+                !memcmp(t->id_tok[v].s, t->added[i].content.s, t->added[i].content.n))
+                t->id_skip[v] = 1;
+        }
+    }
+    lt_strmap_free(&special);
     return LT_OK;
 }
 
@@ -1638,7 +1672,8 @@ lt_status lt_tok_load(const char *path, lt_tokenizer **out, lt_err *err) {
         if (t->added[i].id + 1 > t->n_ids) t->n_ids = t->added[i].id + 1;
     t->id_tok = calloc((size_t)t->n_ids + 1, sizeof *t->id_tok);
     t->id_special = calloc((size_t)t->n_ids + 1, 1);
-    if (!t->id_tok || !t->id_special) {
+    t->id_skip = calloc((size_t)t->n_ids + 1, 1);
+    if (!t->id_tok || !t->id_special || !t->id_skip) {
         st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", full);
         goto fail;
     }
@@ -1647,10 +1682,10 @@ lt_status lt_tok_load(const char *path, lt_tokenizer **out, lt_err *err) {
             t->id_tok[t->vocab.e[i].val].s = (char *)t->vocab.e[i].key;
             t->id_tok[t->vocab.e[i].val].n = t->vocab.e[i].len;
         }
-    for (size_t i = 0; i < t->n_added; i++) t->id_tok[t->added[i].id] = t->added[i].content;
-    /* decode skips an id whose token is a special added token */
+    for (size_t i = 0; i < t->n_added; i++) t->id_tok[t->added[i].id] = t->added[i].shown;
     for (size_t i = 0; i < t->n_added; i++)
         if (t->added[i].special) t->id_special[t->added[i].id] = 1;
+    if ((st = build_skip(&L))) goto fail;
     for (int i = 0; i < t->n_prefix + t->n_suffix; i++) {
         int32_t id = i < t->n_prefix ? t->prefix[i] : t->suffix[i - t->n_prefix];
         if (id < 0 || id >= t->n_ids || !t->id_tok[id].s) {
@@ -1682,6 +1717,8 @@ void lt_tok_free(lt_tokenizer *t) {
     free(t->pool);
     free(t->id_tok);
     free(t->id_special);
+    free(t->id_skip);
+    for (size_t i = 0; i < t->n_added; i++) free(t->added[i].shown_own);
     free(t->added);
     free(t->added_pool);
     lt_strmap_free(&t->added_map);

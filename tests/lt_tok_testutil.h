@@ -168,7 +168,9 @@ static int tok_compare(const char *name, const char *path, const corpus *cp, con
             for (const unsigned char *p = (const unsigned char *)tk; *p; p++) fprintf(fm, "%02x", *p);
         } else
             fputc('-', fm);
-        fprintf(fm, " %d\n", lt_tok_is_special(t, id));
+        /* (tokenizers 0.23: token_to_id(id_to_token(id)) need not be id -- a `normalized`
+         * added token shows its normalized form, but is looked up by its content) */
+        fprintf(fm, " %d %d\n", lt_tok_is_special(t, id), tk ? lt_tok_token_to_id(t, tk) : -1);
     }
     LT_CHECK(lt_tok_id_to_token(t, -1) == NULL && lt_tok_id_to_token(t, lt_tok_vocab_size(t)) == NULL,
              "id_to_token out of range must be NULL");

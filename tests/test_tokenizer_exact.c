@@ -1,5 +1,5 @@
 /* test_tokenizer_exact.c -- lt_tokenizer against Hugging Face tokenizers
- * 0.21.1 on the four real tokenizers in shared/tokenizers/ over a >= 2 MB
+ * (the version pinned in tools/requirements-test.txt) on the four real tokenizers in shared/tokenizers/ over a >= 2 MB
  * generated corpus (tools/gen_tokenizer_corpus.py): ids with and without
  * special tokens, token start offsets, decode (both skip_special settings)
  * on a sample, vocab size, post-processor ids, sha256, id <-> token.

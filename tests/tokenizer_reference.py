@@ -140,14 +140,15 @@ def main():
     checks.append(('suffix', [int(x) for x in meta['suffix'][0].split()], e1[k + len(e0):]))
     checks.append(('sha256', meta['sha256'][0], hashlib.sha256(open(tok_path, 'rb').read()).hexdigest()))
     for v in meta.get('id', []):
-        idx, tokhex, special = v.split(' ')
+        idx, tokhex, special, back = v.split(' ')
         t = bytes.fromhex(tokhex).decode('utf-8') if tokhex != '-' else None
         checks.append(('id_to_token %s' % idx, t, tok.id_to_token(int(idx))))
-        if t is not None:
-            checks.append(('token_to_id %r' % t, int(idx), tok.token_to_id(t)))
+        if t is not None:  # (not always idx: a normalized added token shows its normalized form)
+            ref = tok.token_to_id(t)
+            checks.append(('token_to_id %r' % t, int(back), -1 if ref is None else ref))
     added = {i: a for i, a in tok.get_added_tokens_decoder().items()}
     for v in meta.get('id', []):
-        idx, _, special = v.split(' ')
+        idx, _, special, _ = v.split(' ')
         want = 1 if int(idx) in added and added[int(idx)].special else 0
         checks.append(('is_special %s' % idx, int(special), want))
     for what, got, want in checks:
