@@ -153,32 +153,63 @@ static const long SH_LORA[][LT_OP_MAXP] = {
 static const long SH_SUMSQ[][LT_OP_MAXP] = {{1}, {1000}, {(1L << 20) + 3}};
 static const long SH_ADAMW[][LT_OP_MAXP] = {{3}};
 
+/* ---- cpu shapes (the cpu mode: the CPU backend against float64
+ * references, finite differences and PyTorch fixtures) -------------------- */
+
+static const long CS_EMB[][LT_OP_MAXP] = {{7, 19, 37}, {50, 5, 130} /* C spans several column blocks */};
+/* panels: C cut into panels of rows (M large) or columns (N large) */
+static const long CS_MM[][LT_OP_MAXP] = {{7, 13, 5, 1, 0},    {1, 1, 1, 1, 0},       {33, 17, 9, 0, 0},
+                                         {4, 70, 67, 1, 0} /* bias over column blocks */,
+                                         {1030, 128, 96, 0, 1}, {40, 96, 1100, 0, 1}};
+static const long CS_LORA[][LT_OP_MAXP] = {{6, 11, 7, 3, 1}, {9, 8, 5, 1, 0}, {3, 16, 12, 4, 1}};
+static const long CS_RMS[][LT_OP_MAXP] = {{5, 16}, {7, 33}, {3, 2}, {2, 130}};
+static const long CS_ARMS[][LT_OP_MAXP] = {{5, 16}, {7, 33}, {1, 1}, {3, 130}};
+static const long CS_ROPE[][LT_OP_MAXP] = {{7, 3, 8, 8192}, {5, 2, 2, 100}, {4, 1, 34, 131071}};
+/* LA = 0: the fixed document layouts of test_cpu_ops.c (one-token
+ * documents, GQA 1/2/4, 64-row query blocks); else two documents of LA and
+ * LB tokens packed in one sequence equal separate runs */
+static const long CS_ATT[][LT_OP_MAXP] = {{0, 0, 0, 0, 0},     {130, 70, 4, 2, 8} /* blocks at other offsets */,
+                                          {1, 129, 2, 1, 5},   {450, 77, 2, 1, 4} /* long rows of keys */,
+                                          {5, 4, 4, 2, 6},     {1, 7, 2, 2, 3},
+                                          {6, 1, 4, 1, 8}};
+static const long CS_SWI[][LT_OP_MAXP] = {{101}, {1}};
+static const long CS_ADD[][LT_OP_MAXP] = {{77}};
+/* shift: added to every logit (large positive / negative logits) */
+static const long CS_CE[][LT_OP_MAXP] = {{6, 29, 0}, {4, 7, 60}, {3, 1, 0}, {40, 300, -5}};
+static const long CS_SUMSQ[][LT_OP_MAXP] = {{1}, {1000}, {3L * 65536 + 17}};
+/* 0: AdamW against the formula in double, 1: against torch.optim.AdamW
+ * (tests/fixtures/cpu_ops/adamw_torch.bin) */
+static const long CS_ADAMW[][LT_OP_MAXP] = {{0}, {1}};
+
 #define N_(a) (int)(sizeof(a) / sizeof((a)[0]))
 #define NONE NULL, 0
 
 const lt_op_entry lt_op_table[] = {
     {"embedding", "embedding_fwd embedding_bwd", "token embedding lookup and its scatter-add gradient",
-     "V C N id_range", SH_EMB, N_(SH_EMB), "", MET_EMB, N_(MET_EMB)},
+     "V C N id_range", SH_EMB, N_(SH_EMB), "", "V N C", CS_EMB, N_(CS_EMB), MET_EMB, N_(MET_EMB)},
     {"matmul", "matmul_fwd matmul_bwd", "x W^T (+ bias) and dx, dW, dbias", "M K N bias", SH_MM, N_(SH_MM), "",
-     MET_MM, N_(MET_MM)},
-    {"rmsnorm", "rmsnorm_fwd rmsnorm_bwd", "RMSNorm and its gradients", "R C", SH_RMS, N_(SH_RMS), "", MET_RMS,
-     N_(MET_RMS)},
+     "M K N bias panels", CS_MM, N_(CS_MM), MET_MM, N_(MET_MM)},
+    {"rmsnorm", "rmsnorm_fwd rmsnorm_bwd", "RMSNorm and its gradients", "R C", SH_RMS, N_(SH_RMS), "", "R C", CS_RMS,
+     N_(CS_RMS), MET_RMS, N_(MET_RMS)},
     {"add_rmsnorm", "add_rmsnorm_fwd", "residual add fused with RMSNorm (in place too)", "R C", SH_ARMS, N_(SH_ARMS),
-     "", MET_ARMS, N_(MET_ARMS)},
-    {"rope", "rope_fwd rope_bwd", "rotary position embedding, in place", "N H D", SH_ROPE, N_(SH_ROPE), "", MET_ROPE,
-     N_(MET_ROPE)},
+     "", "R C", CS_ARMS, N_(CS_ARMS), MET_ARMS, N_(MET_ARMS)},
+    {"rope", "rope_fwd rope_bwd", "rotary position embedding, in place", "N H D", SH_ROPE, N_(SH_ROPE), "",
+     "N H D max_pos", CS_ROPE, N_(CS_ROPE), MET_ROPE, N_(MET_ROPE)},
     {"attention", "attention_fwd attention_bwd", "causal GQA attention over packed documents",
-     "B T Hq Hkv D docs", SH_ATT, N_(SH_ATT), "attention v1, v2", MET_ATT, N_(MET_ATT)},
-    {"swiglu", "swiglu_fwd swiglu_bwd", "silu(gate) * up and its gradients", "n", SH_N, N_(SH_N), "", MET_SWI,
-     N_(MET_SWI)},
-    {"add", "add", "elementwise add (in place too)", "n", SH_N, N_(SH_N), "", NONE},
+     "B T Hq Hkv D docs", SH_ATT, N_(SH_ATT), "attention v1, v2", "LA LB Hq Hkv D", CS_ATT, N_(CS_ATT), MET_ATT,
+     N_(MET_ATT)},
+    {"swiglu", "swiglu_fwd swiglu_bwd", "silu(gate) * up and its gradients", "n", SH_N, N_(SH_N), "", "n", CS_SWI,
+     N_(CS_SWI), MET_SWI, N_(MET_SWI)},
+    {"add", "add", "elementwise add (in place too)", "n", SH_N, N_(SH_N), "", "n", CS_ADD, N_(CS_ADD), NONE},
     {"cross_entropy", "cross_entropy", "softmax cross-entropy: loss and dlogits (in place too)", "N V", SH_CE,
-     N_(SH_CE), "", MET_CE, N_(MET_CE)},
+     N_(SH_CE), "", "N V shift", CS_CE, N_(CS_CE), MET_CE, N_(MET_CE)},
     {"lora", "lora_fwd lora_bwd", "frozen x W^T + scale (x A^T) B^T and its gradients",
-     "M K N r bias dropout chunk", SH_LORA, N_(SH_LORA), "lora v1, v2", MET_LORA, N_(MET_LORA)},
-    {"sumsq", "sumsq", "sum of squares in double (global-norm clipping)", "n", SH_SUMSQ, N_(SH_SUMSQ), "", NONE},
+     "M K N r bias dropout chunk", SH_LORA, N_(SH_LORA), "lora v1, v2", "M K N r bias", CS_LORA, N_(CS_LORA),
+     MET_LORA, N_(MET_LORA)},
+    {"sumsq", "sumsq", "sum of squares in double (global-norm clipping)", "n", SH_SUMSQ, N_(SH_SUMSQ), "", "n",
+     CS_SUMSQ, N_(CS_SUMSQ), NONE},
     {"adamw", "adamw", "fused multi-tensor AdamW (f32, bf16 + f32 master)", "steps", SH_ADAMW, N_(SH_ADAMW), "",
-     MET_ADAMW, N_(MET_ADAMW)},
+     "reference", CS_ADAMW, N_(CS_ADAMW), MET_ADAMW, N_(MET_ADAMW)},
 };
 const int lt_op_count = N_(lt_op_table);
 

@@ -73,6 +73,9 @@ typedef struct lt_op_entry {
     const long (*test_shapes)[LT_OP_MAXP];
     int n_test_shapes;
     const char *variants;    /* kernel variants the test mode runs ("" if none) */
+    const char *cpu_keys;    /* the cpu mode's shapes (small: finite differences, fixtures) */
+    const long (*cpu_shapes)[LT_OP_MAXP];
+    int n_cpu_shapes;
     const lt_op_metric *metrics;
     int n_metrics;
 } lt_op_entry;
