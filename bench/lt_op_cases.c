@@ -4,7 +4,6 @@
  * class and dtype; the --op / --list-ops helpers; the kernel variant
  * switches.
  */
-#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "lt_op_cases.h"
 
 #include <stdlib.h>
@@ -144,7 +143,10 @@ static const long SH_ATT[][LT_OP_MAXP] = {
     {1, 200, 2, 1, 256, 3}, {1, 1000, 8, 2, 128, 3} /* long documents */, {1, 1000, 4, 1, 64, 1},
     {1, 1000, 2, 2, 256, 0}, {2, 1000, 8, 8, 128, 0}};
 static const long SH_N[][LT_OP_MAXP] = {{1}, {1001}, {65537}};
-static const long SH_CE[][LT_OP_MAXP] = {{1, 10}, {37, 1000}, {8, 50001}};
+/* neg_inf: -inf logits (a masked vocabulary): the first 600 of every row (so
+ * every thread of a 512-thread row starts on -inf) and every 7th, never the
+ * target */
+static const long SH_CE[][LT_OP_MAXP] = {{1, 10, 0}, {37, 1000, 0}, {8, 50001, 0}, {5, 1000, 1}, {3, 50001, 1}};
 /* chunk: v2 row chunks (0 automatic) */
 static const long SH_LORA[][LT_OP_MAXP] = {
     {1, 64, 32, 4, 0, 0, 0},         {37, 96, 51, 8, 1, 0, 0},  {130, 256, 200, 16, 0, 1, 0},
@@ -201,7 +203,7 @@ const lt_op_entry lt_op_table[] = {
     {"swiglu", "swiglu_fwd swiglu_bwd", "silu(gate) * up and its gradients", "n", SH_N, N_(SH_N), "", "n", CS_SWI,
      N_(CS_SWI), MET_SWI, N_(MET_SWI)},
     {"add", "add", "elementwise add (in place too)", "n", SH_N, N_(SH_N), "", "n", CS_ADD, N_(CS_ADD), NONE},
-    {"cross_entropy", "cross_entropy", "softmax cross-entropy: loss and dlogits (in place too)", "N V", SH_CE,
+    {"cross_entropy", "cross_entropy", "softmax cross-entropy: loss and dlogits (in place too)", "N V neg_inf", SH_CE,
      N_(SH_CE), "", "N V shift", CS_CE, N_(CS_CE), MET_CE, N_(MET_CE)},
     {"lora", "lora_fwd lora_bwd", "frozen x W^T + scale (x A^T) B^T and its gradients",
      "M K N r bias dropout chunk", SH_LORA, N_(SH_LORA), "lora v1, v2", "M K N r bias", CS_LORA, N_(CS_LORA),
@@ -256,30 +258,23 @@ void lt_op_list(FILE *f) {
     }
 }
 
-/* ---- kernel variants: the CUDA backend reads these environment variables
- * (cuda/lt_cuda_attention*.cu, cuda/lt_cuda_matmul.cu); the CPU backend has
- * no variants. The one place the checks and benchmarks pick a variant. */
-void lt_op_att_variant(lt_backend *be, int version) {
-    (void)be;
+/* ---- kernel variants: the one place the checks and benchmarks pick one */
+
+#define LT_OP_DEFAULT_VERSION 2 /* the CUDA backend's default (backends/lt_backends.h) */
+
+lt_status lt_op_att_variant(lt_backend *be, int version, lt_err *err) {
     char v[16];
-    snprintf(v, sizeof v, "%d", version);
-    if (version > 0)
-        setenv("LT_ATTN_VERSION", v, 1);
-    else
-        unsetenv("LT_ATTN_VERSION");
+    if (!be->set_option) return LT_OK;
+    snprintf(v, sizeof v, "%d", version > 0 ? version : LT_OP_DEFAULT_VERSION);
+    return lt_backend_set_option(be, "attn_version", v, err);
 }
 
-void lt_op_lora_variant(lt_backend *be, int version, int chunk_rows) {
-    (void)be;
+lt_status lt_op_lora_variant(lt_backend *be, int version, int chunk_rows, lt_err *err) {
     char v[16];
-    snprintf(v, sizeof v, "%d", version);
-    if (version > 0)
-        setenv("LT_LORA_VERSION", v, 1);
-    else
-        unsetenv("LT_LORA_VERSION");
-    snprintf(v, sizeof v, "%d", chunk_rows);
-    if (chunk_rows > 0)
-        setenv("LT_LORA_CHUNK_ROWS", v, 1);
-    else
-        unsetenv("LT_LORA_CHUNK_ROWS");
+    if (!be->set_option) return LT_OK;
+    snprintf(v, sizeof v, "%d", chunk_rows > 0 ? chunk_rows : 0);
+    lt_status st = lt_backend_set_option(be, "lora_chunk_rows", v, err);
+    if (st != LT_OK) return st;
+    snprintf(v, sizeof v, "%d", version > 0 ? version : LT_OP_DEFAULT_VERSION);
+    return lt_backend_set_option(be, "lora_version", v, err);
 }

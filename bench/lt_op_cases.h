@@ -99,12 +99,14 @@ int lt_op_selected(const char *sel, const char *op);
 /* `--list-ops`: one line per op (name, slots, description). */
 void lt_op_list(FILE *f);
 
-/* Kernel variants of the CUDA backend, set before a run (the CPU backend
- * has none). attention: version 1 (CUDA cores) or 2 (tensor cores), 0 =
- * the default. lora: version 1 / 2 (0 = default), chunk_rows > 0 forces v2's
- * row chunks that small (0 = automatic). */
-void lt_op_att_variant(lt_backend *be, int version);
-void lt_op_lora_variant(lt_backend *be, int version, int chunk_rows);
+/* Kernel variants, set before a run through lt_backend_set_option (the
+ * CUDA backend's options attn_version, lora_version, lora_chunk_rows); a
+ * backend without options (the CPU) has no variants: nothing to set.
+ * attention: version 1 (CUDA cores) or 2 (tensor cores); lora: version 1 or
+ * 2, chunk_rows > 0 forces v2's row chunks that small. version 0 = the
+ * default (2, automatic chunks). */
+lt_status lt_op_att_variant(lt_backend *be, int version, lt_err *err);
+lt_status lt_op_lora_variant(lt_backend *be, int version, int chunk_rows, lt_err *err);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,18 @@
  * Attention is causal inside a document only: query (b, t) sees keys
  * (b, j) with doc_start[b*T+t] <= j <= t. A padding token is a one-token
  * document (doc_start = t) that is never a target.
+ * Order of doc_start inside a sequence:
+ *   - attention_bwd (training) requires it never to decrease along t
+ *     (doc_start[b*T+t] >= doc_start[b*T+t-1]): the backward kernels walk
+ *     the queries that see a key in order and stop at the first that does
+ *     not. The backends refuse a decreasing one (be->sync reports it);
+ *     batches are checked where they enter the model (lt_model's
+ *     validate_batch: every doc_start is t or the previous token's).
+ *   - attention_fwd accepts any 0 <= doc_start <= t: each query row is
+ *     computed on its own. The KV-cache decode (lt_model_decode) relies on
+ *     this: its cached rows are one-token documents (doc_start = t) and the
+ *     new rows start at 0, so the pattern decreases where they meet. Such a
+ *     pattern must never reach attention_bwd.
  *
  * Ops return void; a backend records the first failure, and be->sync
  * returns it (as CUDA reports kernel errors asynchronously). Shapes are
@@ -59,6 +71,10 @@ struct lt_backend {
     /* wait for queued work; returns the first recorded op failure */
     lt_status (*sync)(lt_backend *be, lt_err *err);
     void (*destroy)(lt_backend *be);
+    /* Backend-specific settings by name (e.g. CUDA's kernel versions); NULL
+     * if the backend has none. Called through lt_backend_set_option, which
+     * documents the contract. */
+    lt_status (*set_option)(lt_backend *be, const char *key, const char *value, lt_err *err);
 
     /* ---- ops ---- */
 
@@ -186,12 +202,52 @@ typedef struct lt_adamw_tensor {
  * threads <= 0: use the OpenMP default. */
 lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err);
 
-/* The CUDA backend; LT_ERR_UNSUPPORTED when built without CUDA or when no
- * device is present (message says which). */
-lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err *err);
+/* ---- the backend registry ----
+ * core knows only the CPU backend. Device backends live in libraries above
+ * core (cuda/) and register here when the program starts: the lt_backends
+ * library (backends/) links them and registers them (lt_backends_init), and
+ * lt_train and the luxtrain binary link lt_backends. core never calls up into
+ * a backend. */
+typedef struct lt_backend_reg {
+    const char *name; /* "cuda" */
+    /* device: index of the device (0 = first); threads: CPU threads (<= 0:
+     * default). LT_ERR_UNSUPPORTED when the backend cannot run here (no
+     * device: the message says why). */
+    lt_status (*create)(int device, int threads, lt_backend **out, lt_err *err);
+} lt_backend_reg;
 
-/* "cpu" | "cuda" | "auto" (cuda when a device is present, else cpu) */
+/* Add a backend (the struct must outlive the program, e.g. static). A second
+ * registration of the same name is ignored; LT_ERR_NOMEM when the registry
+ * is full. "cpu" is built in. */
+lt_status lt_backend_register(const lt_backend_reg *reg, lt_err *err);
+/* The registered backend of that name (or "cpu"), NULL if none. */
+const lt_backend_reg *lt_backend_find(const char *name);
+/* Number of registered backends ("cpu" included) and the i-th, in order of
+ * registration ("cpu" first). */
+int lt_backend_count(void);
+const lt_backend_reg *lt_backend_get(int i);
+
+/* "cpu" | "cuda" | ... (any registered name) | "auto" (the first registered
+ * device backend that has a device, else cpu). An unknown name, or a known
+ * one this build lacks ("cuda" in a build without CUDA), is an error that
+ * lists what is registered. */
 lt_status lt_backend_create(const char *name, int threads, lt_backend **out, lt_err *err);
+/* The same, for device number `device` (multi-GPU ranks). */
+lt_status lt_backend_create_device(const char *name, int device, int threads, lt_backend **out, lt_err *err);
+
+/* Every op slot of the table is filled: a backend's create calls this last,
+ * so a missing kernel is an error naming the op (LT_ERR_UNSUPPORTED), not a
+ * crash at the first call. Also checks the memory slots. */
+lt_status lt_backend_check_slots(const lt_backend *be, lt_err *err);
+/* Number of slots checked and the name of the i-th (tests). */
+int lt_backend_slot_count(void);
+const char *lt_backend_slot_name(int i);
+
+/* Change a backend setting by name, e.g. ("attn_version", "2") on CUDA.
+ * Options a backend reads from the environment are set once at creation;
+ * this overrides them for that backend. An option or value the backend does
+ * not know is refused by name (LT_ERR_INVALID), never ignored. */
+lt_status lt_backend_set_option(lt_backend *be, const char *key, const char *value, lt_err *err);
 
 #ifdef __cplusplus
 }

@@ -76,6 +76,23 @@ static int check_doc_start(lt_backend *be, const char *op, const int32_t *doc_st
     return 1;
 }
 
+/* attention_bwd's contract (lt_backend.h): inside a sequence doc_start never
+ * decreases; else records the failure and returns 0 */
+static int check_doc_order(lt_backend *be, const int32_t *doc_start, int B, int T) {
+    for (int n = 0; n < B * T; n++) {
+        int t = n % T;
+        if (t > 0 && doc_start[n] < doc_start[n - 1]) {
+            lt_cpu_fail(be, LT_ERR_INVALID,
+                        "attention_bwd: doc_start decreases at sequence %d position %d (%d after %d); the "
+                        "backward needs it non-decreasing inside a sequence (a decode pattern is for "
+                        "attention_fwd only)",
+                        n / T, t, (int)doc_start[n], (int)doc_start[n - 1]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* one thread below about a million flops (Q K^T and P V over the causal
  * half): a parallel region costs more than it saves there */
 static int threads_for(const lt_backend *be, int B, int T, int Hq, int D) {
@@ -161,7 +178,10 @@ void lt_cpu_attention_bwd(lt_backend *be, void *dq_, void *dk_, void *dv_, const
     const float *out = (const float *)out_;   // (B, T, Hq, D)
     // lse (B, Hq, T), doc_start (B, T)
     if (B <= 0 || T <= 0) return;
-    if (!check_doc_start(be, "attention_bwd", doc_start, B, T)) return;
+    if (!check_doc_start(be, "attention_bwd", doc_start, B, T) || !check_doc_order(be, doc_start, B, T)) {
+        fill_nan(dq, (size_t)B * T * Hq * D), fill_nan(dk, (size_t)B * T * Hkv * D), fill_nan(dv, (size_t)B * T * Hkv * D);
+        return;
+    }
     int group = Hq / Hkv, ldq = Hq * D, ldk = Hkv * D;
     int nt = threads_for(be, B, T, Hq, D);
     size_t per_thread = (size_t)2 * BQ * T + T; // P, dS (BQ, T) and Dt (T)

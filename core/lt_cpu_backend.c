@@ -212,6 +212,11 @@ lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err) {
     be->adamw = lt_cpu_adamw;
     be->add_rmsnorm_fwd = lt_cpu_add_rmsnorm_fwd;
 
+    lt_status st = lt_backend_check_slots(be, err);
+    if (st != LT_OK) {
+        cpu_destroy(be);
+        return st;
+    }
     *out = be;
     return LT_OK;
 }

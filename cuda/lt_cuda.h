@@ -1,6 +1,7 @@
 /*
  * lt_cuda.h -- internal header of the CUDA backend (cuda/*.cu only; C code
- * sees only lt_cuda_backend_create in core/lt_backend.h).
+ * sees lt_cuda_backend_create in backends/lt_backends.h and reaches the
+ * backend through core's registry, lt_backend_create("cuda", ...)).
  *
  * The backend context: one device, one stream that every op is queued on (so
  * ops run in call order and a scratch buffer can be reused from op to op),
@@ -23,6 +24,7 @@
 #include <cuda_runtime.h>
 
 #include "lt_backend.h"
+#include "lt_backends.h"
 
 typedef __nv_bfloat16 lt_bf16; /* the activation / weight element on the device */
 
@@ -36,6 +38,13 @@ typedef struct lt_cuda_ctx {
     size_t cublas_ws_bytes;
     void *scratch; /* lt_cuda_scratch: reused by every op (ops are stream-ordered) */
     size_t scratch_bytes;
+    /* kernel choices: from the environment once at creation (LT_ATTN_VERSION,
+     * LT_LORA_VERSION, LT_LORA_CHUNK_ROWS), then lt_backend_set_option */
+    int attn_version;    /* 1 | 2 */
+    int lora_version;    /* 1 | 2 */
+    long lora_chunk_rows; /* 0: automatic */
+    int *doc_bad;  /* device int: first row where attention_bwd's doc_start decreased, INT_MAX if none */
+    int doc_bad_T; /* T of the attention_bwd call that set it (for the message) */
     lt_status status; /* first failure, LT_OK if none */
     char msg[LT_ERR_MSG_MAX];
 } lt_cuda_ctx;
@@ -61,6 +70,8 @@ int lt_cuda_check_blas(lt_backend *be, cublasStatus_t s, const char *what, const
  * everything it needs and carves it up. Growing synchronizes the stream. */
 void *lt_cuda_scratch(lt_backend *be, size_t bytes);
 
+/* b rounded up to a multiple of 256 bytes (carving one scratch request into pieces) */
+static inline size_t lt_align256(size_t b) { return (b + 255) / 256 * 256; }
 static inline unsigned lt_cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 /* Grid size for a grid-stride loop over n elements with `threads` per block. */
 static inline unsigned lt_grid_1d(size_t n, int threads) {

@@ -367,11 +367,28 @@ static void cu_attention_fwd(lt_backend *be, void *out, float *lse, const void *
     LT_CUDA_LAUNCHED(be, "attention_fwd");
 }
 
+/* attention_bwd's contract (core/lt_backend.h): inside a sequence doc_start
+ * never decreases. The smallest row n where it does goes to *bad (atomicMin;
+ * INT_MAX when none); be->sync reports it (lt_cuda_backend.cu). */
+__global__ void doc_order_check(const int32_t *doc_start, int B, int T, int *bad) {
+    size_t N = (size_t)B * T;
+    for (size_t n = blockIdx.x * (size_t)blockDim.x + threadIdx.x; n < N; n += (size_t)gridDim.x * blockDim.x)
+        if (n % T && doc_start[n] < doc_start[n - 1]) atomicMin(bad, (int)n);
+}
+
 static void cu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
                              const void *k, const void *v, const void *out, const float *lse,
                              const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
     if (B <= 0 || T <= 0 || Hq <= 0) return;
     if (!check_shape(be, "attention_bwd", B, T, Hq, Hkv, D)) return;
+    lt_cuda_ctx *c = lt_cuda(be);
+    if ((size_t)B * T > (size_t)INT_MAX) {
+        lt_cuda_record(be, LT_ERR_UNSUPPORTED, "cuda: attention_bwd: %d x %d rows exceed the int range", B, T);
+        return;
+    }
+    c->doc_bad_T = T;
+    doc_order_check<<<lt_grid_1d((size_t)B * T, 256), 256, 0, c->stream>>>(doc_start, B, T, c->doc_bad);
+    if (LT_CUDA_LAUNCHED(be, "attention_bwd: doc_start order check")) return;
     if (lt_cuda_attention_v2_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv, D, scale))
         return;
     cudaStream_t st = lt_cuda(be)->stream;

@@ -592,11 +592,9 @@ __global__ void __launch_bounds__(BN / 16 * 32)
 /* ------------------------------------------------------------------------ */
 /* host side                                                                */
 
-/* LT_ATTN_VERSION=1 forces v1; unset or 2: v2 where it applies */
-static int v2_enabled(void) {
-    const char *e = getenv("LT_ATTN_VERSION");
-    return !(e && strcmp(e, "1") == 0);
-}
+/* attn_version 1 (option, or LT_ATTN_VERSION at creation) forces v1; 2: v2
+ * where it applies */
+static int v2_enabled(lt_backend *be) { return lt_cuda(be)->attn_version != 1; }
 
 /* the largest dynamic shared memory a block may have on the current device
  * (minus a margin for the kernels' static shared memory) */
@@ -638,7 +636,7 @@ static int fwd_launch(lt_backend *be, void *out, float *lse, const void *q, cons
 
 int lt_cuda_attention_v2_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                              const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
-    if (!v2_enabled()) return 0;
+    if (!v2_enabled(be)) return 0;
     switch (D) {
     case 64: return fwd_launch<64, 128, 64>(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, scale);
     case 128: return fwd_launch<128, 128, 64>(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, scale);
@@ -692,7 +690,7 @@ static int bwd_launch(lt_backend *be, void *dq, void *dk, void *dv, const void *
 int lt_cuda_attention_v2_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
                              const void *k, const void *v, const void *out, const float *lse,
                              const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
-    if (!v2_enabled()) return 0;
+    if (!v2_enabled(be)) return 0;
     switch (D) {
     case 64:
         return bwd_launch<64, 128, 64, 128, 64>(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv,

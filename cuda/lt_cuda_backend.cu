@@ -4,9 +4,12 @@
  * recording and sync. The op kernels live in one file per family
  * (lt_cuda_<family>.cu), each filling its slots of the table.
  */
+#include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lt_cuda.h"
 
@@ -35,23 +38,6 @@ int lt_cuda_check_blas(lt_backend *be, cublasStatus_t s, const char *what, const
     lt_cuda_record(be, LT_ERR_BACKEND, "cuda: cuBLAS %s failed (%s:%d): %s", what, file, line,
                    cublasGetStatusString(s));
     return 1;
-}
-
-/* fill err with a message; the C side's lt_fail lives in lt_core, which links
- * after us, so the backend formats its own messages */
-static lt_status fail(lt_err *err, lt_status st, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
-static const char *dtype_name(lt_dtype t) {
-    static const char *names[] = {"F32", "BF16", "F16", "I32", "I64", "U8"};
-    return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "unknown-dtype";
 }
 
 void *lt_cuda_scratch(lt_backend *be, size_t bytes) {
@@ -84,7 +70,7 @@ static lt_status cu_alloc(lt_backend *be, size_t bytes, void **out, lt_err *err)
         cudaGetLastError(); /* out-of-memory is not sticky: clear it */
         size_t free_b = 0, total_b = 0;
         cudaMemGetInfo(&free_b, &total_b);
-        return fail(err, e == cudaErrorMemoryAllocation ? LT_ERR_NOMEM : LT_ERR_BACKEND,
+        return lt_fail(err, e == cudaErrorMemoryAllocation ? LT_ERR_NOMEM : LT_ERR_BACKEND,
                     "cuda: cudaMalloc of %zu bytes failed: %s (device has %zu of %zu bytes free)", bytes,
                     cudaGetErrorString(e), free_b, total_b);
     }
@@ -120,8 +106,7 @@ static const size_t STAGE_ELEMS = (size_t)16 << 20; /* 64 MiB of f32 staging per
 static lt_status take_status(lt_backend *be, lt_err *err) {
     lt_cuda_ctx *c = lt_cuda(be);
     if (c->status != LT_OK) {
-        if (err) snprintf(err->msg, sizeof err->msg, "%s", c->msg);
-        return c->status;
+        return lt_fail(err, c->status, "%s", c->msg);
     }
     return LT_OK;
 }
@@ -136,8 +121,8 @@ static lt_status cu_upload_f32(lt_backend *be, void *dst, lt_dtype dt, const flo
         return take_status(be, err);
     }
     if (dt != LT_BF16 && dt != LT_F16)
-        return fail(err, LT_ERR_INVALID, "cuda: upload_f32 into a %s buffer (expected F32, BF16 or F16)",
-                    dtype_name(dt));
+        return lt_fail(err, LT_ERR_INVALID, "cuda: upload_f32 into a %s buffer (expected F32, BF16 or F16)",
+                    lt_dtype_name(dt));
     size_t chunk = n < STAGE_ELEMS ? n : STAGE_ELEMS;
     float *stage = (float *)lt_cuda_scratch(be, chunk * 4);
     if (!stage) return take_status(be, err);
@@ -167,8 +152,8 @@ static lt_status cu_download_f32(lt_backend *be, float *dst, const void *src, lt
         return take_status(be, err);
     }
     if (dt != LT_BF16 && dt != LT_F16)
-        return fail(err, LT_ERR_INVALID, "cuda: download_f32 from a %s buffer (expected F32, BF16 or F16)",
-                    dtype_name(dt));
+        return lt_fail(err, LT_ERR_INVALID, "cuda: download_f32 from a %s buffer (expected F32, BF16 or F16)",
+                    lt_dtype_name(dt));
     size_t chunk = n < STAGE_ELEMS ? n : STAGE_ELEMS;
     float *stage = (float *)lt_cuda_scratch(be, chunk * 4);
     if (!stage) return take_status(be, err);
@@ -208,10 +193,30 @@ static void cu_zero(lt_backend *be, void *dst, size_t bytes) {
     LT_CUDA_CHECK(be, cudaMemsetAsync(dst, 0, bytes, lt_cuda(be)->stream), "zero");
 }
 
+/* attention_bwd's doc_start order check (lt_cuda_attention.cu): reported
+ * here, then reset */
+static void check_doc_order(lt_backend *be) {
+    lt_cuda_ctx *c = lt_cuda(be);
+    int bad = INT_MAX;
+    if (LT_CUDA_CHECK(be, cudaMemcpyAsync(&bad, c->doc_bad, sizeof bad, cudaMemcpyDeviceToHost, c->stream),
+                      "sync: doc_start check") ||
+        LT_CUDA_CHECK(be, cudaStreamSynchronize(c->stream), "sync: doc_start check"))
+        return;
+    if (bad == INT_MAX) return;
+    int T = c->doc_bad_T > 0 ? c->doc_bad_T : 1;
+    lt_cuda_record(be, LT_ERR_INVALID,
+                   "cuda: attention_bwd: doc_start decreases at sequence %d position %d; the backward needs it "
+                   "non-decreasing inside a sequence (a decode pattern is for attention_fwd only)",
+                   bad / T, bad % T);
+    bad = INT_MAX;
+    LT_CUDA_CHECK(be, cudaMemcpy(c->doc_bad, &bad, sizeof bad, cudaMemcpyHostToDevice), "sync: doc_start reset");
+}
+
 static lt_status cu_sync(lt_backend *be, lt_err *err) {
     lt_cuda_ctx *c = lt_cuda(be);
     LT_CUDA_CHECK(be, cudaStreamSynchronize(c->stream), "sync: stream synchronize");
     LT_CUDA_CHECK(be, cudaGetLastError(), "sync: a queued kernel");
+    if (c->status == LT_OK) check_doc_order(be);
     return take_status(be, err);
 }
 
@@ -225,10 +230,62 @@ static void cu_destroy(lt_backend *be) {
         if (c->cublas) cublasDestroy(c->cublas);
         if (c->cublas_ws) cudaFree(c->cublas_ws);
         if (c->scratch) cudaFree(c->scratch);
+        if (c->doc_bad) cudaFree(c->doc_bad);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
     }
     free(be);
+}
+
+/* ------------------------------------------------------------------------ */
+/* options (lt_backend_set_option; the environment once at creation)        */
+
+static lt_status parse_version(const char *key, const char *value, int *out, lt_err *err) {
+    if (!strcmp(value, "1") || !strcmp(value, "2")) {
+        *out = value[0] - '0';
+        return LT_OK;
+    }
+    return lt_fail(err, LT_ERR_INVALID, "cuda: option %s = '%s' (expected 1 or 2)", key, value);
+}
+
+static lt_status cu_set_option(lt_backend *be, const char *key, const char *value, lt_err *err) {
+    lt_cuda_ctx *c = lt_cuda(be);
+    if (!strcmp(key, "attn_version")) return parse_version(key, value, &c->attn_version, err);
+    if (!strcmp(key, "lora_version")) return parse_version(key, value, &c->lora_version, err);
+    if (!strcmp(key, "lora_chunk_rows")) {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        if (!*value || *end || errno || v < 0 || v > INT_MAX)
+            return lt_fail(err, LT_ERR_INVALID, "cuda: option lora_chunk_rows = '%s' (expected a row count >= 1, "
+                           "or 0 for automatic)", value);
+        c->lora_chunk_rows = v;
+        return LT_OK;
+    }
+    return lt_fail(err, LT_ERR_INVALID,
+                   "cuda: unknown option '%s' (known: attn_version, lora_version, lora_chunk_rows)", key);
+}
+
+/* the defaults, then the environment variables of the options (each refused
+ * by name when its value is not understood) */
+static lt_status read_env_options(lt_backend *be, lt_err *err) {
+    static const struct {
+        const char *env, *key;
+    } vars[] = {{"LT_ATTN_VERSION", "attn_version"},
+                {"LT_LORA_VERSION", "lora_version"},
+                {"LT_LORA_CHUNK_ROWS", "lora_chunk_rows"}};
+    lt_cuda_ctx *c = lt_cuda(be);
+    c->attn_version = 2;
+    c->lora_version = 2;
+    c->lora_chunk_rows = 0;
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i].env);
+        if (v && *v) {
+            lt_status st = cu_set_option(be, vars[i].key, v, err);
+            if (st != LT_OK) return lt_wrap(err, st, "environment variable %s", vars[i].env);
+        }
+    }
+    return LT_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -239,17 +296,17 @@ extern "C" lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         cudaGetLastError();
-        return fail(err, LT_ERR_UNSUPPORTED, "cuda: no usable CUDA device (cudaGetDeviceCount: %s)",
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "cuda: no usable CUDA device (cudaGetDeviceCount: %s)",
                     cudaGetErrorString(e));
     }
-    if (count == 0) return fail(err, LT_ERR_UNSUPPORTED, "cuda: no CUDA device present");
+    if (count == 0) return lt_fail(err, LT_ERR_UNSUPPORTED, "cuda: no CUDA device present");
     if (device < 0 || device >= count)
-        return fail(err, LT_ERR_INVALID, "cuda: device %d requested but only %d present", device, count);
+        return lt_fail(err, LT_ERR_INVALID, "cuda: device %d requested but only %d present", device, count);
     cudaDeviceProp prop;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess)
-        return fail(err, LT_ERR_BACKEND, "cuda: device %d: %s", device, cudaGetErrorString(e));
+        return lt_fail(err, LT_ERR_BACKEND, "cuda: device %d: %s", device, cudaGetErrorString(e));
     if (prop.major < 8)
-        return fail(err, LT_ERR_UNSUPPORTED,
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
                     "cuda: device %d (%s) has compute capability %d.%d; the bf16 kernels need 8.0 or newer",
                     device, prop.name, prop.major, prop.minor);
 
@@ -258,7 +315,7 @@ extern "C" lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err
     if (!be || !c) {
         free(be);
         free(c);
-        return fail(err, LT_ERR_NOMEM, "cuda: out of host memory creating the backend");
+        return lt_fail(err, LT_ERR_NOMEM, "cuda: out of host memory creating the backend");
     }
     be->name = "cuda";
     be->act_dtype = LT_BF16;
@@ -270,30 +327,49 @@ extern "C" lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err
 
     lt_status st = LT_OK;
     if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
-        st = fail(err, LT_ERR_BACKEND, "cuda: cudaStreamCreate: %s", cudaGetErrorString(e));
+        st = lt_fail(err, LT_ERR_BACKEND, "cuda: cudaStreamCreate: %s", cudaGetErrorString(e));
         goto fail_out;
     }
     {
         cublasStatus_t s;
+        static const char *step[3] = {"cublasCreate", "cublasSetStream", "cublasLtCreate"};
+        int k = 0;
         if ((s = cublasCreate(&c->cublas)) != CUBLAS_STATUS_SUCCESS ||
-            (s = cublasSetStream(c->cublas, c->stream)) != CUBLAS_STATUS_SUCCESS ||
-            (s = cublasLtCreate(&c->cublaslt)) != CUBLAS_STATUS_SUCCESS) {
-            st = fail(err, LT_ERR_BACKEND, "cuda: cuBLAS initialisation: %s", cublasGetStatusString(s));
+            (++k, s = cublasSetStream(c->cublas, c->stream)) != CUBLAS_STATUS_SUCCESS ||
+            (++k, s = cublasLtCreate(&c->cublaslt)) != CUBLAS_STATUS_SUCCESS) {
+            st = lt_fail(err, LT_ERR_BACKEND, "cuda: cuBLAS initialisation: %s: %s", step[k],
+                         cublasGetStatusString(s));
             goto fail_out;
         }
         /* A fixed workspace, so cuBLAS never allocates (and syncs) on its own;
          * 32 MiB is what Hopper's largest kernels ask for. */
         c->cublas_ws_bytes = (size_t)32 << 20;
         if ((e = cudaMalloc(&c->cublas_ws, c->cublas_ws_bytes)) != cudaSuccess) {
-            st = fail(err, LT_ERR_NOMEM, "cuda: cuBLAS workspace: %s", cudaGetErrorString(e));
+            st = lt_fail(err, LT_ERR_NOMEM, "cuda: cuBLAS workspace: %s", cudaGetErrorString(e));
             goto fail_out;
         }
         if ((s = cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_bytes)) != CUBLAS_STATUS_SUCCESS) {
-            st = fail(err, LT_ERR_BACKEND, "cuda: cublasSetWorkspace: %s", cublasGetStatusString(s));
+            st = lt_fail(err, LT_ERR_BACKEND, "cuda: cublasSetWorkspace: %s", cublasGetStatusString(s));
             goto fail_out;
         }
-        /* pedantic math: no reduced-precision shortcuts (fp32 accumulation) */
-        cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH);
+        /* no reduced-precision shortcuts: fp32 accumulation (CUBLAS_COMPUTE_32F
+         * in every call) and, with bf16/f16 outputs, no split-K reduction in
+         * the output's precision (which CUBLAS_DEFAULT_MATH alone allows) */
+        if ((s = cublasSetMathMode(c->cublas, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                                              CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION))) !=
+            CUBLAS_STATUS_SUCCESS) {
+            st = lt_fail(err, LT_ERR_BACKEND, "cuda: cublasSetMathMode: %s", cublasGetStatusString(s));
+            goto fail_out;
+        }
+    }
+    if ((st = read_env_options(be, err)) != LT_OK) goto fail_out;
+    {
+        int none = INT_MAX;
+        if ((e = cudaMalloc(&c->doc_bad, sizeof(int))) != cudaSuccess ||
+            (e = cudaMemcpy(c->doc_bad, &none, sizeof none, cudaMemcpyHostToDevice)) != cudaSuccess) {
+            st = lt_fail(err, LT_ERR_BACKEND, "cuda: doc_start check flag: %s", cudaGetErrorString(e));
+            goto fail_out;
+        }
     }
 
     be->alloc = cu_alloc;
@@ -313,6 +389,8 @@ extern "C" lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err
     lt_cuda_embedding_init(be);
     lt_cuda_loss_init(be);
     lt_cuda_optim_init(be);
+    be->set_option = cu_set_option;
+    if ((st = lt_backend_check_slots(be, err)) != LT_OK) goto fail_out;
     *out = be;
     return LT_OK;
 
@@ -320,3 +398,15 @@ fail_out:
     cu_destroy(be);
     return st;
 }
+
+/* ------------------------------------------------------------------------ */
+/* registration into core's registry (backends/lt_backends.c calls this)    */
+
+static lt_status cu_reg_create(int device, int threads, lt_backend **out, lt_err *err) {
+    (void)threads;
+    return lt_cuda_backend_create(device, out, err);
+}
+
+static const lt_backend_reg cuda_reg = {"cuda", cu_reg_create};
+
+extern "C" lt_status lt_cuda_backend_register(lt_err *err) { return lt_backend_register(&cuda_reg, err); }

@@ -9,23 +9,11 @@
  * the baseline GEMMs run on the same stream, workspace and math mode as the
  * backend's own matmuls.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "lt_bench.h"
 #include "lt_cuda.h"
-
-/* the C side's lt_fail lives in lt_core, which links after us */
-static lt_status bfail(lt_err *err, lt_status st, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 /* ------------------------------------------------------------------------ */
 /* timing                                                                   */
@@ -33,9 +21,9 @@ static lt_status bfail(lt_err *err, lt_status st, const char *fmt, ...) {
 extern "C" lt_status lt_cuda_bench_time(lt_backend *be, lt_bench_fn fn, void *arg, int reps, void *flush,
                                         size_t flush_bytes, float *ms, lt_err *err) {
     lt_cuda_ctx *c = lt_cuda(be);
-    if (reps <= 0) return bfail(err, LT_ERR_INVALID, "cuda bench: %d repetitions (expected >= 1)", reps);
+    if (reps <= 0) return lt_fail(err, LT_ERR_INVALID, "cuda bench: %d repetitions (expected >= 1)", reps);
     cudaEvent_t *ev = (cudaEvent_t *)calloc((size_t)2 * reps, sizeof *ev);
-    if (!ev) return bfail(err, LT_ERR_NOMEM, "cuda bench: out of host memory for %d events", 2 * reps);
+    if (!ev) return lt_fail(err, LT_ERR_NOMEM, "cuda bench: out of host memory for %d events", 2 * reps);
     cudaError_t e = cudaSuccess;
     int made = 0;
     for (; made < 2 * reps; made++)
@@ -56,7 +44,7 @@ extern "C" lt_status lt_cuda_bench_time(lt_backend *be, lt_bench_fn fn, void *ar
     free(ev);
     if (e != cudaSuccess) {
         cudaGetLastError();
-        return bfail(err, LT_ERR_BACKEND, "cuda bench: timing: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+        return lt_fail(err, LT_ERR_BACKEND, "cuda bench: timing: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
     }
     return be->sync(be, err); /* the first failure of the timed ops, if any */
 }
@@ -96,10 +84,10 @@ extern "C" lt_status lt_cuda_bench_fill(lt_backend *be, void *p, lt_dtype dt, si
     else if (dt == LT_F16)
         fill_kernel<__half><<<grid, 256, 0, c->stream>>>((__half *)p, n, seed, scale);
     else
-        return bfail(err, LT_ERR_INVALID, "cuda bench: fill of dtype %d (expected F32, BF16 or F16)", (int)dt);
+        return lt_fail(err, LT_ERR_INVALID, "cuda bench: fill of dtype %d (expected F32, BF16 or F16)", (int)dt);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
-        return bfail(err, LT_ERR_BACKEND, "cuda bench: fill launch: %s", cudaGetErrorString(e));
+        return lt_fail(err, LT_ERR_BACKEND, "cuda bench: fill launch: %s", cudaGetErrorString(e));
     return be->sync(be, err);
 }
 
@@ -131,7 +119,7 @@ extern "C" lt_status lt_cuda_bench_info_get(lt_backend *be, lt_cuda_bench_info *
     memset(info, 0, sizeof *info);
     cudaDeviceProp prop;
     cudaError_t e = cudaGetDeviceProperties(&prop, c->device);
-    if (e != cudaSuccess) return bfail(err, LT_ERR_BACKEND, "cuda bench: device properties: %s", cudaGetErrorString(e));
+    if (e != cudaSuccess) return lt_fail(err, LT_ERR_BACKEND, "cuda bench: device properties: %s", cudaGetErrorString(e));
     snprintf(info->name, sizeof info->name, "%s", prop.name);
     info->cc_major = prop.major;
     info->cc_minor = prop.minor;

@@ -51,8 +51,6 @@ static void cu_embedding_fwd(lt_backend *be, void *out, const void *table, const
     LT_CUDA_LAUNCHED(be, "embedding_fwd");
 }
 
-static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
-
 static void cu_embedding_bwd(lt_backend *be, float *dtable, const void *dout, const int32_t *ids, int N, int C) {
     lt_cuda_ctx *c = lt_cuda(be);
     if (N <= 0 || C <= 0) return;
@@ -62,8 +60,8 @@ static void cu_embedding_bwd(lt_backend *be, float *dtable, const void *dout, co
                                                       (const int32_t *)NULL, (int32_t *)NULL, N, 0, 32, c->stream),
                       "embedding_bwd: sort size"))
         return;
-    size_t vec = align256((size_t)N * sizeof(int32_t));
-    char *s = (char *)lt_cuda_scratch(be, 3 * vec + align256(temp_bytes));
+    size_t vec = lt_align256((size_t)N * sizeof(int32_t));
+    char *s = (char *)lt_cuda_scratch(be, 3 * vec + lt_align256(temp_bytes));
     if (!s) return;
     int32_t *keys = (int32_t *)s, *rows_in = (int32_t *)(s + vec), *rows = (int32_t *)(s + 2 * vec);
     void *temp = s + 3 * vec;

@@ -5,6 +5,8 @@
  *     (max, sum of exp) over its strided share of the row in fp32; the block
  *     combines the pairs -> lse in fp32; loss = lse - logit[target] (f32).
  *     Pass 2: dlogits = grad_scale * (exp(x - lse) - onehot), rounded to bf16.
+ *     -inf logits (masked tokens) count as exp(-inf) = 0 and get a zero
+ *     gradient; a row whose logits are all -inf has no softmax (NaN loss).
  *     dlogits may alias logits: each element is read and then written by the
  *     same thread, and the target logit is read by every thread before the
  *     block-wide reduction (a barrier) that precedes any write.
@@ -50,8 +52,11 @@ __global__ void __launch_bounds__(CE_THREADS)
     float m = -INFINITY, s = 0.f;
     for (int v = tid; v < V; v += blockDim.x) {
         float xv = __bfloat162float(x[v]);
+        // a -inf logit (masked token) adds exp(-inf) = 0: skipped, so that a
+        // thread whose first values are -inf never computes -inf - (-inf)
+        if (xv == -INFINITY) continue;
         if (xv > m) {
-            s = s * expf(m - xv) + 1.f; // expf(-inf) = 0 on the first element
+            s = s * expf(m - xv) + 1.f; // expf(-inf) = 0 on the first finite element
             m = xv;
         } else {
             s += expf(xv - m);

@@ -296,10 +296,10 @@ static void cu_lora_bwd(lt_backend *be, void *dx, int acc_dx, void *dx_lora, flo
  * 2048 rows of a 4096-wide output) is sized to stay in L2 (40 MB on A100,
  * 50 MB on H100) between the GEMM writing it and the epilogue reading it,
  * and still gives cuBLAS >= 2 waves of tiles; the scratch stays bounded
- * whatever M is. LT_LORA_CHUNK_ROWS=n overrides the rows per chunk (tests,
- * tuning).
+ * whatever M is. The lora_chunk_rows option (LT_LORA_CHUNK_ROWS=n at
+ * creation) overrides the rows per chunk (tests, tuning).
  *
- * LT_LORA_VERSION=1 selects v1 (read at every call); unset or 2: v2.
+ * lora_version 1 (option, or LT_LORA_VERSION=1 at creation) selects v1; 2: v2.
  */
 #define LORA_NS 3                          /* bf16 pieces per f32 value */
 #define LORA_CHUNK_BYTES ((size_t)32 << 20) /* fp32 chunk of the frozen product */
@@ -439,21 +439,16 @@ static void lora_epilogue(lt_backend *be, lt_bf16 *out, long ldo, const float *S
 }
 
 /* rows per chunk of the fp32 frozen product of width `cols` */
-static int lora_chunk_rows(int M, int cols) {
-    const char *e = getenv("LT_LORA_CHUNK_ROWS");
-    long rows = e && atol(e) > 0 ? atol(e) : (long)(LORA_CHUNK_BYTES / ((size_t)(cols > 0 ? cols : 1) * 4));
+static int lora_chunk_rows(lt_backend *be, int M, int cols) {
+    long set = lt_cuda(be)->lora_chunk_rows; // 0: automatic
+    long rows = set > 0 ? set : (long)(LORA_CHUNK_BYTES / ((size_t)(cols > 0 ? cols : 1) * 4));
     if (rows < 1) rows = 1;
     if (rows > 65535L * EP_TM) rows = 65535L * EP_TM;
     return rows < M ? (int)rows : M;
 }
 
-/* carve `n` pieces out of one scratch request (256-byte aligned) */
-static size_t al256(size_t b) { return (b + 255) / 256 * 256; }
 
-static int lora_version(void) {
-    const char *e = getenv("LT_LORA_VERSION");
-    return e && !strcmp(e, "1") ? 1 : 2;
-}
+static int lora_version(lt_backend *be) { return lt_cuda(be)->lora_version == 1 ? 1 : 2; }
 
 static void cu_lora_fwd_v2(lt_backend *be, void *out, float *xa, const void *x, const void *x_lora, const void *w,
                            const void *bias, const float *A, const float *B, int M, int K, int Nout, int r,
@@ -463,9 +458,9 @@ static void cu_lora_fwd_v2(lt_backend *be, void *out, float *xa, const void *x, 
         cu_matmul_fwd(be, out, x, w, bias, M, K, Nout);
         return;
     }
-    int mc = lora_chunk_rows(M, Nout);
-    size_t bA3 = al256((size_t)LORA_NS * r * K * sizeof(lt_bf16)), bS1 = al256((size_t)M * LORA_NS * r * 4);
-    size_t bF = al256((size_t)mc * Nout * 4);
+    int mc = lora_chunk_rows(be, M, Nout);
+    size_t bA3 = lt_align256((size_t)LORA_NS * r * K * sizeof(lt_bf16)), bS1 = lt_align256((size_t)M * LORA_NS * r * 4);
+    size_t bF = lt_align256((size_t)mc * Nout * 4);
     char *sc = (char *)lt_cuda_scratch(be, bA3 + bS1 + bF);
     if (!sc) return;
     lt_bf16 *A3 = (lt_bf16 *)sc;        // (r, 3K) = (3r, K): row 3j + p is piece p of A's row j
@@ -499,10 +494,10 @@ static void cu_lora_bwd_v2(lt_backend *be, void *dx, int acc_dx, void *dx_lora, 
     }
     const int R3 = LORA_NS * r;
     int fused_dx = dx && !dx_lora; // dx gets the adapter term: through the fp32 chunk
-    int mc = lora_chunk_rows(M, K);
-    size_t bB3 = al256((size_t)Nout * R3 * 2), bS2 = al256((size_t)M * R3 * 4), bt = al256((size_t)M * r * 4);
-    size_t bT3 = al256((size_t)M * R3 * 2), bS3 = al256((size_t)R3 * K * 4), bX3 = bT3, bS4 = al256((size_t)Nout * R3 * 4);
-    size_t bF = fused_dx ? al256((size_t)mc * K * 4) : 0;
+    int mc = lora_chunk_rows(be, M, K);
+    size_t bB3 = lt_align256((size_t)Nout * R3 * 2), bS2 = lt_align256((size_t)M * R3 * 4), bt = lt_align256((size_t)M * r * 4);
+    size_t bT3 = lt_align256((size_t)M * R3 * 2), bS3 = lt_align256((size_t)R3 * K * 4), bX3 = bT3, bS4 = lt_align256((size_t)Nout * R3 * 4);
+    size_t bF = fused_dx ? lt_align256((size_t)mc * K * 4) : 0;
     char *sc = (char *)lt_cuda_scratch(be, bB3 + bS2 + bt + bT3 + bS3 + bX3 + bS4 + bF);
     if (!sc) return;
     lt_bf16 *B3 = (lt_bf16 *)sc;           // (Nout, 3r): pieces of B, [p0 | p1 | p2] per row
@@ -555,7 +550,7 @@ static void cu_lora_bwd_v2(lt_backend *be, void *dx, int acc_dx, void *dx_lora, 
 static void cu_lora_fwd_sel(lt_backend *be, void *out, float *xa, const void *x, const void *x_lora, const void *w,
                             const void *bias, const float *A, const float *B, int M, int K, int Nout, int r,
                             float scale) {
-    if (lora_version() == 1)
+    if (lora_version(be) == 1)
         cu_lora_fwd(be, out, xa, x, x_lora, w, bias, A, B, M, K, Nout, r, scale);
     else
         cu_lora_fwd_v2(be, out, xa, x, x_lora, w, bias, A, B, M, K, Nout, r, scale);
@@ -564,7 +559,7 @@ static void cu_lora_fwd_sel(lt_backend *be, void *out, float *xa, const void *x,
 static void cu_lora_bwd_sel(lt_backend *be, void *dx, int acc_dx, void *dx_lora, float *dA, float *dB,
                             const void *dout, const void *x_lora, const void *w, const float *A, const float *B,
                             const float *xa, int M, int K, int Nout, int r, float scale) {
-    if (lora_version() == 1)
+    if (lora_version(be) == 1)
         cu_lora_bwd(be, dx, acc_dx, dx_lora, dA, dB, dout, x_lora, w, A, B, xa, M, K, Nout, r, scale);
     else
         cu_lora_bwd_v2(be, dx, acc_dx, dx_lora, dA, dB, dout, x_lora, w, A, B, xa, M, K, Nout, r, scale);

@@ -25,7 +25,9 @@
  * dims 64/128/256; other head dims fall back to v1). LoRA likewise with v1
  * (two bf16 roundings of out / dx) and v2 (one rounding: tighter
  * tolerance), v2 also with small row chunks (lt_op_att_variant,
- * lt_op_lora_variant). add_rmsnorm_fwd in place (h = x, h = r) too.
+ * lt_op_lora_variant: lt_backend_set_option on the CUDA backend).
+ * add_rmsnorm_fwd in place (h = x, h = r) too. Cross-entropy also with -inf
+ * logits (a masked vocabulary).
  * Skips (77) when the build has no CUDA backend or no device is present.
  * LT_TEST_VERBOSE=1 prints every comparison. LT_BACKEND_OPS_SELFTEST=1 runs the
  * harness with a second CPU backend in place of CUDA (no GPU needed; f32 on
@@ -483,11 +485,11 @@ static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
 static void test_attention_versions(int B, int T, int Hq, int Hkv, int D, int layout) {
     static const char *vers[2] = {"1", "2"};
     for (int i = 0; i < 2; i++) {
-        lt_op_att_variant(BE[GPU], i + 1);
+        LT_CHECK_OK(lt_op_att_variant(BE[GPU], i + 1, &err), &err);
         attn_ver = vers[i];
         test_attention(B, T, Hq, Hkv, D, layout);
     }
-    lt_op_att_variant(BE[GPU], 0);
+    LT_CHECK_OK(lt_op_att_variant(BE[GPU], 0, &err), &err);
     attn_ver = "";
 }
 
@@ -518,6 +520,11 @@ static void test_add(size_t n) {
     bfree(&g), bfree(&u), bfree(&out);
 }
 
+/* 1: logits with -inf (masked vocabulary): the first 600 of every row (so
+ * every thread of a 512-thread row starts on -inf) and every 7th, never the
+ * target */
+static int ce_neg_inf = 0;
+
 static void test_cross_entropy(int N, int V) {
     float gs = 1.0f / (float)N;
     float *hl = rnd((size_t)N * V, 2.0f);
@@ -528,6 +535,10 @@ static void test_cross_entropy(int N, int V) {
     for (int n = 0; n < N; n++) ht[n] = urand(5) == 0 ? -1 : (int32_t)urand((uint32_t)V);
     ht[0] = V - 1;
     bset_i32(&tg, ht);
+    for (int n = 0; ce_neg_inf && n < N; n++)
+        for (int v = 0; v < V - 1; v++)
+            if ((v < 600 || v % 7 == 0) && v != ht[n]) hl[(size_t)n * V + v] = -INFINITY;
+    bset(&logits, hl);
     buf loss = bnew(K_F32, N), dl = bnew(K_ACT, (size_t)N * V);
     bpoison(&loss), bpoison(&dl);
     BOTH(be->cross_entropy(be, (float *)P(loss), P(dl), P(logits), (const int32_t *)P(tg), N, V, gs));
@@ -632,11 +643,11 @@ static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout)
 static void test_lora_versions(int M, int K, int Nout, int r, int with_bias, int dropout, int chunk_rows) {
     static const char *vers[2] = {"1", "2"};
     for (int i = 0; i < 2; i++) {
-        lt_op_lora_variant(BE[GPU], i + 1, chunk_rows);
+        LT_CHECK_OK(lt_op_lora_variant(BE[GPU], i + 1, chunk_rows, &err), &err);
         lora_ver = vers[i];
         test_lora(M, K, Nout, r, with_bias, dropout);
     }
-    lt_op_lora_variant(BE[GPU], 0, 0);
+    LT_CHECK_OK(lt_op_lora_variant(BE[GPU], 0, 0, &err), &err);
     lora_ver = "";
 }
 
@@ -732,7 +743,11 @@ static void run_attention(const long *s) {
 }
 static void run_swiglu(const long *s) { test_swiglu((size_t)s[0]); }
 static void run_add(const long *s) { test_add((size_t)s[0]); }
-static void run_cross_entropy(const long *s) { test_cross_entropy((int)s[0], (int)s[1]); }
+static void run_cross_entropy(const long *s) {
+    ce_neg_inf = (int)s[2];
+    test_cross_entropy((int)s[0], (int)s[1]);
+    ce_neg_inf = 0;
+}
 static void run_lora(const long *s) {
     test_lora_versions((int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (int)s[5], (int)s[6]);
 }
@@ -837,7 +852,7 @@ int main(int argc, char **argv) {
         printf("test_backend_ops: skipped: built without the CUDA backend\n");
         return LT_TEST_SKIP;
 #else
-        st = lt_cuda_backend_create(0, &BE[GPU], &err);
+        st = lt_backend_create_device("cuda", 0, 0, &BE[GPU], &err);
         if (st == LT_ERR_UNSUPPORTED) {
             printf("test_backend_ops: skipped: %s\n", err.msg);
             return LT_TEST_SKIP;

@@ -375,7 +375,7 @@ static lt_status setup(run *r, lt_err *err) {
     if (r->world > 1 && strcmp(o->device, "cpu")) { /* one GPU per process */
         lt_comm_env env;
         lt_comm_env_read(&env);
-        st = lt_cuda_backend_create(env.local_rank, &r->be, err);
+        st = lt_backend_create_device("cuda", env.local_rank, (int)o->threads, &r->be, err);
         if (st && !strcmp(o->device, "cuda")) return st;
     }
     if (!r->be && (st = lt_backend_create(o->device, (int)o->threads, &r->be, err))) return st;
