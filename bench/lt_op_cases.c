@@ -258,6 +258,57 @@ void lt_op_list(FILE *f) {
     }
 }
 
+int lt_op_parse_args(const char *prog, int argc, char **argv, const char **only) {
+    *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--op") && i + 1 < argc) {
+            *only = argv[++i];
+            if (!lt_op_check_name(prog, *only)) return 2;
+        } else if (!strcmp(argv[i], "--list-ops")) {
+            lt_op_list(stdout);
+            return 0;
+        } else {
+            int help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+            if (!help) fprintf(stderr, "%s: unknown or incomplete option '%s'\n", prog, argv[i]);
+            fprintf(help ? stdout : stderr,
+                    "usage: %s [--op NAME] [--list-ops]\n  the ops of the op case table (bench/lt_op_cases.c; "
+                    "bench/README.md), or one of them\n",
+                    prog);
+            return help ? 0 : 2;
+        }
+    }
+    return -1;
+}
+
+int lt_op_run_table(const char *prog, lt_op_mode mode, const lt_op_runner *runners, int n, const char *only,
+                    const int *failures) {
+    int bad = 0;
+    for (int i = 0; i < n; i++)
+        if (!lt_op_find(runners[i].op)) {
+            fprintf(stderr, "%s: runner '%s' has no entry in bench/lt_op_cases.c\n", prog, runners[i].op);
+            bad++;
+        }
+    for (int o = 0; o < lt_op_count; o++) {
+        const lt_op_entry *e = &lt_op_table[o];
+        const long(*shapes)[LT_OP_MAXP] = mode == LT_OP_MODE_TEST ? e->test_shapes : e->cpu_shapes;
+        int ns = mode == LT_OP_MODE_TEST ? e->n_test_shapes : e->n_cpu_shapes, r = 0;
+        if (!lt_op_selected(only, e->name)) continue;
+        while (r < n && strcmp(runners[r].op, e->name)) r++;
+        if (r == n || ns == 0) {
+            fprintf(stderr, "%s: op '%s' of bench/lt_op_cases.c has no %s here\n", prog, e->name,
+                    r == n ? "runner" : "shapes for this mode");
+            bad++;
+            continue;
+        }
+        int before = *failures;
+        for (int k = 0; k < ns; k++) runners[r].run(shapes[k]);
+        int vars = mode == LT_OP_MODE_TEST && *e->variants;
+        printf("  %-14s %2d shapes%s%s: %s\n", e->name, ns, vars ? ", " : "", vars ? e->variants : "",
+               *failures == before ? "ok" : "FAILED");
+    }
+    return bad;
+}
+
 /* ---- kernel variants: the one place the checks and benchmarks pick one */
 
 #define LT_OP_DEFAULT_VERSION 2 /* the CUDA backend's default (backends/lt_backends.h) */

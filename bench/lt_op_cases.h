@@ -99,6 +99,26 @@ int lt_op_selected(const char *sel, const char *op);
 /* `--list-ops`: one line per op (name, slots, description). */
 void lt_op_list(FILE *f);
 
+/* The runners of the test and cpu modes: one per op, called with each of
+ * the op's shapes of that mode. */
+typedef enum { LT_OP_MODE_TEST, LT_OP_MODE_CPU } lt_op_mode;
+typedef struct lt_op_runner {
+    const char *op;
+    void (*run)(const long *shape);
+} lt_op_runner;
+
+/* [--op NAME] [--list-ops] [--help] of a mode's program: -1 to go on (*only
+ * = the op or NULL), else the exit code (0 after --list-ops / --help, 2 on
+ * a bad option or an unknown op, with a message). */
+int lt_op_parse_args(const char *prog, int argc, char **argv, const char **only);
+/* Every op of the table selected by `only`: its runner over its shapes of
+ * `mode`, then a line "  NAME  N shapes: ok | FAILED" (failures: the
+ * caller's failure counter, read before and after). Returns the number of
+ * disagreements with the table (a runner without an op, an op without a
+ * runner or shapes), each named on stderr. */
+int lt_op_run_table(const char *prog, lt_op_mode mode, const lt_op_runner *runners, int n, const char *only,
+                    const int *failures);
+
 /* Kernel variants, set before a run through lt_backend_set_option (the
  * CUDA backend's options attn_version, lora_version, lora_chunk_rows); a
  * backend without options (the CPU) has no variants: nothing to set.

@@ -754,10 +754,7 @@ static void run_lora(const long *s) {
 static void run_sumsq(const long *s) { test_sumsq((size_t)s[0]); }
 static void run_adamw(const long *s) { test_adamw((int)s[0]); }
 
-static const struct {
-    const char *op;
-    void (*run)(const long *shape);
-} RUNNERS[] = {
+static const lt_op_runner RUNNERS[] = {
     {"embedding", run_embedding}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
     {"add_rmsnorm", run_add_rmsnorm}, {"rope", run_rope},   {"attention", run_attention},
     {"swiglu", run_swiglu},       {"add", run_add},         {"cross_entropy", run_cross_entropy},
@@ -810,34 +807,10 @@ static int inject_fault(lt_backend *be, const char *name) {
     return 1;
 }
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: test_backend_ops [--op NAME] [--list-ops]\n"
-               "  every op of the op case table (bench/lt_op_cases.c), CUDA against the CPU backend;\n"
-               "  LT_BACKEND_OPS_SELFTEST=1: a second CPU backend instead of CUDA\n");
-}
-
 int main(int argc, char **argv) {
-    const char *only = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--op") && i + 1 < argc) {
-            only = argv[++i];
-            if (!lt_op_check_name("test_backend_ops", only)) return 2;
-        } else if (!strcmp(argv[i], "--list-ops")) {
-            lt_op_list(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "test_backend_ops: unknown or incomplete option '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    /* every runner belongs to an op of the table (and, below, every op of the
-     * table has a runner) */
-    for (int i = 0; i < NRUNNERS; i++)
-        LT_CHECK(lt_op_find(RUNNERS[i].op) != NULL, "runner '%s' has no entry in bench/lt_op_cases.c", RUNNERS[i].op);
+    const char *only;
+    int rc = lt_op_parse_args("test_backend_ops", argc, argv, &only);
+    if (rc >= 0) return rc;
     lt_status st;
     if (getenv("LT_BACKEND_OPS_SELFTEST")) {
         /* harness check without a GPU: a second CPU backend stands in for
@@ -865,18 +838,8 @@ int main(int argc, char **argv) {
     LT_CHECK_OK(st, &err);
     if (st != LT_OK) return lt_test_finish("test_backend_ops");
 
-    for (int o = 0; o < lt_op_count; o++) {
-        const lt_op_entry *e = &lt_op_table[o];
-        if (!lt_op_selected(only, e->name)) continue;
-        int r = 0;
-        while (r < NRUNNERS && strcmp(RUNNERS[r].op, e->name)) r++;
-        LT_CHECK(r < NRUNNERS, "op '%s' of bench/lt_op_cases.c has no runner in test_backend_ops.c", e->name);
-        if (r == NRUNNERS) continue;
-        int before = lt_test_failures;
-        for (int k = 0; k < e->n_test_shapes; k++) RUNNERS[r].run(e->test_shapes[k]);
-        printf("  %-14s %2d shapes%s%s: %s\n", e->name, e->n_test_shapes, *e->variants ? ", " : "", e->variants,
-               lt_test_failures == before ? "ok" : "FAILED");
-    }
+    LT_CHECK(lt_op_run_table("test_backend_ops", LT_OP_MODE_TEST, RUNNERS, NRUNNERS, only, &lt_test_failures) == 0,
+             "the runners here and the op case table (bench/lt_op_cases.c) disagree");
 
     BE[CPU]->destroy(BE[CPU]);
     BE[GPU]->destroy(BE[GPU]);

@@ -1216,10 +1216,7 @@ static void run_adamw(const long *s) {
         test_adamw();
 }
 
-static const struct {
-    const char *op;
-    void (*run)(const long *shape);
-} RUNNERS[] = {
+static const lt_op_runner RUNNERS[] = {
     {"embedding", run_embedding}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
     {"add_rmsnorm", run_add_rmsnorm}, {"rope", run_rope},   {"attention", run_attention},
     {"swiglu", run_swiglu},       {"add", run_add},         {"cross_entropy", run_cross_entropy},
@@ -1228,38 +1225,16 @@ static const struct {
 #define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
 
 int main(int argc, char **argv) {
-    const char *only = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--op") && i + 1 < argc) {
-            only = argv[++i];
-            if (!lt_op_check_name("test_cpu_ops", only)) return 2;
-        } else if (!strcmp(argv[i], "--list-ops")) {
-            lt_op_list(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "usage: test_cpu_ops [--op NAME] [--list-ops]   (unknown or incomplete option '%s')\n",
-                    argv[i]);
-            return 2;
-        }
-    }
+    const char *only;
+    int rc = lt_op_parse_args("test_cpu_ops", argc, argv, &only);
+    if (rc >= 0) return rc;
     lt_err e;
     if (lt_cpu_backend_create(0, &be, &e) != LT_OK) {
         fprintf(stderr, "test_cpu_ops: %s\n", e.msg);
         return 1;
     }
-    for (int i = 0; i < NRUNNERS; i++)
-        LT_CHECK(lt_op_find(RUNNERS[i].op) != NULL, "runner '%s' has no entry in bench/lt_op_cases.c", RUNNERS[i].op);
-    for (int o = 0; o < lt_op_count; o++) {
-        const lt_op_entry *op = &lt_op_table[o];
-        if (!lt_op_selected(only, op->name)) continue;
-        int r = 0;
-        while (r < NRUNNERS && strcmp(RUNNERS[r].op, op->name)) r++;
-        LT_CHECK(r < NRUNNERS && op->n_cpu_shapes > 0, "op '%s' of bench/lt_op_cases.c has no cpu check", op->name);
-        if (r == NRUNNERS) continue;
-        int before = lt_test_failures;
-        for (int k = 0; k < op->n_cpu_shapes; k++) RUNNERS[r].run(op->cpu_shapes[k]);
-        printf("  %-14s %2d shapes: %s\n", op->name, op->n_cpu_shapes, lt_test_failures == before ? "ok" : "FAILED");
-    }
+    LT_CHECK(lt_op_run_table("test_cpu_ops", LT_OP_MODE_CPU, RUNNERS, NRUNNERS, only, &lt_test_failures) == 0,
+             "the runners here and the op case table (bench/lt_op_cases.c) disagree");
     if (!only) { /* checks that span ops */
         test_expf();
         test_thread_determinism();
