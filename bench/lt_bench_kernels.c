@@ -1514,6 +1514,10 @@ int lt_bench_kernels_main(int argc, char **argv) {
         else if (!strcmp(a, "--op") && has) {
             b.op = argv[++i];
             if (!lt_op_check_name(prog, b.op)) return 2;
+            if (lt_op_find(b.op)->n_metrics == 0) {
+                fprintf(stderr, "%s: op '%s' has no benchmark (no metrics in bench/lt_op_cases.c)\n", prog, b.op);
+                return 2;
+            }
         } else if (!strcmp(a, "--list-ops")) {
             lt_op_list(stdout);
             return 0;

@@ -95,6 +95,8 @@ if ops != ["rmsnorm_bwd", "rmsnorm_fwd"] or any(not r.get("formula") for r in d[
 PYEOF
 "$BIN" bench kernels --device cpu --op nonsense >/dev/null 2>&1; rc=$?
 [ $rc -eq 2 ] || { echo "FAIL: --op nonsense gave rc $rc (expected 2)"; fail=1; }
+"$BIN" bench kernels --device cpu --op sumsq >/dev/null 2>&1; rc=$?
+[ $rc -eq 2 ] || { echo "FAIL: --op sumsq (no benchmark) gave rc $rc (expected 2)"; fail=1; }
 
 "$BIN" bench nonsense >/dev/null 2>&1; rc=$?
 [ $rc -eq 2 ] || { echo "FAIL: bench nonsense gave rc $rc (expected 2)"; fail=1; }
