@@ -1531,8 +1531,18 @@ int lt_bench_kernels_main(int argc, char **argv) {
         } else if (!strcmp(a, "--threads") && has) {
             if (!lt_parse_int(prog, a, argv[++i], 0, 4096, &threads)) return 2;
         } else {
-            fprintf(stderr, "%s: unknown or incomplete option '%s'\n", prog, a);
-            usage(stderr, prog);
+            static const char *const valid[] = {"--device", "--json", "--quick", "--no-torch", "--only",
+                                                "--budget", "--threads", "--help", NULL};
+            lt_nearest near = {0};
+            int known = 0;
+            for (int k = 0; valid[k]; k++) {
+                lt_nearest_offer(&near, a, valid[k]);
+                known |= !strcmp(a, valid[k]);
+            }
+            const char *s = known ? NULL : lt_nearest_best(&near, a);
+            fprintf(stderr, "%s: %s '%s'%s%s%s\n(%s --help lists the options)\n", prog,
+                    known ? "missing value after" : "unknown option", a, s ? "; did you mean '" : "", s ? s : "",
+                    s ? "'?" : "", prog);
             return 2;
         }
     }

@@ -205,7 +205,7 @@ lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err);
 /* ---- the backend registry ----
  * core knows only the CPU backend. Device backends live in libraries above
  * core (cuda/) and register here when the program starts: the lt_backends
- * library (backends/) links them and registers them (lt_backends_init), and
+ * library (lt_backends, cuda/lt_backends.c) links them and registers them (lt_backends_init), and
  * lt_train and the luxtrain binary link lt_backends. core never calls up into
  * a backend. */
 typedef struct lt_backend_reg {

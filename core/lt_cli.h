@@ -26,4 +26,22 @@ int lt_cmd_inspect_shard(int argc, char **argv);
 int lt_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
 int lt_parse_double(const char *cmd, const char *opt, const char *s, double *out);
 
+/* Unknown options. lt_nearest collects the candidate option closest to what
+ * was typed (Levenshtein distance over the names without leading dashes and
+ * without a "=value" tail); lt_nearest_best returns it when
+ * it is close enough to be a plausible typo, else NULL. */
+typedef struct {
+    const char *best;
+    size_t dist, len;
+} lt_nearest;
+void lt_nearest_offer(lt_nearest *n, const char *given, const char *candidate);
+/* compare with `compared` (another tool's name for the option), suggest `suggested` */
+void lt_nearest_offer_alias(lt_nearest *n, const char *given, const char *compared, const char *suggested);
+const char *lt_nearest_best(const lt_nearest *n, const char *given);
+
+/* Prints, once: "<cmd>: unknown option '<arg>'; did you mean '<nearest>'?"
+ * and "(luxtrain <cmd> --help lists the options)". valid: the command's
+ * options ("--name"), NULL-terminated. Returns 2 (bad usage). */
+int lt_cli_unknown_option(const char *cmd, const char *arg, const char *const *valid);
+
 #endif

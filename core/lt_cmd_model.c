@@ -24,9 +24,14 @@
 
 static void inspect_usage(FILE *f) {
     fprintf(f, "usage: luxtrain inspect MODEL_DIR [--json]\n"
-               "       luxtrain inspect SHARD.h5 [...]   (token shards)\n"
-               "Describes a Hugging Face model folder: architecture, sizes, parameter count,\n"
-               "stored dtypes, tied embeddings, rope scaling. Checks every tensor against config.json.\n");
+               "       luxtrain inspect SHARD.h5 [--show N --tokenizer PATH]\n"
+               "A Hugging Face model folder: architecture, sizes, parameter count, stored dtypes,\n"
+               "tied embeddings, rope scaling; every tensor is checked against config.json.\n"
+               "  --json             print it as one JSON object\n"
+               "A token shard (.h5): its attributes, document and token counts.\n"
+               "  --show N           also print the first N documents decoded, the tokens trained on\n"
+               "                     (targets) between \xe2\x9f\xa6 and \xe2\x9f\xa7\n"
+               "  --tokenizer PATH   the tokenizer (model folder or tokenizer.json) that decodes them\n");
 }
 
 static const char *human(double n, char *buf, size_t cap) {
@@ -53,9 +58,8 @@ int lt_cmd_inspect(int argc, char **argv) {
         if (!strcmp(argv[i], "--json"))
             json = 1;
         else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "inspect: unknown option '%s'\n", argv[i]);
-            inspect_usage(stderr);
-            return 2;
+            static const char *const valid[] = {"--json", "--show", "--tokenizer", "--help", NULL};
+            return lt_cli_unknown_option("inspect", argv[i], valid);
         } else if (!dir)
             dir = argv[i];
         else {
@@ -263,7 +267,9 @@ int lt_cmd_score(int argc, char **argv) {
         int takes = !strcmp(a, "--model") || !strcmp(a, "--ids") || !strcmp(a, "--logits") ||
                     !strcmp(a, "--device") || !strcmp(a, "--threads");
         if (!takes) {
-            fprintf(stderr, "score: unknown argument '%s'\n", a);
+            static const char *const valid[] = {"--model", "--ids", "--logits", "--device", "--threads", "--help", NULL};
+            if (a[0] == '-') return lt_cli_unknown_option("score", a, valid);
+            fprintf(stderr, "score: unexpected argument '%s' (options start with --)\n", a);
             score_usage(stderr);
             return 2;
         }

@@ -233,6 +233,10 @@ static lt_status parse_header(lt_st_file *f, size_t file_len, lt_err *err) {
         return lt_fail(err, LT_ERR_FORMAT, "%s: header does not start with '{' (found byte 0x%02x)", f->path, c);
     }
     const char *hdr = (const char *)b + 8, *end = NULL;
+    char why[200];
+    /* the reference's grammar (serde_json) first: cJSON alone accepts more */
+    if (!lt_json_check_strict(hdr, (size_t)hlen, 1, why, sizeof why))
+        return lt_fail(err, LT_ERR_FORMAT, "%s: header is not valid JSON as safetensors reads it: %s", f->path, why);
     cJSON *root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, 0);
     if (!root) {
         size_t at = end ? (size_t)(end - hdr) : 0;

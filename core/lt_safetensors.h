@@ -11,6 +11,16 @@
  * cover [0, data_len)), no duplicate names, and the file length equals
  * 8 + header length + data length. "__metadata__" is a string->string map.
  * Files are memory-mapped read-only.
+ *
+ * The header's JSON is read with the reference's grammar (serde_json, see
+ * lt_json_check_strict): invalid UTF-8, raw control characters in strings,
+ * control bytes as whitespace, leading zeros, and integers written as 8.0,
+ * 8e0 or -0 are refused as the `safetensors` crate refuses them.
+ * Deliberately stricter than the reference: integers (shape, offsets) must be
+ * below 2^53 (the reference takes any u64/usize); a tensor name or a
+ * "__metadata__" key given twice is refused, whatever the reference's map
+ * makes of it; dtypes luxtrain cannot compute with are refused by name; at most
+ * LT_ST_MAX_DIMS dimensions.
  */
 #ifndef LT_SAFETENSORS_H
 #define LT_SAFETENSORS_H

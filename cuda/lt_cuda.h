@@ -1,6 +1,6 @@
 /*
  * lt_cuda.h -- internal header of the CUDA backend (cuda/*.cu only; C code
- * sees lt_cuda_backend_create in backends/lt_backends.h and reaches the
+ * sees lt_cuda_backend_create in cuda/lt_backends.h and reaches the
  * backend through core's registry, lt_backend_create("cuda", ...)).
  *
  * The backend context: one device, one stream that every op is queued on (so

@@ -296,10 +296,11 @@ extern "C" lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         cudaGetLastError();
-        return lt_fail(err, LT_ERR_UNSUPPORTED, "cuda: no usable CUDA device (cudaGetDeviceCount: %s)",
-                    cudaGetErrorString(e));
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "cuda: no NVIDIA GPU was found (cudaGetDeviceCount: %s); use --device cpu", cudaGetErrorString(e));
     }
-    if (count == 0) return lt_fail(err, LT_ERR_UNSUPPORTED, "cuda: no CUDA device present");
+    if (count == 0)
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "cuda: no NVIDIA GPU was found (CUDA sees no device); use --device cpu");
     if (device < 0 || device >= count)
         return lt_fail(err, LT_ERR_INVALID, "cuda: device %d requested but only %d present", device, count);
     cudaDeviceProp prop;
@@ -400,7 +401,7 @@ fail_out:
 }
 
 /* ------------------------------------------------------------------------ */
-/* registration into core's registry (backends/lt_backends.c calls this)    */
+/* registration into core's registry (cuda/lt_backends.c calls this)    */
 
 static lt_status cu_reg_create(int device, int threads, lt_backend **out, lt_err *err) {
     (void)threads;

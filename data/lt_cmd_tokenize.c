@@ -452,7 +452,7 @@ static void human_count(double v, char *buf, size_t cap) {
 int lt_cmd_tokenize(int argc, char **argv) {
     const char *tok_path = NULL, *out_dir = NULL, *tpl_name = NULL;
     const char **inputs = calloc((size_t)argc + 1, sizeof(char *));
-    int n_inputs = 0, skip_bad = 0, overwrite = 0, quiet = 0;
+    int n_inputs = 0, skip_bad = 0, overwrite = 0, quiet = 0, made_out = 0;
     long threads = sysconf(_SC_NPROCESSORS_ONLN), shard_tokens = 50000000, max_doc = 0;
     double val_frac = 0;
     rec_format force = FMT_AUTO;
@@ -493,10 +493,17 @@ int lt_cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(a, "--overwrite")) overwrite = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else {
-            fprintf(stderr, "tokenize: unknown option or missing value: '%s'\n", a);
-            usage(stderr);
+            static const char *const valid[] = {
+                "--tokenizer", "--out", "--template", "--input", "--format", "--shard-tokens", "--max-doc-tokens",
+                "--threads", "--val-fraction", "--skip-bad", "--overwrite", "--quiet", "--help", NULL};
+            for (int k = 0; valid[k]; k++)
+                if (!strcmp(a, valid[k])) {
+                    fprintf(stderr, "tokenize: %s expects a value\n", a);
+                    free(inputs);
+                    return 2;
+                }
             free(inputs);
-            return 2;
+            return lt_cli_unknown_option("tokenize", a, valid);
         }
     }
     if (!tok_path || !out_dir || n_inputs == 0) {
@@ -547,8 +554,8 @@ int lt_cmd_tokenize(int argc, char **argv) {
             goto out_early;
         }
     }
-    /* output folder */
-    mkdir(out_dir, 0755);
+    /* output folder (removed again if this run made it and fails) */
+    made_out = mkdir(out_dir, 0755) == 0;
     if (!lt_is_dir(out_dir)) {
         fprintf(stderr, "tokenize: cannot create folder %s\n", out_dir);
         goto out_early;
@@ -759,7 +766,10 @@ int lt_cmd_tokenize(int argc, char **argv) {
         lt_shard_writer_abort(val.w);
         sig_tmp[0][0] = sig_tmp[1][0] = 0;
         for (int i = 0; i < dl.n_done; i++) unlink(dl.done[i]);
-        fprintf(stderr, "tokenize: failed; no shards left in %s\n", out_dir);
+        if (made_out && rmdir(out_dir) == 0)
+            fprintf(stderr, "tokenize: failed; %s removed (this run had created it)\n", out_dir);
+        else
+            fprintf(stderr, "tokenize: failed; no shards left in %s\n", out_dir);
     } else {
         double dt = lt_now_s() - t0;
         printf("tokenize: %lld records from %d file(s) in %.2f s (%.1f MB/s, %ld threads)\n", (long long)n_records,

@@ -5,7 +5,9 @@
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "lt_sha256.h"
 #include "lt_shard.h"
 
 struct lt_loader {
@@ -354,4 +356,31 @@ int64_t lt_loader_batches_per_epoch(const lt_loader *L) { return L->batches_per_
 int lt_loader_num_shards(const lt_loader *L) { return L->n_shards; }
 const char *lt_loader_shard_path(const lt_loader *L, int i) {
     return i >= 0 && i < L->n_shards ? L->shards[i].path : NULL;
+}
+
+lt_status lt_loader_check_tokenizer(const lt_loader *L, const char *tok, int *checked, lt_err *err) {
+    char path[4096];
+    *checked = 0;
+    if (lt_is_dir(tok)) {
+        if (!lt_path_join(path, sizeof path, tok, "tokenizer.json"))
+            return lt_fail(err, LT_ERR_INVALID, "%s: path too long", tok);
+    } else
+        snprintf(path, sizeof path, "%s", tok);
+    if (!lt_file_exists(path)) return LT_OK;
+    char *text = NULL;
+    size_t len = 0;
+    lt_status st = lt_read_file(path, &text, &len, err);
+    if (st) return st;
+    char hex[65];
+    lt_sha256_hex(text, len, hex);
+    free(text);
+    *checked = 1;
+    const char *have = L->shards[0].meta.tokenizer_sha256;
+    if (strcmp(hex, have) != 0)
+        return lt_fail(err, LT_ERR_INVALID,
+                       "%s was tokenized by another tokenizer than %s (shard tokenizer_sha256 %s, this tokenizer's "
+                       "sha256 %s): the token ids would be trained / scored as other text; tokenize the data again "
+                       "with this model's tokenizer, or pass --allow-tokenizer-mismatch if the two are known to agree",
+                       L->shards[0].path, path, have[0] ? have : "(none recorded)", hex);
+    return LT_OK;
 }

@@ -82,6 +82,12 @@ int64_t lt_loader_num_truncated(const lt_loader *L);    /* documents longer than
  * differ by a batch or so) */
 int64_t lt_loader_batches_per_epoch(const lt_loader *L);
 int lt_loader_num_shards(const lt_loader *L);
+/* Compare the shards' tokenizer_sha256 with the SHA-256 of the tokenizer.json
+ * at `tok` (the file or its folder): LT_ERR_INVALID naming the first shard,
+ * the tokenizer file and both hashes when they differ (train / eval refuse
+ * unless --allow-tokenizer-mismatch). *checked = 0 (LT_OK) when `tok` holds no
+ * tokenizer.json, 1 otherwise. */
+lt_status lt_loader_check_tokenizer(const lt_loader *L, const char *tok, int *checked, lt_err *err);
 const char *lt_loader_shard_path(const lt_loader *L, int i);
 
 #ifdef __cplusplus

@@ -7,6 +7,7 @@
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define CHUNK_TOKENS ((hsize_t)1 << 15)
@@ -18,30 +19,48 @@ static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 /* ------------------------------------------------------------------ */
 /* attributes                                                          */
 
-static int attr_write_str(hid_t obj, const char *name, const char *value) {
+/* Strings are written fixed-length (NUL-padded, UTF-8): their bytes live in
+ * the attribute itself, not in libhdf5's global heap, whose reads of a
+ * corrupted file can crash or hang the library. */
+static hid_t fixed_str_type(size_t len) {
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_size(t, len ? len : 1);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
     H5Tset_cset(t, H5T_CSET_UTF8);
+    return t;
+}
+
+static int attr_write_str(hid_t obj, const char *name, const char *value) {
+    size_t len = strlen(value);
+    char *buf = calloc(len + 1, 1);
+    if (!buf) return 0;
+    memcpy(buf, value, len);
+    hid_t t = fixed_str_type(len);
     hid_t sp = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
-    int ok = a >= 0 && H5Awrite(a, t, &value) >= 0;
+    int ok = a >= 0 && H5Awrite(a, t, buf) >= 0;
     if (a >= 0) H5Aclose(a);
     H5Sclose(sp);
     H5Tclose(t);
+    free(buf);
     return ok;
 }
 
 static int attr_write_strs(hid_t obj, const char *name, const char **values, size_t n) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
+    size_t w = 1;
+    for (size_t i = 0; i < n; i++) w = strlen(values[i]) > w ? strlen(values[i]) : w;
+    char *buf = calloc(n ? n : 1, w);
+    if (!buf) return 0;
+    for (size_t i = 0; i < n; i++) memcpy(buf + i * w, values[i], strlen(values[i]));
+    hid_t t = fixed_str_type(w);
     hsize_t dim = n;
     hid_t sp = H5Screate_simple(1, &dim, NULL);
     hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
-    int ok = a >= 0 && H5Awrite(a, t, values) >= 0;
+    int ok = a >= 0 && H5Awrite(a, t, buf) >= 0;
     if (a >= 0) H5Aclose(a);
     H5Sclose(sp);
     H5Tclose(t);
+    free(buf);
     return ok;
 }
 
@@ -101,7 +120,24 @@ static void attr_read_sources(hid_t obj, char *buf, size_t cap) {
     if (a < 0) return;
     hid_t ft = H5Aget_type(a), sp = H5Aget_space(a);
     hssize_t n = H5Sget_simple_extent_npoints(sp);
-    if (H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) > 0 && n > 0 && n < 100000) {
+    size_t sz = H5Tget_size(ft);
+    if (H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) == 0 && n > 0 && n < 100000 && sz > 0 &&
+        sz < 65536) { /* fixed-length strings (what luxtrain writes) */
+        char *v = calloc((size_t)n, sz);
+        hid_t mt = H5Tcopy(ft);
+        if (v && H5Aread(a, mt, v) >= 0) {
+            size_t used = 0;
+            for (hssize_t i = 0; i < n; i++) {
+                const char *e = v + (size_t)i * sz;
+                size_t len = strnlen(e, sz);
+                int w = snprintf(buf + used, cap - used, "%s%.*s", i ? "\n" : "", (int)len, e);
+                if (w < 0 || (size_t)w >= cap - used) break;
+                used += (size_t)w;
+            }
+        }
+        H5Tclose(mt);
+        free(v);
+    } else if (H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) > 0 && n > 0 && n < 100000) {
         char **v = calloc((size_t)n, sizeof(char *));
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
@@ -139,6 +175,30 @@ static int attr_read_i64(hid_t obj, const char *name, int64_t *v) {
 }
 
 /* ------------------------------------------------------------------ */
+/* checksums: CRC-32 (IEEE 802.3, zlib's crc32 / Python's zlib.crc32) of each
+ * dataset's little-endian bytes, in the dataset's attribute "crc32"         */
+
+static uint32_t crc_table[256];
+
+static void crc_init(void) {
+    if (crc_table[1]) return; /* (set by the first call; the same values on every thread) */
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+/* crc = crc32(previous bytes); returns crc32(previous bytes + p[0..n)) */
+static uint32_t crc32_update(uint32_t crc, const void *p, size_t n) {
+    crc_init();
+    const unsigned char *b = p;
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) crc = crc_table[(crc ^ b[i]) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* ------------------------------------------------------------------ */
 /* writer                                                              */
 
 struct lt_shard_writer {
@@ -152,6 +212,7 @@ struct lt_shard_writer {
     size_t buf_n, buf_cap;
     uint64_t *buf_off;                /* pending offsets */
     size_t off_n, off_cap;
+    uint32_t crc_tok, crc_mask, crc_off; /* of what was flushed (little-endian hosts: memory = file bytes) */
 };
 
 static hid_t make_dataset(hid_t file, const char *name, hid_t type, hsize_t chunk) {
@@ -183,6 +244,9 @@ static lt_status flush(lt_shard_writer *w, lt_err *err) {
         !append(w->d_mask, H5T_NATIVE_UINT8, w->flushed_tokens, w->buf_mask, w->buf_n) ||
         !append(w->d_offsets, H5T_NATIVE_UINT64, w->flushed_offsets, w->buf_off, w->off_n))
         return lt_fail(err, LT_ERR_IO, "%s: writing datasets failed (disk full?)", w->tmp);
+    w->crc_tok = crc32_update(w->crc_tok, w->buf_tok, w->buf_n * sizeof *w->buf_tok);
+    w->crc_mask = crc32_update(w->crc_mask, w->buf_mask, w->buf_n);
+    w->crc_off = crc32_update(w->crc_off, w->buf_off, w->off_n * sizeof *w->buf_off);
     w->flushed_tokens += (int64_t)w->buf_n;
     w->flushed_offsets += (int64_t)w->off_n;
     w->buf_n = 0;
@@ -312,7 +376,9 @@ lt_status lt_shard_writer_finish(lt_shard_writer *w, lt_err *err) {
              attr_write_i64(f, "vocab_size", w->meta.vocab_size) &&
              attr_write_str(f, "tokenizer_sha256", w->meta.tokenizer_sha256) &&
              attr_write_str(f, "template", w->meta.template_name) && attr_write_i64(f, "num_docs", w->n_docs) &&
-             attr_write_i64(f, "num_tokens", w->n_tokens) && attr_write_strs(f, "sources", src, nsrc);
+             attr_write_i64(f, "num_tokens", w->n_tokens) && attr_write_strs(f, "sources", src, nsrc) &&
+             attr_write_i64(w->d_tokens, "crc32", w->crc_tok) && attr_write_i64(w->d_mask, "crc32", w->crc_mask) &&
+             attr_write_i64(w->d_offsets, "crc32", w->crc_off);
     ok = ok && H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0;
     H5Dclose(w->d_tokens);
     H5Dclose(w->d_mask);
@@ -462,9 +528,9 @@ lt_status lt_shard_read(const char *path, int64_t model_vocab, lt_shard *s, lt_e
                      (long long)n_mask, (long long)n_tok);
         goto done;
     }
-    if (n_off != s->num_docs + 1) {
-        st = lt_fail(err, LT_ERR_FORMAT, "%s: dataset doc_offsets has %lld entries (expected num_docs + 1 = %lld)",
-                     path, (long long)n_off, (long long)s->num_docs + 1);
+    if (n_off < 1 || n_off - 1 != s->num_docs) { /* (num_docs + 1 would overflow at INT64_MAX) */
+        st = lt_fail(err, LT_ERR_FORMAT, "%s: dataset doc_offsets has %lld entries (expected num_docs + 1, num_docs = %lld)",
+                     path, (long long)n_off, (long long)s->num_docs);
         goto done;
     }
     /* the whole shard is read into memory: sizes from the file, checked */
@@ -488,6 +554,37 @@ lt_status lt_shard_read(const char *path, int64_t model_vocab, lt_shard *s, lt_e
         H5Dread(dof, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->doc_offsets) < 0) {
         st = lt_fail(err, LT_ERR_IO, "%s: reading the datasets failed", path);
         goto done;
+    }
+    /* checksums (luxtrain writes all three; shards from other writers may have none) */
+    {
+        hid_t ds[3] = {dt, dm, dof};
+        const char *names[3] = {"tokens", "loss_mask", "doc_offsets"};
+        const void *data[3] = {s->tokens, s->loss_mask, s->doc_offsets};
+        size_t bytes[3] = {(size_t)n_tok * 4, (size_t)n_tok, (size_t)n_off * 8};
+        int64_t want[3];
+        int have[3], n_have = 0;
+        for (int i = 0; i < 3; i++) {
+            have[i] = attr_read_i64(ds[i], "crc32", &want[i]);
+            if (have[i] < 0 || (have[i] == 1 && (want[i] < 0 || want[i] > 0xFFFFFFFFll))) {
+                st = lt_fail(err, LT_ERR_FORMAT, "%s: dataset %s: attribute crc32 is not a 32-bit checksum", path,
+                             names[i]);
+                goto done;
+            }
+            n_have += have[i];
+        }
+        for (int i = 0; i < 3 && n_have; i++) {
+            if (!have[i]) {
+                st = lt_fail(err, LT_ERR_FORMAT, "%s: dataset %s has no crc32 attribute (the others have one): the "
+                             "file is damaged", path, names[i]);
+                goto done;
+            }
+            uint32_t got = crc32_update(0, data[i], bytes[i]);
+            if (got != (uint32_t)want[i]) {
+                st = lt_fail(err, LT_ERR_FORMAT, "%s: dataset %s: CRC-32 %08x, but the file records %08x: the shard "
+                             "is corrupt (tokenize it again)", path, names[i], got, (unsigned)want[i]);
+                goto done;
+            }
+        }
     }
     /* offsets: 0, non-decreasing, end at num_tokens */
     if (s->doc_offsets[0] != 0) {

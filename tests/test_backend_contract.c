@@ -2,7 +2,7 @@
  * test_backend_contract.c -- what every backend promises beyond its kernels'
  * numbers (core/lt_backend.h):
  *   - the registry: "cpu" built in, device backends registered by
- *     backends/ before main, unknown or absent names refused by name;
+ *     cuda/lt_backends.c before main, unknown or absent names refused by name;
  *   - creating a backend checks every op slot (a hole is a message naming the
  *     op, tested with a registered fake backend whose table has one);
  *   - lt_backend_set_option refuses unknown options and values by name;
@@ -59,7 +59,7 @@ static void test_registry(void) {
     LT_CHECK(lt_backend_find("cpu") != NULL, "cpu is built in");
     LT_CHECK(lt_backend_get(0) && !strcmp(lt_backend_get(0)->name, "cpu"), "cpu comes first");
 #ifdef LT_HAVE_CUDA
-    LT_CHECK(lt_backend_find("cuda") != NULL, "a CUDA build registers cuda before main (backends/)");
+    LT_CHECK(lt_backend_find("cuda") != NULL, "a CUDA build registers cuda before main (cuda/lt_backends.c)");
 #else
     lt_backend *be = NULL;
     lt_status st = lt_backend_create("cuda", 1, &be, &err);

@@ -298,6 +298,50 @@ int main(void) {
     verify(dir, 10, N, 1);
     LT_CHECK(count_entries("step-000010.old") == 0, "old copy left behind");
 
+    /* crafted numbers: sizes in COMPLETE and integers in state.json that are not
+     * integers of int64 range are refused (never cast); the step must be the
+     * folder's */
+    {
+        const char *size_subs[] = {"1e300", "1e999", "-1", "4.5", "9223372036854775807"};
+        for (size_t i = 0; i < sizeof size_subs / sizeof size_subs[0]; i++) {
+            LT_CHECK_OK(write_step(11, N, 0, &err), &err);
+            snprintf(dir, sizeof dir, "%s/checkpoints/step-000011", RUN);
+            LT_CHECK(lt_ckpt_is_complete(dir), "step 11 not complete before the edit");
+            snprintf(cmd, sizeof cmd, "sed -i -E 's/(\"weights.safetensors\":[[:space:]]*)[0-9]+/\\1%s/' '%s/COMPLETE'",
+                     size_subs[i], dir);
+            lt_test_system(cmd);
+            LT_CHECK(!lt_ckpt_is_complete(dir), "COMPLETE size %s accepted", size_subs[i]);
+        }
+        const char *int_subs[] = {"1e300", "-3", "2.5", "9007199254740993"};
+        for (size_t i = 0; i < sizeof int_subs / sizeof int_subs[0]; i++) {
+            LT_CHECK_OK(write_step(11, N, 0, &err), &err);
+            /* state.json's tokens_seen replaced; its size in COMPLETE updated */
+            char cmd2[8400];
+            snprintf(cmd2, sizeof cmd2,
+                     "cd '%s' && sed -i -E 's/(\"tokens_seen\":[[:space:]]*)[0-9]+/\\1%s/' state.json && "
+                     "sed -i -E \"s/(\\\"state.json\\\":[[:space:]]*)[0-9]+/\\1$(stat -c %%s state.json)/\" COMPLETE",
+                     dir, int_subs[i]);
+            lt_test_system(cmd2);
+            LT_CHECK(lt_ckpt_is_complete(dir), "state.json edit broke COMPLETE (%s)", int_subs[i]);
+            lt_ckpt *c = NULL;
+            lt_status st = lt_ckpt_open(dir, &c, &err);
+            LT_CHECK(st == LT_ERR_FORMAT && strstr(err.msg, "must be integers"), "tokens_seen %s: %s", int_subs[i],
+                     st ? err.msg : "accepted");
+            lt_ckpt_close(c);
+        }
+        LT_CHECK_OK(write_step(11, N, 0, &err), &err);
+        snprintf(cmd, sizeof cmd, "cp -r '%s/checkpoints/step-000011' '%s/checkpoints/step-000012'", RUN, RUN);
+        lt_test_system(cmd);
+        snprintf(dir, sizeof dir, "%s/checkpoints/step-000012", RUN);
+        lt_ckpt *c = NULL;
+        lt_status st = lt_ckpt_open(dir, &c, &err);
+        LT_CHECK(st == LT_ERR_FORMAT && strstr(err.msg, "state.json says step 11, the folder's name step 12"),
+                 "step-12 folder holding step 11: %s", st ? err.msg : "accepted");
+        lt_ckpt_close(c);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s/checkpoints/step-000011' '%s/checkpoints/step-000012'", RUN, RUN);
+        lt_test_system(cmd);
+    }
+
     /* keep-last pruning */
     LT_CHECK_OK(write_step(100, N, 2, &err), &err);
     LT_CHECK(count_entries("step-") == 2, "keep 2: %d checkpoints", count_entries("step-"));

@@ -242,6 +242,51 @@ static void test_malformed(void) {
     write_raw(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}xx", 0, 4);
     expect_open_fail("trailing bytes after the JSON", p, LT_ERR_FORMAT, "trailing", NULL, NULL);
 
+    /* what the reference (serde_json in the safetensors crate) refuses and cJSON alone accepted */
+    p = tpath("strict.safetensors");
+    {
+        const char *cases[][3] = {
+            {"{\"a\xe9\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", "invalid UTF-8", "0xE9"},
+            {"{\"a\xc0\xaf\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", "invalid UTF-8", "0xC0"},
+            {"{\"a\tb\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", "raw control character (0x09)", "byte offset 3"},
+            {"{\"__metadata__\":{\"k\":\"v\x01\"},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+             "raw control character (0x01)", NULL},
+            {"{\"a\":\f{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", "invalid value", "byte offset 5"},
+            {T1("F32", "[1.0]", "0", "4"), "the number 1.0 is not written as an integer", "byte offset 29"},
+            {T1("F32", "[1e0]", "0", "4"), "the number 1e0", NULL},
+            {T1("F32", "[1]", "0", "4.0"), "the number 4.0", NULL},
+            {T1("F32", "[1]", "0", "0.4e1"), "the number 0.4e1", NULL},
+            {T1("F32", "[1]", "-0", "4"), "the number -0 ", NULL},
+            {T1("F32", "[01]", "0", "4"), "leading zero", NULL},
+            {T1("F32", "[1]", "00", "4"), "leading zero", NULL},
+            {T1("F32", "[1.]", "0", "4"), "no digit after '.'", NULL},
+            {T1("F32", "[1]", "0", "4e"), "no digit in the exponent", NULL},
+            {T1("F32", "[+1]", "0", "4"), "invalid value", NULL},
+            {"{\"a\\x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", "invalid escape", NULL},
+            {"{\"a\\u00g0\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", "4 hex digits", NULL},
+            {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],}}", "an object key that is not a string", NULL},
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            write_raw(p, cases[i][0], 0, 4);
+            char what[64];
+            snprintf(what, sizeof what, "strict JSON case %zu", i);
+            expect_open_fail(what, p, LT_ERR_FORMAT, "not valid JSON as safetensors reads it", cases[i][1],
+                             cases[i][2]);
+        }
+        /* what the reference accepts stays accepted: escapes, UTF-8 names, plain integers, whitespace */
+        const char *ok[] = {"{\"a\\t\\u00e9\\\"\\/\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+                            "{\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\": {\"dtype\": \"F32\",\r\n\t\"shape\": [1], \"data_offsets\": [0, 4]}}   ",
+                            "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}"};
+        size_t ok_data[] = {4, 4, 16};
+        for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+            write_raw(p, ok[i], 0, ok_data[i]);
+            lt_err err = {{0}};
+            lt_st_file *f = NULL;
+            LT_CHECK(lt_st_open(p, &f, &err) == LT_OK, "valid header %zu refused: %s", i, err.msg);
+            lt_st_close(f);
+        }
+    }
+
     p = tpath("dtype.safetensors");
     write_raw(p, T1("F33", "[1]", "0", "4"), 0, 4);
     expect_open_fail("unknown dtype", p, LT_ERR_FORMAT, "'a'", "F33", NULL);

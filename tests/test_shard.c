@@ -134,8 +134,15 @@ int main(void) {
                "    h = 0xcbf29ce484222325\n"
                "    for x in b: h = ((h ^ x) * 0x100000001b3) & 0xffffffffffffffff\n"
                "    return h\n"
+               "import zlib\n"
                "f = h5py.File(sys.argv[1], 'r')\n"
-               "a = f.attrs\n"
+               "def txt(v): return v.decode() if isinstance(v, bytes) else v\n"
+               "a = {k: (txt(v) if isinstance(v, bytes) else [txt(x) for x in v] if k == 'sources' else v) for k, v in f.attrs.items()}\n"
+               "for k, v in f.attrs.items():  # fixed-length strings: no variable-length (global heap) attributes\n"
+               "    assert not h5py.check_string_dtype(f.attrs.get_id(k).dtype) or h5py.check_string_dtype(f.attrs.get_id(k).dtype).length, k\n"
+               "for n in ('tokens', 'loss_mask', 'doc_offsets'):  # the CRC-32 of the little-endian bytes, as zlib computes it\n"
+               "    d = f[n]\n"
+               "    assert int(d.attrs['crc32']) == zlib.crc32(d[()].astype(d.dtype.newbyteorder('<')).tobytes()), n\n"
                "t, m, o = f['tokens'], f['loss_mask'], f['doc_offsets']\n"
                "assert t.dtype == np.uint32 and m.dtype == np.uint8 and o.dtype == np.uint64, (t.dtype, m.dtype, o.dtype)\n"
                "assert t.ndim == 1 and t.chunks is not None\n"
@@ -200,6 +207,7 @@ int main(void) {
             "o3 = off.copy(); o3[0] = 1\n"
             "write('offsets_not_zero.h5', off=o3)\n"
             "write('offsets_count.h5', num_docs=len(off))\n"
+            "write('num_docs_max.h5', num_docs=np.int64(2**63 - 1))  # num_docs + 1 would overflow\n"
             "t2 = tok.copy(); t2[100] = 32000\n"
             "write('token_too_big.h5', tok=t2)\n"
             "m2 = mask.copy(); m2[7] = 2\n"
@@ -255,6 +263,7 @@ int main(void) {
                                 {"offsets_not_monotone.h5", "monotone"},
                                 {"offsets_not_zero.h5", "doc_offsets[0]"},
                                 {"offsets_count.h5", "num_docs"},
+                                {"num_docs_max.h5", "num_docs = 9223372036854775807"},
                                 {"token_too_big.h5", "token id 32000"},
                                 {"mask_value.h5", "loss_mask[7]"},
                                 {"not_hdf5.h5", "HDF5"},

@@ -17,7 +17,9 @@
 #      checkpoint (step 4) resumes to the uninterrupted result;
 #   4. a rank that hangs (LT_FAULT_MODE=hang, LT_COMM_TIMEOUT_S=3): the others
 #      time out naming rank 1 and the job ends;
-#   5. --grad-reduce-dtype bf16 runs and stays close (1e-2) to the f32 run.
+#   5. --grad-reduce-dtype bf16 runs and stays close (1e-2) to the f32 run;
+#   6. SIGUSR1 sent to rank 1 alone: both ranks stop after the same step
+#      (exit 75), rank 0 writes that step's checkpoint and names it.
 # Skips (77) when mpirun, the MPI communicator or the sample model is absent.
 set -u
 src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
@@ -147,6 +149,36 @@ for x, y in zip(a, b):
     assert abs(x["loss"] - y["loss"]) <= 1e-2 * abs(x["loss"]), (x["loss"], y["loss"])
 print("bf16 reduction: losses within 1e-2 of f32 (last %.6f vs %.6f)" % (a[-1]["loss"], b[-1]["loss"]))
 PY
+
+# ---- 6. a signal to one rank: every rank stops after the same step ----
+timeout 120 mpirun --oversubscribe -np 2 "$bin" train "${common[@]}" --grad-accum 3 --epochs 8 --out sig >sig.txt 2>&1 &
+mpid=$!
+r1=""
+for _ in $(seq 1 600); do
+  n=$(grep -c '"loss"' sig/metrics.jsonl 2>/dev/null)
+  if [ "${n:-0}" -ge 3 ]; then
+    for p in $(pgrep -P $mpid) $(for c in $(pgrep -P $mpid); do pgrep -P "$c"; done); do
+      tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && r1=$p
+    done
+    break
+  fi
+  sleep 0.05
+done
+if [ -z "$r1" ]; then fail "signal: rank 1's process not found: $(tail -3 sig.txt)"; kill $mpid 2>/dev/null
+else
+  kill -USR1 "$r1"
+  wait $mpid
+  rc=$?
+  n=$(sed -n 's/.*stopped by a signal on another rank after step \([0-9]*\) of.*/\1/p' sig.txt)
+  if [ $rc -ne 75 ] || [ -z "$n" ]; then fail "signal to rank 1: exit $rc: $(tail -4 sig.txt)"
+  else
+    ck=$(printf 'sig/checkpoints/step-%06d' "$n")
+    [ -f "$ck/COMPLETE" ] || fail "signal to rank 1: no complete $ck"
+    [ "$(grep -c '"loss"' sig/metrics.jsonl)" = "$n" ] || fail "signal to rank 1: metrics do not end at step $n"
+    grep -q -- "--resume" sig.txt || fail "signal to rank 1: no --resume line"
+    echo "ok   SIGUSR1 to rank 1: both ranks stopped after step $n (exit 75), checkpoint $ck"
+  fi
+fi
 
 if [ $fails -ne 0 ]; then echo "test_train_mpi: $fails failure(s)" >&2; exit 1; fi
 echo "test_train_mpi: all checks passed"

@@ -254,8 +254,13 @@ static int parse(int argc, char **argv, opts *o) {
             o->recompute = 1;
             continue;
         }
+        static const char *const valid[] = {"--device", "--shape", "--json", "--lora-rank", "--seq-len",
+                                            "--micro-batch", "--steps", "--threads", "--recompute", "--help", NULL};
+        int known = 0;
+        for (int k = 0; valid[k]; k++) known |= !strcmp(a, valid[k]);
+        if (!known) return lt_cli_unknown_option("bench step", a, valid);
         if (i + 1 >= argc) {
-            fprintf(stderr, "bench step: %s expects a value (or unknown option)\n", a);
+            fprintf(stderr, "bench step: %s expects a value\n", a);
             return 2;
         }
         const char *val = argv[++i];
@@ -277,9 +282,6 @@ static int parse(int argc, char **argv, opts *o) {
         } else if (!strcmp(a, "--threads")) {
             if (!lt_parse_int("bench step", a, val, 0, 4096, &v)) return 2;
             o->threads = (int)v;
-        } else {
-            fprintf(stderr, "bench step: unknown option %s (luxtrain bench step --help)\n", a);
-            return 2;
         }
     }
     return -1;

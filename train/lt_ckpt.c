@@ -170,8 +170,9 @@ int lt_ckpt_is_complete(const char *dir) {
     const cJSON *f;
     cJSON_ArrayForEach(f, files) {
         if (!ok) break;
-        ok = cJSON_IsNumber(f) && lt_path_join(path, sizeof path, dir, f->string) &&
-             lt_fs_file_size(path) == (int64_t)f->valuedouble;
+        int64_t size = -1;
+        ok = lt_json_int64(f, &size) && size >= 0 && lt_path_join(path, sizeof path, dir, f->string) &&
+             lt_fs_file_size(path) == size;
     }
     cJSON_Delete(m);
     return ok;
@@ -217,10 +218,7 @@ lt_status lt_ckpt_prune(const char *run_dir, int keep_last, lt_err *err) {
     while ((e = readdir(d))) {
         if (!strncmp(e->d_name, ".tmp-", 5) || strstr(e->d_name, ".old-")) {
             /* leftovers of a process that is gone: ".tmp-step-N-<pid>" */
-            const char *dash = strrchr(e->d_name, '-');
-            long pid = dash ? strtol(dash + 1, NULL, 10) : 0;
-            if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH &&
-                lt_path_join(path, sizeof path, ckdir, e->d_name))
+            if (lt_fs_pid_name_stale(e->d_name) && lt_path_join(path, sizeof path, ckdir, e->d_name))
                 lt_fs_rm_rf(path);
             continue;
         }
@@ -262,12 +260,9 @@ void lt_ckpt_close(lt_ckpt *c) {
     free(c);
 }
 
+/* a non-negative integer member (lt_json_int64: nothing out of range is cast) */
 static int json_i64(const cJSON *r, const char *k, int64_t *out) {
-    const cJSON *x = cJSON_GetObjectItemCaseSensitive(r, k);
-    /* an integer that fits int64 (a larger double would make the cast undefined) */
-    if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble) || !(fabs(x->valuedouble) < 0x1p63)) return 0;
-    *out = (int64_t)x->valuedouble;
-    return 1;
+    return lt_json_int64(cJSON_GetObjectItemCaseSensitive(r, k), out) && *out >= 0;
 }
 
 static double json_num_or_nan(const cJSON *r, const char *k) {
@@ -339,6 +334,13 @@ lt_status lt_ckpt_open(const char *dir, lt_ckpt **out, lt_err *err) {
     lt_status s = LT_OK;
     lt_path_join(path, sizeof path, dir, "state.json");
     if ((s = parse_state(c, path, err)) != LT_OK) goto fail;
+    const char *base = strrchr(dir, '/');
+    int64_t named = parse_step_name(base ? base + 1 : dir);
+    if (named >= 0 && named != c->state.step) {
+        s = lt_fail(err, LT_ERR_FORMAT, "%s: state.json says step %lld, the folder's name step %lld", dir,
+                    (long long)c->state.step, (long long)named);
+        goto fail;
+    }
     lt_path_join(path, sizeof path, dir, "loader.bin");
     size_t len = 0;
     if ((s = lt_read_file(path, (char **)&c->loader_buf, &len, err)) != LT_OK) goto fail;

@@ -47,6 +47,8 @@ static void eval_usage(FILE *f) {
             "  --device cpu|cuda|auto (default auto)   --threads N (CPU threads)\n"
             "  --output FILE.json     results: overall, per category, per question\n"
             "loss: --data SHARD... [--prefix P (files in folders, default train-)] --seq-len --batch\n"
+            "      the shards' tokenizer_sha256 must be --tokenizer's (default: the model folder's tokenizer.json)\n"
+            "      unless --allow-tokenizer-mismatch\n"
             "compare: A and B are result files or run folders holding eval.json (or eval*.json)\n");
 }
 
@@ -123,7 +125,7 @@ typedef struct {
     const char *model, *tasks, *tokenizer, *adapter, *fewshot, *fewshot_prefix, *delimiter, *device, *output;
     const char *tmpl, *compare_a, *compare_b, *prefix;
     const char **data;
-    int n_data, chat, metric;
+    int n_data, chat, metric, allow_tok_mismatch;
     long seq_len, batch, threads;
     double alpha;
 } eval_opts;
@@ -144,6 +146,11 @@ static int eval_loss(const eval_opts *o) {
     int B = (int)(o->batch > 0 ? o->batch : 1);
     lt_loader_opts lo = {B, T, 0, 1, 0, 0, cfg->vocab_size};
     if (lt_loader_open(o->data, o->n_data, o->prefix, &lo, &L, &err) != LT_OK) goto fail;
+    int checked = 0; /* the shards' tokenizer against --tokenizer (default: the model folder's) */
+    if (lt_loader_check_tokenizer(L, o->tokenizer ? o->tokenizer : o->model, &checked, &err) != LT_OK) {
+        if (!o->allow_tok_mismatch) goto fail;
+        fprintf(stderr, "eval: warning (--allow-tokenizer-mismatch): %s\n", err.msg);
+    }
     if (lt_model_plan(m, B, T, &err) != LT_OK) goto fail;
     double loss_sum = 0;
     int64_t n_targets = 0, steps = lt_loader_batches_per_epoch(L);
@@ -367,6 +374,8 @@ int lt_cmd_eval(int argc, char **argv) {
 #undef STR_OPT
         if (!strcmp(a, "--chat")) {
             o.chat = 1;
+        } else if (!strcmp(a, "--allow-tokenizer-mismatch")) {
+            o.allow_tok_mismatch = 1;
         } else if (!strcmp(a, "--seq-len") || !strcmp(a, "--batch") || !strcmp(a, "--threads")) {
             if (!(v = need_value(argc, argv, &i))) goto out;
             long lo = !strcmp(a, "--threads") ? 0 : (!strcmp(a, "--seq-len") ? 2 : 1);
@@ -405,8 +414,15 @@ int lt_cmd_eval(int argc, char **argv) {
                 fprintf(stderr, "eval: --data expects one or more shard files or folders\n");
                 goto out;
             }
+        } else if (a[0] == '-') {
+            static const char *const valid[] = {
+                "--model", "--tasks", "--tokenizer", "--adapter", "--fewshot", "--fewshot-prefix", "--delimiter",
+                "--device", "--output", "--template", "--prefix", "--chat", "--seq-len", "--batch", "--threads",
+                "--alpha", "--metric", "--compare", "--data", "--help", NULL};
+            lt_cli_unknown_option("eval", a, valid);
+            goto out;
         } else {
-            fprintf(stderr, "eval: unknown option or argument '%s'\n", a);
+            fprintf(stderr, "eval: unexpected argument '%s'\n", a);
             eval_usage(stderr);
             goto out;
         }
@@ -462,8 +478,8 @@ int lt_cmd_plot(int argc, char **argv) {
             }
             out = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "plot: unknown option '%s'\n", argv[i]);
-            plot_usage(stderr);
+            static const char *const valid[] = {"--out", "--help", NULL};
+            lt_cli_unknown_option("plot", argv[i], valid);
             goto done;
         } else
             dirs[n++] = argv[i];

@@ -315,9 +315,10 @@ int lt_cmd_generate(int argc, char **argv) {
             i++;
             continue;
         }
-        fprintf(stderr, "generate: unknown option '%s'\n", a);
-        usage(stderr);
-        return 2;
+        static const char *const valid[] = {"--model", "--adapter", "--prompt", "--system", "--template",
+                                            "--max-new-tokens", "--temperature", "--top-p", "--seed", "--device",
+                                            "--threads", "--help", NULL};
+        return lt_cli_unknown_option("generate", a, valid);
     }
     if (!o.model || !o.prompt) {
         fprintf(stderr, "generate: --model and --prompt are required\n");

@@ -115,9 +115,8 @@ int lt_cmd_merge(int argc, char **argv) {
                                                         : !strcmp(a, "--out")       ? &out
                                                                                     : NULL;
         if (!dst) {
-            fprintf(stderr, "merge: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
+            static const char *const valid[] = {"--model", "--adapter", "--out", "--help", NULL};
+            return lt_cli_unknown_option("merge", a, valid);
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "merge: %s expects a folder\n", a);

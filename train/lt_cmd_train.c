@@ -35,6 +35,14 @@
  * metrics, checkpoints and the export and runs the evaluation. Every rank
  * reads the checkpoint on --resume (RUN_DIR must be on a shared filesystem).
  *
+ * Signals: SIGINT, SIGTERM and SIGUSR1 during the training loop finish the
+ * optimizer step in progress, write a checkpoint of it, print the step and
+ * the command line that continues the run (--resume), and exit with status
+ * 75 (EX_TEMPFAIL, docs/training.md); a second signal ends the process at
+ * once (the signal's default action). Every rank sums a stop flag before
+ * each step (one 8-byte all-reduce), so all ranks stop after the same step
+ * whichever of them got the signal.
+ *
  * Test hook: LT_TRAIN_TEST_KILL_AFTER=N sends SIGKILL to the process after
  * optimizer step N is done (and its checkpoint, if one is due, written).
  */
@@ -52,6 +60,7 @@
 #include "lt_comm.h"
 #include "lt_export.h"
 #include "lt_fs.h"
+#include "lt_json.h"
 #include "lt_loader.h"
 #include "lt_lora.h"
 #include "lt_model.h"
@@ -73,6 +82,7 @@ typedef struct run {
     lt_loader_state E0;
     lt_rng rng;
     int64_t total_steps, tokens_seen, epochs_done;
+    lt_schedule sched; /* this run's learning-rate schedule */
     double elapsed0, t0; /* elapsed before this process; this process's start */
     int64_t tokens_here, steps_here;
     double last_loss, last_lr;
@@ -80,6 +90,8 @@ typedef struct run {
     int tty;
     lt_comm *comm; /* NULL: one process */
     int rank, world;
+    int stopped;  /* the signal that stopped the loop (-1: another rank's), 0: none */
+    int64_t stop_step, stop_saved; /* the step it stopped after; whether a checkpoint of it exists */
     /* the step's micro-batches, copied from the loader */
     int32_t *buf;
     lt_batch *micro;
@@ -308,13 +320,34 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
         cJSON *x = cJSON_Parse(c->state.extra_json);
         cJSON *e = x ? cJSON_GetObjectItemCaseSensitive(x, "elapsed_s") : NULL;
         cJSON *ed = x ? cJSON_GetObjectItemCaseSensitive(x, "epochs_done") : NULL;
-        if (cJSON_IsNumber(e)) r->elapsed0 = e->valuedouble;
-        if (cJSON_IsNumber(ed)) r->epochs_done = (int64_t)ed->valuedouble;
+        int64_t edv = 0;
+        if (cJSON_IsNumber(e) && isfinite(e->valuedouble) && e->valuedouble >= 0) r->elapsed0 = e->valuedouble;
+        if (ed && (!lt_json_int64(ed, &edv) || edv < 0 || edv > ls.epoch + 1)) {
+            cJSON_Delete(x);
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: state.json: extra.epochs_done is not an integer in [0, %lld]", dir,
+                         (long long)ls.epoch + 1);
+            goto done;
+        }
+        if (ed) r->epochs_done = edv;
         cJSON_Delete(x);
     }
     if (!r->rank)
         fprintf(stderr, "train: resuming from %s (step %lld%s)\n", dir, (long long)c->state.step,
                 saved_world != r->world ? ", written by another number of ranks: optimizer state re-sharded" : "");
+    if (!r->rank && c->state.total_steps > 0 && c->state.total_steps != r->total_steps) {
+        /* --max-steps / --epochs changed: the schedule is stretched or cut from here on */
+        lt_schedule was = r->sched;
+        was.total_steps = c->state.total_steps;
+        int64_t s0 = c->state.step;
+        double a = lt_lr_at(&was, s0), b = lt_lr_at(&r->sched, s0);
+        fprintf(stderr,
+                "train: --resume: the schedule now ends at step %lld instead of %lld (%s): the learning rate of "
+                "the next step (%lld) is %.6g instead of %.6g%s\n",
+                (long long)r->total_steps, (long long)c->state.total_steps, lt_sched_kind_name(r->sched.kind),
+                (long long)s0 + 1, b, a,
+                a == b ? " (unchanged)"
+                       : (b > a ? "; it decays more slowly from here" : "; it decays faster from here"));
+    }
 done:
     lt_ckpt_close(c);
     return st;
@@ -369,6 +402,16 @@ static lt_status export_final(run *r, lt_err *err) {
 
 /* ------------------------------------------------------------ the run */
 
+/* the shards' tokenizer against the model folder's tokenizer.json */
+static lt_status check_tokenizer(const run *r, const lt_loader *L, const char *what, lt_err *err) {
+    int checked = 0;
+    lt_status st = lt_loader_check_tokenizer(L, r->o->model, &checked, err);
+    if (!st) return LT_OK;
+    if (st != LT_ERR_INVALID || !r->o->allow_tokenizer_mismatch) return lt_wrap(err, st, "%s", what);
+    if (!r->rank) fprintf(stderr, "train: warning (--allow-tokenizer-mismatch): %s: %s\n", what, err->msg);
+    return LT_OK;
+}
+
 static lt_status setup(run *r, lt_err *err) {
     const lt_train_opts *o = r->o;
     lt_status st;
@@ -412,6 +455,7 @@ static lt_status setup(run *r, lt_err *err) {
     lt_loader_opts lo = {(int)o->micro_batch, (int)o->seq_len, r->rank, r->world, (uint64_t)o->seed, 1,
                          cfg->vocab_size};
     if ((st = lt_loader_open((const char *const *)o->data, o->n_data, NULL, &lo, &r->L, err))) return st;
+    if ((st = check_tokenizer(r, r->L, "--data", err))) return st;
     if (o->n_eval_data) {
         lt_loader_opts eo = lo;
         eo.shuffle = 0;
@@ -419,6 +463,7 @@ static lt_status setup(run *r, lt_err *err) {
         eo.world_size = 1;
         if ((st = lt_loader_open((const char *const *)o->eval_data, o->n_eval_data, NULL, &eo, &r->E, err)))
             return lt_wrap(err, st, "--eval-data");
+        if ((st = check_tokenizer(r, r->E, "--eval-data", err))) return st;
         lt_loader_get_state(r->E, &r->E0);
     }
     if ((st = lt_model_plan(r->m, (int)o->micro_batch, (int)o->seq_len, err))) return st;
@@ -435,6 +480,7 @@ static lt_status setup(run *r, lt_err *err) {
     oc.sched.warmup_steps = o->warmup_steps;
     oc.sched.total_steps = total;
     oc.sched.min_lr_ratio = o->min_lr_ratio;
+    r->sched = oc.sched;
     oc.beta1 = o->beta1;
     oc.beta2 = o->beta2;
     oc.eps = o->eps;
@@ -498,6 +544,78 @@ static lt_status next_step_batches(run *r, int *n_micro, int64_t *epoch, lt_err 
     return LT_OK;
 }
 
+/* ------------------------------------------------------------ signals */
+
+#define LT_TRAIN_EXIT_STOPPED 75 /* EX_TEMPFAIL: stopped by a signal, resumable */
+
+static volatile sig_atomic_t g_stop_signal;
+static const int g_stop_signals[] = {SIGINT, SIGTERM, SIGUSR1};
+
+static void on_stop_signal(int sig) {
+    if (g_stop_signal) { /* the second one: stop now, as if no handler were installed */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    g_stop_signal = sig;
+    static const char m[] = "\ntrain: signal received: stopping after this optimizer step with a checkpoint "
+                            "(send it again to stop at once)\n";
+    ssize_t w = write(2, m, sizeof m - 1);
+    (void)w;
+}
+
+/* on = 1: the loop's handlers; on = 0: the default actions back */
+static void stop_signals(int on) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on ? on_stop_signal : SIG_DFL;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof g_stop_signals / sizeof g_stop_signals[0]; i++)
+        sigaction(g_stop_signals[i], &sa, NULL);
+}
+
+static const char *signal_name(int sig) {
+    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGUSR1 ? "SIGUSR1" : "a signal on another rank";
+}
+
+/* Has any rank been asked to stop? (every rank calls this once per step) */
+static lt_status stop_requested(run *r, int *stop, lt_err *err) {
+    int64_t v = g_stop_signal ? 1 : 0;
+    if (r->comm) {
+        lt_status st = r->comm->all_reduce_sum(r->comm, &v, 1, LT_I64, err);
+        if (st) return lt_wrap(err, st, "agreeing on a stop");
+    }
+    *stop = v > 0;
+    return LT_OK;
+}
+
+/* argv as one shell line (single quotes where needed), with --resume added */
+static void print_resume_line(FILE *f, int argc, char **argv) {
+    int has_resume = 0;
+    fputs("luxtrain", f);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--resume")) has_resume = 1;
+        int plain = *a != 0;
+        for (const char *c = a; *c; c++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=./,:@%", *c)) plain = 0;
+        fputc(' ', f);
+        if (plain) {
+            fputs(a, f);
+            continue;
+        }
+        fputc('\'', f);
+        for (const char *c = a; *c; c++) {
+            if (*c == '\'') fputs("'\\''", f);
+            else fputc(*c, f);
+        }
+        fputc('\'', f);
+    }
+    if (!has_resume) fputs(" --resume", f);
+    fputc('\n', f);
+}
+
 static int kill_after(void) {
     const char *s = getenv("LT_TRAIN_TEST_KILL_AFTER");
     return s ? atoi(s) : -1;
@@ -523,6 +641,18 @@ static lt_status train_loop(run *r, lt_err *err) {
     int64_t step = lt_optim_steps_done(r->opt), last_saved = step, last_eval = -1;
     int killat = kill_after(), skipped_in_row = 0;
     while (step < r->total_steps && !(o->epochs > 0 && r->epochs_done >= o->epochs)) {
+        int stop = 0;
+        if ((st = stop_requested(r, &stop, err))) return st;
+        if (stop) {
+            r->stopped = g_stop_signal ? g_stop_signal : -1;
+            r->stop_step = step;
+            if (step > last_saved) {
+                if ((st = save_checkpoint(r, step, err))) return lt_wrap(err, st, "checkpoint on stopping");
+                last_saved = step;
+            }
+            r->stop_saved = last_saved == step && step > 0;
+            return LT_OK;
+        }
         int n_micro = 0;
         int64_t epoch = 0;
         maybe_fault(r, step + 1);
@@ -617,11 +747,21 @@ static int dry_run(const lt_train_opts *o, int world) {
             nt++;
         }
     }
-    int gpu = strcmp(o->device, "cpu") != 0, bf16red = !strcmp(o->grad_reduce_dtype, "bf16");
-    double wb = gpu ? 2 : 4, A = gpu ? 2 : 4, GB = 1e9;
-    printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s), %s: weights and activations "
-           "in %s\n",
-           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU",
+    /* the device the run would take: --device auto resolves here as it would there */
+    const char *dev = o->device, *why = "";
+    if (!strcmp(dev, "auto")) {
+        lt_backend *be = NULL;
+        lt_err e2;
+        dev = lt_backend_create("auto", 1, &be, &e2) == LT_OK && be && !strcmp(be->name, "cuda") ? "cuda" : "cpu";
+        if (be) be->destroy(be);
+        why = !strcmp(dev, "cuda") ? " (--device auto: a GPU is present)"
+                                   : " (--device auto: no NVIDIA GPU found, or CUDA not built in)";
+    }
+    int gpu = strcmp(dev, "cpu") != 0, bf16red = !strcmp(o->grad_reduce_dtype, "bf16");
+    double wb = gpu ? 2 : 4, A = gpu ? 2 : 4, GB = 1e9, here = -1;
+    printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s)\n"
+           "device %s%s: weights and activations in %s\n",
+           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU", why,
            gpu ? "bf16" : "f32");
     printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
            o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
@@ -639,13 +779,22 @@ static int dry_run(const lt_train_opts *o, int world) {
         double adam = Pt * 8 / sh;
         double master = gpu && !lora ? Pt * 4 / sh : 0;
         double total = weights + grads + acc + adam + master + acts;
+        if (W == world) here = total;
         printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,
                adam / GB, master / GB, acts / GB, total / GB, W == world ? "   <- this launch" : "");
     }
     int R = lt_model_logits_chunk_for(c.vocab_size, (size_t)A, (size_t)o->micro_batch * o->seq_len, 0);
-    printf("\nactivations: one micro-batch (logits %.2f GB of them: chunks of %d rows); add the backend's workspace\n"
-           "(CUDA context, cuBLAS: ~1-2 GB). See docs/distributed.md for the arithmetic.\n",
-           (double)R * c.vocab_size * A / GB, R);
+    printf("\nactivations: one micro-batch (logits %.2f GB of them: chunks of %d rows)%s\n"
+           "See docs/distributed.md for the arithmetic.\n",
+           (double)R * c.vocab_size * A / GB, R,
+           gpu ? "; add the backend's workspace (CUDA context, cuBLAS: ~1-2 GB)." : ".");
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (here >= 0)
+        printf("\nthis launch: about %.2f GB per rank of %s memory, in %s\n", here / GB, gpu ? "GPU" : "CPU",
+               gpu ? "bf16 (plus the workspace above)" : "f32");
+    if (here >= 0 && !gpu && pages > 0 && psz > 0)
+        printf("this machine has %.2f GB of memory%s\n", (double)pages * psz / GB,
+               here * world > (double)pages * psz ? ": NOT enough for this launch" : "");
     return 0;
 }
 
@@ -684,10 +833,23 @@ int lt_cmd_train(int argc, char **argv) {
     char path[4096], ck[4096] = "";
     int64_t ck_step = -1;
     lt_status st;
+    /* a run that fails before its first step leaves no folder or config.json it made */
+    int out_made = !lt_is_dir(o.out), cfg_made = 0, started = 0;
+    if (o.resume && !lt_is_dir(o.out)) {
+        st = lt_fail(&err, LT_ERR_IO, "--resume: %s does not exist (no run to continue; for a new run drop --resume)",
+                     o.out);
+        goto fail;
+    }
     if ((st = lt_fs_mkdir_p(o.out, &err))) goto fail;
+    if (!r.rank) { /* a final export killed midway left final.tmp-<pid>/ (or final.old-<pid>/) */
+        int gone = lt_fs_remove_stale(o.out, "final");
+        if (gone) fprintf(stderr, "train: removed %d unfinished export folder(s) final.tmp-*/ of processes that are gone\n", gone);
+    }
     if (o.resume) {
         if ((st = lt_ckpt_find_latest(o.out, ck, sizeof ck, &ck_step, &err))) goto fail;
-        if (ck_step < 0 && !r.rank) fprintf(stderr, "train: --resume: no complete checkpoint in %s, starting from step 0\n", o.out);
+        if (ck_step < 0 && !r.rank)
+            fprintf(stderr, "train: warning: --resume: no complete checkpoint in %s: starting over from step 0\n",
+                    o.out);
     } else {
         lt_path_join(path, sizeof path, o.out, "checkpoints");
         int64_t s = -1;
@@ -700,6 +862,7 @@ int lt_cmd_train(int argc, char **argv) {
         }
     }
     lt_path_join(path, sizeof path, o.out, "config.json");
+    cfg_made = lt_fs_file_size(path) < 0;
     if (!r.rank && (st = lt_train_opts_write(&o, path, &err))) goto fail;
     if ((st = setup(&r, &err))) goto fail;
     if (ck_step >= 0 && (st = restore_checkpoint(&r, ck, &err))) goto fail;
@@ -713,7 +876,29 @@ int lt_cmd_train(int argc, char **argv) {
         }
     }
     r.t0 = lt_now_s();
-    if ((st = train_loop(&r, &err))) goto fail;
+    started = 1;
+    stop_signals(1);
+    st = train_loop(&r, &err);
+    stop_signals(0);
+    if (st) goto fail;
+    if (r.stopped) {
+        if (!r.rank) {
+            if (r.tty) fputc('\n', stderr);
+            if (r.stop_saved) {
+                char d[4096];
+                int64_t s = -1;
+                if (lt_ckpt_find_latest(o.out, d, sizeof d, &s, &err)) snprintf(d, sizeof d, "?");
+                fprintf(stderr, "train: stopped by %s after step %lld of %lld; checkpoint: %s\n",
+                        signal_name(r.stopped), (long long)r.stop_step, (long long)r.total_steps, d);
+            } else
+                fprintf(stderr, "train: stopped by %s before the first step of this run: nothing new to save\n",
+                        signal_name(r.stopped));
+            fprintf(stderr, "train: to continue (under the same launcher, if any): ");
+            print_resume_line(stderr, argc, argv);
+        }
+        rc = LT_TRAIN_EXIT_STOPPED;
+        goto done;
+    }
     if ((st = export_final(&r, &err))) goto fail;
     if (!r.rank) { /* RUN_DIR/loss.svg (and .png with a converter); a plot that fails is only a warning */
         if (r.metrics) fflush(r.metrics);
@@ -732,6 +917,13 @@ int lt_cmd_train(int argc, char **argv) {
 fail:
     if (r.comm && r.comm->world > 1) r.comm->abort(r.comm, err.msg); /* stops every rank */
     fprintf(stderr, "train: %s\n", err.msg);
+    if (!started && !r.rank) {
+        if (out_made) {
+            lt_fs_rm_rf(o.out);
+        } else if (cfg_made && lt_path_join(path, sizeof path, o.out, "config.json")) {
+            unlink(path);
+        }
+    }
 done:
     if (r.comm) r.comm->destroy(r.comm);
     if (r.metrics) fclose(r.metrics);

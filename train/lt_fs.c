@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,4 +106,32 @@ lt_status lt_fs_replace_dir(const char *tmp, const char *final, lt_err *err) {
     if (old[0]) lt_fs_rm_rf(old);
     lt_fs_dirname(final, parent, sizeof parent);
     return lt_fs_fsync_dir(parent, err);
+}
+
+int lt_fs_pid_name_stale(const char *name) {
+    const char *dash = strrchr(name, '-');
+    if (!dash || !dash[1]) return 0;
+    char *end = NULL;
+    errno = 0;
+    long pid = strtol(dash + 1, &end, 10);
+    if (errno || *end || pid <= 0 || pid == (long)getpid() || (long)(pid_t)pid != pid) return 0;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+int lt_fs_remove_stale(const char *dir, const char *stem) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    size_t n = strlen(stem);
+    int removed = 0;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, stem, n) || (strncmp(e->d_name + n, ".tmp-", 5) && strncmp(e->d_name + n, ".old-", 5)))
+            continue;
+        if (!lt_fs_pid_name_stale(e->d_name) || !lt_path_join(path, sizeof path, dir, e->d_name)) continue;
+        lt_fs_rm_rf(path);
+        removed++;
+    }
+    closedir(d);
+    return removed;
 }

@@ -25,6 +25,13 @@ lt_status lt_fs_copy_file(const char *src, const char *dst, lt_err *err);
  * leaves either the old or the new folder complete (or the old one under
  * the .old name). fsyncs the parent folder. */
 lt_status lt_fs_replace_dir(const char *tmp, const char *final, lt_err *err);
+/* Is `name` ("<anything>-<pid>") a leftover of a process that no longer runs
+ * on this machine? (pid > 0, not ours, kill(pid, 0) fails with ESRCH) */
+int lt_fs_pid_name_stale(const char *name);
+/* Remove the leftovers "<stem>.tmp-<pid>" and "<stem>.old-<pid>" in folder
+ * `dir` (of lt_export's and lt_fs_replace_dir's writers) whose process is
+ * gone; returns how many were removed. */
+int lt_fs_remove_stale(const char *dir, const char *stem);
 /* size of a regular file, -1 if absent */
 int64_t lt_fs_file_size(const char *path);
 /* parent folder of path into out ("." if none) */

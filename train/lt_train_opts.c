@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lt_cli.h"
 #include "lt_lora.h"
 #include "lt_json.h"
 
@@ -89,6 +90,8 @@ static const optdef OPTS[] = {
      "continue from the newest complete checkpoint in RUN_DIR"},
     {"device", K_DEVICE, F(device), 0, "auto", "D", 0, 0, 0, 0, 0, "cpu, cuda or auto (cuda if a GPU is present)"},
     {"threads", K_LONG, F(threads), 0, "0", "N", 0, 4096, 0, 0, 0, "CPU threads; 0 = OpenMP default"},
+    {"allow-tokenizer-mismatch", K_FLAG, F(allow_tokenizer_mismatch), 0, "false", NULL, 0, 0, 0, 0, 0,
+     "train on shards made by another tokenizer than the model's (tokenizer_sha256 differs; a warning)"},
     {"skip-nonfinite", K_FLAG, F(skip_nonfinite), 0, "false", NULL, 0, 0, 0, 0, 0,
      "skip an optimizer step whose gradient is NaN/Inf instead of stopping"},
     {"Memory and data parallelism (docs/distributed.md)", K_SECTION, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, NULL},
@@ -102,6 +105,23 @@ static const optdef OPTS[] = {
      "print the per-rank memory estimate for this configuration and exit"},
 };
 #define NOPTS (sizeof OPTS / sizeof OPTS[0])
+
+/* the option name closest to an unknown one, when it looks like a typo of it */
+static const char *nearest_opt(const char *given) {
+    /* what Hugging Face's Trainer and PEFT call some of them */
+    static const char *const alias[][2] = {
+        {"learning-rate", "lr"},         {"output-dir", "out"},
+        {"model-name-or-path", "model"}, {"max-seq-length", "seq-len"},
+        {"num-train-epochs", "epochs"},  {"per-device-train-batch-size", "micro-batch"},
+        {"lora-r", "lora-rank"},         {"gradient-accumulation-steps", "grad-accum"},
+        {"max-grad-norm", "clip"},       {"gradient-checkpointing", "recompute"},
+        {"lr-scheduler-type", "schedule"}};
+    lt_nearest n = {0};
+    for (size_t i = 0; i < NOPTS; i++)
+        if (OPTS[i].k != K_SECTION) lt_nearest_offer(&n, given, OPTS[i].name);
+    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++) lt_nearest_offer_alias(&n, given, alias[i][0], alias[i][1]);
+    return lt_nearest_best(&n, given);
+}
 
 #define FIELD(o, d, T) ((T *)((char *)(o) + (d)->off))
 #define CFIELD(o, d, T) ((const T *)((const char *)(o) + (d)->off))
@@ -323,8 +343,9 @@ lt_status lt_train_opts_apply_json(lt_train_opts *o, const char *json, const cha
     cJSON_ArrayForEach(it, root) {
         const optdef *d = find_opt(it->string, strlen(it->string));
         if (!d) {
-            st = lt_fail(err, LT_ERR_INVALID, "%s: unknown option \"%s\" (see luxtrain train --help)", origin,
-                         it->string);
+            const char *near = nearest_opt(it->string);
+            st = lt_fail(err, LT_ERR_INVALID, "%s: unknown option \"%s\"%s%s%s", origin, it->string,
+                         near ? "; did you mean \"" : "", near ? near : "", near ? "\"?" : "");
             break;
         }
         if (d->k == K_STR && !strcmp(d->name, "config")) {
@@ -370,12 +391,15 @@ lt_status lt_train_opts_parse(int argc, char **argv, lt_train_opts *o, lt_err *e
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0 || !a[2])
-            return lt_fail(err, LT_ERR_INVALID, "unexpected argument '%s' (options start with --; see luxtrain train --help)", a);
+            return lt_fail(err, LT_ERR_INVALID, "unexpected argument '%s' (options start with --)", a);
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         const optdef *d = find_opt(name, nlen);
-        if (!d || strchr(name, '_'))
-            return lt_fail(err, LT_ERR_INVALID, "unknown option '--%.*s' (see luxtrain train --help)", (int)nlen, name);
+        if (!d || strchr(name, '_')) {
+            const char *near = nearest_opt(a);
+            return lt_fail(err, LT_ERR_INVALID, "unknown option '--%.*s'%s%s%s", (int)nlen, name,
+                           near ? "; did you mean '--" : "", near ? near : "", near ? "'?" : "");
+        }
         char src[96];
         snprintf(src, sizeof src, "--%s", d->name);
         if (!strcmp(d->name, "config")) {

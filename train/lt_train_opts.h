@@ -56,6 +56,7 @@ typedef struct lt_train_opts {
     long seed;
     long eval_every, save_every, keep_checkpoints, log_every;
     int resume;
+    int allow_tokenizer_mismatch;
     char *device; /* "cpu" | "cuda" | "auto" */
     long threads;
     int skip_nonfinite;

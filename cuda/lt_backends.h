@@ -4,7 +4,7 @@
  * registry does: core never calls up into cuda/.
  *
  * Registration happens by itself at program start (a constructor in
- * lt_backends.c; the library is linked whole, see backends/CMakeLists.txt);
+ * lt_backends.c; the library is linked whole, see cuda/CMakeLists.txt);
  * lt_backends_init does the same explicitly and may be called any number of
  * times. Programs create backends through lt_backend_create(_device).
  */

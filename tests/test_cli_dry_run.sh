@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# test_cli_dry_run.sh -- `luxtrain train --dry-run` estimates the run this
+# machine would do: --device auto without a usable GPU is the CPU run (f32
+# weights and activations, CPU memory against the machine's), --device cpu
+# likewise, --device cuda the bf16 GPU run (planning for a GPU machine); the
+# "this launch" total is the table's row for this launch.
+set -uo pipefail
+bin="${LT_BIN:?}"
+src="${LT_SOURCE_DIR:?}"
+model="$src/data/sample/model"
+fail=0
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+dry() { "$bin" train --model "$model" --data none.h5 --out none --dry-run --micro-batch 16 "$@"; }
+col() { awk -v c="$2" '/<- this launch/ {print $c}' <<<"$1"; } # column of the launch's row: 7 acts, 8 total
+
+cpu="$(dry --device cpu)" || { echo "FAIL --dry-run --device cpu exits non-zero"; exit 1; }
+echo "$cpu" | sed 's/^/    /'
+check "--device cpu: a CPU run in f32" 'grep -q "^device CPU: weights and activations in f32" <<<"$cpu"'
+check "--device cpu: this launch in CPU memory, against the machine's" \
+    'grep -q "^this launch: about $(col "$cpu" 8) GB per rank of CPU memory, in f32" <<<"$cpu" && grep -q "^this machine has [0-9.]* GB of memory" <<<"$cpu"'
+check "--device cpu: no CUDA workspace" '! grep -q "CUDA context" <<<"$cpu"'
+
+gpu="$(dry --device cuda)" || { echo "FAIL --dry-run --device cuda exits non-zero"; exit 1; }
+check "--device cuda: a GPU run in bf16 (even where there is no GPU)" \
+    'grep -q "^device CUDA: weights and activations in bf16" <<<"$gpu" && grep -q "of GPU memory, in bf16" <<<"$gpu"'
+check "f32 activations are twice the bf16 ones" \
+    'awk -v a="$(col "$cpu" 7)" -v b="$(col "$gpu" 7)" "BEGIN {exit !(b > 0 && a / b > 1.9 && a / b < 2.1)}"'
+
+auto="$(dry)" || { echo "FAIL --dry-run exits non-zero"; exit 1; }
+if "$bin" score --model "$model" --ids 1,2 --device cuda >/dev/null 2>&1; then
+    check "--device auto with a GPU: the GPU run" 'grep -q "^device CUDA (--device auto: a GPU is present)" <<<"$auto"'
+else
+    check "--device auto without a GPU: the CPU run" \
+        'grep -q "^device CPU (--device auto: no NVIDIA GPU found, or CUDA not built in): weights and activations in f32" <<<"$auto"'
+    check "--device auto without a GPU: the same figures as --device cpu" \
+        '[[ "$(col "$auto" 8)" == "$(col "$cpu" 8)" ]]'
+fi
+exit $fail

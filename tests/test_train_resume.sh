@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# test_train_resume.sh -- `luxtrain train --resume` on what is not a run (sample model, CPU):
+#   1. a folder that does not exist: an error naming it, exit 1, nothing created;
+#   2. an empty folder: a warning, then a run from step 0 (exit 0);
+#   3. a resumed run with another --max-steps: the message gives the schedule's
+#      old and new end and the next step's learning rate under both, which
+#      must equal the linear schedule's formula (lt_optim.h) and the lr the
+#      run then logs for that step;
+#   4. final.tmp-<pid>/ and final.old-<pid>/ left by a killed export: removed by
+#      the next run when that process is gone, kept while it runs;
+#   5. a checkpoint whose extra.epochs_done is 1e300 (COMPLETE updated to
+#      match): --resume refuses it by name instead of casting it.
+# Skips (77) when the sample model is absent.
+set -u
+src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
+bin="${LT_BIN:?LT_BIN not set}"
+tmp="${LT_TMP:-$(mktemp -d)}"
+model="$src/data/sample/model"
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+[ -f "$model/model.safetensors" ] || { echo "SKIP: $model not generated" >&2; exit 77; }
+rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
+"$bin" tokenize --tokenizer "$model" --input "$src/data/sample/luxit_sample.jsonl" --out shards --quiet \
+  >tok.txt 2>&1 || { fail "tokenize: $(tail -2 tok.txt)"; exit 1; }
+common=(--model "$model" --data shards/train-00000.h5 --seq-len 64 --micro-batch 1 --epochs 1 --lr 2e-3
+        --warmup-steps 1 --schedule linear --min-lr-ratio 0 --eval-every 0 --device cpu --threads 1 --log-every 1000)
+
+# ---- 1. missing folder ----
+"$bin" train "${common[@]}" --max-steps 4 --out missing --resume >missing.txt 2>&1
+rc=$?
+if [ $rc -eq 1 ] && grep -q "resume: missing does not exist" missing.txt && [ ! -e missing ]; then
+  echo "ok   --resume with a missing folder: error, nothing created"
+else fail "--resume with a missing folder: exit $rc, $(tail -2 missing.txt); exists: $([ -e missing ] && echo yes)"; fi
+
+# ---- 2. empty folder ----
+mkdir empty
+if "$bin" train "${common[@]}" --max-steps 4 --out empty --resume >empty.txt 2>&1 &&
+   grep -q "warning: --resume: no complete checkpoint in empty: starting over from step 0" empty.txt &&
+   [ "$(grep -c '"loss"' empty/metrics.jsonl)" = 4 ]; then
+  echo "ok   --resume with an empty folder: warning, 4 steps from step 0"
+else fail "--resume with an empty folder: $(tail -3 empty.txt)"; fi
+
+# ---- 3. another --max-steps on resume ----
+LT_TRAIN_TEST_KILL_AFTER=5 "$bin" train "${common[@]}" --max-steps 10 --save-every 5 --out sched >sched1.txt 2>&1
+[ -f sched/checkpoints/step-000005/COMPLETE ] || fail "schedule: no step-5 checkpoint: $(tail -2 sched1.txt)"
+"$bin" train "${common[@]}" --max-steps 20 --save-every 5 --out sched --resume >sched2.txt 2>&1 ||
+  fail "schedule: resume with --max-steps 20: $(tail -2 sched2.txt)"
+# linear, W = 1, r = 0: lr(step) = 2e-3 * (1 - (step - W) / (N - W)); step 5 is the 6th update
+want=$(awk 'BEGIN { s = 5; printf "%.6g %.6g", 2e-3 * (1 - (s - 1) / 19), 2e-3 * (1 - (s - 1) / 9) }')
+set -- $want
+line=$(grep "schedule now ends" sched2.txt)
+case "$line" in
+  *"ends at step 20 instead of 10 (linear): the learning rate of the next step (6) is $1 instead of $2"*)
+    echo "ok   --resume with --max-steps 10 -> 20: $line" ;;
+  *) fail "schedule change message: '$line', expected next lr $1 instead of $2" ;;
+esac
+logged=$(grep '"step": 6,' sched/metrics.jsonl | sed 's/.*"lr": \([^,]*\),.*/\1/')
+awk -v a="$logged" -v b="$1" 'BEGIN { exit !(a > 0 && (a - b) / b < 1e-5 && (b - a) / b < 1e-5) }' ||
+  fail "step 6 logged lr $logged, the message said $1"
+
+# ---- 4. leftovers of a killed final export ----
+sh -c 'exit 0' &
+dead=$!
+wait $dead
+kill -0 $dead 2>/dev/null && dead=999999999
+sleep 30 &
+alive=$!
+mkdir -p stale/final.tmp-$dead/sub stale/final.old-$dead stale/final.tmp-$alive
+touch stale/final.tmp-$dead/sub/model.safetensors
+"$bin" train "${common[@]}" --max-steps 2 --out stale >stale.txt 2>&1 || fail "stale: $(tail -2 stale.txt)"
+kill $alive 2>/dev/null
+if [ ! -e stale/final.tmp-$dead ] && [ ! -e stale/final.old-$dead ] && [ -d stale/final.tmp-$alive ] &&
+   [ -f stale/final/model.safetensors ] && grep -q "removed 2 unfinished export" stale.txt; then
+  echo "ok   final.tmp-<dead pid>/ and final.old-<dead pid>/ removed, final.tmp-<live pid>/ kept"
+else fail "stale export folders: $(ls stale) / $(grep removed stale.txt)"; fi
+
+# ---- 5. a crafted epochs_done ----
+ck=sched/checkpoints/step-000020
+if [ -f $ck/state.json ]; then
+  sed -i -E 's/("epochs_done":[[:space:]]*)[0-9]+/\11e300/' $ck/state.json
+  sed -i -E "s/(\"state.json\":[[:space:]]*)[0-9]+/\1$(stat -c %s $ck/state.json)/" $ck/COMPLETE
+  grep -q '"epochs_done":[[:space:]]*1e300' $ck/state.json || fail "epochs_done: the edit did not happen"
+  "$bin" train "${common[@]}" --max-steps 20 --save-every 5 --out sched --resume >crafted.txt 2>&1
+  rc=$?
+  [ $rc -eq 1 ] && grep -q "step-000020: state.json: extra.epochs_done is not an integer" crafted.txt &&
+    echo "ok   extra.epochs_done = 1e300: refused" || fail "epochs_done 1e300: exit $rc: $(tail -2 crafted.txt)"
+else fail "no $ck"; fi
+
+if [ $fails -ne 0 ]; then echo "test_train_resume: $fails failure(s)" >&2; exit 1; fi
+echo "test_train_resume: all checks passed"
