@@ -1531,8 +1531,8 @@ int lt_bench_kernels_main(int argc, char **argv) {
         } else if (!strcmp(a, "--threads") && has) {
             if (!lt_parse_int(prog, a, argv[++i], 0, 4096, &threads)) return 2;
         } else {
-            static const char *const valid[] = {"--device", "--json", "--quick", "--no-torch", "--only",
-                                                "--budget", "--threads", "--help", NULL};
+            static const char *const valid[] = {"--device", "--json",    "--quick",   "--no-torch", "--op",
+                                                "--list-ops", "--only", "--budget", "--threads",  "--help", NULL};
             lt_nearest near = {0};
             int known = 0;
             for (int k = 0; valid[k]; k++) {
