@@ -1,18 +1,10 @@
 /*
- * lt_bench.h -- the kernel microbenchmark suite: `luxtrain bench kernels`
- * and bench/bench_kernels (a thin main around lt_bench_kernels_main).
+ * lt_bench.h -- CUDA timing helpers for the benchmarks above core
+ * (`luxtrain bench kernels`: bench/lt_bench_kernels.c, `luxtrain bench step`:
+ * train/lt_bench_step.c). Declarations only: core calls none of them.
  *
- * For every op of the table (core/lt_backend.h) at realistic shapes
- * (Llama-3.2-1B, Llama-3.1-8B, Qwen2.5-14B; tiny shapes on the CPU) it
- * measures the median time over warm runs, the achieved TFLOP/s or GB/s, the
- * percentage of the device's peak measured in the same run (a large
- * device-to-device copy, a large cuBLAS bf16 GEMM), and the ratio to a
- * baseline measured in the same run (cuBLAS, the frozen-weight GEMMs for
- * LoRA, PyTorch through bench/bench_kernels_torch.py). Prints a table and
- * writes JSON (schema in bench/README.md). core/lt_bench_kernels.c.
- *
- * The CUDA helpers below live in cuda/lt_cuda_bench.cu and exist only in a
- * build with LT_HAVE_CUDA; `be` must be a CUDA backend.
+ * They live in cuda/lt_cuda_bench.cu and exist only in a build with
+ * LT_HAVE_CUDA; `be` must be a CUDA backend.
  */
 #ifndef LT_BENCH_H
 #define LT_BENCH_H
@@ -22,10 +14,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* `luxtrain bench kernels ...` / `bench_kernels ...`: argv[0] is the program
- * or subcommand name. Returns a process exit code (0 ok, 1 failure, 2 usage). */
-int lt_bench_kernels_main(int argc, char **argv);
 
 typedef void (*lt_bench_fn)(void *arg);
 

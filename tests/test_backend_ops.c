@@ -13,20 +13,29 @@
  *   - a guard region of sentinel bytes before and after every buffer, on
  *     both backends, checked untouched after each op;
  *   - NaN never passes; normalized error ||cuda - cpu|| / ||cpu|| against a
- *     tolerance stated per op (TOL_* below);
+ *     tolerance stated per output class and dtype (lt_op_tol,
+ *     bench/lt_op_cases.c);
  *   - ops designed to be deterministic (embedding_bwd, rmsnorm dw,
  *     attention_bwd, sumsq, matmul dbias) give identical bits on a rerun.
- * Attention runs twice per shape (lt_backend_set_option on the CUDA backend):
- * attn_version 1 (v1, CUDA cores) and 2
- * (v2, tensor cores, head dims 64/128/256; other head dims fall back to v1).
- * LoRA likewise with lora_version 1 (two bf16 roundings of out / dx) and
- * 2 (one rounding: tighter tolerance), v2 also with small row chunks
- * (lora_chunk_rows). add_rmsnorm_fwd in place (h = x, h = r) too.
+ * This is the test mode of the op case table (bench/lt_op_cases.h): the ops
+ * and their shapes come from the table (one runner below per op; an op of
+ * the table without a runner fails), `--op NAME` runs one, `--list-ops`
+ * lists them.
+ * Attention runs twice per shape: v1 (CUDA cores) and v2 (tensor cores, head
+ * dims 64/128/256; other head dims fall back to v1). LoRA likewise with v1
+ * (two bf16 roundings of out / dx) and v2 (one rounding: tighter
+ * tolerance), v2 also with small row chunks (lt_op_att_variant,
+ * lt_op_lora_variant: lt_backend_set_option on the CUDA backend).
+ * add_rmsnorm_fwd in place (h = x, h = r) too. Cross-entropy also with -inf
+ * logits (a masked vocabulary).
  * Skips (77) when the build has no CUDA backend or no device is present.
  * LT_TEST_VERBOSE=1 prints every comparison. LT_BACKEND_OPS_SELFTEST=1 runs the
- * harness with a second CPU backend in place of CUDA (no GPU needed).
+ * harness with a second CPU backend in place of CUDA (no GPU needed; f32 on
+ * both sides, so the f32 tolerances apply); LT_BACKEND_OPS_FAULT=NAME then
+ * breaks that backend on purpose (see inject_fault), and the run must fail
+ * (tests/backend_ops_selftest.sh).
  */
-#define _POSIX_C_SOURCE 200809L /* setenv */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,17 +43,17 @@
 #include <string.h>
 
 #include "lt_backend.h"
+#include "lt_op_cases.h"
 #include "lt_test.h"
 
-/* Tolerances (normalized error). A bf16 output carries its own rounding,
- * about 1.1e-3 rms relative; f32 outputs differ only in summation order. */
-#define TOL_EXACT 0.0  /* pure copies (embedding_fwd) */
-#define TOL_BF16 5e-3  /* one bf16 rounding of an fp32 result */
-#define TOL_BF16X 1e-2 /* bf16 output after two roundings (lora v1) or a long chain (attention bwd) */
-#define TOL_F32 1e-5   /* f32 results of bf16-exact inputs, fp32 accumulation (rstd, lse, loss, xa) */
-#define TOL_F32ACC 1e-4 /* f32 parameter gradients summed over many rows (dw, dA, dB) */
-#define TOL_OPT 1e-6   /* AdamW: same formula, same rounding order as the CPU */
-#define TOL_SUMSQ 1e-12 /* double accumulation */
+/* Tolerance classes (bench/lt_op_cases.h; the figure per dtype: lt_op_tol) */
+#define TOL_EXACT LT_TOL_EXACT
+#define TOL_BF16 LT_TOL_ROUND    /* one rounding of an fp32 result */
+#define TOL_BF16X LT_TOL_ROUND2  /* two roundings (lora v1) or a long chain (attention bwd) */
+#define TOL_F32 LT_TOL_F32       /* f32 results, fp32 accumulation (rstd, lse, loss, xa) */
+#define TOL_F32ACC LT_TOL_F32ACC /* f32 parameter gradients summed over many rows */
+#define TOL_OPT LT_TOL_OPT       /* AdamW */
+#define TOL_SUMSQ LT_TOL_SUMSQ   /* double accumulation */
 
 enum { CPU = 0, GPU = 1 };
 static lt_backend *BE[2];
@@ -134,16 +143,17 @@ static void bguard(buf *b, const char *what) {
     free(g);
 }
 
-/* compare the two sides, check the guards */
-static void bcmp(buf *b, double tol, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void bcmp(buf *b, double tol, const char *fmt, ...) {
+/* compare the two sides against the tolerance of class tc for the dtype the
+ * checked side stores, check the guards */
+static void bcmp(buf *b, lt_op_tol_class tc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void bcmp(buf *b, lt_op_tol_class tc, const char *fmt, ...) {
     char what[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     float *want = bget(b, CPU), *got = bget(b, GPU);
-    lt_check_close(what, got, want, b->n, tol);
+    lt_check_close(what, got, want, b->n, lt_op_tol(tc, dtype_of(GPU, b->k)));
     free(want);
     free(got);
     bguard(b, what);
@@ -153,8 +163,8 @@ static void bcmp(buf *b, double tol, const char *fmt, ...) {
 static float *snap(buf *b) { return bget(b, GPU); }
 static void same_bits(buf *b, const float *before, const char *what) {
     float *now = bget(b, GPU);
-    LT_CHECK(memcmp(now, before, b->n * sizeof(float)) == 0, "%s: CUDA rerun gave different bits (not deterministic)",
-             what);
+    LT_CHECK(memcmp(now, before, b->n * sizeof(float)) == 0, "%s: %s rerun gave different bits (not deterministic)",
+             what, SIDE[GPU]);
     free(now);
 }
 
@@ -428,7 +438,7 @@ static void make_docs(int32_t *ds, int B, int T, int layout, int maxlen) {
     }
 }
 
-static const char *attn_ver = ""; /* attn_version of the current run */
+static const char *attn_ver = ""; /* the attention variant of the current run */
 
 static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
     size_t N = (size_t)B * T;
@@ -471,25 +481,19 @@ static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
         bfree(&dv);
 }
 
-/* set a CUDA backend option (the CPU backend has none) */
-static void gpu_option(const char *key, const char *value) {
-    lt_err err;
-    LT_CHECK_OK(lt_backend_set_option(BE[GPU], key, value, &err), &err);
-}
-
-/* every attention shape with v1 and v2 (the CPU side has no versions) */
+/* every attention shape with v1 and v2 (the CPU side has no variants) */
 static void test_attention_versions(int B, int T, int Hq, int Hkv, int D, int layout) {
     static const char *vers[2] = {"1", "2"};
     for (int i = 0; i < 2; i++) {
-        gpu_option("attn_version", vers[i]);
+        LT_CHECK_OK(lt_op_att_variant(BE[GPU], i + 1, &err), &err);
         attn_ver = vers[i];
         test_attention(B, T, Hq, Hkv, D, layout);
     }
-    gpu_option("attn_version", "2");
+    LT_CHECK_OK(lt_op_att_variant(BE[GPU], 0, &err), &err);
     attn_ver = "";
 }
 
-static void test_elementwise(size_t n) {
+static void test_swiglu(size_t n) {
     buf g = brnd(K_ACT, n, 2.0f), u = brnd(K_ACT, n, 1.0f), out = bnew(K_ACT, n);
     bpoison(&out);
     BOTH(be->swiglu_fwd(be, P(out), P(g), P(u), n));
@@ -501,6 +505,11 @@ static void test_elementwise(size_t n) {
     sync_both("swiglu_bwd");
     bcmp(&dg, TOL_BF16, "swiglu_bwd dgate n=%zu", n);
     bcmp(&du, TOL_BF16, "swiglu_bwd dup n=%zu", n);
+    bfree(&g), bfree(&u), bfree(&out), bfree(&dout), bfree(&dg), bfree(&du);
+}
+
+static void test_add(size_t n) {
+    buf g = brnd(K_ACT, n, 2.0f), u = brnd(K_ACT, n, 1.0f), out = bnew(K_ACT, n);
     bpoison(&out);
     BOTH(be->add(be, P(out), P(g), P(u), n));
     sync_both("add");
@@ -508,7 +517,7 @@ static void test_elementwise(size_t n) {
     BOTH(be->add(be, P(g), P(g), P(u), n)); // in place: out aliases a
     sync_both("add in place");
     bcmp(&g, TOL_BF16, "add in place n=%zu", n);
-    bfree(&g), bfree(&u), bfree(&out), bfree(&dout), bfree(&dg), bfree(&du);
+    bfree(&g), bfree(&u), bfree(&out);
 }
 
 /* 1: logits with -inf (masked vocabulary): the first 600 of every row (so
@@ -549,13 +558,13 @@ static void test_cross_entropy(int N, int V) {
     bfree(&logits), bfree(&tg), bfree(&loss), bfree(&dl);
 }
 
-static const char *lora_ver = ""; /* lora_version of the current run */
+static const char *lora_ver = ""; /* the LoRA variant of the current run */
 
 /* v1 rounds out (and dx without dropout) twice: TOL_BF16X; v2 once: TOL_BF16 */
 static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout) {
     float scale = 2.0f;
     int v1 = !strcmp(lora_ver, "1");
-    double tol_out = v1 ? TOL_BF16X : TOL_BF16;
+    lt_op_tol_class tol_out = v1 ? TOL_BF16X : TOL_BF16;
     buf x = brnd(K_ACT, (size_t)M * K, 1.0f);
     buf xl = brnd(K_ACT, (size_t)M * K, 1.0f); // stands for x after adapter dropout
     buf w = brnd(K_PARAM, (size_t)Nout * K, 0.05f), bias = brnd(K_PARAM, Nout, 0.5f);
@@ -633,16 +642,12 @@ static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout)
  * chunk_rows > 0 forces v2's row chunks of the f32 scratch that small */
 static void test_lora_versions(int M, int K, int Nout, int r, int with_bias, int dropout, int chunk_rows) {
     static const char *vers[2] = {"1", "2"};
-    char cr[32];
-    snprintf(cr, sizeof cr, "%d", chunk_rows > 0 ? chunk_rows : 0);
-    gpu_option("lora_chunk_rows", cr);
     for (int i = 0; i < 2; i++) {
-        gpu_option("lora_version", vers[i]);
+        LT_CHECK_OK(lt_op_lora_variant(BE[GPU], i + 1, chunk_rows, &err), &err);
         lora_ver = vers[i];
         test_lora(M, K, Nout, r, with_bias, dropout);
     }
-    gpu_option("lora_version", "2");
-    gpu_option("lora_chunk_rows", "0");
+    LT_CHECK_OK(lt_op_lora_variant(BE[GPU], 0, 0, &err), &err);
     lora_ver = "";
 }
 
@@ -657,8 +662,8 @@ static void test_sumsq(size_t n) {
     double g2 = BE[GPU]->sumsq(BE[GPU], (const float *)x.p[GPU], n);
     sync_both("sumsq");
     lt_test_checks++;
-    double e = fabs(g1 - want) / want;
-    if (!(e <= TOL_SUMSQ) || fabs(c - want) / want > TOL_SUMSQ) {
+    double e = fabs(g1 - want) / want, tol = lt_op_tol(TOL_SUMSQ, LT_F32);
+    if (!(e <= tol) || !(fabs(c - want) / want <= tol)) {
         lt_test_failures++;
         fprintf(stderr, "FAIL sumsq n=%zu: cuda %.17g cpu %.17g host %.17g (rel err %.3g)\n", n, g1, c, want, e);
     } else if (getenv("LT_TEST_VERBOSE")) {
@@ -669,7 +674,7 @@ static void test_sumsq(size_t n) {
     bfree(&x);
 }
 
-static void test_adamw(void) {
+static void test_adamw(int steps) {
     enum { NT = 3 };
     size_t n[NT] = {1000, 4097, 3};
     float wd[NT] = {0.1f, 0.0f, 0.01f};
@@ -696,7 +701,7 @@ static void test_adamw(void) {
         bset(&v[t], hv);
         free(hv), free(h);
     }
-    for (int step = 1; step <= 3; step++) {
+    for (int step = 1; step <= steps; step++) {
         for (int s = 0; s < 2; s++) {
             lt_adamw_tensor ts[NT];
             for (int t = 0; t < NT; t++) {
@@ -725,7 +730,87 @@ static void test_adamw(void) {
     }
 }
 
-int main(void) {
+/* ------------------------------------------------------------------------ */
+/* the runners: one per op of the table, called with each of its test shapes */
+
+static void run_embedding(const long *s) { test_embedding((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
+static void run_matmul(const long *s) { test_matmul((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
+static void run_rmsnorm(const long *s) { test_rmsnorm((int)s[0], (int)s[1]); }
+static void run_add_rmsnorm(const long *s) { test_add_rmsnorm((int)s[0], (int)s[1]); }
+static void run_rope(const long *s) { test_rope((int)s[0], (int)s[1], (int)s[2]); }
+static void run_attention(const long *s) {
+    test_attention_versions((int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (int)s[5]);
+}
+static void run_swiglu(const long *s) { test_swiglu((size_t)s[0]); }
+static void run_add(const long *s) { test_add((size_t)s[0]); }
+static void run_cross_entropy(const long *s) {
+    ce_neg_inf = (int)s[2];
+    test_cross_entropy((int)s[0], (int)s[1]);
+    ce_neg_inf = 0;
+}
+static void run_lora(const long *s) {
+    test_lora_versions((int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (int)s[5], (int)s[6]);
+}
+static void run_sumsq(const long *s) { test_sumsq((size_t)s[0]); }
+static void run_adamw(const long *s) { test_adamw((int)s[0]); }
+
+static const lt_op_runner RUNNERS[] = {
+    {"embedding", run_embedding}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
+    {"add_rmsnorm", run_add_rmsnorm}, {"rope", run_rope},   {"attention", run_attention},
+    {"swiglu", run_swiglu},       {"add", run_add},         {"cross_entropy", run_cross_entropy},
+    {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},
+};
+#define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
+
+/* ------------------------------------------------------------------------ */
+/* LT_BACKEND_OPS_FAULT: a broken second CPU backend (selftest only), so the
+ * harness is shown to catch each kind of fault:
+ *   nan      swiglu_fwd writes one NaN        (NaN never passes)
+ *   skip     swiglu_fwd writes nothing        (outputs poisoned before the run)
+ *   guard    swiglu_fwd writes one past the end (guard bytes)
+ *   perturb  swiglu_fwd scales out by 1.001  (the f32 tolerance, not bf16's)
+ *   nondet   embedding_bwd moves one value by one ulp on every other call
+ *            (determinism reruns) */
+static const char *fault;
+static void (*real_swiglu_fwd)(lt_backend *, void *, const void *, const void *, size_t);
+static void (*real_embedding_bwd)(lt_backend *, float *, const void *, const int32_t *, int, int);
+
+static void faulty_swiglu_fwd(lt_backend *be, void *out, const void *gate, const void *up, size_t n) {
+    float *o = out; /* the stand-in is a CPU backend: f32 in host memory */
+    if (!strcmp(fault, "skip")) return;
+    real_swiglu_fwd(be, out, gate, up, n);
+    if (!strcmp(fault, "nan")) o[n - 1] = NAN;
+    if (!strcmp(fault, "guard")) o[n] = o[0];
+    if (!strcmp(fault, "perturb"))
+        for (size_t i = 0; i < n; i++) o[i] *= 1.001f;
+}
+
+static void faulty_embedding_bwd(lt_backend *be, float *dtable, const void *dout, const int32_t *ids, int N, int C) {
+    static int calls;
+    real_embedding_bwd(be, dtable, dout, ids, N, C);
+    if (++calls % 2 == 0) dtable[(size_t)ids[0] * C] = nextafterf(dtable[(size_t)ids[0] * C], INFINITY);
+}
+
+static int inject_fault(lt_backend *be, const char *name) {
+    fault = name;
+    if (!strcmp(name, "nan") || !strcmp(name, "skip") || !strcmp(name, "guard") || !strcmp(name, "perturb")) {
+        real_swiglu_fwd = be->swiglu_fwd;
+        be->swiglu_fwd = faulty_swiglu_fwd;
+    } else if (!strcmp(name, "nondet")) {
+        real_embedding_bwd = be->embedding_bwd;
+        be->embedding_bwd = faulty_embedding_bwd;
+    } else {
+        fprintf(stderr, "test_backend_ops: unknown LT_BACKEND_OPS_FAULT '%s' (nan skip guard perturb nondet)\n", name);
+        return 0;
+    }
+    printf("test_backend_ops: fault '%s' injected into the second backend: this run must fail\n", name);
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    const char *only;
+    int rc = lt_op_parse_args("test_backend_ops", argc, argv, &only);
+    if (rc >= 0) return rc;
     lt_status st;
     if (getenv("LT_BACKEND_OPS_SELFTEST")) {
         /* harness check without a GPU: a second CPU backend stands in for
@@ -733,6 +818,8 @@ int main(void) {
          * the comparisons, not bf16) */
         SIDE[GPU] = "cpu#2";
         st = lt_cpu_backend_create(1, &BE[GPU], &err);
+        const char *f = getenv("LT_BACKEND_OPS_FAULT");
+        if (st == LT_OK && f && *f && !inject_fault(BE[GPU], f)) return 2;
     } else {
 #ifndef LT_HAVE_CUDA
         printf("test_backend_ops: skipped: built without the CUDA backend\n");
@@ -751,87 +838,8 @@ int main(void) {
     LT_CHECK_OK(st, &err);
     if (st != LT_OK) return lt_test_finish("test_backend_ops");
 
-    test_embedding(50, 64, 37, 50);
-    test_embedding(1000, 257, 300, 40); /* many repeats */
-    test_embedding(7, 6, 1, 7);
-
-    test_matmul(1, 64, 32, 1);
-    test_matmul(37, 96, 51, 0);
-    test_matmul(37, 96, 51, 1);
-    test_matmul(257, 512, 384, 1);
-
-    test_rmsnorm(1, 64);
-    test_rmsnorm(37, 257);
-    test_rmsnorm(300, 1024);
-    test_rmsnorm(1000, 128); /* per-head q/k norm: R = N*H, C = D */
-
-    test_rope(5, 2, 64);
-    test_rope(37, 3, 128);
-    test_rope(20, 4, 256);
-    test_rope(9, 2, 6);
-
-    /* B, T, Hq, Hkv, D, documents */
-    test_attention_versions(1, 1, 2, 1, 64, 0);    /* one token */
-    test_attention_versions(2, 37, 4, 1, 64, 0);   /* GQA 4, odd T */
-    test_attention_versions(1, 70, 8, 1, 128, 1);  /* GQA 8, many documents (one-token ones too) */
-    test_attention_versions(2, 45, 2, 2, 256, 1);  /* GQA 1, D = 256 */
-    test_attention_versions(1, 130, 8, 2, 128, 2); /* GQA 4, padding tail, T > 4 tiles */
-    test_attention_versions(2, 33, 4, 2, 6, 1);    /* small head dim (v2 falls back to v1) */
-    test_attention_versions(1, 50, 4, 4, 16, 0);
-    /* v2 tile edges: T = 1, 17, 64 (one tile), 200, 1000; D = 64/128/256 */
-    test_attention_versions(1, 1, 8, 1, 128, 0);
-    test_attention_versions(1, 1, 4, 4, 256, 0);
-    test_attention_versions(2, 17, 4, 1, 128, 1);
-    test_attention_versions(1, 17, 2, 2, 256, 2);
-    test_attention_versions(2, 64, 8, 2, 64, 1);
-    test_attention_versions(1, 64, 4, 1, 256, 0);
-    test_attention_versions(2, 200, 8, 1, 64, 1);
-    test_attention_versions(1, 200, 4, 4, 128, 2);
-    test_attention_versions(1, 200, 2, 1, 256, 3);
-    test_attention_versions(1, 1000, 8, 2, 128, 3); /* long documents spanning tiles */
-    test_attention_versions(1, 1000, 4, 1, 64, 1);
-    test_attention_versions(1, 1000, 2, 2, 256, 0);
-    test_attention_versions(2, 1000, 8, 8, 128, 0);
-
-    test_elementwise(1);
-    test_elementwise(1001);
-    test_elementwise(65537);
-
-    test_cross_entropy(1, 10);
-    test_cross_entropy(37, 1000);
-    test_cross_entropy(8, 50001);
-    ce_neg_inf = 1;
-    test_cross_entropy(5, 1000);
-    test_cross_entropy(3, 50001);
-    ce_neg_inf = 0;
-
-    /* M, K, Nout, r, bias, dropout, v2 chunk rows (0: default) */
-    test_lora_versions(1, 64, 32, 4, 0, 0, 0);
-    test_lora_versions(37, 96, 51, 8, 1, 0, 0);
-    test_lora_versions(130, 256, 200, 16, 0, 1, 0);
-    test_lora_versions(65, 128, 70, 64, 1, 1, 0);
-    test_lora_versions(130, 200, 96, 33, 1, 0, 32); /* 5 chunks (last one ragged), r past one 32-wide slice */
-    test_lora_versions(100, 64, 300, 1, 0, 1, 7);   /* r = 1, chunks of 7 rows */
-    test_lora_versions(512, 1024, 768, 16, 0, 0, 0);
-
-    /* R, C: vector kernel for C % 8 == 0 up to 8192 (1..32 vectors per lane), scalar otherwise */
-    test_add_rmsnorm(1, 64);
-    test_add_rmsnorm(37, 257);   /* scalar */
-    test_add_rmsnorm(1000, 128); /* 1 vector per lane, half the lanes idle */
-    test_add_rmsnorm(5, 136);    /* 17 vectors: a partial warp */
-    test_add_rmsnorm(300, 1024);
-    test_add_rmsnorm(64, 2048);
-    test_add_rmsnorm(9, 3584);   /* 14 per lane in the 16-vector kernel */
-    test_add_rmsnorm(33, 4096);
-    test_add_rmsnorm(17, 5120);
-    test_add_rmsnorm(3, 8192);
-    test_add_rmsnorm(4, 8200);   /* past the vector kernel: scalar */
-
-    test_sumsq(1);
-    test_sumsq(1000);
-    test_sumsq((1u << 20) + 3);
-
-    test_adamw();
+    LT_CHECK(lt_op_run_table("test_backend_ops", LT_OP_MODE_TEST, RUNNERS, NRUNNERS, only, &lt_test_failures) == 0,
+             "the runners here and the op case table (bench/lt_op_cases.c) disagree");
 
     BE[CPU]->destroy(BE[CPU]);
     BE[GPU]->destroy(BE[GPU]);

@@ -5,6 +5,8 @@
 # formulas (recomputed here from the shapes). Timings are not checked (they
 # are only a smoke test on the CPU). Also: bad options exit 2 (`bench step`
 # itself: tests/test_bench_step.sh), and bench_kernels_torch.py parses.
+# --op NAME runs one op of the op case table (bench/lt_op_cases.c) and
+# --list-ops lists them; an unknown op exits 2.
 set -u
 BIN=${LT_BIN:?LT_BIN not set}
 SRC=${LT_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -74,6 +76,27 @@ if bad:
     sys.exit(1)
 print("ok: %d results" % len(d["results"]))
 PYEOF
+
+# --list-ops: the table's ops; --op: only that op's results
+"$BIN" bench kernels --list-ops >"$TMP/ops.txt" || { echo "FAIL: --list-ops"; fail=1; }
+for op in embedding matmul rmsnorm add_rmsnorm rope attention swiglu add cross_entropy lora sumsq adamw; do
+  grep -q "^$op " "$TMP/ops.txt" || { echo "FAIL: --list-ops lacks $op"; fail=1; }
+done
+if ! "$BIN" bench kernels --device cpu --quick --no-torch --threads 1 --op rmsnorm --json "$TMP/op.json" \
+    >/dev/null 2>"$TMP/err-op.txt"; then
+  echo "FAIL: bench kernels --op rmsnorm exited with $?"; cat "$TMP/err-op.txt"; fail=1
+fi
+"$PY" - "$TMP/op.json" <<'PYEOF' || fail=1
+import json, sys
+d = json.load(open(sys.argv[1]))
+ops = sorted({r["op"] for r in d["results"]})
+if ops != ["rmsnorm_bwd", "rmsnorm_fwd"] or any(not r.get("formula") for r in d["results"]):
+    print("FAIL: --op rmsnorm gave", ops); sys.exit(1)
+PYEOF
+"$BIN" bench kernels --device cpu --op nonsense >/dev/null 2>&1; rc=$?
+[ $rc -eq 2 ] || { echo "FAIL: --op nonsense gave rc $rc (expected 2)"; fail=1; }
+"$BIN" bench kernels --device cpu --op sumsq >/dev/null 2>&1; rc=$?
+[ $rc -eq 2 ] || { echo "FAIL: --op sumsq (no benchmark) gave rc $rc (expected 2)"; fail=1; }
 
 "$BIN" bench nonsense >/dev/null 2>&1; rc=$?
 [ $rc -eq 2 ] || { echo "FAIL: bench nonsense gave rc $rc (expected 2)"; fail=1; }

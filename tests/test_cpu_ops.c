@@ -20,6 +20,11 @@
  *   TOL_FD   backward vs finite differences of the fp32 forward (step h;
  *            fp32 noise / h plus the O(h^2) truncation)
  *   TOL_ACC  "accumulated minus initial" vs the plain result
+ * This is the cpu mode of the op case table (bench/lt_op_cases.h): the ops
+ * and their cpu shapes come from the table (one runner per op below; an op
+ * of the table without a cpu check fails), `--op NAME` runs one op (without
+ * the checks that span ops: exp, thread determinism, errors), `--list-ops`
+ * lists them.
  * Set LT_TEST_VERBOSE=1 to print every comparison.
  */
 #include <math.h>
@@ -29,6 +34,7 @@
 
 #include "lt_backend.h"
 #include "lt_cpu.h" /* lt_cpu_expf */
+#include "lt_op_cases.h"
 #include "lt_test.h"
 
 #define TOL_FWD 2e-6
@@ -1139,41 +1145,8 @@ static void test_errors(void) {
     bx->destroy(bx);
 }
 
-int main(void) {
-    lt_err e;
-    if (lt_cpu_backend_create(0, &be, &e) != LT_OK) {
-        fprintf(stderr, "test_cpu_ops: %s\n", e.msg);
-        return 1;
-    }
-
-    test_embedding(7, 19, 37);
-    test_embedding(50, 5, 130); // C spans several column blocks
-
-    test_matmul(7, 13, 5, 1);
-    test_matmul(1, 1, 1, 1);
-    test_matmul(33, 17, 9, 0);
-    test_matmul(4, 70, 67, 1); // bias over more than one column block
-    test_matmul_panels(1030, 128, 96); // C cut into panels of rows
-    test_matmul_panels(40, 96, 1100);  // ... of columns
-
-    test_lora(6, 11, 7, 3, 1);
-    test_lora(9, 8, 5, 1, 0);
-    test_lora(3, 16, 12, 4, 1);
-
-    test_rmsnorm(5, 16);
-    test_rmsnorm(7, 33);
-    test_rmsnorm(3, 2);
-    test_rmsnorm(2, 130);
-
-    test_add_rmsnorm(5, 16);
-    test_add_rmsnorm(7, 33);
-    test_add_rmsnorm(1, 1);
-    test_add_rmsnorm(3, 130);
-
-    test_rope(7, 3, 8, 8192);
-    test_rope(5, 2, 2, 100);
-    test_rope(4, 1, 34, 131071);
-
+/* the fixed document layouts (shape LA = 0 of the table's cpu shapes) */
+static void test_attention_layouts(void) {
     {
         // seq 0: documents 3, 1, 5; seq 1: one of 6 and three padding tokens (one-token documents)
         attn_shape s = {.B = 2, .T = 9, .Hq = 4, .D = 5, .scale = 0.45f, .ndocs = {3, 4}};
@@ -1209,33 +1182,65 @@ int main(void) {
         memcpy(s.lens[1], l1, sizeof l1);
         test_attention(&s, "B2 T150 docs[64,1,1,63,21|129,21] Hq2 Hkv1 D3");
     }
-    test_attention_packing(130, 70, 4, 2, 8); // blocks at other offsets when packed
-    test_attention_packing(1, 129, 2, 1, 5);
-    test_attention_packing(450, 77, 2, 1, 4); // long rows of keys (P @ V over 450 keys)
-    test_attention_packing(5, 4, 4, 2, 6);
-    test_attention_packing(1, 7, 2, 2, 3);
-    test_attention_packing(6, 1, 4, 1, 8);
+}
 
-    test_swiglu(101);
-    test_swiglu(1);
-    test_add(77);
+/* ------------------------------------------------------------------------ */
+/* the cpu mode of the op case table (bench/lt_op_cases.h): one runner per
+ * op, called with each of the op's cpu shapes */
 
-    test_cross_entropy(6, 29, 0.0f);
-    test_cross_entropy(4, 7, 60.0f);
-    test_cross_entropy(3, 1, 0.0f);
+static void run_embedding(const long *s) { test_embedding((int)s[0], (int)s[1], (int)s[2]); }
+static void run_matmul(const long *s) {
+    if (s[4])
+        test_matmul_panels((int)s[0], (int)s[1], (int)s[2]);
+    else
+        test_matmul((int)s[0], (int)s[1], (int)s[2], (int)s[3]);
+}
+static void run_lora(const long *s) { test_lora((int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4]); }
+static void run_rmsnorm(const long *s) { test_rmsnorm((int)s[0], (int)s[1]); }
+static void run_add_rmsnorm(const long *s) { test_add_rmsnorm((int)s[0], (int)s[1]); }
+static void run_rope(const long *s) { test_rope((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
+static void run_attention(const long *s) {
+    if (s[0] == 0)
+        test_attention_layouts();
+    else
+        test_attention_packing((int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4]);
+}
+static void run_swiglu(const long *s) { test_swiglu((size_t)s[0]); }
+static void run_add(const long *s) { test_add((size_t)s[0]); }
+static void run_cross_entropy(const long *s) { test_cross_entropy((int)s[0], (int)s[1], (float)s[2]); }
+static void run_sumsq(const long *s) { test_sumsq((size_t)s[0]); }
+static void run_adamw(const long *s) {
+    if (s[0])
+        test_adamw_torch();
+    else
+        test_adamw();
+}
 
-    test_expf();
-    test_cross_entropy(40, 300, -5.0f);
+static const lt_op_runner RUNNERS[] = {
+    {"embedding", run_embedding}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
+    {"add_rmsnorm", run_add_rmsnorm}, {"rope", run_rope},   {"attention", run_attention},
+    {"swiglu", run_swiglu},       {"add", run_add},         {"cross_entropy", run_cross_entropy},
+    {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},
+};
+#define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
 
-    test_sumsq(1);
-    test_sumsq(1000);
-    test_sumsq((size_t)3 * 65536 + 17);
-
-    test_adamw();
-    test_adamw_torch();
-    test_thread_determinism();
-    test_thread_determinism_large();
-    test_errors();
+int main(int argc, char **argv) {
+    const char *only;
+    int rc = lt_op_parse_args("test_cpu_ops", argc, argv, &only);
+    if (rc >= 0) return rc;
+    lt_err e;
+    if (lt_cpu_backend_create(0, &be, &e) != LT_OK) {
+        fprintf(stderr, "test_cpu_ops: %s\n", e.msg);
+        return 1;
+    }
+    LT_CHECK(lt_op_run_table("test_cpu_ops", LT_OP_MODE_CPU, RUNNERS, NRUNNERS, only, &lt_test_failures) == 0,
+             "the runners here and the op case table (bench/lt_op_cases.c) disagree");
+    if (!only) { /* checks that span ops */
+        test_expf();
+        test_thread_determinism();
+        test_thread_determinism_large();
+        test_errors();
+    }
 
     be->destroy(be);
     return lt_test_finish("test_cpu_ops");

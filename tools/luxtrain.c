@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lt_bench_kernels.h" /* bench/: `bench kernels` */
 #include "lt_cli.h"
 #include "lt_version.h" /* LT_COMMIT, written at build time */
 
@@ -23,6 +24,17 @@ typedef struct {
     int (*fn)(int argc, char **argv);
     const char *help;
 } command;
+
+/* `bench kernels` is the perf mode of the op table (bench/, lt_bench); the
+ * rest of `bench` (`bench step` needs the trainer) is train's lt_cmd_bench. */
+static int cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "kernels")) {
+        char prog[] = "luxtrain bench kernels"; /* its usage and messages name the real command line */
+        argv[1] = prog;
+        return lt_bench_kernels_main(argc - 1, argv + 1);
+    }
+    return lt_cmd_bench(argc, argv);
+}
 
 static const command commands[] = {
     {"inspect", lt_cmd_inspect, "describe a model folder (or a token shard .h5)"},
@@ -33,7 +45,7 @@ static const command commands[] = {
     {"train", lt_cmd_train, "full fine-tuning or LoRA on token shards (checkpoints, --resume, export)"},
     {"generate", lt_cmd_generate, "chat with a model (KV cache; greedy or temperature / top-p)"},
     {"merge", lt_cmd_merge, "fold a PEFT LoRA adapter into its base model (Hugging Face folder)"},
-    {"bench", lt_cmd_bench, "bench kernels (vs measured peaks, cuBLAS, PyTorch) | bench step (tokens/s, MFU)"},
+    {"bench", cmd_bench, "bench kernels (vs measured peaks, cuBLAS, PyTorch) | bench step (tokens/s, MFU)"},
 };
 
 static void usage(FILE *f) {

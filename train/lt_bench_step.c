@@ -537,11 +537,6 @@ int lt_cmd_bench(int argc, char **argv) {
                    "       luxtrain bench step [options]      tokens/s, MFU and peak memory of whole training steps\n");
         return argc < 2 ? 2 : 0;
     }
-    if (!strcmp(argv[1], "kernels")) {
-        char prog[] = "luxtrain bench kernels"; /* its usage and messages name the real command line */
-        argv[1] = prog;
-        return lt_bench_kernels_main(argc - 1, argv + 1);
-    }
     if (!strcmp(argv[1], "step")) return lt_bench_step_main(argc - 1, argv + 1);
     fprintf(stderr, "luxtrain bench: unknown benchmark '%s' (expected kernels or step)\n", argv[1]);
     return 2;

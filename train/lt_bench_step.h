@@ -7,9 +7,9 @@
  * fine-tuning or LoRA. Prints a table and writes JSON (schema
  * luxtrain-bench-step/1 in bench/README.md). train/lt_bench_step.c.
  *
- * Also home of `luxtrain bench` itself (lt_cmd_bench, core/lt_cli.h): it
- * dispatches `bench kernels` to core/lt_bench_kernels.c and `bench step`
- * here (the step needs the trainer, which core/ cannot link).
+ * Also home of `luxtrain bench` itself (lt_cmd_bench, core/lt_cli.h): usage
+ * and `bench step` (the step needs the trainer, which core/ cannot link);
+ * tools/luxtrain.c sends `bench kernels` to bench/ (lt_bench_kernels.h).
  */
 #ifndef LT_BENCH_STEP_H
 #define LT_BENCH_STEP_H

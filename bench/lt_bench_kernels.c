@@ -13,7 +13,9 @@
  * L2. On the CPU each call is followed by be->sync and timed with the
  * monotonic clock (a smoke test only).
  *
- * FLOP and byte counts (bf16 act/param: a = 2 bytes, f32 = 4; CPU: a = 4):
+ * FLOP and byte counts come from the op case table (bench/lt_op_cases.c,
+ * the `formula` of every JSON result): bf16 act/param: a = 2 bytes, f32 =
+ * 4 (CPU: a = 4); p likewise for parameters:
  *   matmul fwd      2 M K N FLOP                 bytes a (MK + NK + MN)
  *   matmul bwd      4 M K N (dx and dw)          a (2 MN + NK + 2 MK) + 8 NK (dw f32 read+write)
  *   lora fwd+bwd    4 M K N (frozen fwd + dx)    + adapter 2 M r (3K + 3N)
@@ -42,8 +44,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lt_bench.h"
+#include "lt_bench.h" /* the CUDA timing helpers */
+#include "lt_bench_kernels.h"
 #include "lt_cli.h"
+#include "lt_op_cases.h"
 
 /* ------------------------------------------------------------------------ */
 /* shapes                                                                   */
@@ -102,6 +106,7 @@ typedef struct {
     lt_cuda_bench_info info;
     lt_dtype act_dtype;
     const char *filter;
+    const char *op; /* --op NAME: one op of the table (NULL: all) */
     int dead; /* the backend recorded a failure: later cases are skipped */
     result *res;
     int nres, cap;
@@ -254,8 +259,35 @@ static void add_base(result *r, const char *name, double ms, int torch) {
     }
 }
 
-/* Is this result selected by --only? (substring of the id) */
-static int selected(bench *b, const result *r) { return !b->filter || strstr(r->id, b->filter); }
+/* Is this result selected by --op (its op of the table) and --only
+ * (substring of the id)? */
+static int selected(bench *b, const result *r) {
+    const lt_op_entry *e = NULL;
+    if (b->op && (!lt_op_metric_find(r->op, &e) || !lt_op_selected(b->op, e->name))) return 0;
+    return !b->filter || strstr(r->id, b->filter);
+}
+
+/* FLOPs, bytes and bound of r by the table's formula for its op, from its
+ * shape keys (which must be the formula's keys, in order); extra: the
+ * op-specific count of lt_op_dims. */
+static void metrics(bench *b, result *r, double extra) {
+    const lt_op_metric *m = lt_op_metric_find(r->op, NULL);
+    char keys[96] = "";
+    size_t o = 0;
+    lt_op_dims d = {.a = b->act_size, .p = b->param_size, .extra = extra};
+    for (int i = 0; i < r->nkeys && i < LT_OP_MAXP; i++) {
+        d.v[i] = (double)r->vals[i];
+        o += (size_t)snprintf(keys + o, o < sizeof keys ? sizeof keys - o : 0, "%s%s", i ? " " : "", r->keys[i]);
+    }
+    if (!m || strcmp(m->keys, keys)) { /* a case out of step with the table: say so, count nothing */
+        snprintf(r->error, sizeof r->error, "no formula in bench/lt_op_cases.c for %s with keys '%s'", r->op, keys);
+        r->flop = r->bytes = 0;
+        return;
+    }
+    r->flop = m->flop ? m->flop(&d) : 0;
+    r->bytes = m->bytes(&d);
+    r->bound = m->flop ? BOUND_FLOP : BOUND_MEM;
+}
 
 /* Measure `fn` for result r; on failure the error goes into r (and the
  * backend is marked dead when the failure was the backend's). */
@@ -466,15 +498,14 @@ static void case_attention(bench *b, const mshape *m, int B, int T) {
         return;
     }
     free(doc);
-    double fl = 4.0 * B * m->hq * m->hd * (double)T * T / 2; /* causal: half of QK^T and PV */
-    double io = (double)(2 * nq + 2 * nk) * a + (double)B * m->hq * T * 4;
     if (rf) {
-        rf->flop = fl, rf->bytes = io, rf->bound = BOUND_FLOP, rf->goal = GOAL_SDPA, rf->want_torch = 1;
+        metrics(b, rf, 0);
+        rf->goal = GOAL_SDPA, rf->want_torch = 1;
         run_main(b, rf, fn_att_fwd, &x);
     }
     if (rb && !b->dead) {
         fn_att_fwd(&x); /* out and lse for the backward */
-        rb->flop = 2.5 * fl, rb->bytes = io + (double)(2 * nq + 2 * nk) * a, rb->bound = BOUND_FLOP;
+        metrics(b, rb, 0);
         rb->goal = GOAL_SDPA, rb->want_torch = 1;
         run_main(b, rb, fn_att_bwd, &x);
     }
@@ -521,16 +552,15 @@ static void case_rmsnorm(bench *b, const mshape *m, int N) {
         pool_free(b, &pl);
         return;
     }
-    double RC = (double)n;
     if (rf) {
-        rf->bytes = 2 * RC * a + (double)m->hidden * b->param_size + 4.0 * N;
-        rf->bound = BOUND_MEM, rf->goal = GOAL_BW90, rf->want_torch = 1;
+        metrics(b, rf, 0);
+        rf->goal = GOAL_BW90, rf->want_torch = 1;
         run_main(b, rf, fn_rms_fwd, &x);
     }
     if (rb && !b->dead) {
         fn_rms_fwd(&x);
-        rb->bytes = 3 * RC * a + (double)m->hidden * b->param_size + 4.0 * N + 8.0 * m->hidden;
-        rb->bound = BOUND_MEM, rb->goal = GOAL_BW90, rb->want_torch = 1;
+        metrics(b, rb, 0);
+        rb->goal = GOAL_BW90, rb->want_torch = 1;
         run_main(b, rb, fn_rms_bwd, &x);
     }
     pool_free(b, &pl);
@@ -577,8 +607,8 @@ static void case_add_rmsnorm(bench *b, const mshape *m, int N) {
         pool_free(b, &pl);
         return;
     }
-    rf->bytes = 4 * (double)n * a + (double)m->hidden * b->param_size + 4.0 * N;
-    rf->bound = BOUND_MEM, rf->goal = GOAL_BW90, rf->want_torch = 1;
+    metrics(b, rf, 0);
+    rf->goal = GOAL_BW90, rf->want_torch = 1;
     if (run_main(b, rf, fn_arms, &x)) run_base(b, rf, "add + rmsnorm_fwd (unfused)", fn_arms_unfused, &x);
     pool_free(b, &pl);
 }
@@ -629,13 +659,12 @@ static void case_rope(bench *b, const mshape *m, int N, int T) {
         return;
     }
     free(pos), free(inv);
-    double bytes = 2.0 * N * m->hq * m->hd * b->act_size + 4.0 * N + 2.0 * m->hd;
     if (rf) {
-        rf->bytes = bytes, rf->bound = BOUND_MEM;
+        metrics(b, rf, 0);
         run_main(b, rf, fn_rope_fwd, &x);
     }
     if (rb && !b->dead) {
-        rb->bytes = bytes, rb->bound = BOUND_MEM;
+        metrics(b, rb, 0);
         run_main(b, rb, fn_rope_bwd, &x);
     }
     pool_free(b, &pl);
@@ -680,11 +709,12 @@ static void case_swiglu(bench *b, const mshape *m, int N) {
         return;
     }
     if (rf) {
-        rf->bytes = 3.0 * by, rf->bound = BOUND_MEM, rf->want_torch = 1;
+        metrics(b, rf, 0);
+        rf->want_torch = 1;
         run_main(b, rf, fn_swi_fwd, &x);
     }
     if (rb && !b->dead) {
-        rb->bytes = 5.0 * by, rb->bound = BOUND_MEM;
+        metrics(b, rb, 0);
         run_main(b, rb, fn_swi_bwd, &x);
     }
     pool_free(b, &pl);
@@ -747,11 +777,12 @@ static void case_embedding(bench *b, const mshape *m, int N) {
     }
     free(ids), free(srt);
     if (rf) {
-        rf->bytes = 2.0 * no * b->act_size + 4.0 * N, rf->bound = BOUND_MEM, rf->want_torch = 1;
+        metrics(b, rf, 0);
+        rf->want_torch = 1;
         run_main(b, rf, fn_emb_fwd, &x);
     }
     if (rb && !b->dead) {
-        rb->bytes = (double)no * b->act_size + 8.0 * uniq * m->hidden + 4.0 * N, rb->bound = BOUND_MEM;
+        metrics(b, rb, (double)uniq);
         run_main(b, rb, fn_emb_bwd, &x);
     }
     pool_free(b, &pl);
@@ -814,17 +845,16 @@ static void case_matmul(bench *b, const mshape *m, const char *tag, int M, int K
         return;
     }
     const char *bn = b->cuda ? "cuBLAS GemmEx" : "BLAS sgemm";
-    double fl = 2.0 * M * K * (double)N;
     int base_ok = b->cuda || (ad == LT_F32 && pd == LT_F32);
     if (rf) {
-        rf->flop = fl, rf->bytes = (double)(mk + nk + mn) * a, rf->bound = BOUND_FLOP;
+        metrics(b, rf, 0);
         if (run_main(b, rf, fn_mm_fwd, &x) && base_ok) {
             gemm_arg g = mk_gemm(b, 0, 1, M, N, K, x.x, x.w, x.out, ad, 0.f);
             run_base(b, rf, bn, fn_gemm, &g);
         }
     }
     if (rb && !b->dead) {
-        rb->flop = 2 * fl, rb->bytes = (double)(2 * mn + nk + 2 * mk) * a + 8.0 * nk, rb->bound = BOUND_FLOP;
+        metrics(b, rb, 0);
         if (run_main(b, rb, fn_mm_bwd, &x) && base_ok) {
             gemm_arg g[2] = {mk_gemm(b, 0, 0, M, K, N, x.dout, x.w, x.dx, ad, 0.f),
                              mk_gemm(b, 1, 0, N, K, M, x.dout, x.x, x.dw, LT_F32, 1.f)};
@@ -859,9 +889,8 @@ static void case_lora(bench *b, const mshape *m, const char *tag, int M, int K, 
         pool_free(b, &pl);
         return;
     }
-    rl->flop = 4.0 * M * K * (double)N + 2.0 * M * r * (3.0 * K + 3.0 * N);
-    rl->bytes = (double)(2 * mk + nk + 2 * mn) * a + 8.0 * (double)M * r;
-    rl->bound = BOUND_FLOP, rl->goal = GOAL_LORA;
+    metrics(b, rl, 0);
+    rl->goal = GOAL_LORA;
     if (run_main(b, rl, fn_lora, &x)) {
         run_base(b, rl, "frozen GEMMs (matmul fwd+dx)", fn_frozen, &x);
         if (!b->dead && (b->cuda || (ad == LT_F32 && pd == LT_F32))) {
@@ -915,7 +944,8 @@ static void case_ce(bench *b, const char *model, int N, int V) {
         return;
     }
     free(tg);
-    r->bytes = 2.0 * nv * b->act_size + 8.0 * N, r->bound = BOUND_MEM, r->want_torch = 1;
+    metrics(b, r, 0);
+    r->want_torch = 1;
     run_main(b, r, fn_ce, &x);
     pool_free(b, &pl);
 }
@@ -1009,7 +1039,8 @@ static void case_adamw(bench *b, const mshape *m, int lora_r) {
         t->weight_decay = sizes[i] == m->hidden ? 0.f : 0.01f; /* no decay on norms */
         off += ((size_t)sizes[i] + 63) / 64 * 64;
     }
-    r->bytes = (double)total * (master ? 16 + 14 : 28), r->bound = BOUND_MEM, r->goal = GOAL_BW90, r->want_torch = 1;
+    metrics(b, r, 0);
+    r->goal = GOAL_BW90, r->want_torch = 1;
     run_main(b, r, fn_adamw, &x);
     free(x.ts);
     pool_free(b, &pl);
@@ -1311,29 +1342,8 @@ static void print_goals(const bench *b, FILE *f) {
 }
 
 static const char *formula(const char *op) {
-    static const struct {
-        const char *op, *f;
-    } t[] = {
-        {"matmul_fwd", "flop = 2 M K N; bytes = a (M K + N K + M N)"},
-        {"matmul_bwd", "flop = 4 M K N (dx and dw); bytes = a (2 M N + N K + 2 M K) + 8 N K"},
-        {"lora_fwd+bwd", "flop = 4 M K N + 2 M r (3 K + 3 N); bytes = a (2 M K + N K + 2 M N) + 8 M r"},
-        {"attention_fwd", "flop = 4 B Hq D T^2 / 2 (causal); bytes = a (2 Nq + 2 Nkv) + 4 B Hq T"},
-        {"attention_bwd", "flop = 2.5 x forward; bytes = a (4 Nq + 4 Nkv) + 4 B Hq T"},
-        {"rmsnorm_fwd", "bytes = a (2 R C) + a C + 4 R"},
-        {"rmsnorm_bwd", "bytes = a (3 R C) + a C + 4 R + 8 C"},
-        {"add_rmsnorm_fwd", "bytes = a (4 R C) + a C + 4 R (read x, r; write h, out)"},
-        {"rope_fwd", "bytes = 2 a N H D + 4 N + 2 D"},
-        {"rope_bwd", "bytes = 2 a N H D + 4 N + 2 D"},
-        {"swiglu_fwd", "bytes = 3 a N F"},
-        {"swiglu_bwd", "bytes = 5 a N F"},
-        {"embedding_fwd", "bytes = 2 a N C + 4 N"},
-        {"embedding_bwd", "bytes = a N C + 8 U C + 4 N (U distinct ids)"},
-        {"cross_entropy", "bytes = 2 a N V + 8 N"},
-        {"adamw", "bytes = elements x (28 with f32 params, 30 with bf16 params + f32 master)"},
-    };
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
-        if (!strcmp(t[i].op, op)) return t[i].f;
-    return "";
+    const lt_op_metric *m = lt_op_metric_find(op, NULL);
+    return m ? m->formula : "";
 }
 
 static lt_status write_json(const bench *b, const torch_run *tr, const char *path, const char *device,
@@ -1459,8 +1469,8 @@ static lt_status write_json(const bench *b, const torch_run *tr, const char *pat
 
 static void usage(FILE *f, const char *prog) {
     fprintf(f,
-            "usage: %s [--device cuda|cpu|auto] [--json FILE] [--quick] [--no-torch] [--only TEXT]\n"
-            "       [--budget SECONDS] [--threads N]\n"
+            "usage: %s [--device cuda|cpu|auto] [--json FILE] [--quick] [--no-torch] [--op NAME]\n"
+            "       [--only TEXT] [--budget SECONDS] [--threads N] | --list-ops\n"
             "Times every op of the backend at realistic shapes (Llama-3.2-1B, Llama-3.1-8B,\n"
             "Qwen2.5-14B on CUDA; small shapes on the CPU), against the copy bandwidth and\n"
             "GEMM rate measured in the same run and against cuBLAS / PyTorch baselines.\n"
@@ -1469,6 +1479,8 @@ static void usage(FILE *f, const char *prog) {
             "  --quick     a reduced set (CPU: tiny shapes, a few seconds)\n"
             "  --no-torch  skip the PyTorch baselines (bench/bench_kernels_torch.py, run with\n"
             "              $LT_TORCH_PYTHON or python3 when it can import torch)\n"
+            "  --op        run one op of the op case table (bench/lt_op_cases.c; --list-ops)\n"
+            "  --list-ops  list the ops of the table and exit\n"
             "  --only      run only cases whose id contains TEXT (e.g. attention, llama-3.1-8b)\n"
             "  --budget    seconds of timed calls per measurement (default 0.25 cuda, 0.1 cpu)\n"
             "  --threads   CPU backend threads (default: OpenMP default)\n",
@@ -1499,6 +1511,17 @@ int lt_bench_kernels_main(int argc, char **argv) {
             json = argv[++i];
         else if (!strcmp(a, "--only") && has)
             b.filter = argv[++i];
+        else if (!strcmp(a, "--op") && has) {
+            b.op = argv[++i];
+            if (!lt_op_check_name(prog, b.op)) return 2;
+            if (lt_op_find(b.op)->n_metrics == 0) {
+                fprintf(stderr, "%s: op '%s' has no benchmark (no metrics in bench/lt_op_cases.c)\n", prog, b.op);
+                return 2;
+            }
+        } else if (!strcmp(a, "--list-ops")) {
+            lt_op_list(stdout);
+            return 0;
+        }
         else if (!strcmp(a, "--budget") && has) {
             if (!lt_parse_double(prog, a, argv[++i], &budget)) return 2;
             if (budget <= 0) {
@@ -1508,8 +1531,8 @@ int lt_bench_kernels_main(int argc, char **argv) {
         } else if (!strcmp(a, "--threads") && has) {
             if (!lt_parse_int(prog, a, argv[++i], 0, 4096, &threads)) return 2;
         } else {
-            static const char *const valid[] = {"--device", "--json", "--quick", "--no-torch", "--only",
-                                                "--budget", "--threads", "--help", NULL};
+            static const char *const valid[] = {"--device", "--json",    "--quick",   "--no-torch", "--op",
+                                                "--list-ops", "--only", "--budget", "--threads",  "--help", NULL};
             lt_nearest near = {0};
             int known = 0;
             for (int k = 0; valid[k]; k++) {
