@@ -1,24 +1,18 @@
 /* lt_config.c -- config.json (Hugging Face) -> lt_config, checked. See lt_config.h.
  *
- * Defaults follow the transformers 4.51.3 config classes (LlamaConfig,
- * MistralConfig, Qwen2Config, Qwen3Config) for keys a config.json leaves out;
- * the size keys (vocab_size, hidden_size, intermediate_size,
+ * What differs between families (defaults for absent keys, the keys each
+ * reads, how attention_bias maps to biases, sliding-window rules, q/k norm)
+ * is in the family descriptors, core/lt_family_<name>.c; this file applies
+ * them. The size keys (vocab_size, hidden_size, intermediate_size,
  * num_hidden_layers, num_attention_heads) are required instead of defaulted,
- * since a model folder without them is broken. Where the classes differ:
- *   num_key_value_heads absent: llama -> num_attention_heads, mistral -> 8,
- *     qwen2/qwen3 -> 32 (the classes' argument defaults); null -> num_attention_heads
- *   head_dim absent or null: hidden_size / num_attention_heads, except qwen3
- *     absent -> 128 (Qwen3Config's default)
- *   max_position_embeddings: llama 2048, mistral 131072, qwen 32768
- *   sliding_window: mistral absent -> 4096, null -> none; qwen2/qwen3 only when
- *     use_sliding_window is true and some layer index >= max_window_layers
- *     (default 28) exists (the models apply it to those layers only; we
- *     record the window and the runtime refuses longer sequences)
- * Biases as the transformers modules build them: llama attention_bias -> q/k/v/o,
- * mlp_bias -> gate/up/down; qwen2 -> q/k/v always; qwen3 attention_bias ->
- * q/k/v/o; mistral none (MistralAttention ignores attention_bias).
+ * since a model folder without them is broken. num_key_value_heads null ->
+ * num_attention_heads; head_dim null -> hidden_size / num_attention_heads.
+ * Qwen sliding windows: recorded when use_sliding_window is true and some
+ * layer index >= max_window_layers (default 28) exists, or when layer_types
+ * has a sliding layer (the runtime refuses longer sequences).
  */
 #include "lt_config.h"
+#include "lt_family.h"
 #include "lt_json.h"
 
 #include <cjson/cJSON.h>
@@ -26,27 +20,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-const char *lt_arch_name(lt_arch a) {
-    switch (a) {
-    case LT_ARCH_LLAMA: return "llama";
-    case LT_ARCH_MISTRAL: return "mistral";
-    case LT_ARCH_QWEN2: return "qwen2";
-    case LT_ARCH_QWEN3: return "qwen3";
-    }
-    return "?";
-}
-
-static const char *arch_class(lt_arch a) {
-    switch (a) {
-    case LT_ARCH_LLAMA: return "LlamaForCausalLM";
-    case LT_ARCH_MISTRAL: return "MistralForCausalLM";
-    case LT_ARCH_QWEN2: return "Qwen2ForCausalLM";
-    case LT_ARCH_QWEN3: return "Qwen3ForCausalLM";
-    }
-    return "?";
-}
-
 
 /* An integer field. Absent (or null when null_is_absent) -> def, or an error
  * when required. Sets *present. */
@@ -303,7 +276,7 @@ static lt_status parse_rope(const cJSON *root, lt_config *c, const char *origin,
 
 /* Keys every supported family reads (or that cannot change the math:
  * bookkeeping transformers writes). Anything not listed here or in the
- * family's list is refused by name: a setting we do not understand may change
+ * family's list (lt_family.keys) is refused by name: a setting we do not understand may change
  * the model. */
 static const char *const COMMON_KEYS[] = {
     "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -312,28 +285,17 @@ static const char *const COMMON_KEYS[] = {
     "attention_dropout", "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype",
     "transformers_version", "use_cache", "initializer_range", "_name_or_path", "output_attentions",
     "output_hidden_states", "return_dict", "tokenizer_class", NULL};
-static const char *const LLAMA_KEYS[] = {"attention_bias", "mlp_bias", "pretraining_tp", NULL};
-static const char *const MISTRAL_KEYS[] = {"sliding_window", "attention_bias", NULL};
-static const char *const QWEN2_KEYS[] = {"sliding_window", "use_sliding_window", "max_window_layers", "layer_types",
-                                        NULL};
-static const char *const QWEN3_KEYS[] = {"attention_bias",    "sliding_window", "use_sliding_window",
-                                        "max_window_layers", "layer_types",    NULL};
-
 static int in_list(const char *const *l, const char *k) {
     for (; *l; l++)
         if (!strcmp(*l, k)) return 1;
     return 0;
 }
 
-static lt_status check_keys(const cJSON *root, lt_arch arch, const char *model_type, const char *origin,
+static lt_status check_keys(const cJSON *root, const lt_family *fam, const char *model_type, const char *origin,
                             lt_err *err) {
-    const char *const *fam = arch == LT_ARCH_LLAMA     ? LLAMA_KEYS
-                             : arch == LT_ARCH_MISTRAL ? MISTRAL_KEYS
-                             : arch == LT_ARCH_QWEN2   ? QWEN2_KEYS
-                                                       : QWEN3_KEYS;
     const cJSON *it;
     cJSON_ArrayForEach(it, root) {
-        if (in_list(COMMON_KEYS, it->string) || in_list(fam, it->string)) continue;
+        if (in_list(COMMON_KEYS, it->string) || in_list(fam->keys, it->string)) continue;
         return lt_fail(err, LT_ERR_UNSUPPORTED,
                        "%s: key \"%s\" is not understood for model_type \"%s\" (a setting that may change the "
                        "model's math; refused rather than ignored)",
@@ -355,19 +317,13 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     /* ---- architecture ---- */
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (!cJSON_IsString(mt)) REFUSE(LT_ERR_INVALID, "%s: model_type must be a string, found %s", origin, lt_json_kind(mt));
-    if (strcmp(mt->valuestring, "llama") == 0)
-        c.arch = LT_ARCH_LLAMA;
-    else if (strcmp(mt->valuestring, "mistral") == 0)
-        c.arch = LT_ARCH_MISTRAL;
-    else if (strcmp(mt->valuestring, "qwen2") == 0)
-        c.arch = LT_ARCH_QWEN2;
-    else if (strcmp(mt->valuestring, "qwen3") == 0)
-        c.arch = LT_ARCH_QWEN3;
-    else
-        REFUSE(LT_ERR_UNSUPPORTED, "%s: model_type = \"%s\" is not supported (supported: llama, mistral, qwen2, qwen3)",
-               origin, mt->valuestring);
+    const lt_family *fam = lt_family_find(mt->valuestring);
+    if (!fam)
+        REFUSE(LT_ERR_UNSUPPORTED, "%s: model_type = \"%s\" is not supported (supported: %s)", origin,
+               mt->valuestring, lt_family_list());
+    c.arch = fam->arch;
     snprintf(c.model_type, sizeof c.model_type, "%s", mt->valuestring);
-    const char *want_class = arch_class(c.arch);
+    const char *want_class = fam->class_name;
     const cJSON *ar = cJSON_GetObjectItemCaseSensitive(root, "architectures");
     if (ar && !cJSON_IsNull(ar)) {
         const cJSON *a0 = cJSON_IsArray(ar) ? cJSON_GetArrayItem(ar, 0) : NULL;
@@ -400,7 +356,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     }
     {
         const cJSON *kv = cJSON_GetObjectItemCaseSensitive(root, "num_key_value_heads");
-        int def = c.arch == LT_ARCH_LLAMA ? c.num_heads : c.arch == LT_ARCH_MISTRAL ? 8 : 32;
+        int def = fam->kv_heads_default ? fam->kv_heads_default : c.num_heads;
         if (cJSON_IsNull(kv)) def = c.num_heads;
         TRY(get_int(root, "num_key_value_heads", 0, def, &c.num_kv_heads, NULL, origin, err));
         if (c.num_kv_heads <= 0)
@@ -413,9 +369,9 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
         int present = 0;
         TRY(get_int(root, "head_dim", 0, 0, &c.head_dim, &present, origin, err));
-        if (!hd && c.arch == LT_ARCH_QWEN3) {
-            c.head_dim = 128; /* Qwen3Config default */
-        } else if (!present || (c.arch == LT_ARCH_MISTRAL && c.head_dim == 0)) {
+        if (!hd && fam->head_dim_default) {
+            c.head_dim = fam->head_dim_default;
+        } else if (!present || (fam->head_dim_zero_derive && c.head_dim == 0)) {
             if (c.hidden_size % c.num_heads != 0)
                 REFUSE(LT_ERR_INVALID,
                        "%s: hidden_size = %d is not divisible by num_attention_heads = %d (and head_dim is not given)",
@@ -431,7 +387,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
                    c.head_dim);
     }
     {
-        int def = c.arch == LT_ARCH_LLAMA ? 2048 : c.arch == LT_ARCH_MISTRAL ? 4096 * 32 : 32768;
+        int def = fam->max_pos_default;
         TRY(get_int(root, "max_position_embeddings", 0, def, &c.max_position_embeddings, NULL, origin, err));
         if (c.max_position_embeddings <= 0)
             REFUSE(LT_ERR_INVALID, "%s: max_position_embeddings = %d, expected > 0", origin,
@@ -467,25 +423,20 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         int attn_bias, mlp_bias;
         TRY(get_bool(root, "attention_bias", 0, &attn_bias, origin, err));
         TRY(get_bool(root, "mlp_bias", 0, &mlp_bias, origin, err));
-        switch (c.arch) {
-        case LT_ARCH_LLAMA:
-            c.qkv_bias = c.o_bias = attn_bias;
-            c.mlp_bias = mlp_bias;
-            break;
-        case LT_ARCH_MISTRAL: break; /* transformers builds Mistral without biases */
-        case LT_ARCH_QWEN2: c.qkv_bias = 1; break;
-        case LT_ARCH_QWEN3:
-            c.qkv_bias = c.o_bias = attn_bias;
-            c.qk_norm = 1;
-            break;
+        switch (fam->attn_bias) {
+        case LT_ATTN_BIAS_IGNORED: break;
+        case LT_ATTN_BIAS_QKVO: c.qkv_bias = c.o_bias = attn_bias; break;
+        case LT_ATTN_BIAS_QKV_ALWAYS: c.qkv_bias = 1; break;
         }
+        c.mlp_bias = fam->reads_mlp_bias ? mlp_bias : 0;
+        c.qk_norm = fam->qk_norm;
     }
-    if (c.arch == LT_ARCH_MISTRAL) {
+    if (fam->window == LT_WINDOW_ALL) {
         const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
-        TRY(get_int(root, "sliding_window", 0, sw ? 0 : 4096, &c.sliding_window, NULL, origin, err));
+        TRY(get_int(root, "sliding_window", 0, sw ? 0 : fam->window_default, &c.sliding_window, NULL, origin, err));
         if (sw && !cJSON_IsNull(sw) && c.sliding_window <= 0)
             REFUSE(LT_ERR_INVALID, "%s: sliding_window = %d, expected null or > 0", origin, c.sliding_window);
-    } else if (c.arch == LT_ARCH_QWEN2 || c.arch == LT_ARCH_QWEN3) {
+    } else if (fam->window == LT_WINDOW_QWEN) {
         int use, win, mwl, win_present;
         TRY(get_bool(root, "use_sliding_window", 0, &use, origin, err));
         TRY(get_int(root, "sliding_window", 0, 4096, &win, &win_present, origin, err));
@@ -559,7 +510,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         if (drop != 0.0)
             REFUSE(LT_ERR_UNSUPPORTED, "%s: attention_dropout = %g is not supported (only 0)", origin, drop);
     }
-    TRY(check_keys(root, c.arch, c.model_type, origin, err));
+    TRY(check_keys(root, fam, c.model_type, origin, err));
     *cfg = c;
 done:
     cJSON_Delete(root);

@@ -18,13 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lt_family.h"
 #include "lt_model.h"
 #include "lt_safetensors.h"
 #include "lt_test.h"
 
 #define TOL 1e-5
 
-static const char *MODELS[] = {"llama", "llama_tied", "mistral", "qwen2", "qwen3"};
 
 /* copy a tensor of the expected file out (alignment-safe), checking dtype and size */
 static void *get(const lt_st_file *f, const char *name, lt_dtype dt, size_t numel) {
@@ -252,8 +252,11 @@ static const char *v5_folder(const char *name) {
 }
 
 int main(void) {
-    enum { NM = sizeof MODELS / sizeof MODELS[0] };
-    summary s[2 * NM];
+    enum { MAXM = 32 };
+    const char *MODELS[MAXM];
+    const size_t NM = lt_family_fixtures(MODELS, MAXM);
+    LT_CHECK(NM >= 5 && NM <= MAXM, "the families list %zu fixture models", NM);
+    summary s[2 * MAXM];
     memset(s, 0, sizeof s);
     for (size_t i = 0; i < NM; i++) {
         run_model(MODELS[i], NULL, &s[i]);
