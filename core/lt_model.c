@@ -24,6 +24,7 @@
  * sizes come from be->act_dtype.
  */
 #include "lt_model.h"
+#include "lt_lora_target.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -145,25 +146,17 @@ lt_status lt_model_check_tensors(const lt_st_model *stm, const lt_param_spec *sp
 /* ---------------------------------------------------------------------- */
 /* the model                                                               */
 
-/* LoRA targets, in lt_lora_target order (train/lt_lora.h) */
-enum { TQ = 0, TK, TV, TO, TG, TU, TD, NT };
-static const char *const PROJ_NAME[NT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                          "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                          "mlp.down_proj"};
-
-/* in / out features of projection t */
+/* LoRA targets: core/lt_lora_target.h (order, names, shapes) */
+#define NT LT_LORA_NTARGETS
 static size_t proj_in(const lt_config *c, int t) {
-    return t == TO ? (size_t)c->num_heads * c->head_dim : t == TD ? (size_t)c->intermediate_size : (size_t)c->hidden_size;
+    int in, out;
+    lt_lora_target_dims(c, t, &in, &out);
+    return (size_t)in;
 }
 static size_t proj_out(const lt_config *c, int t) {
-    switch (t) {
-    case TQ: return (size_t)c->num_heads * c->head_dim;
-    case TK:
-    case TV: return (size_t)c->num_kv_heads * c->head_dim;
-    case TO:
-    case TD: return (size_t)c->hidden_size;
-    default: return (size_t)c->intermediate_size;
-    }
+    int in, out;
+    lt_lora_target_dims(c, t, &in, &out);
+    return (size_t)out;
 }
 
 typedef struct layer {
@@ -344,9 +337,9 @@ static void bind_layers(lt_model *m) {
         y->bd = P(m, "model.layers.%d.mlp.down_proj.bias", l);
         for (int t = 0; t < NT; t++) {
             char nm[160];
-            snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_A.weight", l, PROJ_NAME[t]);
+            lt_lora_peft_name(nm, sizeof nm, l, t, 0);
             y->la[t] = lt_model_find_param(m, nm);
-            snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_B.weight", l, PROJ_NAME[t]);
+            lt_lora_peft_name(nm, sizeof nm, l, t, 1);
             y->lb[t] = lt_model_find_param(m, nm);
         }
     }
@@ -899,9 +892,9 @@ static void layer_fwd(lt_model *m, int l, int norm_in, int add_out) {
     // attention block
     if (norm_in) be->rmsnorm_fwd(be, a->h1, a->rstd1, a->x, y->ln1->data, N, C, eps);
     void *q = c->qk_norm ? a->qpre : a->q, *k = c->qk_norm ? a->kpre : a->k;
-    proj_fwd(m, l, TQ, q, a->h1, a->xa[TQ], DROP(TQ), N, C, Hq * D);  // (N, Hq*D)
-    proj_fwd(m, l, TK, k, a->h1, a->xa[TK], DROP(TK), N, C, Hkv * D); // (N, Hkv*D)
-    proj_fwd(m, l, TV, a->v, a->h1, a->xa[TV], DROP(TV), N, C, Hkv * D);
+    proj_fwd(m, l, LT_LORA_Q, q, a->h1, a->xa[LT_LORA_Q], DROP(LT_LORA_Q), N, C, Hq * D);  // (N, Hq*D)
+    proj_fwd(m, l, LT_LORA_K, k, a->h1, a->xa[LT_LORA_K], DROP(LT_LORA_K), N, C, Hkv * D); // (N, Hkv*D)
+    proj_fwd(m, l, LT_LORA_V, a->v, a->h1, a->xa[LT_LORA_V], DROP(LT_LORA_V), N, C, Hkv * D);
     if (c->qk_norm) { // per-head norm over D
         be->rmsnorm_fwd(be, a->q, a->qrstd, a->qpre, y->qn->data, N * Hq, D, eps);
         be->rmsnorm_fwd(be, a->k, a->krstd, a->kpre, y->kn->data, N * Hkv, D, eps);
@@ -909,14 +902,14 @@ static void layer_fwd(lt_model *m, int l, int norm_in, int add_out) {
     be->rope_fwd(be, a->q, m->d_pos, m->inv_freq, N, Hq, D);
     be->rope_fwd(be, a->k, m->d_pos, m->inv_freq, N, Hkv, D);
     be->attention_fwd(be, a->att, a->lse, a->q, a->k, a->v, m->d_doc, B, T, Hq, Hkv, D, scale);
-    proj_fwd(m, l, TO, m->tmp, a->att, a->xa[TO], DROP(TO), N, Hq * D, C); // (N, C)
+    proj_fwd(m, l, LT_LORA_O, m->tmp, a->att, a->xa[LT_LORA_O], DROP(LT_LORA_O), N, Hq * D, C); // (N, C)
     // xmid = x + attn; h2 = rmsnorm(xmid) * ln2
     be->add_rmsnorm_fwd(be, a->xmid, a->h2, a->rstd2, a->x, m->tmp, y->ln2->data, N, C, eps);
     // MLP block
-    proj_fwd(m, l, TG, a->gate, a->h2, a->xa[TG], DROP(TG), N, C, I); // (N, I)
-    proj_fwd(m, l, TU, a->up, a->h2, a->xa[TU], DROP(TU), N, C, I);
+    proj_fwd(m, l, LT_LORA_GATE, a->gate, a->h2, a->xa[LT_LORA_GATE], DROP(LT_LORA_GATE), N, C, I); // (N, I)
+    proj_fwd(m, l, LT_LORA_UP, a->up, a->h2, a->xa[LT_LORA_UP], DROP(LT_LORA_UP), N, C, I);
     be->swiglu_fwd(be, a->swi, a->gate, a->up, (size_t)N * I);
-    proj_fwd(m, l, TD, m->tmp, a->swi, a->xa[TD], DROP(TD), N, I, C); // (N, C)
+    proj_fwd(m, l, LT_LORA_DOWN, m->tmp, a->swi, a->xa[LT_LORA_DOWN], DROP(LT_LORA_DOWN), N, I, C); // (N, C)
     if (!add_out) return;
     // x_out = xmid + mlp, fused with the norm that reads it
     if (l + 1 < L) {
@@ -977,13 +970,13 @@ static void backward(lt_model *m) {
             m->replay = 0;
         }
         // MLP block; dx = dL/d(x_out)
-        proj_bwd(m, l, TD, m->dswi, 0, m->dx, a->swi, N, I, C);
+        proj_bwd(m, l, LT_LORA_DOWN, m->dswi, 0, m->dx, a->swi, N, I, C);
         be->swiglu_bwd(be, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
-        proj_bwd(m, l, TG, m->dh, 0, m->dgate, a->h2, N, C, I);
-        proj_bwd(m, l, TU, m->dh, 1, m->dup, a->h2, N, C, I);
+        proj_bwd(m, l, LT_LORA_GATE, m->dh, 0, m->dgate, a->h2, N, C, I);
+        proj_bwd(m, l, LT_LORA_UP, m->dh, 1, m->dup, a->h2, N, C, I);
         be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln2), m->dh, a->xmid, y->ln2->data, a->rstd2, N, C);
         // attention block; dx = dL/d(xmid)
-        proj_bwd(m, l, TO, m->datt, 0, m->dx, a->att, N, Hq * D, C);
+        proj_bwd(m, l, LT_LORA_O, m->datt, 0, m->dx, a->att, N, Hq * D, C);
         be->attention_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->d_doc, B, T, Hq,
                           Hkv, D, scale);
         be->rope_bwd(be, m->dq, m->d_pos, m->inv_freq, N, Hq, D);
@@ -995,9 +988,9 @@ static void backward(lt_model *m) {
             dq = m->dq2;
             dk = m->dk2;
         }
-        proj_bwd(m, l, TQ, m->dh, 0, dq, a->h1, N, C, Hq * D);
-        proj_bwd(m, l, TK, m->dh, 1, dk, a->h1, N, C, Hkv * D);
-        proj_bwd(m, l, TV, m->dh, 1, m->dv, a->h1, N, C, Hkv * D);
+        proj_bwd(m, l, LT_LORA_Q, m->dh, 0, dq, a->h1, N, C, Hq * D);
+        proj_bwd(m, l, LT_LORA_K, m->dh, 1, dk, a->h1, N, C, Hkv * D);
+        proj_bwd(m, l, LT_LORA_V, m->dh, 1, m->dv, a->h1, N, C, Hkv * D);
         be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln1), m->dh, a->x, y->ln1->data, a->rstd1, N, C);
         grads_final(m, l);
     }
@@ -1128,8 +1121,7 @@ lt_status lt_model_add_lora(lt_model *m, const lt_lora_spec *spec, lt_err *err) 
             if (!((spec->targets >> t) & 1)) continue;
             for (int isB = 0; isB < 2 && !st; isB++) {
                 lt_param *p = &m->params[m->n_params];
-                snprintf(p->name, sizeof p->name, "base_model.model.model.layers.%d.%s.lora_%c.weight", l,
-                         PROJ_NAME[t], isB ? 'B' : 'A');
+                lt_lora_peft_name(p->name, sizeof p->name, l, t, isB);
                 p->ndim = 2;
                 p->shape[0] = isB ? (int64_t)proj_out(c, t) : spec->r;
                 p->shape[1] = isB ? spec->r : (int64_t)proj_in(c, t);
@@ -1252,9 +1244,9 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
         layer *y = &m->layers[l];
         void *qnew = (char *)kv->q + qoff, *knew = (char *)kv->k[l] + koff, *vnew = (char *)kv->v[l] + koff;
         // kv->h = rmsnorm(x) * ln1: above for layer 0, else fused with the previous layer's residual add
-        proj_fwd(m, l, TQ, c->qk_norm ? kv->qpre : qnew, kv->h, kv->xa, NULL, n, C, Hq * D);   // (n, Hq*D)
-        proj_fwd(m, l, TK, c->qk_norm ? kv->kpre : knew, kv->h, kv->xa, NULL, n, C, Hkv * D); // into the cache
-        proj_fwd(m, l, TV, vnew, kv->h, kv->xa, NULL, n, C, Hkv * D);
+        proj_fwd(m, l, LT_LORA_Q, c->qk_norm ? kv->qpre : qnew, kv->h, kv->xa, NULL, n, C, Hq * D);   // (n, Hq*D)
+        proj_fwd(m, l, LT_LORA_K, c->qk_norm ? kv->kpre : knew, kv->h, kv->xa, NULL, n, C, Hkv * D); // into the cache
+        proj_fwd(m, l, LT_LORA_V, vnew, kv->h, kv->xa, NULL, n, C, Hkv * D);
         if (c->qk_norm) {
             be->rmsnorm_fwd(be, qnew, kv->qrstd, kv->qpre, y->qn->data, n * Hq, D, eps);
             be->rmsnorm_fwd(be, knew, kv->krstd, kv->kpre, y->kn->data, n * Hkv, D, eps);
@@ -1263,12 +1255,12 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
         be->rope_fwd(be, knew, kv->d_pos, m->inv_freq, n, Hkv, D);
         // (1, T) sequence over the cache; rows >= p0 are the new queries
         be->attention_fwd(be, kv->att, kv->lse, kv->q, kv->k[l], kv->v[l], kv->d_doc, 1, T, Hq, Hkv, D, scale);
-        proj_fwd(m, l, TO, kv->tmp, (char *)kv->att + qoff, kv->xa, NULL, n, Hq * D, C); // (n, C)
+        proj_fwd(m, l, LT_LORA_O, kv->tmp, (char *)kv->att + qoff, kv->xa, NULL, n, Hq * D, C); // (n, C)
         be->add_rmsnorm_fwd(be, kv->xmid, kv->h, kv->rstd, kv->x, kv->tmp, y->ln2->data, n, C, eps);
-        proj_fwd(m, l, TG, kv->gate, kv->h, kv->xa, NULL, n, C, I); // (n, I)
-        proj_fwd(m, l, TU, kv->up, kv->h, kv->xa, NULL, n, C, I);
+        proj_fwd(m, l, LT_LORA_GATE, kv->gate, kv->h, kv->xa, NULL, n, C, I); // (n, I)
+        proj_fwd(m, l, LT_LORA_UP, kv->up, kv->h, kv->xa, NULL, n, C, I);
         be->swiglu_fwd(be, kv->swi, kv->gate, kv->up, (size_t)n * I);
-        proj_fwd(m, l, TD, kv->tmp, kv->swi, kv->xa, NULL, n, I, C); // (n, C)
+        proj_fwd(m, l, LT_LORA_DOWN, kv->tmp, kv->swi, kv->xa, NULL, n, I, C); // (n, C)
         // x = xmid + mlp, fused with the next norm (the next layer's ln1, or the final norm)
         const void *wn = l + 1 < L ? m->layers[l + 1].ln1->data : m->lnf->data;
         be->add_rmsnorm_fwd(be, kv->x, kv->h, kv->rstd, kv->xmid, kv->tmp, wn, n, C, eps);

@@ -144,10 +144,8 @@ lt_status lt_model_get_token_losses(lt_model *m, float *host, lt_err *err);
 /* ---- LoRA ----
  * An adapter on projection W (out, in) of every layer: y = x W^T (+ b) +
  * scale * (drop(x) A^T) B^T, A (r, in) and B (out, r) f32 parameters named as
- * PEFT names them: "base_model.model.model.layers.<l>.<block>.<proj>.lora_<A|B>.weight"
- * (block self_attn for q,k,v,o_proj, mlp for gate,up,down_proj).
- * targets: bit t = 1 adapts projection t in the order q, k, v, o, gate, up,
- * down (lt_lora_target in train/lt_lora.h). */
+ * PEFT names them (lt_lora_peft_name). targets: bit t = 1 adapts target t
+ * (lt_lora_target: order, names and shapes in core/lt_lora_target.h). */
 typedef struct lt_lora_spec {
     int r;
     float scale;      /* alpha / r, or alpha / sqrt(r) (rsLoRA) */
