@@ -215,6 +215,7 @@ struct lt_model {
     /* plan */
     int B, T;
     void *arena;
+    size_t arena_bytes; /* what the plan reserved */
     layer_acts *acts;
     layer_acts scratch; /* --recompute: the one layer's activations (x unused) */
     void *x_final;   /* (N, C) residual after the last layer */
@@ -569,6 +570,7 @@ void lt_model_set_recompute(lt_model *m, int on) {
 typedef struct planner {
     size_t off;
     int overflow;
+    int size_only; /* lt_model_plan_bytes: count, record no slot */
     /* (slot, offset) pairs, resolved once the arena exists */
     void ***dyn;
     size_t *dyn_off;
@@ -580,6 +582,10 @@ static void reserve(planner *pl, void **slot, size_t count, size_t esize) {
     size_t bytes, end;
     if (!lt_mul_ok(count, esize, &bytes) || !lt_add_ok(pl->off, bytes, &end) || end > SIZE_MAX - 256) {
         pl->overflow = 1;
+        return;
+    }
+    if (pl->size_only) {
+        pl->off = (end + 255) & ~(size_t)255;
         return;
     }
     if (pl->n_dyn == pl->cap_dyn) {
@@ -599,10 +605,98 @@ static void reserve(planner *pl, void **slot, size_t count, size_t esize) {
     pl->off = (end + 255) & ~(size_t)255;
 }
 
-lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
-    free_plan(m);
+/* the widest LoRA adapter input (the dropout scratch rows) */
+static size_t lora_max_in(const lt_config *c) {
+    size_t m = 0;
+    for (int t = 0; t < NT; t++)
+        if (proj_in(c, t) > m) m = proj_in(c, t);
+    return m;
+}
+
+/* The activation layout: every reservation of lt_model_plan, in order, for
+ * N = B*T rows of activation size A. The one description of it: the plan
+ * and the size-only pass of lt_model_plan_bytes (--dry-run) both run it.
+ * Needs m->cfg, m->acts (L entries), m->recompute, m->lora, m->lspec,
+ * m->chunk_set; returns the logits chunk rows. */
+static int plan_layout(planner *pl, lt_model *m, size_t N, size_t A) {
     const lt_config *c = &m->cfg;
+    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
+    size_t Hq = (size_t)c->num_heads, Hkv = (size_t)c->num_kv_heads, D = (size_t)c->head_dim;
+    size_t F = sizeof(float), I4 = sizeof(int32_t);
+    int L = c->num_layers;
+    /* --recompute: every layer keeps its input x; the other activations live
+     * in one layer's worth of scratch (m->scratch), shared by all layers */
+    for (int l = 0; l < L; l++) reserve(pl, &m->acts[l].x, N * C, A);
+    for (int l = 0; l < (m->recompute ? 1 : L); l++) {
+        layer_acts *a = m->recompute ? &m->scratch : &m->acts[l];
+        reserve(pl, &a->h1, N * C, A);
+        reserve(pl, (void **)&a->rstd1, N, F);
+        if (c->qk_norm) {
+            reserve(pl, &a->qpre, N * Hq * D, A);
+            reserve(pl, &a->kpre, N * Hkv * D, A);
+            reserve(pl, (void **)&a->qrstd, N * Hq, F);
+            reserve(pl, (void **)&a->krstd, N * Hkv, F);
+        }
+        reserve(pl, &a->q, N * Hq * D, A);
+        reserve(pl, &a->k, N * Hkv * D, A);
+        reserve(pl, &a->v, N * Hkv * D, A);
+        reserve(pl, &a->att, N * Hq * D, A);
+        reserve(pl, (void **)&a->lse, N * Hq, F);
+        reserve(pl, &a->xmid, N * C, A);
+        reserve(pl, &a->h2, N * C, A);
+        reserve(pl, (void **)&a->rstd2, N, F);
+        reserve(pl, &a->gate, N * I, A);
+        reserve(pl, &a->up, N * I, A);
+        reserve(pl, &a->swi, N * I, A);
+        for (int t = 0; m->lora && t < NT; t++) {
+            if (!((m->lspec.targets >> t) & 1)) continue; /* lt_model_add_lora adapts every layer */
+            reserve(pl, (void **)&a->xa[t], N * (size_t)m->lspec.r, F);
+            if (m->lspec.dropout > 0) reserve(pl, &a->xdrop[t], N * proj_in(c, t), A);
+        }
+    }
+    if (m->lora && m->lspec.dropout > 0) reserve(pl, &m->dxl, N * lora_max_in(c), A);
+    reserve(pl, &m->x_final, N * C, A);
+    reserve(pl, &m->hf, N * C, A);
+    reserve(pl, (void **)&m->rstdf, N, F);
+    const int R = lt_model_logits_chunk_for(c->vocab_size, A, N, m->chunk_set);
+    reserve(pl, &m->logits, (size_t)R * V, A);
+    reserve(pl, (void **)&m->losses, N, F);
+    reserve(pl, &m->tmp, N * C, A);
+    reserve(pl, &m->dx, N * C, A);
+    reserve(pl, &m->dh, N * C, A);
+    reserve(pl, &m->dq, N * Hq * D, A);
+    reserve(pl, &m->dk, N * Hkv * D, A);
+    reserve(pl, &m->dv, N * Hkv * D, A);
+    reserve(pl, &m->datt, N * Hq * D, A);
+    if (c->qk_norm) {
+        reserve(pl, &m->dq2, N * Hq * D, A);
+        reserve(pl, &m->dk2, N * Hkv * D, A);
+    }
+    reserve(pl, &m->dgate, N * I, A);
+    reserve(pl, &m->dup, N * I, A);
+    reserve(pl, &m->dswi, N * I, A);
+    reserve(pl, (void **)&m->sink, C > D ? C : D, F);
+    reserve(pl, (void **)&m->d_tokens, N, I4);
+    reserve(pl, (void **)&m->d_targets, N, I4);
+    reserve(pl, (void **)&m->d_pos, N, I4);
+    reserve(pl, (void **)&m->d_doc, N, I4);
+    return R;
+}
+
+/* The batch sizes a layout can be computed for; N = B * T. */
+static lt_status plan_size_check(const lt_config *c, int B, int T, size_t *N, lt_err *err) {
     if (B <= 0 || T <= 0) return lt_fail(err, LT_ERR_INVALID, "plan: batch %d x %d must be positive", B, T);
+    if (!lt_mul_ok((size_t)B, (size_t)T, N) || *N > INT32_MAX)
+        return lt_fail(err, LT_ERR_NOMEM, "plan: batch %d x %d is too large", B, T);
+    if ((size_t)c->vocab_size * *N > (size_t)INT64_MAX / 8)
+        return lt_fail(err, LT_ERR_NOMEM, "plan: batch %d x %d is too large", B, T);
+    return LT_OK;
+}
+
+/* The batch shapes a plan accepts: the sizes, and the model's limits. */
+static lt_status plan_check(const lt_config *c, int B, int T, size_t *N, lt_err *err) {
+    lt_status st = plan_size_check(c, B, T, N, err);
+    if (st) return st;
     if (T > c->max_position_embeddings)
         return lt_fail(err, LT_ERR_RANGE, "plan: sequence length %d exceeds max_position_embeddings %d of the model",
                        T, c->max_position_embeddings);
@@ -611,15 +705,43 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
                        "plan: sequence length %d exceeds the model's sliding_window %d (sliding-window attention "
                        "is not implemented; use sequences of at most %d tokens)",
                        T, c->sliding_window, c->sliding_window);
-    size_t N;
-    if (!lt_mul_ok((size_t)B, (size_t)T, &N) || N > INT32_MAX)
-        return lt_fail(err, LT_ERR_NOMEM, "plan: batch %d x %d is too large", B, T);
-    if ((size_t)c->vocab_size * N > (size_t)INT64_MAX / 8)
-        return lt_fail(err, LT_ERR_NOMEM, "plan: batch %d x %d is too large", B, T);
+    return LT_OK;
+}
 
-    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
-    size_t Hq = (size_t)c->num_heads, Hkv = (size_t)c->num_kv_heads, D = (size_t)c->head_dim;
-    size_t A = lt_dtype_size(m->be->act_dtype), F = sizeof(float), I4 = sizeof(int32_t);
+lt_status lt_model_plan_bytes(const lt_config *cfg, lt_dtype act_dtype, int B, int T, int recompute,
+                              const lt_lora_spec *lora, int chunk_rows, size_t *bytes, lt_err *err) {
+    size_t N;
+    lt_status st = plan_size_check(cfg, B, T, &N, err);
+    if (st) return st;
+    lt_model *f = calloc(1, sizeof *f); /* a model shell: what plan_layout reads */
+    if (!f) return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory");
+    f->cfg = *cfg;
+    f->recompute = !!recompute;
+    f->chunk_set = chunk_rows;
+    if (lora && lora->r > 0) {
+        f->lora = 1;
+        f->lspec = *lora;
+    }
+    f->acts = calloc((size_t)cfg->num_layers, sizeof *f->acts);
+    planner pl = {.size_only = 1};
+    if (f->acts) plan_layout(&pl, f, N, lt_dtype_size(act_dtype));
+    if (!f->acts) st = lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory");
+    else if (pl.overflow) st = lt_fail(err, LT_ERR_NOMEM, "plan: activation memory for %d x %d overflows", B, T);
+    else *bytes = pl.off;
+    free(f->acts);
+    free(f);
+    return st;
+}
+
+size_t lt_model_planned_bytes(const lt_model *m) { return m->arena ? m->arena_bytes : 0; }
+
+lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
+    free_plan(m);
+    const lt_config *c = &m->cfg;
+    size_t N;
+    lt_status st0 = plan_check(c, B, T, &N, err);
+    if (st0) return st0;
+    size_t A = lt_dtype_size(m->be->act_dtype);
     int L = c->num_layers;
     m->acts = calloc((size_t)L, sizeof *m->acts);
     m->host_losses = malloc(N * sizeof(float));
@@ -628,40 +750,9 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
         return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory");
     }
     planner pl = {0};
-    /* --recompute: every layer keeps its input x; the other activations live
-     * in one layer's worth of scratch (m->scratch), shared by all layers */
-    for (int l = 0; l < L; l++) reserve(&pl, &m->acts[l].x, N * C, A);
-    for (int l = 0; l < (m->recompute ? 1 : L); l++) {
-        layer_acts *a = m->recompute ? &m->scratch : &m->acts[l];
-        reserve(&pl, &a->h1, N * C, A);
-        reserve(&pl, (void **)&a->rstd1, N, F);
-        if (c->qk_norm) {
-            reserve(&pl, &a->qpre, N * Hq * D, A);
-            reserve(&pl, &a->kpre, N * Hkv * D, A);
-            reserve(&pl, (void **)&a->qrstd, N * Hq, F);
-            reserve(&pl, (void **)&a->krstd, N * Hkv, F);
-        }
-        reserve(&pl, &a->q, N * Hq * D, A);
-        reserve(&pl, &a->k, N * Hkv * D, A);
-        reserve(&pl, &a->v, N * Hkv * D, A);
-        reserve(&pl, &a->att, N * Hq * D, A);
-        reserve(&pl, (void **)&a->lse, N * Hq, F);
-        reserve(&pl, &a->xmid, N * C, A);
-        reserve(&pl, &a->h2, N * C, A);
-        reserve(&pl, (void **)&a->rstd2, N, F);
-        reserve(&pl, &a->gate, N * I, A);
-        reserve(&pl, &a->up, N * I, A);
-        reserve(&pl, &a->swi, N * I, A);
-        for (int t = 0; m->lora && t < NT; t++) {
-            if (!m->layers[l].la[t]) continue;
-            reserve(&pl, (void **)&a->xa[t], N * (size_t)m->lspec.r, F);
-            if (m->lspec.dropout > 0) reserve(&pl, &a->xdrop[t], N * proj_in(c, t), A);
-        }
-    }
-    size_t max_in = I > Hq * D ? I : Hq * D;
-    if (C > max_in) max_in = C;
+    const int R = plan_layout(&pl, m, N, A);
     if (m->lora && m->lspec.dropout > 0) {
-        reserve(&pl, &m->dxl, N * max_in, A);
+        size_t max_in = lora_max_in(c);
         m->host_drop = malloc(N * max_in * sizeof(float));
         m->snap = calloc((size_t)L * NT, sizeof *m->snap);
         if (!m->host_drop || !m->snap) {
@@ -671,31 +762,6 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
             return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory for LoRA dropout");
         }
     }
-    reserve(&pl, &m->x_final, N * C, A);
-    reserve(&pl, &m->hf, N * C, A);
-    reserve(&pl, (void **)&m->rstdf, N, F);
-    int R = lt_model_logits_chunk_for(c->vocab_size, A, N, m->chunk_set);
-    reserve(&pl, &m->logits, (size_t)R * V, A);
-    reserve(&pl, (void **)&m->losses, N, F);
-    reserve(&pl, &m->tmp, N * C, A);
-    reserve(&pl, &m->dx, N * C, A);
-    reserve(&pl, &m->dh, N * C, A);
-    reserve(&pl, &m->dq, N * Hq * D, A);
-    reserve(&pl, &m->dk, N * Hkv * D, A);
-    reserve(&pl, &m->dv, N * Hkv * D, A);
-    reserve(&pl, &m->datt, N * Hq * D, A);
-    if (c->qk_norm) {
-        reserve(&pl, &m->dq2, N * Hq * D, A);
-        reserve(&pl, &m->dk2, N * Hkv * D, A);
-    }
-    reserve(&pl, &m->dgate, N * I, A);
-    reserve(&pl, &m->dup, N * I, A);
-    reserve(&pl, &m->dswi, N * I, A);
-    reserve(&pl, (void **)&m->sink, C > D ? C : D, F);
-    reserve(&pl, (void **)&m->d_tokens, N, I4);
-    reserve(&pl, (void **)&m->d_targets, N, I4);
-    reserve(&pl, (void **)&m->d_pos, N, I4);
-    reserve(&pl, (void **)&m->d_doc, N, I4);
     lt_status st = LT_OK;
     if (pl.overflow) {
         st = lt_fail(err, LT_ERR_NOMEM, "plan: activation memory for %d x %d overflows", B, T);
@@ -711,6 +777,7 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
         m->B = B;
         m->T = T;
         m->chunk_rows = R;
+        m->arena_bytes = pl.off;
     }
     free(pl.dyn);
     free(pl.dyn_off);
