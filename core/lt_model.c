@@ -942,51 +942,92 @@ static void proj_bwd(lt_model *m, int l, int t, void *dx, int acc, const void *d
     be->add(be, dx, dx, m->dxl, n);
 }
 
-#define DROP(t) (m->drop_active && y->la[t] ? a->xdrop[t] : NULL)
+/* One layer's buffers for the layer recipe. The training forward points them
+ * at the layer's saved activations; the KV-cache decode at the cache (its new
+ * q/k/v rows inside the cache, attention over the whole cached sequence) and
+ * its chunk scratch. */
+typedef struct layer_io {
+    int n;                          /* rows computed by this call */
+    int att_B, att_T;               /* attention over att_B sequences of att_T rows */
+    const int32_t *pos, *doc;       /* (n) positions; (att_B * att_T) document starts */
+    void *x, *h1;                   /* input (n, C) and h1 = rmsnorm(x) * ln1 */
+    float *rstd1;
+    void *qpre, *kpre;              /* qk-norm: projections before the norm */
+    float *qrstd, *krstd;
+    void *q, *k, *v;                /* this call's rows of q, k, v (after norm and rope) */
+    void *q_all, *k_all, *v_all;    /* the attention operands (att_B * att_T rows) */
+    void *att_all, *att;            /* attention output: all rows, and this call's rows */
+    float *lse;
+    void *xmid, *h2;                /* x + attention, and its norm */
+    float *rstd2;
+    void *gate, *up, *swi, *tmp;    /* MLP; tmp (n, C) holds o_proj / down_proj outputs */
+    float *xa[NT];                  /* LoRA x @ A^T per target */
+    void *xdrop[NT];                /* LoRA dropout inputs (NULL: no dropout) */
+    void *x_out, *h_out;            /* x_out = xmid + mlp, h_out = rmsnorm(x_out) * w_out */
+    float *rstd_out;
+    const void *w_out;              /* the next layer's ln1 or the final norm */
+} layer_io;
 
-/* One layer's forward from its input acts[l].x. norm_in: compute h1 =
- * rmsnorm(x) here (else the previous layer's fused add + norm did); add_out:
- * finish with the residual add fused with the next norm (the next layer's
- * input_layernorm, or the final norm after the last layer). */
-static void layer_fwd(lt_model *m, int l, int norm_in, int add_out) {
+/* The layer recipe, the one description of a decoder layer's forward, used by
+ * training (layer_fwd) and by the KV-cache decode (decode_chunk). norm_in:
+ * compute h1 here (else the previous layer's fused add + norm did); add_out:
+ * finish with the residual add fused with the next norm. */
+static void layer_recipe(lt_model *m, int l, const layer_io *io, int norm_in, int add_out) {
     lt_backend *be = m->be;
     const lt_config *c = &m->cfg;
-    int B = m->B, T = m->T, N = B * T, C = c->hidden_size, I = c->intermediate_size, L = c->num_layers;
+    int n = io->n, C = c->hidden_size, I = c->intermediate_size;
     int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim;
     float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
     layer *y = &m->layers[l];
-    layer_acts *a = &m->acts[l];
     // attention block
-    if (norm_in) be->rmsnorm_fwd(be, a->h1, a->rstd1, a->x, y->ln1->data, N, C, eps);
-    void *q = c->qk_norm ? a->qpre : a->q, *k = c->qk_norm ? a->kpre : a->k;
-    proj_fwd(m, l, LT_LORA_Q, q, a->h1, a->xa[LT_LORA_Q], DROP(LT_LORA_Q), N, C, Hq * D);  // (N, Hq*D)
-    proj_fwd(m, l, LT_LORA_K, k, a->h1, a->xa[LT_LORA_K], DROP(LT_LORA_K), N, C, Hkv * D); // (N, Hkv*D)
-    proj_fwd(m, l, LT_LORA_V, a->v, a->h1, a->xa[LT_LORA_V], DROP(LT_LORA_V), N, C, Hkv * D);
+    if (norm_in) be->rmsnorm_fwd(be, io->h1, io->rstd1, io->x, y->ln1->data, n, C, eps);
+    void *q = c->qk_norm ? io->qpre : io->q, *k = c->qk_norm ? io->kpre : io->k;
+    proj_fwd(m, l, LT_LORA_Q, q, io->h1, io->xa[LT_LORA_Q], io->xdrop[LT_LORA_Q], n, C, Hq * D); // (n, Hq*D)
+    proj_fwd(m, l, LT_LORA_K, k, io->h1, io->xa[LT_LORA_K], io->xdrop[LT_LORA_K], n, C, Hkv * D);
+    proj_fwd(m, l, LT_LORA_V, io->v, io->h1, io->xa[LT_LORA_V], io->xdrop[LT_LORA_V], n, C, Hkv * D);
     if (c->qk_norm) { // per-head norm over D
-        be->rmsnorm_fwd(be, a->q, a->qrstd, a->qpre, y->qn->data, N * Hq, D, eps);
-        be->rmsnorm_fwd(be, a->k, a->krstd, a->kpre, y->kn->data, N * Hkv, D, eps);
+        be->rmsnorm_fwd(be, io->q, io->qrstd, io->qpre, y->qn->data, n * Hq, D, eps);
+        be->rmsnorm_fwd(be, io->k, io->krstd, io->kpre, y->kn->data, n * Hkv, D, eps);
     }
-    be->rope_fwd(be, a->q, m->d_pos, m->inv_freq, N, Hq, D);
-    be->rope_fwd(be, a->k, m->d_pos, m->inv_freq, N, Hkv, D);
-    be->attention_fwd(be, a->att, a->lse, a->q, a->k, a->v, m->d_doc, B, T, Hq, Hkv, D, scale);
-    proj_fwd(m, l, LT_LORA_O, m->tmp, a->att, a->xa[LT_LORA_O], DROP(LT_LORA_O), N, Hq * D, C); // (N, C)
+    be->rope_fwd(be, io->q, io->pos, m->inv_freq, n, Hq, D);
+    be->rope_fwd(be, io->k, io->pos, m->inv_freq, n, Hkv, D);
+    be->attention_fwd(be, io->att_all, io->lse, io->q_all, io->k_all, io->v_all, io->doc, io->att_B, io->att_T, Hq,
+                      Hkv, D, scale);
+    proj_fwd(m, l, LT_LORA_O, io->tmp, io->att, io->xa[LT_LORA_O], io->xdrop[LT_LORA_O], n, Hq * D, C); // (n, C)
     // xmid = x + attn; h2 = rmsnorm(xmid) * ln2
-    be->add_rmsnorm_fwd(be, a->xmid, a->h2, a->rstd2, a->x, m->tmp, y->ln2->data, N, C, eps);
+    be->add_rmsnorm_fwd(be, io->xmid, io->h2, io->rstd2, io->x, io->tmp, y->ln2->data, n, C, eps);
     // MLP block
-    proj_fwd(m, l, LT_LORA_GATE, a->gate, a->h2, a->xa[LT_LORA_GATE], DROP(LT_LORA_GATE), N, C, I); // (N, I)
-    proj_fwd(m, l, LT_LORA_UP, a->up, a->h2, a->xa[LT_LORA_UP], DROP(LT_LORA_UP), N, C, I);
-    be->swiglu_fwd(be, a->swi, a->gate, a->up, (size_t)N * I);
-    proj_fwd(m, l, LT_LORA_DOWN, m->tmp, a->swi, a->xa[LT_LORA_DOWN], DROP(LT_LORA_DOWN), N, I, C); // (N, C)
-    if (!add_out) return;
+    proj_fwd(m, l, LT_LORA_GATE, io->gate, io->h2, io->xa[LT_LORA_GATE], io->xdrop[LT_LORA_GATE], n, C, I); // (n, I)
+    proj_fwd(m, l, LT_LORA_UP, io->up, io->h2, io->xa[LT_LORA_UP], io->xdrop[LT_LORA_UP], n, C, I);
+    be->swiglu_fwd(be, io->swi, io->gate, io->up, (size_t)n * I);
+    proj_fwd(m, l, LT_LORA_DOWN, io->tmp, io->swi, io->xa[LT_LORA_DOWN], io->xdrop[LT_LORA_DOWN], n, I, C); // (n, C)
     // x_out = xmid + mlp, fused with the norm that reads it
+    if (add_out) be->add_rmsnorm_fwd(be, io->x_out, io->h_out, io->rstd_out, io->xmid, io->tmp, io->w_out, n, C, eps);
+}
+
+/* One layer's forward from its input acts[l].x (training; see layer_recipe). */
+static void layer_fwd(lt_model *m, int l, int norm_in, int add_out) {
+    const int L = m->cfg.num_layers;
+    layer *y = &m->layers[l];
+    layer_acts *a = &m->acts[l];
+    layer_io io = {.n = m->B * m->T, .att_B = m->B, .att_T = m->T, .pos = m->d_pos, .doc = m->d_doc,
+                   .x = a->x, .h1 = a->h1, .rstd1 = a->rstd1, .qpre = a->qpre, .kpre = a->kpre,
+                   .qrstd = a->qrstd, .krstd = a->krstd, .q = a->q, .k = a->k, .v = a->v,
+                   .q_all = a->q, .k_all = a->k, .v_all = a->v, .att_all = a->att, .att = a->att, .lse = a->lse,
+                   .xmid = a->xmid, .h2 = a->h2, .rstd2 = a->rstd2, .gate = a->gate, .up = a->up, .swi = a->swi,
+                   .tmp = m->tmp};
+    for (int t = 0; t < NT; t++) {
+        io.xa[t] = a->xa[t];
+        io.xdrop[t] = m->drop_active && y->la[t] ? a->xdrop[t] : NULL;
+    }
     if (l + 1 < L) {
         layer_acts *nx = &m->acts[l + 1];
-        be->add_rmsnorm_fwd(be, nx->x, nx->h1, nx->rstd1, a->xmid, m->tmp, m->layers[l + 1].ln1->data, N, C, eps);
+        io.x_out = nx->x, io.h_out = nx->h1, io.rstd_out = nx->rstd1, io.w_out = m->layers[l + 1].ln1->data;
     } else {
-        be->add_rmsnorm_fwd(be, m->x_final, m->hf, m->rstdf, a->xmid, m->tmp, m->lnf->data, N, C, eps);
+        io.x_out = m->x_final, io.h_out = m->hf, io.rstd_out = m->rstdf, io.w_out = m->lnf->data;
     }
+    layer_recipe(m, l, &io, norm_in, add_out);
 }
-#undef DROP
 
 static void forward(lt_model *m, int want_dlogits, float grad_scale) {
     lt_backend *be = m->be;
@@ -1293,9 +1334,9 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
     lt_backend *be = m->be;
     kv_cache *kv = m->kv;
     const lt_config *c = &m->cfg;
-    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, Hq = c->num_heads, Hkv = c->num_kv_heads;
+    int C = c->hidden_size, V = c->vocab_size, Hq = c->num_heads, Hkv = c->num_kv_heads;
     int D = c->head_dim, L = c->num_layers, p0 = kv->len, T = p0 + n;
-    float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
+    float eps = c->rms_norm_eps;
     size_t A = lt_dtype_size(be->act_dtype);
     size_t qoff = (size_t)p0 * Hq * D * A, koff = (size_t)p0 * Hkv * D * A;
     for (int t = 0; t < n; t++) kv->h_pos[t] = p0 + t;
@@ -1308,29 +1349,18 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
     be->embedding_fwd(be, kv->x, m->embed->data, kv->d_tokens, n, C); // (n, C)
     be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->x, m->layers[0].ln1->data, n, C, eps);
     for (int l = 0; l < L; l++) {
-        layer *y = &m->layers[l];
-        void *qnew = (char *)kv->q + qoff, *knew = (char *)kv->k[l] + koff, *vnew = (char *)kv->v[l] + koff;
-        // kv->h = rmsnorm(x) * ln1: above for layer 0, else fused with the previous layer's residual add
-        proj_fwd(m, l, LT_LORA_Q, c->qk_norm ? kv->qpre : qnew, kv->h, kv->xa, NULL, n, C, Hq * D);   // (n, Hq*D)
-        proj_fwd(m, l, LT_LORA_K, c->qk_norm ? kv->kpre : knew, kv->h, kv->xa, NULL, n, C, Hkv * D); // into the cache
-        proj_fwd(m, l, LT_LORA_V, vnew, kv->h, kv->xa, NULL, n, C, Hkv * D);
-        if (c->qk_norm) {
-            be->rmsnorm_fwd(be, qnew, kv->qrstd, kv->qpre, y->qn->data, n * Hq, D, eps);
-            be->rmsnorm_fwd(be, knew, kv->krstd, kv->kpre, y->kn->data, n * Hkv, D, eps);
-        }
-        be->rope_fwd(be, qnew, kv->d_pos, m->inv_freq, n, Hq, D);
-        be->rope_fwd(be, knew, kv->d_pos, m->inv_freq, n, Hkv, D);
-        // (1, T) sequence over the cache; rows >= p0 are the new queries
-        be->attention_fwd(be, kv->att, kv->lse, kv->q, kv->k[l], kv->v[l], kv->d_doc, 1, T, Hq, Hkv, D, scale);
-        proj_fwd(m, l, LT_LORA_O, kv->tmp, (char *)kv->att + qoff, kv->xa, NULL, n, Hq * D, C); // (n, C)
-        be->add_rmsnorm_fwd(be, kv->xmid, kv->h, kv->rstd, kv->x, kv->tmp, y->ln2->data, n, C, eps);
-        proj_fwd(m, l, LT_LORA_GATE, kv->gate, kv->h, kv->xa, NULL, n, C, I); // (n, I)
-        proj_fwd(m, l, LT_LORA_UP, kv->up, kv->h, kv->xa, NULL, n, C, I);
-        be->swiglu_fwd(be, kv->swi, kv->gate, kv->up, (size_t)n * I);
-        proj_fwd(m, l, LT_LORA_DOWN, kv->tmp, kv->swi, kv->xa, NULL, n, I, C); // (n, C)
-        // x = xmid + mlp, fused with the next norm (the next layer's ln1, or the final norm)
-        const void *wn = l + 1 < L ? m->layers[l + 1].ln1->data : m->lnf->data;
-        be->add_rmsnorm_fwd(be, kv->x, kv->h, kv->rstd, kv->xmid, kv->tmp, wn, n, C, eps);
+        // kv->h = rmsnorm(x) * ln1: above for layer 0, else fused with the previous layer's residual add;
+        // the new q/k/v rows go into the cache, attention runs over the (1, T) cached sequence
+        layer_io io = {.n = n, .att_B = 1, .att_T = T, .pos = kv->d_pos, .doc = kv->d_doc, .x = kv->x,
+                       .h1 = kv->h, .rstd1 = kv->rstd, .qpre = kv->qpre, .kpre = kv->kpre, .qrstd = kv->qrstd,
+                       .krstd = kv->krstd, .q = (char *)kv->q + qoff, .k = (char *)kv->k[l] + koff,
+                       .v = (char *)kv->v[l] + koff, .q_all = kv->q, .k_all = kv->k[l], .v_all = kv->v[l],
+                       .att_all = kv->att, .att = (char *)kv->att + qoff, .lse = kv->lse, .xmid = kv->xmid,
+                       .h2 = kv->h, .rstd2 = kv->rstd, .gate = kv->gate, .up = kv->up, .swi = kv->swi,
+                       .tmp = kv->tmp, .x_out = kv->x, .h_out = kv->h, .rstd_out = kv->rstd,
+                       .w_out = l + 1 < L ? m->layers[l + 1].ln1->data : m->lnf->data};
+        for (int t = 0; t < NT; t++) io.xa[t] = kv->xa; /* xdrop: NULL, no dropout */
+        layer_recipe(m, l, &io, 0, 1);
     }
     int rows = all_logits ? n : 1;
     const void *hin = all_logits ? kv->h : (char *)kv->h + (size_t)(n - 1) * C * A;
