@@ -1,24 +1,18 @@
 /* lt_config.c -- config.json (Hugging Face) -> lt_config, checked. See lt_config.h.
  *
- * Defaults follow the transformers 4.51.3 config classes (LlamaConfig,
- * MistralConfig, Qwen2Config, Qwen3Config) for keys a config.json leaves out;
- * the size keys (vocab_size, hidden_size, intermediate_size,
+ * What differs between families (defaults for absent keys, the keys each
+ * reads, how attention_bias maps to biases, sliding-window rules, q/k norm)
+ * is in the family descriptors, core/lt_family_<name>.c; this file applies
+ * them. The size keys (vocab_size, hidden_size, intermediate_size,
  * num_hidden_layers, num_attention_heads) are required instead of defaulted,
- * since a model folder without them is broken. Where the classes differ:
- *   num_key_value_heads absent: llama -> num_attention_heads, mistral -> 8,
- *     qwen2/qwen3 -> 32 (the classes' argument defaults); null -> num_attention_heads
- *   head_dim absent or null: hidden_size / num_attention_heads, except qwen3
- *     absent -> 128 (Qwen3Config's default)
- *   max_position_embeddings: llama 2048, mistral 131072, qwen 32768
- *   sliding_window: mistral absent -> 4096, null -> none; qwen2/qwen3 only when
- *     use_sliding_window is true and some layer index >= max_window_layers
- *     (default 28) exists (the models apply it to those layers only; we
- *     record the window and the runtime refuses longer sequences)
- * Biases as the transformers modules build them: llama attention_bias -> q/k/v/o,
- * mlp_bias -> gate/up/down; qwen2 -> q/k/v always; qwen3 attention_bias ->
- * q/k/v/o; mistral none (MistralAttention ignores attention_bias).
+ * since a model folder without them is broken. num_key_value_heads null ->
+ * num_attention_heads; head_dim null -> hidden_size / num_attention_heads.
+ * Qwen sliding windows: recorded when use_sliding_window is true and some
+ * layer index >= max_window_layers (default 28) exists, or when layer_types
+ * has a sliding layer (the runtime refuses longer sequences).
  */
 #include "lt_config.h"
+#include "lt_family.h"
 #include "lt_json.h"
 
 #include <cjson/cJSON.h>
@@ -26,27 +20,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-const char *lt_arch_name(lt_arch a) {
-    switch (a) {
-    case LT_ARCH_LLAMA: return "llama";
-    case LT_ARCH_MISTRAL: return "mistral";
-    case LT_ARCH_QWEN2: return "qwen2";
-    case LT_ARCH_QWEN3: return "qwen3";
-    }
-    return "?";
-}
-
-static const char *arch_class(lt_arch a) {
-    switch (a) {
-    case LT_ARCH_LLAMA: return "LlamaForCausalLM";
-    case LT_ARCH_MISTRAL: return "MistralForCausalLM";
-    case LT_ARCH_QWEN2: return "Qwen2ForCausalLM";
-    case LT_ARCH_QWEN3: return "Qwen3ForCausalLM";
-    }
-    return "?";
-}
-
 
 /* An integer field. Absent (or null when null_is_absent) -> def, or an error
  * when required. Sets *present. */
@@ -123,60 +96,212 @@ static lt_status get_token_id(const cJSON *o, const char *key, int *out, const c
         goto done;                                                                                                     \
     } while (0)
 
-static lt_status parse_rope_scaling(const cJSON *root, lt_config *c, const char *origin, lt_err *err) {
+/* One RoPE description, from either form: v4 (top-level rope_theta plus
+ * rope_scaling) or v5 (rope_parameters, flat or one dict per layer type). */
+typedef struct {
+    int have_theta;
+    double theta;
+    int type; /* 0 default, 1 llama3 */
+    double factor, low, high;
+    int omp;
+} rope_desc;
+
+/* Parse one rope dict `o` named `name` in messages (rope_scaling,
+ * rope_parameters, rope_parameters.full_attention). Only keys the rope type
+ * reads are accepted; any other key is refused by name. `theta_key`: whether
+ * rope_theta may appear inside (v5). */
+static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key, rope_desc *r, const char *origin,
+                                 lt_err *err) {
     lt_status st = LT_OK;
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-    c->rope_scaling_type = 0;
-    c->rope_factor = c->rope_low_freq_factor = c->rope_high_freq_factor = 1.0;
-    c->rope_original_max_pos = 0;
-    if (!rs || cJSON_IsNull(rs)) return LT_OK;
-    if (!cJSON_IsObject(rs))
-        return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling must be null or an object, found %s", origin,
-                       lt_json_kind(rs));
+    memset(r, 0, sizeof *r);
+    r->factor = r->low = r->high = 1.0;
+    if (!cJSON_IsObject(o))
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s must be null or an object, found %s", origin, name,
+                       lt_json_kind(o));
     /* transformers: a legacy "type" key overrides "rope_type" */
-    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(o, "type");
     const char *key = "type";
     if (!ty) {
-        ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+        ty = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
         key = "rope_type";
     }
     if (!cJSON_IsString(ty))
-        return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling needs a string \"rope_type\" (or \"type\"), found %s",
-                       origin, lt_json_kind(ty));
-    if (strcmp(ty->valuestring, "default") == 0) return LT_OK; /* the same as no scaling */
-    if (strcmp(ty->valuestring, "llama3") != 0)
-        return lt_fail(err, LT_ERR_UNSUPPORTED,
-                       "%s: rope_scaling.%s = \"%s\" is not supported (only null or \"llama3\")", origin, key,
-                       ty->valuestring);
-    c->rope_scaling_type = 1;
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s needs a string \"rope_type\" (or \"type\"), found %s", origin,
+                       name, lt_json_kind(ty));
+    if (strcmp(ty->valuestring, "default") == 0)
+        r->type = 0;
+    else if (strcmp(ty->valuestring, "llama3") == 0)
+        r->type = 1;
+    else
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: %s.%s = \"%s\" is not supported (only \"default\" or \"llama3\")",
+                       origin, name, key, ty->valuestring);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, o) {
+        const char *k = it->string;
+        int ok = !strcmp(k, "type") || !strcmp(k, "rope_type") || (theta_key && !strcmp(k, "rope_theta"));
+        if (r->type == 1)
+            ok = ok || !strcmp(k, "factor") || !strcmp(k, "low_freq_factor") || !strcmp(k, "high_freq_factor") ||
+                 !strcmp(k, "original_max_position_embeddings");
+        if (!ok)
+            return lt_fail(err, LT_ERR_UNSUPPORTED,
+                           "%s: %s.%s is not understood for rope_type \"%s\" (it would change the rotary "
+                           "embedding; refused)",
+                           origin, name, k, ty->valuestring);
+    }
+    if (theta_key) {
+        const cJSON *th = cJSON_GetObjectItemCaseSensitive(o, "rope_theta");
+        if (th && !cJSON_IsNull(th)) {
+            if (!cJSON_IsNumber(th))
+                return lt_fail(err, LT_ERR_INVALID, "%s: %s.rope_theta must be a number, found %s", origin, name,
+                               lt_json_kind(th));
+            r->have_theta = 1;
+            r->theta = th->valuedouble;
+        }
+    }
+    if (r->type == 0) return LT_OK;
     static const char *const keys[3] = {"factor", "low_freq_factor", "high_freq_factor"};
-    double *dst[3] = {&c->rope_factor, &c->rope_low_freq_factor, &c->rope_high_freq_factor};
+    double *dst[3] = {&r->factor, &r->low, &r->high};
     for (int i = 0; i < 3; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(rs, keys[i]);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, keys[i]);
         if (!cJSON_IsNumber(v))
-            return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling.%s must be a number for llama3 scaling, found %s",
-                           origin, keys[i], lt_json_kind(v));
+            return lt_fail(err, LT_ERR_INVALID, "%s: %s.%s must be a number for llama3 scaling, found %s", origin,
+                           name, keys[i], lt_json_kind(v));
         *dst[i] = v->valuedouble;
     }
-    const cJSON *om = cJSON_GetObjectItemCaseSensitive(rs, "original_max_position_embeddings");
+    const cJSON *om = cJSON_GetObjectItemCaseSensitive(o, "original_max_position_embeddings");
     if (!cJSON_IsNumber(om) || floor(om->valuedouble) != om->valuedouble || fabs(om->valuedouble) > 2147483647.0)
-        REFUSE(LT_ERR_INVALID,
-               "%s: rope_scaling.original_max_position_embeddings must be an integer for llama3 scaling, found %s",
-               origin, lt_json_kind(om));
-    c->rope_original_max_pos = (int)om->valuedouble;
-    if (!(c->rope_factor >= 1.0))
-        REFUSE(LT_ERR_INVALID, "%s: rope_scaling.factor = %g, expected >= 1", origin, c->rope_factor);
-    if (!(c->rope_low_freq_factor > 0.0))
-        REFUSE(LT_ERR_INVALID, "%s: rope_scaling.low_freq_factor = %g, expected > 0", origin,
-               c->rope_low_freq_factor);
-    if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
-        REFUSE(LT_ERR_INVALID, "%s: rope_scaling.high_freq_factor = %g must exceed low_freq_factor = %g", origin,
-               c->rope_high_freq_factor, c->rope_low_freq_factor);
-    if (c->rope_original_max_pos <= 0)
-        REFUSE(LT_ERR_INVALID, "%s: rope_scaling.original_max_position_embeddings = %d, expected > 0", origin,
-               c->rope_original_max_pos);
+        REFUSE(LT_ERR_INVALID, "%s: %s.original_max_position_embeddings must be an integer for llama3 scaling, found %s",
+               origin, name, lt_json_kind(om));
+    r->omp = (int)om->valuedouble;
+    if (!(r->factor >= 1.0)) REFUSE(LT_ERR_INVALID, "%s: %s.factor = %g, expected >= 1", origin, name, r->factor);
+    if (!(r->low > 0.0)) REFUSE(LT_ERR_INVALID, "%s: %s.low_freq_factor = %g, expected > 0", origin, name, r->low);
+    if (!(r->high > r->low))
+        REFUSE(LT_ERR_INVALID, "%s: %s.high_freq_factor = %g must exceed low_freq_factor = %g", origin, name, r->high,
+               r->low);
+    if (r->omp <= 0)
+        REFUSE(LT_ERR_INVALID, "%s: %s.original_max_position_embeddings = %d, expected > 0", origin, name, r->omp);
 done:
     return st;
+}
+
+static int rope_same(const rope_desc *a, const rope_desc *b) {
+    return a->have_theta == b->have_theta && (!a->have_theta || a->theta == b->theta) && a->type == b->type &&
+           a->factor == b->factor && a->low == b->low && a->high == b->high && a->omp == b->omp;
+}
+
+/* The layer types transformers 5 knows for these families. */
+static int is_layer_type(const char *s) { return !strcmp(s, "full_attention") || !strcmp(s, "sliding_attention"); }
+
+/* rope_parameters (v5): a flat dict, or {layer_type: dict}; the per-type
+ * dicts must agree (luxtrain has one rotary table). */
+static lt_status parse_rope_parameters(const cJSON *rp, rope_desc *r, const char *origin, lt_err *err) {
+    if (!cJSON_IsObject(rp))
+        return lt_fail(err, LT_ERR_INVALID, "%s: rope_parameters must be null or an object, found %s", origin,
+                       lt_json_kind(rp));
+    const cJSON *first = rp->child;
+    int per_type = first && cJSON_IsObject(first);
+    if (!per_type) return parse_rope_dict(rp, "rope_parameters", 1, r, origin, err);
+    const cJSON *it;
+    char name0[96] = "";
+    int n = 0;
+    cJSON_ArrayForEach(it, rp) {
+        char name[96];
+        snprintf(name, sizeof name, "rope_parameters.%s", it->string);
+        if (!is_layer_type(it->string))
+            return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: %s: unknown layer type \"%s\" (expected full_attention or "
+                           "sliding_attention)", origin, name, it->string);
+        rope_desc d;
+        lt_status st = parse_rope_dict(it, name, 1, &d, origin, err);
+        if (st != LT_OK) return st;
+        if (n == 0) {
+            *r = d;
+            snprintf(name0, sizeof name0, "%s", name);
+        } else if (!rope_same(r, &d)) {
+            return lt_fail(err, LT_ERR_UNSUPPORTED,
+                           "%s: %s and %s differ; per-layer-type rotary settings are not supported", origin, name0,
+                           name);
+        }
+        n++;
+    }
+    return LT_OK;
+}
+
+/* RoPE from the v4 keys (rope_theta, rope_scaling) and/or the v5 key
+ * (rope_parameters). Where both forms are given they must agree. */
+static lt_status parse_rope(const cJSON *root, lt_config *c, const char *origin, lt_err *err) {
+    lt_status st;
+    rope_desc v4 = {0}, v5 = {0};
+    v4.factor = v4.low = v4.high = 1.0;
+    int has4 = 0, has5 = 0;
+    const cJSON *th = cJSON_GetObjectItemCaseSensitive(root, "rope_theta");
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    if (rs && !cJSON_IsNull(rs)) {
+        if ((st = parse_rope_dict(rs, "rope_scaling", 0, &v4, origin, err)) != LT_OK) return st;
+        has4 = 1;
+    }
+    if (th && !cJSON_IsNull(th)) {
+        if ((st = get_double(root, "rope_theta", 0, 0.0, &v4.theta, origin, err)) != LT_OK) return st;
+        v4.have_theta = has4 = 1;
+    }
+    if (rp && !cJSON_IsNull(rp)) {
+        if ((st = parse_rope_parameters(rp, &v5, origin, err)) != LT_OK) return st;
+        has5 = 1;
+    }
+    if (has4 && has5) {
+        if (v4.have_theta && v5.have_theta && v4.theta != v5.theta)
+            return lt_fail(err, LT_ERR_INVALID, "%s: rope_theta = %g conflicts with rope_parameters.rope_theta = %g",
+                           origin, v4.theta, v5.theta);
+        if (rs && !cJSON_IsNull(rs) &&
+            (v4.type != v5.type || v4.factor != v5.factor || v4.low != v5.low || v4.high != v5.high ||
+             v4.omp != v5.omp))
+            return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling conflicts with rope_parameters", origin);
+        if (!v5.have_theta) {
+            v5.have_theta = v4.have_theta;
+            v5.theta = v4.theta;
+        }
+    }
+    const rope_desc *r = has5 ? &v5 : &v4;
+    c->rope_theta = r->have_theta ? r->theta : 10000.0;
+    c->rope_scaling_type = r->type;
+    c->rope_factor = r->factor;
+    c->rope_low_freq_factor = r->low;
+    c->rope_high_freq_factor = r->high;
+    c->rope_original_max_pos = r->omp;
+    if (!(c->rope_theta > 0.0) || !isfinite(c->rope_theta))
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s = %g, expected > 0", origin,
+                       has5 && v5.have_theta ? "rope_parameters.rope_theta" : "rope_theta", c->rope_theta);
+    return LT_OK;
+}
+
+/* Keys every supported family reads (or that cannot change the math:
+ * bookkeeping transformers writes). Anything not listed here or in the
+ * family's list (lt_family.keys) is refused by name: a setting we do not understand may change
+ * the model. */
+static const char *const COMMON_KEYS[] = {
+    "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act", "rms_norm_eps", "rope_theta",
+    "rope_scaling", "rope_parameters", "partial_rotary_factor", "max_position_embeddings", "tie_word_embeddings",
+    "attention_dropout", "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype",
+    "transformers_version", "use_cache", "initializer_range", "_name_or_path", "output_attentions",
+    "output_hidden_states", "return_dict", "tokenizer_class", NULL};
+static int in_list(const char *const *l, const char *k) {
+    for (; *l; l++)
+        if (!strcmp(*l, k)) return 1;
+    return 0;
+}
+
+static lt_status check_keys(const cJSON *root, const lt_family *fam, const char *model_type, const char *origin,
+                            lt_err *err) {
+    const cJSON *it;
+    cJSON_ArrayForEach(it, root) {
+        if (in_list(COMMON_KEYS, it->string) || in_list(fam->keys, it->string)) continue;
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: key \"%s\" is not understood for model_type \"%s\" (a setting that may change the "
+                       "model's math; refused rather than ignored)",
+                       origin, it->string, model_type);
+    }
+    return LT_OK;
 }
 
 lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, lt_err *err) {
@@ -192,19 +317,13 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     /* ---- architecture ---- */
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (!cJSON_IsString(mt)) REFUSE(LT_ERR_INVALID, "%s: model_type must be a string, found %s", origin, lt_json_kind(mt));
-    if (strcmp(mt->valuestring, "llama") == 0)
-        c.arch = LT_ARCH_LLAMA;
-    else if (strcmp(mt->valuestring, "mistral") == 0)
-        c.arch = LT_ARCH_MISTRAL;
-    else if (strcmp(mt->valuestring, "qwen2") == 0)
-        c.arch = LT_ARCH_QWEN2;
-    else if (strcmp(mt->valuestring, "qwen3") == 0)
-        c.arch = LT_ARCH_QWEN3;
-    else
-        REFUSE(LT_ERR_UNSUPPORTED, "%s: model_type = \"%s\" is not supported (supported: llama, mistral, qwen2, qwen3)",
-               origin, mt->valuestring);
+    const lt_family *fam = lt_family_find(mt->valuestring);
+    if (!fam)
+        REFUSE(LT_ERR_UNSUPPORTED, "%s: model_type = \"%s\" is not supported (supported: %s)", origin,
+               mt->valuestring, lt_family_list());
+    c.arch = fam->arch;
     snprintf(c.model_type, sizeof c.model_type, "%s", mt->valuestring);
-    const char *want_class = arch_class(c.arch);
+    const char *want_class = fam->class_name;
     const cJSON *ar = cJSON_GetObjectItemCaseSensitive(root, "architectures");
     if (ar && !cJSON_IsNull(ar)) {
         const cJSON *a0 = cJSON_IsArray(ar) ? cJSON_GetArrayItem(ar, 0) : NULL;
@@ -237,7 +356,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     }
     {
         const cJSON *kv = cJSON_GetObjectItemCaseSensitive(root, "num_key_value_heads");
-        int def = c.arch == LT_ARCH_LLAMA ? c.num_heads : c.arch == LT_ARCH_MISTRAL ? 8 : 32;
+        int def = fam->kv_heads_default ? fam->kv_heads_default : c.num_heads;
         if (cJSON_IsNull(kv)) def = c.num_heads;
         TRY(get_int(root, "num_key_value_heads", 0, def, &c.num_kv_heads, NULL, origin, err));
         if (c.num_kv_heads <= 0)
@@ -250,9 +369,9 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
         int present = 0;
         TRY(get_int(root, "head_dim", 0, 0, &c.head_dim, &present, origin, err));
-        if (!hd && c.arch == LT_ARCH_QWEN3) {
-            c.head_dim = 128; /* Qwen3Config default */
-        } else if (!present || (c.arch == LT_ARCH_MISTRAL && c.head_dim == 0)) {
+        if (!hd && fam->head_dim_default) {
+            c.head_dim = fam->head_dim_default;
+        } else if (!present || (fam->head_dim_zero_derive && c.head_dim == 0)) {
             if (c.hidden_size % c.num_heads != 0)
                 REFUSE(LT_ERR_INVALID,
                        "%s: hidden_size = %d is not divisible by num_attention_heads = %d (and head_dim is not given)",
@@ -268,7 +387,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
                    c.head_dim);
     }
     {
-        int def = c.arch == LT_ARCH_LLAMA ? 2048 : c.arch == LT_ARCH_MISTRAL ? 4096 * 32 : 32768;
+        int def = fam->max_pos_default;
         TRY(get_int(root, "max_position_embeddings", 0, def, &c.max_position_embeddings, NULL, origin, err));
         if (c.max_position_embeddings <= 0)
             REFUSE(LT_ERR_INVALID, "%s: max_position_embeddings = %d, expected > 0", origin,
@@ -290,16 +409,13 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     TRY(get_double(root, "rms_norm_eps", 0, 1e-6, &eps, origin, err));
     if (!(eps > 0.0) || !isfinite(eps)) REFUSE(LT_ERR_INVALID, "%s: rms_norm_eps = %g, expected > 0", origin, eps);
     c.rms_norm_eps = (float)eps;
-    TRY(get_double(root, "rope_theta", 0, 10000.0, &c.rope_theta, origin, err));
-    if (!(c.rope_theta > 0.0) || !isfinite(c.rope_theta))
-        REFUSE(LT_ERR_INVALID, "%s: rope_theta = %g, expected > 0", origin, c.rope_theta);
     {
         double prf;
         TRY(get_double(root, "partial_rotary_factor", 0, 1.0, &prf, origin, err));
         if (prf != 1.0)
             REFUSE(LT_ERR_UNSUPPORTED, "%s: partial_rotary_factor = %g is not supported (only 1.0)", origin, prf);
     }
-    TRY(parse_rope_scaling(root, &c, origin, err));
+    TRY(parse_rope(root, &c, origin, err));
 
     /* ---- biases, norms, windows ---- */
     TRY(get_bool(root, "tie_word_embeddings", 0, &c.tie_word_embeddings, origin, err));
@@ -307,25 +423,20 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         int attn_bias, mlp_bias;
         TRY(get_bool(root, "attention_bias", 0, &attn_bias, origin, err));
         TRY(get_bool(root, "mlp_bias", 0, &mlp_bias, origin, err));
-        switch (c.arch) {
-        case LT_ARCH_LLAMA:
-            c.qkv_bias = c.o_bias = attn_bias;
-            c.mlp_bias = mlp_bias;
-            break;
-        case LT_ARCH_MISTRAL: break; /* transformers builds Mistral without biases */
-        case LT_ARCH_QWEN2: c.qkv_bias = 1; break;
-        case LT_ARCH_QWEN3:
-            c.qkv_bias = c.o_bias = attn_bias;
-            c.qk_norm = 1;
-            break;
+        switch (fam->attn_bias) {
+        case LT_ATTN_BIAS_IGNORED: break;
+        case LT_ATTN_BIAS_QKVO: c.qkv_bias = c.o_bias = attn_bias; break;
+        case LT_ATTN_BIAS_QKV_ALWAYS: c.qkv_bias = 1; break;
         }
+        c.mlp_bias = fam->reads_mlp_bias ? mlp_bias : 0;
+        c.qk_norm = fam->qk_norm;
     }
-    if (c.arch == LT_ARCH_MISTRAL) {
+    if (fam->window == LT_WINDOW_ALL) {
         const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
-        TRY(get_int(root, "sliding_window", 0, sw ? 0 : 4096, &c.sliding_window, NULL, origin, err));
+        TRY(get_int(root, "sliding_window", 0, sw ? 0 : fam->window_default, &c.sliding_window, NULL, origin, err));
         if (sw && !cJSON_IsNull(sw) && c.sliding_window <= 0)
             REFUSE(LT_ERR_INVALID, "%s: sliding_window = %d, expected null or > 0", origin, c.sliding_window);
-    } else if (c.arch == LT_ARCH_QWEN2 || c.arch == LT_ARCH_QWEN3) {
+    } else if (fam->window == LT_WINDOW_QWEN) {
         int use, win, mwl, win_present;
         TRY(get_bool(root, "use_sliding_window", 0, &use, origin, err));
         TRY(get_int(root, "sliding_window", 0, 4096, &win, &win_present, origin, err));
@@ -337,17 +448,50 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
                        win);
             c.sliding_window = win;
         }
+        /* transformers 5 lists each layer's attention kind; a sliding layer
+         * records the window (the runtime refuses longer sequences) */
+        const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+        if (lt && !cJSON_IsNull(lt)) {
+            if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != c.num_layers)
+                REFUSE(LT_ERR_INVALID, "%s: layer_types must be a list of %d strings (one per layer), found %s", origin,
+                       c.num_layers, lt_json_kind(lt));
+            int i = 0;
+            const cJSON *e;
+            cJSON_ArrayForEach(e, lt) {
+                if (!cJSON_IsString(e) || !is_layer_type(e->valuestring))
+                    REFUSE(LT_ERR_UNSUPPORTED,
+                           "%s: layer_types[%d] = %s is not supported (expected \"full_attention\" or "
+                           "\"sliding_attention\")",
+                           origin, i, cJSON_IsString(e) ? e->valuestring : lt_json_kind(e));
+                if (!strcmp(e->valuestring, "sliding_attention")) {
+                    if (!sw || cJSON_IsNull(sw) || win <= 0)
+                        REFUSE(LT_ERR_INVALID, "%s: layer_types[%d] = \"sliding_attention\" but sliding_window is %s",
+                               origin, i, sw && !cJSON_IsNull(sw) ? "not > 0" : "null");
+                    c.sliding_window = win;
+                }
+                i++;
+            }
+        }
     }
 
     /* ---- tokens, dtype ---- */
     TRY(get_token_id(root, "bos_token_id", &c.bos_token_id, origin, err));
     TRY(get_token_id(root, "eos_token_id", &c.eos_token_id, origin, err));
     {
-        const cJSON *td = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype");
+        /* v4 writes torch_dtype, v5 dtype; both must agree when both are given */
+        static const char *const keys[2] = {"torch_dtype", "dtype"};
+        const char *seen = NULL, *seen_key = NULL;
         c.torch_dtype = LT_F32;
-        if (td && !cJSON_IsNull(td)) {
+        for (int i = 0; i < 2; i++) {
+            const cJSON *td = cJSON_GetObjectItemCaseSensitive(root, keys[i]);
+            if (!td || cJSON_IsNull(td)) continue;
             if (!cJSON_IsString(td))
-                REFUSE(LT_ERR_INVALID, "%s: torch_dtype must be a string, found %s", origin, lt_json_kind(td));
+                REFUSE(LT_ERR_INVALID, "%s: %s must be a string, found %s", origin, keys[i], lt_json_kind(td));
+            if (seen && strcmp(seen, td->valuestring) != 0)
+                REFUSE(LT_ERR_INVALID, "%s: %s = \"%s\" conflicts with %s = \"%s\"", origin, seen_key, seen, keys[i],
+                       td->valuestring);
+            seen = td->valuestring;
+            seen_key = keys[i];
             if (strcmp(td->valuestring, "float32") == 0)
                 c.torch_dtype = LT_F32;
             else if (strcmp(td->valuestring, "bfloat16") == 0)
@@ -356,10 +500,17 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
                 c.torch_dtype = LT_F16;
             else
                 REFUSE(LT_ERR_UNSUPPORTED,
-                       "%s: torch_dtype = \"%s\" is not supported (expected float32, bfloat16 or float16)", origin,
+                       "%s: %s = \"%s\" is not supported (expected float32, bfloat16 or float16)", origin, keys[i],
                        td->valuestring);
         }
     }
+    {
+        double drop;
+        TRY(get_double(root, "attention_dropout", 0, 0.0, &drop, origin, err));
+        if (drop != 0.0)
+            REFUSE(LT_ERR_UNSUPPORTED, "%s: attention_dropout = %g is not supported (only 0)", origin, drop);
+    }
+    TRY(check_keys(root, fam, c.model_type, origin, err));
     *cfg = c;
 done:
     cJSON_Delete(root);

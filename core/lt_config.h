@@ -11,9 +11,17 @@
  *   qwen3   (Qwen3ForCausalLM: RMSNorm on q and k per head)
  * llama attention_bias / mlp_bias and qwen3 attention_bias set the bias
  * flags below (the model builds what transformers builds). Anything else
- * (other architectures, hidden_act other than silu, rope scaling types other
- * than llama3, partial_rotary_factor != 1, ...) is refused with a message
- * naming the field and value. Defaults for absent keys: see lt_config.c.
+ * (other architectures, hidden_act other than silu, rope types other than
+ * default and llama3, partial_rotary_factor != 1, attention_dropout != 0,
+ * ...) is refused with a message naming the field and value.
+ *
+ * Both config forms are read: transformers 4 (rope_theta + rope_scaling,
+ * torch_dtype) and transformers 5 (rope_parameters, flat or one dict per
+ * layer type, which must then agree; dtype; layer_types). Where a file gives
+ * both forms they must agree, or it is refused. A key that is neither read
+ * by the family nor known to be harmless bookkeeping (transformers_version,
+ * use_cache, pad_token_id, ...) is refused by name: it may change the math.
+ * Defaults for absent keys: see lt_config.c.
  */
 #ifndef LT_CONFIG_H
 #define LT_CONFIG_H

@@ -24,6 +24,7 @@
  * sizes come from be->act_dtype.
  */
 #include "lt_model.h"
+#include "lt_lora_target.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -145,25 +146,17 @@ lt_status lt_model_check_tensors(const lt_st_model *stm, const lt_param_spec *sp
 /* ---------------------------------------------------------------------- */
 /* the model                                                               */
 
-/* LoRA targets, in lt_lora_target order (train/lt_lora.h) */
-enum { TQ = 0, TK, TV, TO, TG, TU, TD, NT };
-static const char *const PROJ_NAME[NT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                          "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                          "mlp.down_proj"};
-
-/* in / out features of projection t */
+/* LoRA targets: core/lt_lora_target.h (order, names, shapes) */
+#define NT LT_LORA_NTARGETS
 static size_t proj_in(const lt_config *c, int t) {
-    return t == TO ? (size_t)c->num_heads * c->head_dim : t == TD ? (size_t)c->intermediate_size : (size_t)c->hidden_size;
+    int in, out;
+    lt_lora_target_dims(c, t, &in, &out);
+    return (size_t)in;
 }
 static size_t proj_out(const lt_config *c, int t) {
-    switch (t) {
-    case TQ: return (size_t)c->num_heads * c->head_dim;
-    case TK:
-    case TV: return (size_t)c->num_kv_heads * c->head_dim;
-    case TO:
-    case TD: return (size_t)c->hidden_size;
-    default: return (size_t)c->intermediate_size;
-    }
+    int in, out;
+    lt_lora_target_dims(c, t, &in, &out);
+    return (size_t)out;
 }
 
 typedef struct layer {
@@ -222,6 +215,7 @@ struct lt_model {
     /* plan */
     int B, T;
     void *arena;
+    size_t arena_bytes; /* what the plan reserved */
     layer_acts *acts;
     layer_acts scratch; /* --recompute: the one layer's activations (x unused) */
     void *x_final;   /* (N, C) residual after the last layer */
@@ -344,9 +338,9 @@ static void bind_layers(lt_model *m) {
         y->bd = P(m, "model.layers.%d.mlp.down_proj.bias", l);
         for (int t = 0; t < NT; t++) {
             char nm[160];
-            snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_A.weight", l, PROJ_NAME[t]);
+            lt_lora_peft_name(nm, sizeof nm, l, t, 0);
             y->la[t] = lt_model_find_param(m, nm);
-            snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_B.weight", l, PROJ_NAME[t]);
+            lt_lora_peft_name(nm, sizeof nm, l, t, 1);
             y->lb[t] = lt_model_find_param(m, nm);
         }
     }
@@ -576,6 +570,7 @@ void lt_model_set_recompute(lt_model *m, int on) {
 typedef struct planner {
     size_t off;
     int overflow;
+    int size_only; /* lt_model_plan_bytes: count, record no slot */
     /* (slot, offset) pairs, resolved once the arena exists */
     void ***dyn;
     size_t *dyn_off;
@@ -587,6 +582,10 @@ static void reserve(planner *pl, void **slot, size_t count, size_t esize) {
     size_t bytes, end;
     if (!lt_mul_ok(count, esize, &bytes) || !lt_add_ok(pl->off, bytes, &end) || end > SIZE_MAX - 256) {
         pl->overflow = 1;
+        return;
+    }
+    if (pl->size_only) {
+        pl->off = (end + 255) & ~(size_t)255;
         return;
     }
     if (pl->n_dyn == pl->cap_dyn) {
@@ -606,10 +605,98 @@ static void reserve(planner *pl, void **slot, size_t count, size_t esize) {
     pl->off = (end + 255) & ~(size_t)255;
 }
 
-lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
-    free_plan(m);
+/* the widest LoRA adapter input (the dropout scratch rows) */
+static size_t lora_max_in(const lt_config *c) {
+    size_t m = 0;
+    for (int t = 0; t < NT; t++)
+        if (proj_in(c, t) > m) m = proj_in(c, t);
+    return m;
+}
+
+/* The activation layout: every reservation of lt_model_plan, in order, for
+ * N = B*T rows of activation size A. The one description of it: the plan
+ * and the size-only pass of lt_model_plan_bytes (--dry-run) both run it.
+ * Needs m->cfg, m->acts (L entries), m->recompute, m->lora, m->lspec,
+ * m->chunk_set; returns the logits chunk rows. */
+static int plan_layout(planner *pl, lt_model *m, size_t N, size_t A) {
     const lt_config *c = &m->cfg;
+    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
+    size_t Hq = (size_t)c->num_heads, Hkv = (size_t)c->num_kv_heads, D = (size_t)c->head_dim;
+    size_t F = sizeof(float), I4 = sizeof(int32_t);
+    int L = c->num_layers;
+    /* --recompute: every layer keeps its input x; the other activations live
+     * in one layer's worth of scratch (m->scratch), shared by all layers */
+    for (int l = 0; l < L; l++) reserve(pl, &m->acts[l].x, N * C, A);
+    for (int l = 0; l < (m->recompute ? 1 : L); l++) {
+        layer_acts *a = m->recompute ? &m->scratch : &m->acts[l];
+        reserve(pl, &a->h1, N * C, A);
+        reserve(pl, (void **)&a->rstd1, N, F);
+        if (c->qk_norm) {
+            reserve(pl, &a->qpre, N * Hq * D, A);
+            reserve(pl, &a->kpre, N * Hkv * D, A);
+            reserve(pl, (void **)&a->qrstd, N * Hq, F);
+            reserve(pl, (void **)&a->krstd, N * Hkv, F);
+        }
+        reserve(pl, &a->q, N * Hq * D, A);
+        reserve(pl, &a->k, N * Hkv * D, A);
+        reserve(pl, &a->v, N * Hkv * D, A);
+        reserve(pl, &a->att, N * Hq * D, A);
+        reserve(pl, (void **)&a->lse, N * Hq, F);
+        reserve(pl, &a->xmid, N * C, A);
+        reserve(pl, &a->h2, N * C, A);
+        reserve(pl, (void **)&a->rstd2, N, F);
+        reserve(pl, &a->gate, N * I, A);
+        reserve(pl, &a->up, N * I, A);
+        reserve(pl, &a->swi, N * I, A);
+        for (int t = 0; m->lora && t < NT; t++) {
+            if (!((m->lspec.targets >> t) & 1)) continue; /* lt_model_add_lora adapts every layer */
+            reserve(pl, (void **)&a->xa[t], N * (size_t)m->lspec.r, F);
+            if (m->lspec.dropout > 0) reserve(pl, &a->xdrop[t], N * proj_in(c, t), A);
+        }
+    }
+    if (m->lora && m->lspec.dropout > 0) reserve(pl, &m->dxl, N * lora_max_in(c), A);
+    reserve(pl, &m->x_final, N * C, A);
+    reserve(pl, &m->hf, N * C, A);
+    reserve(pl, (void **)&m->rstdf, N, F);
+    const int R = lt_model_logits_chunk_for(c->vocab_size, A, N, m->chunk_set);
+    reserve(pl, &m->logits, (size_t)R * V, A);
+    reserve(pl, (void **)&m->losses, N, F);
+    reserve(pl, &m->tmp, N * C, A);
+    reserve(pl, &m->dx, N * C, A);
+    reserve(pl, &m->dh, N * C, A);
+    reserve(pl, &m->dq, N * Hq * D, A);
+    reserve(pl, &m->dk, N * Hkv * D, A);
+    reserve(pl, &m->dv, N * Hkv * D, A);
+    reserve(pl, &m->datt, N * Hq * D, A);
+    if (c->qk_norm) {
+        reserve(pl, &m->dq2, N * Hq * D, A);
+        reserve(pl, &m->dk2, N * Hkv * D, A);
+    }
+    reserve(pl, &m->dgate, N * I, A);
+    reserve(pl, &m->dup, N * I, A);
+    reserve(pl, &m->dswi, N * I, A);
+    reserve(pl, (void **)&m->sink, C > D ? C : D, F);
+    reserve(pl, (void **)&m->d_tokens, N, I4);
+    reserve(pl, (void **)&m->d_targets, N, I4);
+    reserve(pl, (void **)&m->d_pos, N, I4);
+    reserve(pl, (void **)&m->d_doc, N, I4);
+    return R;
+}
+
+/* The batch sizes a layout can be computed for; N = B * T. */
+static lt_status plan_size_check(const lt_config *c, int B, int T, size_t *N, lt_err *err) {
     if (B <= 0 || T <= 0) return lt_fail(err, LT_ERR_INVALID, "plan: batch %d x %d must be positive", B, T);
+    if (!lt_mul_ok((size_t)B, (size_t)T, N) || *N > INT32_MAX)
+        return lt_fail(err, LT_ERR_NOMEM, "plan: batch %d x %d is too large", B, T);
+    if ((size_t)c->vocab_size * *N > (size_t)INT64_MAX / 8)
+        return lt_fail(err, LT_ERR_NOMEM, "plan: batch %d x %d is too large", B, T);
+    return LT_OK;
+}
+
+/* The batch shapes a plan accepts: the sizes, and the model's limits. */
+static lt_status plan_check(const lt_config *c, int B, int T, size_t *N, lt_err *err) {
+    lt_status st = plan_size_check(c, B, T, N, err);
+    if (st) return st;
     if (T > c->max_position_embeddings)
         return lt_fail(err, LT_ERR_RANGE, "plan: sequence length %d exceeds max_position_embeddings %d of the model",
                        T, c->max_position_embeddings);
@@ -618,15 +705,43 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
                        "plan: sequence length %d exceeds the model's sliding_window %d (sliding-window attention "
                        "is not implemented; use sequences of at most %d tokens)",
                        T, c->sliding_window, c->sliding_window);
-    size_t N;
-    if (!lt_mul_ok((size_t)B, (size_t)T, &N) || N > INT32_MAX)
-        return lt_fail(err, LT_ERR_NOMEM, "plan: batch %d x %d is too large", B, T);
-    if ((size_t)c->vocab_size * N > (size_t)INT64_MAX / 8)
-        return lt_fail(err, LT_ERR_NOMEM, "plan: batch %d x %d is too large", B, T);
+    return LT_OK;
+}
 
-    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
-    size_t Hq = (size_t)c->num_heads, Hkv = (size_t)c->num_kv_heads, D = (size_t)c->head_dim;
-    size_t A = lt_dtype_size(m->be->act_dtype), F = sizeof(float), I4 = sizeof(int32_t);
+lt_status lt_model_plan_bytes(const lt_config *cfg, lt_dtype act_dtype, int B, int T, int recompute,
+                              const lt_lora_spec *lora, int chunk_rows, size_t *bytes, lt_err *err) {
+    size_t N;
+    lt_status st = plan_size_check(cfg, B, T, &N, err);
+    if (st) return st;
+    lt_model *f = calloc(1, sizeof *f); /* a model shell: what plan_layout reads */
+    if (!f) return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory");
+    f->cfg = *cfg;
+    f->recompute = !!recompute;
+    f->chunk_set = chunk_rows;
+    if (lora && lora->r > 0) {
+        f->lora = 1;
+        f->lspec = *lora;
+    }
+    f->acts = calloc((size_t)cfg->num_layers, sizeof *f->acts);
+    planner pl = {.size_only = 1};
+    if (f->acts) plan_layout(&pl, f, N, lt_dtype_size(act_dtype));
+    if (!f->acts) st = lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory");
+    else if (pl.overflow) st = lt_fail(err, LT_ERR_NOMEM, "plan: activation memory for %d x %d overflows", B, T);
+    else *bytes = pl.off;
+    free(f->acts);
+    free(f);
+    return st;
+}
+
+size_t lt_model_planned_bytes(const lt_model *m) { return m->arena ? m->arena_bytes : 0; }
+
+lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
+    free_plan(m);
+    const lt_config *c = &m->cfg;
+    size_t N;
+    lt_status st0 = plan_check(c, B, T, &N, err);
+    if (st0) return st0;
+    size_t A = lt_dtype_size(m->be->act_dtype);
     int L = c->num_layers;
     m->acts = calloc((size_t)L, sizeof *m->acts);
     m->host_losses = malloc(N * sizeof(float));
@@ -635,40 +750,9 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
         return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory");
     }
     planner pl = {0};
-    /* --recompute: every layer keeps its input x; the other activations live
-     * in one layer's worth of scratch (m->scratch), shared by all layers */
-    for (int l = 0; l < L; l++) reserve(&pl, &m->acts[l].x, N * C, A);
-    for (int l = 0; l < (m->recompute ? 1 : L); l++) {
-        layer_acts *a = m->recompute ? &m->scratch : &m->acts[l];
-        reserve(&pl, &a->h1, N * C, A);
-        reserve(&pl, (void **)&a->rstd1, N, F);
-        if (c->qk_norm) {
-            reserve(&pl, &a->qpre, N * Hq * D, A);
-            reserve(&pl, &a->kpre, N * Hkv * D, A);
-            reserve(&pl, (void **)&a->qrstd, N * Hq, F);
-            reserve(&pl, (void **)&a->krstd, N * Hkv, F);
-        }
-        reserve(&pl, &a->q, N * Hq * D, A);
-        reserve(&pl, &a->k, N * Hkv * D, A);
-        reserve(&pl, &a->v, N * Hkv * D, A);
-        reserve(&pl, &a->att, N * Hq * D, A);
-        reserve(&pl, (void **)&a->lse, N * Hq, F);
-        reserve(&pl, &a->xmid, N * C, A);
-        reserve(&pl, &a->h2, N * C, A);
-        reserve(&pl, (void **)&a->rstd2, N, F);
-        reserve(&pl, &a->gate, N * I, A);
-        reserve(&pl, &a->up, N * I, A);
-        reserve(&pl, &a->swi, N * I, A);
-        for (int t = 0; m->lora && t < NT; t++) {
-            if (!m->layers[l].la[t]) continue;
-            reserve(&pl, (void **)&a->xa[t], N * (size_t)m->lspec.r, F);
-            if (m->lspec.dropout > 0) reserve(&pl, &a->xdrop[t], N * proj_in(c, t), A);
-        }
-    }
-    size_t max_in = I > Hq * D ? I : Hq * D;
-    if (C > max_in) max_in = C;
+    const int R = plan_layout(&pl, m, N, A);
     if (m->lora && m->lspec.dropout > 0) {
-        reserve(&pl, &m->dxl, N * max_in, A);
+        size_t max_in = lora_max_in(c);
         m->host_drop = malloc(N * max_in * sizeof(float));
         m->snap = calloc((size_t)L * NT, sizeof *m->snap);
         if (!m->host_drop || !m->snap) {
@@ -678,31 +762,6 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
             return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory for LoRA dropout");
         }
     }
-    reserve(&pl, &m->x_final, N * C, A);
-    reserve(&pl, &m->hf, N * C, A);
-    reserve(&pl, (void **)&m->rstdf, N, F);
-    int R = lt_model_logits_chunk_for(c->vocab_size, A, N, m->chunk_set);
-    reserve(&pl, &m->logits, (size_t)R * V, A);
-    reserve(&pl, (void **)&m->losses, N, F);
-    reserve(&pl, &m->tmp, N * C, A);
-    reserve(&pl, &m->dx, N * C, A);
-    reserve(&pl, &m->dh, N * C, A);
-    reserve(&pl, &m->dq, N * Hq * D, A);
-    reserve(&pl, &m->dk, N * Hkv * D, A);
-    reserve(&pl, &m->dv, N * Hkv * D, A);
-    reserve(&pl, &m->datt, N * Hq * D, A);
-    if (c->qk_norm) {
-        reserve(&pl, &m->dq2, N * Hq * D, A);
-        reserve(&pl, &m->dk2, N * Hkv * D, A);
-    }
-    reserve(&pl, &m->dgate, N * I, A);
-    reserve(&pl, &m->dup, N * I, A);
-    reserve(&pl, &m->dswi, N * I, A);
-    reserve(&pl, (void **)&m->sink, C > D ? C : D, F);
-    reserve(&pl, (void **)&m->d_tokens, N, I4);
-    reserve(&pl, (void **)&m->d_targets, N, I4);
-    reserve(&pl, (void **)&m->d_pos, N, I4);
-    reserve(&pl, (void **)&m->d_doc, N, I4);
     lt_status st = LT_OK;
     if (pl.overflow) {
         st = lt_fail(err, LT_ERR_NOMEM, "plan: activation memory for %d x %d overflows", B, T);
@@ -718,6 +777,7 @@ lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
         m->B = B;
         m->T = T;
         m->chunk_rows = R;
+        m->arena_bytes = pl.off;
     }
     free(pl.dyn);
     free(pl.dyn_off);
@@ -882,51 +942,92 @@ static void proj_bwd(lt_model *m, int l, int t, void *dx, int acc, const void *d
     be->add(be, dx, dx, m->dxl, n);
 }
 
-#define DROP(t) (m->drop_active && y->la[t] ? a->xdrop[t] : NULL)
+/* One layer's buffers for the layer recipe. The training forward points them
+ * at the layer's saved activations; the KV-cache decode at the cache (its new
+ * q/k/v rows inside the cache, attention over the whole cached sequence) and
+ * its chunk scratch. */
+typedef struct layer_io {
+    int n;                          /* rows computed by this call */
+    int att_B, att_T;               /* attention over att_B sequences of att_T rows */
+    const int32_t *pos, *doc;       /* (n) positions; (att_B * att_T) document starts */
+    void *x, *h1;                   /* input (n, C) and h1 = rmsnorm(x) * ln1 */
+    float *rstd1;
+    void *qpre, *kpre;              /* qk-norm: projections before the norm */
+    float *qrstd, *krstd;
+    void *q, *k, *v;                /* this call's rows of q, k, v (after norm and rope) */
+    void *q_all, *k_all, *v_all;    /* the attention operands (att_B * att_T rows) */
+    void *att_all, *att;            /* attention output: all rows, and this call's rows */
+    float *lse;
+    void *xmid, *h2;                /* x + attention, and its norm */
+    float *rstd2;
+    void *gate, *up, *swi, *tmp;    /* MLP; tmp (n, C) holds o_proj / down_proj outputs */
+    float *xa[NT];                  /* LoRA x @ A^T per target */
+    void *xdrop[NT];                /* LoRA dropout inputs (NULL: no dropout) */
+    void *x_out, *h_out;            /* x_out = xmid + mlp, h_out = rmsnorm(x_out) * w_out */
+    float *rstd_out;
+    const void *w_out;              /* the next layer's ln1 or the final norm */
+} layer_io;
 
-/* One layer's forward from its input acts[l].x. norm_in: compute h1 =
- * rmsnorm(x) here (else the previous layer's fused add + norm did); add_out:
- * finish with the residual add fused with the next norm (the next layer's
- * input_layernorm, or the final norm after the last layer). */
-static void layer_fwd(lt_model *m, int l, int norm_in, int add_out) {
+/* The layer recipe, the one description of a decoder layer's forward, used by
+ * training (layer_fwd) and by the KV-cache decode (decode_chunk). norm_in:
+ * compute h1 here (else the previous layer's fused add + norm did); add_out:
+ * finish with the residual add fused with the next norm. */
+static void layer_recipe(lt_model *m, int l, const layer_io *io, int norm_in, int add_out) {
     lt_backend *be = m->be;
     const lt_config *c = &m->cfg;
-    int B = m->B, T = m->T, N = B * T, C = c->hidden_size, I = c->intermediate_size, L = c->num_layers;
+    int n = io->n, C = c->hidden_size, I = c->intermediate_size;
     int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim;
     float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
     layer *y = &m->layers[l];
-    layer_acts *a = &m->acts[l];
     // attention block
-    if (norm_in) be->rmsnorm_fwd(be, a->h1, a->rstd1, a->x, y->ln1->data, N, C, eps);
-    void *q = c->qk_norm ? a->qpre : a->q, *k = c->qk_norm ? a->kpre : a->k;
-    proj_fwd(m, l, TQ, q, a->h1, a->xa[TQ], DROP(TQ), N, C, Hq * D);  // (N, Hq*D)
-    proj_fwd(m, l, TK, k, a->h1, a->xa[TK], DROP(TK), N, C, Hkv * D); // (N, Hkv*D)
-    proj_fwd(m, l, TV, a->v, a->h1, a->xa[TV], DROP(TV), N, C, Hkv * D);
+    if (norm_in) be->rmsnorm_fwd(be, io->h1, io->rstd1, io->x, y->ln1->data, n, C, eps);
+    void *q = c->qk_norm ? io->qpre : io->q, *k = c->qk_norm ? io->kpre : io->k;
+    proj_fwd(m, l, LT_LORA_Q, q, io->h1, io->xa[LT_LORA_Q], io->xdrop[LT_LORA_Q], n, C, Hq * D); // (n, Hq*D)
+    proj_fwd(m, l, LT_LORA_K, k, io->h1, io->xa[LT_LORA_K], io->xdrop[LT_LORA_K], n, C, Hkv * D);
+    proj_fwd(m, l, LT_LORA_V, io->v, io->h1, io->xa[LT_LORA_V], io->xdrop[LT_LORA_V], n, C, Hkv * D);
     if (c->qk_norm) { // per-head norm over D
-        be->rmsnorm_fwd(be, a->q, a->qrstd, a->qpre, y->qn->data, N * Hq, D, eps);
-        be->rmsnorm_fwd(be, a->k, a->krstd, a->kpre, y->kn->data, N * Hkv, D, eps);
+        be->rmsnorm_fwd(be, io->q, io->qrstd, io->qpre, y->qn->data, n * Hq, D, eps);
+        be->rmsnorm_fwd(be, io->k, io->krstd, io->kpre, y->kn->data, n * Hkv, D, eps);
     }
-    be->rope_fwd(be, a->q, m->d_pos, m->inv_freq, N, Hq, D);
-    be->rope_fwd(be, a->k, m->d_pos, m->inv_freq, N, Hkv, D);
-    be->attention_fwd(be, a->att, a->lse, a->q, a->k, a->v, m->d_doc, B, T, Hq, Hkv, D, scale);
-    proj_fwd(m, l, TO, m->tmp, a->att, a->xa[TO], DROP(TO), N, Hq * D, C); // (N, C)
+    be->rope_fwd(be, io->q, io->pos, m->inv_freq, n, Hq, D);
+    be->rope_fwd(be, io->k, io->pos, m->inv_freq, n, Hkv, D);
+    be->attention_fwd(be, io->att_all, io->lse, io->q_all, io->k_all, io->v_all, io->doc, io->att_B, io->att_T, Hq,
+                      Hkv, D, scale);
+    proj_fwd(m, l, LT_LORA_O, io->tmp, io->att, io->xa[LT_LORA_O], io->xdrop[LT_LORA_O], n, Hq * D, C); // (n, C)
     // xmid = x + attn; h2 = rmsnorm(xmid) * ln2
-    be->add_rmsnorm_fwd(be, a->xmid, a->h2, a->rstd2, a->x, m->tmp, y->ln2->data, N, C, eps);
+    be->add_rmsnorm_fwd(be, io->xmid, io->h2, io->rstd2, io->x, io->tmp, y->ln2->data, n, C, eps);
     // MLP block
-    proj_fwd(m, l, TG, a->gate, a->h2, a->xa[TG], DROP(TG), N, C, I); // (N, I)
-    proj_fwd(m, l, TU, a->up, a->h2, a->xa[TU], DROP(TU), N, C, I);
-    be->swiglu_fwd(be, a->swi, a->gate, a->up, (size_t)N * I);
-    proj_fwd(m, l, TD, m->tmp, a->swi, a->xa[TD], DROP(TD), N, I, C); // (N, C)
-    if (!add_out) return;
+    proj_fwd(m, l, LT_LORA_GATE, io->gate, io->h2, io->xa[LT_LORA_GATE], io->xdrop[LT_LORA_GATE], n, C, I); // (n, I)
+    proj_fwd(m, l, LT_LORA_UP, io->up, io->h2, io->xa[LT_LORA_UP], io->xdrop[LT_LORA_UP], n, C, I);
+    be->swiglu_fwd(be, io->swi, io->gate, io->up, (size_t)n * I);
+    proj_fwd(m, l, LT_LORA_DOWN, io->tmp, io->swi, io->xa[LT_LORA_DOWN], io->xdrop[LT_LORA_DOWN], n, I, C); // (n, C)
     // x_out = xmid + mlp, fused with the norm that reads it
+    if (add_out) be->add_rmsnorm_fwd(be, io->x_out, io->h_out, io->rstd_out, io->xmid, io->tmp, io->w_out, n, C, eps);
+}
+
+/* One layer's forward from its input acts[l].x (training; see layer_recipe). */
+static void layer_fwd(lt_model *m, int l, int norm_in, int add_out) {
+    const int L = m->cfg.num_layers;
+    layer *y = &m->layers[l];
+    layer_acts *a = &m->acts[l];
+    layer_io io = {.n = m->B * m->T, .att_B = m->B, .att_T = m->T, .pos = m->d_pos, .doc = m->d_doc,
+                   .x = a->x, .h1 = a->h1, .rstd1 = a->rstd1, .qpre = a->qpre, .kpre = a->kpre,
+                   .qrstd = a->qrstd, .krstd = a->krstd, .q = a->q, .k = a->k, .v = a->v,
+                   .q_all = a->q, .k_all = a->k, .v_all = a->v, .att_all = a->att, .att = a->att, .lse = a->lse,
+                   .xmid = a->xmid, .h2 = a->h2, .rstd2 = a->rstd2, .gate = a->gate, .up = a->up, .swi = a->swi,
+                   .tmp = m->tmp};
+    for (int t = 0; t < NT; t++) {
+        io.xa[t] = a->xa[t];
+        io.xdrop[t] = m->drop_active && y->la[t] ? a->xdrop[t] : NULL;
+    }
     if (l + 1 < L) {
         layer_acts *nx = &m->acts[l + 1];
-        be->add_rmsnorm_fwd(be, nx->x, nx->h1, nx->rstd1, a->xmid, m->tmp, m->layers[l + 1].ln1->data, N, C, eps);
+        io.x_out = nx->x, io.h_out = nx->h1, io.rstd_out = nx->rstd1, io.w_out = m->layers[l + 1].ln1->data;
     } else {
-        be->add_rmsnorm_fwd(be, m->x_final, m->hf, m->rstdf, a->xmid, m->tmp, m->lnf->data, N, C, eps);
+        io.x_out = m->x_final, io.h_out = m->hf, io.rstd_out = m->rstdf, io.w_out = m->lnf->data;
     }
+    layer_recipe(m, l, &io, norm_in, add_out);
 }
-#undef DROP
 
 static void forward(lt_model *m, int want_dlogits, float grad_scale) {
     lt_backend *be = m->be;
@@ -977,13 +1078,13 @@ static void backward(lt_model *m) {
             m->replay = 0;
         }
         // MLP block; dx = dL/d(x_out)
-        proj_bwd(m, l, TD, m->dswi, 0, m->dx, a->swi, N, I, C);
+        proj_bwd(m, l, LT_LORA_DOWN, m->dswi, 0, m->dx, a->swi, N, I, C);
         be->swiglu_bwd(be, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
-        proj_bwd(m, l, TG, m->dh, 0, m->dgate, a->h2, N, C, I);
-        proj_bwd(m, l, TU, m->dh, 1, m->dup, a->h2, N, C, I);
+        proj_bwd(m, l, LT_LORA_GATE, m->dh, 0, m->dgate, a->h2, N, C, I);
+        proj_bwd(m, l, LT_LORA_UP, m->dh, 1, m->dup, a->h2, N, C, I);
         be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln2), m->dh, a->xmid, y->ln2->data, a->rstd2, N, C);
         // attention block; dx = dL/d(xmid)
-        proj_bwd(m, l, TO, m->datt, 0, m->dx, a->att, N, Hq * D, C);
+        proj_bwd(m, l, LT_LORA_O, m->datt, 0, m->dx, a->att, N, Hq * D, C);
         be->attention_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->d_doc, B, T, Hq,
                           Hkv, D, scale);
         be->rope_bwd(be, m->dq, m->d_pos, m->inv_freq, N, Hq, D);
@@ -995,9 +1096,9 @@ static void backward(lt_model *m) {
             dq = m->dq2;
             dk = m->dk2;
         }
-        proj_bwd(m, l, TQ, m->dh, 0, dq, a->h1, N, C, Hq * D);
-        proj_bwd(m, l, TK, m->dh, 1, dk, a->h1, N, C, Hkv * D);
-        proj_bwd(m, l, TV, m->dh, 1, m->dv, a->h1, N, C, Hkv * D);
+        proj_bwd(m, l, LT_LORA_Q, m->dh, 0, dq, a->h1, N, C, Hq * D);
+        proj_bwd(m, l, LT_LORA_K, m->dh, 1, dk, a->h1, N, C, Hkv * D);
+        proj_bwd(m, l, LT_LORA_V, m->dh, 1, m->dv, a->h1, N, C, Hkv * D);
         be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln1), m->dh, a->x, y->ln1->data, a->rstd1, N, C);
         grads_final(m, l);
     }
@@ -1128,8 +1229,7 @@ lt_status lt_model_add_lora(lt_model *m, const lt_lora_spec *spec, lt_err *err) 
             if (!((spec->targets >> t) & 1)) continue;
             for (int isB = 0; isB < 2 && !st; isB++) {
                 lt_param *p = &m->params[m->n_params];
-                snprintf(p->name, sizeof p->name, "base_model.model.model.layers.%d.%s.lora_%c.weight", l,
-                         PROJ_NAME[t], isB ? 'B' : 'A');
+                lt_lora_peft_name(p->name, sizeof p->name, l, t, isB);
                 p->ndim = 2;
                 p->shape[0] = isB ? (int64_t)proj_out(c, t) : spec->r;
                 p->shape[1] = isB ? spec->r : (int64_t)proj_in(c, t);
@@ -1234,9 +1334,9 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
     lt_backend *be = m->be;
     kv_cache *kv = m->kv;
     const lt_config *c = &m->cfg;
-    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, Hq = c->num_heads, Hkv = c->num_kv_heads;
+    int C = c->hidden_size, V = c->vocab_size, Hq = c->num_heads, Hkv = c->num_kv_heads;
     int D = c->head_dim, L = c->num_layers, p0 = kv->len, T = p0 + n;
-    float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
+    float eps = c->rms_norm_eps;
     size_t A = lt_dtype_size(be->act_dtype);
     size_t qoff = (size_t)p0 * Hq * D * A, koff = (size_t)p0 * Hkv * D * A;
     for (int t = 0; t < n; t++) kv->h_pos[t] = p0 + t;
@@ -1249,29 +1349,18 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
     be->embedding_fwd(be, kv->x, m->embed->data, kv->d_tokens, n, C); // (n, C)
     be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->x, m->layers[0].ln1->data, n, C, eps);
     for (int l = 0; l < L; l++) {
-        layer *y = &m->layers[l];
-        void *qnew = (char *)kv->q + qoff, *knew = (char *)kv->k[l] + koff, *vnew = (char *)kv->v[l] + koff;
-        // kv->h = rmsnorm(x) * ln1: above for layer 0, else fused with the previous layer's residual add
-        proj_fwd(m, l, TQ, c->qk_norm ? kv->qpre : qnew, kv->h, kv->xa, NULL, n, C, Hq * D);   // (n, Hq*D)
-        proj_fwd(m, l, TK, c->qk_norm ? kv->kpre : knew, kv->h, kv->xa, NULL, n, C, Hkv * D); // into the cache
-        proj_fwd(m, l, TV, vnew, kv->h, kv->xa, NULL, n, C, Hkv * D);
-        if (c->qk_norm) {
-            be->rmsnorm_fwd(be, qnew, kv->qrstd, kv->qpre, y->qn->data, n * Hq, D, eps);
-            be->rmsnorm_fwd(be, knew, kv->krstd, kv->kpre, y->kn->data, n * Hkv, D, eps);
-        }
-        be->rope_fwd(be, qnew, kv->d_pos, m->inv_freq, n, Hq, D);
-        be->rope_fwd(be, knew, kv->d_pos, m->inv_freq, n, Hkv, D);
-        // (1, T) sequence over the cache; rows >= p0 are the new queries
-        be->attention_fwd(be, kv->att, kv->lse, kv->q, kv->k[l], kv->v[l], kv->d_doc, 1, T, Hq, Hkv, D, scale);
-        proj_fwd(m, l, TO, kv->tmp, (char *)kv->att + qoff, kv->xa, NULL, n, Hq * D, C); // (n, C)
-        be->add_rmsnorm_fwd(be, kv->xmid, kv->h, kv->rstd, kv->x, kv->tmp, y->ln2->data, n, C, eps);
-        proj_fwd(m, l, TG, kv->gate, kv->h, kv->xa, NULL, n, C, I); // (n, I)
-        proj_fwd(m, l, TU, kv->up, kv->h, kv->xa, NULL, n, C, I);
-        be->swiglu_fwd(be, kv->swi, kv->gate, kv->up, (size_t)n * I);
-        proj_fwd(m, l, TD, kv->tmp, kv->swi, kv->xa, NULL, n, I, C); // (n, C)
-        // x = xmid + mlp, fused with the next norm (the next layer's ln1, or the final norm)
-        const void *wn = l + 1 < L ? m->layers[l + 1].ln1->data : m->lnf->data;
-        be->add_rmsnorm_fwd(be, kv->x, kv->h, kv->rstd, kv->xmid, kv->tmp, wn, n, C, eps);
+        // kv->h = rmsnorm(x) * ln1: above for layer 0, else fused with the previous layer's residual add;
+        // the new q/k/v rows go into the cache, attention runs over the (1, T) cached sequence
+        layer_io io = {.n = n, .att_B = 1, .att_T = T, .pos = kv->d_pos, .doc = kv->d_doc, .x = kv->x,
+                       .h1 = kv->h, .rstd1 = kv->rstd, .qpre = kv->qpre, .kpre = kv->kpre, .qrstd = kv->qrstd,
+                       .krstd = kv->krstd, .q = (char *)kv->q + qoff, .k = (char *)kv->k[l] + koff,
+                       .v = (char *)kv->v[l] + koff, .q_all = kv->q, .k_all = kv->k[l], .v_all = kv->v[l],
+                       .att_all = kv->att, .att = (char *)kv->att + qoff, .lse = kv->lse, .xmid = kv->xmid,
+                       .h2 = kv->h, .rstd2 = kv->rstd, .gate = kv->gate, .up = kv->up, .swi = kv->swi,
+                       .tmp = kv->tmp, .x_out = kv->x, .h_out = kv->h, .rstd_out = kv->rstd,
+                       .w_out = l + 1 < L ? m->layers[l + 1].ln1->data : m->lnf->data};
+        for (int t = 0; t < NT; t++) io.xa[t] = kv->xa; /* xdrop: NULL, no dropout */
+        layer_recipe(m, l, &io, 0, 1);
     }
     int rows = all_logits ? n : 1;
     const void *hin = all_logits ? kv->h : (char *)kv->h + (size_t)(n - 1) * C * A;

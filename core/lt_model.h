@@ -144,10 +144,8 @@ lt_status lt_model_get_token_losses(lt_model *m, float *host, lt_err *err);
 /* ---- LoRA ----
  * An adapter on projection W (out, in) of every layer: y = x W^T (+ b) +
  * scale * (drop(x) A^T) B^T, A (r, in) and B (out, r) f32 parameters named as
- * PEFT names them: "base_model.model.model.layers.<l>.<block>.<proj>.lora_<A|B>.weight"
- * (block self_attn for q,k,v,o_proj, mlp for gate,up,down_proj).
- * targets: bit t = 1 adapts projection t in the order q, k, v, o, gate, up,
- * down (lt_lora_target in train/lt_lora.h). */
+ * PEFT names them (lt_lora_peft_name). targets: bit t = 1 adapts target t
+ * (lt_lora_target: order, names and shapes in core/lt_lora_target.h). */
 typedef struct lt_lora_spec {
     int r;
     float scale;      /* alpha / r, or alpha / sqrt(r) (rsLoRA) */
@@ -159,6 +157,18 @@ typedef struct lt_lora_spec {
  * A/B parameters (trainable, zero-filled: the caller sets A). Frees a plan
  * and a KV cache (plan / lt_model_kv_init again). Once per model. */
 lt_status lt_model_add_lora(lt_model *m, const lt_lora_spec *spec, lt_err *err);
+
+/* Backend bytes lt_model_plan(B, T) reserves for activations and scratch, for
+ * a model of `cfg` with activations of `act_dtype`, --recompute on/off, LoRA
+ * `lora` (NULL or r = 0: none) and logits chunk rows (0 = the default, see
+ * lt_model_set_logits_chunk): the plan's own layout pass, sizes only (no
+ * model, no memory). --dry-run prints it. Refuses only sizes that overflow;
+ * the model's limits (max_position_embeddings, sliding_window) are
+ * lt_model_plan's to refuse. */
+lt_status lt_model_plan_bytes(const lt_config *cfg, lt_dtype act_dtype, int B, int T, int recompute,
+                              const lt_lora_spec *lora, int chunk_rows, size_t *bytes, lt_err *err);
+/* What the current plan reserved (0 if none). */
+size_t lt_model_planned_bytes(const lt_model *m);
 /* The RNG the LoRA dropout masks are drawn from (borrowed; NULL = no
  * dropout). Each adapted projection of a backward step draws rows*in
  * uniforms in layer order (q, k, v, o, gate, up, down), keep = u >= p, kept

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "lt_config.h"
+#include "lt_family.h"
 #include "lt_test.h"
 
 static const char *LLAMA31_8B =
@@ -382,8 +383,127 @@ static void test_rope(void) {
     cJSON_Delete(root);
 }
 
+/* every field that reaches the model */
+static int same_config(const lt_config *a, const lt_config *b) {
+    return a->arch == b->arch && !strcmp(a->model_type, b->model_type) && !strcmp(a->architecture, b->architecture) &&
+           a->vocab_size == b->vocab_size && a->hidden_size == b->hidden_size &&
+           a->intermediate_size == b->intermediate_size && a->num_layers == b->num_layers &&
+           a->num_heads == b->num_heads && a->num_kv_heads == b->num_kv_heads && a->head_dim == b->head_dim &&
+           a->rms_norm_eps == b->rms_norm_eps && a->rope_theta == b->rope_theta &&
+           a->max_position_embeddings == b->max_position_embeddings &&
+           a->tie_word_embeddings == b->tie_word_embeddings && a->qkv_bias == b->qkv_bias && a->o_bias == b->o_bias &&
+           a->mlp_bias == b->mlp_bias && a->qk_norm == b->qk_norm && a->sliding_window == b->sliding_window &&
+           a->rope_scaling_type == b->rope_scaling_type && a->rope_factor == b->rope_factor &&
+           a->rope_low_freq_factor == b->rope_low_freq_factor && a->rope_high_freq_factor == b->rope_high_freq_factor &&
+           a->rope_original_max_pos == b->rope_original_max_pos && a->bos_token_id == b->bos_token_id &&
+           a->eos_token_id == b->eos_token_id && a->torch_dtype == b->torch_dtype;
+}
+
+/* transformers 5 configs (rope_parameters, dtype, layer_types): each fixture
+ * model's v5 file (written by transformers 5, tests/fixtures/config/v5/) gives
+ * the same lt_config as its v4 file; test_model_fixtures runs both forms. */
+static void test_v5(void) {
+    const char *models[32];
+    size_t nm = lt_family_fixtures(models, 32);
+    LT_CHECK(nm >= 5, "the families list %zu fixture models", nm);
+    for (size_t i = 0; i < nm; i++) {
+        char p4[4096], p5[4096];
+        snprintf(p4, sizeof p4, "%s%s", lt_src_path("tests/fixtures/models/"), models[i]);
+        snprintf(p5, sizeof p5, "%s%s", lt_src_path("tests/fixtures/config/v5/"), models[i]);
+        lt_config a, b;
+        lt_err err = {{0}};
+        memset(&a, 0, sizeof a);
+        memset(&b, 0, sizeof b);
+        LT_CHECK_OK(lt_config_load(p4, &a, &err), &err);
+        LT_CHECK_OK(lt_config_load(p5, &b, &err), &err);
+        LT_CHECK(same_config(&a, &b), "%s: the v4 and v5 config forms parse differently", models[i]);
+    }
+    const char *v5_llama31 = with(with(with(with(LLAMA31_8B, "rope_scaling", NULL), "rope_theta", NULL),
+                                       "torch_dtype", NULL),
+                                  "rope_parameters",
+                                  "{\"factor\": 8.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0,"
+                                  " \"original_max_position_embeddings\": 8192, \"rope_theta\": 500000.0,"
+                                  " \"rope_type\": \"llama3\"}");
+    char *v5 = strdup(with(v5_llama31, "dtype", "\"bfloat16\""));
+    lt_config c, ref;
+    if (parse_ok("llama 3.1 v5 form", v5, &c) && parse_ok("llama 3.1 v4 form", LLAMA31_8B, &ref))
+        LT_CHECK(same_config(&c, &ref) && c.rope_scaling_type == 1 && c.rope_theta == 500000.0 &&
+                     c.torch_dtype == LT_BF16,
+                 "llama 3.1: v5 form = v4 form");
+    /* both forms at once: accepted when they agree */
+    if (parse_ok("both forms agree", with(with(v5, "rope_theta", "500000.0"), "torch_dtype", "\"bfloat16\""), &c))
+        LT_CHECK(same_config(&c, &ref), "both forms agree");
+    /* per layer type, all the same */
+    if (parse_ok("per-layer-type rope_parameters",
+                 with(v5, "rope_parameters",
+                      "{\"full_attention\": {\"rope_type\": \"default\", \"rope_theta\": 1e6},"
+                      " \"sliding_attention\": {\"rope_type\": \"default\", \"rope_theta\": 1e6}}"),
+                 &c))
+        LT_CHECK(c.rope_scaling_type == 0 && c.rope_theta == 1e6, "per-type rope theta");
+    expect_fail("rope_theta conflicts", with(v5, "rope_theta", "10000.0"), LT_ERR_INVALID, "rope_theta = 10000",
+                "rope_parameters.rope_theta = 500000");
+    expect_fail("rope_scaling conflicts", with(v5, "rope_scaling", "{\"rope_type\": \"default\"}"), LT_ERR_INVALID,
+                "rope_scaling", "rope_parameters");
+    expect_fail("dtype conflicts", with(v5, "torch_dtype", "\"float16\""), LT_ERR_INVALID, "torch_dtype", "dtype");
+    expect_fail("dtype float64", with(v5, "dtype", "\"float64\""), LT_ERR_UNSUPPORTED, "dtype = \"float64\"", NULL);
+    expect_fail("rope_parameters yarn", with(v5, "rope_parameters", "{\"rope_type\": \"yarn\", \"factor\": 4.0}"),
+                LT_ERR_UNSUPPORTED, "rope_parameters.rope_type", "yarn");
+    expect_fail("rope_parameters unknown inner key",
+                with(v5, "rope_parameters", "{\"rope_type\": \"default\", \"partial_rotary_factor\": 0.5}"),
+                LT_ERR_UNSUPPORTED, "rope_parameters.partial_rotary_factor", NULL);
+    expect_fail("rope_scaling default with factor", with(LLAMA2_7B, "rope_scaling", "{\"rope_type\": \"default\", \"factor\": 2}"),
+                LT_ERR_UNSUPPORTED, "rope_scaling.factor", NULL);
+    expect_fail("per-layer-type rope differs",
+                with(v5, "rope_parameters",
+                     "{\"full_attention\": {\"rope_type\": \"default\", \"rope_theta\": 1e6},"
+                     " \"sliding_attention\": {\"rope_type\": \"default\", \"rope_theta\": 1e4}}"),
+                LT_ERR_UNSUPPORTED, "rope_parameters.full_attention", "rope_parameters.sliding_attention");
+    expect_fail("per-layer-type unknown type",
+                with(v5, "rope_parameters", "{\"chunked_attention\": {\"rope_type\": \"default\"}}"),
+                LT_ERR_UNSUPPORTED, "chunked_attention", NULL);
+    expect_fail("rope_parameters theta 0", with(v5, "rope_parameters", "{\"rope_type\": \"default\", \"rope_theta\": 0}"),
+                LT_ERR_INVALID, "rope_parameters.rope_theta", "> 0");
+    expect_fail("v5 yarn in a real-looking file", with(v5, "rope_parameters",
+                "{\"rope_type\": \"longrope\", \"rope_theta\": 1e4}"), LT_ERR_UNSUPPORTED, "longrope", NULL);
+    free(v5);
+    /* keys that change the math and are not understood: refused by name */
+    expect_fail("attention_dropout", with(LLAMA2_7B, "attention_dropout", "0.1"), LT_ERR_UNSUPPORTED,
+                "attention_dropout = 0.1", NULL);
+    expect_fail("unknown key", with(LLAMA2_7B, "attn_logit_softcapping", "50.0"), LT_ERR_UNSUPPORTED,
+                "\"attn_logit_softcapping\"", "llama");
+    expect_fail("quantization_config", with(QWEN3_06B, "quantization_config", "{\"quant_method\": \"gptq\"}"),
+                LT_ERR_UNSUPPORTED, "\"quantization_config\"", "qwen3");
+    expect_fail("mlp_bias is llama's, not qwen2's", with(QWEN25_05B, "mlp_bias", "true"), LT_ERR_UNSUPPORTED,
+                "\"mlp_bias\"", "qwen2");
+    expect_fail("layer_types on llama", with(LLAMA2_7B, "layer_types", "[]"), LT_ERR_UNSUPPORTED, "\"layer_types\"",
+                NULL);
+    /* harmless bookkeeping keys pass */
+    parse_ok("harmless keys",
+             with(with(with(LLAMA2_7B, "transformers_version", "\"5.0.0\""), "pad_token_id", "null"), "use_cache",
+                  "false"),
+             &c);
+    /* layer_types (qwen2/qwen3, transformers 5) */
+    {
+        char two[2048];
+        snprintf(two, sizeof two, "%s", with(QWEN3_06B, "num_hidden_layers", "2"));
+        if (parse_ok("qwen3 layer_types sliding",
+                     with(with(two, "sliding_window", "512"), "layer_types",
+                          "[\"full_attention\", \"sliding_attention\"]"),
+                     &c))
+            LT_CHECK(c.sliding_window == 512, "a sliding layer records the window: %d", c.sliding_window);
+        expect_fail("layer_types length", with(two, "layer_types", "[\"full_attention\"]"), LT_ERR_INVALID,
+                    "layer_types", "2 strings");
+        expect_fail("layer_types value", with(two, "layer_types", "[\"full_attention\", \"chunked_attention\"]"),
+                    LT_ERR_UNSUPPORTED, "layer_types[1]", "chunked_attention");
+        expect_fail("layer_types sliding without window",
+                    with(two, "layer_types", "[\"sliding_attention\", \"full_attention\"]"), LT_ERR_INVALID,
+                    "layer_types[0]", "sliding_window is null");
+    }
+}
+
 int main(void) {
     test_valid();
+    test_v5();
     test_refusals();
     test_load();
     test_rope();

@@ -78,6 +78,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lt_family.h"
 #include "lt_lora.h"
 #include "lt_model.h"
 #include "lt_safetensors.h"
@@ -96,7 +97,6 @@
 #define N_PREFILL 7
 #define N_DECODE 12
 
-static const char *MODELS[] = {"llama", "llama_tied", "mistral", "qwen2", "qwen3"};
 
 /* ------------------------------------------------------------------------ */
 /* self-check: a second CPU backend with a wrapped op table                 */
@@ -827,8 +827,10 @@ int main(void) {
     snprintf(rpath, sizeof rpath, "%s/report.txt", lt_test_tmpdir("test_model_cuda"));
     REPORT = fopen(rpath, "w");
 
-    enum { NM = sizeof MODELS / sizeof MODELS[0], NS = sizeof SYNTH / sizeof SYNTH[0] };
-    row rows[NM + NS];
+    enum { MAXM = 32, NS = sizeof SYNTH / sizeof SYNTH[0] };
+    const char *MODELS[MAXM];
+    const int NM = (int)lt_family_fixtures(MODELS, MAXM); /* the families' fixture models */
+    row rows[MAXM + NS];
     memset(rows, 0, sizeof rows);
     for (int i = 0; i < NM; i++) run_model(bref, btst, MODELS[i], 0, &rows[i]);
     for (int i = 0; i < NS; i++) run_model(bref, btst, NULL, i, &rows[NM + i]);

@@ -15,11 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lt_family.h"
 #include "lt_model.h"
 #include "lt_test.h"
 #include "lt_trainer.h"
 
-static const char *MODELS[] = {"llama", "llama_tied", "mistral", "qwen2", "qwen3"};
 
 static void check(lt_backend *be, const char *name, int lora, int n, int prefill) {
     char dir[4096], adir[4096], what[256];
@@ -76,7 +76,9 @@ int main(void) {
     lt_backend *be = NULL;
     lt_err err;
     if (lt_cpu_backend_create(2, &be, &err)) return 1;
-    for (size_t k = 0; k < sizeof MODELS / sizeof MODELS[0]; k++) {
+    const char *MODELS[32];
+    size_t nm = lt_family_fixtures(MODELS, 32);
+    for (size_t k = 0; k < nm; k++) {
         check(be, MODELS[k], 0, 40, 7);
         check(be, MODELS[k], 1, 40, 1);
     }

@@ -18,13 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lt_family.h"
 #include "lt_model.h"
 #include "lt_safetensors.h"
 #include "lt_test.h"
 
 #define TOL 1e-5
 
-static const char *MODELS[] = {"llama", "llama_tied", "mistral", "qwen2", "qwen3"};
 
 /* copy a tensor of the expected file out (alignment-safe), checking dtype and size */
 static void *get(const lt_st_file *f, const char *name, lt_dtype dt, size_t numel) {
@@ -90,10 +90,14 @@ static double check_grads(lt_model *m, const lt_st_file *ex, const char *model, 
     return maxerr;
 }
 
-static void run_model(const char *name, summary *sum) {
+/* Run the fixture `name` loading the model from `load_dir` (the fixture
+ * folder itself, or a folder with the same weights and another form of its
+ * config.json); the expected outputs always come from the fixture. */
+static void run_model(const char *name, const char *load_dir, summary *sum) {
     char dir[4096], expath[4200], jpath[4200];
     snprintf(dir, sizeof dir, "%s", lt_src_path("tests/fixtures/models/"));
     strncat(dir, name, sizeof dir - strlen(dir) - 1);
+    if (!load_dir) load_dir = dir;
     snprintf(expath, sizeof expath, "%s/expected.safetensors", dir);
     snprintf(jpath, sizeof jpath, "%s/expected.json", dir);
     lt_err err = {{0}};
@@ -104,7 +108,7 @@ static void run_model(const char *name, summary *sum) {
             *doc_lens = NULL;
     float *w_logits = NULL, *w_losses = NULL;
     LT_CHECK_OK(lt_cpu_backend_create(0, &be, &err), &err);
-    LT_CHECK_OK(lt_model_load(dir, be, &m, &err), &err);
+    LT_CHECK_OK(lt_model_load(load_dir, be, &m, &err), &err);
     LT_CHECK_OK(lt_st_open(expath, &ex, &err), &err);
     if (!be || !m || !ex) goto done;
     const lt_config *cfg = lt_model_config(m);
@@ -216,14 +220,53 @@ done:
     if (be) be->destroy(be);
 }
 
+/* The transformers 5 form of the fixture's config.json
+ * (tests/fixtures/config/v5/<name>/config.json, written by transformers 5 by
+ * tools/gen_config_fixture.py v5-configs) next to links to the fixture's
+ * weights, in a scratch folder; NULL if it cannot be built. */
+static const char *v5_folder(const char *name) {
+    static char out[4096];
+    char v5cfg[4096], src[4096];
+    static char cmd[7 * 4096 + 256];
+    snprintf(v5cfg, sizeof v5cfg, "%s%s/config.json", lt_src_path("tests/fixtures/config/v5/"), name);
+    snprintf(src, sizeof src, "%s%s", lt_src_path("tests/fixtures/models/"), name);
+    snprintf(out, sizeof out, "%s/%s_v5", lt_test_tmpdir("test_model_fixtures"), name);
+    /* the v5 form really is the v5 form: rope_parameters and dtype, none of the v4 keys */
+    char *text = NULL;
+    lt_err err = {{0}};
+    LT_CHECK_OK(lt_read_file(v5cfg, &text, NULL, &err), &err);
+    if (!text) return NULL;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    int v5 = j && cJSON_GetObjectItem(j, "rope_parameters") && cJSON_GetObjectItem(j, "dtype") &&
+             !cJSON_GetObjectItem(j, "rope_theta") && !cJSON_GetObjectItem(j, "rope_scaling") &&
+             !cJSON_GetObjectItem(j, "torch_dtype");
+    cJSON_Delete(j);
+    LT_CHECK(v5, "%s: %s is not in the transformers 5 form", name, v5cfg);
+    snprintf(cmd, sizeof cmd,
+             "rm -rf '%s' && mkdir -p '%s' && for f in '%s'/model*; do ln -s \"$f\" '%s'/; done && cp '%s' '%s'/config.json",
+             out, out, src, out, v5cfg, out);
+    int rc = lt_test_system(cmd);
+    LT_CHECK(rc == 0, "%s: could not build the v5 folder (%s)", name, cmd);
+    return rc == 0 ? out : NULL;
+}
+
 int main(void) {
-    summary s[sizeof MODELS / sizeof MODELS[0]];
+    enum { MAXM = 32 };
+    const char *MODELS[MAXM];
+    const size_t NM = lt_family_fixtures(MODELS, MAXM);
+    LT_CHECK(NM >= 5 && NM <= MAXM, "the families list %zu fixture models", NM);
+    summary s[2 * MAXM];
     memset(s, 0, sizeof s);
-    for (size_t i = 0; i < sizeof MODELS / sizeof MODELS[0]; i++) run_model(MODELS[i], &s[i]);
-    printf("%-11s %10s %10s %10s %10s %10s  worst grad\n", "model", "logits", "losses", "loss rel", "grads",
+    for (size_t i = 0; i < NM; i++) {
+        run_model(MODELS[i], NULL, &s[i]);
+        const char *v5 = v5_folder(MODELS[i]);
+        if (v5) run_model(MODELS[i], v5, &s[NM + i]);
+    }
+    printf("%-14s %10s %10s %10s %10s %10s  worst grad\n", "model", "logits", "losses", "loss rel", "grads",
            "grads 2mb");
-    for (size_t i = 0; i < sizeof MODELS / sizeof MODELS[0]; i++)
-        printf("%-11s %10.2e %10.2e %10.2e %10.2e %10.2e  %s\n", MODELS[i], s[i].logits, s[i].losses, s[i].loss_rel,
-               s[i].grad_max, s[i].grad_micro_max, s[i].worst);
+    for (size_t i = 0; i < 2 * NM; i++)
+        printf("%-11s %-2s %10.2e %10.2e %10.2e %10.2e %10.2e  %s\n", MODELS[i % NM], i < NM ? "v4" : "v5",
+               s[i].logits, s[i].losses, s[i].loss_rel, s[i].grad_max, s[i].grad_micro_max, s[i].worst);
     return lt_test_finish("test_model_fixtures");
 }

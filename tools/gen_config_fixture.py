@@ -6,15 +6,23 @@ ROPE_INIT_FUNCTIONS, float32 as transformers does). tests/test_config.c
 parses each config with lt_config_parse and compares
 lt_config_rope_inv_freq against "inv_freq".
 
-Run with the generator venv (tools/requirements-gen.txt):
-    /work/venv-gen/bin/python tools/gen_config_fixture.py
+It also writes tests/fixtures/config/v5/<model>/config.json: each tiny model
+config under tests/fixtures/models/ loaded and saved again by transformers 5
+(save_pretrained writes rope_parameters and dtype instead of rope_theta,
+rope_scaling and torch_dtype). tests/test_model_fixtures.c runs every model
+with both forms and expects the same logits. Saving a config needs no torch.
+
+Two environments:
+    /work/venv-gen/bin/python tools/gen_config_fixture.py rope         # tools/requirements-gen.txt (4.51.3 + torch)
+    /work/venv-gen5/bin/python tools/gen_config_fixture.py v5-configs  # tools/requirements-gen5.txt (5.x, no torch)
 """
+import glob
 import json
 import os
+import sys
 
 import transformers
 from transformers import AutoConfig
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "fixtures", "config", "llama3_rope.json")
@@ -56,7 +64,9 @@ CASES = {
 }
 
 
-def main():
+def write_rope():
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
     out = {"transformers": transformers.__version__, "cases": {}}
     for name, cfg in CASES.items():
         config = AutoConfig.for_model(**cfg)
@@ -72,5 +82,24 @@ def main():
     print("wrote", OUT)
 
 
+def write_v5_configs():
+    if int(transformers.__version__.split(".")[0]) < 5:
+        sys.exit("v5-configs needs transformers 5.x, found " + transformers.__version__)
+    models = os.path.join(HERE, "..", "tests", "fixtures", "models")
+    for src in sorted(glob.glob(os.path.join(models, "*", "config.json"))):
+        name = os.path.basename(os.path.dirname(src))
+        config = AutoConfig.from_pretrained(os.path.dirname(src))  # reads config.json only
+        dst = os.path.join(HERE, "..", "tests", "fixtures", "config", "v5", name)
+        os.makedirs(dst, exist_ok=True)
+        config.save_pretrained(dst)
+        print("wrote", os.path.join(dst, "config.json"))
+
+
 if __name__ == "__main__":
-    main()
+    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    if what == "rope":
+        write_rope()
+    elif what == "v5-configs":
+        write_v5_configs()
+    else:
+        sys.exit("usage: gen_config_fixture.py rope|v5-configs")

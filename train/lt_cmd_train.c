@@ -698,27 +698,6 @@ static lt_status train_loop(run *r, lt_err *err) {
 
 /* ------------------------------------------------------------ --dry-run */
 
-/* Activation bytes of one micro-batch of B x T (what lt_model_plan reserves,
- * without the 256-byte alignment): per layer, or with recompute one layer's
- * inputs per layer plus one layer's scratch; plus the logits and gradients. */
-static double act_bytes(const lt_config *c, double B, double T, double A, int recompute, int r, int ntargets,
-                        int dropout) {
-    double N = B * T, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, L = c->num_layers;
-    double HqD = (double)c->num_heads * c->head_dim, HkvD = (double)c->num_kv_heads * c->head_dim, F = 4;
-    double layer = N * C * A * 3 + N * F * 2          /* h1, xmid, h2, rstd1, rstd2 */
-                   + N * (2 * HqD + 2 * HkvD) * A     /* q, att, k, v */
-                   + N * c->num_heads * F             /* lse */
-                   + N * I * A * 3                    /* gate, up, swi */
-                   + (c->qk_norm ? N * (HqD + HkvD) * A + N * (c->num_heads + c->num_kv_heads) * F : 0)
-                   + (r ? N * r * F * ntargets + (dropout ? N * C * A * ntargets : 0) : 0); /* LoRA */
-    double inputs = L * N * C * A;
-    double R = lt_model_logits_chunk_for(c->vocab_size, (size_t)A, (size_t)N, 0); /* logits rows (lt_model.h) */
-    double global = N * C * A * 5 + R * V * A + N * F                   /* x_final, hf, tmp, dx, dh; logits */
-                    + N * (2 * HqD + 2 * HkvD) * A + N * I * A * 3    /* dq, datt, dk, dv; dgate, dup, dswi */
-                    + (c->qk_norm ? N * (HqD + HkvD) * A : 0) + (r && dropout ? N * I * A : 0);
-    return inputs + (recompute ? layer : L * layer) + global;
-}
-
 static int dry_run(const lt_train_opts *o, int world) {
     lt_config c;
     lt_err err;
@@ -735,7 +714,7 @@ static int dry_run(const lt_train_opts *o, int world) {
     double P = 0;
     for (size_t i = 0; i < ns; i++) P += (double)sp[i].shape[0] * (sp[i].ndim > 1 ? (double)sp[i].shape[1] : 1);
     free(sp);
-    int lora = lt_train_opts_lora(o), nt = 0;
+    int lora = lt_train_opts_lora(o);
     double Pt = P;
     if (lora) {
         Pt = 0;
@@ -744,7 +723,6 @@ static int dry_run(const lt_train_opts *o, int world) {
             int in, out;
             lt_lora_target_dims(&c, t, &in, &out);
             Pt += (double)c.num_layers * o->lora_rank * (in + out);
-            nt++;
         }
     }
     /* the device the run would take: --device auto resolves here as it would there */
@@ -765,8 +743,16 @@ static int dry_run(const lt_train_opts *o, int world) {
            gpu ? "bf16" : "f32");
     printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
            o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
-    double acts = act_bytes(&c, (double)o->micro_batch, (double)o->seq_len, A, o->recompute, lora ? (int)o->lora_rank : 0,
-                            nt, lora && o->lora_dropout > 0);
+    /* the activation arena lt_model_plan would reserve: its own layout pass, sizes only */
+    size_t act_sz = 0;
+    lt_lora_spec ls = {.r = lora ? (int)o->lora_rank : 0, .dropout = lora ? (float)o->lora_dropout : 0.0f,
+                       .targets = lora ? o->lora_targets : 0};
+    if (lt_model_plan_bytes(&c, gpu ? LT_BF16 : LT_F32, (int)o->micro_batch, (int)o->seq_len, o->recompute, &ls, 0,
+                            &act_sz, &err)) {
+        fprintf(stderr, "train: %s\n", err.msg);
+        return 1;
+    }
+    double acts = (double)act_sz;
     printf("\n%6s %10s %10s %10s %12s %12s %10s %8s  (GB = 1e9 bytes, per rank)\n", "ranks", "weights", "grads",
            "grad acc", "Adam m+v", "f32 master", "acts", "total");
     int ws[] = {1, 2, 4, 8, 16, 32};

@@ -1,0 +1,72 @@
+/*
+ * lt_family.h -- one descriptor per model family: everything luxtrain knows
+ * about a family that is not shared by all of them. Config parsing
+ * (lt_config.c), the parameter list (lt_model_param_specs) and the tests'
+ * family list read these; nothing else switches on the family.
+ *
+ * Adding a family whose layer is the Llama layer with the flags below: write
+ * core/lt_family_<name>.c (one `const lt_family lt_family_<name>`), add it to
+ * the enum in lt_config.h and the table in lt_family.c, add a fixture under
+ * tests/fixtures/models/ (tools/gen_fixtures.py) and its transformers 5
+ * config (tools/gen_config_fixture.py v5-configs). See docs/models.md.
+ */
+#ifndef LT_FAMILY_H
+#define LT_FAMILY_H
+
+#include "lt_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How the family's config says which layers use a sliding window. */
+typedef enum {
+    LT_WINDOW_NONE = 0, /* no sliding window key */
+    LT_WINDOW_ALL,      /* sliding_window (absent -> window_default, null -> none) on every layer */
+    LT_WINDOW_QWEN,     /* use_sliding_window + max_window_layers (v4) or layer_types (v5) */
+} lt_window_rule;
+
+/* How config "attention_bias" maps to projection biases. */
+typedef enum {
+    LT_ATTN_BIAS_IGNORED = 0, /* the family's module ignores it (mistral) */
+    LT_ATTN_BIAS_QKVO,        /* attention_bias -> q/k/v/o biases */
+    LT_ATTN_BIAS_QKV_ALWAYS,  /* q/k/v always have a bias, o never (qwen2) */
+} lt_attn_bias_rule;
+
+typedef struct lt_family {
+    lt_arch arch;
+    const char *model_type; /* config.json model_type */
+    const char *class_name; /* architectures[0] */
+    /* config keys this family reads beyond the ones every family reads
+     * (lt_config.c COMMON_KEYS); NULL-terminated. Others are refused. */
+    const char *const *keys;
+    /* defaults for absent keys (the transformers config class defaults) */
+    int kv_heads_default;     /* absent num_key_value_heads; 0 = num_attention_heads */
+    int head_dim_default;     /* absent head_dim; 0 = hidden_size / num_attention_heads */
+    int head_dim_zero_derive; /* head_dim 0 means "derive" (MistralConfig) */
+    int max_pos_default;      /* absent max_position_embeddings */
+    int window_default;       /* absent sliding_window (LT_WINDOW_ALL) */
+    lt_window_rule window;
+    /* feature flags */
+    lt_attn_bias_rule attn_bias;
+    int reads_mlp_bias; /* "mlp_bias" -> gate/up/down biases */
+    int qk_norm;        /* per-head RMSNorm on q and k */
+    /* the tests' fixture folders (tests/fixtures/models/<name>), NULL-terminated */
+    const char *const *fixtures;
+} lt_family;
+
+/* NULL if no family has this model_type. */
+const lt_family *lt_family_find(const char *model_type);
+const lt_family *lt_family_get(lt_arch a);
+size_t lt_family_count(void);
+const lt_family *lt_family_at(size_t i);
+/* Every family's fixture folder names, in family order, into out[0..cap);
+ * returns the count (the tests' model list). */
+size_t lt_family_fixtures(const char **out, size_t cap);
+/* "llama, mistral, ..." for messages (static buffer) */
+const char *lt_family_list(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
