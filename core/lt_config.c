@@ -291,11 +291,20 @@ static int in_list(const char *const *l, const char *k) {
     return 0;
 }
 
+/* Bookkeeping written by tools around transformers, never read by a model's
+ * forward: private keys ("_attn_implementation_autoset"), version stamps
+ * ("unsloth_version") and token ids ("sep_token_id", "forced_bos_token_id"). */
+static int is_bookkeeping(const char *k) {
+    return k[0] == '_' || lt_str_ends_with(k, "_version") || lt_str_ends_with(k, "_token_id") ||
+           lt_str_ends_with(k, "_token_ids");
+}
+
 static lt_status check_keys(const cJSON *root, const lt_family *fam, const char *model_type, const char *origin,
                             lt_err *err) {
     const cJSON *it;
     cJSON_ArrayForEach(it, root) {
-        if (in_list(COMMON_KEYS, it->string) || in_list(fam->keys, it->string)) continue;
+        if (in_list(COMMON_KEYS, it->string) || in_list(fam->keys, it->string) || is_bookkeeping(it->string))
+            continue;
         return lt_fail(err, LT_ERR_UNSUPPORTED,
                        "%s: key \"%s\" is not understood for model_type \"%s\" (a setting that may change the "
                        "model's math; refused rather than ignored)",

@@ -482,6 +482,12 @@ static void test_v5(void) {
              with(with(with(LLAMA2_7B, "transformers_version", "\"5.0.0\""), "pad_token_id", "null"), "use_cache",
                   "false"),
              &c);
+    parse_ok("bookkeeping keys of fine-tuning tools",
+             with(with(with(LLAMA2_7B, "unsloth_version", "\"2025.3.1\""), "_attn_implementation_autoset", "true"),
+                  "sep_token_id", "3"),
+             &c);
+    expect_fail("a version-like key that is not bookkeeping", with(LLAMA2_7B, "version_rope", "2"),
+                LT_ERR_UNSUPPORTED, "\"version_rope\"", NULL);
     /* layer_types (qwen2/qwen3, transformers 5) */
     {
         char two[2048];
