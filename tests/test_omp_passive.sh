@@ -4,18 +4,11 @@
 # OMP_WAIT_POLICY=passive in its own environment (/proc/PID/environ, what the
 # OpenMP runtime and its children read); a user's explicit setting is kept.
 # Skips (77) without /proc or the sample model.
-set -u
-src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
-bin="${LT_BIN:?LT_BIN not set}"
-tmp="${LT_TMP:-$(mktemp -d)}"
-model="$src/data/sample/model"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+. "$(dirname "$0")/lt_test_lib.sh"
 [ -r /proc/self/environ ] || { echo "SKIP: no /proc" >&2; exit 77; }
-[ -f "$model/model.safetensors" ] || { echo "SKIP: $model not generated" >&2; exit 77; }
-rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
-"$bin" tokenize --tokenizer "$model" --input "$src/data/sample/luxit_sample.jsonl" --out shards --quiet \
-  >tok.txt 2>&1 || { fail "tokenize: $(tail -2 tok.txt)"; exit 1; }
+lt_need_model
+lt_enter_tmp
+lt_tokenize_sample shards
 
 # policy_of LABEL ENV...: the OMP_WAIT_POLICY line of a running `luxtrain train`'s environment
 policy_of() {
@@ -45,5 +38,4 @@ got=$(policy_of active OMP_WAIT_POLICY=active)
 env -u OMP_WAIT_POLICY "$bin" train --help >help.txt 2>&1 && grep -q -- "--max-steps" help.txt ||
   fail "train --help after the re-execution: $(tail -2 help.txt)"
 
-if [ $fails -ne 0 ]; then echo "test_omp_passive: $fails failure(s)" >&2; exit 1; fi
-echo "test_omp_passive: all checks passed"
+lt_finish

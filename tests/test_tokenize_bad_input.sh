@@ -5,15 +5,9 @@
 #   2. --skip-bad skips exactly those lines (reported with file:line) and keeps the others;
 #   3. the kept documents equal those of the clean lines alone.
 # Skips (77) when the sample model is absent.
-set -u
-src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
-bin="${LT_BIN:?LT_BIN not set}"
-tmp="${LT_TMP:-$(mktemp -d)}"
-model="$src/data/sample/model"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-[ -f "$model/tokenizer.json" ] || { echo "SKIP: $model not generated" >&2; exit 77; }
-rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
+. "$(dirname "$0")/lt_test_lib.sh"
+lt_need_model tokenizer.json
+lt_enter_tmp
 # line 2: Latin-1 e acute at byte offset 19 of the line (0-based); line 3: a raw NUL at offset 14
 printf '{"text": "first line"}\n{"text": "Moien caf\xe9"}\n{"text": "abcd\0efgh"}\n{"text": "last line"}\n' >bad.jsonl
 printf '{"text": "first line"}\n{"text": "last line"}\n' >clean.jsonl
@@ -46,5 +40,4 @@ else
   cmp -s i3.txt i4.txt && echo "ok   --skip-bad: the same shard summary as the clean lines" || fail "--skip-bad shard differs"
 fi
 
-if [ $fails -ne 0 ]; then echo "test_tokenize_bad_input: $fails failure(s)" >&2; exit 1; fi
-echo "test_tokenize_bad_input: all checks passed"
+lt_finish

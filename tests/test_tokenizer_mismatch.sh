@@ -8,15 +8,9 @@
 #   3. --allow-tokenizer-mismatch: runs, with a warning;
 #   4. eval --tokenizer naming the shards' tokenizer: accepted.
 # Skips (77) when the sample model is absent.
-set -u
-src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
-bin="${LT_BIN:?LT_BIN not set}"
-tmp="${LT_TMP:-$(mktemp -d)}"
-model="$src/data/sample/model"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-[ -f "$model/model.safetensors" ] || { echo "SKIP: $model not generated" >&2; exit 77; }
-rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
+. "$(dirname "$0")/lt_test_lib.sh"
+lt_need_model
+lt_enter_tmp
 mkdir other && cp "$model/tokenizer.json" "$model/tokenizer_config.json" other/ && printf '\n\n' >>other/tokenizer.json
 input="$src/data/sample/luxit_sample.jsonl"
 "$bin" tokenize --tokenizer "$model" --input "$input" --out own --quiet >tok1.txt 2>&1 || fail "tokenize: $(tail -2 tok1.txt)"
@@ -58,5 +52,4 @@ rc=$?
 "$bin" "${evalp[@]}" --data foreign/train-00000.h5 --tokenizer other >e-tok.txt 2>&1 &&
   echo "ok   eval --tokenizer (the shards' own): accepted" || fail "eval --tokenizer other: $(tail -2 e-tok.txt)"
 
-if [ $fails -ne 0 ]; then echo "test_tokenizer_mismatch: $fails failure(s)" >&2; exit 1; fi
-echo "test_tokenizer_mismatch: all checks passed"
+lt_finish

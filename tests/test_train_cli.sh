@@ -10,19 +10,12 @@
 #   relative) -> bad options of generate / merge exit 2.
 # Resume bit-exactness, crash-in-checkpoint and divergence are in
 # tests/test_train_run.c; numerics against PyTorch/PEFT in test_train_torch.c.
-set -u
-src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
-bin="${LT_BIN:?LT_BIN not set}"
-py="${LT_PYTHON:-}"
-tmp="${LT_TMP:-$(mktemp -d)}"
-model="$src/data/sample/model"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+. "$(dirname "$0")/lt_test_lib.sh"
 
 if [ ! -x "$bin" ]; then echo "FAIL: luxtrain binary '$bin' not built" >&2; exit 1; fi
-if [ ! -f "$model/model.safetensors" ]; then echo "SKIP: $model not generated" >&2; exit 77; fi
+lt_need_model
 if [ -z "$py" ] || ! "$py" -c "import json" 2>/dev/null; then echo "SKIP: no LT_PYTHON" >&2; exit 77; fi
-rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
+lt_enter_tmp
 
 "$bin" tokenize --tokenizer "$model" --input "$src/data/sample/luxit_sample.jsonl" \
   "$src/data/sample/conversations.jsonl" --out shards --val-fraction 0.1 --quiet >tok.txt 2>&1 \
@@ -124,5 +117,4 @@ PY
 "$bin" merge --model "$model" --out x 2>/dev/null; [ $? -eq 2 ] || fail "merge without --adapter accepted"
 "$bin" merge --model "$model" --adapter "$tmp/nope" --out x 2>/dev/null; [ $? -eq 1 ] || fail "merge of a missing adapter"
 
-if [ $fails -ne 0 ]; then echo "test_train_cli: $fails failure(s)" >&2; exit 1; fi
-echo "test_train_cli: all checks passed"
+lt_finish

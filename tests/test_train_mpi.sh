@@ -21,24 +21,16 @@
 #   6. SIGUSR1 sent to rank 1 alone: both ranks stop after the same step
 #      (exit 75), rank 0 writes that step's checkpoint and names it.
 # Skips (77) when mpirun, the MPI communicator or the sample model is absent.
-set -u
-src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
-bin="${LT_BIN:?LT_BIN not set}"
-py="${LT_PYTHON:-}"
-tmp="${LT_TMP:-$(mktemp -d)}"
-model="$src/data/sample/model"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+. "$(dirname "$0")/lt_test_lib.sh"
 command -v mpirun >/dev/null || { echo "SKIP: no mpirun" >&2; exit 77; }
-[ -f "$model/model.safetensors" ] || { echo "SKIP: $model not generated" >&2; exit 77; }
+lt_need_model
 [ -n "$py" ] || { echo "SKIP: no LT_PYTHON" >&2; exit 77; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_base_warn_component_unused=0
 export OMP_NUM_THREADS=1
-rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
+lt_enter_tmp
 
-"$bin" tokenize --tokenizer "$model" --input "$src/data/sample/luxit_sample.jsonl" --out shards --quiet \
-  >tok.txt 2>&1 || { fail "tokenize: $(tail -2 tok.txt)"; exit 1; }
+lt_tokenize_sample shards
 common=(--model "$model" --data shards/train-00000.h5 --seq-len 64 --micro-batch 1 --epochs 1
         --lr 2e-3 --warmup-steps 1 --save-every 0 --eval-every 0 --device cpu --threads 1 --log-every 100)
 lora=(--lora-rank 4 --lora-alpha 8 --lora-dropout 0.1)
@@ -180,5 +172,4 @@ else
   fi
 fi
 
-if [ $fails -ne 0 ]; then echo "test_train_mpi: $fails failure(s)" >&2; exit 1; fi
-echo "test_train_mpi: all checks passed"
+lt_finish

@@ -11,17 +11,10 @@
 #   5. a checkpoint whose extra.epochs_done is 1e300 (COMPLETE updated to
 #      match): --resume refuses it by name instead of casting it.
 # Skips (77) when the sample model is absent.
-set -u
-src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
-bin="${LT_BIN:?LT_BIN not set}"
-tmp="${LT_TMP:-$(mktemp -d)}"
-model="$src/data/sample/model"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-[ -f "$model/model.safetensors" ] || { echo "SKIP: $model not generated" >&2; exit 77; }
-rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
-"$bin" tokenize --tokenizer "$model" --input "$src/data/sample/luxit_sample.jsonl" --out shards --quiet \
-  >tok.txt 2>&1 || { fail "tokenize: $(tail -2 tok.txt)"; exit 1; }
+. "$(dirname "$0")/lt_test_lib.sh"
+lt_need_model
+lt_enter_tmp
+lt_tokenize_sample shards
 common=(--model "$model" --data shards/train-00000.h5 --seq-len 64 --micro-batch 1 --epochs 1 --lr 2e-3
         --warmup-steps 1 --schedule linear --min-lr-ratio 0 --eval-every 0 --device cpu --threads 1 --log-every 1000)
 
@@ -86,5 +79,4 @@ if [ -f $ck/state.json ]; then
     echo "ok   extra.epochs_done = 1e300: refused" || fail "epochs_done 1e300: exit $rc: $(tail -2 crafted.txt)"
 else fail "no $ck"; fi
 
-if [ $fails -ne 0 ]; then echo "test_train_resume: $fails failure(s)" >&2; exit 1; fi
-echo "test_train_resume: all checks passed"
+lt_finish

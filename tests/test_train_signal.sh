@@ -8,17 +8,10 @@
 #   3. two SIGTERMs in a row end the process at once (killed by SIGTERM: 143),
 #      without the stop message.
 # Skips (77) when the sample model is absent.
-set -u
-src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
-bin="${LT_BIN:?LT_BIN not set}"
-tmp="${LT_TMP:-$(mktemp -d)}"
-model="$src/data/sample/model"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-[ -f "$model/model.safetensors" ] || { echo "SKIP: $model not generated" >&2; exit 77; }
-rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
-"$bin" tokenize --tokenizer "$model" --input "$src/data/sample/luxit_sample.jsonl" --out shards --quiet \
-  >tok.txt 2>&1 || { fail "tokenize: $(tail -2 tok.txt)"; exit 1; }
+. "$(dirname "$0")/lt_test_lib.sh"
+lt_need_model
+lt_enter_tmp
+lt_tokenize_sample shards
 common=(--model "$model" --data shards/train-00000.h5 --seq-len 64 --micro-batch 1 --epochs 4
         --lr 2e-3 --warmup-steps 1 --save-every 0 --eval-every 0 --device cpu --threads 1 --log-every 1000)
 
@@ -93,5 +86,4 @@ if start twice 1 --grad-accum 50; then
   else fail "second SIGTERM: exit $rc (expected 143): $(tail -3 twice.txt)"; fi
 fi
 
-if [ $fails -ne 0 ]; then echo "test_train_signal: $fails failure(s)" >&2; exit 1; fi
-echo "test_train_signal: all checks passed"
+lt_finish

@@ -1,0 +1,33 @@
+# lt_test_lib.sh -- what every shell test starts and ends with; sourced as
+#   . "$(dirname "$0")/lt_test_lib.sh"
+# The harness (tests/CMakeLists.txt) sets LT_SOURCE_DIR, LT_BIN, LT_PYTHON and
+# may set LT_TMP. Gives: src, bin, py, tmp, model (the bundled sample model);
+# fail MSG (counts a failure, the test goes on); lt_skip WHY (exit 77, the
+# reason on stderr); lt_need_model [FILE] (skip when the sample model lacks
+# FILE, default model.safetensors); lt_enter_tmp (a fresh $tmp as the working
+# folder); lt_tokenize_sample OUT [ARGS] (the sample instructions -> OUT/,
+# stops the test when it fails); lt_finish (the summary line and exit status).
+set -u
+src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
+bin="${LT_BIN:?LT_BIN not set}"
+py="${LT_PYTHON:-}"
+tmp="${LT_TMP:-$(mktemp -d)}"
+model="$src/data/sample/model"
+fails=0
+lt_name="$(basename "$0" .sh)"
+
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+lt_skip() { echo "SKIP: $*" >&2; exit 77; }
+lt_need_model() { [ -f "$model/${1:-model.safetensors}" ] || lt_skip "$model/${1:-model.safetensors} not generated"; }
+lt_enter_tmp() { rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1; }
+lt_tokenize_sample() {
+  local out=$1
+  shift
+  "$bin" tokenize --tokenizer "$model" --input "$src/data/sample/luxit_sample.jsonl" --out "$out" --quiet "$@" \
+    >"$out.tokenize.txt" 2>&1 || { fail "tokenize: $(tail -2 "$out.tokenize.txt")"; exit 1; }
+}
+lt_finish() {
+  if [ "$fails" -ne 0 ]; then echo "$lt_name: $fails failure(s)" >&2; exit 1; fi
+  echo "$lt_name: all checks passed"
+  exit 0
+}
