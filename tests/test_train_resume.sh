@@ -6,8 +6,10 @@
 #      old and new end and the next step's learning rate under both, which
 #      must equal the linear schedule's formula (lt_optim.h) and the lr the
 #      run then logs for that step;
-#   4. final.tmp-<pid>/ and final.old-<pid>/ left by a killed export: removed by
-#      the next run when that process is gone, kept while it runs;
+#   4. final.tmp-<host>-<pid>/, final.old-*, checkpoints/.tmp-step-N-* and
+#      step-N/{hf,adapter}.{tmp,old}-* left by a killed export: removed by the
+#      next run when that process of this host is gone, kept while it runs,
+#      kept with a note when another host wrote them;
 #   5. a checkpoint whose extra.epochs_done is 1e300 (COMPLETE updated to
 #      match): --resume refuses it by name instead of casting it.
 # Skips (77) when the sample model is absent.
@@ -58,14 +60,28 @@ wait $dead
 kill -0 $dead 2>/dev/null && dead=999999999
 sleep 30 &
 alive=$!
-mkdir -p stale/final.tmp-$dead/sub stale/final.old-$dead stale/final.tmp-$alive
-touch stale/final.tmp-$dead/sub/model.safetensors
+# temporary names end in -<host>-<pid>, the host as lt_fs_tmp_tag writes it
+host=$(uname -n | cut -c1-64 | tr -c 'A-Za-z0-9_.\n' '_')
+me=$host-$dead live=$host-$alive other=not_this_host.example-$dead
+ck=stale/checkpoints/step-000001
+mkdir -p stale/final.tmp-$me/sub stale/final.old-$me stale/final.tmp-$live stale/final.tmp-$other \
+  stale/checkpoints/.tmp-step-000003-$me $ck/hf.tmp-$me $ck/hf.old-$me $ck/adapter.tmp-$me $ck/hf.tmp-$live \
+  $ck/hf.tmp-$other
+touch stale/final.tmp-$me/sub/model.safetensors $ck/hf.tmp-$me/model.safetensors
 "$bin" train "${common[@]}" --max-steps 2 --out stale >stale.txt 2>&1 || fail "stale: $(tail -2 stale.txt)"
 kill $alive 2>/dev/null
-if [ ! -e stale/final.tmp-$dead ] && [ ! -e stale/final.old-$dead ] && [ -d stale/final.tmp-$alive ] &&
-   [ -f stale/final/model.safetensors ] && grep -q "removed 2 unfinished export" stale.txt; then
-  echo "ok   final.tmp-<dead pid>/ and final.old-<dead pid>/ removed, final.tmp-<live pid>/ kept"
-else fail "stale export folders: $(ls stale) / $(grep removed stale.txt)"; fi
+gone=1
+for d in stale/final.tmp-$me stale/final.old-$me stale/checkpoints/.tmp-step-000003-$me $ck/hf.tmp-$me $ck/hf.old-$me \
+  $ck/adapter.tmp-$me; do [ -e $d ] && { gone=0; echo "    still there: $d"; }; done
+kept=1
+for d in stale/final.tmp-$live stale/final.tmp-$other $ck/hf.tmp-$live $ck/hf.tmp-$other; do
+  [ -d $d ] || { kept=0; echo "    removed: $d"; }; done
+if [ $gone = 1 ] && [ $kept = 1 ] && [ -f stale/final/model.safetensors ] &&
+   grep -q "removed 6 unfinished folder" stale.txt && [ "$(grep -c '^note: left .*host not_this_host.example' stale.txt)" = 2 ] &&
+   grep -q "^note: left $ck/hf.tmp-$other: unfinished, written on host not_this_host.example (this is $host)" stale.txt; then
+  echo "ok   leftovers (final, .tmp-step, step-N/hf, step-N/adapter) of a dead pid on this host removed;"
+  echo "     those of a live pid kept; those of another host kept with a note"
+else fail "stale temp folders: $(ls -A stale $ck) / $(grep 'removed\|note' stale.txt)"; fi
 
 # ---- 5. a crafted epochs_done ----
 ck=sched/checkpoints/step-000020

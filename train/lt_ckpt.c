@@ -100,8 +100,10 @@ lt_status lt_ckpt_write(const char *run_dir, const lt_ckpt_state *st, const lt_t
         return lt_fail(err, LT_ERR_INVALID, "%s: path too long", run_dir);
     if ((s = lt_fs_mkdir_p(ckdir, err)) != LT_OK) return s;
     snprintf(name, sizeof name, "step-%06lld", (long long)st->step);
-    char tname[96];
-    snprintf(tname, sizeof tname, ".tmp-%s-%ld", name, (long)getpid());
+    char tname[256];
+    char tag[128];
+    lt_fs_tmp_tag(tag, sizeof tag);
+    snprintf(tname, sizeof tname, ".tmp-%s-%s", name, tag);
     if (!lt_path_join(tmp, sizeof tmp, ckdir, tname) || !lt_path_join(final, sizeof final, ckdir, name))
         return lt_fail(err, LT_ERR_INVALID, "%s: path too long", ckdir);
     lt_fs_rm_rf(tmp); /* a leftover of this very process (a failed earlier try) */
@@ -217,7 +219,7 @@ lt_status lt_ckpt_prune(const char *run_dir, int keep_last, lt_err *err) {
     struct dirent *e;
     while ((e = readdir(d))) {
         if (!strncmp(e->d_name, ".tmp-", 5) || strstr(e->d_name, ".old-")) {
-            /* leftovers of a process that is gone: ".tmp-step-N-<pid>" */
+            /* leftovers of a process of this host that is gone: ".tmp-step-N-<host>-<pid>" */
             if (lt_fs_pid_name_stale(e->d_name) && lt_path_join(path, sizeof path, ckdir, e->d_name))
                 lt_fs_rm_rf(path);
             continue;

@@ -17,7 +17,7 @@
  *
  * Writing: every tensor is checked first (NaN/Inf -> LT_ERR_NONFINITE naming
  * the tensor, nothing written); the files go into
- * checkpoints/.tmp-step-000123-<pid>/ (each written to a temporary name,
+ * checkpoints/.tmp-step-000123-<host>-<pid>/ (each written to a temporary name,
  * fsync'd, renamed), then COMPLETE, the folder is fsync'd and renamed to
  * step-000123, and checkpoints/ is fsync'd. A crash at any moment leaves
  * either no step-000123 or a complete one; earlier checkpoints are never

@@ -48,6 +48,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -392,6 +393,28 @@ static lt_status export_to(run *r, const char *out, lt_err *err) {
     free(ts);
     lt_st_close_model(src);
     return st;
+}
+
+/* A run killed midway leaves temporary folders "<name>.tmp-<host>-<pid>" (and
+ * "<name>.old-<host>-<pid>"): final.*, checkpoints/.tmp-step-N-*, and inside a
+ * checkpoint step-N/hf.* or step-N/adapter.* (export_to above). Remove those of
+ * this host whose process is gone; those of another host stay, with a note. */
+static void remove_leftovers(const char *out) {
+    char ck[4096], sub[4096];
+    int gone = lt_fs_remove_stale_note(out, "final", stderr);
+    DIR *d = lt_path_join(ck, sizeof ck, out, "checkpoints") ? opendir(ck) : NULL;
+    if (d) {
+        gone += lt_fs_remove_stale_note(ck, "", stderr);
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strncmp(e->d_name, "step-", 5) || strstr(e->d_name, ".tmp-") || strstr(e->d_name, ".old-") ||
+                !lt_path_join(sub, sizeof sub, ck, e->d_name) || !lt_is_dir(sub))
+                continue;
+            gone += lt_fs_remove_stale_note(sub, "hf", stderr) + lt_fs_remove_stale_note(sub, "adapter", stderr);
+        }
+        closedir(d);
+    }
+    if (gone) fprintf(stderr, "train: removed %d unfinished folder(s) of processes that are gone\n", gone);
 }
 
 static lt_status export_final(run *r, lt_err *err) {
@@ -827,10 +850,7 @@ int lt_cmd_train(int argc, char **argv) {
         goto fail;
     }
     if ((st = lt_fs_mkdir_p(o.out, &err))) goto fail;
-    if (!r.rank) { /* a final export killed midway left final.tmp-<pid>/ (or final.old-<pid>/) */
-        int gone = lt_fs_remove_stale(o.out, "final");
-        if (gone) fprintf(stderr, "train: removed %d unfinished export folder(s) final.tmp-*/ of processes that are gone\n", gone);
-    }
+    if (!r.rank) remove_leftovers(o.out);
     if (o.resume) {
         if ((st = lt_ckpt_find_latest(o.out, ck, sizeof ck, &ck_step, &err))) goto fail;
         if (ck_step < 0 && !r.rank)

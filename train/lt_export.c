@@ -30,12 +30,13 @@ static size_t numel_of(int ndim, const int64_t *shape) {
     return n;
 }
 
-/* "<out_dir>.tmp-<pid>", fresh */
+/* "<out_dir>.tmp-<host>-<pid>", fresh */
 static lt_status make_tmp(const char *out_dir, char *tmp, size_t cap, lt_err *err) {
-    char parent[4096];
+    char parent[4096], tag[128];
     size_t n = strlen(out_dir);
     while (n > 1 && out_dir[n - 1] == '/') n--;
-    if (snprintf(tmp, cap, "%.*s.tmp-%ld", (int)n, out_dir, (long)getpid()) >= (int)cap)
+    lt_fs_tmp_tag(tag, sizeof tag);
+    if (snprintf(tmp, cap, "%.*s.tmp-%s", (int)n, out_dir, tag) >= (int)cap)
         return lt_fail(err, LT_ERR_INVALID, "%s: path too long", out_dir);
     lt_fs_dirname(tmp, parent, sizeof parent);
     lt_status st = lt_fs_mkdir_p(parent, err);

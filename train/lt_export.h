@@ -23,7 +23,7 @@
  *   adapter_model.safetensors   F32 base_model.model.model.layers.N.<block>.
  *                               <module>.lora_A.weight (r, in) / lora_B.weight
  *                               (out, r), metadata {"format": "pt"}
- * Both are written into "<out_dir>.tmp-<pid>" and renamed into place (an
+ * Both are written into "<out_dir>.tmp-<host>-<pid>" and renamed into place (an
  * existing out_dir is replaced only once the new folder is complete).
  * Non-finite values are refused (LT_ERR_NONFINITE naming the tensor).
  */

@@ -12,22 +12,43 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-lt_status lt_fs_mkdir_p(const char *path, lt_err *err) {
+lt_status lt_fs_mkdir_p_made(const char *path, char *top, size_t cap, lt_err *err) {
     char buf[4096];
+    if (top && cap) top[0] = 0;
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
         return lt_fail(err, LT_ERR_INVALID, "%s: path too long", path);
     for (char *p = buf + 1;; p++) {
         if (*p == '/' || !*p) {
             char c = *p;
             *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            if (mkdir(buf, 0755) == 0) {
+                if (top && cap && !top[0]) snprintf(top, cap, "%s", buf);
+            } else if (errno != EEXIST) {
                 return lt_fail(err, LT_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
+            }
             *p = c;
             if (!c) break;
         }
     }
     if (!lt_is_dir(path)) return lt_fail(err, LT_ERR_IO, "%s: exists and is not a folder", path);
     return LT_OK;
+}
+
+lt_status lt_fs_mkdir_p(const char *path, lt_err *err) { return lt_fs_mkdir_p_made(path, NULL, 0, err); }
+
+void lt_fs_rm_made(const char *path, const char *top) {
+    if (!top || !top[0]) return;
+    lt_fs_rm_rf(path);
+    char cur[4096], up[4096];
+    size_t n = strlen(top);
+    snprintf(cur, sizeof cur, "%s", path);
+    /* the levels between path and top: each one's parent, while it lies inside top */
+    while (strlen(cur) > n && !strncmp(cur, top, n) && cur[n] == '/') {
+        lt_fs_dirname(cur, up, sizeof up);
+        if (!strcmp(up, cur)) break;
+        snprintf(cur, sizeof cur, "%s", up);
+        if (rmdir(cur) != 0) return; /* not empty: something else lives there */
+    }
 }
 
 void lt_fs_rm_rf(const char *path) {
@@ -90,7 +111,9 @@ lt_status lt_fs_replace_dir(const char *tmp, const char *final, lt_err *err) {
     lt_status st = lt_fs_fsync_dir(tmp, err);
     if (st != LT_OK) return st;
     if (lt_is_dir(final)) {
-        if (snprintf(old, sizeof old, "%s.old-%ld", final, (long)getpid()) >= (int)sizeof old)
+        char tag[128];
+        lt_fs_tmp_tag(tag, sizeof tag);
+        if (snprintf(old, sizeof old, "%s.old-%s", final, tag) >= (int)sizeof old)
             return lt_fail(err, LT_ERR_INVALID, "%s: path too long", final);
         lt_fs_rm_rf(old);
         if (rename(final, old) != 0)
@@ -108,30 +131,64 @@ lt_status lt_fs_replace_dir(const char *tmp, const char *final, lt_err *err) {
     return lt_fs_fsync_dir(parent, err);
 }
 
-int lt_fs_pid_name_stale(const char *name) {
+void lt_fs_tmp_tag(char *out, size_t cap) {
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0]) snprintf(host, sizeof host, "localhost");
+    host[64] = 0;
+    for (char *c = host; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '.'))
+            *c = '_';
+    snprintf(out, cap, "%s-%ld", host, (long)getpid());
+}
+
+int lt_fs_tmp_owner(const char *name, char *host, size_t cap) {
+    if (host && cap) host[0] = 0;
     const char *dash = strrchr(name, '-');
-    if (!dash || !dash[1]) return 0;
+    if (!dash || !dash[1]) return LT_FS_TMP_KEEP;
     char *end = NULL;
     errno = 0;
     long pid = strtol(dash + 1, &end, 10);
-    if (errno || *end || pid <= 0 || pid == (long)getpid() || (long)(pid_t)pid != pid) return 0;
-    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    if (errno || *end || pid <= 0 || (long)(pid_t)pid != pid) return LT_FS_TMP_KEEP;
+    const char *h = dash; /* the host: between the dash before it and the last one */
+    while (h > name && h[-1] != '-') h--;
+    size_t hn = (size_t)(dash - h);
+    if (h == name) hn = 0; /* "<anything>-<pid>": no host (an older luxtrain) */
+    if (host && cap) snprintf(host, cap, "%.*s", (int)hn, h);
+    char tag[128];
+    lt_fs_tmp_tag(tag, sizeof tag);
+    size_t mine = strcspn(tag, "-");
+    /* a '-' never appears in a tag's host, so the first one ends it */
+    if (!hn || hn != mine || strncmp(h, tag, mine)) return LT_FS_TMP_FOREIGN;
+    if (pid == (long)getpid()) return LT_FS_TMP_KEEP;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH ? LT_FS_TMP_STALE : LT_FS_TMP_KEEP;
 }
 
-int lt_fs_remove_stale(const char *dir, const char *stem) {
+int lt_fs_pid_name_stale(const char *name) { return lt_fs_tmp_owner(name, NULL, 0) == LT_FS_TMP_STALE; }
+
+int lt_fs_remove_stale_note(const char *dir, const char *stem, FILE *note) {
     DIR *d = opendir(dir);
     if (!d) return 0;
     size_t n = strlen(stem);
     int removed = 0;
     struct dirent *e;
-    char path[4096];
+    char path[4096], host[128], tag[128];
     while ((e = readdir(d))) {
         if (strncmp(e->d_name, stem, n) || (strncmp(e->d_name + n, ".tmp-", 5) && strncmp(e->d_name + n, ".old-", 5)))
             continue;
-        if (!lt_fs_pid_name_stale(e->d_name) || !lt_path_join(path, sizeof path, dir, e->d_name)) continue;
-        lt_fs_rm_rf(path);
-        removed++;
+        if (!lt_path_join(path, sizeof path, dir, e->d_name)) continue;
+        int who = lt_fs_tmp_owner(e->d_name, host, sizeof host);
+        if (who == LT_FS_TMP_STALE) {
+            lt_fs_rm_rf(path);
+            removed++;
+        } else if (who == LT_FS_TMP_FOREIGN && note) {
+            lt_fs_tmp_tag(tag, sizeof tag);
+            tag[strcspn(tag, "-")] = 0;
+            fprintf(note, "note: left %s: unfinished, written on %s%s (this is %s); remove it once no run uses it\n",
+                    path, host[0] ? "host " : "another host or by an older luxtrain", host, tag);
+        }
     }
     closedir(d);
     return removed;
 }
+
+int lt_fs_remove_stale(const char *dir, const char *stem) { return lt_fs_remove_stale_note(dir, stem, NULL); }
