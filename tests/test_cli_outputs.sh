@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_cli_outputs.sh -- a command that fails leaves nothing behind: train,
 # tokenize and merge given an invalid input leave no output folder they made
-# (not even an empty one, nor a lone config.json in it), and a folder that
-# existed before keeps exactly what it held. Runs on data/sample only.
+# (not even an empty one, nor a lone config.json in it, nor a parent level
+# of a nested --out that it created), and a folder that existed before keeps
+# exactly what it held. Runs on data/sample only.
 set -uo pipefail
 bin="${LT_BIN:?}"
 src="${LT_SOURCE_DIR:?}"
@@ -36,6 +37,11 @@ done
 check "train into a new nested folder fails" \
     'fails "$bin" train --model "$model" --data "$tmp/none.h5" --out "$tmp/a/b"'
 check "train: the nested folder it made is gone" '[[ ! -e "$tmp/a/b" ]]'
+check "train: every level it made is gone (a too)" '[[ ! -e "$tmp/a" ]]'
+mkdir -p "$tmp/a"
+check "train into a/b/c where a existed fails" \
+    'fails "$bin" train --model "$model" --data "$tmp/none.h5" --out "$tmp/a/b/c/"'
+check "train: b and c are gone, a (which existed) stays" '[[ -d "$tmp/a" && ! -e "$tmp/a/b" ]]'
 
 check "tokenize (bad JSONL) fails" \
     'fails "$bin" tokenize --tokenizer "$model" --input "$tmp/bad.jsonl" --out "$tmp/tok" --quiet'

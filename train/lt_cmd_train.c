@@ -843,13 +843,14 @@ int lt_cmd_train(int argc, char **argv) {
     int64_t ck_step = -1;
     lt_status st;
     /* a run that fails before its first step leaves no folder or config.json it made */
-    int out_made = !lt_is_dir(o.out), cfg_made = 0, started = 0;
+    char made[4096] = ""; /* the outermost folder level of --out this run created */
+    int cfg_made = 0, started = 0;
     if (o.resume && !lt_is_dir(o.out)) {
         st = lt_fail(&err, LT_ERR_IO, "--resume: %s does not exist (no run to continue; for a new run drop --resume)",
                      o.out);
         goto fail;
     }
-    if ((st = lt_fs_mkdir_p(o.out, &err))) goto fail;
+    if ((st = lt_fs_mkdir_p_made(o.out, made, sizeof made, &err))) goto fail;
     if (!r.rank) remove_leftovers(o.out);
     if (o.resume) {
         if ((st = lt_ckpt_find_latest(o.out, ck, sizeof ck, &ck_step, &err))) goto fail;
@@ -924,8 +925,8 @@ fail:
     if (r.comm && r.comm->world > 1) r.comm->abort(r.comm, err.msg); /* stops every rank */
     fprintf(stderr, "train: %s\n", err.msg);
     if (!started && !r.rank) {
-        if (out_made) {
-            lt_fs_rm_rf(o.out);
+        if (made[0]) {
+            lt_fs_rm_made(o.out, made); /* every level it created, from a/b up to a */
         } else if (cfg_made && lt_path_join(path, sizeof path, o.out, "config.json")) {
             unlink(path);
         }
