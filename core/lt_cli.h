@@ -9,6 +9,8 @@
 #include "lt_base.h"
 
 int lt_cmd_inspect(int argc, char **argv);  /* core/lt_cmd_model.c (shards: data/) */
+/* `luxtrain inspect`: a training run or checkpoint folder (train/lt_cmd_inspect_run.c), else lt_cmd_inspect */
+int lt_cmd_inspect_any(int argc, char **argv);
 int lt_cmd_score(int argc, char **argv);    /* core/lt_cmd_model.c */
 int lt_cmd_tokenize(int argc, char **argv); /* data/lt_cmd_tokenize.c */
 int lt_cmd_eval(int argc, char **argv);     /* train/lt_cmd_eval.c */

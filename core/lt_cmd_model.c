@@ -24,10 +24,13 @@
 
 static void inspect_usage(FILE *f) {
     fprintf(f, "usage: luxtrain inspect MODEL_DIR [--json]\n"
+               "       luxtrain inspect RUN_DIR | RUN_DIR/checkpoints/step-N\n"
                "       luxtrain inspect SHARD.h5 [--show N --tokenizer PATH]\n"
                "A Hugging Face model folder: architecture, sizes, parameter count, stored dtypes,\n"
                "tied embeddings, rope scaling; every tensor is checked against config.json.\n"
                "  --json             print it as one JSON object\n"
+               "A training run (RUN_DIR) or checkpoint (RUN_DIR/checkpoints/step-N): step, loss,\n"
+               "learning rate, the run's options and what the folder holds.\n"
                "A token shard (.h5): its attributes, document and token counts.\n"
                "  --show N           also print the first N documents decoded, the tokens trained on\n"
                "                     (targets) between \xe2\x9f\xa6 and \xe2\x9f\xa7\n"

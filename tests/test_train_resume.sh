@@ -6,6 +6,8 @@
 #      old and new end and the next step's learning rate under both, which
 #      must equal the linear schedule's formula (lt_optim.h) and the lr the
 #      run then logs for that step;
+#   3b. inspect on the run folder and on a checkpoint: step, loss, options and
+#      what the folder holds;
 #   4. final.tmp-<host>-<pid>/, final.old-*, checkpoints/.tmp-step-N-* and
 #      step-N/{hf,adapter}.{tmp,old}-* left by a killed export: removed by the
 #      next run when that process of this host is gone, kept while it runs,
@@ -52,6 +54,25 @@ esac
 logged=$(grep '"step": 6,' sched/metrics.jsonl | sed 's/.*"lr": \([^,]*\),.*/\1/')
 awk -v a="$logged" -v b="$1" 'BEGIN { exit !(a > 0 && (a - b) / b < 1e-5 && (b - a) / b < 1e-5) }' ||
   fail "step 6 logged lr $logged, the message said $1"
+
+# ---- 3b. inspect on the run folder and on one of its checkpoints ----
+loss10=$(awk -v x="$(sed -n 's/.*"loss":[[:space:]]*\([^,]*\),.*/\1/p' sched/checkpoints/step-000010/state.json)" \
+  'BEGIN { printf "%.6g", x }')
+"$bin" inspect sched/checkpoints/step-000010 >insp_ck.txt 2>&1 || fail "inspect checkpoint: $(cat insp_ck.txt)"
+if grep -q "^step: *10 of 20 (epoch 0), full fine-tuning" insp_ck.txt && grep -q "^loss: *$loss10 " insp_ck.txt &&
+   grep -q "^  max_steps *20$" insp_ck.txt && grep -q "^  hf .*luxtrain inspect sched/checkpoints/step-000010/hf" insp_ck.txt &&
+   grep -q "^  optimizer.safetensors" insp_ck.txt; then
+  echo "ok   inspect RUN/checkpoints/step-000010: step, loss $loss10, options, what it holds"
+else fail "inspect checkpoint: $(cat insp_ck.txt)"; fi
+"$bin" inspect sched >insp_run.txt 2>&1 || fail "inspect run: $(cat insp_run.txt)"
+if grep -q "^checkpoints: *4 complete; newest: sched/checkpoints/step-000020" insp_run.txt &&
+   grep -q "^step: *20 of 20" insp_run.txt && grep -q "^  final .*Hugging Face model" insp_run.txt &&
+   grep -q "^  seq_len *64$" insp_run.txt; then
+  echo "ok   inspect RUN: checkpoints, step, options, final/"
+else fail "inspect run: $(cat insp_run.txt)"; fi
+"$bin" inspect sched --json >/dev/null 2>insp_json.txt; rc=$?
+[ $rc -eq 2 ] && grep -q "training run" insp_json.txt || fail "inspect RUN --json: exit $rc: $(cat insp_json.txt)"
+"$bin" inspect sched/final | grep -q "^architecture:" || fail "inspect RUN/final no longer describes the model"
 
 # ---- 4. leftovers of a killed final export ----
 sh -c 'exit 0' &

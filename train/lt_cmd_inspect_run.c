@@ -1,0 +1,178 @@
+/*
+ * lt_cmd_inspect_run.c -- `luxtrain inspect RUN_DIR` and `luxtrain inspect
+ * RUN_DIR/checkpoints/step-N` (everything else goes on to lt_cmd_inspect,
+ * core/lt_cmd_model.c): the step, loss and learning rate, the run's
+ * training options (RUN_DIR/config.json) and what the folder holds, with the
+ * inspect line for each usable model or adapter folder inside it.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lt_ckpt.h"
+#include "lt_cli.h"
+#include "lt_fs.h"
+
+/* the options of config.json shown, in this order (the rest: less telling) */
+static const char *const SHOWN[] = {"model",       "adapter",   "data",       "eval_data",   "lora_rank",
+                                    "lora_alpha",  "lora_targets", "seq_len", "micro_batch", "grad_accum",
+                                    "epochs",      "max_steps", "lr",         "schedule",    "warmup_steps",
+                                    "weight_decay", "seed",     "device",     NULL};
+
+static void print_options(const char *run_dir) {
+    char path[4096], *text = NULL;
+    size_t len = 0;
+    lt_err err = {{0}};
+    if (!lt_path_join(path, sizeof path, run_dir, "config.json") || lt_read_file(path, &text, &len, &err)) {
+        printf("options:        none (no %s/config.json)\n", run_dir);
+        return;
+    }
+    cJSON *o = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(o)) {
+        printf("options:        %s is not a JSON object\n", path);
+        cJSON_Delete(o);
+        return;
+    }
+    printf("options:        (%s)\n", path);
+    const cJSON *lr = cJSON_GetObjectItemCaseSensitive(o, "lora_rank");
+    int lora = cJSON_IsNumber(lr) && lr->valuedouble > 0;
+    for (int i = 0; SHOWN[i]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, SHOWN[i]);
+        if (!v || cJSON_IsNull(v) || (!lora && !strncmp(SHOWN[i], "lora_", 5) && strcmp(SHOWN[i], "lora_rank")))
+            continue;
+        if (cJSON_IsArray(v) && !cJSON_GetArraySize(v)) continue;
+        char *s = cJSON_IsString(v) ? NULL : cJSON_PrintUnformatted(v);
+        printf("  %-14s %s\n", SHOWN[i], s ? s : v->valuestring);
+        cJSON_free(s);
+    }
+    cJSON_Delete(o);
+}
+
+static void print_sub(const char *dir, const char *name, const char *what) {
+    char p[4096];
+    if (lt_path_join(p, sizeof p, dir, name) && lt_is_dir(p))
+        printf("  %-22s %s (luxtrain inspect %s)\n", name, what, p);
+}
+
+static void print_file(const char *dir, const char *name, const char *what) {
+    char p[4096];
+    int64_t n = lt_path_join(p, sizeof p, dir, name) ? lt_fs_file_size(p) : -1;
+    if (n >= 0) printf("  %-22s %s (%lld bytes)\n", name, what, (long long)n);
+}
+
+static int inspect_ckpt(const char *dir) {
+    lt_err err = {{0}};
+    lt_ckpt *c = NULL;
+    printf("checkpoint:     %s\n", dir);
+    if (lt_ckpt_open(dir, &c, &err)) {
+        printf("state:          NOT usable: %s\n", err.msg);
+        printf("holds:\n");
+    } else {
+        const lt_ckpt_state *s = &c->state;
+        printf("step:           %lld of %lld (epoch %lld), %s fine-tuning\n", (long long)s->step,
+               (long long)s->total_steps, (long long)s->epoch, strcmp(s->mode, "lora") ? "full" : "LoRA");
+        if (isnan(s->loss))
+            printf("loss:           none recorded\n");
+        else
+            printf("loss:           %.6g (the last step's training loss)\n", s->loss);
+        printf("learning rate:  %.6g\n", s->lr);
+        printf("tokens seen:    %lld\n", (long long)s->tokens_seen);
+        printf("options hash:   %s\n", s->options_hash);
+        lt_ckpt_close(c);
+        printf("holds:\n");
+    }
+    print_file(dir, "weights.safetensors", "trainable weights (f32)");
+    print_file(dir, "optimizer.safetensors", "AdamW state");
+    print_file(dir, "loader.bin", "the data loader's position");
+    print_file(dir, "state.json", "step, schedule, RNG");
+    print_file(dir, "COMPLETE", "manifest (written last)");
+    print_sub(dir, "hf", "Hugging Face model folder");
+    print_sub(dir, "adapter", "PEFT adapter folder");
+    char ck[4096], run[4096];
+    lt_fs_dirname(dir, ck, sizeof ck);
+    lt_fs_dirname(ck, run, sizeof run);
+    printf("run:            %s (luxtrain inspect %s; --resume continues from its newest complete checkpoint)\n",
+           run, run);
+    print_options(run);
+    return 0;
+}
+
+static int inspect_run(const char *dir) {
+    char ck[4096], latest[4096] = "", path[4096];
+    int64_t step = -1;
+    lt_err err = {{0}};
+    printf("run:            %s\n", dir);
+    if (lt_ckpt_find_latest(dir, latest, sizeof latest, &step, &err)) {
+        fprintf(stderr, "inspect: %s\n", err.msg);
+        return 1;
+    }
+    int n = 0;
+    DIR *d = lt_path_join(ck, sizeof ck, dir, "checkpoints") ? opendir(ck) : NULL;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (!strncmp(e->d_name, "step-", 5) && lt_path_join(path, sizeof path, ck, e->d_name) &&
+                lt_ckpt_is_complete(path))
+                n++;
+        closedir(d);
+    }
+    if (step < 0) {
+        printf("checkpoints:    none complete\n");
+    } else {
+        lt_ckpt *c = NULL;
+        printf("checkpoints:    %d complete; newest: %s\n", n, latest);
+        if (lt_ckpt_open(latest, &c, &err) == LT_OK) {
+            printf("step:           %lld of %lld (epoch %lld), %s fine-tuning\n", (long long)c->state.step,
+                   (long long)c->state.total_steps, (long long)c->state.epoch,
+                   strcmp(c->state.mode, "lora") ? "full" : "LoRA");
+            if (!isnan(c->state.loss)) printf("loss:           %.6g (at step %lld)\n", c->state.loss, (long long)step);
+            lt_ckpt_close(c);
+        }
+    }
+    print_options(dir);
+    printf("holds:\n");
+    print_file(dir, "config.json", "the resolved options");
+    print_file(dir, "metrics.jsonl", "one JSON line per logged step");
+    print_file(dir, "loss.svg", "the loss plot");
+    if (lt_path_join(path, sizeof path, dir, "final") && lt_is_dir(path)) {
+        char p[4096];
+        int adapter = lt_path_join(p, sizeof p, path, "adapter_config.json") && lt_fs_file_size(p) >= 0;
+        print_sub(dir, "final", adapter ? "the finished run's PEFT adapter" : "the finished run's Hugging Face model");
+    } else {
+        printf("  %-22s none: the run has not finished\n", "final/");
+    }
+    if (step >= 0) printf("to continue:    luxtrain train ... --out %s --resume\n", dir);
+    return 0;
+}
+
+int lt_cmd_inspect_any(int argc, char **argv) {
+    const char *dir = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (argv[i][0] == '-' || dir) /* options, usage errors: lt_cmd_inspect's */
+            return lt_cmd_inspect(argc, argv);
+        else
+            dir = argv[i];
+    }
+    /* a checkpoint (RUN_DIR/checkpoints/step-N) or a run (RUN_DIR) */
+    static const char *const CKPT[] = {"COMPLETE", "state.json", NULL}, *const RUN[] = {"checkpoints", "metrics.jsonl", NULL};
+    char p[4096];
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; dir && lt_is_dir(dir) && (k ? RUN : CKPT)[i]; i++) {
+            if (!lt_path_join(p, sizeof p, dir, (k ? RUN : CKPT)[i]) || (!lt_file_exists(p) && !lt_is_dir(p))) continue;
+            if (json) {
+                fprintf(stderr, "inspect: --json describes a model folder; %s is a training %s\n", dir,
+                        k ? "run" : "checkpoint");
+                return 2;
+            }
+            return k ? inspect_run(dir) : inspect_ckpt(dir);
+        }
+    return lt_cmd_inspect(argc, argv);
+}
