@@ -162,7 +162,8 @@ int lt_cmd_inspect_any(int argc, char **argv) {
             dir = argv[i];
     }
     /* a checkpoint (RUN_DIR/checkpoints/step-N) or a run (RUN_DIR) */
-    static const char *const CKPT[] = {"COMPLETE", "state.json", NULL}, *const RUN[] = {"checkpoints", "metrics.jsonl", NULL};
+    static const char *const CKPT[] = {"COMPLETE", "state.json", NULL};
+    static const char *const RUN[] = {"checkpoints", "metrics.jsonl", NULL};
     char p[4096];
     for (int k = 0; k < 2; k++)
         for (int i = 0; dir && lt_is_dir(dir) && (k ? RUN : CKPT)[i]; i++) {

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "lt_fs.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -136,8 +137,7 @@ void lt_fs_tmp_tag(char *out, size_t cap) {
     if (gethostname(host, sizeof host - 1) != 0 || !host[0]) snprintf(host, sizeof host, "localhost");
     host[64] = 0;
     for (char *c = host; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '.'))
-            *c = '_';
+        if (!isalnum((unsigned char)*c) && *c != '_' && *c != '.') *c = '_';
     snprintf(out, cap, "%s-%ld", host, (long)getpid());
 }
 
