@@ -73,6 +73,14 @@ else fail "inspect run: $(cat insp_run.txt)"; fi
 "$bin" inspect sched --json >/dev/null 2>insp_json.txt; rc=$?
 [ $rc -eq 2 ] && grep -q "training run" insp_json.txt || fail "inspect RUN --json: exit $rc: $(cat insp_json.txt)"
 "$bin" inspect sched/final | grep -q "^architecture:" || fail "inspect RUN/final no longer describes the model"
+"$bin" train "${common[@]}" --max-steps 2 --save-every 2 --lora-rank 2 --out lora >lora.txt 2>&1 ||
+  fail "LoRA run: $(tail -2 lora.txt)"
+if "$bin" inspect lora/checkpoints/step-000002 >insp_lora.txt 2>&1 &&
+   grep -q "^step: *2 of 2 (epoch 0), LoRA fine-tuning" insp_lora.txt &&
+   grep -q "^  adapter .*(use with --adapter lora/checkpoints/step-000002/adapter)" insp_lora.txt &&
+   grep -q "^  lora_rank *2$" insp_lora.txt; then
+  echo "ok   inspect a LoRA checkpoint: LoRA, adapter/ to use with --adapter, lora_rank"
+else fail "inspect a LoRA checkpoint: $(cat insp_lora.txt)"; fi
 
 # ---- 4. leftovers of a killed final export ----
 sh -c 'exit 0' &

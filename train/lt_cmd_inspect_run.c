@@ -53,10 +53,16 @@ static void print_options(const char *run_dir) {
     cJSON_Delete(o);
 }
 
+static int is_adapter(const char *dir) {
+    char cfg[4096];
+    return lt_path_join(cfg, sizeof cfg, dir, "adapter_config.json") && lt_fs_file_size(cfg) >= 0;
+}
+
+/* a model folder (luxtrain inspect reads it) or a PEFT adapter (used with --adapter) */
 static void print_sub(const char *dir, const char *name, const char *what) {
     char p[4096];
-    if (lt_path_join(p, sizeof p, dir, name) && lt_is_dir(p))
-        printf("  %-22s %s (luxtrain inspect %s)\n", name, what, p);
+    if (!lt_path_join(p, sizeof p, dir, name) || !lt_is_dir(p)) return;
+    printf("  %-22s %s (%s %s)\n", name, what, is_adapter(p) ? "use with --adapter" : "luxtrain inspect", p);
 }
 
 static void print_file(const char *dir, const char *name, const char *what) {
@@ -140,9 +146,8 @@ static int inspect_run(const char *dir) {
     print_file(dir, "metrics.jsonl", "one JSON line per logged step");
     print_file(dir, "loss.svg", "the loss plot");
     if (lt_path_join(path, sizeof path, dir, "final") && lt_is_dir(path)) {
-        char p[4096];
-        int adapter = lt_path_join(p, sizeof p, path, "adapter_config.json") && lt_fs_file_size(p) >= 0;
-        print_sub(dir, "final", adapter ? "the finished run's PEFT adapter" : "the finished run's Hugging Face model");
+        print_sub(dir, "final",
+                  is_adapter(path) ? "the finished run's PEFT adapter" : "the finished run's Hugging Face model");
     } else {
         printf("  %-22s none: the run has not finished\n", "final/");
     }
