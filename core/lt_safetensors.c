@@ -710,8 +710,21 @@ static lt_status write_all(int fd, const void *data, size_t len, const char *tmp
     return LT_OK;
 }
 
+static lt_status data_of(void *ctx, size_t i, const void **bytes, lt_err *err) {
+    (void)err;
+    *bytes = ((const lt_st_write_tensor *)ctx)[i].data;
+    return LT_OK;
+}
+
 lt_status lt_st_write(const char *path, const lt_st_write_tensor *tensors, size_t n, const char *const *meta_keys,
                       const char *const *meta_values, size_t n_meta, lt_err *err) {
+    return lt_st_write_stream(path, tensors, n, meta_keys, meta_values, n_meta, data_of, (void *)tensors, err);
+}
+
+lt_status lt_st_write_stream(const char *path, const lt_st_write_tensor *tensors, size_t n,
+                             const char *const *meta_keys, const char *const *meta_values, size_t n_meta,
+                             lt_st_data_fn data, void *ctx, lt_err *err) {
+    const int given = data == data_of; /* the tensors' own data: checked up front */
     size_t *nbytes = malloc((n ? n : 1) * sizeof *nbytes);
     if (!nbytes) return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
     lt_status st = LT_OK;
@@ -734,7 +747,7 @@ lt_status lt_st_write(const char *path, const lt_st_write_tensor *tensors, size_
         }
         if (st == LT_OK && !lt_mul_ok(numel, lt_dtype_size(w->dtype), &nbytes[i]))
             st = lt_fail(err, LT_ERR_INVALID, "%s: tensor '%s': byte size overflows", path, w->name);
-        if (st == LT_OK && nbytes[i] && !w->data)
+        if (st == LT_OK && given && nbytes[i] && !w->data)
             st = lt_fail(err, LT_ERR_INVALID, "%s: tensor '%s': data is NULL", path, w->name);
         for (size_t j = 0; j < i && st == LT_OK; j++)
             if (strcmp(tensors[j].name, w->name) == 0)
@@ -805,7 +818,13 @@ lt_status lt_st_write(const char *path, const lt_st_write_tensor *tensors, size_
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)(hl >> (8 * i));
     st = write_all(fd, len8, 8, tmp, err);
     if (st == LT_OK) st = write_all(fd, h.p, h.n, tmp, err);
-    for (size_t i = 0; i < n && st == LT_OK; i++) st = write_all(fd, tensors[i].data, nbytes[i], tmp, err);
+    for (size_t i = 0; i < n && st == LT_OK; i++) {
+        const void *bytes = NULL;
+        if (nbytes[i]) st = data(ctx, i, &bytes, err);
+        if (st == LT_OK && nbytes[i] && !bytes)
+            st = lt_fail(err, LT_ERR_INVALID, "%s: tensor '%s': no data", path, tensors[i].name);
+        if (st == LT_OK) st = write_all(fd, bytes, nbytes[i], tmp, err);
+    }
     free(h.p);
     free(nbytes);
     if (st == LT_OK && fsync(fd) != 0) st = lt_fail(err, LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));

@@ -83,6 +83,14 @@ typedef struct lt_st_write_tensor {
 } lt_st_write_tensor;
 lt_status lt_st_write(const char *path, const lt_st_write_tensor *tensors, size_t n, const char *const *meta_keys,
                       const char *const *meta_values, size_t n_meta, lt_err *err);
+/* The same file, the data of tensor i asked for when it is written (in
+ * order, once each; tensors[i].data unused): data(ctx, i, &bytes, err) points
+ * bytes at its nbytes, valid until the next call, or fails (the file is then
+ * not created). Lets a writer hold one tensor at a time. */
+typedef lt_status (*lt_st_data_fn)(void *ctx, size_t i, const void **bytes, lt_err *err);
+lt_status lt_st_write_stream(const char *path, const lt_st_write_tensor *tensors, size_t n,
+                             const char *const *meta_keys, const char *const *meta_values, size_t n_meta,
+                             lt_st_data_fn data, void *ctx, lt_err *err);
 
 #ifdef __cplusplus
 }

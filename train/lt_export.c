@@ -49,42 +49,82 @@ static lt_status make_tmp(const char *out_dir, char *tmp, size_t cap, lt_err *er
 
 static const char *const META_K[] = {"format"}, *const META_V[] = {"pt"};
 
-/* Convert tensors [i0, i1) and write them as one safetensors file. */
-static lt_status write_shard(const char *path, const lt_export_tensor *ts, size_t i0, size_t i1, lt_err *err) {
+/* one tensor at a time: filled in f32, checked finite, converted to its dtype */
+typedef struct shard_io {
+    const lt_export_tensor *ts; /* the shard's first tensor */
+    lt_export_fill_fn fill;
+    void *ctx;
+    size_t first; /* index of ts[0] in the caller's list */
+    float *f32;
+    uint16_t *half;
+    size_t cap, hcap;
+} shard_io;
+
+static lt_status shard_data(void *vctx, size_t k, const void **bytes, lt_err *err) {
+    shard_io *io = vctx;
+    const lt_export_tensor *t = &io->ts[k];
+    size_t n = numel_of(t->ndim, t->shape);
+    const float *x = t->data;
+    lt_status st;
+    if (io->fill) {
+        if (n > io->cap) {
+            free(io->f32);
+            io->cap = 0;
+            if (!(io->f32 = malloc(n * sizeof *io->f32)))
+                return lt_fail(err, LT_ERR_NOMEM, "export: out of memory for tensor '%s'", t->name);
+            io->cap = n;
+        }
+        if ((st = io->fill(io->ctx, io->first + k, io->f32, err)) != LT_OK) return st;
+        x = io->f32;
+    }
+    if ((st = check_finite(t->name, x, n, err)) != LT_OK) return st;
+    if (t->dtype == LT_F32) {
+        *bytes = x;
+        return LT_OK;
+    }
+    if (n > io->hcap) {
+        free(io->half);
+        io->hcap = 0;
+        if (!(io->half = malloc(n * sizeof *io->half)))
+            return lt_fail(err, LT_ERR_NOMEM, "export: cannot convert tensor '%s'", t->name);
+        io->hcap = n;
+    }
+    for (size_t j = 0; j < n; j++) io->half[j] = t->dtype == LT_BF16 ? lt_f32_to_bf16(x[j]) : lt_f32_to_f16(x[j]);
+    *bytes = io->half;
+    return LT_OK;
+}
+
+/* Write tensors [i0, i1) as one safetensors file, one tensor in memory at a time. */
+static lt_status write_shard(const char *path, const lt_export_tensor *ts, size_t i0, size_t i1,
+                             lt_export_fill_fn fill, void *ctx, lt_err *err) {
     lt_st_write_tensor *w = calloc(i1 - i0 + 1, sizeof *w);
-    void **bufs = calloc(i1 - i0 + 1, sizeof *bufs);
-    lt_status st = LT_OK;
-    if (!w || !bufs) st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
-    for (size_t i = i0; i < i1 && st == LT_OK; i++) {
+    if (!w) return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
+    for (size_t i = i0; i < i1; i++) {
         const lt_export_tensor *t = &ts[i];
-        size_t n = numel_of(t->ndim, t->shape), k = i - i0;
+        size_t k = i - i0;
         w[k].name = t->name;
         w[k].dtype = t->dtype;
         w[k].ndim = t->ndim;
         memcpy(w[k].shape, t->shape, sizeof w[k].shape);
-        if (t->dtype == LT_F32) {
-            w[k].data = t->data;
-            continue;
-        }
-        uint16_t *h = malloc(n ? n * 2 : 1);
-        if (!h) {
-            st = lt_fail(err, LT_ERR_NOMEM, "%s: cannot convert tensor '%s'", path, t->name);
-            break;
-        }
-        for (size_t j = 0; j < n; j++)
-            h[j] = t->dtype == LT_BF16 ? lt_f32_to_bf16(t->data[j]) : lt_f32_to_f16(t->data[j]);
-        bufs[k] = h;
-        w[k].data = h;
     }
-    if (st == LT_OK) st = lt_st_write(path, w, i1 - i0, META_K, META_V, 1, err);
-    for (size_t k = 0; bufs && k < i1 - i0; k++) free(bufs[k]);
-    free(bufs);
+    shard_io io = {ts + i0, fill, ctx, i0, NULL, NULL, 0, 0};
+    lt_status st = lt_st_write_stream(path, w, i1 - i0, META_K, META_V, 1, shard_data, &io, err);
+    free(io.f32);
+    free(io.half);
     free(w);
     return st;
 }
 
 lt_status lt_export_hf(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts, size_t n,
                        size_t max_shard_bytes, lt_err *err) {
+    for (size_t i = 0; i < n; i++)
+        if (!ts[i].data && numel_of(ts[i].ndim, ts[i].shape))
+            return lt_fail(err, LT_ERR_INVALID, "export: tensor '%s' has no data", ts[i].name);
+    return lt_export_hf_stream(out_dir, src_model_dir, ts, n, max_shard_bytes, NULL, NULL, err);
+}
+
+lt_status lt_export_hf_stream(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts, size_t n,
+                              size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx, lt_err *err) {
     char tmp[4096], src[4096], dst[4096];
     lt_status st;
     if (!max_shard_bytes) max_shard_bytes = (size_t)5000000000ull;
@@ -99,7 +139,6 @@ lt_status lt_export_hf(const char *out_dir, const char *src_model_dir, const lt_
         for (size_t j = 0; j < i; j++)
             if (!strcmp(ts[j].name, t->name))
                 return lt_fail(err, LT_ERR_INVALID, "export: tensor '%s' given twice", t->name);
-        if ((st = check_finite(t->name, t->data, numel_of(t->ndim, t->shape), err)) != LT_OK) return st;
         total += numel_of(t->ndim, t->shape) * lt_dtype_size(t->dtype);
     }
     if ((st = make_tmp(out_dir, tmp, sizeof tmp, err)) != LT_OK) return st;
@@ -122,7 +161,7 @@ lt_status lt_export_hf(const char *out_dir, const char *src_model_dir, const lt_
     starts[nshards] = n;
     if (nshards == 1) {
         lt_path_join(dst, sizeof dst, tmp, "model.safetensors");
-        st = write_shard(dst, ts, 0, n, err);
+        st = write_shard(dst, ts, 0, n, fill, ctx, err);
     } else {
         cJSON *idx = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(idx, "metadata"),
               *wm = cJSON_AddObjectToObject(idx, "weight_map");
@@ -131,7 +170,7 @@ lt_status lt_export_hf(const char *out_dir, const char *src_model_dir, const lt_
             char fname[96];
             snprintf(fname, sizeof fname, "model-%05zu-of-%05zu.safetensors", s + 1, nshards);
             lt_path_join(dst, sizeof dst, tmp, fname);
-            st = write_shard(dst, ts, starts[s], starts[s + 1], err);
+            st = write_shard(dst, ts, starts[s], starts[s + 1], fill, ctx, err);
             for (size_t i = starts[s]; i < starts[s + 1]; i++) cJSON_AddStringToObject(wm, ts[i].name, fname);
         }
         char *text = cJSON_Print(idx);
@@ -380,6 +419,15 @@ out:
 #undef GET
 #undef BAD
 #undef UNSUP
+}
+
+lt_status lt_peft_load_config(const char *dir, lt_peft_config *cfg, lt_err *err) {
+    char path[4096];
+    if (!lt_path_join(path, sizeof path, dir, "adapter_config.json"))
+        return lt_fail(err, LT_ERR_INVALID, "%s: path too long", dir);
+    if (!lt_file_exists(path))
+        return lt_fail(err, LT_ERR_IO, "%s: no adapter_config.json (a PEFT LoRA adapter folder was expected)", dir);
+    return parse_peft_config(path, cfg, err);
 }
 
 lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err) {

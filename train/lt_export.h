@@ -25,7 +25,8 @@
  *                               (out, r), metadata {"format": "pt"}
  * Both are written into "<out_dir>.tmp-<host>-<pid>" and renamed into place (an
  * existing out_dir is replaced only once the new folder is complete).
- * Non-finite values are refused (LT_ERR_NONFINITE naming the tensor).
+ * Non-finite values are refused (LT_ERR_NONFINITE naming the tensor; nothing
+ * is left behind and an existing out_dir is kept).
  */
 #ifndef LT_EXPORT_H
 #define LT_EXPORT_H
@@ -51,6 +52,13 @@ typedef struct lt_export_tensor {
 /* max_shard_bytes 0 = 5 GB. src_model_dir must hold config.json. */
 lt_status lt_export_hf(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts, size_t n,
                        size_t max_shard_bytes, lt_err *err);
+/* The same folder (byte for byte), with the tensors' values asked for one at a
+ * time as they are written: fill(ctx, i, dst, err) writes tensor i's f32
+ * values into dst (ts[i].data unused). Holds one tensor (f32, and its 16-bit
+ * form) in memory at a time. */
+typedef lt_status (*lt_export_fill_fn)(void *ctx, size_t i, float *dst, lt_err *err);
+lt_status lt_export_hf_stream(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts, size_t n,
+                              size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx, lt_err *err);
 
 /* ---- PEFT LoRA adapter ---- */
 
@@ -86,6 +94,8 @@ typedef struct lt_peft_adapter {
  * modules_to_save, target_modules given as a regex, unknown modules), and
  * checks every pair of A/B is present with shapes (r, in) / (out, r). */
 lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err);
+/* DIR/adapter_config.json alone (the same checks), no tensors read. */
+lt_status lt_peft_load_config(const char *dir, lt_peft_config *cfg, lt_err *err);
 void lt_peft_free(lt_peft_adapter *a);
 const lt_peft_tensor *lt_peft_find(const lt_peft_adapter *a, int layer, int target);
 /* Check the adapter fits a model: every layer < num_layers, every target in
