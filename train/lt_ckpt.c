@@ -159,25 +159,61 @@ fail:
 
 /* ---- finding ---- */
 
-int lt_ckpt_is_complete(const char *dir) {
-    char path[4096], *text = NULL;
-    if (!lt_path_join(path, sizeof path, dir, "COMPLETE")) return 0;
-    if (lt_read_file(path, &text, NULL, NULL) != LT_OK) return 0;
+int lt_ckpt_is_complete(const char *dir) { return lt_ckpt_check(dir, NULL) == LT_OK; }
+
+lt_status lt_ckpt_check(const char *dir, lt_err *err) {
+    char path[4096], missing[256] = "", *text = NULL;
+    if (!lt_is_dir(dir))
+        return lt_fail(err, LT_ERR_IO, "%s: %s", dir,
+                       lt_file_exists(dir) ? "not a folder (a checkpoint is RUN_DIR/checkpoints/step-N/)"
+                                           : "no such checkpoint folder");
+    for (int f = 0; f < NFILES; f++) {
+        if (f == 1) continue; /* optimizer state is optional */
+        if (!lt_path_join(path, sizeof path, dir, FILES[f])) return lt_fail(err, LT_ERR_INVALID, "%s: path too long", dir);
+        if (!lt_file_exists(path))
+            snprintf(missing + strlen(missing), sizeof missing - strlen(missing), "%s%s", missing[0] ? ", " : "",
+                     FILES[f]);
+    }
+    lt_path_join(path, sizeof path, dir, "COMPLETE");
+    int has_complete = lt_file_exists(path);
+    if (missing[0] && !has_complete)
+        return lt_fail(err, LT_ERR_FORMAT, "%s: not a checkpoint folder: %s missing (expected RUN_DIR/checkpoints/step-N/ "
+                       "with weights.safetensors, state.json, loader.bin and COMPLETE)", dir, missing);
+    if (!has_complete)
+        return lt_fail(err, LT_ERR_FORMAT, "%s: incomplete checkpoint: no COMPLETE marker (it is written last; the "
+                       "process stopped while writing this checkpoint)", dir);
+    lt_status s = lt_read_file(path, &text, NULL, err);
+    if (s != LT_OK) return s;
     cJSON *m = cJSON_Parse(text);
     free(text);
-    int ok = m != NULL;
-    const cJSON *files = cJSON_GetObjectItemCaseSensitive(m, "files");
-    ok = ok && cJSON_IsObject(files) && cJSON_GetObjectItemCaseSensitive(files, "weights.safetensors") &&
-         cJSON_GetObjectItemCaseSensitive(files, "state.json");
-    const cJSON *f;
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(m, "files"), *f;
+    if (!cJSON_IsObject(files)) {
+        cJSON_Delete(m);
+        return lt_fail(err, LT_ERR_FORMAT, "%s: the COMPLETE manifest is not {\"step\": N, \"files\": {...}}", path);
+    }
+    for (int k = 0; k < NFILES; k++) /* weights.safetensors and state.json */
+        if ((k == 0 || k == 3) && !cJSON_GetObjectItemCaseSensitive(files, FILES[k])) {
+            cJSON_Delete(m);
+            return lt_fail(err, LT_ERR_FORMAT, "%s: the COMPLETE manifest does not list %s", path, FILES[k]);
+        }
+    s = LT_OK;
     cJSON_ArrayForEach(f, files) {
-        if (!ok) break;
-        int64_t size = -1;
-        ok = lt_json_int64(f, &size) && size >= 0 && lt_path_join(path, sizeof path, dir, f->string) &&
-             lt_fs_file_size(path) == size;
+        int64_t size = -1, have;
+        char fp[4096];
+        if (!lt_json_int64(f, &size) || size < 0 || !lt_path_join(fp, sizeof fp, dir, f->string)) {
+            s = lt_fail(err, LT_ERR_FORMAT, "%s: bad size for %s", path, f->string);
+            break;
+        }
+        if ((have = lt_fs_file_size(fp)) != size) {
+            s = have < 0 ? lt_fail(err, LT_ERR_FORMAT, "%s: missing (listed in COMPLETE with %lld bytes)", fp,
+                                   (long long)size)
+                         : lt_fail(err, LT_ERR_FORMAT, "%s: %lld bytes, but COMPLETE lists %lld (damaged checkpoint)", fp,
+                                   (long long)have, (long long)size);
+            break;
+        }
     }
     cJSON_Delete(m);
-    return ok;
+    return s;
 }
 
 lt_status lt_ckpt_find_latest(const char *run_dir, char *out_dir, size_t cap, int64_t *step, lt_err *err) {

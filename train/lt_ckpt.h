@@ -71,6 +71,11 @@ lt_status lt_ckpt_find_latest(const char *run_dir, char *out_dir, size_t cap, in
 /* Is `dir` a complete checkpoint (manifest present, sizes match)? */
 int lt_ckpt_is_complete(const char *dir);
 
+/* The same check, saying what is wrong: not a folder, not a checkpoint (which
+ * files are missing), incomplete (no COMPLETE marker), a file missing or of
+ * another size than the manifest lists. LT_OK when complete. */
+lt_status lt_ckpt_check(const char *dir, lt_err *err);
+
 /* Remove complete checkpoints older than the newest keep_last, and
  * temporary folders left by processes that no longer run. */
 lt_status lt_ckpt_prune(const char *run_dir, int keep_last, lt_err *err);
