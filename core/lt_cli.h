@@ -18,6 +18,7 @@ int lt_cmd_plot(int argc, char **argv);     /* train/lt_cmd_eval.c */
 int lt_cmd_train(int argc, char **argv);    /* train/lt_cmd_train.c */
 int lt_cmd_generate(int argc, char **argv); /* train/lt_cmd_generate.c */
 int lt_cmd_merge(int argc, char **argv);    /* train/lt_cmd_merge.c */
+int lt_cmd_export(int argc, char **argv);   /* train/lt_cmd_export.c */
 int lt_cmd_bench(int argc, char **argv);    /* train/lt_bench_step.c: bench step (bench kernels: tools/luxtrain.c) */
 
 /* `luxtrain inspect` on a path ending in .h5 forwards here (data/). */

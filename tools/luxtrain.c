@@ -45,6 +45,7 @@ static const command commands[] = {
     {"train", lt_cmd_train, "full fine-tuning or LoRA on token shards (checkpoints, --resume, export)"},
     {"generate", lt_cmd_generate, "chat with a model (KV cache; greedy or temperature / top-p)"},
     {"merge", lt_cmd_merge, "fold a PEFT LoRA adapter into its base model (Hugging Face folder)"},
+    {"export", lt_cmd_export, "a training checkpoint -> what final/ holds at its step (HF folder or PEFT adapter)"},
     {"bench", cmd_bench, "bench kernels (vs measured peaks, cuBLAS, PyTorch) | bench step (tokens/s, MFU)"},
 };
 

@@ -1,0 +1,333 @@
+/*
+ * lt_cmd_export.c -- `luxtrain export RUN_DIR/checkpoints/step-N --out DIR`:
+ * a training checkpoint (lt_ckpt.h) into what the run's final/ holds had it
+ * ended at that step: a Hugging Face folder (full fine-tuning; each tensor in
+ * the base model's dtype, config.json and the tokenizer files copied from
+ * it) or a PEFT LoRA adapter folder (adapter_config.json as the run writes
+ * it, adapter_model.safetensors). Offline, one process, no backend, no
+ * collective.
+ *
+ * What it reads: the checkpoint (weights.safetensors, state.json), the run's
+ * resolved options RUN_DIR/config.json (RUN_DIR = the folder above
+ * checkpoints/; its options hash must equal the checkpoint's, so the options
+ * are those the checkpoint was trained with), and the base model folder it
+ * names (--model DIR when it has moved): config.json, tokenizer files and the
+ * tensors' dtypes and shapes (full), the layer shapes (LoRA); a base model
+ * that no longer fits the checkpoint is refused by tensor name. A LoRA run
+ * that continued an --adapter takes r, alpha, targets and rsLoRA from that
+ * adapter's adapter_config.json, as the run did.
+ *
+ * Memory: the checkpoint is memory-mapped and read one tensor at a time; its
+ * pages are dropped (madvise) once the tensor is written, so the peak is one
+ * tensor in f32 plus its 16-bit form, not the model.
+ *
+ * The folder is written as DIR.tmp-<pid>/ and renamed to DIR; an existing
+ * non-empty DIR is refused unless --force (then replaced only once the new
+ * folder is complete).
+ */
+#define _DEFAULT_SOURCE /* madvise */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "lt_ckpt.h"
+#include "lt_cli.h"
+#include "lt_export.h"
+#include "lt_fs.h"
+#include "lt_json.h"
+#include "lt_lora.h"
+#include "lt_model_spec.h"
+#include "lt_safetensors.h"
+#include "lt_train_opts.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: luxtrain export CHECKPOINT --out DIR [--model DIR] [--force]\n"
+               "  CHECKPOINT     RUN_DIR/checkpoints/step-N (a complete checkpoint of a luxtrain train run)\n"
+               "  --out DIR      write what RUN_DIR/final/ would hold after step N: a Hugging Face folder\n"
+               "                 (full fine-tuning) or a PEFT adapter folder (LoRA)\n"
+               "  --model DIR    the base model folder, when it is no longer where RUN_DIR/config.json says\n"
+               "  --force        replace DIR if it exists and is not empty\n"
+               "  Offline, one process, no GPU; one tensor in memory at a time.\n");
+}
+
+/* a folder that exists and holds anything */
+static int nonempty_dir(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    struct dirent *e;
+    int any = 0;
+    while (!any && (e = readdir(d))) any = strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return any;
+}
+
+/* drop the mapped pages of a tensor already written (read-only private mapping:
+ * they are read again from the file if ever touched) */
+static void drop_pages(const lt_st_tensor *t) {
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0 || !t->nbytes) return;
+    uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
+    a = (a + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg; /* whole pages inside the tensor only */
+    b = b / (uintptr_t)pg * (uintptr_t)pg;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* RUN_DIR/config.json of the checkpoint's run, checked against its options hash */
+static lt_status load_run_opts(const lt_ckpt *c, lt_train_opts *o, char *run_dir, size_t cap, lt_err *err) {
+    char parent[4096], path[4096], *text = NULL;
+    lt_fs_dirname(c->dir, parent, sizeof parent);
+    lt_fs_dirname(parent, run_dir, cap);
+    if (!lt_path_join(path, sizeof path, run_dir, "config.json")) return lt_fail(err, LT_ERR_INVALID, "path too long");
+    if (!lt_file_exists(path))
+        return lt_fail(err, LT_ERR_IO,
+                       "%s: the run's options are missing (export reads RUN_DIR/config.json next to "
+                       "RUN_DIR/checkpoints/; give the checkpoint inside its run folder)",
+                       path);
+    lt_status st = lt_read_file(path, &text, NULL, err);
+    if (st) return st;
+    st = lt_train_opts_apply_json(o, text, path, err);
+    free(text);
+    if (st) return st;
+    /* the hash as the run computed it: micro-batches per step over all ranks */
+    long world = 1;
+    if (c->state.extra_json) {
+        cJSON *x = cJSON_Parse(c->state.extra_json);
+        int64_t w = 0;
+        if (lt_json_int64(cJSON_GetObjectItemCaseSensitive(x, "world"), &w) && w >= 1) world = (long)w;
+        cJSON_Delete(x);
+    }
+    lt_train_opts h = *o;
+    h.grad_accum = o->grad_accum * world;
+    char hash[17];
+    lt_train_opts_hash(&h, hash);
+    if (strcmp(hash, c->state.options_hash))
+        return lt_fail(err, LT_ERR_INVALID,
+                       "%s: these options (hash %s) are not those checkpoint %s was trained with (hash %s): the run "
+                       "folder's config.json was replaced or the checkpoint belongs to another run",
+                       path, hash, c->dir, c->state.options_hash);
+    if (strcmp(c->state.mode, lt_train_opts_lora(o) ? "lora" : "full"))
+        return lt_fail(err, LT_ERR_FORMAT, "%s: is a '%s' checkpoint, but %s describes a %s run", c->dir, c->state.mode,
+                       path, lt_train_opts_lora(o) ? "LoRA" : "full fine-tuning");
+    return LT_OK;
+}
+
+/* ---- full fine-tuning: a Hugging Face folder ---- */
+
+typedef struct full_src {
+    const lt_st_tensor **t; /* the checkpoint's tensors, in the order written */
+} full_src;
+
+static lt_status fill_full(void *ctx, size_t i, float *dst, lt_err *err) {
+    const lt_st_tensor *t = ((full_src *)ctx)->t[i];
+    lt_status st = lt_st_to_f32(t, dst, t->numel, err);
+    drop_pages(t);
+    return st;
+}
+
+static lt_status export_full(const lt_ckpt *c, const char *model, const char *out, lt_err *err) {
+    lt_config cfg;
+    lt_st_model *src = NULL;
+    lt_param_spec *specs = NULL;
+    size_t nspec = 0, n = lt_st_count(c->weights);
+    lt_export_tensor *ts = calloc(n + 1, sizeof *ts);
+    full_src fs = {calloc(n + 1, sizeof *fs.t)};
+    lt_status st = (!ts || !fs.t) ? lt_fail(err, LT_ERR_NOMEM, "export: out of memory") : LT_OK;
+    if (!st && ((st = lt_config_load(model, &cfg, err)) || (st = lt_st_open_model(model, &src, err)) ||
+                (st = lt_model_param_specs(&cfg, &specs, &nspec, err))))
+        lt_wrap(err, st, "base model %s", model);
+    /* every trained parameter of the model, in the checkpoint, shaped as the base model's */
+    for (size_t k = 0; k < nspec && !st; k++) {
+        const lt_st_tensor *t = lt_st_find(c->weights, specs[k].name);
+        if (!t && !lt_st_model_find(src, specs[k].name)) continue; /* not trained (tied lm_head) */
+        if (!t)
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: weights.safetensors has no tensor '%s', which base model %s has",
+                         c->dir, specs[k].name, model);
+    }
+    for (size_t i = 0; i < n && !st; i++) {
+        const lt_st_tensor *t = lt_st_get(c->weights, i);
+        const lt_st_tensor *b = lt_st_model_find(src, t->name);
+        if (!b) {
+            st = lt_fail(err, LT_ERR_FORMAT,
+                         "base model %s has no tensor '%s', which the checkpoint holds: the base model changed "
+                         "(or --model names another model)",
+                         model, t->name);
+            break;
+        }
+        if (b->ndim != t->ndim || memcmp(b->shape, t->shape, (size_t)t->ndim * sizeof *t->shape)) {
+            char s1[64], s2[64];
+            lt_st_shape_str(s1, sizeof s1, t->ndim, t->shape);
+            lt_st_shape_str(s2, sizeof s2, b->ndim, b->shape);
+            st = lt_fail(err, LT_ERR_FORMAT,
+                         "tensor '%s' is %s in the checkpoint but %s in base model %s: the base model changed", t->name,
+                         s1, s2, model);
+            break;
+        }
+        if (t->dtype != LT_F32) {
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s' is %s (checkpoints hold F32)", c->dir, t->name,
+                         lt_dtype_name(t->dtype));
+            break;
+        }
+        fs.t[i] = t;
+        ts[i].name = t->name;
+        ts[i].ndim = t->ndim;
+        memcpy(ts[i].shape, t->shape, sizeof ts[i].shape);
+        ts[i].dtype = b->dtype; /* the run exports in the base model's dtype */
+    }
+    if (!st) st = lt_export_hf_stream(out, model, ts, n, 0, fill_full, &fs, err);
+    free(specs);
+    free(fs.t);
+    free(ts);
+    if (src) lt_st_close_model(src);
+    return st;
+}
+
+/* ---- LoRA: a PEFT adapter folder ---- */
+
+static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const char *model, const char *out,
+                             lt_err *err) {
+    lt_peft_adapter a = {0};
+    lt_config cfg;
+    lt_status st;
+    if (o->adapter) { /* the run continued an adapter: its configuration, the run's dropout */
+        if ((st = lt_peft_load_config(o->adapter, &a.cfg, err)))
+            return lt_wrap(err, st, "the adapter the run continued (RUN_DIR/config.json \"adapter\")");
+        a.cfg.dropout = o->lora_dropout;
+    } else {
+        a.cfg.r = (int)o->lora_rank;
+        a.cfg.alpha = o->lora_alpha;
+        a.cfg.dropout = o->lora_dropout;
+        a.cfg.targets = o->lora_targets;
+        a.cfg.rslora = o->rslora;
+    }
+    snprintf(a.cfg.base_model, sizeof a.cfg.base_model, "%s", o->model); /* as the run recorded it */
+    if ((st = lt_config_load(model, &cfg, err)))
+        return lt_wrap(err, st, "base model %s (adapter_config.json names it; its shapes check the adapter)", model);
+    size_t nt = lt_st_count(c->weights);
+    a.t = calloc(nt + 1, sizeof *a.t);
+    if (!a.t) return lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+    for (size_t i = 0; i < nt && !st; i++) {
+        const lt_st_tensor *t = lt_st_get(c->weights, i);
+        int layer, target, is_B;
+        if ((st = lt_lora_parse_peft_name(t->name, &layer, &target, &is_B, err))) {
+            lt_wrap(err, st, "%s/weights.safetensors", c->dir);
+            break;
+        }
+        if (t->dtype != LT_F32 || t->ndim != 2 || t->shape[is_B ? 1 : 0] != a.cfg.r) {
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s' is not an F32 %s matrix with r = %d", c->dir, t->name,
+                         is_B ? "(out, r)" : "(r, in)", a.cfg.r);
+            break;
+        }
+        lt_peft_tensor *p = (lt_peft_tensor *)lt_peft_find(&a, layer, target);
+        if (!p) {
+            p = &a.t[a.n++];
+            p->layer = layer;
+            p->target = target;
+        }
+        if (is_B) { /* the mapped data, read as it is written (F32, 4-aligned in a luxtrain checkpoint) */
+            p->B = t->data;
+            p->out = (int)t->shape[0];
+        } else {
+            p->A = t->data;
+            p->in = (int)t->shape[1];
+        }
+    }
+    for (size_t i = 0; i < a.n && !st; i++)
+        if (!a.t[i].A || !a.t[i].B)
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: layer %d %s has only its lora_%s matrix", c->dir, a.t[i].layer,
+                         lt_lora_target_hf(a.t[i].target), a.t[i].A ? "A" : "B");
+    if (!st && (st = lt_peft_check(&a, &cfg, err)))
+        lt_wrap(err, st, "checkpoint %s against base model %s (the base model changed?)", c->dir, model);
+    if (!st) st = lt_peft_export(out, &a.cfg, a.t, a.n, err);
+    free(a.t);
+    return st;
+}
+
+static lt_status export_checkpoint(const char *ckpt, const char *model_arg, const char *out, lt_err *err) {
+    lt_ckpt *c = NULL;
+    lt_train_opts o;
+    char run_dir[4096];
+    lt_status st = lt_ckpt_check(ckpt, err);
+    if (st) return st;
+    if ((st = lt_ckpt_open(ckpt, &c, err))) return st;
+    if ((st = lt_train_opts_defaults(&o, err))) {
+        lt_ckpt_close(c);
+        return st;
+    }
+    if ((st = load_run_opts(c, &o, run_dir, sizeof run_dir, err))) goto done;
+    const char *model = model_arg ? model_arg : o.model;
+    char cfgp[4096];
+    if (!model || !lt_is_dir(model) || !lt_path_join(cfgp, sizeof cfgp, model, "config.json") ||
+        !lt_file_exists(cfgp)) {
+        st = lt_fail(err, LT_ERR_IO,
+                     "base model folder %s (%s) is missing or has no config.json; export needs it (%s); give "
+                     "--model DIR if it has moved",
+                     model ? model : "(none)", model_arg ? "--model" : "named in RUN_DIR/config.json",
+                     lt_train_opts_lora(&o) ? "the adapter's shapes and base_model_name_or_path"
+                                            : "config.json, tokenizer files and each tensor's dtype");
+        goto done;
+    }
+    st = lt_train_opts_lora(&o) ? export_lora(c, &o, model, out, err) : export_full(c, model, out, err);
+done:
+    lt_train_opts_free(&o);
+    lt_ckpt_close(c);
+    return st;
+}
+
+int lt_cmd_export(int argc, char **argv) {
+    const char *ckpt = NULL, *out = NULL, *model = NULL;
+    int force = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--force")) {
+            force = 1;
+            continue;
+        }
+        const char **dst = !strcmp(a, "--out") ? &out : !strcmp(a, "--model") ? &model : NULL;
+        if (!dst && a[0] == '-') {
+            static const char *const valid[] = {"--out", "--model", "--force", "--help", NULL};
+            return lt_cli_unknown_option("export", a, valid);
+        }
+        if (!dst) {
+            if (ckpt) {
+                fprintf(stderr, "export: one checkpoint folder expected, got '%s' and '%s'\n", ckpt, a);
+                return 2;
+            }
+            ckpt = a;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "export: %s expects a folder\n", a);
+            return 2;
+        }
+        *dst = argv[++i];
+    }
+    if (!ckpt || !out) {
+        fprintf(stderr, "export: a checkpoint folder and --out are required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (lt_file_exists(out) && !lt_is_dir(out)) {
+        fprintf(stderr, "export: --out %s exists and is not a folder\n", out);
+        return 1;
+    }
+    if (nonempty_dir(out) && !force) {
+        fprintf(stderr, "export: --out %s exists and is not empty; use --force to replace it\n", out);
+        return 1;
+    }
+    lt_err err = {{0}};
+    if (export_checkpoint(ckpt, model, out, &err)) {
+        fprintf(stderr, "export: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "export: wrote %s\n", out);
+    return 0;
+}
