@@ -140,14 +140,27 @@ static lt_status export_full(const lt_ckpt *c, const char *model, const char *ou
     if (!st && ((st = lt_config_load(model, &cfg, err)) || (st = lt_st_open_model(model, &src, err)) ||
                 (st = lt_model_param_specs(&cfg, &specs, &nspec, err))))
         lt_wrap(err, st, "base model %s", model);
-    /* every trained parameter of the model, in the checkpoint, shaped as the base model's */
+    /* the base model is consistent (its config.json against its tensors), and every
+     * parameter its config implies is in the checkpoint with that shape */
+    if (!st && (st = lt_model_check_tensors(src, specs, nspec, cfg.tie_word_embeddings, err)))
+        lt_wrap(err, st, "base model %s (changed since the checkpoint was trained?)", model);
+    size_t matched = 0;
     for (size_t k = 0; k < nspec && !st; k++) {
         const lt_st_tensor *t = lt_st_find(c->weights, specs[k].name);
         if (!t && !lt_st_model_find(src, specs[k].name)) continue; /* not trained (tied lm_head) */
-        if (!t)
-            st = lt_fail(err, LT_ERR_FORMAT, "%s: weights.safetensors has no tensor '%s', which base model %s has",
-                         c->dir, specs[k].name, model);
+        if (!t || t->ndim != specs[k].ndim || t->shape[0] != specs[k].shape[0] ||
+            (t->ndim > 1 && t->shape[1] != specs[k].shape[1]))
+            st = lt_fail(err, LT_ERR_FORMAT,
+                         "%s: weights.safetensors %s tensor '%s' as base model %s's config.json implies: the base "
+                         "model changed",
+                         c->dir, t ? "does not shape" : "has no", specs[k].name, model);
+        matched++;
     }
+    if (!st && matched != n)
+        st = lt_fail(err, LT_ERR_FORMAT,
+                     "%s: weights.safetensors holds %zu tensors, base model %s's config.json implies %zu: the base "
+                     "model changed",
+                     c->dir, n, model, matched);
     for (size_t i = 0; i < n && !st; i++) {
         const lt_st_tensor *t = lt_st_get(c->weights, i);
         const lt_st_tensor *b = lt_st_model_find(src, t->name);
