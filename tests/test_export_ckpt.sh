@@ -52,6 +52,9 @@ export_eq full-mid full/checkpoints/step-000002 full/checkpoints/step-000002/hf
 export_eq lora-final lora/checkpoints/step-000003 lora/final
 export_eq lora-mid lora/checkpoints/step-000002 lora/checkpoints/step-000002/adapter
 export_eq cont-final cont/checkpoints/step-000003 cont/final
+(cd lora/checkpoints && "$bin" export step-000003/ --out ../../out-inside >../../inside.txt 2>&1) \
+  && same_dir lora/final out-inside && ok "a checkpoint given from inside checkpoints/" \
+  || fail "export step-000003/ from inside checkpoints/: $(cat inside.txt)"
 [ -f out-full-final/model.safetensors ] && [ -f out-full-final/tokenizer.json ] && [ -f out-full-final/config.json ] \
   || fail "the full export lacks model.safetensors, config.json or tokenizer.json"
 [ -f out-lora-final/adapter_config.json ] && [ -f out-lora-final/adapter_model.safetensors ] \

@@ -11,7 +11,9 @@
  * resolved options RUN_DIR/config.json (RUN_DIR = the folder above
  * checkpoints/; its options hash must equal the checkpoint's, so the options
  * are those the checkpoint was trained with), and the base model folder it
- * names (--model DIR when it has moved): config.json, tokenizer files and the
+ * names (a relative path is taken from here, else from the folder train ran
+ * in, inferred from RUN_DIR and the recorded --out; --model DIR when it has
+ * moved): config.json, tokenizer files and the
  * tensors' dtypes and shapes (full), the layer shapes (LoRA); a base model
  * that no longer fits the checkpoint is refused by tensor name. A LoRA run
  * that continued an --adapter takes r, alpha, targets and rsLoRA from that
@@ -28,6 +30,7 @@
 #define _DEFAULT_SOURCE /* madvise */
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,10 +82,16 @@ static void drop_pages(const lt_st_tensor *t) {
 
 /* RUN_DIR/config.json of the checkpoint's run, checked against its options hash */
 static lt_status load_run_opts(const lt_ckpt *c, lt_train_opts *o, char *run_dir, size_t cap, lt_err *err) {
-    char parent[4096], path[4096], *text = NULL;
-    lt_fs_dirname(c->dir, parent, sizeof parent);
-    lt_fs_dirname(parent, run_dir, cap);
-    if (!lt_path_join(path, sizeof path, run_dir, "config.json")) return lt_fail(err, LT_ERR_INVALID, "path too long");
+    char parent[4096], path[4096], absdir[PATH_MAX], *text = NULL;
+    for (int pass = 0; pass < 2; pass++) { /* as given, then resolved ("step-N" given inside checkpoints/) */
+        const char *d = c->dir;
+        if (pass && !(d = realpath(c->dir, absdir))) break;
+        lt_fs_dirname(d, parent, sizeof parent);
+        lt_fs_dirname(parent, run_dir, cap);
+        if (!lt_path_join(path, sizeof path, run_dir, "config.json"))
+            return lt_fail(err, LT_ERR_INVALID, "path too long");
+        if (lt_file_exists(path)) break;
+    }
     if (!lt_file_exists(path))
         return lt_fail(err, LT_ERR_IO,
                        "%s: the run's options are missing (export reads RUN_DIR/config.json next to "
@@ -260,6 +269,24 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
     return st;
 }
 
+/* A relative base model path is relative to where `train` ran. When it is not
+ * found from here, that folder is inferred from the run folder: its real path
+ * minus the relative --out the run recorded (RUN/config.json "out"). */
+static const char *find_model(const lt_train_opts *o, const char *run_dir, char *buf, size_t cap) {
+    char abs[PATH_MAX], out[4096];
+    if (!o->model || o->model[0] == '/' || lt_is_dir(o->model) || !o->out || o->out[0] == '/') return o->model;
+    const char *rel = o->out;
+    while (rel[0] == '.' && rel[1] == '/') rel += 2;
+    snprintf(out, sizeof out, "%s", rel);
+    size_t n = strlen(out), a;
+    while (n > 1 && out[n - 1] == '/') out[--n] = 0;
+    if (!n || !realpath(run_dir, abs) || (a = strlen(abs)) <= n || abs[a - n - 1] != '/' || strcmp(abs + a - n, out))
+        return o->model;
+    abs[a - n - 1] = 0;
+    if (snprintf(buf, cap, "%s/%s", abs, o->model) >= (int)cap || !lt_is_dir(buf)) return o->model;
+    return buf;
+}
+
 static lt_status export_checkpoint(const char *ckpt, const char *model_arg, const char *out, lt_err *err) {
     lt_ckpt *c = NULL;
     lt_train_opts o;
@@ -272,7 +299,8 @@ static lt_status export_checkpoint(const char *ckpt, const char *model_arg, cons
         return st;
     }
     if ((st = load_run_opts(c, &o, run_dir, sizeof run_dir, err))) goto done;
-    const char *model = model_arg ? model_arg : o.model;
+    char found[4096];
+    const char *model = model_arg ? model_arg : find_model(&o, run_dir, found, sizeof found);
     char cfgp[4096];
     if (!model || !lt_is_dir(model) || !lt_path_join(cfgp, sizeof cfgp, model, "config.json") ||
         !lt_file_exists(cfgp)) {
