@@ -93,6 +93,15 @@ cp -r lora relr && sed -i 's/"lr":.*/"lr": 0.5,/' relr/config.json
 expect_err other-options "are not those checkpoint" relr/checkpoints/step-000003
 expect_err usage-model "is missing or has no config.json" full/checkpoints/step-000003 --model nowhere
 
+# a NaN in the checkpoint's last tensor: the export stops midway, removes its
+# temporary folder, and an earlier export in --out survives --force
+cp -r full fullnan && w=fullnan/checkpoints/step-000003/weights.safetensors
+printf '\x00\x00\xc0\x7f' | dd of="$w" bs=1 seek=$(($(stat -c %s "$w") - 4)) conv=notrunc status=none
+expect_err nan "holds NaN" fullnan/checkpoints/step-000003
+"$bin" export fullnan/checkpoints/step-000003 --out busy --force >nan2.txt 2>&1; rc=$?
+[[ $rc == 1 ]] && same_dir full/final busy && ok "a failed --force export leaves the earlier one" \
+  || fail "a failed --force export: rc $rc: $(cat nan2.txt)"
+
 # the base model moved: refused, then found with --model
 mv base base-moved
 expect_err moved-full "base model folder base (named in RUN_DIR/config.json) is missing" full/checkpoints/step-000003
