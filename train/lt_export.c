@@ -196,7 +196,7 @@ lt_status lt_export_hf_stream(const char *out_dir, const char *src_model_dir, co
     return LT_OK;
 fail:
     lt_fs_rm_rf(tmp);
-    return lt_wrap(err, st, "export to %s", out_dir);
+    return st == LT_ERR_NONFINITE ? st : lt_wrap(err, st, "export to %s", out_dir); /* the message names the tensor */
 }
 
 /* ---- PEFT adapter: writing ---- */
