@@ -10,22 +10,15 @@
 #   files), no COMPLETE marker, a damaged file, the run's config.json
 #   replaced, the base model missing or changed -- each exits 1 and leaves
 #   neither DIR nor DIR.tmp-* behind.
-set -u
-src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
-bin="${LT_BIN:?LT_BIN not set}"
-tmp="${LT_TMP:-$(mktemp -d)}"
-sample="$src/data/sample/model"
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+. "$(dirname "$0")/lt_test_lib.sh"
 ok() { echo "ok   $*"; }
 
 if [ ! -x "$bin" ]; then echo "FAIL: luxtrain binary '$bin' not built" >&2; exit 1; fi
-if [ ! -f "$sample/model.safetensors" ]; then echo "SKIP: $sample not generated" >&2; exit 77; fi
-rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1
-cp -r "$sample" base # a base model folder this test may move and change
+lt_need_model
+lt_enter_tmp
+cp -r "$model" base # a base model folder this test may move and change
 
-"$bin" tokenize --tokenizer base --input "$src/data/sample/luxit_sample.jsonl" --out shards --quiet >tok.txt 2>&1 \
-  || { echo "FAIL: tokenize: $(tail -3 tok.txt)" >&2; exit 1; }
+lt_tokenize_sample shards
 common=(--data shards/train-00000.h5 --seq-len 64 --micro-batch 2 --epochs 0 --max-steps 3 --lr 1e-3
         --save-every 2 --device cpu --threads 1)
 # --save-every 2 and --max-steps 3: checkpoints at 2 (mid-run) and 3 (the end)
@@ -117,5 +110,4 @@ expect_err changed-full "base model base" full/checkpoints/step-000003
 # the tmp folders of the export itself never survive
 if compgen -G "*.tmp-*" >/dev/null; then fail "temporary folders left: $(echo *.tmp-*)"; fi
 
-if [ $fails -ne 0 ]; then echo "test_export_ckpt: $fails failure(s)" >&2; exit 1; fi
-echo "test_export_ckpt: all checks passed"
+lt_finish
