@@ -5,9 +5,11 @@
 #   the export of that checkpoint equals the run's final/ byte for byte (every
 #   file); a mid-run checkpoint's export equals the folder the run wrote next
 #   to it (step-N/hf, step-N/adapter); a LoRA run that continued an --adapter
-#   too; --model when the base model moved; --out refused when not empty
-#   unless --force; errors: no folder, not a checkpoint (names the missing
-#   files), no COMPLETE marker, a damaged file, the run's config.json
+#   too, and a 2-rank ZeRO-1 run (under mpirun, where built with MPI); a
+#   checkpoint given from inside checkpoints/; --model when the base model
+#   moved; --out refused when not empty unless --force; errors: no folder,
+#   not a checkpoint (names the missing files), no COMPLETE marker, a damaged
+#   file, a NaN (stops midway, an earlier export kept), the run's config.json
 #   replaced, the base model missing or changed -- each exits 1 and leaves
 #   neither DIR nor DIR.tmp-* behind.
 . "$(dirname "$0")/lt_test_lib.sh"
@@ -48,6 +50,16 @@ export_eq cont-final cont/checkpoints/step-000003 cont/final
 (cd lora/checkpoints && "$bin" export step-000003/ --out ../../out-inside >../../inside.txt 2>&1) \
   && same_dir lora/final out-inside && ok "a checkpoint given from inside checkpoints/" \
   || fail "export step-000003/ from inside checkpoints/: $(cat inside.txt)"
+# a checkpoint of a 2-rank ZeRO-1 run (rank 0 writes the gathered weights; the
+# options hash counts micro-batches over all ranks) -- where mpirun and MPI are built in
+if command -v mpirun >/dev/null && "$bin" --version | grep -q "MPI on"; then
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader,tcp \
+    OMPI_MCA_btl_base_warn_component_unused=0 OMP_NUM_THREADS=1 timeout 120 mpirun --oversubscribe -np 2 \
+    "$bin" train --model base --out mpi --zero 1 "${common[@]}" >mpi.txt 2>&1 || fail "2-rank train: $(tail -3 mpi.txt)"
+  export_eq mpi-final mpi/checkpoints/step-000003 mpi/final
+else
+  echo "skip the 2-rank ZeRO-1 checkpoint: no mpirun or no MPI in this build"
+fi
 [ -f out-full-final/model.safetensors ] && [ -f out-full-final/tokenizer.json ] && [ -f out-full-final/config.json ] \
   || fail "the full export lacks model.safetensors, config.json or tokenizer.json"
 [ -f out-lora-final/adapter_config.json ] && [ -f out-lora-final/adapter_model.safetensors ] \
