@@ -13,6 +13,8 @@
  *     layer, with TRL's scale, and the gradients (embedding, head, LoRA A/B)
  *     pass through it unchanged;
  *   - alpha 0 is bitwise no NEFTune, and alpha > 0 does change the step;
+ *   - with --recompute the step is bitwise the same (the noisy embedding
+ *     output is the saved input of layer 0, never redrawn);
  *   - forward-only steps (eval, score) and KV-cache decoding (generate) are
  *     untouched by it.
  */
@@ -38,7 +40,8 @@ typedef struct run {
 } run;
 
 /* mode: 0 no NEFTune, 1 NEFTune alpha, 2 NEFTune alpha 0, 3 no NEFTune on
- * the table moved by the noise; backward: a training step, else forward only */
+ * the table moved by the noise, 4 NEFTune alpha with --recompute; backward:
+ * a training step, else forward only */
 static int run_step(const char *dir, int lora, int mode, int backward, const lt_batch *bt, run *out) {
     lt_err err;
     lt_backend *be = NULL;
@@ -85,7 +88,8 @@ static int run_step(const char *dir, int lora, int mode, int backward, const lt_
             free(h);
         }
     }
-    if (mode == 1 || mode == 2) lt_model_set_neftune(m, mode == 1 ? ALPHA : 0.0f, KEY);
+    if (mode == 1 || mode == 2 || mode == 4) lt_model_set_neftune(m, mode == 2 ? 0.0f : ALPHA, KEY);
+    lt_model_set_recompute(m, mode == 4);
     if (lt_model_plan(m, B, T, &err) || lt_model_alloc_grads(m, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         goto done;
@@ -160,8 +164,9 @@ int main(void) {
         lt_batch bt = {.B = B, .T = T, .tokens = tok, .targets = tgt, .pos = pos, .doc_start = doc};
         for (int lora = 0; lora < 2; lora++) {
             const char *nm = lora ? " LoRA" : "";
-            run plain, noisy, zero, moved, evp, evn;
+            run plain, noisy, zero, moved, evp, evn, rec;
             int ok = run_step(dir, lora, 0, 1, &bt, &plain) && run_step(dir, lora, 1, 1, &bt, &noisy) &&
+                     run_step(dir, lora, 4, 1, &bt, &rec) &&
                      run_step(dir, lora, 2, 1, &bt, &zero) && run_step(dir, lora, 3, 1, &bt, &moved) &&
                      run_step(dir, lora, 0, 0, &bt, &evp) && run_step(dir, lora, 1, 0, &bt, &evn);
             LT_CHECK(ok, "%s%s: the steps failed", models[mi], nm);
@@ -178,6 +183,8 @@ int main(void) {
                          models[mi], nm, noisy.loss, moved.loss);
                 LT_CHECK(noisy.loss != plain.loss && diff > 0, "%s%s: alpha %g changed nothing", models[mi], nm,
                          ALPHA);
+                LT_CHECK(same(&rec, &noisy, V), "%s%s: NEFTune with --recompute differs from without", models[mi],
+                         nm);
                 LT_CHECK(same(&zero, &plain, V), "%s%s: alpha 0 is not bitwise no NEFTune", models[mi], nm);
                 LT_CHECK(same(&evn, &evp, V), "%s%s: NEFTune changed a forward-only step or decoding", models[mi],
                          nm);
@@ -187,7 +194,7 @@ int main(void) {
                        "changed); alpha 0, eval and decode untouched\n",
                        models[mi], nm, ALPHA, noisy.n, diff);
             }
-            run_free(&plain), run_free(&noisy), run_free(&zero), run_free(&moved), run_free(&evp), run_free(&evn);
+            run_free(&plain), run_free(&noisy), run_free(&zero), run_free(&moved), run_free(&evp), run_free(&evn), run_free(&rec);
         }
     }
     return lt_test_finish("test_model_neftune");
