@@ -28,6 +28,7 @@
  *   rope fwd/bwd    bytes 2 a N H D + 4 N + 2 D        (in place: read + write)
  *   swiglu fwd      bytes 3 a n;  bwd 5 a n
  *   embedding fwd   bytes 2 a N C + 4 N;  bwd a N C + 8 U C + 4 N (U distinct ids)
+ *   embed_noise     bytes 2 a N C (in place)
  *   cross-entropy   bytes 2 a N V + 8 N (logits read once, dlogits written once)
  *   adamw           bytes per element: f32 param 28 (read p g m v, write p m v);
  *                   bf16 param + f32 master 30 (read master g m v, write master m v, param)
@@ -614,6 +615,39 @@ static void case_add_rmsnorm(bench *b, const mshape *m, int N) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* embed_noise (NEFTune, in place on the embedding output)                  */
+
+typedef struct {
+    lt_backend *be;
+    void *x;
+    int N, C;
+} noise_arg;
+
+static void fn_noise(void *p) {
+    noise_arg *a = p;
+    a->be->embed_noise(a->be, a->x, a->N, a->C, 1e-3f, 12345); /* tiny: x stays bounded over the repeats */
+}
+
+static void case_embed_noise(bench *b, const mshape *m, int N) {
+    result *rf, *unused;
+    const char *k[] = {"N", "C"};
+    long v[] = {N, m->hidden};
+    if (!two_results(b, "embed_noise", NULL, m->name, k, v, 2, &rf, &unused)) return;
+    pool pl = {0};
+    lt_err e = {{0}};
+    noise_arg x = {.be = b->be, .N = N, .C = m->hidden};
+    if (!(x.x = pool_rand(b, &pl, (size_t)N * m->hidden, b->be->act_dtype, 37, 1.f, &e))) {
+        setup_failed(b, rf, &e);
+        pool_free(b, &pl);
+        return;
+    }
+    metrics(b, rf, 0);
+    rf->goal = GOAL_BW90;
+    run_main(b, rf, fn_noise, &x);
+    pool_free(b, &pl);
+}
+
+/* ------------------------------------------------------------------------ */
 /* rope                                                                     */
 
 typedef struct {
@@ -1056,6 +1090,7 @@ static void run_model(bench *b, const mshape *m, int N, int T, const int (*att)[
     if (!b->dead) case_rope(b, m, N, T);
     if (!b->dead) case_swiglu(b, m, N);
     if (!b->dead) case_embedding(b, m, N);
+    if (!b->dead) case_embed_noise(b, m, N);
     if (mm) {
         if (!b->dead) case_matmul(b, m, "q/o", N, m->hidden, m->hq * m->hd);
         if (!b->dead) case_matmul(b, m, "up", N, m->hidden, m->ffn);

@@ -58,6 +58,8 @@ static double swi_bwd_bytes(const lt_op_dims *d) { return 5.0 * V(0) * V(1) * d-
 /* embedding: N C V; extra = distinct ids U */
 static double emb_fwd_bytes(const lt_op_dims *d) { return 2.0 * V(0) * V(1) * d->a + 4 * V(0); }
 static double emb_bwd_bytes(const lt_op_dims *d) { return V(0) * V(1) * d->a + 8 * d->extra * V(1) + 4 * V(0); }
+/* embed_noise: N C */
+static double noise_bytes(const lt_op_dims *d) { return 2.0 * V(0) * V(1) * d->a; }
 /* matmul: M K N */
 static double mm_fwd_flop(const lt_op_dims *d) { return 2.0 * V(0) * V(1) * V(2); }
 static double mm_fwd_bytes(const lt_op_dims *d) { return (V(0) * V(1) + V(2) * V(1) + V(0) * V(2)) * d->a; }
@@ -79,6 +81,9 @@ static double adamw_bytes(const lt_op_dims *d) { return V(1) * (V(3) ? 16 + 14 :
 static const lt_op_metric MET_EMB[] = {
     {"embedding_fwd", "N C V", "bytes = 2 a N C + 4 N", NULL, emb_fwd_bytes},
     {"embedding_bwd", "N C V", "bytes = a N C + 8 U C + 4 N (U distinct ids)", NULL, emb_bwd_bytes},
+};
+static const lt_op_metric MET_NOISE[] = {
+    {"embed_noise", "N C", "bytes = 2 a N C (in place)", NULL, noise_bytes},
 };
 static const lt_op_metric MET_MM[] = {
     {"matmul_fwd", "M K N", "flop = 2 M K N; bytes = a (M K + N K + M N)", mm_fwd_flop, mm_fwd_bytes},
@@ -121,6 +126,8 @@ static const lt_op_metric MET_ADAMW[] = {
 /* ---- test shapes (the test mode: CUDA against the CPU) ------------------ */
 
 static const long SH_EMB[][LT_OP_MAXP] = {{50, 64, 37, 50}, {1000, 257, 300, 40} /* many repeats */, {7, 6, 1, 7}};
+/* x: 0 = zero input (the draws themselves, bitwise after rounding), 1 = random */
+static const long SH_NOISE[][LT_OP_MAXP] = {{1, 1, 0}, {37, 257, 0}, {37, 257, 1}, {1000, 4096, 1}, {3, 70000, 0}};
 static const long SH_MM[][LT_OP_MAXP] = {{1, 64, 32, 1}, {37, 96, 51, 0}, {37, 96, 51, 1}, {257, 512, 384, 1}};
 static const long SH_RMS[][LT_OP_MAXP] = {{1, 64}, {37, 257}, {300, 1024}, {1000, 128} /* q/k norm: R = N*H */};
 /* C picks the CUDA kernel: the vector one for C % 8 == 0 up to 8192 (1..32
@@ -159,6 +166,8 @@ static const long SH_ADAMW[][LT_OP_MAXP] = {{3}};
  * references, finite differences and PyTorch fixtures) -------------------- */
 
 static const long CS_EMB[][LT_OP_MAXP] = {{7, 19, 37}, {50, 5, 130} /* C spans several column blocks */};
+/* the distribution (bounds, mean, variance) and the formula's sums */
+static const long CS_NOISE[][LT_OP_MAXP] = {{1, 1}, {64, 1024}, {513, 77}};
 /* panels: C cut into panels of rows (M large) or columns (N large) */
 static const long CS_MM[][LT_OP_MAXP] = {{7, 13, 5, 1, 0},    {1, 1, 1, 1, 0},       {33, 17, 9, 0, 0},
                                          {4, 70, 67, 1, 0} /* bias over column blocks */,
@@ -189,6 +198,8 @@ static const long CS_ADAMW[][LT_OP_MAXP] = {{0}, {1}};
 const lt_op_entry lt_op_table[] = {
     {"embedding", "embedding_fwd embedding_bwd", "token embedding lookup and its scatter-add gradient",
      "V C N id_range", SH_EMB, N_(SH_EMB), "", "V N C", CS_EMB, N_(CS_EMB), MET_EMB, N_(MET_EMB)},
+    {"embed_noise", "embed_noise", "NEFTune: uniform noise on the embedding output, in place", "N C x", SH_NOISE,
+     N_(SH_NOISE), "", "N C", CS_NOISE, N_(CS_NOISE), MET_NOISE, N_(MET_NOISE)},
     {"matmul", "matmul_fwd matmul_bwd", "x W^T (+ bias) and dx, dW, dbias", "M K N bias", SH_MM, N_(SH_MM), "",
      "M K N bias panels", CS_MM, N_(CS_MM), MET_MM, N_(MET_MM)},
     {"rmsnorm", "rmsnorm_fwd rmsnorm_bwd", "RMSNorm and its gradients", "R C", SH_RMS, N_(SH_RMS), "", "R C", CS_RMS,

@@ -182,7 +182,35 @@ struct lt_backend {
      * adds the norm's gradient onto g_h, which is then dL/dx = dL/dr. */
     void (*add_rmsnorm_fwd)(lt_backend *be, void *h, void *out, float *rstd, const void *x, const void *r,
                             const void *w, int R, int C, float eps);
+
+    /* NEFTune noise on the input embeddings, in place (training steps only):
+     *   x[n, c] += mag * lt_embed_noise_u(key, n * C + c)     x (N, C) act
+     * The uniform draws are a counter-based hash of (key, element index), so
+     * the CPU and CUDA backends add the very same values (the product mag * u
+     * is one fp32 rounding, the sum is rounded to the act dtype once). No
+     * backward op: the noise is additive, gradients pass through unchanged. */
+    void (*embed_noise)(lt_backend *be, void *x, int N, int C, float mag, uint64_t key);
 };
+
+/* The uniform draw of embed_noise: u in (-1, 1), symmetric about 0, of
+ * element `idx` of the stream `key`: k = the top 24 bits of the splitmix64
+ * finalizer of key + (idx + 1) * golden, u = (2k + 1 - 2^24) / 2^24 (exact
+ * in fp32; mean 0 and variance 1/3 up to 2^-48 over all k). Host and device
+ * code share this one definition. */
+#ifdef __CUDACC__
+#define LT_NOISE_FN __host__ __device__ static inline
+#else
+#define LT_NOISE_FN static inline
+#endif
+LT_NOISE_FN float lt_embed_noise_u(uint64_t key, uint64_t idx) {
+    uint64_t z = key + (idx + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    int32_t k = (int32_t)(z >> 40); /* 0 .. 2^24 - 1 */
+    return (float)(2 * k + 1 - (1 << 24)) * (1.0f / 16777216.0f);
+}
+#undef LT_NOISE_FN
 
 /* One tensor of an AdamW step (descriptor in host memory, buffers in backend
  * memory). master: f32 master weights when param is not f32 (CUDA full

@@ -82,6 +82,7 @@ static inline float lt_cpu_sum(const float *x, int n) {
 /* ---- lt_cpu_embedding.c ---- */
 void lt_cpu_embedding_fwd(lt_backend *be, void *out, const void *table, const int32_t *ids, int N, int C);
 void lt_cpu_embedding_bwd(lt_backend *be, float *dtable, const void *dout, const int32_t *ids, int N, int C);
+void lt_cpu_embed_noise(lt_backend *be, void *x, int N, int C, float mag, uint64_t key);
 
 /* ---- lt_cpu_matmul.c ---- */
 /* C (m, n) = alpha * op(A) @ op(B) + beta * C, row-major (op(A) (m, k),

@@ -194,6 +194,7 @@ lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err) {
 
     be->embedding_fwd = lt_cpu_embedding_fwd;
     be->embedding_bwd = lt_cpu_embedding_bwd;
+    be->embed_noise = lt_cpu_embed_noise;
     be->matmul_fwd = lt_cpu_matmul_fwd;
     be->matmul_bwd = lt_cpu_matmul_bwd;
     be->rmsnorm_fwd = lt_cpu_rmsnorm_fwd;

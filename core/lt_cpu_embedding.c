@@ -48,3 +48,17 @@ void lt_cpu_embedding_bwd(lt_backend *be, float *dtable, const void *dout_, cons
         }
     }
 }
+
+/* x[n, c] += mag * u(key, n * C + c): NEFTune's uniform noise (lt_backend.h) */
+void lt_cpu_embed_noise(lt_backend *be, void *x_, int N, int C, float mag, uint64_t key) {
+    float *x = (float *)x_; // (N, C)
+    int nt = lt_cpu_threads_for(be, (size_t)N * C);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *row = x + (size_t)n * C;
+        for (int c = 0; c < C; c++) {
+            volatile float d = mag * lt_embed_noise_u(key, (uint64_t)n * C + c); // one rounding, never fused
+            row[c] += d;
+        }
+    }
+}

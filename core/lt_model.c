@@ -239,6 +239,8 @@ struct lt_model {
     int lora;
     lt_lora_spec lspec;
     lt_rng *rng;      /* dropout masks (borrowed) */
+    float neft_alpha; /* NEFTune alpha (0: off) and the noise stream of the next backward step */
+    uint64_t neft_key;
     lt_rng *snap;     /* (L * NT) rng state before each projection's mask */
     int drop_active;  /* the last forward applied dropout */
     void *dxl;        /* (N, max in) act: the adapter-input gradient under dropout */
@@ -1037,6 +1039,8 @@ static void forward(lt_model *m, int want_dlogits, float grad_scale) {
     m->drop_active = want_dlogits && m->lora && m->lspec.dropout > 0 && m->rng;
     m->replay = 0;
     be->embedding_fwd(be, m->acts[0].x, m->embed->data, m->d_tokens, N, C); // (N, C)
+    if (want_dlogits && m->neft_alpha > 0) // NEFTune: training steps only; L = T (see lt_model.h)
+        be->embed_noise(be, m->acts[0].x, N, C, m->neft_alpha / sqrtf((float)((int64_t)m->T * C)), m->neft_key);
     for (int l = 0; l < L; l++) layer_fwd(m, l, l == 0, 1);
     // lm_head and loss, R rows at a time: the full (N, V) logits never exist.
     // With the gradient, each chunk's dlogits (in place of its logits) goes
@@ -1251,6 +1255,11 @@ lt_status lt_model_add_lora(lt_model *m, const lt_lora_spec *spec, lt_err *err) 
 }
 
 void lt_model_set_rng(lt_model *m, lt_rng *rng) { m->rng = rng; }
+
+void lt_model_set_neftune(lt_model *m, float alpha, uint64_t key) {
+    m->neft_alpha = alpha > 0 ? alpha : 0.0f;
+    m->neft_key = key;
+}
 
 /* ---------------------------------------------------------------------- */
 /* inference with a KV cache                                               */

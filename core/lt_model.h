@@ -174,6 +174,15 @@ size_t lt_model_planned_bytes(const lt_model *m);
  * uniforms in layer order (q, k, v, o, gate, up, down), keep = u >= p, kept
  * values scaled by 1/(1-p) as torch.nn.Dropout. */
 void lt_model_set_rng(lt_model *m, lt_rng *rng);
+/* NEFTune (Jain et al. 2023, as TRL/transformers apply it): in steps with a
+ * backward pass only, the embedding output gets uniform noise in [-m, m],
+ * m = alpha / sqrt(L * d), d = hidden size and L = T, the planned row length
+ * (TRL's output.size(1): the batch's padded length; luxtrain's rows are all
+ * T tokens, packed). Forward-only steps (eval, score) and lt_model_decode
+ * never add noise. The draws are element n*d + c of the stream `key`
+ * (be->embed_noise); the caller picks a new key per micro-batch. alpha <= 0:
+ * off, bitwise the same as never calling this. */
+void lt_model_set_neftune(lt_model *m, float alpha, uint64_t key);
 
 /* ---- inference with a KV cache ----
  * lt_model_kv_init allocates keys/values for max_len positions (one

@@ -2,6 +2,7 @@
  * lt_cuda_embedding.cu -- token embedding lookup and its deterministic
  * backward.
  *   fwd v1: out[n, :] = table[ids[n], :], a bf16 copy (no rounding).
+ *   noise v1: NEFTune's x += mag * u, u the shared counter-based draws.
  *   bwd v1: sort the positions by token id (cub radix sort: stable, so equal
  *           ids keep ascending n), then one block per run of equal ids adds
  *           that run's dout rows in ascending n into an fp32 accumulator that
@@ -77,7 +78,24 @@ static void cu_embedding_bwd(lt_backend *be, float *dtable, const void *dout, co
     LT_CUDA_LAUNCHED(be, "embedding_bwd");
 }
 
+/* x[n, c] += mag * u(key, n * C + c) (lt_backend.h): the same draws as the
+ * CPU; the product rounded once to fp32 (no fma), the sum once to bf16 */
+__global__ void embed_noise_v1(lt_bf16 *x, size_t total, float mag, uint64_t key) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        float d = __fmul_rn(mag, lt_embed_noise_u(key, (uint64_t)i));
+        x[i] = __float2bfloat16(__fadd_rn(__bfloat162float(x[i]), d));
+    }
+}
+
+static void cu_embed_noise(lt_backend *be, void *x, int N, int C, float mag, uint64_t key) {
+    size_t total = (size_t)N * C;
+    if (!total) return;
+    embed_noise_v1<<<lt_grid_1d(total, 256), 256, 0, lt_cuda(be)->stream>>>((lt_bf16 *)x, total, mag, key);
+    LT_CUDA_LAUNCHED(be, "embed_noise");
+}
+
 void lt_cuda_embedding_init(lt_backend *be) {
+    be->embed_noise = cu_embed_noise;
     be->embedding_fwd = cu_embedding_fwd;
     be->embedding_bwd = cu_embedding_bwd;
 }

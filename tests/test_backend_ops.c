@@ -248,6 +248,47 @@ static void test_embedding(int V, int C, int N, int id_range) {
     bfree(&table), bfree(&ids), bfree(&out), bfree(&dout), bfree(&dtable);
 }
 
+/* NEFTune noise: the draws are the same counter-based values on both sides.
+ * x = 0: the output is mag * u itself, which after rounding to the second
+ * side's act dtype must match bitwise; random x: one rounding of the sum. */
+static void test_embed_noise(int N, int C, int random_x) {
+    size_t n = (size_t)N * C;
+    buf x = random_x ? brnd(K_ACT, n, 1.0f) : bnew(K_ACT, n);
+    if (!random_x) {
+        float *z = calloc(n + 1, sizeof(float));
+        bset(&x, z);
+        free(z);
+    }
+    float mag = 0.0371f;
+    uint64_t key = 0x1234567890abcdefull + (uint64_t)n;
+    BOTH(be->embed_noise(be, P(x), N, C, mag, key));
+    sync_both("embed_noise");
+    bcmp(&x, TOL_BF16, "embed_noise N=%d C=%d x=%d", N, C, random_x);
+    if (!random_x) {
+        float *want = bget(&x, CPU), *got = bget(&x, GPU);
+        int bf = dtype_of(GPU, K_ACT) == LT_BF16;
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            float w = bf ? lt_bf16_to_f32(lt_f32_to_bf16(want[i])) : want[i];
+            if (memcmp(&w, &got[i], sizeof w)) bad++;
+        }
+        LT_CHECK(bad == 0, "embed_noise N=%d C=%d: %zu of %zu draws differ from the CPU's", N, C, bad, n);
+        free(want);
+        free(got);
+    }
+    float *first = snap(&x);
+    if (!random_x) { /* rerun from zero: the same bits (the draws depend on nothing but key and index) */
+        float *z = calloc(n + 1, sizeof(float));
+        bset(&x, z);
+        free(z);
+        BE[GPU]->embed_noise(BE[GPU], x.p[GPU], N, C, mag, key);
+        sync_both("embed_noise rerun");
+        same_bits(&x, first, "embed_noise");
+    }
+    free(first);
+    bfree(&x);
+}
+
 static void test_matmul(int M, int K, int Nout, int with_bias) {
     buf x = brnd(K_ACT, (size_t)M * K, 1.0f);
     buf w = brnd(K_PARAM, (size_t)Nout * K, 0.05f);
@@ -734,6 +775,7 @@ static void test_adamw(int steps) {
 /* the runners: one per op of the table, called with each of its test shapes */
 
 static void run_embedding(const long *s) { test_embedding((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
+static void run_embed_noise(const long *s) { test_embed_noise((int)s[0], (int)s[1], (int)s[2]); }
 static void run_matmul(const long *s) { test_matmul((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
 static void run_rmsnorm(const long *s) { test_rmsnorm((int)s[0], (int)s[1]); }
 static void run_add_rmsnorm(const long *s) { test_add_rmsnorm((int)s[0], (int)s[1]); }
@@ -755,7 +797,7 @@ static void run_sumsq(const long *s) { test_sumsq((size_t)s[0]); }
 static void run_adamw(const long *s) { test_adamw((int)s[0]); }
 
 static const lt_op_runner RUNNERS[] = {
-    {"embedding", run_embedding}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
+    {"embedding", run_embedding}, {"embed_noise", run_embed_noise}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
     {"add_rmsnorm", run_add_rmsnorm}, {"rope", run_rope},   {"attention", run_attention},
     {"swiglu", run_swiglu},       {"add", run_add},         {"cross_entropy", run_cross_entropy},
     {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},

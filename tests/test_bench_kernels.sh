@@ -35,7 +35,7 @@ need(pk["copy_gbps"] > 0 and pk["gemm_tflops"] > 0 and math.isfinite(pk["copy_gb
 ops = {r["op"] for r in d["results"]}
 want = {"attention_fwd", "attention_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "rope_fwd", "rope_bwd", "swiglu_fwd",
         "swiglu_bwd", "embedding_fwd", "embedding_bwd", "matmul_fwd", "matmul_bwd", "lora_fwd+bwd",
-        "cross_entropy", "adamw", "add_rmsnorm_fwd"}
+        "cross_entropy", "adamw", "add_rmsnorm_fwd", "embed_noise"}
 need(ops == want, "ops %s" % sorted(ops ^ want))
 for r in d["results"]:
     i, s = r["id"], r["shape"]
@@ -66,6 +66,8 @@ for r in d["results"]:
         need(r["goal"]["met"] == (r["pct_peak"] >= 90), i + ": goal")
     if op == "cross_entropy":
         need(r["bytes"] == 2 * a * s["N"] * s["V"] + 8 * s["N"], i + ": bytes")
+    if op == "embed_noise":
+        need(r["bytes"] == 2 * a * s["N"] * s["C"], i + ": bytes")
     if op == "adamw":
         need(r["bytes"] == s["elements"] * (30 if s["master"] else 28), i + ": bytes")
     if op == "attention_fwd":
@@ -79,7 +81,7 @@ PYEOF
 
 # --list-ops: the table's ops; --op: only that op's results
 "$BIN" bench kernels --list-ops >"$TMP/ops.txt" || { echo "FAIL: --list-ops"; fail=1; }
-for op in embedding matmul rmsnorm add_rmsnorm rope attention swiglu add cross_entropy lora sumsq adamw; do
+for op in embedding embed_noise matmul rmsnorm add_rmsnorm rope attention swiglu add cross_entropy lora sumsq adamw; do
   grep -q "^$op " "$TMP/ops.txt" || { echo "FAIL: --list-ops lacks $op"; fail=1; }
 done
 if ! "$BIN" bench kernels --device cpu --quick --no-torch --threads 1 --op rmsnorm --json "$TMP/op.json" \

@@ -183,6 +183,56 @@ static void test_embedding(int V, int N, int C) {
     arena_free();
 }
 
+/* =========================== embed_noise (NEFTune) =========================== */
+/* From zero input the output is the noise itself: bounds |d| < mag (TRL's
+ * uniform_(-mag, mag)), mean 0, variance mag^2/3 and no correlation between
+ * neighbours (columns and rows) within 6 standard errors; on random input
+ * the result is x + d bitwise (additive: gradients pass through); the same
+ * key gives the same bits, another key other values. */
+static void test_embed_noise(int N, int C) {
+    char w[128];
+    size_t n = (size_t)N * C;
+    const float mag = 0.25f;
+    const uint64_t key = 0xabcdef12345ull + n;
+    float *d = fbuf(n), *d2 = fbuf(n), *d3 = fbuf(n);
+    memset(d, 0, n * sizeof(float)), memset(d2, 0, n * sizeof(float)), memset(d3, 0, n * sizeof(float));
+    be->embed_noise(be, d, N, C, mag, key);
+    be->embed_noise(be, d2, N, C, mag, key);
+    be->embed_noise(be, d3, N, C, mag, key + 1);
+    snprintf(w, sizeof w, "embed_noise N%d C%d: same key", N, C);
+    check_bitwise(w, d2, d, n);
+    double sum = 0, sq = 0, cc = 0, cr = 0, mx = 0;
+    size_t out_of = 0, other = 0, ncr = 0;
+    for (size_t i = 0; i < n; i++) {
+        double v = d[i];
+        out_of += !(fabs(v) < mag);
+        mx = fabs(v) > mx ? fabs(v) : mx;
+        sum += v, sq += v * v;
+        other += d3[i] != d[i];
+        if ((i + 1) % (size_t)C) cc += v * d[i + 1];
+        if (i + C < n) cr += v * d[i + C], ncr++;
+    }
+    LT_CHECK(out_of == 0, "embed_noise N%d C%d: %zu values outside (-%g, %g)", N, C, out_of, mag, mag);
+    LT_CHECK(other >= n * 99 / 100, "embed_noise N%d C%d: another key changed only %zu of %zu", N, C, other, n);
+    if (n >= 10000) {
+        double var = mag * (double)mag / 3, mean = sum / n, v2 = sq / n;
+        double se_mean = sqrt(var / n), se_var = mag * (double)mag * sqrt(4.0 / 45.0 / n), se_cov = var / sqrt((double)n);
+        LT_CHECK(fabs(mean) < 6 * se_mean, "embed_noise N%d C%d: mean %.3g (se %.3g)", N, C, mean, se_mean);
+        LT_CHECK(fabs(v2 - var) < 6 * se_var, "embed_noise N%d C%d: variance %.6g, want mag^2/3 = %.6g (se %.3g)", N,
+                 C, v2, var, se_var);
+        LT_CHECK(mx > 0.999 * mag, "embed_noise N%d C%d: max |d| %.6g, want close to %g", N, C, mx, mag);
+        LT_CHECK(fabs(cc / n) < 6 * se_cov && fabs(cr / (ncr ? ncr : 1)) < 6 * se_cov,
+                 "embed_noise N%d C%d: neighbours correlate (%.3g, %.3g; se %.3g)", N, C, cc / n, cr / ncr, se_cov);
+    }
+    float *x = frand(n, 1.0f), *y = fdup(x, n), *want = fbuf(n);
+    be->embed_noise(be, y, N, C, mag, key);
+    for (size_t i = 0; i < n; i++) want[i] = x[i] + d[i];
+    snprintf(w, sizeof w, "embed_noise N%d C%d: x + noise", N, C);
+    check_bitwise(w, y, want, n);
+    sync_ok("embed_noise");
+    arena_free();
+}
+
 /* =========================== matmul =========================== */
 typedef struct {
     float *out, *x, *w, *b, *R;
@@ -1216,8 +1266,10 @@ static void run_adamw(const long *s) {
         test_adamw();
 }
 
+static void run_embed_noise(const long *s) { test_embed_noise((int)s[0], (int)s[1]); }
+
 static const lt_op_runner RUNNERS[] = {
-    {"embedding", run_embedding}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
+    {"embedding", run_embedding}, {"embed_noise", run_embed_noise}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
     {"add_rmsnorm", run_add_rmsnorm}, {"rope", run_rope},   {"attention", run_attention},
     {"swiglu", run_swiglu},       {"add", run_add},         {"cross_entropy", run_cross_entropy},
     {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},

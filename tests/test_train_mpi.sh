@@ -4,7 +4,7 @@
 # same global batch (--micro-batch 1: 1 rank x --grad-accum 6 = 2 ranks x 3 =
 # 3 ranks x 2 micro-batches per step; one epoch of ~50 sequences, so the last
 # step is an uneven tail where some ranks get only padding):
-#   1. full fine-tuning and LoRA (with dropout), with and without ZeRO-1:
+#   1. full fine-tuning (also with --neftune-alpha) and LoRA (with dropout), with and without ZeRO-1:
 #      every step's loss and grad norm (as written, shortest round-trip
 #      decimals) and the final export's bytes EQUAL the 1-rank run's; only
 #      rank 0 writes (one metrics line per step);
@@ -72,15 +72,18 @@ PY
 # ---- 1. N ranks == 1 rank, bitwise ----
 train 1 one-full --grad-accum 6 || fail "full: one process: $(tail -2 one-full.txt)"
 train 1 one-lora --grad-accum 6 "${lora[@]}" || fail "lora: one process: $(tail -2 one-lora.txt)"
+neft=(--neftune-alpha 5) # NEFTune: micro-batch g's noise is keyed by its global index, not the rank
+train 1 one-neft --grad-accum 6 "${neft[@]}" || fail "neft: one process: $(tail -2 one-neft.txt)"
 if ! train 2 probe --grad-accum 3 --max-steps 1; then
   if grep -q "was not built\|built without" probe.txt; then echo "SKIP: no MPI communicator" >&2; exit 77; fi
 fi
 grep -q "communicator mpi" probe.txt || fail "2 ranks did not use the MPI communicator: $(tail -3 probe.txt)"
-for spec in "full 2 3 0" "full 3 2 1" "full 2 3 1" "lora 2 3 1" "lora 3 2 0"; do
+for spec in "full 2 3 0" "full 3 2 1" "full 2 3 1" "lora 2 3 1" "lora 3 2 0" "neft 3 2 0"; do
   set -- $spec
   mode=$1 np=$2 k=$3 z=$4
   extra=(--grad-accum "$k" --zero "$z")
   [ "$mode" = lora ] && extra+=("${lora[@]}")
+  [ "$mode" = neft ] && extra+=("${neft[@]}")
   out="np$np-$mode-z$z"
   if ! train "$np" "$out" "${extra[@]}"; then fail "$out: $(tail -3 "$out.txt")"; continue; fi
   nlines=$(grep -c '"loss"' "$out/metrics.jsonl")

@@ -127,6 +127,23 @@ static void test_config(const char *dir) {
     p.lr = 1e-3;
     lt_train_opts_hash(&p, h3);
     LT_CHECK(strcmp(h1, h3) != 0, "hash ignores lr");
+    p.lr = o.lr;
+    /* --neftune-alpha: in the hash when set (and only then, so runs from
+     * before the option keep their hash); from JSON; negative refused */
+    p.neftune_alpha = 5;
+    lt_train_opts_hash(&p, h3);
+    LT_CHECK(strcmp(h1, h3) != 0, "hash ignores neftune-alpha");
+    p.neftune_alpha = 0;
+    lt_train_opts_hash(&p, h3);
+    LT_CHECK(!strcmp(h1, h3), "neftune-alpha 0 changed the hash");
+    LT_CHECK_OK(lt_train_opts_apply_json(&p, "{\"neftune_alpha\": 5}", "inline", &e), &e);
+    LT_CHECK(p.neftune_alpha == 5, "neftune_alpha from JSON: %g", p.neftune_alpha);
+    {
+        lt_train_opts q;
+        LT_CHECK(PARSE(&q, &e, "--neftune-alpha", "-1") != LT_OK && strstr(e.msg, "neftune-alpha"),
+                 "negative --neftune-alpha accepted or not named: %s", e.msg);
+        lt_train_opts_free(&q);
+    }
     free(a);
     free(b);
     lt_train_opts_free(&o);
@@ -214,7 +231,7 @@ static void test_help_and_docs(const char *dir) {
         char *d = strstr(p, "[default: ");
         if (d && (!eol || d < eol)) with_default++;
     }
-    LT_CHECK(lines == 40 && with_default == 34, "help: %d option lines, %d with a default", lines, with_default);
+    LT_CHECK(lines == 41 && with_default == 35, "help: %d option lines, %d with a default", lines, with_default);
     /* docs/training.md holds the generated table */
     snprintf(path, sizeof path, "%s/table.md", dir);
     f = fopen(path, "w");

@@ -3,8 +3,9 @@
  * (tests/fixtures/models/llama) and a generated token shard:
  *   - full fine-tuning and LoRA (with dropout) runs: metrics.jsonl has one
  *     sane line per step, the loss falls, checkpoints and final/ exist;
- *   - --resume is bitwise: a run killed after step 4 (LT_TRAIN_TEST_KILL_AFTER),
- *     resumed and killed again while writing the step-6 checkpoint
+ *   - --resume is bitwise (full, LoRA, and full with --neftune-alpha, whose
+ *     losses differ from the run without it): a run killed after step 4
+ *     (LT_TRAIN_TEST_KILL_AFTER), resumed and killed again while writing the step-6 checkpoint
  *     (LT_CKPT_TEST_KILL_AT), then resumed to the end, logs exactly the
  *     losses / grad norms of the uninterrupted run and exports the same bytes;
  *   - a diverging run (huge lr) stops with a message naming the step and
@@ -127,7 +128,8 @@ static void check_mode(const char *name, const char *opts, const char *final_fil
     LT_CHECK(lt_file_exists(fa), "%s: %s missing", name, fa);
     snprintf(fa, sizeof fa, "%s/checkpoints/step-000003/COMPLETE", a);
     LT_CHECK(lt_file_exists(fa), "%s: %s missing", name, fa);
-    snprintf(fa, sizeof fa, "%s/checkpoints/step-000003/%s/%s", a, strcmp(name, "lora") ? "hf" : "adapter", final_file);
+    snprintf(fa, sizeof fa, "%s/checkpoints/step-000003/%s/%s", a, strstr(opts, "--lora-rank") ? "adapter" : "hf",
+             final_file);
     LT_CHECK(lt_file_exists(fa), "%s: %s missing", name, fa);
 
     /* killed after step 4, resumed and killed while writing checkpoint 6, resumed again */
@@ -165,6 +167,21 @@ int main(void) {
     check_mode("full", "", "model.safetensors");
     check_mode("lora", "--lora-rank 4 --lora-alpha 16 --lora-dropout 0.1 --lora-targets q,v,o,down --lr 3e-2",
                "adapter_model.safetensors");
+    /* NEFTune: resume stays bitwise (the noise of step s is keyed by seed and s),
+     * and the noise does reach the training steps (other losses than "full") */
+    check_mode("neftune", "--neftune-alpha 5", "model.safetensors");
+    {
+        char ln[8][512], lf[8][512], p1[2400], p2[2400], x[512], y[512];
+        snprintf(p1, sizeof p1, "%s/full-a", tmp);
+        snprintf(p2, sizeof p2, "%s/neftune-a", tmp);
+        int n1 = read_metrics(p1, lf, 8), n2 = read_metrics(p2, ln, 8);
+        LT_CHECK(n1 == 6 && n2 == 6, "neftune: %d and %d metric lines", n1, n2);
+        if (n1 == 6 && n2 == 6) {
+            loss_part(lf[0], x, sizeof x);
+            loss_part(ln[0], y, sizeof y);
+            LT_CHECK(strcmp(x, y) != 0, "neftune: step 1 loss equals the run without noise: %s", x);
+        }
+    }
 
     /* divergence: stops naming the step, no NaN checkpoint */
     char out[2300], cmd[8192];

@@ -517,6 +517,7 @@ static lt_status setup(run *r, lt_err *err) {
             return st;
         if (r->lora) lt_trainer_set_dropout_rng(r->tr, &r->rng);
     }
+    lt_trainer_set_neftune(r->tr, o->neftune_alpha, (uint64_t)o->seed);
     size_t N = (size_t)o->micro_batch * o->seq_len;
     r->buf = malloc((size_t)k * 4 * N * sizeof(int32_t));
     r->micro = calloc((size_t)k, sizeof *r->micro);

@@ -25,7 +25,8 @@ typedef struct optdef {
     const char *meta; /* value placeholder in --help */
     double lo, hi;    /* K_LONG / K_DBL range */
     int lo_open, hi_open;
-    int hashed; /* part of the trajectory hash */
+    int hashed; /* part of the trajectory hash (2: only when not the default, so that runs from
+                   before the option existed keep their hash; K_DBL only) */
     const char *help;
 } optdef;
 
@@ -76,6 +77,9 @@ static const optdef OPTS[] = {
     {"decay-embeddings", K_FLAG, F(decay_embeddings), 0, "false", NULL, 0, 0, 0, 0, 1,
      "apply weight decay to the token embeddings too"},
     {"clip", K_DBL, F(clip), 0, "1", "C", 0, BIG, 0, 0, 1, "clip the global gradient norm to C; 0 = no clipping"},
+    {"neftune-alpha", K_DBL, F(neftune_alpha), 0, "0", "A", 0, BIG, 0, 0, 2,
+     "NEFTune: uniform noise in [-m, m], m = A / sqrt(T * hidden), on the input embeddings of training steps "
+     "(never eval or generation); 0 = off"},
     {"Run control", K_SECTION, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, NULL},
     {"seed", K_LONG, F(seed), 0, "42", "S", 0, BIG, 0, 0, 1,
      "seed for data order, LoRA init and dropout"},
@@ -540,6 +544,8 @@ static char *to_json(const lt_train_opts *o, int hashed_only, int formatted) {
         const optdef *d = &OPTS[i];
         if (d->k == K_SECTION || !strcmp(d->name, "config")) continue;
         if (hashed_only && !d->hashed) continue;
+        if (hashed_only && d->hashed == 2 && d->k == K_DBL && *CFIELD(o, d, double) == strtod(d->def, NULL))
+            continue;
         add_json(root, o, d);
     }
     char *s = formatted ? cJSON_Print(root) : cJSON_PrintUnformatted(root);

@@ -52,6 +52,7 @@ typedef struct lt_train_opts {
     double beta1, beta2, eps, weight_decay;
     int decay_embeddings;
     double clip;
+    double neftune_alpha; /* 0 = off */
     /* run control */
     long seed;
     long eval_every, save_every, keep_checkpoints, log_every;

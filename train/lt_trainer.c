@@ -28,6 +28,8 @@ struct lt_trainer {
     lt_status hook_st;  /* first failure inside the hook */
     lt_err hook_err;
     lt_rng *drop_rng;   /* base RNG for per-micro-batch LoRA dropout streams (NULL: the model's own) */
+    float neft_alpha;   /* NEFTune (0: off) and its seed */
+    uint64_t neft_seed;
     float *hbuf;        /* bf16 mode: host staging (n floats) */
     uint16_t *hb16;     /* (n) */
 };
@@ -261,6 +263,26 @@ static lt_status finish_step(lt_trainer *t, lt_status st, int64_t step, lt_train
     return LT_OK;
 }
 
+/* NEFTune: micro-batch g of step `step` draws its noise from the stream
+ * (seed, step, g): reproducible, the same after a resume (step comes from the
+ * optimizer's state) and independent of the world size, like the dropout. */
+static void set_neftune(lt_trainer *t, int64_t step, int64_t g) {
+    if (!(t->neft_alpha > 0)) return;
+    lt_rng r;
+    lt_rng_seed(&r, t->neft_seed ^ 0x4e4546546e6f6973ull); /* "NEFTnois" */
+    uint64_t k = lt_rng_u64(&r) ^ (0x9e3779b97f4a7c15ull * (uint64_t)step);
+    lt_rng_seed(&r, k);
+    k = lt_rng_u64(&r) ^ (0xd1b54a32d192ed03ull * (uint64_t)(g + 1));
+    lt_rng_seed(&r, k);
+    lt_model_set_neftune(t->m, t->neft_alpha, lt_rng_u64(&r));
+}
+
+void lt_trainer_set_neftune(lt_trainer *t, double alpha, uint64_t seed) {
+    t->neft_alpha = alpha > 0 ? (float)alpha : 0.0f;
+    t->neft_seed = seed;
+    if (!(t->neft_alpha > 0)) lt_model_set_neftune(t->m, 0.0f, 0);
+}
+
 /* without a communicator: every micro-batch accumulates into the gradients */
 static lt_status step_plain(lt_trainer *t, const lt_batch *micro, int n_micro, int64_t n_tgt, int64_t step,
                             lt_train_stats *s, lt_err *err) {
@@ -269,6 +291,7 @@ static lt_status step_plain(lt_trainer *t, const lt_batch *micro, int n_micro, i
     lt_status st = LT_OK;
     for (int j = 0; j < n_micro; j++) {
         lt_step_result r;
+        set_neftune(t, step, j);
         lt_status sj = lt_model_step(t->m, &micro[j], 1, (double)n_tgt, &r, err);
         if (!sj) loss_sum += r.loss_sum;
         else if (sj == LT_ERR_NONFINITE) {
@@ -311,6 +334,7 @@ static lt_status step_comm(lt_trainer *t, const lt_batch *micro, int n_micro, in
             for (int k = 0; k < lt_model_num_grad_groups(t->m); k++) reduce_group(t, lt_model_grad_group_at(t->m, k));
         } else {
             lt_step_result r;
+            set_neftune(t, step, g);
             sj = lt_model_step(t->m, &micro[j], 1, (double)n_tgt, &r, err);
             if (!sj) lsum = r.loss_sum;
         }

@@ -85,6 +85,10 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
 /* Base RNG of the per-micro-batch LoRA dropout streams (borrowed; advanced
  * by one draw per step; only used with a communicator). */
 void lt_trainer_set_dropout_rng(lt_trainer *t, lt_rng *base);
+/* NEFTune noise alpha (0: off) on the input embeddings of every training
+ * micro-batch (lt_model_set_neftune): micro-batch g (global index, as for
+ * the dropout) of step s draws from a stream keyed by (seed, s, g). */
+void lt_trainer_set_neftune(lt_trainer *t, double alpha, uint64_t seed);
 
 typedef struct lt_train_stats {
     int64_t step;          /* optimizer steps done after this one */
