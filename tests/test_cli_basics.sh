@@ -63,7 +63,7 @@ unknown "train --mciro-batch" --micro-batch train --model m --mciro-batch 2
 unknown "train --frobnicate" "" train --frobnicate
 unknown "generate --modle" --model generate --modle m --prompt hi
 unknown "merge --adpater" --adapter merge --adpater a
-unknown "export --froce" --force export ck --out o --froce
+unknown "export --overwrit" --overwrite export ck --out o --overwrit
 unknown "eval --taks" --tasks eval --taks exam.jsonl
 unknown "plot --ot" --out plot run --ot x.svg
 unknown "tokenize --tokeniser" --tokenizer tokenize --tokeniser t

@@ -7,7 +7,7 @@
 #   to it (step-N/hf, step-N/adapter); a LoRA run that continued an --adapter
 #   too, and a 2-rank ZeRO-1 run (under mpirun, where built with MPI); a
 #   checkpoint given from inside checkpoints/; --model when the base model
-#   moved; --out refused when not empty unless --force; errors: no folder,
+#   moved; --out refused when not empty unless --overwrite; errors: no folder,
 #   not a checkpoint (names the missing files), no COMPLETE marker, a damaged
 #   file, a NaN (stops midway, an earlier export kept), the run's config.json
 #   replaced, the base model missing or changed -- each exits 1 and leaves
@@ -67,13 +67,13 @@ fi
 grep -qE '"base_model_name_or_path":[[:space:]]*"base"' out-lora-final/adapter_config.json \
   || fail "adapter_config.json does not name the run's base model"
 
-# --out: an existing non-empty folder is refused, replaced with --force; an empty one is used
+# --out: an existing non-empty folder is refused, replaced with --overwrite; an empty one is used
 mkdir -p busy && echo keep >busy/keep.txt
 "$bin" export full/checkpoints/step-000003 --out busy >busy.txt 2>&1; rc=$?
-[[ $rc == 1 && "$(cat busy.txt)" == *"--out busy exists and is not empty; use --force"* && -f busy/keep.txt ]] \
+[[ $rc == 1 && "$(cat busy.txt)" == *"--out busy exists and is not empty; use --overwrite"* && -f busy/keep.txt ]] \
   && ok "non-empty --out refused" || fail "non-empty --out: rc $rc: $(cat busy.txt)"
-"$bin" export full/checkpoints/step-000003 --out busy --force >force.txt 2>&1 && same_dir full/final busy \
-  && ok "--force replaces it" || fail "--force: $(cat force.txt)"
+"$bin" export full/checkpoints/step-000003 --out busy --overwrite >force.txt 2>&1 && same_dir full/final busy \
+  && ok "--overwrite replaces it" || fail "--overwrite: $(cat force.txt)"
 mkdir -p empty
 "$bin" export lora/checkpoints/step-000003 --out empty >empty.txt 2>&1 && same_dir lora/final empty \
   && ok "an empty --out is used" || fail "empty --out: $(cat empty.txt)"
@@ -99,13 +99,13 @@ expect_err other-options "are not those checkpoint" relr/checkpoints/step-000003
 expect_err usage-model "is missing or has no config.json" full/checkpoints/step-000003 --model nowhere
 
 # a NaN in the checkpoint's last tensor: the export stops midway, removes its
-# temporary folder, and an earlier export in --out survives --force
+# temporary folder, and an earlier export in --out survives --overwrite
 cp -r full fullnan && w=fullnan/checkpoints/step-000003/weights.safetensors
 printf '\x00\x00\xc0\x7f' | dd of="$w" bs=1 seek=$(($(stat -c %s "$w") - 4)) conv=notrunc status=none
 expect_err nan "holds NaN" fullnan/checkpoints/step-000003
-"$bin" export fullnan/checkpoints/step-000003 --out busy --force >nan2.txt 2>&1; rc=$?
-[[ $rc == 1 ]] && same_dir full/final busy && ok "a failed --force export leaves the earlier one" \
-  || fail "a failed --force export: rc $rc: $(cat nan2.txt)"
+"$bin" export fullnan/checkpoints/step-000003 --out busy --overwrite >nan2.txt 2>&1; rc=$?
+[[ $rc == 1 ]] && same_dir full/final busy && ok "a failed --overwrite export leaves the earlier one" \
+  || fail "a failed --overwrite export: rc $rc: $(cat nan2.txt)"
 
 # the base model moved: refused, then found with --model
 mv base base-moved

@@ -24,7 +24,7 @@
  * tensor in f32 plus its 16-bit form, not the model.
  *
  * The folder is written as DIR.tmp-<pid>/ and renamed to DIR; an existing
- * non-empty DIR is refused unless --force (then replaced only once the new
+ * non-empty DIR is refused unless --overwrite (then replaced only once the new
  * folder is complete).
  */
 #define _DEFAULT_SOURCE /* madvise */
@@ -49,12 +49,12 @@
 #include "lt_train_opts.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: luxtrain export CHECKPOINT --out DIR [--model DIR] [--force]\n"
+    fprintf(f, "usage: luxtrain export CHECKPOINT --out DIR [--model DIR] [--overwrite]\n"
                "  CHECKPOINT     RUN_DIR/checkpoints/step-N (a complete checkpoint of a luxtrain train run)\n"
                "  --out DIR      write what RUN_DIR/final/ would hold after step N: a Hugging Face folder\n"
                "                 (full fine-tuning) or a PEFT adapter folder (LoRA)\n"
                "  --model DIR    the base model folder, when it is no longer where RUN_DIR/config.json says\n"
-               "  --force        replace DIR if it exists and is not empty\n"
+               "  --overwrite        replace DIR if it exists and is not empty\n"
                "  Offline, one process, no GPU; one tensor in memory at a time.\n");
 }
 
@@ -328,13 +328,13 @@ int lt_cmd_export(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
-        if (!strcmp(a, "--force")) {
+        if (!strcmp(a, "--overwrite")) {
             force = 1;
             continue;
         }
         const char **dst = !strcmp(a, "--out") ? &out : !strcmp(a, "--model") ? &model : NULL;
         if (!dst && a[0] == '-') {
-            static const char *const valid[] = {"--out", "--model", "--force", "--help", NULL};
+            static const char *const valid[] = {"--out", "--model", "--overwrite", "--help", NULL};
             return lt_cli_unknown_option("export", a, valid);
         }
         if (!dst) {
@@ -361,7 +361,7 @@ int lt_cmd_export(int argc, char **argv) {
         return 1;
     }
     if (nonempty_dir(out) && !force) {
-        fprintf(stderr, "export: --out %s exists and is not empty; use --force to replace it\n", out);
+        fprintf(stderr, "export: --out %s exists and is not empty; use --overwrite to replace it\n", out);
         return 1;
     }
     lt_err err = {{0}};
