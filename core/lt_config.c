@@ -415,7 +415,8 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         }
     }
     double eps;
-    TRY(get_double(root, "rms_norm_eps", 0, 1e-6, &eps, origin, err));
+    TRY(get_double(root, "rms_norm_eps", 0, fam->rms_eps_default > 0 ? fam->rms_eps_default : 1e-6, &eps, origin,
+                   err));
     if (!(eps > 0.0) || !isfinite(eps)) REFUSE(LT_ERR_INVALID, "%s: rms_norm_eps = %g, expected > 0", origin, eps);
     c.rms_norm_eps = (float)eps;
     {
@@ -439,6 +440,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         }
         c.mlp_bias = fam->reads_mlp_bias ? mlp_bias : 0;
         c.qk_norm = fam->qk_norm;
+        c.post_norm = fam->post_norm;
     }
     if (fam->window == LT_WINDOW_ALL) {
         const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");

@@ -32,7 +32,7 @@
 extern "C" {
 #endif
 
-typedef enum { LT_ARCH_LLAMA = 0, LT_ARCH_MISTRAL, LT_ARCH_QWEN2, LT_ARCH_QWEN3 } lt_arch;
+typedef enum { LT_ARCH_LLAMA = 0, LT_ARCH_MISTRAL, LT_ARCH_QWEN2, LT_ARCH_QWEN3, LT_ARCH_OLMO2 } lt_arch;
 
 typedef struct lt_config {
     lt_arch arch;
@@ -52,7 +52,8 @@ typedef struct lt_config {
     int qkv_bias; /* qwen2; llama/mistral "attention_bias": true */
     int o_bias;   /* llama "attention_bias" also puts a bias on o_proj */
     int mlp_bias; /* llama "mlp_bias" */
-    int qk_norm;  /* qwen3 */
+    int qk_norm;  /* lt_qk_norm: 1 per head over head_dim (qwen3), 2 over the whole projection (olmo2) */
+    int post_norm; /* olmo2: no input norm; RMSNorm on the attention and MLP outputs before the residual add */
     int sliding_window; /* 0 = none */
     /* llama3 rope scaling; rope_scaling_type 0 = none, 1 = llama3 */
     int rope_scaling_type;

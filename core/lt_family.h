@@ -33,6 +33,13 @@ typedef enum {
     LT_ATTN_BIAS_QKV_ALWAYS,  /* q/k/v always have a bias, o never (qwen2) */
 } lt_attn_bias_rule;
 
+/* q/k RMSNorm (the values of lt_config.qk_norm). */
+typedef enum {
+    LT_QK_NORM_NONE = 0,
+    LT_QK_NORM_HEAD,  /* per head, weight (head_dim) (qwen3) */
+    LT_QK_NORM_WHOLE, /* over the whole q / k projection, weight (heads*head_dim) (olmo2) */
+} lt_qk_norm;
+
 typedef struct lt_family {
     lt_arch arch;
     const char *model_type; /* config.json model_type */
@@ -46,11 +53,15 @@ typedef struct lt_family {
     int head_dim_zero_derive; /* head_dim 0 means "derive" (MistralConfig) */
     int max_pos_default;      /* absent max_position_embeddings */
     int window_default;       /* absent sliding_window (LT_WINDOW_ALL) */
+    double rms_eps_default;   /* absent rms_norm_eps; 0 = 1e-6 */
     lt_window_rule window;
     /* feature flags */
     lt_attn_bias_rule attn_bias;
     int reads_mlp_bias; /* "mlp_bias" -> gate/up/down biases */
-    int qk_norm;        /* per-head RMSNorm on q and k */
+    lt_qk_norm qk_norm; /* RMSNorm on q and k, before RoPE */
+    /* post-norm layer (olmo2): no input_layernorm; x += RMSNorm(attn(x)) with
+     * post_attention_layernorm, x += RMSNorm(mlp(x)) with post_feedforward_layernorm */
+    int post_norm;
     /* the tests' fixture folders (tests/fixtures/models/<name>), NULL-terminated */
     const char *const *fixtures;
 } lt_family;

@@ -16,6 +16,6 @@ const lt_family lt_family_qwen3 = {
     .max_pos_default = 32768,
     .window = LT_WINDOW_QWEN,
     .attn_bias = LT_ATTN_BIAS_QKVO,
-    .qk_norm = 1,
+    .qk_norm = LT_QK_NORM_HEAD,
     .fixtures = FIXTURES,
 };

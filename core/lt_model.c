@@ -15,6 +15,10 @@
  *   x' = x + a @ Wo^T
  *   h2 = rmsnorm(x') * ln2                      post_attention_layernorm
  *   x'' = x' + (silu(h2 Wg^T) * (h2 Wu^T)) Wd^T
+ * The post-norm layer (olmo2) has no ln1 and norms the sublayer outputs:
+ *   q  = rmsnorm_{Hq*D}(x @ Wq^T) * qn ; k likewise (the whole projection)
+ *   x' = x + rmsnorm(a @ Wo^T) * ln2            post_attention_layernorm
+ *   x'' = x' + rmsnorm(mlp(x')) * ln3           post_feedforward_layernorm
  * then logits = rmsnorm(x_L) * lnf @ Whead^T (Whead = embedding when tied)
  * and the cross-entropy against the targets, in chunks of rows (the head's
  * backward fused into the same loop, so the (N, V) logits never exist).
@@ -24,6 +28,7 @@
  * sizes come from be->act_dtype.
  */
 #include "lt_model.h"
+#include "lt_family.h"
 #include "lt_lora_target.h"
 
 #include <math.h>
@@ -55,7 +60,8 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
                        "num_hidden_layers %d, num_attention_heads %d, num_key_value_heads %d, head_dim %d)",
                        cfg->hidden_size, cfg->vocab_size, cfg->intermediate_size, cfg->num_layers, cfg->num_heads,
                        cfg->num_kv_heads, cfg->head_dim);
-    size_t per_layer = 16, cap = 3 + (size_t)cfg->num_layers * per_layer;
+    int64_t qn_w = cfg->qk_norm == LT_QK_NORM_WHOLE ? HqD : D, kn_w = cfg->qk_norm == LT_QK_NORM_WHOLE ? HkvD : D;
+    size_t per_layer = 19, cap = 3 + (size_t)cfg->num_layers * per_layer;
     lt_param_spec *s = calloc(cap, sizeof *s);
     if (!s) return lt_fail(err, LT_ERR_NOMEM, "out of memory for %zu parameter specs", cap);
     size_t k = 0;
@@ -67,7 +73,7 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
         snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);           \
         spec_set(&s[k++], nm, nd, d0, d1);                                  \
     } while (0)
-        LAYER("input_layernorm.weight", 1, C, 0);
+        if (!cfg->post_norm) LAYER("input_layernorm.weight", 1, C, 0);
         LAYER("self_attn.q_proj.weight", 2, HqD, C);
         if (cfg->qkv_bias) LAYER("self_attn.q_proj.bias", 1, HqD, 0);
         LAYER("self_attn.k_proj.weight", 2, HkvD, C);
@@ -77,8 +83,8 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
         LAYER("self_attn.o_proj.weight", 2, C, HqD);
         if (cfg->o_bias) LAYER("self_attn.o_proj.bias", 1, C, 0);
         if (cfg->qk_norm) {
-            LAYER("self_attn.q_norm.weight", 1, D, 0);
-            LAYER("self_attn.k_norm.weight", 1, D, 0);
+            LAYER("self_attn.q_norm.weight", 1, qn_w, 0);
+            LAYER("self_attn.k_norm.weight", 1, kn_w, 0);
         }
         LAYER("post_attention_layernorm.weight", 1, C, 0);
         LAYER("mlp.gate_proj.weight", 2, I, C);
@@ -87,6 +93,7 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
         if (cfg->mlp_bias) LAYER("mlp.up_proj.bias", 1, I, 0);
         LAYER("mlp.down_proj.weight", 2, C, I);
         if (cfg->mlp_bias) LAYER("mlp.down_proj.bias", 1, C, 0);
+        if (cfg->post_norm) LAYER("post_feedforward_layernorm.weight", 1, C, 0);
 #undef LAYER
     }
     spec_set(&s[k++], "model.norm.weight", 1, C, 0);
@@ -161,6 +168,7 @@ static size_t proj_out(const lt_config *c, int t) {
 
 typedef struct layer {
     lt_param *ln1, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *qn, *kn, *ln2, *wg, *bg, *wu, *bu, *wd, *bd;
+    lt_param *ln3; /* post-norm: post_feedforward_layernorm */
     lt_param *la[NT], *lb[NT]; /* LoRA A (r, in), B (out, r); NULL where not adapted */
 } layer;
 
@@ -175,8 +183,10 @@ typedef struct layer_acts {
     void *att;       /* (N, Hq*D) */
     float *lse;      /* (B, Hq, T) */
     void *xmid;      /* (N, C) x + attention */
-    void *h2;        /* (N, C) */
+    void *h2;        /* (N, C); post-norm: the o_proj output before post_attention_layernorm */
     float *rstd2;    /* (N) */
+    void *mo;        /* post-norm: (N, C) the MLP output before post_feedforward_layernorm */
+    float *rstd3;    /* post-norm: (N) */
     void *gate, *up, *swi; /* (N, I) */
     float *xa[NT];         /* LoRA: (N, r) x_lora @ A^T */
     void *xdrop[NT];       /* LoRA dropout: (N, in) the adapter's input after dropout */
@@ -332,6 +342,7 @@ static void bind_layers(lt_model *m) {
         y->qn = P(m, "model.layers.%d.self_attn.q_norm.weight", l);
         y->kn = P(m, "model.layers.%d.self_attn.k_norm.weight", l);
         y->ln2 = P(m, "model.layers.%d.post_attention_layernorm.weight", l);
+        y->ln3 = P(m, "model.layers.%d.post_feedforward_layernorm.weight", l);
         y->wg = P(m, "model.layers.%d.mlp.gate_proj.weight", l);
         y->bg = P(m, "model.layers.%d.mlp.gate_proj.bias", l);
         y->wu = P(m, "model.layers.%d.mlp.up_proj.weight", l);
@@ -631,13 +642,16 @@ static int plan_layout(planner *pl, lt_model *m, size_t N, size_t A) {
     for (int l = 0; l < L; l++) reserve(pl, &m->acts[l].x, N * C, A);
     for (int l = 0; l < (m->recompute ? 1 : L); l++) {
         layer_acts *a = m->recompute ? &m->scratch : &m->acts[l];
-        reserve(pl, &a->h1, N * C, A);
-        reserve(pl, (void **)&a->rstd1, N, F);
+        if (!c->post_norm) { /* post-norm: the projections read x */
+            reserve(pl, &a->h1, N * C, A);
+            reserve(pl, (void **)&a->rstd1, N, F);
+        }
         if (c->qk_norm) {
+            int whole = c->qk_norm == LT_QK_NORM_WHOLE; /* one rstd per row, else per row and head */
             reserve(pl, &a->qpre, N * Hq * D, A);
             reserve(pl, &a->kpre, N * Hkv * D, A);
-            reserve(pl, (void **)&a->qrstd, N * Hq, F);
-            reserve(pl, (void **)&a->krstd, N * Hkv, F);
+            reserve(pl, (void **)&a->qrstd, whole ? N : N * Hq, F);
+            reserve(pl, (void **)&a->krstd, whole ? N : N * Hkv, F);
         }
         reserve(pl, &a->q, N * Hq * D, A);
         reserve(pl, &a->k, N * Hkv * D, A);
@@ -647,6 +661,10 @@ static int plan_layout(planner *pl, lt_model *m, size_t N, size_t A) {
         reserve(pl, &a->xmid, N * C, A);
         reserve(pl, &a->h2, N * C, A);
         reserve(pl, (void **)&a->rstd2, N, F);
+        if (c->post_norm) {
+            reserve(pl, &a->mo, N * C, A);
+            reserve(pl, (void **)&a->rstd3, N, F);
+        }
         reserve(pl, &a->gate, N * I, A);
         reserve(pl, &a->up, N * I, A);
         reserve(pl, &a->swi, N * I, A);
@@ -677,7 +695,9 @@ static int plan_layout(planner *pl, lt_model *m, size_t N, size_t A) {
     reserve(pl, &m->dgate, N * I, A);
     reserve(pl, &m->dup, N * I, A);
     reserve(pl, &m->dswi, N * I, A);
-    reserve(pl, (void **)&m->sink, C > D ? C : D, F);
+    size_t sink = C > D ? C : D; /* the widest norm weight */
+    if (c->qk_norm == LT_QK_NORM_WHOLE && Hq * D > sink) sink = Hq * D;
+    reserve(pl, (void **)&m->sink, sink, F);
     reserve(pl, (void **)&m->d_tokens, N, I4);
     reserve(pl, (void **)&m->d_targets, N, I4);
     reserve(pl, (void **)&m->d_pos, N, I4);
@@ -960,14 +980,16 @@ typedef struct layer_io {
     void *q_all, *k_all, *v_all;    /* the attention operands (att_B * att_T rows) */
     void *att_all, *att;            /* attention output: all rows, and this call's rows */
     float *lse;
-    void *xmid, *h2;                /* x + attention, and its norm */
+    void *xmid, *h2;                /* x + attention, and its norm (post-norm: h2 = o_proj output) */
     float *rstd2;
+    void *mo;                       /* post-norm: the MLP output before its norm */
+    float *rstd3;
     void *gate, *up, *swi, *tmp;    /* MLP; tmp (n, C) holds o_proj / down_proj outputs */
     float *xa[NT];                  /* LoRA x @ A^T per target */
     void *xdrop[NT];                /* LoRA dropout inputs (NULL: no dropout) */
     void *x_out, *h_out;            /* x_out = xmid + mlp, h_out = rmsnorm(x_out) * w_out */
     float *rstd_out;
-    const void *w_out;              /* the next layer's ln1 or the final norm */
+    const void *w_out;              /* the next layer's ln1 or the final norm (post-norm: NULL between layers) */
 } layer_io;
 
 /* The layer recipe, the one description of a decoder layer's forward, used by
@@ -981,27 +1003,44 @@ static void layer_recipe(lt_model *m, int l, const layer_io *io, int norm_in, in
     int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim;
     float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
     layer *y = &m->layers[l];
-    // attention block
-    if (norm_in) be->rmsnorm_fwd(be, io->h1, io->rstd1, io->x, y->ln1->data, n, C, eps);
+    // attention block; post-norm: the projections read x itself
+    if (norm_in && !c->post_norm) be->rmsnorm_fwd(be, io->h1, io->rstd1, io->x, y->ln1->data, n, C, eps);
+    const void *hin = c->post_norm ? io->x : io->h1;
     void *q = c->qk_norm ? io->qpre : io->q, *k = c->qk_norm ? io->kpre : io->k;
-    proj_fwd(m, l, LT_LORA_Q, q, io->h1, io->xa[LT_LORA_Q], io->xdrop[LT_LORA_Q], n, C, Hq * D); // (n, Hq*D)
-    proj_fwd(m, l, LT_LORA_K, k, io->h1, io->xa[LT_LORA_K], io->xdrop[LT_LORA_K], n, C, Hkv * D);
-    proj_fwd(m, l, LT_LORA_V, io->v, io->h1, io->xa[LT_LORA_V], io->xdrop[LT_LORA_V], n, C, Hkv * D);
-    if (c->qk_norm) { // per-head norm over D
-        be->rmsnorm_fwd(be, io->q, io->qrstd, io->qpre, y->qn->data, n * Hq, D, eps);
-        be->rmsnorm_fwd(be, io->k, io->krstd, io->kpre, y->kn->data, n * Hkv, D, eps);
+    proj_fwd(m, l, LT_LORA_Q, q, hin, io->xa[LT_LORA_Q], io->xdrop[LT_LORA_Q], n, C, Hq * D); // (n, Hq*D)
+    proj_fwd(m, l, LT_LORA_K, k, hin, io->xa[LT_LORA_K], io->xdrop[LT_LORA_K], n, C, Hkv * D);
+    proj_fwd(m, l, LT_LORA_V, io->v, hin, io->xa[LT_LORA_V], io->xdrop[LT_LORA_V], n, C, Hkv * D);
+    if (c->qk_norm) { // per head: rows of D; whole: rows of H*D
+        int whole = c->qk_norm == LT_QK_NORM_WHOLE;
+        be->rmsnorm_fwd(be, io->q, io->qrstd, io->qpre, y->qn->data, whole ? n : n * Hq, whole ? Hq * D : D, eps);
+        be->rmsnorm_fwd(be, io->k, io->krstd, io->kpre, y->kn->data, whole ? n : n * Hkv, whole ? Hkv * D : D, eps);
     }
     be->rope_fwd(be, io->q, io->pos, m->inv_freq, n, Hq, D);
     be->rope_fwd(be, io->k, io->pos, m->inv_freq, n, Hkv, D);
     be->attention_fwd(be, io->att_all, io->lse, io->q_all, io->k_all, io->v_all, io->doc, io->att_B, io->att_T, Hq,
                       Hkv, D, scale);
-    proj_fwd(m, l, LT_LORA_O, io->tmp, io->att, io->xa[LT_LORA_O], io->xdrop[LT_LORA_O], n, Hq * D, C); // (n, C)
-    // xmid = x + attn; h2 = rmsnorm(xmid) * ln2
-    be->add_rmsnorm_fwd(be, io->xmid, io->h2, io->rstd2, io->x, io->tmp, y->ln2->data, n, C, eps);
+    if (c->post_norm) { // h2 = o_proj output; xmid = x + rmsnorm(h2) * ln2
+        proj_fwd(m, l, LT_LORA_O, io->h2, io->att, io->xa[LT_LORA_O], io->xdrop[LT_LORA_O], n, Hq * D, C);
+        be->rmsnorm_fwd(be, io->tmp, io->rstd2, io->h2, y->ln2->data, n, C, eps);
+        be->add(be, io->xmid, io->x, io->tmp, (size_t)n * C);
+    } else { // xmid = x + attn; h2 = rmsnorm(xmid) * ln2
+        proj_fwd(m, l, LT_LORA_O, io->tmp, io->att, io->xa[LT_LORA_O], io->xdrop[LT_LORA_O], n, Hq * D, C); // (n, C)
+        be->add_rmsnorm_fwd(be, io->xmid, io->h2, io->rstd2, io->x, io->tmp, y->ln2->data, n, C, eps);
+    }
     // MLP block
-    proj_fwd(m, l, LT_LORA_GATE, io->gate, io->h2, io->xa[LT_LORA_GATE], io->xdrop[LT_LORA_GATE], n, C, I); // (n, I)
-    proj_fwd(m, l, LT_LORA_UP, io->up, io->h2, io->xa[LT_LORA_UP], io->xdrop[LT_LORA_UP], n, C, I);
+    const void *hmid = c->post_norm ? io->xmid : io->h2;
+    proj_fwd(m, l, LT_LORA_GATE, io->gate, hmid, io->xa[LT_LORA_GATE], io->xdrop[LT_LORA_GATE], n, C, I); // (n, I)
+    proj_fwd(m, l, LT_LORA_UP, io->up, hmid, io->xa[LT_LORA_UP], io->xdrop[LT_LORA_UP], n, C, I);
     be->swiglu_fwd(be, io->swi, io->gate, io->up, (size_t)n * I);
+    if (c->post_norm) { // x_out = xmid + rmsnorm(mo) * ln3, then the final norm after the last layer
+        proj_fwd(m, l, LT_LORA_DOWN, io->mo, io->swi, io->xa[LT_LORA_DOWN], io->xdrop[LT_LORA_DOWN], n, I, C);
+        be->rmsnorm_fwd(be, io->tmp, io->rstd3, io->mo, y->ln3->data, n, C, eps);
+        if (add_out) {
+            be->add(be, io->x_out, io->xmid, io->tmp, (size_t)n * C);
+            if (io->w_out) be->rmsnorm_fwd(be, io->h_out, io->rstd_out, io->x_out, io->w_out, n, C, eps);
+        }
+        return;
+    }
     proj_fwd(m, l, LT_LORA_DOWN, io->tmp, io->swi, io->xa[LT_LORA_DOWN], io->xdrop[LT_LORA_DOWN], n, I, C); // (n, C)
     // x_out = xmid + mlp, fused with the norm that reads it
     if (add_out) be->add_rmsnorm_fwd(be, io->x_out, io->h_out, io->rstd_out, io->xmid, io->tmp, io->w_out, n, C, eps);
@@ -1016,15 +1055,16 @@ static void layer_fwd(lt_model *m, int l, int norm_in, int add_out) {
                    .x = a->x, .h1 = a->h1, .rstd1 = a->rstd1, .qpre = a->qpre, .kpre = a->kpre,
                    .qrstd = a->qrstd, .krstd = a->krstd, .q = a->q, .k = a->k, .v = a->v,
                    .q_all = a->q, .k_all = a->k, .v_all = a->v, .att_all = a->att, .att = a->att, .lse = a->lse,
-                   .xmid = a->xmid, .h2 = a->h2, .rstd2 = a->rstd2, .gate = a->gate, .up = a->up, .swi = a->swi,
-                   .tmp = m->tmp};
+                   .xmid = a->xmid, .h2 = a->h2, .rstd2 = a->rstd2, .mo = a->mo, .rstd3 = a->rstd3,
+                   .gate = a->gate, .up = a->up, .swi = a->swi, .tmp = m->tmp};
     for (int t = 0; t < NT; t++) {
         io.xa[t] = a->xa[t];
         io.xdrop[t] = m->drop_active && y->la[t] ? a->xdrop[t] : NULL;
     }
     if (l + 1 < L) {
         layer_acts *nx = &m->acts[l + 1];
-        io.x_out = nx->x, io.h_out = nx->h1, io.rstd_out = nx->rstd1, io.w_out = m->layers[l + 1].ln1->data;
+        io.x_out = nx->x, io.h_out = nx->h1, io.rstd_out = nx->rstd1;
+        io.w_out = m->cfg.post_norm ? NULL : m->layers[l + 1].ln1->data;
     } else {
         io.x_out = m->x_final, io.h_out = m->hf, io.rstd_out = m->rstdf, io.w_out = m->lnf->data;
     }
@@ -1082,23 +1122,43 @@ static void backward(lt_model *m) {
             m->replay = 0;
         }
         // MLP block; dx = dL/d(x_out)
-        proj_bwd(m, l, LT_LORA_DOWN, m->dswi, 0, m->dx, a->swi, N, I, C);
-        be->swiglu_bwd(be, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
-        proj_bwd(m, l, LT_LORA_GATE, m->dh, 0, m->dgate, a->h2, N, C, I);
-        proj_bwd(m, l, LT_LORA_UP, m->dh, 1, m->dup, a->h2, N, C, I);
-        be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln2), m->dh, a->xmid, y->ln2->data, a->rstd2, N, C);
-        // attention block; dx = dL/d(xmid)
-        proj_bwd(m, l, LT_LORA_O, m->datt, 0, m->dx, a->att, N, Hq * D, C);
+        if (c->post_norm) { // x_out = xmid + rmsnorm(mo) * ln3: dh = dL/d(mo); dx carries on as dL/d(xmid)
+            be->rmsnorm_bwd(be, m->dh, 0, ng(m, y->ln3), m->dx, a->mo, y->ln3->data, a->rstd3, N, C);
+            proj_bwd(m, l, LT_LORA_DOWN, m->dswi, 0, m->dh, a->swi, N, I, C);
+            be->swiglu_bwd(be, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
+            proj_bwd(m, l, LT_LORA_GATE, m->dx, 1, m->dgate, a->xmid, N, C, I);
+            proj_bwd(m, l, LT_LORA_UP, m->dx, 1, m->dup, a->xmid, N, C, I);
+            // xmid = x + rmsnorm(h2) * ln2: dh = dL/d(h2), the o_proj output
+            be->rmsnorm_bwd(be, m->dh, 0, ng(m, y->ln2), m->dx, a->h2, y->ln2->data, a->rstd2, N, C);
+        } else {
+            proj_bwd(m, l, LT_LORA_DOWN, m->dswi, 0, m->dx, a->swi, N, I, C);
+            be->swiglu_bwd(be, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
+            proj_bwd(m, l, LT_LORA_GATE, m->dh, 0, m->dgate, a->h2, N, C, I);
+            proj_bwd(m, l, LT_LORA_UP, m->dh, 1, m->dup, a->h2, N, C, I);
+            be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln2), m->dh, a->xmid, y->ln2->data, a->rstd2, N, C);
+        }
+        // attention block; dx = dL/d(xmid) (post-norm: dh = dL/d(o_proj output))
+        proj_bwd(m, l, LT_LORA_O, m->datt, 0, c->post_norm ? m->dh : m->dx, a->att, N, Hq * D, C);
         be->attention_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->d_doc, B, T, Hq,
                           Hkv, D, scale);
         be->rope_bwd(be, m->dq, m->d_pos, m->inv_freq, N, Hq, D);
         be->rope_bwd(be, m->dk, m->d_pos, m->inv_freq, N, Hkv, D);
         void *dq = m->dq, *dk = m->dk;
         if (c->qk_norm) {
-            be->rmsnorm_bwd(be, m->dq2, 0, ng(m, y->qn), m->dq, a->qpre, y->qn->data, a->qrstd, N * Hq, D);
-            be->rmsnorm_bwd(be, m->dk2, 0, ng(m, y->kn), m->dk, a->kpre, y->kn->data, a->krstd, N * Hkv, D);
+            int whole = c->qk_norm == LT_QK_NORM_WHOLE;
+            be->rmsnorm_bwd(be, m->dq2, 0, ng(m, y->qn), m->dq, a->qpre, y->qn->data, a->qrstd, whole ? N : N * Hq,
+                            whole ? Hq * D : D);
+            be->rmsnorm_bwd(be, m->dk2, 0, ng(m, y->kn), m->dk, a->kpre, y->kn->data, a->krstd, whole ? N : N * Hkv,
+                            whole ? Hkv * D : D);
             dq = m->dq2;
             dk = m->dk2;
+        }
+        if (c->post_norm) { // the projections read x: their input gradient adds to dx = dL/d(xmid)
+            proj_bwd(m, l, LT_LORA_Q, m->dx, 1, dq, a->x, N, C, Hq * D);
+            proj_bwd(m, l, LT_LORA_K, m->dx, 1, dk, a->x, N, C, Hkv * D);
+            proj_bwd(m, l, LT_LORA_V, m->dx, 1, m->dv, a->x, N, C, Hkv * D);
+            grads_final(m, l);
+            continue;
         }
         proj_bwd(m, l, LT_LORA_Q, m->dh, 0, dq, a->h1, N, C, Hq * D);
         proj_bwd(m, l, LT_LORA_K, m->dh, 1, dk, a->h1, N, C, Hkv * D);
@@ -1356,7 +1416,7 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
         (st = be->upload(be, kv->d_doc, kv->h_doc, (size_t)T * 4, err)))
         return lt_wrap(err, st, "decode");
     be->embedding_fwd(be, kv->x, m->embed->data, kv->d_tokens, n, C); // (n, C)
-    be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->x, m->layers[0].ln1->data, n, C, eps);
+    if (!c->post_norm) be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->x, m->layers[0].ln1->data, n, C, eps);
     for (int l = 0; l < L; l++) {
         // kv->h = rmsnorm(x) * ln1: above for layer 0, else fused with the previous layer's residual add;
         // the new q/k/v rows go into the cache, attention runs over the (1, T) cached sequence
@@ -1365,9 +1425,10 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
                        .krstd = kv->krstd, .q = (char *)kv->q + qoff, .k = (char *)kv->k[l] + koff,
                        .v = (char *)kv->v[l] + koff, .q_all = kv->q, .k_all = kv->k[l], .v_all = kv->v[l],
                        .att_all = kv->att, .att = (char *)kv->att + qoff, .lse = kv->lse, .xmid = kv->xmid,
-                       .h2 = kv->h, .rstd2 = kv->rstd, .gate = kv->gate, .up = kv->up, .swi = kv->swi,
-                       .tmp = kv->tmp, .x_out = kv->x, .h_out = kv->h, .rstd_out = kv->rstd,
-                       .w_out = l + 1 < L ? m->layers[l + 1].ln1->data : m->lnf->data};
+                       .h2 = kv->h, .rstd2 = kv->rstd, .mo = kv->h, .rstd3 = kv->rstd, .gate = kv->gate,
+                       .up = kv->up, .swi = kv->swi, .tmp = kv->tmp, .x_out = kv->x, .h_out = kv->h,
+                       .rstd_out = kv->rstd,
+                       .w_out = l + 1 == L ? m->lnf->data : c->post_norm ? NULL : m->layers[l + 1].ln1->data};
         for (int t = 0; t < NT; t++) io.xa[t] = kv->xa; /* xdrop: NULL, no dropout */
         layer_recipe(m, l, &io, 0, 1);
     }

@@ -61,6 +61,15 @@ static const char *QWEN3_06B =
     " \"rms_norm_eps\": 1e-06, \"rope_scaling\": null, \"rope_theta\": 1000000, \"sliding_window\": null,"
     " \"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\", \"use_cache\": true,"
     " \"use_sliding_window\": false, \"vocab_size\": 151936}";
+/* OLMo-2-1124-7B's config.json (allenai) */
+static const char *OLMO2_7B =
+    "{\"architectures\": [\"Olmo2ForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
+    " \"eos_token_id\": 100257, \"hidden_act\": \"silu\", \"hidden_size\": 4096, \"initializer_range\": 0.02,"
+    " \"intermediate_size\": 11008, \"max_position_embeddings\": 4096, \"model_type\": \"olmo2\","
+    " \"num_attention_heads\": 32, \"num_hidden_layers\": 32, \"num_key_value_heads\": 32,"
+    " \"pad_token_id\": 100277, \"rms_norm_eps\": 1e-06, \"rope_scaling\": null, \"rope_theta\": 500000,"
+    " \"tie_word_embeddings\": false, \"torch_dtype\": \"float32\", \"use_cache\": true,"
+    " \"vocab_size\": 100352}";
 
 /* base with key set to the JSON `value` (NULL: key removed); static buffer */
 static const char *with(const char *base, const char *key, const char *value) {
@@ -197,6 +206,17 @@ static void test_valid(void) {
         LT_CHECK(c.qkv_bias && c.o_bias && c.qk_norm, "qwen3 attention_bias -> q/k/v/o bias");
     if (parse_ok("qwen3 head_dim absent", with(QWEN3_06B, "head_dim", NULL), &c))
         LT_CHECK(c.head_dim == 128, "qwen3 head_dim absent = Qwen3Config default 128: %d", c.head_dim);
+
+    if (parse_ok("olmo2 7B", OLMO2_7B, &c)) {
+        LT_CHECK(c.arch == LT_ARCH_OLMO2 && c.head_dim == 128 && c.num_kv_heads == 32, "olmo2 sizes");
+        LT_CHECK(c.qk_norm == LT_QK_NORM_WHOLE && c.post_norm && !c.qkv_bias && !c.o_bias && !c.tie_word_embeddings,
+                 "olmo2 flags: whole-projection q/k norm, post-norm");
+        LT_CHECK(c.rope_theta == 5e5 && c.rms_norm_eps == 1e-6f, "olmo2 values");
+    }
+    if (parse_ok("olmo2 rms_norm_eps absent", with(OLMO2_7B, "rms_norm_eps", NULL), &c))
+        LT_CHECK(c.rms_norm_eps == 1e-5f, "olmo2 rms_norm_eps absent = Olmo2Config default 1e-5: %g",
+                 (double)c.rms_norm_eps);
+    expect_fail("olmo2 mlp_bias", with(OLMO2_7B, "mlp_bias", "true"), LT_ERR_UNSUPPORTED, "mlp_bias", "olmo2");
 }
 
 static void test_refusals(void) {

@@ -25,6 +25,15 @@ target count, then backward. Low-precision checkpoints are loaded back and
 converted to float32 for the reference, so the comparison stays fp32-exact.
 
 Run with tools/gen_fixtures.sh (makes a venv from tools/requirements-gen.txt).
+
+Models marked as transformers 5 models (olmo2) are made with transformers 5
+and torch instead (tools/requirements-gen5.txt), one at a time by name:
+    /work/venv-gen5-torch/bin/python tools/gen_fixtures.py olmo2
+then `tools/gen_config_fixture.py v5-configs` for its transformers 5
+config.json. Their fixture config.json is written in the transformers 4 form
+(rope_theta, torch_dtype: what transformers 4 writes for the same model), so
+every fixture has a v4 and a v5 config like the others. Without names, the
+transformers 4 models are made (the pins those fixtures record).
 """
 import json
 import math
@@ -37,6 +46,8 @@ import torch
 import transformers
 from safetensors.numpy import save_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config)
+
+V5 = int(transformers.__version__.split(".")[0]) >= 5
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "models")
@@ -85,6 +96,18 @@ MODELS = [
         use_sliding_window=False, sliding_window=None, max_window_layers=2,
         bos_token_id=1, eos_token_id=2,
     ), torch.float32, "30KB"),
+]
+
+# made with transformers 5 (tools/requirements-gen5.txt); name, config class, kwargs, save dtype, shard
+MODELS5 = [
+    # post-norm, q/k norm over the whole projection; GQA and head_dim 16 != 48 / 4, so the q_norm
+    # weight (64) is wider than hidden_size
+    ("olmo2", "Olmo2Config", dict(
+        vocab_size=168, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+        attention_bias=False, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    ), torch.float32, None),
 ]
 
 
@@ -137,15 +160,16 @@ def make_batch(vocab, seed):
 
 def build(name, cls, kw, save_dtype, shard, seed):
     torch.manual_seed(seed)
-    cfg = cls(**kw, attn_implementation="eager", torch_dtype="float32")
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", torch_dtype=torch.float32)
+    dt_kw = "dtype" if V5 else "torch_dtype"  # transformers 5 renamed the argument
+    cfg = cls(**kw, attn_implementation="eager", **{dt_kw: "float32"})
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", **{dt_kw: torch.float32})
     randomize(model, seed + 1)
     d = os.path.join(OUT, name)
     if os.path.isdir(d):
         shutil.rmtree(d)
     os.makedirs(d)
     model = model.to(save_dtype)
-    model.config.torch_dtype = save_dtype
+    setattr(model.config, dt_kw, save_dtype)
     kwargs = {"safe_serialization": True}
     if shard:
         kwargs["max_shard_size"] = shard
@@ -155,10 +179,28 @@ def build(name, cls, kw, save_dtype, shard, seed):
         if os.path.exists(p):
             os.remove(p)
     # the reference runs on the weights as saved, in float32
-    ref = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", torch_dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", **{dt_kw: torch.float32})
+    if V5:
+        v4_config(os.path.join(d, "config.json"))
     ref.train()  # dropout is 0 in these configs; train() only enables grads semantics
     ref.config.use_cache = False
     return d, ref
+
+
+def v4_config(path):
+    """Rewrite a config.json saved by transformers 5 in the form transformers 4
+    writes: rope_theta (+ rope_scaling) for rope_parameters, torch_dtype for
+    dtype. Only default RoPE is rewritten; anything else stops here."""
+    with open(path) as f:
+        c = json.load(f)
+    rp = c.pop("rope_parameters")
+    if rp.get("rope_type") != "default" or set(rp) != {"rope_type", "rope_theta"}:
+        sys.exit(f"{path}: v4_config handles default RoPE only, found {rp}")
+    c["rope_theta"] = rp["rope_theta"]
+    c["torch_dtype"] = c.pop("dtype")
+    with open(path, "w") as f:
+        json.dump(dict(sorted(c.items())), f, indent=2)
+        f.write("\n")
 
 
 def reference(model, vocab, seed):
@@ -211,7 +253,23 @@ def main():
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
     os.makedirs(OUT, exist_ok=True)
-    for k, (name, cls, kw, dt, shard) in enumerate(MODELS):
+    names = sys.argv[1:]
+    if names:  # transformers 5 models, by name
+        if not V5:
+            sys.exit("named models are made with transformers 5 (tools/requirements-gen5.txt), found "
+                     + transformers.__version__)
+        known = {m[0] for m in MODELS5}
+        for n in names:
+            if n not in known:
+                sys.exit(f"unknown model {n!r} (transformers 5 models: {sorted(known)})")
+        todo = [(len(MODELS) + i, (m[0], getattr(transformers, m[1])) + m[2:])
+                for i, m in enumerate(MODELS5) if m[0] in names]
+    else:
+        if V5:
+            sys.exit("the transformers 4 fixtures are made with tools/requirements-gen.txt; "
+                     "name the transformers 5 models to make: " + " ".join(m[0] for m in MODELS5))
+        todo = list(enumerate(MODELS))
+    for k, (name, cls, kw, dt, shard) in todo:
         seed = 1234 + 17 * k
         d, model = build(name, cls, kw, dt, shard, seed)
         V = kw["vocab_size"]

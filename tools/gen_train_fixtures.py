@@ -30,11 +30,15 @@ loads them).
 
 Run with the generator venv (tools/requirements-gen.txt):
     /work/venv-gen/bin/python tools/gen_train_fixtures.py
+The models made with transformers 5 (tools/gen_fixtures.py olmo2) are run by
+name with that environment (tools/requirements-gen5.txt, with torch and peft):
+    /work/venv-gen5-torch/bin/python tools/gen_train_fixtures.py olmo2
 """
 import json
 import math
 import os
 import shutil
+import sys
 
 import numpy as np
 import peft
@@ -48,6 +52,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "train")
 NAMES = ["llama", "llama_tied", "mistral", "qwen2", "qwen3"]
+NAMES5 = ["olmo2"]  # transformers 5 fixtures, made by name
+V5 = int(transformers.__version__.split(".")[0]) >= 5
 
 STEPS, MICRO, B, T = 4, 2, 2, 16
 HP = dict(warmup_steps=2, total_steps=STEPS, min_lr_ratio=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
@@ -132,7 +138,8 @@ def train(model, params_named, lr, arr_docs):
 
 
 def load(d):
-    m = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", torch_dtype=torch.float32)
+    m = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager",
+                                             **{"dtype" if V5 else "torch_dtype": torch.float32})
     m.config.use_cache = False
     m.train()
     return m
@@ -141,7 +148,13 @@ def load(d):
 def main():
     torch.set_num_threads(2)
     os.makedirs(OUT, exist_ok=True)
-    for k, name in enumerate(NAMES):
+    if sys.argv[1:]:
+        if not V5 or any(n not in NAMES5 for n in sys.argv[1:]):
+            sys.exit(f"named models ({NAMES5}) are made with transformers 5, found {transformers.__version__}")
+        todo = [(len(NAMES) + NAMES5.index(n), n) for n in sys.argv[1:]]
+    else:
+        todo = list(enumerate(NAMES))
+    for k, name in todo:
         src = os.path.join(MODELS, name)
         out = os.path.join(OUT, name)
         if os.path.isdir(out):
