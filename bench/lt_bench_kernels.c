@@ -1,7 +1,7 @@
 /*
  * lt_bench_kernels.c -- `luxtrain bench kernels` / bench/bench_kernels: the
  * op table's kernels at realistic shapes, against the device's measured
- * ceilings and against baselines timed in the same run (see lt_bench.h and
+ * ceilings and against baselines timed in the same run (see lt_cuda_bench.h and
  * bench/README.md for the JSON schema).
  *
  * Timing: every measurement runs the op twice to warm up (module load,
@@ -45,7 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lt_bench.h" /* the CUDA timing helpers */
+#include "lt_cuda_bench.h" /* the CUDA timing helpers */
 #include "lt_bench_kernels.h"
 #include "lt_cli.h"
 #include "lt_op_cases.h"
@@ -1687,4 +1687,4 @@ done:
     return rc;
 }
 
-/* `luxtrain bench` itself (lt_cmd_bench) lives in train/lt_bench_step.c: `bench step` needs the trainer. */
+/* `luxtrain bench` itself (lt_cmd_bench) lives in bench/lt_bench_step.c: `bench step` needs the trainer. */

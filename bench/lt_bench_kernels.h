@@ -10,7 +10,7 @@
  * baseline measured in the same run (cuBLAS, the frozen-weight GEMMs for
  * LoRA, PyTorch through bench/bench_kernels_torch.py). Prints a table and
  * writes JSON (schema in bench/README.md). bench/lt_bench_kernels.c; the
- * CUDA timing helpers it uses are declared in core/lt_bench.h (implemented
+ * CUDA timing helpers it uses are declared in cuda/lt_cuda_bench.h (implemented
  * in cuda/lt_cuda_bench.cu).
  */
 #ifndef LT_BENCH_KERNELS_H

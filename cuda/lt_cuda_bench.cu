@@ -1,5 +1,5 @@
 /*
- * lt_cuda_bench.cu -- what the kernel microbenchmark suite (core/lt_bench.h,
+ * lt_cuda_bench.cu -- what the kernel microbenchmark suite (cuda/lt_cuda_bench.h,
  * core/lt_bench_kernels.c) needs from CUDA and cannot say in C: event timing
  * on the backend's stream, an L2 flush, random fills on the device, a plain
  * device-to-device copy (the bandwidth ceiling) and a plain cuBLAS GEMM (the
@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "lt_bench.h"
+#include "lt_cuda_bench.h"
 #include "lt_cuda.h"
 
 /* ------------------------------------------------------------------------ */

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lt_cli.h"
+#include "lt_opt.h"
 #include "lt_lora.h"
 #include "lt_json.h"
 

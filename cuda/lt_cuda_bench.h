@@ -1,13 +1,13 @@
 /*
- * lt_bench.h -- CUDA timing helpers for the benchmarks above core
+ * lt_cuda_bench.h -- CUDA timing helpers for the benchmarks above core
  * (`luxtrain bench kernels`: bench/lt_bench_kernels.c, `luxtrain bench step`:
- * train/lt_bench_step.c). Declarations only: core calls none of them.
+ * bench/lt_bench_step.c). (cuda/ is on their include path through lt_backends.)
  *
  * They live in cuda/lt_cuda_bench.cu and exist only in a build with
  * LT_HAVE_CUDA; `be` must be a CUDA backend.
  */
-#ifndef LT_BENCH_H
-#define LT_BENCH_H
+#ifndef LT_CUDA_BENCH_H
+#define LT_CUDA_BENCH_H
 
 #include "lt_backend.h"
 

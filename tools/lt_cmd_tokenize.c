@@ -503,7 +503,7 @@ int lt_cmd_tokenize(int argc, char **argv) {
                     return 2;
                 }
             free(inputs);
-            return lt_cli_unknown_option("tokenize", a, valid);
+            return lt_opt_unknown_option("tokenize", a, valid);
         }
     }
     if (!tok_path || !out_dir || n_inputs == 0) {

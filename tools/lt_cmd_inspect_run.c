@@ -1,7 +1,7 @@
 /*
  * lt_cmd_inspect_run.c -- `luxtrain inspect RUN_DIR` and `luxtrain inspect
  * RUN_DIR/checkpoints/step-N` (everything else goes on to lt_cmd_inspect,
- * core/lt_cmd_model.c): the step, loss and learning rate, the run's
+ * tools/lt_cmd_model.c): the step, loss and learning rate, the run's
  * training options (RUN_DIR/config.json) and what the folder holds, with the
  * inspect line for each usable model or adapter folder inside it.
  */

@@ -46,7 +46,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "lt_bench.h"
+#include "lt_cuda_bench.h"
 #include "lt_cli.h"
 #include "lt_lora.h"
 #include "lt_model.h"
@@ -258,7 +258,7 @@ static int parse(int argc, char **argv, opts *o) {
                                             "--micro-batch", "--steps", "--threads", "--recompute", "--help", NULL};
         int known = 0;
         for (int k = 0; valid[k]; k++) known |= !strcmp(a, valid[k]);
-        if (!known) return lt_cli_unknown_option("bench step", a, valid);
+        if (!known) return lt_opt_unknown_option("bench step", a, valid);
         if (i + 1 >= argc) {
             fprintf(stderr, "bench step: %s expects a value\n", a);
             return 2;

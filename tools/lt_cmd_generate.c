@@ -318,7 +318,7 @@ int lt_cmd_generate(int argc, char **argv) {
         static const char *const valid[] = {"--model", "--adapter", "--prompt", "--system", "--template",
                                             "--max-new-tokens", "--temperature", "--top-p", "--seed", "--device",
                                             "--threads", "--help", NULL};
-        return lt_cli_unknown_option("generate", a, valid);
+        return lt_opt_unknown_option("generate", a, valid);
     }
     if (!o.model || !o.prompt) {
         fprintf(stderr, "generate: --model and --prompt are required\n");

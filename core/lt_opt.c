@@ -1,5 +1,5 @@
-/* lt_cli.c -- option parsing helpers shared by the subcommands. */
-#include "lt_cli.h"
+/* lt_opt.c -- option parsing helpers shared by the commands (lt_opt.h). */
+#include "lt_opt.h"
 
 #include <errno.h>
 #include <math.h>
@@ -86,7 +86,7 @@ const char *lt_nearest_best(const lt_nearest *n, const char *given) {
     return n->dist <= 3 && 3 * n->dist <= longer && (n->dist > 0 || strcmp(n->best, given)) ? n->best : NULL;
 }
 
-int lt_cli_unknown_option(const char *cmd, const char *arg, const char *const *valid) {
+int lt_opt_unknown_option(const char *cmd, const char *arg, const char *const *valid) {
     lt_nearest n = {0};
     for (size_t i = 0; valid && valid[i]; i++) lt_nearest_offer(&n, arg, valid[i]);
     const char *near = lt_nearest_best(&n, arg);

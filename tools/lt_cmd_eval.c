@@ -419,7 +419,7 @@ int lt_cmd_eval(int argc, char **argv) {
                 "--model", "--tasks", "--tokenizer", "--adapter", "--fewshot", "--fewshot-prefix", "--delimiter",
                 "--device", "--output", "--template", "--prefix", "--chat", "--seq-len", "--batch", "--threads",
                 "--alpha", "--metric", "--compare", "--data", "--help", NULL};
-            lt_cli_unknown_option("eval", a, valid);
+            lt_opt_unknown_option("eval", a, valid);
             goto out;
         } else {
             fprintf(stderr, "eval: unexpected argument '%s'\n", a);
@@ -479,7 +479,7 @@ int lt_cmd_plot(int argc, char **argv) {
             out = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1]) {
             static const char *const valid[] = {"--out", "--help", NULL};
-            lt_cli_unknown_option("plot", argv[i], valid);
+            lt_opt_unknown_option("plot", argv[i], valid);
             goto done;
         } else
             dirs[n++] = argv[i];

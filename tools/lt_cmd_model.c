@@ -62,7 +62,7 @@ int lt_cmd_inspect(int argc, char **argv) {
             json = 1;
         else if (argv[i][0] == '-' && argv[i][1]) {
             static const char *const valid[] = {"--json", "--show", "--tokenizer", "--help", NULL};
-            return lt_cli_unknown_option("inspect", argv[i], valid);
+            return lt_opt_unknown_option("inspect", argv[i], valid);
         } else if (!dir)
             dir = argv[i];
         else {
@@ -271,7 +271,7 @@ int lt_cmd_score(int argc, char **argv) {
                     !strcmp(a, "--device") || !strcmp(a, "--threads");
         if (!takes) {
             static const char *const valid[] = {"--model", "--ids", "--logits", "--device", "--threads", "--help", NULL};
-            if (a[0] == '-') return lt_cli_unknown_option("score", a, valid);
+            if (a[0] == '-') return lt_opt_unknown_option("score", a, valid);
             fprintf(stderr, "score: unexpected argument '%s' (options start with --)\n", a);
             score_usage(stderr);
             return 2;

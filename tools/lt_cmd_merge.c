@@ -116,7 +116,7 @@ int lt_cmd_merge(int argc, char **argv) {
                                                                                     : NULL;
         if (!dst) {
             static const char *const valid[] = {"--model", "--adapter", "--out", "--help", NULL};
-            return lt_cli_unknown_option("merge", a, valid);
+            return lt_opt_unknown_option("merge", a, valid);
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "merge: %s expects a folder\n", a);

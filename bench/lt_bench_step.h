@@ -5,9 +5,9 @@
  * runs them) on random weights (lt_model_create) of the Llama-3.2-1B /
  * Llama-3.1-8B shapes, the sample model's config or any config.json; full
  * fine-tuning or LoRA. Prints a table and writes JSON (schema
- * luxtrain-bench-step/1 in bench/README.md). train/lt_bench_step.c.
+ * luxtrain-bench-step/1 in bench/README.md). bench/lt_bench_step.c.
  *
- * Also home of `luxtrain bench` itself (lt_cmd_bench, core/lt_cli.h): usage
+ * Also home of `luxtrain bench` itself (lt_cmd_bench, tools/lt_cli.h): usage
  * and `bench step` (the step needs the trainer, which core/ cannot link);
  * tools/luxtrain.c sends `bench kernels` to bench/ (lt_bench_kernels.h).
  */

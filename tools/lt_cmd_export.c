@@ -335,7 +335,7 @@ int lt_cmd_export(int argc, char **argv) {
         const char **dst = !strcmp(a, "--out") ? &out : !strcmp(a, "--model") ? &model : NULL;
         if (!dst && a[0] == '-') {
             static const char *const valid[] = {"--out", "--model", "--overwrite", "--help", NULL};
-            return lt_cli_unknown_option("export", a, valid);
+            return lt_opt_unknown_option("export", a, valid);
         }
         if (!dst) {
             if (ckpt) {
