@@ -4,7 +4,7 @@
 #include "lt_family.h"
 
 static const char *const KEYS[] = {"sliding_window", "attention_bias", NULL};
-static const char *const FIXTURES[] = {"mistral", NULL};
+static const char *const FIXTURES[] = {"mistral", "mistral_nemo", NULL};
 
 const lt_family lt_family_mistral = {
     .arch = LT_ARCH_MISTRAL,

@@ -43,6 +43,16 @@ static const char *MISTRAL_7B_V01 =
     " \"sliding_window\": 4096, \"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\","
     " \"use_cache\": true, \"vocab_size\": 32000}";
 
+/* Mistral-Nemo-Instruct-2407's config.json (mistralai): head_dim 128 != 5120 / 32 = 160 */
+static const char *MISTRAL_NEMO =
+    "{\"architectures\": [\"MistralForCausalLM\"], \"attention_dropout\": 0.0, \"bos_token_id\": 1,"
+    " \"eos_token_id\": 2, \"head_dim\": 128, \"hidden_act\": \"silu\", \"hidden_size\": 5120,"
+    " \"initializer_range\": 0.02, \"intermediate_size\": 14336, \"max_position_embeddings\": 1024000,"
+    " \"model_type\": \"mistral\", \"num_attention_heads\": 32, \"num_hidden_layers\": 40,"
+    " \"num_key_value_heads\": 8, \"rms_norm_eps\": 1e-05, \"rope_theta\": 1000000.0, \"sliding_window\": null,"
+    " \"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\", \"transformers_version\": \"4.43.0.dev0\","
+    " \"use_cache\": true, \"vocab_size\": 131072}";
+
 static const char *QWEN25_05B =
     "{\"architectures\": [\"Qwen2ForCausalLM\"], \"attention_dropout\": 0.0, \"bos_token_id\": 151643,"
     " \"eos_token_id\": 151643, \"hidden_act\": \"silu\", \"hidden_size\": 896, \"initializer_range\": 0.02,"
@@ -181,6 +191,17 @@ static void test_valid(void) {
         LT_CHECK(c.num_kv_heads == 8, "mistral kv absent = MistralConfig default 8");
     if (parse_ok("mistral head_dim null", with(MISTRAL_7B_V01, "head_dim", "null"), &c))
         LT_CHECK(c.head_dim == 128, "mistral head_dim null");
+    if (parse_ok("mistral nemo", MISTRAL_NEMO, &c)) {
+        LT_CHECK(c.arch == LT_ARCH_MISTRAL && c.hidden_size == 5120 && c.num_heads == 32 && c.head_dim == 128,
+                 "mistral nemo head_dim from config (not 5120 / 32 = 160): %d", c.head_dim);
+        LT_CHECK(c.num_layers == 40 && c.num_kv_heads == 8 && c.intermediate_size == 14336 && c.vocab_size == 131072,
+                 "mistral nemo sizes");
+        LT_CHECK(c.rope_theta == 1e6 && c.max_position_embeddings == 1024000 && c.sliding_window == 0 &&
+                     c.rms_norm_eps == 1e-5f && !c.qkv_bias && !c.o_bias && !c.qk_norm && !c.tie_word_embeddings,
+                 "mistral nemo values");
+    }
+    if (parse_ok("mistral nemo head_dim null", with(MISTRAL_NEMO, "head_dim", "null"), &c))
+        LT_CHECK(c.head_dim == 160, "mistral nemo head_dim null -> hidden/heads: %d", c.head_dim);
 
     if (parse_ok("qwen2.5 0.5B", QWEN25_05B, &c)) {
         LT_CHECK(c.arch == LT_ARCH_QWEN2 && c.num_heads == 14 && c.num_kv_heads == 2 && c.head_dim == 64,

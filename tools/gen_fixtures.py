@@ -26,7 +26,7 @@ converted to float32 for the reference, so the comparison stays fp32-exact.
 
 Run with tools/gen_fixtures.sh (makes a venv from tools/requirements-gen.txt).
 
-Models marked as transformers 5 models (olmo2) are made with transformers 5
+Models marked as transformers 5 models (olmo2, mistral_nemo) are made with transformers 5
 and torch instead (tools/requirements-gen5.txt), one at a time by name:
     /work/venv-gen5-torch/bin/python tools/gen_fixtures.py olmo2
 then `tools/gen_config_fixture.py v5-configs` for its transformers 5
@@ -107,6 +107,14 @@ MODELS5 = [
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
         rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
         attention_bias=False, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    ), torch.float32, None),
+    # Mistral NeMo's shape: model_type mistral with an explicit head_dim (16) != hidden / heads (48 / 4 = 12),
+    # so q_proj is (64, 48) and o_proj (48, 64); GQA; no sliding window (NeMo's config has null)
+    ("mistral_nemo", "MistralConfig", dict(
+        vocab_size=176, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        sliding_window=None, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
     ), torch.float32, None),
 ]
 
