@@ -3,6 +3,8 @@
 #include "lt_test.h"
 
 #include "lt_model.h"
+#include "lt_lora.h"
+#include "lt_trainer.h"
 
 #include <string.h>
 #include <sys/stat.h>
@@ -148,4 +150,32 @@ void lt_test_random_batch(lt_rng *r, int B, int T, int V, int min_len, int max_l
     }
     free(lens);
     free(mask);
+}
+
+int lt_test_add_lora(lt_model *m, double dropout, lt_rng *rng) {
+    lt_err err;
+    lt_peft_config pc = {0};
+    pc.r = 4;
+    pc.alpha = 8;
+    pc.dropout = dropout;
+    pc.targets = LT_LORA_ALL_TARGETS;
+    if (lt_trainer_add_lora(m, &pc, rng, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 0;
+    }
+    lt_backend *be = lt_model_backend(m);
+    for (size_t i = 0; i < lt_model_num_params(m); i++) {
+        lt_param *p = lt_model_param(m, i);
+        if (!strstr(p->name, "lora_B")) continue;
+        float *h = malloc(p->numel * sizeof *h);
+        if (!h) return 0;
+        for (size_t k = 0; k < p->numel; k++) h[k] = 0.05f * (lt_rng_uniform(rng) - 0.5f);
+        lt_status st = be->upload_f32(be, p->data, LT_F32, h, p->numel, &err);
+        free(h);
+        if (st != LT_OK) {
+            fprintf(stderr, "%s: %s\n", p->name, err.msg);
+            return 0;
+        }
+    }
+    return 1;
 }

@@ -71,4 +71,10 @@ const char *lt_shared_path(const char *rel);
 /* Run a shell command, return its exit status (-1 if it could not run). */
 int lt_test_system(const char *cmd);
 
+/* LoRA r=4 alpha=8 on every target (dropout as given) added to m, then every
+ * lora_B set to uniform values in [-0.025, 0.025) drawn from rng (B = 0 after
+ * init would give A no gradient). Prints the error and returns 0 on failure. */
+struct lt_model;
+int lt_test_add_lora(struct lt_model *m, double dropout, lt_rng *rng);
+
 #endif

@@ -70,24 +70,7 @@ static int run_step(const char *dir, int lora, int mode, int backward, const lt_
     }
     lt_rng rng;
     lt_rng_seed(&rng, 4321);
-    if (lora) {
-        lt_peft_config pc = {0};
-        pc.r = 4;
-        pc.alpha = 8;
-        pc.targets = LT_LORA_ALL_TARGETS;
-        if (lt_trainer_add_lora(m, &pc, &rng, &err)) {
-            fprintf(stderr, "%s\n", err.msg);
-            goto done;
-        }
-        for (size_t i = 0; i < lt_model_num_params(m); i++) { /* B != 0: A gets a gradient too */
-            lt_param *p = lt_model_param(m, i);
-            if (!strstr(p->name, "lora_B")) continue;
-            float *h = malloc(p->numel * sizeof *h);
-            for (size_t k = 0; k < p->numel; k++) h[k] = 0.05f * (lt_rng_uniform(&rng) - 0.5f);
-            be->upload_f32(be, p->data, LT_F32, h, p->numel, &err);
-            free(h);
-        }
-    }
+    if (lora && !lt_test_add_lora(m, 0.0, &rng)) goto done; /* B != 0: A gets a gradient too */
     if (mode == 1 || mode == 2 || mode == 4) lt_model_set_neftune(m, mode == 2 ? 0.0f : ALPHA, KEY);
     lt_model_set_recompute(m, mode == 4);
     if (lt_model_plan(m, B, T, &err) || lt_model_alloc_grads(m, &err)) {

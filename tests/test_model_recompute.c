@@ -61,24 +61,7 @@ static int run_step(const char *dir, int lora, int recompute, const lt_batch *bt
     lt_rng rng;
     lt_rng_seed(&rng, 1234);
     if (lora) {
-        lt_peft_config pc = {0};
-        pc.r = 4;
-        pc.alpha = 8;
-        pc.dropout = 0.2;
-        pc.targets = LT_LORA_ALL_TARGETS;
-        if (lt_trainer_add_lora(m, &pc, &rng, &err)) {
-            fprintf(stderr, "%s\n", err.msg);
-            goto done;
-        }
-        /* B = 0 after init: give it random values so A gets a gradient too */
-        for (size_t i = 0; i < lt_model_num_params(m); i++) {
-            lt_param *p = lt_model_param(m, i);
-            if (!strstr(p->name, "lora_B")) continue;
-            float *h = malloc(p->numel * sizeof *h);
-            for (size_t k = 0; k < p->numel; k++) h[k] = 0.05f * (lt_rng_uniform(&rng) - 0.5f);
-            be->upload_f32(be, p->data, LT_F32, h, p->numel, &err);
-            free(h);
-        }
+        if (!lt_test_add_lora(m, 0.2, &rng)) goto done; /* B != 0: A gets a gradient too */
         lt_model_set_rng(m, &rng);
     }
     lt_model_set_recompute(m, recompute);
