@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "lt_chat.h"
+#include "lt_fs.h"
 #include "lt_cli.h"
 #include "lt_json.h"
 #include "lt_shard.h"
@@ -560,6 +561,8 @@ int lt_cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "tokenize: cannot create folder %s\n", out_dir);
         goto out_early;
     }
+    /* shards a killed tokenize of this host left half-written (".NAME.h5.tmp-<host>-<pid>") */
+    lt_fs_remove_stale_note(out_dir, NULL, stderr);
     {
         DIR *d = opendir(out_dir);
         struct dirent *e;

@@ -761,13 +761,7 @@ static int dry_run(const lt_train_opts *o, int world) {
     }
     int gpu = strcmp(dev, "cpu") != 0, bf16red = !strcmp(o->grad_reduce_dtype, "bf16");
     double wb = gpu ? 2 : 4, A = gpu ? 2 : 4, GB = 1e9, here = -1;
-    printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s)\n"
-           "device %s%s: weights and activations in %s\n",
-           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU", why,
-           gpu ? "bf16" : "f32");
-    printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
-           o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
-    /* the activation arena lt_model_plan would reserve: its own layout pass, sizes only */
+    /* the activation arena lt_model_plan would reserve (a shape the run would refuse is refused here, before any figure): its own layout pass, sizes only */
     size_t act_sz = 0;
     lt_lora_spec ls = {.r = lora ? (int)o->lora_rank : 0, .dropout = lora ? (float)o->lora_dropout : 0.0f,
                        .targets = lora ? o->lora_targets : 0};
@@ -776,6 +770,12 @@ static int dry_run(const lt_train_opts *o, int world) {
         fprintf(stderr, "train: %s\n", err.msg);
         return 1;
     }
+    printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s)\n"
+           "device %s%s: weights and activations in %s\n",
+           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU", why,
+           gpu ? "bf16" : "f32");
+    printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
+           o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
     double acts = (double)act_sz;
     printf("\n%6s %10s %10s %10s %12s %12s %10s %8s  (GB = 1e9 bytes, per rank)\n", "ranks", "weights", "grads",
            "grad acc", "Adam m+v", "f32 master", "acts", "total");
