@@ -1,7 +1,8 @@
 /*
- * lt_cmd_inspect_run.c -- `luxtrain inspect RUN_DIR` and `luxtrain inspect
- * RUN_DIR/checkpoints/step-N` (everything else goes on to lt_cmd_inspect,
- * tools/lt_cmd_model.c): the step, loss and learning rate, the run's
+ * lt_cmd_inspect_run.c -- `luxtrain inspect PATH`: its options, and
+ * `luxtrain inspect RUN_DIR` and `luxtrain inspect RUN_DIR/checkpoints/step-N`
+ * (a model folder goes on to lt_inspect_model, tools/lt_cmd_model.c; a
+ * shard to lt_inspect_shard, tools/lt_cmd_tokenize.c): the step, loss and learning rate, the run's
  * training options (RUN_DIR/config.json) and what the folder holds, with the
  * inspect line for each usable model or adapter folder inside it.
  */
@@ -9,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,30 +157,77 @@ static int inspect_run(const char *dir) {
     return 0;
 }
 
-int lt_cmd_inspect_any(int argc, char **argv) {
-    const char *dir = NULL;
-    int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else if (argv[i][0] == '-' || dir) /* options, usage errors: lt_cmd_inspect's */
-            return lt_cmd_inspect(argc, argv);
-        else
-            dir = argv[i];
+typedef struct {
+    char **path;
+    int n_path, json, help;
+    long show;
+    char *tokenizer;
+} inspect_opts;
+
+#define F(x) offsetof(inspect_opts, x)
+static const lt_optdef OPTS[] = {
+    {.name = "json", .k = LT_OPT_FLAG, .off = F(json), .help = "a model folder: print it as one JSON object"},
+    {.name = "show", .k = LT_OPT_LONG, .off = F(show), .def = "0", .meta = "N", .lo = 0, .hi = 1L << 30,
+     .help = "a shard: also print the first N documents decoded, the tokens trained on (targets) between "
+             "\xe2\x9f\xa6 and \xe2\x9f\xa7"},
+    {.name = "tokenizer", .k = LT_OPT_STR, .off = F(tokenizer), .meta = "PATH",
+     .help = "a shard: the tokenizer (model folder or tokenizer.json) that decodes --show's documents"},
+};
+static const lt_optset SET = {
+    .cmd = "inspect",
+    .usage = "usage: luxtrain inspect MODEL_DIR [--json]\n"
+             "       luxtrain inspect RUN_DIR | RUN_DIR/checkpoints/step-N\n"
+             "       luxtrain inspect SHARD.h5 [--show N --tokenizer PATH]\n"
+             "A Hugging Face model folder: architecture, sizes, parameter count, stored dtypes,\n"
+             "tied embeddings, rope scaling; every tensor is checked against config.json.\n"
+             "A training run (RUN_DIR) or checkpoint (RUN_DIR/checkpoints/step-N): step, loss,\n"
+             "learning rate, the run's options and what the folder holds.\n"
+             "A token shard (.h5): its attributes, document and token counts.\n",
+    .defs = OPTS,
+    .n = sizeof OPTS / sizeof OPTS[0],
+    .off_help = F(help),
+    .off_pos = F(path),
+    .off_npos = F(n_path),
+    .pos_min = 1,
+    .pos_max = 1,
+    .pos_meta = "a model folder, run folder, checkpoint or shard (.h5)",
+};
+#undef F
+
+static int inspect_path(const inspect_opts *o) {
+    const char *path = o->path[0];
+    if (lt_str_ends_with(path, ".h5")) {
+        if (o->json) {
+            fprintf(stderr, "inspect: --json describes a model folder; %s is a token shard\n", path);
+            return 2;
+        }
+        return lt_inspect_shard(path, o->show, o->tokenizer);
+    }
+    if (o->show || o->tokenizer) {
+        fprintf(stderr, "inspect: --show and --tokenizer describe a token shard (.h5); %s is not one\n", path);
+        return 2;
     }
     /* a checkpoint (RUN_DIR/checkpoints/step-N) or a run (RUN_DIR) */
     static const char *const CKPT[] = {"COMPLETE", "state.json", NULL};
     static const char *const RUN[] = {"checkpoints", "metrics.jsonl", NULL};
     char p[4096];
     for (int k = 0; k < 2; k++)
-        for (int i = 0; dir && lt_is_dir(dir) && (k ? RUN : CKPT)[i]; i++) {
-            if (!lt_path_join(p, sizeof p, dir, (k ? RUN : CKPT)[i]) || (!lt_file_exists(p) && !lt_is_dir(p))) continue;
-            if (json) {
-                fprintf(stderr, "inspect: --json describes a model folder; %s is a training %s\n", dir,
+        for (int i = 0; lt_is_dir(path) && (k ? RUN : CKPT)[i]; i++) {
+            if (!lt_path_join(p, sizeof p, path, (k ? RUN : CKPT)[i]) || (!lt_file_exists(p) && !lt_is_dir(p))) continue;
+            if (o->json) {
+                fprintf(stderr, "inspect: --json describes a model folder; %s is a training %s\n", path,
                         k ? "run" : "checkpoint");
                 return 2;
             }
-            return k ? inspect_run(dir) : inspect_ckpt(dir);
+            return k ? inspect_run(path) : inspect_ckpt(path);
         }
-    return lt_cmd_inspect(argc, argv);
+    return lt_inspect_model(path, o->json);
+}
+
+int lt_cmd_inspect(int argc, char **argv) {
+    inspect_opts o = {0};
+    int rc = lt_opts_cli(&SET, argc, argv, &o);
+    if (rc < 0) rc = inspect_path(&o);
+    lt_opts_free(&SET, &o);
+    return rc;
 }
