@@ -2,9 +2,10 @@
 # test_train_mix.sh -- `luxtrain train --data 'corpus/*.h5:W' 'instr/*.h5:W'` (sample model, CPU):
 #   1. raw text tokenized with --format text is all targets after each document's
 #      first token; the chat shards only the assistant turns;
-#   2. a mixed run (weights 0.3 / 0.7) killed after step 6 and resumed from its
-#      step-4 checkpoint logs bitwise the same losses, grad norms, learning rates
-#      and token counts as the uninterrupted run, and exports the same model;
+#   2. a mixed run (weights 0.3 / 0.7) killed after step 37 and resumed from its
+#      step-35 checkpoint (in the second mix epoch: each set's place in its
+#      passes is restored) logs bitwise the same losses, grad norms, learning
+#      rates and token counts as the uninterrupted run, and exports the same model;
 #   3. inspect RUN shows the mix: each set's target share, the share achieved
 #      (near the target), tokens, documents and target tokens, the same for both
 #      runs; the sets' tokens add up to the run's tokens;
@@ -33,27 +34,28 @@ if [ "$cd_tgt" = $((cd_tok - cd_docs)) ] && [ "$in_tgt" -lt $((in_tok / 2 + in_t
   echo "ok   raw text: $cd_tgt targets of $cd_tok tokens in $cd_docs documents; chats: $in_tgt of $in_tok"
 else fail "masks: corpus $cd_tgt targets / $cd_tok tokens / $cd_docs docs; instr $in_tgt / $in_tok"; fi
 
-common=(--model "$model" --seq-len 64 --micro-batch 2 --lr 1e-3 --warmup-steps 1 --eval-every 0 --device cpu
-        --threads 1 --log-every 1000 --save-every 4)
+common=(--model "$model" --seq-len 64 --micro-batch 2 --epochs 0 --lr 1e-3 --warmup-steps 1 --eval-every 0 --device cpu
+        --threads 1 --log-every 1000 --save-every 35)
 mix=(--data 'corpus/train-*.h5:0.3' 'instr/*.h5:0.7')
 
 # ---- 2. resume equality ----
-"$bin" train "${common[@]}" "${mix[@]}" --max-steps 12 --out full >full.txt 2>&1 || fail "mixed run: $(tail -3 full.txt)"
+"$bin" train "${common[@]}" "${mix[@]}" --max-steps 40 --out full >full.txt 2>&1 || fail "mixed run: $(tail -3 full.txt)"
 grep -q "mix set 2 instr/\*.h5:0.7: 56 documents" full.txt || fail "no mix line: $(grep mix full.txt)"
-LT_TRAIN_TEST_KILL_AFTER=6 "$bin" train "${common[@]}" "${mix[@]}" --max-steps 12 --out cut >cut1.txt 2>&1
-[ -f cut/checkpoints/step-000004/COMPLETE ] && [ ! -d cut/final ] || fail "killed run: $(tail -2 cut1.txt)"
-"$bin" train "${common[@]}" "${mix[@]}" --max-steps 12 --out cut --resume >cut2.txt 2>&1 ||
+LT_TRAIN_TEST_KILL_AFTER=37 "$bin" train "${common[@]}" "${mix[@]}" --max-steps 40 --out cut >cut1.txt 2>&1
+[ -f cut/checkpoints/step-000035/COMPLETE ] && [ ! -d cut/final ] || fail "killed run: $(tail -2 cut1.txt)"
+"$bin" train "${common[@]}" "${mix[@]}" --max-steps 40 --out cut --resume >cut2.txt 2>&1 ||
   fail "resume: $(tail -3 cut2.txt)"
 trace() { grep '"loss"' "$1" | sed -E 's/"(tokens_per_s|elapsed_s)": [^,}]*//g'; }
-if [ "$(trace full/metrics.jsonl | wc -l)" = 12 ] && [ "$(trace full/metrics.jsonl)" = "$(trace cut/metrics.jsonl)" ] &&
+if [ "$(trace full/metrics.jsonl | wc -l)" = 40 ] && grep -q '"step": 35, "epoch": 1,' full/metrics.jsonl && [ "$(trace full/metrics.jsonl)" = "$(trace cut/metrics.jsonl)" ] &&
    cmp -s full/final/model.safetensors cut/final/model.safetensors &&
-   grep -q "resuming from cut/checkpoints/step-000004" cut2.txt; then
-  echo "ok   mixed run killed after step 6, resumed from step 4: 12 steps' losses and the final model bitwise equal"
+   grep -q "resuming from cut/checkpoints/step-000035" cut2.txt; then
+  echo "ok   mixed run killed after step 37, resumed from step 35 (epoch 1): 40 steps' losses and the final model"
+  echo "     bitwise equal"
 else fail "resume differs: $(diff <(trace full/metrics.jsonl) <(trace cut/metrics.jsonl) | head -4)"; fi
 
 # ---- 3. inspect shows the mix ----
 "$bin" inspect full >if.txt 2>&1 && "$bin" inspect cut >ik.txt 2>&1 || fail "inspect: $(cat if.txt ik.txt)"
-"$bin" inspect full/checkpoints/step-000012 >ick.txt 2>&1 || fail "inspect checkpoint: $(cat ick.txt)"
+"$bin" inspect full/checkpoints/step-000040 >ick.txt 2>&1 || fail "inspect checkpoint: $(cat ick.txt)"
 mixrows() { awk '/^mix:/ { on = 1; next } on && /^  [^ ]/ { print; next } on { exit }' "$1"; }
 rows=$(mixrows if.txt)
 tokens_run=$(grep '"loss"' full/metrics.jsonl | tail -1 | sed -E 's/.*"tokens": ([0-9]+).*/\1/')
@@ -103,7 +105,7 @@ refused "weights with epoch counts" "some sets have weights and others epoch cou
   --data 'corpus:0.5' 'instr:x2' --out b5
 refused "a mix in --eval-data" "--eval-data takes shards, folders or patterns, not weighted sets" \
   --data instr --eval-data 'instr:0.5' --out b6
-"$bin" train "${common[@]}" --data 'corpus/train-*.h5:0.5' 'instr/*.h5:0.5' --max-steps 12 --out cut --resume \
+"$bin" train "${common[@]}" --data 'corpus/train-*.h5:0.5' 'instr/*.h5:0.5' --max-steps 40 --out cut --resume \
   >b7.txt 2>&1
 rc=$?
 [ $rc -eq 1 ] && grep -q "was written with different training options" b7.txt &&
