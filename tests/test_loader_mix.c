@@ -16,6 +16,8 @@
  *   - ranks: world 2 slices equal the world 1 global batch;
  *   - resume: state + mix state saved mid-epoch and restored in a new loader
  *     give bitwise the same batches and counts across epoch boundaries;
+ *   - a set given as a ','-separated list reads as the same set's glob; the
+ *     plain form (no suffix) is no mix and expands a quoted glob;
  *   - bad input: weights that are not positive numbers, an empty glob,
  *     weights mixed with epoch counts or with no suffix, a set of another
  *     tokenizer or vocabulary, a mix state of another loader: refused naming
@@ -352,10 +354,32 @@ int main(void) {
         lt_loader_free(E);
     }
 
-    /* ---- the plain form is not a mix ---- */
+    /* ---- a set as a comma-separated list: the same as its glob ---- */
+    {
+        char pa[9000], pb[4200];
+        snprintf(pa, sizeof pa, "%s/a/train-00000.h5,%s/a/train-00001.h5:0.25", dir, dir);
+        snprintf(pb, sizeof pb, "%s/b:0.75", dir);
+        const char *paths[2] = {pa, pb};
+        lt_loader_opts o = {MB, SEQ, 0, 1, 5, 1, VOCAB};
+        lt_loader *L = NULL, *G = open_mix(":0.25", ":0.75", MB, 0, 1, 5);
+        LT_CHECK_OK(lt_loader_open(paths, 2, NULL, &o, &L, &err), &err);
+        int same = lt_loader_num_sets(L) == 2;
+        for (int i = 0; same && i < 2 * (int)lt_loader_batches_per_epoch(G); i++) {
+            lt_loader_batch x, y;
+            LT_CHECK_OK(lt_loader_next(L, &x, &err), &err);
+            LT_CHECK_OK(lt_loader_next(G, &y, &err), &err);
+            same &= same_batch(&x, &y);
+        }
+        LT_CHECK(same, "a set given as a list differs from the same set given as a glob");
+        printf("ok   a set given as 'a/train-00000.h5,a/train-00001.h5:0.25' reads as 'a/train-*.h5:0.25'\n");
+        lt_loader_free(L);
+        lt_loader_free(G);
+    }
+
+    /* ---- the plain form is not a mix (and expands a quoted glob) ---- */
     {
         char pa[4200], pb[4200];
-        snprintf(pa, sizeof pa, "%s/a", dir);
+        snprintf(pa, sizeof pa, "%s/a/train-*.h5", dir);
         snprintf(pb, sizeof pb, "%s/b/train-00000.h5", dir);
         const char *paths[2] = {pa, pb};
         LT_CHECK(!lt_loader_is_mix(paths, 2), "plain paths taken for a mix");
