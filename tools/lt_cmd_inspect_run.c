@@ -1,10 +1,11 @@
 /*
  * lt_cmd_inspect_run.c -- `luxtrain inspect PATH`: its options, and
  * `luxtrain inspect RUN_DIR` and `luxtrain inspect RUN_DIR/checkpoints/step-N`
- * (a model folder goes on to lt_inspect_model, tools/lt_cmd_model.c; a
- * shard to lt_inspect_shard, tools/lt_cmd_tokenize.c): the step, loss and learning rate, the run's
- * training options (RUN_DIR/config.json) and what the folder holds, with the
- * inspect line for each usable model or adapter folder inside it.
+ * (a model folder goes on to lt_inspect_model, tools/lt_cmd_model.c; a shard
+ * to lt_inspect_shard, tools/lt_cmd_tokenize.c): the step, loss and learning
+ * rate, the run's training options (RUN_DIR/config.json), the mix achieved
+ * when the run mixes shard sets, and what the folder holds, with the inspect
+ * line for each usable model or adapter folder inside it.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
@@ -55,6 +56,40 @@ static void print_options(const char *run_dir) {
     cJSON_Delete(o);
 }
 
+/* a mix of shard sets (state.json extra.mix, lt_cmd_train.c): per set the
+ * target share of the tokens and what the batches so far took */
+static void print_mix(const char *extra_json) {
+    cJSON *x = extra_json ? cJSON_Parse(extra_json) : NULL;
+    const cJSON *mix = x ? cJSON_GetObjectItemCaseSensitive(x, "mix") : NULL, *e;
+    if (!cJSON_IsArray(mix) || !cJSON_GetArraySize(mix)) {
+        cJSON_Delete(x);
+        return;
+    }
+    double total = 0;
+    cJSON_ArrayForEach(e, mix) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "tokens");
+        if (cJSON_IsNumber(t)) total += t->valuedouble;
+    }
+    printf("mix:            %d shard sets; document tokens taken so far against each set's target share\n",
+           cJSON_GetArraySize(mix));
+    printf("  %-32s %8s %8s %12s %10s %14s\n", "set", "target", "achieved", "tokens", "documents", "target tokens");
+    cJSON_ArrayForEach(e, mix) {
+        const cJSON *set = cJSON_GetObjectItemCaseSensitive(e, "set");
+        const cJSON *share = cJSON_GetObjectItemCaseSensitive(e, "target_share");
+        const cJSON *tok = cJSON_GetObjectItemCaseSensitive(e, "tokens");
+        const cJSON *docs = cJSON_GetObjectItemCaseSensitive(e, "docs");
+        const cJSON *tgt = cJSON_GetObjectItemCaseSensitive(e, "target_tokens");
+        if (!cJSON_IsString(set) || !cJSON_IsNumber(share) || !cJSON_IsNumber(tok) || !cJSON_IsNumber(docs) ||
+            !cJSON_IsNumber(tgt)) {
+            printf("  (a set entry of state.json extra.mix is malformed)\n");
+            continue;
+        }
+        printf("  %-32s %8.4f %8.4f %12.0f %10.0f %14.0f\n", set->valuestring, share->valuedouble,
+               total > 0 ? tok->valuedouble / total : 0.0, tok->valuedouble, docs->valuedouble, tgt->valuedouble);
+    }
+    cJSON_Delete(x);
+}
+
 static int is_adapter(const char *dir) {
     char cfg[4096];
     return lt_path_join(cfg, sizeof cfg, dir, "adapter_config.json") && lt_fs_file_size(cfg) >= 0;
@@ -91,6 +126,7 @@ static int inspect_ckpt(const char *dir) {
         printf("learning rate:  %.6g\n", s->lr);
         printf("tokens seen:    %lld\n", (long long)s->tokens_seen);
         printf("options hash:   %s\n", s->options_hash);
+        print_mix(s->extra_json);
         lt_ckpt_close(c);
         printf("holds:\n");
     }
@@ -139,6 +175,7 @@ static int inspect_run(const char *dir) {
                    (long long)c->state.total_steps, (long long)c->state.epoch,
                    strcmp(c->state.mode, "lora") ? "full" : "LoRA");
             if (!isnan(c->state.loss)) printf("loss:           %.6g (at step %lld)\n", c->state.loss, (long long)step);
+            print_mix(c->state.extra_json);
             lt_ckpt_close(c);
         }
     }

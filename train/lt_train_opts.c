@@ -44,7 +44,9 @@ static const char *const REDUCE_DTYPES[] = {"f32", "bf16", NULL};
 static const optdef OPTS[] = {
     {"Inputs and outputs", K_SECTION, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, NULL},
     {"model", K_STR, F(model), 0, NULL, "DIR", 0, 0, 0, 0, 1, "Hugging Face model folder", NULL, NULL, NULL, 1},
-    {"data", K_LIST, F(data), F(n_data), NULL, "SHARD...", 0, 0, 0, 0, 1, "training token shards (.h5; required)"},
+    {"data", K_LIST, F(data), F(n_data), NULL, "SHARD...", 0, 0, 0, 0, 1,
+     "training token shards (.h5 files, folders, patterns; required); PATTERN:W or PATTERN:xN entries mix shard sets "
+     "by weight or epochs"},
     {"out", K_STR, F(out), 0, NULL, "RUN_DIR", 0, 0, 0, 0, 0,
      "run folder: config.json, checkpoints/, final export (required)"},
     {"config", K_STR, F(config), 0, NULL, "FILE", 0, 0, 0, 0, 0,
