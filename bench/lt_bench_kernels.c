@@ -1504,6 +1504,7 @@ static lt_status write_json(const bench *b, const torch_run *tr, const char *pat
 /* command line                                                             */
 
 typedef struct kernels_args {
+    const char *prog; /* for messages: "luxtrain bench kernels" or this program's name */
     char *device, *json, *only, *op;
     int quick, no_torch, list_ops, help;
     long threads;
@@ -1511,10 +1512,8 @@ typedef struct kernels_args {
 } kernels_args;
 
 #define F(x) offsetof(kernels_args, x)
-static const char *const DEVICES[] = {"cpu", "cuda", "auto", NULL};
 static const lt_optdef OPTS[] = {
-    {.name = "device", .k = LT_OPT_CHOICE, .off = F(device), .def = "auto", .meta = "D", .choices = DEVICES,
-     .help = "auto = cuda if a GPU is present, else cpu"},
+    LT_OPT_ROW_DEVICE(kernels_args, device, "auto"),
     {.name = "json", .k = LT_OPT_STR, .off = F(json), .meta = "FILE",
      .help = "also write the results as JSON (schema: bench/README.md)"},
     {.name = "quick", .k = LT_OPT_FLAG, .off = F(quick), .help = "a reduced set (CPU: tiny shapes, a few seconds)"},
@@ -1528,8 +1527,7 @@ static const lt_optdef OPTS[] = {
      .help = "run only cases whose id contains TEXT (e.g. attention, llama-3.1-8b)"},
     {.name = "budget", .k = LT_OPT_DBL, .off = F(budget), .meta = "SECONDS", .lo = 0, .hi = 3600, .lo_open = 1,
      .help = "seconds of timed calls per measurement [default: 0.25 cuda, 0.1 cpu]"},
-    {.name = "threads", .k = LT_OPT_LONG, .off = F(threads), .def = "0", .meta = "N", .lo = 0, .hi = 4096,
-     .help = "CPU backend threads; 0 = OpenMP's default"},
+    LT_OPT_ROW_THREADS(kernels_args, threads),
 };
 static const lt_optset SET = {
     .cmd = "bench kernels",
@@ -1543,18 +1541,17 @@ static const lt_optset SET = {
 };
 #undef F
 
-static int kernels_run(const char *prog, const kernels_args *a);
+static int kernels_run(void *arg);
 
 int lt_bench_kernels_main(int argc, char **argv) {
-    const char *prog = argc > 0 ? argv[0] : "bench_kernels";
     kernels_args a = {0};
-    int rc = lt_opts_cli(&SET, argc, argv, &a);
-    if (rc < 0) rc = kernels_run(prog, &a);
-    lt_opts_free(&SET, &a);
-    return rc;
+    a.prog = argc > 0 ? argv[0] : "bench_kernels";
+    return lt_opts_main(&SET, argc, argv, &a, kernels_run);
 }
 
-static int kernels_run(const char *prog, const kernels_args *a) {
+static int kernels_run(void *arg) {
+    const kernels_args *a = arg;
+    const char *prog = a->prog;
     if (a->list_ops) {
         lt_op_list(stdout);
         return 0;

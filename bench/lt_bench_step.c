@@ -84,10 +84,8 @@ typedef struct step_args {
 } step_args;
 
 #define F(x) offsetof(step_args, x)
-static const char *const DEVICES[] = {"cpu", "cuda", "auto", NULL};
 static const lt_optdef OPTS[] = {
-    {.name = "device", .k = LT_OPT_CHOICE, .off = F(device), .def = "auto", .meta = "D", .choices = DEVICES,
-     .help = "auto = cuda if a GPU is present, else cpu"},
+    LT_OPT_ROW_DEVICE(step_args, device, "auto"),
     {.name = "shape", .k = LT_OPT_STR, .off = F(shape), .meta = "S",
      .help = "1b = Llama-3.2-1B, 8b = Llama-3.1-8B, sample = data/sample/model's config, or a folder / config.json "
              "(weights never read) [default: 1b on cuda, sample on cpu]"},
@@ -100,8 +98,7 @@ static const lt_optdef OPTS[] = {
     {.name = "steps", .k = LT_OPT_LONG, .off = F(steps), .meta = "N", .lo = 1, .hi = 100000,
      .help = "timed steps after one warm-up step [default: cuda 10, cpu 3]"},
     {.name = "recompute", .k = LT_OPT_FLAG, .off = F(recompute), .help = "activation recomputation"},
-    {.name = "threads", .k = LT_OPT_LONG, .off = F(threads), .def = "0", .meta = "N", .lo = 0, .hi = 4096,
-     .help = "CPU threads; 0 = OpenMP's default"},
+    LT_OPT_ROW_THREADS(step_args, threads),
     {.name = "json", .k = LT_OPT_STR, .off = F(json), .meta = "FILE", .help = "also write the results as JSON"},
 };
 static const lt_optset SET = {
@@ -506,16 +503,16 @@ done:
 
 /* ---------------------------------------------------------------------- */
 
+static int step_main_run(void *arg) {
+    const step_args *a = arg;
+    opts o = {a->device, a->shape, a->json, (int)a->lora_rank, (int)a->T, (int)a->B, (int)a->steps, a->recompute,
+              (int)a->threads};
+    return step_run(o);
+}
+
 int lt_bench_step_main(int argc, char **argv) {
     step_args a = {0};
-    int rc = lt_opts_cli(&SET, argc, argv, &a);
-    if (rc < 0) {
-        opts o = {a.device, a.shape, a.json, (int)a.lora_rank, (int)a.T, (int)a.B, (int)a.steps, a.recompute,
-                  (int)a.threads};
-        rc = step_run(o);
-    }
-    lt_opts_free(&SET, &a);
-    return rc;
+    return lt_opts_main(&SET, argc, argv, &a, step_main_run);
 }
 
 int lt_cmd_bench(int argc, char **argv) {

@@ -489,6 +489,15 @@ int lt_opts_cli(const lt_optset *s, int argc, char **argv, void *o) {
     return 2;
 }
 
+int lt_opts_main(const lt_optset *s, int argc, char **argv, void *o, int (*run)(void *o)) {
+    int rc = lt_opts_cli(s, argc, argv, o);
+    if (rc < 0) rc = run(o);
+    lt_opts_free(s, o);
+    return rc;
+}
+
+const char *const lt_opt_devices[] = {"cpu", "cuda", "auto", NULL};
+
 /* ---- help, docs ---- */
 
 void lt_opts_help(const lt_optset *s, FILE *f) {

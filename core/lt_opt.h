@@ -69,6 +69,16 @@ typedef struct lt_optset {
     void (*more_help)(FILE *f); /* printed after the options (lists only known at run time) */
 } lt_optset;
 
+/* The rows every command with a backend has: --device (cpu, cuda, auto;
+ * `def` its default) and --threads. `type` is the options struct. */
+extern const char *const lt_opt_devices[]; /* "cpu", "cuda", "auto", NULL */
+#define LT_OPT_ROW_DEVICE(type, field, def_)                                                                 \
+    {.name = "device", .k = LT_OPT_CHOICE, .off = offsetof(type, field), .def = def_, .meta = "D",             \
+     .choices = lt_opt_devices, .help = "auto = cuda if a GPU is present, else cpu"}
+#define LT_OPT_ROW_THREADS(type, field)                                                                     \
+    {.name = "threads", .k = LT_OPT_LONG, .off = offsetof(type, field), .def = "0", .meta = "N", .lo = 0,     \
+     .hi = 4096, .help = "CPU threads; 0 = OpenMP's default"}
+
 /* Defaults into a zeroed struct (allocated strings: free with lt_opts_free). */
 lt_status lt_opts_defaults(const lt_optset *s, void *o, lt_err *err);
 void lt_opts_free(const lt_optset *s, void *o);
@@ -81,6 +91,9 @@ lt_status lt_opts_parse(const lt_optset *s, int argc, char **argv, void *o, lt_e
  * --help to stdout, 2 after printing "<cmd>: <message>" and one
  * "(luxtrain <cmd> --help lists the options)" line to stderr. */
 int lt_opts_cli(const lt_optset *s, int argc, char **argv, void *o);
+/* A command's whole main: o (zeroed by the caller) parsed with
+ * lt_opts_cli, run(o) when it says go on, o freed; the exit code. */
+int lt_opts_main(const lt_optset *s, int argc, char **argv, void *o, int (*run)(void *o));
 /* A JSON object of options (keys: names with '-' or '_'); `origin` names it. */
 lt_status lt_opts_apply_json(const lt_optset *s, void *o, const char *json, const char *origin, lt_err *err);
 /* Was the option set by a flag or the JSON file? (0 for an unknown name) */

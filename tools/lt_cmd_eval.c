@@ -98,7 +98,6 @@ typedef struct {
 } eval_opts;
 
 #define F(x) offsetof(eval_opts, x)
-static const char *const DEVICES[] = {"cpu", "cuda", "auto", NULL};
 static const char *const METRICS[] = {"acc", "acc_norm", "acc_bytes", NULL}; /* lt_eval_metric_names' order */
 static const lt_optdef EVAL_OPTS[] = {
     {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR", .help = "model folder (--tasks, --data)"},
@@ -131,10 +130,8 @@ static const lt_optdef EVAL_OPTS[] = {
      .help = "sequence length; longer requests are cut from the left (default: min(max_position_embeddings, 2048))"},
     {.name = "batch", .k = LT_OPT_LONG, .off = F(batch), .def = "1", .meta = "N", .lo = 1, .hi = 1 << 20,
      .help = "sequences per forward pass"},
-    {.name = "device", .k = LT_OPT_CHOICE, .off = F(device), .def = "auto", .meta = "D", .choices = DEVICES,
-     .help = "auto = cuda if a GPU is present, else cpu"},
-    {.name = "threads", .k = LT_OPT_LONG, .off = F(threads), .def = "0", .meta = "N", .lo = 0, .hi = 4096,
-     .help = "CPU threads; 0 = OpenMP's default"},
+    LT_OPT_ROW_DEVICE(eval_opts, device, "auto"),
+    LT_OPT_ROW_THREADS(eval_opts, threads),
     {.name = "Paired comparison (exact McNemar test)", .k = LT_OPT_SECTION},
     {.name = "compare", .k = LT_OPT_LIST, .off = F(compare), .off_n = F(n_compare), .meta = "A B",
      .help = "two result files, or run folders holding eval.json (or eval*.json)"},
@@ -363,7 +360,8 @@ static int eval_compare(const eval_opts *o) {
     return 0;
 }
 
-static int eval_run(eval_opts *o) {
+static int eval_run(void *arg) {
+    eval_opts *o = arg;
     for (int k = 0; METRICS[k]; k++)
         if (!strcmp(o->metric_name, METRICS[k])) o->metric = k;
     int modes = !!o->tasks + !!o->n_data + !!o->n_compare;
@@ -392,10 +390,7 @@ static int eval_run(eval_opts *o) {
 
 int lt_cmd_eval(int argc, char **argv) {
     eval_opts o = {0};
-    int rc = lt_opts_cli(&EVAL_SET, argc, argv, &o);
-    if (rc < 0) rc = eval_run(&o);
-    lt_opts_free(&EVAL_SET, &o);
-    return rc;
+    return lt_opts_main(&EVAL_SET, argc, argv, &o, eval_run);
 }
 
 /* ------------------------------------------------------------------- plot */
@@ -427,23 +422,22 @@ static const lt_optset PLOT_SET = {
 };
 #undef F
 
-int lt_cmd_plot(int argc, char **argv) {
-    plot_opts o = {0};
-    int rc = lt_opts_cli(&PLOT_SET, argc, argv, &o);
-    if (rc >= 0) goto done;
+static int plot_run(void *arg) {
+    const plot_opts *o = arg;
     lt_err err = {{0}};
     int png = 0;
     char def[4096];
-    const char *out = o.out;
-    if (!out && lt_path_join(def, sizeof def, o.runs[0], "loss.svg")) out = def;
-    if (lt_plot_runs((const char **)o.runs, o.n_runs, out, &png, &err) != LT_OK) {
+    const char *out = o->out;
+    if (!out && lt_path_join(def, sizeof def, o->runs[0], "loss.svg")) out = def;
+    if (lt_plot_runs((const char **)o->runs, o->n_runs, out, &png, &err) != LT_OK) {
         fprintf(stderr, "plot: %s\n", err.msg);
-        rc = 1;
-        goto done;
+        return 1;
     }
     printf("wrote %s%s\n", out, png ? " (and a PNG next to it)" : "");
-    rc = 0;
-done:
-    lt_opts_free(&PLOT_SET, &o);
-    return rc;
+    return 0;
+}
+
+int lt_cmd_plot(int argc, char **argv) {
+    plot_opts o = {0};
+    return lt_opts_main(&PLOT_SET, argc, argv, &o, plot_run);
 }

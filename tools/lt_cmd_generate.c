@@ -36,7 +36,6 @@ static void template_help(FILE *f) {
 }
 
 #define F(x) offsetof(gen_opts, x)
-static const char *const DEVICES[] = {"cpu", "cuda", "auto", NULL};
 static const lt_optdef OPTS[] = {
     {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR", .required = 1,
      .help = "Hugging Face model folder (with tokenizer.json)"},
@@ -53,10 +52,8 @@ static const lt_optdef OPTS[] = {
      .help = "nucleus sampling mass"},
     {.name = "seed", .k = LT_OPT_LONG, .off = F(seed), .def = "0", .meta = "S", .lo = 0, .hi = LT_OPT_BIG,
      .help = "sampling seed"},
-    {.name = "device", .k = LT_OPT_CHOICE, .off = F(device), .def = "auto", .meta = "D", .choices = DEVICES,
-     .help = "auto = cuda if a GPU is present, else cpu"},
-    {.name = "threads", .k = LT_OPT_LONG, .off = F(threads), .def = "0", .meta = "N", .lo = 0, .hi = 4096,
-     .help = "CPU threads; 0 = OpenMP's default"},
+    LT_OPT_ROW_DEVICE(gen_opts, device, "auto"),
+    LT_OPT_ROW_THREADS(gen_opts, threads),
 };
 static const lt_optset SET = {
     .cmd = "generate",
@@ -168,7 +165,8 @@ static int32_t pick(const float *logits, int V, double temperature, double top_p
     return c[n - 1].id;
 }
 
-static int run_generate(const gen_opts *o) {
+static int run_generate(void *arg) {
+    const gen_opts *o = arg;
     lt_err err = {{0}};
     lt_tokenizer *tok = NULL;
     lt_backend *be = NULL;
@@ -276,8 +274,5 @@ done:
 
 int lt_cmd_generate(int argc, char **argv) {
     gen_opts o = {0};
-    int rc = lt_opts_cli(&SET, argc, argv, &o);
-    if (rc < 0) rc = run_generate(&o);
-    lt_opts_free(&SET, &o);
-    return rc;
+    return lt_opts_main(&SET, argc, argv, &o, run_generate);
 }

@@ -231,7 +231,8 @@ static const lt_optset SET = {
 };
 #undef F
 
-static int inspect_path(const inspect_opts *o) {
+static int inspect_path(void *arg) {
+    const inspect_opts *o = arg;
     const char *path = o->path[0];
     if (lt_str_ends_with(path, ".h5")) {
         if (o->json) {
@@ -263,8 +264,5 @@ static int inspect_path(const inspect_opts *o) {
 
 int lt_cmd_inspect(int argc, char **argv) {
     inspect_opts o = {0};
-    int rc = lt_opts_cli(&SET, argc, argv, &o);
-    if (rc < 0) rc = inspect_path(&o);
-    lt_opts_free(&SET, &o);
-    return rc;
+    return lt_opts_main(&SET, argc, argv, &o, inspect_path);
 }

@@ -122,19 +122,18 @@ done:
     return st;
 }
 
+static int merge_run(void *arg) {
+    const merge_opts *o = arg;
+    lt_err err = {{0}};
+    if (lt_merge_adapter_folder(o->model, o->adapter, o->out, &err)) {
+        fprintf(stderr, "merge: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "merge: wrote %s\n", o->out);
+    return 0;
+}
+
 int lt_cmd_merge(int argc, char **argv) {
     merge_opts o = {0};
-    int rc = lt_opts_cli(&SET, argc, argv, &o);
-    if (rc < 0) {
-        lt_err err = {{0}};
-        rc = 0;
-        if (lt_merge_adapter_folder(o.model, o.adapter, o.out, &err)) {
-            fprintf(stderr, "merge: %s\n", err.msg);
-            rc = 1;
-        } else {
-            fprintf(stderr, "merge: wrote %s\n", o.out);
-        }
-    }
-    lt_opts_free(&SET, &o);
-    return rc;
+    return lt_opts_main(&SET, argc, argv, &o, merge_run);
 }

@@ -153,16 +153,13 @@ typedef struct {
 } score_opts;
 
 #define F(x) offsetof(score_opts, x)
-static const char *const DEVICES[] = {"cpu", "cuda", "auto", NULL};
 static const lt_optdef SCORE_OPTS[] = {
     {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR", .required = 1, .help = "model folder"},
     {.name = "ids", .k = LT_OPT_STR, .off = F(ids), .meta = "ID,ID,...", .required = 1, .help = "the token ids"},
     {.name = "logits", .k = LT_OPT_STR, .off = F(logits), .meta = "FILE.npy",
      .help = "also write the logits, (tokens x vocab) float32"},
-    {.name = "device", .k = LT_OPT_CHOICE, .off = F(device), .def = "cpu", .meta = "D", .choices = DEVICES,
-     .help = "auto = cuda if a GPU is present, else cpu"},
-    {.name = "threads", .k = LT_OPT_LONG, .off = F(threads), .def = "0", .meta = "N", .lo = 0, .hi = 4096,
-     .help = "CPU threads; 0 = OpenMP's default"},
+    LT_OPT_ROW_DEVICE(score_opts, device, "cpu"),
+    LT_OPT_ROW_THREADS(score_opts, threads),
 };
 static const lt_optset SCORE_SET = {
     .cmd = "score",
@@ -243,7 +240,8 @@ static lt_status write_npy_f32(const char *path, const float *x, int rows, int c
     return st;
 }
 
-static int score_run(const score_opts *o) {
+static int score_run(void *arg) {
+    const score_opts *o = arg;
     const char *dir = o->model, *ids_s = o->ids, *logits_path = o->logits, *device = o->device;
     long threads = o->threads;
     int32_t *ids = NULL;
@@ -336,8 +334,5 @@ done:
 
 int lt_cmd_score(int argc, char **argv) {
     score_opts o = {0};
-    int rc = lt_opts_cli(&SCORE_SET, argc, argv, &o);
-    if (rc < 0) rc = score_run(&o);
-    lt_opts_free(&SCORE_SET, &o);
-    return rc;
+    return lt_opts_main(&SCORE_SET, argc, argv, &o, score_run);
 }

@@ -479,7 +479,8 @@ static void human_count(double v, char *buf, size_t cap) {
     else snprintf(buf, cap, "%.0f", v);
 }
 
-static int tokenize_run(const tok_opts *o) {
+static int tokenize_run(void *arg) {
+    const tok_opts *o = arg;
     const char *tok_path = o->tokenizer, *out_dir = o->out, *tpl_name = o->tmpl;
     char *const *inputs = o->input;
     int n_inputs = o->n_input, skip_bad = o->skip_bad, overwrite = o->overwrite, quiet = o->quiet, made_out = 0;
@@ -776,10 +777,7 @@ out_early:
 
 int lt_cmd_tokenize(int argc, char **argv) {
     tok_opts o = {0};
-    int rc = lt_opts_cli(&SET, argc, argv, &o);
-    if (rc < 0) rc = tokenize_run(&o);
-    lt_opts_free(&SET, &o);
-    return rc;
+    return lt_opts_main(&SET, argc, argv, &o, tokenize_run);
 }
 
 /* ------------------------------------------------------------------ */

@@ -34,7 +34,6 @@ static lt_status parse_targets(const char *v, void *field, lt_err *err) {
 static void format_targets(const void *field, char *buf, size_t cap) {
     lt_lora_targets_str(*(const unsigned *)field, buf, cap);
 }
-static const char *const DEVICES[] = {"cpu", "cuda", "auto", NULL};
 static const char *const REDUCE_DTYPES[] = {"f32", "bf16", NULL};
 
 /* rows list the fields up to the help text (custom and choice rows go on) */
@@ -104,8 +103,8 @@ static const optdef OPTS[] = {
     {"log-every", K_LONG, F(log_every), 0, "10", "N", 1, BIG, 0, 0, 0, "print loss, lr and grad norm every N steps"},
     {"resume", K_FLAG, F(resume), 0, "false", NULL, 0, 0, 0, 0, 0,
      "continue from the newest complete checkpoint in RUN_DIR"},
-    {"device", K_CHOICE, F(device), 0, "auto", "D", 0, 0, 0, 0, 0, "auto = cuda if a GPU is present, else cpu", DEVICES},
-    {"threads", K_LONG, F(threads), 0, "0", "N", 0, 4096, 0, 0, 0, "CPU threads; 0 = OpenMP default"},
+    LT_OPT_ROW_DEVICE(lt_train_opts, device, "auto"),
+    LT_OPT_ROW_THREADS(lt_train_opts, threads),
     {"allow-tokenizer-mismatch", K_FLAG, F(allow_tokenizer_mismatch), 0, "false", NULL, 0, 0, 0, 0, 0,
      "train on shards made by another tokenizer than the model's (tokenizer_sha256 differs; a warning)"},
     {"skip-nonfinite", K_FLAG, F(skip_nonfinite), 0, "false", NULL, 0, 0, 0, 0, 0,
