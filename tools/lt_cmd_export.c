@@ -26,6 +26,10 @@
  * The folder is written as DIR.tmp-<pid>/ and renamed to DIR; an existing
  * non-empty DIR is refused unless --overwrite (then replaced only once the new
  * folder is complete).
+ *
+ * `luxtrain export --gguf OUT.gguf --model DIR [--adapter A] [--type T]`: a
+ * Hugging Face folder (with a PEFT adapter merged in) as one GGUF file for
+ * llama.cpp (train/lt_gguf.h). A checkpoint is exported to a folder first.
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include <cjson/cJSON.h>
@@ -42,6 +46,7 @@
 #include "lt_cli.h"
 #include "lt_export.h"
 #include "lt_fs.h"
+#include "lt_gguf.h"
 #include "lt_json.h"
 #include "lt_lora.h"
 #include "lt_model_spec.h"
@@ -50,11 +55,16 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: luxtrain export CHECKPOINT --out DIR [--model DIR] [--overwrite]\n"
+               "       luxtrain export --gguf OUT.gguf --model DIR [--adapter A] [--type f16|bf16|q8_0|f32] [--overwrite]\n"
                "  CHECKPOINT     RUN_DIR/checkpoints/step-N (a complete checkpoint of a luxtrain train run)\n"
                "  --out DIR      write what RUN_DIR/final/ would hold after step N: a Hugging Face folder\n"
                "                 (full fine-tuning) or a PEFT adapter folder (LoRA)\n"
                "  --model DIR    the base model folder, when it is no longer where RUN_DIR/config.json says\n"
-               "  --overwrite        replace DIR if it exists and is not empty\n"
+               "  --overwrite        replace DIR (or OUT.gguf) if it exists and is not empty\n"
+               "  --gguf OUT.gguf    one GGUF v3 file for llama.cpp: the model folder --model DIR, with the\n"
+               "                     PEFT adapter --adapter A merged in, weights as --type (default: bf16 for\n"
+               "                     a bf16 model, else f16), tokenizer and chat template in the metadata\n"
+               "                     (a checkpoint: export it to a folder first, then --gguf from that folder)\n"
                "  Offline, one process, no GPU; one tensor in memory at a time.\n");
 }
 
@@ -319,8 +329,35 @@ done:
     return st;
 }
 
+static int export_gguf(const char *gguf, const char *ckpt, const char *out, const char *model, const char *adapter,
+                       const char *type, int force) {
+    lt_err err = {{0}};
+    lt_gguf_type t = LT_GGUF_F16;
+    if (ckpt || out) {
+        fprintf(stderr, "export: --gguf takes --model DIR (a checkpoint: `luxtrain export %s --out DIR` first), not %s\n",
+                ckpt ? ckpt : "CHECKPOINT", ckpt ? "a checkpoint" : "--out");
+        return 2;
+    }
+    if (!model) {
+        fprintf(stderr, "export: --gguf needs --model DIR\n");
+        return 2;
+    }
+    if (type && lt_gguf_parse_type(type, &t, &err)) {
+        fprintf(stderr, "export: --type: %s\n", err.msg);
+        return 2;
+    }
+    lt_gguf_opts o = {.model_dir = model, .adapter_dir = adapter, .out_path = gguf, .type = type ? (int)t : -1,
+                      .overwrite = force};
+    if (lt_gguf_export(&o, &err)) {
+        fprintf(stderr, "export: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "export: wrote %s\n", gguf);
+    return 0;
+}
+
 int lt_cmd_export(int argc, char **argv) {
-    const char *ckpt = NULL, *out = NULL, *model = NULL;
+    const char *ckpt = NULL, *out = NULL, *model = NULL, *gguf = NULL, *adapter = NULL, *type = NULL;
     int force = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -332,9 +369,15 @@ int lt_cmd_export(int argc, char **argv) {
             force = 1;
             continue;
         }
-        const char **dst = !strcmp(a, "--out") ? &out : !strcmp(a, "--model") ? &model : NULL;
+        const char **dst = !strcmp(a, "--out")       ? &out
+                           : !strcmp(a, "--model")   ? &model
+                           : !strcmp(a, "--gguf")    ? &gguf
+                           : !strcmp(a, "--adapter") ? &adapter
+                           : !strcmp(a, "--type")    ? &type
+                                                     : NULL;
         if (!dst && a[0] == '-') {
-            static const char *const valid[] = {"--out", "--model", "--overwrite", "--help", NULL};
+            static const char *const valid[] = {"--out",  "--model", "--overwrite", "--gguf",
+                                                "--adapter", "--type", "--help",   NULL};
             return lt_opt_unknown_option("export", a, valid);
         }
         if (!dst) {
@@ -346,10 +389,15 @@ int lt_cmd_export(int argc, char **argv) {
             continue;
         }
         if (i + 1 >= argc) {
-            fprintf(stderr, "export: %s expects a folder\n", a);
+            fprintf(stderr, "export: %s expects a value\n", a);
             return 2;
         }
         *dst = argv[++i];
+    }
+    if (gguf) return export_gguf(gguf, ckpt, out, model, adapter, type, force);
+    if (adapter || type) {
+        fprintf(stderr, "export: %s is an option of export --gguf\n", adapter ? "--adapter" : "--type");
+        return 2;
     }
     if (!ckpt || !out) {
         fprintf(stderr, "export: a checkpoint folder and --out are required\n");
