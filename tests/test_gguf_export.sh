@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# test_gguf_export.sh -- `luxtrain export --gguf OUT.gguf --model DIR [--adapter A] [--type T]`:
+#   every model of tests/fixtures/gguf/models.txt (the sample model and one
+#   tiny model per family, with a fixture tokenizer) in f32, f16, bf16 and
+#   q8_0, read back with llama.cpp's `gguf` package and checked against
+#   config.json, the tokenizer files and the safetensors values
+#   (tests/gguf_check.py); the default type (bf16 for the BF16 sample model);
+#   a LoRA adapter merged in; errors: an unknown --type, an existing OUT
+#   without --overwrite (kept as it was), a model without tokenizer.json, a
+#   SentencePiece-style tokenizer, a checkpoint or --out with --gguf, --type
+#   without --gguf -- each leaves no OUT.tmp-* behind.
+. "$(dirname "$0")/lt_test_lib.sh"
+ok() { echo "ok   $*"; }
+
+if [ ! -x "$bin" ]; then echo "FAIL: luxtrain binary '$bin' not built" >&2; exit 1; fi
+[ -n "$py" ] && "$py" -c "import gguf, numpy" 2>/dev/null \
+  || lt_skip "no Python with the gguf package (LT_PYTHON='$py'; tools/requirements-test.txt)"
+lt_need_model
+lt_enter_tmp
+check="$src/tests/gguf_check.py"
+
+# a model folder with the tokenizer files (the fixture models have none)
+model_dir() { # NAME MODEL TOKENIZER -> prints the folder
+    local name=$1 m=$src/$2 t=$3 f
+    if [ "$t" == "-" ]; then echo "$m"; return; fi
+    mkdir -p "models/$name"
+    for f in "$m"/config.json "$m"/model*.safetensors "$m"/model.safetensors.index.json; do
+        [ -e "$f" ] && ln -sf "$f" "models/$name/"
+    done
+    ln -sf "$src/$t"/* "models/$name/"
+    echo "models/$name"
+}
+
+while read -r name mdir tdir; do
+    case "$name" in '#'* | '') continue ;; esac
+    d=$(model_dir "$name" "$mdir" "$tdir")
+    for t in f32 f16 bf16 q8_0; do
+        "$bin" export --gguf "$name.$t.gguf" --model "$d" --type "$t" >"$name.$t.txt" 2>&1 \
+          || { fail "$name $t: $(tail -2 "$name.$t.txt")"; continue; }
+        "$py" "$check" check "$name.$t.gguf" "$d" "$t" >"$name.$t.check" 2>&1 \
+          && ok "$name $t: $(tail -1 "$name.$t.check")" || fail "$name $t: $(tail -3 "$name.$t.check")"
+    done
+done <"$src/tests/fixtures/gguf/models.txt"
+
+# the default type follows the model: the sample model is BF16
+"$bin" export --gguf default.gguf --model "$model" >default.txt 2>&1 || fail "default type: $(cat default.txt)"
+cmp -s default.gguf sample.bf16.gguf && ok "default type of a BF16 model is bf16" \
+  || fail "the default export of the BF16 sample model is not its --type bf16 export"
+
+# a LoRA adapter merged in (PEFT format, q/v/down)
+d=models/llama
+"$py" "$check" adapter "$d" adapter >adapter.txt 2>&1 || fail "writing the adapter: $(cat adapter.txt)"
+for t in f32 q8_0; do
+    "$bin" export --gguf "lora.$t.gguf" --model "$d" --adapter adapter --type "$t" >"lora.$t.txt" 2>&1 \
+      || fail "--adapter $t: $(tail -2 "lora.$t.txt")"
+    "$py" "$check" check "lora.$t.gguf" "$d" "$t" adapter >"lora.$t.check" 2>&1 \
+      && ok "--adapter $t: $(tail -1 "lora.$t.check")" || fail "--adapter $t: $(tail -3 "lora.$t.check")"
+done
+cmp -s lora.f32.gguf llama.f32.gguf && fail "--adapter changed nothing"
+
+# errors
+expect_fail() { # WHAT PATTERN ARGS...: exits non-zero, says PATTERN, leaves no temporary file
+    local what=$1 pat=$2
+    shift 2
+    if "$bin" export "$@" >err.txt 2>&1; then fail "$what: succeeded"; return; fi
+    grep -q -- "$pat" err.txt && ok "$what: $(head -1 err.txt)" || fail "$what: said '$(cat err.txt)', not '$pat'"
+    ls ./*.tmp-* >/dev/null 2>&1 && fail "$what: left $(ls ./*.tmp-*)"
+    rm -f ./*.tmp-*
+}
+expect_fail "unknown --type" "q4_0.*not supported" --gguf x.gguf --model "$model" --type q4_0
+cp llama.f16.gguf keep.gguf
+expect_fail "existing OUT" "overwrite" --gguf keep.gguf --model models/llama --type f32
+cmp -s keep.gguf llama.f16.gguf || fail "an existing OUT was changed without --overwrite"
+"$bin" export --gguf keep.gguf --model models/llama --type f32 --overwrite >ow.txt 2>&1 \
+  && cmp -s keep.gguf llama.f32.gguf && ok "--overwrite replaces OUT" || fail "--overwrite: $(cat ow.txt)"
+expect_fail "no tokenizer.json" "tokenizer.json: missing" --gguf x.gguf --model "$src/tests/fixtures/models/qwen2"
+mkdir -p spm && ln -sf "$src/tests/fixtures/models/llama"/{config.json,model.safetensors} spm/
+"$py" - "$src/tests/fixtures/gguf/tok_llama3/tokenizer.json" spm/tokenizer.json <<'EOF'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+t["decoder"] = None
+json.dump(t, open(sys.argv[2], "w"))
+EOF
+expect_fail "SentencePiece-style tokenizer" "byte-level BPE" --gguf x.gguf --model spm
+expect_fail "--gguf with a checkpoint" "checkpoint" some/checkpoints/step-1 --gguf x.gguf --model "$model"
+expect_fail "--gguf with --out" "not --out" --gguf x.gguf --model "$model" --out dir
+expect_fail "--gguf without --model" "needs --model" --gguf x.gguf
+expect_fail "--type without --gguf" "option of export --gguf" some/checkpoints/step-1 --out dir --type f16
+[ -e x.gguf ] && fail "a failed export left x.gguf"
+
+lt_finish
