@@ -14,6 +14,9 @@ reader and as the reference for names, keys and quantization:
       numpy's rounding, BF16 and Q8_0 byte for byte equal to gguf.quants.quantize;
       Q8_0 dequantized within half a step (+ the fp16 rounding of the
       scale) of the f32 values.
+  gguf_check.py same A.gguf B.gguf
+      the same metadata (general.name aside: it is the folder's name) and
+      the same tensors, byte for byte.
   gguf_check.py adapter MODEL_DIR OUT_DIR
       writes a PEFT LoRA adapter (r 4, alpha 8, q/v/down, random A and B)
       for the model, in PEFT's format.
@@ -262,9 +265,28 @@ def make_adapter(mdir, out):
         json.dump(ac, f, indent=2)
 
 
+def same(pa, pb):
+    a, b = gguf.GGUFReader(pa), gguf.GGUFReader(pb)
+    fa = {k: f.contents() for k, f in a.fields.items() if k != gguf.Keys.General.NAME}
+    fb = {k: f.contents() for k, f in b.fields.items() if k != gguf.Keys.General.NAME}
+    if fa != fb:
+        fail(f"metadata differs: {sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))}")
+    ta, tb = {t.name: t for t in a.tensors}, {t.name: t for t in b.tensors}
+    if list(ta) != list(tb):
+        fail("tensor lists differ")
+    for n, t in ta.items():
+        u = tb[n]
+        if t.tensor_type != u.tensor_type or list(t.shape) != list(u.shape) or \
+                np.asarray(t.data).tobytes() != np.asarray(u.data).tobytes():
+            fail(f"tensor {n} differs")
+    print(f"ok   same metadata and {len(ta)} tensors")
+
+
 if __name__ == "__main__":
     if len(sys.argv) in (5, 6) and sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) == 6 else None)
+    elif len(sys.argv) == 4 and sys.argv[1] == "same":
+        same(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "adapter":
         make_adapter(sys.argv[2], sys.argv[3])
     else:

@@ -5,10 +5,13 @@
 #   q8_0, read back with llama.cpp's `gguf` package and checked against
 #   config.json, the tokenizer files and the safetensors values
 #   (tests/gguf_check.py); the default type (bf16 for the BF16 sample model);
-#   a LoRA adapter merged in; errors: an unknown --type, an existing OUT
-#   without --overwrite (kept as it was), a model without tokenizer.json, a
-#   SentencePiece-style tokenizer, a checkpoint or --out with --gguf, --type
-#   without --gguf -- each leaves no OUT.tmp-* behind.
+#   a LoRA adapter merged in; from checkpoints (`export CHECKPOINT --gguf`):
+#   a full run's F32 weights, a LoRA run's adapter (the same file as
+#   --adapter RUN/final); errors: an unknown --type, an existing OUT without
+#   --overwrite (kept as it was), a model without tokenizer.json, a
+#   SentencePiece-style tokenizer, not a checkpoint, a checkpoint with
+#   --adapter, --out with --gguf, no source, --type without --gguf -- each
+#   leaves no OUT.tmp-* behind.
 . "$(dirname "$0")/lt_test_lib.sh"
 ok() { echo "ok   $*"; }
 
@@ -58,6 +61,28 @@ for t in f32 q8_0; do
 done
 cmp -s lora.f32.gguf llama.f32.gguf && fail "--adapter changed nothing"
 
+# from a checkpoint: a full run's weights, a LoRA run's adapter, on the base model
+lt_tokenize_sample shards
+common=(--data shards/train-00000.h5 --seq-len 64 --micro-batch 2 --epochs 0 --max-steps 2 --lr 1e-2
+        --save-every 2 --device cpu --threads 1)
+"$bin" train --model "$model" --out full "${common[@]}" >full.txt 2>&1 || fail "full train: $(tail -3 full.txt)"
+"$bin" train --model "$model" --out lora --lora-rank 4 --lora-alpha 8 --lora-targets q,k,v,down "${common[@]}" \
+  >lora.txt 2>&1 || fail "LoRA train: $(tail -3 lora.txt)"
+# full: the checkpoint's F32 weights (a folder holding them as model.safetensors is the reference)
+mkdir -p ckf && ln -sf "$model"/{config.json,tokenizer.json,tokenizer_config.json} ckf/
+ln -sf "$PWD/full/checkpoints/step-000002/weights.safetensors" ckf/model.safetensors
+"$bin" export full/checkpoints/step-000002 --gguf full.gguf --type f32 >fc.txt 2>&1 || fail "full checkpoint: $(cat fc.txt)"
+"$bin" export --gguf ckf.gguf --model ckf --type f32 >ckf.txt 2>&1 || fail "checkpoint weights folder: $(cat ckf.txt)"
+"$py" "$check" same full.gguf ckf.gguf >same.txt 2>&1 && "$py" "$check" check full.gguf ckf f32 >>same.txt 2>&1 \
+  && ok "full checkpoint: $(tail -1 same.txt)" || fail "full checkpoint: $(tail -2 same.txt)"
+"$py" "$check" same full.gguf sample.f32.gguf >/dev/null 2>&1 && fail "the full checkpoint exported the base weights"
+# LoRA: the same file as the run's final adapter merged into the base model
+"$bin" export lora/checkpoints/step-000002 --gguf lc.gguf --type q8_0 >lc.txt 2>&1 || fail "LoRA checkpoint: $(cat lc.txt)"
+"$bin" export --gguf lf.gguf --model "$model" --adapter lora/final --type q8_0 >lf.txt 2>&1 || fail "final: $(cat lf.txt)"
+cmp -s lc.gguf lf.gguf && ok "LoRA checkpoint = its final adapter merged" || fail "LoRA checkpoint differs from --adapter final"
+"$py" "$check" check lc.gguf "$model" q8_0 lora/final >lcc.txt 2>&1 && ok "LoRA checkpoint: $(tail -1 lcc.txt)" \
+  || fail "LoRA checkpoint: $(tail -2 lcc.txt)"
+
 # errors
 expect_fail() { # WHAT PATTERN ARGS...: exits non-zero, says PATTERN, leaves no temporary file
     local what=$1 pat=$2
@@ -83,9 +108,11 @@ t["decoder"] = None
 json.dump(t, open(sys.argv[2], "w"))
 EOF
 expect_fail "SentencePiece-style tokenizer" "byte-level BPE" --gguf x.gguf --model spm
-expect_fail "--gguf with a checkpoint" "checkpoint" some/checkpoints/step-1 --gguf x.gguf --model "$model"
-expect_fail "--gguf with --out" "not --out" --gguf x.gguf --model "$model" --out dir
-expect_fail "--gguf without --model" "needs --model" --gguf x.gguf
+expect_fail "--gguf: not a checkpoint" "step-1" some/checkpoints/step-1 --gguf x.gguf
+expect_fail "--gguf, checkpoint and --adapter" "holds its adapter" lora/checkpoints/step-000002 --gguf x.gguf \
+  --adapter lora/final
+expect_fail "--gguf with --out" "not used with it" --gguf x.gguf --model "$model" --out dir
+expect_fail "--gguf without a source" "needs --model DIR or a checkpoint" --gguf x.gguf
 expect_fail "--type without --gguf" "option of export --gguf" some/checkpoints/step-1 --out dir --type f16
 [ -e x.gguf ] && fail "a failed export left x.gguf"
 

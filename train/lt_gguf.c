@@ -437,11 +437,17 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
         lt_wrap(err, st, "model %s", o->model_dir);
         goto done;
     }
+    const lt_peft_adapter *adp = o->adapter;
+    if (o->adapter && (st = lt_peft_check(o->adapter, &cfg, err))) {
+        lt_wrap(err, st, "the checkpoint's adapter against model %s", o->model_dir);
+        goto done;
+    }
     if (o->adapter_dir) {
         if ((st = lt_peft_load(o->adapter_dir, &ad, err)) || (st = lt_peft_check(ad, &cfg, err))) {
             lt_wrap(err, st, "adapter %s (for model %s)", o->adapter_dir, o->model_dir);
             goto done;
         }
+        adp = ad;
     }
     const char *arch = fam->gguf.arch;
     pt = calloc(nspec + 2, sizeof *pt);
@@ -458,6 +464,13 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
         t->shape[0] = specs[i].shape[0];
         t->shape[1] = t->ndim > 1 ? specs[i].shape[1] : 1;
         t->target = t->layer >= 0 ? lora_target_of(t->hf, t->layer) : -1;
+        const lt_st_tensor *cw = o->weights ? lt_st_find(o->weights, t->hf) : NULL;
+        if (o->weights && (!cw || cw->ndim != t->ndim || cw->shape[0] != t->shape[0] ||
+                           (t->ndim > 1 && cw->shape[1] != t->shape[1]))) {
+            st = lt_fail(err, LT_ERR_FORMAT, "the checkpoint %s tensor '%s' as model %s's config.json implies",
+                         cw ? "does not shape" : "has no", t->hf, o->model_dir);
+            goto done;
+        }
         t->type = t->ndim == 1 ? LT_GGUF_F32 : type;
         if (t->type == LT_GGUF_Q8_0 && t->shape[1] % LT_GGUF_Q8_0_BLOCK) t->type = LT_GGUF_F16;
         if (fam->gguf.permute_qk && t->layer >= 0) {
@@ -566,7 +579,7 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
         goto done;
 
     /* data, one tensor at a time */
-    float lora_scale = ad ? (float)lt_lora_scale(ad->cfg.alpha, ad->cfg.r, ad->cfg.rslora) : 0.0f;
+    float lora_scale = adp ? (float)lt_lora_scale(adp->cfg.alpha, adp->cfg.r, adp->cfg.rslora) : 0.0f;
     for (size_t i = 0; i < np; i++) {
         plan_tensor *t = &pt[i];
         size_t numel = (size_t)(t->shape[0] * t->shape[1]);
@@ -577,12 +590,12 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
             lt_config_rope_inv_freq(&cfg, w);
             for (size_t j = 0; j < numel; j++) w[j] = tmp[j] / w[j];
         } else {
-            const lt_st_tensor *s = lt_st_model_find(stm, t->hf);
+            const lt_st_tensor *s = o->weights ? lt_st_find(o->weights, t->hf) : lt_st_model_find(stm, t->hf);
             if ((st = lt_st_to_f32(s, w, numel, err))) goto done;
-            const lt_peft_tensor *lp = ad && t->target >= 0 ? lt_peft_find(ad, t->layer, t->target) : NULL;
+            const lt_peft_tensor *lp = adp && t->target >= 0 ? lt_peft_find(adp, t->layer, t->target) : NULL;
             if (lp) /* W (out, in) += scale * B (out, r) @ A (r, in), as PEFT's merge */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, lp->out, lp->in, ad->cfg.r, lora_scale, lp->B,
-                            ad->cfg.r, lp->A, lp->in, 1.0f, w, lp->in);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, lp->out, lp->in, adp->cfg.r, lora_scale, lp->B,
+                            adp->cfg.r, lp->A, lp->in, 1.0f, w, lp->in);
             if (t->permute_heads) {
                 permute_rows(w, tmp, t->permute_heads, t->shape[0], t->shape[1]);
                 memcpy(w, tmp, numel * sizeof *w);

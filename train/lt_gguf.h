@@ -39,6 +39,8 @@
 #include <stdint.h>
 
 #include "lt_base.h"
+#include "lt_export.h"
+#include "lt_safetensors.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +62,11 @@ void lt_gguf_quantize_q8_0(const float *x, size_t n, uint8_t *out);
 typedef struct lt_gguf_opts {
     const char *model_dir;   /* config.json, safetensors, tokenizer.json [, tokenizer_config.json] */
     const char *adapter_dir; /* PEFT LoRA adapter merged in (W + scale B A), or NULL */
+    /* a training checkpoint instead (luxtrain export CHECKPOINT --gguf): every tensor of the
+     * model from `weights` (full fine-tuning; same names and shapes), or the adapter already
+     * read (LoRA); model_dir still gives config.json and the tokenizer. NULL: unused. */
+    const lt_st_file *weights;
+    const lt_peft_adapter *adapter;
     const char *out_path;
     int type;      /* lt_gguf_type, or -1: BF16 for a BF16 model, else F16 */
     int overwrite; /* replace an existing out_path */
