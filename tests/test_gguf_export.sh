@@ -8,7 +8,8 @@
 #   a LoRA adapter merged in; from checkpoints (`export CHECKPOINT --gguf`):
 #   a full run's F32 weights, a LoRA run's adapter (the same file as
 #   --adapter RUN/final); errors: an unknown --type, an existing OUT without
-#   --overwrite (kept as it was), a model without tokenizer.json, a
+#   --overwrite (kept as it was), a model without tokenizer.json, f16 of a
+#   weight beyond its range, a
 #   SentencePiece-style tokenizer, not a checkpoint, a checkpoint with
 #   --adapter, --out with --gguf, no source, --type without --gguf -- each
 #   leaves no OUT.tmp-* behind.
@@ -108,6 +109,21 @@ t["decoder"] = None
 json.dump(t, open(sys.argv[2], "w"))
 EOF
 expect_fail "SentencePiece-style tokenizer" "byte-level BPE" --gguf x.gguf --model spm
+mkdir -p big && ln -sf "$src/tests/fixtures/models/llama/config.json" "$src/tests/fixtures/gguf/tok_llama3"/* big/
+"$py" - "$src/tests/fixtures/models/llama/model.safetensors" big/model.safetensors <<'EOF'
+import json, struct, sys
+import numpy as np
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])["model.layers.1.mlp.up_proj.weight"]
+assert h["dtype"] == "F32"
+b[8 + n + h["data_offsets"][0] + 12:8 + n + h["data_offsets"][0] + 16] = np.float32(-7e4).tobytes()
+open(sys.argv[2], "wb").write(b)
+EOF
+expect_fail "a weight beyond f16's range" "up_proj.weight.*-70000 at 3, beyond f16's range" --gguf x.gguf --model big \
+  --type f16
+"$bin" export --gguf big.gguf --model big --type bf16 >big.txt 2>&1 && ok "the same model as bf16" \
+  || fail "bf16 of a model beyond f16's range: $(cat big.txt)"
 expect_fail "--gguf: not a checkpoint" "step-1" some/checkpoints/step-1 --gguf x.gguf
 expect_fail "--gguf, checkpoint and --adapter" "holds its adapter" lora/checkpoints/step-000002 --gguf x.gguf \
   --adapter lora/final

@@ -607,6 +607,14 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
                              t->name, j);
                 goto done;
             }
+        if (t->type == LT_GGUF_F16)
+            for (size_t j = 0; j < numel; j++)
+                if (fabsf(w[j]) > 65504.0f) {
+                    st = lt_fail(err, LT_ERR_RANGE,
+                                 "tensor '%s' (%s) holds %g at %zu, beyond f16's range (65504): use --type bf16 or f32",
+                                 t->hf, t->name, (double)w[j], j);
+                    goto done;
+                }
         const void *data = w;
         if (t->type == LT_GGUF_F16 || t->type == LT_GGUF_BF16) {
             uint16_t *h = conv;
