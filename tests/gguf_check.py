@@ -158,7 +158,9 @@ def check(path, mdir, typ, adapter):
     if field(r, K.Tokenizer.MERGES) != merges:
         fail("tokenizer.ggml.merges differ")
     pre = json.dumps(tj["pre_tokenizer"])
-    want_pre = "qwen2" if "\\\\p{N}|" in pre else "llama-bpe" if "\\\\p{N}{1,3}" in pre else "gpt-2"
+    ignore = tj["model"].get("ignore_merges", False)
+    want_pre = "qwen2" if "\\\\p{N}|" in pre else ("llama-bpe" if ignore else "dbrx") if "\\\\p{N}{1,3}" in pre \
+        else "gpt-2"
     if field(r, K.Tokenizer.PRE) != want_pre:
         fail(f"tokenizer.ggml.pre = {field(r, K.Tokenizer.PRE)}, expected {want_pre}")
     ids = {t: i for t, i in tj["model"]["vocab"].items()}

@@ -7,8 +7,10 @@
       larger ones), built with Hugging Face `tokenizers` from the sample model's tokenizer:
       the 94 printable ASCII symbols, space and newline, its first merges
       whose parts are already in, and three special tokens. tok_llama3 splits
-      with the Llama 3 (cl100k) regex and adds <|endoftext|> as BOS
-      (TemplateProcessing); tok_qwen2 with Qwen2's regex and no BOS.
+      with the Llama 3 (cl100k) regex, ignore_merges, and adds <|endoftext|>
+      as BOS (TemplateProcessing); tok_qwen2 with Qwen2's regex, no BOS;
+      tok_cl100k (OLMo 2's kind) with the Llama 3 regex, merges always
+      applied, no BOS.
   logits LUXTRAIN  (tools/requirements-gguf.txt: llama-cpp-python, numpy)
       llama_cpp_logits.safetensors: for every model in models.txt and every
       type (f32, f16, bf16, q8_0), the GGUF that `LUXTRAIN export --gguf`
@@ -65,8 +67,9 @@ def gen_tokenizers():
         if a in vocab and b in vocab and a + b not in vocab:
             vocab[a + b] = len(vocab)
             merges.append((a, b))
-    for kind, regex, bos in (("llama3", LLAMA3_RE, True), ("qwen2", QWEN2_RE, False)):
-        tok = Tokenizer(tm.BPE(vocab=dict(vocab), merges=list(merges), ignore_merges=kind == "llama3"))
+    for kind, regex, bos, ignore in (("llama3", LLAMA3_RE, True, True), ("qwen2", QWEN2_RE, False, False),
+                                     ("cl100k", LLAMA3_RE, False, False)):
+        tok = Tokenizer(tm.BPE(vocab=dict(vocab), merges=list(merges), ignore_merges=ignore))
         tok.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(regex), behavior="isolated"),
              pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])

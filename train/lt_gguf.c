@@ -275,12 +275,19 @@ static lt_status add_tokenizer(buf *b, const char *dir, const lt_config *cfg, lt
         goto done;
     }
     int kind = !regex ? 0 : !strcmp(regex, "gpt2") ? LT_RE_GPT2 : lt_pretok_regex_kind(regex);
-    /* llama.cpp's pre-tokenizer name for each regex luxtrain knows */
-    const char *pre = kind == LT_RE_LLAMA3 ? "llama-bpe" : kind == LT_RE_QWEN2 ? "qwen2" : kind == LT_RE_GPT2 ? "gpt-2"
-                                                                                                         : NULL;
+    int ignore = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
+    /* llama.cpp's pre-tokenizer name for each (regex, ignore_merges) luxtrain knows: the name
+     * selects both in llama-vocab.cpp */
+    const char *pre = kind == LT_RE_LLAMA3 ? (ignore ? "llama-bpe" : "dbrx")
+                      : ignore             ? NULL
+                      : kind == LT_RE_QWEN2 ? "qwen2"
+                      : kind == LT_RE_GPT2  ? "gpt-2"
+                                            : NULL;
     if (!pre) {
         st = lt_fail(err, LT_ERR_UNSUPPORTED,
-                     "%s: the pre-tokenizer regex is not one llama.cpp names (Llama 3 / cl100k, Qwen2, GPT-2)", path);
+                     "%s: llama.cpp names no pre-tokenizer for this regex%s (it has Llama 3 / cl100k with or "
+                     "without ignore_merges, Qwen2 and GPT-2 without)",
+                     path, kind ? " with ignore_merges" : "");
         goto done;
     }
     tokens = calloc((size_t)V, sizeof *tokens);
