@@ -133,8 +133,11 @@ def gen_logits(luxtrain):
             for t in TYPES:
                 g = os.path.join(tmp, f"{name}.{t}.gguf")
                 subprocess.run([luxtrain, "export", "--gguf", g, "--model", d, "--type", t], check=True)
+                # KV cache in f32 (type 0): the logits then differ from luxtrain's by the weights' type
+                # and ggml's matmul inputs only (ggml's CPU matmul rounds the activations to the
+                # weights' vec_dot type: f16, bf16 or q8_0 blocks)
                 llm = Llama(model_path=g, n_ctx=64, n_batch=64, logits_all=True, n_threads=1, verbose=False,
-                            seed=0)
+                            seed=0, type_k=0, type_v=0, flash_attn=False)
                 llm.eval(TOKENS)
                 logits = np.array(llm.scores[: len(TOKENS)], dtype=np.float32)
                 out[f"{name}.{t}"] = ("F32", logits)
