@@ -45,6 +45,7 @@ typedef struct lt_family_gguf {
     const char *arch; /* llama.cpp's architecture name (general.architecture) */
     int permute_qk;   /* q/k rows reordered for llama.cpp's interleaved RoPE (arch "llama") */
     int output_always; /* llama.cpp requires output.weight even when the head is tied */
+    int head_dim_derived; /* llama.cpp's graph takes head_dim = hidden_size / heads (olmo2) */
     /* layer tensors named unlike the Llama layer: {HF name after "model.layers.N.",
      * GGUF name after "blk.N."} without ".weight"/".bias"; NULL-terminated, may be NULL */
     const char *const (*names)[2];

@@ -27,5 +27,5 @@ const lt_family lt_family_olmo2 = {
     .qk_norm = LT_QK_NORM_WHOLE,
     .post_norm = 1,
     .fixtures = FIXTURES,
-    .gguf = {.arch = "olmo2", .output_always = 1, .names = GGUF_NAMES},
+    .gguf = {.arch = "olmo2", .output_always = 1, .head_dim_derived = 1, .names = GGUF_NAMES},
 };

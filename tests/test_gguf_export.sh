@@ -8,7 +8,8 @@
 #   a LoRA adapter merged in; from checkpoints (`export CHECKPOINT --gguf`):
 #   a full run's F32 weights, a LoRA run's adapter (the same file as
 #   --adapter RUN/final); errors: an unknown --type, an existing OUT without
-#   --overwrite (kept as it was), a model without tokenizer.json, f16 of a
+#   --overwrite (kept as it was), an olmo2 model whose head_dim llama.cpp
+#   cannot take, a model without tokenizer.json, f16 of a
 #   weight beyond its range, a
 #   SentencePiece-style tokenizer, not a checkpoint, a checkpoint with
 #   --adapter, --out with --gguf, no source, --type without --gguf -- each
@@ -99,6 +100,10 @@ expect_fail "existing OUT" "overwrite" --gguf keep.gguf --model models/llama --t
 cmp -s keep.gguf llama.f16.gguf || fail "an existing OUT was changed without --overwrite"
 "$bin" export --gguf keep.gguf --model models/llama --type f32 --overwrite >ow.txt 2>&1 \
   && cmp -s keep.gguf llama.f32.gguf && ok "--overwrite replaces OUT" || fail "--overwrite: $(cat ow.txt)"
+mkdir -p olmo16 && ln -sf "$src/tests/fixtures/models/olmo2"/{config.json,model.safetensors} olmo16/
+ln -sf "$src/tests/fixtures/gguf/tok_cl100k"/* olmo16/
+expect_fail "olmo2 with head_dim != hidden / heads" "head_dim 16 with 4 heads is not hidden_size 48" --gguf x.gguf \
+  --model olmo16
 expect_fail "no tokenizer.json" "tokenizer.json: missing" --gguf x.gguf --model "$src/tests/fixtures/models/qwen2"
 mkdir -p spm && ln -sf "$src/tests/fixtures/models/llama"/{config.json,model.safetensors} spm/
 "$py" - "$src/tests/fixtures/gguf/tok_llama3/tokenizer.json" spm/tokenizer.json <<'EOF'

@@ -10,7 +10,9 @@
       with the Llama 3 (cl100k) regex, ignore_merges, and adds <|endoftext|>
       as BOS (TemplateProcessing); tok_qwen2 with Qwen2's regex, no BOS;
       tok_cl100k (OLMo 2's kind) with the Llama 3 regex, merges always
-      applied, no BOS.
+      applied, no BOS. olmo2_hd12/: an OLMo 2 model as the olmo2 fixture but
+      with head_dim = hidden / heads (llama.cpp's olmo2 assumes it), random
+      weights.
   logits LUXTRAIN  (tools/requirements-gguf.txt: llama-cpp-python, numpy)
       llama_cpp_logits.safetensors: for every model in models.txt and every
       type (f32, f16, bf16, q8_0), the GGUF that `LUXTRAIN export --gguf`
@@ -92,6 +94,39 @@ def gen_tokenizers():
         print("wrote", d)
 
 
+def gen_olmo2():
+    """olmo2_hd12/: the olmo2 fixture's config with head_dim = hidden / heads (llama.cpp's olmo2
+    graph assumes it; the fixture's head_dim 16 is refused), random weights (seed 0)"""
+    import numpy as np
+
+    with open(os.path.join(SRC, "tests", "fixtures", "models", "olmo2", "config.json")) as f:
+        cfg = json.load(f)
+    cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+    H, F, V, hd = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["head_dim"]
+    q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    rng = np.random.default_rng(0)
+    t = {"model.embed_tokens.weight": (V, H), "model.norm.weight": (H,), "lm_head.weight": (V, H)}
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        t.update({p + "self_attn.q_proj.weight": (q, H), p + "self_attn.k_proj.weight": (kv, H),
+                  p + "self_attn.v_proj.weight": (kv, H), p + "self_attn.o_proj.weight": (H, q),
+                  p + "self_attn.q_norm.weight": (q,), p + "self_attn.k_norm.weight": (kv,),
+                  p + "post_attention_layernorm.weight": (H,), p + "post_feedforward_layernorm.weight": (H,),
+                  p + "mlp.gate_proj.weight": (F, H), p + "mlp.up_proj.weight": (F, H),
+                  p + "mlp.down_proj.weight": (H, F)})
+    out = {}
+    for n, shape in t.items():
+        a = 1.0 + 0.1 * rng.standard_normal(shape) if len(shape) == 1 else 0.2 * rng.standard_normal(shape)
+        out[n] = ("F32", a.astype(np.float32))
+    d = os.path.join(OUT, "olmo2_hd12")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+    write_safetensors(os.path.join(d, "model.safetensors"), out)
+    print("wrote", d)
+
+
 def model_folder(tmp, name, mdir, tdir):
     """the model folder with the tokenizer files (the fixture models have none)"""
     if not tdir:
@@ -149,6 +184,7 @@ def gen_logits(luxtrain):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["tokenizers"]:
         gen_tokenizers()
+        gen_olmo2()
     elif sys.argv[1:2] == ["logits"] and len(sys.argv) == 3:
         gen_logits(os.path.abspath(sys.argv[2]))
     else:

@@ -435,6 +435,11 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     if (!fam || !fam->gguf.arch)
         return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: GGUF export does not support model family '%s' yet",
                        o->model_dir, cfg.model_type);
+    if (fam->gguf.head_dim_derived && cfg.head_dim * cfg.num_heads != cfg.hidden_size)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: head_dim %d with %d heads is not hidden_size %d: llama.cpp's %s graph assumes "
+                       "head_dim = hidden_size / num_attention_heads",
+                       o->model_dir, cfg.head_dim, cfg.num_heads, cfg.hidden_size, fam->gguf.arch);
     if (!o->overwrite && lt_file_exists(o->out_path))
         return lt_fail(err, LT_ERR_IO, "%s exists; use --overwrite to replace it", o->out_path);
     lt_gguf_type type = o->type >= 0 ? (lt_gguf_type)o->type : cfg.torch_dtype == LT_BF16 ? LT_GGUF_BF16 : LT_GGUF_F16;
