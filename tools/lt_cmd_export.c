@@ -363,9 +363,6 @@ done:
     return st;
 }
 
-static lt_status export_checkpoint(const char *ckpt, const char *model_arg, const char *out, const lt_gguf_opts *gguf,
-                                   lt_err *err);
-
 /* export --gguf: from a model folder (--model [--adapter]) or a checkpoint */
 static int export_gguf(const char *gguf, const char *ckpt, const char *out, const char *model, const char *adapter,
                        const char *type, int force) {
