@@ -40,6 +40,17 @@ typedef enum {
     LT_QK_NORM_WHOLE, /* over the whole q / k projection, weight (heads*head_dim) (olmo2) */
 } lt_qk_norm;
 
+/* How a family is written to GGUF for llama.cpp (train/lt_gguf.c). */
+typedef struct lt_family_gguf {
+    const char *arch; /* llama.cpp's architecture name (general.architecture) */
+    int permute_qk;   /* q/k rows reordered for llama.cpp's interleaved RoPE (arch "llama") */
+    int output_always; /* llama.cpp requires output.weight even when the head is tied */
+    int head_dim_derived; /* llama.cpp's graph takes head_dim = hidden_size / heads (olmo2) */
+    /* layer tensors named unlike the Llama layer: {HF name after "model.layers.N.",
+     * GGUF name after "blk.N."} without ".weight"/".bias"; NULL-terminated, may be NULL */
+    const char *const (*names)[2];
+} lt_family_gguf;
+
 typedef struct lt_family {
     lt_arch arch;
     const char *model_type; /* config.json model_type */
@@ -64,6 +75,8 @@ typedef struct lt_family {
     int post_norm;
     /* the tests' fixture folders (tests/fixtures/models/<name>), NULL-terminated */
     const char *const *fixtures;
+    /* GGUF export (train/lt_gguf.c, docs/export.md); gguf.arch NULL = not exported */
+    lt_family_gguf gguf;
 } lt_family;
 
 /* NULL if no family has this model_type. */
