@@ -572,7 +572,7 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     put_u64(&hd, kv.count);
 
     char tag[128];
-    lt_fs_tmp_tag(tag, sizeof tag);
+    lt_tmp_tag(tag, sizeof tag);
     snprintf(tmp_path, sizeof tmp_path, "%s.tmp-%s", o->out_path, tag);
     f = fopen(tmp_path, "wb");
     w = malloc((size_t)max_numel * sizeof *w);
