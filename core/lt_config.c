@@ -274,6 +274,88 @@ static lt_status parse_rope(const cJSON *root, lt_config *c, const char *origin,
     return LT_OK;
 }
 
+/* The MLP activation: the family's key (hidden_act, or gemma2's
+ * hidden_activation), silu -> SwiGLU, gelu_pytorch_tanh -> GeGLU; anything
+ * else is refused. A family that reads another key still refuses a
+ * hidden_act that disagrees with it (transformers would ignore it). */
+static lt_status parse_act(const cJSON *root, const lt_family *fam, lt_config *c, const char *origin, lt_err *err) {
+    const char *key = fam->act_key ? fam->act_key : "hidden_act";
+    const char *val = fam->act_default ? fam->act_default : "silu";
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (act && !cJSON_IsNull(act)) {
+        if (!cJSON_IsString(act))
+            return lt_fail(err, LT_ERR_INVALID, "%s: %s must be a string, found %s", origin, key, lt_json_kind(act));
+        val = act->valuestring;
+    }
+    if (!strcmp(val, "silu"))
+        c->mlp_act = LT_ACT_SILU;
+    else if (!strcmp(val, "gelu_pytorch_tanh") && fam->act_key)
+        c->mlp_act = LT_ACT_GELU_TANH;
+    else
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: %s = \"%s\" is not supported (only \"%s\")", origin, key, val,
+                       fam->act_key ? "silu\" or \"gelu_pytorch_tanh" : "silu");
+    const cJSON *ha = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (fam->act_key && ha && !cJSON_IsNull(ha) && (!cJSON_IsString(ha) || strcmp(ha->valuestring, val) != 0))
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: hidden_act = %s%s%s disagrees with %s = \"%s\" (model_type \"%s\" uses %s; refused rather "
+                       "than guessed)",
+                       origin, cJSON_IsString(ha) ? "\"" : "", cJSON_IsString(ha) ? ha->valuestring : lt_json_kind(ha),
+                       cJSON_IsString(ha) ? "\"" : "", key, val, fam->model_type, key);
+    return LT_OK;
+}
+
+/* layer_types (v5): one "full_attention" / "sliding_attention" per layer;
+ * sliding[l] = 1 for the sliding ones. *first: the first sliding layer, -1 if none. */
+static lt_status parse_layer_types(const cJSON *lt, int L, unsigned char *sliding, int *first, const char *origin,
+                                   lt_err *err) {
+    if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != L)
+        return lt_fail(err, LT_ERR_INVALID, "%s: layer_types must be a list of %d strings (one per layer), found %s",
+                       origin, L, lt_json_kind(lt));
+    int i = 0;
+    const cJSON *e;
+    *first = -1;
+    cJSON_ArrayForEach(e, lt) {
+        if (!cJSON_IsString(e) || !is_layer_type(e->valuestring))
+            return lt_fail(err, LT_ERR_UNSUPPORTED,
+                           "%s: layer_types[%d] = %s is not supported (expected \"full_attention\" or "
+                           "\"sliding_attention\")",
+                           origin, i, cJSON_IsString(e) ? e->valuestring : lt_json_kind(e));
+        int sl = !strcmp(e->valuestring, "sliding_attention");
+        if (sliding && i < LT_MAX_LAYERS) sliding[i] = (unsigned char)sl;
+        if (sl && *first < 0) *first = i;
+        i++;
+    }
+    return LT_OK;
+}
+
+/* Gemma 2: soft-caps and the attention scale. A cap of null means none; an
+ * absent one takes the family default. */
+static lt_status parse_softcaps(const cJSON *root, const lt_family *fam, lt_config *c, const char *origin,
+                                lt_err *err) {
+    static const char *const keys[3] = {"query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping"};
+    double def[3] = {fam->attn_scalar_default, fam->attn_softcap_default, fam->final_softcap_default}, v[3];
+    for (int i = 0; i < 3; i++) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(root, keys[i]);
+        if (o && cJSON_IsNull(o) && i == 0)
+            return lt_fail(err, LT_ERR_INVALID, "%s: query_pre_attn_scalar must be a number, found null", origin);
+        lt_status st = get_double(root, keys[i], 0, o ? 0.0 : def[i], &v[i], origin, err);
+        if (st) return st;
+        if (!(v[i] >= 0.0) || !isfinite(v[i]) || (i == 0 && v[i] == 0.0))
+            return lt_fail(err, LT_ERR_INVALID, "%s: %s = %g, expected %s", origin, keys[i], v[i],
+                           i == 0 ? "> 0" : "null or > 0");
+    }
+    c->attn_scale = (float)pow(v[0], -0.5); /* transformers: query_pre_attn_scalar**-0.5 in Python floats */
+    c->attn_softcap = (float)v[1];
+    c->final_softcap = (float)v[2];
+    int bidir;
+    lt_status st = get_bool(root, "use_bidirectional_attention", 0, &bidir, origin, err);
+    if (st) return st;
+    if (bidir)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: use_bidirectional_attention = true is not supported (causal attention only)", origin);
+    return LT_OK;
+}
+
 /* Keys every supported family reads (or that cannot change the math:
  * bookkeeping transformers writes). Anything not listed here or in the
  * family's list (lt_family.keys) is refused by name: a setting we do not understand may change
@@ -404,16 +486,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     }
 
     /* ---- activation, norms, rope ---- */
-    {
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-        if (act && !cJSON_IsNull(act)) {
-            if (!cJSON_IsString(act))
-                REFUSE(LT_ERR_INVALID, "%s: hidden_act must be a string, found %s", origin, lt_json_kind(act));
-            if (strcmp(act->valuestring, "silu") != 0)
-                REFUSE(LT_ERR_UNSUPPORTED, "%s: hidden_act = \"%s\" is not supported (only \"silu\")", origin,
-                       act->valuestring);
-        }
-    }
+    TRY(parse_act(root, fam, &c, origin, err));
     double eps;
     TRY(get_double(root, "rms_norm_eps", 0, fam->rms_eps_default > 0 ? fam->rms_eps_default : 1e-6, &eps, origin,
                    err));
@@ -428,7 +501,11 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     TRY(parse_rope(root, &c, origin, err));
 
     /* ---- biases, norms, windows ---- */
-    TRY(get_bool(root, "tie_word_embeddings", 0, &c.tie_word_embeddings, origin, err));
+    TRY(get_bool(root, "tie_word_embeddings", fam->tie_default, &c.tie_word_embeddings, origin, err));
+    c.norm_offset = fam->norm_offset;
+    c.sandwich_norm = fam->sandwich_norm;
+    c.embed_scale = fam->embed_scale;
+    if (fam->softcaps) TRY(parse_softcaps(root, fam, &c, origin, err));
     {
         int attn_bias, mlp_bias;
         TRY(get_bool(root, "attention_bias", 0, &attn_bias, origin, err));
@@ -442,7 +519,28 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         c.qk_norm = fam->qk_norm;
         c.post_norm = fam->post_norm;
     }
-    if (fam->window == LT_WINDOW_ALL) {
+    if (fam->window == LT_WINDOW_LAYERS) {
+        /* v5 layer_types, else transformers 4's rule: layers 0, 2, 4, ... slide */
+        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+        const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+        int win, any = 0, first = -1;
+        TRY(get_int(root, "sliding_window", 0, sw ? 0 : fam->window_default, &win, NULL, origin, err));
+        if (c.num_layers > LT_MAX_LAYERS)
+            REFUSE(LT_ERR_UNSUPPORTED, "%s: num_hidden_layers = %d: at most %d layers with sliding windows", origin,
+                   c.num_layers, LT_MAX_LAYERS);
+        if (lt && !cJSON_IsNull(lt)) {
+            TRY(parse_layer_types(lt, c.num_layers, c.layer_sliding, &first, origin, err));
+            any = first >= 0;
+        } else {
+            for (int l = 0; l < c.num_layers; l++) c.layer_sliding[l] = (unsigned char)(l % 2 == 0);
+            any = 1;
+        }
+        if (any && win <= 0)
+            REFUSE(LT_ERR_INVALID, "%s: sliding_window = %s, but layers use sliding attention (expected > 0)", origin,
+                   sw && cJSON_IsNull(sw) ? "null" : "<= 0");
+        c.sliding_window = any ? win : 0;
+        c.window_layers = 1;
+    } else if (fam->window == LT_WINDOW_ALL) {
         const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
         TRY(get_int(root, "sliding_window", 0, sw ? 0 : fam->window_default, &c.sliding_window, NULL, origin, err));
         if (sw && !cJSON_IsNull(sw) && c.sliding_window <= 0)
@@ -463,24 +561,13 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
          * records the window (the runtime refuses longer sequences) */
         const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
         if (lt && !cJSON_IsNull(lt)) {
-            if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != c.num_layers)
-                REFUSE(LT_ERR_INVALID, "%s: layer_types must be a list of %d strings (one per layer), found %s", origin,
-                       c.num_layers, lt_json_kind(lt));
-            int i = 0;
-            const cJSON *e;
-            cJSON_ArrayForEach(e, lt) {
-                if (!cJSON_IsString(e) || !is_layer_type(e->valuestring))
-                    REFUSE(LT_ERR_UNSUPPORTED,
-                           "%s: layer_types[%d] = %s is not supported (expected \"full_attention\" or "
-                           "\"sliding_attention\")",
-                           origin, i, cJSON_IsString(e) ? e->valuestring : lt_json_kind(e));
-                if (!strcmp(e->valuestring, "sliding_attention")) {
-                    if (!sw || cJSON_IsNull(sw) || win <= 0)
-                        REFUSE(LT_ERR_INVALID, "%s: layer_types[%d] = \"sliding_attention\" but sliding_window is %s",
-                               origin, i, sw && !cJSON_IsNull(sw) ? "not > 0" : "null");
-                    c.sliding_window = win;
-                }
-                i++;
+            int first = -1;
+            TRY(parse_layer_types(lt, c.num_layers, NULL, &first, origin, err));
+            if (first >= 0) {
+                if (!sw || cJSON_IsNull(sw) || win <= 0)
+                    REFUSE(LT_ERR_INVALID, "%s: layer_types[%d] = \"sliding_attention\" but sliding_window is %s",
+                           origin, first, sw && !cJSON_IsNull(sw) ? "not > 0" : "null");
+                c.sliding_window = win;
             }
         }
     }
@@ -526,6 +613,12 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
 done:
     cJSON_Delete(root);
     return st;
+}
+
+int lt_config_layer_window(const lt_config *cfg, int l) {
+    if (!cfg->window_layers || cfg->sliding_window <= 0 || l < 0 || l >= cfg->num_layers || l >= LT_MAX_LAYERS)
+        return 0;
+    return cfg->layer_sliding[l] ? cfg->sliding_window : 0;
 }
 
 lt_status lt_config_load(const char *path, lt_config *cfg, lt_err *err) {

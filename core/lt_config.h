@@ -32,7 +32,13 @@
 extern "C" {
 #endif
 
-typedef enum { LT_ARCH_LLAMA = 0, LT_ARCH_MISTRAL, LT_ARCH_QWEN2, LT_ARCH_QWEN3, LT_ARCH_OLMO2 } lt_arch;
+typedef enum { LT_ARCH_LLAMA = 0, LT_ARCH_MISTRAL, LT_ARCH_QWEN2, LT_ARCH_QWEN3, LT_ARCH_OLMO2, LT_ARCH_GEMMA2 } lt_arch;
+
+/* layers whose sliding window the attention applies (layer_sliding) */
+#define LT_MAX_LAYERS 256
+
+/* the MLP's activation (lt_config.mlp_act) */
+typedef enum { LT_ACT_SILU = 0, LT_ACT_GELU_TANH } lt_mlp_act;
 
 typedef struct lt_config {
     lt_arch arch;
@@ -61,7 +67,23 @@ typedef struct lt_config {
     int rope_original_max_pos;
     int bos_token_id, eos_token_id; /* -1 if absent (first of a list) */
     lt_dtype torch_dtype;           /* F32/BF16/F16; F32 if absent */
+    /* Gemma 2 (lt_family: norm_offset, sandwich_norm, embed_scale, LT_WINDOW_LAYERS) */
+    float norm_offset;   /* every RMSNorm is xhat * (norm_offset + w) (gemma2: 1) */
+    int sandwich_norm;   /* input_layernorm, then post_attention_layernorm on the attention output,
+                            pre_feedforward_layernorm on the MLP input, post_feedforward_layernorm
+                            on the MLP output */
+    int embed_scale;     /* embeddings * sqrt(hidden_size), rounded to the activation dtype */
+    int mlp_act;         /* lt_mlp_act: SwiGLU or GeGLU */
+    float attn_scale;    /* query_pre_attn_scalar^-0.5 (0: head_dim^-0.5) */
+    float attn_softcap;  /* attn_logit_softcapping (0: none) */
+    float final_softcap; /* final_logit_softcapping (0: none) */
+    int window_layers;   /* 1: the attention applies sliding_window on the layers marked in layer_sliding
+                            (0: sliding_window is only recorded, longer sequences are refused) */
+    unsigned char layer_sliding[LT_MAX_LAYERS];
 } lt_config;
+
+/* The sliding window of layer l (0: full attention). */
+int lt_config_layer_window(const lt_config *cfg, int l);
 
 /* Parse and validate DIR/config.json (or a path to a .json file). */
 lt_status lt_config_load(const char *path, lt_config *cfg, lt_err *err);

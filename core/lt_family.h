@@ -24,6 +24,8 @@ typedef enum {
     LT_WINDOW_NONE = 0, /* no sliding window key */
     LT_WINDOW_ALL,      /* sliding_window (absent -> window_default, null -> none) on every layer */
     LT_WINDOW_QWEN,     /* use_sliding_window + max_window_layers (v4) or layer_types (v5) */
+    LT_WINDOW_LAYERS,   /* gemma2: layer_types (v5), else every other layer from layer 0 (v4);
+                           sliding_window (absent -> window_default) applied by the attention */
 } lt_window_rule;
 
 /* How config "attention_bias" maps to projection biases. */
@@ -64,6 +66,15 @@ typedef struct lt_family {
     int post_norm;
     /* the tests' fixture folders (tests/fixtures/models/<name>), NULL-terminated */
     const char *const *fixtures;
+    /* Gemma 2 (0 / NULL elsewhere) */
+    float norm_offset;        /* RMSNorm weight offset (1: x * (1 + w)) */
+    int sandwich_norm;        /* four norms per layer (lt_config.sandwich_norm) */
+    int embed_scale;          /* embeddings * sqrt(hidden_size) */
+    const char *act_key;      /* the key naming the MLP activation (NULL: "hidden_act") */
+    const char *act_default;  /* its value when absent (NULL: "silu") */
+    int softcaps;             /* reads query_pre_attn_scalar, attn_logit_softcapping, final_logit_softcapping */
+    double attn_scalar_default, attn_softcap_default, final_softcap_default;
+    int tie_default;          /* absent tie_word_embeddings (gemma2: true) */
 } lt_family;
 
 /* NULL if no family has this model_type. */
