@@ -9,6 +9,9 @@
  *            longest sequence used -- refused otherwise at plan time)
  *   qwen2   (Qwen2ForCausalLM: bias on q/k/v projections)
  *   qwen3   (Qwen3ForCausalLM: RMSNorm on q and k per head)
+ *   olmo2   (Olmo2ForCausalLM: post-norm layer), gemma2 (Gemma2ForCausalLM:
+ *            four (1 + w) norms, soft-caps, sliding windows on alternate
+ *            layers; see docs/models.md)
  * llama attention_bias / mlp_bias and qwen3 attention_bias set the bias
  * flags below (the model builds what transformers builds). Anything else
  * (other architectures, hidden_act other than silu, rope types other than
