@@ -75,6 +75,12 @@ typedef struct lt_family {
     int softcaps;             /* reads query_pre_attn_scalar, attn_logit_softcapping, final_logit_softcapping */
     double attn_scalar_default, attn_softcap_default, final_softcap_default;
     int tie_default;          /* absent tie_word_embeddings (gemma2: true) */
+    /* Gemma 3 (0 elsewhere) */
+    int window_pattern;       /* LT_WINDOW_LAYERS without layer_types: layer i slides unless (i + 1) %
+                                 pattern == 0 (sliding_window_pattern; 0: 2, gemma2's alternation) */
+    int rope_per_type;        /* two rotary tables: rope_parameters.{full,sliding}_attention (v5) or
+                                 rope_theta + rope_scaling and rope_local_base_freq (v4) */
+    double rope_theta_default, rope_local_theta_default; /* absent thetas (0: 10000) */
 } lt_family;
 
 /* NULL if no family has this model_type. */

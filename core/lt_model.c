@@ -225,6 +225,7 @@ struct lt_model {
     lt_param *embed, *lnf, *head; /* head = embed when tied */
     layer *layers;
     float *inv_freq; /* (D/2) f32, backend */
+    float *inv_freq_local; /* gemma3: the sliding layers' table (NULL: inv_freq) */
     int grads_allocated;
     float *grad_flat;  /* one buffer for every trainable gradient, in parameter order */
     size_t grad_numel; /* its length */
@@ -329,6 +330,7 @@ void lt_model_free(lt_model *m) {
         if (m->params[i].data) m->be->free(m->be, m->params[i].data);
     if (m->grad_flat) m->be->free(m->be, m->grad_flat);
     if (m->inv_freq) m->be->free(m->be, m->inv_freq);
+    if (m->inv_freq_local) m->be->free(m->be, m->inv_freq_local);
     free(m->params);
     free(m->layers);
     free(m);
@@ -389,6 +391,20 @@ static lt_param *add_param(lt_model *m, const lt_param_spec *spec, lt_dtype dtyp
     return p;
 }
 
+/* gemma3: the sliding layers' rotary table (host: D/2 floats of scratch) */
+static lt_status upload_local_rope(lt_model *m, float *host, lt_err *err) {
+    if (m->cfg.rope_tables != 2) return LT_OK;
+    size_t bytes = (size_t)(m->cfg.head_dim / 2) * sizeof(float);
+    lt_config_rope_inv_freq_local(&m->cfg, host);
+    lt_status st = m->be->alloc(m->be, bytes, (void **)&m->inv_freq_local, err);
+    return st ? st : m->be->upload(m->be, m->inv_freq_local, host, bytes, err);
+}
+
+/* the rotary table of layer l */
+static const float *layer_inv_freq(const lt_model *m, int l) {
+    return m->inv_freq_local && m->cfg.layer_sliding[l] ? m->inv_freq_local : m->inv_freq;
+}
+
 lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err *err) {
     *out = NULL;
     lt_model *m = calloc(1, sizeof *m);
@@ -436,7 +452,8 @@ lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err 
     int half = m->cfg.head_dim / 2;
     lt_config_rope_inv_freq(&m->cfg, host);
     if ((st = be->alloc(be, (size_t)half * sizeof(float), (void **)&m->inv_freq, err)) ||
-        (st = be->upload(be, m->inv_freq, host, (size_t)half * sizeof(float), err)))
+        (st = be->upload(be, m->inv_freq, host, (size_t)half * sizeof(float), err)) ||
+        (st = upload_local_rope(m, host, err)))
         goto fail;
     if ((st = be->sync(be, err))) goto fail;
     free(host);
@@ -517,7 +534,8 @@ lt_status lt_model_create(const lt_config *cfg, lt_backend *be, uint64_t seed, l
     int half = m->cfg.head_dim / 2;
     lt_config_rope_inv_freq(&m->cfg, host);
     if ((st = be->alloc(be, (size_t)half * sizeof(float), (void **)&m->inv_freq, err)) ||
-        (st = be->upload(be, m->inv_freq, host, (size_t)half * sizeof(float), err)) || (st = be->sync(be, err)))
+        (st = be->upload(be, m->inv_freq, host, (size_t)half * sizeof(float), err)) ||
+        (st = upload_local_rope(m, host, err)) || (st = be->sync(be, err)))
         goto fail;
     free(host);
     free(specs);
@@ -1116,8 +1134,8 @@ static void layer_recipe(lt_model *m, int l, const layer_io *io, int norm_in, in
         norm_fwd(m, io->q, io->qrstd, io->qpre, y->qn->data, whole ? n : n * Hq, whole ? Hq * D : D);
         norm_fwd(m, io->k, io->krstd, io->kpre, y->kn->data, whole ? n : n * Hkv, whole ? Hkv * D : D);
     }
-    be->rope_fwd(be, io->q, io->pos, m->inv_freq, n, Hq, D);
-    be->rope_fwd(be, io->k, io->pos, m->inv_freq, n, Hkv, D);
+    be->rope_fwd(be, io->q, io->pos, layer_inv_freq(m, l), n, Hq, D);
+    be->rope_fwd(be, io->k, io->pos, layer_inv_freq(m, l), n, Hkv, D);
     attn_fwd(m, io->att_all, io->lse, io->q_all, io->k_all, io->v_all,
              lt_config_layer_window(c, l) ? io->docw : io->doc, io->att_B, io->att_T);
     if (c->sandwich_norm) { // h2 = o_proj output; xmid = x + rmsnorm(h2) * ln2; hp = rmsnorm(xmid) * lnp
@@ -1267,8 +1285,8 @@ static void backward(lt_model *m) {
         proj_bwd(m, l, LT_LORA_O, m->datt, 0, c->post_norm || c->sandwich_norm ? m->dh : m->dx, a->att, N, Hq * D, C);
         attn_bwd(m, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse,
                  lt_config_layer_window(c, l) ? m->d_docw : m->d_doc, B, T);
-        be->rope_bwd(be, m->dq, m->d_pos, m->inv_freq, N, Hq, D);
-        be->rope_bwd(be, m->dk, m->d_pos, m->inv_freq, N, Hkv, D);
+        be->rope_bwd(be, m->dq, m->d_pos, layer_inv_freq(m, l), N, Hq, D);
+        be->rope_bwd(be, m->dk, m->d_pos, layer_inv_freq(m, l), N, Hkv, D);
         void *dq = m->dq, *dk = m->dk;
         if (c->qk_norm) {
             int whole = c->qk_norm == LT_QK_NORM_WHOLE;

@@ -93,6 +93,18 @@ static const char *GEMMA2_2B =
     " \"rope_theta\": 10000.0, \"sliding_window\": 4096, \"torch_dtype\": \"float32\","
     " \"transformers_version\": \"4.42.4\", \"use_cache\": true, \"vocab_size\": 256000}";
 
+/* gemma-3-4b-it's text_config as a gemma3_text config.json (transformers 4 form) */
+static const char *GEMMA3_4B =
+    "{\"architectures\": [\"Gemma3ForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
+    " \"attn_logit_softcapping\": null, \"cache_implementation\": \"hybrid\", \"final_logit_softcapping\": null,"
+    " \"head_dim\": 256, \"hidden_activation\": \"gelu_pytorch_tanh\", \"hidden_size\": 2560,"
+    " \"initializer_range\": 0.02, \"intermediate_size\": 10240, \"max_position_embeddings\": 131072,"
+    " \"model_type\": \"gemma3_text\", \"num_attention_heads\": 8, \"num_hidden_layers\": 34,"
+    " \"num_key_value_heads\": 4, \"query_pre_attn_scalar\": 256, \"rms_norm_eps\": 1e-06,"
+    " \"rope_local_base_freq\": 10000.0, \"rope_scaling\": {\"factor\": 8.0, \"rope_type\": \"linear\"},"
+    " \"rope_theta\": 1000000.0, \"sliding_window\": 1024, \"sliding_window_pattern\": 6,"
+    " \"torch_dtype\": \"bfloat16\", \"use_cache\": true, \"vocab_size\": 262208}";
+
 /* base with key set to the JSON `value` (NULL: key removed); static buffer */
 static const char *with(const char *base, const char *key, const char *value) {
     static char *out = NULL;
@@ -295,6 +307,33 @@ static void test_valid(void) {
                 "query_pre_attn_scalar", NULL);
     expect_fail("gemma2 unknown key", with(GEMMA2_2B, "attn_logit_softcap", "50"), LT_ERR_UNSUPPORTED,
                 "attn_logit_softcap", "gemma2");
+    if (parse_ok("gemma3 4B", GEMMA3_4B, &c)) {
+        LT_CHECK(c.arch == LT_ARCH_GEMMA3 && c.qk_norm == LT_QK_NORM_HEAD && c.norm_offset == 1.0f &&
+                     c.sandwich_norm && c.embed_scale && c.tie_word_embeddings && c.attn_softcap == 0.0f &&
+                     c.final_softcap == 0.0f,
+                 "gemma3 flags: per-head q/k norm, Gemma 2's layer, no soft-caps");
+        LT_CHECK(c.rope_tables == 2 && c.rope_theta == 1e6 && c.rope_scaling_type == 2 && c.rope_factor == 8.0 &&
+                     c.rope_local_theta == 1e4 && c.rope_local_factor == 1.0,
+                 "gemma3 two rotary tables: global 1e6 / linear 8, local 1e4");
+        int pat = 1;
+        for (int l = 0; l < c.num_layers; l++)
+            pat &= lt_config_layer_window(&c, l) == ((l + 1) % 6 == 0 ? 0 : 1024);
+        LT_CHECK(pat, "gemma3: 5 local layers (window 1024) : 1 global");
+        float g[128], lo[128];
+        lt_config_rope_inv_freq(&c, g);
+        lt_config_rope_inv_freq_local(&c, lo);
+        LT_CHECK(fabsf(g[1] - (float)(pow(1e6, -2.0 / 256) / 8)) < 1e-9f && fabsf(lo[1] - (float)pow(1e4, -2.0 / 256)) < 1e-9f,
+                 "gemma3 inv_freq: global %g local %g", (double)g[1], (double)lo[1]);
+    }
+    if (parse_ok("gemma3 defaults", with(with(GEMMA3_4B, "rope_theta", NULL), "rope_local_base_freq", NULL), &c))
+        LT_CHECK(c.rope_theta == 1e6 && c.rope_local_theta == 1e4, "gemma3 absent thetas: 1e6 global, 1e4 local");
+    expect_fail("gemma3 local theta conflict",
+                with(GEMMA3_4B, "rope_parameters",
+                     "{\"full_attention\": {\"rope_type\": \"linear\", \"factor\": 8.0, \"rope_theta\": 1000000.0},"
+                     " \"sliding_attention\": {\"rope_type\": \"default\", \"rope_theta\": 20000.0}}"),
+                LT_ERR_INVALID, "rope_local_base_freq", "conflicts");
+    expect_fail("gemma3 yarn", with(GEMMA3_4B, "rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 8.0}"),
+                LT_ERR_UNSUPPORTED, "rope_scaling", "yarn");
     expect_fail("llama with a soft-cap", with(LLAMA31_8B, "attn_logit_softcapping", "50"), LT_ERR_UNSUPPORTED,
                 "attn_logit_softcapping", "llama");
     expect_fail("llama gelu_pytorch_tanh", with(LLAMA31_8B, "hidden_act", "\"gelu_pytorch_tanh\""),
@@ -503,7 +542,10 @@ static int same_config(const lt_config *a, const lt_config *b) {
            a->embed_scale == b->embed_scale && a->mlp_act == b->mlp_act && a->attn_scale == b->attn_scale &&
            a->attn_softcap == b->attn_softcap && a->final_softcap == b->final_softcap &&
            a->window_layers == b->window_layers &&
-           memcmp(a->layer_sliding, b->layer_sliding, sizeof a->layer_sliding) == 0;
+           memcmp(a->layer_sliding, b->layer_sliding, sizeof a->layer_sliding) == 0 &&
+           a->rope_scaling_type == b->rope_scaling_type && a->rope_factor == b->rope_factor &&
+           a->rope_tables == b->rope_tables && a->rope_local_theta == b->rope_local_theta &&
+           a->rope_local_factor == b->rope_local_factor;
 }
 
 /* transformers 5 configs (rope_parameters, dtype, layer_types): each fixture
