@@ -24,6 +24,8 @@ typedef enum {
     LT_WINDOW_NONE = 0, /* no sliding window key */
     LT_WINDOW_ALL,      /* sliding_window (absent -> window_default, null -> none) on every layer */
     LT_WINDOW_QWEN,     /* use_sliding_window + max_window_layers (v4) or layer_types (v5) */
+    LT_WINDOW_LAYERS,   /* gemma2: layer_types (v5), else every other layer from layer 0 (v4);
+                           sliding_window (absent -> window_default) applied by the attention */
 } lt_window_rule;
 
 /* How config "attention_bias" maps to projection biases. */
@@ -77,6 +79,21 @@ typedef struct lt_family {
     const char *const *fixtures;
     /* GGUF export (train/lt_gguf.c, docs/export.md); gguf.arch NULL = not exported */
     lt_family_gguf gguf;
+    /* Gemma 2 (0 / NULL elsewhere) */
+    float norm_offset;        /* RMSNorm weight offset (1: x * (1 + w)) */
+    int sandwich_norm;        /* four norms per layer (lt_config.sandwich_norm) */
+    int embed_scale;          /* embeddings * sqrt(hidden_size) */
+    const char *act_key;      /* the key naming the MLP activation (NULL: "hidden_act") */
+    const char *act_default;  /* its value when absent (NULL: "silu") */
+    int softcaps;             /* reads query_pre_attn_scalar, attn_logit_softcapping, final_logit_softcapping */
+    double attn_scalar_default, attn_softcap_default, final_softcap_default;
+    int tie_default;          /* absent tie_word_embeddings (gemma2: true) */
+    /* Gemma 3 (0 elsewhere) */
+    int window_pattern;       /* LT_WINDOW_LAYERS without layer_types: layer i slides unless (i + 1) %
+                                 pattern == 0 (sliding_window_pattern; 0: 2, gemma2's alternation) */
+    int rope_per_type;        /* two rotary tables: rope_parameters.{full,sliding}_attention (v5) or
+                                 rope_theta + rope_scaling and rope_local_base_freq (v4) */
+    double rope_theta_default, rope_local_theta_default; /* absent thetas (0: 10000) */
 } lt_family;
 
 /* NULL if no family has this model_type. */
