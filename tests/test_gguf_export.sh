@@ -94,7 +94,7 @@ expect_fail() { # WHAT PATTERN ARGS...: exits non-zero, says PATTERN, leaves no 
     ls ./*.tmp-* >/dev/null 2>&1 && fail "$what: left $(ls ./*.tmp-*)"
     rm -f ./*.tmp-*
 }
-expect_fail "unknown --type" "q4_0.*not supported" --gguf x.gguf --model "$model" --type q4_0
+expect_fail "unknown --type" "--type expects one of f16, bf16, q8_0, f32, got .q4_0." --gguf x.gguf --model "$model" --type q4_0
 cp llama.f16.gguf keep.gguf
 expect_fail "existing OUT" "overwrite" --gguf keep.gguf --model models/llama --type f32
 cmp -s keep.gguf llama.f16.gguf || fail "an existing OUT was changed without --overwrite"

@@ -37,6 +37,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,21 +56,45 @@
 #include "lt_safetensors.h"
 #include "lt_train_opts.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: luxtrain export CHECKPOINT --out DIR [--model DIR] [--overwrite]\n"
-               "       luxtrain export --gguf OUT.gguf --model DIR [--adapter A] [--type f16|bf16|q8_0|f32] [--overwrite]\n"
-               "       luxtrain export CHECKPOINT --gguf OUT.gguf [--model DIR] [--type ...] [--overwrite]\n"
-               "  CHECKPOINT     RUN_DIR/checkpoints/step-N (a complete checkpoint of a luxtrain train run)\n"
-               "  --out DIR      write what RUN_DIR/final/ would hold after step N: a Hugging Face folder\n"
-               "                 (full fine-tuning) or a PEFT adapter folder (LoRA)\n"
-               "  --model DIR    the base model folder, when it is no longer where RUN_DIR/config.json says\n"
-               "  --overwrite        replace DIR (or OUT.gguf) if it exists and is not empty\n"
-               "  --gguf OUT.gguf    one GGUF v3 file for llama.cpp: the model folder --model DIR, with the\n"
-               "                     PEFT adapter --adapter A merged in (or the checkpoint's weights / adapter on\n"
-               "                     its base model), weights as --type (default: bf16 for a bf16 model, else\n"
-               "                     f16), tokenizer and chat template in the metadata (docs/export.md)\n"
-               "  Offline, one process, no GPU; one tensor in memory at a time.\n");
-}
+typedef struct {
+    char **ckpt, *out, *model, *gguf, *adapter, *type;
+    int n_ckpt, overwrite, help;
+} export_opts;
+
+#define F(x) offsetof(export_opts, x)
+static const char *const GGUF_TYPES[] = {"f16", "bf16", "q8_0", "f32", NULL};
+static const lt_optdef OPTS[] = {
+    {.name = "out", .k = LT_OPT_STR, .off = F(out), .meta = "DIR",
+     .help = "write what RUN_DIR/final/ would hold after step N: a Hugging Face folder (full fine-tuning) or a "
+             "PEFT adapter folder (LoRA)"},
+    {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR",
+     .help = "the base model folder (a checkpoint: when it is no longer where RUN_DIR/config.json says)"},
+    {.name = "overwrite", .k = LT_OPT_FLAG, .off = F(overwrite),
+     .help = "replace DIR (or OUT.gguf) if it exists and is not empty"},
+    {.name = "GGUF (docs/export.md)", .k = LT_OPT_SECTION},
+    {.name = "gguf", .k = LT_OPT_STR, .off = F(gguf), .meta = "OUT.gguf",
+     .help = "one GGUF v3 file for llama.cpp: --model DIR with --adapter A merged in (or the checkpoint's weights / "
+             "adapter on its base model), tokenizer and chat template in the metadata"},
+    {.name = "adapter", .k = LT_OPT_STR, .off = F(adapter), .meta = "A", .help = "a PEFT adapter to merge (--gguf)"},
+    {.name = "type", .k = LT_OPT_CHOICE, .off = F(type), .meta = "T", .choices = GGUF_TYPES,
+     .help = "weight type (--gguf; default: bf16 for a bf16 model, else f16)"},
+};
+static const lt_optset SET = {
+    .cmd = "export",
+    .usage = "usage: luxtrain export CHECKPOINT --out DIR [--model DIR] [--overwrite]\n"
+             "       luxtrain export --gguf OUT.gguf --model DIR [--adapter A] [--type T] [--overwrite]\n"
+             "       luxtrain export CHECKPOINT --gguf OUT.gguf [--model DIR] [--type T] [--overwrite]\n"
+             "CHECKPOINT is RUN_DIR/checkpoints/step-N (a complete checkpoint of a luxtrain train run).\n"
+             "Offline, one process, no GPU; one tensor in memory at a time.\n",
+    .defs = OPTS,
+    .n = sizeof OPTS / sizeof OPTS[0],
+    .off_help = F(help),
+    .off_pos = F(ckpt),
+    .off_npos = F(n_ckpt),
+    .pos_max = 1,
+    .pos_meta = "CHECKPOINT",
+};
+#undef F
 
 /* a folder that exists and holds anything */
 static int nonempty_dir(const char *path) {
@@ -394,52 +419,18 @@ static int export_gguf(const char *gguf, const char *ckpt, const char *out, cons
     return 0;
 }
 
-int lt_cmd_export(int argc, char **argv) {
-    const char *ckpt = NULL, *out = NULL, *model = NULL, *gguf = NULL, *adapter = NULL, *type = NULL;
-    int force = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--overwrite")) {
-            force = 1;
-            continue;
-        }
-        const char **dst = !strcmp(a, "--out")       ? &out
-                           : !strcmp(a, "--model")   ? &model
-                           : !strcmp(a, "--gguf")    ? &gguf
-                           : !strcmp(a, "--adapter") ? &adapter
-                           : !strcmp(a, "--type")    ? &type
-                                                     : NULL;
-        if (!dst && a[0] == '-') {
-            static const char *const valid[] = {"--out",  "--model", "--overwrite", "--gguf",
-                                                "--adapter", "--type", "--help",   NULL};
-            return lt_opt_unknown_option("export", a, valid);
-        }
-        if (!dst) {
-            if (ckpt) {
-                fprintf(stderr, "export: one checkpoint folder expected, got '%s' and '%s'\n", ckpt, a);
-                return 2;
-            }
-            ckpt = a;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "export: %s expects a value\n", a);
-            return 2;
-        }
-        *dst = argv[++i];
-    }
+static int export_run(void *arg) {
+    const export_opts *o = arg;
+    const char *ckpt = o->n_ckpt ? o->ckpt[0] : NULL, *out = o->out, *model = o->model, *gguf = o->gguf,
+               *adapter = o->adapter, *type = o->type;
+    int force = o->overwrite;
     if (gguf) return export_gguf(gguf, ckpt, out, model, adapter, type, force);
     if (adapter || type) {
         fprintf(stderr, "export: %s is an option of export --gguf\n", adapter ? "--adapter" : "--type");
         return 2;
     }
     if (!ckpt || !out) {
-        fprintf(stderr, "export: a checkpoint folder and --out are required\n");
-        usage(stderr);
+        fprintf(stderr, "export: a checkpoint folder and --out are required\n(luxtrain export --help lists the options)\n");
         return 2;
     }
     if (lt_file_exists(out) && !lt_is_dir(out)) {
@@ -457,4 +448,9 @@ int lt_cmd_export(int argc, char **argv) {
     }
     fprintf(stderr, "export: wrote %s\n", out);
     return 0;
+}
+
+int lt_cmd_export(int argc, char **argv) {
+    export_opts o = {0};
+    return lt_opts_main(&SET, argc, argv, &o, export_run);
 }
