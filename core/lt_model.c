@@ -1463,3 +1463,22 @@ lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int n, float *logi
     }
     return LT_OK;
 }
+
+/* ---- vocabulary resize (luxtrain vocab add) ---- */
+
+void lt_embed_resize_rows(const float *old, int64_t old_rows, int64_t cols, float *out, int64_t new_rows) {
+    int64_t keep = old_rows < new_rows ? old_rows : new_rows;
+    memcpy(out, old, (size_t)keep * (size_t)cols * sizeof *out);
+    if (new_rows <= old_rows || old_rows <= 0) return;
+    for (int64_t c = 0; c < cols; c++) {
+        double s = 0;
+        for (int64_t r = 0; r < old_rows; r++) s += old[r * cols + c];
+        out[keep * cols + c] = (float)(s / (double)old_rows);
+    }
+    for (int64_t r = keep + 1; r < new_rows; r++) memcpy(out + r * cols, out + keep * cols, (size_t)cols * sizeof *out);
+}
+
+int64_t lt_vocab_resized_rows(int64_t new_len, int pad_to_multiple_of) {
+    if (pad_to_multiple_of <= 0) return new_len;
+    return (new_len + pad_to_multiple_of - 1) / pad_to_multiple_of * pad_to_multiple_of;
+}

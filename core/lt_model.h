@@ -199,6 +199,19 @@ void lt_model_kv_reset(lt_model *m);
 int lt_model_kv_len(const lt_model *m);
 lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int n, float *logits, int all_logits, lt_err *err);
 
+/* ---- vocabulary resize (`luxtrain vocab add`) ----
+ * transformers 5's resize_token_embeddings(new_len, pad_to_multiple_of=N):
+ * lt_vocab_resized_rows = new_len rounded up to a multiple of N (N <= 0: as
+ * is); the embedding (and an untied lm_head) keep their first
+ * min(old, new) rows and every added row is the mean of all old rows (f64
+ * sums, rounded to f32; the caller rounds to the stored dtype).
+ * transformers' mean_resizing draws the added rows from N(mean, 1e-9 *
+ * covariance of the old rows) -- the mean plus noise of about 3e-5 of the
+ * rows' spread, seeded by torch's global RNG; luxtrain writes the mean itself
+ * (docs/vocab.md). Fewer rows than old_rows: the rows are cut, as there. */
+void lt_embed_resize_rows(const float *old, int64_t old_rows, int64_t cols, float *out, int64_t new_rows);
+int64_t lt_vocab_resized_rows(int64_t new_len, int pad_to_multiple_of);
+
 #ifdef __cplusplus
 }
 #endif

@@ -58,17 +58,6 @@ static void usage(FILE *f) {
                "  Offline, one process, no GPU; one tensor in memory at a time.\n");
 }
 
-/* a folder that exists and holds anything */
-static int nonempty_dir(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) return 0;
-    struct dirent *e;
-    int any = 0;
-    while (!any && (e = readdir(d))) any = strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return any;
-}
-
 /* drop the mapped pages of a tensor already written (read-only private mapping:
  * they are read again from the file if ever touched) */
 static void drop_pages(const lt_st_tensor *t) {
@@ -360,7 +349,7 @@ int lt_cmd_export(int argc, char **argv) {
         fprintf(stderr, "export: --out %s exists and is not a folder\n", out);
         return 1;
     }
-    if (nonempty_dir(out) && !force) {
+    if (lt_fs_nonempty_dir(out) && !force) {
         fprintf(stderr, "export: --out %s exists and is not empty; use --overwrite to replace it\n", out);
         return 1;
     }
