@@ -472,6 +472,12 @@ static lt_status setup(run *r, lt_err *err) {
             r->peft.rslora = o->rslora;
             if ((st = lt_trainer_add_lora(r->m, &r->peft, &r->rng, err))) return st;
         }
+        if (strcmp(o->train_embeddings, "none")) {
+            if (o->adapter)
+                return lt_fail(err, LT_ERR_INVALID, "--train-embeddings with --adapter: the adapter decides (its "
+                                                    "trained embeddings, if any, train on)");
+            if ((st = lt_trainer_train_embeddings(r->m, o->model, o->train_embeddings, err))) return st;
+        }
         snprintf(r->peft.base_model, sizeof r->peft.base_model, "%s", o->model);
         lt_model_set_rng(r->m, &r->rng);
     }

@@ -17,12 +17,15 @@
  *                      tied (no lm_head written)
  *   chat_template.jinja, generation_config.json, special_tokens_map.json
  *                      copied where present
+ *   luxtrain_vocab.json  LT_VOCAB_RECORD (lt_export.h): the ids added, for
+ *                      `train --train-embeddings new`
  * into "<out>.tmp-<host>-<pid>" and renamed into place once complete.
  * Tokens file: one token per line, taken verbatim (UTF-8; "\n" or "\r\n" ends
  * a line; empty lines are skipped, as add_tokens skips ""); errors name
  * FILE:LINE.
  */
 #define _XOPEN_SOURCE 700
+#include <cjson/cJSON.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,6 +199,36 @@ static lt_status new_tok_config(const char *text, size_t len, const char *name, 
     return st;
 }
 
+/* LT_VOCAB_RECORD: the new ids (and those a record of the source lists, when
+ * the source was made by vocab add too), for `train --train-embeddings new` */
+static lt_status write_record(const char *model, const char *dir, const lt_tok_add_result *r, size_t n, int64_t old_rows,
+                              int64_t rows, lt_err *err) {
+    char path[4096];
+    cJSON *prev = NULL, *o = cJSON_CreateObject(), *ids = cJSON_AddArrayToObject(o, "added_ids"), *x;
+    lt_status st = LT_OK;
+    int64_t base = old_rows;
+    lt_path_join(path, sizeof path, model, LT_VOCAB_RECORD);
+    if (lt_file_exists(path) && !(st = lt_json_load_file(path, &prev, err))) {
+        cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(prev, "added_ids")) {
+            int64_t v;
+            if (lt_json_int64(x, &v) && v >= 0 && v < rows) cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)v));
+        }
+        int64_t b;
+        if (lt_json_int64(cJSON_GetObjectItemCaseSensitive(prev, "base_vocab_size"), &b)) base = b;
+    }
+    for (size_t i = 0; i < n && !st; i++)
+        if (r->what[i] == LT_TOK_ADD_NEW) cJSON_AddItemToArray(ids, cJSON_CreateNumber(r->ids[i]));
+    cJSON_AddNumberToObject(o, "base_vocab_size", (double)base);
+    cJSON_AddNumberToObject(o, "vocab_size", (double)rows);
+    char *text = st ? NULL : cJSON_Print(o);
+    if (!st && !text) st = lt_fail(err, LT_ERR_NOMEM, "vocab: out of memory");
+    if (!st) st = write_in(dir, LT_VOCAB_RECORD, text, strlen(text), err);
+    free(text);
+    cJSON_Delete(o);
+    cJSON_Delete(prev);
+    return st;
+}
+
 typedef struct {
     const char *model, *tokens, *out;
     long pad;
@@ -280,6 +313,7 @@ static lt_status vocab_add(const vocab_args *a, lt_err *err) {
         lt_path_join(dst, sizeof dst, tmp, "chat_template.jinja");
         if (lt_file_exists(src) && (st = lt_fs_copy_file(src, dst, err))) goto done;
     }
+    if ((st = write_record(a->model, tmp, &r, n_tok, old_rows, rows, err))) goto done;
     if ((st = lt_fs_replace_dir(tmp, a->out, err))) goto done;
     made_tmp = 0;
     /* the report */

@@ -26,7 +26,7 @@ typedef struct optdef {
     double lo, hi;    /* K_LONG / K_DBL range */
     int lo_open, hi_open;
     int hashed; /* part of the trajectory hash (2: only when not the default, so that runs from
-                   before the option existed keep their hash; K_DBL only) */
+                   before the option existed keep their hash; K_DBL and K_STR only) */
     const char *help;
 } optdef;
 
@@ -52,6 +52,9 @@ static const optdef OPTS[] = {
     {"lora-targets", K_TARGETS, F(lora_targets), 0, "q,k,v,o,gate,up,down", "LIST", 0, 0, 0, 0, 1,
      "modules to adapt, comma-separated from q,k,v,o,gate,up,down"},
     {"rslora", K_FLAG, F(rslora), 0, "false", NULL, 0, 0, 0, 0, 1, "rank-stabilized LoRA: scale = alpha / sqrt(r)"},
+    {"train-embeddings", K_STR, F(train_embeddings), 0, "none", "M", 0, 0, 0, 0, 2,
+     "with LoRA, also train: new = the rows `luxtrain vocab add` added (PEFT trainable_token_indices), all = "
+     "embed_tokens and lm_head (PEFT modules_to_save); none"},
     {"Batches and length", K_SECTION, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, NULL},
     {"seq-len", K_LONG, F(seq_len), 0, "1024", "T", 2, 1048576, 0, 0, 1, "tokens per sequence"},
     {"micro-batch", K_LONG, F(micro_batch), 0, "4", "B", 1, 65536, 0, 0, 1, "sequences per forward/backward"},
@@ -452,8 +455,9 @@ lt_status lt_train_opts_validate(const lt_train_opts *o, lt_err *err) {
                        o->max_steps);
     if (!o->lora_targets) return lt_fail(err, LT_ERR_INVALID, "--lora-targets is empty");
     if (!lt_train_opts_lora(o)) {
-        static const char *const lora_only[] = {"lora-alpha", "lora-dropout", "lora-targets", "rslora"};
-        for (size_t k = 0; k < 4; k++) {
+        static const char *const lora_only[] = {"lora-alpha", "lora-dropout", "lora-targets", "rslora",
+                                                "train-embeddings"};
+        for (size_t k = 0; k < 5; k++) {
             const optdef *d = find_opt(lora_only[k], strlen(lora_only[k]));
             if (o->given & bit(d))
                 return lt_fail(err, LT_ERR_INVALID,
@@ -461,6 +465,10 @@ lt_status lt_train_opts_validate(const lt_train_opts *o, lt_err *err) {
                                d->name);
         }
     }
+    if (!o->train_embeddings || (strcmp(o->train_embeddings, "none") && strcmp(o->train_embeddings, "new") &&
+                                 strcmp(o->train_embeddings, "all")))
+        return lt_fail(err, LT_ERR_INVALID, "--train-embeddings expects none, new or all, got '%s'",
+                       o->train_embeddings ? o->train_embeddings : "(null)");
     if (!o->grad_reduce_dtype || (strcmp(o->grad_reduce_dtype, "f32") && strcmp(o->grad_reduce_dtype, "bf16")))
         return lt_fail(err, LT_ERR_INVALID, "--grad-reduce-dtype expects f32 or bf16, got '%s'",
                        o->grad_reduce_dtype ? o->grad_reduce_dtype : "(null)");
@@ -544,6 +552,9 @@ static char *to_json(const lt_train_opts *o, int hashed_only, int formatted) {
         const optdef *d = &OPTS[i];
         if (d->k == K_SECTION || !strcmp(d->name, "config")) continue;
         if (hashed_only && !d->hashed) continue;
+        if (hashed_only && d->hashed == 2 && d->k == K_STR && *CFIELD(o, d, char *) &&
+            !strcmp(*CFIELD(o, d, char *), d->def))
+            continue;
         if (hashed_only && d->hashed == 2 && d->k == K_DBL && *CFIELD(o, d, double) == strtod(d->def, NULL))
             continue;
         add_json(root, o, d);
