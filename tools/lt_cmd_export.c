@@ -199,6 +199,52 @@ static lt_status export_full(const lt_ckpt *c, const char *model, const char *ou
 
 /* ---- LoRA: a PEFT adapter folder ---- */
 
+/* the trained embeddings of a --train-embeddings run, as the run exports them */
+static lt_status checkpoint_embed(const lt_ckpt *c, const lt_train_opts *o, const char *model, const lt_config *cfg,
+                                  const lt_st_tensor *const tab[2], lt_peft_embed *e, lt_err *err) {
+    lt_status st = LT_OK;
+    int all = o->train_embeddings && !strcmp(o->train_embeddings, "all");
+    if (!tab[0] || (!cfg->tie_word_embeddings && !tab[1]) || (cfg->tie_word_embeddings && tab[1]))
+        return lt_fail(err, LT_ERR_FORMAT, "%s: embed_tokens / lm_head do not match the model's tying", c->dir);
+    if (!all && (!o->train_embeddings || strcmp(o->train_embeddings, "new")))
+        return lt_fail(err, LT_ERR_FORMAT, "%s: the checkpoint holds embeddings but the run has no --train-embeddings",
+                       c->dir);
+    size_t n = 0;
+    if (!all && (st = lt_vocab_record_ids(model, &e->ids, &n, err))) return st;
+    const int64_t V = cfg->vocab_size, C = cfg->hidden_size;
+    e->mode = all ? LT_TRAIN_EMB_ALL : LT_TRAIN_EMB_NEW;
+    e->tie = cfg->tie_word_embeddings;
+    e->rows = all ? V : (int64_t)n;
+    e->cols = C;
+    float *full = malloc((size_t)(V * C) * sizeof *full);
+    if (!full) return lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+    for (int k = 0; k < 2 && !st; k++) {
+        if (!tab[k]) continue;
+        if (tab[k]->ndim != 2 || tab[k]->shape[0] != V || tab[k]->shape[1] != C) {
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s' is not [%lld, %lld]", c->dir, tab[k]->name,
+                         (long long)V, (long long)C);
+            break;
+        }
+        float *dst = malloc((size_t)(e->rows * C) * sizeof *dst);
+        if (!dst) {
+            st = lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+            break;
+        }
+        *(k ? &e->head : &e->embed) = dst;
+        if ((st = lt_st_to_f32(tab[k], full, (size_t)(V * C), err))) break;
+        for (int64_t i = 0; i < e->rows; i++) {
+            int64_t r = all ? i : e->ids[i];
+            if (r >= V) {
+                st = lt_fail(err, LT_ERR_RANGE, "%s: trained row %lld of %lld", model, (long long)r, (long long)V);
+                break;
+            }
+            memcpy(dst + i * C, full + r * C, (size_t)C * sizeof *dst);
+        }
+    }
+    free(full);
+    return st;
+}
+
 static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const char *model, const char *out,
                              lt_err *err) {
     lt_peft_adapter a = {0};
@@ -221,9 +267,14 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
     size_t nt = lt_st_count(c->weights);
     a.t = calloc(nt + 1, sizeof *a.t);
     if (!a.t) return lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+    const lt_st_tensor *tab[2] = {NULL, NULL}; /* trained embed_tokens / lm_head (--train-embeddings) */
     for (size_t i = 0; i < nt && !st; i++) {
         const lt_st_tensor *t = lt_st_get(c->weights, i);
         int layer, target, is_B;
+        if (!strcmp(t->name, "model.embed_tokens.weight") || !strcmp(t->name, "lm_head.weight")) {
+            tab[t->name[0] == 'l'] = t;
+            continue;
+        }
         if ((st = lt_lora_parse_peft_name(t->name, &layer, &target, &is_B, err))) {
             lt_wrap(err, st, "%s/weights.safetensors", c->dir);
             break;
@@ -253,8 +304,12 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
                          lt_lora_target_hf(a.t[i].target), a.t[i].A ? "A" : "B");
     if (!st && (st = lt_peft_check(&a, &cfg, err)))
         lt_wrap(err, st, "checkpoint %s against base model %s (the base model changed?)", c->dir, model);
-    if (!st) st = lt_peft_export(out, &a.cfg, a.t, a.n, err);
+    if (!st && (tab[0] || tab[1])) st = checkpoint_embed(c, o, model, &cfg, tab, &a.emb, err);
+    if (!st) st = lt_peft_export_embed(out, &a.cfg, a.t, a.n, a.emb.mode ? &a.emb : NULL, err);
     free(a.t);
+    free(a.emb.ids);
+    free(a.emb.embed);
+    free(a.emb.head);
     return st;
 }
 

@@ -738,3 +738,44 @@ lt_status lt_peft_embed_apply(const lt_peft_embed *e, float *embed, float *head,
     }
     return LT_OK;
 }
+
+lt_status lt_vocab_record_ids(const char *model_dir, int32_t **ids, size_t *n_out, lt_err *err) {
+    char path[4096];
+    *ids = NULL;
+    *n_out = 0;
+    if (!lt_path_join(path, sizeof path, model_dir, LT_VOCAB_RECORD))
+        return lt_fail(err, LT_ERR_INVALID, "%s: path too long", model_dir);
+    if (!lt_file_exists(path))
+        return lt_fail(err, LT_ERR_INVALID,
+                       "%s has no %s (made by `luxtrain vocab add`); give --train-embeddings all to train every row",
+                       model_dir, LT_VOCAB_RECORD);
+    cJSON *r = NULL;
+    lt_status st = lt_json_load_file(path, &r, err);
+    if (st) return st;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(r, "added_ids"), *x;
+    int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : -1;
+    int32_t *v = n > 0 ? malloc((size_t)n * sizeof *v) : NULL;
+    if (n < 0)
+        st = lt_fail(err, LT_ERR_FORMAT, "%s: \"added_ids\" must be a list of token ids", path);
+    else if (n == 0)
+        st = lt_fail(err, LT_ERR_INVALID, "%s: vocab add added no new ids: no rows to train", path);
+    else if (!v)
+        st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
+    int k = 0;
+    cJSON_ArrayForEach(x, list) {
+        int64_t id;
+        if (st) break;
+        if (!lt_json_int64(x, &id) || id < 0 || id > INT32_MAX)
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: added_ids[%d] is not a token id", path, k);
+        else
+            v[k++] = (int32_t)id;
+    }
+    cJSON_Delete(r);
+    if (st) {
+        free(v);
+        return st;
+    }
+    *ids = v;
+    *n_out = (size_t)n;
+    return LT_OK;
+}

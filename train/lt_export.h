@@ -98,6 +98,8 @@ enum { LT_TRAIN_EMB_NONE = 0, LT_TRAIN_EMB_NEW, LT_TRAIN_EMB_ALL };
  * folder: {"added_ids": [...], "base_vocab_size": N, "vocab_size": M};
  * `train --train-embeddings new` trains those rows. */
 #define LT_VOCAB_RECORD "luxtrain_vocab.json"
+/* the added_ids of model_dir/LT_VOCAB_RECORD (malloc'd); errors name the file */
+lt_status lt_vocab_record_ids(const char *model_dir, int32_t **ids, size_t *n, lt_err *err);
 typedef struct lt_peft_embed {
     int mode;           /* LT_TRAIN_EMB_* */
     int tie;            /* lm_head follows embed_tokens (tied base; "all": ensure_weight_tying) */

@@ -484,39 +484,12 @@ done:
 lt_status lt_trainer_train_embeddings(lt_model *m, const char *model_dir, const char *mode, lt_err *err) {
     if (!strcmp(mode, "all")) return lt_model_train_embeddings(m, NULL, 0, err);
     if (strcmp(mode, "new")) return lt_fail(err, LT_ERR_INVALID, "--train-embeddings: unknown mode '%s'", mode);
-    char path[4096];
-    if (!lt_path_join(path, sizeof path, model_dir, LT_VOCAB_RECORD))
-        return lt_fail(err, LT_ERR_INVALID, "%s: path too long", model_dir);
-    if (!lt_file_exists(path))
-        return lt_fail(err, LT_ERR_INVALID,
-                       "--train-embeddings new: %s has no %s (made by `luxtrain vocab add`); give "
-                       "--train-embeddings all to train every row",
-                       model_dir, LT_VOCAB_RECORD);
-    cJSON *r = NULL;
-    lt_status st = lt_json_load_file(path, &r, err);
-    if (st) return st;
-    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(r, "added_ids"), *x;
-    int n = cJSON_IsArray(ids) ? cJSON_GetArraySize(ids) : -1;
-    int32_t *v = n > 0 ? malloc((size_t)n * sizeof *v) : NULL;
-    if (n < 0)
-        st = lt_fail(err, LT_ERR_FORMAT, "%s: \"added_ids\" must be a list of token ids", path);
-    else if (n == 0)
-        st = lt_fail(err, LT_ERR_INVALID, "%s: vocab add added no new ids: nothing for --train-embeddings new", path);
-    else if (!v)
-        st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
-    int k = 0;
-    cJSON_ArrayForEach(x, ids) {
-        int64_t id;
-        if (st) break;
-        if (!lt_json_int64(x, &id) || id < 0 || id > INT32_MAX)
-            st = lt_fail(err, LT_ERR_FORMAT, "%s: added_ids[%d] is not a token id", path, k);
-        else
-            v[k++] = (int32_t)id;
-    }
+    int32_t *v = NULL;
+    size_t n = 0;
+    lt_status st = lt_vocab_record_ids(model_dir, &v, &n, err);
     if (!st) st = lt_model_train_embeddings(m, v, (size_t)n, err);
-    if (st) lt_wrap(err, st, "--train-embeddings new (%s)", path);
+    if (st) lt_wrap(err, st, "--train-embeddings new");
     free(v);
-    cJSON_Delete(r);
     return st;
 }
 
