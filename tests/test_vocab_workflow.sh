@@ -3,7 +3,7 @@
 # end: `vocab add` on the sample model, tokenize with the extended tokenizer
 # (the new tokens appear in the shards), `train --lora-rank 4
 # --train-embeddings new|all`, `merge`, `export` of the last checkpoint (the
-# same adapter as final/), refusals (new without vocab add's record,
+# same adapter as final/), --resume (bitwise the uninterrupted run), refusals (new without vocab add's record,
 # --train-embeddings without LoRA or with --adapter). With a Python that has
 # torch, transformers and peft ($LT_PEFT_PYTHON, else $LT_PYTHON), PEFT loads
 # the adapters onto the extended base and gives luxtrain's logits
@@ -44,6 +44,18 @@ for mode in new all; do
     tail -1 peft-$mode.txt
   fi
 done
+# resume: 2 steps, then on to 4 == 4 steps at once (the embedding rows are in the checkpoint)
+A="--model $base --data shards/train-00000.h5 --lora-rank 4 --train-embeddings new --seq-len 64 --micro-batch 1 --lr 0.01 --device cpu --schedule constant"
+"$bin" train $A --out ra --max-steps 4 >ra.txt 2>&1 || fail "train 4 steps: $(tail -1 ra.txt)"
+"$bin" train $A --out rb --max-steps 2 >rb.txt 2>&1 || fail "train 2 steps: $(tail -1 rb.txt)"
+"$bin" train $A --out rb --max-steps 4 --resume >rb2.txt 2>&1 || fail "resume: $(tail -1 rb2.txt)"
+cmp -s ra/final/adapter_model.safetensors rb/final/adapter_model.safetensors || fail "resumed run differs"
+# continuing the adapter (--adapter): its rows train on, and export of its checkpoint = final/
+"$bin" train --model "$base" --data shards/train-00000.h5 --adapter ra/final --out rc --max-steps 2 --seq-len 64 \
+  --micro-batch 1 --device cpu >rc.txt 2>&1 || fail "train --adapter: $(tail -1 rc.txt)"
+grep -q trainable_token_indices\":[[:space:]]*\[ rc/final/adapter_config.json || fail "--adapter run lost its rows"
+"$bin" export rc/checkpoints/step-000002 --out rcx >rcx.txt 2>&1 || fail "export --adapter run: $(tail -1 rcx.txt)"
+cmp -s rcx/adapter_model.safetensors rc/final/adapter_model.safetensors || fail "--adapter run: export differs"
 # refusals
 "$bin" train --model "$model" --data shards/train-00000.h5 --out r1 --lora-rank 4 --train-embeddings new \
   --max-steps 1 --seq-len 64 --device cpu >r1.txt 2>&1 && fail "new without a vocab add record accepted"

@@ -204,13 +204,27 @@ static lt_status checkpoint_embed(const lt_ckpt *c, const lt_train_opts *o, cons
                                   const lt_st_tensor *const tab[2], lt_peft_embed *e, lt_err *err) {
     lt_status st = LT_OK;
     int all = o->train_embeddings && !strcmp(o->train_embeddings, "all");
+    size_t n = 0;
     if (!tab[0] || (!cfg->tie_word_embeddings && !tab[1]) || (cfg->tie_word_embeddings && tab[1]))
         return lt_fail(err, LT_ERR_FORMAT, "%s: embed_tokens / lm_head do not match the model's tying", c->dir);
-    if (!all && (!o->train_embeddings || strcmp(o->train_embeddings, "new")))
+    if (o->adapter && !all && (!o->train_embeddings || strcmp(o->train_embeddings, "new"))) {
+        /* a run that continued an adapter with trained embeddings: its mode and rows */
+        lt_peft_adapter *ad = NULL;
+        if ((st = lt_peft_load(o->adapter, &ad, err))) return lt_wrap(err, st, "the adapter the run continued");
+        all = ad->emb.mode == LT_TRAIN_EMB_ALL;
+        if (ad->emb.mode == LT_TRAIN_EMB_NEW) {
+            e->ids = ad->emb.ids;
+            n = (size_t)ad->emb.rows;
+            ad->emb.ids = NULL;
+        }
+        int none = ad->emb.mode == LT_TRAIN_EMB_NONE;
+        lt_peft_free(ad);
+        if (none) return lt_fail(err, LT_ERR_FORMAT, "%s: the checkpoint holds embeddings, the run's adapter none", c->dir);
+    } else if (!all && (!o->train_embeddings || strcmp(o->train_embeddings, "new")))
         return lt_fail(err, LT_ERR_FORMAT, "%s: the checkpoint holds embeddings but the run has no --train-embeddings",
                        c->dir);
-    size_t n = 0;
-    if (!all && (st = lt_vocab_record_ids(model, &e->ids, &n, err))) return st;
+    else if (!all && (st = lt_vocab_record_ids(model, &e->ids, &n, err)))
+        return st;
     const int64_t V = cfg->vocab_size, C = cfg->hidden_size;
     e->mode = all ? LT_TRAIN_EMB_ALL : LT_TRAIN_EMB_NEW;
     e->tie = cfg->tie_word_embeddings;
