@@ -53,7 +53,7 @@ cmp -s ra/final/adapter_model.safetensors rb/final/adapter_model.safetensors || 
 # continuing the adapter (--adapter): its rows train on, and export of its checkpoint = final/
 "$bin" train --model "$base" --data shards/train-00000.h5 --adapter ra/final --out rc --max-steps 2 --seq-len 64 \
   --micro-batch 1 --device cpu >rc.txt 2>&1 || fail "train --adapter: $(tail -1 rc.txt)"
-grep -q trainable_token_indices\":[[:space:]]*\[ rc/final/adapter_config.json || fail "--adapter run lost its rows"
+grep -q "\"trainable_token_indices\":[[:space:]]*\[" rc/final/adapter_config.json || fail "--adapter run lost its rows"
 "$bin" export rc/checkpoints/step-000002 --out rcx >rcx.txt 2>&1 || fail "export --adapter run: $(tail -1 rcx.txt)"
 cmp -s rcx/adapter_model.safetensors rc/final/adapter_model.safetensors || fail "--adapter run: export differs"
 # refusals
