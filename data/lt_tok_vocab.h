@@ -56,14 +56,16 @@ typedef struct lt_tok_add_result {
     size_t n_entries;
 } lt_tok_add_result;
 
-/* tokenizer_json: the file's text (name for messages). */
+/* text[0..len): a tokenizer.json's text (name: for messages); tokens[0..n)
+ * NUL-terminated UTF-8. res: see above (free with lt_tok_add_result_free). */
 lt_status lt_tok_add_tokens(const char *text, size_t len, const char *name, const char *const *tokens, size_t n,
                             int special, lt_tok_add_result *res, lt_err *err);
 void lt_tok_add_result_free(lt_tok_add_result *r);
 
-/* The byte range [*begin, *end) of the value of top-level member `key` of the
- * JSON object in text[0..n); LT_ERR_FORMAT if the text is not an object,
- * LT_ERR_NOT_FOUND... (returns 0 in *found when absent). */
+/* The byte range [*begin, *end) of the value of top-level member `key` (the
+ * last one if repeated) of the JSON object in text[0..n) (already known to be
+ * valid JSON); *found = 0 when absent; LT_ERR_FORMAT (naming `name`) if the
+ * text is not an object. */
 lt_status lt_json_member_span(const char *text, size_t n, const char *name, const char *key, int *found,
                               size_t *begin, size_t *end, lt_err *err);
 /* text with [begin, end) replaced by repl: a malloc'd string (NUL-terminated) */
