@@ -308,8 +308,8 @@ static void free_plan(lt_model *m) {
 }
 
 void lt_model_free(lt_model *m) {
-    if (m) free(m->train_rows);
     if (!m) return;
+    free(m->train_rows);
     free_plan(m);
     free_kv(m);
     for (size_t i = 0; i < m->n_params; i++)
