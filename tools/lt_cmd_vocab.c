@@ -27,6 +27,7 @@
 #define _XOPEN_SOURCE 700
 #include <cjson/cJSON.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,16 +41,45 @@
 #include "lt_safetensors.h"
 #include "lt_tok_vocab.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: luxtrain vocab add --model DIR --tokens FILE --out DIR [--pad-to-multiple N] [--special]\n"
-               "                          [--overwrite]\n"
-               "  adds the tokens of FILE (one per line) as transformers' tokenizer.add_tokens does and resizes\n"
-               "  the embeddings as resize_token_embeddings(len(tokenizer), pad_to_multiple_of=N): new rows of\n"
-               "  embed_tokens (and an untied lm_head) are the mean of the old rows\n"
-               "  --special          add them as special tokens (add_tokens(..., special_tokens=True))\n"
-               "  --pad-to-multiple  round the embedding rows up to a multiple of N\n"
-               "  --overwrite        replace --out if it exists and is not empty\n");
-}
+typedef struct vocab_opts {
+    char *model, *tokens, *out;
+    long pad;
+    int special, overwrite, help;
+    char **pos;
+    int npos;
+} vocab_opts;
+
+#define F(x) offsetof(vocab_opts, x)
+static const lt_optdef OPTS[] = {
+    {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR", .required = 1,
+     .help = "the Hugging Face model folder (config.json, safetensors, tokenizer.json)"},
+    {.name = "tokens", .k = LT_OPT_STR, .off = F(tokens), .meta = "FILE", .required = 1,
+     .help = "the tokens to add, one per line (UTF-8, verbatim; empty lines skipped)"},
+    {.name = "out", .k = LT_OPT_STR, .off = F(out), .meta = "DIR", .required = 1,
+     .help = "the extended model's folder (written whole, or not at all)"},
+    {.name = "pad-to-multiple", .k = LT_OPT_LONG, .off = F(pad), .def = "0", .meta = "N", .lo = 0, .hi = 1 << 20,
+     .help = "round the embedding rows up to a multiple of N (resize_token_embeddings' pad_to_multiple_of); 0 = no"},
+    {.name = "special", .k = LT_OPT_FLAG, .off = F(special), .def = "false",
+     .help = "add them as special tokens (add_tokens(..., special_tokens=True))"},
+    {.name = "overwrite", .k = LT_OPT_FLAG, .off = F(overwrite), .def = "false",
+     .help = "replace --out if it exists and is not empty"},
+};
+static const lt_optset SET = {
+    .cmd = "vocab",
+    .usage = "usage: luxtrain vocab add --model DIR --tokens FILE --out DIR [--pad-to-multiple N] [--special]\n"
+             "Adds the tokens as transformers' tokenizer.add_tokens does and resizes the embeddings as\n"
+             "resize_token_embeddings(len(tokenizer), pad_to_multiple_of=N): new rows of embed_tokens (and an\n"
+             "untied lm_head) are the mean of the old rows (docs/vocab.md).\n",
+    .defs = OPTS,
+    .n = sizeof OPTS / sizeof OPTS[0],
+    .off_help = F(help),
+    .off_pos = F(pos),
+    .off_npos = F(npos),
+    .pos_min = 1,
+    .pos_max = 1,
+    .pos_meta = "add",
+};
+#undef F
 
 /* tokens file -> array of strings (lines), errors FILE:LINE */
 static lt_status read_tokens(const char *path, char ***out, size_t *n_out, size_t *n_empty, lt_err *err) {
@@ -229,13 +259,7 @@ static lt_status write_record(const char *model, const char *dir, const lt_tok_a
     return st;
 }
 
-typedef struct {
-    const char *model, *tokens, *out;
-    long pad;
-    int special;
-} vocab_args;
-
-static lt_status vocab_add(const vocab_args *a, lt_err *err) {
+static lt_status vocab_add(const vocab_opts *a, lt_err *err) {
     char **toks = NULL, tok_path[4096], tmp[4096], tag[128];
     size_t n_tok = 0, n_empty = 0, n_specs = 0;
     char *tok_text = NULL, *cfg_text = NULL, *tc_text = NULL, *tc_new = NULL;
@@ -294,7 +318,7 @@ static lt_status vocab_add(const vocab_args *a, lt_err *err) {
     {
         size_t ol = strlen(a->out);
         while (ol > 1 && a->out[ol - 1] == '/') ol--;
-        lt_fs_tmp_tag(tag, sizeof tag);
+        lt_tmp_tag(tag, sizeof tag);
         if (snprintf(tmp, sizeof tmp, "%.*s.tmp-%s", (int)ol, a->out, tag) >= (int)sizeof tmp) {
             st = lt_fail(err, LT_ERR_INVALID, "%s: path too long", a->out);
             goto done;
@@ -365,70 +389,28 @@ done:
 }
 
 int lt_cmd_vocab(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    if (strcmp(argv[1], "add")) {
-        fprintf(stderr, "vocab: unknown subcommand '%s' (expected: add)\n", argv[1]);
-        return 2;
-    }
-    vocab_args a = {NULL, NULL, NULL, 0, 0};
-    int overwrite = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *s = argv[i];
-        if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(s, "--special")) {
-            a.special = 1;
-            continue;
-        }
-        if (!strcmp(s, "--overwrite")) {
-            overwrite = 1;
-            continue;
-        }
-        const char **dst = !strcmp(s, "--model") ? &a.model : !strcmp(s, "--tokens") ? &a.tokens
-                                                          : !strcmp(s, "--out")      ? &a.out
-                                                                                     : NULL;
-        int is_pad = !strcmp(s, "--pad-to-multiple");
-        if (!dst && !is_pad) {
-            static const char *const valid[] = {"--model", "--tokens", "--out", "--pad-to-multiple", "--special",
-                                                "--overwrite", "--help", NULL};
-            return lt_opt_unknown_option("vocab add", s, valid);
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "vocab add: %s expects a value\n", s);
-            return 2;
-        }
-        if (is_pad) {
-            if (!lt_parse_int("vocab add", s, argv[++i], 1, 1 << 20, &a.pad)) return 2;
-        } else
-            *dst = argv[++i];
-    }
-    if (!a.model || !a.tokens || !a.out) {
-        fprintf(stderr, "vocab add: --model, --tokens and --out are required\n");
-        usage(stderr);
-        return 2;
+    vocab_opts o = {0};
+    int rc = lt_opts_cli(&SET, argc, argv, &o);
+    if (rc >= 0) {
+        lt_opts_free(&SET, &o);
+        return rc;
     }
     char rm[PATH_MAX], ro[PATH_MAX];
-    if (realpath(a.model, rm) && realpath(a.out, ro) && !strcmp(rm, ro)) {
-        fprintf(stderr, "vocab add: --out must not be the --model folder\n");
-        return 2;
-    }
-    if (lt_file_exists(a.out) && !lt_is_dir(a.out)) {
-        fprintf(stderr, "vocab add: --out %s exists and is not a folder\n", a.out);
-        return 2;
-    }
-    if (!overwrite && lt_fs_nonempty_dir(a.out)) {
-        fprintf(stderr, "vocab add: --out %s exists and is not empty; use --overwrite to replace it\n", a.out);
-        return 2;
-    }
     lt_err err = {{0}};
-    if (vocab_add(&a, &err)) {
+    rc = 2;
+    if (strcmp(o.pos[0], "add"))
+        fprintf(stderr, "vocab: unknown subcommand '%s' (expected: add)\n", o.pos[0]);
+    else if (realpath(o.model, rm) && realpath(o.out, ro) && !strcmp(rm, ro))
+        fprintf(stderr, "vocab add: --out must not be the --model folder\n");
+    else if (lt_file_exists(o.out) && !lt_is_dir(o.out))
+        fprintf(stderr, "vocab add: --out %s exists and is not a folder\n", o.out);
+    else if (!o.overwrite && lt_fs_nonempty_dir(o.out))
+        fprintf(stderr, "vocab add: --out %s exists and is not empty; use --overwrite to replace it\n", o.out);
+    else if (vocab_add(&o, &err)) {
         fprintf(stderr, "vocab add: %s\n", err.msg);
-        return 1;
-    }
-    return 0;
+        rc = 1;
+    } else
+        rc = 0;
+    lt_opts_free(&SET, &o);
+    return rc;
 }
