@@ -153,23 +153,27 @@ char *lt_text_splice(const char *text, size_t n, size_t begin, size_t end, const
 
 /* ---- add_tokens ---- */
 
-typedef struct {
-    lt_tok_added *a; /* one entry per id (tokenizers' added_tokens_map_r) */
-    size_t n, cap;
-    lt_strmap by_content; /* content -> index into a */
-    const lt_strmap *vocab;
-    int64_t model_size;
-    int64_t max_id; /* max added id, -1 */
-} added_set;
+int lt_added_set_init(lt_added_set *s, const lt_strmap *vocab) {
+    memset(s, 0, sizeof *s);
+    s->vocab = vocab;
+    s->model_size = (int64_t)vocab->n;
+    s->max_id = -1;
+    return lt_strmap_init(&s->by_content, 16);
+}
+
+void lt_added_set_free(lt_added_set *s) {
+    for (size_t i = 0; i < s->n; i++) free(s->a[i].content);
+    free(s->a);
+    lt_strmap_free(&s->by_content);
+    memset(s, 0, sizeof *s);
+}
 
 static int same_token(const lt_tok_added *x, const lt_tok_added *y) {
     return !strcmp(x->content, y->content) && x->single_word == y->single_word && x->lstrip == y->lstrip &&
            x->rstrip == y->rstrip && x->normalized == y->normalized && x->special == y->special;
 }
 
-/* one token through AddedVocabulary::add_tokens; *what: LT_TOK_ADD_*; returns
- * 0 on allocation failure. tok->content is copied. */
-static int added_add(added_set *s, const lt_tok_added *tok, int32_t *id_out, int *what) {
+int lt_added_set_add(lt_added_set *s, const lt_tok_added *tok, int32_t *id_out, int *what) {
     size_t cl = strlen(tok->content);
     *id_out = -1;
     *what = LT_TOK_ADD_UNCHANGED;
@@ -239,7 +243,7 @@ static int cmp_added(const void *x, const void *y) {
     return (a->id > b->id) - (a->id < b->id);
 }
 
-static int64_t distinct_len(const added_set *s) {
+static int64_t distinct_len(const lt_added_set *s) {
     int64_t n = (int64_t)s->vocab->n;
     for (size_t i = 0; i < s->n; i++)
         if (lt_strmap_get(s->vocab, s->a[i].content, strlen(s->a[i].content)) < 0) n++;
@@ -282,7 +286,7 @@ lt_status lt_tok_add_tokens(const char *text, size_t len, const char *name, cons
     lt_jdoc *doc = NULL;
     lt_jval *root = NULL;
     lt_strmap vocab = {0};
-    added_set s;
+    lt_added_set s;
     memset(&s, 0, sizeof s);
     lt_sbuf b = {0};
     lt_status st = lt_json_parse(text, len, name, &doc, &root, err);
@@ -297,7 +301,7 @@ lt_status lt_tok_add_tokens(const char *text, size_t len, const char *name, cons
         st = lt_fail(err, LT_ERR_FORMAT, "%s: 'added_tokens' must be an array", name);
         goto done;
     }
-    if (!lt_strmap_init(&vocab, v->len) || !lt_strmap_init(&s.by_content, 16)) goto nomem;
+    if (!lt_strmap_init(&vocab, v->len)) goto nomem;
     for (uint32_t i = 0; i < v->len; i++) {
         const lt_jval *e = &v->u.items[i];
         if (e->type != LT_JNUM || !(e->u.num >= 0 && e->u.num < 2147483647.0)) {
@@ -306,9 +310,7 @@ lt_status lt_tok_add_tokens(const char *text, size_t len, const char *name, cons
         }
         if (!lt_strmap_put(&vocab, e->key, e->key_len, (int32_t)e->u.num)) goto nomem;
     }
-    s.vocab = &vocab;
-    s.model_size = (int64_t)vocab.n;
-    s.max_id = -1;
+    if (!lt_added_set_init(&s, &vocab)) goto nomem;
     /* the file's entries, as tokenizers loads them */
     for (uint32_t i = 0; i < arr->len; i++) {
         const lt_jval *o = &arr->u.items[i], *c = lt_json_get(o, "content");
@@ -328,7 +330,7 @@ lt_status lt_tok_add_tokens(const char *text, size_t len, const char *name, cons
         t.normalized = (uint8_t)jflag(o, "normalized", !t.special);
         int32_t id;
         int what;
-        if (!added_add(&s, &t, &id, &what)) goto nomem;
+        if (!lt_added_set_add(&s, &t, &id, &what)) goto nomem;
     }
     res->old_len = distinct_len(&s);
     res->ids = malloc((n + 1) * sizeof *res->ids);
@@ -336,7 +338,7 @@ lt_status lt_tok_add_tokens(const char *text, size_t len, const char *name, cons
     if (!res->ids || !res->what) goto nomem;
     for (size_t i = 0; i < n; i++) {
         lt_tok_added t = {(char *)tokens[i], 0, 0, 0, 0, (uint8_t)!special, (uint8_t)(special != 0)};
-        if (!added_add(&s, &t, &res->ids[i], &res->what[i])) goto nomem;
+        if (!lt_added_set_add(&s, &t, &res->ids[i], &res->what[i])) goto nomem;
         if (res->what[i] != LT_TOK_ADD_UNCHANGED) res->n_added++;
     }
     res->new_len = distinct_len(&s);
@@ -356,14 +358,12 @@ lt_status lt_tok_add_tokens(const char *text, size_t len, const char *name, cons
     res->added = s.a;
     res->n_entries = s.n;
     s.a = NULL;
-    s.n = 0;
+    s.n = s.cap = 0;
     goto done;
 nomem:
     st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory adding tokens", name);
 done:
-    for (size_t i = 0; i < s.n; i++) free(s.a[i].content);
-    free(s.a);
-    lt_strmap_free(&s.by_content);
+    lt_added_set_free(&s);
     lt_strmap_free(&vocab);
     free(b.s);
     lt_json_free(doc);
