@@ -272,6 +272,8 @@ struct lt_model {
     kv_cache *kv;
     int32_t *d_docw;  /* (N) sliding layers: max(doc_start, t - W + 1) */
     int32_t *h_docw;  /* (N) host */
+    int32_t *train_rows; /* lt_model_train_embeddings: the embedding rows that train (sorted), NULL: all */
+    size_t n_train_rows;
 };
 
 const lt_config *lt_model_config(const lt_model *m) { return &m->cfg; }
@@ -324,6 +326,7 @@ static void free_plan(lt_model *m) {
 
 void lt_model_free(lt_model *m) {
     if (!m) return;
+    free(m->train_rows);
     free_plan(m);
     free_kv(m);
     for (size_t i = 0; i < m->n_params; i++)
@@ -603,7 +606,10 @@ int lt_model_grad_group_at(const lt_model *m, int k) {
     return k <= 0 ? LT_GRAD_GROUP_HEAD : k > L ? LT_GRAD_GROUP_EMBED : L - k;
 }
 
+static void mask_frozen_rows(lt_model *m, int group);
+
 static void grads_final(lt_model *m, int group) {
+    if (m->train_rows) mask_frozen_rows(m, group);
     if (m->hook) m->hook(m->hook_ctx, group);
 }
 
@@ -1621,4 +1627,76 @@ lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int n, float *logi
         if (st) return st;
     }
     return LT_OK;
+}
+
+/* ---- vocabulary resize (luxtrain vocab add) ---- */
+
+void lt_embed_resize_rows(const float *old, int64_t old_rows, int64_t cols, float *out, int64_t new_rows) {
+    int64_t keep = old_rows < new_rows ? old_rows : new_rows;
+    memcpy(out, old, (size_t)keep * (size_t)cols * sizeof *out);
+    if (new_rows <= old_rows || old_rows <= 0) return;
+    for (int64_t c = 0; c < cols; c++) {
+        double s = 0;
+        for (int64_t r = 0; r < old_rows; r++) s += old[r * cols + c];
+        out[keep * cols + c] = (float)(s / (double)old_rows);
+    }
+    for (int64_t r = keep + 1; r < new_rows; r++) memcpy(out + r * cols, out + keep * cols, (size_t)cols * sizeof *out);
+}
+
+int64_t lt_vocab_resized_rows(int64_t new_len, int pad_to_multiple_of) {
+    if (pad_to_multiple_of <= 0) return new_len;
+    return (new_len + pad_to_multiple_of - 1) / pad_to_multiple_of * pad_to_multiple_of;
+}
+
+/* ---- trainable embeddings next to LoRA ---- */
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* zero the gradient rows that do not train (the group's table is final) */
+static void mask_frozen_rows(lt_model *m, int group) {
+    lt_param *p = group == LT_GRAD_GROUP_EMBED ? m->embed : group == LT_GRAD_GROUP_HEAD && m->head != m->embed ? m->head : NULL;
+    if (!p || !p->grad) return;
+    size_t C = (size_t)p->shape[1], next = 0;
+    for (size_t k = 0; k <= m->n_train_rows; k++) {
+        size_t r = k < m->n_train_rows ? (size_t)m->train_rows[k] : (size_t)p->shape[0];
+        if (r > next) m->be->zero(m->be, p->grad + next * C, (r - next) * C * sizeof(float));
+        next = r + 1;
+    }
+}
+
+lt_status lt_model_train_embeddings(lt_model *m, const int32_t *rows, size_t n, lt_err *err) {
+    if (!m->lora) return lt_fail(err, LT_ERR_INVALID, "train embeddings: the model has no LoRA adapters");
+    int32_t *r = NULL;
+    if (rows) {
+        if (!n) return lt_fail(err, LT_ERR_INVALID, "train embeddings: no rows given");
+        if (!(r = malloc(n * sizeof *r))) return lt_fail(err, LT_ERR_NOMEM, "train embeddings: out of memory");
+        memcpy(r, rows, n * sizeof *r);
+        qsort(r, n, sizeof *r, cmp_i32);
+        for (size_t i = 0; i < n; i++)
+            if (r[i] < 0 || r[i] >= m->cfg.vocab_size || (i && r[i] == r[i - 1])) {
+                int32_t bad = r[i];
+                free(r);
+                return lt_fail(err, LT_ERR_RANGE, "train embeddings: row %d is %s (vocabulary of %d)", (int)bad,
+                               bad < 0 || bad >= m->cfg.vocab_size ? "out of range" : "given twice", m->cfg.vocab_size);
+            }
+    }
+    if (m->grad_flat) m->be->free(m->be, m->grad_flat); /* re-allocated with the tables in it */
+    m->grad_flat = NULL;
+    m->grad_numel = 0;
+    m->grads_allocated = 0;
+    for (size_t i = 0; i < m->n_params; i++) m->params[i].grad = NULL;
+    m->embed->trainable = 1;
+    m->head->trainable = 1;
+    free(m->train_rows);
+    m->train_rows = r;
+    m->n_train_rows = rows ? n : 0;
+    return LT_OK;
+}
+
+size_t lt_model_trained_rows(const lt_model *m, const int32_t **rows) {
+    *rows = m->train_rows;
+    return m->n_train_rows;
 }

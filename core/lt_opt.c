@@ -581,6 +581,9 @@ char *lt_opts_to_json(const lt_optset *s, const void *o, int hashed_only, int fo
         if (hashed_only && !d->hashed) continue;
         if (hashed_only && d->hashed == 2 && d->k == LT_OPT_DBL && d->def && *CFIELD(o, d, double) == strtod(d->def, NULL))
             continue;
+        if (hashed_only && d->hashed == 2 && (d->k == LT_OPT_STR || d->k == LT_OPT_CHOICE) && d->def &&
+            *CFIELD(o, d, char *) && !strcmp(*CFIELD(o, d, char *), d->def))
+            continue;
         add_json(root, o, d);
     }
     char *txt = formatted ? cJSON_Print(root) : cJSON_PrintUnformatted(root);

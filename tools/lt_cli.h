@@ -23,6 +23,7 @@ int lt_cmd_train(int argc, char **argv);    /* tools/lt_cmd_train.c */
 int lt_cmd_generate(int argc, char **argv); /* tools/lt_cmd_generate.c */
 int lt_cmd_merge(int argc, char **argv);    /* tools/lt_cmd_merge.c */
 int lt_cmd_export(int argc, char **argv);   /* tools/lt_cmd_export.c */
+int lt_cmd_vocab(int argc, char **argv);    /* tools/lt_cmd_vocab.c: vocab add */
 int lt_cmd_bench(int argc, char **argv);    /* bench/lt_bench_step.c: bench step (bench kernels: tools/luxtrain.c) */
 
 #endif

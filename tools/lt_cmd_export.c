@@ -96,17 +96,6 @@ static const lt_optset SET = {
 };
 #undef F
 
-/* a folder that exists and holds anything */
-static int nonempty_dir(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) return 0;
-    struct dirent *e;
-    int any = 0;
-    while (!any && (e = readdir(d))) any = strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return any;
-}
-
 /* drop the mapped pages of a tensor already written (read-only private mapping:
  * they are read again from the file if ever touched) */
 static void drop_pages(const lt_st_tensor *t) {
@@ -248,8 +237,70 @@ static lt_status export_full(const lt_ckpt *c, const char *model, const char *ou
 
 /* ---- LoRA: a PEFT adapter folder ---- */
 
-/* the checkpoint's LoRA tensors as an adapter (a->t owned, the matrices borrowed from the mapping) */
-static lt_status ckpt_adapter(const lt_ckpt *c, const lt_train_opts *o, lt_peft_adapter *out, lt_err *err) {
+/* the trained embeddings of a --train-embeddings run, as the run exports them */
+static lt_status checkpoint_embed(const lt_ckpt *c, const lt_train_opts *o, const char *model, const lt_config *cfg,
+                                  const lt_st_tensor *const tab[2], lt_peft_embed *e, lt_err *err) {
+    lt_status st = LT_OK;
+    int all = o->train_embeddings && !strcmp(o->train_embeddings, "all");
+    size_t n = 0;
+    if (!tab[0] || (!cfg->tie_word_embeddings && !tab[1]) || (cfg->tie_word_embeddings && tab[1]))
+        return lt_fail(err, LT_ERR_FORMAT, "%s: embed_tokens / lm_head do not match the model's tying", c->dir);
+    if (o->adapter && !all && (!o->train_embeddings || strcmp(o->train_embeddings, "new"))) {
+        /* a run that continued an adapter with trained embeddings: its mode and rows */
+        lt_peft_adapter *ad = NULL;
+        if ((st = lt_peft_load(o->adapter, &ad, err))) return lt_wrap(err, st, "the adapter the run continued");
+        all = ad->emb.mode == LT_TRAIN_EMB_ALL;
+        if (ad->emb.mode == LT_TRAIN_EMB_NEW) {
+            e->ids = ad->emb.ids;
+            n = (size_t)ad->emb.rows;
+            ad->emb.ids = NULL;
+        }
+        int none = ad->emb.mode == LT_TRAIN_EMB_NONE;
+        lt_peft_free(ad);
+        if (none) return lt_fail(err, LT_ERR_FORMAT, "%s: the checkpoint holds embeddings, the run's adapter none", c->dir);
+    } else if (!all && (!o->train_embeddings || strcmp(o->train_embeddings, "new")))
+        return lt_fail(err, LT_ERR_FORMAT, "%s: the checkpoint holds embeddings but the run has no --train-embeddings",
+                       c->dir);
+    else if (!all && (st = lt_vocab_record_ids(model, &e->ids, &n, err)))
+        return st;
+    const int64_t V = cfg->vocab_size, C = cfg->hidden_size;
+    e->mode = all ? LT_TRAIN_EMB_ALL : LT_TRAIN_EMB_NEW;
+    e->tie = cfg->tie_word_embeddings;
+    e->rows = all ? V : (int64_t)n;
+    e->cols = C;
+    float *full = malloc((size_t)(V * C) * sizeof *full);
+    if (!full) return lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+    for (int k = 0; k < 2 && !st; k++) {
+        if (!tab[k]) continue;
+        if (tab[k]->ndim != 2 || tab[k]->shape[0] != V || tab[k]->shape[1] != C) {
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s' is not [%lld, %lld]", c->dir, tab[k]->name,
+                         (long long)V, (long long)C);
+            break;
+        }
+        float *dst = malloc((size_t)(e->rows * C) * sizeof *dst);
+        if (!dst) {
+            st = lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+            break;
+        }
+        *(k ? &e->head : &e->embed) = dst;
+        if ((st = lt_st_to_f32(tab[k], full, (size_t)(V * C), err))) break;
+        for (int64_t i = 0; i < e->rows; i++) {
+            int64_t r = all ? i : e->ids[i];
+            if (r >= V) {
+                st = lt_fail(err, LT_ERR_RANGE, "%s: trained row %lld of %lld", model, (long long)r, (long long)V);
+                break;
+            }
+            memcpy(dst + i * C, full + r * C, (size_t)C * sizeof *dst);
+        }
+    }
+    free(full);
+    return st;
+}
+
+/* the checkpoint's LoRA tensors as an adapter (a->t owned, the matrices borrowed from the mapping); tab[0..1]
+ * receive the trained embed_tokens / lm_head of a --train-embeddings run (NULL when none) */
+static lt_status ckpt_adapter(const lt_ckpt *c, const lt_train_opts *o, lt_peft_adapter *out,
+                              const lt_st_tensor *tab[2], lt_err *err) {
     lt_peft_adapter a = {0};
     lt_status st = LT_OK;
     if (o->adapter) { /* the run continued an adapter: its configuration, the run's dropout */
@@ -267,9 +318,14 @@ static lt_status ckpt_adapter(const lt_ckpt *c, const lt_train_opts *o, lt_peft_
     size_t nt = lt_st_count(c->weights);
     a.t = calloc(nt + 1, sizeof *a.t);
     if (!a.t) return lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+    tab[0] = tab[1] = NULL;
     for (size_t i = 0; i < nt && !st; i++) {
         const lt_st_tensor *t = lt_st_get(c->weights, i);
         int layer, target, is_B;
+        if (!strcmp(t->name, "model.embed_tokens.weight") || !strcmp(t->name, "lm_head.weight")) {
+            tab[t->name[0] == 'l'] = t;
+            continue;
+        }
         if ((st = lt_lora_parse_peft_name(t->name, &layer, &target, &is_B, err))) {
             lt_wrap(err, st, "%s/weights.safetensors", c->dir);
             break;
@@ -307,13 +363,18 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
     lt_peft_adapter a = {0};
     lt_config cfg;
     lt_status st;
+    const lt_st_tensor *tab[2];
     if ((st = lt_config_load(model, &cfg, err)))
         return lt_wrap(err, st, "base model %s (adapter_config.json names it; its shapes check the adapter)", model);
-    if ((st = ckpt_adapter(c, o, &a, err))) return st;
+    if ((st = ckpt_adapter(c, o, &a, tab, err))) return st;
     if ((st = lt_peft_check(&a, &cfg, err)))
         lt_wrap(err, st, "checkpoint %s against base model %s (the base model changed?)", c->dir, model);
-    if (!st) st = lt_peft_export(out, &a.cfg, a.t, a.n, err);
+    if (!st && (tab[0] || tab[1])) st = checkpoint_embed(c, o, model, &cfg, tab, &a.emb, err);
+    if (!st) st = lt_peft_export_embed(out, &a.cfg, a.t, a.n, a.emb.mode ? &a.emb : NULL, err);
     free(a.t);
+    free(a.emb.ids);
+    free(a.emb.embed);
+    free(a.emb.head);
     return st;
 }
 
@@ -325,7 +386,15 @@ static lt_status export_ckpt_gguf(const lt_ckpt *c, const lt_train_opts *o, cons
     lt_status st;
     g.model_dir = model;
     if (lt_train_opts_lora(o)) {
-        if ((st = ckpt_adapter(c, o, &a, err))) return st;
+        const lt_st_tensor *tab[2];
+        if ((st = ckpt_adapter(c, o, &a, tab, err))) return st;
+        if (tab[0] || tab[1]) {
+            free(a.t);
+            return lt_fail(err, LT_ERR_UNSUPPORTED,
+                           "checkpoint %s trained embeddings (--train-embeddings): export the adapter (luxtrain "
+                           "export CHECKPOINT --out DIR), merge it (luxtrain merge) and export that folder with --gguf",
+                           c->dir);
+        }
         g.adapter = &a;
     } else
         g.weights = c->weights;
@@ -437,7 +506,7 @@ static int export_run(void *arg) {
         fprintf(stderr, "export: --out %s exists and is not a folder\n", out);
         return 1;
     }
-    if (nonempty_dir(out) && !force) {
+    if (lt_fs_nonempty_dir(out) && !force) {
         fprintf(stderr, "export: --out %s exists and is not empty; use --overwrite to replace it\n", out);
         return 1;
     }

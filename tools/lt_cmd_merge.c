@@ -5,6 +5,8 @@
  *   W' = W + scale * B @ A        (f32; W read in f32 from the source dtype)
  * stored in the source tensor's dtype (BF16/F16 rounded to nearest even),
  * every other tensor unchanged; config.json and the tokenizer files copied.
+ * Trained embeddings (trainable_token_indices / modules_to_save of
+ * embed_tokens, lm_head) replace their rows / tables.
  * This is PEFT's merge_and_unload computed in f32. Works on the host without
  * a backend; holds the whole model in f32 memory.
  */
@@ -110,6 +112,14 @@ static lt_status lt_merge_adapter_folder(const char *model, const char *adapter,
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, pt->out, pt->in, a->cfg.r, scale, pt->B, a->cfg.r,
                         pt->A, pt->in, 1.0f, w, pt->in);
         }
+    }
+    if (a->emb.mode) { /* trained embeddings replace their rows (PEFT's merge_and_unload) */
+        float *E = NULL, *H = NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (!strcmp(ts[i].name, "model.embed_tokens.weight")) E = (float *)ts[i].data;
+            if (!strcmp(ts[i].name, "lm_head.weight")) H = (float *)ts[i].data;
+        }
+        if ((st = lt_peft_embed_apply(&a->emb, E, H, cfg.vocab_size, cfg.hidden_size, err))) goto done;
     }
     st = lt_export_hf(out, model, ts, n, 0, err);
 done:

@@ -511,6 +511,12 @@ static lt_status setup(run *r, lt_err *err) {
             r->peft.rslora = o->rslora;
             if ((st = lt_trainer_add_lora(r->m, &r->peft, &r->rng, err))) return st;
         }
+        if (strcmp(o->train_embeddings, "none")) {
+            if (o->adapter)
+                return lt_fail(err, LT_ERR_INVALID, "--train-embeddings with --adapter: the adapter decides (its "
+                                                    "trained embeddings, if any, train on)");
+            if ((st = lt_trainer_train_embeddings(r->m, o->model, o->train_embeddings, err))) return st;
+        }
         snprintf(r->peft.base_model, sizeof r->peft.base_model, "%s", o->model);
         lt_model_set_rng(r->m, &r->rng);
     }
@@ -798,6 +804,11 @@ static int dry_run(const lt_train_opts *o, int world) {
             Pt += (double)c.num_layers * o->lora_rank * (in + out);
         }
     }
+    /* --train-embeddings: the tables train too (in the parameter dtype, with f32 master weights on a GPU) */
+    double Pemb = lora && strcmp(o->train_embeddings, "none")
+                      ? (double)c.vocab_size * c.hidden_size * (c.tie_word_embeddings ? 1 : 2)
+                      : 0;
+    Pt += Pemb;
     /* the device the run would take: --device auto resolves here as it would there */
     const char *dev = o->device, *why = "";
     if (!strcmp(dev, "auto")) {
@@ -832,11 +843,11 @@ static int dry_run(const lt_train_opts *o, int world) {
     for (int k = 0; k < 6; k++) {
         int W = ws[k];
         double sh = o->zero ? (double)W : 1.0;
-        double weights = P * wb + (lora ? Pt * 4 : 0);
+        double weights = P * wb + (lora ? (Pt - Pemb) * 4 : 0);
         double grads = Pt * 4;                              /* the model's f32 gradient */
         double acc = bf16red && !o->zero ? 0 : Pt * 4 / sh; /* the step accumulator (or shard) */
         double adam = Pt * 8 / sh;
-        double master = gpu && !lora ? Pt * 4 / sh : 0;
+        double master = gpu ? (lora ? Pemb : Pt) * 4 / sh : 0;
         double total = weights + grads + acc + adam + master + acts;
         if (W == world) here = total;
         printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,

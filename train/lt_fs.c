@@ -183,3 +183,13 @@ int lt_fs_remove_stale_note(const char *dir, const char *stem, FILE *note) {
 }
 
 int lt_fs_remove_stale(const char *dir, const char *stem) { return lt_fs_remove_stale_note(dir, stem, NULL); }
+
+int lt_fs_nonempty_dir(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    struct dirent *e;
+    int any = 0;
+    while (!any && (e = readdir(d))) any = strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return any;
+}

@@ -57,6 +57,8 @@ int lt_fs_remove_stale_note(const char *dir, const char *stem, FILE *note);
 int lt_fs_remove_stale(const char *dir, const char *stem);
 /* size of a regular file, -1 if absent */
 int64_t lt_fs_file_size(const char *path);
+/* 1 if path is a folder that exists and holds anything */
+int lt_fs_nonempty_dir(const char *path);
 /* parent folder of path into out ("." if none) */
 void lt_fs_dirname(const char *path, char *out, size_t cap);
 

@@ -35,6 +35,7 @@ static void format_targets(const void *field, char *buf, size_t cap) {
     lt_lora_targets_str(*(const unsigned *)field, buf, cap);
 }
 static const char *const REDUCE_DTYPES[] = {"f32", "bf16", NULL};
+static const char *const TRAIN_EMBEDDINGS[] = {"none", "new", "all", NULL};
 
 /* rows list the fields up to the help text (custom and choice rows go on) */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -62,6 +63,9 @@ static const optdef OPTS[] = {
     {"lora-targets", K_CUSTOM, F(lora_targets), 0, "q,k,v,o,gate,up,down", "LIST", 0, 0, 0, 0, 1,
      "modules to adapt, comma-separated from q,k,v,o,gate,up,down", NULL, parse_targets, format_targets, 0},
     {"rslora", K_FLAG, F(rslora), 0, "false", NULL, 0, 0, 0, 0, 1, "rank-stabilized LoRA: scale = alpha / sqrt(r)"},
+    {"train-embeddings", K_CHOICE, F(train_embeddings), 0, "none", "M", 0, 0, 0, 0, 2,
+     "with LoRA, also train: new = the rows `luxtrain vocab add` added (PEFT trainable_token_indices), all = "
+     "embed_tokens and lm_head (PEFT modules_to_save); none", TRAIN_EMBEDDINGS},
     {"Batches and length", K_SECTION, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, NULL},
     {"seq-len", K_LONG, F(seq_len), 0, "1024", "T", 2, 1048576, 0, 0, 1, "tokens per sequence"},
     {"micro-batch", K_LONG, F(micro_batch), 0, "4", "B", 1, 65536, 0, 0, 1, "sequences per forward/backward"},
@@ -182,8 +186,9 @@ lt_status lt_train_opts_validate(const lt_train_opts *o, lt_err *err) {
                        o->max_steps);
     if (!o->lora_targets) return lt_fail(err, LT_ERR_INVALID, "--lora-targets is empty");
     if (!lt_train_opts_lora(o)) {
-        static const char *const lora_only[] = {"lora-alpha", "lora-dropout", "lora-targets", "rslora"};
-        for (size_t k = 0; k < 4; k++)
+        static const char *const lora_only[] = {"lora-alpha", "lora-dropout", "lora-targets", "rslora",
+                                                "train-embeddings"};
+        for (size_t k = 0; k < 5; k++)
             if (lt_opts_given(&SET, o, lora_only[k]))
                 return lt_fail(err, LT_ERR_INVALID,
                                "--%s is a LoRA option, but this is full fine-tuning (give --lora-rank R or --adapter DIR)",
