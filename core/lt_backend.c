@@ -92,6 +92,7 @@ static const struct {
     SLOT(rope_fwd),       SLOT(rope_bwd),      SLOT(attention_fwd), SLOT(attention_bwd),  SLOT(swiglu_fwd),
     SLOT(swiglu_bwd),     SLOT(add),           SLOT(cross_entropy), SLOT(lora_fwd),       SLOT(lora_bwd),
     SLOT(sumsq),          SLOT(adamw),         SLOT(add_rmsnorm_fwd), SLOT(embed_noise),
+    SLOT(nf4_dequant),    SLOT(nf4_matmul_fwd), SLOT(nf4_matmul_bwd),
 };
 #undef SLOT
 /* a slot added to lt_backend but not to this list fails the build (the +1 is

@@ -212,6 +212,9 @@ lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err) {
     be->sumsq = lt_cpu_sumsq;
     be->adamw = lt_cpu_adamw;
     be->add_rmsnorm_fwd = lt_cpu_add_rmsnorm_fwd;
+    be->nf4_dequant = lt_cpu_nf4_dequant;
+    be->nf4_matmul_fwd = lt_cpu_nf4_matmul_fwd;
+    be->nf4_matmul_bwd = lt_cpu_nf4_matmul_bwd;
 
     lt_status st = lt_backend_check_slots(be, err);
     if (st != LT_OK) {

@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "lt_backend.h"
+#include "lt_nf4.h"
 #include "lt_op_cases.h"
 #include "lt_test.h"
 
@@ -64,7 +65,7 @@ static uint64_t seed = 12345;
 /* ------------------------------------------------------------------------ */
 /* paired buffers: the same logical tensor on both backends, with guards    */
 
-typedef enum { K_ACT, K_PARAM, K_F32, K_I32, K_BF16 } kind;
+typedef enum { K_ACT, K_PARAM, K_F32, K_I32, K_BF16, K_U8 } kind;
 
 #define GUARD 256 /* bytes before and after (keeps the 256-byte alignment) */
 #define SENTINEL 0xA5
@@ -82,6 +83,7 @@ static lt_dtype dtype_of(int s, kind k) {
     case K_PARAM: return BE[s]->param_dtype;
     case K_F32: return LT_F32;
     case K_I32: return LT_I32;
+    case K_U8: return LT_U8;
     default: return LT_BF16;
     }
 }
@@ -287,6 +289,59 @@ static void test_embed_noise(int N, int C, int random_x) {
     }
     free(first);
     bfree(&x);
+}
+
+/* The NF4 linear: one NF4 buffer (quantized on the host by core/lt_nf4.c)
+ * given to both backends as bytes. nf4_dequant must give the CPU's exact
+ * fp32 values rounded once to the param dtype (bit for bit); the forward and
+ * dx within one rounding. */
+static void test_nf4_matmul(int M, int K, int Nout, int with_bias) {
+    size_t nk = (size_t)Nout * K;
+    float *wf = rnd(nk, 0.05f);
+    lt_nf4_layout L = lt_nf4_layout_of(nk);
+    unsigned char *q = malloc(L.bytes);
+    LT_CHECK_OK(lt_nf4_quantize(wf, nk, q, &err), &err);
+    buf wq = bnew(K_U8, L.bytes);
+    for (int s = 0; s < 2; s++) LT_CHECK_OK(BE[s]->upload(BE[s], wq.p[s], q, L.bytes, &err), &err);
+    buf wd = bnew(K_PARAM, nk);
+    bpoison(&wd);
+    BOTH(be->nf4_dequant(be, P(wd), P(wq), nk));
+    sync_both("nf4_dequant");
+    float *want = bget(&wd, CPU), *got = bget(&wd, GPU);
+    size_t bad = 0;
+    int bf = dtype_of(GPU, K_PARAM) == LT_BF16;
+    for (size_t i = 0; i < nk; i++) {
+        float r = bf ? lt_bf16_to_f32(lt_f32_to_bf16(want[i])) : want[i];
+        bad += memcmp(&r, &got[i], 4) != 0;
+    }
+    LT_CHECK(bad == 0, "nf4_dequant n=%zu: %zu values are not the CPU's rounded once", nk, bad);
+    bguard(&wd, "nf4_dequant");
+    free(want), free(got);
+
+    buf x = brnd(K_ACT, (size_t)M * K, 1.0f);
+    buf bias = brnd(K_PARAM, Nout, 0.5f);
+    buf out = bnew(K_ACT, (size_t)M * Nout);
+    bpoison(&out);
+    BOTH(be->nf4_matmul_fwd(be, P(out), P(x), P(wq), with_bias ? P(bias) : NULL, M, K, Nout));
+    sync_both("nf4_matmul_fwd");
+    bcmp(&out, TOL_BF16, "nf4_matmul_fwd M=%d K=%d N=%d bias=%d", M, K, Nout, with_bias);
+    buf dout = brnd(K_ACT, (size_t)M * Nout, 1.0f);
+    buf dx = bnew(K_ACT, (size_t)M * K);
+    for (int acc = 0; acc <= 1; acc++) {
+        if (acc) {
+            float *r = rnd((size_t)M * K, 1.0f);
+            bset(&dx, r);
+            free(r);
+        } else {
+            bpoison(&dx);
+        }
+        BOTH(be->nf4_matmul_bwd(be, P(dx), acc, P(dout), P(wq), M, K, Nout));
+        sync_both("nf4_matmul_bwd");
+        bcmp(&dx, TOL_BF16, "nf4_matmul_bwd dx acc=%d M=%d K=%d N=%d", acc, M, K, Nout);
+    }
+    bguard(&wq, "nf4 weight (read only)");
+    free(q), free(wf);
+    bfree(&wq), bfree(&wd), bfree(&x), bfree(&bias), bfree(&out), bfree(&dout), bfree(&dx);
 }
 
 static void test_matmul(int M, int K, int Nout, int with_bias) {
@@ -795,12 +850,14 @@ static void run_lora(const long *s) {
 }
 static void run_sumsq(const long *s) { test_sumsq((size_t)s[0]); }
 static void run_adamw(const long *s) { test_adamw((int)s[0]); }
+static void run_nf4_matmul(const long *s) { test_nf4_matmul((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
 
 static const lt_op_runner RUNNERS[] = {
     {"embedding", run_embedding}, {"embed_noise", run_embed_noise}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
     {"add_rmsnorm", run_add_rmsnorm}, {"rope", run_rope},   {"attention", run_attention},
     {"swiglu", run_swiglu},       {"add", run_add},         {"cross_entropy", run_cross_entropy},
     {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},
+    {"nf4_matmul", run_nf4_matmul},
 };
 #define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
 
