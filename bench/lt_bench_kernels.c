@@ -48,6 +48,7 @@
 #include "lt_cuda_bench.h" /* the CUDA timing helpers */
 #include "lt_bench_kernels.h"
 #include "lt_cli.h"
+#include "lt_nf4.h"
 #include "lt_op_cases.h"
 
 /* ------------------------------------------------------------------------ */
@@ -854,6 +855,75 @@ static void fn_lora(void *p) {
                     a->r, a->scale);
 }
 
+/* QLoRA's frozen NF4 linear: forward and dx (no weight gradient) */
+static void fn_nf4_fwd(void *p) {
+    mm_arg *a = p;
+    a->be->nf4_matmul_fwd(a->be, a->out, a->x, a->w, NULL, a->M, a->K, a->N);
+}
+static void fn_nf4_bwd(void *p) {
+    mm_arg *a = p;
+    a->be->nf4_matmul_bwd(a->be, a->dx, 0, a->dout, a->w, a->M, a->K, a->N);
+}
+
+/* The NF4 linear against the same GEMM on a bf16 (CPU: f32) weight, the
+ * baseline it replaces. The NF4 buffer holds random codes and scales: a
+ * valid layout (core/lt_nf4.h) without quantizing a large matrix here. */
+static void case_nf4(bench *b, const mshape *m, const char *tag, int M, int K, int N) {
+    result *rf, *rb;
+    const char *k[] = {"M", "K", "N"};
+    long v[] = {M, K, N};
+    char model[32];
+    snprintf(model, sizeof model, "%s %s", m->name, tag);
+    if (!two_results(b, "nf4_matmul_fwd", "nf4_matmul_bwd", model, k, v, 3, &rf, &rb)) return;
+    pool pl = {0};
+    lt_err e = {{0}};
+    mm_arg x = {.be = b->be};
+    x.M = M, x.K = K, x.N = N;
+    int a = b->act_size;
+    lt_dtype ad = b->be->act_dtype, pd = b->be->param_dtype;
+    size_t mk = (size_t)M * K, nk = (size_t)N * K, mn = (size_t)M * N;
+    lt_nf4_layout L = lt_nf4_layout_of(nk);
+    unsigned char *h = malloc(L.bytes);
+    void *wfull = NULL;
+    if (h) {
+        lt_rng r;
+        lt_rng_seed(&r, 74);
+        for (size_t i = 0; i < L.off_absmax2; i++) h[i] = (unsigned char)lt_rng_u64(&r);
+        for (size_t j = 0; j <= L.nblocks2; j++) { /* the nested absmaxes, then the offset */
+            float f = j < L.nblocks2 ? 0.02f : 0.01f;
+            memcpy(h + L.off_absmax2 + j * sizeof(float), &f, sizeof f);
+        }
+    }
+    if (!h || !(x.x = pool_rand(b, &pl, mk, ad, 71, 1.f, &e)) || !(x.w = pool_upload(b, &pl, h, L.bytes, &e)) ||
+        !(wfull = pool_rand(b, &pl, nk, pd, 72, 0.02f, &e)) || !(x.out = pool_alloc(b, &pl, mn * a, &e)) ||
+        !(x.dout = pool_rand(b, &pl, mn, ad, 73, 1.f, &e)) || !(x.dx = pool_alloc(b, &pl, mk * a, &e))) {
+        if (!h) lt_fail(&e, LT_ERR_NOMEM, "out of host memory for an NF4 weight of %zu bytes", L.bytes);
+        if (rf) setup_failed(b, rf, &e);
+        if (rb) setup_failed(b, rb, &e);
+        free(h);
+        pool_free(b, &pl);
+        return;
+    }
+    free(h);
+    const char *bn = b->cuda ? "cuBLAS GemmEx (bf16 weight)" : "BLAS sgemm (f32 weight)";
+    int base_ok = b->cuda || (ad == LT_F32 && pd == LT_F32);
+    if (rf) {
+        metrics(b, rf, 0);
+        if (run_main(b, rf, fn_nf4_fwd, &x) && base_ok) {
+            gemm_arg g = mk_gemm(b, 0, 1, M, N, K, x.x, wfull, x.out, ad, 0.f);
+            run_base(b, rf, bn, fn_gemm, &g);
+        }
+    }
+    if (rb && !b->dead) {
+        metrics(b, rb, 0);
+        if (run_main(b, rb, fn_nf4_bwd, &x) && base_ok) {
+            gemm_arg g = mk_gemm(b, 0, 0, M, K, N, x.dout, wfull, x.dx, ad, 0.f);
+            run_base(b, rb, bn, fn_gemm, &g);
+        }
+    }
+    pool_free(b, &pl);
+}
+
 /* tag names the layer: "q/o" (hidden -> hidden), "up" (hidden -> ffn), "down" (ffn -> hidden), "lm_head" */
 static void case_matmul(bench *b, const mshape *m, const char *tag, int M, int K, int N) {
     result *rf, *rb;
@@ -1097,6 +1167,8 @@ static void run_model(bench *b, const mshape *m, int N, int T, const int (*att)[
         if (!b->dead) case_matmul(b, m, "down", N, m->ffn, m->hidden);
     }
     if (lora) {
+        if (!b->dead) case_nf4(b, m, "q/o", N, m->hidden, m->hq * m->hd);
+        if (!b->dead) case_nf4(b, m, "down", N, m->ffn, m->hidden);
         if (!b->dead) case_lora(b, m, "q/o", N, m->hidden, m->hq * m->hd, 16);
         if (!b->dead) case_lora(b, m, "up", N, m->hidden, m->ffn, 16);
         if (!b->dead) case_lora(b, m, "down", N, m->ffn, m->hidden, 16);

@@ -16,9 +16,12 @@ void lt_cpu_nf4_dequant(lt_backend *be, void *w_, const void *wq, size_t n) {
     float *w = (float *)w_;
     size_t nblocks = lt_nf4_layout_of(n).nblocks;
     size_t per = (nblocks + DQ_PIECES - 1) / DQ_PIECES;
+    float map[256];
+    lt_nf4_dynamic_map(map);
     int nt = lt_cpu_threads_for(be, n);
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int p = 0; p < DQ_PIECES; p++) lt_nf4_dequantize_blocks(wq, n, (size_t)p * per, (size_t)(p + 1) * per, w);
+    for (int p = 0; p < DQ_PIECES; p++)
+        lt_nf4_dequantize_blocks(wq, n, (size_t)p * per, (size_t)(p + 1) * per, map, w);
 }
 
 /* the dequantized weight (Nout, K) in the backend's scratch, or NULL (failure recorded) */

@@ -199,6 +199,27 @@ void lt_model_kv_reset(lt_model *m);
 int lt_model_kv_len(const lt_model *m);
 lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int n, float *logits, int all_logits, lt_err *err);
 
+/* ---- QLoRA: NF4 base weights (`train --quantize nf4`) ----
+ * Quantize the frozen weights of every linear layer of the transformer (the
+ * q/k/v/o and gate/up/down projections of each layer, as bitsandbytes'
+ * Linear4bit replaces every nn.Linear but lm_head; embeddings, norms, biases
+ * and lm_head stay) to NF4 with double quantization (core/lt_nf4.h:
+ * bitsandbytes' format and values). Each weight's param-dtype copy is freed;
+ * adapted projections dequantize into one shared buffer before the LoRA
+ * linear, the others use the nf4_matmul ops. Needs LoRA adapters
+ * (lt_model_add_lora first): LT_ERR_UNSUPPORTED otherwise. On failure the
+ * model has lost weights and must be freed. */
+lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err);
+int lt_model_is_quantized(const lt_model *m);
+/* What --quantize nf4 keeps in backend memory for a model of `cfg` with
+ * weights of param_size bytes (--dry-run; bytes as double). */
+typedef struct lt_nf4_bytes {
+    double nf4_params, nf4_bytes;     /* the quantized projections: elements, NF4 bytes */
+    double other_params, other_bytes; /* embeddings, norms, biases, lm_head in the param dtype */
+    double scratch_bytes;             /* the one dequantized projection */
+} lt_nf4_bytes;
+lt_status lt_model_nf4_bytes(const lt_config *cfg, size_t param_size, lt_nf4_bytes *out, lt_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -171,11 +171,10 @@ void lt_nf4_absmax(const void *buf, size_t n, float *absmax) {
 
 /* out = nf4[q] * absmax of its block for the blocks [blk0, blk1), fp32 or
  * rounded to bf16 */
-static void dequant_loop(const void *buf, size_t n, size_t blk0, size_t blk1, float *out32, uint16_t *out16) {
+static void dequant_loop(const void *buf, size_t n, size_t blk0, size_t blk1, const float map[256], float *out32,
+                         uint16_t *out16) {
     lt_nf4_layout L = lt_nf4_layout_of(n);
     const uint8_t *packed = (const uint8_t *)buf;
-    float map[256];
-    lt_nf4_dynamic_map(map);
     for (size_t blk = blk0; blk < blk1 && blk < L.nblocks; blk++) {
         float am = block_absmax(packed, &L, blk, map);
         size_t i0 = blk * LT_NF4_BLOCK, i1 = i0 + LT_NF4_BLOCK < n ? i0 + LT_NF4_BLOCK : n;
@@ -188,8 +187,17 @@ static void dequant_loop(const void *buf, size_t n, size_t blk0, size_t blk1, fl
     }
 }
 
-void lt_nf4_dequantize_f32(const void *buf, size_t n, float *out) { dequant_loop(buf, n, 0, SIZE_MAX, out, NULL); }
-void lt_nf4_dequantize_bf16(const void *buf, size_t n, uint16_t *out) { dequant_loop(buf, n, 0, SIZE_MAX, NULL, out); }
-void lt_nf4_dequantize_blocks(const void *buf, size_t n, size_t blk0, size_t blk1, float *out) {
-    dequant_loop(buf, n, blk0, blk1, out, NULL);
+void lt_nf4_dequantize_f32(const void *buf, size_t n, float *out) {
+    float map[256];
+    lt_nf4_dynamic_map(map);
+    dequant_loop(buf, n, 0, SIZE_MAX, map, out, NULL);
+}
+void lt_nf4_dequantize_bf16(const void *buf, size_t n, uint16_t *out) {
+    float map[256];
+    lt_nf4_dynamic_map(map);
+    dequant_loop(buf, n, 0, SIZE_MAX, map, NULL, out);
+}
+void lt_nf4_dequantize_blocks(const void *buf, size_t n, size_t blk0, size_t blk1, const float map[256],
+                              float *out) {
+    dequant_loop(buf, n, blk0, blk1, map, out, NULL);
 }

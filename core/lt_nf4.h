@@ -67,8 +67,10 @@ void lt_nf4_absmax(const void *buf, size_t n, float *absmax);
 void lt_nf4_dequantize_f32(const void *buf, size_t n, float *out);
 void lt_nf4_dequantize_bf16(const void *buf, size_t n, uint16_t *out);
 /* fp32 dequantization of the blocks [blk0, blk1) only (out indexed like the
- * whole tensor): the pieces of a parallel dequantization. */
-void lt_nf4_dequantize_blocks(const void *buf, size_t n, size_t blk0, size_t blk1, float *out);
+ * whole tensor; map from lt_nf4_dynamic_map): the pieces of a parallel
+ * dequantization. */
+void lt_nf4_dequantize_blocks(const void *buf, size_t n, size_t blk0, size_t blk1, const float map[256],
+                              float *out);
 
 #ifdef __cplusplus
 }

@@ -474,6 +474,8 @@ static lt_status setup(run *r, lt_err *err) {
         }
         snprintf(r->peft.base_model, sizeof r->peft.base_model, "%s", o->model);
         lt_model_set_rng(r->m, &r->rng);
+        if (!strcmp(o->quantize, "nf4") && (st = lt_model_quantize_nf4(r->m, err))) /* QLoRA */
+            return lt_wrap(err, st, "--quantize nf4");
     }
     lt_loader_opts lo = {(int)o->micro_batch, (int)o->seq_len, r->rank, r->world, (uint64_t)o->seed, 1,
                          cfg->vocab_size};
@@ -529,7 +531,9 @@ static lt_status setup(run *r, lt_err *err) {
         fprintf(stderr,
                 "train: %s %s, %zu trainable parameters; %lld documents, %lld tokens, %lld batches of %d x %ld x "
                 "%ld per epoch (%lld truncated); %lld optimizer steps of %ld x %ld micro-batches%s%s%s%s%s\n",
-                lt_arch_name(cfg->arch), r->lora ? "LoRA" : "full fine-tuning", params,
+                lt_arch_name(cfg->arch),
+                r->lora ? (lt_model_is_quantized(r->m) ? "QLoRA (NF4 base weights)" : "LoRA") : "full fine-tuning",
+                params,
                 (long long)lt_loader_num_docs(r->L), (long long)lt_loader_num_tokens(r->L), (long long)bpe, r->world,
                 o->micro_batch, o->seq_len, (long long)lt_loader_num_truncated(r->L), (long long)total, o->grad_accum,
                 (long)r->world, r->comm ? "; communicator " : "", r->comm ? r->comm->name : "",

@@ -26,7 +26,7 @@ typedef struct optdef {
     double lo, hi;    /* K_LONG / K_DBL range */
     int lo_open, hi_open;
     int hashed; /* part of the trajectory hash (2: only when not the default, so that runs from
-                   before the option existed keep their hash; K_DBL only) */
+                   before the option existed keep their hash; K_DBL and K_STR only) */
     const char *help;
 } optdef;
 
@@ -52,6 +52,8 @@ static const optdef OPTS[] = {
     {"lora-targets", K_TARGETS, F(lora_targets), 0, "q,k,v,o,gate,up,down", "LIST", 0, 0, 0, 0, 1,
      "modules to adapt, comma-separated from q,k,v,o,gate,up,down"},
     {"rslora", K_FLAG, F(rslora), 0, "false", NULL, 0, 0, 0, 0, 1, "rank-stabilized LoRA: scale = alpha / sqrt(r)"},
+    {"quantize", K_STR, F(quantize), 0, "none", "Q", 0, 0, 0, 0, 2,
+     "none, or nf4 = QLoRA: the frozen linear weights in bitsandbytes' NF4 with double quantization (LoRA only)"},
     {"Batches and length", K_SECTION, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, NULL},
     {"seq-len", K_LONG, F(seq_len), 0, "1024", "T", 2, 1048576, 0, 0, 1, "tokens per sequence"},
     {"micro-batch", K_LONG, F(micro_batch), 0, "4", "B", 1, 65536, 0, 0, 1, "sequences per forward/backward"},
@@ -441,6 +443,14 @@ lt_status lt_train_opts_parse(int argc, char **argv, lt_train_opts *o, lt_err *e
 
 lt_status lt_train_opts_validate(const lt_train_opts *o, lt_err *err) {
     if (!o->model || !*o->model) return lt_fail(err, LT_ERR_INVALID, "--model DIR is required");
+    if (!o->quantize || (strcmp(o->quantize, "none") && strcmp(o->quantize, "nf4")))
+        return lt_fail(err, LT_ERR_INVALID, "--quantize expects none or nf4, got '%s'",
+                       o->quantize ? o->quantize : "(null)");
+    if (!strcmp(o->quantize, "nf4") && !lt_train_opts_lora(o))
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "--quantize nf4 is QLoRA: it quantizes the frozen base weights under LoRA adapters (give "
+                       "--lora-rank R or --adapter DIR); full fine-tuning trains those weights and cannot quantize "
+                       "them");
     if (o->dry_run) return LT_OK; /* the memory estimate needs the model's config only */
     if (o->n_data < 1) return lt_fail(err, LT_ERR_INVALID, "--data SHARD... is required");
     if (!o->out || !*o->out) return lt_fail(err, LT_ERR_INVALID, "--out RUN_DIR is required");
@@ -545,6 +555,8 @@ static char *to_json(const lt_train_opts *o, int hashed_only, int formatted) {
         if (d->k == K_SECTION || !strcmp(d->name, "config")) continue;
         if (hashed_only && !d->hashed) continue;
         if (hashed_only && d->hashed == 2 && d->k == K_DBL && *CFIELD(o, d, double) == strtod(d->def, NULL))
+            continue;
+        if (hashed_only && d->hashed == 2 && d->k == K_STR && !strcmp(*CFIELD(o, d, char *), d->def))
             continue;
         add_json(root, o, d);
     }

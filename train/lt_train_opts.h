@@ -42,6 +42,7 @@ typedef struct lt_train_opts {
     double lora_dropout;
     unsigned lora_targets; /* mask of 1u << lt_lora_target */
     int rslora;
+    char *quantize; /* "none" | "nf4" (QLoRA: NF4 base weights) */
     /* batch and length */
     long seq_len, micro_batch, grad_accum, epochs, max_steps;
     /* optimizer and schedule */

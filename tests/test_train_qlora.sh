@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# test_train_qlora.sh -- QLoRA (`train --quantize nf4`) on the sample model,
+# on the CPU: LoRA on q, v and down over NF4 base weights (so both paths run:
+# adapted projections dequantize for the LoRA linear, the others use the
+# nf4_matmul ops) -> the loss falls -> the adapter is a plain PEFT adapter
+# (the same files and config keys as a LoRA run) -> it loads on the
+# UNQUANTIZED base (eval --adapter) and lowers the loss on the training data
+# there -> full fine-tuning with --quantize nf4 and an unknown --quantize are
+# refused by name; --quantize enters the trajectory hash (resuming a LoRA
+# run with --quantize nf4 is refused).
+. "$(dirname "$0")/lt_test_lib.sh"
+
+if [ ! -x "$bin" ]; then echo "FAIL: luxtrain binary '$bin' not built" >&2; exit 1; fi
+lt_need_model
+if [ -z "$py" ] || ! "$py" -c "import json" 2>/dev/null; then lt_skip "no LT_PYTHON"; fi
+lt_enter_tmp
+lt_tokenize_sample shards
+
+common=(--model "$model" --data shards/train-00000.h5 --lora-rank 8 --lora-alpha 16 --lora-targets q,v,down
+        --seq-len 128 --micro-batch 4 --lr 5e-3 --device cpu --threads 2 --eval-every 0)
+"$bin" train "${common[@]}" --epochs 2 --save-every 0 --quantize nf4 --out q >q.txt 2>&1 \
+  || fail "train --quantize nf4: $(tail -3 q.txt)"
+grep -q "QLoRA (NF4 base weights)" q.txt || fail "the run does not say QLoRA: $(head -2 q.txt)"
+for f in final/adapter_config.json final/adapter_model.safetensors metrics.jsonl; do
+  [ -f "q/$f" ] || fail "q/$f missing"
+done
+"$py" - q/metrics.jsonl <<'EOF' || fail "metrics.jsonl: the loss does not fall"
+import json, math, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+assert len(steps) >= 4 and all(math.isfinite(s["loss"]) for s in steps), steps
+half = len(steps) // 2
+first = sum(s["loss"] for s in steps[:half]) / half
+last = sum(s["loss"] for s in steps[half:]) / (len(steps) - half)
+assert last < first, [s["loss"] for s in steps]
+EOF
+
+# the same adapter format as a LoRA run (a one-step plain LoRA run to compare with)
+"$bin" train "${common[@]}" --epochs 0 --max-steps 1 --save-every 1 --out plain >plain.txt 2>&1 \
+  || fail "train (LoRA): $(tail -3 plain.txt)"
+"$py" - q/final plain/final <<'EOF' || fail "adapter format differs from a LoRA run's"
+import json, struct, sys
+def header(d):
+    b = open(d + "/adapter_model.safetensors", "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    return {k: (v["dtype"], v["shape"]) for k, v in h.items()}
+a = json.load(open(sys.argv[1] + "/adapter_config.json"))
+b = json.load(open(sys.argv[2] + "/adapter_config.json"))
+assert sorted(a) == sorted(b), (sorted(a), sorted(b))
+for k in ("peft_type", "r", "lora_alpha", "target_modules", "task_type"):
+    assert a[k] == b[k], (k, a[k], b[k])
+assert header(sys.argv[1]) == header(sys.argv[2])
+EOF
+
+# the adapter on the unquantized base: loads, and the training loss falls there too
+e0=$("$bin" eval --model "$model" --data shards/train-00000.h5 --seq-len 128 --device cpu 2>e0.txt) \
+  || fail "eval base: $(cat e0.txt)"
+e1=$("$bin" eval --model "$model" --adapter q/final --data shards/train-00000.h5 --seq-len 128 --device cpu 2>e1.txt) \
+  || fail "eval --adapter (the QLoRA adapter on the unquantized base): $(cat e1.txt)"
+"$py" -c "
+import json, math, sys
+a = json.loads(sys.argv[1]); b = json.loads(sys.argv[2])
+assert math.isfinite(b['loss']) and a['target_tokens'] == b['target_tokens'], (a, b)
+assert b['loss'] < a['loss'] - 0.1, ('no improvement on the unquantized base', a['loss'], b['loss'])
+" "$e0" "$e1" || fail "QLoRA adapter on the unquantized base: base '$e0', adapted '$e1'"
+
+# refusals, by name
+msg=$("$bin" train --model "$model" --data shards/train-00000.h5 --out ff --quantize nf4 --device cpu 2>&1) \
+  && fail "full fine-tuning with --quantize nf4 ran"
+grep -q -- "--quantize nf4 is QLoRA.*full fine-tuning" <<<"$msg" || fail "full fine-tuning refusal: '$msg'"
+msg=$("$bin" train "${common[@]}" --max-steps 1 --quantize int8 --out x 2>&1) && fail "--quantize int8 accepted"
+grep -q -- "--quantize expects none or nf4, got 'int8'" <<<"$msg" || fail "--quantize int8: '$msg'"
+"$bin" train "${common[@]}" --epochs 0 --max-steps 2 --save-every 1 --quantize nf4 --out plain --resume \
+  >resume.txt 2>&1 && fail "resuming a LoRA run with --quantize nf4 succeeded"
+lt_finish
