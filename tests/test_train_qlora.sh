@@ -7,7 +7,10 @@
 # UNQUANTIZED base (eval --adapter) and lowers the loss on the training data
 # there -> full fine-tuning with --quantize nf4 and an unknown --quantize are
 # refused by name; --quantize enters the trajectory hash (resuming a LoRA
-# run with --quantize nf4 is refused).
+# run with --quantize nf4 is refused) -> --dry-run: Llama-3.1-8B QLoRA (r 16
+# on every projection, 4096 tokens, --recompute) fits a 24 GB GPU, its
+# projections at ~0.516 bytes per parameter (tests/fixtures/config/llama31_8b:
+# the published config.json).
 . "$(dirname "$0")/lt_test_lib.sh"
 
 if [ ! -x "$bin" ]; then echo "FAIL: luxtrain binary '$bin' not built" >&2; exit 1; fi
@@ -72,4 +75,18 @@ msg=$("$bin" train "${common[@]}" --max-steps 1 --quantize int8 --out x 2>&1) &&
 grep -q -- "--quantize expects none or nf4, got 'int8'" <<<"$msg" || fail "--quantize int8: '$msg'"
 "$bin" train "${common[@]}" --epochs 0 --max-steps 2 --save-every 1 --quantize nf4 --out plain --resume \
   >resume.txt 2>&1 && fail "resuming a LoRA run with --quantize nf4 succeeded"
+
+# --dry-run: 8B QLoRA on a 24 GB GPU
+q8=(--model "$src/tests/fixtures/config/llama31_8b" --data none.h5 --out none --dry-run --device cuda --lora-rank 16
+    --seq-len 4096 --micro-batch 1 --recompute)
+d4=$("$bin" train "${q8[@]}" --quantize nf4 2>&1) || fail "--dry-run --quantize nf4: $d4"
+d16=$("$bin" train "${q8[@]}" 2>&1) || fail "--dry-run (LoRA): $d16"
+grep -q "^luxtrain train --dry-run: llama, 8.030 B parameters (41.94 M trainable, QLoRA)" <<<"$d4" \
+  || fail "dry-run header: $(head -1 <<<"$d4")"
+grep -q "^QLoRA (--quantize nf4): 6.979 B parameters in NF4 (3.60 GB, 0.516 bytes each), 1.051 B in bf16" <<<"$d4" \
+  || fail "dry-run NF4 line: $(grep QLoRA <<<"$d4")"
+grep -q "fits a GPU of 16 GB: [a-z]*, 24 GB: yes" <<<"$d4" || fail "8B QLoRA does not fit 24 GB: $d4"
+w4=$(awk '/<- this launch/ {print $2}' <<<"$d4"); w16=$(awk '/<- this launch/ {print $2}' <<<"$d16")
+awk -v a="$w4" -v b="$w16" 'BEGIN {exit !(a > 5 && a < 6.5 && b > 16 && b < 16.5)}' \
+  || fail "weights: QLoRA $w4 GB, LoRA $w16 GB (expected ~6 and ~16.2)"
 lt_finish
