@@ -219,9 +219,6 @@ const lt_op_entry lt_op_table[] = {
      N_(SH_NOISE), "", "N C", CS_NOISE, N_(CS_NOISE), MET_NOISE, N_(MET_NOISE)},
     {"matmul", "matmul_fwd matmul_bwd", "x W^T (+ bias) and dx, dW, dbias", "M K N bias", SH_MM, N_(SH_MM), "",
      "M K N bias panels", CS_MM, N_(CS_MM), MET_MM, N_(MET_MM)},
-    {"nf4_matmul", "nf4_dequant nf4_matmul_fwd nf4_matmul_bwd",
-     "QLoRA: x W^T with an NF4 weight (bitsandbytes' double quantization) and dx", "M K N bias", SH_NF4,
-     N_(SH_NF4), "", "M K N bias", CS_NF4, N_(CS_NF4), MET_NF4, N_(MET_NF4)},
     {"rmsnorm", "rmsnorm_fwd rmsnorm_bwd", "RMSNorm and its gradients", "R C", SH_RMS, N_(SH_RMS), "", "R C", CS_RMS,
      N_(CS_RMS), MET_RMS, N_(MET_RMS)},
     {"add_rmsnorm", "add_rmsnorm_fwd", "residual add fused with RMSNorm (in place too)", "R C", SH_ARMS, N_(SH_ARMS),
@@ -243,6 +240,9 @@ const lt_op_entry lt_op_table[] = {
      CS_SUMSQ, N_(CS_SUMSQ), NONE},
     {"adamw", "adamw", "fused multi-tensor AdamW (f32, bf16 + f32 master)", "steps", SH_ADAMW, N_(SH_ADAMW), "",
      "reference", CS_ADAMW, N_(CS_ADAMW), MET_ADAMW, N_(MET_ADAMW)},
+    {"nf4_matmul", "nf4_dequant nf4_matmul_fwd nf4_matmul_bwd",
+     "QLoRA: x W^T with an NF4 weight (bitsandbytes' double quantization) and dx", "M K N bias", SH_NF4,
+     N_(SH_NF4), "", "M K N bias", CS_NF4, N_(CS_NF4), MET_NF4, N_(MET_NF4)},
 };
 const int lt_op_count = N_(lt_op_table);
 

@@ -78,15 +78,23 @@ __global__ void nf4_bias_fill_kernel(lt_bf16 *out, const lt_bf16 *bias, size_t M
         out[i] = bias[i % Nout];
 }
 
+/* The tile buffer for `count` rows (or columns) of `len` weights each: *per
+ * of them per tile (at most TILE_ELEMS weights, at least one row); NULL if
+ * the scratch cannot be had (failure recorded). */
+static lt_bf16 *tile_scratch(lt_backend *be, size_t len, size_t count, size_t *per) {
+    size_t k = TILE_ELEMS / len;
+    k = k < 1 ? 1 : k > count ? count : k;
+    *per = k;
+    return (lt_bf16 *)lt_cuda_scratch(be, k * len * sizeof(lt_bf16));
+}
+
 /* out = x @ W^T (+ bias): tiles of whole rows of W = columns of out */
 static void cu_nf4_matmul_fwd(lt_backend *be, void *out, const void *x, const void *wq, const void *bias, int M,
                               int K, int Nout) {
     lt_cuda_ctx *c = lt_cuda(be);
     if (M <= 0 || Nout <= 0 || K <= 0 || !tables_ready(be)) return;
-    size_t rows = TILE_ELEMS / (size_t)K;
-    if (rows < 1) rows = 1;
-    if (rows > (size_t)Nout) rows = (size_t)Nout;
-    lt_bf16 *tile = (lt_bf16 *)lt_cuda_scratch(be, rows * (size_t)K * sizeof(lt_bf16));
+    size_t rows;
+    lt_bf16 *tile = tile_scratch(be, (size_t)K, (size_t)Nout, &rows);
     if (!tile) return;
     float alpha = 1.f, beta = bias ? 1.f : 0.f;
     if (bias) {
@@ -113,10 +121,8 @@ static void cu_nf4_matmul_bwd(lt_backend *be, void *dx, int acc_dx, const void *
                               int Nout) {
     lt_cuda_ctx *c = lt_cuda(be);
     if (M <= 0 || Nout <= 0 || K <= 0 || !dx || !tables_ready(be)) return;
-    size_t cols = TILE_ELEMS / (size_t)Nout;
-    if (cols < 1) cols = 1;
-    if (cols > (size_t)K) cols = (size_t)K;
-    lt_bf16 *tile = (lt_bf16 *)lt_cuda_scratch(be, cols * (size_t)Nout * sizeof(lt_bf16));
+    size_t cols;
+    lt_bf16 *tile = tile_scratch(be, (size_t)Nout, (size_t)K, &cols);
     if (!tile) return;
     float alpha = 1.f, beta = acc_dx ? 1.f : 0.f;
     size_t n = (size_t)Nout * K;

@@ -126,6 +126,18 @@ static void bpoison(buf *b) {
     bset(b, x);
     free(x);
 }
+/* an output before an op: poisoned when written (acc = 0), random when
+ * accumulated onto (acc = 1) */
+static float *rnd(size_t n, float scale);
+static void bstart(buf *b, int acc) {
+    if (!acc) {
+        bpoison(b);
+        return;
+    }
+    float *r = rnd(b->n, 1.0f);
+    bset(b, r);
+    free(r);
+}
 static float *bget(buf *b, int s) {
     float *x = malloc(b->n * sizeof(float) + 1);
     LT_CHECK_OK(BE[s]->download_f32(BE[s], x, b->p[s], dtype_of(s, b->k), b->n, &err), &err);
@@ -328,13 +340,7 @@ static void test_nf4_matmul(int M, int K, int Nout, int with_bias) {
     buf dout = brnd(K_ACT, (size_t)M * Nout, 1.0f);
     buf dx = bnew(K_ACT, (size_t)M * K);
     for (int acc = 0; acc <= 1; acc++) {
-        if (acc) {
-            float *r = rnd((size_t)M * K, 1.0f);
-            bset(&dx, r);
-            free(r);
-        } else {
-            bpoison(&dx);
-        }
+        bstart(&dx, acc);
         BOTH(be->nf4_matmul_bwd(be, P(dx), acc, P(dout), P(wq), M, K, Nout));
         sync_both("nf4_matmul_bwd");
         bcmp(&dx, TOL_BF16, "nf4_matmul_bwd dx acc=%d M=%d K=%d N=%d", acc, M, K, Nout);
@@ -359,13 +365,7 @@ static void test_matmul(int M, int K, int Nout, int with_bias) {
     buf dw = brnd(K_F32, (size_t)Nout * K, 0.5f);
     buf db = brnd(K_F32, Nout, 0.5f);
     for (int acc = 0; acc <= 1; acc++) {
-        if (acc) {
-            float *r = rnd((size_t)M * K, 1.0f);
-            bset(&dx, r);
-            free(r);
-        } else {
-            bpoison(&dx);
-        }
+        bstart(&dx, acc);
         BOTH(be->matmul_bwd(be, P(dx), acc, (float *)P(dw), with_bias ? (float *)P(db) : NULL, P(dout), P(x), P(w),
                             M, K, Nout));
         sync_both("matmul_bwd");
@@ -417,13 +417,7 @@ static void test_rmsnorm(int R, int C) {
     buf dw = bnew(K_F32, C);
     bset(&dw, dwinit);
     for (int acc = 0; acc <= 1; acc++) {
-        if (acc) {
-            float *r = rnd((size_t)R * C, 1.0f);
-            bset(&dx, r);
-            free(r);
-        } else {
-            bpoison(&dx);
-        }
+        bstart(&dx, acc);
         BOTH(be->rmsnorm_bwd(be, P(dx), acc, (float *)P(dw), P(dout), P(x), P(w), (const float *)P(rstd), R, C));
         sync_both("rmsnorm_bwd");
         bcmp(&dx, TOL_BF16, "rmsnorm_bwd dx acc=%d R=%d C=%d", acc, R, C);
@@ -682,13 +676,7 @@ static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout)
     buf dx = bnew(K_ACT, (size_t)M * K), dxl = bnew(K_ACT, (size_t)M * K);
     buf dA = brnd(K_F32, (size_t)r * K, 0.5f), dB = brnd(K_F32, (size_t)Nout * r, 0.5f);
     for (int acc = 0; acc <= 1; acc++) {
-        if (acc) {
-            float *h = rnd((size_t)M * K, 1.0f);
-            bset(&dx, h);
-            free(h);
-        } else {
-            bpoison(&dx);
-        }
+        bstart(&dx, acc);
         bpoison(&dxl);
         BOTH(be->lora_bwd(be, P(dx), acc, dropout ? P(dxl) : NULL, (float *)P(dA), (float *)P(dB), P(dout), XL, P(w),
                           (const float *)P(A), (const float *)P(Bm), (const float *)P(xa), M, K, Nout, r, scale));

@@ -245,6 +245,18 @@ static double mm_obj(void *p) {
     return objective(c->out, c->R, (size_t)c->M * c->N);
 }
 
+/* x (M, K) @ w (N, K)^T (+ b) in double (free the result) */
+static double *ref_linear(const float *x, const float *w, const float *b, int M, int K, int N) {
+    double *ref = dbuf((size_t)M * N);
+    for (int m = 0; m < M; m++)
+        for (int o = 0; o < N; o++) {
+            double s = b ? b[o] : 0.0;
+            for (int k = 0; k < K; k++) s += (double)x[(size_t)m * K + k] * w[(size_t)o * K + k];
+            ref[(size_t)m * N + o] = s;
+        }
+    return ref;
+}
+
 static void test_matmul(int M, int K, int N, int with_bias) {
     char w[96];
     mm_ctx c = {.M = M, .K = K, .N = N};
@@ -255,13 +267,7 @@ static void test_matmul(int M, int K, int N, int with_bias) {
     c.R = frand((size_t)M * N, 1.0f);
 
     be->matmul_fwd(be, c.out, c.x, c.w, c.b, M, K, N);
-    double *ref = dbuf((size_t)M * N);
-    for (int m = 0; m < M; m++)
-        for (int o = 0; o < N; o++) {
-            double s = c.b ? c.b[o] : 0.0;
-            for (int k = 0; k < K; k++) s += (double)c.x[(size_t)m * K + k] * c.w[(size_t)o * K + k];
-            ref[(size_t)m * N + o] = s;
-        }
+    double *ref = ref_linear(c.x, c.w, c.b, M, K, N);
     snprintf(w, sizeof w, "matmul_fwd M%d K%d N%d bias%d", M, K, N, with_bias);
     check(w, c.out, from_double(ref, (size_t)M * N), (size_t)M * N, TOL_FWD);
     free(ref);
@@ -328,13 +334,7 @@ static void test_nf4_matmul(int M, int K, int N, int with_bias) {
     c.out = fpoison((size_t)M * N);
     c.R = frand((size_t)M * N, 1.0f);
     be->nf4_matmul_fwd(be, c.out, c.x, c.wq, c.b, M, K, N);
-    double *ref = dbuf((size_t)M * N);
-    for (int m = 0; m < M; m++)
-        for (int o = 0; o < N; o++) {
-            double s = c.b ? c.b[o] : 0.0;
-            for (int k = 0; k < K; k++) s += (double)c.x[(size_t)m * K + k] * wref[(size_t)o * K + k];
-            ref[(size_t)m * N + o] = s;
-        }
+    double *ref = ref_linear(c.x, wref, c.b, M, K, N);
     snprintf(w, sizeof w, "nf4_matmul_fwd M%d K%d N%d bias%d", M, K, N, with_bias);
     check(w, c.out, from_double(ref, (size_t)M * N), (size_t)M * N, TOL_FWD);
     free(ref);
