@@ -24,50 +24,37 @@ __constant__ float c_nf4_code[16];
 __constant__ float c_nf4_dyn[256];
 
 /* the dequantized weight rectangle rows r0.., columns c0.. of the (rows, K)
- * weight whose NF4 buffer is wq (n elements in all), row-major into out
- * (nr, nc). One thread per element (grid-stride). */
-__global__ void nf4_dequant_kernel(lt_bf16 *out, const uint8_t *wq, size_t n, size_t K, size_t r0, size_t nr,
-                                   size_t c0, size_t nc) {
-    size_t nb = (n + LT_NF4_BLOCK - 1) / LT_NF4_BLOCK;
-    size_t off_absq = (n + 1) / 2, off_a2 = (off_absq + nb + 3) / 4 * 4; /* lt_nf4_layout_of */
-    size_t off_off = off_a2 + (nb + LT_NF4_BLOCK2 - 1) / LT_NF4_BLOCK2 * sizeof(float);
-    const float *absmax2 = (const float *)(wq + off_a2);
-    float offset = *(const float *)(wq + off_off);
+ * weight (codes: the packed 4-bit codes; absq, absmax2, offset: its parts,
+ * lt_nf4_layout_of), row-major into out (nr, nc). One thread per element
+ * (grid-stride). */
+__global__ void nf4_dequant_kernel(lt_bf16 *out, const uint8_t *codes, const uint8_t *absq, const float *absmax2,
+                                   const float *offset, size_t K, size_t r0, size_t nr, size_t c0, size_t nc) {
+    float off = *offset;
     size_t total = nr * nc;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total; t += (size_t)gridDim.x * blockDim.x) {
         size_t i = (r0 + t / nc) * K + c0 + t % nc;
         size_t blk = i / LT_NF4_BLOCK;
-        uint8_t byte = wq[i / 2];
+        uint8_t byte = codes[i / 2];
         int q = (i & 1) ? (byte & 15) : (byte >> 4);
-        float am = __fadd_rn(__fmul_rn(c_nf4_dyn[wq[off_absq + blk]], absmax2[blk / LT_NF4_BLOCK2]), offset);
+        float am = __fadd_rn(__fmul_rn(c_nf4_dyn[absq[blk]], absmax2[blk / LT_NF4_BLOCK2]), off);
         lt_st(&out[t], __fmul_rn(c_nf4_code[q], am)); /* bf16 rounding of the exact fp32 weight */
     }
 }
 
-/* the constant tables, copied once per device */
-static int tables_ready(lt_backend *be) {
-    static int done[64];
-    int dev = lt_cuda(be)->device;
-    if (dev >= 0 && dev < 64 && done[dev]) return 1;
-    float dyn[256];
-    lt_nf4_dynamic_map(dyn);
-    if (LT_CUDA_CHECK(be, cudaMemcpyToSymbol(c_nf4_code, lt_nf4_code, sizeof(float) * 16), "nf4: code table") ||
-        LT_CUDA_CHECK(be, cudaMemcpyToSymbol(c_nf4_dyn, dyn, sizeof dyn), "nf4: dynamic map"))
-        return 0;
-    if (dev >= 0 && dev < 64) done[dev] = 1;
-    return 1;
-}
-
+/* rows r0..r0+nr, columns c0..c0+nc of the (n / K, K) NF4 weight wq into out */
 static void dequant_rect(lt_backend *be, lt_bf16 *out, const void *wq, size_t n, size_t K, size_t r0, size_t nr,
                          size_t c0, size_t nc, const char *what) {
     if (!nr || !nc) return;
-    nf4_dequant_kernel<<<lt_grid_1d(nr * nc, 256), 256, 0, lt_cuda(be)->stream>>>(out, (const uint8_t *)wq, n, K,
-                                                                                  r0, nr, c0, nc);
+    lt_nf4_layout L = lt_nf4_layout_of(n);
+    const uint8_t *b = (const uint8_t *)wq;
+    nf4_dequant_kernel<<<lt_grid_1d(nr * nc, 256), 256, 0, lt_cuda(be)->stream>>>(
+        out, b, b + L.off_absq, (const float *)(b + L.off_absmax2), (const float *)(b + L.off_offset), K, r0, nr,
+        c0, nc);
     LT_CUDA_LAUNCHED(be, what);
 }
 
 static void cu_nf4_dequant(lt_backend *be, void *w, const void *wq, size_t n) {
-    if (!n || !tables_ready(be)) return;
+    if (!n) return;
     dequant_rect(be, (lt_bf16 *)w, wq, n, n, 0, 1, 0, n, "nf4_dequant");
 }
 
@@ -92,7 +79,7 @@ static lt_bf16 *tile_scratch(lt_backend *be, size_t len, size_t count, size_t *p
 static void cu_nf4_matmul_fwd(lt_backend *be, void *out, const void *x, const void *wq, const void *bias, int M,
                               int K, int Nout) {
     lt_cuda_ctx *c = lt_cuda(be);
-    if (M <= 0 || Nout <= 0 || K <= 0 || !tables_ready(be)) return;
+    if (M <= 0 || Nout <= 0 || K <= 0) return;
     size_t rows;
     lt_bf16 *tile = tile_scratch(be, (size_t)K, (size_t)Nout, &rows);
     if (!tile) return;
@@ -120,7 +107,7 @@ static void cu_nf4_matmul_fwd(lt_backend *be, void *out, const void *x, const vo
 static void cu_nf4_matmul_bwd(lt_backend *be, void *dx, int acc_dx, const void *dout, const void *wq, int M, int K,
                               int Nout) {
     lt_cuda_ctx *c = lt_cuda(be);
-    if (M <= 0 || Nout <= 0 || K <= 0 || !dx || !tables_ready(be)) return;
+    if (M <= 0 || Nout <= 0 || K <= 0 || !dx) return;
     size_t cols;
     lt_bf16 *tile = tile_scratch(be, (size_t)Nout, (size_t)K, &cols);
     if (!tile) return;
@@ -139,7 +126,13 @@ static void cu_nf4_matmul_bwd(lt_backend *be, void *dx, int acc_dx, const void *
     }
 }
 
+/* the slots, and the constant tables into this device's constant memory (a
+ * failure is recorded: be->sync reports it) */
 void lt_cuda_nf4_init(lt_backend *be) {
+    float dyn[256];
+    lt_nf4_dynamic_map(dyn);
+    LT_CUDA_CHECK(be, cudaMemcpyToSymbol(c_nf4_code, lt_nf4_code, sizeof(float) * 16), "nf4: code table");
+    LT_CUDA_CHECK(be, cudaMemcpyToSymbol(c_nf4_dyn, dyn, sizeof dyn), "nf4: dynamic map");
     be->nf4_dequant = cu_nf4_dequant;
     be->nf4_matmul_fwd = cu_nf4_matmul_fwd;
     be->nf4_matmul_bwd = cu_nf4_matmul_bwd;

@@ -7,7 +7,8 @@
 # UNQUANTIZED base (eval --adapter) and lowers the loss on the training data
 # there -> full fine-tuning with --quantize nf4 and an unknown --quantize are
 # refused by name; --quantize enters the trajectory hash (resuming a LoRA
-# run with --quantize nf4 is refused) -> --dry-run: Llama-3.1-8B QLoRA (r 16
+# run with --quantize nf4 is refused) -> a resumed QLoRA run ends bitwise as
+# the uninterrupted one -> --dry-run: Llama-3.1-8B QLoRA (r 16
 # on every projection, 4096 tokens, --recompute) fits a 24 GB GPU, its
 # projections at ~0.516 bytes per parameter (tests/fixtures/config/llama31_8b:
 # the published config.json).
@@ -75,6 +76,14 @@ msg=$("$bin" train "${common[@]}" --max-steps 1 --quantize int8 --out x 2>&1) &&
 grep -q -- "--quantize expects none or nf4, got 'int8'" <<<"$msg" || fail "--quantize int8: '$msg'"
 "$bin" train "${common[@]}" --epochs 0 --max-steps 2 --save-every 1 --quantize nf4 --out plain --resume \
   >resume.txt 2>&1 && fail "resuming a LoRA run with --quantize nf4 succeeded"
+
+# a QLoRA run resumed from a checkpoint ends bitwise where the uninterrupted run does
+rs=("${common[@]}" --lora-rank 4 --quantize nf4 --epochs 0 --max-steps 4 --save-every 2)
+"$bin" train "${rs[@]}" --out r1 >r1.txt 2>&1 || fail "train r1: $(tail -2 r1.txt)"
+cp -r r1 r2 && rm -rf r2/checkpoints/step-000004 r2/final # as if stopped after step 2
+"$bin" train "${rs[@]}" --out r2 --resume >r2b.txt 2>&1 || fail "train r2 --resume: $(tail -2 r2b.txt)"
+cmp -s r1/final/adapter_model.safetensors r2/final/adapter_model.safetensors \
+  || fail "a resumed QLoRA run ends with another adapter than the uninterrupted one"
 
 # --dry-run: 8B QLoRA on a 24 GB GPU
 q8=(--model "$src/tests/fixtures/config/llama31_8b" --data none.h5 --out none --dry-run --device cuda --lora-rank 16
