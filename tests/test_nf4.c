@@ -4,7 +4,8 @@
  * tools/gen_nf4_fixture.py. Everything is compared bit for bit: the NF4 and
  * dynamic code tables, the packed 4-bit codes, the 8-bit absmax codes, the
  * nested absmaxes and the offset, and the dequantized weights in fp32 and
- * bf16 (sizes include short last blocks and an odd last dimension).
+ * bf16 (sizes include short last blocks, an odd last dimension, a single
+ * block and an all-zero weight).
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -154,8 +155,8 @@ int main(void) {
         return 1;
     }
     test_tables(f);
-    const char *names[] = {"a", "b", "c", "d", "e", "f"};
-    for (int i = 0; i < 6; i++) test_case(f, names[i]);
+    const char *names[] = {"a", "b", "c", "d", "e", "f", "g", "h"};
+    for (int i = 0; i < 8; i++) test_case(f, names[i]);
     test_errors();
     lt_st_close(f);
     return lt_test_finish("test_nf4");

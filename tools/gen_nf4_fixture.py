@@ -19,8 +19,8 @@ quantizing: the CPU kernel sets code[0] = -1).
 
 Sizes include element counts that are not multiples of 64 (a short last
 block), more than 256 blocks (several nested blocks and a short last one),
-and an odd last dimension (bitsandbytes' CPU dequantization takes its generic
-path there).
+an odd last dimension (bitsandbytes' CPU dequantization takes its generic
+path there), a single block (its nested block divides 0 by 0) and zeros.
 
 Environment: tools/requirements-gen5.txt (torch 2.15.0 + bitsandbytes 0.50.2,
 how to install them is written there). The dynamic map bitsandbytes builds
@@ -47,6 +47,8 @@ CASES = [
     ("d", (130, 130), torch.bfloat16, 0.02),   # 265 blocks: two nested blocks, short last
     ("e", (96, 257), torch.bfloat16, 0.3),     # odd last dim, 386 blocks
     ("f", (192, 128), torch.float32, 0.01),    # 384 blocks, exact
+    ("g", (1, 64), torch.bfloat16, 1.0),       # one block: absmax - offset = 0 (0/0 in the nesting)
+    ("h", (2, 64), torch.bfloat16, 0.0),       # all zeros
 ]
 
 
