@@ -95,6 +95,69 @@ static uint8_t dyn_index(float x, const float map[256]) {
     return (uint8_t)lo;
 }
 
+/* torch's float32 sum of a contiguous tensor on the CPU, single-threaded
+ * (at::native's cascade_sum; bitsandbytes' offset is absmax.mean(), i.e.
+ * this sum / n): elements of L lanes (8 floats: one 256-bit vector, or 1 for
+ * fewer than 8 values) summed by 4 interleaved accumulators, each a cascade
+ * of 4 levels that carry up every 2^p elements (p = max(4, ceil(log2(n / 4))
+ * / 4)); the leftover elements go to accumulator 0, then accumulators 1..3
+ * are added to it. For L = 8 the < 8 trailing values are summed first, then
+ * the 8 lanes in order. Checked against torch through the offsets of the
+ * fixture (tests/test_nf4.c). Above 32768 values torch splits the sum over
+ * its threads, so bitsandbytes' own offset then depends on torch's thread
+ * count; this is its one-thread value. */
+enum { SUM_LANES = 8, SUM_ILP = 4, SUM_LEVELS = 4 };
+
+static void cascade_sum(const float *x, size_t nel, int L, float out[SUM_LANES]) {
+    float acc[SUM_LEVELS][SUM_ILP][SUM_LANES];
+    memset(acc, 0, sizeof acc);
+    size_t size = nel / SUM_ILP; /* rows of SUM_ILP elements */
+    int clog = 0;
+    while (((size_t)1 << clog) < size) clog++;
+    int lp = clog / SUM_LEVELS > 4 ? clog / SUM_LEVELS : 4;
+    size_t step = (size_t)1 << lp, mask = step - 1, i = 0;
+#define ADD_ROW(i_)                                                                                                   \
+    for (int k = 0; k < SUM_ILP; k++)                                                                                 \
+        for (int l = 0; l < L; l++) acc[0][k][l] += x[((i_) * SUM_ILP + k) * L + l];
+    while (i + step <= size) {
+        for (size_t j = 0; j < step; j++, i++) ADD_ROW(i)
+        for (int j = 1; j < SUM_LEVELS; j++) {
+            for (int k = 0; k < SUM_ILP; k++)
+                for (int l = 0; l < L; l++) {
+                    acc[j][k][l] += acc[j - 1][k][l];
+                    acc[j - 1][k][l] = 0.0f;
+                }
+            if (i & (mask << (j * lp))) break;
+        }
+    }
+    for (; i < size; i++) ADD_ROW(i)
+#undef ADD_ROW
+    for (int j = 1; j < SUM_LEVELS; j++)
+        for (int k = 0; k < SUM_ILP; k++)
+            for (int l = 0; l < L; l++) acc[0][k][l] += acc[j][k][l];
+    for (size_t e = size * SUM_ILP; e < nel; e++)
+        for (int l = 0; l < L; l++) acc[0][0][l] += x[e * L + l];
+    for (int k = 1; k < SUM_ILP; k++)
+        for (int l = 0; l < L; l++) acc[0][0][l] += acc[0][k][l];
+    memcpy(out, acc[0][0], sizeof acc[0][0]);
+}
+
+static float torch_sum_f32(const float *x, size_t n) {
+    float v[SUM_LANES];
+    if (n < SUM_LANES) {
+        cascade_sum(x, n, 1, v);
+        return v[0];
+    }
+    size_t nv = n / SUM_LANES;
+    cascade_sum(x, nv, SUM_LANES, v);
+    float s = 0.0f;
+    for (size_t k = nv * SUM_LANES; k < n; k++) s += x[k];
+    for (int l = 0; l < SUM_LANES; l++) s += v[l];
+    return s;
+}
+
+float lt_nf4_mean(const float *x, size_t n) { return torch_sum_f32(x, n) / (float)n; }
+
 lt_status lt_nf4_quantize(const float *w, size_t n, void *buf, lt_err *err) {
     if (n == 0) return lt_fail(err, LT_ERR_INVALID, "nf4: cannot quantize an empty tensor");
     lt_nf4_layout L = lt_nf4_layout_of(n);
@@ -132,10 +195,8 @@ lt_status lt_nf4_quantize(const float *w, size_t n, void *buf, lt_err *err) {
     }
     if (n % 2) packed[n / 2] |= nf4_index(0.0f, mid); /* the pad element */
 
-    /* nested: the mean (summed in double, rounded once, divided in fp32) */
-    double sum = 0.0;
-    for (size_t blk = 0; blk < L.nblocks; blk++) sum += absmax[blk];
-    float off = (float)sum / (float)L.nblocks;
+    /* nested: the mean as torch computes it (its float32 sum, then / n) */
+    float off = lt_nf4_mean(absmax, L.nblocks);
     *offset = off;
     float map[256];
     lt_nf4_dynamic_map(map);

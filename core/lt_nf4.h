@@ -15,7 +15,7 @@
  *                below s (ties go to the lower code), 0..15
  *   packed[i]  = q[2i] << 4 | q[2i+1]   (an odd n pads with the code of 0)
  * Double quantization of the fp32 absmaxes:
- *   offset     = mean(absmax) (fp32)
+ *   offset     = mean(absmax) (fp32, torch's summation order: lt_nf4_mean)
  *   absmax2[j] = max |absmax - offset| over nested block j (LT_NF4_BLOCK2)
  *   absmax_q   = the nearest entry of the signed dynamic 8-bit map to
  *                (absmax - offset) / absmax2[j] (ties to the lower entry)
@@ -58,6 +58,13 @@ lt_nf4_layout lt_nf4_layout_of(size_t n);
  * blockwise quantization uses for the nested absmaxes: create_dynamic_map
  * (signed, 7 exponent bits): map[0] = -0.99296875, map[255] = 1. */
 void lt_nf4_dynamic_map(float map[256]);
+
+/* The offset of the double quantization: mean(x) in fp32 as torch computes
+ * absmax.mean() on the CPU in one thread (its float32 summation order, then
+ * / n). torch sums more than 32768 values over its threads, so bitsandbytes'
+ * offset for weights of more than 2 Mi elements depends on torch's thread
+ * count (by an ulp or so); this is the one-thread value. */
+float lt_nf4_mean(const float *x, size_t n);
 
 /* Quantize n fp32 values into `buf` (lt_nf4_layout_of(n).bytes, host). */
 lt_status lt_nf4_quantize(const float *w, size_t n, void *buf, lt_err *err);

@@ -124,6 +124,22 @@ static void test_tables(const lt_st_file *f) {
              d, first, d ? map[first] : 0, d ? ((const float *)t->data)[first] : 0);
 }
 
+/* the offset's mean against torch's on vectors long enough for every level
+ * of its cascade summation */
+static void test_means(const lt_st_file *f) {
+    const int sizes[] = {5, 7, 8, 100, 513, 2049, 8191, 20001};
+    for (int i = 0; i < 8; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "mean%d.x", sizes[i]);
+        const lt_st_tensor *x = need(f, key, LT_F32);
+        snprintf(key, sizeof key, "mean%d.mean", sizes[i]);
+        const float want = *(const float *)need(f, key, LT_F32)->data;
+        float got = lt_nf4_mean((const float *)x->data, x->numel);
+        LT_CHECK(x->numel == (size_t)sizes[i] && memcmp(&got, &want, 4) == 0, "mean of %d values: %.9g, torch %.9g",
+                 sizes[i], got, want);
+    }
+}
+
 static void test_errors(void) {
     float w[70];
     for (int i = 0; i < 70; i++) w[i] = (float)i;
@@ -157,6 +173,7 @@ int main(void) {
     test_tables(f);
     const char *names[] = {"a", "b", "c", "d", "e", "f", "g", "h"};
     for (int i = 0; i < 8; i++) test_case(f, names[i]);
+    test_means(f);
     test_errors();
     lt_st_close(f);
     return lt_test_finish("test_nf4");

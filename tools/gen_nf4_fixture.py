@@ -14,8 +14,9 @@ bf16. Stored per case <c>:
   <c>.absmax_raw F32, the fp32 absmax per block of 64 before nesting
   <c>.deq_f32    F32, dequantize_4bit(..) as float32
   <c>.deq_bf16   BF16, dequantize_4bit(..) as bfloat16
-and once: code_nf4 (the 16 NF4 values), code_dynamic (state2.code after
-quantizing: the CPU kernel sets code[0] = -1).
+and once: code_nf4 (the 16 NF4 values), code_dynamic (state2.code),
+mean<n>.x / mean<n>.mean (random vectors and torch's float32 mean of each,
+one thread: the offset's summation order on longer vectors).
 
 Sizes include element counts that are not multiples of 64 (a short last
 block), more than 256 blocks (several nested blocks and a short last one),
@@ -46,10 +47,13 @@ CASES = [
     ("c", (33, 70), torch.float32, 0.05),      # 37 blocks, short last one
     ("d", (130, 130), torch.bfloat16, 0.02),   # 265 blocks: two nested blocks, short last
     ("e", (96, 257), torch.bfloat16, 0.3),     # odd last dim, 386 blocks
-    ("f", (192, 128), torch.float32, 0.01),    # 384 blocks, exact
+    ("f", (128, 128), torch.float32, 0.01),    # 256 blocks: exactly one nested block
     ("g", (1, 64), torch.bfloat16, 1.0),       # one block: absmax - offset = 0 (0/0 in the nesting)
     ("h", (2, 64), torch.bfloat16, 0.0),       # all zeros
 ]
+
+
+MEAN_SIZES = [5, 7, 8, 100, 513, 2049, 8191, 20001]
 
 
 def main():
@@ -81,6 +85,14 @@ def main():
         out.update({name + "." + k: v for k, v in deq.items()})
         code_dyn = st.state2.code.float().clone()
         meta["cases"].append({"name": name, "shape": list(shape), "dtype": str(dt).replace("torch.", "")})
+    # the offset is torch's float32 mean of the absmaxes: its summation order
+    # on longer vectors than the cases above reach (one thread, as below
+    # 32768 values torch sums on one)
+    torch.set_num_threads(1)
+    for n in MEAN_SIZES:
+        x = torch.rand(n, generator=g) * 0.05 + 0.01
+        out["mean%d.x" % n] = x.contiguous()
+        out["mean%d.mean" % n] = x.mean().reshape(1).contiguous()
     out["code_nf4"] = F.get_4bit_type("nf4", device="cpu").float().contiguous()
     out["code_dynamic"] = code_dyn.contiguous()
     save_file(out, os.path.join(OUT, "nf4.safetensors"), metadata={"meta": json.dumps(meta)})
