@@ -39,6 +39,7 @@
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1550,82 +1551,72 @@ static lt_status write_json(const bench *b, const torch_run *tr, const char *pat
 /* ------------------------------------------------------------------------ */
 /* command line                                                             */
 
-static void usage(FILE *f, const char *prog) {
-    fprintf(f,
-            "usage: %s [--device cuda|cpu|auto] [--json FILE] [--quick] [--no-torch] [--op NAME]\n"
-            "       [--only TEXT] [--budget SECONDS] [--threads N] | --list-ops\n"
-            "Times every op of the backend at realistic shapes (Llama-3.2-1B, Llama-3.1-8B,\n"
-            "Qwen2.5-14B on CUDA; small shapes on the CPU), against the copy bandwidth and\n"
-            "GEMM rate measured in the same run and against cuBLAS / PyTorch baselines.\n"
-            "  --device    backend (default auto: cuda when present)\n"
-            "  --json      also write the results as JSON (schema: bench/README.md)\n"
-            "  --quick     a reduced set (CPU: tiny shapes, a few seconds)\n"
-            "  --no-torch  skip the PyTorch baselines (bench/bench_kernels_torch.py, run with\n"
-            "              $LT_TORCH_PYTHON or python3 when it can import torch)\n"
-            "  --op        run one op of the op case table (bench/lt_op_cases.c; --list-ops)\n"
-            "  --list-ops  list the ops of the table and exit\n"
-            "  --only      run only cases whose id contains TEXT (e.g. attention, llama-3.1-8b)\n"
-            "  --budget    seconds of timed calls per measurement (default 0.25 cuda, 0.1 cpu)\n"
-            "  --threads   CPU backend threads (default: OpenMP default)\n",
-            prog);
-}
+typedef struct kernels_args {
+    const char *prog; /* for messages: "luxtrain bench kernels" or this program's name */
+    char *device, *json, *only, *op;
+    int quick, no_torch, list_ops, help;
+    long threads;
+    double budget;
+} kernels_args;
+
+#define F(x) offsetof(kernels_args, x)
+static const lt_optdef OPTS[] = {
+    LT_OPT_ROW_DEVICE(kernels_args, device, "auto"),
+    {.name = "json", .k = LT_OPT_STR, .off = F(json), .meta = "FILE",
+     .help = "also write the results as JSON (schema: bench/README.md)"},
+    {.name = "quick", .k = LT_OPT_FLAG, .off = F(quick), .help = "a reduced set (CPU: tiny shapes, a few seconds)"},
+    {.name = "no-torch", .k = LT_OPT_FLAG, .off = F(no_torch),
+     .help = "skip the PyTorch baselines (bench/bench_kernels_torch.py, run with $LT_TORCH_PYTHON or python3 "
+             "when it can import torch)"},
+    {.name = "op", .k = LT_OPT_STR, .off = F(op), .meta = "NAME",
+     .help = "run one op of the op case table (bench/lt_op_cases.c; --list-ops)"},
+    {.name = "list-ops", .k = LT_OPT_FLAG, .off = F(list_ops), .help = "list the ops of the table and exit"},
+    {.name = "only", .k = LT_OPT_STR, .off = F(only), .meta = "TEXT",
+     .help = "run only cases whose id contains TEXT (e.g. attention, llama-3.1-8b)"},
+    {.name = "budget", .k = LT_OPT_DBL, .off = F(budget), .meta = "SECONDS", .lo = 0, .hi = 3600, .lo_open = 1,
+     .help = "seconds of timed calls per measurement [default: 0.25 cuda, 0.1 cpu]"},
+    LT_OPT_ROW_THREADS(kernels_args, threads),
+};
+static const lt_optset SET = {
+    .cmd = "bench kernels",
+    .usage = "usage: luxtrain bench kernels [options]\n"
+             "Times every op of the backend at realistic shapes (Llama-3.2-1B, Llama-3.1-8B,\n"
+             "Qwen2.5-14B on CUDA; small shapes on the CPU), against the copy bandwidth and\n"
+             "GEMM rate measured in the same run and against cuBLAS / PyTorch baselines.\n",
+    .defs = OPTS,
+    .n = sizeof OPTS / sizeof OPTS[0],
+    .off_help = F(help),
+};
+#undef F
+
+static int kernels_run(void *arg);
 
 int lt_bench_kernels_main(int argc, char **argv) {
-    const char *prog = argc > 0 ? argv[0] : "bench_kernels";
-    const char *device = "auto", *json = NULL;
+    kernels_args a = {0};
+    a.prog = argc > 0 ? argv[0] : "bench_kernels";
+    return lt_opts_main(&SET, argc, argv, &a, kernels_run);
+}
+
+static int kernels_run(void *arg) {
+    const kernels_args *a = arg;
+    const char *prog = a->prog;
+    if (a->list_ops) {
+        lt_op_list(stdout);
+        return 0;
+    }
+    const char *device = a->device, *json = a->json;
     bench b;
     memset(&b, 0, sizeof b);
-    int no_torch = 0;
-    long threads = 0;
-    double budget = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has = i + 1 < argc;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout, prog);
-            return 0;
-        } else if (!strcmp(a, "--quick"))
-            b.quick = 1;
-        else if (!strcmp(a, "--no-torch"))
-            no_torch = 1;
-        else if (!strcmp(a, "--device") && has)
-            device = argv[++i];
-        else if (!strcmp(a, "--json") && has)
-            json = argv[++i];
-        else if (!strcmp(a, "--only") && has)
-            b.filter = argv[++i];
-        else if (!strcmp(a, "--op") && has) {
-            b.op = argv[++i];
-            if (!lt_op_check_name(prog, b.op)) return 2;
-            if (lt_op_find(b.op)->n_metrics == 0) {
-                fprintf(stderr, "%s: op '%s' has no benchmark (no metrics in bench/lt_op_cases.c)\n", prog, b.op);
-                return 2;
-            }
-        } else if (!strcmp(a, "--list-ops")) {
-            lt_op_list(stdout);
-            return 0;
-        }
-        else if (!strcmp(a, "--budget") && has) {
-            if (!lt_parse_double(prog, a, argv[++i], &budget)) return 2;
-            if (budget <= 0) {
-                fprintf(stderr, "%s: --budget expects a positive number of seconds\n", prog);
-                return 2;
-            }
-        } else if (!strcmp(a, "--threads") && has) {
-            if (!lt_parse_int(prog, a, argv[++i], 0, 4096, &threads)) return 2;
-        } else {
-            static const char *const valid[] = {"--device", "--json",    "--quick",   "--no-torch", "--op",
-                                                "--list-ops", "--only", "--budget", "--threads",  "--help", NULL};
-            lt_nearest near = {0};
-            int known = 0;
-            for (int k = 0; valid[k]; k++) {
-                lt_nearest_offer(&near, a, valid[k]);
-                known |= !strcmp(a, valid[k]);
-            }
-            const char *s = known ? NULL : lt_nearest_best(&near, a);
-            fprintf(stderr, "%s: %s '%s'%s%s%s\n(%s --help lists the options)\n", prog,
-                    known ? "missing value after" : "unknown option", a, s ? "; did you mean '" : "", s ? s : "",
-                    s ? "'?" : "", prog);
+    b.quick = a->quick;
+    b.filter = a->only;
+    b.op = a->op;
+    int no_torch = a->no_torch;
+    long threads = a->threads;
+    double budget = a->budget > 0 ? a->budget : -1;
+    if (b.op) {
+        if (!lt_op_check_name(prog, b.op)) return 2;
+        if (lt_op_find(b.op)->n_metrics == 0) {
+            fprintf(stderr, "%s: op '%s' has no benchmark (no metrics in bench/lt_op_cases.c)\n", prog, b.op);
             return 2;
         }
     }

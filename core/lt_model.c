@@ -741,8 +741,8 @@ static lt_status plan_check(const lt_config *c, int B, int T, size_t *N, lt_err 
 
 lt_status lt_model_plan_bytes(const lt_config *cfg, lt_dtype act_dtype, int B, int T, int recompute,
                               const lt_lora_spec *lora, int chunk_rows, size_t *bytes, lt_err *err) {
-    size_t N;
-    lt_status st = plan_size_check(cfg, B, T, &N, err);
+    size_t N = 0;
+    lt_status st = plan_check(cfg, B, T, &N, err); /* what the run itself would refuse */
     if (st) return st;
     lt_model *f = calloc(1, sizeof *f); /* a model shell: what plan_layout reads */
     if (!f) return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory");
@@ -769,7 +769,7 @@ size_t lt_model_planned_bytes(const lt_model *m) { return m->arena ? m->arena_by
 lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
     free_plan(m);
     const lt_config *c = &m->cfg;
-    size_t N;
+    size_t N = 0;
     lt_status st0 = plan_check(c, B, T, &N, err);
     if (st0) return st0;
     size_t A = lt_dtype_size(m->be->act_dtype);

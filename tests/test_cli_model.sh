@@ -163,7 +163,7 @@ expect_fail "score id out of vocab" "160.*vocabulary|vocabulary.*160" -- "$bin" 
 expect_fail "score one id" "at least 2" -- "$bin" score --model "$fx/llama" --ids 5
 expect_fail "score without --ids" "--ids" -- "$bin" score --model "$fx/llama"
 expect_fail "score unknown option" "--bogus" -- "$bin" score --model "$fx/llama" --ids 1,2 --bogus
-expect_fail "score bad device" "cpu, cuda or auto" -- "$bin" score --model "$fx/llama" --ids 1,2 --device tpu
+expect_fail "score bad device" "expects one of cpu, cuda, auto, got .tpu." -- "$bin" score --model "$fx/llama" --ids 1,2 --device tpu
 expect_fail "score signed id" "'\+5'" -- "$bin" score --model "$fx/llama" --ids +5,3
 expect_fail "score id with a blank" "' 5'" -- "$bin" score --model "$fx/llama" --ids " 5,3"
 # more ids than max_position_embeddings (256): refused before any allocation

@@ -73,7 +73,7 @@ msg=$("$bin" train --model "$model" --data shards/train-00000.h5 --out ff --quan
   && fail "full fine-tuning with --quantize nf4 ran"
 grep -q -- "--quantize nf4 is QLoRA.*full fine-tuning" <<<"$msg" || fail "full fine-tuning refusal: '$msg'"
 msg=$("$bin" train "${common[@]}" --max-steps 1 --quantize int8 --out x 2>&1) && fail "--quantize int8 accepted"
-grep -q -- "--quantize expects none or nf4, got 'int8'" <<<"$msg" || fail "--quantize int8: '$msg'"
+grep -q -- "--quantize expects one of none, nf4, got 'int8'" <<<"$msg" || fail "--quantize int8: '$msg'"
 "$bin" train "${common[@]}" --epochs 0 --max-steps 2 --save-every 1 --quantize nf4 --out plain --resume \
   >resume.txt 2>&1 && fail "resuming a LoRA run with --quantize nf4 succeeded"
 

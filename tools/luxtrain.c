@@ -37,7 +37,7 @@ static int cmd_bench(int argc, char **argv) {
 }
 
 static const command commands[] = {
-    {"inspect", lt_cmd_inspect_any, "describe a model folder, a token shard .h5, a run or a checkpoint"},
+    {"inspect", lt_cmd_inspect, "describe a model folder, a token shard .h5, a run or a checkpoint"},
     {"score", lt_cmd_score, "log-probabilities of a token sequence under a model"},
     {"tokenize", lt_cmd_tokenize, "JSONL instruction sets / corpora -> HDF5 token shards"},
     {"eval", lt_cmd_eval, "multiple-choice evaluation, loss on shards, paired comparison"},

@@ -35,7 +35,7 @@ static lt_status make_tmp(const char *out_dir, char *tmp, size_t cap, lt_err *er
     char parent[4096], tag[128];
     size_t n = strlen(out_dir);
     while (n > 1 && out_dir[n - 1] == '/') n--;
-    lt_fs_tmp_tag(tag, sizeof tag);
+    lt_tmp_tag(tag, sizeof tag);
     if (snprintf(tmp, cap, "%.*s.tmp-%s", (int)n, out_dir, tag) >= (int)cap)
         return lt_fail(err, LT_ERR_INVALID, "%s: path too long", out_dir);
     lt_fs_dirname(tmp, parent, sizeof parent);
