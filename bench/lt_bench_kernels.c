@@ -65,6 +65,7 @@ static const mshape M_8B = {"llama-3.1-8b", 4096, 32, 8, 128, 14336, 128256, 32}
 static const mshape M_14B = {"qwen2.5-14b", 5120, 40, 8, 128, 13824, 152064, 48};
 static const mshape M_TINY = {"tiny", 64, 4, 2, 16, 176, 1000, 2};
 static const mshape M_SMALL = {"small", 256, 8, 2, 32, 688, 8000, 2};
+static const mshape M_GEMMA2 = {"gemma-2-2b", 2304, 8, 4, 256, 9216, 256000, 26};
 
 /* ------------------------------------------------------------------------ */
 /* results                                                                  */
@@ -455,6 +456,15 @@ static int two_results(bench *b, const char *op1, const char *op2, const char *m
 /* ------------------------------------------------------------------------ */
 /* attention                                                                */
 
+/* The Gemma variants of the attention, rmsnorm, swiglu and cross-entropy
+ * cases (attention_cap, rmsnorm_off, geglu, cross_entropy_cap): the same
+ * setup, the Gemma op. */
+typedef struct {
+    int on;
+    float cap; /* attention / final-logit soft-cap */
+    int window; /* attention: sliding window (0: none) */
+} gemma_opt;
+
 typedef struct {
     lt_backend *be;
     void *q, *k, *v, *o, *dout, *dq, *dk, *dv;
@@ -462,31 +472,44 @@ typedef struct {
     int32_t *doc;
     int B, T, Hq, Hkv, D;
     float scale;
+    gemma_opt g;
 } att_arg;
 
 static void fn_att_fwd(void *p) {
     att_arg *a = p;
-    a->be->attention_fwd(a->be, a->o, a->lse, a->q, a->k, a->v, a->doc, a->B, a->T, a->Hq, a->Hkv, a->D, a->scale);
+    if (a->g.on)
+        a->be->attention_cap_fwd(a->be, a->o, a->lse, a->q, a->k, a->v, a->doc, a->B, a->T, a->Hq, a->Hkv, a->D,
+                                 a->scale, a->g.cap);
+    else
+        a->be->attention_fwd(a->be, a->o, a->lse, a->q, a->k, a->v, a->doc, a->B, a->T, a->Hq, a->Hkv, a->D,
+                             a->scale);
 }
 static void fn_att_bwd(void *p) {
     att_arg *a = p;
-    a->be->attention_bwd(a->be, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->o, a->lse, a->doc, a->B, a->T,
-                         a->Hq, a->Hkv, a->D, a->scale);
+    if (a->g.on)
+        a->be->attention_cap_bwd(a->be, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->o, a->lse, a->doc, a->B,
+                                 a->T, a->Hq, a->Hkv, a->D, a->scale, a->g.cap);
+    else
+        a->be->attention_bwd(a->be, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->o, a->lse, a->doc, a->B,
+                             a->T, a->Hq, a->Hkv, a->D, a->scale);
 }
 
-static void case_attention(bench *b, const mshape *m, int B, int T) {
+static void case_attention_g(bench *b, const mshape *m, int B, int T, gemma_opt g) {
     result *rf, *rb;
     const char *k[] = {"B", "T", "Hq", "Hkv", "D"};
     long kv[] = {B, T, m->hq, m->hkv, m->hd};
-    if (!two_results(b, "attention_fwd", "attention_bwd", m->name, k, kv, 5, &rf, &rb)) return;
+    if (!two_results(b, g.on ? "attention_cap_fwd" : "attention_fwd", g.on ? "attention_cap_bwd" : "attention_bwd",
+                     m->name, k, kv, 5, &rf, &rb))
+        return;
     pool pl = {0};
     lt_err e = {{0}};
     int N = B * T, a = b->act_size;
     size_t nq = (size_t)N * m->hq * m->hd, nk = (size_t)N * m->hkv * m->hd;
     lt_dtype ad = b->be->act_dtype;
     att_arg x = {.be = b->be};
-    x.B = B, x.T = T, x.Hq = m->hq, x.Hkv = m->hkv, x.D = m->hd, x.scale = 1.f / sqrtf((float)m->hd);
-    int32_t *doc = calloc((size_t)N, sizeof *doc); /* one document per sequence */
+    x.B = B, x.T = T, x.Hq = m->hq, x.Hkv = m->hkv, x.D = m->hd, x.scale = 1.f / sqrtf((float)m->hd), x.g = g;
+    int32_t *doc = calloc((size_t)N, sizeof *doc); /* one document per sequence (sliding: its window) */
+    for (int n = 0; doc && g.window > 0 && n < N; n++) doc[n] = n % T >= g.window ? n % T - g.window + 1 : 0;
     if (!doc || !(x.q = pool_rand(b, &pl, nq, ad, 21, 1.f, &e)) || !(x.k = pool_rand(b, &pl, nk, ad, 22, 1.f, &e)) ||
         !(x.v = pool_rand(b, &pl, nk, ad, 23, 1.f, &e)) || !(x.o = pool_rand(b, &pl, nq, ad, 24, 1.f, &e)) ||
         !(x.lse = pool_zero(b, &pl, (size_t)B * m->hq * T * 4, &e)) ||
@@ -503,17 +526,18 @@ static void case_attention(bench *b, const mshape *m, int B, int T) {
     free(doc);
     if (rf) {
         metrics(b, rf, 0);
-        rf->goal = GOAL_SDPA, rf->want_torch = 1;
+        rf->goal = g.on ? GOAL_NONE : GOAL_SDPA, rf->want_torch = !g.on;
         run_main(b, rf, fn_att_fwd, &x);
     }
     if (rb && !b->dead) {
         fn_att_fwd(&x); /* out and lse for the backward */
         metrics(b, rb, 0);
-        rb->goal = GOAL_SDPA, rb->want_torch = 1;
+        rb->goal = g.on ? GOAL_NONE : GOAL_SDPA, rb->want_torch = !g.on;
         run_main(b, rb, fn_att_bwd, &x);
     }
     pool_free(b, &pl);
 }
+static void case_attention(bench *b, const mshape *m, int B, int T) { case_attention_g(b, m, B, T, (gemma_opt){0}); }
 
 /* ------------------------------------------------------------------------ */
 /* rmsnorm                                                                  */
@@ -523,27 +547,32 @@ typedef struct {
     void *out, *x, *w, *dout, *dx;
     float *rstd, *dw;
     int R, C;
+    int off; /* rmsnorm_off with w_off = 1 (Gemma) */
 } rms_arg;
 
 static void fn_rms_fwd(void *p) {
     rms_arg *a = p;
-    a->be->rmsnorm_fwd(a->be, a->out, a->rstd, a->x, a->w, a->R, a->C, 1e-5f);
+    if (a->off) a->be->rmsnorm_off_fwd(a->be, a->out, a->rstd, a->x, a->w, 1.0f, a->R, a->C, 1e-5f);
+    else a->be->rmsnorm_fwd(a->be, a->out, a->rstd, a->x, a->w, a->R, a->C, 1e-5f);
 }
 static void fn_rms_bwd(void *p) {
     rms_arg *a = p;
-    a->be->rmsnorm_bwd(a->be, a->dx, 0, a->dw, a->dout, a->x, a->w, a->rstd, a->R, a->C);
+    if (a->off) a->be->rmsnorm_off_bwd(a->be, a->dx, 0, a->dw, a->dout, a->x, a->w, 1.0f, a->rstd, a->R, a->C);
+    else a->be->rmsnorm_bwd(a->be, a->dx, 0, a->dw, a->dout, a->x, a->w, a->rstd, a->R, a->C);
 }
 
-static void case_rmsnorm(bench *b, const mshape *m, int N) {
+static void case_rmsnorm_g(bench *b, const mshape *m, int N, int off) {
     result *rf, *rb;
     const char *k[] = {"R", "C"};
     long v[] = {N, m->hidden};
-    if (!two_results(b, "rmsnorm_fwd", "rmsnorm_bwd", m->name, k, v, 2, &rf, &rb)) return;
+    if (!two_results(b, off ? "rmsnorm_off_fwd" : "rmsnorm_fwd", off ? "rmsnorm_off_bwd" : "rmsnorm_bwd", m->name, k,
+                     v, 2, &rf, &rb))
+        return;
     pool pl = {0};
     lt_err e = {{0}};
     size_t n = (size_t)N * m->hidden;
     int a = b->act_size;
-    rms_arg x = {.be = b->be};
+    rms_arg x = {.be = b->be, .off = off};
     x.R = N, x.C = m->hidden;
     if (!(x.x = pool_rand(b, &pl, n, b->be->act_dtype, 31, 1.f, &e)) ||
         !(x.w = pool_rand(b, &pl, (size_t)m->hidden, b->be->param_dtype, 32, 1.f, &e)) ||
@@ -568,6 +597,7 @@ static void case_rmsnorm(bench *b, const mshape *m, int N) {
     }
     pool_free(b, &pl);
 }
+static void case_rmsnorm(bench *b, const mshape *m, int N) { case_rmsnorm_g(b, m, N, 0); }
 
 /* residual add + rmsnorm (add_rmsnorm_fwd), against the unfused pair */
 
@@ -713,25 +743,30 @@ typedef struct {
     lt_backend *be;
     void *out, *gate, *up, *dout, *dgate, *dup;
     size_t n;
+    int gelu; /* geglu (Gemma) */
 } swi_arg;
 
 static void fn_swi_fwd(void *p) {
     swi_arg *a = p;
-    a->be->swiglu_fwd(a->be, a->out, a->gate, a->up, a->n);
+    if (a->gelu) a->be->geglu_fwd(a->be, a->out, a->gate, a->up, a->n);
+    else a->be->swiglu_fwd(a->be, a->out, a->gate, a->up, a->n);
 }
 static void fn_swi_bwd(void *p) {
     swi_arg *a = p;
-    a->be->swiglu_bwd(a->be, a->dgate, a->dup, a->dout, a->gate, a->up, a->n);
+    if (a->gelu) a->be->geglu_bwd(a->be, a->dgate, a->dup, a->dout, a->gate, a->up, a->n);
+    else a->be->swiglu_bwd(a->be, a->dgate, a->dup, a->dout, a->gate, a->up, a->n);
 }
 
-static void case_swiglu(bench *b, const mshape *m, int N) {
+static void case_swiglu_g(bench *b, const mshape *m, int N, int gelu) {
     result *rf, *rb;
     const char *k[] = {"N", "F"};
     long v[] = {N, m->ffn};
-    if (!two_results(b, "swiglu_fwd", "swiglu_bwd", m->name, k, v, 2, &rf, &rb)) return;
+    if (!two_results(b, gelu ? "geglu_fwd" : "swiglu_fwd", gelu ? "geglu_bwd" : "swiglu_bwd", m->name, k, v, 2, &rf,
+                     &rb))
+        return;
     pool pl = {0};
     lt_err e = {{0}};
-    swi_arg x = {.be = b->be};
+    swi_arg x = {.be = b->be, .gelu = gelu};
     x.n = (size_t)N * m->ffn;
     size_t by = x.n * b->act_size;
     lt_dtype ad = b->be->act_dtype;
@@ -746,13 +781,42 @@ static void case_swiglu(bench *b, const mshape *m, int N) {
     }
     if (rf) {
         metrics(b, rf, 0);
-        rf->want_torch = 1;
+        rf->want_torch = !gelu;
         run_main(b, rf, fn_swi_fwd, &x);
     }
     if (rb && !b->dead) {
         metrics(b, rb, 0);
         run_main(b, rb, fn_swi_bwd, &x);
     }
+    pool_free(b, &pl);
+}
+static void case_swiglu(bench *b, const mshape *m, int N) { case_swiglu_g(b, m, N, 0); }
+
+/* scale (Gemma's embedding normalizer), in place */
+typedef struct {
+    lt_backend *be;
+    void *x;
+    size_t n;
+} scale_arg;
+static void fn_scale(void *p) {
+    scale_arg *a = p;
+    a->be->scale(a->be, a->x, a->n, 48.0f);
+}
+static void case_scale(bench *b, const mshape *m, int N) {
+    result *r, *unused;
+    const char *k[] = {"N", "C"};
+    long v[] = {N, m->hidden};
+    if (!two_results(b, "scale", NULL, m->name, k, v, 2, &r, &unused)) return;
+    pool pl = {0};
+    lt_err e = {{0}};
+    scale_arg x = {.be = b->be, .n = (size_t)N * m->hidden};
+    if (!(x.x = pool_rand(b, &pl, x.n, b->be->act_dtype, 57, 1.f, &e))) {
+        setup_failed(b, r, &e);
+        pool_free(b, &pl);
+        return;
+    }
+    metrics(b, r, 0);
+    run_main(b, r, fn_scale, &x);
     pool_free(b, &pl);
 }
 
@@ -992,21 +1056,26 @@ typedef struct {
     void *dlogits, *logits;
     int32_t *targets;
     int N, V;
+    float cap; /* > 0: cross_entropy_cap (Gemma 2's final-logit soft-cap) */
 } ce_arg;
 
 static void fn_ce(void *p) {
     ce_arg *a = p;
-    a->be->cross_entropy(a->be, a->loss, a->dlogits, a->logits, a->targets, a->N, a->V, 1.f / (float)a->N);
+    if (a->cap > 0)
+        a->be->cross_entropy_cap(a->be, a->loss, a->dlogits, a->logits, a->targets, a->N, a->V, 1.f / (float)a->N,
+                                 a->cap);
+    else
+        a->be->cross_entropy(a->be, a->loss, a->dlogits, a->logits, a->targets, a->N, a->V, 1.f / (float)a->N);
 }
 
-static void case_ce(bench *b, const char *model, int N, int V) {
+static void case_ce_g(bench *b, const char *model, int N, int V, float cap) {
     result *r, *unused;
     const char *k[] = {"N", "V"};
     long v[] = {N, V};
-    if (!two_results(b, "cross_entropy", NULL, model, k, v, 2, &r, &unused)) return;
+    if (!two_results(b, cap > 0 ? "cross_entropy_cap" : "cross_entropy", NULL, model, k, v, 2, &r, &unused)) return;
     pool pl = {0};
     lt_err e = {{0}};
-    ce_arg x = {.be = b->be};
+    ce_arg x = {.be = b->be, .cap = cap};
     x.N = N, x.V = V;
     size_t nv = (size_t)N * V;
     int32_t *tg = malloc((size_t)N * 4);
@@ -1026,9 +1095,21 @@ static void case_ce(bench *b, const char *model, int N, int V) {
     }
     free(tg);
     metrics(b, r, 0);
-    r->want_torch = 1;
+    r->want_torch = !(cap > 0);
     run_main(b, r, fn_ce, &x);
     pool_free(b, &pl);
+}
+static void case_ce(bench *b, const char *model, int N, int V) { case_ce_g(b, model, N, V, 0.0f); }
+
+/* Gemma 2's ops at a model's shape: capped attention over sliding windows,
+ * the offset norm, GeGLU, the normalizer, the capped loss */
+static void run_gemma(bench *b, const mshape *m, int N, int T, int window) {
+    gemma_opt g = {.on = 1, .cap = 50.0f, .window = window};
+    if (!b->dead) case_attention_g(b, m, N / T, T, g);
+    if (!b->dead) case_rmsnorm_g(b, m, N, 1);
+    if (!b->dead) case_swiglu_g(b, m, N, 1);
+    if (!b->dead) case_scale(b, m, N);
+    if (!b->dead) case_ce_g(b, m->name, N, m->vocab, 30.0f);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1162,6 +1243,7 @@ static void run_suite(bench *b) {
         if (!b->dead) case_ce(b, m->name, B * T, m->vocab);
         if (!b->dead) case_adamw(b, m, 0);
         if (!b->dead) case_adamw(b, m, 16);
+        run_gemma(b, m, B * T, T, T / 2);
         return;
     }
     if (b->quick) {
@@ -1169,6 +1251,7 @@ static void run_suite(bench *b) {
         run_model(b, &M_1B, 8192, 2048, att, 1, 1, 1);
         if (!b->dead) case_ce(b, "llama-3 vocab", 8192, M_1B.vocab);
         if (!b->dead) case_adamw(b, &M_1B, 16);
+        run_gemma(b, &M_GEMMA2, 4096, 4096, 2048);
         return;
     }
     /* N = 16384 tokens per step for the row-wise ops and the GEMMs */
@@ -1184,6 +1267,7 @@ static void run_suite(bench *b) {
     if (!b->dead) case_ce(b, "gemma-3 vocab", 4096, 262144);
     if (!b->dead) case_adamw(b, &M_1B, 0);
     if (!b->dead) case_adamw(b, &M_8B, 16);
+    run_gemma(b, &M_GEMMA2, 8192, 8192, 4096);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -101,7 +101,7 @@ static lt_status get_token_id(const cJSON *o, const char *key, int *out, const c
 typedef struct {
     int have_theta;
     double theta;
-    int type; /* 0 default, 1 llama3 */
+    int type; /* 0 default, 1 llama3, 2 linear (factor) */
     double factor, low, high;
     int omp;
 } rope_desc;
@@ -110,8 +110,8 @@ typedef struct {
  * rope_parameters, rope_parameters.full_attention). Only keys the rope type
  * reads are accepted; any other key is refused by name. `theta_key`: whether
  * rope_theta may appear inside (v5). */
-static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key, rope_desc *r, const char *origin,
-                                 lt_err *err) {
+static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key, int linear, rope_desc *r,
+                                 const char *origin, lt_err *err) {
     lt_status st = LT_OK;
     memset(r, 0, sizeof *r);
     r->factor = r->low = r->high = 1.0;
@@ -132,9 +132,12 @@ static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key
         r->type = 0;
     else if (strcmp(ty->valuestring, "llama3") == 0)
         r->type = 1;
+    else if (linear && strcmp(ty->valuestring, "linear") == 0) /* gemma3's global table */
+        r->type = 2;
     else
-        return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: %s.%s = \"%s\" is not supported (only \"default\" or \"llama3\")",
-                       origin, name, key, ty->valuestring);
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: %s.%s = \"%s\" is not supported (only \"default\", \"llama3\"%s)", origin, name, key,
+                       ty->valuestring, linear ? " or \"linear\"" : "");
     const cJSON *it;
     cJSON_ArrayForEach(it, o) {
         const char *k = it->string;
@@ -142,6 +145,7 @@ static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key
         if (r->type == 1)
             ok = ok || !strcmp(k, "factor") || !strcmp(k, "low_freq_factor") || !strcmp(k, "high_freq_factor") ||
                  !strcmp(k, "original_max_position_embeddings");
+        if (r->type == 2) ok = ok || !strcmp(k, "factor");
         if (!ok)
             return lt_fail(err, LT_ERR_UNSUPPORTED,
                            "%s: %s.%s is not understood for rope_type \"%s\" (it would change the rotary "
@@ -159,6 +163,14 @@ static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key
         }
     }
     if (r->type == 0) return LT_OK;
+    if (r->type == 2) { /* linear: inv_freq / factor (transformers' _compute_linear_scaling_rope_parameters) */
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "factor");
+        if (!cJSON_IsNumber(f) || !(f->valuedouble >= 1.0))
+            return lt_fail(err, LT_ERR_INVALID, "%s: %s.factor must be a number >= 1 for linear scaling, found %s",
+                           origin, name, cJSON_IsNumber(f) ? "a smaller one" : lt_json_kind(f));
+        r->factor = f->valuedouble;
+        return LT_OK;
+    }
     static const char *const keys[3] = {"factor", "low_freq_factor", "high_freq_factor"};
     double *dst[3] = {&r->factor, &r->low, &r->high};
     for (int i = 0; i < 3; i++) {
@@ -193,14 +205,17 @@ static int rope_same(const rope_desc *a, const rope_desc *b) {
 static int is_layer_type(const char *s) { return !strcmp(s, "full_attention") || !strcmp(s, "sliding_attention"); }
 
 /* rope_parameters (v5): a flat dict, or {layer_type: dict}; the per-type
- * dicts must agree (luxtrain has one rotary table). */
-static lt_status parse_rope_parameters(const cJSON *rp, rope_desc *r, const char *origin, lt_err *err) {
+ * dicts must agree (one rotary table), unless `local` is given (gemma3: two
+ * tables): then full_attention -> *r, sliding_attention -> *local
+ * (*have_local set). */
+static lt_status parse_rope_parameters(const cJSON *rp, rope_desc *r, rope_desc *local, int *have_local,
+                                       const char *origin, lt_err *err) {
     if (!cJSON_IsObject(rp))
         return lt_fail(err, LT_ERR_INVALID, "%s: rope_parameters must be null or an object, found %s", origin,
                        lt_json_kind(rp));
     const cJSON *first = rp->child;
     int per_type = first && cJSON_IsObject(first);
-    if (!per_type) return parse_rope_dict(rp, "rope_parameters", 1, r, origin, err);
+    if (!per_type) return parse_rope_dict(rp, "rope_parameters", 1, local != NULL, r, origin, err);
     const cJSON *it;
     char name0[96] = "";
     int n = 0;
@@ -211,8 +226,18 @@ static lt_status parse_rope_parameters(const cJSON *rp, rope_desc *r, const char
             return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: %s: unknown layer type \"%s\" (expected full_attention or "
                            "sliding_attention)", origin, name, it->string);
         rope_desc d;
-        lt_status st = parse_rope_dict(it, name, 1, &d, origin, err);
+        lt_status st = parse_rope_dict(it, name, 1, local != NULL, &d, origin, err);
         if (st != LT_OK) return st;
+        if (local) { /* two tables */
+            if (!strcmp(it->string, "sliding_attention")) {
+                *local = d;
+                *have_local = 1;
+            } else {
+                *r = d;
+            }
+            n++;
+            continue;
+        }
         if (n == 0) {
             *r = d;
             snprintf(name0, sizeof name0, "%s", name);
@@ -228,16 +253,16 @@ static lt_status parse_rope_parameters(const cJSON *rp, rope_desc *r, const char
 
 /* RoPE from the v4 keys (rope_theta, rope_scaling) and/or the v5 key
  * (rope_parameters). Where both forms are given they must agree. */
-static lt_status parse_rope(const cJSON *root, lt_config *c, const char *origin, lt_err *err) {
+static lt_status parse_rope(const cJSON *root, const lt_family *fam, lt_config *c, const char *origin, lt_err *err) {
     lt_status st;
-    rope_desc v4 = {0}, v5 = {0};
+    rope_desc v4 = {0}, v5 = {0}, loc5 = {0};
     v4.factor = v4.low = v4.high = 1.0;
-    int has4 = 0, has5 = 0;
+    int has4 = 0, has5 = 0, has_loc5 = 0;
     const cJSON *th = cJSON_GetObjectItemCaseSensitive(root, "rope_theta");
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
     if (rs && !cJSON_IsNull(rs)) {
-        if ((st = parse_rope_dict(rs, "rope_scaling", 0, &v4, origin, err)) != LT_OK) return st;
+        if ((st = parse_rope_dict(rs, "rope_scaling", 0, fam->rope_per_type, &v4, origin, err)) != LT_OK) return st;
         has4 = 1;
     }
     if (th && !cJSON_IsNull(th)) {
@@ -245,7 +270,8 @@ static lt_status parse_rope(const cJSON *root, lt_config *c, const char *origin,
         v4.have_theta = has4 = 1;
     }
     if (rp && !cJSON_IsNull(rp)) {
-        if ((st = parse_rope_parameters(rp, &v5, origin, err)) != LT_OK) return st;
+        if ((st = parse_rope_parameters(rp, &v5, fam->rope_per_type ? &loc5 : NULL, &has_loc5, origin, err)) != LT_OK)
+            return st;
         has5 = 1;
     }
     if (has4 && has5) {
@@ -262,7 +288,27 @@ static lt_status parse_rope(const cJSON *root, lt_config *c, const char *origin,
         }
     }
     const rope_desc *r = has5 ? &v5 : &v4;
-    c->rope_theta = r->have_theta ? r->theta : 10000.0;
+    c->rope_theta = r->have_theta ? r->theta : fam->rope_theta_default > 0 ? fam->rope_theta_default : 10000.0;
+    if (fam->rope_per_type) { /* the sliding layers' table: v5 sliding_attention or v4 rope_local_base_freq */
+        double lb;
+        const cJSON *lk = cJSON_GetObjectItemCaseSensitive(root, "rope_local_base_freq");
+        double ldef = fam->rope_local_theta_default > 0 ? fam->rope_local_theta_default : 10000.0;
+        if ((st = get_double(root, "rope_local_base_freq", 0, ldef, &lb, origin, err)) != LT_OK) return st;
+        c->rope_tables = 2;
+        c->rope_local_theta = has_loc5 && loc5.have_theta ? loc5.theta : lb;
+        c->rope_local_factor = has_loc5 && loc5.type == 2 ? loc5.factor : 1.0;
+        if (has_loc5 && loc5.type == 1)
+            return lt_fail(err, LT_ERR_UNSUPPORTED,
+                           "%s: rope_parameters.sliding_attention: llama3 scaling on the local table is not supported",
+                           origin);
+        if (has_loc5 && loc5.have_theta && lk && !cJSON_IsNull(lk) && lb != loc5.theta)
+            return lt_fail(err, LT_ERR_INVALID,
+                           "%s: rope_local_base_freq = %g conflicts with rope_parameters.sliding_attention.rope_theta = %g",
+                           origin, lb, loc5.theta);
+        if (!(c->rope_local_theta > 0.0) || !isfinite(c->rope_local_theta))
+            return lt_fail(err, LT_ERR_INVALID, "%s: the local rope theta = %g, expected > 0", origin,
+                           c->rope_local_theta);
+    }
     c->rope_scaling_type = r->type;
     c->rope_factor = r->factor;
     c->rope_low_freq_factor = r->low;
@@ -271,6 +317,88 @@ static lt_status parse_rope(const cJSON *root, lt_config *c, const char *origin,
     if (!(c->rope_theta > 0.0) || !isfinite(c->rope_theta))
         return lt_fail(err, LT_ERR_INVALID, "%s: %s = %g, expected > 0", origin,
                        has5 && v5.have_theta ? "rope_parameters.rope_theta" : "rope_theta", c->rope_theta);
+    return LT_OK;
+}
+
+/* The MLP activation: the family's key (hidden_act, or gemma2's
+ * hidden_activation), silu -> SwiGLU, gelu_pytorch_tanh -> GeGLU; anything
+ * else is refused. A family that reads another key still refuses a
+ * hidden_act that disagrees with it (transformers would ignore it). */
+static lt_status parse_act(const cJSON *root, const lt_family *fam, lt_config *c, const char *origin, lt_err *err) {
+    const char *key = fam->act_key ? fam->act_key : "hidden_act";
+    const char *val = fam->act_default ? fam->act_default : "silu";
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (act && !cJSON_IsNull(act)) {
+        if (!cJSON_IsString(act))
+            return lt_fail(err, LT_ERR_INVALID, "%s: %s must be a string, found %s", origin, key, lt_json_kind(act));
+        val = act->valuestring;
+    }
+    if (!strcmp(val, "silu"))
+        c->mlp_act = LT_ACT_SILU;
+    else if (!strcmp(val, "gelu_pytorch_tanh") && fam->act_key)
+        c->mlp_act = LT_ACT_GELU_TANH;
+    else
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: %s = \"%s\" is not supported (only \"%s\")", origin, key, val,
+                       fam->act_key ? "silu\" or \"gelu_pytorch_tanh" : "silu");
+    const cJSON *ha = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (fam->act_key && ha && !cJSON_IsNull(ha) && (!cJSON_IsString(ha) || strcmp(ha->valuestring, val) != 0))
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: hidden_act = %s%s%s disagrees with %s = \"%s\" (model_type \"%s\" uses %s; refused rather "
+                       "than guessed)",
+                       origin, cJSON_IsString(ha) ? "\"" : "", cJSON_IsString(ha) ? ha->valuestring : lt_json_kind(ha),
+                       cJSON_IsString(ha) ? "\"" : "", key, val, fam->model_type, key);
+    return LT_OK;
+}
+
+/* layer_types (v5): one "full_attention" / "sliding_attention" per layer;
+ * sliding[l] = 1 for the sliding ones. *first: the first sliding layer, -1 if none. */
+static lt_status parse_layer_types(const cJSON *lt, int L, unsigned char *sliding, int *first, const char *origin,
+                                   lt_err *err) {
+    if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != L)
+        return lt_fail(err, LT_ERR_INVALID, "%s: layer_types must be a list of %d strings (one per layer), found %s",
+                       origin, L, lt_json_kind(lt));
+    int i = 0;
+    const cJSON *e;
+    *first = -1;
+    cJSON_ArrayForEach(e, lt) {
+        if (!cJSON_IsString(e) || !is_layer_type(e->valuestring))
+            return lt_fail(err, LT_ERR_UNSUPPORTED,
+                           "%s: layer_types[%d] = %s is not supported (expected \"full_attention\" or "
+                           "\"sliding_attention\")",
+                           origin, i, cJSON_IsString(e) ? e->valuestring : lt_json_kind(e));
+        int sl = !strcmp(e->valuestring, "sliding_attention");
+        if (sliding && i < LT_MAX_LAYERS) sliding[i] = (unsigned char)sl;
+        if (sl && *first < 0) *first = i;
+        i++;
+    }
+    return LT_OK;
+}
+
+/* Gemma 2: soft-caps and the attention scale. A cap of null means none; an
+ * absent one takes the family default. */
+static lt_status parse_softcaps(const cJSON *root, const lt_family *fam, lt_config *c, const char *origin,
+                                lt_err *err) {
+    static const char *const keys[3] = {"query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping"};
+    double def[3] = {fam->attn_scalar_default, fam->attn_softcap_default, fam->final_softcap_default}, v[3];
+    for (int i = 0; i < 3; i++) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(root, keys[i]);
+        if (o && cJSON_IsNull(o) && i == 0)
+            return lt_fail(err, LT_ERR_INVALID, "%s: query_pre_attn_scalar must be a number, found null", origin);
+        lt_status st = get_double(root, keys[i], 0, o ? 0.0 : def[i], &v[i], origin, err);
+        if (st) return st;
+        if (!(v[i] >= 0.0) || !isfinite(v[i]) || (i == 0 && v[i] == 0.0))
+            return lt_fail(err, LT_ERR_INVALID, "%s: %s = %g, expected %s", origin, keys[i], v[i],
+                           i == 0 ? "> 0" : "null or > 0");
+    }
+    c->attn_scale = (float)pow(v[0], -0.5); /* transformers: query_pre_attn_scalar**-0.5 in Python floats */
+    c->attn_softcap = (float)v[1];
+    c->final_softcap = (float)v[2];
+    int bidir;
+    lt_status st = get_bool(root, "use_bidirectional_attention", 0, &bidir, origin, err);
+    if (st) return st;
+    if (bidir)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: use_bidirectional_attention = true is not supported (causal attention only)", origin);
     return LT_OK;
 }
 
@@ -404,16 +532,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     }
 
     /* ---- activation, norms, rope ---- */
-    {
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-        if (act && !cJSON_IsNull(act)) {
-            if (!cJSON_IsString(act))
-                REFUSE(LT_ERR_INVALID, "%s: hidden_act must be a string, found %s", origin, lt_json_kind(act));
-            if (strcmp(act->valuestring, "silu") != 0)
-                REFUSE(LT_ERR_UNSUPPORTED, "%s: hidden_act = \"%s\" is not supported (only \"silu\")", origin,
-                       act->valuestring);
-        }
-    }
+    TRY(parse_act(root, fam, &c, origin, err));
     double eps;
     TRY(get_double(root, "rms_norm_eps", 0, fam->rms_eps_default > 0 ? fam->rms_eps_default : 1e-6, &eps, origin,
                    err));
@@ -425,10 +544,14 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         if (prf != 1.0)
             REFUSE(LT_ERR_UNSUPPORTED, "%s: partial_rotary_factor = %g is not supported (only 1.0)", origin, prf);
     }
-    TRY(parse_rope(root, &c, origin, err));
+    TRY(parse_rope(root, fam, &c, origin, err));
 
     /* ---- biases, norms, windows ---- */
-    TRY(get_bool(root, "tie_word_embeddings", 0, &c.tie_word_embeddings, origin, err));
+    TRY(get_bool(root, "tie_word_embeddings", fam->tie_default, &c.tie_word_embeddings, origin, err));
+    c.norm_offset = fam->norm_offset;
+    c.sandwich_norm = fam->sandwich_norm;
+    c.embed_scale = fam->embed_scale;
+    if (fam->softcaps) TRY(parse_softcaps(root, fam, &c, origin, err));
     {
         int attn_bias, mlp_bias;
         TRY(get_bool(root, "attention_bias", 0, &attn_bias, origin, err));
@@ -442,7 +565,34 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         c.qk_norm = fam->qk_norm;
         c.post_norm = fam->post_norm;
     }
-    if (fam->window == LT_WINDOW_ALL) {
+    if (fam->window == LT_WINDOW_LAYERS) {
+        /* v5 layer_types, else transformers 4's rule: layers 0, 2, 4, ... slide */
+        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+        const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+        int win, any = 0, first = -1;
+        TRY(get_int(root, "sliding_window", 0, sw ? 0 : fam->window_default, &win, NULL, origin, err));
+        if (c.num_layers > LT_MAX_LAYERS)
+            REFUSE(LT_ERR_UNSUPPORTED, "%s: num_hidden_layers = %d: at most %d layers with sliding windows", origin,
+                   c.num_layers, LT_MAX_LAYERS);
+        if (lt && !cJSON_IsNull(lt)) {
+            TRY(parse_layer_types(lt, c.num_layers, c.layer_sliding, &first, origin, err));
+            any = first >= 0;
+        } else {
+            int pat = fam->window_pattern > 0 ? fam->window_pattern : 2, present = 0;
+            if (fam->window_pattern > 0) /* gemma3 v4: sliding_window_pattern (default 6) */
+                TRY(get_int(root, "sliding_window_pattern", 0, fam->window_pattern, &pat, &present, origin, err));
+            if (pat <= 0) REFUSE(LT_ERR_INVALID, "%s: sliding_window_pattern = %d, expected > 0", origin, pat);
+            for (int l = 0; l < c.num_layers; l++) {
+                c.layer_sliding[l] = (unsigned char)((l + 1) % pat != 0);
+                any |= c.layer_sliding[l];
+            }
+        }
+        if (any && win <= 0)
+            REFUSE(LT_ERR_INVALID, "%s: sliding_window = %s, but layers use sliding attention (expected > 0)", origin,
+                   sw && cJSON_IsNull(sw) ? "null" : "<= 0");
+        c.sliding_window = any ? win : 0;
+        c.window_layers = 1;
+    } else if (fam->window == LT_WINDOW_ALL) {
         const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
         TRY(get_int(root, "sliding_window", 0, sw ? 0 : fam->window_default, &c.sliding_window, NULL, origin, err));
         if (sw && !cJSON_IsNull(sw) && c.sliding_window <= 0)
@@ -463,24 +613,13 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
          * records the window (the runtime refuses longer sequences) */
         const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
         if (lt && !cJSON_IsNull(lt)) {
-            if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != c.num_layers)
-                REFUSE(LT_ERR_INVALID, "%s: layer_types must be a list of %d strings (one per layer), found %s", origin,
-                       c.num_layers, lt_json_kind(lt));
-            int i = 0;
-            const cJSON *e;
-            cJSON_ArrayForEach(e, lt) {
-                if (!cJSON_IsString(e) || !is_layer_type(e->valuestring))
-                    REFUSE(LT_ERR_UNSUPPORTED,
-                           "%s: layer_types[%d] = %s is not supported (expected \"full_attention\" or "
-                           "\"sliding_attention\")",
-                           origin, i, cJSON_IsString(e) ? e->valuestring : lt_json_kind(e));
-                if (!strcmp(e->valuestring, "sliding_attention")) {
-                    if (!sw || cJSON_IsNull(sw) || win <= 0)
-                        REFUSE(LT_ERR_INVALID, "%s: layer_types[%d] = \"sliding_attention\" but sliding_window is %s",
-                               origin, i, sw && !cJSON_IsNull(sw) ? "not > 0" : "null");
-                    c.sliding_window = win;
-                }
-                i++;
+            int first = -1;
+            TRY(parse_layer_types(lt, c.num_layers, NULL, &first, origin, err));
+            if (first >= 0) {
+                if (!sw || cJSON_IsNull(sw) || win <= 0)
+                    REFUSE(LT_ERR_INVALID, "%s: layer_types[%d] = \"sliding_attention\" but sliding_window is %s",
+                           origin, first, sw && !cJSON_IsNull(sw) ? "not > 0" : "null");
+                c.sliding_window = win;
             }
         }
     }
@@ -528,6 +667,12 @@ done:
     return st;
 }
 
+int lt_config_layer_window(const lt_config *cfg, int l) {
+    if (!cfg->window_layers || cfg->sliding_window <= 0 || l < 0 || l >= cfg->num_layers || l >= LT_MAX_LAYERS)
+        return 0;
+    return cfg->layer_sliding[l] ? cfg->sliding_window : 0;
+}
+
 lt_status lt_config_load(const char *path, lt_config *cfg, lt_err *err) {
     char file[4096];
     if (lt_is_dir(path)) {
@@ -568,6 +713,19 @@ void lt_config_rope_inv_freq(const lt_config *cfg, float *inv_freq) {
                 inv = (1.0 - smooth) * inv / f + smooth * inv;
             }
         }
+        if (cfg->rope_scaling_type == 2) inv = inv / cfg->rope_factor;
         inv_freq[i] = (float)inv;
     }
+}
+
+/* The sliding layers' table (rope_tables = 2): theta rope_local_theta,
+ * divided by rope_local_factor (linear). */
+void lt_config_rope_inv_freq_local(const lt_config *cfg, float *inv_freq) {
+    if (cfg->rope_tables != 2) {
+        lt_config_rope_inv_freq(cfg, inv_freq);
+        return;
+    }
+    const int D = cfg->head_dim;
+    for (int i = 0; i < D / 2; i++)
+        inv_freq[i] = (float)(1.0 / pow(cfg->rope_local_theta, (double)(2 * i) / (double)D) / cfg->rope_local_factor);
 }

@@ -90,7 +90,7 @@ EOF
 done
 
 # ---- score ------------------------------------------------------------------
-for m in llama llama_tied qwen3; do
+for m in llama llama_tied qwen3 gemma2 gemma3; do  # gemma2: soft-capped logits and log-probs
   ids=$("$py" -c "import json,sys; print(','.join(map(str, json.load(open(sys.argv[1]))['score_ids'])))" \
         "$fx/$m/expected.json")
   rm -f "$tmp/logits_$m.npy"

@@ -2,7 +2,8 @@
  * test_train_torch.c -- training steps against PyTorch + transformers + PEFT
  * (tests/fixtures/train/<model>/, written by tools/gen_train_fixtures.py).
  *
- * For each fixture model (llama, llama_tied, mistral, qwen2, qwen3, olmo2, mistral_nemo),
+ * For each fixture model (llama, llama_tied, mistral, qwen2, qwen3, olmo2, mistral_nemo, gemma2,
+ * gemma3),
  * on the CPU backend through lt_trainer_step (2 micro-batches per step,
  * AdamW, warmup 2 + cosine, clip 1, weight decay 0.1):
  *   full fine-tuning  loss and grad norm of every step  relative   <= 1e-5 / 1e-4
@@ -28,7 +29,8 @@
 #include "lt_test.h"
 #include "lt_trainer.h"
 
-static const char *MODELS[] = {"llama", "llama_tied", "mistral", "qwen2", "qwen3", "olmo2", "mistral_nemo"};
+static const char *MODELS[] = {"llama", "llama_tied", "mistral", "qwen2",  "qwen3",
+                               "olmo2", "mistral_nemo", "gemma2",  "gemma3"};
 
 typedef struct fixture {
     int S, M, B, T;

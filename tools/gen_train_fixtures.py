@@ -30,7 +30,7 @@ loads them).
 
 Run with the generator venv (tools/requirements-gen.txt):
     /work/venv-gen/bin/python tools/gen_train_fixtures.py
-The models made with transformers 5 (tools/gen_fixtures.py olmo2, mistral_nemo) are run by
+The models made with transformers 5 (tools/gen_fixtures.py olmo2, mistral_nemo, gemma2, gemma3) are run by
 name with that environment (tools/requirements-gen5.txt, with torch and peft):
     /work/venv-gen5-torch/bin/python tools/gen_train_fixtures.py olmo2
 """
@@ -52,7 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "train")
 NAMES = ["llama", "llama_tied", "mistral", "qwen2", "qwen3"]
-NAMES5 = ["olmo2", "mistral_nemo"]  # transformers 5 fixtures, made by name
+NAMES5 = ["olmo2", "mistral_nemo", "gemma2", "gemma3"]  # transformers 5 fixtures, made by name
 V5 = int(transformers.__version__.split(".")[0]) >= 5
 
 STEPS, MICRO, B, T = 4, 2, 2, 16

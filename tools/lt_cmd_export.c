@@ -26,6 +26,12 @@
  * The folder is written as DIR.tmp-<pid>/ and renamed to DIR; an existing
  * non-empty DIR is refused unless --overwrite (then replaced only once the new
  * folder is complete).
+ *
+ * `luxtrain export --gguf OUT.gguf --model DIR [--adapter A] [--type T]`: a
+ * Hugging Face folder (with a PEFT adapter merged in) as one GGUF file for
+ * llama.cpp (train/lt_gguf.h); `luxtrain export CHECKPOINT --gguf OUT.gguf`:
+ * the checkpoint's weights (full) or adapter (LoRA) on its base model, found
+ * as above.
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include <cjson/cJSON.h>
@@ -42,6 +48,7 @@
 #include "lt_cli.h"
 #include "lt_export.h"
 #include "lt_fs.h"
+#include "lt_gguf.h"
 #include "lt_json.h"
 #include "lt_lora.h"
 #include "lt_model_spec.h"
@@ -50,11 +57,17 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: luxtrain export CHECKPOINT --out DIR [--model DIR] [--overwrite]\n"
+               "       luxtrain export --gguf OUT.gguf --model DIR [--adapter A] [--type f16|bf16|q8_0|f32] [--overwrite]\n"
+               "       luxtrain export CHECKPOINT --gguf OUT.gguf [--model DIR] [--type ...] [--overwrite]\n"
                "  CHECKPOINT     RUN_DIR/checkpoints/step-N (a complete checkpoint of a luxtrain train run)\n"
                "  --out DIR      write what RUN_DIR/final/ would hold after step N: a Hugging Face folder\n"
                "                 (full fine-tuning) or a PEFT adapter folder (LoRA)\n"
                "  --model DIR    the base model folder, when it is no longer where RUN_DIR/config.json says\n"
-               "  --overwrite        replace DIR if it exists and is not empty\n"
+               "  --overwrite        replace DIR (or OUT.gguf) if it exists and is not empty\n"
+               "  --gguf OUT.gguf    one GGUF v3 file for llama.cpp: the model folder --model DIR, with the\n"
+               "                     PEFT adapter --adapter A merged in (or the checkpoint's weights / adapter on\n"
+               "                     its base model), weights as --type (default: bf16 for a bf16 model, else\n"
+               "                     f16), tokenizer and chat template in the metadata (docs/export.md)\n"
                "  Offline, one process, no GPU; one tensor in memory at a time.\n");
 }
 
@@ -210,11 +223,10 @@ static lt_status export_full(const lt_ckpt *c, const char *model, const char *ou
 
 /* ---- LoRA: a PEFT adapter folder ---- */
 
-static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const char *model, const char *out,
-                             lt_err *err) {
+/* the checkpoint's LoRA tensors as an adapter (a->t owned, the matrices borrowed from the mapping) */
+static lt_status ckpt_adapter(const lt_ckpt *c, const lt_train_opts *o, lt_peft_adapter *out, lt_err *err) {
     lt_peft_adapter a = {0};
-    lt_config cfg;
-    lt_status st;
+    lt_status st = LT_OK;
     if (o->adapter) { /* the run continued an adapter: its configuration, the run's dropout */
         if ((st = lt_peft_load_config(o->adapter, &a.cfg, err)))
             return lt_wrap(err, st, "the adapter the run continued (RUN_DIR/config.json \"adapter\")");
@@ -227,8 +239,6 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
         a.cfg.rslora = o->rslora;
     }
     snprintf(a.cfg.base_model, sizeof a.cfg.base_model, "%s", o->model); /* as the run recorded it */
-    if ((st = lt_config_load(model, &cfg, err)))
-        return lt_wrap(err, st, "base model %s (adapter_config.json names it; its shapes check the adapter)", model);
     size_t nt = lt_st_count(c->weights);
     a.t = calloc(nt + 1, sizeof *a.t);
     if (!a.t) return lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
@@ -262,9 +272,40 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
         if (!a.t[i].A || !a.t[i].B)
             st = lt_fail(err, LT_ERR_FORMAT, "%s: layer %d %s has only its lora_%s matrix", c->dir, a.t[i].layer,
                          lt_lora_target_hf(a.t[i].target), a.t[i].A ? "A" : "B");
-    if (!st && (st = lt_peft_check(&a, &cfg, err)))
+    if (st) free(a.t);
+    else *out = a;
+    return st;
+}
+
+static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const char *model, const char *out,
+                             lt_err *err) {
+    lt_peft_adapter a = {0};
+    lt_config cfg;
+    lt_status st;
+    if ((st = lt_config_load(model, &cfg, err)))
+        return lt_wrap(err, st, "base model %s (adapter_config.json names it; its shapes check the adapter)", model);
+    if ((st = ckpt_adapter(c, o, &a, err))) return st;
+    if ((st = lt_peft_check(&a, &cfg, err)))
         lt_wrap(err, st, "checkpoint %s against base model %s (the base model changed?)", c->dir, model);
     if (!st) st = lt_peft_export(out, &a.cfg, a.t, a.n, err);
+    free(a.t);
+    return st;
+}
+
+/* a checkpoint -> one GGUF file: the base model with the checkpoint's weights (full) or its adapter merged (LoRA) */
+static lt_status export_ckpt_gguf(const lt_ckpt *c, const lt_train_opts *o, const char *model, const lt_gguf_opts *g0,
+                                  lt_err *err) {
+    lt_gguf_opts g = *g0;
+    lt_peft_adapter a = {0};
+    lt_status st;
+    g.model_dir = model;
+    if (lt_train_opts_lora(o)) {
+        if ((st = ckpt_adapter(c, o, &a, err))) return st;
+        g.adapter = &a;
+    } else
+        g.weights = c->weights;
+    st = lt_gguf_export(&g, err);
+    if (st) lt_wrap(err, st, "checkpoint %s", c->dir);
     free(a.t);
     return st;
 }
@@ -287,7 +328,8 @@ static const char *find_model(const lt_train_opts *o, const char *run_dir, char 
     return buf;
 }
 
-static lt_status export_checkpoint(const char *ckpt, const char *model_arg, const char *out, lt_err *err) {
+static lt_status export_checkpoint(const char *ckpt, const char *model_arg, const char *out, const lt_gguf_opts *gguf,
+                                   lt_err *err) {
     lt_ckpt *c = NULL;
     lt_train_opts o;
     char run_dir[4096];
@@ -312,15 +354,48 @@ static lt_status export_checkpoint(const char *ckpt, const char *model_arg, cons
                                             : "config.json, tokenizer files and each tensor's dtype");
         goto done;
     }
-    st = lt_train_opts_lora(&o) ? export_lora(c, &o, model, out, err) : export_full(c, model, out, err);
+    st = gguf                  ? export_ckpt_gguf(c, &o, model, gguf, err)
+         : lt_train_opts_lora(&o) ? export_lora(c, &o, model, out, err)
+                                  : export_full(c, model, out, err);
 done:
     lt_train_opts_free(&o);
     lt_ckpt_close(c);
     return st;
 }
 
+/* export --gguf: from a model folder (--model [--adapter]) or a checkpoint */
+static int export_gguf(const char *gguf, const char *ckpt, const char *out, const char *model, const char *adapter,
+                       const char *type, int force) {
+    lt_err err = {{0}};
+    lt_gguf_type t = LT_GGUF_F16;
+    if (out) {
+        fprintf(stderr, "export: --gguf writes one file; --out (a folder) is not used with it\n");
+        return 2;
+    }
+    if (ckpt && adapter) {
+        fprintf(stderr, "export: --adapter is for --model; a LoRA checkpoint holds its adapter\n");
+        return 2;
+    }
+    if (!ckpt && !model) {
+        fprintf(stderr, "export: --gguf needs --model DIR or a checkpoint\n");
+        return 2;
+    }
+    if (type && lt_gguf_parse_type(type, &t, &err)) {
+        fprintf(stderr, "export: --type: %s\n", err.msg);
+        return 2;
+    }
+    lt_gguf_opts o = {.model_dir = model, .adapter_dir = adapter, .out_path = gguf, .type = type ? (int)t : -1,
+                      .overwrite = force};
+    if (ckpt ? export_checkpoint(ckpt, model, NULL, &o, &err) : lt_gguf_export(&o, &err)) {
+        fprintf(stderr, "export: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "export: wrote %s\n", gguf);
+    return 0;
+}
+
 int lt_cmd_export(int argc, char **argv) {
-    const char *ckpt = NULL, *out = NULL, *model = NULL;
+    const char *ckpt = NULL, *out = NULL, *model = NULL, *gguf = NULL, *adapter = NULL, *type = NULL;
     int force = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -332,9 +407,15 @@ int lt_cmd_export(int argc, char **argv) {
             force = 1;
             continue;
         }
-        const char **dst = !strcmp(a, "--out") ? &out : !strcmp(a, "--model") ? &model : NULL;
+        const char **dst = !strcmp(a, "--out")       ? &out
+                           : !strcmp(a, "--model")   ? &model
+                           : !strcmp(a, "--gguf")    ? &gguf
+                           : !strcmp(a, "--adapter") ? &adapter
+                           : !strcmp(a, "--type")    ? &type
+                                                     : NULL;
         if (!dst && a[0] == '-') {
-            static const char *const valid[] = {"--out", "--model", "--overwrite", "--help", NULL};
+            static const char *const valid[] = {"--out",  "--model", "--overwrite", "--gguf",
+                                                "--adapter", "--type", "--help",   NULL};
             return lt_opt_unknown_option("export", a, valid);
         }
         if (!dst) {
@@ -346,10 +427,15 @@ int lt_cmd_export(int argc, char **argv) {
             continue;
         }
         if (i + 1 >= argc) {
-            fprintf(stderr, "export: %s expects a folder\n", a);
+            fprintf(stderr, "export: %s expects a value\n", a);
             return 2;
         }
         *dst = argv[++i];
+    }
+    if (gguf) return export_gguf(gguf, ckpt, out, model, adapter, type, force);
+    if (adapter || type) {
+        fprintf(stderr, "export: %s is an option of export --gguf\n", adapter ? "--adapter" : "--type");
+        return 2;
     }
     if (!ckpt || !out) {
         fprintf(stderr, "export: a checkpoint folder and --out are required\n");
@@ -365,7 +451,7 @@ int lt_cmd_export(int argc, char **argv) {
         return 1;
     }
     lt_err err = {{0}};
-    if (export_checkpoint(ckpt, model, out, &err)) {
+    if (export_checkpoint(ckpt, model, out, NULL, &err)) {
         fprintf(stderr, "export: %s\n", err.msg);
         return 1;
     }
