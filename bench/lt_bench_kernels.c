@@ -49,6 +49,7 @@
 #include "lt_cuda_bench.h" /* the CUDA timing helpers */
 #include "lt_bench_kernels.h"
 #include "lt_cli.h"
+#include "lt_nf4.h"
 #include "lt_op_cases.h"
 
 /* ------------------------------------------------------------------------ */
@@ -919,14 +920,51 @@ static void fn_lora(void *p) {
                     a->r, a->scale);
 }
 
-/* tag names the layer: "q/o" (hidden -> hidden), "up" (hidden -> ffn), "down" (ffn -> hidden), "lm_head" */
-static void case_matmul(bench *b, const mshape *m, const char *tag, int M, int K, int N) {
+/* QLoRA's frozen NF4 linear: forward and dx (no weight gradient) */
+static void fn_nf4_fwd(void *p) {
+    mm_arg *a = p;
+    a->be->nf4_matmul_fwd(a->be, a->out, a->x, a->w, NULL, a->M, a->K, a->N);
+}
+static void fn_nf4_bwd(void *p) {
+    mm_arg *a = p;
+    a->be->nf4_matmul_bwd(a->be, a->dx, 0, a->dout, a->w, a->M, a->K, a->N);
+}
+
+/* A random NF4 weight of n elements (random codes, nested absmaxes 0.02,
+ * offset 0.01): a valid layout (core/lt_nf4.h) without quantizing a large
+ * matrix here. NULL (e set) if out of memory. */
+static void *pool_nf4(bench *b, pool *pl, size_t n, lt_err *e) {
+    lt_nf4_layout L = lt_nf4_layout_of(n);
+    unsigned char *h = malloc(L.bytes);
+    if (!h) {
+        lt_fail(e, LT_ERR_NOMEM, "out of host memory for an NF4 weight of %zu bytes", L.bytes);
+        return NULL;
+    }
+    lt_rng r;
+    lt_rng_seed(&r, 74);
+    for (size_t i = 0; i < L.off_absmax2; i++) h[i] = (unsigned char)lt_rng_u64(&r);
+    for (size_t j = 0; j <= L.nblocks2; j++) { /* the nested absmaxes, then the offset */
+        float f = j < L.nblocks2 ? 0.02f : 0.01f;
+        memcpy(h + L.off_absmax2 + j * sizeof(float), &f, sizeof f);
+    }
+    void *d = pool_upload(b, pl, h, L.bytes, e);
+    free(h);
+    return d;
+}
+
+/* A linear layer: matmul (fwd; bwd = dx and dW) or, nf4 = 1, QLoRA's frozen
+ * NF4 linear (fwd; bwd = dx only) against the same GEMMs on the unquantized
+ * weight. tag names the layer: "q/o" (hidden -> hidden), "up" (hidden ->
+ * ffn), "down" (ffn -> hidden), "lm_head" */
+static void case_linear(bench *b, const mshape *m, const char *tag, int M, int K, int N, int nf4) {
     result *rf, *rb;
     const char *k[] = {"M", "K", "N"};
     long v[] = {M, K, N};
     char model[32];
     snprintf(model, sizeof model, "%s %s", m->name, tag);
-    if (!two_results(b, "matmul_fwd", "matmul_bwd", model, k, v, 3, &rf, &rb)) return;
+    if (!two_results(b, nf4 ? "nf4_matmul_fwd" : "matmul_fwd", nf4 ? "nf4_matmul_bwd" : "matmul_bwd", model, k, v,
+                     3, &rf, &rb))
+        return;
     pool pl = {0};
     lt_err e = {{0}};
     mm_arg x = {.be = b->be};
@@ -934,33 +972,41 @@ static void case_matmul(bench *b, const mshape *m, const char *tag, int M, int K
     int a = b->act_size;
     lt_dtype ad = b->be->act_dtype, pd = b->be->param_dtype;
     size_t mk = (size_t)M * K, nk = (size_t)N * K, mn = (size_t)M * N;
-    if (!(x.x = pool_rand(b, &pl, mk, ad, 71, 1.f, &e)) || !(x.w = pool_rand(b, &pl, nk, pd, 72, 0.02f, &e)) ||
-        !(x.out = pool_alloc(b, &pl, mn * a, &e)) ||
+    void *wfull = NULL; /* the unquantized weight (the baselines') */
+    if (!(x.x = pool_rand(b, &pl, mk, ad, 71, 1.f, &e)) || !(wfull = pool_rand(b, &pl, nk, pd, 72, 0.02f, &e)) ||
+        !(x.w = nf4 ? pool_nf4(b, &pl, nk, &e) : wfull) || !(x.out = pool_alloc(b, &pl, mn * a, &e)) ||
         (rb && (!(x.dout = pool_rand(b, &pl, mn, ad, 73, 1.f, &e)) || !(x.dx = pool_alloc(b, &pl, mk * a, &e)) ||
-                !(x.dw = pool_zero(b, &pl, nk * 4, &e))))) {
+                (!nf4 && !(x.dw = pool_zero(b, &pl, nk * 4, &e)))))) {
         if (rf) setup_failed(b, rf, &e);
         if (rb) setup_failed(b, rb, &e);
         pool_free(b, &pl);
         return;
     }
-    const char *bn = b->cuda ? "cuBLAS GemmEx" : "BLAS sgemm";
+    const char *bn = nf4 ? (b->cuda ? "cuBLAS GemmEx (bf16 weight)" : "BLAS sgemm (f32 weight)")
+                         : (b->cuda ? "cuBLAS GemmEx" : "BLAS sgemm");
     int base_ok = b->cuda || (ad == LT_F32 && pd == LT_F32);
     if (rf) {
         metrics(b, rf, 0);
-        if (run_main(b, rf, fn_mm_fwd, &x) && base_ok) {
-            gemm_arg g = mk_gemm(b, 0, 1, M, N, K, x.x, x.w, x.out, ad, 0.f);
+        if (run_main(b, rf, nf4 ? fn_nf4_fwd : fn_mm_fwd, &x) && base_ok) {
+            gemm_arg g = mk_gemm(b, 0, 1, M, N, K, x.x, wfull, x.out, ad, 0.f);
             run_base(b, rf, bn, fn_gemm, &g);
         }
     }
     if (rb && !b->dead) {
         metrics(b, rb, 0);
-        if (run_main(b, rb, fn_mm_bwd, &x) && base_ok) {
-            gemm_arg g[2] = {mk_gemm(b, 0, 0, M, K, N, x.dout, x.w, x.dx, ad, 0.f),
-                             mk_gemm(b, 1, 0, N, K, M, x.dout, x.x, x.dw, LT_F32, 1.f)};
-            run_base(b, rb, bn, fn_gemm2, g);
+        if (run_main(b, rb, nf4 ? fn_nf4_bwd : fn_mm_bwd, &x) && base_ok) {
+            gemm_arg g[2] = {mk_gemm(b, 0, 0, M, K, N, x.dout, wfull, x.dx, ad, 0.f), /* dx */
+                             mk_gemm(b, 1, 0, N, K, M, x.dout, x.x, x.dw, LT_F32, 1.f)}; /* dW (not nf4) */
+            run_base(b, rb, bn, nf4 ? fn_gemm : fn_gemm2, g);
         }
     }
     pool_free(b, &pl);
+}
+static void case_matmul(bench *b, const mshape *m, const char *tag, int M, int K, int N) {
+    case_linear(b, m, tag, M, K, N, 0);
+}
+static void case_nf4(bench *b, const mshape *m, const char *tag, int M, int K, int N) {
+    case_linear(b, m, tag, M, K, N, 1);
 }
 
 static void case_lora(bench *b, const mshape *m, const char *tag, int M, int K, int N, int r) {
@@ -1179,6 +1225,8 @@ static void run_model(bench *b, const mshape *m, int N, int T, const int (*att)[
         if (!b->dead) case_matmul(b, m, "down", N, m->ffn, m->hidden);
     }
     if (lora) {
+        if (!b->dead) case_nf4(b, m, "q/o", N, m->hidden, m->hq * m->hd);
+        if (!b->dead) case_nf4(b, m, "down", N, m->ffn, m->hidden);
         if (!b->dead) case_lora(b, m, "q/o", N, m->hidden, m->hq * m->hd, 16);
         if (!b->dead) case_lora(b, m, "up", N, m->hidden, m->ffn, 16);
         if (!b->dead) case_lora(b, m, "down", N, m->ffn, m->hidden, 16);

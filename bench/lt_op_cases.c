@@ -72,6 +72,10 @@ static double lora_flop(const lt_op_dims *d) { return 4.0 * V(0) * V(1) * V(2) +
 static double lora_bytes(const lt_op_dims *d) {
     return (2 * V(0) * V(1) + V(2) * V(1) + 2 * V(0) * V(2)) * d->a + 8 * V(0) * V(3);
 }
+/* nf4_matmul: M K N; the NF4 weight is 0.5 byte per element + one absmax
+ * code per 64 + 4 bytes per 64 * 256 */
+static double nf4_wbytes(const lt_op_dims *d) { return V(2) * V(1) * (0.5 + 1.0 / 64 + 4.0 / 16384); }
+static double nf4_fwd_bytes(const lt_op_dims *d) { return (V(0) * V(1) + V(0) * V(2)) * d->a + nf4_wbytes(d); }
 /* cross_entropy: N V */
 static double ce_bytes(const lt_op_dims *d) { return 2.0 * V(0) * V(1) * d->a + 8 * V(0); }
 /* adamw: tensors elements r master */
@@ -89,6 +93,12 @@ static const lt_op_metric MET_MM[] = {
     {"matmul_fwd", "M K N", "flop = 2 M K N; bytes = a (M K + N K + M N)", mm_fwd_flop, mm_fwd_bytes},
     {"matmul_bwd", "M K N", "flop = 4 M K N (dx and dw); bytes = a (2 M N + N K + 2 M K) + 8 N K", mm_bwd_flop,
      mm_bwd_bytes},
+};
+static const lt_op_metric MET_NF4[] = {
+    {"nf4_matmul_fwd", "M K N", "flop = 2 M K N; bytes = a (M K + M N) + N K (0.5 + 1/64 + 4/16384)", mm_fwd_flop,
+     nf4_fwd_bytes},
+    {"nf4_matmul_bwd", "M K N", "flop = 2 M K N (dx only); bytes = a (M N + M K) + N K (0.5 + 1/64 + 4/16384)",
+     mm_fwd_flop, nf4_fwd_bytes},
 };
 static const lt_op_metric MET_RMS[] = {
     {"rmsnorm_fwd", "R C", "bytes = a (2 R C) + p C + 4 R", NULL, rms_fwd_bytes},
@@ -129,6 +139,10 @@ static const long SH_EMB[][LT_OP_MAXP] = {{50, 64, 37, 50}, {1000, 257, 300, 40}
 /* x: 0 = zero input (the draws themselves, bitwise after rounding), 1 = random */
 static const long SH_NOISE[][LT_OP_MAXP] = {{1, 1, 0}, {37, 257, 0}, {37, 257, 1}, {1000, 4096, 1}, {3, 70000, 0}};
 static const long SH_MM[][LT_OP_MAXP] = {{1, 64, 32, 1}, {37, 96, 51, 0}, {37, 96, 51, 1}, {257, 512, 384, 1}};
+/* nf4: M K N bias; N K not a multiple of 64 (a short last block) in some,
+ * more than 256 blocks (several nested blocks) in others */
+static const long SH_NF4[][LT_OP_MAXP] = {{1, 64, 32, 0}, {37, 96, 51, 1}, {33, 70, 65, 0}, {257, 512, 384, 1},
+                                          {5, 4096, 96, 0}};
 static const long SH_RMS[][LT_OP_MAXP] = {{1, 64}, {37, 257}, {300, 1024}, {1000, 128} /* q/k norm: R = N*H */};
 /* C picks the CUDA kernel: the vector one for C % 8 == 0 up to 8192 (1..32
  * vectors per lane), scalar otherwise */
@@ -172,6 +186,9 @@ static const long CS_NOISE[][LT_OP_MAXP] = {{1, 1}, {64, 1024}, {513, 77}};
 static const long CS_MM[][LT_OP_MAXP] = {{7, 13, 5, 1, 0},    {1, 1, 1, 1, 0},       {33, 17, 9, 0, 0},
                                          {4, 70, 67, 1, 0} /* bias over column blocks */,
                                          {1030, 128, 96, 0, 1}, {40, 96, 1100, 0, 1}};
+/* nf4: M K N bias; dequantization bit for bit against core/lt_nf4.c, the
+ * forward against a double reference, dx by finite differences */
+static const long CS_NF4[][LT_OP_MAXP] = {{7, 13, 5, 1}, {5, 70, 33, 0}, {3, 64, 300, 1}};
 static const long CS_LORA[][LT_OP_MAXP] = {{6, 11, 7, 3, 1}, {9, 8, 5, 1, 0}, {3, 16, 12, 4, 1}};
 static const long CS_RMS[][LT_OP_MAXP] = {{5, 16}, {7, 33}, {3, 2}, {2, 130}};
 static const long CS_ARMS[][LT_OP_MAXP] = {{5, 16}, {7, 33}, {1, 1}, {3, 130}};
@@ -268,6 +285,9 @@ const lt_op_entry lt_op_table[] = {
      "N V neg_inf cap_x10", SH_CEC, N_(SH_CEC), "", "N V shift cap", CS_CEC, N_(CS_CEC), MET_CEC, N_(MET_CEC)},
     {"scale", "scale", "x *= s in place (embedding normalizer)", "n", SH_N, N_(SH_N), "", "n", CS_ADD, N_(CS_ADD),
      MET_SCALE, N_(MET_SCALE)},
+    {"nf4_matmul", "nf4_dequant nf4_matmul_fwd nf4_matmul_bwd",
+     "QLoRA: x W^T with an NF4 weight (bitsandbytes' double quantization) and dx", "M K N bias", SH_NF4,
+     N_(SH_NF4), "", "M K N bias", CS_NF4, N_(CS_NF4), MET_NF4, N_(MET_NF4)},
 };
 const int lt_op_count = N_(lt_op_table);
 

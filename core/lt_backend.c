@@ -94,6 +94,7 @@ static const struct {
     SLOT(sumsq),          SLOT(adamw),         SLOT(add_rmsnorm_fwd), SLOT(embed_noise),
     SLOT(rmsnorm_off_fwd), SLOT(rmsnorm_off_bwd), SLOT(add_rmsnorm_off_fwd), SLOT(geglu_fwd), SLOT(geglu_bwd),
     SLOT(attention_cap_fwd), SLOT(attention_cap_bwd), SLOT(cross_entropy_cap), SLOT(scale),
+    SLOT(nf4_dequant),    SLOT(nf4_matmul_fwd), SLOT(nf4_matmul_bwd),
 };
 #undef SLOT
 /* a slot added to lt_backend but not to this list fails the build (the +1 is

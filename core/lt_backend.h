@@ -239,6 +239,23 @@ struct lt_backend {
      * (the caller rounds s to the act dtype, as transformers does), forward
      * and backward. */
     void (*scale)(lt_backend *be, void *x, size_t n, float s);
+
+    /* ---- NF4 weights (QLoRA, `train --quantize nf4`) ----
+     * wq: a frozen weight w (Nout, K) quantized to NF4 with double
+     * quantization, one buffer in backend memory laid out as core/lt_nf4.h
+     * says (lt_nf4_layout_of(Nout * K); bitsandbytes' format and values).
+     * Dequantized values are exact in fp32 (nf4[q] * absmax, lt_nf4.h) and
+     * rounded once to the param dtype.
+     * nf4_dequant: w (n elements, param) = dequantize(wq of n elements). */
+    void (*nf4_dequant)(lt_backend *be, void *w, const void *wq, size_t n);
+    /* out = x @ dequant(wq)^T (+ bias)      out (M, Nout) act, x (M, K) act,
+     *                                       bias (Nout) param or NULL */
+    void (*nf4_matmul_fwd)(lt_backend *be, void *out, const void *x, const void *wq, const void *bias, int M,
+                           int K, int Nout);
+    /* dx (=, or += if acc_dx) dout @ dequant(wq)   (M, K) act. The weight is
+     * frozen: no weight gradient (a bias gradient, if any: matmul_bwd). */
+    void (*nf4_matmul_bwd)(lt_backend *be, void *dx, int acc_dx, const void *dout, const void *wq, int M, int K,
+                           int Nout);
 };
 
 /* Soft-capping, cap * tanh(x / cap), in fp32 (the order transformers

@@ -104,6 +104,13 @@ void lt_cpu_lora_bwd(lt_backend *be, void *dx, int acc_dx, void *dx_lora, float 
                      const void *x_lora, const void *w, const float *A, const float *B, const float *xa, int M,
                      int K, int Nout, int r, float scale);
 
+/* ---- lt_cpu_nf4.c ---- */
+void lt_cpu_nf4_dequant(lt_backend *be, void *w, const void *wq, size_t n);
+void lt_cpu_nf4_matmul_fwd(lt_backend *be, void *out, const void *x, const void *wq, const void *bias, int M, int K,
+                           int Nout);
+void lt_cpu_nf4_matmul_bwd(lt_backend *be, void *dx, int acc_dx, const void *dout, const void *wq, int M, int K,
+                           int Nout);
+
 /* ---- lt_cpu_norm.c ---- */
 void lt_cpu_rmsnorm_fwd(lt_backend *be, void *out, float *rstd, const void *x, const void *w, int R, int C,
                         float eps);

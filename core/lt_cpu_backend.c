@@ -221,6 +221,9 @@ lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err) {
     be->attention_cap_bwd = lt_cpu_attention_cap_bwd;
     be->cross_entropy_cap = lt_cpu_cross_entropy_cap;
     be->scale = lt_cpu_scale;
+    be->nf4_dequant = lt_cpu_nf4_dequant;
+    be->nf4_matmul_fwd = lt_cpu_nf4_matmul_fwd;
+    be->nf4_matmul_bwd = lt_cpu_nf4_matmul_bwd;
 
     lt_status st = lt_backend_check_slots(be, err);
     if (st != LT_OK) {

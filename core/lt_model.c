@@ -36,6 +36,7 @@
 #include "lt_model.h"
 #include "lt_family.h"
 #include "lt_lora_target.h"
+#include "lt_nf4.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -274,6 +275,10 @@ struct lt_model {
     int32_t *h_docw;  /* (N) host */
     int32_t *train_rows; /* lt_model_train_embeddings: the embedding rows that train (sorted), NULL: all */
     size_t n_train_rows;
+
+    /* QLoRA (lt_model_quantize_nf4): the frozen projections in NF4 */
+    void **nf4;  /* (L * NT) NF4 buffers (backend memory), NULL: not quantized */
+    void *wdq;   /* one projection's dequantized weight (param dtype): the adapted ones read it */
 };
 
 const lt_config *lt_model_config(const lt_model *m) { return &m->cfg; }
@@ -332,6 +337,10 @@ void lt_model_free(lt_model *m) {
     for (size_t i = 0; i < m->n_params; i++)
         if (m->params[i].data) m->be->free(m->be, m->params[i].data);
     if (m->grad_flat) m->be->free(m->be, m->grad_flat);
+    for (int i = 0; m->nf4 && i < m->cfg.num_layers * NT; i++)
+        if (m->nf4[i]) m->be->free(m->be, m->nf4[i]);
+    free(m->nf4);
+    if (m->wdq) m->be->free(m->be, m->wdq);
     if (m->inv_freq) m->be->free(m->be, m->inv_freq);
     if (m->inv_freq_local) m->be->free(m->be, m->inv_freq_local);
     free(m->params);
@@ -1012,6 +1021,15 @@ static lt_param *proj_b(const layer *y, int t) {
     return b[t];
 }
 
+/* The frozen weight of projection t of layer l as the LoRA linear reads it:
+ * the parameter itself, or (QLoRA) its NF4 buffer dequantized into m->wdq. */
+static const void *nf4_weight(lt_model *m, int l, int t) {
+    const void *q = m->nf4 ? m->nf4[l * NT + t] : NULL;
+    if (!q) return proj_w(&m->layers[l], t)->data;
+    m->be->nf4_dequant(m->be, m->wdq, q, proj_in(&m->cfg, t) * proj_out(&m->cfg, t));
+    return m->wdq;
+}
+
 /* x (M, K) -> out (M, Nout) through projection t of layer l; xa (M, r) for
  * LoRA; xdrop != NULL: apply dropout from m->rng into xdrop first */
 static void proj_fwd(lt_model *m, int l, int t, void *out, const void *x, float *xa, void *xdrop, int M, int K,
@@ -1019,10 +1037,16 @@ static void proj_fwd(lt_model *m, int l, int t, void *out, const void *x, float 
     lt_backend *be = m->be;
     const layer *y = &m->layers[l];
     lt_param *w = proj_w(y, t), *b = proj_b(y, t), *A = y->la[t], *Bm = y->lb[t];
+    const void *q = m->nf4 ? m->nf4[l * NT + t] : NULL;
+    if (!A && q) {
+        be->nf4_matmul_fwd(be, out, x, q, pd(b), M, K, Nout);
+        return;
+    }
     if (!A) {
         be->matmul_fwd(be, out, x, w->data, pd(b), M, K, Nout);
         return;
     }
+    const void *wd = nf4_weight(m, l, t);
     const void *xl = x;
     if (xdrop) { // drop(x): keep with probability 1-p, scaled by 1/(1-p); mask drawn on the host
         float p = m->lspec.dropout, keep = 1.0f / (1.0f - p);
@@ -1047,7 +1071,7 @@ static void proj_fwd(lt_model *m, int l, int t, void *out, const void *x, float 
         }
         xl = xdrop;
     }
-    be->lora_fwd(be, out, xa, x, xl, w->data, pd(b), A->data, Bm->data, M, K, Nout, m->lspec.r, m->lspec.scale);
+    be->lora_fwd(be, out, xa, x, xl, wd, pd(b), A->data, Bm->data, M, K, Nout, m->lspec.r, m->lspec.scale);
 }
 
 /* the backward of proj_fwd: dx (= or += acc) (M, K) from dout (M, Nout) */
@@ -1057,19 +1081,26 @@ static void proj_bwd(lt_model *m, int l, int t, void *dx, int acc, const void *d
     const layer *y = &m->layers[l];
     const layer_acts *a = &m->acts[l];
     lt_param *w = proj_w(y, t), *b = proj_b(y, t), *A = y->la[t], *Bm = y->lb[t];
+    const void *q = m->nf4 ? m->nf4[l * NT + t] : NULL;
+    if (!A && q) { /* frozen NF4 weight: dx only (and a trainable bias's gradient) */
+        be->nf4_matmul_bwd(be, dx, acc, dout, q, M, K, Nout);
+        if (b && b->grad) be->matmul_bwd(be, NULL, 0, NULL, b->grad, dout, x, m->wdq, M, K, Nout);
+        return;
+    }
     if (!A) {
         be->matmul_bwd(be, dx, acc, pg(w), pg(b), dout, x, w->data, M, K, Nout);
         return;
     }
+    const void *wd = nf4_weight(m, l, t);
     if (!m->drop_active) {
-        be->lora_bwd(be, dx, acc, NULL, A->grad, Bm->grad, dout, x, w->data, A->data, Bm->data, a->xa[t], M, K, Nout,
+        be->lora_bwd(be, dx, acc, NULL, A->grad, Bm->grad, dout, x, wd, A->data, Bm->data, a->xa[t], M, K, Nout,
                      m->lspec.r, m->lspec.scale);
-        if (b && b->grad) be->matmul_bwd(be, NULL, 0, NULL, b->grad, dout, x, w->data, M, K, Nout);
+        if (b && b->grad) be->matmul_bwd(be, NULL, 0, NULL, b->grad, dout, x, wd, M, K, Nout);
         return;
     }
     // dropout: dx gets dout @ W; dx_lora (w.r.t. drop(x)) goes back through the same mask
-    be->lora_bwd(be, dx, acc, m->dxl, A->grad, Bm->grad, dout, a->xdrop[t], w->data, A->data, Bm->data, a->xa[t], M,
-                 K, Nout, m->lspec.r, m->lspec.scale);
+    be->lora_bwd(be, dx, acc, m->dxl, A->grad, Bm->grad, dout, a->xdrop[t], wd, A->data, Bm->data, a->xa[t], M, K,
+                 Nout, m->lspec.r, m->lspec.scale);
     float p = m->lspec.dropout, keep = 1.0f / (1.0f - p);
     size_t n = (size_t)M * K;
     lt_rng r = m->snap[l * NT + t];
@@ -1699,4 +1730,73 @@ lt_status lt_model_train_embeddings(lt_model *m, const int32_t *rows, size_t n, 
 size_t lt_model_trained_rows(const lt_model *m, const int32_t **rows) {
     *rows = m->train_rows;
     return m->n_train_rows;
+}
+/* ---------------------------------------------------------------------- */
+/* QLoRA: NF4 base weights                                                 */
+
+/* the largest projection (elements) */
+static size_t nf4_max_numel(const lt_config *c) {
+    size_t mx = 0;
+    for (int t = 0; t < NT; t++)
+        if (proj_in(c, t) * proj_out(c, t) > mx) mx = proj_in(c, t) * proj_out(c, t);
+    return mx;
+}
+
+lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err) {
+    lt_backend *be = m->be;
+    const lt_config *c = &m->cfg;
+    if (m->nf4) return lt_fail(err, LT_ERR_INVALID, "nf4: the model is already quantized");
+    if (!m->lora)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "nf4: quantization keeps the base weights frozen (QLoRA): it needs LoRA adapters; full "
+                       "fine-tuning trains the very weights it would quantize");
+    size_t mx = nf4_max_numel(c), L = (size_t)c->num_layers;
+    float *host = malloc(mx * sizeof(float));
+    void *hq = malloc(lt_nf4_layout_of(mx).bytes);
+    m->nf4 = calloc(L * NT, sizeof *m->nf4);
+    lt_status st = LT_OK;
+    if (!host || !hq || !m->nf4) st = lt_fail(err, LT_ERR_NOMEM, "nf4: out of host memory for %zu elements", mx);
+    for (size_t l = 0; !st && l < L; l++)
+        for (int t = 0; !st && t < NT; t++) {
+            lt_param *p = proj_w(&m->layers[l], t);
+            size_t bytes = lt_nf4_layout_of(p->numel).bytes;
+            if ((st = be->download_f32(be, host, p->data, be->param_dtype, p->numel, err)) ||
+                (st = be->sync(be, err)) || (st = lt_nf4_quantize(host, p->numel, hq, err)) ||
+                (st = be->alloc(be, bytes, &m->nf4[l * NT + t], err)) ||
+                (st = be->upload(be, m->nf4[l * NT + t], hq, bytes, err))) {
+                lt_wrap(err, st, "nf4: quantizing '%s'", p->name);
+                break;
+            }
+            be->free(be, p->data); /* the NF4 copy replaces it */
+            p->data = NULL;
+            p->trainable = 0;
+        }
+    if (!st) st = be->alloc(be, mx * lt_dtype_size(be->param_dtype), &m->wdq, err);
+    if (!st) st = be->sync(be, err);
+    free(host);
+    free(hq);
+    /* on failure the model is unusable (some weights are gone): the caller frees it */
+    return st;
+}
+
+int lt_model_is_quantized(const lt_model *m) { return m->nf4 != NULL; }
+
+lt_status lt_model_nf4_bytes(const lt_config *cfg, size_t param_size, lt_nf4_bytes *out, lt_err *err) {
+    lt_param_spec *specs = NULL;
+    size_t n = 0;
+    lt_status st = lt_model_param_specs(cfg, &specs, &n, err);
+    if (st) return st;
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < n; i++)
+        out->other_params += (double)specs[i].shape[0] * (specs[i].ndim > 1 ? (double)specs[i].shape[1] : 1);
+    free(specs);
+    for (int t = 0; t < NT; t++) {
+        size_t e = proj_in(cfg, t) * proj_out(cfg, t);
+        out->nf4_params += (double)cfg->num_layers * e;
+        out->nf4_bytes += (double)cfg->num_layers * lt_nf4_layout_of(e).bytes;
+    }
+    out->other_params -= out->nf4_params;
+    out->other_bytes = out->other_params * param_size;
+    out->scratch_bytes = (double)nf4_max_numel(cfg) * param_size;
+    return LT_OK;
 }

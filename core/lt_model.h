@@ -223,6 +223,26 @@ size_t lt_model_trained_rows(const lt_model *m, const int32_t **rows);
  * (docs/vocab.md). Fewer rows than old_rows: the rows are cut, as there. */
 void lt_embed_resize_rows(const float *old, int64_t old_rows, int64_t cols, float *out, int64_t new_rows);
 int64_t lt_vocab_resized_rows(int64_t new_len, int pad_to_multiple_of);
+/* ---- QLoRA: NF4 base weights (`train --quantize nf4`) ----
+ * Quantize the frozen weights of every linear layer of the transformer (the
+ * q/k/v/o and gate/up/down projections of each layer, as bitsandbytes'
+ * Linear4bit replaces every nn.Linear but lm_head; embeddings, norms, biases
+ * and lm_head stay) to NF4 with double quantization (core/lt_nf4.h:
+ * bitsandbytes' format and values). Each weight's param-dtype copy is freed;
+ * adapted projections dequantize into one shared buffer before the LoRA
+ * linear, the others use the nf4_matmul ops. Needs LoRA adapters
+ * (lt_model_add_lora first): LT_ERR_UNSUPPORTED otherwise. On failure the
+ * model has lost weights and must be freed. */
+lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err);
+int lt_model_is_quantized(const lt_model *m);
+/* What --quantize nf4 keeps in backend memory for a model of `cfg` with
+ * weights of param_size bytes (--dry-run; bytes as double). */
+typedef struct lt_nf4_bytes {
+    double nf4_params, nf4_bytes;     /* the quantized projections: elements, NF4 bytes */
+    double other_params, other_bytes; /* embeddings, norms, biases, lm_head in the param dtype */
+    double scratch_bytes;             /* the one dequantized projection */
+} lt_nf4_bytes;
+lt_status lt_model_nf4_bytes(const lt_config *cfg, size_t param_size, lt_nf4_bytes *out, lt_err *err);
 
 #ifdef __cplusplus
 }

@@ -105,6 +105,7 @@ void lt_cuda_activation_init(lt_backend *be); /* lt_cuda_activation.cu: swiglu, 
 void lt_cuda_embedding_init(lt_backend *be);  /* lt_cuda_embedding.cu */
 void lt_cuda_loss_init(lt_backend *be);       /* lt_cuda_loss.cu: cross_entropy */
 void lt_cuda_optim_init(lt_backend *be);      /* lt_cuda_optim.cu: sumsq, adamw */
+void lt_cuda_nf4_init(lt_backend *be);        /* lt_cuda_nf4.cu: NF4 (QLoRA) dequant, matmul */
 
 /* Column sums in a fixed order: out[c] += sum_r part[r * C + c] for r < R.
  * Used as the second pass of the deterministic two-pass reductions

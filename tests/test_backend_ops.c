@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "lt_backend.h"
+#include "lt_nf4.h"
 #include "lt_op_cases.h"
 #include "lt_test.h"
 
@@ -64,7 +65,7 @@ static uint64_t seed = 12345;
 /* ------------------------------------------------------------------------ */
 /* paired buffers: the same logical tensor on both backends, with guards    */
 
-typedef enum { K_ACT, K_PARAM, K_F32, K_I32, K_BF16 } kind;
+typedef enum { K_ACT, K_PARAM, K_F32, K_I32, K_BF16, K_U8 } kind;
 
 #define GUARD 256 /* bytes before and after (keeps the 256-byte alignment) */
 #define SENTINEL 0xA5
@@ -82,6 +83,7 @@ static lt_dtype dtype_of(int s, kind k) {
     case K_PARAM: return BE[s]->param_dtype;
     case K_F32: return LT_F32;
     case K_I32: return LT_I32;
+    case K_U8: return LT_U8;
     default: return LT_BF16;
     }
 }
@@ -123,6 +125,18 @@ static void bpoison(buf *b) {
     lt_poison(x, b->n);
     bset(b, x);
     free(x);
+}
+/* an output before an op: poisoned when written (acc = 0), random when
+ * accumulated onto (acc = 1) */
+static float *rnd(size_t n, float scale);
+static void bstart(buf *b, int acc) {
+    if (!acc) {
+        bpoison(b);
+        return;
+    }
+    float *r = rnd(b->n, 1.0f);
+    bset(b, r);
+    free(r);
 }
 static float *bget(buf *b, int s) {
     float *x = malloc(b->n * sizeof(float) + 1);
@@ -289,6 +303,53 @@ static void test_embed_noise(int N, int C, int random_x) {
     bfree(&x);
 }
 
+/* The NF4 linear: one NF4 buffer (quantized on the host by core/lt_nf4.c)
+ * given to both backends as bytes. nf4_dequant must give the CPU's exact
+ * fp32 values rounded once to the param dtype (bit for bit); the forward and
+ * dx within one rounding. */
+static void test_nf4_matmul(int M, int K, int Nout, int with_bias) {
+    size_t nk = (size_t)Nout * K;
+    float *wf = rnd(nk, 0.05f);
+    lt_nf4_layout L = lt_nf4_layout_of(nk);
+    unsigned char *q = malloc(L.bytes);
+    LT_CHECK_OK(lt_nf4_quantize(wf, nk, q, &err), &err);
+    buf wq = bnew(K_U8, L.bytes);
+    for (int s = 0; s < 2; s++) LT_CHECK_OK(BE[s]->upload(BE[s], wq.p[s], q, L.bytes, &err), &err);
+    buf wd = bnew(K_PARAM, nk);
+    bpoison(&wd);
+    BOTH(be->nf4_dequant(be, P(wd), P(wq), nk));
+    sync_both("nf4_dequant");
+    float *want = bget(&wd, CPU), *got = bget(&wd, GPU);
+    size_t bad = 0;
+    int bf = dtype_of(GPU, K_PARAM) == LT_BF16;
+    for (size_t i = 0; i < nk; i++) {
+        float r = bf ? lt_bf16_to_f32(lt_f32_to_bf16(want[i])) : want[i];
+        bad += memcmp(&r, &got[i], 4) != 0;
+    }
+    LT_CHECK(bad == 0, "nf4_dequant n=%zu: %zu values are not the CPU's rounded once", nk, bad);
+    bguard(&wd, "nf4_dequant");
+    free(want), free(got);
+
+    buf x = brnd(K_ACT, (size_t)M * K, 1.0f);
+    buf bias = brnd(K_PARAM, Nout, 0.5f);
+    buf out = bnew(K_ACT, (size_t)M * Nout);
+    bpoison(&out);
+    BOTH(be->nf4_matmul_fwd(be, P(out), P(x), P(wq), with_bias ? P(bias) : NULL, M, K, Nout));
+    sync_both("nf4_matmul_fwd");
+    bcmp(&out, TOL_BF16, "nf4_matmul_fwd M=%d K=%d N=%d bias=%d", M, K, Nout, with_bias);
+    buf dout = brnd(K_ACT, (size_t)M * Nout, 1.0f);
+    buf dx = bnew(K_ACT, (size_t)M * K);
+    for (int acc = 0; acc <= 1; acc++) {
+        bstart(&dx, acc);
+        BOTH(be->nf4_matmul_bwd(be, P(dx), acc, P(dout), P(wq), M, K, Nout));
+        sync_both("nf4_matmul_bwd");
+        bcmp(&dx, TOL_BF16, "nf4_matmul_bwd dx acc=%d M=%d K=%d N=%d", acc, M, K, Nout);
+    }
+    bguard(&wq, "nf4 weight (read only)");
+    free(q), free(wf);
+    bfree(&wq), bfree(&wd), bfree(&x), bfree(&bias), bfree(&out), bfree(&dout), bfree(&dx);
+}
+
 static void test_matmul(int M, int K, int Nout, int with_bias) {
     buf x = brnd(K_ACT, (size_t)M * K, 1.0f);
     buf w = brnd(K_PARAM, (size_t)Nout * K, 0.05f);
@@ -304,13 +365,7 @@ static void test_matmul(int M, int K, int Nout, int with_bias) {
     buf dw = brnd(K_F32, (size_t)Nout * K, 0.5f);
     buf db = brnd(K_F32, Nout, 0.5f);
     for (int acc = 0; acc <= 1; acc++) {
-        if (acc) {
-            float *r = rnd((size_t)M * K, 1.0f);
-            bset(&dx, r);
-            free(r);
-        } else {
-            bpoison(&dx);
-        }
+        bstart(&dx, acc);
         BOTH(be->matmul_bwd(be, P(dx), acc, (float *)P(dw), with_bias ? (float *)P(db) : NULL, P(dout), P(x), P(w),
                             M, K, Nout));
         sync_both("matmul_bwd");
@@ -381,13 +436,7 @@ static void test_rmsnorm(int R, int C) {
     buf dw = bnew(K_F32, C);
     bset(&dw, dwinit);
     for (int acc = 0; acc <= 1; acc++) {
-        if (acc) {
-            float *r = rnd((size_t)R * C, 1.0f);
-            bset(&dx, r);
-            free(r);
-        } else {
-            bpoison(&dx);
-        }
+        bstart(&dx, acc);
         BOTH(t_rms_bwd(be, P(dx), acc, (float *)P(dw), P(dout), P(x), P(w), (const float *)P(rstd), R, C));
         sync_both("rmsnorm_bwd");
         bcmp(&dx, TOL_BF16, "rmsnorm_bwd dx acc=%d R=%d C=%d", acc, R, C);
@@ -693,13 +742,7 @@ static void test_lora(int M, int K, int Nout, int r, int with_bias, int dropout)
     buf dx = bnew(K_ACT, (size_t)M * K), dxl = bnew(K_ACT, (size_t)M * K);
     buf dA = brnd(K_F32, (size_t)r * K, 0.5f), dB = brnd(K_F32, (size_t)Nout * r, 0.5f);
     for (int acc = 0; acc <= 1; acc++) {
-        if (acc) {
-            float *h = rnd((size_t)M * K, 1.0f);
-            bset(&dx, h);
-            free(h);
-        } else {
-            bpoison(&dx);
-        }
+        bstart(&dx, acc);
         bpoison(&dxl);
         BOTH(be->lora_bwd(be, P(dx), acc, dropout ? P(dxl) : NULL, (float *)P(dA), (float *)P(dB), P(dout), XL, P(w),
                           (const float *)P(A), (const float *)P(Bm), (const float *)P(xa), M, K, Nout, r, scale));
@@ -879,6 +922,7 @@ static void run_cross_entropy_cap(const long *s) {
     ce_neg_inf = 0, g_cecap = 0.0f;
 }
 static void run_adamw(const long *s) { test_adamw((int)s[0]); }
+static void run_nf4_matmul(const long *s) { test_nf4_matmul((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
 
 static const lt_op_runner RUNNERS[] = {
     {"embedding", run_embedding}, {"embed_noise", run_embed_noise}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
@@ -887,6 +931,7 @@ static const lt_op_runner RUNNERS[] = {
     {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},
     {"rmsnorm_off", run_rmsnorm_off}, {"geglu", run_geglu}, {"attention_cap", run_attention_cap},
     {"cross_entropy_cap", run_cross_entropy_cap}, {"scale", run_scale},
+    {"nf4_matmul", run_nf4_matmul},
 };
 #define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
 

@@ -34,6 +34,7 @@
 
 #include "lt_backend.h"
 #include "lt_cpu.h" /* lt_cpu_expf */
+#include "lt_nf4.h"
 #include "lt_op_cases.h"
 #include "lt_test.h"
 
@@ -244,6 +245,18 @@ static double mm_obj(void *p) {
     return objective(c->out, c->R, (size_t)c->M * c->N);
 }
 
+/* x (M, K) @ w (N, K)^T (+ b) in double (free the result) */
+static double *ref_linear(const float *x, const float *w, const float *b, int M, int K, int N) {
+    double *ref = dbuf((size_t)M * N);
+    for (int m = 0; m < M; m++)
+        for (int o = 0; o < N; o++) {
+            double s = b ? b[o] : 0.0;
+            for (int k = 0; k < K; k++) s += (double)x[(size_t)m * K + k] * w[(size_t)o * K + k];
+            ref[(size_t)m * N + o] = s;
+        }
+    return ref;
+}
+
 static void test_matmul(int M, int K, int N, int with_bias) {
     char w[96];
     mm_ctx c = {.M = M, .K = K, .N = N};
@@ -254,13 +267,7 @@ static void test_matmul(int M, int K, int N, int with_bias) {
     c.R = frand((size_t)M * N, 1.0f);
 
     be->matmul_fwd(be, c.out, c.x, c.w, c.b, M, K, N);
-    double *ref = dbuf((size_t)M * N);
-    for (int m = 0; m < M; m++)
-        for (int o = 0; o < N; o++) {
-            double s = c.b ? c.b[o] : 0.0;
-            for (int k = 0; k < K; k++) s += (double)c.x[(size_t)m * K + k] * c.w[(size_t)o * K + k];
-            ref[(size_t)m * N + o] = s;
-        }
+    double *ref = ref_linear(c.x, c.w, c.b, M, K, N);
     snprintf(w, sizeof w, "matmul_fwd M%d K%d N%d bias%d", M, K, N, with_bias);
     check(w, c.out, from_double(ref, (size_t)M * N), (size_t)M * N, TOL_FWD);
     free(ref);
@@ -288,6 +295,68 @@ static void test_matmul(int M, int K, int N, int with_bias) {
     snprintf(w, sizeof w, "matmul_bwd dw with dx=NULL M%d K%d N%d", M, K, N);
     check(w, dw2, dw, (size_t)N * K, TOL_ACC);
     sync_ok("matmul");
+    arena_free();
+}
+
+/* =========================== nf4_matmul (QLoRA) =========================== */
+typedef struct {
+    float *out, *x, *b, *R;
+    void *wq;
+    int M, K, N;
+} nf4_ctx;
+static double nf4_obj(void *p) {
+    nf4_ctx *c = p;
+    be->nf4_matmul_fwd(be, c->out, c->x, c->wq, c->b, c->M, c->K, c->N);
+    return objective(c->out, c->R, (size_t)c->M * c->N);
+}
+
+/* The NF4 linear: the weight quantized by core/lt_nf4.c (checked against
+ * bitsandbytes by test_nf4); nf4_dequant gives its dequantization bit for
+ * bit; the forward equals a double reference over the dequantized weight;
+ * dx by finite differences through the forward, and += with acc_dx. */
+static void test_nf4_matmul(int M, int K, int N, int with_bias) {
+    char w[96];
+    size_t nk = (size_t)N * K;
+    nf4_ctx c = {.M = M, .K = K, .N = N};
+    float *wf = frand(nk, 0.05f);
+    lt_nf4_layout L = lt_nf4_layout_of(nk);
+    c.wq = bbuf(L.bytes);
+    lt_err e;
+    LT_CHECK_OK(lt_nf4_quantize(wf, nk, c.wq, &e), &e);
+    float *wd = fbuf(nk), *wref = fbuf(nk);
+    lt_nf4_dequantize_f32(c.wq, nk, wref);
+    be->nf4_dequant(be, wd, c.wq, nk);
+    snprintf(w, sizeof w, "nf4_dequant n%zu", nk);
+    check_bitwise(w, wd, wref, nk);
+
+    c.x = frand((size_t)M * K, 1.0f);
+    c.b = with_bias ? frand(N, 1.0f) : NULL;
+    c.out = fpoison((size_t)M * N);
+    c.R = frand((size_t)M * N, 1.0f);
+    be->nf4_matmul_fwd(be, c.out, c.x, c.wq, c.b, M, K, N);
+    double *ref = ref_linear(c.x, wref, c.b, M, K, N);
+    snprintf(w, sizeof w, "nf4_matmul_fwd M%d K%d N%d bias%d", M, K, N, with_bias);
+    check(w, c.out, from_double(ref, (size_t)M * N), (size_t)M * N, TOL_FWD);
+    free(ref);
+
+    float *dx = fpoison((size_t)M * K);
+    be->nf4_matmul_bwd(be, dx, 0, c.R, c.wq, M, K, N);
+    snprintf(w, sizeof w, "nf4_matmul_bwd dx M%d K%d N%d", M, K, N);
+    check_fd(w, nf4_obj, &c, c.x, (size_t)M * K, dx);
+    float *dx0 = frand((size_t)M * K, 1.0f), *dxa = fdup(dx0, (size_t)M * K);
+    be->nf4_matmul_bwd(be, dxa, 1, c.R, c.wq, M, K, N);
+    snprintf(w, sizeof w, "nf4_matmul_bwd acc_dx M%d K%d N%d", M, K, N);
+    check(w, fdiff(dxa, dx0, (size_t)M * K), dx, (size_t)M * K, TOL_ACC);
+    /* the same as matmul over the dequantized weight, bit for bit */
+    float *out2 = fpoison((size_t)M * N), *dx2 = fpoison((size_t)M * K);
+    be->nf4_matmul_fwd(be, c.out, c.x, c.wq, c.b, M, K, N); /* (the finite differences left it perturbed) */
+    be->matmul_fwd(be, out2, c.x, wref, c.b, M, K, N);
+    be->matmul_bwd(be, dx2, 0, NULL, NULL, c.R, c.x, wref, M, K, N);
+    snprintf(w, sizeof w, "nf4_matmul_fwd = matmul_fwd(dequant) M%d K%d N%d", M, K, N);
+    check_bitwise(w, c.out, out2, (size_t)M * N);
+    snprintf(w, sizeof w, "nf4_matmul_bwd = matmul_bwd(dequant) M%d K%d N%d", M, K, N);
+    check_bitwise(w, dx, dx2, (size_t)M * K);
+    sync_ok("nf4_matmul");
     arena_free();
 }
 
@@ -1335,6 +1404,7 @@ static void run_matmul(const long *s) {
     else
         test_matmul((int)s[0], (int)s[1], (int)s[2], (int)s[3]);
 }
+static void run_nf4_matmul(const long *s) { test_nf4_matmul((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
 static void run_lora(const long *s) { test_lora((int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4]); }
 static void run_rmsnorm(const long *s) { test_rmsnorm((int)s[0], (int)s[1]); }
 static void run_add_rmsnorm(const long *s) { test_add_rmsnorm((int)s[0], (int)s[1]); }
@@ -1404,6 +1474,7 @@ static const lt_op_runner RUNNERS[] = {
     {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},
     {"rmsnorm_off", run_rmsnorm_off}, {"geglu", run_geglu}, {"attention_cap", run_attention_cap},
     {"cross_entropy_cap", run_cross_entropy_cap}, {"scale", run_scale},
+    {"nf4_matmul", run_nf4_matmul},
 };
 #define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
 

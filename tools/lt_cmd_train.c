@@ -519,6 +519,8 @@ static lt_status setup(run *r, lt_err *err) {
         }
         snprintf(r->peft.base_model, sizeof r->peft.base_model, "%s", o->model);
         lt_model_set_rng(r->m, &r->rng);
+        if (!strcmp(o->quantize, "nf4") && (st = lt_model_quantize_nf4(r->m, err))) /* QLoRA */
+            return lt_wrap(err, st, "--quantize nf4");
     }
     lt_loader_opts lo = {(int)o->micro_batch, (int)o->seq_len, r->rank, r->world, (uint64_t)o->seed, 1,
                          cfg->vocab_size};
@@ -577,7 +579,9 @@ static lt_status setup(run *r, lt_err *err) {
         fprintf(stderr,
                 "train: %s %s, %zu trainable parameters; %lld documents, %lld tokens, %lld batches of %d x %ld x "
                 "%ld per epoch (%lld truncated); %lld optimizer steps of %ld x %ld micro-batches%s%s%s%s%s\n",
-                lt_arch_name(cfg->arch), r->lora ? "LoRA" : "full fine-tuning", params,
+                lt_arch_name(cfg->arch),
+                r->lora ? (lt_model_is_quantized(r->m) ? "QLoRA (NF4 base weights)" : "LoRA") : "full fine-tuning",
+                params,
                 (long long)lt_loader_num_docs(r->L), (long long)lt_loader_num_tokens(r->L), (long long)bpe, r->world,
                 o->micro_batch, o->seq_len, (long long)lt_loader_num_truncated(r->L), (long long)total, o->grad_accum,
                 (long)r->world, r->comm ? "; communicator " : "", r->comm ? r->comm->name : "",
@@ -832,18 +836,31 @@ static int dry_run(const lt_train_opts *o, int world) {
     }
     printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s)\n"
            "device %s%s: weights and activations in %s\n",
-           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU", why,
+           lt_arch_name(c.arch), P / 1e9, Pt / 1e6,
+           lora ? (strcmp(o->quantize, "nf4") ? "LoRA" : "QLoRA") : "full fine-tuning", gpu ? "CUDA" : "CPU", why,
            gpu ? "bf16" : "f32");
     printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
            o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
     double acts = (double)act_sz;
+    /* QLoRA: the projections in NF4, the rest in the param dtype, one dequantized projection */
+    int nf4 = !strcmp(o->quantize, "nf4");
+    lt_nf4_bytes qb = {0};
+    if (nf4 && lt_model_nf4_bytes(&c, (size_t)wb, &qb, &err)) {
+        fprintf(stderr, "train: %s\n", err.msg);
+        return 1;
+    }
+    if (nf4)
+        printf("QLoRA (--quantize nf4): %.3f B parameters in NF4 (%.2f GB, %.3f bytes each), %.3f B in %s "
+               "(%.2f GB: embeddings, norms, lm_head), one dequantized projection %.2f GB\n",
+               qb.nf4_params / 1e9, qb.nf4_bytes / GB, qb.nf4_bytes / qb.nf4_params, qb.other_params / 1e9,
+               gpu ? "bf16" : "f32", qb.other_bytes / GB, qb.scratch_bytes / GB);
     printf("\n%6s %10s %10s %10s %12s %12s %10s %8s  (GB = 1e9 bytes, per rank)\n", "ranks", "weights", "grads",
            "grad acc", "Adam m+v", "f32 master", "acts", "total");
     int ws[] = {1, 2, 4, 8, 16, 32};
     for (int k = 0; k < 6; k++) {
         int W = ws[k];
         double sh = o->zero ? (double)W : 1.0;
-        double weights = P * wb + (lora ? (Pt - Pemb) * 4 : 0);
+        double weights = (nf4 ? qb.nf4_bytes + qb.other_bytes + qb.scratch_bytes : P * wb) + (lora ? (Pt - Pemb) * 4 : 0);
         double grads = Pt * 4;                              /* the model's f32 gradient */
         double acc = bf16red && !o->zero ? 0 : Pt * 4 / sh; /* the step accumulator (or shard) */
         double adam = Pt * 8 / sh;
@@ -862,6 +879,12 @@ static int dry_run(const lt_train_opts *o, int world) {
     if (here >= 0)
         printf("\nthis launch: about %.2f GB per rank of %s memory, in %s\n", here / GB, gpu ? "GPU" : "CPU",
                gpu ? "bf16 (plus the workspace above)" : "f32");
+    if (here >= 0 && gpu) { /* with a 2 GB workspace, against cards of N GiB */
+        const int cards[] = {16, 24, 40, 80};
+        printf("with ~2 GB of workspace this launch fits a GPU of");
+        for (int k = 0; k < 4; k++)
+            printf(" %d GB: %s%s", cards[k], here + 2e9 <= cards[k] * 1073741824.0 ? "yes" : "no", k < 3 ? "," : "\n");
+    }
     if (here >= 0 && !gpu && pages > 0 && psz > 0)
         printf("this machine has %.2f GB of memory%s\n", (double)pages * psz / GB,
                here * world > (double)pages * psz ? ": NOT enough for this launch" : "");

@@ -36,6 +36,7 @@ static void format_targets(const void *field, char *buf, size_t cap) {
 }
 static const char *const REDUCE_DTYPES[] = {"f32", "bf16", NULL};
 static const char *const TRAIN_EMBEDDINGS[] = {"none", "new", "all", NULL};
+static const char *const QUANTIZE[] = {"none", "nf4", NULL};
 
 /* rows list the fields up to the help text (custom and choice rows go on) */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -66,6 +67,9 @@ static const optdef OPTS[] = {
     {"train-embeddings", K_CHOICE, F(train_embeddings), 0, "none", "M", 0, 0, 0, 0, 2,
      "with LoRA, also train: new = the rows `luxtrain vocab add` added (PEFT trainable_token_indices), all = "
      "embed_tokens and lm_head (PEFT modules_to_save); none", TRAIN_EMBEDDINGS},
+    {"quantize", K_CHOICE, F(quantize), 0, "none", "Q", 0, 0, 0, 0, 2,
+     "none, or nf4 = QLoRA: the frozen linear weights in bitsandbytes' NF4 with double quantization (LoRA only)",
+     QUANTIZE},
     {"Batches and length", K_SECTION, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, NULL},
     {"seq-len", K_LONG, F(seq_len), 0, "1024", "T", 2, 1048576, 0, 0, 1, "tokens per sequence"},
     {"micro-batch", K_LONG, F(micro_batch), 0, "4", "B", 1, 65536, 0, 0, 1, "sequences per forward/backward"},
@@ -175,6 +179,11 @@ lt_status lt_train_opts_parse(int argc, char **argv, lt_train_opts *o, lt_err *e
 
 lt_status lt_train_opts_validate(const lt_train_opts *o, lt_err *err) {
     if (!o->model || !*o->model) return lt_fail(err, LT_ERR_INVALID, "--model DIR is required");
+    if (!strcmp(o->quantize, "nf4") && !lt_train_opts_lora(o))
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "--quantize nf4 is QLoRA: it quantizes the frozen base weights under LoRA adapters (give "
+                       "--lora-rank R or --adapter DIR); full fine-tuning trains those weights and cannot quantize "
+                       "them");
     if (o->dry_run) return LT_OK; /* the memory estimate needs the model's config only */
     if (o->n_data < 1) return lt_fail(err, LT_ERR_INVALID, "--data SHARD... is required");
     if (!o->out || !*o->out) return lt_fail(err, LT_ERR_INVALID, "--out RUN_DIR is required");

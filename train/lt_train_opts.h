@@ -43,6 +43,7 @@ typedef struct lt_train_opts {
     unsigned lora_targets; /* mask of 1u << lt_lora_target */
     int rslora;
     char *train_embeddings; /* "none" | "new" | "all" (LoRA only) */
+    char *quantize; /* "none" | "nf4" (QLoRA: NF4 base weights) */
     /* batch and length */
     long seq_len, micro_batch, grad_accum, epochs, max_steps;
     /* optimizer and schedule */
