@@ -30,17 +30,20 @@ lt_tokenize_sample instr
 cd_docs=$(awk '/num_docs/ {print $2}' ic.txt) cd_tok=$(awk '/num_tokens/ {print $2}' ic.txt)
 cd_tgt=$(awk '/target tokens/ {print $3}' ic.txt)
 in_tok=$(awk '/num_tokens/ {print $2}' ii.txt) in_tgt=$(awk '/target tokens/ {print $3}' ii.txt)
+in_docs=$(awk '/num_docs/ {print $2}' ii.txt)
 if [ "$cd_tgt" = $((cd_tok - cd_docs)) ] && [ "$in_tgt" -lt $((in_tok / 2 + in_tok / 4)) ]; then
   echo "ok   raw text: $cd_tgt targets of $cd_tok tokens in $cd_docs documents; chats: $in_tgt of $in_tok"
 else fail "masks: corpus $cd_tgt targets / $cd_tok tokens / $cd_docs docs; instr $in_tgt / $in_tok"; fi
 
-common=(--model "$model" --seq-len 64 --micro-batch 2 --epochs 0 --lr 1e-3 --warmup-steps 1 --eval-every 0 --device cpu
+# 4 x 64 tokens a step: the sample's ~5.5k document tokens make a mix epoch of about 22 steps,
+# so step 35 lies in the second one
+common=(--model "$model" --seq-len 64 --micro-batch 4 --epochs 0 --lr 1e-3 --warmup-steps 1 --eval-every 0 --device cpu
         --threads 1 --log-every 1000 --save-every 35)
 mix=(--data 'corpus/train-*.h5:0.3' 'instr/*.h5:0.7')
 
 # ---- 2. resume equality ----
 "$bin" train "${common[@]}" "${mix[@]}" --max-steps 40 --out full >full.txt 2>&1 || fail "mixed run: $(tail -3 full.txt)"
-grep -q "mix set 2 instr/\*.h5:0.7: 56 documents" full.txt || fail "no mix line: $(grep mix full.txt)"
+grep -q "mix set 2 instr/\*.h5:0.7: $in_docs documents" full.txt || fail "no mix line: $(grep mix full.txt)"
 LT_TRAIN_TEST_KILL_AFTER=37 "$bin" train "${common[@]}" "${mix[@]}" --max-steps 40 --out cut >cut1.txt 2>&1
 [ -f cut/checkpoints/step-000035/COMPLETE ] && [ ! -d cut/final ] || fail "killed run: $(tail -2 cut1.txt)"
 "$bin" train "${common[@]}" "${mix[@]}" --max-steps 40 --out cut --resume >cut2.txt 2>&1 ||
@@ -73,9 +76,9 @@ else fail "inspect mix ($tokens_run tokens): $(sed -n '/^mix:/,/^options:/p' if.
 "$bin" train "${common[@]}" --data 'corpus/train-*.h5:x2' instr --epochs 1 --seq-len 128 --out ep >ep.txt 2>&1 ||
   fail "epochs form: $(tail -3 ep.txt)"
 "$bin" inspect ep >iep.txt 2>&1
-if mixrows iep.txt | awk -v cd="$cd_docs" -v ct="$cd_tok" -v cg="$cd_tgt" -v it="$in_tok" -v ig="$in_tgt" '
+if mixrows iep.txt | awk -v nd="$in_docs" -v cd="$cd_docs" -v ct="$cd_tok" -v cg="$cd_tgt" -v it="$in_tok" -v ig="$in_tgt" '
      $1 == "corpus/train-*.h5:x2" { c = $5 == 2 * cd && $4 == 2 * ct && $6 == 2 * cg }
-     $1 == "instr" { i = $5 == 56 && $4 == it && $6 == ig }
+     $1 == "instr" { i = $5 == nd && $4 == it && $6 == ig }
      END { exit !(c && i) }'; then
   echo "ok   epochs form: corpus x2 and instructions x1 in one epoch: every document that often, all their targets"
 else fail "epochs form: $(sed -n '/^mix:/,/^options:/p' iep.txt)"; fi
