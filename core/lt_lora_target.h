@@ -22,6 +22,8 @@ typedef enum {
     LT_LORA_GATE,
     LT_LORA_UP,
     LT_LORA_DOWN,
+    LT_LORA_QKV,     /* fused self_attn.qkv_proj (phi3) */
+    LT_LORA_GATE_UP, /* fused mlp.gate_up_proj (phi3) */
     LT_LORA_NTARGETS
 } lt_lora_target;
 
@@ -31,6 +33,12 @@ const char *lt_lora_target_short(int t);  /* "q", ..., "down" */
 const char *lt_lora_target_hf(int t);     /* "q_proj", ..., "down_proj" */
 const char *lt_lora_target_block(int t);  /* "self_attn" or "mlp" */
 const char *lt_lora_target_module(int t); /* "self_attn.q_proj", ..., "mlp.down_proj" */
+
+/* The targets a model of this configuration adapts for `mask`: with fused
+ * projections (cfg->fused_proj) any of q, k, v means qkv and any of gate, up
+ * means gate_up (PEFT adapts the fused module whole); without, qkv means q,
+ * k, v and gate_up means gate, up. */
+unsigned lt_lora_targets_for(const lt_config *cfg, unsigned mask);
 
 /* in/out features of the target's linear layer for a model configuration. */
 void lt_lora_target_dims(const lt_config *cfg, int t, int *in_features, int *out_features);

@@ -437,7 +437,12 @@ static int same_config(const lt_config *a, const lt_config *b) {
            a->rope_scaling_type == b->rope_scaling_type && a->rope_factor == b->rope_factor &&
            a->rope_low_freq_factor == b->rope_low_freq_factor && a->rope_high_freq_factor == b->rope_high_freq_factor &&
            a->rope_original_max_pos == b->rope_original_max_pos && a->bos_token_id == b->bos_token_id &&
-           a->eos_token_id == b->eos_token_id && a->torch_dtype == b->torch_dtype;
+           a->eos_token_id == b->eos_token_id && a->torch_dtype == b->torch_dtype && a->post_norm == b->post_norm &&
+           a->rotary_dim == b->rotary_dim && a->fused_proj == b->fused_proj &&
+           a->rope_n_factors == b->rope_n_factors &&
+           !memcmp(a->rope_short_factor, b->rope_short_factor, sizeof a->rope_short_factor) &&
+           !memcmp(a->rope_long_factor, b->rope_long_factor, sizeof a->rope_long_factor) &&
+           a->rope_attention_factor == b->rope_attention_factor;
 }
 
 /* transformers 5 configs (rope_parameters, dtype, layer_types): each fixture
