@@ -229,6 +229,7 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
     snprintf(a.cfg.base_model, sizeof a.cfg.base_model, "%s", o->model); /* as the run recorded it */
     if ((st = lt_config_load(model, &cfg, err)))
         return lt_wrap(err, st, "base model %s (adapter_config.json names it; its shapes check the adapter)", model);
+    a.cfg.targets = lt_lora_targets_for(&cfg, a.cfg.targets); /* fused modules (phi3): qkv, gate_up */
     size_t nt = lt_st_count(c->weights);
     a.t = calloc(nt + 1, sizeof *a.t);
     if (!a.t) return lt_fail(err, LT_ERR_NOMEM, "export: out of memory");

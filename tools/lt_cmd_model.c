@@ -132,9 +132,17 @@ int lt_cmd_inspect(int argc, char **argv) {
             cJSON_AddNumberToObject(r, "high_freq_factor", cfg.rope_high_freq_factor);
             cJSON_AddNumberToObject(r, "original_max_position_embeddings", cfg.rope_original_max_pos);
             cJSON_AddItemToObject(o, "rope_scaling", r);
+        } else if (cfg.rope_scaling_type == 2) { /* phi3 */
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "rope_type", "longrope");
+            cJSON_AddNumberToObject(r, "factor", cfg.rope_factor);
+            cJSON_AddNumberToObject(r, "attention_factor", cfg.rope_attention_factor);
+            cJSON_AddNumberToObject(r, "original_max_position_embeddings", cfg.rope_original_max_pos);
+            cJSON_AddItemToObject(o, "rope_scaling", r);
         } else {
             cJSON_AddNullToObject(o, "rope_scaling");
         }
+        cJSON_AddNumberToObject(o, "rotary_dim", lt_config_rotary_dim(&cfg));
         if (cfg.sliding_window > 0)
             cJSON_AddNumberToObject(o, "sliding_window", cfg.sliding_window);
         else
@@ -168,8 +176,14 @@ int lt_cmd_inspect(int argc, char **argv) {
                "original_max_position_embeddings %d)\n",
                cfg.rope_theta, cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
                cfg.rope_original_max_pos);
+    else if (cfg.rope_scaling_type == 2)
+        printf("rope:           theta %g, longrope (factor %g, attention factor %.6g, long factors past "
+               "original_max_position_embeddings %d)\n",
+               cfg.rope_theta, cfg.rope_factor, cfg.rope_attention_factor, cfg.rope_original_max_pos);
     else
         printf("rope:           theta %g, no scaling\n", cfg.rope_theta);
+    if (lt_config_rotary_dim(&cfg) < cfg.head_dim)
+        printf("rotary dims:    %d of %d (partial_rotary_factor)\n", lt_config_rotary_dim(&cfg), cfg.head_dim);
     printf("max positions:  %d\n", cfg.max_position_embeddings);
     if (cfg.sliding_window > 0) printf("sliding window: %d\n", cfg.sliding_window);
     printf("rms_norm_eps:   %g\n", cfg.rms_norm_eps);
