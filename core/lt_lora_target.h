@@ -27,7 +27,11 @@ typedef enum {
     LT_LORA_NTARGETS
 } lt_lora_target;
 
-#define LT_LORA_ALL_TARGETS ((1u << LT_LORA_NTARGETS) - 1u)
+/* every projection of a layer (q, k, v, o, gate, up, down: the fused
+ * modules of a fused model, see lt_lora_targets_for) */
+#define LT_LORA_ALL_TARGETS ((1u << LT_LORA_QKV) - 1u)
+/* every target bit that means something */
+#define LT_LORA_ANY_TARGETS ((1u << LT_LORA_NTARGETS) - 1u)
 
 const char *lt_lora_target_short(int t);  /* "q", ..., "down" */
 const char *lt_lora_target_hf(int t);     /* "q_proj", ..., "down_proj" */

@@ -80,7 +80,7 @@ if (rs is None) != (got.get("rope_scaling") is None):
 elif rs and rs.get("type", rs.get("rope_type")) == "longrope":
     omp = cfg["original_max_position_embeddings"]
     if got["rope_scaling"]["original_max_position_embeddings"] != omp or \
-            abs(got["rope_scaling"]["factor"] - cfg["max_position_embeddings"] / omp) > 1e-12:
+            abs(got["rope_scaling"]["factor"] - rs.get("factor", cfg["max_position_embeddings"] / omp)) > 1e-12:
         bad.append("json longrope original_max_position_embeddings / factor")
 elif rs and got["rope_scaling"]["factor"] != rs["factor"]:
     bad.append("json rope_scaling factor")

@@ -119,13 +119,14 @@ MODELS5 = [
     # Phi-4-mini's shape: fused qkv_proj / gate_up_proj, partial rotary 0.75 (12 of head_dim 16 rotated),
     # GQA, tied embeddings, LongRoPE with original_max_position_embeddings 4: every document of more than
     # one token is past it (the long factors; a one-token document sits at position 0, where both tables
-    # agree), attention factor sqrt(1 + ln(64 / 4) / ln 4)
+    # agree); rope factor 2 given, so the attention factor is sqrt(1 + ln 2 / ln 4) = 1.22 (Phi-4-mini:
+    # 1.19; from 64 / 4 it would be 1.73, too sharp for the bf16 checks of test_model_cuda)
     ("phi3", "Phi3Config", dict(
         vocab_size=184, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
         original_max_position_embeddings=4, partial_rotary_factor=0.75, rms_norm_eps=1e-5,
         rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
-                         "short_factor": [1.0, 1.07, 1.21, 1.5, 2.2, 3.1],
+                         "factor": 2.0, "short_factor": [1.0, 1.07, 1.21, 1.5, 2.2, 3.1],
                          "long_factor": [1.3, 2.1, 3.9, 6.5, 11.0, 17.5]},
         sliding_window=None, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
     ), torch.float32, None),
@@ -234,8 +235,9 @@ def v4_config(path):
         if k in rp and rp.pop(k) != top[k]:
             sys.exit(f"{path}: rope_parameters.{k} differs from the top-level value")
     if rp.get("rope_type") == "longrope" and set(rp) <= {"rope_type", "type", "rope_theta", "short_factor",
-                                                           "long_factor"}:
-        c["rope_scaling"] = {"type": "longrope", "short_factor": rp["short_factor"], "long_factor": rp["long_factor"]}
+                                                           "long_factor", "factor"}:
+        c["rope_scaling"] = {"type": "longrope", **{k: rp[k] for k in ("short_factor", "long_factor", "factor")
+                                                    if k in rp}}
     elif rp.get("rope_type") != "default" or set(rp) != {"rope_type", "rope_theta"}:
         sys.exit(f"{path}: v4_config handles default RoPE and longrope only, found {rp}")
     c["rope_theta"] = rp["rope_theta"]

@@ -396,7 +396,7 @@ lt_status lt_trainer_step(lt_trainer *t, const lt_batch *micro, int n_micro, lt_
 
 static lt_status lora_spec_of(const lt_config *c, const lt_peft_config *cfg, lt_lora_spec *spec, lt_err *err) {
     if (cfg->r <= 0) return lt_fail(err, LT_ERR_INVALID, "LoRA: rank %d must be positive", cfg->r);
-    if (!cfg->targets || (cfg->targets & ~LT_LORA_ALL_TARGETS))
+    if (!cfg->targets || (cfg->targets & ~LT_LORA_ANY_TARGETS))
         return lt_fail(err, LT_ERR_INVALID, "LoRA: no (or unknown) target modules");
     if (!(cfg->dropout >= 0 && cfg->dropout < 1))
         return lt_fail(err, LT_ERR_INVALID, "LoRA: dropout %g must be in [0, 1)", cfg->dropout);
