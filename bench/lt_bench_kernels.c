@@ -39,6 +39,7 @@
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,7 @@ static const mshape M_8B = {"llama-3.1-8b", 4096, 32, 8, 128, 14336, 128256, 32}
 static const mshape M_14B = {"qwen2.5-14b", 5120, 40, 8, 128, 13824, 152064, 48};
 static const mshape M_TINY = {"tiny", 64, 4, 2, 16, 176, 1000, 2};
 static const mshape M_SMALL = {"small", 256, 8, 2, 32, 688, 8000, 2};
+static const mshape M_GEMMA2 = {"gemma-2-2b", 2304, 8, 4, 256, 9216, 256000, 26};
 static const mshape M_PHI4 = {"phi-4-mini", 3072, 24, 8, 128, 8192, 200064, 32}; /* partial rotary 0.75, LongRoPE */
 
 /* ------------------------------------------------------------------------ */
@@ -454,6 +456,15 @@ static int two_results(bench *b, const char *op1, const char *op2, const char *m
 /* ------------------------------------------------------------------------ */
 /* attention                                                                */
 
+/* The Gemma variants of the attention, rmsnorm, swiglu and cross-entropy
+ * cases (attention_cap, rmsnorm_off, geglu, cross_entropy_cap): the same
+ * setup, the Gemma op. */
+typedef struct {
+    int on;
+    float cap; /* attention / final-logit soft-cap */
+    int window; /* attention: sliding window (0: none) */
+} gemma_opt;
+
 typedef struct {
     lt_backend *be;
     void *q, *k, *v, *o, *dout, *dq, *dk, *dv;
@@ -461,31 +472,44 @@ typedef struct {
     int32_t *doc;
     int B, T, Hq, Hkv, D;
     float scale;
+    gemma_opt g;
 } att_arg;
 
 static void fn_att_fwd(void *p) {
     att_arg *a = p;
-    a->be->attention_fwd(a->be, a->o, a->lse, a->q, a->k, a->v, a->doc, a->B, a->T, a->Hq, a->Hkv, a->D, a->scale);
+    if (a->g.on)
+        a->be->attention_cap_fwd(a->be, a->o, a->lse, a->q, a->k, a->v, a->doc, a->B, a->T, a->Hq, a->Hkv, a->D,
+                                 a->scale, a->g.cap);
+    else
+        a->be->attention_fwd(a->be, a->o, a->lse, a->q, a->k, a->v, a->doc, a->B, a->T, a->Hq, a->Hkv, a->D,
+                             a->scale);
 }
 static void fn_att_bwd(void *p) {
     att_arg *a = p;
-    a->be->attention_bwd(a->be, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->o, a->lse, a->doc, a->B, a->T,
-                         a->Hq, a->Hkv, a->D, a->scale);
+    if (a->g.on)
+        a->be->attention_cap_bwd(a->be, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->o, a->lse, a->doc, a->B,
+                                 a->T, a->Hq, a->Hkv, a->D, a->scale, a->g.cap);
+    else
+        a->be->attention_bwd(a->be, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->o, a->lse, a->doc, a->B,
+                             a->T, a->Hq, a->Hkv, a->D, a->scale);
 }
 
-static void case_attention(bench *b, const mshape *m, int B, int T) {
+static void case_attention_g(bench *b, const mshape *m, int B, int T, gemma_opt g) {
     result *rf, *rb;
     const char *k[] = {"B", "T", "Hq", "Hkv", "D"};
     long kv[] = {B, T, m->hq, m->hkv, m->hd};
-    if (!two_results(b, "attention_fwd", "attention_bwd", m->name, k, kv, 5, &rf, &rb)) return;
+    if (!two_results(b, g.on ? "attention_cap_fwd" : "attention_fwd", g.on ? "attention_cap_bwd" : "attention_bwd",
+                     m->name, k, kv, 5, &rf, &rb))
+        return;
     pool pl = {0};
     lt_err e = {{0}};
     int N = B * T, a = b->act_size;
     size_t nq = (size_t)N * m->hq * m->hd, nk = (size_t)N * m->hkv * m->hd;
     lt_dtype ad = b->be->act_dtype;
     att_arg x = {.be = b->be};
-    x.B = B, x.T = T, x.Hq = m->hq, x.Hkv = m->hkv, x.D = m->hd, x.scale = 1.f / sqrtf((float)m->hd);
-    int32_t *doc = calloc((size_t)N, sizeof *doc); /* one document per sequence */
+    x.B = B, x.T = T, x.Hq = m->hq, x.Hkv = m->hkv, x.D = m->hd, x.scale = 1.f / sqrtf((float)m->hd), x.g = g;
+    int32_t *doc = calloc((size_t)N, sizeof *doc); /* one document per sequence (sliding: its window) */
+    for (int n = 0; doc && g.window > 0 && n < N; n++) doc[n] = n % T >= g.window ? n % T - g.window + 1 : 0;
     if (!doc || !(x.q = pool_rand(b, &pl, nq, ad, 21, 1.f, &e)) || !(x.k = pool_rand(b, &pl, nk, ad, 22, 1.f, &e)) ||
         !(x.v = pool_rand(b, &pl, nk, ad, 23, 1.f, &e)) || !(x.o = pool_rand(b, &pl, nq, ad, 24, 1.f, &e)) ||
         !(x.lse = pool_zero(b, &pl, (size_t)B * m->hq * T * 4, &e)) ||
@@ -502,17 +526,18 @@ static void case_attention(bench *b, const mshape *m, int B, int T) {
     free(doc);
     if (rf) {
         metrics(b, rf, 0);
-        rf->goal = GOAL_SDPA, rf->want_torch = 1;
+        rf->goal = g.on ? GOAL_NONE : GOAL_SDPA, rf->want_torch = !g.on;
         run_main(b, rf, fn_att_fwd, &x);
     }
     if (rb && !b->dead) {
         fn_att_fwd(&x); /* out and lse for the backward */
         metrics(b, rb, 0);
-        rb->goal = GOAL_SDPA, rb->want_torch = 1;
+        rb->goal = g.on ? GOAL_NONE : GOAL_SDPA, rb->want_torch = !g.on;
         run_main(b, rb, fn_att_bwd, &x);
     }
     pool_free(b, &pl);
 }
+static void case_attention(bench *b, const mshape *m, int B, int T) { case_attention_g(b, m, B, T, (gemma_opt){0}); }
 
 /* ------------------------------------------------------------------------ */
 /* rmsnorm                                                                  */
@@ -522,27 +547,32 @@ typedef struct {
     void *out, *x, *w, *dout, *dx;
     float *rstd, *dw;
     int R, C;
+    int off; /* rmsnorm_off with w_off = 1 (Gemma) */
 } rms_arg;
 
 static void fn_rms_fwd(void *p) {
     rms_arg *a = p;
-    a->be->rmsnorm_fwd(a->be, a->out, a->rstd, a->x, a->w, a->R, a->C, 1e-5f);
+    if (a->off) a->be->rmsnorm_off_fwd(a->be, a->out, a->rstd, a->x, a->w, 1.0f, a->R, a->C, 1e-5f);
+    else a->be->rmsnorm_fwd(a->be, a->out, a->rstd, a->x, a->w, a->R, a->C, 1e-5f);
 }
 static void fn_rms_bwd(void *p) {
     rms_arg *a = p;
-    a->be->rmsnorm_bwd(a->be, a->dx, 0, a->dw, a->dout, a->x, a->w, a->rstd, a->R, a->C);
+    if (a->off) a->be->rmsnorm_off_bwd(a->be, a->dx, 0, a->dw, a->dout, a->x, a->w, 1.0f, a->rstd, a->R, a->C);
+    else a->be->rmsnorm_bwd(a->be, a->dx, 0, a->dw, a->dout, a->x, a->w, a->rstd, a->R, a->C);
 }
 
-static void case_rmsnorm(bench *b, const mshape *m, int N) {
+static void case_rmsnorm_g(bench *b, const mshape *m, int N, int off) {
     result *rf, *rb;
     const char *k[] = {"R", "C"};
     long v[] = {N, m->hidden};
-    if (!two_results(b, "rmsnorm_fwd", "rmsnorm_bwd", m->name, k, v, 2, &rf, &rb)) return;
+    if (!two_results(b, off ? "rmsnorm_off_fwd" : "rmsnorm_fwd", off ? "rmsnorm_off_bwd" : "rmsnorm_bwd", m->name, k,
+                     v, 2, &rf, &rb))
+        return;
     pool pl = {0};
     lt_err e = {{0}};
     size_t n = (size_t)N * m->hidden;
     int a = b->act_size;
-    rms_arg x = {.be = b->be};
+    rms_arg x = {.be = b->be, .off = off};
     x.R = N, x.C = m->hidden;
     if (!(x.x = pool_rand(b, &pl, n, b->be->act_dtype, 31, 1.f, &e)) ||
         !(x.w = pool_rand(b, &pl, (size_t)m->hidden, b->be->param_dtype, 32, 1.f, &e)) ||
@@ -567,6 +597,7 @@ static void case_rmsnorm(bench *b, const mshape *m, int N) {
     }
     pool_free(b, &pl);
 }
+static void case_rmsnorm(bench *b, const mshape *m, int N) { case_rmsnorm_g(b, m, N, 0); }
 
 /* residual add + rmsnorm (add_rmsnorm_fwd), against the unfused pair */
 
@@ -715,25 +746,30 @@ typedef struct {
     lt_backend *be;
     void *out, *gate, *up, *dout, *dgate, *dup;
     size_t n;
+    int gelu; /* geglu (Gemma) */
 } swi_arg;
 
 static void fn_swi_fwd(void *p) {
     swi_arg *a = p;
-    a->be->swiglu_fwd(a->be, a->out, a->gate, a->up, a->n);
+    if (a->gelu) a->be->geglu_fwd(a->be, a->out, a->gate, a->up, a->n);
+    else a->be->swiglu_fwd(a->be, a->out, a->gate, a->up, a->n);
 }
 static void fn_swi_bwd(void *p) {
     swi_arg *a = p;
-    a->be->swiglu_bwd(a->be, a->dgate, a->dup, a->dout, a->gate, a->up, a->n);
+    if (a->gelu) a->be->geglu_bwd(a->be, a->dgate, a->dup, a->dout, a->gate, a->up, a->n);
+    else a->be->swiglu_bwd(a->be, a->dgate, a->dup, a->dout, a->gate, a->up, a->n);
 }
 
-static void case_swiglu(bench *b, const mshape *m, int N) {
+static void case_swiglu_g(bench *b, const mshape *m, int N, int gelu) {
     result *rf, *rb;
     const char *k[] = {"N", "F"};
     long v[] = {N, m->ffn};
-    if (!two_results(b, "swiglu_fwd", "swiglu_bwd", m->name, k, v, 2, &rf, &rb)) return;
+    if (!two_results(b, gelu ? "geglu_fwd" : "swiglu_fwd", gelu ? "geglu_bwd" : "swiglu_bwd", m->name, k, v, 2, &rf,
+                     &rb))
+        return;
     pool pl = {0};
     lt_err e = {{0}};
-    swi_arg x = {.be = b->be};
+    swi_arg x = {.be = b->be, .gelu = gelu};
     x.n = (size_t)N * m->ffn;
     size_t by = x.n * b->act_size;
     lt_dtype ad = b->be->act_dtype;
@@ -748,13 +784,42 @@ static void case_swiglu(bench *b, const mshape *m, int N) {
     }
     if (rf) {
         metrics(b, rf, 0);
-        rf->want_torch = 1;
+        rf->want_torch = !gelu;
         run_main(b, rf, fn_swi_fwd, &x);
     }
     if (rb && !b->dead) {
         metrics(b, rb, 0);
         run_main(b, rb, fn_swi_bwd, &x);
     }
+    pool_free(b, &pl);
+}
+static void case_swiglu(bench *b, const mshape *m, int N) { case_swiglu_g(b, m, N, 0); }
+
+/* scale (Gemma's embedding normalizer), in place */
+typedef struct {
+    lt_backend *be;
+    void *x;
+    size_t n;
+} scale_arg;
+static void fn_scale(void *p) {
+    scale_arg *a = p;
+    a->be->scale(a->be, a->x, a->n, 48.0f);
+}
+static void case_scale(bench *b, const mshape *m, int N) {
+    result *r, *unused;
+    const char *k[] = {"N", "C"};
+    long v[] = {N, m->hidden};
+    if (!two_results(b, "scale", NULL, m->name, k, v, 2, &r, &unused)) return;
+    pool pl = {0};
+    lt_err e = {{0}};
+    scale_arg x = {.be = b->be, .n = (size_t)N * m->hidden};
+    if (!(x.x = pool_rand(b, &pl, x.n, b->be->act_dtype, 57, 1.f, &e))) {
+        setup_failed(b, r, &e);
+        pool_free(b, &pl);
+        return;
+    }
+    metrics(b, r, 0);
+    run_main(b, r, fn_scale, &x);
     pool_free(b, &pl);
 }
 
@@ -949,21 +1014,26 @@ typedef struct {
     void *dlogits, *logits;
     int32_t *targets;
     int N, V;
+    float cap; /* > 0: cross_entropy_cap (Gemma 2's final-logit soft-cap) */
 } ce_arg;
 
 static void fn_ce(void *p) {
     ce_arg *a = p;
-    a->be->cross_entropy(a->be, a->loss, a->dlogits, a->logits, a->targets, a->N, a->V, 1.f / (float)a->N);
+    if (a->cap > 0)
+        a->be->cross_entropy_cap(a->be, a->loss, a->dlogits, a->logits, a->targets, a->N, a->V, 1.f / (float)a->N,
+                                 a->cap);
+    else
+        a->be->cross_entropy(a->be, a->loss, a->dlogits, a->logits, a->targets, a->N, a->V, 1.f / (float)a->N);
 }
 
-static void case_ce(bench *b, const char *model, int N, int V) {
+static void case_ce_g(bench *b, const char *model, int N, int V, float cap) {
     result *r, *unused;
     const char *k[] = {"N", "V"};
     long v[] = {N, V};
-    if (!two_results(b, "cross_entropy", NULL, model, k, v, 2, &r, &unused)) return;
+    if (!two_results(b, cap > 0 ? "cross_entropy_cap" : "cross_entropy", NULL, model, k, v, 2, &r, &unused)) return;
     pool pl = {0};
     lt_err e = {{0}};
-    ce_arg x = {.be = b->be};
+    ce_arg x = {.be = b->be, .cap = cap};
     x.N = N, x.V = V;
     size_t nv = (size_t)N * V;
     int32_t *tg = malloc((size_t)N * 4);
@@ -983,9 +1053,21 @@ static void case_ce(bench *b, const char *model, int N, int V) {
     }
     free(tg);
     metrics(b, r, 0);
-    r->want_torch = 1;
+    r->want_torch = !(cap > 0);
     run_main(b, r, fn_ce, &x);
     pool_free(b, &pl);
+}
+static void case_ce(bench *b, const char *model, int N, int V) { case_ce_g(b, model, N, V, 0.0f); }
+
+/* Gemma 2's ops at a model's shape: capped attention over sliding windows,
+ * the offset norm, GeGLU, the normalizer, the capped loss */
+static void run_gemma(bench *b, const mshape *m, int N, int T, int window) {
+    gemma_opt g = {.on = 1, .cap = 50.0f, .window = window};
+    if (!b->dead) case_attention_g(b, m, N / T, T, g);
+    if (!b->dead) case_rmsnorm_g(b, m, N, 1);
+    if (!b->dead) case_swiglu_g(b, m, N, 1);
+    if (!b->dead) case_scale(b, m, N);
+    if (!b->dead) case_ce_g(b, m->name, N, m->vocab, 30.0f);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1117,6 +1199,7 @@ static void run_suite(bench *b) {
         if (!b->dead) case_ce(b, m->name, B * T, m->vocab);
         if (!b->dead) case_adamw(b, m, 0);
         if (!b->dead) case_adamw(b, m, 16);
+        run_gemma(b, m, B * T, T, T / 2);
         return;
     }
     if (b->quick) {
@@ -1124,6 +1207,7 @@ static void run_suite(bench *b) {
         run_model(b, &M_1B, 8192, 2048, att, 1, 1, 1);
         if (!b->dead) case_ce(b, "llama-3 vocab", 8192, M_1B.vocab);
         if (!b->dead) case_adamw(b, &M_1B, 16);
+        run_gemma(b, &M_GEMMA2, 4096, 4096, 2048);
         return;
     }
     /* N = 16384 tokens per step for the row-wise ops and the GEMMs */
@@ -1140,6 +1224,7 @@ static void run_suite(bench *b) {
     if (!b->dead) case_rope(b, &M_PHI4, 16384, 4096, 96, 1.19f);
     if (!b->dead) case_adamw(b, &M_1B, 0);
     if (!b->dead) case_adamw(b, &M_8B, 16);
+    run_gemma(b, &M_GEMMA2, 8192, 8192, 4096);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1507,82 +1592,72 @@ static lt_status write_json(const bench *b, const torch_run *tr, const char *pat
 /* ------------------------------------------------------------------------ */
 /* command line                                                             */
 
-static void usage(FILE *f, const char *prog) {
-    fprintf(f,
-            "usage: %s [--device cuda|cpu|auto] [--json FILE] [--quick] [--no-torch] [--op NAME]\n"
-            "       [--only TEXT] [--budget SECONDS] [--threads N] | --list-ops\n"
-            "Times every op of the backend at realistic shapes (Llama-3.2-1B, Llama-3.1-8B,\n"
-            "Qwen2.5-14B on CUDA; small shapes on the CPU), against the copy bandwidth and\n"
-            "GEMM rate measured in the same run and against cuBLAS / PyTorch baselines.\n"
-            "  --device    backend (default auto: cuda when present)\n"
-            "  --json      also write the results as JSON (schema: bench/README.md)\n"
-            "  --quick     a reduced set (CPU: tiny shapes, a few seconds)\n"
-            "  --no-torch  skip the PyTorch baselines (bench/bench_kernels_torch.py, run with\n"
-            "              $LT_TORCH_PYTHON or python3 when it can import torch)\n"
-            "  --op        run one op of the op case table (bench/lt_op_cases.c; --list-ops)\n"
-            "  --list-ops  list the ops of the table and exit\n"
-            "  --only      run only cases whose id contains TEXT (e.g. attention, llama-3.1-8b)\n"
-            "  --budget    seconds of timed calls per measurement (default 0.25 cuda, 0.1 cpu)\n"
-            "  --threads   CPU backend threads (default: OpenMP default)\n",
-            prog);
-}
+typedef struct kernels_args {
+    const char *prog; /* for messages: "luxtrain bench kernels" or this program's name */
+    char *device, *json, *only, *op;
+    int quick, no_torch, list_ops, help;
+    long threads;
+    double budget;
+} kernels_args;
+
+#define F(x) offsetof(kernels_args, x)
+static const lt_optdef OPTS[] = {
+    LT_OPT_ROW_DEVICE(kernels_args, device, "auto"),
+    {.name = "json", .k = LT_OPT_STR, .off = F(json), .meta = "FILE",
+     .help = "also write the results as JSON (schema: bench/README.md)"},
+    {.name = "quick", .k = LT_OPT_FLAG, .off = F(quick), .help = "a reduced set (CPU: tiny shapes, a few seconds)"},
+    {.name = "no-torch", .k = LT_OPT_FLAG, .off = F(no_torch),
+     .help = "skip the PyTorch baselines (bench/bench_kernels_torch.py, run with $LT_TORCH_PYTHON or python3 "
+             "when it can import torch)"},
+    {.name = "op", .k = LT_OPT_STR, .off = F(op), .meta = "NAME",
+     .help = "run one op of the op case table (bench/lt_op_cases.c; --list-ops)"},
+    {.name = "list-ops", .k = LT_OPT_FLAG, .off = F(list_ops), .help = "list the ops of the table and exit"},
+    {.name = "only", .k = LT_OPT_STR, .off = F(only), .meta = "TEXT",
+     .help = "run only cases whose id contains TEXT (e.g. attention, llama-3.1-8b)"},
+    {.name = "budget", .k = LT_OPT_DBL, .off = F(budget), .meta = "SECONDS", .lo = 0, .hi = 3600, .lo_open = 1,
+     .help = "seconds of timed calls per measurement [default: 0.25 cuda, 0.1 cpu]"},
+    LT_OPT_ROW_THREADS(kernels_args, threads),
+};
+static const lt_optset SET = {
+    .cmd = "bench kernels",
+    .usage = "usage: luxtrain bench kernels [options]\n"
+             "Times every op of the backend at realistic shapes (Llama-3.2-1B, Llama-3.1-8B,\n"
+             "Qwen2.5-14B on CUDA; small shapes on the CPU), against the copy bandwidth and\n"
+             "GEMM rate measured in the same run and against cuBLAS / PyTorch baselines.\n",
+    .defs = OPTS,
+    .n = sizeof OPTS / sizeof OPTS[0],
+    .off_help = F(help),
+};
+#undef F
+
+static int kernels_run(void *arg);
 
 int lt_bench_kernels_main(int argc, char **argv) {
-    const char *prog = argc > 0 ? argv[0] : "bench_kernels";
-    const char *device = "auto", *json = NULL;
+    kernels_args a = {0};
+    a.prog = argc > 0 ? argv[0] : "bench_kernels";
+    return lt_opts_main(&SET, argc, argv, &a, kernels_run);
+}
+
+static int kernels_run(void *arg) {
+    const kernels_args *a = arg;
+    const char *prog = a->prog;
+    if (a->list_ops) {
+        lt_op_list(stdout);
+        return 0;
+    }
+    const char *device = a->device, *json = a->json;
     bench b;
     memset(&b, 0, sizeof b);
-    int no_torch = 0;
-    long threads = 0;
-    double budget = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has = i + 1 < argc;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout, prog);
-            return 0;
-        } else if (!strcmp(a, "--quick"))
-            b.quick = 1;
-        else if (!strcmp(a, "--no-torch"))
-            no_torch = 1;
-        else if (!strcmp(a, "--device") && has)
-            device = argv[++i];
-        else if (!strcmp(a, "--json") && has)
-            json = argv[++i];
-        else if (!strcmp(a, "--only") && has)
-            b.filter = argv[++i];
-        else if (!strcmp(a, "--op") && has) {
-            b.op = argv[++i];
-            if (!lt_op_check_name(prog, b.op)) return 2;
-            if (lt_op_find(b.op)->n_metrics == 0) {
-                fprintf(stderr, "%s: op '%s' has no benchmark (no metrics in bench/lt_op_cases.c)\n", prog, b.op);
-                return 2;
-            }
-        } else if (!strcmp(a, "--list-ops")) {
-            lt_op_list(stdout);
-            return 0;
-        }
-        else if (!strcmp(a, "--budget") && has) {
-            if (!lt_parse_double(prog, a, argv[++i], &budget)) return 2;
-            if (budget <= 0) {
-                fprintf(stderr, "%s: --budget expects a positive number of seconds\n", prog);
-                return 2;
-            }
-        } else if (!strcmp(a, "--threads") && has) {
-            if (!lt_parse_int(prog, a, argv[++i], 0, 4096, &threads)) return 2;
-        } else {
-            static const char *const valid[] = {"--device", "--json",    "--quick",   "--no-torch", "--op",
-                                                "--list-ops", "--only", "--budget", "--threads",  "--help", NULL};
-            lt_nearest near = {0};
-            int known = 0;
-            for (int k = 0; valid[k]; k++) {
-                lt_nearest_offer(&near, a, valid[k]);
-                known |= !strcmp(a, valid[k]);
-            }
-            const char *s = known ? NULL : lt_nearest_best(&near, a);
-            fprintf(stderr, "%s: %s '%s'%s%s%s\n(%s --help lists the options)\n", prog,
-                    known ? "missing value after" : "unknown option", a, s ? "; did you mean '" : "", s ? s : "",
-                    s ? "'?" : "", prog);
+    b.quick = a->quick;
+    b.filter = a->only;
+    b.op = a->op;
+    int no_torch = a->no_torch;
+    long threads = a->threads;
+    double budget = a->budget > 0 ? a->budget : -1;
+    if (b.op) {
+        if (!lt_op_check_name(prog, b.op)) return 2;
+        if (lt_op_find(b.op)->n_metrics == 0) {
+            fprintf(stderr, "%s: op '%s' has no benchmark (no metrics in bench/lt_op_cases.c)\n", prog, b.op);
             return 2;
         }
     }

@@ -40,6 +40,7 @@
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,18 +77,40 @@ typedef struct opts {
     int lora_rank, T, B, steps, recompute, threads;
 } opts;
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: luxtrain bench step [--device cuda|cpu|auto] [--shape 1b|8b|sample|DIR] [--lora-rank R]\n"
-            "                           [--seq-len T] [--micro-batch B] [--steps N] [--recompute]\n"
-            "                           [--threads N] [--json FILE]\n"
-            "Tokens/s, model FLOPs utilisation and peak memory of whole training steps (forward, backward,\n"
-            "clip, AdamW) on random weights. --shape: 1b = Llama-3.2-1B, 8b = Llama-3.1-8B, sample = the\n"
-            "sample model's config (data/sample/model), or a folder / config.json (weights never read).\n"
-            "--lora-rank 0 (default) = full fine-tuning. Defaults: cuda: --shape 1b, T 2048, B 4 (8b: T 4096,\n"
-            "B 1), 10 steps; cpu: --shape sample, T 128, B 4, 3 steps. One warm-up step is not timed.\n"
-            "Formulas and JSON schema: bench/README.md.\n");
-}
+typedef struct step_args {
+    char *device, *shape, *json;
+    long lora_rank, T, B, steps, threads;
+    int recompute, help;
+} step_args;
+
+#define F(x) offsetof(step_args, x)
+static const lt_optdef OPTS[] = {
+    LT_OPT_ROW_DEVICE(step_args, device, "auto"),
+    {.name = "shape", .k = LT_OPT_STR, .off = F(shape), .meta = "S",
+     .help = "1b = Llama-3.2-1B, 8b = Llama-3.1-8B, sample = data/sample/model's config, or a folder / config.json "
+             "(weights never read) [default: 1b on cuda, sample on cpu]"},
+    {.name = "lora-rank", .k = LT_OPT_LONG, .off = F(lora_rank), .def = "0", .meta = "R", .lo = 0, .hi = 65536,
+     .help = "LoRA rank on every projection; 0 = full fine-tuning"},
+    {.name = "seq-len", .k = LT_OPT_LONG, .off = F(T), .meta = "T", .lo = 1, .hi = 1 << 20,
+     .help = "tokens per sequence [default: cuda 2048 (8b: 4096), cpu 128]"},
+    {.name = "micro-batch", .k = LT_OPT_LONG, .off = F(B), .meta = "B", .lo = 1, .hi = 1 << 16,
+     .help = "sequences per step [default: cuda 4 (8b: 1), cpu 4]"},
+    {.name = "steps", .k = LT_OPT_LONG, .off = F(steps), .meta = "N", .lo = 1, .hi = 100000,
+     .help = "timed steps after one warm-up step [default: cuda 10, cpu 3]"},
+    {.name = "recompute", .k = LT_OPT_FLAG, .off = F(recompute), .help = "activation recomputation"},
+    LT_OPT_ROW_THREADS(step_args, threads),
+    {.name = "json", .k = LT_OPT_STR, .off = F(json), .meta = "FILE", .help = "also write the results as JSON"},
+};
+static const lt_optset SET = {
+    .cmd = "bench step",
+    .usage = "usage: luxtrain bench step [options]\n"
+             "Tokens/s, model FLOPs utilisation and peak memory of whole training steps (forward, backward,\n"
+             "clip, AdamW) on random weights. Formulas and JSON schema: bench/README.md.\n",
+    .defs = OPTS,
+    .n = sizeof OPTS / sizeof OPTS[0],
+    .off_help = F(help),
+};
+#undef F
 
 /* the sample model's folder: $LT_SOURCE_DIR/data/sample/model, else the
  * source tree this file was built from, else ./data/sample/model */
@@ -239,54 +262,6 @@ static void count_flops(const lt_config *c, lt_model *m, int lora, int T, flops 
 
 /* ----------------------------------------------------------------- main */
 
-static int parse(int argc, char **argv, opts *o) {
-    memset(o, 0, sizeof *o);
-    o->device = "auto";
-    o->B = o->T = o->steps = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        long v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--recompute")) {
-            o->recompute = 1;
-            continue;
-        }
-        static const char *const valid[] = {"--device", "--shape", "--json", "--lora-rank", "--seq-len",
-                                            "--micro-batch", "--steps", "--threads", "--recompute", "--help", NULL};
-        int known = 0;
-        for (int k = 0; valid[k]; k++) known |= !strcmp(a, valid[k]);
-        if (!known) return lt_opt_unknown_option("bench step", a, valid);
-        if (i + 1 >= argc) {
-            fprintf(stderr, "bench step: %s expects a value\n", a);
-            return 2;
-        }
-        const char *val = argv[++i];
-        if (!strcmp(a, "--device")) o->device = val;
-        else if (!strcmp(a, "--shape")) o->shape = val;
-        else if (!strcmp(a, "--json")) o->json = val;
-        else if (!strcmp(a, "--lora-rank")) {
-            if (!lt_parse_int("bench step", a, val, 0, 65536, &v)) return 2;
-            o->lora_rank = (int)v;
-        } else if (!strcmp(a, "--seq-len")) {
-            if (!lt_parse_int("bench step", a, val, 1, 1 << 20, &v)) return 2;
-            o->T = (int)v;
-        } else if (!strcmp(a, "--micro-batch")) {
-            if (!lt_parse_int("bench step", a, val, 1, 1 << 16, &v)) return 2;
-            o->B = (int)v;
-        } else if (!strcmp(a, "--steps")) {
-            if (!lt_parse_int("bench step", a, val, 1, 100000, &v)) return 2;
-            o->steps = (int)v;
-        } else if (!strcmp(a, "--threads")) {
-            if (!lt_parse_int("bench step", a, val, 0, 4096, &v)) return 2;
-            o->threads = (int)v;
-        }
-    }
-    return -1;
-}
-
 static lt_status write_json(const char *path, cJSON *root, lt_err *err) {
     char *s = cJSON_Print(root);
     if (!s) return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory for the JSON", path);
@@ -302,10 +277,8 @@ static lt_status write_json(const char *path, cJSON *root, lt_err *err) {
     return st;
 }
 
-int lt_bench_step_main(int argc, char **argv) {
-    opts o;
-    int rc = parse(argc, argv, &o);
-    if (rc >= 0) return rc;
+static int step_run(opts o) {
+    int rc;
     lt_err err = {{0}};
     lt_backend *be = NULL;
     lt_model *m = NULL;
@@ -320,9 +293,9 @@ int lt_bench_step_main(int argc, char **argv) {
     mem_sample(&mm, be, 1);
     if (!o.shape) o.shape = cuda ? "1b" : "sample";
     int is8b = !strcmp(o.shape, "8b");
-    if (o.T < 0) o.T = cuda ? (is8b ? 4096 : 2048) : 128;
-    if (o.B < 0) o.B = cuda ? (is8b ? 1 : 4) : 4;
-    if (o.steps < 0) o.steps = cuda ? 10 : 3;
+    if (o.T <= 0) o.T = cuda ? (is8b ? 4096 : 2048) : 128;
+    if (o.B <= 0) o.B = cuda ? (is8b ? 1 : 4) : 4;
+    if (o.steps <= 0) o.steps = cuda ? 10 : 3;
 
     /* config */
     lt_config cfg;
@@ -529,6 +502,18 @@ done:
 }
 
 /* ---------------------------------------------------------------------- */
+
+static int step_main_run(void *arg) {
+    const step_args *a = arg;
+    opts o = {a->device, a->shape, a->json, (int)a->lora_rank, (int)a->T, (int)a->B, (int)a->steps, a->recompute,
+              (int)a->threads};
+    return step_run(o);
+}
+
+int lt_bench_step_main(int argc, char **argv) {
+    step_args a = {0};
+    return lt_opts_main(&SET, argc, argv, &a, step_main_run);
+}
 
 int lt_cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

@@ -197,6 +197,39 @@ static const long CS_SUMSQ[][LT_OP_MAXP] = {{1}, {1000}, {3L * 65536 + 17}};
  * (tests/fixtures/cpu_ops/adamw_torch.bin) */
 static const long CS_ADAMW[][LT_OP_MAXP] = {{0}, {1}};
 
+/* Gemma ops. rmsnorm_off: w_off_x10 = the weight offset times 10 (Gemma: 10). */
+static const long CS_RMSO[][LT_OP_MAXP] = {{5, 16, 10}, {7, 33, 10}, {2, 130, 5}};
+/* attention_cap: cap_x10 = the soft-cap times 10 (0: none), window (0: none) */
+static const long CS_ATTC[][LT_OP_MAXP] = {{50, 0}, {0, 4}, {15, 3}, {20, 70} /* window past a 64-row block */};
+static const long CS_CEC[][LT_OP_MAXP] = {{6, 29, 0, 3}, {4, 7, 60, 30}, {40, 300, -5, 2}};
+static const long SH_RMSO[][LT_OP_MAXP] = {{1, 64, 10}, {37, 257, 10}, {300, 1024, 10}, {9, 3584, 10}};
+/* B T Hq Hkv D docs cap_x10 window (docs as in SH_ATT) */
+static const long SH_ATTC[][LT_OP_MAXP] = {
+    {2, 37, 4, 1, 64, 0, 500, 0},  {1, 70, 8, 1, 128, 1, 500, 16}, {2, 45, 2, 2, 256, 1, 300, 8},
+    {1, 130, 8, 2, 128, 2, 0, 33}, {1, 200, 4, 2, 256, 3, 500, 64}, {1, 1000, 8, 4, 256, 3, 500, 100}};
+/* N V neg_inf cap_x10 */
+static const long SH_CEC[][LT_OP_MAXP] = {{37, 1000, 0, 300}, {8, 50001, 0, 300}, {5, 1000, 1, 30}};
+static const lt_op_metric MET_RMSO[] = {
+    {"rmsnorm_off_fwd", "R C", "bytes = a (2 R C) + p C + 4 R", NULL, rms_fwd_bytes},
+    {"rmsnorm_off_bwd", "R C", "bytes = a (3 R C) + p C + 4 R + 8 C", NULL, rms_bwd_bytes},
+};
+static const lt_op_metric MET_GEGLU[] = {
+    {"geglu_fwd", "N F", "bytes = 3 a N F", NULL, swi_fwd_bytes},
+    {"geglu_bwd", "N F", "bytes = 5 a N F", NULL, swi_bwd_bytes},
+};
+static const lt_op_metric MET_ATTC[] = {
+    {"attention_cap_fwd", "B T Hq Hkv D", "flop = 4 B Hq D T^2 / 2 (causal, no window); bytes as attention_fwd",
+     att_fwd_flop, att_fwd_bytes},
+    {"attention_cap_bwd", "B T Hq Hkv D", "flop = 2.5 x forward; bytes as attention_bwd", att_bwd_flop,
+     att_bwd_bytes},
+};
+static const lt_op_metric MET_CEC[] = {
+    {"cross_entropy_cap", "N V", "bytes = 2 a N V + 8 N", NULL, ce_bytes},
+};
+static const lt_op_metric MET_SCALE[] = {
+    {"scale", "N C", "bytes = 2 a N C (in place)", NULL, noise_bytes},
+};
+
 #define N_(a) (int)(sizeof(a) / sizeof((a)[0]))
 #define NONE NULL, 0
 
@@ -228,6 +261,18 @@ const lt_op_entry lt_op_table[] = {
      CS_SUMSQ, N_(CS_SUMSQ), NONE},
     {"adamw", "adamw", "fused multi-tensor AdamW (f32, bf16 + f32 master)", "steps", SH_ADAMW, N_(SH_ADAMW), "",
      "reference", CS_ADAMW, N_(CS_ADAMW), MET_ADAMW, N_(MET_ADAMW)},
+    {"rmsnorm_off", "rmsnorm_off_fwd rmsnorm_off_bwd add_rmsnorm_off_fwd",
+     "RMSNorm with a weight offset, x * rstd * (w_off + w) (Gemma), and its fused residual add", "R C w_off_x10",
+     SH_RMSO, N_(SH_RMSO), "", "R C w_off_x10", CS_RMSO, N_(CS_RMSO), MET_RMSO, N_(MET_RMSO)},
+    {"geglu", "geglu_fwd geglu_bwd", "gelu_tanh(gate) * up and its gradients", "n", SH_N, N_(SH_N), "", "n", CS_SWI,
+     N_(CS_SWI), MET_GEGLU, N_(MET_GEGLU)},
+    {"attention_cap", "attention_cap_fwd attention_cap_bwd",
+     "attention with soft-capped scores (tanh) and sliding-window lower bounds", "B T Hq Hkv D docs cap_x10 window",
+     SH_ATTC, N_(SH_ATTC), "attention v1, v2", "cap_x10 window", CS_ATTC, N_(CS_ATTC), MET_ATTC, N_(MET_ATTC)},
+    {"cross_entropy_cap", "cross_entropy_cap", "cross-entropy on soft-capped logits (fused tanh, loss and dlogits)",
+     "N V neg_inf cap_x10", SH_CEC, N_(SH_CEC), "", "N V shift cap", CS_CEC, N_(CS_CEC), MET_CEC, N_(MET_CEC)},
+    {"scale", "scale", "x *= s in place (embedding normalizer)", "n", SH_N, N_(SH_N), "", "n", CS_ADD, N_(CS_ADD),
+     MET_SCALE, N_(MET_SCALE)},
 };
 const int lt_op_count = N_(lt_op_table);
 

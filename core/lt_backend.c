@@ -92,6 +92,8 @@ static const struct {
     SLOT(rope_fwd),       SLOT(rope_bwd),      SLOT(attention_fwd), SLOT(attention_bwd),  SLOT(swiglu_fwd),
     SLOT(swiglu_bwd),     SLOT(add),           SLOT(cross_entropy), SLOT(lora_fwd),       SLOT(lora_bwd),
     SLOT(sumsq),          SLOT(adamw),         SLOT(add_rmsnorm_fwd), SLOT(embed_noise),
+    SLOT(rmsnorm_off_fwd), SLOT(rmsnorm_off_bwd), SLOT(add_rmsnorm_off_fwd), SLOT(geglu_fwd), SLOT(geglu_bwd),
+    SLOT(attention_cap_fwd), SLOT(attention_cap_bwd), SLOT(cross_entropy_cap), SLOT(scale),
 };
 #undef SLOT
 /* a slot added to lt_backend but not to this list fails the build (the +1 is

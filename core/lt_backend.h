@@ -42,6 +42,8 @@
 #ifndef LT_BACKEND_H
 #define LT_BACKEND_H
 
+#include <math.h>
+
 #include "lt_base.h"
 
 #ifdef __cplusplus
@@ -197,7 +199,58 @@ struct lt_backend {
      * is one fp32 rounding, the sum is rounded to the act dtype once). No
      * backward op: the noise is additive, gradients pass through unchanged. */
     void (*embed_noise)(lt_backend *be, void *x, int N, int C, float mag, uint64_t key);
+
+    /* ---- Gemma ops (added at the end so the slots above keep their place) ---- */
+
+    /* RMSNorm with an offset on the weight (Gemma: w_off = 1, out = xhat * (1 + w),
+     * in fp32, rounded once to the act dtype). With w_off = 0 these equal
+     * rmsnorm_fwd / rmsnorm_bwd / add_rmsnorm_fwd bitwise (those are these
+     * with w_off = 0). dw += sum_r dout * xhat, as without the offset. */
+    void (*rmsnorm_off_fwd)(lt_backend *be, void *out, float *rstd, const void *x, const void *w, float w_off, int R,
+                            int C, float eps);
+    void (*rmsnorm_off_bwd)(lt_backend *be, void *dx, int acc_dx, float *dw, const void *dout, const void *x,
+                            const void *w, float w_off, const float *rstd, int R, int C);
+    void (*add_rmsnorm_off_fwd)(lt_backend *be, void *h, void *out, float *rstd, const void *x, const void *r,
+                                const void *w, float w_off, int R, int C, float eps);
+
+    /* GeGLU with the tanh GELU (transformers' gelu_pytorch_tanh):
+     *   gelu(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)));  out = gelu(gate) * up
+     * n elements (act); the backward as swiglu_bwd (dgate may alias gate, dup up). */
+    void (*geglu_fwd)(lt_backend *be, void *out, const void *gate, const void *up, size_t n);
+    void (*geglu_bwd)(lt_backend *be, void *dgate, void *dup, const void *dout, const void *gate, const void *up,
+                      size_t n);
+
+    /* attention_fwd / attention_bwd with soft-capped scores (Gemma 2): the
+     * score of key j is softcap * tanh(scale * q.k / softcap) (softcap > 0;
+     * softcap = 0: no cap, exactly attention_fwd / attention_bwd). lse is of
+     * the capped scores; the backward multiplies dS by 1 - tanh^2.
+     * Sliding windows need no op of their own: doc_start is the first key
+     * each query sees, so the model passes max(doc_start, t - W + 1), which
+     * keeps the backward's order contract (never decreasing along t). */
+    void (*attention_cap_fwd)(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                              const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
+                              float softcap);
+    void (*attention_cap_bwd)(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                              const void *k, const void *v, const void *out, const float *lse,
+                              const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
+                              float softcap);
+
+    /* cross_entropy on soft-capped logits z = softcap * tanh(logits / softcap)
+     * (Gemma 2's final_logit_softcapping; softcap = 0: exactly cross_entropy):
+     * loss from z; dlogits = grad_scale * (softmax(z) - onehot) * (1 - (z/softcap)^2),
+     * the gradient with respect to the raw logits (may alias logits). */
+    void (*cross_entropy_cap)(lt_backend *be, float *loss, void *dlogits, const void *logits,
+                              const int32_t *targets, int N, int V, float grad_scale, float softcap);
+
+    /* x[i] *= s, n elements (act), in place: Gemma's embedding normalizer
+     * (the caller rounds s to the act dtype, as transformers does), forward
+     * and backward. */
+    void (*scale)(lt_backend *be, void *x, size_t n, float s);
 };
+
+/* Soft-capping, cap * tanh(x / cap), in fp32 (the order transformers
+ * computes it in); the one host definition (final logits of score/generate). */
+static inline float lt_softcap(float x, float cap) { return cap * tanhf(x / cap); }
 
 /* The uniform draw of embed_noise: u in (-1, 1), symmetric about 0, of
  * element `idx` of the stream `key`: k = the top 24 bits of the splitmix64

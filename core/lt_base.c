@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "lt_base.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -134,9 +135,19 @@ lt_status lt_read_file(const char *path, char **data, size_t *len, lt_err *err) 
     return LT_OK;
 }
 
+void lt_tmp_tag(char *out, size_t cap) {
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0]) snprintf(host, sizeof host, "localhost");
+    host[64] = 0;
+    for (char *c = host; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '_' && *c != '.') *c = '_';
+    snprintf(out, cap, "%s-%ld", host, (long)getpid());
+}
+
 lt_status lt_write_file_atomic(const char *path, const void *data, size_t len, lt_err *err) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+    char tmp[4096], tag[128];
+    lt_tmp_tag(tag, sizeof tag);
+    if (snprintf(tmp, sizeof tmp, "%s.tmp-%s", path, tag) >= (int)sizeof tmp)
         return lt_fail(err, LT_ERR_INVALID, "%s: path too long", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return lt_fail(err, LT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));

@@ -103,7 +103,14 @@ static inline int lt_add_ok(size_t a, size_t b, size_t *out) {
 /* ---- small utilities ---- */
 /* Read a whole file into a malloc'd, NUL-terminated buffer. */
 lt_status lt_read_file(const char *path, char **data, size_t *len, lt_err *err);
-/* Write `len` bytes to path atomically: path.tmp.<pid>, fsync, rename. */
+/* Temporary names end in "-<host>-<pid>" (e.g. "final.tmp-node7-4242"), so a
+ * folder on a file system shared by several machines is cleaned only by the
+ * machine that can tell whether the writer still runs (train/lt_fs.h
+ * lt_fs_tmp_owner). lt_tmp_tag writes this process's "<host>-<pid>"; <host>
+ * is gethostname() with every character outside [A-Za-z0-9_.] ('-' included)
+ * replaced by '_'. */
+void lt_tmp_tag(char *out, size_t cap);
+/* Write `len` bytes to path atomically: path.tmp-<host>-<pid>, fsync, rename. */
 lt_status lt_write_file_atomic(const char *path, const void *data, size_t len, lt_err *err);
 /* fsync the folder holding `path` (best effort), so a rename into it is durable. */
 void lt_fsync_parent(const char *path);

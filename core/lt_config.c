@@ -101,7 +101,7 @@ static lt_status get_token_id(const cJSON *o, const char *key, int *out, const c
 typedef struct {
     int have_theta;
     double theta;
-    int type; /* 0 default, 1 llama3, 2 longrope */
+    int type; /* lt_rope_type: 0 default, 1 llama3, 2 linear (factor), 3 longrope */
     double factor, low, high;
     int omp;
     /* longrope (phi3): the factor lists, optional factor / attention_factor */
@@ -152,6 +152,7 @@ static lt_status rope_factor_list(const cJSON *o, const char *name, const char *
  * rope_theta may appear inside (v5). */
 static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key, const lt_family *fam, rope_desc *r,
                                  const char *origin, lt_err *err) {
+    const int linear = fam->rope_per_type; /* gemma3's global table */
     lt_status st = LT_OK;
     memset(r, 0, sizeof *r);
     r->factor = r->low = r->high = 1.0;
@@ -173,21 +174,27 @@ static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key
     else if (strcmp(ty->valuestring, "llama3") == 0)
         r->type = 1;
     else if (fam->reads_rope_extras && (!strcmp(ty->valuestring, "longrope") || !strcmp(ty->valuestring, "su")))
-        r->type = 2; /* Phi3Config renames the legacy "su" to longrope */
+        r->type = LT_ROPE_LONGROPE; /* Phi3Config renames the legacy "su" to longrope */
+    else if (linear && strcmp(ty->valuestring, "linear") == 0)
+        r->type = LT_ROPE_LINEAR;
     else
-        return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: %s.%s = \"%s\" is not supported (only \"default\"%s)", origin,
-                       name, key, ty->valuestring,
-                       fam->reads_rope_extras ? ", \"llama3\" or \"longrope\"" : " or \"llama3\"");
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: %s.%s = \"%s\" is not supported (only \"default\"%s)", origin, name, key,
+                       ty->valuestring,
+                       fam->reads_rope_extras ? ", \"llama3\" or \"longrope\""
+                       : linear               ? ", \"llama3\" or \"linear\""
+                                              : " or \"llama3\"");
     const cJSON *it;
     cJSON_ArrayForEach(it, o) {
         const char *k = it->string;
         int ok = !strcmp(k, "type") || !strcmp(k, "rope_type") || (theta_key && !strcmp(k, "rope_theta"));
-        if (r->type == 1)
+        if (r->type == LT_ROPE_LLAMA3)
             ok = ok || !strcmp(k, "factor") || !strcmp(k, "low_freq_factor") || !strcmp(k, "high_freq_factor") ||
                  !strcmp(k, "original_max_position_embeddings");
-        if (r->type == 2)
+        if (r->type == LT_ROPE_LONGROPE)
             ok = ok || !strcmp(k, "short_factor") || !strcmp(k, "long_factor") || !strcmp(k, "factor") ||
                  !strcmp(k, "attention_factor") || !strcmp(k, "original_max_position_embeddings");
+        if (r->type == LT_ROPE_LINEAR) ok = ok || !strcmp(k, "factor");
         if (fam->reads_rope_extras) ok = ok || !strcmp(k, "partial_rotary_factor");
         if (!ok)
             return lt_fail(err, LT_ERR_UNSUPPORTED,
@@ -216,7 +223,7 @@ static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key
         }
     }
     if (r->type == 0) return LT_OK;
-    if (r->type == 2) {
+    if (r->type == LT_ROPE_LONGROPE) {
         const cJSON *om = cJSON_GetObjectItemCaseSensitive(o, "original_max_position_embeddings");
         if (om && !cJSON_IsNull(om)) {
             if (!cJSON_IsNumber(om) || floor(om->valuedouble) != om->valuedouble || !(om->valuedouble > 0) ||
@@ -231,6 +238,14 @@ static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key
             (s2 = rope_number(o, name, "factor", &r->has_factor, &r->factor, origin, err)) ||
             (s2 = rope_number(o, name, "attention_factor", &r->has_attn, &r->attn, origin, err)))
             return s2;
+        return LT_OK;
+    }
+    if (r->type == LT_ROPE_LINEAR) { /* inv_freq / factor (transformers' _compute_linear_scaling_rope_parameters) */
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "factor");
+        if (!cJSON_IsNumber(f) || !(f->valuedouble >= 1.0))
+            return lt_fail(err, LT_ERR_INVALID, "%s: %s.factor must be a number >= 1 for linear scaling, found %s",
+                           origin, name, cJSON_IsNumber(f) ? "a smaller one" : lt_json_kind(f));
+        r->factor = f->valuedouble;
         return LT_OK;
     }
     static const char *const keys[3] = {"factor", "low_freq_factor", "high_freq_factor"};
@@ -275,9 +290,11 @@ static int rope_same(const rope_desc *a, const rope_desc *b) {
 static int is_layer_type(const char *s) { return !strcmp(s, "full_attention") || !strcmp(s, "sliding_attention"); }
 
 /* rope_parameters (v5): a flat dict, or {layer_type: dict}; the per-type
- * dicts must agree (luxtrain has one rotary table). */
-static lt_status parse_rope_parameters(const cJSON *rp, const lt_family *fam, rope_desc *r, const char *origin,
-                                       lt_err *err) {
+ * dicts must agree (one rotary table), unless `local` is given (gemma3: two
+ * tables): then full_attention -> *r, sliding_attention -> *local
+ * (*have_local set). */
+static lt_status parse_rope_parameters(const cJSON *rp, const lt_family *fam, rope_desc *r, rope_desc *local,
+                                       int *have_local, const char *origin, lt_err *err) {
     if (!cJSON_IsObject(rp))
         return lt_fail(err, LT_ERR_INVALID, "%s: rope_parameters must be null or an object, found %s", origin,
                        lt_json_kind(rp));
@@ -296,6 +313,16 @@ static lt_status parse_rope_parameters(const cJSON *rp, const lt_family *fam, ro
         rope_desc d;
         lt_status st = parse_rope_dict(it, name, 1, fam, &d, origin, err);
         if (st != LT_OK) return st;
+        if (local) { /* two tables */
+            if (!strcmp(it->string, "sliding_attention")) {
+                *local = d;
+                *have_local = 1;
+            } else {
+                *r = d;
+            }
+            n++;
+            continue;
+        }
         if (n == 0) {
             *r = d;
             snprintf(name0, sizeof name0, "%s", name);
@@ -314,9 +341,9 @@ static lt_status parse_rope_parameters(const cJSON *rp, const lt_family *fam, ro
 static lt_status parse_rope(const cJSON *root, const lt_family *fam, lt_config *c, rope_desc *out, const char *origin,
                             lt_err *err) {
     lt_status st;
-    rope_desc v4 = {0}, v5 = {0};
+    rope_desc v4 = {0}, v5 = {0}, loc5 = {0};
     v4.factor = v4.low = v4.high = 1.0;
-    int has4 = 0, has5 = 0;
+    int has4 = 0, has5 = 0, has_loc5 = 0;
     const cJSON *th = cJSON_GetObjectItemCaseSensitive(root, "rope_theta");
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
@@ -329,7 +356,9 @@ static lt_status parse_rope(const cJSON *root, const lt_family *fam, lt_config *
         v4.have_theta = has4 = 1;
     }
     if (rp && !cJSON_IsNull(rp)) {
-        if ((st = parse_rope_parameters(rp, fam, &v5, origin, err)) != LT_OK) return st;
+        if ((st = parse_rope_parameters(rp, fam, &v5, fam->rope_per_type ? &loc5 : NULL, &has_loc5, origin, err)) !=
+            LT_OK)
+            return st;
         has5 = 1;
     }
     if (has4 && has5) {
@@ -347,17 +376,119 @@ static lt_status parse_rope(const cJSON *root, const lt_family *fam, lt_config *
         }
     }
     const rope_desc *r = has5 ? &v5 : &v4;
+    c->rope_theta = r->have_theta ? r->theta : fam->rope_theta_default > 0 ? fam->rope_theta_default : 10000.0;
+    if (fam->rope_per_type) { /* the sliding layers' table: v5 sliding_attention or v4 rope_local_base_freq */
+        double lb;
+        const cJSON *lk = cJSON_GetObjectItemCaseSensitive(root, "rope_local_base_freq");
+        double ldef = fam->rope_local_theta_default > 0 ? fam->rope_local_theta_default : 10000.0;
+        if ((st = get_double(root, "rope_local_base_freq", 0, ldef, &lb, origin, err)) != LT_OK) return st;
+        c->rope_tables = 2;
+        c->rope_local_theta = has_loc5 && loc5.have_theta ? loc5.theta : lb;
+        c->rope_local_factor = has_loc5 && loc5.type == LT_ROPE_LINEAR ? loc5.factor : 1.0;
+        if (has_loc5 && loc5.type == LT_ROPE_LLAMA3)
+            return lt_fail(err, LT_ERR_UNSUPPORTED,
+                           "%s: rope_parameters.sliding_attention: llama3 scaling on the local table is not supported",
+                           origin);
+        if (has_loc5 && loc5.have_theta && lk && !cJSON_IsNull(lk) && lb != loc5.theta)
+            return lt_fail(err, LT_ERR_INVALID,
+                           "%s: rope_local_base_freq = %g conflicts with rope_parameters.sliding_attention.rope_theta = %g",
+                           origin, lb, loc5.theta);
+        if (!(c->rope_local_theta > 0.0) || !isfinite(c->rope_local_theta))
+            return lt_fail(err, LT_ERR_INVALID, "%s: the local rope theta = %g, expected > 0", origin,
+                           c->rope_local_theta);
+    }
     *out = *r;
-    c->rope_theta = r->have_theta ? r->theta : 10000.0;
     c->rope_scaling_type = r->type;
     c->rope_factor = r->factor;
     c->rope_low_freq_factor = r->low;
     c->rope_high_freq_factor = r->high;
     c->rope_original_max_pos = r->omp;
-    if (r->type == 2) c->rope_scaling_type = 2; /* finished in parse_rotary_extras */
+    /* LongRoPE's lists, length and attention factor: parse_rotary_extras */
     if (!(c->rope_theta > 0.0) || !isfinite(c->rope_theta))
         return lt_fail(err, LT_ERR_INVALID, "%s: %s = %g, expected > 0", origin,
                        has5 && v5.have_theta ? "rope_parameters.rope_theta" : "rope_theta", c->rope_theta);
+    return LT_OK;
+}
+
+/* The MLP activation: the family's key (hidden_act, or gemma2's
+ * hidden_activation), silu -> SwiGLU, gelu_pytorch_tanh -> GeGLU; anything
+ * else is refused. A family that reads another key still refuses a
+ * hidden_act that disagrees with it (transformers would ignore it). */
+static lt_status parse_act(const cJSON *root, const lt_family *fam, lt_config *c, const char *origin, lt_err *err) {
+    const char *key = fam->act_key ? fam->act_key : "hidden_act";
+    const char *val = fam->act_default ? fam->act_default : "silu";
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (act && !cJSON_IsNull(act)) {
+        if (!cJSON_IsString(act))
+            return lt_fail(err, LT_ERR_INVALID, "%s: %s must be a string, found %s", origin, key, lt_json_kind(act));
+        val = act->valuestring;
+    }
+    if (!strcmp(val, "silu"))
+        c->mlp_act = LT_ACT_SILU;
+    else if (!strcmp(val, "gelu_pytorch_tanh") && fam->act_key)
+        c->mlp_act = LT_ACT_GELU_TANH;
+    else
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: %s = \"%s\" is not supported (only \"%s\")", origin, key, val,
+                       fam->act_key ? "silu\" or \"gelu_pytorch_tanh" : "silu");
+    const cJSON *ha = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (fam->act_key && ha && !cJSON_IsNull(ha) && (!cJSON_IsString(ha) || strcmp(ha->valuestring, val) != 0))
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: hidden_act = %s%s%s disagrees with %s = \"%s\" (model_type \"%s\" uses %s; refused rather "
+                       "than guessed)",
+                       origin, cJSON_IsString(ha) ? "\"" : "", cJSON_IsString(ha) ? ha->valuestring : lt_json_kind(ha),
+                       cJSON_IsString(ha) ? "\"" : "", key, val, fam->model_type, key);
+    return LT_OK;
+}
+
+/* layer_types (v5): one "full_attention" / "sliding_attention" per layer;
+ * sliding[l] = 1 for the sliding ones. *first: the first sliding layer, -1 if none. */
+static lt_status parse_layer_types(const cJSON *lt, int L, unsigned char *sliding, int *first, const char *origin,
+                                   lt_err *err) {
+    if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != L)
+        return lt_fail(err, LT_ERR_INVALID, "%s: layer_types must be a list of %d strings (one per layer), found %s",
+                       origin, L, lt_json_kind(lt));
+    int i = 0;
+    const cJSON *e;
+    *first = -1;
+    cJSON_ArrayForEach(e, lt) {
+        if (!cJSON_IsString(e) || !is_layer_type(e->valuestring))
+            return lt_fail(err, LT_ERR_UNSUPPORTED,
+                           "%s: layer_types[%d] = %s is not supported (expected \"full_attention\" or "
+                           "\"sliding_attention\")",
+                           origin, i, cJSON_IsString(e) ? e->valuestring : lt_json_kind(e));
+        int sl = !strcmp(e->valuestring, "sliding_attention");
+        if (sliding && i < LT_MAX_LAYERS) sliding[i] = (unsigned char)sl;
+        if (sl && *first < 0) *first = i;
+        i++;
+    }
+    return LT_OK;
+}
+
+/* Gemma 2: soft-caps and the attention scale. A cap of null means none; an
+ * absent one takes the family default. */
+static lt_status parse_softcaps(const cJSON *root, const lt_family *fam, lt_config *c, const char *origin,
+                                lt_err *err) {
+    static const char *const keys[3] = {"query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping"};
+    double def[3] = {fam->attn_scalar_default, fam->attn_softcap_default, fam->final_softcap_default}, v[3];
+    for (int i = 0; i < 3; i++) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(root, keys[i]);
+        if (o && cJSON_IsNull(o) && i == 0)
+            return lt_fail(err, LT_ERR_INVALID, "%s: query_pre_attn_scalar must be a number, found null", origin);
+        lt_status st = get_double(root, keys[i], 0, o ? 0.0 : def[i], &v[i], origin, err);
+        if (st) return st;
+        if (!(v[i] >= 0.0) || !isfinite(v[i]) || (i == 0 && v[i] == 0.0))
+            return lt_fail(err, LT_ERR_INVALID, "%s: %s = %g, expected %s", origin, keys[i], v[i],
+                           i == 0 ? "> 0" : "null or > 0");
+    }
+    c->attn_scale = (float)pow(v[0], -0.5); /* transformers: query_pre_attn_scalar**-0.5 in Python floats */
+    c->attn_softcap = (float)v[1];
+    c->final_softcap = (float)v[2];
+    int bidir;
+    lt_status st = get_bool(root, "use_bidirectional_attention", 0, &bidir, origin, err);
+    if (st) return st;
+    if (bidir)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: use_bidirectional_attention = true is not supported (causal attention only)", origin);
     return LT_OK;
 }
 
@@ -449,10 +580,10 @@ static lt_status parse_rotary_extras(const cJSON *root, const lt_family *fam, co
                        "%s: rotary dims int(head_dim %d * partial_rotary_factor %g) = %d must be even and >= 2", origin,
                        c->head_dim, prf, c->rotary_dim);
     c->rope_attention_factor = 1.0;
-    if (fam->reads_rope_extras && rd->type == 1) /* Phi3Config.validate_rope */
+    if (fam->reads_rope_extras && rd->type == LT_ROPE_LLAMA3) /* Phi3Config.validate_rope */
         return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: rope type \"llama3\" is not supported for model_type \"%s\" "
                        "(only \"default\" or \"longrope\")", origin, fam->model_type);
-    if (rd->type != 2) return LT_OK;
+    if (rd->type != LT_ROPE_LONGROPE) return LT_OK;
     int omp, top;
     if ((st = get_int(root, "original_max_position_embeddings", 0, fam->omp_default, &omp, &top, origin, err)))
         return st;
@@ -580,16 +711,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     }
 
     /* ---- activation, norms, rope ---- */
-    {
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-        if (act && !cJSON_IsNull(act)) {
-            if (!cJSON_IsString(act))
-                REFUSE(LT_ERR_INVALID, "%s: hidden_act must be a string, found %s", origin, lt_json_kind(act));
-            if (strcmp(act->valuestring, "silu") != 0)
-                REFUSE(LT_ERR_UNSUPPORTED, "%s: hidden_act = \"%s\" is not supported (only \"silu\")", origin,
-                       act->valuestring);
-        }
-    }
+    TRY(parse_act(root, fam, &c, origin, err));
     double eps;
     TRY(get_double(root, "rms_norm_eps", 0, fam->rms_eps_default > 0 ? fam->rms_eps_default : 1e-6, &eps, origin,
                    err));
@@ -600,7 +722,11 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     TRY(parse_rotary_extras(root, fam, &rd, &c, origin, err));
 
     /* ---- biases, norms, windows ---- */
-    TRY(get_bool(root, "tie_word_embeddings", 0, &c.tie_word_embeddings, origin, err));
+    TRY(get_bool(root, "tie_word_embeddings", fam->tie_default, &c.tie_word_embeddings, origin, err));
+    c.norm_offset = fam->norm_offset;
+    c.sandwich_norm = fam->sandwich_norm;
+    c.embed_scale = fam->embed_scale;
+    if (fam->softcaps) TRY(parse_softcaps(root, fam, &c, origin, err));
     {
         int attn_bias, mlp_bias;
         TRY(get_bool(root, "attention_bias", 0, &attn_bias, origin, err));
@@ -615,7 +741,34 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         c.post_norm = fam->post_norm;
         c.fused_proj = fam->fused_proj;
     }
-    if (fam->window == LT_WINDOW_ALL) {
+    if (fam->window == LT_WINDOW_LAYERS) {
+        /* v5 layer_types, else transformers 4's rule: layers 0, 2, 4, ... slide */
+        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+        const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+        int win, any = 0, first = -1;
+        TRY(get_int(root, "sliding_window", 0, sw ? 0 : fam->window_default, &win, NULL, origin, err));
+        if (c.num_layers > LT_MAX_LAYERS)
+            REFUSE(LT_ERR_UNSUPPORTED, "%s: num_hidden_layers = %d: at most %d layers with sliding windows", origin,
+                   c.num_layers, LT_MAX_LAYERS);
+        if (lt && !cJSON_IsNull(lt)) {
+            TRY(parse_layer_types(lt, c.num_layers, c.layer_sliding, &first, origin, err));
+            any = first >= 0;
+        } else {
+            int pat = fam->window_pattern > 0 ? fam->window_pattern : 2, present = 0;
+            if (fam->window_pattern > 0) /* gemma3 v4: sliding_window_pattern (default 6) */
+                TRY(get_int(root, "sliding_window_pattern", 0, fam->window_pattern, &pat, &present, origin, err));
+            if (pat <= 0) REFUSE(LT_ERR_INVALID, "%s: sliding_window_pattern = %d, expected > 0", origin, pat);
+            for (int l = 0; l < c.num_layers; l++) {
+                c.layer_sliding[l] = (unsigned char)((l + 1) % pat != 0);
+                any |= c.layer_sliding[l];
+            }
+        }
+        if (any && win <= 0)
+            REFUSE(LT_ERR_INVALID, "%s: sliding_window = %s, but layers use sliding attention (expected > 0)", origin,
+                   sw && cJSON_IsNull(sw) ? "null" : "<= 0");
+        c.sliding_window = any ? win : 0;
+        c.window_layers = 1;
+    } else if (fam->window == LT_WINDOW_ALL) {
         const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
         TRY(get_int(root, "sliding_window", 0, sw ? 0 : fam->window_default, &c.sliding_window, NULL, origin, err));
         if (sw && !cJSON_IsNull(sw) && c.sliding_window <= 0)
@@ -636,24 +789,13 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
          * records the window (the runtime refuses longer sequences) */
         const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
         if (lt && !cJSON_IsNull(lt)) {
-            if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != c.num_layers)
-                REFUSE(LT_ERR_INVALID, "%s: layer_types must be a list of %d strings (one per layer), found %s", origin,
-                       c.num_layers, lt_json_kind(lt));
-            int i = 0;
-            const cJSON *e;
-            cJSON_ArrayForEach(e, lt) {
-                if (!cJSON_IsString(e) || !is_layer_type(e->valuestring))
-                    REFUSE(LT_ERR_UNSUPPORTED,
-                           "%s: layer_types[%d] = %s is not supported (expected \"full_attention\" or "
-                           "\"sliding_attention\")",
-                           origin, i, cJSON_IsString(e) ? e->valuestring : lt_json_kind(e));
-                if (!strcmp(e->valuestring, "sliding_attention")) {
-                    if (!sw || cJSON_IsNull(sw) || win <= 0)
-                        REFUSE(LT_ERR_INVALID, "%s: layer_types[%d] = \"sliding_attention\" but sliding_window is %s",
-                               origin, i, sw && !cJSON_IsNull(sw) ? "not > 0" : "null");
-                    c.sliding_window = win;
-                }
-                i++;
+            int first = -1;
+            TRY(parse_layer_types(lt, c.num_layers, NULL, &first, origin, err));
+            if (first >= 0) {
+                if (!sw || cJSON_IsNull(sw) || win <= 0)
+                    REFUSE(LT_ERR_INVALID, "%s: layer_types[%d] = \"sliding_attention\" but sliding_window is %s",
+                           origin, first, sw && !cJSON_IsNull(sw) ? "not > 0" : "null");
+                c.sliding_window = win;
             }
         }
     }
@@ -701,6 +843,12 @@ done:
     return st;
 }
 
+int lt_config_layer_window(const lt_config *cfg, int l) {
+    if (!cfg->window_layers || cfg->sliding_window <= 0 || l < 0 || l >= cfg->num_layers || l >= LT_MAX_LAYERS)
+        return 0;
+    return cfg->layer_sliding[l] ? cfg->sliding_window : 0;
+}
+
 lt_status lt_config_load(const char *path, lt_config *cfg, lt_err *err) {
     char file[4096];
     if (lt_is_dir(path)) {
@@ -738,13 +886,13 @@ static void longrope_inv_freq(const lt_config *cfg, const float *factor, float *
 void lt_config_rope_inv_freq(const lt_config *cfg, float *inv_freq) {
     const int D = lt_config_rotary_dim(cfg);
     const double pi = 3.14159265358979323846;
-    if (cfg->rope_scaling_type == 2) {
+    if (cfg->rope_scaling_type == LT_ROPE_LONGROPE) {
         longrope_inv_freq(cfg, cfg->rope_short_factor, inv_freq);
         return;
     }
     for (int i = 0; i < D / 2; i++) {
         double inv = 1.0 / pow(cfg->rope_theta, (double)(2 * i) / (double)D);
-        if (cfg->rope_scaling_type == 1) {
+        if (cfg->rope_scaling_type == LT_ROPE_LLAMA3) {
             double omp = (double)cfg->rope_original_max_pos, f = cfg->rope_factor;
             double lo = cfg->rope_low_freq_factor, hi = cfg->rope_high_freq_factor;
             double low_wavelen = omp / lo, high_wavelen = omp / hi;
@@ -756,12 +904,13 @@ void lt_config_rope_inv_freq(const lt_config *cfg, float *inv_freq) {
                 inv = (1.0 - smooth) * inv / f + smooth * inv;
             }
         }
+        if (cfg->rope_scaling_type == LT_ROPE_LINEAR) inv = inv / cfg->rope_factor;
         inv_freq[i] = (float)inv;
     }
 }
 
 void lt_config_rope_inv_freq_long(const lt_config *cfg, float *inv_freq) {
-    if (cfg->rope_scaling_type == 2)
+    if (cfg->rope_scaling_type == LT_ROPE_LONGROPE)
         longrope_inv_freq(cfg, cfg->rope_long_factor, inv_freq);
     else
         lt_config_rope_inv_freq(cfg, inv_freq);
@@ -773,4 +922,16 @@ int lt_config_rotary_dim(const lt_config *cfg) {
 
 float lt_config_rope_scale(const lt_config *cfg) {
     return cfg->rope_attention_factor > 0 ? (float)cfg->rope_attention_factor : 1.0f;
+}
+
+/* The sliding layers' table (rope_tables = 2): theta rope_local_theta,
+ * divided by rope_local_factor (linear). */
+void lt_config_rope_inv_freq_local(const lt_config *cfg, float *inv_freq) {
+    if (cfg->rope_tables != 2) {
+        lt_config_rope_inv_freq(cfg, inv_freq);
+        return;
+    }
+    const int D = lt_config_rotary_dim(cfg);
+    for (int i = 0; i < D / 2; i++)
+        inv_freq[i] = (float)(1.0 / pow(cfg->rope_local_theta, (double)(2 * i) / (double)D) / cfg->rope_local_factor);
 }

@@ -9,6 +9,10 @@
  *            longest sequence used -- refused otherwise at plan time)
  *   qwen2   (Qwen2ForCausalLM: bias on q/k/v projections)
  *   qwen3   (Qwen3ForCausalLM: RMSNorm on q and k per head)
+ *   olmo2   (Olmo2ForCausalLM: post-norm layer), gemma2 (Gemma2ForCausalLM:
+ *            four (1 + w) norms, soft-caps, sliding windows on alternate
+ *            layers; see docs/models.md), gemma3_text (Gemma3ForCausalLM:
+ *            gemma2's layer, per-head q/k norm, two rotary tables)
  * llama attention_bias / mlp_bias and qwen3 attention_bias set the bias
  * flags below (the model builds what transformers builds). Anything else
  * (other architectures, hidden_act other than silu, rope types other than
@@ -32,7 +36,17 @@
 extern "C" {
 #endif
 
-typedef enum { LT_ARCH_LLAMA = 0, LT_ARCH_MISTRAL, LT_ARCH_QWEN2, LT_ARCH_QWEN3, LT_ARCH_OLMO2, LT_ARCH_PHI3 } lt_arch;
+typedef enum { LT_ARCH_LLAMA = 0, LT_ARCH_MISTRAL, LT_ARCH_QWEN2, LT_ARCH_QWEN3, LT_ARCH_OLMO2, LT_ARCH_GEMMA2,
+               LT_ARCH_GEMMA3, LT_ARCH_PHI3 } lt_arch;
+
+/* layers whose sliding window the attention applies (layer_sliding) */
+#define LT_MAX_LAYERS 256
+
+/* the MLP's activation (lt_config.mlp_act) */
+typedef enum { LT_ACT_SILU = 0, LT_ACT_GELU_TANH } lt_mlp_act;
+
+/* lt_config.rope_scaling_type */
+typedef enum { LT_ROPE_NONE = 0, LT_ROPE_LLAMA3, LT_ROPE_LINEAR, LT_ROPE_LONGROPE } lt_rope_type;
 
 /* the most LongRoPE factors (rotary pairs) a config may give */
 #define LT_ROPE_MAX_PAIRS 512
@@ -58,23 +72,45 @@ typedef struct lt_config {
     int qk_norm;  /* lt_qk_norm: 1 per head over head_dim (qwen3), 2 over the whole projection (olmo2) */
     int post_norm; /* olmo2: no input norm; RMSNorm on the attention and MLP outputs before the residual add */
     int sliding_window; /* 0 = none */
-    /* rope scaling; rope_scaling_type 0 = none, 1 = llama3, 2 = longrope (phi3) */
+    /* rope scaling; rope_scaling_type (lt_rope_type) 0 = none, 1 = llama3, 2 = linear (inv_freq / rope_factor),
+     * 3 = longrope (phi3) */
     int rope_scaling_type;
     double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_max_pos;
     int bos_token_id, eos_token_id; /* -1 if absent (first of a list) */
     lt_dtype torch_dtype;           /* F32/BF16/F16; F32 if absent */
+    /* Gemma 2 (lt_family: norm_offset, sandwich_norm, embed_scale, LT_WINDOW_LAYERS) */
+    float norm_offset;   /* every RMSNorm is xhat * (norm_offset + w) (gemma2: 1) */
+    int sandwich_norm;   /* input_layernorm, then post_attention_layernorm on the attention output,
+                            pre_feedforward_layernorm on the MLP input, post_feedforward_layernorm
+                            on the MLP output */
+    int embed_scale;     /* embeddings * sqrt(hidden_size), rounded to the activation dtype */
+    int mlp_act;         /* lt_mlp_act: SwiGLU or GeGLU */
+    float attn_scale;    /* query_pre_attn_scalar^-0.5 (0: head_dim^-0.5) */
+    float attn_softcap;  /* attn_logit_softcapping (0: none) */
+    float final_softcap; /* final_logit_softcapping (0: none) */
+    int window_layers;   /* 1: the attention applies sliding_window on the layers marked in layer_sliding
+                            (0: sliding_window is only recorded, longer sequences are refused) */
+    unsigned char layer_sliding[LT_MAX_LAYERS];
+    /* Gemma 3: two rotary tables. rope_tables = 2: the sliding layers rotate
+     * with theta rope_local_theta and linear factor rope_local_factor (1: none);
+     * the full layers with rope_theta and the scaling above. */
+    int rope_tables;
+    double rope_local_theta, rope_local_factor;
     /* phi3: partial rotary, fused projections, LongRoPE */
     int rotary_dim; /* dims of each head the rotary embedding turns: int(head_dim * partial_rotary_factor);
                      * 0 = head_dim */
     int fused_proj; /* self_attn.qkv_proj (q rows, then k, then v) and mlp.gate_up_proj (gate rows, then up) */
-    /* LongRoPE (rope_scaling_type 2): per-pair divisors of inv_freq for batches whose largest position + 1
+    /* LongRoPE (rope_scaling_type 3): per-pair divisors of inv_freq for batches whose largest position + 1
      * is <= rope_original_max_pos (short) or past it (long), and the cos/sin factor (transformers'
      * attention_scaling; 0 = 1) */
     int rope_n_factors;
     float rope_short_factor[LT_ROPE_MAX_PAIRS], rope_long_factor[LT_ROPE_MAX_PAIRS];
     double rope_attention_factor;
 } lt_config;
+
+/* The sliding window of layer l (0: full attention). */
+int lt_config_layer_window(const lt_config *cfg, int l);
 
 /* Parse and validate DIR/config.json (or a path to a .json file). */
 lt_status lt_config_load(const char *path, lt_config *cfg, lt_err *err);
@@ -84,6 +120,8 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
  * scaling applied (as transformers' _compute_llama3_parameters does), or
  * LongRoPE's short factors. */
 void lt_config_rope_inv_freq(const lt_config *cfg, float *inv_freq);
+/* The sliding layers' table when rope_tables = 2 (else the same as above). */
+void lt_config_rope_inv_freq_local(const lt_config *cfg, float *inv_freq);
 /* LongRoPE: the table for sequences past rope_original_max_pos (long
  * factors; = lt_config_rope_inv_freq for other rope types). */
 void lt_config_rope_inv_freq_long(const lt_config *cfg, float *inv_freq);

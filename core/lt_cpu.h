@@ -111,6 +111,12 @@ void lt_cpu_rmsnorm_bwd(lt_backend *be, void *dx, int acc_dx, float *dw, const v
                         const void *w, const float *rstd, int R, int C);
 void lt_cpu_add_rmsnorm_fwd(lt_backend *be, void *h, void *out, float *rstd, const void *x, const void *r,
                             const void *w, int R, int C, float eps);
+void lt_cpu_rmsnorm_off_fwd(lt_backend *be, void *out, float *rstd, const void *x, const void *w, float w_off, int R,
+                            int C, float eps);
+void lt_cpu_rmsnorm_off_bwd(lt_backend *be, void *dx, int acc_dx, float *dw, const void *dout, const void *x,
+                            const void *w, float w_off, const float *rstd, int R, int C);
+void lt_cpu_add_rmsnorm_off_fwd(lt_backend *be, void *h, void *out, float *rstd, const void *x, const void *r,
+                                const void *w, float w_off, int R, int C, float eps);
 
 /* ---- lt_cpu_rope.c ---- */
 void lt_cpu_rope_fwd(lt_backend *be, void *x, const int32_t *pos, const float *inv_freq, int N, int H, int D, int R,
@@ -124,16 +130,29 @@ void lt_cpu_attention_fwd(lt_backend *be, void *out, float *lse, const void *q, 
 void lt_cpu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
                           const void *k, const void *v, const void *out, const float *lse,
                           const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale);
+void lt_cpu_attention_cap_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                              const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
+                              float softcap);
+void lt_cpu_attention_cap_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                              const void *k, const void *v, const void *out, const float *lse,
+                              const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
+                              float softcap);
 
 /* ---- lt_cpu_activation.c ---- */
 void lt_cpu_swiglu_fwd(lt_backend *be, void *out, const void *gate, const void *up, size_t n);
 void lt_cpu_swiglu_bwd(lt_backend *be, void *dgate, void *dup, const void *dout, const void *gate, const void *up,
                        size_t n);
 void lt_cpu_add(lt_backend *be, void *out, const void *a, const void *b, size_t n);
+void lt_cpu_geglu_fwd(lt_backend *be, void *out, const void *gate, const void *up, size_t n);
+void lt_cpu_geglu_bwd(lt_backend *be, void *dgate, void *dup, const void *dout, const void *gate, const void *up,
+                      size_t n);
+void lt_cpu_scale(lt_backend *be, void *x, size_t n, float s);
 
 /* ---- lt_cpu_loss.c ---- */
 void lt_cpu_cross_entropy(lt_backend *be, float *loss, void *dlogits, const void *logits, const int32_t *targets,
                           int N, int V, float grad_scale);
+void lt_cpu_cross_entropy_cap(lt_backend *be, float *loss, void *dlogits, const void *logits,
+                              const int32_t *targets, int N, int V, float grad_scale, float softcap);
 
 /* ---- lt_cpu_optim.c ---- */
 double lt_cpu_sumsq(lt_backend *be, const float *x, size_t n);

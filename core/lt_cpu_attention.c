@@ -16,6 +16,11 @@
  *   dk[b,j,kh,:] = scale * sum over (h in group, t seeing j) ds q[b,t,h,:]
  *   dv[b,j,kh,:] =         sum over (h in group, t seeing j) p  g
  *
+ * Soft-capping (attention_cap_*, softcap c > 0): s[j] = c * tanh(s0[j] / c)
+ * with s0 = scale * q . k, and in the backward ds0[j] = ds[j] * (1 - tanh^2).
+ * The plain ops are the capped ones with c = 0 (no cap, the same code path).
+ * Sliding windows arrive as doc_start (the first key a query sees).
+ *
  * Blocking. The rows of one sequence are cut into query blocks of at most BQ
  * rows; a block starts at a document start or BQ rows after the previous
  * block's start, so blocks never straddle two documents and sit at the same
@@ -104,8 +109,14 @@ static void fill_nan(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = NAN;
 }
 
-void lt_cpu_attention_fwd(lt_backend *be, void *out_, float *lse, const void *q_, const void *k_, const void *v_,
+void lt_cpu_attention_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                           const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
+    lt_cpu_attention_cap_fwd(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, D, scale, 0.0f);
+}
+
+void lt_cpu_attention_cap_fwd(lt_backend *be, void *out_, float *lse, const void *q_, const void *k_,
+                              const void *v_, const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D,
+                              float scale, float softcap) {
     float *out = (float *)out_;         // (B, T, Hq, D)
     const float *q = (const float *)q_; // (B, T, Hq, D)
     const float *k = (const float *)k_; // (B, T, Hkv, D)
@@ -145,6 +156,8 @@ void lt_cpu_attention_fwd(lt_backend *be, void *out_, float *lse, const void *q_
                 for (int r = 0; r < bq; r++) {
                     int t = i0 + r, c0 = ds[t] - j0, c1 = t - j0; // columns of its keys, inclusive
                     float *s = S + (size_t)r * nk;
+                    if (softcap > 0)
+                        for (int c = c0; c <= c1; c++) s[c] = lt_softcap(s[c], softcap);
                     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
                     for (int c = c0; c <= c1; c++) mx = s[c] > mx ? s[c] : mx;
@@ -165,9 +178,16 @@ void lt_cpu_attention_fwd(lt_backend *be, void *out_, float *lse, const void *q_
         }
 }
 
-void lt_cpu_attention_bwd(lt_backend *be, void *dq_, void *dk_, void *dv_, const void *dout_, const void *q_,
-                          const void *k_, const void *v_, const void *out_, const float *lse,
+void lt_cpu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                          const void *k, const void *v, const void *out, const float *lse,
                           const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
+    lt_cpu_attention_cap_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv, D, scale, 0.0f);
+}
+
+void lt_cpu_attention_cap_bwd(lt_backend *be, void *dq_, void *dk_, void *dv_, const void *dout_, const void *q_,
+                              const void *k_, const void *v_, const void *out_, const float *lse,
+                              const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
+                              float softcap) {
     float *dq = (float *)dq_;                 // (B, T, Hq, D)
     float *dk = (float *)dk_;                 // (B, T, Hkv, D)
     float *dv = (float *)dv_;                 // (B, T, Hkv, D)
@@ -228,10 +248,18 @@ void lt_cpu_attention_bwd(lt_backend *be, void *dq_, void *dk_, void *dv_, const
                     float *p = P + (size_t)r * nk, *dsr = dS + (size_t)r * nk;
                     float l = lh[t], Dv = Dt[t];
                     for (int c = 0; c < c0; c++) p[c] = 0.0f, dsr[c] = 0.0f;
+                    if (softcap > 0) {
+                        for (int c = c0; c <= c1; c++) {
+                            float th = tanhf(p[c] / softcap);
+                            p[c] = lt_cpu_expf(softcap * th - l);
+                            dsr[c] = p[c] * (dsr[c] - Dv) * (1.0f - th * th);
+                        }
+                    } else {
 #pragma omp simd
-                    for (int c = c0; c <= c1; c++) {
-                        p[c] = lt_cpu_expf(p[c] - l);
-                        dsr[c] = p[c] * (dsr[c] - Dv);
+                        for (int c = c0; c <= c1; c++) {
+                            p[c] = lt_cpu_expf(p[c] - l);
+                            dsr[c] = p[c] * (dsr[c] - Dv);
+                        }
                     }
                     for (int c = c1 + 1; c < nk; c++) p[c] = 0.0f, dsr[c] = 0.0f;
                 }

@@ -212,6 +212,15 @@ lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err) {
     be->sumsq = lt_cpu_sumsq;
     be->adamw = lt_cpu_adamw;
     be->add_rmsnorm_fwd = lt_cpu_add_rmsnorm_fwd;
+    be->rmsnorm_off_fwd = lt_cpu_rmsnorm_off_fwd;
+    be->rmsnorm_off_bwd = lt_cpu_rmsnorm_off_bwd;
+    be->add_rmsnorm_off_fwd = lt_cpu_add_rmsnorm_off_fwd;
+    be->geglu_fwd = lt_cpu_geglu_fwd;
+    be->geglu_bwd = lt_cpu_geglu_bwd;
+    be->attention_cap_fwd = lt_cpu_attention_cap_fwd;
+    be->attention_cap_bwd = lt_cpu_attention_cap_bwd;
+    be->cross_entropy_cap = lt_cpu_cross_entropy_cap;
+    be->scale = lt_cpu_scale;
 
     lt_status st = lt_backend_check_slots(be, err);
     if (st != LT_OK) {

@@ -13,8 +13,20 @@
 
 #include "lt_cpu.h"
 
-void lt_cpu_cross_entropy(lt_backend *be, float *loss, void *dlogits_, const void *logits_, const int32_t *targets,
+static void ce_capped(lt_backend *be, float *loss, float *dlogits, const float *logits, const int32_t *targets,
+                      int N, int V, float grad_scale, float cap);
+
+void lt_cpu_cross_entropy(lt_backend *be, float *loss, void *dlogits, const void *logits, const int32_t *targets,
                           int N, int V, float grad_scale) {
+    lt_cpu_cross_entropy_cap(be, loss, dlogits, logits, targets, N, V, grad_scale, 0.0f);
+}
+
+void lt_cpu_cross_entropy_cap(lt_backend *be, float *loss, void *dlogits_, const void *logits_,
+                              const int32_t *targets, int N, int V, float grad_scale, float softcap) {
+    if (softcap > 0) {
+        ce_capped(be, loss, (float *)dlogits_, (const float *)logits_, targets, N, V, grad_scale, softcap);
+        return;
+    }
     float *dlogits = (float *)dlogits_;           // (N, V) or NULL
     const float *logits = (const float *)logits_; // (N, V)
     // loss (N), targets (N)
@@ -58,5 +70,52 @@ void lt_cpu_cross_entropy(lt_backend *be, float *loss, void *dlogits_, const voi
             for (int i = 0; i < V; i++) d[i] *= g;
             d[y] -= grad_scale;
         }
+    }
+}
+
+/* Soft-capped logits z[i] = cap * tanh(l[i] / cap) (lt_softcap), then the
+ * same as above on z; the gradient with respect to l is
+ *   grad_scale * (e[i] / Z - [i == y]) * (1 - (z[i] / cap)^2).
+ * Aliasing: z is stored over l (pass 1), e is recomputed from z in the last
+ * pass, each element read before it is written. */
+static void ce_capped(lt_backend *be, float *loss, float *dlogits, const float *logits, const int32_t *targets,
+                      int N, int V, float grad_scale, float cap) {
+    int nt = lt_cpu_threads_for(be, (size_t)N * V);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *l = logits + (size_t)n * V;
+        float *d = dlogits ? dlogits + (size_t)n * V : NULL;
+        int y = targets[n];
+        if (y < 0 || y >= V) {
+            if (y >= V)
+                lt_cpu_fail(be, LT_ERR_RANGE, "cross_entropy: target %d at row %d is not below the vocabulary size %d",
+                            y, n, V);
+            loss[n] = y < 0 ? 0.0f : NAN;
+            if (d)
+                for (int i = 0; i < V; i++) d[i] = 0.0f;
+            continue;
+        }
+        float mx = -INFINITY, zy = lt_softcap(l[y], cap);
+        double Z = 0.0;
+        if (d) {
+            for (int i = 0; i < V; i++) {
+                float z = lt_softcap(l[i], cap);
+                d[i] = z; // over l[i] when aliased
+                mx = z > mx ? z : mx;
+            }
+            for (int i = 0; i < V; i++) Z += lt_cpu_expf(d[i] - mx);
+            float g = (float)(grad_scale / Z);
+            for (int i = 0; i < V; i++) {
+                float z = d[i], t = z / cap;
+                d[i] = (lt_cpu_expf(z - mx) * g - (i == y ? grad_scale : 0.0f)) * (1.0f - t * t);
+            }
+        } else {
+            for (int i = 0; i < V; i++) {
+                float z = lt_softcap(l[i], cap);
+                mx = z > mx ? z : mx;
+            }
+            for (int i = 0; i < V; i++) Z += lt_cpu_expf(lt_softcap(l[i], cap) - mx);
+        }
+        loss[n] = (mx + (float)log(Z)) - zy;
     }
 }

@@ -24,6 +24,8 @@ typedef enum {
     LT_WINDOW_NONE = 0, /* no sliding window key */
     LT_WINDOW_ALL,      /* sliding_window (absent -> window_default, null -> none) on every layer */
     LT_WINDOW_QWEN,     /* use_sliding_window + max_window_layers (v4) or layer_types (v5) */
+    LT_WINDOW_LAYERS,   /* gemma2: layer_types (v5), else every other layer from layer 0 (v4);
+                           sliding_window (absent -> window_default) applied by the attention */
 } lt_window_rule;
 
 /* How config "attention_bias" maps to projection biases. */
@@ -39,6 +41,17 @@ typedef enum {
     LT_QK_NORM_HEAD,  /* per head, weight (head_dim) (qwen3) */
     LT_QK_NORM_WHOLE, /* over the whole q / k projection, weight (heads*head_dim) (olmo2) */
 } lt_qk_norm;
+
+/* How a family is written to GGUF for llama.cpp (train/lt_gguf.c). */
+typedef struct lt_family_gguf {
+    const char *arch; /* llama.cpp's architecture name (general.architecture) */
+    int permute_qk;   /* q/k rows reordered for llama.cpp's interleaved RoPE (arch "llama") */
+    int output_always; /* llama.cpp requires output.weight even when the head is tied */
+    int head_dim_derived; /* llama.cpp's graph takes head_dim = hidden_size / heads (olmo2) */
+    /* layer tensors named unlike the Llama layer: {HF name after "model.layers.N.",
+     * GGUF name after "blk.N."} without ".weight"/".bias"; NULL-terminated, may be NULL */
+    const char *const (*names)[2];
+} lt_family_gguf;
 
 typedef struct lt_family {
     lt_arch arch;
@@ -64,6 +77,23 @@ typedef struct lt_family {
     int post_norm;
     /* the tests' fixture folders (tests/fixtures/models/<name>), NULL-terminated */
     const char *const *fixtures;
+    /* GGUF export (train/lt_gguf.c, docs/export.md); gguf.arch NULL = not exported */
+    lt_family_gguf gguf;
+    /* Gemma 2 (0 / NULL elsewhere) */
+    float norm_offset;        /* RMSNorm weight offset (1: x * (1 + w)) */
+    int sandwich_norm;        /* four norms per layer (lt_config.sandwich_norm) */
+    int embed_scale;          /* embeddings * sqrt(hidden_size) */
+    const char *act_key;      /* the key naming the MLP activation (NULL: "hidden_act") */
+    const char *act_default;  /* its value when absent (NULL: "silu") */
+    int softcaps;             /* reads query_pre_attn_scalar, attn_logit_softcapping, final_logit_softcapping */
+    double attn_scalar_default, attn_softcap_default, final_softcap_default;
+    int tie_default;          /* absent tie_word_embeddings (gemma2: true) */
+    /* Gemma 3 (0 elsewhere) */
+    int window_pattern;       /* LT_WINDOW_LAYERS without layer_types: layer i slides unless (i + 1) %
+                                 pattern == 0 (sliding_window_pattern; 0: 2, gemma2's alternation) */
+    int rope_per_type;        /* two rotary tables: rope_parameters.{full,sliding}_attention (v5) or
+                                 rope_theta + rope_scaling and rope_local_base_freq (v4) */
+    double rope_theta_default, rope_local_theta_default; /* absent thetas (0: 10000) */
     /* phi3: fused self_attn.qkv_proj and mlp.gate_up_proj weights (and LoRA targets) */
     int fused_proj;
     /* phi3: partial_rotary_factor (top level and inside the rope dict), rope type

@@ -16,4 +16,5 @@ const lt_family lt_family_llama = {
     .attn_bias = LT_ATTN_BIAS_QKVO, /* attention_bias -> q/k/v/o */
     .reads_mlp_bias = 1,
     .fixtures = FIXTURES,
+    .gguf = {.arch = "llama", .permute_qk = 1},
 };

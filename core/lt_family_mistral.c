@@ -19,4 +19,5 @@ const lt_family lt_family_mistral = {
     .window = LT_WINDOW_ALL,
     .attn_bias = LT_ATTN_BIAS_IGNORED,
     .fixtures = FIXTURES,
+    .gguf = {.arch = "llama", .permute_qk = 1},
 };

@@ -8,6 +8,11 @@
 static const char *const KEYS[] = {"attention_bias", NULL};
 static const char *const FIXTURES[] = {"olmo2", NULL};
 
+/* post-norm layer: llama.cpp's post_attention_norm / post_ffw_norm */
+static const char *const GGUF_NAMES[][2] = {{"post_attention_layernorm", "post_attention_norm"},
+                                            {"post_feedforward_layernorm", "post_ffw_norm"},
+                                            {NULL, NULL}};
+
 const lt_family lt_family_olmo2 = {
     .arch = LT_ARCH_OLMO2,
     .model_type = "olmo2",
@@ -22,4 +27,5 @@ const lt_family lt_family_olmo2 = {
     .qk_norm = LT_QK_NORM_WHOLE,
     .post_norm = 1,
     .fixtures = FIXTURES,
+    .gguf = {.arch = "olmo2", .output_always = 1, .head_dim_derived = 1, .names = GGUF_NAMES},
 };

@@ -15,4 +15,5 @@ const lt_family lt_family_qwen2 = {
     .window = LT_WINDOW_QWEN,
     .attn_bias = LT_ATTN_BIAS_QKV_ALWAYS,
     .fixtures = FIXTURES,
+    .gguf = {.arch = "qwen2"},
 };

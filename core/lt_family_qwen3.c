@@ -18,4 +18,5 @@ const lt_family lt_family_qwen3 = {
     .attn_bias = LT_ATTN_BIAS_QKVO,
     .qk_norm = LT_QK_NORM_HEAD,
     .fixtures = FIXTURES,
+    .gguf = {.arch = "qwen3"},
 };

@@ -19,6 +19,12 @@
  *   q  = rmsnorm_{Hq*D}(x @ Wq^T) * qn ; k likewise (the whole projection)
  *   x' = x + rmsnorm(a @ Wo^T) * ln2            post_attention_layernorm
  *   x'' = x' + rmsnorm(mlp(x')) * ln3           post_feedforward_layernorm
+ * The sandwich layer (gemma2) has all four norms, each xhat * (1 + w):
+ *   h  = rmsnorm(x) * ln1 ; a = attention(h)
+ *   x' = x + rmsnorm(a @ Wo^T) * ln2            post_attention_layernorm
+ *   x'' = x' + rmsnorm(mlp(rmsnorm(x') * lnp)) * ln3   pre_ / post_feedforward_layernorm
+ * with the embeddings scaled by sqrt(C), GeGLU, soft-capped attention scores
+ * over sliding windows on alternate layers, and soft-capped final logits.
  * then logits = rmsnorm(x_L) * lnf @ Whead^T (Whead = embedding when tied)
  * and the cross-entropy against the targets, in chunks of rows (the head's
  * backward fused into the same loop, so the (N, V) logits never exist).
@@ -61,7 +67,7 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
                        cfg->hidden_size, cfg->vocab_size, cfg->intermediate_size, cfg->num_layers, cfg->num_heads,
                        cfg->num_kv_heads, cfg->head_dim);
     int64_t qn_w = cfg->qk_norm == LT_QK_NORM_WHOLE ? HqD : D, kn_w = cfg->qk_norm == LT_QK_NORM_WHOLE ? HkvD : D;
-    size_t per_layer = 19, cap = 3 + (size_t)cfg->num_layers * per_layer;
+    size_t per_layer = 20, cap = 3 + (size_t)cfg->num_layers * per_layer;
     lt_param_spec *s = calloc(cap, sizeof *s);
     if (!s) return lt_fail(err, LT_ERR_NOMEM, "out of memory for %zu parameter specs", cap);
     size_t k = 0;
@@ -91,6 +97,7 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
             LAYER("self_attn.k_norm.weight", 1, kn_w, 0);
         }
         LAYER("post_attention_layernorm.weight", 1, C, 0);
+        if (cfg->sandwich_norm) LAYER("pre_feedforward_layernorm.weight", 1, C, 0);
         if (cfg->fused_proj) { /* phi3: gate rows, then up rows */
             LAYER("mlp.gate_up_proj.weight", 2, 2 * I, C);
         } else {
@@ -101,7 +108,7 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
         }
         LAYER("mlp.down_proj.weight", 2, C, I);
         if (cfg->mlp_bias) LAYER("mlp.down_proj.bias", 1, C, 0);
-        if (cfg->post_norm) LAYER("post_feedforward_layernorm.weight", 1, C, 0);
+        if (cfg->post_norm || cfg->sandwich_norm) LAYER("post_feedforward_layernorm.weight", 1, C, 0);
 #undef LAYER
     }
     spec_set(&s[k++], "model.norm.weight", 1, C, 0);
@@ -179,6 +186,7 @@ typedef struct layer {
     lt_param *ln3; /* post-norm: post_feedforward_layernorm */
     lt_param *la[NT], *lb[NT]; /* LoRA A (r, in), B (out, r); NULL where not adapted */
     lt_param *wqkv, *wgu; /* fused (phi3): qkv_proj (q, k, v rows), gate_up_proj (gate, up rows) */
+    lt_param *lnp; /* sandwich: pre_feedforward_layernorm */
 } layer;
 
 /* Activations saved by the forward, per layer (backend memory). */
@@ -199,6 +207,8 @@ typedef struct layer_acts {
     void *gate, *up, *swi; /* (N, I) */
     float *xa[NT];         /* LoRA: (N, r) x_lora @ A^T */
     void *xdrop[NT];       /* LoRA dropout: (N, in) the adapter's input after dropout */
+    void *hp;              /* sandwich: (N, C) pre_feedforward_layernorm output (the MLP input) */
+    float *rstdp;          /* sandwich: (N) */
 } layer_acts;
 
 /* the KV cache and decode scratch (one sequence) */
@@ -215,6 +225,7 @@ typedef struct kv_cache {
     int32_t *h_doc, *h_pos;         /* host (max_len) */
     int32_t *h_tok;                 /* host (max_len): the cached tokens (LongRoPE recomputes them) */
     int rope_long;                  /* LongRoPE: the cached k rows were rotated with the long table */
+    int32_t *d_docw, *h_docw;       /* sliding layers: the window's lower bounds (device, host) */
 } kv_cache;
 
 struct lt_model {
@@ -225,6 +236,7 @@ struct lt_model {
     lt_param *embed, *lnf, *head; /* head = embed when tied */
     layer *layers;
     float *inv_freq; /* (R/2) f32, backend; LongRoPE: the short table, then the long one (R/2 more) */
+    float *inv_freq_local; /* gemma3: the sliding layers' table (NULL: inv_freq) */
     int rope_long;   /* LongRoPE: the running step / decode call uses the long table */
     int grads_allocated;
     float *grad_flat;  /* one buffer for every trainable gradient, in parameter order */
@@ -270,6 +282,10 @@ struct lt_model {
     lt_err drop_err;
     float *host_drop; /* (N, max in) host staging for dropout */
     kv_cache *kv;
+    int32_t *d_docw;  /* (N) sliding layers: max(doc_start, t - W + 1) */
+    int32_t *h_docw;  /* (N) host */
+    int32_t *train_rows; /* lt_model_train_embeddings: the embedding rows that train (sorted), NULL: all */
+    size_t n_train_rows;
 };
 
 const lt_config *lt_model_config(const lt_model *m) { return &m->cfg; }
@@ -297,6 +313,7 @@ static void free_kv(lt_model *m) {
     free(m->kv->h_doc);
     free(m->kv->h_pos);
     free(m->kv->h_tok);
+    free(m->kv->h_docw);
     free(m->kv);
     m->kv = NULL;
 }
@@ -309,6 +326,8 @@ static void free_plan(lt_model *m) {
     memset(&m->scratch, 0, sizeof m->scratch);
     free(m->host_losses);
     m->host_losses = NULL;
+    free(m->h_docw);
+    m->h_docw = NULL;
     free(m->host_drop);
     m->host_drop = NULL;
     free(m->snap);
@@ -320,12 +339,14 @@ static void free_plan(lt_model *m) {
 
 void lt_model_free(lt_model *m) {
     if (!m) return;
+    free(m->train_rows);
     free_plan(m);
     free_kv(m);
     for (size_t i = 0; i < m->n_params; i++)
         if (m->params[i].data) m->be->free(m->be, m->params[i].data);
     if (m->grad_flat) m->be->free(m->be, m->grad_flat);
     if (m->inv_freq) m->be->free(m->be, m->inv_freq);
+    if (m->inv_freq_local) m->be->free(m->be, m->inv_freq_local);
     free(m->params);
     free(m->layers);
     free(m);
@@ -356,6 +377,7 @@ static void bind_layers(lt_model *m) {
         y->kn = P(m, "model.layers.%d.self_attn.k_norm.weight", l);
         y->ln2 = P(m, "model.layers.%d.post_attention_layernorm.weight", l);
         y->ln3 = P(m, "model.layers.%d.post_feedforward_layernorm.weight", l);
+        y->lnp = P(m, "model.layers.%d.pre_feedforward_layernorm.weight", l);
         y->wg = P(m, "model.layers.%d.mlp.gate_proj.weight", l);
         y->bg = P(m, "model.layers.%d.mlp.gate_proj.bias", l);
         y->wu = P(m, "model.layers.%d.mlp.up_proj.weight", l);
@@ -378,7 +400,7 @@ static void bind_layers(lt_model *m) {
  * long-factor table after it. host: scratch of at least R floats. */
 static lt_status upload_rope(lt_model *m, float *host, lt_err *err) {
     lt_backend *be = m->be;
-    size_t half = (size_t)lt_config_rotary_dim(&m->cfg) / 2, n = m->cfg.rope_scaling_type == 2 ? 2 * half : half;
+    size_t half = (size_t)lt_config_rotary_dim(&m->cfg) / 2, n = m->cfg.rope_scaling_type == LT_ROPE_LONGROPE ? 2 * half : half;
     lt_config_rope_inv_freq(&m->cfg, host);
     if (n > half) lt_config_rope_inv_freq_long(&m->cfg, host + half);
     lt_status st = be->alloc(be, n * sizeof(float), (void **)&m->inv_freq, err);
@@ -398,6 +420,16 @@ static lt_param *add_param(lt_model *m, const lt_param_spec *spec, lt_dtype dtyp
     p->dtype = dtype;
     return p;
 }
+
+/* gemma3: the sliding layers' rotary table (host: D/2 floats of scratch) */
+static lt_status upload_local_rope(lt_model *m, float *host, lt_err *err) {
+    if (m->cfg.rope_tables != 2) return LT_OK;
+    size_t bytes = (size_t)(lt_config_rotary_dim(&m->cfg) / 2) * sizeof(float);
+    lt_config_rope_inv_freq_local(&m->cfg, host);
+    lt_status st = m->be->alloc(m->be, bytes, (void **)&m->inv_freq_local, err);
+    return st ? st : m->be->upload(m->be, m->inv_freq_local, host, bytes, err);
+}
+
 
 lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err *err) {
     *out = NULL;
@@ -442,7 +474,7 @@ lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err 
         }
     }
     bind_layers(m);
-    /* rotary frequencies, llama3 / LongRoPE scaling folded in */
+    /* rotary frequencies, llama3 / linear / LongRoPE scaling folded in; gemma3's local table */
     if (max_numel < (size_t)m->cfg.head_dim) {
         float *h2 = realloc(host, (size_t)m->cfg.head_dim * sizeof *host);
         if (!h2) {
@@ -451,7 +483,7 @@ lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err 
         }
         host = h2;
     }
-    if ((st = upload_rope(m, host, err))) goto fail;
+    if ((st = upload_rope(m, host, err)) || (st = upload_local_rope(m, host, err))) goto fail;
     if ((st = be->sync(be, err))) goto fail;
     free(host);
     free(specs);
@@ -528,7 +560,8 @@ lt_status lt_model_create(const lt_config *cfg, lt_backend *be, uint64_t seed, l
         }
     }
     bind_layers(m);
-    if ((st = upload_rope(m, host, err)) || (st = be->sync(be, err))) goto fail;
+    if ((st = upload_rope(m, host, err)) || (st = upload_local_rope(m, host, err)) || (st = be->sync(be, err)))
+        goto fail;
     free(host);
     free(specs);
     *out = m;
@@ -595,7 +628,10 @@ int lt_model_grad_group_at(const lt_model *m, int k) {
     return k <= 0 ? LT_GRAD_GROUP_HEAD : k > L ? LT_GRAD_GROUP_EMBED : L - k;
 }
 
+static void mask_frozen_rows(lt_model *m, int group);
+
 static void grads_final(lt_model *m, int group) {
+    if (m->train_rows) mask_frozen_rows(m, group);
     if (m->hook) m->hook(m->hook_ctx, group);
 }
 
@@ -688,9 +724,13 @@ static int plan_layout(planner *pl, lt_model *m, size_t N, size_t A) {
         reserve(pl, &a->xmid, N * C, A);
         reserve(pl, &a->h2, N * C, A);
         reserve(pl, (void **)&a->rstd2, N, F);
-        if (c->post_norm) {
+        if (c->post_norm || c->sandwich_norm) {
             reserve(pl, &a->mo, N * C, A);
             reserve(pl, (void **)&a->rstd3, N, F);
+        }
+        if (c->sandwich_norm) {
+            reserve(pl, &a->hp, N * C, A);
+            reserve(pl, (void **)&a->rstdp, N, F);
         }
         reserve(pl, &a->gate, N * I, A);
         reserve(pl, &a->up, N * I, A);
@@ -729,6 +769,7 @@ static int plan_layout(planner *pl, lt_model *m, size_t N, size_t A) {
     reserve(pl, (void **)&m->d_targets, N, I4);
     reserve(pl, (void **)&m->d_pos, N, I4);
     reserve(pl, (void **)&m->d_doc, N, I4);
+    if (c->window_layers) reserve(pl, (void **)&m->d_docw, N, I4);
     return R;
 }
 
@@ -749,7 +790,7 @@ static lt_status plan_check(const lt_config *c, int B, int T, size_t *N, lt_err 
     if (T > c->max_position_embeddings)
         return lt_fail(err, LT_ERR_RANGE, "plan: sequence length %d exceeds max_position_embeddings %d of the model",
                        T, c->max_position_embeddings);
-    if (c->sliding_window > 0 && T > c->sliding_window)
+    if (c->sliding_window > 0 && !c->window_layers && T > c->sliding_window)
         return lt_fail(err, LT_ERR_UNSUPPORTED,
                        "plan: sequence length %d exceeds the model's sliding_window %d (sliding-window attention "
                        "is not implemented; use sequences of at most %d tokens)",
@@ -759,8 +800,8 @@ static lt_status plan_check(const lt_config *c, int B, int T, size_t *N, lt_err 
 
 lt_status lt_model_plan_bytes(const lt_config *cfg, lt_dtype act_dtype, int B, int T, int recompute,
                               const lt_lora_spec *lora, int chunk_rows, size_t *bytes, lt_err *err) {
-    size_t N;
-    lt_status st = plan_size_check(cfg, B, T, &N, err);
+    size_t N = 0;
+    lt_status st = plan_check(cfg, B, T, &N, err); /* what the run itself would refuse */
     if (st) return st;
     lt_model *f = calloc(1, sizeof *f); /* a model shell: what plan_layout reads */
     if (!f) return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory");
@@ -788,14 +829,15 @@ size_t lt_model_planned_bytes(const lt_model *m) { return m->arena ? m->arena_by
 lt_status lt_model_plan(lt_model *m, int B, int T, lt_err *err) {
     free_plan(m);
     const lt_config *c = &m->cfg;
-    size_t N;
+    size_t N = 0;
     lt_status st0 = plan_check(c, B, T, &N, err);
     if (st0) return st0;
     size_t A = lt_dtype_size(m->be->act_dtype);
     int L = c->num_layers;
     m->acts = calloc((size_t)L, sizeof *m->acts);
     m->host_losses = malloc(N * sizeof(float));
-    if (!m->acts || !m->host_losses) {
+    m->h_docw = malloc(N * sizeof(int32_t));
+    if (!m->acts || !m->host_losses || !m->h_docw) {
         free_plan(m);
         return lt_fail(err, LT_ERR_NOMEM, "plan: out of host memory");
     }
@@ -903,6 +945,82 @@ static lt_status validate_batch(const lt_model *m, const lt_batch *b, int64_t *n
 /* forward and backward                                                    */
 
 static const void *pd(const lt_param *p) { return p ? p->data : NULL; }
+
+/* ---------------------------------------------------------------------- */
+/* the family's variants of the norm, activation, attention and loss ops   */
+
+/* RMSNorm with the config's weight offset (gemma2: xhat * (1 + w)) */
+static void norm_fwd(lt_model *m, void *out, float *rstd, const void *x, const void *w, int R, int C) {
+    const lt_config *c = &m->cfg;
+    if (c->norm_offset != 0.0f) m->be->rmsnorm_off_fwd(m->be, out, rstd, x, w, c->norm_offset, R, C, c->rms_norm_eps);
+    else m->be->rmsnorm_fwd(m->be, out, rstd, x, w, R, C, c->rms_norm_eps);
+}
+static void add_norm_fwd(lt_model *m, void *h, void *out, float *rstd, const void *x, const void *r, const void *w,
+                         int R, int C) {
+    const lt_config *c = &m->cfg;
+    if (c->norm_offset != 0.0f)
+        m->be->add_rmsnorm_off_fwd(m->be, h, out, rstd, x, r, w, c->norm_offset, R, C, c->rms_norm_eps);
+    else m->be->add_rmsnorm_fwd(m->be, h, out, rstd, x, r, w, R, C, c->rms_norm_eps);
+}
+static void norm_bwd(lt_model *m, void *dx, int acc, float *dw, const void *dout, const void *x, const void *w,
+                     const float *rstd, int R, int C) {
+    const lt_config *c = &m->cfg;
+    if (c->norm_offset != 0.0f) m->be->rmsnorm_off_bwd(m->be, dx, acc, dw, dout, x, w, c->norm_offset, rstd, R, C);
+    else m->be->rmsnorm_bwd(m->be, dx, acc, dw, dout, x, w, rstd, R, C);
+}
+/* the gated MLP's activation: SwiGLU or GeGLU (gelu tanh) */
+static void act_fwd(lt_model *m, void *out, const void *g, const void *u, size_t n) {
+    if (m->cfg.mlp_act == LT_ACT_GELU_TANH) m->be->geglu_fwd(m->be, out, g, u, n);
+    else m->be->swiglu_fwd(m->be, out, g, u, n);
+}
+static void act_bwd(lt_model *m, void *dg, void *du, const void *dout, const void *g, const void *u, size_t n) {
+    if (m->cfg.mlp_act == LT_ACT_GELU_TANH) m->be->geglu_bwd(m->be, dg, du, dout, g, u, n);
+    else m->be->swiglu_bwd(m->be, dg, du, dout, g, u, n);
+}
+/* query_pre_attn_scalar^-0.5 (gemma2) or head_dim^-0.5 */
+static float attn_scale(const lt_config *c) {
+    return c->attn_scale > 0 ? c->attn_scale : 1.0f / sqrtf((float)c->head_dim);
+}
+/* attention with the config's score soft-cap (gemma2) */
+static void attn_fwd(lt_model *m, void *out, float *lse, const void *q, const void *k, const void *v,
+                     const int32_t *doc, int B, int T) {
+    const lt_config *c = &m->cfg;
+    int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim;
+    if (c->attn_softcap > 0)
+        m->be->attention_cap_fwd(m->be, out, lse, q, k, v, doc, B, T, Hq, Hkv, D, attn_scale(c), c->attn_softcap);
+    else m->be->attention_fwd(m->be, out, lse, q, k, v, doc, B, T, Hq, Hkv, D, attn_scale(c));
+}
+static void attn_bwd(lt_model *m, void *dq, void *dk, void *dv, const void *dout, const void *q, const void *k,
+                     const void *v, const void *out, const float *lse, const int32_t *doc, int B, int T) {
+    const lt_config *c = &m->cfg;
+    int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim;
+    if (c->attn_softcap > 0)
+        m->be->attention_cap_bwd(m->be, dq, dk, dv, dout, q, k, v, out, lse, doc, B, T, Hq, Hkv, D, attn_scale(c),
+                                 c->attn_softcap);
+    else m->be->attention_bwd(m->be, dq, dk, dv, dout, q, k, v, out, lse, doc, B, T, Hq, Hkv, D, attn_scale(c));
+}
+/* Sliding windows: the first key each of n rows sees, max(doc[i], t - W + 1)
+ * with t = i % T (the attention contract's lower bound). */
+static void window_bounds(int32_t *out, const int32_t *doc, size_t n, int T, int W) {
+    for (size_t i = 0; i < n; i++) {
+        int32_t lo = (int32_t)(i % (size_t)T) - W + 1;
+        out[i] = doc[i] > lo ? doc[i] : lo;
+    }
+}
+/* gemma2's embedding normalizer: sqrt(hidden_size) in fp32, rounded to the
+ * activation dtype (transformers multiplies by it in the weights' dtype) */
+static float embed_scale(const lt_model *m) {
+    float s = (float)sqrt((double)m->cfg.hidden_size);
+    lt_dtype dt = m->be->act_dtype;
+    if (dt == LT_BF16) return lt_bf16_to_f32(lt_f32_to_bf16(s));
+    if (dt == LT_F16) return lt_f16_to_f32(lt_f32_to_f16(s));
+    return s;
+}
+/* final_logit_softcapping on host logits (score, generate, eval) */
+static void cap_logits(const lt_config *c, float *x, size_t n) {
+    if (!(c->final_softcap > 0)) return;
+    for (size_t i = 0; i < n; i++) x[i] = lt_softcap(x[i], c->final_softcap);
+}
 static float *pg(const lt_param *p) { return p ? p->grad : NULL; }
 
 /* ---------------------------------------------------------------------- */
@@ -1045,6 +1163,9 @@ typedef struct layer_io {
     void *x_out, *h_out;            /* x_out = xmid + mlp, h_out = rmsnorm(x_out) * w_out */
     float *rstd_out;
     const void *w_out;              /* the next layer's ln1 or the final norm (post-norm: NULL between layers) */
+    const int32_t *docw;            /* sliding layers: the window's lower bounds (att_B * att_T) */
+    void *hp;                       /* sandwich: pre_feedforward_layernorm output (the MLP input) */
+    float *rstdp;
 } layer_io;
 
 /* q, k, v = hin @ W^T: three projections, or the q, k, v row blocks of the
@@ -1108,8 +1229,10 @@ static void gate_up_bwd(lt_model *m, int l, void *dx, int acc, const void *x, in
     proj_bwd(m, l, LT_LORA_UP, dx, 1, m->dup, x, N, C, I);
 }
 
-/* the rotary table of the running step (LongRoPE: short or long factors) */
-static const float *rope_table(const lt_model *m) {
+/* the rotary table of layer l in the running step: gemma3's sliding layers
+ * use the local table; LongRoPE the short or long factors */
+static const float *rope_table(const lt_model *m, int l) {
+    if (m->inv_freq_local && m->cfg.layer_sliding[l]) return m->inv_freq_local;
     return m->rope_long ? m->inv_freq + lt_config_rotary_dim(&m->cfg) / 2 : m->inv_freq;
 }
 
@@ -1122,48 +1245,57 @@ static void layer_recipe(lt_model *m, int l, const layer_io *io, int norm_in, in
     const lt_config *c = &m->cfg;
     int n = io->n, C = c->hidden_size, I = c->intermediate_size;
     int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim;
-    float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
     layer *y = &m->layers[l];
     // attention block; post-norm: the projections read x itself
-    if (norm_in && !c->post_norm) be->rmsnorm_fwd(be, io->h1, io->rstd1, io->x, y->ln1->data, n, C, eps);
+    if (norm_in && !c->post_norm) norm_fwd(m, io->h1, io->rstd1, io->x, y->ln1->data, n, C);
     const void *hin = c->post_norm ? io->x : io->h1;
     void *q = c->qk_norm ? io->qpre : io->q, *k = c->qk_norm ? io->kpre : io->k;
     qkv_fwd(m, l, io, hin, q, k, n);
     if (c->qk_norm) { // per head: rows of D; whole: rows of H*D
         int whole = c->qk_norm == LT_QK_NORM_WHOLE;
-        be->rmsnorm_fwd(be, io->q, io->qrstd, io->qpre, y->qn->data, whole ? n : n * Hq, whole ? Hq * D : D, eps);
-        be->rmsnorm_fwd(be, io->k, io->krstd, io->kpre, y->kn->data, whole ? n : n * Hkv, whole ? Hkv * D : D, eps);
+        norm_fwd(m, io->q, io->qrstd, io->qpre, y->qn->data, whole ? n : n * Hq, whole ? Hq * D : D);
+        norm_fwd(m, io->k, io->krstd, io->kpre, y->kn->data, whole ? n : n * Hkv, whole ? Hkv * D : D);
     }
     const int R = lt_config_rotary_dim(c);
     const float rs = lt_config_rope_scale(c);
-    be->rope_fwd(be, io->q, io->pos, rope_table(m), n, Hq, D, R, rs);
-    be->rope_fwd(be, io->k, io->pos, rope_table(m), n, Hkv, D, R, rs);
-    be->attention_fwd(be, io->att_all, io->lse, io->q_all, io->k_all, io->v_all, io->doc, io->att_B, io->att_T, Hq,
-                      Hkv, D, scale);
-    if (c->post_norm) { // h2 = o_proj output; xmid = x + rmsnorm(h2) * ln2
+    be->rope_fwd(be, io->q, io->pos, rope_table(m, l), n, Hq, D, R, rs);
+    be->rope_fwd(be, io->k, io->pos, rope_table(m, l), n, Hkv, D, R, rs);
+    attn_fwd(m, io->att_all, io->lse, io->q_all, io->k_all, io->v_all,
+             lt_config_layer_window(c, l) ? io->docw : io->doc, io->att_B, io->att_T);
+    if (c->sandwich_norm) { // h2 = o_proj output; xmid = x + rmsnorm(h2) * ln2; hp = rmsnorm(xmid) * lnp
         proj_fwd(m, l, LT_LORA_O, io->h2, io->att, io->xa[LT_LORA_O], io->xdrop[LT_LORA_O], n, Hq * D, C);
-        be->rmsnorm_fwd(be, io->tmp, io->rstd2, io->h2, y->ln2->data, n, C, eps);
+        norm_fwd(m, io->tmp, io->rstd2, io->h2, y->ln2->data, n, C);
+        add_norm_fwd(m, io->xmid, io->hp, io->rstdp, io->x, io->tmp, y->lnp->data, n, C);
+    } else if (c->post_norm) { // h2 = o_proj output; xmid = x + rmsnorm(h2) * ln2
+        proj_fwd(m, l, LT_LORA_O, io->h2, io->att, io->xa[LT_LORA_O], io->xdrop[LT_LORA_O], n, Hq * D, C);
+        norm_fwd(m, io->tmp, io->rstd2, io->h2, y->ln2->data, n, C);
         be->add(be, io->xmid, io->x, io->tmp, (size_t)n * C);
     } else { // xmid = x + attn; h2 = rmsnorm(xmid) * ln2
         proj_fwd(m, l, LT_LORA_O, io->tmp, io->att, io->xa[LT_LORA_O], io->xdrop[LT_LORA_O], n, Hq * D, C); // (n, C)
-        be->add_rmsnorm_fwd(be, io->xmid, io->h2, io->rstd2, io->x, io->tmp, y->ln2->data, n, C, eps);
+        add_norm_fwd(m, io->xmid, io->h2, io->rstd2, io->x, io->tmp, y->ln2->data, n, C);
     }
     // MLP block
-    const void *hmid = c->post_norm ? io->xmid : io->h2;
+    const void *hmid = c->sandwich_norm ? io->hp : c->post_norm ? io->xmid : io->h2;
     gate_up_fwd(m, l, io, hmid, n);
-    be->swiglu_fwd(be, io->swi, io->gate, io->up, (size_t)n * I);
+    act_fwd(m, io->swi, io->gate, io->up, (size_t)n * I);
     if (c->post_norm) { // x_out = xmid + rmsnorm(mo) * ln3, then the final norm after the last layer
         proj_fwd(m, l, LT_LORA_DOWN, io->mo, io->swi, io->xa[LT_LORA_DOWN], io->xdrop[LT_LORA_DOWN], n, I, C);
-        be->rmsnorm_fwd(be, io->tmp, io->rstd3, io->mo, y->ln3->data, n, C, eps);
+        norm_fwd(m, io->tmp, io->rstd3, io->mo, y->ln3->data, n, C);
         if (add_out) {
             be->add(be, io->x_out, io->xmid, io->tmp, (size_t)n * C);
-            if (io->w_out) be->rmsnorm_fwd(be, io->h_out, io->rstd_out, io->x_out, io->w_out, n, C, eps);
+            if (io->w_out) norm_fwd(m, io->h_out, io->rstd_out, io->x_out, io->w_out, n, C);
         }
+        return;
+    }
+    if (c->sandwich_norm) { // x_out = xmid + rmsnorm(mo) * ln3, fused with the next norm
+        proj_fwd(m, l, LT_LORA_DOWN, io->mo, io->swi, io->xa[LT_LORA_DOWN], io->xdrop[LT_LORA_DOWN], n, I, C);
+        norm_fwd(m, io->tmp, io->rstd3, io->mo, y->ln3->data, n, C);
+        if (add_out) add_norm_fwd(m, io->x_out, io->h_out, io->rstd_out, io->xmid, io->tmp, io->w_out, n, C);
         return;
     }
     proj_fwd(m, l, LT_LORA_DOWN, io->tmp, io->swi, io->xa[LT_LORA_DOWN], io->xdrop[LT_LORA_DOWN], n, I, C); // (n, C)
     // x_out = xmid + mlp, fused with the norm that reads it
-    if (add_out) be->add_rmsnorm_fwd(be, io->x_out, io->h_out, io->rstd_out, io->xmid, io->tmp, io->w_out, n, C, eps);
+    if (add_out) add_norm_fwd(m, io->x_out, io->h_out, io->rstd_out, io->xmid, io->tmp, io->w_out, n, C);
 }
 
 /* One layer's forward from its input acts[l].x (training; see layer_recipe). */
@@ -1176,7 +1308,8 @@ static void layer_fwd(lt_model *m, int l, int norm_in, int add_out) {
                    .qrstd = a->qrstd, .krstd = a->krstd, .q = a->q, .k = a->k, .v = a->v,
                    .q_all = a->q, .k_all = a->k, .v_all = a->v, .att_all = a->att, .att = a->att, .lse = a->lse,
                    .xmid = a->xmid, .h2 = a->h2, .rstd2 = a->rstd2, .mo = a->mo, .rstd3 = a->rstd3,
-                   .gate = a->gate, .up = a->up, .swi = a->swi, .tmp = m->tmp};
+                   .gate = a->gate, .up = a->up, .swi = a->swi, .tmp = m->tmp, .docw = m->d_docw,
+                   .hp = a->hp, .rstdp = a->rstdp};
     for (int t = 0; t < NT; t++) {
         io.xa[t] = a->xa[t];
         io.xdrop[t] = m->drop_active && y->la[t] ? a->xdrop[t] : NULL;
@@ -1199,6 +1332,7 @@ static void forward(lt_model *m, int want_dlogits, float grad_scale) {
     m->drop_active = want_dlogits && m->lora && m->lspec.dropout > 0 && m->rng;
     m->replay = 0;
     be->embedding_fwd(be, m->acts[0].x, m->embed->data, m->d_tokens, N, C); // (N, C)
+    if (c->embed_scale) be->scale(be, m->acts[0].x, (size_t)N * C, embed_scale(m));
     if (want_dlogits && m->neft_alpha > 0) // NEFTune: training steps only; L = T (see lt_model.h)
         be->embed_noise(be, m->acts[0].x, N, C, m->neft_alpha / sqrtf((float)((int64_t)m->T * C)), m->neft_key);
     for (int l = 0; l < L; l++) layer_fwd(m, l, l == 0, 1);
@@ -1212,8 +1346,12 @@ static void forward(lt_model *m, int want_dlogits, float grad_scale) {
         int n = N - r0 < R ? N - r0 : R;
         const void *hf = (const char *)m->hf + (size_t)r0 * C * A; // (n, C)
         be->matmul_fwd(be, m->logits, hf, m->head->data, NULL, n, C, V); // (n, V)
-        be->cross_entropy(be, m->losses + r0, want_dlogits ? m->logits : NULL, m->logits, m->d_targets + r0, n, V,
-                          grad_scale);
+        if (c->final_softcap > 0) // gemma2: the loss of the soft-capped logits, dlogits w.r.t. the raw ones
+            be->cross_entropy_cap(be, m->losses + r0, want_dlogits ? m->logits : NULL, m->logits, m->d_targets + r0, n,
+                                  V, grad_scale, c->final_softcap);
+        else
+            be->cross_entropy(be, m->losses + r0, want_dlogits ? m->logits : NULL, m->logits, m->d_targets + r0, n,
+                              V, grad_scale);
         if (want_dlogits) // head (tied: the embedding table receives this dw as well as the lookup's)
             be->matmul_bwd(be, (char *)m->dh + (size_t)r0 * C * A, 0, m->head->grad, NULL, m->logits, hf,
                            m->head->data, n, C, V);
@@ -1228,10 +1366,9 @@ static void backward(lt_model *m) {
     const lt_config *c = &m->cfg;
     int B = m->B, T = m->T, N = B * T, C = c->hidden_size, I = c->intermediate_size;
     int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim, L = c->num_layers;
-    float scale = 1.0f / sqrtf((float)D);
 
     // the head's backward ran chunk by chunk in the forward: dh = dL/dhf (N, C)
-    be->rmsnorm_bwd(be, m->dx, 0, ng(m, m->lnf), m->dh, m->x_final, m->lnf->data, m->rstdf, N, C);
+    norm_bwd(m, m->dx, 0, ng(m, m->lnf), m->dh, m->x_final, m->lnf->data, m->rstdf, N, C);
     grads_final(m, LT_GRAD_GROUP_HEAD);
     for (int l = L - 1; l >= 0; l--) {
         layer *y = &m->layers[l];
@@ -1242,33 +1379,42 @@ static void backward(lt_model *m) {
             m->replay = 0;
         }
         // MLP block; dx = dL/d(x_out)
-        if (c->post_norm) { // x_out = xmid + rmsnorm(mo) * ln3: dh = dL/d(mo); dx carries on as dL/d(xmid)
-            be->rmsnorm_bwd(be, m->dh, 0, ng(m, y->ln3), m->dx, a->mo, y->ln3->data, a->rstd3, N, C);
+        if (c->sandwich_norm) { // x_out = xmid + rmsnorm(mo) * ln3: dh = dL/d(mo)
+            norm_bwd(m, m->dh, 0, ng(m, y->ln3), m->dx, a->mo, y->ln3->data, a->rstd3, N, C);
             proj_bwd(m, l, LT_LORA_DOWN, m->dswi, 0, m->dh, a->swi, N, I, C);
-            be->swiglu_bwd(be, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
+            act_bwd(m, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
+            gate_up_bwd(m, l, m->dh, 0, a->hp, N);
+            // hp = rmsnorm(xmid) * lnp: dx becomes dL/d(xmid)
+            norm_bwd(m, m->dx, 1, ng(m, y->lnp), m->dh, a->xmid, y->lnp->data, a->rstdp, N, C);
+            // xmid = x + rmsnorm(h2) * ln2: dh = dL/d(h2), the o_proj output
+            norm_bwd(m, m->dh, 0, ng(m, y->ln2), m->dx, a->h2, y->ln2->data, a->rstd2, N, C);
+        } else if (c->post_norm) { // x_out = xmid + rmsnorm(mo) * ln3: dh = dL/d(mo); dx carries on as dL/d(xmid)
+            norm_bwd(m, m->dh, 0, ng(m, y->ln3), m->dx, a->mo, y->ln3->data, a->rstd3, N, C);
+            proj_bwd(m, l, LT_LORA_DOWN, m->dswi, 0, m->dh, a->swi, N, I, C);
+            act_bwd(m, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
             gate_up_bwd(m, l, m->dx, 1, a->xmid, N);
             // xmid = x + rmsnorm(h2) * ln2: dh = dL/d(h2), the o_proj output
-            be->rmsnorm_bwd(be, m->dh, 0, ng(m, y->ln2), m->dx, a->h2, y->ln2->data, a->rstd2, N, C);
+            norm_bwd(m, m->dh, 0, ng(m, y->ln2), m->dx, a->h2, y->ln2->data, a->rstd2, N, C);
         } else {
             proj_bwd(m, l, LT_LORA_DOWN, m->dswi, 0, m->dx, a->swi, N, I, C);
-            be->swiglu_bwd(be, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
+            act_bwd(m, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
             gate_up_bwd(m, l, m->dh, 0, a->h2, N);
-            be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln2), m->dh, a->xmid, y->ln2->data, a->rstd2, N, C);
+            norm_bwd(m, m->dx, 1, ng(m, y->ln2), m->dh, a->xmid, y->ln2->data, a->rstd2, N, C);
         }
         // attention block; dx = dL/d(xmid) (post-norm: dh = dL/d(o_proj output))
-        proj_bwd(m, l, LT_LORA_O, m->datt, 0, c->post_norm ? m->dh : m->dx, a->att, N, Hq * D, C);
-        be->attention_bwd(be, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse, m->d_doc, B, T, Hq,
-                          Hkv, D, scale);
+        proj_bwd(m, l, LT_LORA_O, m->datt, 0, c->post_norm || c->sandwich_norm ? m->dh : m->dx, a->att, N, Hq * D, C);
+        attn_bwd(m, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse,
+                 lt_config_layer_window(c, l) ? m->d_docw : m->d_doc, B, T);
         const int R = lt_config_rotary_dim(c);
         const float rs = lt_config_rope_scale(c);
-        be->rope_bwd(be, m->dq, m->d_pos, rope_table(m), N, Hq, D, R, rs);
-        be->rope_bwd(be, m->dk, m->d_pos, rope_table(m), N, Hkv, D, R, rs);
+        be->rope_bwd(be, m->dq, m->d_pos, rope_table(m, l), N, Hq, D, R, rs);
+        be->rope_bwd(be, m->dk, m->d_pos, rope_table(m, l), N, Hkv, D, R, rs);
         void *dq = m->dq, *dk = m->dk;
         if (c->qk_norm) {
             int whole = c->qk_norm == LT_QK_NORM_WHOLE;
-            be->rmsnorm_bwd(be, m->dq2, 0, ng(m, y->qn), m->dq, a->qpre, y->qn->data, a->qrstd, whole ? N : N * Hq,
+            norm_bwd(m, m->dq2, 0, ng(m, y->qn), m->dq, a->qpre, y->qn->data, a->qrstd, whole ? N : N * Hq,
                             whole ? Hq * D : D);
-            be->rmsnorm_bwd(be, m->dk2, 0, ng(m, y->kn), m->dk, a->kpre, y->kn->data, a->krstd, whole ? N : N * Hkv,
+            norm_bwd(m, m->dk2, 0, ng(m, y->kn), m->dk, a->kpre, y->kn->data, a->krstd, whole ? N : N * Hkv,
                             whole ? Hkv * D : D);
             dq = m->dq2;
             dk = m->dk2;
@@ -1279,10 +1425,13 @@ static void backward(lt_model *m) {
             continue;
         }
         qkv_bwd(m, l, m->dh, 0, dq, dk, m->dv, a->h1, N);
-        be->rmsnorm_bwd(be, m->dx, 1, ng(m, y->ln1), m->dh, a->x, y->ln1->data, a->rstd1, N, C);
+        norm_bwd(m, m->dx, 1, ng(m, y->ln1), m->dh, a->x, y->ln1->data, a->rstd1, N, C);
         grads_final(m, l);
     }
-    if (m->embed->grad) be->embedding_bwd(be, m->embed->grad, m->dx, m->d_tokens, N, C);
+    if (m->embed->grad) {
+        if (c->embed_scale) be->scale(be, m->dx, (size_t)N * C, embed_scale(m)); // d(table row) = dx * normalizer
+        be->embedding_bwd(be, m->embed->grad, m->dx, m->d_tokens, N, C);
+    }
     grads_final(m, LT_GRAD_GROUP_EMBED);
 }
 
@@ -1290,7 +1439,7 @@ static void backward(lt_model *m) {
  * the long factors when the largest position of the call + 1 exceeds
  * original_max_position_embeddings (one table for the whole batch) */
 static int rope_long_for_len(const lt_model *m, int64_t len) {
-    return m->cfg.rope_scaling_type == 2 && len > m->cfg.rope_original_max_pos;
+    return m->cfg.rope_scaling_type == LT_ROPE_LONGROPE && len > m->cfg.rope_original_max_pos;
 }
 static int rope_long_for(const lt_model *m, const int32_t *pos, size_t n) {
     int32_t mx = 0;
@@ -1317,6 +1466,10 @@ lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward_pass, doubl
         (st = be->upload(be, m->d_targets, b->targets, bytes, err)) ||
         (st = be->upload(be, m->d_pos, b->pos, bytes, err)) || (st = be->upload(be, m->d_doc, b->doc_start, bytes, err)))
         return lt_wrap(err, st, "step: uploading the batch");
+    if (m->cfg.window_layers) {
+        window_bounds(m->h_docw, b->doc_start, N, b->T, m->cfg.sliding_window > 0 ? m->cfg.sliding_window : b->T);
+        if ((st = be->upload(be, m->d_docw, m->h_docw, bytes, err))) return lt_wrap(err, st, "step: uploading the batch");
+    }
     m->drop_st = LT_OK;
     m->rope_long = rope_long_for(m, b->pos, N);
     forward(m, backward_pass, backward_pass ? (float)(1.0 / loss_norm) : 0.0f);
@@ -1358,6 +1511,7 @@ lt_status lt_model_get_logits(lt_model *m, float *host, lt_err *err) {
         }
     }
     if (!st) st = be->sync(be, err);
+    if (!st) cap_logits(&m->cfg, host, (size_t)N * V);
     return st;
 }
 
@@ -1462,7 +1616,7 @@ lt_status lt_model_kv_init(lt_model *m, int max_len, lt_err *err) {
     if (max_len <= 0 || max_len > c->max_position_embeddings)
         return lt_fail(err, LT_ERR_RANGE, "kv cache: length %d must be in 1..max_position_embeddings (%d)", max_len,
                        c->max_position_embeddings);
-    if (c->sliding_window > 0 && max_len > c->sliding_window)
+    if (c->sliding_window > 0 && !c->window_layers && max_len > c->sliding_window)
         return lt_fail(err, LT_ERR_UNSUPPORTED,
                        "kv cache: length %d exceeds the model's sliding_window %d (sliding-window attention is not "
                        "implemented)",
@@ -1482,7 +1636,8 @@ lt_status lt_model_kv_init(lt_model *m, int max_len, lt_err *err) {
     kv->h_doc = malloc(S * sizeof *kv->h_doc);
     kv->h_pos = malloc(S * sizeof *kv->h_pos);
     kv->h_tok = malloc(S * sizeof *kv->h_tok);
-    if (!kv->k || !kv->v || !kv->h_doc || !kv->h_pos || !kv->h_tok) {
+    kv->h_docw = malloc(S * sizeof *kv->h_docw);
+    if (!kv->k || !kv->v || !kv->h_doc || !kv->h_pos || !kv->h_tok || !kv->h_docw) {
         free_kv(m);
         return lt_fail(err, LT_ERR_NOMEM, "kv cache: out of memory");
     }
@@ -1511,6 +1666,7 @@ lt_status lt_model_kv_init(lt_model *m, int max_len, lt_err *err) {
     reserve(&pl, (void **)&kv->d_tokens, R, I4);
     reserve(&pl, (void **)&kv->d_pos, R, I4);
     reserve(&pl, (void **)&kv->d_doc, S, I4);
+    reserve(&pl, (void **)&kv->d_docw, S, I4);
     lt_status st = LT_OK;
     if (pl.overflow) st = lt_fail(err, LT_ERR_NOMEM, "kv cache: size overflows");
     else if ((st = m->be->alloc(m->be, pl.off, &kv->arena, err)))
@@ -1538,7 +1694,6 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
     const lt_config *c = &m->cfg;
     int C = c->hidden_size, V = c->vocab_size, Hq = c->num_heads, Hkv = c->num_kv_heads;
     int D = c->head_dim, L = c->num_layers, p0 = kv->len, T = p0 + n;
-    float eps = c->rms_norm_eps;
     size_t A = lt_dtype_size(be->act_dtype);
     size_t qoff = (size_t)p0 * Hq * D * A, koff = (size_t)p0 * Hkv * D * A;
     for (int t = 0; t < n; t++) kv->h_pos[t] = p0 + t;
@@ -1549,8 +1704,13 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
         (st = be->upload(be, kv->d_pos, kv->h_pos, (size_t)n * 4, err)) ||
         (st = be->upload(be, kv->d_doc, kv->h_doc, (size_t)T * 4, err)))
         return lt_wrap(err, st, "decode");
+    if (c->window_layers) { // sliding layers: the new rows see the last W positions
+        window_bounds(kv->h_docw, kv->h_doc, (size_t)T, T, c->sliding_window > 0 ? c->sliding_window : T);
+        if ((st = be->upload(be, kv->d_docw, kv->h_docw, (size_t)T * 4, err))) return lt_wrap(err, st, "decode");
+    }
     be->embedding_fwd(be, kv->x, m->embed->data, kv->d_tokens, n, C); // (n, C)
-    if (!c->post_norm) be->rmsnorm_fwd(be, kv->h, kv->rstd, kv->x, m->layers[0].ln1->data, n, C, eps);
+    if (c->embed_scale) be->scale(be, kv->x, (size_t)n * C, embed_scale(m));
+    if (!c->post_norm) norm_fwd(m, kv->h, kv->rstd, kv->x, m->layers[0].ln1->data, n, C);
     for (int l = 0; l < L; l++) {
         // kv->h = rmsnorm(x) * ln1: above for layer 0, else fused with the previous layer's residual add;
         // the new q/k/v rows go into the cache, attention runs over the (1, T) cached sequence
@@ -1561,7 +1721,7 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
                        .att_all = kv->att, .att = (char *)kv->att + qoff, .lse = kv->lse, .xmid = kv->xmid,
                        .h2 = kv->h, .rstd2 = kv->rstd, .mo = kv->h, .rstd3 = kv->rstd, .gate = kv->gate,
                        .up = kv->up, .swi = kv->swi, .tmp = kv->tmp, .x_out = kv->x, .h_out = kv->h,
-                       .rstd_out = kv->rstd,
+                       .rstd_out = kv->rstd, .docw = kv->d_docw, .hp = kv->h, .rstdp = kv->rstd,
                        .w_out = l + 1 == L ? m->lnf->data : c->post_norm ? NULL : m->layers[l + 1].ln1->data};
         for (int t = 0; t < NT; t++) io.xa[t] = kv->xa; /* xdrop: NULL, no dropout */
         layer_recipe(m, l, &io, 0, 1);
@@ -1574,6 +1734,7 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
             return lt_wrap(err, st, "decode");
     }
     if ((st = be->sync(be, err))) return lt_wrap(err, st, "decode");
+    if (logits) cap_logits(c, logits, (size_t)rows * V);
     kv->len = T;
     return LT_OK;
 }
@@ -1611,4 +1772,76 @@ lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int n, float *logi
         if (st) return st;
     }
     return LT_OK;
+}
+
+/* ---- vocabulary resize (luxtrain vocab add) ---- */
+
+void lt_embed_resize_rows(const float *old, int64_t old_rows, int64_t cols, float *out, int64_t new_rows) {
+    int64_t keep = old_rows < new_rows ? old_rows : new_rows;
+    memcpy(out, old, (size_t)keep * (size_t)cols * sizeof *out);
+    if (new_rows <= old_rows || old_rows <= 0) return;
+    for (int64_t c = 0; c < cols; c++) {
+        double s = 0;
+        for (int64_t r = 0; r < old_rows; r++) s += old[r * cols + c];
+        out[keep * cols + c] = (float)(s / (double)old_rows);
+    }
+    for (int64_t r = keep + 1; r < new_rows; r++) memcpy(out + r * cols, out + keep * cols, (size_t)cols * sizeof *out);
+}
+
+int64_t lt_vocab_resized_rows(int64_t new_len, int pad_to_multiple_of) {
+    if (pad_to_multiple_of <= 0) return new_len;
+    return (new_len + pad_to_multiple_of - 1) / pad_to_multiple_of * pad_to_multiple_of;
+}
+
+/* ---- trainable embeddings next to LoRA ---- */
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* zero the gradient rows that do not train (the group's table is final) */
+static void mask_frozen_rows(lt_model *m, int group) {
+    lt_param *p = group == LT_GRAD_GROUP_EMBED ? m->embed : group == LT_GRAD_GROUP_HEAD && m->head != m->embed ? m->head : NULL;
+    if (!p || !p->grad) return;
+    size_t C = (size_t)p->shape[1], next = 0;
+    for (size_t k = 0; k <= m->n_train_rows; k++) {
+        size_t r = k < m->n_train_rows ? (size_t)m->train_rows[k] : (size_t)p->shape[0];
+        if (r > next) m->be->zero(m->be, p->grad + next * C, (r - next) * C * sizeof(float));
+        next = r + 1;
+    }
+}
+
+lt_status lt_model_train_embeddings(lt_model *m, const int32_t *rows, size_t n, lt_err *err) {
+    if (!m->lora) return lt_fail(err, LT_ERR_INVALID, "train embeddings: the model has no LoRA adapters");
+    int32_t *r = NULL;
+    if (rows) {
+        if (!n) return lt_fail(err, LT_ERR_INVALID, "train embeddings: no rows given");
+        if (!(r = malloc(n * sizeof *r))) return lt_fail(err, LT_ERR_NOMEM, "train embeddings: out of memory");
+        memcpy(r, rows, n * sizeof *r);
+        qsort(r, n, sizeof *r, cmp_i32);
+        for (size_t i = 0; i < n; i++)
+            if (r[i] < 0 || r[i] >= m->cfg.vocab_size || (i && r[i] == r[i - 1])) {
+                int32_t bad = r[i];
+                free(r);
+                return lt_fail(err, LT_ERR_RANGE, "train embeddings: row %d is %s (vocabulary of %d)", (int)bad,
+                               bad < 0 || bad >= m->cfg.vocab_size ? "out of range" : "given twice", m->cfg.vocab_size);
+            }
+    }
+    if (m->grad_flat) m->be->free(m->be, m->grad_flat); /* re-allocated with the tables in it */
+    m->grad_flat = NULL;
+    m->grad_numel = 0;
+    m->grads_allocated = 0;
+    for (size_t i = 0; i < m->n_params; i++) m->params[i].grad = NULL;
+    m->embed->trainable = 1;
+    m->head->trainable = 1;
+    free(m->train_rows);
+    m->train_rows = r;
+    m->n_train_rows = rows ? n : 0;
+    return LT_OK;
+}
+
+size_t lt_model_trained_rows(const lt_model *m, const int32_t **rows) {
+    *rows = m->train_rows;
+    return m->n_train_rows;
 }

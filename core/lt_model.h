@@ -199,6 +199,31 @@ void lt_model_kv_reset(lt_model *m);
 int lt_model_kv_len(const lt_model *m);
 lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int n, float *logits, int all_logits, lt_err *err);
 
+/* ---- trainable embeddings next to LoRA (`train --train-embeddings`) ----
+ * After lt_model_add_lora, before the gradients are allocated (it frees
+ * them): embed_tokens and an untied lm_head train again. rows NULL: every
+ * row (PEFT's modules_to_save); else only those rows (PEFT's
+ * trainable_token_indices): the other rows' gradients are zeroed as soon as
+ * the table's gradient is final (before the gradient hook, so reductions,
+ * clipping and the optimizer see zeros; AdamW then leaves them exactly as
+ * they are unless the table decays). lt_model_trained_rows: the rows (0: all
+ * or none). */
+lt_status lt_model_train_embeddings(lt_model *m, const int32_t *rows, size_t n, lt_err *err);
+size_t lt_model_trained_rows(const lt_model *m, const int32_t **rows);
+
+/* ---- vocabulary resize (`luxtrain vocab add`) ----
+ * transformers 5's resize_token_embeddings(new_len, pad_to_multiple_of=N):
+ * lt_vocab_resized_rows = new_len rounded up to a multiple of N (N <= 0: as
+ * is); the embedding (and an untied lm_head) keep their first
+ * min(old, new) rows and every added row is the mean of all old rows (f64
+ * sums, rounded to f32; the caller rounds to the stored dtype).
+ * transformers' mean_resizing draws the added rows from N(mean, 1e-9 *
+ * covariance of the old rows) -- the mean plus noise of about 3e-5 of the
+ * rows' spread, seeded by torch's global RNG; luxtrain writes the mean itself
+ * (docs/vocab.md). Fewer rows than old_rows: the rows are cut, as there. */
+void lt_embed_resize_rows(const float *old, int64_t old_rows, int64_t cols, float *out, int64_t new_rows);
+int64_t lt_vocab_resized_rows(int64_t new_len, int pad_to_multiple_of);
+
 #ifdef __cplusplus
 }
 #endif

@@ -800,8 +800,9 @@ lt_status lt_st_write_stream(const char *path, const lt_st_write_tensor *tensors
         return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory building the header", path);
     }
 
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+    char tmp[4096], tag[128];
+    lt_tmp_tag(tag, sizeof tag);
+    if (snprintf(tmp, sizeof tmp, "%s.tmp-%s", path, tag) >= (int)sizeof tmp) {
         free(h.p);
         free(nbytes);
         return lt_fail(err, LT_ERR_INVALID, "%s: path too long", path);

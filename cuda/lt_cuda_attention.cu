@@ -29,6 +29,11 @@
  *                    non-decreasing along t -- that is what ends the scan.
  * v2 (lt_cuda_attention_v2.cu): tensor cores (mma.sync), head dims 64, 128,
  *   256; dispatched first, v1 runs for other head dims or LT_ATTN_VERSION=1.
+ * Soft-capped scores (attention_cap_*, Gemma 2): v1 computes
+ *   s = cap * tanh(scale q.k / cap) and multiplies ds by 1 - tanh^2; a call
+ *   with cap > 0 runs v1 (v2 has no cap). Sliding windows are doc_start
+ *   lower bounds (max(doc start, t - W + 1), still non-decreasing): both
+ *   versions run them as they are.
  */
 #include <limits.h>
 #include <math.h>
@@ -79,10 +84,25 @@ static __device__ __forceinline__ void load_tile(lt_bf16 *s, int ss, const lt_bf
 /* ------------------------------------------------------------------------ */
 /* forward                                                                  */
 
+/* Soft-capped score (attention_cap_*): cap * tanh(s / cap), and tanh itself
+ * for the backward's 1 - tanh^2; cap = 0: s unchanged, th = 0. */
+static __device__ __forceinline__ float att_cap_t(float s, float cap, float *th) {
+    if (cap > 0.f) {
+        *th = tanhf(s / cap);
+        return cap * *th;
+    }
+    *th = 0.f;
+    return s;
+}
+static __device__ __forceinline__ float att_cap(float s, float cap) {
+    float th;
+    return att_cap_t(s, cap, &th);
+}
+
 template <int DPL>
 __global__ void __launch_bounds__(ATT_THREADS)
     attn_fwd_v1(lt_bf16 *out, float *lse, const lt_bf16 *q, const lt_bf16 *k, const lt_bf16 *v,
-                const int32_t *doc_start, int T, int Hq, int Hkv, int D, float scale) {
+                const int32_t *doc_start, int T, int Hq, int Hkv, int D, float scale, float cap) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __shared__ int s_lo[ATT_WARPS], s_hi[ATT_WARPS];
     const int SS = D + 2; // padded row stride: lane-per-row reads hit distinct banks
@@ -122,7 +142,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
         if (!active || j0 > t || j0 + KT - 1 < ds) continue; // no key of this tile for this row (warp-uniform)
         int j = j0 + lane;
         bool valid = j >= ds && j <= t;
-        float s = valid ? scale * dot_bf16(qs, Ks + lane * SS, D) : -INFINITY;
+        float s = valid ? att_cap(scale * dot_bf16(qs, Ks + lane * SS, D), cap) : -INFINITY;
         float mnew = fmaxf(m, lt_warp_max(s)); // finite: the tile holds a key of this row
         float alpha = expf(m - mnew);          // 0 on the first tile (m = -inf)
         float p = valid ? expf(s - mnew) : 0.f;
@@ -174,7 +194,7 @@ template <int DPL>
 __global__ void __launch_bounds__(ATT_THREADS)
     attn_dq_v1(lt_bf16 *dq, const lt_bf16 *dout, const lt_bf16 *q, const lt_bf16 *k, const lt_bf16 *v,
                const float *lse, const float *delta, const int32_t *doc_start, int T, int Hq, int Hkv, int D,
-               float scale) {
+               float scale, float cap) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __shared__ int s_lo[ATT_WARPS], s_hi[ATT_WARPS];
     const int SS = D + 2;
@@ -222,9 +242,9 @@ __global__ void __launch_bounds__(ATT_THREADS)
         int j = j0 + lane;
         float dsc = 0.f; // dS_ij = P_ij (dP_ij - Delta_i)
         if (j >= ds && j <= t) {
-            float p = expf(scale * dot_bf16(qs, Ks + lane * SS, D) - row_lse);
+            float th, p = expf(att_cap_t(scale * dot_bf16(qs, Ks + lane * SS, D), cap, &th) - row_lse);
             float dp = dot_bf16(gs, Vs + lane * SS, D);
-            dsc = p * (dp - row_delta);
+            dsc = p * (dp - row_delta) * (1.f - th * th); // th = 0 without a cap
         }
         int jlo = max(ds - j0, 0), jhi = min(t - j0, KT - 1);
         for (int jj = jlo; jj <= jhi; jj++) {
@@ -250,7 +270,7 @@ template <int DPL>
 __global__ void __launch_bounds__(ATT_THREADS)
     attn_dkdv_v1(lt_bf16 *dk, lt_bf16 *dv, const lt_bf16 *dout, const lt_bf16 *q, const lt_bf16 *k,
                  const lt_bf16 *v, const float *lse, const float *delta, const int32_t *doc_start, int T, int Hq,
-                 int Hkv, int D, float scale) {
+                 int Hkv, int D, float scale, float cap) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __shared__ float s_lse[KT], s_delta[KT];
     __shared__ int s_ds[KT];
@@ -302,9 +322,10 @@ __global__ void __launch_bounds__(ATT_THREADS)
             int i = i0 + lane;
             float p = 0.f, dsc = 0.f;
             if (i <= imax && i >= j && s_ds[lane] <= j) {
-                p = expf(scale * dot_bf16(Qs + lane * SS, kw, D) - s_lse[lane]);
+                float th;
+                p = expf(att_cap_t(scale * dot_bf16(Qs + lane * SS, kw, D), cap, &th) - s_lse[lane]);
                 float dp = dot_bf16(Gs + lane * SS, vw, D);
-                dsc = p * (dp - s_delta[lane]);
+                dsc = p * (dp - s_delta[lane]) * (1.f - th * th); // th = 0 without a cap
             }
             int ilo = max(j - i0, 0), ihi = imax - i0; // loaded rows that can see key j
             for (int ii = ilo; ii <= ihi; ii++) {
@@ -351,20 +372,26 @@ static int check_shape(lt_backend *be, const char *what, int B, int T, int Hq, i
     return 1;
 }
 
-static void cu_attention_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
-                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
+/* softcap > 0 (Gemma 2) runs v1: v2 has no soft-cap */
+static void cu_attention_cap_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                                 const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
+                                 float cap) {
     if (B <= 0 || T <= 0 || Hq <= 0) return;
     if (!check_shape(be, "attention_fwd", B, T, Hq, Hkv, D)) return;
-    if (lt_cuda_attention_v2_fwd(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, D, scale)) return;
+    if (!(cap > 0.f) && lt_cuda_attention_v2_fwd(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, D, scale)) return;
     cudaStream_t st = lt_cuda(be)->stream;
     dim3 grid(lt_cdiv(T, ATT_WARPS), Hq, B);
     size_t smem = (size_t)(2 * KT * (D + 2) + ATT_WARPS * D) * sizeof(lt_bf16);
     const lt_bf16 *Q = (const lt_bf16 *)q, *K = (const lt_bf16 *)k, *V = (const lt_bf16 *)v;
-    if (D <= 32) attn_fwd_v1<1><<<grid, ATT_THREADS, smem, st>>>((lt_bf16 *)out, lse, Q, K, V, doc_start, T, Hq, Hkv, D, scale);
-    else if (D <= 64) attn_fwd_v1<2><<<grid, ATT_THREADS, smem, st>>>((lt_bf16 *)out, lse, Q, K, V, doc_start, T, Hq, Hkv, D, scale);
-    else if (D <= 128) attn_fwd_v1<4><<<grid, ATT_THREADS, smem, st>>>((lt_bf16 *)out, lse, Q, K, V, doc_start, T, Hq, Hkv, D, scale);
-    else attn_fwd_v1<8><<<grid, ATT_THREADS, smem, st>>>((lt_bf16 *)out, lse, Q, K, V, doc_start, T, Hq, Hkv, D, scale);
+    if (D <= 32) attn_fwd_v1<1><<<grid, ATT_THREADS, smem, st>>>((lt_bf16 *)out, lse, Q, K, V, doc_start, T, Hq, Hkv, D, scale, cap);
+    else if (D <= 64) attn_fwd_v1<2><<<grid, ATT_THREADS, smem, st>>>((lt_bf16 *)out, lse, Q, K, V, doc_start, T, Hq, Hkv, D, scale, cap);
+    else if (D <= 128) attn_fwd_v1<4><<<grid, ATT_THREADS, smem, st>>>((lt_bf16 *)out, lse, Q, K, V, doc_start, T, Hq, Hkv, D, scale, cap);
+    else attn_fwd_v1<8><<<grid, ATT_THREADS, smem, st>>>((lt_bf16 *)out, lse, Q, K, V, doc_start, T, Hq, Hkv, D, scale, cap);
     LT_CUDA_LAUNCHED(be, "attention_fwd");
+}
+static void cu_attention_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
+    cu_attention_cap_fwd(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, D, scale, 0.f);
 }
 
 /* attention_bwd's contract (core/lt_backend.h): inside a sequence doc_start
@@ -376,9 +403,10 @@ __global__ void doc_order_check(const int32_t *doc_start, int B, int T, int *bad
         if (n % T && doc_start[n] < doc_start[n - 1]) atomicMin(bad, (int)n);
 }
 
-static void cu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
-                             const void *k, const void *v, const void *out, const float *lse,
-                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
+static void cu_attention_cap_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                                 const void *k, const void *v, const void *out, const float *lse,
+                                 const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
+                                 float cap) {
     if (B <= 0 || T <= 0 || Hq <= 0) return;
     if (!check_shape(be, "attention_bwd", B, T, Hq, Hkv, D)) return;
     lt_cuda_ctx *c = lt_cuda(be);
@@ -389,7 +417,8 @@ static void cu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const
     c->doc_bad_T = T;
     doc_order_check<<<lt_grid_1d((size_t)B * T, 256), 256, 0, c->stream>>>(doc_start, B, T, c->doc_bad);
     if (LT_CUDA_LAUNCHED(be, "attention_bwd: doc_start order check")) return;
-    if (lt_cuda_attention_v2_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv, D, scale))
+    if (!(cap > 0.f) &&
+        lt_cuda_attention_v2_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv, D, scale))
         return;
     cudaStream_t st = lt_cuda(be)->stream;
     size_t rows = (size_t)B * T * Hq;
@@ -403,23 +432,30 @@ static void cu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const
     dim3 gq(lt_cdiv(T, ATT_WARPS), Hq, B);
     size_t smem_q = (size_t)(2 * KT * (D + 2) + 2 * ATT_WARPS * D) * sizeof(lt_bf16);
     lt_bf16 *DQ = (lt_bf16 *)dq;
-    if (D <= 32) attn_dq_v1<1><<<gq, ATT_THREADS, smem_q, st>>>(DQ, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale);
-    else if (D <= 64) attn_dq_v1<2><<<gq, ATT_THREADS, smem_q, st>>>(DQ, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale);
-    else if (D <= 128) attn_dq_v1<4><<<gq, ATT_THREADS, smem_q, st>>>(DQ, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale);
-    else attn_dq_v1<8><<<gq, ATT_THREADS, smem_q, st>>>(DQ, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale);
+    if (D <= 32) attn_dq_v1<1><<<gq, ATT_THREADS, smem_q, st>>>(DQ, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale, cap);
+    else if (D <= 64) attn_dq_v1<2><<<gq, ATT_THREADS, smem_q, st>>>(DQ, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale, cap);
+    else if (D <= 128) attn_dq_v1<4><<<gq, ATT_THREADS, smem_q, st>>>(DQ, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale, cap);
+    else attn_dq_v1<8><<<gq, ATT_THREADS, smem_q, st>>>(DQ, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale, cap);
     LT_CUDA_LAUNCHED(be, "attention_bwd dq");
 
     dim3 gk(lt_cdiv(T, ATT_WARPS), Hkv, B);
     size_t smem_k = (size_t)(2 * KT * (D + 2) + 2 * ATT_WARPS * D) * sizeof(lt_bf16);
     lt_bf16 *DK = (lt_bf16 *)dk, *DV = (lt_bf16 *)dv;
-    if (D <= 32) attn_dkdv_v1<1><<<gk, ATT_THREADS, smem_k, st>>>(DK, DV, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale);
-    else if (D <= 64) attn_dkdv_v1<2><<<gk, ATT_THREADS, smem_k, st>>>(DK, DV, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale);
-    else if (D <= 128) attn_dkdv_v1<4><<<gk, ATT_THREADS, smem_k, st>>>(DK, DV, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale);
-    else attn_dkdv_v1<8><<<gk, ATT_THREADS, smem_k, st>>>(DK, DV, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale);
+    if (D <= 32) attn_dkdv_v1<1><<<gk, ATT_THREADS, smem_k, st>>>(DK, DV, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale, cap);
+    else if (D <= 64) attn_dkdv_v1<2><<<gk, ATT_THREADS, smem_k, st>>>(DK, DV, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale, cap);
+    else if (D <= 128) attn_dkdv_v1<4><<<gk, ATT_THREADS, smem_k, st>>>(DK, DV, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale, cap);
+    else attn_dkdv_v1<8><<<gk, ATT_THREADS, smem_k, st>>>(DK, DV, G, Q, K, V, lse, delta, doc_start, T, Hq, Hkv, D, scale, cap);
     LT_CUDA_LAUNCHED(be, "attention_bwd dk dv");
+}
+static void cu_attention_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                             const void *k, const void *v, const void *out, const float *lse,
+                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
+    cu_attention_cap_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv, D, scale, 0.f);
 }
 
 void lt_cuda_attention_init(lt_backend *be) {
     be->attention_fwd = cu_attention_fwd;
     be->attention_bwd = cu_attention_bwd;
+    be->attention_cap_fwd = cu_attention_cap_fwd;
+    be->attention_cap_bwd = cu_attention_cap_bwd;
 }

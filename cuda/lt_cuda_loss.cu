@@ -10,6 +10,10 @@
  *     dlogits may alias logits: each element is read and then written by the
  *     same thread, and the target logit is read by every thread before the
  *     block-wide reduction (a barrier) that precedes any write.
+ * Soft-capped logits (cross_entropy_cap, cap > 0): every logit is read as
+ *     z = cap * tanh(x / cap) (fp32), and the gradient is taken with respect
+ *     to x: grad_scale * (exp(z - lse) - onehot) * (1 - (z / cap)^2). cap = 0
+ *     is the plain op (the same kernel).
  * TODO v2: 16-byte loads; one read of the row instead of two when V fits in
  *     shared memory.
  */
@@ -32,9 +36,15 @@ static __device__ __forceinline__ void ms_combine(float &m, float &s, float m2, 
     m = M;
 }
 
+/* a logit as the loss reads it: soft-capped when cap > 0 */
+static __device__ __forceinline__ float ce_logit(lt_bf16 x, float cap) {
+    float v = __bfloat162float(x);
+    return cap > 0.f ? cap * tanhf(v / cap) : v;
+}
+
 __global__ void __launch_bounds__(CE_THREADS)
     cross_entropy_v1(float *loss, lt_bf16 *dlogits, const lt_bf16 *logits, const int32_t *targets, int V,
-                     float grad_scale) {
+                     float grad_scale, float cap) {
     __shared__ float sm[CE_THREADS / 32], ss[CE_THREADS / 32];
     __shared__ float s_lse;
     int row = blockIdx.x;
@@ -48,10 +58,10 @@ __global__ void __launch_bounds__(CE_THREADS)
             for (int v = tid; v < V; v += blockDim.x) dx[v] = __float2bfloat16_rn(0.f);
         return;
     }
-    float xt = __bfloat162float(x[tgt]); // read before any thread writes dx (aliasing)
+    float xt = ce_logit(x[tgt], cap); // read before any thread writes dx (aliasing)
     float m = -INFINITY, s = 0.f;
     for (int v = tid; v < V; v += blockDim.x) {
-        float xv = __bfloat162float(x[v]);
+        float xv = ce_logit(x[v], cap);
         // a -inf logit (masked token) adds exp(-inf) = 0: skipped, so that a
         // thread whose first values are -inf never computes -inf - (-inf)
         if (xv == -INFINITY) continue;
@@ -92,18 +102,27 @@ __global__ void __launch_bounds__(CE_THREADS)
     if (!dx) return;
     float lse = s_lse;
     for (int v = tid; v < V; v += blockDim.x) {
-        float p = expf(__bfloat162float(x[v]) - lse);
+        float z = ce_logit(x[v], cap);
+        float p = expf(z - lse);
         if (v == tgt) p -= 1.f;
+        if (cap > 0.f) p *= 1.f - (z / cap) * (z / cap);
         dx[v] = __float2bfloat16_rn(grad_scale * p); // bf16 rounding
     }
 }
 
-static void cu_cross_entropy(lt_backend *be, float *loss, void *dlogits, const void *logits, const int32_t *targets,
-                             int N, int V, float grad_scale) {
+static void cu_cross_entropy_cap(lt_backend *be, float *loss, void *dlogits, const void *logits,
+                                 const int32_t *targets, int N, int V, float grad_scale, float cap) {
     if (N <= 0 || V <= 0) return;
     cross_entropy_v1<<<N, CE_THREADS, 0, lt_cuda(be)->stream>>>(loss, (lt_bf16 *)dlogits, (const lt_bf16 *)logits,
-                                                               targets, V, grad_scale);
+                                                               targets, V, grad_scale, cap);
     LT_CUDA_LAUNCHED(be, "cross_entropy");
 }
+static void cu_cross_entropy(lt_backend *be, float *loss, void *dlogits, const void *logits, const int32_t *targets,
+                             int N, int V, float grad_scale) {
+    cu_cross_entropy_cap(be, loss, dlogits, logits, targets, N, V, grad_scale, 0.f);
+}
 
-void lt_cuda_loss_init(lt_backend *be) { be->cross_entropy = cu_cross_entropy; }
+void lt_cuda_loss_init(lt_backend *be) {
+    be->cross_entropy = cu_cross_entropy;
+    be->cross_entropy_cap = cu_cross_entropy_cap;
+}

@@ -6,6 +6,8 @@
  *     read mostly hits L1/L2. dw is reduced without atomics: a first kernel
  *     writes per-chunk-of-rows partial sums (each thread one column, rows in
  *     order), lt_cuda_colsum_acc adds the chunks in order: deterministic.
+ * Every kernel takes the weight offset woff (Gemma's x * (1 + w): the
+ * rmsnorm_off_* slots); the plain slots pass 0 (0 + w is w exactly).
  * TODO v2: 16-byte loads, the row kept in registers for C <= 8192, a
  *     block per row for large C (add_rmsnorm_fwd below already does the
  *     first two).
@@ -14,8 +16,8 @@
 
 #define ROWS_PER_BLOCK 8
 
-__global__ void rmsnorm_fwd_v1(lt_bf16 *out, float *rstd, const lt_bf16 *x, const lt_bf16 *w, int R, int C,
-                               float eps) {
+__global__ void rmsnorm_fwd_v1(lt_bf16 *out, float *rstd, const lt_bf16 *x, const lt_bf16 *w, float woff, int R,
+                               int C, float eps) {
     int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= R) return; // whole warps leave together
@@ -30,12 +32,12 @@ __global__ void rmsnorm_fwd_v1(lt_bf16 *out, float *rstd, const lt_bf16 *x, cons
     if (lane == 0) rstd[row] = rs;
     lt_bf16 *orow = out + (size_t)row * C;
     for (int c = lane; c < C; c += 32)
-        orow[c] = __float2bfloat16_rn(__bfloat162float(xr[c]) * rs * __bfloat162float(w[c])); // bf16 rounding
+        orow[c] = __float2bfloat16_rn(__bfloat162float(xr[c]) * rs * (woff + __bfloat162float(w[c]))); // bf16 rounding
 }
 
 /* dx = rs * w*g - rs^3 / C * x * sum_c(w*g*x)   (per row; g = dout) */
 __global__ void rmsnorm_bwd_dx_v1(lt_bf16 *dx, int acc_dx, const lt_bf16 *dout, const lt_bf16 *x,
-                                  const lt_bf16 *w, const float *rstd, int R, int C) {
+                                  const lt_bf16 *w, float woff, const float *rstd, int R, int C) {
     int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= R) return;
@@ -43,13 +45,13 @@ __global__ void rmsnorm_bwd_dx_v1(lt_bf16 *dx, int acc_dx, const lt_bf16 *dout, 
     const lt_bf16 *gr = dout + (size_t)row * C;
     float dot = 0.f;
     for (int c = lane; c < C; c += 32)
-        dot += __bfloat162float(gr[c]) * __bfloat162float(w[c]) * __bfloat162float(xr[c]);
+        dot += __bfloat162float(gr[c]) * (woff + __bfloat162float(w[c])) * __bfloat162float(xr[c]);
     dot = lt_warp_sum(dot);
     float rs = rstd[row];
     float k = rs * rs * rs * dot / (float)C;
     lt_bf16 *dr = dx + (size_t)row * C;
     for (int c = lane; c < C; c += 32) {
-        float v = rs * __bfloat162float(w[c]) * __bfloat162float(gr[c]) - k * __bfloat162float(xr[c]);
+        float v = rs * (woff + __bfloat162float(w[c])) * __bfloat162float(gr[c]) - k * __bfloat162float(xr[c]);
         if (acc_dx) v += __bfloat162float(dr[c]);
         dr[c] = __float2bfloat16_rn(v); // bf16 rounding (once, after the accumulation)
     }
@@ -85,16 +87,20 @@ void lt_cuda_colsum_acc(lt_backend *be, float *out, const float *part, int R, in
     LT_CUDA_LAUNCHED(be, "column sum (second pass)");
 }
 
-static void cu_rmsnorm_fwd(lt_backend *be, void *out, float *rstd, const void *x, const void *w, int R, int C,
-                           float eps) {
+static void cu_rmsnorm_off_fwd(lt_backend *be, void *out, float *rstd, const void *x, const void *w, float woff,
+                               int R, int C, float eps) {
     if (R <= 0 || C <= 0) return;
     rmsnorm_fwd_v1<<<lt_cdiv(R, ROWS_PER_BLOCK), 32 * ROWS_PER_BLOCK, 0, lt_cuda(be)->stream>>>(
-        (lt_bf16 *)out, rstd, (const lt_bf16 *)x, (const lt_bf16 *)w, R, C, eps);
+        (lt_bf16 *)out, rstd, (const lt_bf16 *)x, (const lt_bf16 *)w, woff, R, C, eps);
     LT_CUDA_LAUNCHED(be, "rmsnorm_fwd");
 }
+static void cu_rmsnorm_fwd(lt_backend *be, void *out, float *rstd, const void *x, const void *w, int R, int C,
+                           float eps) {
+    cu_rmsnorm_off_fwd(be, out, rstd, x, w, 0.f, R, C, eps);
+}
 
-static void cu_rmsnorm_bwd(lt_backend *be, void *dx, int acc_dx, float *dw, const void *dout, const void *x,
-                           const void *w, const float *rstd, int R, int C) {
+static void cu_rmsnorm_off_bwd(lt_backend *be, void *dx, int acc_dx, float *dw, const void *dout, const void *x,
+                               const void *w, float woff, const float *rstd, int R, int C) {
     lt_cuda_ctx *c = lt_cuda(be);
     if (R <= 0 || C <= 0) return;
     if (dw) {
@@ -116,9 +122,13 @@ static void cu_rmsnorm_bwd(lt_backend *be, void *dx, int acc_dx, float *dw, cons
     }
     if (dx) {
         rmsnorm_bwd_dx_v1<<<lt_cdiv(R, ROWS_PER_BLOCK), 32 * ROWS_PER_BLOCK, 0, c->stream>>>(
-            (lt_bf16 *)dx, acc_dx, (const lt_bf16 *)dout, (const lt_bf16 *)x, (const lt_bf16 *)w, rstd, R, C);
+            (lt_bf16 *)dx, acc_dx, (const lt_bf16 *)dout, (const lt_bf16 *)x, (const lt_bf16 *)w, woff, rstd, R, C);
         LT_CUDA_LAUNCHED(be, "rmsnorm_bwd dx");
     }
+}
+static void cu_rmsnorm_bwd(lt_backend *be, void *dx, int acc_dx, float *dw, const void *dout, const void *x,
+                           const void *w, const float *rstd, int R, int C) {
+    cu_rmsnorm_off_bwd(be, dx, acc_dx, dw, dout, x, w, 0.f, rstd, R, C);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -152,7 +162,7 @@ union lt_vec8 { /* 8 bf16 in one 16-byte load */
 template <int VPL>
 __global__ void __launch_bounds__(32 * ARN_WARPS)
     add_rmsnorm_fwd_vec(lt_bf16 *h, lt_bf16 *__restrict__ out, float *__restrict__ rstd, const lt_bf16 *x,
-                        const lt_bf16 *r, const lt_bf16 *__restrict__ w, int R, int C, float eps) {
+                        const lt_bf16 *r, const lt_bf16 *__restrict__ w, float woff, int R, int C, float eps) {
     int row = blockIdx.x * ARN_WARPS + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= R) return; // whole warps leave together
@@ -202,7 +212,7 @@ __global__ void __launch_bounds__(32 * ARN_WARPS)
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 float2 q = __bfloat1622float2(v[i].h2[j]), w2 = __bfloat1622float2(wk.h2[j]);
-                o.h2[j] = __floats2bfloat162_rn(q.x * rs * w2.x, q.y * rs * w2.y); // bf16 rounding of out
+                o.h2[j] = __floats2bfloat162_rn(q.x * rs * (woff + w2.x), q.y * rs * (woff + w2.y)); // bf16 rounding
             }
             ov[k] = o.u;
         }
@@ -210,7 +220,7 @@ __global__ void __launch_bounds__(32 * ARN_WARPS)
 }
 
 __global__ void add_rmsnorm_fwd_scalar(lt_bf16 *h, lt_bf16 *out, float *rstd, const lt_bf16 *x, const lt_bf16 *r,
-                                       const lt_bf16 *w, int R, int C, float eps) {
+                                       const lt_bf16 *w, float woff, int R, int C, float eps) {
     int row = blockIdx.x * ARN_WARPS + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= R) return;
@@ -226,13 +236,13 @@ __global__ void add_rmsnorm_fwd_scalar(lt_bf16 *h, lt_bf16 *out, float *rstd, co
     float rs = 1.f / sqrtf(ss / (float)C + eps);
     if (lane == 0) rstd[row] = rs;
     for (int c = lane; c < C; c += 32) // h[o + c] was written by this lane
-        out[o + c] = __float2bfloat16_rn(__bfloat162float(h[o + c]) * rs * __bfloat162float(w[c])); // bf16 rounding
+        out[o + c] = __float2bfloat16_rn(__bfloat162float(h[o + c]) * rs * (woff + __bfloat162float(w[c]))); // bf16 rounding
 }
 
 static int aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-static void cu_add_rmsnorm_fwd(lt_backend *be, void *h, void *out, float *rstd, const void *x, const void *r,
-                               const void *w, int R, int C, float eps) {
+static void cu_add_rmsnorm_off_fwd(lt_backend *be, void *h, void *out, float *rstd, const void *x, const void *r,
+                                   const void *w, float woff, int R, int C, float eps) {
     if (R <= 0 || C <= 0) return;
     cudaStream_t st = lt_cuda(be)->stream;
     unsigned grid = lt_cdiv(R, ARN_WARPS);
@@ -241,8 +251,8 @@ static void cu_add_rmsnorm_fwd(lt_backend *be, void *h, void *out, float *rstd, 
               aligned16(w);
     lt_bf16 *H = (lt_bf16 *)h, *O = (lt_bf16 *)out;
     const lt_bf16 *X = (const lt_bf16 *)x, *Rr = (const lt_bf16 *)r, *W = (const lt_bf16 *)w;
-#define ARN_LAUNCH(V) add_rmsnorm_fwd_vec<V><<<grid, 32 * ARN_WARPS, 0, st>>>(H, O, rstd, X, Rr, W, R, C, eps)
-    if (!vec) add_rmsnorm_fwd_scalar<<<grid, 32 * ARN_WARPS, 0, st>>>(H, O, rstd, X, Rr, W, R, C, eps);
+#define ARN_LAUNCH(V) add_rmsnorm_fwd_vec<V><<<grid, 32 * ARN_WARPS, 0, st>>>(H, O, rstd, X, Rr, W, woff, R, C, eps)
+    if (!vec) add_rmsnorm_fwd_scalar<<<grid, 32 * ARN_WARPS, 0, st>>>(H, O, rstd, X, Rr, W, woff, R, C, eps);
     else if (vpl <= 1) ARN_LAUNCH(1);   /* C <= 256 */
     else if (vpl <= 2) ARN_LAUNCH(2);   /* C <= 512 */
     else if (vpl <= 4) ARN_LAUNCH(4);   /* C <= 1024 (qwen 0.5b: 896) */
@@ -255,9 +265,16 @@ static void cu_add_rmsnorm_fwd(lt_backend *be, void *h, void *out, float *rstd, 
 #undef ARN_LAUNCH
     LT_CUDA_LAUNCHED(be, "add_rmsnorm_fwd");
 }
+static void cu_add_rmsnorm_fwd(lt_backend *be, void *h, void *out, float *rstd, const void *x, const void *r,
+                               const void *w, int R, int C, float eps) {
+    cu_add_rmsnorm_off_fwd(be, h, out, rstd, x, r, w, 0.f, R, C, eps);
+}
 
 void lt_cuda_norm_init(lt_backend *be) {
     be->rmsnorm_fwd = cu_rmsnorm_fwd;
     be->rmsnorm_bwd = cu_rmsnorm_bwd;
     be->add_rmsnorm_fwd = cu_add_rmsnorm_fwd;
+    be->rmsnorm_off_fwd = cu_rmsnorm_off_fwd;
+    be->rmsnorm_off_bwd = cu_rmsnorm_off_bwd;
+    be->add_rmsnorm_off_fwd = cu_add_rmsnorm_off_fwd;
 }

@@ -19,6 +19,21 @@
  *
  * targets[t] = tokens[t+1] where t+1 is in the same document and
  * loss_mask[t+1] = 1, else -1.
+ *
+ * A mix of shard sets (docs/training.md, "Mixing corpora and instructions"):
+ * when any path has a suffix, PATTERN:W (a weight) or PATTERN:xN (an epoch
+ * count), every path is one set -- files, folders or glob patterns, several
+ * separated by ',' -- and an epoch is a "mix epoch": its document order
+ * takes, one document at a time, from the set whose document tokens so far
+ * are the smallest fraction of its target for the epoch (ties: the earlier
+ * set). Targets: weights split the tokens of all sets together in the
+ * weights' proportions; epoch counts take every document of a set N times
+ * (a set without a suffix among epoch counts: x1). Each set walks through
+ * its own passes, every pass a fresh shuffle from (seed, set, pass), and
+ * carries its position over to the next mix epoch. Packing, ranks and
+ * batches then work as above on that order. Sets must share tokenizer_sha256
+ * and vocab_size. The loss mask of each shard applies as it is (raw text:
+ * every token after the first; chats: the assistant turns).
  */
 #ifndef LT_LOADER_H
 #define LT_LOADER_H
@@ -63,6 +78,18 @@ typedef struct lt_loader_batch {
 
 typedef struct lt_loader lt_loader;
 
+#define LT_LOADER_MAX_SETS 64
+
+/* one set of a mix, as given and as achieved so far */
+typedef struct lt_loader_set {
+    const char *spec;    /* the --data entry (owned by the loader) */
+    double weight;       /* PATTERN:W, else 0 */
+    double epochs;       /* PATTERN:xN (or 1 for a set without a suffix), else 0 */
+    double target_share; /* the set's share of the document tokens of a mix epoch */
+    int64_t n_docs, n_tokens, n_targets;           /* the set's shards (tokens cut to T) */
+    int64_t seen_docs, seen_tokens, seen_targets;  /* in the global batches produced so far */
+} lt_loader_set;
+
 /* paths: shard files, or folders (all files named <prefix>*.h5 in them,
  * sorted; prefix NULL = "train-"). */
 lt_status lt_loader_open(const char *const *paths, int n_paths, const char *prefix, const lt_loader_opts *o,
@@ -74,6 +101,18 @@ lt_status lt_loader_next(lt_loader *L, lt_loader_batch *out, lt_err *err);
 
 void lt_loader_get_state(const lt_loader *L, lt_loader_state *s);
 lt_status lt_loader_set_state(lt_loader *L, const lt_loader_state *s, lt_err *err);
+/* A mix's position goes beyond lt_loader_state: every set's place in its
+ * passes and the counts achieved (lt_loader_mix_state_size bytes; 0 for a
+ * loader that is not a mix). Restore with both parts. */
+size_t lt_loader_mix_state_size(const lt_loader *L);
+void lt_loader_get_mix_state(const lt_loader *L, void *buf);
+lt_status lt_loader_set_state_mix(lt_loader *L, const lt_loader_state *s, const void *mix, size_t mix_len,
+                                  lt_err *err);
+
+/* 1 when any of the paths has a :W / :xN suffix (or a malformed one) */
+int lt_loader_is_mix(const char *const *paths, int n);
+int lt_loader_num_sets(const lt_loader *L); /* 0: not a mix */
+void lt_loader_get_set(const lt_loader *L, int s, lt_loader_set *out);
 
 int64_t lt_loader_num_docs(const lt_loader *L);
 int64_t lt_loader_num_tokens(const lt_loader *L);

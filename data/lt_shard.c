@@ -269,7 +269,9 @@ static void writer_free(lt_shard_writer *w) {
 void lt_shard_tmp_path(const char *path, char *out, size_t cap) {
     const char *slash = strrchr(path, '/');
     int dirlen = slash ? (int)(slash - path + 1) : 0;
-    snprintf(out, cap, "%.*s.%s.tmp.%ld", dirlen, path, slash ? slash + 1 : path, (long)getpid());
+    char tag[128];
+    lt_tmp_tag(tag, sizeof tag);
+    snprintf(out, cap, "%.*s.%s.tmp-%s", dirlen, path, slash ? slash + 1 : path, tag);
 }
 
 lt_status lt_shard_writer_open(const char *path, const lt_shard_meta *meta, lt_shard_writer **out, lt_err *err) {

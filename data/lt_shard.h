@@ -36,7 +36,7 @@ typedef struct lt_shard_meta {
 typedef struct lt_shard_writer lt_shard_writer;
 
 /* The hidden temporary name a writer for `path` uses (same folder):
- * DIR/.NAME.tmp.<pid> */
+ * DIR/.NAME.tmp-<host>-<pid> (lt_tmp_tag) */
 void lt_shard_tmp_path(const char *path, char *out, size_t cap);
 /* Create the temporary file for `path` (the hidden name is returned by
  * lt_shard_writer_tmp_path). */

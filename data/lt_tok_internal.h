@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "lt_base.h"
+#include "lt_tok_vocab.h"
 #include "lt_tokenizer.h"
 
 /* ---- JSON (lt_tok_json.c) ---- */
@@ -52,6 +53,22 @@ void lt_strmap_free(lt_strmap *m);
 /* insert or overwrite; returns 0 on allocation failure */
 int lt_strmap_put(lt_strmap *m, const char *key, size_t len, int32_t val);
 int32_t lt_strmap_get(const lt_strmap *m, const char *key, size_t len); /* -1 if absent */
+
+/* ---- added tokens as tokenizers' AddedVocabulary::add_tokens assigns them
+ * (lt_tok_vocab.c; rules in lt_tok_vocab.h): one entry per id, in the order
+ * first added; both the loader (the file's entries) and vocab add use it ---- */
+typedef struct lt_added_set {
+    lt_tok_added *a;
+    size_t n, cap;
+    lt_strmap by_content; /* content -> index into a */
+    const lt_strmap *vocab; /* the model's (borrowed) */
+    int64_t model_size, max_id;
+} lt_added_set;
+int lt_added_set_init(lt_added_set *s, const lt_strmap *vocab); /* 0: out of memory */
+/* tok->content (NUL-terminated) is copied; *id: its id (-1 if empty); *what:
+ * LT_TOK_ADD_*. Returns 0 on allocation failure. */
+int lt_added_set_add(lt_added_set *s, const lt_tok_added *tok, int32_t *id, int *what);
+void lt_added_set_free(lt_added_set *s);
 
 /* ---- (id, id) -> (rank, new id) hash map ---- */
 typedef struct lt_pairmap {

@@ -1430,47 +1430,63 @@ static lt_status load_added(loader *L, const lt_jval *arr) {
     lt_tokenizer *t = L->t;
     if (!arr || arr->type == LT_JNULL) return LT_OK;
     if (arr->type != LT_JARR) return lt_fail(L->err, LT_ERR_FORMAT, "%s: 'added_tokens' must be an array", L->path);
-    size_t total = 0;
-    for (uint32_t i = 0; i < arr->len; i++) {
-        const lt_jval *c = lt_json_get(&arr->u.items[i], "content");
-        if (!c || c->type != LT_JSTR)
-            return lt_fail(L->err, LT_ERR_FORMAT, "%s: added_tokens[%u]: 'content' must be a string", L->path, i);
-        total += c->len + 1;
-    }
-    t->added = calloc(arr->len + 1, sizeof *t->added);
-    t->added_pool = malloc(total + 1);
-    if (!t->added || !t->added_pool || !lt_strmap_init(&t->added_map, arr->len))
-        return lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
-    size_t w = 0;
-    int32_t model_size = (int32_t)t->vocab.n, max_added = -1;
-    for (uint32_t i = 0; i < arr->len; i++) {
+    /* tokenizers adds the file's entries one by one (AddedVocabulary::add_tokens: the
+     * file's "id" is not used -- it warns and keeps the id computed here) */
+    lt_added_set s;
+    if (!lt_added_set_init(&s, &t->vocab)) return lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
+    lt_status st = LT_OK;
+    for (uint32_t i = 0; i < arr->len && !st; i++) {
         const lt_jval *o = &arr->u.items[i];
         const lt_jval *c = lt_json_get(o, "content");
-        if (c->len == 0) continue; /* ignored by tokenizers */
-        added_tok a;
-        memset(&a, 0, sizeof a);
+        if (!c || c->type != LT_JSTR) {
+            st = lt_fail(L->err, LT_ERR_FORMAT, "%s: added_tokens[%u]: 'content' must be a string", L->path, i);
+            break;
+        }
+        if (memchr(c->u.str, 0, c->len)) {
+            st = lt_fail(L->err, LT_ERR_UNSUPPORTED, "%s: added_tokens[%u]: a NUL character in 'content' is not supported",
+                         L->path, i);
+            break;
+        }
+        lt_tok_added a = {(char *)c->u.str, 0, 0, 0, 0, 0, 0};
         a.special = (uint8_t)jbool(lt_json_get(o, "special"), 0);
         a.single_word = (uint8_t)jbool(lt_json_get(o, "single_word"), 0);
         a.lstrip = (uint8_t)jbool(lt_json_get(o, "lstrip"), 0);
         a.rstrip = (uint8_t)jbool(lt_json_get(o, "rstrip"), 0);
         a.normalized = (uint8_t)jbool(lt_json_get(o, "normalized"), !a.special);
-        /* tokenizers re-assigns ids: existing token -> its id, else the next free one */
-        int32_t id = lt_strmap_get(&t->added_map, c->u.str, c->len);
-        if (id < 0) id = lt_strmap_get(&t->vocab, c->u.str, c->len);
-        if (id < 0) id = max_added < 0 ? model_size : (max_added >= model_size ? max_added + 1 : model_size);
-        if (id > max_added && lt_strmap_get(&t->added_map, c->u.str, c->len) < 0) max_added = id > max_added ? id : max_added;
-        memcpy(t->added_pool + w, c->u.str, c->len);
-        t->added_pool[w + c->len] = 0;
+        int32_t id;
+        int what;
+        if (!lt_added_set_add(&s, &a, &id, &what)) st = lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < s.n; i++) total += strlen(s.a[i].content) + 1;
+    if (!st) {
+        t->added = calloc(s.n + 1, sizeof *t->added);
+        t->added_pool = malloc(total + 1);
+        if (!t->added || !t->added_pool || !lt_strmap_init(&t->added_map, s.n + 1))
+            st = lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < s.n && !st; i++) {
+        const lt_tok_added *e = &s.a[i];
+        added_tok a;
+        memset(&a, 0, sizeof a);
+        size_t n = strlen(e->content);
+        memcpy(t->added_pool + w, e->content, n + 1);
         a.content.s = t->added_pool + w;
-        a.content.n = c->len;
-        w += c->len + 1;
-        a.id = id;
-        /* (the file's "id" is not used: tokenizers warns and keeps the id computed above) */
-        if (!lt_strmap_put(&t->added_map, a.content.s, a.content.n, id))
-            return lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
+        a.content.n = (uint32_t)n;
+        w += n + 1;
+        a.id = e->id;
+        a.special = e->special;
+        a.single_word = e->single_word;
+        a.lstrip = e->lstrip;
+        a.rstrip = e->rstrip;
+        a.normalized = e->normalized;
+        if (!lt_strmap_put(&t->added_map, a.content.s, a.content.n, a.id))
+            st = lt_fail(L->err, LT_ERR_NOMEM, "%s: out of memory", L->path);
         t->added[t->n_added++] = a;
     }
-    return LT_OK;
+    lt_added_set_free(&s);
+    return st;
 }
 
 static lt_status build_added(loader *L) {

@@ -36,6 +36,17 @@ extern int lt_test_checks;
         LT_CHECK(_st == LT_OK, "%s: %s", lt_status_name(_st), (errp)->msg);             \
     } while (0)
 
+/* snprintf into an array that must hold the whole text: a test whose paths
+ * or commands do not fit stops with a message instead of running a cut one. */
+#define LT_FMT(arr, ...)                                                                          \
+    do {                                                                                          \
+        if (snprintf((arr), sizeof(arr), __VA_ARGS__) >= (int)sizeof(arr)) {                     \
+            fprintf(stderr, "FAIL %s:%d: %s (%zu bytes) is too small\n", __FILE__, __LINE__, #arr, \
+                    sizeof(arr));                                                                 \
+            exit(1);                                                                              \
+        }                                                                                         \
+    } while (0)
+
 int lt_test_finish(const char *name);
 
 /* Max over i of |a-b| / (|b| + atol_floor) is not what we use; instead the

@@ -334,6 +334,25 @@ static void test_matmul(int M, int K, int Nout, int with_bias) {
     bfree(&x), bfree(&w), bfree(&bias), bfree(&out), bfree(&dout), bfree(&dx), bfree(&dw), bfree(&db);
 }
 
+/* the rmsnorm tests run the plain ops, or (rmsnorm_off) the _off ops with
+ * weight offset g_woff */
+static int g_offop;
+static float g_woff;
+static void t_rms_fwd(lt_backend *be, void *out, float *rstd, const void *x, const void *w, int R, int C, float eps) {
+    if (g_offop) be->rmsnorm_off_fwd(be, out, rstd, x, w, g_woff, R, C, eps);
+    else be->rmsnorm_fwd(be, out, rstd, x, w, R, C, eps);
+}
+static void t_rms_bwd(lt_backend *be, void *dx, int acc, float *dw, const void *dout, const void *x, const void *w,
+                      const float *rstd, int R, int C) {
+    if (g_offop) be->rmsnorm_off_bwd(be, dx, acc, dw, dout, x, w, g_woff, rstd, R, C);
+    else be->rmsnorm_bwd(be, dx, acc, dw, dout, x, w, rstd, R, C);
+}
+static void t_arms_fwd(lt_backend *be, void *h, void *out, float *rstd, const void *x, const void *r, const void *w,
+                       int R, int C, float eps) {
+    if (g_offop) be->add_rmsnorm_off_fwd(be, h, out, rstd, x, r, w, g_woff, R, C, eps);
+    else be->add_rmsnorm_fwd(be, h, out, rstd, x, r, w, R, C, eps);
+}
+
 static void test_rmsnorm(int R, int C) {
     float eps = 1e-6f;
     float *hx = rnd((size_t)R * C, 1.0f);
@@ -343,7 +362,7 @@ static void test_rmsnorm(int R, int C) {
     buf out = bnew(K_ACT, (size_t)R * C);
     buf rstd = bnew(K_F32, R);
     bpoison(&out), bpoison(&rstd);
-    BOTH(be->rmsnorm_fwd(be, P(out), (float *)P(rstd), P(x), P(w), R, C, eps));
+    BOTH(t_rms_fwd(be, P(out), (float *)P(rstd), P(x), P(w), R, C, eps));
     sync_both("rmsnorm_fwd");
     bcmp(&out, TOL_BF16, "rmsnorm_fwd out R=%d C=%d", R, C);
     bcmp(&rstd, TOL_F32, "rmsnorm_fwd rstd R=%d C=%d", R, C);
@@ -369,19 +388,19 @@ static void test_rmsnorm(int R, int C) {
         } else {
             bpoison(&dx);
         }
-        BOTH(be->rmsnorm_bwd(be, P(dx), acc, (float *)P(dw), P(dout), P(x), P(w), (const float *)P(rstd), R, C));
+        BOTH(t_rms_bwd(be, P(dx), acc, (float *)P(dw), P(dout), P(x), P(w), (const float *)P(rstd), R, C));
         sync_both("rmsnorm_bwd");
         bcmp(&dx, TOL_BF16, "rmsnorm_bwd dx acc=%d R=%d C=%d", acc, R, C);
         bcmp(&dw, TOL_F32ACC, "rmsnorm_bwd dw R=%d C=%d", R, C);
     }
     /* dw deterministic */
     bset(&dw, dwinit);
-    BE[GPU]->rmsnorm_bwd(BE[GPU], NULL, 0, (float *)dw.p[GPU], dout.p[GPU], x.p[GPU], w.p[GPU],
+    t_rms_bwd(BE[GPU], NULL, 0, (float *)dw.p[GPU], dout.p[GPU], x.p[GPU], w.p[GPU],
                          (const float *)rstd.p[GPU], R, C);
     sync_both("rmsnorm_bwd dw");
     float *first = snap(&dw);
     bset(&dw, dwinit);
-    BE[GPU]->rmsnorm_bwd(BE[GPU], NULL, 0, (float *)dw.p[GPU], dout.p[GPU], x.p[GPU], w.p[GPU],
+    t_rms_bwd(BE[GPU], NULL, 0, (float *)dw.p[GPU], dout.p[GPU], x.p[GPU], w.p[GPU],
                          (const float *)rstd.p[GPU], R, C);
     sync_both("rmsnorm_bwd dw rerun");
     same_bits(&dw, first, "rmsnorm_bwd dw");
@@ -404,7 +423,7 @@ static void test_add_rmsnorm(int R, int C) {
     bset(&x, hx), bset(&r, hrr);
     buf h = bnew(K_ACT, n), out = bnew(K_ACT, n), rstd = bnew(K_F32, R);
     bpoison(&h), bpoison(&out), bpoison(&rstd);
-    BOTH(be->add_rmsnorm_fwd(be, P(h), P(out), (float *)P(rstd), P(x), P(r), P(w), R, C, eps));
+    BOTH(t_arms_fwd(be, P(h), P(out), (float *)P(rstd), P(x), P(r), P(w), R, C, eps));
     sync_both("add_rmsnorm_fwd");
     bcmp(&h, TOL_BF16, "add_rmsnorm_fwd h R=%d C=%d", R, C);
     bcmp(&out, TOL_BF16, "add_rmsnorm_fwd out R=%d C=%d", R, C);
@@ -413,7 +432,7 @@ static void test_add_rmsnorm(int R, int C) {
     /* (2) the CPU's rmsnorm_fwd of the CUDA side's h */
     buf h2 = bnew(K_ACT, n);
     bset(&h2, gh);
-    BE[CPU]->rmsnorm_fwd(BE[CPU], out.p[CPU], (float *)rstd.p[CPU], h2.p[CPU], w.p[CPU], R, C, eps);
+    t_rms_fwd(BE[CPU], out.p[CPU], (float *)rstd.p[CPU], h2.p[CPU], w.p[CPU], R, C, eps);
     sync_both("rmsnorm_fwd of the cuda h");
     bcmp(&out, TOL_BF16, "add_rmsnorm_fwd out vs rmsnorm_fwd(h as stored) R=%d C=%d", R, C);
     bcmp(&rstd, TOL_F32, "add_rmsnorm_fwd rstd vs rmsnorm_fwd(h as stored) R=%d C=%d", R, C);
@@ -423,7 +442,7 @@ static void test_add_rmsnorm(int R, int C) {
         buf hi = bnew(K_ACT, n);
         bset(&hi, alias ? hrr : hx);
         bpoison(&out), bpoison(&rstd);
-        BOTH(be->add_rmsnorm_fwd(be, P(hi), P(out), (float *)P(rstd), alias ? P(x) : P(hi), alias ? P(hi) : P(r),
+        BOTH(t_arms_fwd(be, P(hi), P(out), (float *)P(rstd), alias ? P(x) : P(hi), alias ? P(hi) : P(r),
                                  P(w), R, C, eps));
         sync_both("add_rmsnorm_fwd in place");
         const char *nm = alias ? "r" : "x";
@@ -480,6 +499,20 @@ static void make_docs(int32_t *ds, int B, int T, int layout, int maxlen) {
 }
 
 static const char *attn_ver = ""; /* the attention variant of the current run */
+/* attention_cap: the capped ops with g_cap, lower bounds max(doc start, t - g_window + 1) */
+static int g_attcap, g_window;
+static float g_cap;
+static void t_att_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                      const int32_t *ds, int B, int T, int Hq, int Hkv, int D, float scale) {
+    if (g_attcap) be->attention_cap_fwd(be, out, lse, q, k, v, ds, B, T, Hq, Hkv, D, scale, g_cap);
+    else be->attention_fwd(be, out, lse, q, k, v, ds, B, T, Hq, Hkv, D, scale);
+}
+static void t_att_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q, const void *k,
+                      const void *v, const void *out, const float *lse, const int32_t *ds, int B, int T, int Hq,
+                      int Hkv, int D, float scale) {
+    if (g_attcap) be->attention_cap_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, ds, B, T, Hq, Hkv, D, scale, g_cap);
+    else be->attention_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, ds, B, T, Hq, Hkv, D, scale);
+}
 
 static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
     size_t N = (size_t)B * T;
@@ -488,14 +521,18 @@ static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
     buf ds = bnew(K_I32, N);
     int32_t *hd = malloc(N * sizeof *hd);
     make_docs(hd, B, T, layout, layout == 3 ? 300 : 9);
+    for (size_t n = 0; g_window > 0 && n < N; n++) { // sliding window: the first key each query sees
+        int t = (int)(n % T);
+        if (hd[n] < t - g_window + 1) hd[n] = t - g_window + 1;
+    }
     bset_i32(&ds, hd);
     buf out = bnew(K_ACT, N * Hq * D), lse = bnew(K_F32, (size_t)B * Hq * T);
     bpoison(&out), bpoison(&lse);
-    BOTH(be->attention_fwd(be, P(out), (float *)P(lse), P(q), P(k), P(v), (const int32_t *)P(ds), B, T, Hq, Hkv, D,
+    BOTH(t_att_fwd(be, P(out), (float *)P(lse), P(q), P(k), P(v), (const int32_t *)P(ds), B, T, Hq, Hkv, D,
                            scale));
     sync_both("attention_fwd");
-    bcmp(&out, TOL_BF16, "attention_fwd out v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", attn_ver, B, T, Hq, Hkv, D, layout);
-    bcmp(&lse, TOL_F32, "attention_fwd lse v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", attn_ver, B, T, Hq, Hkv, D, layout);
+    bcmp(&out, TOL_BF16, "attention_fwd out cap%g W%d v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", g_cap, g_window, attn_ver, B, T, Hq, Hkv, D, layout);
+    bcmp(&lse, TOL_F32, "attention_fwd lse cap%g W%d v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", g_cap, g_window, attn_ver, B, T, Hq, Hkv, D, layout);
 
     /* backward on identical inputs: the CPU's out (rounded to bf16) and lse */
     float *ho = bget(&out, CPU), *hl = bget(&lse, CPU);
@@ -504,15 +541,15 @@ static void test_attention(int B, int T, int Hq, int Hkv, int D, int layout) {
     buf dout = brnd(K_ACT, N * Hq * D, 1.0f);
     buf dq = bnew(K_ACT, N * Hq * D), dk = bnew(K_ACT, N * Hkv * D), dv = bnew(K_ACT, N * Hkv * D);
     bpoison(&dq), bpoison(&dk), bpoison(&dv);
-    BOTH(be->attention_bwd(be, P(dq), P(dk), P(dv), P(dout), P(q), P(k), P(v), P(out), (const float *)P(lse),
+    BOTH(t_att_bwd(be, P(dq), P(dk), P(dv), P(dout), P(q), P(k), P(v), P(out), (const float *)P(lse),
                            (const int32_t *)P(ds), B, T, Hq, Hkv, D, scale));
     sync_both("attention_bwd");
-    bcmp(&dq, TOL_BF16X, "attention_bwd dq v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", attn_ver, B, T, Hq, Hkv, D, layout);
-    bcmp(&dk, TOL_BF16X, "attention_bwd dk v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", attn_ver, B, T, Hq, Hkv, D, layout);
-    bcmp(&dv, TOL_BF16X, "attention_bwd dv v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", attn_ver, B, T, Hq, Hkv, D, layout);
+    bcmp(&dq, TOL_BF16X, "attention_bwd dq cap%g W%d v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", g_cap, g_window, attn_ver, B, T, Hq, Hkv, D, layout);
+    bcmp(&dk, TOL_BF16X, "attention_bwd dk cap%g W%d v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", g_cap, g_window, attn_ver, B, T, Hq, Hkv, D, layout);
+    bcmp(&dv, TOL_BF16X, "attention_bwd dv cap%g W%d v%s B=%d T=%d Hq=%d Hkv=%d D=%d docs=%d", g_cap, g_window, attn_ver, B, T, Hq, Hkv, D, layout);
     float *f1 = snap(&dq), *f2 = snap(&dk), *f3 = snap(&dv);
     bpoison(&dq), bpoison(&dk), bpoison(&dv);
-    BE[GPU]->attention_bwd(BE[GPU], dq.p[GPU], dk.p[GPU], dv.p[GPU], dout.p[GPU], q.p[GPU], k.p[GPU], v.p[GPU],
+    t_att_bwd(BE[GPU], dq.p[GPU], dk.p[GPU], dv.p[GPU], dout.p[GPU], q.p[GPU], k.p[GPU], v.p[GPU],
                            out.p[GPU], (const float *)lse.p[GPU], (const int32_t *)ds.p[GPU], B, T, Hq, Hkv, D, scale);
     sync_both("attention_bwd rerun");
     same_bits(&dq, f1, "attention_bwd dq"), same_bits(&dk, f2, "attention_bwd dk"),
@@ -549,6 +586,30 @@ static void test_swiglu(size_t n) {
     bfree(&g), bfree(&u), bfree(&out), bfree(&dout), bfree(&dg), bfree(&du);
 }
 
+static void test_geglu(size_t n) {
+    buf g = brnd(K_ACT, n, 2.0f), u = brnd(K_ACT, n, 1.0f), out = bnew(K_ACT, n);
+    bpoison(&out);
+    BOTH(be->geglu_fwd(be, P(out), P(g), P(u), n));
+    sync_both("geglu_fwd");
+    bcmp(&out, TOL_BF16, "geglu_fwd n=%zu", n);
+    buf dout = brnd(K_ACT, n, 1.0f), dg = bnew(K_ACT, n), du = bnew(K_ACT, n);
+    bpoison(&dg), bpoison(&du);
+    BOTH(be->geglu_bwd(be, P(dg), P(du), P(dout), P(g), P(u), n));
+    sync_both("geglu_bwd");
+    bcmp(&dg, TOL_BF16, "geglu_bwd dgate n=%zu", n);
+    bcmp(&du, TOL_BF16, "geglu_bwd dup n=%zu", n);
+    bfree(&g), bfree(&u), bfree(&out), bfree(&dout), bfree(&dg), bfree(&du);
+}
+
+static void test_scale(size_t n) {
+    buf x = brnd(K_ACT, n, 2.0f);
+    float s = lt_bf16_to_f32(lt_f32_to_bf16(sqrtf(2304.0f))); /* the normalizer as the model rounds it */
+    BOTH(be->scale(be, P(x), n, s));
+    sync_both("scale");
+    bcmp(&x, TOL_BF16, "scale (in place) n=%zu", n);
+    bfree(&x);
+}
+
 static void test_add(size_t n) {
     buf g = brnd(K_ACT, n, 2.0f), u = brnd(K_ACT, n, 1.0f), out = bnew(K_ACT, n);
     bpoison(&out);
@@ -565,6 +626,11 @@ static void test_add(size_t n) {
  * every thread of a 512-thread row starts on -inf) and every 7th, never the
  * target */
 static int ce_neg_inf = 0;
+static float g_cecap; /* > 0: cross_entropy_cap */
+static void t_ce(lt_backend *be, float *loss, void *dl, const void *logits, const int32_t *tg, int N, int V, float gs) {
+    if (g_cecap > 0) be->cross_entropy_cap(be, loss, dl, logits, tg, N, V, gs, g_cecap);
+    else be->cross_entropy(be, loss, dl, logits, tg, N, V, gs);
+}
 
 static void test_cross_entropy(int N, int V) {
     float gs = 1.0f / (float)N;
@@ -582,19 +648,19 @@ static void test_cross_entropy(int N, int V) {
     bset(&logits, hl);
     buf loss = bnew(K_F32, N), dl = bnew(K_ACT, (size_t)N * V);
     bpoison(&loss), bpoison(&dl);
-    BOTH(be->cross_entropy(be, (float *)P(loss), P(dl), P(logits), (const int32_t *)P(tg), N, V, gs));
+    BOTH(t_ce(be, (float *)P(loss), P(dl), P(logits), (const int32_t *)P(tg), N, V, gs));
     sync_both("cross_entropy");
-    bcmp(&loss, TOL_F32, "cross_entropy loss N=%d V=%d", N, V);
-    bcmp(&dl, TOL_BF16, "cross_entropy dlogits N=%d V=%d", N, V);
+    bcmp(&loss, TOL_F32, "cross_entropy loss N=%d V=%d cap=%g", N, V, g_cecap);
+    bcmp(&dl, TOL_BF16, "cross_entropy dlogits N=%d V=%d cap=%g", N, V, g_cecap);
     bpoison(&loss);
-    BOTH(be->cross_entropy(be, (float *)P(loss), NULL, P(logits), (const int32_t *)P(tg), N, V, gs));
+    BOTH(t_ce(be, (float *)P(loss), NULL, P(logits), (const int32_t *)P(tg), N, V, gs));
     sync_both("cross_entropy (loss only)");
-    bcmp(&loss, TOL_F32, "cross_entropy loss only N=%d V=%d", N, V);
+    bcmp(&loss, TOL_F32, "cross_entropy loss only N=%d V=%d cap=%g", N, V, g_cecap);
     bpoison(&loss);
-    BOTH(be->cross_entropy(be, (float *)P(loss), P(logits), P(logits), (const int32_t *)P(tg), N, V, gs));
+    BOTH(t_ce(be, (float *)P(loss), P(logits), P(logits), (const int32_t *)P(tg), N, V, gs));
     sync_both("cross_entropy (in place)");
-    bcmp(&loss, TOL_F32, "cross_entropy loss in place N=%d V=%d", N, V);
-    bcmp(&logits, TOL_BF16, "cross_entropy dlogits in place N=%d V=%d", N, V);
+    bcmp(&loss, TOL_F32, "cross_entropy loss in place N=%d V=%d cap=%g", N, V, g_cecap);
+    bcmp(&logits, TOL_BF16, "cross_entropy dlogits in place N=%d V=%d cap=%g", N, V, g_cecap);
     free(hl), free(ht);
     bfree(&logits), bfree(&tg), bfree(&loss), bfree(&dl);
 }
@@ -794,6 +860,24 @@ static void run_lora(const long *s) {
     test_lora_versions((int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (int)s[5], (int)s[6]);
 }
 static void run_sumsq(const long *s) { test_sumsq((size_t)s[0]); }
+static void run_rmsnorm_off(const long *s) {
+    g_offop = 1, g_woff = (float)s[2] / 10.0f;
+    test_rmsnorm((int)s[0], (int)s[1]);
+    test_add_rmsnorm((int)s[0], (int)s[1]);
+    g_offop = 0, g_woff = 0.0f;
+}
+static void run_geglu(const long *s) { test_geglu((size_t)s[0]); }
+static void run_scale(const long *s) { test_scale((size_t)s[0]); }
+static void run_attention_cap(const long *s) {
+    g_attcap = 1, g_cap = (float)s[6] / 10.0f, g_window = (int)s[7];
+    test_attention_versions((int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (int)s[5]);
+    g_attcap = 0, g_cap = 0.0f, g_window = 0;
+}
+static void run_cross_entropy_cap(const long *s) {
+    ce_neg_inf = (int)s[2], g_cecap = (float)s[3] / 10.0f;
+    test_cross_entropy((int)s[0], (int)s[1]);
+    ce_neg_inf = 0, g_cecap = 0.0f;
+}
 static void run_adamw(const long *s) { test_adamw((int)s[0]); }
 
 static const lt_op_runner RUNNERS[] = {
@@ -801,6 +885,8 @@ static const lt_op_runner RUNNERS[] = {
     {"add_rmsnorm", run_add_rmsnorm}, {"rope", run_rope},   {"attention", run_attention},
     {"swiglu", run_swiglu},       {"add", run_add},         {"cross_entropy", run_cross_entropy},
     {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},
+    {"rmsnorm_off", run_rmsnorm_off}, {"geglu", run_geglu}, {"attention_cap", run_attention_cap},
+    {"cross_entropy_cap", run_cross_entropy_cap}, {"scale", run_scale},
 };
 #define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
 

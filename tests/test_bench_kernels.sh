@@ -35,7 +35,8 @@ need(pk["copy_gbps"] > 0 and pk["gemm_tflops"] > 0 and math.isfinite(pk["copy_gb
 ops = {r["op"] for r in d["results"]}
 want = {"attention_fwd", "attention_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "rope_fwd", "rope_bwd", "swiglu_fwd",
         "swiglu_bwd", "embedding_fwd", "embedding_bwd", "matmul_fwd", "matmul_bwd", "lora_fwd+bwd",
-        "cross_entropy", "adamw", "add_rmsnorm_fwd", "embed_noise"}
+        "cross_entropy", "adamw", "add_rmsnorm_fwd", "embed_noise", "attention_cap_fwd", "attention_cap_bwd",
+        "rmsnorm_off_fwd", "rmsnorm_off_bwd", "geglu_fwd", "geglu_bwd", "scale", "cross_entropy_cap"}
 need(ops == want, "ops %s" % sorted(ops ^ want))
 for r in d["results"]:
     i, s = r["id"], r["shape"]
@@ -81,7 +82,8 @@ PYEOF
 
 # --list-ops: the table's ops; --op: only that op's results
 "$BIN" bench kernels --list-ops >"$TMP/ops.txt" || { echo "FAIL: --list-ops"; fail=1; }
-for op in embedding embed_noise matmul rmsnorm add_rmsnorm rope attention swiglu add cross_entropy lora sumsq adamw; do
+for op in embedding embed_noise matmul rmsnorm add_rmsnorm rope attention swiglu add cross_entropy lora sumsq adamw \
+    rmsnorm_off geglu attention_cap cross_entropy_cap scale; do
   grep -q "^$op " "$TMP/ops.txt" || { echo "FAIL: --list-ops lacks $op"; fail=1; }
 done
 if ! "$BIN" bench kernels --device cpu --quick --no-torch --threads 1 --op rmsnorm --json "$TMP/op.json" \

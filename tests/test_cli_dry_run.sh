@@ -10,7 +10,7 @@ src="${LT_SOURCE_DIR:?}"
 model="$src/data/sample/model"
 fail=0
 check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
-dry() { "$bin" train --model "$model" --data none.h5 --out none --dry-run --micro-batch 16 "$@"; }
+dry() { "$bin" train --model "$model" --data none.h5 --out none --dry-run --micro-batch 16 --seq-len 256 "$@"; }
 col() { awk -v c="$2" '/<- this launch/ {print $c}' <<<"$1"; } # column of the launch's row: 7 acts, 8 total
 
 cpu="$(dry --device cpu)" || { echo "FAIL --dry-run --device cpu exits non-zero"; exit 1; }
@@ -35,4 +35,9 @@ else
     check "--device auto without a GPU: the same figures as --device cpu" \
         '[[ "$(col "$auto" 8)" == "$(col "$cpu" 8)" ]]'
 fi
+
+# a sequence the run itself would refuse is refused here too, naming the limit
+long="$("$bin" train --model "$model" --data none.h5 --out none --dry-run --device cpu --seq-len 513 2>&1)"; rc=$?
+check "--seq-len past max_position_embeddings (512) is refused: rc $rc" \
+    '[ $rc != 0 ] && grep -q "sequence length 513 exceeds max_position_embeddings 512" <<<"$long"'
 exit $fail

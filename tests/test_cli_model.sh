@@ -99,7 +99,7 @@ EOF
 done
 
 # ---- score ------------------------------------------------------------------
-for m in llama llama_tied qwen3 phi3; do
+for m in llama llama_tied qwen3 gemma2 gemma3 phi3; do  # gemma2: soft-capped logits and log-probs
   ids=$("$py" -c "import json,sys; print(','.join(map(str, json.load(open(sys.argv[1]))['score_ids'])))" \
         "$fx/$m/expected.json")
   rm -f "$tmp/logits_$m.npy"
@@ -172,7 +172,7 @@ expect_fail "score id out of vocab" "160.*vocabulary|vocabulary.*160" -- "$bin" 
 expect_fail "score one id" "at least 2" -- "$bin" score --model "$fx/llama" --ids 5
 expect_fail "score without --ids" "--ids" -- "$bin" score --model "$fx/llama"
 expect_fail "score unknown option" "--bogus" -- "$bin" score --model "$fx/llama" --ids 1,2 --bogus
-expect_fail "score bad device" "cpu, cuda or auto" -- "$bin" score --model "$fx/llama" --ids 1,2 --device tpu
+expect_fail "score bad device" "expects one of cpu, cuda, auto, got .tpu." -- "$bin" score --model "$fx/llama" --ids 1,2 --device tpu
 expect_fail "score signed id" "'\+5'" -- "$bin" score --model "$fx/llama" --ids +5,3
 expect_fail "score id with a blank" "' 5'" -- "$bin" score --model "$fx/llama" --ids " 5,3"
 # more ids than max_position_embeddings (256): refused before any allocation

@@ -243,7 +243,8 @@ check "[ $? = 0 ] && grep -q 'skipped       4 bad records' '$TMP/skip.log' && gr
 { for i in 1 2 3 4 5 6 7 8; do cat "$S/luxit_sample.jsonl"; done; echo '{"instruction": "late error"'; } > "$TMP/late.jsonl"
 "$BIN" tokenize --tokenizer "$MAIN" --input "$TMP/late.jsonl" --out "$TMP/late" --shard-tokens 2000 --quiet > "$TMP/late.log" 2>&1
 check "[ $? = 1 ] && [ -z \"\$(ls -A '$TMP/late' 2>/dev/null)\" ]" "late error left: $(ls -A $TMP/late 2>/dev/null) / $(tail -2 $TMP/late.log)"
-check "grep -q 'late.jsonl:449: malformed JSON' '$TMP/late.log'" "late error line: $(cat $TMP/late.log)"
+late_line=$(( 8 * $(grep -c '' "$S/luxit_sample.jsonl") + 1 ))  # the line after 8 copies of the sample
+check "grep -q 'late.jsonl:$late_line: malformed JSON' '$TMP/late.log'" "late error line: $(cat $TMP/late.log)"
 # existing shards are not silently mixed with a new run
 "$BIN" tokenize --tokenizer "$MAIN" --input $INPUTS --out "$TMP/e2e_$MAIN_TPL" --quiet > "$TMP/exist.log" 2>&1
 check "[ $? = 1 ] && grep -q -- '--overwrite' '$TMP/exist.log'" "existing shards not refused"
@@ -257,8 +258,11 @@ rc=$(cat "$TMP/kill.rc")
 check "[ $rc = 137 ]" "injected crash: exit $rc ($(tail -1 $TMP/kill.log))"
 n=$("$PY" "$TMP/complete.py" "$TMP/kill" 2>&1)
 check "[ \"$n\" -ge 1 ] 2>/dev/null" "complete shards after a crash: $n"
-check "[ \$(ls -A '$TMP/kill' | grep -c '^\.train-.*\.tmp\.') = 1 ]" "the shard in progress is not (only) a hidden temporary: $(ls -A $TMP/kill)"
+check "[ \$(ls -A '$TMP/kill' | grep -c '^\.train-.*\.h5\.tmp-[^-]*-[0-9]*$') = 1 ]" "the shard in progress is not (only) a hidden temporary <name>.tmp-<host>-<pid>: $(ls -A $TMP/kill)"
 check "[ ! -e '$TMP/kill/train-$(printf %05d $n).h5' ]" "the shard in progress has its final name"
+# the next run into that folder removes the dead run's temporary, saying nothing about it
+"$BIN" tokenize --tokenizer "$MAIN" --input "$S/luxit_sample.jsonl" --out "$TMP/kill" --overwrite --quiet > "$TMP/kill2.log" 2>&1
+check "[ $? = 0 ] && [ \$(ls -A '$TMP/kill' | grep -c 'tmp') = 0 ]" "rerun after a crash: rc or leftovers: $(ls -A $TMP/kill) $(tail -2 $TMP/kill2.log)"
 # SIGTERM mid-run: temporary removed, whatever is named like a shard is complete
 # (the run stops after 1500 documents, in the middle of a shard, and waits for the signal)
 LT_TOKENIZE_PAUSE_AFTER_DOCS=1500 "$BIN" tokenize --tokenizer "$MAIN" --input "$BIG" --out "$TMP/term" \
@@ -268,7 +272,7 @@ for i in $(seq 1 1200); do   # wait (up to 60 s) until the run has paused with a
     grep -q 'waiting for a signal' "$TMP/term.log" 2>/dev/null && break
     sleep 0.05
 done
-ls -A "$TMP/term" 2>/dev/null | grep -q '\.tmp\.' && ok || bad "no shard in progress seen before SIGTERM"
+ls -A "$TMP/term" 2>/dev/null | grep -q '\.tmp-' && ok || bad "no shard in progress seen before SIGTERM"
 kill -TERM $pid 2>/dev/null
 wait $pid
 rc=$?

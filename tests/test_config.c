@@ -81,6 +81,30 @@ static const char *OLMO2_7B =
     " \"tie_word_embeddings\": false, \"torch_dtype\": \"float32\", \"use_cache\": true,"
     " \"vocab_size\": 100352}";
 
+/* gemma-2-2b's config.json (google), as transformers 4 wrote it */
+static const char *GEMMA2_2B =
+    "{\"architectures\": [\"Gemma2ForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
+    " \"attn_logit_softcapping\": 50.0, \"bos_token_id\": 2, \"cache_implementation\": \"hybrid\","
+    " \"eos_token_id\": 1, \"final_logit_softcapping\": 30.0, \"head_dim\": 256,"
+    " \"hidden_act\": \"gelu_pytorch_tanh\", \"hidden_activation\": \"gelu_pytorch_tanh\", \"hidden_size\": 2304,"
+    " \"initializer_range\": 0.02, \"intermediate_size\": 9216, \"max_position_embeddings\": 8192,"
+    " \"model_type\": \"gemma2\", \"num_attention_heads\": 8, \"num_hidden_layers\": 26,"
+    " \"num_key_value_heads\": 4, \"pad_token_id\": 0, \"query_pre_attn_scalar\": 256, \"rms_norm_eps\": 1e-06,"
+    " \"rope_theta\": 10000.0, \"sliding_window\": 4096, \"torch_dtype\": \"float32\","
+    " \"transformers_version\": \"4.42.4\", \"use_cache\": true, \"vocab_size\": 256000}";
+
+/* gemma-3-4b-it's text_config as a gemma3_text config.json (transformers 4 form) */
+static const char *GEMMA3_4B =
+    "{\"architectures\": [\"Gemma3ForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
+    " \"attn_logit_softcapping\": null, \"cache_implementation\": \"hybrid\", \"final_logit_softcapping\": null,"
+    " \"head_dim\": 256, \"hidden_activation\": \"gelu_pytorch_tanh\", \"hidden_size\": 2560,"
+    " \"initializer_range\": 0.02, \"intermediate_size\": 10240, \"max_position_embeddings\": 131072,"
+    " \"model_type\": \"gemma3_text\", \"num_attention_heads\": 8, \"num_hidden_layers\": 34,"
+    " \"num_key_value_heads\": 4, \"query_pre_attn_scalar\": 256, \"rms_norm_eps\": 1e-06,"
+    " \"rope_local_base_freq\": 10000.0, \"rope_scaling\": {\"factor\": 8.0, \"rope_type\": \"linear\"},"
+    " \"rope_theta\": 1000000.0, \"sliding_window\": 1024, \"sliding_window_pattern\": 6,"
+    " \"torch_dtype\": \"bfloat16\", \"use_cache\": true, \"vocab_size\": 262208}";
+
 /* base with key set to the JSON `value` (NULL: key removed); static buffer */
 static const char *with(const char *base, const char *key, const char *value) {
     static char *out = NULL;
@@ -238,6 +262,82 @@ static void test_valid(void) {
         LT_CHECK(c.rms_norm_eps == 1e-5f, "olmo2 rms_norm_eps absent = Olmo2Config default 1e-5: %g",
                  (double)c.rms_norm_eps);
     expect_fail("olmo2 mlp_bias", with(OLMO2_7B, "mlp_bias", "true"), LT_ERR_UNSUPPORTED, "mlp_bias", "olmo2");
+
+    if (parse_ok("gemma2 2B", GEMMA2_2B, &c)) {
+        LT_CHECK(c.arch == LT_ARCH_GEMMA2 && c.head_dim == 256 && c.num_kv_heads == 4 && c.tie_word_embeddings,
+                 "gemma2 sizes, tied head (absent tie_word_embeddings = Gemma2Config default true)");
+        LT_CHECK(c.norm_offset == 1.0f && c.sandwich_norm && c.embed_scale && c.mlp_act == LT_ACT_GELU_TANH &&
+                     !c.post_norm && !c.qk_norm && !c.qkv_bias,
+                 "gemma2 flags: (1 + w) norms, four norms, normalizer, GeGLU");
+        LT_CHECK(c.attn_scale == 0.0625f && c.attn_softcap == 50.0f && c.final_softcap == 30.0f,
+                 "gemma2 scale 256^-0.5 and soft-caps: %g %g %g", (double)c.attn_scale, (double)c.attn_softcap,
+                 (double)c.final_softcap);
+        int alt = c.window_layers && c.sliding_window == 4096;
+        for (int l = 0; l < c.num_layers; l++) alt &= lt_config_layer_window(&c, l) == (l % 2 == 0 ? 4096 : 0);
+        LT_CHECK(alt, "gemma2 v4 config: layers 0, 2, ... slide (window 4096), the others are full");
+    }
+    if (parse_ok("gemma2 defaults", with(with(with(GEMMA2_2B, "attn_logit_softcapping", NULL), "sliding_window", NULL),
+                                         "hidden_activation", NULL), &c))
+        LT_CHECK(c.attn_softcap == 50.0f && c.sliding_window == 4096 && c.mlp_act == LT_ACT_GELU_TANH,
+                 "gemma2 absent keys take Gemma2Config's defaults");
+    if (parse_ok("gemma2 caps null", with(with(GEMMA2_2B, "attn_logit_softcapping", "null"), "final_logit_softcapping",
+                                          "null"), &c))
+        LT_CHECK(c.attn_softcap == 0.0f && c.final_softcap == 0.0f, "gemma2 null soft-caps: none");
+    if (parse_ok("gemma2 layer_types", with(GEMMA2_2B, "layer_types",
+                                            "[\"full_attention\",\"sliding_attention\",\"full_attention\","
+                                            "\"full_attention\",\"full_attention\",\"full_attention\",\"full_attention\","
+                                            "\"full_attention\",\"full_attention\",\"full_attention\",\"full_attention\","
+                                            "\"full_attention\",\"full_attention\",\"full_attention\",\"full_attention\","
+                                            "\"full_attention\",\"full_attention\",\"full_attention\",\"full_attention\","
+                                            "\"full_attention\",\"full_attention\",\"full_attention\",\"full_attention\","
+                                            "\"full_attention\",\"full_attention\",\"sliding_attention\"]"),
+                 &c))
+        LT_CHECK(lt_config_layer_window(&c, 0) == 0 && lt_config_layer_window(&c, 1) == 4096 &&
+                     lt_config_layer_window(&c, 2) == 0 && lt_config_layer_window(&c, 25) == 4096,
+                 "gemma2 v5 layer_types decide which layers slide");
+    expect_fail("gemma2 exact gelu", with(GEMMA2_2B, "hidden_activation", "\"gelu\""), LT_ERR_UNSUPPORTED,
+                "hidden_activation", "gelu");
+    expect_fail("gemma2 hidden_act disagrees", with(GEMMA2_2B, "hidden_act", "\"silu\""), LT_ERR_UNSUPPORTED,
+                "hidden_act", "disagrees");
+    expect_fail("gemma2 bidirectional", with(GEMMA2_2B, "use_bidirectional_attention", "true"), LT_ERR_UNSUPPORTED,
+                "use_bidirectional_attention", NULL);
+    expect_fail("gemma2 sliding layers without a window", with(GEMMA2_2B, "sliding_window", "null"), LT_ERR_INVALID,
+                "sliding_window", "null");
+    expect_fail("gemma2 query_pre_attn_scalar 0", with(GEMMA2_2B, "query_pre_attn_scalar", "0"), LT_ERR_INVALID,
+                "query_pre_attn_scalar", NULL);
+    expect_fail("gemma2 unknown key", with(GEMMA2_2B, "attn_logit_softcap", "50"), LT_ERR_UNSUPPORTED,
+                "attn_logit_softcap", "gemma2");
+    if (parse_ok("gemma3 4B", GEMMA3_4B, &c)) {
+        LT_CHECK(c.arch == LT_ARCH_GEMMA3 && c.qk_norm == LT_QK_NORM_HEAD && c.norm_offset == 1.0f &&
+                     c.sandwich_norm && c.embed_scale && c.tie_word_embeddings && c.attn_softcap == 0.0f &&
+                     c.final_softcap == 0.0f,
+                 "gemma3 flags: per-head q/k norm, Gemma 2's layer, no soft-caps");
+        LT_CHECK(c.rope_tables == 2 && c.rope_theta == 1e6 && c.rope_scaling_type == 2 && c.rope_factor == 8.0 &&
+                     c.rope_local_theta == 1e4 && c.rope_local_factor == 1.0,
+                 "gemma3 two rotary tables: global 1e6 / linear 8, local 1e4");
+        int pat = 1;
+        for (int l = 0; l < c.num_layers; l++)
+            pat &= lt_config_layer_window(&c, l) == ((l + 1) % 6 == 0 ? 0 : 1024);
+        LT_CHECK(pat, "gemma3: 5 local layers (window 1024) : 1 global");
+        float g[128], lo[128];
+        lt_config_rope_inv_freq(&c, g);
+        lt_config_rope_inv_freq_local(&c, lo);
+        LT_CHECK(fabsf(g[1] - (float)(pow(1e6, -2.0 / 256) / 8)) < 1e-9f && fabsf(lo[1] - (float)pow(1e4, -2.0 / 256)) < 1e-9f,
+                 "gemma3 inv_freq: global %g local %g", (double)g[1], (double)lo[1]);
+    }
+    if (parse_ok("gemma3 defaults", with(with(GEMMA3_4B, "rope_theta", NULL), "rope_local_base_freq", NULL), &c))
+        LT_CHECK(c.rope_theta == 1e6 && c.rope_local_theta == 1e4, "gemma3 absent thetas: 1e6 global, 1e4 local");
+    expect_fail("gemma3 local theta conflict",
+                with(GEMMA3_4B, "rope_parameters",
+                     "{\"full_attention\": {\"rope_type\": \"linear\", \"factor\": 8.0, \"rope_theta\": 1000000.0},"
+                     " \"sliding_attention\": {\"rope_type\": \"default\", \"rope_theta\": 20000.0}}"),
+                LT_ERR_INVALID, "rope_local_base_freq", "conflicts");
+    expect_fail("gemma3 yarn", with(GEMMA3_4B, "rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 8.0}"),
+                LT_ERR_UNSUPPORTED, "rope_scaling", "yarn");
+    expect_fail("llama with a soft-cap", with(LLAMA31_8B, "attn_logit_softcapping", "50"), LT_ERR_UNSUPPORTED,
+                "attn_logit_softcapping", "llama");
+    expect_fail("llama gelu_pytorch_tanh", with(LLAMA31_8B, "hidden_act", "\"gelu_pytorch_tanh\""),
+                LT_ERR_UNSUPPORTED, "hidden_act", "silu");
 }
 
 static void test_refusals(void) {
@@ -442,7 +542,14 @@ static int same_config(const lt_config *a, const lt_config *b) {
            a->rope_n_factors == b->rope_n_factors &&
            !memcmp(a->rope_short_factor, b->rope_short_factor, sizeof a->rope_short_factor) &&
            !memcmp(a->rope_long_factor, b->rope_long_factor, sizeof a->rope_long_factor) &&
-           a->rope_attention_factor == b->rope_attention_factor;
+           a->rope_attention_factor == b->rope_attention_factor &&
+           a->norm_offset == b->norm_offset && a->sandwich_norm == b->sandwich_norm &&
+           a->embed_scale == b->embed_scale && a->mlp_act == b->mlp_act && a->attn_scale == b->attn_scale &&
+           a->attn_softcap == b->attn_softcap && a->final_softcap == b->final_softcap &&
+           a->window_layers == b->window_layers &&
+           memcmp(a->layer_sliding, b->layer_sliding, sizeof a->layer_sliding) == 0 &&
+           a->rope_tables == b->rope_tables && a->rope_local_theta == b->rope_local_theta &&
+           a->rope_local_factor == b->rope_local_factor;
 }
 
 /* transformers 5 configs (rope_parameters, dtype, layer_types): each fixture
@@ -595,7 +702,7 @@ static void test_phi3(void) {
         "lm_head_bias", "false"), "mlp_bias", "false"), "sliding_window", "262144"), "tie_word_embeddings", "true"),
         "vocab_size", "200064"));
     if (parse_ok("Phi-4-mini", phi4, &c)) {
-        LT_CHECK(c.head_dim == 128 && c.rotary_dim == 96 && c.rope_scaling_type == 2 && c.rope_n_factors == 48 &&
+        LT_CHECK(c.head_dim == 128 && c.rotary_dim == 96 && c.rope_scaling_type == LT_ROPE_LONGROPE && c.rope_n_factors == 48 &&
                      c.rope_original_max_pos == 4096 && c.rope_short_factor[47] == 1.47f &&
                      c.rope_long_factor[0] == 2.0f && c.tie_word_embeddings,
                  "phi4 mini values");
@@ -607,7 +714,7 @@ static void test_phi3(void) {
                                    "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1], \"long_factor\": [2,2,2,2,2,2,2,2,2,2,"
                                    "2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2]}" : ""),
                  &c))
-        LT_CHECK(c.rope_scaling_type == 2, "\"su\" is longrope");
+        LT_CHECK(c.rope_scaling_type == LT_ROPE_LONGROPE, "\"su\" is longrope");
     /* refused by name */
     expect_fail("phi3 resid_pdrop", with(PHI3_MINI_4K, "resid_pdrop", "0.1"), LT_ERR_UNSUPPORTED, "resid_pdrop", "0");
     expect_fail("phi3 embd_pdrop", with(PHI3_MINI_4K, "embd_pdrop", "0.05"), LT_ERR_UNSUPPORTED, "embd_pdrop", NULL);
@@ -680,7 +787,7 @@ static void test_longrope(void) {
         n_cases++;
         int R = (int)cJSON_GetObjectItem(e, "rotary_dim")->valuedouble;
         double af = cJSON_GetObjectItem(e, "attention_factor")->valuedouble;
-        LT_CHECK(lt_config_rotary_dim(&c) == R && c.rope_scaling_type == 2, "%s: rotary dims %d vs %d", e->string,
+        LT_CHECK(lt_config_rotary_dim(&c) == R && c.rope_scaling_type == LT_ROPE_LONGROPE, "%s: rotary dims %d vs %d", e->string,
                  lt_config_rotary_dim(&c), R);
         LT_CHECK(fabs(c.rope_attention_factor - af) <= 1e-15 * af, "%s: attention factor %.17g vs %.17g", e->string,
                  c.rope_attention_factor, af);

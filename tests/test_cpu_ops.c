@@ -398,6 +398,25 @@ static void test_lora(int M, int K, int N, int r, int with_bias) {
 }
 
 /* =========================== RMSNorm =========================== */
+/* The rmsnorm tests run the plain ops, or (rmsnorm_off) the _off ops with
+ * weight offset g_woff (Gemma: 1); the references use g_woff + w. */
+static int g_offop;
+static float g_woff;
+static void t_rms_fwd(void *out, float *rstd, const void *x, const void *w, int R, int C, float eps) {
+    if (g_offop) be->rmsnorm_off_fwd(be, out, rstd, x, w, g_woff, R, C, eps);
+    else be->rmsnorm_fwd(be, out, rstd, x, w, R, C, eps);
+}
+static void t_rms_bwd(void *dx, int acc, float *dw, const void *dout, const void *x, const void *w, const float *rstd,
+                      int R, int C) {
+    if (g_offop) be->rmsnorm_off_bwd(be, dx, acc, dw, dout, x, w, g_woff, rstd, R, C);
+    else be->rmsnorm_bwd(be, dx, acc, dw, dout, x, w, rstd, R, C);
+}
+static void t_arms_fwd(void *h, void *out, float *rstd, const void *x, const void *r, const void *w, int R, int C,
+                       float eps) {
+    if (g_offop) be->add_rmsnorm_off_fwd(be, h, out, rstd, x, r, w, g_woff, R, C, eps);
+    else be->add_rmsnorm_fwd(be, h, out, rstd, x, r, w, R, C, eps);
+}
+
 typedef struct {
     float *out, *rstd, *x, *w, *R;
     int Rr, C;
@@ -405,7 +424,7 @@ typedef struct {
 } rms_ctx;
 static double rms_obj(void *p) {
     rms_ctx *c = p;
-    be->rmsnorm_fwd(be, c->out, c->rstd, c->x, c->w, c->Rr, c->C, c->eps);
+    t_rms_fwd(c->out, c->rstd, c->x, c->w, c->Rr, c->C, c->eps);
     return objective(c->out, c->R, (size_t)c->Rr * c->C);
 }
 
@@ -418,31 +437,31 @@ static void test_rmsnorm(int R, int C) {
     c.rstd = fpoison(R);
     c.R = frand((size_t)R * C, 1.0f);
 
-    be->rmsnorm_fwd(be, c.out, c.rstd, c.x, c.w, R, C, c.eps);
+    t_rms_fwd(c.out, c.rstd, c.x, c.w, R, C, c.eps);
     double *ref = dbuf((size_t)R * C), *rs = dbuf(R);
     for (int r = 0; r < R; r++) {
         double ss = 0.0;
         for (int j = 0; j < C; j++) ss += (double)c.x[(size_t)r * C + j] * c.x[(size_t)r * C + j];
         rs[r] = 1.0 / sqrt(ss / C + (double)c.eps);
-        for (int j = 0; j < C; j++) ref[(size_t)r * C + j] = c.x[(size_t)r * C + j] * rs[r] * c.w[j];
+        for (int j = 0; j < C; j++) ref[(size_t)r * C + j] = c.x[(size_t)r * C + j] * rs[r] * (g_woff + c.w[j]);
     }
-    snprintf(w, sizeof w, "rmsnorm_fwd out R%d C%d", R, C);
+    snprintf(w, sizeof w, "%srmsnorm_fwd out R%d C%d", g_offop ? "off " : "", R, C);
     check(w, c.out, from_double(ref, (size_t)R * C), (size_t)R * C, TOL_FWD);
-    snprintf(w, sizeof w, "rmsnorm_fwd rstd R%d C%d", R, C);
+    snprintf(w, sizeof w, "%srmsnorm_fwd rstd R%d C%d", g_offop ? "off " : "", R, C);
     check(w, c.rstd, from_double(rs, R), R, TOL_FWD);
     free(ref);
     free(rs);
 
     float *dx = fpoison((size_t)R * C);
     float *dw0 = frand(C, 1.0f), *dw = fdup(dw0, C);
-    be->rmsnorm_bwd(be, dx, 0, dw, c.R, c.x, c.w, c.rstd, R, C);
-    snprintf(w, sizeof w, "rmsnorm_bwd dx R%d C%d", R, C);
+    t_rms_bwd(dx, 0, dw, c.R, c.x, c.w, c.rstd, R, C);
+    snprintf(w, sizeof w, "%srmsnorm_bwd dx R%d C%d", g_offop ? "off " : "", R, C);
     check_fd(w, rms_obj, &c, c.x, (size_t)R * C, dx);
-    snprintf(w, sizeof w, "rmsnorm_bwd dw (+=) R%d C%d", R, C);
+    snprintf(w, sizeof w, "%srmsnorm_bwd dw (+=) R%d C%d", g_offop ? "off " : "", R, C);
     check_fd(w, rms_obj, &c, c.w, C, fdiff(dw, dw0, C));
     float *dx0 = frand((size_t)R * C, 1.0f), *dxa = fdup(dx0, (size_t)R * C);
-    be->rmsnorm_bwd(be, dxa, 1, NULL, c.R, c.x, c.w, c.rstd, R, C);
-    snprintf(w, sizeof w, "rmsnorm_bwd acc_dx R%d C%d", R, C);
+    t_rms_bwd(dxa, 1, NULL, c.R, c.x, c.w, c.rstd, R, C);
+    snprintf(w, sizeof w, "%srmsnorm_bwd acc_dx R%d C%d", g_offop ? "off " : "", R, C);
     check(w, fdiff(dxa, dx0, (size_t)R * C), dx, (size_t)R * C, TOL_ACC);
     sync_ok("rmsnorm");
     arena_free();
@@ -457,7 +476,7 @@ typedef struct {
 /* L = sum(out * R1) + sum(h * R2): h also feeds the rest of the network */
 static double arms_obj(void *p) {
     arms_ctx *c = p;
-    be->add_rmsnorm_fwd(be, c->h, c->out, c->rstd, c->x, c->r, c->w, c->Rr, c->C, c->eps);
+    t_arms_fwd(c->h, c->out, c->rstd, c->x, c->r, c->w, c->Rr, c->C, c->eps);
     size_t n = (size_t)c->Rr * c->C;
     return objective(c->out, c->R1, n) + objective(c->h, c->R2, n);
 }
@@ -472,7 +491,7 @@ static void test_add_rmsnorm(int R, int C) {
     c.h = fpoison(n), c.out = fpoison(n), c.rstd = fpoison(R);
     c.R1 = frand(n, 1.0f), c.R2 = frand(n, 1.0f);
 
-    be->add_rmsnorm_fwd(be, c.h, c.out, c.rstd, c.x, c.r, c.w, R, C, c.eps);
+    t_arms_fwd(c.h, c.out, c.rstd, c.x, c.r, c.w, R, C, c.eps);
     // (1) against a double reference: h = x + r, then the norm of h
     double *ref = dbuf(n), *rs = dbuf(R), *href = dbuf(n);
     for (int i = 0; i < R; i++) {
@@ -483,49 +502,49 @@ static void test_add_rmsnorm(int R, int C) {
             ss += href[k] * href[k];
         }
         rs[i] = 1.0 / sqrt(ss / C + (double)c.eps);
-        for (int j = 0; j < C; j++) ref[(size_t)i * C + j] = href[(size_t)i * C + j] * rs[i] * c.w[j];
+        for (int j = 0; j < C; j++) ref[(size_t)i * C + j] = href[(size_t)i * C + j] * rs[i] * (g_woff + c.w[j]);
     }
-    snprintf(w, sizeof w, "add_rmsnorm_fwd h R%d C%d", R, C);
+    snprintf(w, sizeof w, "%sadd_rmsnorm_fwd h R%d C%d", g_offop ? "off " : "", R, C);
     check(w, c.h, from_double(href, n), n, TOL_FWD);
-    snprintf(w, sizeof w, "add_rmsnorm_fwd out R%d C%d", R, C);
+    snprintf(w, sizeof w, "%sadd_rmsnorm_fwd out R%d C%d", g_offop ? "off " : "", R, C);
     check(w, c.out, from_double(ref, n), n, TOL_FWD);
-    snprintf(w, sizeof w, "add_rmsnorm_fwd rstd R%d C%d", R, C);
+    snprintf(w, sizeof w, "%sadd_rmsnorm_fwd rstd R%d C%d", g_offop ? "off " : "", R, C);
     check(w, c.rstd, from_double(rs, R), R, TOL_FWD);
     free(ref), free(rs), free(href);
 
     // (2) bitwise equal to the unfused pair add + rmsnorm_fwd
     float *h2 = fpoison(n), *o2 = fpoison(n), *rs2 = fpoison(R);
     be->add(be, h2, c.x, c.r, n);
-    be->rmsnorm_fwd(be, o2, rs2, h2, c.w, R, C, c.eps);
-    snprintf(w, sizeof w, "add_rmsnorm_fwd h == add R%d C%d", R, C);
+    t_rms_fwd(o2, rs2, h2, c.w, R, C, c.eps);
+    snprintf(w, sizeof w, "%sadd_rmsnorm_fwd h == add R%d C%d", g_offop ? "off " : "", R, C);
     check_bitwise(w, c.h, h2, n);
-    snprintf(w, sizeof w, "add_rmsnorm_fwd out == rmsnorm_fwd(add) R%d C%d", R, C);
+    snprintf(w, sizeof w, "%sadd_rmsnorm_fwd out == rmsnorm_fwd(add) R%d C%d", g_offop ? "off " : "", R, C);
     check_bitwise(w, c.out, o2, n);
-    snprintf(w, sizeof w, "add_rmsnorm_fwd rstd == rmsnorm_fwd(add) R%d C%d", R, C);
+    snprintf(w, sizeof w, "%sadd_rmsnorm_fwd rstd == rmsnorm_fwd(add) R%d C%d", g_offop ? "off " : "", R, C);
     check_bitwise(w, c.rstd, rs2, R);
 
     // (3) in place: h aliases x, then h aliases r
     for (int alias = 0; alias < 2; alias++) {
         float *hx = fdup(alias ? c.r : c.x, n), *o3 = fpoison(n), *rs3 = fpoison(R);
-        be->add_rmsnorm_fwd(be, hx, o3, rs3, alias ? c.x : hx, alias ? hx : c.r, c.w, R, C, c.eps);
-        snprintf(w, sizeof w, "add_rmsnorm_fwd in place (h = %s) h R%d C%d", alias ? "r" : "x", R, C);
+        t_arms_fwd(hx, o3, rs3, alias ? c.x : hx, alias ? hx : c.r, c.w, R, C, c.eps);
+        snprintf(w, sizeof w, "%sadd_rmsnorm_fwd in place (h = %s) h R%d C%d", g_offop ? "off " : "", alias ? "r" : "x", R, C);
         check_bitwise(w, hx, h2, n);
-        snprintf(w, sizeof w, "add_rmsnorm_fwd in place (h = %s) out R%d C%d", alias ? "r" : "x", R, C);
+        snprintf(w, sizeof w, "%sadd_rmsnorm_fwd in place (h = %s) out R%d C%d", g_offop ? "off " : "", alias ? "r" : "x", R, C);
         check_bitwise(w, o3, o2, n);
-        snprintf(w, sizeof w, "add_rmsnorm_fwd in place (h = %s) rstd R%d C%d", alias ? "r" : "x", R, C);
+        snprintf(w, sizeof w, "%sadd_rmsnorm_fwd in place (h = %s) rstd R%d C%d", g_offop ? "off " : "", alias ? "r" : "x", R, C);
         check_bitwise(w, rs3, rs2, R);
     }
 
     // (4) the backward the header documents: g = dL/dh from the later uses
     // (here R2), rmsnorm_bwd(g, acc_dx = 1, ...) makes it dL/dx = dL/dr
-    be->add_rmsnorm_fwd(be, c.h, c.out, c.rstd, c.x, c.r, c.w, R, C, c.eps);
+    t_arms_fwd(c.h, c.out, c.rstd, c.x, c.r, c.w, R, C, c.eps);
     float *g = fdup(c.R2, n), *dw0 = frand(C, 1.0f), *dw = fdup(dw0, C);
-    be->rmsnorm_bwd(be, g, 1, dw, c.R1, c.h, c.w, c.rstd, R, C);
-    snprintf(w, sizeof w, "add_rmsnorm bwd dx (rmsnorm_bwd acc_dx) R%d C%d", R, C);
+    t_rms_bwd(g, 1, dw, c.R1, c.h, c.w, c.rstd, R, C);
+    snprintf(w, sizeof w, "%sadd_rmsnorm bwd dx (rmsnorm_bwd acc_dx) R%d C%d", g_offop ? "off " : "", R, C);
     check_fd(w, arms_obj, &c, c.x, n, g);
-    snprintf(w, sizeof w, "add_rmsnorm bwd dr (= dx) R%d C%d", R, C);
+    snprintf(w, sizeof w, "%sadd_rmsnorm bwd dr (= dx) R%d C%d", g_offop ? "off " : "", R, C);
     check_fd(w, arms_obj, &c, c.r, n, g);
-    snprintf(w, sizeof w, "add_rmsnorm bwd dw (+=) R%d C%d", R, C);
+    snprintf(w, sizeof w, "%sadd_rmsnorm bwd dw (+=) R%d C%d", g_offop ? "off " : "", R, C);
     check_fd(w, arms_obj, &c, c.w, C, fdiff(dw, dw0, C));
     sync_ok("add_rmsnorm");
     arena_free();
@@ -601,13 +620,19 @@ typedef struct {
     int B, T, Hq, Hkv, D;
     float scale;
     int ndocs[4], lens[4][16];
+    float softcap; /* attention_cap: > 0 caps the scores */
+    int window;    /* > 0: query t sees keys from max(doc start, t - window + 1) */
 } attn_shape;
+/* the attention tests run attention_fwd/bwd, or (attention_cap) the capped
+ * ops with the shape's softcap */
+static int g_attcap;
 
 static void doc_starts(const attn_shape *s, int32_t *ds) {
     for (int b = 0; b < s->B; b++) {
         int t = 0;
         for (int d = 0; d < s->ndocs[b]; d++)
-            for (int i = 0; i < s->lens[b][d]; i++, t++) ds[b * s->T + t] = t - i;
+            for (int i = 0; i < s->lens[b][d]; i++, t++)
+                ds[b * s->T + t] = s->window > 0 && i >= s->window ? t - s->window + 1 : t - i;
     }
 }
 
@@ -625,17 +650,19 @@ static void attn_ref(const attn_shape *s, const float *q, const float *k, const 
                 for (int t = 0; t < L; t++) {
                     const float *qt = q + (((size_t)b * T + start + t) * Hq + h) * D;
                     double mx = -INFINITY, sum = 0.0;
-                    for (int j = 0; j <= t; j++) {
+                    int j0 = s->window > 0 && t - s->window + 1 > 0 ? t - s->window + 1 : 0;
+                    for (int j = j0; j <= t; j++) {
                         const float *kj = k + (((size_t)b * T + start + j) * Hkv + kh) * D;
                         double dp = 0.0;
                         for (int e = 0; e < D; e++) dp += (double)qt[e] * kj[e];
                         sc[j] = dp * s->scale;
+                        if (s->softcap > 0) sc[j] = s->softcap * tanh(sc[j] / s->softcap);
                         if (sc[j] > mx) mx = sc[j];
                     }
-                    for (int j = 0; j <= t; j++) sum += exp(sc[j] - mx);
+                    for (int j = j0; j <= t; j++) sum += exp(sc[j] - mx);
                     double *ot = out + (((size_t)b * T + start + t) * Hq + h) * D;
                     for (int e = 0; e < D; e++) ot[e] = 0.0;
-                    for (int j = 0; j <= t; j++) {
+                    for (int j = j0; j <= t; j++) {
                         const float *vj = v + (((size_t)b * T + start + j) * Hkv + kh) * D;
                         double p = exp(sc[j] - mx) / sum;
                         for (int e = 0; e < D; e++) ot[e] += p * vj[e];
@@ -657,7 +684,11 @@ typedef struct {
 static double attn_obj(void *p) {
     attn_ctx *c = p;
     const attn_shape *s = c->s;
-    be->attention_fwd(be, c->out, c->lse, c->q, c->k, c->v, c->ds, s->B, s->T, s->Hq, s->Hkv, s->D, s->scale);
+    if (g_attcap)
+        be->attention_cap_fwd(be, c->out, c->lse, c->q, c->k, c->v, c->ds, s->B, s->T, s->Hq, s->Hkv, s->D, s->scale,
+                              s->softcap);
+    else
+        be->attention_fwd(be, c->out, c->lse, c->q, c->k, c->v, c->ds, s->B, s->T, s->Hq, s->Hkv, s->D, s->scale);
     return objective(c->out, c->R, (size_t)s->B * s->T * s->Hq * s->D);
 }
 
@@ -675,7 +706,7 @@ static void test_attention(const attn_shape *s, const char *label) {
     c.ds = ibuf((size_t)B * T);
     doc_starts(s, c.ds);
 
-    be->attention_fwd(be, c.out, c.lse, c.q, c.k, c.v, c.ds, B, T, Hq, Hkv, D, s->scale);
+    attn_obj(&c);
     double *ro = dbuf(nq), *rl = dbuf(nl);
     attn_ref(s, c.q, c.k, c.v, ro, rl);
     snprintf(w, sizeof w, "attention_fwd out %s", label);
@@ -686,7 +717,11 @@ static void test_attention(const attn_shape *s, const char *label) {
     free(rl);
 
     float *dq = fpoison(nq), *dk = fpoison(nk), *dv = fpoison(nk);
-    be->attention_bwd(be, dq, dk, dv, c.R, c.q, c.k, c.v, c.out, c.lse, c.ds, B, T, Hq, Hkv, D, s->scale);
+    if (g_attcap)
+        be->attention_cap_bwd(be, dq, dk, dv, c.R, c.q, c.k, c.v, c.out, c.lse, c.ds, B, T, Hq, Hkv, D, s->scale,
+                              s->softcap);
+    else
+        be->attention_bwd(be, dq, dk, dv, c.R, c.q, c.k, c.v, c.out, c.lse, c.ds, B, T, Hq, Hkv, D, s->scale);
     snprintf(w, sizeof w, "attention_bwd dq %s", label);
     check_fd(w, attn_obj, &c, c.q, nq, dq);
     snprintf(w, sizeof w, "attention_bwd dk %s", label);
@@ -798,24 +833,77 @@ static void test_add(size_t n) {
     arena_free();
 }
 
+/* =========================== GeGLU and scale =========================== */
+static double geglu_obj(void *p) {
+    swi_ctx *c = p;
+    be->geglu_fwd(be, c->out, c->gate, c->up, c->n);
+    return objective(c->out, c->R, c->n);
+}
+
+static void test_geglu(size_t n) {
+    char w[96];
+    swi_ctx c = {.n = n};
+    c.gate = frand(n, 2.5f);
+    c.up = frand(n, 1.0f);
+    c.R = frand(n, 1.0f);
+    c.out = fpoison(n);
+    c.gate[0] = -30.0f; // saturated tanh, both ends
+    if (n > 1) c.gate[1] = 30.0f;
+    be->geglu_fwd(be, c.out, c.gate, c.up, n);
+    double *ref = dbuf(n);
+    for (size_t i = 0; i < n; i++) {
+        double g = c.gate[i];
+        ref[i] = 0.5 * g * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (g + 0.044715 * g * g * g))) * c.up[i];
+    }
+    snprintf(w, sizeof w, "geglu_fwd n%zu", n);
+    check(w, c.out, from_double(ref, n), n, TOL_FWD);
+    free(ref);
+    float *dg = fpoison(n), *du = fpoison(n);
+    be->geglu_bwd(be, dg, du, c.R, c.gate, c.up, n);
+    snprintf(w, sizeof w, "geglu_bwd dgate n%zu", n);
+    check_fd(w, geglu_obj, &c, c.gate, n, dg);
+    snprintf(w, sizeof w, "geglu_bwd dup n%zu", n);
+    check_fd(w, geglu_obj, &c, c.up, n, du);
+    float *g2 = fdup(c.gate, n), *u2 = fdup(c.up, n);
+    be->geglu_bwd(be, g2, u2, c.R, g2, u2, n);
+    check_bitwise("geglu_bwd in place dgate", g2, dg, n);
+    check_bitwise("geglu_bwd in place dup", u2, du, n);
+    sync_ok("geglu");
+    arena_free();
+}
+
+static void test_scale(size_t n) {
+    float *x = frand(n, 3.0f), *y = fdup(x, n), *ref = fbuf(n);
+    float s = sqrtf(2304.0f);
+    for (size_t i = 0; i < n; i++) ref[i] = (float)((double)x[i] * s); // exactly rounded
+    be->scale(be, y, n, s);
+    check_bitwise("scale (in place)", y, ref, n);
+    sync_ok("scale");
+    arena_free();
+}
+
 /* =========================== cross-entropy =========================== */
 typedef struct {
     float *loss, *logits;
     int32_t *tg;
     int N, V;
-    float gs;
+    float gs, cap; /* cap > 0: cross_entropy_cap */
 } ce_ctx;
+static void t_ce(const ce_ctx *c, float *loss, float *dl, const float *logits, float gs) {
+    if (c->cap > 0) be->cross_entropy_cap(be, loss, dl, logits, c->tg, c->N, c->V, gs, c->cap);
+    else be->cross_entropy(be, loss, dl, logits, c->tg, c->N, c->V, gs);
+}
 static double ce_obj(void *p) { // grad_scale * sum of the losses
     ce_ctx *c = p;
-    be->cross_entropy(be, c->loss, NULL, c->logits, c->tg, c->N, c->V, 1.0f);
+    t_ce(c, c->loss, NULL, c->logits, 1.0f);
     double s = 0.0;
     for (int n = 0; n < c->N; n++) s += c->loss[n];
     return c->gs * s;
 }
 
-static void test_cross_entropy(int N, int V, float shift) {
+static void test_cross_entropy(int N, int V, float shift, float cap) {
     char w[96];
-    ce_ctx c = {.N = N, .V = V, .gs = 0.37f};
+    ce_ctx c = {.N = N, .V = V, .gs = 0.37f, .cap = cap};
     c.logits = frand((size_t)N * V, 2.0f);
     for (size_t i = 0; i < (size_t)N * V; i++) c.logits[i] += shift; // softmax must not care
     c.tg = ibuf(N);
@@ -824,19 +912,21 @@ static void test_cross_entropy(int N, int V, float shift) {
     for (int n = 0; n < N; n++) c.tg[n] = (n % 3 == 1) ? -1 : (int32_t)(lt_rng_u64(&r) % (uint64_t)V);
     c.loss = fpoison(N);
     float *dl = fpoison((size_t)N * V);
-    be->cross_entropy(be, c.loss, dl, c.logits, c.tg, N, V, c.gs);
+    t_ce(&c, c.loss, dl, c.logits, c.gs);
     float *loss1 = fdup(c.loss, N); // (the finite differences below rewrite c.loss)
 
     double *ref = dbuf(N);
     for (int n = 0; n < N; n++) {
         if (c.tg[n] < 0) continue; // 0
         const float *l = c.logits + (size_t)n * V;
-        double mx = -INFINITY, s = 0.0;
-        for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
-        for (int i = 0; i < V; i++) s += exp(l[i] - mx);
-        ref[n] = -((double)l[c.tg[n]] - mx - log(s)); // -log_softmax
+        double mx = -INFINITY, s = 0.0, *z = dbuf(V);
+        for (int i = 0; i < V; i++) z[i] = cap > 0 ? cap * tanh(l[i] / (double)cap) : l[i];
+        for (int i = 0; i < V; i++) mx = z[i] > mx ? z[i] : mx;
+        for (int i = 0; i < V; i++) s += exp(z[i] - mx);
+        ref[n] = -(z[c.tg[n]] - mx - log(s)); // -log_softmax
+        free(z);
     }
-    snprintf(w, sizeof w, "cross_entropy loss N%d V%d shift%g", N, V, shift);
+    snprintf(w, sizeof w, "cross_entropy loss N%d V%d shift%g cap%g", N, V, shift, cap);
     check(w, c.loss, from_double(ref, N), N, TOL_FWD);
     free(ref);
     int zero_rows_ok = 1;
@@ -845,12 +935,12 @@ static void test_cross_entropy(int N, int V, float shift) {
             for (int i = 0; i < V; i++) zero_rows_ok &= dl[(size_t)n * V + i] == 0.0f && c.loss[n] == 0.0f;
     LT_CHECK(zero_rows_ok, "cross_entropy: rows without a target must have loss 0 and zero gradient");
 
-    snprintf(w, sizeof w, "cross_entropy dlogits N%d V%d shift%g", N, V, shift);
+    snprintf(w, sizeof w, "cross_entropy dlogits N%d V%d shift%g cap%g", N, V, shift, cap);
     check_fd(w, ce_obj, &c, c.logits, (size_t)N * V, dl);
 
     // dlogits aliasing logits gives the same, bitwise
     float *alias = fdup(c.logits, (size_t)N * V), *loss2 = fpoison(N);
-    be->cross_entropy(be, loss2, alias, alias, c.tg, N, V, c.gs);
+    t_ce(&c, loss2, alias, alias, c.gs);
     snprintf(w, sizeof w, "cross_entropy dlogits = logits (alias) N%d V%d", N, V);
     check_bitwise(w, alias, dl, (size_t)N * V);
     check_bitwise("cross_entropy loss with aliasing", loss2, loss1, N);
@@ -1266,7 +1356,46 @@ static void run_attention(const long *s) {
 }
 static void run_swiglu(const long *s) { test_swiglu((size_t)s[0]); }
 static void run_add(const long *s) { test_add((size_t)s[0]); }
-static void run_cross_entropy(const long *s) { test_cross_entropy((int)s[0], (int)s[1], (float)s[2]); }
+static void run_cross_entropy(const long *s) { test_cross_entropy((int)s[0], (int)s[1], (float)s[2], 0.0f); }
+static void run_cross_entropy_cap(const long *s) {
+    test_cross_entropy((int)s[0], (int)s[1], (float)s[2], (float)s[3]);
+}
+static void run_rmsnorm_off(const long *s) {
+    g_offop = 1;
+    g_woff = (float)s[2] / 10.0f;
+    test_rmsnorm((int)s[0], (int)s[1]);
+    test_add_rmsnorm((int)s[0], (int)s[1]);
+    g_offop = 0;
+    g_woff = 0.0f;
+}
+static void run_geglu(const long *s) { test_geglu((size_t)s[0]); }
+static void run_scale(const long *s) { test_scale((size_t)s[0]); }
+/* cap_x10 window: the document layouts of test_attention_layouts' first
+ * block (short documents, GQA 1/2/4) and a 150-token one spanning query
+ * blocks, with soft-capping cap_x10 / 10 and a sliding window */
+static void run_attention_cap(const long *sh) {
+    float cap = (float)sh[0] / 10.0f;
+    int W = (int)sh[1];
+    char label[128];
+    g_attcap = 1;
+    attn_shape s = {.B = 2, .T = 9, .Hq = 4, .D = 5, .scale = 0.9f, .ndocs = {3, 4}, .softcap = cap, .window = W};
+    int l0[] = {3, 1, 5}, l1[] = {6, 1, 1, 1};
+    memcpy(s.lens[0], l0, sizeof l0);
+    memcpy(s.lens[1], l1, sizeof l1);
+    int hkv[3] = {4, 2, 1};
+    for (int i = 0; i < 3; i++) {
+        s.Hkv = hkv[i];
+        snprintf(label, sizeof label, "cap%g window%d B2 T9 docs[3,1,5|6,1,1,1] Hq4 Hkv%d D5", cap, W, s.Hkv);
+        test_attention(&s, label);
+    }
+    attn_shape s2 = {.B = 1, .T = 150, .Hq = 2, .Hkv = 1, .D = 3, .scale = 1.3f, .ndocs = {3}, .softcap = cap,
+                     .window = W};
+    int l2[] = {100, 1, 49};
+    memcpy(s2.lens[0], l2, sizeof l2);
+    snprintf(label, sizeof label, "cap%g window%d B1 T150 docs[100,1,49] Hq2 Hkv1 D3", cap, W);
+    test_attention(&s2, label);
+    g_attcap = 0;
+}
 static void run_sumsq(const long *s) { test_sumsq((size_t)s[0]); }
 static void run_adamw(const long *s) {
     if (s[0])
@@ -1282,6 +1411,8 @@ static const lt_op_runner RUNNERS[] = {
     {"add_rmsnorm", run_add_rmsnorm}, {"rope", run_rope},   {"attention", run_attention},
     {"swiglu", run_swiglu},       {"add", run_add},         {"cross_entropy", run_cross_entropy},
     {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},
+    {"rmsnorm_off", run_rmsnorm_off}, {"geglu", run_geglu}, {"attention_cap", run_attention_cap},
+    {"cross_entropy_cap", run_cross_entropy_cap}, {"scale", run_scale},
 };
 #define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
 

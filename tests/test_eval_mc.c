@@ -310,7 +310,7 @@ static void cli_checks(cJSON *exp_root, cJSON *space, const char *tmp) {
     {
         char lb[4096];
         snprintf(lb, sizeof lb, "%s/adapter_lora_bias", tmp);
-        snprintf(cmd, sizeof cmd,
+        LT_FMT(cmd,
                  "rm -rf '%s' && cp -r '%s' '%s' && sed -i 's/\"lora_bias\": false/\"lora_bias\": true/' "
                  "'%s/adapter_config.json' && grep -q '\"lora_bias\": true' '%s/adapter_config.json'",
                  lb, lt_src_path("tests/fixtures/eval/adapter"), lb, lb, lb);

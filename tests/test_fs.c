@@ -1,6 +1,6 @@
 /*
  * test_fs.c -- lt_fs's temporary names and cleanups:
- *   - lt_fs_tmp_tag is "<host>-<pid>" with a host free of '-';
+ *   - lt_tmp_tag is "<host>-<pid>" with a host free of '-';
  *   - lt_fs_tmp_owner: this host + a dead pid is stale, this host + a live pid
  *     (or ours) is kept, another host or no host at all (an older luxtrain's
  *     "final.tmp-<pid>") is foreign, and its host is named;
@@ -36,7 +36,7 @@ int main(void) {
     const char *tmp = lt_test_tmpdir("test_fs");
     char tag[128], host[128], name[512], dead_s[160], live_s[160], me[128];
     lt_err err = {{0}};
-    lt_fs_tmp_tag(tag, sizeof tag);
+    lt_tmp_tag(tag, sizeof tag);
     char *dash = strchr(tag, '-');
     LT_CHECK(dash && dash > tag && strtol(dash + 1, NULL, 10) == (long)getpid() && !strchr(dash + 1, '-'),
              "tag '%s' is not <host>-<pid>", tag);

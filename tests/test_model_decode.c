@@ -56,7 +56,7 @@ static void check(lt_backend *be, const char *name, int lora, int n, int prefill
     LT_CHECK_OK(lt_model_step(m, &b, 0, 1.0, &res, &err), &err);
     LT_CHECK_OK(lt_model_get_logits(m, full, &err), &err);
     const lt_config *cfg = lt_model_config(m);
-    int S = cfg->rope_scaling_type == 2 && n > cfg->rope_original_max_pos ? cfg->rope_original_max_pos : 0;
+    int S = cfg->rope_scaling_type == LT_ROPE_LONGROPE && n > cfg->rope_original_max_pos ? cfg->rope_original_max_pos : 0;
     if (S > 0) { /* LongRoPE: the rows of calls that end within the original length, from the short prefix */
         float *pre = malloc((size_t)S * V * 4);
         lt_batch bs = {1, S, tok, tg, pos, ds};

@@ -71,7 +71,10 @@ static int read_metrics(const char *out, char lines[][512], int cap) {
     char buf[1024];
     int n = 0;
     while (fgets(buf, sizeof buf, f))
-        if (strstr(buf, "\"loss\"") && n < cap) snprintf(lines[n++], 512, "%s", buf);
+        if (strstr(buf, "\"loss\"") && n < cap) {
+            LT_FMT(lines[n], "%s", buf);
+            n++;
+        }
     fclose(f);
     return n;
 }
@@ -188,7 +191,7 @@ int main(void) {
     snprintf(out, sizeof out, "%s/diverge", tmp);
     snprintf(cmd, sizeof cmd, "rm -rf %s", out);
     lt_test_system(cmd);
-    snprintf(cmd, sizeof cmd,
+    LT_FMT(cmd,
              "%s train --model %s --data %s --out %s --seq-len 32 --micro-batch 2 --max-steps 6 --save-every 1 "
              "--lr 1e6 --clip 0 --schedule constant --device cpu > %s/diverge.txt 2>&1",
              LT_BIN, model, shard, out, tmp);
@@ -206,7 +209,7 @@ int main(void) {
 
     /* --skip-nonfinite: skipped steps are logged without a loss; a run that only diverges stops */
     snprintf(out, sizeof out, "%s/skip", tmp);
-    snprintf(cmd, sizeof cmd,
+    LT_FMT(cmd,
              "rm -rf %s; %s train --model %s --data %s --out %s --seq-len 32 --micro-batch 2 --epochs 0 --max-steps 40 "
              "--save-every 1 --lr 1e6 --clip 0 --schedule constant --skip-nonfinite --device cpu > %s/skip.txt 2>&1",
              out, LT_BIN, model, shard, out, tmp);

@@ -26,7 +26,7 @@ converted to float32 for the reference, so the comparison stays fp32-exact.
 
 Run with tools/gen_fixtures.sh (makes a venv from tools/requirements-gen.txt).
 
-Models marked as transformers 5 models (olmo2, mistral_nemo) are made with transformers 5
+Models marked as transformers 5 models (olmo2, mistral_nemo, gemma2, gemma3) are made with transformers 5
 and torch instead (tools/requirements-gen5.txt), one at a time by name:
     /work/venv-gen5-torch/bin/python tools/gen_fixtures.py olmo2
 then `tools/gen_config_fixture.py v5-configs` for its transformers 5
@@ -116,6 +116,30 @@ MODELS5 = [
         rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         sliding_window=None, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
     ), torch.float32, None),
+    # Gemma 2 with every setting binding: 3 layers (sliding, full, sliding) with a window of 5 < the
+    # documents (7, 12, 9, 5); head_dim 16 != 48 / 4 and query_pre_attn_scalar 24 != head_dim; GQA;
+    # attention scores capped at 4 and final logits at 3 (both change the logits: see GEMMA_CAPS);
+    # tied embeddings; embeddings * sqrt(48)
+    ("gemma2", "Gemma2Config", dict(
+        vocab_size=160, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        query_pre_attn_scalar=24, sliding_window=5, attn_logit_softcapping=4.0, final_logit_softcapping=3.0,
+        hidden_activation="gelu_pytorch_tanh", attention_bias=False, tie_word_embeddings=True,
+        bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    ), torch.float32, None),
+    # Gemma 3 text: Gemma 2's layer with per-head (1 + w) q/k norms, 6 layers = 5 local : 1 global
+    # (the default pattern), window 5; two rotary tables: local theta 1000, global theta 1e5 with
+    # linear scaling 4; no soft-caps (Gemma3TextConfig's default)
+    ("gemma3", "Gemma3TextConfig", dict(
+        vocab_size=160, hidden_size=48, intermediate_size=80, num_hidden_layers=6,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        rms_norm_eps=1e-6, query_pre_attn_scalar=24, sliding_window=5,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1000.0}},
+        hidden_activation="gelu_pytorch_tanh", attention_bias=False, tie_word_embeddings=True,
+        bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    ), torch.float32, None),
     # Phi-4-mini's shape: fused qkv_proj / gate_up_proj, partial rotary 0.75 (12 of head_dim 16 rotated),
     # GQA, tied embeddings, LongRoPE with original_max_position_embeddings 4: every document of more than
     # one token is past it (the long factors; a one-token document sits at position 0, where both tables
@@ -142,6 +166,14 @@ MODELS5 = [
     ), torch.float32, None),
 ]
 
+# phi3 / phi3_short and gemma2 / gemma3 were added on parallel branches at the same MODELS5 index;
+# the index each phi3 fixture was made with (its seed), so the committed fixtures stay reproducible
+SEED_INDEX5 = {"phi3": 2, "phi3_short": 3}
+
+# the settings whose effect a fixture must show (the logits change by more than 1% without them)
+GEMMA_CAPS = {"gemma2": ("attn_logit_softcapping", "final_logit_softcapping", "sliding_window"),
+              "gemma3": ("sliding_window",)}
+
 
 def randomize(model, seed):
     """Replace transformers' init (tiny weights, zero biases, unit norms) with
@@ -150,7 +182,9 @@ def randomize(model, seed):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+                # gemma2's norms multiply by (1 + w): the same scale around 1
+                one = 0.0 if model.config.model_type.startswith("gemma") else 1.0
+                p.copy_(one + 0.2 * torch.randn(p.shape, generator=g))
             elif name.endswith(".bias"):
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
             elif "embed_tokens" in name:
@@ -222,13 +256,34 @@ def build(name, cls, kw, save_dtype, shard, seed):
 def v4_config(path):
     """Rewrite a config.json saved by transformers 5 in the form transformers 4
     writes: rope_theta (+ rope_scaling) for rope_parameters, torch_dtype for
-    dtype. Default RoPE and Phi-3's LongRoPE are rewritten (LongRoPE as Phi-3
+    dtype. Default RoPE, Gemma 3's two tables and Phi-3's LongRoPE are rewritten (LongRoPE as Phi-3
     checkpoints write it: rope_scaling {type, short_factor, long_factor}, the
     original length and partial_rotary_factor at the top level); anything else
     stops here."""
     with open(path) as f:
         c = json.load(f)
     rp = c.pop("rope_parameters")
+    if c["model_type"] == "gemma3_text":
+        # transformers 4's Gemma 3: rope_theta + rope_scaling for the global layers,
+        # rope_local_base_freq for the local ones, sliding_window_pattern instead of layer_types
+        full, local = dict(rp["full_attention"]), rp["sliding_attention"]
+        if local != {"rope_type": "default", "rope_theta": local["rope_theta"]}:
+            sys.exit(f"{path}: v4_config: the local table must be default RoPE, found {local}")
+        c["rope_theta"] = full.pop("rope_theta")
+        c["rope_scaling"] = full if full.get("rope_type") != "default" else None
+        c["rope_local_base_freq"] = local["rope_theta"]
+        lt = c.pop("layer_types")
+        if lt != ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(len(lt))]:
+            sys.exit(f"{path}: layer_types {lt} is not transformers 4's 5:1 pattern")
+        c["sliding_window_pattern"] = 6
+        c["hidden_act"] = c["hidden_activation"]
+        c["cache_implementation"] = "hybrid"
+        c.pop("use_bidirectional_attention", None)
+        c["torch_dtype"] = c.pop("dtype")
+        with open(path, "w") as f:
+            json.dump(dict(sorted(c.items())), f, indent=2)
+            f.write("\n")
+        return
     top = {"partial_rotary_factor": c.get("partial_rotary_factor", 1.0),
            "original_max_position_embeddings": c.get("original_max_position_embeddings")}
     for k in ("partial_rotary_factor", "original_max_position_embeddings"):  # at the top level in v4
@@ -242,6 +297,15 @@ def v4_config(path):
         sys.exit(f"{path}: v4_config handles default RoPE and longrope only, found {rp}")
     c["rope_theta"] = rp["rope_theta"]
     c["torch_dtype"] = c.pop("dtype")
+    if c["model_type"] == "gemma2":
+        # transformers 4's Gemma 2 has no layer_types (layers 0, 2, ... slide) and its checkpoints
+        # also carry hidden_act and cache_implementation
+        lt = c.pop("layer_types")
+        if lt != ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(len(lt))]:
+            sys.exit(f"{path}: layer_types {lt} is not transformers 4's alternation")
+        c["hidden_act"] = c["hidden_activation"]
+        c["cache_implementation"] = "hybrid"
+        c.pop("use_bidirectional_attention", None)
     with open(path, "w") as f:
         json.dump(dict(sorted(c.items())), f, indent=2)
         f.write("\n")
@@ -283,6 +347,33 @@ def reference(model, vocab, seed):
     return batch, logits.reshape(B * T, V), losses.reshape(B * T), total / n_targets, n_targets, grads
 
 
+def check_binding(model, vocab, seed, keys):
+    """Each of GEMMA_CAPS[name] (keys) changes the fixture's logits by more than 1% (relative
+    norm) when turned off, so a runtime that ignores one fails the comparison."""
+    ids = torch.tensor(make_batch(vocab, seed)[0][0, :12], dtype=torch.long)[None]
+    with torch.no_grad():
+        base = model(input_ids=ids, use_cache=False).logits
+        for key in keys:
+            old = getattr(model.config, key)
+            setattr(model.config, key, None if key != "sliding_window" else 1000)
+            for layer in model.model.layers:  # the attention modules copy these at init
+                a = layer.self_attn
+                a.attn_logit_softcapping = model.config.attn_logit_softcapping
+                if a.sliding_window is not None:
+                    a.sliding_window = model.config.sliding_window
+            other = model(input_ids=ids, use_cache=False).logits
+            setattr(model.config, key, old)
+            for layer in model.model.layers:
+                a = layer.self_attn
+                a.attn_logit_softcapping = model.config.attn_logit_softcapping
+                if a.sliding_window is not None:
+                    a.sliding_window = model.config.sliding_window
+            rel = float((other - base).norm() / base.norm())
+            print(f"  without {key}: logits change by {100 * rel:.1f}%")
+            if rel < 0.01:
+                sys.exit(f"{key} does not bind in the fixture (logits change {rel:.2e})")
+
+
 def score_reference(model, vocab, seed):
     rng = np.random.default_rng(seed + 7)
     ids = rng.integers(0, vocab, size=9).astype(np.int32)
@@ -306,7 +397,7 @@ def main():
         for n in names:
             if n not in known:
                 sys.exit(f"unknown model {n!r} (transformers 5 models: {sorted(known)})")
-        todo = [(len(MODELS) + i, (m[0], getattr(transformers, m[1])) + m[2:])
+        todo = [(len(MODELS) + SEED_INDEX5.get(m[0], i), (m[0], getattr(transformers, m[1])) + m[2:])
                 for i, m in enumerate(MODELS5) if m[0] in names]
     else:
         if V5:
@@ -316,6 +407,8 @@ def main():
     for k, (name, cls, kw, dt, shard) in todo:
         seed = 1234 + 17 * k
         d, model = build(name, cls, kw, dt, shard, seed)
+        if name in GEMMA_CAPS:
+            check_binding(model, kw["vocab_size"], seed, GEMMA_CAPS[name])
         V = kw["vocab_size"]
         batch, logits, losses, loss, n_targets, grads = reference(model, V, seed)
         sids, slp, slg = score_reference(model, V, seed)

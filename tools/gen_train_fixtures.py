@@ -31,7 +31,7 @@ loads them).
 
 Run with the generator venv (tools/requirements-gen.txt):
     /work/venv-gen/bin/python tools/gen_train_fixtures.py
-The models made with transformers 5 (tools/gen_fixtures.py olmo2, mistral_nemo) are run by
+The models made with transformers 5 (tools/gen_fixtures.py olmo2, mistral_nemo, gemma2, gemma3) are run by
 name with that environment (tools/requirements-gen5.txt, with torch and peft):
     /work/venv-gen5-torch/bin/python tools/gen_train_fixtures.py olmo2
 """
@@ -53,7 +53,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "train")
 NAMES = ["llama", "llama_tied", "mistral", "qwen2", "qwen3"]
-NAMES5 = ["olmo2", "mistral_nemo", "phi3", "phi3_short"]  # transformers 5 fixtures, made by name
+NAMES5 = ["olmo2", "mistral_nemo", "gemma2", "gemma3", "phi3", "phi3_short"]  # transformers 5 fixtures, made by name
+# phi3 / phi3_short and gemma2 / gemma3 were added on parallel branches at the same NAMES5 index; the
+# index each phi3 fixture was made with (its seed), so the committed fixtures stay reproducible
+SEED_INDEX5 = {"phi3": 2, "phi3_short": 3}
 V5 = int(transformers.__version__.split(".")[0]) >= 5
 
 STEPS, MICRO, B, T = 4, 2, 2, 16
@@ -159,7 +162,7 @@ def main():
     if sys.argv[1:]:
         if not V5 or any(n not in NAMES5 for n in sys.argv[1:]):
             sys.exit(f"named models ({NAMES5}) are made with transformers 5, found {transformers.__version__}")
-        todo = [(len(NAMES) + NAMES5.index(n), n) for n in sys.argv[1:]]
+        todo = [(len(NAMES) + SEED_INDEX5.get(n, NAMES5.index(n)), n) for n in sys.argv[1:]]
     else:
         todo = list(enumerate(NAMES))
     for k, name in todo:

@@ -10,9 +10,11 @@
 #include "lt_base.h"
 #include "lt_opt.h"
 
-int lt_cmd_inspect(int argc, char **argv);  /* tools/lt_cmd_model.c (shards: lt_cmd_tokenize.c) */
-/* `luxtrain inspect`: a training run or checkpoint folder (tools/lt_cmd_inspect_run.c), else lt_cmd_inspect */
-int lt_cmd_inspect_any(int argc, char **argv);
+/* `luxtrain inspect PATH` (tools/lt_cmd_inspect_run.c): a training run or checkpoint folder there, a
+ * model folder lt_inspect_model (tools/lt_cmd_model.c), a shard lt_inspect_shard (tools/lt_cmd_tokenize.c) */
+int lt_cmd_inspect(int argc, char **argv);
+int lt_inspect_model(const char *dir, int json);
+int lt_inspect_shard(const char *path, long show, const char *tokenizer);
 int lt_cmd_score(int argc, char **argv);    /* tools/lt_cmd_model.c */
 int lt_cmd_tokenize(int argc, char **argv); /* tools/lt_cmd_tokenize.c */
 int lt_cmd_eval(int argc, char **argv);     /* tools/lt_cmd_eval.c */
@@ -21,9 +23,7 @@ int lt_cmd_train(int argc, char **argv);    /* tools/lt_cmd_train.c */
 int lt_cmd_generate(int argc, char **argv); /* tools/lt_cmd_generate.c */
 int lt_cmd_merge(int argc, char **argv);    /* tools/lt_cmd_merge.c */
 int lt_cmd_export(int argc, char **argv);   /* tools/lt_cmd_export.c */
+int lt_cmd_vocab(int argc, char **argv);    /* tools/lt_cmd_vocab.c: vocab add */
 int lt_cmd_bench(int argc, char **argv);    /* bench/lt_bench_step.c: bench step (bench kernels: tools/luxtrain.c) */
-
-/* `luxtrain inspect` on a path ending in .h5 forwards here (tools/lt_cmd_tokenize.c). */
-int lt_cmd_inspect_shard(int argc, char **argv);
 
 #endif

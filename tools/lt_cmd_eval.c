@@ -11,6 +11,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,32 +26,6 @@
 #include "lt_model.h"
 #include "lt_plot.h"
 #include "lt_tokenizer.h"
-
-static void eval_usage(FILE *f) {
-    fprintf(f,
-            "usage: luxtrain eval --model DIR --tasks FILE.jsonl [options]   multiple choice by log-likelihood\n"
-            "       luxtrain eval --model DIR --data SHARD.h5... [options]    loss on token shards\n"
-            "       luxtrain eval --compare A B [--metric acc|acc_norm|acc_bytes] [--alpha 0.05]\n"
-            "\n"
-            "multiple choice (scored as lm-evaluation-harness does; see docs/evaluation.md):\n"
-            "  --tasks FILE.jsonl     {\"id\", \"context\"|\"question\", \"choices\": [..], \"answer\": i, \"category\"}\n"
-            "  --tokenizer PATH       tokenizer.json or its folder (default: the model folder)\n"
-            "  --adapter DIR          PEFT LoRA adapter, merged into the weights for the evaluation\n"
-            "  --chat                 render each context as a user turn of the chat template\n"
-            "  --template NAME        chat template (default: detected from tokenizer_config.json)\n"
-            "  --fewshot FILE.jsonl   solved examples prepended to every context\n"
-            "  --fewshot-prefix TEXT  literal text prepended to every context\n"
-            "  --delimiter TEXT       between context and choice (default \" \"; \"\" with --chat)\n"
-            "  --seq-len N            sequence length; longer requests are cut from the left\n"
-            "                         (default: min(max_position_embeddings, 2048))\n"
-            "  --batch N              sequences per forward pass (default 1)\n"
-            "  --device cpu|cuda|auto (default auto)   --threads N (CPU threads)\n"
-            "  --output FILE.json     results: overall, per category, per question\n"
-            "loss: --data SHARD... [--prefix P (files in folders, default train-)] --seq-len --batch\n"
-            "      the shards' tokenizer_sha256 must be --tokenizer's (default: the model folder's tokenizer.json)\n"
-            "      unless --allow-tokenizer-mismatch\n"
-            "compare: A and B are result files or run folders holding eval.json (or eval*.json)\n");
-}
 
 /* ---------------------------------------------------------------- progress */
 
@@ -76,14 +51,6 @@ static void progress_cb(void *user, size_t done, size_t total) {
 }
 
 /* ----------------------------------------------------------------- helpers */
-
-static const char *need_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "eval: %s expects a value\n", argv[*i]);
-        return NULL;
-    }
-    return argv[++*i];
-}
 
 /* tokenizer_config.json next to a tokenizer path (file or folder) */
 static void tokenizer_config_path(const char *tok, char *out, size_t cap) {
@@ -122,13 +89,67 @@ static char *read_chat_template(const char *config_path, char *bos, char *eos, s
 }
 
 typedef struct {
-    const char *model, *tasks, *tokenizer, *adapter, *fewshot, *fewshot_prefix, *delimiter, *device, *output;
-    const char *tmpl, *compare_a, *compare_b, *prefix;
-    const char **data;
-    int n_data, chat, metric, allow_tok_mismatch;
+    char *model, *tasks, *tokenizer, *adapter, *fewshot, *fewshot_prefix, *delimiter, *device, *output;
+    char *tmpl, *prefix, *metric_name;
+    char **compare, **data;
+    int n_compare, n_data, chat, metric, allow_tok_mismatch, help;
     long seq_len, batch, threads;
     double alpha;
 } eval_opts;
+
+#define F(x) offsetof(eval_opts, x)
+static const char *const METRICS[] = {"acc", "acc_norm", "acc_bytes", NULL}; /* lt_eval_metric_names' order */
+static const lt_optdef EVAL_OPTS[] = {
+    {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR", .help = "model folder (--tasks, --data)"},
+    {.name = "Multiple choice, scored as lm-evaluation-harness does (docs/evaluation.md)", .k = LT_OPT_SECTION},
+    {.name = "tasks", .k = LT_OPT_STR, .off = F(tasks), .meta = "FILE.jsonl",
+     .help = "{\"id\", \"context\"|\"question\", \"choices\": [..], \"answer\": i, \"category\"} per line"},
+    {.name = "tokenizer", .k = LT_OPT_STR, .off = F(tokenizer), .meta = "PATH",
+     .help = "tokenizer.json or its folder (default: the model folder); --data: the shards must have been made by it"},
+    {.name = "adapter", .k = LT_OPT_STR, .off = F(adapter), .meta = "DIR",
+     .help = "PEFT LoRA adapter, merged into the weights for the evaluation"},
+    {.name = "chat", .k = LT_OPT_FLAG, .off = F(chat), .help = "render each context as a user turn of the chat template"},
+    {.name = "template", .k = LT_OPT_STR, .off = F(tmpl), .meta = "NAME",
+     .help = "chat template (default: detected from tokenizer_config.json)"},
+    {.name = "fewshot", .k = LT_OPT_STR, .off = F(fewshot), .meta = "FILE.jsonl",
+     .help = "solved examples prepended to every context"},
+    {.name = "fewshot-prefix", .k = LT_OPT_STR, .off = F(fewshot_prefix), .meta = "TEXT",
+     .help = "literal text prepended to every context"},
+    {.name = "delimiter", .k = LT_OPT_STR, .off = F(delimiter), .meta = "TEXT",
+     .help = "between context and choice (default \" \"; \"\" with --chat)"},
+    {.name = "output", .k = LT_OPT_STR, .off = F(output), .meta = "FILE.json",
+     .help = "results: overall, per category, per question"},
+    {.name = "Loss on token shards", .k = LT_OPT_SECTION},
+    {.name = "data", .k = LT_OPT_LIST, .off = F(data), .off_n = F(n_data), .meta = "SHARD...",
+     .help = "shard files or folders"},
+    {.name = "prefix", .k = LT_OPT_STR, .off = F(prefix), .meta = "P", .help = "shard files in folders (default train-)"},
+    {.name = "allow-tokenizer-mismatch", .k = LT_OPT_FLAG, .off = F(allow_tok_mismatch),
+     .help = "evaluate shards made by another tokenizer (a warning)"},
+    {.name = "Both", .k = LT_OPT_SECTION},
+    {.name = "seq-len", .k = LT_OPT_LONG, .off = F(seq_len), .meta = "N", .lo = 2, .hi = 1 << 20,
+     .help = "sequence length; longer requests are cut from the left (default: min(max_position_embeddings, 2048))"},
+    {.name = "batch", .k = LT_OPT_LONG, .off = F(batch), .def = "1", .meta = "N", .lo = 1, .hi = 1 << 20,
+     .help = "sequences per forward pass"},
+    LT_OPT_ROW_DEVICE(eval_opts, device, "auto"),
+    LT_OPT_ROW_THREADS(eval_opts, threads),
+    {.name = "Paired comparison (exact McNemar test)", .k = LT_OPT_SECTION},
+    {.name = "compare", .k = LT_OPT_LIST, .off = F(compare), .off_n = F(n_compare), .meta = "A B",
+     .help = "two result files, or run folders holding eval.json (or eval*.json)"},
+    {.name = "metric", .k = LT_OPT_CHOICE, .off = F(metric_name), .def = "acc", .meta = "M", .choices = METRICS,
+     .help = "the per-question score compared"},
+    {.name = "alpha", .k = LT_OPT_DBL, .off = F(alpha), .def = "0.05", .meta = "A", .lo = 0, .hi = 1, .lo_open = 1,
+     .hi_open = 1, .help = "significance level"},
+};
+static const lt_optset EVAL_SET = {
+    .cmd = "eval",
+    .usage = "usage: luxtrain eval --model DIR --tasks FILE.jsonl [options]   multiple choice by log-likelihood\n"
+             "       luxtrain eval --model DIR --data SHARD.h5... [options]    loss on token shards\n"
+             "       luxtrain eval --compare A B [--metric M] [--alpha A]      paired comparison of two results\n",
+    .defs = EVAL_OPTS,
+    .n = sizeof EVAL_OPTS / sizeof EVAL_OPTS[0],
+    .off_help = F(help),
+};
+#undef F
 
 /* ------------------------------------------------------------ loss mode */
 
@@ -145,7 +166,7 @@ static int eval_loss(const eval_opts *o) {
     int T = (int)(o->seq_len > 0 ? o->seq_len : (cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048));
     int B = (int)(o->batch > 0 ? o->batch : 1);
     lt_loader_opts lo = {B, T, 0, 1, 0, 0, cfg->vocab_size};
-    if (lt_loader_open(o->data, o->n_data, o->prefix, &lo, &L, &err) != LT_OK) goto fail;
+    if (lt_loader_open((const char *const *)o->data, o->n_data, o->prefix, &lo, &L, &err) != LT_OK) goto fail;
     int checked = 0; /* the shards' tokenizer against --tokenizer (default: the model folder's) */
     if (lt_loader_check_tokenizer(L, o->tokenizer ? o->tokenizer : o->model, &checked, &err) != LT_OK) {
         if (!o->allow_tok_mismatch) goto fail;
@@ -330,7 +351,7 @@ done:
 static int eval_compare(const eval_opts *o) {
     lt_err err = {{0}};
     lt_eval_cmp c;
-    if (lt_eval_compare(o->compare_a, o->compare_b, o->metric, &c, &err) != LT_OK) {
+    if (lt_eval_compare(o->compare[0], o->compare[1], o->metric, &c, &err) != LT_OK) {
         fprintf(stderr, "eval --compare: %s\n", err.msg);
         return 1;
     }
@@ -339,167 +360,84 @@ static int eval_compare(const eval_opts *o) {
     return 0;
 }
 
+static int eval_run(void *arg) {
+    eval_opts *o = arg;
+    for (int k = 0; METRICS[k]; k++)
+        if (!strcmp(o->metric_name, METRICS[k])) o->metric = k;
+    int modes = !!o->tasks + !!o->n_data + !!o->n_compare;
+    if (modes != 1) {
+        fprintf(stderr, "eval: give exactly one of --tasks, --data, --compare\n(luxtrain eval --help lists the options)\n");
+        return 2;
+    }
+    if (o->n_compare != 2) {
+        if (o->n_compare) {
+            fprintf(stderr, "eval: --compare expects two result files or run folders, got %d\n", o->n_compare);
+            return 2;
+        }
+    } else {
+        return eval_compare(o);
+    }
+    if (o->fewshot && o->fewshot_prefix) {
+        fprintf(stderr, "eval: --fewshot and --fewshot-prefix exclude each other\n");
+        return 2;
+    }
+    if (!o->model) {
+        fprintf(stderr, "eval: --model DIR is required\n");
+        return 2;
+    }
+    return o->tasks ? eval_tasks(o) : eval_loss(o);
+}
+
 int lt_cmd_eval(int argc, char **argv) {
     eval_opts o = {0};
-    o.device = "auto";
-    o.alpha = 0.05;
-    o.data = calloc((size_t)argc, sizeof *o.data);
-    if (!o.data) return 1;
-    int rc = 2;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        long n;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            eval_usage(stdout);
-            rc = 0;
-            goto out;
-        }
-#define STR_OPT(name, field)                                 \
-    if (!strcmp(a, name)) {                                  \
-        if (!(v = need_value(argc, argv, &i))) goto out;     \
-        o.field = v;                                         \
-        continue;                                            \
-    }
-        STR_OPT("--model", model)
-        STR_OPT("--tasks", tasks)
-        STR_OPT("--tokenizer", tokenizer)
-        STR_OPT("--adapter", adapter)
-        STR_OPT("--fewshot", fewshot)
-        STR_OPT("--fewshot-prefix", fewshot_prefix)
-        STR_OPT("--delimiter", delimiter)
-        STR_OPT("--device", device)
-        STR_OPT("--output", output)
-        STR_OPT("--template", tmpl)
-        STR_OPT("--prefix", prefix)
-#undef STR_OPT
-        if (!strcmp(a, "--chat")) {
-            o.chat = 1;
-        } else if (!strcmp(a, "--allow-tokenizer-mismatch")) {
-            o.allow_tok_mismatch = 1;
-        } else if (!strcmp(a, "--seq-len") || !strcmp(a, "--batch") || !strcmp(a, "--threads")) {
-            if (!(v = need_value(argc, argv, &i))) goto out;
-            long lo = !strcmp(a, "--threads") ? 0 : (!strcmp(a, "--seq-len") ? 2 : 1);
-            if (!lt_parse_int("eval", a, v, lo, 1L << 20, &n)) goto out;
-            if (!strcmp(a, "--seq-len"))
-                o.seq_len = n;
-            else if (!strcmp(a, "--batch"))
-                o.batch = n;
-            else
-                o.threads = n;
-        } else if (!strcmp(a, "--alpha")) {
-            if (!(v = need_value(argc, argv, &i)) || !lt_parse_double("eval", a, v, &o.alpha)) goto out;
-            if (!(o.alpha > 0 && o.alpha < 1)) {
-                fprintf(stderr, "eval: --alpha expects a number in (0, 1), got '%s'\n", v);
-                goto out;
-            }
-        } else if (!strcmp(a, "--metric")) {
-            if (!(v = need_value(argc, argv, &i))) goto out;
-            o.metric = -1;
-            for (int k = 0; k < LT_EVAL_NMETRIC; k++)
-                if (!strcmp(v, lt_eval_metric_names[k])) o.metric = k;
-            if (o.metric < 0) {
-                fprintf(stderr, "eval: --metric expects acc, acc_norm or acc_bytes, got '%s'\n", v);
-                goto out;
-            }
-        } else if (!strcmp(a, "--compare")) {
-            if (i + 2 >= argc) {
-                fprintf(stderr, "eval: --compare expects two result files or run folders\n");
-                goto out;
-            }
-            o.compare_a = argv[++i];
-            o.compare_b = argv[++i];
-        } else if (!strcmp(a, "--data")) {
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) o.data[o.n_data++] = argv[++i];
-            if (!o.n_data) {
-                fprintf(stderr, "eval: --data expects one or more shard files or folders\n");
-                goto out;
-            }
-        } else if (a[0] == '-') {
-            static const char *const valid[] = {
-                "--model", "--tasks", "--tokenizer", "--adapter", "--fewshot", "--fewshot-prefix", "--delimiter",
-                "--device", "--output", "--template", "--prefix", "--chat", "--seq-len", "--batch", "--threads",
-                "--alpha", "--metric", "--compare", "--data", "--help", NULL};
-            lt_opt_unknown_option("eval", a, valid);
-            goto out;
-        } else {
-            fprintf(stderr, "eval: unexpected argument '%s'\n", a);
-            eval_usage(stderr);
-            goto out;
-        }
-    }
-    int modes = !!o.tasks + !!o.n_data + !!o.compare_a;
-    if (modes != 1) {
-        fprintf(stderr, "eval: give exactly one of --tasks, --data, --compare\n");
-        eval_usage(stderr);
-        goto out;
-    }
-    if (o.fewshot && o.fewshot_prefix) {
-        fprintf(stderr, "eval: --fewshot and --fewshot-prefix exclude each other\n");
-        goto out;
-    }
-    if (o.compare_a) {
-        rc = eval_compare(&o);
-        goto out;
-    }
-    if (!o.model) {
-        fprintf(stderr, "eval: --model DIR is required\n");
-        goto out;
-    }
-    rc = o.tasks ? eval_tasks(&o) : eval_loss(&o);
-out:
-    free(o.data);
-    return rc;
+    return lt_opts_main(&EVAL_SET, argc, argv, &o, eval_run);
 }
 
 /* ------------------------------------------------------------------- plot */
 
-static void plot_usage(FILE *f) {
-    fprintf(f, "usage: luxtrain plot RUN_DIR... [--out FILE.svg]\n"
-               "Training loss (and eval loss) against tokens, learning rate on a second axis, from\n"
-               "RUN_DIR/metrics.jsonl of each run. Default output: RUN_DIR/loss.svg of the first run;\n"
-               "a PNG is written next to it when rsvg-convert or ImageMagick is available.\n");
-}
+typedef struct {
+    char *out, **runs;
+    int n_runs, help;
+} plot_opts;
 
-int lt_cmd_plot(int argc, char **argv) {
-    const char *out = NULL;
-    const char **dirs = calloc((size_t)argc, sizeof *dirs);
-    int n = 0, rc = 2;
-    if (!dirs) return 1;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            plot_usage(stdout);
-            rc = 0;
-            goto done;
-        }
-        if (!strcmp(argv[i], "--out")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "plot: --out expects a file name\n");
-                goto done;
-            }
-            out = argv[++i];
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            static const char *const valid[] = {"--out", "--help", NULL};
-            lt_opt_unknown_option("plot", argv[i], valid);
-            goto done;
-        } else
-            dirs[n++] = argv[i];
-    }
-    if (n == 0) {
-        plot_usage(stderr);
-        goto done;
-    }
+#define F(x) offsetof(plot_opts, x)
+static const lt_optdef PLOT_OPTS[] = {
+    {.name = "out", .k = LT_OPT_STR, .off = F(out), .meta = "FILE.svg",
+     .help = "the SVG (default: RUN_DIR/loss.svg of the first run)"},
+};
+static const lt_optset PLOT_SET = {
+    .cmd = "plot",
+    .usage = "usage: luxtrain plot RUN_DIR... [--out FILE.svg]\n"
+             "Training loss (and eval loss) against tokens, learning rate on a second axis, from\n"
+             "RUN_DIR/metrics.jsonl of each run; a PNG is written next to the SVG when rsvg-convert\n"
+             "or ImageMagick is available.\n",
+    .defs = PLOT_OPTS,
+    .n = sizeof PLOT_OPTS / sizeof PLOT_OPTS[0],
+    .off_help = F(help),
+    .off_pos = F(runs),
+    .off_npos = F(n_runs),
+    .pos_min = 1,
+    .pos_max = 1 << 20,
+    .pos_meta = "RUN_DIR...",
+};
+#undef F
+
+static int plot_run(void *arg) {
+    const plot_opts *o = arg;
     lt_err err = {{0}};
     int png = 0;
     char def[4096];
-    if (!out && lt_path_join(def, sizeof def, dirs[0], "loss.svg")) out = def;
-    if (lt_plot_runs(dirs, n, out, &png, &err) != LT_OK) {
+    const char *out = o->out;
+    if (!out && lt_path_join(def, sizeof def, o->runs[0], "loss.svg")) out = def;
+    if (lt_plot_runs((const char **)o->runs, o->n_runs, out, &png, &err) != LT_OK) {
         fprintf(stderr, "plot: %s\n", err.msg);
-        rc = 1;
-        goto done;
+        return 1;
     }
     printf("wrote %s%s\n", out, png ? " (and a PNG next to it)" : "");
-    rc = 0;
-done:
-    free(dirs);
-    return rc;
+    return 0;
+}
+
+int lt_cmd_plot(int argc, char **argv) {
+    plot_opts o = {0};
+    return lt_opts_main(&PLOT_SET, argc, argv, &o, plot_run);
 }

@@ -26,11 +26,18 @@
  * The folder is written as DIR.tmp-<pid>/ and renamed to DIR; an existing
  * non-empty DIR is refused unless --overwrite (then replaced only once the new
  * folder is complete).
+ *
+ * `luxtrain export --gguf OUT.gguf --model DIR [--adapter A] [--type T]`: a
+ * Hugging Face folder (with a PEFT adapter merged in) as one GGUF file for
+ * llama.cpp (train/lt_gguf.h); `luxtrain export CHECKPOINT --gguf OUT.gguf`:
+ * the checkpoint's weights (full) or adapter (LoRA) on its base model, found
+ * as above.
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,32 +49,52 @@
 #include "lt_cli.h"
 #include "lt_export.h"
 #include "lt_fs.h"
+#include "lt_gguf.h"
 #include "lt_json.h"
 #include "lt_lora.h"
 #include "lt_model_spec.h"
 #include "lt_safetensors.h"
 #include "lt_train_opts.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: luxtrain export CHECKPOINT --out DIR [--model DIR] [--overwrite]\n"
-               "  CHECKPOINT     RUN_DIR/checkpoints/step-N (a complete checkpoint of a luxtrain train run)\n"
-               "  --out DIR      write what RUN_DIR/final/ would hold after step N: a Hugging Face folder\n"
-               "                 (full fine-tuning) or a PEFT adapter folder (LoRA)\n"
-               "  --model DIR    the base model folder, when it is no longer where RUN_DIR/config.json says\n"
-               "  --overwrite        replace DIR if it exists and is not empty\n"
-               "  Offline, one process, no GPU; one tensor in memory at a time.\n");
-}
+typedef struct {
+    char **ckpt, *out, *model, *gguf, *adapter, *type;
+    int n_ckpt, overwrite, help;
+} export_opts;
 
-/* a folder that exists and holds anything */
-static int nonempty_dir(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) return 0;
-    struct dirent *e;
-    int any = 0;
-    while (!any && (e = readdir(d))) any = strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return any;
-}
+#define F(x) offsetof(export_opts, x)
+static const char *const GGUF_TYPES[] = {"f16", "bf16", "q8_0", "f32", NULL};
+static const lt_optdef OPTS[] = {
+    {.name = "out", .k = LT_OPT_STR, .off = F(out), .meta = "DIR",
+     .help = "write what RUN_DIR/final/ would hold after step N: a Hugging Face folder (full fine-tuning) or a "
+             "PEFT adapter folder (LoRA)"},
+    {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR",
+     .help = "the base model folder (a checkpoint: when it is no longer where RUN_DIR/config.json says)"},
+    {.name = "overwrite", .k = LT_OPT_FLAG, .off = F(overwrite),
+     .help = "replace DIR (or OUT.gguf) if it exists and is not empty"},
+    {.name = "GGUF (docs/export.md)", .k = LT_OPT_SECTION},
+    {.name = "gguf", .k = LT_OPT_STR, .off = F(gguf), .meta = "OUT.gguf",
+     .help = "one GGUF v3 file for llama.cpp: --model DIR with --adapter A merged in (or the checkpoint's weights / "
+             "adapter on its base model), tokenizer and chat template in the metadata"},
+    {.name = "adapter", .k = LT_OPT_STR, .off = F(adapter), .meta = "A", .help = "a PEFT adapter to merge (--gguf)"},
+    {.name = "type", .k = LT_OPT_CHOICE, .off = F(type), .meta = "T", .choices = GGUF_TYPES,
+     .help = "weight type (--gguf; default: bf16 for a bf16 model, else f16)"},
+};
+static const lt_optset SET = {
+    .cmd = "export",
+    .usage = "usage: luxtrain export CHECKPOINT --out DIR [--model DIR] [--overwrite]\n"
+             "       luxtrain export --gguf OUT.gguf --model DIR [--adapter A] [--type T] [--overwrite]\n"
+             "       luxtrain export CHECKPOINT --gguf OUT.gguf [--model DIR] [--type T] [--overwrite]\n"
+             "CHECKPOINT is RUN_DIR/checkpoints/step-N (a complete checkpoint of a luxtrain train run).\n"
+             "Offline, one process, no GPU; one tensor in memory at a time.\n",
+    .defs = OPTS,
+    .n = sizeof OPTS / sizeof OPTS[0],
+    .off_help = F(help),
+    .off_pos = F(ckpt),
+    .off_npos = F(n_ckpt),
+    .pos_max = 1,
+    .pos_meta = "CHECKPOINT",
+};
+#undef F
 
 /* drop the mapped pages of a tensor already written (read-only private mapping:
  * they are read again from the file if ever touched) */
@@ -210,11 +237,72 @@ static lt_status export_full(const lt_ckpt *c, const char *model, const char *ou
 
 /* ---- LoRA: a PEFT adapter folder ---- */
 
-static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const char *model, const char *out,
-                             lt_err *err) {
+/* the trained embeddings of a --train-embeddings run, as the run exports them */
+static lt_status checkpoint_embed(const lt_ckpt *c, const lt_train_opts *o, const char *model, const lt_config *cfg,
+                                  const lt_st_tensor *const tab[2], lt_peft_embed *e, lt_err *err) {
+    lt_status st = LT_OK;
+    int all = o->train_embeddings && !strcmp(o->train_embeddings, "all");
+    size_t n = 0;
+    if (!tab[0] || (!cfg->tie_word_embeddings && !tab[1]) || (cfg->tie_word_embeddings && tab[1]))
+        return lt_fail(err, LT_ERR_FORMAT, "%s: embed_tokens / lm_head do not match the model's tying", c->dir);
+    if (o->adapter && !all && (!o->train_embeddings || strcmp(o->train_embeddings, "new"))) {
+        /* a run that continued an adapter with trained embeddings: its mode and rows */
+        lt_peft_adapter *ad = NULL;
+        if ((st = lt_peft_load(o->adapter, &ad, err))) return lt_wrap(err, st, "the adapter the run continued");
+        all = ad->emb.mode == LT_TRAIN_EMB_ALL;
+        if (ad->emb.mode == LT_TRAIN_EMB_NEW) {
+            e->ids = ad->emb.ids;
+            n = (size_t)ad->emb.rows;
+            ad->emb.ids = NULL;
+        }
+        int none = ad->emb.mode == LT_TRAIN_EMB_NONE;
+        lt_peft_free(ad);
+        if (none) return lt_fail(err, LT_ERR_FORMAT, "%s: the checkpoint holds embeddings, the run's adapter none", c->dir);
+    } else if (!all && (!o->train_embeddings || strcmp(o->train_embeddings, "new")))
+        return lt_fail(err, LT_ERR_FORMAT, "%s: the checkpoint holds embeddings but the run has no --train-embeddings",
+                       c->dir);
+    else if (!all && (st = lt_vocab_record_ids(model, &e->ids, &n, err)))
+        return st;
+    const int64_t V = cfg->vocab_size, C = cfg->hidden_size;
+    e->mode = all ? LT_TRAIN_EMB_ALL : LT_TRAIN_EMB_NEW;
+    e->tie = cfg->tie_word_embeddings;
+    e->rows = all ? V : (int64_t)n;
+    e->cols = C;
+    float *full = malloc((size_t)(V * C) * sizeof *full);
+    if (!full) return lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+    for (int k = 0; k < 2 && !st; k++) {
+        if (!tab[k]) continue;
+        if (tab[k]->ndim != 2 || tab[k]->shape[0] != V || tab[k]->shape[1] != C) {
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s' is not [%lld, %lld]", c->dir, tab[k]->name,
+                         (long long)V, (long long)C);
+            break;
+        }
+        float *dst = malloc((size_t)(e->rows * C) * sizeof *dst);
+        if (!dst) {
+            st = lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+            break;
+        }
+        *(k ? &e->head : &e->embed) = dst;
+        if ((st = lt_st_to_f32(tab[k], full, (size_t)(V * C), err))) break;
+        for (int64_t i = 0; i < e->rows; i++) {
+            int64_t r = all ? i : e->ids[i];
+            if (r >= V) {
+                st = lt_fail(err, LT_ERR_RANGE, "%s: trained row %lld of %lld", model, (long long)r, (long long)V);
+                break;
+            }
+            memcpy(dst + i * C, full + r * C, (size_t)C * sizeof *dst);
+        }
+    }
+    free(full);
+    return st;
+}
+
+/* the checkpoint's LoRA tensors as an adapter (a->t owned, the matrices borrowed from the mapping); tab[0..1]
+ * receive the trained embed_tokens / lm_head of a --train-embeddings run (NULL when none) */
+static lt_status ckpt_adapter(const lt_ckpt *c, const lt_train_opts *o, lt_peft_adapter *out,
+                              const lt_st_tensor *tab[2], lt_err *err) {
     lt_peft_adapter a = {0};
-    lt_config cfg;
-    lt_status st;
+    lt_status st = LT_OK;
     if (o->adapter) { /* the run continued an adapter: its configuration, the run's dropout */
         if ((st = lt_peft_load_config(o->adapter, &a.cfg, err)))
             return lt_wrap(err, st, "the adapter the run continued (RUN_DIR/config.json \"adapter\")");
@@ -227,15 +315,17 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
         a.cfg.rslora = o->rslora;
     }
     snprintf(a.cfg.base_model, sizeof a.cfg.base_model, "%s", o->model); /* as the run recorded it */
-    if ((st = lt_config_load(model, &cfg, err)))
-        return lt_wrap(err, st, "base model %s (adapter_config.json names it; its shapes check the adapter)", model);
-    a.cfg.targets = lt_lora_targets_for(&cfg, a.cfg.targets); /* fused modules (phi3): qkv, gate_up */
     size_t nt = lt_st_count(c->weights);
     a.t = calloc(nt + 1, sizeof *a.t);
     if (!a.t) return lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+    tab[0] = tab[1] = NULL;
     for (size_t i = 0; i < nt && !st; i++) {
         const lt_st_tensor *t = lt_st_get(c->weights, i);
         int layer, target, is_B;
+        if (!strcmp(t->name, "model.embed_tokens.weight") || !strcmp(t->name, "lm_head.weight")) {
+            tab[t->name[0] == 'l'] = t;
+            continue;
+        }
         if ((st = lt_lora_parse_peft_name(t->name, &layer, &target, &is_B, err))) {
             lt_wrap(err, st, "%s/weights.safetensors", c->dir);
             break;
@@ -263,9 +353,54 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
         if (!a.t[i].A || !a.t[i].B)
             st = lt_fail(err, LT_ERR_FORMAT, "%s: layer %d %s has only its lora_%s matrix", c->dir, a.t[i].layer,
                          lt_lora_target_hf(a.t[i].target), a.t[i].A ? "A" : "B");
-    if (!st && (st = lt_peft_check(&a, &cfg, err)))
+    if (st) free(a.t);
+    else *out = a;
+    return st;
+}
+
+static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const char *model, const char *out,
+                             lt_err *err) {
+    lt_peft_adapter a = {0};
+    lt_config cfg;
+    lt_status st;
+    const lt_st_tensor *tab[2];
+    if ((st = lt_config_load(model, &cfg, err)))
+        return lt_wrap(err, st, "base model %s (adapter_config.json names it; its shapes check the adapter)", model);
+    if ((st = ckpt_adapter(c, o, &a, tab, err))) return st;
+    a.cfg.targets = lt_lora_targets_for(&cfg, a.cfg.targets); /* fused modules (phi3): qkv, gate_up */
+    if ((st = lt_peft_check(&a, &cfg, err)))
         lt_wrap(err, st, "checkpoint %s against base model %s (the base model changed?)", c->dir, model);
-    if (!st) st = lt_peft_export(out, &a.cfg, a.t, a.n, err);
+    if (!st && (tab[0] || tab[1])) st = checkpoint_embed(c, o, model, &cfg, tab, &a.emb, err);
+    if (!st) st = lt_peft_export_embed(out, &a.cfg, a.t, a.n, a.emb.mode ? &a.emb : NULL, err);
+    free(a.t);
+    free(a.emb.ids);
+    free(a.emb.embed);
+    free(a.emb.head);
+    return st;
+}
+
+/* a checkpoint -> one GGUF file: the base model with the checkpoint's weights (full) or its adapter merged (LoRA) */
+static lt_status export_ckpt_gguf(const lt_ckpt *c, const lt_train_opts *o, const char *model, const lt_gguf_opts *g0,
+                                  lt_err *err) {
+    lt_gguf_opts g = *g0;
+    lt_peft_adapter a = {0};
+    lt_status st;
+    g.model_dir = model;
+    if (lt_train_opts_lora(o)) {
+        const lt_st_tensor *tab[2];
+        if ((st = ckpt_adapter(c, o, &a, tab, err))) return st;
+        if (tab[0] || tab[1]) {
+            free(a.t);
+            return lt_fail(err, LT_ERR_UNSUPPORTED,
+                           "checkpoint %s trained embeddings (--train-embeddings): export the adapter (luxtrain "
+                           "export CHECKPOINT --out DIR), merge it (luxtrain merge) and export that folder with --gguf",
+                           c->dir);
+        }
+        g.adapter = &a;
+    } else
+        g.weights = c->weights;
+    st = lt_gguf_export(&g, err);
+    if (st) lt_wrap(err, st, "checkpoint %s", c->dir);
     free(a.t);
     return st;
 }
@@ -288,7 +423,8 @@ static const char *find_model(const lt_train_opts *o, const char *run_dir, char 
     return buf;
 }
 
-static lt_status export_checkpoint(const char *ckpt, const char *model_arg, const char *out, lt_err *err) {
+static lt_status export_checkpoint(const char *ckpt, const char *model_arg, const char *out, const lt_gguf_opts *gguf,
+                                   lt_err *err) {
     lt_ckpt *c = NULL;
     lt_train_opts o;
     char run_dir[4096];
@@ -313,63 +449,78 @@ static lt_status export_checkpoint(const char *ckpt, const char *model_arg, cons
                                             : "config.json, tokenizer files and each tensor's dtype");
         goto done;
     }
-    st = lt_train_opts_lora(&o) ? export_lora(c, &o, model, out, err) : export_full(c, model, out, err);
+    st = gguf                  ? export_ckpt_gguf(c, &o, model, gguf, err)
+         : lt_train_opts_lora(&o) ? export_lora(c, &o, model, out, err)
+                                  : export_full(c, model, out, err);
 done:
     lt_train_opts_free(&o);
     lt_ckpt_close(c);
     return st;
 }
 
-int lt_cmd_export(int argc, char **argv) {
-    const char *ckpt = NULL, *out = NULL, *model = NULL;
-    int force = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--overwrite")) {
-            force = 1;
-            continue;
-        }
-        const char **dst = !strcmp(a, "--out") ? &out : !strcmp(a, "--model") ? &model : NULL;
-        if (!dst && a[0] == '-') {
-            static const char *const valid[] = {"--out", "--model", "--overwrite", "--help", NULL};
-            return lt_opt_unknown_option("export", a, valid);
-        }
-        if (!dst) {
-            if (ckpt) {
-                fprintf(stderr, "export: one checkpoint folder expected, got '%s' and '%s'\n", ckpt, a);
-                return 2;
-            }
-            ckpt = a;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "export: %s expects a folder\n", a);
-            return 2;
-        }
-        *dst = argv[++i];
+/* export --gguf: from a model folder (--model [--adapter]) or a checkpoint */
+static int export_gguf(const char *gguf, const char *ckpt, const char *out, const char *model, const char *adapter,
+                       const char *type, int force) {
+    lt_err err = {{0}};
+    lt_gguf_type t = LT_GGUF_F16;
+    if (out) {
+        fprintf(stderr, "export: --gguf writes one file; --out (a folder) is not used with it\n");
+        return 2;
+    }
+    if (ckpt && adapter) {
+        fprintf(stderr, "export: --adapter is for --model; a LoRA checkpoint holds its adapter\n");
+        return 2;
+    }
+    if (!ckpt && !model) {
+        fprintf(stderr, "export: --gguf needs --model DIR or a checkpoint\n");
+        return 2;
+    }
+    if (type && lt_gguf_parse_type(type, &t, &err)) {
+        fprintf(stderr, "export: --type: %s\n", err.msg);
+        return 2;
+    }
+    lt_gguf_opts o = {.model_dir = model, .adapter_dir = adapter, .out_path = gguf, .type = type ? (int)t : -1,
+                      .overwrite = force};
+    if (ckpt ? export_checkpoint(ckpt, model, NULL, &o, &err) : lt_gguf_export(&o, &err)) {
+        fprintf(stderr, "export: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "export: wrote %s\n", gguf);
+    return 0;
+}
+
+static int export_run(void *arg) {
+    const export_opts *o = arg;
+    const char *ckpt = o->n_ckpt ? o->ckpt[0] : NULL, *out = o->out, *model = o->model, *gguf = o->gguf,
+               *adapter = o->adapter, *type = o->type;
+    int force = o->overwrite;
+    if (gguf) return export_gguf(gguf, ckpt, out, model, adapter, type, force);
+    if (adapter || type) {
+        fprintf(stderr, "export: %s is an option of export --gguf\n", adapter ? "--adapter" : "--type");
+        return 2;
     }
     if (!ckpt || !out) {
-        fprintf(stderr, "export: a checkpoint folder and --out are required\n");
-        usage(stderr);
+        fprintf(stderr, "export: a checkpoint folder and --out are required\n(luxtrain export --help lists the options)\n");
         return 2;
     }
     if (lt_file_exists(out) && !lt_is_dir(out)) {
         fprintf(stderr, "export: --out %s exists and is not a folder\n", out);
         return 1;
     }
-    if (nonempty_dir(out) && !force) {
+    if (lt_fs_nonempty_dir(out) && !force) {
         fprintf(stderr, "export: --out %s exists and is not empty; use --overwrite to replace it\n", out);
         return 1;
     }
     lt_err err = {{0}};
-    if (export_checkpoint(ckpt, model, out, &err)) {
+    if (export_checkpoint(ckpt, model, out, NULL, &err)) {
         fprintf(stderr, "export: %s\n", err.msg);
         return 1;
     }
     fprintf(stderr, "export: wrote %s\n", out);
     return 0;
+}
+
+int lt_cmd_export(int argc, char **argv) {
+    export_opts o = {0};
+    return lt_opts_main(&SET, argc, argv, &o, export_run);
 }

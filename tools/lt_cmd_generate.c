@@ -13,6 +13,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,28 +25,47 @@
 #include "lt_tokenizer.h"
 
 typedef struct gen_opts {
-    const char *model, *adapter, *prompt, *system, *tmpl, *device;
+    char *model, *adapter, *prompt, *system, *tmpl, *device;
     long max_new, seed, threads;
     double temperature, top_p;
+    int help;
 } gen_opts;
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: luxtrain generate --model DIR --prompt TEXT [options]\n"
-            "  --model DIR            Hugging Face model folder (with tokenizer.json)\n"
-            "  --adapter DIR          PEFT LoRA adapter (merged into the weights)\n"
-            "  --prompt TEXT          the user message\n"
-            "  --system TEXT          a system message\n"
-            "  --template NAME        chat template (%s);\n"
-            "                         default: recognised from tokenizer_config.json\n"
-            "  --max-new-tokens N     at most N generated tokens (default 256)\n"
-            "  --temperature T        0 = greedy (default); > 0 samples\n"
-            "  --top-p P              nucleus sampling mass, in (0, 1] (default 1)\n"
-            "  --seed S               sampling seed (default 0)\n"
-            "  --device D             cpu, cuda or auto (default auto)\n"
-            "  --threads N            CPU threads (default: OpenMP's)\n",
-            lt_chat_template_names());
+static void template_help(FILE *f) {
+    fprintf(f, "\nchat templates: %s (default: recognised from tokenizer_config.json)\n", lt_chat_template_names());
 }
+
+#define F(x) offsetof(gen_opts, x)
+static const lt_optdef OPTS[] = {
+    {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR", .required = 1,
+     .help = "Hugging Face model folder (with tokenizer.json)"},
+    {.name = "adapter", .k = LT_OPT_STR, .off = F(adapter), .meta = "DIR",
+     .help = "PEFT LoRA adapter (merged into the weights)"},
+    {.name = "prompt", .k = LT_OPT_STR, .off = F(prompt), .meta = "TEXT", .required = 1, .help = "the user message"},
+    {.name = "system", .k = LT_OPT_STR, .off = F(system), .meta = "TEXT", .help = "a system message"},
+    {.name = "template", .k = LT_OPT_STR, .off = F(tmpl), .meta = "NAME", .help = "chat template (listed below)"},
+    {.name = "max-new-tokens", .k = LT_OPT_LONG, .off = F(max_new), .def = "256", .meta = "N", .lo = 1, .hi = 1 << 20,
+     .help = "at most N generated tokens"},
+    {.name = "temperature", .k = LT_OPT_DBL, .off = F(temperature), .def = "0", .meta = "T", .lo = 0, .hi = LT_OPT_BIG,
+     .help = "0 = greedy; > 0 samples"},
+    {.name = "top-p", .k = LT_OPT_DBL, .off = F(top_p), .def = "1", .meta = "P", .lo = 0, .hi = 1, .lo_open = 1,
+     .help = "nucleus sampling mass"},
+    {.name = "seed", .k = LT_OPT_LONG, .off = F(seed), .def = "0", .meta = "S", .lo = 0, .hi = LT_OPT_BIG,
+     .help = "sampling seed"},
+    LT_OPT_ROW_DEVICE(gen_opts, device, "auto"),
+    LT_OPT_ROW_THREADS(gen_opts, threads),
+};
+static const lt_optset SET = {
+    .cmd = "generate",
+    .usage = "usage: luxtrain generate --model DIR --prompt TEXT [options]\n"
+             "Answers one user message with the model's chat template (KV cache; greedy or sampled),\n"
+             "streaming the text to stdout.\n",
+    .defs = OPTS,
+    .n = sizeof OPTS / sizeof OPTS[0],
+    .off_help = F(help),
+    .more_help = template_help,
+};
+#undef F
 
 /* tokenizer_config.json: bos/eos strings and the chat template */
 static const char *tok_string(const cJSON *x) {
@@ -145,7 +165,8 @@ static int32_t pick(const float *logits, int V, double temperature, double top_p
     return c[n - 1].id;
 }
 
-static int run_generate(const gen_opts *o) {
+static int run_generate(void *arg) {
+    const gen_opts *o = arg;
     lt_err err = {{0}};
     lt_tokenizer *tok = NULL;
     lt_backend *be = NULL;
@@ -253,77 +274,5 @@ done:
 
 int lt_cmd_generate(int argc, char **argv) {
     gen_opts o = {0};
-    o.max_new = 256;
-    o.top_p = 1.0;
-    o.device = "auto";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-#define STR(flag, field)                                                        \
-    if (!strcmp(a, flag)) {                                                     \
-        if (!v) {                                                               \
-            fprintf(stderr, "generate: %s expects a value\n", flag);            \
-            return 2;                                                           \
-        }                                                                       \
-        o.field = v;                                                            \
-        i++;                                                                    \
-        continue;                                                               \
-    }
-        STR("--model", model)
-        STR("--adapter", adapter)
-        STR("--prompt", prompt)
-        STR("--system", system)
-        STR("--template", tmpl)
-        STR("--device", device)
-#undef STR
-        if (!strcmp(a, "--max-new-tokens") || !strcmp(a, "--seed") || !strcmp(a, "--threads")) {
-            long x;
-            if (!v) {
-                fprintf(stderr, "generate: %s expects a value\n", a);
-                return 2;
-            }
-            if (!lt_parse_int("generate", a, v, a[2] == 'm' ? 1 : 0, a[2] == 's' ? INT64_MAX : 1 << 20, &x)) return 2;
-            if (a[2] == 'm') o.max_new = x;
-            else if (a[2] == 's') o.seed = x;
-            else o.threads = x;
-            i++;
-            continue;
-        }
-        if (!strcmp(a, "--temperature") || !strcmp(a, "--top-p")) {
-            double x;
-            if (!v) {
-                fprintf(stderr, "generate: %s expects a value\n", a);
-                return 2;
-            }
-            if (!lt_parse_double("generate", a, v, &x)) return 2;
-            if (a[2] == 't' && a[3] == 'e') {
-                if (!(x >= 0) || !isfinite(x)) {
-                    fprintf(stderr, "generate: --temperature must be >= 0, got %s\n", v);
-                    return 2;
-                }
-                o.temperature = x;
-            } else {
-                if (!(x > 0 && x <= 1)) {
-                    fprintf(stderr, "generate: --top-p must be in (0, 1], got %s\n", v);
-                    return 2;
-                }
-                o.top_p = x;
-            }
-            i++;
-            continue;
-        }
-        static const char *const valid[] = {"--model", "--adapter", "--prompt", "--system", "--template",
-                                            "--max-new-tokens", "--temperature", "--top-p", "--seed", "--device",
-                                            "--threads", "--help", NULL};
-        return lt_opt_unknown_option("generate", a, valid);
-    }
-    if (!o.model || !o.prompt) {
-        fprintf(stderr, "generate: --model and --prompt are required\n");
-        usage(stderr);
-        return 2;
-    }
-    return run_generate(&o);
+    return lt_opts_main(&SET, argc, argv, &o, run_generate);
 }

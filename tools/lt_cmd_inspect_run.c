@@ -1,14 +1,17 @@
 /*
- * lt_cmd_inspect_run.c -- `luxtrain inspect RUN_DIR` and `luxtrain inspect
- * RUN_DIR/checkpoints/step-N` (everything else goes on to lt_cmd_inspect,
- * tools/lt_cmd_model.c): the step, loss and learning rate, the run's
- * training options (RUN_DIR/config.json) and what the folder holds, with the
- * inspect line for each usable model or adapter folder inside it.
+ * lt_cmd_inspect_run.c -- `luxtrain inspect PATH`: its options, and
+ * `luxtrain inspect RUN_DIR` and `luxtrain inspect RUN_DIR/checkpoints/step-N`
+ * (a model folder goes on to lt_inspect_model, tools/lt_cmd_model.c; a shard
+ * to lt_inspect_shard, tools/lt_cmd_tokenize.c): the step, loss and learning
+ * rate, the run's training options (RUN_DIR/config.json), the mix achieved
+ * when the run mixes shard sets, and what the folder holds, with the inspect
+ * line for each usable model or adapter folder inside it.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +56,40 @@ static void print_options(const char *run_dir) {
     cJSON_Delete(o);
 }
 
+/* a mix of shard sets (state.json extra.mix, lt_cmd_train.c): per set the
+ * target share of the tokens and what the batches so far took */
+static void print_mix(const char *extra_json) {
+    cJSON *x = extra_json ? cJSON_Parse(extra_json) : NULL;
+    const cJSON *mix = x ? cJSON_GetObjectItemCaseSensitive(x, "mix") : NULL, *e;
+    if (!cJSON_IsArray(mix) || !cJSON_GetArraySize(mix)) {
+        cJSON_Delete(x);
+        return;
+    }
+    double total = 0;
+    cJSON_ArrayForEach(e, mix) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "tokens");
+        if (cJSON_IsNumber(t)) total += t->valuedouble;
+    }
+    printf("mix:            %d shard sets; document tokens taken so far against each set's target share\n",
+           cJSON_GetArraySize(mix));
+    printf("  %-32s %8s %8s %12s %10s %14s\n", "set", "target", "achieved", "tokens", "documents", "target tokens");
+    cJSON_ArrayForEach(e, mix) {
+        const cJSON *set = cJSON_GetObjectItemCaseSensitive(e, "set");
+        const cJSON *share = cJSON_GetObjectItemCaseSensitive(e, "target_share");
+        const cJSON *tok = cJSON_GetObjectItemCaseSensitive(e, "tokens");
+        const cJSON *docs = cJSON_GetObjectItemCaseSensitive(e, "docs");
+        const cJSON *tgt = cJSON_GetObjectItemCaseSensitive(e, "target_tokens");
+        if (!cJSON_IsString(set) || !cJSON_IsNumber(share) || !cJSON_IsNumber(tok) || !cJSON_IsNumber(docs) ||
+            !cJSON_IsNumber(tgt)) {
+            printf("  (a set entry of state.json extra.mix is malformed)\n");
+            continue;
+        }
+        printf("  %-32s %8.4f %8.4f %12.0f %10.0f %14.0f\n", set->valuestring, share->valuedouble,
+               total > 0 ? tok->valuedouble / total : 0.0, tok->valuedouble, docs->valuedouble, tgt->valuedouble);
+    }
+    cJSON_Delete(x);
+}
+
 static int is_adapter(const char *dir) {
     char cfg[4096];
     return lt_path_join(cfg, sizeof cfg, dir, "adapter_config.json") && lt_fs_file_size(cfg) >= 0;
@@ -89,6 +126,7 @@ static int inspect_ckpt(const char *dir) {
         printf("learning rate:  %.6g\n", s->lr);
         printf("tokens seen:    %lld\n", (long long)s->tokens_seen);
         printf("options hash:   %s\n", s->options_hash);
+        print_mix(s->extra_json);
         lt_ckpt_close(c);
         printf("holds:\n");
     }
@@ -137,6 +175,7 @@ static int inspect_run(const char *dir) {
                    (long long)c->state.total_steps, (long long)c->state.epoch,
                    strcmp(c->state.mode, "lora") ? "full" : "LoRA");
             if (!isnan(c->state.loss)) printf("loss:           %.6g (at step %lld)\n", c->state.loss, (long long)step);
+            print_mix(c->state.extra_json);
             lt_ckpt_close(c);
         }
     }
@@ -155,30 +194,75 @@ static int inspect_run(const char *dir) {
     return 0;
 }
 
-int lt_cmd_inspect_any(int argc, char **argv) {
-    const char *dir = NULL;
-    int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else if (argv[i][0] == '-' || dir) /* options, usage errors: lt_cmd_inspect's */
-            return lt_cmd_inspect(argc, argv);
-        else
-            dir = argv[i];
+typedef struct {
+    char **path;
+    int n_path, json, help;
+    long show;
+    char *tokenizer;
+} inspect_opts;
+
+#define F(x) offsetof(inspect_opts, x)
+static const lt_optdef OPTS[] = {
+    {.name = "json", .k = LT_OPT_FLAG, .off = F(json), .help = "a model folder: print it as one JSON object"},
+    {.name = "show", .k = LT_OPT_LONG, .off = F(show), .def = "0", .meta = "N", .lo = 0, .hi = 1L << 30,
+     .help = "a shard: also print the first N documents decoded, the tokens trained on (targets) between "
+             "\xe2\x9f\xa6 and \xe2\x9f\xa7"},
+    {.name = "tokenizer", .k = LT_OPT_STR, .off = F(tokenizer), .meta = "PATH",
+     .help = "a shard: the tokenizer (model folder or tokenizer.json) that decodes --show's documents"},
+};
+static const lt_optset SET = {
+    .cmd = "inspect",
+    .usage = "usage: luxtrain inspect MODEL_DIR [--json]\n"
+             "       luxtrain inspect RUN_DIR | RUN_DIR/checkpoints/step-N\n"
+             "       luxtrain inspect SHARD.h5 [--show N --tokenizer PATH]\n"
+             "A Hugging Face model folder: architecture, sizes, parameter count, stored dtypes,\n"
+             "tied embeddings, rope scaling; every tensor is checked against config.json.\n"
+             "A training run (RUN_DIR) or checkpoint (RUN_DIR/checkpoints/step-N): step, loss,\n"
+             "learning rate, the run's options and what the folder holds.\n"
+             "A token shard (.h5): its attributes, document and token counts.\n",
+    .defs = OPTS,
+    .n = sizeof OPTS / sizeof OPTS[0],
+    .off_help = F(help),
+    .off_pos = F(path),
+    .off_npos = F(n_path),
+    .pos_min = 1,
+    .pos_max = 1,
+    .pos_meta = "a model folder, run folder, checkpoint or shard (.h5)",
+};
+#undef F
+
+static int inspect_path(void *arg) {
+    const inspect_opts *o = arg;
+    const char *path = o->path[0];
+    if (lt_str_ends_with(path, ".h5")) {
+        if (o->json) {
+            fprintf(stderr, "inspect: --json describes a model folder; %s is a token shard\n", path);
+            return 2;
+        }
+        return lt_inspect_shard(path, o->show, o->tokenizer);
+    }
+    if (o->show || o->tokenizer) {
+        fprintf(stderr, "inspect: --show and --tokenizer describe a token shard (.h5); %s is not one\n", path);
+        return 2;
     }
     /* a checkpoint (RUN_DIR/checkpoints/step-N) or a run (RUN_DIR) */
     static const char *const CKPT[] = {"COMPLETE", "state.json", NULL};
     static const char *const RUN[] = {"checkpoints", "metrics.jsonl", NULL};
     char p[4096];
     for (int k = 0; k < 2; k++)
-        for (int i = 0; dir && lt_is_dir(dir) && (k ? RUN : CKPT)[i]; i++) {
-            if (!lt_path_join(p, sizeof p, dir, (k ? RUN : CKPT)[i]) || (!lt_file_exists(p) && !lt_is_dir(p))) continue;
-            if (json) {
-                fprintf(stderr, "inspect: --json describes a model folder; %s is a training %s\n", dir,
+        for (int i = 0; lt_is_dir(path) && (k ? RUN : CKPT)[i]; i++) {
+            if (!lt_path_join(p, sizeof p, path, (k ? RUN : CKPT)[i]) || (!lt_file_exists(p) && !lt_is_dir(p))) continue;
+            if (o->json) {
+                fprintf(stderr, "inspect: --json describes a model folder; %s is a training %s\n", path,
                         k ? "run" : "checkpoint");
                 return 2;
             }
-            return k ? inspect_run(dir) : inspect_ckpt(dir);
+            return k ? inspect_run(path) : inspect_ckpt(path);
         }
-    return lt_cmd_inspect(argc, argv);
+    return lt_inspect_model(path, o->json);
+}
+
+int lt_cmd_inspect(int argc, char **argv) {
+    inspect_opts o = {0};
+    return lt_opts_main(&SET, argc, argv, &o, inspect_path);
 }

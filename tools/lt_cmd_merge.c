@@ -5,11 +5,14 @@
  *   W' = W + scale * B @ A        (f32; W read in f32 from the source dtype)
  * stored in the source tensor's dtype (BF16/F16 rounded to nearest even),
  * every other tensor unchanged; config.json and the tokenizer files copied.
+ * Trained embeddings (trainable_token_indices / modules_to_save of
+ * embed_tokens, lm_head) replace their rows / tables.
  * This is PEFT's merge_and_unload computed in f32. Works on the host without
  * a backend; holds the whole model in f32 memory.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +23,29 @@
 #include "lt_model_spec.h"
 #include "lt_safetensors.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: luxtrain merge --model DIR --adapter DIR --out DIR\n"
-               "  writes DIR/ (--out): the model with the LoRA adapter folded into its weights,\n"
-               "  in the source dtype, as a Hugging Face folder\n");
-}
+typedef struct merge_opts {
+    char *model, *adapter, *out;
+    int help;
+} merge_opts;
+
+#define F(x) offsetof(merge_opts, x)
+static const lt_optdef OPTS[] = {
+    {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR", .required = 1, .help = "the base model folder"},
+    {.name = "adapter", .k = LT_OPT_STR, .off = F(adapter), .meta = "DIR", .required = 1,
+     .help = "the PEFT LoRA adapter folder"},
+    {.name = "out", .k = LT_OPT_STR, .off = F(out), .meta = "DIR", .required = 1,
+     .help = "the merged model's folder (written whole, or not at all)"},
+};
+static const lt_optset SET = {
+    .cmd = "merge",
+    .usage = "usage: luxtrain merge --model DIR --adapter DIR --out DIR\n"
+             "Writes the model with the LoRA adapter folded into its weights, in the source dtype,\n"
+             "as a Hugging Face folder.\n",
+    .defs = OPTS,
+    .n = sizeof OPTS / sizeof OPTS[0],
+    .off_help = F(help),
+};
+#undef F
 
 /* "model.layers.<l>.<block>.<proj>.weight" -> (layer, target), or 0 */
 static int adapted(const char *name, int *layer, int *target) {
@@ -92,6 +113,14 @@ static lt_status lt_merge_adapter_folder(const char *model, const char *adapter,
                         pt->A, pt->in, 1.0f, w, pt->in);
         }
     }
+    if (a->emb.mode) { /* trained embeddings replace their rows (PEFT's merge_and_unload) */
+        float *E = NULL, *H = NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (!strcmp(ts[i].name, "model.embed_tokens.weight")) E = (float *)ts[i].data;
+            if (!strcmp(ts[i].name, "lm_head.weight")) H = (float *)ts[i].data;
+        }
+        if ((st = lt_peft_embed_apply(&a->emb, E, H, cfg.vocab_size, cfg.hidden_size, err))) goto done;
+    }
     st = lt_export_hf(out, model, ts, n, 0, err);
 done:
     if (ts)
@@ -103,37 +132,18 @@ done:
     return st;
 }
 
-int lt_cmd_merge(int argc, char **argv) {
-    const char *model = NULL, *adapter = NULL, *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        const char **dst = !strcmp(a, "--model") ? &model : !strcmp(a, "--adapter") ? &adapter
-                                                        : !strcmp(a, "--out")       ? &out
-                                                                                    : NULL;
-        if (!dst) {
-            static const char *const valid[] = {"--model", "--adapter", "--out", "--help", NULL};
-            return lt_opt_unknown_option("merge", a, valid);
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "merge: %s expects a folder\n", a);
-            return 2;
-        }
-        *dst = argv[++i];
-    }
-    if (!model || !adapter || !out) {
-        fprintf(stderr, "merge: --model, --adapter and --out are required\n");
-        usage(stderr);
-        return 2;
-    }
+static int merge_run(void *arg) {
+    const merge_opts *o = arg;
     lt_err err = {{0}};
-    if (lt_merge_adapter_folder(model, adapter, out, &err)) {
+    if (lt_merge_adapter_folder(o->model, o->adapter, o->out, &err)) {
         fprintf(stderr, "merge: %s\n", err.msg);
         return 1;
     }
-    fprintf(stderr, "merge: wrote %s\n", out);
+    fprintf(stderr, "merge: wrote %s\n", o->out);
     return 0;
+}
+
+int lt_cmd_merge(int argc, char **argv) {
+    merge_opts o = {0};
+    return lt_opts_main(&SET, argc, argv, &o, merge_run);
 }

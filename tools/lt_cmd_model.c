@@ -10,6 +10,7 @@
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,20 +23,6 @@
 /* ---------------------------------------------------------------------- */
 /* inspect                                                                 */
 
-static void inspect_usage(FILE *f) {
-    fprintf(f, "usage: luxtrain inspect MODEL_DIR [--json]\n"
-               "       luxtrain inspect RUN_DIR | RUN_DIR/checkpoints/step-N\n"
-               "       luxtrain inspect SHARD.h5 [--show N --tokenizer PATH]\n"
-               "A Hugging Face model folder: architecture, sizes, parameter count, stored dtypes,\n"
-               "tied embeddings, rope scaling; every tensor is checked against config.json.\n"
-               "  --json             print it as one JSON object\n"
-               "A training run (RUN_DIR) or checkpoint (RUN_DIR/checkpoints/step-N): step, loss,\n"
-               "learning rate, the run's options and what the folder holds.\n"
-               "A token shard (.h5): its attributes, document and token counts.\n"
-               "  --show N           also print the first N documents decoded, the tokens trained on\n"
-               "                     (targets) between \xe2\x9f\xa6 and \xe2\x9f\xa7\n"
-               "  --tokenizer PATH   the tokenizer (model folder or tokenizer.json) that decodes them\n");
-}
 
 static const char *human(double n, char *buf, size_t cap) {
     if (n >= 1e9)
@@ -49,31 +36,7 @@ static const char *human(double n, char *buf, size_t cap) {
     return buf;
 }
 
-int lt_cmd_inspect(int argc, char **argv) {
-    const char *dir = NULL;
-    int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            inspect_usage(stdout);
-            return 0;
-        }
-        if (lt_str_ends_with(argv[i], ".h5")) return lt_cmd_inspect_shard(argc, argv);
-        if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else if (argv[i][0] == '-' && argv[i][1]) {
-            static const char *const valid[] = {"--json", "--show", "--tokenizer", "--help", NULL};
-            return lt_opt_unknown_option("inspect", argv[i], valid);
-        } else if (!dir)
-            dir = argv[i];
-        else {
-            fprintf(stderr, "inspect: more than one model folder given ('%s', '%s')\n", dir, argv[i]);
-            return 2;
-        }
-    }
-    if (!dir) {
-        inspect_usage(stderr);
-        return 2;
-    }
+int lt_inspect_model(const char *dir, int json) {
     if (!lt_is_dir(dir)) {
         fprintf(stderr, "inspect: '%s' is not a model folder (no such directory)\n", dir);
         return 1;
@@ -132,7 +95,7 @@ int lt_cmd_inspect(int argc, char **argv) {
             cJSON_AddNumberToObject(r, "high_freq_factor", cfg.rope_high_freq_factor);
             cJSON_AddNumberToObject(r, "original_max_position_embeddings", cfg.rope_original_max_pos);
             cJSON_AddItemToObject(o, "rope_scaling", r);
-        } else if (cfg.rope_scaling_type == 2) { /* phi3 */
+        } else if (cfg.rope_scaling_type == LT_ROPE_LONGROPE) { /* phi3 */
             cJSON *r = cJSON_CreateObject();
             cJSON_AddStringToObject(r, "rope_type", "longrope");
             cJSON_AddNumberToObject(r, "factor", cfg.rope_factor);
@@ -176,7 +139,7 @@ int lt_cmd_inspect(int argc, char **argv) {
                "original_max_position_embeddings %d)\n",
                cfg.rope_theta, cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
                cfg.rope_original_max_pos);
-    else if (cfg.rope_scaling_type == 2)
+    else if (cfg.rope_scaling_type == LT_ROPE_LONGROPE)
         printf("rope:           theta %g, longrope (factor %g, attention factor %.6g, long factors past "
                "original_max_position_embeddings %d)\n",
                cfg.rope_theta, cfg.rope_factor, cfg.rope_attention_factor, cfg.rope_original_max_pos);
@@ -197,12 +160,31 @@ int lt_cmd_inspect(int argc, char **argv) {
 /* ---------------------------------------------------------------------- */
 /* score                                                                   */
 
-static void score_usage(FILE *f) {
-    fprintf(f, "usage: luxtrain score --model DIR --ids ID,ID,... [--logits FILE.npy]\n"
-               "                      [--device cpu|cuda|auto] [--threads N]\n"
-               "Prints one JSON line with the log-probability of each token after the first given\n"
-               "the tokens before it, their sum and mean. --logits writes (tokens x vocab) float32 .npy.\n");
-}
+typedef struct {
+    char *model, *ids, *logits, *device;
+    long threads;
+    int help;
+} score_opts;
+
+#define F(x) offsetof(score_opts, x)
+static const lt_optdef SCORE_OPTS[] = {
+    {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR", .required = 1, .help = "model folder"},
+    {.name = "ids", .k = LT_OPT_STR, .off = F(ids), .meta = "ID,ID,...", .required = 1, .help = "the token ids"},
+    {.name = "logits", .k = LT_OPT_STR, .off = F(logits), .meta = "FILE.npy",
+     .help = "also write the logits, (tokens x vocab) float32"},
+    LT_OPT_ROW_DEVICE(score_opts, device, "cpu"),
+    LT_OPT_ROW_THREADS(score_opts, threads),
+};
+static const lt_optset SCORE_SET = {
+    .cmd = "score",
+    .usage = "usage: luxtrain score --model DIR --ids ID,ID,... [--logits FILE.npy] [options]\n"
+             "Prints one JSON line with the log-probability of each token after the first given\n"
+             "the tokens before it, their sum and mean.\n",
+    .defs = SCORE_OPTS,
+    .n = sizeof SCORE_OPTS / sizeof SCORE_OPTS[0],
+    .off_help = F(help),
+};
+#undef F
 
 /* Parse "5,17,3" into a malloc'd array; errors name the offending item. */
 static int parse_ids(const char *s, int32_t **out, int *n) {
@@ -272,49 +254,10 @@ static lt_status write_npy_f32(const char *path, const float *x, int rows, int c
     return st;
 }
 
-int lt_cmd_score(int argc, char **argv) {
-    const char *dir = NULL, *ids_s = NULL, *logits_path = NULL, *device = "cpu";
-    long threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            score_usage(stdout);
-            return 0;
-        }
-        int takes = !strcmp(a, "--model") || !strcmp(a, "--ids") || !strcmp(a, "--logits") ||
-                    !strcmp(a, "--device") || !strcmp(a, "--threads");
-        if (!takes) {
-            static const char *const valid[] = {"--model", "--ids", "--logits", "--device", "--threads", "--help", NULL};
-            if (a[0] == '-') return lt_opt_unknown_option("score", a, valid);
-            fprintf(stderr, "score: unexpected argument '%s' (options start with --)\n", a);
-            score_usage(stderr);
-            return 2;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "score: %s needs a value\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(a, "--model"))
-            dir = v;
-        else if (!strcmp(a, "--ids"))
-            ids_s = v;
-        else if (!strcmp(a, "--logits"))
-            logits_path = v;
-        else if (!strcmp(a, "--device"))
-            device = v;
-        else if (!lt_parse_int("score", "--threads", v, 0, 4096, &threads))
-            return 2;
-    }
-    if (!dir || !ids_s) {
-        fprintf(stderr, "score: --model and --ids are required\n");
-        score_usage(stderr);
-        return 2;
-    }
-    if (strcmp(device, "cpu") && strcmp(device, "cuda") && strcmp(device, "auto")) {
-        fprintf(stderr, "score: --device expects cpu, cuda or auto, got '%s'\n", device);
-        return 2;
-    }
+static int score_run(void *arg) {
+    const score_opts *o = arg;
+    const char *dir = o->model, *ids_s = o->ids, *logits_path = o->logits, *device = o->device;
+    long threads = o->threads;
     int32_t *ids = NULL;
     int S = 0;
     if (!parse_ids(ids_s, &ids, &S)) return 2;
@@ -401,4 +344,9 @@ done:
     if (m) lt_model_free(m);
     if (be) be->destroy(be);
     return rc;
+}
+
+int lt_cmd_score(int argc, char **argv) {
+    score_opts o = {0};
+    return lt_opts_main(&SCORE_SET, argc, argv, &o, score_run);
 }

@@ -1,6 +1,6 @@
 /*
  * lt_cmd_tokenize.c -- `luxtrain tokenize` (JSONL -> HDF5 token shards) and
- * `luxtrain inspect SHARD.h5` (lt_cmd_inspect_shard).
+ * `luxtrain inspect SHARD.h5` (lt_inspect_shard).
  *
  * tokenize reads the input files in order, a block of records at a time;
  * worker threads parse, render (chat templates, lt_chat.h) and tokenize the
@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "lt_chat.h"
+#include "lt_fs.h"
 #include "lt_cli.h"
 #include "lt_json.h"
 #include "lt_shard.h"
@@ -405,31 +407,59 @@ static lt_status split_finish(split *s, done_list *dl, lt_err *err) {
     return LT_OK;
 }
 
-static void usage(FILE *f) {
+typedef struct {
+    char *tokenizer, *out, *tmpl, *format, **input;
+    int n_input, skip_bad, overwrite, quiet, help;
+    long shard_tokens, max_doc, threads;
+    double val_frac;
+} tok_opts;
+
+static void template_help(FILE *f) {
     fprintf(f,
-            "usage: luxtrain tokenize --tokenizer PATH --input FILE.jsonl [FILE ...] --out DIR [options]\n"
-            "Tokenizes JSONL instruction sets / conversations / raw text into HDF5 token shards\n"
-            "(DIR/train-00000.h5, ..., DIR/val-00000.h5; layout in docs/shards.md).\n"
-            "  --tokenizer PATH    model folder with tokenizer.json + tokenizer_config.json, or a tokenizer.json\n"
-            "  --input FILE ...    JSONL files in order ('-' = stdin); records, one per line:\n"
-            "                        {\"messages\": [{\"role\", \"content\"}, ...]}\n"
-            "                        {\"conversations\": [{\"from\": human|gpt|system, \"value\"}, ...]}\n"
-            "                        {\"instruction\", \"input\", \"output\"} or {\"instruction\", \"answer\"}\n"
-            "                        {\"text\"}   (raw text: BOS where the tokenizer adds one, EOS at the end)\n"
-            "  --out DIR           output folder (created)\n"
-            "  --template NAME     chat template (%s);\n"
-            "                      default: recognised from tokenizer_config.json's chat_template\n"
-            "  --format F          force the record form: messages|conversations|instruction|text\n"
-            "                      (default: detected per file from its first record)\n"
-            "  --shard-tokens N    start a new shard past N tokens (default 50000000)\n"
-            "  --val-fraction F    hold out this fraction of documents (chosen by a hash of the record) in val-*.h5\n"
-            "  --max-doc-tokens N  cut documents longer than N tokens (counted; default: no limit)\n"
-            "  --threads N         tokenizer threads (default: all cores)\n"
-            "  --skip-bad          skip and count malformed records instead of stopping\n"
-            "  --overwrite         delete existing train-*.h5 / val-*.h5 in DIR first\n"
-            "  --quiet             no progress bar\n",
+            "\nrecords, one JSON object per line:\n"
+            "  {\"messages\": [{\"role\", \"content\"}, ...]}\n"
+            "  {\"conversations\": [{\"from\": human|gpt|system, \"value\"}, ...]}\n"
+            "  {\"instruction\", \"input\", \"output\"} or {\"instruction\", \"answer\"}\n"
+            "  {\"text\"}   (raw text: BOS where the tokenizer adds one, EOS at the end; trained on every token)\n"
+            "chat templates: %s\n"
+            "  (default: recognised from tokenizer_config.json's chat_template)\n",
             lt_chat_template_names());
 }
+
+#define F(x) offsetof(tok_opts, x)
+static const char *const FORMATS[] = {"messages", "conversations", "instruction", "text", NULL};
+static const lt_optdef OPTS[] = {
+    {.name = "tokenizer", .k = LT_OPT_STR, .off = F(tokenizer), .meta = "PATH", .required = 1,
+     .help = "model folder with tokenizer.json + tokenizer_config.json, or a tokenizer.json"},
+    {.name = "input", .k = LT_OPT_LIST, .off = F(input), .off_n = F(n_input), .meta = "FILE...", .required = 1,
+     .help = "JSONL files in order ('-' = stdin)"},
+    {.name = "out", .k = LT_OPT_STR, .off = F(out), .meta = "DIR", .required = 1, .help = "output folder (created)"},
+    {.name = "template", .k = LT_OPT_STR, .off = F(tmpl), .meta = "NAME", .help = "chat template (listed below)"},
+    {.name = "format", .k = LT_OPT_CHOICE, .off = F(format), .meta = "F", .choices = FORMATS,
+     .help = "force the record form (default: detected per file from its first record)"},
+    {.name = "shard-tokens", .k = LT_OPT_LONG, .off = F(shard_tokens), .def = "50000000", .meta = "N", .lo = 1,
+     .hi = 1L << 40, .help = "start a new shard past N tokens"},
+    {.name = "val-fraction", .k = LT_OPT_DBL, .off = F(val_frac), .def = "0", .meta = "F", .lo = 0, .hi = 1,
+     .hi_open = 1, .help = "hold out this fraction of documents (chosen by a hash of the record) in val-*.h5"},
+    {.name = "max-doc-tokens", .k = LT_OPT_LONG, .off = F(max_doc), .def = "0", .meta = "N", .lo = 0, .hi = 1L << 40,
+     .help = "cut documents longer than N tokens (counted); 0 = no limit"},
+    {.name = "threads", .k = LT_OPT_LONG, .off = F(threads), .def = "0", .meta = "N", .lo = 0, .hi = 1024,
+     .help = "tokenizer threads; 0 = all cores"},
+    {.name = "skip-bad", .k = LT_OPT_FLAG, .off = F(skip_bad), .help = "skip and count malformed records instead of stopping"},
+    {.name = "overwrite", .k = LT_OPT_FLAG, .off = F(overwrite), .help = "delete existing train-*.h5 / val-*.h5 in DIR first"},
+    {.name = "quiet", .k = LT_OPT_FLAG, .off = F(quiet), .help = "no progress bar"},
+};
+static const lt_optset SET = {
+    .cmd = "tokenize",
+    .usage = "usage: luxtrain tokenize --tokenizer PATH --input FILE.jsonl [FILE ...] --out DIR [options]\n"
+             "Tokenizes JSONL instruction sets / conversations / raw text into HDF5 token shards\n"
+             "(DIR/train-00000.h5, ..., DIR/val-00000.h5; layout in docs/shards.md).\n",
+    .defs = OPTS,
+    .n = sizeof OPTS / sizeof OPTS[0],
+    .off_help = F(help),
+    .more_help = template_help,
+};
+#undef F
 
 static int is_shard_name(const char *n) {
     size_t l = strlen(n);
@@ -449,76 +479,25 @@ static void human_count(double v, char *buf, size_t cap) {
     else snprintf(buf, cap, "%.0f", v);
 }
 
-int lt_cmd_tokenize(int argc, char **argv) {
-    const char *tok_path = NULL, *out_dir = NULL, *tpl_name = NULL;
-    const char **inputs = calloc((size_t)argc + 1, sizeof(char *));
-    int n_inputs = 0, skip_bad = 0, overwrite = 0, quiet = 0, made_out = 0;
-    long threads = sysconf(_SC_NPROCESSORS_ONLN), shard_tokens = 50000000, max_doc = 0;
-    double val_frac = 0;
-    rec_format force = FMT_AUTO;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            free(inputs);
-            return 0;
-        } else if (!strcmp(a, "--tokenizer") && v) tok_path = argv[++i];
-        else if (!strcmp(a, "--out") && v) out_dir = argv[++i];
-        else if (!strcmp(a, "--template") && v) tpl_name = argv[++i];
-        else if (!strcmp(a, "--input") && v) {
-            while (i + 1 < argc && (argv[i + 1][0] != '-' || !strcmp(argv[i + 1], "-"))) inputs[n_inputs++] = argv[++i];
-        } else if (!strcmp(a, "--format") && v) {
-            i++;
-            force = !strcmp(v, "messages") ? FMT_MESSAGES : !strcmp(v, "conversations") ? FMT_CONVERSATIONS
-                    : !strcmp(v, "instruction") ? FMT_INSTRUCTION : !strcmp(v, "text") ? FMT_TEXT : FMT_AUTO;
-            if (force == FMT_AUTO) {
-                fprintf(stderr, "tokenize: --format expects messages|conversations|instruction|text, got '%s'\n", v);
-                free(inputs);
-                return 2;
-            }
-        } else if (!strcmp(a, "--shard-tokens") && v) {
-            if (!lt_parse_int("tokenize", a, argv[++i], 1, 1L << 40, &shard_tokens)) { free(inputs); return 2; }
-        } else if (!strcmp(a, "--max-doc-tokens") && v) {
-            if (!lt_parse_int("tokenize", a, argv[++i], 0, 1L << 40, &max_doc)) { free(inputs); return 2; }
-        } else if (!strcmp(a, "--threads") && v) {
-            if (!lt_parse_int("tokenize", a, argv[++i], 1, 1024, &threads)) { free(inputs); return 2; }
-        } else if (!strcmp(a, "--val-fraction") && v) {
-            if (!lt_parse_double("tokenize", a, argv[++i], &val_frac) || val_frac < 0 || val_frac >= 1) {
-                fprintf(stderr, "tokenize: --val-fraction expects a number in [0, 1)\n");
-                free(inputs);
-                return 2;
-            }
-        } else if (!strcmp(a, "--skip-bad")) skip_bad = 1;
-        else if (!strcmp(a, "--overwrite")) overwrite = 1;
-        else if (!strcmp(a, "--quiet")) quiet = 1;
-        else {
-            static const char *const valid[] = {
-                "--tokenizer", "--out", "--template", "--input", "--format", "--shard-tokens", "--max-doc-tokens",
-                "--threads", "--val-fraction", "--skip-bad", "--overwrite", "--quiet", "--help", NULL};
-            for (int k = 0; valid[k]; k++)
-                if (!strcmp(a, valid[k])) {
-                    fprintf(stderr, "tokenize: %s expects a value\n", a);
-                    free(inputs);
-                    return 2;
-                }
-            free(inputs);
-            return lt_opt_unknown_option("tokenize", a, valid);
-        }
-    }
-    if (!tok_path || !out_dir || n_inputs == 0) {
-        fprintf(stderr, "tokenize: --tokenizer, --input and --out are required\n");
-        usage(stderr);
-        free(inputs);
-        return 2;
-    }
+static int tokenize_run(void *arg) {
+    const tok_opts *o = arg;
+    const char *tok_path = o->tokenizer, *out_dir = o->out, *tpl_name = o->tmpl;
+    char *const *inputs = o->input;
+    int n_inputs = o->n_input, skip_bad = o->skip_bad, overwrite = o->overwrite, quiet = o->quiet, made_out = 0;
+    long threads = o->threads ? o->threads : sysconf(_SC_NPROCESSORS_ONLN), shard_tokens = o->shard_tokens,
+         max_doc = o->max_doc;
+    double val_frac = o->val_frac;
+    rec_format force = !o->format ? FMT_AUTO
+                       : !strcmp(o->format, "messages") ? FMT_MESSAGES
+                       : !strcmp(o->format, "conversations") ? FMT_CONVERSATIONS
+                       : !strcmp(o->format, "instruction") ? FMT_INSTRUCTION
+                                                             : FMT_TEXT;
     if (threads < 1) threads = 1;
     lt_err err = {{0}};
     int rc = 1;
     tok_bundle tb;
     if (load_bundle(tok_path, &tb, &err)) {
         fprintf(stderr, "tokenize: %s\n", err.msg);
-        free(inputs);
         return 1;
     }
     /* template: named, or recognised from tokenizer_config.json (resolved
@@ -560,6 +539,8 @@ int lt_cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "tokenize: cannot create folder %s\n", out_dir);
         goto out_early;
     }
+    /* shards a killed tokenize of this host left half-written (".NAME.h5.tmp-<host>-<pid>") */
+    lt_fs_remove_stale_note(out_dir, NULL, stderr);
     {
         DIR *d = opendir(out_dir);
         struct dirent *e;
@@ -791,42 +772,18 @@ int lt_cmd_tokenize(int argc, char **argv) {
     free(tids);
 out_early:
     free_bundle(&tb);
-    free(inputs);
     return rc;
+}
+
+int lt_cmd_tokenize(int argc, char **argv) {
+    tok_opts o = {0};
+    return lt_opts_main(&SET, argc, argv, &o, tokenize_run);
 }
 
 /* ------------------------------------------------------------------ */
 /* inspect SHARD.h5                                                     */
 
-static void inspect_usage(FILE *f) {
-    fprintf(f, "usage: luxtrain inspect SHARD.h5 [--show N --tokenizer PATH]\n"
-               "Prints a token shard's attributes and counts; with --show N the first N documents\n"
-               "decoded, the tokens trained on (targets) between \xe2\x9f\xa6 and \xe2\x9f\xa7.\n");
-}
-
-int lt_cmd_inspect_shard(int argc, char **argv) {
-    const char *path = NULL, *tok_path = NULL;
-    long show = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            inspect_usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--show") && i + 1 < argc) {
-            if (!lt_parse_int("inspect", "--show", argv[++i], 0, 1L << 30, &show)) return 2;
-        } else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc)
-            tok_path = argv[++i];
-        else if (argv[i][0] != '-' && !path)
-            path = argv[i];
-        else {
-            fprintf(stderr, "inspect: unexpected argument '%s'\n", argv[i]);
-            inspect_usage(stderr);
-            return 2;
-        }
-    }
-    if (!path) {
-        inspect_usage(stderr);
-        return 2;
-    }
+int lt_inspect_shard(const char *path, long show, const char *tok_path) {
     if (show > 0 && !tok_path) {
         fprintf(stderr, "inspect: --show needs --tokenizer PATH to decode the tokens\n");
         return 2;

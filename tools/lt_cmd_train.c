@@ -229,6 +229,32 @@ static void run_hash(const run *r, char out[17]) {
     lt_train_opts_hash(&h, out);
 }
 
+/* state.json's "extra": the fixed fields (a JSON object's text) plus, for a
+ * mix of shard sets, "mix": [{"set", "weight" | "epochs", "target_share",
+ * "docs", "tokens", "target_tokens"} ...] -- what the global batches so far
+ * took from each set (luxtrain inspect RUN shows it). NULL: out of memory. */
+static char *mix_extra_json(const lt_loader *L, const char *fixed) {
+    cJSON *x = cJSON_Parse(fixed);
+    cJSON *a = x && lt_loader_num_sets(L) ? cJSON_AddArrayToObject(x, "mix") : NULL;
+    for (int i = 0; a && i < lt_loader_num_sets(L); i++) {
+        lt_loader_set s;
+        lt_loader_get_set(L, i, &s);
+        cJSON *e = cJSON_CreateObject();
+        if (!e) break;
+        cJSON_AddItemToArray(a, e);
+        cJSON_AddStringToObject(e, "set", s.spec);
+        if (s.weight > 0) cJSON_AddItemToObject(e, "weight", lt_json_exact_number(s.weight));
+        else cJSON_AddItemToObject(e, "epochs", lt_json_exact_number(s.epochs));
+        cJSON_AddItemToObject(e, "target_share", lt_json_exact_number(s.target_share));
+        cJSON_AddNumberToObject(e, "docs", (double)s.seen_docs);
+        cJSON_AddNumberToObject(e, "tokens", (double)s.seen_tokens);
+        cJSON_AddNumberToObject(e, "target_tokens", (double)s.seen_targets);
+    }
+    char *t = x ? cJSON_PrintUnformatted(x) : NULL;
+    cJSON_Delete(x);
+    return t;
+}
+
 static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     if (r->rank) { /* rank 0 writes; under ZeRO-1 the others take part in the gathers */
         lt_status st = lt_optim_params_to_tlist(r->opt, NULL, err);
@@ -239,10 +265,19 @@ static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     lt_tlist w = {0}, os = {0};
     lt_loader_state ls;
     lt_loader_get_state(r->L, &ls);
-    char extra[256];
-    snprintf(extra, sizeof extra,
+    /* loader.bin: the position, then a mix's sets' positions and counts */
+    size_t mix_len = lt_loader_mix_state_size(r->L);
+    unsigned char *lbytes = malloc(sizeof ls + mix_len);
+    char extra0[256], *extra = NULL;
+    snprintf(extra0, sizeof extra0,
              "{\"elapsed_s\": %.17g, \"epochs_done\": %lld, \"world\": %d, \"micro_batches_per_step\": %ld}",
              elapsed(r), (long long)r->epochs_done, r->world, r->o->grad_accum * r->world);
+    if (!lbytes || !(extra = mix_extra_json(r->L, extra0))) {
+        free(lbytes);
+        return lt_fail(err, LT_ERR_NOMEM, "checkpoint: out of memory");
+    }
+    memcpy(lbytes, &ls, sizeof ls);
+    lt_loader_get_mix_state(r->L, lbytes + sizeof ls);
     lt_ckpt_state cs = {0};
     cs.step = step;
     cs.epoch = ls.epoch;
@@ -253,8 +288,8 @@ static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     snprintf(cs.mode, sizeof cs.mode, "%s", r->lora ? "lora" : "full");
     run_hash(r, cs.options_hash);
     cs.rng = r->rng;
-    cs.loader = &ls;
-    cs.loader_len = sizeof ls;
+    cs.loader = lbytes;
+    cs.loader_len = sizeof ls + mix_len;
     cs.extra_json = extra;
     char dir[4096];
     lt_status st = lt_optim_params_to_tlist(r->opt, &w, err);
@@ -262,6 +297,8 @@ static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     if (!st) st = lt_ckpt_write(r->o->out, &cs, &w, &os, (int)r->o->keep_checkpoints, dir, sizeof dir, err);
     lt_tlist_free(&w);
     lt_tlist_free(&os);
+    free(lbytes);
+    free(extra);
     if (st) return st;
     /* the same weights as a usable folder: step-N/hf (full) or step-N/adapter (LoRA), written
      * (temporary name + rename) once the checkpoint itself is complete */
@@ -292,9 +329,10 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
                      r->lora ? "lora" : "full");
         goto done;
     }
-    if (c->state.loader_len != sizeof(lt_loader_state)) {
-        st = lt_fail(err, LT_ERR_FORMAT, "%s: loader.bin has %zu bytes, expected %zu", dir, c->state.loader_len,
-                     sizeof(lt_loader_state));
+    if (c->state.loader_len != sizeof(lt_loader_state) + lt_loader_mix_state_size(r->L)) {
+        st = lt_fail(err, LT_ERR_FORMAT, "%s: loader.bin has %zu bytes, expected %zu%s", dir, c->state.loader_len,
+                     sizeof(lt_loader_state) + lt_loader_mix_state_size(r->L),
+                     lt_loader_num_sets(r->L) ? " (a mix of shard sets)" : "");
         goto done;
     }
     if (!c->optim) {
@@ -309,7 +347,8 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
     if (ls.global_B % r->o->micro_batch == 0) saved_world = ls.global_B / r->o->micro_batch;
     ls.global_B = (int32_t)(r->o->micro_batch * r->world);
     if ((st = lt_optim_params_load(r->opt, c->weights, err)) || (st = lt_optim_state_load(r->opt, c->optim, err)) ||
-        (st = lt_loader_set_state(r->L, &ls, err)))
+        (st = lt_loader_set_state_mix(r->L, &ls, (const unsigned char *)c->state.loader + sizeof ls,
+                                      lt_loader_mix_state_size(r->L), err)))
         goto done;
     lt_optim_set_steps_done(r->opt, c->state.step);
     r->rng = c->state.rng;
@@ -472,6 +511,12 @@ static lt_status setup(run *r, lt_err *err) {
             r->peft.rslora = o->rslora;
             if ((st = lt_trainer_add_lora(r->m, &r->peft, &r->rng, err))) return st;
         }
+        if (strcmp(o->train_embeddings, "none")) {
+            if (o->adapter)
+                return lt_fail(err, LT_ERR_INVALID, "--train-embeddings with --adapter: the adapter decides (its "
+                                                    "trained embeddings, if any, train on)");
+            if ((st = lt_trainer_train_embeddings(r->m, o->model, o->train_embeddings, err))) return st;
+        }
         snprintf(r->peft.base_model, sizeof r->peft.base_model, "%s", o->model);
         lt_model_set_rng(r->m, &r->rng);
     }
@@ -484,6 +529,9 @@ static lt_status setup(run *r, lt_err *err) {
         eo.shuffle = 0;
         eo.rank = 0; /* rank 0 evaluates the whole set */
         eo.world_size = 1;
+        if (lt_loader_is_mix((const char *const *)o->eval_data, o->n_eval_data))
+            return lt_fail(err, LT_ERR_INVALID, "--eval-data takes shards, folders or patterns, not weighted sets "
+                                                "(PATTERN:W / PATTERN:xN): evaluation reads every document once");
         if ((st = lt_loader_open((const char *const *)o->eval_data, o->n_eval_data, NULL, &eo, &r->E, err)))
             return lt_wrap(err, st, "--eval-data");
         if ((st = check_tokenizer(r, r->E, "--eval-data", err))) return st;
@@ -535,6 +583,13 @@ static lt_status setup(run *r, lt_err *err) {
                 (long)r->world, r->comm ? "; communicator " : "", r->comm ? r->comm->name : "",
                 o->zero ? ", ZeRO-1" : "", strcmp(o->grad_reduce_dtype, "bf16") ? "" : ", bf16 gradient reduction",
                 o->recompute ? "; recompute" : "");
+    for (int i = 0; !r->rank && i < lt_loader_num_sets(r->L); i++) {
+        lt_loader_set s;
+        lt_loader_get_set(r->L, i, &s);
+        fprintf(stderr, "train: mix set %d %s: %lld documents, %lld tokens (%lld targets); %.4g of each epoch's "
+                        "tokens\n", i + 1, s.spec, (long long)s.n_docs, (long long)s.n_tokens, (long long)s.n_targets,
+                s.target_share);
+    }
     return LT_OK;
 }
 
@@ -749,6 +804,11 @@ static int dry_run(const lt_train_opts *o, int world) {
             Pt += (double)c.num_layers * o->lora_rank * (in + out);
         }
     }
+    /* --train-embeddings: the tables train too (in the parameter dtype, with f32 master weights on a GPU) */
+    double Pemb = lora && strcmp(o->train_embeddings, "none")
+                      ? (double)c.vocab_size * c.hidden_size * (c.tie_word_embeddings ? 1 : 2)
+                      : 0;
+    Pt += Pemb;
     /* the device the run would take: --device auto resolves here as it would there */
     const char *dev = o->device, *why = "";
     if (!strcmp(dev, "auto")) {
@@ -761,13 +821,7 @@ static int dry_run(const lt_train_opts *o, int world) {
     }
     int gpu = strcmp(dev, "cpu") != 0, bf16red = !strcmp(o->grad_reduce_dtype, "bf16");
     double wb = gpu ? 2 : 4, A = gpu ? 2 : 4, GB = 1e9, here = -1;
-    printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s)\n"
-           "device %s%s: weights and activations in %s\n",
-           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU", why,
-           gpu ? "bf16" : "f32");
-    printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
-           o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
-    /* the activation arena lt_model_plan would reserve: its own layout pass, sizes only */
+    /* the activation arena lt_model_plan would reserve (a shape the run would refuse is refused here, before any figure): its own layout pass, sizes only */
     size_t act_sz = 0;
     lt_lora_spec ls = {.r = lora ? (int)o->lora_rank : 0, .dropout = lora ? (float)o->lora_dropout : 0.0f,
                        .targets = lora ? o->lora_targets : 0};
@@ -776,6 +830,12 @@ static int dry_run(const lt_train_opts *o, int world) {
         fprintf(stderr, "train: %s\n", err.msg);
         return 1;
     }
+    printf("luxtrain train --dry-run: %s, %.3f B parameters (%.4g M trainable, %s)\n"
+           "device %s%s: weights and activations in %s\n",
+           lt_arch_name(c.arch), P / 1e9, Pt / 1e6, lora ? "LoRA" : "full fine-tuning", gpu ? "CUDA" : "CPU", why,
+           gpu ? "bf16" : "f32");
+    printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
+           o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
     double acts = (double)act_sz;
     printf("\n%6s %10s %10s %10s %12s %12s %10s %8s  (GB = 1e9 bytes, per rank)\n", "ranks", "weights", "grads",
            "grad acc", "Adam m+v", "f32 master", "acts", "total");
@@ -783,11 +843,11 @@ static int dry_run(const lt_train_opts *o, int world) {
     for (int k = 0; k < 6; k++) {
         int W = ws[k];
         double sh = o->zero ? (double)W : 1.0;
-        double weights = P * wb + (lora ? Pt * 4 : 0);
+        double weights = P * wb + (lora ? (Pt - Pemb) * 4 : 0);
         double grads = Pt * 4;                              /* the model's f32 gradient */
         double acc = bf16red && !o->zero ? 0 : Pt * 4 / sh; /* the step accumulator (or shard) */
         double adam = Pt * 8 / sh;
-        double master = gpu && !lora ? Pt * 4 / sh : 0;
+        double master = gpu ? (lora ? Pemb : Pt) * 4 / sh : 0;
         double total = weights + grads + acc + adam + master + acts;
         if (W == world) here = total;
         printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,

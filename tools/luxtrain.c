@@ -37,7 +37,7 @@ static int cmd_bench(int argc, char **argv) {
 }
 
 static const command commands[] = {
-    {"inspect", lt_cmd_inspect_any, "describe a model folder, a token shard .h5, a run or a checkpoint"},
+    {"inspect", lt_cmd_inspect, "describe a model folder, a token shard .h5, a run or a checkpoint"},
     {"score", lt_cmd_score, "log-probabilities of a token sequence under a model"},
     {"tokenize", lt_cmd_tokenize, "JSONL instruction sets / corpora -> HDF5 token shards"},
     {"eval", lt_cmd_eval, "multiple-choice evaluation, loss on shards, paired comparison"},
@@ -46,6 +46,7 @@ static const command commands[] = {
     {"generate", lt_cmd_generate, "chat with a model (KV cache; greedy or temperature / top-p)"},
     {"merge", lt_cmd_merge, "fold a PEFT LoRA adapter into its base model (Hugging Face folder)"},
     {"export", lt_cmd_export, "a training checkpoint -> what final/ holds at its step (HF folder or PEFT adapter)"},
+    {"vocab", lt_cmd_vocab, "vocab add: new tokens as tokenizer.add_tokens + resize_token_embeddings (mean rows)"},
     {"bench", cmd_bench, "bench kernels (vs measured peaks, cuBLAS, PyTorch) | bench step (tokens/s, MFU)"},
 };
 

@@ -30,7 +30,7 @@ fi
 
 model=data/sample/model
 run="${LT_QUICK_RUN:-runs/quickstart}"
-steps="${LT_QUICK_STEPS:-60}"
+steps="${LT_QUICK_STEPS:-100}"
 question="Wat ass d'Haaptstad vu Lëtzebuerg?"
 rm -rf "$run"
 mkdir -p "$run"
@@ -58,7 +58,7 @@ step "before fine-tuning: the Luxembourgish sample exam"
 step "LoRA fine-tuning ($steps steps, device auto)"
 "$lt" train --model "$model" --data "$run/shards/train-00000.h5" --eval-data "$run/shards/val-00000.h5" \
   --out "$run/lora" --lora-rank 16 --lora-alpha 32 --seq-len 256 --micro-batch 4 --grad-accum 1 \
-  --epochs 0 --max-steps "$steps" --lr 2e-3 --warmup-steps 5 --schedule cosine --eval-every 20 \
+  --epochs 0 --max-steps "$steps" --lr 1e-2 --warmup-steps 5 --schedule cosine --eval-every 20 \
   --save-every 0 --log-every 5 --device auto
 
 step "after fine-tuning: loss on the held-out shard (adapter from $run/lora/final)"
@@ -77,7 +77,8 @@ num() { sed -n "s/.*\"$2\":[[:space:]]*\([-0-9.e+]*\).*/\1/p" "$1" | head -1; }
 acc() { tr -d '\n' <"$1" | sed -n 's/.*"overall":[[:space:]]*{[^}]*"acc":[[:space:]]*\([0-9.e+-]*\).*/\1/p'; }
 lb=$(num "$run/heldout_before.json" loss) la=$(num "$run/heldout_after.json" loss)
 eb=$(acc "$run/exam_before.json") ea=$(acc "$run/exam_after.json")
-p=$(awk '$1 == "overall" {print $NF}' "$run/exam_compare.txt")
+# the p-value is the last column, followed by a "*" when it is below 0.05
+p=$(awk '$1 == "overall" {print ($NF == "*" ? $(NF - 1) : $NF)}' "$run/exam_compare.txt")
 step "summary"
 awk -v b="$lb" -v a="$la" 'BEGIN {
   if (a < b) what = "lower: the adapter predicts the trained-on tokens of unseen documents better"
@@ -88,8 +89,8 @@ awk -v b="$eb" -v a="$ea" -v p="$p" 'BEGIN {
   if (a == b) print "(unchanged: fine-tuning on the bundled instructions did not move this exam)"
   else if (p + 0 < 0.05) printf "(%s, significant: McNemar p = %s)\n", (a > b ? "better" : "worse"), p
   else printf "(%s, but not significant: McNemar p = %s: no evidence of a change)\n", (a > b ? "higher" : "lower"), p }'
-echo "The toy model (about 1M parameters) only shows the pipeline working end to end; a real base model"
-echo "and more data are needed for the exam to move (README: the before / after comparison)."
+echo "The exam (data/sample/exam_lb.jsonl) asks, in its own words, about what the instructions teach and shares"
+echo "no question with them; the toy model (about 1M parameters) learns the taught words and facts, not the language."
 
 step "done"
 echo "run folder:     $run/lora (metrics.jsonl, config.json, checkpoints/)"

@@ -102,7 +102,7 @@ lt_status lt_ckpt_write(const char *run_dir, const lt_ckpt_state *st, const lt_t
     snprintf(name, sizeof name, "step-%06lld", (long long)st->step);
     char tname[256];
     char tag[128];
-    lt_fs_tmp_tag(tag, sizeof tag);
+    lt_tmp_tag(tag, sizeof tag);
     snprintf(tname, sizeof tname, ".tmp-%s-%s", name, tag);
     if (!lt_path_join(tmp, sizeof tmp, ckdir, tname) || !lt_path_join(final, sizeof final, ckdir, name))
         return lt_fail(err, LT_ERR_INVALID, "%s: path too long", ckdir);

@@ -60,6 +60,29 @@ lt_status lt_eval_merge_adapter(lt_model *m, const char *dir, lt_err *err) {
     }
     if (st == LT_OK) st = be->sync(be, err);
     free(W);
+    if (st == LT_OK) st = lt_model_apply_peft_embed(m, &a->emb, err);
     lt_peft_free(a);
+    return st;
+}
+
+lt_status lt_model_apply_peft_embed(lt_model *m, const lt_peft_embed *e, lt_err *err) {
+    if (!e || !e->mode) return LT_OK;
+    const lt_config *c = lt_model_config(m);
+    lt_backend *be = lt_model_backend(m);
+    lt_param *emb = lt_model_find_param(m, "model.embed_tokens.weight");
+    lt_param *head = c->tie_word_embeddings ? NULL : lt_model_find_param(m, "lm_head.weight");
+    size_t n = (size_t)c->vocab_size * (size_t)c->hidden_size;
+    float *E = malloc(n * sizeof *E), *H = head ? malloc(n * sizeof *H) : NULL;
+    lt_status st = LT_OK;
+    if (!emb || !E || (head && !H)) st = lt_fail(err, LT_ERR_NOMEM, "adapter: out of memory for the embeddings");
+    if (!st) st = be->download_f32(be, E, emb->data, be->param_dtype, n, err);
+    if (!st && H) st = be->download_f32(be, H, head->data, be->param_dtype, n, err);
+    if (!st) st = be->sync(be, err);
+    if (!st) st = lt_peft_embed_apply(e, E, H, c->vocab_size, c->hidden_size, err);
+    if (!st) st = be->upload_f32(be, emb->data, be->param_dtype, E, n, err);
+    if (!st && H) st = be->upload_f32(be, head->data, be->param_dtype, H, n, err);
+    if (!st) st = be->sync(be, err);
+    free(E);
+    free(H);
     return st;
 }

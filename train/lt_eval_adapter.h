@@ -8,7 +8,8 @@
  * The adapter is read and checked by lt_peft_load / lt_peft_check
  * (lt_export.h), as `luxtrain train --adapter` does: refused (naming the
  * field) are peft_type other than LORA, use_dora, lora_bias, bias other than
- * "none", modules_to_save, rank_pattern / alpha_pattern, fan_in_fan_out,
+ * "none", modules_to_save / trainable_token_indices other than embed_tokens
+ * and lm_head, rank_pattern / alpha_pattern, fan_in_fan_out,
  * layers_to_transform, target_modules as a regex, tensors that are not
  * lora_A / lora_B of q/k/v/o/gate/up/down projections, and adapters whose
  * layers or shapes do not fit the model.
@@ -23,8 +24,15 @@
 extern "C" {
 #endif
 
-/* dir: a folder with adapter_config.json and adapter_model.safetensors. */
+/* dir: a folder with adapter_config.json and adapter_model.safetensors.
+ * Trained embeddings (lt_peft_embed) replace their rows of embed_tokens /
+ * lm_head, as PEFT's forward uses them. */
 lt_status lt_eval_merge_adapter(lt_model *m, const char *dir, lt_err *err);
+
+/* Write an adapter's trained embeddings into the model's tables (backend
+ * memory, in the parameter dtype). */
+struct lt_peft_embed;
+lt_status lt_model_apply_peft_embed(lt_model *m, const struct lt_peft_embed *e, lt_err *err);
 
 #ifdef __cplusplus
 }

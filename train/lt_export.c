@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,7 @@ static lt_status make_tmp(const char *out_dir, char *tmp, size_t cap, lt_err *er
     char parent[4096], tag[128];
     size_t n = strlen(out_dir);
     while (n > 1 && out_dir[n - 1] == '/') n--;
-    lt_fs_tmp_tag(tag, sizeof tag);
+    lt_tmp_tag(tag, sizeof tag);
     if (snprintf(tmp, cap, "%.*s.tmp-%s", (int)n, out_dir, tag) >= (int)cap)
         return lt_fail(err, LT_ERR_INVALID, "%s: path too long", out_dir);
     lt_fs_dirname(tmp, parent, sizeof parent);
@@ -212,7 +213,8 @@ static cJSON *exact_number(double x) {
 
 /* adapter_config.json exactly as PEFT 0.15.2 writes it for a LoRA on a causal LM
  * (json.dumps(sort_keys=True, indent=2)): keys in sorted order. */
-static char *peft_config_json(const lt_peft_config *c) {
+static char *peft_config_json(const lt_peft_config *c, const lt_peft_embed *e) {
+    int mode = e ? e->mode : LT_TRAIN_EMB_NONE;
     cJSON *r = cJSON_CreateObject();
     cJSON_AddItemToObject(r, "alpha_pattern", cJSON_CreateObject());
     cJSON_AddNullToObject(r, "auto_mapping");
@@ -220,6 +222,7 @@ static char *peft_config_json(const lt_peft_config *c) {
     else cJSON_AddNullToObject(r, "base_model_name_or_path");
     cJSON_AddStringToObject(r, "bias", "none");
     cJSON_AddNullToObject(r, "corda_config");
+    if (mode == LT_TRAIN_EMB_ALL && e->tie) cJSON_AddTrueToObject(r, "ensure_weight_tying");
     cJSON_AddNullToObject(r, "eva_config");
     cJSON_AddNullToObject(r, "exclude_modules");
     cJSON_AddFalseToObject(r, "fan_in_fan_out");
@@ -234,7 +237,13 @@ static char *peft_config_json(const lt_peft_config *c) {
     cJSON_AddItemToObject(r, "lora_dropout", exact_number(c->dropout));
     cJSON_AddNullToObject(r, "megatron_config");
     cJSON_AddStringToObject(r, "megatron_core", "megatron.core");
-    cJSON_AddNullToObject(r, "modules_to_save");
+    if (mode == LT_TRAIN_EMB_ALL) {
+        cJSON *ms = cJSON_AddArrayToObject(r, "modules_to_save");
+        cJSON_AddItemToArray(ms, cJSON_CreateString("embed_tokens"));
+        /* tied: PEFT 0.21 lists the module under both names and saves the head too */
+        cJSON_AddItemToArray(ms, cJSON_CreateString(e->tie ? "model.embed_tokens" : "lm_head"));
+    } else
+        cJSON_AddNullToObject(r, "modules_to_save");
     cJSON_AddStringToObject(r, "peft_type", "LORA");
     cJSON_AddNumberToObject(r, "r", c->r);
     cJSON_AddItemToObject(r, "rank_pattern", cJSON_CreateObject());
@@ -243,7 +252,17 @@ static char *peft_config_json(const lt_peft_config *c) {
     for (int t = 0; t < LT_LORA_NTARGETS; t++)
         if (c->targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(lt_lora_target_hf(t)));
     cJSON_AddStringToObject(r, "task_type", "CAUSAL_LM");
-    cJSON_AddNullToObject(r, "trainable_token_indices");
+    if (mode == LT_TRAIN_EMB_NEW) {
+        cJSON *ids = cJSON_CreateArray();
+        for (int64_t i = 0; i < e->rows; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(e->ids[i]));
+        if (e->head) { /* untied: both layers, by name */
+            cJSON *d = cJSON_AddObjectToObject(r, "trainable_token_indices");
+            cJSON_AddItemToObject(d, "embed_tokens", ids);
+            cJSON_AddItemToObject(d, "lm_head", cJSON_Duplicate(ids, 1));
+        } else
+            cJSON_AddItemToObject(r, "trainable_token_indices", ids);
+    } else
+        cJSON_AddNullToObject(r, "trainable_token_indices");
     cJSON_AddFalseToObject(r, "use_dora");
     cJSON_AddBoolToObject(r, "use_rslora", c->rslora ? 1 : 0);
     char *s = cJSON_Print(r);
@@ -257,9 +276,20 @@ static int cmp_peft(const void *a, const void *b) {
     return x->target < y->target ? -1 : x->target > y->target;
 }
 
+static const char *const EMB_NAMES[2][2] = {
+    {"base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta",
+     "base_model.model.lm_head.token_adapter.trainable_tokens_delta"},
+    {"base_model.model.model.embed_tokens.weight", "base_model.model.lm_head.weight"}};
+
 lt_status lt_peft_export(const char *out_dir, const lt_peft_config *c, const lt_peft_tensor *ts, size_t n,
                          lt_err *err) {
+    return lt_peft_export_embed(out_dir, c, ts, n, NULL, err);
+}
+
+lt_status lt_peft_export_embed(const char *out_dir, const lt_peft_config *c, const lt_peft_tensor *ts, size_t n,
+                               const lt_peft_embed *emb, lt_err *err) {
     char tmp[4096], path[4096];
+    if (emb && emb->mode == LT_TRAIN_EMB_NONE) emb = NULL;
     lt_status st;
     if (c->r < 1 || !(c->alpha > 0) || !(c->dropout >= 0 && c->dropout < 1) || !c->targets)
         return lt_fail(err, LT_ERR_INVALID, "PEFT export: bad LoRA configuration (r %d, alpha %g, dropout %g)", c->r,
@@ -279,9 +309,18 @@ lt_status lt_peft_export(const char *out_dir, const lt_peft_config *c, const lt_
         lt_lora_peft_name(name, sizeof name, t->layer, t->target, 1);
         if ((st = check_finite(name, t->B, (size_t)t->out * (size_t)c->r, err)) != LT_OK) return st;
     }
+    if (emb) {
+        const char *const *nm = EMB_NAMES[emb->mode == LT_TRAIN_EMB_ALL];
+        if ((emb->mode != LT_TRAIN_EMB_NEW && emb->mode != LT_TRAIN_EMB_ALL) || emb->rows < 1 || emb->cols < 1 ||
+            !emb->embed || (emb->mode == LT_TRAIN_EMB_NEW && !emb->ids))
+            return lt_fail(err, LT_ERR_INVALID, "PEFT export: bad trained-embeddings description");
+        if ((st = check_finite(nm[0], emb->embed, (size_t)(emb->rows * emb->cols), err)) != LT_OK ||
+            (emb->head && (st = check_finite(nm[1], emb->head, (size_t)(emb->rows * emb->cols), err)) != LT_OK))
+            return st;
+    }
     /* tensors sorted by name as safetensors' writer does not care, but keep (layer, module) order */
     lt_peft_tensor *sorted = malloc((n ? n : 1) * sizeof *sorted);
-    lt_st_write_tensor *w = calloc(2 * n + 1, sizeof *w);
+    lt_st_write_tensor *w = calloc(2 * n + 3, sizeof *w);
     char (*names)[160] = calloc(2 * n + 1, sizeof *names);
     if (!sorted || !w || !names) {
         free(sorted);
@@ -303,11 +342,23 @@ lt_status lt_peft_export(const char *out_dir, const lt_peft_config *c, const lt_
             x->data = b ? sorted[i].B : sorted[i].A;
         }
     }
-    char *cfg = peft_config_json(c);
+    size_t nw = 2 * n;
+    for (int k = 0; emb && k < 2; k++) {
+        const float *x = k ? emb->head : emb->embed;
+        if (k && emb->mode == LT_TRAIN_EMB_ALL && emb->tie) x = emb->embed; /* the tied head, as PEFT saves it */
+        if (!x) continue;
+        w[nw].name = EMB_NAMES[emb->mode == LT_TRAIN_EMB_ALL][k];
+        w[nw].dtype = LT_F32;
+        w[nw].ndim = 2;
+        w[nw].shape[0] = emb->rows;
+        w[nw].shape[1] = emb->cols;
+        w[nw++].data = x;
+    }
+    char *cfg = peft_config_json(c, emb);
     st = cfg ? make_tmp(out_dir, tmp, sizeof tmp, err) : lt_fail(err, LT_ERR_NOMEM, "PEFT export: out of memory");
     if (st == LT_OK) {
         lt_path_join(path, sizeof path, tmp, "adapter_model.safetensors");
-        st = lt_st_write(path, w, 2 * n, META_K, META_V, 1, err);
+        st = lt_st_write(path, w, nw, META_K, META_V, 1, err);
         if (st == LT_OK) {
             lt_path_join(path, sizeof path, tmp, "adapter_config.json");
             st = lt_write_file_atomic(path, cfg, strlen(cfg), err);
@@ -331,6 +382,9 @@ void lt_peft_free(lt_peft_adapter *a) {
         free((void *)a->t[i].B);
     }
     free(a->t);
+    free(a->emb.ids);
+    free(a->emb.embed);
+    free(a->emb.head);
     free(a);
 }
 
@@ -345,7 +399,7 @@ static int unused(const cJSON *x) {
     return !x || cJSON_IsNull(x) || cJSON_IsFalse(x) || ((cJSON_IsObject(x) || cJSON_IsArray(x)) && !x->child);
 }
 
-static lt_status parse_peft_config(const char *path, lt_peft_config *c, lt_err *err) {
+static lt_status parse_peft_config(const char *path, lt_peft_config *c, lt_peft_embed *emb, lt_err *err) {
     cJSON *r = NULL;
     lt_status st = lt_json_load_file(path, &r, err);
     if (st != LT_OK) return st;
@@ -387,8 +441,8 @@ static lt_status parse_peft_config(const char *path, lt_peft_config *c, lt_err *
     if (x && (!cJSON_IsString(x) || strcmp(x->valuestring, "none")))
         UNSUP("%s: bias %s is not supported (only \"none\")", path, cJSON_IsString(x) ? x->valuestring : "?");
     static const char *const unsupported[] = {"use_dora", "lora_bias", "fan_in_fan_out", "rank_pattern",
-                                              "alpha_pattern", "layers_to_transform", "modules_to_save",
-                                              "layer_replication", "trainable_token_indices", "exclude_modules"};
+                                              "alpha_pattern", "layers_to_transform",
+                                              "layer_replication", "exclude_modules"};
     for (size_t k = 0; k < sizeof unsupported / sizeof unsupported[0]; k++)
         if (!unused(GET(unsupported[k])))
             UNSUP("%s: \"%s\" is set; luxtrain supports plain LoRA adapters only", path, unsupported[k]);
@@ -410,6 +464,71 @@ static lt_status parse_peft_config(const char *path, lt_peft_config *c, lt_err *
     } else {
         BAD("%s: \"target_modules\" must be a non-empty list", path);
     }
+    /* trained embeddings (lt_peft_embed) */
+    lt_peft_embed e;
+    memset(&e, 0, sizeof e);
+    x = GET("modules_to_save");
+    if (!unused(x)) {
+        const cJSON *m;
+        int has_e = 0;
+        if (!cJSON_IsArray(x)) UNSUP("%s: \"modules_to_save\" must be a list", path);
+        cJSON_ArrayForEach(m, x) {
+            if (cJSON_IsString(m) && (!strcmp(m->valuestring, "embed_tokens") ||
+                                      !strcmp(m->valuestring, "model.embed_tokens")))
+                has_e = 1;
+            else if (cJSON_IsString(m) && !strcmp(m->valuestring, "lm_head"))
+                e.head_listed = 1;
+            else
+                UNSUP("%s: modules_to_save %s is not supported (only embed_tokens and lm_head)", path,
+                      cJSON_IsString(m) ? m->valuestring : "(not a string)");
+        }
+        if (!has_e) UNSUP("%s: modules_to_save without embed_tokens is not supported", path);
+        e.mode = LT_TRAIN_EMB_ALL;
+        e.tie = cJSON_IsTrue(GET("ensure_weight_tying"));
+    }
+    x = GET("trainable_token_indices");
+    if (!unused(x)) {
+        if (e.mode) UNSUP("%s: both modules_to_save and trainable_token_indices are set", path);
+        const cJSON *ids = x, *hids = NULL, *m;
+        if (cJSON_IsObject(x)) {
+            ids = GET("trainable_token_indices") ? cJSON_GetObjectItemCaseSensitive(x, "embed_tokens") : NULL;
+            hids = cJSON_GetObjectItemCaseSensitive(x, "lm_head");
+            cJSON_ArrayForEach(m, x) if (strcmp(m->string, "embed_tokens") && strcmp(m->string, "lm_head"))
+                UNSUP("%s: trainable_token_indices for '%s' is not supported (only embed_tokens and lm_head)", path,
+                      m->string);
+            if (!ids) UNSUP("%s: trainable_token_indices without embed_tokens is not supported", path);
+            e.head_listed = hids != NULL;
+        } else
+            e.tie = 1; /* a list: the input embeddings, and a tied lm_head follows */
+        if (!cJSON_IsArray(ids) || !ids->child) BAD("%s: trainable_token_indices must list token ids", path);
+        if (hids && !cJSON_Compare(ids, hids, 1))
+            UNSUP("%s: trainable_token_indices: different ids for embed_tokens and lm_head", path);
+        e.rows = cJSON_GetArraySize(ids);
+        e.ids = malloc((size_t)e.rows * sizeof *e.ids);
+        if (!e.ids) {
+            st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
+            goto out;
+        }
+        int64_t k = 0;
+        cJSON_ArrayForEach(m, ids) {
+            int64_t v;
+            if (!lt_json_int64(m, &v) || v < 0 || v > INT32_MAX) {
+                free(e.ids);
+                BAD("%s: trainable_token_indices: entry %lld is not a token id", path, (long long)k);
+            }
+            for (int64_t j = 0; j < k; j++)
+                if (e.ids[j] == v) {
+                    free(e.ids);
+                    BAD("%s: trainable_token_indices: id %lld is listed twice", path, (long long)v);
+                }
+            e.ids[k++] = (int32_t)v;
+        }
+        e.mode = LT_TRAIN_EMB_NEW;
+    }
+    if (emb)
+        *emb = e;
+    else
+        free(e.ids);
     x = GET("base_model_name_or_path");
     if (cJSON_IsString(x)) snprintf(c->base_model, sizeof c->base_model, "%s", x->valuestring);
     st = LT_OK;
@@ -427,7 +546,7 @@ lt_status lt_peft_load_config(const char *dir, lt_peft_config *cfg, lt_err *err)
         return lt_fail(err, LT_ERR_INVALID, "%s: path too long", dir);
     if (!lt_file_exists(path))
         return lt_fail(err, LT_ERR_IO, "%s: no adapter_config.json (a PEFT LoRA adapter folder was expected)", dir);
-    return parse_peft_config(path, cfg, err);
+    return parse_peft_config(path, cfg, NULL, err);
 }
 
 lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err) {
@@ -449,7 +568,7 @@ lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err) {
         return lt_fail(err, LT_ERR_IO, "%s: no adapter_config.json (a PEFT LoRA adapter folder was expected)",
                        dir);
     }
-    lt_status st = parse_peft_config(path, &a->cfg, err);
+    lt_status st = parse_peft_config(path, &a->cfg, &a->emb, err);
     if (st != LT_OK) {
         free(a);
         return st;
@@ -472,7 +591,27 @@ lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err) {
     const int r = a->cfg.r;
     for (size_t i = 0; i < nt; i++) {
         const lt_st_tensor *t = lt_st_get(f, i);
-        int layer, target, is_B;
+        int layer, target, is_B, ek = -1;
+        for (int k = 0; k < 2 && a->emb.mode; k++)
+            if (!strcmp(t->name, EMB_NAMES[a->emb.mode == LT_TRAIN_EMB_ALL][k])) ek = k;
+        if (ek >= 0) { /* trained embeddings */
+            float **dst = ek ? &a->emb.head : &a->emb.embed;
+            int64_t want = a->emb.mode == LT_TRAIN_EMB_NEW ? a->emb.rows : (a->emb.rows ? a->emb.rows : t->shape[0]);
+            if (t->ndim != 2 || t->shape[0] != want || (a->emb.cols && t->shape[1] != a->emb.cols) || *dst) {
+                st = lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s' has shape [%lld, %lld] (expected %lld rows%s)",
+                             path, t->name, (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 0),
+                             (long long)want, *dst ? ", once" : "");
+                goto fail;
+            }
+            a->emb.rows = t->shape[0];
+            a->emb.cols = t->shape[1];
+            if (!(*dst = malloc(t->numel * sizeof(float) + 1))) {
+                st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
+                goto fail;
+            }
+            if ((st = lt_st_to_f32(t, *dst, t->numel, err)) != LT_OK) goto fail;
+            continue;
+        }
         if ((st = lt_lora_parse_peft_name(t->name, &layer, &target, &is_B, err)) != LT_OK) {
             lt_wrap(err, st, "%s", path);
             goto fail;
@@ -527,6 +666,11 @@ lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err) {
         st = lt_fail(err, LT_ERR_FORMAT, "%s: no LoRA tensors", path);
         goto fail;
     }
+    if (a->emb.mode && !a->emb.embed) {
+        st = lt_fail(err, LT_ERR_FORMAT, "%s: tensor '%s' is missing (the config trains embed_tokens)", path,
+                     EMB_NAMES[a->emb.mode == LT_TRAIN_EMB_ALL][0]);
+        goto fail;
+    }
     qsort(a->t, a->n, sizeof *a->t, cmp_peft);
     lt_st_close(f);
     *out = a;
@@ -557,5 +701,81 @@ lt_status lt_peft_check(const lt_peft_adapter *a, const lt_config *m, lt_err *er
                                lt_lora_target_hf(t), p->in, p->out, in, out);
         }
     }
+    const lt_peft_embed *e = &a->emb;
+    if (!e->mode) return LT_OK;
+    if (e->cols != m->hidden_size || (e->mode == LT_TRAIN_EMB_ALL && e->rows != m->vocab_size))
+        return lt_fail(err, LT_ERR_FORMAT, "adapter: trained embeddings of [%lld, %lld], but the model has %d x %d",
+                       (long long)e->rows, (long long)e->cols, m->vocab_size, m->hidden_size);
+    for (int64_t i = 0; e->mode == LT_TRAIN_EMB_NEW && i < e->rows; i++)
+        if (e->ids[i] >= m->vocab_size)
+            return lt_fail(err, LT_ERR_RANGE, "adapter: trainable token id %d, but the model has %d rows", (int)e->ids[i],
+                           m->vocab_size);
+    if (m->tie_word_embeddings && e->head &&
+        (!e->tie || memcmp(e->head, e->embed, (size_t)(e->rows * e->cols) * sizeof(float))))
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "adapter: an lm_head of its own, but the model ties it to embed_tokens");
+    if (m->tie_word_embeddings && e->mode == LT_TRAIN_EMB_ALL && !e->tie)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "adapter: modules_to_save embed_tokens on a tied model without ensure_weight_tying (PEFT then "
+                       "unties lm_head from the trained copy; luxtrain keeps them tied)");
+    if (!m->tie_word_embeddings && e->head_listed && !e->head)
+        return lt_fail(err, LT_ERR_FORMAT, "adapter: the config trains lm_head but its tensor is missing");
+    return LT_OK;
+}
+
+lt_status lt_peft_embed_apply(const lt_peft_embed *e, float *embed, float *head, int64_t V, int64_t C, lt_err *err) {
+    if (!e || !e->mode) return LT_OK;
+    if (e->cols != C) return lt_fail(err, LT_ERR_FORMAT, "adapter: embeddings of width %lld, model %lld", (long long)e->cols, (long long)C);
+    for (int k = 0; k < 2; k++) {
+        float *dst = k ? head : embed;
+        const float *src = k ? e->head : e->embed;
+        if (!dst) continue;
+        if (!src) continue; /* an untied lm_head not trained: unchanged (tied: the caller passes head NULL) */
+        for (int64_t i = 0; i < e->rows; i++) {
+            int64_t r = e->mode == LT_TRAIN_EMB_NEW ? e->ids[i] : i;
+            if (r >= V) return lt_fail(err, LT_ERR_RANGE, "adapter: embedding row %lld of %lld", (long long)r, (long long)V);
+            memcpy(dst + r * C, src + i * C, (size_t)C * sizeof *dst);
+        }
+    }
+    return LT_OK;
+}
+
+lt_status lt_vocab_record_ids(const char *model_dir, int32_t **ids, size_t *n_out, lt_err *err) {
+    char path[4096];
+    *ids = NULL;
+    *n_out = 0;
+    if (!lt_path_join(path, sizeof path, model_dir, LT_VOCAB_RECORD))
+        return lt_fail(err, LT_ERR_INVALID, "%s: path too long", model_dir);
+    if (!lt_file_exists(path))
+        return lt_fail(err, LT_ERR_INVALID,
+                       "%s has no %s (made by `luxtrain vocab add`); give --train-embeddings all to train every row",
+                       model_dir, LT_VOCAB_RECORD);
+    cJSON *r = NULL;
+    lt_status st = lt_json_load_file(path, &r, err);
+    if (st) return st;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(r, "added_ids"), *x;
+    int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : -1;
+    int32_t *v = n > 0 ? malloc((size_t)n * sizeof *v) : NULL;
+    if (n < 0)
+        st = lt_fail(err, LT_ERR_FORMAT, "%s: \"added_ids\" must be a list of token ids", path);
+    else if (n == 0)
+        st = lt_fail(err, LT_ERR_INVALID, "%s: vocab add added no new ids: no rows to train", path);
+    else if (!v)
+        st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
+    int k = 0;
+    cJSON_ArrayForEach(x, list) {
+        int64_t id;
+        if (st) break;
+        if (!lt_json_int64(x, &id) || id < 0 || id > INT32_MAX)
+            st = lt_fail(err, LT_ERR_FORMAT, "%s: added_ids[%d] is not a token id", path, k);
+        else
+            v[k++] = (int32_t)id;
+    }
+    cJSON_Delete(r);
+    if (st) {
+        free(v);
+        return st;
+    }
+    *ids = v;
+    *n_out = (size_t)n;
     return LT_OK;
 }

@@ -82,16 +82,53 @@ typedef struct lt_peft_tensor {
 lt_status lt_peft_export(const char *out_dir, const lt_peft_config *cfg, const lt_peft_tensor *ts, size_t n,
                          lt_err *err);
 
+/* Trained embeddings next to the LoRA (`train --train-embeddings`), as PEFT
+ * 0.21 writes them:
+ *   new: "trainable_token_indices": [ids] (tied base: lm_head follows) or
+ *        {"embed_tokens": ids, "lm_head": ids} (untied), tensors
+ *        base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta
+ *        and base_model.model.lm_head.token_adapter.trainable_tokens_delta
+ *        (n_ids, hidden) F32: the rows' values (they replace the base rows);
+ *   all: "modules_to_save": ["embed_tokens", "lm_head"] (untied) or
+ *        ["embed_tokens"] with "ensure_weight_tying": true (tied), tensors
+ *        base_model.model.model.embed_tokens.weight / base_model.model.lm_head.weight
+ *        (vocab, hidden) F32. */
+enum { LT_TRAIN_EMB_NONE = 0, LT_TRAIN_EMB_NEW, LT_TRAIN_EMB_ALL };
+/* `luxtrain vocab add` records the ids it added in this file of the model
+ * folder: {"added_ids": [...], "base_vocab_size": N, "vocab_size": M};
+ * `train --train-embeddings new` trains those rows. */
+#define LT_VOCAB_RECORD "luxtrain_vocab.json"
+/* the added_ids of model_dir/LT_VOCAB_RECORD (malloc'd); errors name the file */
+lt_status lt_vocab_record_ids(const char *model_dir, int32_t **ids, size_t *n, lt_err *err);
+typedef struct lt_peft_embed {
+    int mode;           /* LT_TRAIN_EMB_* */
+    int tie;            /* lm_head follows embed_tokens (tied base; "all": ensure_weight_tying) */
+    int head_listed;    /* loaded: the config names lm_head */
+    int64_t rows, cols; /* new: rows = n ids; all: the vocabulary rows */
+    int32_t *ids;       /* new: ascending token ids (export: borrowed; loaded: owned) */
+    float *embed;       /* (rows, cols) */
+    float *head;        /* (rows, cols) or NULL: lm_head unchanged (or tied) */
+} lt_peft_embed;
+
 typedef struct lt_peft_adapter {
     lt_peft_config cfg;
     lt_peft_tensor *t; /* sorted by (layer, target) */
     size_t n;
+    lt_peft_embed emb; /* mode 0: none */
 } lt_peft_adapter;
+
+/* lt_peft_export plus trained embeddings (emb NULL or mode 0: none). */
+lt_status lt_peft_export_embed(const char *out_dir, const lt_peft_config *cfg, const lt_peft_tensor *ts, size_t n,
+                               const lt_peft_embed *emb, lt_err *err);
+/* Write an adapter's embeddings into host f32 tables: embed (V, C) and head
+ * (V, C, NULL when tied) -- what PEFT's forward and merge_and_unload use. */
+lt_status lt_peft_embed_apply(const lt_peft_embed *e, float *embed, float *head, int64_t V, int64_t C, lt_err *err);
 
 /* Read DIR/adapter_config.json and DIR/adapter_model.safetensors. Refuses
  * what we cannot reproduce exactly (DoRA, lora_bias, bias != "none",
  * rank/alpha patterns, fan_in_fan_out, layers_to_transform,
- * modules_to_save, target_modules given as a regex, unknown modules), and
+ * modules_to_save / trainable_token_indices other than the embeddings above,
+ * target_modules given as a regex, unknown modules), and
  * checks every pair of A/B is present with shapes (r, in) / (out, r). */
 lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err);
 /* DIR/adapter_config.json alone (the same checks), no tensors read. */
@@ -99,7 +136,8 @@ lt_status lt_peft_load_config(const char *dir, lt_peft_config *cfg, lt_err *err)
 void lt_peft_free(lt_peft_adapter *a);
 const lt_peft_tensor *lt_peft_find(const lt_peft_adapter *a, int layer, int target);
 /* Check the adapter fits a model: every layer < num_layers, every target in
- * cfg.targets present in every layer, in/out equal lt_lora_target_dims. */
+ * cfg.targets present in every layer, in/out equal lt_lora_target_dims;
+ * embeddings: shapes and ids within the vocabulary, and tying as the model's. */
 lt_status lt_peft_check(const lt_peft_adapter *a, const lt_config *model, lt_err *err);
 
 #ifdef __cplusplus

@@ -2,7 +2,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "lt_fs.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -113,7 +112,7 @@ lt_status lt_fs_replace_dir(const char *tmp, const char *final, lt_err *err) {
     if (st != LT_OK) return st;
     if (lt_is_dir(final)) {
         char tag[128];
-        lt_fs_tmp_tag(tag, sizeof tag);
+        lt_tmp_tag(tag, sizeof tag);
         if (snprintf(old, sizeof old, "%s.old-%s", final, tag) >= (int)sizeof old)
             return lt_fail(err, LT_ERR_INVALID, "%s: path too long", final);
         lt_fs_rm_rf(old);
@@ -132,15 +131,6 @@ lt_status lt_fs_replace_dir(const char *tmp, const char *final, lt_err *err) {
     return lt_fs_fsync_dir(parent, err);
 }
 
-void lt_fs_tmp_tag(char *out, size_t cap) {
-    char host[256] = "";
-    if (gethostname(host, sizeof host - 1) != 0 || !host[0]) snprintf(host, sizeof host, "localhost");
-    host[64] = 0;
-    for (char *c = host; *c; c++)
-        if (!isalnum((unsigned char)*c) && *c != '_' && *c != '.') *c = '_';
-    snprintf(out, cap, "%s-%ld", host, (long)getpid());
-}
-
 int lt_fs_tmp_owner(const char *name, char *host, size_t cap) {
     if (host && cap) host[0] = 0;
     const char *dash = strrchr(name, '-');
@@ -155,7 +145,7 @@ int lt_fs_tmp_owner(const char *name, char *host, size_t cap) {
     if (h == name) hn = 0; /* "<anything>-<pid>": no host (an older luxtrain) */
     if (host && cap) snprintf(host, cap, "%.*s", (int)hn, h);
     char tag[128];
-    lt_fs_tmp_tag(tag, sizeof tag);
+    lt_tmp_tag(tag, sizeof tag);
     size_t mine = strcspn(tag, "-");
     /* a '-' never appears in a tag's host, so the first one ends it */
     if (!hn || hn != mine || strncmp(h, tag, mine)) return LT_FS_TMP_FOREIGN;
@@ -168,12 +158,13 @@ int lt_fs_pid_name_stale(const char *name) { return lt_fs_tmp_owner(name, NULL, 
 int lt_fs_remove_stale_note(const char *dir, const char *stem, FILE *note) {
     DIR *d = opendir(dir);
     if (!d) return 0;
-    size_t n = strlen(stem);
+    size_t n = stem ? strlen(stem) : 0;
     int removed = 0;
     struct dirent *e;
     char path[4096], host[128], tag[128];
     while ((e = readdir(d))) {
-        if (strncmp(e->d_name, stem, n) || (strncmp(e->d_name + n, ".tmp-", 5) && strncmp(e->d_name + n, ".old-", 5)))
+        if (!stem ? !strstr(e->d_name, ".tmp-")
+                  : strncmp(e->d_name, stem, n) || (strncmp(e->d_name + n, ".tmp-", 5) && strncmp(e->d_name + n, ".old-", 5)))
             continue;
         if (!lt_path_join(path, sizeof path, dir, e->d_name)) continue;
         int who = lt_fs_tmp_owner(e->d_name, host, sizeof host);
@@ -181,7 +172,7 @@ int lt_fs_remove_stale_note(const char *dir, const char *stem, FILE *note) {
             lt_fs_rm_rf(path);
             removed++;
         } else if (who == LT_FS_TMP_FOREIGN && note) {
-            lt_fs_tmp_tag(tag, sizeof tag);
+            lt_tmp_tag(tag, sizeof tag);
             tag[strcspn(tag, "-")] = 0;
             fprintf(note, "note: left %s: unfinished, written on %s%s (this is %s); remove it once no run uses it\n",
                     path, host[0] ? "host " : "another host or by an older luxtrain", host, tag);
@@ -192,3 +183,13 @@ int lt_fs_remove_stale_note(const char *dir, const char *stem, FILE *note) {
 }
 
 int lt_fs_remove_stale(const char *dir, const char *stem) { return lt_fs_remove_stale_note(dir, stem, NULL); }
+
+int lt_fs_nonempty_dir(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    struct dirent *e;
+    int any = 0;
+    while (!any && (e = readdir(d))) any = strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return any;
+}

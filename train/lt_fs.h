@@ -34,12 +34,7 @@ lt_status lt_fs_copy_file(const char *src, const char *dst, lt_err *err);
  * leaves either the old or the new folder complete (or the old one under
  * the .old name). fsyncs the parent folder. */
 lt_status lt_fs_replace_dir(const char *tmp, const char *final, lt_err *err);
-/* Temporary names end in "-<host>-<pid>" (e.g. "final.tmp-node7-4242"), so a
- * run folder on a file system shared by several machines is cleaned only by
- * the machine that can tell whether the writer still runs. lt_fs_tmp_tag
- * writes this process's "<host>-<pid>"; <host> is gethostname() with every
- * character outside [A-Za-z0-9_.] ('-' included) replaced by '_'. */
-void lt_fs_tmp_tag(char *out, size_t cap);
+/* Temporary names end in "-<host>-<pid>" (core's lt_tmp_tag). */
 /* Who left `name` ("<anything>-<host>-<pid>")? LT_FS_TMP_STALE: this host,
  * a pid that is not ours and no longer runs (kill(pid, 0) fails with ESRCH);
  * LT_FS_TMP_FOREIGN: another host, or no host in the name (an older
@@ -52,7 +47,9 @@ int lt_fs_tmp_owner(const char *name, char *host, size_t cap);
 int lt_fs_pid_name_stale(const char *name);
 /* Remove the leftovers "<stem>.tmp-<host>-<pid>" and "<stem>.old-<host>-<pid>"
  * in folder `dir` (of lt_export's, lt_ckpt's and lt_fs_replace_dir's writers;
- * stem "" matches lt_ckpt's ".tmp-step-N-<host>-<pid>") whose process is gone;
+ * stem "" matches lt_ckpt's ".tmp-step-N-<host>-<pid>"; stem NULL matches any
+ * "<anything>.tmp-<host>-<pid>", such as tokenize's ".NAME.h5.tmp-<host>-<pid>"
+ * shards and lt_write_file_atomic's files) whose process is gone;
  * returns how many were removed. Those of another host are left, with one
  * line each on `note` when it is not NULL. */
 int lt_fs_remove_stale_note(const char *dir, const char *stem, FILE *note);
@@ -60,6 +57,8 @@ int lt_fs_remove_stale_note(const char *dir, const char *stem, FILE *note);
 int lt_fs_remove_stale(const char *dir, const char *stem);
 /* size of a regular file, -1 if absent */
 int64_t lt_fs_file_size(const char *path);
+/* 1 if path is a folder that exists and holds anything */
+int lt_fs_nonempty_dir(const char *path);
 /* parent folder of path into out ("." if none) */
 void lt_fs_dirname(const char *path, char *out, size_t cap);
 

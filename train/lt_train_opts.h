@@ -42,6 +42,7 @@ typedef struct lt_train_opts {
     double lora_dropout;
     unsigned lora_targets; /* mask of 1u << lt_lora_target */
     int rslora;
+    char *train_embeddings; /* "none" | "new" | "all" (LoRA only) */
     /* batch and length */
     long seq_len, micro_batch, grad_accum, epochs, max_steps;
     /* optimizer and schedule */
@@ -67,7 +68,7 @@ typedef struct lt_train_opts {
     char *grad_reduce_dtype; /* "f32" | "bf16" */
     int dry_run;
     int help; /* --help / -h seen: print lt_train_opts_help, nothing validated */
-    uint64_t given; /* internal: which options were set by the config or a flag */
+    unsigned char given[128]; /* internal: which options were set by the config or a flag (LT_OPT_MAX) */
 } lt_train_opts;
 
 /* Fill with the defaults (allocated strings; free with lt_train_opts_free). */

@@ -3,10 +3,13 @@
 #include "lt_trainer.h"
 
 #include <math.h>
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "lt_eval_adapter.h"
 #include "lt_lora.h"
+#include "lt_json.h"
 
 struct lt_trainer {
     lt_model *m;
@@ -59,8 +62,12 @@ lt_status lt_trainer_create(lt_model *m, const lt_optim_cfg *cfg, int decay_embe
             st = lt_fail(err, LT_ERR_INVALID, "trainer: trainable parameter '%s' has no gradient buffer", p->name);
             break;
         }
-        st = lt_optim_add(t->opt, p->name, p->ndim, p->shape, p->data, lt_trainer_param_dtype(m, p), p->grad,
-                          lt_optim_decay_default(p->name, p->ndim, decay_embeddings), err);
+        const int32_t *rows;
+        int decay = lt_optim_decay_default(p->name, p->ndim, decay_embeddings);
+        if (lt_model_trained_rows(m, &rows) && !lt_trainer_is_lora_param(p->name))
+            decay = 0; /* --train-embeddings new: a decay would shrink the frozen rows too */
+        st = lt_optim_add(t->opt, p->name, p->ndim, p->shape, p->data, lt_trainer_param_dtype(m, p), p->grad, decay,
+                          err);
     }
     if (!st && lt_optim_count(t->opt) == 0) st = lt_fail(err, LT_ERR_INVALID, "trainer: no trainable parameters");
     if (st) {
@@ -463,9 +470,27 @@ lt_status lt_trainer_load_adapter(lt_model *m, const char *dir, lt_peft_config *
             if ((st = be->upload_f32(be, p->data, LT_F32, isB ? pt->B : pt->A, n, err))) goto done;
         }
     }
-    st = be->sync(be, err);
+    if ((st = be->sync(be, err))) goto done;
+    if (a->emb.mode) { /* trained embeddings: their values, and they train on */
+        if ((st = lt_model_apply_peft_embed(m, &a->emb, err)) ||
+            (st = lt_model_train_embeddings(m, a->emb.mode == LT_TRAIN_EMB_NEW ? a->emb.ids : NULL,
+                                            a->emb.mode == LT_TRAIN_EMB_NEW ? (size_t)a->emb.rows : 0, err)))
+            goto done;
+    }
 done:
     lt_peft_free(a);
+    return st;
+}
+
+lt_status lt_trainer_train_embeddings(lt_model *m, const char *model_dir, const char *mode, lt_err *err) {
+    if (!strcmp(mode, "all")) return lt_model_train_embeddings(m, NULL, 0, err);
+    if (strcmp(mode, "new")) return lt_fail(err, LT_ERR_INVALID, "--train-embeddings: unknown mode '%s'", mode);
+    int32_t *v = NULL;
+    size_t n = 0;
+    lt_status st = lt_vocab_record_ids(model_dir, &v, &n, err);
+    if (!st) st = lt_model_train_embeddings(m, v, (size_t)n, err);
+    if (st) lt_wrap(err, st, "--train-embeddings new");
+    free(v);
     return st;
 }
 
@@ -504,7 +529,38 @@ lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg_in, c
         }
     }
     if (!st) st = be->sync(be, err);
-    if (!st) st = lt_peft_export(out_dir, cfg, ts, n, err);
+    /* trained embeddings (lt_model_train_embeddings) */
+    lt_peft_embed emb;
+    memset(&emb, 0, sizeof emb);
+    lt_param *E = lt_model_find_param(m, "model.embed_tokens.weight");
+    lt_param *H = c->tie_word_embeddings ? NULL : lt_model_find_param(m, "lm_head.weight");
+    if (!st && E && E->trainable) {
+        const int32_t *rows;
+        size_t nr = lt_model_trained_rows(m, &rows);
+        emb.mode = nr ? LT_TRAIN_EMB_NEW : LT_TRAIN_EMB_ALL;
+        emb.tie = c->tie_word_embeddings;
+        emb.rows = nr ? (int64_t)nr : c->vocab_size;
+        emb.cols = c->hidden_size;
+        emb.ids = (int32_t *)rows;
+        size_t all = (size_t)c->vocab_size * (size_t)c->hidden_size;
+        float *tab = malloc(all * sizeof *tab);
+        emb.embed = malloc((size_t)emb.rows * (size_t)emb.cols * sizeof(float));
+        emb.head = H ? malloc((size_t)emb.rows * (size_t)emb.cols * sizeof(float)) : NULL;
+        if (!tab || !emb.embed || (H && !emb.head)) st = lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+        for (int k = 0; k < 2 && !st; k++) {
+            lt_param *p = k ? H : E;
+            float *dst = k ? emb.head : emb.embed;
+            if (!p) continue;
+            if (!(st = be->download_f32(be, tab, p->data, be->param_dtype, all, err))) st = be->sync(be, err);
+            for (int64_t i = 0; !st && i < emb.rows; i++)
+                memcpy(dst + i * emb.cols, tab + (size_t)(nr ? rows[i] : i) * (size_t)emb.cols,
+                       (size_t)emb.cols * sizeof *dst);
+        }
+        free(tab);
+    }
+    if (!st) st = lt_peft_export_embed(out_dir, cfg, ts, n, emb.mode ? &emb : NULL, err);
+    free(emb.embed);
+    free(emb.head);
     for (size_t i = 0; i < n; i++) {
         free((void *)ts[i].A);
         free((void *)ts[i].B);

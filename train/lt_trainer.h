@@ -117,6 +117,9 @@ lt_status lt_trainer_add_lora(lt_model *m, const lt_peft_config *cfg, lt_rng *rn
  * and load its A/B values; *cfg receives the adapter's configuration. */
 lt_status lt_trainer_load_adapter(lt_model *m, const char *dir, lt_peft_config *cfg, lt_err *err);
 /* Export the model's LoRA matrices as a PEFT adapter folder. */
+/* --train-embeddings: mode "new" (the rows model_dir/LT_VOCAB_RECORD lists)
+ * or "all"; after the LoRA is added (lt_model_train_embeddings). */
+lt_status lt_trainer_train_embeddings(lt_model *m, const char *model_dir, const char *mode, lt_err *err);
 lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg, const char *out_dir, lt_err *err);
 
 #ifdef __cplusplus

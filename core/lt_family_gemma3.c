@@ -1,0 +1,46 @@
+/* lt_family_gemma3.c -- Gemma 3 text (Gemma3TextConfig defaults, transformers
+ * 5.24; model_type gemma3_text, Gemma3ForCausalLM): Gemma 2's layer (four
+ * (1 + w) norms, embeddings * sqrt(hidden_size), GeGLU, query_pre_attn_scalar,
+ * soft-caps when given -- none by default) plus per-head q/k RMSNorm with
+ * (1 + w); sliding windows on the layers layer_types marks (v5), else every
+ * layer but each sliding_window_pattern-th (default 6: 5 local : 1 global);
+ * two rotary tables: the global layers rope_theta (default 1e6) with
+ * rope_scaling (linear), the local layers rope_local_base_freq (default 1e4)
+ * -- per layer type in v5's rope_parameters. Tied head by default. */
+#include "lt_family.h"
+
+static const char *const KEYS[] = {"attention_bias",        "hidden_activation",      "query_pre_attn_scalar",
+                                   "attn_logit_softcapping", "final_logit_softcapping", "sliding_window",
+                                   "layer_types",           "use_bidirectional_attention", "cache_implementation",
+                                   "rope_local_base_freq",  "sliding_window_pattern", NULL};
+static const char *const FIXTURES[] = {"gemma3", NULL};
+
+const lt_family lt_family_gemma3 = {
+    .arch = LT_ARCH_GEMMA3,
+    .model_type = "gemma3_text",
+    .class_name = "Gemma3ForCausalLM",
+    .keys = KEYS,
+    .kv_heads_default = 4,
+    .head_dim_default = 256,
+    .max_pos_default = 131072,
+    .window_default = 4096,
+    .rms_eps_default = 1e-6,
+    .window = LT_WINDOW_LAYERS,
+    .attn_bias = LT_ATTN_BIAS_QKVO,
+    .qk_norm = LT_QK_NORM_HEAD,
+    .fixtures = FIXTURES,
+    .norm_offset = 1.0f,
+    .sandwich_norm = 1,
+    .embed_scale = 1,
+    .act_key = "hidden_activation",
+    .act_default = "gelu_pytorch_tanh",
+    .softcaps = 1,
+    .attn_scalar_default = 256,
+    .attn_softcap_default = 0,
+    .final_softcap_default = 0,
+    .tie_default = 1,
+    .window_pattern = 6,
+    .rope_per_type = 1,
+    .rope_theta_default = 1000000.0,
+    .rope_local_theta_default = 10000.0,
+};

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# test_gguf_export.sh -- `luxtrain export --gguf OUT.gguf --model DIR [--adapter A] [--type T]`:
+#   every model of tests/fixtures/gguf/models.txt (the sample model and one
+#   tiny model per family, with a fixture tokenizer) in f32, f16, bf16 and
+#   q8_0, read back with llama.cpp's `gguf` package and checked against
+#   config.json, the tokenizer files and the safetensors values
+#   (tests/gguf_check.py); the default type (bf16 for the BF16 sample model);
+#   a LoRA adapter merged in; from checkpoints (`export CHECKPOINT --gguf`):
+#   a full run's F32 weights, a LoRA run's adapter (the same file as
+#   --adapter RUN/final); errors: an unknown --type, an existing OUT without
+#   --overwrite (kept as it was), an olmo2 model whose head_dim llama.cpp
+#   cannot take, a family without a gguf entry (phi3), a model without
+#   tokenizer.json, f16 of a
+#   weight beyond its range, a
+#   SentencePiece-style tokenizer, not a checkpoint, a checkpoint with
+#   --adapter, --out with --gguf, no source, --type without --gguf -- each
+#   leaves no OUT.tmp-* behind.
+. "$(dirname "$0")/lt_test_lib.sh"
+ok() { echo "ok   $*"; }
+
+if [ ! -x "$bin" ]; then echo "FAIL: luxtrain binary '$bin' not built" >&2; exit 1; fi
+[ -n "$py" ] && "$py" -c "import gguf, numpy" 2>/dev/null \
+  || lt_skip "no Python with the gguf package (LT_PYTHON='$py'; tools/requirements-test.txt)"
+lt_need_model
+lt_enter_tmp
+check="$src/tests/gguf_check.py"
+
+# a model folder with the tokenizer files (the fixture models have none)
+model_dir() { # NAME MODEL TOKENIZER -> prints the folder
+    local name=$1 m=$src/$2 t=$3 f
+    if [ "$t" == "-" ]; then echo "$m"; return; fi
+    mkdir -p "models/$name"
+    for f in "$m"/config.json "$m"/model*.safetensors "$m"/model.safetensors.index.json; do
+        [ -e "$f" ] && ln -sf "$f" "models/$name/"
+    done
+    ln -sf "$src/$t"/* "models/$name/"
+    echo "models/$name"
+}
+
+while read -r name mdir tdir; do
+    case "$name" in '#'* | '') continue ;; esac
+    d=$(model_dir "$name" "$mdir" "$tdir")
+    for t in f32 f16 bf16 q8_0; do
+        "$bin" export --gguf "$name.$t.gguf" --model "$d" --type "$t" >"$name.$t.txt" 2>&1 \
+          || { fail "$name $t: $(tail -2 "$name.$t.txt")"; continue; }
+        "$py" "$check" check "$name.$t.gguf" "$d" "$t" >"$name.$t.check" 2>&1 \
+          && ok "$name $t: $(tail -1 "$name.$t.check")" || fail "$name $t: $(tail -3 "$name.$t.check")"
+    done
+done <"$src/tests/fixtures/gguf/models.txt"
+
+# the default type follows the model: the sample model is BF16
+"$bin" export --gguf default.gguf --model "$model" >default.txt 2>&1 || fail "default type: $(cat default.txt)"
+cmp -s default.gguf sample.bf16.gguf && ok "default type of a BF16 model is bf16" \
+  || fail "the default export of the BF16 sample model is not its --type bf16 export"
+
+# a LoRA adapter merged in (PEFT format, q/v/down)
+d=models/llama
+"$py" "$check" adapter "$d" adapter >adapter.txt 2>&1 || fail "writing the adapter: $(cat adapter.txt)"
+for t in f32 q8_0; do
+    "$bin" export --gguf "lora.$t.gguf" --model "$d" --adapter adapter --type "$t" >"lora.$t.txt" 2>&1 \
+      || fail "--adapter $t: $(tail -2 "lora.$t.txt")"
+    "$py" "$check" check "lora.$t.gguf" "$d" "$t" adapter >"lora.$t.check" 2>&1 \
+      && ok "--adapter $t: $(tail -1 "lora.$t.check")" || fail "--adapter $t: $(tail -3 "lora.$t.check")"
+done
+cmp -s lora.f32.gguf llama.f32.gguf && fail "--adapter changed nothing"
+
+# from a checkpoint: a full run's weights, a LoRA run's adapter, on the base model
+lt_tokenize_sample shards
+common=(--data shards/train-00000.h5 --seq-len 64 --micro-batch 2 --epochs 0 --max-steps 2 --lr 1e-2
+        --save-every 2 --device cpu --threads 1)
+"$bin" train --model "$model" --out full "${common[@]}" >full.txt 2>&1 || fail "full train: $(tail -3 full.txt)"
+"$bin" train --model "$model" --out lora --lora-rank 4 --lora-alpha 8 --lora-targets q,k,v,down "${common[@]}" \
+  >lora.txt 2>&1 || fail "LoRA train: $(tail -3 lora.txt)"
+# full: the checkpoint's F32 weights (a folder holding them as model.safetensors is the reference)
+mkdir -p ckf && ln -sf "$model"/{config.json,tokenizer.json,tokenizer_config.json} ckf/
+ln -sf "$PWD/full/checkpoints/step-000002/weights.safetensors" ckf/model.safetensors
+"$bin" export full/checkpoints/step-000002 --gguf full.gguf --type f32 >fc.txt 2>&1 || fail "full checkpoint: $(cat fc.txt)"
+"$bin" export --gguf ckf.gguf --model ckf --type f32 >ckf.txt 2>&1 || fail "checkpoint weights folder: $(cat ckf.txt)"
+"$py" "$check" same full.gguf ckf.gguf >same.txt 2>&1 && "$py" "$check" check full.gguf ckf f32 >>same.txt 2>&1 \
+  && ok "full checkpoint: $(tail -1 same.txt)" || fail "full checkpoint: $(tail -2 same.txt)"
+"$py" "$check" same full.gguf sample.f32.gguf >/dev/null 2>&1 && fail "the full checkpoint exported the base weights"
+# LoRA: the same file as the run's final adapter merged into the base model
+"$bin" export lora/checkpoints/step-000002 --gguf lc.gguf --type q8_0 >lc.txt 2>&1 || fail "LoRA checkpoint: $(cat lc.txt)"
+"$bin" export --gguf lf.gguf --model "$model" --adapter lora/final --type q8_0 >lf.txt 2>&1 || fail "final: $(cat lf.txt)"
+cmp -s lc.gguf lf.gguf && ok "LoRA checkpoint = its final adapter merged" || fail "LoRA checkpoint differs from --adapter final"
+"$py" "$check" check lc.gguf "$model" q8_0 lora/final >lcc.txt 2>&1 && ok "LoRA checkpoint: $(tail -1 lcc.txt)" \
+  || fail "LoRA checkpoint: $(tail -2 lcc.txt)"
+
+# errors
+expect_fail() { # WHAT PATTERN ARGS...: exits non-zero, says PATTERN, leaves no temporary file
+    local what=$1 pat=$2
+    shift 2
+    if "$bin" export "$@" >err.txt 2>&1; then fail "$what: succeeded"; return; fi
+    grep -q -- "$pat" err.txt && ok "$what: $(head -1 err.txt)" || fail "$what: said '$(cat err.txt)', not '$pat'"
+    ls ./*.tmp-* >/dev/null 2>&1 && fail "$what: left $(ls ./*.tmp-*)"
+    rm -f ./*.tmp-*
+}
+expect_fail "unknown --type" "--type expects one of f16, bf16, q8_0, f32, got .q4_0." --gguf x.gguf --model "$model" --type q4_0
+cp llama.f16.gguf keep.gguf
+expect_fail "existing OUT" "overwrite" --gguf keep.gguf --model models/llama --type f32
+cmp -s keep.gguf llama.f16.gguf || fail "an existing OUT was changed without --overwrite"
+"$bin" export --gguf keep.gguf --model models/llama --type f32 --overwrite >ow.txt 2>&1 \
+  && cmp -s keep.gguf llama.f32.gguf && ok "--overwrite replaces OUT" || fail "--overwrite: $(cat ow.txt)"
+mkdir -p olmo16 && ln -sf "$src/tests/fixtures/models/olmo2"/{config.json,model.safetensors} olmo16/
+ln -sf "$src/tests/fixtures/gguf/tok_cl100k"/* olmo16/
+expect_fail "olmo2 with head_dim != hidden / heads" "head_dim 16 with 4 heads is not hidden_size 48" --gguf x.gguf \
+  --model olmo16
+expect_fail "phi3 (no gguf entry)" "GGUF export does not support model family 'phi3'" --gguf x.gguf \
+  --model "$src/tests/fixtures/models/phi3"
+expect_fail "no tokenizer.json" "tokenizer.json: missing" --gguf x.gguf --model "$src/tests/fixtures/models/qwen2"
+mkdir -p spm && ln -sf "$src/tests/fixtures/models/llama"/{config.json,model.safetensors} spm/
+"$py" - "$src/tests/fixtures/gguf/tok_llama3/tokenizer.json" spm/tokenizer.json <<'EOF'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+t["decoder"] = None
+json.dump(t, open(sys.argv[2], "w"))
+EOF
+expect_fail "SentencePiece-style tokenizer" "byte-level BPE" --gguf x.gguf --model spm
+mkdir -p big && ln -sf "$src/tests/fixtures/models/llama/config.json" "$src/tests/fixtures/gguf/tok_llama3"/* big/
+"$py" - "$src/tests/fixtures/models/llama/model.safetensors" big/model.safetensors <<'EOF'
+import json, struct, sys
+import numpy as np
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])["model.layers.1.mlp.up_proj.weight"]
+assert h["dtype"] == "F32"
+b[8 + n + h["data_offsets"][0] + 12:8 + n + h["data_offsets"][0] + 16] = np.float32(-7e4).tobytes()
+open(sys.argv[2], "wb").write(b)
+EOF
+expect_fail "a weight beyond f16's range" "up_proj.weight.*-70000 at 3, beyond f16's range" --gguf x.gguf --model big \
+  --type f16
+"$bin" export --gguf big.gguf --model big --type bf16 >big.txt 2>&1 && ok "the same model as bf16" \
+  || fail "bf16 of a model beyond f16's range: $(cat big.txt)"
+expect_fail "--gguf: not a checkpoint" "step-1" some/checkpoints/step-1 --gguf x.gguf
+expect_fail "--gguf, checkpoint and --adapter" "holds its adapter" lora/checkpoints/step-000002 --gguf x.gguf \
+  --adapter lora/final
+expect_fail "--gguf with --out" "not used with it" --gguf x.gguf --model "$model" --out dir
+expect_fail "--gguf without a source" "needs --model DIR or a checkpoint" --gguf x.gguf
+expect_fail "--type without --gguf" "option of export --gguf" some/checkpoints/step-1 --out dir --type f16
+[ -e x.gguf ] && fail "a failed export left x.gguf"
+
+lt_finish

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""gen_gguf_fixtures.py -- fixtures of the GGUF export tests (tests/fixtures/gguf/).
+
+  tokenizers   (the test venv: tokenizers, tools/requirements-test.txt)
+      tok_llama3/, tok_qwen2/: tokenizer.json + tokenizer_config.json of a
+      128-token byte-level BPE (the smallest fixture vocabulary; the GGUF pads
+      larger ones), built with Hugging Face `tokenizers` from the sample model's tokenizer:
+      the 94 printable ASCII symbols, space and newline, its first merges
+      whose parts are already in, and three special tokens. tok_llama3 splits
+      with the Llama 3 (cl100k) regex, ignore_merges, and adds <|endoftext|>
+      as BOS (TemplateProcessing); tok_qwen2 with Qwen2's regex, no BOS;
+      tok_cl100k (OLMo 2's kind) with the Llama 3 regex, merges always
+      applied, no BOS. olmo2_hd12/: an OLMo 2 model as the olmo2 fixture but
+      with head_dim = hidden / heads (llama.cpp's olmo2 assumes it), random
+      weights.
+  logits LUXTRAIN  (tools/requirements-gguf.txt: llama-cpp-python, numpy)
+      llama_cpp_logits.safetensors: for every model in models.txt and every
+      type (f32, f16, bf16, q8_0), the GGUF that `LUXTRAIN export --gguf`
+      writes, run through llama.cpp (llama-cpp-python) on TOKENS: logits
+      (T, vocab) as "<model>.<type>", and "tokens".
+
+models.txt: one line per model, "<name> <model folder> <tokenizer folder or ->",
+paths relative to the source tree (the tests read it too).
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(HERE)
+OUT = os.path.join(SRC, "tests", "fixtures", "gguf")
+TYPES = ["f32", "f16", "bf16", "q8_0"]
+TOKENS = [5, 17, 3, 42, 99, 120, 7, 64, 110, 2]
+VOCAB = 128  # the smallest fixture vocabulary (llama_tied); larger ones are padded
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+             r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+            r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def models():
+    with open(os.path.join(OUT, "models.txt")) as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                name, mdir, tdir = line.split()
+                yield name, os.path.join(SRC, mdir), None if tdir == "-" else os.path.join(SRC, tdir)
+
+
+def gen_tokenizers():
+    from tokenizers import Regex, Tokenizer, decoders, models as tm, pre_tokenizers, processors
+
+    with open(os.path.join(SRC, "data", "sample", "model", "tokenizer.json")) as f:
+        sample = json.load(f)
+    with open(os.path.join(SRC, "data", "sample", "model", "tokenizer_config.json")) as f:
+        template = json.load(f)["chat_template"]
+    n = VOCAB - len(SPECIALS)
+    vocab = {chr(c): i for i, c in enumerate(range(0x21, 0x7F))}  # byte-level '!'..'~'
+    vocab["\u0120"] = len(vocab)  # 'Ġ' space
+    vocab["\u010a"] = len(vocab)  # 'Ċ' newline
+    merges = []
+    for m in sample["model"]["merges"]:
+        a, b = m.split(" ") if isinstance(m, str) else m
+        if len(vocab) >= n:
+            break
+        if a in vocab and b in vocab and a + b not in vocab:
+            vocab[a + b] = len(vocab)
+            merges.append((a, b))
+    for kind, regex, bos, ignore in (("llama3", LLAMA3_RE, True, True), ("qwen2", QWEN2_RE, False, False),
+                                     ("cl100k", LLAMA3_RE, False, False)):
+        tok = Tokenizer(tm.BPE(vocab=dict(vocab), merges=list(merges), ignore_merges=ignore))
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(regex), behavior="isolated"),
+             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tok.decoder = decoders.ByteLevel()
+        tok.add_special_tokens(SPECIALS)
+        if bos:
+            tok.post_processor = processors.TemplateProcessing(
+                single="<|endoftext|> $A", pair="<|endoftext|> $A <|endoftext|> $B",
+                special_tokens=[("<|endoftext|>", vocab.__len__())])
+        assert tok.get_vocab_size() == VOCAB
+        d = os.path.join(OUT, "tok_" + kind)
+        os.makedirs(d, exist_ok=True)
+        tok.save(os.path.join(d, "tokenizer.json"))
+        cfg = {"bos_token": "<|endoftext|>" if bos else None, "eos_token": "<|im_end|>",
+               "pad_token": "<|endoftext|>", "chat_template": template,
+               "tokenizer_class": "PreTrainedTokenizerFast"}
+        with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+            json.dump(cfg, f, indent=2, sort_keys=True)
+            f.write("\n")
+        print("wrote", d)
+
+
+def gen_olmo2():
+    """olmo2_hd12/: the olmo2 fixture's config with head_dim = hidden / heads (llama.cpp's olmo2
+    graph assumes it; the fixture's head_dim 16 is refused), random weights (seed 0)"""
+    import numpy as np
+
+    with open(os.path.join(SRC, "tests", "fixtures", "models", "olmo2", "config.json")) as f:
+        cfg = json.load(f)
+    cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+    H, F, V, hd = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["head_dim"]
+    q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    rng = np.random.default_rng(0)
+    t = {"model.embed_tokens.weight": (V, H), "model.norm.weight": (H,), "lm_head.weight": (V, H)}
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        t.update({p + "self_attn.q_proj.weight": (q, H), p + "self_attn.k_proj.weight": (kv, H),
+                  p + "self_attn.v_proj.weight": (kv, H), p + "self_attn.o_proj.weight": (H, q),
+                  p + "self_attn.q_norm.weight": (q,), p + "self_attn.k_norm.weight": (kv,),
+                  p + "post_attention_layernorm.weight": (H,), p + "post_feedforward_layernorm.weight": (H,),
+                  p + "mlp.gate_proj.weight": (F, H), p + "mlp.up_proj.weight": (F, H),
+                  p + "mlp.down_proj.weight": (H, F)})
+    out = {}
+    for n, shape in t.items():
+        a = 1.0 + 0.1 * rng.standard_normal(shape) if len(shape) == 1 else 0.2 * rng.standard_normal(shape)
+        out[n] = ("F32", a.astype(np.float32))
+    d = os.path.join(OUT, "olmo2_hd12")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+    write_safetensors(os.path.join(d, "model.safetensors"), out)
+    print("wrote", d)
+
+
+def model_folder(tmp, name, mdir, tdir):
+    """the model folder with the tokenizer files (the fixture models have none)"""
+    if not tdir:
+        return mdir
+    d = os.path.join(tmp, name)
+    os.makedirs(d)
+    for f in os.listdir(mdir):
+        if f.endswith(".safetensors") and not f.startswith("expected") or f in ("config.json",
+                                                                                "model.safetensors.index.json"):
+            os.symlink(os.path.join(mdir, f), os.path.join(d, f))
+    for f in os.listdir(tdir):
+        os.symlink(os.path.join(tdir, f), os.path.join(d, f))
+    return d
+
+
+def write_safetensors(path, tensors):
+    import numpy as np
+
+    header, blobs, off = {}, [], 0
+    for name, (dtype, arr) in tensors.items():
+        b = np.ascontiguousarray(arr).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def gen_logits(luxtrain):
+    import numpy as np
+    from llama_cpp import Llama
+
+    out = {"tokens": ("I32", np.array(TOKENS, dtype=np.int32))}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, mdir, tdir in models():
+            d = model_folder(tmp, name, mdir, tdir)
+            for t in TYPES:
+                g = os.path.join(tmp, f"{name}.{t}.gguf")
+                subprocess.run([luxtrain, "export", "--gguf", g, "--model", d, "--type", t], check=True)
+                # KV cache in f32 (type 0): the logits then differ from luxtrain's by the weights' type
+                # and ggml's matmul inputs only (ggml's CPU matmul rounds the activations to the
+                # weights' vec_dot type: f16, bf16 or q8_0 blocks)
+                llm = Llama(model_path=g, n_ctx=64, n_batch=64, logits_all=True, n_threads=1, verbose=False,
+                            seed=0, type_k=0, type_v=0, flash_attn=False)
+                llm.eval(TOKENS)
+                logits = np.array(llm.scores[: len(TOKENS)], dtype=np.float32)
+                out[f"{name}.{t}"] = ("F32", logits)
+                print(name, t, logits.shape, float(np.abs(logits).max()))
+                del llm
+    write_safetensors(os.path.join(OUT, "llama_cpp_logits.safetensors"), out)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["tokenizers"]:
+        gen_tokenizers()
+        gen_olmo2()
+    elif sys.argv[1:2] == ["logits"] and len(sys.argv) == 3:
+        gen_logits(os.path.abspath(sys.argv[2]))
+    else:
+        sys.exit(__doc__)
