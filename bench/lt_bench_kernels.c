@@ -66,6 +66,7 @@ static const mshape M_14B = {"qwen2.5-14b", 5120, 40, 8, 128, 13824, 152064, 48}
 static const mshape M_TINY = {"tiny", 64, 4, 2, 16, 176, 1000, 2};
 static const mshape M_SMALL = {"small", 256, 8, 2, 32, 688, 8000, 2};
 static const mshape M_GEMMA2 = {"gemma-2-2b", 2304, 8, 4, 256, 9216, 256000, 26};
+static const mshape M_PHI4 = {"phi-4-mini", 3072, 24, 8, 128, 8192, 200064, 32}; /* partial rotary 0.75, LongRoPE */
 
 /* ------------------------------------------------------------------------ */
 /* results                                                                  */
@@ -687,36 +688,39 @@ typedef struct {
     void *x;
     int32_t *pos;
     float *inv_freq;
-    int N, H, D;
+    int N, H, D, R;
+    float scale;
 } rope_arg;
 
 static void fn_rope_fwd(void *p) {
     rope_arg *a = p;
-    a->be->rope_fwd(a->be, a->x, a->pos, a->inv_freq, a->N, a->H, a->D);
+    a->be->rope_fwd(a->be, a->x, a->pos, a->inv_freq, a->N, a->H, a->D, a->R, a->scale);
 }
 static void fn_rope_bwd(void *p) {
     rope_arg *a = p;
-    a->be->rope_bwd(a->be, a->x, a->pos, a->inv_freq, a->N, a->H, a->D);
+    a->be->rope_bwd(a->be, a->x, a->pos, a->inv_freq, a->N, a->H, a->D, a->R, a->scale);
 }
 
-static void case_rope(bench *b, const mshape *m, int N, int T) {
+/* R: rotary dims (m->hd: full rotary; fewer: partial, as Phi-4-mini), scale:
+ * LongRoPE's cos/sin factor */
+static void case_rope(bench *b, const mshape *m, int N, int T, int R, float scale) {
     result *rf, *rb;
-    const char *k[] = {"N", "H", "D"};
-    long v[] = {N, m->hq, m->hd};
-    if (!two_results(b, "rope_fwd", "rope_bwd", m->name, k, v, 3, &rf, &rb)) return;
+    const char *k[] = {"N", "H", "D", "R"};
+    long v[] = {N, m->hq, m->hd, R};
+    if (!two_results(b, "rope_fwd", "rope_bwd", m->name, k, v, 4, &rf, &rb)) return;
     pool pl = {0};
     lt_err e = {{0}};
     rope_arg x = {.be = b->be};
-    x.N = N, x.H = m->hq, x.D = m->hd;
+    x.N = N, x.H = m->hq, x.D = m->hd, x.R = R, x.scale = scale;
     int32_t *pos = malloc((size_t)N * 4);
-    float *inv = malloc((size_t)m->hd / 2 * 4);
+    float *inv = malloc((size_t)R / 2 * 4);
     if (pos && inv) {
         for (int n = 0; n < N; n++) pos[n] = n % T;
-        for (int i = 0; i < m->hd / 2; i++) inv[i] = (float)pow(500000.0, -2.0 * i / m->hd);
+        for (int i = 0; i < R / 2; i++) inv[i] = (float)pow(500000.0, -2.0 * i / R);
     }
     if (!pos || !inv || !(x.x = pool_rand(b, &pl, (size_t)N * m->hq * m->hd, b->be->act_dtype, 41, 1.f, &e)) ||
         !(x.pos = pool_upload(b, &pl, pos, (size_t)N * 4, &e)) ||
-        !(x.inv_freq = pool_upload(b, &pl, inv, (size_t)m->hd / 2 * 4, &e))) {
+        !(x.inv_freq = pool_upload(b, &pl, inv, (size_t)R / 2 * 4, &e))) {
         if (!pos || !inv) lt_fail(&e, LT_ERR_NOMEM, "out of host memory");
         if (rf) setup_failed(b, rf, &e);
         if (rb) setup_failed(b, rb, &e);
@@ -1215,7 +1219,7 @@ static void run_model(bench *b, const mshape *m, int N, int T, const int (*att)[
     for (int i = 0; i < natt && !b->dead; i++) case_attention(b, m, att[i][0], att[i][1]);
     if (!b->dead) case_rmsnorm(b, m, N);
     if (!b->dead) case_add_rmsnorm(b, m, N);
-    if (!b->dead) case_rope(b, m, N, T);
+    if (!b->dead) case_rope(b, m, N, T, m->hd, 1.0f);
     if (!b->dead) case_swiglu(b, m, N);
     if (!b->dead) case_embedding(b, m, N);
     if (!b->dead) case_embed_noise(b, m, N);
@@ -1265,6 +1269,7 @@ static void run_suite(bench *b) {
     if (!b->dead) case_ce(b, "llama-3 vocab", 16384, M_1B.vocab);
     if (!b->dead) case_ce(b, "qwen2.5 vocab", 8192, M_14B.vocab);
     if (!b->dead) case_ce(b, "gemma-3 vocab", 4096, 262144);
+    if (!b->dead) case_rope(b, &M_PHI4, 16384, 4096, 96, 1.19f);
     if (!b->dead) case_adamw(b, &M_1B, 0);
     if (!b->dead) case_adamw(b, &M_8B, 16);
     run_gemma(b, &M_GEMMA2, 8192, 8192, 4096);

@@ -50,8 +50,8 @@ static double rms_bwd_bytes(const lt_op_dims *d) {
     return 3 * V(0) * V(1) * d->a + V(1) * d->p + 4 * V(0) + 8 * V(1);
 }
 static double arms_bytes(const lt_op_dims *d) { return 4 * V(0) * V(1) * d->a + V(1) * d->p + 4 * V(0); }
-/* rope: N H D */
-static double rope_bytes(const lt_op_dims *d) { return 2.0 * V(0) * V(1) * V(2) * d->a + 4 * V(0) + 2 * V(2); }
+/* rope: N H D R (the first R dims of each head rotated, the rest untouched) */
+static double rope_bytes(const lt_op_dims *d) { return 2.0 * V(0) * V(1) * V(3) * d->a + 4 * V(0) + 2 * V(3); }
 /* swiglu: N F */
 static double swi_fwd_bytes(const lt_op_dims *d) { return 3.0 * V(0) * V(1) * d->a; }
 static double swi_bwd_bytes(const lt_op_dims *d) { return 5.0 * V(0) * V(1) * d->a; }
@@ -108,8 +108,8 @@ static const lt_op_metric MET_ARMS[] = {
     {"add_rmsnorm_fwd", "R C", "bytes = a (4 R C) + p C + 4 R (read x, r; write h, out)", NULL, arms_bytes},
 };
 static const lt_op_metric MET_ROPE[] = {
-    {"rope_fwd", "N H D", "bytes = 2 a N H D + 4 N + 2 D", NULL, rope_bytes},
-    {"rope_bwd", "N H D", "bytes = 2 a N H D + 4 N + 2 D", NULL, rope_bytes},
+    {"rope_fwd", "N H D R", "bytes = 2 a N H R + 4 N + 2 R", NULL, rope_bytes},
+    {"rope_bwd", "N H D R", "bytes = 2 a N H R + 4 N + 2 R", NULL, rope_bytes},
 };
 static const lt_op_metric MET_ATT[] = {
     {"attention_fwd", "B T Hq Hkv D", "flop = 4 B Hq D T^2 / 2 (causal); bytes = a (2 Nq + 2 Nkv) + 4 B Hq T",
@@ -150,7 +150,10 @@ static const long SH_ARMS[][LT_OP_MAXP] = {
     {1, 64},   {37, 257} /* scalar */, {1000, 128} /* 1 vector per lane */, {5, 136} /* a partial warp */,
     {300, 1024}, {64, 2048}, {9, 3584} /* 14 per lane of 16 */, {33, 4096}, {17, 5120}, {3, 8192},
     {4, 8200} /* past the vector kernel */};
-static const long SH_ROPE[][LT_OP_MAXP] = {{5, 2, 64}, {37, 3, 128}, {20, 4, 256}, {9, 2, 6}};
+/* R: rotary dims (partial rotary when < D); f1000: LongRoPE's cos/sin scale x 1000 */
+static const long SH_ROPE[][LT_OP_MAXP] = {{5, 2, 64, 64, 1000},   {37, 3, 128, 128, 1000}, {20, 4, 256, 256, 1000},
+                                           {9, 2, 6, 6, 1000},     {37, 3, 128, 96, 1190} /* Phi-4-mini */,
+                                           {11, 5, 96, 24, 1000},  {6, 2, 6, 2, 1500}};
 /* docs: 0 one document per sequence, 1 many (one-token ones too), 2 a
  * padding tail, 3 documents up to 300 tokens (spanning tiles) */
 static const long SH_ATT[][LT_OP_MAXP] = {
@@ -192,7 +195,9 @@ static const long CS_NF4[][LT_OP_MAXP] = {{7, 13, 5, 1}, {5, 70, 33, 0}, {3, 64,
 static const long CS_LORA[][LT_OP_MAXP] = {{6, 11, 7, 3, 1}, {9, 8, 5, 1, 0}, {3, 16, 12, 4, 1}};
 static const long CS_RMS[][LT_OP_MAXP] = {{5, 16}, {7, 33}, {3, 2}, {2, 130}};
 static const long CS_ARMS[][LT_OP_MAXP] = {{5, 16}, {7, 33}, {1, 1}, {3, 130}};
-static const long CS_ROPE[][LT_OP_MAXP] = {{7, 3, 8, 8192}, {5, 2, 2, 100}, {4, 1, 34, 131071}};
+static const long CS_ROPE[][LT_OP_MAXP] = {{7, 3, 8, 8192, 8, 1000},    {5, 2, 2, 100, 2, 1000},
+                                           {4, 1, 34, 131071, 34, 1000}, {6, 3, 16, 9000, 12, 1190} /* partial, LongRoPE */,
+                                           {5, 2, 10, 300, 2, 1000},     {3, 2, 12, 50, 6, 1500}};
 /* LA = 0: the fixed document layouts of test_cpu_ops.c (one-token
  * documents, GQA 1/2/4, 64-row query blocks); else two documents of LA and
  * LB tokens packed in one sequence equal separate runs */
@@ -256,8 +261,8 @@ const lt_op_entry lt_op_table[] = {
      N_(CS_RMS), MET_RMS, N_(MET_RMS)},
     {"add_rmsnorm", "add_rmsnorm_fwd", "residual add fused with RMSNorm (in place too)", "R C", SH_ARMS, N_(SH_ARMS),
      "", "R C", CS_ARMS, N_(CS_ARMS), MET_ARMS, N_(MET_ARMS)},
-    {"rope", "rope_fwd rope_bwd", "rotary position embedding, in place", "N H D", SH_ROPE, N_(SH_ROPE), "",
-     "N H D max_pos", CS_ROPE, N_(CS_ROPE), MET_ROPE, N_(MET_ROPE)},
+    {"rope", "rope_fwd rope_bwd", "rotary position embedding (partial, scaled cos/sin), in place", "N H D R f1000",
+     SH_ROPE, N_(SH_ROPE), "", "N H D max_pos R f1000", CS_ROPE, N_(CS_ROPE), MET_ROPE, N_(MET_ROPE)},
     {"attention", "attention_fwd attention_bwd", "causal GQA attention over packed documents",
      "B T Hq Hkv D docs", SH_ATT, N_(SH_ATT), "attention v1, v2", "LA LB Hq Hkv D", CS_ATT, N_(CS_ATT), MET_ATT,
      N_(MET_ATT)},

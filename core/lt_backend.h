@@ -103,14 +103,21 @@ struct lt_backend {
     void (*rmsnorm_bwd)(lt_backend *be, void *dx, int acc_dx, float *dw, const void *dout, const void *x,
                         const void *w, const float *rstd, int R, int C);
 
-    /* Rotary embedding in place, Hugging Face "rotate_half" layout: for
-     * i < D/2 the pair (x[i], x[i + D/2]) is rotated by angle pos[n]*inv_freq[i].
-     * x (N, H, D) act; pos (N) i32; inv_freq (D/2) f32 (llama3 scaling already
-     * folded in). The angle is the fp32 product (float)pos[n] * inv_freq[i], as
-     * transformers computes it (this matters at large positions).
-     * rope_bwd applies the inverse rotation to the gradient. */
-    void (*rope_fwd)(lt_backend *be, void *x, const int32_t *pos, const float *inv_freq, int N, int H, int D);
-    void (*rope_bwd)(lt_backend *be, void *dx, const int32_t *pos, const float *inv_freq, int N, int H, int D);
+    /* Rotary embedding in place, Hugging Face "rotate_half" layout over the
+     * first R dims of each head (partial rotary; R = D for most models): for
+     * i < R/2 the pair (x[i], x[i + R/2]) is rotated by angle pos[n]*inv_freq[i]
+     * and multiplied by `scale` (LongRoPE's attention factor, transformers'
+     * attention_scaling on cos and sin; 1 otherwise); dims R..D-1 pass
+     * through. x (N, H, D) act; pos (N) i32; inv_freq (R/2) f32 (llama3 /
+     * LongRoPE scaling already folded in); R even, 2 <= R <= D. The angle is
+     * the fp32 product (float)pos[n] * inv_freq[i], as transformers computes
+     * it (this matters at large positions), and cos, sin are scaled in fp32.
+     * rope_bwd applies the transposed map to the gradient (the inverse
+     * rotation, times scale). */
+    void (*rope_fwd)(lt_backend *be, void *x, const int32_t *pos, const float *inv_freq, int N, int H, int D, int R,
+                     float scale);
+    void (*rope_bwd)(lt_backend *be, void *dx, const int32_t *pos, const float *inv_freq, int N, int H, int D, int R,
+                     float scale);
 
     /* Causal, document-separated, grouped-query attention.
      * q (N, Hq, D), k, v (N, Hkv, D), out (N, Hq, D) act; Hq % Hkv == 0, query

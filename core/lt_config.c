@@ -101,17 +101,58 @@ static lt_status get_token_id(const cJSON *o, const char *key, int *out, const c
 typedef struct {
     int have_theta;
     double theta;
-    int type; /* 0 default, 1 llama3, 2 linear (factor) */
+    int type; /* lt_rope_type: 0 default, 1 llama3, 2 linear (factor), 3 longrope */
     double factor, low, high;
     int omp;
+    /* longrope (phi3): the factor lists, optional factor / attention_factor */
+    const cJSON *short_f, *long_f;
+    int has_factor, has_attn;
+    double attn;
+    /* partial_rotary_factor inside the dict (phi3, v5) */
+    int has_prf;
+    double prf;
 } rope_desc;
+
+/* A number key of a rope dict: absent or null -> *has = 0. */
+static lt_status rope_number(const cJSON *o, const char *name, const char *k, int *has, double *out, const char *origin,
+                             lt_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    *has = 0;
+    if (!v || cJSON_IsNull(v)) return LT_OK;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || !(v->valuedouble > 0))
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s.%s must be a positive number, found %s", origin, name, k,
+                       lt_json_kind(v));
+    *has = 1;
+    *out = v->valuedouble;
+    return LT_OK;
+}
+
+/* longrope's short_factor / long_factor: lists of positive numbers (their
+ * length is checked against the rotary dims later) */
+static lt_status rope_factor_list(const cJSON *o, const char *name, const char *k, const cJSON **out,
+                                  const char *origin, lt_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k), *e;
+    int i = 0;
+    if (!cJSON_IsArray(v))
+        return lt_fail(err, LT_ERR_INVALID, "%s: %s.%s must be a list of numbers for rope type longrope, found %s",
+                       origin, name, k, lt_json_kind(v));
+    cJSON_ArrayForEach(e, v) {
+        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble) || !(e->valuedouble > 0))
+            return lt_fail(err, LT_ERR_INVALID, "%s: %s.%s[%d] must be a positive number, found %s", origin, name, k,
+                           i, lt_json_kind(e));
+        i++;
+    }
+    *out = v;
+    return LT_OK;
+}
 
 /* Parse one rope dict `o` named `name` in messages (rope_scaling,
  * rope_parameters, rope_parameters.full_attention). Only keys the rope type
  * reads are accepted; any other key is refused by name. `theta_key`: whether
  * rope_theta may appear inside (v5). */
-static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key, int linear, rope_desc *r,
+static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key, const lt_family *fam, rope_desc *r,
                                  const char *origin, lt_err *err) {
+    const int linear = fam->rope_per_type; /* gemma3's global table */
     lt_status st = LT_OK;
     memset(r, 0, sizeof *r);
     r->factor = r->low = r->high = 1.0;
@@ -132,20 +173,29 @@ static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key
         r->type = 0;
     else if (strcmp(ty->valuestring, "llama3") == 0)
         r->type = 1;
-    else if (linear && strcmp(ty->valuestring, "linear") == 0) /* gemma3's global table */
-        r->type = 2;
+    else if (fam->reads_rope_extras && (!strcmp(ty->valuestring, "longrope") || !strcmp(ty->valuestring, "su")))
+        r->type = LT_ROPE_LONGROPE; /* Phi3Config renames the legacy "su" to longrope */
+    else if (linear && strcmp(ty->valuestring, "linear") == 0)
+        r->type = LT_ROPE_LINEAR;
     else
         return lt_fail(err, LT_ERR_UNSUPPORTED,
-                       "%s: %s.%s = \"%s\" is not supported (only \"default\", \"llama3\"%s)", origin, name, key,
-                       ty->valuestring, linear ? " or \"linear\"" : "");
+                       "%s: %s.%s = \"%s\" is not supported (only \"default\"%s)", origin, name, key,
+                       ty->valuestring,
+                       fam->reads_rope_extras ? ", \"llama3\" or \"longrope\""
+                       : linear               ? ", \"llama3\" or \"linear\""
+                                              : " or \"llama3\"");
     const cJSON *it;
     cJSON_ArrayForEach(it, o) {
         const char *k = it->string;
         int ok = !strcmp(k, "type") || !strcmp(k, "rope_type") || (theta_key && !strcmp(k, "rope_theta"));
-        if (r->type == 1)
+        if (r->type == LT_ROPE_LLAMA3)
             ok = ok || !strcmp(k, "factor") || !strcmp(k, "low_freq_factor") || !strcmp(k, "high_freq_factor") ||
                  !strcmp(k, "original_max_position_embeddings");
-        if (r->type == 2) ok = ok || !strcmp(k, "factor");
+        if (r->type == LT_ROPE_LONGROPE)
+            ok = ok || !strcmp(k, "short_factor") || !strcmp(k, "long_factor") || !strcmp(k, "factor") ||
+                 !strcmp(k, "attention_factor") || !strcmp(k, "original_max_position_embeddings");
+        if (r->type == LT_ROPE_LINEAR) ok = ok || !strcmp(k, "factor");
+        if (fam->reads_rope_extras) ok = ok || !strcmp(k, "partial_rotary_factor");
         if (!ok)
             return lt_fail(err, LT_ERR_UNSUPPORTED,
                            "%s: %s.%s is not understood for rope_type \"%s\" (it would change the rotary "
@@ -162,8 +212,35 @@ static lt_status parse_rope_dict(const cJSON *o, const char *name, int theta_key
             r->theta = th->valuedouble;
         }
     }
+    if (fam->reads_rope_extras) {
+        const cJSON *pf = cJSON_GetObjectItemCaseSensitive(o, "partial_rotary_factor");
+        if (pf && !cJSON_IsNull(pf)) {
+            if (!cJSON_IsNumber(pf))
+                return lt_fail(err, LT_ERR_INVALID, "%s: %s.partial_rotary_factor must be a number, found %s", origin,
+                               name, lt_json_kind(pf));
+            r->has_prf = 1;
+            r->prf = pf->valuedouble;
+        }
+    }
     if (r->type == 0) return LT_OK;
-    if (r->type == 2) { /* linear: inv_freq / factor (transformers' _compute_linear_scaling_rope_parameters) */
+    if (r->type == LT_ROPE_LONGROPE) {
+        const cJSON *om = cJSON_GetObjectItemCaseSensitive(o, "original_max_position_embeddings");
+        if (om && !cJSON_IsNull(om)) {
+            if (!cJSON_IsNumber(om) || floor(om->valuedouble) != om->valuedouble || !(om->valuedouble > 0) ||
+                om->valuedouble > 2147483647.0)
+                return lt_fail(err, LT_ERR_INVALID, "%s: %s.original_max_position_embeddings must be a positive integer",
+                               origin, name);
+            r->omp = (int)om->valuedouble;
+        }
+        lt_status s2;
+        if ((s2 = rope_factor_list(o, name, "short_factor", &r->short_f, origin, err)) ||
+            (s2 = rope_factor_list(o, name, "long_factor", &r->long_f, origin, err)) ||
+            (s2 = rope_number(o, name, "factor", &r->has_factor, &r->factor, origin, err)) ||
+            (s2 = rope_number(o, name, "attention_factor", &r->has_attn, &r->attn, origin, err)))
+            return s2;
+        return LT_OK;
+    }
+    if (r->type == LT_ROPE_LINEAR) { /* inv_freq / factor (transformers' _compute_linear_scaling_rope_parameters) */
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "factor");
         if (!cJSON_IsNumber(f) || !(f->valuedouble >= 1.0))
             return lt_fail(err, LT_ERR_INVALID, "%s: %s.factor must be a number >= 1 for linear scaling, found %s",
@@ -196,9 +273,17 @@ done:
     return st;
 }
 
+/* the scaling settings agree (theta and partial_rotary_factor aside) */
+static int rope_scaling_same(const rope_desc *a, const rope_desc *b) {
+    return a->type == b->type && a->factor == b->factor && a->low == b->low && a->high == b->high &&
+           a->omp == b->omp && a->has_factor == b->has_factor && a->has_attn == b->has_attn && a->attn == b->attn &&
+           (a->short_f == b->short_f || cJSON_Compare(a->short_f, b->short_f, 1)) &&
+           (a->long_f == b->long_f || cJSON_Compare(a->long_f, b->long_f, 1));
+}
+
 static int rope_same(const rope_desc *a, const rope_desc *b) {
-    return a->have_theta == b->have_theta && (!a->have_theta || a->theta == b->theta) && a->type == b->type &&
-           a->factor == b->factor && a->low == b->low && a->high == b->high && a->omp == b->omp;
+    return a->have_theta == b->have_theta && (!a->have_theta || a->theta == b->theta) && rope_scaling_same(a, b) &&
+           a->has_prf == b->has_prf && a->prf == b->prf;
 }
 
 /* The layer types transformers 5 knows for these families. */
@@ -208,14 +293,14 @@ static int is_layer_type(const char *s) { return !strcmp(s, "full_attention") ||
  * dicts must agree (one rotary table), unless `local` is given (gemma3: two
  * tables): then full_attention -> *r, sliding_attention -> *local
  * (*have_local set). */
-static lt_status parse_rope_parameters(const cJSON *rp, rope_desc *r, rope_desc *local, int *have_local,
-                                       const char *origin, lt_err *err) {
+static lt_status parse_rope_parameters(const cJSON *rp, const lt_family *fam, rope_desc *r, rope_desc *local,
+                                       int *have_local, const char *origin, lt_err *err) {
     if (!cJSON_IsObject(rp))
         return lt_fail(err, LT_ERR_INVALID, "%s: rope_parameters must be null or an object, found %s", origin,
                        lt_json_kind(rp));
     const cJSON *first = rp->child;
     int per_type = first && cJSON_IsObject(first);
-    if (!per_type) return parse_rope_dict(rp, "rope_parameters", 1, local != NULL, r, origin, err);
+    if (!per_type) return parse_rope_dict(rp, "rope_parameters", 1, fam, r, origin, err);
     const cJSON *it;
     char name0[96] = "";
     int n = 0;
@@ -226,7 +311,7 @@ static lt_status parse_rope_parameters(const cJSON *rp, rope_desc *r, rope_desc 
             return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: %s: unknown layer type \"%s\" (expected full_attention or "
                            "sliding_attention)", origin, name, it->string);
         rope_desc d;
-        lt_status st = parse_rope_dict(it, name, 1, local != NULL, &d, origin, err);
+        lt_status st = parse_rope_dict(it, name, 1, fam, &d, origin, err);
         if (st != LT_OK) return st;
         if (local) { /* two tables */
             if (!strcmp(it->string, "sliding_attention")) {
@@ -253,7 +338,8 @@ static lt_status parse_rope_parameters(const cJSON *rp, rope_desc *r, rope_desc 
 
 /* RoPE from the v4 keys (rope_theta, rope_scaling) and/or the v5 key
  * (rope_parameters). Where both forms are given they must agree. */
-static lt_status parse_rope(const cJSON *root, const lt_family *fam, lt_config *c, const char *origin, lt_err *err) {
+static lt_status parse_rope(const cJSON *root, const lt_family *fam, lt_config *c, rope_desc *out, const char *origin,
+                            lt_err *err) {
     lt_status st;
     rope_desc v4 = {0}, v5 = {0}, loc5 = {0};
     v4.factor = v4.low = v4.high = 1.0;
@@ -262,7 +348,7 @@ static lt_status parse_rope(const cJSON *root, const lt_family *fam, lt_config *
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
     if (rs && !cJSON_IsNull(rs)) {
-        if ((st = parse_rope_dict(rs, "rope_scaling", 0, fam->rope_per_type, &v4, origin, err)) != LT_OK) return st;
+        if ((st = parse_rope_dict(rs, "rope_scaling", 0, fam, &v4, origin, err)) != LT_OK) return st;
         has4 = 1;
     }
     if (th && !cJSON_IsNull(th)) {
@@ -270,7 +356,8 @@ static lt_status parse_rope(const cJSON *root, const lt_family *fam, lt_config *
         v4.have_theta = has4 = 1;
     }
     if (rp && !cJSON_IsNull(rp)) {
-        if ((st = parse_rope_parameters(rp, &v5, fam->rope_per_type ? &loc5 : NULL, &has_loc5, origin, err)) != LT_OK)
+        if ((st = parse_rope_parameters(rp, fam, &v5, fam->rope_per_type ? &loc5 : NULL, &has_loc5, origin, err)) !=
+            LT_OK)
             return st;
         has5 = 1;
     }
@@ -278,10 +365,11 @@ static lt_status parse_rope(const cJSON *root, const lt_family *fam, lt_config *
         if (v4.have_theta && v5.have_theta && v4.theta != v5.theta)
             return lt_fail(err, LT_ERR_INVALID, "%s: rope_theta = %g conflicts with rope_parameters.rope_theta = %g",
                            origin, v4.theta, v5.theta);
-        if (rs && !cJSON_IsNull(rs) &&
-            (v4.type != v5.type || v4.factor != v5.factor || v4.low != v5.low || v4.high != v5.high ||
-             v4.omp != v5.omp))
+        if (rs && !cJSON_IsNull(rs) && !rope_scaling_same(&v4, &v5))
             return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling conflicts with rope_parameters", origin);
+        if (v4.has_prf && v5.has_prf && v4.prf != v5.prf)
+            return lt_fail(err, LT_ERR_INVALID, "%s: rope_scaling.partial_rotary_factor conflicts with rope_parameters",
+                           origin);
         if (!v5.have_theta) {
             v5.have_theta = v4.have_theta;
             v5.theta = v4.theta;
@@ -296,8 +384,8 @@ static lt_status parse_rope(const cJSON *root, const lt_family *fam, lt_config *
         if ((st = get_double(root, "rope_local_base_freq", 0, ldef, &lb, origin, err)) != LT_OK) return st;
         c->rope_tables = 2;
         c->rope_local_theta = has_loc5 && loc5.have_theta ? loc5.theta : lb;
-        c->rope_local_factor = has_loc5 && loc5.type == 2 ? loc5.factor : 1.0;
-        if (has_loc5 && loc5.type == 1)
+        c->rope_local_factor = has_loc5 && loc5.type == LT_ROPE_LINEAR ? loc5.factor : 1.0;
+        if (has_loc5 && loc5.type == LT_ROPE_LLAMA3)
             return lt_fail(err, LT_ERR_UNSUPPORTED,
                            "%s: rope_parameters.sliding_attention: llama3 scaling on the local table is not supported",
                            origin);
@@ -309,11 +397,13 @@ static lt_status parse_rope(const cJSON *root, const lt_family *fam, lt_config *
             return lt_fail(err, LT_ERR_INVALID, "%s: the local rope theta = %g, expected > 0", origin,
                            c->rope_local_theta);
     }
+    *out = *r;
     c->rope_scaling_type = r->type;
     c->rope_factor = r->factor;
     c->rope_low_freq_factor = r->low;
     c->rope_high_freq_factor = r->high;
     c->rope_original_max_pos = r->omp;
+    /* LongRoPE's lists, length and attention factor: parse_rotary_extras */
     if (!(c->rope_theta > 0.0) || !isfinite(c->rope_theta))
         return lt_fail(err, LT_ERR_INVALID, "%s: %s = %g, expected > 0", origin,
                        has5 && v5.have_theta ? "rope_parameters.rope_theta" : "rope_theta", c->rope_theta);
@@ -431,6 +521,22 @@ static lt_status check_keys(const cJSON *root, const lt_family *fam, const char 
                             lt_err *err) {
     const cJSON *it;
     cJSON_ArrayForEach(it, root) {
+        const char *const(*f)[2] = fam->fixed;
+        for (; f && (*f)[0] && strcmp((*f)[0], it->string); f++) {
+        }
+        if (f && (*f)[0]) { /* accepted at one value only */
+            cJSON *want = cJSON_Parse((*f)[1]);
+            int ok = cJSON_IsNull(it) || (want && cJSON_Compare(it, want, 1));
+            cJSON_Delete(want);
+            if (ok) continue;
+            char *got = cJSON_PrintUnformatted(it);
+            lt_status st = lt_fail(err, LT_ERR_UNSUPPORTED,
+                                   "%s: %s = %.40s is not supported for model_type \"%s\" (only %s; refused rather "
+                                   "than ignored)",
+                                   origin, it->string, got ? got : "?", model_type, (*f)[1]);
+            free(got);
+            return st;
+        }
         if (in_list(COMMON_KEYS, it->string) || in_list(fam->keys, it->string) || is_bookkeeping(it->string))
             continue;
         return lt_fail(err, LT_ERR_UNSUPPORTED,
@@ -438,6 +544,79 @@ static lt_status check_keys(const cJSON *root, const lt_family *fam, const char 
                        "model's math; refused rather than ignored)",
                        origin, it->string, model_type);
     }
+    return LT_OK;
+}
+
+/* partial rotary and LongRoPE (phi3; other families refuse both): the rotary
+ * dims int(head_dim * partial_rotary_factor) (transformers: the rope dict's
+ * value, set from the top-level one), LongRoPE's factor lists (rotary dims / 2
+ * each), its original length (the top-level original_max_position_embeddings
+ * or the family default, which transformers' standardize_rope_params puts
+ * over the dict's) and attention factor (given, or sqrt(1 + ln(factor) /
+ * ln(original)) for factor = max_position_embeddings / original > 1, as
+ * _compute_longrope_parameters does). Needs head_dim and
+ * max_position_embeddings. */
+static lt_status parse_rotary_extras(const cJSON *root, const lt_family *fam, const rope_desc *rd, lt_config *c,
+                                     const char *origin, lt_err *err) {
+    double prf;
+    lt_status st = get_double(root, "partial_rotary_factor", 0, 1.0, &prf, origin, err);
+    if (st) return st;
+    const cJSON *pf = cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor");
+    if (rd->has_prf) {
+        if (pf && !cJSON_IsNull(pf) && prf != rd->prf)
+            return lt_fail(err, LT_ERR_INVALID,
+                           "%s: partial_rotary_factor = %g conflicts with the rope dict's partial_rotary_factor = %g",
+                           origin, prf, rd->prf);
+        prf = rd->prf;
+    }
+    if (prf != 1.0 && !fam->reads_rope_extras)
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: partial_rotary_factor = %g is not supported (only 1.0)", origin,
+                       prf);
+    if (!(prf > 0.0 && prf <= 1.0))
+        return lt_fail(err, LT_ERR_INVALID, "%s: partial_rotary_factor = %g, expected in (0, 1]", origin, prf);
+    c->rotary_dim = (int)((double)c->head_dim * prf);
+    if (c->rotary_dim < 2 || c->rotary_dim % 2)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: rotary dims int(head_dim %d * partial_rotary_factor %g) = %d must be even and >= 2", origin,
+                       c->head_dim, prf, c->rotary_dim);
+    c->rope_attention_factor = 1.0;
+    if (fam->reads_rope_extras && rd->type == LT_ROPE_LLAMA3) /* Phi3Config.validate_rope */
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: rope type \"llama3\" is not supported for model_type \"%s\" "
+                       "(only \"default\" or \"longrope\")", origin, fam->model_type);
+    if (rd->type != LT_ROPE_LONGROPE) return LT_OK;
+    int omp, top;
+    if ((st = get_int(root, "original_max_position_embeddings", 0, fam->omp_default, &omp, &top, origin, err)))
+        return st;
+    if (omp <= 0)
+        return lt_fail(err, LT_ERR_INVALID, "%s: original_max_position_embeddings = %d, expected > 0", origin, omp);
+    if (rd->omp && rd->omp != omp)
+        return lt_fail(err, LT_ERR_INVALID,
+                       "%s: the rope dict's original_max_position_embeddings = %d differs from %s "
+                       "original_max_position_embeddings = %d, which transformers uses for LongRoPE",
+                       origin, rd->omp, top ? "the top-level" : "the default", omp);
+    int pairs = c->rotary_dim / 2;
+    const cJSON *lists[2] = {rd->short_f, rd->long_f};
+    float *dst[2] = {c->rope_short_factor, c->rope_long_factor};
+    static const char *const names[2] = {"short_factor", "long_factor"};
+    for (int k = 0; k < 2; k++) {
+        int n = cJSON_GetArraySize(lists[k]);
+        if (n != pairs)
+            return lt_fail(err, LT_ERR_INVALID,
+                           "%s: longrope %s has %d entries, expected %d (rotary dims %d / 2)", origin, names[k], n,
+                           pairs, c->rotary_dim);
+        if (pairs > LT_ROPE_MAX_PAIRS)
+            return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: longrope %s: %d entries (at most %d)", origin, names[k], n,
+                           LT_ROPE_MAX_PAIRS);
+        int i = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, lists[k]) dst[k][i++] = (float)e->valuedouble;
+    }
+    double factor = rd->has_factor ? rd->factor : (double)c->max_position_embeddings / (double)omp;
+    c->rope_n_factors = pairs;
+    c->rope_original_max_pos = omp;
+    c->rope_factor = factor;
+    c->rope_attention_factor =
+        rd->has_attn ? rd->attn : factor <= 1.0 ? 1.0 : sqrt(1.0 + log(factor) / log((double)omp));
     return LT_OK;
 }
 
@@ -538,13 +717,9 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
                    err));
     if (!(eps > 0.0) || !isfinite(eps)) REFUSE(LT_ERR_INVALID, "%s: rms_norm_eps = %g, expected > 0", origin, eps);
     c.rms_norm_eps = (float)eps;
-    {
-        double prf;
-        TRY(get_double(root, "partial_rotary_factor", 0, 1.0, &prf, origin, err));
-        if (prf != 1.0)
-            REFUSE(LT_ERR_UNSUPPORTED, "%s: partial_rotary_factor = %g is not supported (only 1.0)", origin, prf);
-    }
-    TRY(parse_rope(root, fam, &c, origin, err));
+    rope_desc rd = {0};
+    TRY(parse_rope(root, fam, &c, &rd, origin, err));
+    TRY(parse_rotary_extras(root, fam, &rd, &c, origin, err));
 
     /* ---- biases, norms, windows ---- */
     TRY(get_bool(root, "tie_word_embeddings", fam->tie_default, &c.tie_word_embeddings, origin, err));
@@ -564,6 +739,7 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
         c.mlp_bias = fam->reads_mlp_bias ? mlp_bias : 0;
         c.qk_norm = fam->qk_norm;
         c.post_norm = fam->post_norm;
+        c.fused_proj = fam->fused_proj;
     }
     if (fam->window == LT_WINDOW_LAYERS) {
         /* v5 layer_types, else transformers 4's rule: layers 0, 2, 4, ... slide */
@@ -689,6 +865,17 @@ lt_status lt_config_load(const char *path, lt_config *cfg, lt_err *err) {
     return st;
 }
 
+/* LongRoPE (_compute_longrope_parameters, in float32 as there):
+ * inv_freq[i] = 1 / (factor[i] * theta^(float(2i) / R)), R the rotary dims. */
+static void longrope_inv_freq(const lt_config *cfg, const float *factor, float *inv_freq) {
+    const int R = lt_config_rotary_dim(cfg);
+    const float theta = (float)cfg->rope_theta;
+    for (int i = 0; i < R / 2; i++) {
+        float e = (float)(2 * i) / (float)R;
+        inv_freq[i] = 1.0f / (factor[i] * powf(theta, e));
+    }
+}
+
 /* inv_freq[i] = theta^(-2i/D), then llama3 scaling (transformers'
  * _compute_llama3_parameters): wavelengths above original_max/low_freq_factor
  * are divided by factor, below original_max/high_freq_factor kept, and in
@@ -697,11 +884,15 @@ lt_status lt_config_load(const char *path, lt_config *cfg, lt_err *err) {
  * Computed in double and rounded to float once; transformers computes in
  * float32, so the two differ by a few float32 ulps (see tests/test_config.c). */
 void lt_config_rope_inv_freq(const lt_config *cfg, float *inv_freq) {
-    const int D = cfg->head_dim;
+    const int D = lt_config_rotary_dim(cfg);
     const double pi = 3.14159265358979323846;
+    if (cfg->rope_scaling_type == LT_ROPE_LONGROPE) {
+        longrope_inv_freq(cfg, cfg->rope_short_factor, inv_freq);
+        return;
+    }
     for (int i = 0; i < D / 2; i++) {
         double inv = 1.0 / pow(cfg->rope_theta, (double)(2 * i) / (double)D);
-        if (cfg->rope_scaling_type == 1) {
+        if (cfg->rope_scaling_type == LT_ROPE_LLAMA3) {
             double omp = (double)cfg->rope_original_max_pos, f = cfg->rope_factor;
             double lo = cfg->rope_low_freq_factor, hi = cfg->rope_high_freq_factor;
             double low_wavelen = omp / lo, high_wavelen = omp / hi;
@@ -713,9 +904,24 @@ void lt_config_rope_inv_freq(const lt_config *cfg, float *inv_freq) {
                 inv = (1.0 - smooth) * inv / f + smooth * inv;
             }
         }
-        if (cfg->rope_scaling_type == 2) inv = inv / cfg->rope_factor;
+        if (cfg->rope_scaling_type == LT_ROPE_LINEAR) inv = inv / cfg->rope_factor;
         inv_freq[i] = (float)inv;
     }
+}
+
+void lt_config_rope_inv_freq_long(const lt_config *cfg, float *inv_freq) {
+    if (cfg->rope_scaling_type == LT_ROPE_LONGROPE)
+        longrope_inv_freq(cfg, cfg->rope_long_factor, inv_freq);
+    else
+        lt_config_rope_inv_freq(cfg, inv_freq);
+}
+
+int lt_config_rotary_dim(const lt_config *cfg) {
+    return cfg->rotary_dim > 0 && cfg->rotary_dim <= cfg->head_dim ? cfg->rotary_dim : cfg->head_dim;
+}
+
+float lt_config_rope_scale(const lt_config *cfg) {
+    return cfg->rope_attention_factor > 0 ? (float)cfg->rope_attention_factor : 1.0f;
 }
 
 /* The sliding layers' table (rope_tables = 2): theta rope_local_theta,
@@ -725,7 +931,7 @@ void lt_config_rope_inv_freq_local(const lt_config *cfg, float *inv_freq) {
         lt_config_rope_inv_freq(cfg, inv_freq);
         return;
     }
-    const int D = cfg->head_dim;
+    const int D = lt_config_rotary_dim(cfg);
     for (int i = 0; i < D / 2; i++)
         inv_freq[i] = (float)(1.0 / pow(cfg->rope_local_theta, (double)(2 * i) / (double)D) / cfg->rope_local_factor);
 }

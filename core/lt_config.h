@@ -37,13 +37,19 @@ extern "C" {
 #endif
 
 typedef enum { LT_ARCH_LLAMA = 0, LT_ARCH_MISTRAL, LT_ARCH_QWEN2, LT_ARCH_QWEN3, LT_ARCH_OLMO2, LT_ARCH_GEMMA2,
-               LT_ARCH_GEMMA3 } lt_arch;
+               LT_ARCH_GEMMA3, LT_ARCH_PHI3 } lt_arch;
 
 /* layers whose sliding window the attention applies (layer_sliding) */
 #define LT_MAX_LAYERS 256
 
 /* the MLP's activation (lt_config.mlp_act) */
 typedef enum { LT_ACT_SILU = 0, LT_ACT_GELU_TANH } lt_mlp_act;
+
+/* lt_config.rope_scaling_type */
+typedef enum { LT_ROPE_NONE = 0, LT_ROPE_LLAMA3, LT_ROPE_LINEAR, LT_ROPE_LONGROPE } lt_rope_type;
+
+/* the most LongRoPE factors (rotary pairs) a config may give */
+#define LT_ROPE_MAX_PAIRS 512
 
 typedef struct lt_config {
     lt_arch arch;
@@ -66,7 +72,8 @@ typedef struct lt_config {
     int qk_norm;  /* lt_qk_norm: 1 per head over head_dim (qwen3), 2 over the whole projection (olmo2) */
     int post_norm; /* olmo2: no input norm; RMSNorm on the attention and MLP outputs before the residual add */
     int sliding_window; /* 0 = none */
-    /* rope scaling; rope_scaling_type 0 = none, 1 = llama3, 2 = linear (inv_freq / rope_factor) */
+    /* rope scaling; rope_scaling_type (lt_rope_type) 0 = none, 1 = llama3, 2 = linear (inv_freq / rope_factor),
+     * 3 = longrope (phi3) */
     int rope_scaling_type;
     double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_max_pos;
@@ -90,6 +97,16 @@ typedef struct lt_config {
      * the full layers with rope_theta and the scaling above. */
     int rope_tables;
     double rope_local_theta, rope_local_factor;
+    /* phi3: partial rotary, fused projections, LongRoPE */
+    int rotary_dim; /* dims of each head the rotary embedding turns: int(head_dim * partial_rotary_factor);
+                     * 0 = head_dim */
+    int fused_proj; /* self_attn.qkv_proj (q rows, then k, then v) and mlp.gate_up_proj (gate rows, then up) */
+    /* LongRoPE (rope_scaling_type 3): per-pair divisors of inv_freq for batches whose largest position + 1
+     * is <= rope_original_max_pos (short) or past it (long), and the cos/sin factor (transformers'
+     * attention_scaling; 0 = 1) */
+    int rope_n_factors;
+    float rope_short_factor[LT_ROPE_MAX_PAIRS], rope_long_factor[LT_ROPE_MAX_PAIRS];
+    double rope_attention_factor;
 } lt_config;
 
 /* The sliding window of layer l (0: full attention). */
@@ -99,11 +116,18 @@ int lt_config_layer_window(const lt_config *cfg, int l);
 lt_status lt_config_load(const char *path, lt_config *cfg, lt_err *err);
 /* Parse from a JSON string; `origin` names it in error messages. */
 lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, lt_err *err);
-/* inv_freq[i] for i < head_dim/2, with llama3 scaling applied (as transformers'
- * _compute_llama3_parameters does). */
+/* inv_freq[i] for i < rotary dims / 2 (lt_config_rotary_dim), with llama3
+ * scaling applied (as transformers' _compute_llama3_parameters does), or
+ * LongRoPE's short factors. */
 void lt_config_rope_inv_freq(const lt_config *cfg, float *inv_freq);
 /* The sliding layers' table when rope_tables = 2 (else the same as above). */
 void lt_config_rope_inv_freq_local(const lt_config *cfg, float *inv_freq);
+/* LongRoPE: the table for sequences past rope_original_max_pos (long
+ * factors; = lt_config_rope_inv_freq for other rope types). */
+void lt_config_rope_inv_freq_long(const lt_config *cfg, float *inv_freq);
+/* the rotated dims of each head (even, <= head_dim) and the cos/sin factor */
+int lt_config_rotary_dim(const lt_config *cfg);
+float lt_config_rope_scale(const lt_config *cfg);
 const char *lt_arch_name(lt_arch a);
 
 #ifdef __cplusplus

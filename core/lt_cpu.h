@@ -126,8 +126,10 @@ void lt_cpu_add_rmsnorm_off_fwd(lt_backend *be, void *h, void *out, float *rstd,
                                 const void *w, float w_off, int R, int C, float eps);
 
 /* ---- lt_cpu_rope.c ---- */
-void lt_cpu_rope_fwd(lt_backend *be, void *x, const int32_t *pos, const float *inv_freq, int N, int H, int D);
-void lt_cpu_rope_bwd(lt_backend *be, void *dx, const int32_t *pos, const float *inv_freq, int N, int H, int D);
+void lt_cpu_rope_fwd(lt_backend *be, void *x, const int32_t *pos, const float *inv_freq, int N, int H, int D, int R,
+                     float scale);
+void lt_cpu_rope_bwd(lt_backend *be, void *dx, const int32_t *pos, const float *inv_freq, int N, int H, int D, int R,
+                     float scale);
 
 /* ---- lt_cpu_attention.c ---- */
 void lt_cpu_attention_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,

@@ -6,11 +6,12 @@
 
 extern const lt_family lt_family_llama, lt_family_mistral, lt_family_qwen2, lt_family_qwen3,
     lt_family_olmo2, lt_family_gemma2, lt_family_gemma3;
+extern const lt_family lt_family_phi3;
 
 /* indexed by lt_arch */
 static const lt_family *const FAMILIES[] = {&lt_family_llama, &lt_family_mistral, &lt_family_qwen2,
                                             &lt_family_qwen3, &lt_family_olmo2, &lt_family_gemma2,
-                                            &lt_family_gemma3};
+                                            &lt_family_gemma3, &lt_family_phi3};
 #define N_FAMILIES (sizeof FAMILIES / sizeof FAMILIES[0])
 
 size_t lt_family_count(void) { return N_FAMILIES; }

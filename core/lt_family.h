@@ -94,6 +94,19 @@ typedef struct lt_family {
     int rope_per_type;        /* two rotary tables: rope_parameters.{full,sliding}_attention (v5) or
                                  rope_theta + rope_scaling and rope_local_base_freq (v4) */
     double rope_theta_default, rope_local_theta_default; /* absent thetas (0: 10000) */
+    /* phi3: fused self_attn.qkv_proj and mlp.gate_up_proj weights (and LoRA targets) */
+    int fused_proj;
+    /* phi3: partial_rotary_factor (top level and inside the rope dict), rope type
+     * "longrope" (legacy "su"), and a top-level original_max_position_embeddings
+     * (absent -> omp_default) that LongRoPE uses over the rope dict's, as
+     * transformers' standardize_rope_params does */
+    int reads_rope_extras;
+    int omp_default;
+    /* keys accepted only at one value (or null), {key, JSON value},
+     * NULL-terminated: transformers' module ignores them or they are dropout
+     * (training noise luxtrain does not apply); another value would mean a
+     * model or a training luxtrain does not build */
+    const char *const (*fixed)[2];
 } lt_family;
 
 /* NULL if no family has this model_type. */

@@ -5,18 +5,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const SHORT[LT_LORA_NTARGETS] = {"q", "k", "v", "o", "gate", "up", "down"};
-static const char *const HF[LT_LORA_NTARGETS] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                                 "gate_proj", "up_proj", "down_proj"};
-static const char *const MODULE[LT_LORA_NTARGETS] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                                     "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                                     "mlp.down_proj"};
+static const char *const SHORT[LT_LORA_NTARGETS] = {"q", "k", "v", "o", "gate", "up", "down", "qkv", "gate_up"};
+static const char *const HF[LT_LORA_NTARGETS] = {"q_proj",    "k_proj",  "v_proj",    "o_proj",      "gate_proj",
+                                                 "up_proj",   "down_proj", "qkv_proj", "gate_up_proj"};
+static const char *const MODULE[LT_LORA_NTARGETS] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",   "self_attn.o_proj",  "mlp.gate_proj",
+    "mlp.up_proj",      "mlp.down_proj",    "self_attn.qkv_proj", "mlp.gate_up_proj"};
 /* PEFT's prefix for a decoder layer of a causal LM */
 static const char PEFT_LAYER_PREFIX[] = "base_model.model.model.layers.";
 
 const char *lt_lora_target_short(int t) { return (unsigned)t < LT_LORA_NTARGETS ? SHORT[t] : "?"; }
 const char *lt_lora_target_hf(int t) { return (unsigned)t < LT_LORA_NTARGETS ? HF[t] : "?"; }
-const char *lt_lora_target_block(int t) { return t <= LT_LORA_O ? "self_attn" : "mlp"; }
+const char *lt_lora_target_block(int t) { return t <= LT_LORA_O || t == LT_LORA_QKV ? "self_attn" : "mlp"; }
+
+unsigned lt_lora_targets_for(const lt_config *c, unsigned mask) {
+    const unsigned qkv = (1u << LT_LORA_Q) | (1u << LT_LORA_K) | (1u << LT_LORA_V);
+    const unsigned gu = (1u << LT_LORA_GATE) | (1u << LT_LORA_UP);
+    const unsigned fq = 1u << LT_LORA_QKV, fg = 1u << LT_LORA_GATE_UP;
+    if (c->fused_proj) {
+        if (mask & qkv) mask = (mask & ~qkv) | fq;
+        if (mask & gu) mask = (mask & ~gu) | fg;
+    } else {
+        if (mask & fq) mask = (mask & ~fq) | qkv;
+        if (mask & fg) mask = (mask & ~fg) | gu;
+    }
+    return mask;
+}
 const char *lt_lora_target_module(int t) { return (unsigned)t < LT_LORA_NTARGETS ? MODULE[t] : "?"; }
 
 void lt_lora_target_dims(const lt_config *c, int t, int *in, int *out) {
@@ -28,6 +42,8 @@ void lt_lora_target_dims(const lt_config *c, int t, int *in, int *out) {
     case LT_LORA_O: *in = q, *out = c->hidden_size; break;
     case LT_LORA_GATE:
     case LT_LORA_UP: *in = c->hidden_size, *out = c->intermediate_size; break;
+    case LT_LORA_QKV: *in = c->hidden_size, *out = q + 2 * kv; break;
+    case LT_LORA_GATE_UP: *in = c->hidden_size, *out = 2 * c->intermediate_size; break;
     default: *in = c->intermediate_size, *out = c->hidden_size; break;
     }
 }

@@ -22,15 +22,27 @@ typedef enum {
     LT_LORA_GATE,
     LT_LORA_UP,
     LT_LORA_DOWN,
+    LT_LORA_QKV,     /* fused self_attn.qkv_proj (phi3) */
+    LT_LORA_GATE_UP, /* fused mlp.gate_up_proj (phi3) */
     LT_LORA_NTARGETS
 } lt_lora_target;
 
-#define LT_LORA_ALL_TARGETS ((1u << LT_LORA_NTARGETS) - 1u)
+/* every projection of a layer (q, k, v, o, gate, up, down: the fused
+ * modules of a fused model, see lt_lora_targets_for) */
+#define LT_LORA_ALL_TARGETS ((1u << LT_LORA_QKV) - 1u)
+/* every target bit that means something */
+#define LT_LORA_ANY_TARGETS ((1u << LT_LORA_NTARGETS) - 1u)
 
 const char *lt_lora_target_short(int t);  /* "q", ..., "down" */
 const char *lt_lora_target_hf(int t);     /* "q_proj", ..., "down_proj" */
 const char *lt_lora_target_block(int t);  /* "self_attn" or "mlp" */
 const char *lt_lora_target_module(int t); /* "self_attn.q_proj", ..., "mlp.down_proj" */
+
+/* The targets a model of this configuration adapts for `mask`: with fused
+ * projections (cfg->fused_proj) any of q, k, v means qkv and any of gate, up
+ * means gate_up (PEFT adapts the fused module whole); without, qkv means q,
+ * k, v and gate_up means gate, up. */
+unsigned lt_lora_targets_for(const lt_config *cfg, unsigned mask);
 
 /* in/out features of the target's linear layer for a model configuration. */
 void lt_lora_target_dims(const lt_config *cfg, int t, int *in_features, int *out_features);

@@ -81,12 +81,16 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
         spec_set(&s[k++], nm, nd, d0, d1);                                  \
     } while (0)
         if (!cfg->post_norm) LAYER("input_layernorm.weight", 1, C, 0);
-        LAYER("self_attn.q_proj.weight", 2, HqD, C);
-        if (cfg->qkv_bias) LAYER("self_attn.q_proj.bias", 1, HqD, 0);
-        LAYER("self_attn.k_proj.weight", 2, HkvD, C);
-        if (cfg->qkv_bias) LAYER("self_attn.k_proj.bias", 1, HkvD, 0);
-        LAYER("self_attn.v_proj.weight", 2, HkvD, C);
-        if (cfg->qkv_bias) LAYER("self_attn.v_proj.bias", 1, HkvD, 0);
+        if (cfg->fused_proj) { /* phi3: q, k, v rows in one weight, no biases */
+            LAYER("self_attn.qkv_proj.weight", 2, HqD + 2 * HkvD, C);
+        } else {
+            LAYER("self_attn.q_proj.weight", 2, HqD, C);
+            if (cfg->qkv_bias) LAYER("self_attn.q_proj.bias", 1, HqD, 0);
+            LAYER("self_attn.k_proj.weight", 2, HkvD, C);
+            if (cfg->qkv_bias) LAYER("self_attn.k_proj.bias", 1, HkvD, 0);
+            LAYER("self_attn.v_proj.weight", 2, HkvD, C);
+            if (cfg->qkv_bias) LAYER("self_attn.v_proj.bias", 1, HkvD, 0);
+        }
         LAYER("self_attn.o_proj.weight", 2, C, HqD);
         if (cfg->o_bias) LAYER("self_attn.o_proj.bias", 1, C, 0);
         if (cfg->qk_norm) {
@@ -95,10 +99,14 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
         }
         LAYER("post_attention_layernorm.weight", 1, C, 0);
         if (cfg->sandwich_norm) LAYER("pre_feedforward_layernorm.weight", 1, C, 0);
-        LAYER("mlp.gate_proj.weight", 2, I, C);
-        if (cfg->mlp_bias) LAYER("mlp.gate_proj.bias", 1, I, 0);
-        LAYER("mlp.up_proj.weight", 2, I, C);
-        if (cfg->mlp_bias) LAYER("mlp.up_proj.bias", 1, I, 0);
+        if (cfg->fused_proj) { /* phi3: gate rows, then up rows */
+            LAYER("mlp.gate_up_proj.weight", 2, 2 * I, C);
+        } else {
+            LAYER("mlp.gate_proj.weight", 2, I, C);
+            if (cfg->mlp_bias) LAYER("mlp.gate_proj.bias", 1, I, 0);
+            LAYER("mlp.up_proj.weight", 2, I, C);
+            if (cfg->mlp_bias) LAYER("mlp.up_proj.bias", 1, I, 0);
+        }
         LAYER("mlp.down_proj.weight", 2, C, I);
         if (cfg->mlp_bias) LAYER("mlp.down_proj.bias", 1, C, 0);
         if (cfg->post_norm || cfg->sandwich_norm) LAYER("post_feedforward_layernorm.weight", 1, C, 0);
@@ -178,6 +186,7 @@ typedef struct layer {
     lt_param *ln1, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *qn, *kn, *ln2, *wg, *bg, *wu, *bu, *wd, *bd;
     lt_param *ln3; /* post-norm: post_feedforward_layernorm */
     lt_param *la[NT], *lb[NT]; /* LoRA A (r, in), B (out, r); NULL where not adapted */
+    lt_param *wqkv, *wgu; /* fused (phi3): qkv_proj (q, k, v rows), gate_up_proj (gate, up rows) */
     lt_param *lnp; /* sandwich: pre_feedforward_layernorm */
 } layer;
 
@@ -215,6 +224,8 @@ typedef struct kv_cache {
     void *logits;                   /* (chunk, V) */
     int32_t *d_tokens, *d_pos, *d_doc;
     int32_t *h_doc, *h_pos;         /* host (max_len) */
+    int32_t *h_tok;                 /* host (max_len): the cached tokens (LongRoPE recomputes them) */
+    int rope_long;                  /* LongRoPE: the cached k rows were rotated with the long table */
     int32_t *d_docw, *h_docw;       /* sliding layers: the window's lower bounds (device, host) */
 } kv_cache;
 
@@ -225,8 +236,9 @@ struct lt_model {
     size_t n_params;
     lt_param *embed, *lnf, *head; /* head = embed when tied */
     layer *layers;
-    float *inv_freq; /* (D/2) f32, backend */
+    float *inv_freq; /* (R/2) f32, backend; LongRoPE: the short table, then the long one (R/2 more) */
     float *inv_freq_local; /* gemma3: the sliding layers' table (NULL: inv_freq) */
+    int rope_long;   /* LongRoPE: the running step / decode call uses the long table */
     int grads_allocated;
     float *grad_flat;  /* one buffer for every trainable gradient, in parameter order */
     size_t grad_numel; /* its length */
@@ -305,6 +317,7 @@ static void free_kv(lt_model *m) {
     free(m->kv->v);
     free(m->kv->h_doc);
     free(m->kv->h_pos);
+    free(m->kv->h_tok);
     free(m->kv->h_docw);
     free(m->kv);
     m->kv = NULL;
@@ -380,6 +393,8 @@ static void bind_layers(lt_model *m) {
         y->bu = P(m, "model.layers.%d.mlp.up_proj.bias", l);
         y->wd = P(m, "model.layers.%d.mlp.down_proj.weight", l);
         y->bd = P(m, "model.layers.%d.mlp.down_proj.bias", l);
+        y->wqkv = P(m, "model.layers.%d.self_attn.qkv_proj.weight", l);
+        y->wgu = P(m, "model.layers.%d.mlp.gate_up_proj.weight", l);
         for (int t = 0; t < NT; t++) {
             char nm[160];
             lt_lora_peft_name(nm, sizeof nm, l, t, 0);
@@ -388,6 +403,18 @@ static void bind_layers(lt_model *m) {
             y->lb[t] = lt_model_find_param(m, nm);
         }
     }
+}
+
+/* The rotary tables onto the backend: inv_freq (R/2), and for LongRoPE the
+ * long-factor table after it. host: scratch of at least R floats. */
+static lt_status upload_rope(lt_model *m, float *host, lt_err *err) {
+    lt_backend *be = m->be;
+    size_t half = (size_t)lt_config_rotary_dim(&m->cfg) / 2, n = m->cfg.rope_scaling_type == LT_ROPE_LONGROPE ? 2 * half : half;
+    lt_config_rope_inv_freq(&m->cfg, host);
+    if (n > half) lt_config_rope_inv_freq_long(&m->cfg, host + half);
+    lt_status st = be->alloc(be, n * sizeof(float), (void **)&m->inv_freq, err);
+    if (!st) st = be->upload(be, m->inv_freq, host, n * sizeof(float), err);
+    return st;
 }
 
 /* The next parameter of m, described by spec (data not yet allocated). */
@@ -406,16 +433,12 @@ static lt_param *add_param(lt_model *m, const lt_param_spec *spec, lt_dtype dtyp
 /* gemma3: the sliding layers' rotary table (host: D/2 floats of scratch) */
 static lt_status upload_local_rope(lt_model *m, float *host, lt_err *err) {
     if (m->cfg.rope_tables != 2) return LT_OK;
-    size_t bytes = (size_t)(m->cfg.head_dim / 2) * sizeof(float);
+    size_t bytes = (size_t)(lt_config_rotary_dim(&m->cfg) / 2) * sizeof(float);
     lt_config_rope_inv_freq_local(&m->cfg, host);
     lt_status st = m->be->alloc(m->be, bytes, (void **)&m->inv_freq_local, err);
     return st ? st : m->be->upload(m->be, m->inv_freq_local, host, bytes, err);
 }
 
-/* the rotary table of layer l */
-static const float *layer_inv_freq(const lt_model *m, int l) {
-    return m->inv_freq_local && m->cfg.layer_sliding[l] ? m->inv_freq_local : m->inv_freq;
-}
 
 lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err *err) {
     *out = NULL;
@@ -460,13 +483,16 @@ lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err 
         }
     }
     bind_layers(m);
-    /* rotary frequencies, llama3 scaling folded in */
-    int half = m->cfg.head_dim / 2;
-    lt_config_rope_inv_freq(&m->cfg, host);
-    if ((st = be->alloc(be, (size_t)half * sizeof(float), (void **)&m->inv_freq, err)) ||
-        (st = be->upload(be, m->inv_freq, host, (size_t)half * sizeof(float), err)) ||
-        (st = upload_local_rope(m, host, err)))
-        goto fail;
+    /* rotary frequencies, llama3 / linear / LongRoPE scaling folded in; gemma3's local table */
+    if (max_numel < (size_t)m->cfg.head_dim) {
+        float *h2 = realloc(host, (size_t)m->cfg.head_dim * sizeof *host);
+        if (!h2) {
+            st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        host = h2;
+    }
+    if ((st = upload_rope(m, host, err)) || (st = upload_local_rope(m, host, err))) goto fail;
     if ((st = be->sync(be, err))) goto fail;
     free(host);
     free(specs);
@@ -543,11 +569,7 @@ lt_status lt_model_create(const lt_config *cfg, lt_backend *be, uint64_t seed, l
         }
     }
     bind_layers(m);
-    int half = m->cfg.head_dim / 2;
-    lt_config_rope_inv_freq(&m->cfg, host);
-    if ((st = be->alloc(be, (size_t)half * sizeof(float), (void **)&m->inv_freq, err)) ||
-        (st = be->upload(be, m->inv_freq, host, (size_t)half * sizeof(float), err)) ||
-        (st = upload_local_rope(m, host, err)) || (st = be->sync(be, err)))
+    if ((st = upload_rope(m, host, err)) || (st = upload_local_rope(m, host, err)) || (st = be->sync(be, err)))
         goto fail;
     free(host);
     free(specs);
@@ -798,6 +820,7 @@ lt_status lt_model_plan_bytes(const lt_config *cfg, lt_dtype act_dtype, int B, i
     if (lora && lora->r > 0) {
         f->lora = 1;
         f->lspec = *lora;
+        f->lspec.targets = lt_lora_targets_for(cfg, lora->targets);
     }
     f->acts = calloc((size_t)cfg->num_layers, sizeof *f->acts);
     planner pl = {.size_only = 1};
@@ -1013,11 +1036,11 @@ static float *pg(const lt_param *p) { return p ? p->grad : NULL; }
 /* projections (plain or with a LoRA adapter)                              */
 
 static lt_param *proj_w(const layer *y, int t) {
-    lt_param *w[NT] = {y->wq, y->wk, y->wv, y->wo, y->wg, y->wu, y->wd};
+    lt_param *w[NT] = {y->wq, y->wk, y->wv, y->wo, y->wg, y->wu, y->wd, y->wqkv, y->wgu};
     return w[t];
 }
 static lt_param *proj_b(const layer *y, int t) {
-    lt_param *b[NT] = {y->bq, y->bk, y->bv, y->bo, y->bg, y->bu, y->bd};
+    lt_param *b[NT] = {y->bq, y->bk, y->bv, y->bo, y->bg, y->bu, y->bd, NULL, NULL};
     return b[t];
 }
 
@@ -1030,10 +1053,19 @@ static const void *nf4_weight(lt_model *m, int l, int t) {
     return m->wdq;
 }
 
-/* x (M, K) -> out (M, Nout) through projection t of layer l; xa (M, r) for
- * LoRA; xdrop != NULL: apply dropout from m->rng into xdrop first */
-static void proj_fwd(lt_model *m, int l, int t, void *out, const void *x, float *xa, void *xdrop, int M, int K,
-                     int Nout) {
+/* Projection t's weight rows [row0, ...) (a part of a fused weight; 0: all of it) */
+static const void *w_rows(const lt_param *w, int row0, int K) {
+    return (const char *)w->data + (size_t)row0 * K * lt_dtype_size(w->dtype);
+}
+static float *g_rows(const lt_param *w, int row0, int K) { return w->grad ? w->grad + (size_t)row0 * K : NULL; }
+
+/* x (M, K) -> out (M, Nout): rows [row0, row0 + Nout) of projection t of
+ * layer l (row0 > 0: a later part of a fused weight, q/k/v of qkv_proj or
+ * gate/up of gate_up_proj); xa (M, r) for LoRA; xdrop != NULL: apply dropout
+ * from m->rng into xdrop first (the first part draws the mask, later parts
+ * read xdrop as drawn) */
+static void proj_fwd_part(lt_model *m, int l, int t, int row0, void *out, const void *x, float *xa, void *xdrop,
+                          int M, int K, int Nout) {
     lt_backend *be = m->be;
     const layer *y = &m->layers[l];
     lt_param *w = proj_w(y, t), *b = proj_b(y, t), *A = y->la[t], *Bm = y->lb[t];
@@ -1043,12 +1075,13 @@ static void proj_fwd(lt_model *m, int l, int t, void *out, const void *x, float 
         return;
     }
     if (!A) {
-        be->matmul_fwd(be, out, x, w->data, pd(b), M, K, Nout);
+        be->matmul_fwd(be, out, x, w_rows(w, row0, K), pd(b), M, K, Nout);
         return;
     }
-    const void *wd = nf4_weight(m, l, t);
+    const void *wd = row0 ? w_rows(w, row0, K) : nf4_weight(m, l, t); /* NF4: never fused (refused) */
     const void *xl = x;
-    if (xdrop) { // drop(x): keep with probability 1-p, scaled by 1/(1-p); mask drawn on the host
+    if (xdrop && row0 > 0) xl = xdrop;
+    if (xdrop && row0 == 0) { // drop(x): keep with probability 1-p, scaled by 1/(1-p); mask drawn on the host
         float p = m->lspec.dropout, keep = 1.0f / (1.0f - p);
         size_t n = (size_t)M * K;
         lt_rng replay, *rng = m->rng;
@@ -1071,12 +1104,20 @@ static void proj_fwd(lt_model *m, int l, int t, void *out, const void *x, float 
         }
         xl = xdrop;
     }
-    be->lora_fwd(be, out, xa, x, xl, wd, pd(b), A->data, Bm->data, M, K, Nout, m->lspec.r, m->lspec.scale);
+    be->lora_fwd(be, out, xa, x, xl, wd, pd(b), A->data, (const float *)Bm->data + (size_t)row0 * m->lspec.r, M, K,
+                 Nout, m->lspec.r, m->lspec.scale);
 }
 
-/* the backward of proj_fwd: dx (= or += acc) (M, K) from dout (M, Nout) */
-static void proj_bwd(lt_model *m, int l, int t, void *dx, int acc, const void *dout, const void *x, int M, int K,
+static void proj_fwd(lt_model *m, int l, int t, void *out, const void *x, float *xa, void *xdrop, int M, int K,
                      int Nout) {
+    proj_fwd_part(m, l, t, 0, out, x, xa, xdrop, M, K, Nout);
+}
+
+/* the backward of proj_fwd_part: dx (= or += acc) (M, K) from dout (M, Nout),
+ * the gradients of the part's weight rows (dA: += over the parts; the
+ * dropout mask, linear, applies to each part's dx_lora) */
+static void proj_bwd_part(lt_model *m, int l, int t, int row0, void *dx, int acc, const void *dout, const void *x,
+                          int M, int K, int Nout) {
     lt_backend *be = m->be;
     const layer *y = &m->layers[l];
     const layer_acts *a = &m->acts[l];
@@ -1087,20 +1128,23 @@ static void proj_bwd(lt_model *m, int l, int t, void *dx, int acc, const void *d
         if (b && b->grad) be->matmul_bwd(be, NULL, 0, NULL, b->grad, dout, x, m->wdq, M, K, Nout);
         return;
     }
+    const void *wd = row0 ? w_rows(w, row0, K) : nf4_weight(m, l, t); /* NF4: never fused (refused) */
     if (!A) {
-        be->matmul_bwd(be, dx, acc, pg(w), pg(b), dout, x, w->data, M, K, Nout);
+        be->matmul_bwd(be, dx, acc, g_rows(w, row0, K), pg(b), dout, x, wd, M, K, Nout);
         return;
     }
-    const void *wd = nf4_weight(m, l, t);
+    int rk = m->lspec.r;
+    const float *Bd = (const float *)Bm->data + (size_t)row0 * rk;
+    float *dB = Bm->grad ? Bm->grad + (size_t)row0 * rk : NULL;
     if (!m->drop_active) {
-        be->lora_bwd(be, dx, acc, NULL, A->grad, Bm->grad, dout, x, wd, A->data, Bm->data, a->xa[t], M, K, Nout,
-                     m->lspec.r, m->lspec.scale);
+        be->lora_bwd(be, dx, acc, NULL, A->grad, dB, dout, x, wd, A->data, Bd, a->xa[t], M, K, Nout, rk,
+                     m->lspec.scale);
         if (b && b->grad) be->matmul_bwd(be, NULL, 0, NULL, b->grad, dout, x, wd, M, K, Nout);
         return;
     }
     // dropout: dx gets dout @ W; dx_lora (w.r.t. drop(x)) goes back through the same mask
-    be->lora_bwd(be, dx, acc, m->dxl, A->grad, Bm->grad, dout, a->xdrop[t], wd, A->data, Bm->data, a->xa[t], M, K,
-                 Nout, m->lspec.r, m->lspec.scale);
+    be->lora_bwd(be, dx, acc, m->dxl, A->grad, dB, dout, a->xdrop[t], wd, A->data, Bd, a->xa[t], M, K, Nout, rk,
+                 m->lspec.scale);
     float p = m->lspec.dropout, keep = 1.0f / (1.0f - p);
     size_t n = (size_t)M * K;
     lt_rng r = m->snap[l * NT + t];
@@ -1116,6 +1160,11 @@ static void proj_bwd(lt_model *m, int l, int t, void *dx, int acc, const void *d
         m->drop_err = e;
     }
     be->add(be, dx, dx, m->dxl, n);
+}
+
+static void proj_bwd(lt_model *m, int l, int t, void *dx, int acc, const void *dout, const void *x, int M, int K,
+                     int Nout) {
+    proj_bwd_part(m, l, t, 0, dx, acc, dout, x, M, K, Nout);
 }
 
 /* One layer's buffers for the layer recipe. The training forward points them
@@ -1149,6 +1198,74 @@ typedef struct layer_io {
     float *rstdp;
 } layer_io;
 
+/* q, k, v = hin @ W^T: three projections, or the q, k, v row blocks of the
+ * fused qkv_proj (one LoRA adapter over all three) */
+static void qkv_fwd(lt_model *m, int l, const layer_io *io, const void *hin, void *q, void *k, int n) {
+    const lt_config *c = &m->cfg;
+    int C = c->hidden_size, HqD = c->num_heads * c->head_dim, HkvD = c->num_kv_heads * c->head_dim;
+    if (c->fused_proj) {
+        const int t = LT_LORA_QKV;
+        proj_fwd_part(m, l, t, 0, q, hin, io->xa[t], io->xdrop[t], n, C, HqD);
+        proj_fwd_part(m, l, t, HqD, k, hin, io->xa[t], io->xdrop[t], n, C, HkvD);
+        proj_fwd_part(m, l, t, HqD + HkvD, io->v, hin, io->xa[t], io->xdrop[t], n, C, HkvD);
+        return;
+    }
+    proj_fwd(m, l, LT_LORA_Q, q, hin, io->xa[LT_LORA_Q], io->xdrop[LT_LORA_Q], n, C, HqD); // (n, Hq*D)
+    proj_fwd(m, l, LT_LORA_K, k, hin, io->xa[LT_LORA_K], io->xdrop[LT_LORA_K], n, C, HkvD);
+    proj_fwd(m, l, LT_LORA_V, io->v, hin, io->xa[LT_LORA_V], io->xdrop[LT_LORA_V], n, C, HkvD);
+}
+
+/* gate, up = hmid @ W^T: two projections, or the gate, up row blocks of the
+ * fused gate_up_proj */
+static void gate_up_fwd(lt_model *m, int l, const layer_io *io, const void *hmid, int n) {
+    const lt_config *c = &m->cfg;
+    int C = c->hidden_size, I = c->intermediate_size;
+    if (c->fused_proj) {
+        const int t = LT_LORA_GATE_UP;
+        proj_fwd_part(m, l, t, 0, io->gate, hmid, io->xa[t], io->xdrop[t], n, C, I);
+        proj_fwd_part(m, l, t, I, io->up, hmid, io->xa[t], io->xdrop[t], n, C, I);
+        return;
+    }
+    proj_fwd(m, l, LT_LORA_GATE, io->gate, hmid, io->xa[LT_LORA_GATE], io->xdrop[LT_LORA_GATE], n, C, I); // (n, I)
+    proj_fwd(m, l, LT_LORA_UP, io->up, hmid, io->xa[LT_LORA_UP], io->xdrop[LT_LORA_UP], n, C, I);
+}
+
+/* the backward of qkv_fwd: dx (= or += acc) from dq, dk, dv */
+static void qkv_bwd(lt_model *m, int l, void *dx, int acc, const void *dq, const void *dk, const void *dv,
+                    const void *x, int N) {
+    const lt_config *c = &m->cfg;
+    int C = c->hidden_size, HqD = c->num_heads * c->head_dim, HkvD = c->num_kv_heads * c->head_dim;
+    if (c->fused_proj) {
+        proj_bwd_part(m, l, LT_LORA_QKV, 0, dx, acc, dq, x, N, C, HqD);
+        proj_bwd_part(m, l, LT_LORA_QKV, HqD, dx, 1, dk, x, N, C, HkvD);
+        proj_bwd_part(m, l, LT_LORA_QKV, HqD + HkvD, dx, 1, dv, x, N, C, HkvD);
+        return;
+    }
+    proj_bwd(m, l, LT_LORA_Q, dx, acc, dq, x, N, C, HqD);
+    proj_bwd(m, l, LT_LORA_K, dx, 1, dk, x, N, C, HkvD);
+    proj_bwd(m, l, LT_LORA_V, dx, 1, dv, x, N, C, HkvD);
+}
+
+/* the backward of gate_up_fwd: dx (= or += acc) from m->dgate, m->dup */
+static void gate_up_bwd(lt_model *m, int l, void *dx, int acc, const void *x, int N) {
+    const lt_config *c = &m->cfg;
+    int C = c->hidden_size, I = c->intermediate_size;
+    if (c->fused_proj) {
+        proj_bwd_part(m, l, LT_LORA_GATE_UP, 0, dx, acc, m->dgate, x, N, C, I);
+        proj_bwd_part(m, l, LT_LORA_GATE_UP, I, dx, 1, m->dup, x, N, C, I);
+        return;
+    }
+    proj_bwd(m, l, LT_LORA_GATE, dx, acc, m->dgate, x, N, C, I);
+    proj_bwd(m, l, LT_LORA_UP, dx, 1, m->dup, x, N, C, I);
+}
+
+/* the rotary table of layer l in the running step: gemma3's sliding layers
+ * use the local table; LongRoPE the short or long factors */
+static const float *rope_table(const lt_model *m, int l) {
+    if (m->inv_freq_local && m->cfg.layer_sliding[l]) return m->inv_freq_local;
+    return m->rope_long ? m->inv_freq + lt_config_rotary_dim(&m->cfg) / 2 : m->inv_freq;
+}
+
 /* The layer recipe, the one description of a decoder layer's forward, used by
  * training (layer_fwd) and by the KV-cache decode (decode_chunk). norm_in:
  * compute h1 here (else the previous layer's fused add + norm did); add_out:
@@ -1163,16 +1280,16 @@ static void layer_recipe(lt_model *m, int l, const layer_io *io, int norm_in, in
     if (norm_in && !c->post_norm) norm_fwd(m, io->h1, io->rstd1, io->x, y->ln1->data, n, C);
     const void *hin = c->post_norm ? io->x : io->h1;
     void *q = c->qk_norm ? io->qpre : io->q, *k = c->qk_norm ? io->kpre : io->k;
-    proj_fwd(m, l, LT_LORA_Q, q, hin, io->xa[LT_LORA_Q], io->xdrop[LT_LORA_Q], n, C, Hq * D); // (n, Hq*D)
-    proj_fwd(m, l, LT_LORA_K, k, hin, io->xa[LT_LORA_K], io->xdrop[LT_LORA_K], n, C, Hkv * D);
-    proj_fwd(m, l, LT_LORA_V, io->v, hin, io->xa[LT_LORA_V], io->xdrop[LT_LORA_V], n, C, Hkv * D);
+    qkv_fwd(m, l, io, hin, q, k, n);
     if (c->qk_norm) { // per head: rows of D; whole: rows of H*D
         int whole = c->qk_norm == LT_QK_NORM_WHOLE;
         norm_fwd(m, io->q, io->qrstd, io->qpre, y->qn->data, whole ? n : n * Hq, whole ? Hq * D : D);
         norm_fwd(m, io->k, io->krstd, io->kpre, y->kn->data, whole ? n : n * Hkv, whole ? Hkv * D : D);
     }
-    be->rope_fwd(be, io->q, io->pos, layer_inv_freq(m, l), n, Hq, D);
-    be->rope_fwd(be, io->k, io->pos, layer_inv_freq(m, l), n, Hkv, D);
+    const int R = lt_config_rotary_dim(c);
+    const float rs = lt_config_rope_scale(c);
+    be->rope_fwd(be, io->q, io->pos, rope_table(m, l), n, Hq, D, R, rs);
+    be->rope_fwd(be, io->k, io->pos, rope_table(m, l), n, Hkv, D, R, rs);
     attn_fwd(m, io->att_all, io->lse, io->q_all, io->k_all, io->v_all,
              lt_config_layer_window(c, l) ? io->docw : io->doc, io->att_B, io->att_T);
     if (c->sandwich_norm) { // h2 = o_proj output; xmid = x + rmsnorm(h2) * ln2; hp = rmsnorm(xmid) * lnp
@@ -1189,8 +1306,7 @@ static void layer_recipe(lt_model *m, int l, const layer_io *io, int norm_in, in
     }
     // MLP block
     const void *hmid = c->sandwich_norm ? io->hp : c->post_norm ? io->xmid : io->h2;
-    proj_fwd(m, l, LT_LORA_GATE, io->gate, hmid, io->xa[LT_LORA_GATE], io->xdrop[LT_LORA_GATE], n, C, I); // (n, I)
-    proj_fwd(m, l, LT_LORA_UP, io->up, hmid, io->xa[LT_LORA_UP], io->xdrop[LT_LORA_UP], n, C, I);
+    gate_up_fwd(m, l, io, hmid, n);
     act_fwd(m, io->swi, io->gate, io->up, (size_t)n * I);
     if (c->post_norm) { // x_out = xmid + rmsnorm(mo) * ln3, then the final norm after the last layer
         proj_fwd(m, l, LT_LORA_DOWN, io->mo, io->swi, io->xa[LT_LORA_DOWN], io->xdrop[LT_LORA_DOWN], n, I, C);
@@ -1297,8 +1413,7 @@ static void backward(lt_model *m) {
             norm_bwd(m, m->dh, 0, ng(m, y->ln3), m->dx, a->mo, y->ln3->data, a->rstd3, N, C);
             proj_bwd(m, l, LT_LORA_DOWN, m->dswi, 0, m->dh, a->swi, N, I, C);
             act_bwd(m, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
-            proj_bwd(m, l, LT_LORA_GATE, m->dh, 0, m->dgate, a->hp, N, C, I);
-            proj_bwd(m, l, LT_LORA_UP, m->dh, 1, m->dup, a->hp, N, C, I);
+            gate_up_bwd(m, l, m->dh, 0, a->hp, N);
             // hp = rmsnorm(xmid) * lnp: dx becomes dL/d(xmid)
             norm_bwd(m, m->dx, 1, ng(m, y->lnp), m->dh, a->xmid, y->lnp->data, a->rstdp, N, C);
             // xmid = x + rmsnorm(h2) * ln2: dh = dL/d(h2), the o_proj output
@@ -1307,23 +1422,23 @@ static void backward(lt_model *m) {
             norm_bwd(m, m->dh, 0, ng(m, y->ln3), m->dx, a->mo, y->ln3->data, a->rstd3, N, C);
             proj_bwd(m, l, LT_LORA_DOWN, m->dswi, 0, m->dh, a->swi, N, I, C);
             act_bwd(m, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
-            proj_bwd(m, l, LT_LORA_GATE, m->dx, 1, m->dgate, a->xmid, N, C, I);
-            proj_bwd(m, l, LT_LORA_UP, m->dx, 1, m->dup, a->xmid, N, C, I);
+            gate_up_bwd(m, l, m->dx, 1, a->xmid, N);
             // xmid = x + rmsnorm(h2) * ln2: dh = dL/d(h2), the o_proj output
             norm_bwd(m, m->dh, 0, ng(m, y->ln2), m->dx, a->h2, y->ln2->data, a->rstd2, N, C);
         } else {
             proj_bwd(m, l, LT_LORA_DOWN, m->dswi, 0, m->dx, a->swi, N, I, C);
             act_bwd(m, m->dgate, m->dup, m->dswi, a->gate, a->up, (size_t)N * I);
-            proj_bwd(m, l, LT_LORA_GATE, m->dh, 0, m->dgate, a->h2, N, C, I);
-            proj_bwd(m, l, LT_LORA_UP, m->dh, 1, m->dup, a->h2, N, C, I);
+            gate_up_bwd(m, l, m->dh, 0, a->h2, N);
             norm_bwd(m, m->dx, 1, ng(m, y->ln2), m->dh, a->xmid, y->ln2->data, a->rstd2, N, C);
         }
         // attention block; dx = dL/d(xmid) (post-norm: dh = dL/d(o_proj output))
         proj_bwd(m, l, LT_LORA_O, m->datt, 0, c->post_norm || c->sandwich_norm ? m->dh : m->dx, a->att, N, Hq * D, C);
         attn_bwd(m, m->dq, m->dk, m->dv, m->datt, a->q, a->k, a->v, a->att, a->lse,
                  lt_config_layer_window(c, l) ? m->d_docw : m->d_doc, B, T);
-        be->rope_bwd(be, m->dq, m->d_pos, layer_inv_freq(m, l), N, Hq, D);
-        be->rope_bwd(be, m->dk, m->d_pos, layer_inv_freq(m, l), N, Hkv, D);
+        const int R = lt_config_rotary_dim(c);
+        const float rs = lt_config_rope_scale(c);
+        be->rope_bwd(be, m->dq, m->d_pos, rope_table(m, l), N, Hq, D, R, rs);
+        be->rope_bwd(be, m->dk, m->d_pos, rope_table(m, l), N, Hkv, D, R, rs);
         void *dq = m->dq, *dk = m->dk;
         if (c->qk_norm) {
             int whole = c->qk_norm == LT_QK_NORM_WHOLE;
@@ -1335,15 +1450,11 @@ static void backward(lt_model *m) {
             dk = m->dk2;
         }
         if (c->post_norm) { // the projections read x: their input gradient adds to dx = dL/d(xmid)
-            proj_bwd(m, l, LT_LORA_Q, m->dx, 1, dq, a->x, N, C, Hq * D);
-            proj_bwd(m, l, LT_LORA_K, m->dx, 1, dk, a->x, N, C, Hkv * D);
-            proj_bwd(m, l, LT_LORA_V, m->dx, 1, m->dv, a->x, N, C, Hkv * D);
+            qkv_bwd(m, l, m->dx, 1, dq, dk, m->dv, a->x, N);
             grads_final(m, l);
             continue;
         }
-        proj_bwd(m, l, LT_LORA_Q, m->dh, 0, dq, a->h1, N, C, Hq * D);
-        proj_bwd(m, l, LT_LORA_K, m->dh, 1, dk, a->h1, N, C, Hkv * D);
-        proj_bwd(m, l, LT_LORA_V, m->dh, 1, m->dv, a->h1, N, C, Hkv * D);
+        qkv_bwd(m, l, m->dh, 0, dq, dk, m->dv, a->h1, N);
         norm_bwd(m, m->dx, 1, ng(m, y->ln1), m->dh, a->x, y->ln1->data, a->rstd1, N, C);
         grads_final(m, l);
     }
@@ -1352,6 +1463,19 @@ static void backward(lt_model *m) {
         be->embedding_bwd(be, m->embed->grad, m->dx, m->d_tokens, N, C);
     }
     grads_final(m, LT_GRAD_GROUP_EMBED);
+}
+
+/* LongRoPE's choice, as transformers' longrope_frequency_update makes it:
+ * the long factors when the largest position of the call + 1 exceeds
+ * original_max_position_embeddings (one table for the whole batch) */
+static int rope_long_for_len(const lt_model *m, int64_t len) {
+    return m->cfg.rope_scaling_type == LT_ROPE_LONGROPE && len > m->cfg.rope_original_max_pos;
+}
+static int rope_long_for(const lt_model *m, const int32_t *pos, size_t n) {
+    int32_t mx = 0;
+    for (size_t i = 0; i < n; i++)
+        if (pos[i] > mx) mx = pos[i];
+    return rope_long_for_len(m, (int64_t)mx + 1);
 }
 
 lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward_pass, double loss_norm, lt_step_result *res,
@@ -1377,6 +1501,7 @@ lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward_pass, doubl
         if ((st = be->upload(be, m->d_docw, m->h_docw, bytes, err))) return lt_wrap(err, st, "step: uploading the batch");
     }
     m->drop_st = LT_OK;
+    m->rope_long = rope_long_for(m, b->pos, N);
     forward(m, backward_pass, backward_pass ? (float)(1.0 / loss_norm) : 0.0f);
     if (backward_pass) backward(m);
     if (m->drop_st) {
@@ -1469,8 +1594,9 @@ lt_status lt_model_add_lora(lt_model *m, const lt_lora_spec *spec, lt_err *err) 
     m->grad_flat = NULL;
     m->grad_numel = 0;
     m->grads_allocated = 0;
+    const unsigned targets = lt_lora_targets_for(c, spec->targets); /* fused modules (phi3) */
     int nt = 0;
-    for (int t = 0; t < NT; t++) nt += (spec->targets >> t) & 1;
+    for (int t = 0; t < NT; t++) nt += (targets >> t) & 1;
     size_t add = (size_t)c->num_layers * nt * 2;
     lt_param *np = realloc(m->params, (m->n_params + add) * sizeof *np);
     if (!np) return lt_fail(err, LT_ERR_NOMEM, "LoRA: out of memory");
@@ -1479,7 +1605,7 @@ lt_status lt_model_add_lora(lt_model *m, const lt_lora_spec *spec, lt_err *err) 
     lt_status st = LT_OK;
     for (int l = 0; l < c->num_layers && !st; l++) {
         for (int t = 0; t < NT && !st; t++) {
-            if (!((spec->targets >> t) & 1)) continue;
+            if (!((targets >> t) & 1)) continue;
             for (int isB = 0; isB < 2 && !st; isB++) {
                 lt_param *p = &m->params[m->n_params];
                 lt_lora_peft_name(p->name, sizeof p->name, l, t, isB);
@@ -1500,6 +1626,7 @@ lt_status lt_model_add_lora(lt_model *m, const lt_lora_spec *spec, lt_err *err) 
     if (st) return lt_wrap(err, st, "LoRA parameters");
     m->lora = 1;
     m->lspec = *spec;
+    m->lspec.targets = targets;
     return m->be->sync(m->be, err);
 }
 
@@ -1538,8 +1665,9 @@ lt_status lt_model_kv_init(lt_model *m, int max_len, lt_err *err) {
     kv->v = calloc((size_t)L, sizeof *kv->v);
     kv->h_doc = malloc(S * sizeof *kv->h_doc);
     kv->h_pos = malloc(S * sizeof *kv->h_pos);
+    kv->h_tok = malloc(S * sizeof *kv->h_tok);
     kv->h_docw = malloc(S * sizeof *kv->h_docw);
-    if (!kv->k || !kv->v || !kv->h_doc || !kv->h_pos || !kv->h_docw) {
+    if (!kv->k || !kv->v || !kv->h_doc || !kv->h_pos || !kv->h_tok || !kv->h_docw) {
         free_kv(m);
         return lt_fail(err, LT_ERR_NOMEM, "kv cache: out of memory");
     }
@@ -1584,7 +1712,7 @@ lt_status lt_model_kv_init(lt_model *m, int max_len, lt_err *err) {
 }
 
 void lt_model_kv_reset(lt_model *m) {
-    if (m->kv) m->kv->len = 0;
+    if (m->kv) m->kv->len = m->kv->rope_long = 0;
 }
 
 int lt_model_kv_len(const lt_model *m) { return m->kv ? m->kv->len : 0; }
@@ -1599,6 +1727,7 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
     size_t A = lt_dtype_size(be->act_dtype);
     size_t qoff = (size_t)p0 * Hq * D * A, koff = (size_t)p0 * Hkv * D * A;
     for (int t = 0; t < n; t++) kv->h_pos[t] = p0 + t;
+    memcpy(kv->h_tok + p0, tokens, (size_t)n * sizeof *tokens);
     for (int t = 0; t < T; t++) kv->h_doc[t] = t < p0 ? t : 0; // cached rows: themselves only
     lt_status st;
     if ((st = be->upload(be, kv->d_tokens, tokens, (size_t)n * 4, err)) ||
@@ -1651,6 +1780,21 @@ lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int n, float *logi
         if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
             return lt_fail(err, LT_ERR_RANGE, "decode: token id %d is outside [0, %d)", tokens[i], m->cfg.vocab_size);
     size_t V = (size_t)m->cfg.vocab_size;
+    /* LongRoPE: the table follows the call's last position, as transformers'
+     * longrope_frequency_update does; when the sequence first grows past
+     * original_max_position_embeddings, the cached rows are computed again
+     * with the long table (Phi3ForCausalLM.prepare_inputs_for_generation drops
+     * its cache there), so decode equals the full forward */
+    m->rope_long = rope_long_for_len(m, kv->len + n);
+    if (m->rope_long && !kv->rope_long && kv->len > 0) {
+        int old = kv->len;
+        kv->len = 0;
+        for (int i = 0; i < old; i += kv->chunk) {
+            lt_status st = decode_chunk(m, kv->h_tok + i, old - i < kv->chunk ? old - i : kv->chunk, NULL, 0, err);
+            if (st) return st;
+        }
+    }
+    kv->rope_long = m->rope_long;
     for (int i = 0; i < n; i += kv->chunk) {
         int k = n - i < kv->chunk ? n - i : kv->chunk, last = i + k == n;
         float *out = !logits ? NULL : all_logits ? logits + (size_t)i * V : last ? logits : NULL;
@@ -1735,9 +1879,11 @@ size_t lt_model_trained_rows(const lt_model *m, const int32_t **rows) {
 /* QLoRA: NF4 base weights                                                 */
 
 /* the largest projection (elements) */
+/* QLoRA quantizes the seven separate projections (fused models are refused) */
+#define NT_SEP LT_LORA_QKV
 static size_t nf4_max_numel(const lt_config *c) {
     size_t mx = 0;
-    for (int t = 0; t < NT; t++)
+    for (int t = 0; t < NT_SEP; t++)
         if (proj_in(c, t) * proj_out(c, t) > mx) mx = proj_in(c, t) * proj_out(c, t);
     return mx;
 }
@@ -1746,6 +1892,11 @@ lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err) {
     lt_backend *be = m->be;
     const lt_config *c = &m->cfg;
     if (m->nf4) return lt_fail(err, LT_ERR_INVALID, "nf4: the model is already quantized");
+    if (c->fused_proj)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "nf4: %s's fused qkv_proj / gate_up_proj are not quantized (QLoRA supports the families with "
+                       "separate projections)",
+                       c->model_type);
     if (!m->lora)
         return lt_fail(err, LT_ERR_UNSUPPORTED,
                        "nf4: quantization keeps the base weights frozen (QLoRA): it needs LoRA adapters; full "
@@ -1757,7 +1908,7 @@ lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err) {
     lt_status st = LT_OK;
     if (!host || !hq || !m->nf4) st = lt_fail(err, LT_ERR_NOMEM, "nf4: out of host memory for %zu elements", mx);
     for (size_t l = 0; !st && l < L; l++)
-        for (int t = 0; !st && t < NT; t++) {
+        for (int t = 0; !st && t < NT_SEP; t++) {
             lt_param *p = proj_w(&m->layers[l], t);
             size_t bytes = lt_nf4_layout_of(p->numel).bytes;
             if ((st = be->download_f32(be, host, p->data, be->param_dtype, p->numel, err)) ||
@@ -1790,7 +1941,7 @@ lt_status lt_model_nf4_bytes(const lt_config *cfg, size_t param_size, lt_nf4_byt
     for (size_t i = 0; i < n; i++)
         out->other_params += (double)specs[i].shape[0] * (specs[i].ndim > 1 ? (double)specs[i].shape[1] : 1);
     free(specs);
-    for (int t = 0; t < NT; t++) {
+    for (int t = 0; t < NT_SEP; t++) {
         size_t e = proj_in(cfg, t) * proj_out(cfg, t);
         out->nf4_params += (double)cfg->num_layers * e;
         out->nf4_bytes += (double)cfg->num_layers * lt_nf4_layout_of(e).bytes;

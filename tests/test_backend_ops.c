@@ -506,24 +506,24 @@ static void test_add_rmsnorm(int R, int C) {
     bfree(&x), bfree(&r), bfree(&w), bfree(&h), bfree(&out), bfree(&rstd), bfree(&h2);
 }
 
-static void test_rope(int N, int H, int D) {
+static void test_rope(int N, int H, int D, int R, float sc) {
     buf x = brnd(K_ACT, (size_t)N * H * D, 1.0f);
     buf pos = bnew(K_I32, N);
     int32_t *hp = malloc(N * sizeof *hp);
     for (int n = 0; n < N; n++) hp[n] = n % 3 == 2 ? (int32_t)urand(131072) : n; // large positions too
     bset_i32(&pos, hp);
-    float *hf = malloc((D / 2) * sizeof *hf);
-    for (int i = 0; i < D / 2; i++) hf[i] = (float)(1.0 / pow(500000.0, 2.0 * i / D));
-    buf inv = bnew(K_F32, D / 2);
+    float *hf = malloc((R / 2) * sizeof *hf);
+    for (int i = 0; i < R / 2; i++) hf[i] = (float)(1.0 / pow(500000.0, 2.0 * i / R));
+    buf inv = bnew(K_F32, R / 2);
     bset(&inv, hf);
-    BOTH(be->rope_fwd(be, P(x), (const int32_t *)P(pos), (const float *)P(inv), N, H, D));
+    BOTH(be->rope_fwd(be, P(x), (const int32_t *)P(pos), (const float *)P(inv), N, H, D, R, sc));
     sync_both("rope_fwd");
-    bcmp(&x, TOL_BF16, "rope_fwd N=%d H=%d D=%d", N, H, D);
+    bcmp(&x, TOL_BF16, "rope_fwd N=%d H=%d D=%d R=%d scale=%g", N, H, D, R, sc);
     float *g = rnd((size_t)N * H * D, 1.0f);
     bset(&x, g);
-    BOTH(be->rope_bwd(be, P(x), (const int32_t *)P(pos), (const float *)P(inv), N, H, D));
+    BOTH(be->rope_bwd(be, P(x), (const int32_t *)P(pos), (const float *)P(inv), N, H, D, R, sc));
     sync_both("rope_bwd");
-    bcmp(&x, TOL_BF16, "rope_bwd N=%d H=%d D=%d", N, H, D);
+    bcmp(&x, TOL_BF16, "rope_bwd N=%d H=%d D=%d R=%d scale=%g", N, H, D, R, sc);
     free(g), free(hf), free(hp);
     bfree(&x), bfree(&pos), bfree(&inv);
 }
@@ -888,7 +888,7 @@ static void run_embed_noise(const long *s) { test_embed_noise((int)s[0], (int)s[
 static void run_matmul(const long *s) { test_matmul((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
 static void run_rmsnorm(const long *s) { test_rmsnorm((int)s[0], (int)s[1]); }
 static void run_add_rmsnorm(const long *s) { test_add_rmsnorm((int)s[0], (int)s[1]); }
-static void run_rope(const long *s) { test_rope((int)s[0], (int)s[1], (int)s[2]); }
+static void run_rope(const long *s) { test_rope((int)s[0], (int)s[1], (int)s[2], (int)s[3], (float)s[4] / 1000.0f); }
 static void run_attention(const long *s) {
     test_attention_versions((int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (int)s[5]);
 }

@@ -42,7 +42,7 @@ expect_fail() {
 }
 
 # ---- inspect ----------------------------------------------------------------
-for m in llama llama_tied mistral qwen2 qwen3; do
+for m in llama llama_tied mistral qwen2 qwen3 phi3; do
   ok
   if ! "$bin" inspect "$fx/$m" >"$tmp/inspect_$m.txt" 2>"$tmp/err.txt"; then
     fail "inspect $m: $(cat "$tmp/err.txt")"; continue
@@ -77,10 +77,19 @@ if got.get("dtypes") != [dt]:
 rs = cfg.get("rope_scaling")
 if (rs is None) != (got.get("rope_scaling") is None):
     bad.append(f"json rope_scaling {got.get('rope_scaling')} vs config {rs}")
+elif rs and rs.get("type", rs.get("rope_type")) == "longrope":
+    omp = cfg["original_max_position_embeddings"]
+    if got["rope_scaling"]["original_max_position_embeddings"] != omp or \
+            abs(got["rope_scaling"]["factor"] - rs.get("factor", cfg["max_position_embeddings"] / omp)) > 1e-12:
+        bad.append("json longrope original_max_position_embeddings / factor")
 elif rs and got["rope_scaling"]["factor"] != rs["factor"]:
     bad.append("json rope_scaling factor")
+rd = int(want["head_dim"] * cfg.get("partial_rotary_factor", 1.0))
+if got.get("rotary_dim") != rd:
+    bad.append(f"json rotary_dim {got.get('rotary_dim')}, expected {rd}")
+kind = (rs.get("type", rs.get("rope_type")) if rs else None) or "no scaling"
 for needle in [cfg["architectures"][0], str(exp["num_parameters"]), "tied" if cfg.get("tie_word_embeddings") else "untied",
-               dt, "llama3" if rs else "no scaling"]:
+               dt, kind]:
     if needle not in text:
         bad.append(f"text output lacks {needle!r}")
 print("; ".join(bad))
@@ -90,7 +99,7 @@ EOF
 done
 
 # ---- score ------------------------------------------------------------------
-for m in llama llama_tied qwen3 gemma2 gemma3; do  # gemma2: soft-capped logits and log-probs
+for m in llama llama_tied qwen3 gemma2 gemma3 phi3; do  # gemma2: soft-capped logits and log-probs
   ids=$("$py" -c "import json,sys; print(','.join(map(str, json.load(open(sys.argv[1]))['score_ids'])))" \
         "$fx/$m/expected.json")
   rm -f "$tmp/logits_$m.npy"

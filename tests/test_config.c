@@ -537,13 +537,17 @@ static int same_config(const lt_config *a, const lt_config *b) {
            a->rope_scaling_type == b->rope_scaling_type && a->rope_factor == b->rope_factor &&
            a->rope_low_freq_factor == b->rope_low_freq_factor && a->rope_high_freq_factor == b->rope_high_freq_factor &&
            a->rope_original_max_pos == b->rope_original_max_pos && a->bos_token_id == b->bos_token_id &&
-           a->eos_token_id == b->eos_token_id && a->torch_dtype == b->torch_dtype &&
+           a->eos_token_id == b->eos_token_id && a->torch_dtype == b->torch_dtype && a->post_norm == b->post_norm &&
+           a->rotary_dim == b->rotary_dim && a->fused_proj == b->fused_proj &&
+           a->rope_n_factors == b->rope_n_factors &&
+           !memcmp(a->rope_short_factor, b->rope_short_factor, sizeof a->rope_short_factor) &&
+           !memcmp(a->rope_long_factor, b->rope_long_factor, sizeof a->rope_long_factor) &&
+           a->rope_attention_factor == b->rope_attention_factor &&
            a->norm_offset == b->norm_offset && a->sandwich_norm == b->sandwich_norm &&
            a->embed_scale == b->embed_scale && a->mlp_act == b->mlp_act && a->attn_scale == b->attn_scale &&
            a->attn_softcap == b->attn_softcap && a->final_softcap == b->final_softcap &&
            a->window_layers == b->window_layers &&
            memcmp(a->layer_sliding, b->layer_sliding, sizeof a->layer_sliding) == 0 &&
-           a->rope_scaling_type == b->rope_scaling_type && a->rope_factor == b->rope_factor &&
            a->rope_tables == b->rope_tables && a->rope_local_theta == b->rope_local_theta &&
            a->rope_local_factor == b->rope_local_factor;
 }
@@ -656,11 +660,168 @@ static void test_v5(void) {
     }
 }
 
+/* Phi-3 family: real configs (Phi-3-mini-4k-instruct, Phi-4-mini-instruct's
+ * keys; LongRoPE factor lists shortened to the geometry's count where the
+ * values do not matter here), and what is refused by name. */
+static const char PHI3_MINI_4K[] =
+    "{\"_name_or_path\": \"Phi-3-mini-4k-instruct\", \"architectures\": [\"Phi3ForCausalLM\"], \"attention_bias\": false,"
+    " \"attention_dropout\": 0.0, \"auto_map\": {\"AutoConfig\": \"configuration_phi3.Phi3Config\","
+    " \"AutoModelForCausalLM\": \"modeling_phi3.Phi3ForCausalLM\"}, \"bos_token_id\": 1, \"embd_pdrop\": 0.0,"
+    " \"eos_token_id\": 32000, \"hidden_act\": \"silu\", \"hidden_size\": 3072, \"initializer_range\": 0.02,"
+    " \"intermediate_size\": 8192, \"max_position_embeddings\": 4096, \"model_type\": \"phi3\","
+    " \"num_attention_heads\": 32, \"num_hidden_layers\": 32, \"num_key_value_heads\": 32,"
+    " \"original_max_position_embeddings\": 4096, \"pad_token_id\": 32000, \"resid_pdrop\": 0.0,"
+    " \"rms_norm_eps\": 1e-05, \"rope_scaling\": null, \"rope_theta\": 10000.0, \"sliding_window\": 2047,"
+    " \"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\", \"transformers_version\": \"4.40.2\","
+    " \"use_cache\": true, \"vocab_size\": 32064}";
+
+/* a factor list of n entries (JSON) */
+static const char *factors(int n, double v) {
+    static char buf[8192];
+    size_t k = (size_t)snprintf(buf, sizeof buf, "[");
+    for (int i = 0; i < n; i++) k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%g", i ? "," : "", v + 0.01 * i);
+    snprintf(buf + k, sizeof buf - k, "]");
+    return buf;
+}
+
+static void test_phi3(void) {
+    lt_config c;
+    if (parse_ok("Phi-3-mini-4k", PHI3_MINI_4K, &c)) {
+        LT_CHECK(c.arch == LT_ARCH_PHI3 && c.fused_proj && c.head_dim == 96 && lt_config_rotary_dim(&c) == 96 &&
+                     c.rope_scaling_type == 0 && lt_config_rope_scale(&c) == 1.0f && c.sliding_window == 2047 &&
+                     c.rms_norm_eps == 1e-5f && !c.qkv_bias && !c.mlp_bias && !c.tie_word_embeddings,
+                 "phi3 mini values");
+    }
+    /* Phi-4-mini-instruct: partial rotary 0.75 (96 of 128), 48 LongRoPE pairs, its remote-code keys */
+    char rs[8192], *phi4;
+    snprintf(rs, sizeof rs, "{\"type\": \"longrope\", \"short_factor\": %s,", factors(48, 1.0));
+    snprintf(rs + strlen(rs), sizeof rs - strlen(rs), " \"long_factor\": %s}", factors(48, 2.0));
+    phi4 = strdup(with(with(with(with(with(with(with(with(with(with(with(with(PHI3_MINI_4K, "rope_scaling", rs),
+        "partial_rotary_factor", "0.75"), "num_attention_heads", "24"), "num_key_value_heads", "8"),
+        "max_position_embeddings", "131072"), "full_attn_mod", "1"), "interpolate_factor", "1"),
+        "lm_head_bias", "false"), "mlp_bias", "false"), "sliding_window", "262144"), "tie_word_embeddings", "true"),
+        "vocab_size", "200064"));
+    if (parse_ok("Phi-4-mini", phi4, &c)) {
+        LT_CHECK(c.head_dim == 128 && c.rotary_dim == 96 && c.rope_scaling_type == LT_ROPE_LONGROPE && c.rope_n_factors == 48 &&
+                     c.rope_original_max_pos == 4096 && c.rope_short_factor[47] == 1.47f &&
+                     c.rope_long_factor[0] == 2.0f && c.tie_word_embeddings,
+                 "phi4 mini values");
+        LT_CHECK(fabs(c.rope_attention_factor - sqrt(1 + log(32.0) / log(4096.0))) < 1e-15, "attention factor %.17g",
+                 c.rope_attention_factor);
+    }
+    if (parse_ok("legacy su", with(phi4, "rope_scaling", strstr(rs, "longrope") ? "{\"type\": \"su\", "
+                                   "\"short_factor\": [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,"
+                                   "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1], \"long_factor\": [2,2,2,2,2,2,2,2,2,2,"
+                                   "2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2]}" : ""),
+                 &c))
+        LT_CHECK(c.rope_scaling_type == LT_ROPE_LONGROPE, "\"su\" is longrope");
+    /* refused by name */
+    expect_fail("phi3 resid_pdrop", with(PHI3_MINI_4K, "resid_pdrop", "0.1"), LT_ERR_UNSUPPORTED, "resid_pdrop", "0");
+    expect_fail("phi3 embd_pdrop", with(PHI3_MINI_4K, "embd_pdrop", "0.05"), LT_ERR_UNSUPPORTED, "embd_pdrop", NULL);
+    expect_fail("phi3 attention_bias", with(PHI3_MINI_4K, "attention_bias", "true"), LT_ERR_UNSUPPORTED,
+                "attention_bias", "false");
+    expect_fail("phi4 full_attn_mod", with(phi4, "full_attn_mod", "2"), LT_ERR_UNSUPPORTED, "full_attn_mod", NULL);
+    expect_fail("phi4 interpolate_factor", with(phi4, "interpolate_factor", "2"), LT_ERR_UNSUPPORTED,
+                "interpolate_factor", NULL);
+    expect_fail("phi3 unknown key", with(PHI3_MINI_4K, "attn_logit_softcapping", "50"), LT_ERR_UNSUPPORTED,
+                "attn_logit_softcapping", "phi3");
+    expect_fail("phi4 short_factor length", with(phi4, "partial_rotary_factor", "0.5"), LT_ERR_INVALID,
+                "short_factor", "expected 32");
+    expect_fail("phi3 odd rotary dims", with(PHI3_MINI_4K, "partial_rotary_factor", "0.7"), LT_ERR_UNSUPPORTED,
+                "rotary dims", "67");
+    expect_fail("phi3 llama3 rope", with(PHI3_MINI_4K, "rope_scaling",
+                                         "{\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
+                                         "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 8192}"),
+                LT_ERR_UNSUPPORTED, "llama3", "phi3");
+    expect_fail("phi3 yarn", with(PHI3_MINI_4K, "rope_scaling", "{\"type\": \"yarn\", \"factor\": 4}"),
+                LT_ERR_UNSUPPORTED, "yarn", "longrope");
+    expect_fail("phi3 longrope without lists", with(PHI3_MINI_4K, "rope_scaling", "{\"type\": \"longrope\"}"),
+                LT_ERR_INVALID, "short_factor", NULL);
+    expect_fail("llama partial rotary", with(LLAMA31_8B, "partial_rotary_factor", "0.5"), LT_ERR_UNSUPPORTED,
+                "partial_rotary_factor", NULL);
+    /* v5: the rope dict's original length must be the one transformers uses (the top-level key) */
+    cJSON *j = cJSON_Parse(phi4);
+    cJSON *r = cJSON_DetachItemFromObject(j, "rope_scaling");
+    cJSON_DeleteItemFromObject(j, "rope_theta");
+    cJSON_AddStringToObject(r, "rope_type", "longrope");
+    cJSON_DeleteItemFromObject(r, "type");
+    cJSON_AddNumberToObject(r, "rope_theta", 10000.0);
+    cJSON_AddNumberToObject(r, "partial_rotary_factor", 0.75);
+    cJSON_AddNumberToObject(r, "original_max_position_embeddings", 4096);
+    cJSON_AddItemToObject(j, "rope_parameters", r);
+    char *v5 = cJSON_PrintUnformatted(j);
+    lt_config c4;
+    if (parse_ok("Phi-4-mini v5", v5, &c) && parse_ok("Phi-4-mini v4", phi4, &c4))
+        LT_CHECK(same_config(&c, &c4), "phi4 v4 and v5 forms differ");
+    cJSON_ReplaceItemInObject(r, "original_max_position_embeddings", cJSON_CreateNumber(8192));
+    free(v5);
+    v5 = cJSON_PrintUnformatted(j);
+    expect_fail("phi3 v5 original length conflict", v5, LT_ERR_INVALID, "original_max_position_embeddings", "8192");
+    cJSON_ReplaceItemInObject(r, "original_max_position_embeddings", cJSON_CreateNumber(4096));
+    cJSON_ReplaceItemInObject(r, "partial_rotary_factor", cJSON_CreateNumber(0.5));
+    free(v5);
+    v5 = cJSON_PrintUnformatted(j);
+    expect_fail("phi3 v5 partial rotary conflict", v5, LT_ERR_INVALID, "partial_rotary_factor", NULL);
+    free(v5);
+    cJSON_Delete(j);
+    free(phi4);
+}
+
+/* LongRoPE inv_freq (short and long) and attention factor vs transformers 5
+ * (tests/fixtures/config/longrope.json, tools/gen_config_fixture.py longrope) */
+static void test_longrope(void) {
+    char *text = NULL;
+    lt_err err = {{0}};
+    LT_CHECK_OK(lt_read_file(lt_src_path("tests/fixtures/config/longrope.json"), &text, NULL, &err), &err);
+    if (!text) return;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *e;
+    int n_cases = 0;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(root, "cases")) {
+        char *cfg_json = cJSON_PrintUnformatted(cJSON_GetObjectItem(e, "config"));
+        lt_config c;
+        int ok = parse_ok(e->string, cfg_json, &c);
+        free(cfg_json);
+        if (!ok) continue;
+        n_cases++;
+        int R = (int)cJSON_GetObjectItem(e, "rotary_dim")->valuedouble;
+        double af = cJSON_GetObjectItem(e, "attention_factor")->valuedouble;
+        LT_CHECK(lt_config_rotary_dim(&c) == R && c.rope_scaling_type == LT_ROPE_LONGROPE, "%s: rotary dims %d vs %d", e->string,
+                 lt_config_rotary_dim(&c), R);
+        LT_CHECK(fabs(c.rope_attention_factor - af) <= 1e-15 * af, "%s: attention factor %.17g vs %.17g", e->string,
+                 c.rope_attention_factor, af);
+        if (lt_config_rotary_dim(&c) != R) continue;
+        float got[LT_ROPE_MAX_PAIRS], other[LT_ROPE_MAX_PAIRS];
+        const char *keys[2] = {"inv_freq_short", "inv_freq_long"};
+        for (int k = 0; k < 2; k++) {
+            const cJSON *ref = cJSON_GetObjectItem(e, keys[k]);
+            LT_CHECK(cJSON_GetArraySize(ref) == R / 2, "%s: %d frequencies", e->string, cJSON_GetArraySize(ref));
+            if (k) lt_config_rope_inv_freq_long(&c, got);
+            else lt_config_rope_inv_freq(&c, got);
+            if (k) lt_config_rope_inv_freq(&c, other);
+            else lt_config_rope_inv_freq_long(&c, other);
+            double worst = 0, off = 0;
+            for (int i = 0; i < R / 2; i++) {
+                double w = cJSON_GetArrayItem(ref, i)->valuedouble;
+                worst = fmax(worst, fabs(got[i] - w) / w);
+                off = fmax(off, fabs(other[i] - w) / w);
+            }
+            LT_CHECK(worst <= 3e-7, "%s: %s max relative error %.3g", e->string, keys[k], worst);
+            LT_CHECK(off > 0.1, "%s: the other table is as close to %s (%.3g)", e->string, keys[k], off);
+        }
+    }
+    LT_CHECK(n_cases == 5, "longrope fixture: %d cases", n_cases);
+    cJSON_Delete(root);
+}
+
 int main(void) {
     test_valid();
     test_v5();
     test_refusals();
     test_load();
     test_rope();
+    test_phi3();
+    test_longrope();
     return lt_test_finish("test_config");
 }

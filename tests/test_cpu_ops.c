@@ -20,6 +20,7 @@
  *   TOL_FD   backward vs finite differences of the fp32 forward (step h;
  *            fp32 noise / h plus the O(h^2) truncation)
  *   TOL_ACC  "accumulated minus initial" vs the plain result
+ *   TOL_GRAD_EXACT  an fp32 backward vs its exact gradient in double (cross-entropy)
  * This is the cpu mode of the op case table (bench/lt_op_cases.h): the ops
  * and their cpu shapes come from the table (one runner per op below; an op
  * of the table without a cpu check fails), `--op NAME` runs one op (without
@@ -41,6 +42,7 @@
 #define TOL_FWD 2e-6
 #define TOL_FD 2e-3
 #define TOL_ACC 1e-6
+#define TOL_GRAD_EXACT 1e-5 /* an fp32 backward vs its exact double value */
 #define FD_H 1e-2f
 
 static lt_backend *be;
@@ -623,54 +625,61 @@ static void test_add_rmsnorm(int R, int C) {
 typedef struct {
     float *x, *work, *R, *inv_freq;
     int32_t *pos;
-    int N, H, D;
+    int N, H, D, Rd;
+    float sc;
 } rope_ctx;
 static double rope_obj(void *p) {
     rope_ctx *c = p;
     size_t n = (size_t)c->N * c->H * c->D;
     memcpy(c->work, c->x, n * sizeof(float));
-    be->rope_fwd(be, c->work, c->pos, c->inv_freq, c->N, c->H, c->D);
+    be->rope_fwd(be, c->work, c->pos, c->inv_freq, c->N, c->H, c->D, c->Rd, c->sc);
     return objective(c->work, c->R, n);
 }
 
-static void test_rope(int N, int H, int D, int max_pos) {
-    char w[96];
+/* Rd: rotary dims (the first Rd of each head; the rest pass through), sc:
+ * the cos/sin scale (LongRoPE's attention factor) */
+static void test_rope(int N, int H, int D, int max_pos, int Rd, float sc) {
+    char w[128];
     size_t n = (size_t)N * H * D;
-    rope_ctx c = {.N = N, .H = H, .D = D};
+    rope_ctx c = {.N = N, .H = H, .D = D, .Rd = Rd, .sc = sc};
     c.x = frand(n, 1.0f);
     c.R = frand(n, 1.0f);
     c.work = fbuf(n);
     c.pos = ibuf(N);
-    c.inv_freq = fbuf(D / 2);
+    c.inv_freq = fbuf(Rd / 2);
     lt_rng r;
     lt_rng_seed(&r, seed++);
     for (int i = 0; i < N; i++) c.pos[i] = (int32_t)(lt_rng_u64(&r) % (uint64_t)(max_pos + 1)); // arbitrary order
-    for (int i = 0; i < D / 2; i++) c.inv_freq[i] = (float)pow(10000.0, -2.0 * i / D);
+    for (int i = 0; i < Rd / 2; i++) c.inv_freq[i] = (float)pow(10000.0, -2.0 * i / Rd);
 
     float *y = fdup(c.x, n);
-    be->rope_fwd(be, y, c.pos, c.inv_freq, N, H, D);
+    be->rope_fwd(be, y, c.pos, c.inv_freq, N, H, D, Rd, sc);
     // reference: the angle is the fp32 product pos * inv_freq (as transformers
-    // computes it), then everything in double
+    // computes it), then everything in double; dims Rd.. unchanged
     double *ref = dbuf(n);
+    for (size_t i = 0; i < n; i++) ref[i] = c.x[i];
     for (int t = 0; t < N; t++)
         for (int h = 0; h < H; h++)
-            for (int i = 0; i < D / 2; i++) {
+            for (int i = 0; i < Rd / 2; i++) {
                 double a = (double)((float)c.pos[t] * c.inv_freq[i]);
                 size_t o = ((size_t)t * H + h) * D;
-                double x1 = c.x[o + i], x2 = c.x[o + i + D / 2];
-                ref[o + i] = x1 * cos(a) - x2 * sin(a);
-                ref[o + i + D / 2] = x2 * cos(a) + x1 * sin(a);
+                double x1 = c.x[o + i], x2 = c.x[o + i + Rd / 2];
+                ref[o + i] = sc * (x1 * cos(a) - x2 * sin(a));
+                ref[o + i + Rd / 2] = sc * (x2 * cos(a) + x1 * sin(a));
             }
-    snprintf(w, sizeof w, "rope_fwd N%d H%d D%d maxpos%d", N, H, D, max_pos);
+    snprintf(w, sizeof w, "rope_fwd N%d H%d D%d maxpos%d R%d scale%g", N, H, D, max_pos, Rd, sc);
     check(w, y, from_double(ref, n), n, TOL_FWD);
     free(ref);
 
-    float *g = fdup(c.R, n); // dL/dy = R, rotated back in place
-    be->rope_bwd(be, g, c.pos, c.inv_freq, N, H, D);
-    snprintf(w, sizeof w, "rope_bwd N%d H%d D%d maxpos%d", N, H, D, max_pos);
+    float *g = fdup(c.R, n); // dL/dy = R, mapped back in place
+    be->rope_bwd(be, g, c.pos, c.inv_freq, N, H, D, Rd, sc);
+    snprintf(w, sizeof w, "rope_bwd N%d H%d D%d maxpos%d R%d scale%g", N, H, D, max_pos, Rd, sc);
     check_fd(w, rope_obj, &c, c.x, n, g);
-    be->rope_bwd(be, y, c.pos, c.inv_freq, N, H, D); // the inverse
-    snprintf(w, sizeof w, "rope_bwd(rope_fwd(x)) = x N%d H%d D%d", N, H, D);
+    be->rope_bwd(be, y, c.pos, c.inv_freq, N, H, D, Rd, sc); // the inverse rotation, times sc
+    for (int t = 0; t < N; t++) // the rotated dims come back scaled by sc^2
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < Rd; i++) y[((size_t)t * H + h) * D + i] /= sc * sc;
+    snprintf(w, sizeof w, "rope_bwd(rope_fwd(x)) = sc^2 x N%d H%d D%d R%d", N, H, D, Rd);
     check(w, y, c.x, n, TOL_FWD);
     sync_ok("rope");
     arena_free();
@@ -997,8 +1006,30 @@ static void test_cross_entropy(int N, int V, float shift, float cap) {
             for (int i = 0; i < V; i++) zero_rows_ok &= dl[(size_t)n * V + i] == 0.0f && c.loss[n] == 0.0f;
     LT_CHECK(zero_rows_ok, "cross_entropy: rows without a target must have loss 0 and zero gradient");
 
+    /* dlogits against the exact gradient in double: gs * (softmax(z) - onehot) * dz/dl, with
+     * dz/dl = 1 - tanh^2(l / cap) when capped */
+    double *gref = dbuf((size_t)N * V);
+    for (int n = 0; n < N; n++) {
+        if (c.tg[n] < 0) continue;
+        const float *l = c.logits + (size_t)n * V;
+        double mx = -INFINITY, s = 0.0, *z = dbuf(V);
+        for (int i = 0; i < V; i++) z[i] = cap > 0 ? cap * tanh(l[i] / (double)cap) : l[i];
+        for (int i = 0; i < V; i++) mx = z[i] > mx ? z[i] : mx;
+        for (int i = 0; i < V; i++) s += exp(z[i] - mx);
+        for (int i = 0; i < V; i++) {
+            double th = cap > 0 ? tanh(l[i] / (double)cap) : 0.0;
+            gref[(size_t)n * V + i] = c.gs * (exp(z[i] - mx) / s - (i == c.tg[n])) * (1.0 - th * th);
+        }
+        free(z);
+    }
+    snprintf(w, sizeof w, "cross_entropy dlogits exact N%d V%d shift%g cap%g", N, V, shift, cap);
+    check(w, dl, from_double(gref, (size_t)N * V), (size_t)N * V, TOL_GRAD_EXACT);
+    free(gref);
+    /* and against finite differences of the fp32 forward where those resolve the gradient: a
+     * cap that saturates the shifted logits leaves derivatives below the fp32 noise of the
+     * differences (their check is the exact one above) */
     snprintf(w, sizeof w, "cross_entropy dlogits N%d V%d shift%g cap%g", N, V, shift, cap);
-    check_fd(w, ce_obj, &c, c.logits, (size_t)N * V, dl);
+    if (cap == 0 || fabsf(shift) < cap) check_fd(w, ce_obj, &c, c.logits, (size_t)N * V, dl);
 
     // dlogits aliasing logits gives the same, bitwise
     float *alias = fdup(c.logits, (size_t)N * V), *loss2 = fpoison(N);
@@ -1408,7 +1439,9 @@ static void run_nf4_matmul(const long *s) { test_nf4_matmul((int)s[0], (int)s[1]
 static void run_lora(const long *s) { test_lora((int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4]); }
 static void run_rmsnorm(const long *s) { test_rmsnorm((int)s[0], (int)s[1]); }
 static void run_add_rmsnorm(const long *s) { test_add_rmsnorm((int)s[0], (int)s[1]); }
-static void run_rope(const long *s) { test_rope((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
+static void run_rope(const long *s) {
+    test_rope((int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (float)s[5] / 1000.0f);
+}
 static void run_attention(const long *s) {
     if (s[0] == 0)
         test_attention_layouts();

@@ -24,6 +24,7 @@
 
 #include "lt_config.h"
 #include "lt_export.h"
+#include "lt_family.h"
 #include "lt_lora.h"
 #include "lt_safetensors.h"
 #include "lt_test.h"
@@ -63,6 +64,65 @@ static int count_tmp(const char *dir) {
 }
 
 /* ---- PEFT ---- */
+
+/* PEFT's folder src re-exported by our writer into out: the same tensors
+ * (names, shapes, dtypes, bytes) and adapter_config.json keys and values
+ * (target_modules as a set) as PEFT wrote; newer_peft: src was written by a
+ * later PEFT (0.21), whose extra keys (features luxtrain does not write, all
+ * off) are not in ours: only the keys we write are compared. */
+static void same_as_peft(const char *src, const char *out, int newer_peft) {
+    lt_err err;
+    char path[8192];
+    lt_st_file *pf = NULL;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", src);
+    LT_CHECK_OK(lt_st_open(path, &pf, &err), &err);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", out);
+    lt_st_file *of = NULL;
+    LT_CHECK_OK(lt_st_open(path, &of, &err), &err);
+    if (pf && of) {
+        LT_CHECK(lt_st_count(of) == lt_st_count(pf), "%zu vs %zu tensors", lt_st_count(of), lt_st_count(pf));
+        for (size_t i = 0; i < lt_st_count(pf); i++) {
+            const lt_st_tensor *p = lt_st_get(pf, i), *o = lt_st_find(of, p->name);
+            LT_CHECK(o && o->dtype == p->dtype && o->ndim == p->ndim && o->shape[0] == p->shape[0] &&
+                         o->shape[1] == p->shape[1] && o->nbytes == p->nbytes && !memcmp(o->data, p->data, p->nbytes),
+                     "re-exported %s differs", p->name);
+        }
+        const char *fmt = lt_st_metadata(of, "format");
+        LT_CHECK(fmt && !strcmp(fmt, "pt"), "metadata format");
+    }
+    lt_st_close(of);
+    lt_st_close(pf);
+    snprintf(path, sizeof path, "%s/adapter_config.json", out);
+    cJSON *ours = read_json(path);
+    snprintf(path, sizeof path, "%s/adapter_config.json", src);
+    cJSON *peft = read_json(path);
+    int nkeys = 0;
+    const cJSON *k;
+    cJSON_ArrayForEach(k, peft) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(ours, k->string);
+        if (newer_peft && !o) continue;
+        nkeys++;
+        if (!strcmp(k->string, "target_modules")) {
+            int same = o && cJSON_GetArraySize(o) == cJSON_GetArraySize(k);
+            const cJSON *m;
+            cJSON_ArrayForEach(m, k) {
+                int found = 0;
+                const cJSON *q;
+                cJSON_ArrayForEach(q, o) found |= !strcmp(q->valuestring, m->valuestring);
+                same &= found;
+            }
+            LT_CHECK(same, "target_modules differ");
+            continue;
+        }
+        LT_CHECK(o && cJSON_Compare(o, k, 1), "adapter_config key '%s' differs (ours %s)", k->string,
+                 o ? cJSON_PrintUnformatted(o) : "missing");
+    }
+    LT_CHECK(nkeys >= 29 && cJSON_GetArraySize(ours) == nkeys, "key count: ours %d, PEFT %d",
+             cJSON_GetArraySize(ours), nkeys);
+    cJSON_Delete(ours);
+    cJSON_Delete(peft);
+}
+
 
 static void test_peft_roundtrip(void) {
     lt_err err;
@@ -106,50 +166,8 @@ static void test_peft_roundtrip(void) {
     /* re-export and compare with PEFT's folder */
     snprintf(out, sizeof out, "%s/adapter_out", TMP);
     LT_CHECK_OK(lt_peft_export(out, &a->cfg, a->t, a->n, &err), &err);
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", out);
-    lt_st_file *of = NULL;
-    LT_CHECK_OK(lt_st_open(path, &of, &err), &err);
-    if (pf && of) {
-        LT_CHECK(lt_st_count(of) == lt_st_count(pf), "%zu vs %zu tensors", lt_st_count(of), lt_st_count(pf));
-        for (size_t i = 0; i < lt_st_count(pf); i++) {
-            const lt_st_tensor *p = lt_st_get(pf, i), *o = lt_st_find(of, p->name);
-            LT_CHECK(o && o->dtype == p->dtype && o->ndim == p->ndim && o->shape[0] == p->shape[0] &&
-                         o->shape[1] == p->shape[1] && o->nbytes == p->nbytes && !memcmp(o->data, p->data, p->nbytes),
-                     "re-exported %s differs", p->name);
-        }
-        const char *fmt = lt_st_metadata(of, "format");
-        LT_CHECK(fmt && !strcmp(fmt, "pt"), "metadata format");
-    }
-    lt_st_close(of);
     lt_st_close(pf);
-    snprintf(path, sizeof path, "%s/adapter_config.json", out);
-    cJSON *ours = read_json(path);
-    snprintf(path, sizeof path, "%s/adapter_config.json", src);
-    cJSON *peft = read_json(path);
-    int nkeys = 0;
-    const cJSON *k;
-    cJSON_ArrayForEach(k, peft) {
-        nkeys++;
-        const cJSON *o = cJSON_GetObjectItemCaseSensitive(ours, k->string);
-        if (!strcmp(k->string, "target_modules")) {
-            int same = o && cJSON_GetArraySize(o) == cJSON_GetArraySize(k);
-            const cJSON *m;
-            cJSON_ArrayForEach(m, k) {
-                int found = 0;
-                const cJSON *q;
-                cJSON_ArrayForEach(q, o) found |= !strcmp(q->valuestring, m->valuestring);
-                same &= found;
-            }
-            LT_CHECK(same, "target_modules differ");
-            continue;
-        }
-        LT_CHECK(o && cJSON_Compare(o, k, 1), "adapter_config key '%s' differs (ours %s)", k->string,
-                 o ? cJSON_PrintUnformatted(o) : "missing");
-    }
-    LT_CHECK(nkeys >= 29 && cJSON_GetArraySize(ours) == nkeys, "key count: ours %d, PEFT %d",
-             cJSON_GetArraySize(ours), nkeys);
-    cJSON_Delete(ours);
-    cJSON_Delete(peft);
+    same_as_peft(src, out, 0);
     LT_CHECK(count_tmp(TMP) == 0, "temp folders left");
 
     /* our export loads back to the same adapter, also with rsLoRA / no base name */
@@ -214,6 +232,35 @@ static void test_peft_roundtrip(void) {
 }
 
 /* ---- LoRA init vs PEFT ---- */
+
+/* Every family's PEFT adapter (tests/fixtures/train/<model>/adapter, made by
+ * PEFT on that family's tiny model: all its projections, phi3's fused
+ * qkv_proj and gate_up_proj) loads, fits its base model, and re-exports as
+ * PEFT wrote it. */
+static void test_peft_families(void) {
+    const char *models[32];
+    size_t nm = lt_family_fixtures(models, 32);
+    for (size_t i = 0; i < nm; i++) {
+        char src[4096], base[4096], out[2048];
+        snprintf(src, sizeof src, "%s%s/adapter", lt_src_path("tests/fixtures/train/"), models[i]);
+        snprintf(base, sizeof base, "%s%s", lt_src_path("tests/fixtures/models/"), models[i]);
+        snprintf(out, sizeof out, "%s/adapter_%s", TMP, models[i]);
+        lt_err err;
+        lt_peft_adapter *a = NULL;
+        lt_config cfg;
+        LT_CHECK_OK(lt_peft_load(src, &a, &err), &err);
+        LT_CHECK_OK(lt_config_load(base, &cfg, &err), &err);
+        if (!a) continue;
+        LT_CHECK(a->cfg.targets == lt_lora_targets_for(&cfg, LT_LORA_ALL_TARGETS), "%s: targets %x", models[i],
+                 a->cfg.targets);
+        LT_CHECK(a->n == (size_t)cfg.num_layers * (cfg.fused_proj ? 4 : 7), "%s: %zu adapted modules", models[i],
+                 a->n);
+        LT_CHECK_OK(lt_peft_check(a, &cfg, &err), &err);
+        LT_CHECK_OK(lt_peft_export(out, &a->cfg, a->t, a->n, &err), &err);
+        same_as_peft(src, out, 1);
+        lt_peft_free(a);
+    }
+}
 
 static void test_lora_init(void) {
     lt_err err;
@@ -425,6 +472,7 @@ int main(void) {
     snprintf(TMP, sizeof TMP, "%s", lt_test_tmpdir("test_export"));
     test_names();
     test_peft_roundtrip();
+    test_peft_families();
     test_lora_init();
     test_hf_export();
     return lt_test_finish("test_export");

@@ -9,7 +9,8 @@
 #   a full run's F32 weights, a LoRA run's adapter (the same file as
 #   --adapter RUN/final); errors: an unknown --type, an existing OUT without
 #   --overwrite (kept as it was), an olmo2 model whose head_dim llama.cpp
-#   cannot take, a model without tokenizer.json, f16 of a
+#   cannot take, a family without a gguf entry (phi3), a model without
+#   tokenizer.json, f16 of a
 #   weight beyond its range, a
 #   SentencePiece-style tokenizer, not a checkpoint, a checkpoint with
 #   --adapter, --out with --gguf, no source, --type without --gguf -- each
@@ -104,6 +105,8 @@ mkdir -p olmo16 && ln -sf "$src/tests/fixtures/models/olmo2"/{config.json,model.
 ln -sf "$src/tests/fixtures/gguf/tok_cl100k"/* olmo16/
 expect_fail "olmo2 with head_dim != hidden / heads" "head_dim 16 with 4 heads is not hidden_size 48" --gguf x.gguf \
   --model olmo16
+expect_fail "phi3 (no gguf entry)" "GGUF export does not support model family 'phi3'" --gguf x.gguf \
+  --model "$src/tests/fixtures/models/phi3"
 expect_fail "no tokenizer.json" "tokenizer.json: missing" --gguf x.gguf --model "$src/tests/fixtures/models/qwen2"
 mkdir -p spm && ln -sf "$src/tests/fixtures/models/llama"/{config.json,model.safetensors} spm/
 "$py" - "$src/tests/fixtures/gguf/tok_llama3/tokenizer.json" spm/tokenizer.json <<'EOF'

@@ -157,7 +157,7 @@ done:
 }
 
 int main(void) {
-    const char *models[] = {"llama", "llama_tied", "qwen3", "qwen2", "olmo2", "gemma2", "gemma3"};
+    const char *models[] = {"llama", "llama_tied", "qwen3", "qwen2", "olmo2", "gemma2", "gemma3", "phi3"};
     const int chunks[] = {3, 1, 5};
     for (size_t mi = 0; mi < sizeof models / sizeof models[0]; mi++) {
         char dir[1024];

@@ -137,12 +137,14 @@ static void w_rmsnorm_bwd(lt_backend *be, void *dx, int acc_dx, float *dw, const
     rnd(dx, (size_t)R * C);
 }
 /* the wrong-sign fault: the forward applies the inverse rotation and back */
-static void w_rope_fwd(lt_backend *be, void *x, const int32_t *pos, const float *inv_freq, int N, int H, int D) {
-    (F.rope ? ORIG.rope_bwd : ORIG.rope_fwd)(be, x, pos, inv_freq, N, H, D);
+static void w_rope_fwd(lt_backend *be, void *x, const int32_t *pos, const float *inv_freq, int N, int H, int D, int R,
+                       float sc) {
+    (F.rope ? ORIG.rope_bwd : ORIG.rope_fwd)(be, x, pos, inv_freq, N, H, D, R, sc);
     rnd(x, (size_t)N * H * D);
 }
-static void w_rope_bwd(lt_backend *be, void *dx, const int32_t *pos, const float *inv_freq, int N, int H, int D) {
-    (F.rope ? ORIG.rope_fwd : ORIG.rope_bwd)(be, dx, pos, inv_freq, N, H, D);
+static void w_rope_bwd(lt_backend *be, void *dx, const int32_t *pos, const float *inv_freq, int N, int H, int D, int R,
+                       float sc) {
+    (F.rope ? ORIG.rope_fwd : ORIG.rope_bwd)(be, dx, pos, inv_freq, N, H, D, R, sc);
     rnd(dx, (size_t)N * H * D);
 }
 

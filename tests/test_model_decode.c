@@ -10,6 +10,11 @@
  * with the full forward: normalized error <= 1e-5 (only the summation order
  * of the attention differs). On llama the prefill crosses the decode chunk
  * (64 rows) and the cache is reset and refilled. Outputs are poisoned first.
+ * LongRoPE (phi3): transformers picks the rotary table by the length a call
+ * reaches (the short factors up to original_max_position_embeddings), so a
+ * row decoded while the sequence was no longer than that is compared with
+ * the full forward of that prefix; once it grows past, the cache is computed
+ * again with the long factors and the rows equal the full forward of all n.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +55,24 @@ static void check(lt_backend *be, const char *name, int lora, int n, int prefill
     LT_CHECK_OK(lt_model_plan(m, 1, n, &err), &err);
     LT_CHECK_OK(lt_model_step(m, &b, 0, 1.0, &res, &err), &err);
     LT_CHECK_OK(lt_model_get_logits(m, full, &err), &err);
+    const lt_config *cfg = lt_model_config(m);
+    int S = cfg->rope_scaling_type == LT_ROPE_LONGROPE && n > cfg->rope_original_max_pos ? cfg->rope_original_max_pos : 0;
+    if (S > 0) { /* LongRoPE: the rows of calls that end within the original length, from the short prefix */
+        float *pre = malloc((size_t)S * V * 4);
+        lt_batch bs = {1, S, tok, tg, pos, ds};
+        LT_CHECK_OK(lt_model_plan(m, 1, S, &err), &err);
+        LT_CHECK_OK(lt_model_step(m, &bs, 0, 1.0, &res, &err), &err);
+        LT_CHECK_OK(lt_model_get_logits(m, pre, &err), &err);
+        int changed = 0;
+        for (int t = 0; t < n; t++) {
+            int len = t < prefill ? prefill : t + 1; /* the length the decode call producing row t reaches */
+            if (len > S) continue;
+            for (int v = 0; v < V; v++) changed |= full[(size_t)t * V + v] != pre[(size_t)t * V + v];
+            memcpy(full + (size_t)t * V, pre + (size_t)t * V, (size_t)V * 4);
+        }
+        LT_CHECK(changed || prefill > S, "%s: the short and long LongRoPE tables give the same rows", name);
+        free(pre);
+    }
     for (int round = 0; round < 2; round++) { /* second round: reset and refill */
         if (round == 0) LT_CHECK_OK(lt_model_kv_init(m, n, &err), &err);
         else lt_model_kv_reset(m);

@@ -46,10 +46,11 @@ static void check(const char *name, const opts *o, int B, int T) {
                     &err);
         const lt_config *c = lt_model_config(m);
         size_t extra = 0, layers = o->recompute ? 1 : (size_t)c->num_layers;
+        const unsigned tm = lt_lora_targets_for(c, o->targets); /* the modules adapted (phi3: fused) */
         for (int t = 0; t < LT_LORA_NTARGETS; t++) {
             int in, out;
             lt_lora_target_dims(c, t, &in, &out);
-            if ((o->targets >> t) & 1) extra += layers * (size_t)B * T * in * lt_dtype_size(be->act_dtype);
+            if ((tm >> t) & 1) extra += layers * (size_t)B * T * in * lt_dtype_size(be->act_dtype);
         }
         LT_CHECK(got >= nod + extra, "%s: dropout adds %zu bytes, expected at least %zu", name, got - nod, extra);
     }

@@ -2,7 +2,7 @@
  * test_model_recompute.c -- activation recomputation (lt_model_set_recompute)
  * and the per-layer gradient hook (lt_model_set_grad_hook), on the fixture
  * models (llama, llama_tied, qwen3: qk-norm, qwen2: biases, olmo2: post-norm, gemma2: four norms and
- * windows, gemma3: two rotary tables):
+ * windows, gemma3: two rotary tables, phi3: fused projections, LongRoPE):
  *   - the gradients of a forward + backward with --recompute are BITWISE the
  *     gradients without it (full fine-tuning, and LoRA with dropout: the
  *     masks are replayed), on random packed batches; the losses too;
@@ -104,7 +104,7 @@ done:
 }
 
 int main(void) {
-    const char *models[] = {"llama", "llama_tied", "qwen3", "qwen2", "olmo2", "gemma2", "gemma3"};
+    const char *models[] = {"llama", "llama_tied", "qwen3", "qwen2", "olmo2", "gemma2", "gemma3", "phi3"};
     for (size_t mi = 0; mi < sizeof models / sizeof models[0]; mi++) {
         char dir[1024];
         snprintf(dir, sizeof dir, "%s", lt_src_path("tests/fixtures/models"));

@@ -2,8 +2,7 @@
  * test_train_torch.c -- training steps against PyTorch + transformers + PEFT
  * (tests/fixtures/train/<model>/, written by tools/gen_train_fixtures.py).
  *
- * For each fixture model (llama, llama_tied, mistral, qwen2, qwen3, olmo2, mistral_nemo, gemma2,
- * gemma3),
+ * For each fixture model (every family's, lt_family_fixtures),
  * on the CPU backend through lt_trainer_step (2 micro-batches per step,
  * AdamW, warmup 2 + cosine, clip 1, weight decay 0.1):
  *   full fine-tuning  loss and grad norm of every step  relative   <= 1e-5 / 1e-4
@@ -24,13 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lt_family.h"
 #include "lt_model.h"
 #include "lt_safetensors.h"
 #include "lt_test.h"
 #include "lt_trainer.h"
 
-static const char *MODELS[] = {"llama", "llama_tied", "mistral", "qwen2",  "qwen3",
-                               "olmo2", "mistral_nemo", "gemma2",  "gemma3"};
+static const char *MODELS[32];
 
 typedef struct fixture {
     int S, M, B, T;
@@ -234,7 +233,8 @@ int main(void) {
     }
     printf("%-11s %-5s %10s %10s %10s %10s %10s\n", "model", "mode", "loss rel", "gnorm rel", "weights", "change",
            "logits");
-    for (size_t k = 0; k < sizeof MODELS / sizeof MODELS[0]; k++) {
+    const size_t NM = lt_family_fixtures(MODELS, sizeof MODELS / sizeof MODELS[0]);
+    for (size_t k = 0; k < NM; k++) {
         const char *name = MODELS[k];
         fixture f;
         if (!load_fixture(name, &f)) {

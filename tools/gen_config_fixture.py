@@ -12,9 +12,17 @@ config under tests/fixtures/models/ loaded and saved again by transformers 5
 rope_scaling and torch_dtype). tests/test_model_fixtures.c runs every model
 with both forms and expects the same logits. Saving a config needs no torch.
 
-Two environments:
+And tests/fixtures/config/longrope.json: Phi-3 configs with LongRoPE (the
+Phi-3.5-mini and Phi-4-mini geometries, partial rotary, given factor /
+attention_factor, the v5 rope_parameters form) and what transformers 5
+computes for them: the short and long inv_freq (_compute_longrope_parameters,
+the long one as longrope_frequency_update asks for it) and the attention
+factor.
+
+Three environments:
     /work/venv-gen/bin/python tools/gen_config_fixture.py rope         # tools/requirements-gen.txt (4.51.3 + torch)
     /work/venv-gen5/bin/python tools/gen_config_fixture.py v5-configs  # tools/requirements-gen5.txt (5.x, no torch)
+    /work/venv-olmo2/bin/python tools/gen_config_fixture.py longrope   # tools/requirements-gen5.txt (5.x + torch)
 """
 import glob
 import json
@@ -82,6 +90,61 @@ def write_rope():
     print("wrote", OUT)
 
 
+def phi3_case(head_dim, heads, partial, omp, max_pos, v5=False, **rope_extra):
+    """a Phi-3 config.json dict (v4 form, or v5 rope_parameters) with LongRoPE factor lists for its rotary dims"""
+    n = int(head_dim * partial) // 2
+    short = [round(1.0 + 0.6 * (i / n) ** 3, 6) for i in range(n)]
+    long = [round(1.0 + 60.0 * (i / n) ** 2 + 0.01 * i, 6) for i in range(n)]
+    cfg = {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "vocab_size": 32064,
+           "hidden_size": head_dim * heads, "intermediate_size": 8192, "num_hidden_layers": 32,
+           "num_attention_heads": heads, "num_key_value_heads": 8, "max_position_embeddings": max_pos,
+           "original_max_position_embeddings": omp, "rms_norm_eps": 1e-5, "sliding_window": 262144,
+           "torch_dtype": "bfloat16"}
+    rope = {"short_factor": short, "long_factor": long, **rope_extra}
+    if partial != 1.0:
+        cfg["partial_rotary_factor"] = partial
+    if v5:
+        cfg["rope_parameters"] = {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": partial,
+                                  "original_max_position_embeddings": omp, **rope}
+    else:
+        cfg["rope_theta"] = 10000.0
+        cfg["rope_scaling"] = {"type": "longrope", **rope}
+    return cfg
+
+
+LONGROPE = {
+    "phi3_5_mini": phi3_case(96, 32, 1.0, 4096, 131072),             # attention factor from 131072 / 4096
+    "phi4_mini": phi3_case(128, 24, 0.75, 4096, 131072),             # 96 of 128 dims rotated
+    "given_factors": phi3_case(64, 8, 0.5, 2048, 8192, factor=8.0, attention_factor=1.25),
+    "no_extension": phi3_case(64, 8, 1.0, 4096, 4096),               # factor 1: attention factor 1
+    "phi4_mini_v5": phi3_case(128, 24, 0.75, 4096, 131072, v5=True),
+}
+
+
+def write_longrope():
+    from transformers import Phi3Config
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    out = {"transformers": transformers.__version__, "cases": {}}
+    fn = ROPE_INIT_FUNCTIONS["longrope"]
+    for name, cfg in LONGROPE.items():
+        kw = {k: v for k, v in json.loads(json.dumps(cfg)).items()  # a copy: Phi3Config edits its rope dict
+              if k not in ("architectures", "model_type", "torch_dtype")}
+        config = Phi3Config(**kw)
+        omp = config.rope_parameters["original_max_position_embeddings"]
+        short, att = fn(config, "cpu")
+        long, att2 = fn(config, "cpu", seq_len=omp + 1)
+        assert att == att2
+        out["cases"][name] = {"config": cfg, "rotary_dim": 2 * len(short), "attention_factor": att,
+                              "inv_freq_short": [float(v) for v in short.tolist()],
+                              "inv_freq_long": [float(v) for v in long.tolist()]}
+    path = os.path.join(HERE, "..", "tests", "fixtures", "config", "longrope.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    print("wrote", path)
+
+
 def write_v5_configs():
     if int(transformers.__version__.split(".")[0]) < 5:
         sys.exit("v5-configs needs transformers 5.x, found " + transformers.__version__)
@@ -101,5 +164,7 @@ if __name__ == "__main__":
         write_rope()
     elif what == "v5-configs":
         write_v5_configs()
+    elif what == "longrope":
+        write_longrope()
     else:
-        sys.exit("usage: gen_config_fixture.py rope|v5-configs")
+        sys.exit("usage: gen_config_fixture.py rope|v5-configs|longrope")

@@ -140,7 +140,35 @@ MODELS5 = [
         hidden_activation="gelu_pytorch_tanh", attention_bias=False, tie_word_embeddings=True,
         bos_token_id=2, eos_token_id=1, pad_token_id=0,
     ), torch.float32, None),
+    # Phi-4-mini's shape: fused qkv_proj / gate_up_proj, partial rotary 0.75 (12 of head_dim 16 rotated),
+    # GQA, tied embeddings, LongRoPE with original_max_position_embeddings 4: every document of more than
+    # one token is past it (the long factors; a one-token document sits at position 0, where both tables
+    # agree); rope factor 2 given, so the attention factor is sqrt(1 + ln 2 / ln 4) = 1.22 (Phi-4-mini:
+    # 1.19; from 64 / 4 it would be 1.73, too sharp for the bf16 checks of test_model_cuda)
+    ("phi3", "Phi3Config", dict(
+        vocab_size=184, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        original_max_position_embeddings=4, partial_rotary_factor=0.75, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                         "factor": 2.0, "short_factor": [1.0, 1.07, 1.21, 1.5, 2.2, 3.1],
+                         "long_factor": [1.3, 2.1, 3.9, 6.5, 11.0, 17.5]},
+        sliding_window=None, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    ), torch.float32, None),
+    # the same layer below its original length: original_max_position_embeddings 16 >= every document
+    # (the short factors); partial rotary 0.5, MHA-to-GQA 8 / 2 heads of 8, untied head
+    ("phi3_short", "Phi3Config", dict(
+        vocab_size=168, hidden_size=64, intermediate_size=80, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=48,
+        original_max_position_embeddings=16, partial_rotary_factor=0.5, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                         "short_factor": [1.02, 1.6], "long_factor": [2.5, 9.0]},
+        sliding_window=None, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    ), torch.float32, None),
 ]
+
+# phi3 / phi3_short and gemma2 / gemma3 were added on parallel branches at the same MODELS5 index;
+# the index each phi3 fixture was made with (its seed), so the committed fixtures stay reproducible
+SEED_INDEX5 = {"phi3": 2, "phi3_short": 3}
 
 # the settings whose effect a fixture must show (the logits change by more than 1% without them)
 GEMMA_CAPS = {"gemma2": ("attn_logit_softcapping", "final_logit_softcapping", "sliding_window"),
@@ -228,7 +256,10 @@ def build(name, cls, kw, save_dtype, shard, seed):
 def v4_config(path):
     """Rewrite a config.json saved by transformers 5 in the form transformers 4
     writes: rope_theta (+ rope_scaling) for rope_parameters, torch_dtype for
-    dtype. Only default RoPE is rewritten; anything else stops here."""
+    dtype. Default RoPE, Gemma 3's two tables and Phi-3's LongRoPE are rewritten (LongRoPE as Phi-3
+    checkpoints write it: rope_scaling {type, short_factor, long_factor}, the
+    original length and partial_rotary_factor at the top level); anything else
+    stops here."""
     with open(path) as f:
         c = json.load(f)
     rp = c.pop("rope_parameters")
@@ -253,8 +284,17 @@ def v4_config(path):
             json.dump(dict(sorted(c.items())), f, indent=2)
             f.write("\n")
         return
-    if rp.get("rope_type") != "default" or set(rp) != {"rope_type", "rope_theta"}:
-        sys.exit(f"{path}: v4_config handles default RoPE only, found {rp}")
+    top = {"partial_rotary_factor": c.get("partial_rotary_factor", 1.0),
+           "original_max_position_embeddings": c.get("original_max_position_embeddings")}
+    for k in ("partial_rotary_factor", "original_max_position_embeddings"):  # at the top level in v4
+        if k in rp and rp.pop(k) != top[k]:
+            sys.exit(f"{path}: rope_parameters.{k} differs from the top-level value")
+    if rp.get("rope_type") == "longrope" and set(rp) <= {"rope_type", "type", "rope_theta", "short_factor",
+                                                           "long_factor", "factor"}:
+        c["rope_scaling"] = {"type": "longrope", **{k: rp[k] for k in ("short_factor", "long_factor", "factor")
+                                                    if k in rp}}
+    elif rp.get("rope_type") != "default" or set(rp) != {"rope_type", "rope_theta"}:
+        sys.exit(f"{path}: v4_config handles default RoPE and longrope only, found {rp}")
     c["rope_theta"] = rp["rope_theta"]
     c["torch_dtype"] = c.pop("dtype")
     if c["model_type"] == "gemma2":
@@ -357,7 +397,7 @@ def main():
         for n in names:
             if n not in known:
                 sys.exit(f"unknown model {n!r} (transformers 5 models: {sorted(known)})")
-        todo = [(len(MODELS) + i, (m[0], getattr(transformers, m[1])) + m[2:])
+        todo = [(len(MODELS) + SEED_INDEX5.get(m[0], i), (m[0], getattr(transformers, m[1])) + m[2:])
                 for i, m in enumerate(MODELS5) if m[0] in names]
     else:
         if V5:

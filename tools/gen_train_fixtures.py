@@ -11,7 +11,8 @@ For every model NAME this writes tests/fixtures/train/NAME/:
   full.safetensors      F32 "<hf name>": every parameter after STEPS AdamW
                         steps of full fine-tuning
   adapter/              a PEFT 0.15.2 LoRA adapter (r 4, alpha 8, all seven
-                        projections) with PEFT's A and a random B, as
+                        projections; phi3: its four, qkv_proj and
+                        gate_up_proj fused) with PEFT's A and a random B, as
                         save_pretrained writes it: the starting point
   lora.safetensors      F32 "logits0" (B*T, V): the PEFT model's logits for
                         micro-batch (0, 0) before training; "<peft name>":
@@ -52,13 +53,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "train")
 NAMES = ["llama", "llama_tied", "mistral", "qwen2", "qwen3"]
-NAMES5 = ["olmo2", "mistral_nemo", "gemma2", "gemma3"]  # transformers 5 fixtures, made by name
+NAMES5 = ["olmo2", "mistral_nemo", "gemma2", "gemma3", "phi3", "phi3_short"]  # transformers 5 fixtures, made by name
+# phi3 / phi3_short and gemma2 / gemma3 were added on parallel branches at the same NAMES5 index; the
+# index each phi3 fixture was made with (its seed), so the committed fixtures stay reproducible
+SEED_INDEX5 = {"phi3": 2, "phi3_short": 3}
 V5 = int(transformers.__version__.split(".")[0]) >= 5
 
 STEPS, MICRO, B, T = 4, 2, 2, 16
 HP = dict(warmup_steps=2, total_steps=STEPS, min_lr_ratio=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
           weight_decay=0.1, clip=1.0, lr_full=1e-3, lr_lora=5e-3, lora_r=4, lora_alpha=8.0)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Phi-3's fused modules, as PEFT names them
+TARGETS_FUSED = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+# shortest document per model (default 2). phi3's LongRoPE switches to its long factors past 4 positions:
+# luxtrain (as transformers given the packed position_ids) picks the table by the micro-batch's largest
+# position, this reference by each document's; with every document longer than 4 both pick the long one
+# (a one-token padding document sits at position 0, where the tables agree)
+MIN_DOC = {"phi3": 5}
 
 
 def lr_factor(step):
@@ -70,7 +81,7 @@ def lr_factor(step):
     return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def make_batches(vocab, seed):
+def make_batches(vocab, seed, min_doc=2):
     rng = np.random.default_rng(seed)
     shape = (STEPS, MICRO, B, T)
     arr = {k: np.zeros(shape, np.int32) for k in ("tokens", "targets", "pos", "doc_start")}
@@ -81,7 +92,7 @@ def make_batches(vocab, seed):
             for b in range(B):
                 t = 0
                 while True:
-                    L = int(rng.integers(2, 12))
+                    L = int(rng.integers(min_doc, 12))
                     if t + L > T:
                         break
                     ids = rng.integers(3, vocab, size=L).astype(np.int32)
@@ -151,7 +162,7 @@ def main():
     if sys.argv[1:]:
         if not V5 or any(n not in NAMES5 for n in sys.argv[1:]):
             sys.exit(f"named models ({NAMES5}) are made with transformers 5, found {transformers.__version__}")
-        todo = [(len(NAMES) + NAMES5.index(n), n) for n in sys.argv[1:]]
+        todo = [(len(NAMES) + SEED_INDEX5.get(n, NAMES5.index(n)), n) for n in sys.argv[1:]]
     else:
         todo = list(enumerate(NAMES))
     for k, name in todo:
@@ -162,7 +173,7 @@ def main():
         os.makedirs(out)
         model = load(src)
         V = model.config.vocab_size
-        arr, docs = make_batches(V, 1000 + k)
+        arr, docs = make_batches(V, 1000 + k, MIN_DOC.get(name, 2))
         save_file({k2: v for k2, v in arr.items()}, os.path.join(out, "batches.safetensors"))
         exp = {"steps": STEPS, "micro": MICRO, "B": B, "T": T, **HP,
                "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -179,7 +190,8 @@ def main():
         # ---- LoRA: PEFT's init for A, a random B (so both get gradients at step 1)
         base = load(src)
         torch.manual_seed(100 + k)
-        cfg = LoraConfig(r=HP["lora_r"], lora_alpha=HP["lora_alpha"], lora_dropout=0.0, target_modules=TARGETS,
+        targets = TARGETS_FUSED if base.config.model_type == "phi3" else TARGETS
+        cfg = LoraConfig(r=HP["lora_r"], lora_alpha=HP["lora_alpha"], lora_dropout=0.0, target_modules=targets,
                          task_type="CAUSAL_LM", bias="none")
         pm = get_peft_model(base, cfg)
         g = torch.Generator().manual_seed(200 + k)

@@ -367,6 +367,7 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
     if ((st = lt_config_load(model, &cfg, err)))
         return lt_wrap(err, st, "base model %s (adapter_config.json names it; its shapes check the adapter)", model);
     if ((st = ckpt_adapter(c, o, &a, tab, err))) return st;
+    a.cfg.targets = lt_lora_targets_for(&cfg, a.cfg.targets); /* fused modules (phi3): qkv, gate_up */
     if ((st = lt_peft_check(&a, &cfg, err)))
         lt_wrap(err, st, "checkpoint %s against base model %s (the base model changed?)", c->dir, model);
     if (!st && (tab[0] || tab[1])) st = checkpoint_embed(c, o, model, &cfg, tab, &a.emb, err);

@@ -95,9 +95,17 @@ int lt_inspect_model(const char *dir, int json) {
             cJSON_AddNumberToObject(r, "high_freq_factor", cfg.rope_high_freq_factor);
             cJSON_AddNumberToObject(r, "original_max_position_embeddings", cfg.rope_original_max_pos);
             cJSON_AddItemToObject(o, "rope_scaling", r);
+        } else if (cfg.rope_scaling_type == LT_ROPE_LONGROPE) { /* phi3 */
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "rope_type", "longrope");
+            cJSON_AddNumberToObject(r, "factor", cfg.rope_factor);
+            cJSON_AddNumberToObject(r, "attention_factor", cfg.rope_attention_factor);
+            cJSON_AddNumberToObject(r, "original_max_position_embeddings", cfg.rope_original_max_pos);
+            cJSON_AddItemToObject(o, "rope_scaling", r);
         } else {
             cJSON_AddNullToObject(o, "rope_scaling");
         }
+        cJSON_AddNumberToObject(o, "rotary_dim", lt_config_rotary_dim(&cfg));
         if (cfg.sliding_window > 0)
             cJSON_AddNumberToObject(o, "sliding_window", cfg.sliding_window);
         else
@@ -131,8 +139,14 @@ int lt_inspect_model(const char *dir, int json) {
                "original_max_position_embeddings %d)\n",
                cfg.rope_theta, cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
                cfg.rope_original_max_pos);
+    else if (cfg.rope_scaling_type == LT_ROPE_LONGROPE)
+        printf("rope:           theta %g, longrope (factor %g, attention factor %.6g, long factors past "
+               "original_max_position_embeddings %d)\n",
+               cfg.rope_theta, cfg.rope_factor, cfg.rope_attention_factor, cfg.rope_original_max_pos);
     else
         printf("rope:           theta %g, no scaling\n", cfg.rope_theta);
+    if (lt_config_rotary_dim(&cfg) < cfg.head_dim)
+        printf("rotary dims:    %d of %d (partial_rotary_factor)\n", lt_config_rotary_dim(&cfg), cfg.head_dim);
     printf("max positions:  %d\n", cfg.max_position_embeddings);
     if (cfg.sliding_window > 0) printf("sliding window: %d\n", cfg.sliding_window);
     printf("rms_norm_eps:   %g\n", cfg.rms_norm_eps);

@@ -802,7 +802,7 @@ static int dry_run(const lt_train_opts *o, int world) {
     if (lora) {
         Pt = 0;
         for (int t = 0; t < LT_LORA_NTARGETS; t++) {
-            if (!(o->lora_targets & (1u << t))) continue;
+            if (!(lt_lora_targets_for(&c, o->lora_targets) & (1u << t))) continue;
             int in, out;
             lt_lora_target_dims(&c, t, &in, &out);
             Pt += (double)c.num_layers * o->lora_rank * (in + out);

@@ -24,12 +24,12 @@ lt_status lt_lora_parse_targets(const char *csv, unsigned *mask, lt_err *err) {
         while (n && *p == ' ') p++, n--;
         while (n && p[n - 1] == ' ') n--;
         if (n == 0)
-            return lt_fail(err, LT_ERR_INVALID, "empty entry in '%s' (expected a comma-separated list of q, k, v, o, gate, up, down)",
+            return lt_fail(err, LT_ERR_INVALID, "empty entry in '%s' (expected a comma-separated list of q, k, v, o, gate, up, down, qkv, gate_up)",
                            csv ? csv : "");
         int t = target_index(p, n);
         if (t < 0)
             return lt_fail(err, LT_ERR_INVALID,
-                           "unknown module '%.*s' (LoRA targets are q, k, v, o, gate, up, down or q_proj, ..., down_proj)",
+                           "unknown module '%.*s' (LoRA targets are q, k, v, o, gate, up, down, qkv, gate_up or q_proj, ..., gate_up_proj)",
                            (int)n, p);
         if (m & (1u << t))
             return lt_fail(err, LT_ERR_INVALID, "module '%s' given twice", lt_lora_target_short(t));

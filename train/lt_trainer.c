@@ -403,7 +403,7 @@ lt_status lt_trainer_step(lt_trainer *t, const lt_batch *micro, int n_micro, lt_
 
 static lt_status lora_spec_of(const lt_config *c, const lt_peft_config *cfg, lt_lora_spec *spec, lt_err *err) {
     if (cfg->r <= 0) return lt_fail(err, LT_ERR_INVALID, "LoRA: rank %d must be positive", cfg->r);
-    if (!cfg->targets || (cfg->targets & ~LT_LORA_ALL_TARGETS))
+    if (!cfg->targets || (cfg->targets & ~LT_LORA_ANY_TARGETS))
         return lt_fail(err, LT_ERR_INVALID, "LoRA: no (or unknown) target modules");
     if (!(cfg->dropout >= 0 && cfg->dropout < 1))
         return lt_fail(err, LT_ERR_INVALID, "LoRA: dropout %g must be in [0, 1)", cfg->dropout);
@@ -422,9 +422,10 @@ lt_status lt_trainer_add_lora(lt_model *m, const lt_peft_config *cfg, lt_rng *rn
     lt_status st = lora_spec_of(c, cfg, &spec, err);
     if (st || (st = lt_model_add_lora(m, &spec, err))) return st;
     lt_backend *be = lt_model_backend(m);
+    const unsigned targets = lt_lora_targets_for(c, cfg->targets); /* fused modules (phi3): qkv, gate_up */
     for (int l = 0; l < c->num_layers; l++) {
         for (int t = 0; t < LT_LORA_NTARGETS; t++) {
-            if (!(cfg->targets & (1u << t))) continue;
+            if (!(targets & (1u << t))) continue;
             int in, outf;
             lt_lora_target_dims(c, t, &in, &outf);
             char name[160];
@@ -493,8 +494,11 @@ lt_status lt_trainer_train_embeddings(lt_model *m, const char *model_dir, const 
     return st;
 }
 
-lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg, const char *out_dir, lt_err *err) {
+lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg_in, const char *out_dir, lt_err *err) {
     const lt_config *c = lt_model_config(m);
+    lt_peft_config rc = *cfg_in; /* the modules adapted: fused ones (phi3) under PEFT's names */
+    rc.targets = lt_lora_targets_for(c, cfg_in->targets);
+    const lt_peft_config *cfg = &rc;
     lt_backend *be = lt_model_backend(m);
     size_t cap = (size_t)c->num_layers * LT_LORA_NTARGETS, n = 0;
     lt_peft_tensor *ts = calloc(cap, sizeof *ts);
