@@ -9,7 +9,10 @@
 #   a full run's F32 weights, a LoRA run's adapter (the same file as
 #   --adapter RUN/final); errors: an unknown --type, an existing OUT without
 #   --overwrite (kept as it was), an olmo2 model whose head_dim llama.cpp
-#   cannot take, a model without tokenizer.json, f16 of a
+#   cannot take, gemma2 / gemma3 configs llama.cpp's gemma graphs cannot
+#   express (query_pre_attn_scalar other than head_dim, a gemma3 soft-cap,
+#   an untied gemma2 head, gemma2 without soft-caps), a model without
+#   tokenizer.json, f16 of a
 #   weight beyond its range, a
 #   SentencePiece-style tokenizer, not a checkpoint, a checkpoint with
 #   --adapter, --out with --gguf, no source, --type without --gguf -- each
@@ -104,6 +107,20 @@ mkdir -p olmo16 && ln -sf "$src/tests/fixtures/models/olmo2"/{config.json,model.
 ln -sf "$src/tests/fixtures/gguf/tok_cl100k"/* olmo16/
 expect_fail "olmo2 with head_dim != hidden / heads" "head_dim 16 with 4 heads is not hidden_size 48" --gguf x.gguf \
   --model olmo16
+# gemma: what llama.cpp's graphs cannot express (checked before the weights are read)
+gemma_variant() { # NAME FAMILY PYTHON-EDIT: a folder with the family's fixture config edited
+    mkdir -p "$1" && ln -sf "$src/tests/fixtures/models/$2/model.safetensors" "$src/tests/fixtures/gguf/tok_llama3"/* "$1/"
+    "$py" -c "import json, sys; c = json.load(open(sys.argv[1])); $3; json.dump(c, open(sys.argv[2], 'w'))" \
+      "$src/tests/fixtures/gguf/${2}_qs16/config.json" "$1/config.json"
+}
+gemma_variant g2qs gemma2 "c['query_pre_attn_scalar'] = 24"
+expect_fail "gemma2 query_pre_attn_scalar != head_dim" "query_pre_attn_scalar 24: llama.cpp's gemma2 graph scales attention by head_dim^-0.5 = 16^-0.5" --gguf x.gguf --model g2qs
+gemma_variant g3cap gemma3 "c['final_logit_softcapping'] = 30.0"
+expect_fail "gemma3 with a soft-cap" "final_logit_softcapping is set: llama.cpp's gemma3 graph has no logit soft-capping" --gguf x.gguf --model g3cap
+gemma_variant g2untied gemma2 "c['tie_word_embeddings'] = False"
+expect_fail "untied gemma2" "tie_word_embeddings is false: llama.cpp's gemma2 graph reads the head from token_embd" --gguf x.gguf --model g2untied
+gemma_variant g2nocap gemma2 "c['attn_logit_softcapping'] = None"
+expect_fail "gemma2 without soft-caps" "must both be set: llama.cpp's gemma2 graph always soft-caps" --gguf x.gguf --model g2nocap
 expect_fail "no tokenizer.json" "tokenizer.json: missing" --gguf x.gguf --model "$src/tests/fixtures/models/qwen2"
 mkdir -p spm && ln -sf "$src/tests/fixtures/models/llama"/{config.json,model.safetensors} spm/
 "$py" - "$src/tests/fixtures/gguf/tok_llama3/tokenizer.json" spm/tokenizer.json <<'EOF'
