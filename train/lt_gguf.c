@@ -275,7 +275,7 @@ static lt_status add_tokenizer(buf *b, const char *dir, const lt_config *cfg, lt
     if (!mtype || strcmp(mtype, "BPE") || !byte_level) {
         st = lt_fail(err, LT_ERR_UNSUPPORTED,
                      "%s: GGUF export writes byte-level BPE tokenizers (Llama 3, Qwen, OLMo 2: llama.cpp's \"gpt2\" "
-                     "model); this one is %s%s (SentencePiece-style tokenizers such as Llama 2 / Mistral's are not "
+                     "model); this one is %s%s (SentencePiece-style tokenizers such as Llama 2 / Mistral / Gemma's are not "
                      "supported yet)",
                      path, mtype ? mtype : "of no known model type", byte_level ? "" : " without ByteLevel");
         goto done;
