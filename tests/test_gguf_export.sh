@@ -11,7 +11,8 @@
 #   --overwrite (kept as it was), an olmo2 model whose head_dim llama.cpp
 #   cannot take, gemma2 / gemma3 configs llama.cpp's gemma graphs cannot
 #   express (query_pre_attn_scalar other than head_dim, a gemma3 soft-cap,
-#   an untied gemma2 head, gemma2 without soft-caps), a model without
+#   an untied gemma2 head, gemma2 without soft-caps, layer_types with no
+#   period) -- and gemma transformers 5 configs giving the v4 file --, a model without
 #   tokenizer.json, f16 of a
 #   weight beyond its range, a
 #   SentencePiece-style tokenizer, not a checkpoint, a checkpoint with
@@ -108,11 +109,22 @@ ln -sf "$src/tests/fixtures/gguf/tok_cl100k"/* olmo16/
 expect_fail "olmo2 with head_dim != hidden / heads" "head_dim 16 with 4 heads is not hidden_size 48" --gguf x.gguf \
   --model olmo16
 # gemma: what llama.cpp's graphs cannot express (checked before the weights are read)
-gemma_variant() { # NAME FAMILY PYTHON-EDIT: a folder with the family's fixture config edited
+gemma_variant() { # NAME FAMILY PYTHON-EDIT [CONFIG]: a folder with the family's fixture config (or CONFIG) edited
     mkdir -p "$1" && ln -sf "$src/tests/fixtures/models/$2/model.safetensors" "$src/tests/fixtures/gguf/tok_llama3"/* "$1/"
     "$py" -c "import json, sys; c = json.load(open(sys.argv[1])); $3; json.dump(c, open(sys.argv[2], 'w'))" \
-      "$src/tests/fixtures/gguf/${2}_qs16/config.json" "$1/config.json"
+      "${4:-$src/tests/fixtures/gguf/${2}_qs16/config.json}" "$1/config.json"
 }
+# transformers 5 configs (layer_types, rope_parameters per layer type) give the same file
+for fam in gemma2 gemma3; do
+    gemma_variant "${fam}_v5" "$fam" "c['query_pre_attn_scalar'] = 16" "$src/tests/fixtures/config/v5/$fam/config.json"
+    "$bin" export --gguf "${fam}_v5.gguf" --model "${fam}_v5" --type f32 >v5.txt 2>&1 \
+      && "$py" "$check" same "${fam}_v5.gguf" "$fam.f32.gguf" >>v5.txt 2>&1 \
+      && ok "$fam: a transformers 5 config gives the same file" || fail "$fam v5 config: $(tail -2 v5.txt)"
+done
+gemma_variant g3types gemma3 "c['query_pre_attn_scalar'] = 16; c['layer_types'][1] = 'full_attention'" \
+  "$src/tests/fixtures/config/v5/gemma3/config.json"
+expect_fail "gemma3 layer_types with no period" "repeat with no period llama.cpp's sliding_window_pattern" \
+  --gguf x.gguf --model g3types
 gemma_variant g2qs gemma2 "c['query_pre_attn_scalar'] = 24"
 expect_fail "gemma2 query_pre_attn_scalar != head_dim" "query_pre_attn_scalar 24: llama.cpp's gemma2 graph scales attention by head_dim^-0.5 = 16^-0.5" --gguf x.gguf --model g2qs
 gemma_variant g3cap gemma3 "c['final_logit_softcapping'] = 30.0"
