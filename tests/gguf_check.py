@@ -13,7 +13,7 @@ reader and as the reference for names, keys and quantization:
       "llama" as llama.cpp's converter does, Gemma's norm weights as 1 + w
       (llama.cpp's Gemma norms multiply by the stored weight); the Gemma
       keys (sliding window and its layer pattern, soft-caps, the local RoPE
-      base, linear RoPE scaling); then F32 equal, F16 equal to
+      base); linear RoPE scaling; then F32 equal, F16 equal to
       numpy's rounding, BF16 and Q8_0 byte for byte equal to gguf.quants.quantize;
       Q8_0 dequantized within half a step (+ the fp16 rounding of the
       scale) of the f32 values.
@@ -144,6 +144,14 @@ def check(path, mdir, typ, adapter):
                  (K.Rope.FREQ_BASE.format(arch=arch), cfg.get("rope_theta", 10000.0))):
         if field(r, k) != np.float32(v):
             fail(f"{k} = {field(r, k)!r}, expected {v!r}")
+    rs = cfg.get("rope_scaling") or {}
+    if rs.get("rope_type", rs.get("type")) == "linear":  # llama.cpp divides the positions by the factor
+        if field(r, K.Rope.SCALING_TYPE.format(arch=arch)) != "linear" or \
+                field(r, K.Rope.SCALING_FACTOR.format(arch=arch)) != np.float32(rs["factor"]):
+            fail(f"rope.scaling.type / factor: linear {rs['factor']} expected")
+        print(f"ok   rope scaling linear, factor {rs['factor']}")
+    elif field(r, K.Rope.SCALING_TYPE.format(arch=arch)) is not None:
+        fail("rope.scaling.type written without linear rope_scaling")
     if arch in GEMMA:
         check_gemma(r, cfg, arch)
     if (field(r, K.General.QUANTIZATION_VERSION) is not None) != (typ == "q8_0"):
@@ -269,12 +277,6 @@ def check_gemma(r, cfg, arch):
         for k in (K.LLM.ATTN_LOGIT_SOFTCAPPING, K.LLM.FINAL_LOGIT_SOFTCAPPING):
             if field(r, k.format(arch=arch)) is not None:
                 fail(f"{k.format(arch=arch)} written: llama.cpp's gemma3 graph has no soft-cap")
-    rs = cfg.get("rope_scaling") or {}
-    if rs.get("rope_type", rs.get("type")) == "linear":
-        want[K.Rope.SCALING_TYPE.format(arch=arch)] = "linear"
-        f32[K.Rope.SCALING_FACTOR.format(arch=arch)] = rs["factor"]
-    elif field(r, K.Rope.SCALING_TYPE.format(arch=arch)) is not None:
-        fail("rope.scaling.type written without rope_scaling")
     for k, v in want.items():
         if field(r, k) != v:
             fail(f"{k} = {field(r, k)!r}, expected {v!r}")
