@@ -127,6 +127,9 @@ expect_fail "gemma3 layer_types with no period" "repeat with no period llama.cpp
   --gguf x.gguf --model g3types
 variant g2qs gemma2 "c['query_pre_attn_scalar'] = 24"
 expect_fail "gemma2 query_pre_attn_scalar != head_dim" "query_pre_attn_scalar 24: llama.cpp's gemma2 graph scales attention by head_dim^-0.5 = 16^-0.5" --gguf x.gguf --model g2qs
+variant g2big gemma2 "c['num_hidden_layers'] = 46"
+expect_fail "gemma2 at 46 layers (llama.cpp's 27B scale)" "scales attention by (hidden_size / heads)^-0.5 = 12^-0.5 for 46 layers" \
+  --gguf x.gguf --model g2big
 variant g3cap gemma3 "c['final_logit_softcapping'] = 30.0"
 expect_fail "gemma3 with a soft-cap" "final_logit_softcapping is set: llama.cpp's gemma3 graph has no logit soft-capping" --gguf x.gguf --model g3cap
 variant g2untied gemma2 "c['tie_word_embeddings'] = False"
