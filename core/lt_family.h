@@ -51,6 +51,15 @@ typedef struct lt_family_gguf {
     /* layer tensors named unlike the Llama layer: {HF name after "model.layers.N.",
      * GGUF name after "blk.N."} without ".weight"/".bias"; NULL-terminated, may be NULL */
     const char *const (*names)[2];
+    /* Gemma (0 elsewhere) */
+    int swa;            /* llama.cpp applies the sliding window itself: attention.sliding_window and
+                           sliding_window_pattern written, context_length not capped by the window */
+    int softcaps;       /* the graph always soft-caps attention and final logits: both written, and
+                           required (without it, a config with a soft-cap is refused) */
+    int tied_only;      /* the graph reads its head from token_embd: an untied head is refused */
+    int no_attn_bias;   /* the graph has no attention biases: attention_bias is refused */
+    int scale_27b_layers; /* llama.cpp's attention scale is head_dim^-0.5, or (hidden / heads)^-0.5 at
+                             this block count (its "27B"); another query_pre_attn_scalar is refused */
 } lt_family_gguf;
 
 typedef struct lt_family {

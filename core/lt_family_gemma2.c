@@ -14,6 +14,12 @@ static const char *const KEYS[] = {"attention_bias", "hidden_activation", "query
                                    "layer_types", "use_bidirectional_attention", "cache_implementation", NULL};
 static const char *const FIXTURES[] = {"gemma2", NULL};
 
+/* the sandwich norms: llama.cpp's post_attention_norm / ffn_norm / post_ffw_norm */
+static const char *const GGUF_NAMES[][2] = {{"post_attention_layernorm", "post_attention_norm"},
+                                            {"pre_feedforward_layernorm", "ffn_norm"},
+                                            {"post_feedforward_layernorm", "post_ffw_norm"},
+                                            {NULL, NULL}};
+
 const lt_family lt_family_gemma2 = {
     .arch = LT_ARCH_GEMMA2,
     .model_type = "gemma2",
@@ -27,6 +33,8 @@ const lt_family lt_family_gemma2 = {
     .window = LT_WINDOW_LAYERS,
     .attn_bias = LT_ATTN_BIAS_QKVO,
     .fixtures = FIXTURES,
+    .gguf = {.arch = "gemma2", .names = GGUF_NAMES, .swa = 1, .softcaps = 1, .tied_only = 1, .no_attn_bias = 1,
+             .scale_27b_layers = 46},
     .norm_offset = 1.0f,
     .sandwich_norm = 1,
     .embed_scale = 1,

@@ -15,6 +15,12 @@ static const char *const KEYS[] = {"attention_bias",        "hidden_activation",
                                    "rope_local_base_freq",  "sliding_window_pattern", NULL};
 static const char *const FIXTURES[] = {"gemma3", NULL};
 
+/* the sandwich norms: llama.cpp's post_attention_norm / ffn_norm / post_ffw_norm */
+static const char *const GGUF_NAMES[][2] = {{"post_attention_layernorm", "post_attention_norm"},
+                                            {"pre_feedforward_layernorm", "ffn_norm"},
+                                            {"post_feedforward_layernorm", "post_ffw_norm"},
+                                            {NULL, NULL}};
+
 const lt_family lt_family_gemma3 = {
     .arch = LT_ARCH_GEMMA3,
     .model_type = "gemma3_text",
@@ -29,6 +35,8 @@ const lt_family lt_family_gemma3 = {
     .attn_bias = LT_ATTN_BIAS_QKVO,
     .qk_norm = LT_QK_NORM_HEAD,
     .fixtures = FIXTURES,
+    .gguf = {.arch = "gemma3", .names = GGUF_NAMES, .swa = 1, .no_attn_bias = 1,
+             .scale_27b_layers = 62},
     .norm_offset = 1.0f,
     .sandwich_norm = 1,
     .embed_scale = 1,

@@ -10,7 +10,10 @@ reader and as the reference for names, keys and quantization:
       names gguf's tensor map gives each Hugging Face tensor (nothing missing,
       nothing extra), shapes, types (1-D in F32), and values: the safetensors
       weights (plus scale * B @ A of the adapter), q/k rows permuted for arch
-      "llama" as llama.cpp's converter does, then F32 equal, F16 equal to
+      "llama" as llama.cpp's converter does, Gemma's norm weights as 1 + w
+      (llama.cpp's Gemma norms multiply by the stored weight); the Gemma
+      keys (sliding window and its layer pattern, soft-caps, the local RoPE
+      base); linear RoPE scaling; then F32 equal, F16 equal to
       numpy's rounding, BF16 and Q8_0 byte for byte equal to gguf.quants.quantize;
       Q8_0 dequantized within half a step (+ the fp16 rounding of the
       scale) of the f32 values.
@@ -32,9 +35,11 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as Q
 
-ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "olmo2": "olmo2"}
+ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "olmo2": "olmo2",
+        "gemma2": "gemma2", "gemma3_text": "gemma3"}
 GARCH = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3,
-         "olmo2": gguf.MODEL_ARCH.OLMO2}
+         "olmo2": gguf.MODEL_ARCH.OLMO2, "gemma2": gguf.MODEL_ARCH.GEMMA2, "gemma3": gguf.MODEL_ARCH.GEMMA3}
+GEMMA = ("gemma2", "gemma3")
 TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
 
 
@@ -115,8 +120,8 @@ def check(path, mdir, typ, adapter):
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
     V, L = cfg["vocab_size"], cfg["num_hidden_layers"]
     ctx = cfg["max_position_embeddings"]
-    if cfg.get("sliding_window") and cfg.get("use_sliding_window", True):
-        ctx = min(ctx, cfg["sliding_window"])
+    if cfg.get("sliding_window") and cfg.get("use_sliding_window", True) and arch not in GEMMA:
+        ctx = min(ctx, cfg["sliding_window"])  # llama.cpp's llama / qwen graphs attend to all positions
     want = {
         K.General.ARCHITECTURE: arch, K.General.ALIGNMENT: 32,
         K.LLM.CONTEXT_LENGTH.format(arch=arch): ctx,
@@ -139,6 +144,16 @@ def check(path, mdir, typ, adapter):
                  (K.Rope.FREQ_BASE.format(arch=arch), cfg.get("rope_theta", 10000.0))):
         if field(r, k) != np.float32(v):
             fail(f"{k} = {field(r, k)!r}, expected {v!r}")
+    rs = cfg.get("rope_scaling") or {}
+    if rs.get("rope_type", rs.get("type")) == "linear":  # llama.cpp divides the positions by the factor
+        if field(r, K.Rope.SCALING_TYPE.format(arch=arch)) != "linear" or \
+                field(r, K.Rope.SCALING_FACTOR.format(arch=arch)) != np.float32(rs["factor"]):
+            fail(f"rope.scaling.type / factor: linear {rs['factor']} expected")
+        print(f"ok   rope scaling linear, factor {rs['factor']}")
+    elif field(r, K.Rope.SCALING_TYPE.format(arch=arch)) is not None:
+        fail("rope.scaling.type written without linear rope_scaling")
+    if arch in GEMMA:
+        check_gemma(r, cfg, arch)
     if (field(r, K.General.QUANTIZATION_VERSION) is not None) != (typ == "q8_0"):
         fail("general.quantization_version present iff quantized")
     print(f"ok   metadata of {arch} ({len(r.fields)} keys)")
@@ -201,6 +216,8 @@ def check(path, mdir, typ, adapter):
             fail(f"gguf's tensor map has no name for {n}")
         if arch == "llama" and (".q_proj." in n or ".k_proj." in n):
             a = permute(a, nh if ".q_proj." in n else nkv)
+        if arch in GEMMA and n.endswith("norm.weight"):
+            a = a + np.float32(1.0)
         expect[g] = a
     if cfg.get("tie_word_embeddings") and arch == "olmo2":
         expect["output.weight"] = w["model.embed_tokens.weight"]
@@ -237,6 +254,37 @@ def check(path, mdir, typ, adapter):
             fail(f"{name}: values differ from the source ({qt.name})")
     print(f"ok   {len(expect)} tensors as {typ}" + (f" (q8_0: worst error {worst:.3f} step)" if typ == "q8_0" else "")
           + (" with the adapter merged" if adapter else ""))
+
+
+def check_gemma(r, cfg, arch):
+    """the keys llama.cpp's gemma2 / gemma3 graphs read beyond the common ones"""
+    K = gguf.Keys
+    L = cfg["num_hidden_layers"]
+    # transformers' layer_types, else Gemma 2's alternation from layer 0 / Gemma 3's pattern (every n-th full)
+    period = 2 if arch == "gemma2" else cfg.get("sliding_window_pattern", 6)
+    sliding = [t == "sliding_attention" for t in cfg["layer_types"]] if cfg.get("layer_types") else \
+        [(i + 1) % period != 0 for i in range(L)]
+    p = field(r, K.Attention.SLIDING_WINDOW_PATTERN.format(arch=arch))
+    if not isinstance(p, int) or [p == 0 or i % p < p - 1 for i in range(L)] != sliding:
+        fail(f"sliding_window_pattern {p!r} does not give llama.cpp the sliding layers {sliding}")
+    want = {K.Attention.SLIDING_WINDOW.format(arch=arch): cfg["sliding_window"]}
+    f32 = {}
+    if arch == "gemma2":
+        f32[K.LLM.ATTN_LOGIT_SOFTCAPPING.format(arch=arch)] = cfg["attn_logit_softcapping"]
+        f32[K.LLM.FINAL_LOGIT_SOFTCAPPING.format(arch=arch)] = cfg["final_logit_softcapping"]
+    else:
+        f32[K.Rope.FREQ_BASE_SWA.format(arch=arch)] = cfg.get("rope_local_base_freq", 10000.0)
+        for k in (K.LLM.ATTN_LOGIT_SOFTCAPPING, K.LLM.FINAL_LOGIT_SOFTCAPPING):
+            if field(r, k.format(arch=arch)) is not None:
+                fail(f"{k.format(arch=arch)} written: llama.cpp's gemma3 graph has no soft-cap")
+    for k, v in want.items():
+        if field(r, k) != v:
+            fail(f"{k} = {field(r, k)!r}, expected {v!r}")
+    for k, v in f32.items():
+        if field(r, k) != np.float32(v):
+            fail(f"{k} = {field(r, k)!r}, expected {v!r}")
+    print(f"ok   {arch}: sliding window {cfg['sliding_window']} with pattern {p}, " +
+          ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in f32.items()))
 
 
 def make_adapter(mdir, out):

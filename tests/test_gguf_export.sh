@@ -9,7 +9,11 @@
 #   a full run's F32 weights, a LoRA run's adapter (the same file as
 #   --adapter RUN/final); errors: an unknown --type, an existing OUT without
 #   --overwrite (kept as it was), an olmo2 model whose head_dim llama.cpp
-#   cannot take, a family without a gguf entry (phi3), a model without
+#   cannot take, a family without a gguf entry (phi3), gemma2 / gemma3 configs
+#   llama.cpp's gemma graphs cannot express (query_pre_attn_scalar other than
+#   head_dim, a gemma3 soft-cap, an untied gemma2 head, gemma2 without
+#   soft-caps, layer_types with no period) -- and gemma transformers 5 configs
+#   giving the v4 file --, a model without
 #   tokenizer.json, f16 of a
 #   weight beyond its range, a
 #   SentencePiece-style tokenizer, not a checkpoint, a checkpoint with
@@ -107,6 +111,34 @@ expect_fail "olmo2 with head_dim != hidden / heads" "head_dim 16 with 4 heads is
   --model olmo16
 expect_fail "phi3 (no gguf entry)" "GGUF export does not support model family 'phi3'" --gguf x.gguf \
   --model "$src/tests/fixtures/models/phi3"
+# gemma: what llama.cpp's graphs cannot express (checked before the weights are read)
+variant() { # NAME FAMILY PYTHON-EDIT [CONFIG]: the family's fixture weights, tok_llama3, gemma{2,3}_qs16's config (or CONFIG) edited
+    mkdir -p "$1" && ln -sf "$src/tests/fixtures/models/$2/model.safetensors" "$src/tests/fixtures/gguf/tok_llama3"/* "$1/"
+    "$py" -c "import json, sys; c = json.load(open(sys.argv[1])); $3; json.dump(c, open(sys.argv[2], 'w'))" \
+      "${4:-$src/tests/fixtures/gguf/${2}_qs16/config.json}" "$1/config.json"
+}
+# transformers 5 configs (layer_types, rope_parameters per layer type) give the same file
+for fam in gemma2 gemma3; do
+    variant "${fam}_v5" "$fam" "c['query_pre_attn_scalar'] = 16" "$src/tests/fixtures/config/v5/$fam/config.json"
+    "$bin" export --gguf "${fam}_v5.gguf" --model "${fam}_v5" --type f32 >v5.txt 2>&1 \
+      && "$py" "$check" same "${fam}_v5.gguf" "$fam.f32.gguf" >>v5.txt 2>&1 \
+      && ok "$fam: a transformers 5 config gives the same file" || fail "$fam v5 config: $(tail -2 v5.txt)"
+done
+variant g3types gemma3 "c['query_pre_attn_scalar'] = 16; c['layer_types'][1] = 'full_attention'" \
+  "$src/tests/fixtures/config/v5/gemma3/config.json"
+expect_fail "gemma3 layer_types with no period" "repeat with no period llama.cpp's sliding_window_pattern" \
+  --gguf x.gguf --model g3types
+variant g2qs gemma2 "c['query_pre_attn_scalar'] = 24"
+expect_fail "gemma2 query_pre_attn_scalar != head_dim" "query_pre_attn_scalar 24: llama.cpp's gemma2 graph scales attention by head_dim^-0.5 = 16^-0.5" --gguf x.gguf --model g2qs
+variant g2big gemma2 "c['num_hidden_layers'] = 46"
+expect_fail "gemma2 at 46 layers (llama.cpp's 27B scale)" "scales attention by (hidden_size / heads)^-0.5 = 12^-0.5 for 46 layers" \
+  --gguf x.gguf --model g2big
+variant g3cap gemma3 "c['final_logit_softcapping'] = 30.0"
+expect_fail "gemma3 with a soft-cap" "final_logit_softcapping is set: llama.cpp's gemma3 graph has no logit soft-capping" --gguf x.gguf --model g3cap
+variant g2untied gemma2 "c['tie_word_embeddings'] = False"
+expect_fail "untied gemma2" "tie_word_embeddings is false: llama.cpp's gemma2 graph reads the head from token_embd" --gguf x.gguf --model g2untied
+variant g2nocap gemma2 "c['attn_logit_softcapping'] = None"
+expect_fail "gemma2 without soft-caps" "must both be set: llama.cpp's gemma2 graph always soft-caps" --gguf x.gguf --model g2nocap
 expect_fail "no tokenizer.json" "tokenizer.json: missing" --gguf x.gguf --model "$src/tests/fixtures/models/qwen2"
 mkdir -p spm && ln -sf "$src/tests/fixtures/models/llama"/{config.json,model.safetensors} spm/
 "$py" - "$src/tests/fixtures/gguf/tok_llama3/tokenizer.json" spm/tokenizer.json <<'EOF'

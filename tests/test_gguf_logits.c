@@ -16,6 +16,14 @@
  * f16 <= 3.3e-3, bf16 <= 4.6e-2, q8_0 <= 5.8e-2):
  *   f32 1e-5 (the same weights: any mapping error -- names, q/k permutation,
  *   rope_freqs, norms, tied head -- shows here), f16 1e-2, bf16 8e-2, q8_0 1e-1.
+ * GeGLU models (gemma2, gemma3) in f32: 2e-3. ggml's CPU GELU reads a table
+ * indexed by the input rounded to f16 and holding f16 values (GGML_GELU_FP16),
+ * so llama.cpp's own f32 graph is off by that rounding (measured 7.1e-4 gemma2,
+ * 1.7e-4 gemma3; an independent numpy forward with the table's rounding
+ * matches llama.cpp to 3.4e-5). Every mapping error tried on these fixtures
+ * (norms without 1 + w, the local RoPE base, the linear RoPE factor, the
+ * sliding window, the attention soft-cap, the attention scale) moves the
+ * logits by 4e-2 or more.
  */
 #include <math.h>
 #include <stdio.h>
@@ -31,6 +39,7 @@ static const struct {
     const char *type;
     double tol;
 } TYPES[] = {{"f32", 1e-5}, {"f16", 1e-2}, {"bf16", 8e-2}, {"q8_0", 1e-1}};
+#define GEGLU_F32_TOL 2e-3 /* ggml's f16-table GELU (above) */
 
 static void run(const char *name, const char *mdir, const lt_st_file *fx) {
     char dir[4096];
@@ -71,10 +80,11 @@ static void run(const char *name, const char *mdir, const lt_st_file *fx) {
         double worst = 0;
         for (size_t i = 0; i < (size_t)T * V; i++) worst = fmax(worst, fabs((double)logits[i] - ref[i]));
         double rel = worst / fmax(scale, 1e-30);
+        double tol = !strcmp(TYPES[k].type, "f32") && lt_model_config(m)->mlp_act == LT_ACT_GELU_TANH ? GEGLU_F32_TOL : TYPES[k].tol;
         printf(" %s %.2e", TYPES[k].type, rel);
-        LT_CHECK(rel <= TYPES[k].tol, "%s: llama.cpp's logits from the %s GGUF differ from luxtrain's by %.3e "
-                                      "(relative %.2e > %.0e)",
-                 name, TYPES[k].type, worst, rel, TYPES[k].tol);
+        LT_CHECK(rel <= tol, "%s: llama.cpp's logits from the %s GGUF differ from luxtrain's by %.3e "
+                             "(relative %.2e > %.0e)",
+                 name, TYPES[k].type, worst, rel, tol);
     }
     printf("\n");
 done:
@@ -103,7 +113,7 @@ int main(void) {
         run(name, mdir, fx);
         n++;
     }
-    LT_CHECK(n >= 6, "models.txt lists %d models", n);
+    LT_CHECK(n >= 10, "models.txt lists %d models", n);
     if (f) fclose(f);
     lt_st_close(fx);
     return lt_test_finish("test_gguf_logits");

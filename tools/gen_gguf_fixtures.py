@@ -12,7 +12,10 @@
       tok_cl100k (OLMo 2's kind) with the Llama 3 regex, merges always
       applied, no BOS. olmo2_hd12/: an OLMo 2 model as the olmo2 fixture but
       with head_dim = hidden / heads (llama.cpp's olmo2 assumes it), random
-      weights.
+      weights. gemma2_qs16/, gemma3_qs16/: the gemma2 / gemma3 fixtures with
+      query_pre_attn_scalar = head_dim (llama.cpp's gemma graphs scale
+      attention by head_dim^-0.5 and read no query_pre_attn_scalar; the
+      fixtures' 24 is refused), model.safetensors a link to the fixture's.
   logits LUXTRAIN  (tools/requirements-gguf.txt: llama-cpp-python, numpy)
       llama_cpp_logits.safetensors: for every model in models.txt and every
       type (f32, f16, bf16, q8_0), the GGUF that `LUXTRAIN export --gguf`
@@ -127,6 +130,24 @@ def gen_olmo2():
     print("wrote", d)
 
 
+def gen_gemma():
+    for fam in ("gemma2", "gemma3"):
+        src = os.path.join(SRC, "tests", "fixtures", "models", fam)
+        with open(os.path.join(src, "config.json")) as f:
+            cfg = json.load(f)
+        cfg["query_pre_attn_scalar"] = cfg["head_dim"]
+        d = os.path.join(OUT, fam + "_qs16")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=2, sort_keys=True)
+            f.write("\n")
+        link = os.path.join(d, "model.safetensors")
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(os.path.relpath(os.path.join(src, "model.safetensors"), d), link)
+        print("wrote", d)
+
+
 def model_folder(tmp, name, mdir, tdir):
     """the model folder with the tokenizer files (the fixture models have none)"""
     if not tdir:
@@ -185,6 +206,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["tokenizers"]:
         gen_tokenizers()
         gen_olmo2()
+        gen_gemma()
     elif sys.argv[1:2] == ["logits"] and len(sys.argv) == 3:
         gen_logits(os.path.abspath(sys.argv[2]))
     else:

@@ -138,6 +138,11 @@ static void kv_arch_f32(buf *b, const char *arch, const char *key, float v) {
     snprintf(k, sizeof k, "%s.%s", arch, key);
     kv_f32(b, k, v);
 }
+static void kv_arch_str(buf *b, const char *arch, const char *key, const char *v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    kv_str(b, k, v);
+}
 
 /* ---- tensor plan ---- */
 
@@ -151,6 +156,7 @@ typedef struct plan_tensor {
     int64_t shape[2]; /* Hugging Face order: (out, in) */
     lt_gguf_type type;
     int permute_heads; /* > 0: q/k rows permuted with this many heads */
+    float add;         /* added to every value (Gemma's norms: llama.cpp multiplies by the stored weight) */
     int layer, target; /* LoRA target of a projection weight, else -1 */
     uint64_t offset, nbytes;
 } plan_tensor;
@@ -269,7 +275,7 @@ static lt_status add_tokenizer(buf *b, const char *dir, const lt_config *cfg, lt
     if (!mtype || strcmp(mtype, "BPE") || !byte_level) {
         st = lt_fail(err, LT_ERR_UNSUPPORTED,
                      "%s: GGUF export writes byte-level BPE tokenizers (Llama 3, Qwen, OLMo 2: llama.cpp's \"gpt2\" "
-                     "model); this one is %s%s (SentencePiece-style tokenizers such as Llama 2 / Mistral's are not "
+                     "model); this one is %s%s (SentencePiece-style tokenizers such as Llama 2 / Mistral / Gemma's are not "
                      "supported yet)",
                      path, mtype ? mtype : "of no known model type", byte_level ? "" : " without ByteLevel");
         goto done;
@@ -417,6 +423,62 @@ static void permute_rows(const float *src, float *dst, int heads, int64_t rows, 
                        (size_t)cols * sizeof *dst);
 }
 
+/* llama.cpp's sliding_window_pattern for the config's sliding layers (layer il slides iff
+ * pattern == 0 or il % pattern < pattern - 1, llama_hparams::set_swa_pattern), or -1 */
+static int swa_pattern(const lt_config *cfg) {
+    for (int p = 0; p <= cfg->num_layers + 1; p++) {
+        int ok = 1;
+        for (int l = 0; l < cfg->num_layers && ok; l++)
+            ok = (lt_config_layer_window(cfg, l) > 0) == (p == 0 || l % p < p - 1);
+        if (ok) return p;
+    }
+    return -1;
+}
+
+/* what llama.cpp's graph for the family cannot express is refused by name */
+static lt_status check_llama_cpp(const char *dir, const lt_family *fam, const lt_config *cfg, lt_err *err) {
+    const lt_family_gguf *g = &fam->gguf;
+    const char *a = g->arch;
+    if (g->head_dim_derived && cfg->head_dim * cfg->num_heads != cfg->hidden_size)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: head_dim %d with %d heads is not hidden_size %d: llama.cpp's %s graph assumes "
+                       "head_dim = hidden_size / num_attention_heads",
+                       dir, cfg->head_dim, cfg->num_heads, cfg->hidden_size, a);
+    if (cfg->attn_scale > 0) {
+        int big = g->scale_27b_layers && cfg->num_layers == g->scale_27b_layers;
+        double want = big ? (double)cfg->hidden_size / cfg->num_heads : cfg->head_dim;
+        if (fabs(cfg->attn_scale * sqrt(want) - 1.0) > 1e-5)
+            return lt_fail(err, LT_ERR_UNSUPPORTED,
+                           "%s: query_pre_attn_scalar %g: llama.cpp's %s graph scales attention by %s^-0.5 = %g^-0.5 "
+                           "for %d layers and reads no query_pre_attn_scalar",
+                           dir, 1.0 / ((double)cfg->attn_scale * cfg->attn_scale), a,
+                           big ? "(hidden_size / heads)" : "head_dim", want, cfg->num_layers);
+    }
+    if (g->softcaps && (cfg->attn_softcap <= 0 || cfg->final_softcap <= 0))
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: attn_logit_softcapping and final_logit_softcapping must both be set: llama.cpp's %s graph "
+                       "always soft-caps", dir, a);
+    if (!g->softcaps && (cfg->attn_softcap > 0 || cfg->final_softcap > 0))
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: %s is set: llama.cpp's %s graph has no logit soft-capping", dir,
+                       cfg->attn_softcap > 0 ? "attn_logit_softcapping" : "final_logit_softcapping", a);
+    if (g->tied_only && !cfg->tie_word_embeddings)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: tie_word_embeddings is false: llama.cpp's %s graph reads the head from token_embd", dir, a);
+    if (g->no_attn_bias && (cfg->qkv_bias || cfg->o_bias))
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: attention_bias is true: llama.cpp's %s graph has no attention biases",
+                       dir, a);
+    if (g->swa && cfg->sliding_window > 0 && swa_pattern(cfg) < 0)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: the sliding layers (layer_types) repeat with no period llama.cpp's "
+                       "sliding_window_pattern can state (every layer but each n-th slides)", dir);
+    if (cfg->rope_tables == 2 && cfg->rope_local_factor != 1.0)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: the sliding layers' rope scaling (factor %g): llama.cpp scales only the full layers' RoPE",
+                       dir, cfg->rope_local_factor);
+    return LT_OK;
+}
+
 lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     lt_config cfg;
     lt_st_model *stm = NULL;
@@ -435,11 +497,7 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     if (!fam || !fam->gguf.arch)
         return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: GGUF export does not support model family '%s' yet",
                        o->model_dir, cfg.model_type);
-    if (fam->gguf.head_dim_derived && cfg.head_dim * cfg.num_heads != cfg.hidden_size)
-        return lt_fail(err, LT_ERR_UNSUPPORTED,
-                       "%s: head_dim %d with %d heads is not hidden_size %d: llama.cpp's %s graph assumes "
-                       "head_dim = hidden_size / num_attention_heads",
-                       o->model_dir, cfg.head_dim, cfg.num_heads, cfg.hidden_size, fam->gguf.arch);
+    if ((st = check_llama_cpp(o->model_dir, fam, &cfg, err))) return st;
     if (!o->overwrite && lt_file_exists(o->out_path))
         return lt_fail(err, LT_ERR_IO, "%s exists; use --overwrite to replace it", o->out_path);
     lt_gguf_type type = o->type >= 0 ? (lt_gguf_type)o->type : cfg.torch_dtype == LT_BF16 ? LT_GGUF_BF16 : LT_GGUF_F16;
@@ -484,6 +542,7 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
             goto done;
         }
         t->type = t->ndim == 1 ? LT_GGUF_F32 : type;
+        if (t->ndim == 1 && strstr(t->hf, "norm.weight")) t->add = fam->norm_offset;
         if (t->type == LT_GGUF_Q8_0 && t->shape[1] % LT_GGUF_Q8_0_BLOCK) t->type = LT_GGUF_F16;
         if (fam->gguf.permute_qk && t->layer >= 0) {
             char q[64], k[64];
@@ -534,7 +593,7 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     /* a sliding window (when set) bounds the context: llama.cpp's llama / qwen2 graphs attend to all
      * positions, which equals the model's attention only within the window */
     int ctx = cfg.max_position_embeddings;
-    if (cfg.sliding_window > 0 && cfg.sliding_window < ctx) ctx = cfg.sliding_window;
+    if (!fam->gguf.swa && cfg.sliding_window > 0 && cfg.sliding_window < ctx) ctx = cfg.sliding_window;
     kv_arch_u32(&kv, arch, "context_length", (uint32_t)ctx);
     kv_arch_u32(&kv, arch, "embedding_length", (uint32_t)cfg.hidden_size);
     kv_arch_u32(&kv, arch, "block_count", (uint32_t)cfg.num_layers);
@@ -546,6 +605,19 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     kv_arch_f32(&kv, arch, "attention.layer_norm_rms_epsilon", cfg.rms_norm_eps);
     kv_arch_u32(&kv, arch, "rope.dimension_count", (uint32_t)cfg.head_dim);
     kv_arch_f32(&kv, arch, "rope.freq_base", (float)cfg.rope_theta);
+    if (cfg.rope_tables == 2) kv_arch_f32(&kv, arch, "rope.freq_base_swa", (float)cfg.rope_local_theta);
+    if (cfg.rope_scaling_type == 2) { /* linear: llama.cpp divides the positions by the factor */
+        kv_arch_str(&kv, arch, "rope.scaling.type", "linear");
+        kv_arch_f32(&kv, arch, "rope.scaling.factor", (float)cfg.rope_factor);
+    }
+    if (fam->gguf.swa && cfg.sliding_window > 0) {
+        kv_arch_u32(&kv, arch, "attention.sliding_window", (uint32_t)cfg.sliding_window);
+        kv_arch_u32(&kv, arch, "attention.sliding_window_pattern", (uint32_t)swa_pattern(&cfg));
+    }
+    if (fam->gguf.softcaps) {
+        kv_arch_f32(&kv, arch, "attn_logit_softcapping", cfg.attn_softcap);
+        kv_arch_f32(&kv, arch, "final_logit_softcapping", cfg.final_softcap);
+    }
     kv_arch_u32(&kv, arch, "vocab_size", (uint32_t)cfg.vocab_size);
     if ((st = add_tokenizer(&kv, o->model_dir, &cfg, err))) goto done;
 
@@ -608,6 +680,8 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
             if (lp) /* W (out, in) += scale * B (out, r) @ A (r, in), as PEFT's merge */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, lp->out, lp->in, adp->cfg.r, lora_scale, lp->B,
                             adp->cfg.r, lp->A, lp->in, 1.0f, w, lp->in);
+            if (t->add != 0.0f)
+                for (size_t j = 0; j < numel; j++) w[j] += t->add;
             if (t->permute_heads) {
                 permute_rows(w, tmp, t->permute_heads, t->shape[0], t->shape[1]);
                 memcpy(w, tmp, numel * sizeof *w);

@@ -27,7 +27,11 @@
  * For arch "llama" the q/k projection rows are permuted per head from the
  * Hugging Face rotate-half layout to the interleaved pairs llama.cpp's RoPE
  * rotates. Llama 3 RoPE scaling becomes rope_freqs.weight (the per-frequency
- * divisors), as llama.cpp's converter writes it.
+ * divisors), as llama.cpp's converter writes it; linear scaling the
+ * rope.scaling.* keys. Gemma 2 / 3: norm weights written as 1 + w (the
+ * family's norm_offset), the sliding window with llama.cpp's layer pattern,
+ * soft-caps (gemma2), the sliding layers' RoPE base (gemma3); what llama.cpp's
+ * graph for a family cannot express (lt_family_gguf flags) is refused by name.
  *
  * Memory: one tensor in f32 (plus its converted form) at a time. The file is
  * written to "<out>.tmp-<host>-<pid>" and renamed into place.
