@@ -16,6 +16,18 @@
 static void ce_capped(lt_backend *be, float *loss, float *dlogits, const float *logits, const int32_t *targets,
                       int N, int V, float grad_scale, float cap);
 
+/* A row without a target (y < 0: padding; loss 0) or with one outside the
+ * vocabulary (the op fails, loss NaN): its gradient is zero. Returns 1 then. */
+static int ce_no_target(lt_backend *be, float *loss, float *d, int y, int n, int V) {
+    if (y >= 0 && y < V) return 0;
+    if (y >= V)
+        lt_cpu_fail(be, LT_ERR_RANGE, "cross_entropy: target %d at row %d is not below the vocabulary size %d", y, n, V);
+    loss[n] = y < 0 ? 0.0f : NAN;
+    if (d)
+        for (int i = 0; i < V; i++) d[i] = 0.0f;
+    return 1;
+}
+
 void lt_cpu_cross_entropy(lt_backend *be, float *loss, void *dlogits, const void *logits, const int32_t *targets,
                           int N, int V, float grad_scale) {
     lt_cpu_cross_entropy_cap(be, loss, dlogits, logits, targets, N, V, grad_scale, 0.0f);
@@ -36,15 +48,7 @@ void lt_cpu_cross_entropy_cap(lt_backend *be, float *loss, void *dlogits_, const
         const float *l = logits + (size_t)n * V;
         float *d = dlogits ? dlogits + (size_t)n * V : NULL;
         int y = targets[n];
-        if (y < 0 || y >= V) {
-            if (y >= V)
-                lt_cpu_fail(be, LT_ERR_RANGE, "cross_entropy: target %d at row %d is not below the vocabulary size %d",
-                            y, n, V);
-            loss[n] = y < 0 ? 0.0f : NAN;
-            if (d)
-                for (int i = 0; i < V; i++) d[i] = 0.0f;
-            continue;
-        }
+        if (ce_no_target(be, loss, d, y, n, V)) continue;
         float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
         for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
@@ -86,15 +90,7 @@ static void ce_capped(lt_backend *be, float *loss, float *dlogits, const float *
         const float *l = logits + (size_t)n * V;
         float *d = dlogits ? dlogits + (size_t)n * V : NULL;
         int y = targets[n];
-        if (y < 0 || y >= V) {
-            if (y >= V)
-                lt_cpu_fail(be, LT_ERR_RANGE, "cross_entropy: target %d at row %d is not below the vocabulary size %d",
-                            y, n, V);
-            loss[n] = y < 0 ? 0.0f : NAN;
-            if (d)
-                for (int i = 0; i < V; i++) d[i] = 0.0f;
-            continue;
-        }
+        if (ce_no_target(be, loss, d, y, n, V)) continue;
         float mx = -INFINITY, zy = lt_softcap(l[y], cap);
         double Z = 0.0;
         if (d) {
