@@ -107,6 +107,10 @@ typedef struct lt_config {
     int rope_n_factors;
     float rope_short_factor[LT_ROPE_MAX_PAIRS], rope_long_factor[LT_ROPE_MAX_PAIRS];
     double rope_attention_factor;
+    /* the multimodal class whose language model this is (lt_family_wrapper:
+     * Gemma3ForConditionalGeneration; architecture then names that class),
+     * NULL for a causal LM's own config.json */
+    const struct lt_family_wrapper *wrap;
 } lt_config;
 
 /* The sliding window of layer l (0: full attention). */

@@ -238,9 +238,11 @@ static const char *v5_folder(const char *name) {
     if (!text) return NULL;
     cJSON *j = cJSON_Parse(text);
     free(text);
-    int v5 = j && cJSON_GetObjectItem(j, "rope_parameters") && cJSON_GetObjectItem(j, "dtype") &&
-             !cJSON_GetObjectItem(j, "rope_theta") && !cJSON_GetObjectItem(j, "rope_scaling") &&
-             !cJSON_GetObjectItem(j, "torch_dtype");
+    /* a multimodal config (gemma3_cg) has the language model's rope settings under text_config */
+    const cJSON *t = cJSON_GetObjectItem(j, "text_config") ? cJSON_GetObjectItem(j, "text_config") : j;
+    int v5 = j && cJSON_GetObjectItem(t, "rope_parameters") && cJSON_GetObjectItem(j, "dtype") &&
+             !cJSON_GetObjectItem(t, "rope_theta") && !cJSON_GetObjectItem(t, "rope_scaling") &&
+             !cJSON_GetObjectItem(j, "torch_dtype") && !cJSON_GetObjectItem(t, "torch_dtype");
     cJSON_Delete(j);
     LT_CHECK(v5, "%s: %s is not in the transformers 5 form", name, v5cfg);
     snprintf(cmd, sizeof cmd,

@@ -47,7 +47,7 @@ int lt_inspect_model(const char *dir, int json) {
     lt_param_spec *specs = NULL;
     size_t n = 0;
     if (lt_config_load(dir, &cfg, &err) || lt_model_param_specs(&cfg, &specs, &n, &err) ||
-        lt_st_open_model(dir, &stm, &err) || lt_model_check_tensors(stm, specs, n, cfg.tie_word_embeddings, &err)) {
+        lt_model_open_weights(dir, &cfg, &stm, NULL, &err) || lt_model_check_tensors(stm, specs, n, cfg.tie_word_embeddings, &err)) {
         fprintf(stderr, "inspect: %s\n", err.msg);
         free(specs);
         if (stm) lt_st_close_model(stm);

@@ -290,7 +290,7 @@ static lt_status vocab_add(const vocab_opts *a, lt_err *err) {
             goto done;
         }
     /* tensors: the checkpoint checked against the old config, written with the new one */
-    if ((st = lt_st_open_model(a->model, &stm, err)) || (st = lt_model_param_specs(&cfg, &old_specs, &n_specs, err)) ||
+    if ((st = lt_model_open_weights(a->model, &cfg, &stm, NULL, err)) || (st = lt_model_param_specs(&cfg, &old_specs, &n_specs, err)) ||
         (st = lt_model_check_tensors(stm, old_specs, n_specs, cfg.tie_word_embeddings, err)))
         goto done;
     lt_config ncfg = cfg;

@@ -498,6 +498,7 @@ lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg_in, c
     const lt_config *c = lt_model_config(m);
     lt_peft_config rc = *cfg_in; /* the modules adapted: fused ones (phi3) under PEFT's names */
     rc.targets = lt_lora_targets_for(c, cfg_in->targets);
+    rc.wrap = c->wrap; /* the language model inside a multimodal class: PEFT's names for it */
     const lt_peft_config *cfg = &rc;
     lt_backend *be = lt_model_backend(m);
     size_t cap = (size_t)c->num_layers * LT_LORA_NTARGETS, n = 0;
