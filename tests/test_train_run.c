@@ -216,6 +216,17 @@ static void check_multimodal(void) {
         } else {
             snprintf(out + strlen(out), sizeof out - strlen(out), "/final");
         }
+        if (lora) { /* trained embeddings: refused before training */
+            LT_FMT(cmd, "%s train --model %s --data %s --out %s/cg_emb --seq-len 32 --max-steps 1 --lora-rank 4 "
+                   "--train-embeddings all --device cpu > %s/cg_emb.txt 2>&1", LT_BIN, cg, shard, tmp, tmp);
+            char *txt = NULL;
+            LT_FMT(a, "%s/cg_emb.txt", tmp);
+            int rc = lt_test_system(cmd);
+            lt_read_file(a, &txt, NULL, NULL);
+            LT_CHECK(rc != 0 && txt && strstr(txt, "inside Gemma3ForConditionalGeneration are not supported"),
+                     "gemma3_cg --train-embeddings: rc %d, %s", rc, txt ? txt : "");
+            free(txt);
+        }
         /* a whole Gemma3ForConditionalGeneration folder in the source's layout */
         LT_FMT(a, "%s/config.json", cg);
         LT_FMT(b, "%s/config.json", out);

@@ -64,5 +64,9 @@ grep -q luxtrain_vocab.json r1.txt || fail "the refusal does not name luxtrain_v
   --seq-len 64 --device cpu >r2.txt 2>&1 && fail "--train-embeddings without LoRA accepted"
 "$bin" train --model "$base" --data shards/train-00000.h5 --out r3 --lora-rank 4 --train-embeddings most \
   --max-steps 1 --seq-len 64 --device cpu >r3.txt 2>&1 && fail "--train-embeddings most accepted"
+"$bin" vocab add --model "$src/tests/fixtures/models/gemma3_cg" --tokens "$src/tests/fixtures/vocab/tokens_lb.txt" \
+  --out cg >cg.txt 2>&1 && fail "vocab add on a Gemma3ForConditionalGeneration accepted"
+grep -q "is a Gemma3ForConditionalGeneration; adding tokens to it is not supported" cg.txt ||
+  fail "vocab add on gemma3_cg: $(tail -1 cg.txt)"
 [ "$peft_ok" = 1 ] || echo "note: PEFT comparison skipped (no torch/transformers/peft in ${ppy:-\$LT_PYTHON})"
 lt_finish

@@ -493,6 +493,10 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     char tmp_path[4200] = "";
     lt_status st;
     if ((st = lt_config_load(o->model_dir, &cfg, err))) return st;
+    if (cfg.wrap)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: GGUF export of the language model inside %s is not supported (llama.cpp takes the vision "
+                       "tower as a separate mmproj file)", o->model_dir, cfg.architecture);
     const lt_family *fam = lt_family_get(cfg.arch);
     if (!fam || !fam->gguf.arch)
         return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: GGUF export does not support model family '%s' yet",

@@ -483,6 +483,11 @@ done:
 }
 
 lt_status lt_trainer_train_embeddings(lt_model *m, const char *model_dir, const char *mode, lt_err *err) {
+    const lt_config *c = lt_model_config(m);
+    if (c->wrap) /* refused before training, not at export (lt_peft_export_embed) */
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "--train-embeddings %s: trained embeddings for the language model inside %s are not supported",
+                       mode, c->architecture);
     if (!strcmp(mode, "all")) return lt_model_train_embeddings(m, NULL, 0, err);
     if (strcmp(mode, "new")) return lt_fail(err, LT_ERR_INVALID, "--train-embeddings: unknown mode '%s'", mode);
     int32_t *v = NULL;
