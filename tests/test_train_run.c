@@ -177,9 +177,15 @@ static void check_multimodal(void) {
         snprintf(out, sizeof out, "%s/cg_%s", tmp, lora ? "lora" : "full");
         LT_FMT(cmd,
                "rm -rf %s && %s train --model %s --data %s --out %s --seq-len 32 --micro-batch 2 --max-steps 2 "
-               "--save-every 0 --lr 3e-3 --device cpu --threads 2 %s > %s/cg.txt 2>&1",
+               "--save-every 2 --lr 3e-3 --device cpu --threads 2 %s > %s/cg.txt 2>&1",
                out, LT_BIN, cg, shard, out, lora ? "--lora-rank 4 --lora-alpha 8" : "", tmp);
         LT_CHECK(lt_test_system(cmd) == 0, "gemma3_cg %s training failed (%s/cg.txt)", lora ? "LoRA" : "full", tmp);
+        /* `luxtrain export` of the last checkpoint writes what final/ holds */
+        LT_FMT(cmd, "%s export %s/checkpoints/step-000002 --out %s/ckx > %s/cg_ckx.txt 2>&1", LT_BIN, out, out, tmp);
+        LT_CHECK(lt_test_system(cmd) == 0, "gemma3_cg: export of the checkpoint failed (%s/cg_ckx.txt)", tmp);
+        LT_FMT(a, "%s/ckx/%s", out, lora ? "adapter_model.safetensors" : "model.safetensors");
+        LT_FMT(b, "%s/final/%s", out, lora ? "adapter_model.safetensors" : "model.safetensors");
+        LT_CHECK(same_file(a, b), "gemma3_cg: the exported checkpoint differs from final/ (%s)", a);
         char *log = NULL;
         LT_FMT(a, "%s/cg.txt", tmp);
         lt_read_file(a, &log, NULL, NULL);
