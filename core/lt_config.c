@@ -897,6 +897,11 @@ static lt_status parse_wrapped(const cJSON *root, const lt_family *fam, const ch
     {
         /* top level over text_config: dtype, token ids; tie_word_embeddings must agree */
         static const char *const over[] = {"torch_dtype", "dtype", "bos_token_id", "eos_token_id", "pad_token_id"};
+        const cJSON *td = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype"), *dt = cJSON_GetObjectItemCaseSensitive(root, "dtype");
+        if ((td && !cJSON_IsNull(td)) || (dt && !cJSON_IsNull(dt))) { /* the top level's dtype, in either spelling */
+            cJSON_DeleteItemFromObjectCaseSensitive(text, "torch_dtype");
+            cJSON_DeleteItemFromObjectCaseSensitive(text, "dtype");
+        }
         for (size_t k = 0; k < sizeof over / sizeof over[0]; k++) {
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, over[k]);
             if (!v || cJSON_IsNull(v)) continue;

@@ -858,6 +858,9 @@ static void test_wrapped(void) {
         ref.bos_token_id = c.bos_token_id;
         LT_CHECK(same_config(&c, &ref), "gemma-3-4b-it: the same language model as its gemma3_text config");
     }
+    if (parse_ok("top-level dtype over text_config's",
+                 with(GEMMA3_4B_CG, "text_config", g3_text("dtype", "\"float32\"")), &c))
+        LT_CHECK(c.torch_dtype == LT_BF16, "the top level's torch_dtype wins over text_config.dtype");
     if (parse_ok("untied at the top level", with(GEMMA3_4B_CG, "tie_word_embeddings", "false"), &c))
         LT_CHECK(!c.tie_word_embeddings, "top-level tie_word_embeddings false: untied head");
     expect_fail("tie conflict",
