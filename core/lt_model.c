@@ -136,7 +136,8 @@ lt_status lt_model_open_weights(const char *dir, const lt_config *cfg, lt_st_mod
         lt_wrap_rules(w, k, canon, file);
         for (size_t i = 0; i < lt_st_model_count(m); i++) {
             const char *nm = lt_st_model_get(m, i)->name;
-            count[k] += !strncmp(nm, file[0], strlen(file[0])) || !strncmp(nm, file[1], strlen(file[1]));
+            count[k] += !strncmp(nm, file[0], strlen(file[0])); /* the body: a head may be tied, and
+                                                                 * "lm_head." is a causal LM's name too */
         }
         if (count[k] && lay >= 0) {
             lt_st_close_model(m);

@@ -34,7 +34,7 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
 /* Open a model folder's weights (lt_st_open_model) for config cfg. When cfg
  * is the language model inside a multimodal class (cfg->wrap, e.g.
  * Gemma3ForConditionalGeneration), the checkpoint's layout is found (the
- * one of lt_family_wrapper.layouts whose prefixes its tensors use; both, or
+ * one of lt_family_wrapper.layouts whose body prefix its tensors use; both, or
  * neither, is refused), its language-model tensors are read under
  * luxtrain's names ("model.layers.0...", "lm_head.weight") and the other
  * towers' tensors are set aside (lt_st_model_aside), with one line on

@@ -27,6 +27,7 @@
 #include "lt_family.h"
 #include "lt_lora.h"
 #include "lt_model.h"
+#include "lt_model_spec.h"
 #include "lt_safetensors.h"
 #include "lt_test.h"
 
@@ -531,6 +532,52 @@ static void test_hf_export_wrapped(void) {
     }
 }
 
+/* A Gemma3ForConditionalGeneration config.json over weights in neither
+ * layout (the llama fixture's), or in both at once: refused, naming the
+ * prefixes. */
+static void test_wrapped_layout_refusals(void) {
+    char dir[2048], cmd[20000], path[2100], cg[4096], llama[4096];
+    lt_err err = {{0}};
+    lt_config cfg;
+    lt_st_model *m = NULL;
+    snprintf(cg, sizeof cg, "%s", lt_src_path("tests/fixtures/models/gemma3_cg"));
+    snprintf(llama, sizeof llama, "%s", lt_src_path("tests/fixtures/models/llama"));
+    snprintf(dir, sizeof dir, "%s/cg_neither", TMP);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && cp '%s/config.json' '%s/' && cp '%s/model.safetensors' '%s/'",
+             dir, dir, cg, dir, llama, dir);
+    LT_CHECK(lt_test_system(cmd) == 0, "prepare %s", dir);
+    LT_CHECK_OK(lt_config_load(dir, &cfg, &err), &err);
+    LT_CHECK(lt_model_open_weights(dir, &cfg, &m, NULL, &err) == LT_ERR_FORMAT &&
+                 strstr(err.msg, "no tensor is under 'model.language_model.' or 'language_model.model.'"),
+             "weights in neither layout: %s", err.msg);
+    /* both: the fixture's tensors plus one under transformers 5's names */
+    snprintf(dir, sizeof dir, "%s/cg_both", TMP);
+    LT_CHECK(lt_test_relayout(cg, dir, 1), "relayout");
+    lt_st_file *f = NULL;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    LT_CHECK_OK(lt_st_open(path, &f, &err), &err);
+    if (!f) return;
+    size_t n = lt_st_count(f);
+    lt_st_write_tensor *w = calloc(n + 1, sizeof *w);
+    for (size_t i = 0; i < n; i++) {
+        const lt_st_tensor *t = lt_st_get(f, i);
+        w[i] = (lt_st_write_tensor){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = t->data};
+        memcpy(w[i].shape, t->shape, sizeof w[i].shape);
+    }
+    w[n] = w[0];
+    w[n].name = "model.language_model.extra.weight";
+    static const char *const mk[] = {"format"}, *const mv[] = {"pt"};
+    snprintf(path, sizeof path, "%s/model-both.safetensors", dir);
+    LT_CHECK_OK(lt_st_write(path, w, n + 1, mk, mv, 1, &err), &err);
+    lt_st_close(f);
+    free(w);
+    snprintf(cmd, sizeof cmd, "mv '%s/model-both.safetensors' '%s/model.safetensors'", dir, dir);
+    lt_test_system(cmd);
+    LT_CHECK(lt_model_open_weights(dir, &cfg, &m, NULL, &err) == LT_ERR_FORMAT &&
+                 strstr(err.msg, "tensors under both 'model.language_model.' and 'language_model.model.'"),
+             "weights in both layouts: %s", err.msg);
+}
+
 static void test_names(void) {
     char name[256];
     lt_err err;
@@ -561,5 +608,6 @@ int main(void) {
     test_lora_init();
     test_hf_export();
     test_hf_export_wrapped();
+    test_wrapped_layout_refusals();
     return lt_test_finish("test_export");
 }
