@@ -237,7 +237,7 @@ lt_status lt_chat_template_detect(const char *j, lt_chat_template *out, lt_err *
         else if (HAS("'<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content']") &&
                  HAS("bos_token + '[INST] ' + content.strip() + ' [/INST]'") &&
                  HAS("' '  + content.strip() + ' ' + eos_token") && HAS("system_message = false") &&
-                 !HAS("elif message['role'] == 'system'") && !HAS("true == true"))
+                 !HAS("message['role'] == 'system'") && !HAS("true == true"))
             name = "llama2";
     } else if (HAS("'<|assistant|>\n' + message['content'] + '<|end|>\n'") && HAS("'<|user|>\n' + message['content']") &&
                HAS("'<|system|>\n' + message['content'] + '<|end|>\n'") &&
