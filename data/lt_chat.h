@@ -2,8 +2,9 @@
  * lt_chat.h -- chat templates with loss masks.
  *
  * Built-in renderers reproduce, byte for byte, what transformers'
- * apply_chat_template renders (add_generation_prompt=False, no tools) for
- * the templates of these model families:
+ * apply_chat_template renders (add_generation_prompt False: lt_chat_render;
+ * True: lt_chat_render_prompt; no tools) for the templates of these model
+ * families:
  *
  *   llama3    Meta-Llama-3-*-Instruct
  *   llama3.1  Llama-3.1-*-Instruct (system header with "Cutting Knowledge
