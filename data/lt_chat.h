@@ -111,6 +111,12 @@ lt_status lt_chat_template_by_name(const char *name, lt_chat_template *out, lt_e
  * LT_ERR_UNSUPPORTED (asking for --template) if it matches no known one. */
 lt_status lt_chat_template_detect(const char *jinja, lt_chat_template *out, lt_err *err);
 void lt_chat_template_set_tokens(lt_chat_template *t, const char *bos, const char *eos);
+/* The chat_template text of a tokenizer, as transformers 5 loads it: the
+ * chat_template.jinja in the folder of cfg_path (a tokenizer_config.json path;
+ * it need not exist) when there is one, else the config's "chat_template" (a
+ * string, or the entry named "default" of a list of {"name", "template"}).
+ * *text: malloc'd, or NULL when there is none (still LT_OK). */
+lt_status lt_chat_template_text(const char *cfg_path, char **text, lt_err *err);
 const char *lt_chat_template_names(void); /* "llama3, llama3.1, ..." */
 
 /* Render a conversation (no generation prompt). Errors (LT_ERR_INVALID)

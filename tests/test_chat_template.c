@@ -282,6 +282,55 @@ int main(void) {
         LT_CHECK(strstr(err.msg, "--template") != NULL, "message does not point to --template: %s", err.msg);
     }
 
+    /* where the template text is read: chat_template.jinja (transformers 5)
+     * before tokenizer_config.json's key; the key as a string or as the
+     * "default" entry of a list; none at all */
+    {
+        const char *dir = lt_test_tmpdir("test_chat_template");
+        char cfg[4096], jin[4096];
+        LT_CHECK(lt_path_join(cfg, sizeof cfg, dir, "tokenizer_config.json") &&
+                     lt_path_join(jin, sizeof jin, dir, "chat_template.jinja"),
+                 "path too long");
+        remove(jin);
+        remove(cfg);
+        char *text = (char *)"x";
+        LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+        LT_CHECK(text == NULL, "a template without any file");
+        const char *c1 = "{\"chat_template\": \"A\", \"eos_token\": \"</s>\"}";
+        LT_CHECK_OK(lt_write_file_atomic(cfg, c1, strlen(c1), &err), &err);
+        LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+        LT_CHECK(text && !strcmp(text, "A"), "string chat_template: %s", text ? text : "(null)");
+        free(text);
+        const char *c2 = "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"}, "
+                         "{\"name\": \"default\", \"template\": \"D\"}]}";
+        LT_CHECK_OK(lt_write_file_atomic(cfg, c2, strlen(c2), &err), &err);
+        LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+        LT_CHECK(text && !strcmp(text, "D"), "list chat_template: %s", text ? text : "(null)");
+        free(text);
+        const char *j = "{{ bos_token }}J\n";
+        LT_CHECK_OK(lt_write_file_atomic(jin, j, strlen(j), &err), &err);
+        LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+        LT_CHECK(text && !strcmp(text, j), "chat_template.jinja first: %s", text ? text : "(null)");
+        free(text);
+        remove(cfg); /* a transformers 5 folder may have the .jinja only */
+        LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+        LT_CHECK(text && !strcmp(text, j), "chat_template.jinja without a config: %s", text ? text : "(null)");
+        free(text);
+        /* the real texts are recognised from a .jinja as from the config */
+        cJSON *q = load_json(lt_shared_path("tokenizers/qwen3/tokenizer_config.json"));
+        if (q) {
+            const char *qt = cJSON_GetObjectItem(q, "chat_template")->valuestring;
+            LT_CHECK_OK(lt_write_file_atomic(jin, qt, strlen(qt), &err), &err);
+            LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+            lt_chat_template tpl;
+            LT_CHECK(text && lt_chat_template_detect(text, &tpl, &err) == LT_OK && !strcmp(tpl.name, "qwen3"),
+                     "qwen3 from chat_template.jinja: %s", err.msg);
+            free(text);
+            cJSON_Delete(q);
+        }
+        remove(jin);
+    }
+
     /* Python str.strip() semantics on UTF-8 */
     {
         const char *s = "\xc2\xa0\t x\xe3\x80\x80y \xe2\x80\x83\n";

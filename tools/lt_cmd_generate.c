@@ -91,20 +91,13 @@ static lt_status resolve_template(const char *model, const char *name, lt_chat_t
     if (name) {
         st = lt_chat_template_by_name(name, tpl, err);
     } else {
-        const cJSON *ct = j ? cJSON_GetObjectItemCaseSensitive(j, "chat_template") : NULL;
-        const char *jinja = cJSON_IsString(ct) ? ct->valuestring : NULL;
-        if (cJSON_IsArray(ct)) {
-            const cJSON *it;
-            cJSON_ArrayForEach(it, ct) {
-                const cJSON *n = cJSON_GetObjectItemCaseSensitive(it, "name"),
-                            *t = cJSON_GetObjectItemCaseSensitive(it, "template");
-                if (cJSON_IsString(n) && !strcmp(n->valuestring, "default") && cJSON_IsString(t))
-                    jinja = t->valuestring;
-            }
-        }
-        st = jinja ? lt_chat_template_detect(jinja, tpl, err)
-                   : lt_fail(err, LT_ERR_INVALID, "%s has no chat_template; name one with --template (%s)", path,
-                             lt_chat_template_names());
+        char *jinja = NULL; /* tokenizer_config.json's, or chat_template.jinja */
+        st = lt_chat_template_text(path, &jinja, err);
+        if (!st)
+            st = jinja ? lt_chat_template_detect(jinja, tpl, err)
+                       : lt_fail(err, LT_ERR_INVALID, "%s has no chat_template; name one with --template (%s)", path,
+                                 lt_chat_template_names());
+        free(jinja);
     }
     if (!st && j) {
         const char *b = tok_string(cJSON_GetObjectItemCaseSensitive(j, "bos_token"));
