@@ -5,11 +5,11 @@ add_generation_prompt=False as "text", and for the conversation without its
 final assistant turn add_generation_prompt=True as "prompt_text"), for every
 chat template luxtrain builds in.
 
-The llama3.1, qwen2.5 and mistral fixtures were written with transformers
-4.51.3 (tools/requirements-gen.txt) and carry no generation prompts yet; the
-others with transformers 5.24.0 (tools/requirements-gen5.txt, e.g.
-/work/venv-olmo2), which rendered the llama3, qwen3, gemma3 and chatml cases
-of 4.51.3 byte-identically. Regenerate a subset with --only:
+The llama3.1 and mistral fixtures were written with transformers 4.51.3
+(tools/requirements-gen.txt) and carry no generation prompts yet; the others
+with transformers 5.24.0 (tools/requirements-gen5.txt, e.g.
+/work/venv-olmo2), which rendered the llama3, qwen2.5, qwen3, gemma3 and
+chatml cases of 4.51.3 byte-identically. Regenerate a subset with --only:
     /work/venv-olmo2/bin/python tools/gen_template_fixtures.py \
         --shared ../shared --templates /path/to/jinja-folder --only phi3,olmo2
 
@@ -28,7 +28,11 @@ Where each chat_template comes from:
            tool-aware template with "Cutting Knowledge Date: December 2023" and
            date_string "26 Jul 2024"), taken from public copies of that file
   qwen2.5  --templates/qwen2.5-7b-instruct.jinja: Qwen/Qwen2.5-7B-Instruct's
-           chat_template (2507 bytes), from public copies
+           chat_template (2507 bytes), from public copies; regenerated with
+           sha256 cd8e9439f0570856fd70470bf8889ebd8b5d1107207f67a5efb46e342330527f
+           (guidance-ai/guidance guidance/chat.py qwen2dot5_it_template @
+           1ca154783f5c1ebedeb995c295fb78661fe29af1), which renders the
+           earlier 4.51.3 cases byte-identically
   mistral  --templates/mistral-7b-instruct-v0.3.jinja: the chat_template of
            mistralai/Mistral-7B-Instruct-v0.3's tokenizer_config.json (the
            "v3" tool-aware template, 3959 bytes), from public copies
