@@ -15,6 +15,9 @@
 #      checkpoint equals byte for byte what the run wrote at that step
 #      (step-N/hf, step-N/adapter), of the last one the run's final/; its
 #      peak resident memory grows by less than the model's f32 size (streamed);
+#      a mid-run checkpoint still exports after the run resumed at another
+#      number of ranks (config.json then holds the new --grad-accum); --gguf
+#      of a sharded checkpoint is refused with what to do instead;
 #   4. crashes while writing: a non-zero rank killed after writing its shard
 #      (LT_CKPT_TEST_KILL_AT=3 LT_CKPT_TEST_KILL_RANK=1) and rank 0 killed
 #      after COMPLETE but before the rename (6): no step-N appears, the
@@ -101,7 +104,12 @@ for mode in full lora; do
     || fail "$mode: no resume message: $(grep resuming "s3-$mode.txt")"
   same_run "ref-$mode" "s3-$mode" "$mode 3 ranks -> 2 ranks"
   export_eq "s3-$mode-final" "$(ck "s3-$mode" 6)" "s3-$mode/final"
+  # config.json now holds the 2-rank launch's --grad-accum: step 2 (3 ranks) is still this run's
+  export_eq "s3-$mode-mid-after" "$c" "$c/$sub"
 done
+"$bin" export "$(ck s3-full 2)" --gguf s3.gguf >gguf.txt 2>&1
+[ $? -eq 1 ] && grep -q "is sharded (written by 3 ranks): export the Hugging Face folder" gguf.txt \
+  && ok "--gguf of a sharded checkpoint: refused with the way round" || fail "--gguf of a sharded checkpoint: $(cat gguf.txt)"
 
 # peak memory of the offline export: streamed, not the whole model
 line=$(grep "peak resident memory" export-s3-full-mid.txt)

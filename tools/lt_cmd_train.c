@@ -32,8 +32,10 @@
  * on device local_rank): the loader gives rank r its part of every global
  * batch (--micro-batch sequences per rank), counts, loss and gradients are
  * summed over the ranks (lt_trainer.h), and rank 0 alone writes config.json,
- * metrics, checkpoints and the export and runs the evaluation. Every rank
- * reads the checkpoint on --resume (RUN_DIR must be on a shared filesystem).
+ * metrics and the export and runs the evaluation. Checkpoints are sharded
+ * (lt_ckpt_write_sharded): every rank writes the part it holds, rank 0 the
+ * index and state; on --resume every rank reads the slices it now holds, at
+ * any number of ranks (RUN_DIR must be on a shared filesystem).
  *
  * Signals: SIGINT, SIGTERM and SIGUSR1 during the training loop finish the
  * optimizer step in progress, write a checkpoint of it, print the step and
