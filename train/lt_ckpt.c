@@ -711,9 +711,8 @@ static void shard_file_name(char *out, size_t cap, int kind, int rank, int world
     snprintf(out, cap, "%s-rank-%05d-of-%05d.safetensors", kind ? "optimizer" : "weights", rank, world);
 }
 
-/* this rank's slices: weights into w, m / v into os, their ranges into JSON objects {name: [start, end]} */
-static lt_status own_slices(lt_optim *o, lt_comm *comm, lt_tlist *w, lt_tlist *os, cJSON *wm, cJSON *om,
-                            lt_err *err) {
+/* this rank's slices of kind 0 (weights) or 1 (m and v) into l, their ranges into meta {name: [start, end]} */
+static lt_status own_slices(lt_optim *o, lt_comm *comm, int kind, lt_tlist *l, cJSON *meta, lt_err *err) {
     lt_backend *be = lt_optim_backend(o);
     size_t s0 = 0, sl = 0;
     int zero = lt_optim_zero(o);
@@ -730,25 +729,23 @@ static lt_status own_slices(lt_optim *o, lt_comm *comm, lt_tlist *w, lt_tlist *o
         }
         if (b <= a) continue;
         int64_t len = (int64_t)(b - a);
-        char nm[512];
-        float *dst = lt_tlist_new(w, p.name, LT_F32, 1, &len, err);
-        if (!dst) return LT_ERR_INVALID;
-        if (p.master) st = be->download_f32(be, dst, p.master + (a - p.off), LT_F32, (size_t)len, err);
-        else if (a < p.param_off || b > p.param_off + p.param_len)
-            st = lt_fail(err, LT_ERR_INVALID, "checkpoint: tensor '%s': elements [%zu, %zu) are not held here", p.name,
-                         a, b);
-        else
-            st = be->download_f32(be, dst, (const char *)p.param + (a - p.param_off) * lt_dtype_size(p.param_dtype),
-                                  p.param_dtype, (size_t)len, err);
-        cJSON *r = cJSON_CreateArray();
-        cJSON_AddItemToArray(r, cJSON_CreateNumber((double)a));
-        cJSON_AddItemToArray(r, cJSON_CreateNumber((double)b));
-        cJSON_AddItemToObject(wm, p.name, r);
-        for (int k = 0; k < 2 && !st; k++) {
-            snprintf(nm, sizeof nm, "%s.%s", p.name, k ? "exp_avg_sq" : "exp_avg");
-            if (!(dst = lt_tlist_new(os, nm, LT_F32, 1, &len, err))) return LT_ERR_INVALID;
-            st = be->download_f32(be, dst, (k ? p.v : p.m) + (a - p.off), LT_F32, (size_t)len, err);
-            cJSON_AddItemToObject(om, nm, cJSON_Duplicate(r, 1));
+        for (int k = kind; k < (kind ? 3 : 1) && !st; k++) { /* 0: weights, 1: exp_avg, 2: exp_avg_sq */
+            char nm[512];
+            snprintf(nm, sizeof nm, k == 0 ? "%s" : k == 1 ? "%s.exp_avg" : "%s.exp_avg_sq", p.name);
+            float *dst = lt_tlist_new(l, nm, LT_F32, 1, &len, err);
+            if (!dst) return LT_ERR_INVALID;
+            if (k) st = be->download_f32(be, dst, (k == 2 ? p.v : p.m) + (a - p.off), LT_F32, (size_t)len, err);
+            else if (p.master) st = be->download_f32(be, dst, p.master + (a - p.off), LT_F32, (size_t)len, err);
+            else if (a < p.param_off || b > p.param_off + p.param_len)
+                st = lt_fail(err, LT_ERR_INVALID, "checkpoint: tensor '%s': elements [%zu, %zu) are not held here",
+                             p.name, a, b);
+            else
+                st = be->download_f32(be, dst, (const char *)p.param + (a - p.param_off) * lt_dtype_size(p.param_dtype),
+                                      p.param_dtype, (size_t)len, err);
+            cJSON *r = cJSON_CreateArray();
+            cJSON_AddItemToArray(r, cJSON_CreateNumber((double)a));
+            cJSON_AddItemToArray(r, cJSON_CreateNumber((double)b));
+            cJSON_AddItemToObject(meta, nm, r);
         }
         if (!st) st = be->sync(be, err);
     }
@@ -850,23 +847,21 @@ lt_status lt_ckpt_write_sharded(const char *run_dir, const lt_ckpt_state *st, lt
     if ((s = agree(comm, s, "making the checkpoint folder", err))) return lt_wrap(err, s, "checkpoint %s", final);
     test_hook_rank(1, R);
 
-    /* 2. every rank: its own slices of the weights and of the optimizer state */
-    lt_tlist w = {0}, os = {0};
-    cJSON *wm = cJSON_CreateObject(), *om = cJSON_CreateObject();
-    s = (wm && om) ? own_slices(o, comm, &w, &os, wm, om, err) : lt_fail(err, LT_ERR_NOMEM, "checkpoint: out of memory");
-    if (!s) s = lt_tlist_check_finite(&w, "checkpoint weights", err);
-    if (!s) s = lt_tlist_check_finite(&os, "checkpoint optimizer state", err);
+    /* 2. every rank: its own slices of the weights, then of the optimizer state (staged in host memory:
+     * its part, then twice its part) */
     for (int kind = 0; kind < 2 && !s; kind++) {
+        lt_tlist l = {0};
+        cJSON *meta = cJSON_CreateObject();
         char fn[64];
         shard_file_name(fn, sizeof fn, kind, R, W);
-        if (!lt_path_join(path, sizeof path, tmp, fn)) s = lt_fail(err, LT_ERR_INVALID, "%s: path too long", tmp);
-        else s = write_slices(kind ? &os : &w, kind ? om : wm, path, err);
+        s = meta ? own_slices(o, comm, kind, &l, meta, err) : lt_fail(err, LT_ERR_NOMEM, "checkpoint: out of memory");
+        if (!s) s = lt_tlist_check_finite(&l, kind ? "checkpoint optimizer state" : "checkpoint weights", err);
+        if (!s && !lt_path_join(path, sizeof path, tmp, fn)) s = lt_fail(err, LT_ERR_INVALID, "%s: path too long", tmp);
+        if (!s) s = write_slices(&l, meta, path, err);
+        lt_tlist_free(&l);
+        cJSON_Delete(meta);
         if (!s) test_hook_rank(kind + 2, R);
     }
-    lt_tlist_free(&w);
-    lt_tlist_free(&os);
-    cJSON_Delete(wm);
-    cJSON_Delete(om);
     s = agree(comm, s, "writing its shard", err);
 
     /* 3. rank 0: index, loader, state, COMPLETE; rename */

@@ -55,7 +55,8 @@
  * ([off, off + len): its optimizer state, and the f32 weights of the same
  * range); without ZeRO (every rank holds everything) the part of the flat
  * range lt_optim_flat_shard(R, W) gives it. No rank writes or gathers the
- * whole model.
+ * whole model; a rank stages its slices in host memory (its part of the
+ * weights, then of m and v) and checks them for NaN / Inf like lt_ckpt_write.
  * Atomicity: rank 0 names the temporary folder (its host and pid, broadcast)
  * and creates it; after an agreement (a W-double all-reduce: which ranks
  * failed) every rank writes its two files into it (temporary name, fsync,
