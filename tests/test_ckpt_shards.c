@@ -9,9 +9,14 @@
  *     exactly this rank's part of m and v (read back with lt_optim_part_of);
  *   - a slice whose length differs from its file's entry, a tensor whose
  *     slices leave a gap, and a missing rank file are refused, naming the
- *     tensor or file.
+ *     tensor or file;
+ *   - the writer (lt_ckpt_write_sharded) over a one-rank stand-in
+ *     communicator: its files and index read back to the optimizer's values,
+ *     and a NaN in a weight is refused naming the tensor, leaving neither
+ *     step-N nor a temporary folder.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +122,79 @@ static void expect_open_error(const char *what, const char *want) {
     lt_ckpt_close(c);
 }
 
+static lt_status no_reduce(lt_comm *c, void *buf, size_t n, lt_dtype dt, lt_err *err) {
+    (void)c, (void)buf, (void)n, (void)dt, (void)err;
+    return LT_OK;
+}
+static lt_status no_bcast(lt_comm *c, void *buf, size_t bytes, int root, lt_err *err) {
+    (void)c, (void)buf, (void)bytes, (void)root, (void)err;
+    return LT_OK;
+}
+
+static int count_prefix(const char *dir, const char *prefix) {
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -c '^%s' >/dev/null", dir, prefix);
+    return system(cmd) == 0;
+}
+
+/* lt_ckpt_write_sharded with one rank: round trip, and a NaN refused */
+static void test_writer(lt_backend *be, const char *run) {
+    lt_err err = {{0}};
+    lt_optim *o = NULL;
+    lt_optim_cfg oc = {{LT_SCHED_CONSTANT, 1e-3, 0, 10, 0}, 0.9, 0.999, 1e-8, 0.0, 0.0};
+    LT_CHECK_OK(lt_optim_create(be, &oc, &o, &err), &err);
+    float *param[2], *grad = NULL;
+    const int64_t shp[2][2] = {{40, 16}, {300, 0}};
+    for (int k = 0; k < 2; k++) LT_CHECK_OK(be->alloc(be, TNUM[k] * 4, (void **)&param[k], &err), &err);
+    LT_CHECK_OK(be->alloc(be, 940 * 4, (void **)&grad, &err), &err);
+    for (int k = 0; k < 2; k++)
+        LT_CHECK_OK(lt_optim_add(o, TN[k], k ? 1 : 2, shp[k], param[k], LT_F32, grad, 1, &err), &err);
+    lt_comm one = {.name = "stand-in", .rank = 0, .world = 1, .all_reduce_sum = no_reduce, .broadcast = no_bcast};
+    LT_CHECK_OK(lt_optim_distribute(o, &one, 1, grad, &err), &err);
+    float h[640];
+    for (size_t i = 0; i < 2; i++) {
+        lt_optim_part p;
+        lt_optim_part_of(o, i, &p);
+        for (int q = 0; q < 3; q++) {
+            for (size_t e = 0; e < p.n; e++) h[e] = val((int)i, q, e);
+            LT_CHECK_OK(be->upload_f32(be, q == 0 ? p.param : q == 1 ? p.m : p.v, LT_F32, h, p.n, &err), &err);
+        }
+    }
+    lt_ckpt_state st = {.step = 7, .mode = "full", .options_hash = "0123456789abcdef"};
+    char out[4096] = "";
+    LT_CHECK_OK(lt_ckpt_write_sharded(run, &st, o, &one, 0, out, sizeof out, &err), &err);
+    lt_ckpt *c = NULL;
+    LT_CHECK_OK(lt_ckpt_open(out, &c, &err), &err);
+    if (c) {
+        LT_CHECK(c->world == 1 && lt_ckpt_count(c, LT_CKPT_WEIGHTS) == 2 && lt_ckpt_count(c, LT_CKPT_OPTIM) == 4,
+                 "written checkpoint: world %d", c->world);
+        for (int k = 0; k < 2; k++)
+            for (int q = 0; q < 3; q++) {
+                char nm[64];
+                snprintf(nm, sizeof nm, "%s%s", TN[k], q == 0 ? "" : q == 1 ? ".exp_avg" : ".exp_avg_sq");
+                LT_CHECK_OK(lt_ckpt_read(c, q ? LT_CKPT_OPTIM : LT_CKPT_WEIGHTS, nm, 0, TNUM[k], h, &err), &err);
+                size_t bad = 0;
+                for (size_t e = 0; e < TNUM[k]; e++) bad += h[e] != val(k, q, e);
+                LT_CHECK(!bad, "written %s: %zu wrong values", nm, bad);
+            }
+        lt_ckpt_close(c);
+    }
+    /* a NaN in B's weights: refused by name, nothing left */
+    for (size_t e = 0; e < 300; e++) h[e] = e == 17 ? NAN : val(1, 0, e);
+    LT_CHECK_OK(be->upload_f32(be, param[1], LT_F32, h, 300, &err), &err);
+    st.step = 8;
+    lt_status s = lt_ckpt_write_sharded(run, &st, o, &one, 0, out, sizeof out, &err);
+    LT_CHECK(s == LT_ERR_NONFINITE && strstr(err.msg, "'B'"), "a NaN written: %s", s ? err.msg : "accepted");
+    char ck[4200];
+    snprintf(ck, sizeof ck, "%s/checkpoints", run);
+    LT_CHECK(count_prefix(ck, "step-000007"), "step-000007 not found by the listing");
+    LT_CHECK(!count_prefix(ck, "step-000008") && !count_prefix(ck, ".tmp-step-000008"),
+             "a refused checkpoint left a folder behind");
+    lt_optim_free(o);
+    for (int k = 0; k < 2; k++) be->free(be, param[k]);
+    be->free(be, grad);
+}
+
 int main(void) {
     lt_err err = {{0}};
     snprintf(DIR_, sizeof DIR_, "%s/run/checkpoints/step-000004", lt_test_tmpdir("test_ckpt_shards"));
@@ -193,6 +271,9 @@ int main(void) {
     lt_optim_free(o);
     for (int k = 0; k < 2; k++) be->free(be, param[k]);
     be->free(be, grad);
+    char run[2200];
+    snprintf(run, sizeof run, "%s/writer", lt_test_tmpdir("test_ckpt_shards"));
+    test_writer(be, run);
     be->destroy(be);
 
     /* damaged indexes */
