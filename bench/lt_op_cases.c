@@ -220,10 +220,20 @@ static const long CS_RMSO[][LT_OP_MAXP] = {{5, 16, 10}, {7, 33, 10}, {2, 130, 5}
 static const long CS_ATTC[][LT_OP_MAXP] = {{50, 0}, {0, 4}, {15, 3}, {20, 70} /* window past a 64-row block */};
 static const long CS_CEC[][LT_OP_MAXP] = {{6, 29, 0, 3}, {4, 7, 60, 30}, {40, 300, -5, 2}};
 static const long SH_RMSO[][LT_OP_MAXP] = {{1, 64, 10}, {37, 257, 10}, {300, 1024, 10}, {9, 3584, 10}};
-/* B T Hq Hkv D docs cap_x10 window (docs as in SH_ATT) */
+/* B T Hq Hkv D docs cap_x10 window (docs as in SH_ATT). The random scores
+ * scale q.k are about 0.3 in size, so caps of 30 / 50 are nearly linear and
+ * the caps 0.3 - 1 below are the ones that bind (tanh well past linear).
+ * Head dims 64 / 128 / 256 run v2 (tensor cores) and v1, capped or not. */
 static const long SH_ATTC[][LT_OP_MAXP] = {
     {2, 37, 4, 1, 64, 0, 500, 0},  {1, 70, 8, 1, 128, 1, 500, 16}, {2, 45, 2, 2, 256, 1, 300, 8},
-    {1, 130, 8, 2, 128, 2, 0, 33}, {1, 200, 4, 2, 256, 3, 500, 64}, {1, 1000, 8, 4, 256, 3, 500, 100}};
+    {1, 130, 8, 2, 128, 2, 0, 33}, {1, 200, 4, 2, 256, 3, 500, 64}, {1, 1000, 8, 4, 256, 3, 500, 100},
+    {1, 1, 2, 1, 128, 0, 3, 1} /* one token */,
+    {2, 64, 8, 1, 64, 1, 3, 16} /* GQA 8, binding cap, window inside a tile */,
+    {2, 17, 4, 4, 256, 0, 5, 0} /* cap only, D = 256, a partial tile */,
+    {1, 300, 8, 2, 128, 3, 5, 100} /* long documents, window across key tiles */,
+    {1, 200, 8, 4, 256, 1, 10, 1} /* window 1: each query sees itself */,
+    {1, 1000, 4, 1, 64, 1, 5, 128} /* GQA 4, many key tiles skipped by the window */,
+    {1, 600, 8, 4, 256, 0, 500, 256} /* Gemma 2 2B's attention: 8 / 4 heads of 256, cap 50, window < T */};
 /* N V neg_inf cap_x10 */
 static const long SH_CEC[][LT_OP_MAXP] = {{37, 1000, 0, 300}, {8, 50001, 0, 300}, {5, 1000, 1, 30}};
 static const lt_op_metric MET_RMSO[] = {
