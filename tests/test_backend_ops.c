@@ -306,7 +306,8 @@ static void test_embed_noise(int N, int C, int random_x) {
 /* The NF4 linear: one NF4 buffer (quantized on the host by core/lt_nf4.c)
  * given to both backends as bytes. nf4_dequant must give the CPU's exact
  * fp32 values rounded once to the param dtype (bit for bit); the forward and
- * dx within one rounding. */
+ * dx within one rounding, with each NF4 variant (v1 dequantized tiles +
+ * cuBLAS, v2 the fused kernel), and the same bits on a rerun. */
 static void test_nf4_matmul(int M, int K, int Nout, int with_bias) {
     size_t nk = (size_t)Nout * K;
     float *wf = rnd(nk, 0.05f);
@@ -333,18 +334,29 @@ static void test_nf4_matmul(int M, int K, int Nout, int with_bias) {
     buf x = brnd(K_ACT, (size_t)M * K, 1.0f);
     buf bias = brnd(K_PARAM, Nout, 0.5f);
     buf out = bnew(K_ACT, (size_t)M * Nout);
-    bpoison(&out);
-    BOTH(be->nf4_matmul_fwd(be, P(out), P(x), P(wq), with_bias ? P(bias) : NULL, M, K, Nout));
-    sync_both("nf4_matmul_fwd");
-    bcmp(&out, TOL_BF16, "nf4_matmul_fwd M=%d K=%d N=%d bias=%d", M, K, Nout, with_bias);
     buf dout = brnd(K_ACT, (size_t)M * Nout, 1.0f);
     buf dx = bnew(K_ACT, (size_t)M * K);
-    for (int acc = 0; acc <= 1; acc++) {
-        bstart(&dx, acc);
-        BOTH(be->nf4_matmul_bwd(be, P(dx), acc, P(dout), P(wq), M, K, Nout));
-        sync_both("nf4_matmul_bwd");
-        bcmp(&dx, TOL_BF16, "nf4_matmul_bwd dx acc=%d M=%d K=%d N=%d", acc, M, K, Nout);
+    for (int ver = 1; ver <= 2; ver++) {
+        LT_CHECK_OK(lt_op_nf4_variant(BE[GPU], ver, &err), &err);
+        bpoison(&out);
+        BOTH(be->nf4_matmul_fwd(be, P(out), P(x), P(wq), with_bias ? P(bias) : NULL, M, K, Nout));
+        sync_both("nf4_matmul_fwd");
+        bcmp(&out, TOL_BF16, "nf4_matmul_fwd v%d M=%d K=%d N=%d bias=%d", ver, M, K, Nout, with_bias);
+        float *first = snap(&out);
+        bpoison(&out);
+        BE[GPU]->nf4_matmul_fwd(BE[GPU], out.p[GPU], x.p[GPU], wq.p[GPU], with_bias ? bias.p[GPU] : NULL, M, K,
+                                Nout);
+        sync_both("nf4_matmul_fwd rerun");
+        same_bits(&out, first, "nf4_matmul_fwd");
+        free(first);
+        for (int acc = 0; acc <= 1; acc++) {
+            bstart(&dx, acc);
+            BOTH(be->nf4_matmul_bwd(be, P(dx), acc, P(dout), P(wq), M, K, Nout));
+            sync_both("nf4_matmul_bwd");
+            bcmp(&dx, TOL_BF16, "nf4_matmul_bwd v%d dx acc=%d M=%d K=%d N=%d", ver, acc, M, K, Nout);
+        }
     }
+    LT_CHECK_OK(lt_op_nf4_variant(BE[GPU], 0, &err), &err);
     bguard(&wq, "nf4 weight (read only)");
     free(q), free(wf);
     bfree(&wq), bfree(&wd), bfree(&x), bfree(&bias), bfree(&out), bfree(&dout), bfree(&dx);
