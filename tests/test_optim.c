@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "lt_backend.h"
+#include "lt_comm.h"
 #include "lt_optim.h"
 #include "lt_safetensors.h"
 #include "lt_test.h"
@@ -325,8 +326,8 @@ static void test_decay_rule(void) {
 }
 
 /* two tensors ("E" (10, 16) with rows, "c" (16)), 4 steps; rows = NULL: full state */
-static void rows_run(lt_backend *be, lt_dtype pdt, const int32_t *rows, size_t nrows, int reload, float *out_w,
-                     lt_tlist *state, size_t *state_numel) {
+static void rows_run(lt_backend *be, lt_dtype pdt, const int32_t *rows, size_t nrows, int reload, int zero,
+                     float *out_w, lt_tlist *state, size_t *state_numel) {
     enum { R = 10, C = 16 };
     lt_err err = {{0}};
     lt_optim_cfg cfg = {.sched = {.kind = LT_SCHED_LINEAR, .lr = 3e-2, .warmup_steps = 1, .total_steps = 6},
@@ -338,8 +339,8 @@ static void rows_run(lt_backend *be, lt_dtype pdt, const int32_t *rows, size_t n
     LT_CHECK_OK(lt_optim_create(be, &cfg, &o, &err), &err);
     LT_CHECK_OK(be->alloc(be, R * C * lt_dtype_size(pdt), &w, &err), &err);
     LT_CHECK_OK(be->alloc(be, C * lt_dtype_size(pdt), &c, &err), &err);
-    LT_CHECK_OK(be->alloc(be, R * C * sizeof(float), (void **)&g, &err), &err);
-    LT_CHECK_OK(be->alloc(be, C * sizeof(float), (void **)&gc, &err), &err);
+    LT_CHECK_OK(be->alloc(be, (R + 1) * C * sizeof(float), (void **)&g, &err), &err); /* one flat gradient */
+    gc = g + R * C;
     float hw[R * C], hg[R * C], hc[C];
     lt_rng r;
     lt_rng_seed(&r, 3);
@@ -350,6 +351,12 @@ static void rows_run(lt_backend *be, lt_dtype pdt, const int32_t *rows, size_t n
     if (rows) LT_CHECK_OK(lt_optim_add_rows(o, "E", shE, w, pdt, g, rows, nrows, &err), &err);
     else LT_CHECK_OK(lt_optim_add(o, "E", 2, shE, w, pdt, g, 0, &err), &err);
     LT_CHECK_OK(lt_optim_add(o, "c", 1, shc, c, pdt, gc, 0, &err), &err);
+    lt_comm *cm = NULL;
+    if (zero) { /* ZeRO-1 on one rank: a row subset's state becomes its part's */
+        lt_comm_opts co = lt_comm_opts_default();
+        LT_CHECK_OK(lt_comm_create("single", &co, &cm, &err), &err);
+        if (cm) LT_CHECK_OK(lt_optim_distribute(o, cm, 1, g, &err), &err);
+    }
     const int32_t trained[] = {1, 2, 3, 7};
     for (int s = 0; s < 4; s++) {
         for (int i = 0; i < R * C; i++) {
@@ -378,28 +385,30 @@ static void rows_run(lt_backend *be, lt_dtype pdt, const int32_t *rows, size_t n
     LT_CHECK_OK(lt_optim_state_to_tlist(o, state, &err), &err);
     *state_numel = lt_optim_state_numel(o);
     lt_optim_free(o);
-    be->free(be, w), be->free(be, c), be->free(be, g), be->free(be, gc);
+    if (cm) cm->destroy(cm);
+    be->free(be, w), be->free(be, c), be->free(be, g);
 }
 
 static void test_rows(lt_backend *be) {
     const int32_t rows[] = {1, 2, 3, 7};
     for (int bf = 0; bf < 2; bf++) {
         lt_dtype pdt = bf ? LT_BF16 : LT_F32;
-        for (int reload = 0; reload < 2; reload++) {
+        for (int mode = 0; mode < 3; mode++) {
+            int reload = mode == 1, zero = mode == 2;
             float wf[160], wr[160];
             lt_tlist sf = {0}, sr = {0};
             size_t nf = 0, nr = 0;
-            rows_run(be, pdt, NULL, 0, reload, wf, &sf, &nf);
-            rows_run(be, pdt, rows, 4, reload, wr, &sr, &nr);
-            LT_CHECK(!memcmp(wf, wr, sizeof wf), "rows (%s, reload %d): weights differ from the full state's",
-                     lt_dtype_name(pdt), reload);
-            LT_CHECK(nf == 160 + 16 && nr == 4 * 16 + 16, "state elements: full %zu, rows %zu", nf, nr);
+            rows_run(be, pdt, NULL, 0, reload, 0, wf, &sf, &nf);
+            rows_run(be, pdt, rows, 4, reload, zero, wr, &sr, &nr);
+            LT_CHECK(!memcmp(wf, wr, sizeof wf), "rows (%s, mode %d): weights differ from the full state's",
+                     lt_dtype_name(pdt), mode);
+            LT_CHECK(nf == 160 + 16 && nr == (zero ? 160 : 4 * 16) + 16, "state elements: full %zu, rows %zu", nf,
+                     nr);
             int same = sf.n == sr.n && sf.n == 4;
             for (size_t i = 0; same && i < sf.n; i++)
                 same = !strcmp(sf.items[i].name, sr.items[i].name) && sf.items[i].numel == sr.items[i].numel &&
                        !memcmp(sf.items[i].data, sr.items[i].data, sf.items[i].numel * sizeof(float));
-            LT_CHECK(same, "rows (%s, reload %d): saved state differs from the full state's", lt_dtype_name(pdt),
-                     reload);
+            LT_CHECK(same, "rows (%s, mode %d): saved state differs from the full state's", lt_dtype_name(pdt), mode);
             lt_tlist_free(&sf);
             lt_tlist_free(&sr);
         }
