@@ -33,7 +33,7 @@ expected.json ("nested_not_nearest"), their values differ by one step of the
 dynamic map.
 Environment: tools/requirements-gen5.txt (torch 2.15.0, transformers 5.24.0,
 peft 0.21.2, bitsandbytes 0.50.2 installed beside it as written there):
-    PYTHONPATH=/work/bnb-pkgs /work/venv-olmo2/bin/python tools/gen_qlora_merge_fixture.py
+    PYTHONPATH=/work/bnb-pkgs /work/venv-gen5-torch/bin/python tools/gen_qlora_merge_fixture.py
 """
 import json
 import os
