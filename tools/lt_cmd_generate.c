@@ -24,7 +24,7 @@
 #include "lt_tokenizer.h"
 
 typedef struct gen_opts {
-    char *model, *adapter, *prompt, *system, *tmpl, *device;
+    char *model, *adapter, *prompt, *system, *tmpl, *device, *quantize;
     long max_new, seed, threads;
     double temperature, top_p;
     int help;
@@ -39,7 +39,8 @@ static const lt_optdef OPTS[] = {
     {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR", .required = 1,
      .help = "Hugging Face model folder (with tokenizer.json)"},
     {.name = "adapter", .k = LT_OPT_STR, .off = F(adapter), .meta = "DIR",
-     .help = "PEFT LoRA adapter (merged into the weights)"},
+     .help = "PEFT LoRA adapter (merged into the weights; unmerged with --quantize nf4)"},
+    LT_EVAL_QUANTIZE_ROW(gen_opts, quantize),
     {.name = "prompt", .k = LT_OPT_STR, .off = F(prompt), .meta = "TEXT", .required = 1, .help = "the user message"},
     {.name = "system", .k = LT_OPT_STR, .off = F(system), .meta = "TEXT", .help = "a system message"},
     {.name = "template", .k = LT_OPT_STR, .off = F(tmpl), .meta = "NAME", .help = "chat template (listed below)"},
@@ -172,8 +173,7 @@ static int run_generate(void *arg) {
                        eos_str[0] ? lt_tok_token_to_id(tok, eos_str) : -1, -1};
 
     if ((st = lt_backend_create(o->device, (int)o->threads, &be, &err))) goto fail;
-    if ((st = lt_model_load(o->model, be, &m, &err))) goto fail;
-    if (o->adapter && (st = lt_eval_merge_adapter(m, o->adapter, &err))) goto fail;
+    if ((st = lt_eval_load_model(o->model, o->adapter, o->quantize, be, &m, &err))) goto fail;
     const lt_config *cfg = lt_model_config(m);
     stop[2] = cfg->eos_token_id;
     int V = cfg->vocab_size;

@@ -818,10 +818,20 @@ static int dry_run(const lt_train_opts *o, int world) {
             Pt += (double)c.num_layers * o->lora_rank * (in + out);
         }
     }
-    /* --train-embeddings: the tables train too (in the parameter dtype, with f32 master weights on a GPU) */
-    double Pemb = lora && strcmp(o->train_embeddings, "none")
-                      ? (double)c.vocab_size * c.hidden_size * (c.tie_word_embeddings ? 1 : 2)
-                      : 0;
+    /* --train-embeddings: the tables train too (in the parameter dtype, with f32 master weights on a GPU);
+     * "new": the optimizer state (m, v, master) covers the added rows only (Pst), the gradient the tables */
+    double tables = c.tie_word_embeddings ? 1 : 2;
+    double Pemb = lora && strcmp(o->train_embeddings, "none") ? (double)c.vocab_size * c.hidden_size * tables : 0;
+    double Pst = Pemb;
+    const char *rows_note = "";
+    if (Pemb > 0 && !strcmp(o->train_embeddings, "new") && !o->zero) {
+        int32_t *ids = NULL;
+        size_t nids = 0;
+        lt_err e2;
+        if (lt_vocab_record_ids(o->model, &ids, &nids, &e2) == LT_OK) Pst = (double)nids * c.hidden_size * tables;
+        else rows_note = " (no vocabulary record in the model folder: the optimizer state counted for whole tables)";
+        free(ids);
+    }
     Pt += Pemb;
     /* the device the run would take: --device auto resolves here as it would there */
     const char *dev = o->device, *why = "";
@@ -851,6 +861,9 @@ static int dry_run(const lt_train_opts *o, int world) {
            gpu ? "bf16" : "f32");
     printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
            o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
+    if (Pemb > 0)
+        printf("--train-embeddings %s: %.4g M table elements train; AdamW state for %.4g M of them%s\n",
+               o->train_embeddings, Pemb / 1e6, Pst / 1e6, rows_note);
     double acts = (double)act_sz;
     /* QLoRA: the projections in NF4, the rest in the param dtype, one dequantized projection */
     int nf4 = !strcmp(o->quantize, "nf4");
@@ -873,8 +886,8 @@ static int dry_run(const lt_train_opts *o, int world) {
         double weights = (nf4 ? qb.nf4_bytes + qb.other_bytes + qb.scratch_bytes : P * wb) + (lora ? (Pt - Pemb) * 4 : 0);
         double grads = Pt * 4;                              /* the model's f32 gradient */
         double acc = bf16red && !o->zero ? 0 : Pt * 4 / sh; /* the step accumulator (or shard) */
-        double adam = Pt * 8 / sh;
-        double master = gpu ? (lora ? Pemb : Pt) * 4 / sh : 0;
+        double adam = (Pt - Pemb + Pst) * 8 / sh;
+        double master = gpu ? (lora ? Pst : Pt) * 4 / sh : 0;
         double total = weights + grads + acc + adam + master + acts;
         if (W == world) here = total;
         printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,

@@ -81,6 +81,18 @@ void lt_optim_free(lt_optim *o);
  * in checkpoints). ndim 1 or 2. */
 lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *shape, void *param,
                        lt_dtype param_dtype, float *grad, int decay, lt_err *err);
+/* A matrix of which only `rows` (sorted, distinct) train (`train
+ * --train-embeddings new`): m, v and master weights are kept for those rows
+ * only. The other rows' gradient must be zero and the tensor does not decay,
+ * so AdamW would leave them exactly as they are: the update of the rows is
+ * bitwise the one lt_optim_add's full state gives, and checkpoints hold the
+ * whole tensor's state (zeros in the other rows), as with it. The gradient
+ * norm still reads the whole gradient. Under ZeRO-1 (lt_optim_distribute)
+ * the tensor's part keeps a whole state again. */
+lt_status lt_optim_add_rows(lt_optim *o, const char *name, const int64_t shape[2], void *param, lt_dtype param_dtype,
+                            float *grad, const int32_t *rows, size_t nrows, lt_err *err);
+/* elements of m (= of v) the optimizer keeps on this rank */
+size_t lt_optim_state_numel(const lt_optim *o);
 size_t lt_optim_count(const lt_optim *o);
 const char *lt_optim_name(const lt_optim *o, size_t i);
 int lt_optim_decays(const lt_optim *o, size_t i);
