@@ -8,7 +8,8 @@
 #      holds the whole model; COMPLETE lists every file;
 #   2. resume on another number of ranks, bitwise: 3 -> 2 (full and LoRA,
 #      ZeRO-1), 2 -> 3 (ZeRO-1), 2 (no ZeRO: flat ranges) -> 1 process, and an
-#      old-format (gathered, 1-process) checkpoint -> 2 ranks: every step's
+#      old-format (gathered, 1-process) checkpoint -> 2 ranks, LoRA with
+#      --train-embeddings new (state for the added rows only) 2 -> 1: every step's
 #      loss and grad norm strings and the final weights' bytes equal the
 #      uninterrupted 1-process run;
 #   3. offline export (`luxtrain export`, one process) of a mid-run sharded
@@ -133,6 +134,25 @@ LT_TRAIN_TEST_KILL_AFTER=3 train 1 old
 [ -f "$(ck old 2)/weights.safetensors" ] || fail "1 process: no gathered checkpoint"
 train 2 old --zero 1 --resume || fail "old format -> 2 ranks: $(tail -3 old.txt)"
 same_run ref-full old "full 1 process (gathered checkpoint) -> 2 ranks"
+
+# a row subset's state (LoRA + --train-embeddings new: AdamW state and master
+# weights for the added rows only) through a 2-rank sharded checkpoint -> 1 process
+if "$bin" vocab add --model "$model" --tokens "$src/tests/fixtures/vocab/tokens_lb.txt" --out lb >add.txt 2>&1 &&
+   "$bin" tokenize --tokenizer lb --input "$src/data/sample/text.jsonl" --out shards-lb --quiet >tok-lb.txt 2>&1; then
+  saved=("${common[@]}")
+  for i in "${!common[@]}"; do
+    [ "${common[$i]}" = "$model" ] && common[$i]=lb
+    [ "${common[$i]}" = shards/train-00000.h5 ] && common[$i]=shards-lb/train-00000.h5
+  done
+  train 1 ref-emb --save-every 0 "${lora[@]}" --train-embeddings new || fail "1 process rows: $(tail -2 ref-emb.txt)"
+  LT_TRAIN_TEST_KILL_AFTER=3 train 2 e2 --zero 0 "${lora[@]}" --train-embeddings new
+  [ -f "$(ck e2 2)/optimizer-rank-00001-of-00002.safetensors" ] || fail "rows: no sharded checkpoint: $(tail -3 e2.txt)"
+  train 1 e2 --resume "${lora[@]}" --train-embeddings new || fail "rows 2 -> 1: $(tail -3 e2.txt)"
+  same_run ref-emb e2 "LoRA + --train-embeddings new 2 ranks -> 1 process"
+  common=("${saved[@]}")
+else
+  fail "vocab add / tokenize for the row-subset case: $(tail -2 add.txt tok-lb.txt)"
+fi
 
 # ---- 4. crashes while writing ----
 # rank 1 dies after writing its files of the step-2 checkpoint: no step-2

@@ -673,11 +673,12 @@ lt_status lt_ckpt_load_optim(const lt_ckpt *c, lt_optim *o, lt_err *err) {
         /* the parameter as held here, then the optimizer's part: master weights, m, v */
         st = lt_ckpt_read(c, LT_CKPT_WEIGHTS, p.name, p.param_off, p.param_len, host, err);
         if (!st && p.param_len) st = be->upload_f32(be, p.param, p.param_dtype, host, p.param_len, err);
-        if (!st && p.master && p.len && !(st = lt_ckpt_read(c, LT_CKPT_WEIGHTS, p.name, p.off, p.len, host, err)))
-            st = be->upload_f32(be, p.master, LT_F32, host, p.len, err);
+        if (!st && p.master && p.len && !(st = be->sync(be, err)) &&
+            !(st = lt_ckpt_read(c, LT_CKPT_WEIGHTS, p.name, p.off, p.len, host, err)))
+            st = lt_optim_part_put(o, i, 0, p.off, p.off + p.len, host, err);
         for (int k = 0; k < 2 && !st && p.len; k++)
-            if (!(st = lt_ckpt_read(c, LT_CKPT_OPTIM, name[k], p.off, p.len, host, err)))
-                st = be->upload_f32(be, k ? p.v : p.m, LT_F32, host, p.len, err);
+            if (!(st = be->sync(be, err)) && !(st = lt_ckpt_read(c, LT_CKPT_OPTIM, name[k], p.off, p.len, host, err)))
+                st = lt_optim_part_put(o, i, k + 1, p.off, p.off + p.len, host, err);
         if (!st) st = be->sync(be, err); /* host is reused */
         free(host);
         if (st) lt_wrap(err, st, "checkpoint %s: tensor '%s'", c->dir, p.name);
@@ -734,8 +735,7 @@ static lt_status own_slices(lt_optim *o, lt_comm *comm, int kind, lt_tlist *l, c
             snprintf(nm, sizeof nm, k == 0 ? "%s" : k == 1 ? "%s.exp_avg" : "%s.exp_avg_sq", p.name);
             float *dst = lt_tlist_new(l, nm, LT_F32, 1, &len, err);
             if (!dst) return LT_ERR_INVALID;
-            if (k) st = be->download_f32(be, dst, (k == 2 ? p.v : p.m) + (a - p.off), LT_F32, (size_t)len, err);
-            else if (p.master) st = be->download_f32(be, dst, p.master + (a - p.off), LT_F32, (size_t)len, err);
+            if (k || p.master) st = lt_optim_part_get(o, i, k, a, b, dst, err);
             else if (a < p.param_off || b > p.param_off + p.param_len)
                 st = lt_fail(err, LT_ERR_INVALID, "checkpoint: tensor '%s': elements [%zu, %zu) are not held here",
                              p.name, a, b);

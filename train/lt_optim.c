@@ -653,3 +653,49 @@ void lt_optim_part_of(const lt_optim *o, size_t i, lt_optim_part *p) {
                          .n = t->n, .off = t->off, .len = t->len, .master = t->master, .m = t->m, .v = t->v,
                          .param = t->param, .param_dtype = t->param_dtype, .param_off = 0, .param_len = t->n};
 }
+
+/* the state buffer of `which` (master may be NULL) */
+static float *state_of(const opt_tensor *t, int which) { return which == 0 ? t->master : which == 1 ? t->m : t->v; }
+
+lt_status lt_optim_part_get(lt_optim *o, size_t i, int which, size_t a, size_t b, float *host, lt_err *err) {
+    const opt_tensor *t = &o->t[i];
+    lt_backend *be = o->be;
+    float *src = state_of(t, which);
+    if (a > b || a < t->off || b > t->off + t->len)
+        return lt_fail(err, LT_ERR_RANGE, "optimizer: '%s': elements [%zu, %zu) are not held here", t->name, a, b);
+    if (!t->seg) {
+        if (src) return be->download_f32(be, host, src + (a - t->off), LT_F32, b - a, err);
+        if (which) return lt_fail(err, LT_ERR_INVALID, "optimizer: '%s' has no state %d", t->name, which);
+        return be->download_f32(be, host, (const char *)t->param + a * lt_dtype_size(t->param_dtype),
+                                t->param_dtype, b - a, err);
+    }
+    lt_status st = LT_OK;
+    if (which) memset(host, 0, (b - a) * sizeof *host);
+    else if (!(st = be->download_f32(be, host, (const char *)t->param + a * lt_dtype_size(t->param_dtype),
+                                     t->param_dtype, b - a, err)))
+        st = be->sync(be, err); /* the runs below overwrite parts of it */
+    if (!src && which == 0) return st;
+    for (size_t k = 0, c = 0; !st && k < t->nseg; c += t->seg[2 * k + 1], k++) {
+        size_t r0 = t->seg[2 * k], r1 = r0 + t->seg[2 * k + 1];
+        size_t x = r0 > a ? r0 : a, y = r1 < b ? r1 : b;
+        if (y > x) st = be->download_f32(be, host + (x - a), src + c + (x - r0), LT_F32, y - x, err);
+    }
+    return st;
+}
+
+lt_status lt_optim_part_put(lt_optim *o, size_t i, int which, size_t a, size_t b, const float *host, lt_err *err) {
+    const opt_tensor *t = &o->t[i];
+    lt_backend *be = o->be;
+    float *dst = state_of(t, which);
+    if (a > b || a < t->off || b > t->off + t->len)
+        return lt_fail(err, LT_ERR_RANGE, "optimizer: '%s': elements [%zu, %zu) are not held here", t->name, a, b);
+    if (!dst) return which ? lt_fail(err, LT_ERR_INVALID, "optimizer: '%s' has no state %d", t->name, which) : LT_OK;
+    if (!t->seg) return be->upload_f32(be, dst + (a - t->off), LT_F32, host, b - a, err);
+    lt_status st = LT_OK;
+    for (size_t k = 0, c = 0; !st && k < t->nseg; c += t->seg[2 * k + 1], k++) {
+        size_t r0 = t->seg[2 * k], r1 = r0 + t->seg[2 * k + 1];
+        size_t x = r0 > a ? r0 : a, y = r1 < b ? r1 : b;
+        if (y > x) st = be->upload_f32(be, dst + c + (x - r0), LT_F32, host + (x - a), y - x, err);
+    }
+    return st;
+}

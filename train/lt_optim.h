@@ -176,7 +176,9 @@ lt_status lt_optim_state_load(lt_optim *o, const lt_st_file *f, lt_err *err);
  *                                master weights) lives here (ZeRO >= 1: this
  *                                rank's part, possibly empty; else all n);
  *   master, m, v                 that state (backend memory, len f32 each;
- *                                master NULL: param holds the f32 weights);
+ *                                master NULL: param holds the f32 weights;
+ *                                a row subset holds less: read and write it
+ *                                through lt_optim_part_get / _put);
  *   [param_off, param_off + param_len)  the elements of the parameter buffer
  *                                held here (all n unless parameters are
  *                                sharded), param pointing at param_off. */
@@ -192,6 +194,14 @@ typedef struct lt_optim_part {
     size_t param_off, param_len;
 } lt_optim_part;
 void lt_optim_part_of(const lt_optim *o, size_t i, lt_optim_part *p);
+/* Elements [a, b) of tensor i's state to host (get) or from host (put), a
+ * range inside [off, off + len): which = 0 the f32 weights (master where
+ * kept, else the parameter), 1 exp_avg, 2 exp_avg_sq. A row subset
+ * (lt_optim_add_rows) keeps state for its runs only: get gives zeros (m, v)
+ * or the parameter's values (weights) elsewhere, put stores the runs and
+ * ignores the rest. Asynchronous on the backend: sync before reusing host. */
+lt_status lt_optim_part_get(lt_optim *o, size_t i, int which, size_t a, size_t b, float *host, lt_err *err);
+lt_status lt_optim_part_put(lt_optim *o, size_t i, int which, size_t a, size_t b, const float *host, lt_err *err);
 lt_backend *lt_optim_backend(const lt_optim *o); /* where the parts live */
 
 #ifdef __cplusplus
