@@ -67,7 +67,7 @@ def main():
     base.save_pretrained(os.path.join(OUT, "base"))
     # reload through the folder so the adapter records a relative base path
     os.chdir(OUT)
-    base = LlamaForCausalLM.from_pretrained("base", torch_dtype=torch.float32).eval()
+    base = LlamaForCausalLM.from_pretrained("base", dtype=torch.float32).eval()
     ids = torch.tensor([[1, 5, 9, 33, 2, 17, 63, 40, 8, 11]])
     with torch.no_grad():
         logits_base = base(ids).logits[0].numpy().copy()
