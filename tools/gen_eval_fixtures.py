@@ -41,7 +41,7 @@ Writes tests/fixtures/eval/:
   compare_a.json, compare_b.json, expected_compare.json
       two synthetic result files and the exact McNemar p-values per category
 
-Run: /work/venv-gen/bin/python tools/gen_eval_fixtures.py
+Run: tools/gen_fixtures.sh run tools/gen_eval_fixtures.py
 (versions pinned in tools/requirements-gen.txt)
 """
 import json

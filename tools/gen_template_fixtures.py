@@ -3,8 +3,8 @@
 transformers' apply_chat_template renders for them (tokenize=False,
 add_generation_prompt=False), for every chat template luxtrain builds in.
 
-Run with /work/venv-gen (transformers 4.51.3, see tools/requirements-gen.txt):
-    /work/venv-gen/bin/python tools/gen_template_fixtures.py \
+Run with the generator venv (tools/requirements-gen.txt):
+    tools/gen_fixtures.sh run tools/gen_template_fixtures.py \
         --shared ../shared --templates /path/to/jinja-folder
 
 The reference is transformers itself: each template is loaded into a
