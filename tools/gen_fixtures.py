@@ -164,10 +164,11 @@ MODELS5 = [
                          "short_factor": [1.02, 1.6], "long_factor": [2.5, 9.0]},
         sliding_window=None, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
     ), torch.float32, None),
-    # EuroLLM-9B's shape scaled down: LlamaForCausalLM with its settings (model card: 42 layers, hidden 4096,
-    # FFN 12288 = 3 x hidden, 32 heads, 8 key/value heads, head_dim 4096 / 32 = 128, rope_theta 10000, length
-    # 4096; config.json: RMSNorm eps 1e-5, untied lm_head, no rope scaling, bf16 weights): GQA 4 : 1 (4 heads,
-    # 1 key/value head), FFN 3 x hidden, head_dim = hidden / heads given explicitly, default RoPE theta 1e4.
+    # EuroLLM-9B's shape scaled down: LlamaForCausalLM with its settings (its model card: GQA with 8 key/value
+    # heads, pre-norm RMSNorm, SwiGLU, RoPE; its config.json, not readable here, as recalled: 42 layers, hidden
+    # 4096, FFN 12288 = 3 x hidden, 32 heads, head_dim 128 = 4096 / 32, rope_theta 10000 without scaling,
+    # length 4096, RMSNorm eps 1e-5, untied lm_head, bf16 weights): GQA 4 : 1 (4 heads, 1 key/value head), FFN
+    # 3 x hidden, head_dim = hidden / heads given explicitly, default RoPE theta 1e4, bf16.
     # Its 128000-token SentencePiece-style BPE vocabulary is scaled down to 192 like the others'.
     ("eurollm", "LlamaConfig", dict(
         vocab_size=192, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
