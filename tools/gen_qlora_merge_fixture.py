@@ -31,9 +31,9 @@ farther entry. luxtrain takes the nearest entry (core/lt_nf4.c); the blocks of
 64 where bitsandbytes' code is not the nearest are listed per tensor in
 expected.json ("nested_not_nearest"), their values differ by one step of the
 dynamic map.
-Environment: tools/requirements-gen5.txt (torch 2.15.0, transformers 5.24.0,
-peft 0.21.2, bitsandbytes 0.50.2 installed beside it as written there):
-    PYTHONPATH=/work/bnb-pkgs /work/venv-gen5-torch/bin/python tools/gen_qlora_merge_fixture.py
+Environment: tools/requirements-gen.txt (torch 2.15.0, transformers 5.24.0,
+peft 0.21.2, bitsandbytes 0.50.2):
+    bash tools/gen_fixtures.sh run tools/gen_qlora_merge_fixture.py
 """
 import json
 import os

@@ -5,12 +5,11 @@ add_generation_prompt=False as "text", and for the conversation without its
 final assistant turn add_generation_prompt=True as "prompt_text"), for every
 chat template luxtrain builds in.
 
-The llama3.1 and mistral fixtures were written with transformers 4.51.3
-(tools/requirements-gen.txt) and carry no generation prompts yet; the others
-with transformers 5.24.0 (tools/requirements-gen5.txt, e.g.
-/work/venv-olmo2), which rendered the llama3, qwen2.5, qwen3, gemma3 and
-chatml cases of 4.51.3 byte-identically. Regenerate a subset with --only:
-    /work/venv-olmo2/bin/python tools/gen_template_fixtures.py \
+The llama3.1 and mistral fixtures were written with transformers 4.51.3 and
+carry no generation prompts yet; the others with transformers 5.24.0 (pinned in
+tools/requirements-gen.txt), which rendered the llama3, qwen2.5, qwen3, gemma3
+and chatml cases of 4.51.3 byte-identically. Regenerate a subset with --only:
+    tools/gen_fixtures.sh run tools/gen_template_fixtures.py \
         --shared ../shared --templates /path/to/jinja-folder --only phi3,olmo2
 
 The reference is transformers itself: each template is loaded into a
