@@ -21,11 +21,13 @@ reader and as the reference for names, keys and quantization:
       the same metadata (general.name aside: it is the folder's name) and
       the same tensors, byte for byte.
   gguf_check.py adapter MODEL_DIR OUT_DIR
-      writes a PEFT LoRA adapter (r 4, alpha 8, q/v/down, random A and B)
-      for the model, in PEFT's format.
+      writes a PEFT LoRA adapter (r 4, alpha 8, q/v/down -- qkv/gate_up/down
+      for fused projections (phi3) --, random A and B) for the model, in
+      PEFT's format.
 Prints "ok ..." lines; exits 1 on the first mismatch.
 """
 import json
+import math
 import os
 import struct
 import sys
@@ -36,9 +38,10 @@ import gguf
 from gguf import GGMLQuantizationType as Q
 
 ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "olmo2": "olmo2",
-        "gemma2": "gemma2", "gemma3_text": "gemma3"}
+        "gemma2": "gemma2", "gemma3_text": "gemma3", "phi3": "phi3"}
 GARCH = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3,
-         "olmo2": gguf.MODEL_ARCH.OLMO2, "gemma2": gguf.MODEL_ARCH.GEMMA2, "gemma3": gguf.MODEL_ARCH.GEMMA3}
+         "olmo2": gguf.MODEL_ARCH.OLMO2, "gemma2": gguf.MODEL_ARCH.GEMMA2, "gemma3": gguf.MODEL_ARCH.GEMMA3,
+         "phi3": gguf.MODEL_ARCH.PHI3}
 GEMMA = ("gemma2", "gemma3")
 TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
 
@@ -103,6 +106,18 @@ def llama3_rope_factors(cfg):  # transformers' _compute_llama3_parameters, as di
     return np.array(out, dtype=np.float32)
 
 
+def rotary_dims(cfg, hd):  # transformers: int(head_dim * partial_rotary_factor)
+    prf = cfg.get("partial_rotary_factor") or (cfg.get("rope_scaling") or {}).get("partial_rotary_factor", 1.0)
+    return int(hd * prf)
+
+
+def longrope_attention_factor(cfg, rs, omp):  # transformers' _compute_longrope_parameters
+    if rs.get("attention_factor") is not None:
+        return rs["attention_factor"]
+    factor = rs.get("factor") or cfg["max_position_embeddings"] / omp
+    return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(omp))
+
+
 def field(r, key):
     f = r.get_field(key)
     return None if f is None else f.contents()
@@ -133,7 +148,7 @@ def check(path, mdir, typ, adapter):
         K.Attention.HEAD_COUNT_KV.format(arch=arch): nkv,
         K.Attention.KEY_LENGTH.format(arch=arch): hd,
         K.Attention.VALUE_LENGTH.format(arch=arch): hd,
-        K.Rope.DIMENSION_COUNT.format(arch=arch): hd,
+        K.Rope.DIMENSION_COUNT.format(arch=arch): rotary_dims(cfg, hd),
         K.General.FILE_TYPE: {"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7}[typ],
         K.Tokenizer.MODEL: "gpt2",
     }
@@ -152,6 +167,16 @@ def check(path, mdir, typ, adapter):
         print(f"ok   rope scaling linear, factor {rs['factor']}")
     elif field(r, K.Rope.SCALING_TYPE.format(arch=arch)) is not None:
         fail("rope.scaling.type written without linear rope_scaling")
+    longrope = rs.get("rope_type", rs.get("type")) in ("longrope", "su")
+    if longrope:  # llama.cpp: cos / sin times attn_factor; long factors past original_context_length
+        omp = cfg.get("original_max_position_embeddings", rs.get("original_max_position_embeddings"))
+        want_attn = longrope_attention_factor(cfg, rs, omp)
+        if field(r, K.Rope.SCALING_ATTN_FACTOR.format(arch=arch)) != np.float32(want_attn) or \
+                field(r, K.Rope.SCALING_ORIG_CTX_LEN.format(arch=arch)) != omp:
+            fail(f"rope.scaling.attn_factor / original_context_length: {want_attn} / {omp} expected")
+        print(f"ok   longrope: attn_factor {want_attn:.6f}, original_context_length {omp}")
+    elif field(r, K.Rope.SCALING_ATTN_FACTOR.format(arch=arch)) is not None:
+        fail("rope.scaling.attn_factor written without longrope")
     if arch in GEMMA:
         check_gemma(r, cfg, arch)
     if (field(r, K.General.QUANTIZATION_VERSION) is not None) != (typ == "q8_0"):
@@ -223,6 +248,9 @@ def check(path, mdir, typ, adapter):
         expect["output.weight"] = w["model.embed_tokens.weight"]
     if (cfg.get("rope_scaling") or {}).get("rope_type") == "llama3":
         expect["rope_freqs.weight"] = llama3_rope_factors(cfg)
+    if longrope:  # the factor lists as they are (llama.cpp divides each frequency by them)
+        expect["rope_factors_long.weight"] = np.array(rs["long_factor"], dtype=np.float32)
+        expect["rope_factors_short.weight"] = np.array(rs["short_factor"], dtype=np.float32)
     got = {t.name: t for t in r.tensors}
     if set(got) != set(expect):
         fail(f"tensors: extra {sorted(set(got) - set(expect))}, missing {sorted(set(expect) - set(got))}")
@@ -292,8 +320,12 @@ def make_adapter(mdir, out):
     w = read_model(mdir)
     rng = np.random.default_rng(7)
     r, tensors = 4, {}
+    # fused projections (phi3): PEFT adapts the fused modules whole
+    mods = (("self_attn", "qkv_proj"), ("mlp", "gate_up_proj"), ("mlp", "down_proj")) \
+        if "model.layers.0.self_attn.qkv_proj.weight" in w else \
+        (("self_attn", "q_proj"), ("self_attn", "v_proj"), ("mlp", "down_proj"))
     for l in range(cfg["num_hidden_layers"]):
-        for blk, proj in (("self_attn", "q_proj"), ("self_attn", "v_proj"), ("mlp", "down_proj")):
+        for blk, proj in mods:
             o, i = w[f"model.layers.{l}.{blk}.{proj}.weight"].shape
             p = f"base_model.model.model.layers.{l}.{blk}.{proj}"
             tensors[p + ".lora_A.weight"] = rng.normal(0, 0.1, (r, i)).astype(np.float32)
@@ -309,7 +341,7 @@ def make_adapter(mdir, out):
     with open(os.path.join(out, "adapter_model.safetensors"), "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
     ac = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": 8, "lora_dropout": 0.0,
-          "target_modules": ["q_proj", "v_proj", "down_proj"], "bias": "none", "use_rslora": False,
+          "target_modules": [p for _, p in mods], "bias": "none", "use_rslora": False,
           "fan_in_fan_out": False, "base_model_name_or_path": mdir}
     with open(os.path.join(out, "adapter_config.json"), "w") as f:
         json.dump(ac, f, indent=2)

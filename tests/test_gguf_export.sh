@@ -5,11 +5,11 @@
 #   q8_0, read back with llama.cpp's `gguf` package and checked against
 #   config.json, the tokenizer files and the safetensors values
 #   (tests/gguf_check.py); the default type (bf16 for the BF16 sample model);
-#   a LoRA adapter merged in; from checkpoints (`export CHECKPOINT --gguf`):
+#   a LoRA adapter merged in (and one on phi3's fused modules); from checkpoints (`export CHECKPOINT --gguf`):
 #   a full run's F32 weights, a LoRA run's adapter (the same file as
 #   --adapter RUN/final); errors: an unknown --type, an existing OUT without
 #   --overwrite (kept as it was), an olmo2 model whose head_dim llama.cpp
-#   cannot take, a family without a gguf entry (phi3), gemma2 / gemma3 configs
+#   cannot take, gemma2 / gemma3 configs
 #   llama.cpp's gemma graphs cannot express (query_pre_attn_scalar other than
 #   head_dim, a gemma3 soft-cap, an untied gemma2 head, gemma2 without
 #   soft-caps, layer_types with no period) -- and gemma transformers 5 configs
@@ -67,6 +67,13 @@ for t in f32 q8_0; do
       && ok "--adapter $t: $(tail -1 "lora.$t.check")" || fail "--adapter $t: $(tail -3 "lora.$t.check")"
 done
 cmp -s lora.f32.gguf llama.f32.gguf && fail "--adapter changed nothing"
+# phi3: LoRA on the fused modules (qkv_proj, gate_up_proj) merged into attn_qkv / ffn_up
+d=models/phi_long
+"$py" "$check" adapter "$d" adapter3 >adapter3.txt 2>&1 || fail "writing the phi3 adapter: $(cat adapter3.txt)"
+"$bin" export --gguf lora3.gguf --model "$d" --adapter adapter3 --type f32 >lora3.txt 2>&1 \
+  || fail "phi3 --adapter: $(tail -2 lora3.txt)"
+"$py" "$check" check lora3.gguf "$d" f32 adapter3 >lora3.check 2>&1 \
+  && ok "phi3 --adapter (fused qkv_proj / gate_up_proj): $(tail -1 lora3.check)" || fail "phi3 --adapter: $(tail -3 lora3.check)"
 
 # from a checkpoint: a full run's weights, a LoRA run's adapter, on the base model
 lt_tokenize_sample shards
@@ -109,8 +116,6 @@ mkdir -p olmo16 && ln -sf "$src/tests/fixtures/models/olmo2"/{config.json,model.
 ln -sf "$src/tests/fixtures/gguf/tok_cl100k"/* olmo16/
 expect_fail "olmo2 with head_dim != hidden / heads" "head_dim 16 with 4 heads is not hidden_size 48" --gguf x.gguf \
   --model olmo16
-expect_fail "phi3 (no gguf entry)" "GGUF export does not support model family 'phi3'" --gguf x.gguf \
-  --model "$src/tests/fixtures/models/phi3"
 # gemma: what llama.cpp's graphs cannot express (checked before the weights are read)
 variant() { # NAME FAMILY PYTHON-EDIT [CONFIG]: the family's fixture weights, tok_llama3, gemma{2,3}_qs16's config (or CONFIG) edited
     mkdir -p "$1" && ln -sf "$src/tests/fixtures/models/$2/model.safetensors" "$src/tests/fixtures/gguf/tok_llama3"/* "$1/"

@@ -13,9 +13,13 @@
  * type and from ggml's CPU matmul, which rounds the activations to the
  * weights' dot-product type (f16, bf16, or Q8_0 blocks for q8_0). Tolerances
  * (measured on these random tiny models, whose logits reach 5-9: f32 <= 1.2e-6,
- * f16 <= 3.3e-3, bf16 <= 4.6e-2, q8_0 <= 5.8e-2):
+ * f16 <= 3.3e-3, bf16 <= 4.6e-2, q8_0 <= 5.8e-2, phi_long's q8_0 1.42e-1):
  *   f32 1e-5 (the same weights: any mapping error -- names, q/k permutation,
- *   rope_freqs, norms, tied head -- shows here), f16 1e-2, bf16 8e-2, q8_0 1e-1.
+ *   rope_freqs, LongRoPE's factors and attn_factor, norms, tied head -- shows
+ *   here), f16 1e-2, bf16 8e-2, q8_0 2e-1. phi_long (LongRoPE's long factors,
+ *   up to 17.5) is the q8_0 outlier: llama.cpp's own q8_0 logits differ from
+ *   its own f32 ones (which match luxtrain's to 8.7e-7) by 1.42e-1 of the
+ *   largest logit, so that difference is llama.cpp's Q8_0 arithmetic.
  * GeGLU models (gemma2, gemma3) in f32: 2e-3. ggml's CPU GELU reads a table
  * indexed by the input rounded to f16 and holding f16 values (GGML_GELU_FP16),
  * so llama.cpp's own f32 graph is off by that rounding (measured 7.1e-4 gemma2,
@@ -38,7 +42,7 @@
 static const struct {
     const char *type;
     double tol;
-} TYPES[] = {{"f32", 1e-5}, {"f16", 1e-2}, {"bf16", 8e-2}, {"q8_0", 1e-1}};
+} TYPES[] = {{"f32", 1e-5}, {"f16", 1e-2}, {"bf16", 8e-2}, {"q8_0", 2e-1}};
 #define GEGLU_F32_TOL 2e-3 /* ggml's f16-table GELU (above) */
 
 static void run(const char *name, const char *mdir, const lt_st_file *fx) {

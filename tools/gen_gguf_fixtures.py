@@ -16,6 +16,9 @@
       query_pre_attn_scalar = head_dim (llama.cpp's gemma graphs scale
       attention by head_dim^-0.5 and read no query_pre_attn_scalar; the
       fixtures' 24 is refused), model.safetensors a link to the fixture's.
+      phi3_short_o256/: the phi3_short fixture with original_max_position_embeddings
+      256 (llama.cpp chooses LongRoPE's short factors only while its context,
+      at least 256, is within the original length; see gen_phi3).
   logits LUXTRAIN  (tools/requirements-gguf.txt: llama-cpp-python, numpy)
       llama_cpp_logits.safetensors: for every model in models.txt and every
       type (f32, f16, bf16, q8_0), the GGUF that `LUXTRAIN export --gguf`
@@ -148,6 +151,29 @@ def gen_gemma():
         print("wrote", d)
 
 
+def gen_phi3():
+    """phi3_short_o256/: the phi3_short fixture (LongRoPE, partial rotary 0.5, untied) with
+    original_max_position_embeddings 256 and max_position_embeddings 512. llama.cpp picks LongRoPE's
+    factors by its context (padded to a multiple of 256) against the original length, transformers
+    and luxtrain by the sequence: only an original length >= 256 lets llama.cpp run the short factors
+    on the fixture's 10 tokens, as luxtrain does. model.safetensors: a link to the fixture's."""
+    src = os.path.join(SRC, "tests", "fixtures", "models", "phi3_short")
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["original_max_position_embeddings"] = 256
+    cfg["max_position_embeddings"] = 512
+    d = os.path.join(OUT, "phi3_short_o256")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+    link = os.path.join(d, "model.safetensors")
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(os.path.relpath(os.path.join(src, "model.safetensors"), d), link)
+    print("wrote", d)
+
+
 def model_folder(tmp, name, mdir, tdir):
     """the model folder with the tokenizer files (the fixture models have none)"""
     if not tdir:
@@ -207,6 +233,7 @@ if __name__ == "__main__":
         gen_tokenizers()
         gen_olmo2()
         gen_gemma()
+        gen_phi3()
     elif sys.argv[1:2] == ["logits"] and len(sys.argv) == 3:
         gen_logits(os.path.abspath(sys.argv[2]))
     else:

@@ -146,7 +146,9 @@ static void kv_arch_str(buf *b, const char *arch, const char *key, const char *v
 
 /* ---- tensor plan ---- */
 
-typedef enum { SRC_MODEL = 0, SRC_ROPE_FREQS } src_kind;
+/* where a tensor's values come from: the model's safetensors, or derived from config.json (Llama 3's
+ * rope_freqs divisors, LongRoPE's long / short factor lists) */
+typedef enum { SRC_MODEL = 0, SRC_ROPE_FREQS, SRC_ROPE_LONG, SRC_ROPE_SHORT } src_kind;
 
 typedef struct plan_tensor {
     char name[96];    /* GGUF name */
@@ -520,7 +522,7 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
         adp = ad;
     }
     const char *arch = fam->gguf.arch;
-    pt = calloc(nspec + 2, sizeof *pt);
+    pt = calloc(nspec + 3, sizeof *pt);
     if (!pt) {
         st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
         goto done;
@@ -559,12 +561,22 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
             snprintf(h->name, sizeof h->name, "output.weight");
         }
     }
-    if (cfg.rope_scaling_type == 1) { /* Llama 3: the divisor of each rotary frequency */
+    /* Llama 3: the divisor of each rotary frequency (rope_freqs); LongRoPE: its two factor lists, which
+     * llama.cpp divides the frequencies by (long when its context is past the original length) */
+    static const struct {
+        int rope_type;
+        src_kind src;
+        const char *name;
+    } DERIVED[] = {{LT_ROPE_LLAMA3, SRC_ROPE_FREQS, "rope_freqs.weight"},
+                   {LT_ROPE_LONGROPE, SRC_ROPE_LONG, "rope_factors_long.weight"},
+                   {LT_ROPE_LONGROPE, SRC_ROPE_SHORT, "rope_factors_short.weight"}};
+    for (size_t k = 0; k < sizeof DERIVED / sizeof DERIVED[0]; k++) {
+        if (cfg.rope_scaling_type != DERIVED[k].rope_type) continue;
         plan_tensor *t = &pt[np++];
-        snprintf(t->name, sizeof t->name, "rope_freqs.weight");
-        t->src = SRC_ROPE_FREQS;
+        snprintf(t->name, sizeof t->name, "%s", DERIVED[k].name);
+        t->src = DERIVED[k].src;
         t->ndim = 1;
-        t->shape[0] = cfg.head_dim / 2;
+        t->shape[0] = lt_config_rotary_dim(&cfg) / 2;
         t->shape[1] = 1;
         t->type = LT_GGUF_F32;
         t->layer = t->target = -1;
@@ -603,10 +615,16 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     kv_arch_u32(&kv, arch, "attention.key_length", (uint32_t)cfg.head_dim);
     kv_arch_u32(&kv, arch, "attention.value_length", (uint32_t)cfg.head_dim);
     kv_arch_f32(&kv, arch, "attention.layer_norm_rms_epsilon", cfg.rms_norm_eps);
-    kv_arch_u32(&kv, arch, "rope.dimension_count", (uint32_t)cfg.head_dim);
+    kv_arch_u32(&kv, arch, "rope.dimension_count", (uint32_t)lt_config_rotary_dim(&cfg)); /* partial rotary: phi3 */
     kv_arch_f32(&kv, arch, "rope.freq_base", (float)cfg.rope_theta);
     if (cfg.rope_tables == 2) kv_arch_f32(&kv, arch, "rope.freq_base_swa", (float)cfg.rope_local_theta);
-    if (cfg.rope_scaling_type == 2) { /* linear: llama.cpp divides the positions by the factor */
+    if (cfg.rope_scaling_type == LT_ROPE_LONGROPE) {
+        /* llama.cpp multiplies cos / sin by attn_factor (transformers' attention_factor) and takes the long
+         * factors when its context per sequence is past original_context_length */
+        kv_arch_f32(&kv, arch, "rope.scaling.attn_factor", lt_config_rope_scale(&cfg));
+        kv_arch_u32(&kv, arch, "rope.scaling.original_context_length", (uint32_t)cfg.rope_original_max_pos);
+    }
+    if (cfg.rope_scaling_type == LT_ROPE_LINEAR) { /* linear: llama.cpp divides the positions by the factor */
         kv_arch_str(&kv, arch, "rope.scaling.type", "linear");
         kv_arch_f32(&kv, arch, "rope.scaling.factor", (float)cfg.rope_factor);
     }
@@ -673,6 +691,8 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
             lt_config_rope_inv_freq(&plain, tmp);
             lt_config_rope_inv_freq(&cfg, w);
             for (size_t j = 0; j < numel; j++) w[j] = tmp[j] / w[j];
+        } else if (t->src == SRC_ROPE_LONG || t->src == SRC_ROPE_SHORT) {
+            memcpy(w, t->src == SRC_ROPE_LONG ? cfg.rope_long_factor : cfg.rope_short_factor, numel * sizeof *w);
         } else {
             const lt_st_tensor *s = o->weights ? lt_st_find(o->weights, t->hf) : lt_st_model_find(stm, t->hf);
             if ((st = lt_st_to_f32(s, w, numel, err))) goto done;
