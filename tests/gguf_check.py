@@ -17,6 +17,10 @@ reader and as the reference for names, keys and quantization:
       numpy's rounding, BF16 and Q8_0 byte for byte equal to gguf.quants.quantize;
       Q8_0 dequantized within half a step (+ the fp16 rounding of the
       scale) of the f32 values.
+  gguf_check.py spm FILE.gguf MODEL_DIR FIXTURE.json NAME
+      the tokenizer keys as `check` wants them, and the ids llama.cpp gave
+      the fixture's texts (fixture["llama_cpp"][NAME]) equal to those of
+      Hugging Face `tokenizers` on MODEL_DIR/tokenizer.json.
   gguf_check.py same A.gguf B.gguf
       the same metadata (general.name aside: it is the folder's name) and
       the same tensors, byte for byte.
@@ -150,7 +154,6 @@ def check(path, mdir, typ, adapter):
         K.Attention.VALUE_LENGTH.format(arch=arch): hd,
         K.Rope.DIMENSION_COUNT.format(arch=arch): rotary_dims(cfg, hd),
         K.General.FILE_TYPE: {"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7}[typ],
-        K.Tokenizer.MODEL: "gpt2",
     }
     for k, v in want.items():
         if field(r, k) != v:
@@ -183,43 +186,7 @@ def check(path, mdir, typ, adapter):
         fail("general.quantization_version present iff quantized")
     print(f"ok   metadata of {arch} ({len(r.fields)} keys)")
 
-    # tokenizer
-    tokens, types = [f"[PAD{i}]" for i in range(V)], [gguf.TokenType.UNUSED] * V
-    for t, i in tj["model"]["vocab"].items():
-        tokens[i], types[i] = t, gguf.TokenType.NORMAL
-    for a in tj["added_tokens"]:
-        tokens[a["id"]] = a["content"]
-        types[a["id"]] = gguf.TokenType.CONTROL if a["special"] else gguf.TokenType.USER_DEFINED
-    if field(r, K.Tokenizer.LIST) != tokens:
-        fail("tokenizer.ggml.tokens differ from tokenizer.json")
-    if field(r, K.Tokenizer.TOKEN_TYPE) != [int(t) for t in types]:
-        fail("tokenizer.ggml.token_type differ")
-    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
-    if field(r, K.Tokenizer.MERGES) != merges:
-        fail("tokenizer.ggml.merges differ")
-    pre = json.dumps(tj["pre_tokenizer"])
-    ignore = tj["model"].get("ignore_merges", False)
-    want_pre = "qwen2" if "\\\\p{N}|" in pre else ("llama-bpe" if ignore else "dbrx") if "\\\\p{N}{1,3}" in pre \
-        else "gpt-2"
-    if field(r, K.Tokenizer.PRE) != want_pre:
-        fail(f"tokenizer.ggml.pre = {field(r, K.Tokenizer.PRE)}, expected {want_pre}")
-    ids = {t: i for t, i in tj["model"]["vocab"].items()}
-    ids.update({a["content"]: a["id"] for a in tj["added_tokens"]})
-    post = tj.get("post_processor") or {}
-    bos_added = [s for s in post.get("single", []) if "SpecialToken" in s][:1]
-    add_bos = bool(bos_added) and "Sequence" not in json.dumps(post["single"][0])
-    if field(r, K.Tokenizer.ADD_BOS) != add_bos:
-        fail(f"add_bos_token {field(r, K.Tokenizer.ADD_BOS)}, expected {add_bos}")
-    bos = ids[bos_added[0]["SpecialToken"]["id"]] if add_bos else cfg.get("bos_token_id")
-    eos = cfg.get("eos_token_id")
-    eos = eos[0] if isinstance(eos, list) else eos
-    pad = ids.get(tc["pad_token"]) if isinstance(tc.get("pad_token"), str) else None
-    for k, v in ((K.Tokenizer.BOS_ID, bos), (K.Tokenizer.EOS_ID, eos), (K.Tokenizer.PAD_ID, pad)):
-        if field(r, k) != v:
-            fail(f"{k} = {field(r, k)}, expected {v}")
-    if field(r, K.Tokenizer.CHAT_TEMPLATE) != tc.get("chat_template"):
-        fail("tokenizer.chat_template differs from tokenizer_config.json")
-    print(f"ok   tokenizer: {V} tokens, {len(merges)} merges, pre {want_pre}, bos {bos} eos {eos} pad {pad}")
+    check_tokenizer(r, tj, tc, cfg, V)
 
     # tensors
     w = read_model(mdir)
@@ -231,6 +198,18 @@ def check(path, mdir, typ, adapter):
             if ".lora_A." in n:
                 base = n.replace("base_model.model.", "").replace(".lora_A.weight", ".weight")
                 w[base] = w[base] + scale * (aw[n.replace("lora_A", "lora_B")] @ A)
+        # trained embeddings replace their rows (PEFT's merge_and_unload): trainable_token_indices
+        # (token_adapter.trainable_tokens_delta holds the rows' values) or modules_to_save (whole tables)
+        tti = ac.get("trainable_token_indices")
+        for m in ("model.embed_tokens", "lm_head"):
+            delta = aw.get(f"base_model.model.{m}.token_adapter.trainable_tokens_delta")
+            table = aw.get(f"base_model.model.{m}.weight")
+            if delta is not None:
+                ids = tti if isinstance(tti, list) else tti[m.split(".")[-1]]
+                w[m + ".weight"] = w[m + ".weight"].copy()
+                w[m + ".weight"][ids] = delta
+            elif table is not None:
+                w[m + ".weight"] = table
     tmap = gguf.get_tensor_name_map(GARCH[arch], L)
     expect = {}
     for n, a in w.items():
@@ -282,6 +261,112 @@ def check(path, mdir, typ, adapter):
             fail(f"{name}: values differ from the source ({qt.name})")
     print(f"ok   {len(expect)} tensors as {typ}" + (f" (q8_0: worst error {worst:.3f} step)" if typ == "q8_0" else "")
           + (" with the adapter merged" if adapter else ""))
+
+
+def spm_space_prefix(tj):
+    """a SentencePiece-style tokenizer.json (BPE with byte_fallback) -> whether llama.cpp must prepend a
+    space to each text fragment (Prepend normalizer, or Metaspace prepending), else None"""
+    m = tj["model"]
+    if m["type"] != "BPE" or not m.get("byte_fallback"):
+        return None
+    norm, pre = tj.get("normalizer") or {}, tj.get("pre_tokenizer") or {}
+    if norm.get("type") == "Sequence":
+        return any(n["type"] == "Prepend" for n in norm["normalizers"])
+    if pre.get("type") == "Metaspace":
+        return pre["prepend_scheme"] != "never"
+    return False
+
+
+def check_tokenizer(r, tj, tc, cfg, V):
+    """the tokenizer.ggml.* keys against tokenizer.json / tokenizer_config.json / config.json:
+    byte-level BPE as llama.cpp's "gpt2" model (merges, pre-tokenizer name), SentencePiece-style
+    BPE as its "llama" model (scores from the merge ranks, byte / unknown token types, space prefix)"""
+    K = gguf.Keys
+    space_prefix = spm_space_prefix(tj)
+    spm = space_prefix is not None
+    unk = tj["model"].get("unk_token") if spm else None
+    if field(r, K.Tokenizer.MODEL) != ("llama" if spm else "gpt2"):
+        fail(f"tokenizer.ggml.model = {field(r, K.Tokenizer.MODEL)!r}")
+    tokens, types = [f"[PAD{i}]" for i in range(V)], [gguf.TokenType.UNUSED] * V
+    for t, i in tj["model"]["vocab"].items():
+        tokens[i], types[i] = t, gguf.TokenType.NORMAL
+        if spm and len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            types[i] = gguf.TokenType.BYTE
+    for a in tj["added_tokens"]:
+        tokens[a["id"]] = a["content"]
+        types[a["id"]] = gguf.TokenType.CONTROL if a["special"] else gguf.TokenType.USER_DEFINED
+        if a["content"] == unk:
+            types[a["id"]] = gguf.TokenType.UNKNOWN
+    if field(r, K.Tokenizer.LIST) != tokens:
+        fail("tokenizer.ggml.tokens differ from tokenizer.json")
+    if field(r, K.Tokenizer.TOKEN_TYPE) != [int(t) for t in types]:
+        fail("tokenizer.ggml.token_type differ")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
+    ids = {t: i for t, i in tj["model"]["vocab"].items()}
+    ids.update({a["content"]: a["id"] for a in tj["added_tokens"]})
+    if spm:
+        # llama.cpp merges the pair making the best-scoring token; BPE the pair of the lowest rank
+        scores = [None] * V
+        for rank, m in enumerate(merges):
+            i = ids.get(m.replace(" ", "", 1))
+            if i is not None and scores[i] is None:
+                scores[i] = -float(rank)
+        scores = np.array([-float(len(merges)) - 1 if x is None else x for x in scores], dtype=np.float32)
+        got = np.array(field(r, K.Tokenizer.SCORES), dtype=np.float32)
+        if not np.array_equal(got, scores):
+            fail("tokenizer.ggml.scores are not minus the rank of each token's first merge")
+        if field(r, K.Tokenizer.MERGES) is not None:
+            fail("tokenizer.ggml.merges written for a SentencePiece-style tokenizer")
+        if field(r, K.Tokenizer.ADD_PREFIX) != space_prefix:
+            fail(f"add_space_prefix {field(r, K.Tokenizer.ADD_PREFIX)}, expected {space_prefix}")
+        if field(r, K.Tokenizer.UNK_ID) != ids.get(unk):
+            fail(f"unknown_token_id {field(r, K.Tokenizer.UNK_ID)}, expected {ids.get(unk)}")
+        want_pre = "default"
+    else:
+        if field(r, K.Tokenizer.MERGES) != merges:
+            fail("tokenizer.ggml.merges differ")
+        pre = json.dumps(tj["pre_tokenizer"])
+        ignore = tj["model"].get("ignore_merges", False)
+        want_pre = "qwen2" if "\\\\p{N}|" in pre else ("llama-bpe" if ignore else "dbrx") \
+            if "\\\\p{N}{1,3}" in pre else "gpt-2"
+    if field(r, K.Tokenizer.PRE) != want_pre:
+        fail(f"tokenizer.ggml.pre = {field(r, K.Tokenizer.PRE)}, expected {want_pre}")
+    post = tj.get("post_processor") or {}
+    bos_added = [s for s in post.get("single", []) if "SpecialToken" in s][:1]
+    add_bos = bool(bos_added) and "Sequence" not in json.dumps(post["single"][0])
+    if field(r, K.Tokenizer.ADD_BOS) != add_bos:
+        fail(f"add_bos_token {field(r, K.Tokenizer.ADD_BOS)}, expected {add_bos}")
+    bos = ids[bos_added[0]["SpecialToken"]["id"]] if add_bos else cfg.get("bos_token_id")
+    eos = cfg.get("eos_token_id")
+    eos = eos[0] if isinstance(eos, list) else eos
+    pad = ids.get(tc["pad_token"]) if isinstance(tc.get("pad_token"), str) else None
+    for k, v in ((K.Tokenizer.BOS_ID, bos), (K.Tokenizer.EOS_ID, eos), (K.Tokenizer.PAD_ID, pad)):
+        if field(r, k) != v:
+            fail(f"{k} = {field(r, k)}, expected {v}")
+    if field(r, K.Tokenizer.CHAT_TEMPLATE) != tc.get("chat_template"):
+        fail("tokenizer.chat_template differs from tokenizer_config.json")
+    print(f"ok   tokenizer {'llama (SentencePiece-style)' if spm else 'gpt2'}: {V} tokens, {len(merges)} merges, "
+          f"pre {want_pre}, bos {bos} eos {eos} pad {pad}" + (f" unk {ids.get(unk)} space prefix {space_prefix}" if spm else ""))
+
+
+
+def spm_ids(path, mdir, fixture, name):
+    """llama.cpp's ids (the fixture, from the GGUF export wrote of the same files) are Hugging Face
+    tokenizers' for every text; and the file's tokenizer keys are as check_tokenizer wants them"""
+    from tokenizers import Tokenizer
+
+    cfg = json.load(open(os.path.join(mdir, "config.json")))
+    tj = json.load(open(os.path.join(mdir, "tokenizer.json")))
+    tcp = os.path.join(mdir, "tokenizer_config.json")
+    tc = json.load(open(tcp)) if os.path.exists(tcp) else {}
+    check_tokenizer(gguf.GGUFReader(path), tj, tc, cfg, cfg["vocab_size"])
+    fx = json.load(open(fixture))
+    tok = Tokenizer.from_file(os.path.join(mdir, "tokenizer.json"))
+    for text, want in zip(fx["texts"], fx["llama_cpp"][name]):
+        got = tok.encode(text, add_special_tokens=True).ids
+        if got != want:
+            fail(f"{name}: {text!r}: tokenizers {got}, llama.cpp {want}")
+    print(f"ok   {name}: llama.cpp's ids = tokenizers' for {len(fx['texts'])} texts")
 
 
 def check_gemma(r, cfg, arch):
@@ -367,6 +452,8 @@ def same(pa, pb):
 if __name__ == "__main__":
     if len(sys.argv) in (5, 6) and sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) == 6 else None)
+    elif len(sys.argv) == 6 and sys.argv[1] == "spm":
+        spm_ids(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "same":
         same(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "adapter":
