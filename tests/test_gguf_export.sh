@@ -178,6 +178,32 @@ t["normalizer"] = {"type": "NFC"}  # luxtrain reads it; llama.cpp's SPM only esc
 t["pre_tokenizer"] = None
 json.dump(t, open(sys.argv[2], "w"))
 EOF
+# a small SentencePiece-style tokenizer: written as llama.cpp's "llama" model (scores from the merge
+# ranks); with a token two tokens make but no merge does, refused
+mkdir -p spm3 spm4 && ln -sf "$src/tests/fixtures/models/llama"/{config.json,model.safetensors} spm3/
+ln -sf "$src/tests/fixtures/models/llama"/{config.json,model.safetensors} spm4/
+"$py" - spm3/tokenizer.json spm4/tokenizer.json <<'EOF'
+import json, sys
+vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+vocab.update({f"<0x{b:02X}>": 3 + b for b in range(10)})
+for c in ["\u2581", "a", "b", "c", "ab", "\u2581a", "\u2581ab"]:
+    vocab[c] = len(vocab)
+special = [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+            "special": True} for c, i in list(vocab.items())[:3]]
+t = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": special,
+     "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+     "pre_tokenizer": None, "post_processor": None, "decoder": None,
+     "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+               "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+               "vocab": vocab, "merges": [["a", "b"], ["\u2581", "a"], ["\u2581", "ab"], ["\u2581a", "b"]]}}
+json.dump(t, open(sys.argv[1], "w"))
+t["model"]["merges"] = t["model"]["merges"][1:]  # "ab" no merge's result
+json.dump(t, open(sys.argv[2], "w"))
+EOF
+"$bin" export --gguf spm3.gguf --model spm3 --type f32 >spm3.txt 2>&1 && "$py" "$check" check spm3.gguf spm3 f32 >>spm3.txt 2>&1 \
+  && ok "a SentencePiece-style tokenizer: $(grep tokenizer spm3.txt)" || fail "SentencePiece-style tokenizer: $(tail -2 spm3.txt)"
+expect_fail "a SentencePiece-style token no merge makes" "token 'ab' (id 17) is no merge's result but 'a' + 'b' are tokens" \
+  --gguf x.gguf --model spm4
 expect_fail "byte_fallback BPE llama.cpp cannot split alike" "llama.cpp's SentencePiece tokenizer would split text otherwise" \
   --gguf x.gguf --model spm2
 mkdir -p big && ln -sf "$src/tests/fixtures/models/llama/config.json" "$src/tests/fixtures/gguf/tok_llama3"/* big/

@@ -148,36 +148,14 @@ def gen_olmo2():
     print("wrote", d)
 
 
-def gen_gemma():
-    for fam in ("gemma2", "gemma3"):
-        src = os.path.join(SRC, "tests", "fixtures", "models", fam)
-        with open(os.path.join(src, "config.json")) as f:
-            cfg = json.load(f)
-        cfg["query_pre_attn_scalar"] = cfg["head_dim"]
-        d = os.path.join(OUT, fam + "_qs16")
-        os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(cfg, f, indent=2, sort_keys=True)
-            f.write("\n")
-        link = os.path.join(d, "model.safetensors")
-        if os.path.lexists(link):
-            os.remove(link)
-        os.symlink(os.path.relpath(os.path.join(src, "model.safetensors"), d), link)
-        print("wrote", d)
-
-
-def gen_phi3():
-    """phi3_short_o256/: the phi3_short fixture (LongRoPE, partial rotary 0.5, untied) with
-    original_max_position_embeddings 256 and max_position_embeddings 512. llama.cpp picks LongRoPE's
-    factors by its context (padded to a multiple of 256) against the original length, transformers
-    and luxtrain by the sequence: only an original length >= 256 lets llama.cpp run the short factors
-    on the fixture's 10 tokens, as luxtrain does. model.safetensors: a link to the fixture's."""
-    src = os.path.join(SRC, "tests", "fixtures", "models", "phi3_short")
+def config_variant(fixture, name, edits):
+    """OUT/name/: the fixture tests/fixtures/models/<fixture> with its config.json updated by edits
+    (a dict, or a function of the config giving one), model.safetensors a link to the fixture's"""
+    src = os.path.join(SRC, "tests", "fixtures", "models", fixture)
     with open(os.path.join(src, "config.json")) as f:
         cfg = json.load(f)
-    cfg["original_max_position_embeddings"] = 256
-    cfg["max_position_embeddings"] = 512
-    d = os.path.join(OUT, "phi3_short_o256")
+    cfg.update(edits(cfg) if callable(edits) else edits)
+    d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2, sort_keys=True)
@@ -187,6 +165,21 @@ def gen_phi3():
         os.remove(link)
     os.symlink(os.path.relpath(os.path.join(src, "model.safetensors"), d), link)
     print("wrote", d)
+
+
+def gen_gemma():
+    for fam in ("gemma2", "gemma3"):
+        config_variant(fam, fam + "_qs16", lambda c: {"query_pre_attn_scalar": c["head_dim"]})
+
+
+def gen_phi3():
+    """phi3_short_o256/: the phi3_short fixture (LongRoPE, partial rotary 0.5, untied) with
+    original_max_position_embeddings 256 and max_position_embeddings 512. llama.cpp picks LongRoPE's
+    factors by its context (padded to a multiple of 256) against the original length, transformers
+    and luxtrain by the sequence: only an original length >= 256 lets llama.cpp run the short factors
+    on the fixture's 10 tokens, as luxtrain does."""
+    config_variant("phi3_short", "phi3_short_o256",
+                   {"original_max_position_embeddings": 256, "max_position_embeddings": 512})
 
 
 def gen_adapters():
