@@ -3,7 +3,8 @@
 #   byte_fallback on U+2581-escaped text) in `luxtrain export --gguf`, as
 #   llama.cpp's "llama" (SPM) tokenizer: for the real Llama 2 and Gemma 3
 #   tokenizers in ../shared/tokenizers (read here, never copied into the
-#   tree), a model folder at their vocabulary size (zero weights) exported,
+#   tree; and Llama 2's with a Metaspace pre-tokenizer instead of its
+#   normalizer, the form of newer conversions such as Mistral v0.3), a model folder at their vocabulary size (zero weights) exported,
 #   the file read back with the `gguf` package and its tokenizer keys checked
 #   (tokens, types with byte / unknown / control / user-defined, scores from
 #   the merge ranks, add_space_prefix, unk / bos / eos / pad, no merges), and
@@ -24,8 +25,8 @@ shared="${LT_SHARED_DIR:-$src/../shared}"
 lt_enter_tmp
 fx="$src/tests/fixtures/gguf/spm_ids.json"
 
-for name in llama2 gemma3; do
-    "$py" "$src/tools/gen_gguf_fixtures.py" spm-model "$name" "$shared/tokenizers/$name" "$name" >"$name.model.txt" 2>&1 \
+for name in llama2 llama2_metaspace gemma3; do
+    "$py" "$src/tools/gen_gguf_fixtures.py" spm-model "$name" "$shared/tokenizers" "$name" >"$name.model.txt" 2>&1 \
       || { fail "$name: model folder: $(tail -2 "$name.model.txt")"; continue; }
     "$bin" export --gguf "$name.gguf" --model "$name" --type bf16 >"$name.export.txt" 2>&1 \
       || { fail "$name: export: $(tail -2 "$name.export.txt")"; continue; }

@@ -32,10 +32,10 @@
       spm_ids.json: the ids llama.cpp gives a few texts (Luxembourgish with
       ë/é/ä, digits, spaces, newlines, emoji and other byte-fallback text,
       special tokens) with the SentencePiece-style tokenizers SHARED/tokenizers/
-      {llama2,gemma3} as `LUXTRAIN export --gguf` writes them
+      {llama2,gemma3} (and Llama 2's in the Metaspace form) as `LUXTRAIN export --gguf` writes them
       (tests/test_gguf_spm.sh checks they are the ids of Hugging Face
       `tokenizers` on the same files).
-  spm-model NAME TOKENIZER_DIR OUT  (numpy)
+  spm-model NAME SHARED/tokenizers OUT  (numpy)
       the model folder spm exports: its family fixture's config at the real
       vocabulary size, zero weights, the tokenizer files linked.
 
@@ -231,7 +231,26 @@ def gen_adapters():
 # SentencePiece-style tokenizers (llama.cpp's "llama" model): the real files in ../shared/tokenizers,
 # each with a family fixture's config at the vocabulary size of the model the tokenizer belongs to
 SPM = [("llama2", "tests/fixtures/models/llama/config.json", 32000),
-       ("gemma3", "tests/fixtures/gguf/gemma3_qs16/config.json", 262208)]
+       ("gemma3", "tests/fixtures/gguf/gemma3_qs16/config.json", 262208),
+       ("llama2_metaspace", "tests/fixtures/models/llama/config.json", 32000)]
+
+
+def spm_tokenizer(name, shared_tokenizers, out):
+    """out/tokenizer*.json for the tokenizer `name` of SPM: the real file, or for llama2_metaspace Llama 2's
+    with its space escaping as the Metaspace pre-tokenizer of newer conversions (no normalizer,
+    prepend_scheme always, split false: Mistral v0.3's form)"""
+    src = os.path.join(shared_tokenizers, name.split("_")[0])
+    if name.endswith("_metaspace"):
+        with open(os.path.join(src, "tokenizer.json")) as f:
+            tj = json.load(f)
+        tj["normalizer"] = None
+        tj["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always",
+                               "split": False}
+        with open(os.path.join(out, "tokenizer.json"), "w") as f:
+            json.dump(tj, f, ensure_ascii=False)
+    else:
+        os.symlink(os.path.abspath(os.path.join(src, "tokenizer.json")), os.path.join(out, "tokenizer.json"))
+    os.symlink(os.path.abspath(os.path.join(src, "tokenizer_config.json")), os.path.join(out, "tokenizer_config.json"))
 SPM_TEXTS = [
     "Moien! Wéi geet et dir? Ech si frou, merci.",
     "D'Lëtzebuerger Sprooch huet Wierder mat ë, é an ä: Äerd, Séi, Bësch, Ënn, Éislek.",
@@ -244,9 +263,9 @@ SPM_TEXTS = [
 ]
 
 
-def spm_model(name, tok_dir, out):
+def spm_model(name, shared_tokenizers, out):
     """out/: a model folder for the tokenizer `name` of SPM (config of its family fixture at the real
-    vocabulary size, zero weights: only the tokenizer matters), with the tokenizer files linked"""
+    vocabulary size, zero weights: only the tokenizer matters), with its tokenizer files (spm_tokenizer)"""
     import numpy as np
 
     base, V = next((os.path.join(SRC, c), v) for n, c, v in SPM if n == name)
@@ -275,8 +294,7 @@ def spm_model(name, tok_dir, out):
         json.dump(cfg, f)
     write_safetensors(os.path.join(out, "model.safetensors"),
                       {n: ("BF16", np.zeros(shape, dtype=np.uint16)) for n, shape in t.items()})
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        os.symlink(os.path.abspath(os.path.join(tok_dir, f)), os.path.join(out, f))
+    spm_tokenizer(name, shared_tokenizers, out)
 
 
 def gen_spm(luxtrain, shared):
@@ -288,7 +306,7 @@ def gen_spm(luxtrain, shared):
     with tempfile.TemporaryDirectory() as tmp:
         for name, _, _ in SPM:
             d = os.path.join(tmp, name)
-            spm_model(name, os.path.join(shared, "tokenizers", name), d)
+            spm_model(name, os.path.join(shared, "tokenizers"), d)
             g = d + ".gguf"
             subprocess.run([luxtrain, "export", "--gguf", g, "--model", d, "--type", "bf16"], check=True)
             llm = Llama(model_path=g, vocab_only=True, verbose=False)

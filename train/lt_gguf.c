@@ -307,9 +307,11 @@ static int spm_form(const cJSON *tj, int *space_prefix, const char **why) {
         }
         *why = "a pre-tokenizer after the Replace(' ', U+2581) normalizer";
     } else if (!nt && pt && !strcmp(pt, "Metaspace")) {
+        /* tokenizers' defaults: split true; prepend_scheme always (or as the older add_prefix_space) */
         const char *ps = jstr(pre, "prepend_scheme");
+        if (!ps) ps = cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(pre, "add_prefix_space")) ? "never" : "always";
         if (jstr(pre, "replacement") && !strcmp(jstr(pre, "replacement"), SPM_SPACE) &&
-            !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(pre, "split")) && ps &&
+            cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(pre, "split")) &&
             (!strcmp(ps, "first") || !strcmp(ps, "always") || !strcmp(ps, "never"))) {
             *space_prefix = strcmp(ps, "never") != 0;
             return 1;
