@@ -68,23 +68,20 @@ static void tokenizer_config_path(const char *tok, char *out, size_t cap) {
 static char *read_chat_template(const char *config_path, char *bos, char *eos, size_t cap, lt_err *err) {
     cJSON *root = NULL;
     bos[0] = eos[0] = 0;
-    if (lt_json_load_file(config_path, &root, err) != LT_OK) return NULL;
-    const char *keys[2] = {"bos_token", "eos_token"};
-    char *outs[2] = {bos, eos};
-    for (int k = 0; k < 2; k++) {
-        cJSON *v = cJSON_GetObjectItemCaseSensitive(root, keys[k]);
-        if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
-        if (cJSON_IsString(v)) snprintf(outs[k], cap, "%s", v->valuestring);
+    if (lt_file_exists(config_path)) {
+        if (lt_json_load_file(config_path, &root, err) != LT_OK) return NULL;
+        const char *keys[2] = {"bos_token", "eos_token"};
+        char *outs[2] = {bos, eos};
+        for (int k = 0; k < 2; k++) {
+            cJSON *v = cJSON_GetObjectItemCaseSensitive(root, keys[k]);
+            if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
+            if (cJSON_IsString(v)) snprintf(outs[k], cap, "%s", v->valuestring);
+        }
+        cJSON_Delete(root);
     }
-    cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "chat_template");
-    char *res = NULL;
-    if (cJSON_IsString(t)) {
-        size_t n = strlen(t->valuestring);
-        res = malloc(n + 1);
-        if (res) memcpy(res, t->valuestring, n + 1);
-    } else
-        lt_fail(err, LT_ERR_UNSUPPORTED, "%s: no \"chat_template\" (give --template NAME)", config_path);
-    cJSON_Delete(root);
+    char *res = NULL; /* the config's chat_template, or chat_template.jinja */
+    if (lt_chat_template_text(config_path, &res, err) != LT_OK) return NULL;
+    if (!res) lt_fail(err, LT_ERR_UNSUPPORTED, "%s: no \"chat_template\" (give --template NAME)", config_path);
     return res;
 }
 

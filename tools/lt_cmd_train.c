@@ -32,8 +32,10 @@
  * on device local_rank): the loader gives rank r its part of every global
  * batch (--micro-batch sequences per rank), counts, loss and gradients are
  * summed over the ranks (lt_trainer.h), and rank 0 alone writes config.json,
- * metrics, checkpoints and the export and runs the evaluation. Every rank
- * reads the checkpoint on --resume (RUN_DIR must be on a shared filesystem).
+ * metrics and the export and runs the evaluation. Checkpoints are sharded
+ * (lt_ckpt_write_sharded): every rank writes the part it holds, rank 0 the
+ * index and state; on --resume every rank reads the slices it now holds, at
+ * any number of ranks (RUN_DIR must be on a shared filesystem).
  *
  * Signals: SIGINT, SIGTERM and SIGUSR1 during the training loop finish the
  * optimizer step in progress, write a checkpoint of it, print the step and
@@ -255,11 +257,17 @@ static char *mix_extra_json(const lt_loader *L, const char *fixed) {
     return t;
 }
 
+/* One process: rank 0 writes weights.safetensors / optimizer.safetensors.
+ * Several ranks: a sharded checkpoint (lt_ckpt_write_sharded: every rank
+ * writes its own part, nothing is gathered; rank 0 adds the index, loader
+ * position and state). */
 static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
-    if (r->rank) { /* rank 0 writes; under ZeRO-1 the others take part in the gathers */
-        lt_status st = lt_optim_params_to_tlist(r->opt, NULL, err);
-        if (!st) st = lt_optim_state_to_tlist(r->opt, NULL, err);
-        if (!st) st = export_to(r, NULL, err);
+    char dir[4096];
+    if (r->rank) {
+        lt_ckpt_state cs = {.step = step};
+        lt_status st = lt_ckpt_write_sharded(r->o->out, &cs, r->opt, r->comm, (int)r->o->keep_checkpoints, dir,
+                                             sizeof dir, err);
+        if (!st) st = export_to(r, NULL, err); /* the others take part in gathering the weights for step-N/hf */
         return st;
     }
     lt_tlist w = {0}, os = {0};
@@ -291,10 +299,11 @@ static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     cs.loader = lbytes;
     cs.loader_len = sizeof ls + mix_len;
     cs.extra_json = extra;
-    char dir[4096];
-    lt_status st = lt_optim_params_to_tlist(r->opt, &w, err);
-    if (!st) st = lt_optim_state_to_tlist(r->opt, &os, err);
-    if (!st) st = lt_ckpt_write(r->o->out, &cs, &w, &os, (int)r->o->keep_checkpoints, dir, sizeof dir, err);
+    lt_status st;
+    if (r->world > 1)
+        st = lt_ckpt_write_sharded(r->o->out, &cs, r->opt, r->comm, (int)r->o->keep_checkpoints, dir, sizeof dir, err);
+    else if (!(st = lt_optim_params_to_tlist(r->opt, &w, err)) && !(st = lt_optim_state_to_tlist(r->opt, &os, err)))
+        st = lt_ckpt_write(r->o->out, &cs, &w, &os, (int)r->o->keep_checkpoints, dir, sizeof dir, err);
     lt_tlist_free(&w);
     lt_tlist_free(&os);
     free(lbytes);
@@ -335,7 +344,7 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
                      lt_loader_num_sets(r->L) ? " (a mix of shard sets)" : "");
         goto done;
     }
-    if (!c->optim) {
+    if (!lt_ckpt_has_optim(c)) {
         st = lt_fail(err, LT_ERR_FORMAT, "%s: has no optimizer state", dir);
         goto done;
     }
@@ -346,7 +355,7 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
     int64_t saved_world = 1;
     if (ls.global_B % r->o->micro_batch == 0) saved_world = ls.global_B / r->o->micro_batch;
     ls.global_B = (int32_t)(r->o->micro_batch * r->world);
-    if ((st = lt_optim_params_load(r->opt, c->weights, err)) || (st = lt_optim_state_load(r->opt, c->optim, err)) ||
+    if ((st = lt_ckpt_load_optim(c, r->opt, err)) ||
         (st = lt_loader_set_state_mix(r->L, &ls, (const unsigned char *)c->state.loader + sizeof ls,
                                       lt_loader_mix_state_size(r->L), err)))
         goto done;
@@ -372,8 +381,9 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
         cJSON_Delete(x);
     }
     if (!r->rank)
-        fprintf(stderr, "train: resuming from %s (step %lld%s)\n", dir, (long long)c->state.step,
-                saved_world != r->world ? ", written by another number of ranks: optimizer state re-sharded" : "");
+        fprintf(stderr, "train: resuming from %s (step %lld%s%s)\n", dir, (long long)c->state.step,
+                saved_world != r->world ? ", written by another number of ranks: optimizer state re-sharded" : "",
+                c->world ? ", sharded: each rank read the slices it holds" : "");
     if (!r->rank && c->state.total_steps > 0 && c->state.total_steps != r->total_steps) {
         /* --max-steps / --epochs changed: the schedule is stretched or cut from here on */
         lt_schedule was = r->sched;

@@ -529,3 +529,13 @@ lt_status lt_optim_state_load(lt_optim *o, const lt_st_file *f, lt_err *err) {
     }
     return LT_OK;
 }
+
+/* ---- what this rank holds (sharded checkpoints, lt_ckpt.h) ---- */
+lt_backend *lt_optim_backend(const lt_optim *o) { return o->be; }
+
+void lt_optim_part_of(const lt_optim *o, size_t i, lt_optim_part *p) {
+    const opt_tensor *t = &o->t[i];
+    *p = (lt_optim_part){.name = t->name, .ndim = t->ndim, .shape = {t->shape[0], t->ndim > 1 ? t->shape[1] : 0},
+                         .n = t->n, .off = t->off, .len = t->len, .master = t->master, .m = t->m, .v = t->v,
+                         .param = t->param, .param_dtype = t->param_dtype, .param_off = 0, .param_len = t->n};
+}

@@ -157,6 +157,31 @@ lt_status lt_optim_state_to_tlist(lt_optim *o, lt_tlist *out, lt_err *err);
  * entries must be present with the parameter's shape (errors name them). */
 lt_status lt_optim_state_load(lt_optim *o, const lt_st_file *f, lt_err *err);
 
+/* What this rank holds of tensor i: the accessor sharded checkpoints are
+ * written and loaded through (lt_ckpt.h). Every sharding scheme keeps it
+ * correct:
+ *   [off, off + len)             the elements whose AdamW state (m, v and
+ *                                master weights) lives here (ZeRO >= 1: this
+ *                                rank's part, possibly empty; else all n);
+ *   master, m, v                 that state (backend memory, len f32 each;
+ *                                master NULL: param holds the f32 weights);
+ *   [param_off, param_off + param_len)  the elements of the parameter buffer
+ *                                held here (all n unless parameters are
+ *                                sharded), param pointing at param_off. */
+typedef struct lt_optim_part {
+    const char *name;
+    int ndim;
+    int64_t shape[2];
+    size_t n;
+    size_t off, len;
+    float *master, *m, *v;
+    void *param;
+    lt_dtype param_dtype;
+    size_t param_off, param_len;
+} lt_optim_part;
+void lt_optim_part_of(const lt_optim *o, size_t i, lt_optim_part *p);
+lt_backend *lt_optim_backend(const lt_optim *o); /* where the parts live */
+
 #ifdef __cplusplus
 }
 #endif
