@@ -406,14 +406,12 @@ static lt_status export_ckpt_gguf(const lt_ckpt *c, const lt_train_opts *o, cons
     g.model_dir = model;
     if (lt_train_opts_lora(o)) {
         const lt_st_tensor *tab[2];
+        lt_config cfg;
+        if ((st = lt_config_load(model, &cfg, err))) return lt_wrap(err, st, "base model %s", model);
         if ((st = ckpt_adapter(c, o, &a, tab, err))) return st;
-        if (tab[0] || tab[1]) {
-            adapter_free(&a);
-            return lt_fail(err, LT_ERR_UNSUPPORTED,
-                           "checkpoint %s trained embeddings (--train-embeddings): export the adapter (luxtrain "
-                           "export CHECKPOINT --out DIR), merge it (luxtrain merge) and export that folder with --gguf",
-                           c->dir);
-        }
+        a.cfg.targets = lt_lora_targets_for(&cfg, a.cfg.targets); /* fused modules (phi3): qkv, gate_up */
+        /* trained embeddings (--train-embeddings): the rows the run's adapter would hold, merged in */
+        if ((tab[0] || tab[1]) && (st = checkpoint_embed(c, o, model, &cfg, tab, &a.emb, err))) goto done;
         g.adapter = &a;
     } else if (!(g.weights = c->weights))
         return lt_fail(err, LT_ERR_UNSUPPORTED,
@@ -422,7 +420,11 @@ static lt_status export_ckpt_gguf(const lt_ckpt *c, const lt_train_opts *o, cons
                        c->dir, c->world);
     st = lt_gguf_export(&g, err);
     if (st) lt_wrap(err, st, "checkpoint %s", c->dir);
+done:
     adapter_free(&a);
+    free(a.emb.ids);
+    free(a.emb.embed);
+    free(a.emb.head);
     return st;
 }
 
