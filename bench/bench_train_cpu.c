@@ -39,7 +39,7 @@ int main(int argc, char **argv) {
     lt_trainer *tr = NULL;
     lt_rng rng;
     lt_rng_seed(&rng, 1);
-    lt_peft_config pc = {8, 16.0, 0.0, LT_LORA_ALL_TARGETS, 0, ""};
+    lt_peft_config pc = {8, 16.0, 0.0, LT_LORA_ALL_TARGETS, 0, "", NULL};
     lt_optim_cfg oc = {{LT_SCHED_CONSTANT, 1e-4, 0, 1000, 0}, 0.9, 0.999, 1e-8, 0.01, 1.0};
     if (lt_backend_create(device, threads, &be, &err) || lt_model_load(dir, be, &m, &err) ||
         (lora && lt_trainer_add_lora(m, &pc, &rng, &err)) || lt_model_plan(m, B, T, &err) ||

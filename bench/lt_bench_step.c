@@ -331,7 +331,7 @@ static int step_run(opts o) {
     lt_rng_seed(&rng, 1);
     int lora = o.lora_rank > 0;
     if (lora) {
-        lt_peft_config pc = {o.lora_rank, 2.0 * o.lora_rank, 0.0, LT_LORA_ALL_TARGETS, 0, ""};
+        lt_peft_config pc = {o.lora_rank, 2.0 * o.lora_rank, 0.0, LT_LORA_ALL_TARGETS, 0, "", NULL};
         if (lt_trainer_add_lora(m, &pc, &rng, &err)) goto fail;
     }
     lt_model_set_recompute(m, o.recompute);

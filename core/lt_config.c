@@ -620,15 +620,12 @@ static lt_status parse_rotary_extras(const cJSON *root, const lt_family *fam, co
     return LT_OK;
 }
 
-lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, lt_err *err) {
+/* One model's config object (a causal LM's config.json, or the language
+ * model's part of a wrapper's, see parse_wrapped). */
+static lt_status parse_object(const cJSON *root, const char *origin, lt_config *cfg, lt_err *err) {
     lt_config c;
     memset(&c, 0, sizeof c);
-    if (!origin) origin = "config.json";
-    char why[160];
-    cJSON *root = lt_json_parse_exact(json, strlen(json), why, sizeof why);
-    if (!root) return lt_fail(err, LT_ERR_FORMAT, "%s: %s", origin, why);
     lt_status st = LT_OK;
-    if (!cJSON_IsObject(root)) REFUSE(LT_ERR_FORMAT, "%s: expected a JSON object", origin);
 
     /* ---- architecture ---- */
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
@@ -839,6 +836,116 @@ lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, 
     TRY(check_keys(root, fam, c.model_type, origin, err));
     *cfg = c;
 done:
+    return st;
+}
+
+/* Keys of a wrapper's top level that every wrapper may carry: bookkeeping,
+ * the dtype, tying and token ids (they apply to the language model, see
+ * parse_wrapped). */
+static const char *const WRAP_COMMON_KEYS[] = {"architectures", "model_type", "torch_dtype", "dtype",
+                                               "tie_word_embeddings", "bos_token_id", "eos_token_id",
+                                               "pad_token_id", "transformers_version", "initializer_range",
+                                               "use_cache", "_name_or_path", "output_attentions",
+                                               "output_hidden_states", "return_dict", NULL};
+
+/* A multimodal config.json holding family `fam`'s language model
+ * (lt_family_wrapper): the top level is checked (class, keys: anything not
+ * listed is refused by name), then the language model's settings under
+ * text_key are parsed as that family's config, with the sizes the text
+ * config class defaults (text_defaults) filled in where absent, and the top
+ * level's dtype, token ids and tie_word_embeddings (transformers 5 ties the
+ * head by the top-level value, 4.x by text_config's: both given must agree). */
+static lt_status parse_wrapped(const cJSON *root, const lt_family *fam, const char *origin, lt_config *cfg,
+                               lt_err *err) {
+    const lt_family_wrapper *w = fam->wrapper;
+    lt_status st = LT_OK;
+    cJSON *text = NULL, *defs = NULL;
+    char sub[4200];
+    const cJSON *ar = cJSON_GetObjectItemCaseSensitive(root, "architectures"), *it;
+    if (ar && !cJSON_IsNull(ar)) {
+        const cJSON *a0 = cJSON_IsArray(ar) ? cJSON_GetArrayItem(ar, 0) : NULL;
+        if (!cJSON_IsString(a0) || strcmp(a0->valuestring, w->class_name) != 0)
+            REFUSE(LT_ERR_UNSUPPORTED, "%s: architectures[0] = %s but model_type \"%s\" expects \"%s\"", origin,
+                   cJSON_IsString(a0) ? a0->valuestring : lt_json_kind(ar), w->model_type, w->class_name);
+    }
+    cJSON_ArrayForEach(it, root) {
+        if (!strcmp(it->string, w->text_key) || in_list(WRAP_COMMON_KEYS, it->string) || in_list(w->keys, it->string) ||
+            is_bookkeeping(it->string))
+            continue;
+        REFUSE(LT_ERR_UNSUPPORTED,
+               "%s: key \"%s\" is not understood for model_type \"%s\" (a setting that may change the model's math; "
+               "refused rather than ignored)",
+               origin, it->string, w->model_type);
+    }
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, w->text_key);
+    if (!cJSON_IsObject(tc))
+        REFUSE(LT_ERR_INVALID, "%s: %s must be an object with the language model's settings, found %s", origin,
+               w->text_key, lt_json_kind(tc));
+    const cJSON *tmt = cJSON_GetObjectItemCaseSensitive(tc, "model_type");
+    if (tmt && !(cJSON_IsString(tmt) && !strcmp(tmt->valuestring, fam->model_type)))
+        REFUSE(LT_ERR_UNSUPPORTED, "%s: %s.model_type = %s, but model_type \"%s\" holds a \"%s\" language model",
+               origin, w->text_key, cJSON_IsString(tmt) ? tmt->valuestring : lt_json_kind(tmt), w->model_type,
+               fam->model_type);
+    if (cJSON_GetObjectItemCaseSensitive(tc, "architectures"))
+        REFUSE(LT_ERR_UNSUPPORTED, "%s: %s.architectures is not expected inside a %s config", origin, w->text_key,
+               w->class_name);
+    text = cJSON_Duplicate(tc, 1);
+    defs = cJSON_Parse(w->text_defaults);
+    if (!text || !defs) REFUSE(LT_ERR_NOMEM, "%s: out of memory", origin);
+    cJSON_ArrayForEach(it, defs) if (!cJSON_GetObjectItemCaseSensitive(text, it->string))
+        cJSON_AddItemToObject(text, it->string, cJSON_Duplicate(it, 1));
+    {
+        /* top level over text_config: dtype, token ids; tie_word_embeddings must agree */
+        static const char *const over[] = {"torch_dtype", "dtype", "bos_token_id", "eos_token_id", "pad_token_id"};
+        const cJSON *td = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype"), *dt = cJSON_GetObjectItemCaseSensitive(root, "dtype");
+        if ((td && !cJSON_IsNull(td)) || (dt && !cJSON_IsNull(dt))) { /* the top level's dtype, in either spelling */
+            cJSON_DeleteItemFromObjectCaseSensitive(text, "torch_dtype");
+            cJSON_DeleteItemFromObjectCaseSensitive(text, "dtype");
+        }
+        for (size_t k = 0; k < sizeof over / sizeof over[0]; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, over[k]);
+            if (!v || cJSON_IsNull(v)) continue;
+            cJSON_DeleteItemFromObjectCaseSensitive(text, over[k]);
+            cJSON_AddItemToObject(text, over[k], cJSON_Duplicate(v, 1));
+        }
+        const cJSON *t0 = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
+        const cJSON *t1 = cJSON_GetObjectItemCaseSensitive(tc, "tie_word_embeddings");
+        if (t0 && !cJSON_IsNull(t0) && t1 && !cJSON_IsNull(t1) && !cJSON_Compare(t0, t1, 1))
+            REFUSE(LT_ERR_INVALID,
+                   "%s: tie_word_embeddings = %s conflicts with %s.tie_word_embeddings = %s (transformers 5 ties the "
+                   "head by the first, 4.x by the second; refused rather than guessed)",
+                   origin, cJSON_IsTrue(t0) ? "true" : "false", w->text_key, cJSON_IsTrue(t1) ? "true" : "false");
+        if (t0 && !cJSON_IsNull(t0)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(text, "tie_word_embeddings");
+            cJSON_AddItemToObject(text, "tie_word_embeddings", cJSON_Duplicate(t0, 1));
+        }
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(text, "model_type");
+    cJSON_AddStringToObject(text, "model_type", fam->model_type);
+    snprintf(sub, sizeof sub, "%s: %s", origin, w->text_key);
+    TRY(parse_object(text, sub, cfg, err));
+    cfg->wrap = w;
+    snprintf(cfg->architecture, sizeof cfg->architecture, "%s", w->class_name);
+done:
+    cJSON_Delete(text);
+    cJSON_Delete(defs);
+    return st;
+}
+
+lt_status lt_config_parse(const char *json, const char *origin, lt_config *cfg, lt_err *err) {
+    if (!origin) origin = "config.json";
+    char why[160];
+    cJSON *root = lt_json_parse_exact(json, strlen(json), why, sizeof why);
+    if (!root) return lt_fail(err, LT_ERR_FORMAT, "%s: %s", origin, why);
+    lt_status st;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    const lt_family *wf = cJSON_IsString(mt) ? lt_family_find_wrapper(mt->valuestring) : NULL;
+    if (!cJSON_IsObject(root))
+        st = lt_fail(err, LT_ERR_FORMAT, "%s: expected a JSON object", origin);
+    else if (wf)
+        st = parse_wrapped(root, wf, origin, cfg, err);
+    else
+        st = parse_object(root, origin, cfg, err);
     cJSON_Delete(root);
     return st;
 }

@@ -12,7 +12,10 @@
  *   olmo2   (Olmo2ForCausalLM: post-norm layer), gemma2 (Gemma2ForCausalLM:
  *            four (1 + w) norms, soft-caps, sliding windows on alternate
  *            layers; see docs/models.md), gemma3_text (Gemma3ForCausalLM:
- *            gemma2's layer, per-head q/k norm, two rotary tables)
+ *            gemma2's layer, per-head q/k norm, two rotary tables);
+ *   gemma3  (Gemma3ForConditionalGeneration: its language model, the
+ *            gemma3_text settings under text_config; lt_family_wrapper,
+ *            lt_config.wrap, docs/models.md)
  * llama attention_bias / mlp_bias and qwen3 attention_bias set the bias
  * flags below (the model builds what transformers builds). Anything else
  * (other architectures, hidden_act other than silu, rope types other than
@@ -107,6 +110,10 @@ typedef struct lt_config {
     int rope_n_factors;
     float rope_short_factor[LT_ROPE_MAX_PAIRS], rope_long_factor[LT_ROPE_MAX_PAIRS];
     double rope_attention_factor;
+    /* the multimodal class whose language model this is (lt_family_wrapper:
+     * Gemma3ForConditionalGeneration; architecture then names that class),
+     * NULL for a causal LM's own config.json */
+    const struct lt_family_wrapper *wrap;
 } lt_config;
 
 /* The sliding window of layer l (0: full attention). */

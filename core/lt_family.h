@@ -62,6 +62,40 @@ typedef struct lt_family_gguf {
                              this block count (its "27B"); another query_pre_attn_scalar is refused */
 } lt_family_gguf;
 
+/* Where a checkpoint keeps the language model's tensors when it wraps it
+ * (lt_family_wrapper): the file name of luxtrain's "model.<rest>" is
+ * body + rest, of "lm_head.<rest>" head + rest; tensors under the other prefixes
+ * belong to the other towers (vision, projector): set aside on load, copied
+ * through byte for byte on export. */
+typedef struct lt_family_layout {
+    const char *body;
+    const char *head;
+    const char *const *others; /* NULL-terminated */
+} lt_family_layout;
+
+#define LT_WRAP_LAYOUTS 2
+
+/* A multimodal class that holds the family's language model (Gemma 3's
+ * Gemma3ForConditionalGeneration): config.json gives the language model's
+ * settings under text_key; its tensors are in one of the layouts. Read by
+ * lt_config.c (the config), lt_model.c (lt_model_open_weights), the HF and
+ * PEFT export (train/lt_export.c). */
+typedef struct lt_family_wrapper {
+    const char *model_type; /* config.json model_type ("gemma3") */
+    const char *class_name; /* architectures[0] */
+    const char *text_key;   /* the language model's config ("text_config") */
+    /* top-level keys beside text_key that leave the language model's math
+     * alone (the other towers' settings, image token ids); NULL-terminated */
+    const char *const *keys;
+    /* the text config class's values for size keys a saved text_key may
+     * leave out (transformers writes sub-configs as a diff to their class
+     * defaults): JSON object text */
+    const char *text_defaults;
+    /* layouts[0]: the module paths of transformers 5's class, which PEFT's
+     * names follow ("base_model.model." + the module's name) */
+    lt_family_layout layouts[LT_WRAP_LAYOUTS];
+} lt_family_wrapper;
+
 typedef struct lt_family {
     lt_arch arch;
     const char *model_type; /* config.json model_type */
@@ -116,10 +150,26 @@ typedef struct lt_family {
      * (training noise luxtrain does not apply); another value would mean a
      * model or a training luxtrain does not build */
     const char *const (*fixed)[2];
+    /* the multimodal class that may hold this family's language model (NULL: none) */
+    const lt_family_wrapper *wrapper;
 } lt_family;
 
 /* NULL if no family has this model_type. */
 const lt_family *lt_family_find(const char *model_type);
+/* The family whose wrapper has this model_type (NULL: none). */
+const lt_family *lt_family_find_wrapper(const char *model_type);
+/* The name `name` (luxtrain's: "model.<rest>", "lm_head.weight", or PEFT's
+ * "base_model.model.model.<rest>") takes in layout `lay` of wrapper `w`
+ * (file names; PEFT's names follow layouts[0]): written into out, which gets
+ * `name` itself when no rule applies or w is NULL. lay: a layout index, or
+ * -1 for the PEFT form. Returns 0 if the name did not fit. */
+/* The two renaming rules of layout `lay` (-1: layouts[0]): luxtrain's
+ * prefixes canon[k] ("model.", "lm_head.") and the layout's file[k]. */
+void lt_wrap_rules(const lt_family_wrapper *w, int lay, const char *canon[2], const char *file[2]);
+int lt_wrap_name(const lt_family_wrapper *w, int lay, const char *name, char *out, size_t cap);
+/* The reverse: luxtrain's name for a file name of layout `lay` (or PEFT's
+ * name for -1). Returns 1 and writes out when a rule applies, else 0. */
+int lt_wrap_unname(const lt_family_wrapper *w, int lay, const char *file, char *out, size_t cap);
 const lt_family *lt_family_get(lt_arch a);
 size_t lt_family_count(void);
 const lt_family *lt_family_at(size_t i);

@@ -6,20 +6,46 @@
  * layer but each sliding_window_pattern-th (default 6: 5 local : 1 global);
  * two rotary tables: the global layers rope_theta (default 1e6) with
  * rope_scaling (linear), the local layers rope_local_base_freq (default 1e4)
- * -- per layer type in v5's rope_parameters. Tied head by default. */
+ * -- per layer type in v5's rope_parameters. Tied head by default.
+ *
+ * The same language model inside Gemma3ForConditionalGeneration (model_type
+ * gemma3, Gemma3Config): the text settings under text_config, the SigLIP
+ * vision tower and the projector beside it. transformers 5 names the modules
+ * model.language_model.*, lm_head, model.vision_tower.*,
+ * model.multi_modal_projector.*; checkpoints saved by transformers 4.5x (and
+ * by 5.x's save_pretrained, which writes the legacy names back) hold
+ * language_model.model.*, language_model.lm_head.*, vision_tower.*,
+ * multi_modal_projector.*; both load (conversion_mapping.py "llava"). */
 #include "lt_family.h"
 
 static const char *const KEYS[] = {"attention_bias",        "hidden_activation",      "query_pre_attn_scalar",
                                    "attn_logit_softcapping", "final_logit_softcapping", "sliding_window",
                                    "layer_types",           "use_bidirectional_attention", "cache_implementation",
                                    "rope_local_base_freq",  "sliding_window_pattern", NULL};
-static const char *const FIXTURES[] = {"gemma3", NULL};
+static const char *const FIXTURES[] = {"gemma3", "gemma3_cg", NULL};
 
 /* the sandwich norms: llama.cpp's post_attention_norm / ffn_norm / post_ffw_norm */
 static const char *const GGUF_NAMES[][2] = {{"post_attention_layernorm", "post_attention_norm"},
                                             {"pre_feedforward_layernorm", "ffn_norm"},
                                             {"post_feedforward_layernorm", "post_ffw_norm"},
                                             {NULL, NULL}};
+
+static const char *const WRAP_KEYS[] = {"vision_config", "mm_tokens_per_image", "boi_token_index",
+                                        "eoi_token_index", "image_token_index", NULL};
+static const char *const OTHERS_V5[] = {"model.vision_tower.", "model.multi_modal_projector.", NULL};
+static const char *const OTHERS_V4[] = {"vision_tower.", "multi_modal_projector.", NULL};
+
+static const lt_family_wrapper WRAPPER = {
+    .model_type = "gemma3",
+    .class_name = "Gemma3ForConditionalGeneration",
+    .text_key = "text_config",
+    .keys = WRAP_KEYS,
+    /* Gemma3TextConfig's sizes (gemma-3-4b-it's text_config leaves out vocab_size and num_attention_heads) */
+    .text_defaults = "{\"vocab_size\": 262208, \"hidden_size\": 2304, \"intermediate_size\": 9216, "
+                     "\"num_hidden_layers\": 26, \"num_attention_heads\": 8}",
+    .layouts = {{.body = "model.language_model.", .head = "lm_head.", .others = OTHERS_V5},
+                {.body = "language_model.model.", .head = "language_model.lm_head.", .others = OTHERS_V4}},
+};
 
 const lt_family lt_family_gemma3 = {
     .arch = LT_ARCH_GEMMA3,
@@ -51,4 +77,5 @@ const lt_family lt_family_gemma3 = {
     .rope_per_type = 1,
     .rope_theta_default = 1000000.0,
     .rope_local_theta_default = 10000.0,
+    .wrapper = &WRAPPER,
 };

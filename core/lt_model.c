@@ -119,6 +119,58 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
     return LT_OK;
 }
 
+lt_status lt_model_open_weights(const char *dir, const lt_config *cfg, lt_st_model **out, int *layout,
+                                lt_err *err) {
+    lt_st_model *m = NULL;
+    const lt_family_wrapper *w = cfg->wrap;
+    if (layout) *layout = -1;
+    lt_status st = lt_st_open_model(dir, &m, err);
+    if (st || !w) {
+        *out = m;
+        return st;
+    }
+    size_t count[LT_WRAP_LAYOUTS] = {0};
+    int lay = -1;
+    for (int k = 0; k < LT_WRAP_LAYOUTS; k++) {
+        const char *canon[2], *file[2];
+        lt_wrap_rules(w, k, canon, file);
+        for (size_t i = 0; i < lt_st_model_count(m); i++) {
+            const char *nm = lt_st_model_get(m, i)->name;
+            count[k] += !strncmp(nm, file[0], strlen(file[0])); /* the body: a head may be tied, and
+                                                                 * "lm_head." is a causal LM's name too */
+        }
+        if (count[k] && lay >= 0) {
+            lt_st_close_model(m);
+            return lt_fail(err, LT_ERR_FORMAT, "%s: %s checkpoint with tensors under both '%s' and '%s'", dir,
+                           w->class_name, w->layouts[lay].body, w->layouts[k].body);
+        }
+        if (count[k]) lay = k;
+    }
+    if (lay < 0) {
+        lt_st_close_model(m);
+        return lt_fail(err, LT_ERR_FORMAT,
+                       "%s: config.json is a %s, but no tensor is under '%s' or '%s' (the language model's prefixes)",
+                       dir, w->class_name, w->layouts[0].body, w->layouts[1].body);
+    }
+    const char *canon[2], *file[2];
+    lt_wrap_rules(w, lay, canon, file);
+    lt_st_rename ren[2] = {{file[0], canon[0]}, {file[1], canon[1]}};
+    if ((st = lt_st_model_rename(m, ren, 2, w->layouts[lay].others, err))) {
+        lt_st_close_model(m);
+        return st;
+    }
+    char pre[256];
+    size_t o = 0;
+    pre[0] = 0;
+    for (const char *const *p = w->layouts[lay].others; *p && o < sizeof pre; p++)
+        o += (size_t)snprintf(pre + o, sizeof pre - o, "%s%s*", o ? ", " : "", *p);
+    fprintf(stderr, "%s: %s: the language model's tensors read from %s*; %zu tensors of the other towers skipped (%s)\n",
+            dir, w->class_name, file[0], lt_st_model_aside_count(m), pre);
+    if (layout) *layout = lay;
+    *out = m;
+    return LT_OK;
+}
+
 lt_status lt_model_check_tensors(const lt_st_model *stm, const lt_param_spec *specs, size_t n, int tied,
                                  lt_err *err) {
     for (size_t i = 0; i < n; i++) {
@@ -456,7 +508,7 @@ lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err 
     lt_st_model *stm = NULL;
     float *host = NULL;
     if ((st = lt_model_param_specs(&m->cfg, &specs, &n, err))) goto fail;
-    if ((st = lt_st_open_model(dir, &stm, err))) goto fail;
+    if ((st = lt_model_open_weights(dir, &m->cfg, &stm, NULL, err))) goto fail;
     if ((st = lt_model_check_tensors(stm, specs, n, m->cfg.tie_word_embeddings, err))) goto fail;
     m->params = calloc(n, sizeof *m->params);
     m->layers = calloc((size_t)m->cfg.num_layers, sizeof *m->layers);

@@ -31,6 +31,17 @@ typedef struct lt_param_spec {
  * norm, lm_head unless tied). Returns a malloc'd array in *out, count in *n. */
 lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t *n, lt_err *err);
 
+/* Open a model folder's weights (lt_st_open_model) for config cfg. When cfg
+ * is the language model inside a multimodal class (cfg->wrap, e.g.
+ * Gemma3ForConditionalGeneration), the checkpoint's layout is found (the
+ * one of lt_family_wrapper.layouts whose body prefix its tensors use; both, or
+ * neither, is refused), its language-model tensors are read under
+ * luxtrain's names ("model.layers.0...", "lm_head.weight") and the other
+ * towers' tensors are set aside (lt_st_model_aside), with one line on
+ * stderr saying how many and under which prefixes. *layout (may be NULL):
+ * the layout's index, -1 for a plain checkpoint. */
+lt_status lt_model_open_weights(const char *dir, const lt_config *cfg, lt_st_model **out, int *layout, lt_err *err);
+
 /* Check a checkpoint against the specs: presence, shape, dtype (F32/BF16/F16)
  * and no unused tensors (see the policy above). */
 lt_status lt_model_check_tensors(const lt_st_model *stm, const lt_param_spec *specs, size_t n, int tied,

@@ -41,6 +41,11 @@ struct lt_st_model {
     size_t n;
     const lt_st_tensor **t;       /* (n) in file order, shard by shard */
     const lt_st_tensor **by_name; /* (n) sorted by name */
+    /* lt_st_model_rename: tensors seen under other names, and those set aside */
+    lt_st_tensor *renamed;
+    size_t n_renamed;
+    const lt_st_tensor **aside;
+    size_t n_aside;
 };
 
 /* ---- dtypes ---- */
@@ -437,6 +442,9 @@ void lt_st_close_model(lt_st_model *m) {
     free(m->files);
     free(m->t);
     free(m->by_name);
+    for (size_t i = 0; i < m->n_renamed; i++) free(m->renamed[i].name);
+    free(m->renamed);
+    free(m->aside);
     free(m->dir);
     free(m);
 }
@@ -464,6 +472,51 @@ static lt_status model_index_tensors(lt_st_model *m, lt_err *err) {
                            m->by_name[i - 1]->file, m->by_name[i]->file);
     return LT_OK;
 }
+
+static int has_prefix(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
+
+lt_status lt_st_model_rename(lt_st_model *m, const lt_st_rename *ren, size_t nren, const char *const *aside,
+                             lt_err *err) {
+    if (m->renamed || m->aside) return lt_fail(err, LT_ERR_INVALID, "%s: tensors renamed twice", m->dir);
+    m->renamed = calloc(m->n + 1, sizeof *m->renamed);
+    m->aside = calloc(m->n + 1, sizeof *m->aside);
+    if (!m->renamed || !m->aside) return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", m->dir);
+    size_t k = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const lt_st_tensor *t = m->t[i];
+        int off = 0;
+        for (const char *const *a = aside; a && *a && !off; a++) off = has_prefix(t->name, *a);
+        if (off) {
+            m->aside[m->n_aside++] = t;
+            continue;
+        }
+        for (size_t r = 0; r < nren; r++) {
+            if (!has_prefix(t->name, ren[r].file)) continue;
+            const char *rest = t->name + strlen(ren[r].file);
+            lt_st_tensor *c = &m->renamed[m->n_renamed];
+            *c = *t;
+            if (!(c->name = malloc(strlen(ren[r].view) + strlen(rest) + 1)))
+                return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", m->dir);
+            strcpy(c->name, ren[r].view);
+            strcat(c->name, rest);
+            m->n_renamed++;
+            t = c;
+            break;
+        }
+        m->t[k++] = t;
+    }
+    m->n = k;
+    memcpy(m->by_name, m->t, k * sizeof *m->t);
+    qsort(m->by_name, k, sizeof *m->by_name, cmp_tensor_ptr_name);
+    for (size_t i = 1; i < k; i++)
+        if (strcmp(m->by_name[i]->name, m->by_name[i - 1]->name) == 0)
+            return lt_fail(err, LT_ERR_FORMAT, "%s: two tensors are read as '%s' (a file holding the same tensor "
+                           "under two layouts?)", m->dir, m->by_name[i]->name);
+    return LT_OK;
+}
+
+size_t lt_st_model_aside_count(const lt_st_model *m) { return m->n_aside; }
+const lt_st_tensor *lt_st_model_aside(const lt_st_model *m, size_t i) { return i < m->n_aside ? m->aside[i] : NULL; }
 
 static int shard_name_ok(const char *s) {
     if (!*s || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) return 0;

@@ -61,6 +61,19 @@ void lt_st_close_model(lt_st_model *m);
 size_t lt_st_model_count(const lt_st_model *m);
 const lt_st_tensor *lt_st_model_get(const lt_st_model *m, size_t i);
 const lt_st_tensor *lt_st_model_find(const lt_st_model *m, const char *name);
+/* Read a model's tensors under other names: a tensor whose name starts with
+ * ren[k].file is seen (count, get, find) as ren[k].view + the rest of its
+ * name; one under a prefix in `aside` (NULL-terminated, may be NULL) is set
+ * aside: no longer counted or found, listed by lt_st_model_aside under its
+ * file name. Others keep their names. Once per model; two tensors read
+ * under one name are refused. */
+typedef struct lt_st_rename {
+    const char *file, *view;
+} lt_st_rename;
+lt_status lt_st_model_rename(lt_st_model *m, const lt_st_rename *ren, size_t nren, const char *const *aside,
+                             lt_err *err);
+size_t lt_st_model_aside_count(const lt_st_model *m);
+const lt_st_tensor *lt_st_model_aside(const lt_st_model *m, size_t i);
 
 /* Copy a tensor into host f32 (converting BF16/F16), n must equal numel. */
 lt_status lt_st_to_f32(const lt_st_tensor *t, float *dst, size_t n, lt_err *err);

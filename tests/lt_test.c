@@ -2,6 +2,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "lt_test.h"
 
+#include "lt_family.h"
+#include "lt_safetensors.h"
 #include "lt_model.h"
 #include "lt_lora.h"
 #include "lt_trainer.h"
@@ -178,4 +180,55 @@ int lt_test_add_lora(lt_model *m, double dropout, lt_rng *rng) {
         }
     }
     return 1;
+}
+
+int lt_test_relayout(const char *src, const char *dst, int lay) {
+    lt_err err = {{0}};
+    lt_config cfg;
+    lt_st_file *f = NULL;
+    char path[4096], cmd[8400];
+    snprintf(path, sizeof path, "%s/model.safetensors", src);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && cp '%s/config.json' '%s/'", dst, dst, src, dst);
+    if (lt_config_load(src, &cfg, &err) || !cfg.wrap || lt_st_open(path, &f, &err) || lt_test_system(cmd)) {
+        fprintf(stderr, "relayout %s: %s\n", src, cfg.wrap || err.msg[0] ? err.msg : "not a multimodal model");
+        if (f) lt_st_close(f);
+        return 0;
+    }
+    size_t n = lt_st_count(f);
+    lt_st_write_tensor *w = calloc(n + 1, sizeof *w);
+    char (*names)[256] = calloc(n + 1, sizeof *names);
+    int ok = w && names;
+    for (size_t i = 0; ok && i < n; i++) {
+        const lt_st_tensor *t = lt_st_get(f, i);
+        char canon[256];
+        snprintf(names[i], sizeof names[i], "%s", t->name);
+        for (int from = 0; from < LT_WRAP_LAYOUTS; from++) { /* from whichever layout names it */
+            const lt_family_layout *a = &cfg.wrap->layouts[from], *b = &cfg.wrap->layouts[lay];
+            if (lt_wrap_unname(cfg.wrap, from, t->name, canon, sizeof canon)) {
+                lt_wrap_name(cfg.wrap, lay, canon, names[i], sizeof names[i]);
+                break;
+            }
+            for (int k = 0; a->others[k]; k++)
+                if (!strncmp(t->name, a->others[k], strlen(a->others[k]))) {
+                    snprintf(names[i], sizeof names[i], "%s%s", b->others[k], t->name + strlen(a->others[k]));
+                    from = LT_WRAP_LAYOUTS;
+                    break;
+                }
+        }
+        w[i].name = names[i];
+        w[i].dtype = t->dtype;
+        w[i].ndim = t->ndim;
+        memcpy(w[i].shape, t->shape, sizeof w[i].shape);
+        w[i].data = t->data;
+    }
+    static const char *const mk[] = {"format"}, *const mv[] = {"pt"};
+    snprintf(path, sizeof path, "%s/model.safetensors", dst);
+    if (ok && lt_st_write(path, w, n, mk, mv, 1, &err)) {
+        fprintf(stderr, "relayout %s: %s\n", src, err.msg);
+        ok = 0;
+    }
+    free(w);
+    free(names);
+    lt_st_close(f);
+    return ok;
 }

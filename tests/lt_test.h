@@ -82,6 +82,13 @@ const char *lt_shared_path(const char *rel);
 /* Run a shell command, return its exit status (-1 if it could not run). */
 int lt_test_system(const char *cmd);
 
+/* A copy of the multimodal model folder `src` (a config lt_config.wrap
+ * names, e.g. tests/fixtures/models/gemma3_cg) in `dst` with its tensors
+ * renamed into layout `lay` of the wrapper (the language model's and the
+ * other towers' prefixes; data byte for byte), config.json copied. Prints
+ * the error and returns 0 on failure. */
+int lt_test_relayout(const char *src, const char *dst, int lay);
+
 /* LoRA r=4 alpha=8 on every target (dropout as given) added to m, then every
  * lora_B set to uniform values in [-0.025, 0.025) drawn from rng (B = 0 after
  * init would give A no gradient). Prints the error and returns 0 on failure. */

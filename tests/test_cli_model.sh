@@ -42,7 +42,7 @@ expect_fail() {
 }
 
 # ---- inspect ----------------------------------------------------------------
-for m in llama llama_tied eurollm mistral mistral_nemo qwen2 qwen3 phi3; do
+for m in llama llama_tied eurollm mistral mistral_nemo qwen2 qwen3 phi3 gemma3_cg; do  # gemma3_cg: text_config inside Gemma3Config
   ok
   if ! "$bin" inspect "$fx/$m" >"$tmp/inspect_$m.txt" 2>"$tmp/err.txt"; then
     fail "inspect $m: $(cat "$tmp/err.txt")"; continue
@@ -56,6 +56,9 @@ for m in llama llama_tied eurollm mistral mistral_nemo qwen2 qwen3 phi3; do
 import json, sys
 d, js, txt = sys.argv[1:4]
 cfg = json.load(open(d + "/config.json"))
+if "text_config" in cfg:  # the language model inside a multimodal class: its settings, the class's name and tying
+    cfg = dict(cfg["text_config"], architectures=cfg["architectures"],
+               tie_word_embeddings=cfg.get("tie_word_embeddings", True))
 exp = json.load(open(d + "/expected.json"))
 got = json.loads(open(js).read())
 text = open(txt).read()
@@ -99,7 +102,7 @@ EOF
 done
 
 # ---- score ------------------------------------------------------------------
-for m in llama llama_tied eurollm qwen3 gemma2 gemma3 phi3; do  # gemma2: soft-capped logits and log-probs
+for m in llama llama_tied eurollm qwen3 gemma2 gemma3 gemma3_cg phi3; do  # gemma2: soft-capped logits and log-probs
   ids=$("$py" -c "import json,sys; print(','.join(map(str, json.load(open(sys.argv[1]))['score_ids'])))" \
         "$fx/$m/expected.json")
   rm -f "$tmp/logits_$m.npy"

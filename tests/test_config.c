@@ -815,8 +815,80 @@ static void test_longrope(void) {
     cJSON_Delete(root);
 }
 
+/* gemma-3-4b-it's config.json (Gemma3ForConditionalGeneration, transformers
+ * 4.50): text_config written as a diff to Gemma3TextConfig's defaults (no
+ * vocab_size, num_attention_heads, head_dim, rope_theta, ...) */
+#define G3_TEXT_4B                                                                                                   \
+    "{\"hidden_size\": 2560, \"intermediate_size\": 10240, \"model_type\": \"gemma3_text\","                        \
+    " \"num_hidden_layers\": 34, \"rope_scaling\": {\"factor\": 8.0, \"rope_type\": \"linear\"},"                 \
+    " \"sliding_window\": 1024}"
+static const char *GEMMA3_4B_CG =
+    "{\"architectures\": [\"Gemma3ForConditionalGeneration\"], \"boi_token_index\": 255999,"
+    " \"eoi_token_index\": 256000, \"eos_token_id\": [1, 106], \"image_token_index\": 262144,"
+    " \"initializer_range\": 0.02, \"mm_tokens_per_image\": 256, \"model_type\": \"gemma3\","
+    " \"text_config\": " G3_TEXT_4B ", \"torch_dtype\": \"bfloat16\", \"transformers_version\": \"4.50.0.dev0\","
+    " \"vision_config\": {\"hidden_size\": 1152, \"image_size\": 896, \"intermediate_size\": 4304,"
+    " \"model_type\": \"siglip_vision_model\", \"num_attention_heads\": 16, \"num_hidden_layers\": 27,"
+    " \"patch_size\": 14, \"vision_use_head\": false}}";
+
+/* G3_TEXT_4B with key set to `value` (NULL: removed), as a text_config value; static buffer */
+static const char *g3_text(const char *key, const char *value) {
+    static char buf[2048];
+    snprintf(buf, sizeof buf, "%s", with(G3_TEXT_4B, key, value));
+    return buf;
+}
+
+/* The language model inside Gemma3ForConditionalGeneration: the same
+ * lt_config as its text settings in a gemma3_text config.json (the text
+ * config class's defaults filled in, the top level's dtype and eos), and
+ * what is refused by name at either level. */
+static void test_wrapped(void) {
+    lt_config c, ref;
+    if (parse_ok("gemma-3-4b-it (Gemma3ForConditionalGeneration)", GEMMA3_4B_CG, &c) &&
+        parse_ok("gemma3 4B text", GEMMA3_4B, &ref)) {
+        LT_CHECK(c.wrap && !strcmp(c.architecture, "Gemma3ForConditionalGeneration") && c.arch == LT_ARCH_GEMMA3 &&
+                     !ref.wrap,
+                 "the multimodal class is recorded");
+        LT_CHECK(c.eos_token_id == 1 && c.torch_dtype == LT_BF16 && c.tie_word_embeddings == 1 &&
+                     c.vocab_size == 262208 && c.num_heads == 8 && c.head_dim == 256,
+                 "top-level eos / dtype, Gemma3TextConfig's sizes: eos %d vocab %d heads %d", c.eos_token_id,
+                 c.vocab_size, c.num_heads);
+        snprintf(ref.architecture, sizeof ref.architecture, "%s", c.architecture);
+        ref.eos_token_id = c.eos_token_id;
+        ref.bos_token_id = c.bos_token_id;
+        LT_CHECK(same_config(&c, &ref), "gemma-3-4b-it: the same language model as its gemma3_text config");
+    }
+    if (parse_ok("top-level dtype over text_config's",
+                 with(GEMMA3_4B_CG, "text_config", g3_text("dtype", "\"float32\"")), &c))
+        LT_CHECK(c.torch_dtype == LT_BF16, "the top level's torch_dtype wins over text_config.dtype");
+    if (parse_ok("untied at the top level", with(GEMMA3_4B_CG, "tie_word_embeddings", "false"), &c))
+        LT_CHECK(!c.tie_word_embeddings, "top-level tie_word_embeddings false: untied head");
+    expect_fail("tie conflict",
+                with(with(GEMMA3_4B_CG, "tie_word_embeddings", "false"), "text_config",
+                     g3_text("tie_word_embeddings", "true")),
+                LT_ERR_INVALID, "tie_word_embeddings = false", "text_config.tie_word_embeddings = true");
+    expect_fail("unknown top-level key", with(GEMMA3_4B_CG, "image_scale", "2.0"), LT_ERR_UNSUPPORTED,
+                "\"image_scale\"", "model_type \"gemma3\"");
+    expect_fail("unknown text_config key", with(GEMMA3_4B_CG, "text_config", g3_text("logit_scale", "2.0")),
+                LT_ERR_UNSUPPORTED, "text_config", "\"logit_scale\"");
+    expect_fail("text_config attention_dropout", with(GEMMA3_4B_CG, "text_config", g3_text("attention_dropout", "0.1")),
+                LT_ERR_UNSUPPORTED, "text_config", "attention_dropout");
+    expect_fail("text_config soft-cap out of range",
+                with(GEMMA3_4B_CG, "text_config", g3_text("final_logit_softcapping", "-1")), LT_ERR_INVALID,
+                "text_config", "final_logit_softcapping");
+    expect_fail("text_config yarn",
+                with(GEMMA3_4B_CG, "text_config", g3_text("rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 8.0}")),
+                LT_ERR_UNSUPPORTED, "text_config", "yarn");
+    expect_fail("text_config of another family", with(GEMMA3_4B_CG, "text_config", g3_text("model_type", "\"llama\"")),
+                LT_ERR_UNSUPPORTED, "text_config.model_type = llama", "gemma3_text");
+    expect_fail("no text_config", with(GEMMA3_4B_CG, "text_config", NULL), LT_ERR_INVALID, "text_config", "absent");
+    expect_fail("other class", with(GEMMA3_4B_CG, "architectures", "[\"PaliGemmaForConditionalGeneration\"]"),
+                LT_ERR_UNSUPPORTED, "PaliGemmaForConditionalGeneration", "Gemma3ForConditionalGeneration");
+}
+
 int main(void) {
     test_valid();
+    test_wrapped();
     test_v5();
     test_refusals();
     test_load();

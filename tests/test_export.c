@@ -26,6 +26,8 @@
 #include "lt_export.h"
 #include "lt_family.h"
 #include "lt_lora.h"
+#include "lt_model.h"
+#include "lt_model_spec.h"
 #include "lt_safetensors.h"
 #include "lt_test.h"
 
@@ -446,6 +448,136 @@ static void test_hf_export(void) {
     lt_st_close_model(m);
 }
 
+/* The language model inside Gemma3ForConditionalGeneration (gemma3_cg),
+ * in either tensor layout: loaded, one weight changed ("trained"), exported
+ * with lt_export_hf from the model's parameters. The folder holds the same
+ * tensor names as the source (the layout it came in: the language model's
+ * prefix, the vision tower and projector's), the vision tower and
+ * projector byte for byte, the language model's tensors as the parameters
+ * (the changed one changed), config.json byte for byte; and it loads again. */
+static void test_hf_export_wrapped(void) {
+    const char *fix = lt_src_path("tests/fixtures/models/gemma3_cg");
+    for (int lay = -1; lay < LT_WRAP_LAYOUTS; lay++) {
+        char src[2048], out[2048], a[4200], b[4200];
+        snprintf(src, sizeof src, "%s", fix);
+        if (lay >= 0) { /* the fixture's tensors under layout lay's names */
+            snprintf(src, sizeof src, "%s/cg_layout%d", TMP, lay);
+            LT_CHECK(lt_test_relayout(fix, src, lay), "relayout %d", lay);
+        }
+        snprintf(out, sizeof out, "%s/cg_out%d", TMP, lay);
+        lt_err err = {{0}};
+        lt_backend *be = NULL;
+        lt_model *m = NULL;
+        LT_CHECK_OK(lt_cpu_backend_create(0, &be, &err), &err);
+        LT_CHECK_OK(lt_model_load(src, be, &m, &err), &err);
+        if (!m) {
+            if (be) be->destroy(be);
+            continue;
+        }
+        size_t n = lt_model_num_params(m);
+        lt_export_tensor *ts = calloc(n, sizeof *ts);
+        float **data = calloc(n, sizeof *data);
+        for (size_t i = 0; i < n; i++) {
+            lt_param *p = lt_model_param(m, i);
+            data[i] = malloc(p->numel * sizeof(float));
+            LT_CHECK_OK(be->download_f32(be, data[i], p->data, be->param_dtype, p->numel, &err), &err);
+            ts[i] = (lt_export_tensor){.name = p->name, .ndim = p->ndim, .data = data[i], .dtype = LT_F32};
+            ts[i].shape[0] = p->shape[0];
+            ts[i].shape[1] = p->shape[1];
+        }
+        const char *changed = "model.layers.1.mlp.up_proj.weight";
+        for (size_t i = 0; i < n; i++)
+            if (!strcmp(ts[i].name, changed)) data[i][5] += 0.25f;
+        LT_CHECK_OK(lt_export_hf(out, src, ts, n, 0, &err), &err);
+        snprintf(a, sizeof a, "%s/config.json", src);
+        snprintf(b, sizeof b, "%s/config.json", out);
+        LT_CHECK(same_file(a, b), "layout %d: config.json not copied byte for byte", lay);
+        lt_st_file *fs = NULL, *fo = NULL;
+        snprintf(a, sizeof a, "%s/model.safetensors", src);
+        snprintf(b, sizeof b, "%s/model.safetensors", out);
+        LT_CHECK_OK(lt_st_open(a, &fs, &err), &err);
+        LT_CHECK_OK(lt_st_open(b, &fo, &err), &err);
+        if (fs && fo) {
+            LT_CHECK(lt_st_count(fs) == lt_st_count(fo), "layout %d: %zu tensors written, the source has %zu", lay,
+                     lt_st_count(fo), lt_st_count(fs));
+            size_t vision = 0, n_changed = 0;
+            for (size_t i = 0; i < lt_st_count(fs); i++) {
+                const lt_st_tensor *t = lt_st_get(fs, i), *o = lt_st_find(fo, t->name);
+                LT_CHECK(o != NULL, "layout %d: '%s' not in the export", lay, t->name);
+                if (!o) continue;
+                int lm = !strstr(t->name, "vision_tower.") && !strstr(t->name, "multi_modal_projector.");
+                vision += !lm;
+                int same = o->dtype == t->dtype && o->nbytes == t->nbytes && !memcmp(o->data, t->data, t->nbytes);
+                if (strstr(t->name, "layers.1.mlp.up_proj.weight")) {
+                    n_changed++;
+                    LT_CHECK(!same && ((const float *)o->data)[5] == ((const float *)t->data)[5] + 0.25f,
+                             "layout %d: '%s' does not hold the trained value", lay, t->name);
+                } else {
+                    LT_CHECK(same, "layout %d: '%s' not written byte for byte", lay, t->name);
+                }
+            }
+            LT_CHECK(vision == 34 && n_changed == 1, "layout %d: %zu vision / projector tensors, %zu changed", lay,
+                     vision, n_changed);
+        }
+        if (fs) lt_st_close(fs);
+        if (fo) lt_st_close(fo);
+        lt_model *m2 = NULL; /* and the export loads again */
+        LT_CHECK_OK(lt_model_load(out, be, &m2, &err), &err);
+        if (m2) lt_model_free(m2);
+        for (size_t i = 0; i < n; i++) free(data[i]);
+        free(data);
+        free(ts);
+        lt_model_free(m);
+        be->destroy(be);
+    }
+}
+
+/* A Gemma3ForConditionalGeneration config.json over weights in neither
+ * layout (the llama fixture's), or in both at once: refused, naming the
+ * prefixes. */
+static void test_wrapped_layout_refusals(void) {
+    char dir[2048], cmd[20000], path[2100], cg[4096], llama[4096];
+    lt_err err = {{0}};
+    lt_config cfg;
+    lt_st_model *m = NULL;
+    snprintf(cg, sizeof cg, "%s", lt_src_path("tests/fixtures/models/gemma3_cg"));
+    snprintf(llama, sizeof llama, "%s", lt_src_path("tests/fixtures/models/llama"));
+    snprintf(dir, sizeof dir, "%s/cg_neither", TMP);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && cp '%s/config.json' '%s/' && cp '%s/model.safetensors' '%s/'",
+             dir, dir, cg, dir, llama, dir);
+    LT_CHECK(lt_test_system(cmd) == 0, "prepare %s", dir);
+    LT_CHECK_OK(lt_config_load(dir, &cfg, &err), &err);
+    LT_CHECK(lt_model_open_weights(dir, &cfg, &m, NULL, &err) == LT_ERR_FORMAT &&
+                 strstr(err.msg, "no tensor is under 'model.language_model.' or 'language_model.model.'"),
+             "weights in neither layout: %s", err.msg);
+    /* both: the fixture's tensors plus one under transformers 5's names */
+    snprintf(dir, sizeof dir, "%s/cg_both", TMP);
+    LT_CHECK(lt_test_relayout(cg, dir, 1), "relayout");
+    lt_st_file *f = NULL;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    LT_CHECK_OK(lt_st_open(path, &f, &err), &err);
+    if (!f) return;
+    size_t n = lt_st_count(f);
+    lt_st_write_tensor *w = calloc(n + 1, sizeof *w);
+    for (size_t i = 0; i < n; i++) {
+        const lt_st_tensor *t = lt_st_get(f, i);
+        w[i] = (lt_st_write_tensor){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = t->data};
+        memcpy(w[i].shape, t->shape, sizeof w[i].shape);
+    }
+    w[n] = w[0];
+    w[n].name = "model.language_model.extra.weight";
+    static const char *const mk[] = {"format"}, *const mv[] = {"pt"};
+    snprintf(path, sizeof path, "%s/model-both.safetensors", dir);
+    LT_CHECK_OK(lt_st_write(path, w, n + 1, mk, mv, 1, &err), &err);
+    lt_st_close(f);
+    free(w);
+    snprintf(cmd, sizeof cmd, "mv '%s/model-both.safetensors' '%s/model.safetensors'", dir, dir);
+    lt_test_system(cmd);
+    LT_CHECK(lt_model_open_weights(dir, &cfg, &m, NULL, &err) == LT_ERR_FORMAT &&
+                 strstr(err.msg, "tensors under both 'model.language_model.' and 'language_model.model.'"),
+             "weights in both layouts: %s", err.msg);
+}
+
 static void test_names(void) {
     char name[256];
     lt_err err;
@@ -475,5 +607,7 @@ int main(void) {
     test_peft_families();
     test_lora_init();
     test_hf_export();
+    test_hf_export_wrapped();
+    test_wrapped_layout_refusals();
     return lt_test_finish("test_export");
 }

@@ -124,6 +124,8 @@ expect_fail() { # WHAT PATTERN ARGS...: exits non-zero, says PATTERN, leaves no 
 expect_fail "unknown --type" "--type expects one of f16, bf16, q8_0, f32, got .q4_0." --gguf x.gguf --model "$model" --type q4_0
 cp llama.f16.gguf keep.gguf
 expect_fail "existing OUT" "overwrite" --gguf keep.gguf --model models/llama --type f32
+expect_fail "Gemma3ForConditionalGeneration" "GGUF export of the language model inside Gemma3ForConditionalGeneration is not supported" \
+  --gguf x.gguf --model "$src/tests/fixtures/models/gemma3_cg"
 cmp -s keep.gguf llama.f16.gguf || fail "an existing OUT was changed without --overwrite"
 "$bin" export --gguf keep.gguf --model models/llama --type f32 --overwrite >ow.txt 2>&1 \
   && cmp -s keep.gguf llama.f32.gguf && ok "--overwrite replaces OUT" || fail "--overwrite: $(cat ow.txt)"

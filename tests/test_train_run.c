@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "lt_model.h"
+#include "lt_safetensors.h"
 #include "lt_shard.h"
 #include "lt_test.h"
 
@@ -159,6 +161,109 @@ static void check_mode(const char *name, const char *opts, const char *final_fil
     LT_CHECK(same_file(fa, fb), "%s: final exports differ after resume", name);
 }
 
+/* The language model inside Gemma3ForConditionalGeneration
+ * (tests/fixtures/models/gemma3_cg): full fine-tuning exports the whole
+ * multimodal folder in the source's layout (config.json byte for byte, every
+ * source tensor name, the vision tower and projector byte for byte, the
+ * language model trained); LoRA exports PEFT's names for that model
+ * (base_model.model.model.language_model.layers.N..., target_modules a
+ * regular expression over the language model's layers), which eval --adapter
+ * reads and merge folds into a whole multimodal folder again. */
+static void check_multimodal(void) {
+    static const char PEFT_CG[] = "base_model.model.model.language_model.layers.";
+    char cg[2048], out[2500], cmd[8192], a[2600], b[2600];
+    snprintf(cg, sizeof cg, "%s", lt_src_path("tests/fixtures/models/gemma3_cg"));
+    for (int lora = 0; lora < 2; lora++) {
+        snprintf(out, sizeof out, "%s/cg_%s", tmp, lora ? "lora" : "full");
+        LT_FMT(cmd,
+               "rm -rf %s && %s train --model %s --data %s --out %s --seq-len 32 --micro-batch 2 --max-steps 2 "
+               "--save-every 2 --lr 3e-3 --device cpu --threads 2 %s > %s/cg.txt 2>&1",
+               out, LT_BIN, cg, shard, out, lora ? "--lora-rank 4 --lora-alpha 8" : "", tmp);
+        LT_CHECK(lt_test_system(cmd) == 0, "gemma3_cg %s training failed (%s/cg.txt)", lora ? "LoRA" : "full", tmp);
+        /* `luxtrain export` of the last checkpoint writes what final/ holds */
+        LT_FMT(cmd, "%s export %s/checkpoints/step-000002 --out %s/ckx > %s/cg_ckx.txt 2>&1", LT_BIN, out, out, tmp);
+        LT_CHECK(lt_test_system(cmd) == 0, "gemma3_cg: export of the checkpoint failed (%s/cg_ckx.txt)", tmp);
+        LT_FMT(a, "%s/ckx/%s", out, lora ? "adapter_model.safetensors" : "model.safetensors");
+        LT_FMT(b, "%s/final/%s", out, lora ? "adapter_model.safetensors" : "model.safetensors");
+        LT_CHECK(same_file(a, b), "gemma3_cg: the exported checkpoint differs from final/ (%s)", a);
+        char *log = NULL;
+        LT_FMT(a, "%s/cg.txt", tmp);
+        lt_read_file(a, &log, NULL, NULL);
+        LT_CHECK(log && strstr(log, "34 tensors of the other towers skipped (vision_tower.*, multi_modal_projector.*)"),
+                 "gemma3_cg: no line about the skipped vision tower: %s", log ? log : "");
+        free(log);
+        if (lora) {
+            char merged[2450];
+            LT_FMT(merged, "%s/cg_merged", tmp);
+            LT_FMT(a, "%s/final/adapter_config.json", out);
+            char *cfg = NULL;
+            lt_read_file(a, &cfg, NULL, NULL);
+            LT_CHECK(cfg && strstr(cfg, "\"model\\\\.language_model\\\\.layers\\\\.\\\\d+\\\\.\\\\w+\\\\.(q_proj|k_proj|v_proj|o_proj|"
+                                       "gate_proj|up_proj|down_proj)\""),
+                     "gemma3_cg adapter: target_modules is not the language model's regex:\n%s", cfg ? cfg : "");
+            free(cfg);
+            lt_st_file *f = NULL;
+            lt_err err = {{0}};
+            LT_FMT(a, "%s/final/adapter_model.safetensors", out);
+            LT_CHECK_OK(lt_st_open(a, &f, &err), &err);
+            size_t good = 0;
+            for (size_t i = 0; f && i < lt_st_count(f); i++)
+                good += !strncmp(lt_st_get(f, i)->name, PEFT_CG, strlen(PEFT_CG));
+            LT_CHECK(f && good == lt_st_count(f) && good == 2 * 2 * 7, "gemma3_cg adapter: %zu of %zu tensors named "
+                     "base_model.model.model.language_model.layers.N...", good, f ? lt_st_count(f) : 0);
+            if (f) lt_st_close(f);
+            LT_FMT(cmd, "%s eval --model %s --adapter %s/final --data %s --seq-len 32 --device cpu > %s/cg_eval.txt 2>&1",
+                   LT_BIN, cg, out, shard, tmp);
+            LT_CHECK(lt_test_system(cmd) == 0, "gemma3_cg: eval --adapter failed (%s/cg_eval.txt)", tmp);
+            LT_FMT(cmd, "rm -rf %s && %s merge --model %s --adapter %s/final --out %s > %s/cg_merge.txt 2>&1", merged,
+                   LT_BIN, cg, out, merged, tmp);
+            LT_CHECK(lt_test_system(cmd) == 0, "gemma3_cg: merge failed (%s/cg_merge.txt)", tmp);
+            snprintf(out, sizeof out, "%s", merged);
+        } else {
+            snprintf(out + strlen(out), sizeof out - strlen(out), "/final");
+        }
+        if (lora) { /* trained embeddings: refused before training */
+            LT_FMT(cmd, "%s train --model %s --data %s --out %s/cg_emb --seq-len 32 --max-steps 1 --lora-rank 4 "
+                   "--train-embeddings all --device cpu > %s/cg_emb.txt 2>&1", LT_BIN, cg, shard, tmp, tmp);
+            char *txt = NULL;
+            LT_FMT(a, "%s/cg_emb.txt", tmp);
+            int rc = lt_test_system(cmd);
+            lt_read_file(a, &txt, NULL, NULL);
+            LT_CHECK(rc != 0 && txt && strstr(txt, "inside Gemma3ForConditionalGeneration are not supported"),
+                     "gemma3_cg --train-embeddings: rc %d, %s", rc, txt ? txt : "");
+            free(txt);
+        }
+        /* a whole Gemma3ForConditionalGeneration folder in the source's layout */
+        LT_FMT(a, "%s/config.json", cg);
+        LT_FMT(b, "%s/config.json", out);
+        LT_CHECK(same_file(a, b), "gemma3_cg %s: config.json not copied", lora ? "merge" : "full");
+        lt_st_file *fs = NULL, *fo = NULL;
+        lt_err err = {{0}};
+        LT_FMT(a, "%s/model.safetensors", cg);
+        LT_FMT(b, "%s/model.safetensors", out);
+        LT_CHECK_OK(lt_st_open(a, &fs, &err), &err);
+        LT_CHECK_OK(lt_st_open(b, &fo, &err), &err);
+        size_t vision = 0, changed = 0;
+        for (size_t i = 0; fs && fo && i < lt_st_count(fs); i++) {
+            const lt_st_tensor *t = lt_st_get(fs, i), *o = lt_st_find(fo, t->name);
+            LT_CHECK(o != NULL, "gemma3_cg %s: '%s' missing", lora ? "merge" : "full", t->name);
+            if (!o) continue;
+            int same = o->nbytes == t->nbytes && !memcmp(o->data, t->data, t->nbytes);
+            if (strncmp(t->name, "language_model.", 15)) {
+                vision++;
+                LT_CHECK(same, "gemma3_cg: '%s' not copied byte for byte", t->name);
+            } else {
+                changed += !same;
+            }
+        }
+        LT_CHECK(fs && fo && lt_st_count(fs) == lt_st_count(fo) && vision == 34 && changed > 0,
+                 "gemma3_cg %s: %zu tensors (source %zu), %zu vision / projector, %zu language-model tensors changed",
+                 lora ? "merge" : "full", fo ? lt_st_count(fo) : 0, fs ? lt_st_count(fs) : 0, vision, changed);
+        if (fs) lt_st_close(fs);
+        if (fo) lt_st_close(fo);
+    }
+}
+
 int main(void) {
     snprintf(tmp, sizeof tmp, "%s", lt_test_tmpdir("test_train_run"));
     snprintf(shard, sizeof shard, "%s/train-0.h5", tmp);
@@ -167,6 +272,7 @@ int main(void) {
         fprintf(stderr, "cannot write the shard\n");
         return 1;
     }
+    check_multimodal();
     check_mode("full", "", "model.safetensors");
     check_mode("lora", "--lora-rank 4 --lora-alpha 16 --lora-dropout 0.1 --lora-targets q,v,o,down --lr 3e-2",
                "adapter_model.safetensors");

@@ -72,5 +72,9 @@ st() { sed -n 's/.*: \([0-9.e+-]*\) M table elements train; AdamW state for \([0
 read -r tn sn <<<"$(st "$dn")"; read -r ta sa <<<"$(st "$da")"
 awk -v tn="$tn" -v sn="$sn" -v ta="$ta" -v sa="$sa" 'BEGIN {exit !(tn == ta && sa == ta && sn > 0 && sn < tn / 2)}' \
   || fail "dry-run state: new $sn of $tn M, all $sa of $ta M: $(grep -- --train-embeddings <<<"$dn")"
+"$bin" vocab add --model "$src/tests/fixtures/models/gemma3_cg" --tokens "$src/tests/fixtures/vocab/tokens_lb.txt" \
+  --out cg >cg.txt 2>&1 && fail "vocab add on a Gemma3ForConditionalGeneration accepted"
+grep -q "is a Gemma3ForConditionalGeneration; adding tokens to it is not supported" cg.txt ||
+  fail "vocab add on gemma3_cg: $(tail -1 cg.txt)"
 [ "$peft_ok" = 1 ] || echo "note: PEFT comparison skipped (no torch/transformers/peft in ${ppy:-\$LT_PYTHON})"
 lt_finish

@@ -176,18 +176,37 @@ MODELS5 = [
         rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         attention_bias=False, mlp_bias=False, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
     ), torch.bfloat16, None),
+    # the Gemma 3 language model inside Gemma3ForConditionalGeneration (model_type gemma3): text settings
+    # under text_config -- 2 layers (sliding, full), window 5, the two rotary tables, GQA, head_dim 16 != 32 / 4 --
+    # and a tiny SigLIP vision tower and projector whose tensors the checkpoint holds (luxtrain skips them by
+    # name and copies them through on export); the reference is text-only (input_ids, no pixel_values)
+    ("gemma3_cg", "Gemma3Config", dict(
+        text_config=dict(
+            vocab_size=160, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+            rms_norm_eps=1e-6, query_pre_attn_scalar=24, sliding_window=5,
+            layer_types=["sliding_attention", "full_attention"],
+            rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 1000.0}},
+            hidden_activation="gelu_pytorch_tanh", attention_bias=False, tie_word_embeddings=True,
+            bos_token_id=2, eos_token_id=1, pad_token_id=0),
+        vision_config=dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=14, patch_size=7, num_channels=3),
+        mm_tokens_per_image=4, boi_token_index=150, eoi_token_index=151, image_token_index=152,
+        tie_word_embeddings=True,
+    ), torch.float32, None),
 ]
 
 # phi3 / phi3_short and gemma2 / gemma3 were added on parallel branches at the same MODELS5 index;
 # the index each phi3 fixture was made with (its seed), so the committed fixtures stay reproducible.
 # Entries added since name their index here (unused ones), so no seed depends on the list's order.
-SEED_INDEX5 = {"phi3": 2, "phi3_short": 3, "eurollm": 20}
+SEED_INDEX5 = {"phi3": 2, "phi3_short": 3, "eurollm": 20, "gemma3_cg": 7}
 
 # the models whose explicit head_dim must differ from hidden / heads (Mistral NeMo: 128 != 5120 / 32)
 HEAD_DIM_EXPLICIT = ("mistral_nemo",)
 # the settings whose effect a fixture must show (the logits change by more than 1% without them)
 GEMMA_CAPS = {"gemma2": ("attn_logit_softcapping", "final_logit_softcapping", "sliding_window"),
-              "gemma3": ("sliding_window",)}
+              "gemma3": ("sliding_window",), "gemma3_cg": ("sliding_window",)}
 
 
 def randomize(model, seed):
@@ -196,11 +215,11 @@ def randomize(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
+            if name.endswith("norm.weight") or p.dim() == 1 and name.endswith(".weight"):  # (vision: layer_norm1)
                 # gemma2's norms multiply by (1 + w): the same scale around 1
                 one = 0.0 if model.config.model_type.startswith("gemma") else 1.0
                 p.copy_(one + 0.2 * torch.randn(p.shape, generator=g))
-            elif name.endswith(".bias"):
+            elif name.endswith((".bias", "_bias")):  # (vision: in_proj_bias)
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
             elif "embed_tokens" in name:
                 # a tied table is also the head: keep its logits O(1)
@@ -241,8 +260,14 @@ def make_batch(vocab, seed):
 
 def build(out, name, cls, kw, save_dtype, shard, seed):
     torch.manual_seed(seed)
+    auto = AutoModelForCausalLM
+    if cls.__name__ == "Gemma3Config":  # the multimodal class: text and vision sub-configs
+        kw = dict(kw, text_config=transformers.Gemma3TextConfig(**kw["text_config"]),
+                  vision_config=transformers.SiglipVisionConfig(**kw["vision_config"]))
+        auto = transformers.Gemma3ForConditionalGeneration
     cfg = cls(**kw, attn_implementation="eager", dtype="float32")
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+    model = auto.from_config(cfg, attn_implementation="eager", dtype=torch.float32) \
+        if auto is AutoModelForCausalLM else auto._from_config(cfg, attn_implementation="eager", dtype=torch.float32)
     randomize(model, seed + 1)
     d = os.path.join(out, name)
     if os.path.isdir(d):
@@ -259,7 +284,7 @@ def build(out, name, cls, kw, save_dtype, shard, seed):
         if os.path.exists(p):
             os.remove(p)
     # the reference runs on the weights as saved, in float32
-    ref = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", dtype=torch.float32)
+    ref = auto.from_pretrained(d, attn_implementation="eager", dtype=torch.float32)
     v4_config(os.path.join(d, "config.json"), kw)
     ref.train()  # dropout is 0 in these configs; train() only enables grads semantics
     ref.config.use_cache = False
@@ -285,28 +310,25 @@ def v4_config(path, kw):
         if c.get("use_sliding_window") or any(t != "full_attention" for t in lt):
             sys.exit(f"{path}: v4_config handles Qwen without sliding windows only, found {lt}")
         c["sliding_window"] = kw.get("sliding_window")
-    rp = c.pop("rope_parameters")
-    if c["model_type"] == "gemma3_text":
-        # transformers 4's Gemma 3: rope_theta + rope_scaling for the global layers,
-        # rope_local_base_freq for the local ones, sliding_window_pattern instead of layer_types
-        full, local = dict(rp["full_attention"]), rp["sliding_attention"]
-        if local != {"rope_type": "default", "rope_theta": local["rope_theta"]}:
-            sys.exit(f"{path}: v4_config: the local table must be default RoPE, found {local}")
-        c["rope_theta"] = full.pop("rope_theta")
-        c["rope_scaling"] = full if full.get("rope_type") != "default" else None
-        c["rope_local_base_freq"] = local["rope_theta"]
-        lt = c.pop("layer_types")
-        if lt != ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(len(lt))]:
-            sys.exit(f"{path}: layer_types {lt} is not transformers 4's 5:1 pattern")
-        c["sliding_window_pattern"] = 6
-        c["hidden_act"] = c["hidden_activation"]
-        c["cache_implementation"] = "hybrid"
-        c.pop("use_bidirectional_attention", None)
+    if c["model_type"] == "gemma3":
+        # transformers 4.5x's Gemma3ForConditionalGeneration: the text settings in the v4 form under text_config,
+        # torch_dtype at the top level
+        gemma3_text_v4(path, c["text_config"])
+        c["text_config"].pop("dtype", None)
+        c["text_config"] = dict(sorted(c["text_config"].items()))
         c["torch_dtype"] = c.pop("dtype")
         with open(path, "w") as f:
             json.dump(dict(sorted(c.items())), f, indent=2)
             f.write("\n")
         return
+    if c["model_type"] == "gemma3_text":
+        gemma3_text_v4(path, c)
+        c["torch_dtype"] = c.pop("dtype")
+        with open(path, "w") as f:
+            json.dump(dict(sorted(c.items())), f, indent=2)
+            f.write("\n")
+        return
+    rp = c.pop("rope_parameters")
     llama3 = None
     if rp.get("rope_type") == "llama3" and set(rp) == {"rope_type", "rope_theta", "factor", "low_freq_factor",
                                                         "high_freq_factor", "original_max_position_embeddings"}:
@@ -344,6 +366,28 @@ def v4_config(path, kw):
         f.write("\n")
 
 
+def gemma3_text_v4(path, c):
+    """transformers 4's Gemma 3 text settings, in place: rope_theta + rope_scaling for the global layers,
+    rope_local_base_freq for the local ones, sliding_window_pattern instead of layer_types"""
+    rp = c.pop("rope_parameters")
+    full, local = dict(rp["full_attention"]), rp["sliding_attention"]
+    if local != {"rope_type": "default", "rope_theta": local["rope_theta"]}:
+        sys.exit(f"{path}: v4_config: the local table must be default RoPE, found {local}")
+    c["rope_theta"] = full.pop("rope_theta")
+    c["rope_scaling"] = full if full.get("rope_type") != "default" else None
+    c["rope_local_base_freq"] = local["rope_theta"]
+    lt = c.pop("layer_types")
+    pat = next((p for p in range(1, len(lt) + 1)
+                if lt == ["full_attention" if (i + 1) % p == 0 else "sliding_attention" for i in range(len(lt))]),
+               None)
+    if pat is None:
+        sys.exit(f"{path}: layer_types {lt} is no sliding_window_pattern (every pattern-th layer full)")
+    c["sliding_window_pattern"] = pat
+    c["hidden_act"] = c["hidden_activation"]
+    c["cache_implementation"] = "hybrid"
+    c.pop("use_bidirectional_attention", None)
+
+
 def reference(model, vocab, seed):
     tokens, mask, targets, pos, doc_start, doc_lens, n_docs, docs = make_batch(vocab, seed)
     V = vocab
@@ -373,50 +417,50 @@ def reference(model, vocab, seed):
         (doc_sum / n_targets).backward()
         total += doc_sum.item()
     grads = {}
-    for pname, p in model.named_parameters():
+    for pname, p in lm_parameters(model):
         grads["grad." + pname] = p.grad.detach().float().numpy().copy()
     batch = dict(tokens=tokens, mask=mask, targets=targets, pos=pos, doc_start=doc_start, doc_lens=doc_lens,
                  n_docs=n_docs)
     return batch, logits.reshape(B * T, V), losses.reshape(B * T), total / n_targets, n_targets, grads
 
 
+def lm_parameters(model):
+    """(name, parameter) of the language model under the causal LM's names: inside
+    Gemma3ForConditionalGeneration model.language_model.X is model.X, and the vision tower and projector
+    (no gradient from a text-only input) are left out"""
+    for pname, p in model.named_parameters():
+        if pname.startswith(("model.vision_tower.", "model.multi_modal_projector.")):
+            continue
+        yield pname.replace("model.language_model.", "model.", 1), p
+
+
 def check_binding(model, vocab, seed, keys):
     """Each of GEMMA_CAPS[name] (keys) changes the fixture's logits by more than 1% (relative
     norm) when turned off, so a runtime that ignores one fails the comparison."""
     ids = torch.tensor(make_batch(vocab, seed)[0][0, :12], dtype=torch.long)[None]
+    cfg = model.config.get_text_config()
+    layers = model.model.language_model.layers if hasattr(model.model, "language_model") else model.model.layers
     with torch.no_grad():
         base = model(input_ids=ids, use_cache=False).logits
         for key in keys:
-            old = getattr(model.config, key)
-            setattr(model.config, key, None if key != "sliding_window" else 1000)
-            for layer in model.model.layers:  # the attention modules copy these at init
+            old = getattr(cfg, key)
+            setattr(cfg, key, None if key != "sliding_window" else 1000)
+            for layer in layers:  # the attention modules copy these at init
                 a = layer.self_attn
-                a.attn_logit_softcapping = model.config.attn_logit_softcapping
+                a.attn_logit_softcapping = cfg.attn_logit_softcapping
                 if a.sliding_window is not None:
-                    a.sliding_window = model.config.sliding_window
+                    a.sliding_window = cfg.sliding_window
             other = model(input_ids=ids, use_cache=False).logits
-            setattr(model.config, key, old)
-            for layer in model.model.layers:
+            setattr(cfg, key, old)
+            for layer in layers:
                 a = layer.self_attn
-                a.attn_logit_softcapping = model.config.attn_logit_softcapping
+                a.attn_logit_softcapping = cfg.attn_logit_softcapping
                 if a.sliding_window is not None:
-                    a.sliding_window = model.config.sliding_window
+                    a.sliding_window = cfg.sliding_window
             rel = float((other - base).norm() / base.norm())
             print(f"  without {key}: logits change by {100 * rel:.1f}%")
             if rel < 0.01:
                 sys.exit(f"{key} does not bind in the fixture (logits change {rel:.2e})")
-
-
-def check_head_dim(model):
-    """the model's head_dim differs from hidden / heads, and q_proj / o_proj have its shapes"""
-    c = model.config
-    q = model.model.layers[0].self_attn.q_proj.weight
-    if c.head_dim == c.hidden_size // c.num_attention_heads or tuple(q.shape) != (
-            c.num_attention_heads * c.head_dim, c.hidden_size):
-        sys.exit(f"head_dim {c.head_dim} does not bind (hidden {c.hidden_size}, {c.num_attention_heads} heads, "
-                 f"q_proj {tuple(q.shape)})")
-    print(f"  head_dim {c.head_dim} != hidden / heads = {c.hidden_size // c.num_attention_heads}: "
-          f"q_proj {tuple(q.shape)}")
 
 
 def score_reference(model, vocab, seed):
@@ -463,11 +507,11 @@ def main():
     for k, (name, cls, kw, dt, shard) in todo:
         seed = 1234 + 17 * k
         d, model = build(args.out, name, cls, kw, dt, shard, seed)
+        V = kw["text_config"]["vocab_size"] if "text_config" in kw else kw["vocab_size"]
         if name in GEMMA_CAPS:
-            check_binding(model, kw["vocab_size"], seed, GEMMA_CAPS[name])
+            check_binding(model, V, seed, GEMMA_CAPS[name])
         if name in HEAD_DIM_EXPLICIT:
             check_head_dim(model)
-        V = kw["vocab_size"]
         batch, logits, losses, loss, n_targets, grads = reference(model, V, seed)
         sids, slp, slg = score_reference(model, V, seed)
         tensors = {k2: np.ascontiguousarray(v) for k2, v in batch.items()}
@@ -479,7 +523,7 @@ def main():
         info = {
             "model": name, "architecture": model.config.architectures[0], "saved_dtype": str(dt).split(".")[-1],
             "B": B, "T": T, "docs": DOCS, "n_targets": int(n_targets), "loss": float(loss),
-            "num_parameters": int(sum(p.numel() for p in model.parameters())),
+            "num_parameters": int(sum(p.numel() for _, p in lm_parameters(model))),
             "score_ids": [int(x) for x in sids], "score_logprob_sum": float(slp.astype(np.float64).sum()),
         }
         with open(os.path.join(d, "expected.json"), "w") as f:

@@ -17,6 +17,12 @@ For every model NAME this writes tests/fixtures/train/NAME/:
   lora.safetensors      F32 "logits0" (B*T, V): the PEFT model's logits for
                         micro-batch (0, 0) before training; "<peft name>":
                         the adapter after STEPS AdamW steps (base frozen)
+For gemma3_cg (the language model inside Gemma3ForConditionalGeneration) the
+vision tower and projector stay out of the optimizer, full.safetensors and
+lora.safetensors name tensors as the causal LM's (model.X for
+model.language_model.X), and the adapter/ is PEFT's on the whole model:
+target_modules the regular expression luxtrain writes for it, tensors
+base_model.model.model.language_model.layers.N...
   expected.json         hyper-parameters, and per step the loss (mean
                         cross-entropy over the step's target tokens) and the
                         gradient norm before clipping, for both modes
@@ -52,11 +58,11 @@ MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "train")
 NAMES = ["llama", "llama_tied", "mistral", "qwen2", "qwen3"]
 # the fixtures added since (the seed index is len(NAMES) + position, or SEED_INDEX5)
-NAMES5 = ["olmo2", "mistral_nemo", "gemma2", "gemma3", "phi3", "phi3_short", "eurollm"]
+NAMES5 = ["olmo2", "mistral_nemo", "gemma2", "gemma3", "phi3", "phi3_short", "eurollm", "gemma3_cg"]
 # phi3 / phi3_short and gemma2 / gemma3 were added on parallel branches at the same NAMES5 index; the
 # index each phi3 fixture was made with (its seed), so the committed fixtures stay reproducible.
 # Entries added since name their index here (unused ones), so no seed depends on the list's order.
-SEED_INDEX5 = {"phi3": 2, "phi3_short": 3, "eurollm": 20}
+SEED_INDEX5 = {"phi3": 2, "phi3_short": 3, "eurollm": 20, "gemma3_cg": 6}
 
 STEPS, MICRO, B, T = 4, 2, 2, 16
 HP = dict(warmup_steps=2, total_steps=STEPS, min_lr_ratio=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
@@ -147,8 +153,31 @@ def train(model, params_named, lr, arr_docs):
     return losses, norms, lrs
 
 
+# the language model inside Gemma3ForConditionalGeneration (gemma3_cg): PEFT's target_modules as luxtrain writes
+# them for it, a regular expression over the language model's layers (a list of names would also adapt the
+# vision tower's q/k/v projections)
+TARGETS_CG = r"model\.language_model\.layers\.\d+\.\w+\.(" + "|".join(TARGETS) + ")"
+
+
+def multimodal(d):
+    with open(os.path.join(d, "config.json")) as f:
+        return json.load(f)["model_type"] == "gemma3"
+
+
+def lm_name(n):
+    """luxtrain's name of a language-model parameter (or its LoRA tensor) of the multimodal class:
+    model.language_model.X is the causal LM's model.X"""
+    return n.replace("model.language_model.", "model.", 1)
+
+
+def lm_named(model):
+    """the language model's parameters (the vision tower and projector stay out of the optimizer)"""
+    return [(n, p) for n, p in model.named_parameters() if "vision_tower." not in n and "multi_modal_projector." not in n]
+
+
 def load(d):
-    m = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", dtype=torch.float32)
+    cls = transformers.Gemma3ForConditionalGeneration if multimodal(d) else AutoModelForCausalLM
+    m = cls.from_pretrained(d, attn_implementation="eager", dtype=torch.float32)
     m.config.use_cache = False
     m.train()
     return m
@@ -182,7 +211,7 @@ def main():
             shutil.rmtree(out)
         os.makedirs(out)
         model = load(src)
-        V = model.config.vocab_size
+        V = model.config.get_text_config().vocab_size
         arr, docs = make_batches(V, 1000 + k, MIN_DOC.get(name, 2))
         save_file({k2: v for k2, v in arr.items()}, os.path.join(out, "batches.safetensors"))
         exp = {"steps": STEPS, "micro": MICRO, "B": B, "T": T, **HP,
@@ -191,16 +220,16 @@ def main():
 
         # ---- full fine-tuning
         torch.manual_seed(0)
-        named = list(model.named_parameters())
+        named = lm_named(model)
         losses, norms, lrs = train(model, named, HP["lr_full"], docs)
         exp["full"] = {"loss": losses, "grad_norm": norms, "lr": lrs}
-        save_file({n: p.detach().float().numpy().copy() for n, p in model.named_parameters()},
+        save_file({lm_name(n): p.detach().float().numpy().copy() for n, p in lm_named(model)},
                   os.path.join(out, "full.safetensors"), metadata={"format": "pt"})
 
         # ---- LoRA: PEFT's init for A, a random B (so both get gradients at step 1)
         base = load(src)
         torch.manual_seed(100 + k)
-        targets = TARGETS_FUSED if base.config.model_type == "phi3" else TARGETS
+        targets = TARGETS_FUSED if base.config.model_type == "phi3" else TARGETS_CG if multimodal(src) else TARGETS
         cfg = LoraConfig(r=HP["lora_r"], lora_alpha=HP["lora_alpha"], lora_dropout=0.0, target_modules=targets,
                          task_type="CAUSAL_LM", bias="none")
         pm = get_peft_model(base, cfg)
@@ -209,6 +238,9 @@ def main():
             for n, p in pm.named_parameters():
                 if "lora_B" in n:
                     p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        if multimodal(src):  # PEFT adapted the language model's projections only
+            adapted = [n for n, _ in pm.named_parameters() if "lora_A" in n]
+            assert adapted and all(".language_model.layers." in n for n in adapted), adapted[:3]
         pm.save_pretrained(os.path.join(out, "adapter"))
         os.remove(os.path.join(out, "adapter", "README.md"))  # PEFT's model card: not needed
         # logits of micro-batch (0, 0), every position (padding: its own one-token document)
@@ -230,7 +262,7 @@ def main():
         tensors = {"logits0": lg0.reshape(B * T, V)}
         for n, p in pm.named_parameters():
             if p.requires_grad:  # base_model.model.model.layers.L.self_attn.q_proj.lora_A.default.weight
-                tensors[n.replace(".default.weight", ".weight")] = p.detach().float().numpy().copy()
+                tensors[lm_name(n.replace(".default.weight", ".weight"))] = p.detach().float().numpy().copy()
         save_file(tensors, os.path.join(out, "lora.safetensors"), metadata={"format": "pt"})
         with open(os.path.join(out, "expected.json"), "w") as f:
             json.dump(exp, f, indent=1)

@@ -173,7 +173,7 @@ static lt_status export_full(const lt_ckpt *c, const char *model, const char *ou
     lt_export_tensor *ts = calloc(n + 1, sizeof *ts);
     full_src fs = {c, calloc(n + 1, sizeof *fs.t)};
     lt_status st = (!ts || !fs.t) ? lt_fail(err, LT_ERR_NOMEM, "export: out of memory") : LT_OK;
-    if (!st && ((st = lt_config_load(model, &cfg, err)) || (st = lt_st_open_model(model, &src, err)) ||
+    if (!st && ((st = lt_config_load(model, &cfg, err)) || (st = lt_model_open_weights(model, &cfg, &src, NULL, err)) ||
                 (st = lt_model_param_specs(&cfg, &specs, &nspec, err))))
         lt_wrap(err, st, "base model %s", model);
     /* the base model is consistent (its config.json against its tensors), and every
@@ -386,6 +386,7 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
         return lt_wrap(err, st, "base model %s (adapter_config.json names it; its shapes check the adapter)", model);
     if ((st = ckpt_adapter(c, o, &a, tab, err))) return st;
     a.cfg.targets = lt_lora_targets_for(&cfg, a.cfg.targets); /* fused modules (phi3): qkv, gate_up */
+    a.cfg.wrap = cfg.wrap; /* the language model inside a multimodal class: PEFT's names for it */
     if ((st = lt_peft_check(&a, &cfg, err)))
         lt_wrap(err, st, "checkpoint %s against base model %s (the base model changed?)", c->dir, model);
     if (!st && (tab[0] || tab[1])) st = checkpoint_embed(c, o, model, &cfg, tab, &a.emb, err);

@@ -97,7 +97,7 @@ static lt_status lt_merge_adapter_folder(const char *model, const char *adapter,
     lt_export_tensor *ts = NULL;
     size_t n = 0;
     lt_status st;
-    if ((st = lt_config_load(model, &cfg, err)) || (st = lt_st_open_model(model, &stm, err))) goto done;
+    if ((st = lt_config_load(model, &cfg, err)) || (st = lt_model_open_weights(model, &cfg, &stm, NULL, err))) goto done;
     if ((st = lt_peft_load(adapter, &a, err))) {
         lt_wrap(err, st, "adapter '%s'", adapter);
         goto done;

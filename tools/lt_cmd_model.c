@@ -48,7 +48,7 @@ int lt_inspect_model(const char *dir, int json) {
     lt_param_spec *specs = NULL;
     size_t n = 0;
     if (lt_config_load(dir, &cfg, &err) || lt_model_param_specs(&cfg, &specs, &n, &err) ||
-        lt_st_open_model(dir, &stm, &err) || lt_model_check_tensors(stm, specs, n, cfg.tie_word_embeddings, &err)) {
+        lt_model_open_weights(dir, &cfg, &stm, NULL, &err) || lt_model_check_tensors(stm, specs, n, cfg.tie_word_embeddings, &err)) {
         fprintf(stderr, "inspect: %s\n", err.msg);
         free(specs);
         if (stm) lt_st_close_model(stm);
@@ -103,6 +103,11 @@ int lt_inspect_model(const char *dir, int json) {
             cJSON_AddNumberToObject(r, "attention_factor", cfg.rope_attention_factor);
             cJSON_AddNumberToObject(r, "original_max_position_embeddings", cfg.rope_original_max_pos);
             cJSON_AddItemToObject(o, "rope_scaling", r);
+        } else if (cfg.rope_scaling_type == LT_ROPE_LINEAR) { /* gemma3's global layers */
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "rope_type", "linear");
+            cJSON_AddNumberToObject(r, "factor", cfg.rope_factor);
+            cJSON_AddItemToObject(o, "rope_scaling", r);
         } else {
             cJSON_AddNullToObject(o, "rope_scaling");
         }
@@ -144,6 +149,8 @@ int lt_inspect_model(const char *dir, int json) {
         printf("rope:           theta %g, longrope (factor %g, attention factor %.6g, long factors past "
                "original_max_position_embeddings %d)\n",
                cfg.rope_theta, cfg.rope_factor, cfg.rope_attention_factor, cfg.rope_original_max_pos);
+    else if (cfg.rope_scaling_type == LT_ROPE_LINEAR)
+        printf("rope:           theta %g, linear scaling (factor %g)\n", cfg.rope_theta, cfg.rope_factor);
     else
         printf("rope:           theta %g, no scaling\n", cfg.rope_theta);
     if (lt_config_rotary_dim(&cfg) < cfg.head_dim)

@@ -412,7 +412,7 @@ static lt_status export_to(run *r, const char *out, lt_err *err) {
     if (r->lora) return lt_trainer_export_adapter(r->m, &r->peft, out, err);
     /* full: every parameter, in the source checkpoint's dtype */
     lt_st_model *src = NULL;
-    lt_status st = lt_st_open_model(r->o->model, &src, err);
+    lt_status st = lt_model_open_weights(r->o->model, lt_model_config(r->m), &src, NULL, err);
     if (st) return st;
     size_t n = lt_optim_count(r->opt);
     lt_export_tensor *ts = calloc(n, sizeof *ts);

@@ -274,8 +274,13 @@ static lt_status vocab_add(const vocab_opts *a, lt_err *err) {
     lt_status st;
     if ((st = read_tokens(a->tokens, &toks, &n_tok, &n_empty, err))) return st;
     lt_path_join(tok_path, sizeof tok_path, a->model, "tokenizer.json");
-    if ((st = lt_config_load(a->model, &cfg, err)) || (st = lt_read_file(tok_path, &tok_text, &tok_len, err)))
+    if ((st = lt_config_load(a->model, &cfg, err))) goto done;
+    if (cfg.wrap) { /* its vocab_size is text_config's, and the projector's image tokens sit past it */
+        st = lt_fail(err, LT_ERR_UNSUPPORTED, "vocab add: %s is a %s; adding tokens to it is not supported",
+                     a->model, cfg.architecture);
         goto done;
+    }
+    if ((st = lt_read_file(tok_path, &tok_text, &tok_len, err))) goto done;
     if ((st = lt_tok_add_tokens(tok_text, tok_len, tok_path, (const char *const *)toks, n_tok, a->special, &r, err)))
         goto done;
     int64_t old_rows = cfg.vocab_size, rows = lt_vocab_resized_rows(r.new_len, (int)a->pad);
@@ -290,7 +295,7 @@ static lt_status vocab_add(const vocab_opts *a, lt_err *err) {
             goto done;
         }
     /* tensors: the checkpoint checked against the old config, written with the new one */
-    if ((st = lt_st_open_model(a->model, &stm, err)) || (st = lt_model_param_specs(&cfg, &old_specs, &n_specs, err)) ||
+    if ((st = lt_model_open_weights(a->model, &cfg, &stm, NULL, err)) || (st = lt_model_param_specs(&cfg, &old_specs, &n_specs, err)) ||
         (st = lt_model_check_tensors(stm, old_specs, n_specs, cfg.tie_word_embeddings, err)))
         goto done;
     lt_config ncfg = cfg;

@@ -10,9 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lt_family.h"
 #include "lt_fs.h"
 #include "lt_json.h"
 #include "lt_lora.h"
+#include "lt_model_spec.h"
 
 static const char *const HF_COPY[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                       "generation_config.json"};
@@ -67,6 +69,10 @@ static lt_status shard_data(void *vctx, size_t k, const void **bytes, lt_err *er
     size_t n = numel_of(t->ndim, t->shape);
     const float *x = t->data;
     lt_status st;
+    if (t->raw) { /* copied through as it is */
+        *bytes = t->raw;
+        return LT_OK;
+    }
     if (io->fill) {
         if (n > io->cap) {
             free(io->f32);
@@ -124,8 +130,51 @@ lt_status lt_export_hf(const char *out_dir, const char *src_model_dir, const lt_
     return lt_export_hf_stream(out_dir, src_model_dir, ts, n, max_shard_bytes, NULL, NULL, err);
 }
 
+static lt_status export_hf_tensors(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts,
+                                   size_t n, size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx, lt_err *err);
+
+/* The language model inside a multimodal class (lt_config.wrap): its tensors
+ * under the names of the source checkpoint's layout, and the other towers'
+ * tensors (set aside on load) copied through byte for byte after them, so
+ * the folder is the whole model again. Plain sources: ts as given. */
 lt_status lt_export_hf_stream(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts, size_t n,
                               size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx, lt_err *err) {
+    lt_config scfg;
+    lt_err ignored = {{0}};
+    if (lt_config_load(src_model_dir, &scfg, &ignored) != LT_OK || !scfg.wrap)
+        return export_hf_tensors(out_dir, src_model_dir, ts, n, max_shard_bytes, fill, ctx, err);
+    lt_st_model *sm = NULL;
+    int lay;
+    lt_status st = lt_model_open_weights(src_model_dir, &scfg, &sm, &lay, err);
+    if (st) return lt_wrap(err, st, "export to %s", out_dir);
+    size_t na = lt_st_model_aside_count(sm), cap = 256;
+    lt_export_tensor *all = calloc(n + na + 1, sizeof *all);
+    char *names = calloc(n + 1, cap);
+    if (!all || !names) st = lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+    for (size_t i = 0; i < n && !st; i++) {
+        all[i] = ts[i];
+        all[i].name = names + i * cap;
+        if (!lt_wrap_name(scfg.wrap, lay, ts[i].name, names + i * cap, cap))
+            st = lt_fail(err, LT_ERR_INVALID, "export: tensor name '%s' too long", ts[i].name);
+    }
+    for (size_t j = 0; j < na && !st; j++) {
+        const lt_st_tensor *t = lt_st_model_aside(sm, j);
+        lt_export_tensor *x = &all[n + j];
+        x->name = t->name;
+        x->ndim = t->ndim;
+        memcpy(x->shape, t->shape, sizeof x->shape);
+        x->dtype = t->dtype;
+        x->raw = t->data;
+    }
+    if (!st) st = export_hf_tensors(out_dir, src_model_dir, all, n + na, max_shard_bytes, fill, ctx, err);
+    free(all);
+    free(names);
+    lt_st_close_model(sm);
+    return st;
+}
+
+static lt_status export_hf_tensors(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts,
+                                   size_t n, size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx, lt_err *err) {
     char tmp[4096], src[4096], dst[4096];
     lt_status st;
     if (!max_shard_bytes) max_shard_bytes = (size_t)5000000000ull;
@@ -134,7 +183,7 @@ lt_status lt_export_hf_stream(const char *out_dir, const char *src_model_dir, co
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         const lt_export_tensor *t = &ts[i];
-        if (t->dtype != LT_F32 && t->dtype != LT_BF16 && t->dtype != LT_F16)
+        if (!t->raw && t->dtype != LT_F32 && t->dtype != LT_BF16 && t->dtype != LT_F16)
             return lt_fail(err, LT_ERR_INVALID, "export: tensor '%s': dtype %s (expected F32, BF16 or F16)", t->name,
                            lt_dtype_name(t->dtype));
         for (size_t j = 0; j < i; j++)
@@ -211,6 +260,52 @@ static cJSON *exact_number(double x) {
     return lt_json_exact_number(x);
 }
 
+/* target_modules for the language model inside a multimodal class: a
+ * regular expression PEFT matches (re.fullmatch) against module names, e.g.
+ * model\.language_model\.layers\.\d+\.\w+\.(q_proj|v_proj) -- a list of
+ * names would also adapt the vision tower's q_proj / k_proj / v_proj */
+static void peft_target_regex(const lt_family_wrapper *w, unsigned targets, char *out, size_t cap) {
+    const char *canon[2], *file[2];
+    size_t o = 0;
+    lt_wrap_rules(w, 0, canon, file);
+    for (const char *p = file[0]; *p && o + 4 < cap; p++) {
+        if (*p == '.') out[o++] = '\\';
+        out[o++] = *p;
+    }
+    o += (size_t)snprintf(out + o, cap - o, "layers\\.\\d+\\.\\w+\\.(");
+    for (int t = 0, k = 0; t < LT_LORA_NTARGETS && o < cap; t++)
+        if (targets & (1u << t)) o += (size_t)snprintf(out + o, cap - o, "%s%s", k++ ? "|" : "", lt_lora_target_hf(t));
+    if (o < cap) snprintf(out + o, cap - o, ")");
+}
+
+/* The wrapper whose regular expression (peft_target_regex) `re` is, and its targets; NULL if none. */
+static const lt_family_wrapper *peft_parse_regex(const char *re, unsigned *targets) {
+    const char *open = strrchr(re, '(');
+    size_t n = strlen(re);
+    if (!open || n < 2 || re[n - 1] != ')') return NULL;
+    char names[256], want[512];
+    if ((size_t)(re + n - 1 - open) >= sizeof names) return NULL;
+    memcpy(names, open + 1, (size_t)(re + n - 2 - open));
+    names[re + n - 2 - open] = 0;
+    unsigned mask = 0;
+    lt_err ignored;
+    for (char *save = NULL, *tok = strtok_r(names, "|", &save); tok; tok = strtok_r(NULL, "|", &save)) {
+        unsigned one = 0;
+        if (lt_lora_parse_targets(tok, &one, &ignored) != LT_OK) return NULL;
+        mask |= one;
+    }
+    for (size_t i = 0; i < lt_family_count(); i++) {
+        const lt_family_wrapper *w = lt_family_at(i)->wrapper;
+        if (!w || !mask) continue;
+        peft_target_regex(w, mask, want, sizeof want);
+        if (!strcmp(want, re)) {
+            *targets = mask;
+            return w;
+        }
+    }
+    return NULL;
+}
+
 /* adapter_config.json exactly as PEFT 0.15.2 writes it for a LoRA on a causal LM
  * (json.dumps(sort_keys=True, indent=2)): keys in sorted order. */
 static char *peft_config_json(const lt_peft_config *c, const lt_peft_embed *e) {
@@ -248,9 +343,15 @@ static char *peft_config_json(const lt_peft_config *c, const lt_peft_embed *e) {
     cJSON_AddNumberToObject(r, "r", c->r);
     cJSON_AddItemToObject(r, "rank_pattern", cJSON_CreateObject());
     cJSON_AddNullToObject(r, "revision");
-    cJSON *tm = cJSON_AddArrayToObject(r, "target_modules");
-    for (int t = 0; t < LT_LORA_NTARGETS; t++)
-        if (c->targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(lt_lora_target_hf(t)));
+    if (c->wrap) {
+        char re[512];
+        peft_target_regex(c->wrap, c->targets, re, sizeof re);
+        cJSON_AddStringToObject(r, "target_modules", re);
+    } else {
+        cJSON *tm = cJSON_AddArrayToObject(r, "target_modules");
+        for (int t = 0; t < LT_LORA_NTARGETS; t++)
+            if (c->targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(lt_lora_target_hf(t)));
+    }
     cJSON_AddStringToObject(r, "task_type", "CAUSAL_LM");
     if (mode == LT_TRAIN_EMB_NEW) {
         cJSON *ids = cJSON_CreateArray();
@@ -294,6 +395,10 @@ lt_status lt_peft_export_embed(const char *out_dir, const lt_peft_config *c, con
     if (c->r < 1 || !(c->alpha > 0) || !(c->dropout >= 0 && c->dropout < 1) || !c->targets)
         return lt_fail(err, LT_ERR_INVALID, "PEFT export: bad LoRA configuration (r %d, alpha %g, dropout %g)", c->r,
                        c->alpha, c->dropout);
+    if (emb && c->wrap)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "PEFT export: trained embeddings for the language model inside %s are not supported",
+                       c->wrap->class_name);
     for (size_t i = 0; i < n; i++) {
         const lt_peft_tensor *t = &ts[i];
         char name[256];
@@ -333,7 +438,9 @@ lt_status lt_peft_export_embed(const char *out_dir, const lt_peft_config *c, con
     for (size_t i = 0; i < n; i++) {
         for (int b = 0; b < 2; b++) {
             lt_st_write_tensor *x = &w[2 * i + (size_t)b];
-            lt_lora_peft_name(names[2 * i + (size_t)b], sizeof names[0], sorted[i].layer, sorted[i].target, b);
+            char canon[sizeof names[0]];
+            lt_lora_peft_name(canon, sizeof canon, sorted[i].layer, sorted[i].target, b);
+            lt_wrap_name(c->wrap, -1, canon, names[2 * i + (size_t)b], sizeof names[0]);
             x->name = names[2 * i + (size_t)b];
             x->dtype = LT_F32;
             x->ndim = 2;
@@ -447,7 +554,9 @@ static lt_status parse_peft_config(const char *path, lt_peft_config *c, lt_peft_
         if (!unused(GET(unsupported[k])))
             UNSUP("%s: \"%s\" is set; luxtrain supports plain LoRA adapters only", path, unsupported[k]);
     x = GET("target_modules");
-    if (cJSON_IsString(x)) { /* PEFT treats a string as a regex: accept only a plain module name */
+    if (cJSON_IsString(x) && (c->wrap = peft_parse_regex(x->valuestring, &c->targets))) {
+        /* the language model's layers inside a multimodal class, as lt_peft_export writes it */
+    } else if (cJSON_IsString(x)) { /* PEFT treats a string as a regex: accept only a plain module name */
         if ((st = lt_lora_parse_targets(x->valuestring, &c->targets, err)) != LT_OK || strchr(x->valuestring, ','))
             UNSUP("%s: target_modules \"%s\" is a regular expression; give a list of module names", path,
                   x->valuestring);
@@ -549,6 +658,32 @@ lt_status lt_peft_load_config(const char *dir, lt_peft_config *cfg, lt_err *err)
     return parse_peft_config(path, cfg, NULL, err);
 }
 
+/* A LoRA tensor's layer and target: PEFT's name on a causal LM, or on the
+ * language model inside a multimodal class (lt_family_wrapper; the adapter
+ * then records which, and every tensor must agree). */
+static lt_status peft_tensor_name(lt_peft_adapter *a, const char *name, int *layer, int *t, int *is_B, lt_err *err) {
+    char canon[512];
+    lt_err first;
+    lt_status st = lt_lora_parse_peft_name(name, layer, t, is_B, &first);
+    if (st == LT_OK && !a->cfg.wrap) return LT_OK;
+    for (size_t i = 0; st != LT_OK && i < lt_family_count(); i++) {
+        const lt_family_wrapper *w = lt_family_at(i)->wrapper;
+        if (!w || !lt_wrap_unname(w, -1, name, canon, sizeof canon)) continue;
+        if (lt_lora_parse_peft_name(canon, layer, t, is_B, err) != LT_OK) continue;
+        if (a->cfg.wrap && a->cfg.wrap != w) break;
+        if (!a->cfg.wrap && a->n) /* earlier tensors named as on a causal LM */
+            return lt_fail(err, LT_ERR_FORMAT, "tensor '%s' names the language model inside %s, earlier ones a "
+                           "causal LM's", name, w->class_name);
+        a->cfg.wrap = w;
+        return LT_OK;
+    }
+    if (st == LT_OK) /* a causal LM's name in an adapter of a multimodal class */
+        return lt_fail(err, LT_ERR_FORMAT, "tensor '%s' names a causal LM's module, but the adapter is for the "
+                       "language model inside %s", name, a->cfg.wrap->class_name);
+    *err = first;
+    return st;
+}
+
 lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err) {
     char path[4096];
     *out = NULL;
@@ -612,7 +747,7 @@ lt_status lt_peft_load(const char *dir, lt_peft_adapter **out, lt_err *err) {
             if ((st = lt_st_to_f32(t, *dst, t->numel, err)) != LT_OK) goto fail;
             continue;
         }
-        if ((st = lt_lora_parse_peft_name(t->name, &layer, &target, &is_B, err)) != LT_OK) {
+        if ((st = peft_tensor_name(a, t->name, &layer, &target, &is_B, err)) != LT_OK) {
             lt_wrap(err, st, "%s", path);
             goto fail;
         }
@@ -682,6 +817,11 @@ fail:
 }
 
 lt_status lt_peft_check(const lt_peft_adapter *a, const lt_config *m, lt_err *err) {
+    if (a->cfg.wrap != m->wrap)
+        return lt_fail(err, LT_ERR_FORMAT, "adapter: its tensors are named for %s%s, but the model is %s%s",
+                       a->cfg.wrap ? "the language model inside " : "a causal LM",
+                       a->cfg.wrap ? a->cfg.wrap->class_name : "", m->wrap ? "the language model inside " : "",
+                       m->architecture);
     for (size_t i = 0; i < a->n; i++)
         if (a->t[i].layer >= m->num_layers)
             return lt_fail(err, LT_ERR_FORMAT, "adapter: layer %d %s, but the model has %d layers", a->t[i].layer,

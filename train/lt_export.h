@@ -5,6 +5,10 @@
  *
  * Hugging Face folder (lt_export_hf):
  *   config.json                 copied byte for byte from the source model
+ *                               (a multimodal source, lt_config.wrap: the
+ *                               language model's tensors under the names of
+ *                               the source's layout, the other towers'
+ *                               tensors copied through byte for byte)
  *   model.safetensors           every tensor under its original name and in
  *                               the dtype asked for (normally the source's:
  *                               F32 as is, BF16 rounded to nearest even, F16),
@@ -47,6 +51,7 @@ typedef struct lt_export_tensor {
     int64_t shape[LT_ST_MAX_DIMS];
     const float *data; /* host f32 */
     lt_dtype dtype;    /* written as: LT_F32, LT_BF16 or LT_F16 */
+    const void *raw;   /* or: these bytes, in dtype, written as they are (data, fill unused) */
 } lt_export_tensor;
 
 /* max_shard_bytes 0 = 5 GB. src_model_dir must hold config.json. */
@@ -69,6 +74,12 @@ typedef struct lt_peft_config {
     unsigned targets; /* mask of 1u << lt_lora_target */
     int rslora;
     char base_model[1024]; /* base_model_name_or_path ("" = null) */
+    /* the language model inside this multimodal class (lt_config.wrap; NULL:
+     * a causal LM): tensors named after its module paths in transformers 5
+     * (base_model.model.model.language_model.layers.N... for Gemma 3) and
+     * target_modules a regular expression over the language model's layers,
+     * so the vision tower's q/k/v are not adapted */
+    const struct lt_family_wrapper *wrap;
 } lt_peft_config;
 
 typedef struct lt_peft_tensor {

@@ -666,6 +666,10 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     char tmp_path[4200] = "";
     lt_status st;
     if ((st = lt_config_load(o->model_dir, &cfg, err))) return st;
+    if (cfg.wrap)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: GGUF export of the language model inside %s is not supported (llama.cpp takes the vision "
+                       "tower as a separate mmproj file)", o->model_dir, cfg.architecture);
     const lt_family *fam = lt_family_get(cfg.arch);
     if (!fam || !fam->gguf.arch)
         return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: GGUF export does not support model family '%s' yet",
@@ -674,7 +678,7 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     if (!o->overwrite && lt_file_exists(o->out_path))
         return lt_fail(err, LT_ERR_IO, "%s exists; use --overwrite to replace it", o->out_path);
     lt_gguf_type type = o->type >= 0 ? (lt_gguf_type)o->type : cfg.torch_dtype == LT_BF16 ? LT_GGUF_BF16 : LT_GGUF_F16;
-    if ((st = lt_st_open_model(o->model_dir, &stm, err)) ||
+    if ((st = lt_model_open_weights(o->model_dir, &cfg, &stm, NULL, err)) ||
         (st = lt_model_param_specs(&cfg, &specs, &nspec, err)) ||
         (st = lt_model_check_tensors(stm, specs, nspec, cfg.tie_word_embeddings, err))) {
         lt_wrap(err, st, "model %s", o->model_dir);

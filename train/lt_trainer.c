@@ -486,6 +486,11 @@ done:
 }
 
 lt_status lt_trainer_train_embeddings(lt_model *m, const char *model_dir, const char *mode, lt_err *err) {
+    const lt_config *c = lt_model_config(m);
+    if (c->wrap) /* refused before training, not at export (lt_peft_export_embed) */
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "--train-embeddings %s: trained embeddings for the language model inside %s are not supported",
+                       mode, c->architecture);
     if (!strcmp(mode, "all")) return lt_model_train_embeddings(m, NULL, 0, err);
     if (strcmp(mode, "new")) return lt_fail(err, LT_ERR_INVALID, "--train-embeddings: unknown mode '%s'", mode);
     int32_t *v = NULL;
@@ -501,6 +506,7 @@ lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg_in, c
     const lt_config *c = lt_model_config(m);
     lt_peft_config rc = *cfg_in; /* the modules adapted: fused ones (phi3) under PEFT's names */
     rc.targets = lt_lora_targets_for(c, cfg_in->targets);
+    rc.wrap = c->wrap; /* the language model inside a multimodal class: PEFT's names for it */
     const lt_peft_config *cfg = &rc;
     lt_backend *be = lt_model_backend(m);
     size_t cap = (size_t)c->num_layers * LT_LORA_NTARGETS, n = 0;
