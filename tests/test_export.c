@@ -205,6 +205,21 @@ static void test_peft_roundtrip(void) {
     same_as_peft(src, out, 1);
     LT_CHECK(count_tmp(TMP) == 0, "temp folders left");
 
+    /* strings as Python's json.dumps (ensure_ascii) writes them: the text below is its output for
+     * 'dir/"\u00e9\U0001F600\t\x7f'; the name loads back unchanged */
+    {
+        lt_peft_config c2 = a->cfg;
+        snprintf(c2.base_model, sizeof c2.base_model, "dir/\"\xc3\xa9\xf0\x9f\x98\x80\t\x7f");
+        LT_CHECK_OK(lt_peft_export(out, &c2, a->t, a->n, &err), &err);
+        snprintf(path, sizeof path, "%s/adapter_config.json", out);
+        char *txt = slurp(path);
+        LT_CHECK(txt && strstr(txt, "\n  \"base_model_name_or_path\": \"dir/\\\"\\u00e9\\ud83d\\ude00\\t\\u007f\",\n"),
+                 "escaped base model name: %s", txt ? txt : "(none)");
+        free(txt);
+        lt_peft_config c3;
+        LT_CHECK_OK(lt_peft_load_config(out, &c3, &err), &err);
+        LT_CHECK(!strcmp(c3.base_model, c2.base_model), "base model name read back as '%s'", c3.base_model);
+    }
     /* our export loads back to the same adapter, also with rsLoRA / no base name */
     a->cfg.rslora = 1;
     a->cfg.alpha = 12.5;
