@@ -1,10 +1,13 @@
 /*
  * test_export.c -- exporting and importing (train/lt_export.c, lt_lora.c)
- * against PEFT 0.15.2 and transformers, without torch at test time:
+ * against PEFT 0.21.2 and transformers, without torch at test time:
  * tests/fixtures/peft/ from tools/gen_peft_fixture.py.
  *   - import PEFT's adapter folder; re-export it with our writer: the same
  *     tensor names, shapes, dtypes and bytes, and an adapter_config.json with
- *     exactly PEFT's keys and values (target_modules compared as a set);
+ *     PEFT's text byte for byte (target_modules, which PEFT writes in a set's
+ *     order, compared as a set); PEFT 0.15.2's form (v0_15/) still loads;
+ *   - every adapter setting that changes the math and that luxtrain does not
+ *     implement is refused by name, in both forms;
  *   - our LoRA init against PEFT's: bound 1/sqrt(in), distribution of A
  *     (histogram within 0.02 per bin of PEFT's own init_A; std within 3%),
  *     B zero, scaling alpha/r;
@@ -67,12 +70,30 @@ static int count_tmp(const char *dir) {
 
 /* ---- PEFT ---- */
 
+/* f's bytes (malloc'd, NUL-terminated) */
+static char *slurp(const char *f) {
+    FILE *fp = fopen(f, "rb");
+    char *s = NULL;
+    if (fp && fseek(fp, 0, SEEK_END) == 0) {
+        long n = ftell(fp);
+        rewind(fp);
+        s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+        if (s && fread(s, 1, (size_t)n, fp) == (size_t)n) s[n] = 0;
+        else {
+            free(s);
+            s = NULL;
+        }
+    }
+    if (fp) fclose(fp);
+    return s;
+}
+
 /* PEFT's folder src re-exported by our writer into out: the same tensors
  * (names, shapes, dtypes, bytes) and adapter_config.json keys and values
- * (target_modules as a set) as PEFT wrote; newer_peft: src was written by a
- * later PEFT (0.21), whose extra keys (features luxtrain does not write, all
- * off) are not in ours: only the keys we write are compared. */
-static void same_as_peft(const char *src, const char *out, int newer_peft) {
+ * (target_modules as a set) as PEFT 0.21.2 wrote, the same keys in the same
+ * order; bytes: the file's text equals PEFT's byte for byte once
+ * target_modules (PEFT writes a set's order) is written in PEFT's order. */
+static void same_as_peft(const char *src, const char *out, int bytes) {
     lt_err err;
     char path[8192];
     lt_st_file *pf = NULL;
@@ -94,37 +115,51 @@ static void same_as_peft(const char *src, const char *out, int newer_peft) {
     }
     lt_st_close(of);
     lt_st_close(pf);
-    snprintf(path, sizeof path, "%s/adapter_config.json", out);
-    cJSON *ours = read_json(path);
-    snprintf(path, sizeof path, "%s/adapter_config.json", src);
-    cJSON *peft = read_json(path);
-    int nkeys = 0;
-    const cJSON *k;
+    char opath[8192], ppath[8192];
+    snprintf(opath, sizeof opath, "%s/adapter_config.json", out);
+    cJSON *ours = read_json(opath);
+    snprintf(ppath, sizeof ppath, "%s/adapter_config.json", src);
+    cJSON *peft = read_json(ppath);
+    int nkeys = 0, same_order = 1;
+    const cJSON *k, *o = ours ? ours->child : NULL;
     cJSON_ArrayForEach(k, peft) {
-        const cJSON *o = cJSON_GetObjectItemCaseSensitive(ours, k->string);
-        if (newer_peft && !o) continue;
+        same_order &= o && !strcmp(o->string, k->string);
+        o = o ? o->next : NULL;
+        const cJSON *ok = cJSON_GetObjectItemCaseSensitive(ours, k->string);
         nkeys++;
         if (!strcmp(k->string, "target_modules")) {
-            int same = o && cJSON_GetArraySize(o) == cJSON_GetArraySize(k);
+            int same = ok && cJSON_GetArraySize(ok) == cJSON_GetArraySize(k);
             const cJSON *m;
             cJSON_ArrayForEach(m, k) {
                 int found = 0;
                 const cJSON *q;
-                cJSON_ArrayForEach(q, o) found |= !strcmp(q->valuestring, m->valuestring);
+                cJSON_ArrayForEach(q, ok) found |= !strcmp(q->valuestring, m->valuestring);
                 same &= found;
             }
             LT_CHECK(same, "target_modules differ");
             continue;
         }
-        LT_CHECK(o && cJSON_Compare(o, k, 1), "adapter_config key '%s' differs (ours %s)", k->string,
-                 o ? cJSON_PrintUnformatted(o) : "missing");
+        LT_CHECK(ok && cJSON_Compare(ok, k, 1), "adapter_config key '%s' differs (ours %s)", k->string,
+                 ok ? cJSON_PrintUnformatted(ok) : "missing");
     }
-    LT_CHECK(nkeys >= 29 && cJSON_GetArraySize(ours) == nkeys, "key count: ours %d, PEFT %d",
+    LT_CHECK(nkeys == 41 && cJSON_GetArraySize(ours) == nkeys, "key count: ours %d, PEFT %d",
              cJSON_GetArraySize(ours), nkeys);
+    LT_CHECK(same_order, "adapter_config.json keys not in PEFT's order");
+    if (bytes) {
+        char *ot = slurp(opath), *pt = slurp(ppath);
+        char *os = ot ? strstr(ot, "\"target_modules\": [") : NULL, *ps = pt ? strstr(pt, "\"target_modules\": [") : NULL;
+        char *oe = os ? strchr(os, ']') : NULL, *pe = ps ? strchr(ps, ']') : NULL;
+        LT_CHECK(oe && pe && oe - os == pe - ps, "target_modules text lengths differ");
+        if (oe && pe && oe - os == pe - ps) {
+            memcpy(os, ps, (size_t)(pe - ps)); /* PEFT's order (same set, checked above) */
+            LT_CHECK(!strcmp(ot, pt), "adapter_config.json is not PEFT's text:\n--- ours\n%s\n--- PEFT\n%s", ot, pt);
+        }
+        free(ot);
+        free(pt);
+    }
     cJSON_Delete(ours);
     cJSON_Delete(peft);
 }
-
 
 static void test_peft_roundtrip(void) {
     lt_err err;
@@ -169,9 +204,24 @@ static void test_peft_roundtrip(void) {
     snprintf(out, sizeof out, "%s/adapter_out", TMP);
     LT_CHECK_OK(lt_peft_export(out, &a->cfg, a->t, a->n, &err), &err);
     lt_st_close(pf);
-    same_as_peft(src, out, 0);
+    same_as_peft(src, out, 1);
     LT_CHECK(count_tmp(TMP) == 0, "temp folders left");
 
+    /* strings as Python's json.dumps (ensure_ascii) writes them: the text below is its output for
+     * 'dir/"\u00e9\U0001F600\t\x7f'; the name loads back unchanged */
+    {
+        lt_peft_config c2 = a->cfg;
+        snprintf(c2.base_model, sizeof c2.base_model, "dir/\"\xc3\xa9\xf0\x9f\x98\x80\t\x7f");
+        LT_CHECK_OK(lt_peft_export(out, &c2, a->t, a->n, &err), &err);
+        snprintf(path, sizeof path, "%s/adapter_config.json", out);
+        char *txt = slurp(path);
+        LT_CHECK(txt && strstr(txt, "\n  \"base_model_name_or_path\": \"dir/\\\"\\u00e9\\ud83d\\ude00\\t\\u007f\",\n"),
+                 "escaped base model name: %s", txt ? txt : "(none)");
+        free(txt);
+        lt_peft_config c3;
+        LT_CHECK_OK(lt_peft_load_config(out, &c3, &err), &err);
+        LT_CHECK(!strcmp(c3.base_model, c2.base_model), "base model name read back as '%s'", c3.base_model);
+    }
     /* our export loads back to the same adapter, also with rsLoRA / no base name */
     a->cfg.rslora = 1;
     a->cfg.alpha = 12.5;
@@ -226,6 +276,84 @@ static void test_peft_roundtrip(void) {
         lt_status s = lt_peft_load(bdir, &b, &err);
         LT_CHECK(s != LT_OK && strstr(err.msg, bad[i].needle), "bad adapter %zu: %s", i, err.msg);
     }
+    /* PEFT 0.21.2's own config with one setting that changes the math: refused by name, also in the
+     * 0.15 form (PEFT 0.15.2's file, tests/fixtures/peft/v0_15) */
+    static const struct {
+        const char *key, *value, *needle;
+    } variant[] = {
+        {"use_dora", "true", "use_dora"},
+        {"lora_bias", "true", "lora_bias"},
+        {"fan_in_fan_out", "true", "fan_in_fan_out"},
+        {"use_qalora", "true", "use_qalora"},
+        {"use_bdlora", "{\"target_a\": true, \"nblocks\": 2}", "use_bdlora"},
+        {"rank_pattern", "{\"q_proj\": 8}", "rank_pattern"},
+        {"alpha_pattern", "{\"v_proj\": 16}", "alpha_pattern"},
+        {"layers_to_transform", "[0]", "layers_to_transform"},
+        {"layer_replication", "[[0, 2], [1, 2]]", "layer_replication"},
+        {"exclude_modules", "[\"layers.0.self_attn.q_proj\"]", "exclude_modules"},
+        {"target_parameters", "[\"experts.gate_up_proj\"]", "target_parameters"},
+        {"alora_invocation_tokens", "[5, 9]", "alora_invocation_tokens"},
+        {"arrow_config", "{\"top_k\": 3}", "arrow_config"},
+        {"kasa_config", "{\"beta\": 0.01}", "kasa_config"},
+        {"monteclora_config", "{\"n_samples\": 4}", "monteclora_config"},
+        {"velora_config", "{\"num_groups\": 32}", "velora_config"},
+        {"lora_ga_config", "{\"bsz\": 2}", "lora_ga_config"},
+        {"init_lora_weights", "\"pissa\"", "init_lora_weights"},
+        {"init_lora_weights", "\"loftq\"", "init_lora_weights"},
+        {"some_future_config", "{\"x\": 1}", "some_future_config"},
+        {"bias", "\"lora_only\"", "bias"},
+    };
+    const char *const forms[2] = {"tests/fixtures/peft/adapter/adapter_config.json",
+                                  "tests/fixtures/peft/v0_15/adapter_config.json"};
+    snprintf(path, sizeof path, "%s/adapter_config.json", bdir);
+    for (int fm = 0; fm < 2; fm++)
+        for (size_t i = 0; i < sizeof variant / sizeof variant[0]; i++) {
+            cJSON *j = read_json(lt_src_path(forms[fm]));
+            if (!j) continue;
+            cJSON_DeleteItemFromObjectCaseSensitive(j, variant[i].key);
+            cJSON_AddItemToObject(j, variant[i].key, cJSON_Parse(variant[i].value));
+            char *txt = cJSON_Print(j);
+            lt_write_file_atomic(path, txt, strlen(txt), &err);
+            lt_status s = lt_peft_load(bdir, &b, &err);
+            LT_CHECK(s == LT_ERR_UNSUPPORTED && strstr(err.msg, variant[i].needle), "%s %s = %s: %s", forms[fm],
+                     variant[i].key, variant[i].value, s == LT_OK ? "accepted" : err.msg);
+            lt_peft_config pc;
+            s = lt_peft_load_config(bdir, &pc, &err);
+            LT_CHECK(s == LT_ERR_UNSUPPORTED && strstr(err.msg, variant[i].needle), "config only: %s = %s",
+                     variant[i].key, variant[i].value);
+            free(txt);
+            cJSON_Delete(j);
+        }
+    /* both forms load as the same adapter; settings that do not change the math, and rsLoRA, are accepted */
+    static const struct {
+        const char *key, *value;
+    } fine[] = {{"init_lora_weights", "\"gaussian\""}, {"init_lora_weights", "false"}, {"use_rslora", "true"},
+                {"use_qalora", "false"}, {"qalora_group_size", "32"}, {"layers_pattern", "\"layers\""},
+                {"revision", "\"main\""}, {"use_bdlora", "null"}, {"rank_pattern", "{}"}, {NULL, NULL}};
+    for (int fm = 0; fm < 2; fm++)
+        for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+            cJSON *j = read_json(lt_src_path(forms[fm]));
+            if (!j) continue;
+            if (fine[i].key) {
+                cJSON_DeleteItemFromObjectCaseSensitive(j, fine[i].key);
+                cJSON_AddItemToObject(j, fine[i].key, cJSON_Parse(fine[i].value));
+            }
+            char *txt = cJSON_Print(j);
+            lt_write_file_atomic(path, txt, strlen(txt), &err);
+            b = NULL;
+            LT_CHECK_OK(lt_peft_load(bdir, &b, &err), &err);
+            if (b) {
+                int rs = fine[i].key && !strcmp(fine[i].key, "use_rslora");
+                LT_CHECK(b->cfg.r == 4 && b->cfg.alpha == 8 && b->cfg.dropout == 0.05 && b->cfg.rslora == rs &&
+                             b->n == 6 && !strcmp(b->cfg.base_model, "base") &&
+                             b->cfg.targets == ((1u << LT_LORA_Q) | (1u << LT_LORA_V) | (1u << LT_LORA_DOWN)),
+                         "%s with %s = %s: loaded config", forms[fm], fine[i].key ? fine[i].key : "(as is)",
+                         fine[i].value ? fine[i].value : "");
+                lt_peft_free(b);
+            }
+            free(txt);
+            cJSON_Delete(j);
+        }
     /* tensors for a module that target_modules does not list */
     const char *only_q = "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": [\"q_proj\"]}";
     lt_write_file_atomic(path, only_q, strlen(only_q), &err);
@@ -259,7 +387,7 @@ static void test_peft_families(void) {
                  a->n);
         LT_CHECK_OK(lt_peft_check(a, &cfg, &err), &err);
         LT_CHECK_OK(lt_peft_export(out, &a->cfg, a->t, a->n, &err), &err);
-        same_as_peft(src, out, 1);
+        same_as_peft(src, out, 0); /* values: PEFT's lora_alpha 8.0 reads back as 8 */
         lt_peft_free(a);
     }
 }

@@ -6,7 +6,8 @@
 # same adapter as final/), --resume (bitwise the uninterrupted run), refusals (new without vocab add's record,
 # --train-embeddings without LoRA or with --adapter). With a Python that has
 # torch, transformers and peft ($LT_PEFT_PYTHON, else $LT_PYTHON), PEFT loads
-# the adapters onto the extended base and gives luxtrain's logits
+# the adapters onto the extended base and gives luxtrain's logits, and
+# re-saves each adapter_config.json as luxtrain wrote it
 # (tests/vocab_peft_check.py); without one that part is skipped.
 . "$(dirname "$0")/lt_test_lib.sh"
 lt_need_model
@@ -26,12 +27,20 @@ fi
   fail "tokenize: $(tail -2 tok.txt)"
 "$bin" inspect shards/train-00000.h5 --show 5 --tokenizer "$base" >show.txt 2>&1 || fail "inspect shard"
 new=$(sed -n 's/.*"added_ids":[^0-9]*\([0-9]*\).*/\1/p' lb/luxtrain_vocab.json)
-for mode in new all; do
-  "$bin" train --model "$base" --data shards/train-00000.h5 --out run-$mode --lora-rank 4 --train-embeddings $mode \
+for mode in plain new all; do
+  emb=(--train-embeddings $mode)
+  [ $mode = plain ] && emb=()
+  "$bin" train --model "$base" --data shards/train-00000.h5 --out run-$mode --lora-rank 4 "${emb[@]}" \
     --max-steps 2 --seq-len 64 --micro-batch 2 --lr 0.01 --device cpu >train-$mode.txt 2>&1 ||
     { fail "train $mode: $(tail -2 train-$mode.txt)"; continue; }
-  key=$([ $mode = new ] && echo trainable_token_indices || echo modules_to_save)
-  grep -q "\"$key\":[[:space:]]*\[" run-$mode/final/adapter_config.json || fail "$mode: adapter_config.json lacks $key"
+  if [ $mode = plain ]; then
+    grep -q '"trainable_token_indices": null' run-$mode/final/adapter_config.json &&
+      grep -q '"modules_to_save": null' run-$mode/final/adapter_config.json ||
+      fail "plain: adapter_config.json names trained embeddings"
+  else
+    key=$([ $mode = new ] && echo trainable_token_indices || echo modules_to_save)
+    grep -q "\"$key\":[[:space:]]*\[" run-$mode/final/adapter_config.json || fail "$mode: adapter_config.json lacks $key"
+  fi
   "$bin" export run-$mode/checkpoints/step-000002 --out exp-$mode >exp-$mode.txt 2>&1 || fail "export $mode: $(tail -2 exp-$mode.txt)"
   cmp -s exp-$mode/adapter_model.safetensors run-$mode/final/adapter_model.safetensors ||
     fail "$mode: export of the checkpoint differs from final/"
@@ -42,6 +51,9 @@ for mode in new all; do
     "$ppy" "$src/tests/vocab_peft_check.py" logits "$base" run-$mode/final "$ids" lt-$mode.npy >peft-$mode.txt 2>&1 ||
       fail "PEFT $mode: $(tail -3 peft-$mode.txt)"
     tail -1 peft-$mode.txt
+    "$ppy" "$src/tests/vocab_peft_check.py" config run-$mode/final >cfg-$mode.txt 2>&1 ||
+      fail "PEFT config $mode: $(tail -20 cfg-$mode.txt)"
+    tail -1 cfg-$mode.txt
   fi
 done
 # resume: 2 steps, then on to 4 == 4 steps at once (the embedding rows are in the checkpoint)

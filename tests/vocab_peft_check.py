@@ -9,6 +9,11 @@ Usage: vocab_peft_check.py to32 SRC DST
          PEFT's logits of BASE + ADAPTER (PeftModel.from_pretrained, eval) for
          the comma-separated IDS against luxtrain's (score --logits of the
          merged folder); exit 1 when they differ by more than 1e-4
+       vocab_peft_check.py config ADAPTER
+         PEFT's LoraConfig.from_pretrained(ADAPTER) saved again
+         (save_pretrained) is ADAPTER/adapter_config.json byte for byte, but
+         for the order of target_modules (PEFT writes a set's order); exit 1
+         otherwise
 Needs torch, transformers and peft (tools/requirements-gen.txt).
 """
 import shutil
@@ -25,6 +30,29 @@ def main():
         AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).save_pretrained(dst)
         for f in ("tokenizer.json", "tokenizer_config.json", "luxtrain_vocab.json"):
             shutil.copy(src + "/" + f, dst + "/" + f)
+        return 0
+    if sys.argv[1] == "config":
+        import json
+        import tempfile
+
+        from peft import LoraConfig
+        adapter = sys.argv[2]
+        with open(adapter + "/adapter_config.json") as f:
+            ours = f.read()
+        with tempfile.TemporaryDirectory() as d:
+            LoraConfig.from_pretrained(adapter).save_pretrained(d)
+            with open(d + "/adapter_config.json") as f:
+                theirs = json.load(f)
+        mine = json.loads(ours)
+        if sorted(theirs.get("target_modules") or []) != sorted(mine.get("target_modules") or []):
+            print("target_modules: PEFT %s, luxtrain %s" % (theirs.get("target_modules"), mine.get("target_modules")))
+            return 1
+        theirs["target_modules"] = mine["target_modules"]
+        want = json.dumps(theirs, indent=2, sort_keys=True)
+        if want != ours:
+            print("%s/adapter_config.json is not as PEFT writes it:\n--- PEFT\n%s\n--- luxtrain\n%s" % (adapter, want, ours))
+            return 1
+        print("%s/adapter_config.json: as PEFT %s writes it" % (adapter, theirs.get("peft_version")))
         return 0
     from peft import PeftModel
     base, adapter, npy = sys.argv[2], sys.argv[3], sys.argv[5]

@@ -306,30 +306,128 @@ static const lt_family_wrapper *peft_parse_regex(const char *re, unsigned *targe
     return NULL;
 }
 
-/* adapter_config.json exactly as PEFT 0.15.2 writes it for a LoRA on a causal LM
- * (json.dumps(sort_keys=True, indent=2)): keys in sorted order. */
+/* A float as Python's repr writes it (an integral value keeps ".0"). */
+static cJSON *py_float(double x) {
+    if (x == floor(x) && fabs(x) < 1e16) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%.1f", x);
+        return cJSON_CreateRaw(buf);
+    }
+    return lt_json_exact_number(x);
+}
+
+/* s as a JSON string the way Python's json.dumps (ensure_ascii=True) writes
+ * it: \" \\ \n \r \t \b \f, other control characters, DEL and every non-ASCII
+ * code point as \u00XX (surrogate pairs above U+FFFF); a byte that is not
+ * valid UTF-8 as \u00XX of the byte. */
+static void py_json_string(FILE *f, const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    fputc('"', f);
+    while (*p) {
+        unsigned c = *p, cp = c;
+        int len = 1;
+        if (c >= 0x80) {
+            int more = c >= 0xf0 && c < 0xf5 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 && c < 0xe0 ? 1 : 0;
+            cp = more == 3 ? c & 7u : more == 2 ? c & 15u : c & 31u;
+            for (int k = 1; more && k <= more; k++) {
+                if ((p[k] & 0xc0) != 0x80) {
+                    more = 0;
+                    break;
+                }
+                cp = cp << 6 | (p[k] & 0x3fu);
+            }
+            if (!more || (more == 2 && cp < 0x800) || (more == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+                (cp >= 0xd800 && cp < 0xe000))
+                cp = c; /* not valid UTF-8: the byte itself */
+            else
+                len = 1 + more;
+        }
+        switch (cp) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        case '\b': fputs("\\b", f); break;
+        case '\f': fputs("\\f", f); break;
+        default:
+            if (cp >= 0x10000)
+                fprintf(f, "\\u%04x\\u%04x", 0xd800u + ((cp - 0x10000u) >> 10), 0xdc00u + ((cp - 0x10000u) & 0x3ffu));
+            else if (cp < 0x20 || cp >= 0x7f)
+                fprintf(f, "\\u%04x", cp);
+            else
+                fputc((int)cp, f);
+        }
+        p += len;
+    }
+    fputc('"', f);
+}
+
+/* v as Python's json.dumps(v, indent=2) writes it (members in v's order):
+ * "key": value, "," at line ends, {} and [] when empty. Numbers: raw items
+ * as they are, others as integers (r, token ids). */
+static void py_json_dump(FILE *f, const cJSON *v, int ind) {
+    if (cJSON_IsNull(v)) fputs("null", f);
+    else if (cJSON_IsTrue(v)) fputs("true", f);
+    else if (cJSON_IsFalse(v)) fputs("false", f);
+    else if (cJSON_IsRaw(v)) fputs(v->valuestring, f);
+    else if (cJSON_IsNumber(v)) fprintf(f, "%.0f", v->valuedouble);
+    else if (cJSON_IsString(v)) py_json_string(f, v->valuestring);
+    else {
+        int obj = cJSON_IsObject(v);
+        if (!v->child) {
+            fputs(obj ? "{}" : "[]", f);
+            return;
+        }
+        fputs(obj ? "{\n" : "[\n", f);
+        for (const cJSON *m = v->child; m; m = m->next) {
+            fprintf(f, "%*s", ind + 2, "");
+            if (obj) {
+                py_json_string(f, m->string);
+                fputs(": ", f);
+            }
+            py_json_dump(f, m, ind + 2);
+            fputs(m->next ? ",\n" : "\n", f);
+        }
+        fprintf(f, "%*s%c", ind, "", obj ? '}' : ']');
+    }
+}
+
+/* The PEFT release whose adapter_config.json form the writer follows. */
+#define LT_PEFT_VERSION "0.21.2"
+
+/* adapter_config.json exactly as PEFT 0.21.2's save_pretrained writes it for a
+ * LoraConfig(r, lora_alpha, lora_dropout, target_modules, use_rslora,
+ * task_type="CAUSAL_LM") on a causal LM, with trainable_token_indices or
+ * modules_to_save for trained embeddings: json.dumps(sort_keys=True,
+ * indent=2), no final newline; every key at PEFT's default except those.
+ * target_modules in our target order (PEFT writes a set's order). */
 static char *peft_config_json(const lt_peft_config *c, const lt_peft_embed *e) {
     int mode = e ? e->mode : LT_TRAIN_EMB_NONE;
     cJSON *r = cJSON_CreateObject();
+    cJSON_AddNullToObject(r, "alora_invocation_tokens");
     cJSON_AddItemToObject(r, "alpha_pattern", cJSON_CreateObject());
+    cJSON_AddNullToObject(r, "arrow_config");
     cJSON_AddNullToObject(r, "auto_mapping");
     if (c->base_model[0]) cJSON_AddStringToObject(r, "base_model_name_or_path", c->base_model);
     else cJSON_AddNullToObject(r, "base_model_name_or_path");
     cJSON_AddStringToObject(r, "bias", "none");
     cJSON_AddNullToObject(r, "corda_config");
-    if (mode == LT_TRAIN_EMB_ALL && e->tie) cJSON_AddTrueToObject(r, "ensure_weight_tying");
+    cJSON_AddBoolToObject(r, "ensure_weight_tying", mode == LT_TRAIN_EMB_ALL && e->tie);
     cJSON_AddNullToObject(r, "eva_config");
     cJSON_AddNullToObject(r, "exclude_modules");
     cJSON_AddFalseToObject(r, "fan_in_fan_out");
     cJSON_AddTrueToObject(r, "inference_mode");
     cJSON_AddTrueToObject(r, "init_lora_weights");
+    cJSON_AddNullToObject(r, "kasa_config");
     cJSON_AddNullToObject(r, "layer_replication");
     cJSON_AddNullToObject(r, "layers_pattern");
     cJSON_AddNullToObject(r, "layers_to_transform");
     cJSON_AddItemToObject(r, "loftq_config", cJSON_CreateObject());
     cJSON_AddItemToObject(r, "lora_alpha", exact_number(c->alpha));
     cJSON_AddFalseToObject(r, "lora_bias");
-    cJSON_AddItemToObject(r, "lora_dropout", exact_number(c->dropout));
+    cJSON_AddItemToObject(r, "lora_dropout", py_float(c->dropout));
+    cJSON_AddNullToObject(r, "lora_ga_config");
     cJSON_AddNullToObject(r, "megatron_config");
     cJSON_AddStringToObject(r, "megatron_core", "megatron.core");
     if (mode == LT_TRAIN_EMB_ALL) {
@@ -339,7 +437,10 @@ static char *peft_config_json(const lt_peft_config *c, const lt_peft_embed *e) {
         cJSON_AddItemToArray(ms, cJSON_CreateString(e->tie ? "model.embed_tokens" : "lm_head"));
     } else
         cJSON_AddNullToObject(r, "modules_to_save");
+    cJSON_AddNullToObject(r, "monteclora_config");
     cJSON_AddStringToObject(r, "peft_type", "LORA");
+    cJSON_AddStringToObject(r, "peft_version", LT_PEFT_VERSION);
+    cJSON_AddNumberToObject(r, "qalora_group_size", 16);
     cJSON_AddNumberToObject(r, "r", c->r);
     cJSON_AddItemToObject(r, "rank_pattern", cJSON_CreateObject());
     cJSON_AddNullToObject(r, "revision");
@@ -352,6 +453,7 @@ static char *peft_config_json(const lt_peft_config *c, const lt_peft_embed *e) {
         for (int t = 0; t < LT_LORA_NTARGETS; t++)
             if (c->targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(lt_lora_target_hf(t)));
     }
+    cJSON_AddNullToObject(r, "target_parameters");
     cJSON_AddStringToObject(r, "task_type", "CAUSAL_LM");
     if (mode == LT_TRAIN_EMB_NEW) {
         cJSON *ids = cJSON_CreateArray();
@@ -364,9 +466,21 @@ static char *peft_config_json(const lt_peft_config *c, const lt_peft_embed *e) {
             cJSON_AddItemToObject(r, "trainable_token_indices", ids);
     } else
         cJSON_AddNullToObject(r, "trainable_token_indices");
+    cJSON_AddNullToObject(r, "use_bdlora");
     cJSON_AddFalseToObject(r, "use_dora");
+    cJSON_AddFalseToObject(r, "use_qalora");
     cJSON_AddBoolToObject(r, "use_rslora", c->rslora ? 1 : 0);
-    char *s = cJSON_Print(r);
+    cJSON_AddNullToObject(r, "velora_config");
+    char *s = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&s, &n);
+    if (f) {
+        py_json_dump(f, r, 0);
+        if (fclose(f) != 0) {
+            free(s);
+            s = NULL;
+        }
+    }
     cJSON_Delete(r);
     return s;
 }
@@ -506,6 +620,49 @@ static int unused(const cJSON *x) {
     return !x || cJSON_IsNull(x) || cJSON_IsFalse(x) || ((cJSON_IsObject(x) || cJSON_IsArray(x)) && !x->child);
 }
 
+/* adapter_config.json settings that change the math and that luxtrain does
+ * not implement, refused by name when set (true, a value, a non-empty list or
+ * object). Covers PEFT 0.15 to 0.21; any other key not listed here or in
+ * PEFT_KNOWN is refused when set too (a later PEFT's variant). */
+static const char *const PEFT_VARIANTS[] = {
+    "use_dora",      "lora_bias",        "fan_in_fan_out",    "use_qalora",      "use_bdlora",
+    "rank_pattern",  "alpha_pattern",    "layers_to_transform", "layer_replication", "exclude_modules",
+    "target_parameters", "alora_invocation_tokens", "arrow_config", "kasa_config", "monteclora_config",
+    "velora_config", "lora_ga_config"};
+/* keys read by parse_peft_config, or that do not change the adapted model
+ * (bookkeeping, or settings only used by an initialization refused below) */
+static const char *const PEFT_KNOWN[] = {
+    "peft_type", "r", "lora_alpha", "lora_dropout", "use_rslora", "bias", "target_modules", "modules_to_save",
+    "trainable_token_indices", "ensure_weight_tying", "init_lora_weights", "base_model_name_or_path",
+    "revision", "task_type", "inference_mode", "auto_mapping", "peft_version", "megatron_core",
+    "megatron_config", "layers_pattern", "qalora_group_size", "loftq_config", "eva_config", "corda_config"};
+
+static lt_status peft_refuse_variants(const cJSON *r, const char *path, lt_err *err) {
+    for (const cJSON *m = r->child; m; m = m->next) {
+        int variant = 0, known = 0;
+        for (size_t k = 0; k < sizeof PEFT_VARIANTS / sizeof PEFT_VARIANTS[0]; k++)
+            variant |= !strcmp(m->string, PEFT_VARIANTS[k]);
+        for (size_t k = 0; k < sizeof PEFT_KNOWN / sizeof PEFT_KNOWN[0]; k++) known |= !strcmp(m->string, PEFT_KNOWN[k]);
+        if (variant && !unused(m))
+            return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: \"%s\" is set; luxtrain supports plain LoRA adapters only",
+                           path, m->string);
+        if (!variant && !known && !unused(m))
+            return lt_fail(err, LT_ERR_UNSUPPORTED,
+                           "%s: \"%s\" is set, a setting luxtrain does not know (a newer PEFT's?); refused as it may "
+                           "change the adapter's math",
+                           path, m->string);
+    }
+    /* an initialization that rewrites the base weights (PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA, ...) makes the
+     * adapter belong to a changed base model; the default and "gaussian" only set A and B, which are loaded */
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(r, "init_lora_weights");
+    if (x && !cJSON_IsBool(x) && !(cJSON_IsString(x) && !strcmp(x->valuestring, "gaussian")))
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "%s: \"init_lora_weights\" is %s; luxtrain supports adapters initialized with true, false or "
+                       "\"gaussian\" only",
+                       path, cJSON_IsString(x) ? x->valuestring : "not a boolean or string");
+    return LT_OK;
+}
+
 static lt_status parse_peft_config(const char *path, lt_peft_config *c, lt_peft_embed *emb, lt_err *err) {
     cJSON *r = NULL;
     lt_status st = lt_json_load_file(path, &r, err);
@@ -547,12 +704,7 @@ static lt_status parse_peft_config(const char *path, lt_peft_config *c, lt_peft_
     x = GET("bias");
     if (x && (!cJSON_IsString(x) || strcmp(x->valuestring, "none")))
         UNSUP("%s: bias %s is not supported (only \"none\")", path, cJSON_IsString(x) ? x->valuestring : "?");
-    static const char *const unsupported[] = {"use_dora", "lora_bias", "fan_in_fan_out", "rank_pattern",
-                                              "alpha_pattern", "layers_to_transform",
-                                              "layer_replication", "exclude_modules"};
-    for (size_t k = 0; k < sizeof unsupported / sizeof unsupported[0]; k++)
-        if (!unused(GET(unsupported[k])))
-            UNSUP("%s: \"%s\" is set; luxtrain supports plain LoRA adapters only", path, unsupported[k]);
+    if ((st = peft_refuse_variants(r, path, err)) != LT_OK) goto out;
     x = GET("target_modules");
     if (cJSON_IsString(x) && (c->wrap = peft_parse_regex(x->valuestring, &c->targets))) {
         /* the language model's layers inside a multimodal class, as lt_peft_export writes it */

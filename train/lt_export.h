@@ -18,9 +18,11 @@
  *                               + model.safetensors.index.json instead
  *   tokenizer.json, tokenizer_config.json, special_tokens_map.json,
  *   generation_config.json      copied from the source where present
- * PEFT adapter folder (lt_peft_export), as PEFT 0.15.2's save_pretrained:
- *   adapter_config.json         every key PEFT writes (sorted, indent 2):
- *                               peft_type LORA, task_type CAUSAL_LM, r,
+ * PEFT adapter folder (lt_peft_export), as PEFT 0.21.2's save_pretrained:
+ *   adapter_config.json         the 41 keys PEFT 0.21.2 writes, byte for byte
+ *                               as its json.dumps(sort_keys=True, indent=2)
+ *                               (ASCII, no final newline): peft_type LORA,
+ *                               peft_version, task_type CAUSAL_LM, r,
  *                               lora_alpha, lora_dropout, target_modules,
  *                               use_rslora, base_model_name_or_path, bias
  *                               "none", ... (the rest at PEFT's defaults)
@@ -135,9 +137,13 @@ lt_status lt_peft_export_embed(const char *out_dir, const lt_peft_config *cfg, c
  * (V, C, NULL when tied) -- what PEFT's forward and merge_and_unload use. */
 lt_status lt_peft_embed_apply(const lt_peft_embed *e, float *embed, float *head, int64_t V, int64_t C, lt_err *err);
 
-/* Read DIR/adapter_config.json and DIR/adapter_model.safetensors. Refuses
- * what we cannot reproduce exactly (DoRA, lora_bias, bias != "none",
- * rank/alpha patterns, fan_in_fan_out, layers_to_transform,
+/* Read DIR/adapter_config.json (as PEFT 0.15 to 0.21 write it) and
+ * DIR/adapter_model.safetensors. Refuses by name what we cannot reproduce
+ * exactly (DoRA, lora_bias, bias != "none", rank/alpha patterns,
+ * fan_in_fan_out, layers_to_transform, layer_replication, exclude_modules,
+ * target_parameters, aLoRA, QALoRA, BD-LoRA, Arrow, KaSA, MonteCLoRA,
+ * VeLoRA, LoRA-GA, an init_lora_weights that rewrites the base weights,
+ * any unknown key that is set,
  * modules_to_save / trainable_token_indices other than the embeddings above,
  * target_modules given as a regex, unknown modules), and
  * checks every pair of A/B is present with shapes (r, in) / (out, r). */
