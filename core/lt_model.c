@@ -244,6 +244,10 @@ struct lt_model {
     size_t grad_numel; /* its length */
     lt_grad_hook hook; /* called when a group's gradients are final (NULL: none) */
     void *hook_ctx;
+    int grads_pooled;  /* lt_model_pool_grads: gradients come from `provider` group by group */
+    lt_grad_provider provider;
+    void *provider_ctx;
+    lt_status pool_st; /* the provider failed during the step */
     int recompute;     /* keep only each layer's input; recompute the rest in the backward */
     int replay;        /* proj_fwd redraws dropout masks from the saved snapshots */
 
@@ -585,7 +589,7 @@ fail:
 /* One buffer holds every trainable gradient (parameter order): the trainer
  * reduces contiguous ranges of it and shards it for ZeRO-1. */
 lt_status lt_model_alloc_grads(lt_model *m, lt_err *err) {
-    if (m->grad_flat) return LT_OK;
+    if (m->grad_flat || m->grads_pooled) return LT_OK;
     size_t n = 0;
     for (size_t i = 0; i < m->n_params; i++)
         if (m->params[i].trainable) n += m->params[i].numel;
@@ -611,7 +615,56 @@ float *lt_model_grads_flat(lt_model *m, size_t *n) {
 }
 
 void lt_model_zero_grads(lt_model *m) {
-    if (m->grad_flat) m->be->zero(m->be, m->grad_flat, m->grad_numel * sizeof(float));
+    if (m->grad_flat && !m->grads_pooled) m->be->zero(m->be, m->grad_flat, m->grad_numel * sizeof(float));
+}
+
+lt_status lt_model_pool_grads(lt_model *m, lt_err *err) {
+    (void)err;
+    if (m->grad_flat) m->be->free(m->be, m->grad_flat);
+    m->grad_flat = NULL;
+    m->grad_numel = 0;
+    for (size_t i = 0; i < m->n_params; i++) m->params[i].grad = NULL;
+    m->grads_pooled = 1;
+    m->grads_allocated = 1;
+    return LT_OK;
+}
+
+void lt_model_set_grad_provider(lt_model *m, lt_grad_provider fn, void *ctx) {
+    m->provider = fn;
+    m->provider_ctx = ctx;
+}
+
+int lt_model_grads_pooled(const lt_model *m) { return m->grads_pooled; }
+
+size_t lt_model_group_grad_numel(const lt_model *m, int group) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_params; i++)
+        if (m->params[i].trainable && lt_model_grad_group(m, i) == group) n += m->params[i].numel;
+    return n;
+}
+
+/* pooled gradients: point the group's p->grad into a buffer from the provider */
+static void grads_acquire(lt_model *m, int group) {
+    if (!m->grads_pooled || m->pool_st) return;
+    size_t n = lt_model_group_grad_numel(m, group);
+    if (!n) return;
+    float *buf = m->provider ? m->provider(m->provider_ctx, group, n) : NULL;
+    if (!buf) {
+        m->pool_st = LT_ERR_NOMEM;
+        return;
+    }
+    for (size_t i = 0; i < m->n_params; i++) {
+        lt_param *p = &m->params[i];
+        if (!p->trainable || lt_model_grad_group(m, i) != group) continue;
+        p->grad = buf;
+        buf += p->numel;
+    }
+}
+
+static void grads_release(lt_model *m, int group) {
+    if (!m->grads_pooled) return;
+    for (size_t i = 0; i < m->n_params; i++)
+        if (lt_model_grad_group(m, i) == group) m->params[i].grad = NULL;
 }
 
 void lt_model_set_grad_hook(lt_model *m, lt_grad_hook fn, void *ctx) {
@@ -642,6 +695,7 @@ static void mask_frozen_rows(lt_model *m, int group);
 static void grads_final(lt_model *m, int group) {
     if (m->train_rows) mask_frozen_rows(m, group);
     if (m->hook) m->hook(m->hook_ctx, group);
+    grads_release(m, group);
 }
 
 void lt_model_set_recompute(lt_model *m, int on) {
@@ -1361,6 +1415,10 @@ static void forward(lt_model *m, int want_dlogits, float grad_scale) {
 
     m->drop_active = want_dlogits && m->lora && m->lspec.dropout > 0 && m->rng;
     m->replay = 0;
+    if (want_dlogits) { /* pooled gradients: the head's chunks write its gradient below */
+        grads_acquire(m, LT_GRAD_GROUP_HEAD);
+        if (m->head == m->embed) grads_acquire(m, LT_GRAD_GROUP_EMBED);
+    }
     be->embedding_fwd(be, m->acts[0].x, m->embed->data, m->d_tokens, N, C); // (N, C)
     if (c->embed_scale) be->scale(be, m->acts[0].x, (size_t)N * C, embed_scale(m));
     if (want_dlogits && m->neft_alpha > 0) // NEFTune: training steps only; L = T (see lt_model.h)
@@ -1403,6 +1461,7 @@ static void backward(lt_model *m) {
     for (int l = L - 1; l >= 0; l--) {
         layer *y = &m->layers[l];
         layer_acts *a = &m->acts[l];
+        grads_acquire(m, l);
         if (m->recompute && l < L - 1) { // the scratch still holds the last layer's activations
             m->replay = 1;               // the same dropout masks as the forward
             layer_fwd(m, l, 1, 0);
@@ -1458,6 +1517,7 @@ static void backward(lt_model *m) {
         norm_bwd(m, m->dx, 1, ng(m, y->ln1), m->dh, a->x, y->ln1->data, a->rstd1, N, C);
         grads_final(m, l);
     }
+    if (m->head != m->embed) grads_acquire(m, LT_GRAD_GROUP_EMBED);
     if (m->embed->grad) {
         if (c->embed_scale) be->scale(be, m->dx, (size_t)N * C, embed_scale(m)); // d(table row) = dx * normalizer
         be->embedding_bwd(be, m->embed->grad, m->dx, m->d_tokens, N, C);
@@ -1501,6 +1561,9 @@ lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward_pass, doubl
         if ((st = be->upload(be, m->d_docw, m->h_docw, bytes, err))) return lt_wrap(err, st, "step: uploading the batch");
     }
     m->drop_st = LT_OK;
+    m->pool_st = LT_OK;
+    if (backward_pass && m->grads_pooled && !m->provider)
+        return lt_fail(err, LT_ERR_INVALID, "step: pooled gradients without a provider (lt_model_set_grad_provider)");
     m->rope_long = rope_long_for(m, b->pos, N);
     forward(m, backward_pass, backward_pass ? (float)(1.0 / loss_norm) : 0.0f);
     if (backward_pass) backward(m);
@@ -1508,6 +1571,7 @@ lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward_pass, doubl
         if (err) *err = m->drop_err;
         return lt_wrap(err, m->drop_st, "step: LoRA dropout");
     }
+    if (m->pool_st) return lt_fail(err, m->pool_st, "step: the gradient provider gave no buffer");
     m->logits_state = backward_pass ? 2 : 1;
     if ((st = be->download_f32(be, m->host_losses, m->losses, LT_F32, N, err))) return lt_wrap(err, st, "step");
     if ((st = be->sync(be, err))) return lt_wrap(err, st, "step");

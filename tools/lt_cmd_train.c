@@ -55,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/time.h>
 
 #include "lt_ckpt.h"
 #include "lt_cli.h"
@@ -474,6 +475,8 @@ static lt_status check_tokenizer(const run *r, const lt_loader *L, const char *w
     return LT_OK;
 }
 
+static lt_status report_memory(run *r, lt_err *err);
+
 static lt_status setup(run *r, lt_err *err) {
     const lt_train_opts *o = r->o;
     lt_status st;
@@ -486,10 +489,10 @@ static lt_status setup(run *r, lt_err *err) {
     if (!r->be && (st = lt_backend_create(o->device, (int)o->threads, &r->be, err))) return st;
     /* a communicator for more than one rank, and for one CPU rank too ("single":
      * the same calls as N ranks, so the results equal them bitwise) */
-    if (r->world > 1 || !strcmp(r->be->name, "cpu")) {
+    if (r->world > 1 || !strcmp(r->be->name, "cpu") || o->zero >= 2) { /* ZeRO-2 on one GPU: nccl, world 1 */
         lt_comm_opts co = lt_comm_opts_default();
         co.on_device = strcmp(r->be->name, "cpu") != 0;
-        if ((st = lt_comm_create(r->world > 1 ? "auto" : "single", &co, &r->comm, err))) return st;
+        if ((st = lt_comm_create(r->world > 1 || co.on_device ? "auto" : "single", &co, &r->comm, err))) return st;
         r->rank = r->comm->rank;
     }
     if ((st = lt_model_load(o->model, r->be, &r->m, err))) return st;
@@ -559,15 +562,22 @@ static lt_status setup(run *r, lt_err *err) {
     oc.eps = o->eps;
     oc.weight_decay = o->weight_decay;
     oc.clip = o->clip;
+    /* ZeRO-2: the model never holds a full-size gradient (the trainer's pool gives it group by group) */
+    if (o->zero >= 2 && (st = lt_model_pool_grads(r->m, err))) return st;
     if ((st = lt_trainer_create(r->m, &oc, o->decay_embeddings, o->skip_nonfinite, &r->tr, err))) return st;
     r->opt = lt_trainer_optim(r->tr);
+    if (o->shard_group && !r->comm)
+        return lt_fail(err, LT_ERR_INVALID, "--shard-group %ld needs a communicator (a data-parallel launch)",
+                       o->shard_group);
     if (r->comm) {
+        lt_trainer_set_shard_group(r->tr, (int)o->shard_group);
         if ((st = lt_trainer_distribute(r->tr, r->comm, (int)o->zero,
                                         strcmp(o->grad_reduce_dtype, "bf16") ? LT_F32 : LT_BF16, err)))
             return st;
         if (r->lora) lt_trainer_set_dropout_rng(r->tr, &r->rng);
     }
     lt_trainer_set_neftune(r->tr, o->neftune_alpha, (uint64_t)o->seed);
+    if ((st = report_memory(r, err))) return st;
     size_t N = (size_t)o->micro_batch * o->seq_len;
     r->buf = malloc((size_t)k * 4 * N * sizeof(int32_t));
     r->micro = calloc((size_t)k, sizeof *r->micro);
@@ -575,17 +585,21 @@ static lt_status setup(run *r, lt_err *err) {
     size_t params = 0;
     for (size_t i = 0; i < lt_model_num_params(r->m); i++)
         if (lt_model_param(r->m, i)->trainable) params += lt_model_param(r->m, i)->numel;
+    char group_txt[32];
+    snprintf(group_txt, sizeof group_txt, "%ld ranks", o->shard_group);
     if (!r->rank)
         fprintf(stderr,
                 "train: %s %s, %zu trainable parameters; %lld documents, %lld tokens, %lld batches of %d x %ld x "
-                "%ld per epoch (%lld truncated); %lld optimizer steps of %ld x %ld micro-batches%s%s%s%s%s\n",
+                "%ld per epoch (%lld truncated); %lld optimizer steps of %ld x %ld micro-batches%s%s%s%s%s%s%s\n",
                 lt_arch_name(cfg->arch),
                 r->lora ? (lt_model_is_quantized(r->m) ? "QLoRA (NF4 base weights)" : "LoRA") : "full fine-tuning",
                 params,
                 (long long)lt_loader_num_docs(r->L), (long long)lt_loader_num_tokens(r->L), (long long)bpe, r->world,
                 o->micro_batch, o->seq_len, (long long)lt_loader_num_truncated(r->L), (long long)total, o->grad_accum,
                 (long)r->world, r->comm ? "; communicator " : "", r->comm ? r->comm->name : "",
-                o->zero ? ", ZeRO-1" : "", strcmp(o->grad_reduce_dtype, "bf16") ? "" : ", bf16 gradient reduction",
+                o->zero == 2 ? ", ZeRO-2" : o->zero ? ", ZeRO-1" : "",
+                o->shard_group && o->shard_group != r->world ? ", hybrid sharding in groups of " : "",
+                o->shard_group && o->shard_group != r->world ? group_txt : "", strcmp(o->grad_reduce_dtype, "bf16") ? "" : ", bf16 gradient reduction",
                 o->recompute ? "; recompute" : "");
     for (int i = 0; !r->rank && i < lt_loader_num_sets(r->L); i++) {
         lt_loader_set s;
@@ -595,6 +609,29 @@ static lt_status setup(run *r, lt_err *err) {
                 s.target_share);
     }
     return LT_OK;
+}
+
+/* Every rank's memory for parameters, gradients and optimizer state (from
+ * the buffers it holds), gathered and printed by rank 0 -- one line per rank. */
+static lt_status report_memory(run *r, lt_err *err) {
+    lt_trainer_mem mm;
+    lt_trainer_memory(r->tr, &mm);
+    int W = r->comm ? r->comm->world : 1, me = r->comm ? r->comm->rank : 0;
+    int64_t *all = calloc((size_t)W * 4, sizeof *all);
+    if (!all) return lt_fail(err, LT_ERR_NOMEM, "out of memory");
+    int64_t *mine = all + (size_t)me * 4;
+    mine[0] = (int64_t)mm.params, mine[1] = (int64_t)mm.grad_buffers, mine[2] = (int64_t)mm.grad_acc;
+    mine[3] = (int64_t)mm.optim;
+    lt_status st = W > 1 ? r->comm->all_gather(r->comm, all, (size_t)W * 4, NULL, LT_I64, err) : LT_OK;
+    for (int q = 0; !st && !r->rank && q < W; q++) {
+        const int64_t *v = all + (size_t)q * 4;
+        fprintf(stderr,
+                "train: memory rank %d of %d: parameters %lld B, gradient buffers %lld B, gradient accumulator %lld "
+                "B, optimizer state %lld B\n",
+                q, W, (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3]);
+    }
+    free(all);
+    return st ? lt_wrap(err, st, "gathering the memory figures") : LT_OK;
 }
 
 /* Copy the next micro-batches of one step (stopping at the epoch's end). */
@@ -704,16 +741,31 @@ static int kill_after(void) {
     return s ? atoi(s) : -1;
 }
 
+static void fault_kill(int sig) {
+    (void)sig;
+    raise(SIGKILL);
+}
+
 /* Fault injection for the data-parallel tests: LT_FAULT_RANK=R LT_FAULT_STEP=S
  * makes rank R stop before optimizer step S: exit(3) (LT_FAULT_MODE=exit, the
- * default) or hang forever (LT_FAULT_MODE=hang: its peers time out). */
+ * default), hang forever (LT_FAULT_MODE=hang: its peers time out) or be
+ * killed by SIGKILL LT_FAULT_DELAY_MS (default 5) ms into the step
+ * (LT_FAULT_MODE=kill: mid-step, its peers waiting in a collective). */
 static void maybe_fault(const run *r, int64_t next_step) {
     const char *fr = getenv("LT_FAULT_RANK"), *fs = getenv("LT_FAULT_STEP"), *fm = getenv("LT_FAULT_MODE");
     if (!fr || !fs || atoi(fr) != r->rank || atoll(fs) != next_step) return;
-    int hang = fm && !strcmp(fm, "hang");
-    fprintf(stderr, "luxtrain: rank %d of %d: fault injection: %s before step %lld\n", r->rank, r->world,
-            hang ? "hanging" : "exiting", (long long)next_step);
+    int hang = fm && !strcmp(fm, "hang"), kill9 = fm && !strcmp(fm, "kill");
+    fprintf(stderr, "luxtrain: rank %d of %d: fault injection: %s step %lld\n", r->rank, r->world,
+            hang ? "hanging before" : kill9 ? "SIGKILL a few ms into" : "exiting before", (long long)next_step);
     fflush(stderr);
+    if (kill9) { /* SIGKILL a few ms into the step: its peers are then inside a collective with it */
+        const char *d = getenv("LT_FAULT_DELAY_MS");
+        long ms = d ? atol(d) : 5;
+        struct itimerval it = {{0, 0}, {ms / 1000, (ms % 1000) * 1000}};
+        signal(SIGALRM, fault_kill);
+        setitimer(ITIMER_REAL, &it, NULL);
+        return;
+    }
     if (!hang) _exit(3);
     for (;;) sleep(1000);
 }

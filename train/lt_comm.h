@@ -170,7 +170,15 @@ struct lt_comm {
     void (*abort)(lt_comm *c, const char *msg);
     /* Free everything (and MPI_Finalize if lt_comm_create initialised MPI).
      * Collective: every rank calls it. NULL is fine. */
-    void (*destroy)(lt_comm *c);
+    void (*destroy)(lt_comm *c);    /* A sub-communicator, as MPI_Comm_split / ncclCommSplit: collective over
+     * c; the ranks passing the same color form one, ranked by (key, rank).
+     * Everything above holds inside it (the rank-order fold is over its own
+     * ranks); its messages and timeouts name ranks of the world (msg_rank).
+     * Free it with its destroy (collective over the sub-communicator) before
+     * c's. "single": world 1, color/key ignored. nccl: LT_ERR_UNSUPPORTED
+     * before NCCL 2.18. */
+    lt_status (*split)(lt_comm *c, int color, int key, lt_comm **out, lt_err *err);
+    int msg_rank, msg_world; /* what messages call this rank (the world's in a sub-communicator) */
 };
 
 /* The canonical split of n elements across `world` ranks: rank `rank` owns

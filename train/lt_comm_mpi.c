@@ -37,6 +37,7 @@ typedef struct {
     int *idx;
     int cap;
     size_t *off, *len; /* world entries */
+    int *wrank;        /* a sub-communicator: the world rank of each of its ranks (NULL: the world) */
 } mpi_ctx;
 
 static mpi_ctx *X(lt_comm *c) { return (mpi_ctx *)c->ctx; }
@@ -90,6 +91,7 @@ static lt_status wait_reqs(lt_comm *c, const char *what, int n, lt_err *err) {
                 if (x->reqs[i] != MPI_REQUEST_NULL && x->peer[i] >= 0) suspect = x->peer[i];
             for (int i = 0; i < n && suspect < 0; i++)
                 if (x->reqs[i] != MPI_REQUEST_NULL) suspect = -1 - x->peer[i];
+            if (suspect >= 0 && x->wrank) suspect = x->wrank[suspect];
             lt_comm_timeout_abort(c, what, suspect);
         }
         lt_comm_backoff(&iter);
@@ -325,6 +327,7 @@ static void mpi_destroy(lt_comm *c) {
         free(x->idx);
         free(x->off);
         free(x->len);
+        free(x->wrank);
         free(x);
     }
     free(c);
@@ -388,6 +391,76 @@ lt_status lt_comm_mpi_boot_bcast(void *buf, size_t bytes, double timeout_s, int 
     }
 }
 
+static lt_status mpi_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *err);
+
+/* the table and the scratch layout for x->comm (c->rank / c->world set) */
+static lt_status mpi_fill(lt_comm *c, lt_err *err) {
+    mpi_ctx *x = X(c);
+    MPI_Comm_set_errhandler(x->comm, MPI_ERRORS_RETURN);
+    x->off = calloc((size_t)c->world, sizeof *x->off);
+    x->len = calloc((size_t)c->world, sizeof *x->len);
+    if (!x->off || !x->len) return lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
+    /* pieces of ~16M elements in all (x world) keep the scratch near 64 MB */
+    size_t dflt = ((size_t)1 << 24) / (size_t)c->world;
+    if (dflt < 4096) dflt = 4096;
+    x->chunk = lt_comm_chunk_elems(dflt);
+    if (x->chunk > LT_COMM_MAX_MSG / 8) x->chunk = LT_COMM_MAX_MSG / 8;
+    c->name = "mpi";
+    c->device = -1;
+    c->all_reduce_sum = mpi_all_reduce;
+    c->all_reduce_sum_ordered = mpi_all_reduce_ordered;
+    c->reduce_scatter_sum = mpi_reduce_scatter;
+    c->reduce_scatter_sum_ordered = mpi_reduce_scatter_ordered;
+    c->all_gather = mpi_all_gather;
+    c->broadcast = mpi_broadcast;
+    c->barrier = mpi_barrier;
+    c->set_stream = mpi_set_stream;
+    c->abort = mpi_abort;
+    c->split = mpi_split;
+    return LT_OK;
+}
+
+static lt_status mpi_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *err) {
+    *out = NULL;
+    lt_comm *s = calloc(1, sizeof *s);
+    mpi_ctx *x = calloc(1, sizeof *x);
+    if (!s || !x) {
+        free(s);
+        free(x);
+        return lt_fail(err, LT_ERR_NOMEM, "communicator split: out of memory");
+    }
+    x->comm = MPI_COMM_NULL;
+    s->ctx = x;
+    s->destroy = mpi_destroy;
+    int rc = MPI_Comm_split(X(c)->comm, color < 0 ? 0 : color, key, &x->comm);
+    if (rc != MPI_SUCCESS) {
+        mpi_destroy(s);
+        return mpi_fail(err, rc, "communicator split");
+    }
+    MPI_Comm_rank(x->comm, &s->rank);
+    MPI_Comm_size(x->comm, &s->world);
+    s->local_rank = c->local_rank;
+    s->local_world = c->local_world;
+    s->timeout_s = c->timeout_s;
+    s->msg_rank = c->msg_world ? c->msg_rank : c->rank;
+    s->msg_world = c->msg_world ? c->msg_world : c->world;
+    /* the world rank of every member, for the messages */
+    int me = s->msg_rank;
+    x->wrank = calloc((size_t)s->world, sizeof *x->wrank);
+    lt_status st = x->wrank ? mpi_fill(s, err) : lt_fail(err, LT_ERR_NOMEM, "communicator split: out of memory");
+    MPI_Request req;
+    if (!st && (rc = MPI_Iallgather(&me, 1, MPI_INT, x->wrank, 1, MPI_INT, x->comm, &req)) != MPI_SUCCESS)
+        st = mpi_fail(err, rc, "communicator split");
+    else if (!st)
+        st = wait_one(s, "communicator split", req, err);
+    if (st) {
+        mpi_destroy(s);
+        return st;
+    }
+    *out = s;
+    return LT_OK;
+}
+
 lt_status lt_comm_mpi_create(const lt_comm_opts *opts, const lt_comm_env *env, lt_comm **out, lt_err *err) {
     *out = NULL;
     lt_comm *c = calloc(1, sizeof *c);
@@ -411,30 +484,11 @@ lt_status lt_comm_mpi_create(const lt_comm_opts *opts, const lt_comm_env *env, l
         mpi_destroy(c);
         return lt_fail(err, LT_ERR_BACKEND, "communicator 'mpi': MPI_Comm_dup failed");
     }
-    MPI_Comm_set_errhandler(x->comm, MPI_ERRORS_RETURN);
-    x->off = calloc((size_t)c->world, sizeof *x->off);
-    x->len = calloc((size_t)c->world, sizeof *x->len);
-    if (!x->off || !x->len) {
-        mpi_destroy(c);
-        return lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
-    }
-    /* pieces of ~16M elements in all (x world) keep the scratch near 64 MB */
-    size_t dflt = ((size_t)1 << 24) / (size_t)c->world;
-    if (dflt < 4096) dflt = 4096;
-    x->chunk = lt_comm_chunk_elems(dflt);
-    if (x->chunk > LT_COMM_MAX_MSG / 8) x->chunk = LT_COMM_MAX_MSG / 8;
-    c->name = "mpi";
-    c->device = -1;
     c->timeout_s = lt_comm_timeout(opts);
-    c->all_reduce_sum = mpi_all_reduce;
-    c->all_reduce_sum_ordered = mpi_all_reduce_ordered;
-    c->reduce_scatter_sum = mpi_reduce_scatter;
-    c->reduce_scatter_sum_ordered = mpi_reduce_scatter_ordered;
-    c->all_gather = mpi_all_gather;
-    c->broadcast = mpi_broadcast;
-    c->barrier = mpi_barrier;
-    c->set_stream = mpi_set_stream;
-    c->abort = mpi_abort;
+    if ((st = mpi_fill(c, err))) {
+        mpi_destroy(c);
+        return st;
+    }
     *out = c;
     return LT_OK;
 }

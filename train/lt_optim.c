@@ -127,7 +127,7 @@ lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *s
                        lt_dtype param_dtype, float *grad, int decay, lt_err *err) {
     lt_backend *be = o->be;
     if (ndim < 1 || ndim > 2) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has rank %d (1 or 2)", name, ndim);
-    if (!param || !grad) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has no %s buffer", name, param ? "grad" : "param");
+    if (!param) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has no param buffer", name);
     for (size_t i = 0; i < o->n; i++)
         if (!strcmp(o->t[i].name, name)) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' added twice", name);
     size_t n = 1, bytes;
@@ -292,6 +292,12 @@ lt_status lt_optim_distribute(lt_optim *o, lt_comm *c, int zero, float *grad, lt
 }
 
 lt_comm *lt_optim_comm(const lt_optim *o) { return o->comm; }
+
+size_t lt_optim_state_bytes(const lt_optim *o) {
+    size_t b = 0;
+    for (size_t i = 0; i < o->n; i++) b += o->t[i].len * sizeof(float) * (o->t[i].master ? 3 : 2);
+    return b;
+}
 int lt_optim_zero(const lt_optim *o) { return o->zero; }
 
 /* the tensor holding flat element e */
@@ -358,6 +364,9 @@ static lt_status gather_params(lt_optim *o, lt_err *err) {
 
 lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
     double norm = 0.0;
+    for (size_t i = 0; i < o->n; i++)
+        if (!o->t[i].grad && o->t[i].len)
+            return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has no gradient (distribute first)", o->t[i].name);
     lt_status st = lt_optim_grad_norm(o, &norm, err);
     if (stats) {
         stats->step = o->steps_done;

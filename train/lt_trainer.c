@@ -16,7 +16,18 @@ struct lt_trainer {
     lt_optim *opt;
     int skip_nonfinite;
     lt_comm *comm; /* NULL: no communicator (legacy accumulation, see lt_trainer.h) */
-    int zero;      /* ZeRO-1 */
+    int zero;      /* sharded optimizer state (ZeRO-1 and above) */
+    int shard_group;   /* --shard-group N (0: the world) */
+    lt_comm *sc;       /* the ranks the state is sharded over: comm, or the group (intra) */
+    lt_comm *cross;    /* hybrid: the ranks with the same place in the other groups (NULL: none) */
+    int stage;     /* the ZeRO stage asked for: 0, 1, 2 */
+    int pooled;    /* ZeRO-2: no flat gradient; groups come from the pool below */
+    float **gcur;  /* (nslots) pooled: the buffer handed out for each group this micro-batch */
+    size_t *goff;  /* (ranges) pooled: offset of each range inside its group's buffer */
+    float *pool_edge[2];  /* pooled: the head group's and the embedding group's buffers */
+    float *pool_layer[2]; /* pooled: two layer buffers, alternating (produced / being reduced) */
+    size_t pool_n[4];     /* their lengths in floats: head, embed, layer, layer */
+    int pool_next;
     int bf16;      /* reduce in bf16 once per step */
     float *x;      /* the model's flat gradient (n floats) */
     size_t n;
@@ -53,12 +64,12 @@ lt_status lt_trainer_create(lt_model *m, const lt_optim_cfg *cfg, int decay_embe
     if (!t) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
     t->m = m;
     t->skip_nonfinite = skip_nonfinite;
-    lt_status st = lt_model_alloc_grads(m, err);
+    lt_status st = lt_model_alloc_grads(m, err); /* nothing when pooled (ZeRO-2: lt_model_pool_grads first) */
     if (!st) st = lt_optim_create(lt_model_backend(m), cfg, &t->opt, err);
     for (size_t i = 0; !st && i < lt_model_num_params(m); i++) {
         lt_param *p = lt_model_param(m, i);
         if (!p->trainable) continue;
-        if (!p->grad) {
+        if (!p->grad && !lt_model_grads_pooled(m)) {
             st = lt_fail(err, LT_ERR_INVALID, "trainer: trainable parameter '%s' has no gradient buffer", p->name);
             break;
         }
@@ -74,7 +85,8 @@ lt_status lt_trainer_create(lt_model *m, const lt_optim_cfg *cfg, int decay_embe
         lt_trainer_free(t);
         return st;
     }
-    t->x = lt_model_grads_flat(m, &t->n);
+    t->x = lt_model_grads_flat(m, NULL);
+    t->n = lt_optim_numel(t->opt);
     *out = t;
     return LT_OK;
 }
@@ -82,8 +94,18 @@ lt_status lt_trainer_create(lt_model *m, const lt_optim_cfg *cfg, int decay_embe
 void lt_trainer_free(lt_trainer *t) {
     if (!t) return;
     lt_model_set_grad_hook(t->m, NULL, NULL);
-    if (t->own_acc && t->acc) lt_model_backend(t->m)->free(lt_model_backend(t->m), t->acc);
+    lt_backend *be = lt_model_backend(t->m);
+    if (t->own_acc && t->acc) be->free(be, t->acc);
+    for (int k = 0; k < 2; k++) {
+        if (t->pool_edge[k]) be->free(be, t->pool_edge[k]);
+        if (t->pool_layer[k]) be->free(be, t->pool_layer[k]);
+    }
+    if (t->pooled) lt_model_set_grad_provider(t->m, NULL, NULL);
+    free(t->gcur);
+    free(t->goff);
     lt_optim_free(t->opt);
+    if (t->cross) t->cross->destroy(t->cross);
+    if (t->sc && t->sc != t->comm) t->sc->destroy(t->sc);
     free(t->counts);
     free(t->ranges);
     free(t->nranges);
@@ -97,13 +119,15 @@ lt_optim *lt_trainer_optim(lt_trainer *t) { return t->opt; }
 
 void lt_trainer_set_dropout_rng(lt_trainer *t, lt_rng *base) { t->drop_rng = base; }
 
+void lt_trainer_set_shard_group(lt_trainer *t, int n) { t->shard_group = n > 0 ? n : 0; }
+
 /* ---- gradient reductions, launched per group by the model's hook ---- */
 
 /* counts[r] = elements of flat [a, b) in rank r's ZeRO-1 range */
 static void range_counts(lt_trainer *t, size_t a, size_t b) {
-    for (int r = 0; r < t->comm->world; r++) {
+    for (int r = 0; r < t->sc->world; r++) {
         size_t r0, rl;
-        lt_optim_flat_shard(t->opt, r, t->comm->world, &r0, &rl);
+        lt_optim_flat_shard(t->opt, r, t->sc->world, &r0, &rl);
         size_t x = a > r0 ? a : r0, y = b < r0 + rl ? b : r0 + rl;
         t->counts[r] = y > x ? y - x : 0;
     }
@@ -112,11 +136,28 @@ static void range_counts(lt_trainer *t, size_t a, size_t b) {
 /* this rank's part of [a, b) in the accumulator (ZeRO-1) */
 static float *acc_part(lt_trainer *t, size_t a) { return t->acc + (a > t->s0 ? a - t->s0 : 0); }
 
-static lt_status reduce_ordered(lt_trainer *t, size_t a, size_t b, lt_err *err) {
+/* x: the gradient of flat [a, b) (in the flat buffer, or the group's pooled buffer) */
+static lt_status reduce_ordered(lt_trainer *t, size_t a, size_t b, const float *x, lt_err *err) {
     lt_comm *c = t->comm;
-    if (!t->zero) return c->all_reduce_sum_ordered(c, t->acc + a, t->x + a, b - a, LT_F32, err);
+    if (!t->zero) return c->all_reduce_sum_ordered(c, t->acc + a, x, b - a, LT_F32, err);
     range_counts(t, a, b);
-    return c->reduce_scatter_sum_ordered(c, acc_part(t, a), t->x + a, b - a, t->counts, LT_F32, err);
+    if (!t->cross) return c->reduce_scatter_sum_ordered(c, acc_part(t, a), x, b - a, t->counts, LT_F32, err);
+    /* hybrid: the groups take turns. Group g folds its ranks' values into the
+     * running shard (a reduce-scatter inside the group, starting from the
+     * value after groups 0 .. g-1) and broadcasts the result to the same shard
+     * in every other group, where group g+1 goes on from it. The groups are
+     * consecutive ranks, so the last broadcast carries
+     * fold(acc, x_0, x_1, ..., x_{W-1}) in world rank order: the same bits as
+     * one flat reduce-scatter, hence as one rank. */
+    float *ap = acc_part(t, a);
+    size_t mine = t->counts[t->sc->rank];
+    for (int g = 0; g < t->cross->world; g++) {
+        lt_status st = LT_OK;
+        if (g == t->cross->rank) st = t->sc->reduce_scatter_sum_ordered(t->sc, ap, x, b - a, t->counts, LT_F32, err);
+        if (!st && mine) st = t->cross->broadcast(t->cross, ap, mine * sizeof(float), g, err);
+        if (st) return st;
+    }
+    return LT_OK;
 }
 
 /* bf16: x[a, b) rounded to bf16, summed over the ranks in bf16, back to f32
@@ -137,7 +178,7 @@ static lt_status reduce_bf16(lt_trainer *t, size_t a, size_t b, lt_err *err) {
     range_counts(t, a, b);
     size_t off = 0;
     for (int r = 0; r < c->rank; r++) off += t->counts[r];
-    size_t mine = t->counts[c->rank];
+    size_t mine = t->counts[c->rank]; /* (bf16 is refused with --shard-group: sc is c here) */
     if ((st = c->reduce_scatter_sum(c, t->hb16 + off, t->hb16, n, t->counts, LT_BF16, err))) return st;
     for (size_t i = 0; i < mine; i++) t->hbuf[i] = lt_bf16_to_f32(t->hb16[off + i]);
     return mine ? be->upload_f32(be, acc_part(t, a), LT_F32, t->hbuf, mine, err) : LT_OK;
@@ -147,14 +188,78 @@ static void reduce_group(lt_trainer *t, int group) {
     int slot = group + 2;
     if (t->hook_st || slot < 0 || slot >= t->nslots) return;
     if (t->bf16 && !t->reduce_now) return; /* bf16: once per step, in the last micro-batch's backward */
+    if (t->pooled && t->nranges[slot] && !t->gcur[slot]) {
+        t->hook_st = lt_fail(&t->hook_err, LT_ERR_INVALID, "gradient reduction: group %d has no buffer", group);
+        return;
+    }
     for (int k = 0; k < t->nranges[slot] && !t->hook_st; k++) {
-        size_t a = t->ranges[t->range0[slot] + k][0], b = t->ranges[t->range0[slot] + k][1];
-        lt_status st = t->bf16 ? reduce_bf16(t, a, b, &t->hook_err) : reduce_ordered(t, a, b, &t->hook_err);
+        int ri = t->range0[slot] + k;
+        size_t a = t->ranges[ri][0], b = t->ranges[ri][1];
+        const float *x = t->pooled ? t->gcur[slot] + t->goff[ri] : t->x + a;
+        lt_status st = t->bf16 ? reduce_bf16(t, a, b, &t->hook_err) : reduce_ordered(t, a, b, x, &t->hook_err);
         if (st) t->hook_st = lt_wrap(&t->hook_err, st, "gradient reduction (parameter group %d)", group);
     }
 }
 
-static void hook(void *ctx, int group) { reduce_group((lt_trainer *)ctx, group); }
+static void hook(void *ctx, int group) {
+    lt_trainer *t = ctx;
+    reduce_group(t, group);
+    int slot = group + 2;
+    if (t->pooled && slot >= 0 && slot < t->nslots) t->gcur[slot] = NULL; /* the buffer is free again */
+}
+
+/* ZeRO-2: the model's gradient buffer for a group, from the pool (zeroed).
+ * The head and embedding groups have their own buffers (the tied head's
+ * gradient is written from the forward to the end of the backward); the
+ * layers alternate between two buffers: the one being produced and the
+ * one whose reduction may still be in flight. */
+static float *provide(void *ctx, int group, size_t n) {
+    lt_trainer *t = ctx;
+    int slot = group + 2;
+    if (slot < 0 || slot >= t->nslots) return NULL;
+    int k = group == LT_GRAD_GROUP_HEAD ? 0 : group == LT_GRAD_GROUP_EMBED ? 1 : 2 + (t->pool_next++ & 1);
+    float *buf = k < 2 ? t->pool_edge[k] : t->pool_layer[k - 2];
+    if (!buf || n > t->pool_n[k]) return NULL;
+    lt_backend *be = lt_model_backend(t->m);
+    be->zero(be, buf, n * sizeof(float));
+    t->gcur[slot] = buf;
+    return buf;
+}
+
+/* ZeRO-2: the pool's buffers, sized for the groups */
+static lt_status pool_alloc(lt_trainer *t, lt_err *err) {
+    lt_model *m = t->m;
+    lt_backend *be = lt_model_backend(m);
+    int L = lt_model_config(m)->num_layers;
+    t->pool_n[0] = lt_model_group_grad_numel(m, LT_GRAD_GROUP_HEAD);
+    t->pool_n[1] = lt_model_group_grad_numel(m, LT_GRAD_GROUP_EMBED);
+    size_t mx = 0;
+    for (int l = 0; l < L; l++) {
+        size_t n = lt_model_group_grad_numel(m, l);
+        if (n > mx) mx = n;
+    }
+    t->pool_n[2] = t->pool_n[3] = mx;
+    for (int k = 0; k < 4; k++) {
+        float **p = k < 2 ? &t->pool_edge[k] : &t->pool_layer[k - 2];
+        if (!t->pool_n[k]) continue;
+        lt_status st = be->alloc(be, t->pool_n[k] * sizeof(float), (void **)p, err);
+        if (st) return lt_wrap(err, st, "trainer: gradient pool (%zu floats)", t->pool_n[k]);
+    }
+    return LT_OK;
+}
+
+void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out) {
+    memset(out, 0, sizeof *out);
+    lt_model *m = t->m;
+    for (size_t i = 0; i < lt_model_num_params(m); i++) {
+        const lt_param *p = lt_model_param(m, i);
+        if (p->data) out->params += p->numel * lt_dtype_size(p->dtype);
+    }
+    out->grad_buffers = (t->pooled ? t->pool_n[0] + t->pool_n[1] + t->pool_n[2] + t->pool_n[3]
+                                   : lt_model_grads_flat(m, NULL) ? t->n : 0) * sizeof(float);
+    out->grad_acc = t->own_acc ? t->sl * sizeof(float) : 0;
+    out->optim = lt_optim_state_bytes(t->opt);
+}
 
 lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype reduce_dtype, lt_err *err) {
     if (t->comm) return lt_fail(err, LT_ERR_INVALID, "trainer: already distributed");
@@ -162,17 +267,48 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
     if (reduce_dtype != LT_F32 && reduce_dtype != LT_BF16)
         return lt_fail(err, LT_ERR_INVALID, "trainer: gradient reduction dtype %s (f32 or bf16)",
                        lt_dtype_name(reduce_dtype));
+    if (zero < 0 || zero > 2)
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: --zero %d (0, 1 or 2)", zero);
+    if (zero >= 2 && reduce_dtype == LT_BF16)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "trainer: --zero 2 with --grad-reduce-dtype bf16 (bf16 accumulates the micro-batches in a "
+                       "full-size gradient, which ZeRO-2 does not keep; use f32)");
     lt_backend *be = lt_model_backend(t->m);
     t->comm = c;
+    t->stage = zero;
     t->zero = zero ? 1 : 0;
     t->bf16 = reduce_dtype == LT_BF16;
-    t->counts = calloc((size_t)c->world, sizeof *t->counts);
+    lt_status st;
+    if (zero >= 2) { /* no flat gradient: the pool below */
+        if ((st = lt_model_pool_grads(t->m, err))) return st;
+        t->pooled = 1;
+        t->x = NULL;
+    }
+    t->sc = c;
+    if (t->shard_group > 0 && t->shard_group != c->world) { /* HYBRID_SHARD */
+        int n = t->shard_group;
+        if (!zero)
+            return lt_fail(err, LT_ERR_INVALID, "trainer: --shard-group %d needs --zero 1 or 2 (it shards their state)", n);
+        if (c->world % n)
+            return lt_fail(err, LT_ERR_INVALID,
+                           "trainer: --shard-group %d does not divide the world size %d (groups of N consecutive ranks)",
+                           n, c->world);
+        if (reduce_dtype != LT_F32)
+            return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: --shard-group with --grad-reduce-dtype bf16 (f32 only)");
+        if (!c->split) return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: communicator '%s' cannot split", c->name);
+        lt_status sst = c->split(c, c->rank / n, c->rank, &t->sc, err);
+        if (!sst) sst = c->split(c, c->rank % n, c->rank, &t->cross, err);
+        if (sst) {
+            if (!t->sc) t->sc = c;
+            return lt_wrap(err, sst, "trainer: --shard-group %d", n);
+        }
+    }
+    t->counts = calloc((size_t)t->sc->world, sizeof *t->counts);
     if (!t->counts) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
     /* the accumulator: the whole vector, or this rank's shard */
     t->s0 = 0;
     t->sl = t->n;
-    if (t->zero) lt_optim_flat_shard(t->opt, c->rank, c->world, &t->s0, &t->sl);
-    lt_status st;
+    if (t->zero) lt_optim_flat_shard(t->opt, t->sc->rank, t->sc->world, &t->s0, &t->sl);
     if (t->zero || !t->bf16) { /* bf16 without ZeRO: reduced in place in x */
         size_t bytes = (t->sl ? t->sl : 1) * sizeof(float);
         if ((st = be->alloc(be, bytes, (void **)&t->acc, err)))
@@ -187,7 +323,7 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
         t->hb16 = malloc((t->n ? t->n : 1) * sizeof *t->hb16);
         if (!t->hbuf || !t->hb16) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory for bf16 staging");
     }
-    if ((st = lt_optim_distribute(t->opt, c, t->zero, t->acc, err))) return st;
+    if ((st = lt_optim_distribute(t->opt, t->sc, t->zero, t->acc, err))) return st;
     /* flat ranges of every group, in parameter order */
     lt_model *m = t->m;
     int L = lt_model_config(m)->num_layers;
@@ -196,11 +332,14 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
     t->ranges = calloc(np + 1, sizeof *t->ranges);
     t->nranges = calloc((size_t)t->nslots, sizeof *t->nranges);
     t->range0 = calloc((size_t)t->nslots, sizeof *t->range0);
-    if (!t->ranges || !t->nranges || !t->range0) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+    t->goff = calloc(np + 1, sizeof *t->goff);
+    t->gcur = calloc((size_t)t->nslots, sizeof *t->gcur);
+    if (!t->ranges || !t->nranges || !t->range0 || !t->goff || !t->gcur)
+        return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
     int nr = 0;
     for (int slot = 0; slot < t->nslots; slot++) {
         t->range0[slot] = nr;
-        size_t off = 0;
+        size_t off = 0, goff = 0; /* flat offset; offset in the group's own buffer */
         for (size_t i = 0; i < np; i++) {
             lt_param *p = lt_model_param(m, i);
             if (!p->trainable) continue;
@@ -210,12 +349,18 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
                 } else {
                     t->ranges[nr][0] = off;
                     t->ranges[nr][1] = off + p->numel;
+                    t->goff[nr] = goff;
                     nr++;
                     t->nranges[slot]++;
                 }
+                goff += p->numel;
             }
             off += p->numel;
         }
+    }
+    if (t->pooled) {
+        if ((st = pool_alloc(t, err))) return st;
+        lt_model_set_grad_provider(m, provide, t);
     }
     lt_model_set_grad_hook(m, hook, t);
     return LT_OK;
@@ -338,7 +483,15 @@ static lt_status step_comm(lt_trainer *t, const lt_batch *micro, int n_micro, in
         if (count_tokens(&micro[j]) == 0) {
             /* all padding (an epoch's uneven tail): gradient 0, no compute;
              * the same reductions as the hooks would launch */
-            for (int k = 0; k < lt_model_num_grad_groups(t->m); k++) reduce_group(t, lt_model_grad_group_at(t->m, k));
+            for (int k = 0; k < lt_model_num_grad_groups(t->m); k++) {
+                int grp = lt_model_grad_group_at(t->m, k);
+                size_t gn = t->pooled ? lt_model_group_grad_numel(t->m, grp) : 0;
+                if (gn && !provide(t, grp, gn)) {
+                    t->hook_st = lt_fail(&t->hook_err, LT_ERR_NOMEM, "gradient pool: no buffer for group %d", grp);
+                    break;
+                }
+                hook(t, grp);
+            }
         } else {
             lt_step_result r;
             set_neftune(t, step, g);
@@ -392,6 +545,9 @@ lt_status lt_trainer_step(lt_trainer *t, const lt_batch *micro, int n_micro, lt_
         if (stats) *stats = s;
         return LT_OK;
     }
+    if (!t->comm && lt_model_grads_pooled(t->m))
+        return lt_fail(err, LT_ERR_INVALID, "step %lld: pooled gradients (ZeRO-2) need lt_trainer_distribute",
+                       (long long)step);
     st = t->comm ? step_comm(t, micro, n_micro, n_tgt, step, &s, err)
                  : step_plain(t, micro, n_micro, n_tgt, step, &s, err);
     if (st) return st;

@@ -78,10 +78,40 @@ void lt_trainer_free(lt_trainer *t);
 lt_optim *lt_trainer_optim(lt_trainer *t);
 /* Train data-parallel over this communicator (borrowed; NULL = none; world
  * 1 is fine and makes the calls a W-rank run makes): zero = 1 shards the
- * optimizer state (ZeRO-1, lt_optim_distribute); reduce_dtype LT_F32 (exact)
+ * optimizer state (ZeRO-1, lt_optim_distribute), 2 also the gradients (below); reduce_dtype LT_F32 (exact)
  * or LT_BF16 (see above). Installs the model's gradient hook. Once, before
  * the first step. */
 lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype reduce_dtype, lt_err *err);
+/* zero = 2 (ZeRO-2): as 1, and the full-size gradient is gone too
+ * (lt_model_pool_grads; call it before lt_trainer_create so the flat buffer
+ * is never allocated, else lt_trainer_distribute frees it): the model asks
+ * the trainer for each gradient group's buffer (lt_model_set_grad_provider)
+ * from a pool of the head group's, the embedding group's and two layer
+ * groups' sizes; each micro-batch's group is reduce-scattered from it into
+ * this rank's shard of the accumulator (the same ordered fold as ZeRO-1, so
+ * the same bits) and the buffer is reused by a later group. f32 only.
+ */
+/* HYBRID_SHARD (--shard-group N; before lt_trainer_distribute, with zero
+ * 1 or 2 and f32 reduction): the state is sharded inside groups of N
+ * consecutive ranks and replicated across the groups (two sub-communicators,
+ * lt_comm split: the group, and the ranks with the same place in every
+ * group). A group's reduction: the groups take turns, each folding its
+ * ranks' values into the running shard (a reduce-scatter inside the group)
+ * and broadcasting it to the other groups; since the groups are consecutive
+ * ranks this is fold(acc, x_0, ..., x_{W-1}) in world rank order -- the same
+ * bits as one rank. The optimizer works on the group (lt_optim_comm is the
+ * group's communicator; ranks with the same place in different groups hold
+ * the same parts). The world size must be a multiple of N (refused by
+ * name). 0 or the world size: plain sharding over all ranks. */
+void lt_trainer_set_shard_group(lt_trainer *t, int n);
+/* What this rank holds, in bytes, from the buffers themselves: the model's
+ * parameters (in their dtypes), the backward's gradient buffers (the flat
+ * gradient, or ZeRO-2's pool), the step accumulator (whole, or this rank's
+ * shard) and the optimizer state (lt_optim_state_bytes). */
+typedef struct lt_trainer_mem {
+    size_t params, grad_buffers, grad_acc, optim;
+} lt_trainer_mem;
+void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out);
 /* Base RNG of the per-micro-batch LoRA dropout streams (borrowed; advanced
  * by one draw per step; only used with a communicator). */
 void lt_trainer_set_dropout_rng(lt_trainer *t, lt_rng *base);
