@@ -495,6 +495,10 @@ static lt_status setup(run *r, lt_err *err) {
         if ((st = lt_comm_create(r->world > 1 || co.on_device ? "auto" : "single", &co, &r->comm, err))) return st;
         r->rank = r->comm->rank;
     }
+    if (o->zero >= 3)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "--zero 3 (sharded parameters) is not implemented in training yet; --dry-run estimates it; "
+                       "use --zero 2 (and --shard-group N)");
     if ((st = lt_model_load(o->model, r->be, &r->m, err))) return st;
     lt_model_set_recompute(r->m, o->recompute);
     const lt_config *cfg = lt_model_config(r->m);
@@ -846,8 +850,22 @@ static int dry_run(const lt_train_opts *o, int world) {
         fprintf(stderr, "train: %s\n", err.msg);
         return 1;
     }
-    double P = 0;
-    for (size_t i = 0; i < ns; i++) P += (double)sp[i].shape[0] * (sp[i].ndim > 1 ? (double)sp[i].shape[1] : 1);
+    double P = 0, Pe = 0, Ph = 0, Pl = 0; /* all; the embedding's group; the head's group; the largest layer */
+    {
+        double *lay = calloc((size_t)c.num_layers + 1, sizeof *lay);
+        for (size_t i = 0; i < ns; i++) {
+            double n = (double)sp[i].shape[0] * (sp[i].ndim > 1 ? (double)sp[i].shape[1] : 1);
+            const char *l = strstr(sp[i].name, "layers.");
+            int li = l ? atoi(l + 7) : -1;
+            P += n;
+            if (lt_str_ends_with(sp[i].name, "embed_tokens.weight")) Pe += n;
+            else if (li >= 0 && li < c.num_layers && lay) lay[li] += n;
+            else Ph += n;
+        }
+        for (int l = 0; lay && l < c.num_layers; l++)
+            if (lay[l] > Pl) Pl = lay[l];
+        free(lay);
+    }
     free(sp);
     int lora = lt_train_opts_lora(o);
     double Pt = P;
@@ -906,22 +924,45 @@ static int dry_run(const lt_train_opts *o, int world) {
                "(%.2f GB: embeddings, norms, lm_head), one dequantized projection %.2f GB\n",
                qb.nf4_params / 1e9, qb.nf4_bytes / GB, qb.nf4_bytes / qb.nf4_params, qb.other_params / 1e9,
                gpu ? "bf16" : "f32", qb.other_bytes / GB, qb.scratch_bytes / GB);
-    printf("\n%6s %10s %10s %10s %12s %12s %10s %8s  (GB = 1e9 bytes, per rank)\n", "ranks", "weights", "grads",
-           "grad acc", "Adam m+v", "f32 master", "acts", "total");
-    int ws[] = {1, 2, 4, 8, 16, 32};
-    for (int k = 0; k < 6; k++) {
+    if (o->shard_group) printf("--shard-group %ld: the ZeRO state is sharded over groups of %ld ranks\n",
+                               o->shard_group, o->shard_group);
+    printf("\n%6s %10s %10s %10s %12s %12s %10s %8s  (GB = 1e9 bytes, per rank, ZeRO-%ld)\n", "ranks", "weights",
+           "grads", "grad acc", "Adam m+v", "f32 master", "acts", "total", o->zero);
+    int ws[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 0}, nw = 9;
+    int in_list = 0;
+    for (int k = 0; k < nw; k++) in_list |= ws[k] == world;
+    if (!in_list) ws[nw++] = world;
+    /* the gradient groups (lt_model.h): a layer's trainable elements, the head's and the embedding's */
+    double tl = lora ? (Pt - Pemb) / c.num_layers : Pl, te = lora ? (Pemb ? Pe : 0) : Pe,
+           th = lora ? Pemb - (Pemb ? Pe : 0) : Ph;
+    double totals[10][4];
+    for (int k = 0; k < nw; k++) {
         int W = ws[k];
-        double sh = o->zero ? (double)W : 1.0;
-        double weights = (nf4 ? qb.nf4_bytes + qb.other_bytes + qb.scratch_bytes : P * wb) + (lora ? (Pt - Pemb) * 4 : 0);
-        double grads = Pt * 4;                              /* the model's f32 gradient */
-        double acc = bf16red && !o->zero ? 0 : Pt * 4 / sh; /* the step accumulator (or shard) */
-        double adam = Pt * 8 / sh;
-        double master = gpu ? (lora ? Pemb : Pt) * 4 / sh : 0;
-        double total = weights + grads + acc + adam + master + acts;
-        if (W == world) here = total;
-        printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,
-               adam / GB, master / GB, acts / GB, total / GB, W == world ? "   <- this launch" : "");
+        for (int z = 0; z < 4; z++) {
+            double sh = z ? (double)(o->shard_group > 0 && o->shard_group < W && W % o->shard_group == 0
+                                         ? o->shard_group : W) : 1.0;
+            double base = nf4 ? qb.nf4_bytes + qb.other_bytes + qb.scratch_bytes : P * wb;
+            double lw = lora ? (Pt - Pemb) * 4 : 0; /* LoRA A/B, f32 */
+            double weights = base + lw;
+            if (z == 3 && sh > 1) /* this rank's shard, plus the gathered groups: two layers, the head and the embedding */
+                weights = (base + lw) / sh + (2 * Pl + Pe + Ph) * wb + (lora ? 2 * tl * 4 : 0);
+            double grads = z >= 2 ? (2 * tl + te + th) * 4 : Pt * 4; /* ZeRO-2/3: the pool, else the whole gradient */
+            double acc = bf16red && !z ? 0 : Pt * 4 / sh;
+            double adam = Pt * 8 / sh;
+            double master = gpu ? (lora ? Pemb : Pt) * 4 / sh : 0;
+            double total = weights + grads + acc + adam + master + acts;
+            totals[k][z] = total;
+            if (z != o->zero) continue;
+            if (W == world) here = total;
+            printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,
+                   adam / GB, master / GB, acts / GB, total / GB, W == world ? "   <- this launch" : "");
+        }
     }
+    printf("\ntotal per rank by ZeRO stage (GB; train runs stages 0-2, stage 3 is an estimate)\n%6s %9s %9s %9s %9s\n",
+           "ranks", "ZeRO-0", "ZeRO-1", "ZeRO-2", "ZeRO-3");
+    for (int k = 0; k < nw; k++)
+        printf("%6d %9.2f %9.2f %9.2f %9.2f%s\n", ws[k], totals[k][0] / GB, totals[k][1] / GB, totals[k][2] / GB,
+               totals[k][3] / GB, ws[k] == world ? "   <- this launch" : "");
     int R = lt_model_logits_chunk_for(c.vocab_size, (size_t)A, (size_t)o->micro_batch * o->seq_len, 0);
     printf("\nactivations: one micro-batch (logits %.2f GB of them: chunks of %d rows)%s\n"
            "See docs/distributed.md for the arithmetic.\n",
@@ -932,10 +973,10 @@ static int dry_run(const lt_train_opts *o, int world) {
         printf("\nthis launch: about %.2f GB per rank of %s memory, in %s\n", here / GB, gpu ? "GPU" : "CPU",
                gpu ? "bf16 (plus the workspace above)" : "f32");
     if (here >= 0 && gpu) { /* with a 2 GB workspace, against cards of N GiB */
-        const int cards[] = {16, 24, 40, 80};
+        const int cards[] = {16, 24, 40, 64, 80};
         printf("with ~2 GB of workspace this launch fits a GPU of");
-        for (int k = 0; k < 4; k++)
-            printf(" %d GB: %s%s", cards[k], here + 2e9 <= cards[k] * 1073741824.0 ? "yes" : "no", k < 3 ? "," : "\n");
+        for (int k = 0; k < 5; k++)
+            printf(" %d GB: %s%s", cards[k], here + 2e9 <= cards[k] * 1073741824.0 ? "yes" : "no", k < 4 ? "," : "\n");
     }
     if (here >= 0 && !gpu && pages > 0 && psz > 0)
         printf("this machine has %.2f GB of memory%s\n", (double)pages * psz / GB,
@@ -959,7 +1000,7 @@ int lt_cmd_train(int argc, char **argv) {
     if (o.dry_run) {
         lt_comm_env env;
         lt_comm_env_read(&env);
-        int rc = env.rank > 0 ? 0 : dry_run(&o, env.world > 1 ? env.world : 1);
+        int rc = env.rank > 0 ? 0 : dry_run(&o, o.world > 0 ? (int)o.world : env.world > 1 ? env.world : 1);
         lt_train_opts_free(&o);
         return rc;
     }
