@@ -193,7 +193,9 @@ static void progress(run *r, const lt_train_stats *s, int force_line) {
 /* ------------------------------------------------------------ evaluation */
 
 static lt_status evaluate(run *r, int64_t step, lt_err *err) {
-    if (r->rank) return LT_OK; /* rank 0 evaluates (the others wait in the next step's reduction) */
+    /* rank 0 evaluates (the others wait in the next step's reduction); ZeRO-3:
+     * every rank runs it, the weight gathers are collective */
+    if (r->rank && !lt_model_weights_sharded(r->m)) return LT_OK;
     lt_status st = lt_loader_set_state(r->E, &r->E0, err);
     if (st) return lt_wrap(err, st, "eval");
     double sum = 0;
@@ -208,6 +210,7 @@ static lt_status evaluate(run *r, int64_t step, lt_err *err) {
         if (lb.last_in_epoch) break;
     }
     double loss = nt ? sum / (double)nt : NAN;
+    if (r->rank) return LT_OK;
     if (r->tty) fputc('\n', stderr);
     fprintf(stderr, "eval at step %lld: loss %.4f over %lld target tokens\n", (long long)step, loss, (long long)nt);
     if (r->metrics) {
@@ -495,10 +498,10 @@ static lt_status setup(run *r, lt_err *err) {
         if ((st = lt_comm_create(r->world > 1 || co.on_device ? "auto" : "single", &co, &r->comm, err))) return st;
         r->rank = r->comm->rank;
     }
-    if (o->zero >= 3)
-        return lt_fail(err, LT_ERR_UNSUPPORTED,
-                       "--zero 3 (sharded parameters) is not implemented in training yet; --dry-run estimates it; "
-                       "use --zero 2 (and --shard-group N)");
+    if (o->zero >= 3 && strcmp(o->train_embeddings, "none"))
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "--zero 3 with --train-embeddings (use --zero 2)");
+    if (o->zero >= 3 && !strcmp(o->quantize, "nf4"))
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "--zero 3 with --quantize nf4 (NF4 weights are not sharded; use --zero 2)");
     if ((st = lt_model_load(o->model, r->be, &r->m, err))) return st;
     lt_model_set_recompute(r->m, o->recompute);
     const lt_config *cfg = lt_model_config(r->m);
@@ -601,7 +604,7 @@ static lt_status setup(run *r, lt_err *err) {
                 (long long)lt_loader_num_docs(r->L), (long long)lt_loader_num_tokens(r->L), (long long)bpe, r->world,
                 o->micro_batch, o->seq_len, (long long)lt_loader_num_truncated(r->L), (long long)total, o->grad_accum,
                 (long)r->world, r->comm ? "; communicator " : "", r->comm ? r->comm->name : "",
-                o->zero == 2 ? ", ZeRO-2" : o->zero ? ", ZeRO-1" : "",
+                o->zero == 3 ? ", ZeRO-3" : o->zero == 2 ? ", ZeRO-2" : o->zero ? ", ZeRO-1" : "",
                 o->shard_group && o->shard_group != r->world ? ", hybrid sharding in groups of " : "",
                 o->shard_group && o->shard_group != r->world ? group_txt : "", strcmp(o->grad_reduce_dtype, "bf16") ? "" : ", bf16 gradient reduction",
                 o->recompute ? "; recompute" : "");
@@ -621,18 +624,18 @@ static lt_status report_memory(run *r, lt_err *err) {
     lt_trainer_mem mm;
     lt_trainer_memory(r->tr, &mm);
     int W = r->comm ? r->comm->world : 1, me = r->comm ? r->comm->rank : 0;
-    int64_t *all = calloc((size_t)W * 4, sizeof *all);
+    int64_t *all = calloc((size_t)W * 5, sizeof *all);
     if (!all) return lt_fail(err, LT_ERR_NOMEM, "out of memory");
-    int64_t *mine = all + (size_t)me * 4;
-    mine[0] = (int64_t)mm.params, mine[1] = (int64_t)mm.grad_buffers, mine[2] = (int64_t)mm.grad_acc;
-    mine[3] = (int64_t)mm.optim;
-    lt_status st = W > 1 ? r->comm->all_gather(r->comm, all, (size_t)W * 4, NULL, LT_I64, err) : LT_OK;
+    int64_t *mine = all + (size_t)me * 5;
+    mine[0] = (int64_t)mm.params, mine[1] = (int64_t)mm.params_gathered, mine[2] = (int64_t)mm.grad_buffers;
+    mine[3] = (int64_t)mm.grad_acc, mine[4] = (int64_t)mm.optim;
+    lt_status st = W > 1 ? r->comm->all_gather(r->comm, all, (size_t)W * 5, NULL, LT_I64, err) : LT_OK;
     for (int q = 0; !st && !r->rank && q < W; q++) {
-        const int64_t *v = all + (size_t)q * 4;
+        const int64_t *v = all + (size_t)q * 5;
         fprintf(stderr,
-                "train: memory rank %d of %d: parameters %lld B, gradient buffers %lld B, gradient accumulator %lld "
-                "B, optimizer state %lld B\n",
-                q, W, (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3]);
+                "train: memory rank %d of %d: parameters %lld B, gathered weights %lld B, gradient buffers %lld B, "
+                "gradient accumulator %lld B, optimizer state %lld B\n",
+                q, W, (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3], (long long)v[4]);
     }
     free(all);
     return st ? lt_wrap(err, st, "gathering the memory figures") : LT_OK;
@@ -944,8 +947,9 @@ static int dry_run(const lt_train_opts *o, int world) {
             double base = nf4 ? qb.nf4_bytes + qb.other_bytes + qb.scratch_bytes : P * wb;
             double lw = lora ? (Pt - Pemb) * 4 : 0; /* LoRA A/B, f32 */
             double weights = base + lw;
-            if (z == 3 && sh > 1) /* this rank's shard, plus the gathered groups: two layers, the head and the embedding */
-                weights = (base + lw) / sh + (2 * Pl + Pe + Ph) * wb + (lora ? 2 * tl * 4 : 0);
+            if (z == 3 && sh > 1) /* this rank's part (LoRA A/B stay whole), plus the gathered groups: three layers
+                                     (one in use, the next, one prefetched), the head and the embedding */
+                weights = base / sh + lw + (3 * Pl + Pe + Ph) * wb;
             double grads = z >= 2 ? (2 * tl + te + th) * 4 : Pt * 4; /* ZeRO-2/3: the pool, else the whole gradient */
             double acc = bf16red && !z ? 0 : Pt * 4 / sh;
             double adam = Pt * 8 / sh;
@@ -958,7 +962,7 @@ static int dry_run(const lt_train_opts *o, int world) {
                    adam / GB, master / GB, acts / GB, total / GB, W == world ? "   <- this launch" : "");
         }
     }
-    printf("\ntotal per rank by ZeRO stage (GB; train runs stages 0-2, stage 3 is an estimate)\n%6s %9s %9s %9s %9s\n",
+    printf("\ntotal per rank by ZeRO stage (GB)\n%6s %9s %9s %9s %9s\n",
            "ranks", "ZeRO-0", "ZeRO-1", "ZeRO-2", "ZeRO-3");
     for (int k = 0; k < nw; k++)
         printf("%6d %9.2f %9.2f %9.2f %9.2f%s\n", ws[k], totals[k][0] / GB, totals[k][1] / GB, totals[k][2] / GB,
@@ -1093,6 +1097,12 @@ int lt_cmd_train(int argc, char **argv) {
             fprintf(stderr, "train: warning: no loss plot: %s\n", perr.msg);
     }
     lt_path_join(path, sizeof path, o.out, "final");
+    if (o.zero >= 3 && !r.rank) {
+        int64_t pf, au;
+        lt_trainer_gathers(r.tr, &pf, &au);
+        fprintf(stderr, "train: ZeRO-3 weight gathers: %lld prefetched while the previous layer computed, %lld at use\n",
+                (long long)pf, (long long)au);
+    }
     if (!r.rank)
         fprintf(stderr, "train: done after %lld steps (%.1f s); final %s: %s\n",
                 (long long)lt_optim_steps_done(r.opt), elapsed(&r), r.lora ? "adapter" : "model", path);

@@ -178,6 +178,15 @@ struct lt_comm {
      * c's. "single": world 1, color/key ignored. nccl: LT_ERR_UNSUPPORTED
      * before NCCL 2.18. */
     lt_status (*split)(lt_comm *c, int color, int key, lt_comm **out, lt_err *err);
+    /* Non-blocking all_gather (ZeRO-3's prefetch): the contract of all_gather,
+     * but it returns once the transfer is posted; *req is completed by
+     * wait_req (which returns when buf is whole, with the same timeout).
+     * Other collectives may run while it is in flight (every rank starts
+     * them in the same order); buf must stay untouched until wait_req. NULL
+     * where not implemented (nccl, single): use all_gather. */
+    lt_status (*all_gather_start)(lt_comm *c, void *buf, size_t n, const size_t *counts, lt_dtype dt, void **req,
+                                  lt_err *err);
+    lt_status (*wait_req)(lt_comm *c, void *req, lt_err *err);
     int msg_rank, msg_world; /* what messages call this rank (the world's in a sub-communicator) */
 };
 

@@ -98,6 +98,91 @@ static lt_status wait_reqs(lt_comm *c, const char *what, int n, lt_err *err) {
     }
 }
 
+static lt_status check_args(lt_comm *c, const char *what, size_t n, const size_t *counts, lt_dtype dt,
+                            lt_err *err);
+
+/* ---- non-blocking all-gather (its own tag: never matched with the others) ---- */
+
+typedef struct {
+    int n;
+    MPI_Request *reqs;
+    int *peer, *idx;
+} mpi_async;
+
+static lt_status mpi_all_gather_start(lt_comm *c, void *bufv, size_t n, const size_t *counts, lt_dtype dt, void **req,
+                                      lt_err *err) {
+    const char *what = "all_gather (prefetch)";
+    *req = NULL;
+    mpi_ctx *x = X(c);
+    lt_status st = check_args(c, what, n, counts, dt, err);
+    if (st) return st;
+    const int W = c->world, me = c->rank;
+    const size_t es = lt_dtype_size(dt);
+    unsigned char *buf = bufv;
+    size_t nmsg = 0;
+    for (int q = 0; q < W; q++)
+        if (q != me) nmsg += (x->len[q] * es + LT_COMM_MAX_MSG - 1) / LT_COMM_MAX_MSG +
+                             (x->len[me] * es + LT_COMM_MAX_MSG - 1) / LT_COMM_MAX_MSG;
+    mpi_async *a = calloc(1, sizeof *a);
+    if (a) a->reqs = calloc(nmsg + 1, sizeof *a->reqs), a->peer = calloc(nmsg + 1, sizeof(int)),
+           a->idx = calloc(nmsg + 1, sizeof(int));
+    if (!a || !a->reqs || !a->peer || !a->idx) {
+        if (a) free(a->reqs), free(a->peer), free(a->idx);
+        free(a);
+        return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", what);
+    }
+    for (int q = 0; q < W; q++) {
+        if (q == me) continue;
+        for (size_t b = 0; b < x->len[q] * es; b += LT_COMM_MAX_MSG) {
+            size_t m = x->len[q] * es - b < LT_COMM_MAX_MSG ? x->len[q] * es - b : LT_COMM_MAX_MSG;
+            int rc = MPI_Irecv(buf + x->off[q] * es + b, (int)m, MPI_BYTE, q, LT_COMM_TAG + 1, x->comm,
+                               &a->reqs[a->n]);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what); /* (the job stops: the requests do not matter) */
+            a->peer[a->n++] = q;
+        }
+        for (size_t b = 0; b < x->len[me] * es; b += LT_COMM_MAX_MSG) {
+            size_t m = x->len[me] * es - b < LT_COMM_MAX_MSG ? x->len[me] * es - b : LT_COMM_MAX_MSG;
+            int rc = MPI_Isend(buf + x->off[me] * es + b, (int)m, MPI_BYTE, q, LT_COMM_TAG + 1, x->comm,
+                               &a->reqs[a->n]);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+            a->peer[a->n++] = -1 - q;
+        }
+    }
+    *req = a;
+    return LT_OK;
+}
+
+static lt_status mpi_wait_req(lt_comm *c, void *req, lt_err *err) {
+    mpi_async *a = req;
+    if (!a) return LT_OK;
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    lt_status st = LT_OK;
+    for (;;) {
+        int outcount = 0;
+        int rc = a->n ? MPI_Testsome(a->n, a->reqs, &outcount, a->idx, MPI_STATUSES_IGNORE) : MPI_SUCCESS;
+        if (rc != MPI_SUCCESS) {
+            st = mpi_fail(err, rc, "all_gather (prefetch)");
+            break;
+        }
+        if (!a->n || outcount == MPI_UNDEFINED) break;
+        if (outcount > 0) continue;
+        if (lt_now_s() - t0 > c->timeout_s) {
+            int suspect = -1;
+            for (int i = 0; i < a->n && suspect < 0; i++)
+                if (a->reqs[i] != MPI_REQUEST_NULL) suspect = a->peer[i] >= 0 ? a->peer[i] : -1 - a->peer[i];
+            if (suspect >= 0 && X(c)->wrank) suspect = X(c)->wrank[suspect];
+            lt_comm_timeout_abort(c, "all_gather (prefetch)", suspect);
+        }
+        lt_comm_backoff(&iter);
+    }
+    free(a->reqs);
+    free(a->peer);
+    free(a->idx);
+    free(a);
+    return st;
+}
+
 /* Wait for one collective request (the peer at fault is not known). */
 static lt_status wait_one(lt_comm *c, const char *what, MPI_Request req, lt_err *err) {
     double t0 = lt_now_s();
@@ -417,6 +502,8 @@ static lt_status mpi_fill(lt_comm *c, lt_err *err) {
     c->set_stream = mpi_set_stream;
     c->abort = mpi_abort;
     c->split = mpi_split;
+    c->all_gather_start = mpi_all_gather_start;
+    c->wait_req = mpi_wait_req;
     return LT_OK;
 }
 

@@ -65,6 +65,7 @@ typedef struct opt_tensor {
     size_t flat;     /* offset in the flattened trainable vector */
     size_t off, len; /* this rank's part of the tensor (ZeRO-1; else 0, n) */
     size_t *counts;  /* ZeRO-1: (world) every rank's part of this tensor, for all_gather */
+    int part;        /* ZeRO-3: param holds this rank's part only ([off, off + len) of the tensor) */
 } opt_tensor;
 
 struct lt_optim {
@@ -293,6 +294,19 @@ lt_status lt_optim_distribute(lt_optim *o, lt_comm *c, int zero, float *grad, lt
 
 lt_comm *lt_optim_comm(const lt_optim *o) { return o->comm; }
 
+lt_status lt_optim_set_param_part(lt_optim *o, size_t i, void *part, lt_err *err) {
+    if (i >= o->n || !o->zero)
+        return lt_fail(err, LT_ERR_INVALID, "optimizer: a parameter part for tensor %zu needs ZeRO after distribute", i);
+    o->t[i].param = part;
+    o->t[i].part = 1;
+    return LT_OK;
+}
+
+void lt_optim_part(const lt_optim *o, size_t i, size_t *off, size_t *len) {
+    *off = i < o->n ? o->t[i].off : 0;
+    *len = i < o->n ? o->t[i].len : 0;
+}
+
 size_t lt_optim_state_bytes(const lt_optim *o) {
     size_t b = 0;
     for (size_t i = 0; i < o->n; i++) b += o->t[i].len * sizeof(float) * (o->t[i].master ? 3 : 2);
@@ -356,6 +370,7 @@ static lt_status gather_params(lt_optim *o, lt_err *err) {
     lt_comm *c = o->comm;
     for (size_t i = 0; i < o->n; i++) {
         opt_tensor *t = &o->t[i];
+        if (t->part) continue; /* ZeRO-3: gathered when the model needs it */
         lt_status st = c->all_gather(c, t->param, t->n, t->counts, t->param_dtype, err);
         if (st) return lt_wrap(err, st, "optimizer: gathering '%s'", t->name);
     }
@@ -385,7 +400,7 @@ lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
     for (size_t i = 0; i < o->n; i++) {
         const opt_tensor *t = &o->t[i];
         if (!t->len) continue; /* ZeRO-1: no part of this tensor here */
-        o->desc[nd++] = (lt_adamw_tensor){.param = (char *)t->param + t->off * lt_dtype_size(t->param_dtype),
+        o->desc[nd++] = (lt_adamw_tensor){.param = (char *)t->param + (t->part ? 0 : t->off) * lt_dtype_size(t->param_dtype),
                                           .param_dtype = t->param_dtype,
                                           .master = t->master,
                                           .grad = t->grad,
@@ -416,9 +431,10 @@ lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
 static lt_status get_full(lt_optim *o, size_t i, int which, float *host, lt_err *err) {
     opt_tensor *t = &o->t[i];
     lt_backend *be = o->be;
-    if (which == 0 && !t->master) return be->download_f32(be, host, t->param, t->param_dtype, t->n, err);
-    float *src = which == 0 ? t->master : which == 1 ? t->m : t->v;
-    lt_status st = t->len ? be->download_f32(be, host + t->off, src, LT_F32, t->len, err) : LT_OK;
+    if (which == 0 && !t->master && !t->part) return be->download_f32(be, host, t->param, t->param_dtype, t->n, err);
+    const void *src = which == 0 ? (t->master ? (const void *)t->master : t->param) : which == 1 ? t->m : t->v;
+    lt_dtype sdt = which == 0 && !t->master ? t->param_dtype : LT_F32;
+    lt_status st = t->len ? be->download_f32(be, host + t->off, src, sdt, t->len, err) : LT_OK;
     if (!st) st = be->sync(be, err);
     if (!st && o->zero && o->comm->world > 1) st = o->comm->all_gather(o->comm, host, t->n, t->counts, LT_F32, err);
     return st;
@@ -434,7 +450,8 @@ lt_status lt_optim_set_param(lt_optim *o, size_t i, const float *host, lt_err *e
     opt_tensor *t = &o->t[i];
     lt_status st = LT_OK;
     if (t->master && t->len) st = o->be->upload_f32(o->be, t->master, LT_F32, host + t->off, t->len, err);
-    if (st == LT_OK) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host, t->n, err);
+    if (st == LT_OK && t->part && t->len) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host + t->off, t->len, err);
+    else if (st == LT_OK && !t->part) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host, t->n, err);
     return st;
 }
 
@@ -452,7 +469,7 @@ lt_status lt_optim_params_to_tlist(lt_optim *o, lt_tlist *out, lt_err *err) {
     lt_status st = LT_OK;
     for (size_t i = 0; i < o->n && !st; i++) {
         opt_tensor *t = &o->t[i];
-        if (!out && !(t->master && o->zero)) continue; /* nothing collective for this one */
+        if (!out && !((t->master || t->part) && o->zero)) continue; /* nothing collective for this one */
         float *dst = out ? lt_tlist_new(out, t->name, LT_F32, t->ndim, t->shape, err) : scratch;
         if (!dst) {
             st = LT_ERR_INVALID;

@@ -125,6 +125,14 @@ void lt_optim_flat_shard(const lt_optim *o, int rank, int world, size_t *start, 
 /* Offset of tensor i in the flattened vector. */
 size_t lt_optim_flat_offset(const lt_optim *o, size_t i);
 lt_comm *lt_optim_comm(const lt_optim *o); /* NULL until distributed */
+/* This rank's part of tensor i: elements [off, off + len) (ZeRO-1/2/3: what
+ * the optimizer updates and keeps state for here; else 0, n). */
+void lt_optim_part(const lt_optim *o, size_t i, size_t *off, size_t *len);
+/* ZeRO-3 (after lt_optim_distribute with zero): tensor i's parameter is only
+ * this rank's part (len elements of the param dtype at `part`, borrowed):
+ * a step updates the part and gathers nothing; lt_optim_get_param and
+ * *_to_tlist gather the parts (collective), set_param keeps the part. */
+lt_status lt_optim_set_param_part(lt_optim *o, size_t i, void *part, lt_err *err);
 /* Bytes of optimizer state this rank holds: m, v (and f32 master weights). */
 size_t lt_optim_state_bytes(const lt_optim *o);
 int lt_optim_zero(const lt_optim *o);

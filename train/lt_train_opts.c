@@ -122,8 +122,8 @@ static const optdef OPTS[] = {
      "activation recomputation: keep only each layer's input, recompute the layer in the backward"},
     {"zero", K_LONG, F(zero), 0, "0", "S", 0, 3, 0, 0, 0,
      "1 = ZeRO-1: shard the AdamW state and fp32 master weights across the ranks; 2 = ZeRO-2: the gradients "
-     "too (reduce-scattered per layer during the backward, no full-size gradient buffer); 3 = --dry-run's estimate "
-     "only (sharded parameters)"},
+     "too (reduce-scattered per layer during the backward, no full-size gradient buffer); 3 = ZeRO-3: the "
+     "parameters too (each layer's gathered before its forward and its backward)"},
     {"shard-group", K_LONG, F(shard_group), 0, "0", "N", 0, 1048576, 0, 0, 0,
      "HYBRID_SHARD: shard the --zero state inside groups of N consecutive ranks (a node), replicate across the "
      "groups; the world size must be a multiple of N; 0 = all ranks"},

@@ -28,6 +28,21 @@ struct lt_trainer {
     float *pool_layer[2]; /* pooled: two layer buffers, alternating (produced / being reduced) */
     size_t pool_n[4];     /* their lengths in floats: head, embed, layer, layer */
     int pool_next;
+    /* ZeRO-3: this rank's part of every sharded parameter and the gathered groups */
+    int z3;
+    unsigned char *wsh;   /* (params) 1 = sharded (every parameter but LoRA A/B) */
+    size_t *w_off, *w_len, *w_boff; /* (params) this rank's part; offset in its group's buffer */
+    size_t **w_counts;    /* (params) every rank's part, for all_gather */
+    void **w_part;        /* (params) the part (backend memory) */
+    void *wbuf[5];        /* embedding group, head group, three layer groups (l % 3) */
+    size_t wbuf_bytes[5];
+    int wheld[5], wvalid[5];
+    void **wreq[5];        /* (params) prefetch requests in flight per slot (NULL entries: none) */
+    int wpending[5];
+    int64_t n_prefetch, n_gather; /* groups gathered ahead (prefetch) / at the acquire */
+    unsigned char *wstage; /* host staging of a part */
+    size_t wstage_bytes;
+    lt_err w_err;
     int bf16;      /* reduce in bf16 once per step */
     float *x;      /* the model's flat gradient (n floats) */
     size_t n;
@@ -103,6 +118,22 @@ void lt_trainer_free(lt_trainer *t) {
     if (t->pooled) lt_model_set_grad_provider(t->m, NULL, NULL);
     free(t->gcur);
     free(t->goff);
+    size_t np = lt_model_num_params(t->m);
+    for (size_t i = 0; t->w_part && i < np; i++) {
+        if (t->w_part[i]) be->free(be, t->w_part[i]);
+        if (t->w_counts) free(t->w_counts[i]);
+    }
+    for (int k = 0; k < 5; k++) {
+        if (t->wbuf[k]) be->free(be, t->wbuf[k]);
+        free(t->wreq[k]);
+    }
+    free(t->wsh);
+    free(t->w_off);
+    free(t->w_len);
+    free(t->w_boff);
+    free(t->w_counts);
+    free(t->w_part);
+    free(t->wstage);
     lt_optim_free(t->opt);
     if (t->cross) t->cross->destroy(t->cross);
     if (t->sc && t->sc != t->comm) t->sc->destroy(t->sc);
@@ -226,6 +257,153 @@ static float *provide(void *ctx, int group, size_t n) {
     return buf;
 }
 
+/* ---- ZeRO-3: sharded weights ---- */
+
+static int wslot(int group) { return group == LT_GRAD_GROUP_EMBED ? 0 : group == LT_GRAD_GROUP_HEAD ? 1 : 2 + group % 3; }
+
+/* the model's weight provider (lt_model_shard_weights): acquire = all-gather
+ * the group's parts into its slot, unless the slot still holds that group
+ * since the last optimizer step; release keeps it (the slot is reused by
+ * another group: layers l, l+1, l+2 never share one) */
+/* finish the prefetch gathers in flight into slot k */
+static lt_status wfinish(lt_trainer *t, int k) {
+    lt_status st = LT_OK;
+    size_t np = lt_model_num_params(t->m);
+    for (size_t i = 0; t->wpending[k] && i < np; i++)
+        if (t->wreq[k][i]) {
+            lt_status s2 = t->sc->wait_req(t->sc, t->wreq[k][i], &t->w_err);
+            t->wreq[k][i] = NULL;
+            if (s2 && !st) st = lt_wrap(&t->w_err, s2, "ZeRO-3: prefetch of group %d", t->wheld[k]);
+        }
+    if (t->wpending[k] && !st) t->wvalid[k] = 1;
+    t->wpending[k] = 0;
+    return st;
+}
+
+static lt_status wprovide(void *ctx, int group, int acquire) {
+    lt_trainer *t = ctx;
+    if (!acquire) return LT_OK;
+    lt_model *m = t->m;
+    lt_backend *be = lt_model_backend(m);
+    int k = wslot(group), hint = acquire == 2;
+    if (hint && !t->sc->all_gather_start) return LT_OK; /* no non-blocking gather: at acquire time */
+    lt_status st = LT_OK;
+    if (t->wpending[k]) { /* a prefetch into this slot: the one wanted, or one to finish before reuse */
+        int same = t->wheld[k] == group;
+        if ((st = wfinish(t, k))) return st;
+        if (!same) t->wvalid[k] = 0;
+    }
+    int fresh = t->wheld[k] == group && t->wvalid[k];
+    if (hint && fresh) return LT_OK;
+    if (hint && !t->wreq[k] && !(t->wreq[k] = calloc(lt_model_num_params(m) + 1, sizeof(void *))))
+        return lt_fail(&t->w_err, LT_ERR_NOMEM, "ZeRO-3: out of memory");
+    for (size_t i = 0; i < lt_model_num_params(m) && !st; i++) {
+        if (!t->wsh[i] || lt_model_grad_group(m, i) != group) continue;
+        lt_param *p = lt_model_param(m, i);
+        size_t es = lt_dtype_size(p->dtype);
+        char *region = (char *)t->wbuf[k] + t->w_boff[i];
+        if (!hint) p->data = region;
+        if (fresh) continue;
+        if (t->w_len[i]) { /* this rank's part into its place, then every rank's */
+            st = be->download(be, t->wstage, t->w_part[i], t->w_len[i] * es, &t->w_err);
+            if (!st) st = be->sync(be, &t->w_err);
+            if (!st) st = be->upload(be, region + t->w_off[i] * es, t->wstage, t->w_len[i] * es, &t->w_err);
+        }
+        if (!st && hint) st = t->sc->all_gather_start(t->sc, region, p->numel, t->w_counts[i], p->dtype,
+                                                     &t->wreq[k][i], &t->w_err);
+        else if (!st) st = t->sc->all_gather(t->sc, region, p->numel, t->w_counts[i], p->dtype, &t->w_err);
+        if (st) lt_wrap(&t->w_err, st, "ZeRO-3: gathering '%s'", p->name);
+    }
+    t->wheld[k] = st ? INT32_MIN : group;
+    if (!st && !fresh) *(hint ? &t->n_prefetch : &t->n_gather) += 1;
+    t->wvalid[k] = !st && !hint;
+    t->wpending[k] = !st && hint;
+    return st;
+}
+
+/* ZeRO-3: keep this rank's part of every parameter but the LoRA matrices
+ * (trainable ones: the optimizer's part; frozen ones: the canonical split),
+ * the group buffers, and hand the weights to the model */
+static lt_status shard_weights(lt_trainer *t, lt_err *err) {
+    lt_model *m = t->m;
+    lt_backend *be = lt_model_backend(m);
+    size_t np = lt_model_num_params(m);
+    lt_comm *sc = t->sc;
+    t->wsh = calloc(np ? np : 1, 1);
+    t->w_off = calloc(np + 1, sizeof *t->w_off);
+    t->w_len = calloc(np + 1, sizeof *t->w_len);
+    t->w_boff = calloc(np + 1, sizeof *t->w_boff);
+    t->w_counts = calloc(np + 1, sizeof *t->w_counts);
+    t->w_part = calloc(np + 1, sizeof *t->w_part);
+    if (!t->wsh || !t->w_off || !t->w_len || !t->w_boff || !t->w_counts || !t->w_part)
+        return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+    int L = lt_model_config(m)->num_layers;
+    size_t *gbytes = calloc((size_t)L + 2, sizeof *gbytes), k_opt = 0;
+    if (!gbytes) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+    lt_status st = LT_OK;
+    for (size_t i = 0; i < np && !st; i++) {
+        lt_param *p = lt_model_param(m, i);
+        size_t es = lt_dtype_size(p->dtype);
+        int opt_i = p->trainable ? (int)k_opt++ : -1;
+        if (lt_trainer_is_lora_param(p->name)) continue; /* small: whole on every rank (ZeRO-1 for them) */
+        t->wsh[i] = 1;
+        int g = lt_model_grad_group(m, i) + 2;
+        t->w_boff[i] = gbytes[g];
+        gbytes[g] += (p->numel * es + 255) / 256 * 256;
+        if (!(t->w_counts[i] = calloc((size_t)sc->world, sizeof(size_t)))) {
+            st = lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+            break;
+        }
+        size_t flat = opt_i >= 0 ? lt_optim_flat_offset(t->opt, (size_t)opt_i) : 0;
+        for (int r = 0; r < sc->world; r++) {
+            size_t o0, ol;
+            if (opt_i >= 0) { /* the optimizer's part: its flat range within this tensor */
+                size_t r0, rl;
+                lt_optim_flat_shard(t->opt, r, sc->world, &r0, &rl);
+                size_t a = flat > r0 ? flat : r0, b = flat + p->numel < r0 + rl ? flat + p->numel : r0 + rl;
+                o0 = b > a ? a - flat : 0;
+                ol = b > a ? b - a : 0;
+            } else {
+                lt_comm_shard(p->numel, r, sc->world, &o0, &ol);
+            }
+            t->w_counts[i][r] = ol;
+            if (r == sc->rank) t->w_off[i] = o0, t->w_len[i] = ol;
+        }
+        size_t bytes = t->w_len[i] * es;
+        if (bytes > t->wstage_bytes) {
+            unsigned char *h = realloc(t->wstage, bytes);
+            if (!h) {
+                st = lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+                break;
+            }
+            t->wstage = h;
+            t->wstage_bytes = bytes;
+        }
+        if ((st = be->alloc(be, bytes ? bytes : 1, &t->w_part[i], err))) break;
+        if (bytes && !(st = be->download(be, t->wstage, (char *)p->data + t->w_off[i] * es, bytes, err)) &&
+            !(st = be->sync(be, err)))
+            st = be->upload(be, t->w_part[i], t->wstage, bytes, err);
+        if (!st && opt_i >= 0) st = lt_optim_set_param_part(t->opt, (size_t)opt_i, t->w_part[i], err);
+        if (st) lt_wrap(err, st, "ZeRO-3: the part of '%s'", p->name);
+    }
+    if (!st) {
+        size_t mx = 0;
+        for (int l = 0; l < L; l++) mx = gbytes[l + 2] > mx ? gbytes[l + 2] : mx;
+        t->wbuf_bytes[0] = gbytes[LT_GRAD_GROUP_EMBED + 2];
+        t->wbuf_bytes[1] = gbytes[LT_GRAD_GROUP_HEAD + 2];
+        t->wbuf_bytes[2] = t->wbuf_bytes[3] = t->wbuf_bytes[4] = mx;
+        for (int k = 0; k < 5 && !st; k++) {
+            t->wheld[k] = INT32_MIN;
+            if (t->wbuf_bytes[k]) st = be->alloc(be, t->wbuf_bytes[k], &t->wbuf[k], err);
+        }
+        if (st) lt_wrap(err, st, "ZeRO-3: the gathered weights' buffers");
+    }
+    free(gbytes);
+    if (!st) st = be->sync(be, err);
+    if (!st) st = lt_model_shard_weights(m, t->wsh, wprovide, t, err);
+    return st;
+}
+
 /* ZeRO-2: the pool's buffers, sized for the groups */
 static lt_status pool_alloc(lt_trainer *t, lt_err *err) {
     lt_model *m = t->m;
@@ -248,13 +426,20 @@ static lt_status pool_alloc(lt_trainer *t, lt_err *err) {
     return LT_OK;
 }
 
+void lt_trainer_gathers(const lt_trainer *t, int64_t *prefetched, int64_t *at_use) {
+    *prefetched = t->n_prefetch;
+    *at_use = t->n_gather;
+}
+
 void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out) {
     memset(out, 0, sizeof *out);
     lt_model *m = t->m;
     for (size_t i = 0; i < lt_model_num_params(m); i++) {
         const lt_param *p = lt_model_param(m, i);
-        if (p->data) out->params += p->numel * lt_dtype_size(p->dtype);
+        if (t->wsh && t->wsh[i]) out->params += t->w_len[i] * lt_dtype_size(p->dtype); /* ZeRO-3: the part */
+        else if (p->data) out->params += p->numel * lt_dtype_size(p->dtype);
     }
+    for (int k = 0; k < 5; k++) out->params_gathered += t->wbuf_bytes[k]; /* ZeRO-3: the gathered groups */
     out->grad_buffers = (t->pooled ? t->pool_n[0] + t->pool_n[1] + t->pool_n[2] + t->pool_n[3]
                                    : lt_model_grads_flat(m, NULL) ? t->n : 0) * sizeof(float);
     out->grad_acc = t->own_acc ? t->sl * sizeof(float) : 0;
@@ -267,12 +452,12 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
     if (reduce_dtype != LT_F32 && reduce_dtype != LT_BF16)
         return lt_fail(err, LT_ERR_INVALID, "trainer: gradient reduction dtype %s (f32 or bf16)",
                        lt_dtype_name(reduce_dtype));
-    if (zero < 0 || zero > 2)
-        return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: --zero %d (0, 1 or 2)", zero);
+    if (zero < 0 || zero > 3)
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: --zero %d (0, 1, 2 or 3)", zero);
     if (zero >= 2 && reduce_dtype == LT_BF16)
         return lt_fail(err, LT_ERR_UNSUPPORTED,
-                       "trainer: --zero 2 with --grad-reduce-dtype bf16 (bf16 accumulates the micro-batches in a "
-                       "full-size gradient, which ZeRO-2 does not keep; use f32)");
+                       "trainer: --zero %d with --grad-reduce-dtype bf16 (bf16 accumulates the micro-batches in a "
+                       "full-size gradient, which ZeRO-2 does not keep; use f32)", zero);
     lt_backend *be = lt_model_backend(t->m);
     t->comm = c;
     t->stage = zero;
@@ -362,6 +547,13 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
         if ((st = pool_alloc(t, err))) return st;
         lt_model_set_grad_provider(m, provide, t);
     }
+    if (zero >= 3) {
+        const int32_t *rows;
+        if (lt_model_trained_rows(m, &rows) || lt_model_is_quantized(m))
+            return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: ZeRO-3 with trained embedding rows or NF4 weights");
+        t->z3 = 1;
+        if ((st = shard_weights(t, err))) return st;
+    }
     lt_model_set_grad_hook(m, hook, t);
     return LT_OK;
 }
@@ -393,6 +585,10 @@ static lt_status finish_step(lt_trainer *t, lt_status st, int64_t step, lt_train
     if (!st) {
         lt_optim_stats os;
         st = lt_optim_step(t->opt, &os, err);
+        for (int k = 0; k < 5; k++) { /* ZeRO-3: the parts changed */
+            if (t->wpending[k] && !st) st = wfinish(t, k);
+            t->wvalid[k] = 0;
+        }
         if (!st) {
             s->step = os.step;
             s->lr = os.lr;
@@ -480,7 +676,7 @@ static lt_status step_comm(lt_trainer *t, const lt_batch *micro, int n_micro, in
         t->hook_st = LT_OK;
         double lsum = 0;
         lt_status sj = LT_OK;
-        if (count_tokens(&micro[j]) == 0) {
+        if (count_tokens(&micro[j]) == 0 && !t->z3) { /* (ZeRO-3 computes it: the weight gathers are collective) */
             /* all padding (an epoch's uneven tail): gradient 0, no compute;
              * the same reductions as the hooks would launch */
             for (int k = 0; k < lt_model_num_grad_groups(t->m); k++) {
@@ -497,6 +693,7 @@ static lt_status step_comm(lt_trainer *t, const lt_batch *micro, int n_micro, in
             set_neftune(t, step, g);
             sj = lt_model_step(t->m, &micro[j], 1, (double)n_tgt, &r, err);
             if (!sj) lsum = r.loss_sum;
+            else if (t->z3 && t->w_err.msg[0] && sj != LT_ERR_NONFINITE && err) *err = t->w_err;
         }
         if (t->drop_rng) lt_model_set_rng(t->m, t->drop_rng);
         if (sj == LT_ERR_NONFINITE) { /* go on: the other ranks must see it too */

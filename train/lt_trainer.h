@@ -90,6 +90,13 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
  * groups' sizes; each micro-batch's group is reduce-scattered from it into
  * this rank's shard of the accumulator (the same ordered fold as ZeRO-1, so
  * the same bits) and the buffer is reused by a later group. f32 only.
+ * zero = 3 (ZeRO-3): as 2, and every parameter but the LoRA matrices is
+ * kept as this rank's part only (trainable: lt_optim_part, updated in place
+ * by the optimizer; frozen: lt_comm_shard of the tensor), gathered per group
+ * into five buffers when the model asks (lt_model_shard_weights), with the
+ * model's prefetch hints started as non-blocking all-gathers where the
+ * communicator has them (lt_trainer_gathers counts them). Not with trained
+ * embedding rows or NF4 weights.
  */
 /* HYBRID_SHARD (--shard-group N; before lt_trainer_distribute, with zero
  * 1 or 2 and f32 reduction): the state is sharded inside groups of N
@@ -105,13 +112,22 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
  * name). 0 or the world size: plain sharding over all ranks. */
 void lt_trainer_set_shard_group(lt_trainer *t, int n);
 /* What this rank holds, in bytes, from the buffers themselves: the model's
- * parameters (in their dtypes), the backward's gradient buffers (the flat
+ * parameters (in their dtypes; ZeRO-3: its parts, and the gathered groups'
+ * buffers apart), the backward's gradient buffers (the flat
  * gradient, or ZeRO-2's pool), the step accumulator (whole, or this rank's
  * shard) and the optimizer state (lt_optim_state_bytes). */
 typedef struct lt_trainer_mem {
-    size_t params, grad_buffers, grad_acc, optim;
+    size_t params;          /* whole parameters, and ZeRO-3's parts of the sharded ones */
+    size_t params_gathered; /* ZeRO-3: the buffers the groups are gathered into */
+    size_t grad_buffers, grad_acc, optim;
 } lt_trainer_mem;
 void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out);
+/* ZeRO-3: how many group gathers were started ahead of use (the model's
+ * prefetch hints, non-blocking on MPI) and how many ran when the group was
+ * acquired (blocking; also where the communicator has no non-blocking
+ * gather). A group still gathered since the last optimizer step counts in
+ * neither. */
+void lt_trainer_gathers(const lt_trainer *t, int64_t *prefetched, int64_t *at_use);
 /* Base RNG of the per-micro-batch LoRA dropout streams (borrowed; advanced
  * by one draw per step; only used with a communicator). */
 void lt_trainer_set_dropout_rng(lt_trainer *t, lt_rng *base);
