@@ -14,6 +14,8 @@
 #      consecutive ranks, replicated across them): 4 ranks in groups of 2
 #      (ZeRO-2 and ZeRO-3) and 6 in groups of 3 (ZeRO-1) equal 1 rank x 12 bitwise; a
 #      world size that N does not divide is refused by name;
+#   1c. ZeRO-3 checkpoints (the parts gathered tensor by tensor) resume on
+#      another world size (3 ranks -> 2) to the uninterrupted final weights;
 #   2. the per-rank memory the run prints: the gradient accumulator and the
 #      optimizer state of each rank are 1/N of one rank's (within one unit of
 #      lt_optim_granule per rank), ZeRO-2/3's gradient buffers are smaller
@@ -95,6 +97,14 @@ for spec in "4 2 2 3" "6 3 1 2" "4 2 3 3"; do
 done
 train 3 badgroup --grad-accum 4 --zero 2 --shard-group 2 --max-steps 1
 grep -q "shard-group 2 does not divide the world size 3" badgroup.txt || fail "--shard-group 2 on 3 ranks not refused by name: $(tail -2 badgroup.txt)"
+
+# ---- 1c. ZeRO-3 checkpoint and resume on another world size (3 ranks -> 2) ----
+LT_TRAIN_TEST_KILL_AFTER=5 train 3 resume3 --grad-accum 2 --zero 3 --save-every 4
+[ -f resume3/checkpoints/step-000004/COMPLETE ] || fail "ZeRO-3 resume: no step-4 checkpoint: $(tail -3 resume3.txt)"
+train 2 resume3 --grad-accum 3 --zero 3 --save-every 4 --resume || fail "ZeRO-3 resume on 2 ranks: $(tail -3 resume3.txt)"
+cmp -s one-full/final/model.safetensors resume3/final/model.safetensors \
+  && echo "ok   ZeRO-3: a 3-rank checkpoint resumed on 2 ranks ends with the 1-rank run's final weights" \
+  || fail "ZeRO-3 resume 3 -> 2 ranks: final weights differ"
 
 # ---- 2. per-rank memory, printed by the run, falls as 1/N ----
 for np in 1 2 3; do
