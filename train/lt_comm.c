@@ -291,7 +291,9 @@ static lt_status single_split(lt_comm *c, int color, int key, lt_comm **out, lt_
     lt_comm_opts o = lt_comm_opts_default();
     o.on_device = ((single_ctx *)c->ctx)->on_device;
     o.timeout_s = c->timeout_s;
-    return lt_comm_single_create(&o, out, err);
+    lt_status st = lt_comm_single_create(&o, out, err);
+    if (!st) (*out)->msg_rank = 0, (*out)->msg_world = 1;
+    return st;
 }
 
 lt_status lt_comm_single_create(const lt_comm_opts *opts, lt_comm **out, lt_err *err) {
