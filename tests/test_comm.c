@@ -8,8 +8,9 @@
  * BITWISE with a serial rank-order fold computed here from every rank's
  * regenerated inputs (the contract in lt_comm.h), plus broadcast and barrier,
  * sub-communicators (split: rank order by key, the fold inside a group,
- * messages naming world ranks) and the non-blocking all_gather with a
- * reduction running beside it.
+ * messages naming world ranks), the non-blocking all_gather with a
+ * reduction running beside it and the non-blocking ordered reduce-scatter
+ * (bitwise the blocking one).
  *
  *   test_comm dead=hang|exit|exit0|kill|abort|killmid
  *     the last rank fails (sleeps instead of joining, exits with 3 or with 0
@@ -395,6 +396,23 @@ static void test_split_and_async(lt_comm *c) {
         LT_CHECK(same(buf, ref, n * sizeof *buf), "all_gather_start: not the whole vector after wait_req");
         free(buf);
         free(ref);
+    }
+    if (c->reduce_scatter_sum_ordered_start) { /* the same bits as the blocking call */
+        size_t n = 2001, off, len;
+        lt_comm_shard(n, me, W, &off, &len);
+        float *xv = malloc(n * sizeof *xv), *a1 = malloc((len + 1) * sizeof *a1), *a2 = malloc((len + 1) * sizeof *a2);
+        gen(LT_F32, xv, n, seed_of(++g_case, me));
+        for (size_t i = 0; i < len; i++) a1[i] = a2[i] = 1.0f + (float)i;
+        void *req = NULL;
+        LT_CHECK_OK(c->reduce_scatter_sum_ordered_start(c, a1, xv, n, NULL, LT_F32, &req, &err), &err);
+        int64_t one = 1;
+        LT_CHECK_OK(c->all_reduce_sum(c, &one, 1, LT_I64, &err), &err);
+        LT_CHECK_OK(c->wait_req(c, req, &err), &err);
+        LT_CHECK_OK(c->reduce_scatter_sum_ordered(c, a2, xv, n, NULL, LT_F32, &err), &err);
+        LT_CHECK(same(a1, a2, len * sizeof *a1), "reduce_scatter_sum_ordered_start: differs from the blocking call");
+        free(xv);
+        free(a1);
+        free(a2);
     }
     x->destroy(x);
     g->destroy(g);

@@ -9,7 +9,8 @@
 #      a sharded frozen base) and LoRA + --train-embeddings all (the tied
 #      embedding's group, ZeRO-2): every step's loss and grad norm and the
 #      final weights' bytes EQUAL one process with the same global batch;
-#      ZeRO-3 runs prefetch (the run counts gathers started ahead of use);
+#      ZeRO-3 runs prefetch (the run counts gathers started ahead of use) and
+#      the reductions of ZeRO-2/3 run non-blocking (counted too);
 #   1b. --shard-group N (HYBRID_SHARD: sharded inside groups of N
 #      consecutive ranks, replicated across them): 4 ranks in groups of 2
 #      (ZeRO-2 and ZeRO-3) and 6 in groups of 3 (ZeRO-1) equal 1 rank x 12 bitwise; a
@@ -75,6 +76,9 @@ for spec in "full 2 3 2" "full 3 2 2 --recompute" "lora 3 2 2" "lemb 2 3 2" "ful
   out="np$np-$mode-z$z$(printf %s "$@" | tr -d ' -')"
   if ! train "$np" "$out" "${extra[@]}"; then fail "$out: $(tail -3 "$out.txt")"; continue; fi
   grep -q "ZeRO-$z" "$out.txt" || fail "$out: the run does not say ZeRO-$z"
+  if [ "$np" -gt 1 ]; then # the reductions were started non-blocking in the hook
+    grep -Eq "ZeRO-$z: [1-9][0-9]* gradient reductions ran non-blocking" "$out.txt" || fail "$out: no non-blocking reductions"
+  fi
   if [ "$z" = 3 ] && [ "$np" -gt 1 ]; then # the next layer's gather started (non-blocking) while this one computed
     grep -Eq "ZeRO-3 weight gathers: [1-9][0-9]* prefetched" "$out.txt" || fail "$out: no prefetched gathers: $(grep 'weight gathers' "$out.txt")"
   fi

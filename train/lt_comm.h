@@ -186,6 +186,14 @@ struct lt_comm {
      * where not implemented (nccl, single): use all_gather. */
     lt_status (*all_gather_start)(lt_comm *c, void *buf, size_t n, const size_t *counts, lt_dtype dt, void **req,
                                   lt_err *err);
+    /* Non-blocking reduce_scatter_sum_ordered (ZeRO-2/3's reductions behind
+     * the backward): x must stay untouched and acc_shard unread until
+     * wait_req, which folds in rank order (the same bits as the blocking
+     * call). Requests are completed in the order they were started by a
+     * caller that needs that order (the fold into the same acc). NULL where
+     * not implemented. */
+    lt_status (*reduce_scatter_sum_ordered_start)(lt_comm *c, void *acc_shard, const void *x, size_t n,
+                                                  const size_t *counts, lt_dtype dt, void **req, lt_err *err);
     lt_status (*wait_req)(lt_comm *c, void *req, lt_err *err);
     int msg_rank, msg_world; /* what messages call this rank (the world's in a sub-communicator) */
 };

@@ -107,6 +107,12 @@ typedef struct {
     int n;
     MPI_Request *reqs;
     int *peer, *idx;
+    /* an ordered reduce-scatter: fold tmp's W pieces into acc at the wait */
+    void *acc;
+    unsigned char *tmp;
+    size_t len;
+    lt_dtype dt;
+    int world;
 } mpi_async;
 
 static lt_status mpi_all_gather_start(lt_comm *c, void *bufv, size_t n, const size_t *counts, lt_dtype dt, void **req,
@@ -154,6 +160,7 @@ static lt_status mpi_all_gather_start(lt_comm *c, void *bufv, size_t n, const si
 
 static lt_status mpi_wait_req(lt_comm *c, void *req, lt_err *err) {
     mpi_async *a = req;
+    const char *what = a && a->acc ? "reduce_scatter_sum_ordered (non-blocking)" : "all_gather (prefetch)";
     if (!a) return LT_OK;
     double t0 = lt_now_s();
     unsigned iter = 0;
@@ -162,7 +169,7 @@ static lt_status mpi_wait_req(lt_comm *c, void *req, lt_err *err) {
         int outcount = 0;
         int rc = a->n ? MPI_Testsome(a->n, a->reqs, &outcount, a->idx, MPI_STATUSES_IGNORE) : MPI_SUCCESS;
         if (rc != MPI_SUCCESS) {
-            st = mpi_fail(err, rc, "all_gather (prefetch)");
+            st = mpi_fail(err, rc, what);
             break;
         }
         if (!a->n || outcount == MPI_UNDEFINED) break;
@@ -172,15 +179,64 @@ static lt_status mpi_wait_req(lt_comm *c, void *req, lt_err *err) {
             for (int i = 0; i < a->n && suspect < 0; i++)
                 if (a->reqs[i] != MPI_REQUEST_NULL) suspect = a->peer[i] >= 0 ? a->peer[i] : -1 - a->peer[i];
             if (suspect >= 0 && X(c)->wrank) suspect = X(c)->wrank[suspect];
-            lt_comm_timeout_abort(c, "all_gather (prefetch)", suspect);
+            lt_comm_timeout_abort(c, what, suspect);
         }
         lt_comm_backoff(&iter);
     }
+    if (!st && a->acc)
+        for (int q = 0; q < a->world; q++) lt_comm_add(a->dt, a->acc, a->tmp + (size_t)q * a->len * lt_dtype_size(a->dt), a->len);
+    free(a->tmp);
     free(a->reqs);
     free(a->peer);
     free(a->idx);
     free(a);
     return st;
+}
+
+/* Non-blocking reduce_scatter_sum_ordered: every piece of this rank's slot
+ * arrives in tmp (own piece copied now), the fold in rank order runs in
+ * wait_req -- the same bits as the blocking call. Its own tag. */
+static lt_status mpi_rs_ordered_start(lt_comm *c, void *acc, const void *xv, size_t n, const size_t *counts,
+                                      lt_dtype dt, void **req, lt_err *err) {
+    const char *what = "reduce_scatter_sum_ordered (non-blocking)";
+    *req = NULL;
+    mpi_ctx *x = X(c);
+    lt_status st = check_args(c, what, n, counts, dt, err);
+    if (st) return st;
+    const int W = c->world, me = c->rank;
+    const size_t es = lt_dtype_size(dt), mine = x->len[me];
+    const unsigned char *src = xv;
+    size_t nmsg = 0;
+    for (int q = 0; q < W; q++)
+        if (q != me) nmsg += (x->len[q] * es + LT_COMM_MAX_MSG - 1) / LT_COMM_MAX_MSG + (mine * es + LT_COMM_MAX_MSG - 1) / LT_COMM_MAX_MSG;
+    mpi_async *a = calloc(1, sizeof *a);
+    if (a) a->reqs = calloc(nmsg + 1, sizeof *a->reqs), a->peer = calloc(nmsg + 1, sizeof(int)),
+           a->idx = calloc(nmsg + 1, sizeof(int)), a->tmp = malloc((size_t)W * mine * es + 1);
+    if (!a || !a->reqs || !a->peer || !a->idx || !a->tmp) {
+        if (a) free(a->reqs), free(a->peer), free(a->idx), free(a->tmp);
+        free(a);
+        return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", what);
+    }
+    a->acc = acc, a->len = mine, a->dt = dt, a->world = W;
+    memcpy(a->tmp + (size_t)me * mine * es, src + x->off[me] * es, mine * es);
+    for (int q = 0; q < W; q++) {
+        if (q == me) continue;
+        for (size_t b = 0; b < mine * es; b += LT_COMM_MAX_MSG) {
+            size_t m = mine * es - b < LT_COMM_MAX_MSG ? mine * es - b : LT_COMM_MAX_MSG;
+            int rc = MPI_Irecv(a->tmp + (size_t)q * mine * es + b, (int)m, MPI_BYTE, q, LT_COMM_TAG + 2, x->comm,
+                               &a->reqs[a->n]);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+            a->peer[a->n++] = q;
+        }
+        for (size_t b = 0; b < x->len[q] * es; b += LT_COMM_MAX_MSG) {
+            size_t m = x->len[q] * es - b < LT_COMM_MAX_MSG ? x->len[q] * es - b : LT_COMM_MAX_MSG;
+            int rc = MPI_Isend(src + x->off[q] * es + b, (int)m, MPI_BYTE, q, LT_COMM_TAG + 2, x->comm, &a->reqs[a->n]);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+            a->peer[a->n++] = -1 - q;
+        }
+    }
+    *req = a;
+    return LT_OK;
 }
 
 /* Wait for one collective request (the peer at fault is not known). */
@@ -503,6 +559,7 @@ static lt_status mpi_fill(lt_comm *c, lt_err *err) {
     c->abort = mpi_abort;
     c->split = mpi_split;
     c->all_gather_start = mpi_all_gather_start;
+    c->reduce_scatter_sum_ordered_start = mpi_rs_ordered_start;
     c->wait_req = mpi_wait_req;
     return LT_OK;
 }

@@ -28,6 +28,12 @@ struct lt_trainer {
     float *pool_layer[2]; /* pooled: two layer buffers, alternating (produced / being reduced) */
     size_t pool_n[4];     /* their lengths in floats: head, embed, layer, layer */
     int pool_next;
+    /* ZeRO-2/3 on MPI: reductions started in the hook, completed in order */
+    void **rq;            /* (rq_cap) requests, FIFO from rq_head to rq_tail */
+    int *rq_buf;          /* the pool buffer (0-3) each one reads */
+    size_t rq_cap, rq_head, rq_tail;
+    int cur_buf;          /* the pool buffer of the group being reduced (-1: none) */
+    int64_t n_async;      /* reductions started non-blocking */
     /* ZeRO-3: this rank's part of every sharded parameter and the gathered groups */
     int z3;
     unsigned char *wsh;   /* (params) 1 = sharded (every parameter but LoRA A/B) */
@@ -118,6 +124,8 @@ void lt_trainer_free(lt_trainer *t) {
     if (t->pooled) lt_model_set_grad_provider(t->m, NULL, NULL);
     free(t->gcur);
     free(t->goff);
+    free(t->rq);
+    free(t->rq_buf);
     size_t np = lt_model_num_params(t->m);
     for (size_t i = 0; t->w_part && i < np; i++) {
         if (t->w_part[i]) be->free(be, t->w_part[i]);
@@ -172,6 +180,16 @@ static lt_status reduce_ordered(lt_trainer *t, size_t a, size_t b, const float *
     lt_comm *c = t->comm;
     if (!t->zero) return c->all_reduce_sum_ordered(c, t->acc + a, x, b - a, LT_F32, err);
     range_counts(t, a, b);
+    if (!t->cross && t->rq && t->cur_buf >= 0) { /* non-blocking: completed before the buffer is reused */
+        if (t->rq_tail - t->rq_head >= t->rq_cap) return lt_fail(err, LT_ERR_RANGE, "trainer: too many reductions in flight");
+        size_t q = t->rq_tail % t->rq_cap;
+        lt_status st = c->reduce_scatter_sum_ordered_start(c, acc_part(t, a), x, b - a, t->counts, LT_F32, &t->rq[q], err);
+        if (st) return st;
+        t->rq_buf[q] = t->cur_buf;
+        t->rq_tail++;
+        t->n_async++;
+        return LT_OK;
+    }
     if (!t->cross) return c->reduce_scatter_sum_ordered(c, acc_part(t, a), x, b - a, t->counts, LT_F32, err);
     /* hybrid: the groups take turns. Group g folds its ranks' values into the
      * running shard (a reduce-scatter inside the group, starting from the
@@ -223,6 +241,9 @@ static void reduce_group(lt_trainer *t, int group) {
         t->hook_st = lt_fail(&t->hook_err, LT_ERR_INVALID, "gradient reduction: group %d has no buffer", group);
         return;
     }
+    t->cur_buf = -1;
+    for (int k = 0; t->pooled && k < 4; k++)
+        if (t->gcur[slot] && t->gcur[slot] == (k < 2 ? t->pool_edge[k] : t->pool_layer[k - 2])) t->cur_buf = k;
     for (int k = 0; k < t->nranges[slot] && !t->hook_st; k++) {
         int ri = t->range0[slot] + k;
         size_t a = t->ranges[ri][0], b = t->ranges[ri][1];
@@ -244,11 +265,32 @@ static void hook(void *ctx, int group) {
  * gradient is written from the forward to the end of the backward); the
  * layers alternate between two buffers: the one being produced and the
  * one whose reduction may still be in flight. */
+/* complete the reductions in flight, oldest first: all of them (buf < 0) or
+ * up to the last one reading pool buffer buf */
+static lt_status reductions_finish(lt_trainer *t, int buf, lt_err *err) {
+    size_t last = t->rq_head;
+    int any = 0;
+    for (size_t q = t->rq_head; q < t->rq_tail; q++)
+        if (buf < 0 || t->rq_buf[q % t->rq_cap] == buf) last = q, any = 1;
+    lt_status st = LT_OK;
+    while (any && t->rq_head <= last) {
+        size_t q = t->rq_head++ % t->rq_cap;
+        lt_status s2 = t->comm->wait_req(t->comm, t->rq[q], err);
+        t->rq[q] = NULL;
+        if (s2 && !st) st = lt_wrap(err, s2, "gradient reduction");
+    }
+    return st;
+}
+
 static float *provide(void *ctx, int group, size_t n) {
     lt_trainer *t = ctx;
     int slot = group + 2;
     if (slot < 0 || slot >= t->nslots) return NULL;
     int k = group == LT_GRAD_GROUP_HEAD ? 0 : group == LT_GRAD_GROUP_EMBED ? 1 : 2 + (t->pool_next++ & 1);
+    if (t->rq && reductions_finish(t, k, &t->hook_err)) { /* its reduction still reads it */
+        if (!t->hook_st) t->hook_st = LT_ERR_BACKEND;
+        return NULL;
+    }
     float *buf = k < 2 ? t->pool_edge[k] : t->pool_layer[k - 2];
     if (!buf || n > t->pool_n[k]) return NULL;
     lt_backend *be = lt_model_backend(t->m);
@@ -426,6 +468,8 @@ static lt_status pool_alloc(lt_trainer *t, lt_err *err) {
     return LT_OK;
 }
 
+int64_t lt_trainer_async_reductions(const lt_trainer *t) { return t->n_async; }
+
 void lt_trainer_gathers(const lt_trainer *t, int64_t *prefetched, int64_t *at_use) {
     *prefetched = t->n_prefetch;
     *at_use = t->n_gather;
@@ -546,6 +590,12 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
     if (t->pooled) {
         if ((st = pool_alloc(t, err))) return st;
         lt_model_set_grad_provider(m, provide, t);
+        if (!t->cross && c->reduce_scatter_sum_ordered_start && c->wait_req && c->world > 1) {
+            t->rq_cap = 4 * (np + 8);
+            t->rq = calloc(t->rq_cap, sizeof *t->rq);
+            t->rq_buf = calloc(t->rq_cap, sizeof *t->rq_buf);
+            if (!t->rq || !t->rq_buf) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+        }
     }
     if (zero >= 3) {
         const int32_t *rows;
@@ -582,6 +632,10 @@ static int64_t count_tokens(const lt_batch *b) {
 /* the optimizer update after the gradients are in place; st = LT_OK or the
  * NONFINITE status of the loss */
 static lt_status finish_step(lt_trainer *t, lt_status st, int64_t step, lt_train_stats *s, lt_err *err) {
+    if (t->rq) { /* every reduction of the step in the accumulator */
+        lt_status sr = reductions_finish(t, -1, err);
+        if (sr) return lt_wrap(err, sr, "step %lld", (long long)step);
+    }
     if (!st) {
         lt_optim_stats os;
         st = lt_optim_step(t->opt, &os, err);

@@ -128,6 +128,12 @@ void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out);
  * gather). A group still gathered since the last optimizer step counts in
  * neither. */
 void lt_trainer_gathers(const lt_trainer *t, int64_t *prefetched, int64_t *at_use);
+/* ZeRO-2/3 over MPI (not hybrid): the gradient reductions were started
+ * non-blocking in the hook (reduce_scatter_sum_ordered_start) and completed,
+ * oldest first, when their pool buffer is handed out again or before the
+ * optimizer step -- so a layer's reduction runs while the next layers do
+ * their backward. How many so far. */
+int64_t lt_trainer_async_reductions(const lt_trainer *t);
 /* Base RNG of the per-micro-batch LoRA dropout streams (borrowed; advanced
  * by one draw per step; only used with a communicator). */
 void lt_trainer_set_dropout_rng(lt_trainer *t, lt_rng *base);
