@@ -39,8 +39,9 @@
  *     bf16 (all_reduce_sum, or reduce_scatter_sum under ZeRO-1) -- half the
  *     traffic, once per step, not equal to one rank in the last bits.
  * The reductions block inside the hook (lt_comm calls return when the result
- * is ready), between one layer's backward and the next; a GPU overlap needs
- * a non-blocking lt_comm call here (see docs/distributed.md). A micro-batch that is all padding (an
+ * is ready), between one layer's backward and the next -- except ZeRO-2/3 on
+ * MPI (below: started non-blocking, completed in order); a GPU overlap needs
+ * a non-blocking NCCL call here (see docs/distributed.md). A micro-batch that is all padding (an
  * epoch's uneven tail on the higher ranks) is not computed: its gradient is
  * 0 and the trainer launches the same reductions itself. LoRA dropout with
  * lt_trainer_set_dropout_rng: micro-batch g draws its masks from a stream
