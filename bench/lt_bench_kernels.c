@@ -934,6 +934,20 @@ static void fn_nf4_bwd(void *p) {
     a->be->nf4_matmul_bwd(a->be, a->dx, 0, a->dout, a->w, a->M, a->K, a->N);
 }
 
+/* The NF4 op with the other kernel variant as a baseline: v1 (dequantized
+ * tiles + cuBLAS) next to the default fused kernel (lt_op_nf4_variant; a
+ * backend without variants, the CPU, has none to time). */
+static void run_nf4_v1_base(bench *b, result *r, lt_bench_fn fn, mm_arg *x) {
+    lt_err e = {{0}};
+    if (!b->be->set_option || b->dead) return;
+    if (lt_op_nf4_variant(b->be, 1, &e) == LT_OK) run_base(b, r, "nf4 v1: dequantized tiles + cuBLAS", fn, x);
+    else snprintf(r->error, sizeof r->error, "nf4 v1 baseline: %.260s", e.msg);
+    if (lt_op_nf4_variant(b->be, 0, &e) != LT_OK) {
+        snprintf(r->error, sizeof r->error, "nf4 default variant: %.260s", e.msg);
+        b->dead = 1;
+    }
+}
+
 /* A random NF4 weight of n elements (random codes, nested absmaxes 0.02,
  * offset 0.01): a valid layout (core/lt_nf4.h) without quantizing a large
  * matrix here. NULL (e set) if out of memory. */
@@ -994,6 +1008,7 @@ static void case_linear(bench *b, const mshape *m, const char *tag, int M, int K
         if (run_main(b, rf, nf4 ? fn_nf4_fwd : fn_mm_fwd, &x) && base_ok) {
             gemm_arg g = mk_gemm(b, 0, 1, M, N, K, x.x, wfull, x.out, ad, 0.f);
             run_base(b, rf, bn, fn_gemm, &g);
+            if (nf4) run_nf4_v1_base(b, rf, fn_nf4_fwd, &x);
         }
     }
     if (rb && !b->dead) {
@@ -1002,6 +1017,7 @@ static void case_linear(bench *b, const mshape *m, const char *tag, int M, int K
             gemm_arg g[2] = {mk_gemm(b, 0, 0, M, K, N, x.dout, wfull, x.dx, ad, 0.f), /* dx */
                              mk_gemm(b, 1, 0, N, K, M, x.dout, x.x, x.dw, LT_F32, 1.f)}; /* dW (not nf4) */
             run_base(b, rb, bn, nf4 ? fn_gemm : fn_gemm2, g);
+            if (nf4) run_nf4_v1_base(b, rb, fn_nf4_bwd, &x);
         }
     }
     pool_free(b, &pl);
@@ -1417,6 +1433,13 @@ static double rate(const result *r) { /* TFLOP/s or GB/s */
     if (r->ms <= 0) return 0;
     return r->bound == BOUND_FLOP ? r->flop / (r->ms * 1e-3) * 1e-12 : r->bytes / (r->ms * 1e-3) * 1e-9;
 }
+/* the table's rate column for r's work done in `ms` (the result's or a
+ * baseline's time): TF/s and GB/s for a compute-bound op, GB/s otherwise */
+static void rate_text(char *out, size_t n, const result *r, double ms) {
+    double gbps = ms > 0 ? r->bytes / (ms * 1e-3) * 1e-9 : 0;
+    if (r->bound == BOUND_FLOP) snprintf(out, n, "%.2f TF/s %.0f GB/s", ms > 0 ? r->flop / (ms * 1e-3) * 1e-12 : 0, gbps);
+    else snprintf(out, n, "%.1f GB/s", gbps);
+}
 static double pct_peak(const bench *b, const result *r) {
     double pk = r->bound == BOUND_FLOP ? b->peak_tflops : b->peak_gbps;
     return pk > 0 ? 100.0 * rate(r) / pk : 0;
@@ -1444,32 +1467,34 @@ static int goal_met(const bench *b, const result *r, double *value) {
 }
 
 static void print_table(const bench *b, FILE *f) {
-    fprintf(f, "\n%-15s %-22s %-40s %10s %12s %6s  %-30s %10s %6s  %s\n", "op", "model", "shape", "median ms", "rate",
+    fprintf(f, "\n%-15s %-22s %-40s %10s %22s %6s  %-34s %10s %6s  %s\n", "op", "model", "shape", "median ms", "rate",
             "%peak", "baseline", "base ms", "x", "goal");
     for (int i = 0; i < b->nres; i++) {
         const result *r = &b->res[i];
-        char rt[32] = "", pk[16] = "", gl[64] = "";
+        char rt[48] = "", pk[16] = "", gl[64] = "";
         if (r->error[0]) {
             fprintf(f, "%-15s %-22s %-40s  ERROR: %s\n", r->op, r->model, r->shape, r->error);
             continue;
         }
-        snprintf(rt, sizeof rt, r->bound == BOUND_FLOP ? "%.2f TF/s" : "%.1f GB/s", rate(r));
+        rate_text(rt, sizeof rt, r, r->ms);
         snprintf(pk, sizeof pk, "%.1f", pct_peak(b, r));
         double val;
         int met = goal_met(b, r, &val);
         if (r->goal != GOAL_NONE)
             snprintf(gl, sizeof gl, "%s %s", met < 0 ? "n/a " : met ? "MET " : "MISS", goal_text(r->goal));
         const base_t *b0 = r->nbase ? &r->base[0] : NULL;
-        fprintf(f, "%-15s %-22s %-40s %10.4f %12s %6s  %-30s", r->op, r->model, r->shape, r->ms, rt, pk,
+        fprintf(f, "%-15s %-22s %-40s %10.4f %22s %6s  %-34s", r->op, r->model, r->shape, r->ms, rt, pk,
                 b0 ? b0->name : "-");
         if (b0)
             fprintf(f, " %10.4f %6.2f", b0->ms, b0->ms / r->ms);
         else
             fprintf(f, " %10s %6s", "", "");
         fprintf(f, "  %s\n", gl);
-        for (int k = 1; k < r->nbase; k++)
-            fprintf(f, "%-15s %-22s %-40s %10s %12s %6s  %-30s %10.4f %6.2f\n", "", "", "", "", "", "", r->base[k].name,
+        for (int k = 1; k < r->nbase; k++) { /* the baseline's own rate for the same work */
+            rate_text(rt, sizeof rt, r, r->base[k].ms);
+            fprintf(f, "%-15s %-22s %-40s %10s %22s %6s  %-34s %10.4f %6.2f\n", "", "", "", "", rt, "", r->base[k].name,
                     r->base[k].ms, r->base[k].ms / r->ms);
+        }
     }
     fprintf(f, "(x = baseline time / our time: > 1 means luxtrain is faster; %%peak against the measured ceilings)\n");
 }
@@ -1611,6 +1636,8 @@ static lt_status write_json(const bench *b, const torch_run *tr, const char *pat
             cJSON_AddStringToObject(x, "name", r->base[k].name);
             cJSON_AddNumberToObject(x, "ms", r->base[k].ms);
             cJSON_AddNumberToObject(x, "ratio", r->base[k].ms / r->ms);
+            if (r->flop > 0) cJSON_AddNumberToObject(x, "tflops", r->flop / (r->base[k].ms * 1e-3) * 1e-12);
+            cJSON_AddNumberToObject(x, "gbps", r->bytes / (r->base[k].ms * 1e-3) * 1e-9);
             cJSON_AddItemToArray(ba, x);
         }
         if (r->torch) cJSON_AddItemReferenceToObject(o, "torch", r->torch);

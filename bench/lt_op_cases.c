@@ -140,9 +140,14 @@ static const long SH_EMB[][LT_OP_MAXP] = {{50, 64, 37, 50}, {1000, 257, 300, 40}
 static const long SH_NOISE[][LT_OP_MAXP] = {{1, 1, 0}, {37, 257, 0}, {37, 257, 1}, {1000, 4096, 1}, {3, 70000, 0}};
 static const long SH_MM[][LT_OP_MAXP] = {{1, 64, 32, 1}, {37, 96, 51, 0}, {37, 96, 51, 1}, {257, 512, 384, 1}};
 /* nf4: M K N bias; N K not a multiple of 64 (a short last block) in some,
- * more than 256 blocks (several nested blocks) in others */
-static const long SH_NF4[][LT_OP_MAXP] = {{1, 64, 32, 0}, {37, 96, 51, 1}, {33, 70, 65, 0}, {257, 512, 384, 1},
-                                          {5, 4096, 96, 0}};
+ * more than 256 blocks (several nested blocks) in others. The fused kernel's
+ * tiles are 128 x 128 outputs x 32 (k): M, N, K past and short of them; K % 8
+ * != 0 (element-wise weights and activations; odd K: rows start mid-byte);
+ * N % 8 != 0 (dx reads dout element-wise). */
+static const long SH_NF4[][LT_OP_MAXP] = {{1, 64, 32, 0},     {37, 96, 51, 1},     {33, 70, 65, 0},
+                                          {257, 512, 384, 1}, {5, 4096, 96, 0},    {130, 200, 136, 1},
+                                          {129, 33, 257, 1},  {200, 72, 129, 0},   {3, 1032, 1000, 1},
+                                          {300, 264, 520, 0}};
 static const long SH_RMS[][LT_OP_MAXP] = {{1, 64}, {37, 257}, {300, 1024}, {1000, 128} /* q/k norm: R = N*H */};
 /* C picks the CUDA kernel: the vector one for C % 8 == 0 up to 8192 (1..32
  * vectors per lane), scalar otherwise */
@@ -220,10 +225,20 @@ static const long CS_RMSO[][LT_OP_MAXP] = {{5, 16, 10}, {7, 33, 10}, {2, 130, 5}
 static const long CS_ATTC[][LT_OP_MAXP] = {{50, 0}, {0, 4}, {15, 3}, {20, 70} /* window past a 64-row block */};
 static const long CS_CEC[][LT_OP_MAXP] = {{6, 29, 0, 3}, {4, 7, 60, 30}, {40, 300, -5, 2}};
 static const long SH_RMSO[][LT_OP_MAXP] = {{1, 64, 10}, {37, 257, 10}, {300, 1024, 10}, {9, 3584, 10}};
-/* B T Hq Hkv D docs cap_x10 window (docs as in SH_ATT) */
+/* B T Hq Hkv D docs cap_x10 window (docs as in SH_ATT). The random scores
+ * scale q.k are about 0.3 in size, so caps of 30 / 50 are nearly linear and
+ * the caps 0.3 - 1 below are the ones that bind (tanh well past linear).
+ * Head dims 64 / 128 / 256 run v2 (tensor cores) and v1, capped or not. */
 static const long SH_ATTC[][LT_OP_MAXP] = {
     {2, 37, 4, 1, 64, 0, 500, 0},  {1, 70, 8, 1, 128, 1, 500, 16}, {2, 45, 2, 2, 256, 1, 300, 8},
-    {1, 130, 8, 2, 128, 2, 0, 33}, {1, 200, 4, 2, 256, 3, 500, 64}, {1, 1000, 8, 4, 256, 3, 500, 100}};
+    {1, 130, 8, 2, 128, 2, 0, 33}, {1, 200, 4, 2, 256, 3, 500, 64}, {1, 1000, 8, 4, 256, 3, 500, 100},
+    {1, 1, 2, 1, 128, 0, 3, 1} /* one token */,
+    {2, 64, 8, 1, 64, 1, 3, 16} /* GQA 8, binding cap, window inside a tile */,
+    {2, 17, 4, 4, 256, 0, 5, 0} /* cap only, D = 256, a partial tile */,
+    {1, 300, 8, 2, 128, 3, 5, 100} /* long documents, window across key tiles */,
+    {1, 200, 8, 4, 256, 1, 10, 1} /* window 1: each query sees itself */,
+    {1, 1000, 4, 1, 64, 1, 5, 128} /* GQA 4, many key tiles skipped by the window */,
+    {1, 600, 8, 4, 256, 0, 500, 256} /* Gemma 2 2B's attention: 8 / 4 heads of 256, cap 50, window < T */};
 /* N V neg_inf cap_x10 */
 static const long SH_CEC[][LT_OP_MAXP] = {{37, 1000, 0, 300}, {8, 50001, 0, 300}, {5, 1000, 1, 30}};
 static const lt_op_metric MET_RMSO[] = {
@@ -292,7 +307,7 @@ const lt_op_entry lt_op_table[] = {
      MET_SCALE, N_(MET_SCALE)},
     {"nf4_matmul", "nf4_dequant nf4_matmul_fwd nf4_matmul_bwd",
      "QLoRA: x W^T with an NF4 weight (bitsandbytes' double quantization) and dx", "M K N bias", SH_NF4,
-     N_(SH_NF4), "", "M K N bias", CS_NF4, N_(CS_NF4), MET_NF4, N_(MET_NF4)},
+     N_(SH_NF4), "nf4 v1, v2", "M K N bias", CS_NF4, N_(CS_NF4), MET_NF4, N_(MET_NF4)},
 };
 const int lt_op_count = N_(lt_op_table);
 
@@ -399,6 +414,13 @@ lt_status lt_op_att_variant(lt_backend *be, int version, lt_err *err) {
     if (!be->set_option) return LT_OK;
     snprintf(v, sizeof v, "%d", version > 0 ? version : LT_OP_DEFAULT_VERSION);
     return lt_backend_set_option(be, "attn_version", v, err);
+}
+
+lt_status lt_op_nf4_variant(lt_backend *be, int version, lt_err *err) {
+    char v[16];
+    if (!be->set_option) return LT_OK;
+    snprintf(v, sizeof v, "%d", version > 0 ? version : LT_OP_DEFAULT_VERSION);
+    return lt_backend_set_option(be, "nf4_version", v, err);
 }
 
 lt_status lt_op_lora_variant(lt_backend *be, int version, int chunk_rows, lt_err *err) {

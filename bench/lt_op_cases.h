@@ -13,8 +13,9 @@
  * here plus its CPU and CUDA code and the op's body in each mode's runner;
  * every mode refuses an --op NAME not in this list.
  *
- * Kernel variants (attention v1/v2, LoRA v1/v2 and row chunks) are chosen by
- * lt_op_att_variant / lt_op_lora_variant only.
+ * Kernel variants (attention v1/v2, LoRA v1/v2 and row chunks, NF4 v1/v2)
+ * are chosen by lt_op_att_variant / lt_op_lora_variant / lt_op_nf4_variant
+ * only.
  */
 #ifndef LT_OP_CASES_H
 #define LT_OP_CASES_H
@@ -120,13 +121,16 @@ int lt_op_run_table(const char *prog, lt_op_mode mode, const lt_op_runner *runne
                     const int *failures);
 
 /* Kernel variants, set before a run through lt_backend_set_option (the
- * CUDA backend's options attn_version, lora_version, lora_chunk_rows); a
+ * CUDA backend's options attn_version, lora_version, lora_chunk_rows,
+ * nf4_version); a
  * backend without options (the CPU) has no variants: nothing to set.
  * attention: version 1 (CUDA cores) or 2 (tensor cores); lora: version 1 or
  * 2, chunk_rows > 0 forces v2's row chunks that small. version 0 = the
  * default (2, automatic chunks). */
 lt_status lt_op_att_variant(lt_backend *be, int version, lt_err *err);
 lt_status lt_op_lora_variant(lt_backend *be, int version, int chunk_rows, lt_err *err);
+/* nf4_matmul: version 1 (dequantized tiles + cuBLAS) or 2 (fused kernel). */
+lt_status lt_op_nf4_variant(lt_backend *be, int version, lt_err *err);
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,8 @@
-/* lt_family_llama.c -- Llama 2/3/3.1/3.2 (LlamaConfig defaults, transformers 4.51.3 / 5). */
+/* lt_family_llama.c -- Llama 2/3/3.1/3.2 and EuroLLM (LlamaConfig defaults, transformers 4.51.3 / 5). */
 #include "lt_family.h"
 
 static const char *const KEYS[] = {"attention_bias", "mlp_bias", "pretraining_tp", NULL};
-static const char *const FIXTURES[] = {"llama", "llama_tied", NULL};
+static const char *const FIXTURES[] = {"llama", "llama_tied", "eurollm", NULL};
 
 const lt_family lt_family_llama = {
     .arch = LT_ARCH_LLAMA,

@@ -17,6 +17,8 @@ static const char *const FIXED[][2] = {{"resid_pdrop", "0"},      {"embd_pdrop",
                                        {"full_attn_mod", "1"},    {"interpolate_factor", "1"},
                                        {NULL, NULL}};
 static const char *const FIXTURES[] = {"phi3", "phi3_short", NULL};
+/* llama.cpp's phi3 reads the fused weights whole: attn_qkv (q, k, v rows) and ffn_up (gate, up rows) */
+static const char *const GGUF_NAMES[][2] = {{"self_attn.qkv_proj", "attn_qkv"}, {"mlp.gate_up_proj", "ffn_up"}, {NULL, NULL}};
 
 const lt_family lt_family_phi3 = {
     .arch = LT_ARCH_PHI3,
@@ -35,4 +37,5 @@ const lt_family lt_family_phi3 = {
     .reads_rope_extras = 1,
     .omp_default = 4096,
     .fixed = FIXED,
+    .gguf = {.arch = "phi3", .names = GGUF_NAMES},
 };

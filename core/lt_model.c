@@ -297,7 +297,8 @@ struct lt_model {
 
     /* QLoRA (lt_model_quantize_nf4): the frozen projections in NF4 */
     void **nf4;  /* (L * NT) NF4 buffers (backend memory), NULL: not quantized */
-    void *wdq;   /* one projection's dequantized weight (param dtype): the adapted ones read it */
+    void *wdq;   /* one projection's dequantized weight (param dtype): the adapted and fused ones read it */
+    int wdq_of;  /* the projection (l * NT + t) wdq holds, -1: none */
 };
 
 const lt_config *lt_model_config(const lt_model *m) { return &m->cfg; }
@@ -1121,6 +1122,7 @@ static float *pg(const lt_param *p) { return p ? p->grad : NULL; }
 /* ---------------------------------------------------------------------- */
 /* projections (plain or with a LoRA adapter)                              */
 
+static int is_fused(int t) { return t == LT_LORA_QKV || t == LT_LORA_GATE_UP; }
 static lt_param *proj_w(const layer *y, int t) {
     lt_param *w[NT] = {y->wq, y->wk, y->wv, y->wo, y->wg, y->wu, y->wd, y->wqkv, y->wgu};
     return w[t];
@@ -1130,18 +1132,25 @@ static lt_param *proj_b(const layer *y, int t) {
     return b[t];
 }
 
-/* The frozen weight of projection t of layer l as the LoRA linear reads it:
- * the parameter itself, or (QLoRA) its NF4 buffer dequantized into m->wdq. */
+/* The frozen weight of projection t of layer l as the linear reads it: the
+ * parameter itself, or (QLoRA) its NF4 buffer dequantized into m->wdq. The
+ * dequantized weight stays there until another projection needs the buffer
+ * (the parts of a fused weight read it once dequantized). */
 static const void *nf4_weight(lt_model *m, int l, int t) {
     const void *q = m->nf4 ? m->nf4[l * NT + t] : NULL;
     if (!q) return proj_w(&m->layers[l], t)->data;
-    m->be->nf4_dequant(m->be, m->wdq, q, proj_in(&m->cfg, t) * proj_out(&m->cfg, t));
+    if (m->wdq_of != l * NT + t) {
+        m->be->nf4_dequant(m->be, m->wdq, q, proj_in(&m->cfg, t) * proj_out(&m->cfg, t));
+        m->wdq_of = l * NT + t;
+    }
     return m->wdq;
 }
 
-/* Projection t's weight rows [row0, ...) (a part of a fused weight; 0: all of it) */
-static const void *w_rows(const lt_param *w, int row0, int K) {
-    return (const char *)w->data + (size_t)row0 * K * lt_dtype_size(w->dtype);
+/* Projection t's weight rows [row0, ...) (a part of a fused weight; 0: all
+ * of it), from the parameter or its dequantized NF4 copy */
+static const void *w_rows(lt_model *m, int l, int t, int row0, int K) {
+    lt_dtype dt = m->nf4 && m->nf4[l * NT + t] ? m->be->param_dtype : proj_w(&m->layers[l], t)->dtype;
+    return (const char *)nf4_weight(m, l, t) + (size_t)row0 * K * lt_dtype_size(dt);
 }
 static float *g_rows(const lt_param *w, int row0, int K) { return w->grad ? w->grad + (size_t)row0 * K : NULL; }
 
@@ -1154,17 +1163,18 @@ static void proj_fwd_part(lt_model *m, int l, int t, int row0, void *out, const 
                           int M, int K, int Nout) {
     lt_backend *be = m->be;
     const layer *y = &m->layers[l];
-    lt_param *w = proj_w(y, t), *b = proj_b(y, t), *A = y->la[t], *Bm = y->lb[t];
+    lt_param *b = proj_b(y, t), *A = y->la[t], *Bm = y->lb[t];
     const void *q = m->nf4 ? m->nf4[l * NT + t] : NULL;
-    if (!A && q) {
+    if (!A && q && !is_fused(t)) { /* a whole NF4 weight: dequantized inside the op */
         be->nf4_matmul_fwd(be, out, x, q, pd(b), M, K, Nout);
         return;
     }
+    /* the weight's rows: the parameter, or (NF4) the dequantized weight (a fused one once for its parts) */
+    const void *wd = w_rows(m, l, t, row0, K);
     if (!A) {
-        be->matmul_fwd(be, out, x, w_rows(w, row0, K), pd(b), M, K, Nout);
+        be->matmul_fwd(be, out, x, wd, pd(b), M, K, Nout);
         return;
     }
-    const void *wd = row0 ? w_rows(w, row0, K) : nf4_weight(m, l, t); /* NF4: never fused (refused) */
     const void *xl = x;
     if (xdrop && row0 > 0) xl = xdrop;
     if (xdrop && row0 == 0) { // drop(x): keep with probability 1-p, scaled by 1/(1-p); mask drawn on the host
@@ -1209,12 +1219,12 @@ static void proj_bwd_part(lt_model *m, int l, int t, int row0, void *dx, int acc
     const layer_acts *a = &m->acts[l];
     lt_param *w = proj_w(y, t), *b = proj_b(y, t), *A = y->la[t], *Bm = y->lb[t];
     const void *q = m->nf4 ? m->nf4[l * NT + t] : NULL;
-    if (!A && q) { /* frozen NF4 weight: dx only (and a trainable bias's gradient) */
+    if (!A && q && !is_fused(t)) { /* frozen NF4 weight: dx only (and a trainable bias's gradient) */
         be->nf4_matmul_bwd(be, dx, acc, dout, q, M, K, Nout);
         if (b && b->grad) be->matmul_bwd(be, NULL, 0, NULL, b->grad, dout, x, m->wdq, M, K, Nout);
         return;
     }
-    const void *wd = row0 ? w_rows(w, row0, K) : nf4_weight(m, l, t); /* NF4: never fused (refused) */
+    const void *wd = w_rows(m, l, t, row0, K);
     if (!A) {
         be->matmul_bwd(be, dx, acc, g_rows(w, row0, K), pg(b), dout, x, wd, M, K, Nout);
         return;
@@ -2001,13 +2011,18 @@ size_t lt_model_trained_rows(const lt_model *m, const int32_t **rows) {
 /* ---------------------------------------------------------------------- */
 /* QLoRA: NF4 base weights                                                 */
 
-/* the largest projection (elements) */
-/* QLoRA quantizes the seven separate projections (fused models are refused) */
-#define NT_SEP LT_LORA_QKV
+/* The projections QLoRA quantizes: every linear layer of the transformer the
+ * model has (q, k, v, o, gate, up, down; with fused projections qkv_proj,
+ * o, gate_up_proj, down), each weight as one tensor as bitsandbytes'
+ * Linear4bit quantizes it (blocks of 64 over the flattened (out, in)). */
+int lt_model_nf4_quantizes(const lt_config *c, int t) {
+    return t >= 0 && t < NT && ((lt_lora_targets_for(c, LT_LORA_ALL_TARGETS) >> t) & 1u);
+}
+/* the largest of them (elements) */
 static size_t nf4_max_numel(const lt_config *c) {
     size_t mx = 0;
-    for (int t = 0; t < NT_SEP; t++)
-        if (proj_in(c, t) * proj_out(c, t) > mx) mx = proj_in(c, t) * proj_out(c, t);
+    for (int t = 0; t < NT; t++)
+        if (lt_model_nf4_quantizes(c, t) && proj_in(c, t) * proj_out(c, t) > mx) mx = proj_in(c, t) * proj_out(c, t);
     return mx;
 }
 
@@ -2015,23 +2030,19 @@ lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err) {
     lt_backend *be = m->be;
     const lt_config *c = &m->cfg;
     if (m->nf4) return lt_fail(err, LT_ERR_INVALID, "nf4: the model is already quantized");
-    if (c->fused_proj)
-        return lt_fail(err, LT_ERR_UNSUPPORTED,
-                       "nf4: %s's fused qkv_proj / gate_up_proj are not quantized (QLoRA supports the families with "
-                       "separate projections)",
-                       c->model_type);
-    if (!m->lora)
-        return lt_fail(err, LT_ERR_UNSUPPORTED,
-                       "nf4: quantization keeps the base weights frozen (QLoRA): it needs LoRA adapters; full "
-                       "fine-tuning trains the very weights it would quantize");
+    if (m->grads_allocated)
+        return lt_fail(err, LT_ERR_INVALID, "nf4: quantize before the gradients are allocated (they are laid out "
+                                            "over the trainable weights)");
     size_t mx = nf4_max_numel(c), L = (size_t)c->num_layers;
     float *host = malloc(mx * sizeof(float));
     void *hq = malloc(lt_nf4_layout_of(mx).bytes);
     m->nf4 = calloc(L * NT, sizeof *m->nf4);
+    m->wdq_of = -1;
     lt_status st = LT_OK;
     if (!host || !hq || !m->nf4) st = lt_fail(err, LT_ERR_NOMEM, "nf4: out of host memory for %zu elements", mx);
     for (size_t l = 0; !st && l < L; l++)
-        for (int t = 0; !st && t < NT_SEP; t++) {
+        for (int t = 0; !st && t < NT; t++) {
+            if (!lt_model_nf4_quantizes(c, t)) continue;
             lt_param *p = proj_w(&m->layers[l], t);
             size_t bytes = lt_nf4_layout_of(p->numel).bytes;
             if ((st = be->download_f32(be, host, p->data, be->param_dtype, p->numel, err)) ||
@@ -2045,6 +2056,8 @@ lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err) {
             p->data = NULL;
             p->trainable = 0;
         }
+    /* without adapters the model is for inference (eval, generate, score): nothing trains */
+    for (size_t i = 0; !st && !m->lora && i < m->n_params; i++) m->params[i].trainable = 0;
     if (!st) st = be->alloc(be, mx * lt_dtype_size(be->param_dtype), &m->wdq, err);
     if (!st) st = be->sync(be, err);
     free(host);
@@ -2064,7 +2077,8 @@ lt_status lt_model_nf4_bytes(const lt_config *cfg, size_t param_size, lt_nf4_byt
     for (size_t i = 0; i < n; i++)
         out->other_params += (double)specs[i].shape[0] * (specs[i].ndim > 1 ? (double)specs[i].shape[1] : 1);
     free(specs);
-    for (int t = 0; t < NT_SEP; t++) {
+    for (int t = 0; t < NT; t++) {
+        if (!lt_model_nf4_quantizes(cfg, t)) continue;
         size_t e = proj_in(cfg, t) * proj_out(cfg, t);
         out->nf4_params += (double)cfg->num_layers * e;
         out->nf4_bytes += (double)cfg->num_layers * lt_nf4_layout_of(e).bytes;

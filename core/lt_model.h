@@ -277,17 +277,21 @@ size_t lt_model_trained_rows(const lt_model *m, const int32_t **rows);
  * (docs/vocab.md). Fewer rows than old_rows: the rows are cut, as there. */
 void lt_embed_resize_rows(const float *old, int64_t old_rows, int64_t cols, float *out, int64_t new_rows);
 int64_t lt_vocab_resized_rows(int64_t new_len, int pad_to_multiple_of);
-/* ---- QLoRA: NF4 base weights (`train --quantize nf4`) ----
+/* ---- QLoRA: NF4 base weights (`--quantize nf4` of train, eval, generate, score) ----
  * Quantize the frozen weights of every linear layer of the transformer (the
- * q/k/v/o and gate/up/down projections of each layer, as bitsandbytes'
- * Linear4bit replaces every nn.Linear but lm_head; embeddings, norms, biases
- * and lm_head stay) to NF4 with double quantization (core/lt_nf4.h:
- * bitsandbytes' format and values). Each weight's param-dtype copy is freed;
- * adapted projections dequantize into one shared buffer before the LoRA
- * linear, the others use the nf4_matmul ops. Needs LoRA adapters
- * (lt_model_add_lora first): LT_ERR_UNSUPPORTED otherwise. On failure the
- * model has lost weights and must be freed. */
+ * q/k/v/o and gate/up/down projections of each layer, or a fused model's
+ * qkv_proj / gate_up_proj whole, as bitsandbytes' Linear4bit replaces every
+ * nn.Linear but lm_head; embeddings, norms, biases and lm_head stay) to NF4
+ * with double quantization (core/lt_nf4.h: bitsandbytes' format and
+ * values). Each weight's param-dtype copy is freed; adapted projections and
+ * the parts of fused ones dequantize into one shared buffer before the
+ * (LoRA) linear, the others use the nf4_matmul ops. With LoRA adapters
+ * (lt_model_add_lora first) the adapters train (QLoRA); without, every
+ * parameter is frozen: the model is for inference. Before
+ * lt_model_alloc_grads (LT_ERR_INVALID after). On failure the model has lost
+ * weights and must be freed. */
 lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err);
+/* (lt_model_nf4_quantizes, the projections it quantizes: lt_model_spec.h) */
 int lt_model_is_quantized(const lt_model *m);
 /* What --quantize nf4 keeps in backend memory for a model of `cfg` with
  * weights of param_size bytes (--dry-run; bytes as double). */

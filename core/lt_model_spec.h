@@ -36,6 +36,12 @@ lt_status lt_model_param_specs(const lt_config *cfg, lt_param_spec **out, size_t
 lt_status lt_model_check_tensors(const lt_st_model *stm, const lt_param_spec *specs, size_t n, int tied,
                                  lt_err *err);
 
+/* Whether `--quantize nf4` (QLoRA) quantizes projection t (lt_lora_target)
+ * of every layer of a model of this configuration: all its linear layers
+ * (a fused model's qkv_proj / gate_up_proj whole), as bitsandbytes'
+ * Linear4bit replaces every nn.Linear but lm_head. */
+int lt_model_nf4_quantizes(const lt_config *cfg, int t);
+
 #ifdef __cplusplus
 }
 #endif

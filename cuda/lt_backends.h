@@ -27,7 +27,9 @@ lt_status lt_backends_init(lt_err *err);
  *   LT_ATTN_VERSION     attn_version     "1" | "2" (default 2 where it applies)
  *   LT_LORA_VERSION     lora_version     "1" | "2" (default 2)
  *   LT_LORA_CHUNK_ROWS  lora_chunk_rows  rows per chunk of the LoRA v2 frozen
- *                                        product, "0" = automatic (default) */
+ *                                        product, "0" = automatic (default)
+ *   LT_NF4_VERSION      nf4_version      "1" (dequantized tiles + cuBLAS) | "2"
+ *                                        (fused dequantize-in-GEMM, default) */
 lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err *err);
 /* Adds "cuda" to the registry (called by lt_backends_init). */
 lt_status lt_cuda_backend_register(lt_err *err);

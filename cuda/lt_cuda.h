@@ -39,9 +39,10 @@ typedef struct lt_cuda_ctx {
     void *scratch; /* lt_cuda_scratch: reused by every op (ops are stream-ordered) */
     size_t scratch_bytes;
     /* kernel choices: from the environment once at creation (LT_ATTN_VERSION,
-     * LT_LORA_VERSION, LT_LORA_CHUNK_ROWS), then lt_backend_set_option */
+     * LT_LORA_VERSION, LT_LORA_CHUNK_ROWS, LT_NF4_VERSION), then lt_backend_set_option */
     int attn_version;    /* 1 | 2 */
     int lora_version;    /* 1 | 2 */
+    int nf4_version;     /* 1: dequantized tiles + cuBLAS | 2: fused kernel */
     long lora_chunk_rows; /* 0: automatic */
     int *doc_bad;  /* device int: first row where attention_bwd's doc_start decreased, INT_MAX if none */
     int doc_bad_T; /* T of the attention_bwd call that set it (for the message) */

@@ -29,9 +29,9 @@
  *                    non-decreasing along t -- that is what ends the scan.
  * v2 (lt_cuda_attention_v2.cu): tensor cores (mma.sync), head dims 64, 128,
  *   256; dispatched first, v1 runs for other head dims or LT_ATTN_VERSION=1.
- * Soft-capped scores (attention_cap_*, Gemma 2): v1 computes
- *   s = cap * tanh(scale q.k / cap) and multiplies ds by 1 - tanh^2; a call
- *   with cap > 0 runs v1 (v2 has no cap). Sliding windows are doc_start
+ * Soft-capped scores (attention_cap_*, Gemma 2): both versions compute
+ *   s = cap * tanh(scale q.k / cap) and multiply ds by 1 - tanh^2; the
+ *   dispatch is the same with or without a cap. Sliding windows are doc_start
  *   lower bounds (max(doc start, t - W + 1), still non-decreasing): both
  *   versions run them as they are.
  */
@@ -43,10 +43,12 @@
 /* v2 (lt_cuda_attention_v2.cu, tensor cores): run first; 0 = not handled
  * (other head dim, LT_ATTN_VERSION=1, too little shared memory) -> v1 */
 int lt_cuda_attention_v2_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
-                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale);
+                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
+                             float cap);
 int lt_cuda_attention_v2_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
                              const void *k, const void *v, const void *out, const float *lse,
-                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale);
+                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
+                             float cap);
 
 #define ATT_WARPS 8
 #define ATT_THREADS (ATT_WARPS * 32)
@@ -372,13 +374,13 @@ static int check_shape(lt_backend *be, const char *what, int B, int T, int Hq, i
     return 1;
 }
 
-/* softcap > 0 (Gemma 2) runs v1: v2 has no soft-cap */
+/* v2 first (soft-capped or not), v1 where v2 does not apply */
 static void cu_attention_cap_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                                  const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
                                  float cap) {
     if (B <= 0 || T <= 0 || Hq <= 0) return;
     if (!check_shape(be, "attention_fwd", B, T, Hq, Hkv, D)) return;
-    if (!(cap > 0.f) && lt_cuda_attention_v2_fwd(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, D, scale)) return;
+    if (lt_cuda_attention_v2_fwd(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, D, scale, cap)) return;
     cudaStream_t st = lt_cuda(be)->stream;
     dim3 grid(lt_cdiv(T, ATT_WARPS), Hq, B);
     size_t smem = (size_t)(2 * KT * (D + 2) + ATT_WARPS * D) * sizeof(lt_bf16);
@@ -417,8 +419,7 @@ static void cu_attention_cap_bwd(lt_backend *be, void *dq, void *dk, void *dv, c
     c->doc_bad_T = T;
     doc_order_check<<<lt_grid_1d((size_t)B * T, 256), 256, 0, c->stream>>>(doc_start, B, T, c->doc_bad);
     if (LT_CUDA_LAUNCHED(be, "attention_bwd: doc_start order check")) return;
-    if (!(cap > 0.f) &&
-        lt_cuda_attention_v2_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv, D, scale))
+    if (lt_cuda_attention_v2_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv, D, scale, cap))
         return;
     cudaStream_t st = lt_cuda(be)->stream;
     size_t rows = (size_t)B * T * Hq;

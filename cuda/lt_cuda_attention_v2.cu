@@ -52,9 +52,16 @@
  *   128: 128x64 (96K) / 128x32 (96K) / 128x16 (80K)
  *   256:  64x32 (96K) /  64x16 (96K) /  64x16 (96K)
  * so every configuration fits the 99 KB a block can have on sm_86/sm_89 too.
- * Registers per thread (ptxas, sm_80 / sm_90, no spills): fwd 128/128,
- * 172/182, 244/246; dq 164/166, 175/179, 250/244; dkdv 203/214, 222/219,
- * 224/222 (dV) + 244/238 (dK). (dkdv D=128 with BMQ=32 spilled on sm_90.)
+ * Registers per thread (ptxas, sm_80 / sm_90, no spills, soft-cap code
+ * included): fwd 128/127, 192/172, 243/245; dq 174/171, 173/174, 251/253;
+ * dkdv 230/225, 224/226, 225/223 (dV) + 244/244 (dK). (dkdv D=128 with
+ * BMQ=32 spilled on sm_90.)
+ * Soft-capped scores (attention_cap_*, Gemma 2; a runtime parameter, uniform
+ * over a launch): every score goes through v2_capped, cap * tanh(scale s / cap)
+ * instead of scale s (the tanhf of v1 and the CPU); the backward multiplies
+ * dS (dS^T) by 1 - tanh^2 where it forms it from P and dP. dkdv computes
+ * dP^T before P^T for that (the same registers live as before). Sliding
+ * windows are doc_start lower bounds (core/lt_backend.h): no code of their own.
  * Precision: as v1 plus two bf16 roundings of tensor-core operands: P before
  * P V (fwd; l sums the fp32 p) and dS / P^T before dS K, dS^T Q, P^T dO (bwd).
  */
@@ -64,90 +71,10 @@
 #include <string.h>
 
 #include "lt_cuda.h"
+#include "lt_cuda_mma.h"
 
 #define V2_LOG2E 1.4426950408889634f
 #define V2_LN2 0.6931471805599453f
-
-/* ------------------------------------------------------------------------ */
-/* PTX wrappers (sm_80+; the bodies trap if compiled for an older target)   */
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-#define V2_OLD_ARCH 1
-#endif
-
-static __device__ __forceinline__ unsigned smem_u32(const void *p) {
-    return (unsigned)__cvta_generic_to_shared(p);
-}
-
-/* 16-byte global -> shared copy; valid == false writes 16 zero bytes */
-static __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
-#ifdef V2_OLD_ARCH
-    __trap();
-#else
-    unsigned d = smem_u32(dst);
-    int n = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n) : "memory");
-#endif
-}
-static __device__ __forceinline__ void cp_async_commit() {
-#ifndef V2_OLD_ARCH
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-#endif
-}
-template <int N> static __device__ __forceinline__ void cp_async_wait() {
-#ifndef V2_OLD_ARCH
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-#endif
-}
-
-/* four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i,
- * register i receives matrix i: lane l holds row l/4, columns 2(l%4), +1 */
-static __device__ __forceinline__ void ldsm_x4(unsigned r[4], const void *p) {
-#ifdef V2_OLD_ARCH
-    __trap();
-#else
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(p)));
-#endif
-}
-/* same, transposed: lane l holds rows 2(l%4), +1 of column l/4 */
-static __device__ __forceinline__ void ldsm_x4_t(unsigned r[4], const void *p) {
-#ifdef V2_OLD_ARCH
-    __trap();
-#else
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(p)));
-#endif
-}
-
-/* c (16x8 f32) += a (16x16 bf16, row) * b (16x8 bf16, col). Fragments
- * (g = lane/4, q = lane%4):
- *   a[0] = A[g][2q..2q+1]   a[1] = A[g+8][2q..]   a[2] = A[g][2q+8..]   a[3] = A[g+8][2q+8..]
- *   b0 = B[2q..2q+1][g]     b1 = B[2q+8..2q+9][g]
- *   c[0..1] = C[g][2q..2q+1]   c[2..3] = C[g+8][2q..2q+1]                  */
-static __device__ __forceinline__ void mma16816(float c[4], const unsigned a[4], unsigned b0, unsigned b1) {
-#ifdef V2_OLD_ARCH
-    __trap();
-#else
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-/* two floats -> one register of two bf16, `lo` in the low half (the lower
- * column index). bf16 rounding of a tensor-core operand. */
-static __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-    union {
-        __nv_bfloat162 h;
-        unsigned u;
-    } x;
-    x.h = __floats2bfloat162_rn(lo, hi);
-    return x.u;
-}
 
 /* ------------------------------------------------------------------------ */
 /* shared-memory tiles: [rows][D] bf16, 16-byte chunk c of row r stored at  */
@@ -236,6 +163,27 @@ static __device__ __forceinline__ int warp_min_int(int x) {
     return x;
 }
 
+/* The score in base-2 units from a raw dot product s = q . k: s * scale *
+ * log2(e), or with a soft-cap (attention_cap_*, Gemma 2; inv_cap = 1 / cap > 0)
+ * cap * tanh(scale s / cap) * log2(e), the fp32 tanhf of v1 and the CPU. *dcap
+ * receives d(capped) / d(uncapped) = 1 - tanh^2 (1 without a cap), the factor
+ * of dS in the backward. */
+struct v2_score {
+    float sl2;     /* scale * log2(e) */
+    float scale;   /* scale */
+    float inv_cap; /* 1 / cap, 0: no cap */
+    float cap_l2;  /* cap * log2(e) */
+};
+static __device__ __forceinline__ float v2_capped(float s, const v2_score &c, float *dcap) {
+    if (c.inv_cap > 0.f) { // uniform over the launch
+        const float th = tanhf(s * c.scale * c.inv_cap);
+        *dcap = 1.f - th * th;
+        return c.cap_l2 * th;
+    }
+    *dcap = 1.f;
+    return s * c.sl2;
+}
+
 /* write the two rows (g, g+8) of a 16 x D accumulator times a per-row factor */
 template <int D>
 static __device__ __forceinline__ void store_rows(lt_bf16 *rowA, lt_bf16 *rowB, const float (&acc)[D / 8][4], float fA,
@@ -255,7 +203,7 @@ static __device__ __forceinline__ void store_rows(lt_bf16 *rowA, lt_bf16 *rowB, 
 template <int D, int BM, int BN>
 __global__ void __launch_bounds__(BM / 16 * 32)
     attn_fwd_v2(lt_bf16 *out, float *lse, const lt_bf16 *q, const lt_bf16 *k, const lt_bf16 *v,
-                const int32_t *doc_start, int T, int Hq, int Hkv, float scale_log2) {
+                const int32_t *doc_start, int T, int Hq, int Hkv, v2_score sc) {
     constexpr int NT = BM / 16 * 32;
     extern __shared__ __align__(128) unsigned char smem_raw[];
     lt_bf16 *Qs = (lt_bf16 *)smem_raw; // [BM][D]
@@ -324,7 +272,8 @@ __global__ void __launch_bounds__(BM / 16 * 32)
                 for (int e = 0; e < 4; e++) {
                     const int j = kb + nt * 8 + 2 * qd + (e & 1);
                     const bool ok = e < 2 ? (j >= dsA && j <= tA) : (j >= dsB && j <= tB);
-                    const float x = ok ? s[nt][e] * scale_log2 : -INFINITY;
+                    float dc;
+                    const float x = ok ? v2_capped(s[nt][e], sc, &dc) : -INFINITY;
                     s[nt][e] = x;
                     if (e < 2) mxA = fmaxf(mxA, x);
                     else mxB = fmaxf(mxB, x);
@@ -389,7 +338,7 @@ template <int D, int BM, int BN>
 __global__ void __launch_bounds__(BM / 16 * 32)
     attn_dq_v2(lt_bf16 *dq, const lt_bf16 *dout, const lt_bf16 *q, const lt_bf16 *k, const lt_bf16 *v,
                const float *lse, const float *delta, const int32_t *doc_start, int T, int Hq, int Hkv, float scale,
-               float scale_log2) {
+               v2_score sc) {
     constexpr int NT = BM / 16 * 32;
     extern __shared__ __align__(128) unsigned char smem_raw[];
     lt_bf16 *Qs = (lt_bf16 *)smem_raw; // [BM][D]
@@ -462,8 +411,9 @@ __global__ void __launch_bounds__(BM / 16 * 32)
                 for (int e = 0; e < 4; e++) {
                     const int j = kb + nt * 8 + 2 * qd + (e & 1);
                     const bool ok = e < 2 ? (j >= dsA && j <= tA) : (j >= dsB && j <= tB);
-                    const float p = ok ? exp2f(s[nt][e] * scale_log2 - (e < 2 ? lseA : lseB)) : 0.f;
-                    s[nt][e] = p * (dp[nt][e] - (e < 2 ? dlA : dlB)); // dS
+                    float dc = 1.f; // 1 - tanh^2 with a cap
+                    const float p = ok ? exp2f(v2_capped(s[nt][e], sc, &dc) - (e < 2 ? lseA : lseB)) : 0.f;
+                    s[nt][e] = p * (dp[nt][e] - (e < 2 ? dlA : dlB)) * dc; // dS
                 }
             }
             mm_pv<D, BN>(acc, s, Ks + st * BN * D); // dQ += dS K
@@ -480,7 +430,7 @@ template <int D, int BN, int BMQ, int MODE>
 __global__ void __launch_bounds__(BN / 16 * 32)
     attn_dkdv_v2(lt_bf16 *dk, lt_bf16 *dv, const lt_bf16 *dout, const lt_bf16 *q, const lt_bf16 *k,
                  const lt_bf16 *v, const float *lse, const float *delta, const int32_t *doc_start, int T, int Hq,
-                 int Hkv, float scale, float scale_log2) {
+                 int Hkv, float scale, v2_score sc) {
     constexpr int NT = BN / 16 * 32;
     extern __shared__ __align__(128) unsigned char smem_raw[];
     lt_bf16 *Ks = (lt_bf16 *)smem_raw; // [BN][D]
@@ -552,9 +502,13 @@ __global__ void __launch_bounds__(BN / 16 * 32)
         // and the first query's document starts at or before its last key
         if (i0 + qn - 1 >= wk_lo && s_dsq[st][0] <= wk_hi && wk_lo <= kmax) {
             const lt_bf16 *Qt = Qs + st * BMQ * D, *Gt = Gs + st * BMQ * D;
-            float s[BMQ / 8][4];
+            float s[BMQ / 8][4], dp[BMQ / 8][4];
             zero_acc(s);
             mm_abt<D, BMQ>(s, Ks, kr0, Qt); // S^T = K Q^T (16 keys x BMQ queries)
+            if (MODE & 2) {
+                zero_acc(dp);
+                mm_abt<D, BMQ>(dp, Vs, kr0, Gt); // dP^T = V dO^T
+            }
 #pragma unroll
             for (int nt = 0; nt < BMQ / 8; nt++) {
 #pragma unroll
@@ -562,24 +516,14 @@ __global__ void __launch_bounds__(BN / 16 * 32)
                     const int ii = nt * 8 + 2 * qd + (e & 1), i = i0 + ii;
                     const int j = e < 2 ? jA : jB;
                     const bool ok = ii < qn && i >= j && s_dsq[st][ii] <= j;
-                    s[nt][e] = ok ? exp2f(s[nt][e] * scale_log2 - s_lse[st][ii]) : 0.f; // P^T
+                    float dc = 1.f; // 1 - tanh^2 with a cap
+                    const float p = ok ? exp2f(v2_capped(s[nt][e], sc, &dc) - s_lse[st][ii]) : 0.f;
+                    s[nt][e] = p; // P^T
+                    if (MODE & 2) dp[nt][e] = p * (dp[nt][e] - s_dl[st][ii]) * dc; // dS^T (0 where masked)
                 }
             }
-            if (MODE & 1) mm_pv<D, BMQ>(dva, s, Gt); // dV += P^T dO
-            if (MODE & 2) {
-                float dp[BMQ / 8][4];
-                zero_acc(dp);
-                mm_abt<D, BMQ>(dp, Vs, kr0, Gt); // dP^T = V dO^T
-#pragma unroll
-                for (int nt = 0; nt < BMQ / 8; nt++) {
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int ii = nt * 8 + 2 * qd + (e & 1);
-                        s[nt][e] *= dp[nt][e] - s_dl[st][ii]; // dS^T (0 where masked)
-                    }
-                }
-                mm_pv<D, BMQ>(dka, s, Qt); // dK += dS^T Q
-            }
+            if (MODE & 1) mm_pv<D, BMQ>(dva, s, Gt);  // dV += P^T dO
+            if (MODE & 2) mm_pv<D, BMQ>(dka, dp, Qt); // dK += dS^T Q
         }
         __syncthreads();
     }
@@ -619,9 +563,19 @@ template <int D, int BN, int BMQ> static size_t dkdv_smem() {
     return (size_t)(2 * BN + 4 * BMQ) * D * sizeof(lt_bf16);
 }
 
+/* the kernels' score parameters for scale and soft-cap (0: none) */
+static v2_score make_score(float scale, float cap) {
+    v2_score c;
+    c.sl2 = scale * V2_LOG2E;
+    c.scale = scale;
+    c.inv_cap = cap > 0.f ? 1.f / cap : 0.f;
+    c.cap_l2 = cap > 0.f ? cap * V2_LOG2E : 0.f;
+    return c;
+}
+
 template <int D, int BM, int BN>
 static int fwd_launch(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
-                      const int32_t *doc_start, int B, int T, int Hq, int Hkv, float scale) {
+                      const int32_t *doc_start, int B, int T, int Hq, int Hkv, float scale, float cap) {
     const size_t smem = fwd_smem<D, BM, BN>();
     if (smem > smem_limit()) return 0;
     auto kern = attn_fwd_v2<D, BM, BN>;
@@ -629,18 +583,19 @@ static int fwd_launch(lt_backend *be, void *out, float *lse, const void *q, cons
     dim3 grid(lt_cdiv(T, BM), Hq, B);
     kern<<<grid, BM / 16 * 32, smem, lt_cuda(be)->stream>>>((lt_bf16 *)out, lse, (const lt_bf16 *)q,
                                                           (const lt_bf16 *)k, (const lt_bf16 *)v, doc_start, T, Hq,
-                                                          Hkv, scale * V2_LOG2E);
+                                                          Hkv, make_score(scale, cap));
     LT_CUDA_LAUNCHED(be, "attention_fwd v2");
     return 1;
 }
 
 int lt_cuda_attention_v2_fwd(lt_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
-                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
+                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
+                             float cap) {
     if (!v2_enabled(be)) return 0;
     switch (D) {
-    case 64: return fwd_launch<64, 128, 64>(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, scale);
-    case 128: return fwd_launch<128, 128, 64>(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, scale);
-    case 256: return fwd_launch<256, 64, 32>(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, scale);
+    case 64: return fwd_launch<64, 128, 64>(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, scale, cap);
+    case 128: return fwd_launch<128, 128, 64>(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, scale, cap);
+    case 256: return fwd_launch<256, 64, 32>(be, out, lse, q, k, v, doc_start, B, T, Hq, Hkv, scale, cap);
     default: return 0;
     }
 }
@@ -648,7 +603,7 @@ int lt_cuda_attention_v2_fwd(lt_backend *be, void *out, float *lse, const void *
 template <int D, int QBM, int QBN, int KBN, int KBMQ>
 static int bwd_launch(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q, const void *k,
                       const void *v, const void *out, const float *lse, const int32_t *doc_start, int B, int T,
-                      int Hq, int Hkv, float scale) {
+                      int Hq, int Hkv, float scale, float cap) {
     const size_t smem_q = dq_smem<D, QBM, QBN>(), smem_k = dkdv_smem<D, KBN, KBMQ>();
     const size_t lim = smem_limit();
     if (smem_q > lim || smem_k > lim) return 0;
@@ -661,7 +616,7 @@ static int bwd_launch(lt_backend *be, void *dq, void *dk, void *dv, const void *
     attn_delta_v2<<<lt_cdiv(rows, 8), 256, 0, st>>>(delta, G, (const lt_bf16 *)out, rows, T, Hq, D);
     LT_CUDA_LAUNCHED(be, "attention_bwd v2 delta");
 
-    const float sl2 = scale * V2_LOG2E;
+    const v2_score sl2 = make_score(scale, cap);
     auto kq = attn_dq_v2<D, QBM, QBN>;
     if (!allow_smem(be, kq, smem_q)) return 1;
     kq<<<dim3(lt_cdiv(T, QBM), Hq, B), QBM / 16 * 32, smem_q, st>>>((lt_bf16 *)dq, G, Q, K, V, lse, delta,
@@ -689,18 +644,19 @@ static int bwd_launch(lt_backend *be, void *dq, void *dk, void *dv, const void *
 
 int lt_cuda_attention_v2_bwd(lt_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
                              const void *k, const void *v, const void *out, const float *lse,
-                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale) {
+                             const int32_t *doc_start, int B, int T, int Hq, int Hkv, int D, float scale,
+                             float cap) {
     if (!v2_enabled(be)) return 0;
     switch (D) {
     case 64:
         return bwd_launch<64, 128, 64, 128, 64>(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv,
-                                                scale);
+                                                scale, cap);
     case 128:
         return bwd_launch<128, 128, 32, 128, 16>(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv,
-                                                 scale);
+                                                 scale, cap);
     case 256:
         return bwd_launch<256, 64, 16, 64, 16>(be, dq, dk, dv, dout, q, k, v, out, lse, doc_start, B, T, Hq, Hkv,
-                                               scale);
+                                               scale, cap);
     default: return 0;
     }
 }

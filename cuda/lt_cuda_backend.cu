@@ -252,6 +252,7 @@ static lt_status cu_set_option(lt_backend *be, const char *key, const char *valu
     lt_cuda_ctx *c = lt_cuda(be);
     if (!strcmp(key, "attn_version")) return parse_version(key, value, &c->attn_version, err);
     if (!strcmp(key, "lora_version")) return parse_version(key, value, &c->lora_version, err);
+    if (!strcmp(key, "nf4_version")) return parse_version(key, value, &c->nf4_version, err);
     if (!strcmp(key, "lora_chunk_rows")) {
         char *end = NULL;
         errno = 0;
@@ -263,7 +264,7 @@ static lt_status cu_set_option(lt_backend *be, const char *key, const char *valu
         return LT_OK;
     }
     return lt_fail(err, LT_ERR_INVALID,
-                   "cuda: unknown option '%s' (known: attn_version, lora_version, lora_chunk_rows)", key);
+                   "cuda: unknown option '%s' (known: attn_version, lora_version, lora_chunk_rows, nf4_version)", key);
 }
 
 /* the defaults, then the environment variables of the options (each refused
@@ -273,11 +274,13 @@ static lt_status read_env_options(lt_backend *be, lt_err *err) {
         const char *env, *key;
     } vars[] = {{"LT_ATTN_VERSION", "attn_version"},
                 {"LT_LORA_VERSION", "lora_version"},
-                {"LT_LORA_CHUNK_ROWS", "lora_chunk_rows"}};
+                {"LT_LORA_CHUNK_ROWS", "lora_chunk_rows"},
+                {"LT_NF4_VERSION", "nf4_version"}};
     lt_cuda_ctx *c = lt_cuda(be);
     c->attn_version = 2;
     c->lora_version = 2;
     c->lora_chunk_rows = 0;
+    c->nf4_version = 2;
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
         const char *v = getenv(vars[i].env);
         if (v && *v) {

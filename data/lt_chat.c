@@ -67,6 +67,7 @@ void lt_chat_text_free(lt_chat_text *t) {
 typedef struct {
     lt_chat_text *t;
     int oom;
+    int gen; /* add_generation_prompt */
 } out_t;
 
 static void put(out_t *o, const char *s, size_t n) {
@@ -154,9 +155,33 @@ static const struct {
     [LT_CHAT_QWEN3] = {"qwen3", "", "<|im_end|>"},
     [LT_CHAT_GEMMA3] = {"gemma3", "<bos>", "<end_of_turn>"},
     [LT_CHAT_MISTRAL] = {"mistral", "<s>", "</s>"},
+    [LT_CHAT_PHI3] = {"phi3", "", "<|endoftext|>"},
+    [LT_CHAT_PHI35] = {"phi3.5", "", "<|endoftext|>"},
+    [LT_CHAT_PHI4MINI] = {"phi4-mini", "", "<|endoftext|>"},
+    [LT_CHAT_OLMO2] = {"olmo2", "<|endoftext|>", "<|endoftext|>"},
+    [LT_CHAT_LLAMA2] = {"llama2", "<s>", "</s>"},
+    [LT_CHAT_MISTRAL_NEMO] = {"mistral-nemo", "<s>", "</s>"},
 };
 
-const char *lt_chat_template_names(void) { return "llama3, llama3.1, chatml, qwen2.5, qwen3, gemma3, mistral"; }
+const char *lt_chat_template_names(void) {
+    return "llama3, llama3.1, chatml, qwen2.5, qwen3, gemma3, mistral, phi3, phi3.5, phi4-mini, olmo2, llama2, "
+           "mistral-nemo";
+}
+
+const char *lt_chat_end_of_turn(const lt_chat_template *t) {
+    switch (t->kind) {
+    case LT_CHAT_LLAMA3:
+    case LT_CHAT_LLAMA31: return "<|eot_id|>";
+    case LT_CHAT_CHATML:
+    case LT_CHAT_QWEN25:
+    case LT_CHAT_QWEN3: return "<|im_end|>";
+    case LT_CHAT_GEMMA3: return "<end_of_turn>";
+    case LT_CHAT_PHI3:
+    case LT_CHAT_PHI35:
+    case LT_CHAT_PHI4MINI: return "<|end|>";
+    default: return t->eos;
+    }
+}
 
 lt_status lt_chat_template_by_name(const char *name, lt_chat_template *out, lt_err *err) {
     for (int k = 0; k < LT_CHAT_COUNT; k++)
@@ -173,10 +198,13 @@ lt_status lt_chat_template_by_name(const char *name, lt_chat_template *out, lt_e
 
 void lt_chat_template_set_tokens(lt_chat_template *t, const char *bos, const char *eos) {
     /* only templates that print bos_token / eos_token use them */
-    if (bos && (t->kind == LT_CHAT_LLAMA3 || t->kind == LT_CHAT_LLAMA31 || t->kind == LT_CHAT_GEMMA3 ||
-                t->kind == LT_CHAT_MISTRAL))
+    lt_chat_kind k = t->kind;
+    if (bos && (k == LT_CHAT_LLAMA3 || k == LT_CHAT_LLAMA31 || k == LT_CHAT_GEMMA3 || k == LT_CHAT_MISTRAL ||
+                k == LT_CHAT_OLMO2 || k == LT_CHAT_LLAMA2 || k == LT_CHAT_MISTRAL_NEMO))
         snprintf(t->bos, sizeof t->bos, "%s", bos);
-    if (eos && t->kind == LT_CHAT_MISTRAL) snprintf(t->eos, sizeof t->eos, "%s", eos);
+    if (eos && (k == LT_CHAT_MISTRAL || k == LT_CHAT_PHI3 || k == LT_CHAT_PHI35 || k == LT_CHAT_PHI4MINI ||
+                k == LT_CHAT_OLMO2 || k == LT_CHAT_LLAMA2 || k == LT_CHAT_MISTRAL_NEMO))
+        snprintf(t->eos, sizeof t->eos, "%s", eos);
 }
 
 lt_status lt_chat_template_detect(const char *j, lt_chat_template *out, lt_err *err) {
@@ -199,9 +227,28 @@ lt_status lt_chat_template_detect(const char *j, lt_chat_template *out, lt_err *
             name = "chatml";
     } else if (HAS("<start_of_turn>") && HAS("first_user_prefix") && HAS("\"model\"") && HAS("<end_of_turn>")) {
         name = "gemma3";
-    } else if (HAS("[INST]") && HAS("[/INST]") && HAS("loop.last and system_message is defined") &&
-               HAS("[AVAILABLE_TOOLS] [") && HAS("\" \" + message[\"content\"]|trim + eos_token")) {
-        name = "mistral";
+    } else if (HAS("[INST]") && HAS("[/INST]")) {
+        if (HAS("loop.last and system_message is defined") && HAS("[AVAILABLE_TOOLS] [") &&
+            HAS("\" \" + message[\"content\"]|trim + eos_token"))
+            name = "mistral";
+        else if (HAS("loop.last and system_message is defined") && HAS("\"[AVAILABLE_TOOLS][\"") &&
+                 HAS("\"[INST]\" + message[\"content\"] + \"[/INST]\"") && HAS("message[\"content\"] + eos_token}}"))
+            name = "mistral-nemo";
+        else if (HAS("'<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content']") &&
+                 HAS("bos_token + '[INST] ' + content.strip() + ' [/INST]'") &&
+                 HAS("' '  + content.strip() + ' ' + eos_token") && HAS("system_message = false") &&
+                 !HAS("message['role'] == 'system'") && !HAS("true == true"))
+            name = "llama2";
+    } else if (HAS("'<|assistant|>\n' + message['content'] + '<|end|>\n'") && HAS("'<|user|>\n' + message['content']") &&
+               HAS("'<|system|>\n' + message['content'] + '<|end|>\n'") &&
+               HAS("{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}") && !HAS("bos_token")) {
+        name = HAS("message['role'] == 'system' and message['content']") ? "phi3.5" : "phi3";
+    } else if (HAS("'<|' + message['role'] + '|>' + message['content'] + '<|end|>'") &&
+               HAS("{{ '<|assistant|>' }}{% else %}{{ eos_token }}") && !HAS("bos_token") && !HAS("Your name is")) {
+        name = "phi4-mini";
+    } else if (HAS("{{ bos_token }}") && HAS("'<|assistant|>\n'  + message['content'] + eos_token + '\n'") &&
+               HAS("'<|user|>\n' + message['content'] + '\n'") && HAS("loop.last and add_generation_prompt")) {
+        name = "olmo2";
     }
 #undef HAS
     if (!name)
@@ -217,6 +264,9 @@ lt_status lt_chat_template_detect(const char *j, lt_chat_template *out, lt_err *
 
 static lt_status bad(lt_err *err, const char *what) { return lt_fail(err, LT_ERR_INVALID, "%s", what); }
 
+#define LLAMA3_PROMPT "<|start_header_id|>assistant<|end_header_id|>\n\n"
+#define CHATML_PROMPT "<|im_start|>assistant\n"
+
 static void llama3_turn(out_t *o, const lt_chat_msg *m) {
     puts_(o, "<|start_header_id|>");
     puts_(o, role_name(m->role));
@@ -230,6 +280,7 @@ static void llama3_turn(out_t *o, const lt_chat_msg *m) {
 static lt_status render_llama3(const lt_chat_template *t, const lt_chat_msg *m, size_t n, out_t *o, lt_err *err) {
     puts_(o, t->bos);
     for (size_t i = 0; i < n; i++) llama3_turn(o, &m[i]);
+    if (o->gen) puts_(o, LLAMA3_PROMPT);
     (void)err;
     return LT_OK;
 }
@@ -246,6 +297,7 @@ static lt_status render_llama31(const lt_chat_template *t, const lt_chat_msg *m,
     }
     puts_(o, "<|eot_id|>");
     for (; i < n; i++) llama3_turn(o, &m[i]);
+    if (o->gen) puts_(o, LLAMA3_PROMPT);
     (void)err;
     return LT_OK;
 }
@@ -276,6 +328,7 @@ static lt_status render_chatml(const lt_chat_template *t, const lt_chat_msg *m, 
         if (t->kind == LT_CHAT_QWEN25 && i == 0 && m[i].role == LT_ROLE_SYSTEM) continue;
         chatml_turn(o, &m[i]);
     }
+    if (o->gen) puts_(o, CHATML_PROMPT);
     (void)err;
     return LT_OK;
 }
@@ -341,6 +394,7 @@ static lt_status render_qwen3(const lt_chat_template *t, const lt_chat_msg *m, s
             puts_(o, "\n");
         }
     }
+    if (o->gen) puts_(o, CHATML_PROMPT);
     (void)t;
     (void)err;
     return LT_OK;
@@ -371,10 +425,14 @@ static lt_status render_gemma3(const lt_chat_template *t, const lt_chat_msg *m, 
         if (m[i].role == LT_ROLE_ASSISTANT) span_end(o);
         puts_(o, "\n");
     }
+    if (o->gen) puts_(o, "<start_of_turn>model\n");
     return LT_OK;
 }
 
+/* mistral (v3) and mistral-nemo (v3-tekken): the same logic, tekken without
+ * the spaces around the contents and without trimming the answer */
 static lt_status render_mistral(const lt_chat_template *t, const lt_chat_msg *m, size_t n, out_t *o, lt_err *err) {
+    int tekken = t->kind == LT_CHAT_MISTRAL_NEMO;
     const lt_chat_msg *sys = NULL;
     size_t first = 0;
     if (m[0].role == LT_ROLE_SYSTEM) {
@@ -383,12 +441,14 @@ static lt_status render_mistral(const lt_chat_template *t, const lt_chat_msg *m,
     }
     for (size_t i = first; i < n; i++)
         if ((m[i].role == LT_ROLE_USER) != ((i - first) % 2 == 0))
-            return bad(err, "After the optional system message, conversation roles must alternate "
-                            "user/assistant/user/assistant/... (mistral template)");
+            return lt_fail(err, LT_ERR_INVALID,
+                           "After the optional system message, conversation roles must alternate "
+                           "user/assistant/user/assistant/... (%s template)",
+                           t->name);
     puts_(o, t->bos);
     for (size_t i = first; i < n; i++) {
         if (m[i].role == LT_ROLE_USER) {
-            puts_(o, "[INST] ");
+            puts_(o, tekken ? "[INST]" : "[INST] ");
             if (i == n - 1 && sys) {
                 put(o, sys->content, sys->len);
                 puts_(o, "\n\n");
@@ -397,27 +457,136 @@ static lt_status render_mistral(const lt_chat_template *t, const lt_chat_msg *m,
             puts_(o, "[/INST]");
         } else if (m[i].role == LT_ROLE_ASSISTANT) {
             span_begin(o);
-            puts_(o, " ");
-            put_trim(o, &m[i]);
+            if (tekken) {
+                put(o, m[i].content, m[i].len);
+            } else {
+                puts_(o, " ");
+                put_trim(o, &m[i]);
+            }
             puts_(o, t->eos);
             span_end(o);
         } else {
-            return bad(err, "Only user and assistant roles are supported, with the exception of an initial optional "
-                            "system message! (mistral template)");
+            return lt_fail(err, LT_ERR_INVALID,
+                           "Only user and assistant roles are supported, with the exception of an initial optional "
+                           "system message! (%s template)",
+                           t->name);
         }
     }
     return LT_OK;
 }
 
-lt_status lt_chat_render(const lt_chat_template *t, const lt_chat_msg *msgs, size_t n, lt_chat_text *out,
-                         lt_err *err) {
+/* phi3 / phi3.5: "<|role|>\n" content "<|end|>\n"; phi4-mini: the same without
+ * the newlines. After the last turn: eos_token, or the generation prompt. */
+static lt_status render_phi(const lt_chat_template *t, const lt_chat_msg *m, size_t n, out_t *o, lt_err *err) {
+    const char *nl = t->kind == LT_CHAT_PHI4MINI ? "" : "\n";
+    for (size_t i = 0; i < n; i++) {
+        int asst = m[i].role == LT_ROLE_ASSISTANT;
+        if (t->kind == LT_CHAT_PHI35 && m[i].role == LT_ROLE_SYSTEM && m[i].len == 0) continue;
+        puts_(o, "<|");
+        puts_(o, role_name(m[i].role));
+        puts_(o, "|>");
+        puts_(o, nl);
+        if (asst) span_begin(o);
+        put(o, m[i].content, m[i].len);
+        puts_(o, "<|end|>");
+        if (asst) span_end(o);
+        puts_(o, nl);
+    }
+    if (o->gen) {
+        puts_(o, "<|assistant|>");
+        puts_(o, nl);
+    } else {
+        puts_(o, t->eos);
+    }
+    (void)err;
+    return LT_OK;
+}
+
+/* olmo2: bos_token, then "<|role|>\n" content "\n"; an assistant turn ends
+ * with eos_token (plus "\n" unless it is the last message); the generation
+ * prompt comes after the last message. */
+static lt_status render_olmo2(const lt_chat_template *t, const lt_chat_msg *m, size_t n, out_t *o, lt_err *err) {
+    puts_(o, t->bos);
+    for (size_t i = 0; i < n; i++) {
+        puts_(o, "<|");
+        puts_(o, role_name(m[i].role));
+        puts_(o, "|>\n");
+        if (m[i].role == LT_ROLE_ASSISTANT) {
+            span_begin(o);
+            put(o, m[i].content, m[i].len);
+            puts_(o, t->eos);
+            span_end(o);
+            if (i + 1 < n) puts_(o, "\n");
+        } else {
+            put(o, m[i].content, m[i].len);
+            puts_(o, "\n");
+        }
+        if (i + 1 == n && o->gen) puts_(o, "<|assistant|>\n");
+    }
+    (void)err;
+    return LT_OK;
+}
+
+/* llama2: the system message goes into the first turn as
+ * "<<SYS>>\n...\n<</SYS>>\n\n"; each turn's content (with that prefix) is
+ * str.strip()ped; a user turn is bos_token "[INST] ... [/INST]", an answer
+ * " ... " eos_token. A system message after the first, where a user turn is
+ * not expected, prints nothing (the template has no branch for it). */
+static lt_status render_llama2(const lt_chat_template *t, const lt_chat_msg *m, size_t n, out_t *o, lt_err *err) {
+    const lt_chat_msg *sys = NULL;
+    size_t first = 0;
+    if (m[0].role == LT_ROLE_SYSTEM) {
+        sys = &m[0];
+        first = 1;
+    }
+    for (size_t i = first; i < n; i++)
+        if ((m[i].role == LT_ROLE_USER) != ((i - first) % 2 == 0))
+            return bad(err, "Conversation roles must alternate user/assistant/user/assistant/... (llama2 template)");
+    for (size_t i = first; i < n; i++) {
+        if (m[i].role == LT_ROLE_SYSTEM) continue;
+        int asst = m[i].role == LT_ROLE_ASSISTANT;
+        /* content = ['<<SYS>>\n' + system + '\n<</SYS>>\n\n'] + message, stripped */
+        lt_chat_text c = {0};
+        out_t oc = {&c, 0, 0};
+        if (i == first && sys) {
+            puts_(&oc, "<<SYS>>\n");
+            put(&oc, sys->content, sys->len);
+            puts_(&oc, "\n<</SYS>>\n\n");
+        }
+        put(&oc, m[i].content, m[i].len);
+        if (oc.oom) {
+            lt_chat_text_free(&c);
+            o->oom = 1;
+            return LT_OK;
+        }
+        lt_chat_msg whole = {m[i].role, c.text ? c.text : "", c.len};
+        if (asst) {
+            span_begin(o);
+            puts_(o, " ");
+            put_trim(o, &whole);
+            puts_(o, " ");
+            puts_(o, t->eos);
+            span_end(o);
+        } else {
+            puts_(o, t->bos);
+            puts_(o, "[INST] ");
+            put_trim(o, &whole);
+            puts_(o, " [/INST]");
+        }
+        lt_chat_text_free(&c);
+    }
+    return LT_OK;
+}
+
+static lt_status render(const lt_chat_template *t, const lt_chat_msg *msgs, size_t n, int gen, lt_chat_text *out,
+                        lt_err *err) {
     out->len = 0;
     out->n_spans = 0;
     if (n == 0) return bad(err, "empty conversation");
     int has_assistant = 0;
     for (size_t i = 0; i < n; i++) has_assistant |= msgs[i].role == LT_ROLE_ASSISTANT;
-    if (!has_assistant) return bad(err, "conversation has no assistant turn (nothing to train on)");
-    out_t o = {out, 0};
+    if (!has_assistant && !gen) return bad(err, "conversation has no assistant turn (nothing to train on)");
+    out_t o = {out, 0, gen};
     put(&o, "", 0);
     lt_status st;
     switch (t->kind) {
@@ -427,7 +596,13 @@ lt_status lt_chat_render(const lt_chat_template *t, const lt_chat_msg *msgs, siz
     case LT_CHAT_QWEN25: st = render_chatml(t, msgs, n, &o, err); break;
     case LT_CHAT_QWEN3: st = render_qwen3(t, msgs, n, &o, err); break;
     case LT_CHAT_GEMMA3: st = render_gemma3(t, msgs, n, &o, err); break;
-    case LT_CHAT_MISTRAL: st = render_mistral(t, msgs, n, &o, err); break;
+    case LT_CHAT_MISTRAL:
+    case LT_CHAT_MISTRAL_NEMO: st = render_mistral(t, msgs, n, &o, err); break;
+    case LT_CHAT_PHI3:
+    case LT_CHAT_PHI35:
+    case LT_CHAT_PHI4MINI: st = render_phi(t, msgs, n, &o, err); break;
+    case LT_CHAT_OLMO2: st = render_olmo2(t, msgs, n, &o, err); break;
+    case LT_CHAT_LLAMA2: st = render_llama2(t, msgs, n, &o, err); break;
     default: return lt_fail(err, LT_ERR_INVALID, "bad template kind %d", (int)t->kind);
     }
     if (st) return st;
@@ -435,3 +610,12 @@ lt_status lt_chat_render(const lt_chat_template *t, const lt_chat_msg *msgs, siz
     return LT_OK;
 }
 
+lt_status lt_chat_render(const lt_chat_template *t, const lt_chat_msg *msgs, size_t n, lt_chat_text *out,
+                         lt_err *err) {
+    return render(t, msgs, n, 0, out, err);
+}
+
+lt_status lt_chat_render_prompt(const lt_chat_template *t, const lt_chat_msg *msgs, size_t n, lt_chat_text *out,
+                                lt_err *err) {
+    return render(t, msgs, n, 1, out, err);
+}

@@ -17,15 +17,21 @@ reader and as the reference for names, keys and quantization:
       numpy's rounding, BF16 and Q8_0 byte for byte equal to gguf.quants.quantize;
       Q8_0 dequantized within half a step (+ the fp16 rounding of the
       scale) of the f32 values.
+  gguf_check.py spm FILE.gguf MODEL_DIR FIXTURE.json NAME
+      the tokenizer keys as `check` wants them, and the ids llama.cpp gave
+      the fixture's texts (fixture["llama_cpp"][NAME]) equal to those of
+      Hugging Face `tokenizers` on MODEL_DIR/tokenizer.json.
   gguf_check.py same A.gguf B.gguf
       the same metadata (general.name aside: it is the folder's name) and
       the same tensors, byte for byte.
   gguf_check.py adapter MODEL_DIR OUT_DIR
-      writes a PEFT LoRA adapter (r 4, alpha 8, q/v/down, random A and B)
-      for the model, in PEFT's format.
+      writes a PEFT LoRA adapter (r 4, alpha 8, q/v/down -- qkv/gate_up/down
+      for fused projections (phi3) --, random A and B) for the model, in
+      PEFT's format.
 Prints "ok ..." lines; exits 1 on the first mismatch.
 """
 import json
+import math
 import os
 import struct
 import sys
@@ -36,9 +42,10 @@ import gguf
 from gguf import GGMLQuantizationType as Q
 
 ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "olmo2": "olmo2",
-        "gemma2": "gemma2", "gemma3_text": "gemma3"}
+        "gemma2": "gemma2", "gemma3_text": "gemma3", "phi3": "phi3"}
 GARCH = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3,
-         "olmo2": gguf.MODEL_ARCH.OLMO2, "gemma2": gguf.MODEL_ARCH.GEMMA2, "gemma3": gguf.MODEL_ARCH.GEMMA3}
+         "olmo2": gguf.MODEL_ARCH.OLMO2, "gemma2": gguf.MODEL_ARCH.GEMMA2, "gemma3": gguf.MODEL_ARCH.GEMMA3,
+         "phi3": gguf.MODEL_ARCH.PHI3}
 GEMMA = ("gemma2", "gemma3")
 TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
 
@@ -103,6 +110,18 @@ def llama3_rope_factors(cfg):  # transformers' _compute_llama3_parameters, as di
     return np.array(out, dtype=np.float32)
 
 
+def rotary_dims(cfg, hd):  # transformers: int(head_dim * partial_rotary_factor)
+    prf = cfg.get("partial_rotary_factor") or (cfg.get("rope_scaling") or {}).get("partial_rotary_factor", 1.0)
+    return int(hd * prf)
+
+
+def longrope_attention_factor(cfg, rs, omp):  # transformers' _compute_longrope_parameters
+    if rs.get("attention_factor") is not None:
+        return rs["attention_factor"]
+    factor = rs.get("factor") or cfg["max_position_embeddings"] / omp
+    return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(omp))
+
+
 def field(r, key):
     f = r.get_field(key)
     return None if f is None else f.contents()
@@ -133,9 +152,8 @@ def check(path, mdir, typ, adapter):
         K.Attention.HEAD_COUNT_KV.format(arch=arch): nkv,
         K.Attention.KEY_LENGTH.format(arch=arch): hd,
         K.Attention.VALUE_LENGTH.format(arch=arch): hd,
-        K.Rope.DIMENSION_COUNT.format(arch=arch): hd,
+        K.Rope.DIMENSION_COUNT.format(arch=arch): rotary_dims(cfg, hd),
         K.General.FILE_TYPE: {"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7}[typ],
-        K.Tokenizer.MODEL: "gpt2",
     }
     for k, v in want.items():
         if field(r, k) != v:
@@ -152,49 +170,23 @@ def check(path, mdir, typ, adapter):
         print(f"ok   rope scaling linear, factor {rs['factor']}")
     elif field(r, K.Rope.SCALING_TYPE.format(arch=arch)) is not None:
         fail("rope.scaling.type written without linear rope_scaling")
+    longrope = rs.get("rope_type", rs.get("type")) in ("longrope", "su")
+    if longrope:  # llama.cpp: cos / sin times attn_factor; long factors past original_context_length
+        omp = cfg.get("original_max_position_embeddings", rs.get("original_max_position_embeddings"))
+        want_attn = longrope_attention_factor(cfg, rs, omp)
+        if field(r, K.Rope.SCALING_ATTN_FACTOR.format(arch=arch)) != np.float32(want_attn) or \
+                field(r, K.Rope.SCALING_ORIG_CTX_LEN.format(arch=arch)) != omp:
+            fail(f"rope.scaling.attn_factor / original_context_length: {want_attn} / {omp} expected")
+        print(f"ok   longrope: attn_factor {want_attn:.6f}, original_context_length {omp}")
+    elif field(r, K.Rope.SCALING_ATTN_FACTOR.format(arch=arch)) is not None:
+        fail("rope.scaling.attn_factor written without longrope")
     if arch in GEMMA:
         check_gemma(r, cfg, arch)
     if (field(r, K.General.QUANTIZATION_VERSION) is not None) != (typ == "q8_0"):
         fail("general.quantization_version present iff quantized")
     print(f"ok   metadata of {arch} ({len(r.fields)} keys)")
 
-    # tokenizer
-    tokens, types = [f"[PAD{i}]" for i in range(V)], [gguf.TokenType.UNUSED] * V
-    for t, i in tj["model"]["vocab"].items():
-        tokens[i], types[i] = t, gguf.TokenType.NORMAL
-    for a in tj["added_tokens"]:
-        tokens[a["id"]] = a["content"]
-        types[a["id"]] = gguf.TokenType.CONTROL if a["special"] else gguf.TokenType.USER_DEFINED
-    if field(r, K.Tokenizer.LIST) != tokens:
-        fail("tokenizer.ggml.tokens differ from tokenizer.json")
-    if field(r, K.Tokenizer.TOKEN_TYPE) != [int(t) for t in types]:
-        fail("tokenizer.ggml.token_type differ")
-    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
-    if field(r, K.Tokenizer.MERGES) != merges:
-        fail("tokenizer.ggml.merges differ")
-    pre = json.dumps(tj["pre_tokenizer"])
-    ignore = tj["model"].get("ignore_merges", False)
-    want_pre = "qwen2" if "\\\\p{N}|" in pre else ("llama-bpe" if ignore else "dbrx") if "\\\\p{N}{1,3}" in pre \
-        else "gpt-2"
-    if field(r, K.Tokenizer.PRE) != want_pre:
-        fail(f"tokenizer.ggml.pre = {field(r, K.Tokenizer.PRE)}, expected {want_pre}")
-    ids = {t: i for t, i in tj["model"]["vocab"].items()}
-    ids.update({a["content"]: a["id"] for a in tj["added_tokens"]})
-    post = tj.get("post_processor") or {}
-    bos_added = [s for s in post.get("single", []) if "SpecialToken" in s][:1]
-    add_bos = bool(bos_added) and "Sequence" not in json.dumps(post["single"][0])
-    if field(r, K.Tokenizer.ADD_BOS) != add_bos:
-        fail(f"add_bos_token {field(r, K.Tokenizer.ADD_BOS)}, expected {add_bos}")
-    bos = ids[bos_added[0]["SpecialToken"]["id"]] if add_bos else cfg.get("bos_token_id")
-    eos = cfg.get("eos_token_id")
-    eos = eos[0] if isinstance(eos, list) else eos
-    pad = ids.get(tc["pad_token"]) if isinstance(tc.get("pad_token"), str) else None
-    for k, v in ((K.Tokenizer.BOS_ID, bos), (K.Tokenizer.EOS_ID, eos), (K.Tokenizer.PAD_ID, pad)):
-        if field(r, k) != v:
-            fail(f"{k} = {field(r, k)}, expected {v}")
-    if field(r, K.Tokenizer.CHAT_TEMPLATE) != tc.get("chat_template"):
-        fail("tokenizer.chat_template differs from tokenizer_config.json")
-    print(f"ok   tokenizer: {V} tokens, {len(merges)} merges, pre {want_pre}, bos {bos} eos {eos} pad {pad}")
+    check_tokenizer(r, tj, tc, cfg, V)
 
     # tensors
     w = read_model(mdir)
@@ -206,6 +198,18 @@ def check(path, mdir, typ, adapter):
             if ".lora_A." in n:
                 base = n.replace("base_model.model.", "").replace(".lora_A.weight", ".weight")
                 w[base] = w[base] + scale * (aw[n.replace("lora_A", "lora_B")] @ A)
+        # trained embeddings replace their rows (PEFT's merge_and_unload): trainable_token_indices
+        # (token_adapter.trainable_tokens_delta holds the rows' values) or modules_to_save (whole tables)
+        tti = ac.get("trainable_token_indices")
+        for m in ("model.embed_tokens", "lm_head"):
+            delta = aw.get(f"base_model.model.{m}.token_adapter.trainable_tokens_delta")
+            table = aw.get(f"base_model.model.{m}.weight")
+            if delta is not None:
+                ids = tti if isinstance(tti, list) else tti[m.split(".")[-1]]
+                w[m + ".weight"] = w[m + ".weight"].copy()
+                w[m + ".weight"][ids] = delta
+            elif table is not None:
+                w[m + ".weight"] = table
     tmap = gguf.get_tensor_name_map(GARCH[arch], L)
     expect = {}
     for n, a in w.items():
@@ -223,6 +227,9 @@ def check(path, mdir, typ, adapter):
         expect["output.weight"] = w["model.embed_tokens.weight"]
     if (cfg.get("rope_scaling") or {}).get("rope_type") == "llama3":
         expect["rope_freqs.weight"] = llama3_rope_factors(cfg)
+    if longrope:  # the factor lists as they are (llama.cpp divides each frequency by them)
+        expect["rope_factors_long.weight"] = np.array(rs["long_factor"], dtype=np.float32)
+        expect["rope_factors_short.weight"] = np.array(rs["short_factor"], dtype=np.float32)
     got = {t.name: t for t in r.tensors}
     if set(got) != set(expect):
         fail(f"tensors: extra {sorted(set(got) - set(expect))}, missing {sorted(set(expect) - set(got))}")
@@ -254,6 +261,129 @@ def check(path, mdir, typ, adapter):
             fail(f"{name}: values differ from the source ({qt.name})")
     print(f"ok   {len(expect)} tensors as {typ}" + (f" (q8_0: worst error {worst:.3f} step)" if typ == "q8_0" else "")
           + (" with the adapter merged" if adapter else ""))
+
+
+def spm_space_prefix(tj):
+    """a SentencePiece-style tokenizer.json (BPE with byte_fallback) -> whether llama.cpp must prepend a
+    space to each text fragment (Prepend normalizer, or Metaspace prepending), else None"""
+    m = tj["model"]
+    if m["type"] != "BPE" or not m.get("byte_fallback"):
+        return None
+    norm, pre = tj.get("normalizer") or {}, tj.get("pre_tokenizer") or {}
+    if norm.get("type") == "Sequence":
+        return any(n["type"] == "Prepend" for n in norm["normalizers"])
+    if pre.get("type") == "Metaspace":
+        return pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never") != "never"
+    return False
+
+
+def check_tokenizer(r, tj, tc, cfg, V):
+    """the tokenizer.ggml.* keys against tokenizer.json / tokenizer_config.json / config.json:
+    byte-level BPE as llama.cpp's "gpt2" model (merges, pre-tokenizer name), SentencePiece-style
+    BPE as its "llama" model (scores from the merge ranks, byte / unknown token types, space prefix)"""
+    K = gguf.Keys
+    space_prefix = spm_space_prefix(tj)
+    spm = space_prefix is not None
+    unk = tj["model"].get("unk_token") if spm else None
+    if field(r, K.Tokenizer.MODEL) != ("llama" if spm else "gpt2"):
+        fail(f"tokenizer.ggml.model = {field(r, K.Tokenizer.MODEL)!r}")
+    tokens, types = [f"[PAD{i}]" for i in range(V)], [gguf.TokenType.UNUSED] * V
+    for t, i in tj["model"]["vocab"].items():
+        tokens[i], types[i] = t, gguf.TokenType.NORMAL
+        if spm and len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            types[i] = gguf.TokenType.BYTE
+    for a in tj["added_tokens"]:
+        tokens[a["id"]] = a["content"]
+        types[a["id"]] = gguf.TokenType.CONTROL if a["special"] else gguf.TokenType.USER_DEFINED
+        if a["content"] == unk:
+            types[a["id"]] = gguf.TokenType.UNKNOWN
+    if field(r, K.Tokenizer.LIST) != tokens:
+        fail("tokenizer.ggml.tokens differ from tokenizer.json")
+    if field(r, K.Tokenizer.TOKEN_TYPE) != [int(t) for t in types]:
+        fail("tokenizer.ggml.token_type differ")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
+    ids = {t: i for t, i in tj["model"]["vocab"].items()}
+    ids.update({a["content"]: a["id"] for a in tj["added_tokens"]})
+    if spm:
+        # llama.cpp merges the pair making the best-scoring token; BPE the pair of the lowest rank
+        scores = [None] * V
+        for rank, m in enumerate(merges):
+            i = ids.get(m.replace(" ", "", 1))
+            if i is not None and scores[i] is None:
+                scores[i] = -float(rank)
+        scores = np.array([-float(len(merges)) - 1 if x is None else x for x in scores], dtype=np.float32)
+        got = np.array(field(r, K.Tokenizer.SCORES), dtype=np.float32)
+        if not np.array_equal(got, scores):
+            fail("tokenizer.ggml.scores are not minus the rank of each token's first merge")
+        if field(r, K.Tokenizer.MERGES) is not None:
+            fail("tokenizer.ggml.merges written for a SentencePiece-style tokenizer")
+        if field(r, K.Tokenizer.ADD_PREFIX) != space_prefix:
+            fail(f"add_space_prefix {field(r, K.Tokenizer.ADD_PREFIX)}, expected {space_prefix}")
+        if field(r, K.Tokenizer.UNK_ID) != ids.get(unk):
+            fail(f"unknown_token_id {field(r, K.Tokenizer.UNK_ID)}, expected {ids.get(unk)}")
+        want_pre = "default"
+    else:
+        if field(r, K.Tokenizer.MERGES) != merges:
+            fail("tokenizer.ggml.merges differ")
+        pre = json.dumps(tj["pre_tokenizer"])
+        ignore = tj["model"].get("ignore_merges", False)
+        want_pre = "qwen2" if "\\\\p{N}|" in pre else ("llama-bpe" if ignore else "dbrx") \
+            if "\\\\p{N}{1,3}" in pre else "gpt-2"
+    if field(r, K.Tokenizer.PRE) != want_pre:
+        fail(f"tokenizer.ggml.pre = {field(r, K.Tokenizer.PRE)}, expected {want_pre}")
+    post = tj.get("post_processor") or {}
+    bos_added = [s for s in post.get("single", []) if "SpecialToken" in s][:1]
+    add_bos = bool(bos_added) and "Sequence" not in json.dumps(post["single"][0])
+    if field(r, K.Tokenizer.ADD_BOS) != add_bos:
+        fail(f"add_bos_token {field(r, K.Tokenizer.ADD_BOS)}, expected {add_bos}")
+    bos = ids[bos_added[0]["SpecialToken"]["id"]] if add_bos else cfg.get("bos_token_id")
+    eos = cfg.get("eos_token_id")
+    eos = eos[0] if isinstance(eos, list) else eos
+    pad = ids.get(tc["pad_token"]) if isinstance(tc.get("pad_token"), str) else None
+    for k, v in ((K.Tokenizer.BOS_ID, bos), (K.Tokenizer.EOS_ID, eos), (K.Tokenizer.PAD_ID, pad)):
+        if field(r, k) != v:
+            fail(f"{k} = {field(r, k)}, expected {v}")
+    if field(r, K.Tokenizer.CHAT_TEMPLATE) != tc.get("chat_template"):
+        fail("tokenizer.chat_template differs from tokenizer_config.json")
+    print(f"ok   tokenizer {'llama (SentencePiece-style)' if spm else 'gpt2'}: {V} tokens, {len(merges)} merges, "
+          f"pre {want_pre}, bos {bos} eos {eos} pad {pad}" + (f" unk {ids.get(unk)} space prefix {space_prefix}" if spm else ""))
+
+
+
+def spm_ids(path, mdir, fixture, name):
+    """llama.cpp's ids (the fixture, from the GGUF export wrote of the same files) are Hugging Face
+    tokenizers' for every text; and the file's tokenizer keys are as check_tokenizer wants them"""
+    from tokenizers import Tokenizer
+
+    cfg = json.load(open(os.path.join(mdir, "config.json")))
+    tj = json.load(open(os.path.join(mdir, "tokenizer.json")))
+    tcp = os.path.join(mdir, "tokenizer_config.json")
+    tc = json.load(open(tcp)) if os.path.exists(tcp) else {}
+    check_tokenizer(gguf.GGUFReader(path), tj, tc, cfg, cfg["vocab_size"])
+    fx = json.load(open(fixture))
+    tok = Tokenizer.from_file(os.path.join(mdir, "tokenizer.json"))
+    metaspace = (tj.get("pre_tokenizer") or {}).get("type") == "Metaspace"
+    space = tok.token_to_id("\u2581")
+    specials = {a["id"] for a in tj["added_tokens"] if a["special"]}
+    extra = 0
+    for text, want in zip(fx["texts"], fx["llama_cpp"][name]):
+        got = tok.encode(text, add_special_tokens=True).ids
+        if metaspace:
+            # tokenizers' Metaspace prepends no U+2581 to a piece that starts with a space (the text, or
+            # what follows a special token), llama.cpp's add_space_prefix always does: llama.cpp may have
+            # one "▁" token more right after BOS or a special token (docs/export.md); only those are dropped
+            kept = []
+            for j, t in enumerate(want):
+                if t == space and j > 0 and want[j - 1] in specials and len(kept) < len(got) and \
+                        got[len(kept)] != space:
+                    extra += 1
+                    continue
+                kept.append(t)
+            want = kept
+        if got != want:
+            fail(f"{name}: {text!r}: tokenizers {got}, llama.cpp {want}")
+    print(f"ok   {name}: llama.cpp's ids = tokenizers' for {len(fx['texts'])} texts" +
+          (f" but {extra} extra '▁' after BOS / a special token (Metaspace)" if extra else ""))
 
 
 def check_gemma(r, cfg, arch):
@@ -292,8 +422,12 @@ def make_adapter(mdir, out):
     w = read_model(mdir)
     rng = np.random.default_rng(7)
     r, tensors = 4, {}
+    # fused projections (phi3): PEFT adapts the fused modules whole
+    mods = (("self_attn", "qkv_proj"), ("mlp", "gate_up_proj"), ("mlp", "down_proj")) \
+        if "model.layers.0.self_attn.qkv_proj.weight" in w else \
+        (("self_attn", "q_proj"), ("self_attn", "v_proj"), ("mlp", "down_proj"))
     for l in range(cfg["num_hidden_layers"]):
-        for blk, proj in (("self_attn", "q_proj"), ("self_attn", "v_proj"), ("mlp", "down_proj")):
+        for blk, proj in mods:
             o, i = w[f"model.layers.{l}.{blk}.{proj}.weight"].shape
             p = f"base_model.model.model.layers.{l}.{blk}.{proj}"
             tensors[p + ".lora_A.weight"] = rng.normal(0, 0.1, (r, i)).astype(np.float32)
@@ -309,7 +443,7 @@ def make_adapter(mdir, out):
     with open(os.path.join(out, "adapter_model.safetensors"), "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
     ac = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": 8, "lora_dropout": 0.0,
-          "target_modules": ["q_proj", "v_proj", "down_proj"], "bias": "none", "use_rslora": False,
+          "target_modules": [p for _, p in mods], "bias": "none", "use_rslora": False,
           "fan_in_fan_out": False, "base_model_name_or_path": mdir}
     with open(os.path.join(out, "adapter_config.json"), "w") as f:
         json.dump(ac, f, indent=2)
@@ -335,6 +469,8 @@ def same(pa, pb):
 if __name__ == "__main__":
     if len(sys.argv) in (5, 6) and sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) == 6 else None)
+    elif len(sys.argv) == 6 and sys.argv[1] == "spm":
+        spm_ids(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "same":
         same(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "adapter":

@@ -131,11 +131,12 @@ static void test_options(lt_backend *be, int is_cuda) {
         return;
     }
     static const char *ok[][2] = {{"attn_version", "1"},    {"attn_version", "2"},      {"lora_version", "1"},
-                                  {"lora_version", "2"},    {"lora_chunk_rows", "64"}, {"lora_chunk_rows", "0"}};
+                                  {"lora_version", "2"},    {"lora_chunk_rows", "64"}, {"lora_chunk_rows", "0"},
+                                  {"nf4_version", "1"},     {"nf4_version", "2"}};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         LT_CHECK_OK(lt_backend_set_option(be, ok[i][0], ok[i][1], &err), &err);
     static const char *bad[][2] = {{"attn_version", "3"}, {"attn_version", ""},       {"lora_version", "v1"},
-                                   {"lora_chunk_rows", "-1"}, {"lora_chunk_rows", "12x"}};
+                                   {"lora_chunk_rows", "-1"}, {"lora_chunk_rows", "12x"}, {"nf4_version", "0"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         LT_CHECK(lt_backend_set_option(be, bad[i][0], bad[i][1], &err) == LT_ERR_INVALID, "%s = '%s' refused",
                  bad[i][0], bad[i][1]);

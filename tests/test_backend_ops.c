@@ -303,10 +303,43 @@ static void test_embed_noise(int N, int C, int random_x) {
     bfree(&x);
 }
 
+/* Identity inputs make the NF4 products exact: nf4_matmul_fwd with x = I
+ * (K x K) gives out = W^T, and nf4_matmul_bwd with dout = I (Nout x Nout)
+ * gives dx = W (one nonzero product per sum), so the weights the GEMM used
+ * (dequantized inside it, in the fused kernel) are checked bit for bit
+ * against the CPU's values rounded once (wref: Nout x K, as the param dtype
+ * of the device side). The device side only; small shapes. */
+static void nf4_identity_check(const buf *wq, const float *wref, int K, int Nout, int ver) {
+    if ((size_t)K * K > (1u << 20) || (size_t)Nout * Nout > (1u << 20)) return;
+    for (int bwd = 0; bwd <= 1; bwd++) {
+        int n = bwd ? Nout : K; /* the identity's size */
+        float *eye = calloc((size_t)n * n, sizeof *eye);
+        for (int i = 0; i < n; i++) eye[(size_t)i * n + i] = 1.0f;
+        buf id = bnew(K_ACT, (size_t)n * n), out = bnew(K_ACT, (size_t)K * Nout);
+        bset(&id, eye);
+        bpoison(&out);
+        if (bwd) BE[GPU]->nf4_matmul_bwd(BE[GPU], out.p[GPU], 0, id.p[GPU], wq->p[GPU], Nout, K, Nout);
+        else BE[GPU]->nf4_matmul_fwd(BE[GPU], out.p[GPU], id.p[GPU], wq->p[GPU], NULL, K, K, Nout);
+        sync_both(bwd ? "nf4_matmul_bwd (dout = I)" : "nf4_matmul_fwd (x = I)");
+        float *got = bget(&out, GPU);
+        size_t bad = 0;
+        for (int r = 0; r < Nout; r++)
+            for (int c = 0; c < K; c++) { /* fwd: out[c][r] = W[r][c]; bwd: dx[r][c] = W[r][c] */
+                float g = bwd ? got[(size_t)r * K + c] : got[(size_t)c * Nout + r];
+                bad += !(g == wref[(size_t)r * K + c]);
+            }
+        LT_CHECK(bad == 0, "nf4_matmul_%s v%d with an identity K=%d N=%d: %zu weights differ from the CPU's",
+                 bwd ? "bwd" : "fwd", ver, K, Nout, bad);
+        free(got), free(eye);
+        bfree(&id), bfree(&out);
+    }
+}
+
 /* The NF4 linear: one NF4 buffer (quantized on the host by core/lt_nf4.c)
  * given to both backends as bytes. nf4_dequant must give the CPU's exact
  * fp32 values rounded once to the param dtype (bit for bit); the forward and
- * dx within one rounding. */
+ * dx within one rounding, with each NF4 variant (v1 dequantized tiles +
+ * cuBLAS, v2 the fused kernel), and the same bits on a rerun. */
 static void test_nf4_matmul(int M, int K, int Nout, int with_bias) {
     size_t nk = (size_t)Nout * K;
     float *wf = rnd(nk, 0.05f);
@@ -328,25 +361,38 @@ static void test_nf4_matmul(int M, int K, int Nout, int with_bias) {
     }
     LT_CHECK(bad == 0, "nf4_dequant n=%zu: %zu values are not the CPU's rounded once", nk, bad);
     bguard(&wd, "nf4_dequant");
-    free(want), free(got);
+    for (size_t i = 0; bf && i < nk; i++) want[i] = lt_bf16_to_f32(lt_f32_to_bf16(want[i]));
+    free(got);
 
     buf x = brnd(K_ACT, (size_t)M * K, 1.0f);
     buf bias = brnd(K_PARAM, Nout, 0.5f);
     buf out = bnew(K_ACT, (size_t)M * Nout);
-    bpoison(&out);
-    BOTH(be->nf4_matmul_fwd(be, P(out), P(x), P(wq), with_bias ? P(bias) : NULL, M, K, Nout));
-    sync_both("nf4_matmul_fwd");
-    bcmp(&out, TOL_BF16, "nf4_matmul_fwd M=%d K=%d N=%d bias=%d", M, K, Nout, with_bias);
     buf dout = brnd(K_ACT, (size_t)M * Nout, 1.0f);
     buf dx = bnew(K_ACT, (size_t)M * K);
-    for (int acc = 0; acc <= 1; acc++) {
-        bstart(&dx, acc);
-        BOTH(be->nf4_matmul_bwd(be, P(dx), acc, P(dout), P(wq), M, K, Nout));
-        sync_both("nf4_matmul_bwd");
-        bcmp(&dx, TOL_BF16, "nf4_matmul_bwd dx acc=%d M=%d K=%d N=%d", acc, M, K, Nout);
+    for (int ver = 1; ver <= 2; ver++) {
+        LT_CHECK_OK(lt_op_nf4_variant(BE[GPU], ver, &err), &err);
+        nf4_identity_check(&wq, want, K, Nout, ver);
+        bpoison(&out);
+        BOTH(be->nf4_matmul_fwd(be, P(out), P(x), P(wq), with_bias ? P(bias) : NULL, M, K, Nout));
+        sync_both("nf4_matmul_fwd");
+        bcmp(&out, TOL_BF16, "nf4_matmul_fwd v%d M=%d K=%d N=%d bias=%d", ver, M, K, Nout, with_bias);
+        float *first = snap(&out);
+        bpoison(&out);
+        BE[GPU]->nf4_matmul_fwd(BE[GPU], out.p[GPU], x.p[GPU], wq.p[GPU], with_bias ? bias.p[GPU] : NULL, M, K,
+                                Nout);
+        sync_both("nf4_matmul_fwd rerun");
+        same_bits(&out, first, "nf4_matmul_fwd");
+        free(first);
+        for (int acc = 0; acc <= 1; acc++) {
+            bstart(&dx, acc);
+            BOTH(be->nf4_matmul_bwd(be, P(dx), acc, P(dout), P(wq), M, K, Nout));
+            sync_both("nf4_matmul_bwd");
+            bcmp(&dx, TOL_BF16, "nf4_matmul_bwd v%d dx acc=%d M=%d K=%d N=%d", ver, acc, M, K, Nout);
+        }
     }
+    LT_CHECK_OK(lt_op_nf4_variant(BE[GPU], 0, &err), &err);
     bguard(&wq, "nf4 weight (read only)");
-    free(q), free(wf);
+    free(q), free(wf), free(want);
     bfree(&wq), bfree(&wd), bfree(&x), bfree(&bias), bfree(&out), bfree(&dout), bfree(&dx);
 }
 

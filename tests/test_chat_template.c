@@ -13,9 +13,11 @@
 
 #include "lt_chat.h"
 #include "lt_test.h"
+#include "lt_tok_vocab.h"
 #include "lt_tokenizer.h"
 
-static const char *TEMPLATES[] = {"llama3", "llama3.1", "chatml", "qwen2.5", "qwen3", "gemma3", "mistral"};
+static const char *TEMPLATES[] = {"llama3", "llama3.1", "chatml",    "qwen2.5", "qwen3",  "gemma3",      "mistral",
+                                  "phi3",   "phi3.5",   "phi4-mini", "olmo2",   "llama2", "mistral-nemo"};
 #define N_TEMPLATES (sizeof TEMPLATES / sizeof TEMPLATES[0])
 
 static cJSON *load_json(const char *path) {
@@ -51,8 +53,47 @@ static int to_msgs(cJSON *arr, lt_chat_msg *m, int cap) {
 static const char *mask_tokenizer(const char *tpl) {
     if (!strncmp(tpl, "llama3", 6)) return "tokenizers/llama3_1/tokenizer.json";
     if (!strcmp(tpl, "gemma3")) return "tokenizers/gemma3/tokenizer.json";
-    if (!strcmp(tpl, "mistral")) return "tokenizers/llama2/tokenizer.json"; /* <s>, </s>, SentencePiece BPE */
+    /* <s>, </s>, SentencePiece BPE ([INST] is plain text there) */
+    if (!strcmp(tpl, "mistral") || !strcmp(tpl, "llama2") || !strcmp(tpl, "mistral-nemo"))
+        return "tokenizers/llama2/tokenizer.json";
+    /* qwen's byte-level BPE: <|endoftext|> (olmo2's bos/eos) is special there;
+     * phi's <|user|> / <|end|> markers are plain text */
     return "tokenizers/qwen3/tokenizer.json";
+}
+
+/* The markers that are special tokens in the model's own tokenizer but plain
+ * text in the stand-in above (Phi's <|user|> / <|end|> are added special
+ * tokens of its tokenizer, [INST] / [/INST] control tokens of tekken): the
+ * stand-in gets them added as special tokens (like HF's add_special_tokens),
+ * so that, as in the real tokenizer, no token straddles a turn's boundary. */
+static const char *const PHI_MARKERS[] = {"<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"};
+static const char *const OLMO_MARKERS[] = {"<|system|>", "<|user|>", "<|assistant|>"};
+static const char *const INST_MARKERS[] = {"[INST]", "[/INST]"};
+
+static lt_status load_mask_tokenizer(const char *tpl, const char *path, lt_tokenizer **tok, lt_err *err) {
+    const char *const *mk = NULL;
+    size_t n = 0;
+    if (!strncmp(tpl, "phi", 3)) mk = PHI_MARKERS, n = sizeof PHI_MARKERS / sizeof *PHI_MARKERS;
+    else if (!strcmp(tpl, "olmo2")) mk = OLMO_MARKERS, n = sizeof OLMO_MARKERS / sizeof *OLMO_MARKERS;
+    else if (!strcmp(tpl, "mistral-nemo")) mk = INST_MARKERS, n = sizeof INST_MARKERS / sizeof *INST_MARKERS;
+    if (!mk) return lt_tok_load(path, tok, err);
+    char *text = NULL;
+    size_t len = 0;
+    lt_status st = lt_read_file(path, &text, &len, err);
+    if (st) return st;
+    lt_tok_add_result res;
+    st = lt_tok_add_tokens(text, len, path, mk, n, 1, &res, err);
+    free(text);
+    if (st) return st;
+    char out[4096], file[64];
+    snprintf(file, sizeof file, "%s-tokenizer.json", tpl);
+    if (!lt_path_join(out, sizeof out, lt_test_tmpdir("test_chat_template"), file)) {
+        lt_tok_add_result_free(&res);
+        return lt_fail(err, LT_ERR_INVALID, "scratch path too long");
+    }
+    st = lt_write_file_atomic(out, res.json, res.json_len, err);
+    lt_tok_add_result_free(&res);
+    return st ? st : lt_tok_load(out, tok, err);
 }
 
 /* Leading whitespace of a turn can be inside a token that starts before the
@@ -137,10 +178,10 @@ int main(void) {
                 fprintf(stderr, "note: no tokenizer %s: masks not checked\n", tp);
                 LT_CHECK(!lt_is_dir(lt_shared_path("tokenizers")), "tokenizer %s missing from the shared folder", tp);
             } else {
-                LT_CHECK_OK(lt_tok_load(tp, &tok, &err), &err);
+                LT_CHECK_OK(load_mask_tokenizer(TEMPLATES[k], tp, &tok, &err), &err);
             }
         }
-        int n_cases = 0;
+        int n_cases = 0, n_prompts = 0;
         cJSON *c;
         cJSON_ArrayForEach(c, cJSON_GetObjectItem(doc, "cases")) {
             const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
@@ -164,10 +205,7 @@ int main(void) {
                                      (s == 0 || out.spans[s - 1].end <= out.spans[s].start),
                                  "%s/%s: span %zu bad", TEMPLATES[k], name, s);
                         /* a span ends with the end-of-turn marker */
-                        const char *eot = tpl.kind == LT_CHAT_MISTRAL ? tpl.eos
-                                          : !strncmp(tpl.name, "llama3", 6) ? "<|eot_id|>"
-                                          : tpl.kind == LT_CHAT_GEMMA3     ? "<end_of_turn>"
-                                                                           : "<|im_end|>";
+                        const char *eot = lt_chat_end_of_turn(&tpl);
                         size_t el = strlen(eot);
                         LT_CHECK(out.spans[s].end - out.spans[s].start >= el &&
                                      !memcmp(out.text + out.spans[s].end - el, eot, el),
@@ -179,10 +217,31 @@ int main(void) {
                 LT_CHECK(st != LT_OK, "%s/%s: the template raises (%s) but luxtrain rendered it", TEMPLATES[k], name,
                          cJSON_GetObjectItem(c, "error")->valuestring);
             }
+            /* add_generation_prompt=True on the first prompt_messages messages */
+            cJSON *pn = cJSON_GetObjectItem(c, "prompt_messages");
+            if (pn) {
+                cJSON *pwant = cJSON_GetObjectItem(c, "prompt_text");
+                lt_status pst = lt_chat_render_prompt(&tpl, m, (size_t)pn->valueint, &out, &err);
+                if (pwant) {
+                    LT_CHECK(pst == LT_OK, "%s/%s: prompt render failed: %s", TEMPLATES[k], name, err.msg);
+                    if (pst == LT_OK)
+                        LT_CHECK(out.len == strlen(pwant->valuestring) && !strcmp(out.text, pwant->valuestring),
+                                 "%s/%s: prompt rendered\n[%s]\nexpected\n[%s]", TEMPLATES[k], name, out.text,
+                                 pwant->valuestring);
+                } else {
+                    LT_CHECK(pst != LT_OK, "%s/%s: the template raises (%s) for the prompt but luxtrain rendered it",
+                             TEMPLATES[k], name, cJSON_GetObjectItem(c, "prompt_error")->valuestring);
+                }
+                n_prompts++;
+            }
             lt_chat_text_free(&out);
             n_cases++;
         }
         LT_CHECK(n_cases >= 10, "%s: only %d cases", TEMPLATES[k], n_cases);
+        /* fixtures written before prompts were recorded have none */
+        if (k >= 7 || !strcmp(TEMPLATES[k], "llama3") || !strcmp(TEMPLATES[k], "qwen3") || !strcmp(TEMPLATES[k], "qwen2.5") ||
+            !strcmp(TEMPLATES[k], "gemma3") || !strcmp(TEMPLATES[k], "chatml"))
+            LT_CHECK(n_prompts >= 10, "%s: only %d generation prompts", TEMPLATES[k], n_prompts);
         lt_tok_free(tok);
         cJSON_Delete(doc);
     }
@@ -221,6 +280,55 @@ int main(void) {
         LT_CHECK(lt_chat_template_detect("{{ messages[0]['content'] }}", &tpl, &err) == LT_ERR_UNSUPPORTED,
                  "unknown template accepted");
         LT_CHECK(strstr(err.msg, "--template") != NULL, "message does not point to --template: %s", err.msg);
+    }
+
+    /* where the template text is read: chat_template.jinja (transformers 5)
+     * before tokenizer_config.json's key; the key as a string or as the
+     * "default" entry of a list; none at all */
+    {
+        const char *dir = lt_test_tmpdir("test_chat_template");
+        char cfg[4096], jin[4096];
+        LT_CHECK(lt_path_join(cfg, sizeof cfg, dir, "tokenizer_config.json") &&
+                     lt_path_join(jin, sizeof jin, dir, "chat_template.jinja"),
+                 "path too long");
+        remove(jin);
+        remove(cfg);
+        char *text = (char *)"x";
+        LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+        LT_CHECK(text == NULL, "a template without any file");
+        const char *c1 = "{\"chat_template\": \"A\", \"eos_token\": \"</s>\"}";
+        LT_CHECK_OK(lt_write_file_atomic(cfg, c1, strlen(c1), &err), &err);
+        LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+        LT_CHECK(text && !strcmp(text, "A"), "string chat_template: %s", text ? text : "(null)");
+        free(text);
+        const char *c2 = "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"}, "
+                         "{\"name\": \"default\", \"template\": \"D\"}]}";
+        LT_CHECK_OK(lt_write_file_atomic(cfg, c2, strlen(c2), &err), &err);
+        LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+        LT_CHECK(text && !strcmp(text, "D"), "list chat_template: %s", text ? text : "(null)");
+        free(text);
+        const char *j = "{{ bos_token }}J\n";
+        LT_CHECK_OK(lt_write_file_atomic(jin, j, strlen(j), &err), &err);
+        LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+        LT_CHECK(text && !strcmp(text, j), "chat_template.jinja first: %s", text ? text : "(null)");
+        free(text);
+        remove(cfg); /* a transformers 5 folder may have the .jinja only */
+        LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+        LT_CHECK(text && !strcmp(text, j), "chat_template.jinja without a config: %s", text ? text : "(null)");
+        free(text);
+        /* the real texts are recognised from a .jinja as from the config */
+        cJSON *q = load_json(lt_shared_path("tokenizers/qwen3/tokenizer_config.json"));
+        if (q) {
+            const char *qt = cJSON_GetObjectItem(q, "chat_template")->valuestring;
+            LT_CHECK_OK(lt_write_file_atomic(jin, qt, strlen(qt), &err), &err);
+            LT_CHECK_OK(lt_chat_template_text(cfg, &text, &err), &err);
+            lt_chat_template tpl;
+            LT_CHECK(text && lt_chat_template_detect(text, &tpl, &err) == LT_OK && !strcmp(tpl.name, "qwen3"),
+                     "qwen3 from chat_template.jinja: %s", err.msg);
+            free(text);
+            cJSON_Delete(q);
+        }
+        remove(jin);
     }
 
     /* Python str.strip() semantics on UTF-8 */

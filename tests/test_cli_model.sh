@@ -42,7 +42,7 @@ expect_fail() {
 }
 
 # ---- inspect ----------------------------------------------------------------
-for m in llama llama_tied mistral qwen2 qwen3 phi3; do
+for m in llama llama_tied eurollm mistral mistral_nemo qwen2 qwen3 phi3; do
   ok
   if ! "$bin" inspect "$fx/$m" >"$tmp/inspect_$m.txt" 2>"$tmp/err.txt"; then
     fail "inspect $m: $(cat "$tmp/err.txt")"; continue
@@ -99,7 +99,7 @@ EOF
 done
 
 # ---- score ------------------------------------------------------------------
-for m in llama llama_tied qwen3 gemma2 gemma3 phi3; do  # gemma2: soft-capped logits and log-probs
+for m in llama llama_tied eurollm qwen3 gemma2 gemma3 phi3; do  # gemma2: soft-capped logits and log-probs
   ids=$("$py" -c "import json,sys; print(','.join(map(str, json.load(open(sys.argv[1]))['score_ids'])))" \
         "$fx/$m/expected.json")
   rm -f "$tmp/logits_$m.npy"

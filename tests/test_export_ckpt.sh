@@ -5,7 +5,7 @@
 #   the export of that checkpoint equals the run's final/ byte for byte (every
 #   file); a mid-run checkpoint's export equals the folder the run wrote next
 #   to it (step-N/hf, step-N/adapter); a LoRA run that continued an --adapter
-#   too, and a 2-rank ZeRO-1 run (under mpirun, where built with MPI); a
+#   too, and a 2-rank ZeRO-1 run (sharded checkpoint; under mpirun, where built with MPI); a
 #   checkpoint given from inside checkpoints/; --model when the base model
 #   moved; --out refused when not empty unless --overwrite; errors: no folder,
 #   not a checkpoint (names the missing files), no COMPLETE marker, a damaged
@@ -50,7 +50,7 @@ export_eq cont-final cont/checkpoints/step-000003 cont/final
 (cd lora/checkpoints && "$bin" export step-000003/ --out ../../out-inside >../../inside.txt 2>&1) \
   && same_dir lora/final out-inside && ok "a checkpoint given from inside checkpoints/" \
   || fail "export step-000003/ from inside checkpoints/: $(cat inside.txt)"
-# a checkpoint of a 2-rank ZeRO-1 run (rank 0 writes the gathered weights; the
+# a checkpoint of a 2-rank ZeRO-1 run (sharded: each rank wrote its slices; the
 # options hash counts micro-batches over all ranks) -- where mpirun and MPI are built in
 if command -v mpirun >/dev/null && "$bin" --version | grep -q "MPI on"; then
   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader,tcp \

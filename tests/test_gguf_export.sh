@@ -5,18 +5,20 @@
 #   q8_0, read back with llama.cpp's `gguf` package and checked against
 #   config.json, the tokenizer files and the safetensors values
 #   (tests/gguf_check.py); the default type (bf16 for the BF16 sample model);
-#   a LoRA adapter merged in; from checkpoints (`export CHECKPOINT --gguf`):
+#   a LoRA adapter merged in (and one on phi3's fused modules; models.txt's
+#   adapters with trained embeddings); from checkpoints (`export CHECKPOINT --gguf`):
 #   a full run's F32 weights, a LoRA run's adapter (the same file as
-#   --adapter RUN/final); errors: an unknown --type, an existing OUT without
+#   --adapter RUN/final; with --train-embeddings all too); errors: an unknown --type, an existing OUT without
 #   --overwrite (kept as it was), an olmo2 model whose head_dim llama.cpp
-#   cannot take, a family without a gguf entry (phi3), gemma2 / gemma3 configs
+#   cannot take, gemma2 / gemma3 configs
 #   llama.cpp's gemma graphs cannot express (query_pre_attn_scalar other than
 #   head_dim, a gemma3 soft-cap, an untied gemma2 head, gemma2 without
 #   soft-caps, layer_types with no period) -- and gemma transformers 5 configs
 #   giving the v4 file --, a model without
 #   tokenizer.json, f16 of a
 #   weight beyond its range, a
-#   SentencePiece-style tokenizer, not a checkpoint, a checkpoint with
+#   BPE with neither ByteLevel nor byte_fallback, a byte_fallback BPE whose
+#   normalizer / pre-tokenizer llama.cpp's SPM cannot follow, not a checkpoint, a checkpoint with
 #   --adapter, --out with --gguf, no source, --type without --gguf -- each
 #   leaves no OUT.tmp-* behind.
 . "$(dirname "$0")/lt_test_lib.sh"
@@ -41,13 +43,15 @@ model_dir() { # NAME MODEL TOKENIZER -> prints the folder
     echo "models/$name"
 }
 
-while read -r name mdir tdir; do
+while read -r name mdir tdir adir; do
     case "$name" in '#'* | '') continue ;; esac
     d=$(model_dir "$name" "$mdir" "$tdir")
+    a=()
+    [ -n "$adir" ] && a=(--adapter "$src/$adir")
     for t in f32 f16 bf16 q8_0; do
-        "$bin" export --gguf "$name.$t.gguf" --model "$d" --type "$t" >"$name.$t.txt" 2>&1 \
+        "$bin" export --gguf "$name.$t.gguf" --model "$d" --type "$t" "${a[@]}" >"$name.$t.txt" 2>&1 \
           || { fail "$name $t: $(tail -2 "$name.$t.txt")"; continue; }
-        "$py" "$check" check "$name.$t.gguf" "$d" "$t" >"$name.$t.check" 2>&1 \
+        "$py" "$check" check "$name.$t.gguf" "$d" "$t" ${adir:+"$src/$adir"} >"$name.$t.check" 2>&1 \
           && ok "$name $t: $(tail -1 "$name.$t.check")" || fail "$name $t: $(tail -3 "$name.$t.check")"
     done
 done <"$src/tests/fixtures/gguf/models.txt"
@@ -67,6 +71,13 @@ for t in f32 q8_0; do
       && ok "--adapter $t: $(tail -1 "lora.$t.check")" || fail "--adapter $t: $(tail -3 "lora.$t.check")"
 done
 cmp -s lora.f32.gguf llama.f32.gguf && fail "--adapter changed nothing"
+# phi3: LoRA on the fused modules (qkv_proj, gate_up_proj) merged into attn_qkv / ffn_up
+d=models/phi_long
+"$py" "$check" adapter "$d" adapter3 >adapter3.txt 2>&1 || fail "writing the phi3 adapter: $(cat adapter3.txt)"
+"$bin" export --gguf lora3.gguf --model "$d" --adapter adapter3 --type f32 >lora3.txt 2>&1 \
+  || fail "phi3 --adapter: $(tail -2 lora3.txt)"
+"$py" "$check" check lora3.gguf "$d" f32 adapter3 >lora3.check 2>&1 \
+  && ok "phi3 --adapter (fused qkv_proj / gate_up_proj): $(tail -1 lora3.check)" || fail "phi3 --adapter: $(tail -3 lora3.check)"
 
 # from a checkpoint: a full run's weights, a LoRA run's adapter, on the base model
 lt_tokenize_sample shards
@@ -89,6 +100,17 @@ ln -sf "$PWD/full/checkpoints/step-000002/weights.safetensors" ckf/model.safeten
 cmp -s lc.gguf lf.gguf && ok "LoRA checkpoint = its final adapter merged" || fail "LoRA checkpoint differs from --adapter final"
 "$py" "$check" check lc.gguf "$model" q8_0 lora/final >lcc.txt 2>&1 && ok "LoRA checkpoint: $(tail -1 lcc.txt)" \
   || fail "LoRA checkpoint: $(tail -2 lcc.txt)"
+# a LoRA run with --train-embeddings all: the trained embed_tokens (tied head) folded in, from the checkpoint
+# as from the run's final adapter (modules_to_save)
+"$bin" train --model "$model" --out lemb --lora-rank 4 --lora-alpha 8 --lora-targets q,v --train-embeddings all \
+  "${common[@]}" >lemb.txt 2>&1 || fail "LoRA --train-embeddings all train: $(tail -3 lemb.txt)"
+"$bin" export lemb/checkpoints/step-000002 --gguf le.gguf --type f32 >le.txt 2>&1 || fail "embeddings checkpoint: $(cat le.txt)"
+"$bin" export --gguf lef.gguf --model "$model" --adapter lemb/final --type f32 >lef.txt 2>&1 || fail "final: $(cat lef.txt)"
+cmp -s le.gguf lef.gguf && ok "--train-embeddings checkpoint = its final adapter merged" \
+  || fail "--train-embeddings checkpoint differs from --adapter final"
+"$py" "$check" check le.gguf "$model" f32 lemb/final >lec.txt 2>&1 && ok "--train-embeddings all: $(tail -1 lec.txt)" \
+  || fail "--train-embeddings all: $(tail -2 lec.txt)"
+"$py" "$check" same le.gguf sample.f32.gguf >/dev/null 2>&1 && fail "the embeddings checkpoint exported the base weights"
 
 # errors
 expect_fail() { # WHAT PATTERN ARGS...: exits non-zero, says PATTERN, leaves no temporary file
@@ -109,8 +131,6 @@ mkdir -p olmo16 && ln -sf "$src/tests/fixtures/models/olmo2"/{config.json,model.
 ln -sf "$src/tests/fixtures/gguf/tok_cl100k"/* olmo16/
 expect_fail "olmo2 with head_dim != hidden / heads" "head_dim 16 with 4 heads is not hidden_size 48" --gguf x.gguf \
   --model olmo16
-expect_fail "phi3 (no gguf entry)" "GGUF export does not support model family 'phi3'" --gguf x.gguf \
-  --model "$src/tests/fixtures/models/phi3"
 # gemma: what llama.cpp's graphs cannot express (checked before the weights are read)
 variant() { # NAME FAMILY PYTHON-EDIT [CONFIG]: the family's fixture weights, tok_llama3, gemma{2,3}_qs16's config (or CONFIG) edited
     mkdir -p "$1" && ln -sf "$src/tests/fixtures/models/$2/model.safetensors" "$src/tests/fixtures/gguf/tok_llama3"/* "$1/"
@@ -148,7 +168,44 @@ t["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_sch
 t["decoder"] = None
 json.dump(t, open(sys.argv[2], "w"))
 EOF
-expect_fail "SentencePiece-style tokenizer" "byte-level BPE" --gguf x.gguf --model spm
+expect_fail "a BPE with neither ByteLevel nor byte_fallback" "byte-level BPE" --gguf x.gguf --model spm
+mkdir -p spm2 && ln -sf "$src/tests/fixtures/models/llama"/{config.json,model.safetensors} spm2/
+"$py" - "$src/tests/fixtures/gguf/tok_llama3/tokenizer.json" spm2/tokenizer.json <<'EOF'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["model"]["byte_fallback"] = True
+t["normalizer"] = {"type": "NFC"}  # luxtrain reads it; llama.cpp's SPM only escapes spaces
+t["pre_tokenizer"] = None
+json.dump(t, open(sys.argv[2], "w"))
+EOF
+# a small SentencePiece-style tokenizer: written as llama.cpp's "llama" model (scores from the merge
+# ranks); with a token two tokens make but no merge does, refused
+mkdir -p spm3 spm4 && ln -sf "$src/tests/fixtures/models/llama"/{config.json,model.safetensors} spm3/
+ln -sf "$src/tests/fixtures/models/llama"/{config.json,model.safetensors} spm4/
+"$py" - spm3/tokenizer.json spm4/tokenizer.json <<'EOF'
+import json, sys
+vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+vocab.update({f"<0x{b:02X}>": 3 + b for b in range(10)})
+for c in ["\u2581", "a", "b", "c", "ab", "\u2581a", "\u2581ab"]:
+    vocab[c] = len(vocab)
+special = [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+            "special": True} for c, i in list(vocab.items())[:3]]
+t = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": special,
+     "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+     "pre_tokenizer": None, "post_processor": None, "decoder": None,
+     "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+               "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+               "vocab": vocab, "merges": [["a", "b"], ["\u2581", "a"], ["\u2581", "ab"], ["\u2581a", "b"]]}}
+json.dump(t, open(sys.argv[1], "w"))
+t["model"]["merges"] = t["model"]["merges"][1:]  # "ab" no merge's result
+json.dump(t, open(sys.argv[2], "w"))
+EOF
+"$bin" export --gguf spm3.gguf --model spm3 --type f32 >spm3.txt 2>&1 && "$py" "$check" check spm3.gguf spm3 f32 >>spm3.txt 2>&1 \
+  && ok "a SentencePiece-style tokenizer: $(grep tokenizer spm3.txt)" || fail "SentencePiece-style tokenizer: $(tail -2 spm3.txt)"
+expect_fail "a SentencePiece-style token no merge makes" "token 'ab' (id 17) is no merge's result but 'a' + 'b' are tokens" \
+  --gguf x.gguf --model spm4
+expect_fail "byte_fallback BPE llama.cpp cannot split alike" "llama.cpp's SentencePiece tokenizer would split text otherwise" \
+  --gguf x.gguf --model spm2
 mkdir -p big && ln -sf "$src/tests/fixtures/models/llama/config.json" "$src/tests/fixtures/gguf/tok_llama3"/* big/
 "$py" - "$src/tests/fixtures/models/llama/model.safetensors" big/model.safetensors <<'EOF'
 import json, struct, sys

@@ -9,6 +9,13 @@
  * double); parameters after each step normalized error <= 2e-6 and max
  * relative error <= 1e-5 (f32 arithmetic in a slightly different order);
  * optimizer state after the last step the same.
+ *
+ * Row subsets (lt_optim_add_rows, `--train-embeddings new`): a (10, 16)
+ * matrix whose gradient is zero outside rows {1, 2, 3, 7}, next to a vector,
+ * f32 and bf16 weights (master weights), clipping on: the rows' state only
+ * gives BITWISE the weights and the saved state (zeros elsewhere) of the full
+ * state, also after a save / load round trip of the state; the state holds
+ * those rows only; bad row lists are refused.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -17,6 +24,7 @@
 #include <string.h>
 
 #include "lt_backend.h"
+#include "lt_comm.h"
 #include "lt_optim.h"
 #include "lt_safetensors.h"
 #include "lt_test.h"
@@ -317,6 +325,109 @@ static void test_decay_rule(void) {
     LT_CHECK(lt_optim_decay_default("lm_head.weight", 2, 0) == 1, "lm_head");
 }
 
+/* two tensors ("E" (10, 16) with rows, "c" (16)), 4 steps; rows = NULL: full state */
+static void rows_run(lt_backend *be, lt_dtype pdt, const int32_t *rows, size_t nrows, int reload, int zero,
+                     float *out_w, lt_tlist *state, size_t *state_numel) {
+    enum { R = 10, C = 16 };
+    lt_err err = {{0}};
+    lt_optim_cfg cfg = {.sched = {.kind = LT_SCHED_LINEAR, .lr = 3e-2, .warmup_steps = 1, .total_steps = 6},
+                        .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.0, .clip = 0.05};
+    lt_optim *o = NULL;
+    void *w = NULL, *c = NULL;
+    float *g = NULL, *gc = NULL;
+    const int64_t shE[2] = {R, C}, shc[1] = {C};
+    LT_CHECK_OK(lt_optim_create(be, &cfg, &o, &err), &err);
+    LT_CHECK_OK(be->alloc(be, R * C * lt_dtype_size(pdt), &w, &err), &err);
+    LT_CHECK_OK(be->alloc(be, C * lt_dtype_size(pdt), &c, &err), &err);
+    LT_CHECK_OK(be->alloc(be, (R + 1) * C * sizeof(float), (void **)&g, &err), &err); /* one flat gradient */
+    gc = g + R * C;
+    float hw[R * C], hg[R * C], hc[C];
+    lt_rng r;
+    lt_rng_seed(&r, 3);
+    for (int i = 0; i < R * C; i++) hw[i] = (float)(lt_rng_uniform(&r) - 0.5);
+    for (int i = 0; i < C; i++) hc[i] = (float)(lt_rng_uniform(&r) - 0.5);
+    LT_CHECK_OK(be->upload_f32(be, w, pdt, hw, R * C, &err), &err);
+    LT_CHECK_OK(be->upload_f32(be, c, pdt, hc, C, &err), &err);
+    if (rows) LT_CHECK_OK(lt_optim_add_rows(o, "E", shE, w, pdt, g, rows, nrows, &err), &err);
+    else LT_CHECK_OK(lt_optim_add(o, "E", 2, shE, w, pdt, g, 0, &err), &err);
+    LT_CHECK_OK(lt_optim_add(o, "c", 1, shc, c, pdt, gc, 0, &err), &err);
+    lt_comm *cm = NULL;
+    if (zero) { /* ZeRO-1 on one rank: a row subset's state becomes its part's */
+        lt_comm_opts co = lt_comm_opts_default();
+        LT_CHECK_OK(lt_comm_create("single", &co, &cm, &err), &err);
+        if (cm) LT_CHECK_OK(lt_optim_distribute(o, cm, 1, g, &err), &err);
+    }
+    const int32_t trained[] = {1, 2, 3, 7};
+    for (int s = 0; s < 4; s++) {
+        for (int i = 0; i < R * C; i++) {
+            int row = i / C, on = 0;
+            for (int k = 0; k < 4; k++) on |= row == trained[k];
+            hg[i] = on ? (float)(lt_rng_uniform(&r) - 0.5) : 0.0f;
+        }
+        for (int i = 0; i < C; i++) hc[i] = (float)(lt_rng_uniform(&r) - 0.5);
+        LT_CHECK_OK(be->upload_f32(be, g, LT_F32, hg, R * C, &err), &err);
+        LT_CHECK_OK(be->upload_f32(be, gc, LT_F32, hc, C, &err), &err);
+        LT_CHECK_OK(lt_optim_step(o, NULL, &err), &err);
+        if (reload && s == 1) { /* the state through a file and back */
+            lt_tlist st = {0};
+            char path[4096];
+            snprintf(path, sizeof path, "%s/rows_state.safetensors", lt_test_tmpdir("test_optim"));
+            LT_CHECK_OK(lt_optim_state_to_tlist(o, &st, &err), &err);
+            LT_CHECK_OK(lt_tlist_write(&st, path, NULL, NULL, 0, &err), &err);
+            lt_tlist_free(&st);
+            lt_st_file *f = NULL;
+            LT_CHECK_OK(lt_st_open(path, &f, &err), &err);
+            if (f) LT_CHECK_OK(lt_optim_state_load(o, f, &err), &err);
+            lt_st_close(f);
+        }
+    }
+    LT_CHECK_OK(lt_optim_get_param(o, 0, out_w, &err), &err);
+    LT_CHECK_OK(lt_optim_state_to_tlist(o, state, &err), &err);
+    *state_numel = lt_optim_state_numel(o);
+    lt_optim_free(o);
+    if (cm) cm->destroy(cm);
+    be->free(be, w), be->free(be, c), be->free(be, g);
+}
+
+static void test_rows(lt_backend *be) {
+    const int32_t rows[] = {1, 2, 3, 7};
+    for (int bf = 0; bf < 2; bf++) {
+        lt_dtype pdt = bf ? LT_BF16 : LT_F32;
+        for (int mode = 0; mode < 3; mode++) {
+            int reload = mode == 1, zero = mode == 2;
+            float wf[160], wr[160];
+            lt_tlist sf = {0}, sr = {0};
+            size_t nf = 0, nr = 0;
+            rows_run(be, pdt, NULL, 0, reload, 0, wf, &sf, &nf);
+            rows_run(be, pdt, rows, 4, reload, zero, wr, &sr, &nr);
+            LT_CHECK(!memcmp(wf, wr, sizeof wf), "rows (%s, mode %d): weights differ from the full state's",
+                     lt_dtype_name(pdt), mode);
+            LT_CHECK(nf == 160 + 16 && nr == (zero ? 160 : 4 * 16) + 16, "state elements: full %zu, rows %zu", nf,
+                     nr);
+            int same = sf.n == sr.n && sf.n == 4;
+            for (size_t i = 0; same && i < sf.n; i++)
+                same = !strcmp(sf.items[i].name, sr.items[i].name) && sf.items[i].numel == sr.items[i].numel &&
+                       !memcmp(sf.items[i].data, sr.items[i].data, sf.items[i].numel * sizeof(float));
+            LT_CHECK(same, "rows (%s, mode %d): saved state differs from the full state's", lt_dtype_name(pdt), mode);
+            lt_tlist_free(&sf);
+            lt_tlist_free(&sr);
+        }
+    }
+    lt_err err = {{0}};
+    lt_optim_cfg cfg = {.sched = {.lr = 1e-3, .total_steps = 1}, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8};
+    lt_optim *o = NULL;
+    float dummy[32];
+    const int64_t sh[2] = {4, 8};
+    const int32_t bad1[] = {2, 1}, bad2[] = {0, 4};
+    LT_CHECK_OK(lt_optim_create(be, &cfg, &o, &err), &err);
+    LT_CHECK(o && lt_optim_add_rows(o, "x", sh, dummy, LT_F32, dummy, bad1, 2, &err) == LT_ERR_INVALID &&
+                 strstr(err.msg, "out of order"),
+             "unsorted rows: %s", err.msg);
+    LT_CHECK(o && lt_optim_add_rows(o, "y", sh, dummy, LT_F32, dummy, bad2, 2, &err) == LT_ERR_INVALID,
+             "row 4 of 4: %s", err.msg);
+    lt_optim_free(o);
+}
+
 int main(void) {
     lt_err err;
     lt_backend *be = NULL;
@@ -337,6 +448,7 @@ int main(void) {
     test_adamw(be, f, meta, LT_F32);
     test_adamw(be, f, meta, LT_BF16);
     test_state_and_nan(be, f, meta);
+    test_rows(be);
     cJSON_Delete(meta);
     free(js);
     lt_st_close(f);

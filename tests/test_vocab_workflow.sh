@@ -64,5 +64,13 @@ grep -q luxtrain_vocab.json r1.txt || fail "the refusal does not name luxtrain_v
   --seq-len 64 --device cpu >r2.txt 2>&1 && fail "--train-embeddings without LoRA accepted"
 "$bin" train --model "$base" --data shards/train-00000.h5 --out r3 --lora-rank 4 --train-embeddings most \
   --max-steps 1 --seq-len 64 --device cpu >r3.txt 2>&1 && fail "--train-embeddings most accepted"
+# --dry-run: "new" keeps AdamW state (m + v, f32) for the added rows only, "all" for the whole tables
+dr=(--model "$base" --data none.h5 --out none --dry-run --device cpu --lora-rank 4 --seq-len 64 --micro-batch 1)
+dn=$("$bin" train "${dr[@]}" --train-embeddings new 2>&1) || fail "--dry-run --train-embeddings new: $dn"
+da=$("$bin" train "${dr[@]}" --train-embeddings all 2>&1) || fail "--dry-run --train-embeddings all: $da"
+st() { sed -n 's/.*: \([0-9.e+-]*\) M table elements train; AdamW state for \([0-9.e+-]*\) M of them.*/\1 \2/p' <<<"$1"; }
+read -r tn sn <<<"$(st "$dn")"; read -r ta sa <<<"$(st "$da")"
+awk -v tn="$tn" -v sn="$sn" -v ta="$ta" -v sa="$sa" 'BEGIN {exit !(tn == ta && sa == ta && sn > 0 && sn < tn / 2)}' \
+  || fail "dry-run state: new $sn of $tn M, all $sa of $ta M: $(grep -- --train-embeddings <<<"$dn")"
 [ "$peft_ok" = 1 ] || echo "note: PEFT comparison skipped (no torch/transformers/peft in ${ppy:-\$LT_PYTHON})"
 lt_finish

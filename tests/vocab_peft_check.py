@@ -9,7 +9,7 @@ Usage: vocab_peft_check.py to32 SRC DST
          PEFT's logits of BASE + ADAPTER (PeftModel.from_pretrained, eval) for
          the comma-separated IDS against luxtrain's (score --logits of the
          merged folder); exit 1 when they differ by more than 1e-4
-Needs torch, transformers and peft (tools/requirements-gen5.txt).
+Needs torch, transformers and peft (tools/requirements-gen.txt).
 """
 import shutil
 import sys

@@ -19,10 +19,9 @@ computes for them: the short and long inv_freq (_compute_longrope_parameters,
 the long one as longrope_frequency_update asks for it) and the attention
 factor.
 
-Three environments:
-    /work/venv-gen/bin/python tools/gen_config_fixture.py rope         # tools/requirements-gen.txt (4.51.3 + torch)
-    /work/venv-gen5/bin/python tools/gen_config_fixture.py v5-configs  # tools/requirements-gen5.txt (5.x, no torch)
-    /work/venv-olmo2/bin/python tools/gen_config_fixture.py longrope   # tools/requirements-gen5.txt (5.x + torch)
+All three:
+    python tools/gen_config_fixture.py rope|v5-configs|longrope
+with the generator venv (tools/requirements-gen.txt; tools/gen_fixtures.sh makes it).
 """
 import glob
 import json
@@ -72,15 +71,23 @@ CASES = {
 }
 
 
-def write_rope():
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+def rotary_inv_freq(config):
+    """inv_freq of the model's own rotary embedding module (<Model>RotaryEmbedding; transformers 5
+    computes default RoPE there and scaled RoPE with ROPE_INIT_FUNCTIONS), float32"""
+    import importlib
 
+    mod = importlib.import_module(f"transformers.models.{config.model_type}.modeling_{config.model_type}")
+    cls = [getattr(mod, n) for n in dir(mod) if n.endswith("RotaryEmbedding")]
+    if len(cls) != 1:
+        sys.exit(f"{config.model_type}: expected one rotary embedding class, found {cls}")
+    return cls[0](config).inv_freq
+
+
+def write_rope():
     out = {"transformers": transformers.__version__, "cases": {}}
     for name, cfg in CASES.items():
-        config = AutoConfig.for_model(**cfg)
-        rope_type = (cfg.get("rope_scaling") or {}).get("rope_type") or (cfg.get("rope_scaling") or {}).get("type")
-        fn = ROPE_INIT_FUNCTIONS[rope_type or "default"]
-        inv_freq, _ = fn(config, "cpu")
+        config = AutoConfig.for_model(**json.loads(json.dumps(cfg)))  # a copy: the config edits its rope dict
+        inv_freq = rotary_inv_freq(config)
         out["cases"][name] = {"config": cfg, "head_dim": int(config.head_dim if hasattr(config, "head_dim") else
                                                                config.hidden_size // config.num_attention_heads),
                               "inv_freq": [float(v) for v in inv_freq.tolist()]}

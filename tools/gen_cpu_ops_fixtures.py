@@ -14,7 +14,7 @@ Torch receives grad * grad_scale rounded to float32 (as clip_grad_norm_
 scales the gradients in place). All hyper-parameters are float32 values, so
 torch's Python-float arithmetic sees the same numbers as the C op.
 
-Run: /work/venv-gen/bin/python tools/gen_cpu_ops_fixtures.py (versions pinned
+Run: tools/gen_fixtures.sh run tools/gen_cpu_ops_fixtures.py (versions pinned
 in tools/requirements-gen.txt). Not run by CI: the fixture is committed.
 """
 import os

@@ -24,17 +24,16 @@ next token is a target, summed over the batch and divided by the batch's
 target count, then backward. Low-precision checkpoints are loaded back and
 converted to float32 for the reference, so the comparison stays fp32-exact.
 
-Run with tools/gen_fixtures.sh (makes a venv from tools/requirements-gen.txt).
-
-Models marked as transformers 5 models (olmo2, mistral_nemo, gemma2, gemma3) are made with transformers 5
-and torch instead (tools/requirements-gen5.txt), one at a time by name:
-    /work/venv-gen5-torch/bin/python tools/gen_fixtures.py olmo2
-then `tools/gen_config_fixture.py v5-configs` for its transformers 5
-config.json. Their fixture config.json is written in the transformers 4 form
-(rope_theta, torch_dtype: what transformers 4 writes for the same model), so
-every fixture has a v4 and a v5 config like the others. Without names, the
-transformers 4 models are made (the pins those fixtures record).
+Every model is made with transformers 5 and torch, pinned in
+tools/requirements-gen.txt; run tools/gen_fixtures.sh (it makes the venv and
+runs this, then `tools/gen_config_fixture.py v5-configs`), or by hand:
+    python tools/gen_fixtures.py [--out DIR] [NAME ...]   # no names: every model
+Each fixture's config.json is written in the transformers 4 form (rope_theta
+and rope_scaling, torch_dtype, no layer_types: what transformers 4 writes for
+the same model) and tests/fixtures/config/v5/<name>/config.json holds the
+transformers 5 form of the same config, so every family is checked with both.
 """
+import argparse
 import json
 import math
 import os
@@ -47,8 +46,6 @@ import transformers
 from safetensors.numpy import save_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config)
 
-V5 = int(transformers.__version__.split(".")[0]) >= 5
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "models")
 
@@ -58,47 +55,50 @@ DOCS = [[7, 1, 12], [9, 5]]
 MAXDOC = 3
 
 MODELS = [
-    # name, config class, config kwargs, save dtype, max_shard_size
+    # name, config class, config kwargs, save dtype, max_shard_size; the families first made with
+    # transformers 4 (their index is their seed: the weights are those of the first fixtures)
     ("llama", LlamaConfig, dict(
         vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
-        bos_token_id=1, eos_token_id=2,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
         # small original context so all three llama3 regimes occur for head_dim 16
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+        rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
     ), torch.float32, None),
     ("llama_tied", LlamaConfig, dict(
         vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True,
-        bos_token_id=1, eos_token_id=2,
-        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+        rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
     ), torch.bfloat16, None),
     ("mistral", MistralConfig, dict(
         vocab_size=144, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
         num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128,
-        rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=64, tie_word_embeddings=False,
+        rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, sliding_window=64,
+        tie_word_embeddings=False,
         bos_token_id=1, eos_token_id=2,
     ), torch.float32, None),
     ("qwen2", Qwen2Config, dict(
         vocab_size=136, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False,
+        rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        tie_word_embeddings=False,
         use_sliding_window=False, sliding_window=4096, max_window_layers=2,
         bos_token_id=1, eos_token_id=2,
     ), torch.float16, None),
     ("qwen3", Qwen3Config, dict(
         vocab_size=152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
-        rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+        rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        tie_word_embeddings=True,
         use_sliding_window=False, sliding_window=None, max_window_layers=2,
         bos_token_id=1, eos_token_id=2,
     ), torch.float32, "30KB"),
 ]
 
-# made with transformers 5 (tools/requirements-gen5.txt); name, config class, kwargs, save dtype, shard
+# the families added since (the seed index is len(MODELS) + position, or SEED_INDEX5); name, config class
+# name, kwargs, save dtype, shard
 MODELS5 = [
     # post-norm, q/k norm over the whole projection; GQA and head_dim 16 != 48 / 4, so the q_norm
     # weight (64) is wider than hidden_size
@@ -164,12 +164,27 @@ MODELS5 = [
                          "short_factor": [1.02, 1.6], "long_factor": [2.5, 9.0]},
         sliding_window=None, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
     ), torch.float32, None),
+    # EuroLLM-9B's shape scaled down: LlamaForCausalLM with its settings (its model card: GQA with 8 key/value
+    # heads, pre-norm RMSNorm, SwiGLU, RoPE; its config.json, not readable here, as recalled: 42 layers, hidden
+    # 4096, FFN 12288 = 3 x hidden, 32 heads, head_dim 128 = 4096 / 32, rope_theta 10000 without scaling,
+    # length 4096, RMSNorm eps 1e-5, untied lm_head, bf16 weights): GQA 4 : 1 (4 heads, 1 key/value head), FFN
+    # 3 x hidden, head_dim = hidden / heads given explicitly, default RoPE theta 1e4, bf16.
+    # Its 128000-token SentencePiece-style BPE vocabulary is scaled down to 192 like the others'.
+    ("eurollm", "LlamaConfig", dict(
+        vocab_size=192, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=4096,
+        rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        attention_bias=False, mlp_bias=False, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+    ), torch.bfloat16, None),
 ]
 
 # phi3 / phi3_short and gemma2 / gemma3 were added on parallel branches at the same MODELS5 index;
-# the index each phi3 fixture was made with (its seed), so the committed fixtures stay reproducible
-SEED_INDEX5 = {"phi3": 2, "phi3_short": 3}
+# the index each phi3 fixture was made with (its seed), so the committed fixtures stay reproducible.
+# Entries added since name their index here (unused ones), so no seed depends on the list's order.
+SEED_INDEX5 = {"phi3": 2, "phi3_short": 3, "eurollm": 20}
 
+# the models whose explicit head_dim must differ from hidden / heads (Mistral NeMo: 128 != 5120 / 32)
+HEAD_DIM_EXPLICIT = ("mistral_nemo",)
 # the settings whose effect a fixture must show (the logits change by more than 1% without them)
 GEMMA_CAPS = {"gemma2": ("attn_logit_softcapping", "final_logit_softcapping", "sliding_window"),
               "gemma3": ("sliding_window",)}
@@ -224,18 +239,17 @@ def make_batch(vocab, seed):
     return tokens, mask, targets, pos, doc_start, doc_lens, n_docs, docs
 
 
-def build(name, cls, kw, save_dtype, shard, seed):
+def build(out, name, cls, kw, save_dtype, shard, seed):
     torch.manual_seed(seed)
-    dt_kw = "dtype" if V5 else "torch_dtype"  # transformers 5 renamed the argument
-    cfg = cls(**kw, attn_implementation="eager", **{dt_kw: "float32"})
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", **{dt_kw: torch.float32})
+    cfg = cls(**kw, attn_implementation="eager", dtype="float32")
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", dtype=torch.float32)
     randomize(model, seed + 1)
-    d = os.path.join(OUT, name)
+    d = os.path.join(out, name)
     if os.path.isdir(d):
         shutil.rmtree(d)
     os.makedirs(d)
     model = model.to(save_dtype)
-    setattr(model.config, dt_kw, save_dtype)
+    model.config.dtype = save_dtype
     kwargs = {"safe_serialization": True}
     if shard:
         kwargs["max_shard_size"] = shard
@@ -245,23 +259,32 @@ def build(name, cls, kw, save_dtype, shard, seed):
         if os.path.exists(p):
             os.remove(p)
     # the reference runs on the weights as saved, in float32
-    ref = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", **{dt_kw: torch.float32})
-    if V5:
-        v4_config(os.path.join(d, "config.json"))
+    ref = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", dtype=torch.float32)
+    v4_config(os.path.join(d, "config.json"), kw)
     ref.train()  # dropout is 0 in these configs; train() only enables grads semantics
     ref.config.use_cache = False
     return d, ref
 
 
-def v4_config(path):
+def v4_config(path, kw):
     """Rewrite a config.json saved by transformers 5 in the form transformers 4
     writes: rope_theta (+ rope_scaling) for rope_parameters, torch_dtype for
-    dtype. Default RoPE, Gemma 3's two tables and Phi-3's LongRoPE are rewritten (LongRoPE as Phi-3
-    checkpoints write it: rope_scaling {type, short_factor, long_factor}, the
+    dtype. Default RoPE, llama3 scaling, Gemma 3's two tables and Phi-3's LongRoPE are rewritten (LongRoPE as
+    Phi-3 checkpoints write it: rope_scaling {type, short_factor, long_factor}, the
     original length and partial_rotary_factor at the top level); anything else
-    stops here."""
+    stops here. Qwen2/3's layer_types (all full attention: use_sliding_window false)
+    is dropped, as transformers 4 has none, and their sliding_window is the value given (kw), which
+    transformers 4 keeps while use_sliding_window is false (5 writes null); Llama and Qwen2/3 write
+    rope_scaling null without scaling; a null pad_token_id is left out. transformers 4 does each."""
     with open(path) as f:
         c = json.load(f)
+    if c.get("pad_token_id", 0) is None:
+        del c["pad_token_id"]
+    if c["model_type"] in ("qwen2", "qwen3"):
+        lt = c.pop("layer_types")
+        if c.get("use_sliding_window") or any(t != "full_attention" for t in lt):
+            sys.exit(f"{path}: v4_config handles Qwen without sliding windows only, found {lt}")
+        c["sliding_window"] = kw.get("sliding_window")
     rp = c.pop("rope_parameters")
     if c["model_type"] == "gemma3_text":
         # transformers 4's Gemma 3: rope_theta + rope_scaling for the global layers,
@@ -284,6 +307,12 @@ def v4_config(path):
             json.dump(dict(sorted(c.items())), f, indent=2)
             f.write("\n")
         return
+    llama3 = None
+    if rp.get("rope_type") == "llama3" and set(rp) == {"rope_type", "rope_theta", "factor", "low_freq_factor",
+                                                        "high_freq_factor", "original_max_position_embeddings"}:
+        # transformers 4 keeps llama3's original length inside rope_scaling
+        llama3 = dict(sorted((k, v) for k, v in rp.items() if k != "rope_theta"))
+        rp = {"rope_type": "llama3", "rope_theta": rp["rope_theta"]}
     top = {"partial_rotary_factor": c.get("partial_rotary_factor", 1.0),
            "original_max_position_embeddings": c.get("original_max_position_embeddings")}
     for k in ("partial_rotary_factor", "original_max_position_embeddings"):  # at the top level in v4
@@ -293,9 +322,13 @@ def v4_config(path):
                                                            "long_factor", "factor"}:
         c["rope_scaling"] = {"type": "longrope", **{k: rp[k] for k in ("short_factor", "long_factor", "factor")
                                                     if k in rp}}
+    elif llama3:
+        c["rope_scaling"] = llama3
     elif rp.get("rope_type") != "default" or set(rp) != {"rope_type", "rope_theta"}:
-        sys.exit(f"{path}: v4_config handles default RoPE and longrope only, found {rp}")
+        sys.exit(f"{path}: v4_config handles default, llama3 and longrope RoPE only, found {rp}")
     c["rope_theta"] = rp["rope_theta"]
+    if c["model_type"] in ("llama", "qwen2", "qwen3"):
+        c.setdefault("rope_scaling", None)
     c["torch_dtype"] = c.pop("dtype")
     if c["model_type"] == "gemma2":
         # transformers 4's Gemma 2 has no layer_types (layers 0, 2, ... slide) and its checkpoints
@@ -374,6 +407,18 @@ def check_binding(model, vocab, seed, keys):
                 sys.exit(f"{key} does not bind in the fixture (logits change {rel:.2e})")
 
 
+def check_head_dim(model):
+    """the model's head_dim differs from hidden / heads, and q_proj / o_proj have its shapes"""
+    c = model.config
+    q = model.model.layers[0].self_attn.q_proj.weight
+    if c.head_dim == c.hidden_size // c.num_attention_heads or tuple(q.shape) != (
+            c.num_attention_heads * c.head_dim, c.hidden_size):
+        sys.exit(f"head_dim {c.head_dim} does not bind (hidden {c.hidden_size}, {c.num_attention_heads} heads, "
+                 f"q_proj {tuple(q.shape)})")
+    print(f"  head_dim {c.head_dim} != hidden / heads = {c.hidden_size // c.num_attention_heads}: "
+          f"q_proj {tuple(q.shape)}")
+
+
 def score_reference(model, vocab, seed):
     rng = np.random.default_rng(seed + 7)
     ids = rng.integers(0, vocab, size=9).astype(np.int32)
@@ -384,31 +429,44 @@ def score_reference(model, vocab, seed):
     return ids, out.numpy().astype(np.float32), lg.numpy().astype(np.float32)
 
 
+def all_models():
+    """(seed index, (name, config class, kwargs, save dtype, shard)) of every fixture model"""
+    out = list(enumerate(MODELS))
+    out += [(len(MODELS) + SEED_INDEX5.get(m[0], i), (m[0], getattr(transformers, m[1])) + m[2:])
+            for i, m in enumerate(MODELS5)]
+    return out
+
+
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="models to make (default: all)")
+    ap.add_argument("--out", default=OUT, help="output folder (default: tests/fixtures/models)")
+    ap.add_argument("--list", action="store_true", help="print the model names and stop")
+    args = ap.parse_args()
+    if int(transformers.__version__.split(".")[0]) < 5:
+        sys.exit("the fixtures are made with transformers 5 (tools/requirements-gen.txt), found "
+                 + transformers.__version__)
+    todo = all_models()
+    if args.list:
+        print(" ".join(m[1][0] for m in todo))
+        return 0
+    known = {m[1][0] for m in todo}
+    for n in args.names:
+        if n not in known:
+            sys.exit(f"unknown model {n!r} (models: {sorted(known)})")
+    if args.names:
+        todo = [m for m in todo if m[1][0] in args.names]
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
-    os.makedirs(OUT, exist_ok=True)
-    names = sys.argv[1:]
-    if names:  # transformers 5 models, by name
-        if not V5:
-            sys.exit("named models are made with transformers 5 (tools/requirements-gen5.txt), found "
-                     + transformers.__version__)
-        known = {m[0] for m in MODELS5}
-        for n in names:
-            if n not in known:
-                sys.exit(f"unknown model {n!r} (transformers 5 models: {sorted(known)})")
-        todo = [(len(MODELS) + SEED_INDEX5.get(m[0], i), (m[0], getattr(transformers, m[1])) + m[2:])
-                for i, m in enumerate(MODELS5) if m[0] in names]
-    else:
-        if V5:
-            sys.exit("the transformers 4 fixtures are made with tools/requirements-gen.txt; "
-                     "name the transformers 5 models to make: " + " ".join(m[0] for m in MODELS5))
-        todo = list(enumerate(MODELS))
+    os.makedirs(args.out, exist_ok=True)
     for k, (name, cls, kw, dt, shard) in todo:
         seed = 1234 + 17 * k
-        d, model = build(name, cls, kw, dt, shard, seed)
+        d, model = build(args.out, name, cls, kw, dt, shard, seed)
         if name in GEMMA_CAPS:
             check_binding(model, kw["vocab_size"], seed, GEMMA_CAPS[name])
+        if name in HEAD_DIM_EXPLICIT:
+            check_head_dim(model)
         V = kw["vocab_size"]
         batch, logits, losses, loss, n_targets, grads = reference(model, V, seed)
         sids, slp, slg = score_reference(model, V, seed)

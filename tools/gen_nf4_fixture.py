@@ -23,8 +23,8 @@ block), more than 256 blocks (several nested blocks and a short last one),
 an odd last dimension (bitsandbytes' CPU dequantization takes its generic
 path there), a single block (its nested block divides 0 by 0) and zeros.
 
-Environment: tools/requirements-gen5.txt (torch 2.15.0 + bitsandbytes 0.50.2,
-how to install them is written there). The dynamic map bitsandbytes builds
+Environment: tools/requirements-gen.txt (torch 2.15.0 + bitsandbytes 0.50.2):
+tools/gen_fixtures.sh run tools/gen_nf4_fixture.py. The dynamic map bitsandbytes builds
 with torch.linspace depends on torch's CPU kernels; the fixture was made on an
 x86-64 machine with AVX-512.
 """

@@ -18,7 +18,7 @@ W (8, 6) is a matrix (weight decay), b (8) a bias and n (6) a norm weight
 Gradients are random with a per-step scale so that some steps are clipped and
 some are not. Everything runs in float32 on the CPU.
 
-Run: /work/venv-gen/bin/python tools/gen_optim_fixture.py (versions pinned in
+Run: tools/gen_fixtures.sh run tools/gen_optim_fixture.py (versions pinned in
 tools/requirements-gen.txt). Not run by CI: the fixture is committed.
 """
 import json

@@ -6,7 +6,7 @@ values as float64 (floating tensors: the exact value of each element) or
 integers, and for BF16/F16 the raw 16-bit patterns.
 
 Run with the generator venv (tools/requirements-gen.txt):
-    /work/venv-gen/bin/python tools/gen_safetensors_fixture.py
+    tools/gen_fixtures.sh run tools/gen_safetensors_fixture.py
 """
 import json
 import os

@@ -18,7 +18,9 @@ quickstart fine-tunes (not a useful LLM: ~1M parameters, a few minutes of CPU).
 
 Deterministic (seeds, 2 CPU threads). Run with the generator venv
 (tools/requirements-gen.txt), e.g.
-    /work/venv-gen/bin/python tools/gen_sample_model.py [--steps N] [--out DIR]
+    tools/gen_fixtures.sh run tools/gen_sample_model.py [--steps N] [--out DIR]
+The committed data/sample/model was made with torch 2.5.1 / transformers 4.51.3
+(its gen_log.txt); made again with today's pins it would differ.
 The log (loss curve) goes to stdout and to OUT/gen_log.txt.
 """
 import argparse

@@ -10,7 +10,7 @@ For every model NAME this writes tests/fixtures/train/NAME/:
                         as one-token documents of id 0)
   full.safetensors      F32 "<hf name>": every parameter after STEPS AdamW
                         steps of full fine-tuning
-  adapter/              a PEFT 0.15.2 LoRA adapter (r 4, alpha 8, all seven
+  adapter/              a PEFT LoRA adapter (r 4, alpha 8, all seven
                         projections; phi3: its four, qkv_proj and
                         gate_up_proj fused) with PEFT's A and a random B, as
                         save_pretrained writes it: the starting point
@@ -29,12 +29,10 @@ LambdaLR with lt_optim's schedule formula (warmup + cosine to min_lr_ratio).
 Weights are the checkpoints converted to float32 (as luxtrain's CPU backend
 loads them).
 
-Run with the generator venv (tools/requirements-gen.txt):
-    /work/venv-gen/bin/python tools/gen_train_fixtures.py
-The models made with transformers 5 (tools/gen_fixtures.py olmo2, mistral_nemo, gemma2, gemma3) are run by
-name with that environment (tools/requirements-gen5.txt, with torch and peft):
-    /work/venv-gen5-torch/bin/python tools/gen_train_fixtures.py olmo2
+Run with the generator venv (tools/requirements-gen.txt; tools/gen_fixtures.sh makes it and runs this):
+    python tools/gen_train_fixtures.py [--out DIR] [NAME ...]   # no names: every model
 """
+import argparse
 import json
 import math
 import os
@@ -53,11 +51,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "train")
 NAMES = ["llama", "llama_tied", "mistral", "qwen2", "qwen3"]
-NAMES5 = ["olmo2", "mistral_nemo", "gemma2", "gemma3", "phi3", "phi3_short"]  # transformers 5 fixtures, made by name
+# the fixtures added since (the seed index is len(NAMES) + position, or SEED_INDEX5)
+NAMES5 = ["olmo2", "mistral_nemo", "gemma2", "gemma3", "phi3", "phi3_short", "eurollm"]
 # phi3 / phi3_short and gemma2 / gemma3 were added on parallel branches at the same NAMES5 index; the
-# index each phi3 fixture was made with (its seed), so the committed fixtures stay reproducible
-SEED_INDEX5 = {"phi3": 2, "phi3_short": 3}
-V5 = int(transformers.__version__.split(".")[0]) >= 5
+# index each phi3 fixture was made with (its seed), so the committed fixtures stay reproducible.
+# Entries added since name their index here (unused ones), so no seed depends on the list's order.
+SEED_INDEX5 = {"phi3": 2, "phi3_short": 3, "eurollm": 20}
 
 STEPS, MICRO, B, T = 4, 2, 2, 16
 HP = dict(warmup_steps=2, total_steps=STEPS, min_lr_ratio=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
@@ -149,25 +148,36 @@ def train(model, params_named, lr, arr_docs):
 
 
 def load(d):
-    m = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager",
-                                             **{"dtype" if V5 else "torch_dtype": torch.float32})
+    m = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", dtype=torch.float32)
     m.config.use_cache = False
     m.train()
     return m
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="models to run (default: all)")
+    ap.add_argument("--out", default=OUT, help="output folder (default: tests/fixtures/train)")
+    ap.add_argument("--list", action="store_true", help="print the model names and stop")
+    args = ap.parse_args()
+    if int(transformers.__version__.split(".")[0]) < 5:
+        sys.exit("the fixtures are made with transformers 5 (tools/requirements-gen.txt), found "
+                 + transformers.__version__)
+    todo = list(enumerate(NAMES)) + [(len(NAMES) + SEED_INDEX5.get(n, i), n) for i, n in enumerate(NAMES5)]
+    if args.list:
+        print(" ".join(n for _, n in todo))
+        return
+    for n in args.names:
+        if n not in NAMES + NAMES5:
+            sys.exit(f"unknown model {n!r} (models: {NAMES + NAMES5})")
+    if args.names:
+        todo = [(k, n) for k, n in todo if n in args.names]
     torch.set_num_threads(2)
-    os.makedirs(OUT, exist_ok=True)
-    if sys.argv[1:]:
-        if not V5 or any(n not in NAMES5 for n in sys.argv[1:]):
-            sys.exit(f"named models ({NAMES5}) are made with transformers 5, found {transformers.__version__}")
-        todo = [(len(NAMES) + SEED_INDEX5.get(n, NAMES5.index(n)), n) for n in sys.argv[1:]]
-    else:
-        todo = list(enumerate(NAMES))
+    os.makedirs(args.out, exist_ok=True)
     for k, name in todo:
         src = os.path.join(MODELS, name)
-        out = os.path.join(OUT, name)
+        out = os.path.join(args.out, name)
         if os.path.isdir(out):
             shutil.rmtree(out)
         os.makedirs(out)

@@ -20,8 +20,8 @@ Writes under tests/fixtures/vocab_peft/:
       the same after merge_and_unload (what `luxtrain merge` writes)
   expected.json  the versions
 
-Run: /work/venv-olmo2/bin/python tools/gen_vocab_peft_fixture.py (versions
-pinned in tools/requirements-gen5.txt). Not run by CI: the fixture is committed.
+Run: tools/gen_fixtures.sh run tools/gen_vocab_peft_fixture.py (versions
+pinned in tools/requirements-gen.txt). Not run by CI: the fixture is committed.
 """
 import json
 import os

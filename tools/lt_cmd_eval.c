@@ -68,29 +68,26 @@ static void tokenizer_config_path(const char *tok, char *out, size_t cap) {
 static char *read_chat_template(const char *config_path, char *bos, char *eos, size_t cap, lt_err *err) {
     cJSON *root = NULL;
     bos[0] = eos[0] = 0;
-    if (lt_json_load_file(config_path, &root, err) != LT_OK) return NULL;
-    const char *keys[2] = {"bos_token", "eos_token"};
-    char *outs[2] = {bos, eos};
-    for (int k = 0; k < 2; k++) {
-        cJSON *v = cJSON_GetObjectItemCaseSensitive(root, keys[k]);
-        if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
-        if (cJSON_IsString(v)) snprintf(outs[k], cap, "%s", v->valuestring);
+    if (lt_file_exists(config_path)) {
+        if (lt_json_load_file(config_path, &root, err) != LT_OK) return NULL;
+        const char *keys[2] = {"bos_token", "eos_token"};
+        char *outs[2] = {bos, eos};
+        for (int k = 0; k < 2; k++) {
+            cJSON *v = cJSON_GetObjectItemCaseSensitive(root, keys[k]);
+            if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
+            if (cJSON_IsString(v)) snprintf(outs[k], cap, "%s", v->valuestring);
+        }
+        cJSON_Delete(root);
     }
-    cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "chat_template");
-    char *res = NULL;
-    if (cJSON_IsString(t)) {
-        size_t n = strlen(t->valuestring);
-        res = malloc(n + 1);
-        if (res) memcpy(res, t->valuestring, n + 1);
-    } else
-        lt_fail(err, LT_ERR_UNSUPPORTED, "%s: no \"chat_template\" (give --template NAME)", config_path);
-    cJSON_Delete(root);
+    char *res = NULL; /* the config's chat_template, or chat_template.jinja */
+    if (lt_chat_template_text(config_path, &res, err) != LT_OK) return NULL;
+    if (!res) lt_fail(err, LT_ERR_UNSUPPORTED, "%s: no \"chat_template\" (give --template NAME)", config_path);
     return res;
 }
 
 typedef struct {
     char *model, *tasks, *tokenizer, *adapter, *fewshot, *fewshot_prefix, *delimiter, *device, *output;
-    char *tmpl, *prefix, *metric_name;
+    char *tmpl, *prefix, *metric_name, *quantize;
     char **compare, **data;
     int n_compare, n_data, chat, metric, allow_tok_mismatch, help;
     long seq_len, batch, threads;
@@ -107,7 +104,8 @@ static const lt_optdef EVAL_OPTS[] = {
     {.name = "tokenizer", .k = LT_OPT_STR, .off = F(tokenizer), .meta = "PATH",
      .help = "tokenizer.json or its folder (default: the model folder); --data: the shards must have been made by it"},
     {.name = "adapter", .k = LT_OPT_STR, .off = F(adapter), .meta = "DIR",
-     .help = "PEFT LoRA adapter, merged into the weights for the evaluation"},
+     .help = "PEFT LoRA adapter, merged into the weights for the evaluation (unmerged with --quantize nf4)"},
+    LT_EVAL_QUANTIZE_ROW(eval_opts, quantize),
     {.name = "chat", .k = LT_OPT_FLAG, .off = F(chat), .help = "render each context as a user turn of the chat template"},
     {.name = "template", .k = LT_OPT_STR, .off = F(tmpl), .meta = "NAME",
      .help = "chat template (default: detected from tokenizer_config.json)"},
@@ -160,8 +158,7 @@ static int eval_loss(const eval_opts *o) {
     lt_loader *L = NULL;
     int rc = 1;
     if (lt_backend_create(o->device, (int)o->threads, &be, &err) != LT_OK) goto fail;
-    if (lt_model_load(o->model, be, &m, &err) != LT_OK) goto fail;
-    if (o->adapter && lt_eval_merge_adapter(m, o->adapter, &err) != LT_OK) goto fail;
+    if (lt_eval_load_model(o->model, o->adapter, o->quantize, be, &m, &err) != LT_OK) goto fail;
     const lt_config *cfg = lt_model_config(m);
     int T = (int)(o->seq_len > 0 ? o->seq_len : (cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048));
     int B = (int)(o->batch > 0 ? o->batch : 1);
@@ -267,8 +264,7 @@ static int eval_tasks(const eval_opts *o) {
 
     if (lt_tok_load(tokpath, &tok, &err) != LT_OK) goto fail;
     if (lt_backend_create(o->device, (int)o->threads, &be, &err) != LT_OK) goto fail;
-    if (lt_model_load(o->model, be, &m, &err) != LT_OK) goto fail;
-    if (o->adapter && lt_eval_merge_adapter(m, o->adapter, &err) != LT_OK) goto fail;
+    if (lt_eval_load_model(o->model, o->adapter, o->quantize, be, &m, &err) != LT_OK) goto fail;
     const lt_config *cfg = lt_model_config(m);
     if (lt_tok_vocab_size(tok) > cfg->vocab_size) {
         lt_fail(&err, LT_ERR_INVALID, "the tokenizer has %d ids but the model's vocabulary is %d",
@@ -307,6 +303,7 @@ static int eval_tasks(const eval_opts *o) {
         cJSON_AddStringToObject(meta, "tokenizer", tokpath);
         cJSON_AddStringToObject(meta, "tokenizer_sha256", lt_tok_sha256(tok));
         if (o->adapter) cJSON_AddStringToObject(meta, "adapter", o->adapter);
+        if (strcmp(o->quantize, "none")) cJSON_AddStringToObject(meta, "quantize", o->quantize);
         cJSON_AddStringToObject(meta, "delimiter", delim);
         if (o->fewshot) cJSON_AddStringToObject(meta, "fewshot", o->fewshot);
         if (o->fewshot_prefix) cJSON_AddStringToObject(meta, "fewshot_prefix", o->fewshot_prefix);
@@ -375,6 +372,11 @@ static int eval_run(void *arg) {
             return 2;
         }
     } else {
+        if (strcmp(o->quantize, "none") || o->adapter || o->model) {
+            fprintf(stderr, "eval: --compare reads two result files; --model, --adapter and --quantize belong to "
+                            "--tasks / --data\n");
+            return 2;
+        }
         return eval_compare(o);
     }
     if (o->fewshot && o->fewshot_prefix) {

@@ -7,7 +7,8 @@
  * it, adapter_model.safetensors). Offline, one process, no backend, no
  * collective.
  *
- * What it reads: the checkpoint (weights.safetensors, state.json), the run's
+ * What it reads: the checkpoint (weights.safetensors, or a sharded
+ * checkpoint's index.json and weights-rank-R-of-W.safetensors; state.json), the run's
  * resolved options RUN_DIR/config.json (RUN_DIR = the folder above
  * checkpoints/; its options hash must equal the checkpoint's, so the options
  * are those the checkpoint was trained with), and the base model folder it
@@ -19,9 +20,11 @@
  * that continued an --adapter takes r, alpha, targets and rsLoRA from that
  * adapter's adapter_config.json, as the run did.
  *
- * Memory: the checkpoint is memory-mapped and read one tensor at a time; its
- * pages are dropped (madvise) once the tensor is written, so the peak is one
- * tensor in f32 plus its 16-bit form, not the model.
+ * Memory: the checkpoint is memory-mapped and read one tensor at a time
+ * (lt_ckpt_read: a sharded checkpoint's tensor from the slices of every rank
+ * that hold it); the pages read are dropped (madvise) at once, so the peak is
+ * one tensor in f32 plus its 16-bit form, not the model (LoRA: the adapter's
+ * matrices, small, are read whole). The peak resident size is printed.
  *
  * The folder is written as DIR.tmp-<pid>/ and renamed to DIR; an existing
  * non-empty DIR is refused unless --overwrite (then replaced only once the new
@@ -33,7 +36,7 @@
  * the checkpoint's weights (full) or adapter (LoRA) on its base model, found
  * as above.
  */
-#define _DEFAULT_SOURCE /* madvise */
+#define _DEFAULT_SOURCE /* realpath */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <limits.h>
@@ -42,7 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "lt_ckpt.h"
@@ -96,17 +99,6 @@ static const lt_optset SET = {
 };
 #undef F
 
-/* drop the mapped pages of a tensor already written (read-only private mapping:
- * they are read again from the file if ever touched) */
-static void drop_pages(const lt_st_tensor *t) {
-    long pg = sysconf(_SC_PAGESIZE);
-    if (pg <= 0 || !t->nbytes) return;
-    uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
-    a = (a + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg; /* whole pages inside the tensor only */
-    b = b / (uintptr_t)pg * (uintptr_t)pg;
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
-}
-
 /* RUN_DIR/config.json of the checkpoint's run, checked against its options hash */
 static lt_status load_run_opts(const lt_ckpt *c, lt_train_opts *o, char *run_dir, size_t cap, lt_err *err) {
     char parent[4096], path[4096], absdir[PATH_MAX], *text = NULL;
@@ -131,16 +123,24 @@ static lt_status load_run_opts(const lt_ckpt *c, lt_train_opts *o, char *run_dir
     if (st) return st;
     /* the hash as the run computed it: micro-batches per step over all ranks */
     long world = 1;
+    int64_t mb = 0; /* micro-batches per step over all ranks, as the checkpoint recorded it */
     if (c->state.extra_json) {
         cJSON *x = cJSON_Parse(c->state.extra_json);
         int64_t w = 0;
         if (lt_json_int64(cJSON_GetObjectItemCaseSensitive(x, "world"), &w) && w >= 1) world = (long)w;
+        if (!lt_json_int64(cJSON_GetObjectItemCaseSensitive(x, "micro_batches_per_step"), &mb) || mb < 1) mb = 0;
         cJSON_Delete(x);
     }
     lt_train_opts h = *o;
     h.grad_accum = o->grad_accum * world;
     char hash[17];
     lt_train_opts_hash(&h, hash);
+    /* config.json holds the per-rank --grad-accum of the run's latest launch, which may have
+     * resumed at another number of ranks: the same global batch is the same run */
+    if (strcmp(hash, c->state.options_hash) && mb > 0 && mb % o->grad_accum == 0) {
+        h.grad_accum = (long)mb;
+        lt_train_opts_hash(&h, hash);
+    }
     if (strcmp(hash, c->state.options_hash))
         return lt_fail(err, LT_ERR_INVALID,
                        "%s: these options (hash %s) are not those checkpoint %s was trained with (hash %s): the run "
@@ -155,23 +155,23 @@ static lt_status load_run_opts(const lt_ckpt *c, lt_train_opts *o, char *run_dir
 /* ---- full fine-tuning: a Hugging Face folder ---- */
 
 typedef struct full_src {
+    const lt_ckpt *c;
     const lt_st_tensor **t; /* the checkpoint's tensors, in the order written */
 } full_src;
 
+/* tensor i, read from the checkpoint's file (or the slices of a sharded one) */
 static lt_status fill_full(void *ctx, size_t i, float *dst, lt_err *err) {
-    const lt_st_tensor *t = ((full_src *)ctx)->t[i];
-    lt_status st = lt_st_to_f32(t, dst, t->numel, err);
-    drop_pages(t);
-    return st;
+    const full_src *fs = ctx;
+    return lt_ckpt_read(fs->c, LT_CKPT_WEIGHTS, fs->t[i]->name, 0, fs->t[i]->numel, dst, err);
 }
 
 static lt_status export_full(const lt_ckpt *c, const char *model, const char *out, lt_err *err) {
     lt_config cfg;
     lt_st_model *src = NULL;
     lt_param_spec *specs = NULL;
-    size_t nspec = 0, n = lt_st_count(c->weights);
+    size_t nspec = 0, n = lt_ckpt_count(c, LT_CKPT_WEIGHTS);
     lt_export_tensor *ts = calloc(n + 1, sizeof *ts);
-    full_src fs = {calloc(n + 1, sizeof *fs.t)};
+    full_src fs = {c, calloc(n + 1, sizeof *fs.t)};
     lt_status st = (!ts || !fs.t) ? lt_fail(err, LT_ERR_NOMEM, "export: out of memory") : LT_OK;
     if (!st && ((st = lt_config_load(model, &cfg, err)) || (st = lt_st_open_model(model, &src, err)) ||
                 (st = lt_model_param_specs(&cfg, &specs, &nspec, err))))
@@ -182,7 +182,7 @@ static lt_status export_full(const lt_ckpt *c, const char *model, const char *ou
         lt_wrap(err, st, "base model %s (changed since the checkpoint was trained?)", model);
     size_t matched = 0;
     for (size_t k = 0; k < nspec && !st; k++) {
-        const lt_st_tensor *t = lt_st_find(c->weights, specs[k].name);
+        const lt_st_tensor *t = lt_ckpt_find(c, LT_CKPT_WEIGHTS, specs[k].name);
         if (!t && !lt_st_model_find(src, specs[k].name)) continue; /* not trained (tied lm_head) */
         if (!t || t->ndim != specs[k].ndim || t->shape[0] != specs[k].shape[0] ||
             (t->ndim > 1 && t->shape[1] != specs[k].shape[1]))
@@ -198,7 +198,7 @@ static lt_status export_full(const lt_ckpt *c, const char *model, const char *ou
                      "model changed",
                      c->dir, n, model, matched);
     for (size_t i = 0; i < n && !st; i++) {
-        const lt_st_tensor *t = lt_st_get(c->weights, i);
+        const lt_st_tensor *t = lt_ckpt_get(c, LT_CKPT_WEIGHTS, i);
         const lt_st_tensor *b = lt_st_model_find(src, t->name);
         if (!b) {
             st = lt_fail(err, LT_ERR_FORMAT,
@@ -283,7 +283,7 @@ static lt_status checkpoint_embed(const lt_ckpt *c, const lt_train_opts *o, cons
             break;
         }
         *(k ? &e->head : &e->embed) = dst;
-        if ((st = lt_st_to_f32(tab[k], full, (size_t)(V * C), err))) break;
+        if ((st = lt_ckpt_read(c, LT_CKPT_WEIGHTS, tab[k]->name, 0, (size_t)(V * C), full, err))) break;
         for (int64_t i = 0; i < e->rows; i++) {
             int64_t r = all ? i : e->ids[i];
             if (r >= V) {
@@ -297,7 +297,17 @@ static lt_status checkpoint_embed(const lt_ckpt *c, const lt_train_opts *o, cons
     return st;
 }
 
-/* the checkpoint's LoRA tensors as an adapter (a->t owned, the matrices borrowed from the mapping); tab[0..1]
+/* an adapter ckpt_adapter made: its matrices and list */
+static void adapter_free(lt_peft_adapter *a) {
+    for (size_t i = 0; a->t && i < a->n; i++) {
+        free((void *)a->t[i].A);
+        free((void *)a->t[i].B);
+    }
+    free(a->t);
+    a->t = NULL;
+}
+
+/* the checkpoint's LoRA tensors as an adapter (a->t and its matrices owned: adapter_free); tab[0..1]
  * receive the trained embed_tokens / lm_head of a --train-embeddings run (NULL when none) */
 static lt_status ckpt_adapter(const lt_ckpt *c, const lt_train_opts *o, lt_peft_adapter *out,
                               const lt_st_tensor *tab[2], lt_err *err) {
@@ -315,12 +325,12 @@ static lt_status ckpt_adapter(const lt_ckpt *c, const lt_train_opts *o, lt_peft_
         a.cfg.rslora = o->rslora;
     }
     snprintf(a.cfg.base_model, sizeof a.cfg.base_model, "%s", o->model); /* as the run recorded it */
-    size_t nt = lt_st_count(c->weights);
+    size_t nt = lt_ckpt_count(c, LT_CKPT_WEIGHTS);
     a.t = calloc(nt + 1, sizeof *a.t);
     if (!a.t) return lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
     tab[0] = tab[1] = NULL;
     for (size_t i = 0; i < nt && !st; i++) {
-        const lt_st_tensor *t = lt_st_get(c->weights, i);
+        const lt_st_tensor *t = lt_ckpt_get(c, LT_CKPT_WEIGHTS, i);
         int layer, target, is_B;
         if (!strcmp(t->name, "model.embed_tokens.weight") || !strcmp(t->name, "lm_head.weight")) {
             tab[t->name[0] == 'l'] = t;
@@ -341,19 +351,27 @@ static lt_status ckpt_adapter(const lt_ckpt *c, const lt_train_opts *o, lt_peft_
             p->layer = layer;
             p->target = target;
         }
-        if (is_B) { /* the mapped data, read as it is written (F32, 4-aligned in a luxtrain checkpoint) */
-            p->B = t->data;
+        float *m = malloc(t->numel * sizeof *m); /* LoRA matrices are small: each is read whole */
+        if (!m) {
+            st = lt_fail(err, LT_ERR_NOMEM, "export: out of memory");
+            break;
+        }
+        if (is_B) {
+            free((void *)p->B);
+            p->B = m;
             p->out = (int)t->shape[0];
         } else {
-            p->A = t->data;
+            free((void *)p->A);
+            p->A = m;
             p->in = (int)t->shape[1];
         }
+        st = lt_ckpt_read(c, LT_CKPT_WEIGHTS, t->name, 0, t->numel, m, err);
     }
     for (size_t i = 0; i < a.n && !st; i++)
         if (!a.t[i].A || !a.t[i].B)
             st = lt_fail(err, LT_ERR_FORMAT, "%s: layer %d %s has only its lora_%s matrix", c->dir, a.t[i].layer,
                          lt_lora_target_hf(a.t[i].target), a.t[i].A ? "A" : "B");
-    if (st) free(a.t);
+    if (st) adapter_free(&a);
     else *out = a;
     return st;
 }
@@ -372,7 +390,7 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
         lt_wrap(err, st, "checkpoint %s against base model %s (the base model changed?)", c->dir, model);
     if (!st && (tab[0] || tab[1])) st = checkpoint_embed(c, o, model, &cfg, tab, &a.emb, err);
     if (!st) st = lt_peft_export_embed(out, &a.cfg, a.t, a.n, a.emb.mode ? &a.emb : NULL, err);
-    free(a.t);
+    adapter_free(&a);
     free(a.emb.ids);
     free(a.emb.embed);
     free(a.emb.head);
@@ -388,20 +406,25 @@ static lt_status export_ckpt_gguf(const lt_ckpt *c, const lt_train_opts *o, cons
     g.model_dir = model;
     if (lt_train_opts_lora(o)) {
         const lt_st_tensor *tab[2];
+        lt_config cfg;
+        if ((st = lt_config_load(model, &cfg, err))) return lt_wrap(err, st, "base model %s", model);
         if ((st = ckpt_adapter(c, o, &a, tab, err))) return st;
-        if (tab[0] || tab[1]) {
-            free(a.t);
-            return lt_fail(err, LT_ERR_UNSUPPORTED,
-                           "checkpoint %s trained embeddings (--train-embeddings): export the adapter (luxtrain "
-                           "export CHECKPOINT --out DIR), merge it (luxtrain merge) and export that folder with --gguf",
-                           c->dir);
-        }
+        a.cfg.targets = lt_lora_targets_for(&cfg, a.cfg.targets); /* fused modules (phi3): qkv, gate_up */
+        /* trained embeddings (--train-embeddings): the rows the run's adapter would hold, merged in */
+        if ((tab[0] || tab[1]) && (st = checkpoint_embed(c, o, model, &cfg, tab, &a.emb, err))) goto done;
         g.adapter = &a;
-    } else
-        g.weights = c->weights;
+    } else if (!(g.weights = c->weights))
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "checkpoint %s is sharded (written by %d ranks): export the Hugging Face folder (luxtrain "
+                       "export CHECKPOINT --out DIR) and that folder with --gguf OUT.gguf --model DIR",
+                       c->dir, c->world);
     st = lt_gguf_export(&g, err);
     if (st) lt_wrap(err, st, "checkpoint %s", c->dir);
-    free(a.t);
+done:
+    adapter_free(&a);
+    free(a.emb.ids);
+    free(a.emb.embed);
+    free(a.emb.head);
     return st;
 }
 
@@ -421,6 +444,12 @@ static const char *find_model(const lt_train_opts *o, const char *run_dir, char 
     abs[a - n - 1] = 0;
     if (snprintf(buf, cap, "%s/%s", abs, o->model) >= (int)cap || !lt_is_dir(buf)) return o->model;
     return buf;
+}
+
+/* the process's peak resident set size so far */
+static long peak_rss_kib(void) {
+    struct rusage u;
+    return getrusage(RUSAGE_SELF, &u) ? -1 : u.ru_maxrss;
 }
 
 static lt_status export_checkpoint(const char *ckpt, const char *model_arg, const char *out, const lt_gguf_opts *gguf,
@@ -449,9 +478,23 @@ static lt_status export_checkpoint(const char *ckpt, const char *model_arg, cons
                                             : "config.json, tokenizer files and each tensor's dtype");
         goto done;
     }
+    long rss0 = peak_rss_kib();
     st = gguf                  ? export_ckpt_gguf(c, &o, model, gguf, err)
          : lt_train_opts_lora(&o) ? export_lora(c, &o, model, out, err)
                                   : export_full(c, model, out, err);
+    if (!st) {
+        size_t total = 0, largest = 0;
+        for (size_t i = 0; i < lt_ckpt_count(c, LT_CKPT_WEIGHTS); i++) {
+            size_t b = lt_ckpt_get(c, LT_CKPT_WEIGHTS, i)->numel * sizeof(float);
+            total += b;
+            if (b > largest) largest = b;
+        }
+        fprintf(stderr,
+                "export: peak resident memory %ld KiB (%ld KiB before the tensors were read, +%ld KiB); the "
+                "checkpoint's weights: %zu KiB in f32, the largest tensor %zu KiB%s\n",
+                peak_rss_kib(), rss0, peak_rss_kib() - rss0, total / 1024, largest / 1024,
+                c->world ? " (sharded checkpoint)" : "");
+    }
 done:
     lt_train_opts_free(&o);
     lt_ckpt_close(c);

@@ -7,8 +7,7 @@
  * streams the text to stdout as it is produced.
  *
  * The generation prompt is what apply_chat_template(add_generation_prompt=
- * True) renders: the conversation rendered with an empty assistant turn, cut
- * at the start of that turn's trained span (the end of its header).
+ * True) renders (lt_chat_render_prompt).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
@@ -25,7 +24,7 @@
 #include "lt_tokenizer.h"
 
 typedef struct gen_opts {
-    char *model, *adapter, *prompt, *system, *tmpl, *device;
+    char *model, *adapter, *prompt, *system, *tmpl, *device, *quantize;
     long max_new, seed, threads;
     double temperature, top_p;
     int help;
@@ -40,7 +39,8 @@ static const lt_optdef OPTS[] = {
     {.name = "model", .k = LT_OPT_STR, .off = F(model), .meta = "DIR", .required = 1,
      .help = "Hugging Face model folder (with tokenizer.json)"},
     {.name = "adapter", .k = LT_OPT_STR, .off = F(adapter), .meta = "DIR",
-     .help = "PEFT LoRA adapter (merged into the weights)"},
+     .help = "PEFT LoRA adapter (merged into the weights; unmerged with --quantize nf4)"},
+    LT_EVAL_QUANTIZE_ROW(gen_opts, quantize),
     {.name = "prompt", .k = LT_OPT_STR, .off = F(prompt), .meta = "TEXT", .required = 1, .help = "the user message"},
     {.name = "system", .k = LT_OPT_STR, .off = F(system), .meta = "TEXT", .help = "a system message"},
     {.name = "template", .k = LT_OPT_STR, .off = F(tmpl), .meta = "NAME", .help = "chat template (listed below)"},
@@ -92,20 +92,13 @@ static lt_status resolve_template(const char *model, const char *name, lt_chat_t
     if (name) {
         st = lt_chat_template_by_name(name, tpl, err);
     } else {
-        const cJSON *ct = j ? cJSON_GetObjectItemCaseSensitive(j, "chat_template") : NULL;
-        const char *jinja = cJSON_IsString(ct) ? ct->valuestring : NULL;
-        if (cJSON_IsArray(ct)) {
-            const cJSON *it;
-            cJSON_ArrayForEach(it, ct) {
-                const cJSON *n = cJSON_GetObjectItemCaseSensitive(it, "name"),
-                            *t = cJSON_GetObjectItemCaseSensitive(it, "template");
-                if (cJSON_IsString(n) && !strcmp(n->valuestring, "default") && cJSON_IsString(t))
-                    jinja = t->valuestring;
-            }
-        }
-        st = jinja ? lt_chat_template_detect(jinja, tpl, err)
-                   : lt_fail(err, LT_ERR_INVALID, "%s has no chat_template; name one with --template (%s)", path,
-                             lt_chat_template_names());
+        char *jinja = NULL; /* tokenizer_config.json's, or chat_template.jinja */
+        st = lt_chat_template_text(path, &jinja, err);
+        if (!st)
+            st = jinja ? lt_chat_template_detect(jinja, tpl, err)
+                       : lt_fail(err, LT_ERR_INVALID, "%s has no chat_template; name one with --template (%s)", path,
+                                 lt_chat_template_names());
+        free(jinja);
     }
     if (!st && j) {
         const char *b = tok_string(cJSON_GetObjectItemCaseSensitive(j, "bos_token"));
@@ -115,18 +108,6 @@ static lt_status resolve_template(const char *model, const char *name, lt_chat_t
     }
     cJSON_Delete(j);
     return st;
-}
-
-static const char *end_of_turn(const lt_chat_template *t) {
-    switch (t->kind) {
-    case LT_CHAT_LLAMA3:
-    case LT_CHAT_LLAMA31: return "<|eot_id|>";
-    case LT_CHAT_CHATML:
-    case LT_CHAT_QWEN25:
-    case LT_CHAT_QWEN3: return "<|im_end|>";
-    case LT_CHAT_GEMMA3: return "<end_of_turn>";
-    default: return t->eos;
-    }
 }
 
 typedef struct cand {
@@ -182,24 +163,17 @@ static int run_generate(void *arg) {
     char eos_str[128];
     if ((st = lt_tok_load(o->model, &tok, &err))) goto fail;
     if ((st = resolve_template(o->model, o->tmpl, &tpl, eos_str, sizeof eos_str, &err))) goto fail;
-    lt_chat_msg msgs[3];
+    lt_chat_msg msgs[2];
     size_t nm = 0;
     if (o->system) msgs[nm++] = (lt_chat_msg){LT_ROLE_SYSTEM, o->system, strlen(o->system)};
     msgs[nm++] = (lt_chat_msg){LT_ROLE_USER, o->prompt, strlen(o->prompt)};
-    msgs[nm++] = (lt_chat_msg){LT_ROLE_ASSISTANT, "", 0};
-    if ((st = lt_chat_render(&tpl, msgs, nm, &ct, &err))) goto fail;
-    if (!ct.n_spans) {
-        lt_fail(&err, LT_ERR_INVALID, "template %s rendered no assistant turn", tpl.name);
-        goto fail;
-    }
-    size_t cut = ct.spans[ct.n_spans - 1].start;
-    if ((st = lt_tok_encode(tok, ct.text, cut, 0, &ids, &err))) goto fail;
-    int32_t stop[3] = {lt_tok_token_to_id(tok, end_of_turn(&tpl)), eos_str[0] ? lt_tok_token_to_id(tok, eos_str) : -1,
-                       -1};
+    if ((st = lt_chat_render_prompt(&tpl, msgs, nm, &ct, &err))) goto fail; /* add_generation_prompt=True */
+    if ((st = lt_tok_encode(tok, ct.text, ct.len, 0, &ids, &err))) goto fail;
+    int32_t stop[3] = {lt_tok_token_to_id(tok, lt_chat_end_of_turn(&tpl)),
+                       eos_str[0] ? lt_tok_token_to_id(tok, eos_str) : -1, -1};
 
     if ((st = lt_backend_create(o->device, (int)o->threads, &be, &err))) goto fail;
-    if ((st = lt_model_load(o->model, be, &m, &err))) goto fail;
-    if (o->adapter && (st = lt_eval_merge_adapter(m, o->adapter, &err))) goto fail;
+    if ((st = lt_eval_load_model(o->model, o->adapter, o->quantize, be, &m, &err))) goto fail;
     const lt_config *cfg = lt_model_config(m);
     stop[2] = cfg->eos_token_id;
     int V = cfg->vocab_size;

@@ -9,6 +9,15 @@
  * embed_tokens, lm_head) replace their rows / tables.
  * This is PEFT's merge_and_unload computed in f32. Works on the host without
  * a backend; holds the whole model in f32 memory.
+ *
+ * --quantize nf4 (an adapter trained by QLoRA, on the base it saw): every
+ * projection `train --quantize nf4` quantizes is replaced by its NF4 round
+ * trip (core/lt_nf4.h, bitsandbytes' values), the adapted ones then get the
+ * delta:  W' = dequant(nf4(W)) + scale * B @ A  -- the weight PEFT's merge
+ * computes on a bitsandbytes 4-bit base (dequantize_bnb_weight + the delta)
+ * before it re-quantizes it to 4 bits, which would lose most of the delta
+ * (docs/training.md). Written in the source dtype: the full-precision model
+ * that computes what the QLoRA run trained and evaluated.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
@@ -21,12 +30,15 @@
 #include "lt_export.h"
 #include "lt_lora.h"
 #include "lt_model_spec.h"
+#include "lt_nf4.h"
 #include "lt_safetensors.h"
 
 typedef struct merge_opts {
-    char *model, *adapter, *out;
+    char *model, *adapter, *out, *quantize;
     int help;
 } merge_opts;
+
+static const char *const QUANTIZE[] = {"none", "nf4", NULL};
 
 #define F(x) offsetof(merge_opts, x)
 static const lt_optdef OPTS[] = {
@@ -35,10 +47,13 @@ static const lt_optdef OPTS[] = {
      .help = "the PEFT LoRA adapter folder"},
     {.name = "out", .k = LT_OPT_STR, .off = F(out), .meta = "DIR", .required = 1,
      .help = "the merged model's folder (written whole, or not at all)"},
+    {.name = "quantize", .k = LT_OPT_CHOICE, .off = F(quantize), .def = "none", .meta = "Q", .choices = QUANTIZE,
+     .help = "nf4: merge into the NF4 round trip of the base (the weights a `--quantize nf4` run trained on), "
+             "written in full precision"},
 };
 static const lt_optset SET = {
     .cmd = "merge",
-    .usage = "usage: luxtrain merge --model DIR --adapter DIR --out DIR\n"
+    .usage = "usage: luxtrain merge --model DIR --adapter DIR --out DIR [--quantize nf4]\n"
              "Writes the model with the LoRA adapter folded into its weights, in the source dtype,\n"
              "as a Hugging Face folder.\n",
     .defs = OPTS,
@@ -63,7 +78,18 @@ static int adapted(const char *name, int *layer, int *target) {
     return 0;
 }
 
-static lt_status lt_merge_adapter_folder(const char *model, const char *adapter, const char *out, lt_err *err) {
+/* w (n) := dequant(nf4(w)), bitsandbytes' round trip */
+static lt_status nf4_round_trip(float *w, size_t n, const char *name, lt_err *err) {
+    void *q = malloc(lt_nf4_layout_of(n).bytes);
+    if (!q) return lt_fail(err, LT_ERR_NOMEM, "merge: out of memory for the NF4 copy of '%s'", name);
+    lt_status st = lt_nf4_quantize(w, n, q, err);
+    if (!st) lt_nf4_dequantize_f32(q, n, w);
+    free(q);
+    return st ? lt_wrap(err, st, "merge --quantize nf4: '%s'", name) : LT_OK;
+}
+
+static lt_status lt_merge_adapter_folder(const char *model, const char *adapter, const char *out, int nf4,
+                                         lt_err *err) {
     lt_config cfg;
     lt_st_model *stm = NULL;
     lt_peft_adapter *a = NULL;
@@ -107,7 +133,10 @@ static lt_status lt_merge_adapter_folder(const char *model, const char *adapter,
         if ((st = lt_st_to_f32(t, w, numel, err))) goto done;
         int layer, target;
         const lt_peft_tensor *pt;
-        if (adapted(sp->name, &layer, &target) && (pt = lt_peft_find(a, layer, target))) {
+        int proj = adapted(sp->name, &layer, &target);
+        if (proj && nf4 && lt_model_nf4_quantizes(&cfg, target) && (st = nf4_round_trip(w, numel, sp->name, err)))
+            goto done;
+        if (proj && (pt = lt_peft_find(a, layer, target))) {
             // W (out, in) += scale * B (out, r) @ A (r, in)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, pt->out, pt->in, a->cfg.r, scale, pt->B, a->cfg.r,
                         pt->A, pt->in, 1.0f, w, pt->in);
@@ -135,11 +164,12 @@ done:
 static int merge_run(void *arg) {
     const merge_opts *o = arg;
     lt_err err = {{0}};
-    if (lt_merge_adapter_folder(o->model, o->adapter, o->out, &err)) {
+    if (lt_merge_adapter_folder(o->model, o->adapter, o->out, !strcmp(o->quantize, "nf4"), &err)) {
         fprintf(stderr, "merge: %s\n", err.msg);
         return 1;
     }
-    fprintf(stderr, "merge: wrote %s\n", o->out);
+    fprintf(stderr, "merge: wrote %s%s\n", o->out,
+            strcmp(o->quantize, "nf4") ? "" : " (the adapter merged into the NF4 round trip of the base)");
     return 0;
 }
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "lt_cli.h"
+#include "lt_eval_adapter.h"
 #include "lt_model.h"
 #include "lt_model_spec.h"
 #include "lt_safetensors.h"
@@ -161,7 +162,7 @@ int lt_inspect_model(const char *dir, int json) {
 /* score                                                                   */
 
 typedef struct {
-    char *model, *ids, *logits, *device;
+    char *model, *ids, *logits, *device, *adapter, *quantize;
     long threads;
     int help;
 } score_opts;
@@ -172,6 +173,9 @@ static const lt_optdef SCORE_OPTS[] = {
     {.name = "ids", .k = LT_OPT_STR, .off = F(ids), .meta = "ID,ID,...", .required = 1, .help = "the token ids"},
     {.name = "logits", .k = LT_OPT_STR, .off = F(logits), .meta = "FILE.npy",
      .help = "also write the logits, (tokens x vocab) float32"},
+    {.name = "adapter", .k = LT_OPT_STR, .off = F(adapter), .meta = "DIR",
+     .help = "PEFT LoRA adapter (merged into the weights; unmerged with --quantize nf4)"},
+    LT_EVAL_QUANTIZE_ROW(score_opts, quantize),
     LT_OPT_ROW_DEVICE(score_opts, device, "cpu"),
     LT_OPT_ROW_THREADS(score_opts, threads),
 };
@@ -277,7 +281,8 @@ static int score_run(void *arg) {
     lt_model *m = NULL;
     int32_t *targets = NULL, *pos = NULL, *doc = NULL;
     float *losses = NULL, *logits = NULL;
-    if (lt_backend_create(device, (int)threads, &be, &err) || lt_model_load(dir, be, &m, &err)) {
+    if (lt_backend_create(device, (int)threads, &be, &err) ||
+        lt_eval_load_model(dir, o->adapter, o->quantize, be, &m, &err)) {
         fprintf(stderr, "score: %s\n", err.msg);
         goto done;
     }

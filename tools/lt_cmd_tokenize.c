@@ -38,7 +38,7 @@ static const char *fmt_name[] = {"auto", "messages", "conversations", "instructi
 typedef struct {
     lt_tokenizer *tok;
     char bos[128], eos[128]; /* from tokenizer_config.json ("" if absent) */
-    char *chat_template;     /* from tokenizer_config.json (NULL if absent) */
+    char *chat_template;     /* lt_chat_template_text (NULL if absent) */
     int have_config;
 } tok_bundle;
 
@@ -50,6 +50,8 @@ static const char *json_token_string(cJSON *v) {
     }
     return NULL;
 }
+
+static void free_bundle(tok_bundle *b);
 
 static lt_status load_bundle(const char *path, tok_bundle *b, lt_err *err) {
     memset(b, 0, sizeof *b);
@@ -64,29 +66,23 @@ static lt_status load_bundle(const char *path, tok_bundle *b, lt_err *err) {
         snprintf(cfg, sizeof cfg, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
     }
     lt_status st = lt_tok_load(tj, &b->tok, err);
-    if (st) return st;
+    if (!st) st = lt_chat_template_text(cfg, &b->chat_template, err); /* or chat_template.jinja */
+    if (st) {
+        lt_tok_free(b->tok);
+        b->tok = NULL;
+        return st;
+    }
     if (!lt_file_exists(cfg)) return LT_OK;
     cJSON *j = NULL;
     if ((st = lt_json_load_file(cfg, &j, err))) {
-        lt_tok_free(b->tok);
-        b->tok = NULL;
+        free_bundle(b);
+        memset(b, 0, sizeof *b);
         return st;
     }
     b->have_config = 1;
     const char *s;
     if ((s = json_token_string(cJSON_GetObjectItem(j, "bos_token")))) snprintf(b->bos, sizeof b->bos, "%s", s);
     if ((s = json_token_string(cJSON_GetObjectItem(j, "eos_token")))) snprintf(b->eos, sizeof b->eos, "%s", s);
-    cJSON *ct = cJSON_GetObjectItem(j, "chat_template");
-    if (cJSON_IsString(ct)) {
-        b->chat_template = strdup(ct->valuestring);
-    } else if (cJSON_IsArray(ct)) { /* [{"name": "default", "template": ...}, ...] */
-        cJSON *it;
-        cJSON_ArrayForEach(it, ct) {
-            cJSON *n = cJSON_GetObjectItem(it, "name"), *t = cJSON_GetObjectItem(it, "template");
-            if (cJSON_IsString(n) && !strcmp(n->valuestring, "default") && cJSON_IsString(t))
-                b->chat_template = strdup(t->valuestring);
-        }
-    }
     cJSON_Delete(j);
     return LT_OK;
 }

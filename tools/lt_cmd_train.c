@@ -32,8 +32,10 @@
  * on device local_rank): the loader gives rank r its part of every global
  * batch (--micro-batch sequences per rank), counts, loss and gradients are
  * summed over the ranks (lt_trainer.h), and rank 0 alone writes config.json,
- * metrics, checkpoints and the export and runs the evaluation. Every rank
- * reads the checkpoint on --resume (RUN_DIR must be on a shared filesystem).
+ * metrics and the export and runs the evaluation. Checkpoints are sharded
+ * (lt_ckpt_write_sharded): every rank writes the part it holds, rank 0 the
+ * index and state; on --resume every rank reads the slices it now holds, at
+ * any number of ranks (RUN_DIR must be on a shared filesystem).
  *
  * Signals: SIGINT, SIGTERM and SIGUSR1 during the training loop finish the
  * optimizer step in progress, write a checkpoint of it, print the step and
@@ -259,11 +261,17 @@ static char *mix_extra_json(const lt_loader *L, const char *fixed) {
     return t;
 }
 
+/* One process: rank 0 writes weights.safetensors / optimizer.safetensors.
+ * Several ranks: a sharded checkpoint (lt_ckpt_write_sharded: every rank
+ * writes its own part, nothing is gathered; rank 0 adds the index, loader
+ * position and state). */
 static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
-    if (r->rank) { /* rank 0 writes; under ZeRO-1 the others take part in the gathers */
-        lt_status st = lt_optim_params_to_tlist(r->opt, NULL, err);
-        if (!st) st = lt_optim_state_to_tlist(r->opt, NULL, err);
-        if (!st) st = export_to(r, NULL, err);
+    char dir[4096];
+    if (r->rank) {
+        lt_ckpt_state cs = {.step = step};
+        lt_status st = lt_ckpt_write_sharded(r->o->out, &cs, r->opt, r->comm, (int)r->o->keep_checkpoints, dir,
+                                             sizeof dir, err);
+        if (!st) st = export_to(r, NULL, err); /* the others take part in gathering the weights for step-N/hf */
         return st;
     }
     lt_tlist w = {0}, os = {0};
@@ -295,10 +303,11 @@ static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     cs.loader = lbytes;
     cs.loader_len = sizeof ls + mix_len;
     cs.extra_json = extra;
-    char dir[4096];
-    lt_status st = lt_optim_params_to_tlist(r->opt, &w, err);
-    if (!st) st = lt_optim_state_to_tlist(r->opt, &os, err);
-    if (!st) st = lt_ckpt_write(r->o->out, &cs, &w, &os, (int)r->o->keep_checkpoints, dir, sizeof dir, err);
+    lt_status st;
+    if (r->world > 1)
+        st = lt_ckpt_write_sharded(r->o->out, &cs, r->opt, r->comm, (int)r->o->keep_checkpoints, dir, sizeof dir, err);
+    else if (!(st = lt_optim_params_to_tlist(r->opt, &w, err)) && !(st = lt_optim_state_to_tlist(r->opt, &os, err)))
+        st = lt_ckpt_write(r->o->out, &cs, &w, &os, (int)r->o->keep_checkpoints, dir, sizeof dir, err);
     lt_tlist_free(&w);
     lt_tlist_free(&os);
     free(lbytes);
@@ -339,7 +348,7 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
                      lt_loader_num_sets(r->L) ? " (a mix of shard sets)" : "");
         goto done;
     }
-    if (!c->optim) {
+    if (!lt_ckpt_has_optim(c)) {
         st = lt_fail(err, LT_ERR_FORMAT, "%s: has no optimizer state", dir);
         goto done;
     }
@@ -350,7 +359,7 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
     int64_t saved_world = 1;
     if (ls.global_B % r->o->micro_batch == 0) saved_world = ls.global_B / r->o->micro_batch;
     ls.global_B = (int32_t)(r->o->micro_batch * r->world);
-    if ((st = lt_optim_params_load(r->opt, c->weights, err)) || (st = lt_optim_state_load(r->opt, c->optim, err)) ||
+    if ((st = lt_ckpt_load_optim(c, r->opt, err)) ||
         (st = lt_loader_set_state_mix(r->L, &ls, (const unsigned char *)c->state.loader + sizeof ls,
                                       lt_loader_mix_state_size(r->L), err)))
         goto done;
@@ -376,8 +385,9 @@ static lt_status restore_checkpoint(run *r, const char *dir, lt_err *err) {
         cJSON_Delete(x);
     }
     if (!r->rank)
-        fprintf(stderr, "train: resuming from %s (step %lld%s)\n", dir, (long long)c->state.step,
-                saved_world != r->world ? ", written by another number of ranks: optimizer state re-sharded" : "");
+        fprintf(stderr, "train: resuming from %s (step %lld%s%s)\n", dir, (long long)c->state.step,
+                saved_world != r->world ? ", written by another number of ranks: optimizer state re-sharded" : "",
+                c->world ? ", sharded: each rank read the slices it holds" : "");
     if (!r->rank && c->state.total_steps > 0 && c->state.total_steps != r->total_steps) {
         /* --max-steps / --epochs changed: the schedule is stretched or cut from here on */
         lt_schedule was = r->sched;
@@ -881,10 +891,20 @@ static int dry_run(const lt_train_opts *o, int world) {
             Pt += (double)c.num_layers * o->lora_rank * (in + out);
         }
     }
-    /* --train-embeddings: the tables train too (in the parameter dtype, with f32 master weights on a GPU) */
-    double Pemb = lora && strcmp(o->train_embeddings, "none")
-                      ? (double)c.vocab_size * c.hidden_size * (c.tie_word_embeddings ? 1 : 2)
-                      : 0;
+    /* --train-embeddings: the tables train too (in the parameter dtype, with f32 master weights on a GPU);
+     * "new": the optimizer state (m, v, master) covers the added rows only (Pst), the gradient the tables */
+    double tables = c.tie_word_embeddings ? 1 : 2;
+    double Pemb = lora && strcmp(o->train_embeddings, "none") ? (double)c.vocab_size * c.hidden_size * tables : 0;
+    double Pst = Pemb;
+    const char *rows_note = "";
+    if (Pemb > 0 && !strcmp(o->train_embeddings, "new") && !o->zero) {
+        int32_t *ids = NULL;
+        size_t nids = 0;
+        lt_err e2;
+        if (lt_vocab_record_ids(o->model, &ids, &nids, &e2) == LT_OK) Pst = (double)nids * c.hidden_size * tables;
+        else rows_note = " (no vocabulary record in the model folder: the optimizer state counted for whole tables)";
+        free(ids);
+    }
     Pt += Pemb;
     /* the device the run would take: --device auto resolves here as it would there */
     const char *dev = o->device, *why = "";
@@ -914,6 +934,9 @@ static int dry_run(const lt_train_opts *o, int world) {
            gpu ? "bf16" : "f32");
     printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
            o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
+    if (Pemb > 0)
+        printf("--train-embeddings %s: %.4g M table elements train; AdamW state for %.4g M of them%s\n",
+               o->train_embeddings, Pemb / 1e6, Pst / 1e6, rows_note);
     double acts = (double)act_sz;
     /* QLoRA: the projections in NF4, the rest in the param dtype, one dequantized projection */
     int nf4 = !strcmp(o->quantize, "nf4");
@@ -952,8 +975,8 @@ static int dry_run(const lt_train_opts *o, int world) {
                 weights = base / sh + lw + (3 * Pl + Pe + Ph) * wb;
             double grads = z >= 2 ? (2 * tl + te + th) * 4 : Pt * 4; /* ZeRO-2/3: the pool, else the whole gradient */
             double acc = bf16red && !z ? 0 : Pt * 4 / sh;
-            double adam = Pt * 8 / sh;
-            double master = gpu ? (lora ? Pemb : Pt) * 4 / sh : 0;
+            double adam = (Pt - Pemb + Pst) * 8 / sh;
+            double master = gpu ? (lora ? Pst : Pt) * 4 / sh : 0;
             double total = weights + grads + acc + adam + master + acts;
             totals[k][z] = total;
             if (z != o->zero) continue;

@@ -30,7 +30,46 @@
  * Test hook: with the environment variable LT_CKPT_TEST_KILL_AT=k the writer
  * SIGKILLs its own process at stage k (1 temp folder made, 2 weights written,
  * 3 optimizer written, 4 loader written, 5 state written, 6 COMPLETE written,
- * 7 renamed into place), to simulate crashes.
+ * 7 renamed into place), to simulate crashes. In a sharded write (below) every
+ * rank passes stages 1-3 and rank 0 alone 4-7; LT_CKPT_TEST_KILL_RANK=r kills
+ * only rank r (unset: whichever rank reaches the stage).
+ *
+ * Sharded checkpoints (lt_ckpt_write_sharded, a run of W > 1 ranks): instead
+ * of weights.safetensors / optimizer.safetensors the folder holds
+ *   weights-rank-R-of-W.safetensors    (R, W: 5 digits) rank R's slices of the
+ *                                      weights: per tensor it holds a part of,
+ *                                      a 1-D F32 entry under the tensor's name
+ *                                      with its elements [start, end) (row-major
+ *                                      flattened); __metadata__
+ *                                      "luxtrain_slices" = JSON {name: [start, end]}
+ *   optimizer-rank-R-of-W.safetensors  the same for "<name>.exp_avg" and
+ *                                      "<name>.exp_avg_sq"
+ *   index.json  {"format": "luxtrain-sharded-1", "world": W,
+ *                "weights":   [{"name", "shape": [d0(, d1)], "slices":
+ *                               [[file, start, end], ...]}, ...],
+ *                "optimizer": [... the same ...]}
+ *               tensors in the optimizer's order; the slices of a tensor
+ *               cover [0, numel) (they may overlap: replicas hold the same)
+ *   loader.bin, state.json, COMPLETE as above (COMPLETE lists every file).
+ * What rank R writes: per tensor, the part lt_optim_part_of says it holds
+ * ([off, off + len): its optimizer state, and the f32 weights of the same
+ * range); without ZeRO (every rank holds everything) the part of the flat
+ * range lt_optim_flat_shard(R, W) gives it. No rank writes or gathers the
+ * whole model; a rank stages its slices in host memory (its part of the
+ * weights, then of m and v) and checks them for NaN / Inf like lt_ckpt_write.
+ * Atomicity: rank 0 names the temporary folder (its host and pid, broadcast)
+ * and creates it; after an agreement (a W-double all-reduce: which ranks
+ * failed) every rank writes its two files into it (temporary name, fsync,
+ * rename); after a second agreement rank 0 reads the files' headers, writes
+ * index.json, loader.bin, state.json and COMPLETE and renames the folder to
+ * step-N; a third agreement gives every rank the same result. A crash of any
+ * rank before the rename leaves no step-N (mpirun ends the job; rank 0 never
+ * writes COMPLETE without every rank's files), so lt_ckpt_find_latest falls
+ * back to the previous checkpoint.
+ * Reading (any format): lt_ckpt_count / lt_ckpt_get / lt_ckpt_find list the
+ * tensors (data NULL for a sharded checkpoint) and lt_ckpt_read copies any
+ * element range of one, touching only the slices that overlap it;
+ * lt_ckpt_load_optim loads a run's optimizer at any world size and sharding.
  */
 #ifndef LT_CKPT_H
 #define LT_CKPT_H
@@ -80,19 +119,50 @@ lt_status lt_ckpt_check(const char *dir, lt_err *err);
  * temporary folders left by processes that no longer run. */
 lt_status lt_ckpt_prune(const char *run_dir, int keep_last, lt_err *err);
 
+typedef struct lt_ckpt_index lt_ckpt_index;
+
 typedef struct lt_ckpt {
     char dir[4096];
     lt_ckpt_state state; /* loader/extra_json point into this struct's buffers */
-    lt_st_file *weights;
-    lt_st_file *optim; /* NULL if the checkpoint has no optimizer state */
+    lt_st_file *weights; /* gathered format; NULL for a sharded checkpoint */
+    lt_st_file *optim; /* NULL if the checkpoint has no optimizer state (or is sharded) */
     void *loader_buf;
     char *extra_buf;
+    int world;           /* sharded: the ranks that wrote it; 0: gathered format */
+    lt_ckpt_index *index[2]; /* sharded: weights, optimizer (NULL: none) */
 } lt_ckpt;
 
 /* Open a checkpoint folder (must be complete): state, loader bytes and both
  * safetensors files (memory-mapped). */
 lt_status lt_ckpt_open(const char *dir, lt_ckpt **out, lt_err *err);
 void lt_ckpt_close(lt_ckpt *c);
+
+struct lt_optim;
+struct lt_comm;
+
+/* Write checkpoint `st->step` as a sharded checkpoint (above): collective,
+ * every rank of comm calls it with the same step; st's other fields are used
+ * on rank 0 only. Every rank returns the same status; out_dir: the final
+ * folder. keep_last as lt_ckpt_write (rank 0 prunes). */
+lt_status lt_ckpt_write_sharded(const char *run_dir, const lt_ckpt_state *st, struct lt_optim *o,
+                                struct lt_comm *comm, int keep_last, char *out_dir, size_t cap, lt_err *err);
+
+enum { LT_CKPT_WEIGHTS = 0, LT_CKPT_OPTIM = 1 };
+/* The tensors of kind LT_CKPT_WEIGHTS or LT_CKPT_OPTIM (names, dtype, shape;
+ * data is NULL for a sharded checkpoint), in the order written. */
+size_t lt_ckpt_count(const lt_ckpt *c, int kind);
+const lt_st_tensor *lt_ckpt_get(const lt_ckpt *c, int kind, size_t i);
+const lt_st_tensor *lt_ckpt_find(const lt_ckpt *c, int kind, const char *name);
+int lt_ckpt_has_optim(const lt_ckpt *c);
+/* Elements [start, start + len) of tensor `name` (F32) into dst, read from
+ * the slices that overlap them only; the file pages read are dropped
+ * afterwards, so streaming a checkpoint keeps its memory bounded. */
+lt_status lt_ckpt_read(const lt_ckpt *c, int kind, const char *name, size_t start, size_t len, float *dst,
+                       lt_err *err);
+/* Set the optimizer's weights and AdamW state from the checkpoint (either
+ * format, written at any world size): each rank reads what lt_optim_part_of
+ * says it holds. Errors name the tensor. */
+lt_status lt_ckpt_load_optim(const lt_ckpt *c, struct lt_optim *o, lt_err *err);
 
 #ifdef __cplusplus
 }

@@ -9,6 +9,31 @@
 
 #include "lt_export.h"
 #include "lt_lora.h"
+#include "lt_trainer.h"
+
+const char *const lt_eval_quantize_names[] = {"none", "nf4", NULL};
+
+lt_status lt_eval_load_model(const char *model_dir, const char *adapter, const char *quantize, lt_backend *be,
+                             lt_model **out, lt_err *err) {
+    *out = NULL;
+    int nf4 = quantize && !strcmp(quantize, "nf4");
+    if (quantize && !nf4 && strcmp(quantize, "none"))
+        return lt_fail(err, LT_ERR_INVALID, "--quantize expects none or nf4, got '%s'", quantize);
+    lt_model *m = NULL;
+    lt_status st = lt_model_load(model_dir, be, &m, err);
+    if (!st && adapter && !nf4) st = lt_eval_merge_adapter(m, adapter, err);
+    if (!st && adapter && nf4) {
+        lt_peft_config pc; /* the adapter's A and B as LoRA layers, its embeddings in the tables */
+        st = lt_trainer_load_adapter(m, adapter, &pc, err);
+    }
+    if (!st && nf4 && (st = lt_model_quantize_nf4(m, err))) lt_wrap(err, st, "--quantize nf4");
+    if (st) {
+        lt_model_free(m);
+        return st;
+    }
+    *out = m;
+    return LT_OK;
+}
 
 lt_status lt_eval_merge_adapter(lt_model *m, const char *dir, lt_err *err) {
     /* the same reader as `luxtrain train --adapter`: it refuses what a plain

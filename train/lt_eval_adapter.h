@@ -29,6 +29,25 @@ extern "C" {
  * lm_head, as PEFT's forward uses them. */
 lt_status lt_eval_merge_adapter(lt_model *m, const char *dir, lt_err *err);
 
+/* The model of `model_dir` for inference (eval, generate, score), with an
+ * optional adapter (NULL: none) and base quantization quantize ("none" or
+ * NULL, "nf4"):
+ *   none: the adapter merged into the weights (lt_eval_merge_adapter);
+ *   nf4:  the adapter added as LoRA layers unmerged, then the base weights
+ *         quantized to NF4 (lt_model_quantize_nf4): the model a QLoRA run
+ *         trains and evaluates, computed the same way, so its losses are the
+ *         run's (merging into an NF4 weight would change them). Without an
+ *         adapter, the NF4 base itself.
+ * Anything else is refused by name. */
+extern const char *const lt_eval_quantize_names[]; /* "none", "nf4", NULL: --quantize's values */
+/* the --quantize row of an inference command's option table */
+#define LT_EVAL_QUANTIZE_ROW(type, field)                                                                             \
+    {.name = "quantize", .k = LT_OPT_CHOICE, .off = offsetof(type, field), .def = "none", .meta = "Q",                 \
+     .choices = lt_eval_quantize_names,                                                                                \
+     .help = "nf4: the base weights in NF4 as `train --quantize nf4` (QLoRA) has them, the adapter unmerged on top"}
+lt_status lt_eval_load_model(const char *model_dir, const char *adapter, const char *quantize, lt_backend *be,
+                             lt_model **out, lt_err *err);
+
 /* Write an adapter's trained embeddings into the model's tables (backend
  * memory, in the parameter dtype). */
 struct lt_peft_embed;

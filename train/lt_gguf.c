@@ -28,7 +28,7 @@
 /* GGUF metadata value types (the spec's gguf_metadata_value_type) */
 enum { GV_U8 = 0, GV_I8, GV_U16, GV_I16, GV_U32, GV_I32, GV_F32, GV_BOOL, GV_STR, GV_ARR, GV_U64, GV_I64, GV_F64 };
 /* llama.cpp's token types */
-enum { TT_NORMAL = 1, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5 };
+enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 /* general.file_type (llama_ftype) */
 enum { FT_ALL_F32 = 0, FT_MOSTLY_F16 = 1, FT_MOSTLY_Q8_0 = 7, FT_MOSTLY_BF16 = 32 };
 
@@ -146,7 +146,9 @@ static void kv_arch_str(buf *b, const char *arch, const char *key, const char *v
 
 /* ---- tensor plan ---- */
 
-typedef enum { SRC_MODEL = 0, SRC_ROPE_FREQS } src_kind;
+/* where a tensor's values come from: the model's safetensors, or derived from config.json (Llama 3's
+ * rope_freqs divisors, LongRoPE's long / short factor lists) */
+typedef enum { SRC_MODEL = 0, SRC_ROPE_FREQS, SRC_ROPE_LONG, SRC_ROPE_SHORT } src_kind;
 
 typedef struct plan_tensor {
     char name[96];    /* GGUF name */
@@ -254,12 +256,146 @@ static int32_t config_token(const cJSON *tc, const char *key, const lt_tokenizer
     return s ? lt_tok_token_to_id(tok, s) : -1;
 }
 
+#define SPM_SPACE "\xe2\x96\x81" /* U+2581, SentencePiece's space */
+
+static int is_replace_space(const cJSON *n) { /* Replace " " -> U+2581 */
+    return jstr(n, "type") && !strcmp(jstr(n, "type"), "Replace") &&
+           jstr(cJSON_GetObjectItemCaseSensitive(n, "pattern"), "String") &&
+           !strcmp(jstr(cJSON_GetObjectItemCaseSensitive(n, "pattern"), "String"), " ") && jstr(n, "content") &&
+           !strcmp(jstr(n, "content"), SPM_SPACE);
+}
+
+/* A SentencePiece-style tokenizer.json (BPE with byte_fallback on U+2581-escaped text, as Hugging Face
+ * converts SentencePiece BPE models), which llama.cpp runs as its "llama" (SPM) tokenizer: llama.cpp
+ * replaces spaces by U+2581 itself and prepends one to each text fragment (the text, and what follows
+ * a special or user-defined token) when add_space_prefix. The forms read (others are refused by name):
+ *   normalizer Sequence[Prepend U+2581, Replace " " -> U+2581], no pre-tokenizer (Llama 2, Mistral
+ *     v0.1): space prefix;
+ *   normalizer Replace " " -> U+2581, no pre-tokenizer or Split on " " (Gemma: the split never
+ *     matches once the normalizer ran): no space prefix;
+ *   no normalizer, pre-tokenizer Metaspace (U+2581, split false; prepend_scheme first / always:
+ *     space prefix, never: none) (Mistral v0.3 and other "legacy: false" conversions).
+ * Returns 1 (and *space_prefix) for these, 0 for what is no SentencePiece-style tokenizer, -1 (with
+ * *why) for one llama.cpp cannot run alike. */
+static int spm_form(const cJSON *tj, int *space_prefix, const char **why) {
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(tj, "normalizer");
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(tj, "pre_tokenizer");
+    if (!jstr(model, "type") || strcmp(jstr(model, "type"), "BPE") ||
+        !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback")))
+        return 0;
+    const char *nt = jstr(norm, "type"), *pt = jstr(pre, "type");
+    *why = NULL;
+    if (jstr(model, "continuing_subword_prefix") || jstr(model, "end_of_word_suffix"))
+        *why = "a continuing_subword_prefix / end_of_word_suffix";
+    else if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(model, "dropout")))
+        *why = "BPE dropout";
+    else if (nt && !strcmp(nt, "Sequence") && !pt) {
+        const cJSON *ns = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
+        const cJSON *n0 = cJSON_GetArrayItem(ns, 0), *n1 = cJSON_GetArrayItem(ns, 1);
+        if (cJSON_GetArraySize(ns) == 2 && jstr(n0, "type") && !strcmp(jstr(n0, "type"), "Prepend") &&
+            jstr(n0, "prepend") && !strcmp(jstr(n0, "prepend"), SPM_SPACE) && is_replace_space(n1)) {
+            *space_prefix = 1;
+            return 1;
+        }
+        *why = "a normalizer other than Prepend(U+2581) + Replace(' ', U+2581)";
+    } else if (nt && is_replace_space(norm)) {
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(pre, "pattern");
+        if (!pt || (!strcmp(pt, "Split") && jstr(pat, "String") && !strcmp(jstr(pat, "String"), " "))) {
+            *space_prefix = 0;
+            return 1;
+        }
+        *why = "a pre-tokenizer after the Replace(' ', U+2581) normalizer";
+    } else if (!nt && pt && !strcmp(pt, "Metaspace")) {
+        /* tokenizers' defaults: split true; prepend_scheme always (or as the older add_prefix_space) */
+        const char *ps = jstr(pre, "prepend_scheme");
+        if (!ps) ps = cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(pre, "add_prefix_space")) ? "never" : "always";
+        if (jstr(pre, "replacement") && !strcmp(jstr(pre, "replacement"), SPM_SPACE) &&
+            cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(pre, "split")) &&
+            (!strcmp(ps, "first") || !strcmp(ps, "always") || !strcmp(ps, "never"))) {
+            *space_prefix = strcmp(ps, "never") != 0;
+            return 1;
+        }
+        *why = "a Metaspace pre-tokenizer that splits or replaces by another character";
+    } else
+        *why = "a normalizer / pre-tokenizer other than SentencePiece's space escaping";
+    return -1;
+}
+
+/* the score of each id for llama.cpp's SPM tokenizer, from the BPE merges: llama.cpp merges the adjacent
+ * pair whose concatenation is the best-scoring token, BPE the pair of the lowest merge rank, so a token
+ * scores minus the rank of the first merge that makes it (the merges of a converted SentencePiece model
+ * are ordered by the piece they make). Tokens no merge makes score below every merge. A vocabulary
+ * token llama.cpp could make from two tokens but no merge makes is refused: BPE never emits it. */
+static lt_status spm_scores(const cJSON *model, const lt_tokenizer *tok, char **tokens, const int32_t *types, int V,
+                            float *scores, const char *path, lt_err *err) {
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges"), *it;
+    int nm = cJSON_GetArraySize(merges), rank = 0;
+    char *cat = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < V; i++) scores[i] = NAN;
+    cJSON_ArrayForEach(it, merges) {
+        const char *l, *r, *sp = NULL;
+        size_t nl, nr;
+        if (cJSON_IsString(it) && (sp = strchr(it->valuestring, ' '))) {
+            l = it->valuestring;
+            nl = (size_t)(sp - l);
+            r = sp + 1;
+        } else if (cJSON_GetArraySize(it) == 2 && cJSON_IsString(cJSON_GetArrayItem(it, 0)) &&
+                   cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
+            l = cJSON_GetArrayItem(it, 0)->valuestring;
+            nl = strlen(l);
+            r = cJSON_GetArrayItem(it, 1)->valuestring;
+        } else {
+            free(cat);
+            return lt_fail(err, LT_ERR_FORMAT, "%s: merge %d is neither \"a b\" nor [\"a\", \"b\"]", path, rank);
+        }
+        nr = strlen(r);
+        if (nl + nr + 1 > cap) {
+            cap = 2 * (nl + nr + 1);
+            char *c = realloc(cat, cap);
+            if (!c) {
+                free(cat);
+                return lt_fail(err, LT_ERR_NOMEM, "out of memory");
+            }
+            cat = c;
+        }
+        memcpy(cat, l, nl);
+        memcpy(cat + nl, r, nr + 1);
+        int32_t id = lt_tok_token_to_id(tok, cat);
+        if (id >= 0 && id < V && isnan(scores[id])) scores[id] = -(float)rank;
+        rank++;
+    }
+    free(cat);
+    for (int i = 0; i < V; i++) {
+        if (!isnan(scores[i])) continue;
+        scores[i] = -(float)nm - 1.0f;
+        if (types[i] != TT_NORMAL || !tokens[i]) continue;
+        /* a token of two or more characters that two tokens concatenate to */
+        const char *t = tokens[i];
+        size_t n = strlen(t);
+        char part[512];
+        for (size_t k = 1; k < n && n < sizeof part; k++) {
+            if (((unsigned char)t[k] & 0xC0) == 0x80) continue; /* inside a UTF-8 sequence */
+            memcpy(part, t, k);
+            part[k] = 0;
+            if (lt_tok_token_to_id(tok, part) >= 0 && lt_tok_token_to_id(tok, t + k) >= 0)
+                return lt_fail(err, LT_ERR_UNSUPPORTED,
+                               "%s: token '%s' (id %d) is no merge's result but '%s' + '%s' are tokens: llama.cpp's "
+                               "SentencePiece tokenizer would make it where BPE does not",
+                               path, t, i, part, t + k);
+        }
+    }
+    return LT_OK;
+}
+
 static lt_status add_tokenizer(buf *b, const char *dir, const lt_config *cfg, lt_err *err) {
     char path[4096];
     cJSON *tj = NULL, *tc = NULL;
     lt_tokenizer *tok = NULL;
     char **tokens = NULL;
     int32_t *types = NULL;
+    float *scores = NULL;
     char *jinja = NULL;
     int V = cfg->vocab_size;
     lt_status st;
@@ -270,21 +406,30 @@ static lt_status add_tokenizer(buf *b, const char *dir, const lt_config *cfg, lt
     if ((st = lt_tok_load(path, &tok, err)) || (st = lt_json_load_file(path, &tj, err))) goto done;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
     const char *mtype = jstr(model, "type");
-    int byte_level = 0;
-    const char *regex = split_regex(cJSON_GetObjectItemCaseSensitive(tj, "pre_tokenizer"), &byte_level);
-    if (!mtype || strcmp(mtype, "BPE") || !byte_level) {
+    int byte_level = 0, space_prefix = 0;
+    const char *regex = split_regex(cJSON_GetObjectItemCaseSensitive(tj, "pre_tokenizer"), &byte_level), *why = NULL;
+    int spm = byte_level ? 0 : spm_form(tj, &space_prefix, &why);
+    if (spm < 0) {
+        st = lt_fail(err, LT_ERR_UNSUPPORTED,
+                     "%s: a SentencePiece-style BPE (byte_fallback) with %s: llama.cpp's SentencePiece tokenizer "
+                     "would split text otherwise",
+                     path, why);
+        goto done;
+    }
+    if (!spm && (!mtype || strcmp(mtype, "BPE") || !byte_level)) {
         st = lt_fail(err, LT_ERR_UNSUPPORTED,
                      "%s: GGUF export writes byte-level BPE tokenizers (Llama 3, Qwen, OLMo 2: llama.cpp's \"gpt2\" "
-                     "model); this one is %s%s (SentencePiece-style tokenizers such as Llama 2 / Mistral / Gemma's are not "
-                     "supported yet)",
-                     path, mtype ? mtype : "of no known model type", byte_level ? "" : " without ByteLevel");
+                     "model) and SentencePiece-style BPE ones with byte_fallback (Llama 2, Mistral, Gemma: its "
+                     "\"llama\" model); this one is %s%s",
+                     path, mtype ? mtype : "of no known model type", byte_level ? "" : " without ByteLevel or byte_fallback");
         goto done;
     }
     int kind = !regex ? 0 : !strcmp(regex, "gpt2") ? LT_RE_GPT2 : lt_pretok_regex_kind(regex);
     int ignore = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
     /* llama.cpp's pre-tokenizer name for each (regex, ignore_merges) luxtrain knows: the name
-     * selects both in llama-vocab.cpp */
-    const char *pre = kind == LT_RE_LLAMA3 ? (ignore ? "llama-bpe" : "dbrx")
+     * selects both in llama-vocab.cpp (SentencePiece: none, "default") */
+    const char *pre = spm                   ? "default"
+                      : kind == LT_RE_LLAMA3 ? (ignore ? "llama-bpe" : "dbrx")
                       : ignore             ? NULL
                       : kind == LT_RE_QWEN2 ? "qwen2"
                       : kind == LT_RE_GPT2  ? "gpt-2"
@@ -311,6 +456,11 @@ static lt_status add_tokenizer(buf *b, const char *dir, const lt_config *cfg, lt
         }
         tokens[(int)it->valuedouble] = it->string;
         types[(int)it->valuedouble] = TT_NORMAL;
+        unsigned hex;
+        char end;
+        /* byte fallback pieces <0xXX> */
+        if (spm && strlen(it->string) == 6 && sscanf(it->string, "<0x%2X%c", &hex, &end) == 2 && end == '>')
+            types[(int)it->valuedouble] = TT_BYTE;
     }
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(tj, "added_tokens")) {
         const cJSON *idv = cJSON_GetObjectItemCaseSensitive(it, "id");
@@ -323,8 +473,9 @@ static lt_status add_tokenizer(buf *b, const char *dir, const lt_config *cfg, lt
         int id = (int)idv->valuedouble;
         tokens[id] = (char *)content;
         types[id] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "special")) ? TT_CONTROL : TT_USER_DEFINED;
+        if (spm && jstr(model, "unk_token") && !strcmp(content, jstr(model, "unk_token"))) types[id] = TT_UNKNOWN;
     }
-    kv_str(b, "tokenizer.ggml.model", "gpt2");
+    kv_str(b, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
     kv_str(b, "tokenizer.ggml.pre", pre);
     kv_key(b, "tokenizer.ggml.tokens", GV_ARR);
     put_u32(b, GV_STR);
@@ -342,11 +493,32 @@ static lt_status add_tokenizer(buf *b, const char *dir, const lt_config *cfg, lt
     put_u32(b, GV_I32);
     put_u64(b, (uint64_t)V);
     for (int i = 0; i < V; i++) put_u32(b, (uint32_t)types[i]);
+    if (spm) {
+        if (!(scores = malloc((size_t)V * sizeof *scores))) {
+            st = lt_fail(err, LT_ERR_NOMEM, "out of memory for %d scores", V);
+            goto done;
+        }
+        if ((st = spm_scores(model, tok, tokens, types, V, scores, path, err))) goto done;
+        kv_key(b, "tokenizer.ggml.scores", GV_ARR);
+        put_u32(b, GV_F32);
+        put_u64(b, (uint64_t)V);
+        for (int i = 0; i < V; i++) {
+            uint32_t u;
+            memcpy(&u, &scores[i], 4);
+            put_u32(b, u);
+        }
+        kv_bool(b, "tokenizer.ggml.add_space_prefix", space_prefix);
+        int32_t unk = jstr(model, "unk_token") ? lt_tok_token_to_id(tok, jstr(model, "unk_token")) : -1;
+        if (unk >= 0) kv_u32(b, "tokenizer.ggml.unknown_token_id", (uint32_t)unk);
+    }
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    kv_key(b, "tokenizer.ggml.merges", GV_ARR);
-    put_u32(b, GV_STR);
-    put_u64(b, (uint64_t)cJSON_GetArraySize(merges));
-    cJSON_ArrayForEach(it, merges) {
+    if (!spm) { /* byte-level BPE: the merges ("a b") */
+        kv_key(b, "tokenizer.ggml.merges", GV_ARR);
+        put_u32(b, GV_STR);
+        put_u64(b, (uint64_t)cJSON_GetArraySize(merges));
+    }
+    const cJSON *written = spm ? NULL : merges;
+    cJSON_ArrayForEach(it, written) {
         if (cJSON_IsString(it)) put_str(b, it->valuestring, strlen(it->valuestring));
         else if (cJSON_GetArraySize(it) == 2 && cJSON_IsString(cJSON_GetArrayItem(it, 0)) &&
                  cJSON_IsString(cJSON_GetArrayItem(it, 1))) { /* ["a", "b"] -> "a b" */
@@ -391,6 +563,7 @@ done:
     free(jinja);
     free(tokens);
     free(types);
+    free(scores);
     cJSON_Delete(tj);
     cJSON_Delete(tc);
     lt_tok_free(tok);
@@ -520,7 +693,7 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
         adp = ad;
     }
     const char *arch = fam->gguf.arch;
-    pt = calloc(nspec + 2, sizeof *pt);
+    pt = calloc(nspec + 3, sizeof *pt);
     if (!pt) {
         st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
         goto done;
@@ -559,12 +732,22 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
             snprintf(h->name, sizeof h->name, "output.weight");
         }
     }
-    if (cfg.rope_scaling_type == 1) { /* Llama 3: the divisor of each rotary frequency */
+    /* Llama 3: the divisor of each rotary frequency (rope_freqs); LongRoPE: its two factor lists, which
+     * llama.cpp divides the frequencies by (long when its context is past the original length) */
+    static const struct {
+        int rope_type;
+        src_kind src;
+        const char *name;
+    } DERIVED[] = {{LT_ROPE_LLAMA3, SRC_ROPE_FREQS, "rope_freqs.weight"},
+                   {LT_ROPE_LONGROPE, SRC_ROPE_LONG, "rope_factors_long.weight"},
+                   {LT_ROPE_LONGROPE, SRC_ROPE_SHORT, "rope_factors_short.weight"}};
+    for (size_t k = 0; k < sizeof DERIVED / sizeof DERIVED[0]; k++) {
+        if (cfg.rope_scaling_type != DERIVED[k].rope_type) continue;
         plan_tensor *t = &pt[np++];
-        snprintf(t->name, sizeof t->name, "rope_freqs.weight");
-        t->src = SRC_ROPE_FREQS;
+        snprintf(t->name, sizeof t->name, "%s", DERIVED[k].name);
+        t->src = DERIVED[k].src;
         t->ndim = 1;
-        t->shape[0] = cfg.head_dim / 2;
+        t->shape[0] = lt_config_rotary_dim(&cfg) / 2;
         t->shape[1] = 1;
         t->type = LT_GGUF_F32;
         t->layer = t->target = -1;
@@ -603,10 +786,16 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     kv_arch_u32(&kv, arch, "attention.key_length", (uint32_t)cfg.head_dim);
     kv_arch_u32(&kv, arch, "attention.value_length", (uint32_t)cfg.head_dim);
     kv_arch_f32(&kv, arch, "attention.layer_norm_rms_epsilon", cfg.rms_norm_eps);
-    kv_arch_u32(&kv, arch, "rope.dimension_count", (uint32_t)cfg.head_dim);
+    kv_arch_u32(&kv, arch, "rope.dimension_count", (uint32_t)lt_config_rotary_dim(&cfg)); /* partial rotary: phi3 */
     kv_arch_f32(&kv, arch, "rope.freq_base", (float)cfg.rope_theta);
     if (cfg.rope_tables == 2) kv_arch_f32(&kv, arch, "rope.freq_base_swa", (float)cfg.rope_local_theta);
-    if (cfg.rope_scaling_type == 2) { /* linear: llama.cpp divides the positions by the factor */
+    if (cfg.rope_scaling_type == LT_ROPE_LONGROPE) {
+        /* llama.cpp multiplies cos / sin by attn_factor (transformers' attention_factor) and takes the long
+         * factors when its context per sequence is past original_context_length */
+        kv_arch_f32(&kv, arch, "rope.scaling.attn_factor", lt_config_rope_scale(&cfg));
+        kv_arch_u32(&kv, arch, "rope.scaling.original_context_length", (uint32_t)cfg.rope_original_max_pos);
+    }
+    if (cfg.rope_scaling_type == LT_ROPE_LINEAR) { /* linear: llama.cpp divides the positions by the factor */
         kv_arch_str(&kv, arch, "rope.scaling.type", "linear");
         kv_arch_f32(&kv, arch, "rope.scaling.factor", (float)cfg.rope_factor);
     }
@@ -673,6 +862,8 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
             lt_config_rope_inv_freq(&plain, tmp);
             lt_config_rope_inv_freq(&cfg, w);
             for (size_t j = 0; j < numel; j++) w[j] = tmp[j] / w[j];
+        } else if (t->src == SRC_ROPE_LONG || t->src == SRC_ROPE_SHORT) {
+            memcpy(w, t->src == SRC_ROPE_LONG ? cfg.rope_long_factor : cfg.rope_short_factor, numel * sizeof *w);
         } else {
             const lt_st_tensor *s = o->weights ? lt_st_find(o->weights, t->hf) : lt_st_model_find(stm, t->hf);
             if ((st = lt_st_to_f32(s, w, numel, err))) goto done;
@@ -680,6 +871,13 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
             if (lp) /* W (out, in) += scale * B (out, r) @ A (r, in), as PEFT's merge */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, lp->out, lp->in, adp->cfg.r, lora_scale, lp->B,
                             adp->cfg.r, lp->A, lp->in, 1.0f, w, lp->in);
+            /* trained embeddings (--train-embeddings new|all) replace their rows, as PEFT's merge_and_unload;
+             * a tied head (token_embd, or output.weight written from it) follows the embedding */
+            int is_emb = !strcmp(t->hf, "model.embed_tokens.weight"), is_head = !strcmp(t->hf, "lm_head.weight");
+            if (adp && adp->emb.mode && (is_emb || is_head) &&
+                (st = lt_peft_embed_apply(&adp->emb, is_emb ? w : NULL, is_head ? w : NULL, t->shape[0], t->shape[1],
+                                          err)))
+                goto done;
             if (t->add != 0.0f)
                 for (size_t j = 0; j < numel; j++) w[j] += t->add;
             if (t->permute_heads) {

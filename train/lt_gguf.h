@@ -13,8 +13,11 @@
  *                 tokenizer as llama.cpp reads a byte-level BPE one
  *                 (tokenizer.ggml.model "gpt2", .pre named after the
  *                 pre-tokenizer regex, tokens, token_type, merges, bos / eos /
- *                 padding ids, add_bos_token, add_eos_token) and
- *                 tokenizer.chat_template
+ *                 padding ids, add_bos_token, add_eos_token) or a
+ *                 SentencePiece-style one (byte_fallback BPE on U+2581-escaped
+ *                 text: model "llama", scores from the merge ranks,
+ *                 add_space_prefix, unknown_token_id, byte / unknown token
+ *                 types) and tokenizer.chat_template
  *   tensor infos  llama.cpp's names (token_embd, blk.N.attn_q, ...; the
  *                 family's lt_family_gguf entry for those that differ),
  *                 dimensions innermost first, offsets aligned to 32
@@ -28,7 +31,10 @@
  * Hugging Face rotate-half layout to the interleaved pairs llama.cpp's RoPE
  * rotates. Llama 3 RoPE scaling becomes rope_freqs.weight (the per-frequency
  * divisors), as llama.cpp's converter writes it; linear scaling the
- * rope.scaling.* keys. Gemma 2 / 3: norm weights written as 1 + w (the
+ * rope.scaling.* keys; LongRoPE (phi3) rope_factors_long / _short.weight and
+ * rope.scaling.attn_factor / original_context_length, with the partial
+ * rotary dims as rope.dimension_count. An adapter's trained embeddings
+ * (--train-embeddings) replace their rows of token_embd / output. Gemma 2 / 3: norm weights written as 1 + w (the
  * family's norm_offset), the sliding window with llama.cpp's layer pattern,
  * soft-caps (gemma2), the sliding layers' RoPE base (gemma3); what llama.cpp's
  * graph for a family cannot express (lt_family_gguf flags) is refused by name.

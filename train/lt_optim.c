@@ -65,6 +65,9 @@ typedef struct opt_tensor {
     size_t flat;     /* offset in the flattened trainable vector */
     size_t off, len; /* this rank's part of the tensor (ZeRO-1; else 0, n) */
     size_t *counts;  /* ZeRO-1: (world) every rank's part of this tensor, for all_gather */
+    size_t *seg;     /* lt_optim_add_rows: (2 * nseg) runs [start, start + len) of elements that train; m, v,
+                        master hold them back to back. NULL: the state covers [off, off + len) */
+    size_t nseg;
     int part;        /* ZeRO-3: param holds this rank's part only ([off, off + len) of the tensor) */
 } opt_tensor;
 
@@ -74,6 +77,7 @@ struct lt_optim {
     opt_tensor *t;
     size_t n, cap;
     lt_adamw_tensor *desc; /* rebuilt per step */
+    size_t desc_cap;       /* its length: tensors plus the extra runs of row subsets */
     int64_t steps_done;
     /* lt_optim_distribute */
     lt_comm *comm;          /* NULL: per-tensor gradients, nothing distributed */
@@ -116,6 +120,7 @@ void lt_optim_free(lt_optim *o) {
         if (t->master) o->be->free(o->be, t->master);
         free(t->name);
         free(t->counts);
+        free(t->seg);
     }
     free(o->t);
     free(o->desc);
@@ -124,8 +129,53 @@ void lt_optim_free(lt_optim *o) {
     free(o);
 }
 
-lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *shape, void *param,
-                       lt_dtype param_dtype, float *grad, int decay, lt_err *err) {
+/* a zeroed f32 buffer of len elements (backend memory) */
+static lt_status alloc_state(lt_backend *be, float **p, size_t len, lt_err *err) {
+    *p = NULL;
+    size_t bytes = (len ? len : 1) * sizeof(float);
+    lt_status st = be->alloc(be, bytes, (void **)p, err);
+    if (!st) be->zero(be, *p, bytes);
+    return st;
+}
+
+/* the elements of tensor t's state: its runs (row subset) or its part */
+static size_t state_len(const opt_tensor *t) {
+    if (!t->seg) return t->len;
+    size_t n = 0;
+    for (size_t k = 0; k < t->nseg; k++) n += t->seg[2 * k + 1];
+    return n;
+}
+
+/* rows (sorted, distinct; NULL: the whole tensor) -> runs of whole rows of `cols` elements */
+static lt_status row_runs(const int32_t *rows, size_t nrows, int64_t nr, size_t cols, size_t **seg, size_t *nseg,
+                          lt_err *err) {
+    *seg = NULL;
+    *nseg = 0;
+    if (!rows) return LT_OK;
+    size_t *s = malloc(2 * (nrows ? nrows : 1) * sizeof *s), k = 0;
+    if (!s) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+    for (size_t i = 0; i < nrows; i++) {
+        if (rows[i] < 0 || rows[i] >= nr || (i && rows[i] <= rows[i - 1])) {
+            free(s);
+            return lt_fail(err, LT_ERR_INVALID, "optimizer: row %d of %lld is out of order or out of range",
+                           (int)rows[i], (long long)nr);
+        }
+        if (k && (size_t)rows[i] * cols == s[2 * (k - 1)] + s[2 * (k - 1) + 1]) {
+            s[2 * (k - 1) + 1] += cols;
+        } else {
+            s[2 * k] = (size_t)rows[i] * cols;
+            s[2 * k + 1] = cols;
+            k++;
+        }
+    }
+    *seg = s;
+    *nseg = k;
+    return LT_OK;
+}
+
+static lt_status add_tensor(lt_optim *o, const char *name, int ndim, const int64_t *shape, void *param,
+                            lt_dtype param_dtype, float *grad, int decay, const int32_t *rows, size_t nrows,
+                            lt_err *err) {
     lt_backend *be = o->be;
     if (ndim < 1 || ndim > 2) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has rank %d (1 or 2)", name, ndim);
     if (!param) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has no param buffer", name);
@@ -136,19 +186,33 @@ lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *s
         if (shape[d] <= 0 || !lt_mul_ok(n, (size_t)shape[d], &n))
             return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has a bad shape", name);
     if (!lt_mul_ok(n, sizeof(float), &bytes)) return lt_fail(err, LT_ERR_NOMEM, "optimizer: tensor '%s' too large", name);
-    if (o->n == o->cap) {
-        size_t cap = o->cap ? 2 * o->cap : 64;
-        opt_tensor *t = realloc(o->t, cap * sizeof *t);
-        if (!t) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
-        o->t = t;
-        lt_adamw_tensor *d = realloc(o->desc, cap * sizeof *d);
-        if (!d) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+    if (rows && (ndim != 2 || decay))
+        return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s': a row subset needs a matrix without weight decay "
+                                            "(the other rows must not change)", name);
+    opt_tensor t = {0};
+    lt_status st = row_runs(rows, nrows, shape[0], (size_t)(ndim > 1 ? shape[1] : 1), &t.seg, &t.nseg, err);
+    if (st) return lt_wrap(err, st, "optimizer: tensor '%s'", name);
+    size_t need = o->n + 1 + (t.nseg ? t.nseg - 1 : 0);
+    for (size_t i = 0; i < o->n; i++) need += o->t[i].nseg ? o->t[i].nseg - 1 : 0;
+    if (o->n == o->cap || need > o->desc_cap) {
+        size_t cap = o->n == o->cap ? (o->cap ? 2 * o->cap : 64) : o->cap;
+        opt_tensor *tt = realloc(o->t, cap * sizeof *tt);
+        if (tt) o->t = tt;
+        size_t dcap = need > cap ? need : cap;
+        lt_adamw_tensor *d = tt ? realloc(o->desc, dcap * sizeof *d) : NULL;
+        if (!d) {
+            free(t.seg);
+            return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+        }
         o->desc = d;
         o->cap = cap;
+        o->desc_cap = dcap;
     }
-    opt_tensor t = {0};
     t.name = strdup(name);
-    if (!t.name) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+    if (!t.name) {
+        free(t.seg);
+        return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+    }
     t.ndim = ndim;
     for (int d = 0; d < ndim; d++) t.shape[d] = shape[d];
     t.n = n;
@@ -158,19 +222,22 @@ lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *s
     t.decay = decay ? 1 : 0;
     t.off = 0;
     t.len = n;
-    lt_status st = be->alloc(be, bytes, (void **)&t.m, err);
-    if (st == LT_OK) st = be->alloc(be, bytes, (void **)&t.v, err);
-    if (st == LT_OK) {
-        be->zero(be, t.m, bytes);
-        be->zero(be, t.v, bytes);
-    }
+    size_t sl = state_len(&t);
+    st = alloc_state(be, &t.m, sl, err);
+    if (st == LT_OK) st = alloc_state(be, &t.v, sl, err);
     if (st == LT_OK && param_dtype != LT_F32) {
-        /* master = f32 copy of the current weights, via the host */
+        /* master = f32 copy of the current weights (of the runs), via the host */
         float *host = malloc(bytes);
         if (!host) st = lt_fail(err, LT_ERR_NOMEM, "optimizer: cannot stage tensor '%s'", name);
-        if (st == LT_OK) st = be->alloc(be, bytes, (void **)&t.master, err);
+        if (st == LT_OK) st = alloc_state(be, &t.master, sl, err);
         if (st == LT_OK) st = be->download_f32(be, host, param, param_dtype, n, err);
-        if (st == LT_OK) st = be->upload_f32(be, t.master, LT_F32, host, n, err);
+        if (st == LT_OK) st = be->sync(be, err);
+        for (size_t k = 0, c = 0; st == LT_OK && k < (t.seg ? t.nseg : 1); k++) {
+            size_t s0 = t.seg ? t.seg[2 * k] : 0, len = t.seg ? t.seg[2 * k + 1] : n;
+            st = be->upload_f32(be, t.master + c, LT_F32, host + s0, len, err);
+            c += len;
+        }
+        if (st == LT_OK) st = be->sync(be, err);
         free(host);
     }
     if (st != LT_OK) {
@@ -178,10 +245,28 @@ lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *s
         if (t.v) be->free(be, t.v);
         if (t.master) be->free(be, t.master);
         free(t.name);
+        free(t.seg);
         return lt_wrap(err, st, "optimizer: tensor '%s'", name);
     }
     o->t[o->n++] = t;
     return LT_OK;
+}
+
+lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *shape, void *param,
+                       lt_dtype param_dtype, float *grad, int decay, lt_err *err) {
+    return add_tensor(o, name, ndim, shape, param, param_dtype, grad, decay, NULL, 0, err);
+}
+
+lt_status lt_optim_add_rows(lt_optim *o, const char *name, const int64_t shape[2], void *param, lt_dtype param_dtype,
+                            float *grad, const int32_t *rows, size_t nrows, lt_err *err) {
+    if (!rows || !nrows) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s': no rows given", name);
+    return add_tensor(o, name, 2, shape, param, param_dtype, grad, 0, rows, nrows, err);
+}
+
+size_t lt_optim_state_numel(const lt_optim *o) {
+    size_t n = 0;
+    for (size_t i = 0; i < o->n; i++) n += state_len(&o->t[i]);
+    return n;
 }
 
 size_t lt_optim_count(const lt_optim *o) { return o->n; }
@@ -217,15 +302,6 @@ void lt_optim_flat_shard(const lt_optim *o, int rank, int world, size_t *start, 
 }
 
 size_t lt_optim_flat_offset(const lt_optim *o, size_t i) { return i < o->n ? o->t[i].flat : 0; }
-
-/* a zeroed f32 buffer of len elements (backend memory) */
-static lt_status alloc_state(lt_backend *be, float **p, size_t len, lt_err *err) {
-    *p = NULL;
-    size_t bytes = (len ? len : 1) * sizeof(float);
-    lt_status st = be->alloc(be, bytes, (void **)p, err);
-    if (!st) be->zero(be, *p, bytes);
-    return st;
-}
 
 lt_status lt_optim_distribute(lt_optim *o, lt_comm *c, int zero, float *grad, lt_err *err) {
     lt_backend *be = o->be;
@@ -271,7 +347,12 @@ lt_status lt_optim_distribute(lt_optim *o, lt_comm *c, int zero, float *grad, lt
             size_t x = t->flat > r0 ? t->flat : r0, y = t->flat + t->n < r0 + rl ? t->flat + t->n : r0 + rl;
             t->counts[r] = y > x ? y - x : 0;
         }
-        /* state for the part only: m = v = 0, master = the part of the weights */
+        /* state for the part only: m = v = 0, master = the part of the weights (a row subset's state
+         * becomes the part's: before the first step its master weights are the parameter's values) */
+        int rows = t->seg != NULL;
+        free(t->seg);
+        t->seg = NULL;
+        t->nseg = 0;
         be->free(be, t->m);
         be->free(be, t->v);
         t->m = t->v = NULL;
@@ -280,7 +361,9 @@ lt_status lt_optim_distribute(lt_optim *o, lt_comm *c, int zero, float *grad, lt
         if (!st && t->master) {
             float *host = malloc((t->n ? t->n : 1) * sizeof *host);
             if (!host) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
-            st = be->download_f32(be, host, t->master, LT_F32, t->n, err);
+            st = rows ? be->download_f32(be, host, t->param, t->param_dtype, t->n, err)
+                      : be->download_f32(be, host, t->master, LT_F32, t->n, err);
+            if (!st) st = be->sync(be, err);
             be->free(be, t->master);
             t->master = NULL;
             if (!st) st = alloc_state(be, &t->master, t->len, err);
@@ -300,11 +383,6 @@ lt_status lt_optim_set_param_part(lt_optim *o, size_t i, void *part, lt_err *err
     o->t[i].param = part;
     o->t[i].part = 1;
     return LT_OK;
-}
-
-void lt_optim_part(const lt_optim *o, size_t i, size_t *off, size_t *len) {
-    *off = i < o->n ? o->t[i].off : 0;
-    *len = i < o->n ? o->t[i].len : 0;
 }
 
 size_t lt_optim_state_bytes(const lt_optim *o) {
@@ -400,6 +478,19 @@ lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
     for (size_t i = 0; i < o->n; i++) {
         const opt_tensor *t = &o->t[i];
         if (!t->len) continue; /* ZeRO-1: no part of this tensor here */
+        for (size_t k = 0, c = 0; t->seg && k < t->nseg; k++) { /* a row subset: its runs */
+            size_t s0 = t->seg[2 * k], len = t->seg[2 * k + 1];
+            o->desc[nd++] = (lt_adamw_tensor){.param = (char *)t->param + s0 * lt_dtype_size(t->param_dtype),
+                                              .param_dtype = t->param_dtype,
+                                              .master = t->master ? t->master + c : NULL,
+                                              .grad = t->grad + s0,
+                                              .m = t->m + c,
+                                              .v = t->v + c,
+                                              .n = len,
+                                              .weight_decay = 0.0f};
+            c += len;
+        }
+        if (t->seg) continue;
         o->desc[nd++] = (lt_adamw_tensor){.param = (char *)t->param + (t->part ? 0 : t->off) * lt_dtype_size(t->param_dtype),
                                           .param_dtype = t->param_dtype,
                                           .master = t->master,
@@ -432,11 +523,29 @@ static lt_status get_full(lt_optim *o, size_t i, int which, float *host, lt_err 
     opt_tensor *t = &o->t[i];
     lt_backend *be = o->be;
     if (which == 0 && !t->master && !t->part) return be->download_f32(be, host, t->param, t->param_dtype, t->n, err);
-    const void *src = which == 0 ? (t->master ? (const void *)t->master : t->param) : which == 1 ? t->m : t->v;
+    float *src = which == 0 ? t->master : which == 1 ? t->m : t->v;
+    if (t->seg) { /* the runs; elsewhere the weights as they are, and a state of zeros */
+        lt_status st = which == 0 ? be->download_f32(be, host, t->param, t->param_dtype, t->n, err) : LT_OK;
+        if (which) memset(host, 0, t->n * sizeof *host);
+        if (!st) st = be->sync(be, err);
+        for (size_t k = 0, c = 0; !st && k < t->nseg; c += t->seg[2 * k + 1], k++)
+            st = be->download_f32(be, host + t->seg[2 * k], src + c, LT_F32, t->seg[2 * k + 1], err);
+        return st ? st : be->sync(be, err);
+    }
+    /* ZeRO-3 without master weights: this rank's part of the parameter itself */
+    const void *part = which == 0 && !t->master ? t->param : (const void *)src;
     lt_dtype sdt = which == 0 && !t->master ? t->param_dtype : LT_F32;
-    lt_status st = t->len ? be->download_f32(be, host + t->off, src, sdt, t->len, err) : LT_OK;
+    lt_status st = t->len ? be->download_f32(be, host + t->off, part, sdt, t->len, err) : LT_OK;
     if (!st) st = be->sync(be, err);
     if (!st && o->zero && o->comm->world > 1) st = o->comm->all_gather(o->comm, host, t->n, t->counts, LT_F32, err);
+    return st;
+}
+
+/* a row subset's runs of the whole tensor `host` into its state buffer dst (NULL: nothing) */
+static lt_status put_runs(lt_backend *be, const opt_tensor *t, float *dst, const float *host, lt_err *err) {
+    lt_status st = LT_OK;
+    for (size_t k = 0, c = 0; dst && !st && k < t->nseg; c += t->seg[2 * k + 1], k++)
+        st = be->upload_f32(be, dst + c, LT_F32, host + t->seg[2 * k], t->seg[2 * k + 1], err);
     return st;
 }
 
@@ -448,8 +557,8 @@ lt_status lt_optim_get_param(lt_optim *o, size_t i, float *host, lt_err *err) {
 lt_status lt_optim_set_param(lt_optim *o, size_t i, const float *host, lt_err *err) {
     if (i >= o->n) return lt_fail(err, LT_ERR_RANGE, "optimizer: tensor index %zu of %zu", i, o->n);
     opt_tensor *t = &o->t[i];
-    lt_status st = LT_OK;
-    if (t->master && t->len) st = o->be->upload_f32(o->be, t->master, LT_F32, host + t->off, t->len, err);
+    lt_status st = t->seg ? put_runs(o->be, t, t->master, host, err) : LT_OK;
+    if (t->master && t->len && !t->seg) st = o->be->upload_f32(o->be, t->master, LT_F32, host + t->off, t->len, err);
     if (st == LT_OK && t->part && t->len) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host + t->off, t->len, err);
     else if (st == LT_OK && !t->part) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host, t->n, err);
     return st;
@@ -548,10 +657,69 @@ lt_status lt_optim_state_load(lt_optim *o, const lt_st_file *f, lt_err *err) {
             float *host;
             lt_status st = load_f32(f, name, t, &host, err);
             /* this rank's part of the whole tensor (ZeRO-1 re-shards any layout) */
-            if (st == LT_OK && t->len) st = o->be->upload_f32(o->be, k ? t->v : t->m, LT_F32, host + t->off, t->len, err);
+            if (st == LT_OK && t->seg) st = put_runs(o->be, t, k ? t->v : t->m, host, err);
+            else if (st == LT_OK && t->len)
+                st = o->be->upload_f32(o->be, k ? t->v : t->m, LT_F32, host + t->off, t->len, err);
             free(host);
             if (st != LT_OK) return lt_wrap(err, st, "optimizer state");
         }
     }
     return LT_OK;
+}
+
+/* ---- what this rank holds (sharded checkpoints, lt_ckpt.h) ---- */
+lt_backend *lt_optim_backend(const lt_optim *o) { return o->be; }
+
+void lt_optim_part_of(const lt_optim *o, size_t i, lt_optim_part *p) {
+    const opt_tensor *t = &o->t[i];
+    *p = (lt_optim_part){.name = t->name, .ndim = t->ndim, .shape = {t->shape[0], t->ndim > 1 ? t->shape[1] : 0},
+                         .n = t->n, .off = t->off, .len = t->len, .master = t->master, .m = t->m, .v = t->v,
+                         .param = t->param, .param_dtype = t->param_dtype, .param_off = t->part ? t->off : 0,
+                         .param_len = t->part ? t->len : t->n}; /* ZeRO-3: the parameter is the part only */
+}
+
+/* the state buffer of `which` (master may be NULL) */
+static float *state_of(const opt_tensor *t, int which) { return which == 0 ? t->master : which == 1 ? t->m : t->v; }
+
+lt_status lt_optim_part_get(lt_optim *o, size_t i, int which, size_t a, size_t b, float *host, lt_err *err) {
+    const opt_tensor *t = &o->t[i];
+    lt_backend *be = o->be;
+    float *src = state_of(t, which);
+    if (a > b || a < t->off || b > t->off + t->len)
+        return lt_fail(err, LT_ERR_RANGE, "optimizer: '%s': elements [%zu, %zu) are not held here", t->name, a, b);
+    if (!t->seg) {
+        if (src) return be->download_f32(be, host, src + (a - t->off), LT_F32, b - a, err);
+        if (which) return lt_fail(err, LT_ERR_INVALID, "optimizer: '%s' has no state %d", t->name, which);
+        return be->download_f32(be, host, (const char *)t->param + (a - (t->part ? t->off : 0)) * lt_dtype_size(t->param_dtype),
+                                t->param_dtype, b - a, err);
+    }
+    lt_status st = LT_OK;
+    if (which) memset(host, 0, (b - a) * sizeof *host);
+    else if (!(st = be->download_f32(be, host, (const char *)t->param + a * lt_dtype_size(t->param_dtype),
+                                     t->param_dtype, b - a, err)))
+        st = be->sync(be, err); /* the runs below overwrite parts of it */
+    if (!src && which == 0) return st;
+    for (size_t k = 0, c = 0; !st && k < t->nseg; c += t->seg[2 * k + 1], k++) {
+        size_t r0 = t->seg[2 * k], r1 = r0 + t->seg[2 * k + 1];
+        size_t x = r0 > a ? r0 : a, y = r1 < b ? r1 : b;
+        if (y > x) st = be->download_f32(be, host + (x - a), src + c + (x - r0), LT_F32, y - x, err);
+    }
+    return st;
+}
+
+lt_status lt_optim_part_put(lt_optim *o, size_t i, int which, size_t a, size_t b, const float *host, lt_err *err) {
+    const opt_tensor *t = &o->t[i];
+    lt_backend *be = o->be;
+    float *dst = state_of(t, which);
+    if (a > b || a < t->off || b > t->off + t->len)
+        return lt_fail(err, LT_ERR_RANGE, "optimizer: '%s': elements [%zu, %zu) are not held here", t->name, a, b);
+    if (!dst) return which ? lt_fail(err, LT_ERR_INVALID, "optimizer: '%s' has no state %d", t->name, which) : LT_OK;
+    if (!t->seg) return be->upload_f32(be, dst + (a - t->off), LT_F32, host, b - a, err);
+    lt_status st = LT_OK;
+    for (size_t k = 0, c = 0; !st && k < t->nseg; c += t->seg[2 * k + 1], k++) {
+        size_t r0 = t->seg[2 * k], r1 = r0 + t->seg[2 * k + 1];
+        size_t x = r0 > a ? r0 : a, y = r1 < b ? r1 : b;
+        if (y > x) st = be->upload_f32(be, dst + c + (x - r0), LT_F32, host + (x - a), y - x, err);
+    }
+    return st;
 }

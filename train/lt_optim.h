@@ -83,6 +83,18 @@ void lt_optim_free(lt_optim *o);
  * in checkpoints). ndim 1 or 2. */
 lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *shape, void *param,
                        lt_dtype param_dtype, float *grad, int decay, lt_err *err);
+/* A matrix of which only `rows` (sorted, distinct) train (`train
+ * --train-embeddings new`): m, v and master weights are kept for those rows
+ * only. The other rows' gradient must be zero and the tensor does not decay,
+ * so AdamW would leave them exactly as they are: the update of the rows is
+ * bitwise the one lt_optim_add's full state gives, and checkpoints hold the
+ * whole tensor's state (zeros in the other rows), as with it. The gradient
+ * norm still reads the whole gradient. Under ZeRO-1 (lt_optim_distribute)
+ * the tensor's part keeps a whole state again. */
+lt_status lt_optim_add_rows(lt_optim *o, const char *name, const int64_t shape[2], void *param, lt_dtype param_dtype,
+                            float *grad, const int32_t *rows, size_t nrows, lt_err *err);
+/* elements of m (= of v) the optimizer keeps on this rank */
+size_t lt_optim_state_numel(const lt_optim *o);
 size_t lt_optim_count(const lt_optim *o);
 const char *lt_optim_name(const lt_optim *o, size_t i);
 int lt_optim_decays(const lt_optim *o, size_t i);
@@ -125,13 +137,11 @@ void lt_optim_flat_shard(const lt_optim *o, int rank, int world, size_t *start, 
 /* Offset of tensor i in the flattened vector. */
 size_t lt_optim_flat_offset(const lt_optim *o, size_t i);
 lt_comm *lt_optim_comm(const lt_optim *o); /* NULL until distributed */
-/* This rank's part of tensor i: elements [off, off + len) (ZeRO-1/2/3: what
- * the optimizer updates and keeps state for here; else 0, n). */
-void lt_optim_part(const lt_optim *o, size_t i, size_t *off, size_t *len);
 /* ZeRO-3 (after lt_optim_distribute with zero): tensor i's parameter is only
  * this rank's part (len elements of the param dtype at `part`, borrowed):
  * a step updates the part and gathers nothing; lt_optim_get_param and
- * *_to_tlist gather the parts (collective), set_param keeps the part. */
+ * *_to_tlist gather the parts (collective), set_param keeps the part, and
+ * lt_optim_part_of reports param_off / param_len = that part. */
 lt_status lt_optim_set_param_part(lt_optim *o, size_t i, void *part, lt_err *err);
 /* Bytes of optimizer state this rank holds: m, v (and f32 master weights). */
 size_t lt_optim_state_bytes(const lt_optim *o);
@@ -168,6 +178,41 @@ lt_status lt_optim_state_to_tlist(lt_optim *o, lt_tlist *out, lt_err *err);
 /* Load the state written above from a safetensors file: every tensor's two
  * entries must be present with the parameter's shape (errors name them). */
 lt_status lt_optim_state_load(lt_optim *o, const lt_st_file *f, lt_err *err);
+
+/* What this rank holds of tensor i: the accessor sharded checkpoints are
+ * written and loaded through (lt_ckpt.h). Every sharding scheme keeps it
+ * correct:
+ *   [off, off + len)             the elements whose AdamW state (m, v and
+ *                                master weights) lives here (ZeRO >= 1: this
+ *                                rank's part, possibly empty; else all n);
+ *   master, m, v                 that state (backend memory, len f32 each;
+ *                                master NULL: param holds the f32 weights;
+ *                                a row subset holds less: read and write it
+ *                                through lt_optim_part_get / _put);
+ *   [param_off, param_off + param_len)  the elements of the parameter buffer
+ *                                held here (all n unless parameters are
+ *                                sharded), param pointing at param_off. */
+typedef struct lt_optim_part {
+    const char *name;
+    int ndim;
+    int64_t shape[2];
+    size_t n;
+    size_t off, len;
+    float *master, *m, *v;
+    void *param;
+    lt_dtype param_dtype;
+    size_t param_off, param_len;
+} lt_optim_part;
+void lt_optim_part_of(const lt_optim *o, size_t i, lt_optim_part *p);
+/* Elements [a, b) of tensor i's state to host (get) or from host (put), a
+ * range inside [off, off + len): which = 0 the f32 weights (master where
+ * kept, else the parameter), 1 exp_avg, 2 exp_avg_sq. A row subset
+ * (lt_optim_add_rows) keeps state for its runs only: get gives zeros (m, v)
+ * or the parameter's values (weights) elsewhere, put stores the runs and
+ * ignores the rest. Asynchronous on the backend: sync before reusing host. */
+lt_status lt_optim_part_get(lt_optim *o, size_t i, int which, size_t a, size_t b, float *host, lt_err *err);
+lt_status lt_optim_part_put(lt_optim *o, size_t i, int which, size_t a, size_t b, const float *host, lt_err *err);
+lt_backend *lt_optim_backend(const lt_optim *o); /* where the parts live */
 
 #ifdef __cplusplus
 }

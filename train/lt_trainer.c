@@ -95,11 +95,14 @@ lt_status lt_trainer_create(lt_model *m, const lt_optim_cfg *cfg, int decay_embe
             break;
         }
         const int32_t *rows;
+        size_t nr = lt_model_trained_rows(m, &rows);
         int decay = lt_optim_decay_default(p->name, p->ndim, decay_embeddings);
-        if (lt_model_trained_rows(m, &rows) && !lt_trainer_is_lora_param(p->name))
-            decay = 0; /* --train-embeddings new: a decay would shrink the frozen rows too */
-        st = lt_optim_add(t->opt, p->name, p->ndim, p->shape, p->data, lt_trainer_param_dtype(m, p), p->grad, decay,
-                          err);
+        if (nr && !lt_trainer_is_lora_param(p->name)) /* --train-embeddings new: state for those rows only, */
+            st = lt_optim_add_rows(t->opt, p->name, p->shape, p->data, lt_trainer_param_dtype(m, p), p->grad, rows,
+                                   nr, err);          /* no decay (it would shrink the frozen rows too) */
+        else
+            st = lt_optim_add(t->opt, p->name, p->ndim, p->shape, p->data, lt_trainer_param_dtype(m, p), p->grad,
+                              decay, err);
     }
     if (!st && lt_optim_count(t->opt) == 0) st = lt_fail(err, LT_ERR_INVALID, "trainer: no trainable parameters");
     if (st) {
