@@ -296,6 +296,13 @@ struct lt_model {
     size_t grad_numel; /* its length */
     lt_grad_hook hook; /* called when a group's gradients are final (NULL: none) */
     void *hook_ctx;
+    int grads_pooled;  /* lt_model_pool_grads: gradients come from `provider` group by group */
+    lt_grad_provider provider;
+    void *provider_ctx;
+    lt_status pool_st; /* the provider failed during the step */
+    unsigned char *wshard;     /* lt_model_shard_weights: (n_params) 1 = data belongs to the provider */
+    lt_weight_provider wprov;
+    void *wprov_ctx;
     int recompute;     /* keep only each layer's input; recompute the rest in the backward */
     int replay;        /* proj_fwd redraws dropout masks from the saved snapshots */
 
@@ -401,7 +408,8 @@ void lt_model_free(lt_model *m) {
     free_plan(m);
     free_kv(m);
     for (size_t i = 0; i < m->n_params; i++)
-        if (m->params[i].data) m->be->free(m->be, m->params[i].data);
+        if (m->params[i].data && !(m->wshard && m->wshard[i])) m->be->free(m->be, m->params[i].data);
+    free(m->wshard);
     if (m->grad_flat) m->be->free(m->be, m->grad_flat);
     for (int i = 0; m->nf4 && i < m->cfg.num_layers * NT; i++)
         if (m->nf4[i]) m->be->free(m->be, m->nf4[i]);
@@ -638,7 +646,7 @@ fail:
 /* One buffer holds every trainable gradient (parameter order): the trainer
  * reduces contiguous ranges of it and shards it for ZeRO-1. */
 lt_status lt_model_alloc_grads(lt_model *m, lt_err *err) {
-    if (m->grad_flat) return LT_OK;
+    if (m->grad_flat || m->grads_pooled) return LT_OK;
     size_t n = 0;
     for (size_t i = 0; i < m->n_params; i++)
         if (m->params[i].trainable) n += m->params[i].numel;
@@ -664,7 +672,84 @@ float *lt_model_grads_flat(lt_model *m, size_t *n) {
 }
 
 void lt_model_zero_grads(lt_model *m) {
-    if (m->grad_flat) m->be->zero(m->be, m->grad_flat, m->grad_numel * sizeof(float));
+    if (m->grad_flat && !m->grads_pooled) m->be->zero(m->be, m->grad_flat, m->grad_numel * sizeof(float));
+}
+
+lt_status lt_model_pool_grads(lt_model *m, lt_err *err) {
+    (void)err;
+    if (m->grad_flat) m->be->free(m->be, m->grad_flat);
+    m->grad_flat = NULL;
+    m->grad_numel = 0;
+    for (size_t i = 0; i < m->n_params; i++) m->params[i].grad = NULL;
+    m->grads_pooled = 1;
+    m->grads_allocated = 1;
+    return LT_OK;
+}
+
+void lt_model_set_grad_provider(lt_model *m, lt_grad_provider fn, void *ctx) {
+    m->provider = fn;
+    m->provider_ctx = ctx;
+}
+
+int lt_model_grads_pooled(const lt_model *m) { return m->grads_pooled; }
+
+size_t lt_model_group_grad_numel(const lt_model *m, int group) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_params; i++)
+        if (m->params[i].trainable && lt_model_grad_group(m, i) == group) n += m->params[i].numel;
+    return n;
+}
+
+/* pooled gradients: point the group's p->grad into a buffer from the provider */
+static void grads_acquire(lt_model *m, int group) {
+    if (!m->grads_pooled || m->pool_st) return;
+    size_t n = lt_model_group_grad_numel(m, group);
+    if (!n) return;
+    float *buf = m->provider ? m->provider(m->provider_ctx, group, n) : NULL;
+    if (!buf) {
+        m->pool_st = LT_ERR_NOMEM;
+        return;
+    }
+    for (size_t i = 0; i < m->n_params; i++) {
+        lt_param *p = &m->params[i];
+        if (!p->trainable || lt_model_grad_group(m, i) != group) continue;
+        p->grad = buf;
+        buf += p->numel;
+    }
+}
+
+lt_status lt_model_shard_weights(lt_model *m, const unsigned char *sharded, lt_weight_provider fn, void *ctx,
+                                 lt_err *err) {
+    if (m->wshard) return lt_fail(err, LT_ERR_INVALID, "model: the weights are sharded already");
+    if (!fn) return lt_fail(err, LT_ERR_INVALID, "model: sharded weights need a provider");
+    if (m->nf4) return lt_fail(err, LT_ERR_UNSUPPORTED, "model: NF4 (QLoRA) weights cannot be sharded (ZeRO-3)");
+    m->wshard = calloc(m->n_params ? m->n_params : 1, 1);
+    if (!m->wshard) return lt_fail(err, LT_ERR_NOMEM, "model: out of memory");
+    free_kv(m);
+    for (size_t i = 0; i < m->n_params; i++) {
+        if (sharded && !sharded[i]) continue;
+        m->wshard[i] = 1;
+        if (m->params[i].data) m->be->free(m->be, m->params[i].data);
+        m->params[i].data = NULL;
+    }
+    m->wprov = fn;
+    m->wprov_ctx = ctx;
+    return LT_OK;
+}
+
+int lt_model_weights_sharded(const lt_model *m) { return m->wshard != NULL; }
+
+/* ZeRO-3: the provider makes a group's weights whole (acquire) or may take them back */
+static void weights_use(lt_model *m, int group, int acquire) {
+    if (!m->wprov || m->pool_st) return;
+    lt_status st = m->wprov(m->wprov_ctx, group, acquire);
+    if (st) m->pool_st = st;
+}
+
+static void grads_release(lt_model *m, int group) {
+    if (!m->grads_pooled) return;
+    for (size_t i = 0; i < m->n_params; i++)
+        if (lt_model_grad_group(m, i) == group) m->params[i].grad = NULL;
 }
 
 void lt_model_set_grad_hook(lt_model *m, lt_grad_hook fn, void *ctx) {
@@ -695,6 +780,7 @@ static void mask_frozen_rows(lt_model *m, int group);
 static void grads_final(lt_model *m, int group) {
     if (m->train_rows) mask_frozen_rows(m, group);
     if (m->hook) m->hook(m->hook_ctx, group);
+    grads_release(m, group);
 }
 
 void lt_model_set_recompute(lt_model *m, int on) {
@@ -1423,11 +1509,27 @@ static void forward(lt_model *m, int want_dlogits, float grad_scale) {
 
     m->drop_active = want_dlogits && m->lora && m->lspec.dropout > 0 && m->rng;
     m->replay = 0;
+    if (want_dlogits) { /* pooled gradients: the head's chunks write its gradient below */
+        grads_acquire(m, LT_GRAD_GROUP_HEAD);
+        if (m->head == m->embed) grads_acquire(m, LT_GRAD_GROUP_EMBED);
+    }
+    const int tied = m->head == m->embed;
+    weights_use(m, LT_GRAD_GROUP_EMBED, 1); /* ZeRO-3 (see lt_model_shard_weights for the order) */
+    if (m->pool_st) return;
     be->embedding_fwd(be, m->acts[0].x, m->embed->data, m->d_tokens, N, C); // (N, C)
+    if (!tied) weights_use(m, LT_GRAD_GROUP_EMBED, 0);
     if (c->embed_scale) be->scale(be, m->acts[0].x, (size_t)N * C, embed_scale(m));
     if (want_dlogits && m->neft_alpha > 0) // NEFTune: training steps only; L = T (see lt_model.h)
         be->embed_noise(be, m->acts[0].x, N, C, m->neft_alpha / sqrtf((float)((int64_t)m->T * C)), m->neft_key);
-    for (int l = 0; l < L; l++) layer_fwd(m, l, l == 0, 1);
+    weights_use(m, 0, 1);
+    for (int l = 0; l < L; l++) {
+        weights_use(m, l + 1 < L ? l + 1 : LT_GRAD_GROUP_HEAD, 1); /* the fused norm reads the next ln1 / the final norm */
+        if (l + 2 < L) weights_use(m, l + 2, 2);                  /* prefetch hint */
+        if (m->pool_st) return;
+        layer_fwd(m, l, l == 0, 1);
+        weights_use(m, l, 0);
+    }
+    if (m->pool_st) return;
     // lm_head and loss, R rows at a time: the full (N, V) logits never exist.
     // With the gradient, each chunk's dlogits (in place of its logits) goes
     // straight back through the head: dh rows = dlogits @ Whead, and
@@ -1448,6 +1550,10 @@ static void forward(lt_model *m, int want_dlogits, float grad_scale) {
             be->matmul_bwd(be, (char *)m->dh + (size_t)r0 * C * A, 0, m->head->grad, NULL, m->logits, hf,
                            m->head->data, n, C, V);
     }
+    if (!want_dlogits) {
+        weights_use(m, LT_GRAD_GROUP_HEAD, 0);
+        if (tied) weights_use(m, LT_GRAD_GROUP_EMBED, 0);
+    }
 }
 
 /* dw of a norm weight: its gradient, or the sink when it is frozen */
@@ -1460,11 +1566,18 @@ static void backward(lt_model *m) {
     int Hq = c->num_heads, Hkv = c->num_kv_heads, D = c->head_dim, L = c->num_layers;
 
     // the head's backward ran chunk by chunk in the forward: dh = dL/dhf (N, C)
+    if (m->pool_st) return;
     norm_bwd(m, m->dx, 0, ng(m, m->lnf), m->dh, m->x_final, m->lnf->data, m->rstdf, N, C);
+    weights_use(m, LT_GRAD_GROUP_HEAD, 0);
+    if (m->head == m->embed) weights_use(m, LT_GRAD_GROUP_EMBED, 0);
     grads_final(m, LT_GRAD_GROUP_HEAD);
     for (int l = L - 1; l >= 0; l--) {
         layer *y = &m->layers[l];
         layer_acts *a = &m->acts[l];
+        grads_acquire(m, l);
+        weights_use(m, l, 1);
+        if (l > 0) weights_use(m, l - 1, 2); /* prefetch hint */
+        if (m->pool_st) return;
         if (m->recompute && l < L - 1) { // the scratch still holds the last layer's activations
             m->replay = 1;               // the same dropout masks as the forward
             layer_fwd(m, l, 1, 0);
@@ -1513,13 +1626,16 @@ static void backward(lt_model *m) {
         }
         if (c->post_norm) { // the projections read x: their input gradient adds to dx = dL/d(xmid)
             qkv_bwd(m, l, m->dx, 1, dq, dk, m->dv, a->x, N);
+            weights_use(m, l, 0);
             grads_final(m, l);
             continue;
         }
         qkv_bwd(m, l, m->dh, 0, dq, dk, m->dv, a->h1, N);
         norm_bwd(m, m->dx, 1, ng(m, y->ln1), m->dh, a->x, y->ln1->data, a->rstd1, N, C);
+        weights_use(m, l, 0);
         grads_final(m, l);
     }
+    if (m->head != m->embed) grads_acquire(m, LT_GRAD_GROUP_EMBED);
     if (m->embed->grad) {
         if (c->embed_scale) be->scale(be, m->dx, (size_t)N * C, embed_scale(m)); // d(table row) = dx * normalizer
         be->embedding_bwd(be, m->embed->grad, m->dx, m->d_tokens, N, C);
@@ -1563,13 +1679,18 @@ lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward_pass, doubl
         if ((st = be->upload(be, m->d_docw, m->h_docw, bytes, err))) return lt_wrap(err, st, "step: uploading the batch");
     }
     m->drop_st = LT_OK;
+    m->pool_st = LT_OK;
+    if (backward_pass && m->grads_pooled && !m->provider)
+        return lt_fail(err, LT_ERR_INVALID, "step: pooled gradients without a provider (lt_model_set_grad_provider)");
     m->rope_long = rope_long_for(m, b->pos, N);
     forward(m, backward_pass, backward_pass ? (float)(1.0 / loss_norm) : 0.0f);
-    if (backward_pass) backward(m);
+    if (backward_pass && !m->pool_st) backward(m);
     if (m->drop_st) {
         if (err) *err = m->drop_err;
         return lt_wrap(err, m->drop_st, "step: LoRA dropout");
     }
+    if (m->pool_st)
+        return lt_fail(err, m->pool_st, "step: the %s provider failed", m->wprov ? "weight or gradient" : "gradient");
     m->logits_state = backward_pass ? 2 : 1;
     if ((st = be->download_f32(be, m->host_losses, m->losses, LT_F32, N, err))) return lt_wrap(err, st, "step");
     if ((st = be->sync(be, err))) return lt_wrap(err, st, "step");
@@ -1584,6 +1705,7 @@ lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward_pass, doubl
 }
 
 lt_status lt_model_get_logits(lt_model *m, float *host, lt_err *err) {
+    if (m->wshard) return lt_fail(err, LT_ERR_UNSUPPORTED, "logits: the weights are sharded (ZeRO-3)");
     if (m->logits_state != 1)
         return lt_fail(err, LT_ERR_INVALID,
                        m->logits_state == 2 ? "logits: the last step ran the backward, which overwrote the logits "
@@ -1832,6 +1954,7 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
 }
 
 lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int n, float *logits, int all_logits, lt_err *err) {
+    if (m->wshard) return lt_fail(err, LT_ERR_UNSUPPORTED, "decode: the weights are sharded (ZeRO-3)");
     kv_cache *kv = m->kv;
     if (!kv) return lt_fail(err, LT_ERR_INVALID, "decode: no KV cache (call lt_model_kv_init)");
     if (n <= 0) return lt_fail(err, LT_ERR_INVALID, "decode: %d tokens", n);

@@ -87,6 +87,60 @@ int lt_model_grad_group(const lt_model *m, size_t param_index);
 int lt_model_num_grad_groups(const lt_model *m);
 int lt_model_grad_group_at(const lt_model *m, int k);
 
+/* ---- pooled gradients (ZeRO-2 / ZeRO-3: no full-size gradient buffer) ----
+ * lt_model_pool_grads switches the model to gradients handed out group by
+ * group (frees the flat buffer; lt_model_grads_flat is then NULL and every
+ * p->grad is NULL outside a backward; lt_model_zero_grads does nothing). In
+ * a backward step the model asks provider(ctx, group, n) for a ZEROED f32
+ * buffer (backend memory) of n = lt_model_group_grad_numel(group) floats
+ * before it writes the group's first gradient: the group's trainable
+ * gradients in parameter order. The buffer holds the group's final
+ * gradients when the hook is called for that group; after the hook returns
+ * the model no longer touches it (the p->grad of the group are NULL again),
+ * so the provider may hand it out again. When a group is asked for:
+ * LT_GRAD_GROUP_HEAD before the forward's head chunks (they write the
+ * head's gradient), LT_GRAD_GROUP_EMBED then too when the head is tied,
+ * else just before the embedding's backward; layer l at the start of its
+ * backward. Groups without trainable parameters are never asked for (their
+ * hook is still called). A provider that returns NULL fails the step. Once,
+ * before the first backward; the provider may be set (or replaced) later. */
+typedef float *(*lt_grad_provider)(void *ctx, int group, size_t n);
+lt_status lt_model_pool_grads(lt_model *m, lt_err *err);
+void lt_model_set_grad_provider(lt_model *m, lt_grad_provider fn, void *ctx);
+int lt_model_grads_pooled(const lt_model *m);
+/* trainable elements of a gradient group (the provider's n) */
+size_t lt_model_group_grad_numel(const lt_model *m, int group);
+
+/* ---- sharded weights (ZeRO-3) ----
+ * lt_model_shard_weights hands the storage of the parameters marked in
+ * `sharded` (n_params flags; NULL = every one) to the caller: the model
+ * frees their data (the caller has copied what it keeps first) and from
+ * then on calls fn(ctx, group, 1) before it reads the weights of a group
+ * (lt_model_grad_group's groups; only the marked parameters are the
+ * caller's, the others keep their own data) -- fn points those p->data at
+ * whole values -- and fn(ctx, group, 0) when it no longer needs them until
+ * the next acquire (the caller may then reuse the memory). A step's order,
+ * the same on every rank (the caller's gathers are collective):
+ *   forward:  EMBED; layer 0; then for l = 0 .. L-1: acquire l+1 (or HEAD
+ *             after the last layer: the fused norm at the end of layer l
+ *             reads the next layer's ln1 / the final norm), layer l's
+ *             forward, release l; the head chunks (HEAD; EMBED too when
+ *             tied, held from the start); forward-only steps then release
+ *             HEAD (and a tied EMBED);
+ *   backward: the final norm (HEAD, then released with a tied EMBED); layer
+ *             L-1 .. 0: acquire l, its backward (and recompute), release l.
+ * Prefetch hints: fn(ctx, group, 2) says the group will be acquired soon
+ * (the provider may start gathering it; nothing is read yet): in the
+ * forward layer l+2 while layer l runs, in the backward layer l-1 while
+ * layer l runs.
+ * A provider failure fails the step. lt_model_decode and
+ * lt_model_get_logits refuse a sharded model; lt_model_free leaves the
+ * marked data to the caller. */
+typedef lt_status (*lt_weight_provider)(void *ctx, int group, int acquire);
+lt_status lt_model_shard_weights(lt_model *m, const unsigned char *sharded, lt_weight_provider fn, void *ctx,
+                                 lt_err *err);
+int lt_model_weights_sharded(const lt_model *m);
+
 /* Activation recomputation: on = keep only each layer's input during the
  * forward and recompute the layer's other activations during the backward,
  * one layer at a time (one layer's activations of scratch instead of L).

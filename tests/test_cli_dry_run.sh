@@ -11,7 +11,7 @@ model="$src/data/sample/model"
 fail=0
 check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
 dry() { "$bin" train --model "$model" --data none.h5 --out none --dry-run --micro-batch 16 --seq-len 256 "$@"; }
-col() { awk -v c="$2" '/<- this launch/ {print $c}' <<<"$1"; } # column of the launch's row: 7 acts, 8 total
+col() { awk -v c="$2" '/<- this launch/ {print $c; exit}' <<<"$1"; } # column of the launch's row: 7 acts, 8 total
 
 cpu="$(dry --device cpu)" || { echo "FAIL --dry-run --device cpu exits non-zero"; exit 1; }
 echo "$cpu" | sed 's/^/    /'
@@ -40,4 +40,15 @@ fi
 long="$("$bin" train --model "$model" --data none.h5 --out none --dry-run --device cpu --seq-len 513 2>&1)"; rc=$?
 check "--seq-len past max_position_embeddings (512) is refused: rc $rc" \
     '[ $rc != 0 ] && grep -q "sequence length 513 exceeds max_position_embeddings 512" <<<"$long"'
+# --world N marks that row; the per-stage table: ZeRO-2 below ZeRO-1 below ZeRO-0 from 2 ranks on, ZeRO-3
+# (the estimate) falling with the world size
+z="$(dry --device cuda --zero 2 --world 8)" || { echo "FAIL --dry-run --zero 2 --world 8"; exit 1; }
+check "--world 8 marks the 8-rank row" '[[ "$(awk '"'"'/<- this launch/ {print $1; exit}'"'"' <<<"$z")" == 8 ]]'
+check "the ZeRO-2 table is the ZeRO-2 column of the stage table" \
+    '[[ "$(awk '"'"'/ZeRO-3/ {t=1} t && $1 == 8 {print $4}'"'"' <<<"$z")" == "$(col "$z" 8 | head -1)" ]]'
+check "stages: ZeRO-0 > ZeRO-1 > ZeRO-2 at 8 ranks, ZeRO-3 at 256 below ZeRO-3 at 2" \
+    'awk '"'"'/ZeRO-3/ {t=1} t && $1 == 8 {ok = $2 > $3 && $3 > $4} t && $1 == 2 {a = $5} t && $1 == 256 {b = $5} END {exit !(ok && b < a)}'"'"' <<<"$z"'
+z3="$("$bin" train --model "$model" --data none.h5 --out none3 --zero 3 --lora-rank 4 --quantize nf4 --device cpu 2>&1)"; rc=$?
+check "training refuses --zero 3 with --quantize nf4 by name (rc $rc)" '[ $rc != 0 ] && grep -q -- "--zero 3 with --quantize nf4" <<<"$z3"'
+rm -rf none3
 exit $fail

@@ -6,7 +6,11 @@
  * collective of the "mpi" communicator on random data (uneven sizes, n <
  * world, n = 0, ranks that own nothing, explicit counts), each result compared
  * BITWISE with a serial rank-order fold computed here from every rank's
- * regenerated inputs (the contract in lt_comm.h), plus broadcast and barrier.
+ * regenerated inputs (the contract in lt_comm.h), plus broadcast and barrier,
+ * sub-communicators (split: rank order by key, the fold inside a group,
+ * messages naming world ranks), the non-blocking all_gather with a
+ * reduction running beside it and the non-blocking ordered reduce-scatter
+ * (bitwise the blocking one).
  *
  *   test_comm dead=hang|exit|exit0|kill|abort|killmid
  *     the last rank fails (sleeps instead of joining, exits with 3 or with 0
@@ -348,6 +352,72 @@ static void test_microbatch_contract(lt_comm *c) {
     free(serial);
 }
 
+/* split: groups of 2 consecutive ranks (the last alone when the world is
+ * odd) and the ranks with the same place in every group; inside each the
+ * ordered fold runs over its own ranks, messages name world ranks. Then the
+ * non-blocking all_gather with an ordered reduction in flight beside it. */
+static void test_split_and_async(lt_comm *c) {
+    lt_err err = {{0}};
+    const int me = c->rank, W = c->world;
+    lt_comm *g = NULL, *x = NULL;
+    LT_CHECK_OK(c->split(c, me / 2, me, &g, &err), &err);
+    LT_CHECK_OK(c->split(c, me % 2, -me, &x, &err), &err); /* key -rank: reversed order */
+    if (!g || !x) return;
+    int gw = (me / 2) * 2 + 1 < W ? 2 : 1, xw = (W - me % 2 + 1) / 2;
+    LT_CHECK(g->world == gw && g->rank == me % 2, "split group: rank %d of %d, expected %d of %d", g->rank, g->world,
+             me % 2, gw);
+    LT_CHECK(x->world == xw && x->rank == xw - 1 - me / 2, "split by key: rank %d of %d (world rank %d)", x->rank,
+             x->world, me);
+    LT_CHECK(g->msg_rank == me && g->msg_world == W, "split: messages name rank %d of %d", g->msg_rank, g->msg_world);
+    /* the fold inside the group: acc + x_(2k) + x_(2k+1) in f32 */
+    float acc[3] = {1e8f, 0.5f, -3.0f}, v[3] = {(float)(me + 1), 0.25f * (float)me, 1.0f}, want[3];
+    for (int i = 0; i < 3; i++) {
+        want[i] = acc[i];
+        for (int q = (me / 2) * 2; q < (me / 2) * 2 + gw; q++) {
+            float vq[3] = {(float)(q + 1), 0.25f * (float)q, 1.0f};
+            want[i] += vq[i];
+        }
+    }
+    LT_CHECK_OK(g->all_reduce_sum_ordered(g, acc, v, 3, LT_F32, &err), &err);
+    LT_CHECK(same(acc, want, sizeof acc), "split: the group's ordered fold differs");
+    /* non-blocking gather, an ordered reduction on the parent while it is in flight */
+    if (c->all_gather_start) {
+        size_t n = 1003, off, len;
+        lt_comm_shard(n, me, W, &off, &len);
+        int32_t *buf = malloc(n * sizeof *buf), *ref = malloc(n * sizeof *ref);
+        for (size_t i = 0; i < n; i++) buf[i] = -1, ref[i] = (int32_t)(i * 7 + 3);
+        memcpy(buf + off, ref + off, len * sizeof *buf);
+        void *req = NULL;
+        LT_CHECK_OK(c->all_gather_start(c, buf, n, NULL, LT_I32, &req, &err), &err);
+        int64_t one = 1;
+        LT_CHECK_OK(c->all_reduce_sum(c, &one, 1, LT_I64, &err), &err);
+        LT_CHECK(one == W, "a reduction beside a gather in flight: %lld", (long long)one);
+        LT_CHECK_OK(c->wait_req(c, req, &err), &err);
+        LT_CHECK(same(buf, ref, n * sizeof *buf), "all_gather_start: not the whole vector after wait_req");
+        free(buf);
+        free(ref);
+    }
+    if (c->reduce_scatter_sum_ordered_start) { /* the same bits as the blocking call */
+        size_t n = 2001, off, len;
+        lt_comm_shard(n, me, W, &off, &len);
+        float *xv = malloc(n * sizeof *xv), *a1 = malloc((len + 1) * sizeof *a1), *a2 = malloc((len + 1) * sizeof *a2);
+        gen(LT_F32, xv, n, seed_of(++g_case, me));
+        for (size_t i = 0; i < len; i++) a1[i] = a2[i] = 1.0f + (float)i;
+        void *req = NULL;
+        LT_CHECK_OK(c->reduce_scatter_sum_ordered_start(c, a1, xv, n, NULL, LT_F32, &req, &err), &err);
+        int64_t one = 1;
+        LT_CHECK_OK(c->all_reduce_sum(c, &one, 1, LT_I64, &err), &err);
+        LT_CHECK_OK(c->wait_req(c, req, &err), &err);
+        LT_CHECK_OK(c->reduce_scatter_sum_ordered(c, a2, xv, n, NULL, LT_F32, &err), &err);
+        LT_CHECK(same(a1, a2, len * sizeof *a1), "reduce_scatter_sum_ordered_start: differs from the blocking call");
+        free(xv);
+        free(a1);
+        free(a2);
+    }
+    x->destroy(x);
+    g->destroy(g);
+}
+
 static int dead_peer(lt_comm *c, const char *mode) {
     lt_err err = {{0}};
     const size_t n = 1 << 20;
@@ -422,6 +492,7 @@ int main(int argc, char **argv) {
     test_errors(c);
     test_barrier(c);
     test_microbatch_contract(c);
+    test_split_and_async(c);
 
     char name[64];
     snprintf(name, sizeof name, "test_comm[%s rank %d/%d]", c->name, c->rank, c->world);

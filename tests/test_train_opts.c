@@ -231,7 +231,7 @@ static void test_help_and_docs(const char *dir) {
         char *d = strstr(p, "[default: ");
         if (d && (!eol || d < eol)) with_default++;
     }
-    LT_CHECK(lines == 44 && with_default == 37, "help: %d option lines, %d with a default", lines, with_default);
+    LT_CHECK(lines == 46 && with_default == 39, "help: %d option lines, %d with a default", lines, with_default);
     /* docs/training.md holds the generated table */
     snprintf(path, sizeof path, "%s/table.md", dir);
     f = fopen(path, "w");

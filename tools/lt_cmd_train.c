@@ -57,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/time.h>
 
 #include "lt_ckpt.h"
 #include "lt_cli.h"
@@ -194,7 +195,9 @@ static void progress(run *r, const lt_train_stats *s, int force_line) {
 /* ------------------------------------------------------------ evaluation */
 
 static lt_status evaluate(run *r, int64_t step, lt_err *err) {
-    if (r->rank) return LT_OK; /* rank 0 evaluates (the others wait in the next step's reduction) */
+    /* rank 0 evaluates (the others wait in the next step's reduction); ZeRO-3:
+     * every rank runs it, the weight gathers are collective */
+    if (r->rank && !lt_model_weights_sharded(r->m)) return LT_OK;
     lt_status st = lt_loader_set_state(r->E, &r->E0, err);
     if (st) return lt_wrap(err, st, "eval");
     double sum = 0;
@@ -209,6 +212,7 @@ static lt_status evaluate(run *r, int64_t step, lt_err *err) {
         if (lb.last_in_epoch) break;
     }
     double loss = nt ? sum / (double)nt : NAN;
+    if (r->rank) return LT_OK;
     if (r->tty) fputc('\n', stderr);
     fprintf(stderr, "eval at step %lld: loss %.4f over %lld target tokens\n", (long long)step, loss, (long long)nt);
     if (r->metrics) {
@@ -484,6 +488,8 @@ static lt_status check_tokenizer(const run *r, const lt_loader *L, const char *w
     return LT_OK;
 }
 
+static lt_status report_memory(run *r, lt_err *err);
+
 static lt_status setup(run *r, lt_err *err) {
     const lt_train_opts *o = r->o;
     lt_status st;
@@ -496,12 +502,16 @@ static lt_status setup(run *r, lt_err *err) {
     if (!r->be && (st = lt_backend_create(o->device, (int)o->threads, &r->be, err))) return st;
     /* a communicator for more than one rank, and for one CPU rank too ("single":
      * the same calls as N ranks, so the results equal them bitwise) */
-    if (r->world > 1 || !strcmp(r->be->name, "cpu")) {
+    if (r->world > 1 || !strcmp(r->be->name, "cpu") || o->zero >= 2) { /* ZeRO-2 on one GPU: nccl, world 1 */
         lt_comm_opts co = lt_comm_opts_default();
         co.on_device = strcmp(r->be->name, "cpu") != 0;
-        if ((st = lt_comm_create(r->world > 1 ? "auto" : "single", &co, &r->comm, err))) return st;
+        if ((st = lt_comm_create(r->world > 1 || co.on_device ? "auto" : "single", &co, &r->comm, err))) return st;
         r->rank = r->comm->rank;
     }
+    if (o->zero >= 3 && strcmp(o->train_embeddings, "none"))
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "--zero 3 with --train-embeddings (use --zero 2)");
+    if (o->zero >= 3 && !strcmp(o->quantize, "nf4"))
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "--zero 3 with --quantize nf4 (NF4 weights are not sharded; use --zero 2)");
     if ((st = lt_model_load(o->model, r->be, &r->m, err))) return st;
     lt_model_set_recompute(r->m, o->recompute);
     const lt_config *cfg = lt_model_config(r->m);
@@ -569,15 +579,22 @@ static lt_status setup(run *r, lt_err *err) {
     oc.eps = o->eps;
     oc.weight_decay = o->weight_decay;
     oc.clip = o->clip;
+    /* ZeRO-2: the model never holds a full-size gradient (the trainer's pool gives it group by group) */
+    if (o->zero >= 2 && (st = lt_model_pool_grads(r->m, err))) return st;
     if ((st = lt_trainer_create(r->m, &oc, o->decay_embeddings, o->skip_nonfinite, &r->tr, err))) return st;
     r->opt = lt_trainer_optim(r->tr);
+    if (o->shard_group && !r->comm)
+        return lt_fail(err, LT_ERR_INVALID, "--shard-group %ld needs a communicator (a data-parallel launch)",
+                       o->shard_group);
     if (r->comm) {
+        lt_trainer_set_shard_group(r->tr, (int)o->shard_group);
         if ((st = lt_trainer_distribute(r->tr, r->comm, (int)o->zero,
                                         strcmp(o->grad_reduce_dtype, "bf16") ? LT_F32 : LT_BF16, err)))
             return st;
         if (r->lora) lt_trainer_set_dropout_rng(r->tr, &r->rng);
     }
     lt_trainer_set_neftune(r->tr, o->neftune_alpha, (uint64_t)o->seed);
+    if ((st = report_memory(r, err))) return st;
     size_t N = (size_t)o->micro_batch * o->seq_len;
     r->buf = malloc((size_t)k * 4 * N * sizeof(int32_t));
     r->micro = calloc((size_t)k, sizeof *r->micro);
@@ -585,17 +602,21 @@ static lt_status setup(run *r, lt_err *err) {
     size_t params = 0;
     for (size_t i = 0; i < lt_model_num_params(r->m); i++)
         if (lt_model_param(r->m, i)->trainable) params += lt_model_param(r->m, i)->numel;
+    char group_txt[32];
+    snprintf(group_txt, sizeof group_txt, "%ld ranks", o->shard_group);
     if (!r->rank)
         fprintf(stderr,
                 "train: %s %s, %zu trainable parameters; %lld documents, %lld tokens, %lld batches of %d x %ld x "
-                "%ld per epoch (%lld truncated); %lld optimizer steps of %ld x %ld micro-batches%s%s%s%s%s\n",
+                "%ld per epoch (%lld truncated); %lld optimizer steps of %ld x %ld micro-batches%s%s%s%s%s%s%s\n",
                 lt_arch_name(cfg->arch),
                 r->lora ? (lt_model_is_quantized(r->m) ? "QLoRA (NF4 base weights)" : "LoRA") : "full fine-tuning",
                 params,
                 (long long)lt_loader_num_docs(r->L), (long long)lt_loader_num_tokens(r->L), (long long)bpe, r->world,
                 o->micro_batch, o->seq_len, (long long)lt_loader_num_truncated(r->L), (long long)total, o->grad_accum,
                 (long)r->world, r->comm ? "; communicator " : "", r->comm ? r->comm->name : "",
-                o->zero ? ", ZeRO-1" : "", strcmp(o->grad_reduce_dtype, "bf16") ? "" : ", bf16 gradient reduction",
+                o->zero == 3 ? ", ZeRO-3" : o->zero == 2 ? ", ZeRO-2" : o->zero ? ", ZeRO-1" : "",
+                o->shard_group && o->shard_group != r->world ? ", hybrid sharding in groups of " : "",
+                o->shard_group && o->shard_group != r->world ? group_txt : "", strcmp(o->grad_reduce_dtype, "bf16") ? "" : ", bf16 gradient reduction",
                 o->recompute ? "; recompute" : "");
     for (int i = 0; !r->rank && i < lt_loader_num_sets(r->L); i++) {
         lt_loader_set s;
@@ -605,6 +626,29 @@ static lt_status setup(run *r, lt_err *err) {
                 s.target_share);
     }
     return LT_OK;
+}
+
+/* Every rank's memory for parameters, gradients and optimizer state (from
+ * the buffers it holds), gathered and printed by rank 0 -- one line per rank. */
+static lt_status report_memory(run *r, lt_err *err) {
+    lt_trainer_mem mm;
+    lt_trainer_memory(r->tr, &mm);
+    int W = r->comm ? r->comm->world : 1, me = r->comm ? r->comm->rank : 0;
+    int64_t *all = calloc((size_t)W * 5, sizeof *all);
+    if (!all) return lt_fail(err, LT_ERR_NOMEM, "out of memory");
+    int64_t *mine = all + (size_t)me * 5;
+    mine[0] = (int64_t)mm.params, mine[1] = (int64_t)mm.params_gathered, mine[2] = (int64_t)mm.grad_buffers;
+    mine[3] = (int64_t)mm.grad_acc, mine[4] = (int64_t)mm.optim;
+    lt_status st = W > 1 ? r->comm->all_gather(r->comm, all, (size_t)W * 5, NULL, LT_I64, err) : LT_OK;
+    for (int q = 0; !st && !r->rank && q < W; q++) {
+        const int64_t *v = all + (size_t)q * 5;
+        fprintf(stderr,
+                "train: memory rank %d of %d: parameters %lld B, gathered weights %lld B, gradient buffers %lld B, "
+                "gradient accumulator %lld B, optimizer state %lld B\n",
+                q, W, (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3], (long long)v[4]);
+    }
+    free(all);
+    return st ? lt_wrap(err, st, "gathering the memory figures") : LT_OK;
 }
 
 /* Copy the next micro-batches of one step (stopping at the epoch's end). */
@@ -714,16 +758,31 @@ static int kill_after(void) {
     return s ? atoi(s) : -1;
 }
 
+static void fault_kill(int sig) {
+    (void)sig;
+    raise(SIGKILL);
+}
+
 /* Fault injection for the data-parallel tests: LT_FAULT_RANK=R LT_FAULT_STEP=S
  * makes rank R stop before optimizer step S: exit(3) (LT_FAULT_MODE=exit, the
- * default) or hang forever (LT_FAULT_MODE=hang: its peers time out). */
+ * default), hang forever (LT_FAULT_MODE=hang: its peers time out) or be
+ * killed by SIGKILL LT_FAULT_DELAY_MS (default 5) ms into the step
+ * (LT_FAULT_MODE=kill: mid-step, its peers waiting in a collective). */
 static void maybe_fault(const run *r, int64_t next_step) {
     const char *fr = getenv("LT_FAULT_RANK"), *fs = getenv("LT_FAULT_STEP"), *fm = getenv("LT_FAULT_MODE");
     if (!fr || !fs || atoi(fr) != r->rank || atoll(fs) != next_step) return;
-    int hang = fm && !strcmp(fm, "hang");
-    fprintf(stderr, "luxtrain: rank %d of %d: fault injection: %s before step %lld\n", r->rank, r->world,
-            hang ? "hanging" : "exiting", (long long)next_step);
+    int hang = fm && !strcmp(fm, "hang"), kill9 = fm && !strcmp(fm, "kill");
+    fprintf(stderr, "luxtrain: rank %d of %d: fault injection: %s step %lld\n", r->rank, r->world,
+            hang ? "hanging before" : kill9 ? "SIGKILL a few ms into" : "exiting before", (long long)next_step);
     fflush(stderr);
+    if (kill9) { /* SIGKILL a few ms into the step: its peers are then inside a collective with it */
+        const char *d = getenv("LT_FAULT_DELAY_MS");
+        long ms = d ? atol(d) : 5;
+        struct itimerval it = {{0, 0}, {ms / 1000, (ms % 1000) * 1000}};
+        signal(SIGALRM, fault_kill);
+        setitimer(ITIMER_REAL, &it, NULL);
+        return;
+    }
     if (!hang) _exit(3);
     for (;;) sleep(1000);
 }
@@ -804,8 +863,22 @@ static int dry_run(const lt_train_opts *o, int world) {
         fprintf(stderr, "train: %s\n", err.msg);
         return 1;
     }
-    double P = 0;
-    for (size_t i = 0; i < ns; i++) P += (double)sp[i].shape[0] * (sp[i].ndim > 1 ? (double)sp[i].shape[1] : 1);
+    double P = 0, Pe = 0, Ph = 0, Pl = 0; /* all; the embedding's group; the head's group; the largest layer */
+    {
+        double *lay = calloc((size_t)c.num_layers + 1, sizeof *lay);
+        for (size_t i = 0; i < ns; i++) {
+            double n = (double)sp[i].shape[0] * (sp[i].ndim > 1 ? (double)sp[i].shape[1] : 1);
+            const char *l = strstr(sp[i].name, "layers.");
+            int li = l ? atoi(l + 7) : -1;
+            P += n;
+            if (lt_str_ends_with(sp[i].name, "embed_tokens.weight")) Pe += n;
+            else if (li >= 0 && li < c.num_layers && lay) lay[li] += n;
+            else Ph += n;
+        }
+        for (int l = 0; lay && l < c.num_layers; l++)
+            if (lay[l] > Pl) Pl = lay[l];
+        free(lay);
+    }
     free(sp);
     int lora = lt_train_opts_lora(o);
     double Pt = P;
@@ -877,22 +950,46 @@ static int dry_run(const lt_train_opts *o, int world) {
                "(%.2f GB: embeddings, norms, lm_head), one dequantized projection %.2f GB\n",
                qb.nf4_params / 1e9, qb.nf4_bytes / GB, qb.nf4_bytes / qb.nf4_params, qb.other_params / 1e9,
                gpu ? "bf16" : "f32", qb.other_bytes / GB, qb.scratch_bytes / GB);
-    printf("\n%6s %10s %10s %10s %12s %12s %10s %8s  (GB = 1e9 bytes, per rank)\n", "ranks", "weights", "grads",
-           "grad acc", "Adam m+v", "f32 master", "acts", "total");
-    int ws[] = {1, 2, 4, 8, 16, 32};
-    for (int k = 0; k < 6; k++) {
+    if (o->shard_group) printf("--shard-group %ld: the ZeRO state is sharded over groups of %ld ranks\n",
+                               o->shard_group, o->shard_group);
+    printf("\n%6s %10s %10s %10s %12s %12s %10s %8s  (GB = 1e9 bytes, per rank, ZeRO-%ld)\n", "ranks", "weights",
+           "grads", "grad acc", "Adam m+v", "f32 master", "acts", "total", o->zero);
+    int ws[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 0}, nw = 9;
+    int in_list = 0;
+    for (int k = 0; k < nw; k++) in_list |= ws[k] == world;
+    if (!in_list) ws[nw++] = world;
+    /* the gradient groups (lt_model.h): a layer's trainable elements, the head's and the embedding's */
+    double tl = lora ? (Pt - Pemb) / c.num_layers : Pl, te = lora ? (Pemb ? Pe : 0) : Pe,
+           th = lora ? Pemb - (Pemb ? Pe : 0) : Ph;
+    double totals[10][4];
+    for (int k = 0; k < nw; k++) {
         int W = ws[k];
-        double sh = o->zero ? (double)W : 1.0;
-        double weights = (nf4 ? qb.nf4_bytes + qb.other_bytes + qb.scratch_bytes : P * wb) + (lora ? (Pt - Pemb) * 4 : 0);
-        double grads = Pt * 4;                              /* the model's f32 gradient */
-        double acc = bf16red && !o->zero ? 0 : Pt * 4 / sh; /* the step accumulator (or shard) */
-        double adam = (Pt - Pemb + Pst) * 8 / sh;
-        double master = gpu ? (lora ? Pst : Pt) * 4 / sh : 0;
-        double total = weights + grads + acc + adam + master + acts;
-        if (W == world) here = total;
-        printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,
-               adam / GB, master / GB, acts / GB, total / GB, W == world ? "   <- this launch" : "");
+        for (int z = 0; z < 4; z++) {
+            double sh = z ? (double)(o->shard_group > 0 && o->shard_group < W && W % o->shard_group == 0
+                                         ? o->shard_group : W) : 1.0;
+            double base = nf4 ? qb.nf4_bytes + qb.other_bytes + qb.scratch_bytes : P * wb;
+            double lw = lora ? (Pt - Pemb) * 4 : 0; /* LoRA A/B, f32 */
+            double weights = base + lw;
+            if (z == 3 && sh > 1) /* this rank's part (LoRA A/B stay whole), plus the gathered groups: three layers
+                                     (one in use, the next, one prefetched), the head and the embedding */
+                weights = base / sh + lw + (3 * Pl + Pe + Ph) * wb;
+            double grads = z >= 2 ? (2 * tl + te + th) * 4 : Pt * 4; /* ZeRO-2/3: the pool, else the whole gradient */
+            double acc = bf16red && !z ? 0 : Pt * 4 / sh;
+            double adam = (Pt - Pemb + Pst) * 8 / sh;
+            double master = gpu ? (lora ? Pst : Pt) * 4 / sh : 0;
+            double total = weights + grads + acc + adam + master + acts;
+            totals[k][z] = total;
+            if (z != o->zero) continue;
+            if (W == world) here = total;
+            printf("%6d %10.2f %10.2f %10.2f %12.2f %12.2f %10.2f %8.2f%s\n", W, weights / GB, grads / GB, acc / GB,
+                   adam / GB, master / GB, acts / GB, total / GB, W == world ? "   <- this launch" : "");
+        }
     }
+    printf("\ntotal per rank by ZeRO stage (GB)\n%6s %9s %9s %9s %9s\n",
+           "ranks", "ZeRO-0", "ZeRO-1", "ZeRO-2", "ZeRO-3");
+    for (int k = 0; k < nw; k++)
+        printf("%6d %9.2f %9.2f %9.2f %9.2f%s\n", ws[k], totals[k][0] / GB, totals[k][1] / GB, totals[k][2] / GB,
+               totals[k][3] / GB, ws[k] == world ? "   <- this launch" : "");
     int R = lt_model_logits_chunk_for(c.vocab_size, (size_t)A, (size_t)o->micro_batch * o->seq_len, 0);
     printf("\nactivations: one micro-batch (logits %.2f GB of them: chunks of %d rows)%s\n"
            "See docs/distributed.md for the arithmetic.\n",
@@ -903,10 +1000,10 @@ static int dry_run(const lt_train_opts *o, int world) {
         printf("\nthis launch: about %.2f GB per rank of %s memory, in %s\n", here / GB, gpu ? "GPU" : "CPU",
                gpu ? "bf16 (plus the workspace above)" : "f32");
     if (here >= 0 && gpu) { /* with a 2 GB workspace, against cards of N GiB */
-        const int cards[] = {16, 24, 40, 80};
+        const int cards[] = {16, 24, 40, 64, 80};
         printf("with ~2 GB of workspace this launch fits a GPU of");
-        for (int k = 0; k < 4; k++)
-            printf(" %d GB: %s%s", cards[k], here + 2e9 <= cards[k] * 1073741824.0 ? "yes" : "no", k < 3 ? "," : "\n");
+        for (int k = 0; k < 5; k++)
+            printf(" %d GB: %s%s", cards[k], here + 2e9 <= cards[k] * 1073741824.0 ? "yes" : "no", k < 4 ? "," : "\n");
     }
     if (here >= 0 && !gpu && pages > 0 && psz > 0)
         printf("this machine has %.2f GB of memory%s\n", (double)pages * psz / GB,
@@ -930,7 +1027,7 @@ int lt_cmd_train(int argc, char **argv) {
     if (o.dry_run) {
         lt_comm_env env;
         lt_comm_env_read(&env);
-        int rc = env.rank > 0 ? 0 : dry_run(&o, env.world > 1 ? env.world : 1);
+        int rc = env.rank > 0 ? 0 : dry_run(&o, o.world > 0 ? (int)o.world : env.world > 1 ? env.world : 1);
         lt_train_opts_free(&o);
         return rc;
     }
@@ -1023,6 +1120,15 @@ int lt_cmd_train(int argc, char **argv) {
             fprintf(stderr, "train: warning: no loss plot: %s\n", perr.msg);
     }
     lt_path_join(path, sizeof path, o.out, "final");
+    if (o.zero >= 2 && !r.rank)
+        fprintf(stderr, "train: ZeRO-%ld: %lld gradient reductions ran non-blocking behind the backward\n", o.zero,
+                (long long)lt_trainer_async_reductions(r.tr));
+    if (o.zero >= 3 && !r.rank) {
+        int64_t pf, au;
+        lt_trainer_gathers(r.tr, &pf, &au);
+        fprintf(stderr, "train: ZeRO-3 weight gathers: %lld prefetched while the previous layer computed, %lld at use\n",
+                (long long)pf, (long long)au);
+    }
     if (!r.rank)
         fprintf(stderr, "train: done after %lld steps (%.1f s); final %s: %s\n",
                 (long long)lt_optim_steps_done(r.opt), elapsed(&r), r.lora ? "adapter" : "model", path);

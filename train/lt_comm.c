@@ -105,7 +105,8 @@ double lt_comm_timeout(const lt_comm_opts *opts) {
 
 void lt_comm_print_abort(const lt_comm *c, const char *msg) {
     fflush(stdout);
-    fprintf(stderr, "luxtrain: rank %d of %d: %s\n", c->rank, c->world, msg ? msg : "(no message)");
+    fprintf(stderr, "luxtrain: rank %d of %d: %s\n", c->msg_world ? c->msg_rank : c->rank,
+            c->msg_world ? c->msg_world : c->world, msg ? msg : "(no message)");
     fflush(stderr);
 }
 
@@ -285,6 +286,16 @@ static void single_destroy(lt_comm *c) {
     free(c);
 }
 
+static lt_status single_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *err) {
+    (void)color, (void)key;
+    lt_comm_opts o = lt_comm_opts_default();
+    o.on_device = ((single_ctx *)c->ctx)->on_device;
+    o.timeout_s = c->timeout_s;
+    lt_status st = lt_comm_single_create(&o, out, err);
+    if (!st) (*out)->msg_rank = 0, (*out)->msg_world = 1;
+    return st;
+}
+
 lt_status lt_comm_single_create(const lt_comm_opts *opts, lt_comm **out, lt_err *err) {
     lt_comm *c = calloc(1, sizeof *c);
     single_ctx *x = calloc(1, sizeof *x);
@@ -312,6 +323,7 @@ lt_status lt_comm_single_create(const lt_comm_opts *opts, lt_comm **out, lt_err 
     c->set_stream = single_set_stream;
     c->abort = single_abort;
     c->destroy = single_destroy;
+    c->split = single_split;
     *out = c;
     return LT_OK;
 }

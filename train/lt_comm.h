@@ -170,7 +170,32 @@ struct lt_comm {
     void (*abort)(lt_comm *c, const char *msg);
     /* Free everything (and MPI_Finalize if lt_comm_create initialised MPI).
      * Collective: every rank calls it. NULL is fine. */
-    void (*destroy)(lt_comm *c);
+    void (*destroy)(lt_comm *c);    /* A sub-communicator, as MPI_Comm_split / ncclCommSplit: collective over
+     * c; the ranks passing the same color form one, ranked by (key, rank).
+     * Everything above holds inside it (the rank-order fold is over its own
+     * ranks); its messages and timeouts name ranks of the world (msg_rank).
+     * Free it with its destroy (collective over the sub-communicator) before
+     * c's. "single": world 1, color/key ignored. nccl: LT_ERR_UNSUPPORTED
+     * before NCCL 2.18. */
+    lt_status (*split)(lt_comm *c, int color, int key, lt_comm **out, lt_err *err);
+    /* Non-blocking all_gather (ZeRO-3's prefetch): the contract of all_gather,
+     * but it returns once the transfer is posted; *req is completed by
+     * wait_req (which returns when buf is whole, with the same timeout).
+     * Other collectives may run while it is in flight (every rank starts
+     * them in the same order); buf must stay untouched until wait_req. NULL
+     * where not implemented (nccl, single): use all_gather. */
+    lt_status (*all_gather_start)(lt_comm *c, void *buf, size_t n, const size_t *counts, lt_dtype dt, void **req,
+                                  lt_err *err);
+    /* Non-blocking reduce_scatter_sum_ordered (ZeRO-2/3's reductions behind
+     * the backward): x must stay untouched and acc_shard unread until
+     * wait_req, which folds in rank order (the same bits as the blocking
+     * call). Requests are completed in the order they were started by a
+     * caller that needs that order (the fold into the same acc). NULL where
+     * not implemented. */
+    lt_status (*reduce_scatter_sum_ordered_start)(lt_comm *c, void *acc_shard, const void *x, size_t n,
+                                                  const size_t *counts, lt_dtype dt, void **req, lt_err *err);
+    lt_status (*wait_req)(lt_comm *c, void *req, lt_err *err);
+    int msg_rank, msg_world; /* what messages call this rank (the world's in a sub-communicator) */
 };
 
 /* The canonical split of n elements across `world` ranks: rank `rank` owns

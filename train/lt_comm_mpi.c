@@ -37,6 +37,7 @@ typedef struct {
     int *idx;
     int cap;
     size_t *off, *len; /* world entries */
+    int *wrank;        /* a sub-communicator: the world rank of each of its ranks (NULL: the world) */
 } mpi_ctx;
 
 static mpi_ctx *X(lt_comm *c) { return (mpi_ctx *)c->ctx; }
@@ -90,10 +91,152 @@ static lt_status wait_reqs(lt_comm *c, const char *what, int n, lt_err *err) {
                 if (x->reqs[i] != MPI_REQUEST_NULL && x->peer[i] >= 0) suspect = x->peer[i];
             for (int i = 0; i < n && suspect < 0; i++)
                 if (x->reqs[i] != MPI_REQUEST_NULL) suspect = -1 - x->peer[i];
+            if (suspect >= 0 && x->wrank) suspect = x->wrank[suspect];
             lt_comm_timeout_abort(c, what, suspect);
         }
         lt_comm_backoff(&iter);
     }
+}
+
+static lt_status check_args(lt_comm *c, const char *what, size_t n, const size_t *counts, lt_dtype dt,
+                            lt_err *err);
+
+/* ---- non-blocking all-gather (its own tag: never matched with the others) ---- */
+
+typedef struct {
+    int n;
+    MPI_Request *reqs;
+    int *peer, *idx;
+    /* an ordered reduce-scatter: fold tmp's W pieces into acc at the wait */
+    void *acc;
+    unsigned char *tmp;
+    size_t len;
+    lt_dtype dt;
+    int world;
+} mpi_async;
+
+static lt_status mpi_all_gather_start(lt_comm *c, void *bufv, size_t n, const size_t *counts, lt_dtype dt, void **req,
+                                      lt_err *err) {
+    const char *what = "all_gather (prefetch)";
+    *req = NULL;
+    mpi_ctx *x = X(c);
+    lt_status st = check_args(c, what, n, counts, dt, err);
+    if (st) return st;
+    const int W = c->world, me = c->rank;
+    const size_t es = lt_dtype_size(dt);
+    unsigned char *buf = bufv;
+    size_t nmsg = 0;
+    for (int q = 0; q < W; q++)
+        if (q != me) nmsg += (x->len[q] * es + LT_COMM_MAX_MSG - 1) / LT_COMM_MAX_MSG +
+                             (x->len[me] * es + LT_COMM_MAX_MSG - 1) / LT_COMM_MAX_MSG;
+    mpi_async *a = calloc(1, sizeof *a);
+    if (a) a->reqs = calloc(nmsg + 1, sizeof *a->reqs), a->peer = calloc(nmsg + 1, sizeof(int)),
+           a->idx = calloc(nmsg + 1, sizeof(int));
+    if (!a || !a->reqs || !a->peer || !a->idx) {
+        if (a) free(a->reqs), free(a->peer), free(a->idx);
+        free(a);
+        return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", what);
+    }
+    for (int q = 0; q < W; q++) {
+        if (q == me) continue;
+        for (size_t b = 0; b < x->len[q] * es; b += LT_COMM_MAX_MSG) {
+            size_t m = x->len[q] * es - b < LT_COMM_MAX_MSG ? x->len[q] * es - b : LT_COMM_MAX_MSG;
+            int rc = MPI_Irecv(buf + x->off[q] * es + b, (int)m, MPI_BYTE, q, LT_COMM_TAG + 1, x->comm,
+                               &a->reqs[a->n]);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what); /* (the job stops: the requests do not matter) */
+            a->peer[a->n++] = q;
+        }
+        for (size_t b = 0; b < x->len[me] * es; b += LT_COMM_MAX_MSG) {
+            size_t m = x->len[me] * es - b < LT_COMM_MAX_MSG ? x->len[me] * es - b : LT_COMM_MAX_MSG;
+            int rc = MPI_Isend(buf + x->off[me] * es + b, (int)m, MPI_BYTE, q, LT_COMM_TAG + 1, x->comm,
+                               &a->reqs[a->n]);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+            a->peer[a->n++] = -1 - q;
+        }
+    }
+    *req = a;
+    return LT_OK;
+}
+
+static lt_status mpi_wait_req(lt_comm *c, void *req, lt_err *err) {
+    mpi_async *a = req;
+    const char *what = a && a->acc ? "reduce_scatter_sum_ordered (non-blocking)" : "all_gather (prefetch)";
+    if (!a) return LT_OK;
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    lt_status st = LT_OK;
+    for (;;) {
+        int outcount = 0;
+        int rc = a->n ? MPI_Testsome(a->n, a->reqs, &outcount, a->idx, MPI_STATUSES_IGNORE) : MPI_SUCCESS;
+        if (rc != MPI_SUCCESS) {
+            st = mpi_fail(err, rc, what);
+            break;
+        }
+        if (!a->n || outcount == MPI_UNDEFINED) break;
+        if (outcount > 0) continue;
+        if (lt_now_s() - t0 > c->timeout_s) {
+            int suspect = -1;
+            for (int i = 0; i < a->n && suspect < 0; i++)
+                if (a->reqs[i] != MPI_REQUEST_NULL) suspect = a->peer[i] >= 0 ? a->peer[i] : -1 - a->peer[i];
+            if (suspect >= 0 && X(c)->wrank) suspect = X(c)->wrank[suspect];
+            lt_comm_timeout_abort(c, what, suspect);
+        }
+        lt_comm_backoff(&iter);
+    }
+    if (!st && a->acc)
+        for (int q = 0; q < a->world; q++) lt_comm_add(a->dt, a->acc, a->tmp + (size_t)q * a->len * lt_dtype_size(a->dt), a->len);
+    free(a->tmp);
+    free(a->reqs);
+    free(a->peer);
+    free(a->idx);
+    free(a);
+    return st;
+}
+
+/* Non-blocking reduce_scatter_sum_ordered: every piece of this rank's slot
+ * arrives in tmp (own piece copied now), the fold in rank order runs in
+ * wait_req -- the same bits as the blocking call. Its own tag. */
+static lt_status mpi_rs_ordered_start(lt_comm *c, void *acc, const void *xv, size_t n, const size_t *counts,
+                                      lt_dtype dt, void **req, lt_err *err) {
+    const char *what = "reduce_scatter_sum_ordered (non-blocking)";
+    *req = NULL;
+    mpi_ctx *x = X(c);
+    lt_status st = check_args(c, what, n, counts, dt, err);
+    if (st) return st;
+    const int W = c->world, me = c->rank;
+    const size_t es = lt_dtype_size(dt), mine = x->len[me];
+    const unsigned char *src = xv;
+    size_t nmsg = 0;
+    for (int q = 0; q < W; q++)
+        if (q != me) nmsg += (x->len[q] * es + LT_COMM_MAX_MSG - 1) / LT_COMM_MAX_MSG + (mine * es + LT_COMM_MAX_MSG - 1) / LT_COMM_MAX_MSG;
+    mpi_async *a = calloc(1, sizeof *a);
+    if (a) a->reqs = calloc(nmsg + 1, sizeof *a->reqs), a->peer = calloc(nmsg + 1, sizeof(int)),
+           a->idx = calloc(nmsg + 1, sizeof(int)), a->tmp = malloc((size_t)W * mine * es + 1);
+    if (!a || !a->reqs || !a->peer || !a->idx || !a->tmp) {
+        if (a) free(a->reqs), free(a->peer), free(a->idx), free(a->tmp);
+        free(a);
+        return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", what);
+    }
+    a->acc = acc, a->len = mine, a->dt = dt, a->world = W;
+    memcpy(a->tmp + (size_t)me * mine * es, src + x->off[me] * es, mine * es);
+    for (int q = 0; q < W; q++) {
+        if (q == me) continue;
+        for (size_t b = 0; b < mine * es; b += LT_COMM_MAX_MSG) {
+            size_t m = mine * es - b < LT_COMM_MAX_MSG ? mine * es - b : LT_COMM_MAX_MSG;
+            int rc = MPI_Irecv(a->tmp + (size_t)q * mine * es + b, (int)m, MPI_BYTE, q, LT_COMM_TAG + 2, x->comm,
+                               &a->reqs[a->n]);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+            a->peer[a->n++] = q;
+        }
+        for (size_t b = 0; b < x->len[q] * es; b += LT_COMM_MAX_MSG) {
+            size_t m = x->len[q] * es - b < LT_COMM_MAX_MSG ? x->len[q] * es - b : LT_COMM_MAX_MSG;
+            int rc = MPI_Isend(src + x->off[q] * es + b, (int)m, MPI_BYTE, q, LT_COMM_TAG + 2, x->comm, &a->reqs[a->n]);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+            a->peer[a->n++] = -1 - q;
+        }
+    }
+    *req = a;
+    return LT_OK;
 }
 
 /* Wait for one collective request (the peer at fault is not known). */
@@ -325,6 +468,7 @@ static void mpi_destroy(lt_comm *c) {
         free(x->idx);
         free(x->off);
         free(x->len);
+        free(x->wrank);
         free(x);
     }
     free(c);
@@ -388,6 +532,79 @@ lt_status lt_comm_mpi_boot_bcast(void *buf, size_t bytes, double timeout_s, int 
     }
 }
 
+static lt_status mpi_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *err);
+
+/* the table and the scratch layout for x->comm (c->rank / c->world set) */
+static lt_status mpi_fill(lt_comm *c, lt_err *err) {
+    mpi_ctx *x = X(c);
+    MPI_Comm_set_errhandler(x->comm, MPI_ERRORS_RETURN);
+    x->off = calloc((size_t)c->world, sizeof *x->off);
+    x->len = calloc((size_t)c->world, sizeof *x->len);
+    if (!x->off || !x->len) return lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
+    /* pieces of ~16M elements in all (x world) keep the scratch near 64 MB */
+    size_t dflt = ((size_t)1 << 24) / (size_t)c->world;
+    if (dflt < 4096) dflt = 4096;
+    x->chunk = lt_comm_chunk_elems(dflt);
+    if (x->chunk > LT_COMM_MAX_MSG / 8) x->chunk = LT_COMM_MAX_MSG / 8;
+    c->name = "mpi";
+    c->device = -1;
+    c->all_reduce_sum = mpi_all_reduce;
+    c->all_reduce_sum_ordered = mpi_all_reduce_ordered;
+    c->reduce_scatter_sum = mpi_reduce_scatter;
+    c->reduce_scatter_sum_ordered = mpi_reduce_scatter_ordered;
+    c->all_gather = mpi_all_gather;
+    c->broadcast = mpi_broadcast;
+    c->barrier = mpi_barrier;
+    c->set_stream = mpi_set_stream;
+    c->abort = mpi_abort;
+    c->split = mpi_split;
+    c->all_gather_start = mpi_all_gather_start;
+    c->reduce_scatter_sum_ordered_start = mpi_rs_ordered_start;
+    c->wait_req = mpi_wait_req;
+    return LT_OK;
+}
+
+static lt_status mpi_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *err) {
+    *out = NULL;
+    lt_comm *s = calloc(1, sizeof *s);
+    mpi_ctx *x = calloc(1, sizeof *x);
+    if (!s || !x) {
+        free(s);
+        free(x);
+        return lt_fail(err, LT_ERR_NOMEM, "communicator split: out of memory");
+    }
+    x->comm = MPI_COMM_NULL;
+    s->ctx = x;
+    s->destroy = mpi_destroy;
+    int rc = MPI_Comm_split(X(c)->comm, color < 0 ? 0 : color, key, &x->comm);
+    if (rc != MPI_SUCCESS) {
+        mpi_destroy(s);
+        return mpi_fail(err, rc, "communicator split");
+    }
+    MPI_Comm_rank(x->comm, &s->rank);
+    MPI_Comm_size(x->comm, &s->world);
+    s->local_rank = c->local_rank;
+    s->local_world = c->local_world;
+    s->timeout_s = c->timeout_s;
+    s->msg_rank = c->msg_world ? c->msg_rank : c->rank;
+    s->msg_world = c->msg_world ? c->msg_world : c->world;
+    /* the world rank of every member, for the messages */
+    int me = s->msg_rank;
+    x->wrank = calloc((size_t)s->world, sizeof *x->wrank);
+    lt_status st = x->wrank ? mpi_fill(s, err) : lt_fail(err, LT_ERR_NOMEM, "communicator split: out of memory");
+    MPI_Request req;
+    if (!st && (rc = MPI_Iallgather(&me, 1, MPI_INT, x->wrank, 1, MPI_INT, x->comm, &req)) != MPI_SUCCESS)
+        st = mpi_fail(err, rc, "communicator split");
+    else if (!st)
+        st = wait_one(s, "communicator split", req, err);
+    if (st) {
+        mpi_destroy(s);
+        return st;
+    }
+    *out = s;
+    return LT_OK;
+}
+
 lt_status lt_comm_mpi_create(const lt_comm_opts *opts, const lt_comm_env *env, lt_comm **out, lt_err *err) {
     *out = NULL;
     lt_comm *c = calloc(1, sizeof *c);
@@ -411,30 +628,11 @@ lt_status lt_comm_mpi_create(const lt_comm_opts *opts, const lt_comm_env *env, l
         mpi_destroy(c);
         return lt_fail(err, LT_ERR_BACKEND, "communicator 'mpi': MPI_Comm_dup failed");
     }
-    MPI_Comm_set_errhandler(x->comm, MPI_ERRORS_RETURN);
-    x->off = calloc((size_t)c->world, sizeof *x->off);
-    x->len = calloc((size_t)c->world, sizeof *x->len);
-    if (!x->off || !x->len) {
-        mpi_destroy(c);
-        return lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
-    }
-    /* pieces of ~16M elements in all (x world) keep the scratch near 64 MB */
-    size_t dflt = ((size_t)1 << 24) / (size_t)c->world;
-    if (dflt < 4096) dflt = 4096;
-    x->chunk = lt_comm_chunk_elems(dflt);
-    if (x->chunk > LT_COMM_MAX_MSG / 8) x->chunk = LT_COMM_MAX_MSG / 8;
-    c->name = "mpi";
-    c->device = -1;
     c->timeout_s = lt_comm_timeout(opts);
-    c->all_reduce_sum = mpi_all_reduce;
-    c->all_reduce_sum_ordered = mpi_all_reduce_ordered;
-    c->reduce_scatter_sum = mpi_reduce_scatter;
-    c->reduce_scatter_sum_ordered = mpi_reduce_scatter_ordered;
-    c->all_gather = mpi_all_gather;
-    c->broadcast = mpi_broadcast;
-    c->barrier = mpi_barrier;
-    c->set_stream = mpi_set_stream;
-    c->abort = mpi_abort;
+    if ((st = mpi_fill(c, err))) {
+        mpi_destroy(c);
+        return st;
+    }
     *out = c;
     return LT_OK;
 }

@@ -441,6 +441,100 @@ static void nc_destroy(lt_comm *c) {
     free(c);
 }
 
+static lt_status nc_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *err);
+
+/* an empty nccl communicator (NULL: out of memory, err set) */
+static lt_comm *nc_new(lt_err *err) {
+    lt_comm *c = calloc(1, sizeof *c);
+    nccl_ctx *x = calloc(1, sizeof *x);
+    if (!c || !x) {
+        free(c);
+        free(x);
+        lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
+        return NULL;
+    }
+    c->ctx = x;
+    c->name = "nccl";
+    c->destroy = nc_destroy;
+    c->abort = nc_abort;
+    return c;
+}
+
+/* after the NCCL communicator exists: the stream, cuBLAS and the table */
+static lt_status nc_finish(lt_comm *c, void *stream, lt_err *err) {
+    nccl_ctx *x = X(c);
+    cudaError_t e;
+    if ((e = cudaStreamCreateWithFlags(&x->own, cudaStreamNonBlocking)) != cudaSuccess)
+        return cuda_fail(err, e, "communicator 'nccl': cudaStreamCreate");
+    x->stream = x->own;
+    if (cublasCreate(&x->blas) != CUBLAS_STATUS_SUCCESS) {
+        x->blas = NULL;
+        return lt_fail(err, LT_ERR_BACKEND, "communicator 'nccl': cublasCreate failed");
+    }
+    c->all_reduce_sum = nc_all_reduce;
+    c->all_reduce_sum_ordered = nc_all_reduce_ordered;
+    c->reduce_scatter_sum = nc_reduce_scatter;
+    c->reduce_scatter_sum_ordered = nc_reduce_scatter_ordered;
+    c->all_gather = nc_all_gather;
+    c->broadcast = nc_broadcast;
+    c->barrier = nc_barrier;
+    c->set_stream = nc_set_stream;
+    c->split = nc_split;
+    return nc_set_stream(c, stream, err);
+}
+
+/* a sub-communicator: ncclCommSplit (NCCL >= 2.18), non-blocking like the parent */
+static lt_status nc_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *err) {
+    *out = NULL;
+#if defined(NCCL_VERSION_CODE) && NCCL_VERSION_CODE >= NCCL_VERSION(2, 18, 0)
+    lt_comm *s = nc_new(err);
+    if (!s) return lt_wrap(err, LT_ERR_NOMEM, "communicator split");
+    nccl_ctx *x = X(s);
+    s->timeout_s = c->timeout_s;
+    s->device = c->device;
+    s->local_rank = c->local_rank;
+    s->local_world = c->local_world;
+    s->msg_rank = c->msg_world ? c->msg_rank : c->rank;
+    s->msg_world = c->msg_world ? c->msg_world : c->world;
+    ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+    cfg.blocking = 0;
+    ncclResult_t r = ncclCommSplit(X(c)->nccl, color < 0 ? 0 : color, key, &x->nccl, &cfg);
+    lt_status st = LT_OK;
+    if (r != ncclSuccess && r != ncclInProgress) {
+        x->nccl = NULL;
+        st = nccl_fail(NULL, err, r, "ncclCommSplit");
+    }
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    while (!st) {
+        ncclResult_t a = ncclInProgress;
+        ncclCommGetAsyncError(x->nccl, &a);
+        if (a == ncclSuccess) break;
+        if (a != ncclInProgress) st = nccl_fail(s, err, a, "ncclCommSplit");
+        else if (lt_now_s() - t0 > c->timeout_s) lt_comm_timeout_abort(c, "split (ncclCommSplit)", -1);
+        else lt_comm_backoff(&iter);
+    }
+    if (!st && (ncclCommCount(x->nccl, &s->world) != ncclSuccess || ncclCommUserRank(x->nccl, &s->rank) != ncclSuccess))
+        st = lt_fail(err, LT_ERR_BACKEND, "ncclCommSplit: no rank / size");
+    if (!st) {
+        x->off = calloc((size_t)s->world, sizeof *x->off);
+        x->len = calloc((size_t)s->world, sizeof *x->len);
+        if (!x->off || !x->len) st = lt_fail(err, LT_ERR_NOMEM, "communicator split: out of memory");
+        x->chunk = X(c)->chunk;
+    }
+    if (!st) st = nc_finish(s, X(c)->user_stream ? X(c)->stream : NULL, err);
+    if (st) {
+        nc_destroy(s);
+        return lt_wrap(err, st, "communicator split");
+    }
+    *out = s;
+    return LT_OK;
+#else
+    (void)c, (void)color, (void)key;
+    return lt_fail(err, LT_ERR_UNSUPPORTED, "nccl: sub-communicators (--shard-group) need NCCL 2.18 or newer");
+#endif
+}
+
 /* ---- the unique id without MPI: NCCL_COMM_ID or a shared file ---- */
 
 static lt_status id_by_file(lt_comm *c, ncclUniqueId *id, lt_err *err) {
@@ -488,17 +582,9 @@ static lt_status id_by_file(lt_comm *c, ncclUniqueId *id, lt_err *err) {
 
 lt_status lt_comm_nccl_create(const lt_comm_opts *opts, const lt_comm_env *env, lt_comm **out, lt_err *err) {
     *out = NULL;
-    lt_comm *c = calloc(1, sizeof *c);
-    nccl_ctx *x = calloc(1, sizeof *x);
-    if (!c || !x) {
-        free(c);
-        free(x);
-        return lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
-    }
-    c->ctx = x;
-    c->name = "nccl";
-    c->destroy = nc_destroy;
-    c->abort = nc_abort;
+    lt_comm *c = nc_new(err);
+    if (!c) return LT_ERR_NOMEM;
+    nccl_ctx *x = X(c);
     c->timeout_s = lt_comm_timeout(opts);
     c->rank = env->rank;
     c->world = env->world;
@@ -577,25 +663,7 @@ lt_status lt_comm_nccl_create(const lt_comm_opts *opts, const lt_comm_env *env, 
         lt_comm_backoff(&iter);
     }
 
-    if ((e = cudaStreamCreateWithFlags(&x->own, cudaStreamNonBlocking)) != cudaSuccess) {
-        nc_destroy(c);
-        return cuda_fail(err, e, "communicator 'nccl': cudaStreamCreate");
-    }
-    x->stream = x->own;
-    if (cublasCreate(&x->blas) != CUBLAS_STATUS_SUCCESS) {
-        x->blas = NULL;
-        nc_destroy(c);
-        return lt_fail(err, LT_ERR_BACKEND, "communicator 'nccl': cublasCreate failed");
-    }
-    c->all_reduce_sum = nc_all_reduce;
-    c->all_reduce_sum_ordered = nc_all_reduce_ordered;
-    c->reduce_scatter_sum = nc_reduce_scatter;
-    c->reduce_scatter_sum_ordered = nc_reduce_scatter_ordered;
-    c->all_gather = nc_all_gather;
-    c->broadcast = nc_broadcast;
-    c->barrier = nc_barrier;
-    c->set_stream = nc_set_stream;
-    if ((st = nc_set_stream(c, opts ? opts->stream : NULL, err))) {
+    if ((st = nc_finish(c, opts ? opts->stream : NULL, err))) {
         nc_destroy(c);
         return st;
     }

@@ -68,6 +68,7 @@ typedef struct opt_tensor {
     size_t *seg;     /* lt_optim_add_rows: (2 * nseg) runs [start, start + len) of elements that train; m, v,
                         master hold them back to back. NULL: the state covers [off, off + len) */
     size_t nseg;
+    int part;        /* ZeRO-3: param holds this rank's part only ([off, off + len) of the tensor) */
 } opt_tensor;
 
 struct lt_optim {
@@ -177,7 +178,7 @@ static lt_status add_tensor(lt_optim *o, const char *name, int ndim, const int64
                             lt_err *err) {
     lt_backend *be = o->be;
     if (ndim < 1 || ndim > 2) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has rank %d (1 or 2)", name, ndim);
-    if (!param || !grad) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has no %s buffer", name, param ? "grad" : "param");
+    if (!param) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has no param buffer", name);
     for (size_t i = 0; i < o->n; i++)
         if (!strcmp(o->t[i].name, name)) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' added twice", name);
     size_t n = 1, bytes;
@@ -375,6 +376,20 @@ lt_status lt_optim_distribute(lt_optim *o, lt_comm *c, int zero, float *grad, lt
 }
 
 lt_comm *lt_optim_comm(const lt_optim *o) { return o->comm; }
+
+lt_status lt_optim_set_param_part(lt_optim *o, size_t i, void *part, lt_err *err) {
+    if (i >= o->n || !o->zero)
+        return lt_fail(err, LT_ERR_INVALID, "optimizer: a parameter part for tensor %zu needs ZeRO after distribute", i);
+    o->t[i].param = part;
+    o->t[i].part = 1;
+    return LT_OK;
+}
+
+size_t lt_optim_state_bytes(const lt_optim *o) {
+    size_t b = 0;
+    for (size_t i = 0; i < o->n; i++) b += o->t[i].len * sizeof(float) * (o->t[i].master ? 3 : 2);
+    return b;
+}
 int lt_optim_zero(const lt_optim *o) { return o->zero; }
 
 /* the tensor holding flat element e */
@@ -433,6 +448,7 @@ static lt_status gather_params(lt_optim *o, lt_err *err) {
     lt_comm *c = o->comm;
     for (size_t i = 0; i < o->n; i++) {
         opt_tensor *t = &o->t[i];
+        if (t->part) continue; /* ZeRO-3: gathered when the model needs it */
         lt_status st = c->all_gather(c, t->param, t->n, t->counts, t->param_dtype, err);
         if (st) return lt_wrap(err, st, "optimizer: gathering '%s'", t->name);
     }
@@ -441,6 +457,9 @@ static lt_status gather_params(lt_optim *o, lt_err *err) {
 
 lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
     double norm = 0.0;
+    for (size_t i = 0; i < o->n; i++)
+        if (!o->t[i].grad && o->t[i].len)
+            return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has no gradient (distribute first)", o->t[i].name);
     lt_status st = lt_optim_grad_norm(o, &norm, err);
     if (stats) {
         stats->step = o->steps_done;
@@ -472,7 +491,7 @@ lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
             c += len;
         }
         if (t->seg) continue;
-        o->desc[nd++] = (lt_adamw_tensor){.param = (char *)t->param + t->off * lt_dtype_size(t->param_dtype),
+        o->desc[nd++] = (lt_adamw_tensor){.param = (char *)t->param + (t->part ? 0 : t->off) * lt_dtype_size(t->param_dtype),
                                           .param_dtype = t->param_dtype,
                                           .master = t->master,
                                           .grad = t->grad,
@@ -503,7 +522,7 @@ lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
 static lt_status get_full(lt_optim *o, size_t i, int which, float *host, lt_err *err) {
     opt_tensor *t = &o->t[i];
     lt_backend *be = o->be;
-    if (which == 0 && !t->master) return be->download_f32(be, host, t->param, t->param_dtype, t->n, err);
+    if (which == 0 && !t->master && !t->part) return be->download_f32(be, host, t->param, t->param_dtype, t->n, err);
     float *src = which == 0 ? t->master : which == 1 ? t->m : t->v;
     if (t->seg) { /* the runs; elsewhere the weights as they are, and a state of zeros */
         lt_status st = which == 0 ? be->download_f32(be, host, t->param, t->param_dtype, t->n, err) : LT_OK;
@@ -513,7 +532,10 @@ static lt_status get_full(lt_optim *o, size_t i, int which, float *host, lt_err 
             st = be->download_f32(be, host + t->seg[2 * k], src + c, LT_F32, t->seg[2 * k + 1], err);
         return st ? st : be->sync(be, err);
     }
-    lt_status st = t->len ? be->download_f32(be, host + t->off, src, LT_F32, t->len, err) : LT_OK;
+    /* ZeRO-3 without master weights: this rank's part of the parameter itself */
+    const void *part = which == 0 && !t->master ? t->param : (const void *)src;
+    lt_dtype sdt = which == 0 && !t->master ? t->param_dtype : LT_F32;
+    lt_status st = t->len ? be->download_f32(be, host + t->off, part, sdt, t->len, err) : LT_OK;
     if (!st) st = be->sync(be, err);
     if (!st && o->zero && o->comm->world > 1) st = o->comm->all_gather(o->comm, host, t->n, t->counts, LT_F32, err);
     return st;
@@ -537,7 +559,8 @@ lt_status lt_optim_set_param(lt_optim *o, size_t i, const float *host, lt_err *e
     opt_tensor *t = &o->t[i];
     lt_status st = t->seg ? put_runs(o->be, t, t->master, host, err) : LT_OK;
     if (t->master && t->len && !t->seg) st = o->be->upload_f32(o->be, t->master, LT_F32, host + t->off, t->len, err);
-    if (st == LT_OK) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host, t->n, err);
+    if (st == LT_OK && t->part && t->len) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host + t->off, t->len, err);
+    else if (st == LT_OK && !t->part) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host, t->n, err);
     return st;
 }
 
@@ -555,7 +578,7 @@ lt_status lt_optim_params_to_tlist(lt_optim *o, lt_tlist *out, lt_err *err) {
     lt_status st = LT_OK;
     for (size_t i = 0; i < o->n && !st; i++) {
         opt_tensor *t = &o->t[i];
-        if (!out && !(t->master && o->zero)) continue; /* nothing collective for this one */
+        if (!out && !((t->master || t->part) && o->zero)) continue; /* nothing collective for this one */
         float *dst = out ? lt_tlist_new(out, t->name, LT_F32, t->ndim, t->shape, err) : scratch;
         if (!dst) {
             st = LT_ERR_INVALID;
@@ -651,7 +674,8 @@ void lt_optim_part_of(const lt_optim *o, size_t i, lt_optim_part *p) {
     const opt_tensor *t = &o->t[i];
     *p = (lt_optim_part){.name = t->name, .ndim = t->ndim, .shape = {t->shape[0], t->ndim > 1 ? t->shape[1] : 0},
                          .n = t->n, .off = t->off, .len = t->len, .master = t->master, .m = t->m, .v = t->v,
-                         .param = t->param, .param_dtype = t->param_dtype, .param_off = 0, .param_len = t->n};
+                         .param = t->param, .param_dtype = t->param_dtype, .param_off = t->part ? t->off : 0,
+                         .param_len = t->part ? t->len : t->n}; /* ZeRO-3: the parameter is the part only */
 }
 
 /* the state buffer of `which` (master may be NULL) */
@@ -666,7 +690,7 @@ lt_status lt_optim_part_get(lt_optim *o, size_t i, int which, size_t a, size_t b
     if (!t->seg) {
         if (src) return be->download_f32(be, host, src + (a - t->off), LT_F32, b - a, err);
         if (which) return lt_fail(err, LT_ERR_INVALID, "optimizer: '%s' has no state %d", t->name, which);
-        return be->download_f32(be, host, (const char *)t->param + a * lt_dtype_size(t->param_dtype),
+        return be->download_f32(be, host, (const char *)t->param + (a - (t->part ? t->off : 0)) * lt_dtype_size(t->param_dtype),
                                 t->param_dtype, b - a, err);
     }
     lt_status st = LT_OK;

@@ -77,7 +77,9 @@ void lt_optim_free(lt_optim *o);
 /* Add a trainable tensor: param (backend memory, param_dtype) and grad
  * (backend memory, f32), both of numel = prod(shape). The optimizer
  * allocates m and v (zeroed) and, when param_dtype is not F32, f32 master
- * weights initialized from param. Names must be unique (they name the state
+ * weights initialized from param. grad may be NULL when lt_optim_distribute
+ * gives the gradients (ZeRO-1/2: this rank's shard of the accumulator) --
+ * then a step before it fails. Names must be unique (they name the state
  * in checkpoints). ndim 1 or 2. */
 lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *shape, void *param,
                        lt_dtype param_dtype, float *grad, int decay, lt_err *err);
@@ -135,6 +137,14 @@ void lt_optim_flat_shard(const lt_optim *o, int rank, int world, size_t *start, 
 /* Offset of tensor i in the flattened vector. */
 size_t lt_optim_flat_offset(const lt_optim *o, size_t i);
 lt_comm *lt_optim_comm(const lt_optim *o); /* NULL until distributed */
+/* ZeRO-3 (after lt_optim_distribute with zero): tensor i's parameter is only
+ * this rank's part (len elements of the param dtype at `part`, borrowed):
+ * a step updates the part and gathers nothing; lt_optim_get_param and
+ * *_to_tlist gather the parts (collective), set_param keeps the part, and
+ * lt_optim_part_of reports param_off / param_len = that part. */
+lt_status lt_optim_set_param_part(lt_optim *o, size_t i, void *part, lt_err *err);
+/* Bytes of optimizer state this rank holds: m, v (and f32 master weights). */
+size_t lt_optim_state_bytes(const lt_optim *o);
 int lt_optim_zero(const lt_optim *o);
 
 /* Global gradient norm (sqrt of the sum of be->sumsq, in double). On a

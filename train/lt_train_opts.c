@@ -120,12 +120,19 @@ static const optdef OPTS[] = {
     {"Memory and data parallelism (docs/distributed.md)", K_SECTION, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, NULL},
     {"recompute", K_FLAG, F(recompute), 0, "false", NULL, 0, 0, 0, 0, 0,
      "activation recomputation: keep only each layer's input, recompute the layer in the backward"},
-    {"zero", K_LONG, F(zero), 0, "0", "S", 0, 1, 0, 0, 0,
-     "1 = ZeRO-1: shard the AdamW state and fp32 master weights across the ranks"},
+    {"zero", K_LONG, F(zero), 0, "0", "S", 0, 3, 0, 0, 0,
+     "1 = ZeRO-1: shard the AdamW state and fp32 master weights across the ranks; 2 = ZeRO-2: the gradients "
+     "too (reduce-scattered per layer during the backward, no full-size gradient buffer); 3 = ZeRO-3: the "
+     "parameters too (each layer's gathered before its forward and its backward)"},
+    {"shard-group", K_LONG, F(shard_group), 0, "0", "N", 0, 1048576, 0, 0, 0,
+     "HYBRID_SHARD: shard the --zero state inside groups of N consecutive ranks (a node), replicate across the "
+     "groups; the world size must be a multiple of N; 0 = all ranks"},
     {"grad-reduce-dtype", K_CHOICE, F(grad_reduce_dtype), 0, "f32", "D", 0, 0, 0, 0, 0,
      "f32 (exact: N ranks = 1 rank bitwise) or bf16 (once per step, half the traffic; for GPUs)", REDUCE_DTYPES},
     {"dry-run", K_FLAG, F(dry_run), 0, "false", NULL, 0, 0, 0, 0, 0,
      "print the per-rank memory estimate for this configuration and exit"},
+    {"world", K_LONG, F(world), 0, "0", "N", 0, 1048576, 0, 0, 0,
+     "--dry-run: the world size to mark as this launch (default: the launcher's, else 1)"},
 };
 #define NOPTS (sizeof OPTS / sizeof OPTS[0])
 

@@ -65,7 +65,9 @@ typedef struct lt_train_opts {
     int skip_nonfinite;
     /* memory and data parallelism */
     int recompute;
-    long zero;               /* 0 or 1 (ZeRO-1) */
+    long zero;               /* 0, 1 (ZeRO-1) or 2 (ZeRO-2) */
+    long shard_group;        /* --shard-group N (0: all ranks) */
+    long world;              /* --dry-run --world N (0: the launcher's) */
     char *grad_reduce_dtype; /* "f32" | "bf16" */
     int dry_run;
     int help; /* --help / -h seen: print lt_train_opts_help, nothing validated */

@@ -16,7 +16,39 @@ struct lt_trainer {
     lt_optim *opt;
     int skip_nonfinite;
     lt_comm *comm; /* NULL: no communicator (legacy accumulation, see lt_trainer.h) */
-    int zero;      /* ZeRO-1 */
+    int zero;      /* sharded optimizer state (ZeRO-1 and above) */
+    int shard_group;   /* --shard-group N (0: the world) */
+    lt_comm *sc;       /* the ranks the state is sharded over: comm, or the group (intra) */
+    lt_comm *cross;    /* hybrid: the ranks with the same place in the other groups (NULL: none) */
+    int stage;     /* the ZeRO stage asked for: 0, 1, 2 */
+    int pooled;    /* ZeRO-2: no flat gradient; groups come from the pool below */
+    float **gcur;  /* (nslots) pooled: the buffer handed out for each group this micro-batch */
+    size_t *goff;  /* (ranges) pooled: offset of each range inside its group's buffer */
+    float *pool_edge[2];  /* pooled: the head group's and the embedding group's buffers */
+    float *pool_layer[2]; /* pooled: two layer buffers, alternating (produced / being reduced) */
+    size_t pool_n[4];     /* their lengths in floats: head, embed, layer, layer */
+    int pool_next;
+    /* ZeRO-2/3 on MPI: reductions started in the hook, completed in order */
+    void **rq;            /* (rq_cap) requests, FIFO from rq_head to rq_tail */
+    int *rq_buf;          /* the pool buffer (0-3) each one reads */
+    size_t rq_cap, rq_head, rq_tail;
+    int cur_buf;          /* the pool buffer of the group being reduced (-1: none) */
+    int64_t n_async;      /* reductions started non-blocking */
+    /* ZeRO-3: this rank's part of every sharded parameter and the gathered groups */
+    int z3;
+    unsigned char *wsh;   /* (params) 1 = sharded (every parameter but LoRA A/B) */
+    size_t *w_off, *w_len, *w_boff; /* (params) this rank's part; offset in its group's buffer */
+    size_t **w_counts;    /* (params) every rank's part, for all_gather */
+    void **w_part;        /* (params) the part (backend memory) */
+    void *wbuf[5];        /* embedding group, head group, three layer groups (l % 3) */
+    size_t wbuf_bytes[5];
+    int wheld[5], wvalid[5];
+    void **wreq[5];        /* (params) prefetch requests in flight per slot (NULL entries: none) */
+    int wpending[5];
+    int64_t n_prefetch, n_gather; /* groups gathered ahead (prefetch) / at the acquire */
+    unsigned char *wstage; /* host staging of a part */
+    size_t wstage_bytes;
+    lt_err w_err;
     int bf16;      /* reduce in bf16 once per step */
     float *x;      /* the model's flat gradient (n floats) */
     size_t n;
@@ -53,12 +85,12 @@ lt_status lt_trainer_create(lt_model *m, const lt_optim_cfg *cfg, int decay_embe
     if (!t) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
     t->m = m;
     t->skip_nonfinite = skip_nonfinite;
-    lt_status st = lt_model_alloc_grads(m, err);
+    lt_status st = lt_model_alloc_grads(m, err); /* nothing when pooled (ZeRO-2: lt_model_pool_grads first) */
     if (!st) st = lt_optim_create(lt_model_backend(m), cfg, &t->opt, err);
     for (size_t i = 0; !st && i < lt_model_num_params(m); i++) {
         lt_param *p = lt_model_param(m, i);
         if (!p->trainable) continue;
-        if (!p->grad) {
+        if (!p->grad && !lt_model_grads_pooled(m)) {
             st = lt_fail(err, LT_ERR_INVALID, "trainer: trainable parameter '%s' has no gradient buffer", p->name);
             break;
         }
@@ -77,7 +109,8 @@ lt_status lt_trainer_create(lt_model *m, const lt_optim_cfg *cfg, int decay_embe
         lt_trainer_free(t);
         return st;
     }
-    t->x = lt_model_grads_flat(m, &t->n);
+    t->x = lt_model_grads_flat(m, NULL);
+    t->n = lt_optim_numel(t->opt);
     *out = t;
     return LT_OK;
 }
@@ -85,8 +118,36 @@ lt_status lt_trainer_create(lt_model *m, const lt_optim_cfg *cfg, int decay_embe
 void lt_trainer_free(lt_trainer *t) {
     if (!t) return;
     lt_model_set_grad_hook(t->m, NULL, NULL);
-    if (t->own_acc && t->acc) lt_model_backend(t->m)->free(lt_model_backend(t->m), t->acc);
+    lt_backend *be = lt_model_backend(t->m);
+    if (t->own_acc && t->acc) be->free(be, t->acc);
+    for (int k = 0; k < 2; k++) {
+        if (t->pool_edge[k]) be->free(be, t->pool_edge[k]);
+        if (t->pool_layer[k]) be->free(be, t->pool_layer[k]);
+    }
+    if (t->pooled) lt_model_set_grad_provider(t->m, NULL, NULL);
+    free(t->gcur);
+    free(t->goff);
+    free(t->rq);
+    free(t->rq_buf);
+    size_t np = lt_model_num_params(t->m);
+    for (size_t i = 0; t->w_part && i < np; i++) {
+        if (t->w_part[i]) be->free(be, t->w_part[i]);
+        if (t->w_counts) free(t->w_counts[i]);
+    }
+    for (int k = 0; k < 5; k++) {
+        if (t->wbuf[k]) be->free(be, t->wbuf[k]);
+        free(t->wreq[k]);
+    }
+    free(t->wsh);
+    free(t->w_off);
+    free(t->w_len);
+    free(t->w_boff);
+    free(t->w_counts);
+    free(t->w_part);
+    free(t->wstage);
     lt_optim_free(t->opt);
+    if (t->cross) t->cross->destroy(t->cross);
+    if (t->sc && t->sc != t->comm) t->sc->destroy(t->sc);
     free(t->counts);
     free(t->ranges);
     free(t->nranges);
@@ -100,13 +161,15 @@ lt_optim *lt_trainer_optim(lt_trainer *t) { return t->opt; }
 
 void lt_trainer_set_dropout_rng(lt_trainer *t, lt_rng *base) { t->drop_rng = base; }
 
+void lt_trainer_set_shard_group(lt_trainer *t, int n) { t->shard_group = n > 0 ? n : 0; }
+
 /* ---- gradient reductions, launched per group by the model's hook ---- */
 
 /* counts[r] = elements of flat [a, b) in rank r's ZeRO-1 range */
 static void range_counts(lt_trainer *t, size_t a, size_t b) {
-    for (int r = 0; r < t->comm->world; r++) {
+    for (int r = 0; r < t->sc->world; r++) {
         size_t r0, rl;
-        lt_optim_flat_shard(t->opt, r, t->comm->world, &r0, &rl);
+        lt_optim_flat_shard(t->opt, r, t->sc->world, &r0, &rl);
         size_t x = a > r0 ? a : r0, y = b < r0 + rl ? b : r0 + rl;
         t->counts[r] = y > x ? y - x : 0;
     }
@@ -115,11 +178,38 @@ static void range_counts(lt_trainer *t, size_t a, size_t b) {
 /* this rank's part of [a, b) in the accumulator (ZeRO-1) */
 static float *acc_part(lt_trainer *t, size_t a) { return t->acc + (a > t->s0 ? a - t->s0 : 0); }
 
-static lt_status reduce_ordered(lt_trainer *t, size_t a, size_t b, lt_err *err) {
+/* x: the gradient of flat [a, b) (in the flat buffer, or the group's pooled buffer) */
+static lt_status reduce_ordered(lt_trainer *t, size_t a, size_t b, const float *x, lt_err *err) {
     lt_comm *c = t->comm;
-    if (!t->zero) return c->all_reduce_sum_ordered(c, t->acc + a, t->x + a, b - a, LT_F32, err);
+    if (!t->zero) return c->all_reduce_sum_ordered(c, t->acc + a, x, b - a, LT_F32, err);
     range_counts(t, a, b);
-    return c->reduce_scatter_sum_ordered(c, acc_part(t, a), t->x + a, b - a, t->counts, LT_F32, err);
+    if (!t->cross && t->rq && t->cur_buf >= 0) { /* non-blocking: completed before the buffer is reused */
+        if (t->rq_tail - t->rq_head >= t->rq_cap) return lt_fail(err, LT_ERR_RANGE, "trainer: too many reductions in flight");
+        size_t q = t->rq_tail % t->rq_cap;
+        lt_status st = c->reduce_scatter_sum_ordered_start(c, acc_part(t, a), x, b - a, t->counts, LT_F32, &t->rq[q], err);
+        if (st) return st;
+        t->rq_buf[q] = t->cur_buf;
+        t->rq_tail++;
+        t->n_async++;
+        return LT_OK;
+    }
+    if (!t->cross) return c->reduce_scatter_sum_ordered(c, acc_part(t, a), x, b - a, t->counts, LT_F32, err);
+    /* hybrid: the groups take turns. Group g folds its ranks' values into the
+     * running shard (a reduce-scatter inside the group, starting from the
+     * value after groups 0 .. g-1) and broadcasts the result to the same shard
+     * in every other group, where group g+1 goes on from it. The groups are
+     * consecutive ranks, so the last broadcast carries
+     * fold(acc, x_0, x_1, ..., x_{W-1}) in world rank order: the same bits as
+     * one flat reduce-scatter, hence as one rank. */
+    float *ap = acc_part(t, a);
+    size_t mine = t->counts[t->sc->rank];
+    for (int g = 0; g < t->cross->world; g++) {
+        lt_status st = LT_OK;
+        if (g == t->cross->rank) st = t->sc->reduce_scatter_sum_ordered(t->sc, ap, x, b - a, t->counts, LT_F32, err);
+        if (!st && mine) st = t->cross->broadcast(t->cross, ap, mine * sizeof(float), g, err);
+        if (st) return st;
+    }
+    return LT_OK;
 }
 
 /* bf16: x[a, b) rounded to bf16, summed over the ranks in bf16, back to f32
@@ -140,7 +230,7 @@ static lt_status reduce_bf16(lt_trainer *t, size_t a, size_t b, lt_err *err) {
     range_counts(t, a, b);
     size_t off = 0;
     for (int r = 0; r < c->rank; r++) off += t->counts[r];
-    size_t mine = t->counts[c->rank];
+    size_t mine = t->counts[c->rank]; /* (bf16 is refused with --shard-group: sc is c here) */
     if ((st = c->reduce_scatter_sum(c, t->hb16 + off, t->hb16, n, t->counts, LT_BF16, err))) return st;
     for (size_t i = 0; i < mine; i++) t->hbuf[i] = lt_bf16_to_f32(t->hb16[off + i]);
     return mine ? be->upload_f32(be, acc_part(t, a), LT_F32, t->hbuf, mine, err) : LT_OK;
@@ -150,14 +240,258 @@ static void reduce_group(lt_trainer *t, int group) {
     int slot = group + 2;
     if (t->hook_st || slot < 0 || slot >= t->nslots) return;
     if (t->bf16 && !t->reduce_now) return; /* bf16: once per step, in the last micro-batch's backward */
+    if (t->pooled && t->nranges[slot] && !t->gcur[slot]) {
+        t->hook_st = lt_fail(&t->hook_err, LT_ERR_INVALID, "gradient reduction: group %d has no buffer", group);
+        return;
+    }
+    t->cur_buf = -1;
+    for (int k = 0; t->pooled && k < 4; k++)
+        if (t->gcur[slot] && t->gcur[slot] == (k < 2 ? t->pool_edge[k] : t->pool_layer[k - 2])) t->cur_buf = k;
     for (int k = 0; k < t->nranges[slot] && !t->hook_st; k++) {
-        size_t a = t->ranges[t->range0[slot] + k][0], b = t->ranges[t->range0[slot] + k][1];
-        lt_status st = t->bf16 ? reduce_bf16(t, a, b, &t->hook_err) : reduce_ordered(t, a, b, &t->hook_err);
+        int ri = t->range0[slot] + k;
+        size_t a = t->ranges[ri][0], b = t->ranges[ri][1];
+        const float *x = t->pooled ? t->gcur[slot] + t->goff[ri] : t->x + a;
+        lt_status st = t->bf16 ? reduce_bf16(t, a, b, &t->hook_err) : reduce_ordered(t, a, b, x, &t->hook_err);
         if (st) t->hook_st = lt_wrap(&t->hook_err, st, "gradient reduction (parameter group %d)", group);
     }
 }
 
-static void hook(void *ctx, int group) { reduce_group((lt_trainer *)ctx, group); }
+static void hook(void *ctx, int group) {
+    lt_trainer *t = ctx;
+    reduce_group(t, group);
+    int slot = group + 2;
+    if (t->pooled && slot >= 0 && slot < t->nslots) t->gcur[slot] = NULL; /* the buffer is free again */
+}
+
+/* ZeRO-2: the model's gradient buffer for a group, from the pool (zeroed).
+ * The head and embedding groups have their own buffers (the tied head's
+ * gradient is written from the forward to the end of the backward); the
+ * layers alternate between two buffers: the one being produced and the
+ * one whose reduction may still be in flight. */
+/* complete the reductions in flight, oldest first: all of them (buf < 0) or
+ * up to the last one reading pool buffer buf */
+static lt_status reductions_finish(lt_trainer *t, int buf, lt_err *err) {
+    size_t last = t->rq_head;
+    int any = 0;
+    for (size_t q = t->rq_head; q < t->rq_tail; q++)
+        if (buf < 0 || t->rq_buf[q % t->rq_cap] == buf) last = q, any = 1;
+    lt_status st = LT_OK;
+    while (any && t->rq_head <= last) {
+        size_t q = t->rq_head++ % t->rq_cap;
+        lt_status s2 = t->comm->wait_req(t->comm, t->rq[q], err);
+        t->rq[q] = NULL;
+        if (s2 && !st) st = lt_wrap(err, s2, "gradient reduction");
+    }
+    return st;
+}
+
+static float *provide(void *ctx, int group, size_t n) {
+    lt_trainer *t = ctx;
+    int slot = group + 2;
+    if (slot < 0 || slot >= t->nslots) return NULL;
+    int k = group == LT_GRAD_GROUP_HEAD ? 0 : group == LT_GRAD_GROUP_EMBED ? 1 : 2 + (t->pool_next++ & 1);
+    if (t->rq && reductions_finish(t, k, &t->hook_err)) { /* its reduction still reads it */
+        if (!t->hook_st) t->hook_st = LT_ERR_BACKEND;
+        return NULL;
+    }
+    float *buf = k < 2 ? t->pool_edge[k] : t->pool_layer[k - 2];
+    if (!buf || n > t->pool_n[k]) return NULL;
+    lt_backend *be = lt_model_backend(t->m);
+    be->zero(be, buf, n * sizeof(float));
+    t->gcur[slot] = buf;
+    return buf;
+}
+
+/* ---- ZeRO-3: sharded weights ---- */
+
+static int wslot(int group) { return group == LT_GRAD_GROUP_EMBED ? 0 : group == LT_GRAD_GROUP_HEAD ? 1 : 2 + group % 3; }
+
+/* the model's weight provider (lt_model_shard_weights): acquire = all-gather
+ * the group's parts into its slot, unless the slot still holds that group
+ * since the last optimizer step; release keeps it (the slot is reused by
+ * another group: layers l, l+1, l+2 never share one) */
+/* finish the prefetch gathers in flight into slot k */
+static lt_status wfinish(lt_trainer *t, int k) {
+    lt_status st = LT_OK;
+    size_t np = lt_model_num_params(t->m);
+    for (size_t i = 0; t->wpending[k] && i < np; i++)
+        if (t->wreq[k][i]) {
+            lt_status s2 = t->sc->wait_req(t->sc, t->wreq[k][i], &t->w_err);
+            t->wreq[k][i] = NULL;
+            if (s2 && !st) st = lt_wrap(&t->w_err, s2, "ZeRO-3: prefetch of group %d", t->wheld[k]);
+        }
+    if (t->wpending[k] && !st) t->wvalid[k] = 1;
+    t->wpending[k] = 0;
+    return st;
+}
+
+static lt_status wprovide(void *ctx, int group, int acquire) {
+    lt_trainer *t = ctx;
+    if (!acquire) return LT_OK;
+    lt_model *m = t->m;
+    lt_backend *be = lt_model_backend(m);
+    int k = wslot(group), hint = acquire == 2;
+    if (hint && !t->sc->all_gather_start) return LT_OK; /* no non-blocking gather: at acquire time */
+    lt_status st = LT_OK;
+    if (t->wpending[k]) { /* a prefetch into this slot: the one wanted, or one to finish before reuse */
+        int same = t->wheld[k] == group;
+        if ((st = wfinish(t, k))) return st;
+        if (!same) t->wvalid[k] = 0;
+    }
+    int fresh = t->wheld[k] == group && t->wvalid[k];
+    if (hint && fresh) return LT_OK;
+    if (hint && !t->wreq[k] && !(t->wreq[k] = calloc(lt_model_num_params(m) + 1, sizeof(void *))))
+        return lt_fail(&t->w_err, LT_ERR_NOMEM, "ZeRO-3: out of memory");
+    for (size_t i = 0; i < lt_model_num_params(m) && !st; i++) {
+        if (!t->wsh[i] || lt_model_grad_group(m, i) != group) continue;
+        lt_param *p = lt_model_param(m, i);
+        size_t es = lt_dtype_size(p->dtype);
+        char *region = (char *)t->wbuf[k] + t->w_boff[i];
+        if (!hint) p->data = region;
+        if (fresh) continue;
+        if (t->w_len[i]) { /* this rank's part into its place, then every rank's */
+            st = be->download(be, t->wstage, t->w_part[i], t->w_len[i] * es, &t->w_err);
+            if (!st) st = be->sync(be, &t->w_err);
+            if (!st) st = be->upload(be, region + t->w_off[i] * es, t->wstage, t->w_len[i] * es, &t->w_err);
+        }
+        if (!st && hint) st = t->sc->all_gather_start(t->sc, region, p->numel, t->w_counts[i], p->dtype,
+                                                     &t->wreq[k][i], &t->w_err);
+        else if (!st) st = t->sc->all_gather(t->sc, region, p->numel, t->w_counts[i], p->dtype, &t->w_err);
+        if (st) lt_wrap(&t->w_err, st, "ZeRO-3: gathering '%s'", p->name);
+    }
+    t->wheld[k] = st ? INT32_MIN : group;
+    if (!st && !fresh) *(hint ? &t->n_prefetch : &t->n_gather) += 1;
+    t->wvalid[k] = !st && !hint;
+    t->wpending[k] = !st && hint;
+    return st;
+}
+
+/* ZeRO-3: keep this rank's part of every parameter but the LoRA matrices
+ * (trainable ones: the optimizer's part; frozen ones: the canonical split),
+ * the group buffers, and hand the weights to the model */
+static lt_status shard_weights(lt_trainer *t, lt_err *err) {
+    lt_model *m = t->m;
+    lt_backend *be = lt_model_backend(m);
+    size_t np = lt_model_num_params(m);
+    lt_comm *sc = t->sc;
+    t->wsh = calloc(np ? np : 1, 1);
+    t->w_off = calloc(np + 1, sizeof *t->w_off);
+    t->w_len = calloc(np + 1, sizeof *t->w_len);
+    t->w_boff = calloc(np + 1, sizeof *t->w_boff);
+    t->w_counts = calloc(np + 1, sizeof *t->w_counts);
+    t->w_part = calloc(np + 1, sizeof *t->w_part);
+    if (!t->wsh || !t->w_off || !t->w_len || !t->w_boff || !t->w_counts || !t->w_part)
+        return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+    int L = lt_model_config(m)->num_layers;
+    size_t *gbytes = calloc((size_t)L + 2, sizeof *gbytes), k_opt = 0;
+    if (!gbytes) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+    lt_status st = LT_OK;
+    for (size_t i = 0; i < np && !st; i++) {
+        lt_param *p = lt_model_param(m, i);
+        size_t es = lt_dtype_size(p->dtype);
+        int opt_i = p->trainable ? (int)k_opt++ : -1;
+        if (lt_trainer_is_lora_param(p->name)) continue; /* small: whole on every rank (ZeRO-1 for them) */
+        t->wsh[i] = 1;
+        int g = lt_model_grad_group(m, i) + 2;
+        t->w_boff[i] = gbytes[g];
+        gbytes[g] += (p->numel * es + 255) / 256 * 256;
+        if (!(t->w_counts[i] = calloc((size_t)sc->world, sizeof(size_t)))) {
+            st = lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+            break;
+        }
+        size_t flat = opt_i >= 0 ? lt_optim_flat_offset(t->opt, (size_t)opt_i) : 0;
+        for (int r = 0; r < sc->world; r++) {
+            size_t o0, ol;
+            if (opt_i >= 0) { /* the optimizer's part: its flat range within this tensor */
+                size_t r0, rl;
+                lt_optim_flat_shard(t->opt, r, sc->world, &r0, &rl);
+                size_t a = flat > r0 ? flat : r0, b = flat + p->numel < r0 + rl ? flat + p->numel : r0 + rl;
+                o0 = b > a ? a - flat : 0;
+                ol = b > a ? b - a : 0;
+            } else {
+                lt_comm_shard(p->numel, r, sc->world, &o0, &ol);
+            }
+            t->w_counts[i][r] = ol;
+            if (r == sc->rank) t->w_off[i] = o0, t->w_len[i] = ol;
+        }
+        size_t bytes = t->w_len[i] * es;
+        if (bytes > t->wstage_bytes) {
+            unsigned char *h = realloc(t->wstage, bytes);
+            if (!h) {
+                st = lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+                break;
+            }
+            t->wstage = h;
+            t->wstage_bytes = bytes;
+        }
+        if ((st = be->alloc(be, bytes ? bytes : 1, &t->w_part[i], err))) break;
+        if (bytes && !(st = be->download(be, t->wstage, (char *)p->data + t->w_off[i] * es, bytes, err)) &&
+            !(st = be->sync(be, err)))
+            st = be->upload(be, t->w_part[i], t->wstage, bytes, err);
+        if (!st && opt_i >= 0) st = lt_optim_set_param_part(t->opt, (size_t)opt_i, t->w_part[i], err);
+        if (st) lt_wrap(err, st, "ZeRO-3: the part of '%s'", p->name);
+    }
+    if (!st) {
+        size_t mx = 0;
+        for (int l = 0; l < L; l++) mx = gbytes[l + 2] > mx ? gbytes[l + 2] : mx;
+        t->wbuf_bytes[0] = gbytes[LT_GRAD_GROUP_EMBED + 2];
+        t->wbuf_bytes[1] = gbytes[LT_GRAD_GROUP_HEAD + 2];
+        t->wbuf_bytes[2] = t->wbuf_bytes[3] = t->wbuf_bytes[4] = mx;
+        for (int k = 0; k < 5 && !st; k++) {
+            t->wheld[k] = INT32_MIN;
+            if (t->wbuf_bytes[k]) st = be->alloc(be, t->wbuf_bytes[k], &t->wbuf[k], err);
+        }
+        if (st) lt_wrap(err, st, "ZeRO-3: the gathered weights' buffers");
+    }
+    free(gbytes);
+    if (!st) st = be->sync(be, err);
+    if (!st) st = lt_model_shard_weights(m, t->wsh, wprovide, t, err);
+    return st;
+}
+
+/* ZeRO-2: the pool's buffers, sized for the groups */
+static lt_status pool_alloc(lt_trainer *t, lt_err *err) {
+    lt_model *m = t->m;
+    lt_backend *be = lt_model_backend(m);
+    int L = lt_model_config(m)->num_layers;
+    t->pool_n[0] = lt_model_group_grad_numel(m, LT_GRAD_GROUP_HEAD);
+    t->pool_n[1] = lt_model_group_grad_numel(m, LT_GRAD_GROUP_EMBED);
+    size_t mx = 0;
+    for (int l = 0; l < L; l++) {
+        size_t n = lt_model_group_grad_numel(m, l);
+        if (n > mx) mx = n;
+    }
+    t->pool_n[2] = t->pool_n[3] = mx;
+    for (int k = 0; k < 4; k++) {
+        float **p = k < 2 ? &t->pool_edge[k] : &t->pool_layer[k - 2];
+        if (!t->pool_n[k]) continue;
+        lt_status st = be->alloc(be, t->pool_n[k] * sizeof(float), (void **)p, err);
+        if (st) return lt_wrap(err, st, "trainer: gradient pool (%zu floats)", t->pool_n[k]);
+    }
+    return LT_OK;
+}
+
+int64_t lt_trainer_async_reductions(const lt_trainer *t) { return t->n_async; }
+
+void lt_trainer_gathers(const lt_trainer *t, int64_t *prefetched, int64_t *at_use) {
+    *prefetched = t->n_prefetch;
+    *at_use = t->n_gather;
+}
+
+void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out) {
+    memset(out, 0, sizeof *out);
+    lt_model *m = t->m;
+    for (size_t i = 0; i < lt_model_num_params(m); i++) {
+        const lt_param *p = lt_model_param(m, i);
+        if (t->wsh && t->wsh[i]) out->params += t->w_len[i] * lt_dtype_size(p->dtype); /* ZeRO-3: the part */
+        else if (p->data) out->params += p->numel * lt_dtype_size(p->dtype);
+    }
+    for (int k = 0; k < 5; k++) out->params_gathered += t->wbuf_bytes[k]; /* ZeRO-3: the gathered groups */
+    out->grad_buffers = (t->pooled ? t->pool_n[0] + t->pool_n[1] + t->pool_n[2] + t->pool_n[3]
+                                   : lt_model_grads_flat(m, NULL) ? t->n : 0) * sizeof(float);
+    out->grad_acc = t->own_acc ? t->sl * sizeof(float) : 0;
+    out->optim = lt_optim_state_bytes(t->opt);
+}
 
 lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype reduce_dtype, lt_err *err) {
     if (t->comm) return lt_fail(err, LT_ERR_INVALID, "trainer: already distributed");
@@ -165,17 +499,48 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
     if (reduce_dtype != LT_F32 && reduce_dtype != LT_BF16)
         return lt_fail(err, LT_ERR_INVALID, "trainer: gradient reduction dtype %s (f32 or bf16)",
                        lt_dtype_name(reduce_dtype));
+    if (zero < 0 || zero > 3)
+        return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: --zero %d (0, 1, 2 or 3)", zero);
+    if (zero >= 2 && reduce_dtype == LT_BF16)
+        return lt_fail(err, LT_ERR_UNSUPPORTED,
+                       "trainer: --zero %d with --grad-reduce-dtype bf16 (bf16 accumulates the micro-batches in a "
+                       "full-size gradient, which ZeRO-2 does not keep; use f32)", zero);
     lt_backend *be = lt_model_backend(t->m);
     t->comm = c;
+    t->stage = zero;
     t->zero = zero ? 1 : 0;
     t->bf16 = reduce_dtype == LT_BF16;
-    t->counts = calloc((size_t)c->world, sizeof *t->counts);
+    lt_status st;
+    if (zero >= 2) { /* no flat gradient: the pool below */
+        if ((st = lt_model_pool_grads(t->m, err))) return st;
+        t->pooled = 1;
+        t->x = NULL;
+    }
+    t->sc = c;
+    if (t->shard_group > 0 && t->shard_group != c->world) { /* HYBRID_SHARD */
+        int n = t->shard_group;
+        if (!zero)
+            return lt_fail(err, LT_ERR_INVALID, "trainer: --shard-group %d needs --zero 1 or 2 (it shards their state)", n);
+        if (c->world % n)
+            return lt_fail(err, LT_ERR_INVALID,
+                           "trainer: --shard-group %d does not divide the world size %d (groups of N consecutive ranks)",
+                           n, c->world);
+        if (reduce_dtype != LT_F32)
+            return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: --shard-group with --grad-reduce-dtype bf16 (f32 only)");
+        if (!c->split) return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: communicator '%s' cannot split", c->name);
+        lt_status sst = c->split(c, c->rank / n, c->rank, &t->sc, err);
+        if (!sst) sst = c->split(c, c->rank % n, c->rank, &t->cross, err);
+        if (sst) {
+            if (!t->sc) t->sc = c;
+            return lt_wrap(err, sst, "trainer: --shard-group %d", n);
+        }
+    }
+    t->counts = calloc((size_t)t->sc->world, sizeof *t->counts);
     if (!t->counts) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
     /* the accumulator: the whole vector, or this rank's shard */
     t->s0 = 0;
     t->sl = t->n;
-    if (t->zero) lt_optim_flat_shard(t->opt, c->rank, c->world, &t->s0, &t->sl);
-    lt_status st;
+    if (t->zero) lt_optim_flat_shard(t->opt, t->sc->rank, t->sc->world, &t->s0, &t->sl);
     if (t->zero || !t->bf16) { /* bf16 without ZeRO: reduced in place in x */
         size_t bytes = (t->sl ? t->sl : 1) * sizeof(float);
         if ((st = be->alloc(be, bytes, (void **)&t->acc, err)))
@@ -190,7 +555,7 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
         t->hb16 = malloc((t->n ? t->n : 1) * sizeof *t->hb16);
         if (!t->hbuf || !t->hb16) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory for bf16 staging");
     }
-    if ((st = lt_optim_distribute(t->opt, c, t->zero, t->acc, err))) return st;
+    if ((st = lt_optim_distribute(t->opt, t->sc, t->zero, t->acc, err))) return st;
     /* flat ranges of every group, in parameter order */
     lt_model *m = t->m;
     int L = lt_model_config(m)->num_layers;
@@ -199,11 +564,14 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
     t->ranges = calloc(np + 1, sizeof *t->ranges);
     t->nranges = calloc((size_t)t->nslots, sizeof *t->nranges);
     t->range0 = calloc((size_t)t->nslots, sizeof *t->range0);
-    if (!t->ranges || !t->nranges || !t->range0) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+    t->goff = calloc(np + 1, sizeof *t->goff);
+    t->gcur = calloc((size_t)t->nslots, sizeof *t->gcur);
+    if (!t->ranges || !t->nranges || !t->range0 || !t->goff || !t->gcur)
+        return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
     int nr = 0;
     for (int slot = 0; slot < t->nslots; slot++) {
         t->range0[slot] = nr;
-        size_t off = 0;
+        size_t off = 0, goff = 0; /* flat offset; offset in the group's own buffer */
         for (size_t i = 0; i < np; i++) {
             lt_param *p = lt_model_param(m, i);
             if (!p->trainable) continue;
@@ -213,12 +581,31 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
                 } else {
                     t->ranges[nr][0] = off;
                     t->ranges[nr][1] = off + p->numel;
+                    t->goff[nr] = goff;
                     nr++;
                     t->nranges[slot]++;
                 }
+                goff += p->numel;
             }
             off += p->numel;
         }
+    }
+    if (t->pooled) {
+        if ((st = pool_alloc(t, err))) return st;
+        lt_model_set_grad_provider(m, provide, t);
+        if (!t->cross && c->reduce_scatter_sum_ordered_start && c->wait_req && c->world > 1) {
+            t->rq_cap = 4 * (np + 8);
+            t->rq = calloc(t->rq_cap, sizeof *t->rq);
+            t->rq_buf = calloc(t->rq_cap, sizeof *t->rq_buf);
+            if (!t->rq || !t->rq_buf) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+        }
+    }
+    if (zero >= 3) {
+        const int32_t *rows;
+        if (lt_model_trained_rows(m, &rows) || lt_model_is_quantized(m))
+            return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: ZeRO-3 with trained embedding rows or NF4 weights");
+        t->z3 = 1;
+        if ((st = shard_weights(t, err))) return st;
     }
     lt_model_set_grad_hook(m, hook, t);
     return LT_OK;
@@ -248,9 +635,17 @@ static int64_t count_tokens(const lt_batch *b) {
 /* the optimizer update after the gradients are in place; st = LT_OK or the
  * NONFINITE status of the loss */
 static lt_status finish_step(lt_trainer *t, lt_status st, int64_t step, lt_train_stats *s, lt_err *err) {
+    if (t->rq) { /* every reduction of the step in the accumulator */
+        lt_status sr = reductions_finish(t, -1, err);
+        if (sr) return lt_wrap(err, sr, "step %lld", (long long)step);
+    }
     if (!st) {
         lt_optim_stats os;
         st = lt_optim_step(t->opt, &os, err);
+        for (int k = 0; k < 5; k++) { /* ZeRO-3: the parts changed */
+            if (t->wpending[k] && !st) st = wfinish(t, k);
+            t->wvalid[k] = 0;
+        }
         if (!st) {
             s->step = os.step;
             s->lr = os.lr;
@@ -338,15 +733,24 @@ static lt_status step_comm(lt_trainer *t, const lt_batch *micro, int n_micro, in
         t->hook_st = LT_OK;
         double lsum = 0;
         lt_status sj = LT_OK;
-        if (count_tokens(&micro[j]) == 0) {
+        if (count_tokens(&micro[j]) == 0 && !t->z3) { /* (ZeRO-3 computes it: the weight gathers are collective) */
             /* all padding (an epoch's uneven tail): gradient 0, no compute;
              * the same reductions as the hooks would launch */
-            for (int k = 0; k < lt_model_num_grad_groups(t->m); k++) reduce_group(t, lt_model_grad_group_at(t->m, k));
+            for (int k = 0; k < lt_model_num_grad_groups(t->m); k++) {
+                int grp = lt_model_grad_group_at(t->m, k);
+                size_t gn = t->pooled ? lt_model_group_grad_numel(t->m, grp) : 0;
+                if (gn && !provide(t, grp, gn)) {
+                    t->hook_st = lt_fail(&t->hook_err, LT_ERR_NOMEM, "gradient pool: no buffer for group %d", grp);
+                    break;
+                }
+                hook(t, grp);
+            }
         } else {
             lt_step_result r;
             set_neftune(t, step, g);
             sj = lt_model_step(t->m, &micro[j], 1, (double)n_tgt, &r, err);
             if (!sj) lsum = r.loss_sum;
+            else if (t->z3 && t->w_err.msg[0] && sj != LT_ERR_NONFINITE && err) *err = t->w_err;
         }
         if (t->drop_rng) lt_model_set_rng(t->m, t->drop_rng);
         if (sj == LT_ERR_NONFINITE) { /* go on: the other ranks must see it too */
@@ -395,6 +799,9 @@ lt_status lt_trainer_step(lt_trainer *t, const lt_batch *micro, int n_micro, lt_
         if (stats) *stats = s;
         return LT_OK;
     }
+    if (!t->comm && lt_model_grads_pooled(t->m))
+        return lt_fail(err, LT_ERR_INVALID, "step %lld: pooled gradients (ZeRO-2) need lt_trainer_distribute",
+                       (long long)step);
     st = t->comm ? step_comm(t, micro, n_micro, n_tgt, step, &s, err)
                  : step_plain(t, micro, n_micro, n_tgt, step, &s, err);
     if (st) return st;

@@ -39,8 +39,9 @@
  *     bf16 (all_reduce_sum, or reduce_scatter_sum under ZeRO-1) -- half the
  *     traffic, once per step, not equal to one rank in the last bits.
  * The reductions block inside the hook (lt_comm calls return when the result
- * is ready), between one layer's backward and the next; a GPU overlap needs
- * a non-blocking lt_comm call here (see docs/distributed.md). A micro-batch that is all padding (an
+ * is ready), between one layer's backward and the next -- except ZeRO-2/3 on
+ * MPI (below: started non-blocking, completed in order); a GPU overlap needs
+ * a non-blocking NCCL call here (see docs/distributed.md). A micro-batch that is all padding (an
  * epoch's uneven tail on the higher ranks) is not computed: its gradient is
  * 0 and the trainer launches the same reductions itself. LoRA dropout with
  * lt_trainer_set_dropout_rng: micro-batch g draws its masks from a stream
@@ -78,10 +79,62 @@ void lt_trainer_free(lt_trainer *t);
 lt_optim *lt_trainer_optim(lt_trainer *t);
 /* Train data-parallel over this communicator (borrowed; NULL = none; world
  * 1 is fine and makes the calls a W-rank run makes): zero = 1 shards the
- * optimizer state (ZeRO-1, lt_optim_distribute); reduce_dtype LT_F32 (exact)
+ * optimizer state (ZeRO-1, lt_optim_distribute), 2 also the gradients (below); reduce_dtype LT_F32 (exact)
  * or LT_BF16 (see above). Installs the model's gradient hook. Once, before
  * the first step. */
 lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype reduce_dtype, lt_err *err);
+/* zero = 2 (ZeRO-2): as 1, and the full-size gradient is gone too
+ * (lt_model_pool_grads; call it before lt_trainer_create so the flat buffer
+ * is never allocated, else lt_trainer_distribute frees it): the model asks
+ * the trainer for each gradient group's buffer (lt_model_set_grad_provider)
+ * from a pool of the head group's, the embedding group's and two layer
+ * groups' sizes; each micro-batch's group is reduce-scattered from it into
+ * this rank's shard of the accumulator (the same ordered fold as ZeRO-1, so
+ * the same bits) and the buffer is reused by a later group. f32 only.
+ * zero = 3 (ZeRO-3): as 2, and every parameter but the LoRA matrices is
+ * kept as this rank's part only (trainable: lt_optim_part, updated in place
+ * by the optimizer; frozen: lt_comm_shard of the tensor), gathered per group
+ * into five buffers when the model asks (lt_model_shard_weights), with the
+ * model's prefetch hints started as non-blocking all-gathers where the
+ * communicator has them (lt_trainer_gathers counts them). Not with trained
+ * embedding rows or NF4 weights.
+ */
+/* HYBRID_SHARD (--shard-group N; before lt_trainer_distribute, with zero
+ * 1 or 2 and f32 reduction): the state is sharded inside groups of N
+ * consecutive ranks and replicated across the groups (two sub-communicators,
+ * lt_comm split: the group, and the ranks with the same place in every
+ * group). A group's reduction: the groups take turns, each folding its
+ * ranks' values into the running shard (a reduce-scatter inside the group)
+ * and broadcasting it to the other groups; since the groups are consecutive
+ * ranks this is fold(acc, x_0, ..., x_{W-1}) in world rank order -- the same
+ * bits as one rank. The optimizer works on the group (lt_optim_comm is the
+ * group's communicator; ranks with the same place in different groups hold
+ * the same parts). The world size must be a multiple of N (refused by
+ * name). 0 or the world size: plain sharding over all ranks. */
+void lt_trainer_set_shard_group(lt_trainer *t, int n);
+/* What this rank holds, in bytes, from the buffers themselves: the model's
+ * parameters (in their dtypes; ZeRO-3: its parts, and the gathered groups'
+ * buffers apart), the backward's gradient buffers (the flat
+ * gradient, or ZeRO-2's pool), the step accumulator (whole, or this rank's
+ * shard) and the optimizer state (lt_optim_state_bytes). */
+typedef struct lt_trainer_mem {
+    size_t params;          /* whole parameters, and ZeRO-3's parts of the sharded ones */
+    size_t params_gathered; /* ZeRO-3: the buffers the groups are gathered into */
+    size_t grad_buffers, grad_acc, optim;
+} lt_trainer_mem;
+void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out);
+/* ZeRO-3: how many group gathers were started ahead of use (the model's
+ * prefetch hints, non-blocking on MPI) and how many ran when the group was
+ * acquired (blocking; also where the communicator has no non-blocking
+ * gather). A group still gathered since the last optimizer step counts in
+ * neither. */
+void lt_trainer_gathers(const lt_trainer *t, int64_t *prefetched, int64_t *at_use);
+/* ZeRO-2/3 over MPI (not hybrid): the gradient reductions were started
+ * non-blocking in the hook (reduce_scatter_sum_ordered_start) and completed,
+ * oldest first, when their pool buffer is handed out again or before the
+ * optimizer step -- so a layer's reduction runs while the next layers do
+ * their backward. How many so far. */
+int64_t lt_trainer_async_reductions(const lt_trainer *t);
 /* Base RNG of the per-micro-batch LoRA dropout streams (borrowed; advanced
  * by one draw per step; only used with a communicator). */
 void lt_trainer_set_dropout_rng(lt_trainer *t, lt_rng *base);

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# test_train_zero.sh -- the ZeRO stages of `luxtrain train` under mpirun (MPI
+# communicator, CPU backend, the sample model, a few steps so it stays fast):
+#   1. --zero 2 (gradients reduce-scattered per group from a pool, no
+#      full-size gradient buffer) and --zero 3 (parameters sharded too,
+#      gathered per group before its forward and backward) on 1, 2 and 3
+#      ranks -- the sample model's sizes do not divide evenly by 3 -- full
+#      fine-tuning (also with --recompute), LoRA (with dropout; ZeRO-3: over
+#      a sharded frozen base) and LoRA + --train-embeddings all (the tied
+#      embedding's group, ZeRO-2): every step's loss and grad norm and the
+#      final weights' bytes EQUAL one process with the same global batch;
+#      ZeRO-3 runs prefetch (the run counts gathers started ahead of use) and
+#      the reductions of ZeRO-2/3 run non-blocking (counted too);
+#   1b. --shard-group N (HYBRID_SHARD: sharded inside groups of N
+#      consecutive ranks, replicated across them): 4 ranks in groups of 2
+#      (ZeRO-2 and ZeRO-3) and 6 in groups of 3 (ZeRO-1) equal 1 rank x 12 bitwise; a
+#      world size that N does not divide is refused by name;
+#   1c. ZeRO-3 checkpoints (the parts gathered tensor by tensor) resume on
+#      another world size (3 ranks -> 2) to the uninterrupted final weights;
+#   2. the per-rank memory the run prints: the gradient accumulator and the
+#      optimizer state of each rank are 1/N of one rank's (within one unit of
+#      lt_optim_granule per rank), ZeRO-2/3's gradient buffers are smaller
+#      than the full gradient, the parameters are whole on every rank below
+#      ZeRO-3 and 1/N (plus the gathered groups' buffers) with it;
+#   3. a rank SIGKILLed a few ms into a step (its peers inside a collective)
+#      ends the job within `timeout 60`, mpirun naming that rank, for every stage.
+# Skips (77) when mpirun, the MPI communicator or the sample model is absent.
+. "$(dirname "$0")/lt_test_lib.sh"
+command -v mpirun >/dev/null || { echo "SKIP: no mpirun" >&2; exit 77; }
+lt_need_model
+[ -n "$py" ] || { echo "SKIP: no LT_PYTHON" >&2; exit 77; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_base_warn_component_unused=0
+export OMP_NUM_THREADS=1
+lt_enter_tmp
+
+lt_tokenize_sample shards
+common=(--model "$model" --data shards/train-00000.h5 --seq-len 64 --micro-batch 1 --max-steps 8
+        --lr 2e-3 --warmup-steps 1 --save-every 0 --eval-every 0 --device cpu --threads 1 --log-every 100)
+lora=(--lora-rank 4 --lora-alpha 8 --lora-dropout 0.1)
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+train() { # train NP OUT ARGS...: 1 = plain process, else mpirun -np NP
+  local np=$1 out=$2
+  shift 2
+  if [ "$np" = 1 ]; then "$bin" train "${common[@]}" "$@" --out "$out" >"$out.txt" 2>&1
+  else timeout 120 mpirun --oversubscribe -np "$np" "$bin" train "${common[@]}" "$@" --out "$out" >"$out.txt" 2>&1; fi
+}
+final_of() { if [ -f "$1/final/model.safetensors" ]; then echo "$1/final/model.safetensors"; else echo "$1/final/adapter_model.safetensors"; fi; }
+same_run() { # loss, grad_norm and target count strings of every step equal; final bytes equal
+  "$py" - "$1/metrics.jsonl" "$2/metrics.jsonl" <<'PY' && cmp -s "$(final_of "$1")" "$(final_of "$2")"
+import re, sys
+def rows(p):
+    return [tuple(re.search(r'"%s": ([^,]+)' % k, l).group(1) for k in ("step", "loss", "grad_norm", "target_tokens"))
+            for l in open(p) if '"loss"' in l]
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+assert len(a) == 8 and a == b, (a[:2], b[:2])
+PY
+}
+
+# ---- 1. ZeRO-2 N ranks == 1 rank, bitwise ----
+train 1 one-full --grad-accum 6 || fail "one process: $(tail -2 one-full.txt)"
+train 1 one-lora --grad-accum 6 "${lora[@]}" || fail "one process, LoRA: $(tail -2 one-lora.txt)"
+train 1 one-lemb --grad-accum 6 "${lora[@]}" --train-embeddings all || fail "one process, LoRA+emb: $(tail -2 one-lemb.txt)"
+if ! train 2 probe --grad-accum 3 --max-steps 1; then
+  if grep -q "was not built\|built without" probe.txt; then echo "SKIP: no MPI communicator" >&2; exit 77; fi
+fi
+for spec in "full 2 3 2" "full 3 2 2 --recompute" "lora 3 2 2" "lemb 2 3 2" "full 2 3 3" "full 3 2 3 --recompute" \
+            "lora 2 3 3" "lora 3 2 3 --recompute" "full 1 6 3"; do
+  set -- $spec
+  mode=$1 np=$2 k=$3 z=$4
+  shift 4
+  extra=(--grad-accum "$k" --zero "$z" "$@")
+  [ "$mode" = lora ] && extra+=("${lora[@]}")
+  [ "$mode" = lemb ] && extra+=("${lora[@]}" --train-embeddings all)
+  out="np$np-$mode-z$z$(printf %s "$@" | tr -d ' -')"
+  if ! train "$np" "$out" "${extra[@]}"; then fail "$out: $(tail -3 "$out.txt")"; continue; fi
+  grep -q "ZeRO-$z" "$out.txt" || fail "$out: the run does not say ZeRO-$z"
+  if [ "$np" -gt 1 ]; then # the reductions were started non-blocking in the hook
+    grep -Eq "ZeRO-$z: [1-9][0-9]* gradient reductions ran non-blocking" "$out.txt" || fail "$out: no non-blocking reductions"
+  fi
+  if [ "$z" = 3 ] && [ "$np" -gt 1 ]; then # the next layer's gather started (non-blocking) while this one computed
+    grep -Eq "ZeRO-3 weight gathers: [1-9][0-9]* prefetched" "$out.txt" || fail "$out: no prefetched gathers: $(grep 'weight gathers' "$out.txt")"
+  fi
+  if same_run "one-$mode" "$out"; then echo "ok   $out: losses, grad norms and final weights bitwise equal to 1 rank x 6"
+  else fail "$out differs from 1 rank x 6"; fi
+done
+train 2 bf16 --grad-accum 3 --zero 2 --grad-reduce-dtype bf16 --max-steps 1
+grep -q "zero 2 with --grad-reduce-dtype bf16" bf16.txt || fail "--zero 2 with bf16 reduction not refused by name: $(tail -2 bf16.txt)"
+
+# ---- 1b. hybrid sharding (--shard-group N): groups of N consecutive ranks ----
+train 1 one-g12 --grad-accum 12 || fail "one process x 12: $(tail -2 one-g12.txt)"
+for spec in "4 2 2 3" "6 3 1 2" "4 2 3 3"; do
+  set -- $spec
+  np=$1 n=$2 z=$3 k=$4
+  out="np$np-group$n-z$z"
+  if ! train "$np" "$out" --grad-accum "$k" --zero "$z" --shard-group "$n"; then fail "$out: $(tail -3 "$out.txt")"; continue; fi
+  grep -q "hybrid sharding in groups of $n ranks" "$out.txt" || fail "$out: the run does not say hybrid sharding"
+  if same_run one-g12 "$out"; then echo "ok   $out: hybrid sharding bitwise equal to 1 rank x 12"
+  else fail "$out differs from 1 rank x 12"; fi
+done
+train 3 badgroup --grad-accum 4 --zero 2 --shard-group 2 --max-steps 1
+grep -q "shard-group 2 does not divide the world size 3" badgroup.txt || fail "--shard-group 2 on 3 ranks not refused by name: $(tail -2 badgroup.txt)"
+
+# ---- 1c. ZeRO-3 checkpoint and resume on another world size (3 ranks -> 2) ----
+LT_TRAIN_TEST_KILL_AFTER=5 train 3 resume3 --grad-accum 2 --zero 3 --save-every 4
+[ -f resume3/checkpoints/step-000004/COMPLETE ] || fail "ZeRO-3 resume: no step-4 checkpoint: $(tail -3 resume3.txt)"
+train 2 resume3 --grad-accum 3 --zero 3 --save-every 4 --resume || fail "ZeRO-3 resume on 2 ranks: $(tail -3 resume3.txt)"
+cmp -s one-full/final/model.safetensors resume3/final/model.safetensors \
+  && echo "ok   ZeRO-3: a 3-rank checkpoint resumed on 2 ranks ends with the 1-rank run's final weights" \
+  || fail "ZeRO-3 resume 3 -> 2 ranks: final weights differ"
+
+# ---- 2. per-rank memory, printed by the run, falls as 1/N ----
+for np in 1 2 3; do
+  for z in 0 1 2 3; do train "$np" "mem$np-z$z" --grad-accum $((6 / np)) --zero $z --max-steps 1 || fail "mem $np z$z"; done
+done
+"$py" - <<'PY' || fail "per-rank memory does not fall as 1/N"
+import re
+def mem(np, z):
+    out = {}
+    for l in open("mem%d-z%d.txt" % (np, z)):
+        m = re.match(r"train: memory rank (\d+) of (\d+): parameters (\d+) B, gathered weights (\d+) B, "
+                     r"gradient buffers (\d+) B, gradient accumulator (\d+) B, optimizer state (\d+) B", l)
+        if m: out[int(m.group(1))] = [int(x) for x in m.groups()[2:]]
+    assert sorted(out) == list(range(np)), (np, z, sorted(out))
+    return out
+one = mem(1, 0)[0]
+P, _, G, A, O = one
+unit = 256 * 4  # lt_optim_granule: 256 floats for the sample model
+for np in (1, 2, 3):
+    for z in (0, 1, 2, 3):
+        for r, (p, pg, g, a, o) in mem(np, z).items():
+            if z == 3:  # this rank's parts: 1/N of the model (per tensor, within a unit each), plus the gathered groups
+                assert abs(p - P / np) <= 16 * unit and 0 < pg < P, ("ZeRO-3 parameters", np, r, p, pg, P)
+            else:
+                assert p == P and pg == 0, ("parameters are whole on every rank below ZeRO-3", np, z, r, p, P)
+            if z == 0:
+                assert (g, a, o) == (G, A, O), (np, z, r)
+                continue
+            assert abs(a - A / np) <= unit and abs(o - O / np) <= 2 * unit, ("1/N", np, z, r, a, o, A, O)
+            assert (g == G) if z == 1 else (0 < g < G), ("gradient buffers", np, z, r, g, G)
+        if z:
+            print("ok   %d rank(s), ZeRO-%d: parameters %s B, accumulator %s B, optimizer state %s B per rank "
+                  "(1 rank: %d, %d, %d); gradient buffers %d B (full: %d)" % (np, z, [v[0] for v in mem(np, z).values()],
+                  [v[3] for v in mem(np, z).values()], [v[4] for v in mem(np, z).values()], P, A, O, mem(np, z)[0][2], G))
+PY
+
+# ---- 3. a rank SIGKILLed mid-step ends the job, named, at every stage ----
+for z in 0 1 2 3; do
+  t0=$(now_ms)
+  LT_FAULT_RANK=1 LT_FAULT_STEP=3 LT_FAULT_MODE=kill LT_COMM_TIMEOUT_S=30 train 3 "kill-z$z" --grad-accum 2 --zero $z
+  rc=$?
+  dt=$(( $(now_ms) - t0 ))
+  if [ $rc -eq 0 ] || [ $rc -eq 124 ]; then fail "kill z$z: exit $rc after ${dt} ms (must fail, not hang)"; continue; fi
+  grep -q "rank 1 of 3: fault injection: SIGKILL" "kill-z$z.txt" || fail "kill z$z: no fault message: $(tail -4 "kill-z$z.txt")"
+  grep -Eq "process rank 1 with PID .* signal 9" "kill-z$z.txt" || fail "kill z$z: mpirun did not name rank 1: $(tail -6 "kill-z$z.txt")"
+  [ "$dt" -lt 20000 ] || fail "kill z$z: the job took ${dt} ms to end"
+  echo "ok   ZeRO-$z: rank 1 SIGKILLed mid-step; the job ended with exit $rc after ${dt} ms, naming rank 1"
+done
+
+lt_finish
