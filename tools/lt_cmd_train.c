@@ -436,6 +436,7 @@ static lt_status export_from_checkpoint(run *r, const char *ckpt, const char *ou
         lt_ckpt *c = NULL;
         if (!(st = lt_ckpt_open(ckpt, &c, err))) st = lt_export_checkpoint_folder(c, r->o, r->o->model, out, err);
         lt_ckpt_close(c);
+        if (!st) fprintf(stderr, "train: rank 0 exported %s from the sharded checkpoint (nothing gathered)\n", out);
     }
     double deadline = r->comm->timeout_s;
     r->comm->timeout_s = HUGE_VAL;
