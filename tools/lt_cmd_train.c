@@ -35,7 +35,9 @@
  * metrics and the export and runs the evaluation. Checkpoints are sharded
  * (lt_ckpt_write_sharded): every rank writes the part it holds, rank 0 the
  * index and state; on --resume every rank reads the slices it now holds, at
- * any number of ranks (RUN_DIR must be on a shared filesystem).
+ * any number of ranks (RUN_DIR must be on a shared filesystem). The exports
+ * of a full fine-tuning run (step-N/hf, final/) are rank 0's offline export of
+ * that sharded checkpoint (export_from_checkpoint): nothing is gathered.
  *
  * Signals: SIGINT, SIGTERM and SIGUSR1 during the training loop finish the
  * optimizer step in progress, write a checkpoint of it, print the step and
