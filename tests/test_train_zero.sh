@@ -17,6 +17,9 @@
 #      world size that N does not divide is refused by name;
 #   1c. ZeRO-3 checkpoints (the parts gathered tensor by tensor) resume on
 #      another world size (3 ranks -> 2) to the uninterrupted final weights;
+#   1d. several ranks (full): step-N/hf and final/ are the sharded checkpoint
+#      exported by rank 0 alone (the offline export, nothing gathered); rank
+#      0's export failing fails the run, saying why (the others name rank 0);
 #   2. the per-rank memory the run prints: the gradient accumulator and the
 #      optimizer state of each rank are 1/N of one rank's (within one unit of
 #      lt_optim_granule per rank), ZeRO-2/3's gradient buffers are smaller
@@ -82,6 +85,10 @@ for spec in "full 2 3 2" "full 3 2 2 --recompute" "lora 3 2 2" "lemb 2 3 2" "ful
   if [ "$z" = 3 ] && [ "$np" -gt 1 ]; then # the next layer's gather started (non-blocking) while this one computed
     grep -Eq "ZeRO-3 weight gathers: [1-9][0-9]* prefetched" "$out.txt" || fail "$out: no prefetched gathers: $(grep 'weight gathers' "$out.txt")"
   fi
+  if [ "$np" -gt 1 ] && [ "$mode" = full ]; then # final/ from the sharded checkpoint, by rank 0 alone
+    grep -q "rank 0 exported $out/final from the sharded checkpoint (nothing gathered)" "$out.txt" \
+      || fail "$out: final/ not exported from the sharded checkpoint: $(grep -i export "$out.txt")"
+  fi
   if same_run "one-$mode" "$out"; then echo "ok   $out: losses, grad norms and final weights bitwise equal to 1 rank x 6"
   else fail "$out differs from 1 rank x 6"; fi
 done
@@ -109,6 +116,17 @@ train 2 resume3 --grad-accum 3 --zero 3 --save-every 4 --resume || fail "ZeRO-3 
 cmp -s one-full/final/model.safetensors resume3/final/model.safetensors \
   && echo "ok   ZeRO-3: a 3-rank checkpoint resumed on 2 ranks ends with the 1-rank run's final weights" \
   || fail "ZeRO-3 resume 3 -> 2 ranks: final weights differ"
+
+# ---- 1d. rank 0's export failing (final/ cannot be written) fails every rank, saying why ----
+mkdir -p badfinal && touch badfinal/final
+if train 2 badfinal --grad-accum 3 --zero 3 --max-steps 2; then fail "export to a file named final/: the run succeeded"
+else
+  grep -q "rank 0 of 2: export to badfinal/final: .*not a folder" badfinal.txt \
+    && echo "ok   rank 0's export failing ends the run, saying why" \
+    || fail "export failure on rank 0: $(grep -v '^step' badfinal.txt | tail -4)"
+  # rank 1 learns it in the agreement (unless mpirun, ending the job on rank 0's abort, stops it first)
+  grep -q "rank 1 of 2: checkpoint: rank 0 of 2 failed exporting" badfinal.txt && echo "ok   rank 1 named rank 0's failure"
+fi
 
 # ---- 2. per-rank memory, printed by the run, falls as 1/N ----
 for np in 1 2 3; do

@@ -23,6 +23,14 @@ int lt_cmd_train(int argc, char **argv);    /* tools/lt_cmd_train.c */
 int lt_cmd_generate(int argc, char **argv); /* tools/lt_cmd_generate.c */
 int lt_cmd_merge(int argc, char **argv);    /* tools/lt_cmd_merge.c */
 int lt_cmd_export(int argc, char **argv);   /* tools/lt_cmd_export.c */
+/* tools/lt_cmd_export.c: what `luxtrain export CHECKPOINT --out DIR` does once the run's options `o`
+ * and the base model folder are known -- a Hugging Face folder (full) or a PEFT adapter (LoRA) from the
+ * checkpoint, tensor by tensor, one process, no collective; also the run's own step-N/hf and final/
+ * under several ranks (tools/lt_cmd_train.c) */
+struct lt_ckpt;
+struct lt_train_opts;
+lt_status lt_export_checkpoint_folder(const struct lt_ckpt *c, const struct lt_train_opts *o, const char *model,
+                                      const char *out, lt_err *err);
 int lt_cmd_vocab(int argc, char **argv);    /* tools/lt_cmd_vocab.c: vocab add */
 int lt_cmd_bench(int argc, char **argv);    /* bench/lt_bench_step.c: bench step (bench kernels: tools/luxtrain.c) */
 

@@ -398,6 +398,11 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
     return st;
 }
 
+lt_status lt_export_checkpoint_folder(const lt_ckpt *c, const lt_train_opts *o, const char *model, const char *out,
+                                      lt_err *err) {
+    return lt_train_opts_lora(o) ? export_lora(c, o, model, out, err) : export_full(c, model, out, err);
+}
+
 /* a checkpoint -> one GGUF file: the base model with the checkpoint's weights (full) or its adapter merged (LoRA) */
 static lt_status export_ckpt_gguf(const lt_ckpt *c, const lt_train_opts *o, const char *model, const lt_gguf_opts *g0,
                                   lt_err *err) {
@@ -480,9 +485,7 @@ static lt_status export_checkpoint(const char *ckpt, const char *model_arg, cons
         goto done;
     }
     long rss0 = peak_rss_kib();
-    st = gguf                  ? export_ckpt_gguf(c, &o, model, gguf, err)
-         : lt_train_opts_lora(&o) ? export_lora(c, &o, model, out, err)
-                                  : export_full(c, model, out, err);
+    st = gguf ? export_ckpt_gguf(c, &o, model, gguf, err) : lt_export_checkpoint_folder(c, &o, model, out, err);
     if (!st) {
         size_t total = 0, largest = 0;
         for (size_t i = 0; i < lt_ckpt_count(c, LT_CKPT_WEIGHTS); i++) {

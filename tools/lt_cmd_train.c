@@ -35,7 +35,9 @@
  * metrics and the export and runs the evaluation. Checkpoints are sharded
  * (lt_ckpt_write_sharded): every rank writes the part it holds, rank 0 the
  * index and state; on --resume every rank reads the slices it now holds, at
- * any number of ranks (RUN_DIR must be on a shared filesystem).
+ * any number of ranks (RUN_DIR must be on a shared filesystem). The exports
+ * of a full fine-tuning run (step-N/hf, final/) are rank 0's offline export of
+ * that sharded checkpoint (export_from_checkpoint): nothing is gathered.
  *
  * Signals: SIGINT, SIGTERM and SIGUSR1 during the training loop finish the
  * optimizer step in progress, write a checkpoint of it, print the step and
@@ -96,12 +98,15 @@ typedef struct run {
     int rank, world;
     int stopped;  /* the signal that stopped the loop (-1: another rank's), 0: none */
     int64_t stop_step, stop_saved; /* the step it stopped after; whether a checkpoint of it exists */
+    char last_ckpt[4096];           /* the newest checkpoint this run wrote or resumed from ("" none) */
+    int64_t last_ckpt_step;         /* its step (-1 none) */
     /* the step's micro-batches, copied from the loader */
     int32_t *buf;
     lt_batch *micro;
 } run;
 
 static lt_status export_to(run *r, const char *out, lt_err *err);
+static lt_status export_from_checkpoint(run *r, const char *ckpt, const char *out, lt_err *err);
 
 static double elapsed(const run *r) { return r->elapsed0 + (lt_now_s() - r->t0); }
 
@@ -271,7 +276,12 @@ static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
         lt_ckpt_state cs = {.step = step};
         lt_status st = lt_ckpt_write_sharded(r->o->out, &cs, r->opt, r->comm, (int)r->o->keep_checkpoints, dir,
                                              sizeof dir, err);
-        if (!st) st = export_to(r, NULL, err); /* the others take part in gathering the weights for step-N/hf */
+        if (!st) {
+            snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", dir);
+            r->last_ckpt_step = step;
+        }
+        /* full: rank 0 writes step-N/hf from the checkpoint alone, the others wait for its result */
+        if (!st && !r->lora) st = export_from_checkpoint(r, dir, NULL, err);
         return st;
     }
     lt_tlist w = {0}, os = {0};
@@ -313,11 +323,15 @@ static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     free(lbytes);
     free(extra);
     if (st) return st;
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", dir);
+    r->last_ckpt_step = step;
     /* the same weights as a usable folder: step-N/hf (full) or step-N/adapter (LoRA), written
-     * (temporary name + rename) once the checkpoint itself is complete */
+     * (temporary name + rename) once the checkpoint itself is complete; several ranks (full):
+     * from the sharded checkpoint just written, by rank 0 alone */
     char sub[4200];
     snprintf(sub, sizeof sub, "%s/%s", dir, r->lora ? "adapter" : "hf");
-    if ((st = export_to(r, sub, err))) return lt_wrap(err, st, "checkpoint %s", dir);
+    st = r->world > 1 && !r->lora ? export_from_checkpoint(r, dir, sub, err) : export_to(r, sub, err);
+    if (st) return lt_wrap(err, st, "checkpoint %s", dir);
     if (r->tty) fputc('\n', stderr);
     fprintf(stderr, "checkpoint: %s\n", dir);
     return LT_OK;
@@ -409,10 +423,34 @@ done:
 
 /* ------------------------------------------------------------ export */
 
-/* the trained model into `out`: Hugging Face folder (full) or PEFT adapter (LoRA) */
+/* Several ranks, full fine-tuning: nothing is gathered. Rank 0 alone turns the
+ * sharded checkpoint `ckpt` (complete: every rank wrote its slices) into the
+ * Hugging Face folder `out` with the offline export (lt_export_checkpoint_folder,
+ * what `luxtrain export` does: tensor by tensor from the ranks' files, bounded
+ * memory, no collective); the others wait for it in one agreement, without the
+ * collectives' deadline (the export's time grows with the model, and a rank
+ * that dies ends the job through the launcher). Every rank returns rank 0's
+ * result: its own message on rank 0, "rank 0 of W failed exporting ..." on the
+ * others (the run then aborts every rank, as for any failure). */
+static lt_status export_from_checkpoint(run *r, const char *ckpt, const char *out, lt_err *err) {
+    lt_status st = LT_OK;
+    if (!r->rank) {
+        lt_ckpt *c = NULL;
+        if (!(st = lt_ckpt_open(ckpt, &c, err))) st = lt_export_checkpoint_folder(c, r->o, r->o->model, out, err);
+        lt_ckpt_close(c);
+        if (!st) fprintf(stderr, "train: rank 0 exported %s from the sharded checkpoint (nothing gathered)\n", out);
+    }
+    double deadline = r->comm->timeout_s;
+    r->comm->timeout_s = HUGE_VAL;
+    st = lt_ckpt_agree(r->comm, st, "exporting the Hugging Face folder", err);
+    r->comm->timeout_s = deadline;
+    return st;
+}
+
+/* the trained model into `out`: Hugging Face folder (full) or PEFT adapter (LoRA); one rank (full:
+ * several ranks export from their sharded checkpoint, export_from_checkpoint) */
 static lt_status export_to(run *r, const char *out, lt_err *err) {
-    if (r->rank) /* rank 0 writes; under ZeRO-1 the others take part in gathering the weights */
-        return r->lora ? LT_OK : lt_optim_params_to_tlist(r->opt, NULL, err);
+    if (r->rank) return LT_OK; /* rank 0 writes (LoRA: the adapter every rank holds whole) */
     if (r->lora) return lt_trainer_export_adapter(r->m, &r->peft, out, err);
     /* full: every parameter, in the source checkpoint's dtype */
     lt_st_model *src = NULL;
@@ -473,7 +511,13 @@ static void remove_leftovers(const char *out) {
 static lt_status export_final(run *r, lt_err *err) {
     char out[4096];
     if (!lt_path_join(out, sizeof out, r->o->out, "final")) return lt_fail(err, LT_ERR_INVALID, "path too long");
-    return export_to(r, out, err);
+    if (r->world == 1 || r->lora) return export_to(r, out, err);
+    /* several ranks, full: from the checkpoint of the last step (the loop saves one after its last
+     * step; written here if it did not) */
+    int64_t step = lt_optim_steps_done(r->opt);
+    lt_status st;
+    if (r->last_ckpt_step != step && (st = save_checkpoint(r, step, err))) return st;
+    return export_from_checkpoint(r, r->last_ckpt, out, err);
 }
 
 /* ------------------------------------------------------------ the run */
@@ -1037,6 +1081,7 @@ int lt_cmd_train(int argc, char **argv) {
     r.lora = lt_train_opts_lora(&o);
     r.tty = isatty(2);
     r.last_loss = NAN;
+    r.last_ckpt_step = -1;
     lt_comm_env env;
     lt_comm_env_read(&env);
     r.world = env.world > 1 ? env.world : 1;
@@ -1077,6 +1122,10 @@ int lt_cmd_train(int argc, char **argv) {
     if (!r.rank && (st = lt_train_opts_write(&o, path, &err))) goto fail;
     if ((st = setup(&r, &err))) goto fail;
     if (ck_step >= 0 && (st = restore_checkpoint(&r, ck, &err))) goto fail;
+    if (ck_step >= 0) {
+        snprintf(r.last_ckpt, sizeof r.last_ckpt, "%s", ck);
+        r.last_ckpt_step = ck_step;
+    }
     lt_path_join(path, sizeof path, o.out, "metrics.jsonl");
     if (!r.rank) {
         if (ck_step >= 0 && (st = cut_metrics(path, ck_step, &err))) goto fail;

@@ -690,7 +690,7 @@ lt_status lt_ckpt_load_optim(const lt_ckpt *c, lt_optim *o, lt_err *err) {
 
 /* every rank's status to every rank (W doubles: 1 = failed): LT_OK when all
  * succeeded; else this rank's own error, or one naming the first failed rank */
-static lt_status agree(lt_comm *comm, lt_status mine, const char *what, lt_err *err) {
+lt_status lt_ckpt_agree(lt_comm *comm, lt_status mine, const char *what, lt_err *err) {
     double *v = calloc((size_t)comm->world, sizeof *v);
     lt_err e2 = {{0}};
     if (!v) return lt_fail(err, LT_ERR_NOMEM, "checkpoint: out of memory");
@@ -844,7 +844,7 @@ lt_status lt_ckpt_write_sharded(const char *run_dir, const lt_ckpt_state *st, lt
         lt_fs_rm_rf(tmp);
         if (mkdir(tmp, 0755) != 0) s = lt_fail(err, LT_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
     }
-    if ((s = agree(comm, s, "making the checkpoint folder", err))) return lt_wrap(err, s, "checkpoint %s", final);
+    if ((s = lt_ckpt_agree(comm, s, "making the checkpoint folder", err))) return lt_wrap(err, s, "checkpoint %s", final);
     test_hook_rank(1, R);
 
     /* 2. every rank: its own slices of the weights, then of the optimizer state (staged in host memory:
@@ -862,7 +862,7 @@ lt_status lt_ckpt_write_sharded(const char *run_dir, const lt_ckpt_state *st, lt
         cJSON_Delete(meta);
         if (!s) test_hook_rank(kind + 2, R);
     }
-    s = agree(comm, s, "writing its shard", err);
+    s = lt_ckpt_agree(comm, s, "writing its shard", err);
 
     /* 3. rank 0: index, loader, state, COMPLETE; rename */
     if (!s && R == 0) {
@@ -897,7 +897,7 @@ lt_status lt_ckpt_write_sharded(const char *run_dir, const lt_ckpt_state *st, lt
         if (!s && !(s = lt_fs_replace_dir(tmp, final, err))) test_hook_rank(7, R);
     }
     if (s && R == 0) lt_fs_rm_rf(tmp);
-    s = agree(comm, s, "completing the checkpoint", err);
+    s = lt_ckpt_agree(comm, s, "completing the checkpoint", err);
     if (s) return lt_wrap(err, s, "checkpoint %s", final);
     if (out_dir && cap) snprintf(out_dir, cap, "%s", final);
     if (R == 0 && keep_last > 0) return lt_ckpt_prune(run_dir, keep_last, err);

@@ -147,6 +147,11 @@ struct lt_comm;
 lt_status lt_ckpt_write_sharded(const char *run_dir, const lt_ckpt_state *st, struct lt_optim *o,
                                 struct lt_comm *comm, int keep_last, char *out_dir, size_t cap, lt_err *err);
 
+/* Every rank's status to every rank (collective): LT_OK when all of comm's
+ * ranks passed LT_OK; else this rank's own error, or one naming the first
+ * rank that failed `what` (its own message says why). */
+lt_status lt_ckpt_agree(struct lt_comm *comm, lt_status mine, const char *what, lt_err *err);
+
 enum { LT_CKPT_WEIGHTS = 0, LT_CKPT_OPTIM = 1 };
 /* The tensors of kind LT_CKPT_WEIGHTS or LT_CKPT_OPTIM (names, dtype, shape;
  * data is NULL for a sharded checkpoint), in the order written. */
