@@ -102,17 +102,24 @@ ln -sf "$PWD/full/checkpoints/step-000002/weights.safetensors" ckf/model.safeten
 cmp -s lc.gguf lf.gguf && ok "LoRA checkpoint = its final adapter merged" || fail "LoRA checkpoint differs from --adapter final"
 "$py" "$check" check lc.gguf "$model" q8_0 lora/final >lcc.txt 2>&1 && ok "LoRA checkpoint: $(tail -1 lcc.txt)" \
   || fail "LoRA checkpoint: $(tail -2 lcc.txt)"
+lora_run() { # WHAT MODEL RUN TYPE BASE.gguf TRAIN-ARGS...: a LoRA run's checkpoint exported as its final adapter
+    local what=$1 m=$2 run=$3 t=$4 base=$5
+    shift 5
+    "$bin" train --model "$m" --out "$run" --lora-rank 4 --lora-alpha 8 "$@" >"$run.txt" 2>&1 \
+      || { fail "$what train: $(tail -3 "$run.txt")"; return; }
+    "$bin" export "$run/checkpoints/step-000002" --gguf "$run.c.gguf" --type "$t" >"$run.c.txt" 2>&1 \
+      || fail "$what checkpoint: $(cat "$run.c.txt")"
+    "$bin" export --gguf "$run.f.gguf" --model "$m" --adapter "$run/final" --type "$t" >"$run.f.txt" 2>&1 \
+      || fail "$what final: $(cat "$run.f.txt")"
+    cmp -s "$run.c.gguf" "$run.f.gguf" && ok "$what checkpoint = its final adapter merged" \
+      || fail "$what checkpoint differs from --adapter final"
+    "$py" "$check" check "$run.c.gguf" "$m" "$t" "$run/final" >"$run.check" 2>&1 && ok "$what: $(tail -1 "$run.check")" \
+      || fail "$what: $(tail -2 "$run.check")"
+    "$py" "$check" same "$run.c.gguf" "$base" >/dev/null 2>&1 && fail "the $what checkpoint exported the base weights"
+}
 # a LoRA run with --train-embeddings all: the trained embed_tokens (tied head) folded in, from the checkpoint
 # as from the run's final adapter (modules_to_save)
-"$bin" train --model "$model" --out lemb --lora-rank 4 --lora-alpha 8 --lora-targets q,v --train-embeddings all \
-  "${common[@]}" >lemb.txt 2>&1 || fail "LoRA --train-embeddings all train: $(tail -3 lemb.txt)"
-"$bin" export lemb/checkpoints/step-000002 --gguf le.gguf --type f32 >le.txt 2>&1 || fail "embeddings checkpoint: $(cat le.txt)"
-"$bin" export --gguf lef.gguf --model "$model" --adapter lemb/final --type f32 >lef.txt 2>&1 || fail "final: $(cat lef.txt)"
-cmp -s le.gguf lef.gguf && ok "--train-embeddings checkpoint = its final adapter merged" \
-  || fail "--train-embeddings checkpoint differs from --adapter final"
-"$py" "$check" check le.gguf "$model" f32 lemb/final >lec.txt 2>&1 && ok "--train-embeddings all: $(tail -1 lec.txt)" \
-  || fail "--train-embeddings all: $(tail -2 lec.txt)"
-"$py" "$check" same le.gguf sample.f32.gguf >/dev/null 2>&1 && fail "the embeddings checkpoint exported the base weights"
+lora_run "--train-embeddings all" "$model" lemb f32 sample.f32.gguf --lora-targets q,v --train-embeddings all "${common[@]}"
 
 # Gemma3ForConditionalGeneration: its language model as the gemma3 GGUF of the same weights in a
 # Gemma3ForCausalLM folder (text_config as config.json, the tensors renamed, the other towers left out),
@@ -147,16 +154,8 @@ d=models/gemma3_cg
 "$bin" tokenize --tokenizer "$d" --input "$src/data/sample/luxit_sample.jsonl" --out shcg --quiet >shcg.txt 2>&1 \
   || fail "tokenize for gemma3_cg: $(tail -2 shcg.txt)"
 cgc=(--data shcg/train-00000.h5 "${common[@]:2}")
-"$bin" train --model "$d" --out cgl --lora-rank 4 --lora-alpha 8 --lora-targets q,v,down "${cgc[@]}" >cgl.txt 2>&1 \
-  || fail "gemma3_cg LoRA train: $(tail -3 cgl.txt)"
+lora_run "gemma3_cg LoRA" "$d" cgl q8_0 gemma3_cg.q8_0.gguf --lora-targets q,v,down "${cgc[@]}"
 grep -q 'language_model' cgl/final/adapter_config.json || fail "gemma3_cg LoRA: target_modules not PEFT's regex"
-"$bin" export cgl/checkpoints/step-000002 --gguf cglc.gguf --type q8_0 >cglc.txt 2>&1 || fail "gemma3_cg LoRA checkpoint: $(cat cglc.txt)"
-"$bin" export --gguf cglf.gguf --model "$d" --adapter cgl/final --type q8_0 >cglf.txt 2>&1 || fail "final: $(cat cglf.txt)"
-cmp -s cglc.gguf cglf.gguf && ok "gemma3_cg LoRA checkpoint = its final adapter merged" \
-  || fail "gemma3_cg LoRA checkpoint differs from --adapter final"
-"$py" "$check" check cglc.gguf "$d" q8_0 cgl/final >cglcc.txt 2>&1 && ok "gemma3_cg LoRA checkpoint: $(tail -1 cglcc.txt)" \
-  || fail "gemma3_cg LoRA checkpoint: $(tail -2 cglcc.txt)"
-cmp -s cglc.gguf gemma3_cg.q8_0.gguf && fail "the gemma3_cg LoRA checkpoint exported the base weights"
 "$bin" train --model "$d" --out cgf "${cgc[@]}" >cgf.txt 2>&1 || fail "gemma3_cg full train: $(tail -3 cgf.txt)"
 "$bin" export cgf/checkpoints/step-000002 --gguf cgfc.gguf --type f32 >cgfc.txt 2>&1 || fail "gemma3_cg full checkpoint: $(cat cgfc.txt)"
 "$bin" export --gguf cgff.gguf --model cgf/final --type f32 >cgff.txt 2>&1 || fail "gemma3_cg final: $(cat cgff.txt)"
