@@ -77,13 +77,38 @@ def read_safetensors(path):
     return out
 
 
+# Gemma3ForConditionalGeneration: its language model's tensors (both layouts transformers 5.24 loads) under
+# the causal LM's names; the vision tower and projector are not in the GGUF (llama.cpp's mmproj file)
+WRAPPED = (("language_model.model.", "model."), ("language_model.lm_head.", "lm_head."),
+           ("model.language_model.", "model."))
+OTHER_TOWERS = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
+
+
+def lm_name(n):
+    for a, b in WRAPPED:
+        if n.startswith(a):
+            return b + n[len(a):]
+    return n
+
+
+def load_config(mdir):
+    """config.json; of a multimodal class, its text_config with the top level's dtype and token ids over it"""
+    cfg = json.load(open(os.path.join(mdir, "config.json")))
+    if "text_config" not in cfg:
+        return cfg
+    text = dict(cfg["text_config"])
+    text.update({k: cfg[k] for k in ("torch_dtype", "dtype", "bos_token_id", "eos_token_id", "pad_token_id",
+                                     "tie_word_embeddings") if k in cfg})
+    return text
+
+
 def read_model(d):
     idx = os.path.join(d, "model.safetensors.index.json")
     files = sorted(set(json.load(open(idx))["weight_map"].values())) if os.path.exists(idx) else ["model.safetensors"]
     w = {}
     for f in files:
         w.update(read_safetensors(os.path.join(d, f)))
-    return w
+    return {lm_name(n): a for n, a in w.items() if not n.startswith(OTHER_TOWERS)}
 
 
 def permute(w, n_head):  # llama.cpp's converter: rotate-half pairs -> interleaved pairs, per head
@@ -128,7 +153,7 @@ def field(r, key):
 
 
 def check(path, mdir, typ, adapter):
-    cfg = json.load(open(os.path.join(mdir, "config.json")))
+    cfg = load_config(mdir)
     tj = json.load(open(os.path.join(mdir, "tokenizer.json")))
     tcp = os.path.join(mdir, "tokenizer_config.json")
     tc = json.load(open(tcp)) if os.path.exists(tcp) else {}
@@ -196,7 +221,7 @@ def check(path, mdir, typ, adapter):
         aw = read_safetensors(os.path.join(adapter, "adapter_model.safetensors"))
         for n, A in aw.items():
             if ".lora_A." in n:
-                base = n.replace("base_model.model.", "").replace(".lora_A.weight", ".weight")
+                base = lm_name(n.replace("base_model.model.", "").replace(".lora_A.weight", ".weight"))
                 w[base] = w[base] + scale * (aw[n.replace("lora_A", "lora_B")] @ A)
         # trained embeddings replace their rows (PEFT's merge_and_unload): trainable_token_indices
         # (token_adapter.trainable_tokens_delta holds the rows' values) or modules_to_save (whole tables)

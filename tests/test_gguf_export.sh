@@ -8,7 +8,9 @@
 #   a LoRA adapter merged in (and one on phi3's fused modules; models.txt's
 #   adapters with trained embeddings); from checkpoints (`export CHECKPOINT --gguf`):
 #   a full run's F32 weights, a LoRA run's adapter (the same file as
-#   --adapter RUN/final; with --train-embeddings all too); errors: an unknown --type, an existing OUT without
+#   --adapter RUN/final; with --train-embeddings all too); Gemma3ForConditionalGeneration: its language
+#   model as the gemma3 GGUF of the same weights as a Gemma3ForCausalLM (text only), from a LoRA run's
+#   checkpoint (PEFT's regex target_modules) and a full run's; errors: an unknown --type, an existing OUT without
 #   --overwrite (kept as it was), an olmo2 model whose head_dim llama.cpp
 #   cannot take, gemma2 / gemma3 configs
 #   llama.cpp's gemma graphs cannot express (query_pre_attn_scalar other than
@@ -100,17 +102,66 @@ ln -sf "$PWD/full/checkpoints/step-000002/weights.safetensors" ckf/model.safeten
 cmp -s lc.gguf lf.gguf && ok "LoRA checkpoint = its final adapter merged" || fail "LoRA checkpoint differs from --adapter final"
 "$py" "$check" check lc.gguf "$model" q8_0 lora/final >lcc.txt 2>&1 && ok "LoRA checkpoint: $(tail -1 lcc.txt)" \
   || fail "LoRA checkpoint: $(tail -2 lcc.txt)"
+lora_run() { # WHAT MODEL RUN TYPE BASE.gguf TRAIN-ARGS...: a LoRA run's checkpoint exported as its final adapter
+    local what=$1 m=$2 run=$3 t=$4 base=$5
+    shift 5
+    "$bin" train --model "$m" --out "$run" --lora-rank 4 --lora-alpha 8 "$@" >"$run.txt" 2>&1 \
+      || { fail "$what train: $(tail -3 "$run.txt")"; return; }
+    "$bin" export "$run/checkpoints/step-000002" --gguf "$run.c.gguf" --type "$t" >"$run.c.txt" 2>&1 \
+      || fail "$what checkpoint: $(cat "$run.c.txt")"
+    "$bin" export --gguf "$run.f.gguf" --model "$m" --adapter "$run/final" --type "$t" >"$run.f.txt" 2>&1 \
+      || fail "$what final: $(cat "$run.f.txt")"
+    cmp -s "$run.c.gguf" "$run.f.gguf" && ok "$what checkpoint = its final adapter merged" \
+      || fail "$what checkpoint differs from --adapter final"
+    "$py" "$check" check "$run.c.gguf" "$m" "$t" "$run/final" >"$run.check" 2>&1 && ok "$what: $(tail -1 "$run.check")" \
+      || fail "$what: $(tail -2 "$run.check")"
+    "$py" "$check" same "$run.c.gguf" "$base" >/dev/null 2>&1 && fail "the $what checkpoint exported the base weights"
+}
 # a LoRA run with --train-embeddings all: the trained embed_tokens (tied head) folded in, from the checkpoint
 # as from the run's final adapter (modules_to_save)
-"$bin" train --model "$model" --out lemb --lora-rank 4 --lora-alpha 8 --lora-targets q,v --train-embeddings all \
-  "${common[@]}" >lemb.txt 2>&1 || fail "LoRA --train-embeddings all train: $(tail -3 lemb.txt)"
-"$bin" export lemb/checkpoints/step-000002 --gguf le.gguf --type f32 >le.txt 2>&1 || fail "embeddings checkpoint: $(cat le.txt)"
-"$bin" export --gguf lef.gguf --model "$model" --adapter lemb/final --type f32 >lef.txt 2>&1 || fail "final: $(cat lef.txt)"
-cmp -s le.gguf lef.gguf && ok "--train-embeddings checkpoint = its final adapter merged" \
-  || fail "--train-embeddings checkpoint differs from --adapter final"
-"$py" "$check" check le.gguf "$model" f32 lemb/final >lec.txt 2>&1 && ok "--train-embeddings all: $(tail -1 lec.txt)" \
-  || fail "--train-embeddings all: $(tail -2 lec.txt)"
-"$py" "$check" same le.gguf sample.f32.gguf >/dev/null 2>&1 && fail "the embeddings checkpoint exported the base weights"
+lora_run "--train-embeddings all" "$model" lemb f32 sample.f32.gguf --lora-targets q,v --train-embeddings all "${common[@]}"
+
+# Gemma3ForConditionalGeneration: its language model as the gemma3 GGUF of the same weights in a
+# Gemma3ForCausalLM folder (text_config as config.json, the tensors renamed, the other towers left out),
+# with a line saying the vision tower and projector are not included; a LoRA run on it (PEFT's regex
+# target_modules) exported from its checkpoint as from its final adapter; a full run's checkpoint as its
+# final folder (a whole Gemma3ForConditionalGeneration again)
+grep -q "the vision tower and projector are not included" gemma3_cg.f32.txt \
+  && ok "gemma3_cg: $(grep 'not included' gemma3_cg.f32.txt | sed 's/.*: the language/the language/')" \
+  || fail "gemma3_cg: no line about the vision tower: $(cat gemma3_cg.f32.txt)"
+mkdir -p cg_text && ln -sf "$src/tests/fixtures/gguf/tok_llama3"/* cg_text/
+"$py" - "$src/tests/fixtures/gguf/gemma3_cg_qs16" cg_text "$src/tests" <<'EOF'
+import json, os, struct, sys
+sys.path.insert(0, sys.argv[3])
+import gguf_check
+cfg = gguf_check.load_config(sys.argv[1])
+cfg["architectures"] = ["Gemma3ForCausalLM"]
+json.dump(cfg, open(os.path.join(sys.argv[2], "config.json"), "w"))
+header, blobs, off = {}, [], 0
+for n, a in gguf_check.read_model(sys.argv[1]).items():
+    header[n] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
+    blobs.append(a.astype("float32").tobytes())
+    off += a.nbytes
+h = json.dumps(header).encode()
+h += b" " * (-len(h) % 8)
+open(os.path.join(sys.argv[2], "model.safetensors"), "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+EOF
+"$bin" export --gguf cg_text.gguf --model cg_text --type f32 >cgt.txt 2>&1 \
+  && "$py" "$check" same cg_text.gguf gemma3_cg.f32.gguf >>cgt.txt 2>&1 \
+  && ok "gemma3_cg = the gemma3 GGUF of its language model as a Gemma3ForCausalLM: $(tail -1 cgt.txt)" \
+  || fail "gemma3_cg against its language model as a Gemma3ForCausalLM: $(tail -2 cgt.txt)"
+d=models/gemma3_cg
+"$bin" tokenize --tokenizer "$d" --input "$src/data/sample/luxit_sample.jsonl" --out shcg --quiet >shcg.txt 2>&1 \
+  || fail "tokenize for gemma3_cg: $(tail -2 shcg.txt)"
+cgc=(--data shcg/train-00000.h5 "${common[@]:2}")
+lora_run "gemma3_cg LoRA" "$d" cgl q8_0 gemma3_cg.q8_0.gguf --lora-targets q,v,down "${cgc[@]}"
+grep -q 'language_model' cgl/final/adapter_config.json || fail "gemma3_cg LoRA: target_modules not PEFT's regex"
+"$bin" train --model "$d" --out cgf "${cgc[@]}" >cgf.txt 2>&1 || fail "gemma3_cg full train: $(tail -3 cgf.txt)"
+"$bin" export cgf/checkpoints/step-000002 --gguf cgfc.gguf --type f32 >cgfc.txt 2>&1 || fail "gemma3_cg full checkpoint: $(cat cgfc.txt)"
+"$bin" export --gguf cgff.gguf --model cgf/final --type f32 >cgff.txt 2>&1 || fail "gemma3_cg final: $(cat cgff.txt)"
+"$py" "$check" same cgfc.gguf cgff.gguf >cgfs.txt 2>&1 && "$py" "$check" check cgfc.gguf cgf/final f32 >>cgfs.txt 2>&1 \
+  && ok "gemma3_cg full checkpoint = its final folder: $(tail -1 cgfs.txt)" || fail "gemma3_cg full checkpoint: $(tail -2 cgfs.txt)"
+"$py" "$check" same cgfc.gguf gemma3_cg.f32.gguf >/dev/null 2>&1 && fail "the gemma3_cg full checkpoint exported the base weights"
 
 # errors
 expect_fail() { # WHAT PATTERN ARGS...: exits non-zero, says PATTERN, leaves no temporary file
@@ -124,8 +175,8 @@ expect_fail() { # WHAT PATTERN ARGS...: exits non-zero, says PATTERN, leaves no 
 expect_fail "unknown --type" "--type expects one of f16, bf16, q8_0, f32, got .q4_0." --gguf x.gguf --model "$model" --type q4_0
 cp llama.f16.gguf keep.gguf
 expect_fail "existing OUT" "overwrite" --gguf keep.gguf --model models/llama --type f32
-expect_fail "Gemma3ForConditionalGeneration" "GGUF export of the language model inside Gemma3ForConditionalGeneration is not supported" \
-  --gguf x.gguf --model "$src/tests/fixtures/models/gemma3_cg"
+expect_fail "Gemma3ForConditionalGeneration: text_config's query_pre_attn_scalar" \
+  "gemma3_cg: query_pre_attn_scalar 24: llama.cpp's gemma3 graph" --gguf x.gguf --model "$src/tests/fixtures/models/gemma3_cg"
 cmp -s keep.gguf llama.f16.gguf || fail "an existing OUT was changed without --overwrite"
 "$bin" export --gguf keep.gguf --model models/llama --type f32 --overwrite >ow.txt 2>&1 \
   && cmp -s keep.gguf llama.f32.gguf && ok "--overwrite replaces OUT" || fail "--overwrite: $(cat ow.txt)"

@@ -6,7 +6,8 @@
  * (llama-cpp-python, tools/requirements-gguf.txt) computed from the GGUF in
  * each type (tests/fixtures/gguf/llama_cpp_logits.safetensors, made by
  * tools/gen_gguf_fixtures.py logits). A model with an adapter (the 4th
- * column: LoRA with trained embeddings, --train-embeddings new / all) is
+ * column: LoRA with trained embeddings, --train-embeddings new / all; the
+ * PEFT adapter trained on Gemma3ForConditionalGeneration, gemma3_cg_lora) is
  * exported with --adapter and compared with luxtrain's forward with the
  * adapter merged (lt_eval_merge_adapter, as eval --adapter).
  *

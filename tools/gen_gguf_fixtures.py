@@ -12,7 +12,8 @@
       tok_cl100k (OLMo 2's kind) with the Llama 3 regex, merges always
       applied, no BOS. olmo2_hd12/: an OLMo 2 model as the olmo2 fixture but
       with head_dim = hidden / heads (llama.cpp's olmo2 assumes it), random
-      weights. gemma2_qs16/, gemma3_qs16/: the gemma2 / gemma3 fixtures with
+      weights. gemma2_qs16/, gemma3_qs16/, gemma3_cg_qs16/: the gemma2 / gemma3 /
+      gemma3_cg (Gemma3ForConditionalGeneration: in text_config) fixtures with
       query_pre_attn_scalar = head_dim (llama.cpp's gemma graphs scale
       attention by head_dim^-0.5 and read no query_pre_attn_scalar; the
       fixtures' 24 is refused), model.safetensors a link to the fixture's.
@@ -170,6 +171,9 @@ def config_variant(fixture, name, edits):
 def gen_gemma():
     for fam in ("gemma2", "gemma3"):
         config_variant(fam, fam + "_qs16", lambda c: {"query_pre_attn_scalar": c["head_dim"]})
+    # the multimodal class: the same edit inside its text_config
+    config_variant("gemma3_cg", "gemma3_cg_qs16", lambda c: {"text_config": dict(
+        c["text_config"], query_pre_attn_scalar=c["text_config"]["head_dim"])})
 
 
 def gen_phi3():

@@ -416,6 +416,7 @@ static lt_status export_ckpt_gguf(const lt_ckpt *c, const lt_train_opts *o, cons
         if ((st = lt_config_load(model, &cfg, err))) return lt_wrap(err, st, "base model %s", model);
         if ((st = ckpt_adapter(c, o, &a, tab, err))) return st;
         a.cfg.targets = lt_lora_targets_for(&cfg, a.cfg.targets); /* fused modules (phi3): qkv, gate_up */
+        a.cfg.wrap = cfg.wrap; /* the language model inside a multimodal class (lt_peft_check) */
         /* trained embeddings (--train-embeddings): the rows the run's adapter would hold, merged in */
         if ((tab[0] || tab[1]) && (st = checkpoint_embed(c, o, model, &cfg, tab, &a.emb, err))) goto done;
         g.adapter = &a;

@@ -666,10 +666,6 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
     char tmp_path[4200] = "";
     lt_status st;
     if ((st = lt_config_load(o->model_dir, &cfg, err))) return st;
-    if (cfg.wrap)
-        return lt_fail(err, LT_ERR_UNSUPPORTED,
-                       "%s: GGUF export of the language model inside %s is not supported (llama.cpp takes the vision "
-                       "tower as a separate mmproj file)", o->model_dir, cfg.architecture);
     const lt_family *fam = lt_family_get(cfg.arch);
     if (!fam || !fam->gguf.arch)
         return lt_fail(err, LT_ERR_UNSUPPORTED, "%s: GGUF export does not support model family '%s' yet",
@@ -697,6 +693,12 @@ lt_status lt_gguf_export(const lt_gguf_opts *o, lt_err *err) {
         adp = ad;
     }
     const char *arch = fam->gguf.arch;
+    /* a multimodal class: its language model, as llama.cpp's converter writes it (text only; the vision
+     * tower and projector belong in llama.cpp's separate mmproj file, which is not written) */
+    if (cfg.wrap)
+        fprintf(stderr, "%s: %s: the language model exported as a %s GGUF; the vision tower and projector are "
+                        "not included (llama.cpp reads them from a separate mmproj file)\n",
+                o->model_dir, cfg.wrap->class_name, arch);
     pt = calloc(nspec + 3, sizeof *pt);
     if (!pt) {
         st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
