@@ -605,7 +605,7 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
     if (t->pooled) {
         if ((st = pool_alloc(t, err))) return st;
         lt_model_set_grad_provider(m, provide, t);
-        if (t->overlap && !t->cross && c->reduce_scatter_sum_ordered_start && c->wait_req && c->world > 1) {
+        if (t->overlap && !t->cross && c->reduce_scatter_sum_ordered_start && c->wait_req) {
             t->rq_cap = 4 * (np + 8);
             t->rq = calloc(t->rq_cap, sizeof *t->rq);
             t->rq_buf = calloc(t->rq_cap, sizeof *t->rq_buf);
