@@ -419,7 +419,8 @@ static lt_status async_begin(lt_comm *c, const char *what, lt_err *err) {
         if (cublasSetStream(x->blas_cs, x->cs) != CUBLAS_STATUS_SUCCESS)
             return lt_fail(err, LT_ERR_BACKEND, "%s: cublasSetStream failed", what);
     }
-    if (!x->ready || !x->blas_cs) return lt_fail(err, LT_ERR_BACKEND, "%s: the communication stream is not set up", what);
+    if (!x->ready || !x->blas_cs)
+        return lt_fail(err, LT_ERR_BACKEND, "%s: the communication stream is not set up", what);
     /* cs behind everything queued on the compute stream so far (without
      * set_stream, check_args' device-wide sync did that) */
     if (x->user_stream && (e = cudaEventRecord(x->ready, x->stream)) == cudaSuccess)
