@@ -129,7 +129,7 @@ void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out);
  * gather). A group still gathered since the last optimizer step counts in
  * neither. */
 void lt_trainer_gathers(const lt_trainer *t, int64_t *prefetched, int64_t *at_use);
-/* ZeRO-2/3 over MPI (not hybrid): the gradient reductions were started
+/* ZeRO-2/3 over MPI or NCCL (not hybrid; overlap on): the gradient reductions were started
  * non-blocking in the hook (reduce_scatter_sum_ordered_start) and completed,
  * oldest first, when their pool buffer is handed out again or before the
  * optimizer step -- so a layer's reduction runs while the next layers do
