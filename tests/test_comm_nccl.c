@@ -3,7 +3,10 @@
  * Run plainly it is world 1 (one GPU, no MPI): every collective on random
  * data, the ordered sums bitwise against a host fold, the plain sums exactly
  * (world 1: the sum is the input), host-pointer staging, uneven / explicit
- * counts, pieces (LT_COMM_CHUNK_ELEMS=1000 so the ordered path is chunked).
+ * counts, pieces (LT_COMM_CHUNK_ELEMS=1000 so the ordered path is chunked),
+ * the non-blocking starts (reduce_scatter_sum_ordered_start, all_gather_start
+ * + wait_req on the communicator's own stream) bitwise against the blocking
+ * calls, without and with set_stream.
  * Under `mpirun -np G` on G GPUs the same checks run with world G (plain
  * float sums then compared with a stated tolerance, NCCL's order being its
  * own).
@@ -192,6 +195,17 @@ static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
         memset(acc, 0xff, nb);
         down(acc, ds, counts[me] * es);
         check_eq("reduce_scatter_sum_ordered (device, counts)", dt, acc, want, counts[me], 1);
+        if (c->reduce_scatter_sum_ordered_start && c->wait_req) { /* non-blocking: the same bits */
+            void *rq = NULL;
+            gen(dt, acc, n, seed_of(k, 1000));
+            up(ds, acc + coff * es, counts[me] * es);
+            LT_CHECK_OK(c->reduce_scatter_sum_ordered_start(c, ds, d, n, counts, dt, &rq, &err), &err);
+            LT_CHECK_OK(c->wait_req(c, rq, &err), &err);
+            cudaDeviceSynchronize();
+            memset(acc, 0xff, nb);
+            down(acc, ds, counts[me] * es);
+            check_eq("reduce_scatter_sum_ordered_start (device, counts)", dt, acc, want, counts[me], 1);
+        }
     }
 
     /* all_gather: canonical and explicit counts, device and host */
@@ -208,6 +222,18 @@ static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
         check_eq(pass ? "all_gather (device, counts)" : "all_gather (device)", dt, acc, want, n, 1);
         LT_CHECK_OK(c->all_gather(c, h, n, pass ? counts : NULL, dt, &err), &err);
         check_eq(pass ? "all_gather (host, counts)" : "all_gather (host)", dt, h, want, n, 1);
+        if (c->all_gather_start && c->wait_req) { /* non-blocking: the same bits */
+            void *rq = NULL;
+            memset(acc, 0xff, nb);
+            memcpy(acc + o * es, want + o * es, l * es);
+            up(d, acc, nb);
+            LT_CHECK_OK(c->all_gather_start(c, d, n, pass ? counts : NULL, dt, &rq, &err), &err);
+            LT_CHECK_OK(c->wait_req(c, rq, &err), &err);
+            cudaDeviceSynchronize();
+            memset(acc, 0xff, nb);
+            down(acc, d, nb);
+            check_eq(pass ? "all_gather_start (device, counts)" : "all_gather_start (device)", dt, acc, want, n, 1);
+        }
     }
 
     /* broadcast from every root */
@@ -266,6 +292,9 @@ int main(void) {
     cudaStreamCreate(&s);
     LT_CHECK_OK(c->set_stream(c, s, &err), &err);
     LT_CHECK_OK(c->barrier(c, &err), &err);
+    /* on that stream (the non-blocking starts then order it by events) */
+    test_dtype_n(c, LT_F32, 4099);
+    test_dtype_n(c, LT_F64, 100003);
     float *d = NULL;
     cudaMalloc((void **)&d, 64);
     st = c->all_reduce_sum(c, d, 4, LT_U8, &err);

@@ -10,7 +10,8 @@
 #      embedding's group, ZeRO-2): every step's loss and grad norm and the
 #      final weights' bytes EQUAL one process with the same global batch;
 #      ZeRO-3 runs prefetch (the run counts gathers started ahead of use) and
-#      the reductions of ZeRO-2/3 run non-blocking (counted too);
+#      the reductions of ZeRO-2/3 run non-blocking (counted too); with
+#      LT_OVERLAP=0 (blocking, no prefetch) the same bits;
 #   1b. --shard-group N (HYBRID_SHARD: sharded inside groups of N
 #      consecutive ranks, replicated across them): 4 ranks in groups of 2
 #      (ZeRO-2 and ZeRO-3) and 6 in groups of 3 (ZeRO-1) equal 1 rank x 12 bitwise; a
@@ -92,6 +93,19 @@ for spec in "full 2 3 2" "full 3 2 2 --recompute" "lora 3 2 2" "lemb 2 3 2" "ful
   if same_run "one-$mode" "$out"; then echo "ok   $out: losses, grad norms and final weights bitwise equal to 1 rank x 6"
   else fail "$out differs from 1 rank x 6"; fi
 done
+# LT_OVERLAP=0: the reductions complete in the hook and the gathers at use
+# (no overlap) -- the same bits as the overlapped runs above
+for z in 2 3; do
+  out="np2-full-z$z-nooverlap"
+  if ! LT_OVERLAP=0 train 2 "$out" --grad-accum 3 --zero $z; then fail "$out: $(tail -3 "$out.txt")"; continue; fi
+  grep -q "ZeRO-$z: 0 gradient reductions ran non-blocking" "$out.txt" || fail "$out: reductions still non-blocking"
+  [ "$z" = 2 ] || grep -q "ZeRO-3 weight gathers: 0 prefetched" "$out.txt" || fail "$out: gathers still prefetched"
+  if same_run "np2-full-z$z" "$out" && same_run one-full "$out"; then
+    echo "ok   $out: LT_OVERLAP=0 bitwise equal to the overlapped run and to 1 rank x 6"
+  else fail "$out differs from the overlapped run"; fi
+done
+LT_OVERLAP=yes train 2 badoverlap --grad-accum 3 --zero 2 --max-steps 1
+grep -q "LT_OVERLAP='yes'" badoverlap.txt || fail "LT_OVERLAP=yes not refused by name: $(tail -2 badoverlap.txt)"
 train 2 bf16 --grad-accum 3 --zero 2 --grad-reduce-dtype bf16 --max-steps 1
 grep -q "zero 2 with --grad-reduce-dtype bf16" bf16.txt || fail "--zero 2 with bf16 reduction not refused by name: $(tail -2 bf16.txt)"
 

@@ -17,7 +17,7 @@ import re
 import sys
 
 SCHEMA = "luxtrain-gpu-check/2"
-PHASES = ("preflight", "deps", "configure", "build", "linkcheck", "gpu-tests", "bench", "tests")
+PHASES = ("preflight", "deps", "configure", "build", "linkcheck", "gpu-tests", "zero", "bench", "tests")
 
 
 def read(logs, name):
@@ -95,6 +95,8 @@ def build(logs, meta):
     res["gpu_tests"] = parse_ctest(gpu_log)
     res["backend_ops"] = parse_ops(gpu_log)
     res["tests"] = parse_ctest(read(logs, "tests.log"))
+    res["zero_check"] = [l[len("zero-check: "):] for l in read(logs, "zero.log").splitlines()
+                         if l.startswith("zero-check: ")]
     res["benchmarks"] = parse_bench(read(logs, "bench.log"))
     k = load_json(os.path.join(logs, "bench_kernels.json"))
     if k is not None:
@@ -113,6 +115,8 @@ def summary(res):
     for t in res["gpu_tests"] + res["tests"]:
         if t["status"] != "Passed":
             print("  test  %-34s %s" % (t["name"], t["status"]))
+    for z in res.get("zero_check", []):
+        print("  zero  %s" % z)
     n_ok = sum(1 for t in res["gpu_tests"] + res["tests"] if t["status"] == "Passed")
     print("  tests passed: %d of %d reported" % (n_ok, len(res["gpu_tests"]) + len(res["tests"])))
     ops = res["backend_ops"]

@@ -183,7 +183,12 @@ struct lt_comm {
      * wait_req (which returns when buf is whole, with the same timeout).
      * Other collectives may run while it is in flight (every rank starts
      * them in the same order); buf must stay untouched until wait_req. NULL
-     * where not implemented (nccl, single): use all_gather. */
+     * where not implemented (single): use all_gather. nccl, device buffers:
+     * queued on the communicator's own stream behind an event on the compute
+     * stream; wait_req then orders the compute stream after it (with
+     * set_stream: an event wait, the host goes on) or waits on the host
+     * (without: polled with the timeout). nccl, host buffers: the blocking
+     * call (the request is then already complete; wait_req takes NULL). */
     lt_status (*all_gather_start)(lt_comm *c, void *buf, size_t n, const size_t *counts, lt_dtype dt, void **req,
                                   lt_err *err);
     /* Non-blocking reduce_scatter_sum_ordered (ZeRO-2/3's reductions behind
@@ -191,7 +196,8 @@ struct lt_comm {
      * wait_req, which folds in rank order (the same bits as the blocking
      * call). Requests are completed in the order they were started by a
      * caller that needs that order (the fold into the same acc). NULL where
-     * not implemented. */
+     * not implemented (single). nccl: as all_gather_start (the fold is the
+     * same cuBLAS axpy sequence, on the communicator's stream). */
     lt_status (*reduce_scatter_sum_ordered_start)(lt_comm *c, void *acc_shard, const void *x, size_t n,
                                                   const size_t *counts, lt_dtype dt, void **req, lt_err *err);
     lt_status (*wait_req)(lt_comm *c, void *req, lt_err *err);

@@ -10,6 +10,19 @@
  *                y = y + x per element; the all-reduce then all-gathers the
  *                folded slots. Same result bits as "mpi" and "single".
  *
+ * Non-blocking starts (reduce_scatter_sum_ordered_start, all_gather_start;
+ * device buffers): the op is queued on a communication stream of its own
+ * (cs) behind an event recorded on the compute stream (with set_stream: the
+ * backend's stream, an event only; without: after a device-wide sync, as
+ * every op here), and an event recorded on cs after it is the request.
+ * wait_req makes the compute stream wait for that event (set_stream), or
+ * polls it with the timeout. Every blocking op first waits for cs, so at
+ * most one NCCL op of the communicator is in flight on the device at a time
+ * (they run in the order every rank queued them) and the scratch buffers are
+ * never shared by two ops at once. The ordered fold is the same cuBLAS axpy
+ * sequence on cs: the same bits as the blocking call. Host buffers: the
+ * blocking call, and a request that is already complete.
+ *
  * The communicator is created non-blocking (ncclConfig_t.blocking = 0), so
  * no NCCL call can block forever: every wait polls ncclCommGetAsyncError and
  * cudaStreamQuery until c->timeout_s, then aborts the communicator and the job.
@@ -35,6 +48,16 @@ typedef struct {
     cudaStream_t own, stream;
     int user_stream;
     cublasHandle_t blas;
+    /* non-blocking starts: their stream, its cuBLAS handle, the event after
+     * the last op queued on it (cs_used: one was), and while an op is being
+     * queued there (async) the compute stream and handle it replaces */
+    cudaStream_t cs;
+    cublasHandle_t blas_cs;
+    cudaEvent_t cs_tail, ready;
+    int cs_used, async;
+    int starting; /* check_args of a start: the compute stream must not wait for cs */
+    cudaStream_t saved_stream;
+    cublasHandle_t saved_blas;
     void *scratch[S_COUNT];
     size_t scratch_bytes[S_COUNT];
     unsigned char *host; /* host copy of the pieces (ordered ops on host buffers) */
@@ -81,8 +104,8 @@ static int on_device(const void *p) {
 
 static lt_status scratch(lt_comm *c, int slot, size_t bytes, void **out, lt_err *err) {
     nccl_ctx *x = X(c);
-    if (bytes > x->scratch_bytes[slot]) {
-        cudaError_t e = cudaStreamSynchronize(x->stream);
+    if (bytes > x->scratch_bytes[slot]) { /* (a device-wide sync: an op on cs may still use it) */
+        cudaError_t e = cudaDeviceSynchronize();
         if (e != cudaSuccess) return cuda_fail(err, e, "lt_comm scratch");
         cudaFree(x->scratch[slot]);
         x->scratch[slot] = NULL;
@@ -109,6 +132,7 @@ static lt_status wait_done(lt_comm *c, const char *what, ncclResult_t r, lt_err 
         ncclResult_t q = ncclCommGetAsyncError(x->nccl, &a);
         if (q != ncclSuccess) return nccl_fail(c, err, q, what);
         if (a != ncclSuccess && a != ncclInProgress) return nccl_fail(c, err, a, what);
+        if (a == ncclSuccess && x->async) return LT_OK; /* queued on cs (the next call may follow): wait_req waits */
         if (a == ncclSuccess) {
             cudaError_t e = cudaStreamQuery(x->stream);
             if (e == cudaSuccess) return LT_OK;
@@ -122,15 +146,20 @@ static lt_status wait_done(lt_comm *c, const char *what, ncclResult_t r, lt_err 
 /* Before an op: without the backend's stream, let every queued kernel finish
  * (the backend may use another stream). */
 static lt_status prologue(lt_comm *c, const char *what, lt_err *err) {
-    if (X(c)->user_stream) return LT_OK;
-    cudaError_t e = cudaDeviceSynchronize();
+    nccl_ctx *x = X(c);
+    cudaError_t e;
+    if (x->user_stream) /* behind every op queued on cs (one NCCL op in flight at a time); a start
+                         * is queued on cs itself, behind them */
+        e = x->cs_used && !x->starting ? cudaStreamWaitEvent(x->stream, x->cs_tail, 0) : cudaSuccess;
+    else
+        e = cudaDeviceSynchronize();
     return e == cudaSuccess ? LT_OK : cuda_fail(err, e, what);
 }
 
 static lt_status copy(lt_comm *c, void *dst, const void *src, size_t bytes, const char *what, lt_err *err) {
     if (!bytes) return LT_OK;
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, X(c)->stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(X(c)->stream);
+    if (e == cudaSuccess && !X(c)->async) e = cudaStreamSynchronize(X(c)->stream); /* (cs: stream-ordered) */
     return e == cudaSuccess ? LT_OK : cuda_fail(err, e, what);
 }
 
@@ -270,7 +299,7 @@ static lt_status ordered_rs(lt_comm *c, const char *what, void *dst, int dst_hos
             if (bs != CUBLAS_STATUS_SUCCESS)
                 return lt_fail(err, LT_ERR_BACKEND, "%s: cublas axpy failed (status %d)", what, (int)bs);
         }
-        cudaError_t e = cudaStreamSynchronize(x->stream);
+        cudaError_t e = x->async ? cudaSuccess : cudaStreamSynchronize(x->stream);
         if (e != cudaSuccess) return cuda_fail(err, e, what);
     }
     return LT_OK;
@@ -369,6 +398,124 @@ static lt_status nc_all_gather(lt_comm *c, void *buf, size_t n, const size_t *co
     return copy(c, buf, d, bytes, what, err);
 }
 
+/* ---- non-blocking starts (see the head of the file) ---- */
+
+/* from here until async_end, ops are queued on cs behind the compute stream */
+static lt_status async_begin(lt_comm *c, const char *what, lt_err *err) {
+    nccl_ctx *x = X(c);
+    cudaError_t e = cudaSuccess;
+    if (!x->cs) {
+        if ((e = cudaStreamCreateWithFlags(&x->cs, cudaStreamNonBlocking)) != cudaSuccess) {
+            x->cs = NULL;
+            return cuda_fail(err, e, what);
+        }
+        if ((e = cudaEventCreateWithFlags(&x->cs_tail, cudaEventDisableTiming)) != cudaSuccess ||
+            (e = cudaEventCreateWithFlags(&x->ready, cudaEventDisableTiming)) != cudaSuccess)
+            return cuda_fail(err, e, what);
+        if (cublasCreate(&x->blas_cs) != CUBLAS_STATUS_SUCCESS) {
+            x->blas_cs = NULL;
+            return lt_fail(err, LT_ERR_BACKEND, "%s: cublasCreate failed", what);
+        }
+        if (cublasSetStream(x->blas_cs, x->cs) != CUBLAS_STATUS_SUCCESS)
+            return lt_fail(err, LT_ERR_BACKEND, "%s: cublasSetStream failed", what);
+    }
+    if (!x->ready || !x->blas_cs)
+        return lt_fail(err, LT_ERR_BACKEND, "%s: the communication stream is not set up", what);
+    /* cs behind everything queued on the compute stream so far (without
+     * set_stream, check_args' device-wide sync did that) */
+    if (x->user_stream && (e = cudaEventRecord(x->ready, x->stream)) == cudaSuccess)
+        e = cudaStreamWaitEvent(x->cs, x->ready, 0);
+    if (e != cudaSuccess) return cuda_fail(err, e, what);
+    x->saved_stream = x->stream;
+    x->saved_blas = x->blas;
+    x->stream = x->cs;
+    x->blas = x->blas_cs;
+    x->async = 1;
+    return LT_OK;
+}
+
+/* back to the compute stream; *req := an event after what was queued on cs */
+static lt_status async_end(lt_comm *c, lt_status st, void **req, const char *what, lt_err *err) {
+    nccl_ctx *x = X(c);
+    x->stream = x->saved_stream;
+    x->blas = x->saved_blas;
+    x->async = 0;
+    if (st) return st;
+    cudaEvent_t ev = NULL;
+    cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventRecord(ev, x->cs);
+    if (e == cudaSuccess) e = cudaEventRecord(x->cs_tail, x->cs);
+    if (e != cudaSuccess) {
+        if (ev) cudaEventDestroy(ev);
+        return cuda_fail(err, e, what);
+    }
+    x->cs_used = 1;
+    *req = (void *)ev;
+    return LT_OK;
+}
+
+static lt_status nc_reduce_scatter_ordered_start(lt_comm *c, void *acc, const void *xv, size_t n,
+                                                 const size_t *counts, lt_dtype dt, void **req, lt_err *err) {
+    const char *what = "reduce_scatter_sum_ordered (non-blocking)";
+    *req = NULL;
+    ncclDataType_t ndt;
+    X(c)->starting = 1;
+    lt_status st = check_args(c, what, n, counts, dt, &ndt, err);
+    X(c)->starting = 0;
+    if (st || n == 0) return st;
+    int acc_host = X(c)->len[c->rank] == 0 ? 0 : !on_device(acc);
+    if (!on_device(xv) || acc_host) /* host buffers: blocking, the request is complete */
+        return nc_reduce_scatter_ordered(c, acc, xv, n, counts, dt, err);
+    if ((st = ordered_dtype_ok(what, dt, 1, 1, err)) || (st = async_begin(c, what, err))) return st;
+    st = ordered_rs(c, what, acc, 0, xv, dt, ndt, 1, err);
+    return async_end(c, st, req, what, err);
+}
+
+static lt_status nc_all_gather_start(lt_comm *c, void *buf, size_t n, const size_t *counts, lt_dtype dt, void **req,
+                                     lt_err *err) {
+    const char *what = "all_gather (prefetch)";
+    *req = NULL;
+    if (!on_device(buf)) return nc_all_gather(c, buf, n, counts, dt, err); /* blocking, complete */
+    ncclDataType_t ndt;
+    X(c)->starting = 1;
+    lt_status st = check_args(c, what, n, counts, dt, &ndt, err);
+    X(c)->starting = 0;
+    if (st || n == 0) return st;
+    if ((st = async_begin(c, what, err))) return st;
+    st = dev_all_gather(c, what, buf, ndt, lt_dtype_size(dt), err);
+    return async_end(c, st, req, what, err);
+}
+
+/* with set_stream: the compute stream waits for the request's event (the
+ * host goes on; a peer that never comes is caught by the next blocking op's
+ * timed wait); without: the host polls the event with the timeout */
+static lt_status nc_wait_req(lt_comm *c, void *req, lt_err *err) {
+    const char *what = "wait for a non-blocking collective";
+    if (!req) return LT_OK;
+    nccl_ctx *x = X(c);
+    cudaEvent_t ev = (cudaEvent_t)req;
+    lt_status st = LT_OK;
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    for (;;) {
+        ncclResult_t a = ncclSuccess, q = ncclCommGetAsyncError(x->nccl, &a);
+        if (q != ncclSuccess || (a != ncclSuccess && a != ncclInProgress)) {
+            st = nccl_fail(c, err, q != ncclSuccess ? q : a, what);
+            break;
+        }
+        cudaError_t e = x->user_stream ? cudaStreamWaitEvent(x->stream, ev, 0) : cudaEventQuery(ev);
+        if (e == cudaSuccess) break;
+        if (e != cudaErrorNotReady) {
+            st = cuda_fail(err, e, what);
+            break;
+        }
+        if (lt_now_s() - t0 > c->timeout_s) lt_comm_timeout_abort(c, what, -1);
+        lt_comm_backoff(&iter);
+    }
+    cudaEventDestroy(ev); /* (released once the waits on it are done) */
+    return st;
+}
+
 static lt_status nc_broadcast(lt_comm *c, void *buf, size_t bytes, int root, lt_err *err) {
     const char *what = "broadcast";
     if (root < 0 || root >= c->world)
@@ -392,6 +539,7 @@ static lt_status nc_barrier(lt_comm *c, lt_err *err) {
 static lt_status nc_set_stream(lt_comm *c, void *stream, lt_err *err) {
     nccl_ctx *x = X(c);
     cudaError_t e = cudaStreamSynchronize(x->stream);
+    if (e == cudaSuccess && x->cs) e = cudaStreamSynchronize(x->cs);
     if (e != cudaSuccess) return cuda_fail(err, e, "set_stream");
     x->user_stream = stream != NULL;
     x->stream = stream ? (cudaStream_t)stream : x->own;
@@ -415,6 +563,7 @@ static void nc_destroy(lt_comm *c) {
     if (x) {
         if (x->nccl) { /* finalize (flushes pending work) with the deadline, then free */
             if (x->stream) cudaStreamSynchronize(x->stream);
+            if (x->cs) cudaStreamSynchronize(x->cs);
             ncclResult_t r = ncclCommFinalize(x->nccl), a = r;
             double t0 = lt_now_s();
             unsigned iter = 0;
@@ -428,6 +577,10 @@ static void nc_destroy(lt_comm *c) {
         }
         for (int s = 0; s < S_COUNT; s++) cudaFree(x->scratch[s]);
         if (x->blas) cublasDestroy(x->blas);
+        if (x->blas_cs) cublasDestroy(x->blas_cs);
+        if (x->ready) cudaEventDestroy(x->ready);
+        if (x->cs_tail) cudaEventDestroy(x->cs_tail);
+        if (x->cs) cudaStreamDestroy(x->cs);
         if (x->own) cudaStreamDestroy(x->own);
         if (x->owns_id_file) remove(x->id_file);
 #ifdef LT_HAVE_MPI
@@ -480,6 +633,9 @@ static lt_status nc_finish(lt_comm *c, void *stream, lt_err *err) {
     c->barrier = nc_barrier;
     c->set_stream = nc_set_stream;
     c->split = nc_split;
+    c->all_gather_start = nc_all_gather_start;
+    c->reduce_scatter_sum_ordered_start = nc_reduce_scatter_ordered_start;
+    c->wait_req = nc_wait_req;
     return nc_set_stream(c, stream, err);
 }
 

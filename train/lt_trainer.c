@@ -34,6 +34,7 @@ struct lt_trainer {
     size_t rq_cap, rq_head, rq_tail;
     int cur_buf;          /* the pool buffer of the group being reduced (-1: none) */
     int64_t n_async;      /* reductions started non-blocking */
+    int overlap;          /* 1: non-blocking reductions and prefetched gathers; 0: blocking (LT_OVERLAP=0); -1: unset */
     /* ZeRO-3: this rank's part of every sharded parameter and the gathered groups */
     int z3;
     unsigned char *wsh;   /* (params) 1 = sharded (every parameter but LoRA A/B) */
@@ -85,6 +86,7 @@ lt_status lt_trainer_create(lt_model *m, const lt_optim_cfg *cfg, int decay_embe
     if (!t) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
     t->m = m;
     t->skip_nonfinite = skip_nonfinite;
+    t->overlap = -1;
     lt_status st = lt_model_alloc_grads(m, err); /* nothing when pooled (ZeRO-2: lt_model_pool_grads first) */
     if (!st) st = lt_optim_create(lt_model_backend(m), cfg, &t->opt, err);
     for (size_t i = 0; !st && i < lt_model_num_params(m); i++) {
@@ -162,6 +164,10 @@ lt_optim *lt_trainer_optim(lt_trainer *t) { return t->opt; }
 void lt_trainer_set_dropout_rng(lt_trainer *t, lt_rng *base) { t->drop_rng = base; }
 
 void lt_trainer_set_shard_group(lt_trainer *t, int n) { t->shard_group = n > 0 ? n : 0; }
+
+void lt_trainer_set_overlap(lt_trainer *t, int on) { t->overlap = on ? 1 : 0; }
+
+int lt_trainer_overlap(const lt_trainer *t) { return t->overlap != 0; }
 
 /* ---- gradient reductions, launched per group by the model's hook ---- */
 
@@ -331,7 +337,7 @@ static lt_status wprovide(void *ctx, int group, int acquire) {
     lt_model *m = t->m;
     lt_backend *be = lt_model_backend(m);
     int k = wslot(group), hint = acquire == 2;
-    if (hint && !t->sc->all_gather_start) return LT_OK; /* no non-blocking gather: at acquire time */
+    if (hint && (!t->sc->all_gather_start || !t->overlap)) return LT_OK; /* no prefetch: at acquire time */
     lt_status st = LT_OK;
     if (t->wpending[k]) { /* a prefetch into this slot: the one wanted, or one to finish before reuse */
         int same = t->wheld[k] == group;
@@ -505,6 +511,12 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
         return lt_fail(err, LT_ERR_UNSUPPORTED,
                        "trainer: --zero %d with --grad-reduce-dtype bf16 (bf16 accumulates the micro-batches in a "
                        "full-size gradient, which ZeRO-2 does not keep; use f32)", zero);
+    if (t->overlap < 0) { /* not set by lt_trainer_set_overlap: LT_OVERLAP, default on */
+        const char *ov = getenv("LT_OVERLAP");
+        if (!ov || !*ov || !strcmp(ov, "1")) t->overlap = 1;
+        else if (!strcmp(ov, "0")) t->overlap = 0;
+        else return lt_fail(err, LT_ERR_INVALID, "trainer: LT_OVERLAP='%s' (0: blocking collectives, 1: overlapped)", ov);
+    }
     lt_backend *be = lt_model_backend(t->m);
     t->comm = c;
     t->stage = zero;
@@ -593,7 +605,7 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
     if (t->pooled) {
         if ((st = pool_alloc(t, err))) return st;
         lt_model_set_grad_provider(m, provide, t);
-        if (!t->cross && c->reduce_scatter_sum_ordered_start && c->wait_req && c->world > 1) {
+        if (t->overlap && !t->cross && c->reduce_scatter_sum_ordered_start && c->wait_req) {
             t->rq_cap = 4 * (np + 8);
             t->rq = calloc(t->rq_cap, sizeof *t->rq);
             t->rq_buf = calloc(t->rq_cap, sizeof *t->rq_buf);

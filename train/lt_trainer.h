@@ -129,12 +129,21 @@ void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out);
  * gather). A group still gathered since the last optimizer step counts in
  * neither. */
 void lt_trainer_gathers(const lt_trainer *t, int64_t *prefetched, int64_t *at_use);
-/* ZeRO-2/3 over MPI (not hybrid): the gradient reductions were started
+/* ZeRO-2/3 over MPI or NCCL (not hybrid; overlap on): the gradient reductions were started
  * non-blocking in the hook (reduce_scatter_sum_ordered_start) and completed,
  * oldest first, when their pool buffer is handed out again or before the
  * optimizer step -- so a layer's reduction runs while the next layers do
  * their backward. How many so far. */
 int64_t lt_trainer_async_reductions(const lt_trainer *t);
+/* Communication/compute overlap (before lt_trainer_distribute): on (the
+ * default) = ZeRO-2/3's reductions started non-blocking in the hook and
+ * ZeRO-3's prefetched gathers, as above; off = every reduction completed in
+ * the hook and every gather at use (blocking), the same bits. Unset, the
+ * environment decides: LT_OVERLAP=0 turns it off, 1 or unset on, anything
+ * else is refused by lt_trainer_distribute. lt_trainer_overlap: the setting
+ * in force (after lt_trainer_distribute). */
+void lt_trainer_set_overlap(lt_trainer *t, int on);
+int lt_trainer_overlap(const lt_trainer *t);
 /* Base RNG of the per-micro-batch LoRA dropout streams (borrowed; advanced
  * by one draw per step; only used with a communicator). */
 void lt_trainer_set_dropout_rng(lt_trainer *t, lt_rng *base);
