@@ -7,7 +7,7 @@
  * A (r, in) and B (out, r): y = x W^T + scale * (x A^T) B^T.
  *   scale = alpha / r            (LoRA)
  *   scale = alpha / sqrt(r)      (rsLoRA, --rslora)
- * Initialization as PEFT 0.15.2 (init_lora_weights=True):
+ * Initialization as PEFT 0.21.2 (init_lora_weights=True; unchanged since 0.15):
  *   A ~ kaiming_uniform_(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)),  B = 0.
  * (gain = sqrt(2 / (1 + 5)) = 1/sqrt(3), bound = gain * sqrt(3 / fan_in).)
  */
