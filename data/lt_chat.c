@@ -264,6 +264,17 @@ lt_status lt_chat_template_detect(const char *j, lt_chat_template *out, lt_err *
 
 static lt_status bad(lt_err *err, const char *what) { return lt_fail(err, LT_ERR_INVALID, "%s", what); }
 
+/* The optional leading system message (*sys; NULL: none) and the index of the
+ * first turn after it (*first); 1 when the turns from there alternate user,
+ * assistant, user, ... (the check the gemma3, mistral and llama2 templates make). */
+static int alternating_turns(const lt_chat_msg *m, size_t n, const lt_chat_msg **sys, size_t *first) {
+    *sys = n > 0 && m[0].role == LT_ROLE_SYSTEM ? &m[0] : NULL;
+    *first = *sys ? 1 : 0;
+    for (size_t i = *first; i < n; i++)
+        if ((m[i].role == LT_ROLE_USER) != ((i - *first) % 2 == 0)) return 0;
+    return 1;
+}
+
 #define LLAMA3_PROMPT "<|start_header_id|>assistant<|end_header_id|>\n\n"
 #define CHATML_PROMPT "<|im_start|>assistant\n"
 
@@ -401,17 +412,13 @@ static lt_status render_qwen3(const lt_chat_template *t, const lt_chat_msg *m, s
 }
 
 static lt_status render_gemma3(const lt_chat_template *t, const lt_chat_msg *m, size_t n, out_t *o, lt_err *err) {
+    const lt_chat_msg *sys;
+    size_t first;
+    if (!alternating_turns(m, n, &sys, &first))
+        return bad(err, "Conversation roles must alternate user/assistant/user/assistant/... (gemma3 template)");
     puts_(o, t->bos);
-    const lt_chat_msg *sys = NULL;
-    size_t first = 0;
-    if (m[0].role == LT_ROLE_SYSTEM) {
-        sys = &m[0];
-        first = 1;
-    }
     for (size_t i = first; i < n; i++) {
         size_t k = i - first;
-        if ((m[i].role == LT_ROLE_USER) != (k % 2 == 0))
-            return bad(err, "Conversation roles must alternate user/assistant/user/assistant/... (gemma3 template)");
         puts_(o, "<start_of_turn>");
         puts_(o, m[i].role == LT_ROLE_ASSISTANT ? "model" : role_name(m[i].role));
         puts_(o, "\n");
@@ -433,18 +440,13 @@ static lt_status render_gemma3(const lt_chat_template *t, const lt_chat_msg *m, 
  * the spaces around the contents and without trimming the answer */
 static lt_status render_mistral(const lt_chat_template *t, const lt_chat_msg *m, size_t n, out_t *o, lt_err *err) {
     int tekken = t->kind == LT_CHAT_MISTRAL_NEMO;
-    const lt_chat_msg *sys = NULL;
-    size_t first = 0;
-    if (m[0].role == LT_ROLE_SYSTEM) {
-        sys = &m[0];
-        first = 1;
-    }
-    for (size_t i = first; i < n; i++)
-        if ((m[i].role == LT_ROLE_USER) != ((i - first) % 2 == 0))
-            return lt_fail(err, LT_ERR_INVALID,
-                           "After the optional system message, conversation roles must alternate "
-                           "user/assistant/user/assistant/... (%s template)",
-                           t->name);
+    const lt_chat_msg *sys;
+    size_t first;
+    if (!alternating_turns(m, n, &sys, &first))
+        return lt_fail(err, LT_ERR_INVALID,
+                       "After the optional system message, conversation roles must alternate "
+                       "user/assistant/user/assistant/... (%s template)",
+                       t->name);
     puts_(o, t->bos);
     for (size_t i = first; i < n; i++) {
         if (m[i].role == LT_ROLE_USER) {
@@ -533,15 +535,10 @@ static lt_status render_olmo2(const lt_chat_template *t, const lt_chat_msg *m, s
  * " ... " eos_token. A system message after the first, where a user turn is
  * not expected, prints nothing (the template has no branch for it). */
 static lt_status render_llama2(const lt_chat_template *t, const lt_chat_msg *m, size_t n, out_t *o, lt_err *err) {
-    const lt_chat_msg *sys = NULL;
-    size_t first = 0;
-    if (m[0].role == LT_ROLE_SYSTEM) {
-        sys = &m[0];
-        first = 1;
-    }
-    for (size_t i = first; i < n; i++)
-        if ((m[i].role == LT_ROLE_USER) != ((i - first) % 2 == 0))
-            return bad(err, "Conversation roles must alternate user/assistant/user/assistant/... (llama2 template)");
+    const lt_chat_msg *sys;
+    size_t first;
+    if (!alternating_turns(m, n, &sys, &first))
+        return bad(err, "Conversation roles must alternate user/assistant/user/assistant/... (llama2 template)");
     for (size_t i = first; i < n; i++) {
         if (m[i].role == LT_ROLE_SYSTEM) continue;
         int asst = m[i].role == LT_ROLE_ASSISTANT;

@@ -18,6 +18,14 @@ lt_name="$(basename "$0" .sh)"
 
 fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 lt_skip() { echo "SKIP: $*" >&2; exit 77; }
+# the tests that launch CPU ranks under mpirun: skip without it; Open MPI as
+# root, over shared memory / TCP on this host, one OpenMP thread per rank
+lt_need_mpi() {
+  command -v mpirun >/dev/null || lt_skip "no mpirun"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  export OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_base_warn_component_unused=0
+  export OMP_NUM_THREADS=1
+}
 lt_need_model() { [ -f "$model/${1:-model.safetensors}" ] || lt_skip "$model/${1:-model.safetensors} not generated"; }
 lt_enter_tmp() { rm -rf "$tmp" && mkdir -p "$tmp" && cd "$tmp" || exit 1; }
 lt_tokenize_sample() {

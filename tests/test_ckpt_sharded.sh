@@ -26,11 +26,8 @@
 #   5. a missing rank file is refused by name.
 # Skips (77) when mpirun, the MPI communicator or the sample model is absent.
 . "$(dirname "$0")/lt_test_lib.sh"
-command -v mpirun >/dev/null || lt_skip "no mpirun"
+lt_need_mpi
 lt_need_model
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_base_warn_component_unused=0
-export OMP_NUM_THREADS=1
 ok() { echo "ok   $*"; }
 lt_enter_tmp
 

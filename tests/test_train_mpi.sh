@@ -22,12 +22,9 @@
 #      (exit 75), rank 0 writes that step's checkpoint and names it.
 # Skips (77) when mpirun, the MPI communicator or the sample model is absent.
 . "$(dirname "$0")/lt_test_lib.sh"
-command -v mpirun >/dev/null || { echo "SKIP: no mpirun" >&2; exit 77; }
+lt_need_mpi
 lt_need_model
 [ -n "$py" ] || { echo "SKIP: no LT_PYTHON" >&2; exit 77; }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_base_warn_component_unused=0
-export OMP_NUM_THREADS=1
 lt_enter_tmp
 
 lt_tokenize_sample shards
