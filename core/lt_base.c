@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -230,6 +231,11 @@ double lt_now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+long lt_peak_rss_kib(void) {
+    struct rusage u;
+    return getrusage(RUSAGE_SELF, &u) ? -1 : u.ru_maxrss;
 }
 
 /* splitmix64 to expand the seed, xoshiro256** for the stream */

@@ -122,6 +122,9 @@ char *lt_strdup(const char *s);
 int lt_str_ends_with(const char *s, const char *suffix);
 int lt_is_dir(const char *path);
 double lt_now_s(void); /* monotonic seconds */
+/* This process's peak resident set size so far, KiB (getrusage's ru_maxrss:
+ * Linux's VmHWM of /proc/self/status); -1 if unknown. */
+long lt_peak_rss_kib(void);
 
 /* Deterministic RNG (xoshiro256**-style; same sequence on every platform). */
 typedef struct lt_rng {

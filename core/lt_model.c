@@ -300,6 +300,7 @@ struct lt_model {
     lt_grad_provider provider;
     void *provider_ctx;
     lt_status pool_st; /* the provider failed during the step */
+    lt_st_model *src;  /* lt_model_load_deferred: the checkpoint, mapped, until every parameter is loaded or sharded */
     unsigned char *wshard;     /* lt_model_shard_weights: (n_params) 1 = data belongs to the provider */
     lt_weight_provider wprov;
     void *wprov_ctx;
@@ -410,6 +411,7 @@ void lt_model_free(lt_model *m) {
     for (size_t i = 0; i < m->n_params; i++)
         if (m->params[i].data && !(m->wshard && m->wshard[i])) m->be->free(m->be, m->params[i].data);
     free(m->wshard);
+    lt_st_close_model(m->src);
     if (m->grad_flat) m->be->free(m->be, m->grad_flat);
     for (int i = 0; m->nf4 && i < m->cfg.num_layers * NT; i++)
         if (m->nf4[i]) m->be->free(m->be, m->nf4[i]);
@@ -501,7 +503,12 @@ static lt_status upload_local_rope(lt_model *m, float *host, lt_err *err) {
 }
 
 
-lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err *err) {
+/* The host staging of lt_model_load_range: at most this many floats at a time. */
+#define LT_LOAD_CHUNK ((size_t)1 << 22)
+
+/* lt_model_load (deferred = 0) and lt_model_load_deferred (1: every parameter
+ * registered, data NULL, the checkpoint kept in m->src) */
+static lt_status load_model(const char *dir, lt_backend *be, int deferred, lt_model **out, lt_err *err) {
     *out = NULL;
     lt_model *m = calloc(1, sizeof *m);
     if (!m) return lt_fail(err, LT_ERR_NOMEM, "out of memory");
@@ -529,6 +536,8 @@ lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err 
         size_t numel = (size_t)specs[i].shape[0] * (size_t)(specs[i].ndim > 1 ? specs[i].shape[1] : 1);
         if (numel > max_numel) max_numel = numel;
     }
+    if (deferred) max_numel = 0; /* the rotary tables' scratch only */
+    if (max_numel < (size_t)m->cfg.head_dim) max_numel = (size_t)m->cfg.head_dim;
     host = malloc(max_numel * sizeof *host);
     if (!host) {
         st = lt_fail(err, LT_ERR_NOMEM, "out of memory for a %zu-element staging buffer", max_numel);
@@ -536,6 +545,7 @@ lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err 
     }
     for (size_t i = 0; i < n; i++) {
         lt_param *p = add_param(m, &specs[i], be->param_dtype);
+        if (deferred) continue;
         if ((st = lt_st_model_load_f32(stm, p->name, p->ndim, p->shape, host, err))) goto fail;
         if ((st = be->alloc(be, p->numel * lt_dtype_size(be->param_dtype), &p->data, err)) ||
             (st = be->upload_f32(be, p->data, be->param_dtype, host, p->numel, err))) {
@@ -545,19 +555,14 @@ lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err 
     }
     bind_layers(m);
     /* rotary frequencies, llama3 / linear / LongRoPE scaling folded in; gemma3's local table */
-    if (max_numel < (size_t)m->cfg.head_dim) {
-        float *h2 = realloc(host, (size_t)m->cfg.head_dim * sizeof *host);
-        if (!h2) {
-            st = lt_fail(err, LT_ERR_NOMEM, "out of memory");
-            goto fail;
-        }
-        host = h2;
-    }
     if ((st = upload_rope(m, host, err)) || (st = upload_local_rope(m, host, err))) goto fail;
     if ((st = be->sync(be, err))) goto fail;
     free(host);
     free(specs);
-    lt_st_close_model(stm);
+    if (deferred)
+        m->src = stm;
+    else
+        lt_st_close_model(stm);
     *out = m;
     return LT_OK;
 fail:
@@ -566,6 +571,76 @@ fail:
     if (stm) lt_st_close_model(stm);
     lt_model_free(m);
     return lt_wrap(err, st, "loading model '%s'", dir);
+}
+
+lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err *err) {
+    return load_model(dir, be, 0, out, err);
+}
+
+lt_status lt_model_load_deferred(const char *dir, lt_backend *be, lt_model **out, lt_err *err) {
+    return load_model(dir, be, 1, out, err);
+}
+
+int lt_model_weights_deferred(const lt_model *m) { return m->src != NULL; }
+
+/* the checkpoint tensor of parameter i of a deferred model, or NULL */
+static const lt_st_tensor *src_tensor(const lt_model *m, size_t i) {
+    if (!m->src || i >= m->n_params) return NULL;
+    return lt_st_model_find(m->src, m->params[i].name);
+}
+
+lt_status lt_model_load_range(lt_model *m, size_t i, size_t off, size_t len, void *dst, lt_err *err) {
+    const lt_st_tensor *t = src_tensor(m, i);
+    if (!t)
+        return lt_fail(err, LT_ERR_INVALID, "model: parameter %zu (%s) is not read from a deferred load's files", i,
+                       i < m->n_params ? m->params[i].name : "out of range");
+    lt_param *p = &m->params[i];
+    if (off > p->numel || len > p->numel - off)
+        return lt_fail(err, LT_ERR_RANGE, "model: '%s': elements [%zu, %zu) asked for, it has %zu", p->name, off,
+                       off + len, p->numel);
+    lt_backend *be = m->be;
+    size_t chunk = len < LT_LOAD_CHUNK ? len : LT_LOAD_CHUNK, es = lt_dtype_size(p->dtype);
+    float *host = malloc((chunk ? chunk : 1) * sizeof *host);
+    if (!host) return lt_fail(err, LT_ERR_NOMEM, "model: '%s': out of memory for a %zu-element staging buffer",
+                              p->name, chunk);
+    lt_status st = LT_OK;
+    for (size_t c = 0; c < len && !st; c += chunk) { /* the file's values, rounded to the param dtype as a load does */
+        size_t k = len - c < chunk ? len - c : chunk;
+        if (!(st = lt_st_read_f32(t, off + c, k, host, err)) &&
+            !(st = be->upload_f32(be, (char *)dst + c * es, p->dtype, host, k, err)))
+            st = be->sync(be, err); /* host is reused */
+    }
+    free(host);
+    return st ? lt_wrap(err, st, "model: reading elements [%zu, %zu) of '%s'", off, off + len, p->name) : LT_OK;
+}
+
+lt_status lt_model_param_load(lt_model *m, lt_param *p, lt_err *err) {
+    if (p->data) return LT_OK;
+    size_t i = (size_t)(p - m->params);
+    if (i >= m->n_params || (m->wshard && m->wshard[i]) || !src_tensor(m, i))
+        return lt_fail(err, LT_ERR_INVALID, "model: parameter '%s' has no weights to load", p->name);
+    lt_status st = m->be->alloc(m->be, p->numel * lt_dtype_size(p->dtype), &p->data, err);
+    if (!st) st = lt_model_load_range(m, i, 0, p->numel, p->data, err);
+    if (st && p->data) {
+        m->be->free(m->be, p->data);
+        p->data = NULL;
+    }
+    return st;
+}
+
+/* a parameter whose weights are neither here nor the provider's (deferred load), or NULL */
+static const lt_param *unloaded(const lt_model *m) {
+    for (size_t i = 0; m->src && i < m->n_params; i++)
+        if (!m->params[i].data && !(m->wshard && m->wshard[i])) return &m->params[i];
+    return NULL;
+}
+
+static lt_status check_loaded(const lt_model *m, const char *what, lt_err *err) {
+    const lt_param *p = unloaded(m);
+    if (!p) return LT_OK;
+    return lt_fail(err, LT_ERR_INVALID,
+                   "model: %s: parameter '%s' is not loaded (a deferred load: lt_model_param_load or "
+                   "lt_model_shard_weights first)", what, p->name);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -734,6 +809,10 @@ lt_status lt_model_shard_weights(lt_model *m, const unsigned char *sharded, lt_w
     }
     m->wprov = fn;
     m->wprov_ctx = ctx;
+    if (!unloaded(m)) { /* every parameter here or the provider's: the files are no longer needed */
+        lt_st_close_model(m->src);
+        m->src = NULL;
+    }
     return LT_OK;
 }
 
@@ -1659,7 +1738,8 @@ static int rope_long_for(const lt_model *m, const int32_t *pos, size_t n) {
 lt_status lt_model_step(lt_model *m, const lt_batch *b, int backward_pass, double loss_norm, lt_step_result *res,
                         lt_err *err) {
     int64_t nt = 0;
-    lt_status st = validate_batch(m, b, &nt, err);
+    lt_status st = check_loaded(m, "step", err);
+    if (!st) st = validate_batch(m, b, &nt, err);
     if (st) return st;
     if (backward_pass) {
         if (!m->grads_allocated)
@@ -1955,6 +2035,8 @@ static lt_status decode_chunk(lt_model *m, const int32_t *tokens, int n, float *
 
 lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int n, float *logits, int all_logits, lt_err *err) {
     if (m->wshard) return lt_fail(err, LT_ERR_UNSUPPORTED, "decode: the weights are sharded (ZeRO-3)");
+    lt_status lst = check_loaded(m, "decode", err);
+    if (lst) return lst;
     kv_cache *kv = m->kv;
     if (!kv) return lt_fail(err, LT_ERR_INVALID, "decode: no KV cache (call lt_model_kv_init)");
     if (n <= 0) return lt_fail(err, LT_ERR_INVALID, "decode: %d tokens", n);
@@ -2082,6 +2164,8 @@ lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err) {
     lt_backend *be = m->be;
     const lt_config *c = &m->cfg;
     if (m->nf4) return lt_fail(err, LT_ERR_INVALID, "nf4: the model is already quantized");
+    lt_status lst = check_loaded(m, "nf4", err);
+    if (lst) return lst;
     if (m->grads_allocated)
         return lt_fail(err, LT_ERR_INVALID, "nf4: quantize before the gradients are allocated (they are laid out "
                                             "over the trainable weights)");

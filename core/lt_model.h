@@ -48,6 +48,28 @@ typedef struct lt_param {
 typedef struct lt_model lt_model;
 
 lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err *err);
+/* ---- deferred loading (ZeRO-3 ranks: each rank reads only its part) ----
+ * lt_model_load_deferred does what lt_model_load does -- config.json, every
+ * parameter registered (name, shape, dtype, gradient group), the
+ * checkpoint's tensors checked against the config, the rotary tables -- but
+ * reads and allocates no weight: every p->data is NULL and the safetensors
+ * file(s) stay mapped, none of their pages resident. Then:
+ *   lt_model_load_range(m, i, off, len, dst): elements [off, off + len) of
+ *     parameter i into dst (backend memory, len elements of p->dtype) exactly
+ *     as lt_model_load would hold them (the file's values to f32, rounded to
+ *     the param dtype by be->upload_f32), through a host staging buffer of
+ *     at most 4 Mi floats; the pages read are dropped again (lt_st_read_f32);
+ *   lt_model_param_load(m, p): p->data := the whole parameter, read now (a
+ *     setup step that needs a whole tensor before ZeRO-3 takes the parts,
+ *     e.g. an adapter's trained embeddings); nothing when p->data is set.
+ * lt_model_shard_weights closes the files once every parameter is loaded or
+ * the provider's; lt_model_free closes them in any case. A step, decode or
+ * NF4 quantization with a parameter neither loaded nor sharded is refused
+ * (LT_ERR_INVALID, naming it). Everything else (LoRA, plans, gradients)
+ * works on a deferred model as on a loaded one. */
+lt_status lt_model_load_deferred(const char *dir, lt_backend *be, lt_model **out, lt_err *err);
+int lt_model_weights_deferred(const lt_model *m); /* the files are still open */
+lt_status lt_model_load_range(lt_model *m, size_t i, size_t off, size_t len, void *dst, lt_err *err);
 /* A model with random weights and no files (benchmarks): the parameters of
  * `cfg` built directly on the backend (be->param_dtype), norm weights 1,
  * every other tensor (matrices, biases) N(0, 0.02^2) drawn from a counter
@@ -59,6 +81,7 @@ lt_backend *lt_model_backend(const lt_model *m);
 size_t lt_model_num_params(const lt_model *m);
 lt_param *lt_model_param(lt_model *m, size_t i);
 lt_param *lt_model_find_param(lt_model *m, const char *name);
+lt_status lt_model_param_load(lt_model *m, lt_param *p, lt_err *err); /* deferred loading, above */
 size_t lt_model_num_elements(const lt_model *m); /* total parameter count */
 
 /* Allocate the gradients of the trainable parameters (zeroed): ONE buffer

@@ -6,6 +6,7 @@
  *                "<name>": {"dtype": "F32", "shape": [..], "data_offsets": [b, e]}, ...}
  * Offsets are relative to the start of the data section.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #define _POSIX_C_SOURCE 200809L
 #include "lt_safetensors.h"
 
@@ -647,11 +648,9 @@ const lt_st_tensor *lt_st_model_find(const lt_st_model *m, const char *name) {
 
 /* ---- conversion ---- */
 
-lt_status lt_st_to_f32(const lt_st_tensor *t, float *dst, size_t n, lt_err *err) {
-    if (n != t->numel)
-        return lt_fail(err, LT_ERR_INVALID, "%s: tensor '%s': has %zu elements but the destination holds %zu",
-                       t->file, t->name, t->numel, n);
-    const unsigned char *p = t->data; /* data may be unaligned: read with memcpy */
+/* elements [off, off + n) of t into dst (f32), the range already checked */
+static lt_status convert_f32(const lt_st_tensor *t, size_t off, size_t n, float *dst, lt_err *err) {
+    const unsigned char *p = (const unsigned char *)t->data + off * lt_dtype_size(t->dtype); /* may be unaligned: memcpy */
     switch (t->dtype) {
     case LT_F32:
         if (n) memcpy(dst, p, n * 4);
@@ -682,6 +681,31 @@ lt_status lt_st_to_f32(const lt_st_tensor *t, float *dst, size_t n, lt_err *err)
                        "%s: tensor '%s': dtype %s cannot be read as floating point (expected F32, BF16, F16 or F64)",
                        t->file, t->name, lt_dtype_name(t->dtype));
     }
+}
+
+lt_status lt_st_to_f32(const lt_st_tensor *t, float *dst, size_t n, lt_err *err) {
+    if (n != t->numel)
+        return lt_fail(err, LT_ERR_INVALID, "%s: tensor '%s': has %zu elements but the destination holds %zu",
+                       t->file, t->name, t->numel, n);
+    return convert_f32(t, 0, n, dst, err);
+}
+
+void lt_st_drop_pages(const void *p, size_t bytes) {
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0 || !bytes) return;
+    uintptr_t a = (uintptr_t)p, b = a + bytes;
+    a = (a + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg;
+    b = b / (uintptr_t)pg * (uintptr_t)pg;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+lt_status lt_st_read_f32(const lt_st_tensor *t, size_t off, size_t len, float *dst, lt_err *err) {
+    if (off > t->numel || len > t->numel - off)
+        return lt_fail(err, LT_ERR_RANGE, "%s: tensor '%s': elements [%zu, %zu) asked for, it has %zu", t->file,
+                       t->name, off, off + len, t->numel);
+    lt_status st = convert_f32(t, off, len, dst, err);
+    if (!st) lt_st_drop_pages((const char *)t->data + off * lt_dtype_size(t->dtype), len * lt_dtype_size(t->dtype));
+    return st;
 }
 
 lt_status lt_st_model_load_f32(const lt_st_model *m, const char *name, int ndim, const int64_t *shape, float *dst,

@@ -10,7 +10,8 @@
  * tile the data section exactly (no holes, no overlaps, sorted by begin they
  * cover [0, data_len)), no duplicate names, and the file length equals
  * 8 + header length + data length. "__metadata__" is a string->string map.
- * Files are memory-mapped read-only.
+ * Files are memory-mapped read-only; only the pages read become resident
+ * (lt_st_read_f32 drops them again).
  *
  * The header's JSON is read with the reference's grammar (serde_json, see
  * lt_json_check_strict): invalid UTF-8, raw control characters in strings,
@@ -77,6 +78,16 @@ const lt_st_tensor *lt_st_model_aside(const lt_st_model *m, size_t i);
 
 /* Copy a tensor into host f32 (converting BF16/F16), n must equal numel. */
 lt_status lt_st_to_f32(const lt_st_tensor *t, float *dst, size_t n, lt_err *err);
+/* Elements [off, off + len) of a tensor into host f32 (converted as
+ * lt_st_to_f32), reading only those bytes of the mapping; the whole pages of
+ * the range are then dropped from this process's resident memory
+ * (lt_st_drop_pages), so a file read range by range never holds more than a
+ * range (and a page at either end) resident. LT_ERR_RANGE outside the tensor. */
+lt_status lt_st_read_f32(const lt_st_tensor *t, size_t off, size_t len, float *dst, lt_err *err);
+/* Drop the whole pages inside [p, p + bytes) of a read-only file mapping from
+ * the resident memory (madvise MADV_DONTNEED; a later read faults them in
+ * from the file again). */
+void lt_st_drop_pages(const void *p, size_t bytes);
 /* Find `name`, check its shape equals shape[0..ndim), convert into dst.
  * Errors name the file and tensor: missing, wrong shape, unsupported dtype. */
 lt_status lt_st_model_load_f32(const lt_st_model *m, const char *name, int ndim, const int64_t *shape,

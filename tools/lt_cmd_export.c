@@ -45,7 +45,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "lt_ckpt.h"
@@ -453,12 +452,6 @@ static const char *find_model(const lt_train_opts *o, const char *run_dir, char 
     return buf;
 }
 
-/* the process's peak resident set size so far */
-static long peak_rss_kib(void) {
-    struct rusage u;
-    return getrusage(RUSAGE_SELF, &u) ? -1 : u.ru_maxrss;
-}
-
 static lt_status export_checkpoint(const char *ckpt, const char *model_arg, const char *out, const lt_gguf_opts *gguf,
                                    lt_err *err) {
     lt_ckpt *c = NULL;
@@ -485,7 +478,7 @@ static lt_status export_checkpoint(const char *ckpt, const char *model_arg, cons
                                             : "config.json, tokenizer files and each tensor's dtype");
         goto done;
     }
-    long rss0 = peak_rss_kib();
+    long rss0 = lt_peak_rss_kib();
     st = gguf ? export_ckpt_gguf(c, &o, model, gguf, err) : lt_export_checkpoint_folder(c, &o, model, out, err);
     if (!st) {
         size_t total = 0, largest = 0;
@@ -497,7 +490,7 @@ static lt_status export_checkpoint(const char *ckpt, const char *model_arg, cons
         fprintf(stderr,
                 "export: peak resident memory %ld KiB (%ld KiB before the tensors were read, +%ld KiB); the "
                 "checkpoint's weights: %zu KiB in f32, the largest tensor %zu KiB%s\n",
-                peak_rss_kib(), rss0, peak_rss_kib() - rss0, total / 1024, largest / 1024,
+                lt_peak_rss_kib(), rss0, lt_peak_rss_kib() - rss0, total / 1024, largest / 1024,
                 c->world ? " (sharded checkpoint)" : "");
     }
 done:

@@ -556,7 +556,11 @@ static lt_status setup(run *r, lt_err *err) {
         return lt_fail(err, LT_ERR_UNSUPPORTED, "--zero 3 with --train-embeddings (use --zero 2)");
     if (o->zero >= 3 && !strcmp(o->quantize, "nf4"))
         return lt_fail(err, LT_ERR_UNSUPPORTED, "--zero 3 with --quantize nf4 (NF4 weights are not sharded; use --zero 2)");
-    if ((st = lt_model_load(o->model, r->be, &r->m, err))) return st;
+    /* ZeRO-3: every rank reads only its part of the weights (lt_model_load_deferred; the trainer's
+     * shard_weights fills the parts from the files), never the whole model */
+    if ((st = o->zero >= 3 && r->comm ? lt_model_load_deferred(o->model, r->be, &r->m, err)
+                                      : lt_model_load(o->model, r->be, &r->m, err)))
+        return st;
     lt_model_set_recompute(r->m, o->recompute);
     const lt_config *cfg = lt_model_config(r->m);
     lt_rng_seed(&r->rng, (uint64_t)o->seed);
@@ -673,23 +677,28 @@ static lt_status setup(run *r, lt_err *err) {
 }
 
 /* Every rank's memory for parameters, gradients and optimizer state (from
- * the buffers it holds), gathered and printed by rank 0 -- one line per rank. */
+ * the buffers it holds) and its peak resident set size so far (VmHWM: what
+ * setup cost the process -- the model load and the optimizer's setup --
+ * including the runtime), gathered and printed by rank 0 -- one line per rank. */
 static lt_status report_memory(run *r, lt_err *err) {
     lt_trainer_mem mm;
     lt_trainer_memory(r->tr, &mm);
     int W = r->comm ? r->comm->world : 1, me = r->comm ? r->comm->rank : 0;
-    int64_t *all = calloc((size_t)W * 5, sizeof *all);
+    int64_t *all = calloc((size_t)W * 6, sizeof *all);
     if (!all) return lt_fail(err, LT_ERR_NOMEM, "out of memory");
-    int64_t *mine = all + (size_t)me * 5;
+    int64_t *mine = all + (size_t)me * 6;
     mine[0] = (int64_t)mm.params, mine[1] = (int64_t)mm.params_gathered, mine[2] = (int64_t)mm.grad_buffers;
     mine[3] = (int64_t)mm.grad_acc, mine[4] = (int64_t)mm.optim;
-    lt_status st = W > 1 ? r->comm->all_gather(r->comm, all, (size_t)W * 5, NULL, LT_I64, err) : LT_OK;
+    long kib = lt_peak_rss_kib(); /* the whole process so far: model load, optimizer setup, runtime */
+    mine[5] = kib < 0 ? -1 : (int64_t)kib * 1024;
+    lt_status st = W > 1 ? r->comm->all_gather(r->comm, all, (size_t)W * 6, NULL, LT_I64, err) : LT_OK;
     for (int q = 0; !st && !r->rank && q < W; q++) {
-        const int64_t *v = all + (size_t)q * 5;
+        const int64_t *v = all + (size_t)q * 6;
         fprintf(stderr,
                 "train: memory rank %d of %d: parameters %lld B, gathered weights %lld B, gradient buffers %lld B, "
-                "gradient accumulator %lld B, optimizer state %lld B\n",
-                q, W, (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3], (long long)v[4]);
+                "gradient accumulator %lld B, optimizer state %lld B; peak resident %lld B after setup\n",
+                q, W, (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3], (long long)v[4],
+                (long long)v[5]);
     }
     free(all);
     return st ? lt_wrap(err, st, "gathering the memory figures") : LT_OK;

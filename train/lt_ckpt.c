@@ -1,5 +1,5 @@
 /* lt_ckpt.c -- atomic training checkpoints (see lt_ckpt.h). */
-#define _DEFAULT_SOURCE /* madvise */
+#define _DEFAULT_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #include "lt_ckpt.h"
 #include "lt_comm.h"
@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -458,17 +457,6 @@ static void index_free(lt_ckpt_index *x) {
     free(x);
 }
 
-/* drop the whole pages inside [p, p + bytes) of a read-only mapping (read
- * again from the file if ever touched) */
-static void drop_range(const void *p, size_t bytes) {
-    long pg = sysconf(_SC_PAGESIZE);
-    if (pg <= 0 || !bytes) return;
-    uintptr_t a = (uintptr_t)p, b = a + bytes;
-    a = (a + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg;
-    b = b / (uintptr_t)pg * (uintptr_t)pg;
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
-}
-
 static int cmp_slice(const void *a, const void *b) {
     const ck_slice *x = a, *y = b;
     return x->start < y->start ? -1 : x->start > y->start ? 1 : 0;
@@ -623,7 +611,7 @@ lt_status lt_ckpt_read(const lt_ckpt *c, int kind, const char *name, size_t star
     if (!c->world) {
         const char *p = (const char *)t->data + start * sizeof(float);
         memcpy(dst, p, len * sizeof(float));
-        drop_range(p, len * sizeof(float));
+        lt_st_drop_pages(p, len * sizeof(float));
         return LT_OK;
     }
     const ck_entry *e = index_find(c->index[kind], name);
@@ -633,7 +621,7 @@ lt_status lt_ckpt_read(const lt_ckpt *c, int kind, const char *name, size_t star
         if (a >= b) continue;
         const char *p = (const char *)s->t->data + (a - s->start) * sizeof(float);
         memcpy(dst + (a - start), p, (b - a) * sizeof(float));
-        drop_range(p, (b - a) * sizeof(float));
+        lt_st_drop_pages(p, (b - a) * sizeof(float));
     }
     return LT_OK;
 }

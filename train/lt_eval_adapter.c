@@ -100,6 +100,8 @@ lt_status lt_model_apply_peft_embed(lt_model *m, const lt_peft_embed *e, lt_err 
     float *E = malloc(n * sizeof *E), *H = head ? malloc(n * sizeof *H) : NULL;
     lt_status st = LT_OK;
     if (!emb || !E || (head && !H)) st = lt_fail(err, LT_ERR_NOMEM, "adapter: out of memory for the embeddings");
+    if (!st) st = lt_model_param_load(m, emb, err); /* a deferred load (ZeRO-3): these two whole, now */
+    if (!st && head) st = lt_model_param_load(m, head, err);
     if (!st) st = be->download_f32(be, E, emb->data, be->param_dtype, n, err);
     if (!st && H) st = be->download_f32(be, H, head->data, be->param_dtype, n, err);
     if (!st) st = be->sync(be, err);

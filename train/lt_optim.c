@@ -69,6 +69,7 @@ typedef struct opt_tensor {
                         master hold them back to back. NULL: the state covers [off, off + len) */
     size_t nseg;
     int part;        /* ZeRO-3: param holds this rank's part only ([off, off + len) of the tensor) */
+    int ready;       /* m, v (and master) allocated: at lt_optim_distribute (the part) or first use (whole) */
 } opt_tensor;
 
 struct lt_optim {
@@ -173,12 +174,53 @@ static lt_status row_runs(const int32_t *rows, size_t nrows, int64_t nr, size_t 
     return LT_OK;
 }
 
+/* whole state for tensor t at its first use (not distributed, or ZeRO-0): m = v = 0 and, for a
+ * 16-bit parameter, master = its f32 values (of the runs), staged through the host */
+static lt_status tensor_ready(lt_optim *o, opt_tensor *t, lt_err *err) {
+    if (t->ready) return LT_OK;
+    lt_backend *be = o->be;
+    if (!t->param) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has no param buffer", t->name);
+    size_t sl = state_len(t);
+    lt_status st = alloc_state(be, &t->m, sl, err);
+    if (st == LT_OK) st = alloc_state(be, &t->v, sl, err);
+    if (st == LT_OK && t->param_dtype != LT_F32) {
+        float *host = malloc(t->n * sizeof *host);
+        if (!host) st = lt_fail(err, LT_ERR_NOMEM, "optimizer: cannot stage tensor '%s'", t->name);
+        if (st == LT_OK) st = alloc_state(be, &t->master, sl, err);
+        if (st == LT_OK) st = be->download_f32(be, host, t->param, t->param_dtype, t->n, err);
+        if (st == LT_OK) st = be->sync(be, err);
+        for (size_t k = 0, c = 0; st == LT_OK && k < (t->seg ? t->nseg : 1); k++) {
+            size_t s0 = t->seg ? t->seg[2 * k] : 0, len = t->seg ? t->seg[2 * k + 1] : t->n;
+            st = be->upload_f32(be, t->master + c, LT_F32, host + s0, len, err);
+            c += len;
+        }
+        if (st == LT_OK) st = be->sync(be, err);
+        free(host);
+    }
+    if (st != LT_OK) {
+        if (t->m) be->free(be, t->m);
+        if (t->v) be->free(be, t->v);
+        if (t->master) be->free(be, t->master);
+        t->m = t->v = t->master = NULL;
+        return lt_wrap(err, st, "optimizer: tensor '%s'", t->name);
+    }
+    t->ready = 1;
+    return LT_OK;
+}
+
+/* every tensor's state exists (lazily: see lt_optim_add) */
+static lt_status state_ready(lt_optim *o, lt_err *err) {
+    for (size_t i = 0; i < o->n; i++) {
+        lt_status st = tensor_ready(o, &o->t[i], err);
+        if (st) return st;
+    }
+    return LT_OK;
+}
+
 static lt_status add_tensor(lt_optim *o, const char *name, int ndim, const int64_t *shape, void *param,
                             lt_dtype param_dtype, float *grad, int decay, const int32_t *rows, size_t nrows,
                             lt_err *err) {
-    lt_backend *be = o->be;
     if (ndim < 1 || ndim > 2) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has rank %d (1 or 2)", name, ndim);
-    if (!param) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has no param buffer", name);
     for (size_t i = 0; i < o->n; i++)
         if (!strcmp(o->t[i].name, name)) return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' added twice", name);
     size_t n = 1, bytes;
@@ -222,32 +264,6 @@ static lt_status add_tensor(lt_optim *o, const char *name, int ndim, const int64
     t.decay = decay ? 1 : 0;
     t.off = 0;
     t.len = n;
-    size_t sl = state_len(&t);
-    st = alloc_state(be, &t.m, sl, err);
-    if (st == LT_OK) st = alloc_state(be, &t.v, sl, err);
-    if (st == LT_OK && param_dtype != LT_F32) {
-        /* master = f32 copy of the current weights (of the runs), via the host */
-        float *host = malloc(bytes);
-        if (!host) st = lt_fail(err, LT_ERR_NOMEM, "optimizer: cannot stage tensor '%s'", name);
-        if (st == LT_OK) st = alloc_state(be, &t.master, sl, err);
-        if (st == LT_OK) st = be->download_f32(be, host, param, param_dtype, n, err);
-        if (st == LT_OK) st = be->sync(be, err);
-        for (size_t k = 0, c = 0; st == LT_OK && k < (t.seg ? t.nseg : 1); k++) {
-            size_t s0 = t.seg ? t.seg[2 * k] : 0, len = t.seg ? t.seg[2 * k + 1] : n;
-            st = be->upload_f32(be, t.master + c, LT_F32, host + s0, len, err);
-            c += len;
-        }
-        if (st == LT_OK) st = be->sync(be, err);
-        free(host);
-    }
-    if (st != LT_OK) {
-        if (t.m) be->free(be, t.m);
-        if (t.v) be->free(be, t.v);
-        if (t.master) be->free(be, t.master);
-        free(t.name);
-        free(t.seg);
-        return lt_wrap(err, st, "optimizer: tensor '%s'", name);
-    }
     o->t[o->n++] = t;
     return LT_OK;
 }
@@ -347,29 +363,35 @@ lt_status lt_optim_distribute(lt_optim *o, lt_comm *c, int zero, float *grad, lt
             size_t x = t->flat > r0 ? t->flat : r0, y = t->flat + t->n < r0 + rl ? t->flat + t->n : r0 + rl;
             t->counts[r] = y > x ? y - x : 0;
         }
-        /* state for the part only: m = v = 0, master = the part of the weights (a row subset's state
-         * becomes the part's: before the first step its master weights are the parameter's values) */
+        /* state for the part only, never the whole tensor's: m = v = 0, master = the part of the
+         * weights -- of the whole master when one exists already (used before distribute), else of the
+         * parameter (a row subset's state becomes the part's: before the first step its master
+         * weights are the parameter's values); no parameter yet (ZeRO-3 over a deferred model):
+         * lt_optim_set_param_part fills it. Staged through a host buffer of the part's size. */
         int rows = t->seg != NULL;
         free(t->seg);
         t->seg = NULL;
         t->nseg = 0;
-        be->free(be, t->m);
-        be->free(be, t->v);
-        t->m = t->v = NULL;
+        float *whole = t->master; /* a ready tensor's master (NULL: none) */
+        if (t->m) be->free(be, t->m);
+        if (t->v) be->free(be, t->v);
+        t->m = t->v = t->master = NULL;
         lt_status st = alloc_state(be, &t->m, t->len, err);
         if (!st) st = alloc_state(be, &t->v, t->len, err);
-        if (!st && t->master) {
-            float *host = malloc((t->n ? t->n : 1) * sizeof *host);
-            if (!host) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
-            st = rows ? be->download_f32(be, host, t->param, t->param_dtype, t->n, err)
-                      : be->download_f32(be, host, t->master, LT_F32, t->n, err);
+        if (!st && t->param_dtype != LT_F32) st = alloc_state(be, &t->master, t->len, err);
+        if (!st && t->master && t->len && (t->param || (whole && !rows))) {
+            float *host = malloc(t->len * sizeof *host);
+            if (!host) st = lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+            else if (whole && !rows) st = be->download_f32(be, host, whole + t->off, LT_F32, t->len, err);
+            else st = be->download_f32(be, host, (const char *)t->param + t->off * lt_dtype_size(t->param_dtype),
+                                       t->param_dtype, t->len, err);
             if (!st) st = be->sync(be, err);
-            be->free(be, t->master);
-            t->master = NULL;
-            if (!st) st = alloc_state(be, &t->master, t->len, err);
-            if (!st && t->len) st = be->upload_f32(be, t->master, LT_F32, host + t->off, t->len, err);
+            if (!st) st = be->upload_f32(be, t->master, LT_F32, host, t->len, err);
+            if (!st) st = be->sync(be, err);
             free(host);
         }
+        if (whole) be->free(be, whole);
+        t->ready = 1;
         if (st) return lt_wrap(err, st, "optimizer: shard of '%s'", t->name);
     }
     return be->sync(be, err);
@@ -380,14 +402,26 @@ lt_comm *lt_optim_comm(const lt_optim *o) { return o->comm; }
 lt_status lt_optim_set_param_part(lt_optim *o, size_t i, void *part, lt_err *err) {
     if (i >= o->n || !o->zero)
         return lt_fail(err, LT_ERR_INVALID, "optimizer: a parameter part for tensor %zu needs ZeRO after distribute", i);
-    o->t[i].param = part;
-    o->t[i].part = 1;
-    return LT_OK;
+    opt_tensor *t = &o->t[i];
+    t->param = part;
+    t->part = 1;
+    if (!t->master || !t->len) return LT_OK;
+    /* master = the part's f32 values (a part-sized host round trip) */
+    lt_backend *be = o->be;
+    float *host = malloc(t->len * sizeof *host);
+    if (!host) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
+    lt_status st = be->download_f32(be, host, part, t->param_dtype, t->len, err);
+    if (!st) st = be->sync(be, err);
+    if (!st) st = be->upload_f32(be, t->master, LT_F32, host, t->len, err);
+    if (!st) st = be->sync(be, err);
+    free(host);
+    return st ? lt_wrap(err, st, "optimizer: master weights of '%s'", t->name) : LT_OK;
 }
 
 size_t lt_optim_state_bytes(const lt_optim *o) {
     size_t b = 0;
-    for (size_t i = 0; i < o->n; i++) b += o->t[i].len * sizeof(float) * (o->t[i].master ? 3 : 2);
+    for (size_t i = 0; i < o->n; i++) /* allocated or still to be (lazily) */
+        b += state_len(&o->t[i]) * sizeof(float) * (o->t[i].param_dtype != LT_F32 ? 3 : 2);
     return b;
 }
 int lt_optim_zero(const lt_optim *o) { return o->zero; }
@@ -460,7 +494,9 @@ lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
     for (size_t i = 0; i < o->n; i++)
         if (!o->t[i].grad && o->t[i].len)
             return lt_fail(err, LT_ERR_INVALID, "optimizer: tensor '%s' has no gradient (distribute first)", o->t[i].name);
-    lt_status st = lt_optim_grad_norm(o, &norm, err);
+    lt_status st = state_ready(o, err);
+    if (st) return st;
+    st = lt_optim_grad_norm(o, &norm, err);
     if (stats) {
         stats->step = o->steps_done;
         stats->grad_norm = norm;
@@ -522,6 +558,8 @@ lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
 static lt_status get_full(lt_optim *o, size_t i, int which, float *host, lt_err *err) {
     opt_tensor *t = &o->t[i];
     lt_backend *be = o->be;
+    lt_status rs = tensor_ready(o, t, err);
+    if (rs) return rs;
     if (which == 0 && !t->master && !t->part) return be->download_f32(be, host, t->param, t->param_dtype, t->n, err);
     float *src = which == 0 ? t->master : which == 1 ? t->m : t->v;
     if (t->seg) { /* the runs; elsewhere the weights as they are, and a state of zeros */
@@ -557,7 +595,9 @@ lt_status lt_optim_get_param(lt_optim *o, size_t i, float *host, lt_err *err) {
 lt_status lt_optim_set_param(lt_optim *o, size_t i, const float *host, lt_err *err) {
     if (i >= o->n) return lt_fail(err, LT_ERR_RANGE, "optimizer: tensor index %zu of %zu", i, o->n);
     opt_tensor *t = &o->t[i];
-    lt_status st = t->seg ? put_runs(o->be, t, t->master, host, err) : LT_OK;
+    lt_status st = tensor_ready(o, t, err);
+    if (st) return st;
+    st = t->seg ? put_runs(o->be, t, t->master, host, err) : LT_OK;
     if (t->master && t->len && !t->seg) st = o->be->upload_f32(o->be, t->master, LT_F32, host + t->off, t->len, err);
     if (st == LT_OK && t->part && t->len) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host + t->off, t->len, err);
     else if (st == LT_OK && !t->part) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host, t->n, err);
@@ -652,6 +692,8 @@ lt_status lt_optim_state_load(lt_optim *o, const lt_st_file *f, lt_err *err) {
     char name[512];
     for (size_t i = 0; i < o->n; i++) {
         opt_tensor *t = &o->t[i];
+        lt_status rs = tensor_ready(o, t, err);
+        if (rs) return rs;
         for (int k = 0; k < 2; k++) {
             snprintf(name, sizeof name, "%s.%s", t->name, k ? "exp_avg_sq" : "exp_avg");
             float *host;
@@ -670,8 +712,10 @@ lt_status lt_optim_state_load(lt_optim *o, const lt_st_file *f, lt_err *err) {
 /* ---- what this rank holds (sharded checkpoints, lt_ckpt.h) ---- */
 lt_backend *lt_optim_backend(const lt_optim *o) { return o->be; }
 
-void lt_optim_part_of(const lt_optim *o, size_t i, lt_optim_part *p) {
-    const opt_tensor *t = &o->t[i];
+void lt_optim_part_of(lt_optim *o, size_t i, lt_optim_part *p) {
+    opt_tensor *t = &o->t[i];
+    lt_err e;
+    (void)tensor_ready(o, t, &e); /* on failure the buffers stay NULL: part_get / part_put report it */
     *p = (lt_optim_part){.name = t->name, .ndim = t->ndim, .shape = {t->shape[0], t->ndim > 1 ? t->shape[1] : 0},
                          .n = t->n, .off = t->off, .len = t->len, .master = t->master, .m = t->m, .v = t->v,
                          .param = t->param, .param_dtype = t->param_dtype, .param_off = t->part ? t->off : 0,
@@ -684,6 +728,8 @@ static float *state_of(const opt_tensor *t, int which) { return which == 0 ? t->
 lt_status lt_optim_part_get(lt_optim *o, size_t i, int which, size_t a, size_t b, float *host, lt_err *err) {
     const opt_tensor *t = &o->t[i];
     lt_backend *be = o->be;
+    lt_status rs = tensor_ready(o, &o->t[i], err);
+    if (rs) return rs;
     float *src = state_of(t, which);
     if (a > b || a < t->off || b > t->off + t->len)
         return lt_fail(err, LT_ERR_RANGE, "optimizer: '%s': elements [%zu, %zu) are not held here", t->name, a, b);
@@ -710,6 +756,8 @@ lt_status lt_optim_part_get(lt_optim *o, size_t i, int which, size_t a, size_t b
 lt_status lt_optim_part_put(lt_optim *o, size_t i, int which, size_t a, size_t b, const float *host, lt_err *err) {
     const opt_tensor *t = &o->t[i];
     lt_backend *be = o->be;
+    lt_status rs = tensor_ready(o, &o->t[i], err);
+    if (rs) return rs;
     float *dst = state_of(t, which);
     if (a > b || a < t->off || b > t->off + t->len)
         return lt_fail(err, LT_ERR_RANGE, "optimizer: '%s': elements [%zu, %zu) are not held here", t->name, a, b);

@@ -75,12 +75,18 @@ lt_status lt_optim_create(lt_backend *be, const lt_optim_cfg *cfg, lt_optim **ou
 void lt_optim_free(lt_optim *o);
 
 /* Add a trainable tensor: param (backend memory, param_dtype) and grad
- * (backend memory, f32), both of numel = prod(shape). The optimizer
- * allocates m and v (zeroed) and, when param_dtype is not F32, f32 master
- * weights initialized from param. grad may be NULL when lt_optim_distribute
- * gives the gradients (ZeRO-1/2: this rank's shard of the accumulator) --
- * then a step before it fails. Names must be unique (they name the state
- * in checkpoints). ndim 1 or 2. */
+ * (backend memory, f32), both of numel = prod(shape). The optimizer keeps m
+ * and v (zeroed) and, when param_dtype is not F32, f32 master weights
+ * initialized from param -- allocated lazily: by lt_optim_distribute with
+ * ZeRO (this rank's part only, the master from the part of param: no
+ * whole-tensor buffer, device or host, ever exists), else at the first call
+ * that needs them (step, get/set, load, *_to_tlist, part_*: the whole
+ * tensor's, the master from param as it is then). grad may be NULL when
+ * lt_optim_distribute gives the gradients (ZeRO-1/2: this rank's shard of
+ * the accumulator) -- then a step before it fails. param may be NULL when
+ * ZeRO-3 gives the parameter as parts later (lt_optim_set_param_part; the
+ * weights of a deferred model load, lt_model_load_deferred). Names must be
+ * unique (they name the state in checkpoints). ndim 1 or 2. */
 lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *shape, void *param,
                        lt_dtype param_dtype, float *grad, int decay, lt_err *err);
 /* A matrix of which only `rows` (sorted, distinct) train (`train
@@ -141,9 +147,11 @@ lt_comm *lt_optim_comm(const lt_optim *o); /* NULL until distributed */
  * this rank's part (len elements of the param dtype at `part`, borrowed):
  * a step updates the part and gathers nothing; lt_optim_get_param and
  * *_to_tlist gather the parts (collective), set_param keeps the part, and
- * lt_optim_part_of reports param_off / param_len = that part. */
+ * lt_optim_part_of reports param_off / param_len = that part. The master
+ * weights (16-bit parameters) are set to the part's values here. */
 lt_status lt_optim_set_param_part(lt_optim *o, size_t i, void *part, lt_err *err);
-/* Bytes of optimizer state this rank holds: m, v (and f32 master weights). */
+/* Bytes of optimizer state this rank holds: m, v (and f32 master weights),
+ * counted when still to be allocated (lazily) too. */
 size_t lt_optim_state_bytes(const lt_optim *o);
 int lt_optim_zero(const lt_optim *o);
 
@@ -203,7 +211,7 @@ typedef struct lt_optim_part {
     lt_dtype param_dtype;
     size_t param_off, param_len;
 } lt_optim_part;
-void lt_optim_part_of(const lt_optim *o, size_t i, lt_optim_part *p);
+void lt_optim_part_of(lt_optim *o, size_t i, lt_optim_part *p); /* allocates a lazy state (see lt_optim_add) */
 /* Elements [a, b) of tensor i's state to host (get) or from host (put), a
  * range inside [off, off + len): which = 0 the f32 weights (master where
  * kept, else the parameter), 1 exp_avg, 2 exp_avg_sq. A row subset

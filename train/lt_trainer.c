@@ -431,8 +431,10 @@ static lt_status shard_weights(lt_trainer *t, lt_err *err) {
             t->wstage_bytes = bytes;
         }
         if ((st = be->alloc(be, bytes ? bytes : 1, &t->w_part[i], err))) break;
-        if (bytes && !(st = be->download(be, t->wstage, (char *)p->data + t->w_off[i] * es, bytes, err)) &&
-            !(st = be->sync(be, err)))
+        if (bytes && !p->data) /* a deferred load: the part straight from the file */
+            st = lt_model_load_range(m, i, t->w_off[i], t->w_len[i], t->w_part[i], err);
+        else if (bytes && !(st = be->download(be, t->wstage, (char *)p->data + t->w_off[i] * es, bytes, err)) &&
+                 !(st = be->sync(be, err)))
             st = be->upload(be, t->w_part[i], t->wstage, bytes, err);
         if (!st && opt_i >= 0) st = lt_optim_set_param_part(t->opt, (size_t)opt_i, t->w_part[i], err);
         if (st) lt_wrap(err, st, "ZeRO-3: the part of '%s'", p->name);
