@@ -346,8 +346,10 @@ lt_status lt_optim_distribute(lt_optim *o, lt_comm *c, int zero, float *grad, lt
         opt_tensor *t = &o->t[i];
         t->flat = flat;
         flat += t->n;
-        if (!o->zero) {
+        if (!o->zero) { /* every rank updates the whole tensor: its whole state, now */
             t->grad = grad + t->flat;
+            lt_status st = tensor_ready(o, t, err);
+            if (st) return st;
             continue;
         }
         /* this rank's part of the tensor: [s0, s0+sl) intersected with [flat, flat+n) */

@@ -77,8 +77,8 @@ void lt_optim_free(lt_optim *o);
 /* Add a trainable tensor: param (backend memory, param_dtype) and grad
  * (backend memory, f32), both of numel = prod(shape). The optimizer keeps m
  * and v (zeroed) and, when param_dtype is not F32, f32 master weights
- * initialized from param -- allocated lazily: by lt_optim_distribute with
- * ZeRO (this rank's part only, the master from the part of param: no
+ * initialized from param -- allocated lazily: by lt_optim_distribute (with
+ * ZeRO this rank's part only, the master from the part of param: no
  * whole-tensor buffer, device or host, ever exists), else at the first call
  * that needs them (step, get/set, load, *_to_tlist, part_*: the whole
  * tensor's, the master from param as it is then). grad may be NULL when

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# test_zero3_load.sh -- a ZeRO-3 rank's peak host memory during setup falls
+# as 1/N: each rank reads only its part of the weights from the files
+# (lt_model_load_deferred + lt_model_load_range, the pages read dropped
+# again) and the optimizer allocates m, v (and master weights) for its part
+# only (lt_optim_distribute), so no rank ever holds the whole model.
+#
+# The model: a random Llama (16 layers, hidden 512, the sample model's
+# 2048-token tokenizer, tied embeddings; ~55.6 M parameters, W = ~222 MB in
+# f32) written here as one safetensors file, so that the weights dominate
+# the MPI / runtime baseline. Each run prints, per rank, "peak resident N B
+# after setup" (the process's VmHWM once the model, the parts, the gradient
+# buffers and the optimizer state are set up). Runs: --zero 3 on 1, 2 and 3
+# ranks and --zero 0 on 1 and 3 ranks for contrast. Setup is all that is
+# measured, so every run stops right after it: the fault injection of
+# `luxtrain train` (LT_FAULT_RANK=0 LT_FAULT_STEP=1: rank 0 exits with status
+# 3 before the first optimizer step; mpirun then ends the others) -- no step,
+# no checkpoint, no export of a 222 MB model (the ZeRO-3 training itself,
+# bitwise against one process, is tests/test_train_zero.sh's).
+# Checks (from the worst rank of each run; ZeRO-3 holds ~4 W / N: parameters,
+# gradient accumulator, m and v, all parts):
+#   peak(1) - peak(2) >= 1.5 W  and  peak(2) - peak(3) >= 0.45 W  (ideal: 2 W, 0.67 W);
+#   ZeRO-3 on 3 ranks below half of ZeRO-0 on 3 ranks (whole weights,
+#   gradient, accumulator, m and v on every rank: ~5 W).
+# Skips (77) without mpirun, the MPI communicator, the sample model or numpy.
+. "$(dirname "$0")/lt_test_lib.sh"
+lt_need_mpi
+lt_need_model
+[ -n "$py" ] || lt_skip "no LT_PYTHON"
+"$py" -c "import numpy" 2>/dev/null || lt_skip "$py has no numpy"
+lt_enter_tmp
+
+# ---- the model: config and tokenizer of the sample model, random f32 weights ----
+W=$("$py" - "$model" big <<'PY'
+import json, os, shutil, struct, sys
+import numpy as np
+src, out = sys.argv[1], sys.argv[2]
+L, C, I, D = 16, 512, 1536, 64
+os.makedirs(out, exist_ok=True)
+cfg = json.load(open(os.path.join(src, "config.json")))
+cfg.update(hidden_size=C, intermediate_size=I, num_hidden_layers=L, num_attention_heads=C // D,
+           num_key_value_heads=C // D, head_dim=D, torch_dtype="float32", tie_word_embeddings=True)
+json.dump(cfg, open(os.path.join(out, "config.json"), "w"), indent=1)
+for f in ("tokenizer.json", "tokenizer_config.json"):
+    shutil.copy(os.path.join(src, f), out)
+shapes = [("model.embed_tokens.weight", (cfg["vocab_size"], C))]
+for l in range(L):
+    p = "model.layers.%d." % l
+    shapes += [(p + "input_layernorm.weight", (C,))]
+    shapes += [(p + "self_attn.%s_proj.weight" % k, (C, C)) for k in "qkvo"]
+    shapes += [(p + "post_attention_layernorm.weight", (C,)), (p + "mlp.gate_proj.weight", (I, C)),
+               (p + "mlp.up_proj.weight", (I, C)), (p + "mlp.down_proj.weight", (C, I))]
+shapes.append(("model.norm.weight", (C,)))
+hdr, off = {}, 0
+for n, s in shapes:
+    nb = 4 * int(np.prod(s))
+    hdr[n] = {"dtype": "F32", "shape": list(s), "data_offsets": [off, off + nb]}
+    off += nb
+h = json.dumps(hdr).encode()
+h += b" " * (-len(h) % 8)
+rng = np.random.default_rng(13)
+with open(os.path.join(out, "model.safetensors"), "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h)
+    for n, s in shapes:  # norms 1, the rest N(0, 0.02^2)
+        f.write((np.ones(s, np.float32) if len(s) == 1 else rng.standard_normal(s, dtype=np.float32) * np.float32(0.02)).tobytes())
+print(off)
+PY
+) || { fail "writing the random model"; lt_finish; }
+echo "model: $W B of f32 weights"
+"$bin" tokenize --tokenizer big --input "$src/data/sample/luxit_sample.jsonl" --out shards --quiet >tok.txt 2>&1 \
+  || { fail "tokenize: $(tail -2 tok.txt)"; lt_finish; }
+
+common=(--model big --data shards/train-00000.h5 --seq-len 64 --micro-batch 1 --max-steps 1 --lr 1e-3
+        --save-every 0 --eval-every 0 --device cpu --threads 1 --log-every 100)
+setup_only() { # setup_only NP ZERO: a run that stops before its first step, its output in z$ZERO-np$NP.txt
+  local out="z$2-np$1"
+  LT_FAULT_RANK=0 LT_FAULT_STEP=1 timeout 120 mpirun --oversubscribe -np "$1" "$bin" train "${common[@]}" \
+    --zero "$2" --out "$out" >"$out.txt" 2>&1
+  if grep -q "was not built\|built without" "$out.txt"; then lt_skip "no MPI communicator"; fi
+  grep -q "rank 0 of $1: fault injection: exiting before step 1" "$out.txt" \
+    || fail "$out: the run did not reach its first step: $(grep -v '^step' "$out.txt" | tail -3)"
+}
+for np in 1 2 3; do setup_only "$np" 3; done
+for np in 1 3; do setup_only "$np" 0; done
+
+"$py" - "$W" <<'PY' || fail "ZeRO-3's peak memory during setup does not fall as 1/N"
+import re, sys
+W = int(sys.argv[1])
+def peak(z, np):  # the largest rank's peak resident memory after setup
+    v = {}
+    for l in open("z%d-np%d.txt" % (z, np)):
+        m = re.match(r"train: memory rank (\d+) of %d: .*; peak resident (\d+) B after setup" % np, l)
+        if m: v[int(m.group(1))] = int(m.group(2))
+    assert sorted(v) == list(range(np)), ("ranks reporting", z, np, sorted(v))
+    return max(v.values())
+p3 = {n: peak(3, n) for n in (1, 2, 3)}
+p0 = {n: peak(0, n) for n in (1, 3)}
+mb = lambda b: "%.0f MB (%.2f W)" % (b / 1e6, b / W)
+for n in (1, 2, 3): print("ZeRO-3, %d rank(s): peak resident after setup %s per rank" % (n, mb(p3[n])))
+for n in (1, 3): print("ZeRO-0, %d rank(s): peak resident after setup %s per rank" % (n, mb(p0[n])))
+d12, d23 = p3[1] - p3[2], p3[2] - p3[3]
+print("ZeRO-3: 1 -> 2 ranks saves %s, 2 -> 3 ranks %s (ideal 2 W and 0.67 W: 4 W / N)" % (mb(d12), mb(d23)))
+assert d12 >= 1.5 * W and d23 >= 0.45 * W, "peak(1) - peak(2) >= 1.5 W and peak(2) - peak(3) >= 0.45 W"
+assert p3[3] < 0.5 * p0[3], "ZeRO-3 on 3 ranks must need less than half of ZeRO-0's"
+print("ok   ZeRO-3 setup: every rank reads and keeps its part only; the peak falls as 1/N")
+PY
+
+lt_finish
