@@ -143,6 +143,7 @@ static void test_round_trip(void) {
     LT_CHECK(lt_st_get(f, 6) == NULL, "get past the end");
 
     float got[8];
+    lt_status st;
     const lt_st_tensor *t = lt_st_find(f, "model.layers.0.self_attn.q_proj.weight");
     lt_poison(got, 8);
     LT_CHECK_OK(lt_st_to_f32(t, got, 6, &err), &err);
@@ -163,9 +164,31 @@ static void test_round_trip(void) {
     LT_CHECK(t && t->numel == 0 && t->nbytes == 0, "empty tensor");
     LT_CHECK_OK(lt_st_to_f32(t, got, 0, &err), &err);
 
+    /* element ranges (lt_st_read_f32): every [off, off + len) equals the whole conversion's elements,
+     * also after the range's pages were dropped (read again from the file); outside the tensor refused */
+    const char *ranged[] = {"model.layers.0.self_attn.q_proj.weight", "bf16.vec", "f16.mat"};
+    for (int k = 0; k < 3; k++) {
+        float whole[8], part[8];
+        t = lt_st_find(f, ranged[k]);
+        if (!t) continue;
+        LT_CHECK_OK(lt_st_to_f32(t, whole, t->numel, &err), &err);
+        for (size_t off = 0; off <= t->numel; off++)
+            for (size_t len = 0; off + len <= t->numel; len++) {
+                lt_poison(part, 8);
+                LT_CHECK_OK(lt_st_read_f32(t, off, len, part, &err), &err);
+                LT_CHECK(memcmp(part, whole + off, len * sizeof(float)) == 0, "%s: elements [%zu, %zu)", ranged[k],
+                         off, off + len);
+            }
+        st = lt_st_read_f32(t, t->numel - 1, 2, part, &err);
+        LT_CHECK(st == LT_ERR_RANGE && strstr(err.msg, ranged[k]), "range past the end: %s %s", lt_status_name(st),
+                 err.msg);
+    }
+    st = lt_st_read_f32(lt_st_find(f, "ids"), 0, 1, got, &err);
+    LT_CHECK(st == LT_ERR_UNSUPPORTED && strstr(err.msg, "'ids'"), "I64 range to f32: %s", err.msg);
+
     /* conversion refusals */
     t = lt_st_find(f, "ids");
-    lt_status st = lt_st_to_f32(t, got, 5, &err);
+    st = lt_st_to_f32(t, got, 5, &err);
     LT_CHECK(st == LT_ERR_UNSUPPORTED && strstr(err.msg, "'ids'") && strstr(err.msg, "I64") && strstr(err.msg, path),
              "I64 to f32: %s %s", lt_status_name(st), err.msg);
     t = lt_st_find(f, "bf16.vec");

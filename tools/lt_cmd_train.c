@@ -29,7 +29,10 @@
  *
  * Data parallel: started by an MPI launcher (mpirun -np N, srun) the run uses
  * lt_comm ("mpi" for the CPU backend, "nccl" for CUDA, one GPU per process
- * on device local_rank): the loader gives rank r its part of every global
+ * on device local_rank; --zero 3 opens the model with lt_model_load_deferred
+ * and each rank reads only its part of the weights, never the whole model;
+ * the memory line of each rank gives its peak resident set after setup):
+ * the loader gives rank r its part of every global
  * batch (--micro-batch sequences per rank), counts, loss and gradients are
  * summed over the ranks (lt_trainer.h), and rank 0 alone writes config.json,
  * metrics and the export and runs the evaluation. Checkpoints are sharded

@@ -49,7 +49,8 @@ lt_status lt_eval_load_model(const char *model_dir, const char *adapter, const c
                              lt_model **out, lt_err *err);
 
 /* Write an adapter's trained embeddings into the model's tables (backend
- * memory, in the parameter dtype). */
+ * memory, in the parameter dtype; a deferred model's tables are read whole
+ * first, lt_model_param_load). */
 struct lt_peft_embed;
 lt_status lt_model_apply_peft_embed(lt_model *m, const struct lt_peft_embed *e, lt_err *err);
 

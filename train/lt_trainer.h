@@ -93,7 +93,11 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
  * the same bits) and the buffer is reused by a later group. f32 only.
  * zero = 3 (ZeRO-3): as 2, and every parameter but the LoRA matrices is
  * kept as this rank's part only (trainable: lt_optim_part, updated in place
- * by the optimizer; frozen: lt_comm_shard of the tensor), gathered per group
+ * by the optimizer; frozen: lt_comm_shard of the tensor; a parameter of a
+ * model opened with lt_model_load_deferred and not loaded since is read
+ * from the file range of the part, lt_model_load_range, so the whole tensor
+ * never exists on this rank; the optimizer's master weights are set from
+ * the part), gathered per group
  * into five buffers when the model asks (lt_model_shard_weights), with the
  * model's prefetch hints started as non-blocking all-gathers where the
  * communicator has them (lt_trainer_gathers counts them). Not with trained
