@@ -137,7 +137,9 @@ size_t lt_model_group_grad_numel(const lt_model *m, int group);
 /* ---- sharded weights (ZeRO-3) ----
  * lt_model_shard_weights hands the storage of the parameters marked in
  * `sharded` (n_params flags; NULL = every one) to the caller: the model
- * frees their data (the caller has copied what it keeps first) and from
+ * frees their data (the caller has copied what it keeps first; a deferred
+ * load's parameters never loaded have none: the caller read its parts with
+ * lt_model_load_range, and the files are closed here) and from
  * then on calls fn(ctx, group, 1) before it reads the weights of a group
  * (lt_model_grad_group's groups; only the marked parameters are the
  * caller's, the others keep their own data) -- fn points those p->data at

@@ -26,6 +26,9 @@
 #   breaks it (checked by hand: loading whole gives 5.10 W, 3.13 W, 2.48 W);
 #   ZeRO-3 on 3 ranks below half of ZeRO-0 on 3 ranks (whole weights,
 #   gradient, accumulator, m and v on every rank: ~5 W).
+# Then a setup step that needs a whole tensor before the parts (an --adapter
+# with trained embeddings, read whole by lt_model_param_load): 2 ranks under
+# --zero 3 give bitwise one process's losses and gradient norms.
 # Skips (77) without mpirun, the MPI communicator, the sample model or numpy.
 . "$(dirname "$0")/lt_test_lib.sh"
 lt_need_mpi
@@ -115,6 +118,26 @@ for n in (1, 2, 3):
                                                      mb(p3[n] - 4 * W / n - base[n]))
 assert p3[3] < 0.5 * p0[3], "ZeRO-3 on 3 ranks must need less than half of ZeRO-0's"
 print("ok   ZeRO-3 setup: every rank reads and keeps its part only; the peak falls as 1/N")
+PY
+
+# ---- a setup step that needs a whole tensor before the parts: an --adapter's trained embeddings ----
+# (lt_model_apply_peft_embed reads the deferred model's embedding whole, lt_model_param_load, then
+# the trainer cuts it to parts): 2 ranks under --zero 3 train on it with bitwise one process's
+# losses and gradient norms (the sample model; its tokenizer is the shards')
+small=(--model "$model" --data shards/train-00000.h5 --seq-len 64 --micro-batch 1 --lr 2e-3 --save-every 0
+       --eval-every 0 --device cpu --threads 1 --log-every 100)
+"$bin" train "${small[@]}" --max-steps 2 --lora-rank 4 --lora-alpha 8 --train-embeddings all --out emb >emb.txt 2>&1 \
+  || fail "LoRA with trained embeddings: $(tail -2 emb.txt)"
+"$bin" train "${small[@]}" --max-steps 3 --grad-accum 2 --adapter emb/final --out ad1 >ad1.txt 2>&1 \
+  || fail "--adapter, one process: $(tail -2 ad1.txt)"
+timeout 120 mpirun --oversubscribe -np 2 "$bin" train "${small[@]}" --max-steps 3 --adapter emb/final --zero 3 \
+  --out ad2 >ad2.txt 2>&1 || fail "--adapter, 2 ranks, --zero 3: $(grep -v '^step' ad2.txt | tail -2)"
+"$py" - ad1/metrics.jsonl ad2/metrics.jsonl <<'PY' && echo "ok   --adapter with trained embeddings under --zero 3: bitwise one process's losses" \
+  || fail "--adapter with trained embeddings under --zero 3 differs from one process"
+import re, sys
+rows = [[tuple(re.search(r'"%s": ([^,]+)' % k, l).group(1) for k in ("step", "loss", "grad_norm")) for l in open(p)
+         if '"loss"' in l] for p in sys.argv[1:]]
+assert len(rows[0]) == 3 and rows[0] == rows[1], rows
 PY
 
 lt_finish
