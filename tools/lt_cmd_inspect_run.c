@@ -150,9 +150,9 @@ static void print_ckpt_json(const char *dir, const lt_ckpt_info *in, const lt_ck
     cJSON_AddItemToObject(o, "zero", json_num_or_null(in->zero, in->zero >= 0));
     cJSON_AddItemToObject(o, "shard_group", json_num_or_null(in->shard_group, in->shard_group > 0));
     const lt_ckpt_state *s = c ? &c->state : NULL;
-    if (s) cJSON_AddStringToObject(o, "mode", s->mode);
+    if (in->mode[0]) cJSON_AddStringToObject(o, "mode", in->mode); /* state.json, even when not usable */
     else cJSON_AddNullToObject(o, "mode");
-    cJSON_AddItemToObject(o, "step", json_num_or_null(s ? (double)s->step : 0, !!s));
+    cJSON_AddItemToObject(o, "step", json_num_or_null((double)in->step, in->step >= 0));
     cJSON_AddItemToObject(o, "total_steps", json_num_or_null(s ? (double)s->total_steps : 0, !!s));
     cJSON_AddItemToObject(o, "epoch", json_num_or_null(s ? (double)s->epoch : 0, !!s));
     cJSON_AddItemToObject(o, "loss", json_num_or_null(s ? s->loss : 0, s && !isnan(s->loss)));
@@ -240,6 +240,9 @@ static int inspect_ckpt(const char *dir, int json) {
     printf("checkpoint:     %s\n", dir);
     printf("form:           %s\n", form);
     if (unusable) {
+        if (in.step >= 0)
+            printf("step:           %lld, %s fine-tuning (state.json)\n", (long long)in.step,
+                   strcmp(in.mode, "lora") ? "full" : "LoRA");
         printf("state:          NOT usable: %s\n", unusable);
     } else {
         const lt_ckpt_state *s = &c->state;

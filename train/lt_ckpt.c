@@ -998,6 +998,15 @@ lt_status lt_ckpt_info_read(const char *dir, lt_ckpt_info *in, lt_err *err) {
     lt_status st = LT_OK;
 #define INFO_ADD(name, kind) \
     do { if (info_file(in, (name), (kind)) < 0) { st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", dir); goto done; } } while (0)
+    in->step = -1;
+    if (lt_path_join(path, sizeof path, dir, FILES[3]) && lt_file_exists(path)) { /* state.json: step, mode */
+        lt_ckpt *c = calloc(1, sizeof *c);
+        if (c && !parse_state(c, path, &e2)) {
+            in->step = c->state.step;
+            snprintf(in->mode, sizeof in->mode, "%s", c->state.mode);
+        }
+        lt_ckpt_close(c);
+    }
     /* COMPLETE: every file with its size */
     if (lt_path_join(path, sizeof path, dir, "COMPLETE") && lt_file_exists(path)) {
         if (!lt_read_file(path, &text, NULL, &e2)) man = cJSON_Parse(text);

@@ -201,6 +201,8 @@ typedef struct lt_ckpt_info {
     int zero;             /* ZeRO stage (index.json "zero"); -1: not recorded */
     int shard_group;      /* hybrid sharding: ranks per group (index.json "shard_group"); 0: none */
     int complete;         /* COMPLETE is present and parses */
+    int64_t step;         /* state.json's step; -1: unreadable */
+    char mode[8];         /* state.json's "full" / "lora"; "" unreadable */
     size_t tensors[2];    /* LT_CKPT_WEIGHTS / LT_CKPT_OPTIM: tensors (index.json or the files) */
     size_t elements[2];   /* their elements */
     lt_ckpt_file_info *files;
