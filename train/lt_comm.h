@@ -101,7 +101,10 @@
  *   every rank (MPI_Abort / ncclCommAbort + exit(1); "single": exit(1)).
  *   Under mpirun a rank that exits without lt_comm destroy, or is killed,
  *   also ends the job (Open MPI names the rank); under srun use
- *   --kill-on-bad-exit=1.
+ *   --kill-on-bad-exit=1. One rank's long job (rank 0's export) is watched
+ *   through its progress reports (lt_comm_watch_*, below): the timeout then
+ *   applies between two reports, and its message says what the rank was
+ *   doing (c->waiting_for).
  *
  * ---- Launcher environment -------------------------------------------------
  *
