@@ -293,8 +293,10 @@ static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     unsigned char *lbytes = malloc(sizeof ls + mix_len);
     char extra0[256], *extra = NULL;
     snprintf(extra0, sizeof extra0,
-             "{\"elapsed_s\": %.17g, \"epochs_done\": %lld, \"world\": %d, \"micro_batches_per_step\": %ld}",
-             elapsed(r), (long long)r->epochs_done, r->world, r->o->grad_accum * r->world);
+             "{\"elapsed_s\": %.17g, \"epochs_done\": %lld, \"world\": %d, \"micro_batches_per_step\": %ld, "
+             "\"zero\": %ld, \"shard_group\": %ld}",
+             elapsed(r), (long long)r->epochs_done, r->world, r->o->grad_accum * r->world, r->o->zero,
+             r->o->shard_group > 0 && r->o->shard_group < r->world ? r->o->shard_group : 0L);
     if (!lbytes || !(extra = mix_extra_json(r->L, extra0))) {
         free(lbytes);
         return lt_fail(err, LT_ERR_NOMEM, "checkpoint: out of memory");

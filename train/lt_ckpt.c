@@ -777,9 +777,6 @@ static lt_status write_index(const char *tmp, lt_optim *o, int world, lt_err *er
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "format", INDEX_FORMAT);
     cJSON_AddNumberToObject(root, "world", world);
-    cJSON_AddNumberToObject(root, "zero", lt_optim_zero(o));
-    const lt_comm *oc = lt_optim_comm(o); /* hybrid sharding: the optimizer's group */
-    if (oc && oc->world != world) cJSON_AddNumberToObject(root, "shard_group", oc->world);
     lt_status s = LT_OK;
     for (int kind = 0; kind < 2 && !s; kind++) {
         cJSON *arr = cJSON_AddArrayToObject(root, kind ? "optimizer" : "weights");
@@ -1004,6 +1001,12 @@ lt_status lt_ckpt_info_read(const char *dir, lt_ckpt_info *in, lt_err *err) {
         if (c && !parse_state(c, path, &e2)) {
             in->step = c->state.step;
             snprintf(in->mode, sizeof in->mode, "%s", c->state.mode);
+            cJSON *x = c->state.extra_json ? cJSON_Parse(c->state.extra_json) : NULL; /* what `train` records */
+            int64_t z = -1, g = 0;
+            if (lt_json_int64(cJSON_GetObjectItemCaseSensitive(x, "zero"), &z) && z >= 0 && z <= 3) in->zero = (int)z;
+            if (lt_json_int64(cJSON_GetObjectItemCaseSensitive(x, "shard_group"), &g) && g > 0 && g < INT32_MAX)
+                in->shard_group = (int)g;
+            cJSON_Delete(x);
         }
         lt_ckpt_close(c);
     }
@@ -1032,7 +1035,7 @@ lt_status lt_ckpt_info_read(const char *dir, lt_ckpt_info *in, lt_err *err) {
     in->sharded = lt_path_join(path, sizeof path, dir, INDEX_FILE) && lt_file_exists(path);
     const cJSON *lists[2] = {NULL, NULL};
     if (in->sharded) {
-        int64_t w = 0, z = -1, g = 0;
+        int64_t w = 0;
         if (!lt_read_file(path, &text, NULL, &e2)) idx = cJSON_Parse(text);
         free(text);
         text = NULL;
@@ -1048,9 +1051,6 @@ lt_status lt_ckpt_info_read(const char *dir, lt_ckpt_info *in, lt_err *err) {
         }
         if (!cJSON_IsArray(lists[1])) lists[1] = NULL;
         in->world = (int)w;
-        if (lt_json_int64(cJSON_GetObjectItemCaseSensitive(idx, "zero"), &z) && z >= 0 && z <= 3) in->zero = (int)z;
-        if (lt_json_int64(cJSON_GetObjectItemCaseSensitive(idx, "shard_group"), &g) && g > 0 && g <= w)
-            in->shard_group = (int)g;
         /* the canonical rank files go first, in rank order, so that slices find theirs at base[kind] + rank */
         lt_ckpt_file_info *keep = in->files;
         size_t nkeep = in->n_files;

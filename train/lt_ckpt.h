@@ -44,8 +44,7 @@
  *                                      "luxtrain_slices" = JSON {name: [start, end]}
  *   optimizer-rank-R-of-W.safetensors  the same for "<name>.exp_avg" and
  *                                      "<name>.exp_avg_sq"
- *   index.json  {"format": "luxtrain-sharded-1", "world": W, "zero": the
- *                ZeRO stage (0-3), "shard_group": G (hybrid sharding only),
+ *   index.json  {"format": "luxtrain-sharded-1", "world": W,
  *                "weights":   [{"name", "shape": [d0(, d1)], "slices":
  *                               [[file, start, end], ...]}, ...],
  *                "optimizer": [... the same ...]}
@@ -198,8 +197,8 @@ typedef struct lt_ckpt_file_info {
 typedef struct lt_ckpt_info {
     int sharded;          /* index.json present */
     int world;            /* ranks that wrote it (index.json "world"; 1 for the whole form) */
-    int zero;             /* ZeRO stage (index.json "zero"); -1: not recorded */
-    int shard_group;      /* hybrid sharding: ranks per group (index.json "shard_group"); 0: none */
+    int zero;             /* ZeRO stage (state.json extra.zero, `train --zero`); -1: not recorded */
+    int shard_group;      /* hybrid sharding: ranks per group (extra.shard_group); 0: none */
     int complete;         /* COMPLETE is present and parses */
     int64_t step;         /* state.json's step; -1: unreadable */
     char mode[8];         /* state.json's "full" / "lora"; "" unreadable */
