@@ -454,9 +454,9 @@ static lt_status export_progress(void *ctx, size_t i, size_t n, const char *name
  * 0, "rank 0 of W failed exporting ..." on the others (the run then aborts
  * every rank, as for any failure). */
 static lt_status export_from_checkpoint(run *r, const char *ckpt, const char *out, lt_err *err) {
-    char what[4400];
-    snprintf(what, sizeof what, "exporting %s from the sharded checkpoint", out ? out : "(none)");
     if (r->rank) return lt_comm_watch_wait(r->comm, 0, err);
+    char what[4400];
+    snprintf(what, sizeof what, "exporting %s from the sharded checkpoint", out);
     export_watch x = {.r = r};
     lt_status st = lt_comm_watch_begin(&x.w, r->comm, what, err);
     if (st) return st;
