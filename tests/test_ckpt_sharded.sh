@@ -23,7 +23,16 @@
 #      (LT_CKPT_TEST_KILL_AT=3 LT_CKPT_TEST_KILL_RANK=1) and rank 0 killed
 #      after COMPLETE but before the rename (6): no step-N appears, the
 #      previous checkpoint stays the newest and resumes to the same result;
-#   5. a missing rank file is refused by name.
+#   5. a missing rank file is refused by name;
+#   6. `luxtrain inspect` of a 3-rank (ZeRO-1, full and LoRA) and a 2-rank
+#      (no ZeRO) checkpoint: form, world, ZeRO stage, mode, each rank file's
+#      size (= on disk = COMPLETE) and tensor / element counts (= index.json),
+#      text and --json; then a deleted and a truncated rank file (with and
+#      without COMPLETE) are named, exit status 1;
+#   7. rank 0 hung in its export of step-N/hf (LT_FAULT_EXPORT, mode hang,
+#      LT_COMM_TIMEOUT_S=3): rank 1 ends the job within seconds naming rank 0
+#      and the folder it was exporting; a slow export (mode slow) that takes
+#      longer than the timeout in all but reports progress is not cut off.
 # Skips (77) when mpirun, the MPI communicator or the sample model is absent.
 . "$(dirname "$0")/lt_test_lib.sh"
 lt_need_mpi
@@ -181,5 +190,90 @@ cp -r s3-full broken && rm "$(ck broken 2)/optimizer-rank-00001-of-00003.safeten
 "$bin" export "$(ck broken 2)" --out err-broken >broken.txt 2>&1
 [ $? -eq 1 ] && grep -q "optimizer-rank-00001-of-00003.safetensors: missing (listed in COMPLETE" broken.txt && [ ! -e err-broken ] \
   && ok "a missing rank file is refused by name" || fail "missing rank file: $(cat broken.txt)"
+
+# ---- 6. inspect: what each rank file holds, and what is missing ----
+# inspect_ok NAME CHECKPOINT WORLD ZERO MODE: text and --json against the files, index.json and COMPLETE
+inspect_ok() {
+  local name=$1 c=$2
+  if ! "$bin" inspect "$c" >"insp-$name.txt" 2>&1 || ! "$bin" inspect "$c" --json >"insp-$name.json" 2>"insp-$name.err"; then
+    fail "inspect $name: $(tail -3 "insp-$name.txt" "insp-$name.err")"; return
+  fi
+  "${py:-python3}" - "$c" "$3" "$4" "$5" "insp-$name.json" "insp-$name.txt" <<'PY' && ok "inspect $name: $3 ranks, ZeRO-$4, $5: every rank file's size and slices" || fail "inspect $name: $(head -c 600 "insp-$name.txt")"
+import json, os, re, sys
+c, w, z, mode, jf, tf = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+j, text = json.load(open(jf)), open(tf).read()
+idx = json.load(open(os.path.join(c, "index.json")))
+man = json.load(open(os.path.join(c, "COMPLETE")))["files"]
+assert (j["form"], j["world"], j["zero"], j["mode"]) == ("sharded", w, z, mode), j
+assert j["complete"] and j["usable"] and j["problems"] == [], j["problems"]
+files = {f["name"]: f for f in j["files"]}
+for kind in ("weights", "optimizer"):
+    per = {}
+    for e in idx[kind]:
+        for fn, a, b in e["slices"]:
+            p = per.setdefault(fn, [0, 0]); p[0] += 1; p[1] += b - a
+    assert j[kind]["tensors"] == len(idx[kind]), (kind, j[kind])
+    total = 0
+    for r in range(w):
+        fn = "%s-rank-%05d-of-%05d.safetensors" % (kind, r, w)
+        f, size = files[fn], os.path.getsize(os.path.join(c, fn))
+        assert f["rank"] == r and f["holds"] == kind and f["bytes"] == size == man[fn] == f["listed_bytes"], f
+        assert [f["tensors"], f["elements"]] == per.get(fn, [0, 0]), (fn, f, per.get(fn))
+        total += f["elements"]
+        assert re.search(r"^  %d +%s +%d +%d +\d+ +%d  %s: " % (r, re.escape(fn), size, f["tensors"], f["elements"], kind),
+                         text, re.M), "no text line for " + fn
+    assert total == j[kind]["elements"], (kind, total, j[kind])  # disjoint slices (no replicas here)
+zs = "with ZeRO-%d" % z if z else "without ZeRO"
+assert re.search(r"^form: +sharded, written by %d ranks %s" % (w, zs), text, re.M), text[:300]
+assert re.search(r"^step: .*, %s fine-tuning" % ("LoRA" if mode == "lora" else "full"), text, re.M)
+assert "\ncheck:          complete" in text
+PY
+}
+inspect_ok 3-full "$(ck s3-full 2)" 3 1 full
+inspect_ok 3-lora "$(ck s3-lora 2)" 3 1 lora
+inspect_ok 2-noz "$(ck z0 2)" 2 0 full
+# damaged copies: the bad file named in the text and in --json's problems, exit status 1
+# insp_bad NAME CHECKPOINT PATTERN...: inspect fails and prints every pattern (grep's basic regular
+# expressions: parentheses are literal), and --json lists it among "problems"
+insp_bad() {
+  local name=$1 c=$2 pat rc
+  shift 2
+  "$bin" inspect "$c" >"bad-$name.txt" 2>&1; rc=$?
+  "$bin" inspect "$c" --json >"bad-$name.json" 2>/dev/null
+  [ $rc -eq 1 ] || { fail "inspect $name: exit $rc: $(cat "bad-$name.txt")"; return; }
+  for pat in "$@"; do
+    grep -q -- "$pat" "bad-$name.txt" || { fail "inspect $name: no '$pat': $(sed -n '/^check:/,/^holds:/p' "bad-$name.txt")"; return; }
+    "${py:-python3}" -c 'import json, re, sys; j = json.load(open(sys.argv[1])); sys.exit(not (not j["usable"] and any(re.search(sys.argv[2].replace("(", r"\(").replace(")", r"\)"), p) for p in j["problems"])))' \
+      "bad-$name.json" "$pat" || { fail "inspect $name --json: no problem '$pat': $(cat "bad-$name.json")"; return; }
+  done
+  ok "inspect $name: exit 1, names: $(sed -n '/^check:/,/^holds:/p' "bad-$name.txt" | sed -n '2,$p' | grep -v '^holds:' | cut -c3-90 | paste -sd'|')"
+}
+rm -rf dmg3 dmg2 && cp -r "$(ck s3-full 2)" dmg3 && cp -r "$(ck z0 2)" dmg2
+rm dmg3/weights-rank-00001-of-00003.safetensors
+truncate -s 100 dmg3/optimizer-rank-00002-of-00003.safetensors
+truncate -s $(( $(stat -c %s dmg2/weights-rank-00000-of-00002.safetensors) - 8 )) dmg2/weights-rank-00000-of-00002.safetensors
+insp_bad 3-damaged dmg3 "weights-rank-00001-of-00003.safetensors: missing (COMPLETE lists it with [0-9]* bytes)" \
+  "optimizer-rank-00002-of-00003.safetensors: 100 bytes, but COMPLETE lists [0-9]* (truncated"
+insp_bad 2-truncated dmg2 "weights-rank-00000-of-00002.safetensors: [0-9]* bytes, but COMPLETE lists [0-9]* (truncated"
+grep -q "^  1 *weights-rank-00001-of-00003.safetensors *MISSING" bad-3-damaged.txt || fail "inspect: no MISSING row"
+rm dmg3/COMPLETE
+insp_bad 3-incomplete dmg3 "no COMPLETE marker" "weights-rank-00001-of-00003.safetensors: missing (rank 1 of 3 writes it)" \
+  "optimizer-rank-00002-of-00003.safetensors: .*100-byte file"
+
+# ---- 7. rank 0 hung (or slow) in its export of step-N/hf ----
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+t0=$(now_ms)
+LT_FAULT_RANK=0 LT_FAULT_EXPORT=3 LT_FAULT_MODE=hang LT_COMM_TIMEOUT_S=3 train 2 xhang --zero 1 --max-steps 2
+rc=$? dt=$(( $(now_ms) - t0 ))
+if [ $rc -eq 0 ] || [ $rc -eq 124 ] || [ $dt -gt 60000 ]; then fail "export hang: exit $rc after $dt ms"
+elif grep -q "rank 1 of 2: collective broadcast timed out after 3 s.*waiting for rank 0, which was exporting xhang/checkpoints/step-000002/hf from the sharded checkpoint" xhang.txt; then
+  ok "rank 0 hung in its export: rank 1 ended the job after $dt ms naming rank 0 and xhang/checkpoints/step-000002/hf"
+else fail "export hang: no message naming rank 0's export: $(grep -v '^step' xhang.txt | tail -5)"; fi
+t0=$(now_ms)
+LT_FAULT_RANK=0 LT_FAULT_EXPORT=1 LT_FAULT_MODE=slow LT_FAULT_DELAY_MS=150 LT_COMM_TIMEOUT_S=2 train 2 xslow --zero 1 --max-steps 2
+rc=$? dt=$(( $(now_ms) - t0 ))
+if [ $rc -eq 0 ] && [ -f xslow/final/model.safetensors ] && [ $dt -gt 4000 ]; then
+  ok "a slow export (150 ms per tensor, $dt ms in all) outlived LT_COMM_TIMEOUT_S=2 on its progress reports"
+else fail "slow export: exit $rc after $dt ms: $(grep -v '^step' xslow.txt | tail -4)"; fi
 
 lt_finish

@@ -10,6 +10,9 @@
  *   - a slice whose length differs from its file's entry, a tensor whose
  *     slices leave a gap, and a missing rank file are refused, naming the
  *     tensor or file;
+ *   - lt_ckpt_info_read (luxtrain inspect) gives each rank file's rank, size
+ *     and slices (counts, first slice) and names a bad slice, a missing and a
+ *     truncated rank file, with and without COMPLETE;
  *   - the writer (lt_ckpt_write_sharded) over a one-rank stand-in
  *     communicator: its files and index read back to the optimizer's values,
  *     and a NaN in a weight is refused naming the tensor, leaving neither
@@ -20,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lt_ckpt.h"
 #include "lt_comm.h"
@@ -195,6 +199,55 @@ static void test_writer(lt_backend *be, const char *run) {
     be->free(be, grad);
 }
 
+/* lt_ckpt_info_read: the entry of file `name` ("" problem when it has none) */
+static const lt_ckpt_file_info *info_of(const lt_ckpt_info *in, const char *name) {
+    for (size_t i = 0; i < in->n_files; i++)
+        if (!strcmp(in->files[i].name, name)) return &in->files[i];
+    return NULL;
+}
+
+/* what inspect shows of the hand-made checkpoint: per rank file its slices (SL) and size; problems none */
+static void test_info_whole(void) {
+    lt_err err = {{0}};
+    lt_ckpt_info in;
+    LT_CHECK_OK(lt_ckpt_info_read(DIR_, &in, &err), &err);
+    LT_CHECK(in.sharded && in.world == 2 && in.zero == -1 && in.complete && !in.n_problems && in.step == 4 &&
+                 !strcmp(in.mode, "full"),
+             "info: sharded %d world %d zero %d complete %d problems %d (%s) step %lld", in.sharded, in.world, in.zero,
+             in.complete, in.n_problems, in.problem, (long long)in.step);
+    LT_CHECK(in.tensors[0] == 2 && in.elements[0] == 940 && in.tensors[1] == 4 && in.elements[1] == 1880,
+             "info: %zu / %zu tensors, %zu / %zu elements", in.tensors[0], in.tensors[1], in.elements[0], in.elements[1]);
+    for (int r = 0; r < 2; r++)
+        for (int kind = 0; kind < 2; kind++) {
+            char fn[96], path[4300];
+            snprintf(fn, sizeof fn, "%s-rank-%05d-of-00002.safetensors", kind ? "optimizer" : "weights", r);
+            snprintf(path, sizeof path, "%s/%s", DIR_, fn);
+            const lt_ckpt_file_info *f = info_of(&in, fn);
+            size_t el = (SL[r][0][1] - SL[r][0][0]) + (SL[r][1][1] - (r ? 5 : SL[r][1][0]));
+            char first[64];
+            snprintf(first, sizeof first, "A%s [%zu, %zu)", kind ? ".exp_avg" : "", SL[r][0][0], SL[r][0][1]);
+            LT_CHECK(f && f->rank == r && f->kind == kind && f->in_index && f->size == lt_fs_file_size(path) &&
+                         f->listed == f->size && f->tensors == (kind ? 4u : 2u) && f->whole == 0 &&
+                         f->elements == (kind ? 2 : 1) * el && !strcmp(f->first, first) && !f->problem[0],
+                     "info %s: rank %d kind %d size %lld/%lld tensors %zu whole %zu elements %zu first '%s' problem '%s'",
+                     fn, f ? f->rank : -9, f ? f->kind : -9, f ? (long long)f->size : -9LL,
+                     f ? (long long)f->listed : -9LL, f ? f->tensors : 0, f ? f->whole : 0, f ? f->elements : 0,
+                     f ? f->first : "", f ? f->problem : "(no entry)");
+        }
+    lt_ckpt_info_free(&in);
+}
+
+/* lt_ckpt_info_read: file `name` has a problem containing `want` */
+static void expect_info_problem(const char *what, const char *name, const char *want) {
+    lt_err err = {{0}};
+    lt_ckpt_info in;
+    LT_CHECK_OK(lt_ckpt_info_read(DIR_, &in, &err), &err);
+    const lt_ckpt_file_info *f = info_of(&in, name);
+    LT_CHECK(f && in.n_problems >= 1 && strstr(f->problem, want), "%s: %s: expected a problem with '%s', got '%s'",
+             what, name, want, f ? f->problem : "(no entry)");
+    lt_ckpt_info_free(&in);
+}
+
 int main(void) {
     lt_err err = {{0}};
     snprintf(DIR_, sizeof DIR_, "%s/run/checkpoints/step-000004", lt_test_tmpdir("test_ckpt_shards"));
@@ -202,6 +255,7 @@ int main(void) {
     write_rank_files();
     write_index(-1, -1, 5);
 
+    test_info_whole();
     lt_ckpt *c = NULL;
     LT_CHECK_OK(lt_ckpt_open(DIR_, &c, &err), &err);
     if (!c) return lt_test_finish("test_ckpt_shards");
@@ -279,6 +333,8 @@ int main(void) {
     /* damaged indexes */
     write_index(-1, -1, 6);
     expect_open_error("a slice longer than its entry", "does not hold tensor 'B' as 294 F32 elements");
+    expect_info_problem("a slice longer than its entry", "weights-rank-00001-of-00002.safetensors",
+                        "does not hold tensor 'B' as 294 F32 elements");
     write_index(0, 1, 5);
     expect_open_error("a gap", "tensor 'B': elements from 0 on are in no shard file");
     write_index(-1, -1, 5);
@@ -289,5 +345,17 @@ int main(void) {
     LT_CHECK(st != LT_OK && strstr(err.msg, "weights-rank-00001-of-00002.safetensors: missing (listed in COMPLETE"),
              "a missing rank file: %s", st ? err.msg : "accepted");
     LT_CHECK(!lt_ckpt_is_complete(DIR_), "a checkpoint missing a rank file is complete");
+    expect_info_problem("a missing rank file", "weights-rank-00001-of-00002.safetensors",
+                        "weights-rank-00001-of-00002.safetensors: missing (COMPLETE lists it with");
+    snprintf(path, sizeof path, "%s/optimizer-rank-00000-of-00002.safetensors", DIR_);
+    LT_CHECK(truncate(path, 64) == 0, "truncate %s", path);
+    expect_info_problem("a truncated rank file", "optimizer-rank-00000-of-00002.safetensors",
+                        "optimizer-rank-00000-of-00002.safetensors: 64 bytes, but COMPLETE lists");
+    snprintf(path, sizeof path, "%s/COMPLETE", DIR_);
+    remove(path);
+    expect_info_problem("no COMPLETE, a truncated rank file", "optimizer-rank-00000-of-00002.safetensors",
+                        "optimizer-rank-00000-of-00002.safetensors: header length");
+    expect_info_problem("no COMPLETE, a missing rank file", "weights-rank-00001-of-00002.safetensors",
+                        "missing (rank 1 of 2 writes it)");
     return lt_test_finish("test_ckpt_shards");
 }

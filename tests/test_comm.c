@@ -1,7 +1,9 @@
 /* test_comm.c -- the communicators of train/lt_comm.h.
  *
  * Run as a plain binary (ctest): world 1 ("single"), the launcher
- * environment parser and the shard arithmetic.
+ * environment parser, the shard arithmetic and one rank's progress reports
+ * (lt_comm_watch_*: a stand-in communicator records the root's reports and
+ * replays them to a waiting rank; what a timeout then says).
  * Run under mpirun (tests/test_comm_mpi.sh, -np 2 and -np 3): every
  * collective of the "mpi" communicator on random data (uneven sizes, n <
  * world, n = 0, ranks that own nothing, explicit counts), each result compared
@@ -30,6 +32,7 @@
 #include <unistd.h>
 
 #include "lt_comm.h"
+#include "lt_comm_internal.h" /* lt_comm_timeout_abort */
 #include "lt_test.h"
 
 static int g_rank = 0, g_world = 1;
@@ -447,6 +450,62 @@ static int dead_peer(lt_comm *c, const char *mode) {
     return 1;
 }
 
+/* lt_comm_watch_*: what a root reports, recorded by a stand-in broadcast, replayed to a waiting rank */
+static unsigned char g_msg[8][LT_COMM_WATCH_BYTES];
+static int g_nmsg, g_next;
+static char g_seen[8][1200], g_abort[1200];
+static lt_status rec_bcast(lt_comm *c, void *buf, size_t bytes, int root, lt_err *err) {
+    if (bytes != LT_COMM_WATCH_BYTES || (c->rank == root ? g_nmsg : g_next) >= 8)
+        return lt_fail(err, LT_ERR_INVALID, "stand-in broadcast: %zu bytes, message %d", bytes, g_nmsg);
+    if (c->rank == root) {
+        memcpy(g_msg[g_nmsg++], buf, bytes);
+    } else {
+        snprintf(g_seen[g_next], sizeof g_seen[0], "%s", c->waiting_for ? c->waiting_for : "(nothing)");
+        memcpy(buf, g_msg[g_next++], bytes);
+    }
+    return LT_OK;
+}
+static void rec_abort(lt_comm *c, const char *msg) {
+    (void)c;
+    snprintf(g_abort, sizeof g_abort, "%s", msg);
+}
+
+static void test_watch(void) {
+    lt_err err = {{0}};
+    /* timeout 2 s: a report is due 0.5 s after the last */
+    lt_comm root = {.name = "stand-in", .rank = 0, .world = 2, .timeout_s = 2, .broadcast = rec_bcast};
+    lt_comm other = root;
+    other.rank = 1;
+    other.abort = rec_abort;
+    lt_comm_watch w;
+    for (int fail = 0; fail < 2; fail++) {
+        g_nmsg = g_next = 0;
+        LT_CHECK_OK(lt_comm_watch_begin(&w, &root, "exporting out/hf", &err), &err);
+        LT_CHECK_OK(lt_comm_watch_report(&w, "tensor 1 of 3 'A'", &err), &err); /* not due yet */
+        struct timespec ts = {0, 600 * 1000000L};
+        nanosleep(&ts, NULL);
+        LT_CHECK_OK(lt_comm_watch_report(&w, "tensor 2 of 3 'B'", &err), &err);
+        lt_status st = lt_comm_watch_end(&w, fail ? LT_ERR_IO : LT_OK, &err);
+        LT_CHECK(st == (fail ? LT_ERR_IO : LT_OK) && g_nmsg == 3, "root: status %d, %d reports (expected 3)", st, g_nmsg);
+        st = lt_comm_watch_wait(&other, 0, &err);
+        if (fail)
+            LT_CHECK(st == LT_ERR_IO && strstr(err.msg, "rank 0 of 2 failed exporting out/hf"), "waiter: %s",
+                     st ? err.msg : "success");
+        else
+            LT_CHECK(st == LT_OK, "waiter: %s", err.msg);
+        LT_CHECK(g_next == 3 && !other.waiting_for && strstr(g_seen[0], "rank 0 (it has not reported yet)") &&
+                     strstr(g_seen[1], "rank 0, which was exporting out/hf; its last report: started") &&
+                     strstr(g_seen[2], "rank 0, which was exporting out/hf; its last report: tensor 2 of 3 'B'"),
+                 "waiter: %d reports; waiting for: '%s' / '%s' / '%s'", g_next, g_seen[0], g_seen[1], g_seen[2]);
+    }
+    /* a timeout names what the rank was waiting for */
+    other.waiting_for = "rank 0, which was exporting out/hf";
+    lt_comm_timeout_abort(&other, "broadcast", -1);
+    LT_CHECK(strstr(g_abort, "collective broadcast timed out after 2 s") &&
+                 strstr(g_abort, "; waiting for rank 0, which was exporting out/hf"),
+             "timeout message: %s", g_abort);
+}
+
 int main(int argc, char **argv) {
     const char *dead = NULL;
     for (int i = 1; i < argc; i++) {
@@ -459,7 +518,7 @@ int main(int argc, char **argv) {
 
     lt_comm_env env;
     lt_comm_env_read(&env);
-    if (!strcmp(env.source, "none") && !dead) test_env_parse();
+    if (!strcmp(env.source, "none") && !dead) test_env_parse(), test_watch();
     test_shard();
 
     lt_comm *c = NULL;

@@ -135,8 +135,8 @@ else
   grep -q "rank 0 of 2: export to badfinal/final: .*not a folder" badfinal.txt \
     && echo "ok   rank 0's export failing ends the run, saying why" \
     || fail "export failure on rank 0: $(grep -v '^step' badfinal.txt | tail -4)"
-  # rank 1 learns it in the agreement (unless mpirun, ending the job on rank 0's abort, stops it first)
-  grep -q "rank 1 of 2: checkpoint: rank 0 of 2 failed exporting" badfinal.txt && echo "ok   rank 1 named rank 0's failure"
+  # rank 1 learns it from rank 0's last progress report (unless mpirun, ending the job on rank 0's abort, stops it first)
+  grep -q "rank 1 of 2: .*rank 0 of 2 failed exporting badfinal/final" badfinal.txt && echo "ok   rank 1 named rank 0's failure"
 fi
 
 # ---- 2. per-rank memory, printed by the run, falls as 1/N ----

@@ -29,8 +29,11 @@ int lt_cmd_export(int argc, char **argv);   /* tools/lt_cmd_export.c */
  * under several ranks (tools/lt_cmd_train.c) */
 struct lt_ckpt;
 struct lt_train_opts;
+/* progress (may be NULL): called before each tensor of a full fine-tuning export is read (i of n, its
+ * name); a failure stops the export with it */
+typedef lt_status (*lt_export_progress_fn)(void *ctx, size_t i, size_t n, const char *name, lt_err *err);
 lt_status lt_export_checkpoint_folder(const struct lt_ckpt *c, const struct lt_train_opts *o, const char *model,
-                                      const char *out, lt_err *err);
+                                      const char *out, lt_export_progress_fn progress, void *pctx, lt_err *err);
 int lt_cmd_vocab(int argc, char **argv);    /* tools/lt_cmd_vocab.c: vocab add */
 int lt_cmd_bench(int argc, char **argv);    /* bench/lt_bench_step.c: bench step (bench kernels: tools/luxtrain.c) */
 

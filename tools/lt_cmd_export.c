@@ -156,21 +156,26 @@ static lt_status load_run_opts(const lt_ckpt *c, lt_train_opts *o, char *run_dir
 typedef struct full_src {
     const lt_ckpt *c;
     const lt_st_tensor **t; /* the checkpoint's tensors, in the order written */
+    size_t n;
+    lt_export_progress_fn progress; /* NULL: none */
+    void *pctx;
 } full_src;
 
 /* tensor i, read from the checkpoint's file (or the slices of a sharded one) */
 static lt_status fill_full(void *ctx, size_t i, float *dst, lt_err *err) {
     const full_src *fs = ctx;
-    return lt_ckpt_read(fs->c, LT_CKPT_WEIGHTS, fs->t[i]->name, 0, fs->t[i]->numel, dst, err);
+    lt_status st = fs->progress ? fs->progress(fs->pctx, i, fs->n, fs->t[i]->name, err) : LT_OK;
+    return st ? st : lt_ckpt_read(fs->c, LT_CKPT_WEIGHTS, fs->t[i]->name, 0, fs->t[i]->numel, dst, err);
 }
 
-static lt_status export_full(const lt_ckpt *c, const char *model, const char *out, lt_err *err) {
+static lt_status export_full(const lt_ckpt *c, const char *model, const char *out, lt_export_progress_fn progress,
+                             void *pctx, lt_err *err) {
     lt_config cfg;
     lt_st_model *src = NULL;
     lt_param_spec *specs = NULL;
     size_t nspec = 0, n = lt_ckpt_count(c, LT_CKPT_WEIGHTS);
     lt_export_tensor *ts = calloc(n + 1, sizeof *ts);
-    full_src fs = {c, calloc(n + 1, sizeof *fs.t)};
+    full_src fs = {c, calloc(n + 1, sizeof *fs.t), n, progress, pctx};
     lt_status st = (!ts || !fs.t) ? lt_fail(err, LT_ERR_NOMEM, "export: out of memory") : LT_OK;
     if (!st && ((st = lt_config_load(model, &cfg, err)) || (st = lt_model_open_weights(model, &cfg, &src, NULL, err)) ||
                 (st = lt_model_param_specs(&cfg, &specs, &nspec, err))))
@@ -398,8 +403,8 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
 }
 
 lt_status lt_export_checkpoint_folder(const lt_ckpt *c, const lt_train_opts *o, const char *model, const char *out,
-                                      lt_err *err) {
-    return lt_train_opts_lora(o) ? export_lora(c, o, model, out, err) : export_full(c, model, out, err);
+                                      lt_export_progress_fn progress, void *pctx, lt_err *err) {
+    return lt_train_opts_lora(o) ? export_lora(c, o, model, out, err) : export_full(c, model, out, progress, pctx, err);
 }
 
 /* a checkpoint -> one GGUF file: the base model with the checkpoint's weights (full) or its adapter merged (LoRA) */
@@ -479,7 +484,7 @@ static lt_status export_checkpoint(const char *ckpt, const char *model_arg, cons
         goto done;
     }
     long rss0 = lt_peak_rss_kib();
-    st = gguf ? export_ckpt_gguf(c, &o, model, gguf, err) : lt_export_checkpoint_folder(c, &o, model, out, err);
+    st = gguf ? export_ckpt_gguf(c, &o, model, gguf, err) : lt_export_checkpoint_folder(c, &o, model, out, NULL, NULL, err);
     if (!st) {
         size_t total = 0, largest = 0;
         for (size_t i = 0; i < lt_ckpt_count(c, LT_CKPT_WEIGHTS); i++) {

@@ -63,6 +63,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "lt_ckpt.h"
 #include "lt_cli.h"
@@ -295,8 +296,10 @@ static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     unsigned char *lbytes = malloc(sizeof ls + mix_len);
     char extra0[256], *extra = NULL;
     snprintf(extra0, sizeof extra0,
-             "{\"elapsed_s\": %.17g, \"epochs_done\": %lld, \"world\": %d, \"micro_batches_per_step\": %ld}",
-             elapsed(r), (long long)r->epochs_done, r->world, r->o->grad_accum * r->world);
+             "{\"elapsed_s\": %.17g, \"epochs_done\": %lld, \"world\": %d, \"micro_batches_per_step\": %ld, "
+             "\"zero\": %ld, \"shard_group\": %ld}",
+             elapsed(r), (long long)r->epochs_done, r->world, r->o->grad_accum * r->world, r->o->zero,
+             r->o->shard_group > 0 && r->o->shard_group < r->world ? r->o->shard_group : 0L);
     if (!lbytes || !(extra = mix_extra_json(r->L, extra0))) {
         free(lbytes);
         return lt_fail(err, LT_ERR_NOMEM, "checkpoint: out of memory");
@@ -426,28 +429,46 @@ done:
 
 /* ------------------------------------------------------------ export */
 
+static void fault_in_export(const run *r, size_t i);
+
+/* rank 0's export: a heartbeat to the waiting ranks before each tensor (lt_comm_watch_report) */
+typedef struct {
+    const run *r;
+    lt_comm_watch w;
+} export_watch;
+
+static lt_status export_progress(void *ctx, size_t i, size_t n, const char *name, lt_err *err) {
+    export_watch *x = ctx;
+    char t[320];
+    fault_in_export(x->r, i);
+    snprintf(t, sizeof t, "reading tensor %zu of %zu '%s'", i + 1, n, name);
+    return lt_comm_watch_report(&x->w, t, err);
+}
+
 /* Several ranks, full fine-tuning: nothing is gathered. Rank 0 alone turns the
  * sharded checkpoint `ckpt` (complete: every rank wrote its slices) into the
  * Hugging Face folder `out` with the offline export (lt_export_checkpoint_folder,
  * what `luxtrain export` does: tensor by tensor from the ranks' files, bounded
- * memory, no collective); the others wait for it in one agreement, without the
- * collectives' deadline (the export's time grows with the model, and a rank
- * that dies ends the job through the launcher). Every rank returns rank 0's
- * result: its own message on rank 0, "rank 0 of W failed exporting ..." on the
- * others (the run then aborts every rank, as for any failure). */
+ * memory, no collective) and reports its progress before each tensor; the
+ * others wait for each report with the collective timeout (lt_comm_watch_*):
+ * a rank 0 hung in its export ends the job within LT_COMM_TIMEOUT_S, naming
+ * rank 0, the folder and its last tensor, while a long export that goes on is
+ * never cut off. Every rank returns rank 0's result: its own message on rank
+ * 0, "rank 0 of W failed exporting ..." on the others (the run then aborts
+ * every rank, as for any failure). */
 static lt_status export_from_checkpoint(run *r, const char *ckpt, const char *out, lt_err *err) {
-    lt_status st = LT_OK;
-    if (!r->rank) {
-        lt_ckpt *c = NULL;
-        if (!(st = lt_ckpt_open(ckpt, &c, err))) st = lt_export_checkpoint_folder(c, r->o, r->o->model, out, err);
-        lt_ckpt_close(c);
-        if (!st) fprintf(stderr, "train: rank 0 exported %s from the sharded checkpoint (nothing gathered)\n", out);
-    }
-    double deadline = r->comm->timeout_s;
-    r->comm->timeout_s = HUGE_VAL;
-    st = lt_ckpt_agree(r->comm, st, "exporting the Hugging Face folder", err);
-    r->comm->timeout_s = deadline;
-    return st;
+    if (r->rank) return lt_comm_watch_wait(r->comm, 0, err);
+    char what[4400];
+    snprintf(what, sizeof what, "exporting %s from the sharded checkpoint", out);
+    export_watch x = {.r = r};
+    lt_status st = lt_comm_watch_begin(&x.w, r->comm, what, err);
+    if (st) return st;
+    lt_ckpt *c = NULL;
+    if (!(st = lt_ckpt_open(ckpt, &c, err)))
+        st = lt_export_checkpoint_folder(c, r->o, r->o->model, out, export_progress, &x, err);
+    lt_ckpt_close(c);
+    if (!st) fprintf(stderr, "train: rank 0 exported %s from the sharded checkpoint (nothing gathered)\n", out);
+    return lt_comm_watch_end(&x.w, st, err);
 }
 
 /* the trained model into `out`: Hugging Face folder (full) or PEFT adapter (LoRA); one rank (full:
@@ -823,13 +844,15 @@ static void fault_kill(int sig) {
  * makes rank R stop before optimizer step S: exit(3) (LT_FAULT_MODE=exit, the
  * default), hang forever (LT_FAULT_MODE=hang: its peers time out) or be
  * killed by SIGKILL LT_FAULT_DELAY_MS (default 5) ms into the step
- * (LT_FAULT_MODE=kill: mid-step, its peers waiting in a collective). */
-static void maybe_fault(const run *r, int64_t next_step) {
-    const char *fr = getenv("LT_FAULT_RANK"), *fs = getenv("LT_FAULT_STEP"), *fm = getenv("LT_FAULT_MODE");
-    if (!fr || !fs || atoi(fr) != r->rank || atoll(fs) != next_step) return;
-    int hang = fm && !strcmp(fm, "hang"), kill9 = fm && !strcmp(fm, "kill");
-    fprintf(stderr, "luxtrain: rank %d of %d: fault injection: %s step %lld\n", r->rank, r->world,
-            hang ? "hanging before" : kill9 ? "SIGKILL a few ms into" : "exiting before", (long long)next_step);
+ * (LT_FAULT_MODE=kill: mid-step, its peers waiting in a collective).
+ * LT_FAULT_RANK=0 LT_FAULT_EXPORT=K instead: the same in rank 0's export of
+ * step-N/hf or final/ (export_from_checkpoint), before its K-th tensor; there
+ * LT_FAULT_MODE=slow makes every tensor from the K-th on take
+ * LT_FAULT_DELAY_MS (default 100) ms longer (a slow but working export). */
+static void fault_now(const run *r, const char *mode, const char *where, long long at) {
+    int hang = mode && !strcmp(mode, "hang"), kill9 = mode && !strcmp(mode, "kill");
+    fprintf(stderr, "luxtrain: rank %d of %d: fault injection: %s %s %lld\n", r->rank, r->world,
+            hang ? "hanging before" : kill9 ? "SIGKILL a few ms into" : "exiting before", where, at);
     fflush(stderr);
     if (kill9) { /* SIGKILL a few ms into the step: its peers are then inside a collective with it */
         const char *d = getenv("LT_FAULT_DELAY_MS");
@@ -841,6 +864,25 @@ static void maybe_fault(const run *r, int64_t next_step) {
     }
     if (!hang) _exit(3);
     for (;;) sleep(1000);
+}
+
+static void maybe_fault(const run *r, int64_t next_step) {
+    const char *fr = getenv("LT_FAULT_RANK"), *fs = getenv("LT_FAULT_STEP");
+    if (fr && fs && atoi(fr) == r->rank && atoll(fs) == next_step)
+        fault_now(r, getenv("LT_FAULT_MODE"), "step", (long long)next_step);
+}
+
+static void fault_in_export(const run *r, size_t i) {
+    const char *fr = getenv("LT_FAULT_RANK"), *fe = getenv("LT_FAULT_EXPORT"), *fm = getenv("LT_FAULT_MODE");
+    if (!fr || !fe || atoi(fr) != r->rank || (long long)i + 1 < atoll(fe)) return;
+    if (fm && !strcmp(fm, "slow")) {
+        const char *d = getenv("LT_FAULT_DELAY_MS");
+        long ms = d ? atol(d) : 100;
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    } else if ((long long)i + 1 == atoll(fe)) {
+        fault_now(r, fm, "exporting tensor", (long long)i + 1);
+    }
 }
 
 static lt_status train_loop(run *r, lt_err *err) {

@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -486,6 +487,19 @@ static lt_status index_file(lt_ckpt_index *x, const char *dir, const char *name,
     return LT_OK;
 }
 
+/* does rank file `fname` (opened: f) hold tensor `name`'s slice [a, b) as index.json says
+ * (an F32 entry of b - a elements)? *out: that entry */
+static lt_status slice_check(const lt_st_file *f, const char *dir, const char *fname, const char *name, int64_t a,
+                             int64_t b, const lt_st_tensor **out, lt_err *err) {
+    const lt_st_tensor *t = lt_st_find(f, name);
+    if (!t || t->dtype != LT_F32 || t->numel != (size_t)(b - a))
+        return lt_fail(err, LT_ERR_FORMAT, "%s/%s: %s tensor '%s' as %lld F32 elements (" INDEX_FILE ": [%lld, %lld))",
+                       dir, fname, t ? "does not hold" : "has no", name, (long long)(b - a), (long long)a,
+                       (long long)b);
+    *out = t;
+    return LT_OK;
+}
+
 /* one kind's list of index.json: [{"name", "shape", "slices": [[file, start, end], ...]}, ...] */
 static lt_status index_parse(const char *dir, const cJSON *arr, lt_ckpt_index **out, lt_err *err) {
     const char *ip = INDEX_FILE;
@@ -526,13 +540,10 @@ static lt_status index_parse(const char *dir, const cJSON *arr, lt_ckpt_index **
                 return lt_fail(err, LT_ERR_FORMAT, "%s/%s: tensor '%s': a slice is not [file, start, end] with "
                                "0 <= start < end <= %zu", dir, ip, e->info.name, e->info.numel);
             lt_st_file *f;
+            const lt_st_tensor *t = NULL;
             lt_status s = index_file(x, dir, fn->valuestring, &f, err);
+            if (!s) s = slice_check(f, dir, fn->valuestring, e->info.name, a, b, &t, err);
             if (s != LT_OK) return s;
-            const lt_st_tensor *t = lt_st_find(f, e->info.name);
-            if (!t || t->dtype != LT_F32 || t->numel != (size_t)(b - a))
-                return lt_fail(err, LT_ERR_FORMAT, "%s/%s: %s tensor '%s' as %lld F32 elements (index.json: [%lld, "
-                               "%lld))", dir, fn->valuestring, t ? "does not hold" : "has no", e->info.name,
-                               (long long)(b - a), (long long)a, (long long)b);
             e->s[e->ns++] = (ck_slice){t, (size_t)a, (size_t)b};
         }
         /* the slices cover the tensor (replicas may overlap) */
@@ -890,4 +901,260 @@ lt_status lt_ckpt_write_sharded(const char *run_dir, const lt_ckpt_state *st, lt
     if (out_dir && cap) snprintf(out_dir, cap, "%s", final);
     if (R == 0 && keep_last > 0) return lt_ckpt_prune(run_dir, keep_last, err);
     return LT_OK;
+}
+
+/* ---- describing a checkpoint folder (lt_ckpt_info_read) ---- */
+
+void lt_ckpt_info_free(lt_ckpt_info *in) {
+    if (!in) return;
+    free(in->files);
+    memset(in, 0, sizeof *in);
+}
+
+/* the entry of file `name` (added at the end when new); -1: out of memory */
+static long info_file(lt_ckpt_info *in, const char *name, int kind) {
+    for (size_t i = 0; i < in->n_files; i++)
+        if (!strcmp(in->files[i].name, name)) {
+            if (kind >= 0) in->files[i].kind = kind;
+            return (long)i;
+        }
+    lt_ckpt_file_info *nf = realloc(in->files, (in->n_files + 1) * sizeof *nf);
+    if (!nf) return -1;
+    in->files = nf;
+    lt_ckpt_file_info *f = &in->files[in->n_files];
+    memset(f, 0, sizeof *f);
+    snprintf(f->name, sizeof f->name, "%s", name);
+    f->rank = -1;
+    f->kind = kind;
+    f->size = f->listed = -1;
+    int r = -1, w = -1;
+    char k[16] = "", canon[96];
+    if (sscanf(name, "%15[a-z]-rank-%d-of-%d", k, &r, &w) == 3 && r >= 0 && r < w) {
+        int kd = !strcmp(k, "optimizer");
+        shard_file_name(canon, sizeof canon, kd, r, w);
+        if (!strcmp(canon, name)) f->rank = r, f->kind = kd;
+    }
+    return (long)in->n_files++;
+}
+
+/* index of rank file `name` of a W-rank checkpoint whose canonical files start at base[kind] (else a search) */
+static long info_find(const lt_ckpt_info *in, const long base[2], const char *name) {
+    int r = -1, w = -1;
+    char k[16] = "";
+    if (sscanf(name, "%15[a-z]-rank-%d-of-%d", k, &r, &w) == 3 && w == in->world && r >= 0 && r < w) {
+        long i = base[strcmp(k, "weights") != 0] + r;
+        if (base[strcmp(k, "weights") != 0] >= 0 && i < (long)in->n_files && !strcmp(in->files[i].name, name)) return i;
+    }
+    for (size_t i = 0; i < in->n_files; i++)
+        if (!strcmp(in->files[i].name, name)) return (long)i;
+    return -1;
+}
+
+/* append "; <fmt ...>" (or the first note) to buf */
+static void info_note(char *buf, size_t cap, const char *fmt, ...) {
+    size_t n = strlen(buf);
+    if (n && n + 3 < cap) snprintf(buf + n, cap - n, "; ");
+    n = strlen(buf);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n < cap) vsnprintf(buf + n, cap - n, fmt, ap);
+    va_end(ap);
+}
+
+/* a slice [a, b) of a tensor of numel elements held by file f */
+static void info_slice(lt_ckpt_file_info *f, const char *name, size_t a, size_t b, size_t numel) {
+    f->tensors++;
+    f->whole += a == 0 && b == numel;
+    f->elements += b - a;
+    snprintf(f->tensors == 1 ? f->first : f->last, sizeof f->first, "%s [%zu, %zu)", name, a, b);
+    if (f->tensors == 1) f->last[0] = 0;
+}
+
+lt_status lt_ckpt_info_read(const char *dir, lt_ckpt_info *in, lt_err *err) {
+    char path[4096], *text = NULL;
+    memset(in, 0, sizeof *in);
+    in->zero = -1;
+    in->world = 1;
+    if (!lt_is_dir(dir)) return lt_fail(err, LT_ERR_IO, "%s: no such checkpoint folder", dir);
+    lt_err e2 = {{0}};
+    cJSON *man = NULL, *idx = NULL;
+    long base[2] = {-1, -1};
+    lt_st_file **fh = NULL;
+    lt_status st = LT_OK;
+#define INFO_ADD(name, kind) \
+    do { if (info_file(in, (name), (kind)) < 0) { st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", dir); goto done; } } while (0)
+    in->step = -1;
+    if (lt_path_join(path, sizeof path, dir, FILES[3]) && lt_file_exists(path)) { /* state.json: step, mode */
+        lt_ckpt *c = calloc(1, sizeof *c);
+        if (c && !parse_state(c, path, &e2)) {
+            in->step = c->state.step;
+            snprintf(in->mode, sizeof in->mode, "%s", c->state.mode);
+            cJSON *x = c->state.extra_json ? cJSON_Parse(c->state.extra_json) : NULL; /* what `train` records */
+            int64_t z = -1, g = 0;
+            if (lt_json_int64(cJSON_GetObjectItemCaseSensitive(x, "zero"), &z) && z >= 0 && z <= 3) in->zero = (int)z;
+            if (lt_json_int64(cJSON_GetObjectItemCaseSensitive(x, "shard_group"), &g) && g > 0 && g < INT32_MAX)
+                in->shard_group = (int)g;
+            cJSON_Delete(x);
+        }
+        lt_ckpt_close(c);
+    }
+    /* COMPLETE: every file with its size */
+    if (lt_path_join(path, sizeof path, dir, "COMPLETE") && lt_file_exists(path)) {
+        if (!lt_read_file(path, &text, NULL, &e2)) man = cJSON_Parse(text);
+        free(text);
+        text = NULL;
+        const cJSON *files = cJSON_GetObjectItemCaseSensitive(man, "files"), *f;
+        if (!cJSON_IsObject(files))
+            info_note(in->problem, sizeof in->problem, "%s: not the manifest {\"step\": N, \"files\": {...}}",
+                      path);
+        else
+            in->complete = 1;
+        cJSON_ArrayForEach(f, files) {
+            int64_t sz = -1;
+            INFO_ADD(f->string, -1);
+            if (lt_json_int64(f, &sz) && sz >= 0) in->files[info_find(in, base, f->string)].listed = sz;
+        }
+    } else {
+        info_note(in->problem, sizeof in->problem,
+                  "%s: no COMPLETE marker: incomplete (it is written last; the run stopped while writing this "
+                  "checkpoint)", dir);
+    }
+    /* index.json: the rank files its world implies, then any other it names */
+    in->sharded = lt_path_join(path, sizeof path, dir, INDEX_FILE) && lt_file_exists(path);
+    const cJSON *lists[2] = {NULL, NULL};
+    if (in->sharded) {
+        int64_t w = 0;
+        if (!lt_read_file(path, &text, NULL, &e2)) idx = cJSON_Parse(text);
+        free(text);
+        text = NULL;
+        const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(idx, "format");
+        lists[0] = cJSON_GetObjectItemCaseSensitive(idx, "weights");
+        lists[1] = cJSON_GetObjectItemCaseSensitive(idx, "optimizer");
+        if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, INDEX_FORMAT) || !cJSON_IsArray(lists[0]) ||
+            !lt_json_int64(cJSON_GetObjectItemCaseSensitive(idx, "world"), &w) || w < 1 || w > 100000) {
+            info_note(in->problem, sizeof in->problem, "%s: not a sharded checkpoint index (\"format\": \"" INDEX_FORMAT
+                      "\", \"world\", \"weights\")", path);
+            lists[0] = lists[1] = NULL;
+            w = 0;
+        }
+        if (!cJSON_IsArray(lists[1])) lists[1] = NULL;
+        in->world = (int)w;
+        /* the canonical rank files go first, in rank order, so that slices find theirs at base[kind] + rank */
+        lt_ckpt_file_info *keep = in->files;
+        size_t nkeep = in->n_files;
+        in->files = NULL;
+        in->n_files = 0;
+        for (int kind = 0; kind < 2; kind++) {
+            if (!lists[kind]) continue;
+            base[kind] = (long)in->n_files;
+            for (int r = 0; r < in->world; r++) {
+                char fn[96];
+                shard_file_name(fn, sizeof fn, kind, r, in->world);
+                INFO_ADD(fn, kind);
+            }
+        }
+        for (size_t i = 0; i < nkeep; i++) { /* what COMPLETE listed */
+            long k = info_file(in, keep[i].name, keep[i].kind);
+            if (k < 0) {
+                free(keep);
+                st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", dir);
+                goto done;
+            }
+            in->files[k].listed = keep[i].listed;
+        }
+        free(keep);
+        for (int kind = 0; kind < 2; kind++) {
+            const cJSON *e, *q;
+            cJSON_ArrayForEach(e, lists[kind]) cJSON_ArrayForEach(q, cJSON_GetObjectItemCaseSensitive(e, "slices")) {
+                const cJSON *fn = cJSON_GetArrayItem(q, 0);
+                if (!cJSON_IsString(fn)) continue;
+                long k = info_find(in, base, fn->valuestring);
+                if (k < 0) INFO_ADD(fn->valuestring, kind);
+                in->files[k < 0 ? (long)in->n_files - 1 : k].in_index = 1;
+            }
+        }
+    } else {
+        INFO_ADD(FILES[0], LT_CKPT_WEIGHTS);
+        lt_path_join(path, sizeof path, dir, FILES[1]);
+        if (lt_file_exists(path) || (man && cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(man, "files"), FILES[1])))
+            INFO_ADD(FILES[1], LT_CKPT_OPTIM);
+    }
+    const char *common[] = {FILES[2], FILES[3], INDEX_FILE, "COMPLETE"};
+    for (int k = 0; k < 4; k++)
+        if (k != 2 || in->sharded) INFO_ADD(common[k], -1);
+    /* every file: present, of the listed size, a readable safetensors header */
+    if (!(fh = calloc(in->n_files + 1, sizeof *fh))) {
+        st = lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", dir);
+        goto done;
+    }
+    for (size_t i = 0; i < in->n_files; i++) {
+        lt_ckpt_file_info *f = &in->files[i];
+        if (!lt_path_join(path, sizeof path, dir, f->name)) continue;
+        f->size = lt_fs_file_size(path);
+        if (f->size < 0) {
+            if (f->listed >= 0)
+                info_note(f->problem, sizeof f->problem, "%s: missing (COMPLETE lists it with %lld bytes)",
+                          f->name, f->listed, 0);
+            else if (f->rank >= 0)
+                info_note(f->problem, sizeof f->problem, "%s: missing (rank %d of %d writes it)", f->name, f->rank,
+                          in->world);
+            else if (strcmp(f->name, "COMPLETE")) /* (a missing COMPLETE is the folder's problem) */
+                info_note(f->problem, sizeof f->problem, "%s: missing", f->name);
+            continue;
+        }
+        if (f->listed >= 0 && f->size != f->listed)
+            info_note(f->problem, sizeof f->problem, "%s: %lld bytes, but COMPLETE lists %lld (truncated or damaged)",
+                      f->name, (long long)f->size, (long long)f->listed);
+        else if (f->kind >= 0 && (st = lt_st_open(path, &fh[i], &e2)))
+            info_note(f->problem, sizeof f->problem, "%s", e2.msg);
+        st = LT_OK;
+    }
+    /* what each holds */
+    for (int kind = 0; kind < 2; kind++) {
+        const cJSON *e, *q;
+        if (!in->sharded) { /* the whole form: every tensor whole */
+            long k = info_find(in, base, FILES[kind]);
+            const lt_st_file *h = k >= 0 ? fh[k] : NULL;
+            for (size_t i = 0; h && i < lt_st_count(h); i++) {
+                const lt_st_tensor *t = lt_st_get(h, i);
+                info_slice(&in->files[k], t->name, 0, t->numel, t->numel);
+                in->tensors[kind]++;
+                in->elements[kind] += t->numel;
+            }
+            continue;
+        }
+        cJSON_ArrayForEach(e, lists[kind]) {
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name"), *sh = cJSON_GetObjectItemCaseSensitive(e, "shape"),
+                        *d;
+            size_t numel = 1;
+            int64_t v;
+            cJSON_ArrayForEach(d, sh) numel *= lt_json_int64(d, &v) && v > 0 ? (size_t)v : 0;
+            if (!cJSON_IsString(nm)) continue;
+            in->tensors[kind]++;
+            in->elements[kind] += numel;
+            cJSON_ArrayForEach(q, cJSON_GetObjectItemCaseSensitive(e, "slices")) {
+                const cJSON *fn = cJSON_GetArrayItem(q, 0);
+                int64_t a = -1, b = -1;
+                long k = cJSON_IsString(fn) ? info_find(in, base, fn->valuestring) : -1;
+                if (k < 0 || !lt_json_int64(cJSON_GetArrayItem(q, 1), &a) || !lt_json_int64(cJSON_GetArrayItem(q, 2), &b) ||
+                    a < 0 || b <= a || (size_t)b > numel)
+                    continue; /* (lt_ckpt_open says what is wrong with the index) */
+                lt_ckpt_file_info *f = &in->files[k];
+                const lt_st_tensor *t;
+                info_slice(f, nm->valuestring, (size_t)a, (size_t)b, numel);
+                if (fh[k] && !f->problem[0] && slice_check(fh[k], dir, f->name, nm->valuestring, a, b, &t, &e2))
+                    info_note(f->problem, sizeof f->problem, "%s", e2.msg);
+            }
+        }
+    }
+    for (size_t i = 0; i < in->n_files; i++) in->n_problems += in->files[i].problem[0] != 0;
+    in->n_problems += in->problem[0] != 0;
+#undef INFO_ADD
+done:
+    for (size_t i = 0; fh && i < in->n_files; i++) lt_st_close(fh[i]);
+    free(fh);
+    cJSON_Delete(man);
+    cJSON_Delete(idx);
+    if (st) lt_ckpt_info_free(in);
+    return st;
 }

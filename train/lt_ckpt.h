@@ -169,6 +169,52 @@ lt_status lt_ckpt_read(const lt_ckpt *c, int kind, const char *name, size_t star
  * says it holds. Errors name the tensor. */
 lt_status lt_ckpt_load_optim(const lt_ckpt *c, struct lt_optim *o, lt_err *err);
 
+/* ---- describing a checkpoint folder (`luxtrain inspect`) ----
+ * What the folder holds and what is wrong with it, for a complete, an
+ * incomplete or a damaged checkpoint alike (nothing needs to be there; no
+ * tensor data is read, only sizes, index.json, COMPLETE and the safetensors
+ * headers). The files: every one COMPLETE lists, every rank file index.json
+ * names, and the rank files its "world" implies (weights- and
+ * optimizer-rank-R-of-W for each R), then loader.bin, state.json, index.json
+ * and COMPLETE. A file's problem says, by name, what is wrong: missing, a
+ * size other than COMPLETE lists (truncated), an unreadable safetensors
+ * header, or not holding a slice index.json assigns it. */
+typedef struct lt_ckpt_file_info {
+    char name[96];
+    int rank;           /* the rank that wrote it (a rank file); -1: not a rank file */
+    int kind;           /* LT_CKPT_WEIGHTS / LT_CKPT_OPTIM for tensor files; -1 otherwise */
+    int64_t size;       /* bytes on disk; -1: missing */
+    int64_t listed;     /* bytes COMPLETE lists; -1: not listed (or no COMPLETE) */
+    int in_index;       /* index.json names it */
+    size_t tensors;     /* tensors it holds (a slice of) */
+    size_t whole;       /* ... of which whole */
+    size_t elements;    /* elements in those slices */
+    char first[256];    /* its first slice, "name [start, end)" ("" none) */
+    char last[256];     /* its last one */
+    char problem[600];  /* "" or what is wrong, naming the file */
+} lt_ckpt_file_info;
+
+typedef struct lt_ckpt_info {
+    int sharded;          /* index.json present */
+    int world;            /* ranks that wrote it (index.json "world"; 1 for the whole form) */
+    int zero;             /* ZeRO stage (state.json extra.zero, `train --zero`); -1: not recorded */
+    int shard_group;      /* hybrid sharding: ranks per group (extra.shard_group); 0: none */
+    int complete;         /* COMPLETE is present and parses */
+    int64_t step;         /* state.json's step; -1: unreadable */
+    char mode[8];         /* state.json's "full" / "lora"; "" unreadable */
+    size_t tensors[2];    /* LT_CKPT_WEIGHTS / LT_CKPT_OPTIM: tensors (index.json or the files) */
+    size_t elements[2];   /* their elements */
+    lt_ckpt_file_info *files;
+    size_t n_files;
+    char problem[600];    /* "" or what is wrong with the folder (COMPLETE, index.json) */
+    int n_problems;       /* files with a problem, plus one for `problem` */
+} lt_ckpt_info;
+
+/* Fill *out (lt_ckpt_info_free frees it). Fails only when dir is not a
+ * folder or memory runs out; everything else is reported in *out. */
+lt_status lt_ckpt_info_read(const char *dir, lt_ckpt_info *out, lt_err *err);
+void lt_ckpt_info_free(lt_ckpt_info *in);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,5 +1,6 @@
 /* lt_comm.c -- the launcher environment, the canonical shard split, the
- * rank-order fold, the "single" communicator and lt_comm_create. */
+ * rank-order fold, the "single" communicator, lt_comm_create and the
+ * heartbeats of one rank's long job (lt_comm_watch_*). */
 #define _POSIX_C_SOURCE 200809L
 #include "lt_comm_internal.h"
 
@@ -111,7 +112,7 @@ void lt_comm_print_abort(const lt_comm *c, const char *msg) {
 }
 
 void lt_comm_timeout_abort(lt_comm *c, const char *what, int peer) {
-    char msg[256];
+    char msg[1024];
     if (peer >= 0)
         snprintf(msg, sizeof msg,
                  "collective %s timed out after %g s waiting for rank %d (a peer may have died or hung; "
@@ -122,7 +123,71 @@ void lt_comm_timeout_abort(lt_comm *c, const char *what, int peer) {
                  "collective %s timed out after %g s (a peer may have died or hung; LT_COMM_TIMEOUT_S sets "
                  "the limit)",
                  what, c->timeout_s);
+    if (c->waiting_for) {
+        size_t n = strlen(msg);
+        snprintf(msg + n, sizeof msg - n, "; waiting for %s", c->waiting_for);
+    }
     c->abort(c, msg);
+}
+
+/* ---- one rank's long job, watched by the others (lt_comm.h) ---- */
+
+/* the record every report broadcasts: [0] 0 = progress, 1 = done; [1..4] the
+ * root's status (done); then what it is doing and its progress (text) */
+typedef struct {
+    unsigned char done;
+    int32_t status;
+    char text[LT_COMM_WATCH_BYTES - 8];
+} watch_msg;
+
+static lt_status watch_send(lt_comm_watch *w, int done, lt_status status, const char *progress, lt_err *err) {
+    unsigned char buf[LT_COMM_WATCH_BYTES];
+    watch_msg m = {.done = (unsigned char)done, .status = (int32_t)status};
+    snprintf(m.text, sizeof m.text, "%s%s%s", w->what, progress && *progress ? "; its last report: " : "",
+             progress ? progress : "");
+    memset(buf, 0, sizeof buf);
+    memcpy(buf, &m, sizeof m < sizeof buf ? sizeof m : sizeof buf);
+    w->last = lt_now_s();
+    return w->c->broadcast(w->c, buf, sizeof buf, w->c->rank, err);
+}
+
+lt_status lt_comm_watch_begin(lt_comm_watch *w, lt_comm *c, const char *what, lt_err *err) {
+    w->c = c;
+    snprintf(w->what, sizeof w->what, "%s", what);
+    return watch_send(w, 0, LT_OK, "started", err);
+}
+
+lt_status lt_comm_watch_report(lt_comm_watch *w, const char *progress, lt_err *err) {
+    double every = w->c->timeout_s / 4 < 1.0 ? w->c->timeout_s / 4 : 1.0;
+    return lt_now_s() - w->last < every ? LT_OK : watch_send(w, 0, LT_OK, progress, err);
+}
+
+lt_status lt_comm_watch_end(lt_comm_watch *w, lt_status result, lt_err *err) {
+    lt_err e2 = {{0}};
+    lt_status s = watch_send(w, 1, result, "", &e2);
+    if (s && !result) return lt_fail(err, s, "%s: telling the other ranks: %s", w->what, e2.msg);
+    return result;
+}
+
+lt_status lt_comm_watch_wait(lt_comm *c, int root, lt_err *err) {
+    unsigned char buf[LT_COMM_WATCH_BYTES];
+    char doing[LT_COMM_WATCH_BYTES + 32] = "";
+    watch_msg m;
+    snprintf(doing, sizeof doing, "rank %d (it has not reported yet)", root);
+    for (;;) {
+        c->waiting_for = doing;
+        lt_status s = c->broadcast(c, buf, sizeof buf, root, err);
+        c->waiting_for = NULL;
+        if (s) return s;
+        memcpy(&m, buf, sizeof m < sizeof buf ? sizeof m : sizeof buf);
+        m.text[sizeof m.text - 1] = 0;
+        snprintf(doing, sizeof doing, "rank %d, which was %s", root, m.text);
+        if (m.done) break;
+    }
+    if (m.status != LT_OK)
+        return lt_fail(err, (lt_status)m.status, "rank %d of %d failed %s (its own message says why)", root, c->world,
+                       m.text);
+    return LT_OK;
 }
 
 void lt_comm_backoff(unsigned *iter) {

@@ -101,7 +101,10 @@
  *   every rank (MPI_Abort / ncclCommAbort + exit(1); "single": exit(1)).
  *   Under mpirun a rank that exits without lt_comm destroy, or is killed,
  *   also ends the job (Open MPI names the rank); under srun use
- *   --kill-on-bad-exit=1.
+ *   --kill-on-bad-exit=1. One rank's long job (rank 0's export) is watched
+ *   through its progress reports (lt_comm_watch_*, below): the timeout then
+ *   applies between two reports, and its message says what the rank was
+ *   doing (c->waiting_for).
  *
  * ---- Launcher environment -------------------------------------------------
  *
@@ -202,6 +205,9 @@ struct lt_comm {
                                                   const size_t *counts, lt_dtype dt, void **req, lt_err *err);
     lt_status (*wait_req)(lt_comm *c, void *req, lt_err *err);
     int msg_rank, msg_world; /* what messages call this rank (the world's in a sub-communicator) */
+    /* NULL, or what this rank is waiting for (lt_comm_watch_wait sets it):
+     * a timeout's message ends with it */
+    const char *waiting_for;
 };
 
 /* The canonical split of n elements across `world` ranks: rank `rank` owns
@@ -238,6 +244,38 @@ lt_status lt_comm_create(const char *kind, const lt_comm_opts *opts, lt_comm **o
 
 /* Which kinds this build has: "single mpi nccl" or a subset. */
 const char *lt_comm_kinds_built(void);
+
+/* ---- One rank's long job, watched by the others (heartbeats) ----
+ * Rank `root` does something long alone (rank 0 exporting a 70B model from
+ * a sharded checkpoint) while the others wait for its result. One collective
+ * would need a deadline longer than the job; instead the root reports its
+ * progress and the others wait for each report with the collective timeout:
+ * a root that stops reporting for c->timeout_s (hung) ends the job, the
+ * message naming it, what it was doing and its last report; a root that
+ * dies ends it through the launcher; a slow but working root is never cut
+ * off, however long the job. Each report is one broadcast of
+ * LT_COMM_WATCH_BYTES bytes from the root; the root sends one when
+ * min(1 s, timeout / 4) has passed since the last, so reports must come at
+ * least every timeout_s - that interval (one tensor of an export: see
+ * docs/distributed.md).
+ *
+ *   root:   lt_comm_watch w;
+ *           lt_comm_watch_begin(&w, c, "exporting final/", err);  // the first report
+ *           ... lt_comm_watch_report(&w, "tensor 3 of 30 'name'", err); ...
+ *           st = lt_comm_watch_end(&w, st, err);   // every rank learns st
+ *   others: st = lt_comm_watch_wait(c, 0, err);  // the root's st (its failure named)
+ * Every call is collective in the sense that the root's and the others'
+ * sequences must pair up (begin/end on the root, one wait on each other). */
+enum { LT_COMM_WATCH_BYTES = 512 };
+typedef struct lt_comm_watch {
+    lt_comm *c;
+    double last;      /* when the last report went out */
+    char what[200];   /* what the root is doing */
+} lt_comm_watch;
+lt_status lt_comm_watch_begin(lt_comm_watch *w, lt_comm *c, const char *what, lt_err *err);
+lt_status lt_comm_watch_report(lt_comm_watch *w, const char *progress, lt_err *err);
+lt_status lt_comm_watch_end(lt_comm_watch *w, lt_status result, lt_err *err);
+lt_status lt_comm_watch_wait(lt_comm *c, int root, lt_err *err);
 
 #ifdef __cplusplus
 }
