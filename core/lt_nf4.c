@@ -158,60 +158,107 @@ static float torch_sum_f32(const float *x, size_t n) {
 
 float lt_nf4_mean(const float *x, size_t n) { return torch_sum_f32(x, n) / (float)n; }
 
-lt_status lt_nf4_quantize(const float *w, size_t n, void *buf, lt_err *err) {
-    if (n == 0) return lt_fail(err, LT_ERR_INVALID, "nf4: cannot quantize an empty tensor");
+lt_nf4_part lt_nf4_part_of(size_t n, size_t blk0, size_t blk1, int last) {
     lt_nf4_layout L = lt_nf4_layout_of(n);
-    uint8_t *b = (uint8_t *)buf;
-    uint8_t *packed = b, *absq = b + L.off_absq;
-    float *absmax2 = (float *)(b + L.off_absmax2), *offset = (float *)(b + L.off_offset);
-    float *absmax = (float *)malloc(L.nblocks * sizeof(float));
-    if (!absmax) return lt_fail(err, LT_ERR_NOMEM, "nf4: out of memory for %zu block scales", L.nblocks);
-    memset(b, 0, L.bytes);
-    float mid[15];
-    for (int i = 0; i < 15; i++) mid[i] = (lt_nf4_code[i] + lt_nf4_code[i + 1]) / 2.0f;
-    size_t full = n / LT_NF4_BLOCK;
-    for (size_t blk = 0; blk < L.nblocks; blk++) {
+    lt_nf4_part P;
+    size_t g0 = (blk0 + LT_NF4_BLOCK2 - 1) / LT_NF4_BLOCK2, g1 = (blk1 + LT_NF4_BLOCK2 - 1) / LT_NF4_BLOCK2;
+    size_t half = LT_NF4_BLOCK / 2;
+    P.off[0] = blk0 * half < L.off_absq ? blk0 * half : L.off_absq;
+    P.len[0] = (last ? L.off_absq : blk1 * half < L.off_absq ? blk1 * half : L.off_absq) - P.off[0];
+    P.off[1] = L.off_absq + blk0;
+    P.len[1] = (last ? L.off_absmax2 : L.off_absq + blk1) - P.off[1];
+    P.off[2] = L.off_absmax2 + g0 * sizeof(float);
+    P.len[2] = (last ? L.bytes : L.off_absmax2 + g1 * sizeof(float)) - P.off[2];
+    P.bytes = P.len[0] + P.len[1] + P.len[2];
+    return P;
+}
+
+void lt_nf4_block_absmax(const float *w, size_t n, size_t blk0, size_t blk1, float *absmax) {
+    for (size_t blk = blk0; blk < blk1; blk++) {
         size_t i0 = blk * LT_NF4_BLOCK, i1 = i0 + LT_NF4_BLOCK < n ? i0 + LT_NF4_BLOCK : n;
         float am = 0.0f;
         int finite = 1;
         for (size_t i = i0; i < i1; i++) {
-            float a = fabsf(w[i]);
+            float a = fabsf(w[i - blk0 * LT_NF4_BLOCK]);
             finite &= isfinite(a) != 0;
             am = a > am ? a : am;
         }
-        if (!finite) {
-            free(absmax);
-            return lt_fail(err, LT_ERR_NONFINITE, "nf4: block %zu (elements %zu..%zu) holds a NaN or Inf", blk, i0,
-                           i1 - 1);
+        absmax[blk - blk0] = finite ? am : NAN;
+    }
+}
+
+/* absmax2 of nested block j: max |absmax - offset| over its blocks */
+static float nested_absmax(const float *absmax, size_t nblocks, size_t j, float off) {
+    size_t b0 = j * LT_NF4_BLOCK2, b1 = b0 + LT_NF4_BLOCK2 < nblocks ? b0 + LT_NF4_BLOCK2 : nblocks;
+    float am = 0.0f;
+    for (size_t k = b0; k < b1; k++) {
+        float a = fabsf(absmax[k] - off);
+        if (a > am) am = a;
+    }
+    return am;
+}
+
+lt_status lt_nf4_quantize_part(const float *w, size_t n, size_t blk0, size_t blk1, int last, const float *absmax,
+                               void *part, lt_err *err) {
+    if (n == 0) return lt_fail(err, LT_ERR_INVALID, "nf4: cannot quantize an empty tensor");
+    lt_nf4_layout L = lt_nf4_layout_of(n);
+    if (blk0 > blk1 || blk1 > L.nblocks || (last && blk1 != L.nblocks))
+        return lt_fail(err, LT_ERR_RANGE, "nf4: part of blocks [%zu, %zu)%s of a tensor of %zu blocks", blk0, blk1,
+                       last ? " (the last part)" : "", L.nblocks);
+    for (size_t blk = 0; blk < L.nblocks; blk++) /* every part sees every block's absmax: all fail alike */
+        if (!isfinite(absmax[blk])) {
+            size_t i1 = (blk + 1) * LT_NF4_BLOCK < n ? (blk + 1) * LT_NF4_BLOCK : n;
+            return lt_fail(err, LT_ERR_NONFINITE, "nf4: block %zu (elements %zu..%zu) holds a NaN or Inf", blk,
+                           blk * LT_NF4_BLOCK, i1 - 1);
         }
-        absmax[blk] = am;
-        float den = am < 1e-38f ? 1e-38f : am, inv = 1.0f / den;
+    lt_nf4_part P = lt_nf4_part_of(n, blk0, blk1, last);
+    uint8_t *packed = (uint8_t *)part, *absq = packed + P.len[0], *nest = absq + P.len[1];
+    memset(part, 0, P.bytes);
+    float mid[15];
+    for (int i = 0; i < 15; i++) mid[i] = (lt_nf4_code[i] + lt_nf4_code[i + 1]) / 2.0f;
+    size_t full = n / LT_NF4_BLOCK, e0 = blk0 * LT_NF4_BLOCK; /* w[0] is element e0; packed[0] its byte */
+    for (size_t blk = blk0; blk < blk1; blk++) {
+        size_t i0 = blk * LT_NF4_BLOCK, i1 = i0 + LT_NF4_BLOCK < n ? i0 + LT_NF4_BLOCK : n;
+        float am = absmax[blk], den = am < 1e-38f ? 1e-38f : am, inv = 1.0f / den;
         for (size_t i = i0; i < i1; i++) {
-            float s = blk < full ? w[i] * inv : w[i] / den;
+            float s = blk < full ? w[i - e0] * inv : w[i - e0] / den;
             s = s < -1.0f ? -1.0f : s > 1.0f ? 1.0f : s;
             uint8_t q = nf4_index(s, mid);
-            packed[i / 2] |= (uint8_t)(i % 2 ? q : q << 4);
+            packed[(i - e0) / 2] |= (uint8_t)(i % 2 ? q : q << 4);
         }
     }
-    if (n % 2) packed[n / 2] |= nf4_index(0.0f, mid); /* the pad element */
+    if (n % 2 && blk1 == L.nblocks && blk0 < blk1) packed[(n - e0) / 2] |= nf4_index(0.0f, mid); /* the pad element */
 
     /* nested: the mean as torch computes it (its float32 sum, then / n) */
     float off = lt_nf4_mean(absmax, L.nblocks);
-    *offset = off;
     float map[256];
     lt_nf4_dynamic_map(map);
-    for (size_t j = 0; j < L.nblocks2; j++) {
-        size_t b0 = j * LT_NF4_BLOCK2, b1 = b0 + LT_NF4_BLOCK2 < L.nblocks ? b0 + LT_NF4_BLOCK2 : L.nblocks;
-        float am = 0.0f;
-        for (size_t k = b0; k < b1; k++) {
-            float a = fabsf(absmax[k] - off);
-            if (a > am) am = a;
-        }
-        absmax2[j] = am;
-        for (size_t k = b0; k < b1; k++) absq[k] = dyn_index((absmax[k] - off) / am, map);
+    size_t jc = SIZE_MAX;
+    float a2 = 0.0f;
+    for (size_t blk = blk0; blk < blk1; blk++) {
+        if (blk / LT_NF4_BLOCK2 != jc) a2 = nested_absmax(absmax, L.nblocks, jc = blk / LT_NF4_BLOCK2, off);
+        absq[blk - blk0] = dyn_index((absmax[blk] - off) / a2, map);
     }
-    free(absmax);
+    size_t g0 = (P.off[2] - L.off_absmax2) / sizeof(float), g1 = g0 + P.len[2] / sizeof(float);
+    if (last) g1--; /* the offset */
+    for (size_t j = g0; j < g1; j++) {
+        float v = nested_absmax(absmax, L.nblocks, j, off);
+        memcpy(nest + (j - g0) * sizeof(float), &v, sizeof v);
+    }
+    if (last) memcpy(nest + P.len[2] - sizeof(float), &off, sizeof off);
     return LT_OK;
+}
+
+lt_status lt_nf4_quantize(const float *w, size_t n, void *buf, lt_err *err) {
+    if (n == 0) return lt_fail(err, LT_ERR_INVALID, "nf4: cannot quantize an empty tensor");
+    lt_nf4_layout L = lt_nf4_layout_of(n);
+    float *absmax = (float *)malloc(L.nblocks * sizeof(float));
+    if (!absmax) return lt_fail(err, LT_ERR_NOMEM, "nf4: out of memory for %zu block scales", L.nblocks);
+    lt_nf4_block_absmax(w, n, 0, L.nblocks, absmax);
+    /* the whole tensor as one part: its three ranges are the layout, in order */
+    lt_status st = lt_nf4_quantize_part(w, n, 0, L.nblocks, 1, absmax, buf, err);
+    free(absmax);
+    return st;
 }
 
 /* the fp32 absmax of block k: dyn[code] * absmax2 + offset (two roundings) */

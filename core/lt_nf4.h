@@ -68,6 +68,33 @@ float lt_nf4_mean(const float *x, size_t n);
 
 /* Quantize n fp32 values into `buf` (lt_nf4_layout_of(n).bytes, host). */
 lt_status lt_nf4_quantize(const float *w, size_t n, void *buf, lt_err *err);
+/* Parts of a quantized tensor (ZeRO-3: each rank quantizes and keeps the
+ * blocks [blk0, blk1) of lt_comm_shard(nblocks), the whole tensor never on
+ * one rank). A part owns three byte ranges of the layout:
+ *   [0] packed bytes [blk0 * 32, blk1 * 32)           (clipped to off_absq)
+ *   [1] absmax codes [off_absq + blk0, off_absq + blk1)
+ *   [2] the absmax2 of the nested blocks that START in [blk0, blk1)
+ * and the last part (last = 1, blk1 = nblocks) also the ends: the padding
+ * before off_absmax2 and the offset. Consecutive parts tile the buffer: each
+ * range, gathered in part order, is the unsharded quantization's bytes. A
+ * part's own buffer is the three ranges back to back (P.bytes). */
+typedef struct lt_nf4_part {
+    size_t off[3], len[3]; /* byte ranges in the whole buffer */
+    size_t bytes;          /* len[0] + len[1] + len[2] */
+} lt_nf4_part;
+lt_nf4_part lt_nf4_part_of(size_t n, size_t blk0, size_t blk1, int last);
+/* absmax[b - blk0] := max |w| over block b in [blk0, blk1), NaN for a block
+ * holding a NaN or Inf; w holds the elements from blk0 * 64 on. */
+void lt_nf4_block_absmax(const float *w, size_t n, size_t blk0, size_t blk1, float *absmax);
+/* The part's bytes (lt_nf4_part_of(n, blk0, blk1, last).bytes) from its
+ * elements (w: from blk0 * 64 on) and EVERY block's absmax (nblocks, e.g.
+ * gathered from every part's lt_nf4_block_absmax): the offset (their mean)
+ * and the nested absmax2 need them all, so every part computes them from the
+ * same values and the bytes equal lt_nf4_quantize's. Fails (the same on
+ * every part) when any block holds a NaN or Inf. lt_nf4_quantize is the one
+ * part [0, nblocks). */
+lt_status lt_nf4_quantize_part(const float *w, size_t n, size_t blk0, size_t blk1, int last, const float *absmax,
+                               void *part, lt_err *err);
 /* The fp32 absmax of each block of 64 from the nested codes (host buffer). */
 void lt_nf4_absmax(const void *buf, size_t n, float *absmax);
 /* Dequantize a host buffer: fp32, or bf16 bits. */

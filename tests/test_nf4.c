@@ -163,6 +163,59 @@ static void test_errors(void) {
     free(buf);
 }
 
+/* Parts (ZeRO-3): a tensor cut into parts along its blocks, each part
+ * quantized from its own elements and every block's absmax; the parts'
+ * three byte ranges, laid back at their offsets, are lt_nf4_quantize's bytes
+ * (odd n with a short last block; more than one nested block; splits that
+ * end inside a nested block, empty parts, a last part with no blocks). */
+static void test_parts(void) {
+    const size_t sizes[] = {64 * 700 + 37, 64 * 513, 99, 64 * 256};
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        size_t n = sizes[si];
+        lt_nf4_layout L = lt_nf4_layout_of(n);
+        float *w = malloc(n * sizeof *w), *absmax = malloc(L.nblocks * sizeof *absmax);
+        uint8_t *whole = malloc(L.bytes), *tiled = malloc(L.bytes), *part = malloc(L.bytes);
+        uint64_t x = 88172645463325252ull + si;
+        for (size_t i = 0; i < n; i++) { /* xorshift, blocks of different scales */
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            w[i] = ((float)(x >> 40) / (float)(1 << 24) - 0.5f) * (float)(1 + (i / 64) % 7);
+        }
+        lt_err err;
+        LT_CHECK_OK(lt_nf4_quantize(w, n, whole, &err), &err);
+        for (int world = 1; world <= 4; world++)
+            for (int skew = 0; skew < 2; skew++) {
+                memset(tiled, 0xAB, L.bytes);
+                size_t covered = 0;
+                for (int r = 0; r < world; r++) { /* an even split, or everything on rank 0 (the others empty) */
+                    size_t b0 = L.nblocks * (size_t)r / (size_t)world, b1 = L.nblocks * (size_t)(r + 1) / (size_t)world;
+                    if (skew) b0 = r ? L.nblocks : 0, b1 = L.nblocks;
+                    lt_nf4_block_absmax(w + b0 * LT_NF4_BLOCK, n, b0, b1, absmax + b0);
+                }
+                for (int r = 0; r < world; r++) {
+                    size_t b0 = L.nblocks * (size_t)r / (size_t)world, b1 = L.nblocks * (size_t)(r + 1) / (size_t)world;
+                    if (skew) b0 = r ? L.nblocks : 0, b1 = L.nblocks;
+                    int last = r == world - 1;
+                    lt_nf4_part P = lt_nf4_part_of(n, b0, b1, last);
+                    LT_CHECK_OK(lt_nf4_quantize_part(w + b0 * LT_NF4_BLOCK, n, b0, b1, last, absmax, part, &err), &err);
+                    size_t at = 0;
+                    for (int k = 0; k < 3; k++) {
+                        memcpy(tiled + P.off[k], part + at, P.len[k]);
+                        at += P.len[k];
+                        covered += P.len[k];
+                    }
+                }
+                size_t first, nd = ndiff(whole, tiled, L.bytes, 1, &first);
+                LT_CHECK(covered == L.bytes && !nd,
+                         "n = %zu, %d parts%s: %zu of %zu bytes covered, first differing byte %zu", n, world,
+                         skew ? " (skewed)" : "", covered, L.bytes, first);
+            }
+        absmax[1] = NAN; /* a NaN block anywhere fails every part alike */
+        LT_CHECK(lt_nf4_quantize_part(w, n, 0, 1, 0, absmax, part, &err) == LT_ERR_NONFINITE && strstr(err.msg, "block 1"),
+                 "a NaN absmax of another part accepted: %s", err.msg);
+        free(w), free(absmax), free(whole), free(tiled), free(part);
+    }
+}
+
 int main(void) {
     lt_st_file *f;
     lt_err err;
@@ -175,6 +228,7 @@ int main(void) {
     for (int i = 0; i < 8; i++) test_case(f, names[i]);
     test_means(f);
     test_errors();
+    test_parts();
     lt_st_close(f);
     return lt_test_finish("test_nf4");
 }
