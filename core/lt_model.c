@@ -403,6 +403,8 @@ static void free_plan(lt_model *m) {
     m->logits_state = 0;
 }
 
+static lt_param *proj_w(const layer *y, int t);
+
 void lt_model_free(lt_model *m) {
     if (!m) return;
     free(m->train_rows);
@@ -413,8 +415,9 @@ void lt_model_free(lt_model *m) {
     free(m->wshard);
     lt_st_close_model(m->src);
     if (m->grad_flat) m->be->free(m->be, m->grad_flat);
-    for (int i = 0; m->nf4 && i < m->cfg.num_layers * NT; i++)
-        if (m->nf4[i]) m->be->free(m->be, m->nf4[i]);
+    for (int i = 0; m->nf4 && i < m->cfg.num_layers * NT; i++) /* (ZeRO-3: a sharded one is the provider's) */
+        if (m->nf4[i] && !(m->wshard && m->wshard[proj_w(&m->layers[i / NT], i % NT) - m->params]))
+            m->be->free(m->be, m->nf4[i]);
     free(m->nf4);
     if (m->wdq) m->be->free(m->be, m->wdq);
     if (m->inv_freq) m->be->free(m->be, m->inv_freq);
@@ -797,7 +800,6 @@ lt_status lt_model_shard_weights(lt_model *m, const unsigned char *sharded, lt_w
                                  lt_err *err) {
     if (m->wshard) return lt_fail(err, LT_ERR_INVALID, "model: the weights are sharded already");
     if (!fn) return lt_fail(err, LT_ERR_INVALID, "model: sharded weights need a provider");
-    if (m->nf4) return lt_fail(err, LT_ERR_UNSUPPORTED, "model: NF4 (QLoRA) weights cannot be sharded (ZeRO-3)");
     m->wshard = calloc(m->n_params ? m->n_params : 1, 1);
     if (!m->wshard) return lt_fail(err, LT_ERR_NOMEM, "model: out of memory");
     free_kv(m);
@@ -806,6 +808,9 @@ lt_status lt_model_shard_weights(lt_model *m, const unsigned char *sharded, lt_w
         m->wshard[i] = 1;
         if (m->params[i].data) m->be->free(m->be, m->params[i].data);
         m->params[i].data = NULL;
+        void **q = lt_model_nf4_slot(m, i); /* QLoRA: the NF4 buffer is the provider's too */
+        if (q && *q) m->be->free(m->be, *q);
+        if (q) *q = NULL, m->wdq_of = -1;
     }
     m->wprov = fn;
     m->wprov_ctx = ctx;
@@ -2164,23 +2169,31 @@ lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err) {
     lt_backend *be = m->be;
     const lt_config *c = &m->cfg;
     if (m->nf4) return lt_fail(err, LT_ERR_INVALID, "nf4: the model is already quantized");
-    lt_status lst = check_loaded(m, "nf4", err);
+    lt_status lst = m->src ? LT_OK : check_loaded(m, "nf4", err); /* deferred: see lt_model_nf4_slot */
     if (lst) return lst;
     if (m->grads_allocated)
         return lt_fail(err, LT_ERR_INVALID, "nf4: quantize before the gradients are allocated (they are laid out "
                                             "over the trainable weights)");
     size_t mx = nf4_max_numel(c), L = (size_t)c->num_layers;
-    float *host = malloc(mx * sizeof(float));
-    void *hq = malloc(lt_nf4_layout_of(mx).bytes);
+    float *host = NULL;
+    void *hq = NULL;
     m->nf4 = calloc(L * NT, sizeof *m->nf4);
     m->wdq_of = -1;
     lt_status st = LT_OK;
-    if (!host || !hq || !m->nf4) st = lt_fail(err, LT_ERR_NOMEM, "nf4: out of host memory for %zu elements", mx);
+    if (!m->nf4) st = lt_fail(err, LT_ERR_NOMEM, "nf4: out of host memory");
     for (size_t l = 0; !st && l < L; l++)
         for (int t = 0; !st && t < NT; t++) {
             if (!lt_model_nf4_quantizes(c, t)) continue;
             lt_param *p = proj_w(&m->layers[l], t);
             size_t bytes = lt_nf4_layout_of(p->numel).bytes;
+            if (!p->data) { /* a deferred load's weight never loaded: ZeRO-3 quantizes it by parts */
+                p->trainable = 0;
+                continue;
+            }
+            if (!host && (!(host = malloc(mx * sizeof(float))) || !(hq = malloc(lt_nf4_layout_of(mx).bytes)))) {
+                st = lt_fail(err, LT_ERR_NOMEM, "nf4: out of host memory for %zu elements", mx);
+                break;
+            }
             if ((st = be->download_f32(be, host, p->data, be->param_dtype, p->numel, err)) ||
                 (st = be->sync(be, err)) || (st = lt_nf4_quantize(host, p->numel, hq, err)) ||
                 (st = be->alloc(be, bytes, &m->nf4[l * NT + t], err)) ||
@@ -2203,6 +2216,14 @@ lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err) {
 }
 
 int lt_model_is_quantized(const lt_model *m) { return m->nf4 != NULL; }
+
+void **lt_model_nf4_slot(lt_model *m, size_t i) {
+    int l = lt_model_grad_group(m, i);
+    if (!m->nf4 || i >= m->n_params || l < 0 || l >= m->cfg.num_layers) return NULL;
+    for (int t = 0; t < NT; t++)
+        if (lt_model_nf4_quantizes(&m->cfg, t) && proj_w(&m->layers[l], t) == &m->params[i]) return &m->nf4[l * NT + t];
+    return NULL;
+}
 
 lt_status lt_model_nf4_bytes(const lt_config *cfg, size_t param_size, lt_nf4_bytes *out, lt_err *err) {
     lt_param_spec *specs = NULL;

@@ -316,6 +316,16 @@ int64_t lt_vocab_resized_rows(int64_t new_len, int pad_to_multiple_of);
  * lt_model_alloc_grads (LT_ERR_INVALID after). On failure the model has lost
  * weights and must be freed. */
 lt_status lt_model_quantize_nf4(lt_model *m, lt_err *err);
+/* ZeRO-3 with NF4 (lt_trainer_distribute): the NF4 buffer of parameter i
+ * (a quantized projection's weight; NULL for any other parameter or an
+ * unquantized model). On a deferred model (lt_model_load_deferred)
+ * lt_model_quantize_nf4 quantizes only the projections already loaded; the
+ * others are marked quantized (frozen, no data, *slot NULL) and their bytes
+ * come from the caller: each rank quantizes its blocks from its file range
+ * (lt_nf4_quantize_part) and lt_model_shard_weights' provider points *slot
+ * at the gathered buffer before the group runs, as it points p->data for
+ * the other weights. lt_model_shard_weights frees a buffer already there. */
+void **lt_model_nf4_slot(lt_model *m, size_t i);
 /* (lt_model_nf4_quantizes, the projections it quantizes: lt_model_spec.h) */
 int lt_model_is_quantized(const lt_model *m);
 /* What --quantize nf4 keeps in backend memory for a model of `cfg` with

@@ -297,8 +297,8 @@ int main(void) {
     test_dtype_n(c, LT_F64, 100003);
     float *d = NULL;
     cudaMalloc((void **)&d, 64);
-    st = c->all_reduce_sum(c, d, 4, LT_U8, &err);
-    LT_CHECK(st == LT_ERR_UNSUPPORTED, "u8 accepted: %s", lt_status_name(st));
+    st = c->all_reduce_sum(c, d, 4, LT_F16, &err);
+    LT_CHECK(st == LT_ERR_UNSUPPORTED, "f16 accepted: %s", lt_status_name(st));
     size_t bad[64] = {3};
     st = c->all_gather(c, d, 4, bad, LT_F32, &err);
     LT_CHECK(st == LT_ERR_INVALID, "counts summing to 3 for n = 4 accepted: %s", lt_status_name(st));

@@ -40,7 +40,7 @@ lt_status lt_comm_layout(const lt_comm *c, const char *what, size_t n, const siz
 /* ---- the fold ---- */
 
 int lt_comm_dtype_ok(lt_dtype dt) {
-    return dt == LT_F32 || dt == LT_F64 || dt == LT_I64 || dt == LT_I32 || dt == LT_BF16;
+    return dt == LT_F32 || dt == LT_F64 || dt == LT_I64 || dt == LT_I32 || dt == LT_BF16 || dt == LT_U8;
 }
 
 void lt_comm_add(lt_dtype dt, void *dst, const void *src, size_t m) {
@@ -67,6 +67,12 @@ void lt_comm_add(lt_dtype dt, void *dst, const void *src, size_t m) {
         int32_t *d = dst;
         const int32_t *s = src;
         for (size_t i = 0; i < m; i++) d[i] = (int32_t)((uint32_t)d[i] + (uint32_t)s[i]);
+        break;
+    }
+    case LT_U8: { /* bytes (ZeRO-3's NF4 parts), modulo 256 */
+        uint8_t *d = dst;
+        const uint8_t *s = src;
+        for (size_t i = 0; i < m; i++) d[i] = (uint8_t)(d[i] + s[i]);
         break;
     }
     case LT_BF16: { /* add in f32, bf16 rounding after every add */

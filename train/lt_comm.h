@@ -32,9 +32,10 @@
  *
  * ---- Buffers, counts and shards ------------------------------------------
  *
- *   n is in elements of dt. Element types: LT_F32, LT_F64, LT_I64, LT_I32
- *   and LT_BF16 (mpi and single: everything; nccl: F32, BF16, F64, I64, I32
- *   for the plain ops; the ordered ops on device buffers take F32 and F64).
+ *   n is in elements of dt. Element types: LT_F32, LT_F64, LT_I64, LT_I32,
+ *   LT_BF16 and LT_U8 (bytes: ZeRO-3's NF4 parts; sums wrap modulo 256)
+ *   (mpi and single: everything; nccl: all of them for the plain ops; the
+ *   ordered ops on device buffers take F32 and F64).
  *
  *   reduce_scatter and all_gather split a vector of n elements across the
  *   ranks: rank r owns [off_r, off_r + counts[r]), off_r = sum of counts[q]

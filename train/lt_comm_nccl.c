@@ -78,6 +78,7 @@ static int nccl_dtype(lt_dtype dt, ncclDataType_t *out) {
     case LT_F64: *out = ncclFloat64; return 1;
     case LT_I64: *out = ncclInt64; return 1;
     case LT_I32: *out = ncclInt32; return 1;
+    case LT_U8: *out = ncclUint8; return 1;
     default: return 0;
     }
 }
