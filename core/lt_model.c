@@ -412,12 +412,12 @@ void lt_model_free(lt_model *m) {
     free_kv(m);
     for (size_t i = 0; i < m->n_params; i++)
         if (m->params[i].data && !(m->wshard && m->wshard[i])) m->be->free(m->be, m->params[i].data);
-    free(m->wshard);
     lt_st_close_model(m->src);
     if (m->grad_flat) m->be->free(m->be, m->grad_flat);
     for (int i = 0; m->nf4 && i < m->cfg.num_layers * NT; i++) /* (ZeRO-3: a sharded one is the provider's) */
         if (m->nf4[i] && !(m->wshard && m->wshard[proj_w(&m->layers[i / NT], i % NT) - m->params]))
             m->be->free(m->be, m->nf4[i]);
+    free(m->wshard);
     free(m->nf4);
     if (m->wdq) m->be->free(m->be, m->wdq);
     if (m->inv_freq) m->be->free(m->be, m->inv_freq);

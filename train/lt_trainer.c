@@ -10,6 +10,7 @@
 #include "lt_eval_adapter.h"
 #include "lt_lora.h"
 #include "lt_json.h"
+#include "lt_nf4.h"
 
 struct lt_trainer {
     lt_model *m;
@@ -48,6 +49,8 @@ struct lt_trainer {
     int wpending[5];
     int64_t n_prefetch, n_gather; /* groups gathered ahead (prefetch) / at the acquire */
     unsigned char *wstage; /* host staging of a part */
+    size_t **q4c;          /* (params) ZeRO-3 + NF4: 3 x world byte counts of a quantized weight's parts (q4_part) */
+    void **q4req[5];       /* (3 x params) per slot: prefetch requests of those three gathers */
     size_t wstage_bytes;
     lt_err w_err;
     int bf16;      /* reduce in bf16 once per step */
@@ -139,7 +142,10 @@ void lt_trainer_free(lt_trainer *t) {
     for (int k = 0; k < 5; k++) {
         if (t->wbuf[k]) be->free(be, t->wbuf[k]);
         free(t->wreq[k]);
+        free(t->q4req[k]);
     }
+    for (size_t i = 0; t->q4c && i < np; i++) free(t->q4c[i]);
+    free(t->q4c);
     free(t->wsh);
     free(t->w_off);
     free(t->w_len);
@@ -317,8 +323,12 @@ static int wslot(int group) { return group == LT_GRAD_GROUP_EMBED ? 0 : group ==
  * since the last optimizer step; release keeps it (the slot is reused by
  * another group: layers l, l+1, l+2 never share one) */
 /* finish the prefetch gathers in flight into slot k */
+static lt_status q4_finish(lt_trainer *t, int k);
+static lt_status q4_provide(lt_trainer *t, size_t i, int k, char *region, int hint, int fresh);
+static lt_status q4_shard(lt_trainer *t, size_t i, size_t *gbytes, lt_err *err);
+
 static lt_status wfinish(lt_trainer *t, int k) {
-    lt_status st = LT_OK;
+    lt_status st = t->wpending[k] ? q4_finish(t, k) : LT_OK;
     size_t np = lt_model_num_params(t->m);
     for (size_t i = 0; t->wpending[k] && i < np; i++)
         if (t->wreq[k][i]) {
@@ -353,6 +363,10 @@ static lt_status wprovide(void *ctx, int group, int acquire) {
         lt_param *p = lt_model_param(m, i);
         size_t es = lt_dtype_size(p->dtype);
         char *region = (char *)t->wbuf[k] + t->w_boff[i];
+        if (t->q4c && t->q4c[i]) { /* QLoRA: an NF4 weight's bytes */
+            st = q4_provide(t, i, k, region, hint, fresh);
+            continue;
+        }
         if (!hint) p->data = region;
         if (fresh) continue;
         if (t->w_len[i]) { /* this rank's part into its place, then every rank's */
@@ -369,6 +383,144 @@ static lt_status wprovide(void *ctx, int group, int acquire) {
     if (!st && !fresh) *(hint ? &t->n_prefetch : &t->n_gather) += 1;
     t->wvalid[k] = !st && !hint;
     t->wpending[k] = !st && hint;
+    return st;
+}
+
+/* ---- ZeRO-3 with NF4 (QLoRA): a quantized weight in parts of whole blocks ----
+ * Rank r owns the blocks lt_comm_shard(nblocks, r, world) of each NF4 weight
+ * and their bytes: three ranges of the buffer (lt_nf4_part_of: packed codes,
+ * absmax codes, the nested absmax2 that start in them; the last rank the
+ * padding and the offset too), gathered by three all-gathers of bytes into
+ * the group's buffer, which then holds the unsharded quantization's bytes. */
+
+/* rank r's three byte ranges of an NF4 weight of n elements */
+static lt_nf4_part q4_part(size_t n, int r, int world) {
+    size_t b0, bl;
+    lt_comm_shard(lt_nf4_layout_of(n).nblocks, r, world, &b0, &bl);
+    return lt_nf4_part_of(n, b0, b0 + bl, r == world - 1);
+}
+
+/* this rank's blocks of weight i (elements [b0 * 64, b1 * 64) clipped to n),
+ * quantized into h (lt_nf4_part bytes): the values read from the file range
+ * (a deferred load: lt_model_load_range, rounded to the param dtype as a
+ * whole load is), every block's absmax gathered from every rank (the offset
+ * and the nested absmax2 of the double quantization need them all), then
+ * lt_nf4_quantize_part -- the bytes one process's lt_nf4_quantize writes */
+static lt_status q4_quantize_part(lt_trainer *t, size_t i, unsigned char *h, lt_err *err) {
+    lt_model *m = t->m;
+    lt_backend *be = lt_model_backend(m);
+    lt_comm *sc = t->sc;
+    lt_param *p = lt_model_param(m, i);
+    size_t n = p->numel, nb = lt_nf4_layout_of(n).nblocks, b0, bl;
+    lt_comm_shard(nb, sc->rank, sc->world, &b0, &bl);
+    size_t e0 = b0 * LT_NF4_BLOCK, e1 = (b0 + bl) * LT_NF4_BLOCK < n ? (b0 + bl) * LT_NF4_BLOCK : n;
+    size_t len = e1 > e0 ? e1 - e0 : 0;
+    float *w = malloc((len ? len : 1) * sizeof *w), *absmax = malloc(nb * sizeof *absmax);
+    size_t *cnt = calloc((size_t)sc->world, sizeof *cnt);
+    void *dev = NULL;
+    lt_status st = !w || !absmax || !cnt ? lt_fail(err, LT_ERR_NOMEM, "out of memory for %zu elements", len) : LT_OK;
+    if (!st && len && !(st = be->alloc(be, len * lt_dtype_size(p->dtype), &dev, err)) &&
+        !(st = lt_model_load_range(m, i, e0, len, dev, err)) &&
+        !(st = be->download_f32(be, w, dev, p->dtype, len, err)))
+        st = be->sync(be, err);
+    if (dev) be->free(be, dev);
+    if (!st) {
+        lt_nf4_block_absmax(w, n, b0, b0 + bl, absmax + b0);
+        for (int r = 0; r < sc->world; r++) {
+            size_t o;
+            lt_comm_shard(nb, r, sc->world, &o, &cnt[r]);
+        }
+        st = sc->all_gather(sc, absmax, nb, cnt, LT_F32, err);
+    }
+    if (!st) st = lt_nf4_quantize_part(w, n, b0, b0 + bl, sc->rank == sc->world - 1, absmax, h, err);
+    free(w);
+    free(absmax);
+    free(cnt);
+    return st;
+}
+
+/* shard_weights for NF4 weight i: its place in the group's buffer (*gbytes:
+ * the group's size so far), every rank's counts, this rank's part in backend
+ * memory -- cut from the quantized buffer the model holds, or quantized here
+ * (a deferred load: the whole weight never on this rank) */
+static lt_status q4_shard(lt_trainer *t, size_t i, size_t *gbytes, lt_err *err) {
+    lt_model *m = t->m;
+    lt_backend *be = lt_model_backend(m);
+    lt_comm *sc = t->sc;
+    lt_param *p = lt_model_param(m, i);
+    size_t np = lt_model_num_params(m), W = (size_t)sc->world;
+    void *whole = *lt_model_nf4_slot(m, i);
+    if (!t->q4c && !(t->q4c = calloc(np, sizeof *t->q4c))) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+    if (!(t->q4c[i] = calloc(3 * W, sizeof(size_t)))) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+    for (int r = 0; r < sc->world; r++) {
+        lt_nf4_part Q = q4_part(p->numel, r, sc->world);
+        for (int j = 0; j < 3; j++) t->q4c[i][(size_t)j * W + (size_t)r] = Q.len[j];
+    }
+    lt_nf4_part P = q4_part(p->numel, sc->rank, sc->world);
+    t->w_boff[i] = *gbytes;
+    *gbytes += (lt_nf4_layout_of(p->numel).bytes + 255) / 256 * 256;
+    t->w_len[i] = P.bytes;
+    if (P.bytes > t->wstage_bytes) {
+        unsigned char *h = realloc(t->wstage, P.bytes);
+        if (!h) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+        t->wstage = h;
+        t->wstage_bytes = P.bytes;
+    }
+    lt_status st = LT_OK;
+    if (whole) { /* quantized whole already (the model was loaded whole): this rank's three ranges */
+        for (size_t j = 0, at = 0; j < 3 && !st; at += P.len[j], j++)
+            if (P.len[j]) st = be->download(be, t->wstage + at, (char *)whole + P.off[j], P.len[j], err);
+        if (!st) st = be->sync(be, err);
+    } else {
+        st = q4_quantize_part(t, i, t->wstage, err);
+    }
+    if (!st) st = be->alloc(be, P.bytes ? P.bytes : 1, &t->w_part[i], err);
+    if (!st && P.bytes) st = be->upload(be, t->w_part[i], t->wstage, P.bytes, err);
+    return st ? lt_wrap(err, st, "ZeRO-3: the NF4 part of '%s'", p->name) : LT_OK;
+}
+
+/* wprovide for NF4 weight i into slot k: the model reads it from region
+ * (lt_model_nf4_slot); this rank's ranges into place, then the three gathers
+ * (started non-blocking for a prefetch hint, completed by q4_finish) */
+static lt_status q4_provide(lt_trainer *t, size_t i, int k, char *region, int hint, int fresh) {
+    lt_model *m = t->m;
+    lt_backend *be = lt_model_backend(m);
+    lt_comm *sc = t->sc;
+    lt_param *p = lt_model_param(m, i);
+    size_t W = (size_t)sc->world;
+    if (!hint) *lt_model_nf4_slot(m, i) = region;
+    if (fresh) return LT_OK;
+    lt_nf4_layout L = lt_nf4_layout_of(p->numel);
+    lt_nf4_part P = q4_part(p->numel, sc->rank, sc->world);
+    size_t base[4] = {0, L.off_absq, L.off_absmax2, L.bytes};
+    lt_status st = LT_OK;
+    if (hint && !t->q4req[k] && !(t->q4req[k] = calloc(3 * lt_model_num_params(m), sizeof(void *))))
+        return lt_fail(&t->w_err, LT_ERR_NOMEM, "ZeRO-3: out of memory");
+    if (P.bytes && !(st = be->download(be, t->wstage, t->w_part[i], P.bytes, &t->w_err)))
+        st = be->sync(be, &t->w_err);
+    for (size_t j = 0, at = 0; j < 3 && !st; at += P.len[j], j++)
+        if (P.len[j]) st = be->upload(be, region + P.off[j], t->wstage + at, P.len[j], &t->w_err);
+    for (int j = 0; j < 3 && !st; j++) {
+        char *buf = region + base[j];
+        size_t nbytes = base[j + 1] - base[j], *cnt = t->q4c[i] + (size_t)j * W;
+        st = hint ? sc->all_gather_start(sc, buf, nbytes, cnt, LT_U8, &t->q4req[k][3 * i + (size_t)j], &t->w_err)
+                  : sc->all_gather(sc, buf, nbytes, cnt, LT_U8, &t->w_err);
+    }
+    return st ? lt_wrap(&t->w_err, st, "ZeRO-3: gathering the NF4 bytes of '%s'", p->name) : LT_OK;
+}
+
+/* complete slot k's NF4 prefetch gathers */
+static lt_status q4_finish(lt_trainer *t, int k) {
+    lt_status st = LT_OK;
+    size_t nr = t->q4req[k] ? 3 * lt_model_num_params(t->m) : 0;
+    for (size_t j = 0; j < nr; j++)
+        if (t->q4req[k][j]) {
+            lt_status s2 = t->sc->wait_req(t->sc, t->q4req[k][j], &t->w_err);
+            t->q4req[k][j] = NULL;
+            if (s2 && !st)
+                st = lt_wrap(&t->w_err, s2, "ZeRO-3: prefetch of the NF4 bytes of '%s'",
+                             lt_model_param(t->m, j / 3)->name);
+        }
     return st;
 }
 
@@ -399,6 +551,10 @@ static lt_status shard_weights(lt_trainer *t, lt_err *err) {
         if (lt_trainer_is_lora_param(p->name)) continue; /* small: whole on every rank (ZeRO-1 for them) */
         t->wsh[i] = 1;
         int g = lt_model_grad_group(m, i) + 2;
+        if (lt_model_nf4_slot(m, i)) { /* QLoRA: an NF4 weight, in parts of whole blocks */
+            st = q4_shard(t, i, &gbytes[g], err);
+            continue;
+        }
         t->w_boff[i] = gbytes[g];
         gbytes[g] += (p->numel * es + 255) / 256 * 256;
         if (!(t->w_counts[i] = calloc((size_t)sc->world, sizeof(size_t)))) {
@@ -491,7 +647,8 @@ void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out) {
     lt_model *m = t->m;
     for (size_t i = 0; i < lt_model_num_params(m); i++) {
         const lt_param *p = lt_model_param(m, i);
-        if (t->wsh && t->wsh[i]) out->params += t->w_len[i] * lt_dtype_size(p->dtype); /* ZeRO-3: the part */
+        if (t->wsh && t->wsh[i]) /* ZeRO-3: the part (NF4: w_len in bytes) */
+            out->params += t->w_len[i] * (t->q4c && t->q4c[i] ? 1 : lt_dtype_size(p->dtype));
         else if (p->data) out->params += p->numel * lt_dtype_size(p->dtype);
     }
     for (int k = 0; k < 5; k++) out->params_gathered += t->wbuf_bytes[k]; /* ZeRO-3: the gathered groups */
@@ -616,8 +773,8 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
     }
     if (zero >= 3) {
         const int32_t *rows;
-        if (lt_model_trained_rows(m, &rows) || lt_model_is_quantized(m))
-            return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: ZeRO-3 with trained embedding rows or NF4 weights");
+        if (lt_model_trained_rows(m, &rows))
+            return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: ZeRO-3 with trained embedding rows");
         t->z3 = 1;
         if ((st = shard_weights(t, err))) return st;
     }
