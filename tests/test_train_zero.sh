@@ -21,6 +21,9 @@
 #   1d. several ranks (full): step-N/hf and final/ are the sharded checkpoint
 #      exported by rank 0 alone (the offline export, nothing gathered); rank
 #      0's export failing fails the run, saying why (the others name rank 0);
+#   1e. QLoRA (--quantize nf4) under ZeRO-3 on 1, 2 and 3 ranks (and 2
+#      with LT_OVERLAP=0): losses, grad norms and the final adapter equal one
+#      QLoRA process without ZeRO; each rank keeps 1/N of the NF4 weights;
 #   2. the per-rank memory the run prints: the gradient accumulator and the
 #      optimizer state of each rank are 1/N of one rank's (within one unit of
 #      lt_optim_granule per rank), ZeRO-2/3's gradient buffers are smaller
@@ -138,6 +141,51 @@ else
   # rank 1 learns it from rank 0's last progress report (unless mpirun, ending the job on rank 0's abort, stops it first)
   grep -q "rank 1 of 2: .*rank 0 of 2 failed exporting badfinal/final" badfinal.txt && echo "ok   rank 1 named rank 0's failure"
 fi
+
+# ---- 1e. QLoRA under ZeRO-3 (--quantize nf4 --zero 3): the NF4 weights in parts of whole blocks ----
+# each rank quantizes its blocks from its file range (every block's absmax gathered, so the double
+# quantization's offset and nested absmax2 are one process's) and gathers the bytes per group; the
+# sample model's gate/up/down weights have 704 blocks (3 nested blocks of 256): 3 ranks cut them
+# inside nested blocks. 1, 2 and 3 ranks (and 2 without overlap) equal one process without ZeRO
+# bitwise; the parameters each rank keeps (the NF4 parts, the norms' and the embedding's parts and
+# the whole LoRA matrices) are 1/N of 1 rank's but for the LoRA matrices.
+qlora=("${lora[@]}" --quantize nf4)
+train 1 one-qlora --grad-accum 6 "${qlora[@]}" || fail "one process, QLoRA: $(tail -2 one-qlora.txt)"
+for spec in "1 6" "2 3" "3 2" "2 3 nooverlap"; do
+  set -- $spec
+  np=$1 k=$2 mode=${3:-}
+  out="np$np-qlora-z3${mode:+-$mode}"
+  if ! LT_OVERLAP=$([ -n "$mode" ] && echo 0 || echo 1) train "$np" "$out" --grad-accum "$k" --zero 3 "${qlora[@]}"; then
+    fail "$out: $(grep -v '^step' "$out.txt" | tail -3)"; continue
+  fi
+  grep -q "QLoRA (NF4 base weights).*ZeRO-3" "$out.txt" || fail "$out: the run does not say QLoRA with ZeRO-3"
+  if [ "$np" -gt 1 ] && [ -z "$mode" ]; then
+    grep -Eq "ZeRO-3 weight gathers: [1-9][0-9]* prefetched" "$out.txt" || fail "$out: no prefetched gathers"
+  fi
+  if same_run one-qlora "$out"; then echo "ok   $out: QLoRA under ZeRO-3, losses, grad norms and final adapter bitwise equal to 1 rank x 6"
+  else fail "$out differs from one QLoRA process x 6"; fi
+done
+"$py" - <<'PY' || fail "QLoRA under ZeRO-3: per-rank parameter memory does not fall as 1/N"
+import re
+def mem(np):
+    out = {}
+    for l in open("np%d-qlora-z3.txt" % np):
+        m = re.match(r"train: memory rank (\d+) of \d+: parameters (\d+) B, .*gradient accumulator (\d+) B", l)
+        if m: out[int(m.group(1))] = int(m.group(2))
+        m = re.match(r"train: memory rank 0 of 1: .*gradient accumulator (\d+) B", l)
+        if m: out["lora"] = int(m.group(1))  # 1 rank: the LoRA matrices' f32 bytes
+    return out
+one = mem(1)
+lora, P = one["lora"], one[0] - one["lora"]  # LoRA A/B (whole on every rank); the sharded rest
+assert P > 5 * lora, (P, lora)
+for np in (2, 3):
+    got = mem(np)
+    assert sorted(got) == list(range(np)), got
+    for r, p in got.items():  # 1/N within a block's bytes (64 B) per tensor
+        assert abs((p - lora) - P / np) <= 64 * 40, ("rank %d of %d keeps %d B of sharded weights, 1/N = %d" % (r, np, p - lora, P / np))
+    print("ok   QLoRA ZeRO-3 on %d ranks: parameters %s B per rank (1 rank: %d B, of them %d B LoRA kept whole)"
+          % (np, sorted(got.values()), one[0], lora))
+PY
 
 # ---- 2. per-rank memory, printed by the run, falls as 1/N ----
 for np in 1 2 3; do
