@@ -120,6 +120,41 @@ assert p3[3] < 0.5 * p0[3], "ZeRO-3 on 3 ranks must need less than half of ZeRO-
 print("ok   ZeRO-3 setup: every rank reads and keeps its part only; the peak falls as 1/N")
 PY
 
+# ---- QLoRA (--quantize nf4) under ZeRO-3: each rank quantizes only its blocks ----
+# (lt_nf4_quantize_part from its file range; the model's f32 weights never whole on a rank). Q, the
+# projections' NF4 bytes, is ~0.13 W, so at this size the peak is dominated by the runtime and the
+# activation plan (which do not fall with N and, touched differently on different ranks, vary by
+# ~30 MB between them; the exact 1/N of the NF4 parts is tests/test_train_zero.sh's, from the printed
+# parameter bytes). Checked against the same LoRA run unquantized (its frozen f32 parts, W / N):
+#   QLoRA(N) <= baseline(N) + Q / N + 0.25 W   (loading whole, then quantizing, would add W);
+#   LoRA(N) - QLoRA(N) >= 0.7 (W - Q) / N      (each rank trades its W / N of f32 for Q / N of NF4)
+for np in 1 2 3; do
+  for q in q l; do
+    out="$q-np$np"
+    LT_FAULT_RANK=0 LT_FAULT_STEP=1 timeout 120 mpirun --oversubscribe -np "$np" "$bin" train "${common[@]}" --zero 3 \
+      --lora-rank 4 $([ $q = q ] && echo --quantize nf4) --out "$out" >"$out.txt" 2>&1
+    grep -q "rank 0 of $np: fault injection: exiting before step 1" "$out.txt" \
+      || fail "$out: the run did not reach its first step: $(grep -v '^step' "$out.txt" | tail -3)"
+  done
+done
+"$py" - "$W" <<'PY' || fail "QLoRA under ZeRO-3: a rank held more than its NF4 parts during setup"
+import re, sys
+W = int(sys.argv[1])
+Q = 16 * (4 * 512 * 512 + 3 * 1536 * 512) * (0.5 + 1 / 64)  # the NF4 projections (packed + absmax codes)
+def peak(f, np):
+    v = [int(m.group(1)) for m in (re.match(r"train: memory rank \d+ of %d: .*; peak resident (\d+) B after setup" % np, l)
+                                   for l in open(f)) if m]
+    assert len(v) == np, (f, v)
+    return max(v)
+for n in (1, 2, 3):
+    q, l, base = peak("q-np%d.txt" % n, n), peak("l-np%d.txt" % n, n), peak("z3-np%d-sample.txt" % n, n)
+    print("ZeRO-3 LoRA, %d rank(s): peak resident after setup %.0f MB with --quantize nf4, %.0f MB without (baseline "
+          "%.0f MB; Q / N = %.0f MB, W / N = %.0f MB)" % (n, q / 1e6, l / 1e6, base / 1e6, Q / n / 1e6, W / n / 1e6))
+    assert q <= base + Q / n + 0.25 * W, ("more than the NF4 parts on %d rank(s)" % n, (q - base) / W)
+    assert l - q >= 0.7 * (W - Q) / n, ("QLoRA saves too little on %d rank(s)" % n, (l - q) / 1e6)
+print("ok   QLoRA ZeRO-3 setup: no rank holds the f32 model; each holds its NF4 parts instead of its f32 parts")
+PY
+
 # ---- a setup step that needs a whole tensor before the parts: an --adapter's trained embeddings ----
 # (lt_model_apply_peft_embed reads the deferred model's embedding whole, lt_model_param_load, then
 # the trainer cuts it to parts): 2 ranks under --zero 3 train on it with bitwise one process's

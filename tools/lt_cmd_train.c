@@ -1066,9 +1066,12 @@ static int dry_run(const lt_train_opts *o, int world) {
             double base = nf4 ? qb.nf4_bytes + qb.other_bytes + qb.scratch_bytes : P * wb;
             double lw = lora ? (Pt - Pemb) * 4 : 0; /* LoRA A/B, f32 */
             double weights = base + lw;
-            if (z == 3 && sh > 1) /* this rank's part (LoRA A/B stay whole), plus the gathered groups: three layers
-                                     (one in use, the next, one prefetched), the head and the embedding */
-                weights = base / sh + lw + (3 * Pl + Pe + Ph) * wb;
+            /* one layer group gathered: its weights (QLoRA: its NF4 projections, the norms in the param dtype) */
+            double gl = nf4 ? (qb.nf4_bytes + (Pl * c.num_layers - qb.nf4_params) * wb) / c.num_layers : Pl * wb;
+            if (z == 3 && sh > 1) /* this rank's part (NF4 in whole blocks; LoRA A/B and the dequantization buffer
+                                     whole), plus the gathered groups: three layers (one in use, the next, one
+                                     prefetched), the head and the embedding */
+                weights = (base - qb.scratch_bytes) / sh + qb.scratch_bytes + lw + 3 * gl + (Pe + Ph) * wb;
             double grads = z >= 2 ? (2 * tl + te + th) * 4 : Pt * 4; /* ZeRO-2/3: the pool, else the whole gradient */
             double acc = bf16red && !z ? 0 : Pt * 4 / sh;
             double adam = (Pt - Pemb + Pst) * 8 / sh;
