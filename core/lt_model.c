@@ -614,6 +614,9 @@ lt_status lt_model_load_range(lt_model *m, size_t i, size_t off, size_t len, voi
             st = be->sync(be, err); /* host is reused */
     }
     free(host);
+    /* the whole tensor's mapped pages too: reading a part maps pages around it (fault-around), and
+     * other ranks reading the neighbouring parts make those resident here */
+    if (!st) lt_st_drop_pages(t->data, t->numel * lt_dtype_size(t->dtype));
     return st ? lt_wrap(err, st, "model: reading elements [%zu, %zu) of '%s'", off, off + len, p->name) : LT_OK;
 }
 
