@@ -101,7 +101,12 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
  * into five buffers when the model asks (lt_model_shard_weights), with the
  * model's prefetch hints started as non-blocking all-gathers where the
  * communicator has them (lt_trainer_gathers counts them). Not with trained
- * embedding rows or NF4 weights.
+ * embedding rows. NF4 weights (QLoRA, lt_model_quantize_nf4) are sharded in
+ * whole blocks of 64 (lt_nf4_part_of: rank r owns lt_comm_shard(nblocks))
+ * and gathered as three byte ranges into the model's NF4 slot
+ * (lt_model_nf4_slot); a deferred model's weights are quantized here, each
+ * rank its blocks from its file range with every block's absmax gathered
+ * first (lt_nf4_quantize_part), so the gathered bytes are one process's.
  */
 /* HYBRID_SHARD (--shard-group N; before lt_trainer_distribute, with zero
  * 1 or 2 and f32 reduction): the state is sharded inside groups of N
