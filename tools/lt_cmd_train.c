@@ -558,6 +558,26 @@ static lt_status check_tokenizer(const run *r, const lt_loader *L, const char *w
 
 static lt_status report_memory(run *r, lt_err *err);
 
+/* NCCL on the CUDA backend: the communicator queues its collectives on the
+ * backend's stream (set_stream, before lt_trainer_distribute so that the
+ * --shard-group sub-communicators inherit it): the starts of the overlapped
+ * ZeRO-2/3 collectives wait for the compute queued before them with an
+ * event, not on the host, and wait_req is an event wait. LT_COMM_STREAM=0
+ * keeps the communicator's own stream (every NCCL call first synchronises
+ * the device): the path before, for comparisons (tools/gpu-check.sh). */
+static lt_status comm_on_backend_stream(run *r, lt_err *err) {
+    const char *v = getenv("LT_COMM_STREAM");
+    if (v && *v && strcmp(v, "0") && strcmp(v, "1"))
+        return lt_fail(err, LT_ERR_INVALID,
+                       "LT_COMM_STREAM='%s' (1 or unset: NCCL on the backend's stream; 0: on its own stream)", v);
+    void *stream = r->be->native_stream(r->be);
+    if (strcmp(r->comm->name, "nccl") || !stream || (v && !strcmp(v, "0"))) return LT_OK;
+    lt_status st = r->comm->set_stream(r->comm, stream, err);
+    if (st) return lt_wrap(err, st, "communicator nccl: set_stream (the %s backend's stream)", r->be->name);
+    if (!r->rank) fprintf(stderr, "train: communicator nccl queues on the %s backend's stream\n", r->be->name);
+    return LT_OK;
+}
+
 static lt_status setup(run *r, lt_err *err) {
     const lt_train_opts *o = r->o;
     lt_status st;
@@ -575,6 +595,7 @@ static lt_status setup(run *r, lt_err *err) {
         co.on_device = strcmp(r->be->name, "cpu") != 0;
         if ((st = lt_comm_create(r->world > 1 || co.on_device ? "auto" : "single", &co, &r->comm, err))) return st;
         r->rank = r->comm->rank;
+        if ((st = comm_on_backend_stream(r, err))) return st;
     }
     if (o->zero >= 3 && strcmp(o->train_embeddings, "none"))
         return lt_fail(err, LT_ERR_UNSUPPORTED, "--zero 3 with --train-embeddings (use --zero 2)");

@@ -47,7 +47,7 @@ struct lt_trainer {
     void **wreq[5];        /* (params) prefetch requests in flight per slot (NULL entries: none) */
     int wpending[5];
     int64_t n_prefetch, n_gather; /* groups gathered ahead (prefetch) / at the acquire */
-    unsigned char *wstage; /* host staging of a part */
+    unsigned char *wstage; /* host staging of a part (setup: shard_weights) */
     size_t wstage_bytes;
     lt_err w_err;
     int bf16;      /* reduce in bf16 once per step */
@@ -355,11 +355,9 @@ static lt_status wprovide(void *ctx, int group, int acquire) {
         char *region = (char *)t->wbuf[k] + t->w_boff[i];
         if (!hint) p->data = region;
         if (fresh) continue;
-        if (t->w_len[i]) { /* this rank's part into its place, then every rank's */
-            st = be->download(be, t->wstage, t->w_part[i], t->w_len[i] * es, &t->w_err);
-            if (!st) st = be->sync(be, &t->w_err);
-            if (!st) st = be->upload(be, region + t->w_off[i] * es, t->wstage, t->w_len[i] * es, &t->w_err);
-        }
+        /* this rank's part into its place (on the device, in order with the
+         * ops: the gather queued behind it reads it), then every rank's */
+        be->copy(be, region + t->w_off[i] * es, t->w_part[i], t->w_len[i] * es);
         if (!st && hint) st = t->sc->all_gather_start(t->sc, region, p->numel, t->w_counts[i], p->dtype,
                                                      &t->wreq[k][i], &t->w_err);
         else if (!st) st = t->sc->all_gather(t->sc, region, p->numel, t->w_counts[i], p->dtype, &t->w_err);
