@@ -40,8 +40,9 @@
  *     traffic, once per step, not equal to one rank in the last bits.
  * The reductions block inside the hook (lt_comm calls return when the result
  * is ready), between one layer's backward and the next -- except ZeRO-2/3 on
- * MPI (below: started non-blocking, completed in order); a GPU overlap needs
- * a non-blocking NCCL call here (see docs/distributed.md). A micro-batch that is all padding (an
+ * MPI and NCCL (below: started non-blocking, completed in order; on NCCL
+ * with the backend's stream given to set_stream the start and the wait are
+ * events on the compute stream, see docs/distributed.md). A micro-batch that is all padding (an
  * epoch's uneven tail on the higher ranks) is not computed: its gradient is
  * 0 and the trainer launches the same reductions itself. LoRA dropout with
  * lt_trainer_set_dropout_rng: micro-batch g draws its masks from a stream
@@ -98,7 +99,8 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
  * from the file range of the part, lt_model_load_range, so the whole tensor
  * never exists on this rank; the optimizer's master weights are set from
  * the part), gathered per group
- * into five buffers when the model asks (lt_model_shard_weights), with the
+ * into five buffers when the model asks (lt_model_shard_weights: this rank's
+ * part put in place with be->copy, then an all-gather), with the
  * model's prefetch hints started as non-blocking all-gathers where the
  * communicator has them (lt_trainer_gathers counts them). Not with trained
  * embedding rows or NF4 weights.
@@ -128,7 +130,7 @@ typedef struct lt_trainer_mem {
 } lt_trainer_mem;
 void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out);
 /* ZeRO-3: how many group gathers were started ahead of use (the model's
- * prefetch hints, non-blocking on MPI) and how many ran when the group was
+ * prefetch hints, non-blocking on MPI and NCCL) and how many ran when the group was
  * acquired (blocking; also where the communicator has no non-blocking
  * gather). A group still gathered since the last optimizer step counts in
  * neither. */
