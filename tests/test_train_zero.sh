@@ -11,7 +11,8 @@
 #      final weights' bytes EQUAL one process with the same global batch;
 #      ZeRO-3 runs prefetch (the run counts gathers started ahead of use) and
 #      the reductions of ZeRO-2/3 run non-blocking (counted too); with
-#      LT_OVERLAP=0 (blocking, no prefetch) the same bits;
+#      LT_OVERLAP=0 (blocking, no prefetch) the same bits; a bad LT_OVERLAP or
+#      LT_COMM_STREAM is refused by name;
 #   1b. --shard-group N (HYBRID_SHARD: sharded inside groups of N
 #      consecutive ranks, replicated across them): 4 ranks in groups of 2
 #      (ZeRO-2 and ZeRO-3) and 6 in groups of 3 (ZeRO-1) equal 1 rank x 12 bitwise; a
@@ -103,6 +104,10 @@ for z in 2 3; do
 done
 LT_OVERLAP=yes train 2 badoverlap --grad-accum 3 --zero 2 --max-steps 1
 grep -q "LT_OVERLAP='yes'" badoverlap.txt || fail "LT_OVERLAP=yes not refused by name: $(tail -2 badoverlap.txt)"
+# LT_COMM_STREAM (NCCL on the CUDA backend's stream or its own) is read by
+# every run with a communicator: a bad value is refused by name on the CPU too
+LT_COMM_STREAM=yes train 1 badstream --zero 2 --max-steps 1
+grep -q "LT_COMM_STREAM='yes'" badstream.txt || fail "LT_COMM_STREAM=yes not refused by name: $(tail -2 badstream.txt)"
 train 2 bf16 --grad-accum 3 --zero 2 --grad-reduce-dtype bf16 --max-steps 1
 grep -q "zero 2 with --grad-reduce-dtype bf16" bf16.txt || fail "--zero 2 with bf16 reduction not refused by name: $(tail -2 bf16.txt)"
 
