@@ -276,6 +276,8 @@ static char *mix_extra_json(const lt_loader *L, const char *fixed) {
  * position and state). */
 static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     char dir[4096];
+    lt_status gs = r->lora ? lt_trainer_gather_tables(r->tr, err) : LT_OK; /* step-N/adapter (ZeRO-3) */
+    if (gs) return lt_wrap(err, gs, "checkpoint at step %lld", (long long)step);
     if (r->rank) {
         lt_ckpt_state cs = {.step = step};
         lt_status st = lt_ckpt_write_sharded(r->o->out, &cs, r->opt, r->comm, (int)r->o->keep_checkpoints, dir,
@@ -535,11 +537,13 @@ static void remove_leftovers(const char *out) {
 static lt_status export_final(run *r, lt_err *err) {
     char out[4096];
     if (!lt_path_join(out, sizeof out, r->o->out, "final")) return lt_fail(err, LT_ERR_INVALID, "path too long");
+    lt_status st;
+    if (r->lora && (st = lt_trainer_gather_tables(r->tr, err))) /* ZeRO-3: the trained tables after the last step */
+        return lt_wrap(err, st, "export to %s", out);
     if (r->world == 1 || r->lora) return export_to(r, out, err);
     /* several ranks, full: from the checkpoint of the last step (the loop saves one after its last
      * step; written here if it did not) */
     int64_t step = lt_optim_steps_done(r->opt);
-    lt_status st;
     if (r->last_ckpt_step != step && (st = save_checkpoint(r, step, err))) return st;
     return export_from_checkpoint(r, r->last_ckpt, out, err);
 }

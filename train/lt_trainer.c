@@ -370,6 +370,22 @@ static lt_status wprovide(void *ctx, int group, int acquire) {
     return st;
 }
 
+lt_status lt_trainer_gather_tables(lt_trainer *t, lt_err *err) {
+    if (!t->z3) return LT_OK;
+    static const int groups[2] = {LT_GRAD_GROUP_EMBED, LT_GRAD_GROUP_HEAD};
+    for (int k = 0; k < 2; k++) { /* the groups of trainable sharded tensors (the same on every rank) */
+        int any = 0;
+        for (size_t i = 0; i < lt_model_num_params(t->m) && !any; i++)
+            any = t->wsh[i] && lt_model_param(t->m, i)->trainable && lt_model_grad_group(t->m, i) == groups[k];
+        lt_status st = any ? wprovide(t, groups[k], 1) : LT_OK;
+        if (st) {
+            if (err) *err = t->w_err;
+            return st;
+        }
+    }
+    return LT_OK;
+}
+
 /* ZeRO-3: keep this rank's part of every parameter but the LoRA matrices
  * (trainable ones: the optimizer's part; frozen ones: the canonical split),
  * the group buffers, and hand the weights to the model */

@@ -184,11 +184,20 @@ lt_status lt_trainer_add_lora(lt_model *m, const lt_peft_config *cfg, lt_rng *rn
 /* Add LoRA from a PEFT adapter folder (its config: r, alpha, targets, rslora)
  * and load its A/B values; *cfg receives the adapter's configuration. */
 lt_status lt_trainer_load_adapter(lt_model *m, const char *dir, lt_peft_config *cfg, lt_err *err);
-/* Export the model's LoRA matrices as a PEFT adapter folder. */
 /* --train-embeddings: mode "new" (the rows model_dir/LT_VOCAB_RECORD lists)
  * or "all"; after the LoRA is added (lt_model_train_embeddings). */
 lt_status lt_trainer_train_embeddings(lt_model *m, const char *model_dir, const char *mode, lt_err *err);
+/* Export the model's LoRA matrices and trained embeddings (read from the
+ * parameters' data) as a PEFT adapter folder. Under ZeRO-3 the embedding and
+ * head are sharded and their data is a gathered buffer that may predate the
+ * last optimizer step: call lt_trainer_gather_tables on every rank first. */
 lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg, const char *out_dir, lt_err *err);
+/* ZeRO-3: all-gather the embedding and head groups now when a trainable
+ * tensor is in them (--train-embeddings, an --adapter's trained embeddings),
+ * so that their data holds the values after the last optimizer step, as one
+ * process's does (the next forward then finds them gathered). Collective:
+ * every rank calls it. Nothing otherwise. */
+lt_status lt_trainer_gather_tables(lt_trainer *t, lt_err *err);
 
 #ifdef __cplusplus
 }
