@@ -601,8 +601,6 @@ static lt_status setup(run *r, lt_err *err) {
         r->rank = r->comm->rank;
         if ((st = comm_on_backend_stream(r, err))) return st;
     }
-    if (o->zero >= 3 && strcmp(o->train_embeddings, "none"))
-        return lt_fail(err, LT_ERR_UNSUPPORTED, "--zero 3 with --train-embeddings (use --zero 2)");
     if (o->zero >= 3 && !strcmp(o->quantize, "nf4"))
         return lt_fail(err, LT_ERR_UNSUPPORTED, "--zero 3 with --quantize nf4 (NF4 weights are not sharded; use --zero 2)");
     /* ZeRO-3: every rank reads only its part of the weights (lt_model_load_deferred; the trainer's

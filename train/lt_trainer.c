@@ -629,9 +629,9 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
         }
     }
     if (zero >= 3) {
-        const int32_t *rows;
-        if (lt_model_trained_rows(m, &rows) || lt_model_is_quantized(m))
-            return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: ZeRO-3 with trained embedding rows or NF4 weights");
+        if (lt_model_is_quantized(m)) /* the blocks and their scales are not cut into parts (docs/distributed.md) */
+            return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: ZeRO-3 with NF4 (QLoRA) weights: they are not sharded; "
+                                                    "use --zero 2");
         t->z3 = 1;
         if ((st = shard_weights(t, err))) return st;
     }

@@ -102,8 +102,9 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
  * into five buffers when the model asks (lt_model_shard_weights: this rank's
  * part put in place with be->copy, then an all-gather), with the
  * model's prefetch hints started as non-blocking all-gathers where the
- * communicator has them (lt_trainer_gathers counts them). Not with trained
- * embedding rows or NF4 weights.
+ * communicator has them (lt_trainer_gathers counts them). Trained
+ * embeddings (all or a row subset) are sharded trainable tensors; the
+ * adapter export needs lt_trainer_gather_tables first. Not with NF4 weights.
  */
 /* HYBRID_SHARD (--shard-group N; before lt_trainer_distribute, with zero
  * 1 or 2 and f32 reduction): the state is sharded inside groups of N
