@@ -366,9 +366,10 @@ static gemm_arg mk_gemm(bench *b, int ta, int tb, int M, int N, int K, const voi
 /* ------------------------------------------------------------------------ */
 /* ceilings                                                                 */
 
+/* the backend's copy op (CPU: memcpy; CUDA: device to device on its
+ * stream): the bandwidth ceiling, and the copy op's own benchmark */
 typedef struct {
     lt_backend *be;
-    int cuda;
     void *dst;
     const void *src;
     size_t bytes;
@@ -376,13 +377,7 @@ typedef struct {
 
 static void fn_copy(void *a) {
     copy_arg *c = a;
-#ifdef LT_HAVE_CUDA
-    if (c->cuda) {
-        lt_cuda_bench_copy(c->be, c->dst, c->src, c->bytes);
-        return;
-    }
-#endif
-    memcpy(c->dst, c->src, c->bytes);
+    c->be->copy(c->be, c->dst, c->src, c->bytes);
 }
 
 static lt_status measure_peaks(bench *b, lt_err *err) {
@@ -396,7 +391,7 @@ static lt_status measure_peaks(bench *b, lt_err *err) {
         pool_free(b, &pl);
         return lt_wrap(err, LT_ERR_NOMEM, "peak copy");
     }
-    copy_arg ca = {b->be, b->cuda, dst, src, bytes};
+    copy_arg ca = {b->be, dst, src, bytes};
     void *flush = b->flush;
     b->flush = NULL; /* the copy is its own flush */
     st = measure(b, fn_copy, &ca, &t, err);
@@ -824,6 +819,27 @@ static void case_scale(bench *b, const mshape *m, int N) {
     pool_free(b, &pl);
 }
 
+/* copy: a device-to-device copy of N x C activations (ZeRO-3 copies its
+ * part of each weight into the gather buffer with it) */
+static void case_copy(bench *b, const mshape *m, int N) {
+    result *r, *unused;
+    const char *k[] = {"N", "C"};
+    long v[] = {N, m->hidden};
+    if (!two_results(b, "copy", NULL, m->name, k, v, 2, &r, &unused)) return;
+    pool pl = {0};
+    lt_err e = {{0}};
+    size_t n = (size_t)N * m->hidden;
+    copy_arg x = {.be = b->be, .bytes = n * b->act_size};
+    if (!(x.src = pool_rand(b, &pl, n, b->be->act_dtype, 58, 1.f, &e)) || !(x.dst = pool_alloc(b, &pl, x.bytes, &e))) {
+        setup_failed(b, r, &e);
+        pool_free(b, &pl);
+        return;
+    }
+    metrics(b, r, 0);
+    run_main(b, r, fn_copy, &x);
+    pool_free(b, &pl);
+}
+
 /* ------------------------------------------------------------------------ */
 /* embedding                                                                */
 
@@ -1239,6 +1255,7 @@ static void run_model(bench *b, const mshape *m, int N, int T, const int (*att)[
     if (!b->dead) case_swiglu(b, m, N);
     if (!b->dead) case_embedding(b, m, N);
     if (!b->dead) case_embed_noise(b, m, N);
+    if (!b->dead) case_copy(b, m, N);
     if (mm) {
         if (!b->dead) case_matmul(b, m, "q/o", N, m->hidden, m->hq * m->hd);
         if (!b->dead) case_matmul(b, m, "up", N, m->hidden, m->ffn);

@@ -261,6 +261,13 @@ static const lt_op_metric MET_CEC[] = {
 static const lt_op_metric MET_SCALE[] = {
     {"scale", "N C", "bytes = 2 a N C (in place)", NULL, noise_bytes},
 };
+static const lt_op_metric MET_COPY[] = {
+    {"copy", "N C", "bytes = 2 a N C (read and write)", NULL, noise_bytes},
+};
+/* copy: bytes, and the offsets (bytes) of dst and src in their buffers
+ * (unaligned starts and lengths) */
+static const long SH_COPY[][LT_OP_MAXP] = {{1, 0, 0}, {1001, 3, 5}, {65537, 0, 0}, {(1L << 20) + 7, 1, 255}};
+static const long CS_COPY[][LT_OP_MAXP] = {{1, 0, 0}, {77, 3, 1}, {4099, 0, 6}};
 
 #define N_(a) (int)(sizeof(a) / sizeof((a)[0]))
 #define NONE NULL, 0
@@ -308,6 +315,9 @@ const lt_op_entry lt_op_table[] = {
     {"nf4_matmul", "nf4_dequant nf4_matmul_fwd nf4_matmul_bwd",
      "QLoRA: x W^T with an NF4 weight (bitsandbytes' double quantization) and dx", "M K N bias", SH_NF4,
      N_(SH_NF4), "nf4 v1, v2", "M K N bias", CS_NF4, N_(CS_NF4), MET_NF4, N_(MET_NF4)},
+    {"copy", "copy", "device-to-device byte copy on the backend's stream (ZeRO-3's own part)",
+     "bytes dst_off src_off", SH_COPY, N_(SH_COPY), "", "bytes dst_off src_off", CS_COPY, N_(CS_COPY), MET_COPY,
+     N_(MET_COPY)},
 };
 const int lt_op_count = N_(lt_op_table);
 

@@ -263,6 +263,20 @@ struct lt_backend {
      * frozen: no weight gradient (a bias gradient, if any: matmul_bwd). */
     void (*nf4_matmul_bwd)(lt_backend *be, void *dx, int acc_dx, const void *dout, const void *wq, int M, int K,
                            int Nout);
+
+    /* ---- device copies and the native stream (added at the end so the slots above keep their place) ---- */
+
+    /* dst[0 .. bytes) = src[0 .. bytes), both backend memory, queued in order
+     * with the ops (CPU: memcpy; CUDA: cudaMemcpyAsync device to device on
+     * the backend's stream, no host synchronisation). The ranges must not
+     * overlap; bytes = 0 does nothing. ZeRO-3 copies a rank's part of a
+     * weight into the gather buffer with it (train/lt_trainer.c). */
+    void (*copy)(lt_backend *be, void *dst, const void *src, size_t bytes);
+    /* The stream every op of the backend is queued on, for a library that
+     * queues work behind it (the NCCL communicator's set_stream,
+     * train/lt_comm.h): CUDA: its cudaStream_t; NULL where there is none
+     * (CPU). Valid until be->destroy. */
+    void *(*native_stream)(lt_backend *be);
 };
 
 /* Soft-capping, cap * tanh(x / cap), in fp32 (the order transformers

@@ -140,6 +140,17 @@ static void cpu_zero(lt_backend *be, void *dst, size_t bytes) {
     if (bytes) memset(dst, 0, bytes);
 }
 
+static void cpu_copy(lt_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes) memcpy(dst, src, bytes);
+}
+
+/* no stream: every op has finished when it returns */
+static void *cpu_native_stream(lt_backend *be) {
+    (void)be;
+    return NULL;
+}
+
 /* Ops run synchronously; sync only reports the first recorded failure. The
  * record is sticky (like a CUDA context error): every later sync reports it
  * again, since the buffers written after it are not to be trusted. */
@@ -189,6 +200,8 @@ lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err) {
     be->upload = cpu_upload;
     be->download = cpu_download;
     be->zero = cpu_zero;
+    be->copy = cpu_copy;
+    be->native_stream = cpu_native_stream;
     be->sync = cpu_sync;
     be->destroy = cpu_destroy;
 

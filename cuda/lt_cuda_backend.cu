@@ -193,6 +193,14 @@ static void cu_zero(lt_backend *be, void *dst, size_t bytes) {
     LT_CUDA_CHECK(be, cudaMemsetAsync(dst, 0, bytes, lt_cuda(be)->stream), "zero");
 }
 
+/* device to device on the stream: in order with the ops, the host goes on */
+static void cu_copy(lt_backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes == 0) return;
+    LT_CUDA_CHECK(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, lt_cuda(be)->stream), "copy");
+}
+
+static void *cu_native_stream(lt_backend *be) { return (void *)lt_cuda(be)->stream; }
+
 /* attention_bwd's doc_start order check (lt_cuda_attention.cu): reported
  * here, then reset */
 static void check_doc_order(lt_backend *be) {
@@ -383,6 +391,8 @@ extern "C" lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err
     be->upload = cu_upload;
     be->download = cu_download;
     be->zero = cu_zero;
+    be->copy = cu_copy;
+    be->native_stream = cu_native_stream;
     be->sync = cu_sync;
     be->destroy = cu_destroy;
     lt_cuda_matmul_init(be);

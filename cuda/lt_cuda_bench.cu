@@ -1,9 +1,9 @@
 /*
  * lt_cuda_bench.cu -- what the kernel microbenchmark suite (cuda/lt_cuda_bench.h,
  * core/lt_bench_kernels.c) needs from CUDA and cannot say in C: event timing
- * on the backend's stream, an L2 flush, random fills on the device, a plain
- * device-to-device copy (the bandwidth ceiling) and a plain cuBLAS GEMM (the
- * TFLOP/s ceiling and the matmul / LoRA baseline).
+ * on the backend's stream, an L2 flush, random fills on the device and a
+ * plain cuBLAS GEMM (the TFLOP/s ceiling and the matmul / LoRA baseline; the
+ * bandwidth ceiling is the backend's own copy op, be->copy).
  *
  * Only the stream and the cuBLAS handle of the backend context are used, so
  * the baseline GEMMs run on the same stream, workspace and math mode as the
@@ -93,11 +93,6 @@ extern "C" lt_status lt_cuda_bench_fill(lt_backend *be, void *p, lt_dtype dt, si
 
 /* ------------------------------------------------------------------------ */
 /* ceilings and baselines                                                   */
-
-extern "C" void lt_cuda_bench_copy(lt_backend *be, void *dst, const void *src, size_t bytes) {
-    LT_CUDA_CHECK(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, lt_cuda(be)->stream),
-                  "bench: device-to-device copy");
-}
 
 /* Row-major C (M, N) is the column-major (N, M) matrix C^T = op(B)^T op(A)^T:
  * cuBLAS gets m = N, n = M, the B buffer first and the A buffer second.

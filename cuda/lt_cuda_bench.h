@@ -26,8 +26,6 @@ lt_status lt_cuda_bench_time(lt_backend *be, lt_bench_fn fn, void *arg, int reps
 /* Fill n elements of dtype dt (F32, BF16, F16) with scale * N(0,1)-ish
  * values (a hash of seed and index; never zeros), on the device. */
 lt_status lt_cuda_bench_fill(lt_backend *be, void *p, lt_dtype dt, size_t n, uint64_t seed, float scale, lt_err *err);
-/* Queue a device-to-device copy of `bytes` on the backend's stream. */
-void lt_cuda_bench_copy(lt_backend *be, void *dst, const void *src, size_t bytes);
 /* Queue a plain cuBLAS GEMM on the backend's stream, row-major view:
  * C (M, N) = op(A) @ op(B) (+ beta * C); A is (M, K), or (K, M) if ta;
  * B is (K, N), or (N, K) if tb. A, B bf16; C bf16 or f32 (c_dtype);

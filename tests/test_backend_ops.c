@@ -27,7 +27,8 @@
  * tolerance), v2 also with small row chunks (lt_op_att_variant,
  * lt_op_lora_variant: lt_backend_set_option on the CUDA backend).
  * add_rmsnorm_fwd in place (h = x, h = r) too. Cross-entropy also with -inf
- * logits (a masked vocabulary).
+ * logits (a masked vocabulary). copy (bytes) is compared exactly, byte by
+ * byte, against the expected bytes on both sides.
  * Skips (77) when the build has no CUDA backend or no device is present.
  * LT_TEST_VERBOSE=1 prints every comparison. LT_BACKEND_OPS_SELFTEST=1 runs the
  * harness with a second CPU backend in place of CUDA (no GPU needed; f32 on
@@ -705,6 +706,53 @@ static void test_scale(size_t n) {
     bfree(&x);
 }
 
+/* every byte of dst on side s equals want (n bytes) */
+static void check_bytes(buf *b, int s, const unsigned char *want, const char *what) {
+    unsigned char *got = malloc(b->n + 1);
+    LT_CHECK_OK(BE[s]->download(BE[s], got, b->p[s], b->n, &err), &err);
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (got[i] != want[i] && !bad++) first = i;
+    LT_CHECK(bad == 0, "%s on %s: %zu of %zu bytes differ (first at %zu: 0x%02x, expected 0x%02x)", what, SIDE[s], bad,
+             b->n, first, bad ? got[first] : 0, bad ? want[first] : 0);
+    if (!bad && getenv("LT_TEST_VERBOSE")) { /* (the comparison line gpu_check_report.py reads: every byte equal) */
+        char line[160];
+        snprintf(line, sizeof line, "%s (%s, %zu bytes)", what, SIDE[s], b->n);
+        printf("  ok %-48s norm err 0  max abs 0\n", line);
+    }
+    free(got);
+}
+
+/* copy: random bytes from src + soff to dst + doff; dst is poisoned first
+ * with the complement of what the copy must write (so every byte it skips
+ * shows), its other bytes must stay; exact on both sides (the expectation
+ * is computed on the host, not taken from the CPU backend), guards intact,
+ * src unchanged; a 0-byte copy changes nothing */
+static void test_copy(size_t bytes, size_t doff, size_t soff) {
+    char what[96];
+    snprintf(what, sizeof what, "copy bytes=%zu dst_off=%zu src_off=%zu", bytes, doff, soff);
+    buf src = bnew(K_U8, soff + bytes), dst = bnew(K_U8, doff + bytes);
+    unsigned char *hs = malloc(src.n + 1), *want = malloc(dst.n + 1);
+    for (size_t i = 0; i < src.n; i++) hs[i] = (unsigned char)urand(256);
+    for (size_t i = 0; i < doff; i++) want[i] = (unsigned char)urand(256);
+    for (size_t i = 0; i < bytes; i++) want[doff + i] = (unsigned char)~hs[soff + i]; /* the poison */
+    for (int s = 0; s < 2; s++) {
+        LT_CHECK_OK(BE[s]->upload(BE[s], src.p[s], hs, src.n, &err), &err);
+        LT_CHECK_OK(BE[s]->upload(BE[s], dst.p[s], want, dst.n, &err), &err);
+    }
+    BOTH(be->copy(be, (char *)P(dst) + doff, (const char *)P(src) + soff, bytes));
+    sync_both("copy");
+    memcpy(want + doff, hs + soff, bytes);
+    for (int s = 0; s < 2; s++) check_bytes(&dst, s, want, what), check_bytes(&src, s, hs, "copy: its source");
+    bguard(&dst, what);
+    bguard(&src, what);
+    BOTH(be->copy(be, P(dst), P(src), 0));
+    sync_both("copy of 0 bytes");
+    for (int s = 0; s < 2; s++) check_bytes(&dst, s, want, "copy of 0 bytes");
+    free(hs), free(want);
+    bfree(&src), bfree(&dst);
+}
+
 static void test_add(size_t n) {
     buf g = brnd(K_ACT, n, 2.0f), u = brnd(K_ACT, n, 1.0f), out = bnew(K_ACT, n);
     bpoison(&out);
@@ -969,6 +1017,7 @@ static void run_cross_entropy_cap(const long *s) {
 }
 static void run_adamw(const long *s) { test_adamw((int)s[0]); }
 static void run_nf4_matmul(const long *s) { test_nf4_matmul((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
+static void run_copy(const long *s) { test_copy((size_t)s[0], (size_t)s[1], (size_t)s[2]); }
 
 static const lt_op_runner RUNNERS[] = {
     {"embedding", run_embedding}, {"embed_noise", run_embed_noise}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
@@ -977,7 +1026,7 @@ static const lt_op_runner RUNNERS[] = {
     {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},
     {"rmsnorm_off", run_rmsnorm_off}, {"geglu", run_geglu}, {"attention_cap", run_attention_cap},
     {"cross_entropy_cap", run_cross_entropy_cap}, {"scale", run_scale},
-    {"nf4_matmul", run_nf4_matmul},
+    {"nf4_matmul", run_nf4_matmul}, {"copy", run_copy},
 };
 #define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
 
@@ -989,7 +1038,8 @@ static const lt_op_runner RUNNERS[] = {
  *   guard    swiglu_fwd writes one past the end (guard bytes)
  *   perturb  swiglu_fwd scales out by 1.001  (the f32 tolerance, not bf16's)
  *   nondet   embedding_bwd moves one value by one ulp on every other call
- *            (determinism reruns) */
+ *            (determinism reruns)
+ *   short    copy leaves out its last byte     (exact byte comparison) */
 static const char *fault;
 static void (*real_swiglu_fwd)(lt_backend *, void *, const void *, const void *, size_t);
 static void (*real_embedding_bwd)(lt_backend *, float *, const void *, const int32_t *, int, int);
@@ -1002,6 +1052,11 @@ static void faulty_swiglu_fwd(lt_backend *be, void *out, const void *gate, const
     if (!strcmp(fault, "guard")) o[n] = o[0];
     if (!strcmp(fault, "perturb"))
         for (size_t i = 0; i < n; i++) o[i] *= 1.001f;
+}
+
+static void (*real_copy)(lt_backend *, void *, const void *, size_t);
+static void faulty_copy(lt_backend *be, void *dst, const void *src, size_t bytes) {
+    real_copy(be, dst, src, bytes ? bytes - 1 : 0);
 }
 
 static void faulty_embedding_bwd(lt_backend *be, float *dtable, const void *dout, const int32_t *ids, int N, int C) {
@@ -1018,8 +1073,12 @@ static int inject_fault(lt_backend *be, const char *name) {
     } else if (!strcmp(name, "nondet")) {
         real_embedding_bwd = be->embedding_bwd;
         be->embedding_bwd = faulty_embedding_bwd;
+    } else if (!strcmp(name, "short")) {
+        real_copy = be->copy;
+        be->copy = faulty_copy;
     } else {
-        fprintf(stderr, "test_backend_ops: unknown LT_BACKEND_OPS_FAULT '%s' (nan skip guard perturb nondet)\n", name);
+        fprintf(stderr, "test_backend_ops: unknown LT_BACKEND_OPS_FAULT '%s' (nan skip guard perturb nondet short)\n",
+                name);
         return 0;
     }
     printf("test_backend_ops: fault '%s' injected into the second backend: this run must fail\n", name);

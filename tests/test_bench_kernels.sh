@@ -37,7 +37,7 @@ want = {"attention_fwd", "attention_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "rope_fw
         "swiglu_bwd", "embedding_fwd", "embedding_bwd", "matmul_fwd", "matmul_bwd", "lora_fwd+bwd",
         "cross_entropy", "adamw", "add_rmsnorm_fwd", "embed_noise", "attention_cap_fwd", "attention_cap_bwd",
         "rmsnorm_off_fwd", "rmsnorm_off_bwd", "geglu_fwd", "geglu_bwd", "scale", "cross_entropy_cap",
-        "nf4_matmul_fwd", "nf4_matmul_bwd"}
+        "nf4_matmul_fwd", "nf4_matmul_bwd", "copy"}
 need(ops == want, "ops %s" % sorted(ops ^ want))
 for r in d["results"]:
     i, s = r["id"], r["shape"]
@@ -68,7 +68,7 @@ for r in d["results"]:
         need(r["goal"]["met"] == (r["pct_peak"] >= 90), i + ": goal")
     if op == "cross_entropy":
         need(r["bytes"] == 2 * a * s["N"] * s["V"] + 8 * s["N"], i + ": bytes")
-    if op == "embed_noise":
+    if op in ("embed_noise", "copy"):
         need(r["bytes"] == 2 * a * s["N"] * s["C"], i + ": bytes")
     if op == "adamw":
         need(r["bytes"] == s["elements"] * (30 if s["master"] else 28), i + ": bytes")

@@ -6,7 +6,8 @@
  * counts, pieces (LT_COMM_CHUNK_ELEMS=1000 so the ordered path is chunked),
  * the non-blocking starts (reduce_scatter_sum_ordered_start, all_gather_start
  * + wait_req on the communicator's own stream) bitwise against the blocking
- * calls, without and with set_stream.
+ * calls, without and with set_stream; with set_stream also a split that
+ * shares the stream and the order (a gather started on it while c works).
  * Under `mpirun -np G` on G GPUs the same checks run with world G (plain
  * float sums then compared with a stated tolerance, NCCL's order being its
  * own).
@@ -256,6 +257,56 @@ static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
     cudaFree(ds);
 }
 
+/* with set_stream: a sub-communicator (split) shares c's stream and its
+ * order (one event follows the family's starts): a prefetch-like gather
+ * started on the split, a blocking sum on c and an ordered reduction started
+ * on c while the gather is in flight, then both requests completed: every
+ * result bitwise (what ZeRO-3 with --shard-group does) */
+static void test_split_on_stream(lt_comm *c) {
+    lt_err err;
+    lt_comm *g = NULL;
+    lt_status st = c->split(c, 0, c->rank, &g, &err);
+    if (st == LT_ERR_UNSUPPORTED) {
+        printf("test_comm_nccl: split on the stream not checked: %s\n", err.msg);
+        return;
+    }
+    LT_CHECK_OK(st, &err);
+    if (st) return;
+    LT_CHECK(g->world == c->world && g->rank == c->rank, "split: rank %d of %d", g->rank, g->world);
+    const size_t n = 100003, nb = n * sizeof(float);
+    int me = c->rank;
+    size_t off, len;
+    lt_comm_shard(n, me, g->world, &off, &len);
+    float *want = malloc(nb), *h = malloc(nb), *got = malloc(nb), *acc_want = malloc(nb);
+    uint64_t kg = ++g_case, kr = ++g_case;
+    gen(LT_F32, want, n, seed_of(kg, 3000));
+    memset(h, 0xff, nb);
+    memcpy(h + off, want + off, len * sizeof(float));
+    float *d = dev(nb), *x = dev(nb), *ds = dev(nb);
+    up(d, h, nb);
+    gen(LT_F32, h, n, seed_of(kr, me));
+    up(x, h, nb);
+    cudaMemset(ds, 0, nb);
+    memset(got, 0, nb); /* the accumulator's start */
+    fold_ref(LT_F32, acc_want, got, kr, n, off, len);
+    void *rg = NULL, *rr = NULL;
+    LT_CHECK_OK(g->all_gather_start(g, d, n, NULL, LT_F32, &rg, &err), &err);
+    int64_t cnt = 1;
+    LT_CHECK_OK(c->all_reduce_sum(c, &cnt, 1, LT_I64, &err), &err);
+    LT_CHECK(cnt == c->world, "the sum on c while the split's gather is in flight: %lld", (long long)cnt);
+    LT_CHECK_OK(c->reduce_scatter_sum_ordered_start(c, ds, x, n, NULL, LT_F32, &rr, &err), &err);
+    LT_CHECK_OK(g->wait_req(g, rg, &err), &err);
+    LT_CHECK_OK(c->wait_req(c, rr, &err), &err);
+    cudaDeviceSynchronize();
+    down(got, d, nb);
+    check_eq("all_gather_start on a split, with set_stream", LT_F32, got, want, n, 1);
+    down(got, ds, len * sizeof(float));
+    check_eq("reduce_scatter_sum_ordered_start on c behind it", LT_F32, got, acc_want, len, 1);
+    g->destroy(g);
+    cudaFree(d), cudaFree(x), cudaFree(ds);
+    free(want), free(h), free(got), free(acc_want);
+}
+
 int main(void) {
     setenv("LT_COMM_CHUNK_ELEMS", "1000", 0); /* the ordered path in pieces */
     lt_comm_opts o = lt_comm_opts_default();
@@ -295,6 +346,7 @@ int main(void) {
     /* on that stream (the non-blocking starts then order it by events) */
     test_dtype_n(c, LT_F32, 4099);
     test_dtype_n(c, LT_F64, 100003);
+    test_split_on_stream(c);
     float *d = NULL;
     cudaMalloc((void **)&d, 64);
     st = c->all_reduce_sum(c, d, 4, LT_F16, &err);

@@ -953,6 +953,33 @@ static void test_scale(size_t n) {
     arena_free();
 }
 
+/* =========================== copy =========================== */
+/* bytes from src + soff to dst + doff, against memcpy on the host: dst's
+ * bytes outside the range stay, the range is overwritten from a poison that
+ * differs from every byte it must receive; 0 bytes change nothing */
+static void test_copy(size_t bytes, size_t doff, size_t soff) {
+    size_t nd = doff + bytes + 16, ns = soff + bytes;
+    unsigned char *src = bbuf(ns), *dst = bbuf(nd), *want = malloc(nd);
+    lt_rng r;
+    lt_rng_seed(&r, seed++);
+    for (size_t i = 0; i < ns; i++) src[i] = (unsigned char)lt_rng_u64(&r);
+    for (size_t i = 0; i < nd; i++) dst[i] = (unsigned char)lt_rng_u64(&r);
+    for (size_t i = 0; i < bytes; i++) dst[doff + i] = (unsigned char)~src[soff + i];
+    memcpy(want, dst, nd);
+    memcpy(want + doff, src + soff, bytes);
+    be->copy(be, dst + doff, src + soff, bytes);
+    char what[96];
+    snprintf(what, sizeof what, "copy bytes=%zu dst_off=%zu src_off=%zu", bytes, doff, soff);
+    LT_CHECK(memcmp(dst, want, nd) == 0, "%s: not the bytes of memcpy", what);
+    be->copy(be, dst, src, 0);
+    LT_CHECK(memcmp(dst, want, nd) == 0, "%s: a copy of 0 bytes changed dst", what);
+    if (getenv("LT_TEST_VERBOSE")) printf("  ok %-48s bytes equal\n", what);
+    LT_CHECK(be->native_stream(be) == NULL, "the CPU backend has no native stream");
+    sync_ok("copy");
+    free(want);
+    arena_free();
+}
+
 /* =========================== cross-entropy =========================== */
 typedef struct {
     float *loss, *logits;
@@ -1464,6 +1491,7 @@ static void run_rmsnorm_off(const long *s) {
 }
 static void run_geglu(const long *s) { test_geglu((size_t)s[0]); }
 static void run_scale(const long *s) { test_scale((size_t)s[0]); }
+static void run_copy(const long *s) { test_copy((size_t)s[0], (size_t)s[1], (size_t)s[2]); }
 /* cap_x10 window: the document layouts of test_attention_layouts' first
  * block (short documents, GQA 1/2/4) and a 150-token one spanning query
  * blocks, with soft-capping cap_x10 / 10 and a sliding window */
@@ -1507,7 +1535,7 @@ static const lt_op_runner RUNNERS[] = {
     {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},
     {"rmsnorm_off", run_rmsnorm_off}, {"geglu", run_geglu}, {"attention_cap", run_attention_cap},
     {"cross_entropy_cap", run_cross_entropy_cap}, {"scale", run_scale},
-    {"nf4_matmul", run_nf4_matmul},
+    {"nf4_matmul", run_nf4_matmul}, {"copy", run_copy},
 };
 #define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
 

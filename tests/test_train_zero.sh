@@ -7,11 +7,19 @@
 #      ranks -- the sample model's sizes do not divide evenly by 3 -- full
 #      fine-tuning (also with --recompute), LoRA (with dropout; ZeRO-3: over
 #      a sharded frozen base) and LoRA + --train-embeddings all (the tied
-#      embedding's group, ZeRO-2): every step's loss and grad norm and the
-#      final weights' bytes EQUAL one process with the same global batch;
+#      embedding's group; ZeRO-2, and ZeRO-3 on 1, 2, 3 ranks: the table
+#      sharded, gathered again before rank 0 writes the adapter): every step's
+#      loss and grad norm and the final weights' bytes EQUAL one process with
+#      the same global batch;
 #      ZeRO-3 runs prefetch (the run counts gathers started ahead of use) and
 #      the reductions of ZeRO-2/3 run non-blocking (counted too); with
-#      LT_OVERLAP=0 (blocking, no prefetch) the same bits;
+#      LT_OVERLAP=0 (blocking, no prefetch) the same bits; a bad LT_OVERLAP or
+#      LT_COMM_STREAM is refused by name;
+#   1e. ZeRO-3 with LoRA + --train-embeddings new (the rows `vocab add`
+#      added train, the others get a zero gradient): 1, 2, 3 ranks equal one
+#      process (losses, grad norms, final/ and step-4/adapter bytes); the
+#      3-rank sharded checkpoint's table equals one process's, its other rows
+#      the base model's;
 #   1b. --shard-group N (HYBRID_SHARD: sharded inside groups of N
 #      consecutive ranks, replicated across them): 4 ranks in groups of 2
 #      (ZeRO-2 and ZeRO-3) and 6 in groups of 3 (ZeRO-1) equal 1 rank x 12 bitwise; a
@@ -70,7 +78,7 @@ if ! train 2 probe --grad-accum 3 --max-steps 1; then
   if grep -q "was not built\|built without" probe.txt; then echo "SKIP: no MPI communicator" >&2; exit 77; fi
 fi
 for spec in "full 2 3 2" "full 3 2 2 --recompute" "lora 3 2 2" "lemb 2 3 2" "full 2 3 3" "full 3 2 3 --recompute" \
-            "lora 2 3 3" "lora 3 2 3 --recompute" "full 1 6 3"; do
+            "lora 2 3 3" "lora 3 2 3 --recompute" "full 1 6 3" "lemb 1 6 3" "lemb 2 3 3" "lemb 3 2 3"; do
   set -- $spec
   mode=$1 np=$2 k=$3 z=$4
   shift 4
@@ -106,8 +114,68 @@ for z in 2 3; do
 done
 LT_OVERLAP=yes train 2 badoverlap --grad-accum 3 --zero 2 --max-steps 1
 grep -q "LT_OVERLAP='yes'" badoverlap.txt || fail "LT_OVERLAP=yes not refused by name: $(tail -2 badoverlap.txt)"
+# LT_COMM_STREAM (NCCL on the CUDA backend's stream or its own) is read by
+# every run with a communicator: a bad value is refused by name on the CPU too
+LT_COMM_STREAM=yes train 1 badstream --zero 2 --max-steps 1
+grep -q "LT_COMM_STREAM='yes'" badstream.txt || fail "LT_COMM_STREAM=yes not refused by name: $(tail -2 badstream.txt)"
 train 2 bf16 --grad-accum 3 --zero 2 --grad-reduce-dtype bf16 --max-steps 1
 grep -q "zero 2 with --grad-reduce-dtype bf16" bf16.txt || fail "--zero 2 with bf16 reduction not refused by name: $(tail -2 bf16.txt)"
+
+# ---- 1e. ZeRO-3 with --train-embeddings new (a row subset of the tables trains) ----
+# The table is an ordinary sharded trainable tensor: the rows that do not train have a zero
+# gradient (the model masks them) and no weight decay, so AdamW leaves them bit for bit (as
+# ZeRO-1/2 do). 1 process, 2 and 3 ranks equal one process without ZeRO (losses, grad norms,
+# final/ and step-4/adapter bytes); the sharded checkpoint's table equals one process's, and its
+# frozen rows are the base model's.
+if "$bin" vocab add --model "$model" --tokens "$src/tests/fixtures/vocab/tokens_lb.txt" --out lb >add.txt 2>&1 &&
+   "$bin" tokenize --tokenizer lb --input "$src/data/sample/text.jsonl" --out shards-lb --quiet >tok-lb.txt 2>&1; then
+  saved=("${common[@]}")
+  for i in "${!common[@]}"; do
+    [ "${common[$i]}" = "$model" ] && common[$i]=lb
+    [ "${common[$i]}" = shards/train-00000.h5 ] && common[$i]=shards-lb/train-00000.h5
+  done
+  common+=(--epochs 0 --save-every 4 "${lora[@]}" --train-embeddings new) # 5 documents: several epochs
+  train 1 one-new --grad-accum 6 || fail "one process, --train-embeddings new: $(tail -2 one-new.txt)"
+  for np in 1 2 3; do
+    out="np$np-new-z3"
+    if ! train "$np" "$out" --grad-accum $((6 / np)) --zero 3; then fail "$out: $(grep -v '^step' "$out.txt" | tail -3)"; continue; fi
+    if same_run one-new "$out" && cmp -s {one-new,$out}/checkpoints/step-000004/adapter/adapter_model.safetensors; then
+      echo "ok   $out: --train-embeddings new under ZeRO-3: losses, grad norms, final/ and step-4 adapters bitwise equal to 1 process"
+    else fail "$out differs from one process (--train-embeddings new)"; fi
+  done
+  "$py" - lb one-new/checkpoints/step-000004 np3-new-z3/checkpoints/step-000004 <<'PY' \
+    && echo "ok   np3-new-z3: the sharded checkpoint's table equals one process's; the rows that do not train are the base model's" \
+    || fail "np3-new-z3: the embedding table differs from one process's or the base model's"
+import json, os, struct, sys
+import numpy as np
+def header(p):
+    f = open(p, "rb"); n = struct.unpack("<Q", f.read(8))[0]; return json.loads(f.read(n)), 8 + n
+def tensor(p, name):  # one F32 or BF16 tensor of a safetensors file, as f32
+    h, base = header(p); t = h[name]; a, b = t["data_offsets"]
+    if t["dtype"] == "BF16":
+        x = np.fromfile(p, np.uint16, (b - a) // 2, offset=base + a).astype(np.uint32) << 16
+        return x.view(np.float32).reshape(t["shape"])
+    assert t["dtype"] == "F32", t["dtype"]
+    return np.fromfile(p, np.float32, (b - a) // 4, offset=base + a).reshape(t["shape"])
+E = "model.embed_tokens.weight"
+base = tensor(os.path.join(sys.argv[1], "model.safetensors"), E)
+one = tensor(os.path.join(sys.argv[2], "weights.safetensors"), E)
+ix = json.load(open(os.path.join(sys.argv[3], "index.json")))
+ent = [w for w in ix["weights"] if w["name"] == E][0]
+flat = np.zeros(int(np.prod(ent["shape"])), np.float32)
+for f, a, b in ent["slices"]:  # each rank's slice [a, b) of the flat tensor
+    h, off = header(os.path.join(sys.argv[3], f)); t = h[E]; s0, s1 = t["data_offsets"]
+    flat[a:b] = np.fromfile(os.path.join(sys.argv[3], f), np.float32, (s1 - s0) // 4, offset=off + s0)
+    assert b - a == (s1 - s0) // 4
+assert (flat.reshape(one.shape).view(np.uint32) == one.view(np.uint32)).all(), "sharded table != one process's"
+rows = np.any(one.view(np.uint32) != base.view(np.uint32), axis=1)
+added = json.load(open(os.path.join(sys.argv[1], "luxtrain_vocab.json")))["added_ids"]
+assert rows.any() and set(np.nonzero(rows)[0]) <= set(added), (np.nonzero(rows)[0][:8], added[:8])
+PY
+  common=("${saved[@]}")
+else
+  fail "vocab add / tokenize for --train-embeddings new: $(tail -2 add.txt tok-lb.txt)"
+fi
 
 # ---- 1b. hybrid sharding (--shard-group N): groups of N consecutive ranks ----
 train 1 one-g12 --grad-accum 12 || fail "one process x 12: $(tail -2 one-g12.txt)"

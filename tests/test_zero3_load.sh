@@ -27,8 +27,10 @@
 #   ZeRO-3 on 3 ranks below half of ZeRO-0 on 3 ranks (whole weights,
 #   gradient, accumulator, m and v on every rank: ~5 W).
 # Then a setup step that needs a whole tensor before the parts (an --adapter
-# with trained embeddings, read whole by lt_model_param_load): 2 ranks under
-# --zero 3 give bitwise one process's losses and gradient norms.
+# with trained embeddings, read whole by lt_model_param_load): 1 process, 2
+# and 3 ranks under --zero 3 give bitwise one process's losses and gradient
+# norms, and its adapters (final/, step-2/adapter: the trained embedding,
+# sharded, gathered after the last step before rank 0 writes it).
 # Skips (77) without mpirun, the MPI communicator, the sample model or numpy.
 . "$(dirname "$0")/lt_test_lib.sh"
 lt_need_mpi
@@ -158,22 +160,36 @@ PY
 
 # ---- a setup step that needs a whole tensor before the parts: an --adapter's trained embeddings ----
 # (lt_model_apply_peft_embed reads the deferred model's embedding whole, lt_model_param_load, then
-# the trainer cuts it to parts): 2 ranks under --zero 3 train on it with bitwise one process's
-# losses and gradient norms (the sample model; its tokenizer is the shards')
+# the trainer cuts it to parts): --zero 3 on 1 process, 2 and 3 ranks train on it with bitwise one
+# process's losses and gradient norms (the sample model; its tokenizer is the shards'), and write
+# bitwise its adapters: final/ and the mid-run step-2/adapter (the embedding trains on, sharded; rank
+# 0 writes it from the gathered table, which must be gathered after the last step:
+# lt_trainer_gather_tables -- without it the table of the step before is written)
 small=(--model "$model" --data shards/train-00000.h5 --seq-len 64 --micro-batch 1 --lr 2e-3 --save-every 0
        --eval-every 0 --device cpu --threads 1 --log-every 100)
 "$bin" train "${small[@]}" --max-steps 2 --lora-rank 4 --lora-alpha 8 --train-embeddings all --out emb >emb.txt 2>&1 \
   || fail "LoRA with trained embeddings: $(tail -2 emb.txt)"
-"$bin" train "${small[@]}" --max-steps 3 --grad-accum 2 --adapter emb/final --out ad1 >ad1.txt 2>&1 \
-  || fail "--adapter, one process: $(tail -2 ad1.txt)"
-timeout 120 mpirun --oversubscribe -np 2 "$bin" train "${small[@]}" --max-steps 3 --adapter emb/final --zero 3 \
-  --out ad2 >ad2.txt 2>&1 || fail "--adapter, 2 ranks, --zero 3: $(grep -v '^step' ad2.txt | tail -2)"
-"$py" - ad1/metrics.jsonl ad2/metrics.jsonl <<'PY' && echo "ok   --adapter with trained embeddings under --zero 3: bitwise one process's losses" \
-  || fail "--adapter with trained embeddings under --zero 3 differs from one process"
+adrun=("${small[@]}" --max-steps 3 --save-every 2 --adapter emb/final)
+"$bin" train "${adrun[@]}" --grad-accum 6 --out ad1 >ad1.txt 2>&1 || fail "--adapter, one process: $(tail -2 ad1.txt)"
+"$bin" train "${adrun[@]}" --grad-accum 6 --zero 3 --out ad1z >ad1z.txt 2>&1 \
+  || fail "--adapter, one process, --zero 3: $(tail -2 ad1z.txt)"
+for np in 2 3; do
+  timeout 120 mpirun --oversubscribe -np $np "$bin" train "${adrun[@]}" --grad-accum $((6 / np)) --zero 3 \
+    --out ad$np >ad$np.txt 2>&1 || fail "--adapter, $np ranks, --zero 3: $(grep -v '^step' ad$np.txt | tail -2)"
+done
+for d in ad1z ad2 ad3; do
+  "$py" - ad1/metrics.jsonl $d/metrics.jsonl <<'PY' || { fail "$d: --adapter with trained embeddings under --zero 3: losses differ from one process"; continue; }
 import re, sys
 rows = [[tuple(re.search(r'"%s": ([^,]+)' % k, l).group(1) for k in ("step", "loss", "grad_norm")) for l in open(p)
          if '"loss"' in l] for p in sys.argv[1:]]
 assert len(rows[0]) == 3 and rows[0] == rows[1], rows
 PY
+  same=1
+  for f in final checkpoints/step-000002/adapter; do
+    cmp -s ad1/$f/adapter_model.safetensors $d/$f/adapter_model.safetensors \
+      || { same=0; fail "$d: --zero 3 $f/adapter_model.safetensors differs from one process's"; }
+  done
+  [ $same = 1 ] && echo "ok   $d: --adapter with trained embeddings under --zero 3: bitwise one process's losses, final/ and step-2 adapters"
+done
 
 lt_finish

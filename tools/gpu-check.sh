@@ -23,7 +23,8 @@
 #               prefix, the CUDA toolkit or the C / C++ / OpenMP runtime
 #   gpu-tests   the ctest tests labelled "gpu" first, verbose, short timeouts
 #   zero        one-process ZeRO-2/3 runs through the NCCL communicator (with
-#               and without overlap) and ZeRO-1, bitwise against --zero 0
+#               and without overlap, on the backend's stream and on the
+#               communicator's own) and ZeRO-1, bitwise against --zero 0
 #   bench       GPU benchmarks only: kernels (with PyTorch / cuBLAS baselines),
 #               whole model steps, `luxtrain bench step` on 1B / 8B shapes
 #   tests       the rest of ctest, with what time is left
@@ -392,24 +393,29 @@ fi
 
 # --- ZeRO through the NCCL communicator on one GPU ---------------------------------
 # `luxtrain train` on the sample model, one process: --zero 2 and --zero 3 go
-# through the NCCL communicator (world 1; the reductions and the prefetched
-# gathers queued on its own stream, and again with LT_OVERLAP=0: the
-# blocking calls), --zero 1 runs without one; every step's loss and grad norm
-# and the final weights must equal the run without ZeRO bitwise. One
-# micro-batch per step (of 2 sequences): without a communicator the
-# micro-batches accumulate in place, another summation order than ZeRO's
-# fold. The rehearsal (no GPU) runs the same lines on the CPU backend.
+# through the NCCL communicator (world 1), which `train` puts on the CUDA
+# backend's stream (set_stream: the starts wait for the compute with an
+# event, wait_req is an event wait; the run must say so): the reductions and
+# the prefetched gathers queued on the communicator's stream, again with
+# LT_OVERLAP=0 (the blocking calls), and --zero 3 with LT_COMM_STREAM=0 (no
+# set_stream: every NCCL call first synchronises the device); --zero 1 runs
+# without a communicator. Every step's loss and grad norm and the final
+# weights must equal the run without ZeRO bitwise (so the runs equal each
+# other). One micro-batch per step (of 2 sequences): without a communicator
+# the micro-batches accumulate in place, another summation order than
+# ZeRO's fold. The rehearsal (no GPU) runs the same lines on the CPU backend.
 zero_check() {
-  local lt_bin="$build/tools/luxtrain" dev=cuda d rc=0 spec name args ov got ref
+  local lt_bin="$build/tools/luxtrain" dev=cuda d rc=0 spec name args ov cs got ref
+  local on_stream="communicator nccl queues on the cuda backend's stream" has
   ((rehearse)) && dev=cpu
   d="$(mktemp -d /tmp/lt-zero-check.XXXXXX)"
   "$lt_bin" tokenize --tokenizer "$repo/data/sample/model" --input "$repo/data/sample/luxit_sample.jsonl" \
     --out "$d/shards" --quiet >"$d/tokenize.txt" 2>&1 || { tail -3 "$d/tokenize.txt"; rm -rf "$d"; return 1; }
-  for spec in "z0|--zero 0|1" "z1|--zero 1|1" "z2|--zero 2|1" "z2-blocking|--zero 2|0" "z3|--zero 3|1" \
-              "z3-blocking|--zero 3|0"; do
-    IFS='|' read -r name args ov <<<"$spec"
+  for spec in "z0|--zero 0|1|1" "z1|--zero 1|1|1" "z2|--zero 2|1|1" "z2-blocking|--zero 2|0|1" "z3|--zero 3|1|1" \
+              "z3-blocking|--zero 3|0|1" "z3-own-stream|--zero 3|1|0"; do
+    IFS='|' read -r name args ov cs <<<"$spec"
     # shellcheck disable=SC2086
-    if ! LT_OVERLAP=$ov timeout 120 "$lt_bin" train --model "$repo/data/sample/model" --data "$d/shards/train-00000.h5" \
+    if ! LT_OVERLAP=$ov LT_COMM_STREAM=$cs timeout 120 "$lt_bin" train --model "$repo/data/sample/model" --data "$d/shards/train-00000.h5" \
         --seq-len 64 --micro-batch 2 --grad-accum 1 --max-steps 4 --lr 2e-3 --warmup-steps 1 --save-every 0 \
         --eval-every 0 --log-every 100 --device "$dev" $args --out "$d/$name" >"$d/$name.txt" 2>&1; then
       echo "zero-check: FAIL $name: $(tail -2 "$d/$name.txt" | tr '\n' ' ')"; rc=1; continue
@@ -423,15 +429,21 @@ zero_check() {
     if ! cmp -s "$d/$name/final/model.safetensors" "$d/z0/final/model.safetensors"; then
       echo "zero-check: FAIL $name: final weights differ from --zero 0"; rc=1; continue
     fi
-    if [[ "$dev" == cuda && "$name" == z[23] ]] && ! grep -q "communicator nccl" "$d/$name.txt"; then
+    if [[ "$dev" == cuda && "$name" == z[23]* ]] && ! grep -q "communicator nccl" "$d/$name.txt"; then
       echo "zero-check: FAIL $name: not run through the NCCL communicator"; rc=1; continue
     fi
-    if [[ "$dev" == cuda && "$name" == z[23] ]] &&
+    has=0
+    grep -q "$on_stream" "$d/$name.txt" && has=1
+    if [[ "$dev" == cuda && "$name" == z[23]* ]] && ((has != cs)); then
+      echo "zero-check: FAIL $name: LT_COMM_STREAM=$cs, but '$on_stream' printed $has times"; rc=1; continue
+    fi
+    if [[ "$dev" == cuda && ( "$name" == z[23] || "$name" == z3-own-stream ) ]] &&
        ! grep -Eq "ZeRO-[23]: [1-9][0-9]* gradient reductions ran non-blocking" "$d/$name.txt"; then
       echo "zero-check: FAIL $name: no non-blocking reduction"; rc=1; continue
     fi
     echo "zero-check: ok   $name on $dev: $(grep -c '"loss"' "$d/$name/metrics.jsonl") steps and the final weights" \
-         "bitwise equal to --zero 0; $(grep -ho 'ZeRO-[23][^;]*non-blocking\|[0-9]* prefetched' "$d/$name.txt" | tr '\n' ' ')"
+         "bitwise equal to --zero 0; $(grep -ho 'ZeRO-[23][^;]*non-blocking\|[0-9]* prefetched' "$d/$name.txt" | tr '\n' ' ')" \
+         "$( ((has)) && echo "(NCCL on the backend's stream)")"
   done
   rm -rf "$d"
   return $rc

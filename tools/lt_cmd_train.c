@@ -276,6 +276,8 @@ static char *mix_extra_json(const lt_loader *L, const char *fixed) {
  * position and state). */
 static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
     char dir[4096];
+    lt_status gs = r->lora ? lt_trainer_gather_tables(r->tr, err) : LT_OK; /* step-N/adapter (ZeRO-3) */
+    if (gs) return lt_wrap(err, gs, "checkpoint at step %lld", (long long)step);
     if (r->rank) {
         lt_ckpt_state cs = {.step = step};
         lt_status st = lt_ckpt_write_sharded(r->o->out, &cs, r->opt, r->comm, (int)r->o->keep_checkpoints, dir,
@@ -535,11 +537,13 @@ static void remove_leftovers(const char *out) {
 static lt_status export_final(run *r, lt_err *err) {
     char out[4096];
     if (!lt_path_join(out, sizeof out, r->o->out, "final")) return lt_fail(err, LT_ERR_INVALID, "path too long");
+    lt_status st;
+    if (r->lora && (st = lt_trainer_gather_tables(r->tr, err))) /* ZeRO-3: the trained tables after the last step */
+        return lt_wrap(err, st, "export to %s", out);
     if (r->world == 1 || r->lora) return export_to(r, out, err);
     /* several ranks, full: from the checkpoint of the last step (the loop saves one after its last
      * step; written here if it did not) */
     int64_t step = lt_optim_steps_done(r->opt);
-    lt_status st;
     if (r->last_ckpt_step != step && (st = save_checkpoint(r, step, err))) return st;
     return export_from_checkpoint(r, r->last_ckpt, out, err);
 }
@@ -558,6 +562,26 @@ static lt_status check_tokenizer(const run *r, const lt_loader *L, const char *w
 
 static lt_status report_memory(run *r, lt_err *err);
 
+/* NCCL on the CUDA backend: the communicator queues its collectives on the
+ * backend's stream (set_stream, before lt_trainer_distribute so that the
+ * --shard-group sub-communicators inherit it): the starts of the overlapped
+ * ZeRO-2/3 collectives wait for the compute queued before them with an
+ * event, not on the host, and wait_req is an event wait. LT_COMM_STREAM=0
+ * keeps the communicator's own stream (every NCCL call first synchronises
+ * the device): the path before, for comparisons (tools/gpu-check.sh). */
+static lt_status comm_on_backend_stream(run *r, lt_err *err) {
+    const char *v = getenv("LT_COMM_STREAM");
+    if (v && *v && strcmp(v, "0") && strcmp(v, "1"))
+        return lt_fail(err, LT_ERR_INVALID,
+                       "LT_COMM_STREAM='%s' (1 or unset: NCCL on the backend's stream; 0: on its own stream)", v);
+    void *stream = r->be->native_stream(r->be);
+    if (strcmp(r->comm->name, "nccl") || !stream || (v && !strcmp(v, "0"))) return LT_OK;
+    lt_status st = r->comm->set_stream(r->comm, stream, err);
+    if (st) return lt_wrap(err, st, "communicator nccl: set_stream (the %s backend's stream)", r->be->name);
+    if (!r->rank) fprintf(stderr, "train: communicator nccl queues on the %s backend's stream\n", r->be->name);
+    return LT_OK;
+}
+
 static lt_status setup(run *r, lt_err *err) {
     const lt_train_opts *o = r->o;
     lt_status st;
@@ -575,9 +599,8 @@ static lt_status setup(run *r, lt_err *err) {
         co.on_device = strcmp(r->be->name, "cpu") != 0;
         if ((st = lt_comm_create(r->world > 1 || co.on_device ? "auto" : "single", &co, &r->comm, err))) return st;
         r->rank = r->comm->rank;
+        if ((st = comm_on_backend_stream(r, err))) return st;
     }
-    if (o->zero >= 3 && strcmp(o->train_embeddings, "none"))
-        return lt_fail(err, LT_ERR_UNSUPPORTED, "--zero 3 with --train-embeddings (use --zero 2)");
     /* ZeRO-3: every rank reads only its part of the weights (lt_model_load_deferred; the trainer's
      * shard_weights fills the parts from the files), never the whole model */
     if ((st = o->zero >= 3 && r->comm ? lt_model_load_deferred(o->model, r->be, &r->m, err)

@@ -18,7 +18,7 @@
  *   // create the CUDA backend on device env.local_rank (one GPU per process)
  *   lt_comm_opts co = lt_comm_opts_default();
  *   co.on_device = (strcmp(be->name, "cuda") == 0);   // buffers in device memory
- *   co.stream = <the backend's cudaStream_t>;          // optional
+ *   co.stream = be->native_stream(be);                 // optional (or c->set_stream later)
  *   lt_comm *c;
  *   if (lt_comm_create("auto", &co, &c, &err)) ...      // "auto" | "mpi" | "nccl" | "single"
  *   if (c->rank == 0) print / write metrics / export
@@ -180,7 +180,9 @@ struct lt_comm {
      * ranks); its messages and timeouts name ranks of the world (msg_rank).
      * Free it with its destroy (collective over the sub-communicator) before
      * c's. "single": world 1, color/key ignored. nccl: LT_ERR_UNSUPPORTED
-     * before NCCL 2.18. */
+     * before NCCL 2.18; it takes c's stream (if set_stream gave one), and
+     * its operations and c's run one at a time on the device, in the order
+     * they were called (one event follows the whole family's starts). */
     lt_status (*split)(lt_comm *c, int color, int key, lt_comm **out, lt_err *err);
     /* Non-blocking all_gather (ZeRO-3's prefetch): the contract of all_gather,
      * but it returns once the transfer is posted; *req is completed by

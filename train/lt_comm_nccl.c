@@ -16,12 +16,18 @@
  * backend's stream, an event only; without: after a device-wide sync, as
  * every op here), and an event recorded on cs after it is the request.
  * wait_req makes the compute stream wait for that event (set_stream), or
- * polls it with the timeout. Every blocking op first waits for cs, so at
- * most one NCCL op of the communicator is in flight on the device at a time
- * (they run in the order every rank queued them) and the scratch buffers are
- * never shared by two ops at once. The ordered fold is the same cuBLAS axpy
- * sequence on cs: the same bits as the blocking call. Host buffers: the
- * blocking call, and a request that is already complete.
+ * polls it with the timeout. One event, the "tail", follows the last op
+ * queued on any cs of a communicator and the sub-communicators split from it
+ * (they share it): every blocking op first waits for it, and every start
+ * queues behind it, so at most one NCCL op of the whole family is in flight
+ * on the device at a time, in the order every rank queued them (NCCL
+ * kernels of two communicators running at once can deadlock when GPUs
+ * schedule them in different orders: --shard-group's sub-communicators with
+ * ZeRO-3's prefetch), and the scratch buffers are never shared by two ops
+ * at once. Without set_stream the device-wide sync before every op gives
+ * the same order. The ordered fold is the same cuBLAS axpy sequence on cs:
+ * the same bits as the blocking call. Host buffers: the blocking call, and
+ * a request that is already complete.
  *
  * The communicator is created non-blocking (ncclConfig_t.blocking = 0), so
  * no NCCL call can block forever: every wait polls ncclCommGetAsyncError and
@@ -43,18 +49,27 @@
 
 enum { S_X = 0, S_P, S_O, S_COUNT }; /* device scratch: staged input, pieces, staged output */
 
+/* the event after the last op queued on the communication stream of any
+ * communicator of a family (a communicator and those split from it) */
+typedef struct {
+    cudaEvent_t ev;
+    int used; /* an op was recorded */
+    int refs;
+} nc_tail;
+
 typedef struct {
     ncclComm_t nccl;
     cudaStream_t own, stream;
     int user_stream;
     cublasHandle_t blas;
-    /* non-blocking starts: their stream, its cuBLAS handle, the event after
-     * the last op queued on it (cs_used: one was), and while an op is being
-     * queued there (async) the compute stream and handle it replaces */
+    /* non-blocking starts: their stream, its cuBLAS handle, the family's
+     * tail (shared), and while an op is being queued there (async) the
+     * compute stream and handle it replaces */
     cudaStream_t cs;
     cublasHandle_t blas_cs;
-    cudaEvent_t cs_tail, ready;
-    int cs_used, async;
+    nc_tail *tail;
+    cudaEvent_t ready;
+    int async;
     int starting; /* check_args of a start: the compute stream must not wait for cs */
     cudaStream_t saved_stream;
     cublasHandle_t saved_blas;
@@ -149,9 +164,9 @@ static lt_status wait_done(lt_comm *c, const char *what, ncclResult_t r, lt_err 
 static lt_status prologue(lt_comm *c, const char *what, lt_err *err) {
     nccl_ctx *x = X(c);
     cudaError_t e;
-    if (x->user_stream) /* behind every op queued on cs (one NCCL op in flight at a time); a start
-                         * is queued on cs itself, behind them */
-        e = x->cs_used && !x->starting ? cudaStreamWaitEvent(x->stream, x->cs_tail, 0) : cudaSuccess;
+    if (x->user_stream) /* behind every op queued on the family's cs (one NCCL op in flight at a
+                         * time); a start queues behind them in async_begin */
+        e = x->tail->used && !x->starting ? cudaStreamWaitEvent(x->stream, x->tail->ev, 0) : cudaSuccess;
     else
         e = cudaDeviceSynchronize();
     return e == cudaSuccess ? LT_OK : cuda_fail(err, e, what);
@@ -410,8 +425,7 @@ static lt_status async_begin(lt_comm *c, const char *what, lt_err *err) {
             x->cs = NULL;
             return cuda_fail(err, e, what);
         }
-        if ((e = cudaEventCreateWithFlags(&x->cs_tail, cudaEventDisableTiming)) != cudaSuccess ||
-            (e = cudaEventCreateWithFlags(&x->ready, cudaEventDisableTiming)) != cudaSuccess)
+        if ((e = cudaEventCreateWithFlags(&x->ready, cudaEventDisableTiming)) != cudaSuccess)
             return cuda_fail(err, e, what);
         if (cublasCreate(&x->blas_cs) != CUBLAS_STATUS_SUCCESS) {
             x->blas_cs = NULL;
@@ -423,9 +437,11 @@ static lt_status async_begin(lt_comm *c, const char *what, lt_err *err) {
     if (!x->ready || !x->blas_cs)
         return lt_fail(err, LT_ERR_BACKEND, "%s: the communication stream is not set up", what);
     /* cs behind everything queued on the compute stream so far (without
-     * set_stream, check_args' device-wide sync did that) */
+     * set_stream, check_args' device-wide sync did that) and behind the
+     * family's last start (on another communicator's cs: a split's) */
     if (x->user_stream && (e = cudaEventRecord(x->ready, x->stream)) == cudaSuccess)
         e = cudaStreamWaitEvent(x->cs, x->ready, 0);
+    if (e == cudaSuccess && x->tail->used) e = cudaStreamWaitEvent(x->cs, x->tail->ev, 0);
     if (e != cudaSuccess) return cuda_fail(err, e, what);
     x->saved_stream = x->stream;
     x->saved_blas = x->blas;
@@ -445,12 +461,12 @@ static lt_status async_end(lt_comm *c, lt_status st, void **req, const char *wha
     cudaEvent_t ev = NULL;
     cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
     if (e == cudaSuccess) e = cudaEventRecord(ev, x->cs);
-    if (e == cudaSuccess) e = cudaEventRecord(x->cs_tail, x->cs);
+    if (e == cudaSuccess) e = cudaEventRecord(x->tail->ev, x->cs);
     if (e != cudaSuccess) {
         if (ev) cudaEventDestroy(ev);
         return cuda_fail(err, e, what);
     }
-    x->cs_used = 1;
+    x->tail->used = 1;
     *req = (void *)ev;
     return LT_OK;
 }
@@ -580,7 +596,10 @@ static void nc_destroy(lt_comm *c) {
         if (x->blas) cublasDestroy(x->blas);
         if (x->blas_cs) cublasDestroy(x->blas_cs);
         if (x->ready) cudaEventDestroy(x->ready);
-        if (x->cs_tail) cudaEventDestroy(x->cs_tail);
+        if (x->tail && --x->tail->refs == 0) {
+            if (x->tail->ev) cudaEventDestroy(x->tail->ev);
+            free(x->tail);
+        }
         if (x->cs) cudaStreamDestroy(x->cs);
         if (x->own) cudaStreamDestroy(x->own);
         if (x->owns_id_file) remove(x->id_file);
@@ -614,10 +633,21 @@ static lt_comm *nc_new(lt_err *err) {
     return c;
 }
 
-/* after the NCCL communicator exists: the stream, cuBLAS and the table */
-static lt_status nc_finish(lt_comm *c, void *stream, lt_err *err) {
+/* after the NCCL communicator exists: the stream, the tail (family: the
+ * parent's, for a split; NULL: a new one), cuBLAS and the table */
+static lt_status nc_finish(lt_comm *c, void *stream, nc_tail *family, lt_err *err) {
     nccl_ctx *x = X(c);
     cudaError_t e;
+    if (family) {
+        family->refs++;
+        x->tail = family;
+    } else {
+        if (!(x->tail = calloc(1, sizeof *x->tail)))
+            return lt_fail(err, LT_ERR_NOMEM, "communicator 'nccl': out of memory");
+        x->tail->refs = 1;
+        if ((e = cudaEventCreateWithFlags(&x->tail->ev, cudaEventDisableTiming)) != cudaSuccess)
+            return cuda_fail(err, e, "communicator 'nccl': cudaEventCreate");
+    }
     if ((e = cudaStreamCreateWithFlags(&x->own, cudaStreamNonBlocking)) != cudaSuccess)
         return cuda_fail(err, e, "communicator 'nccl': cudaStreamCreate");
     x->stream = x->own;
@@ -679,7 +709,7 @@ static lt_status nc_split(lt_comm *c, int color, int key, lt_comm **out, lt_err 
         if (!x->off || !x->len) st = lt_fail(err, LT_ERR_NOMEM, "communicator split: out of memory");
         x->chunk = X(c)->chunk;
     }
-    if (!st) st = nc_finish(s, X(c)->user_stream ? X(c)->stream : NULL, err);
+    if (!st) st = nc_finish(s, X(c)->user_stream ? X(c)->stream : NULL, X(c)->tail, err);
     if (st) {
         nc_destroy(s);
         return lt_wrap(err, st, "communicator split");
@@ -820,7 +850,7 @@ lt_status lt_comm_nccl_create(const lt_comm_opts *opts, const lt_comm_env *env, 
         lt_comm_backoff(&iter);
     }
 
-    if ((st = nc_finish(c, opts ? opts->stream : NULL, err))) {
+    if ((st = nc_finish(c, opts ? opts->stream : NULL, NULL, err))) {
         nc_destroy(c);
         return st;
     }

@@ -48,7 +48,7 @@ struct lt_trainer {
     void **wreq[5];        /* (params) prefetch requests in flight per slot (NULL entries: none) */
     int wpending[5];
     int64_t n_prefetch, n_gather; /* groups gathered ahead (prefetch) / at the acquire */
-    unsigned char *wstage; /* host staging of a part */
+    unsigned char *wstage; /* host staging of a part (setup: shard_weights) */
     size_t **q4c;          /* (params) ZeRO-3 + NF4: 3 x world byte counts of a quantized weight's parts (q4_part) */
     void **q4req[5];       /* (3 x params) per slot: prefetch requests of those three gathers */
     size_t wstage_bytes;
@@ -369,11 +369,9 @@ static lt_status wprovide(void *ctx, int group, int acquire) {
         }
         if (!hint) p->data = region;
         if (fresh) continue;
-        if (t->w_len[i]) { /* this rank's part into its place, then every rank's */
-            st = be->download(be, t->wstage, t->w_part[i], t->w_len[i] * es, &t->w_err);
-            if (!st) st = be->sync(be, &t->w_err);
-            if (!st) st = be->upload(be, region + t->w_off[i] * es, t->wstage, t->w_len[i] * es, &t->w_err);
-        }
+        /* this rank's part into its place (on the device, in order with the
+         * ops: the gather queued behind it reads it), then every rank's */
+        be->copy(be, region + t->w_off[i] * es, t->w_part[i], t->w_len[i] * es);
         if (!st && hint) st = t->sc->all_gather_start(t->sc, region, p->numel, t->w_counts[i], p->dtype,
                                                      &t->wreq[k][i], &t->w_err);
         else if (!st) st = t->sc->all_gather(t->sc, region, p->numel, t->w_counts[i], p->dtype, &t->w_err);
@@ -480,7 +478,7 @@ static lt_status q4_shard(lt_trainer *t, size_t i, size_t *gbytes, lt_err *err) 
 }
 
 /* wprovide for NF4 weight i into slot k: the model reads it from region
- * (lt_model_nf4_slot); this rank's ranges into place, then the three gathers
+ * (lt_model_nf4_slot); this rank's ranges into place (be->copy), then the three gathers
  * (started non-blocking for a prefetch hint, completed by q4_finish) */
 static lt_status q4_provide(lt_trainer *t, size_t i, int k, char *region, int hint, int fresh) {
     lt_model *m = t->m;
@@ -496,10 +494,8 @@ static lt_status q4_provide(lt_trainer *t, size_t i, int k, char *region, int hi
     lt_status st = LT_OK;
     if (hint && !t->q4req[k] && !(t->q4req[k] = calloc(3 * lt_model_num_params(m), sizeof(void *))))
         return lt_fail(&t->w_err, LT_ERR_NOMEM, "ZeRO-3: out of memory");
-    if (P.bytes && !(st = be->download(be, t->wstage, t->w_part[i], P.bytes, &t->w_err)))
-        st = be->sync(be, &t->w_err);
-    for (size_t j = 0, at = 0; j < 3 && !st; at += P.len[j], j++)
-        if (P.len[j]) st = be->upload(be, region + P.off[j], t->wstage + at, P.len[j], &t->w_err);
+    for (size_t j = 0, at = 0; j < 3; at += P.len[j], j++) /* on the device, in order with the gathers */
+        be->copy(be, region + P.off[j], (char *)t->w_part[i] + at, P.len[j]);
     for (int j = 0; j < 3 && !st; j++) {
         char *buf = region + base[j];
         size_t nbytes = base[j + 1] - base[j], *cnt = t->q4c[i] + (size_t)j * W;
@@ -522,6 +518,22 @@ static lt_status q4_finish(lt_trainer *t, int k) {
                              lt_model_param(t->m, j / 3)->name);
         }
     return st;
+}
+
+lt_status lt_trainer_gather_tables(lt_trainer *t, lt_err *err) {
+    if (!t->z3) return LT_OK;
+    static const int groups[2] = {LT_GRAD_GROUP_EMBED, LT_GRAD_GROUP_HEAD};
+    for (int k = 0; k < 2; k++) { /* the groups of trainable sharded tensors (the same on every rank) */
+        int any = 0;
+        for (size_t i = 0; i < lt_model_num_params(t->m) && !any; i++)
+            any = t->wsh[i] && lt_model_param(t->m, i)->trainable && lt_model_grad_group(t->m, i) == groups[k];
+        lt_status st = any ? wprovide(t, groups[k], 1) : LT_OK;
+        if (st) {
+            if (err) *err = t->w_err;
+            return st;
+        }
+    }
+    return LT_OK;
 }
 
 /* ZeRO-3: keep this rank's part of every parameter but the LoRA matrices
@@ -772,9 +784,6 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
         }
     }
     if (zero >= 3) {
-        const int32_t *rows;
-        if (lt_model_trained_rows(m, &rows))
-            return lt_fail(err, LT_ERR_UNSUPPORTED, "trainer: ZeRO-3 with trained embedding rows");
         t->z3 = 1;
         if ((st = shard_weights(t, err))) return st;
     }

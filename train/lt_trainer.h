@@ -40,8 +40,9 @@
  *     traffic, once per step, not equal to one rank in the last bits.
  * The reductions block inside the hook (lt_comm calls return when the result
  * is ready), between one layer's backward and the next -- except ZeRO-2/3 on
- * MPI (below: started non-blocking, completed in order); a GPU overlap needs
- * a non-blocking NCCL call here (see docs/distributed.md). A micro-batch that is all padding (an
+ * MPI and NCCL (below: started non-blocking, completed in order; on NCCL
+ * with the backend's stream given to set_stream the start and the wait are
+ * events on the compute stream, see docs/distributed.md). A micro-batch that is all padding (an
  * epoch's uneven tail on the higher ranks) is not computed: its gradient is
  * 0 and the trainer launches the same reductions itself. LoRA dropout with
  * lt_trainer_set_dropout_rng: micro-batch g draws its masks from a stream
@@ -98,15 +99,18 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
  * from the file range of the part, lt_model_load_range, so the whole tensor
  * never exists on this rank; the optimizer's master weights are set from
  * the part), gathered per group
- * into five buffers when the model asks (lt_model_shard_weights), with the
+ * into five buffers when the model asks (lt_model_shard_weights: this rank's
+ * part put in place with be->copy, then an all-gather), with the
  * model's prefetch hints started as non-blocking all-gathers where the
- * communicator has them (lt_trainer_gathers counts them). Not with trained
- * embedding rows. NF4 weights (QLoRA, lt_model_quantize_nf4) are sharded in
- * whole blocks of 64 (lt_nf4_part_of: rank r owns lt_comm_shard(nblocks))
- * and gathered as three byte ranges into the model's NF4 slot
- * (lt_model_nf4_slot); a deferred model's weights are quantized here, each
- * rank its blocks from its file range with every block's absmax gathered
- * first (lt_nf4_quantize_part), so the gathered bytes are one process's.
+ * communicator has them (lt_trainer_gathers counts them). Trained
+ * embeddings (all or a row subset) are sharded trainable tensors; the
+ * adapter export needs lt_trainer_gather_tables first. NF4 weights (QLoRA,
+ * lt_model_quantize_nf4) are sharded in whole blocks of 64
+ * (lt_nf4_part_of: rank r owns lt_comm_shard(nblocks)) and gathered as
+ * three byte ranges into the model's NF4 slot (lt_model_nf4_slot); a
+ * deferred model's weights are quantized here, each rank its blocks from
+ * its file range with every block's absmax gathered first
+ * (lt_nf4_quantize_part), so the gathered bytes are one process's.
  */
 /* HYBRID_SHARD (--shard-group N; before lt_trainer_distribute, with zero
  * 1 or 2 and f32 reduction): the state is sharded inside groups of N
@@ -133,7 +137,7 @@ typedef struct lt_trainer_mem {
 } lt_trainer_mem;
 void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out);
 /* ZeRO-3: how many group gathers were started ahead of use (the model's
- * prefetch hints, non-blocking on MPI) and how many ran when the group was
+ * prefetch hints, non-blocking on MPI and NCCL) and how many ran when the group was
  * acquired (blocking; also where the communicator has no non-blocking
  * gather). A group still gathered since the last optimizer step counts in
  * neither. */
@@ -187,11 +191,20 @@ lt_status lt_trainer_add_lora(lt_model *m, const lt_peft_config *cfg, lt_rng *rn
 /* Add LoRA from a PEFT adapter folder (its config: r, alpha, targets, rslora)
  * and load its A/B values; *cfg receives the adapter's configuration. */
 lt_status lt_trainer_load_adapter(lt_model *m, const char *dir, lt_peft_config *cfg, lt_err *err);
-/* Export the model's LoRA matrices as a PEFT adapter folder. */
 /* --train-embeddings: mode "new" (the rows model_dir/LT_VOCAB_RECORD lists)
  * or "all"; after the LoRA is added (lt_model_train_embeddings). */
 lt_status lt_trainer_train_embeddings(lt_model *m, const char *model_dir, const char *mode, lt_err *err);
+/* Export the model's LoRA matrices and trained embeddings (read from the
+ * parameters' data) as a PEFT adapter folder. Under ZeRO-3 the embedding and
+ * head are sharded and their data is a gathered buffer that may predate the
+ * last optimizer step: call lt_trainer_gather_tables on every rank first. */
 lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg, const char *out_dir, lt_err *err);
+/* ZeRO-3: all-gather the embedding and head groups now when a trainable
+ * tensor is in them (--train-embeddings, an --adapter's trained embeddings),
+ * so that their data holds the values after the last optimizer step, as one
+ * process's does (the next forward then finds them gathered). Collective:
+ * every rank calls it. Nothing otherwise. */
+lt_status lt_trainer_gather_tables(lt_trainer *t, lt_err *err);
 
 #ifdef __cplusplus
 }
