@@ -58,15 +58,18 @@ lt_status lt_model_load(const char *dir, lt_backend *be, lt_model **out, lt_err 
  *     parameter i into dst (backend memory, len elements of p->dtype) exactly
  *     as lt_model_load would hold them (the file's values to f32, rounded to
  *     the param dtype by be->upload_f32), through a host staging buffer of
- *     at most 4 Mi floats; the pages read are dropped again (lt_st_read_f32);
+ *     at most 4 Mi floats; the pages read are dropped again (lt_st_read_f32),
+ *     and then all of the tensor's (other ranks' reads of the neighbouring
+ *     parts would leave them resident here);
  *   lt_model_param_load(m, p): p->data := the whole parameter, read now (a
  *     setup step that needs a whole tensor before ZeRO-3 takes the parts,
  *     e.g. an adapter's trained embeddings); nothing when p->data is set.
  * lt_model_shard_weights closes the files once every parameter is loaded or
- * the provider's; lt_model_free closes them in any case. A step, decode or
- * NF4 quantization with a parameter neither loaded nor sharded is refused
- * (LT_ERR_INVALID, naming it). Everything else (LoRA, plans, gradients)
- * works on a deferred model as on a loaded one. */
+ * the provider's; lt_model_free closes them in any case. A step or decode
+ * with a parameter neither loaded nor sharded is refused (LT_ERR_INVALID,
+ * naming it); NF4 quantization quantizes the loaded projections and leaves
+ * the others to ZeRO-3 (lt_model_nf4_slot). Everything else (LoRA, plans,
+ * gradients) works on a deferred model as on a loaded one. */
 lt_status lt_model_load_deferred(const char *dir, lt_backend *be, lt_model **out, lt_err *err);
 int lt_model_weights_deferred(const lt_model *m); /* the files are still open */
 lt_status lt_model_load_range(lt_model *m, size_t i, size_t off, size_t len, void *dst, lt_err *err);
