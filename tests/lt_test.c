@@ -99,6 +99,14 @@ const char *lt_test_tmpdir(const char *name) {
     return buf;
 }
 
+int lt_test_fixture_model(const char *name, char *dir, size_t cap, lt_config *cfg) {
+    snprintf(dir, cap, "%s/%s", lt_src_path("tests/fixtures/models"), name);
+    lt_err err;
+    if (lt_config_load(dir, cfg, &err) == LT_OK) return 1;
+    LT_CHECK(0, "%s: %s", dir, err.msg);
+    return 0;
+}
+
 const char *lt_src_path(const char *rel) {
     static char buf[4][4096];
     static int k = 0;

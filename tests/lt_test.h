@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "lt_base.h"
+#include "lt_config.h"
 
 #define LT_TEST_SKIP 77
 
@@ -79,6 +80,9 @@ const char *lt_test_tmpdir(const char *name);
 /* Path of a file under the source tree / shared folder (static buffer). */
 const char *lt_src_path(const char *rel);
 const char *lt_shared_path(const char *rel);
+/* The fixture model tests/fixtures/models/NAME: its folder into dir (cap
+ * bytes) and its config; 0 and a failed check if the config does not load. */
+int lt_test_fixture_model(const char *name, char *dir, size_t cap, lt_config *cfg);
 /* Run a shell command, return its exit status (-1 if it could not run). */
 int lt_test_system(const char *cmd);
 

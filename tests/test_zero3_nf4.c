@@ -78,13 +78,8 @@ int main(void) {
     const char *models[] = {"llama", "phi3"};
     for (size_t mi = 0; mi < 2; mi++) {
         char dir[1024];
-        snprintf(dir, sizeof dir, "%s/%s", lt_src_path("tests/fixtures/models"), models[mi]);
         lt_config cfg;
-        lt_err err;
-        if (lt_config_load(dir, &cfg, &err)) {
-            LT_CHECK(0, "%s: %s", dir, err.msg);
-            continue;
-        }
+        if (!lt_test_fixture_model(models[mi], dir, sizeof dir, &cfg)) continue;
         int32_t tok[2][B * T], tgt[2][B * T], pos[2][B * T], doc[2][B * T];
         lt_batch bt[2];
         lt_rng r;
