@@ -29,9 +29,10 @@
 #   1d. several ranks (full): step-N/hf and final/ are the sharded checkpoint
 #      exported by rank 0 alone (the offline export, nothing gathered); rank
 #      0's export failing fails the run, saying why (the others name rank 0);
-#   1e. QLoRA (--quantize nf4) under ZeRO-3 on 1, 2 and 3 ranks (and 2
+#   1f. QLoRA (--quantize nf4) under ZeRO-3 on 1, 2 and 3 ranks (and 2
 #      with LT_OVERLAP=0): losses, grad norms and the final adapter equal one
-#      QLoRA process without ZeRO; each rank keeps 1/N of the NF4 weights;
+#      QLoRA process without ZeRO; each rank keeps 1/N of the NF4 weights; a
+#      QLoRA ZeRO-3 checkpoint resumes on another world size (3 -> 2 ranks);
 #   2. the per-rank memory the run prints: the gradient accumulator and the
 #      optimizer state of each rank are 1/N of one rank's (within one unit of
 #      lt_optim_granule per rank), ZeRO-2/3's gradient buffers are smaller
@@ -210,7 +211,7 @@ else
   grep -q "rank 1 of 2: .*rank 0 of 2 failed exporting badfinal/final" badfinal.txt && echo "ok   rank 1 named rank 0's failure"
 fi
 
-# ---- 1e. QLoRA under ZeRO-3 (--quantize nf4 --zero 3): the NF4 weights in parts of whole blocks ----
+# ---- 1f. QLoRA under ZeRO-3 (--quantize nf4 --zero 3): the NF4 weights in parts of whole blocks ----
 # each rank quantizes its blocks from its file range (every block's absmax gathered, so the double
 # quantization's offset and nested absmax2 are one process's) and gathers the bytes per group; the
 # sample model's gate/up/down weights have 704 blocks (3 nested blocks of 256): 3 ranks cut them
@@ -233,6 +234,14 @@ for spec in "1 6" "2 3" "3 2" "2 3 nooverlap"; do
   if same_run one-qlora "$out"; then echo "ok   $out: QLoRA under ZeRO-3, losses, grad norms and final adapter bitwise equal to 1 rank x 6"
   else fail "$out differs from one QLoRA process x 6"; fi
 done
+# a QLoRA ZeRO-3 checkpoint (adapter and optimizer parts; the NF4 base is quantized again from the
+# files) resumed on another world size (3 ranks -> 2) ends with the uninterrupted run's adapter
+LT_TRAIN_TEST_KILL_AFTER=5 train 3 resumeq --grad-accum 2 --zero 3 --save-every 4 "${qlora[@]}"
+[ -f resumeq/checkpoints/step-000004/COMPLETE ] || fail "QLoRA ZeRO-3 resume: no step-4 checkpoint: $(tail -3 resumeq.txt)"
+train 2 resumeq --grad-accum 3 --zero 3 --save-every 4 --resume "${qlora[@]}" || fail "QLoRA ZeRO-3 resume on 2 ranks: $(tail -3 resumeq.txt)"
+cmp -s one-qlora/final/adapter_model.safetensors resumeq/final/adapter_model.safetensors \
+  && echo "ok   QLoRA ZeRO-3: a 3-rank checkpoint resumed on 2 ranks ends with one process's final adapter" \
+  || fail "QLoRA ZeRO-3 resume 3 -> 2 ranks: final adapter differs"
 "$py" - <<'PY' || fail "QLoRA under ZeRO-3: per-rank parameter memory does not fall as 1/N"
 import re
 def mem(np):
