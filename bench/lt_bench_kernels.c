@@ -32,6 +32,7 @@
  *   cross-entropy   bytes 2 a N V + 8 N (logits read once, dlogits written once)
  *   adamw           bytes per element: f32 param 28 (read p g m v, write p m v);
  *                   bf16 param + f32 master 30 (read master g m v, write master m v, param)
+ *   sumsq_units     bytes 4 n + 8 ceil(n / unit) (baseline: one sumsq per unit)
  * Memory-bound ops report GB/s as a % of the measured copy bandwidth
  * (bytes read + bytes written); compute-bound ones TFLOP/s as a % of the
  * measured GEMM rate (bf16 cuBLAS on CUDA, sgemm on the CPU).
@@ -51,6 +52,7 @@
 #include "lt_cli.h"
 #include "lt_nf4.h"
 #include "lt_op_cases.h"
+#include "lt_optim.h"
 
 /* ------------------------------------------------------------------------ */
 /* shapes                                                                   */
@@ -1245,6 +1247,58 @@ static void case_adamw(bench *b, const mshape *m, int lora_r) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* sumsq_units: the data-parallel gradient norm's per-unit sums             */
+
+typedef struct {
+    lt_backend *be;
+    const float *g;
+    size_t n, unit;
+    double *out; /* host, ceil(n / unit) */
+} sumsq_units_arg;
+
+static void fn_sumsq_units(void *p) {
+    sumsq_units_arg *a = p;
+    a->be->sumsq_units(a->be, a->g, a->n, a->unit, a->out);
+}
+
+/* the loop it replaces: one sumsq (one host synchronisation) per unit */
+static void fn_sumsq_per_unit(void *p) {
+    sumsq_units_arg *a = p;
+    for (size_t k = 0, e0 = 0; e0 < a->n; k++, e0 += a->unit)
+        a->out[k] = a->be->sumsq(a->be, a->g + e0, a->n - e0 < a->unit ? a->n - e0 : a->unit);
+}
+
+/* the flattened gradient of a parameter set (param_sizes) in the units of
+ * lt_optim_granule, as lt_optim_grad_norm cuts it */
+static void case_sumsq_units(bench *b, const mshape *m, int lora_r) {
+    result *r, *unused;
+    int count = 0;
+    long *sizes = param_sizes(m, lora_r, &count), total = 0;
+    for (int i = 0; sizes && i < count; i++) total += sizes[i];
+    free(sizes);
+    char model[32];
+    snprintf(model, sizeof model, "%s %s", m->name, lora_r ? "lora" : "full");
+    sumsq_units_arg x = {.be = b->be, .n = (size_t)total, .unit = lt_optim_granule((size_t)total)};
+    const char *k[] = {"n", "unit"};
+    long v[] = {total, (long)x.unit};
+    if (!two_results(b, "sumsq_units", NULL, model, k, v, 2, &r, &unused)) return;
+    pool pl = {0};
+    lt_err e = {{0}};
+    x.out = malloc(((x.n + x.unit - 1) / x.unit) * sizeof(double));
+    if (!x.out || !(x.g = pool_rand(b, &pl, x.n, LT_F32, 104, 1e-3f, &e))) {
+        if (!x.out) lt_fail(&e, LT_ERR_NOMEM, "out of host memory");
+        setup_failed(b, r, &e);
+        free(x.out);
+        pool_free(b, &pl);
+        return;
+    }
+    metrics(b, r, 0);
+    if (run_main(b, r, fn_sumsq_units, &x)) run_base(b, r, "sumsq per unit (one synchronisation each)", fn_sumsq_per_unit, &x);
+    free(x.out);
+    pool_free(b, &pl);
+}
+
+/* ------------------------------------------------------------------------ */
 /* the suite                                                                */
 
 static void run_model(bench *b, const mshape *m, int N, int T, const int (*att)[2], int natt, int lora, int mm) {
@@ -1280,6 +1334,7 @@ static void run_suite(bench *b) {
         if (!b->dead) case_ce(b, m->name, B * T, m->vocab);
         if (!b->dead) case_adamw(b, m, 0);
         if (!b->dead) case_adamw(b, m, 16);
+        if (!b->dead) case_sumsq_units(b, m, 0);
         run_gemma(b, m, B * T, T, T / 2);
         return;
     }
@@ -1288,6 +1343,7 @@ static void run_suite(bench *b) {
         run_model(b, &M_1B, 8192, 2048, att, 1, 1, 1);
         if (!b->dead) case_ce(b, "llama-3 vocab", 8192, M_1B.vocab);
         if (!b->dead) case_adamw(b, &M_1B, 16);
+        if (!b->dead) case_sumsq_units(b, &M_1B, 16);
         run_gemma(b, &M_GEMMA2, 4096, 4096, 2048);
         return;
     }
@@ -1305,6 +1361,8 @@ static void run_suite(bench *b) {
     if (!b->dead) case_rope(b, &M_PHI4, 16384, 4096, 96, 1.19f);
     if (!b->dead) case_adamw(b, &M_1B, 0);
     if (!b->dead) case_adamw(b, &M_8B, 16);
+    if (!b->dead) case_sumsq_units(b, &M_1B, 0);
+    if (!b->dead) case_sumsq_units(b, &M_8B, 16);
     run_gemma(b, &M_GEMMA2, 8192, 8192, 4096);
 }
 

@@ -6,6 +6,7 @@
  */
 #include "lt_op_cases.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -268,6 +269,16 @@ static const lt_op_metric MET_COPY[] = {
  * (unaligned starts and lengths) */
 static const long SH_COPY[][LT_OP_MAXP] = {{1, 0, 0}, {1001, 3, 5}, {65537, 0, 0}, {(1L << 20) + 7, 1, 255}};
 static const long CS_COPY[][LT_OP_MAXP] = {{1, 0, 0}, {77, 3, 1}, {4099, 0, 6}};
+/* sumsq_units: n unit (units not dividing n, one unit, a unit of 1, units
+ * across the CPU's 65536-element chunks, > 4096 units) */
+static double sumsq_units_bytes(const lt_op_dims *d) { return 4 * d->v[0] + 8 * ceil(d->v[0] / d->v[1]); }
+static const lt_op_metric MET_SUMSQU[] = {
+    {"sumsq_units", "n unit", "bytes = 4 n + 8 ceil(n / unit) (f32 read, one double per unit)", NULL,
+     sumsq_units_bytes},
+};
+static const long SH_SUMSQU[][LT_OP_MAXP] = {{1, 256},     {1000, 256},  {5, 1000},          {1000, 1},
+                                             {300000, 70000}, {3L * 65536 + 17, 65536}, {4100L * 256 + 5, 256}};
+static const long CS_SUMSQU[][LT_OP_MAXP] = {{1, 256}, {1000, 256}, {5, 1000}, {300000, 70000}};
 
 #define N_(a) (int)(sizeof(a) / sizeof((a)[0]))
 #define NONE NULL, 0
@@ -318,6 +329,9 @@ const lt_op_entry lt_op_table[] = {
     {"copy", "copy", "device-to-device byte copy on the backend's stream (ZeRO-3's own part)",
      "bytes dst_off src_off", SH_COPY, N_(SH_COPY), "", "bytes dst_off src_off", CS_COPY, N_(CS_COPY), MET_COPY,
      N_(MET_COPY)},
+    {"sumsq_units", "sumsq_units",
+     "sum of squares per unit of a vector, one host synchronisation (data-parallel gradient norm)", "n unit",
+     SH_SUMSQU, N_(SH_SUMSQU), "", "n unit", CS_SUMSQU, N_(CS_SUMSQU), MET_SUMSQU, N_(MET_SUMSQU)},
 };
 const int lt_op_count = N_(lt_op_table);
 

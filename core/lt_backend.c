@@ -95,7 +95,7 @@ static const struct {
     SLOT(rmsnorm_off_fwd), SLOT(rmsnorm_off_bwd), SLOT(add_rmsnorm_off_fwd), SLOT(geglu_fwd), SLOT(geglu_bwd),
     SLOT(attention_cap_fwd), SLOT(attention_cap_bwd), SLOT(cross_entropy_cap), SLOT(scale),
     SLOT(nf4_dequant),    SLOT(nf4_matmul_fwd), SLOT(nf4_matmul_bwd),
-    SLOT(copy),           SLOT(native_stream),
+    SLOT(copy),           SLOT(native_stream), SLOT(sumsq_units),
 };
 #undef SLOT
 /* a slot added to lt_backend but not to this list fails the build (the +1 is

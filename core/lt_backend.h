@@ -277,6 +277,19 @@ struct lt_backend {
      * train/lt_comm.h): CUDA: its cudaStream_t; NULL where there is none
      * (CPU). Valid until be->destroy. */
     void *(*native_stream)(lt_backend *be);
+
+    /* ---- batched sum of squares (added at the end so the slots above keep their place) ---- */
+
+    /* x (n f32 values) cut into units of `unit` elements, the last one
+     * shorter when unit does not divide n: for each of the ceil(n / unit)
+     * units k, out[k] = sumsq(be, x + k unit, min(unit, n - k unit)), the
+     * very same double (bits) as that per-unit call on this backend. out is
+     * HOST memory; the values are there when the op returns, after ONE host
+     * synchronisation for all units (CUDA: one kernel, one download), where
+     * per-unit sumsq calls synchronise once each. n = 0 writes nothing;
+     * unit = 0 is refused (be->sync reports it). On a failure every out[k]
+     * is NaN. The data-parallel gradient norm (train/lt_optim.c) uses it. */
+    void (*sumsq_units)(lt_backend *be, const float *x, size_t n, size_t unit, double *out);
 };
 
 /* Soft-capping, cap * tanh(x / cap), in fp32 (the order transformers

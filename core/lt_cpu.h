@@ -163,6 +163,7 @@ void lt_cpu_cross_entropy_cap(lt_backend *be, float *loss, void *dlogits, const 
 
 /* ---- lt_cpu_optim.c ---- */
 double lt_cpu_sumsq(lt_backend *be, const float *x, size_t n);
+void lt_cpu_sumsq_units(lt_backend *be, const float *x, size_t n, size_t unit, double *out);
 void lt_cpu_adamw(lt_backend *be, const struct lt_adamw_tensor *ts, int count, float lr, float beta1, float beta2,
                   float eps, int step, float grad_scale);
 

@@ -223,6 +223,7 @@ lt_status lt_cpu_backend_create(int threads, lt_backend **out, lt_err *err) {
     be->lora_fwd = lt_cpu_lora_fwd;
     be->lora_bwd = lt_cpu_lora_bwd;
     be->sumsq = lt_cpu_sumsq;
+    be->sumsq_units = lt_cpu_sumsq_units;
     be->adamw = lt_cpu_adamw;
     be->add_rmsnorm_fwd = lt_cpu_add_rmsnorm_fwd;
     be->rmsnorm_off_fwd = lt_cpu_rmsnorm_off_fwd;

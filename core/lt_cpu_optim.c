@@ -41,6 +41,18 @@ double lt_cpu_sumsq(lt_backend *be, const float *x, size_t n) {
     return total;
 }
 
+/* sumsq of each unit of `unit` elements (the last one shorter), one call of
+ * lt_cpu_sumsq per unit: the definition of sumsq_units. Ops on the CPU are
+ * synchronous, so batching saves nothing here. */
+void lt_cpu_sumsq_units(lt_backend *be, const float *x, size_t n, size_t unit, double *out) {
+    if (!unit) {
+        lt_cpu_fail(be, LT_ERR_INVALID, "sumsq_units: unit of 0 elements over n = %zu (expected unit >= 1)", n);
+        return;
+    }
+    for (size_t k = 0, e0 = 0; e0 < n; k++, e0 += unit)
+        out[k] = lt_cpu_sumsq(be, x + e0, n - e0 < unit ? n - e0 : unit);
+}
+
 static void store_param(void *p, lt_dtype dt, size_t i, float x) {
     switch (dt) {
     case LT_BF16: ((uint16_t *)p)[i] = lt_f32_to_bf16(x); break;

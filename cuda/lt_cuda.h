@@ -105,7 +105,8 @@ void lt_cuda_rope_init(lt_backend *be);       /* lt_cuda_rope.cu */
 void lt_cuda_activation_init(lt_backend *be); /* lt_cuda_activation.cu: swiglu, add */
 void lt_cuda_embedding_init(lt_backend *be);  /* lt_cuda_embedding.cu */
 void lt_cuda_loss_init(lt_backend *be);       /* lt_cuda_loss.cu: cross_entropy */
-void lt_cuda_optim_init(lt_backend *be);      /* lt_cuda_optim.cu: sumsq, adamw */
+void lt_cuda_optim_init(lt_backend *be);      /* lt_cuda_optim.cu: adamw */
+void lt_cuda_sumsq_init(lt_backend *be);      /* lt_cuda_sumsq.cu: sumsq, sumsq_units */
 void lt_cuda_nf4_init(lt_backend *be);        /* lt_cuda_nf4.cu: NF4 (QLoRA) dequant, matmul */
 
 /* Column sums in a fixed order: out[c] += sum_r part[r * C + c] for r < R.

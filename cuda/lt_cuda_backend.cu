@@ -403,6 +403,7 @@ extern "C" lt_status lt_cuda_backend_create(int device, lt_backend **out, lt_err
     lt_cuda_embedding_init(be);
     lt_cuda_loss_init(be);
     lt_cuda_optim_init(be);
+    lt_cuda_sumsq_init(be);
     lt_cuda_nf4_init(be);
     be->set_option = cu_set_option;
     if ((st = lt_backend_check_slots(be, err)) != LT_OK) goto fail_out;

@@ -1,9 +1,6 @@
 /*
- * lt_cuda_optim.cu -- sum of squares (gradient norm) and the AdamW step.
- *   sumsq v1: two passes, fixed shape: SUMSQ_BLOCKS blocks each reduce a
- *     contiguous chunk in double (strided per thread, then a fixed tree), one
- *     block adds the partials in a fixed tree. Same n -> same order -> same
- *     bits, run after run.
+ * lt_cuda_optim.cu -- the AdamW step (the sum of squares of the gradient
+ * norm: lt_cuda_sumsq.cu).
  *   adamw v1: every tensor of the step in one launch. The descriptors are
  *     copied to the device; block b finds its tensor by binary search over
  *     the tensors' first-block numbers; each thread updates ADAMW_PER_THREAD
@@ -15,61 +12,6 @@
 #include <stdlib.h>
 
 #include "lt_cuda.h"
-
-#define SUMSQ_BLOCKS 512
-#define SUMSQ_THREADS 256
-
-__global__ void __launch_bounds__(SUMSQ_THREADS) sumsq_partial_v1(double *part, const float *x, size_t n,
-                                                                  size_t chunk) {
-    __shared__ double sh[SUMSQ_THREADS];
-    size_t lo = blockIdx.x * chunk;
-    size_t hi = lo + chunk < n ? lo + chunk : n;
-    double s = 0.0;
-    for (size_t i = lo + threadIdx.x; i < hi; i += SUMSQ_THREADS) {
-        double v = (double)x[i];
-        s += v * v;
-    }
-    sh[threadIdx.x] = s;
-    __syncthreads();
-    for (int w = SUMSQ_THREADS / 2; w > 0; w >>= 1) {
-        if ((int)threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
-}
-
-__global__ void __launch_bounds__(SUMSQ_THREADS) sumsq_final_v1(double *out, const double *part, int nparts) {
-    __shared__ double sh[SUMSQ_THREADS];
-    double s = 0.0;
-    for (int i = threadIdx.x; i < nparts; i += SUMSQ_THREADS) s += part[i];
-    sh[threadIdx.x] = s;
-    __syncthreads();
-    for (int w = SUMSQ_THREADS / 2; w > 0; w >>= 1) {
-        if ((int)threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[0] = sh[0];
-}
-
-static double cu_sumsq(lt_backend *be, const float *x, size_t n) {
-    lt_cuda_ctx *c = lt_cuda(be);
-    if (n == 0) return 0.0;
-    double *part = (double *)lt_cuda_scratch(be, (SUMSQ_BLOCKS + 1) * sizeof(double));
-    if (!part) return NAN;
-    size_t chunk = (n + SUMSQ_BLOCKS - 1) / SUMSQ_BLOCKS;
-    sumsq_partial_v1<<<SUMSQ_BLOCKS, SUMSQ_THREADS, 0, c->stream>>>(part, x, n, chunk);
-    LT_CUDA_LAUNCHED(be, "sumsq partial");
-    sumsq_final_v1<<<1, SUMSQ_THREADS, 0, c->stream>>>(part + SUMSQ_BLOCKS, part, SUMSQ_BLOCKS);
-    LT_CUDA_LAUNCHED(be, "sumsq final");
-    double r = NAN;
-    if (LT_CUDA_CHECK(be, cudaMemcpyAsync(&r, part + SUMSQ_BLOCKS, sizeof r, cudaMemcpyDeviceToHost, c->stream),
-                      "sumsq: copy result"))
-        return NAN;
-    if (LT_CUDA_CHECK(be, cudaStreamSynchronize(c->stream), "sumsq: synchronize")) return NAN;
-    return r;
-}
-
-/* ------------------------------------------------------------------------ */
 
 #define ADAMW_THREADS 256
 #define ADAMW_PER_THREAD 4
@@ -192,6 +134,5 @@ static void cu_adamw(lt_backend *be, const lt_adamw_tensor *ts, int count, float
 }
 
 void lt_cuda_optim_init(lt_backend *be) {
-    be->sumsq = cu_sumsq;
     be->adamw = cu_adamw;
 }

@@ -4,7 +4,8 @@
 # GPU, a second CPU backend standing in for CUDA (LT_BACKEND_OPS_SELFTEST=1).
 # Every op of the table must pass; with each fault injected into the stand-in
 # (LT_BACKEND_OPS_FAULT: NaN output, skipped write, guard overrun, a 1e-3
-# error, a non-deterministic rerun, a copy one byte short) the run must fail and say FAIL; --op
+# error, a non-deterministic rerun, a copy one byte short, sumsq_units
+# leaving its last unit unwritten) the run must fail and say FAIL; --op
 # runs one op, --list-ops lists them, an unknown op exits 2.
 set -u
 T=${1:?usage: backend_ops_selftest.sh path/to/test_backend_ops}
@@ -20,7 +21,7 @@ n=$(grep -c '^  [a-z0-9_]* .* shapes.*: ok$' "$TMP/all.txt")
 nops=$("$T" --list-ops | wc -l)
 [ "$n" -eq "$nops" ] && [ "$nops" -ge 12 ] || { echo "FAIL: $n ops passed, the table has $nops"; fail=1; }
 
-for f in nan:swiglu skip:swiglu guard:swiglu perturb:swiglu nondet:embedding short:copy; do
+for f in nan:swiglu skip:swiglu guard:swiglu perturb:swiglu nondet:embedding short:copy lastunit:sumsq_units; do
   LT_BACKEND_OPS_FAULT=${f%%:*} "$T" --op "${f#*:}" >"$TMP/fault.txt" 2>&1; rc=$?
   if [ $rc -ne 1 ] || ! grep -q '^FAIL' "$TMP/fault.txt"; then
     echo "FAIL: fault ${f%%:*} in ${f#*:} not caught (rc $rc)"; cat "$TMP/fault.txt"; fail=1

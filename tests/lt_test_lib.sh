@@ -6,11 +6,13 @@
 # reason on stderr); lt_need_model [FILE] (skip when the sample model lacks
 # FILE, default model.safetensors); lt_enter_tmp (a fresh $tmp as the working
 # folder); lt_tokenize_sample OUT [ARGS] (the sample instructions -> OUT/,
-# stops the test when it fails); lt_finish (the summary line and exit status).
+# stops the test when it fails); lt_use_lb_vocab (the sample model with added
+# tokens, in the caller's common[] array); lt_finish (the summary line and exit status).
 set -u
 src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
 bin="${LT_BIN:?LT_BIN not set}"
 py="${LT_PYTHON:-}"
+[ -z "$py" ] || [ -x "$py" ] || py="" # configured but never made (no tools/setup-deps.sh): the tests that need it skip
 tmp="${LT_TMP:-$(mktemp -d)}"
 model="$src/data/sample/model"
 fails=0
@@ -33,6 +35,22 @@ lt_tokenize_sample() {
   shift
   "$bin" tokenize --tokenizer "$model" --input "$src/data/sample/luxit_sample.jsonl" --out "$out" --quiet "$@" \
     >"$out.tokenize.txt" 2>&1 || { fail "tokenize: $(tail -2 "$out.tokenize.txt")"; exit 1; }
+}
+# lt_use_lb_vocab: the sample model with the Luxembourgish tokens added (`vocab add` -> ./lb)
+# and the sample texts tokenized with it (./shards-lb); in the caller's common[] array the
+# sample model and shards/train-00000.h5 become those (saved[] keeps the old array).
+# Status 1 (nothing switched) when either command fails.
+lt_use_lb_vocab() {
+  "$bin" vocab add --model "$model" --tokens "$src/tests/fixtures/vocab/tokens_lb.txt" --out lb >add.txt 2>&1 &&
+    "$bin" tokenize --tokenizer lb --input "$src/data/sample/text.jsonl" --out shards-lb --quiet >tok-lb.txt 2>&1 ||
+    return 1
+  saved=("${common[@]}")
+  local i
+  for i in "${!common[@]}"; do
+    [ "${common[$i]}" = "$model" ] && common[$i]=lb
+    [ "${common[$i]}" = shards/train-00000.h5 ] && common[$i]=shards-lb/train-00000.h5
+  done
+  return 0
 }
 lt_finish() {
   if [ "$fails" -ne 0 ]; then echo "$lt_name: $fails failure(s)" >&2; exit 1; fi

@@ -28,7 +28,9 @@
  * lt_op_lora_variant: lt_backend_set_option on the CUDA backend).
  * add_rmsnorm_fwd in place (h = x, h = r) too. Cross-entropy also with -inf
  * logits (a masked vocabulary). copy (bytes) is compared exactly, byte by
- * byte, against the expected bytes on both sides.
+ * byte, against the expected bytes on both sides. sumsq_units equals the
+ * per-unit sumsq bitwise on each side (and the sides agree within sumsq's
+ * tolerance).
  * Skips (77) when the build has no CUDA backend or no device is present.
  * LT_TEST_VERBOSE=1 prints every comparison. LT_BACKEND_OPS_SELFTEST=1 runs the
  * harness with a second CPU backend in place of CUDA (no GPU needed; f32 on
@@ -918,6 +920,66 @@ static void test_sumsq(size_t n) {
     bfree(&x);
 }
 
+/* sumsq_units of x (n f32 values) in units of `unit` (the last unit short
+ * when unit does not divide n): on each side, every unit's double equals
+ * that side's per-unit sumsq bitwise; the two sides agree per unit within
+ * TOL_SUMSQ (relative); the CUDA side is bitwise the same on a rerun. The
+ * host output is poisoned with NaN before every call (NaN never passes) and
+ * has a guard value after the last unit that must stay. */
+static void test_sumsq_units(size_t n, size_t unit) {
+    size_t nu = (n + unit - 1) / unit;
+    const double guard = -12345.0;
+    char what[96];
+    snprintf(what, sizeof what, "sumsq_units n=%zu unit=%zu (%zu units)", n, unit, nu);
+    float *h = rnd(n, 1.5f);
+    buf x = bnew(K_F32, n);
+    bset(&x, h);
+    double *got[2], *one[2], *again = malloc((nu + 1) * sizeof(double));
+    for (int s = 0; s < 2; s++) {
+        got[s] = malloc((nu + 1) * sizeof(double));
+        one[s] = malloc(nu * sizeof(double));
+        for (size_t k = 0; k <= nu; k++) got[s][k] = k < nu ? NAN : guard;
+        BE[s]->sumsq_units(BE[s], (const float *)x.p[s], n, unit, got[s]);
+        for (size_t k = 0; k < nu; k++) {
+            size_t e0 = k * unit, len = n - e0 < unit ? n - e0 : unit;
+            one[s][k] = BE[s]->sumsq(BE[s], (const float *)x.p[s] + e0, len);
+        }
+    }
+    for (size_t k = 0; k <= nu; k++) again[k] = k < nu ? NAN : guard;
+    BE[GPU]->sumsq_units(BE[GPU], (const float *)x.p[GPU], n, unit, again);
+    sync_both(what);
+    double maxrel = 0.0, maxabs = 0.0;
+    for (int s = 0; s < 2; s++) {
+        size_t bad = 0, first = 0;
+        for (size_t k = 0; k < nu; k++)
+            if ((isnan(got[s][k]) || memcmp(&got[s][k], &one[s][k], sizeof(double))) && !bad++) first = k;
+        LT_CHECK(bad == 0, "%s on %s: %zu units differ from the per-unit sumsq (first %zu: %.17g vs %.17g)", what,
+                 SIDE[s], bad, first, got[s][bad ? first : 0], one[s][bad ? first : 0]);
+        LT_CHECK(got[s][nu] == guard, "%s on %s: wrote past its %zu units", what, SIDE[s], nu);
+    }
+    size_t bad = 0, first = 0;
+    for (size_t k = 0; k < nu; k++) {
+        double d = fabs(got[GPU][k] - got[CPU][k]), rel = d / got[CPU][k];
+        if (!(rel <= lt_op_tol(TOL_SUMSQ, LT_F32)) && !bad++) first = k;
+        if (rel > maxrel) maxrel = rel;
+        if (d > maxabs) maxabs = d;
+    }
+    lt_test_checks++;
+    if (bad) {
+        lt_test_failures++;
+        fprintf(stderr, "FAIL %s: %zu units of %s off %s by more than %g (first %zu: %.17g vs %.17g)\n", what, bad,
+                SIDE[GPU], SIDE[CPU], lt_op_tol(TOL_SUMSQ, LT_F32), first, got[GPU][first], got[CPU][first]);
+    } else if (getenv("LT_TEST_VERBOSE")) {
+        printf("  ok %-48s norm err %.3g  max abs %.3g\n", what, maxrel, maxabs);
+    }
+    LT_CHECK(memcmp(again, got[GPU], (nu + 1) * sizeof(double)) == 0, "%s: %s rerun gave different bits", what,
+             SIDE[GPU]);
+    bguard(&x, what);
+    for (int s = 0; s < 2; s++) free(got[s]), free(one[s]);
+    free(again), free(h);
+    bfree(&x);
+}
+
 static void test_adamw(int steps) {
     enum { NT = 3 };
     size_t n[NT] = {1000, 4097, 3};
@@ -1018,6 +1080,7 @@ static void run_cross_entropy_cap(const long *s) {
 static void run_adamw(const long *s) { test_adamw((int)s[0]); }
 static void run_nf4_matmul(const long *s) { test_nf4_matmul((int)s[0], (int)s[1], (int)s[2], (int)s[3]); }
 static void run_copy(const long *s) { test_copy((size_t)s[0], (size_t)s[1], (size_t)s[2]); }
+static void run_sumsq_units(const long *s) { test_sumsq_units((size_t)s[0], (size_t)s[1]); }
 
 static const lt_op_runner RUNNERS[] = {
     {"embedding", run_embedding}, {"embed_noise", run_embed_noise}, {"matmul", run_matmul},   {"rmsnorm", run_rmsnorm},
@@ -1026,7 +1089,7 @@ static const lt_op_runner RUNNERS[] = {
     {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},
     {"rmsnorm_off", run_rmsnorm_off}, {"geglu", run_geglu}, {"attention_cap", run_attention_cap},
     {"cross_entropy_cap", run_cross_entropy_cap}, {"scale", run_scale},
-    {"nf4_matmul", run_nf4_matmul}, {"copy", run_copy},
+    {"nf4_matmul", run_nf4_matmul}, {"copy", run_copy}, {"sumsq_units", run_sumsq_units},
 };
 #define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
 
@@ -1039,7 +1102,8 @@ static const lt_op_runner RUNNERS[] = {
  *   perturb  swiglu_fwd scales out by 1.001  (the f32 tolerance, not bf16's)
  *   nondet   embedding_bwd moves one value by one ulp on every other call
  *            (determinism reruns)
- *   short    copy leaves out its last byte     (exact byte comparison) */
+ *   short    copy leaves out its last byte     (exact byte comparison)
+ *   lastunit sumsq_units leaves its last unit unwritten (NaN never passes) */
 static const char *fault;
 static void (*real_swiglu_fwd)(lt_backend *, void *, const void *, const void *, size_t);
 static void (*real_embedding_bwd)(lt_backend *, float *, const void *, const int32_t *, int, int);
@@ -1059,6 +1123,12 @@ static void faulty_copy(lt_backend *be, void *dst, const void *src, size_t bytes
     real_copy(be, dst, src, bytes ? bytes - 1 : 0);
 }
 
+static void (*real_sumsq_units)(lt_backend *, const float *, size_t, size_t, double *);
+static void faulty_sumsq_units(lt_backend *be, const float *x, size_t n, size_t unit, double *out) {
+    size_t last = n ? (n - 1) / unit * unit : 0; /* the last unit's first element */
+    real_sumsq_units(be, x, last, unit, out);
+}
+
 static void faulty_embedding_bwd(lt_backend *be, float *dtable, const void *dout, const int32_t *ids, int N, int C) {
     static int calls;
     real_embedding_bwd(be, dtable, dout, ids, N, C);
@@ -1076,8 +1146,11 @@ static int inject_fault(lt_backend *be, const char *name) {
     } else if (!strcmp(name, "short")) {
         real_copy = be->copy;
         be->copy = faulty_copy;
+    } else if (!strcmp(name, "lastunit")) {
+        real_sumsq_units = be->sumsq_units;
+        be->sumsq_units = faulty_sumsq_units;
     } else {
-        fprintf(stderr, "test_backend_ops: unknown LT_BACKEND_OPS_FAULT '%s' (nan skip guard perturb nondet short)\n",
+        fprintf(stderr, "test_backend_ops: unknown LT_BACKEND_OPS_FAULT '%s' (nan skip guard perturb nondet short lastunit)\n",
                 name);
         return 0;
     }

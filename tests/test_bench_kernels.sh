@@ -37,7 +37,7 @@ want = {"attention_fwd", "attention_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "rope_fw
         "swiglu_bwd", "embedding_fwd", "embedding_bwd", "matmul_fwd", "matmul_bwd", "lora_fwd+bwd",
         "cross_entropy", "adamw", "add_rmsnorm_fwd", "embed_noise", "attention_cap_fwd", "attention_cap_bwd",
         "rmsnorm_off_fwd", "rmsnorm_off_bwd", "geglu_fwd", "geglu_bwd", "scale", "cross_entropy_cap",
-        "nf4_matmul_fwd", "nf4_matmul_bwd", "copy"}
+        "nf4_matmul_fwd", "nf4_matmul_bwd", "copy", "sumsq_units"}
 need(ops == want, "ops %s" % sorted(ops ^ want))
 for r in d["results"]:
     i, s = r["id"], r["shape"]
@@ -72,6 +72,9 @@ for r in d["results"]:
         need(r["bytes"] == 2 * a * s["N"] * s["C"], i + ": bytes")
     if op == "adamw":
         need(r["bytes"] == s["elements"] * (30 if s["master"] else 28), i + ": bytes")
+    if op == "sumsq_units":
+        need(r["bytes"] == 4 * s["n"] + 8 * -(-s["n"] // s["unit"]), i + ": bytes")
+        need([b["name"] for b in r["baselines"]] == ["sumsq per unit (one synchronisation each)"], i + ": baseline")
     if op == "attention_fwd":
         need(r["goal"]["met"] is None, i + ": no torch, no verdict")
 need(d["torch"]["used"] is False, "torch used despite --no-torch")
@@ -84,7 +87,7 @@ PYEOF
 # --list-ops: the table's ops; --op: only that op's results
 "$BIN" bench kernels --list-ops >"$TMP/ops.txt" || { echo "FAIL: --list-ops"; fail=1; }
 for op in embedding embed_noise matmul rmsnorm add_rmsnorm rope attention swiglu add cross_entropy lora sumsq adamw \
-    rmsnorm_off geglu attention_cap cross_entropy_cap scale nf4_matmul; do
+    rmsnorm_off geglu attention_cap cross_entropy_cap scale nf4_matmul copy sumsq_units; do
   grep -q "^$op " "$TMP/ops.txt" || { echo "FAIL: --list-ops lacks $op"; fail=1; }
 done
 if ! "$BIN" bench kernels --device cpu --quick --no-torch --threads 1 --op rmsnorm --json "$TMP/op.json" \

@@ -143,13 +143,7 @@ same_run ref-full old "full 1 process (gathered checkpoint) -> 2 ranks"
 
 # a row subset's state (LoRA + --train-embeddings new: AdamW state and master
 # weights for the added rows only) through a 2-rank sharded checkpoint -> 1 process
-if "$bin" vocab add --model "$model" --tokens "$src/tests/fixtures/vocab/tokens_lb.txt" --out lb >add.txt 2>&1 &&
-   "$bin" tokenize --tokenizer lb --input "$src/data/sample/text.jsonl" --out shards-lb --quiet >tok-lb.txt 2>&1; then
-  saved=("${common[@]}")
-  for i in "${!common[@]}"; do
-    [ "${common[$i]}" = "$model" ] && common[$i]=lb
-    [ "${common[$i]}" = shards/train-00000.h5 ] && common[$i]=shards-lb/train-00000.h5
-  done
+if lt_use_lb_vocab; then
   train 1 ref-emb --save-every 0 "${lora[@]}" --train-embeddings new || fail "1 process rows: $(tail -2 ref-emb.txt)"
   LT_TRAIN_TEST_KILL_AFTER=3 train 2 e2 --zero 0 "${lora[@]}" --train-embeddings new
   [ -f "$(ck e2 2)/optimizer-rank-00001-of-00002.safetensors" ] || fail "rows: no sharded checkpoint: $(tail -3 e2.txt)"

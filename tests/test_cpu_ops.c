@@ -1110,6 +1110,49 @@ static void test_sumsq(size_t n) {
     arena_free();
 }
 
+/* sumsq_units: per unit, bitwise the per-unit sumsq (its definition), and
+ * within 1e-12 of a float64 sum in another order; units not dividing n; the
+ * output poisoned with NaN, a guard after the last unit; unit = 0 refused
+ * (on a backend of its own: the failure is sticky) */
+static void test_sumsq_units(size_t n, size_t unit) {
+    size_t nu = (n + unit - 1) / unit;
+    const double guard = -12345.0;
+    float *x = frand(n, 0.01f);
+    double *got = dbuf(nu + 1);
+    for (size_t k = 0; k < nu; k++) got[k] = NAN;
+    got[nu] = guard;
+    be->sumsq_units(be, x, n, unit, got);
+    char what[96];
+    snprintf(what, sizeof what, "sumsq_units n=%zu unit=%zu", n, unit);
+    double worst = 0.0;
+    for (size_t k = 0; k < nu; k++) {
+        size_t e0 = k * unit, len = n - e0 < unit ? n - e0 : unit;
+        double one = be->sumsq(be, x + e0, len), want = 0.0;
+        for (size_t i = e0 + len; i-- > e0;) want += (double)x[i] * x[i];
+        double rel = fabs(got[k] - want) / (want > 0 ? want : 1.0);
+        if (rel > worst) worst = rel;
+        LT_CHECK(memcmp(&got[k], &one, sizeof one) == 0, "%s: unit %zu: %.17g, per-unit sumsq %.17g", what, k, got[k],
+                 one);
+        LT_CHECK(rel <= 1e-12, "%s: unit %zu: %.17g vs %.17g (rel %.3g, tol 1e-12)", what, k, got[k], want, rel);
+    }
+    LT_CHECK(got[nu] == guard, "%s: wrote past its %zu units", what, nu);
+    sync_ok(what);
+    if (getenv("LT_TEST_VERBOSE")) printf("  ok %-48s rel err %.3g, bitwise per unit\n", what, worst);
+    free(got);
+    arena_free();
+    if (n != 1) return;
+    lt_backend *b0;
+    lt_err e;
+    LT_CHECK_OK(lt_cpu_backend_create(1, &b0, &e), &e);
+    double untouched = guard;
+    b0->sumsq_units(b0, NULL, 0, 0, &untouched);
+    lt_status st = b0->sync(b0, &e);
+    LT_CHECK(st == LT_ERR_INVALID && strstr(e.msg, "sumsq_units") && untouched == guard,
+             "sumsq_units with unit 0: %s '%s' (expected invalid, naming the op, nothing written)", lt_status_name(st),
+             st ? e.msg : "");
+    b0->destroy(b0);
+}
+
 /* =========================== AdamW =========================== */
 /* Reference in double, the textbook form (torch.optim.AdamW's documentation):
  * p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
@@ -1492,6 +1535,7 @@ static void run_rmsnorm_off(const long *s) {
 static void run_geglu(const long *s) { test_geglu((size_t)s[0]); }
 static void run_scale(const long *s) { test_scale((size_t)s[0]); }
 static void run_copy(const long *s) { test_copy((size_t)s[0], (size_t)s[1], (size_t)s[2]); }
+static void run_sumsq_units(const long *s) { test_sumsq_units((size_t)s[0], (size_t)s[1]); }
 /* cap_x10 window: the document layouts of test_attention_layouts' first
  * block (short documents, GQA 1/2/4) and a 150-token one spanning query
  * blocks, with soft-capping cap_x10 / 10 and a sliding window */
@@ -1535,7 +1579,7 @@ static const lt_op_runner RUNNERS[] = {
     {"lora", run_lora},           {"sumsq", run_sumsq},     {"adamw", run_adamw},
     {"rmsnorm_off", run_rmsnorm_off}, {"geglu", run_geglu}, {"attention_cap", run_attention_cap},
     {"cross_entropy_cap", run_cross_entropy_cap}, {"scale", run_scale},
-    {"nf4_matmul", run_nf4_matmul}, {"copy", run_copy},
+    {"nf4_matmul", run_nf4_matmul}, {"copy", run_copy}, {"sumsq_units", run_sumsq_units},
 };
 #define NRUNNERS (int)(sizeof RUNNERS / sizeof RUNNERS[0])
 

@@ -128,13 +128,7 @@ grep -q "zero 2 with --grad-reduce-dtype bf16" bf16.txt || fail "--zero 2 with b
 # ZeRO-1/2 do). 1 process, 2 and 3 ranks equal one process without ZeRO (losses, grad norms,
 # final/ and step-4/adapter bytes); the sharded checkpoint's table equals one process's, and its
 # frozen rows are the base model's.
-if "$bin" vocab add --model "$model" --tokens "$src/tests/fixtures/vocab/tokens_lb.txt" --out lb >add.txt 2>&1 &&
-   "$bin" tokenize --tokenizer lb --input "$src/data/sample/text.jsonl" --out shards-lb --quiet >tok-lb.txt 2>&1; then
-  saved=("${common[@]}")
-  for i in "${!common[@]}"; do
-    [ "${common[$i]}" = "$model" ] && common[$i]=lb
-    [ "${common[$i]}" = shards/train-00000.h5 ] && common[$i]=shards-lb/train-00000.h5
-  done
+if lt_use_lb_vocab; then
   common+=(--epochs 0 --save-every 4 "${lora[@]}" --train-embeddings new) # 5 documents: several epochs
   train 1 one-new --grad-accum 6 || fail "one process, --train-embeddings new: $(tail -2 one-new.txt)"
   for np in 1 2 3; do

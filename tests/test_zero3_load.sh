@@ -115,8 +115,15 @@ print("ZeRO-3: 1 -> 2 ranks saves %s, 2 -> 3 ranks %s (ideal 2 W and 0.67 W: 4 W
 assert d12 >= 1.5 * W and d23 >= 0.45 * W, "peak(1) - peak(2) >= 1.5 W and peak(2) - peak(3) >= 0.45 W"
 # nothing but the parts on top of the runtime: a whole tensor, the whole model once (a load then
 # cut to parts) or the file's pages left resident would add up to W on every rank
+# Under AddressSanitizer (tools/sanitize.sh sets ASAN_OPTIONS) freed memory waits in its
+# quarantine (quarantine_size_mb, 256 MB by default) and still counts as resident: allowed on top.
+import os
+asan = os.environ.get("ASAN_OPTIONS")
+q = re.search(r"quarantine_size_mb=(\d+)", asan or "")
+slack = 0.15 * W + ((int(q.group(1)) if q else 256) * 2**20 if asan is not None else 0)
+if asan is not None: print("AddressSanitizer run: %s of quarantine allowed" % mb(slack - 0.15 * W))
 for n in (1, 2, 3):
-    assert p3[n] <= 4 * W / n + base[n] + 0.15 * W, ("ZeRO-3 on %d rank(s) holds more than its parts" % n,
+    assert p3[n] <= 4 * W / n + base[n] + slack, ("ZeRO-3 on %d rank(s) holds more than its parts" % n,
                                                      mb(p3[n] - 4 * W / n - base[n]))
 assert p3[3] < 0.5 * p0[3], "ZeRO-3 on 3 ranks must need less than half of ZeRO-0's"
 print("ok   ZeRO-3 setup: every rank reads and keeps its part only; the peak falls as 1/N")

@@ -449,9 +449,12 @@ lt_status lt_optim_grad_norm(lt_optim *o, double *norm, lt_err *err) {
             for (size_t i = 0; i < o->n && !g0; i++)
                 if (o->t[i].len) g0 = o->t[i].grad - (o->t[i].flat + o->t[i].off - s0);
         }
-        for (size_t u = o->unit0; u < o->unit0 + o->nunits; u++) {
-            size_t e0 = u * o->granule, e1 = e0 + o->granule < o->numel ? e0 + o->granule : o->numel;
-            o->partials[u] = o->be->sumsq(o->be, g0 + (e0 - s0), e1 - e0);
+        /* this rank's units in one op (one host synchronisation on a GPU):
+         * partials[u] = be->sumsq of unit u, the same bits */
+        if (o->nunits) {
+            size_t e0 = o->unit0 * o->granule, e1 = (o->unit0 + o->nunits) * o->granule;
+            if (e1 > o->numel) e1 = o->numel;
+            o->be->sumsq_units(o->be, g0 + (e0 - s0), e1 - e0, o->granule, o->partials + o->unit0);
         }
         lt_status st = o->be->sync(o->be, err);
         if (st != LT_OK) return lt_wrap(err, st, "optimizer: gradient norm");

@@ -121,7 +121,9 @@ typedef struct lt_optim_stats {
  * elements (256 or a power of two above, so that there are at most ~4096
  * units; it depends on numel only). With a communicator:
  *   - the gradient norm is the sum over units, in unit order, of be->sumsq
- *     of the unit: the same bits for every world size and sharding;
+ *     of the unit (all of a rank's units by one be->sumsq_units, the same
+ *     bits in one host synchronisation): the same bits for every world size
+ *     and sharding;
  *   - zero = 0: `grad` is the whole flattened gradient (numel floats), every
  *     rank updates every tensor;
  *   - zero = 1 (ZeRO-1): rank r owns the units lt_comm_shard(units, r, world)
