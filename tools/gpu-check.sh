@@ -403,52 +403,113 @@ fi
 # weights must equal the run without ZeRO bitwise (so the runs equal each
 # other). One micro-batch per step (of 2 sequences): without a communicator
 # the micro-batches accumulate in place, another summation order than
-# ZeRO's fold. The rehearsal (no GPU) runs the same lines on the CPU backend.
+# ZeRO's fold. Then three pairs, each --zero 3 against the same run with
+# --zero 0 (losses, grad norms and the named output files bitwise):
+#   qlora     QLoRA (--quantize nf4): the NF4 weights sharded in whole blocks,
+#             their bytes all-gathered as LT_U8 (ncclUint8), every block's
+#             absmax all-gathered at setup; the final adapter
+#   emb-new   LoRA + --train-embeddings new on the `vocab add` model (the added
+#             rows train in the sharded tables, gathered by
+#             lt_trainer_gather_tables before the export): the step-2
+#             checkpoint's adapter and the final one
+#   bf16-full full fine-tuning of a bf16 copy of the sample model (the deferred
+#             load, lt_model_load_range, reading BF16 parts onto the device);
+#             the final model (written in the source's dtype, bf16)
+# The rehearsal (no GPU) runs the same lines on the CPU backend.
 zero_check() {
-  local lt_bin="$build/tools/luxtrain" dev=cuda d rc=0 spec name args ov cs got ref
-  local on_stream="communicator nccl queues on the cuda backend's stream" has
+  local lt_bin="$build/tools/luxtrain" dev=cuda d rc=0 spec name args ov cs ref files got want f has
+  local on_stream="communicator nccl queues on the cuda backend's stream"
+  local lora="--lora-rank 4 --lora-alpha 8 --lora-dropout 0.1"
   ((rehearse)) && dev=cpu
   d="$(mktemp -d /tmp/lt-zero-check.XXXXXX)"
-  "$lt_bin" tokenize --tokenizer "$repo/data/sample/model" --input "$repo/data/sample/luxit_sample.jsonl" \
-    --out "$d/shards" --quiet >"$d/tokenize.txt" 2>&1 || { tail -3 "$d/tokenize.txt"; rm -rf "$d"; return 1; }
-  for spec in "z0|--zero 0|1|1" "z1|--zero 1|1|1" "z2|--zero 2|1|1" "z2-blocking|--zero 2|0|1" "z3|--zero 3|1|1" \
-              "z3-blocking|--zero 3|0|1" "z3-own-stream|--zero 3|1|0"; do
-    IFS='|' read -r name args ov cs <<<"$spec"
+  if ! { "$lt_bin" tokenize --tokenizer "$repo/data/sample/model" --input "$repo/data/sample/luxit_sample.jsonl" \
+           --out "$d/shards" --quiet &&
+         "$lt_bin" vocab add --model "$repo/data/sample/model" --tokens "$repo/tests/fixtures/vocab/tokens_lb.txt" \
+           --out "$d/lb" &&
+         "$lt_bin" tokenize --tokenizer "$d/lb" --input "$repo/data/sample/text.jsonl" --out "$d/shards-lb" --quiet &&
+         zero_bf16_copy "$repo/data/sample/model" "$d/bf16"; } >"$d/setup.txt" 2>&1; then
+    echo "zero-check: FAIL setup (tokenize / vocab add / bf16 copy): $(tail -3 "$d/setup.txt" | tr '\n' ' ')"
+    rm -rf "$d"; return 1
+  fi
+  local base="--model $repo/data/sample/model --data $d/shards/train-00000.h5"
+  local lb="--model $d/lb --data $d/shards-lb/train-00000.h5 --epochs 0"
+  local bf="--model $d/bf16 --data $d/shards/train-00000.h5"
+  local fin=final/model.safetensors ad=final/adapter_model.safetensors
+  local ck=checkpoints/step-000002/adapter/adapter_model.safetensors
+  # name | args | LT_OVERLAP | LT_COMM_STREAM | reference run | files compared with it
+  for spec in "z0|$base --zero 0|1|1||" "z1|$base --zero 1|1|1|z0|$fin" "z2|$base --zero 2|1|1|z0|$fin" \
+              "z2-blocking|$base --zero 2|0|1|z0|$fin" "z3|$base --zero 3|1|1|z0|$fin" \
+              "z3-blocking|$base --zero 3|0|1|z0|$fin" "z3-own-stream|$base --zero 3|1|0|z0|$fin" \
+              "qlora-z0|$base $lora --quantize nf4 --zero 0|1|1||" \
+              "qlora-z3|$base $lora --quantize nf4 --zero 3|1|1|qlora-z0|$ad" \
+              "emb-new-z0|$lb $lora --train-embeddings new --save-every 2 --zero 0|1|1||" \
+              "emb-new-z3|$lb $lora --train-embeddings new --save-every 2 --zero 3|1|1|emb-new-z0|$ck $ad" \
+              "bf16-full-z0|$bf --zero 0|1|1||" "bf16-full-z3|$bf --zero 3|1|1|bf16-full-z0|$fin"; do
+    IFS='|' read -r name args ov cs ref files <<<"$spec"
     # shellcheck disable=SC2086
-    if ! LT_OVERLAP=$ov LT_COMM_STREAM=$cs timeout 120 "$lt_bin" train --model "$repo/data/sample/model" --data "$d/shards/train-00000.h5" \
+    if ! LT_OVERLAP=$ov LT_COMM_STREAM=$cs timeout 120 "$lt_bin" train \
         --seq-len 64 --micro-batch 2 --grad-accum 1 --max-steps 4 --lr 2e-3 --warmup-steps 1 --save-every 0 \
         --eval-every 0 --log-every 100 --device "$dev" $args --out "$d/$name" >"$d/$name.txt" 2>&1; then
       echo "zero-check: FAIL $name: $(tail -2 "$d/$name.txt" | tr '\n' ' ')"; rc=1; continue
     fi
-    [[ "$name" == z0 ]] && continue
+    [[ -z "$ref" ]] && continue
     got="$(grep -o '"step": [0-9]*\|"loss": [^,]*\|"grad_norm": [^,]*' "$d/$name/metrics.jsonl")"
-    ref="$(grep -o '"step": [0-9]*\|"loss": [^,]*\|"grad_norm": [^,]*' "$d/z0/metrics.jsonl")"
-    if [[ -z "$ref" || "$got" != "$ref" ]]; then
-      echo "zero-check: FAIL $name: losses / grad norms differ from --zero 0"; rc=1; continue
+    want="$(grep -o '"step": [0-9]*\|"loss": [^,]*\|"grad_norm": [^,]*' "$d/$ref/metrics.jsonl" 2>/dev/null)"
+    if [[ -z "$want" || "$got" != "$want" ]]; then
+      echo "zero-check: FAIL $name: losses / grad norms differ from $ref"; rc=1; continue
     fi
-    if ! cmp -s "$d/$name/final/model.safetensors" "$d/z0/final/model.safetensors"; then
-      echo "zero-check: FAIL $name: final weights differ from --zero 0"; rc=1; continue
-    fi
-    if [[ "$dev" == cuda && "$name" == z[23]* ]] && ! grep -q "communicator nccl" "$d/$name.txt"; then
+    for f in $files; do
+      cmp -s "$d/$name/$f" "$d/$ref/$f" || { echo "zero-check: FAIL $name: $f differs from $ref's"; rc=1; continue 2; }
+    done
+    if [[ "$dev" == cuda && "$args" == *"--zero "[23]* ]] && ! grep -q "communicator nccl" "$d/$name.txt"; then
       echo "zero-check: FAIL $name: not run through the NCCL communicator"; rc=1; continue
     fi
     has=0
     grep -q "$on_stream" "$d/$name.txt" && has=1
-    if [[ "$dev" == cuda && "$name" == z[23]* ]] && ((has != cs)); then
+    if [[ "$dev" == cuda && "$args" == *"--zero "[23]* ]] && ((has != cs)); then
       echo "zero-check: FAIL $name: LT_COMM_STREAM=$cs, but '$on_stream' printed $has times"; rc=1; continue
     fi
-    if [[ "$dev" == cuda && ( "$name" == z[23] || "$name" == z3-own-stream ) ]] &&
+    if [[ "$dev" == cuda && "$args" == *"--zero "[23]* ]] && ((ov)) &&
        ! grep -Eq "ZeRO-[23]: [1-9][0-9]* gradient reductions ran non-blocking" "$d/$name.txt"; then
       echo "zero-check: FAIL $name: no non-blocking reduction"; rc=1; continue
     fi
-    echo "zero-check: ok   $name on $dev: $(grep -c '"loss"' "$d/$name/metrics.jsonl") steps and the final weights" \
-         "bitwise equal to --zero 0; $(grep -ho 'ZeRO-[23][^;]*non-blocking\|[0-9]* prefetched' "$d/$name.txt" | tr '\n' ' ')" \
+    echo "zero-check: ok   $name on $dev: $(grep -c '"loss"' "$d/$name/metrics.jsonl") steps and $files" \
+         "bitwise equal to $ref; $(grep -ho 'ZeRO-[23][^;]*non-blocking\|[0-9]* prefetched' "$d/$name.txt" | tr '\n' ' ')" \
          "$( ((has)) && echo "(NCCL on the backend's stream)")"
   done
   rm -rf "$d"
   return $rc
 }
-export -f zero_check
+# zero_bf16_copy SRC DST: the model folder SRC with its F32 tensors as BF16
+# (rounded to nearest even), the rest copied as is
+zero_bf16_copy() {
+  mkdir -p "$2" && cp "$1"/*.json "$2"/ && "$py" - "$1/model.safetensors" "$2/model.safetensors" <<'EOF'
+import json, struct, sys
+import numpy as np
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+body, out, parts, off = raw[8 + n:], {}, [], 0
+for k, t in head.items():
+    if k == "__metadata__":
+        out[k] = t
+        continue
+    b = body[t["data_offsets"][0]:t["data_offsets"][1]]
+    if t["dtype"] == "F32":
+        u = np.frombuffer(b, dtype="<u4").astype(np.uint64)
+        b = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2").tobytes()
+        t = dict(t, dtype="BF16")
+    out[k] = dict(t, data_offsets=[off, off + len(b)])
+    parts.append(b)
+    off += len(b)
+h = json.dumps(out).encode()
+h += b" " * (-len(h) % 8)
+with open(sys.argv[2], "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h + b"".join(parts))
+print("bf16 copy: %d tensors, %d bytes" % (len(out) - ("__metadata__" in out), off))
+EOF
+}
+export -f zero_check zero_bf16_copy
 if ((build_ok)); then phase zero 150 zero_check || ok_all=0; fi
 
 # --- GPU benchmarks ---------------------------------------------------------------
