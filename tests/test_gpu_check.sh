@@ -19,7 +19,7 @@ check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
 logs="$tmp/logs"
 mkdir -p "$logs"
 printf 'preflight\tok\t1\t0\ndeps\tok\t4\t0\nbuild\ttimeout\t400\t124\ngpu-tests\tdeadline\t0\nzero\tfailed\t9\t1\n' >"$logs/phases.tsv"
-printf 'zero-check: ok   z2 on cuda: bitwise\nnoise\nzero-check: FAIL z3: final weights differ\n' >"$logs/zero.log"
+printf 'zero-check: ok   z2 on cuda: bitwise\nnoise\nzero-check: FAIL z3: final weights differ\nzero-check: ok   qlora-z3 on cuda: adapter\n' >"$logs/zero.log"
 echo "nvcc: 13.0" >"$logs/preflight.log"
 cat >"$logs/gpu-tests.log" <<'EOF'
 1: ok rmsnorm_fwd R=7 C=64 out           norm err 1.2e-03  max abs 3.1e-03
@@ -46,7 +46,7 @@ check "fields parsed" '"$py" - "$out" <<EOF
 import json, sys
 r = json.load(open(sys.argv[1]))
 assert [p["status"] for p in r["phases"]] == ["ok", "ok", "timeout", "deadline", "failed"], r["phases"]
-assert r["zero_check"] == ["ok   z2 on cuda: bitwise", "FAIL z3: final weights differ"], r["zero_check"]
+assert r["zero_check"] == ["ok   z2 on cuda: bitwise", "FAIL z3: final weights differ", "ok   qlora-z3 on cuda: adapter"], r["zero_check"]
 assert r["deadline_s"] == 540 and r["gpu"] == "TestGPU"
 assert [t["status"] for t in r["gpu_tests"]] == ["Failed", "Passed"], r["gpu_tests"]
 assert len(r["backend_ops"]) == 2 and r["backend_ops"][0]["ok"] and not r["backend_ops"][1]["ok"]
@@ -57,6 +57,7 @@ assert r["model_reports"]["test_model_cuda"] == ["logits 1e-2"]
 EOF'
 check "summary names the failed op" 'grep -q "FAIL attention_bwd" "$tmp/summary.txt"'
 check "summary names the failed ZeRO run" 'grep -q "zero  FAIL z3" "$tmp/summary.txt"'
+check "summary lists every ZeRO run" 'grep -q "zero  ok   qlora-z3 on cuda" "$tmp/summary.txt"'
 echo '{"schema": "luxtrain-gpu-check/2", "phases": [{"name": "bogus"}]}' >"$tmp/bad.json"
 check "verify rejects a broken file" '! "$py" "$src/tools/gpu_check_report.py" --verify "$tmp/bad.json" >/dev/null'
 
