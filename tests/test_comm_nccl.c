@@ -7,7 +7,9 @@
  * the non-blocking starts (reduce_scatter_sum_ordered_start, all_gather_start
  * + wait_req on the communicator's own stream) bitwise against the blocking
  * calls, without and with set_stream; with set_stream also a split that
- * shares the stream and the order (a gather started on it while c works).
+ * shares the stream and the order (a gather started on it while c works);
+ * a broadcast of host memory and the export heartbeats on it (lt_comm_watch_*),
+ * on both streams.
  * Under `mpirun -np G` on G GPUs the same checks run with world G (plain
  * float sums then compared with a stated tolerance, NCCL's order being its
  * own).
@@ -257,6 +259,42 @@ static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
     cudaFree(ds);
 }
 
+/* host memory: a broadcast of bytes (staged through the device) from every
+ * root, and the export heartbeats on it (lt_comm_watch_*: rank 0 reports,
+ * the others wait for its records; a failure it ends with reaches them) */
+static void test_host_broadcast_watch(lt_comm *c) {
+    lt_err err = {{0}};
+    const size_t nb = 1003; /* not a multiple of any word */
+    unsigned char *h = malloc(nb), *want = malloc(nb);
+    LT_CHECK(h && want, "out of memory");
+    if (!h || !want) return;
+    for (int root = 0; root < c->world; root++) {
+        for (size_t i = 0; i < nb; i++) want[i] = (unsigned char)(i * 7 + (size_t)root * 13 + (size_t)++g_case);
+        if (c->rank == root) memcpy(h, want, nb);
+        else memset(h, 0xff, nb);
+        LT_CHECK_OK(c->broadcast(c, h, nb, root, &err), &err);
+        LT_CHECK(!memcmp(h, want, nb), "broadcast of host memory from root %d: bytes differ", root);
+    }
+    for (int fail = 0; fail < 2; fail++) {
+        lt_status want_st = fail ? LT_ERR_IO : LT_OK, st;
+        if (c->rank == 0) {
+            lt_comm_watch w;
+            LT_CHECK_OK(lt_comm_watch_begin(&w, c, "exporting a test folder", &err), &err);
+            LT_CHECK_OK(lt_comm_watch_report(&w, "tensor 1 of 1", &err), &err);
+            st = lt_comm_watch_end(&w, want_st, &err);
+        } else {
+            st = lt_comm_watch_wait(c, 0, &err);
+        }
+        LT_CHECK(st == want_st, "heartbeats ending with %s: rank %d got %s (%s)", lt_status_name(want_st), c->rank,
+                 lt_status_name(st), err.msg);
+        LT_CHECK(!fail || c->rank == 0 || strstr(err.msg, "exporting a test folder"),
+                 "rank %d: the failure does not name what rank 0 did: %s", c->rank, err.msg);
+        err.msg[0] = 0;
+    }
+    free(h);
+    free(want);
+}
+
 /* with set_stream: a sub-communicator (split) shares c's stream and its
  * order (one event follows the family's starts): a prefetch-like gather
  * started on the split, a blocking sum on c and an ordered reduction started
@@ -330,6 +368,7 @@ int main(void) {
     size_t ns[] = {0, 1, 2, 7, 1000, 4099, 100003};
     for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++)
         for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) test_dtype_n(c, dts[d], ns[i]);
+    test_host_broadcast_watch(c);
 
     /* scalars the trainer reduces: target counts (i64) and loss sums (f64) on the host */
     int64_t ntok = 1000 + c->rank;
@@ -347,6 +386,7 @@ int main(void) {
     test_dtype_n(c, LT_F32, 4099);
     test_dtype_n(c, LT_F64, 100003);
     test_split_on_stream(c);
+    test_host_broadcast_watch(c);
     float *d = NULL;
     cudaMalloc((void **)&d, 64);
     st = c->all_reduce_sum(c, d, 4, LT_F16, &err);
