@@ -412,9 +412,12 @@ fi
 #             rows train in the sharded tables, gathered by
 #             lt_trainer_gather_tables before the export): the step-2
 #             checkpoint's adapter and the final one
-#   bf16-full full fine-tuning of a bf16 copy of the sample model (the deferred
-#             load, lt_model_load_range, reading BF16 parts onto the device);
-#             the final model (written in the source's dtype, bf16)
+#   f32-full  full fine-tuning of an F32 copy of the (BF16) sample model whose
+#             values have their low 16 bits set, so that ZeRO-3's deferred load
+#             (lt_model_load_range, part by part) must round them to the bf16
+#             parameters on the device exactly as the whole load does; the
+#             final model (written in the source's dtype, F32). The sample
+#             model itself is BF16: the runs above load BF16 files.
 # The rehearsal (no GPU) runs the same lines on the CPU backend.
 zero_check() {
   local lt_bin="$build/tools/luxtrain" dev=cuda d rc=0 spec name args ov cs ref files got want f has
@@ -427,13 +430,13 @@ zero_check() {
          "$lt_bin" vocab add --model "$repo/data/sample/model" --tokens "$repo/tests/fixtures/vocab/tokens_lb.txt" \
            --out "$d/lb" &&
          "$lt_bin" tokenize --tokenizer "$d/lb" --input "$repo/data/sample/text.jsonl" --out "$d/shards-lb" --quiet &&
-         zero_bf16_copy "$repo/data/sample/model" "$d/bf16"; } >"$d/setup.txt" 2>&1; then
-    echo "zero-check: FAIL setup (tokenize / vocab add / bf16 copy): $(tail -3 "$d/setup.txt" | tr '\n' ' ')"
+         zero_f32_copy "$repo/data/sample/model" "$d/f32"; } >"$d/setup.txt" 2>&1; then
+    echo "zero-check: FAIL setup (tokenize / vocab add / f32 copy): $(tail -3 "$d/setup.txt" | tr '\n' ' ')"
     rm -rf "$d"; return 1
   fi
   local base="--model $repo/data/sample/model --data $d/shards/train-00000.h5"
   local lb="--model $d/lb --data $d/shards-lb/train-00000.h5 --epochs 0"
-  local bf="--model $d/bf16 --data $d/shards/train-00000.h5"
+  local f32="--model $d/f32 --data $d/shards/train-00000.h5"
   local fin=final/model.safetensors ad=final/adapter_model.safetensors
   local ck=checkpoints/step-000002/adapter/adapter_model.safetensors
   # name | args | LT_OVERLAP | LT_COMM_STREAM | reference run | files compared with it
@@ -444,7 +447,7 @@ zero_check() {
               "qlora-z3|$base $lora --quantize nf4 --zero 3|1|1|qlora-z0|$ad" \
               "emb-new-z0|$lb $lora --train-embeddings new --save-every 2 --zero 0|1|1||" \
               "emb-new-z3|$lb $lora --train-embeddings new --save-every 2 --zero 3|1|1|emb-new-z0|$ck $ad" \
-              "bf16-full-z0|$bf --zero 0|1|1||" "bf16-full-z3|$bf --zero 3|1|1|bf16-full-z0|$fin"; do
+              "f32-full-z0|$f32 --zero 0|1|1||" "f32-full-z3|$f32 --zero 3|1|1|f32-full-z0|$fin"; do
     IFS='|' read -r name args ov cs ref files <<<"$spec"
     # shellcheck disable=SC2086
     if ! LT_OVERLAP=$ov LT_COMM_STREAM=$cs timeout 120 "$lt_bin" train \
@@ -480,36 +483,42 @@ zero_check() {
   rm -rf "$d"
   return $rc
 }
-# zero_bf16_copy SRC DST: the model folder SRC with its F32 tensors as BF16
-# (rounded to nearest even), the rest copied as is
-zero_bf16_copy() {
+# zero_f32_copy SRC DST: the model folder SRC with its BF16 tensors as F32,
+# the low 16 bits of every normal value set from its index (values a bf16
+# parameter must round), the rest copied as is
+zero_f32_copy() {
   mkdir -p "$2" && cp "$1"/*.json "$2"/ && "$py" - "$1/model.safetensors" "$2/model.safetensors" <<'EOF'
 import json, struct, sys
 import numpy as np
 raw = open(sys.argv[1], "rb").read()
 n = struct.unpack("<Q", raw[:8])[0]
 head = json.loads(raw[8:8 + n])
-body, out, parts, off = raw[8 + n:], {}, [], 0
+body, out, parts, off, k32 = raw[8 + n:], {}, [], 0, 0
 for k, t in head.items():
     if k == "__metadata__":
         out[k] = t
         continue
     b = body[t["data_offsets"][0]:t["data_offsets"][1]]
-    if t["dtype"] == "F32":
-        u = np.frombuffer(b, dtype="<u4").astype(np.uint64)
-        b = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2").tobytes()
-        t = dict(t, dtype="BF16")
+    if t["dtype"] == "BF16":
+        u = np.frombuffer(b, dtype="<u2").astype(np.uint32) << 16
+        low = (np.arange(u.size, dtype=np.uint32) * np.uint32(40503) + np.uint32(12345)) & np.uint32(0xFFFF)
+        normal = (u & np.uint32(0x7F800000)) != 0
+        b = np.where(normal, u | low, u).astype("<u4").tobytes()
+        t = dict(t, dtype="F32")
+        k32 += 1
     out[k] = dict(t, data_offsets=[off, off + len(b)])
     parts.append(b)
     off += len(b)
+if not k32:
+    sys.exit("f32 copy: no BF16 tensor in " + sys.argv[1])
 h = json.dumps(out).encode()
 h += b" " * (-len(h) % 8)
 with open(sys.argv[2], "wb") as f:
     f.write(struct.pack("<Q", len(h)) + h + b"".join(parts))
-print("bf16 copy: %d tensors, %d bytes" % (len(out) - ("__metadata__" in out), off))
+print("f32 copy: %d of %d tensors widened, %d bytes" % (k32, len(out) - ("__metadata__" in out), off))
 EOF
 }
-export -f zero_check zero_bf16_copy
+export -f zero_check zero_f32_copy
 if ((build_ok)); then phase zero 150 zero_check || ok_all=0; fi
 
 # --- GPU benchmarks ---------------------------------------------------------------
