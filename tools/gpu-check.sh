@@ -24,7 +24,9 @@
 #   gpu-tests   the ctest tests labelled "gpu" first, verbose, short timeouts
 #   zero        one-process ZeRO-2/3 runs through the NCCL communicator (with
 #               and without overlap, on the backend's stream and on the
-#               communicator's own) and ZeRO-1, bitwise against --zero 0
+#               communicator's own) and ZeRO-1, bitwise against --zero 0;
+#               then QLoRA, LoRA + --train-embeddings new and full fine-tuning
+#               of an F32 model, each --zero 3 bitwise against --zero 0
 #   bench       GPU benchmarks only: kernels (with PyTorch / cuBLAS baselines),
 #               whole model steps, `luxtrain bench step` on 1B / 8B shapes
 #   tests       the rest of ctest, with what time is left
