@@ -22,8 +22,10 @@
 #      the base model's;
 #   1b. --shard-group N (HYBRID_SHARD: sharded inside groups of N
 #      consecutive ranks, replicated across them): 4 ranks in groups of 2
-#      (ZeRO-2 and ZeRO-3) and 6 in groups of 3 (ZeRO-1) equal 1 rank x 12 bitwise; a
-#      world size that N does not divide is refused by name;
+#      (ZeRO-2 and ZeRO-3; their reductions non-blocking, chained across the
+#      groups, and with LT_OVERLAP=0 blocking) and 6 in groups of 3 (ZeRO-1)
+#      equal 1 rank x 12 bitwise; a world size that N does not divide is
+#      refused by name;
 #   1c. ZeRO-3 checkpoints (the parts gathered tensor by tensor) resume on
 #      another world size (3 ranks -> 2) to the uninterrupted final weights;
 #   1d. several ranks (full): step-N/hf and final/ are the sharded checkpoint
@@ -174,12 +176,18 @@ fi
 
 # ---- 1b. hybrid sharding (--shard-group N): groups of N consecutive ranks ----
 train 1 one-g12 --grad-accum 12 || fail "one process x 12: $(tail -2 one-g12.txt)"
-for spec in "4 2 2 3" "6 3 1 2" "4 2 3 3"; do
+for spec in "4 2 2 3" "6 3 1 2" "4 2 3 3" "4 2 2 3 0" "4 2 3 3 0"; do
   set -- $spec
-  np=$1 n=$2 z=$3 k=$4
+  np=$1 n=$2 z=$3 k=$4 ov=${5:-1}
   out="np$np-group$n-z$z"
-  if ! train "$np" "$out" --grad-accum "$k" --zero "$z" --shard-group "$n"; then fail "$out: $(tail -3 "$out.txt")"; continue; fi
+  [ "$ov" = 1 ] || out="$out-nooverlap"
+  if ! LT_OVERLAP=$ov train "$np" "$out" --grad-accum "$k" --zero "$z" --shard-group "$n"; then fail "$out: $(tail -3 "$out.txt")"; continue; fi
   grep -q "hybrid sharding in groups of $n ranks" "$out.txt" || fail "$out: the run does not say hybrid sharding"
+  if [ "$z" -ge 2 ] && [ "$ov" = 1 ]; then # the chains across the groups started in the hook (non-blocking)
+    grep -Eq "ZeRO-$z: [1-9][0-9]* gradient reductions ran non-blocking" "$out.txt" || fail "$out: no non-blocking reductions"
+  elif [ "$z" -ge 2 ]; then
+    grep -q "ZeRO-$z: 0 gradient reductions ran non-blocking" "$out.txt" || fail "$out: reductions still non-blocking"
+  fi
   if same_run one-g12 "$out"; then echo "ok   $out: hybrid sharding bitwise equal to 1 rank x 12"
   else fail "$out differs from 1 rank x 12"; fi
 done
