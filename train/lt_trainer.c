@@ -246,6 +246,10 @@ static lt_status reduce_ordered(lt_trainer *t, size_t a, size_t b, const float *
         lt_status st = LT_OK;
         for (size_t q = t->rq_head; t->cross && q < t->rq_tail && !st; q++) /* a chain on the same range: */
             if (t->rq_a[q % t->rq_cap] == a) st = chains_until(t, q, LT_REQ_DONE, err); /* its result first */
+        /* each chain holds its range's pieces (b - a floats) until done: at
+         * most groups + 2 in flight, enough for the pipeline's depth */
+        while (t->cross && !st && t->rq_tail - t->rq_head >= (size_t)t->cross->world + 2)
+            st = chains_until(t, t->rq_head, LT_REQ_DONE, err);
         if (st) return st;
         if (t->rq_tail - t->rq_head >= t->rq_cap) return lt_fail(err, LT_ERR_RANGE, "trainer: too many reductions in flight");
         size_t q = t->rq_tail % t->rq_cap;
