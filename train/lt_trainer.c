@@ -347,7 +347,8 @@ static void hook(void *ctx, int group) {
  * up to the last one reading pool buffer buf */
 static lt_status reductions_finish(lt_trainer *t, int buf, lt_err *err) {
     if (t->cross) { /* chains: the buffer is free once its pieces left; all: every result in */
-        lt_status st = LT_OK;
+        int s;
+        lt_status st = chains_poll(t, t->rq_head, &s, err); /* (the hand-out moves them too) */
         while (buf < 0 && !st && t->rq_head < t->rq_tail) st = chains_until(t, t->rq_head, LT_REQ_DONE, err);
         for (size_t q = t->rq_head; buf >= 0 && q < t->rq_tail && !st; q++)
             if (t->rq_buf[q % t->rq_cap] == buf) st = chains_until(t, q, LT_REQ_INPUT_FREE, err);
