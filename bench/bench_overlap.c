@@ -14,6 +14,8 @@
  * never asserted. Run under mpirun:
  *   mpirun -np 2 build/bench/bench_overlap [--layers 4] [--hidden 512]
  *     [--ffn 1536] [--vocab 4096] [--seq 16] [--micro 2] [--steps 3] [--repeat 2]
+ *     [--shard-group N]  (HYBRID_SHARD: ZeRO inside groups of N ranks; the
+ *     ZeRO-2/3 reductions then chain across the groups, see lt_comm.h)
  * (each mode runs --repeat times, alternating, each time --steps timed steps
  * after a warm-up; the fastest step counts)
  * Small --seq makes communication matter (its cost grows with the
@@ -36,7 +38,9 @@
 typedef struct tcomm {
     lt_comm base; /* first: the trainer sees this */
     lt_comm *in;
-    double busy;  /* seconds inside the inner communicator's calls */
+    double own;   /* the root's counter */
+    double *busy; /* seconds inside the inner communicators' calls (the root's and its splits') */
+    int sub;      /* a split: destroy frees the inner one and this */
 } tcomm;
 
 #define IN(c) (((tcomm *)(c))->in)
@@ -44,7 +48,7 @@ typedef struct tcomm {
     do {                                              \
         double t0_ = lt_now_s();                      \
         lt_status st_ = (call);                       \
-        ((tcomm *)c)->busy += lt_now_s() - t0_;       \
+        *((tcomm *)c)->busy += lt_now_s() - t0_;      \
         return st_;                                   \
     } while (0)
 
@@ -69,7 +73,11 @@ static lt_status t_bc(lt_comm *c, void *b, size_t n, int root, lt_err *e) {
 static lt_status t_bar(lt_comm *c, lt_err *e) { TIMED(IN(c)->barrier(IN(c), e)); }
 static lt_status t_ss(lt_comm *c, void *s, lt_err *e) { return IN(c)->set_stream(IN(c), s, e); }
 static void t_abort(lt_comm *c, const char *msg) { IN(c)->abort(IN(c), msg); }
-static void t_destroy(lt_comm *c) { (void)c; /* the inner one is destroyed by main */ }
+static void t_destroy(lt_comm *c) { /* the root's inner one is destroyed by main */
+    if (!((tcomm *)c)->sub) return;
+    IN(c)->destroy(IN(c));
+    free(c);
+}
 static lt_status t_ags(lt_comm *c, void *b, size_t n, const size_t *k, lt_dtype dt, void **r, lt_err *e) {
     TIMED(IN(c)->all_gather_start(IN(c), b, n, k, dt, r, e));
 }
@@ -79,10 +87,20 @@ static lt_status t_rsos(lt_comm *c, void *s, const void *x, size_t n, const size
 }
 static lt_status t_wait(lt_comm *c, void *r, lt_err *e) { TIMED(IN(c)->wait_req(IN(c), r, e)); }
 
-static void tcomm_init(tcomm *w, lt_comm *in) {
+static lt_status t_chain(lt_comm *c, lt_comm *cross, void *s, const void *x, size_t n, const size_t *k, lt_dtype dt,
+                        void **r, lt_err *e) {
+    TIMED(IN(c)->reduce_scatter_sum_ordered_chain_start(IN(c), IN(cross), s, x, n, k, dt, r, e));
+}
+/* (the trainer's polling between two test_req calls is not inside a call:
+ * with --shard-group the "comm on" column misses those waits) */
+static lt_status t_test(lt_comm *c, void *r, int *state, lt_err *e) { TIMED(IN(c)->test_req(IN(c), r, state, e)); }
+static lt_status t_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *e);
+
+static void tcomm_init(tcomm *w, lt_comm *in, double *busy) {
     w->base = *in;
     w->in = in;
-    w->busy = 0;
+    w->busy = busy;
+    w->sub = 0;
     lt_comm *c = &w->base;
     c->all_reduce_sum = t_ar;
     c->all_reduce_sum_ordered = t_aro;
@@ -94,16 +112,35 @@ static void tcomm_init(tcomm *w, lt_comm *in) {
     c->set_stream = t_ss;
     c->abort = t_abort;
     c->destroy = t_destroy;
-    c->split = NULL; /* not used here (no --shard-group) */
+    c->split = in->split ? t_split : NULL; /* --shard-group: the group and cross communicators, timed too */
     c->all_gather_start = in->all_gather_start ? t_ags : NULL;
     c->reduce_scatter_sum_ordered_start = in->reduce_scatter_sum_ordered_start ? t_rsos : NULL;
     c->wait_req = in->wait_req ? t_wait : NULL;
+    c->reduce_scatter_sum_ordered_chain_start = in->reduce_scatter_sum_ordered_chain_start ? t_chain : NULL;
+    c->test_req = in->test_req ? t_test : NULL;
+}
+
+static lt_status t_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *e) {
+    *out = NULL;
+    tcomm *w = calloc(1, sizeof *w);
+    if (!w) return lt_fail(e, LT_ERR_NOMEM, "bench_overlap: out of memory");
+    lt_comm *in = NULL;
+    lt_status st = IN(c)->split(IN(c), color, key, &in, e);
+    if (st) {
+        free(w);
+        return st;
+    }
+    tcomm_init(w, in, ((tcomm *)c)->busy);
+    w->sub = 1;
+    *out = &w->base;
+    return LT_OK;
 }
 
 /* ---- one timed run ---- */
 
 typedef struct opts {
     int layers, hidden, ffn, vocab, seq, micro, steps, repeat;
+    int shard_group; /* --shard-group N (0: none) */
 } opts;
 
 typedef struct result {
@@ -126,7 +163,8 @@ static lt_status run(const opts *o, lt_comm *inner, int zero, int overlap, resul
     lt_model *m = NULL;
     lt_trainer *tr = NULL;
     tcomm w;
-    tcomm_init(&w, inner);
+    w.own = 0;
+    tcomm_init(&w, inner, &w.own);
     size_t N = (size_t)o->micro * o->seq;
     int32_t *buf = malloc(4 * N * sizeof(int32_t));
     lt_status st = buf ? LT_OK : lt_fail(err, LT_ERR_NOMEM, "out of memory");
@@ -139,6 +177,7 @@ static lt_status run(const opts *o, lt_comm *inner, int zero, int overlap, resul
     if (!st) st = lt_trainer_create(m, &oc, 0, 0, &tr, err);
     if (!st) {
         lt_trainer_set_overlap(tr, overlap);
+        lt_trainer_set_shard_group(tr, o->shard_group);
         st = lt_trainer_distribute(tr, &w.base, zero, LT_F32, err);
     }
     if (st) goto done;
@@ -168,11 +207,11 @@ static lt_status run(const opts *o, lt_comm *inner, int zero, int overlap, resul
     res->step_s = 1e30;
     for (int s = 0; s < o->steps && !st; s++) {
         if ((st = inner->barrier(inner, err))) break;
-        w.busy = 0;
+        w.own = 0;
         double t0 = lt_now_s();
         st = lt_trainer_step(tr, mb, o->micro, &ts, err);
         double dt = lt_now_s() - t0;
-        if (dt < res->step_s) res->step_s = dt, res->comm_s = w.busy;
+        if (dt < res->step_s) res->step_s = dt, res->comm_s = w.own;
     }
     free(mb);
     if (st) goto done;
@@ -196,20 +235,22 @@ static int arg_int(int argc, char **argv, int *i, const char *name, int *out) {
 }
 
 int main(int argc, char **argv) {
-    opts o = {4, 512, 1536, 4096, 16, 2, 3, 2};
+    opts o = {4, 512, 1536, 4096, 16, 2, 3, 2, 0};
     for (int i = 1; i < argc; i++) {
         if (arg_int(argc, argv, &i, "--layers", &o.layers) || arg_int(argc, argv, &i, "--hidden", &o.hidden) ||
             arg_int(argc, argv, &i, "--ffn", &o.ffn) || arg_int(argc, argv, &i, "--vocab", &o.vocab) ||
             arg_int(argc, argv, &i, "--seq", &o.seq) || arg_int(argc, argv, &i, "--micro", &o.micro) ||
-            arg_int(argc, argv, &i, "--steps", &o.steps) || arg_int(argc, argv, &i, "--repeat", &o.repeat))
+            arg_int(argc, argv, &i, "--steps", &o.steps) || arg_int(argc, argv, &i, "--repeat", &o.repeat) ||
+            arg_int(argc, argv, &i, "--shard-group", &o.shard_group))
             continue;
         fprintf(stderr, "bench_overlap: unknown argument '%s' (see the head of bench/bench_overlap.c)\n", argv[i]);
         return 2;
     }
     if (o.hidden < 64 || o.hidden % 64 || o.layers < 1 || o.seq < 2 || o.micro < 1 || o.steps < 1 || o.vocab < 2 ||
-        o.repeat < 1) {
+        o.repeat < 1 || o.shard_group < 0) {
         fprintf(stderr,
-                "bench_overlap: --hidden a multiple of 64, --layers/--micro/--steps/--repeat >= 1, --seq >= 2\n");
+                "bench_overlap: --hidden a multiple of 64, --layers/--micro/--steps/--repeat >= 1, --seq >= 2, "
+                "--shard-group >= 0\n");
         return 2;
     }
     lt_comm *c;
@@ -218,11 +259,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_overlap: %s\n", err.msg);
         return 1;
     }
+    char grp[64] = "";
+    if (o.shard_group) snprintf(grp, sizeof grp, ", hybrid sharding in groups of %d", o.shard_group);
     if (c->rank == 0)
-        printf("communicator %s, world %d; llama %d layers, hidden %d, ffn %d, vocab %d; %d micro-batch(es) of %d "
+        printf("communicator %s, world %d%s; llama %d layers, hidden %d, ffn %d, vocab %d; %d micro-batch(es) of %d "
                "tokens per rank; %d steps, best of %d runs\n"
                "%5s %12s %12s %12s %12s %9s %6s %s\n",
-               c->name, c->world, o.layers, o.hidden, o.ffn, o.vocab, o.micro, o.seq, o.steps, o.repeat, "zero",
+               c->name, c->world, grp, o.layers, o.hidden, o.ffn, o.vocab, o.micro, o.seq, o.steps, o.repeat, "zero",
                "step off ms", "step on ms", "comm off ms", "comm on ms", "hidden", "saved",
                "same bits / async reductions, prefetches");
     for (int zero = 1; zero <= 3; zero++) {

@@ -11,8 +11,9 @@
  * regenerated inputs (the contract in lt_comm.h), plus broadcast and barrier,
  * sub-communicators (split: rank order by key, the fold inside a group,
  * messages naming world ranks), the non-blocking all_gather with a
- * reduction running beside it and the non-blocking ordered reduce-scatter
- * (bitwise the blocking one).
+ * reduction running beside it, the non-blocking ordered reduce-scatter
+ * (bitwise the blocking one) and the hybrid chain (groups of 1 and 2 ranks,
+ * three chains in flight: bitwise the world's ordered fold).
  *
  *   test_comm dead=hang|exit|exit0|kill|abort|killmid
  *     the last rank fails (sleeps instead of joining, exits with 3 or with 0
@@ -412,12 +413,61 @@ static void test_split_and_async(lt_comm *c) {
         LT_CHECK_OK(c->reduce_scatter_sum_ordered_start(c, a1, xv, n, NULL, LT_F32, &req, &err), &err);
         int64_t one = 1;
         LT_CHECK_OK(c->all_reduce_sum(c, &one, 1, LT_I64, &err), &err);
+        int s = 0; /* test_req on a plain request: done once its transfers are; the fold still in wait_req */
+        for (double t0 = lt_now_s(); c->test_req && !(s & LT_REQ_DONE) && lt_now_s() - t0 < 60;)
+            LT_CHECK_OK(c->test_req(c, req, &s, &err), &err);
+        LT_CHECK(!c->test_req || s == (LT_REQ_INPUT_FREE | LT_REQ_DONE), "test_req: state %d after 60 s", s);
         LT_CHECK_OK(c->wait_req(c, req, &err), &err);
         LT_CHECK_OK(c->reduce_scatter_sum_ordered(c, a2, xv, n, NULL, LT_F32, &err), &err);
         LT_CHECK(same(a1, a2, len * sizeof *a1), "reduce_scatter_sum_ordered_start: differs from the blocking call");
         free(xv);
         free(a1);
         free(a2);
+    }
+    x->destroy(x);
+    g->destroy(g);
+}
+
+/* the hybrid chain (reduce_scatter_sum_ordered_chain_start): groups of gs
+ * consecutive ranks, K chains in flight at once, polled newest first (the
+ * fold order must not depend on the polling); each group's shard equals
+ * that slot of the world's ordered fold over the whole vector, bitwise */
+static void test_chain(lt_comm *c, int gs) {
+    lt_err err = {{0}};
+    const int me = c->rank, W = c->world;
+    if (!c->reduce_scatter_sum_ordered_chain_start || !c->test_req || W % gs) return;
+    lt_comm *g = NULL, *x = NULL;
+    LT_CHECK_OK(c->split(c, me / gs, me, &g, &err), &err);
+    LT_CHECK_OK(c->split(c, me % gs, me, &x, &err), &err);
+    if (!g || !x) return;
+    enum { K = 3 };
+    size_t n = 1999, off, len;
+    lt_comm_shard(n, g->rank, g->world, &off, &len);
+    float *xv[K], *acc[K], *ref[K];
+    void *req[K];
+    for (int k = 0; k < K; k++) {
+        xv[k] = malloc(n * sizeof(float)), acc[k] = malloc((len + 1) * sizeof(float)), ref[k] = malloc(n * sizeof(float));
+        gen(LT_F32, xv[k], n, seed_of(++g_case, me));
+        for (size_t i = 0; i < n; i++) ref[k][i] = 0.5f * (float)(i % 7) + (float)k;
+        memcpy(acc[k], ref[k] + off, len * sizeof(float));
+        LT_CHECK_OK(c->reduce_scatter_sum_ordered_chain_start(g, x, acc[k], xv[k], n, NULL, LT_F32, &req[k], &err),
+                    &err);
+    }
+    int done = 0;
+    double t0 = lt_now_s();
+    while (done != (1 << K) - 1 && lt_now_s() - t0 < 60)
+        for (int k = K - 1; k >= 0; k--) {
+            int s = 0;
+            LT_CHECK_OK(g->test_req(g, req[k], &s, &err), &err);
+            if (s & LT_REQ_DONE) done |= 1 << k;
+        }
+    LT_CHECK(done == (1 << K) - 1, "chains (groups of %d): not complete after 60 s (done mask %d)", gs, done);
+    for (int k = 0; k < K; k++) {
+        LT_CHECK_OK(g->wait_req(g, req[k], &err), &err);
+        LT_CHECK_OK(c->all_reduce_sum_ordered(c, ref[k], xv[k], n, LT_F32, &err), &err);
+        LT_CHECK(same(acc[k], ref[k] + off, len * sizeof(float)),
+                 "chain %d (groups of %d, rank %d of its group): differs from the world's ordered fold", k, gs, g->rank);
+        free(xv[k]), free(acc[k]), free(ref[k]);
     }
     x->destroy(x);
     g->destroy(g);
@@ -554,6 +604,8 @@ int main(int argc, char **argv) {
     test_barrier(c);
     test_microbatch_contract(c);
     test_split_and_async(c);
+    test_chain(c, 1);
+    test_chain(c, 2);
 
     char name[64];
     snprintf(name, sizeof name, "test_comm[%s rank %d/%d]", c->name, c->rank, c->world);

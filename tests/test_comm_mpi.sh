@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_comm_mpi.sh -- the MPI communicator (train/lt_comm_mpi.c) with real
-# processes: tests/test_comm under `mpirun -np 2` and `-np 3` (every
+# processes: tests/test_comm under `mpirun -np 2`, `-np 3` and `-np 4` (every
 # collective on random data, bitwise against the serial rank-order fold; once
 # with tiny chunks so every message is split), then the dead-peer cases: the
 # last rank hangs / exits / is killed / aborts, and the job must end within
@@ -59,6 +59,7 @@ run_ok 2 "default chunks"
 run_ok 3 "default chunks"
 run_ok 3 "LT_COMM_CHUNK_ELEMS=5" LT_COMM_CHUNK_ELEMS=5
 run_ok 2 "LT_COMM_CHUNK_ELEMS=64" LT_COMM_CHUNK_ELEMS=64
+run_ok 4 "default chunks; hybrid chains in groups of 2"
 
 # ---- dead peers: -np 3, rank 2 fails; LT_COMM_TIMEOUT_S=3 ----
 dead() { # mode, regex the output must match

@@ -22,8 +22,10 @@
 #      the base model's;
 #   1b. --shard-group N (HYBRID_SHARD: sharded inside groups of N
 #      consecutive ranks, replicated across them): 4 ranks in groups of 2
-#      (ZeRO-2 and ZeRO-3) and 6 in groups of 3 (ZeRO-1) equal 1 rank x 12 bitwise; a
-#      world size that N does not divide is refused by name;
+#      (ZeRO-2 and ZeRO-3; their reductions non-blocking, chained across the
+#      groups, and with LT_OVERLAP=0 blocking) and 6 in groups of 3 (ZeRO-1)
+#      equal 1 rank x 12 bitwise; a world size that N does not divide is
+#      refused by name;
 #   1c. ZeRO-3 checkpoints (the parts gathered tensor by tensor) resume on
 #      another world size (3 ranks -> 2) to the uninterrupted final weights;
 #   1d. several ranks (full): step-N/hf and final/ are the sharded checkpoint
@@ -39,7 +41,8 @@
 #      than the full gradient, the parameters are whole on every rank below
 #      ZeRO-3 and 1/N (plus the gathered groups' buffers) with it;
 #   3. a rank SIGKILLed a few ms into a step (its peers inside a collective)
-#      ends the job within `timeout 60`, mpirun naming that rank, for every stage.
+#      ends the job within `timeout 60`, mpirun naming that rank, for every
+#      stage, and for ZeRO-2/3 in groups of 2 (hybrid chains in flight).
 # Skips (77) when mpirun, the MPI communicator or the sample model is absent.
 . "$(dirname "$0")/lt_test_lib.sh"
 lt_need_mpi
@@ -174,12 +177,18 @@ fi
 
 # ---- 1b. hybrid sharding (--shard-group N): groups of N consecutive ranks ----
 train 1 one-g12 --grad-accum 12 || fail "one process x 12: $(tail -2 one-g12.txt)"
-for spec in "4 2 2 3" "6 3 1 2" "4 2 3 3"; do
+for spec in "4 2 2 3" "6 3 1 2" "4 2 3 3" "6 2 2 2" "4 2 2 3 0" "4 2 3 3 0"; do
   set -- $spec
-  np=$1 n=$2 z=$3 k=$4
+  np=$1 n=$2 z=$3 k=$4 ov=${5:-1}
   out="np$np-group$n-z$z"
-  if ! train "$np" "$out" --grad-accum "$k" --zero "$z" --shard-group "$n"; then fail "$out: $(tail -3 "$out.txt")"; continue; fi
+  [ "$ov" = 1 ] || out="$out-nooverlap"
+  if ! LT_OVERLAP=$ov train "$np" "$out" --grad-accum "$k" --zero "$z" --shard-group "$n"; then fail "$out: $(tail -3 "$out.txt")"; continue; fi
   grep -q "hybrid sharding in groups of $n ranks" "$out.txt" || fail "$out: the run does not say hybrid sharding"
+  if [ "$z" -ge 2 ] && [ "$ov" = 1 ]; then # the chains across the groups started in the hook (non-blocking)
+    grep -Eq "ZeRO-$z: [1-9][0-9]* gradient reductions ran non-blocking" "$out.txt" || fail "$out: no non-blocking reductions"
+  elif [ "$z" -ge 2 ]; then
+    grep -q "ZeRO-$z: 0 gradient reductions ran non-blocking" "$out.txt" || fail "$out: reductions still non-blocking"
+  fi
   if same_run one-g12 "$out"; then echo "ok   $out: hybrid sharding bitwise equal to 1 rank x 12"
   else fail "$out differs from 1 rank x 12"; fi
 done
@@ -294,13 +303,16 @@ for np in (1, 2, 3):
 PY
 
 # ---- 3. a rank SIGKILLed mid-step ends the job, named, at every stage ----
-for z in 0 1 2 3; do
+# (z2g2, z3g2: 4 ranks in groups of 2, the reductions chained across the groups)
+for z in 0 1 2 3 2g2 3g2; do
   t0=$(now_ms)
-  LT_FAULT_RANK=1 LT_FAULT_STEP=3 LT_FAULT_MODE=kill LT_COMM_TIMEOUT_S=30 train 3 "kill-z$z" --grad-accum 2 --zero $z
+  np=3 extra=()
+  case $z in *g2) np=4 extra=(--shard-group 2) ;; esac
+  LT_FAULT_RANK=1 LT_FAULT_STEP=3 LT_FAULT_MODE=kill LT_COMM_TIMEOUT_S=30 train $np "kill-z$z" --grad-accum 2 --zero "${z%g2}" "${extra[@]}"
   rc=$?
   dt=$(( $(now_ms) - t0 ))
   if [ $rc -eq 0 ] || [ $rc -eq 124 ]; then fail "kill z$z: exit $rc after ${dt} ms (must fail, not hang)"; continue; fi
-  grep -q "rank 1 of 3: fault injection: SIGKILL" "kill-z$z.txt" || fail "kill z$z: no fault message: $(tail -4 "kill-z$z.txt")"
+  grep -q "rank 1 of $np: fault injection: SIGKILL" "kill-z$z.txt" || fail "kill z$z: no fault message: $(tail -4 "kill-z$z.txt")"
   grep -Eq "process rank 1 with PID .* signal 9" "kill-z$z.txt" || fail "kill z$z: mpirun did not name rank 1: $(tail -6 "kill-z$z.txt")"
   [ "$dt" -lt 20000 ] || fail "kill z$z: the job took ${dt} ms to end"
   echo "ok   ZeRO-$z: rank 1 SIGKILLed mid-step; the job ended with exit $rc after ${dt} ms, naming rank 1"

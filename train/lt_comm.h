@@ -134,6 +134,7 @@ extern "C" {
 #endif
 
 typedef struct lt_comm lt_comm;
+enum { LT_REQ_INPUT_FREE = 1, LT_REQ_DONE = 2 }; /* test_req's states */
 
 struct lt_comm {
     const char *name; /* "single" | "mpi" | "nccl" */
@@ -207,12 +208,38 @@ struct lt_comm {
     lt_status (*reduce_scatter_sum_ordered_start)(lt_comm *c, void *acc_shard, const void *x, size_t n,
                                                   const size_t *counts, lt_dtype dt, void **req, lt_err *err);
     lt_status (*wait_req)(lt_comm *c, void *req, lt_err *err);
+    /* Hybrid (HYBRID_SHARD) reduce_scatter_sum_ordered, non-blocking. c is
+     * one group of consecutive world ranks, cross joins the ranks with the
+     * same place in every group (cross->rank = the group's index). Every
+     * group's acc_shard (counts[c->rank] elements, the same split in every
+     * group) := fold(acc_shard, x of world rank 0, 1, ..., W-1) -- the bits
+     * of one flat reduce-scatter over the world. The pieces move inside the
+     * group at once; the fold is a chain: group g's owner folds its ranks'
+     * pieces onto group g-1's value and sends it to group g+1, the last
+     * group sends the result to the others. The chain moves in test_req
+     * (and wait_req): poll every request in flight (they fold in the order
+     * they were started, on every rank). x must stay untouched until
+     * test_req reports LT_REQ_INPUT_FREE; acc_shard is read by group 0's
+     * fold and written by wait_req, so a request on the same acc_shard
+     * starts after the earlier one's wait_req. NULL where not implemented
+     * (single, nccl: the trainer then reduces hybrid gradients blocking). */
+    lt_status (*reduce_scatter_sum_ordered_chain_start)(lt_comm *c, lt_comm *cross, void *acc_shard,
+                                                         const void *x, size_t n, const size_t *counts,
+                                                         lt_dtype dt, void **req, lt_err *err);
+    /* Advance req without blocking; *state := LT_REQ_INPUT_FREE and/or
+     * LT_REQ_DONE (wait_req then returns at once). NULL where not implemented. */
+    lt_status (*test_req)(lt_comm *c, void *req, int *state, lt_err *err);
     int msg_rank, msg_world; /* what messages call this rank (the world's in a sub-communicator) */
     /* NULL, or what this rank is waiting for (lt_comm_watch_wait sets it):
      * a timeout's message ends with it */
     const char *waiting_for;
 };
 
+/* Print the timeout message (see above) and c->abort. peer < 0: unknown.
+ * For a caller polling requests itself (test_req) past c->timeout_s. */
+void lt_comm_timeout_abort(lt_comm *c, const char *what, int peer);
+/* Sleep a little while polling: spins first, then backs off up to 1 ms. */
+void lt_comm_backoff(unsigned *iter);
 /* The canonical split of n elements across `world` ranks: rank `rank` owns
  * [*off, *off + *len). The first n % world ranks own n / world + 1. */
 void lt_comm_shard(size_t n, int rank, int world, size_t *off, size_t *len);

@@ -25,11 +25,7 @@ size_t lt_comm_chunk_elems(size_t dflt);
 /* Timeout from opts / LT_COMM_TIMEOUT_S / 300. */
 double lt_comm_timeout(const lt_comm_opts *opts);
 
-/* Print the timeout message (see lt_comm.h) and c->abort. peer < 0: unknown. */
-void lt_comm_timeout_abort(lt_comm *c, const char *what, int peer);
-
-/* Sleep a little while polling: spins first, then backs off up to 1 ms. */
-void lt_comm_backoff(unsigned *iter);
+/* lt_comm_timeout_abort and lt_comm_backoff: in lt_comm.h (the trainer polls hybrid chains too) */
 
 /* Print "luxtrain: rank R of W: msg" to stderr (flushed). */
 void lt_comm_print_abort(const lt_comm *c, const char *msg);

@@ -38,6 +38,7 @@ typedef struct {
     int cap;
     size_t *off, *len; /* world entries */
     int *wrank;        /* a sub-communicator: the world rank of each of its ranks (NULL: the world) */
+    uint64_t chain_started, chain_folded; /* hybrid chains (see mpi_rs_chain_start) */
 } mpi_ctx;
 
 static mpi_ctx *X(lt_comm *c) { return (mpi_ctx *)c->ctx; }
@@ -113,7 +114,10 @@ typedef struct {
     size_t len;
     lt_dtype dt;
     int world;
+    struct mpi_chain *chain; /* a hybrid chain (the fields above unused) */
 } mpi_async;
+
+static lt_status chain_wait(lt_comm *c, mpi_async *a, lt_err *err);
 
 static lt_status mpi_all_gather_start(lt_comm *c, void *bufv, size_t n, const size_t *counts, lt_dtype dt, void **req,
                                       lt_err *err) {
@@ -162,6 +166,7 @@ static lt_status mpi_wait_req(lt_comm *c, void *req, lt_err *err) {
     mpi_async *a = req;
     const char *what = a && a->acc ? "reduce_scatter_sum_ordered (non-blocking)" : "all_gather (prefetch)";
     if (!a) return LT_OK;
+    if (a->chain) return chain_wait(c, a, err);
     double t0 = lt_now_s();
     unsigned iter = 0;
     lt_status st = LT_OK;
@@ -237,6 +242,192 @@ static lt_status mpi_rs_ordered_start(lt_comm *c, void *acc, const void *xv, siz
     }
     *req = a;
     return LT_OK;
+}
+
+/* ---- hybrid chain (reduce_scatter_sum_ordered_chain_start, lt_comm.h) ----
+ * Tags: +5 the pieces inside the group, +6 the running value from group
+ * g-1 to g, +7 the result from the last group to the others. Messages
+ * between two ranks with one tag match in posting order, so every rank
+ * folds (and so posts its chain messages) in the order the requests were
+ * started: seq against the group communicator's folded counter. */
+typedef struct {
+    MPI_Request *r;
+    int *peer; /* >= 0 receive from, -1 - q send to (the comm's ranks) */
+    int n, cap;
+} mpi_reqset;
+
+typedef struct mpi_chain {
+    lt_comm *cross;
+    void *acc;
+    size_t len;          /* this rank's shard (elements) */
+    lt_dtype dt;
+    int me, gsize;       /* place in the group, group size */
+    unsigned char *tmp;  /* (gsize x len) the pieces; then the last group's result */
+    unsigned char *run;  /* (len) the running value */
+    mpi_reqset snd, rcv; /* inside the group: sends of x, pieces in */
+    mpi_reqset chn;      /* on cross: value in, value out, result in/out */
+    uint64_t seq;
+    int stage;           /* 0 pieces (and value) coming; 1 passed on; 2 done */
+} mpi_chain;
+
+static lt_status reqset_post(mpi_reqset *s, int send, void *buf, size_t bytes, int peer, int tag, MPI_Comm comm,
+                             const char *what, lt_err *err) {
+    for (size_t b = 0; b < bytes; b += LT_COMM_MAX_MSG) {
+        if (s->n == s->cap) {
+            int cap = s->cap ? 2 * s->cap : 8;
+            MPI_Request *r = realloc(s->r, (size_t)cap * sizeof *r);
+            if (r) s->r = r;
+            int *p = realloc(s->peer, (size_t)cap * sizeof *p);
+            if (p) s->peer = p;
+            if (!r || !p) return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", what);
+            s->cap = cap;
+        }
+        size_t m = bytes - b < LT_COMM_MAX_MSG ? bytes - b : LT_COMM_MAX_MSG;
+        int rc = send ? MPI_Isend((unsigned char *)buf + b, (int)m, MPI_BYTE, peer, tag, comm, &s->r[s->n])
+                      : MPI_Irecv((unsigned char *)buf + b, (int)m, MPI_BYTE, peer, tag, comm, &s->r[s->n]);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+        s->peer[s->n++] = send ? -1 - peer : peer;
+    }
+    return LT_OK;
+}
+
+/* every request of s complete (then s is emptied) */
+static lt_status reqset_test(mpi_reqset *s, int *done, const char *what, lt_err *err) {
+    int flag = 1;
+    if (s->n) {
+        int rc = MPI_Testall(s->n, s->r, &flag, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, what);
+    }
+    if (flag) s->n = 0;
+    *done = flag;
+    return LT_OK;
+}
+
+/* a peer of s still pending, as a world rank (-1: none) */
+static int reqset_suspect(const mpi_reqset *s, lt_comm *c) {
+    for (int i = 0; i < s->n; i++)
+        if (s->r[i] != MPI_REQUEST_NULL) {
+            int q = s->peer[i] >= 0 ? s->peer[i] : -1 - s->peer[i];
+            return X(c)->wrank ? X(c)->wrank[q] : q;
+        }
+    return -1;
+}
+
+static void chain_free(mpi_async *a) {
+    mpi_chain *h = a->chain;
+    free(h->tmp), free(h->run);
+    free(h->snd.r), free(h->snd.peer), free(h->rcv.r), free(h->rcv.peer), free(h->chn.r), free(h->chn.peer);
+    free(h);
+    free(a);
+}
+
+static lt_status mpi_rs_chain_start(lt_comm *c, lt_comm *cross, void *acc, const void *xv, size_t n,
+                                    const size_t *counts, lt_dtype dt, void **req, lt_err *err) {
+    const char *what = "reduce_scatter_sum_ordered (hybrid chain)";
+    *req = NULL;
+    mpi_ctx *x = X(c);
+    lt_status st = check_args(c, what, n, counts, dt, err);
+    if (st) return st;
+    if (!cross || strcmp(cross->name, "mpi"))
+        return lt_fail(err, LT_ERR_INVALID, "%s: the cross communicator must be an 'mpi' one", what);
+    const int W = c->world, me = c->rank;
+    const size_t es = lt_dtype_size(dt), mine = x->len[me];
+    mpi_async *a = calloc(1, sizeof *a);
+    mpi_chain *h = calloc(1, sizeof *h);
+    if (h) h->tmp = malloc((size_t)W * mine * es + 1), h->run = malloc(mine * es + 1);
+    if (!a || !h || !h->tmp || !h->run) {
+        if (h) free(h->tmp), free(h->run);
+        free(h), free(a);
+        return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory for %zu elements", what, (size_t)W * mine);
+    }
+    a->chain = h;
+    h->cross = cross, h->acc = acc, h->len = mine, h->dt = dt, h->me = me, h->gsize = W;
+    h->seq = x->chain_started++;
+    const unsigned char *src = xv;
+    memcpy(h->tmp + (size_t)me * mine * es, src + x->off[me] * es, mine * es);
+    for (int q = 0; q < W && !st; q++) {
+        if (q == me) continue;
+        st = reqset_post(&h->rcv, 0, h->tmp + (size_t)q * mine * es, mine * es, q, LT_COMM_TAG + 5, x->comm, what, err);
+        if (!st) st = reqset_post(&h->snd, 1, (void *)(src + x->off[q] * es), x->len[q] * es, q, LT_COMM_TAG + 5,
+                                  x->comm, what, err);
+    }
+    if (!st && cross->rank > 0) /* the running value from group g-1 */
+        st = reqset_post(&h->chn, 0, h->run, mine * es, cross->rank - 1, LT_COMM_TAG + 6, X(cross)->comm, what, err);
+    if (st) return st; /* (the job stops: the requests do not matter) */
+    *req = a;
+    return LT_OK;
+}
+
+/* advance a chain as far as it goes without waiting */
+static lt_status chain_step(lt_comm *c, mpi_async *a, int *state, lt_err *err) {
+    const char *what = "reduce_scatter_sum_ordered (hybrid chain)";
+    mpi_chain *h = a->chain;
+    mpi_ctx *x = X(c);
+    lt_comm *cr = h->cross;
+    const int G = cr->world, g = cr->rank;
+    const size_t es = lt_dtype_size(h->dt), bytes = h->len * es;
+    int sdone, rdone, cdone;
+    lt_status st = reqset_test(&h->snd, &sdone, what, err);
+    if (!st) st = reqset_test(&h->rcv, &rdone, what, err);
+    if (!st) st = reqset_test(&h->chn, &cdone, what, err);
+    if (st) return st;
+    if (h->stage == 0 && rdone && cdone && h->seq == x->chain_folded) { /* fold this group's pieces on */
+        if (g == 0) memcpy(h->run, h->acc, bytes);
+        for (int q = 0; q < h->gsize; q++) lt_comm_add(h->dt, h->run, h->tmp + (size_t)q * bytes, h->len);
+        MPI_Comm cc = X(cr)->comm;
+        if (g < G - 1) {
+            st = reqset_post(&h->chn, 1, h->run, bytes, g + 1, LT_COMM_TAG + 6, cc, what, err);
+            if (!st) st = reqset_post(&h->chn, 0, h->tmp, bytes, G - 1, LT_COMM_TAG + 7, cc, what, err);
+        } else {
+            for (int q = 0; q < G - 1 && !st; q++) st = reqset_post(&h->chn, 1, h->run, bytes, q, LT_COMM_TAG + 7, cc, what, err);
+        }
+        if (st) return st;
+        x->chain_folded++;
+        h->stage = 1;
+        if ((st = reqset_test(&h->chn, &cdone, what, err))) return st;
+    }
+    if (h->stage == 1 && cdone) h->stage = 2;
+    *state = (sdone ? LT_REQ_INPUT_FREE : 0) | (h->stage == 2 && sdone && rdone ? LT_REQ_DONE : 0);
+    return LT_OK;
+}
+
+static lt_status mpi_test_req(lt_comm *c, void *req, int *state, lt_err *err) {
+    mpi_async *a = req;
+    *state = 0;
+    if (!a) {
+        *state = LT_REQ_INPUT_FREE | LT_REQ_DONE;
+        return LT_OK;
+    }
+    if (a->chain) return chain_step(c, a, state, err);
+    int flag = 1; /* a plain request: done when all of its transfers are */
+    if (a->n) {
+        int rc = MPI_Testall(a->n, a->reqs, &flag, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "test_req");
+        if (flag) a->n = 0;
+    }
+    *state = flag ? LT_REQ_INPUT_FREE | LT_REQ_DONE : 0;
+    return LT_OK;
+}
+
+/* complete a chain (polling this one only: the caller polls the others
+ * with test_req first when they matter) and write the result to acc */
+static lt_status chain_wait(lt_comm *c, mpi_async *a, lt_err *err) {
+    mpi_chain *h = a->chain;
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    int state = 0;
+    lt_status st;
+    while (!(st = chain_step(c, a, &state, err)) && !(state & LT_REQ_DONE)) {
+        if (lt_now_s() - t0 > c->timeout_s) {
+            int s = reqset_suspect(&h->rcv, c);
+            if (s < 0) s = reqset_suspect(&h->snd, c);
+            lt_comm_timeout_abort(c, "reduce_scatter_sum_ordered (hybrid chain)", s); /* (the cross peer: unknown) */
+        }
+        lt_comm_backoff(&iter);
+    }
+    if (!st) memcpy(h->acc, h->cross->rank == h->cross->world - 1 ? h->run : h->tmp, h->len * lt_dtype_size(h->dt));
+    chain_free(a);
+    return st;
 }
 
 /* Wait for one collective request (the peer at fault is not known). */
@@ -561,6 +752,8 @@ static lt_status mpi_fill(lt_comm *c, lt_err *err) {
     c->all_gather_start = mpi_all_gather_start;
     c->reduce_scatter_sum_ordered_start = mpi_rs_ordered_start;
     c->wait_req = mpi_wait_req;
+    c->reduce_scatter_sum_ordered_chain_start = mpi_rs_chain_start;
+    c->test_req = mpi_test_req;
     return LT_OK;
 }
 

@@ -31,7 +31,8 @@ struct lt_trainer {
     int pool_next;
     /* ZeRO-2/3 on MPI: reductions started in the hook, completed in order */
     void **rq;            /* (rq_cap) requests, FIFO from rq_head to rq_tail */
-    int *rq_buf;          /* the pool buffer (0-3) each one reads */
+    int *rq_buf;          /* the pool buffer (0-3) each one reads (-1: none any more) */
+    size_t *rq_a;         /* hybrid chains: the flat start of each one's range */
     size_t rq_cap, rq_head, rq_tail;
     int cur_buf;          /* the pool buffer of the group being reduced (-1: none) */
     int64_t n_async;      /* reductions started non-blocking */
@@ -134,6 +135,7 @@ void lt_trainer_free(lt_trainer *t) {
     free(t->goff);
     free(t->rq);
     free(t->rq_buf);
+    free(t->rq_a);
     size_t np = lt_model_num_params(t->m);
     for (size_t i = 0; t->w_part && i < np; i++) {
         if (t->w_part[i]) be->free(be, t->w_part[i]);
@@ -190,17 +192,75 @@ static void range_counts(lt_trainer *t, size_t a, size_t b) {
 /* this rank's part of [a, b) in the accumulator (ZeRO-1) */
 static float *acc_part(lt_trainer *t, size_t a) { return t->acc + (a > t->s0 ? a - t->s0 : 0); }
 
+/* ---- hybrid chains in flight (ZeRO-2/3 with --shard-group, see
+ * reduce_scatter_sum_ordered_chain_start in lt_comm.h): they move only
+ * when polled, so every wait here polls all of them, oldest first ---- */
+
+/* poll every chain once; the completed ones at the head are finished (their
+ * result written into the accumulator). *state: the state of entry `target`
+ * (an index from rq_head; completed: LT_REQ_INPUT_FREE | LT_REQ_DONE). */
+static lt_status chains_poll(lt_trainer *t, size_t target, int *state, lt_err *err) {
+    lt_comm *sc = t->sc;
+    *state = LT_REQ_INPUT_FREE | LT_REQ_DONE;
+    for (size_t q = t->rq_head; q < t->rq_tail; q++) {
+        int s = 0;
+        lt_status st = sc->test_req(sc, t->rq[q % t->rq_cap], &s, err);
+        if (st) return lt_wrap(err, st, "gradient reduction (hybrid)");
+        if (s & LT_REQ_INPUT_FREE) t->rq_buf[q % t->rq_cap] = -1;
+        if (q == target) *state = s;
+    }
+    while (t->rq_head < t->rq_tail) { /* the finished ones, in order */
+        size_t q = t->rq_head % t->rq_cap;
+        int s = 0;
+        lt_status st = sc->test_req(sc, t->rq[q], &s, err);
+        if (!st && !(s & LT_REQ_DONE)) break;
+        if (!st) st = sc->wait_req(sc, t->rq[q], err);
+        t->rq[q] = NULL;
+        t->rq_head++;
+        if (st) return lt_wrap(err, st, "gradient reduction (hybrid)");
+    }
+    if (target < t->rq_head) *state = LT_REQ_INPUT_FREE | LT_REQ_DONE;
+    return LT_OK;
+}
+
+/* poll until entry `target` has every bit of `want` */
+static lt_status chains_until(lt_trainer *t, size_t target, int want, lt_err *err) {
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    for (;;) {
+        int s;
+        lt_status st = chains_poll(t, target, &s, err);
+        if (st || (s & want) == want) return st;
+        if (lt_now_s() - t0 > t->sc->timeout_s)
+            lt_comm_timeout_abort(t->sc, "gradient reduction (hybrid chain: a rank of another group)", -1);
+        lt_comm_backoff(&iter);
+    }
+}
+
 /* x: the gradient of flat [a, b) (in the flat buffer, or the group's pooled buffer) */
 static lt_status reduce_ordered(lt_trainer *t, size_t a, size_t b, const float *x, lt_err *err) {
     lt_comm *c = t->comm;
     if (!t->zero) return c->all_reduce_sum_ordered(c, t->acc + a, x, b - a, LT_F32, err);
     range_counts(t, a, b);
-    if (!t->cross && t->rq && t->cur_buf >= 0) { /* non-blocking: completed before the buffer is reused */
+    if (t->rq && t->cur_buf >= 0) { /* non-blocking: completed before the buffer is reused */
+        lt_status st = LT_OK;
+        for (size_t q = t->rq_head; t->cross && q < t->rq_tail && !st; q++) /* a chain on the same range: */
+            if (t->rq_a[q % t->rq_cap] == a) st = chains_until(t, q, LT_REQ_DONE, err); /* its result first */
+        /* each chain holds its range's pieces (b - a floats) until done: at
+         * most groups + 2 in flight, enough for the pipeline's depth */
+        while (t->cross && !st && t->rq_tail - t->rq_head >= (size_t)t->cross->world + 2)
+            st = chains_until(t, t->rq_head, LT_REQ_DONE, err);
+        if (st) return st;
         if (t->rq_tail - t->rq_head >= t->rq_cap) return lt_fail(err, LT_ERR_RANGE, "trainer: too many reductions in flight");
         size_t q = t->rq_tail % t->rq_cap;
-        lt_status st = c->reduce_scatter_sum_ordered_start(c, acc_part(t, a), x, b - a, t->counts, LT_F32, &t->rq[q], err);
+        if (t->cross)
+            st = t->sc->reduce_scatter_sum_ordered_chain_start(t->sc, t->cross, acc_part(t, a), x, b - a, t->counts,
+                                                               LT_F32, &t->rq[q], err);
+        else
+            st = c->reduce_scatter_sum_ordered_start(c, acc_part(t, a), x, b - a, t->counts, LT_F32, &t->rq[q], err);
         if (st) return st;
         t->rq_buf[q] = t->cur_buf;
+        if (t->cross) t->rq_a[q] = a;
         t->rq_tail++;
         t->n_async++;
         return LT_OK;
@@ -270,6 +330,9 @@ static void reduce_group(lt_trainer *t, int group) {
 
 static void hook(void *ctx, int group) {
     lt_trainer *t = ctx;
+    int s;
+    if (t->cross && t->rq && !t->hook_st && (t->hook_st = chains_poll(t, t->rq_head, &s, &t->hook_err)))
+        return; /* (the chains move) */
     reduce_group(t, group);
     int slot = group + 2;
     if (t->pooled && slot >= 0 && slot < t->nslots) t->gcur[slot] = NULL; /* the buffer is free again */
@@ -283,6 +346,14 @@ static void hook(void *ctx, int group) {
 /* complete the reductions in flight, oldest first: all of them (buf < 0) or
  * up to the last one reading pool buffer buf */
 static lt_status reductions_finish(lt_trainer *t, int buf, lt_err *err) {
+    if (t->cross) { /* chains: the buffer is free once its pieces left; all: every result in */
+        int s;
+        lt_status st = chains_poll(t, t->rq_head, &s, err); /* (the hand-out moves them too) */
+        while (buf < 0 && !st && t->rq_head < t->rq_tail) st = chains_until(t, t->rq_head, LT_REQ_DONE, err);
+        for (size_t q = t->rq_head; buf >= 0 && q < t->rq_tail && !st; q++)
+            if (t->rq_buf[q % t->rq_cap] == buf) st = chains_until(t, q, LT_REQ_INPUT_FREE, err);
+        return st;
+    }
     size_t last = t->rq_head;
     int any = 0;
     for (size_t q = t->rq_head; q < t->rq_tail; q++)
@@ -776,11 +847,14 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
     if (t->pooled) {
         if ((st = pool_alloc(t, err))) return st;
         lt_model_set_grad_provider(m, provide, t);
-        if (t->overlap && !t->cross && c->reduce_scatter_sum_ordered_start && c->wait_req) {
+        int nb = t->cross ? t->sc->reduce_scatter_sum_ordered_chain_start && t->sc->test_req && t->sc->wait_req
+                          : c->reduce_scatter_sum_ordered_start && c->wait_req;
+        if (t->overlap && nb) {
             t->rq_cap = 4 * (np + 8);
             t->rq = calloc(t->rq_cap, sizeof *t->rq);
             t->rq_buf = calloc(t->rq_cap, sizeof *t->rq_buf);
-            if (!t->rq || !t->rq_buf) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
+            t->rq_a = calloc(t->rq_cap, sizeof *t->rq_a);
+            if (!t->rq || !t->rq_buf || !t->rq_a) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
         }
     }
     if (zero >= 3) {
