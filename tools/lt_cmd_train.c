@@ -1011,12 +1011,13 @@ static int dry_run(const lt_train_opts *o, int world) {
         }
     }
     /* --train-embeddings: the tables train too (in the parameter dtype, with f32 master weights on a GPU);
-     * "new": the optimizer state (m, v, master) covers the added rows only (Pst), the gradient the tables */
+     * "new": without ZeRO the optimizer state (m, v, master) covers the added rows only (Pst); ZeRO-1/2/3
+     * shard the whole tables' state (lt_optim_distribute drops the row subset), the gradient is the tables */
     double tables = c.tie_word_embeddings ? 1 : 2;
     double Pemb = lora && strcmp(o->train_embeddings, "none") ? (double)c.vocab_size * c.hidden_size * tables : 0;
     double Pst = Pemb;
     const char *rows_note = "";
-    if (Pemb > 0 && !strcmp(o->train_embeddings, "new") && !o->zero) {
+    if (Pemb > 0 && !strcmp(o->train_embeddings, "new")) {
         int32_t *ids = NULL;
         size_t nids = 0;
         lt_err e2;
@@ -1054,8 +1055,9 @@ static int dry_run(const lt_train_opts *o, int world) {
     printf("micro-batch %ld x %ld tokens%s; ZeRO-%ld; gradient reduction %s\n", o->micro_batch, o->seq_len,
            o->recompute ? ", --recompute" : "", o->zero, o->grad_reduce_dtype);
     if (Pemb > 0)
-        printf("--train-embeddings %s: %.4g M table elements train; AdamW state for %.4g M of them%s\n",
-               o->train_embeddings, Pemb / 1e6, Pst / 1e6, rows_note);
+        printf("--train-embeddings %s: %.4g M table elements train; AdamW state for %.4g M of them%s%s\n",
+               o->train_embeddings, Pemb / 1e6, Pst / 1e6, rows_note,
+               Pst < Pemb ? " without ZeRO (ZeRO-1/2/3 shard the whole tables' state)" : "");
     double acts = (double)act_sz;
     /* QLoRA: the projections in NF4, the rest in the param dtype, one dequantized projection */
     int nf4 = !strcmp(o->quantize, "nf4");
@@ -1097,8 +1099,9 @@ static int dry_run(const lt_train_opts *o, int world) {
                 weights = (base - qb.scratch_bytes) / sh + qb.scratch_bytes + lw + 3 * gl + (Pe + Ph) * wb;
             double grads = z >= 2 ? (2 * tl + te + th) * 4 : Pt * 4; /* ZeRO-2/3: the pool, else the whole gradient */
             double acc = bf16red && !z ? 0 : Pt * 4 / sh;
-            double adam = (Pt - Pemb + Pst) * 8 / sh;
-            double master = gpu ? (lora ? Pst : Pt) * 4 / sh : 0;
+            double pst = z ? Pemb : Pst; /* "new": rows only without ZeRO, the whole tables sharded with it */
+            double adam = (Pt - Pemb + pst) * 8 / sh;
+            double master = gpu ? (lora ? pst : Pt) * 4 / sh : 0;
             double total = weights + grads + acc + adam + master + acts;
             totals[k][z] = total;
             if (z != o->zero) continue;
