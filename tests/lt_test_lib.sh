@@ -7,7 +7,7 @@
 # FILE, default model.safetensors); lt_enter_tmp (a fresh $tmp as the working
 # folder); lt_tokenize_sample OUT [ARGS] (the sample instructions -> OUT/,
 # stops the test when it fails); lt_use_lb_vocab (the sample model with added
-# tokens, in the caller's common[] array); lt_finish (the summary line and exit status).
+# tokens, in the caller's common[] array); final_of RUN; lt_finish (the summary line and exit status).
 set -u
 src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
 bin="${LT_BIN:?LT_BIN not set}"
@@ -52,6 +52,8 @@ lt_use_lb_vocab() {
   done
   return 0
 }
+# final_of RUN: the run's final weights file (a full run's model.safetensors, else the adapter's)
+final_of() { if [ -f "$1/final/model.safetensors" ]; then echo "$1/final/model.safetensors"; else echo "$1/final/adapter_model.safetensors"; fi; }
 lt_finish() {
   if [ "$fails" -ne 0 ]; then echo "$lt_name: $fails failure(s)" >&2; exit 1; fi
   echo "$lt_name: all checks passed"

@@ -57,7 +57,6 @@ train() {
   fi
 }
 steps() { sed -n 's/.*"step": \([0-9]*\),.*"loss": \([^,]*\),.*"grad_norm": \([^,]*\),.*/\1 \2 \3/p' "$1/metrics.jsonl"; }
-final_of() { if [ -f "$1/final/model.safetensors" ]; then echo "$1/final/model.safetensors"; else echo "$1/final/adapter_model.safetensors"; fi; }
 # same_run REF RUN WHAT: every step's loss and grad norm, and the final weights, bitwise equal
 same_run() {
   local a b

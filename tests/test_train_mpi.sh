@@ -24,7 +24,7 @@
 . "$(dirname "$0")/lt_test_lib.sh"
 lt_need_mpi
 lt_need_model
-[ -n "$py" ] || { echo "SKIP: no LT_PYTHON" >&2; exit 77; }
+[ -n "$py" ] || lt_skip "no LT_PYTHON"
 lt_enter_tmp
 
 lt_tokenize_sample shards
@@ -43,7 +43,6 @@ train() {
     timeout 120 mpirun --oversubscribe -np "$np" "$bin" train "${common[@]}" "$@" --out "$out" >"$out.txt" 2>&1
   fi
 }
-final_of() { if [ -f "$1/final/model.safetensors" ]; then echo "$1/final/model.safetensors"; else echo "$1/final/adapter_model.safetensors"; fi; }
 # same_run A B [from_step]: loss and grad_norm strings of every step (>= from_step) equal, final bytes equal
 same_run() {
   "$py" - "$1/metrics.jsonl" "$2/metrics.jsonl" "${3:-1}" <<'PY'

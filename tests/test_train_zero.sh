@@ -47,7 +47,7 @@
 . "$(dirname "$0")/lt_test_lib.sh"
 lt_need_mpi
 lt_need_model
-[ -n "$py" ] || { echo "SKIP: no LT_PYTHON" >&2; exit 77; }
+[ -n "$py" ] || lt_skip "no LT_PYTHON"
 lt_enter_tmp
 
 lt_tokenize_sample shards
@@ -62,7 +62,6 @@ train() { # train NP OUT ARGS...: 1 = plain process, else mpirun -np NP
   if [ "$np" = 1 ]; then "$bin" train "${common[@]}" "$@" --out "$out" >"$out.txt" 2>&1
   else timeout 120 mpirun --oversubscribe -np "$np" "$bin" train "${common[@]}" "$@" --out "$out" >"$out.txt" 2>&1; fi
 }
-final_of() { if [ -f "$1/final/model.safetensors" ]; then echo "$1/final/model.safetensors"; else echo "$1/final/adapter_model.safetensors"; fi; }
 same_run() { # loss, grad_norm and target count strings of every step equal; final bytes equal
   "$py" - "$1/metrics.jsonl" "$2/metrics.jsonl" <<'PY' && cmp -s "$(final_of "$1")" "$(final_of "$2")"
 import re, sys

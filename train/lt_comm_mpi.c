@@ -757,18 +757,26 @@ static lt_status mpi_fill(lt_comm *c, lt_err *err) {
     return LT_OK;
 }
 
-static lt_status mpi_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *err) {
-    *out = NULL;
-    lt_comm *s = calloc(1, sizeof *s);
+/* an MPI communicator without its MPI_Comm yet (MPI_COMM_NULL): mpi_destroy frees it */
+static lt_comm *mpi_new(void) {
+    lt_comm *c = calloc(1, sizeof *c);
     mpi_ctx *x = calloc(1, sizeof *x);
-    if (!s || !x) {
-        free(s);
+    if (!c || !x) {
+        free(c);
         free(x);
-        return lt_fail(err, LT_ERR_NOMEM, "communicator split: out of memory");
+        return NULL;
     }
     x->comm = MPI_COMM_NULL;
-    s->ctx = x;
-    s->destroy = mpi_destroy;
+    c->ctx = x;
+    c->destroy = mpi_destroy;
+    return c;
+}
+
+static lt_status mpi_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *err) {
+    *out = NULL;
+    lt_comm *s = mpi_new();
+    if (!s) return lt_fail(err, LT_ERR_NOMEM, "communicator split: out of memory");
+    mpi_ctx *x = s->ctx;
     int rc = MPI_Comm_split(X(c)->comm, color < 0 ? 0 : color, key, &x->comm);
     if (rc != MPI_SUCCESS) {
         mpi_destroy(s);
@@ -800,16 +808,9 @@ static lt_status mpi_split(lt_comm *c, int color, int key, lt_comm **out, lt_err
 
 lt_status lt_comm_mpi_create(const lt_comm_opts *opts, const lt_comm_env *env, lt_comm **out, lt_err *err) {
     *out = NULL;
-    lt_comm *c = calloc(1, sizeof *c);
-    mpi_ctx *x = calloc(1, sizeof *x);
-    if (!c || !x) {
-        free(c);
-        free(x);
-        return lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
-    }
-    x->comm = MPI_COMM_NULL;
-    c->ctx = x;
-    c->destroy = mpi_destroy;
+    lt_comm *c = mpi_new();
+    if (!c) return lt_fail(err, LT_ERR_NOMEM, "lt_comm_create: out of memory");
+    mpi_ctx *x = c->ctx;
     lt_status st = lt_comm_mpi_boot(env, &c->rank, &c->world, &c->local_rank, &c->local_world, &x->we_init, err);
     if (st) {
         mpi_destroy(c);
