@@ -56,6 +56,30 @@ for k in ("peft_type", "r", "lora_alpha", "target_modules", "task_type"):
 assert header(sys.argv[1]) == header(sys.argv[2])
 EOF
 
+# the memory line counts the NF4 base weights as held: the QLoRA run's parameters are the LoRA run's
+# with every projection's f32 bytes (the CPU's param dtype) replaced by its NF4 buffer (bitsandbytes'
+# layout: 4-bit codes, one absmax byte per block of 64, 4-aligned, an fp32 absmax2 per 256 blocks and
+# the fp32 offset); --zero 1/2 keep the same buffers (test_train_zero.sh: one process = ZeRO-3 on 1 rank)
+"$py" - "$model/model.safetensors" q.txt plain.txt <<'EOF' || fail "memory line: the NF4 weights are not counted as held"
+import json, re, struct, sys
+b = open(sys.argv[1], "rb")
+h = json.loads(b.read(struct.unpack("<Q", b.read(8))[0]))
+proj = [v["shape"][0] * v["shape"][1] for k, v in h.items()
+        if re.match(r"model\.layers\.\d+\.(self_attn\.[qkvo]|mlp\.(gate|up|down))_proj\.weight$", k)]
+def nf4(n):
+    blocks = -(-n // 64)
+    return ((n + 1) // 2 + blocks + 3) // 4 * 4 + 4 * -(-blocks // 256) + 4
+def params(f):
+    return [int(m.group(1)) for m in (re.match(r"train: memory rank 0 of 1: parameters (\d+) B", l) for l in open(f)) if m]
+q, p, nb = params(sys.argv[2]), params(sys.argv[3]), sum(nf4(n) for n in proj)
+assert len(proj) == 4 * 7 and len(q) == 1 and len(p) == 1, (len(proj), q, p)
+want = p[0] - 4 * sum(proj) + nb
+assert q[0] == want, "QLoRA parameters %d B, expected %d B (LoRA run %d B; %d projections, %d NF4 bytes)" % (
+    q[0], want, p[0], len(proj), nb)
+print("ok   memory line: QLoRA parameters %d B = the LoRA run's %d B - %d f32 projection bytes + %d NF4 bytes"
+      % (q[0], p[0], 4 * sum(proj), nb))
+EOF
+
 # the adapter on the unquantized base: loads, and the training loss falls there too
 e0=$("$bin" eval --model "$model" --data shards/train-00000.h5 --seq-len 128 --device cpu 2>e0.txt) \
   || fail "eval base: $(cat e0.txt)"

@@ -219,7 +219,8 @@ fi
 # sample model's gate/up/down weights have 704 blocks (3 nested blocks of 256): 3 ranks cut them
 # inside nested blocks. 1, 2 and 3 ranks (and 2 without overlap) equal one process without ZeRO
 # bitwise; the parameters each rank keeps (the NF4 parts, the norms' and the embedding's parts and
-# the whole LoRA matrices) are 1/N of 1 rank's but for the LoRA matrices.
+# the whole LoRA matrices) are 1/N of 1 rank's but for the LoRA matrices, and 1 rank's are those of
+# one process without ZeRO (its NF4 buffers whole).
 qlora=("${lora[@]}" --quantize nf4)
 train 1 one-qlora --grad-accum 6 "${qlora[@]}" || fail "one process, QLoRA: $(tail -2 one-qlora.txt)"
 for spec in "1 6" "2 3" "3 2" "2 3 nooverlap"; do
@@ -256,6 +257,9 @@ def mem(np):
     return out
 one = mem(1)
 lora, P = one["lora"], one[0] - one["lora"]  # LoRA A/B (whole on every rank); the sharded rest
+whole = [int(m.group(1)) for m in (re.match(r"train: memory rank 0 of 1: parameters (\d+) B", l)
+                                   for l in open("one-qlora.txt")) if m]  # without ZeRO: the NF4 buffers whole
+assert whole == [one[0]], ("QLoRA parameters without ZeRO %s B, ZeRO-3 on 1 rank %d B" % (whole, one[0]))
 assert P > 5 * lora, (P, lora)
 for np in (2, 3):
     got = mem(np)

@@ -730,9 +730,11 @@ void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out) {
     lt_model *m = t->m;
     for (size_t i = 0; i < lt_model_num_params(m); i++) {
         const lt_param *p = lt_model_param(m, i);
+        void **q4 = lt_model_nf4_slot(m, i);
         if (t->wsh && t->wsh[i]) /* ZeRO-3: the part (NF4: w_len in bytes) */
             out->params += t->w_len[i] * (t->q4c && t->q4c[i] ? 1 : lt_dtype_size(p->dtype));
         else if (p->data) out->params += p->numel * lt_dtype_size(p->dtype);
+        else if (q4 && *q4) out->params += lt_nf4_layout_of(p->numel).bytes; /* QLoRA, whole: the NF4 buffer */
     }
     for (int k = 0; k < 5; k++) out->params_gathered += t->wbuf_bytes[k]; /* ZeRO-3: the gathered groups */
     out->grad_buffers = (t->pooled ? t->pool_n[0] + t->pool_n[1] + t->pool_n[2] + t->pool_n[3]

@@ -134,7 +134,7 @@ void lt_trainer_set_shard_group(lt_trainer *t, int n);
  * gradient, or ZeRO-2's pool), the step accumulator (whole, or this rank's
  * shard) and the optimizer state (lt_optim_state_bytes). */
 typedef struct lt_trainer_mem {
-    size_t params;          /* whole parameters, and ZeRO-3's parts of the sharded ones */
+    size_t params;          /* whole parameters (QLoRA: the NF4 buffers' bytes), and ZeRO-3's parts of the sharded ones */
     size_t params_gathered; /* ZeRO-3: the buffers the groups are gathered into */
     size_t grad_buffers, grad_acc, optim;
 } lt_trainer_mem;
