@@ -903,6 +903,10 @@ lt_status lt_st_write_stream(const char *path, const lt_st_write_tensor *tensors
             st = lt_fail(err, LT_ERR_INVALID, "%s: tensor '%s': no data", path, tensors[i].name);
         if (st == LT_OK) st = write_all(fd, bytes, nbytes[i], tmp, err);
     }
+    if (st == LT_OK && !given) { /* every tensor written: the caller's word before the sync */
+        const void *none = NULL;
+        st = data(ctx, n, &none, err);
+    }
     free(h.p);
     free(nbytes);
     if (st == LT_OK && fsync(fd) != 0) st = lt_fail(err, LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));

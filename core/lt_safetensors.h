@@ -110,7 +110,10 @@ lt_status lt_st_write(const char *path, const lt_st_write_tensor *tensors, size_
 /* The same file, the data of tensor i asked for when it is written (in
  * order, once each; tensors[i].data unused): data(ctx, i, &bytes, err) points
  * bytes at its nbytes, valid until the next call, or fails (the file is then
- * not created). Lets a writer hold one tensor at a time. */
+ * not created). Lets a writer hold one tensor at a time. Once every tensor is
+ * written, data is called once more with i = n (bytes unused) before the
+ * file is synced (fsync, long for a large file): a writer reporting progress
+ * can say so; a failure there still leaves no file. */
 typedef lt_status (*lt_st_data_fn)(void *ctx, size_t i, const void **bytes, lt_err *err);
 lt_status lt_st_write_stream(const char *path, const lt_st_write_tensor *tensors, size_t n,
                              const char *const *meta_keys, const char *const *meta_values, size_t n_meta,

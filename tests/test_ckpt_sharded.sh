@@ -32,7 +32,10 @@
 #   7. rank 0 hung in its export of step-N/hf (LT_FAULT_EXPORT, mode hang,
 #      LT_COMM_TIMEOUT_S=3): rank 1 ends the job within seconds naming rank 0
 #      and the folder it was exporting; a slow export (mode slow) that takes
-#      longer than the timeout in all but reports progress is not cut off.
+#      longer than the timeout in all but reports progress is not cut off,
+#      nor is one slow only in its tail (after the last tensor: the sync, the
+#      copied files, the rename); the same for a LoRA run's adapter export
+#      (slow: goes on; hung: rank 0 and step-N/adapter named).
 # Skips (77) when mpirun, the MPI communicator or the sample model is absent.
 . "$(dirname "$0")/lt_test_lib.sh"
 lt_need_mpi
@@ -268,5 +271,34 @@ rc=$? dt=$(( $(now_ms) - t0 ))
 if [ $rc -eq 0 ] && [ -f xslow/final/model.safetensors ] && [ $dt -gt 4000 ]; then
   ok "a slow export (150 ms per tensor, $dt ms in all) outlived LT_COMM_TIMEOUT_S=2 on its progress reports"
 else fail "slow export: exit $rc after $dt ms: $(grep -v '^step' xslow.txt | tail -4)"; fi
+# the export's tail (the sync of model.safetensors, the copied files, the rename) reports too: slowed
+# from the first report after the last tensor's, 6 steps of 700 ms (4.2 s) outlive LT_COMM_TIMEOUT_S=2
+ntensors=$("$py" -c "
+import json, struct, sys
+f = open(sys.argv[1], 'rb'); h = json.loads(f.read(struct.unpack('<Q', f.read(8))[0])); h.pop('__metadata__', None)
+print(len(h))" "$model/model.safetensors")
+t0=$(now_ms)
+LT_FAULT_RANK=0 LT_FAULT_EXPORT=$((ntensors + 1)) LT_FAULT_MODE=slow LT_FAULT_DELAY_MS=700 LT_COMM_TIMEOUT_S=2 \
+  train 2 xtail --zero 1 --max-steps 2
+rc=$? dt=$(( $(now_ms) - t0 ))
+if [ $rc -eq 0 ] && [ -f xtail/final/model.safetensors ] && [ $dt -gt 8000 ]; then
+  ok "a slow export tail (700 ms per step after the last of $ntensors tensors, $dt ms in all) outlived LT_COMM_TIMEOUT_S=2 on its reports"
+else fail "slow export tail: exit $rc after $dt ms: $(grep -v '^step' xtail.txt | tail -4)"; fi
+# LoRA: rank 0's adapter export (step-N/adapter, final/) is watched the same way: slow goes on, hung is named
+t0=$(now_ms)
+LT_FAULT_RANK=0 LT_FAULT_EXPORT=1 LT_FAULT_MODE=slow LT_FAULT_DELAY_MS=50 LT_COMM_TIMEOUT_S=2 \
+  train 2 xaslow --zero 1 --max-steps 2 "${lora[@]}"
+rc=$? dt=$(( $(now_ms) - t0 ))
+if [ $rc -eq 0 ] && [ -f xaslow/final/adapter_model.safetensors ] && [ $dt -gt 4000 ] \
+   && grep -q "rank 0 exported xaslow/final (the adapter)" xaslow.txt; then
+  ok "a slow adapter export (50 ms per step, $dt ms in all) outlived LT_COMM_TIMEOUT_S=2 on its progress reports"
+else fail "slow adapter export: exit $rc after $dt ms: $(grep -v '^step' xaslow.txt | tail -4)"; fi
+t0=$(now_ms)
+LT_FAULT_RANK=0 LT_FAULT_EXPORT=3 LT_FAULT_MODE=hang LT_COMM_TIMEOUT_S=3 train 2 xahang --zero 1 --max-steps 2 "${lora[@]}"
+rc=$? dt=$(( $(now_ms) - t0 ))
+if [ $rc -eq 0 ] || [ $rc -eq 124 ] || [ $dt -gt 60000 ]; then fail "adapter export hang: exit $rc after $dt ms"
+elif grep -q "rank 1 of 2: collective broadcast timed out after 3 s.*waiting for rank 0, which was exporting xahang/checkpoints/step-000002/adapter (the adapter)" xahang.txt; then
+  ok "rank 0 hung in its adapter export: rank 1 ended the job after $dt ms naming rank 0 and xahang/checkpoints/step-000002/adapter"
+else fail "adapter export hang: no message naming rank 0's export: $(grep -v '^step' xahang.txt | tail -5)"; fi
 
 lt_finish

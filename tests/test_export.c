@@ -15,7 +15,10 @@
  *     to round-to-nearest-even, ties checked by hand), config.json and
  *     tokenizer files copied byte for byte, sharded output readable by our
  *     reader, replacement of an existing folder, no temp folders left, and a
- *     failed export leaving the previous folder intact; NaN refused.
+ *     failed export leaving the previous folder intact; NaN refused;
+ *   - progress reports (lt_export_progress_fn) of both exports: each tensor,
+ *     each file's sync, the tail's steps in order; a failing one stops the
+ *     export, the previous folder intact.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
@@ -161,6 +164,34 @@ static void same_as_peft(const char *src, const char *out, int bytes) {
     cJSON_Delete(peft);
 }
 
+/* lt_export_progress_fn: the reports a watched export makes (tools/lt_cmd_train.c's heartbeats),
+ * recorded; fail_at: the report that fails (the export stops with its error) */
+typedef struct {
+    char what[64][128];
+    int n, fail_at;
+} report_log;
+
+static lt_status record_report(void *ctx, const char *what, lt_err *err) {
+    report_log *l = ctx;
+    if (l->n < 64) snprintf(l->what[l->n], sizeof l->what[0], "%s", what);
+    if (++l->n == l->fail_at) return lt_fail(err, LT_ERR_IO, "report %d refused", l->n);
+    return LT_OK;
+}
+
+/* the reports of an export with `tensors` tensors end with the steps `tail` (the last file's sync first) */
+static void check_reports(const report_log *l, int tensors, const char *const *tail, int ntail, const char *what) {
+    int k = 0, seen = 0;
+    for (int i = 0; i < l->n && i < 64; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "tensor %d of %d '", seen + 1, tensors);
+        if (!strncmp(l->what[i], want, strlen(want))) seen++;
+    }
+    LT_CHECK(seen == tensors, "%s: %d tensor reports of %d", what, seen, tensors);
+    for (int i = l->n - ntail; i < l->n && k < ntail; i++, k++)
+        LT_CHECK(i >= 0 && !strcmp(l->what[i], tail[k]), "%s: report %d is '%s', expected '%s'", what, i,
+                 i >= 0 ? l->what[i] : "", tail[k]);
+}
+
 static void test_peft_roundtrip(void) {
     lt_err err;
     const char *src = lt_src_path("tests/fixtures/peft/adapter");
@@ -202,7 +233,12 @@ static void test_peft_roundtrip(void) {
 
     /* re-export and compare with PEFT's folder */
     snprintf(out, sizeof out, "%s/adapter_out", TMP);
-    LT_CHECK_OK(lt_peft_export(out, &a->cfg, a->t, a->n, &err), &err);
+    static const char *const tail[] = {"syncing adapter_model.safetensors", "writing adapter_config.json",
+                                       "renaming it into place"};
+    report_log l = {.fail_at = -1};
+    LT_CHECK_OK(lt_peft_export_embed(out, &a->cfg, a->t, a->n, NULL, record_report, &l, &err), &err);
+    check_reports(&l, 2 * (int)a->n, tail, 3, "adapter export");
+    LT_CHECK(l.n == 2 * (int)a->n + 3, "adapter export: %d reports", l.n);
     lt_st_close(pf);
     same_as_peft(src, out, 1);
     LT_CHECK(count_tmp(TMP) == 0, "temp folders left");
@@ -555,6 +591,32 @@ static void test_hf_export(void) {
             LT_CHECK(((const uint16_t *)r->data)[k] == rne_want[k], "bf16(%.9g) = 0x%04x, expected 0x%04x",
                      rne_in[k], ((const uint16_t *)r->data)[k], rne_want[k]);
         lt_st_close_model(o);
+    }
+
+    /* progress reports: each tensor, each shard's sync, then the tail's steps in order; a failing
+     * report stops the export with its error, the previous folder intact, nothing left behind */
+    {
+        static const char *const tail[] = {"writing model.safetensors.index.json", "copying config.json",
+                                           "copying tokenizer.json", "copying tokenizer_config.json",
+                                           "copying generation_config.json", "renaming it into place"};
+        report_log u = {.fail_at = -1}; /* one file: its sync, then the tail without an index */
+        LT_CHECK_OK(lt_export_hf_stream(out, src, ts, n + 1, 0, NULL, NULL, record_report, &u, &err), &err);
+        const char *const one[] = {"syncing model.safetensors", tail[1], tail[2], tail[3], tail[4], tail[5]};
+        check_reports(&u, (int)n + 1, one, 6, "one-file export");
+        LT_CHECK(u.n == (int)n + 1 + 6, "one-file export: %d reports", u.n);
+        report_log l = {.fail_at = -1};
+        LT_CHECK_OK(lt_export_hf_stream(out, src, ts, n + 1, 40000, NULL, NULL, record_report, &l, &err), &err);
+        check_reports(&l, (int)n + 1, tail, 6, "sharded export");
+        int syncs = 0;
+        for (int i = 0; i < l.n && i < 64; i++) syncs += !strncmp(l.what[i], "syncing model-0000", 18);
+        LT_CHECK(syncs >= 2 && !strncmp(l.what[l.n - 7], "syncing model-0000", 18),
+                 "sharded export: %d shard syncs, the last before the index", syncs);
+        report_log f = {.fail_at = l.n};
+        LT_CHECK(lt_export_hf_stream(out, src, ts, n + 1, 40000, NULL, NULL, record_report, &f, &err) == LT_ERR_IO &&
+                     strstr(err.msg, "refused"),
+                 "a failing report (the rename's): %s", err.msg);
+        snprintf(b, sizeof b, "%s/model.safetensors.index.json", out);
+        LT_CHECK(lt_file_exists(b) && count_tmp(TMP) == 0, "a failed report damaged the previous export / left temp");
     }
 
     /* a failing export (NaN; source without config.json) leaves the previous folder intact */

@@ -105,7 +105,7 @@ int main(void) {
     double trained = loss_of(m, &bt);
 
     const char *out = lt_test_tmpdir("qlora_fused_adapter");
-    LT_CHECK_OK(lt_trainer_export_adapter(m, &pc, out, &err), &err);
+    LT_CHECK_OK(lt_trainer_export_adapter(m, &pc, out, NULL, NULL, &err), &err);
     char path[2048];
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", out);
     LT_CHECK(file_has(path, "base_model.model.model.layers.0.self_attn.qkv_proj.lora_A.weight") &&

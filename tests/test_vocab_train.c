@@ -138,7 +138,7 @@ static void peft_part(const char *tmp) {
         LT_CHECK(a->emb.mode == (strstr(CASES[c], "new") ? LT_TRAIN_EMB_NEW : LT_TRAIN_EMB_ALL), "%s: mode %d",
                  CASES[c], a->emb.mode);
         snprintf(out, sizeof out, "%s/reexport-%s", tmp, CASES[c]);
-        LT_CHECK_OK(lt_peft_export_embed(out, &a->cfg, a->t, a->n, &a->emb, &err), &err);
+        LT_CHECK_OK(lt_peft_export_embed(out, &a->cfg, a->t, a->n, &a->emb, NULL, NULL, &err), &err);
         same_adapter(CASES[c], ad, out);
         lt_peft_free(a);
     }
@@ -240,7 +240,7 @@ static void train_case(const char *tmp, int tied, int all) {
     pc.r = 4;
     pc.alpha = 8;
     pc.targets = LT_LORA_ALL_TARGETS;
-    LT_CHECK_OK(lt_trainer_export_adapter(m, &pc, out, &err), &err);
+    LT_CHECK_OK(lt_trainer_export_adapter(m, &pc, out, NULL, NULL, &err), &err);
     float *want = malloc((size_t)SEQ * VOC * sizeof *want), *got = malloc((size_t)SEQ * VOC * sizeof *got);
     if (lt_model_kv_init(m, SEQ, &err) || lt_model_decode(m, IDS, SEQ, want, 1, &err)) LT_CHECK(0, "%s", err.msg);
     if (logits_of(base, out, got)) {

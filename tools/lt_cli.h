@@ -8,6 +8,7 @@
 #define LT_CLI_H
 
 #include "lt_base.h"
+#include "lt_export.h"
 #include "lt_opt.h"
 
 /* `luxtrain inspect PATH` (tools/lt_cmd_inspect_run.c): a training run or checkpoint folder there, a
@@ -29,9 +30,8 @@ int lt_cmd_export(int argc, char **argv);   /* tools/lt_cmd_export.c */
  * under several ranks (tools/lt_cmd_train.c) */
 struct lt_ckpt;
 struct lt_train_opts;
-/* progress (may be NULL): called before each tensor of a full fine-tuning export is read (i of n, its
- * name); a failure stops the export with it */
-typedef lt_status (*lt_export_progress_fn)(void *ctx, size_t i, size_t n, const char *name, lt_err *err);
+/* progress (may be NULL): lt_export_progress_fn (train/lt_export.h), before each tensor and each step
+ * of the tail of a full fine-tuning export or of an adapter's; a failure stops the export with it */
 lt_status lt_export_checkpoint_folder(const struct lt_ckpt *c, const struct lt_train_opts *o, const char *model,
                                       const char *out, lt_export_progress_fn progress, void *pctx, lt_err *err);
 int lt_cmd_vocab(int argc, char **argv);    /* tools/lt_cmd_vocab.c: vocab add */

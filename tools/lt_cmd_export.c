@@ -157,15 +157,12 @@ typedef struct full_src {
     const lt_ckpt *c;
     const lt_st_tensor **t; /* the checkpoint's tensors, in the order written */
     size_t n;
-    lt_export_progress_fn progress; /* NULL: none */
-    void *pctx;
 } full_src;
 
 /* tensor i, read from the checkpoint's file (or the slices of a sharded one) */
 static lt_status fill_full(void *ctx, size_t i, float *dst, lt_err *err) {
     const full_src *fs = ctx;
-    lt_status st = fs->progress ? fs->progress(fs->pctx, i, fs->n, fs->t[i]->name, err) : LT_OK;
-    return st ? st : lt_ckpt_read(fs->c, LT_CKPT_WEIGHTS, fs->t[i]->name, 0, fs->t[i]->numel, dst, err);
+    return lt_ckpt_read(fs->c, LT_CKPT_WEIGHTS, fs->t[i]->name, 0, fs->t[i]->numel, dst, err);
 }
 
 static lt_status export_full(const lt_ckpt *c, const char *model, const char *out, lt_export_progress_fn progress,
@@ -175,7 +172,7 @@ static lt_status export_full(const lt_ckpt *c, const char *model, const char *ou
     lt_param_spec *specs = NULL;
     size_t nspec = 0, n = lt_ckpt_count(c, LT_CKPT_WEIGHTS);
     lt_export_tensor *ts = calloc(n + 1, sizeof *ts);
-    full_src fs = {c, calloc(n + 1, sizeof *fs.t), n, progress, pctx};
+    full_src fs = {c, calloc(n + 1, sizeof *fs.t), n};
     lt_status st = (!ts || !fs.t) ? lt_fail(err, LT_ERR_NOMEM, "export: out of memory") : LT_OK;
     if (!st && ((st = lt_config_load(model, &cfg, err)) || (st = lt_model_open_weights(model, &cfg, &src, NULL, err)) ||
                 (st = lt_model_param_specs(&cfg, &specs, &nspec, err))))
@@ -231,7 +228,7 @@ static lt_status export_full(const lt_ckpt *c, const char *model, const char *ou
         memcpy(ts[i].shape, t->shape, sizeof ts[i].shape);
         ts[i].dtype = b->dtype; /* the run exports in the base model's dtype */
     }
-    if (!st) st = lt_export_hf_stream(out, model, ts, n, 0, fill_full, &fs, err);
+    if (!st) st = lt_export_hf_stream(out, model, ts, n, 0, fill_full, &fs, progress, pctx, err);
     free(specs);
     free(fs.t);
     free(ts);
@@ -381,7 +378,7 @@ static lt_status ckpt_adapter(const lt_ckpt *c, const lt_train_opts *o, lt_peft_
 }
 
 static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const char *model, const char *out,
-                             lt_err *err) {
+                             lt_export_progress_fn progress, void *pctx, lt_err *err) {
     lt_peft_adapter a = {0};
     lt_config cfg;
     lt_status st;
@@ -394,7 +391,7 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
     if ((st = lt_peft_check(&a, &cfg, err)))
         lt_wrap(err, st, "checkpoint %s against base model %s (the base model changed?)", c->dir, model);
     if (!st && (tab[0] || tab[1])) st = checkpoint_embed(c, o, model, &cfg, tab, &a.emb, err);
-    if (!st) st = lt_peft_export_embed(out, &a.cfg, a.t, a.n, a.emb.mode ? &a.emb : NULL, err);
+    if (!st) st = lt_peft_export_embed(out, &a.cfg, a.t, a.n, a.emb.mode ? &a.emb : NULL, progress, pctx, err);
     adapter_free(&a);
     free(a.emb.ids);
     free(a.emb.embed);
@@ -404,7 +401,8 @@ static lt_status export_lora(const lt_ckpt *c, const lt_train_opts *o, const cha
 
 lt_status lt_export_checkpoint_folder(const lt_ckpt *c, const lt_train_opts *o, const char *model, const char *out,
                                       lt_export_progress_fn progress, void *pctx, lt_err *err) {
-    return lt_train_opts_lora(o) ? export_lora(c, o, model, out, err) : export_full(c, model, out, progress, pctx, err);
+    return lt_train_opts_lora(o) ? export_lora(c, o, model, out, progress, pctx, err)
+                                 : export_full(c, model, out, progress, pctx, err);
 }
 
 /* a checkpoint -> one GGUF file: the base model with the checkpoint's weights (full) or its adapter merged (LoRA) */

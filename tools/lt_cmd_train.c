@@ -286,8 +286,9 @@ static lt_status save_checkpoint(run *r, int64_t step, lt_err *err) {
             snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", dir);
             r->last_ckpt_step = step;
         }
-        /* full: rank 0 writes step-N/hf from the checkpoint alone, the others wait for its result */
-        if (!st && !r->lora) st = export_from_checkpoint(r, dir, NULL, err);
+        /* rank 0 writes step-N/hf from the checkpoint (full) or step-N/adapter (LoRA) alone, the others wait
+         * for its result */
+        if (!st) st = r->lora ? export_to(r, NULL, err) : export_from_checkpoint(r, dir, NULL, err);
         return st;
     }
     lt_tlist w = {0}, os = {0};
@@ -431,53 +432,73 @@ done:
 
 /* ------------------------------------------------------------ export */
 
-static void fault_in_export(const run *r, size_t i);
+static void fault_in_export(const run *r, long long k);
 
-/* rank 0's export: a heartbeat to the waiting ranks before each tensor (lt_comm_watch_report) */
+/* rank 0's export: a heartbeat to the waiting ranks before each tensor and each step of the
+ * export's tail (lt_export_progress_fn -> lt_comm_watch_report) */
 typedef struct {
     const run *r;
     lt_comm_watch w;
+    long long reports; /* made so far (LT_FAULT_EXPORT counts them) */
 } export_watch;
 
-static lt_status export_progress(void *ctx, size_t i, size_t n, const char *name, lt_err *err) {
+static lt_status export_progress(void *ctx, const char *what, lt_err *err) {
     export_watch *x = ctx;
-    char t[320];
-    fault_in_export(x->r, i);
-    snprintf(t, sizeof t, "reading tensor %zu of %zu '%s'", i + 1, n, name);
-    return lt_comm_watch_report(&x->w, t, err);
+    fault_in_export(x->r, ++x->reports);
+    return lt_comm_watch_report(&x->w, what, err);
+}
+
+/* Several ranks: rank 0 alone exports (job), the others wait for its result.
+ * Rank 0 reports its progress before each tensor and each step of the tail
+ * (the sync of each file, the index, the copied files, the rename); the
+ * others wait for each report with the collective timeout (lt_comm_watch_*):
+ * a rank 0 hung in its export ends the job within LT_COMM_TIMEOUT_S, naming
+ * rank 0, the folder and its last report, while a long export that goes on
+ * is never cut off. Every rank returns rank 0's result: its own message on
+ * rank 0, "rank 0 of W failed exporting ..." on the others (the run then
+ * aborts every rank, as for any failure). */
+typedef lt_status (*export_job)(run *r, const char *src, const char *out, export_watch *x, lt_err *err);
+static lt_status export_watched(run *r, export_job job, const char *src, const char *out, const char *how,
+                                lt_err *err) {
+    if (r->rank) return lt_comm_watch_wait(r->comm, 0, err);
+    char what[4400];
+    snprintf(what, sizeof what, "exporting %s%s", out, how);
+    export_watch x = {.r = r};
+    lt_status st = lt_comm_watch_begin(&x.w, r->comm, what, err);
+    if (st) return st;
+    if (!(st = job(r, src, out, &x, err))) fprintf(stderr, "train: rank 0 exported %s%s\n", out, how);
+    return lt_comm_watch_end(&x.w, st, err);
+}
+
+static lt_status checkpoint_job(run *r, const char *ckpt, const char *out, export_watch *x, lt_err *err) {
+    lt_ckpt *c = NULL;
+    lt_status st = lt_ckpt_open(ckpt, &c, err);
+    if (!st) st = lt_export_checkpoint_folder(c, r->o, r->o->model, out, export_progress, x, err);
+    lt_ckpt_close(c);
+    return st;
 }
 
 /* Several ranks, full fine-tuning: nothing is gathered. Rank 0 alone turns the
  * sharded checkpoint `ckpt` (complete: every rank wrote its slices) into the
  * Hugging Face folder `out` with the offline export (lt_export_checkpoint_folder,
  * what `luxtrain export` does: tensor by tensor from the ranks' files, bounded
- * memory, no collective) and reports its progress before each tensor; the
- * others wait for each report with the collective timeout (lt_comm_watch_*):
- * a rank 0 hung in its export ends the job within LT_COMM_TIMEOUT_S, naming
- * rank 0, the folder and its last tensor, while a long export that goes on is
- * never cut off. Every rank returns rank 0's result: its own message on rank
- * 0, "rank 0 of W failed exporting ..." on the others (the run then aborts
- * every rank, as for any failure). */
+ * memory, no collective), watched (export_watched). */
 static lt_status export_from_checkpoint(run *r, const char *ckpt, const char *out, lt_err *err) {
-    if (r->rank) return lt_comm_watch_wait(r->comm, 0, err);
-    char what[4400];
-    snprintf(what, sizeof what, "exporting %s from the sharded checkpoint", out);
-    export_watch x = {.r = r};
-    lt_status st = lt_comm_watch_begin(&x.w, r->comm, what, err);
-    if (st) return st;
-    lt_ckpt *c = NULL;
-    if (!(st = lt_ckpt_open(ckpt, &c, err)))
-        st = lt_export_checkpoint_folder(c, r->o, r->o->model, out, export_progress, &x, err);
-    lt_ckpt_close(c);
-    if (!st) fprintf(stderr, "train: rank 0 exported %s from the sharded checkpoint (nothing gathered)\n", out);
-    return lt_comm_watch_end(&x.w, st, err);
+    return export_watched(r, checkpoint_job, ckpt, out, " from the sharded checkpoint (nothing gathered)", err);
 }
 
-/* the trained model into `out`: Hugging Face folder (full) or PEFT adapter (LoRA); one rank (full:
+static lt_status adapter_job(run *r, const char *src, const char *out, export_watch *x, lt_err *err) {
+    (void)src;
+    return lt_trainer_export_adapter(r->m, &r->peft, out, x ? export_progress : NULL, x, err);
+}
+
+/* the trained model into `out`: Hugging Face folder (full) or PEFT adapter (LoRA: rank 0 writes
+ * the adapter every rank holds whole; several ranks: watched, export_watched); one rank (full:
  * several ranks export from their sharded checkpoint, export_from_checkpoint) */
 static lt_status export_to(run *r, const char *out, lt_err *err) {
-    if (r->rank) return LT_OK; /* rank 0 writes (LoRA: the adapter every rank holds whole) */
-    if (r->lora) return lt_trainer_export_adapter(r->m, &r->peft, out, err);
+    if (r->lora) return r->world > 1 ? export_watched(r, adapter_job, NULL, out, " (the adapter)", err)
+                                     : adapter_job(r, NULL, out, NULL, err);
+    if (r->rank) return LT_OK; /* rank 0 writes */
     /* full: every parameter, in the source checkpoint's dtype */
     lt_st_model *src = NULL;
     lt_status st = lt_model_open_weights(r->o->model, lt_model_config(r->m), &src, NULL, err);
@@ -866,10 +887,13 @@ static void fault_kill(int sig) {
  * default), hang forever (LT_FAULT_MODE=hang: its peers time out) or be
  * killed by SIGKILL LT_FAULT_DELAY_MS (default 5) ms into the step
  * (LT_FAULT_MODE=kill: mid-step, its peers waiting in a collective).
- * LT_FAULT_RANK=0 LT_FAULT_EXPORT=K instead: the same in rank 0's export of
- * step-N/hf or final/ (export_from_checkpoint), before its K-th tensor; there
- * LT_FAULT_MODE=slow makes every tensor from the K-th on take
- * LT_FAULT_DELAY_MS (default 100) ms longer (a slow but working export). */
+ * LT_FAULT_RANK=0 LT_FAULT_EXPORT=K instead: the same in rank 0's watched
+ * export under several ranks (export_watched: step-N/hf, step-N/adapter,
+ * final/), before its K-th progress report (the reports come before each
+ * tensor, then before each step of the tail: lt_export_progress_fn; a full
+ * export's K-th report is its K-th tensor's); there LT_FAULT_MODE=slow makes
+ * every step from the K-th report on take LT_FAULT_DELAY_MS (default 100) ms
+ * longer (a slow but working export). */
 static void fault_now(const run *r, const char *mode, const char *where, long long at) {
     int hang = mode && !strcmp(mode, "hang"), kill9 = mode && !strcmp(mode, "kill");
     fprintf(stderr, "luxtrain: rank %d of %d: fault injection: %s %s %lld\n", r->rank, r->world,
@@ -893,16 +917,16 @@ static void maybe_fault(const run *r, int64_t next_step) {
         fault_now(r, getenv("LT_FAULT_MODE"), "step", (long long)next_step);
 }
 
-static void fault_in_export(const run *r, size_t i) {
+static void fault_in_export(const run *r, long long k) {
     const char *fr = getenv("LT_FAULT_RANK"), *fe = getenv("LT_FAULT_EXPORT"), *fm = getenv("LT_FAULT_MODE");
-    if (!fr || !fe || atoi(fr) != r->rank || (long long)i + 1 < atoll(fe)) return;
+    if (!fr || !fe || atoi(fr) != r->rank || k < atoll(fe)) return;
     if (fm && !strcmp(fm, "slow")) {
         const char *d = getenv("LT_FAULT_DELAY_MS");
         long ms = d ? atol(d) : 100;
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
-    } else if ((long long)i + 1 == atoll(fe)) {
-        fault_now(r, fm, "exporting tensor", (long long)i + 1);
+    } else if (k == atoll(fe)) {
+        fault_now(r, fm, "export progress report", k);
     }
 }
 

@@ -331,7 +331,7 @@ static lt_status vocab_add(const vocab_opts *a, lt_err *err) {
     }
     made_tmp = 1;
     fill_ctx fc = {stm, ts, old_rows};
-    if ((st = lt_export_hf_stream(tmp, a->model, ts, n2, 0, fill, &fc, err))) goto done;
+    if ((st = lt_export_hf_stream(tmp, a->model, ts, n2, 0, fill, &fc, NULL, NULL, err))) goto done;
     if ((st = write_in(tmp, "config.json", cfg_text, cfg_len, err)) ||
         (st = write_in(tmp, "tokenizer.json", r.json, r.json_len, err)) ||
         (tc_new && (st = write_in(tmp, "tokenizer_config.json", tc_new, tc_new_len, err))))

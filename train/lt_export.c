@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,12 +53,31 @@ static lt_status make_tmp(const char *out_dir, char *tmp, size_t cap, lt_err *er
 
 static const char *const META_K[] = {"format"}, *const META_V[] = {"pt"};
 
+/* the caller's progress reports (lt_export_progress_fn; fn NULL: none) */
+typedef struct reporter {
+    lt_export_progress_fn fn;
+    void *ctx;
+} reporter;
+
+static lt_status say(const reporter *r, lt_err *err, const char *fmt, ...) {
+    if (!r || !r->fn) return LT_OK;
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return r->fn(r->ctx, what, err);
+}
+
 /* one tensor at a time: filled in f32, checked finite, converted to its dtype */
 typedef struct shard_io {
     const lt_export_tensor *ts; /* the shard's first tensor */
+    size_t count;               /* the shard's tensors */
     lt_export_fill_fn fill;
     void *ctx;
-    size_t first; /* index of ts[0] in the caller's list */
+    size_t first, total; /* index of ts[0] in the caller's list; the list's length */
+    const char *file;    /* the shard's file name (progress reports) */
+    const reporter *rep;
     float *f32;
     uint16_t *half;
     size_t cap, hcap;
@@ -65,10 +85,12 @@ typedef struct shard_io {
 
 static lt_status shard_data(void *vctx, size_t k, const void **bytes, lt_err *err) {
     shard_io *io = vctx;
+    if (k == io->count) return say(io->rep, err, "syncing %s", io->file); /* all written, before the fsync */
     const lt_export_tensor *t = &io->ts[k];
     size_t n = numel_of(t->ndim, t->shape);
     const float *x = t->data;
-    lt_status st;
+    lt_status st = say(io->rep, err, "tensor %zu of %zu '%s'", io->first + k + 1, io->total, t->name);
+    if (st) return st;
     if (t->raw) { /* copied through as it is */
         *bytes = t->raw;
         return LT_OK;
@@ -101,9 +123,10 @@ static lt_status shard_data(void *vctx, size_t k, const void **bytes, lt_err *er
     return LT_OK;
 }
 
-/* Write tensors [i0, i1) as one safetensors file, one tensor in memory at a time. */
-static lt_status write_shard(const char *path, const lt_export_tensor *ts, size_t i0, size_t i1,
-                             lt_export_fill_fn fill, void *ctx, lt_err *err) {
+/* Write tensors [i0, i1) of the n in ts as one safetensors file, one tensor in memory at a time,
+ * reporting each tensor and the sync to rep. */
+static lt_status write_shard(const char *path, const lt_export_tensor *ts, size_t i0, size_t i1, size_t n,
+                             lt_export_fill_fn fill, void *ctx, const reporter *rep, lt_err *err) {
     lt_st_write_tensor *w = calloc(i1 - i0 + 1, sizeof *w);
     if (!w) return lt_fail(err, LT_ERR_NOMEM, "%s: out of memory", path);
     for (size_t i = i0; i < i1; i++) {
@@ -114,7 +137,8 @@ static lt_status write_shard(const char *path, const lt_export_tensor *ts, size_
         w[k].ndim = t->ndim;
         memcpy(w[k].shape, t->shape, sizeof w[k].shape);
     }
-    shard_io io = {ts + i0, fill, ctx, i0, NULL, NULL, 0, 0};
+    const char *file = strrchr(path, '/');
+    shard_io io = {ts + i0, i1 - i0, fill, ctx, i0, n, file ? file + 1 : path, rep, NULL, NULL, 0, 0};
     lt_status st = lt_st_write_stream(path, w, i1 - i0, META_K, META_V, 1, shard_data, &io, err);
     free(io.f32);
     free(io.half);
@@ -127,22 +151,25 @@ lt_status lt_export_hf(const char *out_dir, const char *src_model_dir, const lt_
     for (size_t i = 0; i < n; i++)
         if (!ts[i].data && numel_of(ts[i].ndim, ts[i].shape))
             return lt_fail(err, LT_ERR_INVALID, "export: tensor '%s' has no data", ts[i].name);
-    return lt_export_hf_stream(out_dir, src_model_dir, ts, n, max_shard_bytes, NULL, NULL, err);
+    return lt_export_hf_stream(out_dir, src_model_dir, ts, n, max_shard_bytes, NULL, NULL, NULL, NULL, err);
 }
 
 static lt_status export_hf_tensors(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts,
-                                   size_t n, size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx, lt_err *err);
+                                   size_t n, size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx,
+                                   const reporter *rep, lt_err *err);
 
 /* The language model inside a multimodal class (lt_config.wrap): its tensors
  * under the names of the source checkpoint's layout, and the other towers'
  * tensors (set aside on load) copied through byte for byte after them, so
  * the folder is the whole model again. Plain sources: ts as given. */
 lt_status lt_export_hf_stream(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts, size_t n,
-                              size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx, lt_err *err) {
+                              size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx,
+                              lt_export_progress_fn progress, void *pctx, lt_err *err) {
+    const reporter rep = {progress, pctx};
     lt_config scfg;
     lt_err ignored = {{0}};
     if (lt_config_load(src_model_dir, &scfg, &ignored) != LT_OK || !scfg.wrap)
-        return export_hf_tensors(out_dir, src_model_dir, ts, n, max_shard_bytes, fill, ctx, err);
+        return export_hf_tensors(out_dir, src_model_dir, ts, n, max_shard_bytes, fill, ctx, &rep, err);
     lt_st_model *sm = NULL;
     int lay;
     lt_status st = lt_model_open_weights(src_model_dir, &scfg, &sm, &lay, err);
@@ -166,7 +193,7 @@ lt_status lt_export_hf_stream(const char *out_dir, const char *src_model_dir, co
         x->dtype = t->dtype;
         x->raw = t->data;
     }
-    if (!st) st = export_hf_tensors(out_dir, src_model_dir, all, n + na, max_shard_bytes, fill, ctx, err);
+    if (!st) st = export_hf_tensors(out_dir, src_model_dir, all, n + na, max_shard_bytes, fill, ctx, &rep, err);
     free(all);
     free(names);
     lt_st_close_model(sm);
@@ -174,7 +201,8 @@ lt_status lt_export_hf_stream(const char *out_dir, const char *src_model_dir, co
 }
 
 static lt_status export_hf_tensors(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts,
-                                   size_t n, size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx, lt_err *err) {
+                                   size_t n, size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx,
+                                   const reporter *rep, lt_err *err) {
     char tmp[4096], src[4096], dst[4096];
     lt_status st;
     if (!max_shard_bytes) max_shard_bytes = (size_t)5000000000ull;
@@ -211,7 +239,7 @@ static lt_status export_hf_tensors(const char *out_dir, const char *src_model_di
     starts[nshards] = n;
     if (nshards == 1) {
         lt_path_join(dst, sizeof dst, tmp, "model.safetensors");
-        st = write_shard(dst, ts, 0, n, fill, ctx, err);
+        st = write_shard(dst, ts, 0, n, n, fill, ctx, rep, err);
     } else {
         cJSON *idx = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(idx, "metadata"),
               *wm = cJSON_AddObjectToObject(idx, "weight_map");
@@ -220,11 +248,12 @@ static lt_status export_hf_tensors(const char *out_dir, const char *src_model_di
             char fname[96];
             snprintf(fname, sizeof fname, "model-%05zu-of-%05zu.safetensors", s + 1, nshards);
             lt_path_join(dst, sizeof dst, tmp, fname);
-            st = write_shard(dst, ts, starts[s], starts[s + 1], fill, ctx, err);
+            st = write_shard(dst, ts, starts[s], starts[s + 1], n, fill, ctx, rep, err);
             for (size_t i = starts[s]; i < starts[s + 1]; i++) cJSON_AddStringToObject(wm, ts[i].name, fname);
         }
         char *text = cJSON_Print(idx);
         cJSON_Delete(idx);
+        if (st == LT_OK) st = say(rep, err, "writing model.safetensors.index.json");
         if (st == LT_OK) {
             lt_path_join(dst, sizeof dst, tmp, "model.safetensors.index.json");
             st = text ? lt_write_file_atomic(dst, text, strlen(text), err)
@@ -235,14 +264,16 @@ static lt_status export_hf_tensors(const char *out_dir, const char *src_model_di
     free(starts);
     if (st != LT_OK) goto fail;
     lt_path_join(dst, sizeof dst, tmp, "config.json");
-    if ((st = lt_fs_copy_file(src, dst, err)) != LT_OK) goto fail;
+    if ((st = say(rep, err, "copying config.json")) || (st = lt_fs_copy_file(src, dst, err)) != LT_OK) goto fail;
     for (size_t k = 0; k < sizeof HF_COPY / sizeof HF_COPY[0]; k++) {
         lt_path_join(src, sizeof src, src_model_dir, HF_COPY[k]);
         if (!lt_file_exists(src)) continue;
         lt_path_join(dst, sizeof dst, tmp, HF_COPY[k]);
-        if ((st = lt_fs_copy_file(src, dst, err)) != LT_OK) goto fail;
+        if ((st = say(rep, err, "copying %s", HF_COPY[k])) || (st = lt_fs_copy_file(src, dst, err)) != LT_OK)
+            goto fail;
     }
-    if ((st = lt_fs_replace_dir(tmp, out_dir, err)) != LT_OK) goto fail;
+    if ((st = say(rep, err, "renaming it into place")) || (st = lt_fs_replace_dir(tmp, out_dir, err)) != LT_OK)
+        goto fail;
     return LT_OK;
 fail:
     lt_fs_rm_rf(tmp);
@@ -498,11 +529,12 @@ static const char *const EMB_NAMES[2][2] = {
 
 lt_status lt_peft_export(const char *out_dir, const lt_peft_config *c, const lt_peft_tensor *ts, size_t n,
                          lt_err *err) {
-    return lt_peft_export_embed(out_dir, c, ts, n, NULL, err);
+    return lt_peft_export_embed(out_dir, c, ts, n, NULL, NULL, NULL, err);
 }
 
 lt_status lt_peft_export_embed(const char *out_dir, const lt_peft_config *c, const lt_peft_tensor *ts, size_t n,
-                               const lt_peft_embed *emb, lt_err *err) {
+                               const lt_peft_embed *emb, lt_export_progress_fn progress, void *pctx, lt_err *err) {
+    const reporter rep = {progress, pctx};
     char tmp[4096], path[4096];
     if (emb && emb->mode == LT_TRAIN_EMB_NONE) emb = NULL;
     lt_status st;
@@ -539,7 +571,7 @@ lt_status lt_peft_export_embed(const char *out_dir, const lt_peft_config *c, con
     }
     /* tensors sorted by name as safetensors' writer does not care, but keep (layer, module) order */
     lt_peft_tensor *sorted = malloc((n ? n : 1) * sizeof *sorted);
-    lt_st_write_tensor *w = calloc(2 * n + 3, sizeof *w);
+    lt_export_tensor *w = calloc(2 * n + 3, sizeof *w);
     char (*names)[160] = calloc(2 * n + 1, sizeof *names);
     if (!sorted || !w || !names) {
         free(sorted);
@@ -551,7 +583,7 @@ lt_status lt_peft_export_embed(const char *out_dir, const lt_peft_config *c, con
     qsort(sorted, n, sizeof *sorted, cmp_peft);
     for (size_t i = 0; i < n; i++) {
         for (int b = 0; b < 2; b++) {
-            lt_st_write_tensor *x = &w[2 * i + (size_t)b];
+            lt_export_tensor *x = &w[2 * i + (size_t)b];
             char canon[sizeof names[0]];
             lt_lora_peft_name(canon, sizeof canon, sorted[i].layer, sorted[i].target, b);
             lt_wrap_name(c->wrap, -1, canon, names[2 * i + (size_t)b], sizeof names[0]);
@@ -579,12 +611,12 @@ lt_status lt_peft_export_embed(const char *out_dir, const lt_peft_config *c, con
     st = cfg ? make_tmp(out_dir, tmp, sizeof tmp, err) : lt_fail(err, LT_ERR_NOMEM, "PEFT export: out of memory");
     if (st == LT_OK) {
         lt_path_join(path, sizeof path, tmp, "adapter_model.safetensors");
-        st = lt_st_write(path, w, nw, META_K, META_V, 1, err);
-        if (st == LT_OK) {
+        st = write_shard(path, w, 0, nw, nw, NULL, NULL, &rep, err);
+        if (st == LT_OK && !(st = say(&rep, err, "writing adapter_config.json"))) {
             lt_path_join(path, sizeof path, tmp, "adapter_config.json");
             st = lt_write_file_atomic(path, cfg, strlen(cfg), err);
         }
-        if (st == LT_OK) st = lt_fs_replace_dir(tmp, out_dir, err);
+        if (st == LT_OK && !(st = say(&rep, err, "renaming it into place"))) st = lt_fs_replace_dir(tmp, out_dir, err);
         if (st != LT_OK) lt_fs_rm_rf(tmp);
     }
     free(cfg);

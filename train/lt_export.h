@@ -59,13 +59,23 @@ typedef struct lt_export_tensor {
 /* max_shard_bytes 0 = 5 GB. src_model_dir must hold config.json. */
 lt_status lt_export_hf(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts, size_t n,
                        size_t max_shard_bytes, lt_err *err);
+/* Progress of a long export, for a caller that must show it is alive (rank
+ * 0's export under several ranks: tools/lt_cmd_train.c's heartbeats):
+ * progress(ctx, what, err) before each step, `what` naming it -- each tensor
+ * ("tensor 3 of 30 'name'", before it is filled and written), the sync of
+ * each file once its tensors are written ("syncing model.safetensors"), then
+ * the tail: "writing model.safetensors.index.json", "copying config.json"
+ * (and each other copied file), "renaming it into place". A failure stops
+ * the export with it (nothing is left behind). NULL: no reports. */
+typedef lt_status (*lt_export_progress_fn)(void *ctx, const char *what, lt_err *err);
 /* The same folder (byte for byte), with the tensors' values asked for one at a
  * time as they are written: fill(ctx, i, dst, err) writes tensor i's f32
  * values into dst (ts[i].data unused). Holds one tensor (f32, and its 16-bit
- * form) in memory at a time. */
+ * form) in memory at a time. progress (may be NULL): as above, with pctx. */
 typedef lt_status (*lt_export_fill_fn)(void *ctx, size_t i, float *dst, lt_err *err);
 lt_status lt_export_hf_stream(const char *out_dir, const char *src_model_dir, const lt_export_tensor *ts, size_t n,
-                              size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx, lt_err *err);
+                              size_t max_shard_bytes, lt_export_fill_fn fill, void *ctx,
+                              lt_export_progress_fn progress, void *pctx, lt_err *err);
 
 /* ---- PEFT LoRA adapter ---- */
 
@@ -130,9 +140,12 @@ typedef struct lt_peft_adapter {
     lt_peft_embed emb; /* mode 0: none */
 } lt_peft_adapter;
 
-/* lt_peft_export plus trained embeddings (emb NULL or mode 0: none). */
+/* lt_peft_export plus trained embeddings (emb NULL or mode 0: none), with
+ * progress reports (may be NULL: lt_export_progress_fn; each tensor of
+ * adapter_model.safetensors, its sync, "writing adapter_config.json",
+ * "renaming it into place"). */
 lt_status lt_peft_export_embed(const char *out_dir, const lt_peft_config *cfg, const lt_peft_tensor *ts, size_t n,
-                               const lt_peft_embed *emb, lt_err *err);
+                               const lt_peft_embed *emb, lt_export_progress_fn progress, void *pctx, lt_err *err);
 /* Write an adapter's embeddings into host f32 tables: embed (V, C) and head
  * (V, C, NULL when tied) -- what PEFT's forward and merge_and_unload use. */
 lt_status lt_peft_embed_apply(const lt_peft_embed *e, float *embed, float *head, int64_t V, int64_t C, lt_err *err);

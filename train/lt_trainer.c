@@ -1165,7 +1165,8 @@ lt_status lt_trainer_train_embeddings(lt_model *m, const char *model_dir, const 
     return st;
 }
 
-lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg_in, const char *out_dir, lt_err *err) {
+lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg_in, const char *out_dir,
+                                    lt_export_progress_fn progress, void *pctx, lt_err *err) {
     const lt_config *c = lt_model_config(m);
     lt_peft_config rc = *cfg_in; /* the modules adapted: fused ones (phi3) under PEFT's names */
     rc.targets = lt_lora_targets_for(c, cfg_in->targets);
@@ -1196,6 +1197,11 @@ lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg_in, c
                 }
                 if (isB) pt->B = h;
                 else pt->A = h;
+                if (progress) {
+                    char what[200];
+                    snprintf(what, sizeof what, "reading '%s'", name);
+                    if ((st = progress(pctx, what, err))) break;
+                }
                 st = be->download_f32(be, h, p->data, LT_F32, cnt, err);
             }
         }
@@ -1223,6 +1229,8 @@ lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg_in, c
             lt_param *p = k ? H : E;
             float *dst = k ? emb.head : emb.embed;
             if (!p) continue;
+            if (progress && (st = progress(pctx, k ? "reading lm_head.weight" : "reading model.embed_tokens.weight", err)))
+                break;
             if (!(st = be->download_f32(be, tab, p->data, be->param_dtype, all, err))) st = be->sync(be, err);
             for (int64_t i = 0; !st && i < emb.rows; i++)
                 memcpy(dst + i * emb.cols, tab + (size_t)(nr ? rows[i] : i) * (size_t)emb.cols,
@@ -1230,7 +1238,7 @@ lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg_in, c
         }
         free(tab);
     }
-    if (!st) st = lt_peft_export_embed(out_dir, cfg, ts, n, emb.mode ? &emb : NULL, err);
+    if (!st) st = lt_peft_export_embed(out_dir, cfg, ts, n, emb.mode ? &emb : NULL, progress, pctx, err);
     free(emb.embed);
     free(emb.head);
     for (size_t i = 0; i < n; i++) {

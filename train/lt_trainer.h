@@ -201,8 +201,11 @@ lt_status lt_trainer_train_embeddings(lt_model *m, const char *model_dir, const 
 /* Export the model's LoRA matrices and trained embeddings (read from the
  * parameters' data) as a PEFT adapter folder. Under ZeRO-3 the embedding and
  * head are sharded and their data is a gathered buffer that may predate the
- * last optimizer step: call lt_trainer_gather_tables on every rank first. */
-lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg, const char *out_dir, lt_err *err);
+ * last optimizer step: call lt_trainer_gather_tables on every rank first.
+ * progress (may be NULL, lt_export_progress_fn): a report before each
+ * tensor is read from the model and each step of writing the folder. */
+lt_status lt_trainer_export_adapter(lt_model *m, const lt_peft_config *cfg, const char *out_dir,
+                                    lt_export_progress_fn progress, void *pctx, lt_err *err);
 /* ZeRO-3: all-gather the embedding and head groups now when a trainable
  * tensor is in them (--train-embeddings, an --adapter's trained embeddings),
  * so that their data holds the values after the last optimizer step, as one
