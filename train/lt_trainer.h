@@ -122,8 +122,9 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
  * ranks this is fold(acc, x_0, ..., x_{W-1}) in world rank order -- the same
  * bits as one rank. ZeRO-1/2/3 on MPI with the overlap on: the same fold as
  * a non-blocking chain per range (reduce_scatter_sum_ordered_chain_start,
- * lt_comm.h), polled at the hooks, the pool's hand-out and (ZeRO-1) before the flat gradient is zeroed, pipelined across
- * the layer groups (docs/distributed.md, "--shard-group"). The optimizer works on the group (lt_optim_comm is the
+ * lt_comm.h), polled at the hooks, the pool's hand-out and (ZeRO-1) before
+ * the flat gradient is zeroed, pipelined across the layer groups
+ * (docs/distributed.md, "--shard-group"). The optimizer works on the group (lt_optim_comm is the
  * group's communicator; ranks with the same place in different groups hold
  * the same parts). The world size must be a multiple of N (refused by
  * name). 0 or the world size: plain sharding over all ranks. */
