@@ -994,7 +994,11 @@ static lt_status step_comm(lt_trainer *t, const lt_batch *micro, int n_micro, in
             lt_rng_seed(&drng, dseed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(g + 1)));
             lt_model_set_rng(t->m, &drng);
         }
-        if (t->rq && !t->pooled) { /* ZeRO-1: the last micro-batch's reductions still read x */
+        /* ZeRO-1: the last micro-batch's reductions may still read x (flat:
+         * all of them complete, in start order, so each range is in flight
+         * once and folds into acc in order; chains: their pieces have left,
+         * the same range's next chain waits for the result in reduce_ordered) */
+        if (t->rq && !t->pooled) {
             lt_status sr = reductions_finish(t, XBUF, err);
             if (sr) return lt_wrap(err, sr, "step %lld", (long long)step);
         }
