@@ -349,13 +349,9 @@ static void hook(void *ctx, int group) {
     if (t->pooled && slot >= 0 && slot < t->nslots) t->gcur[slot] = NULL; /* the buffer is free again */
 }
 
-/* ZeRO-2: the model's gradient buffer for a group, from the pool (zeroed).
- * The head and embedding groups have their own buffers (the tied head's
- * gradient is written from the forward to the end of the backward); the
- * layers alternate between two buffers: the one being produced and the
- * one whose reduction may still be in flight. */
 /* complete the reductions in flight, oldest first: all of them (buf < 0) or
- * up to the last one reading pool buffer buf */
+ * up to the last one reading buffer buf (pool 0-3, XBUF; hybrid chains:
+ * until those have sent their pieces) */
 static lt_status reductions_finish(lt_trainer *t, int buf, lt_err *err) {
     if (t->cross) { /* chains: the buffer is free once its pieces left; all: every result in */
         if (buf < 0) return t->rq_tail > t->rq_head ? chains_until(t, t->rq_tail - 1, LT_REQ_DONE, err) : LT_OK;
@@ -379,6 +375,11 @@ static lt_status reductions_finish(lt_trainer *t, int buf, lt_err *err) {
     return st;
 }
 
+/* ZeRO-2: the model's gradient buffer for a group, from the pool (zeroed).
+ * The head and embedding groups have their own buffers (the tied head's
+ * gradient is written from the forward to the end of the backward); the
+ * layers alternate between two buffers: the one being produced and the
+ * one whose reduction may still be in flight. */
 static float *provide(void *ctx, int group, size_t n) {
     lt_trainer *t = ctx;
     int slot = group + 2;
