@@ -15,7 +15,7 @@
  *   mpirun -np 2 build/bench/bench_overlap [--layers 4] [--hidden 512]
  *     [--ffn 1536] [--vocab 4096] [--seq 16] [--micro 2] [--steps 3] [--repeat 2]
  *     [--shard-group N]  (HYBRID_SHARD: ZeRO inside groups of N ranks; the
- *     ZeRO-2/3 reductions then chain across the groups, see lt_comm.h)
+ *     ZeRO-1/2/3 reductions then chain across the groups, see lt_comm.h)
  * (each mode runs --repeat times, alternating, each time --steps timed steps
  * after a warm-up; the fastest step counts)
  * Small --seq makes communication matter (its cost grows with the
@@ -91,8 +91,9 @@ static lt_status t_chain(lt_comm *c, lt_comm *cross, void *s, const void *x, siz
                         void **r, lt_err *e) {
     TIMED(IN(c)->reduce_scatter_sum_ordered_chain_start(IN(c), IN(cross), s, x, n, k, dt, r, e));
 }
-/* (the trainer's polling between two test_req calls is not inside a call:
- * with --shard-group the "comm on" column misses those waits) */
+/* (the trainer's polling between two test_req calls, waiting for a chain's
+ * input to be free, is not inside a call: with --shard-group the "comm on"
+ * column misses those waits; its waits for results are wait_req, timed) */
 static lt_status t_test(lt_comm *c, void *r, int *state, lt_err *e) { TIMED(IN(c)->test_req(IN(c), r, state, e)); }
 static lt_status t_split(lt_comm *c, int color, int key, lt_comm **out, lt_err *e);
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test_train_zero.sh -- the ZeRO stages of `luxtrain train` under mpirun (MPI
 # communicator, CPU backend, the sample model, a few steps so it stays fast):
-#   1. --zero 2 (gradients reduce-scattered per group from a pool, no
+#   1. --zero 1 (the flat gradient reduce-scattered per group into this
+#      rank's shard of the accumulator) on 2 and 3 ranks, full and LoRA,
+#      --zero 2 (gradients reduce-scattered per group from a pool, no
 #      full-size gradient buffer) and --zero 3 (parameters sharded too,
 #      gathered per group before its forward and backward) on 1, 2 and 3
 #      ranks -- the sample model's sizes do not divide evenly by 3 -- full
@@ -12,8 +14,8 @@
 #      loss and grad norm and the final weights' bytes EQUAL one process with
 #      the same global batch;
 #      ZeRO-3 runs prefetch (the run counts gathers started ahead of use) and
-#      the reductions of ZeRO-2/3 run non-blocking (counted too); with
-#      LT_OVERLAP=0 (blocking, no prefetch) the same bits; a bad LT_OVERLAP or
+#      the reductions of ZeRO-1/2/3 run non-blocking (counted too); with
+#      LT_OVERLAP=0 (blocking, no prefetch; 0 counted) the same bits; a bad LT_OVERLAP or
 #      LT_COMM_STREAM is refused by name;
 #   1e. ZeRO-3 with LoRA + --train-embeddings new (the rows `vocab add`
 #      added train, the others get a zero gradient): 1, 2, 3 ranks equal one
@@ -22,9 +24,9 @@
 #      the base model's;
 #   1b. --shard-group N (HYBRID_SHARD: sharded inside groups of N
 #      consecutive ranks, replicated across them): 4 ranks in groups of 2
-#      (ZeRO-2 and ZeRO-3; their reductions non-blocking, chained across the
+#      (ZeRO-1, 2 and 3; their reductions non-blocking, chained across the
 #      groups, and with LT_OVERLAP=0 blocking) and 6 in groups of 3 (ZeRO-1)
-#      equal 1 rank x 12 bitwise; a world size that N does not divide is
+#      and of 2 (ZeRO-2) equal 1 rank x 12 bitwise; a world size that N does not divide is
 #      refused by name;
 #   1c. ZeRO-3 checkpoints (the parts gathered tensor by tensor) resume on
 #      another world size (3 ranks -> 2) to the uninterrupted final weights;
@@ -42,7 +44,7 @@
 #      ZeRO-3 and 1/N (plus the gathered groups' buffers) with it;
 #   3. a rank SIGKILLed a few ms into a step (its peers inside a collective)
 #      ends the job within `timeout 60`, mpirun naming that rank, for every
-#      stage, and for ZeRO-2/3 in groups of 2 (hybrid chains in flight).
+#      stage, and for ZeRO-1/2/3 in groups of 2 (hybrid chains in flight).
 # Skips (77) when mpirun, the MPI communicator or the sample model is absent.
 . "$(dirname "$0")/lt_test_lib.sh"
 lt_need_mpi
@@ -80,7 +82,7 @@ train 1 one-lemb --grad-accum 6 "${lora[@]}" --train-embeddings all || fail "one
 if ! train 2 probe --grad-accum 3 --max-steps 1; then
   if grep -q "was not built\|built without" probe.txt; then echo "SKIP: no MPI communicator" >&2; exit 77; fi
 fi
-for spec in "full 2 3 2" "full 3 2 2 --recompute" "lora 3 2 2" "lemb 2 3 2" "full 2 3 3" "full 3 2 3 --recompute" \
+for spec in "full 2 3 1" "full 3 2 1" "lora 3 2 1" "full 2 3 2" "full 3 2 2 --recompute" "lora 3 2 2" "lemb 2 3 2" "full 2 3 3" "full 3 2 3 --recompute" \
             "lora 2 3 3" "lora 3 2 3 --recompute" "full 1 6 3" "lemb 1 6 3" "lemb 2 3 3" "lemb 3 2 3"; do
   set -- $spec
   mode=$1 np=$2 k=$3 z=$4
@@ -106,11 +108,11 @@ for spec in "full 2 3 2" "full 3 2 2 --recompute" "lora 3 2 2" "lemb 2 3 2" "ful
 done
 # LT_OVERLAP=0: the reductions complete in the hook and the gathers at use
 # (no overlap) -- the same bits as the overlapped runs above
-for z in 2 3; do
+for z in 1 2 3; do
   out="np2-full-z$z-nooverlap"
   if ! LT_OVERLAP=0 train 2 "$out" --grad-accum 3 --zero $z; then fail "$out: $(tail -3 "$out.txt")"; continue; fi
   grep -q "ZeRO-$z: 0 gradient reductions ran non-blocking" "$out.txt" || fail "$out: reductions still non-blocking"
-  [ "$z" = 2 ] || grep -q "ZeRO-3 weight gathers: 0 prefetched" "$out.txt" || fail "$out: gathers still prefetched"
+  [ "$z" != 3 ] || grep -q "ZeRO-3 weight gathers: 0 prefetched" "$out.txt" || fail "$out: gathers still prefetched"
   if same_run "np2-full-z$z" "$out" && same_run one-full "$out"; then
     echo "ok   $out: LT_OVERLAP=0 bitwise equal to the overlapped run and to 1 rank x 6"
   else fail "$out differs from the overlapped run"; fi
@@ -176,16 +178,16 @@ fi
 
 # ---- 1b. hybrid sharding (--shard-group N): groups of N consecutive ranks ----
 train 1 one-g12 --grad-accum 12 || fail "one process x 12: $(tail -2 one-g12.txt)"
-for spec in "4 2 2 3" "6 3 1 2" "4 2 3 3" "6 2 2 2" "4 2 2 3 0" "4 2 3 3 0"; do
+for spec in "4 2 1 3" "4 2 2 3" "6 3 1 2" "4 2 3 3" "6 2 2 2" "4 2 1 3 0" "4 2 2 3 0" "4 2 3 3 0"; do
   set -- $spec
   np=$1 n=$2 z=$3 k=$4 ov=${5:-1}
   out="np$np-group$n-z$z"
   [ "$ov" = 1 ] || out="$out-nooverlap"
   if ! LT_OVERLAP=$ov train "$np" "$out" --grad-accum "$k" --zero "$z" --shard-group "$n"; then fail "$out: $(tail -3 "$out.txt")"; continue; fi
   grep -q "hybrid sharding in groups of $n ranks" "$out.txt" || fail "$out: the run does not say hybrid sharding"
-  if [ "$z" -ge 2 ] && [ "$ov" = 1 ]; then # the chains across the groups started in the hook (non-blocking)
+  if [ "$ov" = 1 ]; then # the chains across the groups started in the hook (non-blocking)
     grep -Eq "ZeRO-$z: [1-9][0-9]* gradient reductions ran non-blocking" "$out.txt" || fail "$out: no non-blocking reductions"
-  elif [ "$z" -ge 2 ]; then
+  else
     grep -q "ZeRO-$z: 0 gradient reductions ran non-blocking" "$out.txt" || fail "$out: reductions still non-blocking"
   fi
   if same_run one-g12 "$out"; then echo "ok   $out: hybrid sharding bitwise equal to 1 rank x 12"
@@ -306,8 +308,8 @@ for np in (1, 2, 3):
 PY
 
 # ---- 3. a rank SIGKILLed mid-step ends the job, named, at every stage ----
-# (z2g2, z3g2: 4 ranks in groups of 2, the reductions chained across the groups)
-for z in 0 1 2 3 2g2 3g2; do
+# (z1g2, z2g2, z3g2: 4 ranks in groups of 2, the reductions chained across the groups)
+for z in 0 1 2 3 1g2 2g2 3g2; do
   t0=$(now_ms)
   np=3 extra=()
   case $z in *g2) np=4 extra=(--shard-group 2) ;; esac

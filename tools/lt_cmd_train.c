@@ -1274,7 +1274,7 @@ int lt_cmd_train(int argc, char **argv) {
             fprintf(stderr, "train: warning: no loss plot: %s\n", perr.msg);
     }
     lt_path_join(path, sizeof path, o.out, "final");
-    if (o.zero >= 2 && !r.rank)
+    if (o.zero >= 1 && !r.rank)
         fprintf(stderr, "train: ZeRO-%ld: %lld gradient reductions ran non-blocking behind the backward\n", o.zero,
                 (long long)lt_trainer_async_reductions(r.tr));
     if (o.zero >= 3 && !r.rank) {

@@ -227,7 +227,10 @@ struct lt_comm {
                                                          const void *x, size_t n, const size_t *counts,
                                                          lt_dtype dt, void **req, lt_err *err);
     /* Advance req without blocking; *state := LT_REQ_INPUT_FREE and/or
-     * LT_REQ_DONE (wait_req then returns at once). NULL where not implemented. */
+     * LT_REQ_DONE (wait_req then returns at once). test_req may not report
+     * LT_REQ_DONE until wait_req: callers that need the result call wait_req,
+     * in start order, at the same program point on every rank (never on a
+     * timing-dependent condition). NULL where not implemented. */
     lt_status (*test_req)(lt_comm *c, void *req, int *state, lt_err *err);
     int msg_rank, msg_world; /* what messages call this rank (the world's in a sub-communicator) */
     /* NULL, or what this rank is waiting for (lt_comm_watch_wait sets it):

@@ -29,12 +29,12 @@ struct lt_trainer {
     float *pool_layer[2]; /* pooled: two layer buffers, alternating (produced / being reduced) */
     size_t pool_n[4];     /* their lengths in floats: head, embed, layer, layer */
     int pool_next;
-    /* ZeRO-2/3 on MPI: reductions started in the hook, completed in order */
+    /* ZeRO-1/2/3 with the overlap on: reductions started in the hook, completed in order */
     void **rq;            /* (rq_cap) requests, FIFO from rq_head to rq_tail */
-    int *rq_buf;          /* the pool buffer (0-3) each one reads (-1: none any more) */
+    int *rq_buf;          /* the buffer each one reads: pool 0-3, XBUF (-1: none any more) */
     size_t *rq_a;         /* hybrid chains: the flat start of each one's range */
     size_t rq_cap, rq_head, rq_tail;
-    int cur_buf;          /* the pool buffer of the group being reduced (-1: none) */
+    int cur_buf;          /* the buffer of the group being reduced: pool 0-3, XBUF (-1: blocking) */
     int64_t n_async;      /* reductions started non-blocking */
     int overlap;          /* 1: non-blocking reductions and prefetched gathers; 0: blocking (LT_OVERLAP=0); -1: unset */
     /* ZeRO-3: this rank's part of every sharded parameter and the gathered groups */
@@ -73,6 +73,9 @@ struct lt_trainer {
     float *hbuf;        /* bf16 mode: host staging (n floats) */
     uint16_t *hb16;     /* (n) */
 };
+
+/* the buffer id (rq_buf, cur_buf) of ZeRO-1's flat gradient t->x (pool buffers: 0-3) */
+enum { XBUF = 4 };
 
 int lt_trainer_is_lora_param(const char *name) {
     size_t n = strlen(name);
@@ -192,13 +195,19 @@ static void range_counts(lt_trainer *t, size_t a, size_t b) {
 /* this rank's part of [a, b) in the accumulator (ZeRO-1) */
 static float *acc_part(lt_trainer *t, size_t a) { return t->acc + (a > t->s0 ? a - t->s0 : 0); }
 
-/* ---- hybrid chains in flight (ZeRO-2/3 with --shard-group, see
+/* ---- hybrid chains in flight (ZeRO-1/2/3 with --shard-group, see
  * reduce_scatter_sum_ordered_chain_start in lt_comm.h): they move only
- * when polled, so every wait here polls all of them, oldest first ---- */
+ * when polled, so every wait here polls all of them first. A chain's
+ * result comes only from wait_req (test_req may never report LT_REQ_DONE
+ * before it: NCCL delivers results at fixed program points), and every
+ * wait_req is called in start order at a point that depends only on the
+ * counts and ranges of the reductions, never on timing, so every rank
+ * calls it at the same place. MPI: wait_req polls that chain only, which
+ * is safe oldest first (a chain's progress depends only on older ones). */
 
-/* poll every chain once; the completed ones at the head are finished (their
- * result written into the accumulator). *state: the state of entry `target`
- * (an index from rq_head; completed: LT_REQ_INPUT_FREE | LT_REQ_DONE). */
+/* poll every chain once (test_req; nothing is completed here). *state:
+ * the state of entry `target` (an index from rq_head; completed:
+ * LT_REQ_INPUT_FREE | LT_REQ_DONE). */
 static lt_status chains_poll(lt_trainer *t, size_t target, int *state, lt_err *err) {
     lt_comm *sc = t->sc;
     *state = LT_REQ_INPUT_FREE | LT_REQ_DONE;
@@ -209,32 +218,34 @@ static lt_status chains_poll(lt_trainer *t, size_t target, int *state, lt_err *e
         if (s & LT_REQ_INPUT_FREE) t->rq_buf[q % t->rq_cap] = -1;
         if (q == target) *state = s;
     }
-    while (t->rq_head < t->rq_tail) { /* the finished ones, in order */
-        size_t q = t->rq_head % t->rq_cap;
-        int s = 0;
-        lt_status st = sc->test_req(sc, t->rq[q], &s, err);
-        if (!st && !(s & LT_REQ_DONE)) break;
-        if (!st) st = sc->wait_req(sc, t->rq[q], err);
-        t->rq[q] = NULL;
-        t->rq_head++;
-        if (st) return lt_wrap(err, st, "gradient reduction (hybrid)");
-    }
-    if (target < t->rq_head) *state = LT_REQ_INPUT_FREE | LT_REQ_DONE;
     return LT_OK;
 }
 
-/* poll until entry `target` has every bit of `want` */
+/* want LT_REQ_DONE: complete entries rq_head .. target with wait_req, in
+ * start order (their results written into the accumulator), after one poll
+ * of all; want LT_REQ_INPUT_FREE: poll until entry `target` reports it */
 static lt_status chains_until(lt_trainer *t, size_t target, int want, lt_err *err) {
+    int s;
+    lt_status st = chains_poll(t, target, &s, err);
+    if (want & LT_REQ_DONE) {
+        while (!st && t->rq_head <= target && t->rq_head < t->rq_tail) {
+            size_t q = t->rq_head++ % t->rq_cap;
+            st = t->sc->wait_req(t->sc, t->rq[q], err);
+            t->rq[q] = NULL;
+            t->rq_buf[q] = -1;
+            if (st) st = lt_wrap(err, st, "gradient reduction (hybrid)");
+        }
+        return st;
+    }
     double t0 = lt_now_s();
     unsigned iter = 0;
-    for (;;) {
-        int s;
-        lt_status st = chains_poll(t, target, &s, err);
-        if (st || (s & want) == want) return st;
+    while (!st && target >= t->rq_head && target < t->rq_tail && (s & want) != want) {
         if (lt_now_s() - t0 > t->sc->timeout_s)
             lt_comm_timeout_abort(t->sc, "gradient reduction (hybrid chain: a rank of another group)", -1);
         lt_comm_backoff(&iter);
+        st = chains_poll(t, target, &s, err);
     }
+    return st;
 }
 
 /* x: the gradient of flat [a, b) (in the flat buffer, or the group's pooled buffer) */
@@ -316,7 +327,7 @@ static void reduce_group(lt_trainer *t, int group) {
         t->hook_st = lt_fail(&t->hook_err, LT_ERR_INVALID, "gradient reduction: group %d has no buffer", group);
         return;
     }
-    t->cur_buf = -1;
+    t->cur_buf = t->rq && !t->pooled ? XBUF : -1; /* ZeRO-1 non-blocking: the flat gradient */
     for (int k = 0; t->pooled && k < 4; k++)
         if (t->gcur[slot] && t->gcur[slot] == (k < 2 ? t->pool_edge[k] : t->pool_layer[k - 2])) t->cur_buf = k;
     for (int k = 0; k < t->nranges[slot] && !t->hook_st; k++) {
@@ -338,19 +349,15 @@ static void hook(void *ctx, int group) {
     if (t->pooled && slot >= 0 && slot < t->nslots) t->gcur[slot] = NULL; /* the buffer is free again */
 }
 
-/* ZeRO-2: the model's gradient buffer for a group, from the pool (zeroed).
- * The head and embedding groups have their own buffers (the tied head's
- * gradient is written from the forward to the end of the backward); the
- * layers alternate between two buffers: the one being produced and the
- * one whose reduction may still be in flight. */
 /* complete the reductions in flight, oldest first: all of them (buf < 0) or
- * up to the last one reading pool buffer buf */
+ * up to the last one reading buffer buf (pool 0-3, XBUF; hybrid chains:
+ * until those have sent their pieces) */
 static lt_status reductions_finish(lt_trainer *t, int buf, lt_err *err) {
     if (t->cross) { /* chains: the buffer is free once its pieces left; all: every result in */
+        if (buf < 0) return t->rq_tail > t->rq_head ? chains_until(t, t->rq_tail - 1, LT_REQ_DONE, err) : LT_OK;
         int s;
         lt_status st = chains_poll(t, t->rq_head, &s, err); /* (the hand-out moves them too) */
-        while (buf < 0 && !st && t->rq_head < t->rq_tail) st = chains_until(t, t->rq_head, LT_REQ_DONE, err);
-        for (size_t q = t->rq_head; buf >= 0 && q < t->rq_tail && !st; q++)
+        for (size_t q = t->rq_head; q < t->rq_tail && !st; q++)
             if (t->rq_buf[q % t->rq_cap] == buf) st = chains_until(t, q, LT_REQ_INPUT_FREE, err);
         return st;
     }
@@ -368,6 +375,11 @@ static lt_status reductions_finish(lt_trainer *t, int buf, lt_err *err) {
     return st;
 }
 
+/* ZeRO-2: the model's gradient buffer for a group, from the pool (zeroed).
+ * The head and embedding groups have their own buffers (the tied head's
+ * gradient is written from the forward to the end of the backward); the
+ * layers alternate between two buffers: the one being produced and the
+ * one whose reduction may still be in flight. */
 static float *provide(void *ctx, int group, size_t n) {
     lt_trainer *t = ctx;
     int slot = group + 2;
@@ -849,15 +861,16 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
     if (t->pooled) {
         if ((st = pool_alloc(t, err))) return st;
         lt_model_set_grad_provider(m, provide, t);
-        int nb = t->cross ? t->sc->reduce_scatter_sum_ordered_chain_start && t->sc->test_req && t->sc->wait_req
-                          : c->reduce_scatter_sum_ordered_start && c->wait_req;
-        if (t->overlap && nb) {
-            t->rq_cap = 4 * (np + 8);
-            t->rq = calloc(t->rq_cap, sizeof *t->rq);
-            t->rq_buf = calloc(t->rq_cap, sizeof *t->rq_buf);
-            t->rq_a = calloc(t->rq_cap, sizeof *t->rq_a);
-            if (!t->rq || !t->rq_buf || !t->rq_a) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
-        }
+    }
+    /* non-blocking reductions (f32 ZeRO; bf16 reduces blocking, once per step) */
+    int nb = t->cross ? t->sc->reduce_scatter_sum_ordered_chain_start && t->sc->test_req && t->sc->wait_req
+                      : c->reduce_scatter_sum_ordered_start && c->wait_req;
+    if (t->overlap && nb && t->zero && !t->bf16) {
+        t->rq_cap = 4 * (np + 8);
+        t->rq = calloc(t->rq_cap, sizeof *t->rq);
+        t->rq_buf = calloc(t->rq_cap, sizeof *t->rq_buf);
+        t->rq_a = calloc(t->rq_cap, sizeof *t->rq_a);
+        if (!t->rq || !t->rq_buf || !t->rq_a) return lt_fail(err, LT_ERR_NOMEM, "trainer: out of memory");
     }
     if (zero >= 3) {
         t->z3 = 1;
@@ -983,6 +996,14 @@ static lt_status step_comm(lt_trainer *t, const lt_batch *micro, int n_micro, in
         if (t->drop_rng) { /* micro-batch g's dropout stream: independent of the world size */
             lt_rng_seed(&drng, dseed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(g + 1)));
             lt_model_set_rng(t->m, &drng);
+        }
+        /* ZeRO-1: the last micro-batch's reductions may still read x (flat:
+         * all of them complete, in start order, so each range is in flight
+         * once and folds into acc in order; chains: their pieces have left,
+         * the same range's next chain waits for the result in reduce_ordered) */
+        if (t->rq && !t->pooled) {
+            lt_status sr = reductions_finish(t, XBUF, err);
+            if (sr) return lt_wrap(err, sr, "step %lld", (long long)step);
         }
         if (!t->bf16) lt_model_zero_grads(t->m); /* every micro-batch's gradient into a zeroed buffer */
         t->reduce_now = j == n_micro - 1;

@@ -120,10 +120,11 @@ lt_status lt_trainer_distribute(lt_trainer *t, lt_comm *c, int zero, lt_dtype re
  * ranks' values into the running shard (a reduce-scatter inside the group)
  * and broadcasting it to the other groups; since the groups are consecutive
  * ranks this is fold(acc, x_0, ..., x_{W-1}) in world rank order -- the same
- * bits as one rank. ZeRO-2/3 on MPI with the overlap on: the same fold as
+ * bits as one rank. ZeRO-1/2/3 on MPI with the overlap on: the same fold as
  * a non-blocking chain per range (reduce_scatter_sum_ordered_chain_start,
- * lt_comm.h), polled at the hooks and the pool's hand-out, pipelined across
- * the layer groups (docs/distributed.md, "--shard-group"). The optimizer works on the group (lt_optim_comm is the
+ * lt_comm.h), polled at the hooks, the pool's hand-out and (ZeRO-1) before
+ * the flat gradient is zeroed, pipelined across the layer groups
+ * (docs/distributed.md, "--shard-group"). The optimizer works on the group (lt_optim_comm is the
  * group's communicator; ranks with the same place in different groups hold
  * the same parts). The world size must be a multiple of N (refused by
  * name). 0 or the world size: plain sharding over all ranks. */
@@ -145,15 +146,17 @@ void lt_trainer_memory(const lt_trainer *t, lt_trainer_mem *out);
  * gather). A group still gathered since the last optimizer step counts in
  * neither. */
 void lt_trainer_gathers(const lt_trainer *t, int64_t *prefetched, int64_t *at_use);
-/* ZeRO-2/3 over MPI or NCCL (overlap on; hybrid: MPI only): the gradient reductions were started
+/* ZeRO-1/2/3 over MPI or NCCL (overlap on, f32; hybrid: where the
+ * communicator has chains): the gradient reductions were started
  * non-blocking in the hook (reduce_scatter_sum_ordered_start, or a hybrid
  * chain: completed once the last group's result is in) and completed,
- * oldest first, when their pool buffer is handed out again or before the
- * optimizer step -- so a layer's reduction runs while the next layers do
- * their backward. How many so far. */
+ * oldest first, when their buffer is needed again (ZeRO-2/3: the pool
+ * buffer handed out again; ZeRO-1: the flat gradient zeroed for the next
+ * micro-batch) or before the optimizer step -- so a layer's reduction runs
+ * while the next layers do their backward. How many so far. */
 int64_t lt_trainer_async_reductions(const lt_trainer *t);
 /* Communication/compute overlap (before lt_trainer_distribute): on (the
- * default) = ZeRO-2/3's reductions started non-blocking in the hook and
+ * default) = ZeRO-1/2/3's reductions started non-blocking in the hook and
  * ZeRO-3's prefetched gathers, as above; off = every reduction completed in
  * the hook and every gather at use (blocking), the same bits. Unset, the
  * environment decides: LT_OVERLAP=0 turns it off, 1 or unset on, anything
