@@ -27,7 +27,50 @@
  * at once. Without set_stream the device-wide sync before every op gives
  * the same order. The ordered fold is the same cuBLAS axpy sequence on cs:
  * the same bits as the blocking call. Host buffers: the blocking call, and
- * a request that is already complete.
+ * a request that is already complete. Every request in flight is on its
+ * communicator's list: destroy releases those never waited for (a failed
+ * step), after waiting (with the timeout) for what is queued; past it the
+ * communicator is aborted instead of finalized.
+ *
+ * The hybrid chain (reduce_scatter_sum_ordered_chain_start; c = the group
+ * of gs consecutive world ranks, cross = the ranks with the same place in
+ * every group, G groups, g = cross->rank). Every op of it goes on c's cs in
+ * an async block (also the cross communicator's sends and receives: one
+ * stream, never two communicators in one ncclGroupStart/End), so the tail
+ * keeps the whole family's NCCL ops one at a time in program order. For
+ * chain c, per chunk of the slot (as the ordered reduce-scatter):
+ *   E  the exchange inside the group (the owner gets its group's pieces);
+ *   R  (g > 0) the running value from cross rank g-1 into acc_shard;
+ *   F  fold the pieces in group-rank order onto acc_shard (cuBLAS axpy;
+ *      group 0 starts from acc_shard as given);
+ *   S  (g < G-1) acc_shard to cross rank g+1;
+ * the request's input event follows the last chunk's E. Then, later,
+ *   D  cross rank G-1 sends acc_shard to every other cross rank,
+ * queued at the start of chain c+d (d = G-1, at least 1; before its E) or
+ * by wait_req of chain c or a later one (every pending D up to it, in chain
+ * order), whichever comes first; never by test_req, which runs a
+ * timing-dependent number of times. test_req reports DONE only once D is
+ * queued (and its event reached; with set_stream the compute stream then
+ * waits for it, as for INPUT_FREE). Group g's fold is
+ * (((value after groups 0 .. g-1) + x_{g*gs}) + ...) + x_{g*gs+gs-1}: the
+ * world's rank-order fold, the bits of "mpi" and of one rank. The ranks
+ * with the same place in every group own the same number of elements, so
+ * they skip the same R, S and D.
+ * Why it cannot deadlock: every rank issues the same sequence of starts,
+ * waits and blocking ops (the program), and every NCCL op queued inside
+ * it gets a key: (program position, then for a chain's chunk k: E (0, k),
+ * the S of group g-1 = the R of group g (g, k)); a D gets the position of
+ * the start or wait_req that queues it, which is the same on every rank
+ * because it depends only on the program. Each rank's stream runs its ops
+ * in increasing key order (group g: E, R (g), F, S (g+1) per chunk), every
+ * transfer has one key on all of its parties, and everything an op waits
+ * for -- the compute stream up to its start (the ready event), the tail,
+ * a peer's matching op -- has a smaller key or the same op's. So the
+ * smallest-key op not yet complete has every party at it and runs: every
+ * dependency points to an earlier chain, or an earlier group of the same
+ * chain. The acc_shard of a chain is written by R, F and D until its
+ * wait_req: a chain on the same acc_shard must start after that
+ * (lt_comm.h), else group 0 would fold onto a value D has not delivered.
  *
  * The communicator is created non-blocking (ncclConfig_t.blocking = 0), so
  * no NCCL call can block forever: every wait polls ncclCommGetAsyncError and
@@ -718,9 +761,9 @@ static lt_status nc_rs_chain_start(lt_comm *c, lt_comm *cross, void *acc, const 
     lt_status st = check_args(c, what, n, counts, dt, &ndt, err);
     x->starting = 0;
     if (st || n == 0) return st;
-    if (!on_device(xv)) return chain_turns(c, cross, acc, xv, n, counts, dt, err); /* complete: no request */
-    if ((st = ordered_dtype_ok(what, dt, 1, 1, err))) return st;
     const size_t es = lt_dtype_size(dt), mine = x->len[c->rank];
+    if ((st = ordered_dtype_ok(what, dt, on_device(xv), mine && on_device(acc), err))) return st;
+    if (!on_device(xv)) return chain_turns(c, cross, acc, xv, n, counts, dt, err); /* complete: no request */
     unsigned char *pieces;
     size_t maxlen;
     if ((st = pieces_scratch(c, es, &pieces, &maxlen, err))) return st;
@@ -789,11 +832,11 @@ static lt_status nc_test_req(lt_comm *c, void *req, int *state, lt_err *err) {
         return LT_OK;
     }
     lt_status st = async_error(c, r, what, err);
-    int in = 0, done = 0;
-    if (!st) st = ev_reached(c, r->input ? r->input : r->done, &r->in_waited, &in, what, err);
+    int in = 0, done = 0; /* (done follows input on cs) */
+    if (!st && r->input) st = ev_reached(c, r->input, &r->in_waited, &in, what, err);
     if (!st && (!r->cross || r->d_queued)) st = ev_reached(c, r->done, &r->done_waited, &done, what, err);
     if (st) return st;
-    *state = (in ? LT_REQ_INPUT_FREE : 0) | (done ? LT_REQ_INPUT_FREE | LT_REQ_DONE : 0);
+    *state = (in || done ? LT_REQ_INPUT_FREE : 0) | (done ? LT_REQ_DONE : 0);
     return LT_OK;
 }
 
