@@ -48,7 +48,8 @@
  *   D  cross rank G-1 sends acc_shard to every other cross rank,
  * queued at the start of chain c+d (d = G-1, at least 1; before its E) or
  * by wait_req of chain c or a later one (every pending D up to it, in chain
- * order), whichever comes first; never by test_req, which runs a
+ * order; behind the family's last op, not the compute stream), whichever
+ * comes first; never by test_req, which runs a
  * timing-dependent number of times. test_req reports DONE only once D is
  * queued (and its event reached; with set_stream the compute stream then
  * waits for it, as for INPUT_FREE). Group g's fold is
@@ -516,8 +517,9 @@ static lt_status nc_all_gather(lt_comm *c, void *buf, size_t n, const size_t *co
 
 /* ---- non-blocking starts (see the head of the file) ---- */
 
-/* from here until async_end, ops are queued on cs behind the compute stream */
-static lt_status async_begin(lt_comm *c, const char *what, lt_err *err) {
+/* from here until async_end, ops are queued on cs behind the family's last
+ * op and (behind_compute) the compute stream */
+static lt_status async_begin(lt_comm *c, const char *what, int behind_compute, lt_err *err) {
     nccl_ctx *x = X(c);
     cudaError_t e = cudaSuccess;
     if (!x->cs) {
@@ -539,7 +541,7 @@ static lt_status async_begin(lt_comm *c, const char *what, lt_err *err) {
     /* cs behind everything queued on the compute stream so far (without
      * set_stream, check_args' device-wide sync did that) and behind the
      * family's last start (on another communicator's cs: a split's) */
-    if (x->user_stream && (e = cudaEventRecord(x->ready, x->stream)) == cudaSuccess)
+    if (behind_compute && x->user_stream && (e = cudaEventRecord(x->ready, x->stream)) == cudaSuccess)
         e = cudaStreamWaitEvent(x->cs, x->ready, 0);
     if (e == cudaSuccess && x->tail->used) e = cudaStreamWaitEvent(x->cs, x->tail->ev, 0);
     if (e != cudaSuccess) return cuda_fail(err, e, what);
@@ -633,7 +635,7 @@ static lt_status nc_reduce_scatter_ordered_start(lt_comm *c, void *acc, const vo
     int acc_host = X(c)->len[c->rank] == 0 ? 0 : !on_device(acc);
     if (!on_device(xv) || acc_host) /* host buffers: blocking, the request is complete */
         return nc_reduce_scatter_ordered(c, acc, xv, n, counts, dt, err);
-    if ((st = ordered_dtype_ok(what, dt, 1, 1, err)) || (st = async_begin(c, what, err))) return st;
+    if ((st = ordered_dtype_ok(what, dt, 1, 1, err)) || (st = async_begin(c, what, 1, err))) return st;
     st = ordered_rs(c, what, acc, 0, xv, dt, ndt, 1, err);
     return async_end_req(c, st, req, what, err);
 }
@@ -648,7 +650,7 @@ static lt_status nc_all_gather_start(lt_comm *c, void *buf, size_t n, const size
     lt_status st = check_args(c, what, n, counts, dt, &ndt, err);
     X(c)->starting = 0;
     if (st || n == 0) return st;
-    if ((st = async_begin(c, what, err))) return st;
+    if ((st = async_begin(c, what, 1, err))) return st;
     st = dev_all_gather(c, what, buf, ndt, lt_dtype_size(dt), err);
     return async_end_req(c, st, req, what, err);
 }
@@ -777,7 +779,7 @@ static lt_status nc_rs_chain_start(lt_comm *c, lt_comm *cross, void *acc, const 
         e = cudaMalloc(&r->acc, mine * es);
     }
     if (e != cudaSuccess) st = cuda_fail(err, e, what);
-    if (st || (st = async_begin(c, what, err))) {
+    if (st || (st = async_begin(c, what, 1, err))) {
         req_free(c, r);
         return st;
     }
@@ -851,7 +853,10 @@ static lt_status nc_wait_req(lt_comm *c, void *req, lt_err *err) {
     if (!r) return LT_OK;
     nccl_ctx *x = X(c);
     lt_status st = LT_OK;
-    if (r->cross && !r->d_queued && !(st = async_begin(c, what, err)))
+    /* (D needs no compute: the accumulators are the chains' until their
+     * wait_req, and a blocking op on the compute stream has completed when
+     * it returned) */
+    if (r->cross && !r->d_queued && !(st = async_begin(c, what, 0, err)))
         st = async_end(c, chains_deliver(c, r, 0, err), NULL, what, err);
     double t0 = lt_now_s();
     unsigned iter = 0;
