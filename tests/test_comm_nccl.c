@@ -9,10 +9,11 @@
  * calls, without and with set_stream; with set_stream also a split that
  * shares the stream and the order (a gather started on it while c works);
  * a broadcast of host memory and the export heartbeats on it (lt_comm_watch_*),
- * on both streams.
+ * on both streams; the hybrid chain (test_chain: at world 1 one group, the
+ * cross communicator a split of the world-1 communicator).
  * Under `mpirun -np G` on G GPUs the same checks run with world G (plain
  * float sums then compared with a stated tolerance, NCCL's order being its
- * own).
+ * own), and the chain also in several groups (never run: one GPU here).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -345,6 +346,239 @@ static void test_split_on_stream(lt_comm *c) {
     free(want), free(h), free(got), free(acc_want);
 }
 
+/* ---- the hybrid chain (reduce_scatter_sum_ordered_chain_start) ---- */
+
+/* the blocking reference of a chain on group g (cross xc): acc (this rank's
+ * shard, len elements; on entry the start values) := fold(acc, x of world
+ * rank 0 .. W-1) over its slot of the group's split. One group: the
+ * group's reduce_scatter_sum_ordered; several: the world's
+ * all_reduce_sum_ordered on the whole vector (start values `full`, the same
+ * on every rank), then the slot */
+static void chain_ref(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, void *dacc, const void *dx, size_t n,
+                      const size_t *counts, const void *full, size_t off, size_t len) {
+    lt_err err = {{0}};
+    size_t es = lt_dtype_size(dt);
+    if (xc->world == 1) {
+        LT_CHECK_OK(g->reduce_scatter_sum_ordered(g, dacc, dx, n, counts, dt, &err), &err);
+        return;
+    }
+    unsigned char *d = dev(n * es);
+    up(d, full, n * es);
+    LT_CHECK_OK(c->all_reduce_sum_ordered(c, d, dx, n, dt, &err), &err);
+    cudaMemcpy(dacc, d + off * es, len * es, cudaMemcpyDeviceToDevice);
+    cudaFree(d);
+}
+
+/* one chain's data: x (device, n elements of this rank's vector), the
+ * accumulator's start for the whole vector (the same on every rank), this
+ * rank's slot, its poisoned device accumulator and the reference result */
+typedef struct {
+    size_t n, off, len;
+    size_t *counts; /* NULL: canonical */
+    unsigned char *x, *full, *acc, *ref;
+} chain_data;
+
+static void chain_data_make(chain_data *d, lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, size_t n, int uneven) {
+    const size_t es = lt_dtype_size(dt);
+    const int gw = g->world;
+    uint64_t k = ++g_case;
+    memset(d, 0, sizeof *d);
+    d->n = n;
+    if (uneven) { /* group rank 0 owns nothing when it can */
+        d->counts = calloc((size_t)gw, sizeof(size_t));
+        for (int q = 0; q < gw; q++) d->counts[q] = n / (size_t)gw;
+        d->counts[gw - 1] += n % (size_t)gw;
+        if (gw > 1 && n > 1) d->counts[gw - 1] += d->counts[0], d->counts[0] = 0;
+        for (int q = 0; q < g->rank; q++) d->off += d->counts[q];
+        d->len = d->counts[g->rank];
+    } else {
+        lt_comm_shard(n, g->rank, gw, &d->off, &d->len);
+    }
+    unsigned char *h = malloc(n * es + 1);
+    d->full = malloc(n * es + 1);
+    d->ref = malloc(d->len * es + 16);
+    gen(dt, h, n, seed_of(k, c->rank));
+    gen(dt, d->full, n, seed_of(k, 1000));
+    d->x = dev(n * es);
+    up(d->x, h, n * es);
+    unsigned char *dref = dev(d->len * es);
+    up(dref, d->full + d->off * es, d->len * es);
+    chain_ref(c, g, xc, dt, dref, d->x, n, d->counts, d->full, d->off, d->len);
+    down(d->ref, dref, d->len * es);
+    cudaFree(dref);
+    d->acc = dev(d->len * es); /* poisoned, 16 bytes more */
+    up(d->acc, d->full + d->off * es, d->len * es);
+    free(h);
+}
+
+/* the chain's result bitwise the reference, the 16 bytes after it untouched */
+static void chain_data_check(chain_data *d, lt_dtype dt, const char *what, const char *tag) {
+    const size_t es = lt_dtype_size(dt);
+    unsigned char *got = malloc(d->len * es + 16);
+    cudaDeviceSynchronize();
+    down(got, d->acc, d->len * es + 16);
+    char name[160];
+    snprintf(name, sizeof name, "chain %s (%s)", what, tag);
+    check_eq(name, dt, got, d->ref, d->len, 1);
+    int poison = 1;
+    for (size_t i = 0; i < 16; i++) poison &= got[d->len * es + i] == 0xff;
+    LT_CHECK(poison, "%s: the bytes after the shard (%zu elements) were written", name, d->len);
+    free(got);
+}
+
+static void chain_data_free(chain_data *d) {
+    cudaFree(d->x), cudaFree(d->acc);
+    free(d->full), free(d->ref), free(d->counts);
+}
+
+/* Chains on group g with cross xc, device buffers, n = 4099 (in pieces of
+ * LT_COMM_CHUNK_ELEMS = 1000): A the whole vector; B a sub-range of another
+ * x with explicit counts (group rank 0 owns nothing), started while A is in
+ * flight; C the whole vector into a third accumulator; then A's wait_req and
+ * D the whole vector into A's accumulator again (a chain on the same shard
+ * starts after the earlier one's wait_req), while B and C are in flight;
+ * then B, C, D waited in start order. Each bitwise against the blocking
+ * ordered fold, the bytes after each shard untouched. The states: INPUT_FREE
+ * once the exchange ran (at once with set_stream), no DONE before the
+ * result delivery is queued -- by the start d = max(groups - 1, 1) chains
+ * later, or a wait_req. */
+static void chain_cases(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, const char *tag) {
+    lt_err err = {{0}};
+    const size_t n = 4099, lo = 517, hi = 3901;
+    const int d_lag = xc->world > 2 ? xc->world - 1 : 1;
+    chain_data A, B, C, D;
+    chain_data_make(&A, c, g, xc, dt, n, 0);
+    chain_data_make(&B, c, g, xc, dt, hi - lo, 1);
+    chain_data_make(&C, c, g, xc, dt, n, 0);
+    chain_data_make(&D, c, g, xc, dt, n, 0);
+    /* B's x is a sub-range of a longer vector; D folds onto A's result */
+    unsigned char *bx = dev(n * lt_dtype_size(dt));
+    cudaMemcpy(bx + lo * lt_dtype_size(dt), B.x, (hi - lo) * lt_dtype_size(dt), cudaMemcpyDeviceToDevice);
+    {
+        unsigned char *dref = dev(D.len * lt_dtype_size(dt)), *full = malloc(n * lt_dtype_size(dt) + 1);
+        /* D's start is A's result: every rank needs the whole vector's A result for the world reference */
+        unsigned char *afull = dev(n * lt_dtype_size(dt));
+        up(afull, A.full, n * lt_dtype_size(dt));
+        LT_CHECK_OK(c->all_reduce_sum_ordered(c, afull, A.x, n, dt, &err), &err);
+        down(full, afull, n * lt_dtype_size(dt));
+        up(dref, full + D.off * lt_dtype_size(dt), D.len * lt_dtype_size(dt));
+        chain_ref(c, g, xc, dt, dref, D.x, n, NULL, full, D.off, D.len);
+        down(D.ref, dref, D.len * lt_dtype_size(dt));
+        cudaFree(dref), cudaFree(afull), free(full);
+    }
+    void *ra = NULL, *rb = NULL, *rc = NULL, *rd = NULL;
+    int s = 0;
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, A.acc, A.x, n, NULL, dt, &ra, &err), &err);
+    LT_CHECK(ra != NULL, "chain A (%s): no request for device buffers", tag);
+    cudaDeviceSynchronize(); /* (every rank started A: its exchange and hops ran) */
+    LT_CHECK_OK(g->test_req(g, ra, &s, &err), &err);
+    LT_CHECK(s == LT_REQ_INPUT_FREE, "chain A (%s) after the sync, before any other start: state %d, expected "
+             "INPUT_FREE only (no DONE before its delivery is queued)", tag, s);
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, B.acc, bx + lo * lt_dtype_size(dt), hi - lo, B.counts,
+                                                          dt, &rb, &err),
+                &err);
+    cudaDeviceSynchronize();
+    LT_CHECK_OK(g->test_req(g, ra, &s, &err), &err);
+    int want = LT_REQ_INPUT_FREE | (d_lag == 1 ? LT_REQ_DONE : 0);
+    LT_CHECK(s == want, "chain A (%s) after one more start (d = %d): state %d, expected %d", tag, d_lag, s, want);
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, C.acc, C.x, n, NULL, dt, &rc, &err), &err);
+    LT_CHECK_OK(g->wait_req(g, ra, &err), &err);
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, A.acc, D.x, n, NULL, dt, &rd, &err), &err);
+    LT_CHECK_OK(g->test_req(g, rb, &s, &err), &err); /* (a poll in between changes nothing) */
+    LT_CHECK_OK(g->wait_req(g, rb, &err), &err);
+    LT_CHECK_OK(g->wait_req(g, rc, &err), &err);
+    LT_CHECK_OK(g->wait_req(g, rd, &err), &err);
+    chain_data_check(&B, dt, "B (sub-range, counts)", tag);
+    chain_data_check(&C, dt, "C (whole, third accumulator)", tag);
+    memcpy(A.ref, D.ref, D.len * lt_dtype_size(dt));
+    chain_data_check(&A, dt, "A then D (the same shard after A's wait_req)", tag);
+
+    /* host x: the blocking turns (no request); device x with a host
+     * accumulator: a request, the result copied back by wait_req */
+    const size_t es = lt_dtype_size(dt);
+    unsigned char *hx = malloc(n * es + 1), *hacc = malloc(C.len * es + 16);
+    down(hx, C.x, n * es);
+    memcpy(hacc, C.full + C.off * es, C.len * es);
+    void *rh = (void *)1;
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, hacc, hx, n, NULL, dt, &rh, &err), &err);
+    LT_CHECK(rh == NULL, "chain on host x (%s): a request (expected the blocking turns)", tag);
+    LT_CHECK_OK(g->wait_req(g, rh, &err), &err);
+    check_eq("chain, host x and accumulator", dt, hacc, C.ref, C.len, 1);
+    memcpy(hacc, C.full + C.off * es, C.len * es);
+    memset(hacc + C.len * es, 0xee, 16);
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, hacc, C.x, n, NULL, dt, &rh, &err), &err);
+    LT_CHECK_OK(g->wait_req(g, rh, &err), &err);
+    check_eq("chain, device x, host accumulator", dt, hacc, C.ref, C.len, 1);
+    int kept = 1;
+    for (size_t i = 0; i < 16; i++) kept &= hacc[C.len * es + i] == 0xee;
+    LT_CHECK(kept, "chain, host accumulator (%s): written past its %zu elements", tag, C.len);
+    free(hx), free(hacc);
+    cudaFree(bx);
+    chain_data_free(&A), chain_data_free(&B), chain_data_free(&C), chain_data_free(&D);
+}
+
+/* One group (the whole world; cross: every rank alone -- at world 1 a
+ * split of the world-1 communicator): the chain is the group's ordered
+ * reduce-scatter, checked bitwise against it. Then, with more than one
+ * rank (never on one GPU: `mpirun -np 2` or more on as many GPUs), groups
+ * of gs = 1 .. W/2 consecutive ranks (world % gs == 0), checked against
+ * the world's ordered fold. Last, two chains left in flight on a split and
+ * the splits destroyed (destroy releases the requests). */
+static void test_chain(lt_comm *c, const char *tag) {
+    lt_err err = {{0}};
+    if (!c->reduce_scatter_sum_ordered_chain_start || !c->test_req) {
+        LT_CHECK(0, "nccl has no reduce_scatter_sum_ordered_chain_start / test_req");
+        return;
+    }
+    lt_comm *xc = NULL;
+    lt_status st = c->split(c, c->rank, 0, &xc, &err);
+    if (st == LT_ERR_UNSUPPORTED) {
+        printf("test_comm_nccl: the chain not checked: %s\n", err.msg);
+        return;
+    }
+    LT_CHECK_OK(st, &err);
+    if (st) return;
+    LT_CHECK(xc->world == 1, "cross of one group: world %d", xc->world);
+    char name[96];
+    snprintf(name, sizeof name, "%s, one group", tag);
+    chain_cases(c, c, xc, LT_F32, name);
+    chain_cases(c, c, xc, LT_F64, name);
+    xc->destroy(xc);
+
+    for (int gs = 1; gs <= c->world / 2; gs++) { /* several groups: world > 1 only */
+        if (c->world % gs) continue;
+        lt_comm *g = NULL;
+        xc = NULL;
+        LT_CHECK_OK(c->split(c, c->rank / gs, c->rank, &g, &err), &err);
+        LT_CHECK_OK(c->split(c, c->rank % gs, c->rank, &xc, &err), &err);
+        if (!g || !xc) return;
+        LT_CHECK(g->world == gs && xc->world == c->world / gs && xc->rank == c->rank / gs,
+                 "groups of %d: group world %d, cross world %d rank %d", gs, g->world, xc->world, xc->rank);
+        snprintf(name, sizeof name, "%s, %d groups of %d", tag, xc->world, gs);
+        chain_cases(c, g, xc, LT_F32, name);
+        xc->destroy(xc);
+        g->destroy(g);
+    }
+
+    lt_comm *g = NULL; /* left in flight, then destroyed */
+    xc = NULL;
+    LT_CHECK_OK(c->split(c, 0, c->rank, &g, &err), &err);
+    LT_CHECK_OK(c->split(c, c->rank, 0, &xc, &err), &err);
+    if (!g || !xc) return;
+    const size_t n = 2500;
+    float *x = dev(n * sizeof(float)), *acc = dev(2 * n * sizeof(float));
+    void *r1 = NULL, *r2 = NULL;
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, acc, x, n, NULL, LT_F32, &r1, &err), &err);
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, acc + n, x, n, NULL, LT_F32, &r2, &err), &err);
+    LT_CHECK(r1 && r2, "chains on device buffers without requests");
+    xc->destroy(xc);
+    g->destroy(g);
+    int64_t one = 1; /* c still works */
+    LT_CHECK_OK(c->all_reduce_sum(c, &one, 1, LT_I64, &err), &err);
+    LT_CHECK(one == c->world, "a sum after destroying splits with chains in flight: %lld", (long long)one);
+    cudaFree(x), cudaFree(acc);
+}
+
 int main(void) {
     setenv("LT_COMM_CHUNK_ELEMS", "1000", 0); /* the ordered path in pieces */
     lt_comm_opts o = lt_comm_opts_default();
@@ -369,6 +603,7 @@ int main(void) {
     for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++)
         for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) test_dtype_n(c, dts[d], ns[i]);
     test_host_broadcast_watch(c);
+    test_chain(c, "own stream");
 
     /* scalars the trainer reduces: target counts (i64) and loss sums (f64) on the host */
     int64_t ntok = 1000 + c->rank;
@@ -387,6 +622,7 @@ int main(void) {
     test_dtype_n(c, LT_F64, 100003);
     test_split_on_stream(c);
     test_host_broadcast_watch(c);
+    test_chain(c, "set_stream");
     float *d = NULL;
     cudaMalloc((void **)&d, 64);
     st = c->all_reduce_sum(c, d, 4, LT_F16, &err);

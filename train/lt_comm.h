@@ -222,7 +222,15 @@ struct lt_comm {
      * test_req reports LT_REQ_INPUT_FREE; acc_shard is read by group 0's
      * fold and written by wait_req, so a request on the same acc_shard
      * starts after the earlier one's wait_req. NULL where not implemented
-     * (single, nccl: the trainer then reduces hybrid gradients blocking). */
+     * (single: the trainer then reduces hybrid gradients blocking).
+     * nccl (device x; host x: the blocking turns, the request complete):
+     * every step is queued on the group's communication stream at the start,
+     * except the last group's result to the others, which is queued by the
+     * start of a later chain (groups - 1 later, at least 1) or by wait_req,
+     * never by test_req. So a caller that needs a result calls wait_req,
+     * requests in the order they were started, on every rank at the same
+     * point of its program -- it never waits for LT_REQ_DONE by polling
+     * test_req (on nccl that can wait forever). */
     lt_status (*reduce_scatter_sum_ordered_chain_start)(lt_comm *c, lt_comm *cross, void *acc_shard,
                                                          const void *x, size_t n, const size_t *counts,
                                                          lt_dtype dt, void **req, lt_err *err);
@@ -230,7 +238,10 @@ struct lt_comm {
      * LT_REQ_DONE (wait_req then returns at once). test_req may not report
      * LT_REQ_DONE until wait_req: callers that need the result call wait_req,
      * in start order, at the same program point on every rank (never on a
-     * timing-dependent condition). NULL where not implemented. */
+     * timing-dependent condition). NULL where not implemented.
+     * nccl: moves nothing (the device does); with set_stream a state is
+     * reported as soon as the compute stream waits for it; a chain is DONE
+     * only after its result delivery was queued (see above). */
     lt_status (*test_req)(lt_comm *c, void *req, int *state, lt_err *err);
     int msg_rank, msg_world; /* what messages call this rank (the world's in a sub-communicator) */
     /* NULL, or what this rank is waiting for (lt_comm_watch_wait sets it):

@@ -27,7 +27,51 @@
  * at once. Without set_stream the device-wide sync before every op gives
  * the same order. The ordered fold is the same cuBLAS axpy sequence on cs:
  * the same bits as the blocking call. Host buffers: the blocking call, and
- * a request that is already complete.
+ * a request that is already complete. Every request in flight is on its
+ * communicator's list: destroy releases those never waited for (a failed
+ * step), after waiting (with the timeout) for what is queued; past it the
+ * communicator is aborted instead of finalized.
+ *
+ * The hybrid chain (reduce_scatter_sum_ordered_chain_start; c = the group
+ * of gs consecutive world ranks, cross = the ranks with the same place in
+ * every group, G groups, g = cross->rank). Every op of it goes on c's cs in
+ * an async block (also the cross communicator's sends and receives: one
+ * stream, never two communicators in one ncclGroupStart/End), so the tail
+ * keeps the whole family's NCCL ops one at a time in program order. For
+ * chain c, per chunk of the slot (as the ordered reduce-scatter):
+ *   E  the exchange inside the group (the owner gets its group's pieces);
+ *   R  (g > 0) the running value from cross rank g-1 into acc_shard;
+ *   F  fold the pieces in group-rank order onto acc_shard (cuBLAS axpy;
+ *      group 0 starts from acc_shard as given);
+ *   S  (g < G-1) acc_shard to cross rank g+1;
+ * the request's input event follows the last chunk's E. Then, later,
+ *   D  cross rank G-1 sends acc_shard to every other cross rank,
+ * queued at the start of chain c+d (d = G-1, at least 1; before its E) or
+ * by wait_req of chain c or a later one (every pending D up to it, in chain
+ * order; behind the family's last op, not the compute stream), whichever
+ * comes first; never by test_req, which runs a
+ * timing-dependent number of times. test_req reports DONE only once D is
+ * queued (and its event reached; with set_stream the compute stream then
+ * waits for it, as for INPUT_FREE). Group g's fold is
+ * (((value after groups 0 .. g-1) + x_{g*gs}) + ...) + x_{g*gs+gs-1}: the
+ * world's rank-order fold, the bits of "mpi" and of one rank. The ranks
+ * with the same place in every group own the same number of elements, so
+ * they skip the same R, S and D.
+ * Why it cannot deadlock: every rank issues the same sequence of starts,
+ * waits and blocking ops (the program), and every NCCL op queued inside
+ * it gets a key: (program position, then for a chain's chunk k: E (0, k),
+ * the S of group g-1 = the R of group g (g, k)); a D gets the position of
+ * the start or wait_req that queues it, which is the same on every rank
+ * because it depends only on the program. Each rank's stream runs its ops
+ * in increasing key order (group g: E, R (g), F, S (g+1) per chunk), every
+ * transfer has one key on all of its parties, and everything an op waits
+ * for -- the compute stream up to its start (the ready event), the tail,
+ * a peer's matching op -- has a smaller key or the same op's. So the
+ * smallest-key op not yet complete has every party at it and runs: every
+ * dependency points to an earlier chain, or an earlier group of the same
+ * chain. The acc_shard of a chain is written by R, F and D until its
+ * wait_req: a chain on the same acc_shard must start after that
+ * (lt_comm.h), else group 0 would fold onto a value D has not delivered.
  *
  * The communicator is created non-blocking (ncclConfig_t.blocking = 0), so
  * no NCCL call can block forever: every wait polls ncclCommGetAsyncError and
@@ -57,6 +101,24 @@ typedef struct {
     int refs;
 } nc_tail;
 
+/* a request (lt_comm.h's void *req) of a non-blocking start */
+typedef struct nc_req {
+    struct nc_req *prev, *next; /* the communicator's requests in flight, in start order */
+    cudaEvent_t done;           /* after the op on cs; a chain: after its last op, then after its D */
+    cudaEvent_t input;          /* a chain: after the last read of x (NULL: another start) */
+    int in_waited, done_waited; /* input / done reached (with set_stream: the compute stream waits for it) */
+    /* a chain (cross != NULL): its number among the communicator's chains,
+     * D queued, and what D needs */
+    lt_comm *cross;
+    uint64_t seq;
+    int d_queued;
+    void *acc;      /* the shard on the device (a copy when the caller's is host memory) */
+    void *host_acc; /* the caller's shard in host memory (wait_req copies the result there), or NULL */
+    size_t len;     /* elements */
+    lt_dtype dt;
+    ncclDataType_t ndt;
+} nc_req;
+
 typedef struct {
     ncclComm_t nccl;
     cudaStream_t own, stream;
@@ -73,6 +135,8 @@ typedef struct {
     int starting; /* check_args of a start: the compute stream must not wait for cs */
     cudaStream_t saved_stream;
     cublasHandle_t saved_blas;
+    nc_req *reqs, *reqs_last; /* requests in flight (started on this communicator) */
+    uint64_t chains;          /* hybrid chains started */
     void *scratch[S_COUNT];
     size_t scratch_bytes[S_COUNT];
     unsigned char *host; /* host copy of the pieces (ordered ops on host buffers) */
@@ -137,15 +201,16 @@ static lt_status scratch(lt_comm *c, int slot, size_t bytes, void **out, lt_err 
 
 /* ---- the timed wait ---- */
 
-/* After enqueuing: r is what the NCCL call (or ncclGroupEnd) returned. */
-static lt_status wait_done(lt_comm *c, const char *what, ncclResult_t r, lt_err *err) {
+/* After enqueuing on NCCL communicator nc (c's own, or a chain's cross one
+ * queued on c's stream): r is what the NCCL call (or ncclGroupEnd) returned. */
+static lt_status wait_done_on(lt_comm *c, ncclComm_t nc, const char *what, ncclResult_t r, lt_err *err) {
     nccl_ctx *x = X(c);
     if (r != ncclSuccess && r != ncclInProgress) return nccl_fail(c, err, r, what);
     double t0 = lt_now_s();
     unsigned iter = 0;
     for (;;) {
         ncclResult_t a = ncclSuccess;
-        ncclResult_t q = ncclCommGetAsyncError(x->nccl, &a);
+        ncclResult_t q = ncclCommGetAsyncError(nc, &a);
         if (q != ncclSuccess) return nccl_fail(c, err, q, what);
         if (a != ncclSuccess && a != ncclInProgress) return nccl_fail(c, err, a, what);
         if (a == ncclSuccess && x->async) return LT_OK; /* queued on cs (the next call may follow): wait_req waits */
@@ -157,6 +222,10 @@ static lt_status wait_done(lt_comm *c, const char *what, ncclResult_t r, lt_err 
         if (lt_now_s() - t0 > c->timeout_s) lt_comm_timeout_abort(c, what, -1);
         lt_comm_backoff(&iter);
     }
+}
+
+static lt_status wait_done(lt_comm *c, const char *what, ncclResult_t r, lt_err *err) {
+    return wait_done_on(c, X(c)->nccl, what, r, err);
 }
 
 /* Before an op: without the backend's stream, let every queued kernel finish
@@ -248,6 +317,66 @@ static lt_status ordered_dtype_ok(const char *what, lt_dtype dt, int x_on_device
     return LT_OK;
 }
 
+/* the pieces scratch of an ordered reduce-scatter (W x min(len[me], chunk)
+ * elements) and the longest slot, which every rank loops over in chunks */
+static lt_status pieces_scratch(lt_comm *c, size_t es, unsigned char **pieces, size_t *maxlen, lt_err *err) {
+    nccl_ctx *x = X(c);
+    const int W = c->world;
+    *maxlen = 0;
+    for (int q = 0; q < W; q++)
+        if (x->len[q] > *maxlen) *maxlen = x->len[q];
+    size_t mine = x->len[c->rank] < x->chunk ? x->len[c->rank] : x->chunk;
+    return scratch(c, S_P, (size_t)W * mine * es + 1, (void **)pieces, err);
+}
+
+/* elements of a slot of len elements in the chunk starting at a */
+static size_t chunk_len(size_t len, size_t a, size_t C) {
+    size_t m = len > a ? len - a : 0;
+    return m > C ? C : m;
+}
+
+/* One chunk's exchange: every rank sends its elements [a, a + C) of slot q
+ * to rank q; this rank's m elements from rank q land in pieces[q] (its own
+ * piece copied from x). x (src) is device memory. */
+static lt_status exchange_chunk(lt_comm *c, const char *what, const unsigned char *src, size_t a, unsigned char *pieces,
+                                size_t m, ncclDataType_t ndt, size_t es, lt_err *err) {
+    nccl_ctx *x = X(c);
+    const int W = c->world, me = c->rank;
+    ncclResult_t r = ncclGroupStart();
+    for (int q = 0; q < W && r == ncclSuccess; q++) {
+        if (q == me) continue;
+        size_t qm = chunk_len(x->len[q], a, x->chunk);
+        if (qm) r = ncclSend(src + (x->off[q] + a) * es, qm, ndt, q, x->nccl, x->stream);
+        if (m && r == ncclSuccess) r = ncclRecv(pieces + (size_t)q * m * es, m, ndt, q, x->nccl, x->stream);
+    }
+    ncclResult_t r2 = ncclGroupEnd();
+    lt_status st = wait_done(c, what, r != ncclSuccess ? r : r2, err);
+    if (st || !m) return st;
+    return copy(c, pieces + (size_t)me * m * es, src + (x->off[me] + a) * es, m * es, what, err);
+}
+
+/* da (m elements, device) := fold(da, pieces[q0], ..., pieces[W-1]) on the
+ * device, y = 1 * x + y being exactly y + x */
+static lt_status fold_pieces(lt_comm *c, const char *what, unsigned char *da, const unsigned char *pieces, int q0,
+                             size_t m, lt_dtype dt, lt_err *err) {
+    nccl_ctx *x = X(c);
+    const size_t es = lt_dtype_size(dt);
+    for (int q = q0; q < c->world; q++) {
+        cublasStatus_t bs;
+        if (dt == LT_F32) {
+            const float one = 1.0f;
+            bs = cublasSaxpy(x->blas, (int)m, &one, (const float *)(pieces + (size_t)q * m * es), 1, (float *)da, 1);
+        } else {
+            const double one = 1.0;
+            bs = cublasDaxpy(x->blas, (int)m, &one, (const double *)(pieces + (size_t)q * m * es), 1, (double *)da,
+                             1);
+        }
+        if (bs != CUBLAS_STATUS_SUCCESS)
+            return lt_fail(err, LT_ERR_BACKEND, "%s: cublas axpy failed (status %d)", what, (int)bs);
+    }
+    return LT_OK;
+}
+
 /* The ordered reduce-scatter: dst (len[me], device or host) := fold over q of
  * x_q[slot me] (accumulate: starting from dst). x is device memory. */
 static lt_status ordered_rs(lt_comm *c, const char *what, void *dst, int dst_host, const void *xv, lt_dtype dt,
@@ -255,15 +384,11 @@ static lt_status ordered_rs(lt_comm *c, const char *what, void *dst, int dst_hos
     nccl_ctx *x = X(c);
     const int W = c->world, me = c->rank;
     const size_t es = lt_dtype_size(dt), C = x->chunk;
-    const unsigned char *src = xv;
-    unsigned char *d = dst;
-    size_t maxlen = 0;
-    for (int q = 0; q < W; q++)
-        if (x->len[q] > maxlen) maxlen = x->len[q];
-    size_t mine = x->len[me] < C ? x->len[me] : C;
-    unsigned char *pieces;
-    lt_status st = scratch(c, S_P, (size_t)W * mine * es + 1, (void **)&pieces, err);
+    unsigned char *d = dst, *pieces;
+    size_t maxlen;
+    lt_status st = pieces_scratch(c, es, &pieces, &maxlen, err);
     if (st) return st;
+    size_t mine = chunk_len(x->len[me], 0, C);
     if (dst_host && x->host_bytes < (size_t)W * mine * es) {
         unsigned char *h = realloc(x->host, (size_t)W * mine * es);
         if (!h) return lt_fail(err, LT_ERR_NOMEM, "%s: out of host memory", what);
@@ -271,20 +396,9 @@ static lt_status ordered_rs(lt_comm *c, const char *what, void *dst, int dst_hos
         x->host_bytes = (size_t)W * mine * es;
     }
     for (size_t a = 0; a < maxlen; a += C) {
-        size_t m = x->len[me] > a ? x->len[me] - a : 0;
-        if (m > C) m = C;
-        ncclResult_t r = ncclGroupStart();
-        for (int q = 0; q < W && r == ncclSuccess; q++) {
-            if (q == me) continue;
-            size_t qm = x->len[q] > a ? x->len[q] - a : 0;
-            if (qm > C) qm = C;
-            if (qm) r = ncclSend(src + (x->off[q] + a) * es, qm, ndt, q, x->nccl, x->stream);
-            if (m && r == ncclSuccess) r = ncclRecv(pieces + (size_t)q * m * es, m, ndt, q, x->nccl, x->stream);
-        }
-        ncclResult_t r2 = ncclGroupEnd();
-        if ((st = wait_done(c, what, r != ncclSuccess ? r : r2, err))) return st;
+        size_t m = chunk_len(x->len[me], a, C);
+        if ((st = exchange_chunk(c, what, xv, a, pieces, m, ndt, es, err))) return st;
         if (!m) continue;
-        if ((st = copy(c, pieces + (size_t)me * m * es, src + (x->off[me] + a) * es, m * es, what, err))) return st;
         unsigned char *da = d + a * es;
         if (dst_host) { /* fold on the host */
             if ((st = copy(c, x->host, pieces, (size_t)W * m * es, what, err))) return st;
@@ -301,20 +415,7 @@ static lt_status ordered_rs(lt_comm *c, const char *what, void *dst, int dst_hos
             if ((st = copy(c, da, pieces, m * es, what, err))) return st;
             q0 = 1;
         }
-        for (int q = q0; q < W; q++) { /* y = 1 * x + y: exactly y + x */
-            cublasStatus_t bs;
-            if (dt == LT_F32) {
-                const float one = 1.0f;
-                bs = cublasSaxpy(x->blas, (int)m, &one, (const float *)(pieces + (size_t)q * m * es), 1,
-                                 (float *)da, 1);
-            } else {
-                const double one = 1.0;
-                bs = cublasDaxpy(x->blas, (int)m, &one, (const double *)(pieces + (size_t)q * m * es), 1,
-                                 (double *)da, 1);
-            }
-            if (bs != CUBLAS_STATUS_SUCCESS)
-                return lt_fail(err, LT_ERR_BACKEND, "%s: cublas axpy failed (status %d)", what, (int)bs);
-        }
+        if ((st = fold_pieces(c, what, da, pieces, q0, m, dt, err))) return st;
         cudaError_t e = x->async ? cudaSuccess : cudaStreamSynchronize(x->stream);
         if (e != cudaSuccess) return cuda_fail(err, e, what);
     }
@@ -416,8 +517,9 @@ static lt_status nc_all_gather(lt_comm *c, void *buf, size_t n, const size_t *co
 
 /* ---- non-blocking starts (see the head of the file) ---- */
 
-/* from here until async_end, ops are queued on cs behind the compute stream */
-static lt_status async_begin(lt_comm *c, const char *what, lt_err *err) {
+/* from here until async_end, ops are queued on cs behind the family's last
+ * op and (behind_compute) the compute stream */
+static lt_status async_begin(lt_comm *c, const char *what, int behind_compute, lt_err *err) {
     nccl_ctx *x = X(c);
     cudaError_t e = cudaSuccess;
     if (!x->cs) {
@@ -439,7 +541,7 @@ static lt_status async_begin(lt_comm *c, const char *what, lt_err *err) {
     /* cs behind everything queued on the compute stream so far (without
      * set_stream, check_args' device-wide sync did that) and behind the
      * family's last start (on another communicator's cs: a split's) */
-    if (x->user_stream && (e = cudaEventRecord(x->ready, x->stream)) == cudaSuccess)
+    if (behind_compute && x->user_stream && (e = cudaEventRecord(x->ready, x->stream)) == cudaSuccess)
         e = cudaStreamWaitEvent(x->cs, x->ready, 0);
     if (e == cudaSuccess && x->tail->used) e = cudaStreamWaitEvent(x->cs, x->tail->ev, 0);
     if (e != cudaSuccess) return cuda_fail(err, e, what);
@@ -451,23 +553,73 @@ static lt_status async_begin(lt_comm *c, const char *what, lt_err *err) {
     return LT_OK;
 }
 
-/* back to the compute stream; *req := an event after what was queued on cs */
-static lt_status async_end(lt_comm *c, lt_status st, void **req, const char *what, lt_err *err) {
+/* back to the compute stream; the family's tail follows what was queued on
+ * cs (also after a failure part way: the next op still queues behind it);
+ * ev (may be NULL): a new event after it */
+static lt_status async_end(lt_comm *c, lt_status st, cudaEvent_t *ev, const char *what, lt_err *err) {
     nccl_ctx *x = X(c);
     x->stream = x->saved_stream;
     x->blas = x->saved_blas;
     x->async = 0;
+    cudaEvent_t e_out = NULL;
+    cudaError_t e = cudaSuccess;
+    if (!st && ev && (e = cudaEventCreateWithFlags(&e_out, cudaEventDisableTiming)) == cudaSuccess)
+        e = cudaEventRecord(e_out, x->cs);
+    cudaError_t et = cudaEventRecord(x->tail->ev, x->cs);
+    if (et == cudaSuccess) x->tail->used = 1;
     if (st) return st;
-    cudaEvent_t ev = NULL;
-    cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
-    if (e == cudaSuccess) e = cudaEventRecord(ev, x->cs);
-    if (e == cudaSuccess) e = cudaEventRecord(x->tail->ev, x->cs);
+    if (e == cudaSuccess) e = et;
     if (e != cudaSuccess) {
-        if (ev) cudaEventDestroy(ev);
+        if (e_out) cudaEventDestroy(e_out);
         return cuda_fail(err, e, what);
     }
-    x->tail->used = 1;
-    *req = (void *)ev;
+    if (ev) *ev = e_out;
+    return LT_OK;
+}
+
+/* ---- requests: every one in flight is on its communicator's list, in
+ * start order (destroy releases those never waited for: a failed step) ---- */
+
+static nc_req *req_new(lt_comm *c, lt_err *err) {
+    nccl_ctx *x = X(c);
+    nc_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        lt_fail(err, LT_ERR_NOMEM, "lt_comm nccl: out of memory for a request");
+        return NULL;
+    }
+    r->prev = x->reqs_last;
+    if (x->reqs_last) x->reqs_last->next = r;
+    else x->reqs = r;
+    x->reqs_last = r;
+    return r;
+}
+
+/* unlink and free r: its events (released by CUDA once the device passed
+ * them and the waits on them are done) and a chain's device copy of a host
+ * accumulator (cudaFree waits for the device) */
+static void req_free(lt_comm *c, nc_req *r) {
+    nccl_ctx *x = X(c);
+    if (r->prev) r->prev->next = r->next;
+    else x->reqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    else x->reqs_last = r->prev;
+    if (r->done) cudaEventDestroy(r->done);
+    if (r->input) cudaEventDestroy(r->input);
+    if (r->host_acc && r->acc) cudaFree(r->acc);
+    free(r);
+}
+
+/* *req := a request completed by ev (ev is owned by it from here) */
+static lt_status async_end_req(lt_comm *c, lt_status st, void **req, const char *what, lt_err *err) {
+    cudaEvent_t ev = NULL;
+    if ((st = async_end(c, st, &ev, what, err))) return st;
+    nc_req *r = req_new(c, err);
+    if (!r) {
+        cudaEventDestroy(ev);
+        return LT_ERR_NOMEM;
+    }
+    r->done = ev;
+    *req = r;
     return LT_OK;
 }
 
@@ -483,9 +635,9 @@ static lt_status nc_reduce_scatter_ordered_start(lt_comm *c, void *acc, const vo
     int acc_host = X(c)->len[c->rank] == 0 ? 0 : !on_device(acc);
     if (!on_device(xv) || acc_host) /* host buffers: blocking, the request is complete */
         return nc_reduce_scatter_ordered(c, acc, xv, n, counts, dt, err);
-    if ((st = ordered_dtype_ok(what, dt, 1, 1, err)) || (st = async_begin(c, what, err))) return st;
+    if ((st = ordered_dtype_ok(what, dt, 1, 1, err)) || (st = async_begin(c, what, 1, err))) return st;
     st = ordered_rs(c, what, acc, 0, xv, dt, ndt, 1, err);
-    return async_end(c, st, req, what, err);
+    return async_end_req(c, st, req, what, err);
 }
 
 static lt_status nc_all_gather_start(lt_comm *c, void *buf, size_t n, const size_t *counts, lt_dtype dt, void **req,
@@ -498,29 +650,220 @@ static lt_status nc_all_gather_start(lt_comm *c, void *buf, size_t n, const size
     lt_status st = check_args(c, what, n, counts, dt, &ndt, err);
     X(c)->starting = 0;
     if (st || n == 0) return st;
-    if ((st = async_begin(c, what, err))) return st;
+    if ((st = async_begin(c, what, 1, err))) return st;
     st = dev_all_gather(c, what, buf, ndt, lt_dtype_size(dt), err);
-    return async_end(c, st, req, what, err);
+    return async_end_req(c, st, req, what, err);
 }
 
-/* with set_stream: the compute stream waits for the request's event (the
- * host goes on; a peer that never comes is caught by the next blocking op's
- * timed wait); without: the host polls the event with the timeout */
+/* ---- the hybrid chain (see the head of the file) ---- */
+
+static lt_status nc_broadcast(lt_comm *c, void *buf, size_t bytes, int root, lt_err *err);
+
+/* D of a chain is queued when the chain started d chains after it starts
+ * (d = groups - 1, at least 1), or by a wait_req, whichever comes first */
+static uint64_t chain_lag(const nc_req *r) { return r->cross->world > 2 ? (uint64_t)r->cross->world - 1 : 1; }
+
+/* D of chain r, inside an async block: the last group's result (cross rank
+ * G-1) to every other group's owner, into acc; r->done := an event after it */
+static lt_status chain_deliver(lt_comm *c, nc_req *r, lt_err *err) {
+    const char *what = "reduce_scatter_sum_ordered (hybrid chain: the result to the other groups)";
+    nccl_ctx *x = X(c);
+    lt_comm *cr = r->cross;
+    const int G = cr->world, g = cr->rank;
+    r->d_queued = 1;
+    if (G == 1 || r->len == 0) return LT_OK; /* nothing moves: done stays the chain's last op */
+    ncclComm_t nc = X(cr)->nccl;
+    ncclResult_t rr;
+    if (g == G - 1) { /* (a group of sends on one communicator) */
+        rr = ncclGroupStart();
+        for (int q = 0; q < G - 1 && rr == ncclSuccess; q++) rr = ncclSend(r->acc, r->len, r->ndt, q, nc, x->stream);
+        ncclResult_t r2 = ncclGroupEnd();
+        if (rr == ncclSuccess) rr = r2;
+    } else {
+        rr = ncclRecv(r->acc, r->len, r->ndt, G - 1, nc, x->stream);
+    }
+    lt_status st = wait_done_on(c, nc, what, rr, err);
+    if (st) return st;
+    cudaEvent_t ev = NULL;
+    cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventRecord(ev, x->stream);
+    if (e != cudaSuccess) {
+        if (ev) cudaEventDestroy(ev);
+        return cuda_fail(err, e, what);
+    }
+    cudaEventDestroy(r->done);
+    r->done = ev;
+    return LT_OK;
+}
+
+/* inside an async block: D, in start order, of every chain in flight whose D
+ * is not queued yet: up to chain `upto` (wait_req), or (upto NULL) those
+ * due before chain number `starting` (a start) */
+static lt_status chains_deliver(lt_comm *c, const nc_req *upto, uint64_t starting, lt_err *err) {
+    for (nc_req *r = X(c)->reqs; r; r = r->next) {
+        if (!r->cross || r->d_queued) continue;
+        if (upto ? r->seq > upto->seq : r->seq + chain_lag(r) > starting) break;
+        lt_status st = chain_deliver(c, r, err);
+        if (st) return st;
+    }
+    return LT_OK;
+}
+
+/* E, R, F, S of chain r per chunk on cs (x: device memory); r->input :=
+ * an event after the last read of x (the last chunk's exchange) */
+static lt_status chain_queue(lt_comm *c, nc_req *r, const unsigned char *src, unsigned char *pieces, size_t maxlen,
+                             lt_err *err) {
+    const char *what = "reduce_scatter_sum_ordered (hybrid chain)";
+    nccl_ctx *x = X(c);
+    lt_comm *cr = r->cross;
+    const int G = cr->world, g = cr->rank;
+    ncclComm_t nc = X(cr)->nccl;
+    const size_t es = lt_dtype_size(r->dt), C = x->chunk;
+    unsigned char *acc = r->acc;
+    lt_status st = LT_OK;
+    for (size_t a = 0; a < maxlen && !st; a += C) {
+        size_t m = chunk_len(x->len[c->rank], a, C);
+        if ((st = exchange_chunk(c, what, src, a, pieces, m, r->ndt, es, err))) break; /* E */
+        if (a + C >= maxlen) {
+            cudaError_t e = cudaEventRecord(r->input, x->stream);
+            if (e != cudaSuccess) st = cuda_fail(err, e, what);
+        }
+        if (st || !m) continue; /* (the ranks with this place in every group skip the same chunks) */
+        unsigned char *da = acc + a * es;
+        if (g > 0) st = wait_done_on(c, nc, what, ncclRecv(da, m, r->ndt, g - 1, nc, x->stream), err); /* R */
+        if (!st) st = fold_pieces(c, what, da, pieces, 0, m, r->dt, err);                            /* F */
+        if (!st && g < G - 1) st = wait_done_on(c, nc, what, ncclSend(da, m, r->ndt, g + 1, nc, x->stream), err); /* S */
+    }
+    return st;
+}
+
+/* host x: the groups take turns, blocking (group g folds its ranks onto the
+ * value after groups 0 .. g-1, then sends it to the other groups) */
+static lt_status chain_turns(lt_comm *c, lt_comm *cross, void *acc, const void *xv, size_t n, const size_t *counts,
+                             lt_dtype dt, lt_err *err) {
+    size_t bytes = X(c)->len[c->rank] * lt_dtype_size(dt);
+    for (int g = 0; g < cross->world; g++) {
+        lt_status st = g == cross->rank ? nc_reduce_scatter_ordered(c, acc, xv, n, counts, dt, err) : LT_OK;
+        if (!st && bytes) st = nc_broadcast(cross, acc, bytes, g, err);
+        if (st) return st;
+    }
+    return LT_OK;
+}
+
+static lt_status nc_rs_chain_start(lt_comm *c, lt_comm *cross, void *acc, const void *xv, size_t n,
+                                   const size_t *counts, lt_dtype dt, void **req, lt_err *err) {
+    const char *what = "reduce_scatter_sum_ordered (hybrid chain)";
+    *req = NULL;
+    nccl_ctx *x = X(c);
+    if (!cross || !cross->name || strcmp(cross->name, "nccl") || !X(cross) || X(cross)->tail != x->tail)
+        return lt_fail(err, LT_ERR_INVALID,
+                       "%s: the cross communicator must be an 'nccl' one split from the group's parent", what);
+    ncclDataType_t ndt;
+    x->starting = 1;
+    lt_status st = check_args(c, what, n, counts, dt, &ndt, err);
+    x->starting = 0;
+    if (st || n == 0) return st;
+    const size_t es = lt_dtype_size(dt), mine = x->len[c->rank];
+    if ((st = ordered_dtype_ok(what, dt, on_device(xv), mine && on_device(acc), err))) return st;
+    if (!on_device(xv)) return chain_turns(c, cross, acc, xv, n, counts, dt, err); /* complete: no request */
+    unsigned char *pieces;
+    size_t maxlen;
+    if ((st = pieces_scratch(c, es, &pieces, &maxlen, err))) return st;
+    nc_req *r = req_new(c, err); /* (last in the list: chains_deliver below stops at it) */
+    if (!r) return LT_ERR_NOMEM;
+    r->cross = cross, r->acc = acc, r->len = mine, r->dt = dt, r->ndt = ndt;
+    cudaError_t e = cudaEventCreateWithFlags(&r->input, cudaEventDisableTiming);
+    if (e == cudaSuccess && mine && !on_device(acc)) { /* a host accumulator: the chain runs on a device copy */
+        r->host_acc = acc;
+        r->acc = NULL;
+        e = cudaMalloc(&r->acc, mine * es);
+    }
+    if (e != cudaSuccess) st = cuda_fail(err, e, what);
+    if (st || (st = async_begin(c, what, 1, err))) {
+        req_free(c, r);
+        return st;
+    }
+    r->seq = x->chains++;
+    st = chains_deliver(c, NULL, r->seq, err); /* D of the chain d before this one, before its E */
+    if (!st && r->host_acc) st = copy(c, r->acc, r->host_acc, mine * es, what, err);
+    if (!st) st = chain_queue(c, r, xv, pieces, maxlen, err);
+    if ((st = async_end(c, st, &r->done, what, err))) { /* done: the chain's last op until D is queued */
+        req_free(c, r);
+        return st;
+    }
+    *req = r;
+    return LT_OK;
+}
+
+/* with set_stream the compute stream waits for ev (once per request: *waited)
+ * and the answer is yes at once; without, yes once ev has completed */
+static lt_status ev_reached(lt_comm *c, cudaEvent_t ev, int *waited, int *yes, const char *what, lt_err *err) {
+    nccl_ctx *x = X(c);
+    *yes = 0;
+    if (*waited) {
+        *yes = 1;
+        return LT_OK;
+    }
+    cudaError_t e = x->user_stream ? cudaStreamWaitEvent(x->stream, ev, 0) : cudaEventQuery(ev);
+    if (e == cudaErrorNotReady) return LT_OK;
+    if (e != cudaSuccess) return cuda_fail(err, e, what);
+    *waited = *yes = 1;
+    return LT_OK;
+}
+
+/* a failure NCCL reported on c or a chain's cross communicator */
+static lt_status async_error(lt_comm *c, const nc_req *r, const char *what, lt_err *err) {
+    ncclComm_t nc[2] = {X(c)->nccl, r && r->cross ? X(r->cross)->nccl : NULL};
+    for (int i = 0; i < 2 && nc[i]; i++) {
+        ncclResult_t a = ncclSuccess, q = ncclCommGetAsyncError(nc[i], &a);
+        if (q != ncclSuccess || (a != ncclSuccess && a != ncclInProgress))
+            return nccl_fail(c, err, q != ncclSuccess ? q : a, what);
+    }
+    return LT_OK;
+}
+
+/* Never queues anything on NCCL (it is called a timing-dependent number of
+ * times): a chain is DONE only once its D was queued by a later start or a
+ * wait_req */
+static lt_status nc_test_req(lt_comm *c, void *req, int *state, lt_err *err) {
+    const char *what = "test_req";
+    nc_req *r = req;
+    *state = 0;
+    if (!r) {
+        *state = LT_REQ_INPUT_FREE | LT_REQ_DONE;
+        return LT_OK;
+    }
+    lt_status st = async_error(c, r, what, err);
+    int in = 0, done = 0; /* (done follows input on cs) */
+    if (!st && r->input) st = ev_reached(c, r->input, &r->in_waited, &in, what, err);
+    if (!st && (!r->cross || r->d_queued)) st = ev_reached(c, r->done, &r->done_waited, &done, what, err);
+    if (st) return st;
+    *state = (in || done ? LT_REQ_INPUT_FREE : 0) | (done ? LT_REQ_DONE : 0);
+    return LT_OK;
+}
+
+/* a chain: first D of every chain up to it that is not queued yet. Then
+ * with set_stream (and the result in device memory) the compute stream
+ * waits for the request's event (the host goes on; a peer that never comes
+ * is caught by the next blocking op's timed wait); without: the host polls
+ * the event with the timeout */
 static lt_status nc_wait_req(lt_comm *c, void *req, lt_err *err) {
     const char *what = "wait for a non-blocking collective";
-    if (!req) return LT_OK;
+    nc_req *r = req;
+    if (!r) return LT_OK;
     nccl_ctx *x = X(c);
-    cudaEvent_t ev = (cudaEvent_t)req;
     lt_status st = LT_OK;
+    /* (D needs no compute: the accumulators are the chains' until their
+     * wait_req, and a blocking op on the compute stream has completed when
+     * it returned) */
+    if (r->cross && !r->d_queued && !(st = async_begin(c, what, 0, err)))
+        st = async_end(c, chains_deliver(c, r, 0, err), NULL, what, err);
     double t0 = lt_now_s();
     unsigned iter = 0;
-    for (;;) {
-        ncclResult_t a = ncclSuccess, q = ncclCommGetAsyncError(x->nccl, &a);
-        if (q != ncclSuccess || (a != ncclSuccess && a != ncclInProgress)) {
-            st = nccl_fail(c, err, q != ncclSuccess ? q : a, what);
-            break;
-        }
-        cudaError_t e = x->user_stream ? cudaStreamWaitEvent(x->stream, ev, 0) : cudaEventQuery(ev);
+    while (!st) {
+        if ((st = async_error(c, r, what, err))) break;
+        cudaError_t e = x->user_stream && !r->host_acc ? cudaStreamWaitEvent(x->stream, r->done, 0)
+                                                       : cudaEventQuery(r->done);
         if (e == cudaSuccess) break;
         if (e != cudaErrorNotReady) {
             st = cuda_fail(err, e, what);
@@ -529,7 +872,11 @@ static lt_status nc_wait_req(lt_comm *c, void *req, lt_err *err) {
         if (lt_now_s() - t0 > c->timeout_s) lt_comm_timeout_abort(c, what, -1);
         lt_comm_backoff(&iter);
     }
-    cudaEventDestroy(ev); /* (released once the waits on it are done) */
+    if (!st && r->host_acc) { /* the device copy is complete (polled above) */
+        cudaError_t e = cudaMemcpy(r->host_acc, r->acc, r->len * lt_dtype_size(r->dt), cudaMemcpyDeviceToHost);
+        if (e != cudaSuccess) st = cuda_fail(err, e, what);
+    }
+    req_free(c, r);
     return st;
 }
 
@@ -574,13 +921,33 @@ static void nc_abort(lt_comm *c, const char *msg) {
     exit(1);
 }
 
+/* 1 once the compute stream, cs and the family's last op have completed,
+ * 0 after c->timeout_s */
+static int drained(lt_comm *c) {
+    nccl_ctx *x = X(c);
+    double t0 = lt_now_s();
+    unsigned iter = 0;
+    for (;;) {
+        cudaError_t e = x->stream ? cudaStreamQuery(x->stream) : cudaSuccess;
+        if (e == cudaSuccess && x->cs) e = cudaStreamQuery(x->cs);
+        if (e == cudaSuccess && x->tail && x->tail->used) e = cudaEventQuery(x->tail->ev);
+        if (e != cudaErrorNotReady) return 1; /* (an error: the device is gone, the finalize reports it) */
+        if (lt_now_s() - t0 > c->timeout_s) return 0;
+        lt_comm_backoff(&iter);
+    }
+}
+
 static void nc_destroy(lt_comm *c) {
     if (!c) return;
     nccl_ctx *x = X(c);
     if (x) {
+        if (x->nccl && !drained(c)) { /* a peer gone with ops in flight (an error path): nothing to flush */
+            fprintf(stderr, "luxtrain: rank %d: communicator nccl: operations still queued after %g s at its "
+                    "destroy; aborting it\n", c->msg_world ? c->msg_rank : c->rank, c->timeout_s);
+            ncclCommAbort(x->nccl);
+            x->nccl = NULL;
+        }
         if (x->nccl) { /* finalize (flushes pending work) with the deadline, then free */
-            if (x->stream) cudaStreamSynchronize(x->stream);
-            if (x->cs) cudaStreamSynchronize(x->cs);
             ncclResult_t r = ncclCommFinalize(x->nccl), a = r;
             double t0 = lt_now_s();
             unsigned iter = 0;
@@ -592,6 +959,7 @@ static void nc_destroy(lt_comm *c) {
             if (a == ncclSuccess) ncclCommDestroy(x->nccl);
             else ncclCommAbort(x->nccl);
         }
+        while (x->reqs) req_free(c, x->reqs); /* the requests never waited for */
         for (int s = 0; s < S_COUNT; s++) cudaFree(x->scratch[s]);
         if (x->blas) cublasDestroy(x->blas);
         if (x->blas_cs) cublasDestroy(x->blas_cs);
@@ -667,6 +1035,8 @@ static lt_status nc_finish(lt_comm *c, void *stream, nc_tail *family, lt_err *er
     c->all_gather_start = nc_all_gather_start;
     c->reduce_scatter_sum_ordered_start = nc_reduce_scatter_ordered_start;
     c->wait_req = nc_wait_req;
+    c->reduce_scatter_sum_ordered_chain_start = nc_rs_chain_start;
+    c->test_req = nc_test_req;
     return nc_set_stream(c, stream, err);
 }
 
