@@ -356,7 +356,7 @@ static void rows_run(lt_backend *be, lt_dtype pdt, const int32_t *rows, size_t n
     else LT_CHECK_OK(lt_optim_add(o, "E", 2, shE, w, pdt, g, 0, &err), &err);
     LT_CHECK_OK(lt_optim_add(o, "c", 1, shc, c, pdt, gc, 0, &err), &err);
     lt_comm *cm = NULL;
-    if (zero) { /* ZeRO-1 on one rank: a row subset's state becomes its part's */
+    if (zero) { /* ZeRO-1 on one rank: the part is the whole tensor, the state the rows' */
         lt_comm_opts co = lt_comm_opts_default();
         LT_CHECK_OK(lt_comm_create("single", &co, &cm, &err), &err);
         if (cm) LT_CHECK_OK(lt_optim_distribute(o, cm, 1, g, &err), &err);
