@@ -132,7 +132,8 @@ typedef struct lt_optim_stats {
  *   - zero = 1 (ZeRO-1): rank r owns the units lt_comm_shard(units, r, world)
  *     gives it, i.e. the flat range lt_optim_flat_shard(r, world) (uneven
  *     allowed, possibly empty); `grad` holds the gradient of that range only;
- *     m, v (and master weights) are kept for that range only; a step updates
+ *     m, v (and master weights) are kept for that range only (a row subset:
+ *     for its rows' elements inside it only); a step updates
  *     the owned parts of the tensors (weight decay per the tensor each
  *     element belongs to) and all-gathers the updated parameters. Reading
  *     whole tensors (lt_optim_get_param, *_to_tlist) gathers the parts and is
