@@ -9,7 +9,9 @@
 #   2. resume on another number of ranks, bitwise: 3 -> 2 (full and LoRA,
 #      ZeRO-1), 2 -> 3 (ZeRO-1), 2 (no ZeRO: flat ranges) -> 1 process, and an
 #      old-format (gathered, 1-process) checkpoint -> 2 ranks, LoRA with
-#      --train-embeddings new (state for the added rows only) 2 -> 1: every step's
+#      --train-embeddings new (state for the added rows only) 2 -> 1 and, under
+#      ZeRO-2 (each rank the rows inside its part: the ranks' optimizer state
+#      adds up to one process's), 3 -> 2: every step's
 #      loss and grad norm strings and the final weights' bytes equal the
 #      uninterrupted 1-process run;
 #   3. offline export (`luxtrain export`, one process) of a mid-run sharded
@@ -151,6 +153,18 @@ if lt_use_lb_vocab; then
   [ -f "$(ck e2 2)/optimizer-rank-00001-of-00002.safetensors" ] || fail "rows: no sharded checkpoint: $(tail -3 e2.txt)"
   train 1 e2 --resume "${lora[@]}" --train-embeddings new || fail "rows 2 -> 1: $(tail -3 e2.txt)"
   same_run ref-emb e2 "LoRA + --train-embeddings new 2 ranks -> 1 process"
+  # ZeRO-2: each rank keeps the rows' state inside its part only, so the ranks' optimizer state adds up
+  # to one process's (the memory lines; the whole tables' would be ~the tables' size more); a 3-rank
+  # checkpoint resumes on 2 ranks to the uninterrupted run
+  LT_TRAIN_TEST_KILL_AFTER=3 train 3 e3 --zero 2 "${lora[@]}" --train-embeddings new
+  [ -f "$(ck e3 2)/optimizer-rank-00002-of-00003.safetensors" ] || fail "rows ZeRO-2: no 3-rank checkpoint: $(tail -3 e3.txt)"
+  state_sum() { sed -n "s/^train: memory rank [0-9]* of $2: .*optimizer state \([0-9]*\) B.*/\1/p" "$1" | paste -sd+ | bc; }
+  s1=$(state_sum ref-emb.txt 1) s3=$(state_sum e3.txt 3)
+  [ -n "$s1" ] && [ "$s1" -gt 0 ] && [ "$s1" = "$s3" ] \
+    && ok "rows ZeRO-2: the 3 ranks' optimizer state adds up to one process's ($s3 B = $s1 B)" \
+    || fail "rows ZeRO-2: the 3 ranks' optimizer state ${s3:-?} B, one process's ${s1:-?} B"
+  train 2 e3 --zero 2 --resume "${lora[@]}" --train-embeddings new || fail "rows ZeRO-2 3 -> 2: $(tail -3 e3.txt)"
+  same_run ref-emb e3 "LoRA + --train-embeddings new, ZeRO-2, 3 ranks -> 2 ranks"
   common=("${saved[@]}")
 else
   fail "vocab add / tokenize for the row-subset case: $(tail -2 add.txt tok-lb.txt)"

@@ -15,7 +15,11 @@
  * f32 and bf16 weights (master weights), clipping on: the rows' state only
  * gives BITWISE the weights and the saved state (zeros elsewhere) of the full
  * state, also after a save / load round trip of the state; the state holds
- * those rows only; bad row lists are refused.
+ * those rows only; bad row lists are refused. Under ZeRO-1 and ZeRO-3 (each
+ * rank simulated alone, 1-4 ranks, parts that cut a row or hold none of the
+ * rows): a rank keeps state for the rows inside its part only (0 for a part
+ * without them) and its part of the weights and state after 4 steps is
+ * bitwise one process's.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -352,7 +356,7 @@ static void rows_run(lt_backend *be, lt_dtype pdt, const int32_t *rows, size_t n
     else LT_CHECK_OK(lt_optim_add(o, "E", 2, shE, w, pdt, g, 0, &err), &err);
     LT_CHECK_OK(lt_optim_add(o, "c", 1, shc, c, pdt, gc, 0, &err), &err);
     lt_comm *cm = NULL;
-    if (zero) { /* ZeRO-1 on one rank: a row subset's state becomes its part's */
+    if (zero) { /* ZeRO-1 on one rank: the part is the whole tensor, the state the rows' */
         lt_comm_opts co = lt_comm_opts_default();
         LT_CHECK_OK(lt_comm_create("single", &co, &cm, &err), &err);
         if (cm) LT_CHECK_OK(lt_optim_distribute(o, cm, 1, g, &err), &err);
@@ -402,8 +406,7 @@ static void test_rows(lt_backend *be) {
             rows_run(be, pdt, rows, 4, reload, zero, wr, &sr, &nr);
             LT_CHECK(!memcmp(wf, wr, sizeof wf), "rows (%s, mode %d): weights differ from the full state's",
                      lt_dtype_name(pdt), mode);
-            LT_CHECK(nf == 160 + 16 && nr == (zero ? 160 : 4 * 16) + 16, "state elements: full %zu, rows %zu", nf,
-                     nr);
+            LT_CHECK(nf == 160 + 16 && nr == 4 * 16 + 16, "state elements: full %zu, rows %zu", nf, nr);
             int same = sf.n == sr.n && sf.n == 4;
             for (size_t i = 0; same && i < sf.n; i++)
                 same = !strcmp(sf.items[i].name, sr.items[i].name) && sf.items[i].numel == sr.items[i].numel &&
@@ -428,6 +431,126 @@ static void test_rows(lt_backend *be) {
     lt_optim_free(o);
 }
 
+/* ---- a row subset under ZeRO-1/3, one rank at a time ----
+ * E (40, 24) trains rows {1, 21} next to c (24): 984 elements, 4 units of 256, so the parts cut
+ * row 21 (2 ranks) and leave a part of E without any of the rows (3 ranks: rank 1 or 2). Each rank
+ * r of W runs alone over a stand-in communicator whose gathers do nothing, without clipping (the
+ * other ranks' units of the norm do not matter): its part of the weights, exp_avg and exp_avg_sq
+ * after 4 steps equal BITWISE that part of one process with the whole state; its state holds the
+ * rows' elements inside its part only (state_numel / state_bytes, counted here per element). */
+enum { QR = 40, QC = 24, QE = QR * QC, QN = QE + QC };
+static const int32_t QROWS[2] = {1, 21};
+
+static lt_status gather_none(lt_comm *c, void *buf, size_t n, const size_t *counts, lt_dtype dt, lt_err *err) {
+    (void)c, (void)buf, (void)n, (void)counts, (void)dt, (void)err;
+    return LT_OK;
+}
+
+/* W = 0: one process with the whole state; else rank r of W under ZeRO `zero` (1 or 3) with the
+ * row subset. out (3 * QN): weights, exp_avg, exp_avg_sq of the flat vector, set on this rank's
+ * part [*a, *b); *numel, *bytes: lt_optim_state_numel / _bytes */
+static void parts_run(lt_backend *be, lt_dtype pdt, int W, int r, int zero, float *out, size_t *a, size_t *b,
+                      size_t *numel, size_t *bytes) {
+    lt_err err = {{0}};
+    lt_optim_cfg cfg = {.sched = {.kind = LT_SCHED_LINEAR, .lr = 3e-2, .warmup_steps = 1, .total_steps = 6},
+                        .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.0, .clip = 0.0};
+    const int64_t shE[2] = {QR, QC}, shc[1] = {QC};
+    const size_t off[2] = {0, QE}, num[2] = {QE, QC};
+    float hw[QN], hg[QN];
+    lt_rng rng;
+    lt_rng_seed(&rng, 11);
+    for (int i = 0; i < QN; i++) hw[i] = (float)(lt_rng_uniform(&rng) - 0.5);
+    lt_optim *o = NULL;
+    void *w[2] = {NULL, NULL}, *part[2] = {NULL, NULL};
+    float *g = NULL;
+    LT_CHECK_OK(lt_optim_create(be, &cfg, &o, &err), &err);
+    for (int k = 0; k < 2; k++) {
+        LT_CHECK_OK(be->alloc(be, num[k] * lt_dtype_size(pdt), &w[k], &err), &err);
+        LT_CHECK_OK(be->upload_f32(be, w[k], pdt, hw + off[k], num[k], &err), &err);
+    }
+    size_t s0 = 0, sl = QN;
+    lt_comm fake = {.name = "stand-in", .rank = r, .world = W ? W : 1, .all_gather = gather_none};
+    if (W) {
+        LT_CHECK_OK(lt_optim_add_rows(o, "E", shE, w[0], pdt, NULL, QROWS, 2, &err), &err);
+        LT_CHECK_OK(lt_optim_add(o, "c", 1, shc, w[1], pdt, NULL, 0, &err), &err);
+        lt_optim_flat_shard(o, r, W, &s0, &sl);
+        LT_CHECK_OK(be->alloc(be, (sl ? sl : 1) * sizeof(float), (void **)&g, &err), &err);
+        LT_CHECK_OK(lt_optim_distribute(o, &fake, 1, g, &err), &err);
+        for (size_t i = 0; zero == 3 && i < 2; i++) { /* ZeRO-3: the parameter is the part only */
+            lt_optim_part p;
+            lt_optim_part_of(o, i, &p);
+            LT_CHECK_OK(be->alloc(be, (p.len ? p.len : 1) * lt_dtype_size(pdt), &part[i], &err), &err);
+            LT_CHECK_OK(be->upload_f32(be, part[i], pdt, hw + off[i] + p.off, p.len, &err), &err);
+            LT_CHECK_OK(lt_optim_set_param_part(o, i, part[i], &err), &err);
+        }
+    } else {
+        LT_CHECK_OK(be->alloc(be, QN * sizeof(float), (void **)&g, &err), &err);
+        LT_CHECK_OK(lt_optim_add(o, "E", 2, shE, w[0], pdt, g, 0, &err), &err);
+        LT_CHECK_OK(lt_optim_add(o, "c", 1, shc, w[1], pdt, g + QE, 0, &err), &err);
+    }
+    for (int s = 0; s < 4; s++) {
+        for (int i = 0; i < QN; i++) {
+            int row = i / QC, on = i >= QE || row == QROWS[0] || row == QROWS[1];
+            hg[i] = on ? (float)(lt_rng_uniform(&rng) - 0.5) : 0.0f;
+        }
+        LT_CHECK_OK(be->upload_f32(be, g, LT_F32, hg + s0, sl, &err), &err);
+        LT_CHECK_OK(lt_optim_step(o, NULL, &err), &err);
+    }
+    for (size_t i = 0; i < 2; i++) {
+        lt_optim_part p;
+        lt_optim_part_of(o, i, &p);
+        for (int q = 0; q < 3 && p.len; q++)
+            LT_CHECK_OK(lt_optim_part_get(o, i, q, p.off, p.off + p.len, out + q * QN + off[i] + p.off, &err), &err);
+    }
+    LT_CHECK_OK(be->sync(be, &err), &err);
+    *a = s0;
+    *b = s0 + sl;
+    *numel = lt_optim_state_numel(o);
+    *bytes = lt_optim_state_bytes(o);
+    lt_optim_free(o);
+    for (int k = 0; k < 2; k++) {
+        be->free(be, w[k]);
+        if (part[k]) be->free(be, part[k]);
+    }
+    be->free(be, g);
+}
+
+static void test_rows_parts(lt_backend *be) {
+    static float ref[3 * QN], got[3 * QN];
+    int empty = 0, cut = 0;
+    for (int bf = 0; bf < 2; bf++) {
+        lt_dtype pdt = bf ? LT_BF16 : LT_F32;
+        size_t a, b, n, nb;
+        parts_run(be, pdt, 0, 0, 0, ref, &a, &b, &n, &nb);
+        for (int zero = 1; zero <= 3; zero += 2)
+            for (int W = 1; W <= 4; W++)
+                for (int r = 0; r < W; r++) {
+                    memset(got, 0, sizeof got);
+                    parts_run(be, pdt, W, r, zero, got, &a, &b, &n, &nb);
+                    size_t want = 0, inE = 0;
+                    for (size_t e = a; e < b; e++) {
+                        int row = (int)(e / QC);
+                        want += e >= QE || row == QROWS[0] || row == QROWS[1];
+                        inE += e < QE;
+                    }
+                    if (inE && want == (b > QE ? b - (a > QE ? a : QE) : 0)) empty++; /* E here, none of its rows */
+                    for (int k = 0; k < 2; k++) {
+                        size_t e = (size_t)QROWS[k] * QC;
+                        cut += e < a && e + QC > a && a > 0;
+                    }
+                    LT_CHECK(n == want && nb == want * (bf ? 12 : 8),
+                             "rows under ZeRO-%d, rank %d of %d (%s, part [%zu, %zu)): state %zu elements / %zu B, "
+                             "expected the rows' %zu in the part", zero, r, W, lt_dtype_name(pdt), a, b, n, nb, want);
+                    int same = 1;
+                    for (int q = 0; q < 3 && same; q++)
+                        same = !memcmp(ref + q * QN + a, got + q * QN + a, (b - a) * sizeof(float));
+                    LT_CHECK(same, "rows under ZeRO-%d, rank %d of %d (%s): the part's weights or state differ from "
+                             "one process's", zero, r, W, lt_dtype_name(pdt));
+                }
+    }
+    LT_CHECK(empty > 0 && cut > 0, "the cases hold a part without rows (%d) and a cut row (%d)", empty, cut);
+}
+
 int main(void) {
     lt_err err;
     lt_backend *be = NULL;
@@ -449,6 +572,7 @@ int main(void) {
     test_adamw(be, f, meta, LT_BF16);
     test_state_and_nan(be, f, meta);
     test_rows(be);
+    test_rows_parts(be);
     cJSON_Delete(meta);
     free(js);
     lt_st_close(f);

@@ -1035,8 +1035,9 @@ static int dry_run(const lt_train_opts *o, int world) {
         }
     }
     /* --train-embeddings: the tables train too (in the parameter dtype, with f32 master weights on a GPU);
-     * "new": without ZeRO the optimizer state (m, v, master) covers the added rows only (Pst); ZeRO-1/2/3
-     * shard the whole tables' state (lt_optim_distribute drops the row subset), the gradient is the tables */
+     * "new": the optimizer state (m, v, master) covers the added rows only (Pst): without ZeRO on every
+     * rank, with ZeRO-1/2/3 each rank the rows inside its part (lt_optim_distribute); the gradient is the
+     * whole tables */
     double tables = c.tie_word_embeddings ? 1 : 2;
     double Pemb = lora && strcmp(o->train_embeddings, "none") ? (double)c.vocab_size * c.hidden_size * tables : 0;
     double Pst = Pemb;
@@ -1081,7 +1082,7 @@ static int dry_run(const lt_train_opts *o, int world) {
     if (Pemb > 0)
         printf("--train-embeddings %s: %.4g M table elements train; AdamW state for %.4g M of them%s%s\n",
                o->train_embeddings, Pemb / 1e6, Pst / 1e6, rows_note,
-               Pst < Pemb ? " without ZeRO (ZeRO-1/2/3 shard the whole tables' state)" : "");
+               Pst < Pemb ? " (ZeRO-1/2/3: each rank the added rows inside its part)" : "");
     double acts = (double)act_sz;
     /* QLoRA: the projections in NF4, the rest in the param dtype, one dequantized projection */
     int nf4 = !strcmp(o->quantize, "nf4");
@@ -1123,9 +1124,13 @@ static int dry_run(const lt_train_opts *o, int world) {
                 weights = (base - qb.scratch_bytes) / sh + qb.scratch_bytes + lw + 3 * gl + (Pe + Ph) * wb;
             double grads = z >= 2 ? (2 * tl + te + th) * 4 : Pt * 4; /* ZeRO-2/3: the pool, else the whole gradient */
             double acc = bf16red && !z ? 0 : Pt * 4 / sh;
-            double pst = z ? Pemb : Pst; /* "new": rows only without ZeRO, the whole tables sharded with it */
-            double adam = (Pt - Pemb + pst) * 8 / sh;
-            double master = gpu ? (lora ? pst : Pt) * 4 / sh : 0;
+            /* the elements with AdamW state ("new": the added rows', Pst, not the whole tables'): ZeRO
+             * gives each rank those inside its part of the flat vector (Pt / sh elements), so the rank
+             * holding the most keeps at most its part and at most all of them (where the state is not
+             * spread over the whole vector, as with "new", the rows and the LoRA matrices can land on
+             * one rank) */
+            double adam = fmin(Pt / sh, Pt - Pemb + Pst) * 8;
+            double master = gpu ? (lora ? fmin(Pt / sh, Pst) : Pt / sh) * 4 : 0;
             double total = weights + grads + acc + adam + master + acts;
             totals[k][z] = total;
             if (z != o->zero) continue;

@@ -65,8 +65,10 @@ typedef struct opt_tensor {
     size_t flat;     /* offset in the flattened trainable vector */
     size_t off, len; /* this rank's part of the tensor (ZeRO-1; else 0, n) */
     size_t *counts;  /* ZeRO-1: (world) every rank's part of this tensor, for all_gather */
-    size_t *seg;     /* lt_optim_add_rows: (2 * nseg) runs [start, start + len) of elements that train; m, v,
-                        master hold them back to back. NULL: the state covers [off, off + len) */
+    size_t *seg;     /* lt_optim_add_rows: (2 * nseg) runs [start, start + len) of elements (of the whole
+                        tensor) that train, inside [off, off + len) (ZeRO: the runs cut to this rank's part,
+                        possibly none); m, v, master hold them back to back. NULL: the state covers
+                        [off, off + len) */
     size_t nseg;
     int part;        /* ZeRO-3: param holds this rank's part only ([off, off + len) of the tensor) */
     int ready;       /* m, v (and master) allocated: at lt_optim_distribute (the part) or first use (whole) */
@@ -174,6 +176,32 @@ static lt_status row_runs(const int32_t *rows, size_t nrows, int64_t nr, size_t 
     return LT_OK;
 }
 
+/* cut the runs of t to its part [off, off + len) (ZeRO): at most as many runs, possibly none */
+static void runs_to_part(opt_tensor *t) {
+    size_t k = 0;
+    for (size_t j = 0; j < t->nseg; j++) {
+        size_t r0 = t->seg[2 * j], r1 = r0 + t->seg[2 * j + 1];
+        size_t x = r0 > t->off ? r0 : t->off, y = r1 < t->off + t->len ? r1 : t->off + t->len;
+        if (y <= x) continue;
+        t->seg[2 * k] = x;
+        t->seg[2 * k + 1] = y - x;
+        k++;
+    }
+    t->nseg = k;
+}
+
+/* t's state buffer dst (NULL: nothing) from host, which holds the tensor's elements from `base` on:
+ * a row subset's runs, else the part [off, off + len) */
+static lt_status put_state(lt_backend *be, const opt_tensor *t, float *dst, const float *host, size_t base,
+                           lt_err *err) {
+    if (!dst) return LT_OK;
+    if (!t->seg) return t->len ? be->upload_f32(be, dst, LT_F32, host + (t->off - base), t->len, err) : LT_OK;
+    lt_status st = LT_OK;
+    for (size_t k = 0, c = 0; !st && k < t->nseg; c += t->seg[2 * k + 1], k++)
+        st = be->upload_f32(be, dst + c, LT_F32, host + (t->seg[2 * k] - base), t->seg[2 * k + 1], err);
+    return st;
+}
+
 /* whole state for tensor t at its first use (not distributed, or ZeRO-0): m = v = 0 and, for a
  * 16-bit parameter, master = its f32 values (of the runs), staged through the host */
 static lt_status tensor_ready(lt_optim *o, opt_tensor *t, lt_err *err) {
@@ -189,11 +217,7 @@ static lt_status tensor_ready(lt_optim *o, opt_tensor *t, lt_err *err) {
         if (st == LT_OK) st = alloc_state(be, &t->master, sl, err);
         if (st == LT_OK) st = be->download_f32(be, host, t->param, t->param_dtype, t->n, err);
         if (st == LT_OK) st = be->sync(be, err);
-        for (size_t k = 0, c = 0; st == LT_OK && k < (t->seg ? t->nseg : 1); k++) {
-            size_t s0 = t->seg ? t->seg[2 * k] : 0, len = t->seg ? t->seg[2 * k + 1] : t->n;
-            st = be->upload_f32(be, t->master + c, LT_F32, host + s0, len, err);
-            c += len;
-        }
+        if (st == LT_OK) st = put_state(be, t, t->master, host, 0, err);
         if (st == LT_OK) st = be->sync(be, err);
         free(host);
     }
@@ -367,28 +391,28 @@ lt_status lt_optim_distribute(lt_optim *o, lt_comm *c, int zero, float *grad, lt
         }
         /* state for the part only, never the whole tensor's: m = v = 0, master = the part of the
          * weights -- of the whole master when one exists already (used before distribute), else of the
-         * parameter (a row subset's state becomes the part's: before the first step its master
-         * weights are the parameter's values); no parameter yet (ZeRO-3 over a deferred model):
-         * lt_optim_set_param_part fills it. Staged through a host buffer of the part's size. */
+         * parameter; a row subset keeps state for its runs inside the part only (none when the part
+         * holds none of its rows; before the first step its master weights are the parameter's
+         * values); no parameter yet (ZeRO-3 over a deferred model): lt_optim_set_param_part fills it.
+         * Staged through a host buffer of the part's size. */
         int rows = t->seg != NULL;
-        free(t->seg);
-        t->seg = NULL;
-        t->nseg = 0;
+        if (rows) runs_to_part(t);
+        size_t sl_t = state_len(t);
         float *whole = t->master; /* a ready tensor's master (NULL: none) */
         if (t->m) be->free(be, t->m);
         if (t->v) be->free(be, t->v);
         t->m = t->v = t->master = NULL;
-        lt_status st = alloc_state(be, &t->m, t->len, err);
-        if (!st) st = alloc_state(be, &t->v, t->len, err);
-        if (!st && t->param_dtype != LT_F32) st = alloc_state(be, &t->master, t->len, err);
-        if (!st && t->master && t->len && (t->param || (whole && !rows))) {
+        lt_status st = alloc_state(be, &t->m, sl_t, err);
+        if (!st) st = alloc_state(be, &t->v, sl_t, err);
+        if (!st && t->param_dtype != LT_F32) st = alloc_state(be, &t->master, sl_t, err);
+        if (!st && t->master && sl_t && (t->param || (whole && !rows))) {
             float *host = malloc(t->len * sizeof *host);
             if (!host) st = lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
             else if (whole && !rows) st = be->download_f32(be, host, whole + t->off, LT_F32, t->len, err);
             else st = be->download_f32(be, host, (const char *)t->param + t->off * lt_dtype_size(t->param_dtype),
                                        t->param_dtype, t->len, err);
             if (!st) st = be->sync(be, err);
-            if (!st) st = be->upload_f32(be, t->master, LT_F32, host, t->len, err);
+            if (!st) st = put_state(be, t, t->master, host, t->off, err);
             if (!st) st = be->sync(be, err);
             free(host);
         }
@@ -407,14 +431,14 @@ lt_status lt_optim_set_param_part(lt_optim *o, size_t i, void *part, lt_err *err
     opt_tensor *t = &o->t[i];
     t->param = part;
     t->part = 1;
-    if (!t->master || !t->len) return LT_OK;
-    /* master = the part's f32 values (a part-sized host round trip) */
+    if (!t->master || !state_len(t)) return LT_OK;
+    /* master = the part's f32 values (a part-sized host round trip; a row subset: its runs) */
     lt_backend *be = o->be;
     float *host = malloc(t->len * sizeof *host);
     if (!host) return lt_fail(err, LT_ERR_NOMEM, "optimizer: out of memory");
     lt_status st = be->download_f32(be, host, part, t->param_dtype, t->len, err);
     if (!st) st = be->sync(be, err);
-    if (!st) st = be->upload_f32(be, t->master, LT_F32, host, t->len, err);
+    if (!st) st = put_state(be, t, t->master, host, t->off, err);
     if (!st) st = be->sync(be, err);
     free(host);
     return st ? lt_wrap(err, st, "optimizer: master weights of '%s'", t->name) : LT_OK;
@@ -519,12 +543,13 @@ lt_status lt_optim_step(lt_optim *o, lt_optim_stats *stats, lt_err *err) {
     for (size_t i = 0; i < o->n; i++) {
         const opt_tensor *t = &o->t[i];
         if (!t->len) continue; /* ZeRO-1: no part of this tensor here */
-        for (size_t k = 0, c = 0; t->seg && k < t->nseg; k++) { /* a row subset: its runs */
+        for (size_t k = 0, c = 0; t->seg && k < t->nseg; k++) { /* a row subset: its runs (in this part) */
             size_t s0 = t->seg[2 * k], len = t->seg[2 * k + 1];
-            o->desc[nd++] = (lt_adamw_tensor){.param = (char *)t->param + s0 * lt_dtype_size(t->param_dtype),
+            o->desc[nd++] = (lt_adamw_tensor){.param = (char *)t->param + (s0 - (t->part ? t->off : 0)) *
+                                                                              lt_dtype_size(t->param_dtype),
                                               .param_dtype = t->param_dtype,
                                               .master = t->master ? t->master + c : NULL,
-                                              .grad = t->grad + s0,
+                                              .grad = t->grad + (s0 - t->off), /* grad: [off, off + len) */
                                               .m = t->m + c,
                                               .v = t->v + c,
                                               .n = len,
@@ -566,29 +591,11 @@ static lt_status get_full(lt_optim *o, size_t i, int which, float *host, lt_err 
     lt_status rs = tensor_ready(o, t, err);
     if (rs) return rs;
     if (which == 0 && !t->master && !t->part) return be->download_f32(be, host, t->param, t->param_dtype, t->n, err);
-    float *src = which == 0 ? t->master : which == 1 ? t->m : t->v;
-    if (t->seg) { /* the runs; elsewhere the weights as they are, and a state of zeros */
-        lt_status st = which == 0 ? be->download_f32(be, host, t->param, t->param_dtype, t->n, err) : LT_OK;
-        if (which) memset(host, 0, t->n * sizeof *host);
-        if (!st) st = be->sync(be, err);
-        for (size_t k = 0, c = 0; !st && k < t->nseg; c += t->seg[2 * k + 1], k++)
-            st = be->download_f32(be, host + t->seg[2 * k], src + c, LT_F32, t->seg[2 * k + 1], err);
-        return st ? st : be->sync(be, err);
-    }
-    /* ZeRO-3 without master weights: this rank's part of the parameter itself */
-    const void *part = which == 0 && !t->master ? t->param : (const void *)src;
-    lt_dtype sdt = which == 0 && !t->master ? t->param_dtype : LT_F32;
-    lt_status st = t->len ? be->download_f32(be, host + t->off, part, sdt, t->len, err) : LT_OK;
+    /* this rank's part (a row subset: its runs, elsewhere the weights as they are and a state of
+     * zeros; ZeRO-3 without master weights: the part of the parameter itself), then the others' */
+    lt_status st = t->len ? lt_optim_part_get(o, i, which, t->off, t->off + t->len, host + t->off, err) : LT_OK;
     if (!st) st = be->sync(be, err);
     if (!st && o->zero && o->comm->world > 1) st = o->comm->all_gather(o->comm, host, t->n, t->counts, LT_F32, err);
-    return st;
-}
-
-/* a row subset's runs of the whole tensor `host` into its state buffer dst (NULL: nothing) */
-static lt_status put_runs(lt_backend *be, const opt_tensor *t, float *dst, const float *host, lt_err *err) {
-    lt_status st = LT_OK;
-    for (size_t k = 0, c = 0; dst && !st && k < t->nseg; c += t->seg[2 * k + 1], k++)
-        st = be->upload_f32(be, dst + c, LT_F32, host + t->seg[2 * k], t->seg[2 * k + 1], err);
     return st;
 }
 
@@ -602,8 +609,7 @@ lt_status lt_optim_set_param(lt_optim *o, size_t i, const float *host, lt_err *e
     opt_tensor *t = &o->t[i];
     lt_status st = tensor_ready(o, t, err);
     if (st) return st;
-    st = t->seg ? put_runs(o->be, t, t->master, host, err) : LT_OK;
-    if (t->master && t->len && !t->seg) st = o->be->upload_f32(o->be, t->master, LT_F32, host + t->off, t->len, err);
+    st = put_state(o->be, t, t->master, host, 0, err); /* the whole tensor's values: this rank's state of them */
     if (st == LT_OK && t->part && t->len) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host + t->off, t->len, err);
     else if (st == LT_OK && !t->part) st = o->be->upload_f32(o->be, t->param, t->param_dtype, host, t->n, err);
     return st;
@@ -704,9 +710,7 @@ lt_status lt_optim_state_load(lt_optim *o, const lt_st_file *f, lt_err *err) {
             float *host;
             lt_status st = load_f32(f, name, t, &host, err);
             /* this rank's part of the whole tensor (ZeRO-1 re-shards any layout) */
-            if (st == LT_OK && t->seg) st = put_runs(o->be, t, k ? t->v : t->m, host, err);
-            else if (st == LT_OK && t->len)
-                st = o->be->upload_f32(o->be, k ? t->v : t->m, LT_F32, host + t->off, t->len, err);
+            if (st == LT_OK) st = put_state(o->be, t, k ? t->v : t->m, host, 0, err);
             free(host);
             if (st != LT_OK) return lt_wrap(err, st, "optimizer state");
         }
@@ -746,7 +750,8 @@ lt_status lt_optim_part_get(lt_optim *o, size_t i, int which, size_t a, size_t b
     }
     lt_status st = LT_OK;
     if (which) memset(host, 0, (b - a) * sizeof *host);
-    else if (!(st = be->download_f32(be, host, (const char *)t->param + a * lt_dtype_size(t->param_dtype),
+    else if (!(st = be->download_f32(be, host,
+                                     (const char *)t->param + (a - (t->part ? t->off : 0)) * lt_dtype_size(t->param_dtype),
                                      t->param_dtype, b - a, err)))
         st = be->sync(be, err); /* the runs below overwrite parts of it */
     if (!src && which == 0) return st;

@@ -95,11 +95,14 @@ lt_status lt_optim_add(lt_optim *o, const char *name, int ndim, const int64_t *s
  * so AdamW would leave them exactly as they are: the update of the rows is
  * bitwise the one lt_optim_add's full state gives, and checkpoints hold the
  * whole tensor's state (zeros in the other rows), as with it. The gradient
- * norm still reads the whole gradient. Under ZeRO-1 (lt_optim_distribute)
- * the tensor's part keeps a whole state again. */
+ * norm still reads the whole gradient. Under ZeRO-1/2/3 (lt_optim_distribute)
+ * a rank keeps state for the rows' elements inside its part only (none when
+ * its part holds none of them; a part may cut a row): each rank's step,
+ * checkpoint slices and gathered values are those of the whole state. */
 lt_status lt_optim_add_rows(lt_optim *o, const char *name, const int64_t shape[2], void *param, lt_dtype param_dtype,
                             float *grad, const int32_t *rows, size_t nrows, lt_err *err);
-/* elements of m (= of v) the optimizer keeps on this rank */
+/* elements of m (= of v) the optimizer keeps on this rank (a row subset:
+ * its rows' elements, under ZeRO those inside this rank's part) */
 size_t lt_optim_state_numel(const lt_optim *o);
 size_t lt_optim_count(const lt_optim *o);
 const char *lt_optim_name(const lt_optim *o, size_t i);
@@ -129,7 +132,8 @@ typedef struct lt_optim_stats {
  *   - zero = 1 (ZeRO-1): rank r owns the units lt_comm_shard(units, r, world)
  *     gives it, i.e. the flat range lt_optim_flat_shard(r, world) (uneven
  *     allowed, possibly empty); `grad` holds the gradient of that range only;
- *     m, v (and master weights) are kept for that range only; a step updates
+ *     m, v (and master weights) are kept for that range only (a row subset:
+ *     for its rows' elements inside it only); a step updates
  *     the owned parts of the tensors (weight decay per the tensor each
  *     element belongs to) and all-gathers the updated parameters. Reading
  *     whole tensors (lt_optim_get_param, *_to_tlist) gathers the parts and is
