@@ -125,6 +125,25 @@ static fg_alloc *fg_find(const void *p) {
     return NULL;
 }
 
+/* [p, p + bytes) used by `what`: inside one allocation when it starts in
+ * device memory (an overrun a GPU might not even fault on); device memory
+ * required when `device` (a kernel cannot touch pageable host memory) */
+static void fg_check_range(const char *what, const void *p, size_t bytes, int device) {
+    if (!bytes) return;
+    const fg_alloc *a = fg_find(p);
+    if (!a && !device) return;
+    if (!a) {
+        fprintf(stderr, "fakegpu: rank %d: %s: %zu bytes at %p: not device memory\n", fg_mpi_rank(), what, bytes, p);
+        fg_die();
+    }
+    size_t off = (size_t)((const unsigned char *)p - a->p);
+    if (bytes > a->n - off) {
+        fprintf(stderr, "fakegpu: rank %d: %s: %zu bytes at offset %zu of a device allocation of %zu bytes: past "
+                "its end\n", fg_mpi_rank(), what, bytes, off, a->n);
+        fg_die();
+    }
+}
+
 /* ---- the sticky last error ---- */
 
 static cudaError_t g_last = cudaSuccess;
@@ -162,6 +181,10 @@ struct ncclComm {
 enum { P_SEND, P_RECV, P_ALLREDUCE, P_REDUCESCATTER, P_ALLGATHER, P_REDUCE, P_BCAST };
 static const char *const g_part_name[] = {"ncclSend",   "ncclRecv",      "ncclAllReduce", "ncclReduceScatter",
                                           "ncclAllGather", "ncclReduce", "ncclBroadcast"};
+
+static const char *fg_part_name(int kind) {
+    return kind >= P_SEND && kind <= P_BCAST ? g_part_name[kind] : "NCCL op";
+}
 
 typedef struct {
     int kind;
@@ -219,6 +242,7 @@ static int g_stream_ids = 1, g_event_ids, g_comm_ids;
 static uint64_t g_seq;
 static fg_op *g_inflight; /* the NCCL op posted and not complete (one per process) */
 static double g_stall_since = -1;
+static unsigned long g_nccl_choices; /* times two streams' heads held NCCL ops at once */
 
 static cudaStream_t fg_stream(cudaStream_t s) {
     return (s == NULL || s == cudaStreamLegacy || s == cudaStreamPerThread) ? &g_legacy_st : s;
@@ -294,7 +318,7 @@ static void fg_describe(const fg_op *o, char *buf, size_t cap) {
         for (int i = 0; i < g->n && k > 0 && (size_t)k < cap; i++) {
             const fg_part *p = &g->parts[i];
             k += snprintf(buf + k, cap - (size_t)k, "%s%s %zu elem %s %d on comm %d (rank %d of %d)", i ? "; " : "",
-                          g_part_name[p->kind], p->count,
+                          fg_part_name(p->kind), p->count,
                           p->kind == P_SEND ? "to" : p->kind == P_RECV ? "from" : "root", p->peer, p->comm->id,
                           p->comm->rank, p->comm->nranks);
         }
@@ -307,7 +331,8 @@ static void fg_describe(const fg_op *o, char *buf, size_t cap) {
 static void fg_report_stall(double secs) {
     char d[2048];
     int r = fg_mpi_rank();
-    fprintf(stderr, "fakegpu: no progress for %.0f s with work queued (deadlock?) on rank %d:\n", secs, r);
+    fprintf(stderr, "fakegpu: no progress for %.0f s with work queued (deadlock?) on rank %d (NCCL ops of two "
+            "streams at their heads at once: %lu times):\n", secs, r, g_nccl_choices);
     for (struct CUstream_st *s = g_streams; s; s = s->next) {
         if (!s->head) continue;
         int n = 0;
@@ -423,13 +448,8 @@ static int fg_try(fg_op *o) {
         return 1;
     case O_RECORD: o->inst->done = 1; return 1;
     case O_WAIT: return o->inst->done;
-    case O_NCCL:
-        if (!o->nccl->posted) {
-            if (g_inflight) return 0; /* one NCCL op in flight per process */
-            fg_nccl_post(o->nccl);
-            g_inflight = o;
-        }
-        if (!fg_nccl_test(o->nccl)) return 0;
+    case O_NCCL: /* (posted by fg_pick_nccl) */
+        if (!o->nccl->posted || !fg_nccl_test(o->nccl)) return 0;
         g_inflight = NULL;
         return 1;
     }
@@ -440,6 +460,58 @@ static void fg_op_free(fg_op *o) {
     if (o->inst) fg_inst_unref(o->inst);
     if (o->nccl) fg_nccl_free(o->nccl);
     free(o);
+}
+
+/* two NCCL ops at stream heads at once (one may be in flight): which runs
+ * first is the GPU's choice, so ranks may pick differently and deadlock;
+ * FAKEGPU_NCCL_EXCLUSIVE=1 makes that an error */
+static void fg_overlap(void) {
+    char a[1024], b[1024];
+    int n = 0;
+    const fg_op *ops[2] = {0};
+    for (struct CUstream_st *s = g_streams; s && n < 2; s = s->next)
+        if (s->head && s->head->kind == O_NCCL) ops[n++] = s->head;
+    g_nccl_choices++;
+    const char *e = getenv("FAKEGPU_NCCL_EXCLUSIVE");
+    if (!e || !*e || *e == '0') return;
+    fg_describe(ops[0], a, sizeof a);
+    fg_describe(ops[1], b, sizeof b);
+    fprintf(stderr, "fakegpu: rank %d: two NCCL ops at the heads of two streams at once (their order is the GPU's "
+            "choice):\nfakegpu:   op #%llu: %s\nfakegpu:   op #%llu: %s\n", fg_mpi_rank(),
+            (unsigned long long)ops[0]->seq, a, (unsigned long long)ops[1]->seq, b);
+    fg_die();
+}
+
+static void fg_say_choices(void) {
+    fprintf(stderr, "fakegpu: pid %d: NCCL ops of two streams at their heads at once: %lu times\n", (int)getpid(),
+            g_nccl_choices);
+}
+
+/* With no NCCL op in flight, post one of those at a stream's head: the one
+ * queued first, or (FAKEGPU_NCCL_PICK=random) any, as a GPU may schedule
+ * either: a program whose ranks can see two at once is order-dependent. */
+static void fg_pick_nccl(void) {
+    static int mode = -1;
+    static unsigned rng;
+    if (mode < 0) {
+        if (getenv("FAKEGPU_VERBOSE")) atexit(fg_say_choices);
+        const char *e = getenv("FAKEGPU_NCCL_PICK");
+        mode = e && !strcmp(e, "random");
+        rng = (unsigned)getpid() * 2654435761u;
+    }
+    fg_op *pick = NULL;
+    int n = 0;
+    for (struct CUstream_st *s = g_streams; s; s = s->next) {
+        fg_op *o = s->head;
+        if (!o || o->kind != O_NCCL) continue;
+        n++;
+        if (!pick || (mode ? (rng = rng * 1103515245u + 12345u) >> 16 < 65536u / (unsigned)n : o->seq < pick->seq))
+            pick = o;
+    }
+    if (n > 1) fg_overlap();
+    if (!pick || g_inflight) return;
+    fg_nccl_post(pick->nccl);
+    g_inflight = pick;
 }
 
 static int fg_pending(void) {
@@ -460,6 +532,7 @@ static void fg_progress(void) {
     int moved, any = 0;
     do {
         moved = 0;
+        fg_pick_nccl();
         for (struct CUstream_st *s = g_streams; s; s = s->next) {
             while (s->head && fg_try(s->head)) {
                 fg_op *o = s->head;
@@ -622,6 +695,15 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attributes, c
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind, cudaStream_t stream) {
     if (count && (!dst || !src)) return fg_err(cudaErrorInvalidValue);
     if (!count) return cudaSuccess;
+    int dd = fg_find(dst) != NULL, sd = fg_find(src) != NULL;
+    if ((kind == cudaMemcpyHostToDevice && (!dd || sd)) || (kind == cudaMemcpyDeviceToHost && (dd || !sd)) ||
+        (kind == cudaMemcpyDeviceToDevice && (!dd || !sd)) || (kind == cudaMemcpyHostToHost && (dd || sd))) {
+        fprintf(stderr, "fakegpu: rank %d: cudaMemcpy kind %d does not match the pointers (dst %s, src %s)\n",
+                fg_mpi_rank(), (int)kind, dd ? "device" : "host", sd ? "device" : "host");
+        return fg_err(cudaErrorInvalidValue);
+    }
+    fg_check_range("cudaMemcpy destination", dst, count, 0);
+    fg_check_range("cudaMemcpy source", src, count, 0);
     fg_op *o = fg_new_op(O_COPY);
     o->dst = dst, o->src = src, o->bytes = count;
     fg_push(stream, o);
@@ -639,6 +721,7 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpy
 cudaError_t cudaMemset(void *devPtr, int value, size_t count) {
     if (count && !fg_find(devPtr)) return fg_err(cudaErrorInvalidValue);
     if (!count) return cudaSuccess;
+    fg_check_range("cudaMemset", devPtr, count, 1);
     fg_legacy_barrier();
     fg_op *o = fg_new_op(O_SET);
     o->dst = devPtr, o->value = value, o->bytes = count;
@@ -762,7 +845,9 @@ static cublasStatus_t fg_axpy(cublasHandle_t h, int dbl, int n, double alpha, co
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (n < 0 || incx <= 0 || incy <= 0) return CUBLAS_STATUS_INVALID_VALUE;
     if (n == 0) return CUBLAS_STATUS_SUCCESS;
-    if (!fg_find(x) || !fg_find(y)) return CUBLAS_STATUS_INVALID_VALUE; /* (a GPU would fault on host memory) */
+    size_t es = dbl ? 8 : 4;
+    fg_check_range("cublas axpy x", x, ((size_t)(n - 1) * (size_t)incx + 1) * es, 1);
+    fg_check_range("cublas axpy y", y, ((size_t)(n - 1) * (size_t)incy + 1) * es, 1);
     fg_op *o = fg_new_op(O_AXPY);
     o->dbl = dbl, o->n = n, o->alpha = alpha, o->src = x, o->incx = incx, o->dst = y, o->incy = incy;
     fg_push(h->stream, o);
@@ -799,18 +884,46 @@ static ncclResult_t fg_nccl_fail(ncclComm_t comm, ncclResult_t r, const char *fm
 static ncclResult_t fg_nccl_part(const fg_part *p, cudaStream_t stream) {
     ncclComm_t c = p->comm;
     if (!c) return ncclInvalidArgument;
-    if (c->aborted) return fg_nccl_fail(c, ncclInvalidUsage, "%s on an aborted communicator", g_part_name[p->kind]);
+    if (c->aborted) return fg_nccl_fail(c, ncclInvalidUsage, "%s on an aborted communicator", fg_part_name(p->kind));
     MPI_Datatype t;
     MPI_Op op;
     if (!fg_dt_size(p->dt) || !fg_mpi_type(p->dt, &t, &op))
         return fg_nccl_fail(c, ncclInvalidArgument, "%s: this element type is not modelled by fakegpu",
-                            g_part_name[p->kind]);
+                            fg_part_name(p->kind));
     if (p->count > (size_t)0x7fffffff / 8)
         return fg_nccl_fail(c, ncclInvalidArgument, "%s: count too large for fakegpu's MPI calls",
-                            g_part_name[p->kind]);
+                            fg_part_name(p->kind));
     if (p->peer < 0 || p->peer >= c->nranks)
-        return fg_nccl_fail(c, ncclInvalidArgument, "%s: peer / root out of range", g_part_name[p->kind]);
+        return fg_nccl_fail(c, ncclInvalidArgument, "%s: peer / root out of range", fg_part_name(p->kind));
+    const char *name = fg_part_name(p->kind);
+    const size_t es = fg_dt_size(p->dt), W = (size_t)c->nranks, me = (size_t)c->rank, n = p->count * es;
+    size_t sb = 0, rb = 0; /* bytes read from send, written to recv on this rank */
+    const unsigned char *inplace = NULL; /* the send pointer NCCL's in-place layout allows */
+    switch (p->kind) {
+    case P_SEND: sb = n; break;
+    case P_RECV: rb = n; break;
+    case P_ALLREDUCE: sb = rb = n, inplace = p->recv; break;
+    case P_REDUCESCATTER: sb = n * W, rb = n, inplace = (const unsigned char *)p->recv - me * n; break;
+    case P_ALLGATHER: sb = n, rb = n * W, inplace = (const unsigned char *)p->recv + me * n; break;
+    case P_REDUCE: sb = n, rb = me == (size_t)p->peer ? n : 0, inplace = p->recv; break;
+    case P_BCAST: sb = me == (size_t)p->peer ? n : 0, rb = n, inplace = p->recv; break;
+    }
+    fg_check_range(name, p->send, sb, 1);
+    fg_check_range(name, p->recv, rb, 1);
+    const unsigned char *s0 = p->send, *r0 = p->recv;
+    if (sb && rb && s0 < r0 + rb && r0 < s0 + sb && s0 != inplace)
+        return fg_nccl_fail(c, ncclInvalidArgument, "%s: the send and receive buffers overlap, not in NCCL's in-place "
+                            "layout", name);
     fg_nccl *g = g_group_depth ? g_group : NULL;
+    for (int i = 0; g && p->kind <= P_RECV && i < g->n; i++) { /* a group's receive buffers overlap nothing in it */
+        const fg_part *q = &g->parts[i];
+        if (q->kind > P_RECV || (p->kind != P_RECV && q->kind != P_RECV)) continue;
+        const unsigned char *a = p->kind == P_RECV ? r0 : s0, *b = q->kind == P_RECV ? q->recv : q->send;
+        size_t bn = q->count * fg_dt_size(q->dt);
+        if (n && bn && a < b + bn && b < a + n)
+            return fg_nccl_fail(c, ncclInvalidArgument, "%s: its buffer overlaps a receive buffer of the same group",
+                                name);
+    }
     if (g_group_depth) {
         if (!g) {
             g = g_group = fg_xalloc(sizeof *g);
@@ -818,7 +931,7 @@ static ncclResult_t fg_nccl_part(const fg_part *p, cudaStream_t stream) {
         } else if (g_group_comm != c || g_group_stream != stream) {
             g_group_err = ncclInvalidUsage;
             return fg_nccl_fail(c, ncclInvalidUsage, "%s: two communicators or streams in one group (fakegpu models "
-                                "one)", g_part_name[p->kind]);
+                                "one)", fg_part_name(p->kind));
         }
     } else {
         g = fg_xalloc(sizeof *g);
@@ -878,7 +991,7 @@ ncclResult_t ncclRecv(void *recvbuff, size_t count, ncclDataType_t datatype, int
 static ncclResult_t fg_coll(int kind, const void *s, void *r, size_t count, ncclDataType_t dt, ncclRedOp_t op,
                             int root, ncclComm_t comm, cudaStream_t stream) {
     if (op != ncclSum) return fg_nccl_fail(comm, ncclInvalidArgument, "%s: fakegpu models ncclSum only",
-                                           g_part_name[kind]);
+                                           fg_part_name(kind));
     fg_part p = {.kind = kind, .send = s, .recv = r, .count = count, .dt = dt, .peer = root, .comm = comm};
     return fg_nccl_part(&p, stream);
 }
