@@ -49,8 +49,30 @@
  *                  as they can on GPUs. Non-blocking configs: calls return
  *                  ncclSuccess, ncclCommGetAsyncError ncclSuccess unless
  *                  aborted (ncclInProgress while a finalize has ops queued).
+ *   checks         a device range used past its allocation's end, host
+ *                  memory handed to cuBLAS / NCCL, cudaMemcpy kinds that do
+ *                  not match the pointers, NCCL buffers overlapping outside
+ *                  NCCL's in-place layouts, a group's receive buffer
+ *                  overlapping another of its buffers, unequal send / receive
+ *                  sizes: a message and the job ends (or the call fails).
  *   misc           cudaGetDeviceCount = the launcher's local world size (or
  *                  1), cudaSetDevice checks the number, a sticky last error.
+ *
+ * Knobs (environment):
+ *   FAKEGPU_TIMEOUT_S=s        the stall report's timeout (default 120)
+ *   FAKEGPU_NCCL_EXCLUSIVE=1   two NCCL ops at the heads of two streams at
+ *                              once is an error (lt_comm_nccl.c's "one NCCL op
+ *                              of the family at a time": its tail event)
+ *   FAKEGPU_NCCL_PICK=random   which of two such ops is posted: any (default:
+ *                              the one queued first)
+ *   FAKEGPU_NCCL_INPROGRESS=1  every non-blocking NCCL call returns
+ *                              ncclInProgress and its op reaches the stream
+ *                              only after ncclCommGetAsyncError was polled to
+ *                              ncclSuccess (1 to 3 polls); using that stream,
+ *                              or the communicator, before is an error
+ *   FAKEGPU_SLOW=1             a slow device: calls that do not wait advance
+ *                              one op every third call (waits run all)
+ *   FAKEGPU_VERBOSE=1          at exit, how often two NCCL ops were at heads
  *
  * What it does not model: kernels (no compute but axpy, memcpy, memset),
  * NCCL's real algorithms, protocols, timing and its summation order (MPI's is
@@ -67,6 +89,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <limits.h>
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -171,12 +194,31 @@ struct CUevent_st {
 /* ---- NCCL communicators and ops ---- */
 
 struct ncclComm {
+    struct ncclComm *next; /* every communicator */
     MPI_Comm p2p, coll, admin;
     int rank, nranks;
     int aborted, finalizing;
     int id;
     char last_err[256];
+    /* FAKEGPU_NCCL_INPROGRESS: the op whose call returned ncclInProgress, on
+     * its stream only once ncclCommGetAsyncError said ncclSuccess; polls left */
+    struct fg_op *pend;
+    struct CUstream_st *pend_stream;
+    int pend_polls, init_polls;
 };
+static struct ncclComm *g_comms;
+
+/* FAKEGPU_NCCL_INPROGRESS=1: non-blocking NCCL calls return ncclInProgress
+ * and the op reaches its stream only when ncclCommGetAsyncError (polled)
+ * says ncclSuccess, as NCCL may enqueue in the background */
+static int fg_inprogress_mode(void) {
+    static int m = -1;
+    if (m < 0) {
+        const char *e = getenv("FAKEGPU_NCCL_INPROGRESS");
+        m = e && *e && *e != '0';
+    }
+    return m;
+}
 
 enum { P_SEND, P_RECV, P_ALLREDUCE, P_REDUCESCATTER, P_ALLGATHER, P_REDUCE, P_BCAST };
 static const char *const g_part_name[] = {"ncclSend",   "ncclRecv",      "ncclAllReduce", "ncclReduceScatter",
@@ -526,15 +568,17 @@ static double fg_timeout(void) {
     return t > 0 ? t : 120.0;
 }
 
-/* advance every stream's head while it can; free dead streams once empty;
- * report a stall (work queued, nothing moved) longer than the timeout */
-static void fg_progress(void) {
+/* advance every stream's head while it can (at most budget ops); free
+ * dead streams once empty; report a stall (work queued, nothing moved)
+ * longer than the timeout */
+static void fg_advance(long budget) {
     int moved, any = 0;
     do {
         moved = 0;
         fg_pick_nccl();
-        for (struct CUstream_st *s = g_streams; s; s = s->next) {
-            while (s->head && fg_try(s->head)) {
+        for (struct CUstream_st *s = g_streams; s && budget > 0; s = s->next) {
+            while (s->head && budget > 0 && fg_try(s->head)) {
+                budget--;
                 fg_op *o = s->head;
                 s->head = o->next;
                 if (!s->head) s->tail = NULL;
@@ -542,7 +586,7 @@ static void fg_progress(void) {
                 moved = any = 1;
             }
         }
-    } while (moved);
+    } while (moved && budget > 0);
     for (struct CUstream_st **pp = &g_streams; *pp;) {
         struct CUstream_st *s = *pp;
         if (s->dead && !s->head) {
@@ -561,11 +605,24 @@ static void fg_progress(void) {
     else if (now - g_stall_since > fg_timeout()) fg_report_stall(now - g_stall_since);
 }
 
+/* the progress run by calls that do not wait (enqueues, queries): all it
+ * can, or with FAKEGPU_SLOW=1 (a slow device) one op every third call */
+static void fg_progress(void) {
+    static int slow = -1;
+    static unsigned calls;
+    if (slow < 0) {
+        const char *e = getenv("FAKEGPU_SLOW");
+        slow = e && *e && *e != '0';
+    }
+    if (!slow) fg_advance(LONG_MAX);
+    else if (++calls % 3 == 0) fg_advance(1);
+}
+
 /* loop progress until done() says yes (the stall report ends a deadlock) */
 static void fg_wait_until(int (*done)(void *), void *arg) {
     unsigned spin = 0;
     for (;;) {
-        fg_progress();
+        fg_advance(LONG_MAX);
         if (done(arg)) return;
         if (++spin > 64) {
             struct timespec ts = {0, 20000};
@@ -583,9 +640,23 @@ static fg_op *fg_new_op(int kind) {
     return o;
 }
 
+/* s (NULL: any stream) used by `what` while an NCCL op for it is still
+ * being enqueued (ncclInProgress not yet polled to ncclSuccess): the use
+ * would not be ordered after that op */
+static void fg_check_pending_nccl(const char *what, struct CUstream_st *s) {
+    for (struct ncclComm *c = g_comms; c; c = c->next) {
+        if (!c->pend || (s && c->pend_stream != s)) continue;
+        fprintf(stderr, "fakegpu: rank %d: %s on stream %d while an NCCL op of comm %d for it returned ncclInProgress "
+                "and ncclCommGetAsyncError has not yet said ncclSuccess (the op may not be on the stream yet)\n",
+                fg_mpi_rank(), what, c->pend_stream->id, c->id);
+        fg_die();
+    }
+}
+
 static void fg_push(cudaStream_t s, fg_op *o) {
     fg_progress(); /* earlier work only: the new op does not run at its enqueue */
     s = fg_stream(s);
+    fg_check_pending_nccl("an enqueue", s);
     o->seq = ++g_seq;
     if (s->tail) s->tail->next = o;
     else s->head = o;
@@ -668,6 +739,7 @@ cudaError_t cudaMalloc(void **devPtr, size_t size) {
 
 cudaError_t cudaFree(void *devPtr) {
     if (!devPtr) return cudaSuccess;
+    fg_check_pending_nccl("cudaFree", NULL);
     fg_wait_until(fg_all_empty, NULL); /* cudaFree synchronizes the device */
     for (fg_alloc **pp = &g_allocs; *pp; pp = &(*pp)->next) {
         if ((*pp)->p == devPtr) {
@@ -757,16 +829,19 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
+    fg_check_pending_nccl("cudaStreamQuery", fg_stream(stream));
     fg_progress();
     return fg_stream(stream)->head ? cudaErrorNotReady : cudaSuccess;
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+    fg_check_pending_nccl("cudaStreamSynchronize", fg_stream(stream));
     fg_wait_until(fg_stream_empty, fg_stream(stream));
     return cudaSuccess;
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
+    fg_check_pending_nccl("cudaDeviceSynchronize", NULL);
     fg_wait_until(fg_all_empty, NULL);
     return cudaSuccess;
 }
@@ -880,11 +955,27 @@ static ncclResult_t fg_nccl_fail(ncclComm_t comm, ncclResult_t r, const char *fm
     return r;
 }
 
+/* an NCCL op onto its stream, or (FAKEGPU_NCCL_INPROGRESS) held until polled */
+static ncclResult_t fg_nccl_enqueue(ncclComm_t c, cudaStream_t stream, fg_nccl *g) {
+    fg_op *o = fg_new_op(O_NCCL);
+    o->nccl = g;
+    if (!fg_inprogress_mode()) {
+        fg_push(stream, o);
+        return ncclSuccess;
+    }
+    fg_progress();
+    c->pend = o, c->pend_stream = fg_stream(stream), c->pend_polls = 1 + (int)(g_seq % 3);
+    return ncclInProgress;
+}
+
 /* queue one part: inside a group it joins the group's op, else it is an op */
 static ncclResult_t fg_nccl_part(const fg_part *p, cudaStream_t stream) {
     ncclComm_t c = p->comm;
     if (!c) return ncclInvalidArgument;
     if (c->aborted) return fg_nccl_fail(c, ncclInvalidUsage, "%s on an aborted communicator", fg_part_name(p->kind));
+    if (c->pend || c->init_polls)
+        return fg_nccl_fail(c, ncclInvalidUsage, "%s on a communicator whose last call returned ncclInProgress: poll "
+                            "ncclCommGetAsyncError until ncclSuccess first", fg_part_name(p->kind));
     MPI_Datatype t;
     MPI_Op op;
     if (!fg_dt_size(p->dt) || !fg_mpi_type(p->dt, &t, &op))
@@ -943,13 +1034,8 @@ static ncclResult_t fg_nccl_part(const fg_part *p, cudaStream_t stream) {
         g->parts = np;
     }
     g->parts[g->n++] = *p;
-    if (!g_group_depth) {
-        fg_op *o = fg_new_op(O_NCCL);
-        o->nccl = g;
-        fg_push(stream, o);
-    } else {
-        fg_progress();
-    }
+    if (!g_group_depth) return fg_nccl_enqueue(c, stream, g);
+    fg_progress();
     return ncclSuccess;
 }
 
@@ -970,10 +1056,7 @@ ncclResult_t ncclGroupEnd(void) {
         fg_nccl_free(g);
         return r;
     }
-    fg_op *o = fg_new_op(O_NCCL);
-    o->nccl = g;
-    fg_push(g_group_stream, o);
-    return ncclSuccess;
+    return fg_nccl_enqueue(g_group_comm, g_group_stream, g);
 }
 
 ncclResult_t ncclSend(const void *sendbuff, size_t count, ncclDataType_t datatype, int peer, ncclComm_t comm,
@@ -1053,6 +1136,9 @@ static ncclComm_t fg_comm_new(MPI_Comm base) {
     MPI_Comm_rank(base, &c->rank);
     MPI_Comm_size(base, &c->nranks);
     c->id = ++g_comm_ids;
+    c->init_polls = fg_inprogress_mode() ? 2 : 0;
+    c->next = g_comms;
+    g_comms = c;
     return c;
 }
 
@@ -1087,7 +1173,7 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId c
         return fg_nccl_fail(NULL, ncclInvalidArgument, "%s", "ncclCommInitRankConfig: the ranks passed different "
                             "unique ids");
     *comm = fg_comm_new(MPI_COMM_WORLD);
-    return ncclSuccess;
+    return (*comm)->init_polls ? ncclInProgress : ncclSuccess;
 }
 
 static int fg_req_done(void *rq) {
@@ -1109,7 +1195,7 @@ ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t *newc
     if (s == MPI_COMM_NULL) return ncclSuccess;
     *newcomm = fg_comm_new(s);
     MPI_Comm_free(&s);
-    return ncclSuccess;
+    return (*newcomm)->init_polls ? ncclInProgress : ncclSuccess;
 }
 
 static int fg_comm_busy(ncclComm_t c) {
@@ -1122,6 +1208,21 @@ static int fg_comm_busy(ncclComm_t c) {
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *asyncError) {
     if (!comm || !asyncError) return ncclInvalidArgument;
     fg_progress();
+    if (comm->init_polls) {
+        comm->init_polls--;
+        *asyncError = ncclInProgress;
+        return ncclSuccess;
+    }
+    if (comm->pend && comm->pend_polls > 0) {
+        comm->pend_polls--;
+        *asyncError = ncclInProgress;
+        return ncclSuccess;
+    }
+    if (comm->pend) { /* enqueued now */
+        fg_op *o = comm->pend;
+        comm->pend = NULL;
+        fg_push(comm->pend_stream, o);
+    }
     *asyncError = comm->aborted ? ncclSystemError : comm->finalizing && fg_comm_busy(comm) ? ncclInProgress
                                                                                            : ncclSuccess;
     return ncclSuccess;
@@ -1143,10 +1244,15 @@ ncclResult_t ncclCommFinalize(ncclComm_t comm) {
     if (!comm) return ncclInvalidArgument;
     comm->finalizing = 1;
     fg_progress();
-    return ncclSuccess;
+    return fg_inprogress_mode() ? ncclInProgress : ncclSuccess;
 }
 
 static void fg_comm_free(ncclComm_t comm) {
+    for (struct ncclComm **pp = &g_comms; *pp; pp = &(*pp)->next)
+        if (*pp == comm) {
+            *pp = comm->next;
+            break;
+        }
     MPI_Comm_free(&comm->p2p);
     MPI_Comm_free(&comm->coll);
     MPI_Comm_free(&comm->admin);
@@ -1155,7 +1261,7 @@ static void fg_comm_free(ncclComm_t comm) {
 
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
     if (!comm) return ncclInvalidArgument;
-    if (fg_comm_busy(comm)) /* NCCL: destroy after the ops completed (finalize first) */
+    if (fg_comm_busy(comm) || comm->pend) /* NCCL: destroy after the ops completed (finalize first) */
         return fg_nccl_fail(comm, ncclInvalidUsage, "%s", "ncclCommDestroy with operations still queued "
                             "(ncclCommFinalize and wait first)");
     fg_comm_free(comm);
@@ -1186,6 +1292,8 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
             o = next;
         }
     }
+    if (comm->pend) fg_op_free(comm->pend);
+    comm->pend = NULL;
     comm->aborted = 1;
     if (!posted) fg_comm_free(comm);
     return ncclSuccess;
