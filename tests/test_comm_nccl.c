@@ -13,7 +13,9 @@
  * cross communicator a split of the world-1 communicator).
  * Under `mpirun -np G` on G GPUs the same checks run with world G (plain
  * float sums then compared with a stated tolerance, NCCL's order being its
- * own), and the chain also in several groups (never run: one GPU here).
+ * own), and the chain also in several groups (never run on GPUs: one GPU
+ * here). ctest's test_comm_nccl_fake_* run this file on the CPU stand-in
+ * for CUDA / cuBLAS / NCCL (tests/fakegpu/lt_fakegpu.c) at 1 to 4 ranks.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
