@@ -115,6 +115,16 @@ static void *dev(size_t bytes) {
 static void up(void *d, const void *h, size_t bytes) { cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice); }
 static void down(void *h, const void *d, size_t bytes) { cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost); }
 
+/* the stream given to set_stream (NULL: none). A start's inputs are written
+ * on it just before the start (up_on_compute: h must stay unchanged until the
+ * start's request completes), so a start that does not queue behind the
+ * compute stream reads stale data */
+static cudaStream_t g_cstream;
+static void up_on_compute(void *d, const void *h, size_t bytes) {
+    if (g_cstream) cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, g_cstream);
+    else up(d, h, bytes);
+}
+
 static uint64_t g_case = 0;
 
 static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
@@ -204,7 +214,8 @@ static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
         if (c->reduce_scatter_sum_ordered_start && c->wait_req) { /* non-blocking: the same bits */
             void *rq = NULL;
             gen(dt, acc, n, seed_of(k, 1000));
-            up(ds, acc + coff * es, counts[me] * es);
+            cudaMemset(ds, 0xff, counts[me] * es);
+            up_on_compute(ds, acc + coff * es, counts[me] * es);
             LT_CHECK_OK(c->reduce_scatter_sum_ordered_start(c, ds, d, n, counts, dt, &rq, &err), &err);
             LT_CHECK_OK(c->wait_req(c, rq, &err), &err);
             cudaDeviceSynchronize();
@@ -232,7 +243,8 @@ static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
             void *rq = NULL;
             memset(acc, 0xff, nb);
             memcpy(acc + o * es, want + o * es, l * es);
-            up(d, acc, nb);
+            cudaMemset(d, 0xee, nb);
+            up_on_compute(d, acc, nb);
             LT_CHECK_OK(c->all_gather_start(c, d, n, pass ? counts : NULL, dt, &rq, &err), &err);
             LT_CHECK_OK(c->wait_req(c, rq, &err), &err);
             cudaDeviceSynchronize();
@@ -470,6 +482,10 @@ static void chain_cases(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, const 
     }
     void *ra = NULL, *rb = NULL, *rc = NULL, *rd = NULL;
     int s = 0;
+    unsigned char *ax = malloc(n * lt_dtype_size(dt)); /* A's x: poisoned, then written on the compute stream */
+    down(ax, A.x, n * lt_dtype_size(dt));
+    cudaMemset(A.x, 0xff, n * lt_dtype_size(dt));
+    up_on_compute(A.x, ax, n * lt_dtype_size(dt));
     LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, A.acc, A.x, n, NULL, dt, &ra, &err), &err);
     LT_CHECK(ra != NULL, "chain A (%s): no request for device buffers", tag);
     cudaDeviceSynchronize(); /* (every rank started A: its exchange and hops ran) */
@@ -494,6 +510,7 @@ static void chain_cases(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, const 
     chain_data_check(&C, dt, "C (whole, third accumulator)", tag);
     memcpy(A.ref, D.ref, D.len * lt_dtype_size(dt));
     chain_data_check(&A, dt, "A then D (the same shard after A's wait_req)", tag);
+    free(ax);
 
     /* host x: the blocking turns (no request); device x with a host
      * accumulator: a request, the result copied back by wait_req */
@@ -618,6 +635,7 @@ int main(void) {
     cudaStream_t s;
     cudaStreamCreate(&s);
     LT_CHECK_OK(c->set_stream(c, s, &err), &err);
+    g_cstream = s;
     LT_CHECK_OK(c->barrier(c, &err), &err);
     /* on that stream (the non-blocking starts then order it by events) */
     test_dtype_n(c, LT_F32, 4099);
@@ -635,6 +653,7 @@ int main(void) {
     st = c->broadcast(c, d, 16, c->world, &err);
     LT_CHECK(st == LT_ERR_INVALID, "root = world accepted: %s", lt_status_name(st));
     LT_CHECK_OK(c->set_stream(c, NULL, &err), &err);
+    g_cstream = NULL;
     cudaFree(d);
     cudaStreamDestroy(s);
 

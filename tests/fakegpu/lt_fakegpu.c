@@ -71,7 +71,10 @@
  *                              ncclSuccess (1 to 3 polls); using that stream,
  *                              or the communicator, before is an error
  *   FAKEGPU_SLOW=1             a slow device: calls that do not wait advance
- *                              one op every third call (waits run all)
+ *                              one op every third call (waits run all), and
+ *                              each copy / memset / axpy stays at its
+ *                              stream's head for 0 to 7 progress passes, so
+ *                              streams overtake each other
  *   FAKEGPU_VERBOSE=1          at exit, how often two NCCL ops were at heads
  *
  * What it does not model: kernels (no compute but axpy, memcpy, memset),
@@ -261,6 +264,7 @@ typedef struct fg_op {
     int value;
     /* axpy */
     int dbl, n, incx, incy;
+    int delay; /* FAKEGPU_SLOW: progress passes at the head before a copy / memset / axpy completes */
     double alpha;
     /* record / wait */
     fg_inst *inst;
@@ -474,6 +478,10 @@ static int fg_nccl_test(fg_nccl *g) {
 
 /* 1 if the head op completed (and was run) */
 static int fg_try(fg_op *o) {
+    if (o->delay > 0 && o->kind <= O_AXPY) {
+        o->delay--;
+        return 0;
+    }
     switch (o->kind) {
     case O_COPY: memmove(o->dst, o->src, o->bytes); return 1;
     case O_SET: memset(o->dst, o->value, o->bytes); return 1;
@@ -568,6 +576,13 @@ static double fg_timeout(void) {
     return t > 0 ? t : 120.0;
 }
 
+/* a head op still counting its delay down (it will move without any peer) */
+static int fg_delayed_heads(void) {
+    for (struct CUstream_st *s = g_streams; s; s = s->next)
+        if (s->head && s->head->delay > 0 && s->head->kind <= O_AXPY) return 1;
+    return 0;
+}
+
 /* advance every stream's head while it can (at most budget ops); free
  * dead streams once empty; report a stall (work queued, nothing moved)
  * longer than the timeout */
@@ -586,7 +601,7 @@ static void fg_advance(long budget) {
                 moved = any = 1;
             }
         }
-    } while (moved && budget > 0);
+    } while ((moved || fg_delayed_heads()) && budget > 0);
     for (struct CUstream_st **pp = &g_streams; *pp;) {
         struct CUstream_st *s = *pp;
         if (s->dead && !s->head) {
@@ -607,14 +622,18 @@ static void fg_advance(long budget) {
 
 /* the progress run by calls that do not wait (enqueues, queries): all it
  * can, or with FAKEGPU_SLOW=1 (a slow device) one op every third call */
-static void fg_progress(void) {
+static int fg_slow(void) {
     static int slow = -1;
-    static unsigned calls;
     if (slow < 0) {
         const char *e = getenv("FAKEGPU_SLOW");
         slow = e && *e && *e != '0';
     }
-    if (!slow) fg_advance(LONG_MAX);
+    return slow;
+}
+
+static void fg_progress(void) {
+    static unsigned calls;
+    if (!fg_slow()) fg_advance(LONG_MAX);
     else if (++calls % 3 == 0) fg_advance(1);
 }
 
@@ -658,6 +677,7 @@ static void fg_push(cudaStream_t s, fg_op *o) {
     s = fg_stream(s);
     fg_check_pending_nccl("an enqueue", s);
     o->seq = ++g_seq;
+    if (fg_slow()) o->delay = (int)((g_seq * 2654435761u) >> 7) % 8;
     if (s->tail) s->tail->next = o;
     else s->head = o;
     s->tail = o;
