@@ -124,6 +124,17 @@ static void up_on_compute(void *d, const void *h, size_t bytes) {
     if (g_cstream) cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, g_cstream);
     else up(d, h, bytes);
 }
+/* a result after its wait_req: read on the compute stream (which wait_req
+ * made wait for it), or after a device-wide sync without set_stream */
+static void down_after_wait(void *h, const void *d, size_t bytes) {
+    if (g_cstream) {
+        cudaMemcpyAsync(h, d, bytes, cudaMemcpyDeviceToHost, g_cstream);
+        cudaStreamSynchronize(g_cstream);
+        return;
+    }
+    cudaDeviceSynchronize();
+    down(h, d, bytes);
+}
 
 static uint64_t g_case = 0;
 
@@ -218,9 +229,8 @@ static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
             up_on_compute(ds, acc + coff * es, counts[me] * es);
             LT_CHECK_OK(c->reduce_scatter_sum_ordered_start(c, ds, d, n, counts, dt, &rq, &err), &err);
             LT_CHECK_OK(c->wait_req(c, rq, &err), &err);
-            cudaDeviceSynchronize();
             memset(acc, 0xff, nb);
-            down(acc, ds, counts[me] * es);
+            down_after_wait(acc, ds, counts[me] * es);
             check_eq("reduce_scatter_sum_ordered_start (device, counts)", dt, acc, want, counts[me], 1);
         }
     }
@@ -247,9 +257,8 @@ static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
             up_on_compute(d, acc, nb);
             LT_CHECK_OK(c->all_gather_start(c, d, n, pass ? counts : NULL, dt, &rq, &err), &err);
             LT_CHECK_OK(c->wait_req(c, rq, &err), &err);
-            cudaDeviceSynchronize();
             memset(acc, 0xff, nb);
-            down(acc, d, nb);
+            down_after_wait(acc, d, nb);
             check_eq(pass ? "all_gather_start (device, counts)" : "all_gather_start (device)", dt, acc, want, n, 1);
         }
     }
@@ -350,10 +359,9 @@ static void test_split_on_stream(lt_comm *c) {
     LT_CHECK_OK(c->reduce_scatter_sum_ordered_start(c, ds, x, n, NULL, LT_F32, &rr, &err), &err);
     LT_CHECK_OK(g->wait_req(g, rg, &err), &err);
     LT_CHECK_OK(c->wait_req(c, rr, &err), &err);
-    cudaDeviceSynchronize();
-    down(got, d, nb);
+    down_after_wait(got, d, nb);
     check_eq("all_gather_start on a split, with set_stream", LT_F32, got, want, n, 1);
-    down(got, ds, len * sizeof(float));
+    down_after_wait(got, ds, len * sizeof(float));
     check_eq("reduce_scatter_sum_ordered_start on c behind it", LT_F32, got, acc_want, len, 1);
     g->destroy(g);
     cudaFree(d), cudaFree(x), cudaFree(ds);
@@ -429,8 +437,7 @@ static void chain_data_make(chain_data *d, lt_comm *c, lt_comm *g, lt_comm *xc, 
 static void chain_data_check(chain_data *d, lt_dtype dt, const char *what, const char *tag) {
     const size_t es = lt_dtype_size(dt);
     unsigned char *got = malloc(d->len * es + 16);
-    cudaDeviceSynchronize();
-    down(got, d->acc, d->len * es + 16);
+    down_after_wait(got, d->acc, d->len * es + 16);
     char name[160];
     snprintf(name, sizeof name, "chain %s (%s)", what, tag);
     check_eq(name, dt, got, d->ref, d->len, 1);
