@@ -76,6 +76,7 @@
  *                              stream's head for 0 to 7 progress passes, so
  *                              streams overtake each other
  *   FAKEGPU_VERBOSE=1          at exit, how often two NCCL ops were at heads
+ *   FAKEGPU_FAULT=nowait|droprecv|stuck  a broken device (selftest.sh)
  *
  * What it does not model: kernels (no compute but axpy, memcpy, memset),
  * NCCL's real algorithms, protocols, timing and its summation order (MPI's is
@@ -133,6 +134,15 @@ static void fg_die(void) {
     fflush(stderr);
     if (init && !fin) MPI_Abort(MPI_COMM_WORLD, 3);
     abort();
+}
+
+/* FAKEGPU_FAULT (the selftest: tests/fakegpu/selftest.sh): a broken device
+ * the test must notice. nowait: cudaStreamWaitEvent waits for nothing;
+ * droprecv: the 3rd ncclRecv completes but leaves its buffer unchanged;
+ * stuck: rank 0 never posts its 20th NCCL op */
+static int fg_fault(const char *name) {
+    const char *e = getenv("FAKEGPU_FAULT");
+    return e && !strcmp(e, name);
 }
 
 /* ---- device memory ---- */
@@ -414,6 +424,10 @@ static void fg_nccl_post(fg_nccl *g) {
             MPI_Issend(p->send, (int)(p->count * es), MPI_BYTE, p->peer, 7, p->comm->p2p, &g->reqs[i]);
             break;
         case P_RECV:
+            if (fg_fault("droprecv")) { /* (keep the buffer's old bytes) */
+                p->stage_out = fg_xalloc(p->count * es);
+                memcpy(p->stage_out, p->recv, p->count * es);
+            }
             MPI_Irecv(p->recv, (int)(p->count * es), MPI_BYTE, p->peer, 7, p->comm->p2p, &g->reqs[i]);
             break;
         case P_ALLREDUCE:
@@ -470,6 +484,9 @@ static int fg_nccl_test(fg_nccl *g) {
                 }
             }
             if (p->out_bytes) memcpy(p->recv, p->stage_out, p->out_bytes);
+            static int recvs;
+            if (p->kind == P_RECV && fg_fault("droprecv") && ++recvs == 3 && p->count)
+                memcpy(p->recv, p->stage_out, p->count * fg_dt_size(p->dt)); /* the buffer as before */
         }
     }
     free(sts);
@@ -560,6 +577,8 @@ static void fg_pick_nccl(void) {
     }
     if (n > 1) fg_overlap();
     if (!pick || g_inflight) return;
+    static int posts;
+    if (fg_fault("stuck") && fg_mpi_rank() == 0 && ++posts >= 20) return;
     fg_nccl_post(pick->nccl);
     g_inflight = pick;
 }
@@ -903,7 +922,7 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
     if (!event) return fg_err(cudaErrorInvalidResourceHandle);
-    if (!event->last) { /* never recorded: nothing to wait for */
+    if (!event->last || fg_fault("nowait")) { /* never recorded: nothing to wait for */
         fg_progress();
         return cudaSuccess;
     }
