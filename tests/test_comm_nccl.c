@@ -540,6 +540,23 @@ static void chain_cases(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, const 
     LT_CHECK(kept, "chain, host accumulator (%s): written past its %zu elements", tag, C.len);
     free(hx), free(hacc);
     cudaFree(bx);
+
+    /* x overwritten (on the compute stream, as the trainer's next gradients)
+     * as soon as test_req reports INPUT_FREE: the result must not change */
+    up(C.acc, C.full + C.off * es, C.len * es);
+    void *re = NULL;
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, C.acc, C.x, n, NULL, dt, &re, &err), &err);
+    double t0 = lt_now_s();
+    lt_status st = LT_OK; /* (one check, however often it polls) */
+    for (s = 0; !st && !(s & LT_REQ_INPUT_FREE) && lt_now_s() - t0 < 60;) st = g->test_req(g, re, &s, &err);
+    LT_CHECK_OK(st, &err);
+    LT_CHECK(s & LT_REQ_INPUT_FREE, "chain (%s): no INPUT_FREE within 60 s of polling test_req", tag);
+    unsigned char *poison = malloc(n * es);
+    memset(poison, 0xff, n * es);
+    up_on_compute(C.x, poison, n * es);
+    LT_CHECK_OK(g->wait_req(g, re, &err), &err);
+    chain_data_check(&C, dt, "C again, x overwritten at INPUT_FREE", tag);
+    free(poison);
     chain_data_free(&A), chain_data_free(&B), chain_data_free(&C), chain_data_free(&D);
 }
 
