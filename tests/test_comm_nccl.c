@@ -462,7 +462,11 @@ static void chain_data_free(chain_data *d) {
  * ordered fold, the bytes after each shard untouched. The states: INPUT_FREE
  * once the exchange ran (at once with set_stream), no DONE before the
  * result delivery is queued -- by the start d = max(groups - 1, 1) chains
- * later, or a wait_req. */
+ * later, or a wait_req. Last, C again with its x overwritten on the compute
+ * stream as soon as test_req says INPUT_FREE. With set_stream, A's x and the
+ * starts' inputs are written on the compute stream just before the start
+ * and the results read on it after wait_req (up_on_compute,
+ * down_after_wait). */
 static void chain_cases(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, const char *tag) {
     lt_err err = {{0}};
     const size_t n = 4099, lo = 517, hi = 3901;
