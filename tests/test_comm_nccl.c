@@ -564,6 +564,56 @@ static void chain_cases(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, const 
     chain_data_free(&A), chain_data_free(&B), chain_data_free(&C), chain_data_free(&D);
 }
 
+/* one rank's slot of want (n floats, this communicator's canonical split) on
+ * the device, the rest poisoned */
+static float *gather_input(lt_comm *c, const float *want, size_t n) {
+    size_t off, len;
+    lt_comm_shard(n, c->rank, c->world, &off, &len);
+    float *h = malloc(n * sizeof(float) + 1), *d = dev(n * sizeof(float));
+    memset(h, 0xff, n * sizeof(float));
+    memcpy(h + off, want + off, len * sizeof(float));
+    up(d, h, n * sizeof(float));
+    free(h);
+    return d;
+}
+
+/* The trainer's mix (ZeRO-3 prefetch with --shard-group): chains on g and
+ * gathers on c and on g started in between, each communicator's requests
+ * waited in start order, the two communicators' waits interleaved: every
+ * result bitwise. */
+static void mixed_cases(lt_comm *c, lt_comm *g, lt_comm *xc, const char *tag) {
+    lt_err err = {{0}};
+    const size_t n = 3001, nb = n * sizeof(float);
+    chain_data A, B;
+    chain_data_make(&A, c, g, xc, LT_F32, n, 0);
+    chain_data_make(&B, c, g, xc, LT_F32, n, 1);
+    float *wc = malloc(nb), *wg = malloc(nb), *got = malloc(nb);
+    gen(LT_F32, wc, n, seed_of(++g_case, 3000));
+    gen(LT_F32, wg, n, seed_of(++g_case, 3000));
+    float *dc = gather_input(c, wc, n), *dg = gather_input(g, wg, n);
+    void *ra = NULL, *rb = NULL, *rgc = NULL, *rgg = NULL;
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, A.acc, A.x, n, NULL, LT_F32, &ra, &err), &err);
+    LT_CHECK_OK(c->all_gather_start(c, dc, n, NULL, LT_F32, &rgc, &err), &err);
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, B.acc, B.x, n, B.counts, LT_F32, &rb, &err), &err);
+    LT_CHECK_OK(g->all_gather_start(g, dg, n, NULL, LT_F32, &rgg, &err), &err);
+    LT_CHECK_OK(c->wait_req(c, rgc, &err), &err);
+    LT_CHECK_OK(g->wait_req(g, ra, &err), &err);
+    LT_CHECK_OK(g->wait_req(g, rb, &err), &err);
+    LT_CHECK_OK(g->wait_req(g, rgg, &err), &err);
+    char name[160];
+    snprintf(name, sizeof name, "mixed (%s): gather on the world between chains", tag);
+    down_after_wait(got, dc, nb);
+    check_eq(name, LT_F32, got, wc, n, 1);
+    snprintf(name, sizeof name, "mixed (%s): gather on the group after the chains", tag);
+    down_after_wait(got, dg, nb);
+    check_eq(name, LT_F32, got, wg, n, 1);
+    chain_data_check(&A, LT_F32, "mixed A", tag);
+    chain_data_check(&B, LT_F32, "mixed B (counts)", tag);
+    cudaFree(dc), cudaFree(dg);
+    free(wc), free(wg), free(got);
+    chain_data_free(&A), chain_data_free(&B);
+}
+
 /* One group (the whole world; cross: every rank alone -- at world 1 a
  * split of the world-1 communicator): the chain is the group's ordered
  * reduce-scatter, checked bitwise against it. Then, with more than one
@@ -590,6 +640,7 @@ static void test_chain(lt_comm *c, const char *tag) {
     snprintf(name, sizeof name, "%s, one group", tag);
     chain_cases(c, c, xc, LT_F32, name);
     chain_cases(c, c, xc, LT_F64, name);
+    mixed_cases(c, c, xc, name);
     xc->destroy(xc);
 
     for (int gs = 1; gs <= c->world / 2; gs++) { /* several groups: world > 1 only */
@@ -603,6 +654,7 @@ static void test_chain(lt_comm *c, const char *tag) {
                  "groups of %d: group world %d, cross world %d rank %d", gs, g->world, xc->world, xc->rank);
         snprintf(name, sizeof name, "%s, %d groups of %d", tag, xc->world, gs);
         chain_cases(c, g, xc, LT_F32, name);
+        mixed_cases(c, g, xc, name);
         xc->destroy(xc);
         g->destroy(g);
     }
