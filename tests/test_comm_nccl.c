@@ -619,8 +619,10 @@ static void mixed_cases(lt_comm *c, lt_comm *g, lt_comm *xc, const char *tag) {
  * reduce-scatter, checked bitwise against it. Then, with more than one
  * rank (never on one GPU: `mpirun -np 2` or more on as many GPUs), groups
  * of gs = 1 .. W/2 consecutive ranks (world % gs == 0), checked against
- * the world's ordered fold. Last, two chains left in flight on a split and
- * the splits destroyed (destroy releases the requests). */
+ * the world's ordered fold, then mixed_cases, then two chains left in flight
+ * across the groups and both splits destroyed. Last, two chains left in
+ * flight on a split and the splits destroyed (destroy releases the
+ * requests). */
 static void test_chain(lt_comm *c, const char *tag) {
     lt_err err = {{0}};
     if (!c->reduce_scatter_sum_ordered_chain_start || !c->test_req) {
@@ -655,8 +657,16 @@ static void test_chain(lt_comm *c, const char *tag) {
         snprintf(name, sizeof name, "%s, %d groups of %d", tag, xc->world, gs);
         chain_cases(c, g, xc, LT_F32, name);
         mixed_cases(c, g, xc, name);
-        xc->destroy(xc);
-        g->destroy(g);
+        { /* two chains left in flight across the groups, then both splits destroyed */
+            const size_t n = 2500;
+            float *x = dev(n * sizeof(float)), *acc = dev(2 * n * sizeof(float));
+            void *r1 = NULL, *r2 = NULL;
+            LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, acc, x, n, NULL, LT_F32, &r1, &err), &err);
+            LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, acc + n, x, n, NULL, LT_F32, &r2, &err), &err);
+            xc->destroy(xc);
+            g->destroy(g);
+            cudaFree(x), cudaFree(acc);
+        }
     }
 
     lt_comm *g = NULL; /* left in flight, then destroyed */
