@@ -16,11 +16,15 @@
  * own), and the chain also in several groups (never run on GPUs: one GPU
  * here). ctest's test_comm_nccl_fake_* run this file on the CPU stand-in
  * for CUDA / cuBLAS / NCCL (tests/fakegpu/lt_fakegpu.c) at 1 to 4 ranks.
+ * `test_comm_nccl hang` (several ranks): the last rank stops answering and
+ * the others must end the job with the timeout's message (tests/fakegpu/
+ * selftest.sh runs it with LT_COMM_TIMEOUT_S=2).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lt_comm.h"
 #include "lt_test.h"
@@ -688,7 +692,28 @@ static void test_chain(lt_comm *c, const char *tag) {
     cudaFree(x), cudaFree(acc);
 }
 
-int main(void) {
+/* `hang` (argument): the last rank stops answering after the setup; the
+ * others' next collective (a sum on the device) must end the job with the
+ * timeout's message
+ * (LT_COMM_TIMEOUT_S) instead of hanging. 0 = the job survived (a failure). */
+static int dead_peer(lt_comm *c) {
+    lt_err err = {{0}};
+    float *d = dev(1000 * sizeof(float));
+    cudaMemset(d, 0, 1000 * sizeof(float));
+    if (c->rank == c->world - 1) {
+        fprintf(stderr, "test_comm_nccl: rank %d simulates a hung peer\n", c->rank);
+        for (;;) {
+            struct timespec ts = {1, 0};
+            nanosleep(&ts, NULL);
+        }
+    }
+    lt_status st = c->all_reduce_sum(c, d, 1000, LT_F32, &err);
+    fprintf(stderr, "test_comm_nccl: rank %d: the job survived a hung peer (%s: %s)\n", c->rank,
+            lt_status_name(st), err.msg);
+    return 0;
+}
+
+int main(int argc, char **argv) {
     setenv("LT_COMM_CHUNK_ELEMS", "1000", 0); /* the ordered path in pieces */
     lt_comm_opts o = lt_comm_opts_default();
     o.on_device = 1;
@@ -704,6 +729,7 @@ int main(void) {
         return 1;
     }
     g_world = c->world;
+    if (argc > 1 && !strcmp(argv[1], "hang")) return dead_peer(c) == 0 ? 1 : 0;
     LT_CHECK(!strcmp(c->name, "nccl"), "auto with on_device picked '%s'", c->name);
     LT_CHECK(c->device >= 0, "device %d", c->device);
 
