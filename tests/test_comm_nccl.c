@@ -693,13 +693,18 @@ static void test_chain(lt_comm *c, const char *tag) {
 }
 
 /* `hang` (argument): the last rank stops answering after the setup; the
- * others' next collective (a sum on the device) must end the job with the
- * timeout's message
+ * others' next collective (a sum on the device; `hang-chain`: a chain's
+ * wait_req, groups of one) must end the job with the timeout's message
  * (LT_COMM_TIMEOUT_S) instead of hanging. 0 = the job survived (a failure). */
-static int dead_peer(lt_comm *c) {
+static int dead_peer(lt_comm *c, int chain) {
     lt_err err = {{0}};
-    float *d = dev(1000 * sizeof(float));
+    float *d = dev(1000 * sizeof(float)), *acc = dev(1000 * sizeof(float));
     cudaMemset(d, 0, 1000 * sizeof(float));
+    lt_comm *g = NULL, *xc = NULL; /* chain: groups of one, the hops across every rank */
+    if (chain && (c->split(c, c->rank, 0, &g, &err) || c->split(c, 0, c->rank, &xc, &err))) {
+        fprintf(stderr, "test_comm_nccl: split: %s\n", err.msg);
+        return 1;
+    }
     if (c->rank == c->world - 1) {
         fprintf(stderr, "test_comm_nccl: rank %d simulates a hung peer\n", c->rank);
         for (;;) {
@@ -707,7 +712,10 @@ static int dead_peer(lt_comm *c) {
             nanosleep(&ts, NULL);
         }
     }
-    lt_status st = c->all_reduce_sum(c, d, 1000, LT_F32, &err);
+    void *r = NULL;
+    lt_status st = chain ? g->reduce_scatter_sum_ordered_chain_start(g, xc, acc, d, 1000, NULL, LT_F32, &r, &err)
+                         : c->all_reduce_sum(c, d, 1000, LT_F32, &err);
+    if (!st && chain) st = g->wait_req(g, r, &err);
     fprintf(stderr, "test_comm_nccl: rank %d: the job survived a hung peer (%s: %s)\n", c->rank,
             lt_status_name(st), err.msg);
     return 0;
@@ -729,7 +737,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     g_world = c->world;
-    if (argc > 1 && !strcmp(argv[1], "hang")) return dead_peer(c) == 0 ? 1 : 0;
+    if (argc > 1 && !strncmp(argv[1], "hang", 4)) return dead_peer(c, !strcmp(argv[1], "hang-chain")) == 0 ? 1 : 0;
     LT_CHECK(!strcmp(c->name, "nccl"), "auto with on_device picked '%s'", c->name);
     LT_CHECK(c->device >= 0, "device %d", c->device);
 

@@ -5,7 +5,8 @@
 #   nowait    stream waits on events ignored        -> a result check fails (or a deadlock)
 #   droprecv  one ncclRecv delivers nothing          -> a result check fails
 #   stuck     rank 0 never posts its 20th NCCL op    -> the stall report
-# and with a hung peer (no fault) the communicator's own timeout ends the job.
+# and with a hung peer (no fault; `hang`, `hang-chain`) the communicator's own
+# timeout ends the job.
 set -u
 exe=${1:?usage: selftest.sh test_comm_nccl_fake}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -32,14 +33,19 @@ run nowait "not bitwise equal|checks FAILED|fakegpu: no progress" fail
 run droprecv "not bitwise equal|checks FAILED" fail
 run stuck "fakegpu: no progress for [0-9]+ s with work queued \(deadlock\?\) on rank 0" fail
 
-# a hung peer (the test's `hang` mode, no fault): the others' sum on the
-# device must end the job within LT_COMM_TIMEOUT_S with the timeout message
-out=$(LT_COMM_TIMEOUT_S=2 FAKEGPU_TIMEOUT_S=60 timeout 120 mpirun --oversubscribe -np 3 "$exe" hang 2>&1)
-rc=$?
-want="rank [01] of 3: collective all_reduce_sum timed out after 2 s"
-if [ $rc -eq 0 ] || [ $rc -eq 124 ] || echo "$out" | grep -q "survived" || ! echo "$out" | grep -Eq "$want"; then
-    echo "FAIL: hung peer: exit $rc, no /$want/"; echo "$out" | tail -20; fail=1
-else
-    echo "ok   hung peer: exit $rc: $(echo "$out" | grep -Eo "$want" | head -1)"
-fi
+# a hung peer (the test's `hang` modes, no fault): the others' sum on the
+# device, or a chain's wait_req, must end the job within LT_COMM_TIMEOUT_S
+# with the timeout message
+hung() { # mode, regex
+    local out rc
+    out=$(LT_COMM_TIMEOUT_S=2 FAKEGPU_TIMEOUT_S=60 timeout 120 mpirun --oversubscribe -np 3 "$exe" "$1" 2>&1)
+    rc=$?
+    if [ $rc -eq 0 ] || [ $rc -eq 124 ] || echo "$out" | grep -q "survived" || ! echo "$out" | grep -Eq "$2"; then
+        echo "FAIL: $1: exit $rc, no /$2/"; echo "$out" | tail -20; fail=1
+    else
+        echo "ok   $1: exit $rc: $(echo "$out" | grep -Eo "$2" | head -1)"
+    fi
+}
+hung hang "rank [01] of 3: collective all_reduce_sum timed out after 2 s"
+hung hang-chain "rank [01] of 3: collective wait for a non-blocking collective timed out after 2 s"
 exit $fail
