@@ -13,12 +13,18 @@
  * cross communicator a split of the world-1 communicator).
  * Under `mpirun -np G` on G GPUs the same checks run with world G (plain
  * float sums then compared with a stated tolerance, NCCL's order being its
- * own), and the chain also in several groups (never run: one GPU here).
+ * own), and the chain also in several groups (never run on GPUs: one GPU
+ * here). ctest's test_comm_nccl_fake_* run this file on the CPU stand-in
+ * for CUDA / cuBLAS / NCCL (tests/fakegpu/lt_fakegpu.c) at 1 to 4 ranks.
+ * `test_comm_nccl hang` (several ranks): the last rank stops answering and
+ * the others must end the job with the timeout's message (tests/fakegpu/
+ * selftest.sh runs it with LT_COMM_TIMEOUT_S=2).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lt_comm.h"
 #include "lt_test.h"
@@ -113,6 +119,27 @@ static void *dev(size_t bytes) {
 static void up(void *d, const void *h, size_t bytes) { cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice); }
 static void down(void *h, const void *d, size_t bytes) { cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost); }
 
+/* the stream given to set_stream (NULL: none). A start's inputs are written
+ * on it just before the start (up_on_compute: h must stay unchanged until the
+ * start's request completes), so a start that does not queue behind the
+ * compute stream reads stale data */
+static cudaStream_t g_cstream;
+static void up_on_compute(void *d, const void *h, size_t bytes) {
+    if (g_cstream) cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, g_cstream);
+    else up(d, h, bytes);
+}
+/* a result after its wait_req: read on the compute stream (which wait_req
+ * made wait for it), or after a device-wide sync without set_stream */
+static void down_after_wait(void *h, const void *d, size_t bytes) {
+    if (g_cstream) {
+        cudaMemcpyAsync(h, d, bytes, cudaMemcpyDeviceToHost, g_cstream);
+        cudaStreamSynchronize(g_cstream);
+        return;
+    }
+    cudaDeviceSynchronize();
+    down(h, d, bytes);
+}
+
 static uint64_t g_case = 0;
 
 static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
@@ -202,12 +229,12 @@ static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
         if (c->reduce_scatter_sum_ordered_start && c->wait_req) { /* non-blocking: the same bits */
             void *rq = NULL;
             gen(dt, acc, n, seed_of(k, 1000));
-            up(ds, acc + coff * es, counts[me] * es);
+            cudaMemset(ds, 0xff, counts[me] * es);
+            up_on_compute(ds, acc + coff * es, counts[me] * es);
             LT_CHECK_OK(c->reduce_scatter_sum_ordered_start(c, ds, d, n, counts, dt, &rq, &err), &err);
             LT_CHECK_OK(c->wait_req(c, rq, &err), &err);
-            cudaDeviceSynchronize();
             memset(acc, 0xff, nb);
-            down(acc, ds, counts[me] * es);
+            down_after_wait(acc, ds, counts[me] * es);
             check_eq("reduce_scatter_sum_ordered_start (device, counts)", dt, acc, want, counts[me], 1);
         }
     }
@@ -230,12 +257,12 @@ static void test_dtype_n(lt_comm *c, lt_dtype dt, size_t n) {
             void *rq = NULL;
             memset(acc, 0xff, nb);
             memcpy(acc + o * es, want + o * es, l * es);
-            up(d, acc, nb);
+            cudaMemset(d, 0xee, nb);
+            up_on_compute(d, acc, nb);
             LT_CHECK_OK(c->all_gather_start(c, d, n, pass ? counts : NULL, dt, &rq, &err), &err);
             LT_CHECK_OK(c->wait_req(c, rq, &err), &err);
-            cudaDeviceSynchronize();
             memset(acc, 0xff, nb);
-            down(acc, d, nb);
+            down_after_wait(acc, d, nb);
             check_eq(pass ? "all_gather_start (device, counts)" : "all_gather_start (device)", dt, acc, want, n, 1);
         }
     }
@@ -336,10 +363,9 @@ static void test_split_on_stream(lt_comm *c) {
     LT_CHECK_OK(c->reduce_scatter_sum_ordered_start(c, ds, x, n, NULL, LT_F32, &rr, &err), &err);
     LT_CHECK_OK(g->wait_req(g, rg, &err), &err);
     LT_CHECK_OK(c->wait_req(c, rr, &err), &err);
-    cudaDeviceSynchronize();
-    down(got, d, nb);
+    down_after_wait(got, d, nb);
     check_eq("all_gather_start on a split, with set_stream", LT_F32, got, want, n, 1);
-    down(got, ds, len * sizeof(float));
+    down_after_wait(got, ds, len * sizeof(float));
     check_eq("reduce_scatter_sum_ordered_start on c behind it", LT_F32, got, acc_want, len, 1);
     g->destroy(g);
     cudaFree(d), cudaFree(x), cudaFree(ds);
@@ -415,8 +441,7 @@ static void chain_data_make(chain_data *d, lt_comm *c, lt_comm *g, lt_comm *xc, 
 static void chain_data_check(chain_data *d, lt_dtype dt, const char *what, const char *tag) {
     const size_t es = lt_dtype_size(dt);
     unsigned char *got = malloc(d->len * es + 16);
-    cudaDeviceSynchronize();
-    down(got, d->acc, d->len * es + 16);
+    down_after_wait(got, d->acc, d->len * es + 16);
     char name[160];
     snprintf(name, sizeof name, "chain %s (%s)", what, tag);
     check_eq(name, dt, got, d->ref, d->len, 1);
@@ -441,7 +466,11 @@ static void chain_data_free(chain_data *d) {
  * ordered fold, the bytes after each shard untouched. The states: INPUT_FREE
  * once the exchange ran (at once with set_stream), no DONE before the
  * result delivery is queued -- by the start d = max(groups - 1, 1) chains
- * later, or a wait_req. */
+ * later, or a wait_req. Last, C again with its x overwritten on the compute
+ * stream as soon as test_req says INPUT_FREE. With set_stream, A's x and the
+ * starts' inputs are written on the compute stream just before the start
+ * and the results read on it after wait_req (up_on_compute,
+ * down_after_wait). */
 static void chain_cases(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, const char *tag) {
     lt_err err = {{0}};
     const size_t n = 4099, lo = 517, hi = 3901;
@@ -468,6 +497,10 @@ static void chain_cases(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, const 
     }
     void *ra = NULL, *rb = NULL, *rc = NULL, *rd = NULL;
     int s = 0;
+    unsigned char *ax = malloc(n * lt_dtype_size(dt)); /* A's x: poisoned, then written on the compute stream */
+    down(ax, A.x, n * lt_dtype_size(dt));
+    cudaMemset(A.x, 0xff, n * lt_dtype_size(dt));
+    up_on_compute(A.x, ax, n * lt_dtype_size(dt));
     LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, A.acc, A.x, n, NULL, dt, &ra, &err), &err);
     LT_CHECK(ra != NULL, "chain A (%s): no request for device buffers", tag);
     cudaDeviceSynchronize(); /* (every rank started A: its exchange and hops ran) */
@@ -492,6 +525,7 @@ static void chain_cases(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, const 
     chain_data_check(&C, dt, "C (whole, third accumulator)", tag);
     memcpy(A.ref, D.ref, D.len * lt_dtype_size(dt));
     chain_data_check(&A, dt, "A then D (the same shard after A's wait_req)", tag);
+    free(ax);
 
     /* host x: the blocking turns (no request); device x with a host
      * accumulator: a request, the result copied back by wait_req */
@@ -514,7 +548,74 @@ static void chain_cases(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, const 
     LT_CHECK(kept, "chain, host accumulator (%s): written past its %zu elements", tag, C.len);
     free(hx), free(hacc);
     cudaFree(bx);
+
+    /* x overwritten (on the compute stream, as the trainer's next gradients)
+     * as soon as test_req reports INPUT_FREE: the result must not change */
+    up(C.acc, C.full + C.off * es, C.len * es);
+    void *re = NULL;
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, C.acc, C.x, n, NULL, dt, &re, &err), &err);
+    double t0 = lt_now_s();
+    lt_status st = LT_OK; /* (one check, however often it polls) */
+    for (s = 0; !st && !(s & LT_REQ_INPUT_FREE) && lt_now_s() - t0 < 60;) st = g->test_req(g, re, &s, &err);
+    LT_CHECK_OK(st, &err);
+    LT_CHECK(s & LT_REQ_INPUT_FREE, "chain (%s): no INPUT_FREE within 60 s of polling test_req", tag);
+    unsigned char *poison = malloc(n * es);
+    memset(poison, 0xff, n * es);
+    up_on_compute(C.x, poison, n * es);
+    LT_CHECK_OK(g->wait_req(g, re, &err), &err);
+    chain_data_check(&C, dt, "C again, x overwritten at INPUT_FREE", tag);
+    free(poison);
     chain_data_free(&A), chain_data_free(&B), chain_data_free(&C), chain_data_free(&D);
+}
+
+/* one rank's slot of want (n floats, this communicator's canonical split) on
+ * the device, the rest poisoned */
+static float *gather_input(lt_comm *c, const float *want, size_t n) {
+    size_t off, len;
+    lt_comm_shard(n, c->rank, c->world, &off, &len);
+    float *h = malloc(n * sizeof(float) + 1), *d = dev(n * sizeof(float));
+    memset(h, 0xff, n * sizeof(float));
+    memcpy(h + off, want + off, len * sizeof(float));
+    up(d, h, n * sizeof(float));
+    free(h);
+    return d;
+}
+
+/* The trainer's mix (ZeRO-3 prefetch with --shard-group): chains on g and
+ * gathers on c and on g started in between, each communicator's requests
+ * waited in start order, the two communicators' waits interleaved: every
+ * result bitwise. */
+static void mixed_cases(lt_comm *c, lt_comm *g, lt_comm *xc, const char *tag) {
+    lt_err err = {{0}};
+    const size_t n = 3001, nb = n * sizeof(float);
+    chain_data A, B;
+    chain_data_make(&A, c, g, xc, LT_F32, n, 0);
+    chain_data_make(&B, c, g, xc, LT_F32, n, 1);
+    float *wc = malloc(nb), *wg = malloc(nb), *got = malloc(nb);
+    gen(LT_F32, wc, n, seed_of(++g_case, 3000));
+    gen(LT_F32, wg, n, seed_of(++g_case, 3000));
+    float *dc = gather_input(c, wc, n), *dg = gather_input(g, wg, n);
+    void *ra = NULL, *rb = NULL, *rgc = NULL, *rgg = NULL;
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, A.acc, A.x, n, NULL, LT_F32, &ra, &err), &err);
+    LT_CHECK_OK(c->all_gather_start(c, dc, n, NULL, LT_F32, &rgc, &err), &err);
+    LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, B.acc, B.x, n, B.counts, LT_F32, &rb, &err), &err);
+    LT_CHECK_OK(g->all_gather_start(g, dg, n, NULL, LT_F32, &rgg, &err), &err);
+    LT_CHECK_OK(c->wait_req(c, rgc, &err), &err);
+    LT_CHECK_OK(g->wait_req(g, ra, &err), &err);
+    LT_CHECK_OK(g->wait_req(g, rb, &err), &err);
+    LT_CHECK_OK(g->wait_req(g, rgg, &err), &err);
+    char name[160];
+    snprintf(name, sizeof name, "mixed (%s): gather on the world between chains", tag);
+    down_after_wait(got, dc, nb);
+    check_eq(name, LT_F32, got, wc, n, 1);
+    snprintf(name, sizeof name, "mixed (%s): gather on the group after the chains", tag);
+    down_after_wait(got, dg, nb);
+    check_eq(name, LT_F32, got, wg, n, 1);
+    chain_data_check(&A, LT_F32, "mixed A", tag);
+    chain_data_check(&B, LT_F32, "mixed B (counts)", tag);
+    cudaFree(dc), cudaFree(dg);
+    free(wc), free(wg), free(got);
+    chain_data_free(&A), chain_data_free(&B);
 }
 
 /* One group (the whole world; cross: every rank alone -- at world 1 a
@@ -522,8 +623,10 @@ static void chain_cases(lt_comm *c, lt_comm *g, lt_comm *xc, lt_dtype dt, const 
  * reduce-scatter, checked bitwise against it. Then, with more than one
  * rank (never on one GPU: `mpirun -np 2` or more on as many GPUs), groups
  * of gs = 1 .. W/2 consecutive ranks (world % gs == 0), checked against
- * the world's ordered fold. Last, two chains left in flight on a split and
- * the splits destroyed (destroy releases the requests). */
+ * the world's ordered fold, then mixed_cases, then two chains left in flight
+ * across the groups and both splits destroyed. Last, two chains left in
+ * flight on a split and the splits destroyed (destroy releases the
+ * requests). */
 static void test_chain(lt_comm *c, const char *tag) {
     lt_err err = {{0}};
     if (!c->reduce_scatter_sum_ordered_chain_start || !c->test_req) {
@@ -543,6 +646,7 @@ static void test_chain(lt_comm *c, const char *tag) {
     snprintf(name, sizeof name, "%s, one group", tag);
     chain_cases(c, c, xc, LT_F32, name);
     chain_cases(c, c, xc, LT_F64, name);
+    mixed_cases(c, c, xc, name);
     xc->destroy(xc);
 
     for (int gs = 1; gs <= c->world / 2; gs++) { /* several groups: world > 1 only */
@@ -556,8 +660,17 @@ static void test_chain(lt_comm *c, const char *tag) {
                  "groups of %d: group world %d, cross world %d rank %d", gs, g->world, xc->world, xc->rank);
         snprintf(name, sizeof name, "%s, %d groups of %d", tag, xc->world, gs);
         chain_cases(c, g, xc, LT_F32, name);
-        xc->destroy(xc);
-        g->destroy(g);
+        mixed_cases(c, g, xc, name);
+        { /* two chains left in flight across the groups, then both splits destroyed */
+            const size_t n = 2500;
+            float *x = dev(n * sizeof(float)), *acc = dev(2 * n * sizeof(float));
+            void *r1 = NULL, *r2 = NULL;
+            LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, acc, x, n, NULL, LT_F32, &r1, &err), &err);
+            LT_CHECK_OK(g->reduce_scatter_sum_ordered_chain_start(g, xc, acc + n, x, n, NULL, LT_F32, &r2, &err), &err);
+            xc->destroy(xc);
+            g->destroy(g);
+            cudaFree(x), cudaFree(acc);
+        }
     }
 
     lt_comm *g = NULL; /* left in flight, then destroyed */
@@ -579,7 +692,36 @@ static void test_chain(lt_comm *c, const char *tag) {
     cudaFree(x), cudaFree(acc);
 }
 
-int main(void) {
+/* `hang` (argument): the last rank stops answering after the setup; the
+ * others' next collective (a sum on the device; `hang-chain`: a chain's
+ * wait_req, groups of one) must end the job with the timeout's message
+ * (LT_COMM_TIMEOUT_S) instead of hanging. 0 = the job survived (a failure). */
+static int dead_peer(lt_comm *c, int chain) {
+    lt_err err = {{0}};
+    float *d = dev(1000 * sizeof(float)), *acc = dev(1000 * sizeof(float));
+    cudaMemset(d, 0, 1000 * sizeof(float));
+    lt_comm *g = NULL, *xc = NULL; /* chain: groups of one, the hops across every rank */
+    if (chain && (c->split(c, c->rank, 0, &g, &err) || c->split(c, 0, c->rank, &xc, &err))) {
+        fprintf(stderr, "test_comm_nccl: split: %s\n", err.msg);
+        return 1;
+    }
+    if (c->rank == c->world - 1) {
+        fprintf(stderr, "test_comm_nccl: rank %d simulates a hung peer\n", c->rank);
+        for (;;) {
+            struct timespec ts = {1, 0};
+            nanosleep(&ts, NULL);
+        }
+    }
+    void *r = NULL;
+    lt_status st = chain ? g->reduce_scatter_sum_ordered_chain_start(g, xc, acc, d, 1000, NULL, LT_F32, &r, &err)
+                         : c->all_reduce_sum(c, d, 1000, LT_F32, &err);
+    if (!st && chain) st = g->wait_req(g, r, &err);
+    fprintf(stderr, "test_comm_nccl: rank %d: the job survived a hung peer (%s: %s)\n", c->rank,
+            lt_status_name(st), err.msg);
+    return 0;
+}
+
+int main(int argc, char **argv) {
     setenv("LT_COMM_CHUNK_ELEMS", "1000", 0); /* the ordered path in pieces */
     lt_comm_opts o = lt_comm_opts_default();
     o.on_device = 1;
@@ -595,6 +737,7 @@ int main(void) {
         return 1;
     }
     g_world = c->world;
+    if (argc > 1 && !strncmp(argv[1], "hang", 4)) return dead_peer(c, !strcmp(argv[1], "hang-chain")) == 0 ? 1 : 0;
     LT_CHECK(!strcmp(c->name, "nccl"), "auto with on_device picked '%s'", c->name);
     LT_CHECK(c->device >= 0, "device %d", c->device);
 
@@ -616,6 +759,7 @@ int main(void) {
     cudaStream_t s;
     cudaStreamCreate(&s);
     LT_CHECK_OK(c->set_stream(c, s, &err), &err);
+    g_cstream = s;
     LT_CHECK_OK(c->barrier(c, &err), &err);
     /* on that stream (the non-blocking starts then order it by events) */
     test_dtype_n(c, LT_F32, 4099);
@@ -633,6 +777,7 @@ int main(void) {
     st = c->broadcast(c, d, 16, c->world, &err);
     LT_CHECK(st == LT_ERR_INVALID, "root = world accepted: %s", lt_status_name(st));
     LT_CHECK_OK(c->set_stream(c, NULL, &err), &err);
+    g_cstream = NULL;
     cudaFree(d);
     cudaStreamDestroy(s);
 
