@@ -1304,11 +1304,15 @@ fail:
         }
     }
 done:
+    /* the trainer first: it destroys the sub-communicators split from r.comm
+     * (--shard-group), which lt_comm.h wants freed before their parent (the
+     * parent's destroy may finalize MPI, which the stand-in's split NCCL
+     * communicators still use) */
+    lt_trainer_free(r.tr);
     if (r.comm) r.comm->destroy(r.comm);
     if (r.metrics) fclose(r.metrics);
     free(r.buf);
     free(r.micro);
-    lt_trainer_free(r.tr);
     lt_loader_free(r.L);
     lt_loader_free(r.E);
     lt_model_free(r.m);
