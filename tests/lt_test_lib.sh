@@ -7,7 +7,8 @@
 # FILE, default model.safetensors); lt_enter_tmp (a fresh $tmp as the working
 # folder); lt_tokenize_sample OUT [ARGS] (the sample instructions -> OUT/,
 # stops the test when it fails); lt_use_lb_vocab (the sample model with added
-# tokens, in the caller's common[] array); final_of RUN; lt_finish (the summary line and exit status).
+# tokens, in the caller's common[] array); final_of RUN; train NP OUT ARGS and same_run A B (runs
+# of `luxtrain train` compared bitwise, below); lt_finish (the summary line and exit status).
 set -u
 src="${LT_SOURCE_DIR:?LT_SOURCE_DIR not set}"
 bin="${LT_BIN:?LT_BIN not set}"
@@ -54,6 +55,28 @@ lt_use_lb_vocab() {
 }
 # final_of RUN: the run's final weights file (a full run's model.safetensors, else the adapter's)
 final_of() { if [ -f "$1/final/model.safetensors" ]; then echo "$1/final/model.safetensors"; else echo "$1/final/adapter_model.safetensors"; fi; }
+# train NP OUT ARGS...: `$train_bin train` (default $bin) with the caller's common[] array and
+# ARGS, --out OUT, its output in OUT.txt; NP 1: a plain process, else mpirun -np NP (ended after
+# ${train_timeout:-120} s)
+train() {
+  local np=$1 out=$2
+  shift 2
+  if [ "$np" = 1 ]; then "${train_bin:-$bin}" train "${common[@]}" "$@" --out "$out" >"$out.txt" 2>&1
+  else timeout "${train_timeout:-120}" mpirun --oversubscribe -np "$np" "${train_bin:-$bin}" train "${common[@]}" "$@" \
+         --out "$out" >"$out.txt" 2>&1; fi
+}
+# same_run A B: every step's loss, grad_norm and target count strings equal (${steps:-8} steps
+# logged) and the final weights' bytes equal (needs $py)
+same_run() {
+  "$py" - "$1/metrics.jsonl" "$2/metrics.jsonl" "${steps:-8}" <<'PY' && cmp -s "$(final_of "$1")" "$(final_of "$2")"
+import re, sys
+def rows(p):
+    return [tuple(re.search(r'"%s": ([^,]+)' % k, l).group(1) for k in ("step", "loss", "grad_norm", "target_tokens"))
+            for l in open(p) if '"loss"' in l]
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+assert len(a) == int(sys.argv[3]) and a == b, (a[:2], b[:2])
+PY
+}
 lt_finish() {
   if [ "$fails" -ne 0 ]; then echo "$lt_name: $fails failure(s)" >&2; exit 1; fi
   echo "$lt_name: all checks passed"

@@ -58,22 +58,6 @@ common=(--model "$model" --data shards/train-00000.h5 --seq-len 64 --micro-batch
 lora=(--lora-rank 4 --lora-alpha 8 --lora-dropout 0.1)
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-train() { # train NP OUT ARGS...: 1 = plain process, else mpirun -np NP
-  local np=$1 out=$2
-  shift 2
-  if [ "$np" = 1 ]; then "$bin" train "${common[@]}" "$@" --out "$out" >"$out.txt" 2>&1
-  else timeout 120 mpirun --oversubscribe -np "$np" "$bin" train "${common[@]}" "$@" --out "$out" >"$out.txt" 2>&1; fi
-}
-same_run() { # loss, grad_norm and target count strings of every step equal; final bytes equal
-  "$py" - "$1/metrics.jsonl" "$2/metrics.jsonl" <<'PY' && cmp -s "$(final_of "$1")" "$(final_of "$2")"
-import re, sys
-def rows(p):
-    return [tuple(re.search(r'"%s": ([^,]+)' % k, l).group(1) for k in ("step", "loss", "grad_norm", "target_tokens"))
-            for l in open(p) if '"loss"' in l]
-a, b = rows(sys.argv[1]), rows(sys.argv[2])
-assert len(a) == 8 and a == b, (a[:2], b[:2])
-PY
-}
 
 # ---- 1. ZeRO-2 N ranks == 1 rank, bitwise ----
 train 1 one-full --grad-accum 6 || fail "one process: $(tail -2 one-full.txt)"

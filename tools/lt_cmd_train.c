@@ -603,6 +603,24 @@ static lt_status comm_on_backend_stream(run *r, lt_err *err) {
     return LT_OK;
 }
 
+/* LT_COMM_KIND (a test / diagnostic knob, docs/distributed.md): the
+ * communicator's kind instead of the trainer's choice ("auto", or "single"
+ * for one CPU rank): auto | mpi | nccl | single. NULL: unset (the choice
+ * stands). tests/test_train_nccl_fake.sh runs the NCCL communicator with the
+ * CPU backend through it. */
+static lt_status comm_kind_env(const char **kind, lt_err *err) {
+    static const char *const kinds[] = {"auto", "mpi", "nccl", "single"};
+    const char *v = getenv("LT_COMM_KIND");
+    *kind = NULL;
+    if (!v || !*v) return LT_OK;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strcmp(v, kinds[i])) {
+            *kind = kinds[i];
+            return LT_OK;
+        }
+    return lt_fail(err, LT_ERR_INVALID, "LT_COMM_KIND='%s' (expected auto, mpi, nccl or single)", v);
+}
+
 static lt_status setup(run *r, lt_err *err) {
     const lt_train_opts *o = r->o;
     lt_status st;
@@ -618,7 +636,10 @@ static lt_status setup(run *r, lt_err *err) {
     if (r->world > 1 || !strcmp(r->be->name, "cpu") || o->zero >= 2) { /* ZeRO-2 on one GPU: nccl, world 1 */
         lt_comm_opts co = lt_comm_opts_default();
         co.on_device = strcmp(r->be->name, "cpu") != 0;
-        if ((st = lt_comm_create(r->world > 1 || co.on_device ? "auto" : "single", &co, &r->comm, err))) return st;
+        const char *kind;
+        if ((st = comm_kind_env(&kind, err))) return st;
+        if (!kind) kind = r->world > 1 || co.on_device ? "auto" : "single";
+        if ((st = lt_comm_create(kind, &co, &r->comm, err))) return st;
         r->rank = r->comm->rank;
         if ((st = comm_on_backend_stream(r, err))) return st;
     }

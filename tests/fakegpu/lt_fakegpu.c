@@ -77,6 +77,15 @@
  *                              streams overtake each other
  *   FAKEGPU_VERBOSE=1          at exit, how often two NCCL ops were at heads
  *   FAKEGPU_FAULT=nowait|droprecv|stuck  a broken device (selftest.sh)
+ *   FAKEGPU_HOST_IS_DEVICE=1   every pointer is device memory: host
+ *                              allocations (malloc, the stack) count as
+ *                              device memory for cudaPointerGetAttributes,
+ *                              the memcpy kinds, cudaMemset, cuBLAS and NCCL,
+ *                              so a caller with host buffers (luxtrain's CPU
+ *                              backend: tests/test_train_nccl_fake.sh) takes
+ *                              the device paths a GPU run takes. The range
+ *                              check then covers only cudaMalloc'd memory (a
+ *                              host allocation's size is unknown here)
  *
  * What it does not model: kernels (no compute but axpy, memcpy, memset),
  * NCCL's real algorithms, protocols, timing and its summation order (MPI's is
@@ -161,13 +170,27 @@ static fg_alloc *fg_find(const void *p) {
     return NULL;
 }
 
+/* FAKEGPU_HOST_IS_DEVICE=1: every pointer counts as device memory */
+static int fg_host_is_device(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("FAKEGPU_HOST_IS_DEVICE");
+        v = e && !strcmp(e, "1");
+    }
+    return v;
+}
+
+/* 1 when p is device memory (a cudaMalloc'd allocation, or any pointer with
+ * FAKEGPU_HOST_IS_DEVICE=1) */
+static int fg_is_device(const void *p) { return fg_find(p) != NULL || (p && fg_host_is_device()); }
+
 /* [p, p + bytes) used by `what`: inside one allocation when it starts in
  * device memory (an overrun a GPU might not even fault on); device memory
  * required when `device` (a kernel cannot touch pageable host memory) */
 static void fg_check_range(const char *what, const void *p, size_t bytes, int device) {
     if (!bytes) return;
     const fg_alloc *a = fg_find(p);
-    if (!a && !device) return;
+    if (!a && (!device || fg_host_is_device())) return; /* (a host allocation: its size is unknown) */
     if (!a) {
         fprintf(stderr, "fakegpu: rank %d: %s: %zu bytes at %p: not device memory\n", fg_mpi_rank(), what, bytes, p);
         fg_die();
@@ -795,7 +818,7 @@ cudaError_t cudaFree(void *devPtr) {
 cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attributes, const void *ptr) {
     if (!attributes) return fg_err(cudaErrorInvalidValue);
     memset(attributes, 0, sizeof *attributes);
-    const fg_alloc *a = fg_find(ptr);
+    const int a = fg_is_device(ptr);
     attributes->type = a ? cudaMemoryTypeDevice : cudaMemoryTypeUnregistered;
     attributes->device = a ? g_device : -2;
     attributes->devicePointer = a ? (void *)ptr : NULL;
@@ -806,7 +829,7 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attributes, c
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind, cudaStream_t stream) {
     if (count && (!dst || !src)) return fg_err(cudaErrorInvalidValue);
     if (!count) return cudaSuccess;
-    int dd = fg_find(dst) != NULL, sd = fg_find(src) != NULL;
+    int dd = fg_is_device(dst), sd = fg_is_device(src);
     if ((kind == cudaMemcpyHostToDevice && (!dd || sd)) || (kind == cudaMemcpyDeviceToHost && (dd || !sd)) ||
         (kind == cudaMemcpyDeviceToDevice && (!dd || !sd)) || (kind == cudaMemcpyHostToHost && (dd || sd))) {
         fprintf(stderr, "fakegpu: rank %d: cudaMemcpy kind %d does not match the pointers (dst %s, src %s)\n",
@@ -830,7 +853,7 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpy
 }
 
 cudaError_t cudaMemset(void *devPtr, int value, size_t count) {
-    if (count && !fg_find(devPtr)) return fg_err(cudaErrorInvalidValue);
+    if (count && !fg_is_device(devPtr)) return fg_err(cudaErrorInvalidValue);
     if (!count) return cudaSuccess;
     fg_check_range("cudaMemset", devPtr, count, 1);
     fg_legacy_barrier();
