@@ -55,7 +55,7 @@ for spec in "full 2 2 0 1" "full 2 3 0 1" "full 4 1 2 1" "full 4 2 2 1" "full 4 
       LT_COMM_KIND=nccl FAKEGPU_HOST_IS_DEVICE=1 LT_OVERLAP=$ov train_bin="$LT_FAKE_BIN" train "$np" "$out" "${extra[@]}"
     else
       LT_COMM_KIND=mpi LT_OVERLAP=$ov train "$np" "$out" "${extra[@]}"
-    fi || { fail "$out: $(grep -v '^step' "$out.txt" | tail -4)"; ok=0; continue; }
+    fi || { fail "$out: $(grep -m2 -E 'timed out|fakegpu:|luxtrain: rank|train: ' "$out.txt" | grep -v 'train: memory' || tail -3 "$out.txt")"; ok=0; continue; }
     grep -q "communicator $kind," "$out.txt" || { fail "$out: the run does not say communicator $kind"; ok=0; }
     if [ "$ov" = 1 ]; then
       grep -Eq "ZeRO-$z: [1-9][0-9]* gradient reductions ran non-blocking" "$out.txt" || { fail "$out: no non-blocking reductions"; ok=0; }
