@@ -5,7 +5,9 @@
 # stand-in; tests/CMakeLists.txt) with LT_COMM_KIND=nccl and
 # FAKEGPU_HOST_IS_DEVICE=1, so the CPU backend's buffers take the device path
 # a GPU run takes: non-blocking starts, the hybrid chains (--shard-group) and
-# the ordered fold by cuBLAS axpy on the fake's streams. Each run (full
+# the ordered fold by cuBLAS axpy on the fake's streams; and again with
+# FAKEGPU_HOST_IS_DEVICE=0: host buffers staged through the device (the
+# path of the real NCCL with the CPU backend). Each run (full
 # fine-tuning of the sample model, a few steps):
 #   ZeRO-2 and ZeRO-3 on 2 ranks; ZeRO-1, 2 and 3 on 4 ranks with
 #   --shard-group 2 (two groups: the chains); ZeRO-3 in groups of 2 with
@@ -49,14 +51,16 @@ for spec in "full 2 2 0 1" "full 2 3 0 1" "full 4 1 2 1" "full 4 2 2 1" "full 4 
   [ "$mode" = lora ] && extra+=("${lora[@]}")
   name="np$np-$mode-z$z-g$g-ov$ov"
   ok=1
-  for kind in nccl mpi; do
+  for kind in nccl ncclhost mpi; do
     out="$name-$kind"
     if [ $kind = nccl ]; then
       LT_COMM_KIND=nccl FAKEGPU_HOST_IS_DEVICE=1 LT_OVERLAP=$ov train_bin="$LT_FAKE_BIN" train "$np" "$out" "${extra[@]}"
+    elif [ $kind = ncclhost ]; then # host buffers: staged through the device, blocking
+      LT_COMM_KIND=nccl FAKEGPU_HOST_IS_DEVICE=0 LT_OVERLAP=$ov train_bin="$LT_FAKE_BIN" train "$np" "$out" "${extra[@]}"
     else
       LT_COMM_KIND=mpi LT_OVERLAP=$ov train "$np" "$out" "${extra[@]}"
     fi || { fail "$out: $(grep -m2 -E 'timed out|fakegpu:|luxtrain: rank|train: ' "$out.txt" | grep -v 'train: memory' || tail -3 "$out.txt")"; ok=0; continue; }
-    grep -q "communicator $kind," "$out.txt" || { fail "$out: the run does not say communicator $kind"; ok=0; }
+    grep -q "communicator ${kind%host}," "$out.txt" || { fail "$out: the run does not say communicator $kind"; ok=0; }
     if [ "$ov" = 1 ]; then
       grep -Eq "ZeRO-$z: [1-9][0-9]* gradient reductions ran non-blocking" "$out.txt" || { fail "$out: no non-blocking reductions"; ok=0; }
     else
@@ -65,7 +69,10 @@ for spec in "full 2 2 0 1" "full 2 3 0 1" "full 4 1 2 1" "full 4 2 2 1" "full 4 
   done
   [ $ok = 1 ] || continue
   if same_run "$name-nccl" "$name-mpi" && same_run "one-$mode" "$name-nccl"; then
-    echo "ok   $name: NCCL on the stand-in bitwise equal to the MPI communicator and to 1 process x 4"
-  else fail "$name: the NCCL communicator's run differs from the MPI communicator's or 1 process's"; fi
+    echo "ok   $name: NCCL on the stand-in (device path) bitwise equal to the MPI communicator and to 1 process x 4"
+  else fail "$name: the NCCL communicator's run (device path) differs from the MPI communicator's or 1 process's"; fi
+  if same_run "$name-ncclhost" "$name-mpi"; then
+    echo "ok   $name: NCCL on the stand-in (host buffers staged) bitwise equal to the MPI communicator"
+  else fail "$name: the NCCL communicator's run (host buffers staged) differs from the MPI communicator's"; fi
 done
 lt_finish
