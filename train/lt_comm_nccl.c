@@ -848,9 +848,11 @@ static lt_status nc_test_req(lt_comm *c, void *req, int *state, lt_err *err) {
  * is caught by the next blocking op's timed wait); without: the host polls
  * the event with the timeout */
 static lt_status nc_wait_req(lt_comm *c, void *req, lt_err *err) {
-    const char *what = "wait for a non-blocking collective";
     nc_req *r = req;
     if (!r) return LT_OK;
+    /* (names the op in a timeout's "collective ... timed out") */
+    const char *what = r->cross ? "reduce_scatter_sum_ordered (hybrid chain; its wait_req)"
+                                : "started non-blocking (its wait_req)";
     nccl_ctx *x = X(c);
     lt_status st = LT_OK;
     /* (D needs no compute: the accumulators are the chains' until their

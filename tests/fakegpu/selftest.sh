@@ -47,5 +47,5 @@ hung() { # mode, regex
     fi
 }
 hung hang "rank [01] of 3: collective all_reduce_sum timed out after 2 s"
-hung hang-chain "rank [01] of 3: collective wait for a non-blocking collective timed out after 2 s"
+hung hang-chain "rank [01] of 3: collective reduce_scatter_sum_ordered \\(hybrid chain; its wait_req\\) timed out after 2 s"
 exit $fail
